@@ -1,0 +1,93 @@
+"""The exception tree of budgetguard.
+
+    BudgetGuardError                 root: catch this to catch everything budgetguard raises
+    ├── BudgetExceededError          a reservation was refused: a limit would be passed
+    ├── PricingError                 no price for a model (never a silent $0)
+    ├── UsageError                   a provider response carries no usable usage
+    ├── LedgerError                  the store failed or is unreachable (the cause is chained)
+    └── ConfigurationError           bad settings, unknown store URL, missing optional extra
+
+Errors carry their context as attributes and say in their message what to do next.
+User and SDK exceptions pass through budgetguard unchanged.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+__all__ = [
+    "BudgetExceededError",
+    "BudgetGuardError",
+    "ConfigurationError",
+    "LedgerError",
+    "PricingError",
+    "UsageError",
+]
+
+
+class BudgetGuardError(Exception):
+    """Root of every exception raised by budgetguard."""
+
+
+class ConfigurationError(BudgetGuardError, ValueError):
+    """Settings that cannot work: unknown store URL, missing extra, invalid budget."""
+
+
+class PricingError(BudgetGuardError, LookupError):
+    """No price is known for a model. budgetguard never charges an unknown model $0."""
+
+    def __init__(self, message: str, *, model: str) -> None:
+        super().__init__(message)
+        self.model = model
+
+
+class UsageError(BudgetGuardError, ValueError):
+    """A provider response has no usage, or usage that cannot be right."""
+
+
+class LedgerError(BudgetGuardError):
+    """The ledger store failed or could not be reached; ``__cause__`` holds the backend error."""
+
+
+class BudgetExceededError(BudgetGuardError):
+    """A reservation was refused because it would take a scope past its limit.
+
+    Amounts are in the budget's unit: USD as ``Decimal`` for money budgets, integers for token and
+    request budgets.
+    """
+
+    def __init__(
+        self,
+        *,
+        scope: str,
+        unit: str,
+        period: str,
+        limit: Decimal | int,
+        spent: Decimal | int,
+        held: Decimal | int,
+        requested: Decimal | int,
+        resets_at: datetime | None,
+    ) -> None:
+        self.scope = scope
+        self.unit = unit
+        self.period = period
+        self.limit = limit
+        self.spent = spent
+        self.held = held
+        self.requested = requested
+        self.resets_at = resets_at
+        fmt = _fmt_usd if unit == "usd" else str
+        remaining = limit - spent - held
+        when = f"it resets at {resets_at.isoformat()}" if resets_at else "it never resets"
+        super().__init__(
+            f"budget exceeded for {scope} ({period} {unit} budget): limit {fmt(limit)}, "
+            f"spent {fmt(spent)}, held by calls in flight {fmt(held)}, "
+            f"remaining {fmt(remaining)}, requested {fmt(requested)}; {when}. "
+            "Lower the request (max tokens, a cheaper model), wait for the reset, "
+            "or raise the limit (budgetguard limits set)."
+        )
+
+
+def _fmt_usd(amount: Decimal | int) -> str:
+    return f"${Decimal(amount).normalize():f}"

@@ -1,0 +1,235 @@
+"""Request -> worst-case cost: input tokens counted with tiktoken, output at the request's maximum.
+
+``estimate(request)`` takes the keyword arguments of an SDK call (``chat.completions.create``,
+``responses.create``, ``messages.create``, ``embeddings.create``) and returns what a reservation must
+hold so that the call cannot cost more:
+
+* input: counted with the model's encoding (OpenAI's published rules), or o200k_base x a safety factor
+  for Claude; priced as cache writes when an Anthropic request asks for caching (dearer than input);
+* output: ``max_completion_tokens`` / ``max_tokens`` / ``max_output_tokens`` times ``n``; without one,
+  the model's output limit, else its context window minus the input (a true upper bound), else
+  ``default_output_tokens``;
+* price: the prompt-size tier the estimated input falls in, and the request's service tier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from ._errors import ConfigurationError
+from ._money import to_usd
+from ._pricing import Price, PriceBook, price_book
+from ._tokens import (
+    ANTHROPIC_SAFETY_FACTOR,
+    count_anthropic_tokens,
+    count_message_tokens,
+    count_responses_tokens,
+    count_text_tokens,
+    encoding_for_model,
+)
+from ._usage import Usage
+
+__all__ = ["Estimate", "Estimator", "estimate"]
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """The worst case of one call: what a reservation holds before the call is sent."""
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_nano: int
+    price: Price
+    cache_write: str | None = None
+    """``"5m"`` or ``"1h"`` when the input was priced as prompt-cache writes."""
+
+    @property
+    def cost(self) -> Decimal:
+        """The reserved amount in USD."""
+        return to_usd(self.cost_nano)
+
+    @property
+    def usage(self) -> Usage:
+        """The worst-case usage this estimate priced."""
+        return _worst_usage(self.input_tokens, self.output_tokens, self.cache_write)
+
+    def __repr__(self) -> str:
+        return (
+            f"Estimate(model={self.model!r}, input_tokens={self.input_tokens}, "
+            f"output_tokens={self.output_tokens}, cost=${self.cost:f})"
+        )
+
+
+def _worst_usage(input_tokens: int, output_tokens: int, cache_write: str | None) -> Usage:
+    if cache_write == "1h":
+        return Usage(cache_write_1h_tokens=input_tokens, output_tokens=output_tokens)
+    if cache_write == "5m":
+        return Usage(cache_write_tokens=input_tokens, output_tokens=output_tokens)
+    return Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+
+
+class Estimator:
+    """Turns SDK request kwargs into an ``Estimate``; holds the settings estimation needs."""
+
+    def __init__(
+        self,
+        *,
+        prices: PriceBook | None = None,
+        default_output_tokens: int = 4096,
+        anthropic_factor: Decimal | str = ANTHROPIC_SAFETY_FACTOR,
+        anthropic_factors: Mapping[str, Decimal | str] | None = None,
+    ) -> None:
+        if default_output_tokens <= 0:
+            raise ConfigurationError("default_output_tokens must be positive")
+        self.prices = prices if prices is not None else price_book
+        self.default_output_tokens = default_output_tokens
+        self.anthropic_factor = Decimal(anthropic_factor)
+        self.anthropic_factors = {k: Decimal(v) for k, v in (anthropic_factors or {}).items()}
+        if self.anthropic_factor < 1 or any(f < 1 for f in self.anthropic_factors.values()):
+            raise ConfigurationError("an Anthropic safety factor below 1 would under-reserve")
+
+    def __call__(self, request: Mapping[str, Any], *, provider: str | None = None) -> Estimate:
+        model = request.get("model")
+        if not isinstance(model, str) or not model:
+            raise ConfigurationError(
+                "the request has no 'model'; pass the SDK call's keyword arguments, or an Estimate"
+            )
+        provider = provider or _guess_provider(model, request)
+        variant = _variant(request, provider)
+        price = self.prices.get(model, provider=provider, variant=variant)
+        cache_write = None
+        if provider == "anthropic":
+            input_tokens = count_anthropic_tokens(
+                request.get("messages") or (),
+                model,
+                system=request.get("system"),
+                tools=request.get("tools"),
+                factor=self._factor(model),
+            )
+            cache_write = _anthropic_cache_ttl(request)
+            output_tokens = self._output(request, price, input_tokens, ("max_tokens",))
+        elif "messages" in request:
+            input_tokens = count_message_tokens(
+                request["messages"], model, tools=request.get("tools") or request.get("functions")
+            )
+            output_tokens = self._output(
+                request, price, input_tokens, ("max_completion_tokens", "max_tokens")
+            ) * _n(request)
+        elif _is_embedding(model):
+            input_tokens = _embedding_tokens(request.get("input"), model)
+            output_tokens = 0
+        elif "input" in request or "instructions" in request:
+            input_tokens = count_responses_tokens(
+                request.get("input"),
+                model,
+                instructions=request.get("instructions"),
+                tools=request.get("tools"),
+            )
+            output_tokens = self._output(request, price, input_tokens, ("max_output_tokens",))
+        else:
+            raise ConfigurationError(
+                f"cannot tell what kind of request this is (keys: {sorted(request)}); expected "
+                "'messages' (chat / Anthropic) or 'input' (Responses / embeddings)"
+            )
+        worst = _worst_usage(input_tokens, output_tokens, cache_write)
+        return Estimate(
+            model=model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_nano=price.cost_nano(worst),
+            price=price,
+            cache_write=cache_write,
+        )
+
+    def _factor(self, model: str) -> Decimal:
+        for prefix, factor in self.anthropic_factors.items():
+            if model.startswith(prefix):
+                return factor
+        return self.anthropic_factor
+
+    def _output(
+        self, request: Mapping[str, Any], price: Price, input_tokens: int, keys: tuple[str, ...]
+    ) -> int:
+        for key in keys:
+            value = request.get(key)
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ConfigurationError(f"{key} must be a non-negative int, got {value!r}")
+                return value
+        if price.max_output_tokens is not None:
+            return price.max_output_tokens
+        if price.context_window is not None:
+            return max(price.context_window - input_tokens, 0)
+        return self.default_output_tokens
+
+
+def _guess_provider(model: str, request: Mapping[str, Any]) -> str:
+    bare = model.rsplit("/", 1)[-1]
+    if bare.startswith("claude") or model.startswith("anthropic/"):
+        return "anthropic"
+    return "openai"
+
+
+def _variant(request: Mapping[str, Any], provider: str) -> dict[str, str] | None:
+    tier = request.get("service_tier")
+    if provider == "openai" and isinstance(tier, str) and tier not in ("auto", "default"):
+        return {"service_tier": tier}
+    return None
+
+
+def _n(request: Mapping[str, Any]) -> int:
+    n = request.get("n")
+    if n is None:
+        return 1
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigurationError(f"n must be a positive int, got {n!r}")
+    return n
+
+
+def _is_embedding(model: str) -> bool:
+    return "embedding" in model
+
+
+def _embedding_tokens(value: Any, model: str) -> int:
+    if isinstance(value, str):
+        return count_text_tokens(value, encoding_for_model(model))
+    if not value:
+        return 0
+    if isinstance(value[0], int):  # one array of token ids
+        return len(value)
+    return sum(_embedding_tokens(item, model) for item in value)
+
+
+def _anthropic_cache_ttl(request: Mapping[str, Any]) -> str | None:
+    """``"1h"``/``"5m"`` if any block of the request asks for prompt caching, else ``None``."""
+    ttl: str | None = None
+    blocks: list[Any] = []
+    for key in ("system", "tools"):
+        value = request.get(key)
+        if isinstance(value, list):
+            blocks.extend(value)
+    for message in request.get("messages") or ():
+        content = message.get("content")
+        if isinstance(content, list):
+            blocks.extend(content)
+    if isinstance(request.get("cache_control"), Mapping):
+        blocks.append(request)
+    for block in blocks:
+        control = block.get("cache_control") if isinstance(block, Mapping) else None
+        if isinstance(control, Mapping):
+            if control.get("ttl") == "1h":
+                return "1h"
+            ttl = "5m"
+    return ttl
+
+
+_default_estimator = Estimator()
+
+
+def estimate(request: Mapping[str, Any], *, provider: str | None = None) -> Estimate:
+    """Worst-case tokens and cost of an SDK request (its keyword arguments), with default settings."""
+    return _default_estimator(request, provider=provider)
