@@ -98,9 +98,12 @@ class Estimator:
             raise ConfigurationError(
                 "the request has no 'model'; pass the SDK call's keyword arguments, or an Estimate"
             )
+        # The guess picks the request shape; prices are looked up with the caller's provider only, so
+        # a model the price data files under another provider (gemini-*, mistral-*) is still found.
+        lookup_provider = provider
         provider = provider or _guess_provider(model, request)
         variant = _variant(request, provider)
-        price = self.prices.get(model, provider=provider, variant=variant)
+        price = self.prices.get(model, provider=lookup_provider, variant=variant)
         cache_write = None
         if provider == "anthropic":
             input_tokens = count_anthropic_tokens(
@@ -197,10 +200,12 @@ def _is_embedding(model: str) -> bool:
 def _embedding_tokens(value: Any, model: str) -> int:
     if isinstance(value, str):
         return count_text_tokens(value, encoding_for_model(model))
-    if not value:
-        return 0
-    if isinstance(value[0], int):  # one array of token ids
-        return len(value)
+    if not isinstance(value, list | tuple):
+        raise ConfigurationError(
+            f"embeddings input must be a str, a list of str or token-id arrays, got {type(value).__name__}"
+        )
+    if value and all(isinstance(item, int) and not isinstance(item, bool) for item in value):
+        return len(value)  # one array of token ids
     return sum(_embedding_tokens(item, model) for item in value)
 
 

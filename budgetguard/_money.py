@@ -9,7 +9,7 @@ that drifts by a rounding error per call is exactly what this library exists to 
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, Inexact, InvalidOperation
 
 __all__ = ["INT64_MAX", "NANO_PER_USD", "Money", "format_usd", "to_nano", "to_usd"]
 
@@ -51,15 +51,19 @@ def to_nano(amount: Money, *, what: str = "amount", allow_negative: bool = False
     ``allow_negative``) or does not fit a signed 64-bit counter, and ``TypeError`` for floats.
     """
     value = _as_decimal(amount, what)
-    scaled = value.scaleb(9)
-    if scaled != scaled.to_integral_value():
+    # Exact: the default context (28 digits) would silently round a longer amount to a whole nano-USD.
+    exact = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[Inexact])
+    try:
+        scaled = value.scaleb(9, exact)
+    except Inexact:  # an exponent beyond even the widest context: absurdly small or large
+        raise ValueError(f"{what} {amount!r} is not a representable amount of USD") from None
+    if scaled != scaled.to_integral_value(context=exact):
         raise ValueError(f"{what} {amount!r} is finer than one nano-USD (1e-9); round it first")
-    nano = int(scaled)
-    if nano < 0 and not allow_negative:
+    if scaled < 0 and not allow_negative:
         raise ValueError(f"{what} must not be negative, got {amount!r}")
-    if abs(nano) > INT64_MAX:
+    if scaled.copy_abs() > INT64_MAX:  # compared as a Decimal: no huge int is ever built
         raise ValueError(f"{what} {amount!r} is too large: at most ${to_usd(INT64_MAX)}")
-    return nano
+    return int(scaled)
 
 
 def to_usd(nano: int) -> Decimal:

@@ -22,7 +22,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,10 @@ def _rate(value: Money | None, what: str) -> Decimal | None:
         raise TypeError(f"price {what} is a float {value!r}; pass a string or Decimal, e.g. '{value!r}'")
     if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
         raise TypeError(f"price {what} must be a Decimal, str or int (USD per million tokens)")
-    rate = Decimal(value)
+    try:
+        rate = Decimal(value)
+    except InvalidOperation:
+        raise ValueError(f"price {what} {value!r} is not a number (USD per million tokens)") from None
     if not rate.is_finite() or rate < 0:
         raise ValueError(f"price {what} must be a finite, non-negative USD per million tokens: {value!r}")
     return rate
@@ -283,6 +286,7 @@ class PriceBook:
         models = data.get("models", data) if isinstance(data, dict) else None
         if not isinstance(models, dict):
             raise ConfigurationError(f'{path}: expected a table of models, e.g. [models."name"]')
+        staged = PriceBook(use_data=False)  # all or nothing: a bad entry leaves this book unchanged
         loaded = []
         for name, spec in models.items():
             if not isinstance(spec, dict) or "input" not in spec:
@@ -290,10 +294,13 @@ class PriceBook:
             tiers = spec.pop("tiers", None)
             try:
                 loaded.append(
-                    self.register(name, tiers={int(k): v for k, v in (tiers or {}).items()}, **spec)
+                    staged.register(name, tiers={int(k): v for k, v in (tiers or {}).items()}, **spec)
                 )
-            except TypeError as exc:
+            except (TypeError, ValueError, AttributeError) as exc:
                 raise ConfigurationError(f"{path}: model {name!r}: {exc}") from exc
+        with self._lock:
+            self._overrides.update(staged._overrides)
+            self._cache.clear()
         return loaded
 
     def set_default(self, *, input: Money, output: Money | None = None, **rates: Money) -> None:

@@ -214,8 +214,13 @@ def _merge_anthropic_delta(start: Usage, delta: Any) -> Usage:
         return start
     output = _count(delta, "output_tokens", required=True)
     cache_write_5m, cache_write_1h = start.cache_write_tokens, start.cache_write_1h_tokens
-    if _get(delta, "cache_creation_input_tokens") is not None:
+    if _get(delta, "cache_creation") is not None:
         cache_write_5m, cache_write_1h = _anthropic_cache_writes(delta)
+    elif _get(delta, "cache_creation_input_tokens") is not None:
+        # message_delta carries the total without the 5m / 1h split: keep message_start's 1-hour share
+        total = _count(delta, "cache_creation_input_tokens")
+        cache_write_1h = min(start.cache_write_1h_tokens, total)
+        cache_write_5m = total - cache_write_1h
 
     def replace(field: str, current: int) -> int:
         return current if _get(delta, field) is None else _count(delta, field)

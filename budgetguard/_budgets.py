@@ -1,0 +1,215 @@
+"""Scopes, budgets and their time windows.
+
+A scope is a kind and an id: ``global``, ``user:alice``, ``feature:search``, ``team:7``. Ids are user
+data and may hold any character (``:``, ``{``, ``*``, newlines, 10 kB of unicode); stores never put an
+id into key syntax unescaped. A budget is a limit on a scope kind (every ``user:*``) or on one exact
+scope, in USD, tokens or requests, per calendar period (UTC unless a time zone is given) or in total.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ._errors import ConfigurationError
+from ._money import INT64_MAX, Money, format_usd, to_nano
+
+__all__ = ["Budget", "Period", "Scope", "Unit", "Window", "window_for"]
+
+_KIND = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+MAX_ID_BYTES = 64 * 1024
+
+
+class Unit(StrEnum):
+    USD = "usd"
+    """Amounts are integer nano-USD."""
+    TOKENS = "tokens"
+    REQUESTS = "requests"
+
+    def show(self, amount: int) -> str:
+        return format_usd(amount) if self is Unit.USD else f"{amount} {self.value}"
+
+
+class Period(StrEnum):
+    MINUTE = "minute"
+    HOUR = "hour"
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+    TOTAL = "total"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Scope:
+    """``Scope("user", "alice")``, ``Scope("global")``; ``Scope.parse("user:alice")``."""
+
+    kind: str
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, str) or not _KIND.fullmatch(self.kind):
+            raise ConfigurationError(
+                f"scope kind {self.kind!r} must be 1-32 lowercase letters, digits, '_' or '-', "
+                "starting with a letter (e.g. 'user', 'feature', 'team')"
+            )
+        if self.kind == "global":
+            if self.id is not None:
+                raise ConfigurationError("the global scope has no id: use Scope('global')")
+            return
+        if self.id is None:
+            raise ConfigurationError(
+                f"scope {self.kind!r} needs an id, e.g. Scope({self.kind!r}, 'alice') or '{self.kind}:alice'"
+            )
+        if not isinstance(self.id, str):
+            raise ConfigurationError(f"scope id must be a string, got {type(self.id).__name__}")
+        if not self.id:
+            raise ConfigurationError(f"the {self.kind} scope id is empty; pass the real id")
+        try:
+            size = len(self.id.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ConfigurationError(
+                "scope id holds a lone surrogate and cannot be stored; decode the id properly"
+            ) from None
+        if size > MAX_ID_BYTES:
+            raise ConfigurationError(f"scope id is longer than {MAX_ID_BYTES} bytes; pass a shorter key")
+
+    @classmethod
+    def parse(cls, text: str | Scope) -> Scope:
+        """``"user:alice"`` -> ``Scope("user", "alice")``; everything after the first ``:`` is the id."""
+        if isinstance(text, Scope):
+            return text
+        if not isinstance(text, str):
+            raise ConfigurationError(f"a scope is a string like 'user:alice', got {text!r}")
+        kind, sep, ident = text.partition(":")
+        if not sep:
+            return cls(kind)
+        return cls(kind, ident)
+
+    def __str__(self) -> str:
+        return self.kind if self.id is None else f"{self.kind}:{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A limit for a scope kind (``"user"``: each user) or an exact scope (``"user:alice"``).
+
+    ``Budget("user", usd="5", per="day")``, ``Budget("global", tokens=2_000_000, per="hour")``,
+    ``Budget("feature:search", requests=1000, per="minute", tz="Europe/Paris")``.
+    """
+
+    target: str
+    limit: int
+    unit: Unit
+    period: Period
+    tz: str
+
+    def __init__(
+        self,
+        scope: str,
+        *,
+        usd: Money | None = None,
+        tokens: int | None = None,
+        requests: int | None = None,
+        per: Period | str = Period.DAY,
+        tz: str = "UTC",
+    ) -> None:
+        given = [
+            (u, v)
+            for u, v in ((Unit.USD, usd), (Unit.TOKENS, tokens), (Unit.REQUESTS, requests))
+            if v is not None
+        ]
+        if len(given) != 1:
+            raise ConfigurationError("a Budget takes exactly one of usd=, tokens= or requests=")
+        unit, value = given[0]
+        if unit is Unit.USD:
+            limit = to_nano(value, what="budget usd")
+        else:
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
+                raise ConfigurationError(f"{unit.value} budget must be a non-negative int, got {value!r}")
+            limit = value
+        parsed = Scope.parse(scope) if ":" in scope else Scope(scope) if scope == "global" else None
+        if parsed is None:  # a kind: validate it
+            Scope(scope, "x")
+        try:
+            period = Period(per)
+        except ValueError:
+            raise ConfigurationError(
+                f"unknown period {per!r}; use one of {', '.join(p.value for p in Period)}"
+            ) from None
+        _zone(tz)
+        object.__setattr__(self, "target", scope)
+        object.__setattr__(self, "limit", limit)
+        object.__setattr__(self, "unit", unit)
+        object.__setattr__(self, "period", period)
+        object.__setattr__(self, "tz", tz)
+
+    def applies_to(self, scope: Scope) -> bool:
+        if ":" in self.target or self.target == "global":
+            return str(scope) == self.target
+        return scope.kind == self.target
+
+    def __repr__(self) -> str:
+        amount = self.unit.show(self.limit)
+        return f"Budget({self.target!r}, {self.unit.value}={amount!r}, per={self.period.value!r})"
+
+
+@lru_cache(maxsize=64)
+def _zone(tz: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(f"unknown time zone {tz!r}; use an IANA name like 'Europe/Paris'") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A period's window, as epoch milliseconds: ``start <= t < end`` (``end`` None: never resets)."""
+
+    start: int
+    end: int | None
+
+    def contains(self, now_ms: int) -> bool:
+        return self.start <= now_ms and (self.end is None or now_ms < self.end)
+
+    @property
+    def resets_at(self) -> datetime | None:
+        return None if self.end is None else _EPOCH + timedelta(milliseconds=self.end)
+
+
+def window_for(period: Period, tz: str, now_ms: int) -> Window:
+    """The calendar window of ``period`` in time zone ``tz`` that contains ``now_ms``."""
+    if period is Period.TOTAL:
+        return Window(0, None)
+    zone = _zone(tz)
+    now = (_EPOCH + timedelta(milliseconds=now_ms)).astimezone(zone)
+    if period is Period.MINUTE:
+        start = now.replace(second=0, microsecond=0)
+        end = start + timedelta(minutes=1)
+    elif period is Period.HOUR:
+        start = now.replace(minute=0, second=0, microsecond=0)
+        end = start + timedelta(hours=1)
+    else:
+        day = now.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+        if period is Period.DAY:
+            first, nxt = day, day + timedelta(days=1)
+        elif period is Period.WEEK:  # ISO weeks start on Monday
+            first = day - timedelta(days=day.weekday())
+            nxt = first + timedelta(days=7)
+        else:
+            first = day.replace(day=1)
+            nxt = (first + timedelta(days=32)).replace(day=1)
+        # wall-clock midnights, localised (handles DST: a day may last 23 or 25 hours)
+        start = first.replace(tzinfo=zone)
+        end = nxt.replace(tzinfo=zone)
+    return Window(_ms(start), _ms(end))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ms(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(milliseconds=1)

@@ -1,0 +1,126 @@
+"""The ledger: atomic, all-scope reservations. Stores are chosen by URL (``open_ledger``)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from .._errors import ConfigurationError
+from ._base import AsyncLedger, Ledger
+from ._local import AsyncLocalLedger
+from ._memory import MemoryLedger
+from ._sqlite import SQLiteLedger
+from ._types import (
+    CounterSpec,
+    CounterStatus,
+    HeldCounter,
+    Hold,
+    JournalEntry,
+    Outcome,
+    Reservation,
+    ReservationError,
+)
+
+__all__ = [
+    "AsyncLedger",
+    "CounterSpec",
+    "CounterStatus",
+    "HeldCounter",
+    "Hold",
+    "JournalEntry",
+    "Ledger",
+    "MemoryLedger",
+    "Outcome",
+    "Reservation",
+    "ReservationError",
+    "SQLiteLedger",
+    "open_async_ledger",
+    "open_ledger",
+]
+
+SCHEMES = ("memory://", "sqlite:///path", "redis://", "rediss://", "unix://", "redis+cluster://")
+_OURS = ("namespace", "journal_maxlen")
+
+
+def _split(url: str) -> tuple[str, str, dict[str, str]]:
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigurationError(f"ledger URL {url!r} has no scheme; use one of: {', '.join(SCHEMES)}")
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    ours = {k: query.pop(k) for k in _OURS if k in query}
+    rest = urlunsplit(parts._replace(query=urlencode(query)))
+    return parts.scheme, rest, ours
+
+
+def _sqlite_path(url: str) -> str:
+    path = urlsplit(url).path
+    if not url.startswith("sqlite:///") or len(path) < 2:
+        raise ConfigurationError(
+            f"SQLite URL {url!r} needs a path: sqlite:///relative.db or sqlite:////absolute/path.db"
+        )
+    return path[1:]
+
+
+def _redis_module() -> Any:
+    try:
+        import redis
+        import redis.asyncio
+        import redis.asyncio.cluster
+        import redis.cluster
+    except ImportError:
+        raise ConfigurationError(
+            "the Redis store needs redis-py: pip install 'llm-budgetguard[redis]'"
+        ) from None
+    return redis
+
+
+def open_ledger(url: str, *, namespace: str | None = None) -> Ledger:
+    """Open the store at ``url``: ``memory://``, ``sqlite:///ledger.db``, ``redis://host:6379/0``,
+    ``rediss://...``, ``unix:///run/redis.sock``, ``redis+cluster://host:7000``.
+
+    ``namespace`` (or ``?namespace=`` in the URL) separates independent sets of budgets in one store.
+    """
+    scheme, rest, ours = _split(url)
+    ns = namespace or ours.get("namespace", "default")
+    if scheme == "memory":
+        return MemoryLedger(namespace=ns)
+    if scheme == "sqlite":
+        return SQLiteLedger(_sqlite_path(url.split("?", 1)[0]), namespace=ns)
+    if scheme in ("redis", "rediss", "unix", "redis+cluster"):
+        redis = _redis_module()
+        from ._redis import JOURNAL_MAXLEN, RedisLedger
+
+        maxlen = int(ours.get("journal_maxlen", JOURNAL_MAXLEN))
+        if scheme == "redis+cluster":
+            client = redis.cluster.RedisCluster.from_url(
+                "redis" + rest[len("redis+cluster") :], decode_responses=True
+            )
+        else:
+            client = redis.Redis.from_url(rest, decode_responses=True)
+        return RedisLedger(url, client, ns, maxlen)
+    raise ConfigurationError(f"unknown ledger URL scheme {scheme!r}; known: {', '.join(SCHEMES)}")
+
+
+def open_async_ledger(url: str, *, namespace: str | None = None) -> AsyncLedger:
+    """The async twin of ``open_ledger``: the same URLs, an ``AsyncLedger``."""
+    scheme, rest, ours = _split(url)
+    ns = namespace or ours.get("namespace", "default")
+    if scheme == "memory":
+        return AsyncLocalLedger(MemoryLedger(namespace=ns), in_thread=False)
+    if scheme == "sqlite":
+        return AsyncLocalLedger(
+            SQLiteLedger(_sqlite_path(url.split("?", 1)[0]), namespace=ns), in_thread=True
+        )
+    if scheme in ("redis", "rediss", "unix", "redis+cluster"):
+        redis = _redis_module()
+        from ._redis import JOURNAL_MAXLEN, AsyncRedisLedger
+
+        maxlen = int(ours.get("journal_maxlen", JOURNAL_MAXLEN))
+        if scheme == "redis+cluster":
+            client = redis.asyncio.cluster.RedisCluster.from_url(
+                "redis" + rest[len("redis+cluster") :], decode_responses=True
+            )
+        else:
+            client = redis.asyncio.from_url(rest, decode_responses=True)
+        return AsyncRedisLedger(url, client, ns, maxlen)
+    raise ConfigurationError(f"unknown ledger URL scheme {scheme!r}; known: {', '.join(SCHEMES)}")

@@ -1,0 +1,233 @@
+"""The ledger interface every store implements, sync and async, and the shared record format."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from .._budgets import Period, Scope, Unit
+from ._types import (
+    CounterSpec,
+    CounterStatus,
+    HeldCounter,
+    Hold,
+    JournalEntry,
+    Outcome,
+    Refusal,
+    Reservation,
+)
+
+__all__ = ["AsyncLedger", "Ledger", "ReservationRef"]
+
+ReservationRef = Reservation | str
+DEFAULT_LEASE = 120.0
+
+
+class Ledger(ABC):
+    """The atomic store behind every budget (see DESIGN: "The ledger contract").
+
+    * ``reserve`` admits a reservation only if, for every counter, ``spent + held + amount <= limit``
+      (all counters or none), else raises ``BudgetExceededError`` naming the first failing scope.
+    * ``commit`` charges the actual amounts (more than held is charged and flagged as an overrun),
+      ``release`` drops the hold. Each reservation resolves once; repeats return the first outcome.
+    * Leases expire on the store's clock; expired holds are reclaimed by the next operation on the
+      counter; a commit after expiry still charges the actual amount, once.
+    """
+
+    namespace: str
+    url: str
+
+    @abstractmethod
+    def reserve(
+        self,
+        holds: Iterable[Hold],
+        *,
+        lease: float = DEFAULT_LEASE,
+        id: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Reservation: ...
+
+    @abstractmethod
+    def commit(
+        self,
+        reservation: ReservationRef,
+        actual: Mapping[Unit | str, int],
+        *,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Outcome: ...
+
+    @abstractmethod
+    def release(self, reservation: ReservationRef, *, meta: Mapping[str, Any] | None = None) -> Outcome: ...
+
+    @abstractmethod
+    def status(self, counters: Iterable[CounterSpec]) -> list[CounterStatus]: ...
+
+    @abstractmethod
+    def set_limit(self, counter: CounterSpec, limit: int) -> None:
+        """Override ``counter``'s limit at run time (stored in the ledger; wins over code)."""
+
+    @abstractmethod
+    def get_limit(self, counter: CounterSpec) -> int | None:
+        """The run-time override of ``counter``'s limit, or ``None``."""
+
+    @abstractmethod
+    def clear_limit(self, counter: CounterSpec) -> None: ...
+
+    @abstractmethod
+    def history(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        scope: Scope | str | None = None,
+        model: str | None = None,
+        events: Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> list[JournalEntry]:
+        """Journal entries, oldest first, filtered by time range, scope, model and event."""
+
+    def close(self) -> None:  # noqa: B027 - optional for stores without resources
+        """Release connections and files."""
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncLedger(ABC):
+    """The async twin of ``Ledger``: the same contract, awaitable."""
+
+    namespace: str
+    url: str
+
+    @abstractmethod
+    async def reserve(
+        self,
+        holds: Iterable[Hold],
+        *,
+        lease: float = DEFAULT_LEASE,
+        id: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Reservation: ...
+
+    @abstractmethod
+    async def commit(
+        self,
+        reservation: ReservationRef,
+        actual: Mapping[Unit | str, int],
+        *,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Outcome: ...
+
+    @abstractmethod
+    async def release(
+        self, reservation: ReservationRef, *, meta: Mapping[str, Any] | None = None
+    ) -> Outcome: ...
+
+    @abstractmethod
+    async def status(self, counters: Iterable[CounterSpec]) -> list[CounterStatus]: ...
+
+    @abstractmethod
+    async def set_limit(self, counter: CounterSpec, limit: int) -> None: ...
+
+    @abstractmethod
+    async def get_limit(self, counter: CounterSpec) -> int | None: ...
+
+    @abstractmethod
+    async def clear_limit(self, counter: CounterSpec) -> None: ...
+
+    @abstractmethod
+    async def history(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        scope: Scope | str | None = None,
+        model: str | None = None,
+        events: Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> list[JournalEntry]: ...
+
+    async def aclose(self) -> None:  # noqa: B027
+        """Release connections and files."""
+
+    async def __aenter__(self) -> AsyncLedger:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+# -- the stored form of a reservation's holds (shared by every store) -----------------------------
+
+
+def encode_held(held: Iterable[HeldCounter]) -> str:
+    return json.dumps(
+        [
+            [
+                h.counter.scope.kind,
+                h.counter.scope.id,
+                h.counter.unit.value,
+                h.counter.period.value,
+                h.counter.tz,
+                h.counter.limit,
+                h.window_start,
+                h.window_end,
+                h.amount,
+                h.limit,
+            ]
+            for h in held
+        ],
+        separators=(",", ":"),
+    )
+
+
+def decode_held(text: str) -> tuple[HeldCounter, ...]:
+    return tuple(
+        HeldCounter(
+            counter=CounterSpec(Scope(kind, ident), Unit(unit), Period(period), default, tz),
+            window_start=start,
+            window_end=end,
+            amount=amount,
+            limit=limit,
+        )
+        for kind, ident, unit, period, tz, default, start, end, amount, limit in json.loads(text)
+    )
+
+
+def decode_refusal(text: str) -> Refusal:
+    return Refusal(*json.loads(text))
+
+
+def encode_refusal(refusal: Refusal) -> str:
+    return json.dumps(
+        [refusal.index, refusal.limit, refusal.spent, refusal.held, refusal.requested, refusal.window_end]
+    )
+
+
+def scope_labels(held: Iterable[HeldCounter]) -> list[str]:
+    labels: list[str] = []
+    for h in held:
+        label = str(h.counter.scope)
+        if label not in labels:
+            labels.append(label)
+    return labels
+
+
+def journal_matches(
+    entry: JournalEntry,
+    *,
+    scope: str | None,
+    model: str | None,
+    events: frozenset[str] | None,
+) -> bool:
+    return (
+        (scope is None or scope in entry.scopes)
+        and (model is None or entry.model == model)
+        and (events is None or entry.event in events)
+    )

@@ -1,0 +1,250 @@
+"""The ledger contract in plain Python, over a small transactional storage interface.
+
+The memory and SQLite stores run these functions inside one lock / one ``BEGIN IMMEDIATE``
+transaction. The Redis store runs the same steps in Lua (``lua/*.lua``); the shared test suite holds
+all of them to the same behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from .._budgets import Unit
+from .._money import INT64_MAX
+from ._base import decode_held, decode_refusal, encode_held, encode_refusal, scope_labels
+from ._types import (
+    CounterSpec,
+    CounterStatus,
+    HeldCounter,
+    Hold,
+    Outcome,
+    Refusal,
+    Reservation,
+    ReservationError,
+)
+
+__all__ = ["Engine", "Tx", "counter_key"]
+
+RECORD_RETENTION_MS = 86_400_000
+"""Resolved reservations are remembered this long after their lease, for idempotent repeats."""
+COUNTER_RETENTION_MS = 86_400_000
+"""Counters of a finished window are kept this long after it ends, then dropped."""
+
+
+def counter_key(counter: CounterSpec, window_start: int) -> str:
+    return f"{counter.limit_field}@{window_start}"
+
+
+class Tx(Protocol):
+    """One atomic transaction on a store's state."""
+
+    def counter(self, key: str) -> tuple[int, int]: ...
+    def put_counter(self, key: str, spent: int, held: int, expires_at: int | None, label: str) -> None: ...
+    def add_lease(self, key: str, res_id: str, expires_at: int, amount: int) -> None: ...
+    def pop_expired(self, key: str, now: int) -> list[tuple[str, int]]: ...
+    def pop_lease(self, key: str, res_id: str) -> int | None: ...
+    def record(self, res_id: str) -> dict[str, Any] | None: ...
+    def put_record(self, res_id: str, record: dict[str, Any], expires_at: int) -> None: ...
+    def limit(self, field: str) -> int | None: ...
+    def put_limit(self, field: str, value: int | None) -> None: ...
+    def journal(
+        self, ts: int, event: str, res_id: str, scopes: list[str], amounts: dict[str, int], data: str
+    ) -> None: ...
+
+
+class WindowMismatch(Exception):
+    """The store's clock is outside a window the caller computed: recompute with ``now``."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+
+class Engine:
+    def __init__(self, record_retention_ms: int = RECORD_RETENTION_MS) -> None:
+        self.record_retention_ms = record_retention_ms
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _reclaim(tx: Tx, key: str, counter: CounterSpec, now: int) -> None:
+        """Drop the holds of expired leases on one counter (a crashed worker leaks nothing)."""
+        expired = tx.pop_expired(key, now)
+        if not expired:
+            return
+        spent, held = tx.counter(key)
+        label = str(counter.scope)
+        for res_id, amount in expired:
+            held -= amount
+            tx.journal(now, "expired", res_id, [label], {counter.unit.value: amount}, "{}")
+        tx.put_counter(key, spent, held, None, label)
+
+    # -- operations ----------------------------------------------------------------------------
+
+    def reserve(
+        self,
+        tx: Tx,
+        now: int,
+        res_id: str,
+        holds: Sequence[Hold],
+        lease_ms: int,
+        meta: str,
+    ) -> Reservation | Refusal:
+        record = tx.record(res_id)
+        if record is not None:
+            return self._repeat_reserve(res_id, record)
+        windows = [h.counter.window(now) for h in holds]
+        keys = [counter_key(h.counter, w.start) for h, w in zip(holds, windows, strict=True)]
+        labels = [str(h.counter.scope) for h in holds]
+        held_counters: list[HeldCounter] = []
+        for i, (hold, window, key) in enumerate(zip(holds, windows, keys, strict=True)):
+            self._reclaim(tx, key, hold.counter, now)
+            override = tx.limit(hold.counter.limit_field)
+            limit = hold.counter.limit if override is None else override
+            spent, held = tx.counter(key)
+            if spent + held + hold.amount > limit:
+                refusal = Refusal(i, limit, spent, held, hold.amount, window.end)
+                tx.put_record(
+                    res_id,
+                    {"state": "refused", "refusal": encode_refusal(refusal), "holds": _holds_json(holds)},
+                    now + self.record_retention_ms,
+                )
+                tx.journal(
+                    now,
+                    "refused",
+                    res_id,
+                    [labels[i]],
+                    {hold.counter.unit.value: hold.amount},
+                    meta,
+                )
+                return refusal
+            held_counters.append(HeldCounter(hold.counter, window.start, window.end, hold.amount, limit))
+        expires = now + lease_ms
+        for hold, window, key, label in zip(holds, windows, keys, labels, strict=True):
+            spent, held = tx.counter(key)
+            ttl = None if window.end is None else window.end + COUNTER_RETENTION_MS
+            tx.put_counter(key, spent, held + hold.amount, ttl, label)
+            tx.add_lease(key, res_id, expires, hold.amount)
+        reservation = Reservation(res_id, tuple(held_counters), now, expires)
+        tx.put_record(
+            res_id,
+            {
+                "state": "held",
+                "created": now,
+                "expires": expires,
+                "held": encode_held(held_counters),
+                "meta": meta,
+            },
+            expires + self.record_retention_ms,
+        )
+        return reservation
+
+    @staticmethod
+    def _repeat_reserve(res_id: str, record: dict[str, Any]) -> Reservation | Refusal:
+        if record["state"] == "refused":
+            return decode_refusal(record["refusal"])
+        return Reservation(
+            res_id, decode_held(record["held"]), record["created"], record["expires"], duplicate=True
+        )
+
+    def resolve(
+        self,
+        tx: Tx,
+        now: int,
+        res_id: str,
+        actual: Mapping[Unit, int] | None,
+        meta: str,
+    ) -> Outcome:
+        """Commit (``actual`` given) or release (``actual`` None) a reservation, once."""
+        record = tx.record(res_id)
+        if record is None:
+            raise ReservationError(
+                f"unknown reservation {res_id!r}: never reserved here, or resolved more than a day ago"
+            )
+        if record["state"] == "refused":
+            raise ReservationError(f"reservation {res_id!r} was refused; it holds nothing to resolve")
+        if record["state"] in ("committed", "released"):
+            return _outcome(res_id, record["outcome"], duplicate=True)
+        held_counters = decode_held(record["held"])
+        if actual is not None:
+            missing = {h.counter.unit for h in held_counters} - set(actual)
+            if missing:
+                raise ValueError(f"actual has no amount for {sorted(u.value for u in missing)}")
+        keys = [counter_key(h.counter, h.window_start) for h in held_counters]
+        for h, key in zip(held_counters, keys, strict=True):  # validate before the first write
+            spent, _ = tx.counter(key)
+            if actual is not None and spent + actual[h.counter.unit] > INT64_MAX:
+                raise ValueError(f"committing {actual[h.counter.unit]} would overflow {h.counter.scope}")
+        expired = False
+        overrun = False
+        for h, key in zip(held_counters, keys, strict=True):
+            label = str(h.counter.scope)
+            self._reclaim(tx, key, h.counter, now)
+            amount = tx.pop_lease(key, res_id)
+            spent, held = tx.counter(key)
+            if amount is None:
+                expired = True
+            else:
+                held -= amount
+            charge = 0 if actual is None else actual[h.counter.unit]
+            overrun = overrun or charge > h.amount
+            tx.put_counter(key, spent + charge, held, None, label)
+        state = "released" if actual is None else "committed"
+        charged = {} if actual is None else {u.value: v for u, v in actual.items()}
+        outcome = {"state": state, "charged": charged, "overrun": overrun, "expired": expired}
+        record.update(state=state, outcome=outcome)
+        tx.put_record(res_id, record, max(now, record["expires"]) + self.record_retention_ms)
+        data = _merge_meta(record.get("meta", "{}"), meta, overrun=overrun, expired=expired)
+        amounts = charged if actual is not None else {h.counter.unit.value: h.amount for h in held_counters}
+        tx.journal(now, state, res_id, scope_labels(held_counters), amounts, data)
+        return _outcome(res_id, outcome)
+
+    def held_counters(self, tx: Tx, res_id: str) -> tuple[HeldCounter, ...] | None:
+        record = tx.record(res_id)
+        if record is None or "held" not in record:
+            return None
+        return decode_held(record["held"])
+
+    def status(self, tx: Tx, now: int, counters: Sequence[CounterSpec]) -> list[CounterStatus]:
+        result = []
+        for counter in counters:
+            window = counter.window(now)
+            key = counter_key(counter, window.start)
+            self._reclaim(tx, key, counter, now)
+            override = tx.limit(counter.limit_field)
+            spent, held = tx.counter(key)
+            result.append(
+                CounterStatus(
+                    counter=counter,
+                    window_start=window.start,
+                    window_end=window.end,
+                    limit=counter.limit if override is None else override,
+                    spent=spent,
+                    held=held,
+                    overridden=override is not None,
+                )
+            )
+        return result
+
+
+def _holds_json(holds: Sequence[Hold]) -> str:
+    return json.dumps([[h.counter.limit_field, h.amount] for h in holds])
+
+
+def _merge_meta(reserved: str, resolved: str, **flags: bool) -> str:
+    data = json.loads(reserved or "{}")
+    data.update(json.loads(resolved or "{}"))
+    data.update({k: v for k, v in flags.items() if v})
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def _outcome(res_id: str, stored: Mapping[str, Any], *, duplicate: bool = False) -> Outcome:
+    return Outcome(
+        id=res_id,
+        state=stored["state"],
+        charged={Unit(k): v for k, v in stored["charged"].items()},
+        overrun=stored["overrun"],
+        expired=stored["expired"],
+        duplicate=duplicate,
+    )

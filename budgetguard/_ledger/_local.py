@@ -1,0 +1,232 @@
+"""Stores that run the Python engine in this process: ``memory://`` and ``sqlite:///path``.
+
+Both implement ``_transaction()``; everything else (validation, the contract, the async twin) is here
+once. Their clock is this machine's clock (``time.time_ns``), which every process on it shares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from abc import abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+from .._budgets import Scope, Unit
+from ._base import DEFAULT_LEASE, AsyncLedger, Ledger, ReservationRef, journal_matches
+from ._engine import Engine, Tx
+from ._types import (
+    CounterSpec,
+    CounterStatus,
+    Hold,
+    JournalEntry,
+    Outcome,
+    Refusal,
+    Reservation,
+    ReservationError,
+    check_actual,
+    check_amount,
+    check_holds,
+    check_lease,
+    check_meta,
+    check_reservation_id,
+    new_reservation_id,
+)
+
+__all__ = ["AsyncLocalLedger", "LocalLedger"]
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _res_id(ref: ReservationRef) -> str:
+    return check_reservation_id(ref.id if isinstance(ref, Reservation) else ref)
+
+
+class LocalLedger(Ledger):
+    """Shared implementation of the in-process stores."""
+
+    def __init__(self, *, namespace: str, url: str, clock: Callable[[], int] = wall_clock_ms) -> None:
+        self.namespace = namespace
+        self.url = url
+        self._clock = clock
+        self._engine = Engine()
+
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager[Tx]:
+        """An exclusive, atomic transaction: all of its writes land, or none."""
+
+    @abstractmethod
+    def _journal(
+        self, since: int | None, until: int | None, scope: str | None, limit: int | None
+    ) -> Iterator[JournalEntry]: ...
+
+    def reserve(
+        self,
+        holds: Iterable[Hold],
+        *,
+        lease: float = DEFAULT_LEASE,
+        id: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Reservation:
+        checked = check_holds(holds)
+        lease_ms = check_lease(lease)
+        res_id = new_reservation_id() if id is None else check_reservation_id(id)
+        data = check_meta(meta)
+        with self._transaction() as tx:
+            result = self._engine.reserve(tx, self._clock(), res_id, checked, lease_ms, data)
+        if isinstance(result, Refusal):
+            raise result.error(checked)
+        return result
+
+    def commit(
+        self,
+        reservation: ReservationRef,
+        actual: Mapping[Unit | str, int],
+        *,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Outcome:
+        res_id = _res_id(reservation)
+        parsed = check_actual(actual, reservation.units if isinstance(reservation, Reservation) else ())
+        data = check_meta(meta)
+        with self._transaction() as tx:
+            return self._engine.resolve(tx, self._clock(), res_id, parsed, data)
+
+    def release(self, reservation: ReservationRef, *, meta: Mapping[str, Any] | None = None) -> Outcome:
+        res_id = _res_id(reservation)
+        data = check_meta(meta)
+        with self._transaction() as tx:
+            return self._engine.resolve(tx, self._clock(), res_id, None, data)
+
+    def status(self, counters: Iterable[CounterSpec]) -> list[CounterStatus]:
+        specs = list(counters)
+        with self._transaction() as tx:
+            return self._engine.status(tx, self._clock(), specs)
+
+    def set_limit(self, counter: CounterSpec, limit: int) -> None:
+        check_amount(limit, "limit")
+        with self._transaction() as tx:
+            tx.put_limit(counter.limit_field, limit)
+
+    def get_limit(self, counter: CounterSpec) -> int | None:
+        with self._transaction() as tx:
+            return tx.limit(counter.limit_field)
+
+    def clear_limit(self, counter: CounterSpec) -> None:
+        with self._transaction() as tx:
+            tx.put_limit(counter.limit_field, None)
+
+    def history(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        scope: Scope | str | None = None,
+        model: str | None = None,
+        events: Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> list[JournalEntry]:
+        label = None if scope is None else str(Scope.parse(scope))
+        wanted = None if events is None else frozenset(events)
+        out: list[JournalEntry] = []
+        for entry in self._journal(_ms(since), _ms(until), label, None):
+            if journal_matches(entry, scope=label, model=model, events=wanted):
+                out.append(entry)
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+
+def _ms(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1000)
+
+
+def journal_entry(ts: int, event: str, res_id: str, scopes: str, amounts: str, data: str) -> JournalEntry:
+    return JournalEntry(
+        ts=ts,
+        event=event,  # type: ignore[arg-type]
+        reservation_id=res_id,
+        scopes=tuple(json.loads(scopes)),
+        amounts=json.loads(amounts),
+        data=json.loads(data),
+    )
+
+
+class AsyncLocalLedger(AsyncLedger):
+    """The async twin of a local store: each operation runs in a worker thread (SQLite blocks on
+    file locks; the memory store's lock is held for microseconds)."""
+
+    def __init__(self, sync: LocalLedger, *, in_thread: bool) -> None:
+        self.sync = sync
+        self.namespace = sync.namespace
+        self.url = sync.url
+        self._in_thread = in_thread
+
+    async def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self._in_thread:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        return fn(*args, **kwargs)
+
+    async def reserve(
+        self,
+        holds: Iterable[Hold],
+        *,
+        lease: float = DEFAULT_LEASE,
+        id: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Reservation:
+        result: Reservation = await self._run(self.sync.reserve, list(holds), lease=lease, id=id, meta=meta)
+        return result
+
+    async def commit(
+        self,
+        reservation: ReservationRef,
+        actual: Mapping[Unit | str, int],
+        *,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Outcome:
+        result: Outcome = await self._run(self.sync.commit, reservation, actual, meta=meta)
+        return result
+
+    async def release(self, reservation: ReservationRef, *, meta: Mapping[str, Any] | None = None) -> Outcome:
+        result: Outcome = await self._run(self.sync.release, reservation, meta=meta)
+        return result
+
+    async def status(self, counters: Iterable[CounterSpec]) -> list[CounterStatus]:
+        result: list[CounterStatus] = await self._run(self.sync.status, list(counters))
+        return result
+
+    async def set_limit(self, counter: CounterSpec, limit: int) -> None:
+        await self._run(self.sync.set_limit, counter, limit)
+
+    async def get_limit(self, counter: CounterSpec) -> int | None:
+        result: int | None = await self._run(self.sync.get_limit, counter)
+        return result
+
+    async def clear_limit(self, counter: CounterSpec) -> None:
+        await self._run(self.sync.clear_limit, counter)
+
+    async def history(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        scope: Scope | str | None = None,
+        model: str | None = None,
+        events: Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> list[JournalEntry]:
+        result: list[JournalEntry] = await self._run(
+            self.sync.history, since=since, until=until, scope=scope, model=model, events=events, limit=limit
+        )
+        return result
+
+    async def aclose(self) -> None:
+        await self._run(self.sync.close)
+
+
+__all__ += ["ReservationError", "journal_entry", "wall_clock_ms"]

@@ -1,0 +1,139 @@
+"""``memory://``: the ledger in this process's memory. Thread-safe; state is lost at exit."""
+
+from __future__ import annotations
+
+import heapq
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._engine import Tx
+from ._local import LocalLedger, wall_clock_ms
+from ._types import JournalEntry
+
+__all__ = ["MemoryLedger"]
+
+JOURNAL_MAXLEN = 100_000
+
+
+@dataclass
+class _Counter:
+    spent: int = 0
+    held: int = 0
+    expires_at: int | None = None
+    leases: dict[str, tuple[int, int]] = field(default_factory=dict)  # res_id -> (expires_at, amount)
+    heap: list[tuple[int, str]] = field(default_factory=list)  # (expires_at, res_id), lazily cleaned
+
+
+class _MemoryTx:
+    def __init__(self, store: MemoryLedger) -> None:
+        self.s = store
+
+    def _c(self, key: str) -> _Counter:
+        counter = self.s._counters.get(key)
+        if counter is None:
+            counter = self.s._counters[key] = _Counter()
+        return counter
+
+    def counter(self, key: str) -> tuple[int, int]:
+        c = self.s._counters.get(key)
+        return (0, 0) if c is None else (c.spent, c.held)
+
+    def put_counter(self, key: str, spent: int, held: int, expires_at: int | None, label: str) -> None:
+        c = self._c(key)
+        c.spent, c.held = spent, held
+        if expires_at is not None:
+            c.expires_at = expires_at
+
+    def add_lease(self, key: str, res_id: str, expires_at: int, amount: int) -> None:
+        c = self._c(key)
+        c.leases[res_id] = (expires_at, amount)
+        heapq.heappush(c.heap, (expires_at, res_id))
+
+    def pop_expired(self, key: str, now: int) -> list[tuple[str, int]]:
+        c = self.s._counters.get(key)
+        out: list[tuple[str, int]] = []
+        while c is not None and c.heap and c.heap[0][0] <= now:
+            expires_at, res_id = heapq.heappop(c.heap)
+            lease = c.leases.get(res_id)
+            if lease is not None and lease[0] == expires_at:
+                del c.leases[res_id]
+                out.append((res_id, lease[1]))
+        return out
+
+    def pop_lease(self, key: str, res_id: str) -> int | None:
+        c = self.s._counters.get(key)
+        lease = None if c is None else c.leases.pop(res_id, None)
+        return None if lease is None else lease[1]
+
+    def record(self, res_id: str) -> dict[str, Any] | None:
+        found = self.s._records.get(res_id)
+        return None if found is None else json.loads(found[0])
+
+    def put_record(self, res_id: str, record: dict[str, Any], expires_at: int) -> None:
+        self.s._records[res_id] = (json.dumps(record), expires_at)
+
+    def limit(self, field: str) -> int | None:
+        return self.s._limits.get(field)
+
+    def put_limit(self, field: str, value: int | None) -> None:
+        if value is None:
+            self.s._limits.pop(field, None)
+        else:
+            self.s._limits[field] = value
+
+    def journal(
+        self, ts: int, event: str, res_id: str, scopes: list[str], amounts: dict[str, int], data: str
+    ) -> None:
+        entry = JournalEntry(ts, event, res_id, tuple(scopes), amounts, json.loads(data))  # type: ignore[arg-type]
+        self.s._entries.append(entry)
+        if len(self.s._entries) > self.s.journal_maxlen:
+            del self.s._entries[: len(self.s._entries) - self.s.journal_maxlen]
+
+
+class MemoryLedger(LocalLedger):
+    """In-process store: dicts under one lock. Use it for tests and single-process tools."""
+
+    def __init__(
+        self,
+        *,
+        namespace: str = "default",
+        clock: Callable[[], int] = wall_clock_ms,
+        journal_maxlen: int = JOURNAL_MAXLEN,
+    ) -> None:
+        super().__init__(namespace=namespace, url="memory://", clock=clock)
+        self.journal_maxlen = journal_maxlen
+        self._lock = threading.Lock()
+        self._counters: dict[str, _Counter] = {}
+        self._records: dict[str, tuple[str, int]] = {}
+        self._limits: dict[str, int] = {}
+        self._entries: list[JournalEntry] = []
+        self._ops = 0
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Tx]:
+        with self._lock:
+            # Records are JSON strings and counters are rebuilt from the engine's writes, so a
+            # failing operation (it validates before writing) leaves the state as it was.
+            yield _MemoryTx(self)
+            self._ops += 1
+            if self._ops % 1024 == 0:
+                self._prune(self._clock())
+
+    def _prune(self, now: int) -> None:
+        for key in [k for k, r in self._records.items() if r[1] <= now]:
+            del self._records[key]
+        for key in [k for k, c in self._counters.items() if c.expires_at is not None and c.expires_at <= now]:
+            del self._counters[key]
+
+    def _journal(
+        self, since: int | None, until: int | None, scope: str | None, limit: int | None
+    ) -> Iterator[JournalEntry]:
+        with self._lock:
+            entries = list(self._entries)
+        for entry in entries:
+            if (since is None or entry.ts >= since) and (until is None or entry.ts < until):
+                yield entry

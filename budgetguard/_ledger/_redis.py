@@ -1,0 +1,506 @@
+"""``redis://``, ``rediss://``, ``unix://`` and ``redis+cluster://``: the ledger for a fleet.
+
+Each operation is one Lua script (``lua/*.lua``), loaded once with ``register_script`` and reloaded by
+redis-py on NOSCRIPT (restart, failover, SCRIPT FLUSH). Scripts validate every input before their
+first write, use the server's ``TIME`` for leases, and keep money in int64 decimal strings.
+
+Every operation is idempotent by reservation id, so redis-py's retry after a lost reply returns the
+first outcome instead of charging twice. All keys of a namespace share the hash tag ``{namespace}``,
+so Redis Cluster runs each script on one node.
+
+The logic is written once as generator "flows" that yield the calls they need; a ~10-line sync and
+async driver performs them (the httpx ``auth_flow`` pattern).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import time
+from collections.abc import Generator, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+from .._budgets import Scope, Unit
+from .._errors import ConfigurationError, LedgerError
+from ._base import (
+    DEFAULT_LEASE,
+    AsyncLedger,
+    Ledger,
+    ReservationRef,
+    decode_held,
+    encode_held,
+    journal_matches,
+    scope_labels,
+)
+from ._engine import COUNTER_RETENTION_MS, RECORD_RETENTION_MS
+from ._types import (
+    CounterSpec,
+    CounterStatus,
+    HeldCounter,
+    Hold,
+    JournalEntry,
+    Outcome,
+    Refusal,
+    Reservation,
+    ReservationError,
+    check_actual,
+    check_amount,
+    check_holds,
+    check_lease,
+    check_meta,
+    check_reservation_id,
+    new_reservation_id,
+)
+
+__all__ = ["AsyncRedisLedger", "RedisLedger"]
+
+JOURNAL_MAXLEN = 1_000_000
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _load_scripts() -> dict[str, str]:
+    folder = resources.files("budgetguard._ledger").joinpath("lua")
+    lib = folder.joinpath("_lib.lua").read_text()
+    resolve = folder.joinpath("_resolve.lua").read_text()
+    scripts = {}
+    for name in ("reserve", "commit", "release", "status", "set_limit"):
+        body = folder.joinpath(f"{name}.lua").read_text()
+        prelude = lib + (resolve if name in ("commit", "release") else "")
+        scripts[name] = prelude + "\n" + body
+    return scripts
+
+
+SCRIPTS = _load_scripts()
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One server call a flow needs: a script (``op`` names it) or a plain read command."""
+
+    op: str
+    keys: tuple[str, ...] = ()
+    args: tuple[str | int, ...] = ()
+
+
+Flow = Generator[_Call, Any, Any]
+
+
+def _digest(text: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()[:18]).decode()
+
+
+class _Keys:
+    """Key names. Scope ids are user data: they enter keys only as a hash of the counter's identity."""
+
+    def __init__(self, namespace: str) -> None:
+        if not _NAMESPACE.fullmatch(namespace):
+            raise ConfigurationError(f"namespace {namespace!r} must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        self.prefix = f"bg:{{{namespace}}}:"
+        self.limits = self.prefix + "limits"
+        self.journal = self.prefix + "journal"
+
+    def record(self, res_id: str) -> str:
+        return f"{self.prefix}r:{res_id}"
+
+    def counter(self, counter: CounterSpec, window_start: int) -> tuple[str, str]:
+        base = f"{self.prefix}c:{_digest(counter.limit_field)}:{window_start}"
+        return base, base + ":l"
+
+    @staticmethod
+    def limit_field(counter: CounterSpec) -> str:
+        return _digest(counter.limit_field)
+
+
+def _label_json(counter: CounterSpec) -> str:
+    return json.dumps([str(counter.scope)])
+
+
+def _amounts_json(amounts: Mapping[Unit, int]) -> str:
+    return json.dumps({u.value: v for u, v in amounts.items()}, separators=(",", ":"))
+
+
+def _check_reply_window(reply: list[str]) -> int | None:
+    return int(reply[1]) if reply[0] == "WINDOW" else None
+
+
+class _Flows:
+    """The Redis ledger's logic, independent of sync or async I/O."""
+
+    def __init__(self, namespace: str, journal_maxlen: int) -> None:
+        self.namespace = namespace
+        self.keys = _Keys(namespace)
+        self.journal_maxlen = journal_maxlen
+
+    def reserve(self, holds: tuple[Hold, ...], lease_ms: int, res_id: str, meta: str) -> Flow:
+        now = time.time_ns() // 1_000_000  # a guess: the script checks it against the server's TIME
+        for _ in range(3):
+            windows = [h.counter.window(now) for h in holds]
+            held = [
+                HeldCounter(h.counter, w.start, w.end, h.amount, h.counter.limit)
+                for h, w in zip(holds, windows, strict=True)
+            ]
+            keys: list[str] = [self.keys.record(res_id), self.keys.limits, self.keys.journal]
+            args: list[str | int] = [res_id, lease_ms, RECORD_RETENTION_MS, self.journal_maxlen]
+            args += [meta, encode_held(held), len(holds)]
+            for hold, window in zip(holds, windows, strict=True):
+                keys.extend(self.keys.counter(hold.counter, window.start))
+                expire_at = "" if window.end is None else window.end + COUNTER_RETENTION_MS
+                args += [
+                    hold.amount, hold.counter.limit, self.keys.limit_field(hold.counter), window.start,
+                    "" if window.end is None else window.end, expire_at, _label_json(hold.counter),
+                    hold.counter.unit.value,
+                ]  # fmt: skip
+            reply = yield _Call("reserve", tuple(keys), tuple(args))
+            server_now = _check_reply_window(reply)
+            if server_now is not None:
+                now = server_now
+                continue
+            if reply[0] == "REFUSED":
+                end = reply[6]
+                refusal = Refusal(int(reply[1]), int(reply[2]), int(reply[3]), int(reply[4]), int(reply[5]),
+                                  int(end) if end else None)  # fmt: skip
+                raise refusal.error(holds)
+            stored = decode_held(reply[5])
+            limits = [int(x) for x in reply[3].split(",")]
+            held_counters = tuple(
+                HeldCounter(h.counter, h.window_start, h.window_end, h.amount, limit)
+                for h, limit in zip(stored, limits, strict=True)
+            )
+            return Reservation(res_id, held_counters, int(reply[1]), int(reply[2]), duplicate=reply[4] == "1")
+        raise LedgerError("the Redis server's clock keeps moving across window boundaries; check its time")
+
+    def _held(self, ref: ReservationRef) -> Flow:
+        if isinstance(ref, Reservation):
+            return ref.held
+        res_id = check_reservation_id(ref)
+        reply = yield _Call("hmget", (self.keys.record(res_id),), ("state", "held"))
+        if reply[0] is None:
+            raise ReservationError(
+                f"unknown reservation {res_id!r}: never reserved here, or resolved long ago"
+            )
+        if reply[0] == "refused":
+            raise ReservationError(f"reservation {res_id!r} was refused; it holds nothing to resolve")
+        return decode_held(reply[1])
+
+    def resolve(self, ref: ReservationRef, actual: Mapping[Unit | str, int] | None, meta: str) -> Flow:
+        res_id = check_reservation_id(ref.id if isinstance(ref, Reservation) else ref)
+        held: tuple[HeldCounter, ...] = yield from self._held(ref)
+        parsed = None if actual is None else check_actual(actual, {h.counter.unit for h in held})
+        op = "release" if parsed is None else "commit"
+        amounts = {h.counter.unit: h.amount for h in held} if parsed is None else parsed
+        keys: list[str] = [self.keys.record(res_id), self.keys.journal]
+        args: list[str | int] = [
+            res_id, RECORD_RETENTION_MS, self.journal_maxlen, meta, json.dumps(scope_labels(held)),
+            _amounts_json(amounts), len(held),
+        ]  # fmt: skip
+        for h in held:
+            keys.extend(self.keys.counter(h.counter, h.window_start))
+            args += [
+                "" if parsed is None else parsed[h.counter.unit],
+                _label_json(h.counter),
+                h.counter.unit.value,
+            ]
+        reply = yield _Call(op, tuple(keys), tuple(args))
+        if reply[0] == "UNKNOWN":
+            raise ReservationError(
+                f"unknown reservation {res_id!r}: never reserved here, or resolved long ago"
+            )
+        if reply[0] == "REFUSED":
+            raise ReservationError(f"reservation {res_id!r} was refused; it holds nothing to resolve")
+        state, charged, overrun, expired = reply[1], reply[2], reply[3], reply[4]
+        return Outcome(
+            id=res_id,
+            state=state,
+            charged={Unit(k): int(v) for k, v in json.loads(charged or "{}").items()},
+            overrun=overrun == "1",
+            expired=expired == "1",
+            duplicate=reply[0] == "DUP",
+        )
+
+    def status(self, counters: list[CounterSpec]) -> Flow:
+        now = time.time_ns() // 1_000_000
+        for _ in range(3):
+            windows = [c.window(now) for c in counters]
+            keys: list[str] = [self.keys.limits, self.keys.journal]
+            args: list[str | int] = [self.journal_maxlen, len(counters)]
+            for counter, window in zip(counters, windows, strict=True):
+                keys.extend(self.keys.counter(counter, window.start))
+                args += [
+                    counter.limit, self.keys.limit_field(counter), window.start,
+                    "" if window.end is None else window.end, _label_json(counter), counter.unit.value,
+                ]  # fmt: skip
+            reply = yield _Call("status", tuple(keys), tuple(args))
+            server_now = _check_reply_window(reply)
+            if server_now is not None:
+                now = server_now
+                continue
+            return [
+                CounterStatus(
+                    counter=counter,
+                    window_start=window.start,
+                    window_end=window.end,
+                    limit=int(reply[1 + 4 * i]),
+                    spent=int(reply[2 + 4 * i]),
+                    held=int(reply[3 + 4 * i]),
+                    overridden=reply[4 + 4 * i] == "1",
+                )
+                for i, (counter, window) in enumerate(zip(counters, windows, strict=True))
+            ]
+        raise LedgerError("the Redis server's clock keeps moving across window boundaries; check its time")
+
+    def set_limit(self, counter: CounterSpec, limit: int | None) -> Flow:
+        value = "" if limit is None else check_amount(limit, "limit")
+        yield _Call("set_limit", (self.keys.limits,), (self.keys.limit_field(counter), value))
+
+    def get_limit(self, counter: CounterSpec) -> Flow:
+        reply = yield _Call("hget", (self.keys.limits,), (self.keys.limit_field(counter),))
+        return None if reply is None else int(reply)
+
+    def history(
+        self,
+        since: datetime | None,
+        until: datetime | None,
+        scope: Scope | str | None,
+        model: str | None,
+        events: Iterable[str] | None,
+        limit: int | None,
+    ) -> Flow:
+        start = "-" if since is None else str(int(since.timestamp() * 1000))
+        end = "+" if until is None else f"({int(until.timestamp() * 1000)}"
+        label = None if scope is None else str(Scope.parse(scope))
+        wanted = None if events is None else frozenset(events)
+        out: list[JournalEntry] = []
+        while True:
+            batch = yield _Call("xrange", (self.keys.journal,), (start, end))
+            for _stream_id, fields in batch:
+                entry = _journal_entry(fields)
+                if journal_matches(entry, scope=label, model=model, events=wanted):
+                    out.append(entry)
+                    if limit is not None and len(out) >= limit:
+                        return out
+            if len(batch) < _XRANGE_BATCH:
+                return out
+            start = "(" + batch[-1][0]
+
+
+_XRANGE_BATCH = 1000
+
+
+def _journal_entry(fields: Mapping[str, str]) -> JournalEntry:
+    data = json.loads(fields.get("rdata") or "{}")
+    data.update(json.loads(fields.get("data") or "{}"))
+    data.update({k: v for k, v in json.loads(fields.get("flags") or "{}").items() if v})
+    return JournalEntry(
+        ts=int(fields["ts"]),
+        event=fields["event"],  # type: ignore[arg-type]
+        reservation_id=fields["id"],
+        scopes=tuple(json.loads(fields["scopes"])),
+        amounts=json.loads(fields["amounts"]),
+        data=data,
+    )
+
+
+def _wrap_error(exc: Exception) -> Exception:
+    import redis.exceptions as rex
+
+    if isinstance(exc, rex.ResponseError) and "BGINVALID" in str(exc):
+        return ValueError(f"the ledger refused invalid input: {exc}")
+    if isinstance(exc, rex.RedisError):
+        return LedgerError(f"Redis ledger operation failed: {exc}")
+    return exc
+
+
+class _RedisBase:
+    def __init__(self, url: str, client: Any, namespace: str, journal_maxlen: int) -> None:
+        self.url = url
+        self.namespace = namespace
+        self.client = client
+        self._flows = _Flows(namespace, journal_maxlen)
+        self._scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}
+
+
+class RedisLedger(_RedisBase, Ledger):
+    """Sync Redis (or Valkey, or Redis Cluster) ledger."""
+
+    def _run(self, flow: Flow) -> Any:
+        reply: Any = None
+        try:
+            while True:
+                call = flow.send(reply)
+                try:
+                    reply = self._perform(call)
+                except Exception as exc:  # backend errors become LedgerError / ValueError
+                    wrapped = _wrap_error(exc)
+                    if wrapped is exc:
+                        raise
+                    raise wrapped from exc
+        except StopIteration as done:
+            return done.value
+
+    def _perform(self, call: _Call) -> Any:
+        if call.op == "hmget":
+            return self.client.hmget(call.keys[0], list(call.args))
+        if call.op == "hget":
+            return self.client.hget(call.keys[0], call.args[0])
+        if call.op == "xrange":
+            return self.client.xrange(call.keys[0], call.args[0], call.args[1], count=_XRANGE_BATCH)
+        return self._scripts[call.op](keys=list(call.keys), args=list(call.args))
+
+    def reserve(
+        self,
+        holds: Iterable[Hold],
+        *,
+        lease: float = DEFAULT_LEASE,
+        id: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Reservation:
+        checked = check_holds(holds)
+        flow = self._flows.reserve(
+            checked,
+            check_lease(lease),
+            new_reservation_id() if id is None else check_reservation_id(id),
+            check_meta(meta),
+        )
+        result: Reservation = self._run(flow)
+        return result
+
+    def commit(
+        self,
+        reservation: ReservationRef,
+        actual: Mapping[Unit | str, int],
+        *,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Outcome:
+        result: Outcome = self._run(self._flows.resolve(reservation, actual, check_meta(meta)))
+        return result
+
+    def release(self, reservation: ReservationRef, *, meta: Mapping[str, Any] | None = None) -> Outcome:
+        result: Outcome = self._run(self._flows.resolve(reservation, None, check_meta(meta)))
+        return result
+
+    def status(self, counters: Iterable[CounterSpec]) -> list[CounterStatus]:
+        result: list[CounterStatus] = self._run(self._flows.status(list(counters)))
+        return result
+
+    def set_limit(self, counter: CounterSpec, limit: int) -> None:
+        self._run(self._flows.set_limit(counter, check_amount(limit, "limit")))
+
+    def get_limit(self, counter: CounterSpec) -> int | None:
+        result: int | None = self._run(self._flows.get_limit(counter))
+        return result
+
+    def clear_limit(self, counter: CounterSpec) -> None:
+        self._run(self._flows.set_limit(counter, None))
+
+    def history(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        scope: Scope | str | None = None,
+        model: str | None = None,
+        events: Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> list[JournalEntry]:
+        result: list[JournalEntry] = self._run(self._flows.history(since, until, scope, model, events, limit))
+        return result
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class AsyncRedisLedger(_RedisBase, AsyncLedger):
+    """Async Redis ledger (redis.asyncio), the same scripts and flows as ``RedisLedger``."""
+
+    async def _run(self, flow: Flow) -> Any:
+        reply: Any = None
+        try:
+            while True:
+                call = flow.send(reply)
+                try:
+                    reply = await self._perform(call)
+                except Exception as exc:
+                    wrapped = _wrap_error(exc)
+                    if wrapped is exc:
+                        raise
+                    raise wrapped from exc
+        except StopIteration as done:
+            return done.value
+
+    async def _perform(self, call: _Call) -> Any:
+        if call.op == "hmget":
+            return await self.client.hmget(call.keys[0], list(call.args))
+        if call.op == "hget":
+            return await self.client.hget(call.keys[0], call.args[0])
+        if call.op == "xrange":
+            return await self.client.xrange(call.keys[0], call.args[0], call.args[1], count=_XRANGE_BATCH)
+        return await self._scripts[call.op](keys=list(call.keys), args=list(call.args))
+
+    async def reserve(
+        self,
+        holds: Iterable[Hold],
+        *,
+        lease: float = DEFAULT_LEASE,
+        id: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Reservation:
+        checked = check_holds(holds)
+        flow = self._flows.reserve(
+            checked,
+            check_lease(lease),
+            new_reservation_id() if id is None else check_reservation_id(id),
+            check_meta(meta),
+        )
+        result: Reservation = await self._run(flow)
+        return result
+
+    async def commit(
+        self,
+        reservation: ReservationRef,
+        actual: Mapping[Unit | str, int],
+        *,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Outcome:
+        result: Outcome = await self._run(self._flows.resolve(reservation, actual, check_meta(meta)))
+        return result
+
+    async def release(self, reservation: ReservationRef, *, meta: Mapping[str, Any] | None = None) -> Outcome:
+        result: Outcome = await self._run(self._flows.resolve(reservation, None, check_meta(meta)))
+        return result
+
+    async def status(self, counters: Iterable[CounterSpec]) -> list[CounterStatus]:
+        result: list[CounterStatus] = await self._run(self._flows.status(list(counters)))
+        return result
+
+    async def set_limit(self, counter: CounterSpec, limit: int) -> None:
+        await self._run(self._flows.set_limit(counter, check_amount(limit, "limit")))
+
+    async def get_limit(self, counter: CounterSpec) -> int | None:
+        result: int | None = await self._run(self._flows.get_limit(counter))
+        return result
+
+    async def clear_limit(self, counter: CounterSpec) -> None:
+        await self._run(self._flows.set_limit(counter, None))
+
+    async def history(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        scope: Scope | str | None = None,
+        model: str | None = None,
+        events: Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> list[JournalEntry]:
+        result: list[JournalEntry] = await self._run(
+            self._flows.history(since, until, scope, model, events, limit)
+        )
+        return result
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,204 @@
+"""``sqlite:///path/to/ledger.db``: the embedded, persistent store.
+
+Safe for several processes on one machine: WAL mode, a busy timeout, and one ``BEGIN IMMEDIATE``
+transaction per operation (the write lock is taken before anything is read, so two processes never
+admit against the same stale totals). Amounts are SQLite INTEGERs (signed 64-bit), never REAL.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .._errors import LedgerError
+from ._engine import Tx
+from ._local import LocalLedger, journal_entry, wall_clock_ms
+from ._types import JournalEntry
+
+__all__ = ["SQLiteLedger"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS counters (
+    key TEXT PRIMARY KEY, spent INTEGER NOT NULL, held INTEGER NOT NULL,
+    expires_at INTEGER, label TEXT NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS leases (
+    counter TEXT NOT NULL, res_id TEXT NOT NULL, expires_at INTEGER NOT NULL, amount INTEGER NOT NULL,
+    PRIMARY KEY (counter, res_id)
+) STRICT;
+CREATE INDEX IF NOT EXISTS leases_by_expiry ON leases (counter, expires_at);
+CREATE TABLE IF NOT EXISTS reservations (
+    id TEXT PRIMARY KEY, record TEXT NOT NULL, expires_at INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS limits (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL, event TEXT NOT NULL,
+    res_id TEXT NOT NULL, scopes TEXT NOT NULL, amounts TEXT NOT NULL, data TEXT NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS journal_by_time ON journal (ts);
+"""
+
+
+class _SQLiteTx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def counter(self, key: str) -> tuple[int, int]:
+        row = self.db.execute("SELECT spent, held FROM counters WHERE key = ?", (key,)).fetchone()
+        return (0, 0) if row is None else (row[0], row[1])
+
+    def put_counter(self, key: str, spent: int, held: int, expires_at: int | None, label: str) -> None:
+        self.db.execute(
+            "INSERT INTO counters (key, spent, held, expires_at, label) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET spent = excluded.spent, held = excluded.held, "
+            "expires_at = coalesce(excluded.expires_at, counters.expires_at)",
+            (key, spent, held, expires_at, label),
+        )
+
+    def add_lease(self, key: str, res_id: str, expires_at: int, amount: int) -> None:
+        self.db.execute(
+            "INSERT INTO leases (counter, res_id, expires_at, amount) VALUES (?, ?, ?, ?)",
+            (key, res_id, expires_at, amount),
+        )
+
+    def pop_expired(self, key: str, now: int) -> list[tuple[str, int]]:
+        rows = self.db.execute(
+            "DELETE FROM leases WHERE counter = ? AND expires_at <= ? RETURNING res_id, amount", (key, now)
+        ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def pop_lease(self, key: str, res_id: str) -> int | None:
+        row = self.db.execute(
+            "DELETE FROM leases WHERE counter = ? AND res_id = ? RETURNING amount", (key, res_id)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def record(self, res_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT record FROM reservations WHERE id = ?", (res_id,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def put_record(self, res_id: str, record: dict[str, Any], expires_at: int) -> None:
+        self.db.execute(
+            "INSERT INTO reservations (id, record, expires_at) VALUES (?, ?, ?) ON CONFLICT (id) "
+            "DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at",
+            (res_id, json.dumps(record), expires_at),
+        )
+
+    def limit(self, field: str) -> int | None:
+        row = self.db.execute("SELECT value FROM limits WHERE key = ?", (field,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def put_limit(self, field: str, value: int | None) -> None:
+        if value is None:
+            self.db.execute("DELETE FROM limits WHERE key = ?", (field,))
+        else:
+            self.db.execute(
+                "INSERT INTO limits (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (field, value),
+            )
+
+    def journal(
+        self, ts: int, event: str, res_id: str, scopes: list[str], amounts: dict[str, int], data: str
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO journal (ts, event, res_id, scopes, amounts, data) VALUES (?, ?, ?, ?, ?, ?)",
+            (ts, event, res_id, json.dumps(scopes), json.dumps(amounts), data),
+        )
+
+
+class SQLiteLedger(LocalLedger):
+    """The embedded default store: one file, shared safely by the processes of one machine."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        namespace: str = "default",
+        clock: Callable[[], int] = wall_clock_ms,
+        timeout: float = 10.0,
+        journal_retention_days: int = 400,
+    ) -> None:
+        path = Path(path)
+        super().__init__(namespace=namespace, url=f"sqlite:///{path}", clock=clock)
+        self.path = path
+        self.timeout = timeout
+        self.journal_retention_ms = journal_retention_days * 86_400_000
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._conn_lock = threading.Lock()
+        self._ops = 0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = self._db()
+            with db:
+                db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open the SQLite ledger at {path}: {exc}") from exc
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+            db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            self._local.db = db
+            with self._conn_lock:
+                self._connections.append(db)
+        return db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Tx]:
+        db = self._db()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"the SQLite ledger at {self.path} is unavailable: {exc}") from exc
+        try:
+            yield _SQLiteTx(db)
+            self._ops += 1
+            if self._ops % 512 == 0:
+                self._prune(db)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            db.execute("ROLLBACK")
+            raise LedgerError(f"SQLite ledger operation failed: {exc}") from exc
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _prune(self, db: sqlite3.Connection) -> None:
+        now = self._clock()
+        db.execute("DELETE FROM reservations WHERE expires_at <= ?", (now,))
+        db.execute("DELETE FROM counters WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
+        db.execute("DELETE FROM journal WHERE ts < ?", (now - self.journal_retention_ms,))
+
+    def _journal(
+        self, since: int | None, until: int | None, scope: str | None, limit: int | None
+    ) -> Iterator[JournalEntry]:
+        rows = (
+            self._db()
+            .execute(
+                "SELECT ts, event, res_id, scopes, amounts, data FROM journal "
+                "WHERE ts >= ? AND ts < ? ORDER BY seq",
+                (since if since is not None else -(2**62), until if until is not None else 2**62),
+            )
+            .fetchall()
+        )
+        for row in rows:
+            yield journal_entry(*row)
+
+    def close(self) -> None:
+        with self._conn_lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+        self._local = threading.local()

@@ -1,0 +1,261 @@
+"""The ledger contract's value types and input validation, shared by every store."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from .._budgets import Period, Scope, Unit, Window, window_for
+from .._errors import BudgetExceededError, BudgetGuardError, ConfigurationError
+from .._money import INT64_MAX, to_usd
+
+__all__ = [
+    "CounterSpec",
+    "CounterStatus",
+    "HeldCounter",
+    "Hold",
+    "JournalEntry",
+    "Outcome",
+    "Refusal",
+    "Reservation",
+    "ReservationError",
+]
+
+_RES_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class ReservationError(BudgetGuardError, LookupError):
+    """A commit or release named a reservation the ledger does not hold (unknown, or refused)."""
+
+
+def check_amount(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int (nano-USD, tokens or requests), got {value!r}")
+    if not 0 <= value <= INT64_MAX:
+        raise ValueError(f"{what} must be between 0 and 2**63-1, got {value}")
+    return value
+
+
+def check_reservation_id(value: object) -> str:
+    if not isinstance(value, str) or not _RES_ID.fullmatch(value):
+        raise ValueError(
+            f"reservation id {value!r} must be 1-128 characters of A-Z a-z 0-9 _ . : -; "
+            "leave it out to get a random one"
+        )
+    return value
+
+
+def check_lease(seconds: object) -> int:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise TypeError(f"lease must be a number of seconds, got {seconds!r}")
+    lease_ms = round(seconds * 1000)
+    if not 0 < lease_ms <= 30 * 86_400_000:
+        raise ValueError(f"lease must be more than 0 and at most 30 days, got {seconds!r} s")
+    return lease_ms
+
+
+def new_reservation_id() -> str:
+    return secrets.token_hex(12)
+
+
+def to_datetime(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+@dataclass(frozen=True, slots=True)
+class CounterSpec:
+    """One counter: a scope's running total in one unit over one period."""
+
+    scope: Scope
+    unit: Unit
+    period: Period
+    limit: int
+    """The limit set in code; a limit stored in the ledger (``set_limit``) wins over it."""
+    tz: str = "UTC"
+
+    def __post_init__(self) -> None:
+        check_amount(self.limit, "limit")
+
+    @property
+    def limit_field(self) -> str:
+        """The key of this counter's run-time limit override (JSON: injective for any scope id)."""
+        return json.dumps([self.scope.kind, self.scope.id, self.unit.value, self.period.value, self.tz])
+
+    def window(self, now_ms: int) -> Window:
+        return window_for(self.period, self.tz, now_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Ask to hold ``amount`` on a counter."""
+
+    counter: CounterSpec
+    amount: int
+
+    def __post_init__(self) -> None:
+        check_amount(self.amount, "hold amount")
+
+
+def check_holds(holds: Iterable[Hold]) -> tuple[Hold, ...]:
+    holds = tuple(holds)
+    if not holds:
+        raise ValueError("a reservation needs at least one hold")
+    seen = set()
+    for hold in holds:
+        if not isinstance(hold, Hold):
+            raise TypeError(f"holds must be Hold objects, got {hold!r}")
+        key = hold.counter.limit_field
+        if key in seen:
+            raise ConfigurationError(
+                f"two holds on the same counter ({hold.counter.scope} {hold.counter.unit.value} per "
+                f"{hold.counter.period.value}); merge the budgets (an exact-scope budget replaces the "
+                "kind's budget)"
+            )
+        seen.add(key)
+    return holds
+
+
+@dataclass(frozen=True, slots=True)
+class HeldCounter:
+    """What a reservation holds on one counter, in the window the store's clock put it in."""
+
+    counter: CounterSpec
+    window_start: int
+    window_end: int | None
+    amount: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """An admitted reservation: pass it to ``commit`` or ``release``."""
+
+    id: str
+    held: tuple[HeldCounter, ...]
+    created_at: int
+    expires_at: int
+    """Lease end, epoch milliseconds on the store's clock."""
+    duplicate: bool = False
+    """True when this reserve call repeated an earlier one with the same id."""
+
+    @property
+    def units(self) -> frozenset[Unit]:
+        return frozenset(h.counter.unit for h in self.held)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a reservation was refused (stored so a repeated id gets the same answer)."""
+
+    index: int
+    limit: int
+    spent: int
+    held: int
+    requested: int
+    window_end: int | None
+
+    def error(self, holds: Sequence[Hold]) -> BudgetExceededError:
+        spec = holds[self.index].counter
+
+        def out(x: int) -> Any:
+            return to_usd(x) if spec.unit is Unit.USD else x
+
+        return BudgetExceededError(
+            scope=str(spec.scope),
+            unit=spec.unit.value,
+            period=spec.period.value,
+            limit=out(self.limit),
+            spent=out(self.spent),
+            held=out(self.held),
+            requested=out(self.requested),
+            resets_at=None if self.window_end is None else to_datetime(self.window_end),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a reservation was resolved."""
+
+    id: str
+    state: Literal["committed", "released"]
+    charged: Mapping[Unit, int] = field(default_factory=dict)
+    overrun: bool = False
+    """The actual amount was above the hold on some counter (charged anyway: the money is gone)."""
+    expired: bool = False
+    """The lease had expired (and the hold was reclaimed) before this resolution."""
+    duplicate: bool = False
+    """This call repeated an earlier resolution and changed nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class CounterStatus:
+    counter: CounterSpec
+    window_start: int
+    window_end: int | None
+    limit: int
+    spent: int
+    held: int
+    overridden: bool
+    """The limit comes from the ledger (``set_limit``), not from code."""
+
+    @property
+    def remaining(self) -> int:
+        return max(self.limit - self.spent - self.held, 0)
+
+    @property
+    def resets_at(self) -> datetime | None:
+        return None if self.window_end is None else to_datetime(self.window_end)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One line of the ledger's history: a refusal, commit, release or expiry."""
+
+    ts: int
+    event: Literal["refused", "committed", "released", "expired"]
+    reservation_id: str
+    scopes: tuple[str, ...]
+    amounts: Mapping[str, int]
+    """Per unit: the actual amount charged (commit), or the amount refused / released / expired."""
+    data: Mapping[str, Any]
+    """What the caller attached: model, usage, estimated amounts, attempt, overrun flag..."""
+
+    @property
+    def time(self) -> datetime:
+        return to_datetime(self.ts)
+
+    @property
+    def model(self) -> str | None:
+        value = self.data.get("model")
+        return value if isinstance(value, str) else None
+
+
+def check_actual(actual: Mapping[Unit | str, int], units: Iterable[Unit]) -> dict[Unit, int]:
+    """Validate a commit's actual amounts: one non-negative int64 per unit the reservation holds."""
+    parsed: dict[Unit, int] = {}
+    for key, value in actual.items():
+        try:
+            unit = Unit(key)
+        except ValueError:
+            raise ValueError(f"unknown unit {key!r} in actual; use usd, tokens or requests") from None
+        parsed[unit] = check_amount(value, f"actual {unit.value}")
+    missing = [u.value for u in units if u not in parsed]
+    if missing:
+        raise ValueError(
+            f"actual has no amount for {', '.join(sorted(missing))}, which the reservation holds"
+        )
+    return parsed
+
+
+def check_meta(meta: Mapping[str, Any] | None) -> str:
+    """Journal data as compact JSON; it must serialize (no floats for money: pass ints or strings)."""
+    try:
+        return json.dumps(dict(meta or {}), separators=(",", ":"), sort_keys=True, default=str)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"journal data must be JSON-serializable: {exc}") from exc

@@ -1,0 +1,8 @@
+-- set_limit: store (or, with an empty value, clear) a counter's run-time limit.
+-- KEYS: limits. ARGV: limit_field, value|''.
+if #KEYS ~= 1 or #ARGV ~= 2 then return fail('arity') end
+if ARGV[2] == '' then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+if not is_int64(ARGV[2]) then return fail('amount') end
+return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
