@@ -98,7 +98,8 @@ class Rates:
         """Rates with the usual fallbacks: cache reads and writes at the input price when not given,
         1-hour writes at the 5-minute write price, no output price for input-only models."""
         base = _rate(input, "input")
-        assert base is not None
+        if base is None:
+            raise TypeError("an input price is required (USD per million tokens)")
         write = _rate(cache_write, "cache_write")
         write = base if write is None else write
         write_1h = _rate(cache_write_1h, "cache_write_1h")

@@ -7,13 +7,12 @@ all of them to the same behaviour.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from .._budgets import Unit
+from .._budgets import Unit, Window
 from .._money import INT64_MAX
-from ._base import decode_held, decode_refusal, encode_held, encode_refusal, scope_labels
+from ._base import scope_labels
 from ._types import (
     CounterSpec,
     CounterStatus,
@@ -25,12 +24,26 @@ from ._types import (
     ReservationError,
 )
 
+Meta = dict[str, Any]
+
 __all__ = ["Engine", "Tx", "counter_key"]
 
 RECORD_RETENTION_MS = 86_400_000
 """Resolved reservations are remembered this long after their lease, for idempotent repeats."""
 COUNTER_RETENTION_MS = 86_400_000
 """Counters of a finished window are kept this long after it ends, then dropped."""
+
+
+_windows: dict[tuple[str, str], Window] = {}
+
+
+def window_cached(counter: CounterSpec, now: int) -> Window:
+    """The counter's window at ``now``; calendar maths only when the last window has ended."""
+    key = (counter.period.value, counter.tz)
+    window = _windows.get(key)
+    if window is None or not window.contains(now):
+        window = _windows[key] = counter.window(now)
+    return window
 
 
 def counter_key(counter: CounterSpec, window_start: int) -> str:
@@ -50,7 +63,13 @@ class Tx(Protocol):
     def limit(self, field: str) -> int | None: ...
     def put_limit(self, field: str, value: int | None) -> None: ...
     def journal(
-        self, ts: int, event: str, res_id: str, scopes: list[str], amounts: dict[str, int], data: str
+        self,
+        ts: int,
+        event: str,
+        res_id: str,
+        scopes: list[str],
+        amounts: dict[str, int],
+        data: dict[str, Any],
     ) -> None: ...
 
 
@@ -77,7 +96,7 @@ class Engine:
         label = str(counter.scope)
         for res_id, amount in expired:
             held -= amount
-            tx.journal(now, "expired", res_id, [label], {counter.unit.value: amount}, "{}")
+            tx.journal(now, "expired", res_id, [label], {counter.unit.value: amount}, {})
         tx.put_counter(key, spent, held, None, label)
 
     # -- operations ----------------------------------------------------------------------------
@@ -89,12 +108,12 @@ class Engine:
         res_id: str,
         holds: Sequence[Hold],
         lease_ms: int,
-        meta: str,
+        meta: dict[str, Any],
     ) -> Reservation | Refusal:
         record = tx.record(res_id)
         if record is not None:
             return self._repeat_reserve(res_id, record)
-        windows = [h.counter.window(now) for h in holds]
+        windows = [window_cached(h.counter, now) for h in holds]
         keys = [counter_key(h.counter, w.start) for h, w in zip(holds, windows, strict=True)]
         labels = [str(h.counter.scope) for h in holds]
         held_counters: list[HeldCounter] = []
@@ -107,7 +126,7 @@ class Engine:
                 refusal = Refusal(i, limit, spent, held, hold.amount, window.end)
                 tx.put_record(
                     res_id,
-                    {"state": "refused", "refusal": encode_refusal(refusal), "holds": _holds_json(holds)},
+                    {"state": "refused", "refusal": refusal},
                     now + self.record_retention_ms,
                 )
                 tx.journal(
@@ -133,7 +152,7 @@ class Engine:
                 "state": "held",
                 "created": now,
                 "expires": expires,
-                "held": encode_held(held_counters),
+                "held": tuple(held_counters),
                 "meta": meta,
             },
             expires + self.record_retention_ms,
@@ -143,10 +162,9 @@ class Engine:
     @staticmethod
     def _repeat_reserve(res_id: str, record: dict[str, Any]) -> Reservation | Refusal:
         if record["state"] == "refused":
-            return decode_refusal(record["refusal"])
-        return Reservation(
-            res_id, decode_held(record["held"]), record["created"], record["expires"], duplicate=True
-        )
+            refusal: Refusal = record["refusal"]
+            return refusal
+        return Reservation(res_id, record["held"], record["created"], record["expires"], duplicate=True)
 
     def resolve(
         self,
@@ -154,7 +172,7 @@ class Engine:
         now: int,
         res_id: str,
         actual: Mapping[Unit, int] | None,
-        meta: str,
+        meta: dict[str, Any],
     ) -> Outcome:
         """Commit (``actual`` given) or release (``actual`` None) a reservation, once."""
         record = tx.record(res_id)
@@ -166,7 +184,7 @@ class Engine:
             raise ReservationError(f"reservation {res_id!r} was refused; it holds nothing to resolve")
         if record["state"] in ("committed", "released"):
             return _outcome(res_id, record["outcome"], duplicate=True)
-        held_counters = decode_held(record["held"])
+        held_counters: tuple[HeldCounter, ...] = record["held"]
         if actual is not None:
             missing = {h.counter.unit for h in held_counters} - set(actual)
             if missing:
@@ -195,7 +213,8 @@ class Engine:
         outcome = {"state": state, "charged": charged, "overrun": overrun, "expired": expired}
         record.update(state=state, outcome=outcome)
         tx.put_record(res_id, record, max(now, record["expires"]) + self.record_retention_ms)
-        data = _merge_meta(record.get("meta", "{}"), meta, overrun=overrun, expired=expired)
+        data = {**record.get("meta", {}), **meta}
+        data.update({k: v for k, v in (("overrun", overrun), ("expired", expired)) if v})
         amounts = charged if actual is not None else {h.counter.unit.value: h.amount for h in held_counters}
         tx.journal(now, state, res_id, scope_labels(held_counters), amounts, data)
         return _outcome(res_id, outcome)
@@ -204,12 +223,13 @@ class Engine:
         record = tx.record(res_id)
         if record is None or "held" not in record:
             return None
-        return decode_held(record["held"])
+        held: tuple[HeldCounter, ...] = record["held"]
+        return held
 
     def status(self, tx: Tx, now: int, counters: Sequence[CounterSpec]) -> list[CounterStatus]:
         result = []
         for counter in counters:
-            window = counter.window(now)
+            window = window_cached(counter, now)
             key = counter_key(counter, window.start)
             self._reclaim(tx, key, counter, now)
             override = tx.limit(counter.limit_field)
@@ -226,17 +246,6 @@ class Engine:
                 )
             )
         return result
-
-
-def _holds_json(holds: Sequence[Hold]) -> str:
-    return json.dumps([[h.counter.limit_field, h.amount] for h in holds])
-
-
-def _merge_meta(reserved: str, resolved: str, **flags: bool) -> str:
-    data = json.loads(reserved or "{}")
-    data.update(json.loads(resolved or "{}"))
-    data.update({k: v for k, v in flags.items() if v})
-    return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
 def _outcome(res_id: str, stored: Mapping[str, Any], *, duplicate: bool = False) -> Outcome:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import heapq
-import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +12,8 @@ from typing import Any
 from ._engine import Tx
 from ._local import LocalLedger, wall_clock_ms
 from ._types import JournalEntry
+
+Meta = dict[str, Any]
 
 __all__ = ["MemoryLedger"]
 
@@ -71,10 +72,10 @@ class _MemoryTx:
 
     def record(self, res_id: str) -> dict[str, Any] | None:
         found = self.s._records.get(res_id)
-        return None if found is None else json.loads(found[0])
+        return None if found is None else dict(found[0])
 
     def put_record(self, res_id: str, record: dict[str, Any], expires_at: int) -> None:
-        self.s._records[res_id] = (json.dumps(record), expires_at)
+        self.s._records[res_id] = (record, expires_at)
 
     def limit(self, field: str) -> int | None:
         return self.s._limits.get(field)
@@ -86,9 +87,15 @@ class _MemoryTx:
             self.s._limits[field] = value
 
     def journal(
-        self, ts: int, event: str, res_id: str, scopes: list[str], amounts: dict[str, int], data: str
+        self,
+        ts: int,
+        event: str,
+        res_id: str,
+        scopes: list[str],
+        amounts: dict[str, int],
+        data: dict[str, Any],
     ) -> None:
-        entry = JournalEntry(ts, event, res_id, tuple(scopes), amounts, json.loads(data))  # type: ignore[arg-type]
+        entry = JournalEntry(ts, event, res_id, tuple(scopes), amounts, data)  # type: ignore[arg-type]
         self.s._entries.append(entry)
         if len(self.s._entries) > self.s.journal_maxlen:
             del self.s._entries[: len(self.s._entries) - self.s.journal_maxlen]
@@ -108,7 +115,7 @@ class MemoryLedger(LocalLedger):
         self.journal_maxlen = journal_maxlen
         self._lock = threading.Lock()
         self._counters: dict[str, _Counter] = {}
-        self._records: dict[str, tuple[str, int]] = {}
+        self._records: dict[str, tuple[dict[str, Any], int]] = {}
         self._limits: dict[str, int] = {}
         self._entries: list[JournalEntry] = []
         self._ops = 0
@@ -116,8 +123,8 @@ class MemoryLedger(LocalLedger):
     @contextmanager
     def _transaction(self) -> Iterator[Tx]:
         with self._lock:
-            # Records are JSON strings and counters are rebuilt from the engine's writes, so a
-            # failing operation (it validates before writing) leaves the state as it was.
+            # The engine validates every input before its first write, so an operation that
+            # raises leaves the state as it was.
             yield _MemoryTx(self)
             self._ops += 1
             if self._ops % 1024 == 0:

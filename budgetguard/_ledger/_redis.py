@@ -305,6 +305,10 @@ def _journal_entry(fields: Mapping[str, str]) -> JournalEntry:
     )
 
 
+def _meta(meta: Mapping[str, Any] | None) -> str:
+    return json.dumps(check_meta(meta), separators=(",", ":"), sort_keys=True)
+
+
 def _wrap_error(exc: Exception) -> Exception:
     import redis.exceptions as rex
 
@@ -364,7 +368,7 @@ class RedisLedger(_RedisBase, Ledger):
             checked,
             check_lease(lease),
             new_reservation_id() if id is None else check_reservation_id(id),
-            check_meta(meta),
+            _meta(meta),
         )
         result: Reservation = self._run(flow)
         return result
@@ -376,11 +380,11 @@ class RedisLedger(_RedisBase, Ledger):
         *,
         meta: Mapping[str, Any] | None = None,
     ) -> Outcome:
-        result: Outcome = self._run(self._flows.resolve(reservation, actual, check_meta(meta)))
+        result: Outcome = self._run(self._flows.resolve(reservation, actual, _meta(meta)))
         return result
 
     def release(self, reservation: ReservationRef, *, meta: Mapping[str, Any] | None = None) -> Outcome:
-        result: Outcome = self._run(self._flows.resolve(reservation, None, check_meta(meta)))
+        result: Outcome = self._run(self._flows.resolve(reservation, None, _meta(meta)))
         return result
 
     def status(self, counters: Iterable[CounterSpec]) -> list[CounterStatus]:
@@ -454,7 +458,7 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
             checked,
             check_lease(lease),
             new_reservation_id() if id is None else check_reservation_id(id),
-            check_meta(meta),
+            _meta(meta),
         )
         result: Reservation = await self._run(flow)
         return result
@@ -466,11 +470,11 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
         *,
         meta: Mapping[str, Any] | None = None,
     ) -> Outcome:
-        result: Outcome = await self._run(self._flows.resolve(reservation, actual, check_meta(meta)))
+        result: Outcome = await self._run(self._flows.resolve(reservation, actual, _meta(meta)))
         return result
 
     async def release(self, reservation: ReservationRef, *, meta: Mapping[str, Any] | None = None) -> Outcome:
-        result: Outcome = await self._run(self._flows.resolve(reservation, None, check_meta(meta)))
+        result: Outcome = await self._run(self._flows.resolve(reservation, None, _meta(meta)))
         return result
 
     async def status(self, counters: Iterable[CounterSpec]) -> list[CounterStatus]:

@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import LedgerError
+from ._base import decode_held, decode_refusal, encode_held, encode_refusal
 from ._engine import Tx
 from ._local import LocalLedger, journal_entry, wall_clock_ms
 from ._types import JournalEntry
+
+Meta = dict[str, Any]
 
 __all__ = ["SQLiteLedger"]
 
@@ -80,13 +83,25 @@ class _SQLiteTx:
 
     def record(self, res_id: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT record FROM reservations WHERE id = ?", (res_id,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        if row is None:
+            return None
+        record: dict[str, Any] = json.loads(row[0])
+        if "held" in record:
+            record["held"] = decode_held(record["held"])
+        if "refusal" in record:
+            record["refusal"] = decode_refusal(record["refusal"])
+        return record
 
     def put_record(self, res_id: str, record: dict[str, Any], expires_at: int) -> None:
+        stored = dict(record)
+        if "held" in stored:
+            stored["held"] = encode_held(stored["held"])
+        if "refusal" in stored:
+            stored["refusal"] = encode_refusal(stored["refusal"])
         self.db.execute(
             "INSERT INTO reservations (id, record, expires_at) VALUES (?, ?, ?) ON CONFLICT (id) "
             "DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at",
-            (res_id, json.dumps(record), expires_at),
+            (res_id, json.dumps(stored), expires_at),
         )
 
     def limit(self, field: str) -> int | None:
@@ -104,11 +119,17 @@ class _SQLiteTx:
             )
 
     def journal(
-        self, ts: int, event: str, res_id: str, scopes: list[str], amounts: dict[str, int], data: str
+        self,
+        ts: int,
+        event: str,
+        res_id: str,
+        scopes: list[str],
+        amounts: dict[str, int],
+        data: dict[str, Any],
     ) -> None:
         self.db.execute(
             "INSERT INTO journal (ts, event, res_id, scopes, amounts, data) VALUES (?, ?, ?, ?, ?, ?)",
-            (ts, event, res_id, json.dumps(scopes), json.dumps(amounts), data),
+            (ts, event, res_id, json.dumps(scopes), json.dumps(amounts), json.dumps(data, sort_keys=True)),
         )
 
 

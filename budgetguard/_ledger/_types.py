@@ -78,14 +78,13 @@ class CounterSpec:
     limit: int
     """The limit set in code; a limit stored in the ledger (``set_limit``) wins over it."""
     tz: str = "UTC"
+    limit_field: str = field(init=False, repr=False, compare=False)
+    """The counter's identity as text: the key of its run-time limit (JSON: injective for any id)."""
 
     def __post_init__(self) -> None:
         check_amount(self.limit, "limit")
-
-    @property
-    def limit_field(self) -> str:
-        """The key of this counter's run-time limit override (JSON: injective for any scope id)."""
-        return json.dumps([self.scope.kind, self.scope.id, self.unit.value, self.period.value, self.tz])
+        identity = [self.scope.kind, self.scope.id, self.unit.value, self.period.value, self.tz]
+        object.__setattr__(self, "limit_field", json.dumps(identity))
 
     def window(self, now_ms: int) -> Window:
         return window_for(self.period, self.tz, now_ms)
@@ -253,9 +252,13 @@ def check_actual(actual: Mapping[Unit | str, int], units: Iterable[Unit]) -> dic
     return parsed
 
 
-def check_meta(meta: Mapping[str, Any] | None) -> str:
-    """Journal data as compact JSON; it must serialize (no floats for money: pass ints or strings)."""
+def check_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Journal data attached to a reservation: a JSON-serializable mapping (every store keeps it)."""
+    if not meta:
+        return {}
+    data = dict(meta)
     try:
-        return json.dumps(dict(meta or {}), separators=(",", ":"), sort_keys=True, default=str)
+        json.dumps(data)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"journal data must be JSON-serializable: {exc}") from exc
+    return data
