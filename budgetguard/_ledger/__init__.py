@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .._errors import ConfigurationError
 from ._base import AsyncLedger, Ledger
@@ -48,7 +48,8 @@ def _split(url: str) -> tuple[str, str, dict[str, str]]:
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
     ours = {k: query.pop(k) for k in _OURS if k in query}
-    rest = urlunsplit(parts._replace(query=urlencode(query)))
+    base = url.split("?", 1)[0]
+    rest = f"{base}?{urlencode(query)}" if query else base
     return parts.scheme, rest, ours
 
 
