@@ -1,0 +1,113 @@
+"""Shared timing for the benchmarks: interleaved trials, per-call nanoseconds, median-of-trials ratios.
+
+A comparison times a *candidate* (budgetguard) against a *baseline* (the raw operation it wraps) in
+the same process and the same run. Each trial times one fresh batch of inputs for each side, the two
+back to back, and alternates which side goes first so that drift (CPU frequency, a noisy neighbour on
+a shared machine) lands on both. The reported ratio is the median of the per-trial ratios, which is
+robust to the occasional trial that a neighbour ruined; the quartiles of the ratios say how noisy the
+run was.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Comparison", "compare", "row"]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Per-call times (ns, medians over trials) and the median of the per-trial ratios."""
+
+    candidate_ns: float
+    baseline_ns: float
+    ratio: float
+    ratio_q1: float
+    ratio_q3: float
+    trials: int
+    iterations: int
+
+
+def _time_batch(fn: Callable[[Any], object], inputs: Sequence[Any]) -> float:
+    """Mean ns per call of ``fn`` over ``inputs``, with the cyclic GC paused (as ``timeit`` does)."""
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter_ns()
+        for item in inputs:
+            fn(item)
+        elapsed = time.perf_counter_ns() - start
+    finally:
+        gc.enable()
+    return elapsed / len(inputs)
+
+
+def compare(
+    candidate: Callable[[Any], object],
+    baseline: Callable[[Any], object],
+    make_inputs: Callable[[int], tuple[Sequence[Any], Sequence[Any]]],
+    *,
+    trials: int,
+    iterations: int,
+    warmup: int = 1,
+) -> Comparison:
+    """Time ``candidate`` against ``baseline`` over ``trials`` interleaved trials.
+
+    ``make_inputs(n)`` returns two fresh sequences of ``n`` inputs, one for each side (built outside
+    the timed region, and distinct per side so neither side finds the other's data warm in the CPU
+    caches). It is called once per trial, so inputs that must be unique stay unique across trials.
+    """
+    for _ in range(warmup):
+        cand_inputs, base_inputs = make_inputs(max(1, iterations // 4))
+        _time_batch(candidate, cand_inputs)
+        _time_batch(baseline, base_inputs)
+    cand_times: list[float] = []
+    base_times: list[float] = []
+    ratios: list[float] = []
+    for trial in range(trials):
+        cand_inputs, base_inputs = make_inputs(iterations)
+        if trial % 2 == 0:
+            c = _time_batch(candidate, cand_inputs)
+            b = _time_batch(baseline, base_inputs)
+        else:
+            b = _time_batch(baseline, base_inputs)
+            c = _time_batch(candidate, cand_inputs)
+        cand_times.append(c)
+        base_times.append(b)
+        ratios.append(c / b)
+        del cand_inputs, base_inputs
+    if len(ratios) >= 2:
+        q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    else:
+        q1 = q3 = ratios[0]
+    return Comparison(
+        candidate_ns=statistics.median(cand_times),
+        baseline_ns=statistics.median(base_times),
+        ratio=statistics.median(ratios),
+        ratio_q1=q1,
+        ratio_q3=q3,
+        trials=trials,
+        iterations=iterations,
+    )
+
+
+def row(name: str, result: Comparison, *, target: float, **extra: Any) -> dict[str, Any]:
+    """One result row: ``value`` and ``baseline`` are µs per call, ``ratio`` = value / baseline."""
+    return {
+        "name": name,
+        "value": round(result.candidate_ns / 1000, 3),
+        "baseline": round(result.baseline_ns / 1000, 3),
+        "unit": "us/call",
+        "ratio": round(result.ratio, 4),
+        "ratio_iqr": [round(result.ratio_q1, 4), round(result.ratio_q3, 4)],
+        "target": target,
+        "passed": result.ratio <= target,
+        "trials": result.trials,
+        "iterations": result.iterations,
+        **extra,
+    }
