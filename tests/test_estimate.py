@@ -1,0 +1,349 @@
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from budgetguard import (
+    ConfigurationError,
+    Estimate,
+    Estimator,
+    PriceBook,
+    PricingError,
+    Usage,
+    cost,
+    count_anthropic_tokens,
+    count_message_tokens,
+    count_responses_tokens,
+    estimate,
+    get_encoding,
+    price_book,
+)
+from tests.test_tokens import JARGON_MESSAGES, WEATHER_MESSAGES, WEATHER_TOOLS
+
+QUESTION = [{"role": "user", "content": "What is a budget? Answer in one sentence."}]
+
+
+def usd(micro: str | int) -> Decimal:
+    """An amount given in millionths of a dollar (tokens x USD-per-million-tokens)."""
+    return Decimal(micro) / 1_000_000
+
+
+# -- chat completions ------------------------------------------------------------------------------
+
+
+def test_chat_max_tokens_times_n() -> None:
+    est = estimate({"model": "gpt-4o", "messages": JARGON_MESSAGES, "max_tokens": 100, "n": 3})
+    assert (est.input_tokens, est.output_tokens) == (124, 300)
+    assert est.cost == usd(124 * Decimal("2.5") + 300 * 10) == Decimal("0.00331")
+    assert est.cost_nano == 3_310_000
+    assert est.cache_write is None
+    assert est.usage == Usage(input_tokens=124, output_tokens=300)
+
+
+def test_max_completion_tokens_wins_over_max_tokens() -> None:
+    est = estimate(
+        {"model": "gpt-4o-mini", "messages": QUESTION, "max_completion_tokens": 50, "max_tokens": 900}
+    )
+    assert est.output_tokens == 50
+
+
+def test_chat_tools_are_counted() -> None:
+    request = {"model": "gpt-4o-mini", "messages": WEATHER_MESSAGES, "tools": WEATHER_TOOLS, "max_tokens": 10}
+    assert estimate(request).input_tokens == 101  # the cookbook's API-reported count
+
+
+def test_legacy_functions_are_counted_as_tools() -> None:
+    functions = [WEATHER_TOOLS[0]["function"]]
+    request = {"model": "gpt-4o-mini", "messages": WEATHER_MESSAGES, "functions": functions, "max_tokens": 10}
+    assert estimate(request).input_tokens == 101
+
+
+def test_without_a_max_the_context_window_bounds_the_output() -> None:
+    est = estimate({"model": "gpt-4o", "messages": JARGON_MESSAGES})
+    assert est.output_tokens == 128_000 - 124
+    est_n = estimate({"model": "gpt-4o", "messages": JARGON_MESSAGES, "n": 2})
+    assert est_n.output_tokens == 2 * (128_000 - 124)
+    assert est_n.cost == cost("gpt-4o", Usage(input_tokens=124, output_tokens=2 * (128_000 - 124)))
+
+
+def test_output_fallbacks_in_order() -> None:
+    book = PriceBook(use_data=False)
+    book.register("with-max", input="1", output="2", max_output_tokens=1000, context_window=8000)
+    book.register("with-window", input="1", output="2", context_window=8000)
+    book.register("bare", input="1", output="2")
+    book.register("tiny-window", input="1", output="2", context_window=5)
+    estimator = Estimator(prices=book, default_output_tokens=777)
+    request: dict[str, Any] = {"messages": QUESTION}
+    n_in = count_message_tokens(QUESTION, "bare")
+    assert estimator({**request, "model": "with-max"}).output_tokens == 1000
+    assert estimator({**request, "model": "with-window"}).output_tokens == 8000 - n_in
+    assert estimator({**request, "model": "bare"}).output_tokens == 777
+    assert estimator({**request, "model": "tiny-window"}).output_tokens == 0  # never negative
+    assert estimator({**request, "model": "bare", "max_tokens": 0}).output_tokens == 0
+
+
+def test_estimator_uses_its_own_price_book() -> None:
+    book = PriceBook(use_data=False)
+    book.register("gpt-4o", input="1", output="1")
+    est = Estimator(prices=book)({"model": "gpt-4o", "messages": JARGON_MESSAGES, "max_tokens": 76})
+    assert est.cost == usd(124 + 76)
+    assert est.price.source == "override"
+
+
+def test_service_tier_prices_the_variant() -> None:
+    request = {"model": "gpt-4o", "messages": QUESTION, "max_tokens": 100}
+    standard = estimate(request)
+    priority = estimate({**request, "service_tier": "priority"})
+    expected = price_book.get("gpt-4o", variant={"service_tier": "priority"})
+    assert priority.price.base == expected.base
+    assert priority.price.base.input == Decimal("4.25")  # the data's priority price (from 2026-10-12)
+    assert priority.cost > standard.cost
+    assert estimate({**request, "service_tier": "auto"}).cost == standard.cost
+    assert estimate({**request, "service_tier": "default"}).cost == standard.cost
+
+
+def test_models_filed_under_other_providers_are_priced() -> None:
+    # the provider guess only picks the request shape; gemini's price lives under "google"
+    est = estimate({"model": "gemini-2.5-pro", "messages": QUESTION, "max_tokens": 10})
+    assert "google" in est.price.source
+    assert est.cost == cost("gemini-2.5-pro", est.usage)
+
+
+def test_unknown_model_cannot_be_estimated() -> None:
+    with pytest.raises(PricingError, match="acme-unknown"):
+        estimate({"model": "acme-unknown", "messages": QUESTION, "max_tokens": 10})
+
+
+# -- Responses API ---------------------------------------------------------------------------------
+
+
+def test_responses_request() -> None:
+    request = {
+        "model": "o4-mini",
+        "input": "What is a budget?",
+        "instructions": "You are terse.",
+        "max_output_tokens": 500,
+    }
+    est = estimate(request)
+    assert est.input_tokens == count_responses_tokens(
+        "What is a budget?", "o4-mini", instructions="You are terse."
+    )
+    assert est.output_tokens == 500
+    assert est.cost == usd(est.input_tokens * Decimal("1.1") + 500 * Decimal("4.4"))
+
+
+def test_responses_without_max_uses_the_context_window() -> None:
+    est = estimate({"model": "gpt-4.1", "input": [{"role": "user", "content": "Hi"}]})
+    assert est.output_tokens == 1_000_000 - est.input_tokens
+
+
+def test_instructions_alone_are_a_responses_request() -> None:
+    est = estimate({"model": "gpt-4o", "instructions": "Say hi.", "max_output_tokens": 5})
+    assert est.input_tokens == count_responses_tokens(None, "gpt-4o", instructions="Say hi.")
+
+
+# -- Anthropic -------------------------------------------------------------------------------------
+
+
+def _claude(**extra: Any) -> dict[str, Any]:
+    return {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 1024,
+        "system": "You are terse.",
+        "messages": QUESTION,
+        **extra,
+    }
+
+
+def test_anthropic_request() -> None:
+    est = estimate(_claude())
+    assert est.input_tokens == count_anthropic_tokens(QUESTION, "claude-sonnet-4-5", system="You are terse.")
+    assert est.output_tokens == 1024
+    assert est.cache_write is None
+    assert est.cost == usd(est.input_tokens * 3 + 1024 * 15)
+
+
+def test_anthropic_cache_control_is_priced_as_5_minute_writes() -> None:
+    system = [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}]
+    est = estimate(_claude(system=system))
+    assert est.cache_write == "5m"
+    assert est.usage == Usage(cache_write_tokens=est.input_tokens, output_tokens=1024)
+    assert est.cost == usd(est.input_tokens * Decimal("3.75") + 1024 * 15)
+    assert est.cost > estimate(_claude()).cost
+
+
+def test_anthropic_1h_cache_control_is_priced_as_1_hour_writes() -> None:
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "text",
+                    "text": "A long shared context.",
+                    "cache_control": {"type": "ephemeral", "ttl": "5m"},
+                },
+                {
+                    "type": "text",
+                    "text": "What is a budget?",
+                    "cache_control": {"type": "ephemeral", "ttl": "1h"},
+                },
+            ],
+        }
+    ]
+    est = estimate(_claude(messages=messages))
+    assert est.cache_write == "1h"
+    assert est.usage == Usage(cache_write_1h_tokens=est.input_tokens, output_tokens=1024)
+    assert est.cost == usd(est.input_tokens * 6 + 1024 * 15)
+
+
+def test_anthropic_cache_control_on_tools_and_top_level() -> None:
+    tool = {
+        "name": "get_weather",
+        "description": "Get the weather",
+        "input_schema": {"type": "object", "properties": {}},
+        "cache_control": {"type": "ephemeral"},
+    }
+    assert estimate(_claude(tools=[tool])).cache_write == "5m"
+    assert estimate(_claude(cache_control={"type": "ephemeral"})).cache_write == "5m"
+
+
+def test_anthropic_without_max_tokens_uses_the_context_window() -> None:
+    request = _claude()
+    del request["max_tokens"]
+    est = estimate(request)
+    assert est.output_tokens == 200_000 - est.input_tokens
+
+
+def test_anthropic_large_prompt_is_priced_at_the_long_context_tier() -> None:
+    text = "budget " * 150_000  # 150k o200k tokens, x 1.4 for Claude: over the 200k tier threshold
+    est = estimate(
+        {"model": "claude-sonnet-4-5", "max_tokens": 1000, "messages": [{"role": "user", "content": text}]}
+    )
+    assert est.input_tokens > 200_000
+    assert est.cost == usd(est.input_tokens * 6 + 1000 * Decimal("22.5"))
+
+
+def test_anthropic_factor_per_model_prefix() -> None:
+    request = {"model": "claude-haiku-4-5", "max_tokens": 10, "messages": QUESTION}
+    raw = count_anthropic_tokens(QUESTION, "claude-haiku-4-5", factor=Decimal(1))
+    default = Estimator()(request)
+    tuned = Estimator(anthropic_factors={"claude-haiku": "1.1"})(request)
+    assert default.input_tokens == math.ceil(raw * Decimal("1.4"))
+    assert tuned.input_tokens == math.ceil(raw * Decimal("1.1"))
+    assert Estimator(anthropic_factor="2")(request).input_tokens == 2 * raw
+
+
+def test_provider_can_be_given() -> None:
+    book = PriceBook(use_data=False)
+    book.register("my-claude-proxy", input="3", output="15")
+    request = {"model": "my-claude-proxy", "max_tokens": 10, "messages": QUESTION}
+    as_anthropic = Estimator(prices=book)(request, provider="anthropic")
+    as_openai = Estimator(prices=book)(request)
+    assert as_anthropic.input_tokens == count_anthropic_tokens(QUESTION, "my-claude-proxy")
+    assert as_openai.input_tokens == count_message_tokens(QUESTION, "my-claude-proxy")
+
+
+# -- embeddings ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "tokens"),
+    [
+        ("The food was delicious and the waiter was kind.", None),
+        (["The food was delicious.", "The waiter was kind."], None),
+        ([9906, 1917, 0], 3),
+        ([[9906, 1917], [15339], [1, 2, 3, 4]], 7),
+        ([], 0),
+    ],
+)
+def test_embeddings_input_forms(value: Any, tokens: int | None) -> None:
+    if tokens is None:
+        texts = [value] if isinstance(value, str) else value
+        tokens = sum(len(get_encoding("cl100k_base").encode(t)) for t in texts)
+    est = estimate({"model": "text-embedding-3-small", "input": value})
+    assert (est.input_tokens, est.output_tokens) == (tokens, 0)
+    assert est.cost == usd(tokens * Decimal("0.02"))
+
+
+# -- bad requests ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {},
+        {"messages": QUESTION},
+        {"model": None, "messages": QUESTION},
+        {"model": "", "messages": QUESTION},
+        {"model": 4, "messages": QUESTION},
+        {"model": "gpt-4o", "prompt": "completions API"},
+        {"model": "gpt-4o", "messages": QUESTION, "max_tokens": -1},
+        {"model": "gpt-4o", "messages": QUESTION, "max_tokens": "100"},
+        {"model": "gpt-4o", "messages": QUESTION, "max_tokens": 1.5},
+        {"model": "gpt-4o", "messages": QUESTION, "max_tokens": True},
+        {"model": "gpt-4o", "messages": QUESTION, "max_completion_tokens": -5},
+        {"model": "gpt-4o", "messages": QUESTION, "max_tokens": 10, "n": 0},
+        {"model": "gpt-4o", "messages": QUESTION, "max_tokens": 10, "n": -2},
+        {"model": "gpt-4o", "messages": QUESTION, "max_tokens": 10, "n": "2"},
+        {"model": "gpt-4o", "messages": QUESTION, "max_tokens": 10, "n": True},
+        {"model": "o4-mini", "input": "hi", "max_output_tokens": -1},
+        {"model": "claude-sonnet-4-5", "messages": QUESTION, "max_tokens": "1024"},
+        {"model": "text-embedding-3-small", "input": None},
+        {"model": "text-embedding-3-small", "input": 42},
+        {"model": "text-embedding-3-small", "input": {"text": "hi"}},
+        {"model": "text-embedding-3-small", "input": [1, "mixed"]},
+    ],
+)
+def test_bad_requests_are_configuration_errors(request_: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        estimate(request_)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"default_output_tokens": 0},
+        {"default_output_tokens": -10},
+        {"anthropic_factor": "0.9"},
+        {"anthropic_factors": {"claude-haiku": "0.5"}},
+    ],
+)
+def test_bad_estimator_settings(settings: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        Estimator(**settings)
+
+
+# -- the estimate prices exactly the usage it reports ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"model": "gpt-4o", "messages": JARGON_MESSAGES, "max_tokens": 333, "n": 2},
+        {"model": "gpt-4o-mini", "messages": WEATHER_MESSAGES, "tools": WEATHER_TOOLS},
+        {"model": "o4-mini", "input": "What is a budget?", "max_output_tokens": 4000},
+        {"model": "claude-sonnet-4-5", "max_tokens": 2048, "messages": QUESTION},
+        _claude(
+            system=[
+                {"type": "text", "text": "Long context.", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+            ]
+        ),
+        {"model": "anthropic/claude-haiku-4-5", "max_tokens": 64, "messages": QUESTION},
+        {"model": "text-embedding-3-small", "input": ["a", "b", "c"]},
+    ],
+)
+def test_estimate_cost_equals_the_cost_of_its_usage(request_: dict[str, Any]) -> None:
+    est = estimate(request_)
+    assert isinstance(est, Estimate)
+    assert est.cost == cost(request_["model"], est.usage)
+    assert est.cost_nano > 0
+    assert est.usage.total_input_tokens == est.input_tokens
+    assert est.usage.output_tokens == est.output_tokens
+
+
+def test_repr_shows_the_cost() -> None:
+    est = estimate({"model": "gpt-4o", "messages": JARGON_MESSAGES, "max_tokens": 100, "n": 3})
+    assert repr(est) == "Estimate(model='gpt-4o', input_tokens=124, output_tokens=300, cost=$0.00331)"

