@@ -138,12 +138,15 @@ class Estimator:
                 f"cannot tell what kind of request this is (keys: {sorted(request)}); expected "
                 "'messages' (chat / Anthropic) or 'input' (Responses / embeddings)"
             )
-        worst = _worst_usage(input_tokens, output_tokens, cache_write)
+        write_5m = input_tokens if cache_write == "5m" else 0
+        write_1h = input_tokens if cache_write == "1h" else 0
+        uncached = input_tokens - write_5m - write_1h
+        cost_nano = price.rates_for(input_tokens).cost_nano_of(uncached, 0, write_5m, write_1h, output_tokens)
         return Estimate(
             model=model,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            cost_nano=price.cost_nano(worst),
+            cost_nano=cost_nano,
             price=price,
             cache_write=cache_write,
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -115,14 +116,18 @@ class Rates:
 
     def cost_nano(self, usage: Usage) -> int:
         """Exact cost of ``usage`` in nano-USD, rounded up."""
-        n_in, n_read, n_write, n_write_1h, n_out = self._nums
-        scaled = (
-            usage.input_tokens * n_in
-            + usage.cache_read_tokens * n_read
-            + usage.cache_write_tokens * n_write
-            + usage.cache_write_1h_tokens * n_write_1h
-            + usage.output_tokens * n_out
+        return self.cost_nano_of(
+            usage.input_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens,
+            usage.cache_write_1h_tokens,
+            usage.output_tokens,
         )
+
+    def cost_nano_of(self, uncached: int, read: int, write: int, write_1h: int, output: int) -> int:
+        """Exact cost of these bucket counts in nano-USD, rounded up (no ``Usage`` needed)."""
+        n_in, n_read, n_write, n_write_1h, n_out = self._nums
+        scaled = uncached * n_in + read * n_read + write * n_write + write_1h * n_write_1h + output * n_out
         return -(-scaled // self._den)
 
 
@@ -204,6 +209,9 @@ def _has_time_of_day_prices(model: _gp.ModelInfo) -> bool:
 
 _DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-\d{4}|-latest)$")
 _FALLBACK_PROVIDERS = ("openai", "anthropic", "google")
+
+
+_NS_PER_DAY = 86_400 * 10**9
 
 
 def _names(model: str) -> list[str]:
@@ -337,13 +345,13 @@ class PriceBook:
         ``variant`` selects a price variant in the data, e.g. ``{"service_tier": "priority"}``
         or ``{"processing": "batch"}``.
         """
-        when = at or datetime.now(UTC)
         variant_key = tuple(sorted(variant.items())) if variant else ()
-        key = (model, provider, variant_key, when.date())
+        day = time.time_ns() // _NS_PER_DAY if at is None else at.date().toordinal()
+        key = (model, provider, variant_key, day)
         price = self._cache.get(key)
         if price is not None:
             return price
-        price, cacheable = self._resolve(model, provider, when, variant)
+        price, cacheable = self._resolve(model, provider, at or datetime.now(UTC), variant)
         if cacheable:
             with self._lock:
                 self._cache[key] = price

@@ -170,15 +170,26 @@ class _CountCache:
     dict lookup (hash + memcmp) instead of a BPE encode.
     """
 
-    def __init__(self, max_chars: int = 16_000_000, min_chars: int = 64) -> None:
+    def __init__(self, max_chars: int = 16_000_000, min_chars: int = 1024, short_chars: int = 32) -> None:
         self.max_chars = max_chars
         self.min_chars = min_chars
+        self.short_chars = short_chars
         self._data: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._short: dict[tuple[str, str], int] = {}  # roles, names, enum values: few and repeated
         self._chars = 0
         self._lock = threading.Lock()
 
     def count(self, encoding: tiktoken.Encoding, text: str) -> int:
-        if len(text) < self.min_chars:
+        size = len(text)
+        if size <= self.short_chars:
+            key = (encoding.name, text)
+            n = self._short.get(key)
+            if n is None:
+                if len(self._short) >= 65_536:
+                    self._short.clear()
+                n = self._short[key] = len(encoding.encode_ordinary(text))
+            return n
+        if size < self.min_chars:  # mid-sized text: unique more often than not, encode it
             return len(encoding.encode_ordinary(text))
         key = (encoding.name, text)
         with self._lock:
@@ -200,6 +211,7 @@ class _CountCache:
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            self._short.clear()
             self._chars = 0
 
 
@@ -298,11 +310,15 @@ def count_message_tokens(
 ) -> int:
     """Input tokens of an OpenAI chat request, by OpenAI's published counting rules."""
     encoding = encoding_for_model(model)
+    count = _cache.count
     total = REPLY_PRIMING
     for message in messages:
         total += TOKENS_PER_MESSAGE
         for key, value in message.items():
-            total += _value_tokens(key, value, encoding, model)
+            # plain strings (role, content, name) are the common case: count them inline
+            total += (
+                count(encoding, value) if type(value) is str else _value_tokens(key, value, encoding, model)
+            )
             if key == "name":
                 total += TOKENS_PER_NAME
     if tools:

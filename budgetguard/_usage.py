@@ -60,10 +60,10 @@ class Usage:
     reasoning_tokens: int = 0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise UsageError(f"Usage.{f.name} must be a non-negative int, got {value!r}")
+        for name in _FIELDS:
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:  # bool is not a token count
+                raise UsageError(f"Usage.{name} must be a non-negative int, got {value!r}")
         if self.reasoning_tokens > self.output_tokens:
             raise UsageError(
                 f"reasoning_tokens ({self.reasoning_tokens}) cannot exceed output_tokens "
@@ -142,6 +142,9 @@ class Usage:
         if found is None:
             raise UsageError("the stream carried no usage (interrupted, or usage was not requested)")
         return found
+
+
+_FIELDS = tuple(f.name for f in fields(Usage))
 
 
 def _looks_like_usage(obj: Any) -> bool:
