@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._budgets import Budget, Period, Scope, Unit
+from ._context import Tracker, budget_context, propagate, track
 from ._errors import (
     BudgetExceededError,
     BudgetGuardError,
@@ -11,6 +13,21 @@ from ._errors import (
     UsageError,
 )
 from ._estimate import Estimate, Estimator, estimate
+from ._events import Event
+from ._guard import Guard, GuardedAsyncStream, GuardedStream, configure, default_guard, metered, with_budget
+from ._ledger import (
+    AsyncLedger,
+    CounterSpec,
+    CounterStatus,
+    Hold,
+    JournalEntry,
+    Ledger,
+    Outcome,
+    Reservation,
+    ReservationError,
+    open_async_ledger,
+    open_ledger,
+)
 from ._money import format_usd, to_nano, to_usd
 from ._pricing import (
     Price,
@@ -34,32 +51,59 @@ from ._tokens import (
 from ._usage import Usage
 
 __all__ = [
+    "AsyncLedger",
+    "Budget",
     "BudgetExceededError",
     "BudgetGuardError",
     "ConfigurationError",
+    "CounterSpec",
+    "CounterStatus",
     "Estimate",
     "Estimator",
+    "Event",
+    "Guard",
+    "GuardedAsyncStream",
+    "GuardedStream",
+    "Hold",
+    "JournalEntry",
+    "Ledger",
     "LedgerError",
+    "Outcome",
+    "Period",
     "Price",
     "PriceBook",
     "PricingError",
     "Rates",
+    "Reservation",
+    "ReservationError",
+    "Scope",
+    "Tracker",
+    "Unit",
     "Usage",
     "UsageError",
+    "budget_context",
+    "configure",
     "cost",
     "count_anthropic_tokens",
     "count_message_tokens",
     "count_responses_tokens",
     "count_text_tokens",
     "count_tool_tokens",
+    "default_guard",
     "estimate",
     "format_usd",
     "get_encoding",
     "get_price",
     "load_prices",
+    "metered",
+    "open_async_ledger",
+    "open_ledger",
     "price_book",
+    "propagate",
     "register_price",
     "set_default_price",
     "to_nano",
     "to_usd",
+    "track",
+    "with_budget",
 ]

@@ -10,6 +10,7 @@ from typing import Any
 
 from .._budgets import Period, Scope, Unit
 from ._types import (
+    Amounts,
     CounterSpec,
     CounterStatus,
     HeldCounter,
@@ -54,7 +55,7 @@ class Ledger(ABC):
     def commit(
         self,
         reservation: ReservationRef,
-        actual: Mapping[Unit | str, int],
+        actual: Amounts,
         *,
         meta: Mapping[str, Any] | None = None,
     ) -> Outcome: ...
@@ -119,7 +120,7 @@ class AsyncLedger(ABC):
     async def commit(
         self,
         reservation: ReservationRef,
-        actual: Mapping[Unit | str, int],
+        actual: Amounts,
         *,
         meta: Mapping[str, Any] | None = None,
     ) -> Outcome: ...

@@ -15,10 +15,11 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
-from .._budgets import Scope, Unit
+from .._budgets import Scope
 from ._base import DEFAULT_LEASE, AsyncLedger, Ledger, ReservationRef, journal_matches
 from ._engine import Engine, Tx
 from ._types import (
+    Amounts,
     CounterSpec,
     CounterStatus,
     Hold,
@@ -86,7 +87,7 @@ class LocalLedger(Ledger):
     def commit(
         self,
         reservation: ReservationRef,
-        actual: Mapping[Unit | str, int],
+        actual: Amounts,
         *,
         meta: Mapping[str, Any] | None = None,
     ) -> Outcome:
@@ -185,7 +186,7 @@ class AsyncLocalLedger(AsyncLedger):
     async def commit(
         self,
         reservation: ReservationRef,
-        actual: Mapping[Unit | str, int],
+        actual: Amounts,
         *,
         meta: Mapping[str, Any] | None = None,
     ) -> Outcome:

@@ -39,6 +39,7 @@ from ._base import (
 )
 from ._engine import COUNTER_RETENTION_MS, RECORD_RETENTION_MS
 from ._types import (
+    Amounts,
     CounterSpec,
     CounterStatus,
     HeldCounter,
@@ -187,7 +188,7 @@ class _Flows:
             raise ReservationError(f"reservation {res_id!r} was refused; it holds nothing to resolve")
         return decode_held(reply[1])
 
-    def resolve(self, ref: ReservationRef, actual: Mapping[Unit | str, int] | None, meta: str) -> Flow:
+    def resolve(self, ref: ReservationRef, actual: Amounts | None, meta: str) -> Flow:
         res_id = check_reservation_id(ref.id if isinstance(ref, Reservation) else ref)
         held: tuple[HeldCounter, ...] = yield from self._held(ref)
         parsed = None if actual is None else check_actual(actual, {h.counter.unit for h in held})
@@ -376,7 +377,7 @@ class RedisLedger(_RedisBase, Ledger):
     def commit(
         self,
         reservation: ReservationRef,
-        actual: Mapping[Unit | str, int],
+        actual: Amounts,
         *,
         meta: Mapping[str, Any] | None = None,
     ) -> Outcome:
@@ -466,7 +467,7 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
     async def commit(
         self,
         reservation: ReservationRef,
-        actual: Mapping[Unit | str, int],
+        actual: Amounts,
         *,
         meta: Mapping[str, Any] | None = None,
     ) -> Outcome:

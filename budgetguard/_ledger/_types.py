@@ -15,6 +15,7 @@ from .._errors import BudgetExceededError, BudgetGuardError, ConfigurationError
 from .._money import INT64_MAX, to_usd
 
 __all__ = [
+    "Amounts",
     "CounterSpec",
     "CounterStatus",
     "HeldCounter",
@@ -25,6 +26,9 @@ __all__ = [
     "Reservation",
     "ReservationError",
 ]
+
+Amounts = Mapping[Unit, int] | Mapping[str, int]
+"""Amounts per unit, keyed by ``Unit`` or its name (``{"usd": 1500, "tokens": 420}``)."""
 
 _RES_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -235,7 +239,7 @@ class JournalEntry:
         return value if isinstance(value, str) else None
 
 
-def check_actual(actual: Mapping[Unit | str, int], units: Iterable[Unit]) -> dict[Unit, int]:
+def check_actual(actual: Amounts, units: Iterable[Unit]) -> dict[Unit, int]:
     """Validate a commit's actual amounts: one non-negative int64 per unit the reservation holds."""
     parsed: dict[Unit, int] = {}
     for key, value in actual.items():

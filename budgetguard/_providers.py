@@ -1,0 +1,150 @@
+"""Adapters for the openai and anthropic SDKs: find the request, read usage, fold streams.
+
+Nothing here imports an SDK: objects are recognised by their module and shape, so budgetguard works
+with whichever SDK versions are installed (and with none).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._errors import UsageError
+from ._usage import Usage, _get, _merge_anthropic_delta
+
+__all__ = ["StreamFolder", "sdk_provider", "without_sdk_retries"]
+
+_REQUEST_KEYS = ("messages", "input", "instructions", "system", "tools", "prompt")
+
+
+def sdk_provider(fn: Callable[..., Any]) -> str | None:
+    """``"openai"`` / ``"anthropic"`` when ``fn`` is a bound SDK resource method, else ``None``."""
+    owner = getattr(fn, "__self__", None)
+    module = type(owner).__module__ if owner is not None else ""
+    for provider in ("openai", "anthropic"):
+        if module.startswith(f"{provider}.resources"):
+            return provider
+    return None
+
+
+def is_async_sdk_method(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn)
+
+
+def without_sdk_retries(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The same SDK method on a copy of its client with ``max_retries=0``.
+
+    The guard's own retries count every attempt against the budget; SDK-internal retries would send
+    attempts nobody reserved. Methods we cannot rebuild are returned unchanged.
+    """
+    owner = getattr(fn, "__self__", None)
+    client = getattr(owner, "_client", None)
+    if client is None or not hasattr(client, "with_options"):
+        return fn
+    quiet = client.with_options(max_retries=0)
+    resource = _find_resource(quiet, type(owner), depth=3)
+    if resource is None:
+        return fn
+    rebuilt: Callable[..., Any] = getattr(resource, fn.__name__)
+    return rebuilt
+
+
+def _find_resource(root: Any, cls: type, depth: int) -> Any:
+    frontier = [root]
+    for _ in range(depth):
+        nxt = []
+        for node in frontier:
+            for name in dir(type(node)):
+                if name.startswith("_") or name in ("with_options", "with_raw_response", "copy"):
+                    continue
+                attr = inspect.getattr_static(type(node), name, None)
+                if not isinstance(attr, property) and type(attr).__name__ != "cached_property":
+                    continue
+                try:
+                    value = getattr(node, name)
+                except Exception:  # a lazily imported resource that fails: not ours
+                    continue
+                if type(value) is cls:
+                    return value
+                if type(value).__module__.split(".")[0] == type(root).__module__.split(".")[0]:
+                    nxt.append(value)
+        frontier = nxt
+    return None
+
+
+def request_from_arguments(arguments: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A user function's arguments as an SDK request, when they carry a model and its input."""
+    if isinstance(arguments.get("model"), str) and any(k in arguments for k in _REQUEST_KEYS):
+        return dict(arguments)
+    return None
+
+
+def prepare_openai_stream(request: dict[str, Any]) -> None:
+    """Ask an OpenAI chat stream for its usage (``include_usage``), unless the caller said otherwise."""
+    if request.get("stream") is True and "messages" in request:
+        options = dict(request.get("stream_options") or {})
+        options.setdefault("include_usage", True)
+        request["stream_options"] = options
+
+
+def is_stream(result: Any) -> bool:
+    if isinstance(result, str | bytes | Mapping) or hasattr(result, "model_dump"):
+        return False
+    return hasattr(result, "__next__") or hasattr(result, "__anext__") or _is_stream_manager(result)
+
+
+def _is_stream_manager(result: Any) -> bool:
+    return type(result).__name__ in ("MessageStreamManager", "AsyncMessageStreamManager")
+
+
+class StreamFolder:
+    """Accumulates usage and streamed text from stream events, one event at a time."""
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+        self.text: list[str] = []
+
+    def feed(self, event: Any) -> None:
+        kind = _get(event, "type")
+        if kind == "message_delta":
+            if self.usage is not None:
+                self.usage = _merge_anthropic_delta(self.usage, _get(event, "usage"))
+            return
+        if kind == "message_start" or kind in ("response.completed", "response.incomplete"):
+            self.usage = Usage.from_response(event)
+            return
+        if _get(event, "usage") is not None and kind is None:  # OpenAI chat chunk with include_usage
+            self.usage = Usage.from_response(event)
+        text = _delta_text(event, kind)
+        if text:
+            self.text.append(text)
+
+    def final(self) -> Usage:
+        if self.usage is None:
+            raise UsageError("the stream ended without usage")
+        return self.usage
+
+
+def _delta_text(event: Any, kind: Any) -> str | None:
+    if kind == "content_block_delta":
+        delta = _get(event, "delta")
+        text = _get(delta, "text") or _get(delta, "partial_json") or _get(delta, "thinking")
+        return text if isinstance(text, str) else None
+    if kind == "response.output_text.delta":
+        value = _get(event, "delta")
+        return value if isinstance(value, str) else None
+    choices = _get(event, "choices")
+    if choices:
+        parts = []
+        for choice in choices:
+            delta = _get(choice, "delta")
+            content = _get(delta, "content")
+            if isinstance(content, str):
+                parts.append(content)
+            for call in _get(delta, "tool_calls") or ():
+                arguments = _get(_get(call, "function"), "arguments")
+                if isinstance(arguments, str):
+                    parts.append(arguments)
+        return "".join(parts) or None
+    return None
