@@ -72,7 +72,7 @@ def default_retry() -> tenacity.Retrying:
     """3 attempts, exponential backoff with jitter (0.5 s .. 8 s), on retryable errors only."""
     return tenacity.Retrying(
         stop=tenacity.stop_after_attempt(3),
-        wait=tenacity.wait_exponential_jitter(initial=0.5, max=8),
+        wait=tenacity.wait_random_exponential(multiplier=0.5, max=8),
         retry=tenacity.retry_if_exception(_retryable),
         reraise=True,
     )
