@@ -33,7 +33,7 @@ def test_counters_expire_after_their_window(redis_url: str, ns: str) -> None:
     res = store.reserve([Hold(hourly, 5), Hold(total, 5)], lease=30)
     raw = redis.Redis.from_url(redis_url)
     hourly_key, hourly_leases = store._flows.keys.counter(hourly, res.held[0].window_start)
-    total_key, total_leases = store._flows.keys.counter(total, 0)
+    total_key, _ = store._flows.keys.counter(total, 0)
     expected = res.held[0].window_end + COUNTER_RETENTION_MS  # type: ignore[operator]
     assert raw.pexpiretime(hourly_key) == expected
     assert raw.pexpiretime(hourly_leases) == expected
