@@ -8,9 +8,11 @@ tenacity's: its ``iter()`` decides, the flow reserves before every attempt and r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import inspect
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from ._pricing import PriceBook, price_book
 from ._providers import (
     StreamFolder,
     is_stream,
+    is_stream_manager,
     prepare_openai_stream,
     request_from_arguments,
     sdk_provider,
@@ -175,29 +178,44 @@ class Guard:
         self._url = ledger if isinstance(ledger, str) else None if ledger is not None else default_url()
         self._sync: Ledger | None = ledger if isinstance(ledger, Ledger) else None
         self._async: AsyncLedger | None = ledger if isinstance(ledger, AsyncLedger) else None
+        self._open_lock = threading.Lock()
 
     # -- stores ---------------------------------------------------------------------------------
 
     @property
     def ledger(self) -> Ledger:
+        """The sync store (opened on first use, once, even when threads race to it)."""
         if self._sync is None:
-            if self._url is None:
-                raise ConfigurationError("this guard has only an async ledger; decorate async functions")
-            self._sync = open_ledger(self._url)
+            with self._open_lock:
+                if self._sync is None:
+                    if self._url is None:
+                        raise ConfigurationError(
+                            "this guard has only an async ledger; decorate async functions"
+                        )
+                    self._sync = open_ledger(self._url)
         return self._sync
 
     @property
     def async_ledger(self) -> AsyncLedger | Ledger:
+        """The async store; local stores (memory, SQLite) are shared with the sync side."""
         if self._async is not None:
             return self._async
-        if self._url is not None and not self._url.startswith(("memory:", "sqlite:")):
-            self._async = open_async_ledger(self._url)
-            return self._async
-        return self.ledger  # local stores: the async driver runs them in a thread
+        if self._url is None or self._url.startswith(("memory:", "sqlite:")):
+            return self.ledger  # the async driver runs local stores in a thread
+        with self._open_lock:
+            if self._async is None:
+                self._async = open_async_ledger(self._url)
+        return self._async
 
     def close(self) -> None:
+        """Close the sync store (``aclose`` closes the async one too)."""
         if self._sync is not None:
             self._sync.close()
+
+    async def aclose(self) -> None:
+        if self._async is not None:
+            await self._async.aclose()
+        self.close()
 
     # -- budgets -> holds ------------------------------------------------------------------------
 
@@ -250,122 +268,73 @@ class Guard:
             while True:
                 model = plan.models[model_index]
                 est = plan.estimate(model)
+                ctx = _Ctx(self, est, labels, attempt)
                 holds = self._holds(plan.scopes, est, plan.enforce)
                 if plan.at is not None and model_index + 1 < len(plan.models) and holds:
-                    statuses = yield _Status(tuple(h.counter for h in holds))
+                    try:
+                        statuses = yield _Status(tuple(h.counter for h in holds))
+                    except LedgerError as down:
+                        ctx.store_down(down)  # fail_closed raises; fail_open skips the threshold check
+                        statuses = []
                     busy = [s for s in statuses if s.limit and (s.spent + s.held) >= plan.at * s.limit]
                     if busy:
-                        reason = (
-                            f"{busy[0].counter.scope} at {plan.at:.0%} of its {busy[0].counter.period} budget"
-                        )
-                        self._emit(
-                            "routed",
-                            est,
-                            labels,
-                            attempt,
-                            reason=reason,
-                            data={"to": plan.models[model_index + 1]},
-                        )
+                        scope, period = busy[0].counter.scope, busy[0].counter.period.value
+                        ctx.emit("routed", reason=f"{scope} at {plan.at:.0%} of its {period} budget",
+                                 data={"to": plan.models[model_index + 1]})  # fmt: skip
                         model_index += 1
                         continue
-                meta = {"model": est.model, "attempt": attempt, "estimated_usd": str(est.cost)}
                 if not holds:
                     reservation = None
                     break
+                meta = {"model": est.model, "attempt": attempt, "estimated_usd": str(est.cost)}
                 try:
                     reservation = yield _Reserve(holds, meta)
                 except BudgetExceededError as refused:
-                    self._emit("refused", est, labels, attempt, reason=str(refused.scope))
+                    ctx.emit("refused", reason=refused.scope)
                     if model_index + 1 < len(plan.models):
-                        self._emit(
-                            "routed",
-                            est,
-                            labels,
-                            attempt,
-                            reason=f"refused on {refused.scope}",
-                            data={"to": plan.models[model_index + 1]},
-                        )
+                        ctx.emit("routed", reason=f"refused on {refused.scope}",
+                                 data={"to": plan.models[model_index + 1]})  # fmt: skip
                         model_index += 1
                         continue
                     if last_error is not None:
                         raise refused from last_error
                     raise
                 except LedgerError as down:
-                    if self.on_store_error == "fail_closed":
-                        self._emit("store_unavailable", est, labels, attempt, reason=str(down))
-                        raise
-                    self._emit("store_unavailable", est, labels, attempt, reason=f"fail_open: {down}")
+                    ctx.store_down(down)
                     reservation = None
+                    ctx.lost = True
+                else:
+                    ctx.reservation_id = reservation.id
+                    ctx.emit("reserved")
                 break
             # -- call
             try:
                 result = yield _Call(model)
-            except (
-                BaseException
-            ) as exc:  # the SDK's (or the user's) error: reconcile, then let tenacity decide
+            except BaseException as exc:  # the SDK's (or user's) error: reconcile, let tenacity decide
                 last_error = exc
                 if reservation is not None:
                     charge = self.charge_failed(exc)
-                    actual = self._actual(est.model, _input_only(est), est) if charge else None
-                    yield _Resolve(reservation, actual, {"error": type(exc).__name__})
-                    self._emit(
-                        "committed" if charge else "released", est, labels, attempt, reason=type(exc).__name__
-                    )
+                    usage = _input_only(est) if charge else None
+                    yield from ctx.settle(reservation, usage, {"error": type(exc).__name__})
                 state.set_exception((type(exc), exc, exc.__traceback__))
                 continue
             if plan.wrap_streams and is_stream(result):
-                return _wrap_stream(self, result, reservation, est, labels, attempt)
+                return _wrap_stream(result, _Settlement(ctx, reservation))
             try:
-                usage = plan.read_usage(result)
-                flags: dict[str, Any] = {}
-            except UsageError as missing:
-                usage = est.usage  # no usage reported: charge the worst case and say so
-                flags = {"usage_missing": True}
-                self._emit("usage_missing", est, labels, attempt, reason=str(missing))
-            if reservation is not None:
-                yield from self._commit(reservation, est, usage, labels, attempt, flags)
+                usage, flags = plan.read_usage(result), {}
+            except Exception as exc:  # no usable usage: charge the worst case and say so
+                usage, flags = est.usage, {"usage_missing": True}
+                ctx.emit("usage_missing", reason=str(exc))
+                yield from ctx.settle(reservation, usage, flags)
+                if not isinstance(exc, UsageError):
+                    raise  # the caller's usage= hook failed: its error, after the books are right
             else:
-                self._record(est, usage)
+                yield from ctx.settle(reservation, usage, flags)
             state.set_result(result)
 
     def _actual(self, model: str, usage: Usage, est: Estimate) -> dict[Unit, int]:
         cost = est.price.cost_nano(usage) if model == est.model else self.prices.cost_nano(model, usage)
         return {Unit.USD: cost, Unit.TOKENS: usage.total_tokens, Unit.REQUESTS: 1}
-
-    def _commit(
-        self, reservation: Reservation, est: Estimate, usage: Usage, labels: tuple[str, ...], attempt: int,
-        flags: Mapping[str, Any],
-    ) -> Generator[Action, Any, None]:  # fmt: skip
-        actual = self._actual(est.model, usage, est)
-        meta = {"usage": usage.to_dict(), **flags}
-        outcome = yield _Resolve(reservation, actual, meta)
-        record_usage(est.model, usage, actual[Unit.USD])
-        self._emit("committed", est, labels, attempt, actual=actual[Unit.USD])
-        if outcome is not None and outcome.overrun:
-            self._emit("overrun", est, labels, attempt, actual=actual[Unit.USD])
-
-    def _record(self, est: Estimate, usage: Usage) -> None:
-        cost = self._actual(est.model, usage, est)[Unit.USD]
-        record_usage(est.model, usage, cost)
-        self._emit("spend_lost", est, (), None, actual=cost, reason="fail_open: the store was unavailable")
-
-    def _emit(
-        self, kind: EventKind, est: Estimate, labels: tuple[str, ...], attempt: int | None, *,
-        actual: int | None = None, reason: str | None = None, data: Mapping[str, Any] | None = None,
-    ) -> None:  # fmt: skip
-        emit(
-            Event(
-                kind=kind,
-                model=est.model,
-                scopes=labels,
-                attempt=attempt,
-                estimated=est.cost,
-                actual=None if actual is None else to_usd(actual),
-                reason=reason,
-                data=data or {},
-            ),
-            self.hooks,
-        )
 
     # -- drivers ---------------------------------------------------------------------------------
 
@@ -486,7 +455,7 @@ class Guard:
             signature: inspect.Signature | None = inspect.signature(fn)
         except (TypeError, ValueError):
             signature = None
-        is_async = inspect.iscoroutinefunction(fn)
+        is_async = inspect.iscoroutinefunction(inspect.unwrap(fn))
         read_usage = usage or Usage.from_response
         estimator = self.estimator
 
@@ -559,6 +528,68 @@ class Guard:
         return wrapper
 
 
+class _Ctx:
+    """One attempt's bookkeeping: events, settling its reservation, and what to do when the store fails."""
+
+    def __init__(self, guard: Guard, est: Estimate, labels: tuple[str, ...], attempt: int) -> None:
+        self.guard, self.est, self.labels, self.attempt = guard, est, labels, attempt
+        self.reservation_id: str | None = None
+        self.lost = False  # fail_open admitted this attempt without a reservation
+
+    def emit(
+        self, kind: EventKind, *, actual: int | None = None, reason: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        emit(
+            Event(
+                kind=kind,
+                model=self.est.model,
+                scopes=self.labels,
+                reservation_id=self.reservation_id,
+                attempt=self.attempt,
+                estimated=self.est.cost,
+                actual=None if actual is None else to_usd(actual),
+                reason=reason,
+                data=data or {},
+            ),
+            self.guard.hooks,
+        )
+
+    def store_down(self, down: LedgerError) -> None:
+        """Fail closed (raise) or open (go on), as configured; either way, say so."""
+        if self.guard.on_store_error == "fail_closed":
+            self.emit("store_unavailable", reason=str(down))
+            raise down
+        self.emit("store_unavailable", reason=f"fail_open: {down}")
+
+    def settle(
+        self, reservation: Reservation | None, usage: Usage | None, flags: Mapping[str, Any]
+    ) -> Generator[Action, Any, None]:
+        """Commit ``usage`` (or release when None). The call already happened: a store failure here
+        cannot undo it. It is reported as lost spend (the hold expires after its lease) and, when
+        failing closed, raised."""
+        actual = None if usage is None else self.guard._actual(self.est.model, usage, self.est)
+        cost = None if actual is None else actual[Unit.USD]
+        if usage is not None:
+            record_usage(self.est.model, usage, actual[Unit.USD] if actual else 0)
+        if reservation is None:
+            if self.lost and cost is not None:
+                self.emit("spend_lost", actual=cost, reason="fail_open: the store was unavailable")
+            return
+        meta: dict[str, Any] = {**flags} if usage is None else {"usage": usage.to_dict(), **flags}
+        try:
+            outcome = yield _Resolve(reservation, actual, meta)
+        except LedgerError as down:
+            self.emit("store_unavailable", reason=str(down))
+            self.emit("spend_lost", actual=cost, reason=f"could not record: {down}")
+            if self.guard.on_store_error == "fail_closed":
+                raise
+            return
+        self.emit("released" if actual is None else "committed", actual=cost, reason=flags.get("error"))
+        if outcome is not None and outcome.overrun:
+            self.emit("overrun", actual=cost)
+
+
 def _request_of(est: Estimate) -> dict[str, Any]:
     raise ConfigurationError(
         "routing needs the request, not a ready Estimate: let estimate= return the request kwargs"
@@ -603,9 +634,9 @@ def _resolve_scopes(
 # -- streams -----------------------------------------------------------------------------------------
 
 
-def _wrap_stream(guard: Guard, stream: Any, reservation: Reservation | None, est: Estimate,
-                 labels: tuple[str, ...], attempt: int) -> Any:  # fmt: skip
-    settle = _Settlement(guard, reservation, est, labels, attempt)
+def _wrap_stream(stream: Any, settle: _Settlement) -> Any:
+    if is_stream_manager(stream):
+        return GuardedStreamManager(stream, settle)
     if hasattr(stream, "__anext__"):
         return GuardedAsyncStream(stream, settle)
     return GuardedStream(stream, settle)
@@ -614,51 +645,51 @@ def _wrap_stream(guard: Guard, stream: Any, reservation: Reservation | None, est
 class _Settlement:
     """Commits a stream's reservation exactly once, from its usage or from what was received."""
 
-    def __init__(self, guard: Guard, reservation: Reservation | None, est: Estimate, labels: tuple[str, ...],
-                 attempt: int) -> None:  # fmt: skip
-        self.guard, self.reservation, self.est, self.labels, self.attempt = (
-            guard,
-            reservation,
-            est,
-            labels,
-            attempt,
-        )
+    def __init__(self, ctx: _Ctx, reservation: Reservation | None) -> None:
+        self.ctx = ctx
+        self.reservation = reservation
         self.folder = StreamFolder()
         self.done = False
+        self.ended = False  # the stream ran to its end (as opposed to closed early or dropped)
 
     def usage(self) -> tuple[Usage, dict[str, Any]]:
-        try:
-            return self.folder.final(), {}
-        except UsageError:
-            streamed = count_text_tokens("".join(self.folder.text), self.est.model)
-            partial = _input_only(self.est)
-            usage = Usage(
-                input_tokens=partial.input_tokens,
-                cache_write_tokens=partial.cache_write_tokens,
-                cache_write_1h_tokens=partial.cache_write_1h_tokens,
-                output_tokens=streamed,
-            )
-            self.guard._emit(
-                "usage_missing", self.est, self.labels, self.attempt, reason="stream ended without usage"
-            )
-            return usage, {"usage_missing": True, "interrupted": True}
+        folder, est = self.folder, self.ctx.est
+        if folder.complete and folder.usage is not None:
+            return folder.usage, {}
+        # No final usage: bill what is known. Input: the provider's count if it sent one (Anthropic's
+        # message_start), else the estimate. Output: the larger of a partial count and the streamed
+        # text counted with tiktoken.
+        streamed = count_text_tokens("".join(folder.text), est.model) if folder.text else 0
+        base = folder.usage if folder.usage is not None else _input_only(est)
+        usage = dataclasses.replace(base, output_tokens=max(base.output_tokens, streamed), reasoning_tokens=0)
+        flags = {"usage_missing": True} if self.ended else {"usage_missing": True, "interrupted": True}
+        self.ctx.emit(
+            "usage_missing", reason="stream ended without usage" if self.ended else "stream interrupted"
+        )
+        return usage, flags
 
     def flow(self) -> Flow:
         usage, flags = self.usage()
-        if self.reservation is None:
-            self.guard._record(self.est, usage)
-            return
-        yield from self.guard._commit(self.reservation, self.est, usage, self.labels, self.attempt, flags)
+        yield from self.ctx.settle(self.reservation, usage, flags)
 
     def settle_sync(self) -> None:
         if not self.done:
             self.done = True
-            self.guard._run_sync(self.flow(), _no_call)
+            self.ctx.guard._run_sync(self.flow(), _no_call)
 
     async def settle_async(self) -> None:
         if not self.done:
             self.done = True
-            await self.guard._run_async(self.flow(), _no_call)
+            await self.ctx.guard._run_async(self.flow(), _no_call)
+
+    def finalize(self) -> None:
+        """From ``__del__``: settle if nobody did; never raise from a finalizer."""
+        if self.done:
+            return
+        try:
+            self.settle_sync()
+        except Exception as exc:
+            self.ctx.emit("spend_lost", reason=f"stream collected and could not be settled: {exc!r}")
 
 
 def _no_call(model: str | None) -> Any:
@@ -680,6 +711,7 @@ class GuardedStream(Iterator[Any]):
         try:
             item = next(self._iter)
         except StopIteration:
+            self._settle.ended = True
             self._settle.settle_sync()
             raise
         self._settle.folder.feed(item)
@@ -700,13 +732,7 @@ class GuardedStream(Iterator[Any]):
         self.close()
 
     def __del__(self) -> None:
-        if not self._settle.done:
-            try:
-                self._settle.settle_sync()
-            except Exception as exc:  # never raise from a finalizer; the event says what was lost
-                self._settle.guard._emit(
-                    "spend_lost", self._settle.est, self._settle.labels, None, reason=repr(exc)
-                )
+        self._settle.finalize()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -727,6 +753,7 @@ class GuardedAsyncStream(AsyncIterator[Any]):
         try:
             item = await self._iter.__anext__()
         except StopAsyncIteration:
+            self._settle.ended = True
             await self._settle.settle_async()
             raise
         self._settle.folder.feed(item)
@@ -754,20 +781,58 @@ class GuardedAsyncStream(AsyncIterator[Any]):
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            loop = None
-        if loop is not None:
-            self._task = loop.create_task(self._settle.settle_async())
-        else:
-            self._settle.guard._emit(
-                "spend_lost",
-                self._settle.est,
-                self._settle.labels,
-                None,
-                reason="async stream collected outside a loop",
-            )
+            self._settle.finalize()  # no loop left: settle synchronously (a local store) or report
+            return
+        self._task = loop.create_task(self._settle.settle_async())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+class GuardedStreamManager:
+    """Anthropic's ``client.messages.stream(...)`` manager: entering yields the SDK's ``MessageStream``
+    (its ``text_stream`` and helpers work as usual); leaving settles from the accumulated message."""
+
+    def __init__(self, manager: Any, settle: _Settlement) -> None:
+        self._manager = manager
+        self._settle = settle
+        self._stream: Any = None
+
+    def _observe(self) -> None:
+        snapshot = getattr(self._stream, "current_message_snapshot", None) if self._stream else None
+        folder = self._settle.folder
+        if snapshot is None:
+            return
+        folder.usage = Usage.from_response(snapshot)
+        folder.complete = getattr(snapshot, "stop_reason", None) is not None
+        folder.text = [getattr(block, "text", "") or "" for block in getattr(snapshot, "content", ())]
+
+    def __enter__(self) -> Any:
+        self._stream = self._manager.__enter__()
+        return self._stream
+
+    def __exit__(self, *exc: Any) -> Any:
+        try:
+            return self._manager.__exit__(*exc)
+        finally:
+            self._observe()
+            self._settle.ended = self._settle.folder.complete
+            self._settle.settle_sync()
+
+    async def __aenter__(self) -> Any:
+        self._stream = await self._manager.__aenter__()
+        return self._stream
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        try:
+            return await self._manager.__aexit__(*exc)
+        finally:
+            self._observe()
+            self._settle.ended = self._settle.folder.complete
+            await self._settle.settle_async()
+
+    def __del__(self) -> None:
+        self._settle.finalize()
 
 
 # -- the default guard -------------------------------------------------------------------------------
@@ -792,24 +857,44 @@ def configure(**settings: Any) -> Guard:
 
 
 def with_budget(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
-    """``@with_budget(user="{user_id}")`` on the default guard (see ``Guard.with_budget``)."""
-    return _Deferred("with_budget", fn, options)()
+    """``@with_budget(user="{user_id}")`` on the default guard (see ``Guard.with_budget``).
+
+    The default guard is looked up at call time, so functions decorated at import time follow a
+    later ``configure()``.
+    """
+    return _on_default_guard("with_budget", fn, options)
 
 
 def metered(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
     """``@metered(feature="ingest")`` on the default guard (see ``Guard.metered``)."""
-    return _Deferred("metered", fn, options)()
+    return _on_default_guard("metered", fn, options)
 
 
-@dataclass
-class _Deferred:
-    method: str
-    fn: Callable[..., Any] | None
-    options: Mapping[str, Any]
+def _on_default_guard(method: str, fn: Callable[..., Any] | None, options: Mapping[str, Any]) -> Any:
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        built: list[tuple[Guard, Callable[..., Any]]] = []
 
-    def __call__(self) -> Any:
-        bound = getattr(default_guard(), self.method)
-        return bound(self.fn, **self.options) if self.fn is not None else bound(**self.options)
+        def current() -> Callable[..., Any]:
+            guard = default_guard()
+            if not built or built[0][0] is not guard:
+                built[:] = [(guard, getattr(guard, method)(fn, **options))]
+            return built[0][1]
+
+        if inspect.iscoroutinefunction(inspect.unwrap(fn)):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return await current()(*args, **kwargs)
+
+            return async_wrapper
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return current()(*args, **kwargs)
+
+        return wrapper
+
+    return decorate if fn is None else decorate(fn)
 
 
-__all__ += ["GuardedAsyncStream", "GuardedStream", "configure"]
+__all__ += ["GuardedAsyncStream", "GuardedStream", "GuardedStreamManager", "configure"]

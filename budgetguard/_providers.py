@@ -10,7 +10,6 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._errors import UsageError
 from ._usage import Usage, _get, _merge_anthropic_delta
 
 __all__ = ["StreamFolder", "sdk_provider", "without_sdk_retries"]
@@ -91,18 +90,25 @@ def prepare_openai_stream(request: dict[str, Any]) -> None:
 def is_stream(result: Any) -> bool:
     if isinstance(result, str | bytes | Mapping) or hasattr(result, "model_dump"):
         return False
-    return hasattr(result, "__next__") or hasattr(result, "__anext__") or _is_stream_manager(result)
+    return hasattr(result, "__next__") or hasattr(result, "__anext__") or is_stream_manager(result)
 
 
-def _is_stream_manager(result: Any) -> bool:
+def is_stream_manager(result: Any) -> bool:
+    """Anthropic's ``client.messages.stream(...)``: a context manager that yields a ``MessageStream``."""
     return type(result).__name__ in ("MessageStreamManager", "AsyncMessageStreamManager")
 
 
 class StreamFolder:
-    """Accumulates usage and streamed text from stream events, one event at a time."""
+    """Accumulates usage and streamed text from stream events, one event at a time.
+
+    ``complete`` turns true when the provider's final usage arrived (OpenAI's usage chunk, Anthropic's
+    ``message_delta``, the Responses API's ``response.completed``). Before that, ``usage`` may hold a
+    partial count (Anthropic's ``message_start`` has the input but only a token or so of output).
+    """
 
     def __init__(self) -> None:
         self.usage: Usage | None = None
+        self.complete = False
         self.text: list[str] = []
 
     def feed(self, event: Any) -> None:
@@ -110,20 +116,21 @@ class StreamFolder:
         if kind == "message_delta":
             if self.usage is not None:
                 self.usage = _merge_anthropic_delta(self.usage, _get(event, "usage"))
+                self.complete = True
             return
-        if kind == "message_start" or kind in ("response.completed", "response.incomplete"):
+        if kind == "message_start":
             self.usage = Usage.from_response(event)
+            return
+        if kind in ("response.completed", "response.incomplete"):
+            self.usage = Usage.from_response(event)
+            self.complete = True
             return
         if _get(event, "usage") is not None and kind is None:  # OpenAI chat chunk with include_usage
             self.usage = Usage.from_response(event)
+            self.complete = True
         text = _delta_text(event, kind)
         if text:
             self.text.append(text)
-
-    def final(self) -> Usage:
-        if self.usage is None:
-            raise UsageError("the stream ended without usage")
-        return self.usage
 
 
 def _delta_text(event: Any, kind: Any) -> str | None:

@@ -158,7 +158,7 @@ def _parse_usage(usage: Any) -> Usage:
             total_in=_count(usage, "prompt_tokens", required=True),
             cached=_count(details, "cached_tokens"),
             written=_count(details, "cache_write_tokens"),
-            output=_count(usage, "completion_tokens", required=True),
+            output=_completion_tokens(usage),
             reasoning=_count(_get(usage, "completion_tokens_details"), "reasoning_tokens"),
         )
     if _get(usage, "input_tokens_details") is not None or _get(usage, "total_tokens") is not None:
@@ -183,6 +183,15 @@ def _parse_usage(usage: Any) -> Usage:
         output_tokens=output,
         reasoning_tokens=min(output, _count(_get(usage, "output_tokens_details"), "thinking_tokens")),
     )
+
+
+def _completion_tokens(usage: Any) -> int:
+    """Chat completions report ``completion_tokens``; embeddings report only prompt and total tokens."""
+    if _get(usage, "completion_tokens") is None and _get(usage, "total_tokens") == _get(
+        usage, "prompt_tokens"
+    ):
+        return 0
+    return _count(usage, "completion_tokens", required=True)
 
 
 def _openai_usage(*, total_in: int, cached: int, written: int, output: int, reasoning: int) -> Usage:

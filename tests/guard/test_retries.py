@@ -1,0 +1,322 @@
+"""Retries: every attempt is reserved before it is sent and reconciled after it; only what may have been
+billed is charged; a refused reservation ends the retries."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import openai
+import pytest
+import tenacity
+from tenacity import retry_if_exception_type, stop_after_attempt, wait_none
+
+import budgetguard
+from budgetguard import Budget, BudgetExceededError
+from tests.guard.conftest import MakeGuard
+from tests.guard.payloads import (
+    CLAUDE_USAGE,
+    GPT4O_USAGE,
+    MESSAGES,
+    anthropic_client,
+    anthropic_message,
+    async_openai_client,
+    chat_completion,
+    chat_request,
+    claude_request,
+    fail,
+    input_nano,
+    nano,
+    openai_client,
+    serve,
+    timeout,
+)
+
+COST = nano("gpt-4o", GPT4O_USAGE)
+EST = budgetguard.estimate(chat_request())
+
+
+def outcomes(h: Any, scope: str = "user:alice") -> list[tuple[str, int, str | None]]:
+    return [(e.event, e.data["attempt"], e.data.get("error")) for e in h.history(scope=scope)]
+
+
+def test_429_then_500_then_200(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    api = serve(fail(429, "slow down"), fail(500), chat_completion())
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    result = create(**chat_request())
+
+    assert result.usage.total_tokens == 2306
+    assert len(api.requests) == 3
+    assert outcomes(h) == [
+        ("released", 1, "RateLimitError"),
+        ("released", 2, "InternalServerError"),
+        ("committed", 3, None),
+    ]
+    entries = h.history()
+    assert len({e.reservation_id for e in entries}) == 3  # one reservation per attempt
+    assert [e.amounts["usd"] for e in entries] == [EST.cost_nano, EST.cost_nano, COST]
+    h.assert_settled({"user:alice": COST, "global": COST})  # only the successful attempt is charged
+    assert [(e.kind, e.attempt) for e in h.events if e.kind != "overrun"] == [
+        ("released", 1),
+        ("released", 2),
+        ("committed", 3),
+    ]
+
+
+def test_custom_retrying(make_guard: MakeGuard) -> None:
+    policy = tenacity.Retrying(
+        stop=stop_after_attempt(3),
+        wait=wait_none(),
+        retry=retry_if_exception_type(openai.RateLimitError),
+        reraise=True,
+    )
+    h = make_guard(retry=policy)
+    api = serve(fail(429), fail(429), chat_completion())
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    create(**chat_request())
+
+    assert len(api.requests) == 3
+    assert [e.event for e in h.history(scope="user:alice")] == ["released", "released", "committed"]
+    h.assert_settled({"user:alice": COST})
+
+    api.script[:] = [fail(500), chat_completion()]  # this policy does not retry 5xx
+    api.requests.clear()
+    with pytest.raises(openai.InternalServerError):
+        create(**chat_request())
+    assert len(api.requests) == 1
+    h.assert_settled({"user:alice": COST})
+
+
+def test_default_policy_waits_with_backoff(make_guard: MakeGuard, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = make_guard(retry=None)  # the default policy, backoff included
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    api = serve(fail(503), fail(503), chat_completion())
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    create(**chat_request())
+
+    assert len(api.requests) == 3
+    assert len(slept) == 2  # one backoff between attempts, jittered and at most 8 s
+    assert all(0 <= seconds <= 8 for seconds in slept)
+    h.assert_settled({"user:alice": COST})
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+def test_other_4xx_are_not_retried(make_guard: MakeGuard, status: int) -> None:
+    h = make_guard()
+    api = serve(fail(status, "no"), chat_completion())
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        create(**chat_request())
+
+    assert caught.value.status_code == status  # the SDK's own exception, unchanged
+    assert len(api.requests) == 1
+    assert [e.event for e in h.history()] == ["released"]
+    h.assert_settled({"user:alice": 0, "global": 0})
+
+
+def test_retries_run_out(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    api = serve(fail(502), fail(503), fail(500), chat_completion())
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    with pytest.raises(openai.InternalServerError) as caught:
+        create(**chat_request())
+
+    assert caught.value.status_code == 500  # the last error, not a tenacity.RetryError
+    assert len(api.requests) == 3
+    assert outcomes(h) == [
+        ("released", 1, "InternalServerError"),
+        ("released", 2, "InternalServerError"),
+        ("released", 3, "InternalServerError"),
+    ]
+    h.assert_settled({"user:alice": 0, "global": 0})
+
+
+def test_connection_errors_are_retried(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    api = serve(timeout(), chat_completion())
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    create(**chat_request())
+
+    assert len(api.requests) == 2
+
+
+def test_anthropic_retries(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    api = serve(fail(429), fail(529, "Overloaded"), anthropic_message())
+    create = h.guard.with_budget(anthropic_client(api).messages.create, user="alice")
+
+    create(**claude_request())
+
+    assert outcomes(h) == [
+        ("released", 1, "RateLimitError"),
+        ("released", 2, "OverloadedError"),
+        ("committed", 3, None),
+    ]
+    h.assert_settled({"user:alice": nano("claude-sonnet-4-6", CLAUDE_USAGE)})
+
+
+# -- timeouts: the provider may have billed the input ------------------------------------------------
+
+
+def test_timeout_is_charged_its_input_estimate(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    api = serve(timeout(), chat_completion())
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    create(**chat_request())
+
+    charged = input_nano("gpt-4o", chat_request())
+    assert 0 < charged < EST.cost_nano
+    assert outcomes(h) == [("committed", 1, "APITimeoutError"), ("committed", 2, None)]
+    first = h.history()[0]
+    assert first.amounts == {"usd": charged, "tokens": EST.input_tokens, "requests": 1}
+    h.assert_settled({"user:alice": charged + COST, "global": charged + COST})
+    assert next((e.kind, e.reason) for e in h.events) == ("committed", "APITimeoutError")
+
+
+def test_timeouts_all_the_way(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    api = serve(timeout())
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    with pytest.raises(openai.APITimeoutError):
+        create(**chat_request())
+
+    assert len(api.requests) == 3
+    charged = input_nano("gpt-4o", chat_request())
+    h.assert_settled({"user:alice": 3 * charged})
+
+
+def test_anthropic_timeout_is_charged_its_cache_write_estimate(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    api = serve(timeout(), anthropic_message())
+    create = h.guard.with_budget(anthropic_client(api).messages.create, user="alice")
+
+    create(**claude_request())
+
+    charged = input_nano("claude-sonnet-4-6", claude_request())
+    est = budgetguard.estimate(claude_request(), provider="anthropic")
+    assert charged == est.price.cost_nano(budgetguard.Usage(cache_write_1h_tokens=est.input_tokens))
+    h.assert_settled({"user:alice": charged + nano("claude-sonnet-4-6", CLAUDE_USAGE)})
+
+
+def test_charge_failed_policy(make_guard: MakeGuard) -> None:
+    h = make_guard(charge_failed=lambda exc: False)
+    api = serve(timeout(), chat_completion())
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    create(**chat_request())
+
+    assert outcomes(h) == [("released", 1, "APITimeoutError"), ("committed", 2, None)]
+    h.assert_settled({"user:alice": COST})
+
+
+# -- a refused reservation ends the retries -----------------------------------------------------------
+
+
+def test_refused_attempt_ends_retries_after_a_timeout(make_guard: MakeGuard) -> None:
+    # exactly one worst case fits; the timed-out attempt's input charge leaves too little for another
+    h = make_guard(budgets=[Budget("user", usd=budgetguard.to_usd(EST.cost_nano))])
+    api = serve(timeout(), chat_completion())
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    with pytest.raises(BudgetExceededError) as caught:
+        create(**chat_request())
+
+    assert isinstance(caught.value.__cause__, openai.APITimeoutError)
+    assert len(api.requests) == 1
+    charged = input_nano("gpt-4o", chat_request())
+    assert caught.value.spent == budgetguard.to_usd(charged)
+    assert outcomes(h) == [("committed", 1, "APITimeoutError"), ("refused", 2, None)]
+    h.assert_settled({"user:alice": charged})
+
+
+def test_refused_attempt_ends_retries_after_a_server_error(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    # while the first attempt is in flight an operator cuts alice's limit to $0.001
+    api = serve(fail(500, before=lambda: h.set_limit("user:alice", 1_000_000)), chat_completion())
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    with pytest.raises(BudgetExceededError) as caught:
+        create(**chat_request())
+
+    assert isinstance(caught.value.__cause__, openai.InternalServerError)
+    assert caught.value.limit == budgetguard.to_usd(1_000_000)
+    assert len(api.requests) == 1
+    assert outcomes(h) == [("released", 1, "InternalServerError"), ("refused", 2, None)]
+    h.assert_settled({"user:alice": 0, "global": 0})
+    assert [e.kind for e in h.events] == ["released", "refused"]
+
+
+def test_refused_first_attempt_has_no_cause(make_guard: MakeGuard) -> None:
+    h = make_guard(budgets=[Budget("user", usd="0.000001")])
+    api = serve(chat_completion())
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    with pytest.raises(BudgetExceededError) as caught:
+        create(**chat_request())
+
+    assert caught.value.__cause__ is None
+
+
+# -- async ----------------------------------------------------------------------------------------------
+
+
+async def test_async_function_retries(amake_guard: MakeGuard) -> None:
+    h = amake_guard()
+    api = serve(fail(429), timeout(), chat_completion())
+    client = async_openai_client(api)
+
+    @h.guard.with_budget(user="{user_id}")
+    async def ask(user_id: str, model: str, messages: list[dict[str, Any]], max_tokens: int) -> Any:
+        return await client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens)
+
+    await ask("alice", "gpt-4o", MESSAGES, 300)
+
+    assert len(api.requests) == 3
+    assert outcomes(h) == [
+        ("released", 1, "RateLimitError"),
+        ("committed", 2, "APITimeoutError"),
+        ("committed", 3, None),
+    ]
+    h.assert_settled({"user:alice": input_nano("gpt-4o", chat_request()) + COST})
+
+
+async def test_async_sdk_method_retries(amake_guard: MakeGuard) -> None:
+    h = amake_guard()
+    api = serve(fail(429), fail(500), chat_completion())
+    create = h.guard.with_budget(async_openai_client(api).chat.completions.create, user="alice")
+
+    await create(**chat_request())
+
+    assert len(api.requests) == 3
+    assert outcomes(h) == [
+        ("released", 1, "RateLimitError"),
+        ("released", 2, "InternalServerError"),
+        ("committed", 3, None),
+    ]
+    h.assert_settled({"user:alice": COST})
+
+
+async def test_async_refused_attempt_is_chained(amake_guard: MakeGuard) -> None:
+    h = amake_guard(budgets=[Budget("user", usd=budgetguard.to_usd(EST.cost_nano))])
+    api = serve(timeout(), chat_completion())
+    client = async_openai_client(api)
+
+    @h.guard.with_budget(user="{user_id}")
+    async def ask(user_id: str, model: str, messages: list[dict[str, Any]], max_tokens: int) -> Any:
+        return await client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens)
+
+    with pytest.raises(BudgetExceededError) as caught:
+        await ask("alice", "gpt-4o", MESSAGES, 300)
+
+    assert isinstance(caught.value.__cause__, openai.APITimeoutError)
+    assert len(api.requests) == 1

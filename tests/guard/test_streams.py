@@ -1,0 +1,373 @@
+"""Streams: usage from the final chunk (OpenAI ``include_usage``, Anthropic cumulative ``message_delta``),
+one commit per stream however it ends, and an interrupted stream charged input + what was received."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import Any
+
+import openai
+import pytest
+
+import budgetguard
+from budgetguard import GuardedAsyncStream, GuardedStream, Usage
+from tests.guard.conftest import Harness, MakeGuard
+from tests.guard.payloads import (
+    CLAUDE_USAGE,
+    GPT4O_USAGE,
+    O4_MINI_USAGE,
+    Reply,
+    anthropic_client,
+    anthropic_message,
+    anthropic_sse,
+    anthropic_stream_events,
+    async_anthropic_client,
+    async_openai_client,
+    chat_request,
+    chat_stream_chunks,
+    claude_request,
+    cut_stream,
+    nano,
+    openai_client,
+    openai_sse,
+    responses_stream_events,
+    serve,
+)
+
+COST = nano("gpt-4o", GPT4O_USAGE)
+CLAUDE_COST = nano("claude-sonnet-4-6", CLAUDE_USAGE)
+O200K = budgetguard.get_encoding("o200k_base")
+CHAT_SSE = openai_sse(chat_stream_chunks())
+CHAT_TEXT = "Budgets are plans."
+
+
+def streamed_tokens(text: str) -> int:
+    return len(O200K.encode(text))
+
+
+def interrupted_cost(request: dict[str, Any], text: str) -> tuple[Usage, int]:
+    """What a stream cut short is charged: the input estimate plus the tokens of the text received."""
+    usage = Usage(
+        input_tokens=budgetguard.estimate(request).input_tokens, output_tokens=streamed_tokens(text)
+    )
+    return usage, nano(request["model"], usage)
+
+
+def assert_one_commit(h: Harness, usage: Usage, cost: int, **flags: Any) -> None:
+    (entry,) = h.history()
+    assert entry.event == "committed"
+    assert entry.data["usage"] == usage.to_dict()
+    assert entry.amounts["usd"] == cost
+    for name, value in flags.items():
+        assert entry.data.get(name) == value, name
+    h.assert_settled({"user:alice": cost, "global": cost})
+    assert [e.kind for e in h.events].count("committed") == 1
+
+
+# -- OpenAI chat streams ----------------------------------------------------------------------------
+
+
+def test_openai_stream_asks_for_usage_and_commits_once(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    api = serve(CHAT_SSE)
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    stream = create(**chat_request(stream=True))
+    assert isinstance(stream, GuardedStream)
+    assert h.history() == []  # nothing is committed before the stream is read
+    assert h.held("user:alice") == budgetguard.estimate(chat_request()).cost_nano
+    chunks = list(stream)
+
+    assert api.requests == [chat_request(stream=True, stream_options={"include_usage": True})]
+    assert len(chunks) == 5
+    assert chunks[-1].usage.prompt_tokens == 2006
+    assert_one_commit(h, GPT4O_USAGE, COST)
+    stream.close()  # closing (or collecting) a finished stream commits nothing more
+    del stream
+    gc.collect()
+    assert_one_commit(h, GPT4O_USAGE, COST)
+
+
+def test_openai_stream_keeps_the_callers_stream_options(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    api = serve(CHAT_SSE)
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    with create(**chat_request(stream=True, stream_options={"include_obfuscation": False})) as stream:
+        for _ in stream:
+            pass
+
+    assert api.requests[0]["stream_options"] == {"include_obfuscation": False, "include_usage": True}
+    assert_one_commit(h, GPT4O_USAGE, COST)
+
+
+def test_openai_stream_break_and_close(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    api = serve(CHAT_SSE)
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    stream = create(**chat_request(stream=True))
+    received = ""
+    for chunk in stream:
+        received += chunk.choices[0].delta.content or ""
+        if received:
+            break
+    stream.close()
+    stream.close()
+
+    assert received == "Budgets"
+    usage, cost = interrupted_cost(chat_request(), received)
+    assert_one_commit(h, usage, cost, usage_missing=True)
+    assert "usage_missing" in h.kinds()
+
+
+def test_openai_stream_dropped(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    api = serve(CHAT_SSE)
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    stream = create(**chat_request(stream=True))
+    next(stream)
+    next(stream)
+    del stream
+    gc.collect()
+
+    usage, cost = interrupted_cost(chat_request(), "Budgets")
+    assert_one_commit(h, usage, cost, usage_missing=True)
+
+
+def test_openai_stream_without_usage(make_guard: MakeGuard) -> None:
+    """A server that ignores include_usage: the whole text was received, usage never came."""
+    h = make_guard()
+    api = serve(openai_sse(chat_stream_chunks(include_usage=False)))
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    for _ in create(**chat_request(stream=True)):
+        pass
+
+    usage, cost = interrupted_cost(chat_request(), CHAT_TEXT)
+    assert_one_commit(h, usage, cost, usage_missing=True)
+
+
+def test_openai_stream_error_before_the_stream_is_retried(make_guard: MakeGuard) -> None:
+    from tests.guard.payloads import fail
+
+    h = make_guard()
+    api = serve(fail(429), CHAT_SSE)
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    for _ in create(**chat_request(stream=True)):
+        pass
+
+    assert len(api.requests) == 2
+    assert [(e.event, e.data["attempt"]) for e in h.history()] == [("released", 1), ("committed", 2)]
+    h.assert_settled({"user:alice": COST})
+
+
+def test_openai_stream_connection_lost_mid_stream(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    api = serve(Reply(body=cut_stream(CHAT_SSE, after_events=2)))
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    stream = create(**chat_request(stream=True))
+    received = [next(stream).choices[0].delta.content, next(stream).choices[0].delta.content]
+    with pytest.raises(openai.APIConnectionError):  # the SDK wraps the transport error
+        next(stream)
+    assert h.history() == []  # the stream is still the caller's to close
+    stream.close()
+
+    assert received == ["", "Budgets"]
+    usage, cost = interrupted_cost(chat_request(), "Budgets")
+    assert_one_commit(h, usage, cost, usage_missing=True, interrupted=True)
+
+
+def test_responses_stream(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    api = serve(openai_sse(responses_stream_events(), done=False))
+    create = h.guard.with_budget(openai_client(api).responses.create, user="alice")
+
+    events = list(create(model="o4-mini", input="What is a budget?", max_output_tokens=2000, stream=True))
+
+    assert events[-1].type == "response.completed"
+    assert "stream_options" not in api.requests[0]
+    assert_one_commit(h, O4_MINI_USAGE, nano("o4-mini", O4_MINI_USAGE))
+
+
+# -- Anthropic streams ------------------------------------------------------------------------------
+
+
+def test_anthropic_stream_cumulative_usage(make_guard: MakeGuard) -> None:
+    """message_delta counts are cumulative: 15 then 503 output tokens is 503, not 518."""
+    h = make_guard()
+    api = serve(anthropic_sse(anthropic_stream_events()))
+    create = h.guard.with_budget(anthropic_client(api).messages.create, user="alice")
+
+    stream = create(**claude_request(stream=True))
+    kinds = [event.type for event in stream]
+
+    assert kinds[0] == "message_start"
+    assert kinds.count("message_delta") == 2
+    assert_one_commit(h, CLAUDE_USAGE, CLAUDE_COST)
+
+
+def test_anthropic_stream_interrupted_before_message_delta(make_guard: MakeGuard) -> None:
+    """Cut off mid-text: the input is known from message_start, the output is what was streamed.
+
+    message_start reports ``output_tokens: 1``; the text received after it must be charged too.
+    """
+    h = make_guard()
+    text = "Budgets are plans for money, written down before it is spent. " * 20
+    events = anthropic_stream_events()
+    events[3]["delta"]["text"] = text
+    api = serve(anthropic_sse(events))
+    create = h.guard.with_budget(anthropic_client(api).messages.create, user="alice")
+
+    stream = create(**claude_request(stream=True))
+    for event in stream:
+        if event.type == "content_block_delta":
+            break
+    stream.close()
+
+    start = anthropic_message()["usage"]
+    usage = Usage(
+        input_tokens=start["input_tokens"],
+        cache_read_tokens=start["cache_read_input_tokens"],
+        cache_write_tokens=1500,
+        cache_write_1h_tokens=500,
+        output_tokens=budgetguard.count_text_tokens(text, "claude-sonnet-4-6"),
+    )
+    assert usage.output_tokens > 100
+    assert_one_commit(h, usage, nano("claude-sonnet-4-6", usage), interrupted=True)
+
+
+def test_anthropic_messages_stream_helper(make_guard: MakeGuard) -> None:
+    """``client.messages.stream(...)`` returns a stream manager, used as a context manager."""
+    h = make_guard()
+    api = serve(anthropic_sse(anthropic_stream_events()))
+    stream = h.guard.with_budget(anthropic_client(api).messages.stream, user="alice")
+
+    with stream(**claude_request()) as events:
+        text = "".join(events.text_stream)
+
+    assert text == "Budgets are plans."
+    assert_one_commit(h, CLAUDE_USAGE, CLAUDE_COST)
+
+
+# -- async streams ----------------------------------------------------------------------------------
+
+
+async def wait_for_commit(h: Harness) -> None:
+    for _ in range(200):
+        if h.history():
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_async_openai_stream(amake_guard: MakeGuard) -> None:
+    h = amake_guard()
+    api = serve(CHAT_SSE)
+    create = h.guard.with_budget(async_openai_client(api).chat.completions.create, user="alice")
+
+    stream = await create(**chat_request(stream=True))
+    assert isinstance(stream, GuardedAsyncStream)
+    chunks = [chunk async for chunk in stream]
+
+    assert len(chunks) == 5
+    assert api.requests[0]["stream_options"] == {"include_usage": True}
+    assert_one_commit(h, GPT4O_USAGE, COST)
+
+
+async def test_async_anthropic_stream(amake_guard: MakeGuard) -> None:
+    h = amake_guard()
+    api = serve(anthropic_sse(anthropic_stream_events()))
+    create = h.guard.with_budget(async_anthropic_client(api).messages.create, user="alice")
+
+    stream = await create(**claude_request(stream=True))
+    assert isinstance(stream, GuardedAsyncStream)
+    async for _ in stream:
+        pass
+
+    assert_one_commit(h, CLAUDE_USAGE, CLAUDE_COST)
+
+
+def streaming_function(h: Harness, api: Any) -> Any:
+    client = async_openai_client(api)
+
+    @h.guard.with_budget(user="{user_id}")
+    async def ask(user_id: str, model: str, messages: list[dict[str, Any]], max_tokens: int) -> Any:
+        return await client.chat.completions.create(
+            model=model,
+            messages=messages,
+            max_tokens=max_tokens,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+
+    return ask
+
+
+async def test_async_function_stream(amake_guard: MakeGuard) -> None:
+    h = amake_guard()
+    api = serve(CHAT_SSE)
+    ask = streaming_function(h, api)
+
+    stream = await ask("alice", **chat_request())
+    assert isinstance(stream, GuardedAsyncStream)
+    async with stream:
+        async for _ in stream:
+            pass
+
+    assert_one_commit(h, GPT4O_USAGE, COST)
+
+
+async def test_async_stream_break_and_aclose(amake_guard: MakeGuard) -> None:
+    h = amake_guard()
+    api = serve(CHAT_SSE)
+    ask = streaming_function(h, api)
+
+    stream = await ask("alice", **chat_request())
+    async for chunk in stream:
+        if chunk.choices[0].delta.content:
+            break
+    await stream.aclose()
+    await stream.aclose()
+
+    usage, cost = interrupted_cost(chat_request(), "Budgets")
+    assert_one_commit(h, usage, cost, usage_missing=True, interrupted=True)
+
+
+async def test_async_stream_dropped(amake_guard: MakeGuard) -> None:
+    h = amake_guard()
+    api = serve(CHAT_SSE)
+    ask = streaming_function(h, api)
+
+    stream = await ask("alice", **chat_request())
+    await stream.__anext__()
+    await stream.__anext__()
+    del stream
+    gc.collect()
+    await wait_for_commit(h)
+
+    usage, cost = interrupted_cost(chat_request(), "Budgets")
+    assert_one_commit(h, usage, cost, usage_missing=True)
+
+
+@pytest.mark.parametrize("consumed", [0, 1, 5])
+def test_stream_commits_exactly_once_however_it_ends(make_guard: MakeGuard, consumed: int) -> None:
+    h = make_guard()
+    api = serve(CHAT_SSE)
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    stream = create(**chat_request(stream=True))
+    for _ in range(consumed):
+        next(stream)
+    if consumed == 5:
+        with pytest.raises(StopIteration):
+            next(stream)
+    stream.close()
+    del stream
+    gc.collect()
+
+    assert len(h.history()) == 1
+    assert h.held("user:alice") == 0
