@@ -28,7 +28,7 @@ from ._errors import BudgetExceededError, ConfigurationError, LedgerError, Usage
 from ._estimate import Estimate, Estimator
 from ._events import Event, EventKind, emit
 from ._ledger import AsyncLedger, CounterSpec, Hold, Ledger, Reservation, open_async_ledger, open_ledger
-from ._money import INT64_MAX, to_usd
+from ._money import to_usd
 from ._pricing import PriceBook, price_book
 from ._providers import (
     StreamFolder,
@@ -99,6 +99,7 @@ def charge_if_maybe_billed(exc: BaseException) -> bool:
 class _Reserve:
     holds: tuple[Hold, ...]
     meta: Mapping[str, Any]
+    enforce: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +234,7 @@ class Guard:
             specs += [CounterSpec(scope, b.unit, b.period, b.limit, b.tz) for b in chosen.values()]
         return specs
 
-    def _holds(self, scopes: Sequence[Scope], est: Estimate, enforce: bool) -> tuple[Hold, ...]:
+    def _holds(self, scopes: Sequence[Scope], est: Estimate) -> tuple[Hold, ...]:
         amounts = {
             Unit.USD: est.cost_nano,
             Unit.TOKENS: est.input_tokens + est.output_tokens,
@@ -241,8 +242,6 @@ class Guard:
         }
         holds = []
         for spec in self.counters_for(scopes):
-            if not enforce:  # metered: count, never refuse (a limit no amount reaches)
-                spec = CounterSpec(spec.scope, spec.unit, spec.period, INT64_MAX, spec.tz)
             holds.append(Hold(spec, amounts[spec.unit]))
         return tuple(holds)
 
@@ -269,7 +268,7 @@ class Guard:
                 model = plan.models[model_index]
                 est = plan.estimate(model)
                 ctx = _Ctx(self, est, labels, attempt)
-                holds = self._holds(plan.scopes, est, plan.enforce)
+                holds = self._holds(plan.scopes, est)
                 if plan.at is not None and model_index + 1 < len(plan.models) and holds:
                     try:
                         statuses = yield _Status(tuple(h.counter for h in holds))
@@ -288,7 +287,7 @@ class Guard:
                     break
                 meta = {"model": est.model, "attempt": attempt, "estimated_usd": str(est.cost)}
                 try:
-                    reservation = yield _Reserve(holds, meta)
+                    reservation = yield _Reserve(holds, meta, plan.enforce)
                 except BudgetExceededError as refused:
                     ctx.emit("refused", reason=refused.scope)
                     if model_index + 1 < len(plan.models):
@@ -356,7 +355,9 @@ class Guard:
         if isinstance(action, _Call):
             return call(action.model)
         if isinstance(action, _Reserve):
-            return self.ledger.reserve(action.holds, lease=self.lease, meta=action.meta)
+            return self.ledger.reserve(
+                action.holds, lease=self.lease, meta=action.meta, enforce=action.enforce
+            )
         if isinstance(action, _Resolve):
             if action.actual is None:
                 return self.ledger.release(action.reservation, meta=action.meta)
@@ -389,7 +390,9 @@ class Guard:
         store = self.async_ledger
         if isinstance(store, AsyncLedger):
             if isinstance(action, _Reserve):
-                return await store.reserve(action.holds, lease=self.lease, meta=action.meta)
+                return await store.reserve(
+                    action.holds, lease=self.lease, meta=action.meta, enforce=action.enforce
+                )
             if isinstance(action, _Resolve):
                 if action.actual is None:
                     return await store.release(action.reservation, meta=action.meta)

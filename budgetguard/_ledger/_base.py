@@ -32,6 +32,7 @@ class Ledger(ABC):
 
     * ``reserve`` admits a reservation only if, for every counter, ``spent + held + amount <= limit``
       (all counters or none), else raises ``BudgetExceededError`` naming the first failing scope.
+      ``enforce=False`` holds without the check (metering: count, never refuse).
     * ``commit`` charges the actual amounts (more than held is charged and flagged as an overrun),
       ``release`` drops the hold. Each reservation resolves once; repeats return the first outcome.
     * Leases expire on the store's clock; expired holds are reclaimed by the next operation on the
@@ -49,6 +50,7 @@ class Ledger(ABC):
         lease: float = DEFAULT_LEASE,
         id: str | None = None,
         meta: Mapping[str, Any] | None = None,
+        enforce: bool = True,
     ) -> Reservation: ...
 
     @abstractmethod
@@ -114,6 +116,7 @@ class AsyncLedger(ABC):
         lease: float = DEFAULT_LEASE,
         id: str | None = None,
         meta: Mapping[str, Any] | None = None,
+        enforce: bool = True,
     ) -> Reservation: ...
 
     @abstractmethod

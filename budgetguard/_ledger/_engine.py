@@ -109,6 +109,7 @@ class Engine:
         holds: Sequence[Hold],
         lease_ms: int,
         meta: dict[str, Any],
+        enforce: bool = True,
     ) -> Reservation | Refusal:
         record = tx.record(res_id)
         if record is not None:
@@ -122,7 +123,7 @@ class Engine:
             override = tx.limit(hold.counter.limit_field)
             limit = hold.counter.limit if override is None else override
             spent, held = tx.counter(key)
-            if spent + held + hold.amount > limit:
+            if enforce and spent + held + hold.amount > limit:
                 refusal = Refusal(i, limit, spent, held, hold.amount, window.end)
                 tx.put_record(
                     res_id,

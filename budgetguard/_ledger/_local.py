@@ -73,13 +73,14 @@ class LocalLedger(Ledger):
         lease: float = DEFAULT_LEASE,
         id: str | None = None,
         meta: Mapping[str, Any] | None = None,
+        enforce: bool = True,
     ) -> Reservation:
         checked = check_holds(holds)
         lease_ms = check_lease(lease)
         res_id = new_reservation_id() if id is None else check_reservation_id(id)
         data = check_meta(meta)
         with self._transaction() as tx:
-            result = self._engine.reserve(tx, self._clock(), res_id, checked, lease_ms, data)
+            result = self._engine.reserve(tx, self._clock(), res_id, checked, lease_ms, data, enforce)
         if isinstance(result, Refusal):
             raise result.error(checked)
         return result
@@ -179,8 +180,11 @@ class AsyncLocalLedger(AsyncLedger):
         lease: float = DEFAULT_LEASE,
         id: str | None = None,
         meta: Mapping[str, Any] | None = None,
+        enforce: bool = True,
     ) -> Reservation:
-        result: Reservation = await self._run(self.sync.reserve, list(holds), lease=lease, id=id, meta=meta)
+        result: Reservation = await self._run(
+            self.sync.reserve, list(holds), lease=lease, id=id, meta=meta, enforce=enforce
+        )
         return result
 
     async def commit(

@@ -137,7 +137,7 @@ class _Flows:
         self.keys = _Keys(namespace)
         self.journal_maxlen = journal_maxlen
 
-    def reserve(self, holds: tuple[Hold, ...], lease_ms: int, res_id: str, meta: str) -> Flow:
+    def reserve(self, holds: tuple[Hold, ...], lease_ms: int, res_id: str, meta: str, enforce: bool) -> Flow:
         now = time.time_ns() // 1_000_000  # a guess: the script checks it against the server's TIME
         for _ in range(3):
             windows = [h.counter.window(now) for h in holds]
@@ -147,7 +147,7 @@ class _Flows:
             ]
             keys: list[str] = [self.keys.record(res_id), self.keys.limits, self.keys.journal]
             args: list[str | int] = [res_id, lease_ms, RECORD_RETENTION_MS, self.journal_maxlen]
-            args += [meta, encode_held(held), len(holds)]
+            args += [meta, encode_held(held), "1" if enforce else "0", len(holds)]
             for hold, window in zip(holds, windows, strict=True):
                 keys.extend(self.keys.counter(hold.counter, window.start))
                 expire_at = "" if window.end is None else window.end + COUNTER_RETENTION_MS
@@ -363,6 +363,7 @@ class RedisLedger(_RedisBase, Ledger):
         lease: float = DEFAULT_LEASE,
         id: str | None = None,
         meta: Mapping[str, Any] | None = None,
+        enforce: bool = True,
     ) -> Reservation:
         checked = check_holds(holds)
         flow = self._flows.reserve(
@@ -370,6 +371,7 @@ class RedisLedger(_RedisBase, Ledger):
             check_lease(lease),
             new_reservation_id() if id is None else check_reservation_id(id),
             _meta(meta),
+            enforce,
         )
         result: Reservation = self._run(flow)
         return result
@@ -453,6 +455,7 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
         lease: float = DEFAULT_LEASE,
         id: str | None = None,
         meta: Mapping[str, Any] | None = None,
+        enforce: bool = True,
     ) -> Reservation:
         checked = check_holds(holds)
         flow = self._flows.reserve(
@@ -460,6 +463,7 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
             check_lease(lease),
             new_reservation_id() if id is None else check_reservation_id(id),
             _meta(meta),
+            enforce,
         )
         result: Reservation = await self._run(flow)
         return result

@@ -43,6 +43,16 @@ def test_admits_up_to_the_limit_and_refuses_past_it(ledger: Ledger) -> None:
     assert spent_held(ledger, spec) == (0, 1000)
 
 
+def test_metering_holds_without_refusing(ledger: Ledger) -> None:
+    spec = counter(limit=100)
+    ledger.set_limit(spec, 50)  # even a run-time limit does not stop metering
+    res = ledger.reserve([Hold(spec, 80)], enforce=False)
+    ledger.commit(res, {"usd": 120})
+    assert spent_held(ledger, spec) == (120, 0)
+    with pytest.raises(BudgetExceededError):  # enforcing calls still see the spend
+        ledger.reserve([Hold(spec, 1)])
+
+
 def test_all_or_nothing_across_scopes(ledger: Ledger) -> None:
     user = counter("user:alice", limit=1000)
     feature = counter("feature:search", limit=500)

@@ -1,14 +1,17 @@
 -- reserve: admit a reservation on every counter or on none.
 -- KEYS: record, limits, journal, then (counter, leases) per hold.
--- ARGV: id, lease_ms, retention_ms, journal_maxlen, meta_json, held_json, n,
+-- ARGV: id, lease_ms, retention_ms, journal_maxlen, meta_json, held_json, enforce ('1'|'0'), n,
 --       then per hold: amount, default_limit, limit_field, window_start, window_end|'', expire_at|'',
 --       label_json, unit.
 local id, lease, retention, maxlen, meta, held_json = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local n = tonumber(ARGV[7])
-if not n or n < 1 or #KEYS ~= 3 + 2 * n or #ARGV ~= 7 + 8 * n then return fail('arity') end
+local enforce = ARGV[7] == '1'
+local n = tonumber(ARGV[8])
+local H = 8  -- header arguments before the per-hold ones
+if not n or n < 1 or #KEYS ~= 3 + 2 * n or #ARGV ~= H + 8 * n then return fail('arity') end
+if ARGV[7] ~= '1' and ARGV[7] ~= '0' then return fail('enforce') end
 if not is_int64(lease) or lease == '0' or not check_common(maxlen, retention) then return fail('lease') end
 for i = 1, n do
-  local a = 7 + 8 * (i - 1)
+  local a = H + 8 * (i - 1)
   if not is_int64(ARGV[a + 1]) or not is_int64(ARGV[a + 2]) or not is_int64(ARGV[a + 4]) then
     return fail('amount')
   end
@@ -27,20 +30,20 @@ end
 
 local now = now_ms()
 for i = 1, n do
-  local a = 7 + 8 * (i - 1)
+  local a = H + 8 * (i - 1)
   if now < tonumber(ARGV[a + 4]) or (ARGV[a + 5] ~= '' and now >= tonumber(ARGV[a + 5])) then
     return {'WINDOW', tostring(now)}
   end
 end
 
 for i = 1, n do
-  local a = 7 + 8 * (i - 1)
+  local a = H + 8 * (i - 1)
   reclaim(KEYS[2 + 2 * i], KEYS[3 + 2 * i], now, ARGV[a + 7], ARGV[a + 8], KEYS[3], maxlen)
 end
 
 local lims = {}
 for i = 1, n do
-  local a = 7 + 8 * (i - 1)
+  local a = H + 8 * (i - 1)
   local counter = KEYS[2 + 2 * i]
   local amount = ARGV[a + 1]
   local limit = redis.call('HGET', KEYS[2], ARGV[a + 3]) or ARGV[a + 2]
@@ -52,7 +55,7 @@ for i = 1, n do
   local th, tl = add(sh, sl, hh, hl)
   th, tl = add(th, tl, ah, al)
   local lh, ll = limbs(limit)
-  if not le(th, tl, lh, ll) then
+  if enforce and not le(th, tl, lh, ll) then
     redis.call('HSET', KEYS[1], 'state', 'refused', 'idx', i - 1, 'limit', limit, 'spent', spent,
       'held', held, 'requested', amount, 'wend', ARGV[a + 5])
     redis.call('PEXPIREAT', KEYS[1], now + tonumber(retention))
@@ -66,7 +69,7 @@ end
 local expires = now + tonumber(lease)
 local amts = {}
 for i = 1, n do
-  local a = 7 + 8 * (i - 1)
+  local a = H + 8 * (i - 1)
   local counter, leases = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
   redis.call('HINCRBY', counter, 'held', ARGV[a + 1])
   redis.call('HSET', counter, 'r:' .. id, ARGV[a + 1])
