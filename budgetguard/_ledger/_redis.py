@@ -37,7 +37,7 @@ from ._base import (
     journal_matches,
     scope_labels,
 )
-from ._engine import COUNTER_RETENTION_MS, RECORD_RETENTION_MS
+from ._engine import COUNTER_RETENTION_MS, RECORD_RETENTION_MS, window_cached
 from ._types import (
     Amounts,
     CounterSpec,
@@ -91,8 +91,19 @@ class _Call:
 Flow = Generator[_Call, Any, Any]
 
 
+_digests: dict[str, str] = {}
+
+
 def _digest(text: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()[:18]).decode()
+    """A short, collision-free name for a counter's identity (memoized: counters repeat)."""
+    found = _digests.get(text)
+    if found is None:
+        if len(_digests) > 100_000:
+            _digests.clear()
+        found = _digests[text] = base64.urlsafe_b64encode(
+            hashlib.sha256(text.encode()).digest()[:18]
+        ).decode()
+    return found
 
 
 class _Keys:
@@ -118,7 +129,8 @@ class _Keys:
 
 
 def _label_json(counter: CounterSpec) -> str:
-    return json.dumps([str(counter.scope)])
+    scope = counter.scope
+    return json.dumps([str(scope)]) if scope.id is not None else '["global"]'
 
 
 def _amounts_json(amounts: Mapping[Unit, int]) -> str:
@@ -140,7 +152,7 @@ class _Flows:
     def reserve(self, holds: tuple[Hold, ...], lease_ms: int, res_id: str, meta: str, enforce: bool) -> Flow:
         now = time.time_ns() // 1_000_000  # a guess: the script checks it against the server's TIME
         for _ in range(3):
-            windows = [h.counter.window(now) for h in holds]
+            windows = [window_cached(h.counter, now) for h in holds]
             held = [
                 HeldCounter(h.counter, w.start, w.end, h.amount, h.counter.limit)
                 for h, w in zip(holds, windows, strict=True)
@@ -166,13 +178,14 @@ class _Flows:
                 refusal = Refusal(int(reply[1]), int(reply[2]), int(reply[3]), int(reply[4]), int(reply[5]),
                                   int(end) if end else None)  # fmt: skip
                 raise refusal.error(holds)
-            stored = decode_held(reply[5])
+            duplicate = reply[4] == "1"
+            stored = decode_held(reply[5]) if duplicate else held  # a repeat returns the first holds
             limits = [int(x) for x in reply[3].split(",")]
             held_counters = tuple(
                 HeldCounter(h.counter, h.window_start, h.window_end, h.amount, limit)
                 for h, limit in zip(stored, limits, strict=True)
             )
-            return Reservation(res_id, held_counters, int(reply[1]), int(reply[2]), duplicate=reply[4] == "1")
+            return Reservation(res_id, held_counters, int(reply[1]), int(reply[2]), duplicate=duplicate)
         raise LedgerError("the Redis server's clock keeps moving across window boundaries; check its time")
 
     def _held(self, ref: ReservationRef) -> Flow:
@@ -226,7 +239,7 @@ class _Flows:
     def status(self, counters: list[CounterSpec]) -> Flow:
         now = time.time_ns() // 1_000_000
         for _ in range(3):
-            windows = [c.window(now) for c in counters]
+            windows = [window_cached(c, now) for c in counters]
             keys: list[str] = [self.keys.limits, self.keys.journal]
             args: list[str | int] = [self.journal_maxlen, len(counters)]
             for counter, window in zip(counters, windows, strict=True):
@@ -307,6 +320,8 @@ def _journal_entry(fields: Mapping[str, str]) -> JournalEntry:
 
 
 def _meta(meta: Mapping[str, Any] | None) -> str:
+    if not meta:
+        return "{}"
     return json.dumps(check_meta(meta), separators=(",", ":"), sort_keys=True)
 
 

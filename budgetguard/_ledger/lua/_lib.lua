@@ -14,7 +14,8 @@ end
 
 local function is_int64(s)
   if type(s) ~= 'string' or #s == 0 or #s > 19 or not string.match(s, '^%d+$') then return false end
-  if #s > 1 and string.sub(s, 1, 1) == '0' then return false end
+  if #s > 1 and string.byte(s, 1) == 48 then return false end  -- no leading zeros ('0' is 48)
+  if #s < 19 then return true end  -- at most 18 digits: below 2^63 - 1
   local h, l = limbs(s)
   return h < MAX_H or (h == MAX_H and l <= MAX_L)
 end
