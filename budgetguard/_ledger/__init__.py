@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, LedgerError
 from ._base import AsyncLedger, Ledger
 from ._local import AsyncLocalLedger
 from ._memory import MemoryLedger
@@ -93,9 +93,12 @@ def open_ledger(url: str, *, namespace: str | None = None) -> Ledger:
 
         maxlen = int(ours.get("journal_maxlen", JOURNAL_MAXLEN))
         if scheme == "redis+cluster":
-            client = redis.cluster.RedisCluster.from_url(
-                "redis" + rest[len("redis+cluster") :], decode_responses=True
-            )
+            try:  # the cluster client discovers its nodes now: an unreachable cluster fails here
+                client = redis.cluster.RedisCluster.from_url(
+                    "redis" + rest[len("redis+cluster") :], decode_responses=True
+                )
+            except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
+                raise LedgerError(f"cannot reach the Redis Cluster at {url}: {exc}") from exc
         else:
             client = redis.Redis.from_url(rest, decode_responses=True)
         return RedisLedger(url, client, ns, maxlen)

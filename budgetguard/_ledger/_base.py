@@ -205,12 +205,26 @@ def decode_held(text: str) -> tuple[HeldCounter, ...]:
 
 
 def decode_refusal(text: str) -> Refusal:
-    return Refusal(*json.loads(text))
+    index, limit_now, spent, held, requested, window_end, counter = json.loads(text)
+    kind, ident, unit, period, tz, limit = counter
+    spec = CounterSpec(Scope(kind, ident), Unit(unit), Period(period), limit, tz)
+    return Refusal(index, limit_now, spent, held, requested, window_end, spec)
 
 
 def encode_refusal(refusal: Refusal) -> str:
+    c = refusal.counter
+    assert c is not None, "a stored refusal names its counter"
+    counter = [c.scope.kind, c.scope.id, c.unit.value, c.period.value, c.tz, c.limit]
     return json.dumps(
-        [refusal.index, refusal.limit, refusal.spent, refusal.held, refusal.requested, refusal.window_end]
+        [
+            refusal.index,
+            refusal.limit,
+            refusal.spent,
+            refusal.held,
+            refusal.requested,
+            refusal.window_end,
+            counter,
+        ]
     )
 
 

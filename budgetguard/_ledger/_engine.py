@@ -124,7 +124,7 @@ class Engine:
             limit = hold.counter.limit if override is None else override
             spent, held = tx.counter(key)
             if enforce and spent + held + hold.amount > limit:
-                refusal = Refusal(i, limit, spent, held, hold.amount, window.end)
+                refusal = Refusal(i, limit, spent, held, hold.amount, window.end, hold.counter)
                 tx.put_record(
                     res_id,
                     {"state": "refused", "refusal": refusal},

@@ -174,9 +174,10 @@ class _Flows:
                 now = server_now
                 continue
             if reply[0] == "REFUSED":
-                end = reply[6]
-                refusal = Refusal(int(reply[1]), int(reply[2]), int(reply[3]), int(reply[4]), int(reply[5]),
-                                  int(end) if end else None)  # fmt: skip
+                index, end = int(reply[1]), reply[6]
+                refused = decode_held(reply[8])[index].counter  # as the first call with this id named it
+                refusal = Refusal(index, int(reply[2]), int(reply[3]), int(reply[4]), int(reply[5]),
+                                  int(end) if end else None, refused)  # fmt: skip
                 raise refusal.error(holds)
             duplicate = reply[4] == "1"
             stored = decode_held(reply[5]) if duplicate else held  # a repeat returns the first holds
@@ -330,7 +331,7 @@ def _wrap_error(exc: Exception) -> Exception:
 
     if isinstance(exc, rex.ResponseError) and "BGINVALID" in str(exc):
         return ValueError(f"the ledger refused invalid input: {exc}")
-    if isinstance(exc, rex.RedisError):
+    if isinstance(exc, rex.RedisError | rex.RedisClusterException):
         return LedgerError(f"Redis ledger operation failed: {exc}")
     return exc
 

@@ -162,9 +162,11 @@ class Refusal:
     held: int
     requested: int
     window_end: int | None
+    counter: CounterSpec | None = None
+    """The refused counter, as the first call named it (a repeat with other holds reports it too)."""
 
     def error(self, holds: Sequence[Hold]) -> BudgetExceededError:
-        spec = holds[self.index].counter
+        spec = self.counter if self.counter is not None else holds[self.index].counter
 
         def out(x: int) -> Any:
             return to_usd(x) if spec.unit is Unit.USD else x

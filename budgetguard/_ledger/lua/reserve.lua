@@ -21,8 +21,8 @@ end
 
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'refused' then
-  local r = redis.call('HMGET', KEYS[1], 'idx', 'limit', 'spent', 'held', 'requested', 'wend')
-  return {'REFUSED', r[1], r[2], r[3], r[4], r[5], r[6], '1'}
+  local r = redis.call('HMGET', KEYS[1], 'idx', 'limit', 'spent', 'held', 'requested', 'wend', 'holds')
+  return {'REFUSED', r[1], r[2], r[3], r[4], r[5], r[6], '1', r[7]}
 elseif state then
   local r = redis.call('HMGET', KEYS[1], 'created', 'expires', 'lims', 'held')
   return {'OK', r[1], r[2], r[3], '1', r[4]}
@@ -57,11 +57,11 @@ for i = 1, n do
   local lh, ll = limbs(limit)
   if enforce and not le(th, tl, lh, ll) then
     redis.call('HSET', KEYS[1], 'state', 'refused', 'idx', i - 1, 'limit', limit, 'spent', spent,
-      'held', held, 'requested', amount, 'wend', ARGV[a + 5])
+      'held', held, 'requested', amount, 'wend', ARGV[a + 5], 'holds', held_json)
     redis.call('PEXPIREAT', KEYS[1], now + tonumber(retention))
     xadd(KEYS[3], maxlen, now, 'refused', id, ARGV[a + 7], '{"' .. ARGV[a + 8] .. '":' .. amount .. '}',
       meta, '{}', '{}')
-    return {'REFUSED', tostring(i - 1), limit, spent, held, amount, ARGV[a + 5], '0'}
+    return {'REFUSED', tostring(i - 1), limit, spent, held, amount, ARGV[a + 5], '0', held_json}
   end
   lims[i] = limit
 end
