@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -159,6 +160,7 @@ class Guard:
         on_event: Callable[[Event], None] | Iterable[Callable[[Event], None]] | None = None,
         on_store_error: Literal["fail_closed", "fail_open"] = "fail_closed",
         charge_failed: Callable[[BaseException], bool] = charge_if_maybe_billed,
+        thresholds: Iterable[Decimal | str] = ("0.5", "0.8", "1"),
     ) -> None:
         if on_store_error not in ("fail_closed", "fail_open"):
             raise ConfigurationError("on_store_error must be 'fail_closed' or 'fail_open'")
@@ -176,6 +178,9 @@ class Guard:
         )
         self.on_store_error = on_store_error
         self.charge_failed = charge_failed
+        self.thresholds = tuple(Decimal(t).as_integer_ratio() for t in thresholds)
+        if any(not 0 < num <= den * 10 for num, den in self.thresholds):
+            raise ConfigurationError("thresholds are fractions of a budget, e.g. '0.8'")
         self._url = ledger if isinstance(ledger, str) else None if ledger is not None else default_url()
         self._sync: Ledger | None = ledger if isinstance(ledger, Ledger) else None
         self._async: AsyncLedger | None = ledger if isinstance(ledger, AsyncLedger) else None
@@ -591,6 +596,25 @@ class _Ctx:
         self.emit("released" if actual is None else "committed", actual=cost, reason=flags.get("error"))
         if outcome is not None and outcome.overrun:
             self.emit("overrun", actual=cost)
+        if outcome is not None and actual is not None:
+            self._thresholds(reservation, actual, outcome.spent)
+
+    def _thresholds(self, reservation: Reservation, actual: Mapping[Unit, int], after: Sequence[int]) -> None:
+        """A "threshold" event for each threshold this commit carried a counter across. Spent only grows
+        within a window, so exactly one commit crosses each threshold: once per window, fleet-wide."""
+        for held, spent in zip(reservation.held, after, strict=False):
+            spec, limit = held.counter, held.limit
+            before = spent - actual[spec.unit]
+            for num, den in self.guard.thresholds:
+                if limit and before * den < num * limit <= spent * den:
+                    level = f"{(Decimal(num) * 100 / den).normalize():f}%"
+                    budget = f"{spec.period.value} {spec.unit.value} budget"
+                    self.emit(
+                        "threshold",
+                        reason=f"{spec.scope} reached {level} of its {budget}",
+                        data={"scope": str(spec.scope), "threshold": level, "spent": spent, "limit": limit,
+                              "unit": spec.unit.value, "period": spec.period.value},
+                    )  # fmt: skip
 
 
 def _request_of(est: Estimate) -> dict[str, Any]:

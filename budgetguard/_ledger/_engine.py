@@ -7,6 +7,7 @@ all of them to the same behaviour.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -197,6 +198,7 @@ class Engine:
                 raise ValueError(f"committing {actual[h.counter.unit]} would overflow {h.counter.scope}")
         expired = False
         overrun = False
+        after: list[int] = []
         for h, key in zip(held_counters, keys, strict=True):
             label = str(h.counter.scope)
             self._reclaim(tx, key, h.counter, now)
@@ -209,6 +211,7 @@ class Engine:
             charge = 0 if actual is None else actual[h.counter.unit]
             overrun = overrun or charge > h.amount
             tx.put_counter(key, spent + charge, held, None, label)
+            after.append(spent + charge)
         state = "released" if actual is None else "committed"
         charged = {} if actual is None else {u.value: v for u, v in actual.items()}
         outcome = {"state": state, "charged": charged, "overrun": overrun, "expired": expired}
@@ -218,7 +221,7 @@ class Engine:
         data.update({k: v for k, v in (("overrun", overrun), ("expired", expired)) if v})
         amounts = charged if actual is not None else {h.counter.unit.value: h.amount for h in held_counters}
         tx.journal(now, state, res_id, scope_labels(held_counters), amounts, data)
-        return _outcome(res_id, outcome)
+        return dataclasses.replace(_outcome(res_id, outcome), spent=tuple(after))
 
     def held_counters(self, tx: Tx, res_id: str) -> tuple[HeldCounter, ...] | None:
         record = tx.record(res_id)

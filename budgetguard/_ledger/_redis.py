@@ -235,6 +235,7 @@ class _Flows:
             overrun=overrun == "1",
             expired=expired == "1",
             duplicate=reply[0] == "DUP",
+            spent=tuple(int(x) for x in reply[5:]) if reply[0] == "DONE" else (),
         )
 
     def status(self, counters: list[CounterSpec]) -> Flow:

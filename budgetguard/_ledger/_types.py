@@ -196,6 +196,9 @@ class Outcome:
     """The lease had expired (and the hold was reclaimed) before this resolution."""
     duplicate: bool = False
     """This call repeated an earlier resolution and changed nothing."""
+    spent: tuple[int, ...] = ()
+    """Each held counter's spent right after this commit, in reservation order (empty on a repeat):
+    with the reservation's limits, this is what threshold alerts are computed from."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,8 @@ def test_commit_below_and_above_the_hold(ledger: Ledger) -> None:
     out_high = ledger.commit(high, {Unit.USD: 1700})
     assert out_high.overrun  # charged anyway: the money is gone
     assert spent_held(ledger, spec) == (1950, 0)
+    assert (out_low.spent, out_high.spent) == ((250,), (1950,))  # spent right after each commit
+    assert ledger.commit(high, {Unit.USD: 1700}).spent == ()  # a repeat changed nothing
 
 
 def test_release_drops_the_hold(ledger: Ledger) -> None:

@@ -28,6 +28,7 @@ local function resolve(mode)
   end
   local now = now_ms()
   local expired, overrun = '0', '0'
+  local after = {}
   for i = 1, n do
     local a = 7 + 3 * (i - 1)
     local counter, leases = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
@@ -43,6 +44,7 @@ local function resolve(mode)
     if mode == 'committed' then
       local charge = ARGV[a + 1]
       if charge ~= '0' then redis.call('HINCRBY', counter, 'spent', charge) end
+      after[i] = redis.call('HGET', counter, 'spent') or '0'  -- a string: exact past 2^53
       local ch, cl = limbs(charge)
       local hh, hl = limbs(held_amts[i])
       if not le(ch, cl, hh, hl) then overrun = '1' end
@@ -54,5 +56,7 @@ local function resolve(mode)
   local flags = '{"overrun":' .. (overrun == '1' and 'true' or 'false') .. ',"expired":' ..
     (expired == '1' and 'true' or 'false') .. '}'
   xadd(KEYS[2], maxlen, now, mode, id, scopes, amounts, r[5] or '{}', meta, flags)
-  return {'DONE', mode, charged, overrun, expired}
+  local reply = {'DONE', mode, charged, overrun, expired}
+  for i = 1, #after do reply[#reply + 1] = after[i] end
+  return reply
 end
