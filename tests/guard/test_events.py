@@ -137,6 +137,9 @@ def test_logging(make_guard: MakeGuard, caplog: pytest.LogCaptureFixture) -> Non
         ("budgetguard", logging.DEBUG, "reserved"),
         ("budgetguard", logging.DEBUG, "committed"),
         ("budgetguard", logging.WARNING, "overrun"),
+        # the one call carried alice's $0.006 budget past 50% and 80% at once
+        ("budgetguard", logging.WARNING, "threshold"),
+        ("budgetguard", logging.WARNING, "threshold"),
         ("budgetguard", logging.INFO, "refused"),
     ]
     committed = caplog.records[1].getMessage()
