@@ -67,12 +67,23 @@ def _redis_module() -> Any:
         import redis
         import redis.asyncio
         import redis.asyncio.cluster
+        import redis.asyncio.retry
         import redis.cluster
+        import redis.retry
     except ImportError:
         raise ConfigurationError(
             "the Redis store needs redis-py: pip install 'llm-budgetguard[redis]'"
         ) from None
     return redis
+
+
+def _retry(redis: Any, *, asynchronous: bool = False) -> Any:
+    """3 quick retries on connection errors and timeouts (``from_url`` alone gives none). Safe: every
+    ledger operation is idempotent by reservation id, so a retry after a lost reply changes nothing."""
+    from redis.backoff import ExponentialBackoff
+
+    module = redis.asyncio.retry if asynchronous else redis.retry
+    return module.Retry(ExponentialBackoff(cap=0.5, base=0.02), 3)
 
 
 def open_ledger(url: str, *, namespace: str | None = None) -> Ledger:
@@ -100,7 +111,7 @@ def open_ledger(url: str, *, namespace: str | None = None) -> Ledger:
             except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
                 raise LedgerError(f"cannot reach the Redis Cluster at {url}: {exc}") from exc
         else:
-            client = redis.Redis.from_url(rest, decode_responses=True)
+            client = redis.Redis.from_url(rest, decode_responses=True, retry=_retry(redis))
         return RedisLedger(url, client, ns, maxlen)
     raise ConfigurationError(f"unknown ledger URL scheme {scheme!r}; known: {', '.join(SCHEMES)}")
 
@@ -125,6 +136,8 @@ def open_async_ledger(url: str, *, namespace: str | None = None) -> AsyncLedger:
                 "redis" + rest[len("redis+cluster") :], decode_responses=True
             )
         else:
-            client = redis.asyncio.from_url(rest, decode_responses=True)
+            client = redis.asyncio.from_url(
+                rest, decode_responses=True, retry=_retry(redis, asynchronous=True)
+            )
         return AsyncRedisLedger(url, client, ns, maxlen)
     raise ConfigurationError(f"unknown ledger URL scheme {scheme!r}; known: {', '.join(SCHEMES)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import heapq
 import threading
 from collections.abc import Callable, Iterator
@@ -95,7 +96,8 @@ class _MemoryTx:
         amounts: dict[str, int],
         data: dict[str, Any],
     ) -> None:
-        entry = JournalEntry(ts, event, res_id, tuple(scopes), amounts, data)  # type: ignore[arg-type]
+        # a deep copy: the caller's later changes to its meta dicts do not rewrite history
+        entry = JournalEntry(ts, event, res_id, tuple(scopes), dict(amounts), copy.deepcopy(data))  # type: ignore[arg-type]
         self.s._entries.append(entry)
         if len(self.s._entries) > self.s.journal_maxlen:
             del self.s._entries[: len(self.s._entries) - self.s.journal_maxlen]

@@ -435,7 +435,11 @@ class RedisLedger(_RedisBase, Ledger):
         return result
 
     def close(self) -> None:
+        nodes = self.client.get_nodes() if hasattr(self.client, "get_nodes") else []
         self.client.close()
+        for node in nodes:  # redis-py's RedisCluster.close() leaves the node pools' sockets open
+            if node.redis_connection is not None:
+                node.redis_connection.connection_pool.disconnect()
 
 
 class AsyncRedisLedger(_RedisBase, AsyncLedger):
