@@ -137,9 +137,9 @@ class _Plan:
     models: tuple[str | None, ...]
     estimate: Callable[[str | None], Estimate]
     read_usage: Callable[[Any], Usage]
-    at: float | None
+    at: tuple[int, int] | None
+    """Route when a counter's spent + held reaches this fraction (numerator, denominator) of its limit."""
     enforce: bool
-    wrap_streams: bool
 
 
 class Guard:
@@ -280,10 +280,12 @@ class Guard:
                     except LedgerError as down:
                         ctx.store_down(down)  # fail_closed raises; fail_open skips the threshold check
                         statuses = []
-                    busy = [s for s in statuses if s.limit and (s.spent + s.held) >= plan.at * s.limit]
+                    num, den = plan.at
+                    busy = [s for s in statuses if s.limit and (s.spent + s.held) * den >= num * s.limit]
                     if busy:
                         scope, period = busy[0].counter.scope, busy[0].counter.period.value
-                        ctx.emit("routed", reason=f"{scope} at {plan.at:.0%} of its {period} budget",
+                        level = f"{(Decimal(num) * 100 / den).normalize():f}%"
+                        ctx.emit("routed", reason=f"{scope} at {level} of its {period} budget",
                                  data={"to": plan.models[model_index + 1]})  # fmt: skip
                         model_index += 1
                         continue
@@ -322,7 +324,7 @@ class Guard:
                     yield from ctx.settle(reservation, usage, {"error": type(exc).__name__})
                 state.set_exception((type(exc), exc, exc.__traceback__))
                 continue
-            if plan.wrap_streams and is_stream(result):
+            if is_stream(result):
                 return _wrap_stream(result, _Settlement(ctx, reservation))
             try:
                 usage, flags = plan.read_usage(result), {}
@@ -455,6 +457,7 @@ class Guard:
     ) -> Callable[..., Any]:
         if at is not None and not 0 < at <= 1:
             raise ConfigurationError("at= is a fraction of the budget, e.g. 0.8")
+        threshold = None if at is None else Decimal(str(at)).as_integer_ratio()  # exact, no float maths
         for kind in scopes:
             Scope(kind, "x") if kind != "global" else Scope("global")
         provider = sdk_provider(fn)
@@ -490,11 +493,12 @@ class Guard:
                 if estimate is not None:
                     given = estimate(*args, **kwargs)
                     if isinstance(given, Estimate):
-                        return (
-                            given
-                            if model is None or model == given.model
-                            else estimator({**_request_of(given), "model": model})
-                        )
+                        if model is not None and model != given.model:
+                            raise ConfigurationError(
+                                "routing needs the request, not a ready Estimate: let estimate= "
+                                "return the request kwargs"
+                            )
+                        return given
                     return estimator({**given, **({"model": model} if model else {})}, provider=provider)
                 if request is None:
                     raise ConfigurationError(
@@ -516,7 +520,7 @@ class Guard:
                     return target(*args, **{**kwargs, "model": model})
                 return target(*args, **kwargs)
 
-            plan = _Plan(resolved, models, estimate_for, read_usage, at, enforce, True)
+            plan = _Plan(resolved, models, estimate_for, read_usage, threshold, enforce)
             return plan, call
 
         if is_async:
@@ -615,12 +619,6 @@ class _Ctx:
                         data={"scope": str(spec.scope), "threshold": level, "spent": spent, "limit": limit,
                               "unit": spec.unit.value, "period": spec.period.value},
                     )  # fmt: skip
-
-
-def _request_of(est: Estimate) -> dict[str, Any]:
-    raise ConfigurationError(
-        "routing needs the request, not a ready Estimate: let estimate= return the request kwargs"
-    )
 
 
 def _input_only(est: Estimate) -> Usage:
