@@ -54,6 +54,11 @@ class Event:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
+def wanted(kind: EventKind, hooks: tuple[Callable[[Event], None], ...]) -> bool:
+    """Whether anyone listens: skip building events nobody will see (the hot path)."""
+    return bool(hooks) or logger.isEnabledFor(_LEVELS[kind])
+
+
 def emit(event: Event, hooks: tuple[Callable[[Event], None], ...]) -> None:
     level = _LEVELS[event.kind]
     if logger.isEnabledFor(level):

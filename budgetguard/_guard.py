@@ -27,7 +27,7 @@ from ._budgets import Budget, Scope, Unit
 from ._context import current_scopes, record_usage
 from ._errors import BudgetExceededError, ConfigurationError, LedgerError, UsageError
 from ._estimate import Estimate, Estimator
-from ._events import Event, EventKind, emit
+from ._events import Event, EventKind, emit, wanted
 from ._ledger import AsyncLedger, CounterSpec, Hold, Ledger, Reservation, open_async_ledger, open_ledger
 from ._money import to_usd
 from ._pricing import PriceBook, price_book
@@ -185,6 +185,7 @@ class Guard:
         self._sync: Ledger | None = ledger if isinstance(ledger, Ledger) else None
         self._async: AsyncLedger | None = ledger if isinstance(ledger, AsyncLedger) else None
         self._open_lock = threading.Lock()
+        self._counters: dict[tuple[Scope, ...], tuple[CounterSpec, ...]] = {}
 
     # -- stores ---------------------------------------------------------------------------------
 
@@ -227,6 +228,15 @@ class Guard:
 
     def counters_for(self, scopes: Iterable[Scope]) -> list[CounterSpec]:
         """The counters the budgets put on these scopes (an exact-scope budget replaces its kind's)."""
+        key = tuple(scopes)
+        found = self._counters.get(key)
+        if found is None:
+            if len(self._counters) > 10_000:
+                self._counters.clear()
+            found = self._counters[key] = self._counters_for(key)
+        return list(found)
+
+    def _counters_for(self, scopes: Iterable[Scope]) -> tuple[CounterSpec, ...]:
         specs: list[CounterSpec] = []
         for scope in scopes:
             chosen: dict[tuple[Unit, str, str], Budget] = {}
@@ -237,7 +247,7 @@ class Guard:
                     if key not in chosen or exact:
                         chosen[key] = budget
             specs += [CounterSpec(scope, b.unit, b.period, b.limit, b.tz) for b in chosen.values()]
-        return specs
+        return tuple(specs)
 
     def _holds(self, scopes: Sequence[Scope], est: Estimate) -> tuple[Hold, ...]:
         amounts = {
@@ -552,6 +562,8 @@ class _Ctx:
         self, kind: EventKind, *, actual: int | None = None, reason: str | None = None,
         data: Mapping[str, Any] | None = None,
     ) -> None:  # fmt: skip
+        if not wanted(kind, self.guard.hooks):
+            return
         emit(
             Event(
                 kind=kind,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import heapq
 import threading
 from collections.abc import Callable, Iterator
@@ -96,8 +97,7 @@ class _MemoryTx:
         amounts: dict[str, int],
         data: dict[str, Any],
     ) -> None:
-        # a deep copy: the caller's later changes to its meta dicts do not rewrite history
-        entry = JournalEntry(ts, event, res_id, tuple(scopes), dict(amounts), copy.deepcopy(data))  # type: ignore[arg-type]
+        entry = JournalEntry(ts, event, res_id, tuple(scopes), dict(amounts), data)  # type: ignore[arg-type]
         self.s._entries.append(entry)
         if len(self.s._entries) > self.s.journal_maxlen:
             del self.s._entries[: len(self.s._entries) - self.s.journal_maxlen]
@@ -145,4 +145,5 @@ class MemoryLedger(LocalLedger):
             entries = list(self._entries)
         for entry in entries:
             if (since is None or entry.ts >= since) and (until is None or entry.ts < until):
-                yield entry
+                # a copy: what a reader does with an entry's data never rewrites the journal
+                yield dataclasses.replace(entry, data=copy.deepcopy(entry.data))
