@@ -52,3 +52,10 @@ def test_readme_toml_example_loads(tmp_path: Path) -> None:
 
 def test_readme_money_claim() -> None:
     assert budgetguard.to_nano("0.25") == 250_000_000
+
+
+def test_ci_runs_exactly_the_readmes_test_command() -> None:
+    commands = [block.strip() for block in _blocks("sh")]
+    test_command = next(c for c in commands if "pytest" in c)
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert test_command in ci
