@@ -38,6 +38,8 @@ CREATE INDEX IF NOT EXISTS leases_by_expiry ON leases (counter, expires_at);
 CREATE TABLE IF NOT EXISTS reservations (
     id TEXT PRIMARY KEY, record TEXT NOT NULL, expires_at INTEGER NOT NULL
 ) STRICT;
+CREATE INDEX IF NOT EXISTS reservations_by_expiry ON reservations (expires_at);
+CREATE INDEX IF NOT EXISTS counters_by_expiry ON counters (expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS limits (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
 CREATE TABLE IF NOT EXISTS journal (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL, event TEXT NOT NULL,
