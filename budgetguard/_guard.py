@@ -43,7 +43,17 @@ from ._providers import (
 from ._tokens import count_text_tokens
 from ._usage import Usage
 
-__all__ = ["Guard", "default_guard", "default_url", "metered", "with_budget"]
+__all__ = [
+    "Guard",
+    "GuardedAsyncStream",
+    "GuardedStream",
+    "GuardedStreamManager",
+    "configure",
+    "default_guard",
+    "default_url",
+    "metered",
+    "with_budget",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -932,6 +942,3 @@ def _on_default_guard(method: str, fn: Callable[..., Any] | None, options: Mappi
         return wrapper
 
     return decorate if fn is None else decorate(fn)
-
-
-__all__ += ["GuardedAsyncStream", "GuardedStream", "GuardedStreamManager", "configure"]

@@ -27,7 +27,6 @@ from ._types import (
     Outcome,
     Refusal,
     Reservation,
-    ReservationError,
     check_actual,
     check_amount,
     check_holds,
@@ -37,7 +36,7 @@ from ._types import (
     new_reservation_id,
 )
 
-__all__ = ["AsyncLocalLedger", "LocalLedger"]
+__all__ = ["AsyncLocalLedger", "LocalLedger", "journal_entry", "wall_clock_ms"]
 
 
 def wall_clock_ms() -> int:
@@ -232,6 +231,3 @@ class AsyncLocalLedger(AsyncLedger):
 
     async def aclose(self) -> None:
         await self._run(self.sync.close)
-
-
-__all__ += ["ReservationError", "journal_entry", "wall_clock_ms"]
