@@ -11,6 +11,7 @@ from typing import Any, Literal
 __all__ = ["Event", "EventKind", "logger"]
 
 logger = logging.getLogger("budgetguard")
+logger.addHandler(logging.NullHandler())  # a library: the application decides where records go
 
 EventKind = Literal[
     "reserved",

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterat
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar, overload
 
 import tenacity
 from tenacity import RetryCallState
@@ -58,6 +58,12 @@ __all__ = [
 P = ParamSpec("P")
 T = TypeVar("T")
 ScopeSpec = str | Callable[..., Any]
+
+
+class Decorator(Protocol):
+    """What ``with_budget(...)`` returns without a function: it keeps the function's signature."""
+
+    def __call__(self, fn: Callable[P, T], /) -> Callable[P, T]: ...
 
 
 def default_url() -> str:
@@ -429,6 +435,30 @@ class Guard:
 
     # -- decorators ------------------------------------------------------------------------------
 
+    @overload
+    def with_budget(
+        self,
+        fn: Callable[P, T],
+        *,
+        estimate: Callable[..., Estimate | Mapping[str, Any]] | None = None,
+        usage: Callable[[Any], Usage] | None = None,
+        route: Sequence[str] | None = None,
+        at: float | None = None,
+        **scopes: ScopeSpec,
+    ) -> Callable[P, T]: ...
+
+    @overload
+    def with_budget(
+        self,
+        fn: None = None,
+        *,
+        estimate: Callable[..., Estimate | Mapping[str, Any]] | None = None,
+        usage: Callable[[Any], Usage] | None = None,
+        route: Sequence[str] | None = None,
+        at: float | None = None,
+        **scopes: ScopeSpec,
+    ) -> Decorator: ...
+
     def with_budget(
         self,
         fn: Callable[P, T] | None = None,
@@ -449,6 +479,26 @@ class Guard:
             self._decorate, enforce=True, estimate=estimate, usage=usage, route=route, at=at, scopes=scopes
         )
         return decorate if fn is None else decorate(fn)
+
+    @overload
+    def metered(
+        self,
+        fn: Callable[P, T],
+        *,
+        estimate: Callable[..., Estimate | Mapping[str, Any]] | None = None,
+        usage: Callable[[Any], Usage] | None = None,
+        **scopes: ScopeSpec,
+    ) -> Callable[P, T]: ...
+
+    @overload
+    def metered(
+        self,
+        fn: None = None,
+        *,
+        estimate: Callable[..., Estimate | Mapping[str, Any]] | None = None,
+        usage: Callable[[Any], Usage] | None = None,
+        **scopes: ScopeSpec,
+    ) -> Decorator: ...
 
     def metered(
         self,
