@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 from ._money import to_usd
 from ._usage import Usage
@@ -143,7 +143,3 @@ def track() -> Iterator[Tracker]:
 def record_usage(model: str, usage: Usage, cost_nano: int) -> None:
     for tracker in _trackers.get():
         tracker.add(model, usage, cost_nano)
-
-
-def snapshot() -> Mapping[str, Any]:
-    return {"scopes": _scopes.get(), "trackers": _trackers.get()}

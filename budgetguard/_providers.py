@@ -27,10 +27,6 @@ def sdk_provider(fn: Callable[..., Any]) -> str | None:
     return None
 
 
-def is_async_sdk_method(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(fn)
-
-
 def without_sdk_retries(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The same SDK method on a copy of its client with ``max_retries=0``.
 

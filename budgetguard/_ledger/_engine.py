@@ -223,13 +223,6 @@ class Engine:
         tx.journal(now, state, res_id, scope_labels(held_counters), amounts, data)
         return dataclasses.replace(_outcome(res_id, outcome), spent=tuple(after))
 
-    def held_counters(self, tx: Tx, res_id: str) -> tuple[HeldCounter, ...] | None:
-        record = tx.record(res_id)
-        if record is None or "held" not in record:
-            return None
-        held: tuple[HeldCounter, ...] = record["held"]
-        return held
-
     def status(self, tx: Tx, now: int, counters: Sequence[CounterSpec]) -> list[CounterStatus]:
         result = []
         for counter in counters:
