@@ -15,6 +15,7 @@ from .._budgets import Unit, Window
 from .._money import INT64_MAX
 from ._base import scope_labels
 from ._types import (
+    UNITS,
     CounterSpec,
     CounterStatus,
     HeldCounter,
@@ -249,7 +250,7 @@ def _outcome(res_id: str, stored: Mapping[str, Any], *, duplicate: bool = False)
     return Outcome(
         id=res_id,
         state=stored["state"],
-        charged={Unit(k): v for k, v in stored["charged"].items()},
+        charged={UNITS[k]: v for k, v in stored["charged"].items()},
         overrun=stored["overrun"],
         expired=stored["expired"],
         duplicate=duplicate,

@@ -7,7 +7,6 @@ import dataclasses
 import heapq
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +102,28 @@ class _MemoryTx:
             del self.s._entries[: len(self.s._entries) - self.s.journal_maxlen]
 
 
+class _MemoryTransaction:
+    """The memory store's transaction: its lock (a class, not @contextmanager: this is the hot path)."""
+
+    def __init__(self, store: MemoryLedger) -> None:
+        self.store = store
+        self.tx = _MemoryTx(store)
+
+    def __enter__(self) -> Tx:
+        self.store._lock.acquire()
+        return self.tx
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        store = self.store
+        try:
+            if kind is None:
+                store._ops += 1
+                if store._ops % 1024 == 0:
+                    store._prune(store._clock())
+        finally:
+            store._lock.release()
+
+
 class MemoryLedger(LocalLedger):
     """In-process store: dicts under one lock. Use it for tests and single-process tools."""
 
@@ -121,16 +142,12 @@ class MemoryLedger(LocalLedger):
         self._limits: dict[str, int] = {}
         self._entries: list[JournalEntry] = []
         self._ops = 0
+        self._tx = _MemoryTransaction(self)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[Tx]:
-        with self._lock:
-            # The engine validates every input before its first write, so an operation that
-            # raises leaves the state as it was.
-            yield _MemoryTx(self)
-            self._ops += 1
-            if self._ops % 1024 == 0:
-                self._prune(self._clock())
+    def _transaction(self) -> _MemoryTransaction:
+        # The engine validates every input before its first write, so an operation that raises
+        # leaves the state as it was: the lock is the whole transaction.
+        return self._tx
 
     def _prune(self, now: int) -> None:
         for key in [k for k, r in self._records.items() if r[1] <= now]:
