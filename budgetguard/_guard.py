@@ -387,18 +387,20 @@ class Guard:
     def _perform_sync(self, action: Action, call: Callable[[str | None], Any]) -> Any:
         if isinstance(action, _Call):
             return call(action.model)
+        if isinstance(action, _Sleep):
+            time.sleep(action.seconds)
+            return None
+        return self._on_store(self.ledger, action)
+
+    def _on_store(self, store: Ledger | AsyncLedger, action: _Reserve | _Resolve | _Status) -> Any:
+        """Send a store action: its result (a ``Ledger``) or an awaitable of it (an ``AsyncLedger``)."""
         if isinstance(action, _Reserve):
-            return self.ledger.reserve(
-                action.holds, lease=self.lease, meta=action.meta, enforce=action.enforce
-            )
+            return store.reserve(action.holds, lease=self.lease, meta=action.meta, enforce=action.enforce)
         if isinstance(action, _Resolve):
             if action.actual is None:
-                return self.ledger.release(action.reservation, meta=action.meta)
-            return self.ledger.commit(action.reservation, action.actual, meta=action.meta)
-        if isinstance(action, _Status):
-            return self.ledger.status(action.counters)
-        time.sleep(action.seconds)
-        return None
+                return store.release(action.reservation, meta=action.meta)
+            return store.commit(action.reservation, action.actual, meta=action.meta)
+        return store.status(action.counters)
 
     async def _run_async(self, flow: Flow, call: Callable[[str | None], Any]) -> Any:
         reply: Any = None
@@ -422,16 +424,8 @@ class Guard:
             return None
         store = self.async_ledger
         if isinstance(store, AsyncLedger):
-            if isinstance(action, _Reserve):
-                return await store.reserve(
-                    action.holds, lease=self.lease, meta=action.meta, enforce=action.enforce
-                )
-            if isinstance(action, _Resolve):
-                if action.actual is None:
-                    return await store.release(action.reservation, meta=action.meta)
-                return await store.commit(action.reservation, action.actual, meta=action.meta)
-            return await store.status(action.counters)
-        return await asyncio.to_thread(self._perform_sync, action, call)
+            return await self._on_store(store, action)
+        return await asyncio.to_thread(self._on_store, store, action)  # a local store: off the loop
 
     # -- decorators ------------------------------------------------------------------------------
 
@@ -528,8 +522,8 @@ class Guard:
         if at is not None and not 0 < at <= 1:
             raise ConfigurationError("at= is a fraction of the budget, e.g. 0.8")
         threshold = None if at is None else Decimal(str(at)).as_integer_ratio()  # exact, no float maths
-        for kind in scopes:
-            Scope(kind, "x") if kind != "global" else Scope("global")
+        for kind in scopes:  # fail at decoration time on a bad scope kind, not on the first call
+            Scope("global") if kind == "global" else Scope(kind, "x")
         provider = sdk_provider(fn)
         target = without_sdk_retries(fn) if provider else fn
         try:

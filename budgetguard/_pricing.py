@@ -81,7 +81,7 @@ class Rates:
     def __post_init__(self) -> None:
         values = (self.input, self.cache_read, self.cache_write, self.cache_write_1h, self.output)
         # nano-USD = tokens x (USD per MTok) x 1000: hold each rate as an integer over 10**places.
-        places = max(0, *(-int(v.as_tuple().exponent) for v in values)) + 0
+        places = max(0, *(-int(v.as_tuple().exponent) for v in values))
         den = 10**places
         object.__setattr__(self, "_den", den)
         object.__setattr__(self, "_nums", tuple(int(v.scaleb(places)) * 1000 for v in values))

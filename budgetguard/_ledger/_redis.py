@@ -149,6 +149,19 @@ class _Flows:
         self.keys = _Keys(namespace)
         self.journal_maxlen = journal_maxlen
 
+    def checked_reserve(
+        self,
+        holds: Iterable[Hold],
+        lease: float,
+        res_id: str | None,
+        meta: Mapping[str, Any] | None,
+        enforce: bool,
+    ) -> Flow:
+        """Validate a reserve's inputs now (before any I/O), then return its flow."""
+        checked = check_holds(holds)
+        res_id = new_reservation_id() if res_id is None else check_reservation_id(res_id)
+        return self.reserve(checked, check_lease(lease), res_id, _meta(meta), enforce)
+
     def reserve(self, holds: tuple[Hold, ...], lease_ms: int, res_id: str, meta: str, enforce: bool) -> Flow:
         now = time.time_ns() // 1_000_000  # a guess: the script checks it against the server's TIME
         for _ in range(3):
@@ -345,6 +358,16 @@ class _RedisBase:
         self._flows = _Flows(namespace, journal_maxlen)
         self._scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}
 
+    def _send(self, call: _Call) -> Any:
+        """Issue one call on the client: a reply (sync client) or an awaitable (async client)."""
+        if call.op == "hmget":
+            return self.client.hmget(call.keys[0], list(call.args))
+        if call.op == "hget":
+            return self.client.hget(call.keys[0], call.args[0])
+        if call.op == "xrange":
+            return self.client.xrange(call.keys[0], call.args[0], call.args[1], count=_XRANGE_BATCH)
+        return self._scripts[call.op](keys=list(call.keys), args=list(call.args))
+
 
 class RedisLedger(_RedisBase, Ledger):
     """Sync Redis (or Valkey, or Redis Cluster) ledger."""
@@ -355,7 +378,7 @@ class RedisLedger(_RedisBase, Ledger):
             while True:
                 call = flow.send(reply)
                 try:
-                    reply = self._perform(call)
+                    reply = self._send(call)
                 except Exception as exc:  # backend errors become LedgerError / ValueError
                     wrapped = _wrap_error(exc)
                     if wrapped is exc:
@@ -363,15 +386,6 @@ class RedisLedger(_RedisBase, Ledger):
                     raise wrapped from exc
         except StopIteration as done:
             return done.value
-
-    def _perform(self, call: _Call) -> Any:
-        if call.op == "hmget":
-            return self.client.hmget(call.keys[0], list(call.args))
-        if call.op == "hget":
-            return self.client.hget(call.keys[0], call.args[0])
-        if call.op == "xrange":
-            return self.client.xrange(call.keys[0], call.args[0], call.args[1], count=_XRANGE_BATCH)
-        return self._scripts[call.op](keys=list(call.keys), args=list(call.args))
 
     def reserve(
         self,
@@ -382,15 +396,7 @@ class RedisLedger(_RedisBase, Ledger):
         meta: Mapping[str, Any] | None = None,
         enforce: bool = True,
     ) -> Reservation:
-        checked = check_holds(holds)
-        flow = self._flows.reserve(
-            checked,
-            check_lease(lease),
-            new_reservation_id() if id is None else check_reservation_id(id),
-            _meta(meta),
-            enforce,
-        )
-        result: Reservation = self._run(flow)
+        result: Reservation = self._run(self._flows.checked_reserve(holds, lease, id, meta, enforce))
         return result
 
     def commit(
@@ -451,7 +457,7 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
             while True:
                 call = flow.send(reply)
                 try:
-                    reply = await self._perform(call)
+                    reply = await self._send(call)
                 except Exception as exc:
                     wrapped = _wrap_error(exc)
                     if wrapped is exc:
@@ -459,15 +465,6 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
                     raise wrapped from exc
         except StopIteration as done:
             return done.value
-
-    async def _perform(self, call: _Call) -> Any:
-        if call.op == "hmget":
-            return await self.client.hmget(call.keys[0], list(call.args))
-        if call.op == "hget":
-            return await self.client.hget(call.keys[0], call.args[0])
-        if call.op == "xrange":
-            return await self.client.xrange(call.keys[0], call.args[0], call.args[1], count=_XRANGE_BATCH)
-        return await self._scripts[call.op](keys=list(call.keys), args=list(call.args))
 
     async def reserve(
         self,
@@ -478,15 +475,7 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
         meta: Mapping[str, Any] | None = None,
         enforce: bool = True,
     ) -> Reservation:
-        checked = check_holds(holds)
-        flow = self._flows.reserve(
-            checked,
-            check_lease(lease),
-            new_reservation_id() if id is None else check_reservation_id(id),
-            _meta(meta),
-            enforce,
-        )
-        result: Reservation = await self._run(flow)
+        result: Reservation = await self._run(self._flows.checked_reserve(holds, lease, id, meta, enforce))
         return result
 
     async def commit(
