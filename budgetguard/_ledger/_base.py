@@ -231,7 +231,7 @@ def encode_refusal(refusal: Refusal) -> str:
 def scope_labels(held: Iterable[HeldCounter]) -> list[str]:
     labels: list[str] = []
     for h in held:
-        label = str(h.counter.scope)
+        label = h.counter.label
         if label not in labels:
             labels.append(label)
     return labels

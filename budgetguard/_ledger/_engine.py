@@ -7,7 +7,6 @@ all of them to the same behaviour.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -95,7 +94,7 @@ class Engine:
         if not expired:
             return
         spent, held = tx.counter(key)
-        label = str(counter.scope)
+        label = counter.label
         for res_id, amount in expired:
             held -= amount
             tx.journal(now, "expired", res_id, [label], {counter.unit.value: amount}, {})
@@ -118,7 +117,7 @@ class Engine:
             return self._repeat_reserve(res_id, record)
         windows = [window_cached(h.counter, now) for h in holds]
         keys = [counter_key(h.counter, w.start) for h, w in zip(holds, windows, strict=True)]
-        labels = [str(h.counter.scope) for h in holds]
+        labels = [h.counter.label for h in holds]
         held_counters: list[HeldCounter] = []
         for i, (hold, window, key) in enumerate(zip(holds, windows, keys, strict=True)):
             self._reclaim(tx, key, hold.counter, now)
@@ -148,19 +147,15 @@ class Engine:
             ttl = None if window.end is None else window.end + COUNTER_RETENTION_MS
             tx.put_counter(key, spent, held + hold.amount, ttl, label)
             tx.add_lease(key, res_id, expires, hold.amount)
-        reservation = Reservation(res_id, tuple(held_counters), now, expires)
-        tx.put_record(
-            res_id,
-            {
-                "state": "held",
-                "created": now,
-                "expires": expires,
-                "held": tuple(held_counters),
-                "meta": meta,
-            },
-            expires + self.record_retention_ms,
-        )
-        return reservation
+        return self.held(tx, res_id, tuple(held_counters), now, expires, meta)
+
+    def held(
+        self, tx: Tx, res_id: str, held: tuple[HeldCounter, ...], now: int, expires: int, meta: Meta
+    ) -> Reservation:
+        """Store an admitted reservation's record (its holds are on the counters already)."""
+        record = {"state": "held", "created": now, "expires": expires, "held": held, "meta": meta}
+        tx.put_record(res_id, record, expires + self.record_retention_ms)
+        return Reservation(res_id, held, now, expires)
 
     @staticmethod
     def _repeat_reserve(res_id: str, record: dict[str, Any]) -> Reservation | Refusal:
@@ -201,7 +196,7 @@ class Engine:
         overrun = False
         after: list[int] = []
         for h, key in zip(held_counters, keys, strict=True):
-            label = str(h.counter.scope)
+            label = h.counter.label
             self._reclaim(tx, key, h.counter, now)
             amount = tx.pop_lease(key, res_id)
             spent, held = tx.counter(key)
@@ -213,16 +208,35 @@ class Engine:
             overrun = overrun or charge > h.amount
             tx.put_counter(key, spent + charge, held, None, label)
             after.append(spent + charge)
+        return self.resolved(tx, now, res_id, record, actual, meta, overrun, expired, tuple(after))
+
+    def resolved(
+        self,
+        tx: Tx,
+        now: int,
+        res_id: str,
+        record: Mapping[str, Any],
+        actual: Mapping[Unit, int] | None,
+        meta: Meta,
+        overrun: bool,
+        expired: bool,
+        after: tuple[int, ...],
+    ) -> Outcome:
+        """Store a resolution (the counters are updated already), journal it, and say how it went."""
+        held_counters: tuple[HeldCounter, ...] = record["held"]
         state = "released" if actual is None else "committed"
         charged = {} if actual is None else {u.value: v for u, v in actual.items()}
         outcome = {"state": state, "charged": charged, "overrun": overrun, "expired": expired}
-        record.update(state=state, outcome=outcome)
-        tx.put_record(res_id, record, max(now, record["expires"]) + self.record_retention_ms)
+        stored = {**record, "state": state, "outcome": outcome}
+        tx.put_record(res_id, stored, max(now, record["expires"]) + self.record_retention_ms)
         data = {**record.get("meta", {}), **meta}
-        data.update({k: v for k, v in (("overrun", overrun), ("expired", expired)) if v})
+        if overrun:
+            data["overrun"] = True
+        if expired:
+            data["expired"] = True
         amounts = charged if actual is not None else {h.counter.unit.value: h.amount for h in held_counters}
         tx.journal(now, state, res_id, scope_labels(held_counters), amounts, data)
-        return dataclasses.replace(_outcome(res_id, outcome), spent=tuple(after))
+        return _outcome(res_id, outcome, spent=after)
 
     def status(self, tx: Tx, now: int, counters: Sequence[CounterSpec]) -> list[CounterStatus]:
         result = []
@@ -246,12 +260,15 @@ class Engine:
         return result
 
 
-def _outcome(res_id: str, stored: Mapping[str, Any], *, duplicate: bool = False) -> Outcome:
+def _outcome(
+    res_id: str, stored: Mapping[str, Any], *, duplicate: bool = False, spent: tuple[int, ...] = ()
+) -> Outcome:
     return Outcome(
-        id=res_id,
-        state=stored["state"],
-        charged={UNITS[k]: v for k, v in stored["charged"].items()},
-        overrun=stored["overrun"],
-        expired=stored["expired"],
-        duplicate=duplicate,
+        res_id,
+        stored["state"],
+        {UNITS[k]: v for k, v in stored["charged"].items()},
+        stored["overrun"],
+        stored["expired"],
+        duplicate,
+        spent,
     )

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
-from .._budgets import Scope
+from .._budgets import Scope, Unit
 from ._base import DEFAULT_LEASE, AsyncLedger, Ledger, ReservationRef, journal_matches
 from ._engine import Engine, Tx
 from ._types import (
@@ -35,6 +35,8 @@ from ._types import (
     check_reservation_id,
     new_reservation_id,
 )
+
+Meta = dict[str, Any]
 
 __all__ = ["AsyncLocalLedger", "LocalLedger", "journal_entry", "wall_clock_ms"]
 
@@ -60,6 +62,18 @@ class LocalLedger(Ledger):
     def _transaction(self) -> AbstractContextManager[Tx]:
         """An exclusive, atomic transaction: all of its writes land, or none."""
 
+    def _reserve(
+        self, tx: Tx, now: int, res_id: str, holds: tuple[Hold, ...], lease_ms: int, meta: Meta, enforce: bool
+    ) -> Reservation | Refusal:
+        """The reserve, inside the transaction (a store may specialise the common case)."""
+        return self._engine.reserve(tx, now, res_id, holds, lease_ms, meta, enforce)
+
+    def _resolve(
+        self, tx: Tx, now: int, res_id: str, actual: Mapping[Unit, int] | None, meta: Meta
+    ) -> Outcome:
+        """Commit or release, inside the transaction (a store may specialise the common case)."""
+        return self._engine.resolve(tx, now, res_id, actual, meta)
+
     @abstractmethod
     def _journal(
         self, since: int | None, until: int | None, scope: str | None, limit: int | None
@@ -79,7 +93,7 @@ class LocalLedger(Ledger):
         res_id = new_reservation_id() if id is None else check_reservation_id(id)
         data = check_meta(meta)
         with self._transaction() as tx:
-            result = self._engine.reserve(tx, self._clock(), res_id, checked, lease_ms, data, enforce)
+            result = self._reserve(tx, self._clock(), res_id, checked, lease_ms, data, enforce)
         if isinstance(result, Refusal):
             raise result.error(checked)
         return result
@@ -92,16 +106,16 @@ class LocalLedger(Ledger):
         meta: Mapping[str, Any] | None = None,
     ) -> Outcome:
         res_id = _res_id(reservation)
-        parsed = check_actual(actual, reservation.units if isinstance(reservation, Reservation) else ())
+        parsed = check_actual(actual, reservation.held if isinstance(reservation, Reservation) else ())
         data = check_meta(meta)
         with self._transaction() as tx:
-            return self._engine.resolve(tx, self._clock(), res_id, parsed, data)
+            return self._resolve(tx, self._clock(), res_id, parsed, data)
 
     def release(self, reservation: ReservationRef, *, meta: Mapping[str, Any] | None = None) -> Outcome:
         res_id = _res_id(reservation)
         data = check_meta(meta)
         with self._transaction() as tx:
-            return self._engine.resolve(tx, self._clock(), res_id, None, data)
+            return self._resolve(tx, self._clock(), res_id, None, data)
 
     def status(self, counters: Iterable[CounterSpec]) -> list[CounterStatus]:
         specs = list(counters)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import heapq
 import threading
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._engine import Tx
+from .._budgets import Unit
+from .._money import INT64_MAX
+from ._engine import COUNTER_RETENTION_MS, Tx, counter_key, window_cached
 from ._local import LocalLedger, wall_clock_ms
-from ._types import JournalEntry
+from ._types import HeldCounter, Hold, JournalEntry, Outcome, Refusal, Reservation
 
 Meta = dict[str, Any]
 
@@ -28,6 +30,17 @@ class _Counter:
     expires_at: int | None = None
     leases: dict[str, tuple[int, int]] = field(default_factory=dict)  # res_id -> (expires_at, amount)
     heap: list[tuple[int, str]] = field(default_factory=list)  # (expires_at, res_id), lazily cleaned
+
+    def settled(self, now: int) -> bool:
+        """No expired lease waits to be reclaimed (drops the heap entries of resolved leases)."""
+        heap = self.heap
+        while heap and heap[0][0] <= now:
+            expires_at, res_id = heap[0]
+            lease = self.leases.get(res_id)
+            if lease is not None and lease[0] == expires_at:
+                return False
+            heapq.heappop(heap)
+        return True
 
 
 class _MemoryTx:
@@ -72,8 +85,8 @@ class _MemoryTx:
         return None if lease is None else lease[1]
 
     def record(self, res_id: str) -> dict[str, Any] | None:
-        found = self.s._records.get(res_id)
-        return None if found is None else dict(found[0])
+        found = self.s._records.get(res_id)  # the engine never changes a record: it puts a new one
+        return None if found is None else found[0]
 
     def put_record(self, res_id: str, record: dict[str, Any], expires_at: int) -> None:
         self.s._records[res_id] = (record, expires_at)
@@ -96,10 +109,8 @@ class _MemoryTx:
         amounts: dict[str, int],
         data: dict[str, Any],
     ) -> None:
-        entry = JournalEntry(ts, event, res_id, tuple(scopes), dict(amounts), data)  # type: ignore[arg-type]
-        self.s._entries.append(entry)
-        if len(self.s._entries) > self.s.journal_maxlen:
-            del self.s._entries[: len(self.s._entries) - self.s.journal_maxlen]
+        # a plain tuple (the entry is built when read); the deque drops the oldest past its maxlen
+        self.s._entries.append((ts, event, res_id, tuple(scopes), dict(amounts), data))
 
 
 class _MemoryTransaction:
@@ -140,7 +151,7 @@ class MemoryLedger(LocalLedger):
         self._counters: dict[str, _Counter] = {}
         self._records: dict[str, tuple[dict[str, Any], int]] = {}
         self._limits: dict[str, int] = {}
-        self._entries: list[JournalEntry] = []
+        self._entries: deque[tuple[Any, ...]] = deque(maxlen=journal_maxlen)
         self._ops = 0
         self._tx = _MemoryTransaction(self)
 
@@ -148,6 +159,70 @@ class MemoryLedger(LocalLedger):
         # The engine validates every input before its first write, so an operation that raises
         # leaves the state as it was: the lock is the whole transaction.
         return self._tx
+
+    # The common cases, specialised: a new reservation that every counter admits, and the resolution
+    # of a live one, with no expired lease to reclaim. They make the engine's very writes (the
+    # records are the engine's), so the engine handles everything else, repeats included, the same.
+
+    def _reserve(
+        self, tx: Tx, now: int, res_id: str, holds: tuple[Hold, ...], lease_ms: int, meta: Meta, enforce: bool
+    ) -> Reservation | Refusal:
+        if res_id in self._records:
+            return self._engine.reserve(tx, now, res_id, holds, lease_ms, meta, enforce)
+        counters, limits = self._counters, self._limits
+        plan = []
+        for hold in holds:
+            spec = hold.counter
+            window = window_cached(spec, now)
+            key = counter_key(spec, window.start)
+            c = counters.get(key)
+            limit = limits.get(spec.limit_field, spec.limit)
+            if c is None:
+                c = _Counter()
+            elif not c.settled(now) or (enforce and c.spent + c.held + hold.amount > limit):
+                return self._engine.reserve(tx, now, res_id, holds, lease_ms, meta, enforce)
+            if enforce and hold.amount > limit:
+                return self._engine.reserve(tx, now, res_id, holds, lease_ms, meta, enforce)
+            plan.append((hold.amount, spec, window, key, c, limit))
+        expires = now + lease_ms
+        held = []
+        for amount, spec, window, key, c, limit in plan:
+            counters[key] = c
+            c.held += amount
+            if window.end is not None:
+                c.expires_at = window.end + COUNTER_RETENTION_MS
+            c.leases[res_id] = (expires, amount)
+            heapq.heappush(c.heap, (expires, res_id))
+            held.append(HeldCounter(spec, window.start, window.end, amount, limit))
+        return self._engine.held(tx, res_id, tuple(held), now, expires, meta)
+
+    def _resolve(
+        self, tx: Tx, now: int, res_id: str, actual: Mapping[Unit, int] | None, meta: Meta
+    ) -> Outcome:
+        found = self._records.get(res_id)
+        if found is None or found[0]["state"] != "held":
+            return self._engine.resolve(tx, now, res_id, actual, meta)
+        record = found[0]
+        rows = []
+        for h in record["held"]:
+            c = self._counters.get(counter_key(h.counter, h.window_start))
+            charge = 0 if actual is None else actual.get(h.counter.unit)
+            if (
+                c is None
+                or charge is None
+                or res_id not in c.leases
+                or not c.settled(now)
+                or c.spent + charge > INT64_MAX
+            ):
+                return self._engine.resolve(tx, now, res_id, actual, meta)
+            rows.append((c, charge, charge > h.amount))
+        after = []
+        for c, charge, _ in rows:
+            c.held -= c.leases.pop(res_id)[1]
+            c.spent += charge
+            after.append(c.spent)
+        overrun = any(over for _, _, over in rows)
+        return self._engine.resolved(tx, now, res_id, record, actual, meta, overrun, False, tuple(after))
 
     def _prune(self, now: int) -> None:
         for key in [k for k, r in self._records.items() if r[1] <= now]:
@@ -160,7 +235,7 @@ class MemoryLedger(LocalLedger):
     ) -> Iterator[JournalEntry]:
         with self._lock:
             entries = list(self._entries)
-        for entry in entries:
-            if (since is None or entry.ts >= since) and (until is None or entry.ts < until):
-                # a copy: what a reader does with an entry's data never rewrites the journal
-                yield dataclasses.replace(entry, data=copy.deepcopy(entry.data))
+        for ts, event, res_id, scopes, amounts, data in entries:
+            if (since is None or ts >= since) and (until is None or ts < until):
+                # copies: what a reader does with an entry never rewrites the journal
+                yield JournalEntry(ts, event, res_id, scopes, dict(amounts), copy.deepcopy(data))

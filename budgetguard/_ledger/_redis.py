@@ -218,7 +218,7 @@ class _Flows:
     def resolve(self, ref: ReservationRef, actual: Amounts | None, meta: str) -> Flow:
         res_id = check_reservation_id(ref.id if isinstance(ref, Reservation) else ref)
         held: tuple[HeldCounter, ...] = yield from self._held(ref)
-        parsed = None if actual is None else check_actual(actual, {h.counter.unit for h in held})
+        parsed = None if actual is None else check_actual(actual, held)
         op = "release" if parsed is None else "commit"
         amounts = {h.counter.unit: h.amount for h in held} if parsed is None else parsed
         keys: list[str] = [self.keys.record(res_id), self.keys.journal]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
 import re
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -59,7 +59,7 @@ def check_reservation_id(value: object) -> str:
 
 
 def check_lease(seconds: object) -> int:
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         raise TypeError(f"lease must be a number of seconds, got {seconds!r}")
     lease_ms = round(seconds * 1000)
     if not 0 < lease_ms <= 30 * 86_400_000:
@@ -68,7 +68,7 @@ def check_lease(seconds: object) -> int:
 
 
 def new_reservation_id() -> str:
-    return secrets.token_hex(12)
+    return os.urandom(12).hex()  # secrets.token_hex(12), without its two call layers
 
 
 def to_datetime(ms: int) -> datetime:
@@ -87,11 +87,14 @@ class CounterSpec:
     tz: str = "UTC"
     limit_field: str = field(init=False, repr=False, compare=False)
     """The counter's identity as text: the key of its run-time limit (JSON: injective for any id)."""
+    label: str = field(init=False, repr=False, compare=False)
+    """``str(scope)``, as the journal names it."""
 
     def __post_init__(self) -> None:
         check_amount(self.limit, "limit")
         identity = [self.scope.kind, self.scope.id, self.unit.value, self.period.value, self.tz]
         object.__setattr__(self, "limit_field", json.dumps(identity))
+        object.__setattr__(self, "label", str(self.scope))
 
     def window(self, now_ms: int) -> Window:
         return window_for(self.period, self.tz, now_ms)
@@ -247,15 +250,22 @@ class JournalEntry:
         return value if isinstance(value, str) else None
 
 
-def check_actual(actual: Amounts, units: Iterable[Unit]) -> dict[Unit, int]:
-    """Validate a commit's actual amounts: one non-negative int64 per unit the reservation holds."""
+def check_actual(actual: Amounts, held: Iterable[Unit | HeldCounter]) -> dict[Unit, int]:
+    """Validate a commit's actual amounts: one non-negative int64 per unit the reservation holds
+    (``held``: its units, or its held counters)."""
     parsed: dict[Unit, int] = {}
     for key, value in actual.items():
         unit = UNITS.get(key)
         if unit is None:
             raise ValueError(f"unknown unit {key!r} in actual; use usd, tokens or requests")
-        parsed[unit] = check_amount(value, f"actual {unit.value}")
-    missing = [u.value for u in units if u not in parsed]
+        if type(value) is not int or not 0 <= value <= INT64_MAX:  # the common case without a call
+            check_amount(value, f"actual {unit.value}")
+        parsed[unit] = value
+    missing = set()
+    for h in held:
+        unit = h if isinstance(h, Unit) else h.counter.unit
+        if unit not in parsed:
+            missing.add(unit.value)
     if missing:
         raise ValueError(
             f"actual has no amount for {', '.join(sorted(missing))}, which the reservation holds"
@@ -268,8 +278,25 @@ def check_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
     if not meta:
         return {}
     data = dict(meta)
+    if _plain_json(data, 4):
+        return data
     try:
         json.dumps(data)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"journal data must be JSON-serializable: {exc}") from exc
     return data
+
+
+def _plain_json(value: object, depth: int) -> bool:
+    """True when ``value`` is made of plain dicts (str keys), lists, str, int, float, bool and None
+    only: what ``json.dumps`` surely takes, checked without encoding (False: let ``json.dumps`` say)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or kind is float or value is None:
+        return True
+    if depth == 0:
+        return False
+    if kind is dict:
+        return all(type(k) is str and _plain_json(v, depth - 1) for k, v in value.items())  # type: ignore[attr-defined]
+    if kind is list or kind is tuple:
+        return all(_plain_json(v, depth - 1) for v in value)  # type: ignore[attr-defined]
+    return False
