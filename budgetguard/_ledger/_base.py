@@ -170,23 +170,15 @@ class AsyncLedger(ABC):
 # -- the stored form of a reservation's holds (shared by every store) -----------------------------
 
 
+def held_fields(counter: CounterSpec, window_start: int, window_end: int | None) -> list[Any]:
+    """A stored hold's fields up to its amount and limit (the layout ``decode_held`` reads)."""
+    c = counter
+    return [c.scope.kind, c.scope.id, c.unit.value, c.period.value, c.tz, c.limit, window_start, window_end]
+
+
 def encode_held(held: Iterable[HeldCounter]) -> str:
     return json.dumps(
-        [
-            [
-                h.counter.scope.kind,
-                h.counter.scope.id,
-                h.counter.unit.value,
-                h.counter.period.value,
-                h.counter.tz,
-                h.counter.limit,
-                h.window_start,
-                h.window_end,
-                h.amount,
-                h.limit,
-            ]
-            for h in held
-        ],
+        [[*held_fields(h.counter, h.window_start, h.window_end), h.amount, h.limit] for h in held],
         separators=(",", ":"),
     )
 

@@ -25,7 +25,7 @@ from datetime import datetime
 from importlib import resources
 from typing import Any
 
-from .._budgets import Scope, Unit
+from .._budgets import Scope, Unit, Window
 from .._errors import ConfigurationError, LedgerError
 from ._base import (
     DEFAULT_LEASE,
@@ -33,12 +33,13 @@ from ._base import (
     Ledger,
     ReservationRef,
     decode_held,
-    encode_held,
+    held_fields,
     journal_matches,
     scope_labels,
 )
 from ._engine import COUNTER_RETENTION_MS, RECORD_RETENTION_MS, window_cached
 from ._types import (
+    UNITS,
     Amounts,
     CounterSpec,
     CounterStatus,
@@ -134,7 +135,39 @@ def _label_json(counter: CounterSpec) -> str:
 
 
 def _amounts_json(amounts: Mapping[Unit, int]) -> str:
-    return json.dumps({u.value: v for u, v in amounts.items()}, separators=(",", ":"))
+    return "{" + ",".join(f'"{u.value}":{v}' for u, v in amounts.items()) + "}"  # units are plain words
+
+
+_scopes: dict[tuple[str, ...], str] = {}
+
+
+def _scopes_json(held: Iterable[HeldCounter]) -> str:
+    labels = tuple(h.counter.label for h in held)
+    found = _scopes.get(labels)
+    if found is None:
+        if len(_scopes) > 10_000:
+            _scopes.clear()
+        found = _scopes[labels] = json.dumps(scope_labels(held))
+    return found
+
+
+class _Slot:
+    """What a call says about one counter in one window, encoded once (counters repeat)."""
+
+    __slots__ = ("commit_arg", "held_json", "keys", "reserve_arg")
+
+    def __init__(self, keys: _Keys, counter: CounterSpec, start: int, end: int | None) -> None:
+        self.keys = keys.counter(counter, start)
+        label, unit = _label_json(counter), counter.unit.value
+        expire_at = "" if end is None else end + COUNTER_RETENTION_MS
+        window_end = "" if end is None else end
+        field = keys.limit_field(counter)
+        self.reserve_arg = f",{counter.limit},{start},{window_end},{expire_at},{unit},{field},{label}"
+        """Follows the amount: the packed per-hold argument of ``reserve.lua``."""
+        self.held_json = json.dumps(held_fields(counter, start, end), separators=(",", ":"))[:-1] + ","
+        """A hold on this counter as ``encode_held`` writes it, up to its amount and limit."""
+        self.commit_arg = f",{unit},{label}"
+        """Follows the charge: the packed per-counter argument of ``commit.lua``."""
 
 
 def _check_reply_window(reply: list[str]) -> int | None:
@@ -148,6 +181,7 @@ class _Flows:
         self.namespace = namespace
         self.keys = _Keys(namespace)
         self.journal_maxlen = journal_maxlen
+        self._slots: dict[tuple[str, int, int], _Slot] = {}
 
     def checked_reserve(
         self,
@@ -162,25 +196,31 @@ class _Flows:
         res_id = new_reservation_id() if res_id is None else check_reservation_id(res_id)
         return self.reserve(checked, check_lease(lease), res_id, _meta(meta), enforce)
 
+    def slot(self, counter: CounterSpec, window: Window | HeldCounter) -> _Slot:
+        start, end = (window.start, window.end) if isinstance(window, Window) else (
+            window.window_start, window.window_end)  # fmt: skip
+        key = (counter.limit_field, counter.limit, start)
+        found = self._slots.get(key)
+        if found is None:
+            if len(self._slots) > 10_000:
+                self._slots.clear()
+            found = self._slots[key] = _Slot(self.keys, counter, start, end)
+        return found
+
     def reserve(self, holds: tuple[Hold, ...], lease_ms: int, res_id: str, meta: str, enforce: bool) -> Flow:
         now = time.time_ns() // 1_000_000  # a guess: the script checks it against the server's TIME
+        head: list[str | int] = [res_id, lease_ms, RECORD_RETENTION_MS, self.journal_maxlen, meta]
         for _ in range(3):
             windows = [window_cached(h.counter, now) for h in holds]
-            held = [
-                HeldCounter(h.counter, w.start, w.end, h.amount, h.counter.limit)
-                for h, w in zip(holds, windows, strict=True)
-            ]
+            slots = [self.slot(h.counter, w) for h, w in zip(holds, windows, strict=True)]
             keys: list[str] = [self.keys.record(res_id), self.keys.limits, self.keys.journal]
-            args: list[str | int] = [res_id, lease_ms, RECORD_RETENTION_MS, self.journal_maxlen]
-            args += [meta, encode_held(held), "1" if enforce else "0", len(holds)]
-            for hold, window in zip(holds, windows, strict=True):
-                keys.extend(self.keys.counter(hold.counter, window.start))
-                expire_at = "" if window.end is None else window.end + COUNTER_RETENTION_MS
-                args += [
-                    hold.amount, hold.counter.limit, self.keys.limit_field(hold.counter), window.start,
-                    "" if window.end is None else window.end, expire_at, _label_json(hold.counter),
-                    hold.counter.unit.value,
-                ]  # fmt: skip
+            held_json = []
+            args = [*head, "", "1" if enforce else "0"]
+            for hold, slot in zip(holds, slots, strict=True):
+                keys += slot.keys
+                held_json.append(f"{slot.held_json}{hold.amount},{hold.counter.limit}]")
+                args.append(f"{hold.amount}{slot.reserve_arg}")
+            args[5] = f"[{','.join(held_json)}]"
             reply = yield _Call("reserve", tuple(keys), tuple(args))
             server_now = _check_reply_window(reply)
             if server_now is not None:
@@ -192,14 +232,18 @@ class _Flows:
                 refusal = Refusal(index, int(reply[2]), int(reply[3]), int(reply[4]), int(reply[5]),
                                   int(end) if end else None, refused)  # fmt: skip
                 raise refusal.error(holds)
-            duplicate = reply[4] == "1"
-            stored = decode_held(reply[5]) if duplicate else held  # a repeat returns the first holds
             limits = [int(x) for x in reply[3].split(",")]
-            held_counters = tuple(
-                HeldCounter(h.counter, h.window_start, h.window_end, h.amount, limit)
-                for h, limit in zip(stored, limits, strict=True)
-            )
-            return Reservation(res_id, held_counters, int(reply[1]), int(reply[2]), duplicate=duplicate)
+            if reply[4] == "1":  # a repeat returns the first call's holds
+                held = tuple(
+                    HeldCounter(h.counter, h.window_start, h.window_end, h.amount, limit)
+                    for h, limit in zip(decode_held(reply[5]), limits, strict=True)
+                )
+            else:
+                held = tuple(
+                    HeldCounter(h.counter, w.start, w.end, h.amount, limit)
+                    for h, w, limit in zip(holds, windows, limits, strict=True)
+                )
+            return Reservation(res_id, held, int(reply[1]), int(reply[2]), duplicate=reply[4] == "1")
         raise LedgerError("the Redis server's clock keeps moving across window boundaries; check its time")
 
     def _held(self, ref: ReservationRef) -> Flow:
@@ -223,16 +267,13 @@ class _Flows:
         amounts = {h.counter.unit: h.amount for h in held} if parsed is None else parsed
         keys: list[str] = [self.keys.record(res_id), self.keys.journal]
         args: list[str | int] = [
-            res_id, RECORD_RETENTION_MS, self.journal_maxlen, meta, json.dumps(scope_labels(held)),
-            _amounts_json(amounts), len(held),
+            res_id, RECORD_RETENTION_MS, self.journal_maxlen, meta, _scopes_json(held),
+            _amounts_json(amounts),
         ]  # fmt: skip
         for h in held:
-            keys.extend(self.keys.counter(h.counter, h.window_start))
-            args += [
-                "" if parsed is None else parsed[h.counter.unit],
-                _label_json(h.counter),
-                h.counter.unit.value,
-            ]
+            slot = self.slot(h.counter, h)
+            keys += slot.keys
+            args.append(slot.commit_arg if parsed is None else f"{parsed[h.counter.unit]}{slot.commit_arg}")
         reply = yield _Call(op, tuple(keys), tuple(args))
         if reply[0] == "UNKNOWN":
             raise ReservationError(
@@ -241,14 +282,18 @@ class _Flows:
         if reply[0] == "REFUSED":
             raise ReservationError(f"reservation {res_id!r} was refused; it holds nothing to resolve")
         state, charged, overrun, expired = reply[1], reply[2], reply[3], reply[4]
+        if parsed is not None and reply[0] == "DONE":
+            charges: Mapping[Unit, int] = parsed  # what the script charged: ours
+        else:
+            charges = {UNITS[k]: int(v) for k, v in json.loads(charged or "{}").items()}
         return Outcome(
-            id=res_id,
-            state=state,
-            charged={Unit(k): int(v) for k, v in json.loads(charged or "{}").items()},
-            overrun=overrun == "1",
-            expired=expired == "1",
-            duplicate=reply[0] == "DUP",
-            spent=tuple(int(x) for x in reply[5:]) if reply[0] == "DONE" else (),
+            res_id,
+            state,
+            charges,
+            overrun == "1",
+            expired == "1",
+            reply[0] == "DUP",
+            tuple(int(x) for x in reply[5:]) if reply[0] == "DONE" else (),
         )
 
     def status(self, counters: list[CounterSpec]) -> Flow:

@@ -429,6 +429,18 @@ def redis_ledger(redis_url: str, namespace: str) -> Iterator[RedisLedger]:
         yield store
 
 
+def _mutated(args: list[Any], index: int, field: int | None, bad: str) -> list[Any]:
+    """``args`` with argument ``index`` (or, ``field`` given, that field of a packed argument) = ``bad``."""
+    out = list(args)
+    if field is None:
+        out[index] = bad
+    else:
+        parts = str(out[index]).split(",")
+        parts[field] = bad
+        out[index] = ",".join(parts)
+    return out
+
+
 def _expect_invalid(ledger: RedisLedger, op: str, keys: list[str], args: list[Any]) -> None:
     before = _snapshot(ledger.client, ledger.namespace)
     with pytest.raises(redis.ResponseError, match="BGINVALID"):
@@ -446,22 +458,20 @@ def test_scripts_refuse_bad_integers_before_writing(redis_ledger: RedisLedger, b
     assert ledger.client.dbsize() > 0
 
     keys, args = _reserve_call(ledger, [Hold(user, 5), Hold(glob, 5)], "bad-reserve")
-    first, second = 8, 8 + 8  # ARGV offsets of each hold's fields (see reserve.lua: 8 header args)
-    for index in (first + 0, second + 0, first + 1, second + 1, first + 3, first + 4, first + 5, 1, 2, 3):
-        mutated = list(args)
-        mutated[index] = bad
-        if bad == "" and index in (first + 4, first + 5):
+    first, second = 7, 7 + 1  # ARGV offsets of each hold's packed fields (see reserve.lua: 7 header args)
+    # packed hold fields: amount, default limit, window start, window end, expiry
+    for index, field in [(first, 0), (second, 0), (first, 1), (second, 1), (first, 2), (first, 3),
+                         (first, 4), (1, None), (2, None), (3, None)]:  # fmt: skip
+        if bad == "" and field in (3, 4):
             continue  # '' means "no window end" / "no expiry" there
-        _expect_invalid(ledger, "reserve", keys, mutated)
+        _expect_invalid(ledger, "reserve", keys, _mutated(args, index, field, bad))
 
     flow = ledger._flows.resolve(held, {"usd": 5}, "{}")
     call = next(flow)
     flow.close()
     assert call.op == "commit"
-    for index in (7, 10, 1, 2):  # charge of each counter, retention, journal maxlen
-        mutated = list(call.args)
-        mutated[index] = bad
-        _expect_invalid(ledger, "commit", list(call.keys), mutated)
+    for index, field in [(6, 0), (7, 0), (1, None), (2, None)]:  # each counter's charge, retention, maxlen
+        _expect_invalid(ledger, "commit", list(call.keys), _mutated(list(call.args), index, field, bad))
 
     if bad != "":  # '' clears the override
         limit_args = [ledger._flows.keys.limit_field(user), bad]
@@ -482,6 +492,7 @@ def test_scripts_refuse_bad_arity(redis_ledger: RedisLedger) -> None:
         (keys, [*args[:6], "2", *args[7:]]),
         (keys[:-1], args),
         (keys, args[:-1]),
+        (keys, [*args, args[-1]]),
         (keys, [*args[:6], "x"]),
     ]:
         _expect_invalid(ledger, "reserve", k, a)

@@ -13,11 +13,19 @@ local function limbs(s)
 end
 
 local function is_int64(s)
-  if type(s) ~= 'string' or #s == 0 or #s > 19 or not string.match(s, '^%d+$') then return false end
-  if #s > 1 and string.byte(s, 1) == 48 then return false end  -- no leading zeros ('0' is 48)
-  if #s < 19 then return true end  -- at most 18 digits: below 2^63 - 1
+  if type(s) ~= 'string' then return false end
+  local n = #s
+  if n == 0 or n > 19 or string.find(s, '%D') then return false end
+  if n > 1 and string.byte(s, 1) == 48 then return false end  -- no leading zeros ('0' is 48)
+  if n < 19 then return true end  -- at most 18 digits: below 2^63 - 1
   local h, l = limbs(s)
   return h < MAX_H or (h == MAX_H and l <= MAX_L)
+end
+
+-- a sum of two int64 given as limbs, as a decimal string (exact past 2^53)
+local function decimal(h, l)
+  if h == 0 then return string.format('%d', l) end
+  return string.format('%d%09d', h, l)
 end
 
 local function add(ah, al, bh, bl)

@@ -1,15 +1,20 @@
 -- Shared body of commit and release (prepended after _lib.lua; the script sets MODE first).
 -- KEYS: record, journal, then (counter, leases) per held counter, in reservation order.
--- ARGV: id, retention_ms, journal_maxlen, meta_json, scopes_json, amounts_json, n,
---       then per counter: charge ('' on release), label_json, unit.
+-- ARGV: id, retention_ms, journal_maxlen, meta_json, scopes_json, amounts_json,
+--       then one per counter, packed: 'charge,unit,label_json' (charge '' on release).
 local function resolve(mode)
   local id, retention, maxlen, meta, scopes, amounts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-  local n = tonumber(ARGV[7])
-  if not n or n < 1 or #KEYS ~= 2 + 2 * n or #ARGV ~= 7 + 3 * n then return fail('arity') end
+  local H = 6
+  local n = #ARGV - H
+  if n < 1 or #KEYS ~= 2 + 2 * n then return fail('arity') end
   if not check_common(maxlen, retention) then return fail('retention') end
+  local counters = {}
   for i = 1, n do
-    local charge = ARGV[7 + 3 * (i - 1) + 1]
-    if mode == 'committed' and not is_int64(charge) then return fail('amount') end
+    local c = {string.match(ARGV[H + i], '^(%d*),(%l+),(%[.*%])$')}  -- charge, unit, label_json
+    if #c ~= 3 then return fail('counter') end
+    if mode == 'committed' and not is_int64(c[1]) then return fail('amount') end
+    if mode == 'released' and c[1] ~= '' then return fail('amount') end
+    counters[i] = c
   end
   local r = redis.call('HMGET', KEYS[1], 'state', 'n', 'amts', 'expires', 'meta', 'charged', 'overrun', 'expired')
   local state = r[1]
@@ -19,20 +24,22 @@ local function resolve(mode)
   if tonumber(r[2]) ~= n then return fail('counters') end
   local held_amts = {}
   for a in string.gmatch(r[3], '[^,]+') do held_amts[#held_amts + 1] = a end
+  local after = {}
   if mode == 'committed' then
     for i = 1, n do  -- overflow check before the first write
       local sh, sl = num(redis.call('HGET', KEYS[1 + 2 * i], 'spent'))
-      local ch, cl = limbs(ARGV[7 + 3 * (i - 1) + 1])
-      if not fits(add(sh, sl, ch, cl)) then return fail('overflow') end
+      local ch, cl = limbs(counters[i][1])
+      sh, sl = add(sh, sl, ch, cl)
+      if not fits(sh, sl) then return fail('overflow') end
+      after[i] = decimal(sh, sl)  -- spent after this commit (reclaiming never changes spent)
     end
   end
   local now = now_ms()
   local expired, overrun = '0', '0'
-  local after = {}
   for i = 1, n do
-    local a = 7 + 3 * (i - 1)
+    local c = counters[i]
     local counter, leases = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
-    reclaim(counter, leases, now, ARGV[a + 2], ARGV[a + 3], KEYS[2], maxlen)
+    reclaim(counter, leases, now, c[3], c[2], KEYS[2], maxlen)
     local amt = redis.call('HGET', counter, 'r:' .. id)
     if amt then
       if amt ~= '0' then redis.call('HINCRBY', counter, 'held', '-' .. amt) end
@@ -42,9 +49,8 @@ local function resolve(mode)
       expired = '1'
     end
     if mode == 'committed' then
-      local charge = ARGV[a + 1]
+      local charge = c[1]
       if charge ~= '0' then redis.call('HINCRBY', counter, 'spent', charge) end
-      after[i] = redis.call('HGET', counter, 'spent') or '0'  -- a string: exact past 2^53
       local ch, cl = limbs(charge)
       local hh, hl = limbs(held_amts[i])
       if not le(ch, cl, hh, hl) then overrun = '1' end

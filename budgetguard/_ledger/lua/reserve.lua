@@ -1,22 +1,23 @@
 -- reserve: admit a reservation on every counter or on none.
 -- KEYS: record, limits, journal, then (counter, leases) per hold.
--- ARGV: id, lease_ms, retention_ms, journal_maxlen, meta_json, held_json, enforce ('1'|'0'), n,
---       then per hold: amount, default_limit, limit_field, window_start, window_end|'', expire_at|'',
---       label_json, unit.
+-- ARGV: id, lease_ms, retention_ms, journal_maxlen, meta_json, held_json, enforce ('1'|'0'),
+--       then one per hold, packed (one argument costs the client more than the server's string.match):
+--       'amount,default_limit,window_start,window_end|,expire_at|,unit,limit_field,label_json'.
 local id, lease, retention, maxlen, meta, held_json = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local enforce = ARGV[7] == '1'
-local n = tonumber(ARGV[8])
-local H = 8  -- header arguments before the per-hold ones
-if not n or n < 1 or #KEYS ~= 3 + 2 * n or #ARGV ~= H + 8 * n then return fail('arity') end
+local H = 7  -- header arguments before the per-hold ones
+local n = #ARGV - H
+if n < 1 or #KEYS ~= 3 + 2 * n then return fail('arity') end
 if ARGV[7] ~= '1' and ARGV[7] ~= '0' then return fail('enforce') end
 if not is_int64(lease) or lease == '0' or not check_common(maxlen, retention) then return fail('lease') end
+local holds = {}
 for i = 1, n do
-  local a = H + 8 * (i - 1)
-  if not is_int64(ARGV[a + 1]) or not is_int64(ARGV[a + 2]) or not is_int64(ARGV[a + 4]) then
-    return fail('amount')
-  end
-  if ARGV[a + 5] ~= '' and not is_int64(ARGV[a + 5]) then return fail('window') end
-  if ARGV[a + 6] ~= '' and not is_int64(ARGV[a + 6]) then return fail('expiry') end
+  local h = {string.match(ARGV[H + i], '^(%d+),(%d+),(%d+),(%d*),(%d*),(%l+),([%w_-]+),(%[.*%])$')}
+  if #h ~= 8 then return fail('hold') end
+  if not is_int64(h[1]) or not is_int64(h[2]) or not is_int64(h[3]) then return fail('amount') end
+  if h[4] ~= '' and not is_int64(h[4]) then return fail('window') end
+  if h[5] ~= '' and not is_int64(h[5]) then return fail('expiry') end
+  holds[i] = h  -- amount, default_limit, window_start, window_end, expire_at, unit, limit_field, label_json
 end
 
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -30,24 +31,22 @@ end
 
 local now = now_ms()
 for i = 1, n do
-  local a = H + 8 * (i - 1)
-  if now < tonumber(ARGV[a + 4]) or (ARGV[a + 5] ~= '' and now >= tonumber(ARGV[a + 5])) then
+  local h = holds[i]
+  if now < tonumber(h[3]) or (h[4] ~= '' and now >= tonumber(h[4])) then
     return {'WINDOW', tostring(now)}
   end
 end
 
 for i = 1, n do
-  local a = H + 8 * (i - 1)
-  reclaim(KEYS[2 + 2 * i], KEYS[3 + 2 * i], now, ARGV[a + 7], ARGV[a + 8], KEYS[3], maxlen)
+  reclaim(KEYS[2 + 2 * i], KEYS[3 + 2 * i], now, holds[i][8], holds[i][6], KEYS[3], maxlen)
 end
 
-local lims = {}
+local lims, fresh = {}, {}
 for i = 1, n do
-  local a = H + 8 * (i - 1)
-  local counter = KEYS[2 + 2 * i]
-  local amount = ARGV[a + 1]
-  local limit = redis.call('HGET', KEYS[2], ARGV[a + 3]) or ARGV[a + 2]
-  local c = redis.call('HMGET', counter, 'spent', 'held')
+  local h = holds[i]
+  local amount = h[1]
+  local limit = redis.call('HGET', KEYS[2], h[7]) or h[2]
+  local c = redis.call('HMGET', KEYS[2 + 2 * i], 'spent', 'held')
   local spent, held = c[1] or '0', c[2] or '0'
   local sh, sl = num(spent)
   local hh, hl = num(held)
@@ -57,31 +56,33 @@ for i = 1, n do
   local lh, ll = limbs(limit)
   if enforce and not le(th, tl, lh, ll) then
     redis.call('HSET', KEYS[1], 'state', 'refused', 'idx', i - 1, 'limit', limit, 'spent', spent,
-      'held', held, 'requested', amount, 'wend', ARGV[a + 5], 'holds', held_json)
+      'held', held, 'requested', amount, 'wend', h[4], 'holds', held_json)
     redis.call('PEXPIREAT', KEYS[1], now + tonumber(retention))
-    xadd(KEYS[3], maxlen, now, 'refused', id, ARGV[a + 7], '{"' .. ARGV[a + 8] .. '":' .. amount .. '}',
-      meta, '{}', '{}')
-    return {'REFUSED', tostring(i - 1), limit, spent, held, amount, ARGV[a + 5], '0', held_json}
+    xadd(KEYS[3], maxlen, now, 'refused', id, h[8], '{"' .. h[6] .. '":' .. amount .. '}', meta, '{}', '{}')
+    return {'REFUSED', tostring(i - 1), limit, spent, held, amount, h[4], '0', held_json}
   end
   lims[i] = limit
+  -- TTLs are set when a key is created: a counter's hash lives as long as its window (plus
+  -- retention); its leases set is deleted when it empties, which only happens with nothing held.
+  fresh[i] = {c[1] == false and c[2] == false, held == '0'}
 end
 
 local expires = now + tonumber(lease)
 local amts = {}
 for i = 1, n do
-  local a = H + 8 * (i - 1)
+  local h = holds[i]
   local counter, leases = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
-  redis.call('HINCRBY', counter, 'held', ARGV[a + 1])
-  redis.call('HSET', counter, 'r:' .. id, ARGV[a + 1])
+  if h[1] ~= '0' then redis.call('HINCRBY', counter, 'held', h[1]) end
+  redis.call('HSET', counter, 'r:' .. id, h[1])
   redis.call('ZADD', leases, expires, id)
-  if ARGV[a + 6] ~= '' then
-    redis.call('PEXPIREAT', counter, ARGV[a + 6])
-    redis.call('PEXPIREAT', leases, ARGV[a + 6])
+  if h[5] ~= '' then
+    if fresh[i][1] then redis.call('PEXPIREAT', counter, h[5]) end
+    if fresh[i][2] then redis.call('PEXPIREAT', leases, h[5]) end
   end
-  amts[i] = ARGV[a + 1]
+  amts[i] = h[1]
 end
 local lims_csv = table.concat(lims, ',')
 redis.call('HSET', KEYS[1], 'state', 'held', 'created', now, 'expires', expires, 'lims', lims_csv,
   'amts', table.concat(amts, ','), 'held', held_json, 'meta', meta, 'n', n)
 redis.call('PEXPIREAT', KEYS[1], expires + tonumber(retention))
-return {'OK', tostring(now), tostring(expires), lims_csv, '0', held_json}
+return {'OK', tostring(now), tostring(expires), lims_csv, '0'}
