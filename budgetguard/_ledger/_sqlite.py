@@ -11,7 +11,6 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from .._errors import LedgerError
 from ._base import decode_held, decode_refusal, encode_held, encode_refusal
 from ._engine import Tx
 from ._local import LocalLedger, journal_entry, wall_clock_ms
-from ._types import JournalEntry
+from ._types import HeldCounter, JournalEntry
 
 Meta = dict[str, Any]
 
@@ -49,15 +48,38 @@ CREATE INDEX IF NOT EXISTS journal_by_time ON journal (ts);
 """
 
 
+_decoded: dict[str, tuple[HeldCounter, ...]] = {}
+
+
+def _decode_held(text: str) -> tuple[HeldCounter, ...]:
+    """``decode_held``, memoized: a record is read back by its commit, in this process or another one
+    (immutable values, safe to share)."""
+    found = _decoded.get(text)
+    if found is None:
+        if len(_decoded) > 10_000:
+            _decoded.clear()
+        found = _decoded[text] = decode_held(text)
+    return found
+
+
 class _SQLiteTx:
+    """One transaction. The counter rows it reads or writes are kept (it holds the write lock: nobody
+    else changes them meanwhile), and so is the stored form of the holds it read."""
+
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
+        self.rows: dict[str, tuple[int, int]] = {}
+        self.held_text: tuple[tuple[HeldCounter, ...], str] | None = None
 
     def counter(self, key: str) -> tuple[int, int]:
-        row = self.db.execute("SELECT spent, held FROM counters WHERE key = ?", (key,)).fetchone()
-        return (0, 0) if row is None else (row[0], row[1])
+        found = self.rows.get(key)
+        if found is None:
+            row = self.db.execute("SELECT spent, held FROM counters WHERE key = ?", (key,)).fetchone()
+            found = self.rows[key] = (0, 0) if row is None else (row[0], row[1])
+        return found
 
     def put_counter(self, key: str, spent: int, held: int, expires_at: int | None, label: str) -> None:
+        self.rows[key] = (spent, held)
         self.db.execute(
             "INSERT INTO counters (key, spent, held, expires_at, label) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (key) DO UPDATE SET spent = excluded.spent, held = excluded.held, "
@@ -89,7 +111,9 @@ class _SQLiteTx:
             return None
         record: dict[str, Any] = json.loads(row[0])
         if "held" in record:
-            record["held"] = decode_held(record["held"])
+            text = record["held"]
+            record["held"] = _decode_held(text)
+            self.held_text = (record["held"], text)
         if "refusal" in record:
             record["refusal"] = decode_refusal(record["refusal"])
         return record
@@ -97,7 +121,9 @@ class _SQLiteTx:
     def put_record(self, res_id: str, record: dict[str, Any], expires_at: int) -> None:
         stored = dict(record)
         if "held" in stored:
-            stored["held"] = encode_held(stored["held"])
+            known = self.held_text
+            held = stored["held"]
+            stored["held"] = known[1] if known is not None and known[0] is held else encode_held(held)
         if "refusal" in stored:
             stored["refusal"] = encode_refusal(stored["refusal"])
         self.db.execute(
@@ -133,6 +159,40 @@ class _SQLiteTx:
             "INSERT INTO journal (ts, event, res_id, scopes, amounts, data) VALUES (?, ?, ?, ?, ?, ?)",
             (ts, event, res_id, json.dumps(scopes), json.dumps(amounts), json.dumps(data, sort_keys=True)),
         )
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (a class, not @contextmanager: this is the hot path)."""
+
+    def __init__(self, store: SQLiteLedger) -> None:
+        self.store = store
+        self.db = store._db()
+
+    def __enter__(self) -> Tx:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"the SQLite ledger at {self.store.path} is unavailable: {exc}") from exc
+        return _SQLiteTx(self.db)
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        db, store = self.db, self.store
+        if kind is None:
+            try:
+                store._ops += 1
+                if store._ops % 512 == 0:
+                    store._prune(db)
+                db.execute("COMMIT")
+                return
+            except sqlite3.Error as error:
+                db.execute("ROLLBACK")
+                raise LedgerError(f"SQLite ledger operation failed: {error}") from error
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise LedgerError(f"SQLite ledger operation failed: {exc}") from exc
 
 
 class SQLiteLedger(LocalLedger):
@@ -178,25 +238,8 @@ class SQLiteLedger(LocalLedger):
                 self._connections.append(db)
         return db
 
-    @contextmanager
-    def _transaction(self) -> Iterator[Tx]:
-        db = self._db()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise LedgerError(f"the SQLite ledger at {self.path} is unavailable: {exc}") from exc
-        try:
-            yield _SQLiteTx(db)
-            self._ops += 1
-            if self._ops % 512 == 0:
-                self._prune(db)
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            db.execute("ROLLBACK")
-            raise LedgerError(f"SQLite ledger operation failed: {exc}") from exc
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self)
 
     def _prune(self, db: sqlite3.Connection) -> None:
         now = self._clock()
