@@ -202,6 +202,7 @@ class Guard:
         self._async: AsyncLedger | None = ledger if isinstance(ledger, AsyncLedger) else None
         self._open_lock = threading.Lock()
         self._counters: dict[tuple[Scope, ...], tuple[CounterSpec, ...]] = {}
+        self._hold_sets: dict[tuple[tuple[Scope, ...], int, int], tuple[Hold, ...]] = {}
 
     # -- stores ---------------------------------------------------------------------------------
 
@@ -266,15 +267,16 @@ class Guard:
         return tuple(specs)
 
     def _holds(self, scopes: Sequence[Scope], est: Estimate) -> tuple[Hold, ...]:
-        amounts = {
-            Unit.USD: est.cost_nano,
-            Unit.TOKENS: est.input_tokens + est.output_tokens,
-            Unit.REQUESTS: 1,
-        }
-        holds = []
-        for spec in self.counters_for(scopes):
-            holds.append(Hold(spec, amounts[spec.unit]))
-        return tuple(holds)
+        tokens = est.input_tokens + est.output_tokens
+        key = (tuple(scopes), est.cost_nano, tokens)  # calls repeat: reuse the validated holds
+        found = self._hold_sets.get(key)
+        if found is None:
+            amounts = {Unit.USD: est.cost_nano, Unit.TOKENS: tokens, Unit.REQUESTS: 1}
+            found = tuple(Hold(spec, amounts[spec.unit]) for spec in self.counters_for(key[0]))
+            if len(self._hold_sets) > 10_000:
+                self._hold_sets.clear()
+            self._hold_sets[key] = found
+        return found
 
     # -- the flow --------------------------------------------------------------------------------
 
@@ -531,6 +533,13 @@ class Guard:
         except (TypeError, ValueError):
             signature = None
         is_async = inspect.iscoroutinefunction(inspect.unwrap(fn))
+        params = {} if signature is None else signature.parameters
+        names = params.keys()
+        by_name = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        keywords = (
+            signature is not None and provider is None and all(p.kind in by_name for p in params.values())
+        )
+        defaults = {name: p.default for name, p in params.items() if p.default is not p.empty}
         read_usage = usage or Usage.from_response
         estimator = self.estimator
 
@@ -539,7 +548,9 @@ class Guard:
         ) -> tuple[_Plan, Callable[[str | None], Any]]:
             arguments: dict[str, Any] = dict(kwargs)
             bound = None
-            if signature is not None and provider is None:
+            if keywords and not args and kwargs.keys() <= names:
+                arguments = {**defaults, **kwargs}  # what binding a keyword-only call gives, for less
+            elif signature is not None and provider is None:
                 try:
                     bound = signature.bind(*args, **kwargs)
                     bound.apply_defaults()
@@ -717,9 +728,17 @@ def _resolve_scopes(
             value = spec
         if value is not None:
             ids[kind] = str(value)
-    scopes = [Scope("global")]
-    scopes += [Scope(kind, ident) for kind, ident in ids.items() if kind != "global"]
-    return tuple(scopes)
+    key = tuple(ids.items())
+    found = _scope_sets.get(key)
+    if found is None:  # calls repeat their scopes: build and validate them once
+        found = (Scope("global"), *(Scope(kind, ident) for kind, ident in key if kind != "global"))
+        if len(_scope_sets) > 10_000:
+            _scope_sets.clear()
+        _scope_sets[key] = found
+    return found
+
+
+_scope_sets: dict[tuple[tuple[str, str], ...], tuple[Scope, ...]] = {}
 
 
 # -- streams -----------------------------------------------------------------------------------------
