@@ -8,7 +8,7 @@ all of them to the same behaviour.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from .._budgets import Unit, Window
 from .._money import INT64_MAX
@@ -224,7 +224,7 @@ class Engine:
     ) -> Outcome:
         """Store a resolution (the counters are updated already), journal it, and say how it went."""
         held_counters: tuple[HeldCounter, ...] = record["held"]
-        state = "released" if actual is None else "committed"
+        state: Literal["committed", "released"] = "released" if actual is None else "committed"
         charged = {} if actual is None else {u.value: v for u, v in actual.items()}
         outcome = {"state": state, "charged": charged, "overrun": overrun, "expired": expired}
         stored = {**record, "state": state, "outcome": outcome}
@@ -236,7 +236,7 @@ class Engine:
             data["expired"] = True
         amounts = charged if actual is not None else {h.counter.unit.value: h.amount for h in held_counters}
         tx.journal(now, state, res_id, scope_labels(held_counters), amounts, data)
-        return _outcome(res_id, outcome, spent=after)
+        return Outcome(res_id, state, {} if actual is None else dict(actual), overrun, expired, False, after)
 
     def status(self, tx: Tx, now: int, counters: Sequence[CounterSpec]) -> list[CounterStatus]:
         result = []

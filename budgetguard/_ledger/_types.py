@@ -111,7 +111,13 @@ class Hold:
         check_amount(self.amount, "hold amount")
 
 
+_last_checked: tuple[Hold, ...] = ()
+
+
 def check_holds(holds: Iterable[Hold]) -> tuple[Hold, ...]:
+    global _last_checked
+    if holds is _last_checked:  # a tuple of frozen holds: what was valid still is (callers reuse them)
+        return holds
     holds = tuple(holds)
     if not holds:
         raise ValueError("a reservation needs at least one hold")
@@ -127,6 +133,7 @@ def check_holds(holds: Iterable[Hold]) -> tuple[Hold, ...]:
                 "kind's budget)"
             )
         seen.add(key)
+    _last_checked = holds
     return holds
 
 
