@@ -66,6 +66,7 @@ from ._harness import _time_batch, compare, row
 URL_ENV = "BUDGETGUARD_BENCH_REDIS_URL"
 PAIR_TARGET = 2.3  # a pair is two round trips (two transactions) "plus little else"
 MEMORY_BUDGET_US = 20.0
+DICT_LEDGER_TARGET = 4.0  # what validation, windows, leases, idempotency and a journal may cost on top
 SQLITE_SQL_TARGET = 1.5
 SQLITE_PROCS_TARGET = 1.0
 PROCESSES = 4
@@ -129,6 +130,48 @@ def _dict_stores(n: int) -> float:
         gc.enable()
 
 
+class _DictLedger:
+    """The comparable dict-based baseline: the least any thread-safe in-memory reserve/commit ledger
+    does. Under a lock, reserve checks ``spent + held + amount <= limit`` on every counter, adds the
+    holds and files them under a random id; commit pops them and moves each hold to spent. No
+    windows, lease expiry, idempotent repeats, journal, input validation or result objects."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counters: dict[str, list[int]] = {}  # key -> [spent, held]
+        self.records: dict[str, list[tuple[list[int], int]]] = {}
+
+    def reserve(self, holds: Sequence[tuple[str, int, int]]) -> str:
+        res_id = os.urandom(12).hex()
+        with self.lock:
+            rows = [self.counters.setdefault(key, [0, 0]) for key, _, _ in holds]
+            for row, (_, amount, limit) in zip(rows, holds, strict=True):
+                if row[0] + row[1] + amount > limit:
+                    raise RuntimeError("refused")
+            for row, (_, amount, _) in zip(rows, holds, strict=True):
+                row[1] += amount
+            self.records[res_id] = [(row, amount) for row, (_, amount, _) in zip(rows, holds, strict=True)]
+        return res_id
+
+    def commit(self, res_id: str, actual: int) -> None:
+        with self.lock:
+            for row, amount in self.records.pop(res_id):
+                row[1] -= amount
+                row[0] += actual
+
+
+def _dict_pair(scopes: int) -> Callable[[object], object]:
+    ledger = _DictLedger()
+    holds = [(c.limit_field, HOLD, LIMIT) for c in _counters()[:scopes]]
+    actual = ACTUAL["usd"]
+
+    def pair(_: object) -> object:
+        ledger.commit(ledger.reserve(holds), actual)
+        return None
+
+    return pair
+
+
 def _memory_rows(quick: bool) -> list[dict[str, Any]]:
     trials, iterations = (9, 400) if quick else (21, 1000)
     rows = []
@@ -171,6 +214,15 @@ def _memory_rows(quick: bool) -> list[dict[str, Any]]:
                 "pair_in_dict_stores": round(median_ns / dict_ns, 1),
             }
         )
+        result = compare(
+            _pair(MemoryLedger(namespace="bench")),
+            _dict_pair(scopes),
+            functools.partial(_same, item=holds),
+            trials=trials,
+            iterations=iterations,
+        )
+        name = f"memory: reserve+commit, {_scopes(scopes)} vs a minimal dict ledger"
+        rows.append(row(name, result, target=DICT_LEDGER_TARGET, target_is="proposed (the issue sets none)"))
     return rows
 
 
@@ -458,10 +510,43 @@ def _breakdown(fn: Callable[[Any], object], item: Any, n: int, client: Any, own:
     return out
 
 
+def _payload_only(ledger: Any, scopes: int) -> Callable[[object], object]:
+    """Two ``EVALSHA`` of scripts that ignore their input and return a constant reply of the pair's
+    shape, sent with the pair's very keys and arguments: what redis-py and the server spend on the
+    pair's payload alone (the floor under the pair, without budgetguard's Python or Lua work)."""
+    holds = _holds(scopes)
+    flow = ledger._flows.reserve(holds, 120_000, "payload-probe", "{}", True)
+    reserve_call = next(flow)
+    flow.close()
+    reservation = ledger.reserve(holds)
+    flow = ledger._flows.resolve(reservation, ACTUAL, "{}")
+    commit_call = next(flow)
+    flow.close()
+    ledger.commit(reservation, ACTUAL)
+    reserve = ledger.client.register_script(
+        "return {'OK', '1763800000000', '1763800120000', '" + ",".join([str(LIMIT)] * scopes) + "', '0'}"
+    )
+    commit = ledger.client.register_script(
+        "return {'DONE', 'committed', '{\"usd\":900000}', '0', '0'" + ", '900000000'" * scopes + "}"
+    )
+    rk, ra, ck, ca = (
+        list(reserve_call.keys),
+        list(reserve_call.args),
+        list(commit_call.keys),
+        list(commit_call.args),
+    )
+
+    def payload(_: object) -> object:
+        return reserve(keys=rk, args=ra), commit(keys=ck, args=ca)
+
+    return payload
+
+
 def _redis_pair_rows(quick: bool, url: str, namespace: str, own: bool) -> list[dict[str, Any]]:
     trials, iterations = (9, 120) if quick else (21, 300)
     rows = []
     ledger: Any = open_ledger(url, namespace=namespace)
+    parser = type(ledger.client.connection_pool.get_connection()._parser).__name__
     try:
         raw = ledger.client.register_script("return 1")
         for scopes in (1, 3):
@@ -477,9 +562,10 @@ def _redis_pair_rows(quick: bool, url: str, namespace: str, own: bool) -> list[d
             breakdown = {
                 "pair": _breakdown(pair, _holds(scopes), n, ledger.client, own),
                 "raw_evalsha": _breakdown(lambda _: raw(), None, n, ledger.client, own),
+                "payload_only": _breakdown(_payload_only(ledger, scopes), None, n, ledger.client, own),
             }
             name = f"redis: reserve+commit, {_scopes(scopes)} vs 1 EVALSHA"
-            rows.append(row(name, result, target=PAIR_TARGET, breakdown_us=breakdown))
+            rows.append(row(name, result, target=PAIR_TARGET, breakdown_us=breakdown, redis_py_parser=parser))
     finally:
         ledger.close()
     return rows
