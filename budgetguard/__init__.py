@@ -15,6 +15,7 @@ from ._errors import (
 from ._estimate import Estimate, Estimator, estimate
 from ._events import Event
 from ._guard import Guard, GuardedAsyncStream, GuardedStream, configure, default_guard, metered, with_budget
+from ._job import Job
 from ._ledger import (
     AsyncLedger,
     CounterSpec,
@@ -62,6 +63,7 @@ __all__ = [
     "Estimator",
     "Event",
     "Guard",
+    "Job",
     "GuardedAsyncStream",
     "GuardedStream",
     "Hold",
