@@ -57,6 +57,7 @@ class _Draw(Reservation):
     """A reservation on a job's hold (never sent to the store)."""
 
     job: Job | None = None
+    model: str | None = None
 
 
 class Job:
@@ -151,7 +152,8 @@ class Job:
             for hold in holds:
                 self._pending[hold.counter.unit] += hold.amount
             held = tuple(HeldCounter(h.counter, 0, None, h.amount, h.counter.limit) for h in holds)
-            draw = _Draw(f"{self.name}.{secrets.token_hex(6)}", held, 0, 0, job=self)
+            model = (meta or {}).get("model")
+            draw = _Draw(f"{self.name}.{secrets.token_hex(6)}", held, 0, 0, job=self, model=model)
             self._draws[draw.id] = draw
         return draw
 
@@ -159,13 +161,13 @@ class Job:
         self, reservation: Reservation, actual: Mapping[Unit, int], *, meta: Mapping[str, Any] | None = None
     ) -> Outcome:
         usage = Usage(**(meta or {}).get("usage", {}))
-        model = (meta or {}).get("model")
         with self._lock:
-            if self._settle(reservation) is None:
+            draw = self._settle(reservation)
+            if draw is None:
                 return Outcome(reservation.id, "committed", duplicate=True)
             for unit in self.amounts:
                 self._used[unit] += actual[unit]
-            self._count(model, usage)
+            self._count(draw.model, usage)
         overrun = any(actual[h.counter.unit] > h.amount for h in reservation.held)
         return Outcome(reservation.id, "committed", charged=dict(actual), overrun=overrun)
 
