@@ -296,6 +296,7 @@ def _anthropic_error(status: int, message: str) -> JSON:
 class _Handler(BaseHTTPRequestHandler):
     mock: MockProvider
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # small replies in several writes: no 40 ms delayed-ACK stalls
     server_version = "budgetguard-mock/1"
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
