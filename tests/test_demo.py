@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import budgetguard as bg
+from tests.conftest import Demo
 
 
 def budgetguard(*args: str) -> subprocess.CompletedProcess[str]:
@@ -17,20 +17,18 @@ def budgetguard(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_demo_runs_offline_and_its_report_matches_the_counters(tmp_path: Path) -> None:
-    ledger = tmp_path / "demo" / "ledger.db"
-    done = budgetguard("demo", "--ledger", str(ledger))
-    out = done.stdout
-    assert done.stderr == ""
+def test_demo_runs_offline_and_its_report_matches_the_counters(demo: Demo) -> None:
+    out = demo.stdout
+    assert demo.stderr == ""
     assert "succeeded on attempt 2 after a 429" in out  # a retry
     assert "routed gpt-4o -> gpt-4o-mini: feature:research at 80%" in out  # routing at a threshold
     assert "refused dave (support): user:dave has" in out  # a refusal
     for title in ("spend by user", "spend by feature", "spend by model"):
         assert title in out
     assert "claude-haiku-4-5" in out  # the Anthropic stream was metered
-    assert "nothing left held: $0." in out and str(ledger) in out and "try next:" in out
+    assert "nothing left held: $0." in out and str(demo.ledger) in out and "try next:" in out
 
-    config = ["--url", f"sqlite:///{ledger}", "--budgets", str(ledger.parent / "budgets.toml")]
+    config = ["--url", f"sqlite:///{demo.ledger}", "--budgets", str(demo.budgets)]
     status = {r["scope"]: r for r in json.loads(budgetguard(*config, "status", "--json").stdout)}
     report = json.loads(budgetguard(*config, "report", "--by", "user", "--format", "json").stdout)
     users = {r["key"]: r for r in report["rows"]}
