@@ -342,7 +342,12 @@ class Guard:
                 if not holds:
                     reservation = None
                     break
-                meta = {"model": est.model, "attempt": attempt, "estimated_usd": str(est.cost)}
+                meta: dict[str, Any] = {
+                    "model": est.model,
+                    "attempt": attempt,
+                    "estimated_usd": str(est.cost),
+                    "scopes": labels,
+                }
                 if est.variant:
                     meta["variant"] = dict(est.variant)
                 try:
@@ -524,7 +529,8 @@ class Guard:
             if not holds:
                 return  # no budget applies: the job only limits its own calls
             try:
-                job.reservation = yield _Reserve(holds, {"job": job.name}, True, job.lease)
+                meta = {"job": job.name, "scopes": ctx.labels}
+                job.reservation = yield _Reserve(holds, meta, True, job.lease)
             except BudgetExceededError as refused:
                 ctx.emit("refused", reason=refused.scope)
                 raise
@@ -547,7 +553,10 @@ class Guard:
             "calls": job.calls,
             "usage": job.usage.to_dict(),
             "models": dict(job.models),
+            "cost_nano": job.cost_nano,
         }
+        if len(job.models) == 1:  # reports group by model: a one-model job is that model's spend
+            summary["model"] = next(iter(job.models))
         if unsettled:
             summary["unsettled_calls"] = unsettled  # charged at their holds
         try:
@@ -820,7 +829,9 @@ class _Ctx:
             if self.lost and cost is not None:
                 self.emit("spend_lost", actual=cost, reason="fail_open: the store was unavailable")
             return
-        meta: dict[str, Any] = {**flags} if usage is None else {"usage": usage.to_dict(), **flags}
+        meta: dict[str, Any] = {**flags}
+        if actual is not None and usage is not None:  # the journal keeps the cost even without a USD budget
+            meta.update(usage=usage.to_dict(), cost_nano=actual[Unit.USD])
         try:
             outcome = yield _Resolve(reservation, actual, meta)
         except LedgerError as down:

@@ -97,6 +97,8 @@ class Job:
         self._state = "new"
         self._token: contextvars.Token[Job | None] | None = None
         self.calls = 0
+        self.cost_nano = 0
+        """What the job's calls cost, in nano-USD (kept whatever units the job holds)."""
         self.usage = Usage()
         self.models: dict[str, int] = {}
 
@@ -108,7 +110,7 @@ class Job:
     @property
     def spent(self) -> Decimal:
         """What the job's calls have cost so far, in USD."""
-        return to_usd(self._used.get(Unit.USD, 0))
+        return to_usd(self.cost_nano)
 
     @property
     def remaining(self) -> Decimal:
@@ -167,7 +169,7 @@ class Job:
                 return Outcome(reservation.id, "committed", duplicate=True)
             for unit in self.amounts:
                 self._used[unit] += actual[unit]
-            self._count(draw.model, usage)
+            self._count(draw.model, usage, actual.get(Unit.USD, 0))
         overrun = any(actual[h.counter.unit] > h.amount for h in reservation.held)
         return Outcome(reservation.id, "committed", charged=dict(actual), overrun=overrun)
 
@@ -190,8 +192,9 @@ class Job:
                 self._pending[held.counter.unit] -= held.amount
         return draw
 
-    def _count(self, model: Any, usage: Usage) -> None:
+    def _count(self, model: Any, usage: Usage, cost_nano: int) -> None:
         self.calls += 1
+        self.cost_nano += cost_nano
         self.usage = self.usage + usage
         if isinstance(model, str):
             self.models[model] = self.models.get(model, 0) + 1
@@ -219,7 +222,7 @@ class Job:
                 raise ConfigurationError(f"{self.scope} has ended; charge() inside its `with` block")
             for unit in self.amounts:
                 self._used[unit] += amounts[unit]
-            self._count(name, usage)
+            self._count(name, usage, cost)
         return to_usd(cost)
 
     # -- entering and leaving -------------------------------------------------------------------
