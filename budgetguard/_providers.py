@@ -182,7 +182,8 @@ class StreamFolder:
         if kind == "message_delta":
             if self.usage is not None:
                 self.usage = _merge_anthropic_delta(self.usage, _get(event, "usage"))
-                self.complete = True
+                # an interim message_delta (no stop_reason yet) carries a running count, not the final
+                self.complete = _get(_get(event, "delta"), "stop_reason") is not None
             return
         if kind == "message_start":
             self.usage = Usage.from_response(event)

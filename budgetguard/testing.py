@@ -190,6 +190,15 @@ class MockProvider:
         """Drop the connection of the next ``times`` streams after ``after`` events."""
         self._add(_Fault(path, times, cut_after=after))
 
+    def reset(self) -> None:
+        """Forget what was received and reported, the scripted faults and the prompt caches (to share one
+        running server between tests)."""
+        with self._lock:
+            self.requests.clear()
+            self.usages.clear()
+            self._faults.clear()
+            self._seen_prefixes.clear()
+
     def _add(self, fault: _Fault) -> None:
         with self._lock:
             self._faults.append(fault)
