@@ -513,8 +513,10 @@ class Guard:
         return Job(self, amounts=amounts, scopes=scopes, name=label, lease=lease)
 
     def _job_flow(self, job: Job, opening: bool, unsettled: int = 0) -> Flow:
-        scopes = _resolve_scopes(job.scopes, (), {}, {})
-        ctx = _JobCtx(self, job, tuple(str(s) for s in scopes))
+        if opening:  # the job's scopes: global, the given ones and budget_context's, as it starts
+            scopes = _resolve_scopes(job.scopes, (), {}, {})
+            job.labels = tuple(str(s) for s in scopes)
+        ctx = _JobCtx(self, job, job.labels)
         if opening:
             parent = job.parent
             counters = parent.counters if parent is not None else self.counters_for(scopes)

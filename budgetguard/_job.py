@@ -83,6 +83,8 @@ class Job:
         self.name = name
         self.lease = lease
         self.scope = Scope("job", name)
+        self.labels: tuple[str, ...] = ()
+        """The scopes the job's reservation is on (set when it starts)."""
         self.reservation: Reservation | None = None
         self.parent: Job | None = None
         self.lost = False  # the store was down at the start and the guard fails open

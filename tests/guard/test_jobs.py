@@ -267,3 +267,15 @@ def test_batch_results_charged_to_a_job_at_batch_prices(make_guard: MakeGuard) -
     h.assert_settled({"feature:nightly": 4_007_500 + 9_660_000})
     with pytest.raises(ConfigurationError, match="ended"):
         job.charge(openai_line, batch=True)
+
+
+def test_a_job_takes_the_scopes_of_budget_context(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    embed = h.guard.with_budget(clients(EmbeddingsAPI())[0].embeddings.create)
+    with budgetguard.budget_context(user="alice"), h.guard.reserve(usd="0.5", feature="ingest") as job:
+        assert h.held("user:alice") == h.held("feature:ingest") == 500_000_000
+        embed(model=MODEL, input=CHUNKS[0])
+    cost = tokens(CHUNKS[0]) * NANO_PER_TOKEN
+    h.assert_settled({"user:alice": cost, "feature:ingest": cost, "global": cost})
+    (entry,) = h.history()
+    assert set(entry.scopes) == {"global", "user:alice", "feature:ingest"} == set(job.labels)
