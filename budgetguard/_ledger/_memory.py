@@ -90,6 +90,7 @@ class _MemoryTx:
 
     def put_record(self, res_id: str, record: dict[str, Any], expires_at: int) -> None:
         self.s._records[res_id] = (record, expires_at)
+        heapq.heappush(self.s._record_expiry, (expires_at, res_id))
 
     def limit(self, field: str) -> int | None:
         return self.s._limits.get(field)
@@ -150,6 +151,7 @@ class MemoryLedger(LocalLedger):
         self._lock = threading.Lock()
         self._counters: dict[str, _Counter] = {}
         self._records: dict[str, tuple[dict[str, Any], int]] = {}
+        self._record_expiry: list[tuple[int, str]] = []  # (expires_at, res_id), a heap: pruning is cheap
         self._limits: dict[str, int] = {}
         self._entries: deque[tuple[Any, ...]] = deque(maxlen=journal_maxlen)
         self._ops = 0
@@ -225,8 +227,12 @@ class MemoryLedger(LocalLedger):
         return self._engine.resolved(tx, now, res_id, record, actual, meta, overrun, False, tuple(after))
 
     def _prune(self, now: int) -> None:
-        for key in [k for k, r in self._records.items() if r[1] <= now]:
-            del self._records[key]
+        records, expiry = self._records, self._record_expiry
+        while expiry and expiry[0][0] <= now:
+            expires_at, res_id = heapq.heappop(expiry)
+            found = records.get(res_id)
+            if found is not None and found[1] == expires_at:  # else: put again since, with a new expiry
+                del records[res_id]
         for key in [k for k, c in self._counters.items() if c.expires_at is not None and c.expires_at <= now]:
             del self._counters[key]
 
