@@ -301,22 +301,25 @@ def check_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
     return data
 
 
+_SCALARS = (str, int, bool, float, type(None))
+
+
 def _plain_json(value: object, depth: int) -> bool:
     """True when ``value`` is made of plain dicts (str keys), lists, str, int, float, bool and None
     only: what ``json.dumps`` surely takes, checked without encoding (False: let ``json.dumps`` say)."""
     kind = type(value)
-    if kind is str or kind is int or kind is bool or kind is float or value is None:
+    if kind in _SCALARS:
         return True
     if depth == 0:
         return False
     if kind is dict:
-        for k, v in value.items():  # type: ignore[attr-defined]  # noqa: SIM110 - all(genexpr) is slower
-            if type(k) is not str or not _plain_json(v, depth - 1):
+        for k, v in value.items():  # type: ignore[attr-defined]
+            if type(k) is not str or (type(v) not in _SCALARS and not _plain_json(v, depth - 1)):
                 return False
         return True
     if kind is list or kind is tuple:
         for v in value:  # type: ignore[attr-defined]  # noqa: SIM110
-            if not _plain_json(v, depth - 1):
+            if type(v) not in _SCALARS and not _plain_json(v, depth - 1):
                 return False
         return True
     return False
