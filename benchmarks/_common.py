@@ -81,10 +81,10 @@ def ratio_row(
         "baseline": round(statistics.median(base) / scale, 3),
         "unit": unit,
         "ratio": round(ratio, 4),
-        "ratio_iqr": [round(q1, 4), round(q3, 4)],
         "target": target,
         "passed": None if target is None else ratio <= target,
         "trials": len(ratios),
+        **({"ratio_iqr": [round(q1, 4), round(q3, 4)]} if len(ratios) > 1 else {}),
         **extra,
     }
 
