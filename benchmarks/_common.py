@@ -38,10 +38,18 @@ def row(name: str, result: Comparison, *, target: float | None, **extra: Any) ->
     return out
 
 
-def skipped(name: str, reason: str) -> dict[str, Any]:
+def skipped(name: str, reason: str, **extra: Any) -> dict[str, Any]:
     """A row that could not run; the table prints ``reason`` and SKIP."""
-    print(f"  {name}: {reason}", file=sys.stderr)
-    return {"name": name, "value": None, "baseline": None, "ratio": None, "target": None, "skipped": reason}
+    print(f"  {name}: {reason} {extra or ''}", file=sys.stderr)
+    return {
+        "name": name,
+        "value": None,
+        "baseline": None,
+        "ratio": None,
+        "target": None,
+        "skipped": reason,
+        **extra,
+    }
 
 
 def interleave(

@@ -122,7 +122,7 @@ def _estimate_rows(quick: bool) -> list[dict[str, Any]]:
         for cand, base, target in PAIRS:
             name = f"{label}: {cand} vs {base}"
             if cand not in sides or base not in sides:
-                rows.append(skipped(name, f"tokencost {NOT_INSTALLED}"))
+                rows.append(skipped(name, NOT_INSTALLED, peer="tokencost"))
                 continue
             _tokens._cache.clear()
             result = compare(
@@ -283,7 +283,7 @@ def _guard_rows(quick: bool) -> list[dict[str, Any]]:
     trials, iterations = (5, 40) if quick else (15, 300)
     with _litellm_side() as litellm:
         if litellm is None:
-            rows.append(skipped(name, f"litellm {NOT_INSTALLED}"))
+            rows.append(skipped(name, NOT_INSTALLED, peer="litellm"))
         else:
             call, per_call = litellm
             call(True)
@@ -296,7 +296,7 @@ def _guard_rows(quick: bool) -> list[dict[str, Any]]:
     name = "guarded call (memory) vs LangChain get_openai_callback"
     langchain = _langchain_side()
     if langchain is None:
-        rows.append(skipped(name, f"langchain-core / langchain-community {NOT_INSTALLED}"))
+        rows.append(skipped(name, NOT_INSTALLED, peer="langchain-community"))
     else:
         call, handler = langchain
         call(None)
