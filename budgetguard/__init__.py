@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ._budgets import Budget, Period, Scope, Unit
-from ._context import Tracker, budget_context, propagate, track
+from ._config import load_budgets
+from ._context import Tracker, budget_context, follow_threads, propagate, track
 from ._errors import (
     BudgetExceededError,
     BudgetGuardError,
@@ -15,6 +16,7 @@ from ._errors import (
 from ._estimate import Estimate, Estimator, estimate
 from ._events import Event
 from ._guard import Guard, GuardedAsyncStream, GuardedStream, configure, default_guard, metered, with_budget
+from ._job import Job
 from ._ledger import (
     AsyncLedger,
     CounterSpec,
@@ -62,6 +64,7 @@ __all__ = [
     "Estimator",
     "Event",
     "Guard",
+    "Job",
     "GuardedAsyncStream",
     "GuardedStream",
     "Hold",
@@ -91,9 +94,11 @@ __all__ = [
     "count_tool_tokens",
     "default_guard",
     "estimate",
+    "follow_threads",
     "format_usd",
     "get_encoding",
     "get_price",
+    "load_budgets",
     "load_prices",
     "metered",
     "open_async_ledger",

@@ -24,6 +24,7 @@ EventKind = Literal[
     "usage_missing",
     "store_unavailable",
     "spend_lost",
+    "estimate_fallback",
 ]
 
 _LEVELS: Mapping[str, int] = {
@@ -37,6 +38,7 @@ _LEVELS: Mapping[str, int] = {
     "usage_missing": logging.WARNING,
     "store_unavailable": logging.ERROR,
     "spend_lost": logging.ERROR,
+    "estimate_fallback": logging.WARNING,
 }
 
 

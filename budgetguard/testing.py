@@ -190,6 +190,15 @@ class MockProvider:
         """Drop the connection of the next ``times`` streams after ``after`` events."""
         self._add(_Fault(path, times, cut_after=after))
 
+    def reset(self) -> None:
+        """Forget what was received and reported, the scripted faults and the prompt caches (to share one
+        running server between tests)."""
+        with self._lock:
+            self.requests.clear()
+            self.usages.clear()
+            self._faults.clear()
+            self._seen_prefixes.clear()
+
     def _add(self, fault: _Fault) -> None:
         with self._lock:
             self._faults.append(fault)
@@ -296,6 +305,7 @@ def _anthropic_error(status: int, message: str) -> JSON:
 class _Handler(BaseHTTPRequestHandler):
     mock: MockProvider
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # small replies in several writes: no 40 ms delayed-ACK stalls
     server_version = "budgetguard-mock/1"
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
