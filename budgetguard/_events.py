@@ -42,7 +42,12 @@ _LEVELS: Mapping[str, int] = {
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One thing the guard did. Amounts are USD ``Decimal``; prompts and keys are never included."""
+    """One thing the guard did. Amounts are USD ``Decimal``; prompts and keys are never included.
+
+    ``data`` of a ``committed`` or ``released`` event: ``duration`` (seconds from before the reservation),
+    ``usage`` (the ``Usage`` charged, if any) and ``counters`` (each counter's ``scope``, ``unit``,
+    ``period``, ``spent`` and ``limit`` after the commit, in the store's units).
+    """
 
     kind: EventKind
     model: str | None = None
