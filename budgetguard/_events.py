@@ -46,7 +46,8 @@ class Event:
 
     ``data`` of a ``committed`` or ``released`` event: ``duration`` (seconds from before the reservation),
     ``usage`` (the ``Usage`` charged, if any) and ``counters`` (each counter's ``scope``, ``unit``,
-    ``period``, ``spent`` and ``limit`` after the commit, in the store's units).
+    ``period``, ``spent`` and ``limit`` after the commit, in the store's units), and the flags the
+    journal gets (``usage_missing``, ``interrupted``, ``error``).
     """
 
     kind: EventKind

@@ -699,7 +699,7 @@ class _Ctx:
             return
         kind: EventKind = "released" if actual is None else "committed"
         if wanted(kind, self.guard.hooks):
-            data = self._settled(usage, reservation, outcome)
+            data = {**flags, **self._settled(usage, reservation, outcome)}
             self.emit(kind, actual=cost, reason=flags.get("error"), data=data)
         if outcome is not None and outcome.overrun:
             self.emit("overrun", actual=cost)
