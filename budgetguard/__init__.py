@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._budgets import Budget, Period, Scope, Unit
+from ._config import load_budgets
 from ._context import Tracker, budget_context, propagate, track
 from ._errors import (
     BudgetExceededError,
@@ -104,6 +105,7 @@ __all__ = [
     "format_usd",
     "get_encoding",
     "get_price",
+    "load_budgets",
     "load_prices",
     "metered",
     "open_async_ledger",

@@ -328,7 +328,12 @@ class Guard:
                 if not holds:
                     reservation = None
                     break
-                meta = {"model": est.model, "attempt": attempt, "estimated_usd": str(est.cost)}
+                meta = {
+                    "model": est.model,
+                    "attempt": attempt,
+                    "estimated_usd": str(est.cost),
+                    "scopes": labels,
+                }
                 try:
                     reservation = yield _Reserve(holds, meta, plan.enforce)
                 except BudgetExceededError as refused:
@@ -688,7 +693,9 @@ class _Ctx:
             if self.lost and cost is not None:
                 self.emit("spend_lost", actual=cost, reason="fail_open: the store was unavailable")
             return
-        meta: dict[str, Any] = {**flags} if usage is None else {"usage": usage.to_dict(), **flags}
+        meta: dict[str, Any] = {**flags}
+        if actual is not None and usage is not None:  # the journal keeps the cost even without a USD budget
+            meta.update(usage=usage.to_dict(), cost_nano=actual[Unit.USD])
         try:
             outcome = yield _Resolve(reservation, actual, meta)
         except LedgerError as down:
