@@ -92,9 +92,14 @@ def _retryable(exc: BaseException) -> bool:
     status = getattr(exc, "status_code", None)
     if isinstance(status, int):
         return status == 429 or status == 408 or status >= 500
-    name = type(exc).__name__
-    return name in ("APITimeoutError", "APIConnectionError") or isinstance(
-        exc, TimeoutError | ConnectionError
+    return _in_transit(exc)
+
+
+def _in_transit(exc: BaseException) -> bool:
+    """A timeout or a dropped connection: the SDKs' errors (or subclasses of them, such as
+    langchain-openai's ``OpenAITimeoutError``) or the standard library's."""
+    return isinstance(exc, TimeoutError | ConnectionError) or any(
+        cls.__name__ in ("APITimeoutError", "APIConnectionError") for cls in type(exc).__mro__
     )
 
 
@@ -114,9 +119,7 @@ def charge_if_maybe_billed(exc: BaseException) -> bool:
     A timeout or a dropped connection after the request was sent may still be processed (and billed);
     an error response (4xx, 5xx) is not billed by OpenAI or Anthropic, so its hold is released.
     """
-    return type(exc).__name__ in ("APITimeoutError", "APIConnectionError") or isinstance(
-        exc, TimeoutError | ConnectionError
-    )
+    return _in_transit(exc)
 
 
 # -- actions the flow yields ------------------------------------------------------------------------
