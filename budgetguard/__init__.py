@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._budgets import Budget, Period, Scope, Unit
 from ._config import load_budgets
-from ._context import Tracker, budget_context, propagate, track
+from ._context import Tracker, budget_context, follow_threads, propagate, track
 from ._errors import (
     BudgetExceededError,
     BudgetGuardError,
@@ -102,6 +102,7 @@ __all__ = [
     "count_tool_tokens",
     "default_guard",
     "estimate",
+    "follow_threads",
     "format_usd",
     "get_encoding",
     "get_price",

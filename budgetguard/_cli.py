@@ -7,6 +7,7 @@ from ``--budgets FILE`` or ``BUDGETGUARD_BUDGETS`` (the same TOML/JSON file a se
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
@@ -24,12 +25,13 @@ from rich.live import Live
 from rich.table import Table
 
 from . import __about__
-from ._budgets import Budget, Period, Scope, Unit
+from ._budgets import Budget, Period, Scope, Unit, window_for
 from ._config import load_budgets
 from ._errors import BudgetGuardError, LedgerError
 from ._estimate import estimate as estimate_request
 from ._guard import Guard, default_url
 from ._ledger import CounterSpec, CounterStatus, JournalEntry
+from ._ledger._types import to_datetime
 from ._money import format_usd, to_nano
 from ._pricing import Price, Rates, price_book
 from ._report import export_row, parse_when, report
@@ -110,18 +112,7 @@ pass_state = click.make_pass_decorator(_State)
 @click.pass_context
 def cli(ctx: click.Context, url: str | None, budgets_file: str | None) -> None:
     """A hard, shared spending limit in front of every LLM call."""
-    ctx.obj = ctx.with_resource(_closing(_State(url, budgets_file)))
-
-
-class _closing:
-    def __init__(self, state: _State) -> None:
-        self.state = state
-
-    def __enter__(self) -> _State:
-        return self.state
-
-    def __exit__(self, *exc: object) -> None:
-        self.state.close()
+    ctx.obj = ctx.with_resource(contextlib.closing(_State(url, budgets_file)))
 
 
 # -- demo ------------------------------------------------------------------------------------------
@@ -145,8 +136,10 @@ def _active_scopes(state: _State, now: datetime) -> list[Scope]:
     budgets = state.need_budgets("status")
     exact = [Scope.parse(b.target) for b in budgets if ":" in b.target or b.target == "global"]
     kinds = {b.target for b in budgets if ":" not in b.target and b.target != "global"}
-    starts = [b.period.value != "total" and _window_start(b, now) for b in budgets]
-    since = None if not all(starts) else datetime.fromtimestamp(min(int(s) for s in starts) / 1000, UTC)
+    since = None  # the journal since the earliest current window (all of it with a "total" budget)
+    if all(b.period is not Period.TOTAL for b in budgets):
+        now_ms = int(now.timestamp() * 1000)
+        since = to_datetime(min(window_for(b.period, b.tz, now_ms).start for b in budgets))
     seen: dict[str, Scope] = {str(s): s for s in exact}
     if kinds:
         for entry in state.guard.ledger.history(since=since, limit=200_000):
@@ -154,14 +147,6 @@ def _active_scopes(state: _State, now: datetime) -> list[Scope]:
                 if label not in seen and label.partition(":")[0] in kinds:
                     seen[label] = Scope.parse(label)
     return list(seen.values())
-
-
-def _window_start(budget: Budget, now: datetime) -> int:
-    return (
-        CounterSpec(Scope("global"), budget.unit, budget.period, 0, budget.tz)
-        .window(int(now.timestamp() * 1000))
-        .start
-    )
 
 
 def _statuses(state: _State, scopes: Iterable[Scope]) -> list[CounterStatus]:
@@ -206,7 +191,7 @@ def _status_json(s: CounterStatus) -> dict[str, Any]:
         "spent": money(s.spent),
         "held": money(s.held),
         "remaining": money(s.remaining),
-        "window_start": datetime.fromtimestamp(s.window_start / 1000, UTC).isoformat(),
+        "window_start": to_datetime(s.window_start).isoformat(),
         "resets_at": s.resets_at.isoformat() if s.resets_at else None,
     }
 

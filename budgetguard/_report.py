@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from ._errors import ConfigurationError
@@ -80,7 +81,7 @@ class ReportRow:
     cost_nano: int = 0
 
     @property
-    def cost(self) -> Any:
+    def cost(self) -> Decimal:
         return to_usd(self.cost_nano)
 
     def as_dict(self) -> dict[str, Any]:
