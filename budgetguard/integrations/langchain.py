@@ -14,6 +14,7 @@ come from ``budgetguard.track()``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,8 +27,9 @@ from uuid import UUID
 from .._budgets import Scope
 from .._context import ModelTotals, Tracker, track
 from .._errors import ConfigurationError, UsageError
-from .._estimate import _guess_provider
-from .._guard import Attempt, Guard, ScopeSpec, default_guard
+from .._estimate import Estimate, _guess_provider
+from .._guard import Attempt, Guard, ScopeSpec, _input_only, default_guard
+from .._tokens import count_text_tokens
 from .._usage import Usage
 from . import missing_extra
 
@@ -68,7 +70,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self._guard = guard
         self.enforce = enforce
         self.scopes = scopes
-        self._attempts: dict[UUID, Attempt] = {}
+        self._attempts: dict[UUID, tuple[Attempt, Estimate]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -100,14 +102,24 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self._reserve(run_id, batch, kwargs.get("invocation_params"), metadata)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        attempt = self._pop(run_id)
-        if attempt is not None:
-            attempt.commit(response)
+        run = self._pop(run_id)
+        if run is not None:
+            run[0].commit(response)
 
-    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        attempt = self._pop(run_id)
-        if attempt is not None:
+    def on_llm_error(
+        self, error: BaseException, *, run_id: UUID, response: LLMResult | None = None, **kwargs: Any
+    ) -> None:
+        """A failed run is released (or charged its input, per the guard's ``charge_failed``); a stream
+        that broke off after some chunks is charged what it received, as the guard charges streams."""
+        run = self._pop(run_id)
+        if run is None:
+            return
+        attempt, est = run
+        partial = _partial_usage(response, est) if response is not None else None
+        if partial is None:
             attempt.fail(error)
+        else:
+            attempt.commit(partial)
 
     def _reserve(
         self,
@@ -118,19 +130,20 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     ) -> None:
         metadata = metadata or {}
         request, provider = request_from_run(messages, params or {}, metadata)
-        attempt = self.guard.attempt(
-            request,
-            provider=provider,
-            usage=usage_from_result,
+        guard = self.guard
+        est = guard.estimator(request, provider=provider)
+        attempt = guard.attempt(
+            est,
+            usage=_read_usage,
             enforce=self.enforce,
             scopes=self.scopes,
             arguments=metadata,
         )
         attempt.reserve()
         with self._lock:
-            self._attempts[run_id] = attempt
+            self._attempts[run_id] = (attempt, est)
 
-    def _pop(self, run_id: UUID) -> Attempt | None:
+    def _pop(self, run_id: UUID) -> tuple[Attempt, Estimate] | None:
         with self._lock:
             return self._attempts.pop(run_id, None)
 
@@ -229,6 +242,23 @@ def usage_from_result(result: LLMResult) -> Usage:
         "the LangChain result carries neither usage_metadata nor llm_output token usage; "
         "for streams enable the model's usage reporting (ChatOpenAI(stream_usage=True))"
     )
+
+
+def _read_usage(result: LLMResult | Usage) -> Usage:
+    return result if isinstance(result, Usage) else usage_from_result(result)
+
+
+def _partial_usage(response: LLMResult, est: Estimate) -> Usage | None:
+    """What a broken-off stream is charged: its usage if the usage chunk came, else the input
+    estimate plus the streamed text counted with tiktoken; ``None`` when nothing was received."""
+    texts = [g.text for generations in response.generations for g in generations if g.text]
+    if not texts:
+        return None
+    try:
+        return usage_from_result(response)
+    except UsageError:
+        streamed = count_text_tokens("".join(texts), est.model)
+        return dataclasses.replace(_input_only(est), output_tokens=streamed)
 
 
 def _from_usage_metadata(metadata: Mapping[str, Any]) -> Usage:

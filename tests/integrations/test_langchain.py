@@ -286,3 +286,27 @@ def test_usage_metadata_cache_and_reasoning_buckets() -> None:
 def test_a_bad_scope_kind_fails_when_the_handler_is_built() -> None:
     with pytest.raises(bg.ConfigurationError, match="scope kind"):
         BudgetCallbackHandler(bg.Guard("memory://"), **{"User Id": "x"})
+
+
+def test_a_stream_dropped_after_some_chunks_is_charged_what_it_received() -> None:
+    guard, events = make()
+    model = UsageChat(max_tokens=100, replies=[reply("seven eleven thirteen", 25, 3)])
+    stream = model.stream(PROMPT, config={"callbacks": [BudgetCallbackHandler(guard, user="kim")]})
+    assert next(stream).content == "seven "
+    stream.close()  # the consumer stops reading: LangChain reports the run as failed, with the chunks
+
+    est = bg.estimate({"model": "gpt-4o-mini", "messages": OPENAI_PROMPT, "max_completion_tokens": 100})
+    streamed = bg.count_text_tokens("seven ", "gpt-4o-mini")
+    partial = bg.Usage(input_tokens=est.input_tokens, output_tokens=streamed)
+    assert [e.kind for e in events] == ["reserved", "committed"]
+    assert events[-1].actual == bg.cost("gpt-4o-mini", partial)
+    assert spent(guard, "user:kim") == (bg.to_nano(bg.cost("gpt-4o-mini", partial)), 0)
+
+
+def test_a_run_that_failed_before_any_chunk_is_released() -> None:
+    guard, events = make()
+    model = UsageChat(replies=[Overloaded("overloaded")])
+    with pytest.raises(Overloaded):
+        list(model.stream(PROMPT, config={"callbacks": [BudgetCallbackHandler(guard, user="lee")]}))
+    assert [e.kind for e in events] == ["reserved", "released"]
+    assert spent(guard, "user:lee") == (0, 0)
