@@ -760,7 +760,6 @@ class Attempt:
 
     def __init__(self, guard: Guard, plan: _Plan) -> None:
         self.guard = guard
-        self.model: str = plan.models[0] or ""
         self._flow = guard._flow(plan)
 
     def reserve(self) -> None:
