@@ -15,7 +15,16 @@ from ._errors import (
 )
 from ._estimate import Estimate, Estimator, estimate
 from ._events import Event
-from ._guard import Guard, GuardedAsyncStream, GuardedStream, configure, default_guard, metered, with_budget
+from ._guard import (
+    Attempt,
+    Guard,
+    GuardedAsyncStream,
+    GuardedStream,
+    configure,
+    default_guard,
+    metered,
+    with_budget,
+)
 from ._job import Job
 from ._ledger import (
     AsyncLedger,
@@ -54,6 +63,7 @@ from ._usage import Usage
 
 __all__ = [
     "AsyncLedger",
+    "Attempt",
     "Budget",
     "BudgetExceededError",
     "BudgetGuardError",

@@ -44,7 +44,13 @@ _LEVELS: Mapping[str, int] = {
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One thing the guard did. Amounts are USD ``Decimal``; prompts and keys are never included."""
+    """One thing the guard did. Amounts are USD ``Decimal``; prompts and keys are never included.
+
+    ``data`` of a ``committed`` or ``released`` event: ``duration`` (seconds from before the reservation),
+    ``usage`` (the ``Usage`` charged, if any) and ``counters`` (each counter's ``scope``, ``unit``,
+    ``period``, ``spent`` and ``limit`` after the commit, in the store's units), and the flags the
+    journal gets (``usage_missing``, ``interrupted``, ``error``).
+    """
 
     kind: EventKind
     model: str | None = None

@@ -29,7 +29,16 @@ from ._errors import BudgetExceededError, ConfigurationError, LedgerError, Usage
 from ._estimate import Estimate, Estimator
 from ._events import Event, EventKind, emit, wanted
 from ._job import Job, current_job
-from ._ledger import AsyncLedger, CounterSpec, Hold, Ledger, Reservation, open_async_ledger, open_ledger
+from ._ledger import (
+    AsyncLedger,
+    CounterSpec,
+    Hold,
+    Ledger,
+    Outcome,
+    Reservation,
+    open_async_ledger,
+    open_ledger,
+)
 from ._money import Money, to_nano, to_usd
 from ._pricing import PriceBook, price_book
 from ._providers import (
@@ -48,6 +57,7 @@ from ._tokens import count_text_tokens
 from ._usage import Usage
 
 __all__ = [
+    "Attempt",
     "Guard",
     "GuardedAsyncStream",
     "GuardedStream",
@@ -86,9 +96,14 @@ def _retryable(exc: BaseException) -> bool:
     status = getattr(exc, "status_code", None)
     if isinstance(status, int):
         return status == 429 or status == 408 or status >= 500
-    name = type(exc).__name__
-    return name in ("APITimeoutError", "APIConnectionError") or isinstance(
-        exc, TimeoutError | ConnectionError
+    return _in_transit(exc)
+
+
+def _in_transit(exc: BaseException) -> bool:
+    """A timeout or a dropped connection: the SDKs' errors (or subclasses of them, such as
+    langchain-openai's ``OpenAITimeoutError``) or the standard library's."""
+    return isinstance(exc, TimeoutError | ConnectionError) or any(
+        cls.__name__ in ("APITimeoutError", "APIConnectionError") for cls in type(exc).__mro__
     )
 
 
@@ -108,9 +123,7 @@ def charge_if_maybe_billed(exc: BaseException) -> bool:
     A timeout or a dropped connection after the request was sent may still be processed (and billed);
     an error response (4xx, 5xx) is not billed by OpenAI or Anthropic, so its hold is released.
     """
-    return type(exc).__name__ in ("APITimeoutError", "APIConnectionError") or isinstance(
-        exc, TimeoutError | ConnectionError
-    )
+    return _in_transit(exc)
 
 
 # -- actions the flow yields ------------------------------------------------------------------------
@@ -582,6 +595,29 @@ class Guard:
     async def _arun_job(self, job: Job, *, opening: bool, unsettled: int = 0) -> None:
         await self._run_async(self._job_flow(job, opening, unsettled), _no_call)
 
+    # -- calls made elsewhere ----------------------------------------------------------------------
+
+    def attempt(
+        self,
+        request: Mapping[str, Any] | Estimate,
+        *,
+        provider: str | None = None,
+        usage: Callable[[Any], Usage] = Usage.from_response,
+        enforce: bool = True,
+        scopes: Mapping[str, ScopeSpec] | None = None,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> Attempt:
+        """One call that a framework sends and reports through callbacks (LangChain's handlers, say).
+
+        ``reserve()`` before it is sent, then ``commit(response)`` or ``fail(error)``: the decorator's flow
+        (events, thresholds, ``track()``, journal) without its retries: each retry is a new attempt.
+        ``scopes`` are specs as in ``with_budget``, resolved over ``arguments`` and ``budget_context()``.
+        """
+        est = request if isinstance(request, Estimate) else self.estimator(request, provider=provider)
+        resolved = _resolve_scopes(scopes or {}, (), dict(arguments or {}), arguments or {})
+        plan = _Plan(resolved, (est.model,), lambda model, counted: est, usage, None, enforce)
+        return Attempt(self, plan)
+
     # -- decorators ------------------------------------------------------------------------------
 
     @overload
@@ -790,6 +826,7 @@ class _Ctx:
         self.guard, self.est, self.labels, self.attempt = guard, est, labels, attempt
         self.reservation_id: str | None = None
         self.lost = False  # fail_open admitted this attempt without a reservation
+        self.started = time.monotonic()
 
     @property
     def model(self) -> str | None:
@@ -853,11 +890,30 @@ class _Ctx:
             if self.guard.on_store_error == "fail_closed":
                 raise
             return
-        self.emit("released" if actual is None else "committed", actual=cost, reason=flags.get("error"))
+        kind: EventKind = "released" if actual is None else "committed"
+        if wanted(kind, self.guard.hooks):
+            data = {**flags, **self._settled(usage, reservation, outcome)}
+            self.emit(kind, actual=cost, reason=flags.get("error"), data=data)
         if outcome is not None and outcome.overrun:
             self.emit("overrun", actual=cost)
         if outcome is not None and actual is not None:
             self._thresholds(reservation, actual, outcome.spent)
+
+    def _settled(
+        self, usage: Usage | None, reservation: Reservation, outcome: Outcome | None
+    ) -> dict[str, Any]:
+        """What a committed or released event carries: the call's duration (seconds, from before its
+        reservation), its usage, and each counter's spent amount and limit after the commit."""
+        data: dict[str, Any] = {"duration": time.monotonic() - self.started}
+        if usage is not None:
+            data["usage"] = usage
+        if outcome is not None and outcome.spent:
+            data["counters"] = tuple(
+                {"scope": str(h.counter.scope), "unit": h.counter.unit.value,
+                 "period": h.counter.period.value, "spent": spent, "limit": h.limit}
+                for h, spent in zip(reservation.held, outcome.spent, strict=False)
+            )  # fmt: skip
+        return data
 
     def _thresholds(self, reservation: Reservation, actual: Mapping[Unit, int], after: Sequence[int]) -> None:
         """A "threshold" event for each threshold this commit carried a counter across. Spent only grows
@@ -901,6 +957,61 @@ def _served(tier: str | None, est: Estimate) -> dict[str, Any]:
     if variant == est.variant:
         return {}
     return {"variant": None if variant is None else dict(variant), "served_tier": tier}
+
+
+class Attempt:
+    """One call reserved, sent and settled by someone else's code (see ``Guard.attempt``).
+
+    The guard's flow runs up to the call, waits there, and resumes with the response or the error;
+    ``reserve``/``commit``/``fail`` drive it with the sync driver, ``areserve``/``acommit``/``afail``
+    with the async one.
+    """
+
+    def __init__(self, guard: Guard, plan: _Plan) -> None:
+        self.guard = guard
+        self._flow = guard._flow(plan)
+
+    def reserve(self) -> None:
+        """Hold the estimate in every budget; raises ``BudgetExceededError`` when one refuses."""
+        self.guard._run_sync(self._until_call(None, None), _no_call)
+
+    def commit(self, response: Any) -> None:
+        """Charge the response's usage (the estimate, flagged, when it carries none)."""
+        self.guard._run_sync(self._until_call(response, None), _no_call)
+
+    def fail(self, error: BaseException) -> None:
+        """Release the hold (or charge the input, per ``charge_failed``) of a call that raised."""
+        self.guard._run_sync(self._until_call(None, error), _no_call)
+
+    async def areserve(self) -> None:
+        await self.guard._run_async(self._until_call(None, None), _no_call)
+
+    async def acommit(self, response: Any) -> None:
+        await self.guard._run_async(self._until_call(response, None), _no_call)
+
+    async def afail(self, error: BaseException) -> None:
+        await self.guard._run_async(self._until_call(None, error), _no_call)
+
+    def _until_call(self, reply: Any, error: BaseException | None) -> Flow:
+        """Resume the flow and pass its store actions to a driver until it reaches the call or ends."""
+        flow = self._flow
+        try:
+            action = flow.throw(error) if error is not None else flow.send(reply)
+            while not isinstance(action, _Call | _Sleep):
+                try:
+                    answer = yield action
+                except BaseException as exc:
+                    action = flow.throw(exc)
+                else:
+                    action = flow.send(answer)
+        except StopIteration:
+            return
+        except BaseException as exc:
+            if error is not None and (exc is error or isinstance(exc, tenacity.RetryError)):
+                return  # the call's own error, re-raised by the flow once the books are right
+            raise
+        if isinstance(action, _Sleep):
+            flow.close()  # the flow would retry; the caller's framework does that with a new attempt
 
 
 def _input_only(est: Estimate) -> Usage:
