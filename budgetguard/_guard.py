@@ -29,7 +29,7 @@ from ._errors import BudgetExceededError, ConfigurationError, LedgerError, Usage
 from ._estimate import Estimate, Estimator
 from ._events import Event, EventKind, emit, wanted
 from ._ledger import AsyncLedger, CounterSpec, Hold, Ledger, Reservation, open_async_ledger, open_ledger
-from ._money import to_usd
+from ._money import INT64_MAX, to_usd
 from ._pricing import PriceBook, price_book
 from ._providers import (
     StreamFolder,
@@ -647,6 +647,10 @@ class _Ctx:
         cannot undo it. It is reported as lost spend (the hold expires after its lease) and, when
         failing closed, raised."""
         actual = None if usage is None else self.guard._actual(self.est.model, usage, self.est)
+        if actual is not None and max(actual.values()) > INT64_MAX:  # absurd counts: a corrupt response
+            self.emit("usage_missing", reason=f"usage {usage} is beyond what a ledger counts")
+            usage, flags = self.est.usage, {**flags, "usage_missing": True}
+            actual = self.guard._actual(self.est.model, usage, self.est)
         cost = None if actual is None else actual[Unit.USD]
         if usage is not None:
             record_usage(self.est.model, usage, actual[Unit.USD] if actual else 0)
