@@ -7,9 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.ledger.conftest import cluster_url, redis_url  # noqa: F401
+from tests.ledger.conftest import cluster_url, redis_url, store_url  # noqa: F401 - store_url: every store
 
 from . import figures
+
+STORES = ["memory", "sqlite", "redis", "cluster"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -25,3 +27,8 @@ def _write_figures() -> Iterator[None]:
 def _no_default_store(monkeypatch: pytest.MonkeyPatch) -> None:
     """Never let a test fall back to the user's real ledger file."""
     monkeypatch.setenv("BUDGETGUARD_URL", "memory://")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_url" in metafunc.fixturenames:
+        metafunc.parametrize("store_url", STORES, indirect=True)

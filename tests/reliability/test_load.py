@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from budgetguard._ledger import open_ledger
-from tests.ledger.cluster_close import close_cluster_client
+from tests.ledger.cluster_close import close_cluster_client, close_ledger
 from tests.redis_server import delete_namespace
 
 from . import figures
@@ -68,8 +68,11 @@ def test_32_workers_across_processes(shared_url: str, tmp_path: Path) -> None:
         reads += data["reads"]
         problems += data["problems"]
     time.sleep(0.4)  # the abandoned reservations' 0.3 s leases have ended
-    with open_ledger(shared_url) as ledger:
+    ledger = open_ledger(shared_url)
+    try:
         result = audit(ledger, total, LOAD_SPECS)
+    finally:
+        close_ledger(ledger)
     assert problems == []  # no read ever saw spent + held above the limit
     assert reads > 0
     assert_exact(result, total)
