@@ -60,6 +60,14 @@ def _split(url: str) -> tuple[str, str, dict[str, str]]:
     return parts.scheme, rest, ours
 
 
+def _redacted(url: str) -> str:
+    """``url`` without its password, for messages (errors end up in events and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
 def _sqlite_path(url: str) -> str:
     path = urlsplit(url).path
     if not url.startswith("sqlite:///") or len(path) < 2:
@@ -118,7 +126,7 @@ def open_ledger(url: str, *, namespace: str | None = None) -> Ledger:
                     "redis" + rest[len("redis+cluster") :], decode_responses=True
                 )
             except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
-                raise LedgerError(f"cannot reach the Redis Cluster at {url}: {exc}") from exc
+                raise LedgerError(f"cannot reach the Redis Cluster at {_redacted(url)}: {exc}") from exc
         else:
             client = redis.Redis.from_url(rest, decode_responses=True, retry=_retry(redis))
         return RedisLedger(url, client, ns, maxlen)
