@@ -79,9 +79,48 @@ def _value(value: Any) -> str:
     return str(value)
 
 
+NOTES: Mapping[str, str] = {
+    "lost_replies": "A TCP proxy between each client and Redis closes connections before a request reaches "
+    "the server, closes them after the server executed a command (the reply is lost), and delays replies. "
+    "Half the clients use redis-py's default `Retry`, half `open_ledger`'s. A caller that still sees a "
+    "`LedgerError` repeats the call with the same reservation id. Every id ends in the state its caller "
+    "was told; the counters equal the acknowledged commits.",
+    "restart_always": "Workers run the bank-style workload while the server is killed with SIGKILL and "
+    "restarted from its append-only file, again and again. Lua scripts vanish with the process; the "
+    "client reloads them (NOSCRIPT) without the caller noticing.",
+    "restart_everysec": "The same run with `appendfsync everysec`. Killing the Redis *process* cannot "
+    "lose what Redis already handed to the kernel (it writes the AOF before it replies; only the fsync "
+    "is deferred); `everysec` can lose up to about a second of acknowledged writes when the *machine* or "
+    "the OS goes down, which these tests cannot inject. Use `always` where that second matters.",
+    "store_down": "A Redis stopped with SIGSTOP (connections accepted, never answered) and a killed one. "
+    "`open_ledger` now defaults `socket_timeout` and `socket_connect_timeout` to 2 s (a hung server "
+    "used to block forever); with 3 retries a caller waits at most about 4 timeouts.",
+    "worker_crash": "Worker processes holding up to three reservations each are killed with SIGKILL at "
+    "random points; each logged every acknowledged call with one write(2) before going on.",
+    "sqlite_crash": "As above on one SQLite file, plus one process per round that kills itself in the "
+    "middle of a commit's transaction, after its first write and before COMMIT, holding the write lock.",
+    "failover": "A primary and its replica; workers commit on the primary until it is killed with "
+    "SIGKILL, the link to the replica is cut at the same moment (the host is gone), and the replica is "
+    "promoted (`REPLICAOF NO ONE`, what Sentinel does). Replication is asynchronous: acknowledged "
+    "commits still on their way to the replica are lost, and the reservation ids of lost commits are "
+    "unknown to the new primary. What the new primary has is consistent (counters = journal).",
+    "load": "4 processes of 8 worker threads share one store; the limits bind halfway through the run. "
+    "A reader thread in each process checks every status it reads.",
+    "hostile_scopes": "Scope ids with key syntax, JSON fragments, control characters, look-alike unicode, "
+    "10 kB and 64 KiB; on Redis the keyspace is checked (every key in the namespace, in the documented "
+    "shape, no id in a key name) and keys planted outside the namespace stay untouched.",
+    "bad_amounts": "Negative, float, NaN, infinite, boolean, string, over-int64 and sub-nano amounts for "
+    "holds, commits, run-time limits and budgets; the store is compared before and after.",
+    "provider_fuzz": "Hypothesis mutates real OpenAI and Anthropic payloads (fields changed, removed, "
+    "replaced with junk) and cuts SSE streams at random bytes, with and without a connection error. "
+    "Every guarded call is checked: nothing held afterwards, one journal line, charged from the usage or "
+    "the worst case flagged `usage_missing`.",
+}
+
+
 def render(data: Mapping[str, Any], command: str) -> str:
     figures: Mapping[str, Mapping[str, Any]] = data["figures"]
-    tier = "long tier (BUDGETGUARD_LONG_TESTS=1)" if data["long"] else "fast (CI) tier"
+    tier = "the long tier, BUDGETGUARD_LONG_TESTS=1" if data["long"] else "the fast CI tier"
     lines = [
         "# Reliability figures",
         "",
@@ -91,10 +130,15 @@ def render(data: Mapping[str, Any], command: str) -> str:
         "tests passed; their assertions are what makes a zero below a zero (e.g. `double charges` is the",
         "number of reservations whose counters or journal showed more than one resolution).",
         "",
+        f"Run on: {data.get('environment', 'unknown')}.",
+        "",
     ]
     order = [s for s in TITLES if s in figures] + sorted(s for s in figures if s not in TITLES)
     for section in order:
-        lines += [f"## {TITLES.get(section, section)}", "", "| figure | value |", "|---|---|"]
+        lines += [f"## {TITLES.get(section, section)}", ""]
+        if section in NOTES:
+            lines += [NOTES[section], ""]
+        lines += ["| figure | value |", "|---|---|"]
         for name, value in sorted(figures[section].items(), key=lambda kv: (isinstance(kv[1], str), kv[0])):
             lines.append(f"| {name} | {_value(value)} |")
         lines.append("")
