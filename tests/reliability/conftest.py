@@ -30,5 +30,6 @@ def _no_default_store(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``store_url``: a fresh store of each kind in the module's ``STORES`` (default: all of them)."""
     if "store_url" in metafunc.fixturenames:
-        metafunc.parametrize("store_url", STORES, indirect=True)
+        metafunc.parametrize("store_url", getattr(metafunc.module, "STORES", STORES), indirect=True)

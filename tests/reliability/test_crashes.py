@@ -7,19 +7,14 @@ exactly once; a commit whose process died before the answer is either fully appl
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 from budgetguard._ledger import Ledger, open_ledger
-from tests.redis_server import delete_namespace
 
 from . import figures
 from .crashworker import LEASE
@@ -30,15 +25,7 @@ PROCESSES = 4
 ROUNDS = figures.scale(1, 6)
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'ledger.db'}"
-        return
-    url = request.getfixturevalue("redis_url")
-    ns = "k" + secrets.token_hex(6)
-    yield f"{url}?namespace={ns}"
-    delete_namespace(url, ns)
+STORES = ["sqlite", "redis"]
 
 
 @dataclass
@@ -148,21 +135,21 @@ def _check(ledger: Ledger, logs: Logs) -> dict[str, int]:
     }
 
 
-def test_killed_workers_leak_no_hold_and_lose_no_commit(shared_url: str, tmp_path: Path) -> None:
-    store = "sqlite" if shared_url.startswith("sqlite") else "redis"
+def test_killed_workers_leak_no_hold_and_lose_no_commit(store_url: str, tmp_path: Path) -> None:
+    store = "sqlite" if store_url.startswith("sqlite") else "redis"
     logs, killed, midtx_kills = Logs(), 0, 0
     for r in range(ROUNDS):
-        paths, midtx = _round(shared_url, tmp_path, seed=r + 1, midtx=store == "sqlite")
+        paths, midtx = _round(store_url, tmp_path, seed=r + 1, midtx=store == "sqlite")
         midtx_kills += midtx
         killed += PROCESSES
         for path in paths:
             logs.read(path)
-    with open_ledger(shared_url) as ledger:
+    with open_ledger(store_url) as ledger:
         found = _check(ledger, logs)
     section = "sqlite_crash" if store == "sqlite" else "worker_crash"
     if store == "sqlite":
         assert midtx_kills == ROUNDS
-        db = sqlite3.connect(shared_url.removeprefix("sqlite:///"))
+        db = sqlite3.connect(store_url.removeprefix("sqlite:///"))
         try:
             integrity = db.execute("PRAGMA integrity_check").fetchall()
         finally:

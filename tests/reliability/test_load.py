@@ -7,19 +7,13 @@ Redis Cluster too in the long tier). At every read
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-import redis
-
 from budgetguard._ledger import open_ledger
-from tests.ledger.cluster_close import close_cluster_client, close_ledger
-from tests.redis_server import delete_namespace
+from tests.ledger.cluster_close import close_ledger
 
 from . import figures
 from .loadworker import LOAD_SPECS, THREADS
@@ -29,32 +23,16 @@ ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = 4
 
 
-@pytest.fixture(params=["redis", "sqlite", "cluster"] if figures.LONG else ["redis"])
-def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    ns = "L" + secrets.token_hex(6)
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'ledger.db'}"
-    elif request.param == "redis":
-        url = request.getfixturevalue("redis_url")
-        yield f"{url}?namespace={ns}"
-        delete_namespace(url, ns)
-    else:
-        url = request.getfixturevalue("cluster_url")
-        yield f"{url}?namespace={ns}"
-        client = redis.RedisCluster.from_url(url.replace("redis+cluster://", "redis://"))
-        try:
-            for key in client.scan_iter(match=f"bg:{{{ns}}}:*", target_nodes=redis.RedisCluster.ALL_NODES):
-                client.delete(key)
-        finally:
-            close_cluster_client(client)
+STORES = ["redis", "sqlite", "cluster"] if figures.LONG else ["redis"]
+"""Stores several processes can share (``memory://`` lives in one)."""
 
 
-def test_32_workers_across_processes(shared_url: str, tmp_path: Path) -> None:
-    store = shared_url.split(":", 1)[0].replace("redis+cluster", "cluster")
+def test_32_workers_across_processes(store_url: str, tmp_path: Path) -> None:
+    store = store_url.split(":", 1)[0].replace("redis+cluster", "cluster")
     outs = [tmp_path / f"load-{i}.json" for i in range(PROCESSES)]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.reliability.loadworker", shared_url, str(out), str(i)],
+            [sys.executable, "-m", "tests.reliability.loadworker", store_url, str(out), str(i)],
             cwd=ROOT,
         )
         for i, out in enumerate(outs)
@@ -68,7 +46,7 @@ def test_32_workers_across_processes(shared_url: str, tmp_path: Path) -> None:
         reads += data["reads"]
         problems += data["problems"]
     time.sleep(0.4)  # the abandoned reservations' 0.3 s leases have ended
-    ledger = open_ledger(shared_url)
+    ledger = open_ledger(store_url)
     try:
         result = audit(ledger, total, LOAD_SPECS)
     finally:

@@ -16,7 +16,7 @@ import anthropic
 import httpx2
 import openai
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import budgetguard
@@ -43,7 +43,6 @@ def _settings(fast: int, long: int) -> settings:
     return settings(
         max_examples=figures.scale(fast, long),
         deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture],
     )
 
 
@@ -146,12 +145,10 @@ def test_usage_from_anthropic_shaped_responses(usage: Any) -> None:
 # -- through the guard and the real SDK clients ------------------------------------------------------
 
 
-@pytest.fixture
-def guard() -> Iterator[tuple[Guard, list[Event]]]:
+def _fresh() -> tuple[Guard, list[Event]]:
+    """A guard on a fresh memory store, and the events it emits."""
     events: list[Event] = []
-    made = Guard("memory://", budgets=BUDGETS, on_event=events.append)
-    yield made, events
-    made.close()
+    return Guard("memory://", budgets=BUDGETS, on_event=events.append), events
 
 
 def _settled(guard: Guard, events: list[Event]) -> tuple[str, int]:
@@ -191,42 +188,36 @@ def _outcome(kind: str) -> None:
     figures.record("provider_fuzz", f"...{kind}", 1)
 
 
-@CALLS
-@given(usage=st.one_of(st.just(MISSING), OPENAI_USAGE))
-def test_guarded_openai_call_with_fuzzed_usage(guard: tuple[Guard, list[Event]], usage: Any) -> None:
-    if not _json_safe(usage if usage is not MISSING else None):
-        return
-    g, events = guard
-    g.ledger.close()
-    g._sync = None  # a fresh memory store per example
-    events.clear()
-    api = serve(_with_usage(chat_completion(), usage))
-    create = g.with_budget(openai_client(api).chat.completions.create, user="fuzz")
-    _outcome(_expect(g, events, lambda: create(**chat_request()), "gpt-4o"))
+CALLED = {
+    "openai": (OPENAI_USAGE, chat_completion, chat_request, "gpt-4o"),
+    "anthropic": (ANTHROPIC_USAGE, anthropic_message, claude_request, "claude-sonnet-4-6"),
+}
+FUZZED_CALLS = st.sampled_from(sorted(CALLED)).flatmap(
+    lambda p: st.tuples(st.just(p), st.one_of(st.just(MISSING), CALLED[p][0]))
+)
 
 
 @CALLS
-@given(usage=st.one_of(st.just(MISSING), ANTHROPIC_USAGE))
-def test_guarded_anthropic_call_with_fuzzed_usage(guard: tuple[Guard, list[Event]], usage: Any) -> None:
+@given(call=FUZZED_CALLS)
+def test_guarded_call_with_fuzzed_usage(call: tuple[str, Any]) -> None:
+    provider, usage = call
     if not _json_safe(usage if usage is not MISSING else None):
         return
-    g, events = guard
-    g.ledger.close()
-    g._sync = None
-    events.clear()
-    api = serve(_with_usage(anthropic_message(), usage))
-    create = g.with_budget(anthropic_client(api).messages.create, user="fuzz")
-    _outcome(_expect(g, events, lambda: create(**claude_request()), "claude-sonnet-4-6"))
+    _, body, request, model = CALLED[provider]
+    g, events = _fresh()
+    api = serve(_with_usage(body(), usage))
+    client = openai_client(api) if provider == "openai" else anthropic_client(api)
+    method = client.chat.completions.create if provider == "openai" else client.messages.create
+    create = g.with_budget(method, user="fuzz")
+    _outcome(_expect(g, events, lambda: create(**request()), model))
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_absurd_token_counts_charge_the_estimate_and_release_nothing_late(
-    guard: tuple[Guard, list[Event]], stream: bool
-) -> None:
+def test_absurd_token_counts_charge_the_estimate_and_release_nothing_late(stream: bool) -> None:
     """A usage whose cost does not fit in int64 nano-USD ($9.2 billion) is corrupt: the worst-case
     estimate is charged and flagged. (It used to raise a bare ValueError from the ledger's commit and
     leave the hold to its lease.)"""
-    g, events = guard
+    g, events = _fresh()
     absurd = {"input_tokens": 10**17, "output_tokens": 10**17}
     if stream:
         body: Any = anthropic_sse(anthropic_stream_events(final_delta_usage=absurd))
@@ -262,11 +253,8 @@ def _cut(body: bytes, at: int, error: bool) -> Callable[[], Iterator[bytes]]:
 
 @CALLS
 @given(provider=st.sampled_from(sorted(STREAMS)), cut=st.floats(0, 1), error=st.booleans())
-def test_truncated_streams(guard: tuple[Guard, list[Event]], provider: str, cut: float, error: bool) -> None:
-    g, events = guard
-    g.ledger.close()
-    g._sync = None
-    events.clear()
+def test_truncated_streams(provider: str, cut: float, error: bool) -> None:
+    g, events = _fresh()
     sse, request, client, kind = STREAMS[provider]
     body = sse.encode()
     at = math.floor(cut * len(body))
