@@ -126,18 +126,18 @@ def _read(response: Any) -> Usage | None:
     return usage
 
 
-@READS
-@given(usage=st.one_of(st.just(MISSING), OPENAI_USAGE))
-def test_usage_from_openai_shaped_responses(usage: Any) -> None:
-    result = _read(_with_usage(chat_completion(), usage))
-    figures.record("provider_fuzz", "usage payloads read (Usage.from_response)", 1)
-    figures.record("provider_fuzz", "...refused with UsageError", result is None)
+SHAPES = {"openai": (OPENAI_USAGE, chat_completion), "anthropic": (ANTHROPIC_USAGE, anthropic_message)}
+FUZZED = st.sampled_from(sorted(SHAPES)).flatmap(
+    lambda p: st.tuples(st.just(p), st.one_of(st.just(MISSING), SHAPES[p][0]))
+)
+"""(provider, usage): a real payload's usage mutated, or missing."""
 
 
 @READS
-@given(usage=st.one_of(st.just(MISSING), ANTHROPIC_USAGE))
-def test_usage_from_anthropic_shaped_responses(usage: Any) -> None:
-    result = _read(_with_usage(anthropic_message(), usage))
+@given(fuzzed=FUZZED)
+def test_usage_from_fuzzed_responses(fuzzed: tuple[str, Any]) -> None:
+    provider, usage = fuzzed
+    result = _read(_with_usage(SHAPES[provider][1](), usage))
     figures.record("provider_fuzz", "usage payloads read (Usage.from_response)", 1)
     figures.record("provider_fuzz", "...refused with UsageError", result is None)
 
@@ -188,22 +188,17 @@ def _outcome(kind: str) -> None:
     figures.record("provider_fuzz", f"...{kind}", 1)
 
 
-CALLED = {
-    "openai": (OPENAI_USAGE, chat_completion, chat_request, "gpt-4o"),
-    "anthropic": (ANTHROPIC_USAGE, anthropic_message, claude_request, "claude-sonnet-4-6"),
-}
-FUZZED_CALLS = st.sampled_from(sorted(CALLED)).flatmap(
-    lambda p: st.tuples(st.just(p), st.one_of(st.just(MISSING), CALLED[p][0]))
-)
+REQUESTS = {"openai": (chat_request, "gpt-4o"), "anthropic": (claude_request, "claude-sonnet-4-6")}
 
 
 @CALLS
-@given(call=FUZZED_CALLS)
-def test_guarded_call_with_fuzzed_usage(call: tuple[str, Any]) -> None:
-    provider, usage = call
+@given(fuzzed=FUZZED)
+def test_guarded_call_with_fuzzed_usage(fuzzed: tuple[str, Any]) -> None:
+    provider, usage = fuzzed
     if not _json_safe(usage if usage is not MISSING else None):
         return
-    _, body, request, model = CALLED[provider]
+    body = SHAPES[provider][1]
+    request, model = REQUESTS[provider]
     g, events = _fresh()
     api = serve(_with_usage(body(), usage))
     client = openai_client(api) if provider == "openai" else anthropic_client(api)
