@@ -48,7 +48,7 @@ def dump(path: str) -> None:
     with _lock:
         data = {"long": LONG, "figures": _figures}
     with open(path, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=2, sort_keys=True)
+        json.dump(data, out, indent=2)  # in the order the tests recorded them
 
 
 # -- rendering ----------------------------------------------------------------------------------
@@ -111,6 +111,11 @@ NOTES: Mapping[str, str] = {
     "shape, no id in a key name) and keys planted outside the namespace stay untouched.",
     "bad_amounts": "Negative, float, NaN, infinite, boolean, string, over-int64 and sub-nano amounts for "
     "holds, commits, run-time limits and budgets; the store is compared before and after.",
+    "prices": "Through the guard and the real OpenAI client: a model with no price, the same with a "
+    "configured default price, and a model priced at $0 under request and token budgets.",
+    "secrets": "Canary strings in a prompt, in the API key, in a provider error message and in the Redis "
+    "password; every log record of the `budgetguard` logger (DEBUG and up), every event, every journal "
+    "entry and every error the guard raised is searched for them.",
     "provider_fuzz": "Hypothesis mutates real OpenAI and Anthropic payloads (fields changed, removed, "
     "replaced with junk) and cuts SSE streams at random bytes, with and without a connection error. "
     "Every guarded call is checked: nothing held afterwards, one journal line, charged from the usage or "
@@ -139,7 +144,7 @@ def render(data: Mapping[str, Any], command: str) -> str:
         if section in NOTES:
             lines += [NOTES[section], ""]
         lines += ["| figure | value |", "|---|---|"]
-        for name, value in sorted(figures[section].items(), key=lambda kv: (isinstance(kv[1], str), kv[0])):
+        for name, value in figures[section].items():
             lines.append(f"| {name} | {_value(value)} |")
         lines.append("")
     return "\n".join(lines)

@@ -14,22 +14,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from budgetguard._budgets import Period
 from budgetguard._ledger import open_ledger
-from tests.ledger.helpers import counter
 
 from . import figures
-from .workload import Tally, work
+from .workload import Tally, tight, work
 
 THREADS = 8
 OPS = figures.scale(12, 150)
 """Reservations per worker thread."""
-LOAD_SPECS = (
-    counter("user:a", limit=8 * OPS, period=Period.TOTAL),
-    counter("user:b", limit=8 * OPS, period=Period.TOTAL),
-    counter("team:t", limit=12 * OPS, period=Period.TOTAL),
-    counter("global", limit=16 * OPS, period=Period.TOTAL),
-)
+LOAD_SPECS = tight(8 * OPS)
 """About half of what the workload would spend: the limits bind halfway through the run."""
 
 

@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -24,11 +25,13 @@ from tests.redis_server import delete_namespace
 
 from . import figures
 from .chaos import ChaosProxy
-from .workload import Tally, assert_exact, audit, states, work
+from .workload import Tally, assert_exact, audit, states, tight, work
 
 REDIS_DEFAULT_RETRY: Retry = inspect.signature(redis.Redis.__init__).parameters["retry"].default
 WORKERS = 8
 OPS = figures.scale(60, 600)
+SPECS = tight(2 * OPS)
+"""Binding about halfway through the run."""
 
 
 @pytest.fixture
@@ -53,10 +56,10 @@ def test_chaos_proxy_loses_nothing_and_charges_nothing_twice(redis_url: str, nam
     with ChaosProxy((parts.hostname, parts.port), drop=0.04, reset=0.03, delay=0.04, seed=7) as proxy:
         # half the workers on redis.Redis's own default retry policy, half on open_ledger's
         clients = [_client(proxy.url, namespace, default_retry=i % 2 == 0) for i in range(WORKERS)]
-        deadline = time.monotonic() + 300
+        options: dict[str, Any] = {"ops": OPS, "deadline": time.monotonic() + 300, "specs": SPECS}
         with ThreadPoolExecutor(WORKERS) as pool:
             futures = [
-                pool.submit(work, clients[i], Tally(), prefix=f"w{i}", ops=OPS, seed=i, deadline=deadline)
+                pool.submit(work, clients[i], Tally(), prefix=f"w{i}", seed=i, **options)
                 for i in range(WORKERS)
             ]
             tallies = [f.result() for f in futures]
@@ -64,7 +67,7 @@ def test_chaos_proxy_loses_nothing_and_charges_nothing_twice(redis_url: str, nam
         total = Tally()
         for tally in tallies:
             total.merge(tally)
-        result = audit(clients[0], total)
+        result = audit(clients[0], total, SPECS)
         for client in clients:
             client.close()
         faults = dict(proxy.faults)

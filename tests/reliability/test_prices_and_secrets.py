@@ -77,7 +77,9 @@ def test_a_free_model_still_counts_against_request_and_token_budgets() -> None:
     with pytest.raises(BudgetExceededError) as by_tokens:  # 3 x 2306 spent; one more worst case won't fit
         create(**chat_request(model="free-model", max_tokens=2000), user_id="bob")  # type: ignore[call-arg]
     assert by_tokens.value.unit in ("tokens", "requests")
-    figures.record("prices", "zero-priced model calls admitted before the request budget refused", 3)
+    figures.record(
+        "prices", "zero-priced model calls admitted before the request budget refused", len(api.requests)
+    )
     figures.record("prices", "zero-priced model calls refused by request or token budgets", 2)
 
 
@@ -118,7 +120,8 @@ def test_prompts_and_keys_stay_out_of_logs_events_and_journal(
     create = guard.with_budget(client.chat.completions.create, user="alice")
     request = chat_request(messages=[{"role": "user", "content": PROMPT}])
     errors: list[BaseException] = []
-    for _ in range(4):  # an SDK error, a success, usage missing, a refusal
+    calls = 4
+    for _ in range(calls):  # an SDK error, a success, usage missing, a refusal
         try:
             create(**request)
         except Exception as exc:  # the SDK's 401 passes through unchanged (its message is the SDK's)
@@ -130,7 +133,7 @@ def test_prompts_and_keys_stay_out_of_logs_events_and_journal(
     texts += [r.getMessage() for r in caplog.records]
     assert len(api.requests) == 3
     assert _scan(texts) == []
-    figures.record("secrets", "guarded calls carrying a canary prompt and API key", 4)
+    figures.record("secrets", "guarded calls carrying a canary prompt and API key", calls)
     figures.record("secrets", "log records, events and journal entries scanned", len(texts))
     figures.record("secrets", "...containing the prompt or the key", len(_scan(texts)))
 

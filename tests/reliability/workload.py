@@ -32,6 +32,16 @@ SPECS: tuple[CounterSpec, ...] = (
 )
 """Tight: a few dozen open holds exhaust them, so refusals happen all the time."""
 
+
+def tight(base: int) -> tuple[CounterSpec, ...]:
+    """SPECS with limits ``base``, ``base``, ``1.5 base``, ``2 base``: pick ``base`` so that they bind
+    partway through a run (then both admissions and refusals keep happening)."""
+    return tuple(
+        counter(str(s.scope), limit=base * k // 2, period=Period.TOTAL)
+        for s, k in zip(SPECS, (2, 2, 3, 4), strict=True)
+    )
+
+
 ROOMY: tuple[CounterSpec, ...] = tuple(
     counter(str(s.scope), limit=10**12, period=Period.TOTAL) for s in SPECS
 )
