@@ -3,7 +3,9 @@
 Every module ``bench_<name>.py`` in this package is a benchmark called ``<name>``. It exposes
 ``run(quick: bool) -> list[dict]``: one row per measurement, each with at least ``name``, ``value``
 (budgetguard), ``baseline`` (the raw operation, timed in the same run), ``ratio`` (value / baseline)
-and ``target`` (the highest acceptable ratio). ``quick`` runs fewer iterations (a CI smoke run).
+and ``target`` (the highest acceptable ratio, or None for a comparison without one). A row that could
+not run (a peer not installed, no Redis) has ``skipped`` (the reason) and None in the others.
+``quick`` runs fewer iterations (a CI smoke run).
 """
 
 from __future__ import annotations

@@ -35,11 +35,23 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _result(r: dict[str, Any]) -> str:
+    """PASS / FAIL; ``-`` for a comparison without a target; SKIP for a row that could not run."""
+    if r.get("skipped"):
+        return "SKIP"
+    if r["target"] is None:
+        return "-"
+    return "PASS" if r["ratio"] <= r["target"] else "FAIL"
+
+
 def _table(results: dict[str, list[dict[str, Any]]]) -> str:
     header = ("benchmark", "measurement", "value", "baseline", "ratio", "ratio IQR", "target", "result")
     lines = [header]
     for bench, rows in results.items():
         for r in rows:
+            if r.get("skipped"):
+                lines.append((bench, r["name"], r["skipped"], "", "", "", "", "SKIP"))
+                continue
             iqr = r.get("ratio_iqr")
             lines.append(
                 (
@@ -49,8 +61,8 @@ def _table(results: dict[str, list[dict[str, Any]]]) -> str:
                     f"{_fmt(r['baseline'])} {r.get('unit', '')}".strip(),
                     f"{r['ratio']:.3f}",
                     f"{iqr[0]:.3f}-{iqr[1]:.3f}" if iqr else "",
-                    f"<= {r['target']}",
-                    "PASS" if r["ratio"] <= r["target"] else "FAIL",
+                    "" if r["target"] is None else f"<= {r['target']}",
+                    _result(r),
                 )
             )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -104,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {len(rows)} rows in {seconds:.1f} s -> {path}", file=sys.stderr, flush=True)
 
     print(_table(results))
-    failed = [f"{b}: {r['name']}" for b, rows in results.items() for r in rows if r["ratio"] > r["target"]]
+    failed = [f"{b}: {r['name']}" for b, rows in results.items() for r in rows if _result(r) == "FAIL"]
     if failed:
         print(f"\n{len(failed)} target(s) missed: " + "; ".join(failed))
     return 1 if failed and args.check else 0

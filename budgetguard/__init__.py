@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ._budgets import Budget, Period, Scope, Unit
-from ._context import Tracker, budget_context, propagate, track
+from ._config import load_budgets
+from ._context import Tracker, budget_context, follow_threads, propagate, track
 from ._errors import (
     BudgetExceededError,
     BudgetGuardError,
@@ -14,7 +15,17 @@ from ._errors import (
 )
 from ._estimate import Estimate, Estimator, estimate
 from ._events import Event
-from ._guard import Guard, GuardedAsyncStream, GuardedStream, configure, default_guard, metered, with_budget
+from ._guard import (
+    Attempt,
+    Guard,
+    GuardedAsyncStream,
+    GuardedStream,
+    configure,
+    default_guard,
+    metered,
+    with_budget,
+)
+from ._job import Job
 from ._ledger import (
     AsyncLedger,
     CounterSpec,
@@ -52,6 +63,7 @@ from ._usage import Usage
 
 __all__ = [
     "AsyncLedger",
+    "Attempt",
     "Budget",
     "BudgetExceededError",
     "BudgetGuardError",
@@ -62,6 +74,7 @@ __all__ = [
     "Estimator",
     "Event",
     "Guard",
+    "Job",
     "GuardedAsyncStream",
     "GuardedStream",
     "Hold",
@@ -91,9 +104,11 @@ __all__ = [
     "count_tool_tokens",
     "default_guard",
     "estimate",
+    "follow_threads",
     "format_usd",
     "get_encoding",
     "get_price",
+    "load_budgets",
     "load_prices",
     "metered",
     "open_async_ledger",

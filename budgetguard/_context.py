@@ -1,25 +1,32 @@
 """Context that follows a call: the scopes of ``budget_context`` and the trackers of ``track``.
 
 Both live in ``contextvars``, so they follow asyncio tasks (each task copies its creator's context).
-Plain threads start with an empty context: run their work with ``contextvars.copy_context().run``
-(or ``budgetguard.propagate(fn)``) to carry scopes and trackers into them.
+Python threads start with an empty context, so the first ``budget_context()`` or ``track()`` calls
+``follow_threads()``: from then on a ``threading.Thread`` runs in a copy of the context of the code that
+started it, and a ``ThreadPoolExecutor`` task in a copy of the context that submitted it (what Python
+3.14's ``thread_inherit_context`` flag does for threads). Set ``BUDGETGUARD_FOLLOW_THREADS=0`` to keep
+Python's behaviour and carry contexts by hand with ``budgetguard.propagate(fn)``.
 """
 
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from ._money import to_usd
 from ._usage import Usage
 
-__all__ = ["ModelTotals", "Tracker", "budget_context", "current_scopes", "propagate", "track"]
+__all__ = [
+    "ModelTotals", "Tracker", "budget_context", "current_scopes", "follow_threads", "propagate", "track",
+]  # fmt: skip
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -32,12 +39,46 @@ _trackers: contextvars.ContextVar[tuple[Tracker, ...]] = contextvars.ContextVar(
 )
 
 
+_following = False
+_follow_lock = threading.Lock()
+
+
+def follow_threads() -> None:
+    """Make contexts follow threads: each ``Thread`` runs in a copy of its starter's context, each
+    ``ThreadPoolExecutor`` task in a copy of its submitter's. Idempotent; patches ``Thread.start``
+    and ``ThreadPoolExecutor.submit`` once per process (as OpenTelemetry's threading instrumentation
+    does)."""
+    global _following
+    with _follow_lock:
+        if _following:
+            return
+        _following = True
+        start, submit = threading.Thread.start, ThreadPoolExecutor.submit
+
+        def start_in_context(self: threading.Thread) -> None:
+            run, context = self.run, contextvars.copy_context()
+            self.run = lambda: context.run(run)  # type: ignore[method-assign]
+            start(self)
+
+        def submit_in_context(self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+            return submit(self, contextvars.copy_context().run, fn, *args, **kwargs)
+
+        threading.Thread.start = start_in_context  # type: ignore[method-assign]
+        ThreadPoolExecutor.submit = submit_in_context  # type: ignore[method-assign,assignment]
+
+
+def _auto_follow() -> None:
+    if not _following and os.environ.get("BUDGETGUARD_FOLLOW_THREADS", "1") != "0":
+        follow_threads()
+
+
 @contextmanager
 def budget_context(**scopes: str | None) -> Iterator[Mapping[str, str]]:
     """Scope ids for every guarded call inside: ``with budget_context(user="alice", feature="search")``.
 
     Nested contexts add to (and override) the outer one; ``None`` removes a scope.
     """
+    _auto_follow()
     merged = dict(_scopes.get())
     for kind, ident in scopes.items():
         if ident is None:
@@ -131,7 +172,9 @@ class Tracker:
 
 @contextmanager
 def track() -> Iterator[Tracker]:
-    """Add up every guarded or metered call inside (like LangChain's ``get_openai_callback``)."""
+    """Add up every guarded or metered call inside (like LangChain's ``get_openai_callback``), in this
+    task and in the threads it starts."""
+    _auto_follow()
     tracker = Tracker()
     token = _trackers.set((*_trackers.get(), tracker))
     try:

@@ -9,19 +9,29 @@ hold so that the call cannot cost more:
 * output: ``max_completion_tokens`` / ``max_tokens`` / ``max_output_tokens`` times ``n``; without one,
   the model's output limit, else its context window minus the input (a true upper bound), else
   ``default_output_tokens``;
-* price: the prompt-size tier the estimated input falls in, and the request's service tier.
+* price: the prompt-size tier the estimated input falls in, and the price variant the request asks
+  for (``service_tier`` flex / priority, Anthropic ``speed="fast"``, batch processing with
+  ``batch=True``), see ``request_variant``.
+
+Anthropic's ``messages.count_tokens`` can replace the offline Claude estimate: pass a client as
+``Estimator(anthropic_count_tokens=client)``. A timeout or an error falls back to the offline estimate
+(never to zero) and is logged; the guard also reports it as an ``estimate_fallback`` event.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from ._errors import ConfigurationError
+from ._events import logger
 from ._money import to_usd
 from ._pricing import Price, PriceBook, price_book
+from ._providers import Variant, request_variant
 from ._tokens import (
     ANTHROPIC_SAFETY_FACTOR,
     count_anthropic_tokens,
@@ -46,6 +56,10 @@ class Estimate:
     price: Price
     cache_write: str | None = None
     """``"5m"`` or ``"1h"`` when the input was priced as prompt-cache writes."""
+    variant: Variant | None = None
+    """The price variant reserved at (``{"service_tier": "flex"}``, ``{"processing": "batch"}``)."""
+    counted: bool = False
+    """The input count came from the provider's token counting endpoint (exact, no safety factor)."""
 
     @property
     def cost(self) -> Decimal:
@@ -82,6 +96,8 @@ class Estimator:
         default_output_tokens: int = 4096,
         anthropic_factor: Decimal | str = ANTHROPIC_SAFETY_FACTOR,
         anthropic_factors: Mapping[str, Decimal | str] | None = None,
+        anthropic_count_tokens: Any = None,
+        count_tokens_timeout: float = 2.0,
     ) -> None:
         if default_output_tokens <= 0:
             raise ConfigurationError("default_output_tokens must be positive")
@@ -91,8 +107,34 @@ class Estimator:
         self.anthropic_factors = {k: Decimal(v) for k, v in (anthropic_factors or {}).items()}
         if self.anthropic_factor < 1 or any(f < 1 for f in self.anthropic_factors.values()):
             raise ConfigurationError("an Anthropic safety factor below 1 would under-reserve")
+        if anthropic_count_tokens is not None and not hasattr(anthropic_count_tokens, "messages"):
+            raise ConfigurationError(
+                "anthropic_count_tokens takes an anthropic.Anthropic or AsyncAnthropic client"
+            )
+        if count_tokens_timeout <= 0:
+            raise ConfigurationError("count_tokens_timeout must be a positive number of seconds")
+        self.anthropic_count_tokens = anthropic_count_tokens
+        self.count_tokens_timeout = count_tokens_timeout
 
-    def __call__(self, request: Mapping[str, Any], *, provider: str | None = None) -> Estimate:
+    def __call__(
+        self,
+        request: Mapping[str, Any],
+        *,
+        provider: str | None = None,
+        batch: bool = False,
+        input_tokens: int | None = None,
+        count: bool = True,
+    ) -> Estimate:
+        """The worst case of ``request``. ``batch=True`` prices it at the batch-processing variant;
+        ``input_tokens`` is an exact input count (from ``count_tokens``) to use instead of counting.
+
+        With ``anthropic_count_tokens`` set to a sync client, no ``input_tokens`` and ``count`` on, a
+        Claude request is counted by the endpoint here (the guard counts before it estimates, sync or
+        async, and passes ``count=False``)."""
+        if input_tokens is None and count and self.anthropic_count_tokens is not None:
+            ask = self.count_request(request, provider=provider)
+            if ask is not None and not _is_async_client(self.anthropic_count_tokens):
+                input_tokens = self.count_tokens(ask)
         model = request.get("model")
         if not isinstance(model, str) or not model:
             raise ConfigurationError(
@@ -102,17 +144,19 @@ class Estimator:
         # a model the price data files under another provider (gemini-*, mistral-*) is still found.
         lookup_provider = provider
         provider = provider or _guess_provider(model, request)
-        variant = _variant(request, provider)
+        variant = request_variant(request, provider, batch=batch)
         price = self.prices.get(model, provider=lookup_provider, variant=variant)
         cache_write = None
+        counted = input_tokens is not None and provider == "anthropic"
         if provider == "anthropic":
-            input_tokens = count_anthropic_tokens(
-                request.get("messages") or (),
-                model,
-                system=request.get("system"),
-                tools=request.get("tools"),
-                factor=self._factor(model),
-            )
+            if input_tokens is None:
+                input_tokens = count_anthropic_tokens(
+                    request.get("messages") or (),
+                    model,
+                    system=request.get("system"),
+                    tools=request.get("tools"),
+                    factor=self._factor(model),
+                )
             cache_write = _anthropic_cache_ttl(request)
             output_tokens = self._output(request, price, input_tokens, ("max_tokens",))
         elif "messages" in request:
@@ -149,7 +193,42 @@ class Estimator:
             cost_nano=cost_nano,
             price=price,
             cache_write=cache_write,
+            variant=variant,
+            counted=counted,
         )
+
+    # -- Anthropic's token counting endpoint ----------------------------------------------------
+
+    def count_request(
+        self, request: Mapping[str, Any], *, provider: str | None = None
+    ) -> dict[str, Any] | None:
+        """The ``messages.count_tokens`` arguments for ``request`` when exact counting is on and
+        ``request`` is a Claude request, else ``None``."""
+        model = request.get("model")
+        if self.anthropic_count_tokens is None or not isinstance(model, str) or not model:
+            return None
+        if (provider or _guess_provider(model, request)) != "anthropic" or "messages" not in request:
+            return None
+        return {key: request[key] for key in _COUNT_KEYS if request.get(key) is not None}
+
+    def count_tokens(self, ask: Mapping[str, Any]) -> int | None:
+        """Input tokens by the endpoint (sync client); ``None`` (logged) when it fails or times out."""
+        try:
+            return _counted(self._count_client().messages.count_tokens(**ask))
+        except Exception as exc:
+            return _count_failed(ask, exc)
+
+    async def acount_tokens(self, ask: Mapping[str, Any]) -> int | None:
+        """``count_tokens`` for async callers: awaits an async client, runs a sync one in a thread."""
+        if not _is_async_client(self.anthropic_count_tokens):
+            return await asyncio.to_thread(self.count_tokens, ask)
+        try:
+            return _counted(await self._count_client().messages.count_tokens(**ask))
+        except Exception as exc:
+            return _count_failed(ask, exc)
+
+    def _count_client(self) -> Any:
+        return self.anthropic_count_tokens.with_options(timeout=self.count_tokens_timeout, max_retries=0)
 
     def _factor(self, model: str) -> Decimal:
         for prefix, factor in self.anthropic_factors.items():
@@ -180,10 +259,25 @@ def _guess_provider(model: str, request: Mapping[str, Any]) -> str:
     return "openai"
 
 
-def _variant(request: Mapping[str, Any], provider: str) -> dict[str, str] | None:
-    tier = request.get("service_tier")
-    if provider == "openai" and isinstance(tier, str) and tier not in ("auto", "default"):
-        return {"service_tier": tier}
+_COUNT_KEYS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "speed")
+
+
+def _is_async_client(client: Any) -> bool:
+    return inspect.iscoroutinefunction(getattr(getattr(client, "messages", None), "count_tokens", None))
+
+
+def _counted(result: Any) -> int:
+    value = getattr(result, "input_tokens", None)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"count_tokens returned no usable input_tokens: {result!r}")
+    return value
+
+
+def _count_failed(ask: Mapping[str, Any], exc: BaseException) -> int | None:
+    logger.warning(
+        "budgetguard count_tokens failed for %s (%s: %s); using the offline estimate",
+        ask.get("model"), type(exc).__name__, exc,
+    )  # fmt: skip
     return None
 
 
@@ -238,6 +332,8 @@ def _anthropic_cache_ttl(request: Mapping[str, Any]) -> str | None:
 _default_estimator = Estimator()
 
 
-def estimate(request: Mapping[str, Any], *, provider: str | None = None) -> Estimate:
-    """Worst-case tokens and cost of an SDK request (its keyword arguments), with default settings."""
-    return _default_estimator(request, provider=provider)
+def estimate(request: Mapping[str, Any], *, provider: str | None = None, batch: bool = False) -> Estimate:
+    """Worst-case tokens and cost of an SDK request (its keyword arguments), with default settings.
+
+    ``batch=True`` prices the request as one line of a Batch API job (OpenAI or Anthropic)."""
+    return _default_estimator(request, provider=provider, batch=batch)

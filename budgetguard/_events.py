@@ -24,6 +24,7 @@ EventKind = Literal[
     "usage_missing",
     "store_unavailable",
     "spend_lost",
+    "estimate_fallback",
 ]
 
 _LEVELS: Mapping[str, int] = {
@@ -37,12 +38,19 @@ _LEVELS: Mapping[str, int] = {
     "usage_missing": logging.WARNING,
     "store_unavailable": logging.ERROR,
     "spend_lost": logging.ERROR,
+    "estimate_fallback": logging.WARNING,
 }
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One thing the guard did. Amounts are USD ``Decimal``; prompts and keys are never included."""
+    """One thing the guard did. Amounts are USD ``Decimal``; prompts and keys are never included.
+
+    ``data`` of a ``committed`` or ``released`` event: ``duration`` (seconds from before the reservation),
+    ``usage`` (the ``Usage`` charged, if any) and ``counters`` (each counter's ``scope``, ``unit``,
+    ``period``, ``spent`` and ``limit`` after the commit, in the store's units), and the flags the
+    journal gets (``usage_missing``, ``interrupted``, ``error``).
+    """
 
     kind: EventKind
     model: str | None = None

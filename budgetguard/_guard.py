@@ -28,22 +28,36 @@ from ._context import current_scopes, record_usage
 from ._errors import BudgetExceededError, ConfigurationError, LedgerError, UsageError
 from ._estimate import Estimate, Estimator
 from ._events import Event, EventKind, emit, wanted
-from ._ledger import AsyncLedger, CounterSpec, Hold, Ledger, Reservation, open_async_ledger, open_ledger
-from ._money import INT64_MAX, to_usd
+from ._job import Job, current_job
+from ._ledger import (
+    AsyncLedger,
+    CounterSpec,
+    Hold,
+    Ledger,
+    Outcome,
+    Reservation,
+    open_async_ledger,
+    open_ledger,
+)
+from ._money import INT64_MAX, Money, to_nano, to_usd
 from ._pricing import PriceBook, price_book
 from ._providers import (
     StreamFolder,
+    Variant,
     is_stream,
     is_stream_manager,
     prepare_openai_stream,
     request_from_arguments,
+    response_variant,
     sdk_provider,
+    served_tier,
     without_sdk_retries,
 )
 from ._tokens import count_text_tokens
 from ._usage import Usage
 
 __all__ = [
+    "Attempt",
     "Guard",
     "GuardedAsyncStream",
     "GuardedStream",
@@ -82,9 +96,14 @@ def _retryable(exc: BaseException) -> bool:
     status = getattr(exc, "status_code", None)
     if isinstance(status, int):
         return status == 429 or status == 408 or status >= 500
-    name = type(exc).__name__
-    return name in ("APITimeoutError", "APIConnectionError") or isinstance(
-        exc, TimeoutError | ConnectionError
+    return _in_transit(exc)
+
+
+def _in_transit(exc: BaseException) -> bool:
+    """A timeout or a dropped connection: the SDKs' errors (or subclasses of them, such as
+    langchain-openai's ``OpenAITimeoutError``) or the standard library's."""
+    return isinstance(exc, TimeoutError | ConnectionError) or any(
+        cls.__name__ in ("APITimeoutError", "APIConnectionError") for cls in type(exc).__mro__
     )
 
 
@@ -104,9 +123,7 @@ def charge_if_maybe_billed(exc: BaseException) -> bool:
     A timeout or a dropped connection after the request was sent may still be processed (and billed);
     an error response (4xx, 5xx) is not billed by OpenAI or Anthropic, so its hold is released.
     """
-    return type(exc).__name__ in ("APITimeoutError", "APIConnectionError") or isinstance(
-        exc, TimeoutError | ConnectionError
-    )
+    return _in_transit(exc)
 
 
 # -- actions the flow yields ------------------------------------------------------------------------
@@ -117,6 +134,8 @@ class _Reserve:
     holds: tuple[Hold, ...]
     meta: Mapping[str, Any]
     enforce: bool = True
+    lease: float | None = None
+    """Seconds; the guard's ``lease`` when ``None``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +160,14 @@ class _Status:
     counters: tuple[CounterSpec, ...]
 
 
-Action = _Reserve | _Resolve | _Call | _Sleep | _Status
+@dataclass(frozen=True, slots=True)
+class _Count:
+    """Ask the provider's token counting endpoint (``Estimator.count_request``) for the input tokens."""
+
+    request: Mapping[str, Any]
+
+
+Action = _Reserve | _Resolve | _Call | _Sleep | _Status | _Count
 Flow = Generator[Action, Any, Any]
 
 
@@ -151,11 +177,14 @@ class _Plan:
 
     scopes: tuple[Scope, ...]
     models: tuple[str | None, ...]
-    estimate: Callable[[str | None], Estimate]
+    estimate: Callable[[str | None, int | None], Estimate]
+    """The estimate for a model, given an exact input count (or ``None`` to count offline)."""
     read_usage: Callable[[Any], Usage]
     at: tuple[int, int] | None
     """Route when a counter's spent + held reaches this fraction (numerator, denominator) of its limit."""
     enforce: bool
+    count: Callable[[str | None], Mapping[str, Any] | None] = lambda model: None
+    """The token counting request for a model, when exact counting is on for it."""
 
 
 class Guard:
@@ -271,6 +300,9 @@ class Guard:
             Unit.TOKENS: est.input_tokens + est.output_tokens,
             Unit.REQUESTS: 1,
         }
+        job = current_job(self)
+        if job is not None:  # inside guard.reserve(): draw on the job's hold, not the store's counters
+            return job.holds(amounts)
         holds = []
         for spec in self.counters_for(scopes):
             holds.append(Hold(spec, amounts[spec.unit]))
@@ -297,8 +329,13 @@ class Guard:
             # -- reserve, routing to a cheaper model when needed
             while True:
                 model = plan.models[model_index]
-                est = plan.estimate(model)
+                ask, counted = plan.count(model), None
+                if ask is not None:
+                    counted = yield _Count(ask)
+                est = plan.estimate(model, counted)
                 ctx = _Ctx(self, est, labels, attempt)
+                if ask is not None and counted is None:
+                    ctx.emit("estimate_fallback", reason="count_tokens failed; reserved the offline estimate")
                 holds = self._holds(plan.scopes, est)
                 if plan.at is not None and model_index + 1 < len(plan.models) and holds:
                     try:
@@ -318,7 +355,14 @@ class Guard:
                 if not holds:
                     reservation = None
                     break
-                meta = {"model": est.model, "attempt": attempt, "estimated_usd": str(est.cost)}
+                meta: dict[str, Any] = {
+                    "model": est.model,
+                    "attempt": attempt,
+                    "estimated_usd": str(est.cost),
+                    "scopes": labels,
+                }
+                if est.variant:
+                    meta["variant"] = dict(est.variant)
                 try:
                     reservation = yield _Reserve(holds, meta, plan.enforce)
                 except BudgetExceededError as refused:
@@ -353,7 +397,7 @@ class Guard:
             if is_stream(result):
                 return _wrap_stream(result, _Settlement(ctx, reservation))
             try:
-                usage, flags = plan.read_usage(result), {}
+                usage, flags = plan.read_usage(result), _served(served_tier(result), est)
             except Exception as exc:  # no usable usage: charge the worst case and say so
                 usage, flags = est.usage, {"usage_missing": True}
                 ctx.emit("usage_missing", reason=str(exc))
@@ -364,8 +408,13 @@ class Guard:
                 yield from ctx.settle(reservation, usage, flags)
             state.set_result(result)
 
-    def _actual(self, model: str, usage: Usage, est: Estimate) -> dict[Unit, int]:
-        cost = est.price.cost_nano(usage) if model == est.model else self.prices.cost_nano(model, usage)
+    def _actual(
+        self, model: str, usage: Usage, est: Estimate, variant: Variant | None = None
+    ) -> dict[Unit, int]:
+        if model == est.model and variant == est.variant:
+            cost = est.price.cost_nano(usage)
+        else:  # served at another tier than asked (or another model): its own price
+            cost = self.prices.get(model, variant=variant).cost_nano(usage)
         return {Unit.USD: cost, Unit.TOKENS: usage.total_tokens, Unit.REQUESTS: 1}
 
     # -- drivers ---------------------------------------------------------------------------------
@@ -390,12 +439,21 @@ class Guard:
         if isinstance(action, _Sleep):
             time.sleep(action.seconds)
             return None
-        return self._on_store(self.ledger, action)
+        if isinstance(action, _Count):
+            return self.estimator.count_tokens(action.request)
+        return self._on_store(self._job_for(action) or self.ledger, action)
 
-    def _on_store(self, store: Ledger | AsyncLedger, action: _Reserve | _Resolve | _Status) -> Any:
+    def _job_for(self, action: _Reserve | _Resolve | _Status) -> Job | None:
+        """The job whose hold this store action goes to (a draw settles on its own job), or ``None``."""
+        if isinstance(action, _Resolve):
+            return getattr(action.reservation, "job", None)
+        return current_job(self)
+
+    def _on_store(self, store: Ledger | AsyncLedger | Job, action: _Reserve | _Resolve | _Status) -> Any:
         """Send a store action: its result (a ``Ledger``) or an awaitable of it (an ``AsyncLedger``)."""
         if isinstance(action, _Reserve):
-            return store.reserve(action.holds, lease=self.lease, meta=action.meta, enforce=action.enforce)
+            lease = self.lease if action.lease is None else action.lease
+            return store.reserve(action.holds, lease=lease, meta=action.meta, enforce=action.enforce)
         if isinstance(action, _Resolve):
             if action.actual is None:
                 return store.release(action.reservation, meta=action.meta)
@@ -422,10 +480,141 @@ class Guard:
         if isinstance(action, _Sleep):
             await asyncio.sleep(action.seconds)
             return None
+        if isinstance(action, _Count):
+            return await self.estimator.acount_tokens(action.request)
+        job = self._job_for(action)
+        if job is not None:
+            return self._on_store(job, action)  # in memory, no I/O
         store = self.async_ledger
         if isinstance(store, AsyncLedger):
             return await self._on_store(store, action)
         return await asyncio.to_thread(self._on_store, store, action)  # a local store: off the loop
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def reserve(
+        self,
+        *,
+        usd: Money | None = None,
+        tokens: int | None = None,
+        requests: int | None = None,
+        name: str | None = None,
+        lease: float = 3600.0,
+        **scopes: str,
+    ) -> Job:
+        """Hold an amount for a whole job; guarded calls inside draw on it instead of reserving each.
+
+        ``with guard.reserve(usd="2.00", feature="ingest") as job:`` (or ``async with``, or
+        ``@guard.reserve(...)`` on the job's function) reserves once on the job's scopes (``global``,
+        the given ones, and those of ``budget_context``), refuses a call inside that would not fit in
+        what is left, and on leaving commits what the calls cost and releases the rest. Pass an amount
+        for each unit the scopes' budgets count (usd, tokens, requests). ``lease`` bounds how long a
+        crashed job's hold survives. See ``budgetguard._job`` for the details."""
+        amounts: dict[Unit, int] = {}
+        if usd is not None:
+            amounts[Unit.USD] = to_nano(usd, what="usd")
+        for unit, value in ((Unit.TOKENS, tokens), (Unit.REQUESTS, requests)):
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ConfigurationError(f"{unit.value} must be a non-negative int, got {value!r}")
+                amounts[unit] = value
+        for kind, ident in scopes.items():
+            if not isinstance(ident, str):
+                raise ConfigurationError(f"reserve() takes literal scope ids, e.g. {kind}='ingest'")
+            Scope("global") if kind == "global" else Scope(kind, ident)
+        label = name or scopes.get("feature") or "job"
+        return Job(self, amounts=amounts, scopes=scopes, name=label, lease=lease)
+
+    def _job_flow(self, job: Job, opening: bool, unsettled: int = 0) -> Flow:
+        if opening:  # the job's scopes: global, the given ones and budget_context's, as it starts
+            scopes = _resolve_scopes(job.scopes, (), {}, {})
+            job.labels = tuple(str(s) for s in scopes)
+        ctx = _JobCtx(self, job, job.labels)
+        if opening:
+            parent = job.parent
+            counters = parent.counters if parent is not None else self.counters_for(scopes)
+            missing = sorted({c.unit.value for c in counters if c.unit not in job.amounts})
+            if missing:
+                where = parent.scope if parent is not None else ", ".join(ctx.labels)
+                raise ConfigurationError(
+                    f"the budgets on {where} count {' and '.join(missing)}: pass "
+                    f"{'=..., '.join(missing)}=... to reserve() as well"
+                )
+            holds = tuple(Hold(c, job.amounts[c.unit]) for c in counters)
+            if not holds:
+                return  # no budget applies: the job only limits its own calls
+            try:
+                meta = {"job": job.name, "scopes": ctx.labels}
+                job.reservation = yield _Reserve(holds, meta, True, job.lease)
+            except BudgetExceededError as refused:
+                ctx.emit("refused", reason=refused.scope)
+                raise
+            except LedgerError as down:
+                ctx.store_down(down)  # fail_closed raises; fail_open runs the job on its own limit
+                job.lost = True
+                return
+            ctx.reservation_id = job.reservation.id
+            ctx.emit("reserved")
+            return
+        used = job.used()
+        cost = used.get(Unit.USD)
+        if job.reservation is None:
+            if job.lost:
+                ctx.emit("spend_lost", actual=cost, reason="fail_open: the store was unavailable")
+            return
+        ctx.reservation_id = job.reservation.id
+        actual = {h.counter.unit: used[h.counter.unit] for h in job.reservation.held}
+        summary: dict[str, Any] = {
+            "calls": job.calls,
+            "usage": job.usage.to_dict(),
+            "models": dict(job.models),
+            "cost_nano": job.cost_nano,
+        }
+        if len(job.models) == 1:  # reports group by model: a one-model job is that model's spend
+            summary["model"] = next(iter(job.models))
+        if unsettled:
+            summary["unsettled_calls"] = unsettled  # charged at their holds
+        try:
+            outcome = yield _Resolve(job.reservation, actual, summary)
+        except LedgerError as down:
+            ctx.emit("store_unavailable", reason=str(down))
+            ctx.emit("spend_lost", actual=cost, reason=f"could not record: {down}")
+            if self.on_store_error == "fail_closed":
+                raise
+            return
+        ctx.emit("committed", actual=cost)
+        if outcome.overrun:
+            ctx.emit("overrun", actual=cost)
+        ctx._thresholds(job.reservation, actual, outcome.spent)
+
+    def _run_job(self, job: Job, *, opening: bool, unsettled: int = 0) -> None:
+        self._run_sync(self._job_flow(job, opening, unsettled), _no_call)
+
+    async def _arun_job(self, job: Job, *, opening: bool, unsettled: int = 0) -> None:
+        await self._run_async(self._job_flow(job, opening, unsettled), _no_call)
+
+    # -- calls made elsewhere ----------------------------------------------------------------------
+
+    def attempt(
+        self,
+        request: Mapping[str, Any] | Estimate,
+        *,
+        provider: str | None = None,
+        usage: Callable[[Any], Usage] = Usage.from_response,
+        enforce: bool = True,
+        scopes: Mapping[str, ScopeSpec] | None = None,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> Attempt:
+        """One call that a framework sends and reports through callbacks (LangChain's handlers, say).
+
+        ``reserve()`` before it is sent, then ``commit(response)`` or ``fail(error)``: the decorator's flow
+        (events, thresholds, ``track()``, journal) without its retries: each retry is a new attempt.
+        ``scopes`` are specs as in ``with_budget``, resolved over ``arguments`` and ``budget_context()``.
+        """
+        est = request if isinstance(request, Estimate) else self.estimator(request, provider=provider)
+        resolved = _resolve_scopes(scopes or {}, (), dict(arguments or {}), arguments or {})
+        plan = _Plan(resolved, (est.model,), lambda model, counted: est, usage, None, enforce)
+        return Attempt(self, plan)
 
     # -- decorators ------------------------------------------------------------------------------
 
@@ -553,7 +742,7 @@ class Guard:
             primary = request.get("model") if request else arguments.get("model")
             models = tuple(route) if route else (primary if isinstance(primary, str) else None,)
 
-            def estimate_for(model: str | None) -> Estimate:
+            def request_for(model: str | None) -> Estimate | Mapping[str, Any]:
                 if estimate is not None:
                     given = estimate(*args, **kwargs)
                     if isinstance(given, Estimate):
@@ -563,13 +752,28 @@ class Guard:
                                 "return the request kwargs"
                             )
                         return given
-                    return estimator({**given, **({"model": model} if model else {})}, provider=provider)
+                    return {**given, **({"model": model} if model else {})}
                 if request is None:
                     raise ConfigurationError(
                         f"cannot see the LLM request in the arguments of {getattr(fn, '__qualname__', fn)}; "
                         "pass estimate=lambda *a, **kw: {'model': ..., 'messages': ..., 'max_tokens': ...}"
                     )
-                return estimator({**request, **({"model": model} if model else {})}, provider=provider)
+                return {**request, **({"model": model} if model else {})}
+
+            def estimate_for(model: str | None, counted: int | None) -> Estimate:
+                given = request_for(model)
+                if isinstance(given, Estimate):
+                    return given
+                # the flow asked count_tokens already (counted is None when off or failed: offline)
+                return estimator(given, provider=provider, input_tokens=counted, count=False)
+
+            def count_for(model: str | None) -> Mapping[str, Any] | None:
+                if estimator.anthropic_count_tokens is None:
+                    return None
+                given = request_for(model)
+                return (
+                    None if isinstance(given, Estimate) else estimator.count_request(given, provider=provider)
+                )
 
             def call(model: str | None) -> Any:
                 if provider is not None:
@@ -584,7 +788,7 @@ class Guard:
                     return target(*args, **{**kwargs, "model": model})
                 return target(*args, **kwargs)
 
-            plan = _Plan(resolved, models, estimate_for, read_usage, threshold, enforce)
+            plan = _Plan(resolved, models, estimate_for, read_usage, threshold, enforce, count_for)
             return plan, call
 
         if is_async:
@@ -611,6 +815,15 @@ class _Ctx:
         self.guard, self.est, self.labels, self.attempt = guard, est, labels, attempt
         self.reservation_id: str | None = None
         self.lost = False  # fail_open admitted this attempt without a reservation
+        self.started = time.monotonic()
+
+    @property
+    def model(self) -> str | None:
+        return self.est.model
+
+    @property
+    def estimated(self) -> Decimal | None:
+        return self.est.cost
 
     def emit(
         self, kind: EventKind, *, actual: int | None = None, reason: str | None = None,
@@ -621,11 +834,11 @@ class _Ctx:
         emit(
             Event(
                 kind=kind,
-                model=self.est.model,
+                model=self.model,
                 scopes=self.labels,
                 reservation_id=self.reservation_id,
                 attempt=self.attempt,
-                estimated=self.est.cost,
+                estimated=self.estimated,
                 actual=None if actual is None else to_usd(actual),
                 reason=reason,
                 data=data or {},
@@ -646,11 +859,12 @@ class _Ctx:
         """Commit ``usage`` (or release when None). The call already happened: a store failure here
         cannot undo it. It is reported as lost spend (the hold expires after its lease) and, when
         failing closed, raised."""
-        actual = None if usage is None else self.guard._actual(self.est.model, usage, self.est)
+        variant = flags.get("variant", self.est.variant)
+        actual = None if usage is None else self.guard._actual(self.est.model, usage, self.est, variant)
         if actual is not None and max(actual.values()) > INT64_MAX:  # absurd counts: a corrupt response
             self.emit("usage_missing", reason=f"usage {usage} is beyond what a ledger counts")
             usage, flags = self.est.usage, {**flags, "usage_missing": True}
-            actual = self.guard._actual(self.est.model, usage, self.est)
+            actual = self.guard._actual(self.est.model, usage, self.est, variant)
         cost = None if actual is None else actual[Unit.USD]
         if usage is not None:
             record_usage(self.est.model, usage, actual[Unit.USD] if actual else 0)
@@ -658,7 +872,9 @@ class _Ctx:
             if self.lost and cost is not None:
                 self.emit("spend_lost", actual=cost, reason="fail_open: the store was unavailable")
             return
-        meta: dict[str, Any] = {**flags} if usage is None else {"usage": usage.to_dict(), **flags}
+        meta: dict[str, Any] = {**flags}
+        if actual is not None and usage is not None:  # the journal keeps the cost even without a USD budget
+            meta.update(usage=usage.to_dict(), cost_nano=actual[Unit.USD])
         try:
             outcome = yield _Resolve(reservation, actual, meta)
         except LedgerError as down:
@@ -667,11 +883,30 @@ class _Ctx:
             if self.guard.on_store_error == "fail_closed":
                 raise
             return
-        self.emit("released" if actual is None else "committed", actual=cost, reason=flags.get("error"))
+        kind: EventKind = "released" if actual is None else "committed"
+        if wanted(kind, self.guard.hooks):
+            data = {**flags, **self._settled(usage, reservation, outcome)}
+            self.emit(kind, actual=cost, reason=flags.get("error"), data=data)
         if outcome is not None and outcome.overrun:
             self.emit("overrun", actual=cost)
         if outcome is not None and actual is not None:
             self._thresholds(reservation, actual, outcome.spent)
+
+    def _settled(
+        self, usage: Usage | None, reservation: Reservation, outcome: Outcome | None
+    ) -> dict[str, Any]:
+        """What a committed or released event carries: the call's duration (seconds, from before its
+        reservation), its usage, and each counter's spent amount and limit after the commit."""
+        data: dict[str, Any] = {"duration": time.monotonic() - self.started}
+        if usage is not None:
+            data["usage"] = usage
+        if outcome is not None and outcome.spent:
+            data["counters"] = tuple(
+                {"scope": str(h.counter.scope), "unit": h.counter.unit.value,
+                 "period": h.counter.period.value, "spent": spent, "limit": h.limit}
+                for h, spent in zip(reservation.held, outcome.spent, strict=False)
+            )  # fmt: skip
+        return data
 
     def _thresholds(self, reservation: Reservation, actual: Mapping[Unit, int], after: Sequence[int]) -> None:
         """A "threshold" event for each threshold this commit carried a counter across. Spent only grows
@@ -689,6 +924,87 @@ class _Ctx:
                         data={"scope": str(spec.scope), "threshold": level, "spent": spent, "limit": limit,
                               "unit": spec.unit.value, "period": spec.period.value},
                     )  # fmt: skip
+
+
+class _JobCtx(_Ctx):
+    """Events of a job's own reservation (``Guard.reserve``): no model, the job's hold as the estimate."""
+
+    def __init__(self, guard: Guard, job: Job, labels: tuple[str, ...]) -> None:
+        self.job = job
+        self.guard, self.labels, self.attempt = guard, labels, 1
+        self.reservation_id = None
+        self.lost = False
+
+    @property
+    def model(self) -> str | None:
+        return None
+
+    @property
+    def estimated(self) -> Decimal | None:
+        return to_usd(self.job.amounts[Unit.USD]) if Unit.USD in self.job.amounts else None
+
+
+def _served(tier: str | None, est: Estimate) -> dict[str, Any]:
+    """Journal flags when the response reports another price variant than the one reserved."""
+    variant = response_variant(tier, est.variant)
+    if variant == est.variant:
+        return {}
+    return {"variant": None if variant is None else dict(variant), "served_tier": tier}
+
+
+class Attempt:
+    """One call reserved, sent and settled by someone else's code (see ``Guard.attempt``).
+
+    The guard's flow runs up to the call, waits there, and resumes with the response or the error;
+    ``reserve``/``commit``/``fail`` drive it with the sync driver, ``areserve``/``acommit``/``afail``
+    with the async one.
+    """
+
+    def __init__(self, guard: Guard, plan: _Plan) -> None:
+        self.guard = guard
+        self._flow = guard._flow(plan)
+
+    def reserve(self) -> None:
+        """Hold the estimate in every budget; raises ``BudgetExceededError`` when one refuses."""
+        self.guard._run_sync(self._until_call(None, None), _no_call)
+
+    def commit(self, response: Any) -> None:
+        """Charge the response's usage (the estimate, flagged, when it carries none)."""
+        self.guard._run_sync(self._until_call(response, None), _no_call)
+
+    def fail(self, error: BaseException) -> None:
+        """Release the hold (or charge the input, per ``charge_failed``) of a call that raised."""
+        self.guard._run_sync(self._until_call(None, error), _no_call)
+
+    async def areserve(self) -> None:
+        await self.guard._run_async(self._until_call(None, None), _no_call)
+
+    async def acommit(self, response: Any) -> None:
+        await self.guard._run_async(self._until_call(response, None), _no_call)
+
+    async def afail(self, error: BaseException) -> None:
+        await self.guard._run_async(self._until_call(None, error), _no_call)
+
+    def _until_call(self, reply: Any, error: BaseException | None) -> Flow:
+        """Resume the flow and pass its store actions to a driver until it reaches the call or ends."""
+        flow = self._flow
+        try:
+            action = flow.throw(error) if error is not None else flow.send(reply)
+            while not isinstance(action, _Call | _Sleep):
+                try:
+                    answer = yield action
+                except BaseException as exc:
+                    action = flow.throw(exc)
+                else:
+                    action = flow.send(answer)
+        except StopIteration:
+            return
+        except BaseException as exc:
+            if error is not None and (exc is error or isinstance(exc, tenacity.RetryError)):
+                return  # the call's own error, re-raised by the flow once the books are right
+            raise
+        if isinstance(action, _Sleep):
+            flow.close()  # the flow would retry; the caller's framework does that with a new attempt
 
 
 def _input_only(est: Estimate) -> Usage:
@@ -749,15 +1065,18 @@ class _Settlement:
 
     def usage(self) -> tuple[Usage, dict[str, Any]]:
         folder, est = self.folder, self.ctx.est
+        served = _served(folder.tier, est)
         if folder.complete and folder.usage is not None:
-            return folder.usage, {}
+            return folder.usage, served
         # No final usage: bill what is known. Input: the provider's count if it sent one (Anthropic's
         # message_start), else the estimate. Output: the larger of a partial count and the streamed
         # text counted with tiktoken.
         streamed = count_text_tokens("".join(folder.text), est.model) if folder.text else 0
         base = folder.usage if folder.usage is not None else _input_only(est)
         usage = dataclasses.replace(base, output_tokens=max(base.output_tokens, streamed), reasoning_tokens=0)
-        flags = {"usage_missing": True} if self.ended else {"usage_missing": True, "interrupted": True}
+        flags = {"usage_missing": True, **served}
+        if not self.ended:
+            flags["interrupted"] = True
         self.ctx.emit(
             "usage_missing", reason="stream ended without usage" if self.ended else "stream interrupted"
         )
@@ -884,9 +1203,37 @@ class GuardedAsyncStream(AsyncIterator[Any]):
         return getattr(self._stream, name)
 
 
+class GuardedResponseStream(GuardedStream):
+    """OpenAI's ``ResponseStream`` (from ``client.responses.stream(...)``), its events read on the way."""
+
+    def until_done(self) -> GuardedResponseStream:
+        for _ in self:
+            pass
+        return self
+
+    def get_final_response(self) -> Any:
+        self.until_done()
+        return self._stream.get_final_response()
+
+
+class GuardedAsyncResponseStream(GuardedAsyncStream):
+    """The async twin of ``GuardedResponseStream``."""
+
+    async def until_done(self) -> GuardedAsyncResponseStream:
+        async for _ in self:
+            pass
+        return self
+
+    async def get_final_response(self) -> Any:
+        await self.until_done()
+        return await self._stream.get_final_response()
+
+
 class GuardedStreamManager:
-    """Anthropic's ``client.messages.stream(...)`` manager: entering yields the SDK's ``MessageStream``
-    (its ``text_stream`` and helpers work as usual); leaving settles from the accumulated message."""
+    """A stream manager: Anthropic's ``client.messages.stream(...)`` (entering yields the SDK's
+    ``MessageStream``, its helpers work as usual; leaving settles from the accumulated message) or
+    OpenAI's ``client.responses.stream(...)`` (entering yields the ``ResponseStream`` wrapped so its
+    events feed the settlement; ``response.completed`` carries the usage)."""
 
     def __init__(self, manager: Any, settle: _Settlement) -> None:
         self._manager = manager
@@ -904,7 +1251,9 @@ class GuardedStreamManager:
 
     def __enter__(self) -> Any:
         self._stream = self._manager.__enter__()
-        return self._stream
+        if hasattr(type(self._stream), "current_message_snapshot"):  # Anthropic: read at exit
+            return self._stream
+        return GuardedResponseStream(self._stream, self._settle)
 
     def __exit__(self, *exc: Any) -> Any:
         try:
@@ -916,7 +1265,9 @@ class GuardedStreamManager:
 
     async def __aenter__(self) -> Any:
         self._stream = await self._manager.__aenter__()
-        return self._stream
+        if hasattr(type(self._stream), "current_message_snapshot"):  # Anthropic: read at exit
+            return self._stream
+        return GuardedAsyncResponseStream(self._stream, self._settle)
 
     async def __aexit__(self, *exc: Any) -> Any:
         try:

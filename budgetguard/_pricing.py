@@ -15,11 +15,9 @@ Costs are exact: prices are held as integers over a power of ten, and a cost in 
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +29,7 @@ from typing import Any
 from genai_prices import data_snapshot as _gp_snapshot
 from genai_prices import types as _gp
 
+from ._config import read_data_file
 from ._errors import ConfigurationError, PricingError
 from ._money import Money, to_usd
 from ._usage import Usage
@@ -283,15 +282,7 @@ class PriceBook:
         output = 1.2
         cache_read = 0.15
         """
-        path = Path(path)
-        try:
-            if path.suffix == ".toml":
-                with path.open("rb") as f:
-                    data = tomllib.load(f, parse_float=Decimal)
-            else:
-                data = json.loads(path.read_text(), parse_float=Decimal)
-        except (OSError, ValueError) as exc:
-            raise ConfigurationError(f"cannot read prices from {path}: {exc}") from exc
+        data = read_data_file(path, "prices")
         models = data.get("models", data) if isinstance(data, dict) else None
         if not isinstance(models, dict):
             raise ConfigurationError(f'{path}: expected a table of models, e.g. [models."name"]')

@@ -12,8 +12,12 @@ from typing import Any
 
 from ._usage import Usage, _get, _merge_anthropic_delta
 
-__all__ = ["StreamFolder", "sdk_provider", "without_sdk_retries"]
+__all__ = ["StreamFolder", "request_variant", "response_variant", "sdk_provider", "without_sdk_retries"]
 
+Variant = Mapping[str, str]
+"""A price variant in genai-prices' terms: ``{"service_tier": "flex"}``, ``{"processing": "batch"}``."""
+
+_STANDARD_TIERS = frozenset({"auto", "default", "standard", "standard_only"})
 _REQUEST_KEYS = ("messages", "input", "instructions", "system", "tools", "prompt")
 
 
@@ -75,6 +79,52 @@ def request_from_arguments(arguments: Mapping[str, Any]) -> dict[str, Any] | Non
     return None
 
 
+def request_variant(request: Mapping[str, Any], provider: str, *, batch: bool = False) -> Variant | None:
+    """The price variant a request asks for, in genai-prices' terms, or ``None`` for standard.
+
+    ``service_tier`` ``"flex"`` / ``"priority"`` (OpenAI), ``speed="fast"`` (Anthropic) and batch
+    processing (``batch=True``: the request goes through the provider's Batch API)."""
+    if batch:
+        return {"processing": "batch"}
+    if provider == "anthropic":
+        return {"speed": "fast"} if request.get("speed") == "fast" else None
+    tier = request.get("service_tier")
+    if isinstance(tier, str) and tier not in _STANDARD_TIERS:
+        return {"processing": "batch"} if tier == "batch" else {"service_tier": tier}
+    return None
+
+
+def served_tier(response: Any) -> str | None:
+    """The service tier a response (or stream event) reports, as the provider names it, or ``None``.
+
+    OpenAI responses and chunks carry ``service_tier`` (``"flex"``, ``"priority"``, ``"default"``...);
+    Anthropic reports ``usage.service_tier`` (``"standard"``, ``"priority"``, ``"batch"``) and
+    ``usage.speed`` (reported here as the tier ``"fast"``)."""
+    for holder in (response, _get(response, "response"), _get(response, "message")):
+        if holder is None:
+            continue
+        usage = _get(holder, "usage")
+        if _get(usage, "speed") == "fast":
+            return "fast-mode"
+        for tier in (_get(holder, "service_tier"), _get(usage, "service_tier")):
+            if isinstance(tier, str):
+                return tier
+    return None
+
+
+def response_variant(tier: str | None, requested: Variant | None) -> Variant | None:
+    """The variant to charge at: the one the response reports it was served at, else the requested one.
+
+    A Batch API line is charged at batch prices whatever tier its body names."""
+    if tier is None or (requested is not None and requested.get("processing") == "batch"):
+        return requested
+    if tier == "fast-mode":
+        return {"speed": "fast"}
+    if tier in _STANDARD_TIERS:
+        return None
+    return {"processing": "batch"} if tier == "batch" else {"service_tier": tier}
+
+
 def prepare_openai_stream(request: dict[str, Any]) -> None:
     """Ask an OpenAI chat stream for its usage (``include_usage``), unless the caller said otherwise."""
     if request.get("stream") is True and "messages" in request:
@@ -89,9 +139,25 @@ def is_stream(result: Any) -> bool:
     return hasattr(result, "__next__") or hasattr(result, "__anext__") or is_stream_manager(result)
 
 
+_STREAM_MANAGERS = frozenset(
+    {
+        "MessageStreamManager",
+        "AsyncMessageStreamManager",
+        "ResponseStreamManager",
+        "AsyncResponseStreamManager",
+    }
+)
+
+
 def is_stream_manager(result: Any) -> bool:
-    """Anthropic's ``client.messages.stream(...)``: a context manager that yields a ``MessageStream``."""
-    return type(result).__name__ in ("MessageStreamManager", "AsyncMessageStreamManager")
+    """Anthropic's ``client.messages.stream(...)`` and OpenAI's ``client.responses.stream(...)``: context
+    managers that yield the SDK's stream object."""
+    return type(result).__name__ in _STREAM_MANAGERS
+
+
+_TIER_EVENTS = frozenset(
+    {None, "message_start", "response.created", "response.completed", "response.incomplete"}
+)
 
 
 class StreamFolder:
@@ -106,13 +172,18 @@ class StreamFolder:
         self.usage: Usage | None = None
         self.complete = False
         self.text: list[str] = []
+        self.tier: str | None = None
+        """The service tier the stream reported (``served_tier``), if any."""
 
     def feed(self, event: Any) -> None:
         kind = _get(event, "type")
+        if kind in _TIER_EVENTS:
+            self.tier = served_tier(event) or self.tier
         if kind == "message_delta":
             if self.usage is not None:
                 self.usage = _merge_anthropic_delta(self.usage, _get(event, "usage"))
-                self.complete = True
+                # an interim message_delta (no stop_reason yet) carries a running count, not the final
+                self.complete = _get(_get(event, "delta"), "stop_reason") is not None
             return
         if kind == "message_start":
             self.usage = Usage.from_response(event)

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -19,3 +23,26 @@ def global_prices() -> Iterator[budgetguard.PriceBook]:
         book._overrides.update(overrides)
         book._default = default
         book._cache.clear()
+
+
+@dataclass(frozen=True)
+class Demo:
+    ledger: Path
+    budgets: Path
+    stdout: str
+    stderr: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"BUDGETGUARD_URL": f"sqlite:///{self.ledger}", "BUDGETGUARD_BUDGETS": str(self.budgets)}
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    """``budgetguard demo`` run once, in a subprocess as a user runs it, on a ledger of its own."""
+    ledger = tmp_path_factory.mktemp("demo") / "ledger.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "budgetguard", "demo", "--ledger", str(ledger)],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    return Demo(ledger, ledger.parent / "budgets.toml", done.stdout, done.stderr)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+import shlex
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import budgetguard
+from budgetguard._cli import cli
+from tests.conftest import Demo
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -40,8 +44,33 @@ def test_readme_python_block_runs(index: int, global_prices: budgetguard.PriceBo
     exec(code, {"__name__": f"readme_block_{index + 1}"})
 
 
-def test_readme_toml_example_loads(tmp_path: Path) -> None:
-    [toml] = _blocks("toml")
+def test_readme_budgets_file_loads(tmp_path: Path) -> None:
+    [toml] = [block for block in _blocks("toml") if "[[budgets]]" in block]
+    path = tmp_path / "budgets.toml"
+    path.write_text(toml)
+    user, everyone = budgetguard.load_budgets(path)
+    assert (user.target, user.limit, user.period, user.tz) == ("user", 5_000_000_000, "day", "Europe/Paris")
+    assert (everyone.target, everyone.limit, everyone.period) == ("global", 1000_000_000_000, "month")
+
+
+def test_readme_cli_examples_run_on_the_demo_ledger(
+    demo: Demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [block] = [block for block in _blocks("sh") if "budgetguard status" in block]
+    commands = [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prompt.txt").write_text("Summarise our refund policy in two sentences.")
+    runner = CliRunner(env=demo.env)
+    for command in commands:
+        assert command[0] == "budgetguard"
+        args = command[1:] + (["--count", "1", "--interval", "0"] if command[1] == "watch" else [])
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0, f"{shlex.join(command)}: {result.output}"
+    assert (tmp_path / "spend.csv").read_text().startswith("key,calls,refused")
+
+
+def test_readme_prices_example_loads(tmp_path: Path) -> None:
+    [toml] = [block for block in _blocks("toml") if "[models." in block]
     path = tmp_path / "prices.toml"
     path.write_text(toml)
     book = budgetguard.PriceBook(use_data=False)
@@ -55,7 +84,7 @@ def test_readme_money_claim() -> None:
 
 
 def test_ci_runs_exactly_the_readmes_test_command() -> None:
-    commands = [block.strip() for block in _blocks("sh")]
+    commands = [block.strip() for block in _blocks("sh") if block.startswith("python3 -m venv")]
     test_command = next(c for c in commands if "pytest" in c)
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert test_command in ci

@@ -246,6 +246,13 @@ class JournalEntry:
         value = self.data.get("model")
         return value if isinstance(value, str) else None
 
+    @property
+    def variant(self) -> Mapping[str, str] | None:
+        """The price variant charged (``{"service_tier": "flex"}``, ``{"processing": "batch"}``), or
+        ``None`` for the standard price: the one the response reported, else the one requested."""
+        value = self.data.get("variant")
+        return value if isinstance(value, Mapping) else None
+
 
 def check_actual(actual: Amounts, units: Iterable[Unit]) -> dict[Unit, int]:
     """Validate a commit's actual amounts: one non-negative int64 per unit the reservation holds."""

@@ -42,7 +42,7 @@ def test_committed_event(make_guard: MakeGuard) -> None:
     cost = nano("gpt-4o", budgetguard.Usage(input_tokens=EST.input_tokens, output_tokens=120))
     (entry,) = h.history()
     assert event.reservation_id in (None, entry.reservation_id)
-    assert dataclasses.replace(event, reservation_id=None) == Event(
+    assert dataclasses.replace(event, reservation_id=None, data={}) == Event(
         kind="committed",
         model="gpt-4o",
         scopes=("global", "user:alice", "feature:chat"),
@@ -51,6 +51,13 @@ def test_committed_event(make_guard: MakeGuard) -> None:
         actual=to_usd(cost),
     )
     assert isinstance(event.actual, Decimal)
+    assert event.data["usage"] == budgetguard.Usage(input_tokens=EST.input_tokens, output_tokens=120)
+    assert 0 < event.data["duration"] < 60
+    spent = {(c["scope"], c["period"]): (c["spent"], c["limit"]) for c in event.data["counters"]}
+    assert spent == {
+        (scope, "day"): (cost, budgetguard.to_nano(limit))
+        for scope, limit in (("global", "100"), ("user:alice", "1"), ("feature:chat", "5"))
+    }
 
 
 def test_overrun_event(make_guard: MakeGuard) -> None:

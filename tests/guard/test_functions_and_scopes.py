@@ -241,7 +241,7 @@ async def test_budget_context_across_asyncio_tasks(amake_guard: MakeGuard) -> No
     assert len(h.committed()) == 9
 
 
-def test_budget_context_needs_propagate_in_threads(make_guard: MakeGuard) -> None:
+def test_budget_context_follows_plain_and_propagated_threads(make_guard: MakeGuard) -> None:
     h = make_guard()
     api = serve(chat_completion())
     create = h.guard.with_budget(openai_client(api).chat.completions.create)
@@ -250,11 +250,11 @@ def test_budget_context_needs_propagate_in_threads(make_guard: MakeGuard) -> Non
         create(**chat_request())
 
     with budget_context(user="erin"):
-        plain = threading.Thread(target=work)  # a new thread starts with an empty context
+        plain = threading.Thread(target=work)  # runs in a copy of the starter's context (follow_threads)
         carried = threading.Thread(target=budgetguard.propagate(work))
         plain.start()
         plain.join()
         carried.start()
         carried.join()
 
-    h.assert_settled({"user:erin": COST, "global": 2 * COST})
+    h.assert_settled({"user:erin": 2 * COST, "global": 2 * COST})

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import textwrap
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 import budgetguard
-from budgetguard import Budget, BudgetExceededError, Scope, to_usd, track
+from budgetguard import Budget, BudgetExceededError, Scope, budget_context, to_usd, track
 from tests.guard.conftest import MakeGuard
 from tests.guard.payloads import (
     CLAUDE_USAGE,
@@ -186,22 +191,54 @@ async def test_track_across_asyncio_tasks(amake_guard: MakeGuard) -> None:
     assert sum(h.spent(f"user:{u}") for u in "abcd") == 7 * COST
 
 
-def test_track_in_threads_needs_propagate(make_guard: MakeGuard) -> None:
+def test_track_and_scopes_follow_threads_and_pools(make_guard: MakeGuard) -> None:
     h = make_guard()
     create = h.guard.with_budget(openai_client(serve(chat_completion())).chat.completions.create)
 
     def work() -> None:
         create(**chat_request())
 
-    with track() as t:
-        threads = [threading.Thread(target=work), threading.Thread(target=budgetguard.propagate(work))]
+    def nested() -> None:
+        inner = threading.Thread(target=work)  # a thread started by a thread
+        inner.start()
+        inner.join()
+
+    with track() as t, budget_context(user="zoe"):
+        threads = [threading.Thread(target=work), threading.Thread(target=nested)]
         for thread in threads:
             thread.start()
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(lambda _: work(), range(2)))
         for thread in threads:
             thread.join()
+    work()  # outside the block: not tracked, no user scope
 
-    assert t.calls == 1  # only the propagated thread carried the tracker
-    assert h.spent("global") == 2 * COST
+    assert t.calls == 4
+    assert h.spent("user:zoe") == 4 * COST
+    assert h.spent("global") == 5 * COST
+
+
+def test_threads_keep_pythons_behaviour_when_asked() -> None:
+    """``BUDGETGUARD_FOLLOW_THREADS=0``: plain threads start empty; ``propagate`` carries the context."""
+    script = textwrap.dedent(
+        """
+        import threading
+        import budgetguard as bg
+
+        guard = bg.Guard("memory://")
+        call = guard.metered(lambda **kw: {"usage": {"prompt_tokens": 10, "completion_tokens": 5}},
+                             estimate=lambda **kw: {"model": "gpt-4o-mini", "messages": [], "max_tokens": 5})
+        with bg.track() as t:
+            for target in (call, bg.propagate(call)):
+                thread = threading.Thread(target=target)
+                thread.start()
+                thread.join()
+        print(t.calls, threading.Thread.start.__name__)
+        """
+    )
+    env = {**os.environ, "BUDGETGUARD_FOLLOW_THREADS": "0"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["1", "start"]
 
 
 def test_track_without_budgets(make_guard: MakeGuard) -> None:

@@ -208,3 +208,28 @@ def test_fail_closed_store_dies_during_the_call(
 def test_on_store_error_is_validated() -> None:
     with pytest.raises(budgetguard.ConfigurationError):
         Guard("memory://", on_store_error="ignore")  # type: ignore[arg-type]
+
+
+def test_a_job_fails_closed_when_the_store_is_down(make_down_guard: MakeDownGuard) -> None:
+    guard, events = make_down_guard()
+    with pytest.raises(LedgerError), guard.reserve(usd="0.5", user="alice"):
+        raise AssertionError("the job must not start")
+    assert kinds(events) == ["store_unavailable"]
+
+
+def test_a_job_fails_open_on_its_own_hold_and_reports_the_lost_spend(make_down_guard: MakeDownGuard) -> None:
+    guard, events = make_down_guard(on_store_error="fail_open")
+    api = serve(chat_completion())
+    create = guard.with_budget(openai_client(api).chat.completions.create)
+    hold = budgetguard.estimate(chat_request()).cost_nano * 3 // 2  # room for one call, not two
+
+    with guard.reserve(usd=to_usd(hold), user="alice") as job:
+        create(**chat_request())
+        with pytest.raises(budgetguard.BudgetExceededError, match="job:job"):
+            create(**chat_request())  # the job's own limit still holds without the store
+
+    assert len(api.requests) == 1
+    assert job.spent == to_usd(COST)
+    lost = [e for e in events if e.kind == "spend_lost"]
+    assert [e.actual for e in lost] == [to_usd(COST)]
+    assert kinds(events)[0] == "store_unavailable"

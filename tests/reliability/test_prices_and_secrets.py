@@ -162,11 +162,13 @@ def test_the_store_password_stays_out_of_errors_and_logs(caplog: pytest.LogCaptu
 
 
 def test_guarded_call_meta_in_the_journal_is_bookkeeping_only() -> None:
-    """What the journal keeps of a call: model, attempt, estimate, usage, flags. Never the request."""
+    """What the journal keeps of a call: model, attempt, scopes, pricing variant, estimate, usage, cost,
+    flags. Never the request."""
     guard = Guard("memory://", budgets=[Budget("user", usd="1")])
     create = guard.with_budget(openai_client(serve(chat_completion())).chat.completions.create, user="a")
     create(**chat_request(messages=[{"role": "user", "content": PROMPT}]))
     (entry,) = guard.ledger.history()
     flags = {"usage_missing", "interrupted", "overrun", "error"}
-    assert set(entry.data) <= {"model", "attempt", "estimated_usd", "usage", *flags}
+    bookkeeping = {"model", "attempt", "scopes", "variant", "job", "estimated_usd", "usage", "cost_nano"}
+    assert set(entry.data) <= bookkeeping | flags
     assert budgetguard.Usage(**entry.data["usage"]).total_tokens == 2306

@@ -1,0 +1,242 @@
+"""Memory and disk footprint: what budgetguard stores per active scope and per call.
+
+N scopes (``user:user-<i>``, USD per day; N = 10,000, or 500 with ``--quick``) each get one reserve +
+commit (1 scope per call), so N calls in all. The baseline, measured on the same store in the same run,
+is what a hand-rolled tracker keeps for the same N calls: one ``INCRBY`` counter per scope and day,
+and an audit entry ``{ts, scope, usd}`` per call.
+
+Redis (the ledger benchmark's server, a fresh namespace, deleted at the end):
+
+* bytes per active scope: ``MEMORY USAGE key SAMPLES 0`` summed over the scope's counter keys (the
+  counter hash and its lease set, which is gone once no lease is open), against the ``INCRBY`` string;
+* journal bytes per call: ``MEMORY USAGE`` of the journal stream over its N entries, against a stream
+  of N ``XADD ... ts <ms> scope <scope> usd <nano>`` entries;
+* used_memory growth per call: ``INFO memory`` ``used_memory`` after minus before, over N, for
+  everything the calls left (counters, reservation records, journal) against the tracker's keys.
+  Exact on a private server; on a shared one (``BUDGETGUARD_BENCH_REDIS_URL``) others' traffic counts too.
+
+SQLite (a temporary file each): journal bytes per call, from the ``dbstat`` table (the ``journal``
+table and its index), against an ``audit (seq, ts, scope, usd)`` table with an index on ``ts``, written
+one transaction per call like the ledger. Each row also carries the file growth per call (after a WAL
+checkpoint), which includes the counters and reservation records.
+
+There are no targets (the issue sets none): the rows say how much budgetguard keeps beyond the minimum.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from budgetguard._budgets import Period, Scope, Unit
+from budgetguard._ledger import CounterSpec, Hold, Ledger, SQLiteLedger, open_ledger
+
+from ._common import bench_redis, ratio_row, skipped
+from .bench_ledger import ACTUAL, HOLD, LIMIT, _connect
+
+BATCH = 1000
+
+
+def _scope(i: int) -> str:
+    return f"user-{i:05d}"
+
+
+def _calls(ledger: Ledger, n: int, first: int = 0) -> None:
+    """One reserve + commit on each of ``n`` fresh scopes, numbered from ``first``."""
+    for i in range(first, first + n):
+        holds = (Hold(CounterSpec(Scope("user", _scope(i)), Unit.USD, Period.DAY, LIMIT), HOLD),)
+        ledger.commit(ledger.reserve(holds), ACTUAL)
+
+
+def _row(name: str, value: float, baseline: float, unit: str, **extra: Any) -> dict[str, Any]:
+    return ratio_row(name, [value], [baseline], unit=unit, scale=1, target=None, **extra)
+
+
+# -- Redis -------------------------------------------------------------------------------------------
+
+
+def _used_memory(client: Any) -> int:
+    return int(client.info("memory")["used_memory"])
+
+
+def _keys(client: Any, pattern: str) -> list[str]:
+    return list(client.scan_iter(match=pattern, count=1000))
+
+
+def _memory_usage(client: Any, keys: Iterable[str]) -> int:
+    """Total ``MEMORY USAGE key SAMPLES 0`` (every element counted) of ``keys``, pipelined."""
+    keys = list(keys)
+    total = 0
+    for start in range(0, len(keys), BATCH):
+        pipe = client.pipeline(transaction=False)
+        for key in keys[start : start + BATCH]:
+            pipe.memory_usage(key, samples=0)
+        total += sum(size or 0 for size in pipe.execute())
+    return total
+
+
+def _tracker(client: Any, prefix: str, n: int) -> None:
+    """The hand-rolled tracker: ``INCRBY`` a per-scope, per-day counter and ``XADD`` an audit entry."""
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    for start in range(0, n, BATCH):
+        pipe = client.pipeline(transaction=False)
+        for i in range(start, min(n, start + BATCH)):
+            pipe.incrby(f"{prefix}spend:user:{_scope(i)}:{day}", ACTUAL["usd"])
+            fields = {"ts": int(time.time() * 1000), "scope": f"user:{_scope(i)}", "usd": ACTUAL["usd"]}
+            pipe.xadd(f"{prefix}audit", fields)  # type: ignore[arg-type]
+        pipe.execute()
+
+
+def _redis_rows(url: str, namespace: str, own: bool, n: int) -> list[dict[str, Any]]:
+    ledger: Any = open_ledger(url, namespace=namespace)
+    client = ledger.client
+    prefix = f"bg:{{{namespace}}}:"
+    journal = f"{prefix}journal"
+
+    def sizes() -> dict[str, int]:
+        return {
+            "counters": _memory_usage(client, _keys(client, f"{prefix}c:*")),
+            "records": _memory_usage(client, _keys(client, f"{prefix}r:*")),
+            "journal": _memory_usage(client, [journal]),
+            "counter_keys": len(_keys(client, f"{prefix}c:*")),
+            "record_keys": len(_keys(client, f"{prefix}r:*")),
+            "entries": int(client.xlen(journal)),
+        }
+
+    try:
+        _calls(ledger, 1, first=n)  # warm-up (connection, scripts) on a scope of its own, not counted
+        before, memory = sizes(), _used_memory(client)
+        _calls(ledger, n)
+        ours = _used_memory(client) - memory
+        after = sizes()
+        grown = {key: after[key] - before[key] for key in after}
+        raw_prefix = f"{prefix}raw:"
+        before = _used_memory(client)
+        _tracker(client, raw_prefix, n)
+        raw = _used_memory(client) - before
+        raw_counters = _memory_usage(client, _keys(client, f"{raw_prefix}spend:*"))
+        raw_journal = _memory_usage(client, [f"{raw_prefix}audit"])
+    finally:
+        ledger.close()
+    if grown["entries"] != n:
+        raise RuntimeError(f"{n} calls left {grown['entries']} journal entries; expected one per call")
+    common = {"scopes": n, "calls": n, "own_server": own}
+    return [
+        _row(
+            "redis: bytes per active scope (counter keys) vs INCRBY counter",
+            grown["counters"] / n,
+            raw_counters / n,
+            "bytes/scope",
+            counter_keys_per_scope=round(grown["counter_keys"] / n, 3),
+            **common,
+        ),
+        _row(
+            "redis: journal bytes per call (stream) vs XADD {ts, scope, usd}",
+            grown["journal"] / n,
+            raw_journal / n,
+            "bytes/call",
+            **common,
+        ),
+        _row(
+            "redis: used_memory growth per call vs INCRBY + XADD",
+            ours / n,
+            raw / n,
+            "bytes/call",
+            memory_usage_per_call={k: round(grown[k] / n, 1) for k in ("counters", "records", "journal")},
+            record_keys_per_call=round(grown["record_keys"] / n, 3),
+            **common,
+        ),
+    ]
+
+
+# -- SQLite ------------------------------------------------------------------------------------------
+
+
+def _table_bytes(db: sqlite3.Connection, names: tuple[str, ...]) -> int:
+    marks = ",".join("?" * len(names))
+    sql = f"SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name IN ({marks})"
+    return int(db.execute(sql, names).fetchone()[0])
+
+
+def _audit(db: sqlite3.Connection, n: int, first: int = 0) -> None:
+    """The hand-rolled audit log: one row per call, one transaction per call."""
+    for i in range(first, first + n):
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(
+            "INSERT INTO audit (ts, scope, usd) VALUES (?, ?, ?)",
+            (int(time.time() * 1000), f"user:{_scope(i)}", ACTUAL["usd"]),
+        )
+        db.execute("COMMIT")
+
+
+def _growth(
+    path: Path, tables: tuple[str, ...], write: Callable[[int, int], object], n: int
+) -> tuple[int, int]:
+    """Bytes that ``write(n, first)`` adds to the file (after a WAL checkpoint) and to ``tables``; one
+    call first, so the schema's first pages exist before measuring."""
+    db = _connect(path)
+    try:
+        write(1, n)
+
+        def sizes() -> tuple[int, int]:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return path.stat().st_size, _table_bytes(db, tables)
+
+        file_before, tables_before = sizes()
+        write(n, 0)
+        file_after, tables_after = sizes()
+    finally:
+        db.close()
+    return file_after - file_before, tables_after - tables_before
+
+
+def _sqlite_row(folder: Path, n: int) -> dict[str, Any]:
+    ledger = SQLiteLedger(folder / "ledger.db")
+    try:
+        file_growth, journal = _growth(
+            folder / "ledger.db",
+            ("journal", "journal_by_time"),
+            lambda count, first: _calls(ledger, count, first),
+            n,
+        )
+    finally:
+        ledger.close()
+    audit = _connect(folder / "audit.db")
+    try:
+        audit.execute(
+            "CREATE TABLE audit (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, scope TEXT NOT NULL,"
+            " usd INTEGER NOT NULL) STRICT"
+        )
+        audit.execute("CREATE INDEX audit_by_time ON audit (ts)")
+        raw_growth, raw = _growth(
+            folder / "audit.db",
+            ("audit", "audit_by_time"),
+            lambda count, first: _audit(audit, count, first),
+            n,
+        )
+    finally:
+        audit.close()
+    return _row(
+        "sqlite: journal bytes per call (table + index) vs an audit row",
+        journal / n,
+        raw / n,
+        "bytes/call",
+        file_growth_per_call={"budgetguard": round(file_growth / n, 1), "audit": round(raw_growth / n, 1)},
+        calls=n,
+    )
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    n = 500 if quick else 10_000
+    with bench_redis() as redis:
+        if redis is None:
+            rows = [skipped("redis footprint", "no Redis: no redis-server/valkey-server, no URL set")]
+        else:
+            rows = _redis_rows(*redis, n)
+    with tempfile.TemporaryDirectory(prefix="bg-bench-footprint-") as folder:
+        rows.append(_sqlite_row(Path(folder), n))
+    return rows

@@ -1,0 +1,316 @@
+"""A job-level hold: reserve once for a whole job, let the guarded calls inside draw on it.
+
+``with guard.reserve(usd="2.00", feature="ingest") as job:`` makes ONE reservation on the store for
+the job's scopes. Guarded calls inside the block (the same guard, in this context: tasks it starts and
+``propagate``-wrapped threads included) do not reserve on the store: they draw on the job's hold, which
+is a tiny in-memory ledger (``Job`` speaks the ledger protocol the guard's drivers use: ``reserve``,
+``commit``, ``release``, ``status``). A call whose worst case does not fit in what is left of the hold
+is refused with ``BudgetExceededError`` on the scope ``job:<name>``. On leaving the block (normally or
+by an exception) the job commits what its calls actually cost to the store and releases the rest.
+
+Draws still unsettled when the job ends (a stream nobody finished) are charged at their hold: the job
+cannot wait for them, and charging less could hide spend. The journal gets one line per job, whose data
+carries the number of calls, their summed usage and the models used. If the process dies inside the
+block, the store reclaims the hold when the job's lease ends (``lease=``, an hour by default); the calls
+made until then are lost to the counters, so size the lease to the job.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import secrets
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+
+from ._budgets import Period, Scope, Unit
+from ._errors import BudgetExceededError, ConfigurationError
+from ._ledger import CounterSpec, CounterStatus, HeldCounter, Hold, Outcome, Reservation
+from ._money import to_usd
+from ._usage import Usage, _get
+
+if TYPE_CHECKING:
+    from ._guard import Guard
+
+__all__ = ["Job", "current_job"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_current: contextvars.ContextVar[Job | None] = contextvars.ContextVar("budgetguard_job", default=None)
+
+
+def current_job(guard: Guard) -> Job | None:
+    """The open job of ``guard`` in this context, if any."""
+    job = _current.get()
+    while job is not None and job.guard is not guard:  # a job of another guard: look outwards
+        job = job.parent
+    return job
+
+
+@dataclass(frozen=True, slots=True)
+class _Draw(Reservation):
+    """A reservation on a job's hold (never sent to the store)."""
+
+    job: Job | None = None
+    model: str | None = None
+
+
+class Job:
+    """One job-level reservation and the calls that draw on it (see the module docstring).
+
+    Read-outs while it runs: ``spent`` and ``remaining`` (USD), ``calls``, ``usage``.
+    """
+
+    def __init__(
+        self,
+        guard: Guard,
+        *,
+        amounts: Mapping[Unit, int],
+        scopes: Mapping[str, str],
+        name: str,
+        lease: float,
+    ) -> None:
+        if not amounts:
+            raise ConfigurationError("reserve() needs an amount: usd='2.00', tokens=..., or requests=...")
+        self.guard = guard
+        self.amounts = dict(amounts)
+        self.scopes = dict(scopes)
+        self.name = name
+        self.lease = lease
+        self.scope = Scope("job", name)
+        self.labels: tuple[str, ...] = ()
+        """The scopes the job's reservation is on (set when it starts)."""
+        self.reservation: Reservation | None = None
+        self.parent: Job | None = None
+        self.lost = False  # the store was down at the start and the guard fails open
+        self.counters = tuple(
+            CounterSpec(self.scope, unit, Period.TOTAL, limit) for unit, limit in amounts.items()
+        )
+        """The job's own counters, one per unit it holds: what calls inside draw on."""
+        self._used = dict.fromkeys(amounts, 0)
+        self._pending = dict.fromkeys(amounts, 0)
+        self._draws: dict[str, _Draw] = {}
+        self._lock = threading.Lock()
+        self._state = "new"
+        self._token: contextvars.Token[Job | None] | None = None
+        self.calls = 0
+        self.cost_nano = 0
+        """What the job's calls cost, in nano-USD (kept whatever units the job holds)."""
+        self.usage = Usage()
+        self.models: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"Job({self.scope}, held=${to_usd(self.amounts.get(Unit.USD, 0)):f}, spent=${self.spent:f})"
+
+    # -- read-outs ----------------------------------------------------------------------------------
+
+    @property
+    def spent(self) -> Decimal:
+        """What the job's calls have cost so far, in USD."""
+        return to_usd(self.cost_nano)
+
+    @property
+    def remaining(self) -> Decimal:
+        """USD of the hold not yet spent or held by a running call."""
+        if Unit.USD not in self.amounts:
+            raise ConfigurationError("this job holds no USD amount")
+        return to_usd(max(self.amounts[Unit.USD] - self._used[Unit.USD] - self._pending[Unit.USD], 0))
+
+    def used(self) -> dict[Unit, int]:
+        """Per unit: what was spent, plus the holds of draws still unsettled."""
+        with self._lock:
+            return {unit: self._used[unit] + self._pending[unit] for unit in self.amounts}
+
+    # -- the ledger protocol, for calls inside the job ---------------------------------------------
+
+    def holds(self, amounts: Mapping[Unit, int]) -> tuple[Hold, ...]:
+        """A call's holds, on the job's own counters (one per unit the job holds)."""
+        return tuple(Hold(spec, amounts[spec.unit]) for spec in self.counters)
+
+    def reserve(
+        self,
+        holds: Iterable[Hold],
+        *,
+        lease: float,
+        meta: Mapping[str, Any] | None = None,
+        enforce: bool = True,
+    ) -> Reservation:
+        holds = tuple(holds)
+        with self._lock:
+            if self._state != "open":
+                raise ConfigurationError(f"{self.scope} has ended; start calls inside its `with` block")
+            for hold in holds:
+                unit, limit = hold.counter.unit, self.amounts[hold.counter.unit]
+                used, pending = self._used[unit], self._pending[unit]
+                if enforce and used + pending + hold.amount > limit:
+                    raise BudgetExceededError(
+                        scope=str(self.scope), unit=unit.value, period="total",
+                        limit=_out(unit, limit), spent=_out(unit, used), held=_out(unit, pending),
+                        requested=_out(unit, hold.amount), resets_at=None,
+                    )  # fmt: skip
+            for hold in holds:
+                self._pending[hold.counter.unit] += hold.amount
+            held = tuple(HeldCounter(h.counter, 0, None, h.amount, h.counter.limit) for h in holds)
+            model = (meta or {}).get("model")
+            draw = _Draw(f"{self.name}.{secrets.token_hex(6)}", held, 0, 0, job=self, model=model)
+            self._draws[draw.id] = draw
+        return draw
+
+    def commit(
+        self, reservation: Reservation, actual: Mapping[Unit, int], *, meta: Mapping[str, Any] | None = None
+    ) -> Outcome:
+        usage = Usage(**(meta or {}).get("usage", {}))
+        with self._lock:
+            draw = self._settle(reservation)
+            if draw is None:
+                return Outcome(reservation.id, "committed", duplicate=True)
+            for unit in self.amounts:
+                self._used[unit] += actual[unit]
+            self._count(draw.model, usage, actual.get(Unit.USD, 0))
+        overrun = any(actual[h.counter.unit] > h.amount for h in reservation.held)
+        return Outcome(reservation.id, "committed", charged=dict(actual), overrun=overrun)
+
+    def release(self, reservation: Reservation, *, meta: Mapping[str, Any] | None = None) -> Outcome:
+        with self._lock:
+            self._settle(reservation)
+        return Outcome(reservation.id, "released")
+
+    def status(self, counters: Iterable[CounterSpec]) -> list[CounterStatus]:
+        with self._lock:
+            return [
+                CounterStatus(c, 0, None, c.limit, self._used[c.unit], self._pending[c.unit], False)
+                for c in counters
+            ]
+
+    def _settle(self, reservation: Reservation) -> _Draw | None:
+        draw = self._draws.pop(reservation.id, None)
+        if draw is not None:
+            for held in draw.held:
+                self._pending[held.counter.unit] -= held.amount
+        return draw
+
+    def _count(self, model: Any, usage: Usage, cost_nano: int) -> None:
+        self.calls += 1
+        self.cost_nano += cost_nano
+        self.usage = self.usage + usage
+        if isinstance(model, str):
+            self.models[model] = self.models.get(model, 0) + 1
+
+    # -- spend made outside guarded calls (Batch API results) ---------------------------------------
+
+    def charge(self, response: Any, *, model: str | None = None, batch: bool = False) -> Decimal:
+        """Charge a call made outside the guard to this job, e.g. each line of a Batch API result
+        (``batch=True`` prices it at the batch variant). ``response`` is anything ``Usage.from_response``
+        reads (an SDK object, a dict, a ``Usage``); ``model`` defaults to the response's own.
+        Returns the cost in USD. Money already spent is never refused: it may take the job past its hold,
+        which the job's commit then flags as an overrun."""
+        from ._providers import response_variant, served_tier
+
+        response = _unwrap_batch_line(response)
+        name = model or _model_of(response)
+        if not name:
+            raise ConfigurationError("charge() needs model=... when the response names none")
+        usage = Usage.from_response(response)
+        variant = response_variant(served_tier(response), {"processing": "batch"} if batch else None)
+        cost = self.guard.prices.get(name, variant=variant).cost_nano(usage)
+        amounts = {Unit.USD: cost, Unit.TOKENS: usage.total_tokens, Unit.REQUESTS: 1}
+        with self._lock:
+            if self._state != "open":
+                raise ConfigurationError(f"{self.scope} has ended; charge() inside its `with` block")
+            for unit in self.amounts:
+                self._used[unit] += amounts[unit]
+            self._count(name, usage, cost)
+        return to_usd(cost)
+
+    # -- entering and leaving -------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        if self._state != "new":
+            raise ConfigurationError("a job runs once; call guard.reserve(...) again for another job")
+        self.parent = current_job(self.guard)
+
+    def _started(self) -> None:
+        self._state = "open"
+        self._token = _current.set(self)
+
+    def _finish(self) -> None:
+        with self._lock:
+            self._state = "closed"
+            self._draws.clear()  # late settlements of these are no-ops: they are charged at their hold
+        if self._token is not None:
+            _current.reset(self._token)
+            self._token = None
+
+    def __enter__(self) -> Job:
+        self._begin()
+        self.guard._run_job(self, opening=True)
+        self._started()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        unsettled = len(self._draws)
+        self._finish()
+        self.guard._run_job(self, opening=False, unsettled=unsettled)
+
+    async def __aenter__(self) -> Job:
+        self._begin()
+        await self.guard._arun_job(self, opening=True)
+        self._started()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        unsettled = len(self._draws)
+        self._finish()
+        await self.guard._arun_job(self, opening=False, unsettled=unsettled)
+
+    def fresh(self) -> Job:
+        """A new, unopened job with the same settings (each call of a decorated function gets one)."""
+        return Job(self.guard, amounts=self.amounts, scopes=self.scopes, name=self.name, lease=self.lease)
+
+    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
+        """``@guard.reserve(usd="2", feature="ingest")``: every call of ``fn`` is one job."""
+        if inspect.iscoroutinefunction(inspect.unwrap(fn)):
+            afn: Callable[..., Any] = fn
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                async with self.fresh():
+                    return await afn(*args, **kwargs)
+
+            return cast(Callable[P, T], async_wrapper)
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            with self.fresh():
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+def _out(unit: Unit, amount: int) -> Any:
+    return to_usd(amount) if unit is Unit.USD else amount
+
+
+def _unwrap_batch_line(line: Any) -> Any:
+    """A Batch API result line -> the response inside it. OpenAI: ``{"response": {"body": {...}}}``;
+    Anthropic: ``result.message`` (a ``MessageBatchIndividualResponse`` or its dict)."""
+    body = _get(line, "response")
+    if isinstance(body, Mapping) and isinstance(body.get("body"), Mapping):
+        return body["body"]
+    result = _get(line, "result")
+    if result is not None and _get(line, "usage") is None:
+        message = _get(result, "message")
+        if message is None:
+            raise ConfigurationError(f"this batch line did not succeed and has no usage: {result!r}")
+        return message
+    return line
+
+
+def _model_of(response: Any) -> str | None:
+    value = _get(response, "model")
+    return value if isinstance(value, str) else None

@@ -1,0 +1,137 @@
+"""Reports and exports from the ledger's journal: spend by user, feature, model or day.
+
+A committed journal entry carries the USD amount its counters were charged (or, for calls without a
+USD budget, the same cost in its data), so the report's totals equal the counters to the nano-USD.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from ._errors import ConfigurationError
+from ._ledger import JournalEntry
+from ._money import to_usd
+from ._usage import Usage
+
+__all__ = ["ReportRow", "entry_cost", "export_row", "parse_when", "report"]
+
+_SPAN = re.compile(r"^(\d+)\s*(m|min|h|d|w)$")
+_UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_when(text: str, now: datetime | None = None) -> datetime:
+    """``"7d"``, ``"24h"``, ``"30m"``, ``"2w"`` ago, or an ISO date / date-time (UTC unless it says)."""
+    now = now or datetime.now(UTC)
+    span = _SPAN.match(text.strip().lower())
+    if span:
+        return now - timedelta(**{_UNITS[span[2]]: int(span[1])})
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigurationError(
+            f"cannot read the time {text!r}: use a span like 7d, 24h, 30m, 2w or a date like 2026-11-01"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def entry_cost(entry: JournalEntry) -> int:
+    """What a committed entry cost, in nano-USD (0 for refusals, releases and expiries)."""
+    if entry.event != "committed":
+        return 0
+    charged = entry.amounts.get("usd")
+    if charged is None:
+        charged = entry.data.get("cost_nano", 0)
+    return int(charged)
+
+
+def _usage(entry: JournalEntry) -> Usage:
+    raw = entry.data.get("usage")
+    return Usage(**raw) if isinstance(raw, Mapping) else Usage()
+
+
+def _scopes(entry: JournalEntry) -> list[str]:
+    """Every scope of the call (also those without a budget), falling back to the charged ones."""
+    scopes = entry.data.get("scopes")
+    return [str(s) for s in scopes] if isinstance(scopes, list | tuple) else list(entry.scopes)
+
+
+def _keys(entry: JournalEntry, by: str) -> list[str]:
+    if by == "model":
+        return [entry.model or "(unknown)"]
+    if by == "day":
+        return [entry.time.date().isoformat()]
+    if by == "scope":
+        return _scopes(entry) or ["(none)"]
+    ids = [s.partition(":")[2] for s in _scopes(entry) if s.partition(":")[0] == by]
+    return ids or ["(none)"]
+
+
+@dataclass
+class ReportRow:
+    key: str
+    calls: int = 0
+    refused: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_nano: int = 0
+
+    @property
+    def cost(self) -> Decimal:
+        return to_usd(self.cost_nano)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "calls": self.calls,
+            "refused": self.refused,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": str(self.cost),
+        }
+
+
+def report(entries: Iterable[JournalEntry], by: str) -> tuple[list[ReportRow], ReportRow]:
+    """Rows grouped ``by`` a scope kind (user, feature, ...), ``scope``, ``model`` or ``day``, most
+    expensive first, and the total. Calls are committed attempts; a call counts once per key."""
+    rows: dict[str, ReportRow] = {}
+    total = ReportRow("total")
+    for entry in entries:
+        if entry.event not in ("committed", "refused"):
+            continue
+        usage, cost = _usage(entry), entry_cost(entry)
+        for row in [*(rows.setdefault(k, ReportRow(k)) for k in _keys(entry, by)), total]:
+            if entry.event == "refused":
+                row.refused += 1
+                continue
+            row.calls += 1
+            row.input_tokens += usage.total_input_tokens
+            row.output_tokens += usage.output_tokens
+            row.cost_nano += cost
+    return sorted(rows.values(), key=lambda r: (-r.cost_nano, r.key)), total
+
+
+def export_row(entry: JournalEntry) -> dict[str, Any]:
+    """One journal entry as a flat record for finance (CSV or JSON lines)."""
+    usage = _usage(entry)
+    return {
+        "time": entry.time.isoformat(),
+        "event": entry.event,
+        "reservation_id": entry.reservation_id,
+        "scopes": " ".join(_scopes(entry)),
+        "model": entry.model or "",
+        "attempt": entry.data.get("attempt", ""),
+        "cost_usd": str(to_usd(entry_cost(entry))),
+        "estimated_usd": entry.data.get("estimated_usd", ""),
+        "input_tokens": usage.total_input_tokens,
+        "output_tokens": usage.output_tokens,
+        "amounts": dict(entry.amounts),
+        "flags": {k: v for k, v in entry.data.items() if k not in _KNOWN},
+    }
+
+
+_KNOWN = {"model", "attempt", "estimated_usd", "scopes", "usage", "cost_nano"}

@@ -1,0 +1,26 @@
+"""Integrations with the frameworks people already use; each is an optional extra, imported on demand.
+
+* ``budgetguard.integrations.langchain``: ``BudgetCallbackHandler`` and ``get_budget_callback``
+  (``pip install 'llm-budgetguard[langchain]'``);
+* ``budgetguard.integrations.fastapi``: ``BudgetMiddleware`` (any ASGI app) and ``budget_scope``
+  (a FastAPI dependency) (``[fastapi]``);
+* ``budgetguard.integrations.opentelemetry``: ``OpenTelemetryHook``, GenAI metrics and span
+  attributes (``[otel]``);
+* ``budgetguard.integrations.prometheus``: ``PrometheusHook``, counters and gauges (``[prometheus]``).
+
+Importing ``budgetguard`` imports none of them.
+"""
+
+from __future__ import annotations
+
+from .._errors import ConfigurationError
+
+__all__ = ["missing_extra"]
+
+
+def missing_extra(extra: str, exc: ImportError) -> ConfigurationError:
+    """The error raised when an integration's library is not installed: it names the extra."""
+    return ConfigurationError(
+        f"this integration needs {exc.name or 'a library'} (missing: {exc}); "
+        f"install it with: pip install 'llm-budgetguard[{extra}]'"
+    )

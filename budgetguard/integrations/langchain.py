@@ -1,0 +1,341 @@
+"""LangChain: budgets on any chat model or LLM, through callbacks (extra ``langchain``).
+
+``BudgetCallbackHandler`` reserves each model run's worst case in ``on_chat_model_start`` /
+``on_llm_start`` (the messages converted to an OpenAI- or Anthropic-shaped request and estimated like
+any SDK call), commits the usage of ``on_llm_end`` (``usage_metadata``, else ``llm_output`` token usage)
+and releases the hold in ``on_llm_error``. Every run is one attempt, so ``with_retry`` and
+``with_fallbacks`` are counted per attempt, and a refusal raised from ``on_chat_model_start`` stops the
+call (the handler sets ``raise_error``): ``model.with_fallbacks([cheaper])`` then routes to the cheaper model.
+
+``get_budget_callback()`` is a drop-in for ``get_openai_callback()``: every LangChain run inside is
+guarded and charged to the ledger, and the totals (tokens, exact ``Decimal`` cost, calls, per model)
+come from ``budgetguard.track()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from .._budgets import Scope
+from .._context import ModelTotals, Tracker, track
+from .._errors import ConfigurationError, UsageError
+from .._estimate import Estimate, _guess_provider
+from .._guard import Attempt, Guard, ScopeSpec, _input_only, default_guard
+from .._tokens import count_text_tokens
+from .._usage import Usage
+from . import missing_extra
+
+try:
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.messages import BaseMessage, convert_to_openai_messages
+    from langchain_core.outputs import LLMResult
+    from langchain_core.tracers.context import register_configure_hook
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+except ImportError as exc:  # pragma: no cover - exercised without the extra
+    raise missing_extra("langchain", exc) from exc
+
+__all__ = [
+    "BudgetCallbackHandler",
+    "BudgetTotals",
+    "get_budget_callback",
+    "request_from_run",
+    "usage_from_result",
+]
+
+_SHAPES = {"openai": "openai", "azure": "openai", "anthropic": "anthropic"}
+"""LangChain's ``ls_provider`` -> the request shape budgetguard estimates (others: OpenAI's shape)."""
+
+
+class BudgetCallbackHandler(BaseCallbackHandler):
+    """Enforce (or, with ``enforce=False``, meter) the guard's budgets on every LangChain model run.
+
+    Scopes are specs as in ``Guard.with_budget``, resolved over the run's ``metadata``
+    (``config={"metadata": {"user_id": "alice"}}`` with ``user="{user_id}"``) and ``budget_context()``.
+    Pass it as ``config={"callbacks": [handler]}`` or ``ChatX(callbacks=[handler])``.
+    """
+
+    raise_error = True  # an exception from a callback (a refusal) stops the model call
+
+    def __init__(self, guard: Guard | None = None, *, enforce: bool = True, **scopes: ScopeSpec) -> None:
+        for kind in scopes:
+            Scope("global") if kind == "global" else Scope(kind, "x")  # a bad kind fails here, not per call
+        self._guard = guard
+        self.enforce = enforce
+        self.scopes = scopes
+        self._attempts: dict[UUID, tuple[Attempt, Estimate]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def guard(self) -> Guard:
+        return self._guard if self._guard is not None else default_guard()
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        batch = [message for prompt in messages for message in prompt]
+        self._reserve(run_id, batch, kwargs.get("invocation_params"), metadata)
+
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any],
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        batch = [{"role": "user", "content": prompt} for prompt in prompts]
+        self._reserve(run_id, batch, kwargs.get("invocation_params"), metadata)
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        run = self._pop(run_id)
+        if run is not None:
+            run[0].commit(response)
+
+    def on_llm_error(
+        self, error: BaseException, *, run_id: UUID, response: LLMResult | None = None, **kwargs: Any
+    ) -> None:
+        """A failed run is released (or charged its input, per the guard's ``charge_failed``); a stream
+        that broke off after some chunks is charged what it received, as the guard charges streams."""
+        run = self._pop(run_id)
+        if run is None:
+            return
+        attempt, est = run
+        partial = _partial_usage(response, est) if response is not None else None
+        if partial is None:
+            attempt.fail(error)
+        else:
+            attempt.commit(partial)
+
+    def _reserve(
+        self,
+        run_id: UUID,
+        messages: Sequence[BaseMessage | Mapping[str, Any]],
+        params: Mapping[str, Any] | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> None:
+        metadata = metadata or {}
+        request, provider = request_from_run(messages, params or {}, metadata)
+        guard = self.guard
+        est = guard.estimator(request, provider=provider)
+        attempt = guard.attempt(
+            est,
+            usage=_read_usage,
+            enforce=self.enforce,
+            scopes=self.scopes,
+            arguments=metadata,
+        )
+        attempt.reserve()
+        with self._lock:
+            self._attempts[run_id] = (attempt, est)
+
+    def _pop(self, run_id: UUID) -> tuple[Attempt, Estimate] | None:
+        with self._lock:
+            return self._attempts.pop(run_id, None)
+
+
+# -- request and usage ---------------------------------------------------------------------------
+
+
+def request_from_run(
+    messages: Sequence[BaseMessage | Mapping[str, Any]],
+    params: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+) -> tuple[dict[str, Any], str | None]:
+    """A LangChain run (its messages, ``invocation_params`` and ``metadata``) as the SDK request to
+    estimate, with the provider whose shape and prices it takes (``None``: guessed from the model)."""
+    model = params.get("model") or params.get("model_name") or metadata.get("ls_model_name")
+    if not isinstance(model, str) or not model:
+        raise ConfigurationError(
+            f"cannot tell the model of this LangChain run (invocation params: {sorted(params)}); "
+            "budgetguard needs a model name to price it: set model= on the chat model"
+        )
+    provider = _SHAPES.get(str(metadata.get("ls_provider")))
+    shape = provider or _guess_provider(model, {})
+    request: dict[str, Any] = {"model": model}
+    most = next(
+        (
+            params[key]
+            for key in ("max_completion_tokens", "max_tokens", "max_output_tokens")
+            if params.get(key) is not None
+        ),
+        metadata.get("ls_max_tokens"),
+    )
+    openai_messages = convert_to_openai_messages(list(messages))
+    tools = list(params.get("tools") or ())
+    if shape == "anthropic":
+        system, request["messages"] = _anthropic_messages(openai_messages)
+        request.update({"system": system} if system else {})
+        request.update({"tools": tools} if tools else {})
+        request.update({"max_tokens": most} if most is not None else {})
+        return request, provider
+    if tools:
+        try:
+            request["tools"] = [convert_to_openai_tool(tool) for tool in tools]
+        except Exception:  # a tool format only its provider knows: count its JSON as text
+            openai_messages.append({"role": "system", "content": json.dumps(tools, default=str)})
+    request["messages"] = openai_messages
+    request.update({"max_completion_tokens": most} if most is not None else {})
+    for key in ("n", "service_tier"):
+        if params.get(key) is not None:
+            request[key] = params[key]
+    return request, provider
+
+
+def _anthropic_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """OpenAI-shaped messages as Anthropic's (system blocks, messages with tool_use / tool_result)."""
+    system: list[dict[str, Any]] = []
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        role, blocks = message.get("role"), _blocks(message.get("content"))
+        if role in ("system", "developer"):
+            system += blocks
+        elif role == "tool":
+            result = {"type": "tool_result", "tool_use_id": message.get("tool_call_id"), "content": blocks}
+            out.append({"role": "user", "content": [result]})
+        else:
+            for call in message.get("tool_calls") or ():
+                function = call.get("function") or {}
+                blocks.append(
+                    {"type": "tool_use", "id": call.get("id"), "name": function.get("name"),
+                     "input": function.get("arguments")}
+                )  # fmt: skip
+            out.append({"role": "assistant" if role == "assistant" else "user", "content": blocks})
+    return system, out
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    if content is None or content == "":
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return [{"type": "image"} if block.get("type") == "image_url" else dict(block) for block in content]
+
+
+def usage_from_result(result: LLMResult) -> Usage:
+    """The usage of one model run: the first generation's ``usage_metadata`` (with ``n`` > 1 every
+    generation carries the run's total), else ``llm_output["token_usage"]`` or ``["usage"]``."""
+    for generations in result.generations:
+        for generation in generations:
+            metadata = getattr(getattr(generation, "message", None), "usage_metadata", None)
+            if metadata:
+                return _from_usage_metadata(metadata)
+    output = result.llm_output or {}
+    for key in ("token_usage", "usage"):
+        if output.get(key):
+            return Usage.from_response(output[key])
+    raise UsageError(
+        "the LangChain result carries neither usage_metadata nor llm_output token usage; "
+        "for streams enable the model's usage reporting (ChatOpenAI(stream_usage=True))"
+    )
+
+
+def _read_usage(result: LLMResult | Usage) -> Usage:
+    return result if isinstance(result, Usage) else usage_from_result(result)
+
+
+def _partial_usage(response: LLMResult, est: Estimate) -> Usage | None:
+    """What a broken-off stream is charged: its usage if the usage chunk came, else the input
+    estimate plus the streamed text counted with tiktoken; ``None`` when nothing was received."""
+    texts = [g.text for generations in response.generations for g in generations if g.text]
+    if not texts:
+        return None
+    try:
+        return usage_from_result(response)
+    except UsageError:
+        streamed = count_text_tokens("".join(texts), est.model)
+        return dataclasses.replace(_input_only(est), output_tokens=streamed)
+
+
+def _from_usage_metadata(metadata: Mapping[str, Any]) -> Usage:
+    """LangChain's ``UsageMetadata``: ``input_tokens`` is all input, cache reads and writes included."""
+    inputs = metadata.get("input_token_details") or {}
+    outputs = metadata.get("output_token_details") or {}
+    read = _ending(inputs, "cache_read")  # service-tier-prefixed too ("priority_cache_read")
+    written = _ending(inputs, "cache_creation")
+    written_1h = min(int(inputs.get("ephemeral_1h_input_tokens") or 0), written)
+    total_in, output = metadata.get("input_tokens"), metadata.get("output_tokens")
+    if not isinstance(total_in, int) or not isinstance(output, int) or read + written > total_in:
+        raise UsageError(f"unusable LangChain usage_metadata: {dict(metadata)!r}")
+    return Usage(
+        input_tokens=total_in - read - written,
+        cache_read_tokens=read,
+        cache_write_tokens=written - written_1h,
+        cache_write_1h_tokens=written_1h,
+        output_tokens=output,
+        reasoning_tokens=min(_ending(outputs, "reasoning"), output),
+    )
+
+
+def _ending(details: Mapping[str, Any], suffix: str) -> int:
+    return sum(int(value or 0) for key, value in details.items() if key.endswith(suffix))
+
+
+# -- get_openai_callback, for every model ---------------------------------------------------------
+
+_handler: ContextVar[BudgetCallbackHandler | None] = ContextVar("budgetguard_langchain_handler", default=None)
+register_configure_hook(_handler, inheritable=True)
+
+
+class BudgetTotals:
+    """What ``get_budget_callback()`` yields: ``track()``'s totals under ``get_openai_callback``'s names."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.tracker.input_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.tracker.output_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        return self.tracker.total_tokens
+
+    @property
+    def successful_requests(self) -> int:
+        return self.tracker.calls
+
+    @property
+    def total_cost(self) -> Decimal:
+        """Exact USD (a ``Decimal``, where ``get_openai_callback`` gives a float)."""
+        return self.tracker.cost
+
+    @property
+    def by_model(self) -> dict[str, ModelTotals]:
+        return self.tracker.by_model
+
+    def __str__(self) -> str:
+        return str(self.tracker)
+
+
+@contextmanager
+def get_budget_callback(
+    guard: Guard | None = None, *, enforce: bool = True, **scopes: ScopeSpec
+) -> Iterator[BudgetTotals]:
+    """``with get_budget_callback(user="alice") as cb:``: every LangChain model run inside is guarded
+    (refused past a budget unless ``enforce=False``), charged to the ledger and added up in ``cb``."""
+    handler = BudgetCallbackHandler(guard, enforce=enforce, **scopes)
+    with track() as tracker:
+        token = _handler.set(handler)
+        try:
+            yield BudgetTotals(tracker)
+        finally:
+            _handler.reset(token)

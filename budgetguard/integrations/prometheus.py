@@ -1,0 +1,121 @@
+"""Prometheus: counters and gauges of spend, holds, budgets left and refusals (extra ``prometheus``).
+
+``Guard(on_event=PrometheusHook())`` keeps, from the guard's events (``budgetguard_`` prefix):
+
+| metric | type | labels |
+|---|---|---|
+| ``spent_usd_total`` | counter | ``scope_kind``, ``scope_id``, ``model`` |
+| ``held_usd`` (holds of this process's calls in flight) | gauge | ``scope_kind``, ``scope_id``, ``model`` |
+| ``remaining`` (after the last commit) | gauge | ``scope_kind``, ``scope_id``, ``unit``, ``period`` |
+| ``refusals_total``, ``overruns_total`` | counter | ``scope_kind``, ``scope_id``, ``model`` |
+| ``routes_total`` | counter | ``from_model``, ``to_model`` |
+| ``tokens_total`` | counter | ``model``, ``type`` (``input`` / ``output``) |
+| ``thresholds_total`` | counter | ``scope_kind``, ``scope_id``, ``threshold`` |
+
+Label cardinality stays bounded: ``scope_id`` is empty unless the scope's kind is in ``id_kinds``
+(allow only kinds with few, non-personal ids: ``feature``, ``team``); ``remaining`` is kept only for
+scopes whose id is shown (one gauge for every user at once would mean nothing). Values are floats,
+as Prometheus's are; the ledger keeps the exact amounts.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from decimal import Decimal
+
+from .._events import Event
+from . import missing_extra
+from ._labels import checked_kinds, scope_parts
+
+try:
+    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+except ImportError as exc:  # pragma: no cover - exercised without the extra
+    raise missing_extra("prometheus", exc) from exc
+
+__all__ = ["PrometheusHook"]
+
+_SCOPED = ("scope_kind", "scope_id", "model")
+
+
+class PrometheusHook:
+    """An ``on_event`` hook that keeps Prometheus metrics in ``registry`` (default: the global one)."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        id_kinds: Iterable[str] = (),
+        namespace: str = "budgetguard",
+    ) -> None:
+        registry = registry if registry is not None else REGISTRY
+        self.id_kinds = checked_kinds(id_kinds)
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = _SCOPED) -> Counter:
+            return Counter(name, doc, labels, namespace=namespace, registry=registry)
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = _SCOPED) -> Gauge:
+            return Gauge(name, doc, labels, namespace=namespace, registry=registry)
+
+        self.spent = counter("spent_usd", "USD charged to budgets")
+        self.held = gauge("held_usd", "USD held by this process's calls in flight")
+        self.remaining = gauge(
+            "remaining",
+            "Left in the budget's window after the last commit, in its unit",
+            ("scope_kind", "scope_id", "unit", "period"),
+        )
+        self.refusals = counter("refusals", "Calls refused by a budget")
+        self.overruns = counter("overruns", "Calls that cost more than was reserved")
+        self.routes = counter("routes", "Calls routed to another model", ("from_model", "to_model"))
+        self.tokens = counter("tokens", "Tokens charged", ("model", "type"))
+        self.thresholds = counter(
+            "thresholds", "Budget thresholds crossed", ("scope_kind", "scope_id", "threshold")
+        )
+        self._holds: dict[str, list[tuple[tuple[str, str, str], float]]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        model = event.model or "unknown"
+        labels = [(*scope_parts(scope, self.id_kinds), model) for scope in event.scopes]
+        if event.kind == "reserved" and event.reservation_id and event.estimated is not None:
+            held = _float(event.estimated)
+            with self._lock:
+                self._holds[event.reservation_id] = [(label, held) for label in labels]
+            for label in labels:
+                self.held.labels(*label).inc(held)
+        elif event.kind in ("committed", "released", "spend_lost") and event.reservation_id:
+            with self._lock:
+                holds = self._holds.pop(event.reservation_id, ())
+            for label, held in holds:
+                self.held.labels(*label).dec(held)
+        if event.kind == "committed":
+            self._committed(event, labels, model)
+        elif event.kind == "refused" and event.reason:
+            self.refusals.labels(*scope_parts(event.reason, self.id_kinds), model).inc()
+        elif event.kind == "overrun":
+            for label in labels:
+                self.overruns.labels(*label).inc()
+        elif event.kind == "routed":
+            self.routes.labels(model, str(event.data.get("to"))).inc()
+        elif event.kind == "threshold" and "scope" in event.data:
+            kind, ident = scope_parts(event.data["scope"], self.id_kinds)
+            self.thresholds.labels(kind, ident, event.data["threshold"]).inc()
+
+    def _committed(self, event: Event, labels: list[tuple[str, str, str]], model: str) -> None:
+        if event.actual is not None:
+            for label in labels:
+                self.spent.labels(*label).inc(_float(event.actual))
+        usage = event.data.get("usage")
+        if usage is not None:
+            self.tokens.labels(model, "input").inc(usage.total_input_tokens)
+            self.tokens.labels(model, "output").inc(usage.output_tokens)
+        for counter in event.data.get("counters", ()):
+            kind, ident = scope_parts(counter["scope"], self.id_kinds)
+            if ident or kind == "global":
+                left = max(counter["limit"] - counter["spent"], 0)
+                value = left / 1_000_000_000 if counter["unit"] == "usd" else left
+                self.remaining.labels(kind, ident, counter["unit"], counter["period"]).set(value)
+
+
+def _float(amount: Decimal) -> float:
+    return float(amount)

@@ -1,0 +1,183 @@
+"""The ASGI middleware and the FastAPI dependency, through FastAPI's real TestClient."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any
+
+import pytest
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import StreamingResponse
+from fastapi.testclient import TestClient
+
+import budgetguard as bg
+from budgetguard.integrations.fastapi import (
+    BudgetMiddleware,
+    budget_exceeded_handler,
+    budget_scope,
+)
+
+USAGE = bg.Usage(input_tokens=200, output_tokens=50)
+COST = bg.cost("gpt-4o-mini", USAGE)
+
+
+async def auth_user(request: Request) -> str | None:
+    """The user of a request, as an auth layer would find it."""
+    token = request.headers.get("authorization", "")
+    return token.removeprefix("Bearer user-") or None
+
+
+UserSpend = Annotated[bg.Tracker, Depends(budget_scope(user=auth_user))]
+
+
+def build(status_code: int = 429, **scopes: Any) -> tuple[FastAPI, bg.Guard]:
+    guard = bg.Guard(
+        "memory://",
+        budgets=[bg.Budget("user", usd="0.01", per="day"), bg.Budget("global", usd="100", per="day")],
+    )
+
+    @guard.with_budget(feature="chat")
+    async def ask(*, model: str, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
+        return {"usage": {"prompt_tokens": USAGE.input_tokens, "completion_tokens": USAGE.output_tokens}}
+
+    @guard.with_budget()
+    def ask_sync(*, model: str, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
+        return {"usage": {"prompt_tokens": USAGE.input_tokens, "completion_tokens": USAGE.output_tokens}}
+
+    request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 60}
+    app = FastAPI()
+    app.add_middleware(
+        BudgetMiddleware, guard=guard, scopes=scopes or {"user": "x-user-id"}, status_code=status_code
+    )
+
+    @app.get("/chat")
+    async def chat(times: int = 1, tokens: int = 60) -> dict[str, Any]:
+        for _ in range(times):
+            await ask(**{**request, "max_tokens": tokens})
+        return {"ok": True}
+
+    @app.get("/sync")
+    def chat_sync() -> dict[str, Any]:
+        ask_sync(**request)
+        return {"ok": True}
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        await ask(**request)
+
+        async def body() -> Any:
+            yield b"one "
+            await ask(**request)  # charged, after the headers went out
+            yield b"two"
+
+        return StreamingResponse(body())
+
+    return app, guard
+
+
+def user_spent(guard: bg.Guard, user: str) -> int:
+    [spec] = guard.counters_for([bg.Scope("user", user)])
+    [status] = guard.ledger.status([spec])
+    return status.spent
+
+
+def test_responses_carry_the_cost_tokens_and_remaining_budget() -> None:
+    app, guard = build()
+    with TestClient(app) as client:
+        first = client.get("/chat", params={"times": 2}, headers={"x-user-id": "alice"})
+        second = client.get("/sync", headers={"x-user-id": "alice"})
+
+    assert first.status_code == 200 and first.json() == {"ok": True}
+    assert Decimal(first.headers["x-budget-cost-usd"]) == 2 * COST
+    assert first.headers["x-budget-input-tokens"] == "400"
+    assert first.headers["x-budget-output-tokens"] == "100"
+    assert Decimal(first.headers["x-budget-remaining-usd"]) == Decimal("0.01") - 2 * COST
+    assert Decimal(second.headers["x-budget-cost-usd"]) == COST  # per request, sync endpoints too
+    assert Decimal(second.headers["x-budget-remaining-usd"]) == Decimal("0.01") - 3 * COST
+    assert user_spent(guard, "alice") == bg.to_nano(3 * COST)
+
+
+def test_a_refusal_becomes_a_429_with_retry_after_at_the_reset() -> None:
+    app, guard = build()
+    with TestClient(app) as client:
+        refused = client.get("/chat", params={"tokens": 100_000}, headers={"x-user-id": "bob"})
+        other = client.get("/chat", headers={"x-user-id": "carol"})  # another user is unaffected
+
+    assert refused.status_code == 429
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    expected = (tomorrow - datetime.now(UTC)).total_seconds()
+    assert abs(int(refused.headers["retry-after"]) - expected) <= 5
+    body = refused.json()
+    assert body["error"] == "budget_exceeded"
+    assert (body["scope"], body["period"], body["unit"]) == ("user:bob", "day", "usd")
+    assert datetime.fromisoformat(body["resets_at"]) == tomorrow
+    assert refused.headers["x-budget-cost-usd"] == "0"
+    assert other.status_code == 200
+    assert user_spent(guard, "bob") == 0
+
+
+def test_the_status_code_is_configurable_and_scopes_can_come_from_a_callable() -> None:
+    app, guard = build(status_code=402, user=lambda request: request.query_params.get("who"))
+    with TestClient(app) as client:
+        ok = client.get("/chat", params={"who": "dana"})
+        refused = client.get("/chat", params={"who": "dana", "tokens": 100_000})
+    assert ok.status_code == 200 and refused.status_code == 402
+    assert user_spent(guard, "dana") == bg.to_nano(COST)
+
+
+def test_a_request_without_the_header_is_charged_to_global_only() -> None:
+    app, _ = build()
+    with TestClient(app) as client:
+        response = client.get("/chat")
+    assert response.status_code == 200
+    assert Decimal(response.headers["x-budget-remaining-usd"]) == Decimal("100") - COST
+
+
+def test_a_scope_id_no_store_can_hold_is_a_400() -> None:
+    app, _ = build()
+    with TestClient(app) as client:
+        response = client.get("/chat", headers={"x-user-id": "x" * 70_000})
+    assert response.status_code == 400 and response.json()["error"] == "bad_scope"
+
+
+def test_streaming_headers_count_the_calls_before_the_body() -> None:
+    app, guard = build()
+    with TestClient(app) as client:
+        response = client.get("/stream", headers={"x-user-id": "erin"})
+    assert response.text == "one two"
+    assert Decimal(response.headers["x-budget-cost-usd"]) == COST
+    assert user_spent(guard, "erin") == bg.to_nano(2 * COST)
+
+
+def test_the_dependency_scopes_one_route() -> None:
+    guard = bg.Guard("memory://", budgets=[bg.Budget("user", usd="0.01", per="day")])
+
+    @guard.with_budget()
+    async def ask(*, model: str, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
+        return {"usage": {"prompt_tokens": USAGE.input_tokens, "completion_tokens": USAGE.output_tokens}}
+
+    app = FastAPI()
+    app.add_exception_handler(bg.BudgetExceededError, budget_exceeded_handler)
+
+    @app.get("/ask")
+    async def route(spend: UserSpend, tokens: int = 60) -> dict[str, str]:
+        await ask(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=tokens)
+        return {"cost": str(spend.cost)}
+
+    with TestClient(app) as client:
+        ok = client.get("/ask", headers={"authorization": "Bearer user-finn"})
+        refused = client.get(
+            "/ask", params={"tokens": 100_000}, headers={"authorization": "Bearer user-finn"}
+        )
+    assert ok.status_code == 200 and Decimal(ok.json()["cost"]) == COST
+    assert refused.status_code == 429 and refused.json()["scope"] == "user:finn"
+    assert "retry-after" in refused.headers
+    assert user_spent(guard, "finn") == bg.to_nano(COST)
+
+
+def test_bad_scope_settings_fail_at_start_up() -> None:
+    with pytest.raises(bg.ConfigurationError):
+        BudgetMiddleware(FastAPI(), scopes={"global": "x-anything"})
+    with pytest.raises(TypeError):
+        budget_scope(user=42)  # type: ignore[arg-type]

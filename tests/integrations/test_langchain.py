@@ -1,0 +1,312 @@
+"""The LangChain callback handler on real langchain-core runnables: chat models returning usage metadata."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, LLMResult
+
+import budgetguard as bg
+from budgetguard.integrations.langchain import (
+    BudgetCallbackHandler,
+    get_budget_callback,
+    request_from_run,
+    usage_from_result,
+)
+from tests.integrations.chat_models import UsageChat, reply
+
+PROMPT = [SystemMessage("You are terse."), HumanMessage("Name three primes.")]
+OPENAI_PROMPT = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Name three primes."},
+]
+
+
+class Overloaded(Exception):
+    """A provider error the guard does not charge (an error response is not billed)."""
+
+
+def make(usd: str = "1", **kw: Any) -> tuple[bg.Guard, list[bg.Event]]:
+    events: list[bg.Event] = []
+    guard = bg.Guard(
+        "memory://",
+        budgets=[bg.Budget("user", usd=usd, per="day"), bg.Budget("global", usd="100", per="day")],
+        on_event=events.append,
+        **kw,
+    )
+    return guard, events
+
+
+def spent(guard: bg.Guard, scope: str) -> tuple[int, int]:
+    [counter] = guard.counters_for([bg.Scope.parse(scope)])
+    [status] = guard.ledger.status([counter])
+    return status.spent, status.held
+
+
+def kinds(events: list[bg.Event]) -> list[tuple[str, str | None]]:
+    return [(e.kind, e.model) for e in events]
+
+
+def test_a_run_reserves_its_estimate_and_commits_its_usage() -> None:
+    guard, events = make()
+    model = UsageChat(max_tokens=50, replies=[reply("2, 3, 5", 21, 7)])
+    handler = BudgetCallbackHandler(guard, user="{user_id}", feature="primes")
+
+    answer = model.invoke(PROMPT, config={"callbacks": [handler], "metadata": {"user_id": "alice"}})
+
+    assert answer.content == "2, 3, 5"
+    est = bg.estimate({"model": "gpt-4o-mini", "messages": OPENAI_PROMPT, "max_completion_tokens": 50})
+    actual = bg.cost("gpt-4o-mini", bg.Usage(input_tokens=21, output_tokens=7))
+    assert kinds(events) == [("reserved", "gpt-4o-mini"), ("committed", "gpt-4o-mini")]
+    assert events[0].scopes == ("global", "user:alice", "feature:primes")
+    assert events[0].estimated == est.cost and est.output_tokens == 50
+    assert events[1].actual == actual
+    assert spent(guard, "user:alice") == (bg.to_nano(actual), 0)
+    assert spent(guard, "global") == (bg.to_nano(actual), 0)
+
+
+def test_a_refusal_stops_the_call_before_it_is_sent() -> None:
+    guard, events = make(usd="0.00001")
+    model = UsageChat(model="gpt-4o", max_tokens=1000, replies=[reply("never", 10, 10)])
+    handler = BudgetCallbackHandler(guard, user="bob")
+
+    with pytest.raises(bg.BudgetExceededError) as refused:
+        model.invoke(PROMPT, config={"callbacks": [handler]})
+    with pytest.raises(bg.BudgetExceededError):
+        next(iter(model.stream(PROMPT, config={"callbacks": [handler]})))
+
+    assert refused.value.scope == "user:bob"
+    assert model.sent == []  # the model was never called
+    assert [e.kind for e in events] == ["refused", "refused"]
+    assert spent(guard, "user:bob") == (0, 0)
+
+
+async def test_a_refusal_stops_an_async_call_too() -> None:
+    guard, _ = make(usd="0.00001")
+    model = UsageChat(model="gpt-4o", max_tokens=1000, replies=[reply("never", 10, 10)])
+    with pytest.raises(bg.BudgetExceededError):
+        await model.ainvoke(PROMPT, config={"callbacks": [BudgetCallbackHandler(guard, user="bob")]})
+    assert model.sent == []
+
+
+def test_fallbacks_route_to_a_cheaper_model_when_the_budget_refuses() -> None:
+    guard, events = make(usd="0.01")  # gpt-4o x 4000 output tokens is $0.04; gpt-4o-mini's is $0.0024
+    expensive = UsageChat(model="gpt-4o", max_tokens=4000, replies=[reply("dear", 20, 5)])
+    cheap = UsageChat(model="gpt-4o-mini", max_tokens=4000, replies=[reply("cheap", 20, 5)])
+    chain = expensive.with_fallbacks([cheap])
+
+    answer = chain.invoke(PROMPT, config={"callbacks": [BudgetCallbackHandler(guard, user="carol")]})
+
+    assert answer.content == "cheap"
+    assert expensive.sent == []
+    assert kinds(events) == [("refused", "gpt-4o"), ("reserved", "gpt-4o-mini"), ("committed", "gpt-4o-mini")]
+    cost = bg.cost("gpt-4o-mini", bg.Usage(input_tokens=20, output_tokens=5))
+    assert spent(guard, "user:carol") == (bg.to_nano(cost), 0)
+
+
+def test_retries_reserve_and_settle_every_attempt() -> None:
+    guard, events = make()
+    model = UsageChat(max_tokens=100, replies=[Overloaded("503"), TimeoutError("read"), reply("ok", 30, 4)])
+    chain = model.with_retry(stop_after_attempt=3, wait_exponential_jitter=False)
+
+    chain.invoke(PROMPT, config={"callbacks": [BudgetCallbackHandler(guard, user="dan")]})
+
+    attempts = [e.kind for e in events]
+    assert attempts == ["reserved", "released", "reserved", "committed", "reserved", "committed"]
+    assert events[1].reason == "Overloaded"  # an error response is not billed: released
+    est = bg.estimate({"model": "gpt-4o-mini", "messages": OPENAI_PROMPT, "max_completion_tokens": 100})
+    timed_out = bg.cost("gpt-4o-mini", bg.Usage(input_tokens=est.input_tokens))  # may have been billed
+    assert events[3].reason == "TimeoutError" and events[3].actual == timed_out
+    done = bg.cost("gpt-4o-mini", bg.Usage(input_tokens=30, output_tokens=4))
+    assert spent(guard, "user:dan") == (bg.to_nano(timed_out) + bg.to_nano(done), 0)
+
+
+def test_a_stream_is_charged_from_its_final_usage() -> None:
+    guard, events = make()
+    model = UsageChat(max_tokens=100, replies=[reply("two three five", 25, 3)])
+    chunks = list(model.stream(PROMPT, config={"callbacks": [BudgetCallbackHandler(guard, user="eve")]}))
+    assert "".join(str(c.content) for c in chunks) == "two three five"
+    cost = bg.cost("gpt-4o-mini", bg.Usage(input_tokens=25, output_tokens=3))
+    assert events[-1].kind == "committed" and events[-1].actual == cost
+
+
+def test_a_reply_without_usage_is_charged_its_estimate_and_flagged() -> None:
+    guard, events = make()
+    model = UsageChat(max_tokens=40, replies=[AIMessage("no usage here")])
+    model.invoke(PROMPT, config={"callbacks": [BudgetCallbackHandler(guard, user="fay")]})
+    est = bg.estimate({"model": "gpt-4o-mini", "messages": OPENAI_PROMPT, "max_completion_tokens": 40})
+    assert [e.kind for e in events] == ["reserved", "usage_missing", "committed"]
+    assert events[-1].actual == est.cost
+
+
+def test_an_unknown_model_is_an_error_not_free() -> None:
+    guard, _ = make()
+    model = UsageChat(model="acme-unpriced-9000", replies=[reply("x", 1, 1)])
+    with pytest.raises(bg.PricingError):
+        model.invoke(PROMPT, config={"callbacks": [BudgetCallbackHandler(guard, user="gus")]})
+    assert model.sent == []
+
+
+async def test_async_runs_and_batches_see_the_budget_context() -> None:
+    guard, events = make()
+    model = UsageChat(max_tokens=20, replies=[reply(f"r{i}", 10 + i, 2) for i in range(4)])
+    handler = BudgetCallbackHandler(guard)
+    with bg.budget_context(user="hal"):
+        await model.ainvoke(PROMPT, config={"callbacks": [handler]})
+        model.batch([PROMPT, PROMPT, PROMPT], config={"callbacks": [handler], "max_concurrency": 3})
+    committed = [e for e in events if e.kind == "committed"]
+    assert len(committed) == 4 and all(e.scopes == ("global", "user:hal") for e in committed)
+    total = sum(
+        bg.to_nano(bg.cost("gpt-4o-mini", bg.Usage(input_tokens=10 + i, output_tokens=2))) for i in range(4)
+    )
+    assert spent(guard, "user:hal") == (total, 0)
+
+
+def test_get_budget_callback_adds_up_every_model_and_charges_the_ledger() -> None:
+    guard, events = make()
+    gpt = UsageChat(max_tokens=30, replies=[reply("a", 40, 10), reply("b", 50, 12)])
+    claude = UsageChat(
+        model="claude-sonnet-4-5", provider="anthropic", max_tokens=30, replies=[reply("c", 60, 9)]
+    )
+
+    with get_budget_callback(guard, user="ivy") as cb:
+        gpt.invoke(PROMPT)  # no callbacks passed: the context installs the handler
+        (gpt | (lambda m: [HumanMessage(str(m.content))]) | claude).invoke(PROMPT)
+    gpt.replies.append(reply("outside", 1, 1))
+    gpt.invoke(PROMPT)  # after the block: not guarded
+
+    costs = {
+        "gpt-4o-mini": bg.cost("gpt-4o-mini", bg.Usage(input_tokens=40, output_tokens=10))
+        + bg.cost("gpt-4o-mini", bg.Usage(input_tokens=50, output_tokens=12)),
+        "claude-sonnet-4-5": bg.cost("claude-sonnet-4-5", bg.Usage(input_tokens=60, output_tokens=9)),
+    }
+    assert cb.successful_requests == 3
+    assert (cb.prompt_tokens, cb.completion_tokens, cb.total_tokens) == (150, 31, 181)
+    assert cb.total_cost == sum(costs.values()) and isinstance(cb.total_cost, Decimal)
+    assert {m: t.cost for m, t in cb.by_model.items()} == costs
+    assert "Successful Requests: 3" in str(cb)
+    assert spent(guard, "user:ivy") == (bg.to_nano(cb.total_cost), 0)
+    assert len([e for e in events if e.kind == "committed"]) == 3
+
+
+def test_get_budget_callback_can_meter_without_refusing() -> None:
+    guard, _ = make(usd="0.000001")
+    model = UsageChat(model="gpt-4o", max_tokens=1000, replies=[reply("over", 100, 50)])
+    with get_budget_callback(guard, enforce=False, user="jo") as cb:
+        model.invoke(PROMPT)
+    assert cb.total_cost == bg.cost("gpt-4o", bg.Usage(input_tokens=100, output_tokens=50))
+    assert spent(guard, "user:jo")[0] == bg.to_nano(cb.total_cost)  # recorded past the limit
+
+
+def test_anthropic_runs_are_estimated_as_anthropic_requests() -> None:
+    messages = [
+        SystemMessage("Use the tool."),
+        HumanMessage("Weather in Paris?"),
+        AIMessage("", tool_calls=[{"name": "weather", "args": {"city": "Paris"}, "id": "t1"}]),
+        ToolMessage("18C, clear", tool_call_id="t1"),
+    ]
+    tools = [{"name": "weather", "description": "Weather", "input_schema": {"type": "object"}}]
+    params = {"model": "claude-sonnet-4-5", "max_tokens": 300, "tools": tools}
+    request, provider = request_from_run(messages, params, {"ls_provider": "anthropic"})
+    assert provider == "anthropic"
+    assert request == {
+        "model": "claude-sonnet-4-5",
+        "system": [{"type": "text", "text": "Use the tool."}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": "t1", "name": "weather", "input": '{"city": "Paris"}'}
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t1",
+                        "content": [{"type": "text", "text": "18C, clear"}],
+                    }
+                ],
+            },
+        ],
+        "tools": tools,
+        "max_tokens": 300,
+    }
+
+
+def test_openai_runs_keep_tools_n_and_service_tier() -> None:
+    tool = {
+        "type": "function",
+        "function": {"name": "f", "description": "d", "parameters": {"type": "object"}},
+    }
+    params = {"model": "gpt-4o", "max_completion_tokens": 64, "n": 2, "tools": [tool], "service_tier": "flex"}
+    request, provider = request_from_run(PROMPT, params, {"ls_provider": "openai"})
+    assert provider == "openai"
+    assert request == {
+        "model": "gpt-4o",
+        "messages": OPENAI_PROMPT,
+        "tools": [tool],
+        "max_completion_tokens": 64,
+        "n": 2,
+        "service_tier": "flex",
+    }
+    with pytest.raises(bg.ConfigurationError, match="model name"):
+        request_from_run(PROMPT, {"_type": "fake"}, {})
+
+
+def test_usage_metadata_cache_and_reasoning_buckets() -> None:
+    def result(message: AIMessage, llm_output: dict[str, Any] | None = None) -> LLMResult:
+        return LLMResult(generations=[[ChatGeneration(message=message)]], llm_output=llm_output)
+
+    anthropic = reply("x", 100, 10, cache_read=60, cache_creation=30, ephemeral_1h_input_tokens=10)
+    assert usage_from_result(result(anthropic)) == bg.Usage(
+        input_tokens=10,
+        cache_read_tokens=60,
+        cache_write_tokens=20,
+        cache_write_1h_tokens=10,
+        output_tokens=10,
+    )
+    priority = reply("x", 50, 40, priority_cache_read=20, reasoning=30)
+    assert usage_from_result(result(priority)) == bg.Usage(
+        input_tokens=30, cache_read_tokens=20, output_tokens=40, reasoning_tokens=30
+    )
+    raw = {"token_usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}}
+    assert usage_from_result(result(AIMessage("x"), raw)) == bg.Usage(input_tokens=12, output_tokens=3)
+    with pytest.raises(bg.UsageError):
+        usage_from_result(result(AIMessage("x")))
+    with pytest.raises(bg.UsageError):
+        usage_from_result(result(reply("x", 10, 1, cache_read=11)))
+
+
+def test_a_bad_scope_kind_fails_when_the_handler_is_built() -> None:
+    with pytest.raises(bg.ConfigurationError, match="scope kind"):
+        BudgetCallbackHandler(bg.Guard("memory://"), **{"User Id": "x"})
+
+
+def test_a_stream_dropped_after_some_chunks_is_charged_what_it_received() -> None:
+    guard, events = make()
+    model = UsageChat(max_tokens=100, replies=[reply("seven eleven thirteen", 25, 3)])
+    stream = model.stream(PROMPT, config={"callbacks": [BudgetCallbackHandler(guard, user="kim")]})
+    assert next(stream).content == "seven "
+    stream.close()  # the consumer stops reading: LangChain reports the run as failed, with the chunks
+
+    est = bg.estimate({"model": "gpt-4o-mini", "messages": OPENAI_PROMPT, "max_completion_tokens": 100})
+    streamed = bg.count_text_tokens("seven ", "gpt-4o-mini")
+    partial = bg.Usage(input_tokens=est.input_tokens, output_tokens=streamed)
+    assert [e.kind for e in events] == ["reserved", "committed"]
+    assert events[-1].actual == bg.cost("gpt-4o-mini", partial)
+    assert spent(guard, "user:kim") == (bg.to_nano(bg.cost("gpt-4o-mini", partial)), 0)
+
+
+def test_a_run_that_failed_before_any_chunk_is_released() -> None:
+    guard, events = make()
+    model = UsageChat(replies=[Overloaded("overloaded")])
+    with pytest.raises(Overloaded):
+        list(model.stream(PROMPT, config={"callbacks": [BudgetCallbackHandler(guard, user="lee")]}))
+    assert [e.kind for e in events] == ["reserved", "released"]
+    assert spent(guard, "user:lee") == (0, 0)

@@ -1,0 +1,133 @@
+"""langchain-openai's real ChatOpenAI (on the real openai SDK) against the local mock provider."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.tools import tool
+from langchain_openai import ChatOpenAI
+
+import budgetguard as bg
+from budgetguard.integrations.langchain import BudgetCallbackHandler, get_budget_callback
+from budgetguard.testing import MockProvider
+
+PROMPT = [SystemMessage("You answer in one sentence."), HumanMessage("Why do budgets need reservations?")]
+
+
+@tool
+def lookup_price(model: str) -> str:
+    """Look up the price of a model per million tokens."""
+    return "1.00"
+
+
+@pytest.fixture(scope="module")
+def mock() -> Iterator[MockProvider]:
+    with MockProvider() as provider:
+        yield provider
+
+
+@pytest.fixture
+def fresh(mock: MockProvider) -> MockProvider:
+    mock.requests.clear()
+    mock.usages.clear()
+    return mock
+
+
+def chat(mock: MockProvider, **kw: Any) -> ChatOpenAI:
+    settings: dict[str, Any] = {"model": "gpt-4o-mini", "max_tokens": 40, "max_retries": 0, **kw}
+    return ChatOpenAI(base_url=mock.openai_base_url, api_key="mock-key", **settings)  # type: ignore[arg-type]
+
+
+def make(usd: str = "1") -> tuple[bg.Guard, list[bg.Event]]:
+    events: list[bg.Event] = []
+    guard = bg.Guard("memory://", budgets=[bg.Budget("user", usd=usd, per="day")], on_event=events.append)
+    return guard, events
+
+
+def charged(usage: dict[str, Any], model: str = "gpt-4o-mini") -> bg.Usage:
+    assert usage["completion_tokens"] > 0
+    return bg.Usage.from_response(usage)
+
+
+def test_chat_openai_is_estimated_exactly_and_charged_the_reported_usage(fresh: MockProvider) -> None:
+    guard, events = make()
+    handler = BudgetCallbackHandler(guard, user="{user_id}")
+    model = chat(fresh).bind_tools([lookup_price])
+
+    model.invoke(PROMPT, config={"callbacks": [handler], "metadata": {"user_id": "alice"}})
+
+    [usage] = fresh.usages
+    reserved, committed = events
+    assert (reserved.kind, committed.kind) == ("reserved", "committed")
+    [sent] = fresh.requests
+    est = bg.estimate(sent.body)  # the request ChatOpenAI really sent, as budgetguard would read it
+    assert reserved.estimated == est.cost
+    assert est.input_tokens == usage["prompt_tokens"]  # tools included: the run's estimate is exact
+    assert committed.actual == bg.cost("gpt-4o-mini", charged(usage))
+
+
+def test_a_stream_is_charged_from_its_usage_chunk(fresh: MockProvider) -> None:
+    guard, events = make()
+    model = chat(fresh, stream_usage=True)
+    text = "".join(
+        str(c.content)
+        for c in model.stream(PROMPT, config={"callbacks": [BudgetCallbackHandler(guard, user="bo")]})
+    )
+    [usage] = fresh.usages
+    assert text and events[-1].kind == "committed"
+    assert events[-1].actual == bg.cost("gpt-4o-mini", charged(usage))
+
+
+def test_a_server_error_is_released_and_the_retry_charged(fresh: MockProvider) -> None:
+    guard, events = make()
+    fresh.fail(status=500, times=1, path="/v1/chat/completions")
+    model = chat(fresh).with_retry(stop_after_attempt=2, wait_exponential_jitter=False)
+
+    model.invoke(PROMPT, config={"callbacks": [BudgetCallbackHandler(guard, user="cy")]})
+
+    assert [e.kind for e in events] == ["reserved", "released", "reserved", "committed"]
+    assert events[1].reason == "OpenAIAPIError"  # langchain-openai's wrapper of the 500: not billed
+    [usage] = fresh.usages
+    [status] = guard.ledger.status(guard.counters_for([bg.Scope("user", "cy")]))
+    assert (status.spent, status.held) == (bg.to_nano(bg.cost("gpt-4o-mini", charged(usage))), 0)
+
+
+async def test_a_refused_call_never_reaches_the_provider(fresh: MockProvider) -> None:
+    guard, _ = make(usd="0.00001")
+    model = chat(fresh, model="gpt-4o", max_tokens=2000)
+    handler = BudgetCallbackHandler(guard, user="di")
+    with pytest.raises(bg.BudgetExceededError):
+        model.invoke(PROMPT, config={"callbacks": [handler]})
+    with pytest.raises(bg.BudgetExceededError):
+        await model.ainvoke(PROMPT, config={"callbacks": [handler]})
+    assert fresh.requests == []
+
+
+def test_get_budget_callback_totals_match_the_provider(fresh: MockProvider) -> None:
+    guard, _ = make()
+    with get_budget_callback(guard, user="ed") as cb:
+        chat(fresh).invoke(PROMPT)
+        chat(fresh, model="gpt-4o").invoke(PROMPT)
+    usages = [charged(u) for u in fresh.usages]
+    assert cb.successful_requests == 2
+    assert cb.prompt_tokens == sum(u.total_input_tokens for u in usages)
+    assert cb.completion_tokens == sum(u.output_tokens for u in usages)
+    assert cb.total_cost == bg.cost("gpt-4o-mini", usages[0]) + bg.cost("gpt-4o", usages[1])
+    assert set(cb.by_model) == {"gpt-4o-mini", "gpt-4o"}
+
+
+def test_a_timeout_may_have_been_billed_and_is_charged_its_input(fresh: MockProvider) -> None:
+    guard, events = make()
+    fresh.delay(seconds=1.5, times=1, path="/v1/chat/completions")
+    with pytest.raises(Exception, match="timed out"):
+        chat(fresh, timeout=0.3).invoke(
+            PROMPT, config={"callbacks": [BudgetCallbackHandler(guard, user="fi")]}
+        )
+    [sent] = fresh.requests
+    est = bg.estimate(sent.body)
+    assert [e.kind for e in events] == ["reserved", "committed"]
+    assert events[1].reason == "OpenAITimeoutError"
+    assert events[1].actual == bg.cost("gpt-4o-mini", bg.Usage(input_tokens=est.input_tokens))

@@ -1,0 +1,111 @@
+"""The Prometheus hook against prometheus_client's real registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+import budgetguard as bg
+from budgetguard.integrations.prometheus import PrometheusHook
+
+MESSAGES = [{"role": "user", "content": "Find the cheapest flight."}]
+USAGE = {"prompt_tokens": 500, "completion_tokens": 100}
+COST = bg.cost("gpt-4o-mini", bg.Usage(input_tokens=500, output_tokens=100))
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    found = registry.get_sample_value(f"budgetguard_{name}", labels)
+    assert found is not None, f"no sample {name} {labels}"
+    return found
+
+
+def label_values(registry: CollectorRegistry) -> set[str]:
+    return {v for metric in registry.collect() for sample in metric.samples for v in sample.labels.values()}
+
+
+def test_spend_holds_budgets_and_refusals_by_scope_kind_and_model() -> None:
+    registry = CollectorRegistry()
+    hook = PrometheusHook(registry, id_kinds=["feature"])
+    guard = bg.Guard(
+        "memory://",
+        budgets=[
+            bg.Budget("user", usd="0.001", per="day"),
+            bg.Budget("feature", usd="10", per="day"),
+            bg.Budget("global", usd="100", per="month"),
+        ],
+        on_event=hook,
+    )
+    seen_held: list[float] = []
+
+    @guard.with_budget(user="{user_id}", feature="search")
+    def search(*, model: str, messages: list[Any], max_tokens: int, user_id: str) -> Any:
+        seen_held.append(value(registry, "held_usd", scope_kind="user", scope_id="", model=model))
+        return {"usage": USAGE}
+
+    search(model="gpt-4o-mini", messages=MESSAGES, max_tokens=200, user_id="alice")
+    search(model="gpt-4o-mini", messages=MESSAGES, max_tokens=200, user_id="bob")
+    with pytest.raises(bg.BudgetExceededError):
+        search(model="gpt-4o", messages=MESSAGES, max_tokens=5_000, user_id="alice")
+
+    est = bg.estimate({"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 200})
+    assert seen_held == [pytest.approx(float(est.cost))] * 2  # held while the call runs
+    user = {"scope_kind": "user", "scope_id": ""}
+    assert value(registry, "held_usd", **user, model="gpt-4o-mini") == 0
+    assert value(registry, "spent_usd_total", **user, model="gpt-4o-mini") == pytest.approx(float(2 * COST))
+    feature = {"scope_kind": "feature", "scope_id": "search"}
+    assert value(registry, "spent_usd_total", **feature, model="gpt-4o-mini") == pytest.approx(
+        float(2 * COST)
+    )
+    assert value(registry, "refusals_total", **user, model="gpt-4o") == 1
+    assert value(registry, "tokens_total", model="gpt-4o-mini", type="input") == 1000
+    assert value(registry, "tokens_total", model="gpt-4o-mini", type="output") == 200
+
+    left = value(registry, "remaining", **feature, unit="usd", period="day")
+    assert left == pytest.approx(float(10 - 2 * COST))
+    assert value(registry, "remaining", scope_kind="global", scope_id="", unit="usd", period="month") == (
+        pytest.approx(float(100 - 2 * COST))
+    )
+    assert (
+        registry.get_sample_value("budgetguard_remaining", {**user, "unit": "usd", "period": "day"}) is None
+    )
+    assert not {"alice", "bob", "user:alice"} & label_values(registry)  # no raw user ids
+
+
+def test_routes_overruns_and_thresholds() -> None:
+    registry = CollectorRegistry()
+    guard = bg.Guard(
+        "memory://", budgets=[bg.Budget("team", usd="0.001", per="day")], on_event=PrometheusHook(registry)
+    )
+
+    @guard.with_budget(team="core", route=["gpt-4o", "gpt-4o-mini"])
+    def plan(*, model: str, messages: list[Any], max_tokens: int) -> Any:
+        return {"usage": {"prompt_tokens": 1000, "completion_tokens": 500}}  # more than max_tokens: overrun
+
+    plan(model="gpt-4o", messages=MESSAGES, max_tokens=100)
+
+    team = {"scope_kind": "team", "scope_id": ""}
+    assert value(registry, "routes_total", from_model="gpt-4o", to_model="gpt-4o-mini") == 1
+    assert value(registry, "refusals_total", **team, model="gpt-4o") == 1
+    assert value(registry, "overruns_total", **team, model="gpt-4o-mini") == 1
+    spent = bg.cost("gpt-4o-mini", bg.Usage(input_tokens=1000, output_tokens=500))  # $0.00045 of $0.001
+    assert value(registry, "spent_usd_total", **team, model="gpt-4o-mini") == pytest.approx(float(spent))
+    crossed = {
+        s.labels["threshold"] for m in registry.collect() for s in m.samples if m.name.endswith("thresholds")
+    }
+    assert crossed == set()  # 45% of the budget: no threshold yet
+    plan(model="gpt-4o", messages=MESSAGES, max_tokens=100)
+    assert value(registry, "thresholds_total", **team, threshold="50%") == 1
+    assert value(registry, "thresholds_total", **team, threshold="80%") == 1
+
+
+def test_two_hooks_can_share_a_process_with_their_own_registries() -> None:
+    first, second = CollectorRegistry(), CollectorRegistry()
+    PrometheusHook(first)
+    PrometheusHook(second, namespace="other")
+    assert first.get_sample_value("budgetguard_held_usd", {}) is None  # nothing recorded yet
+    with pytest.raises(ValueError, match="Duplicated"):
+        PrometheusHook(first)
+    with pytest.raises(TypeError):
+        PrometheusHook(CollectorRegistry(), id_kinds="feature")

@@ -1,0 +1,195 @@
+"""The ``budgetguard`` command line on a real SQLite ledger filled by a guard."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+import budgetguard as bg
+from budgetguard._cli import EXIT_BAD_INPUT, EXIT_STORE, cli
+
+BUDGETS = """
+[[budgets]]
+scope = "user"
+usd = "0.01"
+per = "day"
+
+[[budgets]]
+scope = "feature:search"
+tokens = 100000
+per = "hour"
+
+[[budgets]]
+scope = "global"
+usd = 5.00
+per = "month"
+"""
+
+USAGES = {"alice": (120, 80), "bob": (300, 200), "carol": (40, 10)}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> tuple[str, Path]:
+    """A ledger with calls by three users on two features, and one refusal."""
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text(BUDGETS)
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    guard = bg.Guard(url, budgets=bg.load_budgets(budgets))
+
+    @guard.with_budget(user="{user}", feature="{feature}")
+    def call(*, user: str, feature: str, model: str, messages: Any, max_tokens: int) -> dict[str, Any]:
+        prompt, completion = USAGES[user]
+        return {"usage": {"prompt_tokens": prompt, "completion_tokens": completion}}
+
+    for user in USAGES:
+        for feature in ("search", "chat"):
+            hello = [{"role": "user", "content": "Hi"}]
+            call(user=user, feature=feature, model="gpt-4o-mini", messages=hello, max_tokens=300)
+    with pytest.raises(bg.BudgetExceededError):
+        call(user="alice", feature="chat", model="gpt-4o", messages=[], max_tokens=100_000)
+    guard.close()
+    return url, budgets
+
+
+def run(store: tuple[str, Path], *args: str, input: str | None = None) -> Result:
+    url, budgets = store
+    return CliRunner().invoke(cli, ["--url", url, "--budgets", str(budgets), *args], input=input)
+
+
+def test_status_json_matches_the_ledger(store: tuple[str, Path]) -> None:
+    result = run(store, "status", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {(r["scope"], r["unit"]): r for r in json.loads(result.output)}
+    assert set(rows) == {("user:alice", "usd"), ("user:bob", "usd"), ("user:carol", "usd"),
+                         ("feature:search", "tokens"), ("global", "usd")}  # fmt: skip
+    price = bg.get_price("gpt-4o-mini")
+    for user, (prompt, completion) in USAGES.items():
+        cost = 2 * price.cost_nano(bg.Usage(input_tokens=prompt, output_tokens=completion))
+        assert bg.to_nano(rows[(f"user:{user}", "usd")]["spent"]) == cost
+        assert rows[(f"user:{user}", "usd")]["held"] == "0"
+    assert rows[("feature:search", "tokens")]["spent"] == sum(p + c for p, c in USAGES.values())
+    table = run(store, "status", "user:bob")
+    assert table.exit_code == 0 and "user:bob" in table.output and "user:alice" not in table.output
+
+
+def test_report_totals_equal_the_counters_to_the_nano(store: tuple[str, Path]) -> None:
+    status = {r["scope"]: r for r in json.loads(run(store, "status", "--json").output)}
+    report = json.loads(run(store, "report", "--by", "user", "--format", "json").output)
+    by_user = {r["key"]: r for r in report["rows"]}
+    for user in USAGES:
+        assert bg.to_nano(by_user[user]["cost_usd"]) == bg.to_nano(status[f"user:{user}"]["spent"])
+        assert by_user[user]["calls"] == 2
+    assert by_user["alice"]["refused"] == 1
+    assert bg.to_nano(report["total"]["cost_usd"]) == bg.to_nano(status["global"]["spent"])
+    features = json.loads(run(store, "report", "--by", "feature", "--format", "json").output)
+    assert {r["key"] for r in features["rows"]} == {"search", "chat"}  # chat has no budget: still reported
+    models = run(store, "report", "--by", "model")
+    assert models.exit_code == 0 and "gpt-4o-mini" in models.output and "total" in models.output
+    only = json.loads(
+        run(store, "report", "--scope", "feature:search", "--by", "user", "--format", "json").output
+    )
+    assert only["total"]["calls"] == 3
+
+
+def test_report_and_export_files(store: tuple[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "by-day.csv"
+    assert run(store, "report", "--by", "day", "--format", "csv", "--output", str(out)).exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert rows[-1]["key"] == "total" and rows[-1]["calls"] == "6"
+    exported = run(store, "export", "--format", "jsonl")
+    lines = [json.loads(line) for line in exported.output.splitlines()]
+    assert sorted(e["event"] for e in lines) == ["committed"] * 6 + ["refused"]
+    committed = [e for e in lines if e["event"] == "committed"]
+    assert all(e["model"] == "gpt-4o-mini" and e["attempt"] == 1 for e in committed)
+    as_csv = list(csv.DictReader(io.StringIO(run(store, "export").output)))
+    assert len(as_csv) == 7 and {"time", "scopes", "cost_usd", "input_tokens"} <= set(as_csv[0])
+
+
+def test_limits_set_get_clear_and_status_marks_the_override(store: tuple[str, Path]) -> None:
+    assert (
+        run(store, "limits", "get", "user:alice").output.strip().endswith("none (the limit in code applies)")
+    )
+    done = run(store, "limits", "set", "user:alice", "$0.50")
+    assert done.exit_code == 0 and "$0.5" in done.output
+    assert "$0.5" in run(store, "limits", "get", "user:alice").output
+    [alice] = [r for r in json.loads(run(store, "status", "--json").output) if r["scope"] == "user:alice"]
+    assert alice["limit"] == "0.5" and alice["limit_overridden"] is True
+    assert run(store, "limits", "clear", "user:alice").exit_code == 0
+    [alice] = [r for r in json.loads(run(store, "status", "--json").output) if r["scope"] == "user:alice"]
+    assert alice["limit"] == "0.01" and alice["limit_overridden"] is False
+    tokens = run(store, "limits", "set", "feature:search", "5000", "--unit", "tokens", "--per", "hour")
+    assert tokens.exit_code == 0 and "5000 tokens" in tokens.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["limits", "set", "user:alice", "--", "-3"], "negative"),
+        (["limits", "set", "user:alice", "lots"], "not an amount of dollars"),
+        (["limits", "set", "user:alice", "1.5", "--unit", "tokens"], "whole number"),
+        (["limits", "set", ":alice", "1"], "scope"),
+        (["status", "team:x"], "no budget"),
+        (["report", "--since", "last tuesday"], "cannot read the time"),
+        (["prices", "no-such-model-xyz"], "no-such-model-xyz"),
+        (["estimate"], "which model"),
+    ],
+)
+def test_bad_input_is_a_clear_error_with_exit_code_2(
+    store: tuple[str, Path], args: list[str], message: str
+) -> None:
+    result = run(store, *args, input="hello")
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_without_budgets_status_says_how_to_give_them(store: tuple[str, Path]) -> None:
+    result = CliRunner().invoke(cli, ["--url", store[0], "status"])
+    assert result.exit_code == EXIT_BAD_INPUT and "--budgets FILE" in result.output
+
+
+def test_an_unreachable_store_exits_3() -> None:
+    result = CliRunner().invoke(cli, ["--url", "redis://127.0.0.1:1/0", "limits", "get", "user:alice"])
+    assert result.exit_code == EXIT_STORE, result.output
+    assert "unreachable" in result.output and "BUDGETGUARD_URL" in result.output
+
+
+def test_prices_shows_the_source(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["prices", "gpt-4o", "--json"])
+    [gpt4o] = json.loads(result.output)
+    assert (gpt4o["input"], gpt4o["output"], gpt4o["cache_read"]) == ("2.5", "10", "1.25")
+    assert "genai-prices" in gpt4o["source"]
+    overrides = tmp_path / "prices.toml"
+    overrides.write_text('[models."acme-cli-model"]\ninput = 1.50\noutput = 6.00\n')
+    try:
+        table = CliRunner().invoke(cli, ["prices", "acme-cli-model", "--prices", str(overrides)])
+        assert table.exit_code == 0 and "override" in table.output and "$1.5" in table.output
+    finally:
+        bg.price_book.clear_overrides()
+
+
+def test_estimate_a_prompt_and_a_request(tmp_path: Path) -> None:
+    prompt = CliRunner().invoke(cli, ["estimate", "--model", "gpt-4o-mini", "--max-tokens", "100", "--json"],
+                                input="Write a haiku about budgets.")  # fmt: skip
+    got = json.loads(prompt.output)
+    haiku = [{"role": "user", "content": "Write a haiku about budgets."}]
+    request = {"model": "gpt-4o-mini", "messages": haiku, "max_tokens": 100}
+    expected = bg.estimate(request)
+    assert (got["input_tokens"], got["output_tokens"]) == (expected.input_tokens, 100)
+    assert got["cost_usd"] == str(expected.cost)
+    file = tmp_path / "request.json"
+    file.write_text(json.dumps({**request, "max_tokens": None} | {"model": "gpt-4o"}))
+    table = CliRunner().invoke(cli, ["estimate", str(file)])
+    assert table.exit_code == 0 and "gpt-4o" in table.output and "no output limit" in table.output
+
+
+def test_watch_refreshes_the_busiest_scopes(store: tuple[str, Path]) -> None:
+    result = run(store, "watch", "--count", "2", "--interval", "0", "--top", "2")
+    assert result.exit_code == 0, result.output
+    assert "busiest scopes" in result.output and "user:bob" in result.output
