@@ -45,26 +45,12 @@ class ChaosProxy(LossyProxy):
             self.faults[fault] += hit
         return hit
 
-    def _requests(self, pair: _Pair) -> None:
-        try:
-            while data := pair.client.recv(65536):
-                if self._roll(self.reset, "connection resets before the request reached Redis"):
-                    break
-                pair.upstream.sendall(data)
-        except OSError:
-            pass
-        finally:
-            pair.close()
+    def _on_request(self, pair: _Pair, data: bytes) -> bool:
+        return not self._roll(self.reset, "connection resets before the request reached Redis")
 
-    def _replies(self, pair: _Pair) -> None:
-        try:
-            while data := pair.upstream.recv(65536):
-                if self._roll(self.drop, "replies dropped after Redis executed the command"):
-                    break
-                if self._roll(self.delay, "replies delayed"):
-                    time.sleep(self.delay_s)
-                pair.client.sendall(data)
-        except OSError:
-            pass
-        finally:
-            pair.close()
+    def _on_reply(self, pair: _Pair, data: bytes) -> bool:
+        if self._roll(self.drop, "replies dropped after Redis executed the command"):
+            return False
+        if self._roll(self.delay, "replies delayed"):
+            time.sleep(self.delay_s)
+        return True
