@@ -39,7 +39,7 @@ from ._ledger import (
     open_async_ledger,
     open_ledger,
 )
-from ._money import Money, to_nano, to_usd
+from ._money import INT64_MAX, Money, to_nano, to_usd
 from ._pricing import PriceBook, price_book
 from ._providers import (
     StreamFolder,
@@ -872,6 +872,10 @@ class _Ctx:
         failing closed, raised."""
         variant = flags.get("variant", self.est.variant)
         actual = None if usage is None else self.guard._actual(self.est.model, usage, self.est, variant)
+        if actual is not None and max(actual.values()) > INT64_MAX:  # absurd counts: a corrupt response
+            self.emit("usage_missing", reason=f"usage {usage} is beyond what a ledger counts")
+            usage, flags = self.est.usage, {**flags, "usage_missing": True}
+            actual = self.guard._actual(self.est.model, usage, self.est, variant)
         cost = None if actual is None else actual[Unit.USD]
         if usage is not None:
             record_usage(self.est.model, usage, actual[Unit.USD] if actual else 0)

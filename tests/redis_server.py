@@ -90,6 +90,7 @@ class RedisServer:
                     return self
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.kill()  # a server that never answered must not outlive the test
                     raise RuntimeError(
                         f"redis-server did not start: {(self.workdir / 'server.log').read_text()[-2000:]}"
                     ) from None

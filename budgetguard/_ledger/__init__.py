@@ -40,6 +40,11 @@ __all__ = [
 
 SCHEMES = ("memory://", "sqlite:///path", "redis://", "rediss://", "unix://", "redis+cluster://")
 _OURS = ("namespace", "journal_maxlen")
+_REDIS = ("redis", "rediss", "unix", "redis+cluster")
+TIMEOUTS = {"socket_timeout": "2", "socket_connect_timeout": "2"}
+"""Seconds redis-py waits to connect and for each reply, unless the URL says otherwise (without them a
+hung server would block the caller forever). A hung server fails after at most 4 x socket_timeout
+(3 retries) plus their backoff (< 1 s)."""
 
 
 def _split(url: str) -> tuple[str, str, dict[str, str]]:
@@ -48,9 +53,19 @@ def _split(url: str) -> tuple[str, str, dict[str, str]]:
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
     ours = {k: query.pop(k) for k in _OURS if k in query}
+    if parts.scheme in _REDIS:
+        query = {**TIMEOUTS, **query}
     base = url.split("?", 1)[0]
     rest = f"{base}?{urlencode(query)}" if query else base
     return parts.scheme, rest, ours
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password, for messages (errors end up in events and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
 def _sqlite_path(url: str) -> str:
@@ -91,6 +106,8 @@ def open_ledger(url: str, *, namespace: str | None = None) -> Ledger:
     ``rediss://...``, ``unix:///run/redis.sock``, ``redis+cluster://host:7000``.
 
     ``namespace`` (or ``?namespace=`` in the URL) separates independent sets of budgets in one store.
+    Redis URLs take redis-py's options in the query; ``socket_timeout`` and ``socket_connect_timeout``
+    default to 2 seconds (``TIMEOUTS``): a hung server raises ``LedgerError`` after at most 4 of them.
     """
     scheme, rest, ours = _split(url)
     ns = namespace or ours.get("namespace", "default")
@@ -98,7 +115,7 @@ def open_ledger(url: str, *, namespace: str | None = None) -> Ledger:
         return MemoryLedger(namespace=ns)
     if scheme == "sqlite":
         return SQLiteLedger(_sqlite_path(url.split("?", 1)[0]), namespace=ns)
-    if scheme in ("redis", "rediss", "unix", "redis+cluster"):
+    if scheme in _REDIS:
         redis = _redis_module()
         from ._redis import JOURNAL_MAXLEN, RedisLedger
 
@@ -109,7 +126,7 @@ def open_ledger(url: str, *, namespace: str | None = None) -> Ledger:
                     "redis" + rest[len("redis+cluster") :], decode_responses=True
                 )
             except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
-                raise LedgerError(f"cannot reach the Redis Cluster at {url}: {exc}") from exc
+                raise LedgerError(f"cannot reach the Redis Cluster at {_redacted(url)}: {exc}") from exc
         else:
             client = redis.Redis.from_url(rest, decode_responses=True, retry=_retry(redis))
         return RedisLedger(url, client, ns, maxlen)
@@ -126,7 +143,7 @@ def open_async_ledger(url: str, *, namespace: str | None = None) -> AsyncLedger:
         return AsyncLocalLedger(
             SQLiteLedger(_sqlite_path(url.split("?", 1)[0]), namespace=ns), in_thread=True
         )
-    if scheme in ("redis", "rediss", "unix", "redis+cluster"):
+    if scheme in _REDIS:
         redis = _redis_module()
         from ._redis import JOURNAL_MAXLEN, AsyncRedisLedger
 

@@ -12,6 +12,8 @@ import redis
 from budgetguard._ledger import AsyncLedger, Ledger, open_async_ledger, open_ledger
 from tests.redis_server import RedisCluster, RedisServer, configured_url, delete_namespace
 
+from .cluster_close import close_cluster_client
+
 STORES = ["memory", "sqlite", "redis", "cluster"]
 
 
@@ -63,7 +65,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             for key in client.scan_iter(match=f"bg:{{{ns}}}:*", target_nodes=redis.RedisCluster.ALL_NODES):
                 client.delete(key)
         finally:
-            client.close()
+            close_cluster_client(client)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Callable
 
 __all__ = ["LossyProxy"]
 
@@ -97,43 +98,46 @@ class LossyProxy:
                 self._threads.append(thread)
 
     def _requests(self, pair: _Pair) -> None:
-        """client -> server; arms the pair when a request carries the trigger."""
+        """client -> server, chunk by chunk, while ``_on_request`` lets each one through."""
+        self._pump(pair, pair.client, pair.upstream, self._on_request)
+
+    def _replies(self, pair: _Pair) -> None:
+        """server -> client, chunk by chunk, while ``_on_reply`` lets each one through."""
+        self._pump(pair, pair.upstream, pair.client, self._on_reply)
+
+    @staticmethod
+    def _pump(
+        pair: _Pair, src: socket.socket, dst: socket.socket, allow: Callable[[_Pair, bytes], bool]
+    ) -> None:
         try:
-            while True:
-                data = pair.client.recv(65536)
-                if not data:
+            while data := src.recv(65536):
+                if not allow(pair, data):
                     break
-                with self._lock:
-                    if self._trigger is not None and self._trigger in data:
-                        pair.drop_reply = self._trigger
-                        self._trigger = None
-                pair.upstream.sendall(data)
+                dst.sendall(data)
         except OSError:
             pass
         finally:
             pair.close()
 
-    def _replies(self, pair: _Pair) -> None:
-        """server -> client; drops the reply to an armed request by closing the client's socket."""
-        try:
-            while True:
-                data = pair.upstream.recv(65536)
-                if not data:
-                    break
-                if pair.drop_reply is not None:
-                    if data.startswith(b"-NOSCRIPT"):
-                        with self._lock:  # not executed: re-arm for redis-py's EVALSHA after SCRIPT LOAD
-                            self._trigger = pair.drop_reply
-                            pair.drop_reply = None
-                    else:
-                        with self._lock:
-                            self.dropped += 1
-                        break
-                pair.client.sendall(data)
-        except OSError:
-            pass
-        finally:
-            pair.close()
+    def _on_request(self, pair: _Pair, data: bytes) -> bool:
+        """Arms the pair when a request carries the trigger."""
+        with self._lock:
+            if self._trigger is not None and self._trigger in data:
+                pair.drop_reply = self._trigger
+                self._trigger = None
+        return True
+
+    def _on_reply(self, pair: _Pair, data: bytes) -> bool:
+        """Drops the reply to an armed request by closing the client's socket."""
+        if pair.drop_reply is None:
+            return True
+        with self._lock:
+            if data.startswith(b"-NOSCRIPT"):  # not executed: re-arm for redis-py's EVALSHA after SCRIPT LOAD
+                self._trigger = pair.drop_reply
+                pair.drop_reply = None
+                return True
+            self.dropped += 1
+        return False
 
     def close(self) -> None:
         self._stop.set()

@@ -1,0 +1,150 @@
+"""Figures the reliability tests collect from their own runs, and their rendering into docs/reliability.md.
+
+A test calls ``record(section, name, value)`` (values of the same name add up across tests and runs)
+or ``note(section, name, text)``. When ``BUDGETGUARD_FIGURES`` names a file, the session writes what was
+recorded there as JSON (see ``conftest.py``); ``python -m tests.reliability`` runs the suite with it set
+and renders the file. Nothing here is typed in: a figure exists only if a test that passed recorded it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+_lock = threading.Lock()
+_figures: dict[str, dict[str, Any]] = {}
+
+LONG = os.environ.get("BUDGETGUARD_LONG_TESTS", "") not in ("", "0")
+"""The long tier: more operations, more faults, more examples (the same tests, scaled)."""
+
+
+def scale(fast: int, long: int) -> int:
+    return long if LONG else fast
+
+
+def record(section: str, name: str, value: int) -> None:
+    """Add ``value`` to the figure ``name`` of ``section``."""
+    with _lock:
+        figures = _figures.setdefault(section, {})
+        figures[name] = figures.get(name, 0) + value
+
+
+def peak(section: str, name: str, value: float) -> None:
+    """Keep the largest ``value`` seen for ``name`` (e.g. the slowest fail-closed time)."""
+    with _lock:
+        figures = _figures.setdefault(section, {})
+        figures[name] = max(figures.get(name, value), value)
+
+
+def note(section: str, name: str, text: str) -> None:
+    with _lock:
+        _figures.setdefault(section, {})[name] = text
+
+
+def dump(path: str) -> None:
+    with _lock:
+        data = {"long": LONG, "figures": _figures}
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump(data, out, indent=2)  # in the order the tests recorded them
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+TITLES: Mapping[str, str] = {
+    "lost_replies": "Lost, delayed and reset Redis replies (chaos proxy, redis-py default retries)",
+    "restart_always": "kill -9 and restart of Redis under load, `appendfsync always`",
+    "restart_everysec": "kill -9 and restart of Redis under load, `appendfsync everysec`",
+    "restart_no_aof": "kill -9 and restart of Redis under load, no persistence (for contrast)",
+    "store_down": "Redis down or hanging: fail closed and fail open",
+    "worker_crash": "Worker processes killed after reserving",
+    "sqlite_crash": "SQLite: processes killed in the middle of a transaction",
+    "failover": "Replica promotion after the primary is killed (asynchronous replication)",
+    "load": "Bank-style load: 32 workers across processes, tight overlapping limits",
+    "hostile_scopes": "Hostile scope ids",
+    "bad_amounts": "Bad amounts and limits",
+    "provider_fuzz": "Malformed provider responses and streams",
+    "prices": "Unknown and zero-priced models",
+    "secrets": "Secrets in logs, events and the journal",
+}
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+NOTES: Mapping[str, str] = {
+    "lost_replies": "A TCP proxy between each client and Redis closes connections before a request reaches "
+    "the server, closes them after the server executed a command (the reply is lost), and delays replies. "
+    "Half the clients use redis-py's default `Retry`, half `open_ledger`'s. A caller that still sees a "
+    "`LedgerError` repeats the call with the same reservation id. Every id ends in the state its caller "
+    "was told; the counters equal the acknowledged commits.",
+    "restart_always": "Workers run the bank-style workload while the server is killed with SIGKILL and "
+    "restarted from its append-only file, again and again. Lua scripts vanish with the process; the "
+    "client reloads them (NOSCRIPT) without the caller noticing.",
+    "restart_everysec": "The same run with `appendfsync everysec`. Killing the Redis *process* cannot "
+    "lose what Redis already handed to the kernel (it writes the AOF before it replies; only the fsync "
+    "is deferred); `everysec` can lose up to about a second of acknowledged writes when the *machine* or "
+    "the OS goes down, which these tests cannot inject. Use `always` where that second matters.",
+    "store_down": "A Redis stopped with SIGSTOP (connections accepted, never answered) and a killed one. "
+    "`open_ledger` now defaults `socket_timeout` and `socket_connect_timeout` to 2 s (a hung server "
+    "used to block forever); with 3 retries a caller waits at most about 4 timeouts.",
+    "worker_crash": "Worker processes holding up to three reservations each are killed with SIGKILL at "
+    "random points; each logged every acknowledged call with one write(2) before going on.",
+    "sqlite_crash": "As above on one SQLite file, plus one process per round that kills itself in the "
+    "middle of a commit's transaction, after its first write and before COMMIT, holding the write lock.",
+    "failover": "A primary and its replica; workers commit on the primary until it is killed with "
+    "SIGKILL, the link to the replica is cut at the same moment (the host is gone), and the replica is "
+    "promoted (`REPLICAOF NO ONE`, what Sentinel does). Replication is asynchronous: acknowledged "
+    "commits still on their way to the replica are lost, and the reservation ids of lost commits are "
+    "unknown to the new primary. What the new primary has is consistent (counters = journal).",
+    "load": "4 processes of 8 worker threads share one store; the limits bind halfway through the run. "
+    "A reader thread in each process checks every status it reads.",
+    "hostile_scopes": "Scope ids with key syntax, JSON fragments, control characters, look-alike unicode, "
+    "10 kB and 64 KiB; on Redis the keyspace is checked (every key in the namespace, in the documented "
+    "shape, no id in a key name) and keys planted outside the namespace stay untouched.",
+    "bad_amounts": "Negative, float, NaN, infinite, boolean, string, over-int64 and sub-nano amounts for "
+    "holds, commits, run-time limits and budgets; the store is compared before and after.",
+    "prices": "Through the guard and the real OpenAI client: a model with no price, the same with a "
+    "configured default price, and a model priced at $0 under request and token budgets.",
+    "secrets": "Canary strings in a prompt, in the API key, in a provider error message and in the Redis "
+    "password; every log record of the `budgetguard` logger (DEBUG and up), every event, every journal "
+    "entry and every error the guard raised is searched for them.",
+    "provider_fuzz": "Hypothesis mutates real OpenAI and Anthropic payloads (fields changed, removed, "
+    "replaced with junk) and cuts SSE streams at random bytes, with and without a connection error. "
+    "Every guarded call is checked: nothing held afterwards, one journal line, charged from the usage or "
+    "the worst case flagged `usage_missing`.",
+}
+
+
+def render(data: Mapping[str, Any], command: str) -> str:
+    figures: Mapping[str, Mapping[str, Any]] = data["figures"]
+    tier = "the long tier, BUDGETGUARD_LONG_TESTS=1" if data["long"] else "the fast CI tier"
+    lines = [
+        "# Reliability figures",
+        "",
+        f"Generated by `{command}` from one run of `tests/reliability/` ({tier}); every number below was",
+        "counted by the tests themselves while they ran, on real Redis servers, SQLite files and processes",
+        "they started on loopback, through the real openai and anthropic SDK clients. Each section's",
+        "tests passed; their assertions are what makes a zero below a zero (e.g. `double charges` is the",
+        "number of reservations whose counters or journal showed more than one resolution).",
+        "",
+        f"Run on: {data.get('environment', 'unknown')}.",
+        "",
+    ]
+    order = [s for s in TITLES if s in figures] + sorted(s for s in figures if s not in TITLES)
+    for section in order:
+        lines += [f"## {TITLES.get(section, section)}", ""]
+        if section in NOTES:
+            lines += [NOTES[section], ""]
+        lines += ["| figure | value |", "|---|---|"]
+        for name, value in figures[section].items():
+            lines.append(f"| {name} | {_value(value)} |")
+        lines.append("")
+    return "\n".join(lines)
