@@ -2,7 +2,7 @@
 
 Several users and features call models concurrently through guarded SDK methods; one call is
 retried after a 429, two are streamed, a research feature is routed to a cheaper model when its
-budget passes 80%, and a user with a tiny budget is refused. The report at the end comes from the
+budget passes 50%, and a user with a tiny budget is refused. The report at the end comes from the
 ledger's journal, like ``budgetguard report``.
 """
 
@@ -43,8 +43,8 @@ usd = "0.0004"
 per = "day"
 
 [[budgets]]
-scope = "feature:research" # the expensive feature, routed to a cheaper model at 80%
-usd = "0.01"
+scope = "feature:research" # the expensive feature, routed to a cheaper model at 50%
+usd = "0.005"
 per = "day"
 
 [[budgets]]
@@ -53,6 +53,7 @@ usd = "25"
 per = "month"
 """
 
+RESEARCH_CALLS = 12
 QUESTIONS = [
     "How do I set a monthly budget for groceries?",
     "Summarise the main points of our refund policy.",
@@ -103,7 +104,7 @@ def run_demo(console: Console, ledger_path: Path | None = None) -> None:
     with MockProvider() as mock:
         oai, claude = mock.openai(), mock.anthropic()
         chat = guard.with_budget(oai.chat.completions.create)
-        research = guard.with_budget(route=["gpt-4o", "gpt-4o-mini"], at=0.8)(oai.chat.completions.create)
+        research = guard.with_budget(route=["gpt-4o", "gpt-4o-mini"], at=0.5)(oai.chat.completions.create)
         messages = guard.with_budget(claude.messages.create)
         stream_claude = guard.with_budget(claude.messages.stream)
 
@@ -137,8 +138,10 @@ def run_demo(console: Console, ledger_path: Path | None = None) -> None:
         def summary() -> Any:
             return messages(model="claude-sonnet-4-6", max_tokens=200, messages=question()[1:])
 
-        def deep_research() -> Any:
-            return research(model="gpt-4o", messages=question(), max_tokens=400)
+        def research_session() -> None:  # one analyst: these calls run one after another
+            for n in range(RESEARCH_CALLS):
+                with budget_context(user=("alice", "bob", "carol")[n % 3]):
+                    research(model="gpt-4o", messages=question(), max_tokens=100)
 
         def long_answer() -> Any:
             return chat(model="gpt-4o-mini", messages=question(), max_tokens=300)
@@ -146,7 +149,7 @@ def run_demo(console: Console, ledger_path: Path | None = None) -> None:
         jobs: list[tuple[str, str, Callable[[], Any]]] = []
         for user in ("alice", "bob", "carol", "erin"):
             jobs += [(user, "support", support)] * 4 + [(user, "summaries", summary)]
-        jobs += [(rng.choice(("alice", "bob", "carol")), "research", deep_research) for _ in range(12)]
+        jobs += [("alice", "research", research_session)]
         jobs += [("bob", "support", openai_stream), ("carol", "summaries", claude_stream)]
         jobs += [("dave", "support", long_answer)] * 4
         mock.fail(429, times=1, path="/v1/messages", retry_after="0")  # one Claude call is retried
@@ -158,7 +161,7 @@ def run_demo(console: Console, ledger_path: Path | None = None) -> None:
                     future.result()
                     progress.advance(task)
 
-    console.print(f"[bold]budgetguard demo[/]: {len(jobs)} calls by 5 users on 3 features, 4 at a time, "
+    console.print(f"[bold]budgetguard demo[/]: {len(jobs) - 1 + RESEARCH_CALLS} calls by 5 users on 3 features, 4 at a time, "
                   f"through the real openai and anthropic clients against a local mock provider")  # fmt: skip
     for line in sorted(set(notes)):
         console.print(f"  {line}")

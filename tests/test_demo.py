@@ -21,7 +21,7 @@ def test_demo_runs_offline_and_its_report_matches_the_counters(demo: Demo) -> No
     out = demo.stdout
     assert demo.stderr == ""
     assert "succeeded on attempt 2 after a 429" in out  # a retry
-    assert "routed gpt-4o -> gpt-4o-mini: feature:research at 80%" in out  # routing at a threshold
+    assert "routed gpt-4o -> gpt-4o-mini: feature:research at 50%" in out  # routing at a threshold
     assert "refused dave (support): user:dave has" in out  # a refusal
     for title in ("spend by user", "spend by feature", "spend by model"):
         assert title in out
