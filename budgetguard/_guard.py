@@ -117,6 +117,18 @@ def default_retry() -> tenacity.Retrying:
     )
 
 
+_QUIET_ON_SUCCESS = (tenacity.retry_if_exception.__call__, type(tenacity.retry_never).__call__)
+
+
+def _alone_first(retrying: tenacity.Retrying) -> bool:
+    """Whether tenacity would do nothing around a first attempt that succeeds but return its result:
+    no ``before`` hook, and a ``retry`` policy that never retries a result (``retry_if_exception``
+    and its subclasses that keep its ``__call__``, ``retry_never``)."""
+    return retrying.before in (None, tenacity.before_nothing) and type(retrying.retry).__call__ in (
+        _QUIET_ON_SUCCESS
+    )
+
+
 def charge_if_maybe_billed(exc: BaseException) -> bool:
     """Default policy for a failed attempt: charge its input when the provider may have billed it.
 
@@ -312,22 +324,37 @@ class Guard:
 
     # -- the flow --------------------------------------------------------------------------------
 
-    def _flow(self, plan: _Plan) -> Flow:
+    def _retry_state(self, started: float | None = None) -> RetryCallState:
+        """tenacity's state for one call. With ``started``: entered after a first attempt made without
+        it (see ``_flow``), so tenacity counts that attempt, and its time, as its own."""
         retrying = self.retry.copy()
         retrying.begin()
         state = RetryCallState(retrying, None, (), {})
+        if started is not None:
+            state.start_time = retrying.statistics["start_time"] = started
+            retrying.iter(state)  # attempt 1's DoAttempt: no `before` hook to run (see _alone_first)
+        return state
+
+    def _flow(self, plan: _Plan) -> Flow:
+        # The first attempt runs without tenacity when tenacity would do nothing around it but say
+        # "attempt" (no `before` hook) and return its result (a policy that never retries a success).
+        # Its machinery (copy, iter, a Future per outcome) is entered on the first failure only.
+        started = time.monotonic()
+        state = None if _alone_first(self.retry) else self._retry_state()
         labels = tuple(str(s) for s in plan.scopes)
         model_index = 0
+        attempt = 1
         last_error: BaseException | None = None
         while True:
-            do = retrying.iter(state)
-            if isinstance(do, tenacity.DoSleep):
-                state.prepare_for_next_attempt()
-                yield _Sleep(float(do))
-                continue
-            if not isinstance(do, tenacity.DoAttempt):
-                return do
-            attempt = state.attempt_number
+            if state is not None:
+                do = state.retry_object.iter(state)
+                if isinstance(do, tenacity.DoSleep):
+                    state.prepare_for_next_attempt()
+                    yield _Sleep(float(do))
+                    continue
+                if not isinstance(do, tenacity.DoAttempt):
+                    return do
+                attempt = state.attempt_number
             # -- reserve, routing to a cheaper model when needed
             while True:
                 model = plan.models[model_index]
@@ -394,6 +421,8 @@ class Guard:
                     charge = self.charge_failed(exc)
                     usage = _input_only(est) if charge else None
                     yield from ctx.settle(reservation, usage, {"error": type(exc).__name__})
+                if state is None:
+                    state = self._retry_state(started)
                 state.set_exception((type(exc), exc, exc.__traceback__))
                 continue
             if is_stream(result):
@@ -408,6 +437,8 @@ class Guard:
                     raise  # the caller's usage= hook failed: its error, after the books are right
             else:
                 yield from ctx.settle(reservation, usage, flags)
+            if state is None:
+                return result  # tenacity would return it: its policy does not retry a success
             state.set_result(result)
 
     def _actual(
