@@ -15,6 +15,7 @@ already excludes cache reads and writes, which come as separate counts. Both are
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -30,13 +31,48 @@ def _get(obj: Any, name: str) -> Any:
     """Read a field from an SDK object (attribute) or a dict; ``None`` when absent."""
     if obj is None:
         return None
+    cls = type(obj)
+    if cls is dict:
+        return obj.get(name)
+    if _model_field(cls, name):  # what getattr would find, without raising (and catching) for absent fields
+        value = obj.__dict__.get(name, _MISSING)
+        if value is _MISSING:
+            extra = obj.__pydantic_extra__
+            return None if extra is None else extra.get(name)
+        return value
     if isinstance(obj, Mapping):
         return obj.get(name)
     return getattr(obj, name, None)
 
 
+@functools.lru_cache(maxsize=4096)
+def _model_field(cls: type, name: str) -> bool:
+    """Whether ``getattr`` of ``name`` on a ``cls`` instance reads its ``__dict__``, else its extras, else
+    fails: a pydantic (v2) model, as the SDKs' types are, whose class has no attribute of that name
+    (property, method, private attribute) and keeps pydantic's ``__getattr__`` and ``__getattribute__``.
+    An absent field then costs a dict lookup instead of a raised and caught ``AttributeError``."""
+    getattr_ = getattr(cls, "__getattr__", None)
+    return (
+        getattr(getattr_, "__qualname__", None) == "BaseModel.__getattr__"
+        and getattr_.__module__.startswith("pydantic.")
+        and cls.__getattribute__ is object.__getattribute__
+        and isinstance(getattr(cls, "__private_attributes__", None), dict)
+        and name not in cls.__private_attributes__  # type: ignore[attr-defined]
+        and not name.startswith("_")
+        and not hasattr(cls, name)
+    )
+
+
 def _count(obj: Any, name: str, *, required: bool = False) -> int:
-    value = _get(obj, name)
+    if obj is None and not required:
+        return 0
+    return _checked(_get(obj, name), name, obj, required=required)
+
+
+def _checked(value: Any, name: str, obj: Any, *, required: bool = False) -> int:
+    """``value``, read from ``obj``'s field ``name``, as a token count (0 when absent and optional)."""
+    if type(value) is int and value >= 0:  # the common case, in one test
+        return value
     if value is None:
         if required:
             raise UsageError(f"usage has no {name!r} count: {obj!r}")
@@ -60,9 +96,13 @@ class Usage:
     reasoning_tokens: int = 0
 
     def __post_init__(self) -> None:
-        for name in _FIELDS:
-            value = getattr(self, name)
+        counts = (
+            self.input_tokens, self.cache_read_tokens, self.cache_write_tokens,
+            self.cache_write_1h_tokens, self.output_tokens, self.reasoning_tokens,
+        )  # fmt: skip
+        for value in counts:  # (a plain loop: the cheapest check of the common case)
             if type(value) is not int or value < 0:  # bool is not a token count
+                name = _FIELDS[next(i for i, v in enumerate(counts) if v is value)]
                 raise UsageError(f"Usage.{name} must be a non-negative int, got {value!r}")
         if self.reasoning_tokens > self.output_tokens:
             raise UsageError(
@@ -87,7 +127,7 @@ class Usage:
         return Usage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
     def to_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}
+        return {name: value for name in _FIELDS if (value := getattr(self, name))}
 
     # -- readers ---------------------------------------------------------------------------
 
@@ -152,13 +192,17 @@ def _looks_like_usage(obj: Any) -> bool:
 
 
 def _parse_usage(usage: Any) -> Usage:
-    if _get(usage, "prompt_tokens") is not None:  # OpenAI chat: cached is a subset of prompt
+    prompt = _get(usage, "prompt_tokens")
+    if prompt is not None:  # OpenAI chat: cached is a subset of prompt
         details = _get(usage, "prompt_tokens_details")
+        completion = _get(usage, "completion_tokens")
+        if completion is None and _get(usage, "total_tokens") == prompt:
+            completion = 0  # embeddings report only prompt and total tokens
         return _openai_usage(
-            total_in=_count(usage, "prompt_tokens", required=True),
+            total_in=_checked(prompt, "prompt_tokens", usage),
             cached=_count(details, "cached_tokens"),
             written=_count(details, "cache_write_tokens"),
-            output=_completion_tokens(usage),
+            output=_checked(completion, "completion_tokens", usage, required=True),
             reasoning=_count(_get(usage, "completion_tokens_details"), "reasoning_tokens"),
         )
     if _get(usage, "input_tokens_details") is not None or _get(usage, "total_tokens") is not None:
@@ -183,15 +227,6 @@ def _parse_usage(usage: Any) -> Usage:
         output_tokens=output,
         reasoning_tokens=min(output, _count(_get(usage, "output_tokens_details"), "thinking_tokens")),
     )
-
-
-def _completion_tokens(usage: Any) -> int:
-    """Chat completions report ``completion_tokens``; embeddings report only prompt and total tokens."""
-    if _get(usage, "completion_tokens") is None and _get(usage, "total_tokens") == _get(
-        usage, "prompt_tokens"
-    ):
-        return 0
-    return _count(usage, "completion_tokens", required=True)
 
 
 def _openai_usage(*, total_in: int, cached: int, written: int, output: int, reasoning: int) -> Usage:
