@@ -25,13 +25,14 @@ from ._errors import UsageError
 __all__ = ["Usage"]
 
 _MISSING = object()
+_OBJECT_GETATTRIBUTE: Any = object.__getattribute__
 
 
 def _get(obj: Any, name: str) -> Any:
     """Read a field from an SDK object (attribute) or a dict; ``None`` when absent."""
     if obj is None:
         return None
-    cls = type(obj)
+    cls: Any = type(obj)
     if cls is dict:
         return obj.get(name)
     if _model_field(cls, name):  # what getattr would find, without raising (and catching) for absent fields
@@ -55,7 +56,7 @@ def _model_field(cls: type, name: str) -> bool:
     return (
         getattr(getattr_, "__qualname__", None) == "BaseModel.__getattr__"
         and getattr_.__module__.startswith("pydantic.")
-        and cls.__getattribute__ is object.__getattribute__
+        and cls.__getattribute__ is _OBJECT_GETATTRIBUTE
         and isinstance(getattr(cls, "__private_attributes__", None), dict)
         and name not in cls.__private_attributes__  # type: ignore[attr-defined]
         and not name.startswith("_")
