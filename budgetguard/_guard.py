@@ -138,10 +138,10 @@ def charge_if_maybe_billed(exc: BaseException) -> bool:
     return _in_transit(exc)
 
 
-# -- actions the flow yields ------------------------------------------------------------------------
+# -- actions the flow yields (built per call and never changed: slotted, not frozen, which is cheaper) --
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Reserve:
     holds: tuple[Hold, ...]
     meta: Mapping[str, Any]
@@ -150,29 +150,29 @@ class _Reserve:
     """Seconds; the guard's ``lease`` when ``None``."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Resolve:
     reservation: Reservation
     actual: Mapping[Unit, int] | None
     meta: Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Call:
     model: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Sleep:
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Status:
     counters: tuple[CounterSpec, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Count:
     """Ask the provider's token counting endpoint (``Estimator.count_request``) for the input tokens."""
 
@@ -341,7 +341,7 @@ class Guard:
         # Its machinery (copy, iter, a Future per outcome) is entered on the first failure only.
         started = time.monotonic()
         state = None if _alone_first(self.retry) else self._retry_state()
-        labels = tuple(str(s) for s in plan.scopes)
+        labels = _labels(plan.scopes)
         model_index = 0
         attempt = 1
         last_error: BaseException | None = None
@@ -387,7 +387,7 @@ class Guard:
                 meta: dict[str, Any] = {
                     "model": est.model,
                     "attempt": attempt,
-                    "estimated_usd": str(est.cost),
+                    "estimated_usd": _usd_text(est.cost_nano),
                     "scopes": labels,
                 }
                 if est.variant:
@@ -800,7 +800,9 @@ class Guard:
                         f"cannot see the LLM request in the arguments of {getattr(fn, '__qualname__', fn)}; "
                         "pass estimate=lambda *a, **kw: {'model': ..., 'messages': ..., 'max_tokens': ...}"
                     )
-                return {**request, **({"model": model} if model else {})}
+                if not model or model == request.get("model"):
+                    return request  # read only, by the estimator and count_request
+                return {**request, "model": model}
 
             def estimate_for(model: str | None, counted: int | None) -> Estimate:
                 given = request_for(model)
@@ -1090,6 +1092,18 @@ def _resolve_scopes(
 
 
 _scope_sets: dict[tuple[tuple[str, str], ...], tuple[Scope, ...]] = {}
+
+
+@functools.lru_cache(maxsize=4096)
+def _labels(scopes: tuple[Scope, ...]) -> tuple[str, ...]:
+    """The journal's and events' names of a call's scopes (calls repeat their scopes)."""
+    return tuple(str(s) for s in scopes)
+
+
+@functools.lru_cache(maxsize=4096)
+def _usd_text(nano: int) -> str:
+    """An estimate's cost as the journal writes it (calls repeat their estimates)."""
+    return str(to_usd(nano))
 
 
 # -- streams -----------------------------------------------------------------------------------------
