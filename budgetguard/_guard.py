@@ -474,7 +474,7 @@ class Guard:
             return None
         if isinstance(action, _Count):
             return self.estimator.count_tokens(action.request)
-        return self._on_store(self._job_for(action) or self.ledger, action)
+        return self._on_store(self._job_for(action) or self._sync or self.ledger, action)
 
     def _job_for(self, action: _Reserve | _Resolve | _Status) -> Job | None:
         """The job whose hold this store action goes to (a draw settles on its own job), or ``None``."""
