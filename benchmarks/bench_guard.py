@@ -3,10 +3,20 @@
 The wrapped function returns a canned response at once, so what is timed is the wrapper: estimate,
 reserve, reconcile (budgetguard) or tenacity's attempt loop. Overhead = wrapped - bare, each measured in
 the same run; the target is budgetguard's overhead <= 3x tenacity's.
+
+Instruction counts, which repeat to within 1 % on a noisy machine (they do not see cache misses, so a
+side that allocates more looks cheaper than it times): ``python -m benchmarks.bench_guard --callgrind``
+runs each side under ``valgrind --tool=callgrind --instr-atstart=no`` and counts only N calls after a
+warm-up (``callgrind_control -i on`` / ``off`` around them).
 """
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+import tempfile
 from typing import Any
 
 import tenacity
@@ -23,10 +33,16 @@ def _bare(*, model: str, messages: list[dict[str, str]], max_tokens: int) -> dic
     return RESPONSE
 
 
-def run(quick: bool) -> list[dict[str, Any]]:
+def _sides() -> tuple[bg.Guard, dict[str, Any]]:
     guard = bg.Guard("memory://", budgets=[bg.Budget("user", usd="1000000", per="day")])
     guarded = guard.with_budget(user="alice")(_bare)
     retried = tenacity.retry(stop=tenacity.stop_after_attempt(3), reraise=True)(_bare)
+    return guard, {"guarded": guarded, "tenacity": retried, "bare": _bare}
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    guard, sides = _sides()
+    guarded, retried = sides["guarded"], sides["tenacity"]
     trials, iterations = (7, 300) if quick else (21, 3000)
 
     def inputs(n: int) -> tuple[list[int], list[int]]:
@@ -55,3 +71,47 @@ def run(quick: bool) -> list[dict[str, Any]]:
             "iterations": iterations,
         }
     ]
+
+
+def _count_side(side: str, calls: int) -> None:
+    """In the valgrind child: warm up, then count ``calls`` calls of one side."""
+    _, sides = _sides()
+    fn = sides[side]
+    for _ in range(300):
+        fn(model="gpt-4o-mini", messages=MESSAGES, max_tokens=50)
+    switch = ["callgrind_control", "-i"]
+    subprocess.run([*switch, "on", str(os.getpid())], check=True, capture_output=True)
+    for _ in range(calls):
+        fn(model="gpt-4o-mini", messages=MESSAGES, max_tokens=50)
+    subprocess.run([*switch, "off", str(os.getpid())], check=True, capture_output=True)
+
+
+def callgrind(calls: int = 500) -> dict[str, float]:
+    """Instructions per call of each side, and the overheads' ratio (the target's, by instructions)."""
+    per_call: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for side in ("guarded", "tenacity", "bare"):
+            out = subprocess.run(
+                ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={tmp}/out",
+                 sys.executable, "-m", "benchmarks.bench_guard", "--count-side", side, str(calls)],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            found = re.search(r"Collected : (\d+)", out.stderr)
+            if found is None:
+                raise RuntimeError(f"no instruction count from callgrind: {out.stderr[-500:]}")
+            per_call[side] = int(found.group(1)) / calls
+    bare = per_call["bare"]
+    per_call["ratio"] = (per_call["guarded"] - bare) / (per_call["tenacity"] - bare)
+    return per_call
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--count-side"]:
+        _count_side(sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1:2] == ["--callgrind"]:
+        counts = callgrind(*(int(a) for a in sys.argv[2:3]))
+        for side in ("guarded", "tenacity", "bare"):
+            print(f"{side:>9}: {counts[side] / 1000:8.1f}k instructions per call")
+        print(f"overhead ratio by instructions: {counts['ratio']:.2f} (target <= 3.0)")
+    else:
+        sys.exit("usage: python -m benchmarks.bench_guard --callgrind [CALLS]")
