@@ -183,7 +183,7 @@ Action = _Reserve | _Resolve | _Call | _Sleep | _Status | _Count
 Flow = Generator[Action, Any, Any]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Plan:
     """Everything the flow needs to know about one decorated call."""
 
@@ -766,7 +766,6 @@ class Guard:
         def plan_call(
             args: tuple[Any, ...], kwargs: dict[str, Any]
         ) -> tuple[_Plan, Callable[[str | None], Any]]:
-            arguments: dict[str, Any] = dict(kwargs)
             bound = None
             if keywords and not args and kwargs.keys() <= names:
                 arguments = {**defaults, **kwargs}  # what binding a keyword-only call gives, for less
@@ -776,7 +775,9 @@ class Guard:
                     bound.apply_defaults()
                     arguments = dict(bound.arguments)
                 except TypeError:
-                    bound = None
+                    bound, arguments = None, dict(kwargs)
+            else:
+                arguments = dict(kwargs)
             request = dict(kwargs) if provider else request_from_arguments(arguments)
             if provider == "openai" and request is not None:
                 prepare_openai_stream(request)
@@ -918,7 +919,7 @@ class _Ctx:
             return
         meta: dict[str, Any] = {**flags}
         if actual is not None and usage is not None:  # the journal keeps the cost even without a USD budget
-            meta.update(usage=usage.to_dict(), cost_nano=actual[Unit.USD])
+            meta["usage"], meta["cost_nano"] = usage.to_dict(), actual[Unit.USD]
         try:
             outcome = yield _Resolve(reservation, actual, meta)
         except LedgerError as down:
