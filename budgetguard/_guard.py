@@ -120,10 +120,11 @@ def default_retry() -> tenacity.Retrying:
 def charge_if_maybe_billed(exc: BaseException) -> bool:
     """Default policy for a failed attempt: charge its input when the provider may have billed it.
 
-    A timeout or a dropped connection after the request was sent may still be processed (and billed);
-    an error response (4xx, 5xx) is not billed by OpenAI or Anthropic, so its hold is released.
+    A timeout or a dropped connection after the request was sent may still be processed (and billed),
+    and so may a call whose task was cancelled (``asyncio.wait_for``, a client that went away); an
+    error response (4xx, 5xx) is not billed by OpenAI or Anthropic, so its hold is released.
     """
-    return _in_transit(exc)
+    return _in_transit(exc) or isinstance(exc, asyncio.CancelledError)
 
 
 # -- actions the flow yields ------------------------------------------------------------------------
@@ -299,6 +300,14 @@ class Guard:
         tokens = est.input_tokens + est.output_tokens
         job = current_job(self)
         if job is not None:  # inside guard.reserve(): draw on the job's hold, not the store's counters
+            held = set(job.labels)
+            outside = sorted({str(c.scope) for c in self.counters_for(scopes)} - held)
+            if outside:  # the job holds none of these budgets: drawing on it would bypass them
+                raise ConfigurationError(
+                    f"a call inside the job {job.name!r} has budgets on {', '.join(outside)}, which the "
+                    "job does not hold: start the job with those scopes (reserve(user=...) or inside "
+                    "budget_context(...)), or make the call outside the job"
+                )
             return job.holds({Unit.USD: est.cost_nano, Unit.TOKENS: tokens, Unit.REQUESTS: 1})
         key = (tuple(scopes), est.cost_nano, tokens)  # calls repeat: reuse the validated holds
         found = self._hold_sets.get(key)
@@ -388,6 +397,8 @@ class Guard:
             # -- call
             try:
                 result = yield _Call(model)
+            except GeneratorExit:  # an abandoned flow (Attempt): no call was made; its lease ends the hold
+                raise
             except BaseException as exc:  # the SDK's (or user's) error: reconcile, let tenacity decide
                 last_error = exc
                 if reservation is not None:
@@ -529,7 +540,7 @@ class Guard:
 
     def _job_flow(self, job: Job, opening: bool, unsettled: int = 0) -> Flow:
         if opening:  # the job's scopes: global, the given ones and budget_context's, as it starts
-            scopes = _resolve_scopes(job.scopes, (), {}, {})
+            scopes = _scope_tuple({**current_scopes(), **job.scopes})  # literal ids, never templates
             job.labels = tuple(str(s) for s in scopes)
         ctx = _JobCtx(self, job, job.labels)
         if opening:
@@ -963,6 +974,10 @@ def _served(tier: str | None, est: Estimate) -> dict[str, Any]:
     return {"variant": None if variant is None else dict(variant), "served_tier": tier}
 
 
+class NotSent(Exception):
+    """The reason an attempt is released without its call (never charged: nothing reached the API)."""
+
+
 class Attempt:
     """One call reserved, sent and settled by someone else's code (see ``Guard.attempt``).
 
@@ -987,8 +1002,15 @@ class Attempt:
         """Release the hold (or charge the input, per ``charge_failed``) of a call that raised."""
         self.guard._run_sync(self._until_call(None, error), _no_call)
 
+    def release(self) -> None:
+        """Give the hold back: the call was never sent (a framework dropped the run)."""
+        self.fail(NotSent("the attempt was released before its call was sent"))
+
     async def areserve(self) -> None:
         await self.guard._run_async(self._until_call(None, None), _no_call)
+
+    async def arelease(self) -> None:
+        await self.afail(NotSent("the attempt was released before its call was sent"))
 
     async def acommit(self, response: Any) -> None:
         await self.guard._run_async(self._until_call(response, None), _no_call)
@@ -1048,6 +1070,11 @@ def _resolve_scopes(
             value = spec
         if value is not None:
             ids[kind] = str(value)
+    return _scope_tuple(ids)
+
+
+def _scope_tuple(ids: Mapping[str, str]) -> tuple[Scope, ...]:
+    """``global`` and a scope per kind: id, validated once per distinct set."""
     key = tuple(ids.items())
     found = _scope_sets.get(key)
     if found is None:  # calls repeat their scopes: build and validate them once
