@@ -965,6 +965,13 @@ class _JobCtx(_Ctx):
     def estimated(self) -> Decimal | None:
         return to_usd(self.job.amounts[Unit.USD]) if Unit.USD in self.job.amounts else None
 
+    def emit(
+        self, kind: EventKind, *, actual: int | None = None, reason: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        """The job's own events say so (``data["job"]``): its calls already reported their spend."""
+        super().emit(kind, actual=actual, reason=reason, data={**(data or {}), "job": self.job.name})
+
 
 def _served(tier: str | None, est: Estimate) -> dict[str, Any]:
     """Journal flags when the response reports another price variant than the one reserved."""
@@ -1099,6 +1106,9 @@ def _wrap_stream(stream: Any, settle: _Settlement) -> Any:
     return GuardedStream(stream, settle)
 
 
+_settling: set[asyncio.Task[None]] = set()
+
+
 class _Settlement:
     """Commits a stream's reservation exactly once, from its usage or from what was received."""
 
@@ -1128,7 +1138,13 @@ class _Settlement:
         )
         return usage, flags
 
+    sent = True
+    """False for a stream manager that was never entered: its request never went out."""
+
     def flow(self) -> Flow:
+        if not self.sent:
+            yield from self.ctx.settle(self.reservation, None, {"error": "never sent"})
+            return
         usage, flags = self.usage()
         yield from self.ctx.settle(self.reservation, usage, flags)
 
@@ -1243,7 +1259,9 @@ class GuardedAsyncStream(AsyncIterator[Any]):
         except RuntimeError:
             self._settle.finalize()  # no loop left: settle synchronously (a local store) or report
             return
-        self._task = loop.create_task(self._settle.settle_async())
+        task = loop.create_task(self._settle.settle_async())
+        _settling.add(task)  # the loop keeps only a weak reference to tasks
+        task.add_done_callback(_settling.discard)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -1324,6 +1342,7 @@ class GuardedStreamManager:
             await self._settle.settle_async()
 
     def __del__(self) -> None:
+        self._settle.sent = self._stream is not None  # the SDKs send the request on entering
         self._settle.finalize()
 
 
