@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import statistics
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -111,3 +112,31 @@ def row(name: str, result: Comparison, *, target: float, **extra: Any) -> dict[s
         "iterations": result.iterations,
         **extra,
     }
+
+
+def threads_batch(work: Callable[[int], object], clients: int, count: int) -> float:
+    """Wall ns per operation: ``count`` calls of ``work(i)`` in each of ``clients`` threads."""
+    barrier = threading.Barrier(clients)
+    spans: list[tuple[float, float]] = []
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            barrier.wait()
+            started = time.perf_counter()
+            for _ in range(count):
+                work(i)
+            spans.append((started, time.perf_counter()))
+        except BaseException as exc:  # reported in the main thread
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
+    return elapsed * 1e9 / (count * clients)

@@ -61,7 +61,7 @@ from typing import Any
 from budgetguard._budgets import Period, Scope, Unit
 from budgetguard._ledger import CounterSpec, Hold, Ledger, MemoryLedger, SQLiteLedger, open_ledger
 
-from ._harness import _time_batch, compare, row
+from ._harness import _time_batch, compare, row, threads_batch
 
 URL_ENV = "BUDGETGUARD_BENCH_REDIS_URL"
 PAIR_TARGET = 2.3  # a pair is two round trips (two transactions) "plus little else"
@@ -580,31 +580,7 @@ def _redis_threads_row(quick: bool, url: str, namespace: str) -> dict[str, Any]:
         holds = _holds(1)
 
         def batch(work: Callable[[int], None], count: int) -> float:
-            """Wall ns per operation: ``count`` operations on each of the threads, started together."""
-            barrier = threading.Barrier(THREADS)
-            spans: list[tuple[float, float]] = []
-            errors: list[BaseException] = []
-
-            def worker(i: int) -> None:
-                try:
-                    barrier.wait()
-                    started = time.perf_counter()
-                    for _ in range(count):
-                        work(i)
-                    spans.append((started, time.perf_counter()))
-                except BaseException as exc:  # report it in the main thread
-                    errors.append(exc)
-                    barrier.abort()
-
-            threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            if errors:
-                raise errors[0]
-            elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
-            return elapsed * 1e9 / (count * THREADS)
+            return threads_batch(work, THREADS, count)
 
         def pair_work(i: int) -> None:
             pair_fns[i](holds)

@@ -22,7 +22,6 @@ is the bottleneck (see ``bench_ledger``): more clients mostly share the same CPU
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from statistics import median
@@ -32,6 +31,7 @@ from budgetguard._budgets import Period, Scope, Unit
 from budgetguard._ledger import CounterSpec, Hold, open_async_ledger, open_ledger
 
 from ._common import bench_redis, interleave, ratio_row, skipped
+from ._harness import threads_batch
 from .bench_ledger import ACTUAL, HOLD, LIMIT, PAIR_TARGET
 
 CLIENTS = (1, 8, 32)
@@ -46,34 +46,6 @@ def _holds(clients: int) -> list[tuple[Hold, ...]]:
 
 def _per_client(total: int, clients: int) -> int:
     return max(2, total // clients)
-
-
-def _threads_batch(work: Callable[[int], object], clients: int, count: int) -> float:
-    """Wall ns per operation: ``count`` calls of ``work(i)`` in each of ``clients`` threads."""
-    barrier = threading.Barrier(clients)
-    spans: list[tuple[float, float]] = []
-    errors: list[BaseException] = []
-
-    def worker(i: int) -> None:
-        try:
-            barrier.wait()
-            started = time.perf_counter()
-            for _ in range(count):
-                work(i)
-            spans.append((started, time.perf_counter()))
-        except BaseException as exc:  # reported in the main thread
-            errors.append(exc)
-            barrier.abort()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
-    return elapsed * 1e9 / (count * clients)
 
 
 async def _tasks_batch(work: Callable[[int], Awaitable[object]], clients: int, count: int) -> float:
@@ -133,7 +105,7 @@ def _threads_rows(url: str, namespace: str, trials: int, total: int) -> list[dic
         def pair_for(holds: list[tuple[Hold, ...]]) -> Callable[[int], object]:
             return lambda i: ledger.commit(ledger.reserve(holds[i]), ACTUAL)
 
-        return _measure("threads", _threads_batch, pair_for, lambda _: raw(), trials, total)
+        return _measure("threads", threads_batch, pair_for, lambda _: raw(), trials, total)
     finally:
         ledger.close()
 

@@ -1,11 +1,10 @@
 """Context that follows a call: the scopes of ``budget_context`` and the trackers of ``track``.
 
 Both live in ``contextvars``, so they follow asyncio tasks (each task copies its creator's context).
-Python threads start with an empty context, so the first ``budget_context()`` or ``track()`` calls
-``follow_threads()``: from then on a ``threading.Thread`` runs in a copy of the context of the code that
-started it, and a ``ThreadPoolExecutor`` task in a copy of the context that submitted it (what Python
-3.14's ``thread_inherit_context`` flag does for threads). Set ``BUDGETGUARD_FOLLOW_THREADS=0`` to keep
-Python's behaviour and carry contexts by hand with ``budgetguard.propagate(fn)``.
+Python threads start with an empty context, so the first ``budget_context()`` or ``track()`` makes
+``ThreadPoolExecutor`` tasks run in a copy of their submitter's context (``BUDGETGUARD_FOLLOW_THREADS=0``
+keeps Python's behaviour). Plain ``threading.Thread``s follow after ``follow_threads()`` (opt-in: a
+long-lived thread would keep its starter's scopes), or run their target through ``propagate(fn)``.
 """
 
 from __future__ import annotations
@@ -39,37 +38,46 @@ _trackers: contextvars.ContextVar[tuple[Tracker, ...]] = contextvars.ContextVar(
 )
 
 
-_following = False
-_follow_lock = threading.Lock()
+_patched: set[str] = set()
+_patch_lock = threading.Lock()
 
 
-def follow_threads() -> None:
-    """Make contexts follow threads: each ``Thread`` runs in a copy of its starter's context, each
-    ``ThreadPoolExecutor`` task in a copy of its submitter's. Idempotent; patches ``Thread.start``
-    and ``ThreadPoolExecutor.submit`` once per process (as OpenTelemetry's threading instrumentation
-    does)."""
-    global _following
-    with _follow_lock:
-        if _following:
-            return
-        _following = True
-        start, submit = threading.Thread.start, ThreadPoolExecutor.submit
+def follow_threads(*, threads: bool = True) -> None:
+    """Make contexts follow work handed to other threads.
 
-        def start_in_context(self: threading.Thread) -> None:
-            run, context = self.run, contextvars.copy_context()
-            self.run = lambda: context.run(run)  # type: ignore[method-assign]
-            start(self)
+    Each ``ThreadPoolExecutor`` task runs in a copy of its submitter's context (the first
+    ``budget_context()`` or ``track()`` turns this on: a task's context lives as long as the task).
+    With ``threads=True`` each ``threading.Thread`` also runs in a copy of its starter's context, as
+    Python 3.14's ``thread_inherit_context`` flag does: opt in only if your process does not start
+    long-lived background threads inside a request's context, or they would keep its scopes for life.
+    Idempotent; patches ``ThreadPoolExecutor.submit`` (and ``Thread.start``) once per process, as
+    OpenTelemetry's threading instrumentation does."""
+    with _patch_lock:
+        if "submit" not in _patched:
+            _patched.add("submit")
+            submit = ThreadPoolExecutor.submit
 
-        def submit_in_context(self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
-            return submit(self, contextvars.copy_context().run, fn, *args, **kwargs)
+            def submit_in_context(
+                self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any
+            ) -> Future[Any]:
+                return submit(self, contextvars.copy_context().run, fn, *args, **kwargs)
 
-        threading.Thread.start = start_in_context  # type: ignore[method-assign]
-        ThreadPoolExecutor.submit = submit_in_context  # type: ignore[method-assign,assignment]
+            ThreadPoolExecutor.submit = submit_in_context  # type: ignore[method-assign,assignment]
+        if threads and "start" not in _patched:
+            _patched.add("start")
+            start = threading.Thread.start
+
+            def start_in_context(self: threading.Thread) -> None:
+                run, context = self.run, contextvars.copy_context()
+                self.run = lambda: context.run(run)  # type: ignore[method-assign]
+                start(self)
+
+            threading.Thread.start = start_in_context  # type: ignore[method-assign]
 
 
 def _auto_follow() -> None:
-    if not _following and os.environ.get("BUDGETGUARD_FOLLOW_THREADS", "1") != "0":
-        follow_threads()
+    if not _patched and os.environ.get("BUDGETGUARD_FOLLOW_THREADS", "1") != "0":
+        follow_threads(threads=False)
 
 
 @contextmanager

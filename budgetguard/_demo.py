@@ -161,8 +161,9 @@ def run_demo(console: Console, ledger_path: Path | None = None) -> None:
                     future.result()
                     progress.advance(task)
 
-    console.print(f"[bold]budgetguard demo[/]: {len(jobs) - 1 + RESEARCH_CALLS} calls by 5 users on 3 features, 4 at a time, "
-                  f"through the real openai and anthropic clients against a local mock provider")  # fmt: skip
+    calls = len(jobs) - 1 + RESEARCH_CALLS
+    console.print(f"[bold]budgetguard demo[/]: {calls} calls by 5 users on 3 features, 4 at a time, "
+                  "through the real openai and anthropic clients against a local mock provider")  # fmt: skip
     for line in sorted(set(notes)):
         console.print(f"  {line}")
     for line in refused:

@@ -79,4 +79,7 @@ def emit(event: Event, hooks: tuple[Callable[[Event], None], ...]) -> None:
         parts += [f"reason={event.reason}"] if event.reason else []
         logger.log(level, "budgetguard %s %s", event.kind, " ".join(parts))
     for hook in hooks:
-        hook(event)
+        try:
+            hook(event)
+        except Exception:  # a broken hook must not leave a hold or lose a commit: log it, go on
+            logger.exception("budgetguard: the on_event hook %r raised on a %s event", hook, event.kind)

@@ -132,10 +132,11 @@ def _alone_first(retrying: tenacity.Retrying) -> bool:
 def charge_if_maybe_billed(exc: BaseException) -> bool:
     """Default policy for a failed attempt: charge its input when the provider may have billed it.
 
-    A timeout or a dropped connection after the request was sent may still be processed (and billed);
-    an error response (4xx, 5xx) is not billed by OpenAI or Anthropic, so its hold is released.
+    A timeout or a dropped connection after the request was sent may still be processed (and billed),
+    and so may a call whose task was cancelled (``asyncio.wait_for``, a client that went away); an
+    error response (4xx, 5xx) is not billed by OpenAI or Anthropic, so its hold is released.
     """
-    return _in_transit(exc)
+    return _in_transit(exc) or isinstance(exc, asyncio.CancelledError)
 
 
 # -- actions the flow yields (built per call and never changed: slotted, not frozen, which is cheaper) --
@@ -311,6 +312,14 @@ class Guard:
         tokens = est.input_tokens + est.output_tokens
         job = current_job(self)
         if job is not None:  # inside guard.reserve(): draw on the job's hold, not the store's counters
+            held = set(job.labels)
+            outside = sorted({str(c.scope) for c in self.counters_for(scopes)} - held)
+            if outside:  # the job holds none of these budgets: drawing on it would bypass them
+                raise ConfigurationError(
+                    f"a call inside the job {job.name!r} has budgets on {', '.join(outside)}, which the "
+                    "job does not hold: start the job with those scopes (reserve(user=...) or inside "
+                    "budget_context(...)), or make the call outside the job"
+                )
             return job.holds({Unit.USD: est.cost_nano, Unit.TOKENS: tokens, Unit.REQUESTS: 1})
         key = (tuple(scopes), est.cost_nano, tokens)  # calls repeat: reuse the validated holds
         found = self._hold_sets.get(key)
@@ -415,6 +424,8 @@ class Guard:
             # -- call
             try:
                 result = yield _Call(model)
+            except GeneratorExit:  # an abandoned flow (Attempt): no call was made; its lease ends the hold
+                raise
             except BaseException as exc:  # the SDK's (or user's) error: reconcile, let tenacity decide
                 last_error = exc
                 if reservation is not None:
@@ -560,7 +571,7 @@ class Guard:
 
     def _job_flow(self, job: Job, opening: bool, unsettled: int = 0) -> Flow:
         if opening:  # the job's scopes: global, the given ones and budget_context's, as it starts
-            scopes = _resolve_scopes(job.scopes, (), {}, {})
+            scopes = _scope_tuple({**current_scopes(), **job.scopes})  # literal ids, never templates
             job.labels = tuple(str(s) for s in scopes)
         ctx = _JobCtx(self, job, job.labels)
         if opening:
@@ -988,6 +999,13 @@ class _JobCtx(_Ctx):
     def estimated(self) -> Decimal | None:
         return to_usd(self.job.amounts[Unit.USD]) if Unit.USD in self.job.amounts else None
 
+    def emit(
+        self, kind: EventKind, *, actual: int | None = None, reason: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        """The job's own events say so (``data["job"]``): its calls already reported their spend."""
+        super().emit(kind, actual=actual, reason=reason, data={**(data or {}), "job": self.job.name})
+
 
 def _served(tier: str | None, est: Estimate) -> dict[str, Any]:
     """Journal flags when the response reports another price variant than the one reserved."""
@@ -995,6 +1013,10 @@ def _served(tier: str | None, est: Estimate) -> dict[str, Any]:
     if variant == est.variant:
         return {}
     return {"variant": None if variant is None else dict(variant), "served_tier": tier}
+
+
+class NotSent(Exception):
+    """The reason an attempt is released without its call (never charged: nothing reached the API)."""
 
 
 class Attempt:
@@ -1021,8 +1043,15 @@ class Attempt:
         """Release the hold (or charge the input, per ``charge_failed``) of a call that raised."""
         self.guard._run_sync(self._until_call(None, error), _no_call)
 
+    def release(self) -> None:
+        """Give the hold back: the call was never sent (a framework dropped the run)."""
+        self.fail(NotSent("the attempt was released before its call was sent"))
+
     async def areserve(self) -> None:
         await self.guard._run_async(self._until_call(None, None), _no_call)
+
+    async def arelease(self) -> None:
+        await self.afail(NotSent("the attempt was released before its call was sent"))
 
     async def acommit(self, response: Any) -> None:
         await self.guard._run_async(self._until_call(response, None), _no_call)
@@ -1082,6 +1111,11 @@ def _resolve_scopes(
             value = spec
         if value is not None:
             ids[kind] = str(value)
+    return _scope_tuple(ids)
+
+
+def _scope_tuple(ids: Mapping[str, str]) -> tuple[Scope, ...]:
+    """``global`` and a scope per kind: id, validated once per distinct set."""
     key = tuple(ids.items())
     found = _scope_sets.get(key)
     if found is None:  # calls repeat their scopes: build and validate them once
@@ -1118,6 +1152,9 @@ def _wrap_stream(stream: Any, settle: _Settlement) -> Any:
     return GuardedStream(stream, settle)
 
 
+_settling: set[asyncio.Task[None]] = set()
+
+
 class _Settlement:
     """Commits a stream's reservation exactly once, from its usage or from what was received."""
 
@@ -1147,7 +1184,13 @@ class _Settlement:
         )
         return usage, flags
 
+    sent = True
+    """False for a stream manager that was never entered: its request never went out."""
+
     def flow(self) -> Flow:
+        if not self.sent:
+            yield from self.ctx.settle(self.reservation, None, {"error": "never sent"})
+            return
         usage, flags = self.usage()
         yield from self.ctx.settle(self.reservation, usage, flags)
 
@@ -1262,7 +1305,9 @@ class GuardedAsyncStream(AsyncIterator[Any]):
         except RuntimeError:
             self._settle.finalize()  # no loop left: settle synchronously (a local store) or report
             return
-        self._task = loop.create_task(self._settle.settle_async())
+        task = loop.create_task(self._settle.settle_async())
+        _settling.add(task)  # the loop keeps only a weak reference to tasks
+        task.add_done_callback(_settling.discard)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -1343,6 +1388,7 @@ class GuardedStreamManager:
             await self._settle.settle_async()
 
     def __del__(self) -> None:
+        self._settle.sent = self._stream is not None  # the SDKs send the request on entering
         self._settle.finalize()
 
 

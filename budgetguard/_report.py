@@ -108,7 +108,7 @@ def report(entries: Iterable[JournalEntry], by: str) -> tuple[list[ReportRow], R
             if entry.event == "refused":
                 row.refused += 1
                 continue
-            row.calls += 1
+            row.calls += int(entry.data.get("calls", 1))  # a job's line counts each of its calls
             row.input_tokens += usage.total_input_tokens
             row.output_tokens += usage.output_tokens
             row.cost_nano += cost

@@ -107,11 +107,11 @@ class OpenTelemetryHook:
         if event.kind in ("committed", "released") and "duration" in data:
             failed = {"error.type": event.reason} if event.reason else {}
             self.duration.record(data["duration"], {**genai, **failed})
-        usage = data.get("usage")
+        usage = None if "job" in data else data.get("usage")  # a job's total: its calls were counted
         if event.kind == "committed" and usage is not None and not data.get("usage_missing"):
             self.tokens.record(usage.total_input_tokens, {**genai, "gen_ai.token.type": "input"})
             self.tokens.record(usage.output_tokens, {**genai, "gen_ai.token.type": "output"})
-        if event.kind == "committed" and event.actual is not None:
+        if event.kind == "committed" and event.actual is not None and "job" not in data:
             self.cost.add(float(event.actual), genai)
         if event.kind == "refused" and event.reason:
             self.refusals.add(1, {**genai, **self._scope(event.reason)})

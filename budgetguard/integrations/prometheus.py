@@ -102,11 +102,12 @@ class PrometheusHook:
             self.thresholds.labels(kind, ident, event.data["threshold"]).inc()
 
     def _committed(self, event: Event, labels: list[tuple[str, str, str]], model: str) -> None:
-        if event.actual is not None:
+        job_total = "job" in event.data  # a job's commit sums calls that were counted one by one
+        if event.actual is not None and not job_total:
             for label in labels:
                 self.spent.labels(*label).inc(_float(event.actual))
         usage = event.data.get("usage")
-        if usage is not None:
+        if usage is not None and not job_total:
             self.tokens.labels(model, "input").inc(usage.total_input_tokens)
             self.tokens.labels(model, "output").inc(usage.output_tokens)
         for counter in event.data.get("counters", ()):

@@ -17,6 +17,7 @@ from tests.guard.payloads import (
     MESSAGES,
     chat_completion,
     chat_request,
+    input_nano,
     nano,
     openai_client,
     serve,
@@ -78,7 +79,8 @@ def test_usage_reader_error_leaves_nothing_held(make_guard: MakeGuard) -> None:
     h.assert_settled({"user:alice": EST.cost_nano, "global": EST.cost_nano})  # the worst case, charged once
 
 
-async def test_cancelled_call_releases_its_hold(amake_guard: MakeGuard) -> None:
+async def test_cancelled_call_is_charged_its_input(amake_guard: MakeGuard) -> None:
+    """The request was sent when the task was cancelled: the provider may bill it, as for a timeout."""
     h = amake_guard()
     started = asyncio.Event()
 
@@ -105,8 +107,25 @@ async def test_cancelled_call_releases_its_hold(amake_guard: MakeGuard) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
 
-    assert [(e.event, e.data["error"]) for e in h.history()] == [("released", "CancelledError")]
-    h.assert_settled({"user:alice": 0, "global": 0})
+    assert [(e.event, e.data["error"]) for e in h.history()] == [("committed", "CancelledError")]
+    charged = input_nano("gpt-4o", {"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 300})
+    h.assert_settled({"user:alice": charged, "global": charged})
+
+
+def test_a_raising_hook_is_logged_and_the_books_stay_right(
+    make_guard: MakeGuard, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(event: budgetguard.Event) -> None:
+        raise RuntimeError(f"metrics backend down ({event.kind})")
+
+    h = make_guard(on_event=broken)
+    api = serve(chat_completion())
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+    create(**chat_request())
+
+    assert len(api.requests) == 1
+    h.assert_settled({"user:alice": nano("gpt-4o", GPT4O_USAGE), "global": nano("gpt-4o", GPT4O_USAGE)})
+    assert "the on_event hook" in caplog.text and "metrics backend down (reserved)" in caplog.text
 
 
 def test_pricing_error_before_the_call(make_guard: MakeGuard, global_prices: budgetguard.PriceBook) -> None:

@@ -249,6 +249,7 @@ def test_budget_context_follows_plain_and_propagated_threads(make_guard: MakeGua
     def work() -> None:
         create(**chat_request())
 
+    budgetguard.follow_threads()
     with budget_context(user="erin"):
         plain = threading.Thread(target=work)  # runs in a copy of the starter's context (follow_threads)
         carried = threading.Thread(target=budgetguard.propagate(work))

@@ -68,7 +68,7 @@ def clients(api: Any) -> tuple[openai.OpenAI, openai.AsyncOpenAI]:
 def test_a_job_reserves_once_and_commits_what_its_calls_cost(make_guard: MakeGuard) -> None:
     h = make_guard()
     api = EmbeddingsAPI()
-    embed = h.guard.with_budget(clients(api)[0].embeddings.create, user="alice")
+    embed = h.guard.with_budget(clients(api)[0].embeddings.create)
 
     with h.guard.reserve(usd=HOLD, feature="ingest") as job:
         assert h.held("feature:ingest") == 2_000_000  # the job's hold, on the store
@@ -83,7 +83,6 @@ def test_a_job_reserves_once_and_commits_what_its_calls_cost(make_guard: MakeGua
 
     assert len(api.requests) == 3
     h.assert_settled({"feature:ingest": expected, "global": expected})
-    assert h.spent("user:alice") == 0  # inside a job, calls are charged to the job's scopes
     (entry,) = h.history()
     assert entry.event == "committed"
     assert set(entry.scopes) == {"global", "feature:ingest"}
@@ -94,6 +93,21 @@ def test_a_job_reserves_once_and_commits_what_its_calls_cost(make_guard: MakeGua
     assert entry.data["usage"] == Usage(input_tokens=tokens(CHUNKS)).to_dict()
     kinds = [e.kind for e in h.events if e.reservation_id == entry.reservation_id]
     assert kinds == ["committed"]
+
+
+def test_a_call_with_a_budget_the_job_does_not_hold_is_an_error(make_guard: MakeGuard) -> None:
+    """Drawing on the job would bypass the call's own user budget: refused before anything is sent."""
+    h = make_guard()
+    api = EmbeddingsAPI()
+    embed = h.guard.with_budget(clients(api)[0].embeddings.create, user="alice")
+    outside = r"budgets on user:alice, which the job does not hold"
+    with h.guard.reserve(usd=HOLD, feature="ingest"), pytest.raises(ConfigurationError, match=outside):
+        embed(model=MODEL, input=CHUNKS[0])
+    with h.guard.reserve(usd=HOLD, feature="ingest", user="alice") as job:  # a job that holds alice's
+        embed(model=MODEL, input=CHUNKS[0])
+        assert job.calls == 1
+    assert api.requests and len(api.requests) == 1
+    assert h.spent("user:alice") == tokens(CHUNKS[0]) * NANO_PER_TOKEN
 
 
 def test_a_call_that_does_not_fit_in_the_job_is_refused(make_guard: MakeGuard) -> None:

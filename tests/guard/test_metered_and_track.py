@@ -203,6 +203,7 @@ def test_track_and_scopes_follow_threads_and_pools(make_guard: MakeGuard) -> Non
         inner.start()
         inner.join()
 
+    budgetguard.follow_threads()  # plain threads too (pools follow by default)
     with track() as t, budget_context(user="zoe"):
         threads = [threading.Thread(target=work), threading.Thread(target=nested)]
         for thread in threads:
@@ -218,27 +219,38 @@ def test_track_and_scopes_follow_threads_and_pools(make_guard: MakeGuard) -> Non
     assert h.spent("global") == 5 * COST
 
 
-def test_threads_keep_pythons_behaviour_when_asked() -> None:
-    """``BUDGETGUARD_FOLLOW_THREADS=0``: plain threads start empty; ``propagate`` carries the context."""
+@pytest.mark.parametrize(("env", "expected"), [("1", "0 1 1"), ("0", "0 1 0")])
+def test_by_default_pools_follow_and_plain_threads_need_propagate(env: str, expected: str) -> None:
+    """A fresh process: pool tasks follow the context (unless BUDGETGUARD_FOLLOW_THREADS=0); a plain
+    thread, which may outlive the request that started it, follows only through ``propagate``."""
     script = textwrap.dedent(
         """
         import threading
+        from concurrent.futures import ThreadPoolExecutor
         import budgetguard as bg
 
         guard = bg.Guard("memory://")
         call = guard.metered(lambda **kw: {"usage": {"prompt_tokens": 10, "completion_tokens": 5}},
                              estimate=lambda **kw: {"model": "gpt-4o-mini", "messages": [], "max_tokens": 5})
-        with bg.track() as t:
-            for target in (call, bg.propagate(call)):
-                thread = threading.Thread(target=target)
-                thread.start()
-                thread.join()
-        print(t.calls, threading.Thread.start.__name__)
+        counts = []
+        for run in ("plain", "propagated", "pool"):
+            with bg.track() as t:
+                if run == "pool":
+                    with ThreadPoolExecutor(1) as pool:
+                        pool.submit(call).result()
+                else:
+                    thread = threading.Thread(target=call if run == "plain" else bg.propagate(call))
+                    thread.start()
+                    thread.join()
+            counts.append(t.calls)
+        print(*counts)
         """
     )
-    env = {**os.environ, "BUDGETGUARD_FOLLOW_THREADS": "0"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["1", "start"]
+    done = subprocess.run(
+        [sys.executable, "-c", script], env={**os.environ, "BUDGETGUARD_FOLLOW_THREADS": env},
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert done.stdout.strip() == expected
 
 
 def test_track_without_budgets(make_guard: MakeGuard) -> None:

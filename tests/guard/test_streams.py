@@ -371,3 +371,17 @@ def test_stream_commits_exactly_once_however_it_ends(make_guard: MakeGuard, cons
 
     assert len(h.history()) == 1
     assert h.held("user:alice") == 0
+
+
+def test_a_stream_manager_never_entered_is_released(make_guard: MakeGuard) -> None:
+    """``messages.stream(...)`` sends nothing until it is entered: dropping it unentered charges nothing."""
+    h = make_guard()
+    api = serve(anthropic_sse(anthropic_stream_events()))
+    stream = h.guard.with_budget(anthropic_client(api).messages.stream, user="alice")
+    manager = stream(**claude_request())
+    assert h.held("user:alice") > 0
+    del manager
+    gc.collect()
+    assert api.requests == []
+    h.assert_settled({"user:alice": 0, "global": 0})
+    assert [(e.event, e.data.get("error")) for e in h.history()] == [("released", "never sent")]

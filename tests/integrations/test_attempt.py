@@ -50,6 +50,19 @@ def test_fail_releases_or_charges_the_input_and_never_retries(error: Exception, 
     assert events[-1].reason == type(error).__name__
 
 
+def test_release_gives_the_hold_back_and_a_dropped_attempt_raises_nothing() -> None:
+    guard, events = make()
+    attempt = guard.attempt(REQUEST, scopes={"user": "dee"})
+    attempt.reserve()
+    attempt.release()  # the framework dropped the run before sending it
+    assert status(guard, "dee") == (0, 0)
+    assert [e.kind for e in events] == ["reserved", "released"]
+    dropped = guard.attempt(REQUEST, scopes={"user": "eve"})
+    dropped.reserve()
+    dropped._flow.close()  # what garbage collection does: no "generator ignored GeneratorExit"
+    assert status(guard, "eve")[1] > 0  # held until its lease ends, as for a crashed worker
+
+
 def test_a_refused_reservation_raises_and_holds_nothing() -> None:
     guard, events = make(usd="0.00001")
     with pytest.raises(bg.BudgetExceededError):

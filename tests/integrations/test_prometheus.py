@@ -109,3 +109,28 @@ def test_two_hooks_can_share_a_process_with_their_own_registries() -> None:
         PrometheusHook(first)
     with pytest.raises(TypeError):
         PrometheusHook(CollectorRegistry(), id_kinds="feature")
+
+
+def test_a_job_is_counted_once() -> None:
+    """The calls inside ``guard.reserve()`` report their spend; the job's own commit is not added again."""
+    registry = CollectorRegistry()
+    guard = bg.Guard("memory://", budgets=[bg.Budget("global", usd="100", per="month")],
+                     on_event=PrometheusHook(registry))  # fmt: skip
+
+    @guard.with_budget
+    def summarise(*, model: str, messages: list[Any], max_tokens: int) -> Any:
+        return {"usage": USAGE}
+
+    with guard.reserve(usd="1", feature="ingest"):
+        for _ in range(3):
+            summarise(model="gpt-4o-mini", messages=MESSAGES, max_tokens=200)
+
+    spent = sum(
+        sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name == "budgetguard_spent_usd_total" and sample.labels["scope_kind"] == "global"
+    )
+    assert spent == pytest.approx(float(3 * COST))
+    [status] = guard.ledger.status(guard.counters_for([bg.Scope("global")]))
+    assert status.spent == bg.to_nano(3 * COST)

@@ -8,6 +8,7 @@ that what it does have is consistent (counters equal the journal, every reservat
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,10 @@ WORKERS = 6
 def _commit_until_down(ledger: Ledger, prefix: str, seed: int) -> dict[str, int]:
     rng = random.Random(seed)
     acked: dict[str, int] = {}
-    for k in range(10**9):
+    deadline = time.monotonic() + 120  # the primary is killed within a second or two
+    for k in itertools.count():
+        if time.monotonic() > deadline:
+            raise AssertionError("the primary never went down")
         res_id = f"{prefix}-{k}"
         chosen = rng.sample(range(len(ROOMY)), rng.randint(2, 3))
         amount = rng.randint(1, 9)
@@ -40,7 +44,7 @@ def _commit_until_down(ledger: Ledger, prefix: str, seed: int) -> dict[str, int]
         except LedgerError:
             return acked
         acked[res_id] = amount
-    raise AssertionError("unreachable")
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _failover(seed: int, lag: float) -> dict[str, int]:
@@ -49,7 +53,9 @@ def _failover(seed: int, lag: float) -> dict[str, int]:
     replica = RedisServer(extra=("--replicaof", "127.0.0.1", str(link.port))).start()
     raw = redis.Redis(port=replica.port, decode_responses=True)
     try:
+        linked_by = time.monotonic() + 60
         while raw.info("replication").get("master_link_status") != "up":
+            assert time.monotonic() < linked_by, "the replica never linked to the primary"
             time.sleep(0.05)
         url = f"{primary.url}?namespace=fo&socket_timeout=0.2&socket_connect_timeout=0.2"
         clients = [open_ledger(url) for _ in range(WORKERS)]
