@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar, overload
 
@@ -967,11 +968,17 @@ class _Ctx:
     def _thresholds(self, reservation: Reservation, actual: Mapping[Unit, int], after: Sequence[int]) -> None:
         """A "threshold" event for each threshold this commit carried a counter across. Spent only grows
         within a window, so exactly one commit crosses each threshold: once per window, fleet-wide."""
+        thresholds = self.guard.thresholds
+        if not thresholds:
+            return
+        low_num, low_den = _lowest(thresholds)
         for held, spent in zip(reservation.held, after, strict=False):
             spec, limit = held.counter, held.limit
+            if not limit or spent * low_den < low_num * limit:
+                continue  # below the lowest threshold: none crossed (the common case)
             before = spent - actual[spec.unit]
-            for num, den in self.guard.thresholds:
-                if limit and before * den < num * limit <= spent * den:
+            for num, den in thresholds:
+                if before * den < num * limit <= spent * den:
                     level = f"{(Decimal(num) * 100 / den).normalize():f}%"
                     budget = f"{spec.period.value} {spec.unit.value} budget"
                     self.emit(
@@ -1127,6 +1134,12 @@ def _scope_tuple(ids: Mapping[str, str]) -> tuple[Scope, ...]:
 
 
 _scope_sets: dict[tuple[tuple[str, str], ...], tuple[Scope, ...]] = {}
+
+
+@functools.lru_cache(maxsize=64)
+def _lowest(thresholds: tuple[tuple[int, int], ...]) -> tuple[int, int]:
+    """The lowest of a guard's thresholds (fractions as numerator, denominator)."""
+    return min(thresholds, key=lambda t: Fraction(*t))
 
 
 @functools.lru_cache(maxsize=4096)
