@@ -39,7 +39,7 @@ per = "day"
 
 [[budgets]]
 scope = "user:dave"        # dave is on the free plan
-usd = "0.0004"
+usd = "0.00025"
 per = "day"
 
 [[budgets]]

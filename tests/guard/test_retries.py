@@ -320,3 +320,30 @@ async def test_async_refused_attempt_is_chained(amake_guard: MakeGuard) -> None:
 
     assert isinstance(caught.value.__cause__, openai.APITimeoutError)
     assert len(api.requests) == 1
+
+
+def test_policies_that_look_at_results_or_hook_attempts_still_run_through_tenacity(
+    make_guard: MakeGuard,
+) -> None:
+    """The first attempt skips tenacity only when tenacity could not act on a success; a ``before`` hook
+    and ``retry_if_result`` both see every attempt, each reserved and reconciled."""
+    seen: list[int] = []
+    policy = tenacity.Retrying(
+        retry=tenacity.retry_if_result(lambda reply: reply["choices"][0]["message"]["content"] == "retry me"),
+        before=lambda state: seen.append(state.attempt_number),
+        stop=stop_after_attempt(3),
+        wait=wait_none(),
+    )
+    h = make_guard(retry=policy)
+    first = chat_completion()
+    first["choices"][0]["message"]["content"] = "retry me"
+    replies = iter([first, chat_completion()])
+
+    @h.guard.with_budget(user="alice")
+    def ask(*, model: str, messages: list[Any], max_tokens: int) -> Any:
+        return next(replies)
+
+    ask(**chat_request())
+    assert seen == [1, 2]
+    assert outcomes(h) == [("committed", 1, None), ("committed", 2, None)]
+    h.assert_settled({"user:alice": 2 * COST})
