@@ -221,7 +221,7 @@ def _parse_usage(usage: Any) -> Usage:
     write_5m, write_1h = _anthropic_cache_writes(usage)
     output = _count(usage, "output_tokens", required=True)
     return Usage(
-        input_tokens=_count(usage, "input_tokens"),
+        input_tokens=_count(usage, "input_tokens", required=True),  # absent: never a silent 0
         cache_read_tokens=_count(usage, "cache_read_input_tokens"),
         cache_write_tokens=write_5m,
         cache_write_1h_tokens=write_1h,

@@ -475,3 +475,9 @@ def test_anthropic_stream_helper_final_message_agrees_with_the_fold() -> None:
 def test_from_stream_accepts_a_generator_once() -> None:
     raw = copy.deepcopy(anthropic_stream_events())
     assert Usage.from_stream(e for e in raw).output_tokens == 503
+
+
+def test_an_anthropic_usage_without_input_tokens_is_an_error_not_zero() -> None:
+    """A message whose usage lost its input count must not be read as 0 input tokens (an under-charge)."""
+    with pytest.raises(UsageError, match="input_tokens"):
+        Usage.from_response({"usage": {"output_tokens": 503, "cache_read_input_tokens": 10}})
