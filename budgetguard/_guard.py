@@ -29,7 +29,7 @@ from ._context import current_scopes, record_usage
 from ._errors import BudgetExceededError, ConfigurationError, LedgerError, UsageError
 from ._estimate import Estimate, Estimator
 from ._events import Event, EventKind, emit, wanted
-from ._job import Job, current_job
+from ._job import Job, _Draw, current_job
 from ._ledger import (
     AsyncLedger,
     CounterSpec,
@@ -40,6 +40,7 @@ from ._ledger import (
     open_async_ledger,
     open_ledger,
 )
+from ._ledger._types import JournalData
 from ._money import INT64_MAX, Money, to_nano, to_usd
 from ._pricing import PriceBook, price_book
 from ._providers import (
@@ -150,6 +151,8 @@ class _Reserve:
     enforce: bool = True
     lease: float | None = None
     """Seconds; the guard's ``lease`` when ``None``."""
+    job: Job | None = None
+    """The job whose hold this draws on, else the store's counters."""
 
 
 @dataclass(slots=True)
@@ -172,6 +175,7 @@ class _Sleep:
 @dataclass(slots=True)
 class _Status:
     counters: tuple[CounterSpec, ...]
+    job: Job | None = None
 
 
 @dataclass(slots=True)
@@ -189,7 +193,7 @@ Flow = Generator[Action, Any, Any]
 class _Plan:
     """Everything the flow needs to know about one decorated call."""
 
-    scopes: tuple[Scope, ...]
+    scopes: _Scopes
     models: tuple[str | None, ...]
     estimate: Callable[[str | None, int | None], Estimate]
     """The estimate for a model, given an exact input count (or ``None`` to count offline)."""
@@ -245,7 +249,7 @@ class Guard:
         self._async: AsyncLedger | None = ledger if isinstance(ledger, AsyncLedger) else None
         self._open_lock = threading.Lock()
         self._counters: dict[tuple[Scope, ...], tuple[CounterSpec, ...]] = {}
-        self._hold_sets: dict[tuple[tuple[Scope, ...], int, int], tuple[Hold, ...]] = {}
+        self._hold_sets: dict[tuple[tuple[tuple[str, str], ...], int, int], tuple[Hold, ...]] = {}
 
     # -- stores ---------------------------------------------------------------------------------
 
@@ -309,12 +313,12 @@ class Guard:
             specs += [CounterSpec(scope, b.unit, b.period, b.limit, b.tz) for b in chosen.values()]
         return tuple(specs)
 
-    def _holds(self, scopes: Sequence[Scope], est: Estimate) -> tuple[Hold, ...]:
+    def _holds(self, scopes: _Scopes, est: Estimate, job: Job | None) -> tuple[Hold, ...]:
+        """The holds of a call: on the store's counters, or on ``job``'s hold inside ``guard.reserve()``."""
         tokens = est.input_tokens + est.output_tokens
-        job = current_job(self)
         if job is not None:  # inside guard.reserve(): draw on the job's hold, not the store's counters
             held = set(job.labels)
-            outside = sorted({str(c.scope) for c in self.counters_for(scopes)} - held)
+            outside = sorted({str(c.scope) for c in self.counters_for(scopes.scopes)} - held)
             if outside:  # the job holds none of these budgets: drawing on it would bypass them
                 raise ConfigurationError(
                     f"a call inside the job {job.name!r} has budgets on {', '.join(outside)}, which the "
@@ -322,11 +326,11 @@ class Guard:
                     "budget_context(...)), or make the call outside the job"
                 )
             return job.holds({Unit.USD: est.cost_nano, Unit.TOKENS: tokens, Unit.REQUESTS: 1})
-        key = (tuple(scopes), est.cost_nano, tokens)  # calls repeat: reuse the validated holds
+        key = (scopes.key, est.cost_nano, tokens)  # calls repeat: reuse the validated holds
         found = self._hold_sets.get(key)
         if found is None:
             amounts = {Unit.USD: est.cost_nano, Unit.TOKENS: tokens, Unit.REQUESTS: 1}
-            found = tuple(Hold(spec, amounts[spec.unit]) for spec in self.counters_for(key[0]))
+            found = tuple(Hold(spec, amounts[spec.unit]) for spec in self.counters_for(scopes.scopes))
             if len(self._hold_sets) > 10_000:
                 self._hold_sets.clear()
             self._hold_sets[key] = found
@@ -351,7 +355,7 @@ class Guard:
         # Its machinery (copy, iter, a Future per outcome) is entered on the first failure only.
         started = time.monotonic()
         state = None if _alone_first(self.retry) else self._retry_state()
-        labels = _labels(plan.scopes)
+        labels = plan.scopes.labels
         model_index = 0
         attempt = 1
         last_error: BaseException | None = None
@@ -375,10 +379,11 @@ class Guard:
                 ctx = _Ctx(self, est, labels, attempt)
                 if ask is not None and counted is None:
                     ctx.emit("estimate_fallback", reason="count_tokens failed; reserved the offline estimate")
-                holds = self._holds(plan.scopes, est)
+                job = current_job(self)
+                holds = self._holds(plan.scopes, est, job)
                 if plan.at is not None and model_index + 1 < len(plan.models) and holds:
                     try:
-                        statuses = yield _Status(tuple(h.counter for h in holds))
+                        statuses = yield _Status(tuple(h.counter for h in holds), job)
                     except LedgerError as down:
                         ctx.store_down(down)  # fail_closed raises; fail_open skips the threshold check
                         statuses = []
@@ -394,16 +399,13 @@ class Guard:
                 if not holds:
                     reservation = None
                     break
-                meta: dict[str, Any] = {
-                    "model": est.model,
-                    "attempt": attempt,
-                    "estimated_usd": _usd_text(est.cost_nano),
-                    "scopes": labels,
-                }
+                meta = JournalData(
+                    model=est.model, attempt=attempt, estimated_usd=_usd_text(est.cost_nano), scopes=labels
+                )
                 if est.variant:
                     meta["variant"] = dict(est.variant)
                 try:
-                    reservation = yield _Reserve(holds, meta, plan.enforce)
+                    reservation = yield _Reserve(holds, meta, plan.enforce, None, job)
                 except BudgetExceededError as refused:
                     ctx.emit("refused", reason=refused.scope)
                     if model_index + 1 < len(plan.models):
@@ -486,13 +488,7 @@ class Guard:
             return None
         if isinstance(action, _Count):
             return self.estimator.count_tokens(action.request)
-        return self._on_store(self._job_for(action) or self._sync or self.ledger, action)
-
-    def _job_for(self, action: _Reserve | _Resolve | _Status) -> Job | None:
-        """The job whose hold this store action goes to (a draw settles on its own job), or ``None``."""
-        if isinstance(action, _Resolve):
-            return getattr(action.reservation, "job", None)
-        return current_job(self)
+        return self._on_store(_job_for(action) or self._sync or self.ledger, action)
 
     def _on_store(self, store: Ledger | AsyncLedger | Job, action: _Reserve | _Resolve | _Status) -> Any:
         """Send a store action: its result (a ``Ledger``) or an awaitable of it (an ``AsyncLedger``)."""
@@ -527,7 +523,7 @@ class Guard:
             return None
         if isinstance(action, _Count):
             return await self.estimator.acount_tokens(action.request)
-        job = self._job_for(action)
+        job = _job_for(action)
         if job is not None:
             return self._on_store(job, action)  # in memory, no I/O
         store = self.async_ledger
@@ -572,12 +568,12 @@ class Guard:
 
     def _job_flow(self, job: Job, opening: bool, unsettled: int = 0) -> Flow:
         if opening:  # the job's scopes: global, the given ones and budget_context's, as it starts
-            scopes = _scope_tuple({**current_scopes(), **job.scopes})  # literal ids, never templates
-            job.labels = tuple(str(s) for s in scopes)
+            scopes = _scope_set({**current_scopes(), **job.scopes})  # literal ids, never templates
+            job.labels = scopes.labels
         ctx = _JobCtx(self, job, job.labels)
         if opening:
             parent = job.parent
-            counters = parent.counters if parent is not None else self.counters_for(scopes)
+            counters = parent.counters if parent is not None else self.counters_for(scopes.scopes)
             missing = sorted({c.unit.value for c in counters if c.unit not in job.amounts})
             if missing:
                 where = parent.scope if parent is not None else ", ".join(ctx.labels)
@@ -590,7 +586,7 @@ class Guard:
                 return  # no budget applies: the job only limits its own calls
             try:
                 meta = {"job": job.name, "scopes": ctx.labels}
-                job.reservation = yield _Reserve(holds, meta, True, job.lease)
+                job.reservation = yield _Reserve(holds, meta, True, job.lease, parent)
             except BudgetExceededError as refused:
                 ctx.emit("refused", reason=refused.scope)
                 raise
@@ -929,7 +925,7 @@ class _Ctx:
             if self.lost and cost is not None:
                 self.emit("spend_lost", actual=cost, reason="fail_open: the store was unavailable")
             return
-        meta: dict[str, Any] = {**flags}
+        meta = JournalData(flags)
         if actual is not None and usage is not None:  # the journal keeps the cost even without a USD budget
             meta["usage"], meta["cost_nano"] = usage.to_dict(), actual[Unit.USD]
         try:
@@ -1102,7 +1098,7 @@ def _resolve_scopes(
     args: tuple[Any, ...],
     kwargs: Mapping[str, Any],
     arguments: Mapping[str, Any],
-) -> tuple[Scope, ...]:
+) -> _Scopes:
     ids: dict[str, str] = dict(current_scopes())
     for kind, spec in specs.items():
         if callable(spec):
@@ -1118,34 +1114,48 @@ def _resolve_scopes(
             value = spec
         if value is not None:
             ids[kind] = str(value)
-    return _scope_tuple(ids)
+    return _scope_set(ids)
 
 
-def _scope_tuple(ids: Mapping[str, str]) -> tuple[Scope, ...]:
-    """``global`` and a scope per kind: id, validated once per distinct set."""
+@dataclass(frozen=True, slots=True)
+class _Scopes:
+    """A call's scopes (``global`` and one per kind), their labels, and their ids as a cache key."""
+
+    scopes: tuple[Scope, ...]
+    labels: tuple[str, ...]
+    """The journal's and events' names of the scopes."""
+    key: tuple[tuple[str, str], ...]
+    """``(kind, id)`` pairs: hashed in C, where hashing the ``Scope`` dataclasses runs Python."""
+
+
+def _scope_set(ids: Mapping[str, str]) -> _Scopes:
+    """``global`` and a scope per kind: id, validated once per distinct set (calls repeat them)."""
     key = tuple(ids.items())
     found = _scope_sets.get(key)
-    if found is None:  # calls repeat their scopes: build and validate them once
-        found = (Scope("global"), *(Scope(kind, ident) for kind, ident in key if kind != "global"))
+    if found is None:
+        scopes = (Scope("global"), *(Scope(kind, ident) for kind, ident in key if kind != "global"))
+        found = _Scopes(scopes, tuple(str(s) for s in scopes), key)
         if len(_scope_sets) > 10_000:
             _scope_sets.clear()
         _scope_sets[key] = found
     return found
 
 
-_scope_sets: dict[tuple[tuple[str, str], ...], tuple[Scope, ...]] = {}
+_scope_sets: dict[tuple[tuple[str, str], ...], _Scopes] = {}
+
+
+def _job_for(action: _Reserve | _Resolve | _Status) -> Job | None:
+    """The job whose hold a store action goes to (a draw settles on its own job), or ``None``."""
+    if isinstance(action, _Resolve):
+        reservation = action.reservation
+        return reservation.job if isinstance(reservation, _Draw) else None
+    return action.job
 
 
 @functools.lru_cache(maxsize=64)
 def _lowest(thresholds: tuple[tuple[int, int], ...]) -> tuple[int, int]:
     """The lowest of a guard's thresholds (fractions as numerator, denominator)."""
     return min(thresholds, key=lambda t: Fraction(*t))
-
-
-@functools.lru_cache(maxsize=4096)
-def _labels(scopes: tuple[Scope, ...]) -> tuple[str, ...]:
-    """The journal's and events' names of a call's scopes (calls repeat their scopes)."""
-    return tuple(str(s) for s in scopes)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -14,6 +14,7 @@ from .._budgets import Unit, Window
 from .._money import INT64_MAX
 from ._base import scope_labels
 from ._types import (
+    UNIT_TEXT,
     UNITS,
     CounterSpec,
     CounterStatus,
@@ -40,9 +41,9 @@ _windows: dict[tuple[str, str], Window] = {}
 
 def window_cached(counter: CounterSpec, now: int) -> Window:
     """The counter's window at ``now``; calendar maths only when the last window has ended."""
-    key = (counter.period.value, counter.tz)
+    key = (counter.period, counter.tz)  # (a StrEnum hashes as its text, in C)
     window = _windows.get(key)
-    if window is None or not window.contains(now):
+    if window is None or now < window.start or (window.end is not None and now >= window.end):
         window = _windows[key] = counter.window(now)
     return window
 
@@ -225,17 +226,21 @@ class Engine:
         """Store a resolution (the counters are updated already), journal it, and say how it went."""
         held_counters: tuple[HeldCounter, ...] = record["held"]
         state: Literal["committed", "released"] = "released" if actual is None else "committed"
-        charged = {} if actual is None else {u.value: v for u, v in actual.items()}
+        charged = {} if actual is None else {UNIT_TEXT[u]: v for u, v in actual.items()}
         outcome = {"state": state, "charged": charged, "overrun": overrun, "expired": expired}
         stored = {**record, "state": state, "outcome": outcome}
+        stored.pop("meta", None)  # journaled below: a resolved record answers repeats without it
         tx.put_record(res_id, stored, max(now, record["expires"]) + self.record_retention_ms)
         data = {**record.get("meta", {}), **meta}
         if overrun:
             data["overrun"] = True
         if expired:
             data["expired"] = True
-        amounts = charged if actual is not None else {h.counter.unit.value: h.amount for h in held_counters}
-        tx.journal(now, state, res_id, scope_labels(held_counters), amounts, data)
+        if actual is None:
+            charged_or_held = {UNIT_TEXT[h.counter.unit]: h.amount for h in held_counters}
+        else:
+            charged_or_held = charged
+        tx.journal(now, state, res_id, scope_labels(held_counters), charged_or_held, data)
         return Outcome(res_id, state, {} if actual is None else dict(actual), overrun, expired, False, after)
 
     def status(self, tx: Tx, now: int, counters: Sequence[CounterSpec]) -> list[CounterStatus]:

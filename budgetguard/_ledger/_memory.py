@@ -89,8 +89,10 @@ class _MemoryTx:
         return None if found is None else found[0]
 
     def put_record(self, res_id: str, record: dict[str, Any], expires_at: int) -> None:
-        self.s._records[res_id] = (record, expires_at)
-        heapq.heappush(self.s._record_expiry, (expires_at, res_id))
+        records = self.s._records
+        if res_id not in records:  # a record's expiry only moves later: _prune re-queues it then
+            heapq.heappush(self.s._record_expiry, (expires_at, res_id))
+        records[res_id] = (record, expires_at)
 
     def limit(self, field: str) -> int | None:
         return self.s._limits.get(field)
@@ -181,7 +183,9 @@ class MemoryLedger(LocalLedger):
             limit = limits.get(spec.limit_field, spec.limit)
             if c is None:
                 c = _Counter()
-            elif not c.settled(now) or (enforce and c.spent + c.held + hold.amount > limit):
+            elif (c.heap and c.heap[0][0] <= now and not c.settled(now)) or (
+                enforce and c.spent + c.held + hold.amount > limit
+            ):
                 return self._engine.reserve(tx, now, res_id, holds, lease_ms, meta, enforce)
             if enforce and hold.amount > limit:
                 return self._engine.reserve(tx, now, res_id, holds, lease_ms, meta, enforce)
@@ -213,7 +217,7 @@ class MemoryLedger(LocalLedger):
                 c is None
                 or charge is None
                 or res_id not in c.leases
-                or not c.settled(now)
+                or (c.heap and c.heap[0][0] <= now and not c.settled(now))
                 or c.spent + charge > INT64_MAX
             ):
                 return self._engine.resolve(tx, now, res_id, actual, meta)
@@ -229,10 +233,14 @@ class MemoryLedger(LocalLedger):
     def _prune(self, now: int) -> None:
         records, expiry = self._records, self._record_expiry
         while expiry and expiry[0][0] <= now:
-            expires_at, res_id = heapq.heappop(expiry)
+            _, res_id = heapq.heappop(expiry)
             found = records.get(res_id)
-            if found is not None and found[1] == expires_at:  # else: put again since, with a new expiry
+            if found is None:
+                continue
+            if found[1] <= now:
                 del records[res_id]
+            else:  # put again since, with a later expiry
+                heapq.heappush(expiry, (found[1], res_id))
         for key in [k for k, c in self._counters.items() if c.expires_at is not None and c.expires_at <= now]:
             del self._counters[key]
 

@@ -29,6 +29,8 @@ __all__ = [
 
 UNITS: dict[object, Unit] = {**{u.value: u for u in Unit}, **{u: u for u in Unit}}
 """Unit by name or by itself: a dict lookup is much cheaper than ``Unit(key)`` on the hot path."""
+UNIT_TEXT: dict[Unit, str] = {u: u.value for u in Unit}
+"""A unit's name (a lookup here is cheaper than the enum's ``.value`` property)."""
 
 Amounts = Mapping[Unit, int] | Mapping[str, int]
 """Amounts per unit, keyed by ``Unit`` or its name (``{"usd": 1500, "tokens": 420}``)."""
@@ -287,8 +289,15 @@ def check_actual(actual: Amounts, held: Iterable[Unit | HeldCounter]) -> dict[Un
     return parsed
 
 
+class JournalData(dict[str, Any]):
+    """Journal data built by budgetguard itself from plain JSON values (str keys; str, int, bool, None,
+    tuples and dicts of those), never changed once passed: stores take it without copying or checking."""
+
+
 def check_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
     """Journal data attached to a reservation: a JSON-serializable mapping (every store keeps it)."""
+    if type(meta) is JournalData:
+        return meta
     if not meta:
         return {}
     data = dict(meta)
