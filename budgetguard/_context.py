@@ -2,9 +2,10 @@
 
 Both live in ``contextvars``, so they follow asyncio tasks (each task copies its creator's context).
 Python threads start with an empty context, so the first ``budget_context()`` or ``track()`` makes
-``ThreadPoolExecutor`` tasks run in a copy of their submitter's context (``BUDGETGUARD_FOLLOW_THREADS=0``
-keeps Python's behaviour). Plain ``threading.Thread``s follow after ``follow_threads()`` (opt-in: a
-long-lived thread would keep its starter's scopes), or run their target through ``propagate(fn)``.
+``ThreadPoolExecutor`` tasks run in a copy of their submitter's context, and the first ``track()``
+makes a ``threading.Thread`` started while trackers are open add to them (``BUDGETGUARD_FOLLOW_THREADS=0``
+keeps Python's behaviour). Scopes follow plain threads only after ``follow_threads()`` (opt-in: a
+long-lived thread would keep its starter's scopes, and bill them, for life), or through ``propagate(fn)``.
 """
 
 from __future__ import annotations
@@ -40,44 +41,68 @@ _trackers: contextvars.ContextVar[tuple[Tracker, ...]] = contextvars.ContextVar(
 
 _patched: set[str] = set()
 _patch_lock = threading.Lock()
+_whole_context = False  # follow_threads(threads=True): a Thread runs in a copy of its starter's context
 
 
 def follow_threads(*, threads: bool = True) -> None:
     """Make contexts follow work handed to other threads.
 
     Each ``ThreadPoolExecutor`` task runs in a copy of its submitter's context (the first
-    ``budget_context()`` or ``track()`` turns this on: a task's context lives as long as the task).
-    With ``threads=True`` each ``threading.Thread`` also runs in a copy of its starter's context, as
-    Python 3.14's ``thread_inherit_context`` flag does: opt in only if your process does not start
-    long-lived background threads inside a request's context, or they would keep its scopes for life.
-    Idempotent; patches ``ThreadPoolExecutor.submit`` (and ``Thread.start``) once per process, as
+    ``budget_context()`` or ``track()`` turns this on: a task's context lives as long as the task; the
+    pool's own worker threads start with an empty one). With ``threads=True`` each ``threading.Thread``
+    also runs in a copy of its starter's context, as Python 3.14's ``thread_inherit_context`` flag does:
+    opt in only if your process does not start long-lived background threads inside a request's
+    context, or they would keep its scopes for life. Without it a thread gets only its starter's open
+    ``track()`` trackers (the first ``track()`` turns that on). ``threads=False`` never undoes an earlier
+    ``threads=True``. Patches ``ThreadPoolExecutor.submit`` and ``Thread.start`` once per process, as
     OpenTelemetry's threading instrumentation does."""
+    global _whole_context
     with _patch_lock:
-        if "submit" not in _patched:
-            _patched.add("submit")
-            submit = ThreadPoolExecutor.submit
+        _patch(start=threads)
+        _whole_context = _whole_context or threads
 
-            def submit_in_context(
-                self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any
-            ) -> Future[Any]:
-                return submit(self, contextvars.copy_context().run, fn, *args, **kwargs)
 
-            ThreadPoolExecutor.submit = submit_in_context  # type: ignore[method-assign,assignment]
-        if threads and "start" not in _patched:
-            _patched.add("start")
-            start = threading.Thread.start
+def _patch(*, start: bool) -> None:
+    """Patch ``submit`` (and ``Thread.start`` if ``start``) unless done; the caller holds ``_patch_lock``."""
+    if "submit" not in _patched:
+        _patched.add("submit")
+        submit: Callable[..., Future[Any]] = ThreadPoolExecutor.submit
 
-            def start_in_context(self: threading.Thread) -> None:
+        def submit_in_context(self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+            # the task carries the submitter's context; a worker the pool starts now gets an empty one
+            task = contextvars.copy_context().run
+            return contextvars.Context().run(submit, self, task, fn, *args, **kwargs)
+
+        ThreadPoolExecutor.submit = submit_in_context  # type: ignore[method-assign,assignment]
+    if start and "start" not in _patched:
+        _patched.add("start")
+        thread_start = threading.Thread.start
+
+        def start_following(self: threading.Thread) -> None:
+            if _whole_context:
                 run, context = self.run, contextvars.copy_context()
                 self.run = lambda: context.run(run)  # type: ignore[method-assign]
-                start(self)
+            elif trackers := _trackers.get():  # no tracker open: the thread starts as Python starts it
+                run = self.run
 
-            threading.Thread.start = start_in_context  # type: ignore[method-assign]
+                def run_tracked() -> None:
+                    _trackers.set(trackers)  # in the thread's own context: only the trackers follow
+                    run()
+
+                self.run = run_tracked  # type: ignore[method-assign]
+            thread_start(self)
+
+        threading.Thread.start = start_following  # type: ignore[method-assign]
 
 
-def _auto_follow() -> None:
-    if not _patched and os.environ.get("BUDGETGUARD_FOLLOW_THREADS", "1") != "0":
-        follow_threads(threads=False)
+def _auto_follow(*, threads: bool) -> None:
+    """Pool tasks follow from the first ``budget_context()``, trackers follow threads from the first
+    ``track()``, unless ``BUDGETGUARD_FOLLOW_THREADS=0``."""
+    if ("start" if threads else "submit") in _patched:  # "start" is only ever patched with "submit"
+        return
+    if os.environ.get("BUDGETGUARD_FOLLOW_THREADS", "1") != "0":
+        with _patch_lock:
+            _patch(start=threads)
 
 
 @contextmanager
@@ -86,7 +111,7 @@ def budget_context(**scopes: str | None) -> Iterator[Mapping[str, str]]:
 
     Nested contexts add to (and override) the outer one; ``None`` removes a scope.
     """
-    _auto_follow()
+    _auto_follow(threads=False)
     merged = dict(_scopes.get())
     for kind, ident in scopes.items():
         if ident is None:
@@ -180,9 +205,13 @@ class Tracker:
 
 @contextmanager
 def track() -> Iterator[Tracker]:
-    """Add up every guarded or metered call inside (like LangChain's ``get_openai_callback``), in this
-    task and in the threads it starts."""
-    _auto_follow()
+    """Add up every guarded or metered call inside (like LangChain's ``get_openai_callback``): nested
+    blocks, and the asyncio tasks, pool tasks and threads started inside (threads started by those
+    threads too). The budget scopes do not follow plain threads (see ``follow_threads``).
+
+    A task or thread that outlives the block keeps adding to the tracker it started under, as long as it
+    runs: read the totals after joining the threads you started inside."""
+    _auto_follow(threads=True)
     tracker = Tracker()
     token = _trackers.set((*_trackers.get(), tracker))
     try:

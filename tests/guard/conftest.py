@@ -145,3 +145,15 @@ async def amake_guard(make_guard: MakeGuard) -> AsyncIterator[MakeGuard]:
 def _no_default_store(monkeypatch: pytest.MonkeyPatch) -> None:
     """Never let a test fall back to the user's real ledger file."""
     monkeypatch.setenv("BUDGETGUARD_URL", "memory://")
+
+
+@pytest.fixture(params=["trackers", "whole context"])
+def thread_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """What a plain ``threading.Thread`` takes from its starter: the trackers only (the default), or the
+    whole context (``follow_threads()``). The process's mode is restored after the test."""
+    monkeypatch.setattr("budgetguard._context._whole_context", False)
+    with budgetguard.track():  # the first track() patches Thread.start: the test sees it patched
+        pass
+    if request.param == "whole context":
+        budgetguard.follow_threads()
+    return str(request.param)

@@ -241,7 +241,9 @@ async def test_budget_context_across_asyncio_tasks(amake_guard: MakeGuard) -> No
     assert len(h.committed()) == 9
 
 
-def test_budget_context_follows_plain_and_propagated_threads(make_guard: MakeGuard) -> None:
+def test_budget_context_follows_propagated_threads_and_plain_ones_after_follow_threads(
+    make_guard: MakeGuard, thread_mode: str
+) -> None:
     h = make_guard()
     api = serve(chat_completion())
     create = h.guard.with_budget(openai_client(api).chat.completions.create)
@@ -249,13 +251,13 @@ def test_budget_context_follows_plain_and_propagated_threads(make_guard: MakeGua
     def work() -> None:
         create(**chat_request())
 
-    budgetguard.follow_threads()
     with budget_context(user="erin"):
-        plain = threading.Thread(target=work)  # runs in a copy of the starter's context (follow_threads)
+        plain = threading.Thread(target=work)  # erin's only after follow_threads(): it may outlive her
         carried = threading.Thread(target=budgetguard.propagate(work))
         plain.start()
         plain.join()
         carried.start()
         carried.join()
 
-    h.assert_settled({"user:erin": 2 * COST, "global": 2 * COST})
+    erin = 2 * COST if thread_mode == "whole context" else COST
+    h.assert_settled({"user:erin": erin, "global": 2 * COST})

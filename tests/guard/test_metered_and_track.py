@@ -191,7 +191,11 @@ async def test_track_across_asyncio_tasks(amake_guard: MakeGuard) -> None:
     assert sum(h.spent(f"user:{u}") for u in "abcd") == 7 * COST
 
 
-def test_track_and_scopes_follow_threads_and_pools(make_guard: MakeGuard) -> None:
+def test_track_follows_threads_and_pools_and_scopes_follow_pools(
+    make_guard: MakeGuard, thread_mode: str
+) -> None:
+    """A plain thread started inside ``track()`` (or by such a thread) adds to it; the user scope goes
+    with pool tasks, and with plain threads only after ``follow_threads()``."""
     h = make_guard()
     create = h.guard.with_budget(openai_client(serve(chat_completion())).chat.completions.create)
 
@@ -203,7 +207,6 @@ def test_track_and_scopes_follow_threads_and_pools(make_guard: MakeGuard) -> Non
         inner.start()
         inner.join()
 
-    budgetguard.follow_threads()  # plain threads too (pools follow by default)
     with track() as t, budget_context(user="zoe"):
         threads = [threading.Thread(target=work), threading.Thread(target=nested)]
         for thread in threads:
@@ -214,43 +217,130 @@ def test_track_and_scopes_follow_threads_and_pools(make_guard: MakeGuard) -> Non
             thread.join()
     work()  # outside the block: not tracked, no user scope
 
-    assert t.calls == 4
-    assert h.spent("user:zoe") == 4 * COST
-    assert h.spent("global") == 5 * COST
+    assert (t.calls, t.by_model["gpt-4o"].calls) == (4, 4)
+    assert (t.input_tokens, t.output_tokens) == (4 * 2006, 4 * 300)
+    assert t.cost == to_usd(4 * COST)
+    zoe = 4 if thread_mode == "whole context" else 2  # the pool tasks, and plain threads if asked
+    h.assert_settled({"user:zoe": zoe * COST, "global": 5 * COST})
+    assert sorted(len(e.scopes) for e in h.committed()) == [1] * (5 - zoe) + [2] * zoe
 
 
-@pytest.mark.parametrize(("env", "expected"), [("1", "0 1 1"), ("0", "0 1 0")])
-def test_by_default_pools_follow_and_plain_threads_need_propagate(env: str, expected: str) -> None:
-    """A fresh process: pool tasks follow the context (unless BUDGETGUARD_FOLLOW_THREADS=0); a plain
-    thread, which may outlive the request that started it, follows only through ``propagate``."""
+def test_track_counts_threads_started_inside_it_even_after_it_ends(make_guard: MakeGuard) -> None:
+    """A thread started before the block is not counted, even for calls made while the block is open;
+    one started inside keeps adding to the tracker after the block ends (read it after joining)."""
+    h = make_guard()
+    create = h.guard.with_budget(openai_client(serve(chat_completion())).chat.completions.create)
+    opened, closed = threading.Event(), threading.Event()
+
+    def call_after(gate: threading.Event) -> None:
+        assert gate.wait(10)
+        create(**chat_request())
+
+    before = threading.Thread(target=call_after, args=(opened,))
+    before.start()
+    assert "run" not in vars(before)  # no tracker open: the thread starts unwrapped
+    with track() as t:
+        opened.set()
+        before.join()
+        outliving = threading.Thread(target=call_after, args=(closed,))
+        outliving.start()
+    assert t.calls == 0
+    closed.set()
+    outliving.join()
+
+    assert t.calls == 1
+    assert t.cost == to_usd(COST)
+    assert h.spent("global") == 2 * COST
+
+
+def test_nested_trackers_both_count_a_thread(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    create = h.guard.with_budget(openai_client(serve(chat_completion())).chat.completions.create)
+
+    def run_thread() -> None:
+        thread = threading.Thread(target=lambda: create(**chat_request()))
+        thread.start()
+        thread.join()
+
+    with track() as outer:
+        run_thread()
+        with track() as inner:
+            run_thread()
+            run_thread()
+
+    assert (outer.calls, inner.calls) == (3, 2)
+    assert (outer.cost, inner.cost) == (to_usd(3 * COST), to_usd(2 * COST))
+    assert h.spent("global") == 3 * COST
+
+
+def test_pool_workers_do_not_keep_the_context_they_were_started_in(
+    make_guard: MakeGuard, thread_mode: str
+) -> None:
+    """A pool's worker threads live as long as the pool: each task runs in its submitter's context, and
+    a done callback, which runs in the worker's own, gets neither tracker nor scope."""
+    h = make_guard()
+    create = h.guard.with_budget(openai_client(serve(chat_completion())).chat.completions.create)
+
+    def work(*_: Any) -> None:
+        create(**chat_request())
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with track() as t, budget_context(user="yann"):
+            pool.submit(work).result()  # starts the pool's worker
+        gate = threading.Event()
+        later = pool.submit(gate.wait, 10)
+        later.add_done_callback(work)  # runs in the worker once the task is done
+        gate.set()
+
+    assert t.calls == 1
+    h.assert_settled({"user:yann": COST, "global": 2 * COST})
+
+
+def test_a_fresh_process_follows_pools_and_tracks_threads_without_their_scopes() -> None:
+    """A fresh process: pool tasks follow the context and plain threads add to the open trackers, but a
+    plain thread, which may outlive the request that started it, gets the scopes only through
+    ``propagate`` or after ``follow_threads()``, which reuses the one ``Thread.start`` patch.
+    ``BUDGETGUARD_FOLLOW_THREADS=0`` keeps Python's behaviour (and its ``Thread.start``)."""
     script = textwrap.dedent(
         """
         import threading
         from concurrent.futures import ThreadPoolExecutor
         import budgetguard as bg
 
-        guard = bg.Guard("memory://")
-        call = guard.metered(lambda **kw: {"usage": {"prompt_tokens": 10, "completion_tokens": 5}},
-                             estimate=lambda **kw: {"model": "gpt-4o-mini", "messages": [], "max_tokens": 5})
-        counts = []
-        for run in ("plain", "propagated", "pool"):
-            with bg.track() as t:
+        guard = bg.Guard("memory://", budgets=[bg.Budget("user", usd="1"), bg.Budget("global", usd="1")])
+        reply = {"usage": {"prompt_tokens": 10, "completion_tokens": 5}}
+        call = guard.metered(
+            lambda **kw: reply, estimate=lambda **kw: {"model": "gpt-4o", "messages": [], "max_tokens": 5}
+        )
+        out = []
+        for run in ("plain", "propagated", "pool", "follow_threads"):
+            if run == "follow_threads":
+                start = threading.Thread.start
+                out.append(start.__module__)
+                bg.follow_threads()
+                out.append("same" if threading.Thread.start is start else "new")
+            with bg.budget_context(user="u"), bg.track() as t:
                 if run == "pool":
                     with ThreadPoolExecutor(1) as pool:
                         pool.submit(call).result()
                 else:
-                    thread = threading.Thread(target=call if run == "plain" else bg.propagate(call))
+                    thread = threading.Thread(target=bg.propagate(call) if run == "propagated" else call)
                     thread.start()
                     thread.join()
-            counts.append(t.calls)
-        print(*counts)
+            entry = guard.ledger.history(events=["committed"])[-1]
+            out.append(f"{t.calls}{'u' if 'user:u' in entry.scopes else '-'}")
+        print(*out)
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], env={**os.environ, "BUDGETGUARD_FOLLOW_THREADS": env},
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    assert done.stdout.strip() == expected
+    for env, expected in [
+        ("1", "1- 1u 1u budgetguard._context same 1u"),
+        ("0", "0- 1u 0- threading new 1u"),  # follow_threads() still works when asked
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-c", script], env={**os.environ, "BUDGETGUARD_FOLLOW_THREADS": env},
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert done.stdout.strip() == expected, env
 
 
 def test_track_without_budgets(make_guard: MakeGuard) -> None:
