@@ -7,6 +7,11 @@ and releases the hold in ``on_llm_error``. Every run is one attempt, so ``with_r
 ``with_fallbacks`` are counted per attempt, and a refusal raised from ``on_chat_model_start`` stops the
 call (the handler sets ``raise_error``): ``model.with_fallbacks([cheaper])`` then routes to the cheaper model.
 
+A batch (``generate([p1, p2])``, a completion model's ``batch``) starts all its runs before it sends any;
+when one start is refused or fails, LangChain sends none and ends none, so the handler releases the holds
+of the runs started with it (never charged). A start that another handler fails is not reported to this
+one: the holds taken for it and its batch wait for their lease (the guard's ``lease``, 120 s by default).
+
 ``get_budget_callback()`` is a drop-in for ``get_openai_callback()``: every LangChain run inside is
 guarded and charged to the ledger, and the totals (tokens, exact ``Decimal`` cost, calls, per model)
 come from ``budgetguard.track()``.
@@ -17,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -70,7 +76,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self._guard = guard
         self.enforce = enforce
         self.scopes = scopes
-        self._attempts: dict[UUID, tuple[Attempt, Estimate]] = {}
+        self._attempts: dict[UUID, tuple[Attempt, Estimate, _Batch | None]] = {}
+        self._batches: OrderedDict[tuple[int, int], _Batch] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -86,8 +93,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        batch = [message for prompt in messages for message in prompt]
-        self._reserve(run_id, batch, kwargs.get("invocation_params"), metadata)
+        flat = [message for prompt in messages for message in prompt]
+        self._start(run_id, flat, metadata, kwargs)
 
     def on_llm_start(
         self,
@@ -98,8 +105,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        batch = [{"role": "user", "content": prompt} for prompt in prompts]
-        self._reserve(run_id, batch, kwargs.get("invocation_params"), metadata)
+        flat = [{"role": "user", "content": prompt} for prompt in prompts]
+        self._start(run_id, flat, metadata, kwargs)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         run = self._pop(run_id)
@@ -121,13 +128,34 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         else:
             attempt.commit(partial)
 
-    def _reserve(
+    def _start(
         self,
         run_id: UUID,
         messages: Sequence[BaseMessage | Mapping[str, Any]],
+        metadata: Mapping[str, Any] | None,
+        kwargs: Mapping[str, Any],
+    ) -> None:
+        batch = self._join(kwargs)
+        try:
+            attempt, est = self._reserve(messages, kwargs.get("invocation_params"), metadata)
+        except BaseException:
+            self._give_up(batch)  # LangChain sends none of the batch now, and never ends its runs
+            raise
+        with self._lock:
+            late = batch is not None and batch.given_up
+            if not late:
+                self._attempts[run_id] = (attempt, est, batch)
+                if batch is not None:
+                    batch.runs.add(run_id)
+        if late:  # an async sibling that held after the refusal: its run is never sent either
+            attempt.release()
+
+    def _reserve(
+        self,
+        messages: Sequence[BaseMessage | Mapping[str, Any]],
         params: Mapping[str, Any] | None,
         metadata: Mapping[str, Any] | None,
-    ) -> None:
+    ) -> tuple[Attempt, Estimate]:
         metadata = metadata or {}
         request, provider = request_from_run(messages, params or {}, metadata)
         guard = self.guard
@@ -140,12 +168,67 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             arguments=metadata,
         )
         attempt.reserve()
+        return attempt, est
+
+    def _join(self, kwargs: Mapping[str, Any]) -> _Batch | None:
+        """The batch this start belongs to (``None``: a run alone). LangChain starts every run of one
+        ``generate`` call before it sends any, and passes them all the same ``invocation_params`` and
+        ``options`` objects, new for each call: those objects are the batch's identity (not
+        ``parent_run_id``: parallel branches in flight share it, and top-level runs have none)."""
+        params, options, size = (kwargs.get(key) for key in ("invocation_params", "options", "batch_size"))
+        if params is None or options is None or not isinstance(size, int) or size < 2:
+            return None
+        key = (id(params), id(options))
         with self._lock:
-            self._attempts[run_id] = (attempt, est)
+            batch = self._batches.get(key)
+            if batch is None:
+                batch = self._batches[key] = _Batch(key, (params, options), size)
+                if len(self._batches) > _BATCHES_KEPT:  # batches whose later runs never started
+                    self._batches.popitem(last=False)
+            batch.started += 1
+            if batch.started >= size:  # every run has started: no later start to tell about the batch
+                del self._batches[key]
+        return batch
+
+    def _give_up(self, batch: _Batch | None) -> None:
+        """Release the holds of a batch whose start raised: none of its runs was sent."""
+        if batch is None:
+            return
+        with self._lock:
+            batch.given_up = True
+            held = [self._attempts.pop(run)[0] for run in batch.runs if run in self._attempts]
+            batch.runs.clear()
+        for attempt in held:
+            attempt.release()
 
     def _pop(self, run_id: UUID) -> tuple[Attempt, Estimate] | None:
         with self._lock:
-            return self._attempts.pop(run_id, None)
+            run = self._attempts.pop(run_id, None)
+            if run is None:
+                return None
+            attempt, est, batch = run
+            if batch is not None:  # a run ended: its batch has started in full
+                batch.runs.discard(run_id)
+                if self._batches.get(batch.key) is batch:
+                    del self._batches[batch.key]
+            return attempt, est
+
+
+_BATCHES_KEPT = 1024
+"""Batches tracked at most: one given up stays until its last start (async siblings start late) or,
+as after a sync refusal its later runs never start, until newer batches push it out."""
+
+
+@dataclasses.dataclass(eq=False)
+class _Batch:
+    """The runs of one ``generate`` call, started and not yet ended."""
+
+    key: tuple[int, int]
+    marks: tuple[object, object]  # held, so that no other batch reuses their ids while this one is kept
+    size: int
+    started: int = 0
+    runs: set[UUID] = dataclasses.field(default_factory=set)
+    given_up: bool = False
 
 
 # -- request and usage ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""A LangChain chat model for tests: canned replies that carry usage metadata, as provider models do."""
+"""LangChain models for tests: canned replies that carry usage, as provider models do."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.language_models import BaseChatModel, BaseLLM, LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation, LLMResult
 from pydantic import Field
 
 
@@ -40,6 +40,8 @@ class UsageChat(BaseChatModel):
     replies: list[Any] = Field(default_factory=list)
     """AIMessages to reply with, or exceptions to raise, in order."""
     sent: list[list[BaseMessage]] = Field(default_factory=list)
+    gate: Any = None
+    """A ``threading.Event`` the model waits for (10 s at most) before it replies."""
 
     @property
     def _llm_type(self) -> str:
@@ -57,6 +59,8 @@ class UsageChat(BaseChatModel):
 
     def _next(self, messages: list[BaseMessage]) -> AIMessage:
         self.sent.append(messages)
+        if self.gate is not None and not self.gate.wait(10):
+            raise TimeoutError("the test never opened the gate")
         answer = self.replies.pop(0)
         if isinstance(answer, Exception):
             raise answer
@@ -88,3 +92,39 @@ class UsageChat(BaseChatModel):
                     usage_metadata=answer.usage_metadata if last else None,
                 )
             )
+
+
+class UsageLLM(BaseLLM):
+    """A completion model: one generation per prompt, usage in ``llm_output["token_usage"]``."""
+
+    model: str = "gpt-4o-mini"
+    max_tokens: int | None = None
+    replies: list[tuple[str, int, int]] = Field(default_factory=list)
+    """(text, prompt tokens, completion tokens) to reply with, in order."""
+    sent: list[str] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "usage-llm"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.model, "max_tokens": self.max_tokens}
+
+    def _generate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        self.sent += prompts
+        answers = [self.replies.pop(0) for _ in prompts]
+        usage = {
+            "prompt_tokens": sum(a[1] for a in answers),
+            "completion_tokens": sum(a[2] for a in answers),
+            "total_tokens": sum(a[1] + a[2] for a in answers),
+        }
+        return LLMResult(
+            generations=[[Generation(text=text)] for text, _, _ in answers], llm_output={"token_usage": usage}
+        )

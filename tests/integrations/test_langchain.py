@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
+from langchain_core.runnables import RunnableParallel
 
 import budgetguard as bg
 from budgetguard.integrations.langchain import (
@@ -16,25 +22,29 @@ from budgetguard.integrations.langchain import (
     request_from_run,
     usage_from_result,
 )
-from tests.integrations.chat_models import UsageChat, reply
+from tests.integrations.chat_models import UsageChat, UsageLLM, reply
 
 PROMPT = [SystemMessage("You are terse."), HumanMessage("Name three primes.")]
 OPENAI_PROMPT = [
     {"role": "system", "content": "You are terse."},
     {"role": "user", "content": "Name three primes."},
 ]
+LONG = [SystemMessage("You are terse."), HumanMessage("Name three primes. " * 400)]
 
 
 class Overloaded(Exception):
     """A provider error the guard does not charge (an error response is not billed)."""
 
 
-def make(usd: str = "1", **kw: Any) -> tuple[bg.Guard, list[bg.Event]]:
+def make(
+    usd: str = "1", hook: Callable[[bg.Event], None] | None = None, **kw: Any
+) -> tuple[bg.Guard, list[bg.Event]]:
+    """A guard, and the events it emitted; ``hook`` sees each event once it is listed."""
     events: list[bg.Event] = []
     guard = bg.Guard(
         "memory://",
         budgets=[bg.Budget("user", usd=usd, per="day"), bg.Budget("global", usd="100", per="day")],
-        on_event=events.append,
+        on_event=[events.append, *([hook] if hook else [])],
         **kw,
     )
     return guard, events
@@ -310,3 +320,167 @@ def test_a_run_that_failed_before_any_chunk_is_released() -> None:
         list(model.stream(PROMPT, config={"callbacks": [BudgetCallbackHandler(guard, user="lee")]}))
     assert [e.kind for e in events] == ["reserved", "released"]
     assert spent(guard, "user:lee") == (0, 0)
+
+
+# -- a refused run of a batch: its siblings were never sent ---------------------------------------
+
+
+def short_estimate(messages: list[dict[str, Any]] = OPENAI_PROMPT) -> bg.Estimate:
+    return bg.estimate({"model": "gpt-4o-mini", "messages": messages, "max_completion_tokens": 100})
+
+
+def limit_of(short: bg.Estimate, times: int) -> str:
+    """A user limit that admits ``times`` short runs, not one more, and never a LONG run."""
+    nano = bg.to_nano(short.cost)
+    return str(bg.to_usd(nano * times + nano // 2))
+
+
+class Watched(BudgetCallbackHandler):
+    """The handler; ``refused`` is set once it has handled a refusal (and released its batch)."""
+
+    def __init__(self, guard: bg.Guard, **scopes: Any) -> None:
+        super().__init__(guard, **scopes)
+        self.refused = threading.Event()
+
+    def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().on_chat_model_start(*args, **kwargs)
+        except bg.BudgetExceededError:
+            self.refused.set()
+            raise
+
+
+def test_a_refused_run_of_a_batch_releases_the_runs_started_before_it() -> None:
+    short = short_estimate()
+    guard, events = make(usd=limit_of(short, 1))
+    model = UsageChat(max_tokens=100, replies=[reply("2, 3, 5", 21, 7)])
+    handler = BudgetCallbackHandler(guard, user="max")
+
+    with pytest.raises(bg.BudgetExceededError):
+        model.generate([PROMPT, LONG, PROMPT], callbacks=[handler])  # the third never starts
+
+    assert model.sent == []
+    assert [e.kind for e in events] == ["reserved", "refused", "released"]
+    assert events[2].reason == "NotSent" and events[2].estimated == short.cost
+    assert spent(guard, "user:max") == (0, 0)
+    assert spent(guard, "global") == (0, 0)
+    model.invoke(PROMPT, config={"callbacks": [handler]})  # the released hold no longer blocks it
+    cost = bg.to_nano(bg.cost("gpt-4o-mini", bg.Usage(input_tokens=21, output_tokens=7)))
+    assert spent(guard, "user:max") == (cost, 0)
+
+
+def test_a_refused_prompt_of_a_completion_model_batch_releases_its_siblings() -> None:
+    short = short_estimate([{"role": "user", "content": "Name three primes."}])
+    guard, events = make(usd=limit_of(short, 1))
+    llm = UsageLLM(max_tokens=100, replies=[("2, 3, 5", 12, 7)])
+    config: Any = {"callbacks": [BudgetCallbackHandler(guard, user="nia")]}
+
+    with pytest.raises(bg.BudgetExceededError):
+        llm.batch(["Name three primes.", "Name three primes. " * 400], config=config)  # one generate call
+
+    assert llm.sent == []
+    assert [e.kind for e in events] == ["reserved", "refused", "released"]
+    assert spent(guard, "user:nia") == (0, 0)
+    assert llm.invoke("Name three primes.", config=config) == "2, 3, 5"
+    cost = bg.to_nano(bg.cost("gpt-4o-mini", bg.Usage(input_tokens=12, output_tokens=7)))
+    assert spent(guard, "user:nia") == (cost, 0)
+
+
+async def test_an_async_batch_releases_siblings_reserved_before_and_after_the_refusal() -> None:
+    fewer = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Two primes?"}]
+    first, late = short_estimate(), short_estimate(fewer)
+    assert first.cost != late.cost
+    first_held, first_released, late_released = threading.Event(), threading.Event(), threading.Event()
+
+    def order(event: bg.Event) -> None:
+        """The runs start together in threads: make one hold before the refusal, one after it."""
+        if event.kind == "reserved" and event.estimated == first.cost:
+            first_held.set()
+        elif event.kind == "refused":
+            first_held.wait(10)
+        elif event.kind == "reserved" and event.estimated == late.cost:
+            first_released.wait(10)  # the batch is given up by now: this hold comes late
+        elif event.kind == "released":
+            (first_released if event.estimated == first.cost else late_released).set()
+
+    guard, events = make(usd=str(bg.to_usd(bg.to_nano(first.cost) + bg.to_nano(late.cost))), hook=order)
+    model = UsageChat(max_tokens=100)
+    prompts = [PROMPT, LONG, [SystemMessage("You are terse."), HumanMessage("Two primes?")]]
+
+    with pytest.raises(bg.BudgetExceededError):
+        await model.agenerate(prompts, callbacks=[BudgetCallbackHandler(guard, user="oz")])
+
+    assert await asyncio.to_thread(late_released.wait, 10)  # the late start finishes in its thread
+    assert model.sent == []
+    assert sorted(e.kind for e in events) == ["refused", "released", "released", "reserved", "reserved"]
+    assert spent(guard, "user:oz") == (0, 0)
+
+
+async def test_an_async_completion_model_batch_releases_its_siblings() -> None:
+    short = short_estimate([{"role": "user", "content": "Name three primes."}])
+    released = threading.Event()
+    guard, events = make(usd=limit_of(short, 1), hook=lambda e: e.kind == "released" and released.set())
+    llm = UsageLLM(max_tokens=100)
+    config: Any = {"callbacks": [BudgetCallbackHandler(guard, user="ray")]}
+
+    with pytest.raises(bg.BudgetExceededError):
+        await llm.abatch(["Name three primes. " * 400, "Name three primes."], config=config)
+
+    assert await asyncio.to_thread(released.wait, 10)  # before or after the refusal, it is released
+    assert llm.sent == []
+    assert sorted(e.kind for e in events) == ["refused", "released", "reserved"]
+    assert spent(guard, "user:ray") == (0, 0)
+
+
+def test_a_refused_batch_leaves_a_concurrent_run_on_the_same_handler_alone() -> None:
+    short = short_estimate()
+    held = threading.Event()
+    guard, events = make(usd=limit_of(short, 2), hook=lambda _: held.set())
+    handler = Watched(guard, user="pat")
+    in_flight = UsageChat(max_tokens=100, replies=[reply("7", 21, 2)], gate=handler.refused)
+    model = UsageChat(max_tokens=100)
+
+    with ThreadPoolExecutor(1) as pool:
+        other = pool.submit(in_flight.invoke, PROMPT, config={"callbacks": [handler]})  # top level too
+        assert held.wait(10)  # it holds its estimate and waits in the model until the refusal is handled
+        with pytest.raises(bg.BudgetExceededError):
+            model.generate([PROMPT, LONG], callbacks=[handler])
+        assert other.result(10).content == "7"
+
+    assert [e.kind for e in events] == ["reserved", "reserved", "refused", "released", "committed"]
+    assert events[3].reservation_id == events[1].reservation_id  # the batch's run, not the other
+    cost = bg.to_nano(bg.cost("gpt-4o-mini", bg.Usage(input_tokens=21, output_tokens=2)))
+    assert spent(guard, "user:pat") == (cost, 0)
+
+
+class HoldBack(BaseCallbackHandler):
+    """Lets gpt-4o runs start only once ``ready`` is set."""
+
+    raise_error = True
+
+    def __init__(self, ready: threading.Event) -> None:
+        self.ready = ready
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+        if kwargs["invocation_params"]["model"] == "gpt-4o":
+            self.ready.wait(10)
+
+
+def test_a_refusal_never_releases_a_parallel_branch_in_flight() -> None:
+    held = threading.Event()
+    guard, events = make(usd="0.01", hook=lambda _: held.set())
+    handler = Watched(guard, user="quin")
+    cheap = UsageChat(max_tokens=100, replies=[reply("cheap", 20, 5)], gate=handler.refused)
+    dear = UsageChat(model="gpt-4o", max_tokens=4000)  # $0.04 worst case: refused
+    both = RunnableParallel(cheap=cheap, dear=dear)  # both runs are children of the parallel's run
+
+    with pytest.raises(bg.BudgetExceededError):
+        both.invoke(PROMPT, config={"callbacks": [HoldBack(held), handler]})
+
+    assert [(e.kind, e.model) for e in events] == [
+        ("reserved", "gpt-4o-mini"),
+        ("refused", "gpt-4o"),
+        ("committed", "gpt-4o-mini"),
+    ]
+    cost = bg.to_nano(bg.cost("gpt-4o-mini", bg.Usage(input_tokens=20, output_tokens=5)))
+    assert spent(guard, "user:quin") == (cost, 0)

@@ -119,6 +119,26 @@ def test_get_budget_callback_totals_match_the_provider(fresh: MockProvider) -> N
     assert set(cb.by_model) == {"gpt-4o-mini", "gpt-4o"}
 
 
+def test_a_batch_with_a_refused_prompt_sends_nothing_and_holds_nothing(fresh: MockProvider) -> None:
+    guard, events = make(usd="0.00004")  # one short run's worst case ($0.00002745), not two
+    handler = BudgetCallbackHandler(guard, user="gil")
+    model = chat(fresh)
+    long = [PROMPT[0], HumanMessage("Why do budgets need reservations? " * 300)]
+
+    with pytest.raises(bg.BudgetExceededError):
+        model.generate([PROMPT, long, PROMPT], callbacks=[handler])
+
+    assert fresh.requests == []
+    assert [e.kind for e in events] == ["reserved", "refused", "released"]
+    [counter] = guard.counters_for([bg.Scope("user", "gil")])
+    [status] = guard.ledger.status([counter])
+    assert (status.spent, status.held) == (0, 0)
+    model.invoke(PROMPT, config={"callbacks": [handler]})  # admitted: nothing is left held
+    [usage] = fresh.usages
+    [status] = guard.ledger.status([counter])
+    assert (status.spent, status.held) == (bg.to_nano(bg.cost("gpt-4o-mini", charged(usage))), 0)
+
+
 def test_a_timeout_may_have_been_billed_and_is_charged_its_input(fresh: MockProvider) -> None:
     guard, events = make()
     fresh.delay(seconds=1.5, times=1, path="/v1/chat/completions")
