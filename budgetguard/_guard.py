@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar, final, overload
 
 import tenacity
 from tenacity import RetryCallState
@@ -144,6 +144,7 @@ def charge_if_maybe_billed(exc: BaseException) -> bool:
 # -- actions the flow yields (built per call and never changed: slotted, not frozen, which is cheaper) --
 
 
+@final
 @dataclass(slots=True)
 class _Reserve:
     holds: tuple[Hold, ...]
@@ -154,30 +155,54 @@ class _Reserve:
     job: Job | None = None
     """The job whose hold this draws on, else the store's counters."""
 
+    def send(self, store: Ledger | AsyncLedger | Job, lease: float) -> Any:
+        """Send it: the store's reply (a ``Ledger``, a ``Job``) or an awaitable of it (an ``AsyncLedger``)."""
+        lease = lease if self.lease is None else self.lease
+        return store.reserve(self.holds, lease=lease, meta=self.meta, enforce=self.enforce)
 
+
+@final
 @dataclass(slots=True)
 class _Resolve:
     reservation: Reservation
     actual: Mapping[Unit, int] | None
     meta: Mapping[str, Any]
 
+    @property
+    def job(self) -> Job | None:
+        """The job a draw on a job's hold settles on."""
+        reservation = self.reservation
+        return reservation.job if isinstance(reservation, _Draw) else None
 
+    def send(self, store: Ledger | AsyncLedger | Job, lease: float) -> Any:
+        if self.actual is None:
+            return store.release(self.reservation, meta=self.meta)
+        return store.commit(self.reservation, self.actual, meta=self.meta)
+
+
+@final
 @dataclass(slots=True)
 class _Call:
     model: str | None
 
 
+@final
 @dataclass(slots=True)
 class _Sleep:
     seconds: float
 
 
+@final
 @dataclass(slots=True)
 class _Status:
     counters: tuple[CounterSpec, ...]
     job: Job | None = None
 
+    def send(self, store: Ledger | AsyncLedger | Job, lease: float) -> Any:
+        return store.status(self.counters)
 
+
+@final
 @dataclass(slots=True)
 class _Count:
     """Ask the provider's token counting endpoint (``Estimator.count_request``) for the input tokens."""
@@ -481,25 +506,14 @@ class Guard:
                 error = exc
 
     def _perform_sync(self, action: Action, call: Callable[[str | None], Any]) -> Any:
-        if isinstance(action, _Call):
+        if type(action) is _Call:
             return call(action.model)
-        if isinstance(action, _Sleep):
+        if type(action) is _Sleep:
             time.sleep(action.seconds)
             return None
-        if isinstance(action, _Count):
+        if type(action) is _Count:
             return self.estimator.count_tokens(action.request)
-        return self._on_store(_job_for(action) or self._sync or self.ledger, action)
-
-    def _on_store(self, store: Ledger | AsyncLedger | Job, action: _Reserve | _Resolve | _Status) -> Any:
-        """Send a store action: its result (a ``Ledger``) or an awaitable of it (an ``AsyncLedger``)."""
-        if isinstance(action, _Reserve):
-            lease = self.lease if action.lease is None else action.lease
-            return store.reserve(action.holds, lease=lease, meta=action.meta, enforce=action.enforce)
-        if isinstance(action, _Resolve):
-            if action.actual is None:
-                return store.release(action.reservation, meta=action.meta)
-            return store.commit(action.reservation, action.actual, meta=action.meta)
-        return store.status(action.counters)
+        return action.send(action.job or self._sync or self.ledger, self.lease)
 
     async def _run_async(self, flow: Flow, call: Callable[[str | None], Any]) -> Any:
         reply: Any = None
@@ -516,20 +530,20 @@ class Guard:
                 error = exc
 
     async def _perform_async(self, action: Action, call: Callable[[str | None], Any]) -> Any:
-        if isinstance(action, _Call):
+        if type(action) is _Call:
             return await call(action.model)
-        if isinstance(action, _Sleep):
+        if type(action) is _Sleep:
             await asyncio.sleep(action.seconds)
             return None
-        if isinstance(action, _Count):
+        if type(action) is _Count:
             return await self.estimator.acount_tokens(action.request)
-        job = _job_for(action)
+        job = action.job
         if job is not None:
-            return self._on_store(job, action)  # in memory, no I/O
+            return action.send(job, self.lease)  # in memory, no I/O
         store = self.async_ledger
         if isinstance(store, AsyncLedger):
-            return await self._on_store(store, action)
-        return await asyncio.to_thread(self._on_store, store, action)  # a local store: off the loop
+            return await action.send(store, self.lease)
+        return await asyncio.to_thread(action.send, store, self.lease)  # a local store: off the loop
 
     # -- jobs ------------------------------------------------------------------------------------
 
@@ -1142,14 +1156,6 @@ def _scope_set(ids: Mapping[str, str]) -> _Scopes:
 
 
 _scope_sets: dict[tuple[tuple[str, str], ...], _Scopes] = {}
-
-
-def _job_for(action: _Reserve | _Resolve | _Status) -> Job | None:
-    """The job whose hold a store action goes to (a draw settles on its own job), or ``None``."""
-    if isinstance(action, _Resolve):
-        reservation = action.reservation
-        return reservation.job if isinstance(reservation, _Draw) else None
-    return action.job
 
 
 @functools.lru_cache(maxsize=64)

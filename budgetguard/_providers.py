@@ -10,7 +10,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._usage import Usage, _get, _merge_anthropic_delta
+from ._usage import Usage, _get, _merge_anthropic_delta, _reader
 
 __all__ = ["StreamFolder", "request_variant", "response_variant", "sdk_provider", "without_sdk_retries"]
 
@@ -100,16 +100,28 @@ def served_tier(response: Any) -> str | None:
     OpenAI responses and chunks carry ``service_tier`` (``"flex"``, ``"priority"``, ``"default"``...);
     Anthropic reports ``usage.service_tier`` (``"standard"``, ``"priority"``, ``"batch"``) and
     ``usage.speed`` (reported here as the tier ``"fast"``)."""
-    for holder in (response, _get(response, "response"), _get(response, "message")):
-        if holder is None:
-            continue
-        usage = _get(holder, "usage")
-        if _get(usage, "speed") == "fast":
-            return "fast-mode"
-        for tier in (_get(holder, "service_tier"), _get(usage, "service_tier")):
-            if isinstance(tier, str):
+    tier = _tier_of(response)
+    if tier is None:  # a Responses API event or an Anthropic message_start carries the object
+        for name in ("response", "message"):
+            nested = _get(response, name)
+            if nested is not None and (tier := _tier_of(nested)) is not None:
                 return tier
-    return None
+    return tier
+
+
+_TIER_FIELDS = ("usage", "speed", "service_tier")
+
+
+def _tier_of(holder: Any) -> str | None:
+    get = _reader(holder, _TIER_FIELDS)
+    usage = get("usage")
+    get_usage = _reader(usage, _TIER_FIELDS) if usage is not None else None
+    if get_usage is not None and get_usage("speed") == "fast":
+        return "fast-mode"
+    tier = get("service_tier")
+    if not isinstance(tier, str) and get_usage is not None:
+        tier = get_usage("service_tier")
+    return tier if isinstance(tier, str) else None
 
 
 def response_variant(tier: str | None, requested: Variant | None) -> Variant | None:
@@ -134,8 +146,8 @@ def prepare_openai_stream(request: dict[str, Any]) -> None:
 
 
 def is_stream(result: Any) -> bool:
-    if isinstance(result, str | bytes | Mapping) or hasattr(result, "model_dump"):
-        return False
+    if type(result) is dict or hasattr(result, "model_dump") or isinstance(result, str | bytes | Mapping):
+        return False  # (the common replies first: an SDK object or a dict)
     return hasattr(result, "__next__") or hasattr(result, "__anext__") or is_stream_manager(result)
 
 

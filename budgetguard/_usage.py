@@ -16,7 +16,7 @@ already excludes cache reads and writes, which come as separate counts. Both are
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -44,6 +44,23 @@ def _get(obj: Any, name: str) -> Any:
     if isinstance(obj, Mapping):
         return obj.get(name)
     return getattr(obj, name, None)
+
+
+def _reader(obj: Any, names: tuple[str, ...]) -> Callable[[str], Any]:
+    """``_get`` bound to ``obj``, for reading the fields ``names`` only, with C calls where it can: a
+    dict's own ``get``, or the ``__dict__.get`` of an SDK (pydantic) object without extra fields whose
+    class defines none of ``names`` (``getattr`` reads them from ``__dict__`` or fails)."""
+    cls: Any = type(obj)
+    if cls is dict:
+        return obj.get  # type: ignore[no-any-return]
+    if _plain_fields(cls, names) and not obj.__pydantic_extra__:
+        return obj.__dict__.get  # type: ignore[no-any-return]
+    return functools.partial(_get, obj)
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_fields(cls: Any, names: tuple[str, ...]) -> bool:
+    return all(_model_field(cls, name) for name in names)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -128,7 +145,12 @@ class Usage:
         return Usage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
     def to_dict(self) -> dict[str, int]:
-        return {name: value for name in _FIELDS if (value := getattr(self, name))}
+        """The non-zero counts by field name."""
+        counts = (
+            self.input_tokens, self.cache_read_tokens, self.cache_write_tokens,
+            self.cache_write_1h_tokens, self.output_tokens, self.reasoning_tokens,
+        )  # fmt: skip
+        return {name: value for name, value in zip(_FIELDS, counts, strict=True) if value}
 
     # -- readers ---------------------------------------------------------------------------
 
@@ -143,12 +165,13 @@ class Usage:
         """
         if isinstance(response, Usage):
             return response
-        kind = _get(response, "type")
+        get = _reader(response, _RESPONSE_FIELDS)
+        kind = get("type")
         if kind == "message_start":
-            return cls.from_response(_get(response, "message"))
+            return cls.from_response(get("message"))
         if kind in ("response.completed", "response.incomplete", "response.failed"):
-            return cls.from_response(_get(response, "response"))
-        usage = _get(response, "usage")
+            return cls.from_response(get("response"))
+        usage = get("usage")
         if usage is None:
             if _looks_like_usage(response):
                 usage = response
@@ -192,22 +215,30 @@ def _looks_like_usage(obj: Any) -> bool:
     return any(_get(obj, key) is not None for key in ("prompt_tokens", "input_tokens", "output_tokens"))
 
 
+_RESPONSE_FIELDS = ("type", "message", "response", "usage")
+_USAGE_FIELDS = (
+    "prompt_tokens", "prompt_tokens_details", "completion_tokens", "total_tokens",
+    "completion_tokens_details", "input_tokens_details", "input_tokens", "output_tokens",
+)  # fmt: skip
+
+
 def _parse_usage(usage: Any) -> Usage:
-    prompt = _get(usage, "prompt_tokens")
+    get = _reader(usage, _USAGE_FIELDS)
+    prompt = get("prompt_tokens")
     if prompt is not None:  # OpenAI chat: cached is a subset of prompt
-        details = _get(usage, "prompt_tokens_details")
-        completion = _get(usage, "completion_tokens")
-        if completion is None and _get(usage, "total_tokens") == prompt:
+        details = get("prompt_tokens_details")
+        completion = get("completion_tokens")
+        if completion is None and get("total_tokens") == prompt:
             completion = 0  # embeddings report only prompt and total tokens
         return _openai_usage(
             total_in=_checked(prompt, "prompt_tokens", usage),
             cached=_count(details, "cached_tokens"),
             written=_count(details, "cache_write_tokens"),
             output=_checked(completion, "completion_tokens", usage, required=True),
-            reasoning=_count(_get(usage, "completion_tokens_details"), "reasoning_tokens"),
+            reasoning=_count(get("completion_tokens_details"), "reasoning_tokens"),
         )
-    if _get(usage, "input_tokens_details") is not None or _get(usage, "total_tokens") is not None:
-        details = _get(usage, "input_tokens_details")  # OpenAI Responses: cached is a subset
+    if get("input_tokens_details") is not None or get("total_tokens") is not None:
+        details = get("input_tokens_details")  # OpenAI Responses: cached is a subset
         return _openai_usage(
             total_in=_count(usage, "input_tokens", required=True),
             cached=_count(details, "cached_tokens"),
@@ -215,7 +246,7 @@ def _parse_usage(usage: Any) -> Usage:
             output=_count(usage, "output_tokens", required=True),
             reasoning=_count(_get(usage, "output_tokens_details"), "reasoning_tokens"),
         )
-    if _get(usage, "input_tokens") is None and _get(usage, "output_tokens") is None:
+    if get("input_tokens") is None and get("output_tokens") is None:
         raise UsageError(f"unrecognised usage object: {usage!r}")
     # Anthropic: input_tokens excludes cache reads and writes.
     write_5m, write_1h = _anthropic_cache_writes(usage)

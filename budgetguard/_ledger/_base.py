@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -220,13 +220,11 @@ def encode_refusal(refusal: Refusal) -> str:
     )
 
 
-def scope_labels(held: Iterable[HeldCounter]) -> list[str]:
-    labels: list[str] = []
-    for h in held:
-        label = h.counter.label
-        if label not in labels:
-            labels.append(label)
-    return labels
+def scope_labels(held: Sequence[HeldCounter]) -> tuple[str, ...]:
+    """The distinct scopes of a reservation's counters, in order."""
+    if len(held) == 1:
+        return (held[0].counter.label,)
+    return tuple(dict.fromkeys(h.counter.label for h in held))
 
 
 def journal_matches(

@@ -69,7 +69,7 @@ class Tx(Protocol):
         ts: int,
         event: str,
         res_id: str,
-        scopes: list[str],
+        scopes: Sequence[str],
         amounts: dict[str, int],
         data: dict[str, Any],
     ) -> None: ...
@@ -241,7 +241,7 @@ class Engine:
         else:
             charged_or_held = charged
         tx.journal(now, state, res_id, scope_labels(held_counters), charged_or_held, data)
-        return Outcome(res_id, state, {} if actual is None else dict(actual), overrun, expired, False, after)
+        return Outcome(res_id, state, {} if actual is None else actual, overrun, expired, False, after)
 
     def status(self, tx: Tx, now: int, counters: Sequence[CounterSpec]) -> list[CounterStatus]:
         result = []

@@ -13,7 +13,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from .._budgets import Scope, Unit
 from ._base import DEFAULT_LEASE, AsyncLedger, Ledger, ReservationRef, journal_matches
@@ -37,6 +37,7 @@ from ._types import (
 )
 
 Meta = dict[str, Any]
+R = TypeVar("R")
 
 __all__ = ["AsyncLocalLedger", "LocalLedger", "journal_entry", "wall_clock_ms"]
 
@@ -61,6 +62,11 @@ class LocalLedger(Ledger):
     @abstractmethod
     def _transaction(self) -> AbstractContextManager[Tx]:
         """An exclusive, atomic transaction: all of its writes land, or none."""
+
+    def _atomic(self, op: Callable[..., R], *args: Any) -> R:
+        """``op(tx, now, *args)`` in one transaction, ``now`` read from the store's clock inside it."""
+        with self._transaction() as tx:
+            return op(tx, self._clock(), *args)
 
     def _reserve(
         self, tx: Tx, now: int, res_id: str, holds: tuple[Hold, ...], lease_ms: int, meta: Meta, enforce: bool
@@ -92,8 +98,7 @@ class LocalLedger(Ledger):
         lease_ms = check_lease(lease)
         res_id = new_reservation_id() if id is None else check_reservation_id(id)
         data = check_meta(meta)
-        with self._transaction() as tx:
-            result = self._reserve(tx, self._clock(), res_id, checked, lease_ms, data, enforce)
+        result = self._atomic(self._reserve, res_id, checked, lease_ms, data, enforce)
         if isinstance(result, Refusal):
             raise result.error(checked)
         return result
@@ -107,20 +112,14 @@ class LocalLedger(Ledger):
     ) -> Outcome:
         res_id = _res_id(reservation)
         parsed = check_actual(actual, reservation.held if isinstance(reservation, Reservation) else ())
-        data = check_meta(meta)
-        with self._transaction() as tx:
-            return self._resolve(tx, self._clock(), res_id, parsed, data)
+        return self._atomic(self._resolve, res_id, parsed, check_meta(meta))
 
     def release(self, reservation: ReservationRef, *, meta: Mapping[str, Any] | None = None) -> Outcome:
         res_id = _res_id(reservation)
-        data = check_meta(meta)
-        with self._transaction() as tx:
-            return self._resolve(tx, self._clock(), res_id, None, data)
+        return self._atomic(self._resolve, res_id, None, check_meta(meta))
 
     def status(self, counters: Iterable[CounterSpec]) -> list[CounterStatus]:
-        specs = list(counters)
-        with self._transaction() as tx:
-            return self._engine.status(tx, self._clock(), specs)
+        return self._atomic(self._engine.status, list(counters))
 
     def set_limit(self, counter: CounterSpec, limit: int) -> None:
         check_amount(limit, "limit")

@@ -6,9 +6,9 @@ import copy
 import heapq
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .._budgets import Unit
 from .._money import INT64_MAX
@@ -17,6 +17,7 @@ from ._local import LocalLedger, wall_clock_ms
 from ._types import HeldCounter, Hold, JournalEntry, Outcome, Refusal, Reservation
 
 Meta = dict[str, Any]
+R = TypeVar("R")
 
 __all__ = ["MemoryLedger"]
 
@@ -108,12 +109,13 @@ class _MemoryTx:
         ts: int,
         event: str,
         res_id: str,
-        scopes: list[str],
+        scopes: Sequence[str],
         amounts: dict[str, int],
         data: dict[str, Any],
     ) -> None:
-        # a plain tuple (the entry is built when read); the deque drops the oldest past its maxlen
-        self.s._entries.append((ts, event, res_id, tuple(scopes), dict(amounts), data))
+        # a plain tuple (the entry is built when read, with copies); the deque drops the oldest past
+        # its maxlen. The engine hands over new objects and never changes them: no copies here.
+        self.s._entries.append((ts, event, res_id, tuple(scopes), amounts, data))
 
 
 class _MemoryTransaction:
@@ -131,9 +133,7 @@ class _MemoryTransaction:
         store = self.store
         try:
             if kind is None:
-                store._ops += 1
-                if store._ops % 1024 == 0:
-                    store._prune(store._clock())
+                store._tick()
         finally:
             store._lock.release()
 
@@ -163,6 +163,19 @@ class MemoryLedger(LocalLedger):
         # The engine validates every input before its first write, so an operation that raises
         # leaves the state as it was: the lock is the whole transaction.
         return self._tx
+
+    def _atomic(self, op: Callable[..., R], *args: Any) -> R:
+        # _transaction's work without its Python-level __enter__ and __exit__ (the hot path)
+        with self._lock:
+            result = op(self._tx.tx, self._clock(), *args)
+            self._tick()
+        return result
+
+    def _tick(self) -> None:
+        """Count a successful operation; every 1,024th prunes what has expired."""
+        self._ops += 1
+        if self._ops % 1024 == 0:
+            self._prune(self._clock())
 
     # The common cases, specialised: a new reservation that every counter admits, and the resolution
     # of a live one, with no expired lease to reclaim. They make the engine's very writes (the
@@ -223,11 +236,12 @@ class MemoryLedger(LocalLedger):
                 return self._engine.resolve(tx, now, res_id, actual, meta)
             rows.append((c, charge, charge > h.amount))
         after = []
-        for c, charge, _ in rows:
+        overrun = False
+        for c, charge, over in rows:
             c.held -= c.leases.pop(res_id)[1]
             c.spent += charge
             after.append(c.spent)
-        overrun = any(over for _, _, over in rows)
+            overrun = overrun or over
         return self._engine.resolved(tx, now, res_id, record, actual, meta, overrun, False, tuple(after))
 
     def _prune(self, now: int) -> None:

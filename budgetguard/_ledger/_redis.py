@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -141,7 +141,7 @@ def _amounts_json(amounts: Mapping[Unit, int]) -> str:
 _scopes: dict[tuple[str, ...], str] = {}
 
 
-def _scopes_json(held: Iterable[HeldCounter]) -> str:
+def _scopes_json(held: Sequence[HeldCounter]) -> str:
     labels = tuple(h.counter.label for h in held)
     found = _scopes.get(labels)
     if found is None:

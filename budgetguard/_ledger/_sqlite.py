@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +151,7 @@ class _SQLiteTx:
         ts: int,
         event: str,
         res_id: str,
-        scopes: list[str],
+        scopes: Sequence[str],
         amounts: dict[str, int],
         data: dict[str, Any],
     ) -> None:

@@ -277,6 +277,8 @@ def check_actual(actual: Amounts, held: Iterable[Unit | HeldCounter]) -> dict[Un
         if type(value) is not int or not 0 <= value <= INT64_MAX:  # the common case without a call
             check_amount(value, f"actual {unit.value}")
         parsed[unit] = value
+    if len(parsed) == len(UNIT_TEXT):
+        return parsed  # every unit: none missing
     missing = set()
     for h in held:
         unit = h if isinstance(h, Unit) else h.counter.unit
