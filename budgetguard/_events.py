@@ -48,8 +48,9 @@ class Event:
 
     ``data`` of a ``committed`` or ``released`` event: ``duration`` (seconds from before the reservation),
     ``usage`` (the ``Usage`` charged, if any) and ``counters`` (each counter's ``scope``, ``unit``,
-    ``period``, ``spent`` and ``limit`` after the commit, in the store's units), and the flags the
-    journal gets (``usage_missing``, ``interrupted``, ``error``).
+    ``period``, ``spent`` and ``limit`` after the commit, in the store's units; for a call without a
+    budget, ``Guard.METERING``, whose limit is 2**63-1), and the flags the journal gets
+    (``usage_missing``, ``interrupted``, ``error``).
     """
 
     kind: EventKind

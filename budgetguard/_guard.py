@@ -24,7 +24,7 @@ from typing import Any, Literal, ParamSpec, Protocol, TypeVar, final, overload
 import tenacity
 from tenacity import RetryCallState
 
-from ._budgets import Budget, Scope, Unit
+from ._budgets import Budget, Period, Scope, Unit
 from ._context import current_scopes, record_usage
 from ._errors import BudgetExceededError, ConfigurationError, LedgerError, UsageError
 from ._estimate import Estimate, Estimator
@@ -315,6 +315,11 @@ class Guard:
 
     # -- budgets -> holds ------------------------------------------------------------------------
 
+    METERING = CounterSpec(Scope("global"), Unit.USD, Period.TOTAL, INT64_MAX)
+    """What a call or job holds its USD on when no budget applies to its scopes: a counter with no limit,
+    so that it too is reserved, committed and journaled. It is the counter of a
+    ``Budget("global", usd=..., per="total")``: adding one later counts the spend metered so far."""
+
     def counters_for(self, scopes: Iterable[Scope]) -> list[CounterSpec]:
         """The counters the budgets put on these scopes (an exact-scope budget replaces its kind's)."""
         key = tuple(scopes)
@@ -339,7 +344,8 @@ class Guard:
         return tuple(specs)
 
     def _holds(self, scopes: _Scopes, est: Estimate, job: Job | None) -> tuple[Hold, ...]:
-        """The holds of a call: on the store's counters, or on ``job``'s hold inside ``guard.reserve()``."""
+        """The holds of a call: on its budgets' counters (on ``METERING`` when it has none), or on
+        ``job``'s hold inside ``guard.reserve()``."""
         tokens = est.input_tokens + est.output_tokens
         if job is not None:  # inside guard.reserve(): draw on the job's hold, not the store's counters
             held = set(job.labels)
@@ -356,6 +362,8 @@ class Guard:
         if found is None:
             amounts = {Unit.USD: est.cost_nano, Unit.TOKENS: tokens, Unit.REQUESTS: 1}
             found = tuple(Hold(spec, amounts[spec.unit]) for spec in self.counters_for(scopes.scopes))
+            if not found:  # no budget applies: hold on the metering counter, so the journal has the call
+                found = (Hold(self.METERING, est.cost_nano),)
             if len(self._hold_sets) > 10_000:
                 self._hold_sets.clear()
             self._hold_sets[key] = found
@@ -596,8 +604,8 @@ class Guard:
                     f"{'=..., '.join(missing)}=... to reserve() as well"
                 )
             holds = tuple(Hold(c, job.amounts[c.unit]) for c in counters)
-            if not holds:
-                return  # no budget applies: the job only limits its own calls
+            if not holds:  # no budget applies: hold its USD (if any) on the metering counter, for the journal
+                holds = (Hold(self.METERING, job.amounts.get(Unit.USD, 0)),)
             try:
                 meta = {"job": job.name, "scopes": ctx.labels}
                 job.reservation = yield _Reserve(holds, meta, True, job.lease, parent)
@@ -618,7 +626,8 @@ class Guard:
                 ctx.emit("spend_lost", actual=cost, reason="fail_open: the store was unavailable")
             return
         ctx.reservation_id = job.reservation.id
-        actual = {h.counter.unit: used[h.counter.unit] for h in job.reservation.held}
+        # a job without a USD amount charges the metering counter what its calls cost
+        actual = {h.counter.unit: used.get(h.counter.unit, job.cost_nano) for h in job.reservation.held}
         summary: dict[str, Any] = {
             "calls": job.calls,
             "usage": job.usage.to_dict(),
@@ -746,7 +755,8 @@ class Guard:
         usage: Callable[[Any], Usage] | None = None,
         **scopes: ScopeSpec,
     ) -> Any:
-        """Like ``with_budget`` but never refuses: spend is recorded on the counters and the journal."""
+        """Like ``with_budget`` but never refuses: spend is recorded on the counters (``METERING``'s
+        when no budget applies) and in the journal."""
         decorate = functools.partial(
             self._decorate, enforce=False, estimate=estimate, usage=usage, route=None, at=None, scopes=scopes
         )

@@ -1,10 +1,12 @@
 """A job-level hold: reserve once for a whole job, let the guarded calls inside draw on it.
 
 ``with guard.reserve(usd="2.00", feature="ingest") as job:`` makes ONE reservation on the store for
-the job's scopes. Guarded calls inside the block (the same guard, in this context: tasks it starts and
-``propagate``-wrapped threads included) do not reserve on the store: they draw on the job's hold, which
-is a tiny in-memory ledger (``Job`` speaks the ledger protocol the guard's drivers use: ``reserve``,
-``commit``, ``release``, ``status``). A call whose worst case does not fit in what is left of the hold
+the job's scopes (when no budget applies to them: its USD amount, or $0, on ``Guard.METERING``, the
+counter with no limit that unbudgeted calls hold on, so that the job is journaled). Guarded calls
+inside the block (the same guard, in this context: tasks it starts and ``propagate``-wrapped threads
+included) do not reserve on the store: they draw on the job's hold, which is a tiny in-memory ledger
+(``Job`` speaks the ledger protocol the guard's drivers use: ``reserve``, ``commit``, ``release``,
+``status``). A call whose worst case does not fit in what is left of the hold
 is refused with ``BudgetExceededError`` on the scope ``job:<name>``. On leaving the block (normally or
 by an exception) the job commits what its calls actually cost to the store and releases the rest.
 

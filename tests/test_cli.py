@@ -127,6 +127,45 @@ def test_limits_set_get_clear_and_status_marks_the_override(store: tuple[str, Pa
     assert tokens.exit_code == 0 and "5000 tokens" in tokens.output
 
 
+def test_calls_without_a_budget_are_reported_and_not_shown_as_a_budget(tmp_path: Path) -> None:
+    """A guard with no budgets still journals every call (on its metering counter): report and export
+    have them; status lists only the budgets of the file."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    guard = bg.Guard(url)
+
+    @guard.metered(user="{user}", feature="chat")
+    def call(*, user: str, model: str, messages: Any, max_tokens: int) -> dict[str, Any]:
+        prompt, completion = USAGES[user]
+        return {"usage": {"prompt_tokens": prompt, "completion_tokens": completion}}
+
+    for user in USAGES:
+        call(user=user, model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}], max_tokens=300)
+    guard.close()
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text(BUDGETS)
+    store = (url, budgets)
+
+    price = bg.get_price("gpt-4o-mini")
+    costs = {u: price.cost_nano(bg.Usage(input_tokens=p, output_tokens=c)) for u, (p, c) in USAGES.items()}
+    report = json.loads(run(store, "report", "--by", "user", "--format", "json").output)
+    assert {r["key"]: (r["calls"], bg.to_nano(r["cost_usd"])) for r in report["rows"]} == {
+        u: (1, cost) for u, cost in costs.items()
+    }
+    assert bg.to_nano(report["total"]["cost_usd"]) == sum(costs.values())
+    table = run(store, "report", "--by", "feature")
+    assert (
+        table.exit_code == 0 and "chat" in table.output and bg.format_usd(sum(costs.values())) in table.output
+    )
+    lines = [json.loads(line) for line in run(store, "export", "--format", "jsonl").output.splitlines()]
+    assert [(e["event"], e["scopes"], e["model"]) for e in lines] == [
+        ("committed", f"global user:{u} feature:chat", "gpt-4o-mini") for u in USAGES
+    ]
+    status = json.loads(run(store, "status", "--json").output)
+    rows = {(r["scope"], r["period"]): r for r in status}  # the file's exact budgets; no metering counter
+    assert set(rows) == {("global", "month"), ("feature:search", "hour")}
+    assert rows[("global", "month")]["spent"] == "0"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -8,7 +8,8 @@
   ``gen_ai.request.model``, as the GenAI semantic conventions define them;
 * ``budgetguard.cost`` (counter, ``USD``), ``budgetguard.refusals`` (counter) and
   ``budgetguard.budget.remaining`` (gauge, in the budget's unit: ``USD``, ``{token}``, ``{request}``)
-  by ``budgetguard.scope.kind`` (and ``budgetguard.scope.id`` for the kinds in ``id_kinds`` only);
+  by ``budgetguard.scope.kind`` (and ``budgetguard.scope.id`` for the kinds in ``id_kinds`` only), for
+  budgets (not the guard's ``METERING`` counter, which has no limit);
 * on the current span (the one around the guarded call): ``budgetguard.*`` attributes (estimate,
   cost, reservation, scopes) and ``gen_ai.usage.*`` tokens, plus a span event per guard event.
 
@@ -21,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .._events import Event
+from .._money import INT64_MAX
 from . import missing_extra
 from ._labels import checked_kinds, scope_parts
 
@@ -116,6 +118,8 @@ class OpenTelemetryHook:
         if event.kind == "refused" and event.reason:
             self.refusals.add(1, {**genai, **self._scope(event.reason)})
         for counter in data.get("counters", ()):
+            if counter["limit"] >= INT64_MAX:  # no limit (``Guard.METERING``): nothing is left of it
+                continue
             left = max(counter["limit"] - counter["spent"], 0)
             value = left / 1_000_000_000 if counter["unit"] == "usd" else left
             attributes = {**self._scope(counter["scope"]), "budgetguard.budget.period": counter["period"]}

@@ -14,7 +14,8 @@
 
 Label cardinality stays bounded: ``scope_id`` is empty unless the scope's kind is in ``id_kinds``
 (allow only kinds with few, non-personal ids: ``feature``, ``team``); ``remaining`` is kept only for
-scopes whose id is shown (one gauge for every user at once would mean nothing). Values are floats,
+scopes whose id is shown (one gauge for every user at once would mean nothing) and with a limit (not
+the guard's ``METERING`` counter, which calls without a budget hold on). Values are floats,
 as Prometheus's are; the ledger keeps the exact amounts.
 """
 
@@ -25,6 +26,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 from .._events import Event
+from .._money import INT64_MAX
 from . import missing_extra
 from ._labels import checked_kinds, scope_parts
 
@@ -112,7 +114,7 @@ class PrometheusHook:
             self.tokens.labels(model, "output").inc(usage.output_tokens)
         for counter in event.data.get("counters", ()):
             kind, ident = scope_parts(counter["scope"], self.id_kinds)
-            if ident or kind == "global":
+            if (ident or kind == "global") and counter["limit"] < INT64_MAX:  # no limit: nothing left
                 left = max(counter["limit"] - counter["spent"], 0)
                 value = left / 1_000_000_000 if counter["unit"] == "usd" else left
                 self.remaining.labels(kind, ident, counter["unit"], counter["period"]).set(value)

@@ -139,3 +139,22 @@ def test_provider_names_are_the_well_known_values() -> None:
     assert provider_name("acme-llm") == "unknown"
     with pytest.raises(TypeError):
         OpenTelemetryHook(id_kinds="feature")
+
+
+def test_a_call_without_a_budget_costs_but_has_no_remaining_gauge(otel: Any) -> None:
+    """It holds on the guard's metering counter, whose limit ($9.2 billion) is no budget to show."""
+    reader, _, _ = otel
+    guard = bg.Guard(
+        "memory://", on_event=OpenTelemetryHook(meter_provider=MeterProvider(metric_readers=[reader]))
+    )
+
+    @guard.metered
+    def summarise(*, model: str, messages: list[Any], max_tokens: int) -> Any:
+        return USAGE
+
+    summarise(model="gpt-4o-mini", messages=MESSAGES, max_tokens=100)
+
+    found = points(reader)
+    [spent] = found["budgetguard.cost"]
+    assert spent.value == pytest.approx(float(bg.cost("gpt-4o-mini", USAGE)))
+    assert "budgetguard.budget.remaining.usd" not in found

@@ -134,3 +134,19 @@ def test_a_job_is_counted_once() -> None:
     assert spent == pytest.approx(float(3 * COST))
     [status] = guard.ledger.status(guard.counters_for([bg.Scope("global")]))
     assert status.spent == bg.to_nano(3 * COST)
+
+
+def test_a_call_without_a_budget_is_counted_but_has_no_remaining_gauge() -> None:
+    """It holds on the guard's metering counter, whose limit ($9.2 billion) is no budget to show."""
+    registry = CollectorRegistry()
+    guard = bg.Guard("memory://", on_event=PrometheusHook(registry))
+
+    @guard.metered(user="alice")
+    def search(*, model: str, messages: list[Any], max_tokens: int) -> Any:
+        return {"usage": USAGE}
+
+    search(model="gpt-4o-mini", messages=MESSAGES, max_tokens=200)
+
+    spent = value(registry, "spent_usd_total", scope_kind="global", scope_id="", model="gpt-4o-mini")
+    assert spent == pytest.approx(float(COST))
+    assert [s for m in registry.collect() for s in m.samples if s.name == "budgetguard_remaining"] == []
