@@ -414,7 +414,7 @@ class Guard:
                     ctx.emit("estimate_fallback", reason="count_tokens failed; reserved the offline estimate")
                 job = current_job(self)
                 holds = self._holds(plan.scopes, est, job)
-                if plan.at is not None and model_index + 1 < len(plan.models) and holds:
+                if plan.at is not None and model_index + 1 < len(plan.models):
                     try:
                         statuses = yield _Status(tuple(h.counter for h in holds), job)
                     except LedgerError as down:
@@ -429,9 +429,6 @@ class Guard:
                                  data={"to": plan.models[model_index + 1]})  # fmt: skip
                         model_index += 1
                         continue
-                if not holds:
-                    reservation = None
-                    break
                 meta = JournalData(
                     model=est.model, attempt=attempt, estimated_usd=_usd_text(est.cost_nano), scopes=labels
                 )
