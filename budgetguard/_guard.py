@@ -40,7 +40,7 @@ from ._ledger import (
     open_async_ledger,
     open_ledger,
 )
-from ._ledger._types import JournalData
+from ._ledger._types import CheckedAmounts, JournalData
 from ._money import INT64_MAX, Money, to_nano, to_usd
 from ._pricing import PriceBook, price_book
 from ._providers import (
@@ -226,8 +226,8 @@ class _Plan:
     at: tuple[int, int] | None
     """Route when a counter's spent + held reaches this fraction (numerator, denominator) of its limit."""
     enforce: bool
-    count: Callable[[str | None], Mapping[str, Any] | None] = lambda model: None
-    """The token counting request for a model, when exact counting is on for it."""
+    count: Callable[[str | None], Mapping[str, Any] | None] | None = None
+    """The token counting request for a model, when exact counting is on (``None``: it is off)."""
 
 
 class Guard:
@@ -405,7 +405,8 @@ class Guard:
             # -- reserve, routing to a cheaper model when needed
             while True:
                 model = plan.models[model_index]
-                ask, counted = plan.count(model), None
+                ask = None if plan.count is None else plan.count(model)
+                counted = None
                 if ask is not None:
                     counted = yield _Count(ask)
                 est = plan.estimate(model, counted)
@@ -492,7 +493,8 @@ class Guard:
             cost = est.price.cost_nano(usage)
         else:  # served at another tier than asked (or another model): its own price
             cost = self.prices.get(model, variant=variant).cost_nano(usage)
-        return {Unit.USD: cost, Unit.TOKENS: usage.total_tokens, Unit.REQUESTS: 1}
+        # (settle checks the int64 bound before the store sees them)
+        return CheckedAmounts({Unit.USD: cost, Unit.TOKENS: usage.total_tokens, Unit.REQUESTS: 1})
 
     # -- drivers ---------------------------------------------------------------------------------
 
@@ -506,19 +508,16 @@ class Guard:
                 return done.value
             reply, error = None, None
             try:
-                reply = self._perform_sync(action, call)
+                if type(action) is _Call:
+                    reply = call(action.model)
+                elif type(action) is _Sleep:
+                    time.sleep(action.seconds)
+                elif type(action) is _Count:
+                    reply = self.estimator.count_tokens(action.request)
+                else:
+                    reply = action.send(action.job or self._sync or self.ledger, self.lease)
             except BaseException as exc:
                 error = exc
-
-    def _perform_sync(self, action: Action, call: Callable[[str | None], Any]) -> Any:
-        if type(action) is _Call:
-            return call(action.model)
-        if type(action) is _Sleep:
-            time.sleep(action.seconds)
-            return None
-        if type(action) is _Count:
-            return self.estimator.count_tokens(action.request)
-        return action.send(action.job or self._sync or self.ledger, self.lease)
 
     async def _run_async(self, flow: Flow, call: Callable[[str | None], Any]) -> Any:
         reply: Any = None
@@ -842,8 +841,6 @@ class Guard:
                 return estimator(given, provider=provider, input_tokens=counted, count=False)
 
             def count_for(model: str | None) -> Mapping[str, Any] | None:
-                if estimator.anthropic_count_tokens is None:
-                    return None
                 given = request_for(model)
                 return (
                     None if isinstance(given, Estimate) else estimator.count_request(given, provider=provider)
@@ -862,7 +859,16 @@ class Guard:
                     return target(*args, **{**kwargs, "model": model})
                 return target(*args, **kwargs)
 
-            plan = _Plan(resolved, models, estimate_for, read_usage, threshold, enforce, count_for)
+            counting = estimator.anthropic_count_tokens is not None
+            plan = _Plan(
+                resolved,
+                models,
+                estimate_for,
+                read_usage,
+                threshold,
+                enforce,
+                count_for if counting else None,
+            )
             return plan, call
 
         if is_async:

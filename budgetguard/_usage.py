@@ -230,12 +230,13 @@ def _parse_usage(usage: Any) -> Usage:
         completion = get("completion_tokens")
         if completion is None and get("total_tokens") == prompt:
             completion = 0  # embeddings report only prompt and total tokens
-        return _openai_usage(
+        reasoning = get("completion_tokens_details")
+        return _openai_usage(  # (no details is the common case of small calls: no _count call for them)
             total_in=_checked(prompt, "prompt_tokens", usage),
-            cached=_count(details, "cached_tokens"),
-            written=_count(details, "cache_write_tokens"),
+            cached=0 if details is None else _count(details, "cached_tokens"),
+            written=0 if details is None else _count(details, "cache_write_tokens"),
             output=_checked(completion, "completion_tokens", usage, required=True),
-            reasoning=_count(get("completion_tokens_details"), "reasoning_tokens"),
+            reasoning=0 if reasoning is None else _count(reasoning, "reasoning_tokens"),
         )
     if get("input_tokens_details") is not None or get("total_tokens") is not None:
         details = get("input_tokens_details")  # OpenAI Responses: cached is a subset

@@ -226,7 +226,11 @@ class Engine:
         """Store a resolution (the counters are updated already), journal it, and say how it went."""
         held_counters: tuple[HeldCounter, ...] = record["held"]
         state: Literal["committed", "released"] = "released" if actual is None else "committed"
-        charged = {} if actual is None else {UNIT_TEXT[u]: v for u, v in actual.items()}
+        charged = (
+            {}
+            if actual is None
+            else dict(zip(map(UNIT_TEXT.__getitem__, actual), actual.values(), strict=True))
+        )
         outcome = {"state": state, "charged": charged, "overrun": overrun, "expired": expired}
         stored = {**record, "state": state, "outcome": outcome}
         stored.pop("meta", None)  # journaled below: a resolved record answers repeats without it

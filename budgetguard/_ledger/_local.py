@@ -47,6 +47,8 @@ def wall_clock_ms() -> int:
 
 
 def _res_id(ref: ReservationRef) -> str:
+    if type(ref) is Reservation:  # made by a store, or a repeat of one: looked up as is (an id no store
+        return ref.id  # made is unknown to the local stores, which only look ids up: never injected)
     return check_reservation_id(ref.id if isinstance(ref, Reservation) else ref)
 
 

@@ -168,7 +168,9 @@ class MemoryLedger(LocalLedger):
         # _transaction's work without its Python-level __enter__ and __exit__ (the hot path)
         with self._lock:
             result = op(self._tx.tx, self._clock(), *args)
-            self._tick()
+            self._ops += 1  # _tick, inline
+            if self._ops % 1024 == 0:
+                self._prune(self._clock())
         return result
 
     def _tick(self) -> None:

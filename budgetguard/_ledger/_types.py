@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -60,6 +61,7 @@ def check_reservation_id(value: object) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=256, typed=True)  # callers repeat their lease; typed: True is not 1
 def check_lease(seconds: object) -> int:
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         raise TypeError(f"lease must be a number of seconds, got {seconds!r}")
@@ -266,9 +268,16 @@ class JournalEntry:
         return value if isinstance(value, Mapping) else None
 
 
-def check_actual(actual: Amounts, held: Iterable[Unit | HeldCounter]) -> dict[Unit, int]:
+class CheckedAmounts(dict[Unit, int]):
+    """Amounts budgetguard computed itself: one non-negative int64 per ``Unit``, every unit present,
+    never changed once passed. Stores take them without checking (see ``check_actual``)."""
+
+
+def check_actual(actual: Amounts, held: Iterable[Unit | HeldCounter]) -> Mapping[Unit, int]:
     """Validate a commit's actual amounts: one non-negative int64 per unit the reservation holds
     (``held``: its units, or its held counters)."""
+    if type(actual) is CheckedAmounts:
+        return actual
     parsed: dict[Unit, int] = {}
     for key, value in actual.items():
         unit = UNITS.get(key)
