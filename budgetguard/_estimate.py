@@ -21,6 +21,7 @@ Anthropic's ``messages.count_tokens`` can replace the offline Claude estimate: p
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -143,7 +144,7 @@ class Estimator:
         # The guess picks the request shape; prices are looked up with the caller's provider only, so
         # a model the price data files under another provider (gemini-*, mistral-*) is still found.
         lookup_provider = provider
-        provider = provider or _guess_provider(model, request)
+        provider = provider or _guess_provider(model)
         variant = request_variant(request, provider, batch=batch)
         price = self.prices.get(model, provider=lookup_provider, variant=variant)
         cache_write = None
@@ -165,7 +166,9 @@ class Estimator:
             )
             output_tokens = self._output(
                 request, price, input_tokens, ("max_completion_tokens", "max_tokens")
-            ) * _n(request)
+            )
+            if "n" in request:  # several choices: each may be as long
+                output_tokens *= _n(request)
         elif _is_embedding(model):
             input_tokens = _embedding_tokens(request.get("input"), model)
             output_tokens = 0
@@ -207,7 +210,7 @@ class Estimator:
         model = request.get("model")
         if self.anthropic_count_tokens is None or not isinstance(model, str) or not model:
             return None
-        if (provider or _guess_provider(model, request)) != "anthropic" or "messages" not in request:
+        if (provider or _guess_provider(model)) != "anthropic" or "messages" not in request:
             return None
         return {key: request[key] for key in _COUNT_KEYS if request.get(key) is not None}
 
@@ -252,7 +255,8 @@ class Estimator:
         return self.default_output_tokens
 
 
-def _guess_provider(model: str, request: Mapping[str, Any]) -> str:
+@functools.lru_cache(maxsize=1024)
+def _guess_provider(model: str) -> str:
     bare = model.rsplit("/", 1)[-1]
     if bare.startswith("claude") or model.startswith("anthropic/"):
         return "anthropic"

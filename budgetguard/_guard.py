@@ -774,6 +774,9 @@ class Guard:
         threshold = None if at is None else Decimal(str(at)).as_integer_ratio()  # exact, no float maths
         for kind in scopes:  # fail at decoration time on a bad scope kind, not on the first call
             Scope("global") if kind == "global" else Scope(kind, "x")
+        # literal ids only: the call's scopes are fixed unless a budget_context() adds some
+        literal = {kind: spec for kind, spec in scopes.items() if isinstance(spec, str) and "{" not in spec}
+        fixed_scopes = _scope_set(literal) if len(literal) == len(scopes) else None
         provider = sdk_provider(fn)
         target = without_sdk_retries(fn) if provider else fn
         try:
@@ -809,7 +812,10 @@ class Guard:
             request = dict(kwargs) if provider else request_from_arguments(arguments)
             if provider == "openai" and request is not None:
                 prepare_openai_stream(request)
-            resolved = _resolve_scopes(scopes, args, kwargs, arguments)
+            if fixed_scopes is None or current_scopes():
+                resolved = _resolve_scopes(scopes, args, kwargs, arguments)
+            else:
+                resolved = fixed_scopes
             primary = request.get("model") if request else arguments.get("model")
             models = tuple(route) if route else (primary if isinstance(primary, str) else None,)
 

@@ -18,7 +18,7 @@ Variant = Mapping[str, str]
 """A price variant in genai-prices' terms: ``{"service_tier": "flex"}``, ``{"processing": "batch"}``."""
 
 _STANDARD_TIERS = frozenset({"auto", "default", "standard", "standard_only"})
-_REQUEST_KEYS = ("messages", "input", "instructions", "system", "tools", "prompt")
+_REQUEST_KEYS = frozenset(("messages", "input", "instructions", "system", "tools", "prompt"))
 
 
 def sdk_provider(fn: Callable[..., Any]) -> str | None:
@@ -74,7 +74,7 @@ def _find_resource(root: Any, cls: type, depth: int) -> Any:
 
 def request_from_arguments(arguments: Mapping[str, Any]) -> dict[str, Any] | None:
     """A user function's arguments as an SDK request, when they carry a model and its input."""
-    if isinstance(arguments.get("model"), str) and any(k in arguments for k in _REQUEST_KEYS):
+    if isinstance(arguments.get("model"), str) and not _REQUEST_KEYS.isdisjoint(arguments):
         return dict(arguments)
     return None
 

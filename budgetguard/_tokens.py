@@ -148,17 +148,19 @@ def _build_encoding(
 
 def encoding_for_model(model: str) -> tiktoken.Encoding:
     """The encoding tiktoken assigns to ``model``; o200k_base for models it does not know."""
-    name = _encoding_names.get(model)
-    if name is None:
+    encoding = _model_encodings.get(model)
+    if encoding is None:
         try:
             name = tiktoken.model.encoding_name_for_model(model.rsplit("/", 1)[-1])
         except KeyError:
             name = "o200k_base"
-        _encoding_names[model] = name
-    return get_encoding(name)
+        if len(_model_encodings) > 4096:
+            _model_encodings.clear()
+        encoding = _model_encodings[model] = get_encoding(name)
+    return encoding
 
 
-_encoding_names: dict[str, str] = {}
+_model_encodings: dict[str, tiktoken.Encoding] = {}
 
 # -- counting text, with a content cache -------------------------------------------------------
 

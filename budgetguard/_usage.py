@@ -114,15 +114,19 @@ class Usage:
     reasoning_tokens: int = 0
 
     def __post_init__(self) -> None:
-        counts = (
+        a, b, c, d, e, f = counts = (
             self.input_tokens, self.cache_read_tokens, self.cache_write_tokens,
             self.cache_write_1h_tokens, self.output_tokens, self.reasoning_tokens,
         )  # fmt: skip
-        for value in counts:  # (a plain loop: the cheapest check of the common case)
-            if type(value) is not int or value < 0:  # bool is not a token count
-                name = _FIELDS[next(i for i, v in enumerate(counts) if v is value)]
-                raise UsageError(f"Usage.{name} must be a non-negative int, got {value!r}")
-        if self.reasoning_tokens > self.output_tokens:
+        if not (  # (one expression: the cheapest check of the common case; bool is not a token count)
+            type(a) is int and type(b) is int and type(c) is int and type(d) is int and type(e) is int
+            and type(f) is int and a >= 0 and b >= 0 and c >= 0 and d >= 0 and e >= 0 and f >= 0
+        ):  # fmt: skip
+            name, value = next(
+                (n, v) for n, v in zip(_FIELDS, counts, strict=True) if type(v) is not int or v < 0
+            )
+            raise UsageError(f"Usage.{name} must be a non-negative int, got {value!r}")
+        if f > e:
             raise UsageError(
                 f"reasoning_tokens ({self.reasoning_tokens}) cannot exceed output_tokens "
                 f"({self.output_tokens}): reasoning is part of the output"

@@ -248,7 +248,7 @@ def request_from_run(
             "budgetguard needs a model name to price it: set model= on the chat model"
         )
     provider = _SHAPES.get(str(metadata.get("ls_provider")))
-    shape = provider or _guess_provider(model, {})
+    shape = provider or _guess_provider(model)
     request: dict[str, Any] = {"model": model}
     most = next(
         (
