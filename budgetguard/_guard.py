@@ -46,10 +46,10 @@ from ._pricing import PriceBook, price_book
 from ._providers import (
     StreamFolder,
     Variant,
+    is_request,
     is_stream,
     is_stream_manager,
     prepare_openai_stream,
-    request_from_arguments,
     response_variant,
     sdk_provider,
     served_tier,
@@ -473,7 +473,8 @@ class Guard:
             if is_stream(result):
                 return _wrap_stream(result, _Settlement(ctx, reservation))
             try:
-                usage, flags = plan.read_usage(result), _served(served_tier(result), est)
+                usage, tier = plan.read_usage(result), served_tier(result)
+                flags = {} if tier is None else _served(tier, est)  # no tier: the one reserved at
             except Exception as exc:  # no usable usage: charge the worst case and say so
                 usage, flags = est.usage, {"usage_missing": True}
                 ctx.emit("usage_missing", reason=str(exc))
@@ -809,7 +810,8 @@ class Guard:
                     bound, arguments = None, dict(kwargs)
             else:
                 arguments = dict(kwargs)
-            request = dict(kwargs) if provider else request_from_arguments(arguments)
+            # (arguments is a new dict, the SDK method's kwargs for a provider: the request can be it)
+            request = arguments if provider or is_request(arguments) else None
             if provider == "openai" and request is not None:
                 prepare_openai_stream(request)
             if fixed_scopes is None or current_scopes():

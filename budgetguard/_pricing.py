@@ -149,7 +149,8 @@ class Price:
         return self.base
 
     def cost_nano(self, usage: Usage) -> int:
-        return self.rates_for(usage.total_input_tokens).cost_nano(usage)
+        rates = self.rates_for(usage.total_input_tokens) if self.tiers else self.base
+        return rates.cost_nano(usage)
 
     def cost(self, usage: Usage) -> Decimal:
         return to_usd(self.cost_nano(usage))

@@ -72,11 +72,9 @@ def _find_resource(root: Any, cls: type, depth: int) -> Any:
     return None
 
 
-def request_from_arguments(arguments: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A user function's arguments as an SDK request, when they carry a model and its input."""
-    if isinstance(arguments.get("model"), str) and not _REQUEST_KEYS.isdisjoint(arguments):
-        return dict(arguments)
-    return None
+def is_request(arguments: Mapping[str, Any]) -> bool:
+    """Whether a user function's arguments are an SDK request: they carry a model and its input."""
+    return isinstance(arguments.get("model"), str) and not _REQUEST_KEYS.isdisjoint(arguments)
 
 
 def request_variant(request: Mapping[str, Any], provider: str, *, batch: bool = False) -> Variant | None:
