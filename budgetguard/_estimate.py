@@ -30,6 +30,7 @@ from typing import Any
 
 from ._errors import ConfigurationError
 from ._events import logger
+from ._frozen import fast_init
 from ._money import to_usd
 from ._pricing import Price, PriceBook, price_book
 from ._providers import Variant, request_variant
@@ -46,6 +47,7 @@ from ._usage import Usage
 __all__ = ["Estimate", "Estimator", "estimate"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Estimate:
     """The worst case of one call: what a reservation holds before the call is sent."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ._errors import UsageError
+from ._frozen import fast_init
 
 __all__ = ["Usage"]
 
@@ -102,6 +103,7 @@ def _checked(value: Any, name: str, obj: Any, *, required: bool = False) -> int:
     return value
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Token usage of one call, in disjoint buckets (see the module docstring)."""

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from .._budgets import Period, Scope, Unit, Window, window_for
 from .._errors import BudgetExceededError, BudgetGuardError, ConfigurationError
+from .._frozen import fast_init
 from .._money import INT64_MAX, to_usd
 
 __all__ = [
@@ -141,6 +142,7 @@ def check_holds(holds: Iterable[Hold]) -> tuple[Hold, ...]:
     return holds
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class HeldCounter:
     """What a reservation holds on one counter, in the window the store's clock put it in."""
@@ -152,6 +154,7 @@ class HeldCounter:
     limit: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Reservation:
     """An admitted reservation: pass it to ``commit`` or ``release``."""
@@ -200,6 +203,7 @@ class Refusal:
         )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """How a reservation was resolved."""
