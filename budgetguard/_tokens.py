@@ -177,19 +177,27 @@ class _CountCache:
         self.min_chars = min_chars
         self.short_chars = short_chars
         self._data: OrderedDict[tuple[str, str], int] = OrderedDict()
-        self._short: dict[tuple[str, str], int] = {}  # roles, names, enum values: few and repeated
+        self._short: dict[str, dict[str, int]] = {}  # per encoding: roles, names, enum values...
         self._chars = 0
         self._lock = threading.Lock()
+
+    def shorts(self, encoding: tiktoken.Encoding) -> dict[str, int]:
+        """The counts of the short texts (roles, names, enum values) seen with ``encoding``, by text:
+        few and repeated, so a caller may look them up before calling ``count``."""
+        found = self._short.get(encoding.name)
+        if found is None:
+            found = self._short.setdefault(encoding.name, {})
+        return found
 
     def count(self, encoding: tiktoken.Encoding, text: str) -> int:
         size = len(text)
         if size <= self.short_chars:
-            key = (encoding.name, text)
-            n = self._short.get(key)
+            shorts = self.shorts(encoding)
+            n = shorts.get(text)
             if n is None:
-                if len(self._short) >= 65_536:
-                    self._short.clear()
-                n = self._short[key] = len(encoding.encode_ordinary(text))
+                if len(shorts) >= 65_536:
+                    shorts.clear()
+                n = shorts[text] = len(encoding.encode_ordinary(text))
             return n
         if size < self.min_chars:  # mid-sized text: unique more often than not, encode it
             return len(encoding.encode_ordinary(text))
@@ -313,14 +321,18 @@ def count_message_tokens(
     """Input tokens of an OpenAI chat request, by OpenAI's published counting rules."""
     encoding = encoding_for_model(model)
     count = _cache.count
+    shorts = _cache.shorts(encoding)
     total = REPLY_PRIMING
     for message in messages:
         total += TOKENS_PER_MESSAGE
         for key, value in message.items():
-            # plain strings (role, content, name) are the common case: count them inline
-            total += (
-                count(encoding, value) if type(value) is str else _value_tokens(key, value, encoding, model)
-            )
+            # plain strings (role, content, name) are the common case: count them inline, and look the
+            # short ones (roles above all) up without a call
+            if type(value) is str:
+                n = shorts.get(value)
+                total += count(encoding, value) if n is None else n
+            else:
+                total += _value_tokens(key, value, encoding, model)
             if key == "name":
                 total += TOKENS_PER_NAME
     if tools:
