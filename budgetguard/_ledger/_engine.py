@@ -232,8 +232,9 @@ class Engine:
             else dict(zip(map(UNIT_TEXT.__getitem__, actual), actual.values(), strict=True))
         )
         outcome = {"state": state, "charged": charged, "overrun": overrun, "expired": expired}
-        stored = {**record, "state": state, "outcome": outcome}
-        stored.pop("meta", None)  # journaled below: a resolved record answers repeats without it
+        # a held record's fields, without its meta (journaled below: repeats are answered without it)
+        stored = {"state": state, "created": record["created"], "expires": record["expires"],
+                  "held": record["held"], "outcome": outcome}  # fmt: skip
         tx.put_record(res_id, stored, max(now, record["expires"]) + self.record_retention_ms)
         data = {**record.get("meta", {}), **meta}
         if overrun:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import heapq
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -167,7 +168,8 @@ class MemoryLedger(LocalLedger):
     def _atomic(self, op: Callable[..., R], *args: Any) -> R:
         # _transaction's work without its Python-level __enter__ and __exit__ (the hot path)
         with self._lock:
-            result = op(self._tx.tx, self._clock(), *args)
+            now = time.time_ns() // 1_000_000 if self._clock is wall_clock_ms else self._clock()  # (inline)
+            result = op(self._tx.tx, now, *args)
             self._ops += 1  # _tick, inline
             if self._ops % 1024 == 0:
                 self._prune(self._clock())
