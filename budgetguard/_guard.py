@@ -8,6 +8,8 @@ tenacity's: its ``iter()`` decides, the flow reserves before every attempt and r
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import inspect
@@ -40,6 +42,7 @@ from ._ledger import (
     open_async_ledger,
     open_ledger,
 )
+from ._ledger._local import AsyncLocalLedger
 from ._ledger._types import CheckedAmounts, JournalData
 from ._money import INT64_MAX, Money, to_nano, to_usd
 from ._pricing import PriceBook, price_book
@@ -547,8 +550,80 @@ class Guard:
             return action.send(job, self.lease)  # in memory, no I/O
         store = self.async_ledger
         if isinstance(store, AsyncLedger):
-            return await action.send(store, self.lease)
-        return await asyncio.to_thread(action.send, store, self.lease)  # a local store: off the loop
+            if isinstance(store, AsyncLocalLedger) and not store.in_thread:
+                return await action.send(store, self.lease)  # runs inline: a cancellation cannot cut it
+            sent = action.send(store, self.lease)
+        else:
+            run = contextvars.copy_context().run  # a local store: off the loop, as asyncio.to_thread
+            sent = asyncio.get_running_loop().run_in_executor(None, run, action.send, store, self.lease)
+        if isinstance(action, _Status):
+            return await sent
+        return await self._uncut(asyncio.ensure_future(sent), action)
+
+    async def _uncut(self, write: asyncio.Future[Any], action: _Reserve | _Resolve) -> Any:
+        """Await a store write that a cancellation (``asyncio.wait_for``, a client gone) must not cut
+        short: its command may already be in the store (a reply on the wire, a local store's thread
+        running). The write runs on, shielded; a cancelled caller waits for it, releases what a reserve
+        admitted (rather than leave it held until its lease ends), then is cancelled. Cancelled again
+        meanwhile, it leaves that to a task in ``_settling``."""
+        try:
+            return await asyncio.shield(write)
+        except asyncio.CancelledError:
+            undo = asyncio.ensure_future(self._undo(write, action))
+            _settling.add(undo)
+            undo.add_done_callback(_settling.discard)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(undo)
+            raise
+
+    async def _undo(self, write: asyncio.Future[Any], action: _Reserve | _Resolve) -> None:
+        """After a cancellation: wait for ``write``, release the hold a reserve made, and say what happened
+        (the cancelled flow cannot)."""
+        try:
+            done = await write
+        except LedgerError as exc:
+            commit = isinstance(action, _Resolve) and action.actual is not None
+            op = "reserve" if isinstance(action, _Reserve) else "commit" if commit else "release"
+            reason = f"the {op} of a cancelled call failed ({exc}); a hold it left ends with its lease"
+            self._tell(action, None, "store_unavailable", reason=reason)
+            if isinstance(action, _Resolve) and action.actual is not None:
+                cost = to_usd(action.actual.get(Unit.USD, 0))
+                self._tell(action, None, "spend_lost", actual=cost, reason=f"could not record: {exc}")
+            return
+        except Exception:  # refused, or bad input: nothing held
+            return
+        if isinstance(action, _Resolve):
+            return  # a commit or release, done: the books are right
+        try:
+            await self._perform_async(_Resolve(done, None, {"error": "CancelledError"}), _no_call)
+        except Exception as exc:
+            reason = f"could not release the hold of a cancelled call ({exc}); it ends with its lease"
+            self._tell(action, done, "store_unavailable", reason=reason)
+            return
+        self._tell(action, done, "released", reason="CancelledError", data={"error": "CancelledError"})
+
+    def _tell(
+        self, action: _Reserve | _Resolve, reservation: Reservation | None, kind: EventKind, **fields: Any
+    ) -> None:
+        """An event about a cancelled call's store write, from what the action carries."""
+        if not wanted(kind, self.hooks):
+            return
+        meta: Mapping[str, Any] = {}
+        if isinstance(action, _Resolve):
+            reservation = action.reservation
+            labels = tuple(dict.fromkeys(h.counter.label for h in reservation.held))
+        else:
+            meta = action.meta
+            labels = tuple(meta.get("scopes", ()))
+        estimated = meta.get("estimated_usd")
+        emit(
+            Event(
+                kind, model=meta.get("model"), scopes=labels,
+                reservation_id=None if reservation is None else reservation.id, attempt=meta.get("attempt"),
+                estimated=None if estimated is None else Decimal(estimated), **fields,
+            ),
+            self.hooks,
+        )  # fmt: skip
 
     # -- jobs ------------------------------------------------------------------------------------
 

@@ -180,10 +180,12 @@ class AsyncLocalLedger(AsyncLedger):
         self.sync = sync
         self.namespace = sync.namespace
         self.url = sync.url
-        self._in_thread = in_thread
+        self.in_thread = in_thread
+        """Operations run in a worker thread (else inline: nothing in them awaits, so a cancellation
+        cannot cut one short)."""
 
     async def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self._in_thread:
+        if self.in_thread:
             return await asyncio.to_thread(fn, *args, **kwargs)
         return fn(*args, **kwargs)
 
@@ -197,7 +199,12 @@ class AsyncLocalLedger(AsyncLedger):
         enforce: bool = True,
     ) -> Reservation:
         result: Reservation = await self._run(
-            self.sync.reserve, list(holds), lease=lease, id=id, meta=meta, enforce=enforce
+            self.sync.reserve,
+            holds if isinstance(holds, tuple) else list(holds),
+            lease=lease,
+            id=id,
+            meta=meta,
+            enforce=enforce,
         )
         return result
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -11,10 +14,12 @@ import pytest
 
 import budgetguard
 from budgetguard import Usage
+from budgetguard import _guard as guard_module
 from tests.guard.conftest import MakeGuard
 from tests.guard.payloads import (
     GPT4O_USAGE,
     MESSAGES,
+    async_openai_client,
     chat_completion,
     chat_request,
     input_nano,
@@ -110,6 +115,115 @@ async def test_cancelled_call_is_charged_its_input(amake_guard: MakeGuard) -> No
     assert [(e.event, e.data["error"]) for e in h.history()] == [("committed", "CancelledError")]
     charged = input_nano("gpt-4o", {"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 300})
     h.assert_settled({"user:alice": charged, "global": charged})
+
+
+class _Writer:
+    """Another process's write transaction on a SQLite ledger: it holds the lock until ``end``."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.ended = False
+
+    def begin(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def end(self) -> None:
+        self.db.execute("COMMIT")
+        self.db.close()
+        self.ended = True
+
+
+def _sqlite_guard(path: Path, on_event: Callable[[budgetguard.Event], None]) -> tuple[budgetguard.Guard, Any]:
+    guard = budgetguard.Guard(
+        f"sqlite:///{path}", budgets=[budgetguard.Budget("user", usd="1", per="day")], on_event=on_event
+    )
+    client = async_openai_client(serve(chat_completion()))
+
+    @guard.with_budget(user="{user_id}")
+    async def ask(user_id: str, model: str, messages: list[dict[str, Any]], max_tokens: int) -> Any:
+        return await client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens)
+
+    guard.ledger.status(guard.counters_for([budgetguard.Scope("user", "alice")]))  # the schema exists
+    return guard, ask
+
+
+async def test_cancelled_while_a_local_reserve_runs_holds_nothing(tmp_path: Path) -> None:
+    """A local store's reserve runs in a thread that a cancellation cannot stop (here it waits for another
+    writer's lock): the cancelled call waits for it and releases the hold, before its cancellation ends."""
+    events: list[budgetguard.Event] = []
+    guard, ask = _sqlite_guard(tmp_path / "ledger.db", events.append)
+    writer = _Writer(tmp_path / "ledger.db")
+    writer.begin()
+    task = asyncio.create_task(ask("alice", **chat_request()))
+    await asyncio.sleep(0.1)  # the reserve's thread waits for the lock
+    asyncio.get_running_loop().call_later(0.2, writer.end)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert writer.ended  # the cancellation waited for the reserve
+    (entry,) = guard.ledger.history()
+    assert (entry.event, entry.data["error"]) == ("released", "CancelledError")
+    assert [(e.kind, e.reason, e.reservation_id) for e in events] == [
+        ("released", "CancelledError", entry.reservation_id)
+    ]
+    (status,) = guard.ledger.status(guard.counters_for([budgetguard.Scope("user", "alice")]))
+    assert (status.spent, status.held) == (0, 0)
+    guard.close()
+
+
+async def test_cancelled_twice_leaves_the_release_to_a_task(tmp_path: Path) -> None:
+    """A second cancellation does not wait for the store: a task finishes the reserve and releases it."""
+    events: list[budgetguard.Event] = []
+    guard, ask = _sqlite_guard(tmp_path / "ledger.db", events.append)
+    writer = _Writer(tmp_path / "ledger.db")
+    writer.begin()
+    task = asyncio.create_task(ask("alice", **chat_request()))
+    await asyncio.sleep(0.1)  # the reserve's thread waits for the lock
+    task.cancel()
+    await asyncio.sleep(0.05)  # the cancelled call waits for the reserve
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not writer.ended  # it did not wait this time
+    loop = asyncio.get_running_loop()
+    (undo,) = [t for t in guard_module._settling if t.get_loop() is loop]
+    writer.end()
+    await undo
+
+    (entry,) = guard.ledger.history()
+    assert (entry.event, entry.data["error"]) == ("released", "CancelledError")
+    assert [(e.kind, e.reason) for e in events] == [("released", "CancelledError")]
+    (status,) = guard.ledger.status(guard.counters_for([budgetguard.Scope("user", "alice")]))
+    assert (status.spent, status.held) == (0, 0)
+    guard.close()
+
+
+async def test_cancelled_while_a_local_commit_runs_is_charged_first(tmp_path: Path) -> None:
+    """The provider answered; the commit waits for another writer's lock when the task is cancelled: the
+    commit lands before the cancellation ends (the call was billed; its hold must not just expire)."""
+    writer = _Writer(tmp_path / "ledger.db")
+
+    def on_event(event: budgetguard.Event) -> None:
+        if event.kind == "reserved":
+            writer.begin()  # before the provider answers: the commit will wait for this writer
+
+    guard, ask = _sqlite_guard(tmp_path / "ledger.db", on_event)
+    asked = asyncio.create_task(ask("alice", **chat_request()))
+    while not writer.db.in_transaction:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # the provider answered; the commit's thread waits for the lock
+    asyncio.get_running_loop().call_later(0.2, writer.end)
+    asked.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asked
+
+    assert writer.ended  # the cancellation waited for the commit
+    (entry,) = guard.ledger.history()
+    assert entry.event == "committed" and entry.amounts["usd"] == COST
+    (status,) = guard.ledger.status(guard.counters_for([budgetguard.Scope("user", "alice")]))
+    assert (status.spent, status.held) == (COST, 0)
+    guard.close()
 
 
 def test_a_raising_hook_is_logged_and_the_books_stay_right(

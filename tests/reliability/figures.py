@@ -55,6 +55,9 @@ def dump(path: str) -> None:
 
 TITLES: Mapping[str, str] = {
     "lost_replies": "Lost, delayed and reset Redis replies (chaos proxy, redis-py default retries)",
+    "async_lost_replies": "The same faults under asyncio (redis.asyncio, `open_async_ledger`)",
+    "async_guard": "Guarded async calls under the chaos proxy, some cancelled mid-call",
+    "async_cancel": "An async call cancelled with its reserve in flight",
     "restart_always": "kill -9 and restart of Redis under load, `appendfsync always`",
     "restart_everysec": "kill -9 and restart of Redis under load, `appendfsync everysec`",
     "restart_no_aof": "kill -9 and restart of Redis under load, no persistence (for contrast)",
@@ -85,6 +88,24 @@ NOTES: Mapping[str, str] = {
     "Half the clients use redis-py's default `Retry`, half `open_ledger`'s. A caller that still sees a "
     "`LedgerError` repeats the call with the same reservation id. Every id ends in the state its caller "
     "was told; the counters equal the acknowledged commits.",
+    "async_lost_replies": "The lost-replies run on the async ledger: 32 asyncio tasks on one event loop "
+    "share two `AsyncRedisLedger`s, one on redis.asyncio's default `Retry`, one on `open_async_ledger`'s, "
+    "behind the same chaos proxy; a task reading statuses through the proxy checks `spent + held <= limit` "
+    "at every read. Every id ends in the state its caller was told; the counters equal the acknowledged "
+    "commits.",
+    "async_guard": "24 asyncio tasks make guarded calls (`@guard.with_budget` on `async def`s calling the "
+    "real `AsyncOpenAI` and `AsyncAnthropic` clients on `MockProvider`) against the async Redis ledger "
+    "behind the chaos proxy; per-user and global budgets bind partway through. 30% of the calls run under "
+    "`asyncio.wait_for` with a 1-30 ms timeout, which cancels them wherever they are. Afterwards no "
+    "reservation is resolved twice, each counter equals the journal's commits, every call that returned "
+    "is committed as its event said, every reservation an event announced is resolved (or, where an event "
+    "said the store failed, expired after its 3 s lease), and nothing is held. A reserve that failed for "
+    "its caller after Redis took it (the reply lost on every retry) is unknown to the caller and ends "
+    "with its lease.",
+    "async_cancel": "Every Redis reply delayed 0.4 s; `asyncio.wait_for(..., 0.2)` cancels the call after "
+    "its reserve reached Redis and before the reply. The call waits for the reply, releases the hold, says "
+    "so (a `released` event, reason `CancelledError`) and only then ends cancelled; the hold used to stay "
+    "until its 120 s lease ended, with no event.",
     "restart_always": "Workers run the bank-style workload while the server is killed with SIGKILL and "
     "restarted from its append-only file, again and again. Lua scripts vanish with the process; the "
     "client reloads them (NOSCRIPT) without the caller noticing.",

@@ -8,18 +8,19 @@ was acknowledged; ``audit`` compares the store with the sum of those acknowledge
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from budgetguard import BudgetExceededError, LedgerError
 from budgetguard._budgets import Period, Unit
-from budgetguard._ledger import CounterSpec, Hold, Ledger, ReservationError
+from budgetguard._ledger import AsyncLedger, CounterSpec, Hold, Ledger, ReservationError
 from tests.ledger.helpers import counter
 
 T = TypeVar("T")
@@ -142,6 +143,61 @@ def work(
             tally.forgotten += 1
             tally.states[res_id] = "forgotten"
             continue
+        for c in chosen:
+            tally.charged[c] += out.charged.get(Unit.USD, 0)
+        tally.duplicates += out.duplicate
+        tally.states[res_id] = out.state
+    return tally
+
+
+async def apersist(
+    tally: Tally, deadline: float, call: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
+) -> T:
+    """``persist`` for an ``AsyncLedger``."""
+    while True:
+        try:
+            result = await call(*args, **kwargs)
+        except LedgerError as exc:
+            tally.errors += 1
+            tally.causes[type(exc.__cause__).__name__] += 1
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.02)
+            continue
+        tally.calls += 1
+        return result
+
+
+async def awork(
+    ledger: AsyncLedger,
+    tally: Tally,
+    *,
+    prefix: str,
+    ops: int,
+    seed: int,
+    deadline: float,
+    specs: Sequence[CounterSpec] = SPECS,
+) -> Tally:
+    """``work`` on an ``AsyncLedger`` (the same choices for the same seed), without abandoned holds."""
+    rng = random.Random(seed)
+    for k in range(ops):
+        res_id = f"{prefix}-{k}"
+        chosen = rng.sample(range(len(specs)), rng.randint(2, 3))
+        amounts = [rng.randint(1, 5) for _ in chosen]
+        holds = [Hold(specs[c], a) for c, a in zip(chosen, amounts, strict=True)]
+        rng.random()  # work's draw for `abandon`
+        try:
+            res = await apersist(tally, deadline, ledger.reserve, holds, id=res_id)
+        except BudgetExceededError:
+            tally.calls += 1
+            tally.states[res_id] = "refused"
+            continue
+        tally.duplicates += res.duplicate
+        amount = None if rng.random() < 0.3 else rng.randint(0, min(amounts))
+        if amount is None:
+            out = await apersist(tally, deadline, ledger.release, res_id)
+        else:
+            out = await apersist(tally, deadline, ledger.commit, res_id, {"usd": amount})
         for c in chosen:
             tally.charged[c] += out.charged.get(Unit.USD, 0)
         tally.duplicates += out.duplicate
