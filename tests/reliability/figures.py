@@ -109,10 +109,13 @@ NOTES: Mapping[str, str] = {
     "restart_always": "Workers run the bank-style workload while the server is killed with SIGKILL and "
     "restarted from its append-only file, again and again. Lua scripts vanish with the process; the "
     "client reloads them (NOSCRIPT) without the caller noticing.",
-    "restart_everysec": "The same run with `appendfsync everysec`. Killing the Redis *process* cannot "
-    "lose what Redis already handed to the kernel (it writes the AOF before it replies; only the fsync "
-    "is deferred); `everysec` can lose up to about a second of acknowledged writes when the *machine* or "
-    "the OS goes down, which these tests cannot inject. Use `always` where that second matters.",
+    "restart_everysec": "The same run with `appendfsync everysec`. Killing the Redis *process* loses "
+    "nothing Redis already handed to the kernel, but while a background fsync is still running "
+    "`everysec` postpones the AOF write (up to 2 s, Redis's `aof_delayed_fsync`) and the replies still go "
+    "out: a kill -9 then loses acknowledged writes, as the figures below may show; a *machine* or OS "
+    "crash can lose about a second of them. What is lost is the tail: the store restarts as it was a "
+    "moment earlier, so a hold whose commit was lost is still held until its lease ends, and a reservation "
+    "it forgot is unknown to its commit (`ReservationError`). Use `always` where that matters.",
     "store_down": "A Redis stopped with SIGSTOP (connections accepted, never answered) and a killed one. "
     "`open_ledger` now defaults `socket_timeout` and `socket_connect_timeout` to 2 s (a hung server "
     "used to block forever); with 3 retries a caller waits at most about 4 timeouts.",
