@@ -465,8 +465,8 @@ class Guard:
                 raise
             except BaseException as exc:  # the SDK's (or user's) error: reconcile, let tenacity decide
                 last_error = exc
-                if reservation is not None:
-                    charge = self.charge_failed(exc)
+                if reservation is not None:  # (a call never sent is never charged, whatever the policy)
+                    charge = not isinstance(exc, NotSent) and self.charge_failed(exc)
                     usage = _input_only(est) if charge else None
                     yield from ctx.settle(reservation, usage, {"error": type(exc).__name__})
                 if state is None:
@@ -676,8 +676,11 @@ class Guard:
                     f"{'=..., '.join(missing)}=... to reserve() as well"
                 )
             holds = tuple(Hold(c, job.amounts[c.unit]) for c in counters)
-            if not holds:  # no budget applies: hold its USD (if any) on the metering counter, for the journal
-                holds = (Hold(self.METERING, job.amounts.get(Unit.USD, 0)),)
+            if not holds:  # no budget applies: hold its USD on the metering counter, for the journal
+                if Unit.USD not in job.amounts:
+                    job.metered = True  # no USD to hold: what its calls cost is held and committed at its end
+                    return
+                holds = (Hold(self.METERING, job.amounts[Unit.USD]),)
             try:
                 meta = {"job": job.name, "scopes": ctx.labels}
                 job.reservation = yield _Reserve(holds, meta, True, job.lease, parent)
@@ -692,13 +695,20 @@ class Guard:
             ctx.emit("reserved")
             return
         used = job.used()
-        cost = used.get(Unit.USD)
+        cost = used.get(Unit.USD, job.cost_nano)
+        if job.metered:  # a job with no budget and no USD amount: hold what its calls cost, to commit it
+            try:
+                meta = {"job": job.name, "scopes": ctx.labels}
+                job.reservation = yield _Reserve((Hold(self.METERING, cost),), meta, False, job.lease)
+            except LedgerError as down:
+                job.lost = True
+                ctx.store_down(down)  # fail_closed raises; fail_open: reported lost below
         if job.reservation is None:
             if job.lost:
                 ctx.emit("spend_lost", actual=cost, reason="fail_open: the store was unavailable")
             return
         ctx.reservation_id = job.reservation.id
-        # a job without a USD amount charges the metering counter what its calls cost
+        # the metering counter (a job without a USD amount) is charged what its calls cost
         actual = {h.counter.unit: used.get(h.counter.unit, job.cost_nano) for h in job.reservation.held}
         summary: dict[str, Any] = {
             "calls": job.calls,

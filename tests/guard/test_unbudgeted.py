@@ -233,7 +233,8 @@ def test_a_job_without_a_budget_is_journaled(make_guard: MakeGuard) -> None:
 def test_a_job_of_tokens_without_a_budget_charges_the_metering_counter_its_cost(
     make_guard: MakeGuard,
 ) -> None:
-    """No USD amount to hold: it holds $0, and charges what its calls cost."""
+    """No USD amount to hold: nothing is held while it runs; as it ends, what its calls cost is held and
+    committed at once (no overrun: the hold is the cost)."""
     h = make_guard(budgets=[])
     create = h.guard.with_budget(openai_client(serve(chat_completion())).chat.completions.create)
 
@@ -243,8 +244,11 @@ def test_a_job_of_tokens_without_a_budget_charges_the_metering_counter_its_cost(
 
     (entry,) = h.history()
     assert (entry.event, entry.amounts, entry.data["calls"]) == ("committed", {"usd": COST}, 1)
+    assert "overrun" not in entry.data and entry.data["job"] == "tokens-only"
     assert Usage(**entry.data["usage"]) == GPT4O_USAGE
     assert metering(h.guard) == (COST, 0)
+    job_events = [e for e in h.events if e.data.get("job") == "tokens-only"]
+    assert [(e.kind, e.actual) for e in job_events] == [("committed", to_usd(COST))]  # no overrun event
 
 
 @pytest.mark.parametrize("on_store_error", ["fail_closed", "fail_open"])

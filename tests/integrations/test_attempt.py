@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import budgetguard as bg
@@ -61,6 +63,33 @@ def test_release_gives_the_hold_back_and_a_dropped_attempt_raises_nothing() -> N
     dropped.reserve()
     dropped._flow.close()  # what garbage collection does: no "generator ignored GeneratorExit"
     assert status(guard, "eve")[1] > 0  # held until its lease ends, as for a crashed worker
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_released_attempt_is_never_charged_even_by_a_policy_that_charges_every_error(
+    asynchronous: bool,
+) -> None:
+    """``release()`` says the call was never sent: no ``charge_failed`` policy may charge it."""
+    events: list[bg.Event] = []
+    guard = bg.Guard(
+        "memory://", budgets=[bg.Budget("user", usd="1", per="day")], on_event=events.append,
+        charge_failed=lambda exc: True,
+    )  # fmt: skip
+    attempt = guard.attempt(REQUEST, scopes={"user": "fay"})
+    if asynchronous:
+
+        async def run() -> None:
+            await attempt.areserve()
+            await attempt.arelease()
+
+        asyncio.run(run())
+    else:
+        attempt.reserve()
+        attempt.release()
+    assert status(guard, "fay") == (0, 0)
+    assert [(e.kind, e.actual) for e in events] == [("reserved", None), ("released", None)]
+    [entry] = guard.ledger.history()
+    assert (entry.event, entry.data["error"]) == ("released", "NotSent")
 
 
 def test_a_refused_reservation_raises_and_holds_nothing() -> None:
