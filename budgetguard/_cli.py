@@ -34,7 +34,7 @@ from ._ledger import CounterSpec, CounterStatus, JournalEntry
 from ._ledger._types import to_datetime
 from ._money import format_usd, to_nano
 from ._pricing import Price, Rates, price_book
-from ._report import export_row, parse_when, report
+from ._report import call_scopes, export_row, parse_when, report
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -323,12 +323,14 @@ def limits_clear(state: _State, scope: str, per: str, unit: str, tz: str) -> Non
 
 
 def _entries(state: _State, since: str, until: str | None, scope: str | None) -> list[JournalEntry]:
+    """The journal's entries in the time range; with ``scope``, those of the calls made on it, whether
+    or not a budget charged it (the ledger's own scope filter sees only the charged scopes)."""
     now = datetime.now(UTC)
-    return state.guard.ledger.history(
-        since=parse_when(since, now),
-        until=parse_when(until, now) if until else None,
-        scope=Scope.parse(scope) if scope else None,
+    label = str(Scope.parse(scope)) if scope else None
+    entries = state.guard.ledger.history(
+        since=parse_when(since, now), until=parse_when(until, now) if until else None
     )
+    return entries if label is None else [e for e in entries if label in call_scopes(e)]
 
 
 def _write(text: str, output: str | None) -> None:
@@ -359,7 +361,7 @@ _output = click.option("--output", "-o", type=click.Path(dir_okay=False), help="
 @click.option(
     "--by", default="user", show_default=True, help="user, feature (any scope kind), scope, model or day."
 )
-@click.option("--scope", help="Only calls on this scope, e.g. feature:search.")
+@click.option("--scope", help="Only calls made on this scope (with a budget or not), e.g. feature:search.")
 @click.option(
     "--format", "fmt", default="table", type=click.Choice(["table", "csv", "json"]), show_default=True
 )

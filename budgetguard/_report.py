@@ -54,7 +54,7 @@ def _usage(entry: JournalEntry) -> Usage:
     return Usage(**raw) if isinstance(raw, Mapping) else Usage()
 
 
-def _scopes(entry: JournalEntry) -> list[str]:
+def call_scopes(entry: JournalEntry) -> list[str]:
     """Every scope of the call (also those without a budget), falling back to the charged ones."""
     scopes = entry.data.get("scopes")
     return [str(s) for s in scopes] if isinstance(scopes, list | tuple) else list(entry.scopes)
@@ -66,8 +66,8 @@ def _keys(entry: JournalEntry, by: str) -> list[str]:
     if by == "day":
         return [entry.time.date().isoformat()]
     if by == "scope":
-        return _scopes(entry) or ["(none)"]
-    ids = [s.partition(":")[2] for s in _scopes(entry) if s.partition(":")[0] == by]
+        return call_scopes(entry) or ["(none)"]
+    ids = [s.partition(":")[2] for s in call_scopes(entry) if s.partition(":")[0] == by]
     return ids or ["(none)"]
 
 
@@ -122,7 +122,7 @@ def export_row(entry: JournalEntry) -> dict[str, Any]:
         "time": entry.time.isoformat(),
         "event": entry.event,
         "reservation_id": entry.reservation_id,
-        "scopes": " ".join(_scopes(entry)),
+        "scopes": " ".join(call_scopes(entry)),
         "model": entry.model or "",
         "attempt": entry.data.get("attempt", ""),
         "cost_usd": str(to_usd(entry_cost(entry))),

@@ -95,6 +95,12 @@ def test_report_totals_equal_the_counters_to_the_nano(store: tuple[str, Path]) -
         run(store, "report", "--scope", "feature:search", "--by", "user", "--format", "json").output
     )
     assert only["total"]["calls"] == 3
+    # chat has no budget: its calls are found by the call's scopes, not only the ones a budget charged
+    chat = json.loads(
+        run(store, "report", "--scope", "feature:chat", "--by", "user", "--format", "json").output
+    )
+    assert (chat["total"]["calls"], chat["total"]["refused"]) == (3, 1)
+    assert {r["key"] for r in chat["rows"]} == set(USAGES)
 
 
 def test_report_and_export_files(store: tuple[str, Path], tmp_path: Path) -> None:
