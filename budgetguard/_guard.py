@@ -3,6 +3,7 @@
 The call flow is a generator that yields the I/O it needs (``_Reserve``, ``_Resolve``, ``_Call``,
 ``_Sleep``, ``_Status``) and receives the results; a sync and an async driver perform them. Retries are
 tenacity's: its ``iter()`` decides, the flow reserves before every attempt and reconciles after it.
+Streams, which settle when they end rather than when the call returns, are in ``_streams``.
 """
 
 from __future__ import annotations
@@ -10,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import dataclasses
 import functools
 import inspect
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -47,18 +47,25 @@ from ._ledger._types import CheckedAmounts, JournalData
 from ._money import INT64_MAX, Money, to_nano, to_usd
 from ._pricing import PriceBook, price_book
 from ._providers import (
-    StreamFolder,
     Variant,
     is_request,
     is_stream,
-    is_stream_manager,
     prepare_openai_stream,
-    response_variant,
     sdk_provider,
     served_tier,
     without_sdk_retries,
 )
-from ._tokens import count_text_tokens
+from ._streams import (
+    GuardedAsyncStream,
+    GuardedStream,
+    GuardedStreamManager,
+    Settlement,
+    input_only,
+    no_call,
+    served_flags,
+    settling,
+    wrap_stream,
+)
 from ._usage import Usage
 
 __all__ = [
@@ -467,17 +474,17 @@ class Guard:
                 last_error = exc
                 if reservation is not None:  # (a call never sent is never charged, whatever the policy)
                     charge = not isinstance(exc, NotSent) and self.charge_failed(exc)
-                    usage = _input_only(est) if charge else None
+                    usage = input_only(est) if charge else None
                     yield from ctx.settle(reservation, usage, {"error": type(exc).__name__})
                 if state is None:
                     state = self._retry_state(started)
                 state.set_exception((type(exc), exc, exc.__traceback__))
                 continue
             if is_stream(result):
-                return _wrap_stream(result, _Settlement(ctx, reservation))
+                return wrap_stream(result, Settlement(ctx, reservation))
             try:
                 usage, tier = plan.read_usage(result), served_tier(result)
-                flags = {} if tier is None else _served(tier, est)  # no tier: the one reserved at
+                flags = {} if tier is None else served_flags(tier, est)  # no tier: the one reserved at
             except Exception as exc:  # no usable usage: charge the worst case and say so
                 usage, flags = est.usage, {"usage_missing": True}
                 ctx.emit("usage_missing", reason=str(exc))
@@ -565,13 +572,13 @@ class Guard:
         short: its command may already be in the store (a reply on the wire, a local store's thread
         running). The write runs on, shielded; a cancelled caller waits for it, releases what a reserve
         admitted (rather than leave it held until its lease ends), then is cancelled. Cancelled again
-        meanwhile, it leaves that to a task in ``_settling``."""
+        meanwhile, it leaves that to a task in ``settling``."""
         try:
             return await asyncio.shield(write)
         except asyncio.CancelledError:
             undo = asyncio.ensure_future(self._undo(write, action))
-            _settling.add(undo)
-            undo.add_done_callback(_settling.discard)
+            settling.add(undo)
+            undo.add_done_callback(settling.discard)
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(undo)
             raise
@@ -595,7 +602,7 @@ class Guard:
         if isinstance(action, _Resolve):
             return  # a commit or release, done: the books are right
         try:
-            await self._perform_async(_Resolve(done, None, {"error": "CancelledError"}), _no_call)
+            await self._perform_async(_Resolve(done, None, {"error": "CancelledError"}), no_call)
         except Exception as exc:
             reason = f"could not release the hold of a cancelled call ({exc}); it ends with its lease"
             self._tell(action, done, "store_unavailable", reason=reason)
@@ -734,10 +741,10 @@ class Guard:
         ctx._thresholds(job.reservation, actual, outcome.spent)
 
     def _run_job(self, job: Job, *, opening: bool, unsettled: int = 0) -> None:
-        self._run_sync(self._job_flow(job, opening, unsettled), _no_call)
+        self._run_sync(self._job_flow(job, opening, unsettled), no_call)
 
     async def _arun_job(self, job: Job, *, opening: bool, unsettled: int = 0) -> None:
-        await self._run_async(self._job_flow(job, opening, unsettled), _no_call)
+        await self._run_async(self._job_flow(job, opening, unsettled), no_call)
 
     # -- calls made elsewhere ----------------------------------------------------------------------
 
@@ -1130,14 +1137,6 @@ class _JobCtx(_Ctx):
         super().emit(kind, actual=actual, reason=reason, data={**(data or {}), "job": self.job.name})
 
 
-def _served(tier: str | None, est: Estimate) -> dict[str, Any]:
-    """Journal flags when the response reports another price variant than the one reserved."""
-    variant = response_variant(tier, est.variant)
-    if variant == est.variant:
-        return {}
-    return {"variant": None if variant is None else dict(variant), "served_tier": tier}
-
-
 class NotSent(Exception):
     """The reason an attempt is released without its call (never charged: nothing reached the API)."""
 
@@ -1156,31 +1155,31 @@ class Attempt:
 
     def reserve(self) -> None:
         """Hold the estimate in every budget; raises ``BudgetExceededError`` when one refuses."""
-        self.guard._run_sync(self._until_call(None, None), _no_call)
+        self.guard._run_sync(self._until_call(None, None), no_call)
 
     def commit(self, response: Any) -> None:
         """Charge the response's usage (the estimate, flagged, when it carries none)."""
-        self.guard._run_sync(self._until_call(response, None), _no_call)
+        self.guard._run_sync(self._until_call(response, None), no_call)
 
     def fail(self, error: BaseException) -> None:
         """Release the hold (or charge the input, per ``charge_failed``) of a call that raised."""
-        self.guard._run_sync(self._until_call(None, error), _no_call)
+        self.guard._run_sync(self._until_call(None, error), no_call)
 
     def release(self) -> None:
         """Give the hold back: the call was never sent (a framework dropped the run)."""
         self.fail(NotSent("the attempt was released before its call was sent"))
 
     async def areserve(self) -> None:
-        await self.guard._run_async(self._until_call(None, None), _no_call)
+        await self.guard._run_async(self._until_call(None, None), no_call)
 
     async def arelease(self) -> None:
         await self.afail(NotSent("the attempt was released before its call was sent"))
 
     async def acommit(self, response: Any) -> None:
-        await self.guard._run_async(self._until_call(response, None), _no_call)
+        await self.guard._run_async(self._until_call(response, None), no_call)
 
     async def afail(self, error: BaseException) -> None:
-        await self.guard._run_async(self._until_call(None, error), _no_call)
+        await self.guard._run_async(self._until_call(None, error), no_call)
 
     def _until_call(self, reply: Any, error: BaseException | None) -> Flow:
         """Resume the flow and pass its store actions to a driver until it reaches the call or ends."""
@@ -1202,15 +1201,6 @@ class Attempt:
             raise
         if isinstance(action, _Sleep):
             flow.close()  # the flow would retry; the caller's framework does that with a new attempt
-
-
-def _input_only(est: Estimate) -> Usage:
-    usage = est.usage
-    return Usage(
-        input_tokens=usage.input_tokens,
-        cache_write_tokens=usage.cache_write_tokens,
-        cache_write_1h_tokens=usage.cache_write_1h_tokens,
-    )
 
 
 def _resolve_scopes(
@@ -1274,257 +1264,6 @@ def _lowest(thresholds: tuple[tuple[int, int], ...]) -> tuple[int, int]:
 def _usd_text(nano: int) -> str:
     """An estimate's cost as the journal writes it (calls repeat their estimates)."""
     return str(to_usd(nano))
-
-
-# -- streams -----------------------------------------------------------------------------------------
-
-
-def _wrap_stream(stream: Any, settle: _Settlement) -> Any:
-    if is_stream_manager(stream):
-        return GuardedStreamManager(stream, settle)
-    if hasattr(stream, "__anext__"):
-        return GuardedAsyncStream(stream, settle)
-    return GuardedStream(stream, settle)
-
-
-_settling: set[asyncio.Task[None]] = set()
-
-
-class _Settlement:
-    """Commits a stream's reservation exactly once, from its usage or from what was received."""
-
-    def __init__(self, ctx: _Ctx, reservation: Reservation | None) -> None:
-        self.ctx = ctx
-        self.reservation = reservation
-        self.folder = StreamFolder()
-        self.done = False
-        self.ended = False  # the stream ran to its end (as opposed to closed early or dropped)
-
-    def usage(self) -> tuple[Usage, dict[str, Any]]:
-        folder, est = self.folder, self.ctx.est
-        served = _served(folder.tier, est)
-        if folder.complete and folder.usage is not None:
-            return folder.usage, served
-        # No final usage: bill what is known. Input: the provider's count if it sent one (Anthropic's
-        # message_start), else the estimate. Output: the larger of a partial count and the streamed
-        # text counted with tiktoken.
-        streamed = count_text_tokens("".join(folder.text), est.model) if folder.text else 0
-        base = folder.usage if folder.usage is not None else _input_only(est)
-        usage = dataclasses.replace(base, output_tokens=max(base.output_tokens, streamed), reasoning_tokens=0)
-        flags = {"usage_missing": True, **served}
-        if not self.ended:
-            flags["interrupted"] = True
-        self.ctx.emit(
-            "usage_missing", reason="stream ended without usage" if self.ended else "stream interrupted"
-        )
-        return usage, flags
-
-    sent = True
-    """False for a stream manager that was never entered: its request never went out."""
-
-    def flow(self) -> Flow:
-        if not self.sent:
-            yield from self.ctx.settle(self.reservation, None, {"error": "never sent"})
-            return
-        usage, flags = self.usage()
-        yield from self.ctx.settle(self.reservation, usage, flags)
-
-    def settle_sync(self) -> None:
-        if not self.done:
-            self.done = True
-            self.ctx.guard._run_sync(self.flow(), _no_call)
-
-    async def settle_async(self) -> None:
-        if not self.done:
-            self.done = True
-            await self.ctx.guard._run_async(self.flow(), _no_call)
-
-    def finalize(self) -> None:
-        """From ``__del__``: settle if nobody did; never raise from a finalizer."""
-        if self.done:
-            return
-        try:
-            self.settle_sync()
-        except Exception as exc:
-            self.ctx.emit("spend_lost", reason=f"stream collected and could not be settled: {exc!r}")
-
-
-def _no_call(model: str | None) -> Any:
-    raise AssertionError("a settlement makes no call")
-
-
-class GuardedStream(Iterator[Any]):
-    """A provider stream that commits its reservation once: at the end, on close, or when collected."""
-
-    def __init__(self, stream: Any, settle: _Settlement) -> None:
-        self._stream = stream
-        self._settle = settle
-        self._iter = iter(stream)
-
-    def __iter__(self) -> GuardedStream:
-        return self
-
-    def __next__(self) -> Any:
-        try:
-            item = next(self._iter)
-        except StopIteration:
-            self._settle.ended = True
-            self._settle.settle_sync()
-            raise
-        self._settle.folder.feed(item)
-        return item
-
-    def close(self) -> None:
-        try:
-            closer = getattr(self._stream, "close", None)
-            if closer is not None:
-                closer()
-        finally:
-            self._settle.settle_sync()
-
-    def __enter__(self) -> GuardedStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        self._settle.finalize()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-class GuardedAsyncStream(AsyncIterator[Any]):
-    """The async twin of ``GuardedStream``."""
-
-    def __init__(self, stream: Any, settle: _Settlement) -> None:
-        self._stream = stream
-        self._settle = settle
-        self._iter = stream.__aiter__()
-
-    def __aiter__(self) -> GuardedAsyncStream:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            item = await self._iter.__anext__()
-        except StopAsyncIteration:
-            self._settle.ended = True
-            await self._settle.settle_async()
-            raise
-        self._settle.folder.feed(item)
-        return item
-
-    async def aclose(self) -> None:
-        try:
-            closer = getattr(self._stream, "close", None)
-            if closer is not None:
-                result = closer()
-                if inspect.isawaitable(result):
-                    await result
-        finally:
-            await self._settle.settle_async()
-
-    async def __aenter__(self) -> GuardedAsyncStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    def __del__(self) -> None:
-        if self._settle.done:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._settle.finalize()  # no loop left: settle synchronously (a local store) or report
-            return
-        task = loop.create_task(self._settle.settle_async())
-        _settling.add(task)  # the loop keeps only a weak reference to tasks
-        task.add_done_callback(_settling.discard)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-class GuardedResponseStream(GuardedStream):
-    """OpenAI's ``ResponseStream`` (from ``client.responses.stream(...)``), its events read on the way."""
-
-    def until_done(self) -> GuardedResponseStream:
-        for _ in self:
-            pass
-        return self
-
-    def get_final_response(self) -> Any:
-        self.until_done()
-        return self._stream.get_final_response()
-
-
-class GuardedAsyncResponseStream(GuardedAsyncStream):
-    """The async twin of ``GuardedResponseStream``."""
-
-    async def until_done(self) -> GuardedAsyncResponseStream:
-        async for _ in self:
-            pass
-        return self
-
-    async def get_final_response(self) -> Any:
-        await self.until_done()
-        return await self._stream.get_final_response()
-
-
-class GuardedStreamManager:
-    """A stream manager: Anthropic's ``client.messages.stream(...)`` (entering yields the SDK's
-    ``MessageStream``, its helpers work as usual; leaving settles from the accumulated message) or
-    OpenAI's ``client.responses.stream(...)`` (entering yields the ``ResponseStream`` wrapped so its
-    events feed the settlement; ``response.completed`` carries the usage)."""
-
-    def __init__(self, manager: Any, settle: _Settlement) -> None:
-        self._manager = manager
-        self._settle = settle
-        self._stream: Any = None
-
-    def _observe(self) -> None:
-        snapshot = getattr(self._stream, "current_message_snapshot", None) if self._stream else None
-        folder = self._settle.folder
-        if snapshot is None:
-            return
-        folder.usage = Usage.from_response(snapshot)
-        folder.complete = getattr(snapshot, "stop_reason", None) is not None
-        folder.text = [getattr(block, "text", "") or "" for block in getattr(snapshot, "content", ())]
-
-    def __enter__(self) -> Any:
-        self._stream = self._manager.__enter__()
-        if hasattr(type(self._stream), "current_message_snapshot"):  # Anthropic: read at exit
-            return self._stream
-        return GuardedResponseStream(self._stream, self._settle)
-
-    def __exit__(self, *exc: Any) -> Any:
-        try:
-            return self._manager.__exit__(*exc)
-        finally:
-            self._observe()
-            self._settle.ended = self._settle.folder.complete
-            self._settle.settle_sync()
-
-    async def __aenter__(self) -> Any:
-        self._stream = await self._manager.__aenter__()
-        if hasattr(type(self._stream), "current_message_snapshot"):  # Anthropic: read at exit
-            return self._stream
-        return GuardedAsyncResponseStream(self._stream, self._settle)
-
-    async def __aexit__(self, *exc: Any) -> Any:
-        try:
-            return await self._manager.__aexit__(*exc)
-        finally:
-            self._observe()
-            self._settle.ended = self._settle.folder.complete
-            await self._settle.settle_async()
-
-    def __del__(self) -> None:
-        self._settle.sent = self._stream is not None  # the SDKs send the request on entering
-        self._settle.finalize()
 
 
 # -- the default guard -------------------------------------------------------------------------------

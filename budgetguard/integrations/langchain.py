@@ -34,7 +34,8 @@ from .._budgets import Scope
 from .._context import ModelTotals, Tracker, track
 from .._errors import ConfigurationError, UsageError
 from .._estimate import Estimate, _guess_provider
-from .._guard import Attempt, Guard, ScopeSpec, _input_only, default_guard
+from .._guard import Attempt, Guard, ScopeSpec, default_guard
+from .._streams import input_only
 from .._tokens import count_text_tokens
 from .._usage import Usage
 from . import missing_extra
@@ -341,7 +342,7 @@ def _partial_usage(response: LLMResult, est: Estimate) -> Usage | None:
         return usage_from_result(response)
     except UsageError:
         streamed = count_text_tokens("".join(texts), est.model)
-        return dataclasses.replace(_input_only(est), output_tokens=streamed)
+        return dataclasses.replace(input_only(est), output_tokens=streamed)
 
 
 def _from_usage_metadata(metadata: Mapping[str, Any]) -> Usage:

@@ -14,7 +14,7 @@ import pytest
 
 import budgetguard
 from budgetguard import Usage
-from budgetguard import _guard as guard_module
+from budgetguard import _streams as streams_module
 from tests.guard.conftest import MakeGuard
 from tests.guard.payloads import (
     GPT4O_USAGE,
@@ -187,7 +187,7 @@ async def test_cancelled_twice_leaves_the_release_to_a_task(tmp_path: Path) -> N
         await task
     assert not writer.ended  # it did not wait this time
     loop = asyncio.get_running_loop()
-    (undo,) = [t for t in guard_module._settling if t.get_loop() is loop]
+    (undo,) = [t for t in streams_module.settling if t.get_loop() is loop]
     writer.end()
     await undo
 

@@ -1,0 +1,289 @@
+"""Provider streams under the guard: each commits its reservation exactly once, from its usage or
+from what was received (an interrupted or abandoned stream is charged what it streamed, flagged)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ._estimate import Estimate
+from ._ledger import Reservation
+from ._providers import StreamFolder, is_stream_manager, response_variant
+from ._tokens import count_text_tokens
+from ._usage import Usage
+
+if TYPE_CHECKING:
+    from ._guard import Flow, _Ctx
+
+__all__ = [
+    "GuardedAsyncResponseStream", "GuardedAsyncStream", "GuardedResponseStream", "GuardedStream",
+    "GuardedStreamManager", "Settlement", "input_only", "no_call", "served_flags", "settling", "wrap_stream",
+]  # fmt: skip
+
+
+def served_flags(tier: str | None, est: Estimate) -> dict[str, Any]:
+    """Journal flags when the response reports another price variant than the one reserved."""
+    variant = response_variant(tier, est.variant)
+    if variant == est.variant:
+        return {}
+    return {"variant": None if variant is None else dict(variant), "served_tier": tier}
+
+
+def input_only(est: Estimate) -> Usage:
+    usage = est.usage
+    return Usage(
+        input_tokens=usage.input_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
+    )
+
+
+def wrap_stream(stream: Any, settle: Settlement) -> Any:
+    if is_stream_manager(stream):
+        return GuardedStreamManager(stream, settle)
+    if hasattr(stream, "__anext__"):
+        return GuardedAsyncStream(stream, settle)
+    return GuardedStream(stream, settle)
+
+
+settling: set[asyncio.Task[None]] = set()
+
+
+class Settlement:
+    """Commits a stream's reservation exactly once, from its usage or from what was received."""
+
+    def __init__(self, ctx: _Ctx, reservation: Reservation | None) -> None:
+        self.ctx = ctx
+        self.reservation = reservation
+        self.folder = StreamFolder()
+        self.done = False
+        self.ended = False  # the stream ran to its end (as opposed to closed early or dropped)
+
+    def usage(self) -> tuple[Usage, dict[str, Any]]:
+        folder, est = self.folder, self.ctx.est
+        served = served_flags(folder.tier, est)
+        if folder.complete and folder.usage is not None:
+            return folder.usage, served
+        # No final usage: bill what is known. Input: the provider's count if it sent one (Anthropic's
+        # message_start), else the estimate. Output: the larger of a partial count and the streamed
+        # text counted with tiktoken.
+        streamed = count_text_tokens("".join(folder.text), est.model) if folder.text else 0
+        base = folder.usage if folder.usage is not None else input_only(est)
+        usage = dataclasses.replace(base, output_tokens=max(base.output_tokens, streamed), reasoning_tokens=0)
+        flags = {"usage_missing": True, **served}
+        if not self.ended:
+            flags["interrupted"] = True
+        self.ctx.emit(
+            "usage_missing", reason="stream ended without usage" if self.ended else "stream interrupted"
+        )
+        return usage, flags
+
+    sent = True
+    """False for a stream manager that was never entered: its request never went out."""
+
+    def flow(self) -> Flow:
+        if not self.sent:
+            yield from self.ctx.settle(self.reservation, None, {"error": "never sent"})
+            return
+        usage, flags = self.usage()
+        yield from self.ctx.settle(self.reservation, usage, flags)
+
+    def settle_sync(self) -> None:
+        if not self.done:
+            self.done = True
+            self.ctx.guard._run_sync(self.flow(), no_call)
+
+    async def settle_async(self) -> None:
+        if not self.done:
+            self.done = True
+            await self.ctx.guard._run_async(self.flow(), no_call)
+
+    def finalize(self) -> None:
+        """From ``__del__``: settle if nobody did; never raise from a finalizer."""
+        if self.done:
+            return
+        try:
+            self.settle_sync()
+        except Exception as exc:
+            self.ctx.emit("spend_lost", reason=f"stream collected and could not be settled: {exc!r}")
+
+
+def no_call(model: str | None) -> Any:
+    raise AssertionError("a settlement makes no call")
+
+
+class GuardedStream(Iterator[Any]):
+    """A provider stream that commits its reservation once: at the end, on close, or when collected."""
+
+    def __init__(self, stream: Any, settle: Settlement) -> None:
+        self._stream = stream
+        self._settle = settle
+        self._iter = iter(stream)
+
+    def __iter__(self) -> GuardedStream:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            item = next(self._iter)
+        except StopIteration:
+            self._settle.ended = True
+            self._settle.settle_sync()
+            raise
+        self._settle.folder.feed(item)
+        return item
+
+    def close(self) -> None:
+        try:
+            closer = getattr(self._stream, "close", None)
+            if closer is not None:
+                closer()
+        finally:
+            self._settle.settle_sync()
+
+    def __enter__(self) -> GuardedStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self._settle.finalize()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class GuardedAsyncStream(AsyncIterator[Any]):
+    """The async twin of ``GuardedStream``."""
+
+    def __init__(self, stream: Any, settle: Settlement) -> None:
+        self._stream = stream
+        self._settle = settle
+        self._iter = stream.__aiter__()
+
+    def __aiter__(self) -> GuardedAsyncStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            item = await self._iter.__anext__()
+        except StopAsyncIteration:
+            self._settle.ended = True
+            await self._settle.settle_async()
+            raise
+        self._settle.folder.feed(item)
+        return item
+
+    async def aclose(self) -> None:
+        try:
+            closer = getattr(self._stream, "close", None)
+            if closer is not None:
+                result = closer()
+                if inspect.isawaitable(result):
+                    await result
+        finally:
+            await self._settle.settle_async()
+
+    async def __aenter__(self) -> GuardedAsyncStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        if self._settle.done:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._settle.finalize()  # no loop left: settle synchronously (a local store) or report
+            return
+        task = loop.create_task(self._settle.settle_async())
+        settling.add(task)  # the loop keeps only a weak reference to tasks
+        task.add_done_callback(settling.discard)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class GuardedResponseStream(GuardedStream):
+    """OpenAI's ``ResponseStream`` (from ``client.responses.stream(...)``), its events read on the way."""
+
+    def until_done(self) -> GuardedResponseStream:
+        for _ in self:
+            pass
+        return self
+
+    def get_final_response(self) -> Any:
+        self.until_done()
+        return self._stream.get_final_response()
+
+
+class GuardedAsyncResponseStream(GuardedAsyncStream):
+    """The async twin of ``GuardedResponseStream``."""
+
+    async def until_done(self) -> GuardedAsyncResponseStream:
+        async for _ in self:
+            pass
+        return self
+
+    async def get_final_response(self) -> Any:
+        await self.until_done()
+        return await self._stream.get_final_response()
+
+
+class GuardedStreamManager:
+    """A stream manager: Anthropic's ``client.messages.stream(...)`` (entering yields the SDK's
+    ``MessageStream``, its helpers work as usual; leaving settles from the accumulated message) or
+    OpenAI's ``client.responses.stream(...)`` (entering yields the ``ResponseStream`` wrapped so its
+    events feed the settlement; ``response.completed`` carries the usage)."""
+
+    def __init__(self, manager: Any, settle: Settlement) -> None:
+        self._manager = manager
+        self._settle = settle
+        self._stream: Any = None
+
+    def _observe(self) -> None:
+        snapshot = getattr(self._stream, "current_message_snapshot", None) if self._stream else None
+        folder = self._settle.folder
+        if snapshot is None:
+            return
+        folder.usage = Usage.from_response(snapshot)
+        folder.complete = getattr(snapshot, "stop_reason", None) is not None
+        folder.text = [getattr(block, "text", "") or "" for block in getattr(snapshot, "content", ())]
+
+    def __enter__(self) -> Any:
+        self._stream = self._manager.__enter__()
+        if hasattr(type(self._stream), "current_message_snapshot"):  # Anthropic: read at exit
+            return self._stream
+        return GuardedResponseStream(self._stream, self._settle)
+
+    def __exit__(self, *exc: Any) -> Any:
+        try:
+            return self._manager.__exit__(*exc)
+        finally:
+            self._observe()
+            self._settle.ended = self._settle.folder.complete
+            self._settle.settle_sync()
+
+    async def __aenter__(self) -> Any:
+        self._stream = await self._manager.__aenter__()
+        if hasattr(type(self._stream), "current_message_snapshot"):  # Anthropic: read at exit
+            return self._stream
+        return GuardedAsyncResponseStream(self._stream, self._settle)
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        try:
+            return await self._manager.__aexit__(*exc)
+        finally:
+            self._observe()
+            self._settle.ended = self._settle.folder.complete
+            await self._settle.settle_async()
+
+    def __del__(self) -> None:
+        self._settle.sent = self._stream is not None  # the SDKs send the request on entering
+        self._settle.finalize()
