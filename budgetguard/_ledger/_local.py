@@ -1,6 +1,6 @@
 """Stores that run the Python engine in this process: ``memory://`` and ``sqlite:///path``.
 
-Both implement ``_transaction()``; everything else (validation, the contract, the async twin) is here
+Both implement ``_atomic()``; everything else (validation, the contract, the async twin) is here
 once. Their clock is this machine's clock (``time.time_ns``), which every process on it shares.
 """
 
@@ -11,7 +11,6 @@ import json
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -46,6 +45,14 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _put_limit(tx: Tx, now: int, field: str, value: int | None) -> None:
+    tx.put_limit(field, value)
+
+
+def _get_limit(tx: Tx, now: int, field: str) -> int | None:
+    return tx.limit(field)
+
+
 def _res_id(ref: ReservationRef) -> str:
     if type(ref) is Reservation:  # made by a store, or a repeat of one: looked up as is (an id no store
         return ref.id  # made is unknown to the local stores, which only look ids up: never injected)
@@ -62,13 +69,9 @@ class LocalLedger(Ledger):
         self._engine = Engine()
 
     @abstractmethod
-    def _transaction(self) -> AbstractContextManager[Tx]:
-        """An exclusive, atomic transaction: all of its writes land, or none."""
-
     def _atomic(self, op: Callable[..., R], *args: Any) -> R:
-        """``op(tx, now, *args)`` in one transaction, ``now`` read from the store's clock inside it."""
-        with self._transaction() as tx:
-            return op(tx, self._clock(), *args)
+        """``op(tx, now, *args)`` in one exclusive, atomic transaction (all of its writes land, or
+        none), ``now`` read from the store's clock inside it."""
 
     def _reserve(
         self, tx: Tx, now: int, res_id: str, holds: tuple[Hold, ...], lease_ms: int, meta: Meta, enforce: bool
@@ -125,16 +128,13 @@ class LocalLedger(Ledger):
 
     def set_limit(self, counter: CounterSpec, limit: int) -> None:
         check_amount(limit, "limit")
-        with self._transaction() as tx:
-            tx.put_limit(counter.limit_field, limit)
+        self._atomic(_put_limit, counter.limit_field, limit)
 
     def get_limit(self, counter: CounterSpec) -> int | None:
-        with self._transaction() as tx:
-            return tx.limit(counter.limit_field)
+        return self._atomic(_get_limit, counter.limit_field)
 
     def clear_limit(self, counter: CounterSpec) -> None:
-        with self._transaction() as tx:
-            tx.put_limit(counter.limit_field, None)
+        self._atomic(_put_limit, counter.limit_field, None)
 
     def history(
         self,

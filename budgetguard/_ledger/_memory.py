@@ -119,26 +119,6 @@ class _MemoryTx:
         self.s._entries.append((ts, event, res_id, tuple(scopes), amounts, data))
 
 
-class _MemoryTransaction:
-    """The memory store's transaction: its lock (a class, not @contextmanager: this is the hot path)."""
-
-    def __init__(self, store: MemoryLedger) -> None:
-        self.store = store
-        self.tx = _MemoryTx(store)
-
-    def __enter__(self) -> Tx:
-        self.store._lock.acquire()
-        return self.tx
-
-    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
-        store = self.store
-        try:
-            if kind is None:
-                store._tick()
-        finally:
-            store._lock.release()
-
-
 class MemoryLedger(LocalLedger):
     """In-process store: dicts under one lock. Use it for tests and single-process tools."""
 
@@ -158,28 +138,18 @@ class MemoryLedger(LocalLedger):
         self._limits: dict[str, int] = {}
         self._entries: deque[tuple[Any, ...]] = deque(maxlen=journal_maxlen)
         self._ops = 0
-        self._tx = _MemoryTransaction(self)
-
-    def _transaction(self) -> _MemoryTransaction:
-        # The engine validates every input before its first write, so an operation that raises
-        # leaves the state as it was: the lock is the whole transaction.
-        return self._tx
+        self._tx = _MemoryTx(self)
 
     def _atomic(self, op: Callable[..., R], *args: Any) -> R:
-        # _transaction's work without its Python-level __enter__ and __exit__ (the hot path)
+        # The engine validates every input before its first write, so an operation that raises leaves
+        # the state as it was: the lock is the whole transaction. Every 1,024th operation prunes.
         with self._lock:
             now = time.time_ns() // 1_000_000 if self._clock is wall_clock_ms else self._clock()  # (inline)
-            result = op(self._tx.tx, now, *args)
-            self._ops += 1  # _tick, inline
+            result = op(self._tx, now, *args)
+            self._ops += 1
             if self._ops % 1024 == 0:
-                self._prune(self._clock())
+                self._prune(now)
         return result
-
-    def _tick(self) -> None:
-        """Count a successful operation; every 1,024th prunes what has expired."""
-        self._ops += 1
-        if self._ops % 1024 == 0:
-            self._prune(self._clock())
 
     # The common cases, specialised: a new reservation that every counter admits, and the resolution
     # of a live one, with no expired lease to reclaim. They make the engine's very writes (the

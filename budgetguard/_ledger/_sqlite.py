@@ -12,7 +12,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .._errors import LedgerError
 from ._base import decode_held, decode_refusal, encode_held, encode_refusal
@@ -23,6 +23,8 @@ from ._types import HeldCounter, JournalEntry
 Meta = dict[str, Any]
 
 __all__ = ["SQLiteLedger"]
+
+R = TypeVar("R")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
@@ -240,6 +242,10 @@ class SQLiteLedger(LocalLedger):
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self)
+
+    def _atomic(self, op: Callable[..., R], *args: Any) -> R:
+        with self._transaction() as tx:
+            return op(tx, self._clock(), *args)
 
     def _prune(self, db: sqlite3.Connection) -> None:
         now = self._clock()
