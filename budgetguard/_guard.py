@@ -991,6 +991,8 @@ class Guard:
 class _Ctx:
     """One attempt's bookkeeping: events, settling its reservation, and what to do when the store fails."""
 
+    __slots__ = ("attempt", "est", "guard", "labels", "lost", "reservation_id", "started")
+
     def __init__(self, guard: Guard, est: Estimate, labels: tuple[str, ...], attempt: int) -> None:
         self.guard, self.est, self.labels, self.attempt = guard, est, labels, attempt
         self.reservation_id: str | None = None
@@ -1114,6 +1116,8 @@ class _Ctx:
 
 class _JobCtx(_Ctx):
     """Events of a job's own reservation (``Guard.reserve``): no model, the job's hold as the estimate."""
+
+    __slots__ = ("job",)
 
     def __init__(self, guard: Guard, job: Job, labels: tuple[str, ...]) -> None:
         self.job = job

@@ -98,28 +98,25 @@ def served_tier(response: Any) -> str | None:
     OpenAI responses and chunks carry ``service_tier`` (``"flex"``, ``"priority"``, ``"default"``...);
     Anthropic reports ``usage.service_tier`` (``"standard"``, ``"priority"``, ``"batch"``) and
     ``usage.speed`` (reported here as the tier ``"fast"``)."""
-    tier = _tier_of(response)
-    if tier is None:  # a Responses API event or an Anthropic message_start carries the object
-        for name in ("response", "message"):
-            nested = _get(response, name)
-            if nested is not None and (tier := _tier_of(nested)) is not None:
-                return tier
-    return tier
-
-
-_TIER_FIELDS = ("usage", "speed", "service_tier")
-
-
-def _tier_of(holder: Any) -> str | None:
-    get = _reader(holder, _TIER_FIELDS)
+    get = _reader(response, _TIER_FIELDS)
     usage = get("usage")
-    get_usage = _reader(usage, _TIER_FIELDS) if usage is not None else None
-    if get_usage is not None and get_usage("speed") == "fast":
+    if usage is None:
+        for name in ("response", "message"):  # a Responses API event, an Anthropic message_start
+            nested = get(name)
+            if nested is not None and (tier := served_tier(nested)) is not None:
+                return tier
+        tier = get("service_tier")
+        return tier if isinstance(tier, str) else None
+    get_usage = _reader(usage, _TIER_FIELDS)
+    if get_usage("speed") == "fast":
         return "fast-mode"
     tier = get("service_tier")
-    if not isinstance(tier, str) and get_usage is not None:
+    if not isinstance(tier, str):
         tier = get_usage("service_tier")
     return tier if isinstance(tier, str) else None
+
+
+_TIER_FIELDS = ("usage", "speed", "service_tier", "response", "message")
 
 
 def response_variant(tier: str | None, requested: Variant | None) -> Variant | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
+from itertools import compress
 from typing import Any
 
 from ._errors import UsageError
@@ -156,7 +157,7 @@ class Usage:
             self.input_tokens, self.cache_read_tokens, self.cache_write_tokens,
             self.cache_write_1h_tokens, self.output_tokens, self.reasoning_tokens,
         )  # fmt: skip
-        return {name: value for name, value in zip(_FIELDS, counts, strict=True) if value}
+        return dict(compress(zip(_FIELDS, counts, strict=True), counts))  # (C calls only)
 
     # -- readers ---------------------------------------------------------------------------
 
