@@ -23,6 +23,9 @@ R = TypeVar("R")
 __all__ = ["MemoryLedger"]
 
 JOURNAL_MAXLEN = 100_000
+MAX_RECORDS = 100_000
+"""Resolved reservations kept for idempotent repeats (at most a day): the newest this many, so that a
+long-running process does not grow without bound (about 1 KB each)."""
 
 
 @dataclass
@@ -128,9 +131,11 @@ class MemoryLedger(LocalLedger):
         namespace: str = "default",
         clock: Callable[[], int] = wall_clock_ms,
         journal_maxlen: int = JOURNAL_MAXLEN,
+        max_records: int = MAX_RECORDS,
     ) -> None:
         super().__init__(namespace=namespace, url="memory://", clock=clock)
         self.journal_maxlen = journal_maxlen
+        self.max_records = max_records
         self._lock = threading.Lock()
         self._counters: dict[str, _Counter] = {}
         self._records: dict[str, tuple[dict[str, Any], int]] = {}
@@ -229,8 +234,28 @@ class MemoryLedger(LocalLedger):
                 del records[res_id]
             else:  # put again since, with a later expiry
                 heapq.heappush(expiry, (found[1], res_id))
+        if len(records) > self.max_records:
+            self._forget_oldest(len(records) - self.max_records)
         for key in [k for k, c in self._counters.items() if c.expires_at is not None and c.expires_at <= now]:
             del self._counters[key]
+
+    def _forget_oldest(self, count: int) -> None:
+        """Drop ``count`` resolved (or refused) records, the soonest to expire first: a repeat of one of
+        them is then an unknown reservation. Held ones stay: their leases are live."""
+        records, expiry = self._records, self._record_expiry
+        live: list[tuple[int, str]] = []
+        while count and expiry:
+            entry = heapq.heappop(expiry)
+            found = records.get(entry[1])
+            if found is None:
+                continue
+            if found[0]["state"] == "held":
+                live.append(entry)
+            else:
+                del records[entry[1]]
+                count -= 1
+        for entry in live:
+            heapq.heappush(expiry, entry)
 
     def _journal(
         self, since: int | None, until: int | None, scope: str | None, limit: int | None
