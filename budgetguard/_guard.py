@@ -42,6 +42,7 @@ from ._ledger import (
     open_async_ledger,
     open_ledger,
 )
+from ._ledger._base import scope_labels
 from ._ledger._local import AsyncLocalLedger
 from ._ledger._types import CheckedAmounts, JournalData
 from ._money import INT64_MAX, Money, to_nano, to_usd
@@ -618,7 +619,7 @@ class Guard:
         meta: Mapping[str, Any] = {}
         if isinstance(action, _Resolve):
             reservation = action.reservation
-            labels = tuple(dict.fromkeys(h.counter.label for h in reservation.held))
+            labels = scope_labels(reservation.held)
         else:
             meta = action.meta
             labels = tuple(meta.get("scopes", ()))
