@@ -6,9 +6,13 @@ instant of it is the same one (so every process agrees), and the next one starts
 
 from __future__ import annotations
 
+import struct
+import zoneinfo
 from bisect import bisect_right
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -335,3 +339,60 @@ def test_any_instant_near_an_offset_change_lies_in_one_window(
     near = changes(tz, year)
     if near:
         assert_one_window(tz, period, near[which % len(near)] + delta)
+
+
+# -- a zone whose changes straddle midnight (no zone in tzdata does, yet; the rules must not care) ---
+
+
+def tzif(changes: list[tuple[str, int]], types: list[tuple[int, int, str]]) -> bytes:
+    """A version-1 TZif file: ``changes`` as (UTC instant, type index), ``types`` as (offset s, dst, name)."""
+    names, where = b"", []
+    for _, _, name in types:
+        where.append(len(names))
+        names += name.encode() + b"\0"
+    head = b"TZif\0" + b"\0" * 15 + struct.pack(">6l", 0, 0, 0, len(changes), len(types), len(names))
+    body = b"".join(struct.pack(">l", ms(t) // 1000) for t, _ in changes) + bytes(i for _, i in changes)
+    body += b"".join(struct.pack(">lBB", o, d, i) for (o, d, _), i in zip(types, where, strict=True))
+    return head + body + names
+
+
+@pytest.fixture
+def straddling(tmp_path: Path) -> Iterator[str]:
+    """``Test/Straddling``, +00:00 or +01:00: forward at 23:30 (Sat 23:30 -> Sun 00:30, midnight skipped)
+    on 2024-03-30, back at 00:30 (Sun 00:30 -> Sat 23:30: the date goes back) on 2024-10-27."""
+    (tmp_path / "Test").mkdir()
+    (tmp_path / "Test" / "Straddling").write_bytes(
+        tzif([("2024-03-30T23:30", 1), ("2024-10-26T23:30", 0)], [(0, 0, "XST"), (3600, 1, "XDT")])
+    )
+    zoneinfo.reset_tzpath(to=[str(tmp_path), *zoneinfo.TZPATH])
+    try:
+        yield "Test/Straddling"
+    finally:
+        zoneinfo.reset_tzpath()
+
+
+def test_a_gap_that_skips_midnight_starts_the_day_at_the_change(straddling: str) -> None:
+    sat, sun = (window_for(Period.DAY, straddling, ms(t)) for t in ("2024-03-30T12:00", "2024-03-30T23:30"))
+    assert sat == win("2024-03-30T00:00", "2024-03-30T23:30")  # 23h30
+    assert sun == win("2024-03-30T23:30", "2024-03-31T23:00")  # from 00:30 XDT, the day's first instant
+    assert window_for(Period.HOUR, straddling, ms("2024-03-30T23:45")) == win(
+        "2024-03-30T23:30", "2024-03-31T00:00"
+    )  # 00:30-01:00 XDT: the hour 00:xx starts at the change
+
+
+def test_a_fall_back_across_midnight_keeps_the_second_saturday_in_sunday(straddling: str) -> None:
+    # 23:00-23:30 UTC is Sun 00:00-00:30 XDT, then the clock reads Sat 23:30 again until 00:00 UTC:
+    # Sunday has begun, so the second Saturday half hour belongs to it (a day is not two pieces)
+    sunday = win("2024-10-26T23:00", "2024-10-28T00:00")
+    assert window_for(Period.DAY, straddling, ms("2024-10-26T23:45")) == sunday
+    assert window_for(Period.DAY, straddling, ms("2024-10-26T22:59:59.999")).end == sunday.start
+    assert window_for(Period.WEEK, straddling, ms("2024-10-26T23:45")).start == ms("2024-10-20T23:00")
+    assert window_for(Period.HOUR, straddling, ms("2024-10-26T23:10")) == win(
+        "2024-10-26T23:00", "2024-10-26T23:30"
+    )
+    assert window_for(Period.HOUR, straddling, ms("2024-10-26T23:45")) == win(
+        "2024-10-26T23:30", "2024-10-27T00:00"
+    )
+    for period in PERIODS:
+        walk(period, straddling, ms("2024-10-25T00:00"), ms("2024-10-29T00:00"))
+        walk(period, straddling, ms("2024-03-29T00:00"), ms("2024-04-02T00:00"))
