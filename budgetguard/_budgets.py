@@ -261,10 +261,10 @@ def _calendar_window(zone: ZoneInfo, period: Period, now: int) -> Window:
 
 def _first_instant(zone: ZoneInfo, day: date) -> int:
     """The first instant of the local date ``day``: its midnight, or the change if a DST gap skips it."""
-    midnight = datetime(day.year, day.month, day.day, tzinfo=zone)
-    wall = (midnight.replace(tzinfo=None) - _NAIVE_EPOCH) // _MS
-    before = midnight.utcoffset() // _MS  # type: ignore[operator]  # fold=0: the offset before a change
-    after = midnight.replace(fold=1).utcoffset() // _MS  # type: ignore[operator]
+    midnight = datetime(day.year, day.month, day.day)
+    wall = (midnight - _NAIVE_EPOCH) // _MS
+    before = zone.utcoffset(midnight) // _MS  # type: ignore[operator]  # fold=0: the offset before a change
+    after = zone.utcoffset(midnight.replace(fold=1)) // _MS  # type: ignore[operator]
     if before >= after:  # no change, or midnight repeated by a fall-back: its first occurrence
         return wall - before
     return _change(zone, wall - after, wall - before)  # midnight skipped: the day starts at the change
