@@ -19,7 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from budgetguard import BudgetExceededError
 from budgetguard._budgets import Period, Scope, Unit, Window, window_for
+from budgetguard._ledger import Hold, Ledger, MemoryLedger, SQLiteLedger, _engine
 from budgetguard._ledger._engine import window_cached
 from budgetguard._ledger._types import CounterSpec
 
@@ -72,6 +74,34 @@ def test_a_cached_window_is_the_window_a_fresh_process_computes() -> None:
     window_cached(spec, early)  # a long-running process computed it before the change
     assert window_cached(spec, late) == window_for(Period.HOUR, "Europe/Paris", late)
     assert window_cached(spec, early) == window_for(Period.HOUR, "Europe/Paris", early)
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_two_processes_across_the_paris_fall_back_admit_one_hourly_limit(store: str, tmp_path: Path) -> None:
+    """Process A computed its hour at 00:30 UTC and B first at 01:30: in 01:00-02:00 UTC they share one
+    limit (was two: A kept [00:00, 02:00) on counter @00:00, B used [01:00, 02:00) on counter @01:00)."""
+    now = [ms("2024-10-27T00:30")]
+    spec = CounterSpec(Scope("global"), Unit.USD, Period.HOUR, 100, "Europe/Paris")
+
+    def process() -> Ledger:  # a new process: its own window cache, the same store
+        _engine._windows.clear()
+        if store == "memory":
+            return shared
+        return SQLiteLedger(tmp_path / "ledger.db", clock=lambda: now[0])
+
+    shared = MemoryLedger(clock=lambda: now[0])
+    a = process()
+    a.status([spec])  # A computes (and caches) its hour at 00:30
+    now[0] = ms("2024-10-27T01:30")
+    a.commit(a.reserve([Hold(spec, 100)]), {"usd": 100})
+    b = process()
+    with pytest.raises(BudgetExceededError) as refused:
+        b.reserve([Hold(spec, 1)])
+    assert refused.value.resets_at == datetime(2024, 10, 27, 2, tzinfo=UTC)
+    now[0] = ms("2024-10-27T02:00")
+    b.commit(b.reserve([Hold(spec, 100)]), {"usd": 100})  # the next hour, 03:00 CET, has its own limit
+    for ledger in {a, b}:
+        ledger.close()
 
 
 # -- explicit windows at the 2024 DST changes -------------------------------------------------------
