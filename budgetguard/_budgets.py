@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -181,35 +181,95 @@ class Window:
 
 
 def window_for(period: Period, tz: str, now_ms: int) -> Window:
-    """The calendar window of ``period`` in time zone ``tz`` that contains ``now_ms``."""
+    """The window of ``period`` in time zone ``tz`` that contains ``now_ms``.
+
+    The windows of a (period, tz) partition the time line: every instant lies in exactly one, and the
+    window computed at any instant of it is that same window, so every process agrees on it. All the
+    arithmetic is on UTC milliseconds (aware-datetime arithmetic is wall-clock arithmetic: across a DST
+    change it lands on the wrong side). A minute or hour is the local wall-clock minute or hour at the
+    offset in force: a change of offset ends one window and starts the next, so at a fall-back the
+    repeated hour is two windows and no window outlasts its period (one may be shorter, e.g. in
+    Australia/Lord_Howe's 30-minute shifts). A day, ISO week or month runs from the first instant of
+    its local date (midnight, or the change where a DST gap skips midnight) to the first instant of the
+    next one, so a day may last 23 or 25 hours.
+    """
     if period is Period.TOTAL:
         return Window(0, None)
     zone = _zone(tz)
-    now = (_EPOCH + timedelta(milliseconds=now_ms)).astimezone(zone)
     if period is Period.MINUTE:
-        start = now.replace(second=0, microsecond=0)
-        end = start + timedelta(minutes=1)
-    elif period is Period.HOUR:
-        start = now.replace(minute=0, second=0, microsecond=0)
-        end = start + timedelta(hours=1)
+        return _clock_window(zone, 60_000, now_ms)
+    if period is Period.HOUR:
+        return _clock_window(zone, 3_600_000, now_ms)
+    return _calendar_window(zone, period, now_ms)
+
+
+def _offset(zone: ZoneInfo, ms: int) -> int:
+    """The zone's UTC offset at the instant ``ms``, in ms (tzdata changes offsets on whole seconds)."""
+    return datetime.fromtimestamp(ms // 1000, zone).utcoffset() // _MS  # type: ignore[operator]
+
+
+def _change(zone: ZoneInfo, before: int, after: int) -> int:
+    """The first instant in ``(before, after]`` whose offset differs from the one at ``before``.
+
+    Called only when the offsets at ``before`` and ``after`` differ, across at most a few hours, in
+    which tzdata has one change: a bisection of ~22 steps, instead of a scan.
+    """
+    old = _offset(zone, before)
+    while after - before > 1:
+        mid = (before + after) // 2
+        if _offset(zone, mid) == old:
+            before = mid
+        else:
+            after = mid
+    return after
+
+
+def _clock_window(zone: ZoneInfo, step: int, now: int) -> Window:
+    """The local minute or hour (``step`` ms) at the offset in force at ``now``, cut at offset changes."""
+    offset = _offset(zone, now)
+    start = (now + offset) // step * step - offset
+    end = start + step
+    if _offset(zone, start) != offset:  # the offset changed since the wall-clock floor: start there
+        start = _change(zone, start, now)
+    if _offset(zone, end - 1) != offset:  # it changes before the next floor: end there
+        end = _change(zone, now, end - 1)
+    return Window(start, end)
+
+
+def _calendar_window(zone: ZoneInfo, period: Period, now: int) -> Window:
+    """From the first instant of the local day, ISO week or month holding ``now`` to that of the next."""
+    day = datetime.fromtimestamp(now // 1000, zone).date()
+    if period is Period.DAY:
+        first = day
+    elif period is Period.WEEK:  # ISO weeks start on Monday
+        first = day - timedelta(days=day.weekday())
     else:
-        day = now.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+        first = day.replace(day=1)
+    start = _first_instant(zone, first)
+    while True:  # once, unless a fall-back takes the clock back across midnight
         if period is Period.DAY:
-            first, nxt = day, day + timedelta(days=1)
-        elif period is Period.WEEK:  # ISO weeks start on Monday
-            first = day - timedelta(days=day.weekday())
+            nxt = first + timedelta(days=1)
+        elif period is Period.WEEK:
             nxt = first + timedelta(days=7)
         else:
-            first = day.replace(day=1)
-            nxt = (first + timedelta(days=32)).replace(day=1)
-        # wall-clock midnights, localised (handles DST: a day may last 23 or 25 hours)
-        start = first.replace(tzinfo=zone)
-        end = nxt.replace(tzinfo=zone)
-    return Window(_ms(start), _ms(end))
+            nxt = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+        end = _first_instant(zone, nxt)
+        if now < end:
+            return Window(start, end)
+        first, start = nxt, end
+
+
+def _first_instant(zone: ZoneInfo, day: date) -> int:
+    """The first instant of the local date ``day``: its midnight, or the change if a DST gap skips it."""
+    midnight = datetime(day.year, day.month, day.day)
+    wall = (midnight - _NAIVE_EPOCH) // _MS
+    before = zone.utcoffset(midnight) // _MS  # type: ignore[operator]  # fold=0: the offset before a change
+    after = zone.utcoffset(midnight.replace(fold=1)) // _MS  # type: ignore[operator]
+    if before >= after:  # no change, or midnight repeated by a fall-back: its first occurrence
+        return wall - before
+    return _change(zone, wall - after, wall - before)  # midnight skipped: the day starts at the change
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _ms(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+_MS = timedelta(milliseconds=1)

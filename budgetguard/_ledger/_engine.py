@@ -40,7 +40,10 @@ _windows: dict[tuple[str, str], Window] = {}
 
 
 def window_cached(counter: CounterSpec, now: int) -> Window:
-    """The counter's window at ``now``; calendar maths only when the last window has ended."""
+    """The counter's window at ``now``; calendar maths only when ``now`` leaves the last one.
+
+    Reusing a window that contains ``now`` is exact because a (period, tz)'s windows partition time
+    (``window_for``): the window holding an instant is the only one, whenever it was computed."""
     key = (counter.period, counter.tz)  # (a StrEnum hashes as its text, in C)
     window = _windows.get(key)
     if window is None or now < window.start or (window.end is not None and now >= window.end):
