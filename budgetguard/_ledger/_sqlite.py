@@ -3,6 +3,10 @@
 Safe for several processes on one machine: WAL mode, a busy timeout, and one ``BEGIN IMMEDIATE``
 transaction per operation (the write lock is taken before anything is read, so two processes never
 admit against the same stale totals). Amounts are SQLite INTEGERs (signed 64-bit), never REAL.
+
+Each namespace has its own tables (``_Sql``). Every 512th operation prunes what has expired: resolved
+reservations a day after their lease, past windows' counters (with their lease rows) a day after the
+window, journal entries after ``journal_retention_days``.
 """
 
 from __future__ import annotations
