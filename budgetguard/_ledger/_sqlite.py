@@ -64,13 +64,16 @@ _SCHEMA_VERSION = 1
 class _Sql:
     """A namespace's statements. Its tables and indexes are the plain names for the default namespace
     (a file made before namespaces holds the default namespace's data) and end in ``@namespace`` for
-    another (validated: 1-64 of A-Z a-z 0-9 _ . -, so double quotes make it one identifier)."""
+    another (validated: 1-64 of A-Z a-z 0-9 _ . -, so double quotes make it one identifier; ``Team`` is
+    ``@^team``, apart from ``team``)."""
 
     NAMES = ("counters", "leases", "leases_by_expiry", "reservations", "reservations_by_expiry",
              "counters_by_expiry", "limits", "journal", "journal_by_time", "meta")  # fmt: skip
 
     def __init__(self, namespace: str) -> None:
-        n = {name: name if namespace == DEFAULT_NAMESPACE else f'"{name}@{namespace}"' for name in self.NAMES}
+        # SQLite's names ignore case, namespaces do not: an upper-case letter is written ^ and its lower case
+        suffix = "".join(f"^{c.lower()}" if "A" <= c <= "Z" else c for c in namespace)
+        n = {name: name if namespace == DEFAULT_NAMESPACE else f'"{name}@{suffix}"' for name in self.NAMES}
         counters, leases, reservations = n["counters"], n["leases"], n["reservations"]
         limits, journal, meta = n["limits"], n["journal"], n["meta"]
         self.schema = _SCHEMA.format(**n)

@@ -119,6 +119,19 @@ def test_each_memory_url_is_a_new_empty_store() -> None:
     assert status.spent == 0
 
 
+def test_sqlite_namespaces_differing_in_case_are_apart(tmp_path: Path) -> None:
+    """SQLite's table names ignore case; namespaces, as on Redis, do not."""
+    spec = counter()
+    path = tmp_path / "l.db"
+    with SQLiteLedger(path, namespace="team") as lower, SQLiteLedger(path, namespace="Team") as upper, \
+            SQLiteLedger(path, namespace="TEAM") as shout:  # fmt: skip
+        lower.commit(lower.reserve([Hold(spec, 5)]), {Unit.USD: 5})
+        upper.set_limit(spec, 7)
+        assert [s.status([spec])[0].spent for s in (lower, upper, shout)] == [5, 0, 0]
+        assert [s.get_limit(spec) for s in (lower, upper, shout)] == [None, 7, None]
+        assert [len(s.history()) for s in (lower, upper, shout)] == [1, 0, 0]
+
+
 OLD_SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
     key TEXT PRIMARY KEY, spent INTEGER NOT NULL, held INTEGER NOT NULL,
