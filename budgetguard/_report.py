@@ -79,7 +79,9 @@ def read_journal(
     ledger: Ledger, *, since: datetime | None, until: datetime | None = None, scope: str | None = None
 ) -> Journal:
     """The entries from ``since`` to ``until``; with ``scope``, those of the calls made on it, whether or
-    not a budget charged it (the ledger's own scope filter sees only the charged scopes)."""
+    not a budget charged it (the ledger's own scope filter sees only the charged scopes). A time without a
+    time zone is UTC, as ``parse_when`` reads it."""
+    since, until = (t if t is None or t.tzinfo else t.replace(tzinfo=UTC) for t in (since, until))
     entries = ledger.history(since=since, until=until)
     complete_since = ledger.journal_complete_since()  # read after: a trim meanwhile is not missed
     if scope is not None:

@@ -84,6 +84,8 @@ def test_the_report_api_says_when_the_range_is_not_covered(trimmed: Trimmed) -> 
     covered = read_journal(store, since=since)
     assert not covered.incomplete and covered.warning() is None
     assert read_journal(store, since=None).incomplete  # all of it: not all there
+    naive = read_journal(store, since=since.replace(tzinfo=None))  # (a time without a zone is UTC)
+    assert not naive.incomplete and naive.entries == covered.entries
 
 
 def test_the_report_api_has_no_warning_when_nothing_was_dropped(ledger: Ledger) -> None:
