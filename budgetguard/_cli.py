@@ -30,11 +30,11 @@ from ._config import load_budgets
 from ._errors import BudgetGuardError, LedgerError
 from ._estimate import estimate as estimate_request
 from ._guard import Guard, default_url
-from ._ledger import CounterSpec, CounterStatus, JournalEntry
+from ._ledger import CounterSpec, CounterStatus
 from ._ledger._types import to_datetime
 from ._money import format_usd, to_nano
 from ._pricing import Price, Rates, price_book
-from ._report import call_scopes, export_row, parse_when, report
+from ._report import Journal, export_row, parse_when, read_journal, report
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -322,15 +322,17 @@ def limits_clear(state: _State, scope: str, per: str, unit: str, tz: str) -> Non
 # -- report and export ------------------------------------------------------------------------------
 
 
-def _entries(state: _State, since: str, until: str | None, scope: str | None) -> list[JournalEntry]:
-    """The journal's entries in the time range; with ``scope``, those of the calls made on it, whether
-    or not a budget charged it (the ledger's own scope filter sees only the charged scopes)."""
+def _journal(state: _State, since: str, until: str | None, scope: str | None) -> Journal:
+    """The journal's entries in the time range (see ``read_journal``)."""
     now = datetime.now(UTC)
-    label = str(Scope.parse(scope)) if scope else None
-    entries = state.guard.ledger.history(
-        since=parse_when(since, now), until=parse_when(until, now) if until else None
-    )
-    return entries if label is None else [e for e in entries if label in call_scopes(e)]
+    until_at = parse_when(until, now) if until else None
+    return read_journal(state.guard.ledger, since=parse_when(since, now), until=until_at, scope=scope)
+
+
+def _warn(warning: str | None) -> None:
+    """A warning on stderr (the data on stdout stays clean)."""
+    if warning:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
 
 
 def _write(text: str, output: str | None) -> None:
@@ -371,16 +373,21 @@ _output = click.option("--output", "-o", type=click.Path(dir_okay=False), help="
 def report_command(
     state: _State, since: str, until: str | None, by: str, scope: str | None, fmt: str, output: str | None
 ) -> None:
-    """Spend from the journal, grouped by user, feature, model or day."""
-    rows, total = report(_entries(state, since, until, scope), by)
+    """Spend from the journal, grouped by user, feature, model or day. Says so when the journal no longer
+    covers the whole range (it keeps a bounded history)."""
+    journal = _journal(state, since, until, scope)
+    rows, total = report(journal.entries, by)
+    warning = journal.warning("report")
     if fmt == "json":
-        _write(
-            json.dumps({"by": by, "rows": [r.as_dict() for r in rows], "total": total.as_dict()}, indent=2),
-            output,
-        )
+        complete_since = journal.complete_since.isoformat() if journal.complete_since else None
+        document = {"by": by, "rows": [r.as_dict() for r in rows], "total": total.as_dict(),
+                    "journal_complete_since": complete_since, "warning": warning}  # fmt: skip
+        _write(json.dumps(document, indent=2), output)
+        _warn(warning)
         return
     if fmt == "csv":
         _write(_csv([r.as_dict() for r in [*rows, total]]), output)
+        _warn(warning)
         return
     table = Table(title=f"spend by {by} since {since}", title_justify="left", show_footer=True)
     columns = [
@@ -399,9 +406,14 @@ def report_command(
     if output:
         with open(output, "w") as f:
             Console(file=f, width=120).print(table)
+            if warning:
+                f.write(f"warning: {warning}\n")
         console.print(f"wrote {output}", style="dim")
+        _warn(warning)
     else:
         console.print(table)
+        if warning:
+            click.secho(f"warning: {warning}", fg="yellow")
 
 
 @cli.command()
@@ -412,10 +424,13 @@ def report_command(
 @pass_state
 @_friendly
 def export(state: _State, since: str, until: str | None, fmt: str, output: str | None) -> None:
-    """Raw journal rows (commits, refusals, releases, expiries) for finance."""
-    rows = [export_row(e) for e in _entries(state, since, until, None)]
+    """Raw journal rows (commits, refusals, releases, expiries) for finance. Says so on stderr when the
+    journal no longer covers the whole range (it keeps a bounded history)."""
+    journal = _journal(state, since, until, None)
+    rows = [export_row(e) for e in journal.entries]
     text = _csv(rows) if fmt == "csv" else "".join(json.dumps(r) + "\n" for r in rows)
     _write(text, output)
+    _warn(journal.warning("export"))
 
 
 # -- prices and estimate ----------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 A committed journal entry carries the USD amount its counters were charged (or, for calls without a
 USD budget, the same cost in its data), so the report's totals equal the counters to the nano-USD.
+The journal is bounded (each store drops its oldest entries): ``read_journal`` says when the asked
+range starts before what the journal still covers.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from ._budgets import Scope
 from ._errors import ConfigurationError
-from ._ledger import JournalEntry
+from ._ledger import JournalEntry, Ledger
 from ._money import to_usd
 from ._usage import Usage
 
-__all__ = ["ReportRow", "entry_cost", "export_row", "parse_when", "report"]
+__all__ = ["Journal", "ReportRow", "entry_cost", "export_row", "parse_when", "read_journal", "report"]
 
 _SPAN = re.compile(r"^(\d+)\s*(m|min|h|d|w)$")
 _UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -37,6 +40,54 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
             f"cannot read the time {text!r}: use a span like 7d, 24h, 30m, 2w or a date like 2026-11-01"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Journal:
+    """The journal's entries in a time range, as a report or an export reads them, and since when the
+    journal is complete (``Ledger.journal_complete_since``: ``None`` if it never dropped an entry)."""
+
+    entries: list[JournalEntry]
+    since: datetime | None
+    until: datetime | None
+    complete_since: datetime | None
+
+    @property
+    def incomplete(self) -> bool:
+        """The range starts before the journal's coverage: entries of it may have been dropped."""
+        return self.complete_since is not None and (self.since is None or self.since < self.complete_since)
+
+    def warning(self, what: str = "report") -> str | None:
+        """What to tell the reader of a ``what`` (report, export) built on an incomplete range."""
+        if not self.incomplete:
+            return None
+        return (
+            f"the journal covers only from {_shown(self.complete_since)}; spend before that is not in "
+            f"this {what} (to keep more, raise journal_maxlen or journal_retention_days in the store's URL)"
+        )
+
+
+def _shown(moment: datetime | None) -> str:
+    assert moment is not None
+    moment = moment.astimezone(UTC)
+    if moment.microsecond:  # rounded up: everything from the instant shown is covered
+        moment = moment.replace(microsecond=0) + timedelta(seconds=1)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def read_journal(
+    ledger: Ledger, *, since: datetime | None, until: datetime | None = None, scope: str | None = None
+) -> Journal:
+    """The entries from ``since`` to ``until``; with ``scope``, those of the calls made on it, whether or
+    not a budget charged it (the ledger's own scope filter sees only the charged scopes). A time without a
+    time zone is UTC, as ``parse_when`` reads it."""
+    since, until = (t if t is None or t.tzinfo else t.replace(tzinfo=UTC) for t in (since, until))
+    entries = ledger.history(since=since, until=until)
+    complete_since = ledger.journal_complete_since()  # read after: a trim meanwhile is not missed
+    if scope is not None:
+        label = str(Scope.parse(scope))
+        entries = [e for e in entries if label in call_scopes(e)]
+    return Journal(entries, since, until, complete_since)
 
 
 def entry_cost(entry: JournalEntry) -> int:

@@ -6,10 +6,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .._errors import ConfigurationError, LedgerError
-from ._base import AsyncLedger, Ledger
-from ._local import AsyncLocalLedger
-from ._memory import MemoryLedger
-from ._sqlite import SQLiteLedger
+from ._base import DEFAULT_NAMESPACE, AsyncLedger, Ledger, check_namespace, check_setting
+from ._local import AsyncLocalLedger, LocalLedger
+from ._memory import JOURNAL_MAXLEN, MemoryLedger
+from ._sqlite import JOURNAL_RETENTION_DAYS, SQLiteLedger
 from ._types import (
     CounterSpec,
     CounterStatus,
@@ -39,8 +39,10 @@ __all__ = [
 ]
 
 SCHEMES = ("memory://", "sqlite:///path", "redis://", "rediss://", "unix://", "redis+cluster://")
-_OURS = ("namespace", "journal_maxlen")
 _REDIS = ("redis", "rediss", "unix", "redis+cluster")
+_OURS = {"namespace": None, "journal_maxlen": ("memory", *_REDIS), "journal_retention_days": ("sqlite",)}
+"""Our URL options and the schemes each applies to (None: all); the rest of a Redis URL's query goes
+to redis-py, and memory and SQLite take nothing else."""
 TIMEOUTS = {"socket_timeout": "2", "socket_connect_timeout": "2"}
 """Seconds redis-py waits to connect and for each reply, unless the URL says otherwise (without them a
 hung server would block the caller forever). A hung server fails after at most 4 x socket_timeout
@@ -51,8 +53,19 @@ def _split(url: str) -> tuple[str, str, dict[str, str]]:
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(f"ledger URL {url!r} has no scheme; use one of: {', '.join(SCHEMES)}")
     parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
     ours = {k: query.pop(k) for k in _OURS if k in query}
+    query = {k: v for k, v in query.items() if v}  # (a blank option is left out, as redis-py wants)
+    for key in ours:
+        schemes = _OURS[key]
+        if schemes is not None and parts.scheme not in schemes:
+            where = ", ".join(f"{s}://" for s in schemes)
+            raise ConfigurationError(f"the ledger URL option {key} applies only to {where}; got {url!r}")
+    if parts.scheme in ("memory", "sqlite") and query:
+        known = ", ".join(k for k, schemes in _OURS.items() if schemes is None or parts.scheme in schemes)
+        raise ConfigurationError(
+            f"unknown option(s) {', '.join(query)} in the ledger URL {url!r}; {parts.scheme}:// takes {known}"
+        )
     if parts.scheme in _REDIS:
         query = {**TIMEOUTS, **query}
     base = url.split("?", 1)[0]
@@ -101,25 +114,50 @@ def _retry(redis: Any, *, asynchronous: bool = False) -> Any:
     return module.Retry(ExponentialBackoff(cap=0.5, base=0.02), 3)
 
 
+def _namespace(given: str | None, ours: dict[str, str]) -> str:
+    in_url = ours.get("namespace")
+    if given is not None and in_url is not None and given != in_url:
+        raise ConfigurationError(f"namespace={given!r} and the URL's ?namespace={in_url} disagree; give one")
+    return check_namespace(
+        given if given is not None else in_url if in_url is not None else DEFAULT_NAMESPACE
+    )
+
+
+def _settings(ours: dict[str, str]) -> dict[str, int]:
+    return {key: check_setting(value, key) for key, value in ours.items() if key != "namespace"}
+
+
+def _local(scheme: str, url: str, namespace: str, ours: dict[str, str]) -> LocalLedger:
+    settings = _settings(ours)
+    if scheme == "memory":
+        return MemoryLedger(
+            namespace=namespace, journal_maxlen=settings.get("journal_maxlen", JOURNAL_MAXLEN)
+        )
+    days = settings.get("journal_retention_days", JOURNAL_RETENTION_DAYS)
+    return SQLiteLedger(_sqlite_path(url.split("?", 1)[0]), namespace=namespace, journal_retention_days=days)
+
+
 def open_ledger(url: str, *, namespace: str | None = None) -> Ledger:
     """Open the store at ``url``: ``memory://``, ``sqlite:///ledger.db``, ``redis://host:6379/0``,
     ``rediss://...``, ``unix:///run/redis.sock``, ``redis+cluster://host:7000``.
 
-    ``namespace`` (or ``?namespace=`` in the URL) separates independent sets of budgets in one store.
+    ``namespace`` (or ``?namespace=`` in the URL; 1-64 of A-Z a-z 0-9 _ . -) separates independent sets
+    of budgets in one store: own counters, limits, reservations and journal (Redis: own keys; SQLite: own
+    tables in the file). Each ``memory://`` opens a new, empty store, whatever its namespace.
+    ``?journal_maxlen=`` (memory, Redis) and ``?journal_retention_days=`` (SQLite) bound the journal.
     Redis URLs take redis-py's options in the query; ``socket_timeout`` and ``socket_connect_timeout``
     default to 2 seconds (``TIMEOUTS``): a hung server raises ``LedgerError`` after at most 4 of them.
     """
     scheme, rest, ours = _split(url)
-    ns = namespace or ours.get("namespace", "default")
-    if scheme == "memory":
-        return MemoryLedger(namespace=ns)
-    if scheme == "sqlite":
-        return SQLiteLedger(_sqlite_path(url.split("?", 1)[0]), namespace=ns)
+    ns = _namespace(namespace, ours)
+    if scheme in ("memory", "sqlite"):
+        return _local(scheme, url, ns, ours)
     if scheme in _REDIS:
         redis = _redis_module()
-        from ._redis import JOURNAL_MAXLEN, RedisLedger
+        from ._redis import JOURNAL_MAXLEN as REDIS_MAXLEN
+        from ._redis import RedisLedger
 
-        maxlen = int(ours.get("journal_maxlen", JOURNAL_MAXLEN))
+        maxlen = _settings(ours).get("journal_maxlen", REDIS_MAXLEN)
         if scheme == "redis+cluster":
             try:  # the cluster client discovers its nodes now: an unreachable cluster fails here
                 client = redis.cluster.RedisCluster.from_url(
@@ -136,18 +174,15 @@ def open_ledger(url: str, *, namespace: str | None = None) -> Ledger:
 def open_async_ledger(url: str, *, namespace: str | None = None) -> AsyncLedger:
     """The async twin of ``open_ledger``: the same URLs, an ``AsyncLedger``."""
     scheme, rest, ours = _split(url)
-    ns = namespace or ours.get("namespace", "default")
-    if scheme == "memory":
-        return AsyncLocalLedger(MemoryLedger(namespace=ns), in_thread=False)
-    if scheme == "sqlite":
-        return AsyncLocalLedger(
-            SQLiteLedger(_sqlite_path(url.split("?", 1)[0]), namespace=ns), in_thread=True
-        )
+    ns = _namespace(namespace, ours)
+    if scheme in ("memory", "sqlite"):
+        return AsyncLocalLedger(_local(scheme, url, ns, ours), in_thread=scheme == "sqlite")
     if scheme in _REDIS:
         redis = _redis_module()
-        from ._redis import JOURNAL_MAXLEN, AsyncRedisLedger
+        from ._redis import JOURNAL_MAXLEN as REDIS_MAXLEN
+        from ._redis import AsyncRedisLedger
 
-        maxlen = int(ours.get("journal_maxlen", JOURNAL_MAXLEN))
+        maxlen = _settings(ours).get("journal_maxlen", REDIS_MAXLEN)
         if scheme == "redis+cluster":
             client = redis.asyncio.cluster.RedisCluster.from_url(
                 "redis" + rest[len("redis+cluster") :], decode_responses=True

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from .._budgets import Period, Scope, Unit
+from .._errors import ConfigurationError
 from ._types import (
     Amounts,
     CounterSpec,
@@ -21,10 +23,31 @@ from ._types import (
     Reservation,
 )
 
-__all__ = ["AsyncLedger", "Ledger", "ReservationRef"]
+__all__ = ["AsyncLedger", "Ledger", "ReservationRef", "check_setting", "check_namespace"]
 
 ReservationRef = Reservation | str
 DEFAULT_LEASE = 120.0
+DEFAULT_NAMESPACE = "default"
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def check_namespace(namespace: object) -> str:
+    """A namespace is 1-64 characters of A-Z a-z 0-9 _ . - (it names Redis keys and SQLite tables)."""
+    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+        raise ConfigurationError(
+            f"namespace {namespace!r} must be 1-64 characters of A-Z a-z 0-9 _ . -, e.g. team-a"
+        )
+    return namespace
+
+
+def check_setting(value: object, what: str) -> int:
+    """A store setting that counts something (``journal_maxlen``, ``journal_retention_days``): a whole
+    number, at least 1 (a URL gives it as text)."""
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{what} must be a whole number, at least 1, got {value!r}")
+    return value
 
 
 class Ledger(ABC):
@@ -92,6 +115,13 @@ class Ledger(ABC):
     ) -> list[JournalEntry]:
         """Journal entries, oldest first, filtered by time range, scope, model and event."""
 
+    @abstractmethod
+    def journal_complete_since(self) -> datetime | None:
+        """Since when the journal is complete: ``None`` if it has never dropped an entry, else an
+        instant such that every entry from it on is kept and some entry before it was dropped (the
+        journal is bounded: ``journal_maxlen`` entries on memory and Redis, ``journal_retention_days``
+        on SQLite). ``history`` before it is incomplete; reports say so."""
+
     def close(self) -> None:  # noqa: B027 - optional for stores without resources
         """Release connections and files."""
 
@@ -156,6 +186,9 @@ class AsyncLedger(ABC):
         events: Iterable[str] | None = None,
         limit: int | None = None,
     ) -> list[JournalEntry]: ...
+
+    @abstractmethod
+    async def journal_complete_since(self) -> datetime | None: ...
 
     async def aclose(self) -> None:  # noqa: B027
         """Release connections and files."""

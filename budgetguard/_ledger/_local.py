@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from .._budgets import Scope, Unit
-from ._base import DEFAULT_LEASE, AsyncLedger, Ledger, ReservationRef, journal_matches
+from ._base import DEFAULT_LEASE, AsyncLedger, Ledger, ReservationRef, check_namespace, journal_matches
 from ._engine import Engine, Tx
 from ._types import (
     Amounts,
@@ -33,6 +33,7 @@ from ._types import (
     check_meta,
     check_reservation_id,
     new_reservation_id,
+    to_datetime,
 )
 
 Meta = dict[str, Any]
@@ -63,7 +64,7 @@ class LocalLedger(Ledger):
     """Shared implementation of the in-process stores."""
 
     def __init__(self, *, namespace: str, url: str, clock: Callable[[], int] = wall_clock_ms) -> None:
-        self.namespace = namespace
+        self.namespace = check_namespace(namespace)
         self.url = url
         self._clock = clock
         self._engine = Engine()
@@ -89,6 +90,10 @@ class LocalLedger(Ledger):
     def _journal(
         self, since: int | None, until: int | None, scope: str | None, limit: int | None
     ) -> Iterator[JournalEntry]: ...
+
+    @abstractmethod
+    def _journal_complete_since(self) -> int | None:
+        """``journal_complete_since`` in ms since the epoch."""
 
     def reserve(
         self,
@@ -155,6 +160,10 @@ class LocalLedger(Ledger):
                 if limit is not None and len(out) >= limit:
                     break
         return out
+
+    def journal_complete_since(self) -> datetime | None:
+        ms = self._journal_complete_since()
+        return None if ms is None else to_datetime(ms)
 
 
 def _ms(moment: datetime | None) -> int | None:
@@ -249,6 +258,10 @@ class AsyncLocalLedger(AsyncLedger):
         result: list[JournalEntry] = await self._run(
             self.sync.history, since=since, until=until, scope=scope, model=model, events=events, limit=limit
         )
+        return result
+
+    async def journal_complete_since(self) -> datetime | None:
+        result: datetime | None = await self._run(self.sync.journal_complete_since)
         return result
 
     async def aclose(self) -> None:

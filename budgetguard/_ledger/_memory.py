@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from .._budgets import Unit
 from .._money import INT64_MAX
+from ._base import check_setting
 from ._engine import COUNTER_RETENTION_MS, Tx, counter_key, window_cached
 from ._local import LocalLedger, wall_clock_ms
 from ._types import HeldCounter, Hold, JournalEntry, Outcome, Refusal, Reservation
@@ -23,6 +24,7 @@ R = TypeVar("R")
 __all__ = ["MemoryLedger"]
 
 JOURNAL_MAXLEN = 100_000
+"""The journal keeps the newest this many entries (``journal_complete_since`` says when it dropped some)."""
 MAX_RECORDS = 100_000
 """Resolved reservations kept for idempotent repeats (at most a day): the newest this many, so that a
 long-running process does not grow without bound (about 1 KB each)."""
@@ -119,7 +121,10 @@ class _MemoryTx:
     ) -> None:
         # a plain tuple (the entry is built when read, with copies); the deque drops the oldest past
         # its maxlen. The engine hands over new objects and never changes them: no copies here.
-        self.s._entries.append((ts, event, res_id, tuple(scopes), amounts, data))
+        entries = self.s._entries
+        if len(entries) == entries.maxlen:  # the oldest goes: the journal is complete after it
+            self.s._dropped_ts = entries[0][0]
+        entries.append((ts, event, res_id, tuple(scopes), amounts, data))
 
 
 class MemoryLedger(LocalLedger):
@@ -134,7 +139,7 @@ class MemoryLedger(LocalLedger):
         max_records: int = MAX_RECORDS,
     ) -> None:
         super().__init__(namespace=namespace, url="memory://", clock=clock)
-        self.journal_maxlen = journal_maxlen
+        self.journal_maxlen = check_setting(journal_maxlen, "journal_maxlen")
         self.max_records = max_records
         self._lock = threading.Lock()
         self._counters: dict[str, _Counter] = {}
@@ -142,6 +147,7 @@ class MemoryLedger(LocalLedger):
         self._record_expiry: list[tuple[int, str]] = []  # (expires_at, res_id), a heap: pruning is cheap
         self._limits: dict[str, int] = {}
         self._entries: deque[tuple[Any, ...]] = deque(maxlen=journal_maxlen)
+        self._dropped_ts: int | None = None  # the time of the newest entry the journal dropped
         self._ops = 0
         self._tx = _MemoryTx(self)
 
@@ -266,3 +272,7 @@ class MemoryLedger(LocalLedger):
             if (since is None or ts >= since) and (until is None or ts < until):
                 # copies: what a reader does with an entry never rewrites the journal
                 yield JournalEntry(ts, event, res_id, scopes, dict(amounts), copy.deepcopy(data))
+
+    def _journal_complete_since(self) -> int | None:
+        dropped = self._dropped_ts
+        return None if dropped is None else dropped + 1

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import re
 import time
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,12 +25,13 @@ from importlib import resources
 from typing import Any
 
 from .._budgets import Scope, Unit, Window
-from .._errors import ConfigurationError, LedgerError
+from .._errors import LedgerError
 from ._base import (
     DEFAULT_LEASE,
     AsyncLedger,
     Ledger,
     ReservationRef,
+    check_namespace,
     decode_held,
     held_fields,
     journal_matches,
@@ -57,12 +57,14 @@ from ._types import (
     check_meta,
     check_reservation_id,
     new_reservation_id,
+    to_datetime,
 )
 
 __all__ = ["AsyncRedisLedger", "RedisLedger"]
 
 JOURNAL_MAXLEN = 1_000_000
-_NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+"""The journal stream keeps about this many newest entries (``XADD MAXLEN ~``; ``?journal_maxlen=``);
+``journal_complete_since`` says when it dropped some."""
 
 
 def _load_scripts() -> dict[str, str]:
@@ -111,9 +113,7 @@ class _Keys:
     """Key names. Scope ids are user data: they enter keys only as a hash of the counter's identity."""
 
     def __init__(self, namespace: str) -> None:
-        if not _NAMESPACE.fullmatch(namespace):
-            raise ConfigurationError(f"namespace {namespace!r} must be 1-64 characters of A-Z a-z 0-9 _ . -")
-        self.prefix = f"bg:{{{namespace}}}:"
+        self.prefix = f"bg:{{{check_namespace(namespace)}}}:"
         self.limits = self.prefix + "limits"
         self.journal = self.prefix + "journal"
 
@@ -361,8 +361,28 @@ class _Flows:
                 return out
             start = "(" + batch[-1][0]
 
+    def journal_complete_since(self) -> Flow:
+        if not (yield _Call("xlen", (self.keys.journal,))):  # no stream (XINFO would fail): nothing dropped
+            return None
+        info = yield _Call("xinfo", (self.keys.journal,))
+        return _complete_since(info, self.journal_maxlen)
+
 
 _XRANGE_BATCH = 1000
+
+
+def _complete_since(info: Mapping[str, Any], maxlen: int) -> datetime | None:
+    """From XINFO STREAM: the instant (a stream id's time) from which no entry was trimmed. Redis 7+
+    counts the entries ever added; an older server only tells that the stream is at its cap."""
+    added, length = info.get("entries-added"), int(info["length"])
+    dropped = length >= maxlen if added is None else int(added) > length
+    if not dropped:
+        return None
+    first = info.get("first-entry")
+    first_id = str(first[0] if first else info.get("recorded-first-entry-id", "0-0"))
+    ms, _, seq = first_id.partition("-")
+    # entries of the first entry's millisecond with a lower sequence number were trimmed
+    return to_datetime(int(ms) + (0 if seq in ("", "0") else 1))
 
 
 def _journal_entry(fields: Mapping[str, str]) -> JournalEntry:
@@ -411,6 +431,10 @@ class _RedisBase:
             return self.client.hget(call.keys[0], call.args[0])
         if call.op == "xrange":
             return self.client.xrange(call.keys[0], call.args[0], call.args[1], count=_XRANGE_BATCH)
+        if call.op == "xlen":
+            return self.client.xlen(call.keys[0])
+        if call.op == "xinfo":
+            return self.client.xinfo_stream(call.keys[0])
         return self._scripts[call.op](keys=list(call.keys), args=list(call.args))
 
 
@@ -483,6 +507,10 @@ class RedisLedger(_RedisBase, Ledger):
         limit: int | None = None,
     ) -> list[JournalEntry]:
         result: list[JournalEntry] = self._run(self._flows.history(since, until, scope, model, events, limit))
+        return result
+
+    def journal_complete_since(self) -> datetime | None:
+        result: datetime | None = self._run(self._flows.journal_complete_since())
         return result
 
     def close(self) -> None:
@@ -564,6 +592,10 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
         result: list[JournalEntry] = await self._run(
             self._flows.history(since, until, scope, model, events, limit)
         )
+        return result
+
+    async def journal_complete_since(self) -> datetime | None:
+        result: datetime | None = await self._run(self._flows.journal_complete_since())
         return result
 
     async def aclose(self) -> None:

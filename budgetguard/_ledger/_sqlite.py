@@ -3,6 +3,10 @@
 Safe for several processes on one machine: WAL mode, a busy timeout, and one ``BEGIN IMMEDIATE``
 transaction per operation (the write lock is taken before anything is read, so two processes never
 admit against the same stale totals). Amounts are SQLite INTEGERs (signed 64-bit), never REAL.
+
+Each namespace has its own tables (``_Sql``). Every 512th operation prunes what has expired: resolved
+reservations a day after their lease, past windows' counters (with their lease rows) a day after the
+window, journal entries after ``journal_retention_days``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .._errors import LedgerError
-from ._base import decode_held, decode_refusal, encode_held, encode_refusal
+from ._base import DEFAULT_NAMESPACE, check_setting, decode_held, decode_refusal, encode_held, encode_refusal
 from ._engine import Tx
 from ._local import LocalLedger, journal_entry, wall_clock_ms
 from ._types import HeldCounter, JournalEntry
@@ -26,28 +30,99 @@ __all__ = ["SQLiteLedger"]
 
 R = TypeVar("R")
 
+JOURNAL_RETENTION_DAYS = 400
+"""The journal keeps this many days (``journal_complete_since`` says when it dropped older entries)."""
+
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS counters (
+CREATE TABLE IF NOT EXISTS {counters} (
     key TEXT PRIMARY KEY, spent INTEGER NOT NULL, held INTEGER NOT NULL,
     expires_at INTEGER, label TEXT NOT NULL
 ) STRICT;
-CREATE TABLE IF NOT EXISTS leases (
+CREATE TABLE IF NOT EXISTS {leases} (
     counter TEXT NOT NULL, res_id TEXT NOT NULL, expires_at INTEGER NOT NULL, amount INTEGER NOT NULL,
     PRIMARY KEY (counter, res_id)
 ) STRICT;
-CREATE INDEX IF NOT EXISTS leases_by_expiry ON leases (counter, expires_at);
-CREATE TABLE IF NOT EXISTS reservations (
+CREATE INDEX IF NOT EXISTS {leases_by_expiry} ON {leases} (counter, expires_at);
+CREATE TABLE IF NOT EXISTS {reservations} (
     id TEXT PRIMARY KEY, record TEXT NOT NULL, expires_at INTEGER NOT NULL
 ) STRICT;
-CREATE INDEX IF NOT EXISTS reservations_by_expiry ON reservations (expires_at);
-CREATE INDEX IF NOT EXISTS counters_by_expiry ON counters (expires_at) WHERE expires_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS limits (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
-CREATE TABLE IF NOT EXISTS journal (
+CREATE INDEX IF NOT EXISTS {reservations_by_expiry} ON {reservations} (expires_at);
+CREATE INDEX IF NOT EXISTS {counters_by_expiry} ON {counters} (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {limits} (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS {journal} (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL, event TEXT NOT NULL,
     res_id TEXT NOT NULL, scopes TEXT NOT NULL, amounts TEXT NOT NULL, data TEXT NOT NULL
 ) STRICT;
-CREATE INDEX IF NOT EXISTS journal_by_time ON journal (ts);
+CREATE INDEX IF NOT EXISTS {journal_by_time} ON {journal} (ts);
+CREATE TABLE IF NOT EXISTS {meta} (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
 """
+"""A namespace's tables (``{name}``: a table or index name, see ``_Sql``). ``meta`` holds ``schema`` (1:
+past windows' lease rows are pruned with their counters) and ``journal_complete_since`` (ms)."""
+_SCHEMA_VERSION = 1
+
+
+class _Sql:
+    """A namespace's statements. Its tables and indexes are the plain names for the default namespace
+    (a file made before namespaces holds the default namespace's data) and end in ``@namespace`` for
+    another (validated: 1-64 of A-Z a-z 0-9 _ . -, so double quotes make it one identifier; ``Team`` is
+    ``@^team``, apart from ``team``)."""
+
+    NAMES = ("counters", "leases", "leases_by_expiry", "reservations", "reservations_by_expiry",
+             "counters_by_expiry", "limits", "journal", "journal_by_time", "meta")  # fmt: skip
+
+    def __init__(self, namespace: str) -> None:
+        # SQLite's names ignore case, namespaces do not: an upper-case letter is written ^ and its lower case
+        suffix = "".join(f"^{c.lower()}" if "A" <= c <= "Z" else c for c in namespace)
+        n = {name: name if namespace == DEFAULT_NAMESPACE else f'"{name}@{suffix}"' for name in self.NAMES}
+        counters, leases, reservations = n["counters"], n["leases"], n["reservations"]
+        limits, journal, meta = n["limits"], n["journal"], n["meta"]
+        self.schema = _SCHEMA.format(**n)
+        self.counter = f"SELECT spent, held FROM {counters} WHERE key = ?"
+        self.put_counter = (
+            f"INSERT INTO {counters} (key, spent, held, expires_at, label) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET spent = excluded.spent, held = excluded.held, "
+            f"expires_at = coalesce(excluded.expires_at, {counters}.expires_at)"
+        )
+        self.add_lease = f"INSERT INTO {leases} (counter, res_id, expires_at, amount) VALUES (?, ?, ?, ?)"
+        self.pop_expired = (
+            f"DELETE FROM {leases} WHERE counter = ? AND expires_at <= ? RETURNING res_id, amount"
+        )
+        self.pop_lease = f"DELETE FROM {leases} WHERE counter = ? AND res_id = ? RETURNING amount"
+        self.record = f"SELECT record FROM {reservations} WHERE id = ?"
+        self.put_record = (
+            f"INSERT INTO {reservations} (id, record, expires_at) VALUES (?, ?, ?) ON CONFLICT (id) "
+            "DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at"
+        )
+        self.limit = f"SELECT value FROM {limits} WHERE key = ?"
+        self.clear_limit = f"DELETE FROM {limits} WHERE key = ?"
+        self.put_limit = (
+            f"INSERT INTO {limits} (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        )
+        self.journal = (
+            f"INSERT INTO {journal} (ts, event, res_id, scopes, amounts, data) VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        self.history = (
+            f"SELECT ts, event, res_id, scopes, amounts, data FROM {journal} "
+            "WHERE ts >= ? AND ts < ? ORDER BY seq"
+        )
+        expired_counters = f"SELECT key FROM {counters} WHERE expires_at IS NOT NULL AND expires_at <= ?"
+        self.prune = (
+            f"DELETE FROM {reservations} WHERE expires_at <= ?",
+            f"DELETE FROM {leases} WHERE counter IN ({expired_counters})",  # past windows' leases
+            f"DELETE FROM {counters} WHERE expires_at IS NOT NULL AND expires_at <= ?",
+        )
+        self.prune_journal = f"DELETE FROM {journal} WHERE ts < ?"
+        self.orphan_leases = f"DELETE FROM {leases} WHERE counter NOT IN (SELECT key FROM {counters})"
+        self.meta = f"SELECT value FROM {meta} WHERE key = ?"
+        self.put_meta = (
+            f"INSERT INTO {meta} (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        )
+        self.raise_meta = (
+            f"INSERT INTO {meta} (key, value) VALUES (?, ?) ON CONFLICT (key) "
+            "DO UPDATE SET value = max(value, excluded.value)"
+        )
 
 
 _decoded: dict[str, tuple[HeldCounter, ...]] = {}
@@ -68,47 +143,36 @@ class _SQLiteTx:
     """One transaction. The counter rows it reads or writes are kept (it holds the write lock: nobody
     else changes them meanwhile), and so is the stored form of the holds it read."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, sql: _Sql) -> None:
         self.db = db
+        self.sql = sql
         self.rows: dict[str, tuple[int, int]] = {}
         self.held_text: tuple[tuple[HeldCounter, ...], str] | None = None
 
     def counter(self, key: str) -> tuple[int, int]:
         found = self.rows.get(key)
         if found is None:
-            row = self.db.execute("SELECT spent, held FROM counters WHERE key = ?", (key,)).fetchone()
+            row = self.db.execute(self.sql.counter, (key,)).fetchone()
             found = self.rows[key] = (0, 0) if row is None else (row[0], row[1])
         return found
 
     def put_counter(self, key: str, spent: int, held: int, expires_at: int | None, label: str) -> None:
         self.rows[key] = (spent, held)
-        self.db.execute(
-            "INSERT INTO counters (key, spent, held, expires_at, label) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET spent = excluded.spent, held = excluded.held, "
-            "expires_at = coalesce(excluded.expires_at, counters.expires_at)",
-            (key, spent, held, expires_at, label),
-        )
+        self.db.execute(self.sql.put_counter, (key, spent, held, expires_at, label))
 
     def add_lease(self, key: str, res_id: str, expires_at: int, amount: int) -> None:
-        self.db.execute(
-            "INSERT INTO leases (counter, res_id, expires_at, amount) VALUES (?, ?, ?, ?)",
-            (key, res_id, expires_at, amount),
-        )
+        self.db.execute(self.sql.add_lease, (key, res_id, expires_at, amount))
 
     def pop_expired(self, key: str, now: int) -> list[tuple[str, int]]:
-        rows = self.db.execute(
-            "DELETE FROM leases WHERE counter = ? AND expires_at <= ? RETURNING res_id, amount", (key, now)
-        ).fetchall()
+        rows = self.db.execute(self.sql.pop_expired, (key, now)).fetchall()
         return [(r[0], r[1]) for r in rows]
 
     def pop_lease(self, key: str, res_id: str) -> int | None:
-        row = self.db.execute(
-            "DELETE FROM leases WHERE counter = ? AND res_id = ? RETURNING amount", (key, res_id)
-        ).fetchone()
+        row = self.db.execute(self.sql.pop_lease, (key, res_id)).fetchone()
         return None if row is None else int(row[0])
 
     def record(self, res_id: str) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT record FROM reservations WHERE id = ?", (res_id,)).fetchone()
+        row = self.db.execute(self.sql.record, (res_id,)).fetchone()
         if row is None:
             return None
         record: dict[str, Any] = json.loads(row[0])
@@ -128,25 +192,17 @@ class _SQLiteTx:
             stored["held"] = known[1] if known is not None and known[0] is held else encode_held(held)
         if "refusal" in stored:
             stored["refusal"] = encode_refusal(stored["refusal"])
-        self.db.execute(
-            "INSERT INTO reservations (id, record, expires_at) VALUES (?, ?, ?) ON CONFLICT (id) "
-            "DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at",
-            (res_id, json.dumps(stored), expires_at),
-        )
+        self.db.execute(self.sql.put_record, (res_id, json.dumps(stored), expires_at))
 
     def limit(self, field: str) -> int | None:
-        row = self.db.execute("SELECT value FROM limits WHERE key = ?", (field,)).fetchone()
+        row = self.db.execute(self.sql.limit, (field,)).fetchone()
         return None if row is None else int(row[0])
 
     def put_limit(self, field: str, value: int | None) -> None:
         if value is None:
-            self.db.execute("DELETE FROM limits WHERE key = ?", (field,))
+            self.db.execute(self.sql.clear_limit, (field,))
         else:
-            self.db.execute(
-                "INSERT INTO limits (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (field, value),
-            )
+            self.db.execute(self.sql.put_limit, (field, value))
 
     def journal(
         self,
@@ -158,7 +214,7 @@ class _SQLiteTx:
         data: dict[str, Any],
     ) -> None:
         self.db.execute(
-            "INSERT INTO journal (ts, event, res_id, scopes, amounts, data) VALUES (?, ?, ?, ?, ?, ?)",
+            self.sql.journal,
             (ts, event, res_id, json.dumps(scopes), json.dumps(amounts), json.dumps(data, sort_keys=True)),
         )
 
@@ -175,7 +231,7 @@ class _Transaction:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise LedgerError(f"the SQLite ledger at {self.store.path} is unavailable: {exc}") from exc
-        return _SQLiteTx(self.db)
+        return _SQLiteTx(self.db, self.store._sql)
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         db, store = self.db, self.store
@@ -198,22 +254,27 @@ class _Transaction:
 
 
 class SQLiteLedger(LocalLedger):
-    """The embedded default store: one file, shared safely by the processes of one machine."""
+    """The embedded default store: one file, shared safely by the processes of one machine. Each
+    namespace has its own tables in it; the journal keeps ``journal_retention_days`` days."""
 
     def __init__(
         self,
         path: str | Path,
         *,
-        namespace: str = "default",
+        namespace: str = DEFAULT_NAMESPACE,
         clock: Callable[[], int] = wall_clock_ms,
         timeout: float = 10.0,
-        journal_retention_days: int = 400,
+        journal_retention_days: int = JOURNAL_RETENTION_DAYS,
     ) -> None:
         path = Path(path)
-        super().__init__(namespace=namespace, url=f"sqlite:///{path}", clock=clock)
+        query = "" if namespace == DEFAULT_NAMESPACE else f"?namespace={namespace}"
+        super().__init__(namespace=namespace, url=f"sqlite:///{path}{query}", clock=clock)
         self.path = path
         self.timeout = timeout
-        self.journal_retention_ms = journal_retention_days * 86_400_000
+        self.journal_retention_ms = (
+            check_setting(journal_retention_days, "journal_retention_days") * 86_400_000
+        )
+        self._sql = _Sql(self.namespace)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._conn_lock = threading.Lock()
@@ -222,9 +283,26 @@ class SQLiteLedger(LocalLedger):
             path.parent.mkdir(parents=True, exist_ok=True)
             db = self._db()
             with db:
-                db.executescript(_SCHEMA)
+                db.executescript(self._sql.schema)
+            self._migrate(db)
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open the SQLite ledger at {path}: {exc}") from exc
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Once per namespace: drop the lease rows of past windows that earlier versions left behind
+        (they now go with their counter row)."""
+        sql = self._sql
+        row = db.execute(sql.meta, ("schema",)).fetchone()
+        if row is not None and row[0] >= _SCHEMA_VERSION:
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(sql.orphan_leases)
+            db.execute(sql.put_meta, ("schema", _SCHEMA_VERSION))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -249,9 +327,12 @@ class SQLiteLedger(LocalLedger):
 
     def _prune(self, db: sqlite3.Connection) -> None:
         now = self._clock()
-        db.execute("DELETE FROM reservations WHERE expires_at <= ?", (now,))
-        db.execute("DELETE FROM counters WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
-        db.execute("DELETE FROM journal WHERE ts < ?", (now - self.journal_retention_ms,))
+        sql = self._sql
+        for statement in sql.prune:
+            db.execute(statement, (now,))
+        cutoff = now - self.journal_retention_ms
+        if db.execute(sql.prune_journal, (cutoff,)).rowcount:  # every entry from cutoff on is kept
+            db.execute(sql.raise_meta, ("journal_complete_since", cutoff))
 
     def _journal(
         self, since: int | None, until: int | None, scope: str | None, limit: int | None
@@ -259,14 +340,17 @@ class SQLiteLedger(LocalLedger):
         rows = (
             self._db()
             .execute(
-                "SELECT ts, event, res_id, scopes, amounts, data FROM journal "
-                "WHERE ts >= ? AND ts < ? ORDER BY seq",
+                self._sql.history,
                 (since if since is not None else -(2**62), until if until is not None else 2**62),
             )
             .fetchall()
         )
         for row in rows:
             yield journal_entry(*row)
+
+    def _journal_complete_since(self) -> int | None:
+        row = self._db().execute(self._sql.meta, ("journal_complete_since",)).fetchone()
+        return None if row is None else int(row[0])
 
     def close(self) -> None:
         with self._conn_lock:
