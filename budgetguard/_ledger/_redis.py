@@ -37,7 +37,7 @@ from ._base import (
     journal_matches,
     scope_labels,
 )
-from ._engine import COUNTER_RETENTION_MS, RECORD_RETENTION_MS, window_cached
+from ._engine import RECORD_RETENTION_MS, counter_expiry, window_cached
 from ._types import (
     UNITS,
     Amounts,
@@ -159,15 +159,16 @@ class _Slot:
     def __init__(self, keys: _Keys, counter: CounterSpec, start: int, end: int | None) -> None:
         self.keys = keys.counter(counter, start)
         label, unit = _label_json(counter), counter.unit.value
-        expire_at = "" if end is None else end + COUNTER_RETENTION_MS
+        expiry = counter_expiry(end)
+        expire_at = "" if expiry is None else expiry
         window_end = "" if end is None else end
         field = keys.limit_field(counter)
         self.reserve_arg = f",{counter.limit},{start},{window_end},{expire_at},{unit},{field},{label}"
         """Follows the amount: the packed per-hold argument of ``reserve.lua``."""
         self.held_json = json.dumps(held_fields(counter, start, end), separators=(",", ":"))[:-1] + ","
         """A hold on this counter as ``encode_held`` writes it, up to its amount and limit."""
-        self.commit_arg = f",{unit},{label}"
-        """Follows the charge: the packed per-counter argument of ``commit.lua``."""
+        self.commit_arg = f",{expire_at},{unit},{label}"
+        """Follows the charge: the packed per-counter argument of ``commit.lua`` and ``release.lua``."""
 
 
 def _check_reply_window(reply: list[str]) -> int | None:
@@ -293,7 +294,7 @@ class _Flows:
             overrun == "1",
             expired == "1",
             reply[0] == "DUP",
-            tuple(int(x) for x in reply[5:]) if reply[0] == "DONE" else (),
+            tuple(int(x) for x in reply[5:]),  # a repeat's too: the record keeps them
         )
 
     def status(self, counters: list[CounterSpec]) -> Flow:
