@@ -23,7 +23,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from budgetguard import BudgetExceededError, LedgerError
+from budgetguard import Budget, BudgetExceededError, Event, Guard, LedgerError, Scope
 from budgetguard._budgets import Period, Unit
 from budgetguard._ledger import Hold, open_async_ledger, open_ledger
 from budgetguard._ledger._redis import JOURNAL_MAXLEN, RedisLedger
@@ -247,6 +247,50 @@ def test_open_ledger_survives_a_lost_reply(proxy: LossyProxy, namespace: str) ->
             call()  # the repeat (or the only call, if redis-py retried) returns the first outcome
         assert _spent_held(ledger, user) == (350, 0)
         assert _events(ledger, "via-url") == ["committed"]
+
+
+def _guard_via(proxy: LossyProxy, namespace: str, events: list[Event]) -> tuple[Guard, Callable[[], Any]]:
+    """A guard on ``open_ledger``'s Redis client through the proxy, $0.0008 a day per user, alerting
+    at 50%; and a call that costs $0.00045 (gpt-4o-mini, 1,000 tokens in, 500 out): 56% of it."""
+    guard = Guard(
+        f"{proxy.url}?namespace={namespace}",
+        budgets=[Budget("user", usd="0.0008", per="day")],
+        thresholds=["0.5"],
+        on_event=events.append,
+    )
+
+    @guard.with_budget(user="alice")
+    def call(*, model: str, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
+        return {"usage": {"prompt_tokens": 1000, "completion_tokens": 500}}
+
+    return guard, lambda: call(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], max_tokens=500
+    )
+
+
+def test_a_lost_commit_reply_still_fires_its_threshold_once(proxy: LossyProxy, namespace: str) -> None:
+    """The commit that crosses a threshold loses its reply; redis-py's retry gets the repeat's answer,
+    which carries the spent totals of the first commit: the threshold event fires, once."""
+    events: list[Event] = []
+    guard, ask = _guard_via(proxy, namespace, events)
+    try:
+        ledger = guard.ledger
+        assert isinstance(ledger, RedisLedger)
+        proxy.drop_next_reply(_sha(ledger, "commit"))
+        ask()
+        assert proxy.dropped == 1
+        ask()  # past 50% already: no second event
+        [event] = [e for e in events if e.kind == "threshold"]
+        assert (event.data["threshold"], event.data["spent"], event.data["limit"]) == (
+            "50%",
+            450_000,
+            800_000,
+        )
+        assert [e.kind for e in events].count("committed") == 2
+        [status] = ledger.status([guard.counters_for([Scope("user", "alice")])[0]])
+        assert status.spent == 900_000  # each call charged once
+    finally:
+        guard.close()
 
 
 # -- NOSCRIPT ---------------------------------------------------------------------------------------
