@@ -14,6 +14,7 @@ async driver performs them (the httpx ``auth_flow`` pattern).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -37,6 +38,7 @@ from ._base import (
     journal_matches,
     scope_labels,
 )
+from ._deadline import DEADLINE, DeadlineExceeded
 from ._engine import RECORD_RETENTION_MS, counter_expiry, window_cached
 from ._types import (
     UNITS,
@@ -417,12 +419,23 @@ def _wrap_error(exc: Exception) -> Exception:
 
 
 class _RedisBase:
-    def __init__(self, url: str, client: Any, namespace: str, journal_maxlen: int) -> None:
+    def __init__(
+        self, url: str, client: Any, namespace: str, journal_maxlen: int, deadline: float | None = None
+    ) -> None:
         self.url = url
         self.namespace = namespace
         self.client = client
+        self.deadline = deadline
+        """Seconds one operation may take, retries included, before it raises ``LedgerError`` (``None``:
+        only the client's own timeouts). ``open_ledger`` sets it (``?deadline=`` in the URL)."""
         self._flows = _Flows(namespace, journal_maxlen)
         self._scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}
+
+    def _late(self, exc: BaseException) -> LedgerError:
+        return LedgerError(
+            f"Redis ledger operation failed: no answer within its {self.deadline} s deadline "
+            "(?deadline= in the ledger URL)"
+        )
 
     def _send(self, call: _Call) -> Any:
         """Issue one call on the client: a reply (sync client) or an awaitable (async client)."""
@@ -442,13 +455,21 @@ class _RedisBase:
 class RedisLedger(_RedisBase, Ledger):
     """Sync Redis (or Valkey, or Redis Cluster) ledger."""
 
-    def _run(self, flow: Flow) -> Any:
+    def _run(self, flow: Flow, *, each_call: bool = False) -> Any:
+        """Run ``flow`` within one deadline (a fresh one for each of its calls, with ``each_call``: a
+        history reads as many pages as it needs); ``_deadline.py`` holds the connections to it."""
+        seconds = self.deadline
+        token = None if seconds is None else DEADLINE.set(time.monotonic() + seconds)
         reply: Any = None
         try:
             while True:
                 call = flow.send(reply)
+                if each_call and seconds is not None:
+                    DEADLINE.set(time.monotonic() + seconds)
                 try:
                     reply = self._send(call)
+                except DeadlineExceeded as exc:
+                    raise self._late(exc) from exc
                 except Exception as exc:  # backend errors become LedgerError / ValueError
                     wrapped = _wrap_error(exc)
                     if wrapped is exc:
@@ -456,6 +477,9 @@ class RedisLedger(_RedisBase, Ledger):
                     raise wrapped from exc
         except StopIteration as done:
             return done.value
+        finally:
+            if token is not None:
+                DEADLINE.reset(token)
 
     def reserve(
         self,
@@ -507,7 +531,9 @@ class RedisLedger(_RedisBase, Ledger):
         events: Iterable[str] | None = None,
         limit: int | None = None,
     ) -> list[JournalEntry]:
-        result: list[JournalEntry] = self._run(self._flows.history(since, until, scope, model, events, limit))
+        result: list[JournalEntry] = self._run(
+            self._flows.history(since, until, scope, model, events, limit), each_call=True
+        )
         return result
 
     def journal_complete_since(self) -> datetime | None:
@@ -525,13 +551,23 @@ class RedisLedger(_RedisBase, Ledger):
 class AsyncRedisLedger(_RedisBase, AsyncLedger):
     """Async Redis ledger (redis.asyncio), the same scripts and flows as ``RedisLedger``."""
 
-    async def _run(self, flow: Flow) -> Any:
+    async def _run(self, flow: Flow, *, each_call: bool = False) -> Any:
+        """Run ``flow`` within one deadline (see ``RedisLedger._run``): a command still running then is
+        cancelled, and redis-py drops its connection."""
+        seconds = self.deadline
+        clock = asyncio.get_running_loop().time
+        end = None if seconds is None else clock() + seconds
         reply: Any = None
         try:
             while True:
                 call = flow.send(reply)
+                if each_call and seconds is not None:
+                    end = clock() + seconds
                 try:
-                    reply = await self._send(call)
+                    async with asyncio.timeout_at(end):
+                        reply = await self._send(call)
+                except TimeoutError as exc:  # the deadline's (redis-py raises its own TimeoutError)
+                    raise self._late(exc) from exc
                 except Exception as exc:
                     wrapped = _wrap_error(exc)
                     if wrapped is exc:
@@ -591,7 +627,7 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
         limit: int | None = None,
     ) -> list[JournalEntry]:
         result: list[JournalEntry] = await self._run(
-            self._flows.history(since, until, scope, model, events, limit)
+            self._flows.history(since, until, scope, model, events, limit), each_call=True
         )
         return result
 
