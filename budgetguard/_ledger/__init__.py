@@ -127,14 +127,15 @@ def _redis_module() -> Any:
     return redis
 
 
-def _retry(redis: Any, *, asynchronous: bool = False) -> Any:
+def _retry(redis: Any, *, asynchronous: bool = False) -> dict[str, Any]:
     """3 quick retries on connection errors and timeouts (``from_url`` alone gives none), within the
     operation's deadline. Safe: every ledger operation is idempotent by reservation id, so a retry
-    after a lost reply changes nothing."""
+    after a lost reply changes nothing. (redis-py 5 retries only the errors ``retry_on_error`` names.)"""
     from ._deadline import DeadlineBackoff
 
     module = redis.asyncio.retry if asynchronous else redis.retry
-    return module.Retry(DeadlineBackoff(cap=0.5, base=0.02), 3)
+    errors = [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
+    return {"retry": module.Retry(DeadlineBackoff(cap=0.5, base=0.02), 3), "retry_on_error": errors}
 
 
 def _namespace(given: str | None, ours: dict[str, str]) -> str:
@@ -195,7 +196,7 @@ def open_ledger(url: str, *, namespace: str | None = None) -> Ledger:
                 raise LedgerError(f"cannot reach the Redis Cluster at {_redacted(url)}: {exc}") from exc
         else:
             client = redis.Redis.from_url(
-                rest, decode_responses=True, retry=_retry(redis), connection_class=bounded
+                rest, decode_responses=True, connection_class=bounded, **_retry(redis)
             )
         return RedisLedger(url, client, ns, maxlen, float(ours["deadline"]))
     raise ConfigurationError(f"unknown ledger URL scheme {scheme!r}; known: {', '.join(SCHEMES)}")
@@ -218,8 +219,6 @@ def open_async_ledger(url: str, *, namespace: str | None = None) -> AsyncLedger:
                 "redis" + rest[len("redis+cluster") :], decode_responses=True
             )
         else:
-            client = redis.asyncio.from_url(
-                rest, decode_responses=True, retry=_retry(redis, asynchronous=True)
-            )
+            client = redis.asyncio.from_url(rest, decode_responses=True, **_retry(redis, asynchronous=True))
         return AsyncRedisLedger(url, client, ns, maxlen, float(ours["deadline"]))
     raise ConfigurationError(f"unknown ledger URL scheme {scheme!r}; known: {', '.join(SCHEMES)}")

@@ -21,7 +21,10 @@ import redis.connection
 import redis.exceptions
 from redis.backoff import ExponentialBackoff
 
-__all__ = ["CONNECTIONS", "DEADLINE", "DeadlineBackoff", "DeadlineExceeded"]
+__all__ = ["CONNECTIONS", "DEADLINE", "RedisTimeout", "DeadlineBackoff", "DeadlineExceeded"]
+
+RedisTimeout = redis.exceptions.TimeoutError
+"""What redis-py raises when a wait times out (``DeadlineExceeded`` is one)."""
 
 DEADLINE: ContextVar[float | None] = ContextVar("budgetguard_redis_deadline", default=None)
 """When the store operation running in this context must end (``time.monotonic()``), if one runs."""
@@ -65,18 +68,18 @@ class _Bounded(_Base):
         cap = self.socket_connect_timeout
         self.socket_connect_timeout = _left(cap)  # (a connection serves one thread at a time)
         try:
-            sock: socket.socket = super()._connect()  # type: ignore[no-untyped-call, safe-super]
+            sock: socket.socket = super()._connect()  # type: ignore[no-untyped-call, safe-super, unused-ignore]
         finally:
             self.socket_connect_timeout = cap
         return sock
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         self._bound()
-        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call, unused-ignore]
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         self._bound()
-        return super().read_response(*args, **kwargs)
+        return super().read_response(*args, **kwargs)  # type: ignore[no-untyped-call, unused-ignore]
 
     def _bound(self) -> None:
         sock: socket.socket | None = self._sock
@@ -85,7 +88,7 @@ class _Bounded(_Base):
         try:
             wait = _left(self.socket_timeout)
         except DeadlineExceeded:  # a reply may be on its way: the connection cannot be reused
-            self.disconnect()  # type: ignore[no-untyped-call]
+            self.disconnect()  # type: ignore[no-untyped-call, unused-ignore]
             raise
         if sock.gettimeout() != wait:
             sock.settimeout(wait)

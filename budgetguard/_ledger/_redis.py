@@ -18,6 +18,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import math
 import time
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from ._base import (
     journal_matches,
     scope_labels,
 )
-from ._deadline import DEADLINE, DeadlineExceeded
+from ._deadline import DEADLINE
 from ._engine import RECORD_RETENTION_MS, counter_expiry, window_cached
 from ._types import (
     UNITS,
@@ -431,7 +432,7 @@ class _RedisBase:
         self._flows = _Flows(namespace, journal_maxlen)
         self._scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}
 
-    def _late(self, exc: BaseException) -> LedgerError:
+    def _late(self) -> LedgerError:
         return LedgerError(
             f"Redis ledger operation failed: no answer within its {self.deadline} s deadline "
             "(?deadline= in the ledger URL)"
@@ -455,23 +456,36 @@ class _RedisBase:
 class RedisLedger(_RedisBase, Ledger):
     """Sync Redis (or Valkey, or Redis Cluster) ledger."""
 
+    _stale_nodes = False
+    """A cluster whose topology refresh a deadline cut short: redis-py 5 then forgets the node that
+    hung (its slots still point at it, so scripts are never loaded there); refreshed next time."""
+
     def _run(self, flow: Flow, *, each_call: bool = False) -> Any:
         """Run ``flow`` within one deadline (a fresh one for each of its calls, with ``each_call``: a
         history reads as many pages as it needs); ``_deadline.py`` holds the connections to it."""
         seconds = self.deadline
-        token = None if seconds is None else DEADLINE.set(time.monotonic() + seconds)
+        end = math.inf if seconds is None else time.monotonic() + seconds
+        token = None if seconds is None else DEADLINE.set(end)
         reply: Any = None
         try:
+            if self._stale_nodes:
+                try:
+                    self.client.nodes_manager.initialize()
+                except Exception as exc:
+                    wrapped = self._wrapped(exc, end)
+                    if wrapped is exc:
+                        raise
+                    raise wrapped from exc
+                self._stale_nodes = False
             while True:
                 call = flow.send(reply)
                 if each_call and seconds is not None:
-                    DEADLINE.set(time.monotonic() + seconds)
+                    end = time.monotonic() + seconds
+                    DEADLINE.set(end)
                 try:
                     reply = self._send(call)
-                except DeadlineExceeded as exc:
-                    raise self._late(exc) from exc
                 except Exception as exc:  # backend errors become LedgerError / ValueError
-                    wrapped = _wrap_error(exc)
+                    wrapped = self._wrapped(exc, end)
                     if wrapped is exc:
                         raise
                     raise wrapped from exc
@@ -480,6 +494,13 @@ class RedisLedger(_RedisBase, Ledger):
         finally:
             if token is not None:
                 DEADLINE.reset(token)
+
+    def _wrapped(self, exc: Exception, end: float) -> Exception:
+        wrapped = _wrap_error(exc)
+        if isinstance(wrapped, LedgerError) and time.monotonic() >= end:  # the deadline cut it short
+            wrapped = self._late()
+            self._stale_nodes = hasattr(self.client, "nodes_manager")
+        return wrapped
 
     def reserve(
         self,
@@ -567,7 +588,7 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
                     async with asyncio.timeout_at(end):
                         reply = await self._send(call)
                 except TimeoutError as exc:  # the deadline's (redis-py raises its own TimeoutError)
-                    raise self._late(exc) from exc
+                    raise self._late() from exc
                 except Exception as exc:
                     wrapped = _wrap_error(exc)
                     if wrapped is exc:
