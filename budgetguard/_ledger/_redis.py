@@ -5,7 +5,8 @@ redis-py on NOSCRIPT (restart, failover, SCRIPT FLUSH). Scripts validate every i
 first write, use the server's ``TIME`` for leases, and keep money in int64 decimal strings.
 
 Every operation is idempotent by reservation id, so redis-py's retry after a lost reply returns the
-first outcome instead of charging twice. All keys of a namespace share the hash tag ``{namespace}``,
+first outcome instead of charging twice. Each operation, retries included, ends by one deadline
+(``_deadline.py``; ``?deadline=`` in the URL). All keys of a namespace share the hash tag ``{namespace}``,
 so Redis Cluster runs each script on one node.
 
 The logic is written once as generator "flows" that yield the calls they need; a ~10-line sync and
