@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from .._budgets import Unit
 from .._money import INT64_MAX
 from ._base import check_setting
-from ._engine import Tx, counter_expiry, counter_key, window_cached
+from ._engine import COUNTER_RETENTION_MS, Tx, counter_key, window_cached
 from ._local import LocalLedger, wall_clock_ms
 from ._types import HeldCounter, Hold, JournalEntry, Outcome, Refusal, Reservation
 
@@ -194,7 +194,7 @@ class MemoryLedger(LocalLedger):
             counters[key] = c
             c.held += amount
             if window.end is not None:
-                c.expires_at = counter_expiry(window.end)
+                c.expires_at = window.end + COUNTER_RETENTION_MS
             c.leases[res_id] = (expires, amount)
             heapq.heappush(c.heap, (expires, res_id))
             held.append(HeldCounter(spec, window.start, window.end, amount, limit))
