@@ -1073,7 +1073,9 @@ class _Ctx:
         if outcome is not None and outcome.overrun:
             self.emit("overrun", actual=cost)
         if outcome is not None and actual is not None:
-            self._thresholds(reservation, actual, outcome.spent)
+            # a repeat's outcome too: the guard commits a reservation once, so a repeat reaches it only
+            # when the store's retry found its lost first write; it carries that commit's totals
+            self._thresholds(reservation, outcome.charged or actual, outcome.spent)
 
     def _settled(
         self, usage: Usage | None, reservation: Reservation, outcome: Outcome | None
@@ -1093,7 +1095,8 @@ class _Ctx:
 
     def _thresholds(self, reservation: Reservation, actual: Mapping[Unit, int], after: Sequence[int]) -> None:
         """A "threshold" event for each threshold this commit carried a counter across. Spent only grows
-        within a window, so exactly one commit crosses each threshold: once per window, fleet-wide."""
+        within a window, so exactly one commit crosses each threshold: once per window, fleet-wide (its
+        answer, first or repeated after a lost reply, reaches the one caller that committed it)."""
         thresholds = self.guard.thresholds
         if not thresholds:
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -40,13 +41,20 @@ __all__ = [
 
 SCHEMES = ("memory://", "sqlite:///path", "redis://", "rediss://", "unix://", "redis+cluster://")
 _REDIS = ("redis", "rediss", "unix", "redis+cluster")
-_OURS = {"namespace": None, "journal_maxlen": ("memory", *_REDIS), "journal_retention_days": ("sqlite",)}
+_OURS = {
+    "namespace": None,
+    "journal_maxlen": ("memory", *_REDIS),
+    "journal_retention_days": ("sqlite",),
+    "deadline": _REDIS,
+}
 """Our URL options and the schemes each applies to (None: all); the rest of a Redis URL's query goes
 to redis-py, and memory and SQLite take nothing else."""
 TIMEOUTS = {"socket_timeout": "2", "socket_connect_timeout": "2"}
 """Seconds redis-py waits to connect and for each reply, unless the URL says otherwise (without them a
-hung server would block the caller forever). A hung server fails after at most 4 x socket_timeout
-(3 retries) plus their backoff (< 1 s)."""
+hung server would block the caller forever)."""
+DEADLINE_FACTOR = 1.5
+"""An operation's deadline (``?deadline=`` seconds, retries included) defaults to this many
+``socket_timeout``: one timeout, and room for a retry after a lost reply (``_deadline.py``)."""
 
 
 def _split(url: str) -> tuple[str, str, dict[str, str]]:
@@ -68,9 +76,23 @@ def _split(url: str) -> tuple[str, str, dict[str, str]]:
         )
     if parts.scheme in _REDIS:
         query = {**TIMEOUTS, **query}
+        ours["deadline"] = str(_deadline_seconds(ours.get("deadline"), query["socket_timeout"]))
     base = url.split("?", 1)[0]
     rest = f"{base}?{urlencode(query)}" if query else base
     return parts.scheme, rest, ours
+
+
+def _deadline_seconds(text: str | None, socket_timeout: str) -> float:
+    try:
+        value = DEADLINE_FACTOR * float(socket_timeout) if text is None else float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise ConfigurationError(
+            f"a Redis ledger URL's deadline must be a number of seconds above 0, got deadline={text!r} "
+            f"(socket_timeout={socket_timeout!r}); e.g. ?socket_timeout=0.5&deadline=0.75"
+        )
+    return value
 
 
 def _redacted(url: str) -> str:
@@ -105,13 +127,15 @@ def _redis_module() -> Any:
     return redis
 
 
-def _retry(redis: Any, *, asynchronous: bool = False) -> Any:
-    """3 quick retries on connection errors and timeouts (``from_url`` alone gives none). Safe: every
-    ledger operation is idempotent by reservation id, so a retry after a lost reply changes nothing."""
-    from redis.backoff import ExponentialBackoff
+def _retry(redis: Any, *, asynchronous: bool = False) -> dict[str, Any]:
+    """3 quick retries on connection errors and timeouts (``from_url`` alone gives none), within the
+    operation's deadline. Safe: every ledger operation is idempotent by reservation id, so a retry
+    after a lost reply changes nothing. (redis-py 5 retries only the errors ``retry_on_error`` names.)"""
+    from ._deadline import DeadlineBackoff
 
     module = redis.asyncio.retry if asynchronous else redis.retry
-    return module.Retry(ExponentialBackoff(cap=0.5, base=0.02), 3)
+    errors = [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
+    return {"retry": module.Retry(DeadlineBackoff(cap=0.5, base=0.02), 3), "retry_on_error": errors}
 
 
 def _namespace(given: str | None, ours: dict[str, str]) -> str:
@@ -124,7 +148,9 @@ def _namespace(given: str | None, ours: dict[str, str]) -> str:
 
 
 def _settings(ours: dict[str, str]) -> dict[str, int]:
-    return {key: check_setting(value, key) for key, value in ours.items() if key != "namespace"}
+    return {
+        key: check_setting(value, key) for key, value in ours.items() if key not in ("namespace", "deadline")
+    }
 
 
 def _local(scheme: str, url: str, namespace: str, ours: dict[str, str]) -> LocalLedger:
@@ -146,7 +172,8 @@ def open_ledger(url: str, *, namespace: str | None = None) -> Ledger:
     tables in the file). Each ``memory://`` opens a new, empty store, whatever its namespace.
     ``?journal_maxlen=`` (memory, Redis) and ``?journal_retention_days=`` (SQLite) bound the journal.
     Redis URLs take redis-py's options in the query; ``socket_timeout`` and ``socket_connect_timeout``
-    default to 2 seconds (``TIMEOUTS``): a hung server raises ``LedgerError`` after at most 4 of them.
+    default to 2 seconds (``TIMEOUTS``). ``?deadline=`` bounds each operation, retries included
+    (default 1.5 x ``socket_timeout``): a hung server raises ``LedgerError`` then.
     """
     scheme, rest, ours = _split(url)
     ns = _namespace(namespace, ours)
@@ -154,20 +181,24 @@ def open_ledger(url: str, *, namespace: str | None = None) -> Ledger:
         return _local(scheme, url, ns, ours)
     if scheme in _REDIS:
         redis = _redis_module()
+        from ._deadline import CONNECTIONS
         from ._redis import JOURNAL_MAXLEN as REDIS_MAXLEN
         from ._redis import RedisLedger
 
         maxlen = _settings(ours).get("journal_maxlen", REDIS_MAXLEN)
+        bounded = CONNECTIONS[scheme]  # its blocking steps end by each operation's deadline
         if scheme == "redis+cluster":
             try:  # the cluster client discovers its nodes now: an unreachable cluster fails here
                 client = redis.cluster.RedisCluster.from_url(
-                    "redis" + rest[len("redis+cluster") :], decode_responses=True
+                    "redis" + rest[len("redis+cluster") :], decode_responses=True, connection_class=bounded
                 )
             except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
                 raise LedgerError(f"cannot reach the Redis Cluster at {_redacted(url)}: {exc}") from exc
         else:
-            client = redis.Redis.from_url(rest, decode_responses=True, retry=_retry(redis))
-        return RedisLedger(url, client, ns, maxlen)
+            client = redis.Redis.from_url(
+                rest, decode_responses=True, connection_class=bounded, **_retry(redis)
+            )
+        return RedisLedger(url, client, ns, maxlen, float(ours["deadline"]))
     raise ConfigurationError(f"unknown ledger URL scheme {scheme!r}; known: {', '.join(SCHEMES)}")
 
 
@@ -188,8 +219,6 @@ def open_async_ledger(url: str, *, namespace: str | None = None) -> AsyncLedger:
                 "redis" + rest[len("redis+cluster") :], decode_responses=True
             )
         else:
-            client = redis.asyncio.from_url(
-                rest, decode_responses=True, retry=_retry(redis, asynchronous=True)
-            )
-        return AsyncRedisLedger(url, client, ns, maxlen)
+            client = redis.asyncio.from_url(rest, decode_responses=True, **_retry(redis, asynchronous=True))
+        return AsyncRedisLedger(url, client, ns, maxlen, float(ours["deadline"]))
     raise ConfigurationError(f"unknown ledger URL scheme {scheme!r}; known: {', '.join(SCHEMES)}")

@@ -55,6 +55,11 @@ def counter_key(counter: CounterSpec, window_start: int) -> str:
     return f"{counter.limit_field}@{window_start}"
 
 
+def counter_expiry(window_end: int | None) -> int | None:
+    """When a counter of the window ending at ``window_end`` is dropped; ``None``: never (a total)."""
+    return None if window_end is None else window_end + COUNTER_RETENTION_MS
+
+
 class Tx(Protocol):
     """One atomic transaction on a store's state."""
 
@@ -92,7 +97,7 @@ class Engine:
     # -- helpers -----------------------------------------------------------------------------
 
     @staticmethod
-    def _reclaim(tx: Tx, key: str, counter: CounterSpec, now: int) -> None:
+    def _reclaim(tx: Tx, key: str, counter: CounterSpec, now: int, expires_at: int | None) -> None:
         """Drop the holds of expired leases on one counter (a crashed worker leaks nothing)."""
         expired = tx.pop_expired(key, now)
         if not expired:
@@ -102,7 +107,7 @@ class Engine:
         for res_id, amount in expired:
             held -= amount
             tx.journal(now, "expired", res_id, [label], {counter.unit.value: amount}, {})
-        tx.put_counter(key, spent, held, None, label)
+        tx.put_counter(key, spent, held, expires_at, label)
 
     # -- operations ----------------------------------------------------------------------------
 
@@ -124,7 +129,7 @@ class Engine:
         labels = [h.counter.label for h in holds]
         held_counters: list[HeldCounter] = []
         for i, (hold, window, key) in enumerate(zip(holds, windows, keys, strict=True)):
-            self._reclaim(tx, key, hold.counter, now)
+            self._reclaim(tx, key, hold.counter, now, counter_expiry(window.end))
             override = tx.limit(hold.counter.limit_field)
             limit = hold.counter.limit if override is None else override
             spent, held = tx.counter(key)
@@ -148,8 +153,7 @@ class Engine:
         expires = now + lease_ms
         for hold, window, key, label in zip(holds, windows, keys, labels, strict=True):
             spent, held = tx.counter(key)
-            ttl = None if window.end is None else window.end + COUNTER_RETENTION_MS
-            tx.put_counter(key, spent, held + hold.amount, ttl, label)
+            tx.put_counter(key, spent, held + hold.amount, counter_expiry(window.end), label)
             tx.add_lease(key, res_id, expires, hold.amount)
         return self.held(tx, res_id, tuple(held_counters), now, expires, meta)
 
@@ -201,7 +205,8 @@ class Engine:
         after: list[int] = []
         for h, key in zip(held_counters, keys, strict=True):
             label = h.counter.label
-            self._reclaim(tx, key, h.counter, now)
+            ttl = counter_expiry(h.window_end)  # a late commit may find its counter dropped: keep a TTL
+            self._reclaim(tx, key, h.counter, now, ttl)
             amount = tx.pop_lease(key, res_id)
             spent, held = tx.counter(key)
             if amount is None:
@@ -210,7 +215,7 @@ class Engine:
                 held -= amount
             charge = 0 if actual is None else actual[h.counter.unit]
             overrun = overrun or charge > h.amount
-            tx.put_counter(key, spent + charge, held, None, label)
+            tx.put_counter(key, spent + charge, held, ttl, label)
             after.append(spent + charge)
         return self.resolved(tx, now, res_id, record, actual, meta, overrun, expired, tuple(after))
 
@@ -234,7 +239,9 @@ class Engine:
             if actual is None
             else dict(zip(map(UNIT_TEXT.__getitem__, actual), actual.values(), strict=True))
         )
-        outcome = {"state": state, "charged": charged, "overrun": overrun, "expired": expired}
+        # the counters' spent totals too: a repeat (a retry after a lost reply) reports them, and so
+        # fires the thresholds this resolution crossed
+        outcome = {"state": state, "charged": charged, "overrun": overrun, "expired": expired, "spent": after}
         # a held record's fields, without its meta (journaled below: repeats are answered without it)
         stored = {"state": state, "created": record["created"], "expires": record["expires"],
                   "held": record["held"], "outcome": outcome}  # fmt: skip
@@ -256,7 +263,7 @@ class Engine:
         for counter in counters:
             window = window_cached(counter, now)
             key = counter_key(counter, window.start)
-            self._reclaim(tx, key, counter, now)
+            self._reclaim(tx, key, counter, now, counter_expiry(window.end))
             override = tx.limit(counter.limit_field)
             spent, held = tx.counter(key)
             result.append(
@@ -273,9 +280,7 @@ class Engine:
         return result
 
 
-def _outcome(
-    res_id: str, stored: Mapping[str, Any], *, duplicate: bool = False, spent: tuple[int, ...] = ()
-) -> Outcome:
+def _outcome(res_id: str, stored: Mapping[str, Any], *, duplicate: bool = False) -> Outcome:
     return Outcome(
         res_id,
         stored["state"],
@@ -283,5 +288,5 @@ def _outcome(
         stored["overrun"],
         stored["expired"],
         duplicate,
-        spent,
+        tuple(stored.get("spent", ())),  # (records written before it was kept have none)
     )

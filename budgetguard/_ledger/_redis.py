@@ -5,7 +5,8 @@ redis-py on NOSCRIPT (restart, failover, SCRIPT FLUSH). Scripts validate every i
 first write, use the server's ``TIME`` for leases, and keep money in int64 decimal strings.
 
 Every operation is idempotent by reservation id, so redis-py's retry after a lost reply returns the
-first outcome instead of charging twice. All keys of a namespace share the hash tag ``{namespace}``,
+first outcome instead of charging twice. Each operation, retries included, ends by one deadline
+(``_deadline.py``; ``?deadline=`` in the URL). All keys of a namespace share the hash tag ``{namespace}``,
 so Redis Cluster runs each script on one node.
 
 The logic is written once as generator "flows" that yield the calls they need; a ~10-line sync and
@@ -14,9 +15,11 @@ async driver performs them (the httpx ``auth_flow`` pattern).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
+import math
 import time
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,7 +40,8 @@ from ._base import (
     journal_matches,
     scope_labels,
 )
-from ._engine import COUNTER_RETENTION_MS, RECORD_RETENTION_MS, window_cached
+from ._deadline import DEADLINE
+from ._engine import RECORD_RETENTION_MS, counter_expiry, window_cached
 from ._types import (
     UNITS,
     Amounts,
@@ -159,15 +163,16 @@ class _Slot:
     def __init__(self, keys: _Keys, counter: CounterSpec, start: int, end: int | None) -> None:
         self.keys = keys.counter(counter, start)
         label, unit = _label_json(counter), counter.unit.value
-        expire_at = "" if end is None else end + COUNTER_RETENTION_MS
+        expiry = counter_expiry(end)
+        expire_at = "" if expiry is None else expiry
         window_end = "" if end is None else end
         field = keys.limit_field(counter)
         self.reserve_arg = f",{counter.limit},{start},{window_end},{expire_at},{unit},{field},{label}"
         """Follows the amount: the packed per-hold argument of ``reserve.lua``."""
         self.held_json = json.dumps(held_fields(counter, start, end), separators=(",", ":"))[:-1] + ","
         """A hold on this counter as ``encode_held`` writes it, up to its amount and limit."""
-        self.commit_arg = f",{unit},{label}"
-        """Follows the charge: the packed per-counter argument of ``commit.lua``."""
+        self.commit_arg = f",{expire_at},{unit},{label}"
+        """Follows the charge: the packed per-counter argument of ``commit.lua`` and ``release.lua``."""
 
 
 def _check_reply_window(reply: list[str]) -> int | None:
@@ -293,7 +298,7 @@ class _Flows:
             overrun == "1",
             expired == "1",
             reply[0] == "DUP",
-            tuple(int(x) for x in reply[5:]) if reply[0] == "DONE" else (),
+            tuple(int(x) for x in reply[5:]),  # a repeat's too: the record keeps them
         )
 
     def status(self, counters: list[CounterSpec]) -> Flow:
@@ -416,12 +421,23 @@ def _wrap_error(exc: Exception) -> Exception:
 
 
 class _RedisBase:
-    def __init__(self, url: str, client: Any, namespace: str, journal_maxlen: int) -> None:
+    def __init__(
+        self, url: str, client: Any, namespace: str, journal_maxlen: int, deadline: float | None = None
+    ) -> None:
         self.url = url
         self.namespace = namespace
         self.client = client
+        self.deadline = deadline
+        """Seconds one operation may take, retries included, before it raises ``LedgerError`` (``None``:
+        only the client's own timeouts). ``open_ledger`` sets it (``?deadline=`` in the URL)."""
         self._flows = _Flows(namespace, journal_maxlen)
         self._scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}
+
+    def _late(self) -> LedgerError:
+        return LedgerError(
+            f"Redis ledger operation failed: no answer within its {self.deadline} s deadline "
+            "(?deadline= in the ledger URL)"
+        )
 
     def _send(self, call: _Call) -> Any:
         """Issue one call on the client: a reply (sync client) or an awaitable (async client)."""
@@ -441,20 +457,51 @@ class _RedisBase:
 class RedisLedger(_RedisBase, Ledger):
     """Sync Redis (or Valkey, or Redis Cluster) ledger."""
 
-    def _run(self, flow: Flow) -> Any:
+    _stale_nodes = False
+    """A cluster whose topology refresh a deadline cut short: redis-py 5 then forgets the node that
+    hung (its slots still point at it, so scripts are never loaded there); refreshed next time."""
+
+    def _run(self, flow: Flow, *, each_call: bool = False) -> Any:
+        """Run ``flow`` within one deadline (a fresh one for each of its calls, with ``each_call``: a
+        history reads as many pages as it needs); ``_deadline.py`` holds the connections to it."""
+        seconds = self.deadline
+        end = math.inf if seconds is None else time.monotonic() + seconds
+        token = None if seconds is None else DEADLINE.set(end)
         reply: Any = None
         try:
+            if self._stale_nodes:
+                try:
+                    self.client.nodes_manager.initialize()
+                except Exception as exc:
+                    wrapped = self._wrapped(exc, end)
+                    if wrapped is exc:
+                        raise
+                    raise wrapped from exc
+                self._stale_nodes = False
             while True:
                 call = flow.send(reply)
+                if each_call and seconds is not None:
+                    end = time.monotonic() + seconds
+                    DEADLINE.set(end)
                 try:
                     reply = self._send(call)
                 except Exception as exc:  # backend errors become LedgerError / ValueError
-                    wrapped = _wrap_error(exc)
+                    wrapped = self._wrapped(exc, end)
                     if wrapped is exc:
                         raise
                     raise wrapped from exc
         except StopIteration as done:
             return done.value
+        finally:
+            if token is not None:
+                DEADLINE.reset(token)
+
+    def _wrapped(self, exc: Exception, end: float) -> Exception:
+        wrapped = _wrap_error(exc)
+        if isinstance(wrapped, LedgerError) and time.monotonic() >= end:  # the deadline cut it short
+            wrapped = self._late()
+            self._stale_nodes = hasattr(self.client, "nodes_manager")
+        return wrapped
 
     def reserve(
         self,
@@ -506,7 +553,9 @@ class RedisLedger(_RedisBase, Ledger):
         events: Iterable[str] | None = None,
         limit: int | None = None,
     ) -> list[JournalEntry]:
-        result: list[JournalEntry] = self._run(self._flows.history(since, until, scope, model, events, limit))
+        result: list[JournalEntry] = self._run(
+            self._flows.history(since, until, scope, model, events, limit), each_call=True
+        )
         return result
 
     def journal_complete_since(self) -> datetime | None:
@@ -524,13 +573,23 @@ class RedisLedger(_RedisBase, Ledger):
 class AsyncRedisLedger(_RedisBase, AsyncLedger):
     """Async Redis ledger (redis.asyncio), the same scripts and flows as ``RedisLedger``."""
 
-    async def _run(self, flow: Flow) -> Any:
+    async def _run(self, flow: Flow, *, each_call: bool = False) -> Any:
+        """Run ``flow`` within one deadline (see ``RedisLedger._run``): a command still running then is
+        cancelled, and redis-py drops its connection."""
+        seconds = self.deadline
+        clock = asyncio.get_running_loop().time
+        end = None if seconds is None else clock() + seconds
         reply: Any = None
         try:
             while True:
                 call = flow.send(reply)
+                if each_call and seconds is not None:
+                    end = clock() + seconds
                 try:
-                    reply = await self._send(call)
+                    async with asyncio.timeout_at(end):
+                        reply = await self._send(call)
+                except TimeoutError as exc:  # the deadline's (redis-py raises its own TimeoutError)
+                    raise self._late() from exc
                 except Exception as exc:
                     wrapped = _wrap_error(exc)
                     if wrapped is exc:
@@ -590,7 +649,7 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
         limit: int | None = None,
     ) -> list[JournalEntry]:
         result: list[JournalEntry] = await self._run(
-            self._flows.history(since, until, scope, model, events, limit)
+            self._flows.history(since, until, scope, model, events, limit), each_call=True
         )
         return result
 

@@ -218,8 +218,9 @@ class Outcome:
     duplicate: bool = False
     """This call repeated an earlier resolution and changed nothing."""
     spent: tuple[int, ...] = ()
-    """Each held counter's spent right after this commit, in reservation order (empty on a repeat):
-    with the reservation's limits, this is what threshold alerts are computed from."""
+    """Each held counter's spent right after this commit, in reservation order; a repeat returns the
+    first resolution's (a retry after a lost reply must still fire the thresholds its commit crossed).
+    With the reservation's limits, this is what threshold alerts are computed from."""
 
 
 @dataclass(frozen=True, slots=True)

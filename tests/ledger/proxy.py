@@ -17,7 +17,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-__all__ = ["LossyProxy"]
+__all__ = ["LossyProxy", "SilentServer"]
 
 
 class _Pair:
@@ -151,6 +151,46 @@ class LossyProxy:
         self._listener.close()
 
     def __enter__(self) -> LossyProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SilentServer:
+    """A TCP server that accepts connections and never answers: a hung (or SIGSTOPped) Redis."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self._listener.settimeout(0.05)
+        self.port: int = self._listener.getsockname()[1]
+        self._accepted: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept_loop, name="silent-server", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._accepted.append(conn)  # kept open, never read from nor written to
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for conn in self._accepted:
+            conn.close()
+        self._listener.close()
+
+    def __enter__(self) -> SilentServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -77,7 +77,27 @@ def test_commit_below_and_above_the_hold(ledger: Ledger) -> None:
     assert out_high.overrun  # charged anyway: the money is gone
     assert spent_held(ledger, spec) == (1950, 0)
     assert (out_low.spent, out_high.spent) == ((250,), (1950,))  # spent right after each commit
-    assert ledger.commit(high, {Unit.USD: 1700}).spent == ()  # a repeat changed nothing
+
+
+def test_a_repeated_commit_reports_the_first_commits_totals(ledger: Ledger) -> None:
+    """A commit retried after a lost reply gets the first commit's outcome, spent totals included (the
+    guard fires the thresholds that commit crossed from them), and changes nothing."""
+    spec, other = counter(limit=10_000), counter("user:bob", limit=5_000, unit=Unit.TOKENS)
+    first = ledger.reserve([Hold(spec, 1000), Hold(other, 100)])
+    second = ledger.reserve([Hold(spec, 1000)])
+    done = ledger.commit(first, {"usd": 400, "tokens": 30})
+    ledger.commit(second, {"usd": 700})
+    repeat = ledger.commit(first, {"usd": 999, "tokens": 999})
+    assert (done.spent, done.duplicate) == ((400, 30), False)
+    # the totals right after the first commit, not the counters' current ones
+    assert (repeat.spent, repeat.charged, repeat.duplicate) == (
+        (400, 30),
+        {Unit.USD: 400, Unit.TOKENS: 30},
+        True,
+    )
+    assert ledger.commit(first.id, {"usd": 1, "tokens": 1}).spent == (400, 30)  # by id too
+    assert ledger.commit(second, {"usd": 700}).spent == (1100,)
+    assert spent_held(ledger, spec) == (1100, 0)
 
 
 def test_release_drops_the_hold(ledger: Ledger) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import os
 import re
 import secrets
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +25,16 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from budgetguard import BudgetExceededError, LedgerError
+from budgetguard import (
+    AsyncLedger,
+    Budget,
+    BudgetExceededError,
+    ConfigurationError,
+    Event,
+    Guard,
+    LedgerError,
+    Scope,
+)
 from budgetguard._budgets import Period, Unit
 from budgetguard._ledger import Hold, open_async_ledger, open_ledger
 from budgetguard._ledger._redis import JOURNAL_MAXLEN, RedisLedger
@@ -32,7 +43,7 @@ from tests.redis_server import delete_namespace
 
 from .cluster_close import close_cluster_client, close_ledger
 from .helpers import counter
-from .proxy import LossyProxy
+from .proxy import LossyProxy, SilentServer
 from .test_contract import HOSTILE_IDS
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -249,6 +260,50 @@ def test_open_ledger_survives_a_lost_reply(proxy: LossyProxy, namespace: str) ->
         assert _events(ledger, "via-url") == ["committed"]
 
 
+def _guard_via(proxy: LossyProxy, namespace: str, events: list[Event]) -> tuple[Guard, Callable[[], Any]]:
+    """A guard on ``open_ledger``'s Redis client through the proxy, $0.0008 a day per user, alerting
+    at 50%; and a call that costs $0.00045 (gpt-4o-mini, 1,000 tokens in, 500 out): 56% of it."""
+    guard = Guard(
+        f"{proxy.url}?namespace={namespace}",
+        budgets=[Budget("user", usd="0.0008", per="day")],
+        thresholds=["0.5"],
+        on_event=events.append,
+    )
+
+    @guard.with_budget(user="alice")
+    def call(*, model: str, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
+        return {"usage": {"prompt_tokens": 1000, "completion_tokens": 500}}
+
+    return guard, lambda: call(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], max_tokens=500
+    )
+
+
+def test_a_lost_commit_reply_still_fires_its_threshold_once(proxy: LossyProxy, namespace: str) -> None:
+    """The commit that crosses a threshold loses its reply; redis-py's retry gets the repeat's answer,
+    which carries the spent totals of the first commit: the threshold event fires, once."""
+    events: list[Event] = []
+    guard, ask = _guard_via(proxy, namespace, events)
+    try:
+        ledger = guard.ledger
+        assert isinstance(ledger, RedisLedger)
+        proxy.drop_next_reply(_sha(ledger, "commit"))
+        ask()
+        assert proxy.dropped == 1
+        ask()  # past 50% already: no second event
+        [event] = [e for e in events if e.kind == "threshold"]
+        assert (event.data["threshold"], event.data["spent"], event.data["limit"]) == (
+            "50%",
+            450_000,
+            800_000,
+        )
+        assert [e.kind for e in events].count("committed") == 2
+        [status] = ledger.status([guard.counters_for([Scope("user", "alice")])[0]])
+        assert status.spent == 900_000  # each call charged once
+    finally:
+        guard.close()
+
+
 # -- NOSCRIPT ---------------------------------------------------------------------------------------
 
 
@@ -408,6 +463,216 @@ async def test_unreachable_cluster_raises_ledger_error_async() -> None:
     assert info.value.__cause__ is not None
 
 
+# -- one deadline per operation ----------------------------------------------------------------------
+# A hung server (accepts, never answers): redis-py's retries used to stack its timeouts (8.3 s for a
+# call at the default 2 s timeout, 2.3 s at 0.5 s). Each operation now ends by one deadline. The
+# bounds below are 3x the deadline: the old behaviour took 16x with these settings.
+
+_HUNG = "socket_timeout=2&socket_connect_timeout=2&deadline=0.5"
+_DEADLINE = 0.5
+
+
+def _ledger_ops(ledger: Any, spec: Any) -> list[tuple[str, Callable[[], Any]]]:
+    return [
+        ("reserve", lambda: ledger.reserve([Hold(spec, 1)])),
+        ("commit", lambda: ledger.commit("some-id", {"usd": 1})),  # two calls: the record, then the script
+        ("release", lambda: ledger.release("some-id")),
+        ("status", lambda: ledger.status([spec])),
+        ("set_limit", lambda: ledger.set_limit(spec, 5)),
+        ("get_limit", lambda: ledger.get_limit(spec)),
+        ("history", lambda: ledger.history()),
+    ]
+
+
+def test_a_hung_server_fails_each_operation_within_its_deadline() -> None:
+    spec = counter(limit=1000)
+    with SilentServer() as silent, open_ledger(f"{silent.url}?{_HUNG}") as ledger:
+        assert isinstance(ledger, RedisLedger)
+        assert ledger.deadline == _DEADLINE
+        for name, call in _ledger_ops(ledger, spec):
+            started = time.monotonic()
+            with pytest.raises(LedgerError, match="deadline") as info:
+                call()
+            assert time.monotonic() - started < 3 * _DEADLINE, name
+            assert isinstance(info.value.__cause__, redis.TimeoutError), name
+
+
+def test_the_default_deadline_is_one_and_a_half_socket_timeouts() -> None:
+    with SilentServer() as silent, open_ledger(f"{silent.url}?socket_timeout=1") as ledger:
+        started = time.monotonic()
+        with pytest.raises(LedgerError) as info:
+            ledger.reserve([Hold(counter(), 1)])
+        assert time.monotonic() - started < 2 * 1.5  # it took 4 timeouts and the backoff (4.1 s)
+        assert isinstance(info.value.__cause__, redis.TimeoutError)
+        assert isinstance(ledger, RedisLedger)
+        assert ledger.deadline == 1.5
+
+
+async def test_a_hung_server_fails_each_async_operation_within_its_deadline() -> None:
+    spec = counter(limit=1000)
+    with SilentServer() as silent:
+        ledger = open_async_ledger(f"{silent.url}?{_HUNG}")
+        try:
+            for name, call in _ledger_ops(ledger, spec):
+                started = time.monotonic()
+                with pytest.raises(LedgerError, match="deadline"):
+                    await call()
+                assert time.monotonic() - started < 3 * _DEADLINE, name
+        finally:
+            await ledger.aclose()
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "soon", "inf", "nan"])
+def test_a_bad_deadline_is_refused(bad: str) -> None:
+    with pytest.raises(ConfigurationError, match="deadline"):
+        open_ledger(f"redis://127.0.0.1:{_free_port()}/0?deadline={bad}")
+
+
+def _hung_guard(silent: SilentServer, mode: str, events: list[Event]) -> Guard:
+    return Guard(
+        f"{silent.url}?{_HUNG}",
+        budgets=[Budget("user", usd="1", per="day")],
+        on_store_error=mode,  # type: ignore[arg-type]
+        on_event=events.append,
+    )
+
+
+_ASK = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "max_tokens": 100}
+_USAGE = {"usage": {"prompt_tokens": 10, "completion_tokens": 20}}
+
+
+@pytest.mark.parametrize("mode", ["fail_open", "fail_closed"])
+def test_a_guarded_call_on_a_hung_store_is_decided_at_the_deadline(mode: str) -> None:
+    events: list[Event] = []
+    calls: list[str] = []
+    with SilentServer() as silent:
+        guard = _hung_guard(silent, mode, events)
+
+        @guard.with_budget(user="alice")
+        def ask(*, model: str, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
+            calls.append(model)
+            return _USAGE
+
+        try:
+            started = time.monotonic()
+            if mode == "fail_open":
+                assert ask(**_ASK) == _USAGE  # goes on, and says so
+            else:
+                with pytest.raises(LedgerError, match="deadline"):
+                    ask(**_ASK)
+            elapsed = time.monotonic() - started
+        finally:
+            guard.close()
+    assert elapsed < 3 * _DEADLINE
+    kinds = [e.kind for e in events]
+    if mode == "fail_open":
+        assert (calls, kinds) == (["gpt-4o-mini"], ["store_unavailable", "spend_lost"])
+        assert "deadline" in (events[0].reason or "")
+    else:
+        assert (calls, kinds) == ([], ["store_unavailable"])
+
+
+async def test_an_async_guarded_call_on_a_hung_store_goes_on_at_the_deadline() -> None:
+    events: list[Event] = []
+    with SilentServer() as silent:
+        guard = _hung_guard(silent, "fail_open", events)
+
+        @guard.with_budget(user="alice")
+        async def ask(*, model: str, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
+            return _USAGE
+
+        try:
+            started = time.monotonic()
+            assert await ask(**_ASK) == _USAGE
+            elapsed = time.monotonic() - started
+        finally:
+            guard.close()
+            store = guard.async_ledger
+            if isinstance(store, AsyncLedger):
+                await store.aclose()
+    assert elapsed < 3 * _DEADLINE
+    assert [e.kind for e in events] == ["store_unavailable", "spend_lost"]
+
+
+def test_a_lost_reply_is_still_retried_within_a_short_deadline(proxy: LossyProxy, namespace: str) -> None:
+    """A lost reply's connection error is immediate: the retry runs within the deadline and finds the
+    first write (idempotency by id), rather than giving up."""
+    with open_ledger(f"{proxy.url}?namespace={namespace}&{_HUNG}") as ledger:
+        assert isinstance(ledger, RedisLedger)
+        user = counter("user:lost", limit=1000)
+        res = ledger.reserve([Hold(user, 300)])
+        proxy.drop_next_reply(_sha(ledger, "commit"))
+        out = ledger.commit(res, {"usd": 250})
+        assert proxy.dropped == 1
+        assert (out.duplicate, out.charged, out.spent) == (True, {Unit.USD: 250}, (250,))
+        assert _spent_held(ledger, user) == (250, 0)
+
+
+def test_a_connection_cut_at_the_deadline_is_never_reused(
+    redis_url: str, namespace: str, raw: redis.Redis
+) -> None:
+    """The server answers after the deadline (CLIENT PAUSE): the late reply must not be read as the
+    answer to the client's next command."""
+    with open_ledger(f"{redis_url}?namespace={namespace}&socket_timeout=2&deadline=0.2") as ledger:
+        user = counter("user:paused", limit=1000)
+        ledger.commit(ledger.reserve([Hold(user, 100)]), {"usd": 40})
+        raw.client_pause(600)  # every client's commands wait 0.6 s
+        with pytest.raises(LedgerError, match="deadline"):
+            ledger.reserve([Hold(user, 300)], id="paused")
+        time.sleep(0.7)
+        assert _spent_held(ledger, user)[0] == 40  # its own reply: a status
+        res = ledger.reserve([Hold(user, 300)], id="paused")  # new, or the cut call's write
+        assert ledger.commit(res, {"usd": 60}).spent == (100,)
+        assert _spent_held(ledger, user) == (100, 0)
+
+
+async def test_an_async_command_cut_at_the_deadline_is_never_reused(
+    redis_url: str, namespace: str, raw: redis.Redis
+) -> None:
+    ledger = open_async_ledger(f"{redis_url}?namespace={namespace}&socket_timeout=2&deadline=0.2")
+    try:
+        user = counter("user:paused", limit=1000)
+        await ledger.commit(await ledger.reserve([Hold(user, 100)]), {"usd": 40})
+        raw.client_pause(600)
+        with pytest.raises(LedgerError, match="deadline"):
+            await ledger.reserve([Hold(user, 300)], id="paused")
+        time.sleep(0.7)
+        [status] = await ledger.status([user])
+        assert status.spent == 40
+        res = await ledger.reserve([Hold(user, 300)], id="paused")
+        assert (await ledger.commit(res, {"usd": 60})).spent == (100,)
+    finally:
+        await ledger.aclose()
+
+
+def test_a_hung_cluster_node_fails_within_the_deadline(cluster_url: str) -> None:
+    """A cluster node stopped (SIGSTOP) under a connected client: one deadline too (9.7 s before)."""
+    probe = redis.RedisCluster.from_url(cluster_url.replace("redis+cluster://", "redis://"))
+    try:  # a namespace on another node than the one the URL names
+        seed = int(urlsplit(cluster_url).port or 0)
+        ns = next(f"h{i}" for i in range(1000) if probe.get_node_from_key(f"{{h{i}}}").port != seed)
+        node = probe.get_node_from_key(f"{{{ns}}}")
+        pid = int(probe.execute_command("INFO", "server", target_nodes=node)["process_id"])
+    finally:
+        close_cluster_client(probe)
+    ledger = open_ledger(f"{cluster_url}?namespace={ns}&{_HUNG}")
+    try:
+        spec = counter(limit=1000)
+        ledger.status([spec])  # connected to the node
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(LedgerError, match="deadline"):
+                ledger.reserve([Hold(spec, 1)])
+            elapsed = time.monotonic() - started
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert elapsed < 3 * _DEADLINE
+        ledger.release(ledger.reserve([Hold(spec, 1)]))  # the node is back: the client recovers
+    finally:
+        close_ledger(ledger)
+
+
 # -- invalid input reaching the scripts -------------------------------------------------------------
 
 BAD_INTS = ["-5", "1.5", "99999999999999999999", "9223372036854775808", "", "+5", " 5", "5 ", "1e3", "0x10",
@@ -470,7 +735,10 @@ def test_scripts_refuse_bad_integers_before_writing(redis_ledger: RedisLedger, b
     call = next(flow)
     flow.close()
     assert call.op == "commit"
-    for index, field in [(6, 0), (7, 0), (1, None), (2, None)]:  # each counter's charge, retention, maxlen
+    # each counter's charge and expiry, retention, maxlen ('' is "no expiry": a total's counter)
+    for index, field in [(6, 0), (7, 0), (6, 1), (7, 1), (1, None), (2, None)]:
+        if bad == "" and field == 1:
+            continue
         _expect_invalid(ledger, "commit", list(call.keys), _mutated(list(call.args), index, field, bad))
 
     if bad != "":  # '' clears the override

@@ -61,3 +61,43 @@ def test_journal_is_capped(redis_url: str, ns: str) -> None:
     assert 100 <= length < 400  # MAXLEN ~ trims in whole macro-nodes: bounded, not exact
     raw.close()
     store.close()
+
+
+def _ttls(raw: redis.Redis, ns: str) -> dict[str, int]:
+    """PTTL of every key of a namespace (-1: no expiry)."""
+    return {key.decode(): raw.pttl(key) for key in raw.scan_iter(match=f"bg:{{{ns}}}:*")}
+
+
+def test_a_late_commit_leaves_no_key_without_an_expiry(redis_url: str, ns: str) -> None:
+    """A commit after its lease ended and its counter expired (a long call, a window long gone) writes
+    the counter again: with its expiry, never a key that lives for good. Only the journal (capped by
+    MAXLEN) and an operator's limits are meant to live on."""
+    store = open_ledger(f"{redis_url}?namespace={ns}")
+    assert isinstance(store, RedisLedger)
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        minute = counter("user:late", limit=10**6, period=Period.MINUTE)
+        hourly = counter("global", limit=10**6, unit=Unit.TOKENS, period=Period.HOUR)
+        res = store.reserve([Hold(minute, 50), Hold(hourly, 50)], lease=0.05)
+        keys = [store._flows.keys.counter(h.counter, h.window_start) for h in res.held]
+        for counter_key, leases_key in keys:  # what Redis does at window end + retention
+            raw.delete(counter_key, leases_key)
+        time.sleep(0.1)  # the lease has ended too
+        out = store.commit(res, {"usd": 40, "tokens": 30})
+        assert (out.expired, out.spent) == (True, (40, 30))  # charged once, in counters made again
+        ttls = _ttls(raw, ns)
+        journal = store._flows.keys.journal
+        assert ttls.pop(journal) == -1  # the history: capped by XADD MAXLEN, not by time
+        assert [k for k, ttl in ttls.items() if ttl < 0] == []
+        for held, (counter_key, _) in zip(res.held, keys, strict=True):
+            assert held.window_end is not None
+            assert raw.pexpiretime(counter_key) == held.window_end + COUNTER_RETENTION_MS
+        # a repeat and a later reservation keep it so
+        store.commit(res, {"usd": 40, "tokens": 30})
+        store.release(store.reserve([Hold(minute, 5), Hold(hourly, 5)], lease=30))
+        ttls = _ttls(raw, ns)
+        ttls.pop(journal)
+        assert [k for k, ttl in ttls.items() if ttl < 0] == []
+    finally:
+        raw.close()
+        store.close()

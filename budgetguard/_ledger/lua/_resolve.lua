@@ -1,7 +1,11 @@
 -- Shared body of commit and release (prepended after _lib.lua; the script sets MODE first).
 -- KEYS: record, journal, then (counter, leases) per held counter, in reservation order.
 -- ARGV: id, retention_ms, journal_maxlen, meta_json, scopes_json, amounts_json,
---       then one per counter, packed: 'charge,unit,label_json' (charge '' on release).
+--       then one per counter, packed: 'charge,expire_at,unit,label_json' (charge '' on release;
+--       expire_at: the counter's window end + retention, '' for a counter that never resets).
+-- Keys written: the record (expires with the reservation, below); a counter only when it exists
+-- already (its expiry set by reserve), except a commit's charge: a late commit may find its
+-- counter expired, so the first charge of a counter sets its expiry again (never a key without one).
 local function resolve(mode)
   local id, retention, maxlen, meta, scopes, amounts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
   local H = 6
@@ -10,24 +14,32 @@ local function resolve(mode)
   if not check_common(maxlen, retention) then return fail('retention') end
   local counters = {}
   for i = 1, n do
-    local c = {string.match(ARGV[H + i], '^(%d*),(%l+),(%[.*%])$')}  -- charge, unit, label_json
-    if #c ~= 3 then return fail('counter') end
+    local c = {string.match(ARGV[H + i], '^(%d*),(%d*),(%l+),(%[.*%])$')}  -- charge, expire_at, unit, label
+    if #c ~= 4 then return fail('counter') end
     if mode == 'committed' and not is_int64(c[1]) then return fail('amount') end
+    if c[2] ~= '' and not is_int64(c[2]) then return fail('expiry') end
     if mode == 'released' and c[1] ~= '' then return fail('amount') end
     counters[i] = c
   end
-  local r = redis.call('HMGET', KEYS[1], 'state', 'n', 'amts', 'expires', 'meta', 'charged', 'overrun', 'expired')
+  local r = redis.call('HMGET', KEYS[1], 'state', 'n', 'amts', 'expires', 'meta', 'charged', 'overrun', 'expired',
+    'spent')
   local state = r[1]
   if not state then return {'UNKNOWN'} end
   if state == 'refused' then return {'REFUSED'} end
-  if state ~= 'held' then return {'DUP', state, r[6], r[7], r[8]} end
+  if state ~= 'held' then  -- a repeat: the first outcome, with the spent totals it left
+    local reply = {'DUP', state, r[6], r[7], r[8]}
+    for v in string.gmatch(r[9] or '', '%d+') do reply[#reply + 1] = v end
+    return reply
+  end
   if tonumber(r[2]) ~= n then return fail('counters') end
   local held_amts = {}
   for a in string.gmatch(r[3], '[^,]+') do held_amts[#held_amts + 1] = a end
-  local after = {}
+  local after, fresh = {}, {}
   if mode == 'committed' then
     for i = 1, n do  -- overflow check before the first write
-      local sh, sl = num(redis.call('HGET', KEYS[1 + 2 * i], 'spent'))
+      local spent = redis.call('HGET', KEYS[1 + 2 * i], 'spent')
+      fresh[i] = not spent  -- the first charge of this counter (which may have expired: set its expiry)
+      local sh, sl = num(spent)
       local ch, cl = limbs(counters[i][1])
       sh, sl = add(sh, sl, ch, cl)
       if not fits(sh, sl) then return fail('overflow') end
@@ -39,7 +51,7 @@ local function resolve(mode)
   for i = 1, n do
     local c = counters[i]
     local counter, leases = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
-    reclaim(counter, leases, now, c[3], c[2], KEYS[2], maxlen)
+    reclaim(counter, leases, now, c[4], c[3], KEYS[2], maxlen)
     local amt = redis.call('HGET', counter, 'r:' .. id)
     if amt then
       if amt ~= '0' then redis.call('HINCRBY', counter, 'held', '-' .. amt) end
@@ -50,14 +62,18 @@ local function resolve(mode)
     end
     if mode == 'committed' then
       local charge = c[1]
-      if charge ~= '0' then redis.call('HINCRBY', counter, 'spent', charge) end
+      if charge ~= '0' then
+        redis.call('HINCRBY', counter, 'spent', charge)
+        if fresh[i] and c[2] ~= '' then redis.call('PEXPIREAT', counter, c[2]) end
+      end
       local ch, cl = limbs(charge)
       local hh, hl = limbs(held_amts[i])
       if not le(ch, cl, hh, hl) then overrun = '1' end
     end
   end
   local charged = mode == 'committed' and amounts or '{}'
-  redis.call('HSET', KEYS[1], 'state', mode, 'charged', charged, 'overrun', overrun, 'expired', expired)
+  redis.call('HSET', KEYS[1], 'state', mode, 'charged', charged, 'overrun', overrun, 'expired', expired,
+    'spent', table.concat(after, ','))
   redis.call('PEXPIREAT', KEYS[1], math.max(now, tonumber(r[4])) + tonumber(retention))
   local flags = '{"overrun":' .. (overrun == '1' and 'true' or 'false') .. ',"expired":' ..
     (expired == '1' and 'true' or 'false') .. '}'

@@ -1,4 +1,7 @@
 -- reserve: admit a reservation on every counter or on none.
+-- Every key written has an expiry, but two: the limits hash (run-time limits an operator set live
+-- until cleared, see set_limit.lua) and the journal stream (the history reports read, capped by
+-- XADD MAXLEN ~ journal_maxlen); and a 'total' counter, which never resets (below).
 -- KEYS: record, limits, journal, then (counter, leases) per hold.
 -- ARGV: id, lease_ms, retention_ms, journal_maxlen, meta_json, held_json, enforce ('1'|'0'),
 --       then one per hold, packed (one argument costs the client more than the server's string.match):
@@ -62,8 +65,11 @@ for i = 1, n do
     return {'REFUSED', tostring(i - 1), limit, spent, held, amount, h[4], '0', held_json}
   end
   lims[i] = limit
-  -- TTLs are set when a key is created: a counter's hash lives as long as its window (plus
-  -- retention); its leases set is deleted when it empties, which only happens with nothing held.
+  -- TTLs are set when a key is created: a counter's hash and its leases set live as long as its
+  -- window plus retention (expire_at); a leases set is also deleted when it empties, which only
+  -- happens with nothing held. A 'total' counter (no window end, no expire_at) never resets, so it
+  -- is kept for good, and its leases set until it empties (the next operation on the counter
+  -- reclaims what expired).
   fresh[i] = {c[1] == false and c[2] == false, held == '0'}
 end
 

@@ -1,4 +1,6 @@
 -- set_limit: store (or, with an empty value, clear) a counter's run-time limit.
+-- The limits hash has no expiry on purpose: an operator's limit holds until cleared (one small
+-- field per overridden counter; the hash goes when its last field is cleared).
 -- KEYS: limits. ARGV: limit_field, value|''.
 if #KEYS ~= 1 or #ARGV ~= 2 then return fail('arity') end
 if ARGV[2] == '' then

@@ -1,4 +1,5 @@
 -- status: reclaim expired holds, then read limit, spent and held of each counter.
+-- Writes only keys that exist (a reclaim drops holds from a counter) and the journal.
 -- KEYS: limits, journal, then (counter, leases) per counter.
 -- ARGV: journal_maxlen, n, then per counter: default_limit, limit_field, window_start, window_end|'',
 --       label_json, unit.
