@@ -133,12 +133,52 @@ def default_retry() -> tenacity.Retrying:
 _QUIET_ON_SUCCESS = (tenacity.retry_if_exception.__call__, type(tenacity.retry_never).__call__)
 
 
-def _alone_first(retrying: tenacity.Retrying) -> bool:
+def _alone_first(retrying: tenacity.BaseRetrying) -> bool:
     """Whether tenacity would do nothing around a first attempt that succeeds but return its result:
     no ``before`` hook, and a ``retry`` policy that never retries a result (``retry_if_exception``
     and its subclasses that keep its ``__call__``, ``retry_never``)."""
     return retrying.before in (None, tenacity.before_nothing) and type(retrying.retry).__call__ in (
         _QUIET_ON_SUCCESS
+    )
+
+
+_HOOKS = ("stop", "wait", "retry", "before", "after", "before_sleep", "retry_error_callback")
+
+
+def _checked_retry(retrying: tenacity.BaseRetrying) -> tenacity.BaseRetrying:
+    """A ``Retrying`` or an ``AsyncRetrying`` whose callbacks are plain functions: the guard runs
+    tenacity's decisions between the attempts of sync and async calls alike, where nothing is awaited."""
+    if not isinstance(retrying, tenacity.BaseRetrying):
+        raise ConfigurationError(f"retry= takes a tenacity.Retrying or AsyncRetrying, got {retrying!r}")
+    awaited = [name for name in _HOOKS if _is_async(getattr(retrying, name, None))]
+    if awaited:
+        raise ConfigurationError(
+            f"retry=: the policy's {', '.join(awaited)} callback is async; the guard decides retries "
+            "between attempts, where nothing is awaited: pass plain functions (tenacity's stop_*, wait_*, "
+            "retry_* and your own def hooks), in a Retrying or an AsyncRetrying"
+        )
+    return retrying
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
+
+
+def _decide(retrying: tenacity.BaseRetrying, state: RetryCallState) -> Any:
+    """tenacity's next step (``DoAttempt``, ``DoSleep`` or the outcome). An ``AsyncRetrying``'s ``iter``
+    is a coroutine (tenacity >= 8.4): with plain callbacks (``_checked_retry``) it never suspends, so it
+    runs to its end here, for sync and async calls alike."""
+    do = retrying.iter(state)
+    if not inspect.iscoroutine(do):
+        return do
+    try:
+        do.send(None)
+    except StopIteration as done:
+        return done.value
+    do.close()
+    raise ConfigurationError(
+        "retry=: a callback of the policy awaited something; the guard runs tenacity's decisions where "
+        "nothing is awaited: pass plain functions"
     )
 
 
@@ -254,7 +294,7 @@ class Guard:
         budgets: Iterable[Budget] = (),
         prices: PriceBook | None = None,
         estimator: Estimator | None = None,
-        retry: tenacity.Retrying | None = None,
+        retry: tenacity.BaseRetrying | None = None,
         lease: float = 120.0,
         on_event: Callable[[Event], None] | Iterable[Callable[[Event], None]] | None = None,
         on_store_error: Literal["fail_closed", "fail_open"] = "fail_closed",
@@ -269,7 +309,7 @@ class Guard:
                 raise ConfigurationError(f"budgets must be Budget objects, got {budget!r}")
         self.prices = prices or price_book
         self.estimator = estimator or Estimator(prices=self.prices)
-        self.retry = retry if retry is not None else default_retry()
+        self.retry = _checked_retry(retry) if retry is not None else default_retry()
         self.lease = lease
         hooks = on_event if on_event is None or callable(on_event) else tuple(on_event)
         self.hooks: tuple[Callable[[Event], None], ...] = (
@@ -390,7 +430,7 @@ class Guard:
         state = RetryCallState(retrying, None, (), {})
         if started is not None:
             state.start_time = retrying.statistics["start_time"] = started
-            retrying.iter(state)  # attempt 1's DoAttempt: no `before` hook to run (see _alone_first)
+            _decide(retrying, state)  # attempt 1's DoAttempt: no `before` hook to run (see _alone_first)
         return state
 
     def _flow(self, plan: _Plan) -> Flow:
@@ -405,7 +445,7 @@ class Guard:
         last_error: BaseException | None = None
         while True:
             if state is not None:
-                do = state.retry_object.iter(state)
+                do = _decide(state.retry_object, state)
                 if isinstance(do, tenacity.DoSleep):
                     state.prepare_for_next_attempt()
                     yield _Sleep(float(do))
