@@ -10,6 +10,7 @@ from ._errors import (
     BudgetGuardError,
     ConfigurationError,
     LedgerError,
+    MissingScopeError,
     PricingError,
     UsageError,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "JournalEntry",
     "Ledger",
     "LedgerError",
+    "MissingScopeError",
     "Outcome",
     "Period",
     "Price",

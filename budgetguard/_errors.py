@@ -2,6 +2,7 @@
 
     BudgetGuardError                 root: catch this to catch everything budgetguard raises
     ├── BudgetExceededError          a reservation was refused: a limit would be passed
+    ├── MissingScopeError            a call names no id for a scope kind that a budget applies to
     ├── PricingError                 no price for a model (never a silent $0)
     ├── UsageError                   a provider response carries no usable usage
     ├── LedgerError                  the store failed or is unreachable (the cause is chained)
@@ -13,6 +14,7 @@ User and SDK exceptions pass through budgetguard unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 
@@ -21,6 +23,7 @@ __all__ = [
     "BudgetGuardError",
     "ConfigurationError",
     "LedgerError",
+    "MissingScopeError",
     "PricingError",
     "UsageError",
 ]
@@ -86,6 +89,29 @@ class BudgetExceededError(BudgetGuardError):
             f"remaining {fmt(remaining)}, requested {fmt(requested)}; {when}. "
             "Lower the request (max tokens, a cheaper model), wait for the reset, "
             "or raise the limit (budgetguard limits set)."
+        )
+
+
+class MissingScopeError(BudgetGuardError):
+    """A guarded call names no id for a scope kind that a budget applies to (``Budget("user", ...)`` and
+    no user id): it is refused rather than let through without that limit. ``kinds`` are the kinds
+    without an id.
+
+    Not a ``BudgetExceededError``: no limit was reached, and neither waiting nor a cheaper model would
+    help; the caller has to name the scope (an HTTP 400, not a 429).
+    """
+
+    def __init__(self, kinds: Iterable[str]) -> None:
+        self.kinds = tuple(kinds)
+        names = " and ".join(self.kinds)
+        kind = self.kinds[0]
+        super().__init__(
+            f"no {names} id: a budget applies to every {names}, so a guarded call or job must name one. "
+            "Pass the id "
+            f"({kind}='{{{kind}_id}}' on the decorator, budget_context({kind}=...), or the request header "
+            "the middleware reads), or tell the guard what calls without one do: "
+            f"Guard(default_scopes={{'{kind}': 'anonymous'}}) charges them all to one shared scope, "
+            f"Guard(missing_scope='skip') leaves the {names} budgets off them."
         )
 
 

@@ -25,6 +25,7 @@ EventKind = Literal[
     "store_unavailable",
     "spend_lost",
     "estimate_fallback",
+    "scope_missing",
 ]
 
 _LEVELS: Mapping[str, int] = {
@@ -39,6 +40,7 @@ _LEVELS: Mapping[str, int] = {
     "store_unavailable": logging.ERROR,
     "spend_lost": logging.ERROR,
     "estimate_fallback": logging.WARNING,
+    "scope_missing": logging.WARNING,
 }
 
 

@@ -14,6 +14,8 @@ import contextvars
 import functools
 import inspect
 import os
+import re
+import string
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar, final, overload
 
 import tenacity
@@ -28,7 +31,7 @@ from tenacity import RetryCallState
 
 from ._budgets import Budget, Period, Scope, Unit
 from ._context import current_scopes, record_usage
-from ._errors import BudgetExceededError, ConfigurationError, LedgerError, UsageError
+from ._errors import BudgetExceededError, ConfigurationError, LedgerError, MissingScopeError, UsageError
 from ._estimate import Estimate, Estimator
 from ._events import Event, EventKind, emit, wanted
 from ._job import Job, _Draw, current_job
@@ -133,12 +136,52 @@ def default_retry() -> tenacity.Retrying:
 _QUIET_ON_SUCCESS = (tenacity.retry_if_exception.__call__, type(tenacity.retry_never).__call__)
 
 
-def _alone_first(retrying: tenacity.Retrying) -> bool:
+def _alone_first(retrying: tenacity.BaseRetrying) -> bool:
     """Whether tenacity would do nothing around a first attempt that succeeds but return its result:
     no ``before`` hook, and a ``retry`` policy that never retries a result (``retry_if_exception``
     and its subclasses that keep its ``__call__``, ``retry_never``)."""
     return retrying.before in (None, tenacity.before_nothing) and type(retrying.retry).__call__ in (
         _QUIET_ON_SUCCESS
+    )
+
+
+_HOOKS = ("stop", "wait", "retry", "before", "after", "before_sleep", "retry_error_callback")
+
+
+def _checked_retry(retrying: tenacity.BaseRetrying) -> tenacity.BaseRetrying:
+    """A ``Retrying`` or an ``AsyncRetrying`` whose callbacks are plain functions: the guard runs
+    tenacity's decisions between the attempts of sync and async calls alike, where nothing is awaited."""
+    if not isinstance(retrying, tenacity.BaseRetrying):
+        raise ConfigurationError(f"retry= takes a tenacity.Retrying or AsyncRetrying, got {retrying!r}")
+    awaited = [name for name in _HOOKS if _is_async(getattr(retrying, name, None))]
+    if awaited:
+        raise ConfigurationError(
+            f"retry=: the policy's {', '.join(awaited)} callback is async; the guard decides retries "
+            "between attempts, where nothing is awaited: pass plain functions (tenacity's stop_*, wait_*, "
+            "retry_* and your own def hooks), in a Retrying or an AsyncRetrying"
+        )
+    return retrying
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
+
+
+def _decide(retrying: tenacity.BaseRetrying, state: RetryCallState) -> Any:
+    """tenacity's next step (``DoAttempt``, ``DoSleep`` or the outcome). An ``AsyncRetrying``'s ``iter``
+    is a coroutine (tenacity >= 8.4): with plain callbacks (``_checked_retry``) it never suspends, so it
+    runs to its end here, for sync and async calls alike."""
+    do = retrying.iter(state)
+    if not inspect.iscoroutine(do):
+        return do
+    try:
+        do.send(None)
+    except StopIteration as done:
+        return done.value
+    do.close()
+    raise ConfigurationError(
+        "retry=: a callback of the policy awaited something; the guard runs tenacity's decisions where "
+        "nothing is awaited: pass plain functions"
     )
 
 
@@ -254,12 +297,14 @@ class Guard:
         budgets: Iterable[Budget] = (),
         prices: PriceBook | None = None,
         estimator: Estimator | None = None,
-        retry: tenacity.Retrying | None = None,
+        retry: tenacity.BaseRetrying | None = None,
         lease: float = 120.0,
         on_event: Callable[[Event], None] | Iterable[Callable[[Event], None]] | None = None,
         on_store_error: Literal["fail_closed", "fail_open"] = "fail_closed",
         charge_failed: Callable[[BaseException], bool] = charge_if_maybe_billed,
         thresholds: Iterable[Decimal | str] = ("0.5", "0.8", "1"),
+        missing_scope: Literal["refuse", "skip"] = "refuse",
+        default_scopes: Mapping[str, str] | None = None,
     ) -> None:
         if on_store_error not in ("fail_closed", "fail_open"):
             raise ConfigurationError("on_store_error must be 'fail_closed' or 'fail_open'")
@@ -267,9 +312,20 @@ class Guard:
         for budget in self.budgets:
             if not isinstance(budget, Budget):
                 raise ConfigurationError(f"budgets must be Budget objects, got {budget!r}")
+        if missing_scope not in ("refuse", "skip"):
+            raise ConfigurationError("missing_scope must be 'refuse' or 'skip'")
+        self.missing_scope = missing_scope
+        self.default_scopes: Mapping[str, str] = _default_ids(default_scopes or {})
+        """Ids for the calls that name none of a kind (under ``budget_context`` and the decorator's)."""
+        per_kind = {b.target for b in self.budgets if ":" not in b.target and b.target != "global"}
+        self.required_kinds = frozenset(
+            per_kind - self.default_scopes.keys() if missing_scope == "refuse" else ()
+        )
+        """The scope kinds a guarded call must name an id for: a budget applies to each of them, there
+        is no default id, and ``missing_scope="refuse"``; a call without one raises ``MissingScopeError``."""
         self.prices = prices or price_book
         self.estimator = estimator or Estimator(prices=self.prices)
-        self.retry = retry if retry is not None else default_retry()
+        self.retry = _checked_retry(retry) if retry is not None else default_retry()
         self.lease = lease
         hooks = on_event if on_event is None or callable(on_event) else tuple(on_event)
         self.hooks: tuple[Callable[[Event], None], ...] = (
@@ -390,7 +446,7 @@ class Guard:
         state = RetryCallState(retrying, None, (), {})
         if started is not None:
             state.start_time = retrying.statistics["start_time"] = started
-            retrying.iter(state)  # attempt 1's DoAttempt: no `before` hook to run (see _alone_first)
+            _decide(retrying, state)  # attempt 1's DoAttempt: no `before` hook to run (see _alone_first)
         return state
 
     def _flow(self, plan: _Plan) -> Flow:
@@ -398,6 +454,7 @@ class Guard:
         # "attempt" (no `before` hook) and return its result (a policy that never retries a success).
         # Its machinery (copy, iter, a Future per outcome) is entered on the first failure only.
         started = time.monotonic()
+        missing = () if self.required_kinds <= plan.scopes.kinds else self._unnamed(plan)
         state = None if _alone_first(self.retry) else self._retry_state()
         labels = plan.scopes.labels
         model_index = 0
@@ -405,7 +462,7 @@ class Guard:
         last_error: BaseException | None = None
         while True:
             if state is not None:
-                do = state.retry_object.iter(state)
+                do = _decide(state.retry_object, state)
                 if isinstance(do, tenacity.DoSleep):
                     state.prepare_for_next_attempt()
                     yield _Sleep(float(do))
@@ -446,6 +503,8 @@ class Guard:
                 )
                 if est.variant:
                     meta["variant"] = dict(est.variant)
+                if missing:
+                    meta["missing_scope"] = missing
                 try:
                     reservation = yield _Reserve(holds, meta, plan.enforce, None, job)
                 except BudgetExceededError as refused:
@@ -497,6 +556,26 @@ class Guard:
             if state is None:
                 return result  # tenacity would return it: its policy does not retry a success
             state.set_result(result)
+
+    def _unnamed(self, plan: _Plan) -> tuple[str, ...]:
+        """The required kinds a call names no id for. An enforced call is refused (``MissingScopeError``);
+        a metered one is recorded without them, flagged in the journal (``missing_scope``) and reported
+        (a ``scope_missing`` event). None inside a job: its calls draw on its hold, whose scopes were
+        checked when it started."""
+        if current_job(self) is not None:
+            return ()
+        kinds = tuple(sorted(self.required_kinds - plan.scopes.kinds))
+        if plan.enforce:
+            self._missing_event("refused", plan.scopes.labels, kinds)
+            raise MissingScopeError(kinds)
+        self._missing_event("scope_missing", plan.scopes.labels, kinds)
+        return kinds
+
+    def _missing_event(self, kind: EventKind, labels: tuple[str, ...], kinds: tuple[str, ...]) -> None:
+        """``refused`` names the first kind as a refusal names its scope; ``scope_missing`` says why."""
+        if wanted(kind, self.hooks):
+            why = kinds[0] if kind == "refused" else f"no {' or '.join(kinds)} id: not on those budgets"
+            emit(Event(kind, scopes=labels, reason=why, data={"missing_scope": kinds}), self.hooks)
 
     def _actual(
         self, model: str, usage: Usage, est: Estimate, variant: Variant | None = None
@@ -670,11 +749,15 @@ class Guard:
 
     def _job_flow(self, job: Job, opening: bool, unsettled: int = 0) -> Flow:
         if opening:  # the job's scopes: global, the given ones and budget_context's, as it starts
-            scopes = _scope_set({**current_scopes(), **job.scopes})  # literal ids, never templates
+            scopes = _scope_set({**self.default_scopes, **current_scopes(), **job.scopes})  # literal ids
             job.labels = scopes.labels
         ctx = _JobCtx(self, job, job.labels)
         if opening:
             parent = job.parent
+            unnamed = () if parent is not None else tuple(sorted(self.required_kinds - scopes.kinds))
+            if unnamed:  # (a nested job draws on its parent: its scopes were checked)
+                ctx.emit("refused", reason=unnamed[0], data={"missing_scope": unnamed})
+                raise MissingScopeError(unnamed)
             counters = parent.counters if parent is not None else self.counters_for(scopes.scopes)
             missing = sorted({c.unit.value for c in counters if c.unit not in job.amounts})
             if missing:
@@ -766,7 +849,9 @@ class Guard:
         ``scopes`` are specs as in ``with_budget``, resolved over ``arguments`` and ``budget_context()``.
         """
         est = request if isinstance(request, Estimate) else self.estimator(request, provider=provider)
-        resolved = _resolve_scopes(scopes or {}, (), dict(arguments or {}), arguments or {})
+        resolved = _resolve_scopes(
+            scopes or {}, (), dict(arguments or {}), arguments or {}, self.default_scopes
+        )
         plan = _Plan(resolved, (est.model,), lambda model, counted: est, usage, None, enforce)
         return Attempt(self, plan)
 
@@ -870,7 +955,8 @@ class Guard:
             Scope("global") if kind == "global" else Scope(kind, "x")
         # literal ids only: the call's scopes are fixed unless a budget_context() adds some
         literal = {kind: spec for kind, spec in scopes.items() if isinstance(spec, str) and "{" not in spec}
-        fixed_scopes = _scope_set(literal) if len(literal) == len(scopes) else None
+        default_ids = self.default_scopes
+        fixed_scopes = _scope_set({**default_ids, **literal}) if len(literal) == len(scopes) else None
         provider = sdk_provider(fn)
         target = without_sdk_retries(fn) if provider else fn
         try:
@@ -908,7 +994,7 @@ class Guard:
             if provider == "openai" and request is not None:
                 prepare_openai_stream(request)
             if fixed_scopes is None or current_scopes():
-                resolved = _resolve_scopes(scopes, args, kwargs, arguments)
+                resolved = _resolve_scopes(scopes, args, kwargs, arguments, default_ids)
             else:
                 resolved = fixed_scopes
             primary = request.get("model") if request else arguments.get("model")
@@ -1216,13 +1302,18 @@ def _resolve_scopes(
     args: tuple[Any, ...],
     kwargs: Mapping[str, Any],
     arguments: Mapping[str, Any],
+    defaults: Mapping[str, str],
 ) -> _Scopes:
-    ids: dict[str, str] = dict(current_scopes())
+    """A call's scopes: the decorator's specs over ``budget_context()``'s over the guard's default ids.
+    A spec that gives ``None`` (a callable's result, a template argument) names no id."""
+    ids: dict[str, str] = {**defaults, **current_scopes()} if defaults else dict(current_scopes())
     for kind, spec in specs.items():
         if callable(spec):
             value = spec(*args, **kwargs)
         elif "{" in spec:
             try:
+                if any(arguments[name] is None for name in _template_arguments(spec)):
+                    continue  # user="{user_id}" with user_id=None: no id (not the id "None")
                 value = spec.format_map(arguments)
             except (KeyError, IndexError) as exc:
                 raise ConfigurationError(
@@ -1235,6 +1326,24 @@ def _resolve_scopes(
     return _scope_set(ids)
 
 
+@functools.lru_cache(maxsize=1024)
+def _template_arguments(spec: str) -> tuple[str, ...]:
+    """The arguments a template reads: ``"{user.id}-{team}"`` -> ``("user", "team")``."""
+    names = (field for _, field, _, _ in string.Formatter().parse(spec) if field)
+    return tuple(re.split(r"[.\[]", name, maxsplit=1)[0] for name in names)
+
+
+def _default_ids(ids: Mapping[str, str]) -> Mapping[str, str]:
+    for kind, ident in ids.items():
+        if kind == "global" or not isinstance(ident, str):
+            raise ConfigurationError(
+                "default_scopes maps a scope kind to an id, e.g. {'user': 'anonymous'}; "
+                f"got {kind!r}: {ident!r}"
+            )
+        Scope(kind, ident)  # a bad kind or id fails when the guard is built
+    return MappingProxyType(dict(ids))
+
+
 @dataclass(frozen=True, slots=True)
 class _Scopes:
     """A call's scopes (``global`` and one per kind), their labels, and their ids as a cache key."""
@@ -1244,6 +1353,8 @@ class _Scopes:
     """The journal's and events' names of the scopes."""
     key: tuple[tuple[str, str], ...]
     """``(kind, id)`` pairs: hashed in C, where hashing the ``Scope`` dataclasses runs Python."""
+    kinds: frozenset[str]
+    """The kinds named (``global`` included): a call checks ``Guard.required_kinds`` against it."""
 
 
 def _scope_set(ids: Mapping[str, str]) -> _Scopes:
@@ -1252,7 +1363,7 @@ def _scope_set(ids: Mapping[str, str]) -> _Scopes:
     found = _scope_sets.get(key)
     if found is None:
         scopes = (Scope("global"), *(Scope(kind, ident) for kind, ident in key if kind != "global"))
-        found = _Scopes(scopes, tuple(str(s) for s in scopes), key)
+        found = _Scopes(scopes, tuple(str(s) for s in scopes), key, frozenset(s.kind for s in scopes))
         if len(_scope_sets) > 10_000:
             _scope_sets.clear()
         _scope_sets[key] = found

@@ -7,8 +7,16 @@
 The headers count the guarded calls made before the response starts (a streaming body's later calls
 are charged, but too late for its headers).
 
-``budget_scope(...)`` is the same context as a FastAPI dependency, for some routes only; register
-``budget_exceeded_handler`` for its refusals.
+A request that brings no id for a scope kind the guard requires (``Guard.required_kinds``: a budget
+applies to every id of that kind, no default id, ``missing_scope="refuse"``) is answered 400
+(``missing_scope``) before the app runs: the client has to send the id, and no retry or wait would help
+(401 would claim an authentication scheme and a ``WWW-Authenticate`` challenge the middleware does not
+know; an auth layer that rejects anonymous requests runs before it). A ``MissingScopeError`` that
+escapes the app is answered 400 too.
+
+``budget_scope(...)`` is the same context as a FastAPI dependency, for some routes only (say, when other
+routes take anonymous requests); register ``budget_exceeded_handler`` for ``BudgetExceededError`` and
+``MissingScopeError``.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from typing import Any
 
 from .._budgets import Scope, Unit
 from .._context import Tracker, budget_context, track
-from .._errors import BudgetExceededError, ConfigurationError, LedgerError
+from .._errors import BudgetExceededError, ConfigurationError, LedgerError, MissingScopeError
 from .._guard import Guard, default_guard
 from .._ledger import AsyncLedger, CounterSpec, CounterStatus
 from .._money import to_usd
@@ -36,7 +44,10 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra("fastapi", exc) from exc
 
-__all__ = ["BudgetMiddleware", "ScopeSource", "budget_exceeded_handler", "budget_scope", "refusal_response"]
+__all__ = [
+    "BudgetMiddleware", "ScopeSource", "budget_exceeded_handler", "budget_scope", "missing_scope_response",
+    "refusal_response",
+]  # fmt: skip
 
 ScopeSource = str | Callable[[Request], str | Awaitable[str | None] | None]
 """Where a scope id comes from: a header name, or a function of the request (auth, path, state)."""
@@ -75,6 +86,11 @@ class BudgetMiddleware:
                 scope, receive, send
             )
             return
+        required = (self._guard or default_guard()).required_kinds
+        unnamed = [kind for kind in self.scopes if kind in required and kind not in ids]
+        if unnamed:  # every guarded call of this request would be refused: say so before the app runs
+            await missing_scope_response(MissingScopeError(unnamed))(scope, receive, send)
+            return
         started = False
 
         async def send_with_headers(message: Message) -> None:
@@ -88,10 +104,13 @@ class BudgetMiddleware:
         with budget_context(**ids), track() as tracker:
             try:
                 await self.app(scope, receive, send_with_headers)
-            except BudgetExceededError as refused:
+            except (BudgetExceededError, MissingScopeError) as refused:
                 if started:
                     raise  # the response is on its way: too late for a 429
-                response = refusal_response(refused, status_code=self.status_code, body=self.body)
+                if isinstance(refused, MissingScopeError):
+                    response = missing_scope_response(refused)
+                else:
+                    response = refusal_response(refused, status_code=self.status_code, body=self.body)
                 await response(scope, receive, send_with_headers)
 
     async def _headers(self, tracker: Tracker, ids: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
@@ -110,6 +129,7 @@ class BudgetMiddleware:
 async def remaining_usd(guard: Guard, ids: Mapping[str, str]) -> str | None:
     """The least USD left in the money budgets of these scopes (global included), or ``None``
     when none has a money budget or the store cannot say (a header is not worth a failed response)."""
+    ids = {**guard.default_scopes, **ids}
     scopes = [Scope("global"), *(Scope(kind, ident) for kind, ident in ids.items())]
     specs = [spec for spec in guard.counters_for(scopes) if spec.unit is Unit.USD]
     if not specs:
@@ -150,8 +170,17 @@ def refusal_response(
     return JSONResponse(dict(content), status_code=status_code, headers=headers)
 
 
+def missing_scope_response(missing: MissingScopeError) -> Response:
+    """The HTTP answer to a request without a required scope id: 400, JSON."""
+    content = {"error": "missing_scope", "message": str(missing), "kinds": list(missing.kinds)}
+    return JSONResponse(content, status_code=400)
+
+
 async def budget_exceeded_handler(request: Request, exc: Exception) -> Response:
-    """``app.add_exception_handler(BudgetExceededError, budget_exceeded_handler)``: refusals as 429."""
+    """``app.add_exception_handler(BudgetExceededError, budget_exceeded_handler)``: refusals as 429;
+    register it for ``MissingScopeError`` too: those are answered 400."""
+    if isinstance(exc, MissingScopeError):
+        return missing_scope_response(exc)
     assert isinstance(exc, BudgetExceededError)
     return refusal_response(exc)
 

@@ -90,7 +90,9 @@ def fast_retry(guard: Guard) -> tenacity.Retrying:
 def make_guard(store_url: str) -> Iterator[MakeGuard]:  # noqa: F811
     """``make_guard(budgets=..., **Guard kwargs)``: a guard on this test's store, closed afterwards.
 
-    The retry policy is the default one without its backoff waits, unless ``retry=`` is given.
+    The retry policy is the default one without its backoff waits, unless ``retry=`` is given. Calls that
+    name no id for a budgeted kind skip its budgets (``missing_scope="skip"``) unless ``missing_scope=``
+    is given: the tests name only the scopes they look at (test_missing_scopes.py tests the refusal).
     """
     made: list[Guard] = []
 
@@ -111,6 +113,7 @@ def make_guard(store_url: str) -> Iterator[MakeGuard]:  # noqa: F811
             record,
             *([hooks] if callable(hooks) else hooks or []),
         ]
+        kwargs.setdefault("missing_scope", "skip")
         guard = Guard(url or store_url, budgets=budgets, on_event=on_event, **kwargs)
         if "retry" not in kwargs:
             guard.retry = fast_retry(guard)

@@ -4,15 +4,19 @@ billed is charged; a refused reservation ends the retries."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import tenacity
+from openai.types.chat import ChatCompletion
 from tenacity import retry_if_exception_type, stop_after_attempt, wait_none
 
 import budgetguard
-from budgetguard import Budget, BudgetExceededError
+from budgetguard import Budget, BudgetExceededError, ConfigurationError
+from budgetguard.testing import MockProvider
 from tests.guard.conftest import MakeGuard
 from tests.guard.payloads import (
     CLAUDE_USAGE,
@@ -347,3 +351,195 @@ def test_policies_that_look_at_results_or_hook_attempts_still_run_through_tenaci
     assert seen == [1, 2]
     assert outcomes(h) == [("committed", 1, None), ("committed", 2, None)]
     h.assert_settled({"user:alice": 2 * COST})
+
+
+# -- a tenacity.AsyncRetrying (or Retrying) as the policy, for sync and async calls alike ------------------
+
+
+@pytest.fixture(scope="module")
+def mock() -> Iterator[MockProvider]:
+    with MockProvider() as provider:
+        yield provider
+
+
+@pytest.fixture
+def provider(mock: MockProvider) -> MockProvider:
+    mock.reset()
+    return mock
+
+
+POLICIES = [tenacity.Retrying, tenacity.AsyncRetrying]
+MINI = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 20}
+
+
+def hooked(policy: type[tenacity.BaseRetrying], seen: list[str], **kw: Any) -> tenacity.BaseRetrying:
+    """``policy`` with its stop, wait, retry, before and after: each records what it was asked."""
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        seen.append(f"stop {state.attempt_number}")
+        return state.attempt_number >= 3
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        seen.append(f"wait {state.attempt_number}")
+        return 0
+
+    settings: dict[str, Any] = {
+        "stop": stop,
+        "wait": wait,
+        "retry": retry_if_exception_type(openai.InternalServerError),
+        "before": lambda state: seen.append(f"before {state.attempt_number}"),
+        "after": lambda state: seen.append(f"after {state.attempt_number}"),
+        "reraise": True,
+    }
+    return policy(**{**settings, **kw})
+
+
+def tenacity_order() -> list[str]:
+    """The callbacks ``hooked`` records when tenacity itself retries a call that fails once with a 500."""
+    seen: list[str] = []
+    errors = [openai.InternalServerError("down", response=httpx.Response(500, request=REQUEST), body=None)]
+
+    def call() -> str:
+        if errors:
+            raise errors.pop()
+        return "ok"
+
+    assert hooked(tenacity.Retrying, seen)(call) == "ok"
+    return seen
+
+
+REQUEST = httpx.Request("POST", "http://mock/v1/chat/completions")
+
+
+def committed_attempts(h: Any) -> list[tuple[str, int]]:
+    return [(e.event, e.data["attempt"]) for e in h.history(scope="user:alice")]
+
+
+def check_retried(h: Any, provider: MockProvider, reply: Any, seen: list[str]) -> None:
+    assert isinstance(reply, ChatCompletion)  # the response, not a coroutine object
+    assert reply.usage is not None and len(provider.requests) == 2
+    assert committed_attempts(h) == [("released", 1), ("committed", 2)]
+    assert seen == tenacity_order()  # each callback as often, and in the order, as in tenacity's own loop
+    cost = budgetguard.cost("gpt-4o-mini", budgetguard.Usage.from_response(reply))
+    h.assert_settled({"user:alice": budgetguard.to_nano(cost)})
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.__name__)
+async def test_a_tenacity_policy_drives_an_async_call(
+    amake_guard: MakeGuard, provider: MockProvider, policy: type[tenacity.BaseRetrying]
+) -> None:
+    seen: list[str] = []
+    h = amake_guard(retry=hooked(policy, seen))
+    async with provider.async_openai(max_retries=0) as client:
+        create = h.guard.with_budget(client.chat.completions.create, user="alice")
+        provider.fail(500)
+
+        reply = await create(**MINI)
+
+    check_retried(h, provider, reply, seen)
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.__name__)
+def test_a_tenacity_policy_drives_a_sync_call(
+    make_guard: MakeGuard, provider: MockProvider, policy: type[tenacity.BaseRetrying]
+) -> None:
+    seen: list[str] = []
+    h = make_guard(retry=hooked(policy, seen))
+    create = h.guard.with_budget(provider.openai(max_retries=0).chat.completions.create, user="alice")
+    provider.fail(500)
+
+    reply = create(**MINI)
+
+    check_retried(h, provider, reply, seen)
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.__name__)
+async def test_a_tenacity_policy_stops_as_tenacity_does(
+    amake_guard: MakeGuard, provider: MockProvider, policy: type[tenacity.BaseRetrying]
+) -> None:
+    """Its stop ends the attempts: the last error re-raised (``reraise=True``), else tenacity's
+    ``RetryError``; every failed attempt released."""
+    h = amake_guard(retry=hooked(policy, []))
+    provider.fail(500, times=6)
+    async with provider.async_openai(max_retries=0) as client:
+        create = h.guard.with_budget(client.chat.completions.create, user="alice")
+        with pytest.raises(openai.InternalServerError):
+            await create(**MINI)
+        assert len(provider.requests) == 3
+
+        h.guard.retry = hooked(policy, [], reraise=False)
+        with pytest.raises(tenacity.RetryError):
+            await create(**MINI)
+    assert len(provider.requests) == 6
+    assert [e.event for e in h.history()] == ["released"] * 6
+    h.assert_settled({"user:alice": 0})
+
+
+async def test_an_async_retrying_without_hooks(amake_guard: MakeGuard, provider: MockProvider) -> None:
+    """No ``before`` hook: the first attempt runs without tenacity, which enters on the first failure."""
+    policy = tenacity.AsyncRetrying(
+        stop=stop_after_attempt(3),
+        wait=wait_none(),
+        retry=retry_if_exception_type(openai.InternalServerError),
+    )
+    h = amake_guard(retry=policy)
+    async with provider.async_openai(max_retries=0) as client:
+        create = h.guard.with_budget(client.chat.completions.create, user="alice")
+        provider.fail(500)
+
+        reply = await create(**MINI)
+
+    assert isinstance(reply, ChatCompletion) and len(provider.requests) == 2
+    assert committed_attempts(h) == [("released", 1), ("committed", 2)]
+
+
+async def test_an_async_retrying_retries_results(amake_guard: MakeGuard, provider: MockProvider) -> None:
+    """``retry_if_result`` sees each reply (each attempt charged), as it does in a Retrying."""
+    replies: list[Any] = []
+    policy = tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_result(lambda reply: len(replies) < 2),
+        stop=stop_after_attempt(5),
+        wait=wait_none(),
+    )
+    h = amake_guard(retry=policy)
+    client = provider.async_openai(max_retries=0)
+
+    @h.guard.with_budget(user="alice")
+    async def ask(*, model: str, messages: list[Any], max_tokens: int) -> Any:
+        replies.append(
+            await client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens)
+        )
+        return replies[-1]
+
+    async with client:
+        reply = await ask(**MINI)
+
+    assert reply is replies[1] and len(provider.requests) == 2
+    assert committed_attempts(h) == [("committed", 1), ("committed", 2)]
+
+
+async def _async_hook(state: tenacity.RetryCallState) -> None:
+    return None
+
+
+class _AsyncStop:
+    async def __call__(self, state: tenacity.RetryCallState) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("hook", "policy"),
+    [
+        ("before", _async_hook),
+        ("after", _async_hook),
+        ("stop", _AsyncStop()),
+        ("retry_error_callback", _async_hook),
+    ],
+)
+def test_async_callbacks_are_refused_when_the_guard_is_built(hook: str, policy: Any) -> None:
+    """The guard runs tenacity's decisions between attempts, where nothing is awaited."""
+    for cls in POLICIES:
+        with pytest.raises(ConfigurationError, match=rf"{hook} callback is async.*plain functions"):
+            budgetguard.Guard("memory://", retry=cls(**{hook: policy}))
+    with pytest.raises(ConfigurationError, match=r"tenacity\.Retrying or AsyncRetrying"):
+        budgetguard.Guard("memory://", retry=stop_after_attempt(3))  # type: ignore[arg-type]

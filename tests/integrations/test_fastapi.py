@@ -31,10 +31,13 @@ async def auth_user(request: Request) -> str | None:
 UserSpend = Annotated[bg.Tracker, Depends(budget_scope(user=auth_user))]
 
 
-def build(status_code: int = 429, **scopes: Any) -> tuple[FastAPI, bg.Guard]:
+def build(
+    status_code: int = 429, options: dict[str, Any] | None = None, **scopes: Any
+) -> tuple[FastAPI, bg.Guard]:
     guard = bg.Guard(
         "memory://",
         budgets=[bg.Budget("user", usd="0.01", per="day"), bg.Budget("global", usd="100", per="day")],
+        **(options or {}),
     )
 
     @guard.with_budget(feature="chat")
@@ -53,6 +56,7 @@ def build(status_code: int = 429, **scopes: Any) -> tuple[FastAPI, bg.Guard]:
 
     @app.get("/chat")
     async def chat(times: int = 1, tokens: int = 60) -> dict[str, Any]:
+        app.state.runs = getattr(app.state, "runs", 0) + 1
         for _ in range(times):
             await ask(**{**request, "max_tokens": tokens})
         return {"ok": True}
@@ -126,12 +130,47 @@ def test_the_status_code_is_configurable_and_scopes_can_come_from_a_callable() -
     assert user_spent(guard, "dana") == bg.to_nano(COST)
 
 
-def test_a_request_without_the_header_is_charged_to_global_only() -> None:
-    app, _ = build()
+def test_a_request_without_the_user_id_is_a_400_before_the_app_runs() -> None:
+    """A budget applies to every user: a request that names none would have no per-user limit (50 large
+    requests spent twice the limit). It is answered 400: the client must send the id."""
+    app, guard = build()
+    with TestClient(app) as client:
+        responses = [client.get("/chat", params={"tokens": 2000}) for _ in range(50)]
+        empty = client.get("/chat", headers={"x-user-id": ""})
+
+    for response in [*responses, empty]:
+        assert response.status_code == 400
+        body = response.json()
+        assert (body["error"], body["kinds"]) == ("missing_scope", ["user"])
+        assert "missing_scope='skip'" in body["message"]
+    assert getattr(app.state, "runs", 0) == 0  # the app never ran
+    [status] = guard.ledger.status([guard.counters_for([bg.Scope("global")])[0]])
+    assert status.spent == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "charged"),
+    [({"missing_scope": "skip"}, None), ({"default_scopes": {"user": "anonymous"}}, "anonymous")],
+)
+def test_without_the_user_id_a_request_is_skipped_or_charged_to_the_default_id(
+    options: dict[str, Any], charged: str | None
+) -> None:
+    app, guard = build(options=options)
     with TestClient(app) as client:
         response = client.get("/chat")
     assert response.status_code == 200
-    assert Decimal(response.headers["x-budget-remaining-usd"]) == Decimal("100") - COST
+    left = Decimal("0.01") if charged else Decimal("100")  # the user budget of the shared id, or global's
+    assert Decimal(response.headers["x-budget-remaining-usd"]) == left - COST
+    if charged:
+        assert user_spent(guard, charged) == bg.to_nano(COST)
+
+
+def test_a_scope_kind_without_a_budget_is_not_required() -> None:
+    app, guard = build(user="x-user-id", team="x-team-id")
+    with TestClient(app) as client:
+        response = client.get("/chat", headers={"x-user-id": "gil"})
+    assert response.status_code == 200
+    assert user_spent(guard, "gil") == bg.to_nano(COST)
 
 
 def test_a_scope_id_no_store_can_hold_is_a_400() -> None:
@@ -159,6 +198,7 @@ def test_the_dependency_scopes_one_route() -> None:
 
     app = FastAPI()
     app.add_exception_handler(bg.BudgetExceededError, budget_exceeded_handler)
+    app.add_exception_handler(bg.MissingScopeError, budget_exceeded_handler)
 
     @app.get("/ask")
     async def route(spend: UserSpend, tokens: int = 60) -> dict[str, str]:
@@ -170,6 +210,8 @@ def test_the_dependency_scopes_one_route() -> None:
         refused = client.get(
             "/ask", params={"tokens": 100_000}, headers={"authorization": "Bearer user-finn"}
         )
+        anonymous = client.get("/ask")  # the guarded call names no user: refused, 400
+    assert anonymous.status_code == 400 and anonymous.json()["kinds"] == ["user"]
     assert ok.status_code == 200 and Decimal(ok.json()["cost"]) == COST
     assert refused.status_code == 429 and refused.json()["scope"] == "user:finn"
     assert "retry-after" in refused.headers

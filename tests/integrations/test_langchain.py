@@ -175,6 +175,29 @@ async def test_async_runs_and_batches_see_the_budget_context() -> None:
     assert spent(guard, "user:hal") == (total, 0)
 
 
+def test_a_run_that_names_no_user_is_refused_before_it_is_sent() -> None:
+    """A budget applies to every user: a run without a user id is refused (not let through on global
+    only), a metered one is recorded and flagged, and a default id charges one shared scope."""
+    guard, events = make()
+    model = UsageChat(max_tokens=20, replies=[reply("r", 10, 2), reply("s", 10, 2), reply("t", 10, 2)])
+
+    for handler in (BudgetCallbackHandler(guard), BudgetCallbackHandler(guard, user="{user_id}")):
+        with pytest.raises(bg.MissingScopeError) as refused:
+            model.invoke(PROMPT, config={"callbacks": [handler], "metadata": {"user_id": None}})
+        assert refused.value.kinds == ("user",)
+    assert model.sent == [] and [(e.kind, e.reason) for e in events] == [("refused", "user")] * 2
+
+    model.invoke(PROMPT, config={"callbacks": [BudgetCallbackHandler(guard, enforce=False)]})
+    [entry] = guard.ledger.history(events=["committed"])
+    assert list(entry.data["missing_scope"]) == ["user"]
+
+    shared, _ = make(default_scopes={"user": "anonymous"})
+    model.invoke(PROMPT, config={"callbacks": [BudgetCallbackHandler(shared)]})
+    assert spent(shared, "user:anonymous")[0] == bg.to_nano(
+        bg.cost("gpt-4o-mini", bg.Usage(input_tokens=10, output_tokens=2))
+    )
+
+
 def test_get_budget_callback_adds_up_every_model_and_charges_the_ledger() -> None:
     guard, events = make()
     gpt = UsageChat(max_tokens=30, replies=[reply("a", 40, 10), reply("b", 50, 12)])

@@ -37,11 +37,12 @@ def points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
     return found
 
 
-def make_guard(hook: OpenTelemetryHook) -> bg.Guard:
+def make_guard(hook: OpenTelemetryHook, **options: Any) -> bg.Guard:
     return bg.Guard(
         "memory://",
         budgets=[bg.Budget("user", usd="1", per="day"), bg.Budget("feature", tokens=10_000, per="day")],
         on_event=hook,
+        **options,
     )
 
 
@@ -101,7 +102,7 @@ def test_metrics_follow_the_genai_conventions(otel: Any) -> None:
 
 def test_guarded_calls_annotate_the_current_span(otel: Any) -> None:
     _, spans, tracing = otel
-    guard = make_guard(OpenTelemetryHook(meter_provider=MeterProvider()))
+    guard = make_guard(OpenTelemetryHook(meter_provider=MeterProvider()), missing_scope="skip")  # no feature
 
     @guard.with_budget(user="bob")
     def answer(*, model: str, messages: list[Any], max_tokens: int) -> Any:
