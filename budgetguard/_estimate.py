@@ -13,6 +13,13 @@ hold so that the call cannot cost more:
   for (``service_tier`` flex / priority, Anthropic ``speed="fast"``, batch processing with
   ``batch=True``), see ``request_variant``.
 
+* server-side tools: each billed tool the request offers (Anthropic ``web_search`` / ``web_fetch`` /
+  ``code_execution``, Responses ``web_search`` / ``file_search`` / ``code_interpreter`` /
+  ``image_generation``) at its worst count: Anthropic's ``max_uses``, the Responses API's
+  ``max_tool_calls`` (all of them on the dearest tool), else ``Estimator(tool_calls=...)``'s default per
+  tool (``DEFAULT_TOOL_CALLS``), which the journal flags as ``tools_defaulted``;
+* audio: a request that asks for audio output reserves its output at the model's audio rate.
+
 Anthropic's ``messages.count_tokens`` can replace the offline Claude estimate: pass a client as
 ``Estimator(anthropic_count_tokens=client)``. A timeout or an error falls back to the offline estimate
 (never to zero) and is logged; the guard also reports it as an ``estimate_fallback`` event.
@@ -21,6 +28,7 @@ Anthropic's ``messages.count_tokens`` can replace the offline Claude estimate: p
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import inspect
 from collections.abc import Mapping
@@ -32,7 +40,7 @@ from ._errors import ConfigurationError
 from ._events import logger
 from ._frozen import fast_init
 from ._money import to_usd
-from ._pricing import Price, PriceBook, price_book
+from ._pricing import _FEE_UNITS, CALL_FEES, Price, PriceBook, Rates, price_book
 from ._providers import Variant, request_variant
 from ._tokens import (
     ANTHROPIC_SAFETY_FACTOR,
@@ -44,7 +52,17 @@ from ._tokens import (
 )
 from ._usage import Usage
 
-__all__ = ["Estimate", "Estimator", "estimate"]
+__all__ = ["DEFAULT_TOOL_CALLS", "Estimate", "Estimator", "estimate"]
+
+DEFAULT_TOOL_CALLS: Mapping[str, int] = {
+    "web_search": 10,
+    "web_fetch": 10,
+    "file_search": 10,
+    "code_execution": 1,
+    "image_generation": 1,
+}
+"""Calls reserved per server-side tool that the request does not bound (``max_uses``, ``max_tool_calls``).
+Code execution counts sessions (containers): one per call. Override with ``Estimator(tool_calls=...)``."""
 
 
 @fast_init
@@ -63,6 +81,12 @@ class Estimate:
     """The price variant reserved at (``{"service_tier": "flex"}``, ``{"processing": "batch"}``)."""
     counted: bool = False
     """The input count came from the provider's token counting endpoint (exact, no safety factor)."""
+    tool_calls: tuple[tuple[str, int], ...] = ()
+    """The server-side tool calls reserved, by fee name: ``(("web_search", 5),)``."""
+    tools_defaulted: tuple[str, ...] = ()
+    """The tools the request left unbounded, reserved at the configured default count."""
+    audio_output: bool = False
+    """The request asks for audio output: the output is reserved at the audio rate."""
 
     @property
     def cost(self) -> Decimal:
@@ -72,7 +96,13 @@ class Estimate:
     @property
     def usage(self) -> Usage:
         """The worst-case usage this estimate priced."""
-        return _worst_usage(self.input_tokens, self.output_tokens, self.cache_write)
+        usage = _worst_usage(self.input_tokens, self.output_tokens, self.cache_write)
+        if not self.tool_calls and not self.audio_output:
+            return usage
+        units = {_FEE_UNITS[name]: count for name, count in self.tool_calls}
+        if self.audio_output:
+            units.update(output_tokens=0, output_audio_tokens=self.output_tokens)
+        return dataclasses.replace(usage, **units)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return (
@@ -101,9 +131,16 @@ class Estimator:
         anthropic_factors: Mapping[str, Decimal | str] | None = None,
         anthropic_count_tokens: Any = None,
         count_tokens_timeout: float = 2.0,
+        tool_calls: Mapping[str, int] | None = None,
     ) -> None:
         if default_output_tokens <= 0:
             raise ConfigurationError("default_output_tokens must be positive")
+        self.tool_calls = {**DEFAULT_TOOL_CALLS, **(tool_calls or {})}
+        for name, count in self.tool_calls.items():
+            if name not in CALL_FEES:
+                raise ConfigurationError(f"tool_calls: unknown tool {name!r}; known: {', '.join(CALL_FEES)}")
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ConfigurationError(f"tool_calls[{name!r}] must be a non-negative int, got {count!r}")
         self.prices = prices if prices is not None else price_book
         self.default_output_tokens = default_output_tokens
         self.anthropic_factor = Decimal(anthropic_factor)
@@ -190,7 +227,17 @@ class Estimator:
         write_5m = input_tokens if cache_write == "5m" else 0
         write_1h = input_tokens if cache_write == "1h" else 0
         uncached = input_tokens - write_5m - write_1h
-        cost_nano = price.rates_for(input_tokens).cost_nano_of(uncached, 0, write_5m, write_1h, output_tokens)
+        rates = price.rates_for(input_tokens)
+        audio = _wants_audio(request)
+        if audio:  # audio output: every output token may be audio, the dearer rate
+            cost_nano = rates.cost_nano(
+                Usage(uncached, 0, write_5m, write_1h, output_audio_tokens=output_tokens), model
+            )
+        else:
+            cost_nano = rates.cost_nano_of(uncached, 0, write_5m, write_1h, output_tokens)
+        calls, defaulted = self._tool_calls(request, provider, rates, model)
+        if calls:
+            cost_nano += rates.fees_nano(dict(calls), model)
         return Estimate(
             model=model,
             input_tokens=input_tokens,
@@ -200,7 +247,43 @@ class Estimator:
             cache_write=cache_write,
             variant=variant,
             counted=counted,
+            tool_calls=calls,
+            tools_defaulted=defaulted,
+            audio_output=audio,
         )
+
+    def _tool_calls(
+        self, request: Mapping[str, Any], provider: str, rates: Rates, model: str
+    ) -> tuple[tuple[tuple[str, int], ...], tuple[str, ...]]:
+        """The worst-case server-side tool calls of ``request`` and the tools reserved at a default."""
+        tools = request.get("tools")
+        if not tools or not isinstance(tools, list | tuple):
+            return (), ()
+        calls: dict[str, int] = {}
+        defaulted: list[str] = []
+        bounded = request.get("max_tool_calls") if provider != "anthropic" else None
+        for tool in tools:
+            kind = tool.get("type") if isinstance(tool, Mapping) else None
+            name = _server_tool(kind, provider) if isinstance(kind, str) else None
+            if name is None:
+                continue
+            limit = tool.get("max_uses") if provider == "anthropic" else None
+            if name == "code_execution":
+                count = 1  # a session (container) per call, however many executions run in it
+            elif isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
+                count = limit
+            elif isinstance(bounded, int) and not isinstance(bounded, bool) and bounded >= 0:
+                count = bounded
+            else:
+                count = self.tool_calls[name]
+                defaulted.append(name)
+            calls[name] = max(calls.get(name, 0), count)
+        per_call = [name for name in calls if name != "code_execution"]  # (sessions: one at most)
+        if len(per_call) > 1 and isinstance(bounded, int) and not isinstance(bounded, bool):
+            # max_tool_calls bounds all built-in calls together: the worst is all of them on the dearest
+            dearest = max(per_call, key=lambda name: rates.fees_nano({name: 1}, model))
+            calls = {name: count for name, count in calls.items() if name in (dearest, "code_execution")}
+        return tuple(calls.items()), tuple(defaulted)
 
     # -- Anthropic's token counting endpoint ----------------------------------------------------
 
@@ -263,6 +346,25 @@ def _guess_provider(model: str) -> str:
     if bare.startswith("claude") or model.startswith("anthropic/"):
         return "anthropic"
     return "openai"
+
+
+def _server_tool(kind: str, provider: str) -> str | None:
+    """The fee a server-side tool of type ``kind`` is billed at, or ``None`` (client-side tools)."""
+    if provider == "anthropic":
+        for prefix in ("web_search", "web_fetch", "code_execution"):
+            if kind.startswith(prefix + "_"):
+                return prefix
+        return None
+    if kind.startswith("web_search"):  # web_search, web_search_preview, dated versions
+        return "web_search"
+    return {"file_search": "file_search", "code_interpreter": "code_execution"}.get(
+        kind, "image_generation" if kind == "image_generation" else None
+    )
+
+
+def _wants_audio(request: Mapping[str, Any]) -> bool:
+    modalities = request.get("modalities")
+    return isinstance(modalities, list | tuple) and "audio" in modalities
 
 
 _COUNT_KEYS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "speed")
