@@ -45,7 +45,7 @@ CASES = {
             "audio": {"voice": "alloy", "format": "wav"},
         },
         AUDIO_NANO,
-    ),  # fmt: skip
+    ),
 }
 
 
