@@ -150,21 +150,16 @@ class Usage:
                 (n, v) for n, v in zip(_FIELDS[:6], counts, strict=True) if type(v) is not int or v < 0
             )
             raise UsageError(f"Usage.{name} must be a non-negative int, got {value!r}")
-        g, h, i, j, k, m, n, o, q = units = (
-            self.input_audio_tokens, self.output_audio_tokens, self.input_image_tokens,
-            self.output_image_tokens, self.web_search_calls, self.web_fetch_calls, self.file_search_calls,
-            self.code_execution_sessions, self.image_generation_calls,
-        )  # fmt: skip
-        if g or h or i or j or k or m or n or o or q or not (  # (all zero: the common case, one test)
-            type(g) is int and type(h) is int and type(i) is int and type(j) is int and type(k) is int
-            and type(m) is int and type(n) is int and type(o) is int and type(q) is int
+        if (  # (the common case: no audio, image or tool count, each the int 0 singleton)
+            self.input_audio_tokens is _ZERO and self.output_audio_tokens is _ZERO
+            and self.input_image_tokens is _ZERO and self.output_image_tokens is _ZERO
+            and self.web_search_calls is _ZERO and self.web_fetch_calls is _ZERO
+            and self.file_search_calls is _ZERO and self.code_execution_sessions is _ZERO
+            and self.image_generation_calls is _ZERO
         ):  # fmt: skip
-            for name, value in zip(_FIELDS[6:], units, strict=False):
-                if type(value) is not int or value < 0:
-                    raise UsageError(f"Usage.{name} must be a non-negative int, got {value!r}")
-            _SET_HAS_UNITS(self, True)
-        else:
             _SET_HAS_UNITS(self, False)
+        else:
+            _SET_HAS_UNITS(self, _check_units(self))
         if self.passes:
             _check_passes(self)
         if f > e:
@@ -334,6 +329,20 @@ class Pass:
     def from_dict(cls, raw: Mapping[str, Any]) -> Pass:
         counts = {k: v for k, v in raw.items() if k not in ("type", "model")}
         return cls(str(raw.get("type", "pass")), raw.get("model"), Usage(**counts))
+
+
+_ZERO = 0
+
+
+def _check_units(usage: Usage) -> bool:
+    """Validate the audio, image and tool counts; whether any is non-zero."""
+    found = False
+    for name in _FIELDS[6:-1]:
+        value = getattr(usage, name)
+        if type(value) is not int or value < 0:
+            raise UsageError(f"Usage.{name} must be a non-negative int, got {value!r}")
+        found = found or value > 0
+    return found
 
 
 def _check_passes(usage: Usage) -> None:
