@@ -261,6 +261,10 @@ class Usage:
         output = get("output")  # a Responses API response: its built-in tool calls are billed per call
         if output and type(output) is list:
             return _with_tool_items(found, output)
+        if kind == "message" and not found.code_execution_sessions:  # an Anthropic message that ran code
+            content = get("content")
+            if content and type(content) is list and any(map(_is_code_block, content)):
+                return dataclasses.replace(found, code_execution_sessions=1)
         return found
 
     @classmethod
@@ -272,12 +276,17 @@ class Usage:
         the final chunk carries the usage. Responses API: ``response.completed`` carries it.
         """
         found: Usage | None = None
+        ran_code = False
         for event in events:
             kind = _get(event, "type")
             if kind == "message_delta":
                 if found is None:
                     raise UsageError("message_delta before message_start: the stream is truncated")
                 found = _merge_anthropic_delta(found, _get(event, "usage"))
+                if ran_code and not found.code_execution_sessions:
+                    found = dataclasses.replace(found, code_execution_sessions=1)
+            elif kind == "content_block_start":
+                ran_code = ran_code or _is_code_block(_get(event, "content_block"))
             elif _get(event, "usage") is not None or kind in (
                 "message_start",
                 "response.completed",
@@ -361,7 +370,7 @@ def _looks_like_usage(obj: Any) -> bool:
     return any(_get(obj, key) is not None for key in ("prompt_tokens", "input_tokens", "output_tokens"))
 
 
-_RESPONSE_FIELDS = ("type", "message", "response", "usage", "output")
+_RESPONSE_FIELDS = ("type", "message", "response", "usage", "output", "content")
 _USAGE_FIELDS = (
     "prompt_tokens", "prompt_tokens_details", "completion_tokens", "total_tokens",
     "completion_tokens_details", "input_tokens_details", "input_tokens", "output_tokens",
@@ -494,6 +503,12 @@ _TOOL_ITEMS = {
     "file_search_call": "file_search_calls",
     "image_generation_call": "image_generation_calls",
 }
+
+
+def _is_code_block(block: Any) -> bool:
+    """An Anthropic content block of a code execution: it ran in a container, billed per session."""
+    kind = _get(block, "type")
+    return isinstance(kind, str) and kind.endswith("code_execution_tool_result")
 
 
 def _with_tool_items(found: Usage, output: list[Any]) -> Usage:

@@ -336,3 +336,28 @@ def test_audio_output_is_reserved_at_the_audio_rate() -> None:
     assert est.cost_nano == est.input_tokens * 2500 + 100 * 64_000
     with pytest.raises(PricingError, match="output_audio"):
         budgetguard.estimate({**request, "model": "gpt-4o"})
+
+
+def test_anthropic_code_execution_is_one_container_session() -> None:
+    """A message with a code execution result ran in a container: one session, at $0.05 an hour with
+    a 5-minute minimum ($4.17 per thousand sessions, rounded up), in the body and in the stream."""
+    body = payload("anthropic_web_search")
+    body["content"][3:3] = [
+        {"type": "server_tool_use", "id": "srvtoolu_01C", "name": "bash_code_execution",
+         "input": {"command": "python -c 'print(1)'"}},
+        {"type": "bash_code_execution_tool_result", "tool_use_id": "srvtoolu_01C",
+         "content": {"type": "bash_code_execution_result", "stdout": "1", "stderr": "", "return_code": 0,
+                     "content": []}},
+    ]  # fmt: skip
+    usage = Usage.from_response(body)
+    assert usage.code_execution_sessions == 1
+    price = budgetguard.get_price("claude-sonnet-4-5-20250929")
+    assert price.cost_nano(usage) == WEB_SEARCH_NANO + 4_170_000
+    events = anthropic_events(body)
+    block = {"type": "content_block_start", "index": 1, "content_block": body["content"][4]}
+    streamed = [*events[:4], block, *events[4:]]
+    assert Usage.from_stream(streamed) == usage
+    folder = StreamFolder()
+    for event in streamed:
+        folder.feed(event)
+    assert folder.usage == usage
