@@ -18,6 +18,9 @@ hold so that the call cannot cost more:
   ``image_generation``) at its worst count: Anthropic's ``max_uses``, the Responses API's
   ``max_tool_calls`` (all of them on the dearest tool), else ``Estimator(tool_calls=...)``'s default per
   tool (``DEFAULT_TOOL_CALLS``), which the journal flags as ``tools_defaulted``;
+* Anthropic's advisor tool: each use is a pass on the advisor's model that may read the whole
+  conversation (the input plus the output bound) and write up to the tool's ``max_tokens``, reserved
+  ``max_uses`` times, else the ``advisor`` default;
 * audio: a request that asks for audio output reserves its output at the model's audio rate.
 
 Anthropic's ``messages.count_tokens`` can replace the offline Claude estimate: pass a client as
@@ -40,7 +43,7 @@ from ._errors import ConfigurationError
 from ._events import logger
 from ._frozen import fast_init
 from ._money import to_usd
-from ._pricing import _FEE_UNITS, CALL_FEES, Price, PriceBook, Rates, price_book
+from ._pricing import _FEE_UNITS, Price, PriceBook, Rates, price_book
 from ._providers import Variant, request_variant
 from ._tokens import (
     ANTHROPIC_SAFETY_FACTOR,
@@ -50,7 +53,7 @@ from ._tokens import (
     count_text_tokens,
     encoding_for_model,
 )
-from ._usage import Usage
+from ._usage import Pass, Usage
 
 __all__ = ["DEFAULT_TOOL_CALLS", "Estimate", "Estimator", "estimate"]
 
@@ -60,6 +63,7 @@ DEFAULT_TOOL_CALLS: Mapping[str, int] = {
     "file_search": 10,
     "code_execution": 1,
     "image_generation": 1,
+    "advisor": 3,
 }
 """Calls reserved per server-side tool that the request does not bound (``max_uses``, ``max_tool_calls``).
 Code execution counts sessions (containers): one per call. Override with ``Estimator(tool_calls=...)``."""
@@ -87,6 +91,8 @@ class Estimate:
     """The tools the request left unbounded, reserved at the configured default count."""
     audio_output: bool = False
     """The request asks for audio output: the output is reserved at the audio rate."""
+    passes: tuple[Pass, ...] = ()
+    """Worst-case extra sampling passes (Anthropic advisor uses), priced at their own models."""
 
     @property
     def cost(self) -> Decimal:
@@ -97,12 +103,12 @@ class Estimate:
     def usage(self) -> Usage:
         """The worst-case usage this estimate priced."""
         usage = _worst_usage(self.input_tokens, self.output_tokens, self.cache_write)
-        if not self.tool_calls and not self.audio_output:
+        if not self.tool_calls and not self.audio_output and not self.passes:
             return usage
-        units = {_FEE_UNITS[name]: count for name, count in self.tool_calls}
+        units: dict[str, Any] = {_FEE_UNITS[name]: count for name, count in self.tool_calls}
         if self.audio_output:
             units.update(output_tokens=0, output_audio_tokens=self.output_tokens)
-        return dataclasses.replace(usage, **units)  # type: ignore[arg-type]
+        return dataclasses.replace(usage, **units, passes=self.passes)
 
     def __repr__(self) -> str:
         return (
@@ -137,8 +143,9 @@ class Estimator:
             raise ConfigurationError("default_output_tokens must be positive")
         self.tool_calls = {**DEFAULT_TOOL_CALLS, **(tool_calls or {})}
         for name, count in self.tool_calls.items():
-            if name not in CALL_FEES:
-                raise ConfigurationError(f"tool_calls: unknown tool {name!r}; known: {', '.join(CALL_FEES)}")
+            if name not in DEFAULT_TOOL_CALLS:
+                known = ", ".join(DEFAULT_TOOL_CALLS)
+                raise ConfigurationError(f"tool_calls: unknown tool {name!r}; known: {known}")
             if isinstance(count, bool) or not isinstance(count, int) or count < 0:
                 raise ConfigurationError(f"tool_calls[{name!r}] must be a non-negative int, got {count!r}")
         self.prices = prices if prices is not None else price_book
@@ -238,6 +245,12 @@ class Estimator:
         calls, defaulted = self._tool_calls(request, provider, rates, model)
         if calls:
             cost_nano += rates.fees_nano(dict(calls), model)
+        passes: tuple[Pass, ...] = ()
+        if provider == "anthropic" and request.get("tools"):
+            passes, advised = self._advisor_passes(request, input_tokens + output_tokens)
+            defaulted += advised
+            if passes:
+                cost_nano += price.cost_nano(Usage(passes=passes)) - price.cost_nano(Usage())
         return Estimate(
             model=model,
             input_tokens=input_tokens,
@@ -250,7 +263,33 @@ class Estimator:
             tool_calls=calls,
             tools_defaulted=defaulted,
             audio_output=audio,
+            passes=passes,
         )
+
+    def _advisor_passes(
+        self, request: Mapping[str, Any], context: int
+    ) -> tuple[tuple[Pass, ...], tuple[str, ...]]:
+        """The worst case of Anthropic advisor tools: ``max_uses`` (else the default) passes on the
+        advisor's model, each reading ``context`` tokens and writing the tool's ``max_tokens``."""
+        passes: list[Pass] = []
+        defaulted: tuple[str, ...] = ()
+        for tool in request.get("tools") or ():
+            kind = tool.get("type") if isinstance(tool, Mapping) else None
+            if not isinstance(kind, str) or not kind.startswith("advisor_"):
+                continue
+            advisor = tool.get("model")
+            if not isinstance(advisor, str) or not advisor:
+                raise ConfigurationError(f"an advisor tool names its model: {dict(tool)!r}")
+            uses = tool.get("max_uses")
+            if isinstance(uses, bool) or not isinstance(uses, int) or uses < 0:
+                uses, defaulted = self.tool_calls["advisor"], ("advisor",)
+            written = tool.get("max_tokens")
+            if isinstance(written, bool) or not isinstance(written, int) or written < 0:
+                advisor_price = self.prices.get(advisor)
+                written = advisor_price.max_output_tokens or self.default_output_tokens
+            one = Pass("advisor_message", advisor, Usage(input_tokens=context, output_tokens=written))
+            passes.extend([one] * uses)
+        return tuple(passes), defaulted
 
     def _tool_calls(
         self, request: Mapping[str, Any], provider: str, rates: Rates, model: str

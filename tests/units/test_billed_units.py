@@ -361,3 +361,17 @@ def test_anthropic_code_execution_is_one_container_session() -> None:
     for event in streamed:
         folder.feed(event)
     assert folder.usage == usage
+
+
+def test_advisor_uses_are_reserved_as_passes_on_the_advisor_model() -> None:
+    advisor = {"type": "advisor_20260301", "name": "advisor", "model": "claude-opus-4-1", "max_tokens": 500}
+    est = budgetguard.estimate({**CLAUDE, "tools": [{**advisor, "max_uses": 2}]})
+    context = est.input_tokens + est.output_tokens  # an advisor pass may read the whole conversation
+    assert est.passes == (Pass("advisor_message", "claude-opus-4-1", Usage(context, output_tokens=500)),) * 2
+    assert est.tools_defaulted == ()
+    one_use = context * 15_000 + 500 * 75_000  # claude-opus-4-1: $15 in, $75 out
+    call = est.input_tokens * 3000 + est.output_tokens * 15_000  # the call itself: claude-sonnet-4-5
+    assert est.cost_nano == call + 2 * one_use
+    assert est.cost_nano == budgetguard.get_price("claude-sonnet-4-5").cost_nano(est.usage)
+    unbounded = budgetguard.estimate({**CLAUDE, "tools": [advisor]})
+    assert (len(unbounded.passes), unbounded.tools_defaulted) == (3, ("advisor",))
