@@ -235,22 +235,21 @@ class Estimator:
         write_1h = input_tokens if cache_write == "1h" else 0
         uncached = input_tokens - write_5m - write_1h
         rates = price.rates_for(input_tokens)
-        audio = _wants_audio(request)
-        if audio:  # audio output: every output token may be audio, the dearer rate
-            cost_nano = rates.cost_nano(
-                Usage(uncached, 0, write_5m, write_1h, output_audio_tokens=output_tokens), model
-            )
-        else:
-            cost_nano = rates.cost_nano_of(uncached, 0, write_5m, write_1h, output_tokens)
+        audio = _wants_audio(request)  # audio output: every output token may be audio, the dearer rate
         calls, defaulted = self._tool_calls(request, provider, rates, model)
-        if calls:
-            cost_nano += rates.fees_nano(dict(calls), model)
         passes: tuple[Pass, ...] = ()
         if provider == "anthropic" and request.get("tools"):
             passes, advised = self._advisor_passes(request, input_tokens + output_tokens)
             defaulted += advised
-            if passes:
-                cost_nano += price.cost_nano(Usage(passes=passes)) - price.cost_nano(Usage())
+        if audio or calls or passes:  # every unit in one sum, rounded up once
+            worst = Usage(
+                uncached, 0, write_5m, write_1h, 0 if audio else output_tokens,
+                output_audio_tokens=output_tokens if audio else 0, passes=passes,
+                **{_FEE_UNITS[name]: count for name, count in calls},
+            )  # fmt: skip
+            cost_nano = price.cost_nano(worst)
+        else:
+            cost_nano = rates.cost_nano_of(uncached, 0, write_5m, write_1h, output_tokens)
         return Estimate(
             model=model,
             input_tokens=input_tokens,

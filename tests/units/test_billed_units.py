@@ -305,6 +305,7 @@ def test_anthropic_max_uses_bounds_the_searches_reserved() -> None:
     assert bounded.usage.web_search_calls == 3
     tool_tokens = bounded.input_tokens - plain.input_tokens
     assert bounded.cost_nano - plain.cost_nano == tool_tokens * 3000 + 3 * 10_000_000
+    assert bounded.cost_nano == budgetguard.get_price("claude-sonnet-4-5").cost_nano(bounded.usage)
 
 
 def test_an_unbounded_tool_is_reserved_at_the_configured_default() -> None:
