@@ -199,3 +199,17 @@ async def test_async_charge_is_the_bill(fixture_file: Path, realworld: Path) -> 
     charged, data = _charged(guard)
     guard.close()
     assert charged == billed_nano(fx), data
+
+
+def test_the_recordings_exercise_every_unit_read(realworld: Path) -> None:
+    """The tier is not vacuous: the recordings hold each kind of billed unit that budgetguard reads."""
+    from tests.realworld.conftest import response_files
+
+    seen: set[str] = set()
+    for path in response_files():
+        usage = budgetguard.Usage.from_response(final_body(load(path)))
+        seen.update(k for k, v in usage.to_dict().items() if v)
+    assert {
+        "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "input_audio_tokens",
+        "web_search_calls", "file_search_calls", "code_execution_sessions", "passes",
+    } <= seen  # fmt: skip
