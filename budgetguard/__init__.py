@@ -42,6 +42,7 @@ from ._ledger import (
 )
 from ._money import format_usd, to_nano, to_usd
 from ._pricing import (
+    PUBLISHED_PRICES,
     Price,
     PriceBook,
     Rates,
@@ -49,6 +50,7 @@ from ._pricing import (
     get_price,
     load_prices,
     price_book,
+    published_prices,
     register_price,
     set_default_price,
 )
@@ -60,7 +62,7 @@ from ._tokens import (
     count_tool_tokens,
     get_encoding,
 )
-from ._usage import Usage
+from ._usage import Pass, Usage
 
 __all__ = [
     "AsyncLedger",
@@ -84,6 +86,8 @@ __all__ = [
     "LedgerError",
     "MissingScopeError",
     "Outcome",
+    "PUBLISHED_PRICES",
+    "Pass",
     "Period",
     "Price",
     "PriceBook",
@@ -117,6 +121,7 @@ __all__ = [
     "open_ledger",
     "price_book",
     "propagate",
+    "published_prices",
     "register_price",
     "set_default_price",
     "to_nano",

@@ -439,15 +439,17 @@ def export(state: _State, since: str, until: str | None, fmt: str, output: str |
 @cli.command()
 @click.argument("models", nargs=-1)
 @click.option("--prices", "prices_file", type=click.Path(exists=True, dir_okay=False), help="Your overrides.")
+@click.option("--provider", help="The provider whose prices apply (default: found from the model name).")
 @click.option("--json", "as_json", is_flag=True)
 @_friendly
-def prices(models: tuple[str, ...], prices_file: str | None, as_json: bool) -> None:
-    """The price budgetguard will charge for MODELS (USD per million tokens) and where it comes from."""
+def prices(models: tuple[str, ...], prices_file: str | None, provider: str | None, as_json: bool) -> None:
+    """Every rate budgetguard charges MODELS: tokens (USD per million), audio and image tokens, server-side
+    tool fees and per-request fees (USD per thousand calls), and where the price comes from."""
     if prices_file:
         price_book.load(prices_file)
     if not models:
         raise CLIError("name one or more models, e.g. `budgetguard prices gpt-4o claude-sonnet-4-6`")
-    found = [price_book.get(m) for m in models]
+    found = [price_book.get(m, provider=provider) for m in models]
     if as_json:
         click.echo(json.dumps([_price_json(m, p) for m, p in zip(models, found, strict=True)], indent=2))
         return
@@ -463,13 +465,58 @@ def prices(models: tuple[str, ...], prices_file: str | None, as_json: bool) -> N
                 p.source if label == model else "",
             )  # fmt: skip
     console.print(table)
+    units = Table(title="Other billed units", title_justify="left")
+    for name in ("model", "unit", "price"):
+        units.add_column(name, justify="right" if name == "price" else "left")
+    for model, p in zip(models, found, strict=True):
+        for unit, text in _unit_rates(p.base):
+            units.add_row(model, unit, text)
+            model = ""
+    console.print(units)
+
+
+_UNIT_LABELS = (
+    ("input_audio", "audio input tokens", "MTok"),
+    ("output_audio", "audio output tokens", "MTok"),
+    ("input_image", "image input tokens", "MTok"),
+    ("output_image", "image output tokens", "MTok"),
+    ("web_search", "web search calls", "1k calls"),
+    ("web_fetch", "web fetch calls", "1k calls"),
+    ("file_search", "file search calls", "1k calls"),
+    ("code_execution", "code execution sessions", "1k sessions"),
+    ("image_generation", "image generation calls", "1k images"),
+    ("request", "requests", "1k requests"),
+)
+
+
+def _unit_rates(rates: Rates) -> list[tuple[str, str]]:
+    """Each non-token unit with its rate, or what happens without one."""
+    shown = []
+    for key, label, per in _UNIT_LABELS:
+        value = getattr(rates, key)
+        if key == "request" and not value:
+            continue  # no per-request fee
+        if value is None and key in ("input_image", "output_image"):
+            text = f"${rates.input if key == 'input_image' else rates.output} / {per} (text rate)"
+        elif value is None:
+            text = "not priced: PricingError"
+        else:
+            text = f"${value} / {per}"
+        shown.append((label, text))
+    return shown
 
 
 def _price_json(model: str, price: Price) -> dict[str, Any]:
-    def rates(r: Rates) -> dict[str, str]:
-        return {
-            k: str(getattr(r, k)) for k in ("input", "output", "cache_read", "cache_write", "cache_write_1h")
-        }
+    def rates(r: Rates) -> dict[str, str | None]:
+        keys = (
+            "input",
+            "output",
+            "cache_read",
+            "cache_write",
+            "cache_write_1h",
+            *(k for k, _, _ in _UNIT_LABELS),
+        )
+        return {k: None if getattr(r, k) is None else str(getattr(r, k)) for k in keys}
 
     tiers = [{"above_input_tokens": t, **rates(r)} for t, r in price.tiers]
     return {"model": model, "source": price.source, "context_window": price.context_window,

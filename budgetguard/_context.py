@@ -167,7 +167,7 @@ class Tracker:
             totals = self.by_model.setdefault(model, ModelTotals())
             totals.calls += 1
             totals.input_tokens += usage.total_input_tokens
-            totals.output_tokens += usage.output_tokens
+            totals.output_tokens += usage.total_output_tokens
             totals.cost_nano += cost_nano
 
     def _sum(self, name: str) -> int:

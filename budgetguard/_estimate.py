@@ -13,6 +13,16 @@ hold so that the call cannot cost more:
   for (``service_tier`` flex / priority, Anthropic ``speed="fast"``, batch processing with
   ``batch=True``), see ``request_variant``.
 
+* server-side tools: each billed tool the request offers (Anthropic ``web_search`` / ``web_fetch`` /
+  ``code_execution``, Responses ``web_search`` / ``file_search`` / ``code_interpreter`` /
+  ``image_generation``) at its worst count: Anthropic's ``max_uses``, the Responses API's
+  ``max_tool_calls`` (all of them on the dearest tool), else ``Estimator(tool_calls=...)``'s default per
+  tool (``DEFAULT_TOOL_CALLS``), which the journal flags as ``tools_defaulted``;
+* Anthropic's advisor tool: each use is a pass on the advisor's model that may read the whole
+  conversation (the input plus the output bound) and write up to the tool's ``max_tokens``, reserved
+  ``max_uses`` times, else the ``advisor`` default;
+* audio: a request that asks for audio output reserves its output at the model's audio rate.
+
 Anthropic's ``messages.count_tokens`` can replace the offline Claude estimate: pass a client as
 ``Estimator(anthropic_count_tokens=client)``. A timeout or an error falls back to the offline estimate
 (never to zero) and is logged; the guard also reports it as an ``estimate_fallback`` event.
@@ -21,6 +31,7 @@ Anthropic's ``messages.count_tokens`` can replace the offline Claude estimate: p
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import inspect
 from collections.abc import Mapping
@@ -32,7 +43,7 @@ from ._errors import ConfigurationError
 from ._events import logger
 from ._frozen import fast_init
 from ._money import to_usd
-from ._pricing import Price, PriceBook, price_book
+from ._pricing import _FEE_UNITS, Price, PriceBook, Rates, price_book
 from ._providers import Variant, request_variant
 from ._tokens import (
     ANTHROPIC_SAFETY_FACTOR,
@@ -42,9 +53,20 @@ from ._tokens import (
     count_text_tokens,
     encoding_for_model,
 )
-from ._usage import Usage
+from ._usage import Pass, Usage
 
-__all__ = ["Estimate", "Estimator", "estimate"]
+__all__ = ["DEFAULT_TOOL_CALLS", "Estimate", "Estimator", "estimate"]
+
+DEFAULT_TOOL_CALLS: Mapping[str, int] = {
+    "web_search": 10,
+    "web_fetch": 10,
+    "file_search": 10,
+    "code_execution": 1,
+    "image_generation": 1,
+    "advisor": 3,
+}
+"""Calls reserved per server-side tool that the request does not bound (``max_uses``, ``max_tool_calls``).
+Code execution counts sessions (containers): one per call. Override with ``Estimator(tool_calls=...)``."""
 
 
 @fast_init
@@ -63,6 +85,14 @@ class Estimate:
     """The price variant reserved at (``{"service_tier": "flex"}``, ``{"processing": "batch"}``)."""
     counted: bool = False
     """The input count came from the provider's token counting endpoint (exact, no safety factor)."""
+    tool_calls: tuple[tuple[str, int], ...] = ()
+    """The server-side tool calls reserved, by fee name: ``(("web_search", 5),)``."""
+    tools_defaulted: tuple[str, ...] = ()
+    """The tools the request left unbounded, reserved at the configured default count."""
+    audio_output: bool = False
+    """The request asks for audio output: the output is reserved at the audio rate."""
+    passes: tuple[Pass, ...] = ()
+    """Worst-case extra sampling passes (Anthropic advisor uses), priced at their own models."""
 
     @property
     def cost(self) -> Decimal:
@@ -72,7 +102,13 @@ class Estimate:
     @property
     def usage(self) -> Usage:
         """The worst-case usage this estimate priced."""
-        return _worst_usage(self.input_tokens, self.output_tokens, self.cache_write)
+        usage = _worst_usage(self.input_tokens, self.output_tokens, self.cache_write)
+        if not self.tool_calls and not self.audio_output and not self.passes:
+            return usage
+        units: dict[str, Any] = {_FEE_UNITS[name]: count for name, count in self.tool_calls}
+        if self.audio_output:
+            units.update(output_tokens=0, output_audio_tokens=self.output_tokens)
+        return dataclasses.replace(usage, **units, passes=self.passes)
 
     def __repr__(self) -> str:
         return (
@@ -101,9 +137,17 @@ class Estimator:
         anthropic_factors: Mapping[str, Decimal | str] | None = None,
         anthropic_count_tokens: Any = None,
         count_tokens_timeout: float = 2.0,
+        tool_calls: Mapping[str, int] | None = None,
     ) -> None:
         if default_output_tokens <= 0:
             raise ConfigurationError("default_output_tokens must be positive")
+        self.tool_calls = {**DEFAULT_TOOL_CALLS, **(tool_calls or {})}
+        for name, count in self.tool_calls.items():
+            if name not in DEFAULT_TOOL_CALLS:
+                known = ", ".join(DEFAULT_TOOL_CALLS)
+                raise ConfigurationError(f"tool_calls: unknown tool {name!r}; known: {known}")
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ConfigurationError(f"tool_calls[{name!r}] must be a non-negative int, got {count!r}")
         self.prices = prices if prices is not None else price_book
         self.default_output_tokens = default_output_tokens
         self.anthropic_factor = Decimal(anthropic_factor)
@@ -190,7 +234,22 @@ class Estimator:
         write_5m = input_tokens if cache_write == "5m" else 0
         write_1h = input_tokens if cache_write == "1h" else 0
         uncached = input_tokens - write_5m - write_1h
-        cost_nano = price.rates_for(input_tokens).cost_nano_of(uncached, 0, write_5m, write_1h, output_tokens)
+        rates = price.rates_for(input_tokens)
+        audio = _wants_audio(request)  # audio output: every output token may be audio, the dearer rate
+        calls, defaulted = self._tool_calls(request, provider, rates, model)
+        passes: tuple[Pass, ...] = ()
+        if provider == "anthropic" and request.get("tools"):
+            passes, advised = self._advisor_passes(request, input_tokens + output_tokens)
+            defaulted += advised
+        if audio or calls or passes:  # every unit in one sum, rounded up once
+            worst = Usage(
+                uncached, 0, write_5m, write_1h, 0 if audio else output_tokens,
+                output_audio_tokens=output_tokens if audio else 0, passes=passes,
+                **{_FEE_UNITS[name]: count for name, count in calls},
+            )  # fmt: skip
+            cost_nano = price.cost_nano(worst)
+        else:
+            cost_nano = rates.cost_nano_of(uncached, 0, write_5m, write_1h, output_tokens)
         return Estimate(
             model=model,
             input_tokens=input_tokens,
@@ -200,7 +259,69 @@ class Estimator:
             cache_write=cache_write,
             variant=variant,
             counted=counted,
+            tool_calls=calls,
+            tools_defaulted=defaulted,
+            audio_output=audio,
+            passes=passes,
         )
+
+    def _advisor_passes(
+        self, request: Mapping[str, Any], context: int
+    ) -> tuple[tuple[Pass, ...], tuple[str, ...]]:
+        """The worst case of Anthropic advisor tools: ``max_uses`` (else the default) passes on the
+        advisor's model, each reading ``context`` tokens and writing the tool's ``max_tokens``."""
+        passes: list[Pass] = []
+        defaulted: tuple[str, ...] = ()
+        for tool in request.get("tools") or ():
+            kind = tool.get("type") if isinstance(tool, Mapping) else None
+            if not isinstance(kind, str) or not kind.startswith("advisor_"):
+                continue
+            advisor = tool.get("model")
+            if not isinstance(advisor, str) or not advisor:
+                raise ConfigurationError(f"an advisor tool names its model: {dict(tool)!r}")
+            uses = tool.get("max_uses")
+            if isinstance(uses, bool) or not isinstance(uses, int) or uses < 0:
+                uses, defaulted = self.tool_calls["advisor"], ("advisor",)
+            written = tool.get("max_tokens")
+            if isinstance(written, bool) or not isinstance(written, int) or written < 0:
+                advisor_price = self.prices.get(advisor)
+                written = advisor_price.max_output_tokens or self.default_output_tokens
+            one = Pass("advisor_message", advisor, Usage(input_tokens=context, output_tokens=written))
+            passes.extend([one] * uses)
+        return tuple(passes), defaulted
+
+    def _tool_calls(
+        self, request: Mapping[str, Any], provider: str, rates: Rates, model: str
+    ) -> tuple[tuple[tuple[str, int], ...], tuple[str, ...]]:
+        """The worst-case server-side tool calls of ``request`` and the tools reserved at a default."""
+        tools = request.get("tools")
+        if not tools or not isinstance(tools, list | tuple):
+            return (), ()
+        calls: dict[str, int] = {}
+        defaulted: list[str] = []
+        bounded = request.get("max_tool_calls") if provider != "anthropic" else None
+        for tool in tools:
+            kind = tool.get("type") if isinstance(tool, Mapping) else None
+            name = _server_tool(kind, provider) if isinstance(kind, str) else None
+            if name is None:
+                continue
+            limit = tool.get("max_uses") if provider == "anthropic" else None
+            if name == "code_execution":
+                count = 1  # a session (container) per call, however many executions run in it
+            elif isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
+                count = limit
+            elif isinstance(bounded, int) and not isinstance(bounded, bool) and bounded >= 0:
+                count = bounded
+            else:
+                count = self.tool_calls[name]
+                defaulted.append(name)
+            calls[name] = max(calls.get(name, 0), count)
+        per_call = [name for name in calls if name != "code_execution"]  # (sessions: one at most)
+        if len(per_call) > 1 and isinstance(bounded, int) and not isinstance(bounded, bool):
+            # max_tool_calls bounds all built-in calls together: the worst is all of them on the dearest
+            dearest = max(per_call, key=lambda name: rates.fees_nano({name: 1}, model))
+            calls = {name: count for name, count in calls.items() if name in (dearest, "code_execution")}
+        return tuple(calls.items()), tuple(defaulted)
 
     # -- Anthropic's token counting endpoint ----------------------------------------------------
 
@@ -263,6 +384,25 @@ def _guess_provider(model: str) -> str:
     if bare.startswith("claude") or model.startswith("anthropic/"):
         return "anthropic"
     return "openai"
+
+
+def _server_tool(kind: str, provider: str) -> str | None:
+    """The fee a server-side tool of type ``kind`` is billed at, or ``None`` (client-side tools)."""
+    if provider == "anthropic":
+        for prefix in ("web_search", "web_fetch", "code_execution"):
+            if kind.startswith(prefix + "_"):
+                return prefix
+        return None
+    if kind.startswith("web_search"):  # web_search, web_search_preview, dated versions
+        return "web_search"
+    return {"file_search": "file_search", "code_interpreter": "code_execution"}.get(
+        kind, "image_generation" if kind == "image_generation" else None
+    )
+
+
+def _wants_audio(request: Mapping[str, Any]) -> bool:
+    modalities = request.get("modalities")
+    return isinstance(modalities, list | tuple) and "audio" in modalities
 
 
 _COUNT_KEYS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "speed")

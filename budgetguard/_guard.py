@@ -31,7 +31,14 @@ from tenacity import RetryCallState
 
 from ._budgets import Budget, Period, Scope, Unit
 from ._context import current_scopes, record_usage
-from ._errors import BudgetExceededError, ConfigurationError, LedgerError, MissingScopeError, UsageError
+from ._errors import (
+    BudgetExceededError,
+    ConfigurationError,
+    LedgerError,
+    MissingScopeError,
+    PricingError,
+    UsageError,
+)
 from ._estimate import Estimate, Estimator
 from ._events import Event, EventKind, emit, wanted
 from ._job import Job, _Draw, current_job
@@ -505,6 +512,8 @@ class Guard:
                     meta["variant"] = dict(est.variant)
                 if missing:
                     meta["missing_scope"] = missing
+                if est.tools_defaulted:  # server-side tools reserved at the configured default count
+                    meta["tools_defaulted"] = list(est.tools_defaulted)
                 try:
                     reservation = yield _Reserve(holds, meta, plan.enforce, None, job)
                 except BudgetExceededError as refused:
@@ -1129,7 +1138,12 @@ class _Ctx:
         cannot undo it. It is reported as lost spend (the hold expires after its lease) and, when
         failing closed, raised."""
         variant = flags.get("variant", self.est.variant)
-        actual = None if usage is None else self.guard._actual(self.est.model, usage, self.est, variant)
+        try:
+            actual = None if usage is None else self.guard._actual(self.est.model, usage, self.est, variant)
+        except PricingError as unpriced:  # a billed unit with no price: the reserved worst case, flagged
+            self.emit("usage_missing", reason=str(unpriced))
+            usage, flags = self.est.usage, {**flags, "usage_missing": True, "unpriced": True}
+            actual = self.guard._actual(self.est.model, usage, self.est, variant)
         if actual is not None and max(actual.values()) > INT64_MAX:  # absurd counts: a corrupt response
             self.emit("usage_missing", reason=f"usage {usage} is beyond what a ledger counts")
             usage, flags = self.est.usage, {**flags, "usage_missing": True}

@@ -15,6 +15,8 @@ Costs are exact: prices are held as integers over a power of ten, and a cost in 
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 import threading
 import time
@@ -22,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ from ._money import Money, to_usd
 from ._usage import Usage
 
 __all__ = [
+    "PUBLISHED_PRICES",
     "Price",
     "PriceBook",
     "Rates",
@@ -42,6 +46,7 @@ __all__ = [
     "get_price",
     "load_prices",
     "price_book",
+    "published_prices",
     "register_price",
     "set_default_price",
 ]
@@ -65,25 +70,73 @@ def _rate(value: Money | None, what: str) -> Decimal | None:
     return rate
 
 
+_TOKEN_RATES = ("input", "cache_read", "cache_write", "cache_write_1h", "output")
+_MODALITY_RATES = ("input_audio", "output_audio", "input_image", "output_image")
+CALL_FEES = ("web_search", "web_fetch", "file_search", "code_execution", "image_generation")
+"""Per-call fees, in USD per thousand calls (as providers and genai-prices state them)."""
+_FEE_UNITS = {
+    "web_search": "web_search_calls",
+    "web_fetch": "web_fetch_calls",
+    "file_search": "file_search_calls",
+    "code_execution": "code_execution_sessions",
+    "image_generation": "image_generation_calls",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Rates:
-    """USD per million tokens for each usage bucket."""
+    """The price of each billed unit: tokens in USD per million, per-call fees in USD per thousand calls.
+
+    Audio rates that are ``None`` are unknown: audio tokens on such a model are a ``PricingError``, never
+    priced as text. Image rates that are ``None`` fall back to the text rates (vision input is billed
+    as input tokens). A call fee that is ``None`` is unknown: a call that uses the tool is a
+    ``PricingError``. ``request`` is a fee per call (genai-prices ``requests_kcount``), per thousand.
+    """
 
     input: Decimal
     output: Decimal
     cache_read: Decimal
     cache_write: Decimal
     cache_write_1h: Decimal
+    input_audio: Decimal | None = None
+    output_audio: Decimal | None = None
+    input_image: Decimal | None = None
+    output_image: Decimal | None = None
+    web_search: Decimal | None = None
+    web_fetch: Decimal | None = None
+    file_search: Decimal | None = None
+    code_execution: Decimal | None = None
+    image_generation: Decimal | None = None
+    request: Decimal = Decimal(0)
     _nums: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _den: int = field(init=False, repr=False, compare=False)
+    _extra: tuple[int | None, ...] = field(init=False, repr=False, compare=False)
+    """Numerators of input / output audio, input / output image, then the call fees (None: unpriced)."""
+    _request: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         values = (self.input, self.cache_read, self.cache_write, self.cache_write_1h, self.output)
-        # nano-USD = tokens x (USD per MTok) x 1000: hold each rate as an integer over 10**places.
-        places = max(0, *(-int(v.as_tuple().exponent) for v in values))
+        fees = tuple(getattr(self, name) for name in CALL_FEES)
+        modal = (
+            self.input_audio,
+            self.output_audio,
+            self.input if self.input_image is None else self.input_image,
+            self.output if self.output_image is None else self.output_image,
+        )
+        known = [v for v in (*values, *modal, *fees, self.request) if v is not None]
+        # nano-USD = tokens x (USD per MTok) x 1000 = calls x (USD per 1k calls) x 10**6: hold each rate
+        # as an integer over 10**places.
+        places = max(0, *(-int(v.as_tuple().exponent) for v in known))
         den = 10**places
         object.__setattr__(self, "_den", den)
         object.__setattr__(self, "_nums", tuple(int(v.scaleb(places)) * 1000 for v in values))
+        object.__setattr__(
+            self,
+            "_extra",
+            tuple(None if v is None else int(v.scaleb(places)) * 1000 for v in modal)
+            + tuple(None if v is None else int(v.scaleb(places)) * 1_000_000 for v in fees),
+        )
+        object.__setattr__(self, "_request", int(self.request.scaleb(places)) * 1_000_000)
 
     @classmethod
     def of(
@@ -94,9 +147,20 @@ class Rates:
         cache_read: Money | None = None,
         cache_write: Money | None = None,
         cache_write_1h: Money | None = None,
+        **units: Money | None,
     ) -> Rates:
         """Rates with the usual fallbacks: cache reads and writes at the input price when not given,
-        1-hour writes at the 5-minute write price, no output price for input-only models."""
+        1-hour writes at the 5-minute write price, no output price for input-only models.
+
+        ``units`` takes ``input_audio``, ``output_audio``, ``input_image``, ``output_image`` (USD per
+        million tokens), the call fees ``web_search``, ``web_fetch``, ``file_search``,
+        ``code_execution``, ``image_generation`` and ``request`` (USD per thousand calls)."""
+        unknown = set(units) - {*_MODALITY_RATES, *CALL_FEES, "request"}
+        if unknown:
+            raise TypeError(
+                f"unknown price {sorted(unknown)}; known: input, output, cache_read, cache_write, "
+                f"cache_write_1h, {', '.join((*_MODALITY_RATES, *CALL_FEES))}, request"
+            )
         base = _rate(input, "input")
         if base is None:
             raise TypeError("an input price is required (USD per million tokens)")
@@ -105,29 +169,82 @@ class Rates:
         write_1h = _rate(cache_write_1h, "cache_write_1h")
         read = _rate(cache_read, "cache_read")
         out = _rate(output, "output")
+        extra = {name: _rate(value, name) for name, value in units.items()}
+        request = extra.pop("request", None)
         return cls(
             input=base,
             output=Decimal(0) if out is None else out,
             cache_read=base if read is None else read,
             cache_write=write,
             cache_write_1h=write if write_1h is None else write_1h,
+            request=Decimal(0) if request is None else request,
+            **extra,
         )
 
-    def cost_nano(self, usage: Usage) -> int:
-        """Exact cost of ``usage`` in nano-USD, rounded up."""
-        return self.cost_nano_of(
-            usage.input_tokens,
-            usage.cache_read_tokens,
-            usage.cache_write_tokens,
-            usage.cache_write_1h_tokens,
-            usage.output_tokens,
-        )
+    def with_fallbacks(self, fallbacks: Mapping[str, Decimal]) -> Rates:
+        """These rates, with the unknown (``None``) audio, image and call-fee rates taken from
+        ``fallbacks`` (the providers' published prices) where it has them."""
+        missing = {k: v for k, v in fallbacks.items() if getattr(self, k, 0) is None}
+        return dataclasses.replace(self, **missing) if missing else self  # type: ignore[arg-type]
+
+    def cost_nano(self, usage: Usage, model: str = "this model") -> int:
+        """Exact cost of ``usage`` (its passes aside) in nano-USD, rounded up."""
+        return -(-self.scaled(usage, model) // self._den)
+
+    def scaled(self, usage: Usage, model: str = "this model") -> int:
+        """The cost of ``usage`` (its passes aside) in nano-USD times ``self._den``, exact."""
+        n_in, n_read, n_write, n_write_1h, n_out = self._nums
+        scaled = (
+            usage.input_tokens * n_in + usage.cache_read_tokens * n_read + usage.cache_write_tokens * n_write
+            + usage.cache_write_1h_tokens * n_write_1h + usage.output_tokens * n_out + self._request
+        )  # fmt: skip
+        if usage.has_units:
+            counts = (
+                usage.input_audio_tokens, usage.output_audio_tokens, usage.input_image_tokens,
+                usage.output_image_tokens, usage.web_search_calls, usage.web_fetch_calls,
+                usage.file_search_calls, usage.code_execution_sessions, usage.image_generation_calls,
+            )  # fmt: skip
+            for name, count, num in zip(_UNIT_NAMES, counts, self._extra, strict=True):
+                if count:
+                    if num is None:
+                        raise _unpriced(model, name, count)
+                    scaled += count * num
+        return scaled
 
     def cost_nano_of(self, uncached: int, read: int, write: int, write_1h: int, output: int) -> int:
         """Exact cost of these bucket counts in nano-USD, rounded up (no ``Usage`` needed)."""
         n_in, n_read, n_write, n_write_1h, n_out = self._nums
         scaled = uncached * n_in + read * n_read + write * n_write + write_1h * n_write_1h + output * n_out
+        return -(-(scaled + self._request) // self._den)
+
+    def fees_nano(self, calls: Mapping[str, int], model: str = "this model") -> int:
+        """The per-call fees of ``calls`` (``{"web_search": 5}``) in nano-USD, rounded up."""
+        scaled = 0
+        for name, count in calls.items():
+            num = self._extra[len(_MODALITY_RATES) + CALL_FEES.index(name)]
+            if count:
+                if num is None:
+                    raise _unpriced(model, _FEE_UNITS[name], count)
+                scaled += count * num
         return -(-scaled // self._den)
+
+
+_UNIT_NAMES = (
+    "input_audio_tokens", "output_audio_tokens", "input_image_tokens", "output_image_tokens",
+    *(_FEE_UNITS[name] for name in CALL_FEES),
+)  # fmt: skip
+_UNIT_RATE = dict(zip(_UNIT_NAMES, (*_MODALITY_RATES, *CALL_FEES), strict=True))
+
+
+def _unpriced(model: str, unit: str, count: int) -> PricingError:
+    rate = _UNIT_RATE[unit]
+    per = "USD per million tokens" if unit.endswith("_tokens") else "USD per thousand calls"
+    return PricingError(
+        f"{model!r} reported {count} {unit} and no price is known for them; budgetguard never charges a "
+        f"billed unit $0. Register it: budgetguard.register_price({model!r}, input=..., output=..., "
+        f"{rate}=...) ({per})",
+        model=model,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +258,10 @@ class Price:
     context_window: int | None = None
     max_output_tokens: int | None = None
     source: str = "override"
+    book: PriceBook | None = field(default=None, repr=False, compare=False)
+    """The price book that prices the passes a response reports on other models (default: the global one)."""
+    variant: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
+    """The price variant this price was looked up at: the passes are priced at the same one."""
 
     def rates_for(self, input_tokens: int) -> Rates:
         for threshold, rates in reversed(self.tiers):
@@ -149,8 +270,19 @@ class Price:
         return self.base
 
     def cost_nano(self, usage: Usage) -> int:
+        """Exact cost of ``usage`` in nano-USD, every unit and every pass included, rounded up once."""
         rates = self.rates_for(usage.total_input_tokens) if self.tiers else self.base
-        return rates.cost_nano(usage)
+        if not usage.passes:
+            return rates.cost_nano(usage, self.model)
+        # Each pass at its own model's price and prompt-size tier; the sum is rounded up once.
+        total = Fraction(rates.scaled(usage, self.model), rates._den)
+        book = self.book if self.book is not None else price_book
+        for extra in usage.passes:
+            price = self if extra.model is None else book.get(extra.model, variant=self.variant)
+            pass_rates = price.rates_for(extra.usage.total_input_tokens)
+            scaled = pass_rates.scaled(extra.usage, price.model) - pass_rates._request  # (no request fee)
+            total += Fraction(scaled, pass_rates._den)
+        return math.ceil(total)
 
     def cost(self, usage: Usage) -> Decimal:
         return to_usd(self.cost_nano(usage))
@@ -164,7 +296,81 @@ _GP_KEYS = {
     "cache_read": "cache_read_mtok",
     "cache_write": "cache_write_mtok",
     "cache_write_1h": "cache_write_1h_mtok",
+    "input_audio": "input_audio_mtok",
+    "output_audio": "output_audio_mtok",
+    "input_image": "input_image_mtok",
+    "output_image": "output_image_mtok",
+    "web_search": "web_searches_kcount",
+    "file_search": "storage_searches_kcount",
+    "code_execution": "code_executions_kcount",
+    "request": "requests_kcount",
 }
+
+# -- the providers' published prices for units genai-prices does not price ---------------------------
+# Used only where genai-prices has no price for a unit (genai-prices wins, ``register_price`` wins over
+# both). Token rates in USD per million tokens, call fees in USD per thousand calls. Checked 2026-12-06.
+PUBLISHED_PRICES: dict[str, tuple[tuple[str, Mapping[str, Decimal]], ...]] = {
+    "anthropic": (
+        (
+            "claude",
+            {
+                # https://docs.claude.com/en/docs/agents-and-tools/tool-use/web-search-tool#usage-and-pricing
+                # "$10 per 1,000 searches" (genai-prices has it for most Claude models)
+                "web_search": Decimal("10"),
+                # https://docs.claude.com/en/docs/agents-and-tools/tool-use/web-fetch-tool#usage-and-pricing
+                # "Web fetch is available at no additional cost": tokens only
+                "web_fetch": Decimal("0"),
+                # https://docs.claude.com/en/docs/agents-and-tools/tool-use/code-execution-tool#usage-and-pricing
+                # $0.05 per session-hour, 5 minutes minimum: $0.0041667 a session, $4.17 per 1k (rounded up)
+                "code_execution": Decimal("4.17"),
+            },
+        ),
+    ),
+    "openai": (
+        # https://platform.openai.com/docs/pricing (audio tokens): $40 / $80 per million audio tokens in / out
+        ("gpt-4o-audio-preview", {"input_audio": Decimal("40"), "output_audio": Decimal("80")}),
+        # https://platform.openai.com/docs/pricing (audio tokens): $10 / $20 per million audio tokens in / out
+        ("gpt-4o-mini-audio-preview", {"input_audio": Decimal("10"), "output_audio": Decimal("20")}),
+        (
+            "",
+            {
+                # https://platform.openai.com/docs/pricing#built-in-tools: web search $10.00 / 1k calls,
+                "web_search": Decimal("10"),
+                # file search $2.50 / 1k calls,
+                "file_search": Decimal("2.5"),
+                # code interpreter $0.03 per container (1 GB, the default; register larger ones),
+                "code_execution": Decimal("30"),
+                # image generation: gpt-image-1 at most $0.25 an image (high quality, 1024x1536).
+                "image_generation": Decimal("250"),
+            },
+        ),
+    ),
+}
+
+
+def published_prices(model: str, provider: str | None) -> dict[str, Decimal]:
+    """The published prices (``PUBLISHED_PRICES``) that apply to ``model`` at ``provider`` (guessed from
+    the model name when not given): the first entry whose prefix the bare model name starts with wins."""
+    bare = model.rsplit("/", 1)[-1]
+    if provider is None:
+        provider = "anthropic" if bare.startswith("claude") or model.startswith("anthropic/") else "openai"
+    found: dict[str, Decimal] = {}
+    for prefix, rates in PUBLISHED_PRICES.get(provider, ()):
+        if bare.startswith(prefix):
+            for name, rate in rates.items():
+                found.setdefault(name, rate)
+    return found
+
+
+def _with_published(price: Price, provider: str | None) -> Price:
+    published = published_prices(price.model, provider)
+    if not published:
+        return price
+    return dataclasses.replace(
+        price,
+        base=price.base.with_fallbacks(published),
+        tiers=tuple((t, rates.with_fallbacks(published)) for t, rates in price.tiers),
+    )
 
 
 def _from_genai(ref: str, provider: _gp.Provider, model: _gp.ModelInfo, mp: _gp.ModelPrice) -> Price:
@@ -192,13 +398,14 @@ def _from_genai(ref: str, provider: _gp.Provider, model: _gp.ModelInfo, mp: _gp.
                 picked[name] = value
         return Rates.of(**picked)
 
-    return Price(
+    price = Price(
         model=ref,
         base=at(None),
         tiers=tuple((t, at(t)) for t in thresholds),
         context_window=model.context_window,
         source=f"genai-prices {_GENAI_PRICES_VERSION}: {provider.id}/{model.id}",
     )
+    return _with_published(price, provider.id)
 
 
 def _has_time_of_day_prices(model: _gp.ModelInfo) -> bool:
@@ -248,11 +455,17 @@ class PriceBook:
         tiers: Mapping[int, Mapping[str, Money]] | None = None,
         context_window: int | None = None,
         max_output_tokens: int | None = None,
+        provider: str | None = None,
+        **units: Money,
     ) -> Price:
         """Set the price of ``model`` in USD per million tokens; it wins over the price data.
 
         ``tiers`` maps an input-token threshold to the rates that apply above it, e.g.
-        ``{200_000: {"input": "6", "output": "22.5"}}``.
+        ``{200_000: {"input": "6", "output": "22.5"}}``. ``units`` prices the other billed units:
+        ``input_audio``, ``output_audio``, ``input_image``, ``output_image`` (USD per million tokens) and
+        the fees ``web_search``, ``web_fetch``, ``file_search``, ``code_execution``, ``image_generation``
+        and ``request`` (USD per thousand calls). A fee not given is the provider's published price
+        (``PUBLISHED_PRICES``, for ``provider``, else the one the model name suggests).
         """
         if not model or not isinstance(model, str):
             raise ConfigurationError("register_price needs a model name")
@@ -264,12 +477,15 @@ class PriceBook:
                 cache_read=cache_read,
                 cache_write=cache_write,
                 cache_write_1h=cache_write_1h,
+                **units,
             ),
-            tiers=tuple(sorted((int(t), Rates.of(**r)) for t, r in (tiers or {}).items())),
+            tiers=tuple(sorted((int(t), Rates.of(**{**units, **r})) for t, r in (tiers or {}).items())),
             context_window=context_window,
             max_output_tokens=max_output_tokens,
             source="override",
+            book=self,
         )
+        price = _with_published(price, provider)
         with self._lock:
             self._overrides[model] = price
             self._cache.clear()
@@ -299,8 +515,9 @@ class PriceBook:
                 )
             except (TypeError, ValueError, AttributeError) as exc:
                 raise ConfigurationError(f"{path}: model {name!r}: {exc}") from exc
+        loaded = [dataclasses.replace(price, book=self) for price in loaded]
         with self._lock:
-            self._overrides.update(staged._overrides)
+            self._overrides.update({price.model: price for price in loaded})
             self._cache.clear()
         return loaded
 
@@ -308,7 +525,7 @@ class PriceBook:
         """Charge models that no data and no override knows at this price instead of refusing them."""
         with self._lock:
             self._default = Price(
-                model="*", base=Rates.of(input=input, output=output, **rates), source="default"
+                model="*", base=Rates.of(input=input, output=output, **rates), source="default", book=self
             )
             self._cache.clear()
 
@@ -364,6 +581,7 @@ class PriceBook:
                 gp_provider, gp_model = found
                 model_price = gp_model.get_prices(when, variant)
                 price = _from_genai(model, gp_provider, gp_model, model_price)
+                price = dataclasses.replace(price, book=self, variant=variant)
                 return price, not _has_time_of_day_prices(gp_model)
         if self._default is not None:
             return self._default, True

@@ -6,11 +6,12 @@ with whichever SDK versions are installed (and with none).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._usage import Usage, _get, _merge_anthropic_delta, _reader
+from ._usage import Usage, _get, _is_code_block, _merge_anthropic_delta, _reader
 
 __all__ = ["StreamFolder", "request_variant", "response_variant", "sdk_provider", "without_sdk_retries"]
 
@@ -181,6 +182,8 @@ class StreamFolder:
         self.text: list[str] = []
         self.tier: str | None = None
         """The service tier the stream reported (``served_tier``), if any."""
+        self.ran_code = False
+        """An Anthropic stream showed a code execution result: a container session is billed."""
 
     def feed(self, event: Any) -> None:
         kind = _get(event, "type")
@@ -189,9 +192,13 @@ class StreamFolder:
         if kind == "message_delta":
             if self.usage is not None:
                 self.usage = _merge_anthropic_delta(self.usage, _get(event, "usage"))
+                if self.ran_code and not self.usage.code_execution_sessions:
+                    self.usage = dataclasses.replace(self.usage, code_execution_sessions=1)
                 # an interim message_delta (no stop_reason yet) carries a running count, not the final
                 self.complete = _get(_get(event, "delta"), "stop_reason") is not None
             return
+        if kind == "content_block_start" and _is_code_block(_get(event, "content_block")):
+            self.ran_code = True
         if kind == "message_start":
             self.usage = Usage.from_response(event)
             return

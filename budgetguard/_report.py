@@ -161,7 +161,7 @@ def report(entries: Iterable[JournalEntry], by: str) -> tuple[list[ReportRow], R
                 continue
             row.calls += int(entry.data.get("calls", 1))  # a job's line counts each of its calls
             row.input_tokens += usage.total_input_tokens
-            row.output_tokens += usage.output_tokens
+            row.output_tokens += usage.total_output_tokens
             row.cost_nano += cost
     return sorted(rows.values(), key=lambda r: (-r.cost_nano, r.key)), total
 
@@ -179,7 +179,7 @@ def export_row(entry: JournalEntry) -> dict[str, Any]:
         "cost_usd": str(to_usd(entry_cost(entry))),
         "estimated_usd": entry.data.get("estimated_usd", ""),
         "input_tokens": usage.total_input_tokens,
-        "output_tokens": usage.output_tokens,
+        "output_tokens": usage.total_output_tokens,
         "amounts": dict(entry.amounts),
         "flags": {k: v for k, v in entry.data.items() if k not in _KNOWN},
     }

@@ -6,7 +6,14 @@ The buckets are disjoint, so cost is a plain sum of bucket x price:
 * ``cache_read_tokens``: input served from the prompt cache;
 * ``cache_write_tokens`` / ``cache_write_1h_tokens``: input written to the cache (5-minute / 1-hour);
 * ``output_tokens``: everything generated, reasoning included;
-* ``reasoning_tokens``: the informational part of ``output_tokens`` spent on reasoning.
+* ``reasoning_tokens``: the informational part of ``output_tokens`` spent on reasoning;
+* ``input_audio_tokens`` / ``output_audio_tokens`` and ``input_image_tokens`` / ``output_image_tokens``:
+  audio and image tokens, which models such as ``gpt-audio`` and ``gpt-image-1`` bill at their own rates
+  (``input_tokens`` and ``output_tokens`` then hold the text only);
+* ``web_search_calls``, ``web_fetch_calls``, ``file_search_calls``, ``code_execution_sessions``,
+  ``image_generation_calls``: server-side tool calls, billed per call (code: per container session);
+* ``passes``: sampling passes the provider bills but leaves out of the top-level counts (Anthropic
+  ``usage.iterations`` of type ``compaction`` or ``advisor_message``), each with its own usage and model.
 
 Providers report these differently. OpenAI's ``prompt_tokens`` / ``input_tokens`` is the total input
 and ``cached_tokens`` (and ``cache_write_tokens``) are subsets of it. Anthropic's ``input_tokens``
@@ -15,16 +22,17 @@ already excludes cache reads and writes, which come as separate counts. Both are
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from itertools import compress
 from typing import Any
 
 from ._errors import UsageError
 from ._frozen import fast_init
 
-__all__ = ["Usage"]
+__all__ = ["Pass", "Usage"]
 
 _MISSING = object()
 _OBJECT_GETATTRIBUTE: Any = object.__getattribute__
@@ -115,6 +123,19 @@ class Usage:
     cache_write_1h_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
+    input_audio_tokens: int = 0
+    output_audio_tokens: int = 0
+    input_image_tokens: int = 0
+    output_image_tokens: int = 0
+    web_search_calls: int = 0
+    web_fetch_calls: int = 0
+    file_search_calls: int = 0
+    code_execution_sessions: int = 0
+    image_generation_calls: int = 0
+    passes: tuple[Pass, ...] = ()
+    """Billed sampling passes outside the top-level counts (see ``Pass``)."""
+    has_units: bool = field(init=False, repr=False, compare=False)
+    """Some audio, image or tool count is non-zero (pricing then looks at them)."""
 
     def __post_init__(self) -> None:
         a, b, c, d, e, f = counts = (
@@ -126,38 +147,87 @@ class Usage:
             and type(f) is int and a >= 0 and b >= 0 and c >= 0 and d >= 0 and e >= 0 and f >= 0
         ):  # fmt: skip
             name, value = next(
-                (n, v) for n, v in zip(_FIELDS, counts, strict=True) if type(v) is not int or v < 0
+                (n, v) for n, v in zip(_FIELDS[:6], counts, strict=True) if type(v) is not int or v < 0
             )
             raise UsageError(f"Usage.{name} must be a non-negative int, got {value!r}")
+        if (  # (the common case: no audio, image or tool count, each the int 0 singleton)
+            self.input_audio_tokens is _ZERO and self.output_audio_tokens is _ZERO
+            and self.input_image_tokens is _ZERO and self.output_image_tokens is _ZERO
+            and self.web_search_calls is _ZERO and self.web_fetch_calls is _ZERO
+            and self.file_search_calls is _ZERO and self.code_execution_sessions is _ZERO
+            and self.image_generation_calls is _ZERO
+        ):  # fmt: skip
+            _SET_HAS_UNITS(self, False)
+        else:
+            _SET_HAS_UNITS(self, _check_units(self))
+        if self.passes:
+            _check_passes(self)
         if f > e:
             raise UsageError(
                 f"reasoning_tokens ({self.reasoning_tokens}) cannot exceed output_tokens "
                 f"({self.output_tokens}): reasoning is part of the output"
             )
 
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if k != "passes")
+        passes = f", passes={self.passes!r}" if self.passes else ""
+        return f"Usage({shown}{passes})"
+
     @property
     def total_input_tokens(self) -> int:
-        """All input: uncached, cache reads and cache writes (what picks a prompt-size tier)."""
+        """All input of the call itself: uncached, cache reads and writes, audio and image tokens (what
+        picks a prompt-size tier; ``passes`` are separate requests with their own)."""
         return (
             self.input_tokens + self.cache_read_tokens + self.cache_write_tokens + self.cache_write_1h_tokens
-        )
+            + self.input_audio_tokens + self.input_image_tokens
+        )  # fmt: skip
+
+    @property
+    def total_output_tokens(self) -> int:
+        """All output of the call itself: text (reasoning included), audio and image tokens."""
+        return self.output_tokens + self.output_audio_tokens + self.output_image_tokens
 
     @property
     def total_tokens(self) -> int:
-        return self.total_input_tokens + self.output_tokens
+        """Every token billed, the passes' included (what a token budget counts)."""
+        total = self.total_input_tokens + self.total_output_tokens
+        for extra in self.passes:
+            total += extra.usage.total_tokens
+        return total
+
+    @property
+    def tool_calls(self) -> dict[str, int]:
+        """The non-zero server-side tool counts by unit name (``"web_search_calls"``...)."""
+        counts = (
+            self.web_search_calls, self.web_fetch_calls, self.file_search_calls,
+            self.code_execution_sessions, self.image_generation_calls,
+        )  # fmt: skip
+        return dict(compress(zip(_TOOL_FIELDS, counts, strict=True), counts))
 
     def __add__(self, other: Usage) -> Usage:
         if not isinstance(other, Usage):
             return NotImplemented
-        return Usage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+        counts = {name: getattr(self, name) + getattr(other, name) for name in _COUNT_FIELDS}
+        return Usage(**counts, passes=self.passes + other.passes)
 
-    def to_dict(self) -> dict[str, int]:
-        """The non-zero counts by field name."""
+    def to_dict(self) -> dict[str, Any]:
+        """The non-zero counts by field name, and the passes as a list of dicts (``Usage(**d)`` reads
+        it back, and reads the dicts of older versions, which had token counts only)."""
         counts = (
             self.input_tokens, self.cache_read_tokens, self.cache_write_tokens,
             self.cache_write_1h_tokens, self.output_tokens, self.reasoning_tokens,
         )  # fmt: skip
-        return dict(compress(zip(_FIELDS, counts, strict=True), counts))  # (C calls only)
+        found: dict[str, Any] = dict(compress(zip(_FIELDS, counts, strict=False), counts))  # (C calls only)
+        units = (
+            self.input_audio_tokens, self.output_audio_tokens, self.input_image_tokens,
+            self.output_image_tokens, self.web_search_calls, self.web_fetch_calls, self.file_search_calls,
+            self.code_execution_sessions, self.image_generation_calls,
+        )  # fmt: skip
+        if any(units):
+            found.update(compress(zip(_FIELDS[6:], units, strict=False), units))
+        if self.passes:
+            found["passes"] = [extra.to_dict() for extra in self.passes]
+        return found
 
     # -- readers ---------------------------------------------------------------------------
 
@@ -187,7 +257,15 @@ class Usage:
                     f"no usage in {type(response).__name__} response; for OpenAI chat streams pass "
                     "stream_options={'include_usage': True}, otherwise pass usage explicitly"
                 )
-        return _parse_usage(usage)
+        found = _parse_usage(usage)
+        output = get("output")  # a Responses API response: its built-in tool calls are billed per call
+        if output and type(output) is list:
+            return _with_tool_items(found, output)
+        if kind == "message" and not found.code_execution_sessions:  # an Anthropic message that ran code
+            content = get("content")
+            if content and type(content) is list and any(map(_is_code_block, content)):
+                return dataclasses.replace(found, code_execution_sessions=1)
+        return found
 
     @classmethod
     def from_stream(cls, events: Iterable[Any]) -> Usage:
@@ -198,12 +276,17 @@ class Usage:
         the final chunk carries the usage. Responses API: ``response.completed`` carries it.
         """
         found: Usage | None = None
+        ran_code = False
         for event in events:
             kind = _get(event, "type")
             if kind == "message_delta":
                 if found is None:
                     raise UsageError("message_delta before message_start: the stream is truncated")
                 found = _merge_anthropic_delta(found, _get(event, "usage"))
+                if ran_code and not found.code_execution_sessions:
+                    found = dataclasses.replace(found, code_execution_sessions=1)
+            elif kind == "content_block_start":
+                ran_code = ran_code or _is_code_block(_get(event, "content_block"))
             elif _get(event, "usage") is not None or kind in (
                 "message_start",
                 "response.completed",
@@ -215,17 +298,83 @@ class Usage:
         return found
 
 
-_FIELDS = tuple(f.name for f in fields(Usage))
+_FIELDS = tuple(f.name for f in fields(Usage) if f.init)
+_SET_HAS_UNITS = Usage.__dict__["has_units"].__set__
+_COUNT_FIELDS = _FIELDS[:-1]  # every field but passes
+_TOOL_FIELDS = (
+    "web_search_calls", "web_fetch_calls", "file_search_calls", "code_execution_sessions",
+    "image_generation_calls",
+)  # fmt: skip
+_PASS_KINDS_IN_TOTAL = frozenset({"message"})
+"""Anthropic iteration types whose tokens the top-level usage already counts."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """A sampling pass billed on top of the call's own counts: Anthropic's ``compaction`` (on the call's
+    model) and ``advisor_message`` (on the advisor's ``model``) iterations, each priced at its model's
+    price and its own prompt-size tier. ``model`` is ``None`` for the call's own model."""
+
+    kind: str
+    model: str | None
+    usage: Usage
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, str) or not isinstance(self.usage, Usage):
+            raise UsageError(f"a Pass needs a kind (str) and a Usage, got {self.kind!r}, {self.usage!r}")
+        if self.model is not None and (not isinstance(self.model, str) or not self.model):
+            raise UsageError(f"Pass.model must be a model name or None, got {self.model!r}")
+        if self.usage.passes:
+            raise UsageError("a pass cannot hold passes of its own")
+
+    def to_dict(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"type": self.kind}
+        if self.model is not None:
+            found["model"] = self.model
+        found.update(self.usage.to_dict())
+        return found
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Pass:
+        counts = {k: v for k, v in raw.items() if k not in ("type", "model")}
+        return cls(str(raw.get("type", "pass")), raw.get("model"), Usage(**counts))
+
+
+_ZERO = 0
+
+
+def _check_units(usage: Usage) -> bool:
+    """Validate the audio, image and tool counts; whether any is non-zero."""
+    found = False
+    for name in _FIELDS[6:-1]:
+        value = getattr(usage, name)
+        if type(value) is not int or value < 0:
+            raise UsageError(f"Usage.{name} must be a non-negative int, got {value!r}")
+        found = found or value > 0
+    return found
+
+
+def _check_passes(usage: Usage) -> None:
+    """Accept ``passes`` as ``Pass`` objects or (read from a journal) a list of their dicts."""
+    passes = usage.passes
+    if not isinstance(passes, tuple) or not all(type(p) is Pass for p in passes):
+        if not isinstance(passes, list | tuple):
+            raise UsageError(f"Usage.passes must be a tuple of Pass, got {passes!r}")
+        if not all(type(p) is Pass or isinstance(p, Mapping) for p in passes):
+            raise UsageError(f"Usage.passes must hold Pass objects or their dicts, got {passes!r}")
+        converted = tuple(p if isinstance(p, Pass) else Pass.from_dict(p) for p in passes)
+        object.__setattr__(usage, "passes", converted)
 
 
 def _looks_like_usage(obj: Any) -> bool:
     return any(_get(obj, key) is not None for key in ("prompt_tokens", "input_tokens", "output_tokens"))
 
 
-_RESPONSE_FIELDS = ("type", "message", "response", "usage")
+_RESPONSE_FIELDS = ("type", "message", "response", "usage", "output", "content")
 _USAGE_FIELDS = (
     "prompt_tokens", "prompt_tokens_details", "completion_tokens", "total_tokens",
     "completion_tokens_details", "input_tokens_details", "input_tokens", "output_tokens",
+    "output_tokens_details", "server_tool_use", "iterations",
 )  # fmt: skip
 
 
@@ -240,23 +389,29 @@ def _parse_usage(usage: Any) -> Usage:
         reasoning = get("completion_tokens_details")
         return _openai_usage(  # (no details is the common case of small calls: no _count call for them)
             total_in=_checked(prompt, "prompt_tokens", usage),
-            cached=0 if details is None else _count(details, "cached_tokens"),
-            written=0 if details is None else _count(details, "cache_write_tokens"),
+            details=details,
             output=_checked(completion, "completion_tokens", usage, required=True),
-            reasoning=0 if reasoning is None else _count(reasoning, "reasoning_tokens"),
+            output_details=reasoning,
         )
     if get("input_tokens_details") is not None or get("total_tokens") is not None:
-        details = get("input_tokens_details")  # OpenAI Responses: cached is a subset
+        # OpenAI Responses (and Images): cached, audio and image tokens are subsets of the totals
         return _openai_usage(
             total_in=_count(usage, "input_tokens", required=True),
-            cached=_count(details, "cached_tokens"),
-            written=_count(details, "cache_write_tokens"),
+            details=get("input_tokens_details"),
             output=_count(usage, "output_tokens", required=True),
-            reasoning=_count(_get(usage, "output_tokens_details"), "reasoning_tokens"),
+            output_details=get("output_tokens_details"),
         )
     if get("input_tokens") is None and get("output_tokens") is None:
         raise UsageError(f"unrecognised usage object: {usage!r}")
     # Anthropic: input_tokens excludes cache reads and writes.
+    found = _anthropic_tokens(usage)
+    tools, iterations = get("server_tool_use"), get("iterations")
+    if tools is None and not iterations:
+        return found
+    return _anthropic_extras(found, tools, iterations)
+
+
+def _anthropic_tokens(usage: Any) -> Usage:
     write_5m, write_1h = _anthropic_cache_writes(usage)
     output = _count(usage, "output_tokens", required=True)
     return Usage(
@@ -269,18 +424,108 @@ def _parse_usage(usage: Any) -> Usage:
     )
 
 
-def _openai_usage(*, total_in: int, cached: int, written: int, output: int, reasoning: int) -> Usage:
-    if cached + written > total_in:
-        raise UsageError(
-            f"cached ({cached}) + cache-write ({written}) tokens exceed the input total ({total_in})"
-        )
-    return Usage(
-        input_tokens=total_in - cached - written,
-        cache_read_tokens=cached,
-        cache_write_tokens=written,
-        output_tokens=output,
-        reasoning_tokens=min(reasoning, output),
+def _anthropic_extras(found: Usage, tools: Any, iterations: Any) -> Usage:
+    """Anthropic's ``server_tool_use`` counts and the ``iterations`` that the top-level counts leave out
+    (``compaction``, ``advisor_message``: every type but ``message``), as passes."""
+    passes: list[Pass] = []
+    if iterations:
+        if not isinstance(iterations, list | tuple):
+            raise UsageError(f"usage.iterations must be a list, got {iterations!r}")
+        for item in iterations:
+            kind = _get(item, "type")
+            if kind in _PASS_KINDS_IN_TOTAL:
+                continue
+            model, tokens = _get(item, "model"), _anthropic_tokens(item)
+            if kind == "fallback_message":  # counted in the top level, but served (billed) by its model
+                found = _without(found, tokens)
+            passes.append(Pass(str(kind or "iteration"), model or None, tokens))
+    return dataclasses.replace(
+        found,
+        web_search_calls=_count(tools, "web_search_requests"),
+        web_fetch_calls=_count(tools, "web_fetch_requests"),
+        code_execution_sessions=_count(tools, "code_execution_requests"),
+        passes=tuple(passes),
     )
+
+
+def _without(total: Usage, part: Usage) -> Usage:
+    """``total`` less the token counts of ``part`` (a pass that the top-level counts include)."""
+    left = [getattr(total, name) - getattr(part, name) for name in _FIELDS[:6]]
+    if any(count < 0 for count in left):
+        raise UsageError(f"an iteration ({part}) exceeds the top-level usage ({total}) that includes it")
+    left[5] = min(left[5], left[4])
+    return dataclasses.replace(total, **dict(zip(_FIELDS[:6], left, strict=True)))
+
+
+def _openai_usage(*, total_in: int, details: Any, output: int, output_details: Any) -> Usage:
+    if details is None:
+        cached = written = audio_in = image_in = 0
+    else:
+        get = _reader(details, _DETAIL_FIELDS)
+        cached = _checked(get("cached_tokens"), "cached_tokens", details)
+        written = _checked(get("cache_write_tokens"), "cache_write_tokens", details)
+        audio_in = _checked(get("audio_tokens"), "audio_tokens", details)
+        image_in = _checked(get("image_tokens"), "image_tokens", details)
+    if output_details is None:
+        reasoning = audio_out = image_out = 0
+    else:
+        get = _reader(output_details, _DETAIL_FIELDS)
+        reasoning = _checked(get("reasoning_tokens"), "reasoning_tokens", output_details)
+        audio_out = _checked(get("audio_tokens"), "audio_tokens", output_details)
+        image_out = _checked(get("image_tokens"), "image_tokens", output_details)
+    if cached + written + audio_in + image_in > total_in:
+        raise UsageError(
+            f"cached ({cached}) + cache-write ({written}) + audio ({audio_in}) + image ({image_in}) "
+            f"input tokens exceed the input total ({total_in})"
+        )
+    if audio_out + image_out > output:
+        raise UsageError(
+            f"audio ({audio_out}) + image ({image_out}) output tokens exceed the output total ({output})"
+        )
+    text_out = output - audio_out - image_out
+    return Usage(
+        total_in - cached - written - audio_in - image_in,
+        cached,
+        written,
+        0,
+        text_out,
+        min(reasoning, text_out),
+        audio_in,
+        audio_out,
+        image_in,
+        image_out,
+    )
+
+
+_DETAIL_FIELDS = ("cached_tokens", "cache_write_tokens", "audio_tokens", "image_tokens", "reasoning_tokens")
+_TOOL_ITEMS = {
+    "web_search_call": "web_search_calls",
+    "file_search_call": "file_search_calls",
+    "image_generation_call": "image_generation_calls",
+}
+
+
+def _is_code_block(block: Any) -> bool:
+    """An Anthropic content block of a code execution: it ran in a container, billed per session."""
+    kind = _get(block, "type")
+    return isinstance(kind, str) and kind.endswith("code_execution_tool_result")
+
+
+def _with_tool_items(found: Usage, output: list[Any]) -> Usage:
+    """A Responses API output's built-in tool calls: one ``web_search_call``, ``file_search_call`` or
+    ``image_generation_call`` item per billed call; code interpreter sessions by distinct container."""
+    counts: dict[str, int] = {}
+    containers: set[Any] = set()
+    for item in output:
+        kind = _get(item, "type")
+        unit = _TOOL_ITEMS.get(kind) if isinstance(kind, str) else None
+        if unit is not None:
+            counts[unit] = counts.get(unit, 0) + 1
+        elif kind == "code_interpreter_call":
+            containers.add(_get(item, "container_id") or _get(item, "id"))
+    if containers:
+        counts["code_execution_sessions"] = len(containers)
+    return dataclasses.replace(found, **counts) if counts else found  # type: ignore[arg-type]
 
 
 def _anthropic_cache_writes(usage: Any) -> tuple[int, int]:
@@ -313,7 +558,7 @@ def _merge_anthropic_delta(start: Usage, delta: Any) -> Usage:
         return current if _get(delta, field) is None else _count(delta, field)
 
     reasoning = _count(_get(delta, "output_tokens_details"), "thinking_tokens") or start.reasoning_tokens
-    return Usage(
+    merged = Usage(
         input_tokens=replace("input_tokens", start.input_tokens),
         cache_read_tokens=replace("cache_read_input_tokens", start.cache_read_tokens),
         cache_write_tokens=cache_write_5m,
@@ -321,3 +566,24 @@ def _merge_anthropic_delta(start: Usage, delta: Any) -> Usage:
         output_tokens=output,
         reasoning_tokens=min(reasoning, output),
     )
+    tools, iterations = _get(delta, "server_tool_use"), _get(delta, "iterations")
+    if tools is None and not iterations:  # (cumulative: what message_start or an earlier delta said stands)
+        if start.web_search_calls or start.web_fetch_calls or start.code_execution_sessions or start.passes:
+            return dataclasses.replace(
+                merged,
+                web_search_calls=start.web_search_calls,
+                web_fetch_calls=start.web_fetch_calls,
+                code_execution_sessions=start.code_execution_sessions,
+                passes=start.passes,
+            )
+        return merged
+    if tools is None:
+        tools = {
+            "web_search_requests": start.web_search_calls,
+            "web_fetch_requests": start.web_fetch_calls,
+            "code_execution_requests": start.code_execution_sessions,
+        }
+    extras = _anthropic_extras(merged, tools, iterations)
+    if not iterations and start.passes:
+        extras = dataclasses.replace(extras, passes=start.passes)
+    return extras
