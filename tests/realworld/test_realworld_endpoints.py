@@ -1,0 +1,227 @@
+"""Real recorded calls (other projects' public HTTP cassettes, read in place): the model that answered
+and the chat stream helper.
+
+* Every call whose response names another model than the one asked (``gpt-4o`` answered by
+  ``gpt-4o-2024-08-06``, ``claude-3-5-haiku-latest`` by ``claude-3-5-haiku-20241022``, ``gpt-5.6`` by
+  ``gpt-5.6-sol``) is charged what its reported usage costs *at the model that answered*, and the journal
+  records that model. Sync and async, streamed and not.
+* Every recorded chat stream, served to ``client.chat.completions.stream(...)``, is charged its reported
+  usage (it was charged its worst case, flagged ``usage_missing``).
+
+The expected charge is computed apart from budgetguard: genai-prices reads the usage from the final body
+(its own extractors) and prices it at the answering model. Calls that bill units beyond tokens (server
+tools, audio, Anthropic iterations) are the subject of the units tier (``test_realworld_units.py``).
+
+The recordings live at ``<repo>/../shared/realworld/fixtures`` (``BUDGETGUARD_REALWORLD_DIR`` overrides);
+without them every test here skips, saying where it looked. Never copy them into the repository.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import genai_prices
+import pytest
+from genai_prices import data_snapshot
+
+from budgetguard import Budget, Guard
+from tests.guard.payloads import (
+    anthropic_client,
+    async_anthropic_client,
+    async_openai_client,
+    openai_client,
+    serve,
+)
+
+JSON = dict[str, Any]
+REPO = Path(__file__).resolve().parents[2]
+UNITS = {
+    "web_searches",
+    "storage_searches",
+    "input_audio",
+    "iteration:compaction",
+    "iteration:advisor_message",
+}
+"""Features that bill units beyond tokens: checked by the units tier, not here."""
+_TIERS = {"flex", "priority"}
+
+
+def folder() -> Path:
+    """``$BUDGETGUARD_REALWORLD_DIR``, else ``<repo>/../shared/realworld/fixtures``."""
+    override = os.environ.get("BUDGETGUARD_REALWORLD_DIR")
+    return Path(override) if override else REPO.parent / "shared" / "realworld" / "fixtures"
+
+
+ABSENT = (
+    f"real-world fixtures not found at {folder()} (set BUDGETGUARD_REALWORLD_DIR, or check out the shared "
+    "folder next to the repository as CI does)"
+)
+
+
+@pytest.fixture(scope="session")
+def realworld_dir() -> Path:
+    """The fixtures folder; skips the test, saying where it looked, when it is absent."""
+    if not (folder() / "responses").is_dir():
+        pytest.skip(ABSENT)
+    return folder()
+
+
+def _load(path: Path) -> JSON:
+    data: JSON = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def _events(sse: str) -> list[JSON]:
+    return [
+        json.loads(line[5:])
+        for block in sse.split("\n\n")
+        for line in block.splitlines()
+        if line.startswith("data:") and line[5:].strip() not in ("", "[DONE]")
+    ]
+
+
+def final_body(fx: JSON) -> JSON:
+    """The response body, or the final state a stream reports."""
+    if not fx["stream"]:
+        body: JSON = fx["response"]
+        return body
+    events = _events(fx["response_sse"])
+    if fx["provider"] == "anthropic":
+        message = next(e["message"] for e in events if e.get("type") == "message_start")
+        usage = dict(message["usage"])
+        for event in events:
+            if event.get("type") == "message_delta":
+                usage.update({k: v for k, v in event["usage"].items() if v is not None})
+        return {**message, "usage": usage}
+    if fx["endpoint"] == "responses":
+        done: JSON = next(e for e in events if e.get("type") in ("response.completed", "response.incomplete"))
+        return dict(done["response"])
+    final = next(e for e in reversed(events) if e.get("usage"))
+    model = next((e["model"] for e in events if e.get("model")), None)
+    return {"model": model, "usage": final["usage"], "service_tier": final.get("service_tier")}
+
+
+def billed_nano(fx: JSON) -> int:
+    """The reported usage priced at the model that answered (genai-prices), nano-USD rounded up once."""
+    body = final_body(fx)
+    flavor = {"messages": "default", "chat": "chat", "responses": "responses"}[fx["endpoint"]]
+    usage = genai_prices.extract_usage(body, provider_id=fx["provider"], api_flavor=flavor).usage
+    _, info = data_snapshot.get_snapshot().find_provider_model(body["model"], None, fx["provider"], None)
+    tier = body.get("service_tier") if fx["provider"] == "openai" else None
+    price = info.get_prices(datetime.now(UTC), {"service_tier": tier} if tier in _TIERS else None)
+    return math.ceil(price.calc_price(usage)["total_price"] * 10**9)
+
+
+def _recordings(keep: Any) -> list[Any]:
+    files = sorted((folder() / "responses").glob("*.json")) if (folder() / "responses").is_dir() else []
+    chosen = [pytest.param(path, id=path.stem) for path in files if keep(_load(path))]
+    return chosen or [pytest.param(None, id="absent", marks=pytest.mark.skip(reason=ABSENT))]
+
+
+def _answered_by_another_name(fx: JSON) -> bool:
+    if fx["endpoint"] == "embeddings" or UNITS & set(fx["features"]):
+        return False
+    return final_body(fx)["model"] != fx["request"]["model"]
+
+
+def _method(client: Any, fx: JSON, *, helper: bool = False) -> Any:
+    if fx["endpoint"] == "messages":
+        return client.messages.create
+    if fx["endpoint"] == "chat":
+        return client.chat.completions.stream if helper else client.chat.completions.create
+    return client.responses.create
+
+
+def _arguments(method: Any, request: JSON) -> JSON:
+    """The recorded request as SDK keyword arguments (fields this SDK does not name: ``extra_body``)."""
+    known = inspect.signature(method).parameters
+    arguments = {k: v for k, v in request.items() if k in known}
+    extra = {k: v for k, v in request.items() if k not in known}
+    if extra:
+        arguments["extra_body"] = extra
+    return arguments
+
+
+def _client(fx: JSON, *, sync: bool) -> Any:
+    api = serve(fx["response_sse"] if fx["stream"] else fx["response"])
+    if fx["provider"] == "anthropic":
+        return (anthropic_client if sync else async_anthropic_client)(api)
+    return (openai_client if sync else async_openai_client)(api)
+
+
+def _charged(guard: Guard) -> tuple[int, JSON]:
+    (entry,) = guard.ledger.history(events=["committed"])
+    guard.close()
+    assert "usage_missing" not in entry.data, entry.data
+    return entry.amounts["usd"], dict(entry.data)
+
+
+def _guard() -> Guard:
+    return Guard("memory://", budgets=[Budget("global", usd="1000", per="day")])
+
+
+@pytest.mark.parametrize("recording", _recordings(_answered_by_another_name))
+def test_the_model_that_answered_is_charged(recording: Path, realworld_dir: Path) -> None:
+    fx = _load(recording)
+    guard = _guard()
+    method = _method(_client(fx, sync=True), fx)
+    reply = guard.with_budget(method)(**_arguments(method, fx["request"]))
+    if fx["stream"]:
+        for _ in reply:
+            pass
+    charged, data = _charged(guard)
+    assert data["served_model"] == final_body(fx)["model"]
+    assert charged == billed_nano(fx), data
+
+
+@pytest.mark.parametrize("recording", _recordings(_answered_by_another_name))
+async def test_the_model_that_answered_is_charged_async(recording: Path, realworld_dir: Path) -> None:
+    fx = _load(recording)
+    guard = _guard()
+    method = _method(_client(fx, sync=False), fx)
+    reply = await guard.with_budget(method)(**_arguments(method, fx["request"]))
+    if fx["stream"]:
+        async for _ in reply:
+            pass
+    charged, data = _charged(guard)
+    assert data["served_model"] == final_body(fx)["model"]
+    assert charged == billed_nano(fx), data
+
+
+def _chat_stream(fx: JSON) -> bool:
+    return fx["endpoint"] == "chat" and fx["stream"] and not UNITS & set(fx["features"])
+
+
+def _helper_request(fx: JSON) -> JSON:
+    return {k: v for k, v in fx["request"].items() if k != "stream"}  # the helper streams by itself
+
+
+@pytest.mark.parametrize("recording", _recordings(_chat_stream))
+def test_chat_completions_stream_is_charged_its_usage(recording: Path, realworld_dir: Path) -> None:
+    fx = _load(recording)
+    guard = _guard()
+    method = _method(_client(fx, sync=True), fx, helper=True)
+    with guard.with_budget(method)(**_arguments(method, _helper_request(fx))) as events:
+        events.get_final_completion()  # read through the guard, as iterating would
+    charged, _ = _charged(guard)
+    assert charged == billed_nano(fx)
+
+
+@pytest.mark.parametrize("recording", _recordings(_chat_stream))
+async def test_chat_completions_stream_is_charged_its_usage_async(
+    recording: Path, realworld_dir: Path
+) -> None:
+    fx = _load(recording)
+    guard = _guard()
+    method = _method(_client(fx, sync=False), fx, helper=True)
+    async with guard.with_budget(method)(**_arguments(method, _helper_request(fx))) as events:
+        async for _ in events:
+            pass
+    charged, _ = _charged(guard)
+    assert charged == billed_nano(fx)
