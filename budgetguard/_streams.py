@@ -107,8 +107,10 @@ class Settlement:
         # gpt-5, ...) may have consumed up to its whole output bound: that worst case, flagged.
         model = folder.model or est.model
         streamed = count_text_tokens("".join(folder.text), est.model) if folder.text else 0
-        if streamed and api_of(None, model) == "anthropic":
-            streamed = math.ceil(streamed * guard.estimator._factor(model))
+        if streamed and api_of(None, model) == "anthropic":  # (never past max_tokens: it caps the bill)
+            streamed = min(
+                math.ceil(streamed * guard.estimator._factor(model)), max(est.output_tokens, streamed)
+            )
         base = folder.usage if folder.usage is not None else input_only(est)
         output = max(base.output_tokens, streamed)
         flags = {"usage_missing": True, **served}

@@ -244,6 +244,27 @@ def test_anthropic_stream_interrupted_before_message_delta(make_guard: MakeGuard
     assert_one_commit(h, usage, nano("claude-sonnet-4-6", usage), interrupted=True)
 
 
+def test_anthropic_stream_interrupted_is_never_charged_past_max_tokens(make_guard: MakeGuard) -> None:
+    """The Claude factor bounds Claude's count of the streamed text from above, and so does max_tokens
+    (the provider bills no more): the smaller of the two."""
+    h = make_guard()
+    text = "Budgets are plans for money, written down before it is spent. " * 20  # 281 o200k tokens
+    events = anthropic_stream_events()
+    events[3]["delta"]["text"] = text
+    api = serve(anthropic_sse(events))
+    create = h.guard.with_budget(anthropic_client(api).messages.create, user="alice")
+
+    stream = create(**claude_request(stream=True, max_tokens=300))
+    for event in stream:
+        if event.type == "content_block_delta":
+            break
+    stream.close()
+
+    (entry,) = h.history()
+    assert math.ceil(budgetguard.count_text_tokens(text, "claude-sonnet-4-6") * Decimal("1.4")) > 300
+    assert entry.data["usage"]["output_tokens"] == 300
+
+
 def test_anthropic_messages_stream_helper(make_guard: MakeGuard) -> None:
     """``client.messages.stream(...)`` returns a stream manager, used as a context manager."""
     h = make_guard()
