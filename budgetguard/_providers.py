@@ -248,6 +248,8 @@ def is_stream_manager(result: Any) -> bool:
     return type(result).__name__ in _STREAM_MANAGERS
 
 
+_THINKING = ("thinking", "redacted_thinking")
+
 _TIER_EVENTS = frozenset(
     {None, "message_start", "response.created", "response.completed", "response.incomplete"}
 )
@@ -269,11 +271,15 @@ class StreamFolder:
         """The service tier the stream reported (``served_tier``), if any."""
         self.model: str | None = None
         """The model that answered, as the stream named it (``served_model``), if it did."""
+        self.thinking = False
+        """A Claude thinking block started: Claude 4 streams a summary of the thinking it bills."""
 
     def feed(self, event: Any) -> None:
         kind = _get(event, "type")
         if kind == "chunk":  # the chat completions stream helper's event: the raw chunk inside
             event, kind = _get(event, "chunk"), None
+        elif kind == "content_block_start":
+            self.thinking = self.thinking or _get(_get(event, "content_block"), "type") in _THINKING
         if kind in _TIER_EVENTS:
             self.tier = served_tier(event) or self.tier
             self.model = self.model or served_model(event)

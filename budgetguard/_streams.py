@@ -16,6 +16,7 @@ from ._estimate import Estimate
 from ._ledger import Reservation
 from ._pricing import PriceBook
 from ._providers import (
+    _THINKING,
     StreamFolder,
     api_of,
     is_stream_manager,
@@ -104,7 +105,8 @@ class Settlement:
         # message_start), else the estimate. Output: the larger of a partial count and the streamed
         # text (thinking included) counted with tiktoken, times the Claude safety factor for Claude
         # (its tokenizer is not public). A model that reasons without streaming its reasoning (o-series,
-        # gpt-5, ...) may have consumed up to its whole output bound: that worst case, flagged.
+        # gpt-5, ...; Claude 4 streams a summary of the thinking it bills) may have consumed up to its
+        # whole output bound: that worst case, flagged.
         model = folder.model or est.model
         streamed = count_text_tokens("".join(folder.text), est.model) if folder.text else 0
         if streamed and api_of(None, model) == "anthropic":  # (never past max_tokens: it caps the bill)
@@ -114,7 +116,7 @@ class Settlement:
         base = folder.usage if folder.usage is not None else input_only(est)
         output = max(base.output_tokens, streamed)
         flags = {"usage_missing": True, **served}
-        if api_of(None, model) != "anthropic" and may_reason(model):
+        if folder.thinking if api_of(None, model) == "anthropic" else may_reason(model):
             output = max(output, est.output_tokens)
             flags["reasoning_worst_case"] = True
         usage = dataclasses.replace(base, output_tokens=output, reasoning_tokens=0)
@@ -319,7 +321,9 @@ class GuardedStreamManager:
             return
         folder.usage = Usage.from_response(snapshot)
         folder.complete = getattr(snapshot, "stop_reason", None) is not None
-        folder.text = [_block_text(block) for block in getattr(snapshot, "content", ())]
+        blocks = getattr(snapshot, "content", ())
+        folder.text = [_block_text(block) for block in blocks]
+        folder.thinking = any(getattr(block, "type", None) in _THINKING for block in blocks)
         folder.tier = served_tier(snapshot) or folder.tier
         folder.model = served_model(snapshot) or folder.model
 

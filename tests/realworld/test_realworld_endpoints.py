@@ -31,6 +31,7 @@ import pytest
 from genai_prices import data_snapshot
 
 from budgetguard import Budget, Guard
+from budgetguard._providers import may_reason
 from tests.guard.payloads import (
     anthropic_client,
     async_anthropic_client,
@@ -225,3 +226,46 @@ async def test_chat_completions_stream_is_charged_its_usage_async(
             pass
     charged, _ = _charged(guard)
     assert charged == billed_nano(fx)
+
+
+# -- a reasoning stream that ends before its usage ------------------------------------------------------
+
+
+def _reasoning_stream(fx: JSON) -> bool:
+    if not fx["stream"] or fx["endpoint"] == "chat" or UNITS & set(fx["features"]):
+        return False
+    if fx["provider"] == "anthropic":
+        return '"type":"thinking"' in fx["response_sse"].replace(" ", "")
+    return may_reason(fx["request"]["model"])
+
+
+def _without_usage(fx: JSON) -> str:
+    """The recorded stream up to its last event without the final usage (Anthropic's final
+    ``message_delta``, the Responses API's ``response.completed``)."""
+    blocks = [b for b in fx["response_sse"].split("\n\n") if b.strip()]
+    final = ('"type":"message_delta"', '"type":"response.completed"')
+    keep: list[str] = []
+    for block in blocks:
+        if any(marker in block.replace(" ", "") for marker in final):
+            break
+        keep.append(block)
+    return "\n\n".join(keep) + "\n\n"
+
+
+@pytest.mark.parametrize("recording", _recordings(_reasoning_stream))
+def test_a_reasoning_stream_without_usage_is_charged_at_least_its_bill(
+    recording: Path, realworld_dir: Path
+) -> None:
+    """Everything was generated, the usage never came: the charge covers what the provider billed for the
+    whole call (its hidden or summarized reasoning included), flagged."""
+    fx = _load(recording)
+    guard = _guard()
+    api = serve(_without_usage(fx))
+    client = anthropic_client(api) if fx["provider"] == "anthropic" else openai_client(api)
+    method = _method(client, fx)
+    for _ in guard.with_budget(method)(**_arguments(method, fx["request"])):
+        pass
+    (entry,) = guard.ledger.history(events=["committed"])
+    guard.close()
+    assert entry.data["usage_missing"] is True and entry.data["reasoning_worst_case"] is True
+    assert entry.amounts["usd"] >= billed_nano(fx)
