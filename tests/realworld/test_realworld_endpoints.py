@@ -235,7 +235,8 @@ def _reasoning_stream(fx: JSON) -> bool:
     if not fx["stream"] or fx["endpoint"] == "chat" or UNITS & set(fx["features"]):
         return False
     if fx["provider"] == "anthropic":
-        return '"type":"thinking"' in fx["response_sse"].replace(" ", "")
+        sse = fx["response_sse"].replace(" ", "")
+        return '"type":"thinking"' in sse or '"type":"redacted_thinking"' in sse
     return may_reason(fx["request"]["model"])
 
 
