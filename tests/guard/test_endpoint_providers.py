@@ -22,7 +22,15 @@ import pytest
 
 import budgetguard
 from budgetguard import Budget, Guard, JournalEntry, PriceBook, PricingError, Usage
-from tests.guard.payloads import ScriptedAPI, anthropic_message, chat_stream_chunks, openai_sse, serve
+from tests.guard.payloads import (
+    ScriptedAPI,
+    anthropic_message,
+    anthropic_sse,
+    anthropic_stream_events,
+    chat_stream_chunks,
+    openai_sse,
+    serve,
+)
 
 HI = [{"role": "user", "content": "What is a budget?"}]
 
@@ -373,3 +381,23 @@ def test_an_interrupted_reasoning_chat_stream_is_charged_its_worst_output(guard:
     entry = committed(guard)
     assert entry.data["usage"]["output_tokens"] == 5000  # before: the few tokens of text it showed
     assert entry.data["reasoning_worst_case"] is True and entry.data["usage_missing"] is True
+
+
+def test_an_interrupted_claude_thinking_stream_is_charged_its_worst_output(guard: Guard) -> None:
+    """Claude 4 streams a summary of its thinking and bills the thinking itself: cut after the summary,
+    the text received bounds nothing; the reserved output does (thinking counts in max_tokens)."""
+    events = anthropic_stream_events()
+    events[1]["content_block"] = {"type": "thinking", "thinking": "", "signature": ""}
+    events[3]["delta"] = {"type": "thinking_delta", "thinking": "The user asks about budgets."}
+    api = serve(anthropic_sse(events[:4]))  # message_start, the thinking block's start and one delta
+    client = anthropic.Anthropic(
+        base_url="https://api.anthropic.com", api_key="k", max_retries=0,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(api)),
+    )  # fmt: skip
+    create = guard.with_budget(client.messages.create)
+    request = {"model": "claude-sonnet-4-5", "messages": HI, "max_tokens": 2000, "stream": True}
+    for _ in create(**request, thinking={"type": "enabled", "budget_tokens": 1024}):
+        pass
+    entry = committed(guard)
+    assert entry.data["usage"]["output_tokens"] == 2000  # before: ceil(6 x 1.4) of the summary
+    assert entry.data["reasoning_worst_case"] is True
