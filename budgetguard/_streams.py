@@ -42,7 +42,7 @@ def served_flags(
 ) -> dict[str, Any]:
     """Journal flags when the response reports another price variant or another model than the ones
     reserved: ``variant`` / ``served_tier``, ``served_model``, and ``priced_as`` (the model charged)
-    when the answering model is priced apart (not when the asked model has a configured price: that
+    when the answering model's price differs (not when the asked model has a configured price: that
     price stands). When the price data has no price for what was served, the reserved price is
     charged and ``unpriced`` says why."""
     variant = response_variant(tier, est.variant)
@@ -56,11 +56,14 @@ def served_flags(
             charged = model
     if prices is not None and (charged is not None or "variant" in flags):
         try:
-            prices.get(charged or est.model, provider=est.provider, variant=variant)
+            price = prices.get(charged or est.model, provider=est.provider, variant=variant)
         except PricingError as exc:
             flags.pop("variant", None)
             flags["unpriced"] = str(exc)
             charged = None
+        else:
+            if variant == est.variant and (price.base, price.tiers) == (est.price.base, est.price.tiers):
+                charged = None  # an alias of the model asked (gpt-4o, gpt-4o-2024-08-06): the same price
     if charged is not None:
         flags["priced_as"] = charged
     return flags

@@ -212,6 +212,7 @@ def test_an_alias_that_answered_costs_the_same(guard: Guard) -> None:
     entry = committed(guard)
     assert entry.amounts["usd"] == nano((1000, "2.5"), (200, "10"))
     assert entry.data["served_model"] == "gpt-4o-2024-08-06"
+    assert "priced_as" not in entry.data  # (charged as the model asked: the same price)
 
 
 def test_a_configured_price_stands_whoever_answered() -> None:
