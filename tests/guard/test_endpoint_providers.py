@@ -402,3 +402,26 @@ def test_an_interrupted_claude_thinking_stream_is_charged_its_worst_output(guard
     entry = committed(guard)
     assert entry.data["usage"]["output_tokens"] == 2000  # before: ceil(6 x 1.4) of the summary
     assert entry.data["reasoning_worst_case"] is True
+
+
+async def test_async_clients_are_priced_at_their_endpoint() -> None:
+    guard = Guard("memory://", budgets=[Budget("global", usd="100", per="day")])
+    groq = openai.AsyncOpenAI(
+        base_url="https://api.groq.com/openai/v1", api_key="k", max_retries=0,
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(serve(completion("openai/gpt-oss-120b")))),
+    )  # fmt: skip
+    model = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    bedrock = anthropic.AsyncAnthropicBedrock(
+        aws_region="us-east-1", api_key="k", max_retries=0,
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(serve(claude_body(model)))),
+    )  # fmt: skip
+    await guard.with_budget(groq.chat.completions.create)(
+        model="openai/gpt-oss-120b", messages=HI, max_tokens=200
+    )
+    await guard.with_budget(bedrock.messages.create)(model=model, messages=HI, max_tokens=200)
+    groq_entry, bedrock_entry = guard.ledger.history(events=["committed"])
+    assert groq_entry.amounts["usd"] == nano((1000, "0.15"), (200, "0.6"))
+    assert bedrock_entry.amounts["usd"] == nano((1000, "3.3"), (200, "16.5"))
+    await groq.close()
+    await bedrock.close()
+    guard.close()
