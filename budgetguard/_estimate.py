@@ -44,7 +44,7 @@ from ._events import logger
 from ._frozen import fast_init
 from ._money import to_usd
 from ._pricing import _FEE_UNITS, Price, PriceBook, Rates, price_book
-from ._providers import Variant, request_variant
+from ._providers import Variant, api_of, request_variant
 from ._tokens import (
     ANTHROPIC_SAFETY_FACTOR,
     count_anthropic_tokens,
@@ -93,6 +93,9 @@ class Estimate:
     """The request asks for audio output: the output is reserved at the audio rate."""
     passes: tuple[Pass, ...] = ()
     """Worst-case extra sampling passes (Anthropic advisor uses), priced at their own models."""
+    provider: str | None = None
+    """The provider the price was looked up at (``None``: found by the model's name): a response
+    served by another model or at another tier is priced at the same provider."""
 
     @property
     def cost(self) -> Decimal:
@@ -168,6 +171,7 @@ class Estimator:
         request: Mapping[str, Any],
         *,
         provider: str | None = None,
+        api: str | None = None,
         batch: bool = False,
         input_tokens: int | None = None,
         count: bool = True,
@@ -175,11 +179,16 @@ class Estimator:
         """The worst case of ``request``. ``batch=True`` prices it at the batch-processing variant;
         ``input_tokens`` is an exact input count (from ``count_tokens``) to use instead of counting.
 
+        ``provider`` is where the request goes, as genai-prices names it (``"openai"``, ``"azure"``,
+        ``"groq"``, ``"aws"``...): the model is priced there, whatever prefix its name has. ``api`` is
+        the request's wire format (``"openai"`` / ``"anthropic"``), by default the provider's own, or
+        Anthropic's for a Claude model, else OpenAI's.
+
         With ``anthropic_count_tokens`` set to a sync client, no ``input_tokens`` and ``count`` on, a
         Claude request is counted by the endpoint here (the guard counts before it estimates, sync or
         async, and passes ``count=False``)."""
         if input_tokens is None and count and self.anthropic_count_tokens is not None:
-            ask = self.count_request(request, provider=provider)
+            ask = self.count_request(request, provider=provider, api=api)
             if ask is not None and not _is_async_client(self.anthropic_count_tokens):
                 input_tokens = self.count_tokens(ask)
         model = request.get("model")
@@ -187,15 +196,13 @@ class Estimator:
             raise ConfigurationError(
                 "the request has no 'model'; pass the SDK call's keyword arguments, or an Estimate"
             )
-        # The guess picks the request shape; prices are looked up with the caller's provider only, so
-        # a model the price data files under another provider (gemini-*, mistral-*) is still found.
-        lookup_provider = provider
-        provider = provider or _guess_provider(model)
-        variant = request_variant(request, provider, batch=batch)
-        price = self.prices.get(model, provider=lookup_provider, variant=variant)
+        # The API picks the request shape; the price is the provider's (without one: found by name).
+        shape = api or api_of(provider, model)
+        variant = request_variant(request, shape, batch=batch)
+        price = self.prices.get(model, provider=provider, variant=variant)
         cache_write = None
-        counted = input_tokens is not None and provider == "anthropic"
-        if provider == "anthropic":
+        counted = input_tokens is not None and shape == "anthropic"
+        if shape == "anthropic":
             if input_tokens is None:
                 input_tokens = count_anthropic_tokens(
                     request.get("messages") or (),
@@ -236,9 +243,9 @@ class Estimator:
         uncached = input_tokens - write_5m - write_1h
         rates = price.rates_for(input_tokens)
         audio = _wants_audio(request)  # audio output: every output token may be audio, the dearer rate
-        calls, defaulted = self._tool_calls(request, provider, rates, model)
+        calls, defaulted = self._tool_calls(request, shape, rates, model)
         passes: tuple[Pass, ...] = ()
-        if provider == "anthropic" and request.get("tools"):
+        if shape == "anthropic" and request.get("tools"):
             passes, advised = self._advisor_passes(request, input_tokens + output_tokens)
             defaulted += advised
         if audio or calls or passes:  # every unit in one sum, rounded up once
@@ -263,6 +270,7 @@ class Estimator:
             tools_defaulted=defaulted,
             audio_output=audio,
             passes=passes,
+            provider=provider,
         )
 
     def _advisor_passes(
@@ -291,7 +299,7 @@ class Estimator:
         return tuple(passes), defaulted
 
     def _tool_calls(
-        self, request: Mapping[str, Any], provider: str, rates: Rates, model: str
+        self, request: Mapping[str, Any], api: str, rates: Rates, model: str
     ) -> tuple[tuple[tuple[str, int], ...], tuple[str, ...]]:
         """The worst-case server-side tool calls of ``request`` and the tools reserved at a default."""
         tools = request.get("tools")
@@ -299,13 +307,13 @@ class Estimator:
             return (), ()
         calls: dict[str, int] = {}
         defaulted: list[str] = []
-        bounded = request.get("max_tool_calls") if provider != "anthropic" else None
+        bounded = request.get("max_tool_calls") if api != "anthropic" else None
         for tool in tools:
             kind = tool.get("type") if isinstance(tool, Mapping) else None
-            name = _server_tool(kind, provider) if isinstance(kind, str) else None
+            name = _server_tool(kind, api) if isinstance(kind, str) else None
             if name is None:
                 continue
-            limit = tool.get("max_uses") if provider == "anthropic" else None
+            limit = tool.get("max_uses") if api == "anthropic" else None
             if name == "code_execution":
                 count = 1  # a session (container) per call, however many executions run in it
             elif isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
@@ -326,14 +334,14 @@ class Estimator:
     # -- Anthropic's token counting endpoint ----------------------------------------------------
 
     def count_request(
-        self, request: Mapping[str, Any], *, provider: str | None = None
+        self, request: Mapping[str, Any], *, provider: str | None = None, api: str | None = None
     ) -> dict[str, Any] | None:
         """The ``messages.count_tokens`` arguments for ``request`` when exact counting is on and
         ``request`` is a Claude request, else ``None``."""
         model = request.get("model")
         if self.anthropic_count_tokens is None or not isinstance(model, str) or not model:
             return None
-        if (provider or _guess_provider(model)) != "anthropic" or "messages" not in request:
+        if (api or api_of(provider, model)) != "anthropic" or "messages" not in request:
             return None
         return {key: request[key] for key in _COUNT_KEYS if request.get(key) is not None}
 
@@ -380,10 +388,8 @@ class Estimator:
 
 @functools.lru_cache(maxsize=1024)
 def _guess_provider(model: str) -> str:
-    bare = model.rsplit("/", 1)[-1]
-    if bare.startswith("claude") or model.startswith("anthropic/"):
-        return "anthropic"
-    return "openai"
+    """The wire format of a request for ``model`` when nothing else says it (see ``api_of``)."""
+    return api_of(None, model)
 
 
 def _server_tool(kind: str, provider: str) -> str | None:
@@ -478,8 +484,11 @@ def _anthropic_cache_ttl(request: Mapping[str, Any]) -> str | None:
 _default_estimator = Estimator()
 
 
-def estimate(request: Mapping[str, Any], *, provider: str | None = None, batch: bool = False) -> Estimate:
+def estimate(
+    request: Mapping[str, Any], *, provider: str | None = None, api: str | None = None, batch: bool = False
+) -> Estimate:
     """Worst-case tokens and cost of an SDK request (its keyword arguments), with default settings.
 
-    ``batch=True`` prices the request as one line of a Batch API job (OpenAI or Anthropic)."""
-    return _default_estimator(request, provider=provider, batch=batch)
+    ``provider`` prices it where it goes (``"groq"``, ``"azure"``, ``"aws"``...); ``batch=True`` prices
+    the request as one line of a Batch API job (OpenAI or Anthropic)."""
+    return _default_estimator(request, provider=provider, api=api, batch=batch)

@@ -59,10 +59,12 @@ from ._money import INT64_MAX, Money, to_nano, to_usd
 from ._pricing import PriceBook, price_book
 from ._providers import (
     Variant,
+    endpoint_provider,
     is_request,
     is_stream,
     prepare_openai_stream,
     sdk_provider,
+    served_model,
     served_tier,
     without_sdk_retries,
 )
@@ -552,8 +554,11 @@ class Guard:
             if is_stream(result):
                 return wrap_stream(result, Settlement(ctx, reservation))
             try:
-                usage, tier = plan.read_usage(result), served_tier(result)
-                flags = {} if tier is None else served_flags(tier, est)  # no tier: the one reserved at
+                usage, tier, answered = plan.read_usage(result), served_tier(result), served_model(result)
+                flags = (  # no tier and the model asked: as reserved
+                    {} if tier is None and answered == est.model
+                    else served_flags(tier, est, answered, self.prices)
+                )  # fmt: skip
             except Exception as exc:  # no usable usage: charge the worst case and say so
                 usage, flags = est.usage, {"usage_missing": True}
                 ctx.emit("usage_missing", reason=str(exc))
@@ -591,8 +596,8 @@ class Guard:
     ) -> dict[Unit, int]:
         if model == est.model and variant == est.variant:
             cost = est.price.cost_nano(usage)
-        else:  # served at another tier than asked (or another model): its own price
-            cost = self.prices.get(model, variant=variant).cost_nano(usage)
+        else:  # served at another tier than asked, or by another model (served_flags): its own price
+            cost = self.prices.get(model, provider=est.provider, variant=variant).cost_nano(usage)
         # (settle checks the int64 bound before the store sees them)
         return CheckedAmounts({Unit.USD: cost, Unit.TOKENS: usage.total_tokens, Unit.REQUESTS: 1})
 
@@ -966,7 +971,8 @@ class Guard:
         literal = {kind: spec for kind, spec in scopes.items() if isinstance(spec, str) and "{" not in spec}
         default_ids = self.default_scopes
         fixed_scopes = _scope_set({**default_ids, **literal}) if len(literal) == len(scopes) else None
-        provider = sdk_provider(fn)
+        provider = sdk_provider(fn)  # the SDK: the request's wire format
+        priced_at = endpoint_provider(fn) if provider else None  # where it goes: its prices
         target = without_sdk_retries(fn) if provider else fn
         try:
             signature: inspect.Signature | None = inspect.signature(fn)
@@ -982,6 +988,7 @@ class Guard:
         defaults = {name: p.default for name, p in params.items() if p.default is not p.empty}
         read_usage = usage or Usage.from_response
         estimator = self.estimator
+        streaming = provider == "openai" and getattr(fn, "__name__", "") == "stream"
 
         def plan_call(
             args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -1001,7 +1008,7 @@ class Guard:
             # (arguments is a new dict, the SDK method's kwargs for a provider: the request can be it)
             request = arguments if provider or is_request(arguments) else None
             if provider == "openai" and request is not None:
-                prepare_openai_stream(request)
+                prepare_openai_stream(request, streaming=streaming)
             if fixed_scopes is None or current_scopes():
                 resolved = _resolve_scopes(scopes, args, kwargs, arguments, default_ids)
             else:
@@ -1034,12 +1041,14 @@ class Guard:
                 if isinstance(given, Estimate):
                     return given
                 # the flow asked count_tokens already (counted is None when off or failed: offline)
-                return estimator(given, provider=provider, input_tokens=counted, count=False)
+                return estimator(given, provider=priced_at, api=provider, input_tokens=counted, count=False)
 
             def count_for(model: str | None) -> Mapping[str, Any] | None:
                 given = request_for(model)
                 return (
-                    None if isinstance(given, Estimate) else estimator.count_request(given, provider=provider)
+                    None
+                    if isinstance(given, Estimate)
+                    else estimator.count_request(given, provider=priced_at, api=provider)
                 )
 
             def call(model: str | None) -> Any:
@@ -1137,17 +1146,18 @@ class _Ctx:
         """Commit ``usage`` (or release when None). The call already happened: a store failure here
         cannot undo it. It is reported as lost spend (the hold expires after its lease) and, when
         failing closed, raised."""
-        variant = flags.get("variant", self.est.variant)
+        variant, model = flags.get("variant", self.est.variant), flags.get("priced_as", self.est.model)
         try:
-            actual = None if usage is None else self.guard._actual(self.est.model, usage, self.est, variant)
+            actual = None if usage is None else self.guard._actual(model, usage, self.est, variant)
         except PricingError as unpriced:  # a billed unit with no price: the reserved worst case, flagged
             self.emit("usage_missing", reason=str(unpriced))
             usage, flags = self.est.usage, {**flags, "usage_missing": True, "unpriced": True}
-            actual = self.guard._actual(self.est.model, usage, self.est, variant)
+            model = self.est.model
+            actual = self.guard._actual(model, usage, self.est, variant)
         if actual is not None and max(actual.values()) > INT64_MAX:  # absurd counts: a corrupt response
             self.emit("usage_missing", reason=f"usage {usage} is beyond what a ledger counts")
             usage, flags = self.est.usage, {**flags, "usage_missing": True}
-            actual = self.guard._actual(self.est.model, usage, self.est, variant)
+            actual = self.guard._actual(model, usage, self.est, variant)
         cost = None if actual is None else actual[Unit.USD]
         if usage is not None:
             record_usage(self.est.model, usage, actual[Unit.USD] if actual else 0)

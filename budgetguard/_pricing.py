@@ -5,9 +5,18 @@ Resolution of a model name, first match wins:
 1. a price registered in code (``register_price``) or loaded from a file (``load_prices``), by the
    exact name, then by the name without a provider prefix (``openai/``) or a date suffix;
 2. genai-prices, which knows dated snapshots (``gpt-4o-2024-08-06``, ``claude-sonnet-4-20250514``),
-   prompt-size tiers, cache prices, batch / priority variants and price changes by date;
+   prompt-size tiers, cache prices, batch / priority variants and price changes by date. With a
+   ``provider`` (a genai-prices provider id or alias: ``"groq"``, ``"azure"``, ``"aws"``, ``"google"``;
+   the decorator passes the endpoint a client talks to, see ``provider_for_url``) the model is looked
+   up at that provider only, whatever prefix its name carries (``openai/gpt-oss-120b`` on Groq is
+   Groq's price); without one, by the name's prefix, then any provider whose models match;
 3. the default price, if the user configured one;
 4. otherwise ``PricingError``: an unknown model is never charged $0.
+
+A price variant (``service_tier``, Anthropic ``speed="fast"``, ``inference_geo``, batch) that the data
+does not list for the model is a ``PricingError`` too (never the base price), unless the model has a
+registered price. ``at=`` is an instant: an aware datetime is priced at its UTC date, a naive one is
+read as UTC (as genai-prices reads it).
 
 Resolutions are cached per (model, provider, variant, day), so a lookup on the hot path is a dict hit.
 Costs are exact: prices are held as integers over a power of ten, and a cost in nano-USD is rounded up.
@@ -16,6 +25,7 @@ Costs are exact: prices are held as integers over a power of ten, and a cost in 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import threading
@@ -47,6 +57,7 @@ __all__ = [
     "load_prices",
     "price_book",
     "published_prices",
+    "provider_for_url",
     "register_price",
     "set_default_price",
 ]
@@ -415,10 +426,12 @@ def _has_time_of_day_prices(model: _gp.ModelInfo) -> bool:
 
 
 _DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-\d{4}|-latest)$")
-_FALLBACK_PROVIDERS = ("openai", "anthropic", "google")
+_FALLBACK_PROVIDERS = ("openai", "anthropic", "google", "aws")
+"""Tried in order for a model named without a provider (``aws``: Bedrock ids, ``us.anthropic.claude-...``)."""
 
 
 _NS_PER_DAY = 86_400 * 10**9
+_EPOCH_DAY = datetime(1970, 1, 1).toordinal()  # day numbers count from the epoch, as time_ns() // a day
 
 
 def _names(model: str) -> list[str]:
@@ -549,13 +562,20 @@ class PriceBook:
         at: datetime | None = None,
         variant: Mapping[str, str] | None = None,
     ) -> Price:
-        """The price ``model`` is charged at (now, or at time ``at``), or ``PricingError``.
+        """The price ``model`` is charged at (now, or at the instant ``at``), or ``PricingError``.
 
-        ``variant`` selects a price variant in the data, e.g. ``{"service_tier": "priority"}``
-        or ``{"processing": "batch"}``.
+        ``provider`` is where the call goes (genai-prices' id or alias: ``"azure"``, ``"groq"``,
+        ``"aws"``); it wins over a provider prefix in the model's name. ``variant`` selects a price
+        variant in the data, e.g. ``{"service_tier": "priority"}`` or ``{"processing": "batch"}``; one
+        the data does not list for the model is a ``PricingError``. ``at`` is an aware datetime (its UTC
+        date picks the price); a naive one is read as UTC.
         """
         variant_key = tuple(sorted(variant.items())) if variant else ()
-        day = time.time_ns() // _NS_PER_DAY if at is None else at.date().toordinal()
+        if at is None:
+            day = time.time_ns() // _NS_PER_DAY
+        else:  # the UTC date of the instant: a price change takes effect at UTC midnight
+            at = at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
+            day = at.date().toordinal() - _EPOCH_DAY
         key = (model, provider, variant_key, day)
         price = self._cache.get(key)
         if price is not None:
@@ -579,14 +599,17 @@ class PriceBook:
             found = _find_in_data(names, provider)
             if found is not None:
                 gp_provider, gp_model = found
+                if variant:
+                    _check_variant(model, gp_provider, gp_model, when, variant)
                 model_price = gp_model.get_prices(when, variant)
                 price = _from_genai(model, gp_provider, gp_model, model_price)
                 price = dataclasses.replace(price, book=self, variant=variant)
                 return price, not _has_time_of_day_prices(gp_model)
         if self._default is not None:
             return self._default, True
+        where = "" if provider is None else f" at provider {provider!r}"
         raise PricingError(
-            f"no price known for model {model!r}. Register one, e.g. "
+            f"no price known for model {model!r}{where}. Register one, e.g. "
             f"budgetguard.register_price({model!r}, input='1.00', output='2.00') (USD per million "
             "tokens), load a prices file, or set a default with budgetguard.set_default_price(...)",
             model=model,
@@ -603,12 +626,23 @@ class PriceBook:
 def _find_in_data(names: list[str], provider: str | None) -> tuple[_gp.Provider, _gp.ModelInfo] | None:
     snapshot = _gp_snapshot.get_snapshot()
     attempts: list[tuple[str, str | None]] = []
-    for name in names:
-        prefix, _, rest = name.rpartition("/")
-        if prefix:
-            attempts.append((rest, prefix))
-        attempts.append((name, provider))
-        if provider is None:
+    if provider is not None:  # the caller's provider wins over a prefix in the name
+        try:
+            snapshot.find_provider(None, provider, None)
+        except LookupError:
+            known = ", ".join(p.id for p in snapshot.providers)
+            raise PricingError(
+                f"unknown provider {provider!r}: genai-prices knows {known}. Pass one of those, or register "
+                f"the model's price: budgetguard.register_price({names[0]!r}, input=..., output=...)",
+                model=names[0],
+            ) from None
+        attempts = [(name, provider) for name in names]
+    else:
+        for name in names:
+            prefix, _, rest = name.rpartition("/")
+            if prefix:
+                attempts.append((rest, prefix))
+            attempts.append((name, None))
             attempts.extend((name, p) for p in _FALLBACK_PROVIDERS)
     for ref, provider_id in attempts:
         try:
@@ -616,6 +650,35 @@ def _find_in_data(names: list[str], provider: str | None) -> tuple[_gp.Provider,
         except LookupError:
             continue
     return None
+
+
+def _check_variant(
+    ref: str, provider: _gp.Provider, model: _gp.ModelInfo, when: datetime, variant: Mapping[str, str]
+) -> None:
+    """``PricingError`` unless the data lists ``variant`` for ``model`` at ``when``: genai-prices would
+    silently price an unknown variant at the base price."""
+    wanted = dict(variant)
+    for listed in model.price_variants or ():
+        if dict(listed.when) == wanted and (listed.constraint is None or listed.constraint.active(when)):
+            return
+    asked = ", ".join(f"{k}={v!r}" for k, v in wanted.items())
+    raise PricingError(
+        f"genai-prices has no {asked} price for {provider.id}/{model.id} on {when:%Y-%m-%d}; budgetguard "
+        f"will not charge the base price for it. Register the price this model is billed at: "
+        f"budgetguard.register_price({ref!r}, input=..., output=...)",
+        model=ref,
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def provider_for_url(url: str) -> str | None:
+    """The genai-prices provider id whose API a base URL belongs to (``https://api.groq.com/openai/v1``
+    -> ``"groq"``, an Azure OpenAI resource -> ``"azure"``), or ``None`` for a host it does not know
+    (a proxy, a local server)."""
+    try:
+        return _gp_snapshot.get_snapshot().find_provider(None, None, url).id
+    except LookupError:
+        return None
 
 
 price_book = PriceBook()

@@ -2,23 +2,35 @@
 
 Nothing here imports an SDK: objects are recognised by their module and shape, so budgetguard works
 with whichever SDK versions are installed (and with none).
+
+Two names are kept apart: the *API* (``"openai"`` or ``"anthropic"``: the SDK, hence the request's wire
+format) and the *provider* (where the request goes, hence its prices: ``endpoint_provider`` reads it
+from the client, e.g. ``"groq"`` for an ``openai.OpenAI`` client on ``https://api.groq.com/openai/v1``,
+``"aws"`` for ``AnthropicBedrock``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ._pricing import provider_for_url
 from ._usage import Usage, _get, _is_code_block, _merge_anthropic_delta, _reader
 
-__all__ = ["StreamFolder", "request_variant", "response_variant", "sdk_provider", "without_sdk_retries"]
+__all__ = [
+    "StreamFolder", "api_of", "endpoint_provider", "may_reason", "request_variant", "response_variant",
+    "sdk_provider", "served_model", "without_sdk_retries",
+]  # fmt: skip
 
 Variant = Mapping[str, str]
 """A price variant in genai-prices' terms: ``{"service_tier": "flex"}``, ``{"processing": "batch"}``."""
 
 _STANDARD_TIERS = frozenset({"auto", "default", "standard", "standard_only"})
+_STANDARD_GEOS = frozenset({"global", "not_available"})
+"""Anthropic ``inference_geo`` values billed at the standard price."""
 _REQUEST_KEYS = frozenset(("messages", "input", "instructions", "system", "tools", "prompt"))
 
 
@@ -30,6 +42,54 @@ def sdk_provider(fn: Callable[..., Any]) -> str | None:
         if module.startswith(f"{provider}.resources"):
             return provider
     return None
+
+
+_CLIENT_PROVIDERS = {
+    "AzureOpenAI": "azure", "AsyncAzureOpenAI": "azure",
+    "AnthropicBedrock": "aws", "AsyncAnthropicBedrock": "aws",
+    "AnthropicVertex": "google", "AsyncAnthropicVertex": "google",
+    "AnthropicFoundry": "azure", "AsyncAnthropicFoundry": "azure",
+}  # fmt: skip
+"""SDK clients whose class names their cloud, whatever base URL (a private endpoint) they were given."""
+
+
+def endpoint_provider(fn: Callable[..., Any]) -> str | None:
+    """The provider a bound SDK method's client talks to, as genai-prices names it: from the client's
+    class (``AzureOpenAI``, ``AnthropicBedrock``, ``AnthropicVertex``) or its base URL (OpenAI's,
+    Anthropic's, Gemini's OpenAI-compatible endpoint, Groq, DeepSeek, Mistral, xAI, OpenRouter,
+    Together, Fireworks...). ``None`` when the host is not one genai-prices knows (a proxy, a local
+    server): the model's name decides then."""
+    client = getattr(getattr(fn, "__self__", None), "_client", None)
+    if client is None:
+        return None
+    known = _CLIENT_PROVIDERS.get(type(client).__name__)
+    if known is not None:
+        return known
+    base_url = getattr(client, "base_url", None)
+    return None if base_url is None else provider_for_url(str(base_url))
+
+
+def api_of(provider: str | None, model: str) -> str:
+    """The wire format (``"openai"`` / ``"anthropic"``) of a request for ``model`` at ``provider``
+    when no SDK says it: the provider's own for OpenAI and Anthropic, else Anthropic's for a Claude
+    model (Bedrock's ``anthropic.claude-...``, Vertex's ``claude-...@date``), else OpenAI's."""
+    if provider in ("openai", "anthropic"):
+        return provider
+    bare = model.rsplit("/", 1)[-1]
+    claude = bare.startswith("claude") or "anthropic.claude" in bare or model.startswith("anthropic/")
+    return "anthropic" if claude else "openai"
+
+
+_HIDDEN_REASONING = re.compile(
+    r"(?:^|\.)(o\d|gpt-5|gpt-oss|codex|computer-use|deepseek-r|deepseek-reasoner|qwq|qwen3|magistral"
+    r"|grok-3-mini|grok-4|gemini-2\.5|gemini-[3-9]|sonar-reasoning|kimi-k2-thinking)"
+)
+
+
+def may_reason(model: str) -> bool:
+    """Whether ``model`` may think before it answers without streaming its thinking (billed as output),
+    so that an interrupted stream may have consumed more output than it showed."""
+    return _HIDDEN_REASONING.search(model.rsplit("/", 1)[-1].lower()) is not None
 
 
 def without_sdk_retries(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -86,6 +146,9 @@ def request_variant(request: Mapping[str, Any], provider: str, *, batch: bool = 
     if batch:
         return {"processing": "batch"}
     if provider == "anthropic":
+        geo = request.get("inference_geo")
+        if isinstance(geo, str) and geo not in _STANDARD_GEOS:
+            return {"inference_geo": geo}  # (data residency: priced apart, or refused as unpriced)
         return {"speed": "fast"} if request.get("speed") == "fast" else None
     tier = request.get("service_tier")
     if isinstance(tier, str) and tier not in _STANDARD_TIERS:
@@ -111,13 +174,31 @@ def served_tier(response: Any) -> str | None:
     get_usage = _reader(usage, _TIER_FIELDS)
     if get_usage("speed") == "fast":
         return "fast-mode"
+    geo = get_usage("inference_geo")
+    if isinstance(geo, str) and geo not in _STANDARD_GEOS:
+        return f"inference_geo:{geo}"
     tier = get("service_tier")
     if not isinstance(tier, str):
         tier = get_usage("service_tier")
     return tier if isinstance(tier, str) else None
 
 
-_TIER_FIELDS = ("usage", "speed", "service_tier", "response", "message")
+_TIER_FIELDS = ("usage", "speed", "service_tier", "response", "message", "inference_geo")
+
+
+def served_model(response: Any) -> str | None:
+    """The model that answered, as the response (or a stream's first event) names it: ``model`` of
+    an OpenAI completion, chunk or response, of an Anthropic message (or ``message_start``'s)."""
+    model = _get(response, "model")
+    if isinstance(model, str):
+        return model or None
+    for name in ("response", "message"):
+        nested = _get(response, name)
+        if nested is not None:
+            model = _get(nested, "model")
+            if isinstance(model, str):
+                return model or None
+    return None
 
 
 def response_variant(tier: str | None, requested: Variant | None) -> Variant | None:
@@ -128,14 +209,17 @@ def response_variant(tier: str | None, requested: Variant | None) -> Variant | N
         return requested
     if tier == "fast-mode":
         return {"speed": "fast"}
+    if tier.startswith("inference_geo:"):
+        return {"inference_geo": tier.partition(":")[2]}
     if tier in _STANDARD_TIERS:
         return None
     return {"processing": "batch"} if tier == "batch" else {"service_tier": tier}
 
 
-def prepare_openai_stream(request: dict[str, Any]) -> None:
-    """Ask an OpenAI chat stream for its usage (``include_usage``), unless the caller said otherwise."""
-    if request.get("stream") is True and "messages" in request:
+def prepare_openai_stream(request: dict[str, Any], *, streaming: bool = False) -> None:
+    """Ask an OpenAI chat stream for its usage (``include_usage``), unless the caller said otherwise.
+    ``streaming``: the method streams by itself (``client.chat.completions.stream(...)``)."""
+    if (streaming or request.get("stream") is True) and "messages" in request:
         options = dict(request.get("stream_options") or {})
         options.setdefault("include_usage", True)
         request["stream_options"] = options
@@ -153,15 +237,19 @@ _STREAM_MANAGERS = frozenset(
         "AsyncMessageStreamManager",
         "ResponseStreamManager",
         "AsyncResponseStreamManager",
+        "ChatCompletionStreamManager",
+        "AsyncChatCompletionStreamManager",
     }
 )
 
 
 def is_stream_manager(result: Any) -> bool:
-    """Anthropic's ``client.messages.stream(...)`` and OpenAI's ``client.responses.stream(...)``: context
-    managers that yield the SDK's stream object."""
+    """Anthropic's ``client.messages.stream(...)``, OpenAI's ``client.responses.stream(...)`` and
+    ``client.chat.completions.stream(...)``: context managers that yield the SDK's stream object."""
     return type(result).__name__ in _STREAM_MANAGERS
 
+
+_THINKING = ("thinking", "redacted_thinking")
 
 _TIER_EVENTS = frozenset(
     {None, "message_start", "response.created", "response.completed", "response.incomplete"}
@@ -184,11 +272,20 @@ class StreamFolder:
         """The service tier the stream reported (``served_tier``), if any."""
         self.ran_code = False
         """An Anthropic stream showed a code execution result: a container session is billed."""
+        self.model: str | None = None
+        """The model that answered, as the stream named it (``served_model``), if it did."""
+        self.thinking = False
+        """A Claude thinking block started: Claude 4 streams a summary of the thinking it bills."""
 
     def feed(self, event: Any) -> None:
         kind = _get(event, "type")
+        if kind == "chunk":  # the chat completions stream helper's event: the raw chunk inside
+            event, kind = _get(event, "chunk"), None
+        elif kind == "content_block_start":
+            self.thinking = self.thinking or _get(_get(event, "content_block"), "type") in _THINKING
         if kind in _TIER_EVENTS:
             self.tier = served_tier(event) or self.tier
+            self.model = self.model or served_model(event)
         if kind == "message_delta":
             if self.usage is not None:
                 self.usage = _merge_anthropic_delta(self.usage, _get(event, "usage"))

@@ -6,12 +6,25 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import json
+import math
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._errors import PricingError
 from ._estimate import Estimate
 from ._ledger import Reservation
-from ._providers import StreamFolder, is_stream_manager, response_variant
+from ._pricing import PriceBook
+from ._providers import (
+    _THINKING,
+    StreamFolder,
+    api_of,
+    is_stream_manager,
+    may_reason,
+    response_variant,
+    served_model,
+    served_tier,
+)
 from ._tokens import count_text_tokens
 from ._usage import Usage
 
@@ -24,12 +37,36 @@ __all__ = [
 ]  # fmt: skip
 
 
-def served_flags(tier: str | None, est: Estimate) -> dict[str, Any]:
-    """Journal flags when the response reports another price variant than the one reserved."""
+def served_flags(
+    tier: str | None, est: Estimate, model: str | None = None, prices: PriceBook | None = None
+) -> dict[str, Any]:
+    """Journal flags when the response reports another price variant or another model than the ones
+    reserved: ``variant`` / ``served_tier``, ``served_model``, and ``priced_as`` (the model charged)
+    when the answering model's price differs (not when the asked model has a configured price: that
+    price stands). When the price data has no price for what was served, the reserved price is
+    charged and ``unpriced`` says why."""
     variant = response_variant(tier, est.variant)
-    if variant == est.variant:
-        return {}
-    return {"variant": None if variant is None else dict(variant), "served_tier": tier}
+    flags: dict[str, Any] = {}
+    if variant != est.variant:
+        flags = {"variant": None if variant is None else dict(variant), "served_tier": tier}
+    charged = None
+    if model and model != est.model:
+        flags["served_model"] = model
+        if est.price.source not in ("override", "default"):
+            charged = model
+    if prices is not None and (charged is not None or "variant" in flags):
+        try:
+            price = prices.get(charged or est.model, provider=est.provider, variant=variant)
+        except PricingError as exc:
+            flags.pop("variant", None)
+            flags["unpriced"] = str(exc)
+            charged = None
+        else:
+            if variant == est.variant and (price.base, price.tiers) == (est.price.base, est.price.tiers):
+                charged = None  # an alias of the model asked (gpt-4o, gpt-4o-2024-08-06): the same price
+    if charged is not None:
+        flags["priced_as"] = charged
+    return flags
 
 
 def input_only(est: Estimate) -> Usage:
@@ -63,17 +100,29 @@ class Settlement:
         self.ended = False  # the stream ran to its end (as opposed to closed early or dropped)
 
     def usage(self) -> tuple[Usage, dict[str, Any]]:
-        folder, est = self.folder, self.ctx.est
-        served = served_flags(folder.tier, est)
+        folder, est, guard = self.folder, self.ctx.est, self.ctx.guard
+        served = served_flags(folder.tier, est, folder.model, guard.prices)
         if folder.complete and folder.usage is not None:
             return folder.usage, served
         # No final usage: bill what is known. Input: the provider's count if it sent one (Anthropic's
         # message_start), else the estimate. Output: the larger of a partial count and the streamed
-        # text counted with tiktoken.
+        # text (thinking included) counted with tiktoken, times the Claude safety factor for Claude
+        # (its tokenizer is not public). A model that reasons without streaming its reasoning (o-series,
+        # gpt-5, ...; Claude 4 streams a summary of the thinking it bills) may have consumed up to its
+        # whole output bound: that worst case, flagged.
+        model = folder.model or est.model
         streamed = count_text_tokens("".join(folder.text), est.model) if folder.text else 0
+        if streamed and api_of(None, model) == "anthropic":  # (never past max_tokens: it caps the bill)
+            streamed = min(
+                math.ceil(streamed * guard.estimator._factor(model)), max(est.output_tokens, streamed)
+            )
         base = folder.usage if folder.usage is not None else input_only(est)
-        usage = dataclasses.replace(base, output_tokens=max(base.output_tokens, streamed), reasoning_tokens=0)
+        output = max(base.output_tokens, streamed)
         flags = {"usage_missing": True, **served}
+        if folder.thinking if api_of(None, model) == "anthropic" else may_reason(model):
+            output = max(output, est.output_tokens)
+            flags["reasoning_worst_case"] = True
+        usage = dataclasses.replace(base, output_tokens=output, reasoning_tokens=0)
         if not self.ended:
             flags["interrupted"] = True
         self.ctx.emit(
@@ -109,6 +158,16 @@ class Settlement:
             self.settle_sync()
         except Exception as exc:
             self.ctx.emit("spend_lost", reason=f"stream collected and could not be settled: {exc!r}")
+
+
+def _block_text(block: Any) -> str:
+    """What a content block of an Anthropic message snapshot streamed: text, thinking or tool input."""
+    for name in ("text", "thinking"):
+        value = getattr(block, name, None)
+        if isinstance(value, str):
+            return value
+    value = getattr(block, "input", None)
+    return json.dumps(value) if isinstance(value, dict) and value else ""
 
 
 def no_call(model: str | None) -> Any:
@@ -211,7 +270,8 @@ class GuardedAsyncStream(AsyncIterator[Any]):
 
 
 class GuardedResponseStream(GuardedStream):
-    """OpenAI's ``ResponseStream`` (from ``client.responses.stream(...)``), its events read on the way."""
+    """OpenAI's ``ResponseStream`` (from ``client.responses.stream(...)``) or ``ChatCompletionStream``
+    (from ``client.chat.completions.stream(...)``), its events read on the way."""
 
     def until_done(self) -> GuardedResponseStream:
         for _ in self:
@@ -221,6 +281,11 @@ class GuardedResponseStream(GuardedStream):
     def get_final_response(self) -> Any:
         self.until_done()
         return self._stream.get_final_response()
+
+    def get_final_completion(self) -> Any:
+        """``client.chat.completions.stream(...)``'s: read to the end through the guard first."""
+        self.until_done()
+        return self._stream.get_final_completion()
 
 
 class GuardedAsyncResponseStream(GuardedAsyncStream):
@@ -235,12 +300,17 @@ class GuardedAsyncResponseStream(GuardedAsyncStream):
         await self.until_done()
         return await self._stream.get_final_response()
 
+    async def get_final_completion(self) -> Any:
+        await self.until_done()
+        return await self._stream.get_final_completion()
+
 
 class GuardedStreamManager:
     """A stream manager: Anthropic's ``client.messages.stream(...)`` (entering yields the SDK's
     ``MessageStream``, its helpers work as usual; leaving settles from the accumulated message) or
-    OpenAI's ``client.responses.stream(...)`` (entering yields the ``ResponseStream`` wrapped so its
-    events feed the settlement; ``response.completed`` carries the usage)."""
+    OpenAI's ``client.responses.stream(...)`` / ``client.chat.completions.stream(...)`` (entering
+    yields the SDK's stream wrapped so its events feed the settlement; ``response.completed`` or the
+    final usage chunk carries the usage)."""
 
     def __init__(self, manager: Any, settle: Settlement) -> None:
         self._manager = manager
@@ -254,7 +324,11 @@ class GuardedStreamManager:
             return
         folder.usage = Usage.from_response(snapshot)
         folder.complete = getattr(snapshot, "stop_reason", None) is not None
-        folder.text = [getattr(block, "text", "") or "" for block in getattr(snapshot, "content", ())]
+        blocks = getattr(snapshot, "content", ())
+        folder.text = [_block_text(block) for block in blocks]
+        folder.thinking = any(getattr(block, "type", None) in _THINKING for block in blocks)
+        folder.tier = served_tier(snapshot) or folder.tier
+        folder.model = served_model(snapshot) or folder.model
 
     def __enter__(self) -> Any:
         self._stream = self._manager.__enter__()

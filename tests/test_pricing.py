@@ -175,10 +175,14 @@ def test_batch_variant_keeps_tiers() -> None:
 
 
 def test_variant_respects_the_date() -> None:
-    before = PriceBook().get(
-        "gpt-4o", variant={"service_tier": "priority"}, at=datetime(2026, 1, 1, tzinfo=UTC)
-    )
-    assert before.base.input == Decimal("2.5")  # the data starts priority prices on 2026-10-12
+    # the data starts gpt-4o's priority prices on 2026-10-12: before that it has none, and the base
+    # price would be 1.7x under what priority was billed at: a PricingError, never the base price
+    before = datetime(2026, 1, 1, tzinfo=UTC)
+    with pytest.raises(PricingError, match=r"service_tier='priority'.*register_price"):
+        PriceBook().get("gpt-4o", variant={"service_tier": "priority"}, at=before)
+    book = PriceBook()
+    book.register("gpt-4o", input="4.25", output="17")  # a configured price is charged instead
+    assert book.get("gpt-4o", variant={"service_tier": "priority"}, at=before).base.input == Decimal("4.25")
 
 
 # -- overrides -------------------------------------------------------------------------------------

@@ -140,7 +140,9 @@ async def test_async_responses_stream_helper(amake_guard: MakeGuard) -> None:
 
 
 def test_responses_stream_left_early_is_charged_as_interrupted(make_guard: MakeGuard) -> None:
-    """Leaving the block before ``response.completed``: input estimate + the text received."""
+    """Leaving the block before ``response.completed``: input estimate + the output it may have used.
+    o4-mini reasons without streaming its reasoning (billed as output): the text received is not a
+    bound of what it consumed, so it is charged its reserved output, flagged ``reasoning_worst_case``."""
     h = make_guard()
     text = "Budgets are plans for money, written down before it is spent. " * 10
     api = serve(openai_sse(helper_events(text), done=False))
@@ -152,14 +154,18 @@ def test_responses_stream_left_early_is_charged_as_interrupted(make_guard: MakeG
                 break
 
     est = budgetguard.estimate(RESPONSES_REQUEST)
-    usage = Usage(input_tokens=est.input_tokens, output_tokens=budgetguard.count_text_tokens(text, "o4-mini"))
+    assert budgetguard.count_text_tokens(text, "o4-mini") < est.output_tokens == 2000
+    usage = Usage(input_tokens=est.input_tokens, output_tokens=est.output_tokens)
     entry = one_commit(h)
     assert entry.data["usage"] == usage.to_dict()
-    assert entry.amounts["usd"] == budgetguard.get_price("o4-mini").cost_nano(usage)
+    assert entry.amounts["usd"] == budgetguard.get_price("o4-mini").cost_nano(usage) == est.cost_nano
     assert entry.data["interrupted"] is True
+    assert entry.data["reasoning_worst_case"] is True
 
 
-def test_responses_create_stream_cut_is_charged_like_a_chat_stream(make_guard: MakeGuard) -> None:
+def test_responses_create_stream_cut_is_charged_its_reasoning_worst_case(make_guard: MakeGuard) -> None:
+    """A reasoning model's stream cut after 4 tokens of text: not 4 tokens of output (its hidden
+    reasoning is billed as output too) but the output bound it reserved, flagged."""
     h = make_guard()
     api = serve(Reply(body=cut_stream(openai_sse(responses_stream_events(), done=False), after_events=3)))
     create = h.guard.with_budget(openai_client(api).responses.create)
@@ -170,11 +176,13 @@ def test_responses_create_stream_cut_is_charged_like_a_chat_stream(make_guard: M
             pass
     stream.close()
 
-    usage = Usage(input_tokens=budgetguard.estimate(RESPONSES_REQUEST).input_tokens, output_tokens=4)
-    assert budgetguard.count_text_tokens("Plans for money.", "o4-mini") == 4
+    est = budgetguard.estimate(RESPONSES_REQUEST)
+    usage = Usage(input_tokens=est.input_tokens, output_tokens=2000)
+    assert budgetguard.count_text_tokens("Plans for money.", "o4-mini") == 4  # what it was charged before
     entry = one_commit(h)
     assert entry.data["usage"] == usage.to_dict()
     assert entry.data["interrupted"] is True
+    assert entry.data["reasoning_worst_case"] is True
 
 
 def test_responses_estimate_reads_items_instructions_tools_and_max_output() -> None:
@@ -273,6 +281,7 @@ def test_anthropic_long_context_tier(make_guard: MakeGuard) -> None:
         input_tokens=150_000, cache_creation_input_tokens=0, cache_read_input_tokens=0, cache_creation=None,
         output_tokens=1000,
     )  # fmt: skip
+    body["model"] = "claude-haiku-5-5"  # (the model that answered is the one charged)
     create = h.guard.with_budget(anthropic_client(serve(body)).messages.create)
     create(**claude_request("claude-haiku-5-5"))
     assert one_commit(h).amounts["usd"] == 77_500_000  # 150000 x $0.50 + 1000 x $2.50

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
+from decimal import Decimal
 from typing import Any
 
 import openai
@@ -214,7 +216,8 @@ def test_anthropic_stream_cumulative_usage(make_guard: MakeGuard) -> None:
 def test_anthropic_stream_interrupted_before_message_delta(make_guard: MakeGuard) -> None:
     """Cut off mid-text: the input is known from message_start, the output is what was streamed.
 
-    message_start reports ``output_tokens: 1``; the text received after it must be charged too.
+    message_start reports ``output_tokens: 1``; the text received after it must be charged too, counted
+    as Claude counts it: o200k_base tokens times the Claude safety factor (x1.4), as estimates are.
     """
     h = make_guard()
     text = "Budgets are plans for money, written down before it is spent. " * 20
@@ -235,10 +238,31 @@ def test_anthropic_stream_interrupted_before_message_delta(make_guard: MakeGuard
         cache_read_tokens=start["cache_read_input_tokens"],
         cache_write_tokens=1500,
         cache_write_1h_tokens=500,
-        output_tokens=budgetguard.count_text_tokens(text, "claude-sonnet-4-6"),
+        output_tokens=math.ceil(budgetguard.count_text_tokens(text, "claude-sonnet-4-6") * Decimal("1.4")),
     )
     assert usage.output_tokens > 100
     assert_one_commit(h, usage, nano("claude-sonnet-4-6", usage), interrupted=True)
+
+
+def test_anthropic_stream_interrupted_is_never_charged_past_max_tokens(make_guard: MakeGuard) -> None:
+    """The Claude factor bounds Claude's count of the streamed text from above, and so does max_tokens
+    (the provider bills no more): the smaller of the two."""
+    h = make_guard()
+    text = "Budgets are plans for money, written down before it is spent. " * 20  # 281 o200k tokens
+    events = anthropic_stream_events()
+    events[3]["delta"]["text"] = text
+    api = serve(anthropic_sse(events))
+    create = h.guard.with_budget(anthropic_client(api).messages.create, user="alice")
+
+    stream = create(**claude_request(stream=True, max_tokens=300))
+    for event in stream:
+        if event.type == "content_block_delta":
+            break
+    stream.close()
+
+    (entry,) = h.history()
+    assert math.ceil(budgetguard.count_text_tokens(text, "claude-sonnet-4-6") * Decimal("1.4")) > 300
+    assert entry.data["usage"]["output_tokens"] == 300
 
 
 def test_anthropic_messages_stream_helper(make_guard: MakeGuard) -> None:

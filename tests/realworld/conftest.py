@@ -33,7 +33,7 @@ def load(path: Path) -> dict[str, Any]:
     return data
 
 
-_ABSENT = (
+ABSENT = (
     "real-world fixtures not found at {} (set BUDGETGUARD_REALWORLD_DIR, or check out the shared folder "
     "next to the repository as CI does)"
 )
@@ -44,7 +44,7 @@ def realworld() -> Path:
     """The fixtures folder; skips the test, saying where it looked, when the folder is absent."""
     folder = realworld_dir()
     if not (folder / "responses").is_dir():
-        pytest.skip(_ABSENT.format(folder))
+        pytest.skip(ABSENT.format(folder))
     return folder
 
 
@@ -53,7 +53,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "fixture_file" in metafunc.fixturenames:
         files = response_files()
         params = [pytest.param(path, id=path.stem, marks=_marks(path)) for path in files] or [
-            pytest.param(None, id="absent", marks=pytest.mark.skip(reason=_ABSENT.format(realworld_dir())))
+            pytest.param(None, id="absent", marks=pytest.mark.skip(reason=ABSENT.format(realworld_dir())))
         ]
         metafunc.parametrize("fixture_file", params)
 

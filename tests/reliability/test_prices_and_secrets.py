@@ -168,7 +168,8 @@ def test_guarded_call_meta_in_the_journal_is_bookkeeping_only() -> None:
     create = guard.with_budget(openai_client(serve(chat_completion())).chat.completions.create, user="a")
     create(**chat_request(messages=[{"role": "user", "content": PROMPT}]))
     (entry,) = guard.ledger.history()
-    flags = {"usage_missing", "interrupted", "overrun", "error"}
+    flags = {"usage_missing", "interrupted", "overrun", "error", "reasoning_worst_case", "unpriced"}
     bookkeeping = {"model", "attempt", "scopes", "variant", "job", "estimated_usd", "usage", "cost_nano"}
+    bookkeeping |= {"served_model", "priced_as", "served_tier"}  # what answered, what it was charged as
     assert set(entry.data) <= bookkeeping | flags
     assert budgetguard.Usage(**entry.data["usage"]).total_tokens == 2306

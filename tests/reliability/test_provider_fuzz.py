@@ -188,7 +188,9 @@ def _outcome(kind: str) -> None:
     figures.record("provider_fuzz", f"...{kind}", 1)
 
 
-REQUESTS = {"openai": (chat_request, "gpt-4o"), "anthropic": (claude_request, "claude-sonnet-4-6")}
+# (request, the model charged: the one that answered, as the payload names it; the Claude payload is
+# claude-sonnet-4-5-20250929, whose long-context tier sonnet-4-6 does not have)
+REQUESTS = {"openai": (chat_request, "gpt-4o"), "anthropic": (claude_request, "claude-sonnet-4-5-20250929")}
 
 
 @CALLS
