@@ -26,7 +26,9 @@ from __future__ import annotations
 import atexit
 import gc
 import json
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 counts: dict[str, Any] = {}
@@ -39,7 +41,8 @@ def _print_report() -> None:  # registered before budgetguard is imported: runs 
     print(json.dumps(counts), flush=True)
 
 
-atexit.register(_print_report)
+if __name__ == "__main__":
+    atexit.register(_print_report)
 
 import asyncio  # noqa: E402
 import time  # noqa: E402
@@ -176,6 +179,30 @@ def async_run(kind: str, url: str, n: int) -> None:
     asyncio.run(main())
     counts["abandoned"] = n
     _report.append(lambda: charged_report(guard, events))  # at exit, after budgetguard's handler
+
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 180
+"""Seconds: a hung worker fails its test instead of hanging the suite."""
+
+
+def kind_of(url: str) -> str:
+    return url.split(":", 1)[0].replace("rediss", "redis")
+
+
+def run_worker(mode: str, url: str, n: int) -> dict[str, Any]:
+    """This module in a subprocess: what it counted. A worker that hangs fails the calling test."""
+    import pytest
+
+    command = [sys.executable, "-m", "tests.guard.dropworker", mode, kind_of(url), url, str(n)]
+    try:
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the process abandoning streams ({mode}, {kind_of(url)}) hung: killed after {TIMEOUT} s")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Exception ignored" not in done.stderr, done.stderr[-3000:]
+    counts: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return counts
 
 
 def main() -> None:

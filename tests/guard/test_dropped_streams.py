@@ -2,26 +2,22 @@
 its next operation, on ``close()``/``aclose()``, when a job ends and at exit. A finalizer runs wherever the
 garbage collector does: inside a store's lock or a SQLite transaction of the same thread, or on an event
 loop that is shutting down. The process tests run in a subprocess with a timeout (a finalizer that takes
-the memory store's lock in the thread that holds it used to hang the process)."""
+the memory store's lock in the thread that holds it used to hang the process). Streams abandoned under
+GC pressure, counted: ``tests/reliability/test_abandoned_streams.py``."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import json
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from budgetguard import AsyncLedger, Budget, Guard, open_async_ledger
 from budgetguard._ledger import MemoryLedger
 from budgetguard._ledger._local import AsyncLocalLedger
 from tests.guard.conftest import MakeGuard
+from tests.guard.dropworker import run_worker
 from tests.guard.payloads import (
     anthropic_client,
     anthropic_sse,
@@ -35,26 +31,6 @@ from tests.guard.payloads import (
 )
 from tests.guard.test_streams import CHAT_SSE, interrupted_cost
 
-ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT = 180  # seconds: a hung worker fails the test instead of the suite
-
-
-def kind_of(url: str) -> str:
-    return url.split(":", 1)[0].replace("rediss", "redis")
-
-
-def run_worker(mode: str, url: str, n: int) -> dict[str, Any]:
-    """``tests/guard/dropworker.py`` in a subprocess: what it counted (see its docstring)."""
-    command = [sys.executable, "-m", "tests.guard.dropworker", mode, kind_of(url), url, str(n)]
-    try:
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT, check=False)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the process abandoning streams ({mode}, {kind_of(url)}) hung: killed after {TIMEOUT} s")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "Exception ignored" not in done.stderr, done.stderr[-3000:]
-    counts: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return counts
-
 
 def test_a_stream_collected_inside_a_store_operation_is_queued_then_charged(store_url: str) -> None:
     """Each stream is collected by a ``gc.collect()`` run from inside the next store operation of the same
@@ -66,17 +42,6 @@ def test_a_stream_collected_inside_a_store_operation_is_queued_then_charged(stor
     assert counts["collections_inside_store_ops"] == n - 1  # (the last stream is dropped after the last op)
     assert counts["store_ops_inside_collections"] == 0  # no ledger I/O from a finalizer
     assert counts["charged_at_close"] == counts["charged"] == counts["committed_events"] == n
-    assert counts["held"] == 0
-    assert counts["spend_lost"] == 0
-
-
-def test_streams_abandoned_under_gc_pressure_are_all_charged(store_url: str) -> None:
-    """300 streams dropped in reference cycles while the collector runs wherever allocations trigger it:
-    every one is in the journal, charged what it streamed (flagged ``interrupted``), nothing held."""
-    n = 300
-    counts = run_worker("pressure", store_url, n)
-    assert counts["charged"] == counts["committed_events"] == n
-    assert counts["journal_entries"] == n
     assert counts["held"] == 0
     assert counts["spend_lost"] == 0
 
