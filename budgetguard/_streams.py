@@ -67,6 +67,10 @@ def wrap_stream(stream: Any, settle: Settlement) -> Any:
 settling: set[asyncio.Task[None]] = set()
 """Tasks settling a cancelled call's store write (``Guard._uncut``): the loop keeps only weak references."""
 
+unsettled: set[Settlement] = set()
+"""Settlements of the streams not settled yet: at exit, those still referenced are settled too (nobody
+will read them any more), before the interpreter's teardown finalizes them too late."""
+
 owed: set[Guard] = set()
 """Guards with settlements queued by finalizers, held here until drained: a guard that is garbage itself
 (only its dropped streams referred to it) is still settled, at the latest at exit."""
@@ -146,10 +150,12 @@ async def adrain(guard: Guard) -> None:
 
 @atexit.register
 def drain_at_exit() -> None:
-    """At interpreter exit: collect the streams left in reference cycles (they queue themselves), then
-    settle every guard's queue with the sync driver (no event loop runs any more; an async Redis guard
-    opens its sync client from the same URL)."""
+    """At interpreter exit: collect the streams left in reference cycles (they queue themselves), queue
+    the streams still referenced (a module's global, say: the teardown would finalize them after this
+    handler), then settle every guard's queue with the sync driver (no event loop runs any more)."""
     gc.collect()
+    for settle in list(unsettled):
+        settle.queue()
     for guard in list(owed):
         drain(guard)
 
@@ -165,6 +171,7 @@ class Settlement:
         self.ended = False  # the stream ran to its end (as opposed to closed early or dropped)
         self.billed: tuple[Usage, dict[str, Any]] | None = None
         """What the flow charges (usage, journal flags), once it computed it."""
+        unsettled.add(self)
 
     def usage(self) -> tuple[Usage, dict[str, Any]]:
         folder, est = self.folder, self.ctx.est
@@ -198,11 +205,13 @@ class Settlement:
     def settle_sync(self) -> None:
         if not self.done:
             self.done = True
+            unsettled.discard(self)
             self.ctx.guard._run_sync(self.flow(), no_call)
 
     async def settle_async(self) -> None:
         if not self.done:
             self.done = True
+            unsettled.discard(self)
             await self.ctx.guard._run_async(self.flow(), no_call)
 
     def queue(self) -> None:
@@ -356,6 +365,7 @@ class GuardedStreamManager:
         self._manager = manager
         self._settle = settle
         self._stream: Any = None
+        settle.sent = False  # the SDKs send the request on entering
 
     def _observe(self) -> None:
         snapshot = getattr(self._stream, "current_message_snapshot", None) if self._stream else None
@@ -368,6 +378,7 @@ class GuardedStreamManager:
 
     def __enter__(self) -> Any:
         self._stream = self._manager.__enter__()
+        self._settle.sent = True
         if hasattr(type(self._stream), "current_message_snapshot"):  # Anthropic: read at exit
             return self._stream
         return GuardedResponseStream(self._stream, self._settle)
@@ -382,6 +393,7 @@ class GuardedStreamManager:
 
     async def __aenter__(self) -> Any:
         self._stream = await self._manager.__aenter__()
+        self._settle.sent = True
         if hasattr(type(self._stream), "current_message_snapshot"):  # Anthropic: read at exit
             return self._stream
         return GuardedAsyncResponseStream(self._stream, self._settle)
@@ -395,5 +407,4 @@ class GuardedStreamManager:
             await self._settle.settle_async()
 
     def __del__(self) -> None:
-        self._settle.sent = self._stream is not None  # the SDKs send the request on entering
         self._settle.queue()
