@@ -18,6 +18,7 @@ import re
 import string
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -73,6 +74,8 @@ from ._streams import (
     GuardedStream,
     GuardedStreamManager,
     Settlement,
+    adrain,
+    drain,
     input_only,
     no_call,
     served_flags,
@@ -351,6 +354,8 @@ class Guard:
         self._open_lock = threading.Lock()
         self._counters: dict[tuple[Scope, ...], tuple[CounterSpec, ...]] = {}
         self._hold_sets: dict[tuple[tuple[tuple[str, str], ...], int, int], tuple[Hold, ...]] = {}
+        self._queued: deque[Settlement] = deque()
+        """Settlements of streams dropped unsettled, queued by their finalizers (see ``_streams``)."""
 
     # -- stores ---------------------------------------------------------------------------------
 
@@ -380,11 +385,16 @@ class Guard:
         return self._async
 
     def close(self) -> None:
-        """Close the sync store (``aclose`` closes the async one too)."""
+        """Settle the streams dropped unsettled, then close the sync store (``aclose`` closes the async
+        one too)."""
+        if self._queued:
+            drain(self)
         if self._sync is not None:
             self._sync.close()
 
     async def aclose(self) -> None:
+        if self._queued:
+            await adrain(self)
         if self._async is not None:
             await self._async.aclose()
         self.close()
@@ -604,6 +614,8 @@ class Guard:
     # -- drivers ---------------------------------------------------------------------------------
 
     def _run_sync(self, flow: Flow, call: Callable[[str | None], Any]) -> Any:
+        if self._queued:  # streams dropped unsettled: settle them first (their finalizers could not)
+            drain(self)
         reply: Any = None
         error: BaseException | None = None
         while True:
@@ -625,6 +637,8 @@ class Guard:
                 error = exc
 
     async def _run_async(self, flow: Flow, call: Callable[[str | None], Any]) -> Any:
+        if self._queued:
+            await adrain(self)
         reply: Any = None
         error: BaseException | None = None
         while True:

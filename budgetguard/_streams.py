@@ -1,19 +1,32 @@
 """Provider streams under the guard: each commits its reservation exactly once, from its usage or
-from what was received (an interrupted or abandoned stream is charged what it streamed, flagged)."""
+from what was received (an interrupted or abandoned stream is charged what it streamed, flagged).
+
+A stream nobody closed is settled from its finalizer, which does no ledger I/O: a garbage collection
+runs wherever an allocation triggers it, inside a store's lock or a SQLite transaction of the same
+thread, and on an event loop that may be shutting down. ``Settlement.queue`` only hands the settlement
+to its guard (``Guard._queued``, a deque: appending to it takes no lock); the guard settles what is
+queued (``drain``, ``adrain``) when its drivers start their next operation, on ``close()`` and
+``aclose()``, when a job ends, and at interpreter exit (``drain_at_exit``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextvars
 import dataclasses
+import gc
 import inspect
 import json
 import math
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._errors import PricingError
+from ._budgets import Unit
+from ._errors import LedgerError, PricingError
 from ._estimate import Estimate
-from ._ledger import Reservation
+from ._ledger import AsyncLedger, Ledger, Reservation, open_ledger
+from ._ledger._local import AsyncLocalLedger
 from ._pricing import PriceBook
 from ._providers import (
     _THINKING,
@@ -29,11 +42,12 @@ from ._tokens import count_text_tokens
 from ._usage import Usage
 
 if TYPE_CHECKING:
-    from ._guard import Flow, _Ctx
+    from ._guard import Flow, Guard, _Ctx
 
 __all__ = [
     "GuardedAsyncResponseStream", "GuardedAsyncStream", "GuardedResponseStream", "GuardedStream",
-    "GuardedStreamManager", "Settlement", "input_only", "no_call", "served_flags", "settling", "wrap_stream",
+    "GuardedStreamManager", "Settlement", "adrain", "drain", "input_only", "no_call", "owed", "served_flags",
+    "settling", "wrap_stream",
 ]  # fmt: skip
 
 
@@ -87,6 +101,99 @@ def wrap_stream(stream: Any, settle: Settlement) -> Any:
 
 
 settling: set[asyncio.Task[None]] = set()
+"""Tasks settling a cancelled call's store write (``Guard._uncut``): the loop keeps only weak references."""
+
+unsettled: set[Settlement] = set()
+"""Settlements of the streams not settled yet: at exit, those still referenced are settled too (nobody
+will read them any more), before the interpreter's teardown finalizes them too late."""
+
+owed: set[Guard] = set()
+"""Guards with settlements queued by finalizers, held here until drained: a guard that is garbage itself
+(only its dropped streams referred to it) is still settled, at the latest at exit."""
+
+_draining: contextvars.ContextVar[bool] = contextvars.ContextVar("budgetguard_draining", default=False)
+"""Set while this thread (or task) drains: settling runs the drivers, which would drain again."""
+
+
+def drain(guard: Guard) -> None:
+    """Settle, with the sync driver, what finalizers queued for ``guard``. Called where no store operation
+    of this thread is under way (a driver's start, ``close``, a job's end, exit); never recursively."""
+    if _draining.get():
+        return  # the drain that runs this settlement takes what was queued meanwhile
+    token = _draining.set(True)
+    queued = guard._queued
+    owed.discard(guard)  # before taking: a finalizer that queues after this puts the guard back
+    twin = None
+    if guard._sync is None and guard._url is None:  # an async store only: settle through its sync twin
+        twin = guard._sync = _sync_twin(guard._async)
+    try:
+        while queued:
+            try:
+                settle = queued.popleft()
+            except IndexError:  # another thread took the last one
+                break
+            try:
+                settle.settle_sync()
+            except Exception as exc:
+                settle.lost(exc)
+    finally:
+        _draining.reset(token)
+        if twin is not None:
+            guard._sync = None
+            if twin is not getattr(guard._async, "sync", None):
+                twin.close()
+        if queued:  # interrupted (KeyboardInterrupt): the rest waits for the next drain, or exit
+            owed.add(guard)
+
+
+def _sync_twin(store: AsyncLedger | None) -> Ledger | None:
+    """For a guard given only an async store, settling with the sync driver (on ``close()``, at exit: no
+    loop runs): the same data through a sync store. A local store's own; a Redis store's opened from its
+    URL (and closed after); none for another store (the settlement then reports ``spend_lost``)."""
+    if isinstance(store, AsyncLocalLedger):
+        return store.sync
+    url = getattr(store, "url", None)
+    if isinstance(url, str) and url.startswith(("redis", "rediss", "unix")):
+        try:
+            return open_ledger(url, namespace=getattr(store, "namespace", None))
+        except Exception:
+            return None
+    return None
+
+
+async def adrain(guard: Guard) -> None:
+    """``drain`` with the async driver (on the running loop, which is alive: it runs this)."""
+    if _draining.get():
+        return
+    token = _draining.set(True)
+    queued = guard._queued
+    owed.discard(guard)
+    try:
+        while queued:
+            try:
+                settle = queued.popleft()
+            except IndexError:
+                break
+            try:
+                await settle.settle_async()
+            except Exception as exc:
+                settle.lost(exc)
+    finally:
+        _draining.reset(token)
+        if queued:
+            owed.add(guard)
+
+
+@atexit.register
+def drain_at_exit() -> None:
+    """At interpreter exit: collect the streams left in reference cycles (they queue themselves), queue
+    the streams still referenced (a module's global, say: the teardown would finalize them after this
+    handler), then settle every guard's queue with the sync driver (no event loop runs any more)."""
+    gc.collect()
+    for settle in list(unsettled):
+        settle.queue()
+    for guard in list(owed):
+        drain(guard)
 
 
 class Settlement:
@@ -98,6 +205,9 @@ class Settlement:
         self.folder = StreamFolder()
         self.done = False
         self.ended = False  # the stream ran to its end (as opposed to closed early or dropped)
+        self.billed: tuple[Usage, dict[str, Any]] | None = None
+        """What the flow charges (usage, journal flags), once it computed it."""
+        unsettled.add(self)
 
     def usage(self) -> tuple[Usage, dict[str, Any]]:
         folder, est, guard = self.folder, self.ctx.est, self.ctx.guard
@@ -137,27 +247,44 @@ class Settlement:
         if not self.sent:
             yield from self.ctx.settle(self.reservation, None, {"error": "never sent"})
             return
-        usage, flags = self.usage()
+        usage, flags = self.billed = self.usage()
         yield from self.ctx.settle(self.reservation, usage, flags)
 
     def settle_sync(self) -> None:
         if not self.done:
             self.done = True
+            unsettled.discard(self)
             self.ctx.guard._run_sync(self.flow(), no_call)
 
     async def settle_async(self) -> None:
         if not self.done:
             self.done = True
+            unsettled.discard(self)
             await self.ctx.guard._run_async(self.flow(), no_call)
 
-    def finalize(self) -> None:
-        """From ``__del__``: settle if nobody did; never raise from a finalizer."""
-        if self.done:
+    def queue(self) -> None:
+        """From ``__del__``: hand the settlement to the guard if nobody settled it. No ledger I/O, no
+        lock, no event: two atomic appends (see the module docstring)."""
+        if not self.done:
+            guard = self.ctx.guard
+            guard._queued.append(self)
+            owed.add(guard)
+
+    def lost(self, exc: Exception) -> None:
+        """A queued settlement failed: say so with what it would have charged. (A store failure was
+        reported by ``_Ctx.settle`` already: ``store_unavailable`` and ``spend_lost``.)"""
+        if isinstance(exc, LedgerError):
             return
-        try:
-            self.settle_sync()
-        except Exception as exc:
-            self.ctx.emit("spend_lost", reason=f"stream collected and could not be settled: {exc!r}")
+        cost = None
+        if self.billed is not None:
+            usage, flags = self.billed
+            est = self.ctx.est
+            variant = flags.get("variant", est.variant)
+            try:
+                cost = self.ctx.guard._actual(est.model, usage, est, variant)[Unit.USD]
+            except Exception:  # an unpriceable variant: the event says so without an amount
+                cost = None
+        self.ctx.emit("spend_lost", actual=cost, reason=f"a dropped stream could not be settled: {exc!r}")
 
 
 def _block_text(block: Any) -> str:
@@ -210,7 +337,7 @@ class GuardedStream(Iterator[Any]):
         self.close()
 
     def __del__(self) -> None:
-        self._settle.finalize()
+        self._settle.queue()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -254,16 +381,7 @@ class GuardedAsyncStream(AsyncIterator[Any]):
         await self.aclose()
 
     def __del__(self) -> None:
-        if self._settle.done:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._settle.finalize()  # no loop left: settle synchronously (a local store) or report
-            return
-        task = loop.create_task(self._settle.settle_async())
-        settling.add(task)  # the loop keeps only a weak reference to tasks
-        task.add_done_callback(settling.discard)
+        self._settle.queue()  # not a task: the loop may be shutting down, and cancel it
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -316,6 +434,7 @@ class GuardedStreamManager:
         self._manager = manager
         self._settle = settle
         self._stream: Any = None
+        settle.sent = False  # the SDKs send the request on entering
 
     def _observe(self) -> None:
         snapshot = getattr(self._stream, "current_message_snapshot", None) if self._stream else None
@@ -332,6 +451,7 @@ class GuardedStreamManager:
 
     def __enter__(self) -> Any:
         self._stream = self._manager.__enter__()
+        self._settle.sent = True
         if hasattr(type(self._stream), "current_message_snapshot"):  # Anthropic: read at exit
             return self._stream
         return GuardedResponseStream(self._stream, self._settle)
@@ -346,6 +466,7 @@ class GuardedStreamManager:
 
     async def __aenter__(self) -> Any:
         self._stream = await self._manager.__aenter__()
+        self._settle.sent = True
         if hasattr(type(self._stream), "current_message_snapshot"):  # Anthropic: read at exit
             return self._stream
         return GuardedAsyncResponseStream(self._stream, self._settle)
@@ -359,5 +480,4 @@ class GuardedStreamManager:
             await self._settle.settle_async()
 
     def __del__(self) -> None:
-        self._settle.sent = self._stream is not None  # the SDKs send the request on entering
-        self._settle.finalize()
+        self._settle.queue()

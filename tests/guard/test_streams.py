@@ -3,7 +3,6 @@ one commit per stream however it ends, and an interrupted stream charged input +
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import math
 from decimal import Decimal
@@ -134,9 +133,12 @@ def test_openai_stream_dropped(make_guard: MakeGuard) -> None:
     next(stream)
     del stream
     gc.collect()
+    assert h.history() == []  # its finalizer only queued the settlement (no ledger I/O in __del__)
+    h.guard.close()  # the guard settles it on close (or on its next operation)
 
     usage, cost = interrupted_cost(chat_request(), "Budgets")
-    assert_one_commit(h, usage, cost, usage_missing=True)
+    assert_one_commit(h, usage, cost, usage_missing=True, interrupted=True)
+    assert h.kinds() == ["usage_missing", "committed"]
 
 
 def test_openai_stream_without_usage(make_guard: MakeGuard) -> None:
@@ -281,13 +283,6 @@ def test_anthropic_messages_stream_helper(make_guard: MakeGuard) -> None:
 # -- async streams ----------------------------------------------------------------------------------
 
 
-async def wait_for_commit(h: Harness) -> None:
-    for _ in range(200):
-        if h.history():
-            return
-        await asyncio.sleep(0.01)
-
-
 async def test_async_openai_stream(amake_guard: MakeGuard) -> None:
     h = amake_guard()
     api = serve(CHAT_SSE)
@@ -371,10 +366,12 @@ async def test_async_stream_dropped(amake_guard: MakeGuard) -> None:
     await stream.__anext__()
     del stream
     gc.collect()
-    await wait_for_commit(h)
+    assert h.history() == []  # queued by its finalizer: no task that a closing loop could cancel
+    await h.guard.aclose()  # settled on aclose (or on the guard's next operation), not after a delay
 
     usage, cost = interrupted_cost(chat_request(), "Budgets")
-    assert_one_commit(h, usage, cost, usage_missing=True)
+    assert_one_commit(h, usage, cost, usage_missing=True, interrupted=True)
+    assert h.kinds() == ["usage_missing", "committed"]
 
 
 @pytest.mark.parametrize("consumed", [0, 1, 5])
@@ -406,6 +403,7 @@ def test_a_stream_manager_never_entered_is_released(make_guard: MakeGuard) -> No
     assert h.held("user:alice") > 0
     del manager
     gc.collect()
+    h.guard.close()
     assert api.requests == []
     h.assert_settled({"user:alice": 0, "global": 0})
     assert [(e.event, e.data.get("error")) for e in h.history()] == [("released", "never sent")]

@@ -69,6 +69,7 @@ TITLES: Mapping[str, str] = {
     "hostile_scopes": "Hostile scope ids",
     "bad_amounts": "Bad amounts and limits",
     "provider_fuzz": "Malformed provider responses and streams",
+    "abandoned_streams": "Abandoned streams under GC pressure",
     "prices": "Unknown and zero-priced models",
     "secrets": "Secrets in logs, events and the journal",
 }
@@ -144,6 +145,20 @@ NOTES: Mapping[str, str] = {
     "replaced with junk) and cuts SSE streams at random bytes, with and without a connection error. "
     "Every guarded call is checked: nothing held afterwards, one journal line, charged from the usage or "
     "the worst case flagged `usage_missing`.",
+    "abandoned_streams": "Streams from the real OpenAI client, read one chunk and dropped inside a reference "
+    "cycle, so that the garbage collector frees them wherever an allocation triggers it; one worker process "
+    "per run, killed (and the test failed) if it hangs. A stream's finalizer only queues its settlement; the "
+    "guard settles the queue on its next operation, on `close()` and at exit. Before that change the "
+    "finalizer settled in place: on `memory://` a collection inside the store's lock deadlocked the process "
+    "(a `gc.collect()` forced there hung it every time; 3,000 streams under these thresholds happened "
+    "not to collect there), on SQLite its "
+    "`BEGIN IMMEDIATE` failed inside the interrupted transaction and the spend was lost (this run on the "
+    "old code: 2,905 of 3,000 never charged; the issue counted 2,809), and async streams dropped as "
+    "`asyncio.run` ended got a settlement task that the closing loop cancelled (Redis: half of them never "
+    "charged, no event). "
+    "`tests/guard/test_dropped_streams.py` forces a collection inside a store operation of the same "
+    "thread (the memory store's clock, under its lock; SQLite's, inside its transaction; a Redis "
+    "connection's `send_packed_command`) and drops async streams as `asyncio.run` ends, on each store.",
 }
 
 
