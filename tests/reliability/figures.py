@@ -118,8 +118,10 @@ NOTES: Mapping[str, str] = {
     "moment earlier, so a hold whose commit was lost is still held until its lease ends, and a reservation "
     "it forgot is unknown to its commit (`ReservationError`). Use `always` where that matters.",
     "store_down": "A Redis stopped with SIGSTOP (connections accepted, never answered) and a killed one. "
-    "`open_ledger` now defaults `socket_timeout` and `socket_connect_timeout` to 2 s (a hung server "
-    "used to block forever); with 3 retries a caller waits at most about 4 timeouts.",
+    "`open_ledger` defaults `socket_timeout` and `socket_connect_timeout` to 2 s (a hung server "
+    "used to block forever), and each ledger operation has one deadline, retries included (`?deadline=`, "
+    "default 1.5 x `socket_timeout`): a hung server used to hold a caller for four timeouts and the backoff "
+    "(8.3 s at the defaults).",
     "worker_crash": "Worker processes holding up to three reservations each are killed with SIGKILL at "
     "random points; each logged every acknowledged call with one write(2) before going on.",
     "sqlite_crash": "As above on one SQLite file, plus one process per round that kills itself in the "
