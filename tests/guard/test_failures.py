@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import openai
 import pytest
 
@@ -27,6 +26,7 @@ from tests.guard.payloads import (
     openai_client,
     serve,
 )
+from tests.sdk_http import OPENAI_HTTP
 
 EST = budgetguard.estimate(chat_request())
 COST = nano("gpt-4o", GPT4O_USAGE)
@@ -89,16 +89,16 @@ async def test_cancelled_call_is_charged_its_input(amake_guard: MakeGuard) -> No
     h = amake_guard()
     started = asyncio.Event()
 
-    async def slow(request: httpx2.Request) -> httpx2.Response:
+    async def slow(request: Any) -> Any:
         started.set()
         await asyncio.sleep(30)
-        return httpx2.Response(200, json=chat_completion())  # pragma: no cover - cancelled first
+        return OPENAI_HTTP.Response(200, json=chat_completion())  # pragma: no cover - cancelled first
 
     client = openai.AsyncOpenAI(
         base_url="http://openai.test/v1",
         api_key="sk-test",
         max_retries=0,
-        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(slow)),
+        http_client=OPENAI_HTTP.AsyncClient(transport=OPENAI_HTTP.MockTransport(slow)),
     )
 
     @h.guard.with_budget(user="{user_id}")
