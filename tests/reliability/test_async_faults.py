@@ -458,7 +458,7 @@ async def test_cancelled_while_the_reserve_is_on_the_wire_holds_nothing(
     )  # fmt: skip
     assert released.estimated == Decimal(entry.amounts["usd"]) / 10**9
     assert len(mock.requests) == sent + 1  # the cancelled call never reached the provider
-    assert elapsed < 3  # the reserve's late reply and the release: no lease waited for
+    assert elapsed < 30  # the reserve's late reply and the release, not the 120 s lease
     section = "async_cancel"
     figures.record(section, "calls cancelled with the reserve in flight", 1)
     figures.record(section, "nano-USD still held right after the cancellation", status.held)
