@@ -15,8 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 import anthropic
-import httpx2
 import openai
+
+from tests.sdk_http import ANTHROPIC_HTTP, OPENAI_HTTP, http_for
 
 JSON = dict[str, Any]
 
@@ -262,7 +263,8 @@ def anthropic_sse(events: list[JSON]) -> str:
     return "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events)
 
 
-Handler = Callable[[httpx2.Request], httpx2.Response]
+Handler = Callable[[Any], Any]
+"""A MockTransport handler of the SDK's ``httpx`` module (``tests.sdk_http``)."""
 
 
 class FakeAPI:
@@ -272,14 +274,15 @@ class FakeAPI:
         self.routes = routes
         self.requests: list[JSON] = []
 
-    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+    def __call__(self, request: Any) -> Any:
+        http = http_for(request)
         self.requests.append(json.loads(request.content) if request.content else {})
         body = self.routes.get(request.url.path)
         if body is None:
-            return httpx2.Response(404, json={"error": {"message": f"no route {request.url.path}"}})
+            return http.Response(404, json={"error": {"message": f"no route {request.url.path}"}})
         if isinstance(body, str):
-            return httpx2.Response(200, headers={"content-type": "text/event-stream"}, text=body)
-        return httpx2.Response(200, json=body)
+            return http.Response(200, headers={"content-type": "text/event-stream"}, text=body)
+        return http.Response(200, json=body)
 
 
 def openai_client(handler: Handler) -> openai.OpenAI:
@@ -287,7 +290,7 @@ def openai_client(handler: Handler) -> openai.OpenAI:
         base_url="http://openai.test/v1",
         api_key="x",
         max_retries=0,
-        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+        http_client=OPENAI_HTTP.Client(transport=OPENAI_HTTP.MockTransport(handler)),
     )
 
 
@@ -296,5 +299,5 @@ def anthropic_client(handler: Handler) -> anthropic.Anthropic:
         base_url="http://anthropic.test",
         api_key="x",
         max_retries=0,
-        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+        http_client=ANTHROPIC_HTTP.Client(transport=ANTHROPIC_HTTP.MockTransport(handler)),
     )

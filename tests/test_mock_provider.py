@@ -11,6 +11,7 @@ import pytest
 import budgetguard
 from budgetguard import Usage
 from budgetguard.testing import MockProvider
+from tests.sdk_http import OPENAI_STREAM_CUT
 
 LONG_SYSTEM = "You are a careful assistant for a personal finance app. " * 200
 
@@ -103,7 +104,7 @@ def test_scripted_faults(mock: MockProvider) -> None:
     assert info.value.response.headers["retry-after"] == "2"
     assert client.chat.completions.create(**request).usage is not None  # only one failure was scripted
     mock.cut(after=2)
-    with pytest.raises(openai.APIConnectionError):
+    with pytest.raises(OPENAI_STREAM_CUT):
         list(client.chat.completions.create(**request, stream=True))
     mock.delay(1.0)
     with pytest.raises(openai.APITimeoutError):

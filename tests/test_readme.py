@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 from decimal import Decimal
 from pathlib import Path
 
@@ -88,3 +89,27 @@ def test_ci_runs_exactly_the_readmes_test_command() -> None:
     test_command = next(c for c in commands if "pytest" in c)
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert test_command in ci
+
+
+def test_ci_oldest_job_installs_the_floors_pyproject_admits() -> None:
+    """``.ci/oldest.txt`` pins each package to the floor ``pyproject.toml`` gives it, so the second CI
+    job tests the oldest releases a user may install (raise both together)."""
+    project = tomllib.loads((README.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    requirements = [
+        *project["dependencies"],
+        *(r for extra in project["optional-dependencies"].values() for r in extra),
+    ]
+    floors = dict(r.split(">=") for r in requirements if ">=" in r)
+    lines = (README.parent / ".ci" / "oldest.txt").read_text(encoding="utf-8").splitlines()
+    pins = dict(line.split("==") for line in lines if line and not line.startswith("#"))
+
+    def release(version: str) -> tuple[int, ...]:
+        parts = tuple(int(p) for p in version.split("."))
+        return parts + (0,) * (3 - len(parts))
+
+    assert set(pins) == {"openai", "anthropic", "redis", "hiredis", "tenacity"}
+    assert {name: release(pin) for name, pin in pins.items()} == {
+        name: release(floors[name]) for name in pins
+    }
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
+    assert "-c .ci/oldest.txt" in ci

@@ -14,14 +14,15 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from types import ModuleType
 from typing import Any
 
 import anthropic
-import httpx2
 import openai
 
 import budgetguard
 from budgetguard import Usage
+from tests.sdk_http import ANTHROPIC_HTTP, OPENAI_HTTP, http_for
 from tests.sdk_payloads import (
     anthropic_message,
     anthropic_sse,
@@ -160,9 +161,11 @@ def mini_completion() -> JSON:
 @dataclass
 class Reply:
     status: int = 200
-    body: JSON | str | Callable[[], Iterator[bytes]] | None = None
-    """A JSON body, an SSE text, or a function returning the chunks of a streamed body."""
-    raise_: Exception | None = None
+    body: JSON | str | Callable[[ModuleType], Iterator[bytes]] | None = None
+    """A JSON body, an SSE text, or a function of the client's ``httpx`` module returning the chunks of a
+    streamed body."""
+    raise_: Callable[[ModuleType], Exception] | None = None
+    """A function of the client's ``httpx`` module returning the transport error to raise."""
     before: Callable[[], None] | None = None
     """Runs when this reply is served (e.g. to change the ledger while a request is in flight)."""
 
@@ -178,7 +181,7 @@ def fail(status: int, message: str = "upstream error", **kw: Any) -> Reply:
 
 
 def timeout() -> Reply:
-    return Reply(raise_=httpx2.ReadTimeout("the upstream took too long"))
+    return Reply(raise_=lambda http: http.ReadTimeout("the upstream took too long"))
 
 
 @dataclass
@@ -190,7 +193,8 @@ class ScriptedAPI:
     paths: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+    def __call__(self, request: Any) -> Any:
+        http = http_for(request)
         with self._lock:
             self.requests.append(json.loads(request.content) if request.content else {})
             self.paths.append(request.url.path)
@@ -199,26 +203,24 @@ class ScriptedAPI:
         if reply.before is not None:
             reply.before()
         if reply.raise_ is not None:
-            raise reply.raise_
+            raise reply.raise_(http)
         if callable(reply.body):
-            return httpx2.Response(
-                reply.status, headers={"content-type": "text/event-stream"}, content=reply.body()
+            return http.Response(
+                reply.status, headers={"content-type": "text/event-stream"}, content=reply.body(http)
             )
         if isinstance(reply.body, str):
-            return httpx2.Response(
-                reply.status, headers={"content-type": "text/event-stream"}, text=reply.body
-            )
-        return httpx2.Response(reply.status, json=reply.body)
+            return http.Response(reply.status, headers={"content-type": "text/event-stream"}, text=reply.body)
+        return http.Response(reply.status, json=reply.body)
 
 
-def cut_stream(sse: str, after_events: int) -> Callable[[], Iterator[bytes]]:
+def cut_stream(sse: str, after_events: int) -> Callable[[ModuleType], Iterator[bytes]]:
     """A streamed body that sends ``after_events`` SSE events and then loses the connection."""
     events = [part + "\n\n" for part in sse.split("\n\n") if part]
 
-    def chunks() -> Iterator[bytes]:
+    def chunks(http: ModuleType) -> Iterator[bytes]:
         for event in events[:after_events]:
             yield event.encode()
-        raise httpx2.ReadError("connection reset by peer")
+        raise http.ReadError("connection reset by peer")
 
     return chunks
 
@@ -247,7 +249,7 @@ def openai_client(handler: ScriptedAPI, *, max_retries: int = 0) -> openai.OpenA
         base_url="http://openai.test/v1",
         api_key="sk-test",
         max_retries=max_retries,
-        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+        http_client=OPENAI_HTTP.Client(transport=OPENAI_HTTP.MockTransport(handler)),
     )
 
 
@@ -256,7 +258,7 @@ def async_openai_client(handler: ScriptedAPI, *, max_retries: int = 0) -> openai
         base_url="http://openai.test/v1",
         api_key="sk-test",
         max_retries=max_retries,
-        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handler)),
+        http_client=OPENAI_HTTP.AsyncClient(transport=OPENAI_HTTP.MockTransport(handler)),
     )
 
 
@@ -265,7 +267,7 @@ def anthropic_client(handler: ScriptedAPI, *, max_retries: int = 0) -> anthropic
         base_url="http://anthropic.test",
         api_key="sk-ant-test",
         max_retries=max_retries,
-        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+        http_client=ANTHROPIC_HTTP.Client(transport=ANTHROPIC_HTTP.MockTransport(handler)),
     )
 
 
@@ -274,5 +276,5 @@ def async_anthropic_client(handler: ScriptedAPI, *, max_retries: int = 0) -> ant
         base_url="http://anthropic.test",
         api_key="sk-ant-test",
         max_retries=max_retries,
-        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handler)),
+        http_client=ANTHROPIC_HTTP.AsyncClient(transport=ANTHROPIC_HTTP.MockTransport(handler)),
     )

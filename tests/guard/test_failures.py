@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import openai
 import pytest
 
@@ -27,6 +27,7 @@ from tests.guard.payloads import (
     openai_client,
     serve,
 )
+from tests.sdk_http import OPENAI_HTTP
 
 EST = budgetguard.estimate(chat_request())
 COST = nano("gpt-4o", GPT4O_USAGE)
@@ -89,16 +90,16 @@ async def test_cancelled_call_is_charged_its_input(amake_guard: MakeGuard) -> No
     h = amake_guard()
     started = asyncio.Event()
 
-    async def slow(request: httpx2.Request) -> httpx2.Response:
+    async def slow(request: Any) -> Any:
         started.set()
         await asyncio.sleep(30)
-        return httpx2.Response(200, json=chat_completion())  # pragma: no cover - cancelled first
+        return OPENAI_HTTP.Response(200, json=chat_completion())  # pragma: no cover - cancelled first
 
     client = openai.AsyncOpenAI(
         base_url="http://openai.test/v1",
         api_key="sk-test",
         max_retries=0,
-        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(slow)),
+        http_client=OPENAI_HTTP.AsyncClient(transport=OPENAI_HTTP.MockTransport(slow)),
     )
 
     @h.guard.with_budget(user="{user_id}")
@@ -133,6 +134,24 @@ class _Writer:
         self.ended = True
 
 
+def _entered(ledger: Any, op: str) -> threading.Event:
+    """Set when the store's ``op`` starts in its worker thread, where it then waits for the writer's lock:
+    a condition to wait for, where a sleep would guess how long the machine takes to get there."""
+    entered, original = threading.Event(), getattr(ledger, op)
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        return original(*args, **kwargs)
+
+    setattr(ledger, op, spy)
+    return entered
+
+
+async def _until(condition: Callable[[], object]) -> None:
+    while not condition():
+        await asyncio.sleep(0.005)
+
+
 def _sqlite_guard(path: Path, on_event: Callable[[budgetguard.Event], None]) -> tuple[budgetguard.Guard, Any]:
     guard = budgetguard.Guard(
         f"sqlite:///{path}", budgets=[budgetguard.Budget("user", usd="1", per="day")], on_event=on_event
@@ -154,8 +173,9 @@ async def test_cancelled_while_a_local_reserve_runs_holds_nothing(tmp_path: Path
     guard, ask = _sqlite_guard(tmp_path / "ledger.db", events.append)
     writer = _Writer(tmp_path / "ledger.db")
     writer.begin()
+    reserving = _entered(guard.ledger, "reserve")
     task = asyncio.create_task(ask("alice", **chat_request()))
-    await asyncio.sleep(0.1)  # the reserve's thread waits for the lock
+    await _until(reserving.is_set)  # the reserve's thread waits for the lock
     asyncio.get_running_loop().call_later(0.2, writer.end)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -178,16 +198,18 @@ async def test_cancelled_twice_leaves_the_release_to_a_task(tmp_path: Path) -> N
     guard, ask = _sqlite_guard(tmp_path / "ledger.db", events.append)
     writer = _Writer(tmp_path / "ledger.db")
     writer.begin()
+    reserving = _entered(guard.ledger, "reserve")
     task = asyncio.create_task(ask("alice", **chat_request()))
-    await asyncio.sleep(0.1)  # the reserve's thread waits for the lock
+    await _until(reserving.is_set)  # the reserve's thread waits for the lock
     task.cancel()
-    await asyncio.sleep(0.05)  # the cancelled call waits for the reserve
+    loop = asyncio.get_running_loop()
+    undoing = lambda: [t for t in streams_module.settling if t.get_loop() is loop]  # noqa: E731
+    await _until(undoing)  # the cancelled call waits for the reserve
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not writer.ended  # it did not wait this time
-    loop = asyncio.get_running_loop()
-    (undo,) = [t for t in streams_module.settling if t.get_loop() is loop]
+    (undo,) = undoing()
     writer.end()
     await undo
 
@@ -209,10 +231,9 @@ async def test_cancelled_while_a_local_commit_runs_is_charged_first(tmp_path: Pa
             writer.begin()  # before the provider answers: the commit will wait for this writer
 
     guard, ask = _sqlite_guard(tmp_path / "ledger.db", on_event)
+    committing = _entered(guard.ledger, "commit")
     asked = asyncio.create_task(ask("alice", **chat_request()))
-    while not writer.db.in_transaction:
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.1)  # the provider answered; the commit's thread waits for the lock
+    await _until(committing.is_set)  # the provider answered; the commit's thread waits for the lock
     asyncio.get_running_loop().call_later(0.2, writer.end)
     asked.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -11,7 +11,6 @@ import asyncio
 import json
 from typing import Any
 
-import httpx2
 import openai
 import pytest
 
@@ -26,6 +25,7 @@ from tests.guard.payloads import (
     openai_sse,
     responses_stream_events,
 )
+from tests.sdk_http import OPENAI_HTTP
 
 MODEL = "text-embedding-3-small"
 NANO_PER_TOKEN = 20  # $0.02 per million tokens
@@ -48,20 +48,20 @@ class EmbeddingsAPI:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
 
-    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+    def __call__(self, request: Any) -> Any:
         body = json.loads(request.content)
         self.requests.append(body)
         count = tokens(body["input"])
         vectors = len(body["input"]) if isinstance(body["input"], list) else 1
-        return httpx2.Response(200, json=embedding_response(body["model"], count, vectors))
+        return OPENAI_HTTP.Response(200, json=embedding_response(body["model"], count, vectors))
 
 
 def clients(api: Any) -> tuple[openai.OpenAI, openai.AsyncOpenAI]:
-    transport = httpx2.MockTransport(api)
+    transport = OPENAI_HTTP.MockTransport(api)
     common: dict[str, Any] = {"base_url": "http://openai.test/v1", "api_key": "sk-test", "max_retries": 0}
     return (
-        openai.OpenAI(http_client=httpx2.Client(transport=transport), **common),
-        openai.AsyncOpenAI(http_client=httpx2.AsyncClient(transport=transport), **common),
+        openai.OpenAI(http_client=OPENAI_HTTP.Client(transport=transport), **common),
+        openai.AsyncOpenAI(http_client=OPENAI_HTTP.AsyncClient(transport=transport), **common),
     )
 
 
@@ -242,7 +242,7 @@ def test_nested_jobs_draw_on_the_outer_job(make_guard: MakeGuard) -> None:
 
 def test_stream_left_open_at_the_end_of_the_job_is_charged_at_its_hold(make_guard: MakeGuard) -> None:
     h = make_guard()
-    api = lambda request: httpx2.Response(  # noqa: E731
+    api = lambda request: OPENAI_HTTP.Response(  # noqa: E731
         200, headers={"content-type": "text/event-stream"}, text=openai_sse(responses_stream_events())
     )
     create = h.guard.with_budget(clients(api)[0].responses.create)

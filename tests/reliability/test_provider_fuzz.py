@@ -10,10 +10,10 @@ import copy
 import json
 import math
 from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any
 
 import anthropic
-import httpx2
 import openai
 import pytest
 from hypothesis import given, settings
@@ -35,6 +35,7 @@ from tests.guard.payloads import (
     openai_sse,
     serve,
 )
+from tests.sdk_http import HTTP_ERRORS
 
 from . import figures
 
@@ -239,11 +240,11 @@ STREAMS = {
 }
 
 
-def _cut(body: bytes, at: int, error: bool) -> Callable[[], Iterator[bytes]]:
-    def chunks() -> Iterator[bytes]:
+def _cut(body: bytes, at: int, error: bool) -> Callable[[ModuleType], Iterator[bytes]]:
+    def chunks(http: ModuleType) -> Iterator[bytes]:
         yield body[:at]
         if error:
-            raise httpx2.ReadError("connection reset by peer")
+            raise http.ReadError("connection reset by peer")
 
     return chunks
 
@@ -267,7 +268,7 @@ def test_truncated_streams(provider: str, cut: float, error: bool) -> None:
                 pass
         finally:
             stream.close()
-    except (budgetguard.BudgetGuardError, openai.APIError, anthropic.APIError, httpx2.HTTPError):
+    except (budgetguard.BudgetGuardError, openai.APIError, anthropic.APIError, *HTTP_ERRORS):
         pass  # the SDK's own error for a broken stream passes through unchanged
     event, amount = _settled(g, events)
     assert event == "committed"
