@@ -16,7 +16,6 @@ from decimal import Decimal
 from typing import Any
 
 import anthropic
-import httpx2
 import openai
 import pytest
 
@@ -31,6 +30,7 @@ from tests.guard.payloads import (
     openai_sse,
     serve,
 )
+from tests.sdk_http import ANTHROPIC_HTTP, OPENAI_HTTP
 
 HI = [{"role": "user", "content": "What is a budget?"}]
 
@@ -62,7 +62,7 @@ def completion(model: str, prompt: int = 1000, completion: int = 200) -> dict[st
 
 
 def openai_at(base_url: str, api: ScriptedAPI) -> openai.OpenAI:
-    http = httpx2.Client(transport=httpx2.MockTransport(api))
+    http = OPENAI_HTTP.Client(transport=OPENAI_HTTP.MockTransport(api))
     if base_url == AZURE:
         return openai.AzureOpenAI(
             azure_endpoint=base_url, api_key="k", api_version="2024-10-21", max_retries=0, http_client=http
@@ -135,7 +135,7 @@ def test_anthropic_bedrock_is_priced_at_bedrock(guard: Guard) -> None:
         aws_region="us-east-1",
         api_key="k",
         max_retries=0,
-        http_client=httpx2.Client(transport=httpx2.MockTransport(api)),
+        http_client=ANTHROPIC_HTTP.Client(transport=ANTHROPIC_HTTP.MockTransport(api)),
     )
     guard.with_budget(client.messages.create)(model=model, messages=HI, max_tokens=200)
     assert committed(guard).amounts["usd"] == nano((1000, "3.3"), (200, "16.5"))
@@ -147,7 +147,7 @@ def test_anthropic_vertex_is_priced_at_vertex(guard: Guard) -> None:
     api = serve(claude_body(model))
     client = anthropic.AnthropicVertex(
         region="us-east5", project_id="p", access_token="t", max_retries=0,
-        http_client=httpx2.Client(transport=httpx2.MockTransport(api)),
+        http_client=ANTHROPIC_HTTP.Client(transport=ANTHROPIC_HTTP.MockTransport(api)),
     )  # fmt: skip
     guard.with_budget(client.messages.create)(model=model, messages=HI, max_tokens=200)
     entry = committed(guard)
@@ -263,7 +263,7 @@ def test_fast_mode_on_a_model_without_a_fast_price_is_refused_before_the_call(gu
     api = serve(claude_body("claude-opus-4-6"))
     client = anthropic.Anthropic(
         base_url="https://api.anthropic.com", api_key="k", max_retries=0,
-        http_client=httpx2.Client(transport=httpx2.MockTransport(api)),
+        http_client=ANTHROPIC_HTTP.Client(transport=ANTHROPIC_HTTP.MockTransport(api)),
     )  # fmt: skip
     create = guard.with_budget(client.messages.create)
     with pytest.raises(PricingError, match=r"speed='fast'.*claude-opus-4-6"):
@@ -288,7 +288,7 @@ def test_a_response_served_at_an_unpriced_geo_is_flagged_not_silently_base(guard
     api = serve(body)
     client = anthropic.Anthropic(
         base_url="https://api.anthropic.com", api_key="k", max_retries=0,
-        http_client=httpx2.Client(transport=httpx2.MockTransport(api)),
+        http_client=ANTHROPIC_HTTP.Client(transport=ANTHROPIC_HTTP.MockTransport(api)),
     )  # fmt: skip
     guard.with_budget(client.messages.create)(model="claude-sonnet-4-5", messages=HI, max_tokens=200)
     entry = committed(guard)
@@ -357,7 +357,7 @@ def test_async_chat_completions_stream(guard: Guard) -> None:
     api = serve(sse)
     client = openai.AsyncOpenAI(
         base_url="https://api.openai.com/v1", api_key="k", max_retries=0,
-        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(api)),
+        http_client=OPENAI_HTTP.AsyncClient(transport=OPENAI_HTTP.MockTransport(api)),
     )  # fmt: skip
     stream = guard.with_budget(client.chat.completions.stream)
 
@@ -393,7 +393,7 @@ def test_an_interrupted_claude_thinking_stream_is_charged_its_worst_output(guard
     api = serve(anthropic_sse(events[:4]))  # message_start, the thinking block's start and one delta
     client = anthropic.Anthropic(
         base_url="https://api.anthropic.com", api_key="k", max_retries=0,
-        http_client=httpx2.Client(transport=httpx2.MockTransport(api)),
+        http_client=ANTHROPIC_HTTP.Client(transport=ANTHROPIC_HTTP.MockTransport(api)),
     )  # fmt: skip
     create = guard.with_budget(client.messages.create)
     request = {"model": "claude-sonnet-4-5", "messages": HI, "max_tokens": 2000, "stream": True}
@@ -408,12 +408,12 @@ async def test_async_clients_are_priced_at_their_endpoint() -> None:
     guard = Guard("memory://", budgets=[Budget("global", usd="100", per="day")])
     groq = openai.AsyncOpenAI(
         base_url="https://api.groq.com/openai/v1", api_key="k", max_retries=0,
-        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(serve(completion("openai/gpt-oss-120b")))),
+        http_client=OPENAI_HTTP.AsyncClient(transport=OPENAI_HTTP.MockTransport(serve(completion("openai/gpt-oss-120b")))),
     )  # fmt: skip
     model = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
     bedrock = anthropic.AsyncAnthropicBedrock(
         aws_region="us-east-1", api_key="k", max_retries=0,
-        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(serve(claude_body(model)))),
+        http_client=ANTHROPIC_HTTP.AsyncClient(transport=ANTHROPIC_HTTP.MockTransport(serve(claude_body(model)))),
     )  # fmt: skip
     await guard.with_budget(groq.chat.completions.create)(
         model="openai/gpt-oss-120b", messages=HI, max_tokens=200
