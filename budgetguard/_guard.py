@@ -1165,13 +1165,11 @@ class _Ctx:
             actual = None if usage is None else self.guard._actual(model, usage, self.est, variant)
         except PricingError as unpriced:  # a billed unit with no price: the reserved worst case, flagged
             self.emit("usage_missing", reason=str(unpriced))
-            usage, flags = self.est.usage, {**flags, "usage_missing": True, "unpriced": True}
-            model = self.est.model
-            actual = self.guard._actual(model, usage, self.est, variant)
+            usage, actual = self.est.usage, self._reserved()
+            flags = {**flags, "usage_missing": True, "unpriced": str(unpriced)}
         if actual is not None and max(actual.values()) > INT64_MAX:  # absurd counts: a corrupt response
             self.emit("usage_missing", reason=f"usage {usage} is beyond what a ledger counts")
-            usage, flags = self.est.usage, {**flags, "usage_missing": True}
-            actual = self.guard._actual(model, usage, self.est, variant)
+            usage, actual, flags = self.est.usage, self._reserved(), {**flags, "usage_missing": True}
         cost = None if actual is None else actual[Unit.USD]
         if usage is not None:
             record_usage(self.est.model, usage, actual[Unit.USD] if actual else 0)
@@ -1200,6 +1198,13 @@ class _Ctx:
             # a repeat's outcome too: the guard commits a reservation once, so a repeat reaches it only
             # when the store's retry found its lost first write; it carries that commit's totals
             self._thresholds(reservation, outcome.charged or actual, outcome.spent)
+
+    def _reserved(self) -> dict[Unit, int]:
+        """What the reservation held, as the actual amounts: the worst case, charged when the response's
+        usage cannot be priced. No price lookup: it cannot fail after the provider has billed."""
+        est = self.est
+        tokens = est.input_tokens + est.output_tokens
+        return CheckedAmounts({Unit.USD: est.cost_nano, Unit.TOKENS: tokens, Unit.REQUESTS: 1})
 
     def _settled(
         self, usage: Usage | None, reservation: Reservation, outcome: Outcome | None
