@@ -41,7 +41,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_BAD_INPUT = 2
 EXIT_STORE = 3
 
-console = Console(highlight=False)
+console = Console(highlight=False, markup=False)  # data (scope ids, models) is printed as it is
 
 
 class CLIError(click.ClickException):
@@ -161,7 +161,8 @@ def _used(status: CounterStatus) -> Decimal:
 def _status_table(statuses: Sequence[CounterStatus], title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for name in ("scope", "period", "limit", "spent", "held", "remaining", "used", "resets (UTC)"):
-        table.add_column(name, justify="left" if name in ("scope", "period", "resets (UTC)") else "right")
+        justify = "left" if name in ("scope", "period", "resets (UTC)") else "right"
+        table.add_column(name, justify=justify, overflow="fold" if name == "scope" else "ellipsis")  # type: ignore[arg-type]
     for s in statuses:
         unit = s.counter.unit
         resets = s.resets_at.strftime("%Y-%m-%d %H:%M") if s.resets_at else "never"
@@ -398,14 +399,14 @@ def report_command(
         ("output tokens", f"{total.output_tokens:,}", "right"),
         ("cost", format_usd(total.cost_nano), "right"),
     ]
-    for name, footer, justify in columns:
-        table.add_column(name, footer=footer, justify=justify)  # type: ignore[arg-type]
+    for name, footer, justify in columns:  # (a key is data: folded to fit, never cut)
+        table.add_column(name, footer=footer, justify=justify, overflow="fold" if name == by else "ellipsis")  # type: ignore[arg-type]
     for r in rows:
         table.add_row(r.key, str(r.calls), str(r.refused), f"{r.input_tokens:,}", f"{r.output_tokens:,}",
                       format_usd(r.cost_nano))  # fmt: skip
     if output:
         with open(output, "w") as f:
-            Console(file=f, width=120).print(table)
+            Console(file=f, width=120, markup=False).print(table)
             if warning:
                 f.write(f"warning: {warning}\n")
         console.print(f"wrote {output}", style="dim")

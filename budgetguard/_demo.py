@@ -20,6 +20,7 @@ import tenacity
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
 from ._budgets import Scope
 from ._config import load_budgets
@@ -162,12 +163,17 @@ def run_demo(console: Console, ledger_path: Path | None = None) -> None:
                     progress.advance(task)
 
     calls = len(jobs) - 1 + RESEARCH_CALLS
-    console.print(f"[bold]budgetguard demo[/]: {calls} calls by 5 users on 3 features, 4 at a time, "
-                  "through the real openai and anthropic clients against a local mock provider")  # fmt: skip
+    console.print(
+        Text.assemble(
+            ("budgetguard demo", "bold"),
+            f": {calls} calls by 5 users on 3 features, 4 at "
+            "a time, through the real openai and anthropic clients against a local mock provider",
+        )
+    )
     for line in sorted(set(notes)):
         console.print(f"  {line}")
     for line in refused:
-        console.print(f"  [red]refused[/] {line}")
+        console.print(Text.assemble("  ", ("refused", "red"), f" {line}"))
     console.print(
         f"admitted {totals.calls} calls, {totals.total_tokens:,} tokens, {format_usd(to_nano(totals.cost))}"
     )

@@ -238,3 +238,30 @@ def test_watch_refreshes_the_busiest_scopes(store: tuple[str, Path]) -> None:
     result = run(store, "watch", "--count", "2", "--interval", "0", "--top", "2")
     assert result.exit_code == 0, result.output
     assert "busiest scopes" in result.output and "user:bob" in result.output
+
+
+def test_scope_ids_and_models_are_printed_literally_never_as_markup(tmp_path: Path) -> None:
+    """Ids come from end users: ``[/]`` used to crash ``report`` and ``status`` (rich's MarkupError), and
+    ``[bold]`` was styled instead of shown."""
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text(BUDGETS)
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    guard = bg.Guard(url, budgets=bg.load_budgets(budgets))
+    ids = ["x[/]y", "[bold]z[/bold]", "[link=http://e.invalid]w"]
+
+    @guard.with_budget(user="{user}", feature="search")
+    def call(*, user: str, model: str, messages: Any, max_tokens: int) -> dict[str, Any]:
+        return {"usage": {"prompt_tokens": 5, "completion_tokens": 5}}
+
+    for user in ids:
+        call(user=user, model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}], max_tokens=20)
+    guard.close()
+    wide = {"COLUMNS": "200"}  # wide enough that no id is folded across lines
+    for args in (["status"], ["report", "--by", "user"], ["limits", "set", f"user:{ids[0]}", "$1"]):
+        result = CliRunner(env=wide).invoke(cli, ["--url", url, "--budgets", str(budgets), *args])
+        assert result.exit_code == 0, result.output
+        if args[0] != "limits":
+            for user in ids:
+                assert user in result.output  # shown as typed: neither parsed as markup nor dropped
+    shown = CliRunner().invoke(cli, ["--url", url, "limits", "get", f"user:{ids[0]}"]).output
+    assert f"user:{ids[0]}" in shown
