@@ -7,12 +7,13 @@
 The headers count the guarded calls made before the response starts (a streaming body's later calls
 are charged, but too late for its headers).
 
-A request that brings no id for a scope kind the guard requires (``Guard.required_kinds``: a budget
-applies to every id of that kind, no default id, ``missing_scope="refuse"``) is answered 400
-(``missing_scope``) before the app runs: the client has to send the id, and no retry or wait would help
-(401 would claim an authentication scheme and a ``WWW-Authenticate`` challenge the middleware does not
-know; an auth layer that rejects anonymous requests runs before it). A ``MissingScopeError`` that
-escapes the app is answered 400 too.
+A guarded call of a request that brings no id for a scope kind the guard requires
+(``Guard.required_kinds``: a budget applies to every id of that kind, no default id,
+``missing_scope="refuse"``) is refused with ``MissingScopeError``; escaping the app, it is answered 400
+(``missing_scope``, naming the header to send): the client has to send the id, and no retry or wait would
+help (401 would claim an authentication scheme and a ``WWW-Authenticate`` challenge the middleware does
+not know). Calls are refused, not requests: routes that make no guarded call (health checks, login) need
+no id.
 
 ``budget_scope(...)`` is the same context as a FastAPI dependency, for some routes only (say, when other
 routes take anonymous requests); register ``budget_exceeded_handler`` for ``BudgetExceededError`` and
@@ -86,11 +87,6 @@ class BudgetMiddleware:
                 scope, receive, send
             )
             return
-        required = (self._guard or default_guard()).required_kinds
-        unnamed = [kind for kind in self.scopes if kind in required and kind not in ids]
-        if unnamed:  # every guarded call of this request would be refused: say so before the app runs
-            await missing_scope_response(MissingScopeError(unnamed))(scope, receive, send)
-            return
         started = False
 
         async def send_with_headers(message: Message) -> None:
@@ -108,7 +104,7 @@ class BudgetMiddleware:
                 if started:
                     raise  # the response is on its way: too late for a 429
                 if isinstance(refused, MissingScopeError):
-                    response = missing_scope_response(refused)
+                    response = missing_scope_response(refused, self.scopes)
                 else:
                     response = refusal_response(refused, status_code=self.status_code, body=self.body)
                 await response(scope, receive, send_with_headers)
@@ -170,9 +166,17 @@ def refusal_response(
     return JSONResponse(dict(content), status_code=status_code, headers=headers)
 
 
-def missing_scope_response(missing: MissingScopeError) -> Response:
-    """The HTTP answer to a request without a required scope id: 400, JSON."""
-    content = {"error": "missing_scope", "message": str(missing), "kinds": list(missing.kinds)}
+def missing_scope_response(
+    missing: MissingScopeError, sources: Mapping[str, ScopeSource] | None = None
+) -> Response:
+    """The HTTP answer to a request without a required scope id: 400, JSON, telling the client what to
+    send (the header, when the id comes from one), not how the server is configured."""
+    wanted = []
+    for kind in missing.kinds:
+        source = (sources or {}).get(kind)
+        wanted.append(f"the {source} header" if isinstance(source, str) else f"a {kind} id")
+    message = f"this request needs {' and '.join(wanted)}: send it and try again"
+    content = {"error": "missing_scope", "message": message, "kinds": list(missing.kinds)}
     return JSONResponse(content, status_code=400)
 
 

@@ -130,22 +130,29 @@ def test_the_status_code_is_configurable_and_scopes_can_come_from_a_callable() -
     assert user_spent(guard, "dana") == bg.to_nano(COST)
 
 
-def test_a_request_without_the_user_id_is_a_400_before_the_app_runs() -> None:
+def test_a_request_without_the_user_id_is_a_400_and_spends_nothing() -> None:
     """A budget applies to every user: a request that names none would have no per-user limit (50 large
-    requests spent twice the limit). It is answered 400: the client must send the id."""
+    requests spent twice the limit). Its guarded call is refused, and the request answered 400, telling
+    the client which header to send; routes that make no guarded call need no id."""
     app, guard = build()
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"ok": True}
+
     with TestClient(app) as client:
         responses = [client.get("/chat", params={"tokens": 2000}) for _ in range(50)]
         empty = client.get("/chat", headers={"x-user-id": ""})
+        healthy = client.get("/health")
 
-    for response in [*responses, empty]:
+    for response in [*responses, empty]:  # (an empty header names no id)
         assert response.status_code == 400
         body = response.json()
         assert (body["error"], body["kinds"]) == ("missing_scope", ["user"])
-        assert "missing_scope='skip'" in body["message"]
-    assert getattr(app.state, "runs", 0) == 0  # the app never ran
+        assert "x-user-id header" in body["message"] and "Guard(" not in body["message"]
+    assert healthy.status_code == 200
     [status] = guard.ledger.status([guard.counters_for([bg.Scope("global")])[0]])
-    assert status.spent == 0
+    assert status.spent == 0 and status.held == 0
 
 
 @pytest.mark.parametrize(
