@@ -40,3 +40,10 @@ ANTHROPIC_STREAM_CUT: tuple[type[Exception], ...] = (
     ANTHROPIC_HTTP.TransportError,
 )
 """The same for the anthropic SDK (it wraps the transport's error from 2.17 on)."""
+
+
+def chat_completions_stream(client: Any) -> Any:
+    """``client.chat.completions.stream`` of an ``OpenAI`` / ``AsyncOpenAI`` client: older openai releases
+    (1.78 among them) have the helper only as ``client.beta.chat.completions.stream``."""
+    completions = client.chat.completions
+    return completions.stream if hasattr(completions, "stream") else client.beta.chat.completions.stream

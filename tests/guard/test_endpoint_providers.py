@@ -30,7 +30,7 @@ from tests.guard.payloads import (
     openai_sse,
     serve,
 )
-from tests.sdk_http import ANTHROPIC_HTTP, OPENAI_HTTP
+from tests.sdk_http import ANTHROPIC_HTTP, OPENAI_HTTP, chat_completions_stream
 
 HI = [{"role": "user", "content": "What is a budget?"}]
 
@@ -331,7 +331,7 @@ def gpt4o_nano(usage: dict[str, Any]) -> int:
 def test_chat_completions_stream_is_a_stream_charged_its_usage(guard: Guard) -> None:
     sse, usage = chat_helper_sse()
     api = serve(sse)
-    stream = guard.with_budget(openai_at("https://api.openai.com/v1", api).chat.completions.stream)
+    stream = guard.with_budget(chat_completions_stream(openai_at("https://api.openai.com/v1", api)))
     with stream(model="gpt-4o", messages=HI, max_tokens=300) as events:
         for _ in events:
             pass
@@ -345,7 +345,7 @@ def test_chat_completions_stream_is_a_stream_charged_its_usage(guard: Guard) -> 
 
 def test_chat_completions_stream_get_final_completion(guard: Guard) -> None:
     sse, usage = chat_helper_sse()
-    stream = guard.with_budget(openai_at("https://api.openai.com/v1", serve(sse)).chat.completions.stream)
+    stream = guard.with_budget(chat_completions_stream(openai_at("https://api.openai.com/v1", serve(sse))))
     with stream(model="gpt-4o", messages=HI, max_tokens=300) as events:
         final = events.get_final_completion()
     assert final.usage is not None
@@ -359,7 +359,7 @@ def test_async_chat_completions_stream(guard: Guard) -> None:
         base_url="https://api.openai.com/v1", api_key="k", max_retries=0,
         http_client=OPENAI_HTTP.AsyncClient(transport=OPENAI_HTTP.MockTransport(api)),
     )  # fmt: skip
-    stream = guard.with_budget(client.chat.completions.stream)
+    stream = guard.with_budget(chat_completions_stream(client))
 
     async def run() -> None:
         async with stream(model="gpt-4o", messages=HI, max_tokens=300) as events:

@@ -34,11 +34,9 @@ from tests.guard.payloads import (
 )
 from tests.realworld.bills import billed_nano, final_body
 from tests.realworld.conftest import ABSENT, load, realworld_dir, response_files
+from tests.sdk_http import chat_completions_stream
 
 JSON = dict[str, Any]
-# The recordings name models that some SDK releases warn about (deprecated, past end of life): the
-# warning is about the recorded request, not about budgetguard.
-pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 
 
 def _recordings(keep: Any) -> list[Any]:
@@ -58,7 +56,7 @@ def _method(client: Any, fx: JSON, *, helper: bool = False) -> Any:
     if fx["endpoint"] == "messages":
         return client.messages.create
     if fx["endpoint"] == "chat":
-        return client.chat.completions.stream if helper else client.chat.completions.create
+        return chat_completions_stream(client) if helper else client.chat.completions.create
     return client.responses.create
 
 
@@ -123,7 +121,13 @@ def _chat_stream(fx: JSON) -> bool:
 
 
 def _helper_request(fx: JSON) -> JSON:
-    return {k: v for k, v in fx["request"].items() if k != "stream"}  # the helper streams by itself
+    request = {k: v for k, v in fx["request"].items() if k != "stream"}  # the helper streams by itself
+    # the helper parses tool calls: some releases (openai 1.78's async helper) refuse a function tool
+    # not marked strict before sending anything
+    tools = request.get("tools")
+    if tools:
+        request["tools"] = [{**tool, "function": {**tool["function"], "strict": True}} for tool in tools]
+    return request
 
 
 @pytest.mark.parametrize("recording", _recordings(_chat_stream))

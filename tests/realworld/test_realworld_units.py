@@ -16,8 +16,6 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import budgetguard
 from budgetguard import Budget, Guard
 from tests.guard.payloads import (
@@ -31,9 +29,6 @@ from tests.realworld.bills import billed_nano, final_body
 from tests.realworld.conftest import load
 
 JSON = dict[str, Any]
-# The recordings name models that some SDK releases warn about (deprecated, past end of life): the
-# warning is about the recorded request, not about budgetguard.
-pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 
 # -- serving a recording to the real SDK clients ------------------------------------------------------
 

@@ -123,7 +123,9 @@ def test_responses_built_in_tool_calls_are_counted_from_the_output() -> None:
     )  # fmt: skip  (three code interpreter calls in two containers: two sessions)
     body = payload("openai_responses_tools")
     assert Usage.from_response(body) == expected
-    assert Usage.from_response(Response.model_validate(body)) == expected
+    # built as the SDK client builds it (``construct``, not validated): an SDK release that predates an
+    # item's type keeps the item, under a wrong class but with its ``type`` and fields
+    assert Usage.from_response(Response.construct(**body)) == expected
     assert Usage.from_response({"type": "response.completed", "response": body}) == expected
 
 
