@@ -129,5 +129,5 @@ def test_a_reported_unit_without_a_price_is_charged_the_reservation_flagged(guar
     guard.with_budget(openai_client(serve(body)).chat.completions.create)(**request)
     entry = committed(guard)
     assert entry.data["usage_missing"] is True
-    assert entry.data["unpriced"] is True
+    assert "no price is known" in entry.data["unpriced"]  # the reason, as served_flags writes it
     assert entry.amounts["usd"] == to_nano(entry.data["estimated_usd"]) > 0
