@@ -37,6 +37,7 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from importlib.metadata import version
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from genai_prices import data_snapshot as _gp_snapshot
@@ -330,7 +331,7 @@ _GP_KEYS = {
 # -- the providers' published prices for units genai-prices does not price ---------------------------
 # Used only where genai-prices has no price for a unit (genai-prices wins, ``register_price`` wins over
 # both). Token rates in USD per million tokens, call fees in USD per thousand calls. Checked 2026-12-06.
-PUBLISHED_PRICES: dict[str, tuple[tuple[str, Mapping[str, Decimal]], ...]] = {
+_PUBLISHED: dict[str, tuple[tuple[str, Mapping[str, Decimal]], ...]] = {
     "anthropic": (
         (
             "claude",
@@ -367,6 +368,13 @@ PUBLISHED_PRICES: dict[str, tuple[tuple[str, Mapping[str, Decimal]], ...]] = {
         ),
     ),
 }
+PUBLISHED_PRICES: Mapping[str, tuple[tuple[str, Mapping[str, Decimal]], ...]] = MappingProxyType(
+    {name: tuple((prefix, MappingProxyType(dict(rates))) for prefix, rates in entries)
+     for name, entries in _PUBLISHED.items()}
+)  # fmt: skip
+"""The providers' published prices for units genai-prices does not price, per provider: ``(model name
+prefix, rates)``, the first matching prefix wins. Read-only: prices are resolved once and cached, so an
+edit here would have no effect; set a model's price with ``register_price`` (or ``load_prices``)."""
 
 
 def is_claude(model: str) -> bool:

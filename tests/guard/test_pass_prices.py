@@ -153,3 +153,12 @@ def test_every_spelling_of_a_claude_model_is_claude_everywhere(model: str) -> No
     assert book.register(model, input="3").base.code_execution == Decimal("4.17")
     assert budgetguard.published_prices(model, None)["web_fetch"] == 0
     assert api_of(None, model) == "anthropic"
+
+
+def test_published_prices_are_read_only() -> None:
+    """An edit to ``PUBLISHED_PRICES`` would not reach prices already cached: it is refused instead."""
+    with pytest.raises(TypeError):
+        budgetguard.PUBLISHED_PRICES["anthropic"] = ()  # type: ignore[index]
+    with pytest.raises(TypeError):
+        budgetguard.PUBLISHED_PRICES["anthropic"][0][1]["web_search"] = Decimal(0)  # type: ignore[index]
+    assert budgetguard.published_prices("claude-sonnet-4-5", None)["web_search"] == Decimal(10)
