@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -246,7 +245,7 @@ class Estimator:
         calls, defaulted = self._tool_calls(request, shape, rates, model)
         passes: tuple[Pass, ...] = ()
         if shape == "anthropic" and request.get("tools"):
-            passes, advised = self._advisor_passes(request, input_tokens + output_tokens)
+            passes, advised = self._advisor_passes(request, input_tokens + output_tokens, provider, variant)
             defaulted += advised
         if audio or calls or passes:  # every unit in one sum, rounded up once
             worst = Usage(
@@ -254,7 +253,7 @@ class Estimator:
                 output_audio_tokens=output_tokens if audio else 0, passes=passes,
                 **{_FEE_UNITS[name]: count for name, count in calls},
             )  # fmt: skip
-            cost_nano = price.cost_nano(worst)
+            cost_nano = self.prices.cost_nano(price, worst, provider=provider, variant=variant)
         else:
             cost_nano = rates.cost_nano_of(uncached, 0, write_5m, write_1h, output_tokens)
         return Estimate(
@@ -274,10 +273,11 @@ class Estimator:
         )
 
     def _advisor_passes(
-        self, request: Mapping[str, Any], context: int
+        self, request: Mapping[str, Any], context: int, provider: str | None, variant: Variant | None
     ) -> tuple[tuple[Pass, ...], tuple[str, ...]]:
         """The worst case of Anthropic advisor tools: ``max_uses`` (else the default) passes on the
-        advisor's model, each reading ``context`` tokens and writing the tool's ``max_tokens``."""
+        advisor's model, each reading ``context`` tokens and writing the tool's ``max_tokens``. The
+        advisor is priced as the call will be charged: at its provider (``PriceBook.pass_price``)."""
         passes: list[Pass] = []
         defaulted: tuple[str, ...] = ()
         for tool in request.get("tools") or ():
@@ -292,7 +292,7 @@ class Estimator:
                 uses, defaulted = self.tool_calls["advisor"], ("advisor",)
             written = tool.get("max_tokens")
             if isinstance(written, bool) or not isinstance(written, int) or written < 0:
-                advisor_price = self.prices.get(advisor)
+                advisor_price = self.prices.pass_price(advisor, provider=provider, variant=variant)
                 written = advisor_price.max_output_tokens or self.default_output_tokens
             one = Pass("advisor_message", advisor, Usage(input_tokens=context, output_tokens=written))
             passes.extend([one] * uses)
@@ -384,12 +384,6 @@ class Estimator:
         if price.context_window is not None:
             return max(price.context_window - input_tokens, 0)
         return self.default_output_tokens
-
-
-@functools.lru_cache(maxsize=1024)
-def _guess_provider(model: str) -> str:
-    """The wire format of a request for ``model`` when nothing else says it (see ``api_of``)."""
-    return api_of(None, model)
 
 
 def _server_tool(kind: str, provider: str) -> str | None:

@@ -604,10 +604,10 @@ class Guard:
     def _actual(
         self, model: str, usage: Usage, est: Estimate, variant: Variant | None = None
     ) -> dict[Unit, int]:
-        if model == est.model and variant == est.variant:
-            cost = est.price.cost_nano(usage)
-        else:  # served at another tier than asked, or by another model (served_flags): its own price
-            cost = self.prices.get(model, provider=est.provider, variant=variant).cost_nano(usage)
+        # served at another tier than asked, or by another model (served_flags): its own price; the
+        # passes on other models (advisors) at the call's provider
+        price = est.price if model == est.model and variant == est.variant else model
+        cost = self.prices.cost_nano(price, usage, provider=est.provider, variant=variant)
         # (settle checks the int64 bound before the store sees them)
         return CheckedAmounts({Unit.USD: cost, Unit.TOKENS: usage.total_tokens, Unit.REQUESTS: 1})
 

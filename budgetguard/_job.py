@@ -221,7 +221,7 @@ class Job:
             raise ConfigurationError("charge() needs model=... when the response names none")
         usage = Usage.from_response(response)
         variant = response_variant(served_tier(response), {"processing": "batch"} if batch else None)
-        cost = self.guard.prices.get(name, variant=variant).cost_nano(usage)
+        cost = self.guard.prices.cost_nano(name, usage, variant=variant)
         amounts = {Unit.USD: cost, Unit.TOKENS: usage.total_tokens, Unit.REQUESTS: 1}
         with self._lock:
             if self._state != "open":

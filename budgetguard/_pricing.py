@@ -30,13 +30,14 @@ import math
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from importlib.metadata import version
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from genai_prices import data_snapshot as _gp_snapshot
@@ -269,10 +270,6 @@ class Price:
     context_window: int | None = None
     max_output_tokens: int | None = None
     source: str = "override"
-    book: PriceBook | None = field(default=None, repr=False, compare=False)
-    """The price book that prices the passes a response reports on other models (default: the global one)."""
-    variant: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
-    """The price variant this price was looked up at: the passes are priced at the same one."""
 
     def rates_for(self, input_tokens: int) -> Rates:
         for threshold, rates in reversed(self.tiers):
@@ -280,16 +277,30 @@ class Price:
                 return rates
         return self.base
 
-    def cost_nano(self, usage: Usage) -> int:
-        """Exact cost of ``usage`` in nano-USD, every unit and every pass included, rounded up once."""
+    def cost_nano(self, usage: Usage, pass_price: Callable[[str], Price] | None = None) -> int:
+        """Exact cost of ``usage`` in nano-USD, every unit and every pass included, rounded up once.
+
+        A pass on the call's own model (``Pass.model`` None, a compaction) is priced here; one on
+        another model (an advisor) at ``pass_price(model)``, which ``PriceBook.cost_nano`` gives at the
+        call's provider and date. Without it such a pass is a ``PricingError``: a price alone does not
+        know where the call went."""
         rates = self.rates_for(usage.total_input_tokens) if self.tiers else self.base
         if not usage.passes:
             return rates.cost_nano(usage, self.model)
         # Each pass at its own model's price and prompt-size tier; the sum is rounded up once.
         total = Fraction(rates.scaled(usage, self.model), rates._den)
-        book = self.book if self.book is not None else price_book
         for extra in usage.passes:
-            price = self if extra.model is None else book.get(extra.model, variant=self.variant)
+            if extra.model is None or extra.model == self.model:
+                price = self
+            elif pass_price is None:
+                raise PricingError(
+                    f"a {extra.kind!r} pass ran on {extra.model!r}, which this price of {self.model!r} does "
+                    "not cover; price the usage where the call's provider is known: "
+                    f"budgetguard.price_book.cost_nano({self.model!r}, usage, provider=...)",
+                    model=extra.model,
+                )
+            else:
+                price = pass_price(extra.model)
             pass_rates = price.rates_for(extra.usage.total_input_tokens)
             scaled = pass_rates.scaled(extra.usage, price.model) - pass_rates._request  # (no request fee)
             total += Fraction(scaled, pass_rates._den)
@@ -320,7 +331,7 @@ _GP_KEYS = {
 # -- the providers' published prices for units genai-prices does not price ---------------------------
 # Used only where genai-prices has no price for a unit (genai-prices wins, ``register_price`` wins over
 # both). Token rates in USD per million tokens, call fees in USD per thousand calls. Checked 2026-12-06.
-PUBLISHED_PRICES: dict[str, tuple[tuple[str, Mapping[str, Decimal]], ...]] = {
+_PUBLISHED: dict[str, tuple[tuple[str, Mapping[str, Decimal]], ...]] = {
     "anthropic": (
         (
             "claude",
@@ -357,14 +368,29 @@ PUBLISHED_PRICES: dict[str, tuple[tuple[str, Mapping[str, Decimal]], ...]] = {
         ),
     ),
 }
+PUBLISHED_PRICES: Mapping[str, tuple[tuple[str, Mapping[str, Decimal]], ...]] = MappingProxyType(
+    {name: tuple((prefix, MappingProxyType(dict(rates))) for prefix, rates in entries)
+     for name, entries in _PUBLISHED.items()}
+)  # fmt: skip
+"""The providers' published prices for units genai-prices does not price, per provider: ``(model name
+prefix, rates)``, the first matching prefix wins. Read-only: prices are resolved once and cached, so an
+edit here would have no effect; set a model's price with ``register_price`` (or ``load_prices``)."""
+
+
+def is_claude(model: str) -> bool:
+    """Whether ``model`` names an Anthropic Claude model, however the endpoint spells it: ``claude-...``,
+    ``anthropic/claude-...``, Bedrock's ``anthropic.claude-...`` / ``us.anthropic.claude-...``, Vertex's
+    ``claude-...@date``."""
+    bare = model.rsplit("/", 1)[-1]
+    return bare.startswith("claude") or "anthropic.claude" in bare or model.startswith("anthropic/")
 
 
 def published_prices(model: str, provider: str | None) -> dict[str, Decimal]:
     """The published prices (``PUBLISHED_PRICES``) that apply to ``model`` at ``provider`` (guessed from
     the model name when not given): the first entry whose prefix the bare model name starts with wins."""
-    bare = model.rsplit("/", 1)[-1]
+    bare = model.rsplit("/", 1)[-1].rpartition("anthropic.")[2]  # (Bedrock: us.anthropic.claude-...)
     if provider is None:
-        provider = "anthropic" if bare.startswith("claude") or model.startswith("anthropic/") else "openai"
+        provider = "anthropic" if is_claude(model) else "openai"
     found: dict[str, Decimal] = {}
     for prefix, rates in PUBLISHED_PRICES.get(provider, ()):
         if bare.startswith(prefix):
@@ -434,6 +460,14 @@ _NS_PER_DAY = 86_400 * 10**9
 _EPOCH_DAY = datetime(1970, 1, 1).toordinal()  # day numbers count from the epoch, as time_ns() // a day
 
 
+def _day(at: datetime | None) -> int:
+    """The UTC day number of ``at`` (now when None): a price change takes effect at UTC midnight."""
+    if at is None:
+        return time.time_ns() // _NS_PER_DAY
+    at = at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return at.date().toordinal() - _EPOCH_DAY
+
+
 def _names(model: str) -> list[str]:
     """``model``, then without a provider prefix, then without a date suffix."""
     names = [model]
@@ -496,7 +530,6 @@ class PriceBook:
             context_window=context_window,
             max_output_tokens=max_output_tokens,
             source="override",
-            book=self,
         )
         price = _with_published(price, provider)
         with self._lock:
@@ -528,7 +561,6 @@ class PriceBook:
                 )
             except (TypeError, ValueError, AttributeError) as exc:
                 raise ConfigurationError(f"{path}: model {name!r}: {exc}") from exc
-        loaded = [dataclasses.replace(price, book=self) for price in loaded]
         with self._lock:
             self._overrides.update({price.model: price for price in loaded})
             self._cache.clear()
@@ -538,7 +570,7 @@ class PriceBook:
         """Charge models that no data and no override knows at this price instead of refusing them."""
         with self._lock:
             self._default = Price(
-                model="*", base=Rates.of(input=input, output=output, **rates), source="default", book=self
+                model="*", base=Rates.of(input=input, output=output, **rates), source="default"
             )
             self._cache.clear()
 
@@ -571,12 +603,9 @@ class PriceBook:
         date picks the price); a naive one is read as UTC.
         """
         variant_key = tuple(sorted(variant.items())) if variant else ()
-        if at is None:
-            day = time.time_ns() // _NS_PER_DAY
-        else:  # the UTC date of the instant: a price change takes effect at UTC midnight
+        if at is not None:
             at = at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
-            day = at.date().toordinal() - _EPOCH_DAY
-        key = (model, provider, variant_key, day)
+        key = (model, provider, variant_key, _day(at))
         price = self._cache.get(key)
         if price is not None:
             return price
@@ -603,7 +632,6 @@ class PriceBook:
                     _check_variant(model, gp_provider, gp_model, when, variant)
                 model_price = gp_model.get_prices(when, variant)
                 price = _from_genai(model, gp_provider, gp_model, model_price)
-                price = dataclasses.replace(price, book=self, variant=variant)
                 return price, not _has_time_of_day_prices(gp_model)
         if self._default is not None:
             return self._default, True
@@ -615,12 +643,59 @@ class PriceBook:
             model=model,
         )
 
-    def cost(self, model: str, usage: Usage, **lookup: Any) -> Decimal:
-        """Exact cost of ``usage`` on ``model`` in USD, rounded up to a whole nano-USD."""
-        return self.get(model, **lookup).cost(usage)
+    def pass_price(
+        self,
+        model: str,
+        *,
+        provider: str | None = None,
+        at: datetime | None = None,
+        variant: Mapping[str, str] | None = None,
+    ) -> Price:
+        """The price of a pass on ``model`` (an advisor) inside a call at ``provider`` priced at
+        ``variant``: the pass is billed where the call goes, on the call's date. It takes the call's
+        variant when the data lists that variant for ``model`` (batch and data-residency prices cover
+        the whole request), else the model's base price (``speed="fast"`` is a price of the call's
+        model, not of an advisor that has none)."""
+        if not variant:
+            return self.get(model, provider=provider, at=at)
+        day = _day(at)
+        key = ("pass", model, provider, tuple(sorted(variant.items())), day)
+        price = self._cache.get(key)
+        if price is None:
+            base = self.get(model, provider=provider, at=at)  # an unknown model is refused, never free
+            try:
+                price = self.get(model, provider=provider, at=at, variant=variant)
+            except PricingError:
+                price = base
+            if (model, provider, (), day) in self._cache:  # (not a time-of-day price)
+                with self._lock:
+                    self._cache[key] = price
+        return price
 
-    def cost_nano(self, model: str, usage: Usage, **lookup: Any) -> int:
-        return self.get(model, **lookup).cost_nano(usage)
+    def cost_nano(
+        self,
+        model: str | Price,
+        usage: Usage,
+        *,
+        provider: str | None = None,
+        at: datetime | None = None,
+        variant: Mapping[str, str] | None = None,
+    ) -> int:
+        """Exact cost of ``usage`` on ``model`` (a name, or the ``Price`` it was already looked up at)
+        at ``provider``, ``at`` and ``variant``, in nano-USD rounded up: passes on other models (an
+        advisor) are priced at the same provider and date (``pass_price``)."""
+        price = (
+            model if isinstance(model, Price) else self.get(model, provider=provider, at=at, variant=variant)
+        )
+        if not usage.passes:
+            return price.cost_nano(usage)
+        return price.cost_nano(
+            usage, functools.partial(self.pass_price, provider=provider, at=at, variant=variant)
+        )
+
+    def cost(self, model: str | Price, usage: Usage, **lookup: Any) -> Decimal:
+        """Exact cost of ``usage`` on ``model`` in USD, rounded up to a whole nano-USD (``cost_nano``)."""
+        return to_usd(self.cost_nano(model, usage, **lookup))
 
 
 def _find_in_data(names: list[str], provider: str | None) -> tuple[_gp.Provider, _gp.ModelInfo] | None:

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._pricing import provider_for_url
+from ._pricing import is_claude, provider_for_url
 from ._usage import Usage, _get, _is_code_block, _merge_anthropic_delta, _reader
 
 __all__ = [
@@ -75,9 +75,7 @@ def api_of(provider: str | None, model: str) -> str:
     model (Bedrock's ``anthropic.claude-...``, Vertex's ``claude-...@date``), else OpenAI's."""
     if provider in ("openai", "anthropic"):
         return provider
-    bare = model.rsplit("/", 1)[-1]
-    claude = bare.startswith("claude") or "anthropic.claude" in bare or model.startswith("anthropic/")
-    return "anthropic" if claude else "openai"
+    return "anthropic" if is_claude(model) else "openai"
 
 
 _HIDDEN_REASONING = re.compile(

@@ -40,6 +40,7 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from ._pricing import is_claude
 from ._tokens import (
     count_anthropic_tokens,
     count_message_tokens,
@@ -243,7 +244,7 @@ class MockProvider:
 
     def _reply(self, model: str, prompt: str, limit: int | None) -> tuple[str, int]:
         """The visible reply text and its token count, at most ``limit`` tokens."""
-        encoding = encoding_for_model(model) if not model.startswith("claude") else None
+        encoding = encoding_for_model(model) if not is_claude(model) else None
         if self.reply_text is not None:
             text = self.reply_text
         else:

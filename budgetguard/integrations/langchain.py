@@ -33,8 +33,9 @@ from uuid import UUID
 from .._budgets import Scope
 from .._context import ModelTotals, Tracker, track
 from .._errors import ConfigurationError, UsageError
-from .._estimate import Estimate, _guess_provider
+from .._estimate import Estimate
 from .._guard import Attempt, Guard, ScopeSpec, default_guard
+from .._providers import api_of
 from .._streams import input_only
 from .._tokens import count_text_tokens
 from .._usage import Usage
@@ -249,7 +250,7 @@ def request_from_run(
             "budgetguard needs a model name to price it: set model= on the chat model"
         )
     provider = _SHAPES.get(str(metadata.get("ls_provider")))
-    shape = provider or _guess_provider(model)
+    shape = provider or api_of(None, model)
     request: dict[str, Any] = {"model": model}
     most = next(
         (

@@ -206,7 +206,7 @@ def test_web_search_fees_are_charged_and_web_fetch_is_free() -> None:
 def test_each_pass_is_priced_at_its_model_and_tier_rounded_once() -> None:
     usage = Usage.from_response(payload("anthropic_iterations"))
     price = budgetguard.get_price("claude-sonnet-4-5-20250929")
-    assert price.cost_nano(usage) == ITERATIONS_NANO
+    assert budgetguard.price_book.cost_nano(price, usage) == ITERATIONS_NANO
     assert price.cost_nano(Usage(3000, output_tokens=150)) == ITERATIONS_TOP_LEVEL_ONLY_NANO
     book = budgetguard.PriceBook(use_data=False)
     book.register("m", input="0.0001")
@@ -375,6 +375,6 @@ def test_advisor_uses_are_reserved_as_passes_on_the_advisor_model() -> None:
     one_use = context * 15_000 + 500 * 75_000  # claude-opus-4-1: $15 in, $75 out
     call = est.input_tokens * 3000 + est.output_tokens * 15_000  # the call itself: claude-sonnet-4-5
     assert est.cost_nano == call + 2 * one_use
-    assert est.cost_nano == budgetguard.get_price("claude-sonnet-4-5").cost_nano(est.usage)
+    assert est.cost_nano == budgetguard.price_book.cost_nano("claude-sonnet-4-5", est.usage)
     unbounded = budgetguard.estimate({**CLAUDE, "tools": [advisor]})
     assert (len(unbounded.passes), unbounded.tools_defaulted) == (3, ("advisor",))
