@@ -23,13 +23,14 @@ from budgetguard import AsyncLedger, Budget, Guard, LedgerError, open_async_ledg
 from budgetguard._ledger import MemoryLedger
 from budgetguard._ledger._local import AsyncLocalLedger
 from budgetguard._ledger._sqlite import SQLiteLedger
-from budgetguard._streams import owed
+from budgetguard._streams import drain, owed
 from tests.guard.conftest import MakeGuard
 from tests.guard.dropworker import run_worker
 from tests.guard.payloads import (
     anthropic_client,
     anthropic_sse,
     anthropic_stream_events,
+    async_openai_client,
     chat_request,
     chat_stream_chunks,
     claude_request,
@@ -384,3 +385,59 @@ def test_drains_at_once_of_an_async_only_guard_share_no_state(make_guard: MakeGu
     assert [e.kind for e in events].count("committed") == 2
     assert "spend_lost" not in [e.kind for e in events]
     assert h.held("user:alice") == 0
+
+
+def locked_guard(path: Path, events: list[Any]) -> Guard:
+    return Guard(
+        SQLiteLedger(path, timeout=0.05), budgets=[Budget("user", usd="1", per="day")],
+        on_event=events.append, missing_scope="skip",
+    )  # fmt: skip
+
+
+async def test_a_queued_settlement_the_store_fails_is_retried_by_the_async_driver(tmp_path: Path) -> None:
+    """The async driver's drain (an async call's start) keeps a settlement the store failed, too."""
+    path = tmp_path / "ledger.db"
+    events: list[Any] = []
+    guard = locked_guard(path, events)
+    api = serve(CHAT_SSE, small_completion(10, 5))
+    drop_chat_streams(guard, api, 1)
+    acreate = guard.with_budget(async_openai_client(api).chat.completions.create, user="alice")
+
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    with pytest.raises(LedgerError):
+        await acreate(**chat_request())
+    assert len(guard._queued) == 1
+    assert [e.data.get("will_retry") for e in events if e.kind == "store_unavailable"] == [True, None]
+    locker.execute("ROLLBACK")
+    locker.close()
+
+    await guard.aclose()
+    assert not guard._queued
+    _, cost = interrupted_cost(chat_request(), "Budgets")
+    assert [e.amounts["usd"] for e in guard.ledger.history(events=["committed"])] == [cost]
+    assert "spend_lost" not in [e.kind for e in events]
+    guard.close()
+
+
+def test_the_last_try_at_exit_reports_the_spend_lost_once(tmp_path: Path) -> None:
+    """At exit (``drain_at_exit``: the final drain) a store still failing the settlement: ``spend_lost``,
+    once, with what the stream cost, after the earlier tries reported only ``store_unavailable``."""
+    path = tmp_path / "ledger.db"
+    events: list[Any] = []
+    guard = locked_guard(path, events)
+    drop_chat_streams(guard, serve(CHAT_SSE), 1)
+
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    guard.close()
+    assert len(guard._queued) == 1  # kept
+    drain(guard, final=True)  # what the exit handler does
+    locker.execute("ROLLBACK")
+    locker.close()
+
+    _, cost = interrupted_cost(chat_request(), "Budgets")
+    assert not guard._queued and guard not in owed
+    assert [e.actual for e in events if e.kind == "spend_lost"] == [Decimal(cost) / 10**9]
+    assert [e.data.get("will_retry") for e in events if e.kind == "store_unavailable"] == [True, None]
+    guard.close()
