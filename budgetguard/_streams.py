@@ -246,17 +246,21 @@ class Settlement:
     sent = True
     """False for a stream manager that was never entered: its request never went out."""
 
-    failed: BaseException | None = None
-    """The error a stream manager raised on entering (the request may have gone out: a read timeout)."""
+    failed: tuple[str, bool] | None = None
+    """A stream manager's error on entering (the request may have gone out: a read timeout): its name, and
+    whether the guard's ``charge_failed`` charges the input, as for any failed attempt."""
 
     tries = 0
-    """Settlements a drain tried, the store failing them (a later one retries: see ``drain``)."""
+    """How many times this settlement ran (a drain retries one the store failed: see ``drain``)."""
+
+    def fail(self, exc: BaseException) -> None:
+        self.failed = type(exc).__name__, self.ctx.guard.charge_failed(exc)
 
     def flow(self, retry: bool) -> Flow:
         recorded, self.tries = self.tries > 0, self.tries + 1
         if self.failed is not None:  # as a failed attempt: the input charged if it may have been billed
-            charge = self.ctx.guard.charge_failed(self.failed)
-            usage, flags = input_only(self.ctx.est) if charge else None, {"error": type(self.failed).__name__}
+            error, charge = self.failed
+            usage, flags = input_only(self.ctx.est) if charge else None, {"error": error}
         elif not self.sent:
             usage, flags = None, {"error": "never sent"}
         else:
@@ -478,7 +482,7 @@ class GuardedStreamManager:
         try:
             self._stream = self._manager.__enter__()
         except BaseException as exc:  # the request may have gone out (a read timeout): a failed attempt
-            self._settle.failed = exc
+            self._settle.fail(exc)
             self._settle.settle_sync()
             raise
         self._settle.sent = True
@@ -498,7 +502,7 @@ class GuardedStreamManager:
         try:
             self._stream = await self._manager.__aenter__()
         except BaseException as exc:
-            self._settle.failed = exc
+            self._settle.fail(exc)
             await self._settle.settle_async()
             raise
         self._settle.sent = True
