@@ -70,6 +70,7 @@ from ._providers import (
     without_sdk_retries,
 )
 from ._streams import (
+    DRAIN_BATCH,
     GuardedAsyncStream,
     GuardedStream,
     GuardedStreamManager,
@@ -613,9 +614,11 @@ class Guard:
 
     # -- drivers ---------------------------------------------------------------------------------
 
-    def _run_sync(self, flow: Flow, call: Callable[[str | None], Any]) -> Any:
+    def _run_sync(self, flow: Flow, call: Callable[[str | None], Any], store: Ledger | None = None) -> Any:
+        """Run ``flow``, its store actions on ``store`` if given (a settlement's, see ``drain``), else on
+        the guard's sync store."""
         if self._queued:  # streams dropped unsettled: settle them first (their finalizers could not)
-            drain(self)
+            drain(self, DRAIN_BATCH)
         reply: Any = None
         error: BaseException | None = None
         while True:
@@ -632,13 +635,13 @@ class Guard:
                 elif type(action) is _Count:
                     reply = self.estimator.count_tokens(action.request)
                 else:
-                    reply = action.send(action.job or self._sync or self.ledger, self.lease)
+                    reply = action.send(action.job or store or self._sync or self.ledger, self.lease)
             except BaseException as exc:
                 error = exc
 
     async def _run_async(self, flow: Flow, call: Callable[[str | None], Any]) -> Any:
         if self._queued:
-            await adrain(self)
+            await adrain(self, DRAIN_BATCH)
         reply: Any = None
         error: BaseException | None = None
         while True:
@@ -1155,11 +1158,14 @@ class _Ctx:
         self.emit("store_unavailable", reason=f"fail_open: {down}")
 
     def settle(
-        self, reservation: Reservation | None, usage: Usage | None, flags: Mapping[str, Any]
-    ) -> Generator[Action, Any, None]:
+        self, reservation: Reservation | None, usage: Usage | None, flags: Mapping[str, Any],
+        *, retry: bool = False, recorded: bool = False,
+    ) -> Generator[Action, Any, None]:  # fmt: skip
         """Commit ``usage`` (or release when None). The call already happened: a store failure here
         cannot undo it. It is reported as lost spend (the hold expires after its lease) and, when
-        failing closed, raised."""
+        failing closed, raised. With ``retry`` (a dropped stream's settlement, which its drain retries)
+        it is raised, reported ``store_unavailable`` with ``will_retry``, and not lost yet; ``recorded``:
+        an earlier try recorded the usage with the trackers."""
         variant, model = flags.get("variant", self.est.variant), flags.get("priced_as", self.est.model)
         try:
             actual = None if usage is None else self.guard._actual(model, usage, self.est, variant)
@@ -1171,7 +1177,7 @@ class _Ctx:
             self.emit("usage_missing", reason=f"usage {usage} is beyond what a ledger counts")
             usage, actual, flags = self.est.usage, self._reserved(), {**flags, "usage_missing": True}
         cost = None if actual is None else actual[Unit.USD]
-        if usage is not None:
+        if usage is not None and not recorded:
             record_usage(self.est.model, usage, actual[Unit.USD] if actual else 0)
         if reservation is None:
             if self.lost and cost is not None:
@@ -1183,6 +1189,9 @@ class _Ctx:
         try:
             outcome = yield _Resolve(reservation, actual, meta)
         except LedgerError as down:
+            if retry:  # retried by the guard's next operation, close() or exit: not lost (yet)
+                self.emit("store_unavailable", actual=cost, reason=str(down), data={"will_retry": True})
+                raise
             self.emit("store_unavailable", reason=str(down))
             self.emit("spend_lost", actual=cost, reason=f"could not record: {down}")
             if self.guard.on_store_error == "fail_closed":

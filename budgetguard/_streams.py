@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ._budgets import Unit
 from ._errors import LedgerError, PricingError
 from ._estimate import Estimate
-from ._ledger import AsyncLedger, Ledger, Reservation, open_ledger
-from ._ledger._local import AsyncLocalLedger
+from ._ledger import Ledger, Reservation
 from ._pricing import PriceBook
 from ._providers import (
     _THINKING,
@@ -45,9 +44,9 @@ if TYPE_CHECKING:
     from ._guard import Flow, Guard, _Ctx
 
 __all__ = [
-    "GuardedAsyncResponseStream", "GuardedAsyncStream", "GuardedResponseStream", "GuardedStream",
-    "GuardedStreamManager", "Settlement", "adrain", "drain", "input_only", "no_call", "owed", "served_flags",
-    "settling", "wrap_stream",
+    "DRAIN_BATCH", "GuardedAsyncResponseStream", "GuardedAsyncStream", "GuardedResponseStream",
+    "GuardedStream", "GuardedStreamManager", "Settlement", "adrain", "drain", "input_only", "no_call", "owed",
+    "served_flags", "settling", "wrap_stream",
 ]  # fmt: skip
 
 
@@ -115,53 +114,52 @@ _draining: contextvars.ContextVar[bool] = contextvars.ContextVar("budgetguard_dr
 """Set while this thread (or task) drains: settling runs the drivers, which would drain again."""
 
 
-def drain(guard: Guard) -> None:
-    """Settle, with the sync driver, what finalizers queued for ``guard``. Called where no store operation
-    of this thread is under way (a driver's start, ``close``, a job's end, exit); never recursively."""
+DRAIN_BATCH = 64
+"""At most this many queued settlements are settled by the start of one operation (the rest by the next
+ones, ``close()`` and exit settle all): a backlog, or a store that is down, does not hold up one call."""
+
+
+def drain(guard: Guard, limit: int | None = None, *, final: bool = False) -> None:
+    """Settle, with the sync driver, what finalizers queued for ``guard`` (at most ``limit``). Called where
+    no store operation of this thread is under way (a driver's start, ``close``, a job's end, exit); never
+    recursively. A settlement the store fails goes back to the front of the queue and the drain stops (the
+    store is down: the next operation, ``close()`` or exit retries it), except on the ``final`` one (exit),
+    which reports it lost (``spend_lost``)."""
     if _draining.get():
         return  # the drain that runs this settlement takes what was queued meanwhile
     token = _draining.set(True)
     queued = guard._queued
     owed.discard(guard)  # before taking: a finalizer that queues after this puts the guard back
-    twin = None
-    if guard._sync is None and guard._url is None:  # an async store only: settle through its sync twin
-        twin = guard._sync = _sync_twin(guard._async)
+    store, twin = guard._async, None
+    if guard._sync is None and guard._url is None and store is not None:  # an async store only:
+        try:  # settle through a sync store on the same data (this drain's own: drains may run at once)
+            twin = store.sync_twin()
+        except Exception:
+            twin = None  # none: the settlement reports spend_lost
     try:
-        while queued:
+        taken = 0
+        while queued and (limit is None or taken < limit):
             try:
                 settle = queued.popleft()
             except IndexError:  # another thread took the last one
                 break
+            taken += 1
             try:
-                settle.settle_sync()
+                settle.settle_sync(twin, retry=not final)
             except Exception as exc:
+                if not settle.done:  # the store failed it: retried later
+                    queued.appendleft(settle)
+                    break
                 settle.lost(exc)
     finally:
         _draining.reset(token)
-        if twin is not None:
-            guard._sync = None
-            if twin is not getattr(guard._async, "sync", None):
-                twin.close()
-        if queued:  # interrupted (KeyboardInterrupt): the rest waits for the next drain, or exit
+        if twin is not None and twin is not getattr(store, "sync", None):  # (a local store's own: shared)
+            twin.close()
+        if queued:  # what is left (a limit, a store down, a KeyboardInterrupt) waits for the next drain
             owed.add(guard)
 
 
-def _sync_twin(store: AsyncLedger | None) -> Ledger | None:
-    """For a guard given only an async store, settling with the sync driver (on ``close()``, at exit: no
-    loop runs): the same data through a sync store. A local store's own; a Redis store's opened from its
-    URL (and closed after); none for another store (the settlement then reports ``spend_lost``)."""
-    if isinstance(store, AsyncLocalLedger):
-        return store.sync
-    url = getattr(store, "url", None)
-    if isinstance(url, str) and url.startswith(("redis", "rediss", "unix")):
-        try:
-            return open_ledger(url, namespace=getattr(store, "namespace", None))
-        except Exception:
-            return None
-    return None
-
-
-async def adrain(guard: Guard) -> None:
+async def adrain(guard: Guard, limit: int | None = None) -> None:
     """``drain`` with the async driver (on the running loop, which is alive: it runs this)."""
     if _draining.get():
         return
@@ -169,14 +167,19 @@ async def adrain(guard: Guard) -> None:
     queued = guard._queued
     owed.discard(guard)
     try:
-        while queued:
+        taken = 0
+        while queued and (limit is None or taken < limit):
             try:
                 settle = queued.popleft()
             except IndexError:
                 break
+            taken += 1
             try:
-                await settle.settle_async()
+                await settle.settle_async(retry=True)
             except Exception as exc:
+                if not settle.done:
+                    queued.appendleft(settle)
+                    break
                 settle.lost(exc)
     finally:
         _draining.reset(token)
@@ -193,7 +196,7 @@ def drain_at_exit() -> None:
     for settle in list(unsettled):
         settle.queue()
     for guard in list(owed):
-        drain(guard)
+        drain(guard, final=True)
 
 
 class Settlement:
@@ -243,24 +246,50 @@ class Settlement:
     sent = True
     """False for a stream manager that was never entered: its request never went out."""
 
-    def flow(self) -> Flow:
-        if not self.sent:
-            yield from self.ctx.settle(self.reservation, None, {"error": "never sent"})
-            return
-        usage, flags = self.billed = self.usage()
-        yield from self.ctx.settle(self.reservation, usage, flags)
+    failed: tuple[str, bool] | None = None
+    """A stream manager's error on entering (the request may have gone out: a read timeout): its name, and
+    whether the guard's ``charge_failed`` charges the input, as for any failed attempt."""
 
-    def settle_sync(self) -> None:
+    tries = 0
+    """How many times this settlement ran (a drain retries one the store failed: see ``drain``)."""
+
+    def fail(self, exc: BaseException) -> None:
+        self.failed = type(exc).__name__, self.ctx.guard.charge_failed(exc)
+
+    def flow(self, retry: bool) -> Flow:
+        recorded, self.tries = self.tries > 0, self.tries + 1
+        if self.failed is not None:  # as a failed attempt: the input charged if it may have been billed
+            error, charge = self.failed
+            usage, flags = input_only(self.ctx.est) if charge else None, {"error": error}
+        elif not self.sent:
+            usage, flags = None, {"error": "never sent"}
+        else:
+            if self.billed is None:  # (once: a retry charges the same, without a second usage_missing)
+                self.billed = self.usage()
+            usage, flags = self.billed
+        yield from self.ctx.settle(self.reservation, usage, flags, retry=retry, recorded=recorded)
+
+    def settle_sync(self, store: Ledger | None = None, *, retry: bool = False) -> None:
+        """Settle with the sync driver (on ``store`` if given, else the guard's). With ``retry`` (a drain's),
+        a store failure leaves it unsettled and raises, for a later drain to retry."""
         if not self.done:
             self.done = True
             unsettled.discard(self)
-            self.ctx.guard._run_sync(self.flow(), no_call)
+            try:
+                self.ctx.guard._run_sync(self.flow(retry), no_call, store)
+            except LedgerError:
+                self.done = not retry
+                raise
 
-    async def settle_async(self) -> None:
+    async def settle_async(self, *, retry: bool = False) -> None:
         if not self.done:
             self.done = True
             unsettled.discard(self)
-            await self.ctx.guard._run_async(self.flow(), no_call)
+            try:
+                await self.ctx.guard._run_async(self.flow(retry), no_call)
+            except LedgerError:
+                self.done = not retry
+                raise
 
     def queue(self) -> None:
         """From ``__del__``: hand the settlement to the guard if nobody settled it. No ledger I/O, no
@@ -271,8 +300,8 @@ class Settlement:
             owed.add(guard)
 
     def lost(self, exc: Exception) -> None:
-        """A queued settlement failed: say so with what it would have charged. (A store failure was
-        reported by ``_Ctx.settle`` already: ``store_unavailable`` and ``spend_lost``.)"""
+        """A queued settlement failed for good: say so with what it would have charged. (A store failure
+        on the last try was reported by ``_Ctx.settle`` already: ``store_unavailable`` and ``spend_lost``.)"""
         if isinstance(exc, LedgerError):
             return
         cost = None
@@ -450,7 +479,12 @@ class GuardedStreamManager:
         folder.model = served_model(snapshot) or folder.model
 
     def __enter__(self) -> Any:
-        self._stream = self._manager.__enter__()
+        try:
+            self._stream = self._manager.__enter__()
+        except BaseException as exc:  # the request may have gone out (a read timeout): a failed attempt
+            self._settle.fail(exc)
+            self._settle.settle_sync()
+            raise
         self._settle.sent = True
         if hasattr(type(self._stream), "current_message_snapshot"):  # Anthropic: read at exit
             return self._stream
@@ -465,7 +499,12 @@ class GuardedStreamManager:
             self._settle.settle_sync()
 
     async def __aenter__(self) -> Any:
-        self._stream = await self._manager.__aenter__()
+        try:
+            self._stream = await self._manager.__aenter__()
+        except BaseException as exc:
+            self._settle.fail(exc)
+            await self._settle.settle_async()
+            raise
         self._settle.sent = True
         if hasattr(type(self._stream), "current_message_snapshot"):  # Anthropic: read at exit
             return self._stream

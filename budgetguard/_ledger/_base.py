@@ -193,6 +193,12 @@ class AsyncLedger(ABC):
     async def aclose(self) -> None:  # noqa: B027
         """Release connections and files."""
 
+    def sync_twin(self) -> Ledger | None:
+        """A sync store on the same data, for settling where no event loop runs (``Guard.close()``, exit):
+        a new store the caller closes after use, or, for a store that wraps a sync one, that one itself
+        (shared: not to be closed). ``None`` (the default) when there is none."""
+        return None
+
     async def __aenter__(self) -> AsyncLedger:
         return self
 

@@ -266,3 +266,6 @@ class AsyncLocalLedger(AsyncLedger):
 
     async def aclose(self) -> None:
         await self._run(self.sync.close)
+
+    def sync_twin(self) -> Ledger:
+        return self.sync  # shared, not closed by the caller

@@ -659,3 +659,9 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+    def sync_twin(self) -> Ledger:
+        """A new sync client on the same URL and namespace (the caller closes it)."""
+        from . import open_ledger  # (the package imports this module)
+
+        return open_ledger(self.url, namespace=self.namespace)

@@ -9,19 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sqlite3
+import threading
 from collections.abc import AsyncIterator, Iterable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-from budgetguard import AsyncLedger, Budget, Guard, open_async_ledger
+import pytest
+
+import budgetguard
+from budgetguard import AsyncLedger, Budget, Guard, LedgerError, open_async_ledger
 from budgetguard._ledger import MemoryLedger
 from budgetguard._ledger._local import AsyncLocalLedger
+from budgetguard._ledger._sqlite import SQLiteLedger
+from budgetguard._streams import drain, owed
 from tests.guard.conftest import MakeGuard
 from tests.guard.dropworker import run_worker
 from tests.guard.payloads import (
     anthropic_client,
     anthropic_sse,
     anthropic_stream_events,
+    async_openai_client,
     chat_request,
     chat_stream_chunks,
     claude_request,
@@ -242,3 +251,193 @@ def test_a_stream_manager_dropped_unentered_is_released_on_close(make_guard: Mak
     assert h.held("user:alice") > 0  # queued
     h.guard.close()
     assert [(e.event, e.data.get("error")) for e in h.history()] == [("released", "never sent")]
+
+
+# -- the store fails a queued settlement; drains at once; bounded drains -------------------------------
+
+
+def drop_chat_streams(guard: Guard, api: Any, n: int) -> Any:
+    """``n`` streams read two chunks and dropped: queued. Returns the guarded ``create``."""
+    create = guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+    gc.disable()  # (a collection meanwhile would queue one, for the next stream's call to settle)
+    try:
+        for _ in range(n):
+            stream = create(**chat_request(stream=True))
+            next(stream)
+            next(stream)
+            drop_in_a_cycle(stream)
+            del stream
+    finally:
+        gc.enable()
+    gc.collect()
+    return create
+
+
+def test_a_queued_settlement_the_store_fails_is_kept_and_retried_not_lost(tmp_path: Path) -> None:
+    """The store fails the settlement of a dropped stream (here SQLite, locked by another writer): it stays
+    queued (the hold would still be charged by a late commit), reported ``store_unavailable`` with
+    ``will_retry`` and not as ``spend_lost``; once the store is back it is charged once, its usage_missing
+    reported once."""
+    path = tmp_path / "ledger.db"
+    events: list[Any] = []
+    guard = Guard(
+        SQLiteLedger(path, timeout=0.05), budgets=[Budget("user", usd="1", per="day")],
+        on_event=events.append, missing_scope="skip",
+    )  # fmt: skip
+    create = drop_chat_streams(guard, serve(CHAT_SSE, small_completion(10, 5)), 1)
+    assert len(guard._queued) == 1
+
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # another process writing: the guard's writes time out
+    with pytest.raises(LedgerError):
+        create(**chat_request())  # its drain fails (kept queued), then its own reservation
+    guard.close()  # fails again: still queued, for the next operation or exit
+    assert len(guard._queued) == 1 and guard in owed
+    kinds = [e.kind for e in events if e.kind != "reserved"]
+    assert "spend_lost" not in kinds
+    retried = [e for e in events if e.kind == "store_unavailable" and e.data.get("will_retry")]
+    assert len(retried) == 2
+    locker.execute("ROLLBACK")
+    locker.close()
+
+    guard.close()
+    assert not guard._queued and guard not in owed
+    _, cost = interrupted_cost(chat_request(), "Budgets")
+    (entry,) = guard.ledger.history(events=["committed"])
+    assert (entry.amounts["usd"], entry.data["interrupted"]) == (cost, True)
+    assert [e.kind for e in events].count("usage_missing") == 1
+    assert "spend_lost" not in [e.kind for e in events]
+    (status,) = guard.ledger.status(guard.counters_for([budgetguard.Scope.parse("user:alice")])[:1])
+    assert (status.spent, status.held) == (cost, 0)
+    guard.close()
+
+
+def test_one_operation_settles_a_bounded_batch_of_the_queue(
+    make_guard: MakeGuard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's call settles at most ``DRAIN_BATCH`` queued settlements before its own; ``close()`` the
+    rest."""
+    monkeypatch.setattr("budgetguard._guard.DRAIN_BATCH", 2, raising=False)  # (before the fix: none)
+    h = make_guard()
+    create = drop_chat_streams(h.guard, serve(CHAT_SSE, CHAT_SSE, CHAT_SSE, small_completion(10, 5)), 3)
+    assert len(h.guard._queued) == 3
+
+    create(**chat_request())
+    assert len(h.guard._queued) == 1 and h.guard in owed
+    assert len(h.committed()) == 3  # two dropped streams, then the call
+
+    h.guard.close()
+    assert not h.guard._queued
+    _, cost = interrupted_cost(chat_request(), "Budgets")
+    assert [e.amounts["usd"] for e in h.committed()].count(cost) == 3
+    assert h.held("user:alice") == 0
+
+
+def abandon_async_streams(guard: Guard, create: Any, n: int) -> None:
+    """``run_and_abandon`` with ``n`` streams."""
+    kept: list[Any] = []
+
+    async def main() -> None:
+        for _ in range(n):
+            stream = await create()
+            await stream.__anext__()
+            kept.append(stream)
+        await guard.aclose()
+
+    asyncio.run(main())
+    kept.clear()
+    gc.collect()
+
+
+def test_drains_at_once_of_an_async_only_guard_share_no_state(make_guard: MakeGuard) -> None:
+    """Settling an async-only guard's queue through a sync twin of its store does not lend that twin to
+    the guard (``guard.ledger`` still says the guard has no sync store), and a second drain running meanwhile
+    in another thread (``close()``) uses its own: both settlements are charged."""
+    h = make_guard()
+    url = h.ledger.url
+    store = AsyncLocalLedger(h.ledger, in_thread=False) if url == "memory://" else open_async_ledger(url)
+    events: list[Any] = []
+    seen: list[Any] = []
+    guard: Guard
+
+    def during_the_drain(event: Any) -> None:
+        events.append(event)
+        if event.kind != "committed" or seen:
+            return
+        seen.append(guard._sync)
+        try:
+            guard.ledger  # noqa: B018
+        except budgetguard.ConfigurationError:
+            seen.append("no sync store")
+        other = threading.Thread(target=guard.close)  # a second drain at once: takes the other one
+        other.start()
+        other.join()
+
+    guard = Guard(store, budgets=h.guard.budgets, on_event=during_the_drain, missing_scope="skip")
+    abandon_async_streams(guard, async_function(guard), 2)
+    assert len(guard._queued) == 2
+    guard.close()
+
+    assert seen == [None, "no sync store"]
+    assert guard._sync is None and not guard._queued
+    _, cost = interrupted_cost(chat_request(), "Budgets")
+    assert [(e.event, e.amounts["usd"]) for e in h.history()] == [("committed", cost)] * 2
+    assert [e.kind for e in events].count("committed") == 2
+    assert "spend_lost" not in [e.kind for e in events]
+    assert h.held("user:alice") == 0
+
+
+def locked_guard(path: Path, events: list[Any]) -> Guard:
+    return Guard(
+        SQLiteLedger(path, timeout=0.05), budgets=[Budget("user", usd="1", per="day")],
+        on_event=events.append, missing_scope="skip",
+    )  # fmt: skip
+
+
+async def test_a_queued_settlement_the_store_fails_is_retried_by_the_async_driver(tmp_path: Path) -> None:
+    """The async driver's drain (an async call's start) keeps a settlement the store failed, too."""
+    path = tmp_path / "ledger.db"
+    events: list[Any] = []
+    guard = locked_guard(path, events)
+    api = serve(CHAT_SSE, small_completion(10, 5))
+    drop_chat_streams(guard, api, 1)
+    acreate = guard.with_budget(async_openai_client(api).chat.completions.create, user="alice")
+
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    with pytest.raises(LedgerError):
+        await acreate(**chat_request())
+    assert len(guard._queued) == 1
+    assert [e.data.get("will_retry") for e in events if e.kind == "store_unavailable"] == [True, None]
+    locker.execute("ROLLBACK")
+    locker.close()
+
+    await guard.aclose()
+    assert not guard._queued
+    _, cost = interrupted_cost(chat_request(), "Budgets")
+    assert [e.amounts["usd"] for e in guard.ledger.history(events=["committed"])] == [cost]
+    assert "spend_lost" not in [e.kind for e in events]
+    guard.close()
+
+
+def test_the_last_try_at_exit_reports_the_spend_lost_once(tmp_path: Path) -> None:
+    """At exit (``drain_at_exit``: the final drain) a store still failing the settlement: ``spend_lost``,
+    once, with what the stream cost, after the earlier tries reported only ``store_unavailable``."""
+    path = tmp_path / "ledger.db"
+    events: list[Any] = []
+    guard = locked_guard(path, events)
+    drop_chat_streams(guard, serve(CHAT_SSE), 1)
+
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    guard.close()
+    assert len(guard._queued) == 1  # kept
+    drain(guard, final=True)  # what the exit handler does
+    locker.execute("ROLLBACK")
+    locker.close()
+
+    _, cost = interrupted_cost(chat_request(), "Budgets")
+    assert not guard._queued and guard not in owed
+    assert [e.actual for e in events if e.kind == "spend_lost"] == [Decimal(cost) / 10**9]
+    assert [e.data.get("will_retry") for e in events if e.kind == "store_unavailable"] == [True, None]
+    guard.close()

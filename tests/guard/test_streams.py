@@ -28,11 +28,14 @@ from tests.guard.payloads import (
     chat_stream_chunks,
     claude_request,
     cut_stream,
+    fail,
+    input_nano,
     nano,
     openai_client,
     openai_sse,
     responses_stream_events,
     serve,
+    timeout,
 )
 from tests.sdk_http import OPENAI_STREAM_CUT
 
@@ -407,3 +410,68 @@ def test_a_stream_manager_never_entered_is_released(make_guard: MakeGuard) -> No
     assert api.requests == []
     h.assert_settled({"user:alice": 0, "global": 0})
     assert [(e.event, e.data.get("error")) for e in h.history()] == [("released", "never sent")]
+
+
+# -- a stream manager whose request fails on entering -------------------------------------------------
+
+RESPONSES_REQUEST = {"model": "o4-mini", "input": "What is a budget?", "max_output_tokens": 2000}
+
+
+def stream_managers(api: Any, is_async: bool) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """The SDKs' stream managers (``messages.stream``, ``responses.stream``) and a request for each."""
+    anthropic_sdk = async_anthropic_client(api) if is_async else anthropic_client(api)
+    openai_sdk = async_openai_client(api) if is_async else openai_client(api)
+    return {
+        "anthropic": (anthropic_sdk.messages.stream, claude_request()),
+        "openai": (openai_sdk.responses.stream, RESPONSES_REQUEST),
+    }
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+@pytest.mark.parametrize(
+    ("reply", "charged"), [(timeout(), True), (fail(400), False)], ids=["timeout", "4xx"]
+)
+def test_a_stream_manager_failing_on_enter_is_settled_as_a_failed_attempt(
+    make_guard: MakeGuard, provider: str, reply: Reply, charged: bool
+) -> None:
+    """Entering sends the request: a read timeout may still be billed, so the input is charged (as for any
+    attempt, per ``charge_failed``); an error response is released. Neither is settled as "never sent"."""
+    h = make_guard()
+    api = serve(reply)
+    method, request = stream_managers(api, is_async=False)[provider]
+    manager = h.guard.with_budget(method, user="alice")(**request)
+    with pytest.raises(Exception) as caught:
+        manager.__enter__()
+    del manager
+    gc.collect()
+
+    error = type(caught.value).__name__
+    assert error == ("APITimeoutError" if charged else "BadRequestError")
+    (entry,) = h.history()
+    assert (entry.event, entry.data["error"]) == ("committed" if charged else "released", error)
+    cost = input_nano(request["model"], request) if charged else 0
+    h.assert_settled({"user:alice": cost})
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+@pytest.mark.parametrize(
+    ("reply", "charged"), [(timeout(), True), (fail(400), False)], ids=["timeout", "4xx"]
+)
+async def test_an_async_stream_manager_failing_on_enter_is_settled_as_a_failed_attempt(
+    amake_guard: MakeGuard, provider: str, reply: Reply, charged: bool
+) -> None:
+    h = amake_guard()
+    api = serve(reply)
+    method, request = stream_managers(api, is_async=True)[provider]
+    manager = h.guard.with_budget(method, user="alice")(**request)
+    with pytest.raises(Exception) as caught:
+        await manager.__aenter__()
+    del manager
+    gc.collect()
+
+    error = type(caught.value).__name__
+    assert error == ("APITimeoutError" if charged else "BadRequestError")
+    (entry,) = h.history()
+    assert (entry.event, entry.data["error"]) == ("committed" if charged else "released", error)
+    cost = input_nano(request["model"], request) if charged else 0
+    h.assert_settled({"user:alice": cost})
