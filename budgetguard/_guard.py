@@ -385,17 +385,25 @@ class Guard:
                 self._async = open_async_ledger(self._url)
         return self._async
 
+    def settle_dropped(self) -> None:
+        """Settle every stream dropped unsettled (their finalizers only queued them): what ``close()``
+        and a job's end do first."""
+        if self._queued:
+            drain(self)
+
+    async def asettle_dropped(self) -> None:
+        if self._queued:
+            await adrain(self)
+
     def close(self) -> None:
         """Settle the streams dropped unsettled, then close the sync store (``aclose`` closes the async
         one too)."""
-        if self._queued:
-            drain(self)
+        self.settle_dropped()
         if self._sync is not None:
             self._sync.close()
 
     async def aclose(self) -> None:
-        if self._queued:
-            await adrain(self)
+        await self.asettle_dropped()
         if self._async is not None:
             await self._async.aclose()
         self.close()

@@ -33,7 +33,6 @@ from ._budgets import Period, Scope, Unit
 from ._errors import BudgetExceededError, ConfigurationError
 from ._ledger import CounterSpec, CounterStatus, HeldCounter, Hold, Outcome, Reservation
 from ._money import to_usd
-from ._streams import adrain, drain
 from ._usage import Usage, _get
 
 if TYPE_CHECKING:
@@ -257,8 +256,7 @@ class Job:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.guard._queued:  # streams dropped inside the job: settle them on it, at what they cost
-            drain(self.guard)
+        self.guard.settle_dropped()  # streams dropped inside the job: settled on it, at what they cost
         unsettled = len(self._draws)
         self._finish()
         self.guard._run_job(self, opening=False, unsettled=unsettled)
@@ -270,8 +268,7 @@ class Job:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self.guard._queued:
-            await adrain(self.guard)
+        await self.guard.asettle_dropped()
         unsettled = len(self._draws)
         self._finish()
         await self.guard._arun_job(self, opening=False, unsettled=unsettled)

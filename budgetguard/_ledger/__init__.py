@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -220,5 +221,7 @@ def open_async_ledger(url: str, *, namespace: str | None = None) -> AsyncLedger:
             )
         else:
             client = redis.asyncio.from_url(rest, decode_responses=True, **_retry(redis, asynchronous=True))
-        return AsyncRedisLedger(url, client, ns, maxlen, float(ours["deadline"]))
+        ledger = AsyncRedisLedger(url, client, ns, maxlen, float(ours["deadline"]))
+        ledger.twin = functools.partial(open_ledger, url, namespace=ns)
+        return ledger
     raise ConfigurationError(f"unknown ledger URL scheme {scheme!r}; known: {', '.join(SCHEMES)}")

@@ -21,7 +21,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -660,8 +660,9 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    def sync_twin(self) -> Ledger:
-        """A new sync client on the same URL and namespace (the caller closes it)."""
-        from . import open_ledger  # (the package imports this module)
+    twin: Callable[[], Ledger] | None = None
+    """Opens a sync store on the same URL and namespace (``open_async_ledger`` sets it)."""
 
-        return open_ledger(self.url, namespace=self.namespace)
+    def sync_twin(self) -> Ledger | None:
+        """A new sync client on the same URL and namespace (the caller closes it)."""
+        return None if self.twin is None else self.twin()
