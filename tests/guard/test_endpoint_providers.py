@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -20,7 +19,8 @@ import openai
 import pytest
 
 import budgetguard
-from budgetguard import Budget, Guard, JournalEntry, PriceBook, PricingError, Usage
+from budgetguard import Budget, Guard, PriceBook, PricingError, Usage
+from tests.guard.one_call import committed, nano
 from tests.guard.payloads import (
     ScriptedAPI,
     anthropic_message,
@@ -35,20 +35,11 @@ from tests.sdk_http import ANTHROPIC_HTTP, OPENAI_HTTP, chat_completions_stream
 HI = [{"role": "user", "content": "What is a budget?"}]
 
 
-def nano(*pairs: tuple[int, str]) -> int:
-    return math.ceil(sum(Decimal(tokens) * Decimal(rate) * 1000 for tokens, rate in pairs))
-
-
 @pytest.fixture
 def guard() -> Iterator[Guard]:
     made = Guard("memory://", budgets=[Budget("global", usd="100", per="day")])
     yield made
     made.close()
-
-
-def committed(guard: Guard) -> JournalEntry:
-    (entry,) = guard.ledger.history(events=["committed"])
-    return entry
 
 
 def completion(model: str, prompt: int = 1000, completion: int = 200) -> dict[str, Any]:

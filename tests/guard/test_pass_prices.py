@@ -7,7 +7,6 @@ is $3.30 / $16.50 and Claude Opus 4.6 $5.50 / $27.50; Anthropic's API lists Opus
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -16,8 +15,9 @@ import anthropic
 import pytest
 
 import budgetguard
-from budgetguard import Budget, Guard, JournalEntry, Pass, PriceBook, PricingError, Usage
+from budgetguard import Budget, Guard, Pass, PriceBook, PricingError, Usage
 from budgetguard._providers import api_of
+from tests.guard.one_call import committed, nano
 from tests.guard.payloads import anthropic_message, serve
 from tests.sdk_http import ANTHROPIC_HTTP
 
@@ -25,20 +25,11 @@ HI = [{"role": "user", "content": "What is a budget?"}]
 BEDROCK_SONNET = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 
 
-def nano(*pairs: tuple[int, str]) -> int:
-    return math.ceil(sum(Decimal(tokens) * Decimal(rate) * 1000 for tokens, rate in pairs))
-
-
 @pytest.fixture
 def guard() -> Iterator[Guard]:
     made = Guard("memory://", budgets=[Budget("global", usd="100", per="day")])
     yield made
     made.close()
-
-
-def committed(guard: Guard) -> JournalEntry:
-    (entry,) = guard.ledger.history(events=["committed"])
-    return entry
 
 
 def body_with_passes(model: str, advisor: str) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from budgetguard import Budget, Guard, JournalEntry, to_nano
+from budgetguard import Budget, Guard, to_nano
+from tests.guard.one_call import committed
 from tests.guard.payloads import (
     anthropic_client,
     async_anthropic_client,
@@ -54,11 +55,6 @@ def guard() -> Iterator[Guard]:
     made = Guard("memory://", budgets=[Budget("global", usd="100", per="day")])
     yield made
     made.close()
-
-
-def committed(guard: Guard) -> JournalEntry:
-    (entry,) = guard.ledger.history(events=["committed"])
-    return entry
 
 
 def body_for(name: str, stream: bool) -> Any:
