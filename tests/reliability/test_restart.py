@@ -23,6 +23,18 @@ from .workload import ROOMY, Tally, assert_exact, audit, work
 
 WORKERS = 6
 RESTARTS = figures.scale(3, 25)
+RECOVERY = 60.0  # seconds the workers get to complete a call after a restart before the test fails
+
+
+def _after_progress(tallies: list[Tally], last: int) -> int:
+    """The calls acknowledged so far, once more than ``last`` (fails if none completes in ``RECOVERY``)."""
+    deadline = time.monotonic() + RECOVERY
+    while (done := sum(t.calls for t in tallies)) <= last:
+        assert time.monotonic() < deadline, f"no call completed {RECOVERY} s after a restart"
+        time.sleep(0.05)
+    return done
+
+
 TIMEOUTS = "socket_timeout=1&socket_connect_timeout=0.5"
 
 
@@ -49,12 +61,14 @@ def _run(fsync: str) -> tuple[Tally, Ledger, RedisServer, int]:
             try:
                 for _ in range(RESTARTS):
                     time.sleep(0.4)  # under load
-                    progress.append(sum(t.calls for t in tallies))
+                    # each kill lands after the workers got calls through since the last restart: wait
+                    # for that (a slow or loaded machine takes longer to reconnect), do not assume it
+                    progress.append(_after_progress(tallies, progress[-1] if progress else 0))
                     server.kill()  # kill -9: no chance to save anything
                     time.sleep(0.1)
                     server.start()  # same port, same directory: replays the AOF
                     restarts += 1
-                time.sleep(0.3)
+                _after_progress(tallies, progress[-1])  # the load goes on after the last restart too
             finally:
                 stop.set()
             for future in futures:
