@@ -54,14 +54,9 @@ from ._pricing import (
     register_price,
     set_default_price,
 )
-from ._tokens import (
-    count_anthropic_tokens,
-    count_message_tokens,
-    count_responses_tokens,
-    count_text_tokens,
-    count_tool_tokens,
-    get_encoding,
-)
+from ._tokens import count_text_tokens, get_encoding
+from ._tokens_claude import count_anthropic_tokens
+from ._tokens_openai import count_message_tokens, count_responses_tokens, count_tool_tokens
 from ._usage import Pass, Usage
 
 __all__ = [

@@ -44,14 +44,9 @@ from ._frozen import fast_init
 from ._money import to_usd
 from ._pricing import _FEE_UNITS, Price, PriceBook, Rates, price_book
 from ._providers import Variant, api_of, request_variant
-from ._tokens import (
-    ANTHROPIC_SAFETY_FACTOR,
-    count_anthropic_tokens,
-    count_message_tokens,
-    count_responses_tokens,
-    count_text_tokens,
-    encoding_for_model,
-)
+from ._tokens import count_text_tokens, encoding_for_model
+from ._tokens_claude import ANTHROPIC_SAFETY_FACTOR, count_anthropic_tokens
+from ._tokens_openai import count_message_tokens, count_responses_tokens
 from ._usage import Pass, Usage
 
 __all__ = ["DEFAULT_TOOL_CALLS", "Estimate", "Estimator", "estimate"]

@@ -41,13 +41,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from ._pricing import is_claude
-from ._tokens import (
-    count_anthropic_tokens,
-    count_message_tokens,
-    count_responses_tokens,
-    count_text_tokens,
-    encoding_for_model,
-)
+from ._tokens import count_text_tokens, encoding_for_model
+from ._tokens_claude import count_anthropic_tokens
+from ._tokens_openai import count_message_tokens, count_responses_tokens
 
 if TYPE_CHECKING:
     import anthropic as _anthropic

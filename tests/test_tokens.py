@@ -30,7 +30,8 @@ from budgetguard import (
     count_tool_tokens,
     get_encoding,
 )
-from budgetguard._tokens import encoding_for_model, image_tokens
+from budgetguard._tokens import encoding_for_model
+from budgetguard._tokens_openai import image_tokens
 
 # -- the OpenAI cookbook's API-reported counts ("How to count tokens with tiktoken") ---------------
 
