@@ -21,7 +21,10 @@ hold so that the call cannot cost more:
 * Anthropic's advisor tool: each use is a pass on the advisor's model that may read the whole
   conversation (the input plus the output bound) and write up to the tool's ``max_tokens``, reserved
   ``max_uses`` times, else the ``advisor`` default;
-* audio: a request that asks for audio output reserves its output at the model's audio rate.
+* audio: a request that asks for audio output reserves its output at the model's audio rate;
+* unseen input: a request that continues server-side state (``previous_response_id``, ``conversation``)
+  or references content it does not carry reserves the model's context window as its input, or
+  ``Estimator(unseen_tokens=...)`` more than what it shows; ``Estimate.unseen`` names the references.
 
 Anthropic's ``messages.count_tokens`` can replace the offline Claude estimate: pass a client as
 ``Estimator(anthropic_count_tokens=client)``. A timeout or an error falls back to the offline estimate
@@ -46,7 +49,9 @@ from ._pricing import _FEE_UNITS, Price, PriceBook, Rates, price_book
 from ._providers import Variant, api_of, request_variant
 from ._tokens import count_text_tokens, encoding_for_model
 from ._tokens_claude import ANTHROPIC_SAFETY_FACTOR, count_anthropic_tokens
+from ._tokens_claude import unseen_inputs as claude_unseen
 from ._tokens_openai import count_message_tokens, count_responses_tokens
+from ._tokens_openai import unseen_inputs as openai_unseen
 from ._usage import Pass, Usage
 
 __all__ = ["DEFAULT_TOOL_CALLS", "Estimate", "Estimator", "estimate"]
@@ -87,6 +92,9 @@ class Estimate:
     """The request asks for audio output: the output is reserved at the audio rate."""
     passes: tuple[Pass, ...] = ()
     """Worst-case extra sampling passes (Anthropic advisor uses), priced at their own models."""
+    unseen: tuple[str, ...] = ()
+    """What the request references but does not carry (``"previous_response_id"``, ...): its input
+    was reserved at the model's context window, or the configured ``unseen_tokens`` on top."""
     provider: str | None = None
     """The provider the price was looked up at (``None``: found by the model's name): a response
     served by another model or at another tier is priced at the same provider."""
@@ -135,7 +143,18 @@ class Estimator:
         anthropic_count_tokens: Any = None,
         count_tokens_timeout: float = 2.0,
         tool_calls: Mapping[str, int] | None = None,
+        unseen_tokens: int | None = None,
     ) -> None:
+        """``unseen_tokens`` bounds the input a request references without carrying it (server-side
+        history, files by id): reserved on top of what it shows. ``None``: the model's context window
+        bounds the whole input (a model without a known window is then an error)."""
+        if unseen_tokens is not None and (
+            isinstance(unseen_tokens, bool) or not isinstance(unseen_tokens, int) or unseen_tokens < 0
+        ):
+            raise ConfigurationError(
+                f"unseen_tokens must be a non-negative int or None, got {unseen_tokens!r}"
+            )
+        self.unseen_tokens = unseen_tokens
         if default_output_tokens <= 0:
             raise ConfigurationError("default_output_tokens must be positive")
         self.tool_calls = {**DEFAULT_TOOL_CALLS, **(tool_calls or {})}
@@ -232,6 +251,9 @@ class Estimator:
                 f"cannot tell what kind of request this is (keys: {sorted(request)}); expected "
                 "'messages' (chat / Anthropic) or 'input' (Responses / embeddings)"
             )
+        unseen = (claude_unseen if shape == "anthropic" else openai_unseen)(request) if not counted else ()
+        if unseen:
+            input_tokens = self._unseen_bound(input_tokens, price, unseen)
         write_5m = input_tokens if cache_write == "5m" else 0
         write_1h = input_tokens if cache_write == "1h" else 0
         uncached = input_tokens - write_5m - write_1h
@@ -264,6 +286,7 @@ class Estimator:
             tools_defaulted=defaulted,
             audio_output=audio,
             passes=passes,
+            unseen=unseen,
             provider=provider,
         )
 
@@ -364,6 +387,19 @@ class Estimator:
             if model.startswith(prefix):
                 return factor
         return self.anthropic_factor
+
+    def _unseen_bound(self, shown: int, price: Price, unseen: tuple[str, ...]) -> int:
+        """The input of a request that references ``unseen`` content: what it shows plus
+        ``unseen_tokens``, else the model's context window (the most any input can be)."""
+        if self.unseen_tokens is not None:
+            return shown + self.unseen_tokens
+        if price.context_window is None:
+            raise ConfigurationError(
+                f"the request references input it does not carry ({', '.join(unseen)}) and "
+                f"{price.model!r} has no known context window to bound it; pass "
+                "Estimator(unseen_tokens=...) or register the model's context_window"
+            )
+        return max(shown, price.context_window)
 
     def _output(
         self, request: Mapping[str, Any], price: Price, input_tokens: int, keys: tuple[str, ...]

@@ -535,6 +535,8 @@ class Guard:
                     meta["missing_scope"] = missing
                 if est.tools_defaulted:  # server-side tools reserved at the configured default count
                     meta["tools_defaulted"] = list(est.tools_defaulted)
+                if est.unseen:  # server-side history: the input was reserved at its bound
+                    meta["unseen"] = list(est.unseen)
                 try:
                     reservation = yield _Reserve(holds, meta, plan.enforce, None, job)
                 except BudgetExceededError as refused:

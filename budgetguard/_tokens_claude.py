@@ -74,3 +74,8 @@ def _anthropic_content_tokens(content: Any, encoding: tiktoken.Encoding, model: 
 ANTHROPIC_MAX_IMAGE_TOKENS = (
     1600  # Anthropic: images are resized to stay within ~1.15 megapixels ~ 1600 tokens
 )
+
+
+def unseen_inputs(request: Mapping[str, Any]) -> tuple[str, ...]:
+    """What a Claude request makes the model read without carrying it (none known yet)."""
+    return ()

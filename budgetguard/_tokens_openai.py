@@ -193,3 +193,12 @@ def count_responses_tokens(
                     {k: v for k, v in item.items() if k not in ("type", "id", "call_id", "status")}
                 )
     return count_message_tokens(messages, model, tools=tools)
+
+
+_STATE_KEYS = ("previous_response_id", "conversation")
+
+
+def unseen_inputs(request: Mapping[str, Any]) -> tuple[str, ...]:
+    """What an OpenAI request makes the model read without carrying it: the server-side history of
+    ``previous_response_id`` / ``conversation``."""
+    return tuple(key for key in _STATE_KEYS if request.get(key))

@@ -85,6 +85,37 @@ def test_output_fallbacks_in_order() -> None:
     assert estimator({**request, "model": "bare", "max_tokens": 0}).output_tokens == 0
 
 
+# -- input the request does not carry (server-side history) ----------------------------------------
+
+
+@pytest.mark.parametrize("state", [{"previous_response_id": "resp_1"}, {"conversation": "conv_1"}])
+def test_server_side_history_is_bounded_by_the_context_window(state: dict[str, str]) -> None:
+    request = {"model": "gpt-4o", "input": "And 3+3?", "max_output_tokens": 50}
+    shown = estimate(request)
+    assert shown.unseen == ()
+    est = estimate({**request, **state})
+    assert est.unseen == tuple(state)
+    assert est.input_tokens == 128_000  # whatever the history holds, the input fits the window
+    assert est.cost == cost("gpt-4o", Usage(input_tokens=128_000, output_tokens=50))
+
+
+def test_server_side_history_bound_given_by_the_caller() -> None:
+    request = {"model": "gpt-4o", "input": "And 3+3?", "previous_response_id": "resp_1"}
+    shown = estimate({**request, "previous_response_id": None}).input_tokens
+    assert Estimator(unseen_tokens=5000)(request).input_tokens == shown + 5000
+
+
+def test_server_side_history_without_a_window_is_an_error() -> None:
+    book = PriceBook(use_data=False)
+    book.register("no-window", input="1", output="2", max_output_tokens=100)
+    request = {"model": "no-window", "input": "hi", "conversation": "conv_1"}
+    with pytest.raises(ConfigurationError, match="unseen_tokens"):
+        Estimator(prices=book)(request)
+    assert Estimator(prices=book, unseen_tokens=10)(request).unseen == ("conversation",)
+    with pytest.raises(ConfigurationError, match="unseen_tokens"):
+        Estimator(unseen_tokens=-1)
+
+
 def test_estimator_uses_its_own_price_book() -> None:
     book = PriceBook(use_data=False)
     book.register("gpt-4o", input="1", output="1")

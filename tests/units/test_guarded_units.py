@@ -5,11 +5,12 @@ tool was reserved at the default count; a unit that has no price is never charge
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from budgetguard import Budget, Guard, to_nano
+from budgetguard import Budget, Guard, estimate, to_nano
 from tests.guard.one_call import committed
 from tests.guard.payloads import (
     anthropic_client,
@@ -127,3 +128,21 @@ def test_a_reported_unit_without_a_price_is_charged_the_reservation_flagged(guar
     assert entry.data["usage_missing"] is True
     assert "audio" in entry.data["unpriced"]  # the reason, as the journal keeps it
     assert entry.amounts["usd"] == to_nano(entry.data["estimated_usd"]) > 0
+
+
+def test_the_journal_flags_server_side_history_reserved_at_its_bound(guard: Guard) -> None:
+    """A Responses call that continues server-side state reserves the model's context window as its
+    input (what the request shows is not what the model reads), says so, and is charged its usage."""
+    request = {
+        "model": "gpt-5",
+        "input": "And 3+3?",
+        "max_output_tokens": 1000,
+        "previous_response_id": "resp_1",
+    }
+    create = guard.with_budget(openai_client(serve(payload("openai_responses_tools"))).responses.create)
+    create(**request)
+    entry = committed(guard)
+    assert entry.data["unseen"] == ["previous_response_id"]
+    assert Decimal(entry.data["estimated_usd"]) == estimate(request).cost
+    assert estimate(request).input_tokens == 400_000  # gpt-5's context window
+    assert entry.amounts["usd"] == TOOLS_NANO
