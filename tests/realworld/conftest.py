@@ -63,3 +63,20 @@ def _marks(path: Path) -> list[pytest.MarkDecorator]:
 
     reason = KNOWN_FAILURES.get(path.stem[:3])
     return [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """After a run that checked the token pairs, print how far above the providers' counts the
+    estimates run (``python -m tests.realworld.pairs`` prints the same)."""
+    ran = any(
+        "test_token_pairs" in getattr(report, "nodeid", "")
+        for key in ("passed", "failed")
+        for report in terminalreporter.stats.get(key, ())
+    )
+    if not ran:
+        return
+    from tests.realworld.pairs import load_pairs, ratios, spreads
+
+    terminalreporter.section("estimate / provider-counted input tokens (token_pairs.jsonl)")
+    for spread in spreads(ratios(load_pairs())):
+        terminalreporter.write_line(str(spread))
