@@ -11,14 +11,19 @@ run was.
 from __future__ import annotations
 
 import gc
+import os
+import re
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Comparison", "compare", "row"]
+__all__ = ["Comparison", "compare", "count_here", "instructions", "row"]
 
 
 @dataclass(frozen=True)
@@ -140,3 +145,33 @@ def threads_batch(work: Callable[[int], object], clients: int, count: int) -> fl
         raise errors[0]
     elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
     return elapsed * 1e9 / (count * clients)
+
+
+# -- instruction counts (valgrind's callgrind), for when timings wander ---------------------------
+
+
+def count_here(work: Callable[[int], object], calls: int, warmup: int = 300) -> None:
+    """In a process valgrind runs with ``--instr-atstart=no``: warm up, then count ``calls`` calls of
+    ``work(i)`` only (``callgrind_control -i on`` / ``off`` around them)."""
+    for i in range(warmup):
+        work(i)
+    switch = ["callgrind_control", "-i"]
+    subprocess.run([*switch, "on", str(os.getpid())], check=True, capture_output=True)
+    for i in range(warmup, warmup + calls):
+        work(i)
+    subprocess.run([*switch, "off", str(os.getpid())], check=True, capture_output=True)
+
+
+def instructions(module: str, side: str, calls: int) -> float:
+    """Instructions per call of one side of ``python -m benchmarks.<module> --count-side SIDE CALLS``
+    (which calls ``count_here``), under callgrind."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={tmp}/out",
+             sys.executable, "-m", f"benchmarks.{module}", "--count-side", side, str(calls)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    found = re.search(r"Collected : (\d+)", out.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count from callgrind: {out.stderr[-500:]}")
+    return int(found.group(1)) / calls

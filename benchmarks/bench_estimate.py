@@ -23,13 +23,14 @@ from __future__ import annotations
 import functools
 import itertools
 import random
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import budgetguard
 from budgetguard import _tokens
 
-from ._harness import compare, row
+from ._harness import compare, count_here, instructions, row
 
 MODEL = "gpt-4o-mini"  # an o200k_base model with a price in genai-prices
 ENCODING = "o200k_base"
@@ -179,3 +180,32 @@ def run(quick: bool) -> list[dict[str, Any]]:
         _tokens._cache.clear()
         rows.append(row(name, result, target=target, text_tokens=tokens))
     return rows
+
+
+# -- instruction counts: python -m benchmarks.bench_estimate --callgrind [CALLS] --------------------
+
+_SIDES = ("estimate", "encode")
+
+
+def _count_side(side: str, calls: int) -> None:
+    """In the valgrind child: count ``calls`` short unique requests, estimated or their text encoded."""
+    enc = budgetguard.get_encoding(ENCODING)
+    requests = [_short_request(n) for n in range(300 + calls)]
+    if side == "estimate":
+        count_here(lambda i: budgetguard.estimate(requests[i]), calls)
+    else:
+        texts = [_text(request) for request in requests]
+        count_here(lambda i: enc.encode_ordinary(texts[i]), calls)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--count-side"]:
+        _count_side(sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1:2] == ["--callgrind"]:
+        calls = int(sys.argv[2]) if sys.argv[2:3] else 500
+        counts = {side: instructions("bench_estimate", side, calls) for side in _SIDES}
+        for side in _SIDES:
+            print(f"{side:>9}: {counts[side] / 1000:8.1f}k instructions per short request")
+        print(f"ratio by instructions: {counts['estimate'] / counts['encode']:.2f} (target <= 1.5)")
+    else:
+        sys.exit("usage: python -m benchmarks.bench_estimate --callgrind [CALLS]")

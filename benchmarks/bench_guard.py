@@ -12,18 +12,14 @@ warm-up (``callgrind_control -i on`` / ``off`` around them).
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
 import sys
-import tempfile
 from typing import Any
 
 import tenacity
 
 import budgetguard as bg
 
-from ._harness import compare
+from ._harness import compare, count_here, instructions
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 RESPONSE = {"usage": {"prompt_tokens": 8, "completion_tokens": 5}}
@@ -74,32 +70,14 @@ def run(quick: bool) -> list[dict[str, Any]]:
 
 
 def _count_side(side: str, calls: int) -> None:
-    """In the valgrind child: warm up, then count ``calls`` calls of one side."""
-    _, sides = _sides()
-    fn = sides[side]
-    for _ in range(300):
-        fn(model="gpt-4o-mini", messages=MESSAGES, max_tokens=50)
-    switch = ["callgrind_control", "-i"]
-    subprocess.run([*switch, "on", str(os.getpid())], check=True, capture_output=True)
-    for _ in range(calls):
-        fn(model="gpt-4o-mini", messages=MESSAGES, max_tokens=50)
-    subprocess.run([*switch, "off", str(os.getpid())], check=True, capture_output=True)
+    """In the valgrind child: count ``calls`` calls of one side after a warm-up."""
+    fn = _sides()[1][side]
+    count_here(lambda _: fn(model="gpt-4o-mini", messages=MESSAGES, max_tokens=50), calls)
 
 
 def callgrind(calls: int = 500) -> dict[str, float]:
     """Instructions per call of each side, and the overheads' ratio (the target's, by instructions)."""
-    per_call: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for side in ("guarded", "tenacity", "bare"):
-            out = subprocess.run(
-                ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={tmp}/out",
-                 sys.executable, "-m", "benchmarks.bench_guard", "--count-side", side, str(calls)],
-                capture_output=True, text=True, check=True,
-            )  # fmt: skip
-            found = re.search(r"Collected : (\d+)", out.stderr)
-            if found is None:
-                raise RuntimeError(f"no instruction count from callgrind: {out.stderr[-500:]}")
-            per_call[side] = int(found.group(1)) / calls
+    per_call = {side: instructions("bench_guard", side, calls) for side in ("guarded", "tenacity", "bare")}
     bare = per_call["bare"]
     per_call["ratio"] = (per_call["guarded"] - bare) / (per_call["tenacity"] - bare)
     return per_call
