@@ -233,7 +233,7 @@ _LONGEST_FIRST = sorted(_BY_PREFIX, key=len, reverse=True)
 
 DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-\d{4}|-latest)$")
 _VENDOR = re.compile(r"^(?:[a-z]{2,6}\.)?anthropic\.")  # Bedrock: anthropic.claude-..., us.anthropic.
-_BEDROCK_VERSION = re.compile(r"-v\d+(?::\d+)?$")  # ...-20241022-v2:0
+_BEDROCK_VERSION = re.compile(r"-v\d+:\d+$")  # ...-20241022-v2:0
 
 
 def model_names(model: str) -> list[str]:

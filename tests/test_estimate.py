@@ -92,7 +92,8 @@ def test_output_bound_order() -> None:
     assert estimator({**request, "model": "with-window"}).output_tokens == 8000 - n_in
     assert estimator({**request, "model": "tiny-window"}).output_tokens == 0  # never negative
     assert estimator({**request, "model": "bare", "max_tokens": 0}).output_tokens == 0
-    assert Estimator(prices=book, default_output_tokens=777)({**request, "model": "bare"}).output_tokens == 777
+    opted_in = Estimator(prices=book, default_output_tokens=777)
+    assert opted_in({**request, "model": "bare"}).output_tokens == 777
 
 
 def test_no_known_limit_is_an_error_that_says_what_to_do() -> None:
