@@ -136,3 +136,28 @@ def test_a_prices_file_carries_limits(tmp_path: Path) -> None:
     path.write_text('[models."acme-llm"]\ninput = 0.5\nmax_output_tokens = -5\n')
     with pytest.raises(ConfigurationError, match="acme-llm"):
         book.load(path)
+
+
+def test_an_advisor_without_max_tokens_writes_at_most_its_models_maximum() -> None:
+    advisor = {"type": "advisor_20260301", "name": "advisor", "model": "claude-opus-4-1", "max_uses": 1}
+    request = {"model": "claude-sonnet-4-5", "max_tokens": 100, "tools": [advisor]}
+    est = budgetguard.estimate({**request, "messages": [{"role": "user", "content": "Plan a trip."}]})
+    assert est.passes[0].usage.output_tokens == 32_000  # claude-opus-4-1's maximum output
+    book = PriceBook()
+    book.register("acme-advisor", input="1", output="2")  # no limits known
+    with pytest.raises(ConfigurationError, match="the advisor tool sets no max_tokens"):
+        Estimator(prices=book)(
+            {
+                **request,
+                "tools": [{**advisor, "model": "acme-advisor"}],
+                "messages": [{"role": "user", "content": "Hi"}],
+            }
+        )
+    opted_in = Estimator(prices=book, default_output_tokens=300)(
+        {
+            **request,
+            "tools": [{**advisor, "model": "acme-advisor"}],
+            "messages": [{"role": "user", "content": "Hi"}],
+        }
+    )
+    assert opted_in.passes[0].usage.output_tokens == 300
