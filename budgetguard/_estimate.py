@@ -429,6 +429,8 @@ class Estimator:
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                     raise ConfigurationError(f"{key} must be a non-negative int, got {value!r}")
                 return value
+        # The provider caps the output at its window minus the real input; this room is computed from
+        # the input estimate, so it binds only for inputs near the window (gpt-4o: above ~111k tokens).
         room = None if price.context_window is None else max(price.context_window - input_tokens, 0)
         if price.max_output_tokens is not None:
             return price.max_output_tokens if room is None else min(price.max_output_tokens, room)
