@@ -40,6 +40,7 @@ from ._ledger import (
     open_async_ledger,
     open_ledger,
 )
+from ._limits import ModelLimits, model_limits
 from ._money import format_usd, to_nano, to_usd
 from ._pricing import (
     PUBLISHED_PRICES,
@@ -80,6 +81,7 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "MissingScopeError",
+    "ModelLimits",
     "Outcome",
     "PUBLISHED_PRICES",
     "Pass",
@@ -112,6 +114,7 @@ __all__ = [
     "load_budgets",
     "load_prices",
     "metered",
+    "model_limits",
     "open_async_ledger",
     "open_ledger",
     "price_book",

@@ -455,15 +455,26 @@ def prices(models: tuple[str, ...], prices_file: str | None, provider: str | Non
         click.echo(json.dumps([_price_json(m, p) for m, p in zip(models, found, strict=True)], indent=2))
         return
     table = Table(title="USD per million tokens", title_justify="left")
-    for name in ("model", "input", "output", "cache read", "cache write 5m/1h", "context", "source"):
+    columns = (
+        "model",
+        "input",
+        "output",
+        "cache read",
+        "cache write 5m/1h",
+        "context",
+        "max output",
+        "source",
+    )
+    for name in columns:
         table.add_column(name, justify="left" if name in ("model", "source") else "right")
     for model, p in zip(models, found, strict=True):
         for label, rates in [(model, p.base), *((f"  > {t:,} input tokens", r) for t, r in p.tiers)]:
+            first = label == model
             table.add_row(
                 label, f"${rates.input}", f"${rates.output}", f"${rates.cache_read}",
                 f"${rates.cache_write} / ${rates.cache_write_1h}",
-                f"{p.context_window:,}" if p.context_window and label == model else "",
-                p.source if label == model else "",
+                _tokens(p.context_window) if first else "", _tokens(p.max_output_tokens) if first else "",
+                p.source if first else "",
             )  # fmt: skip
     console.print(table)
     units = Table(title="Other billed units", title_justify="left")
@@ -474,6 +485,10 @@ def prices(models: tuple[str, ...], prices_file: str | None, provider: str | Non
             units.add_row(model, unit, text)
             model = ""
     console.print(units)
+
+
+def _tokens(count: int | None) -> str:
+    return "unknown" if count is None else f"{count:,}"
 
 
 _UNIT_LABELS = (
@@ -521,7 +536,7 @@ def _price_json(model: str, price: Price) -> dict[str, Any]:
 
     tiers = [{"above_input_tokens": t, **rates(r)} for t, r in price.tiers]
     return {"model": model, "source": price.source, "context_window": price.context_window,
-            **rates(price.base), "tiers": tiers}  # fmt: skip
+            "max_output_tokens": price.max_output_tokens, **rates(price.base), "tiers": tiers}  # fmt: skip
 
 
 @cli.command()
@@ -556,8 +571,8 @@ def estimate(model: str | None, max_tokens: int | None, as_json: bool, source: i
         f"{est.model}: {est.input_tokens:,} input tokens + up to {est.output_tokens:,} output tokens"
     )
     console.print(f"worst case: {format_usd(est.cost_nano)}  (price: {est.price.source})")
-    if not any(request.get(k) for k in ("max_tokens", "max_completion_tokens", "max_output_tokens")):
-        console.print("the request sets no output limit, so the whole context window is reserved; "
+    if all(request.get(k) is None for k in ("max_tokens", "max_completion_tokens", "max_output_tokens")):
+        console.print("the request sets no output limit, so the model's maximum output is reserved; "
                       "pass --max-tokens or set one on your requests", style="yellow")  # fmt: skip
 
 

@@ -7,8 +7,9 @@ hold so that the call cannot cost more:
 * input: counted with the model's encoding (OpenAI's published rules), or o200k_base x a safety factor
   for Claude; priced as cache writes when an Anthropic request asks for caching (dearer than input);
 * output: ``max_completion_tokens`` / ``max_tokens`` / ``max_output_tokens`` times ``n``; without one,
-  the model's output limit, else its context window minus the input (a true upper bound), else
-  ``default_output_tokens``;
+  the model's maximum output (``budgetguard.model_limits``, or the one registered with its price),
+  capped by its context window minus the input; else that context window minus the input; else
+  ``Estimator(default_output_tokens=N)`` when configured, and otherwise a ``ConfigurationError``;
 * price: the prompt-size tier the estimated input falls in, and the price variant the request asks
   for (``service_tier`` flex / priority, Anthropic ``speed="fast"``, batch processing with
   ``batch=True``), see ``request_variant``.
@@ -137,7 +138,7 @@ class Estimator:
         self,
         *,
         prices: PriceBook | None = None,
-        default_output_tokens: int = 4096,
+        default_output_tokens: int | None = None,
         anthropic_factor: Decimal | str = ANTHROPIC_SAFETY_FACTOR,
         anthropic_factors: Mapping[str, Decimal | str] | None = None,
         anthropic_count_tokens: Any = None,
@@ -147,7 +148,11 @@ class Estimator:
     ) -> None:
         """``unseen_tokens`` bounds the input a request references without carrying it (server-side
         history, files by id): reserved on top of what it shows. ``None``: the model's context window
-        bounds the whole input (a model without a known window is then an error)."""
+        bounds the whole input (a model without a known window is then an error).
+
+        ``default_output_tokens`` is the output reserved for a request that sets no maximum on a model
+        whose limits are unknown; ``None`` (the default) makes that an error instead, since no fixed
+        number bounds what such a model may write."""
         if unseen_tokens is not None and (
             isinstance(unseen_tokens, bool) or not isinstance(unseen_tokens, int) or unseen_tokens < 0
         ):
@@ -155,8 +160,14 @@ class Estimator:
                 f"unseen_tokens must be a non-negative int or None, got {unseen_tokens!r}"
             )
         self.unseen_tokens = unseen_tokens
-        if default_output_tokens <= 0:
-            raise ConfigurationError("default_output_tokens must be positive")
+        if default_output_tokens is not None and (
+            isinstance(default_output_tokens, bool)
+            or not isinstance(default_output_tokens, int)
+            or default_output_tokens <= 0
+        ):
+            raise ConfigurationError(
+                f"default_output_tokens must be a positive int or None, got {default_output_tokens!r}"
+            )
         self.tool_calls = {**DEFAULT_TOOL_CALLS, **(tool_calls or {})}
         for name, count in self.tool_calls.items():
             if name not in DEFAULT_TOOL_CALLS:
@@ -311,7 +322,7 @@ class Estimator:
             written = tool.get("max_tokens")
             if isinstance(written, bool) or not isinstance(written, int) or written < 0:
                 advisor_price = self.prices.pass_price(advisor, provider=provider, variant=variant)
-                written = advisor_price.max_output_tokens or self.default_output_tokens
+                written = self._output({}, advisor_price, context, ("max_tokens",), "the advisor tool")
             one = Pass("advisor_message", advisor, Usage(input_tokens=context, output_tokens=written))
             passes.extend([one] * uses)
         return tuple(passes), defaulted
@@ -402,19 +413,38 @@ class Estimator:
         return max(shown, price.context_window)
 
     def _output(
-        self, request: Mapping[str, Any], price: Price, input_tokens: int, keys: tuple[str, ...]
+        self,
+        request: Mapping[str, Any],
+        price: Price,
+        input_tokens: int,
+        keys: tuple[str, ...],
+        where: str = "the request",
     ) -> int:
+        """The most output tokens ``request`` may produce: its own maximum; else the model's maximum
+        output, capped by the room its context window leaves after the input; else that room; else
+        the configured default; else a ``ConfigurationError`` (no limit is known)."""
         for key in keys:
             value = request.get(key)
             if value is not None:
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                     raise ConfigurationError(f"{key} must be a non-negative int, got {value!r}")
                 return value
+        # The provider caps the output at its window minus the real input; this room is computed from
+        # the input estimate, so it binds only for inputs near the window (gpt-4o: above ~111k tokens).
+        room = None if price.context_window is None else max(price.context_window - input_tokens, 0)
         if price.max_output_tokens is not None:
-            return price.max_output_tokens
-        if price.context_window is not None:
-            return max(price.context_window - input_tokens, 0)
-        return self.default_output_tokens
+            return price.max_output_tokens if room is None else min(price.max_output_tokens, room)
+        if room is not None:
+            return room
+        if self.default_output_tokens is not None:
+            return self.default_output_tokens
+        raise ConfigurationError(
+            f"{where} sets no {' / '.join(keys)} and no output limit is known for {price.model!r}, so "
+            f"nothing bounds what it may cost. Set {keys[0]} on {where}, register the model's limits "
+            f"(budgetguard.register_price({price.model!r}, input=..., output=..., max_output_tokens=N, "
+            "context_window=N)), or reserve a fixed output for such models with "
+            "Estimator(default_output_tokens=N)"
+        )
 
 
 def _server_tool(kind: str, provider: str) -> str | None:

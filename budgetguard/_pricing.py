@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -45,6 +44,7 @@ from genai_prices import types as _gp
 
 from ._config import read_data_file
 from ._errors import ConfigurationError, PricingError
+from ._limits import UNKNOWN, checked_limits, model_limits, model_names
 from ._money import Money, to_usd
 from ._usage import Usage
 
@@ -435,11 +435,14 @@ def _from_genai(ref: str, provider: _gp.Provider, model: _gp.ModelInfo, mp: _gp.
                 picked[name] = value
         return Rates.of(**picked)
 
+    known = model_limits(ref, model.id) or UNKNOWN
     price = Price(
         model=ref,
         base=at(None),
         tiers=tuple((t, at(t)) for t in thresholds),
-        context_window=model.context_window,
+        # the wider of the two windows bounds more; the maximum output is the table's alone
+        context_window=max(filter(None, (model.context_window, known.context_window)), default=None),
+        max_output_tokens=known.max_output_tokens,
         source=f"genai-prices {_GENAI_PRICES_VERSION}: {provider.id}/{model.id}",
     )
     return _with_published(price, provider.id)
@@ -451,7 +454,6 @@ def _has_time_of_day_prices(model: _gp.ModelInfo) -> bool:
     return any(isinstance(c, _gp.TimeOfDateConstraint) for c in constraints)
 
 
-_DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-\d{4}|-latest)$")
 _FALLBACK_PROVIDERS = ("openai", "anthropic", "google", "aws")
 """Tried in order for a model named without a provider (``aws``: Bedrock ids, ``us.anthropic.claude-...``)."""
 
@@ -466,16 +468,6 @@ def _day(at: datetime | None) -> int:
         return time.time_ns() // _NS_PER_DAY
     at = at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
     return at.date().toordinal() - _EPOCH_DAY
-
-
-def _names(model: str) -> list[str]:
-    """``model``, then without a provider prefix, then without a date suffix."""
-    names = [model]
-    bare = model.rsplit("/", 1)[-1] if "/" in model else model
-    for candidate in (bare, _DATE_SUFFIX.sub("", bare)):
-        if candidate and candidate not in names:
-            names.append(candidate)
-    return names
 
 
 class PriceBook:
@@ -513,9 +505,13 @@ class PriceBook:
         the fees ``web_search``, ``web_fetch``, ``file_search``, ``code_execution``, ``image_generation``
         and ``request`` (USD per thousand calls). A fee not given is the provider's published price
         (``PUBLISHED_PRICES``, for ``provider``, else the one the model name suggests).
+        ``context_window`` and ``max_output_tokens`` (tokens) bound a request that sets no output
+        maximum; those not given are the published limits of the model the name matches
+        (``budgetguard.model_limits``), if any.
         """
         if not model or not isinstance(model, str):
             raise ConfigurationError("register_price needs a model name")
+        given, known = checked_limits(context_window, max_output_tokens), model_limits(model) or UNKNOWN
         price = Price(
             model=model,
             base=Rates.of(
@@ -527,8 +523,8 @@ class PriceBook:
                 **units,
             ),
             tiers=tuple(sorted((int(t), Rates.of(**{**units, **r})) for t, r in (tiers or {}).items())),
-            context_window=context_window,
-            max_output_tokens=max_output_tokens,
+            context_window=given.context_window or known.context_window,
+            max_output_tokens=known.max_output_tokens if max_output_tokens is None else max_output_tokens,
             source="override",
         )
         price = _with_published(price, provider)
@@ -544,6 +540,8 @@ class PriceBook:
         input = 0.3
         output = 1.2
         cache_read = 0.15
+        context_window = 128000
+        max_output_tokens = 16384
         """
         data = read_data_file(path, "prices")
         models = data.get("models", data) if isinstance(data, dict) else None
@@ -620,7 +618,7 @@ class PriceBook:
     ) -> tuple[Price, bool]:
         if not isinstance(model, str) or not model:
             raise PricingError(f"model must be a non-empty string, got {model!r}", model=str(model))
-        names = _names(model)
+        names = model_names(model)
         for name in names:
             if name in self._overrides:
                 return self._overrides[name], True

@@ -40,6 +40,7 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from ._limits import UNKNOWN, model_limits
 from ._pricing import is_claude
 from ._tokens import count_text_tokens, encoding_for_model
 from ._tokens_claude import count_anthropic_tokens
@@ -395,6 +396,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _openai_output(self, body: JSON, model: str, prompt: str, limit: int | None) -> tuple[str, int, int]:
         """(visible text, output tokens, reasoning tokens within them) for an OpenAI request."""
         reasoning = 0
+        if limit is None:  # no maximum on the request: the model stops at its own, as a provider's does
+            limit = (model_limits(model) or UNKNOWN).max_output_tokens
         if _is_reasoning(model):
             effort = (body.get("reasoning") or {}).get("effort") or body.get("reasoning_effort") or "medium"
             reasoning = REASONING_EFFORT_TOKENS.get(effort, 256)

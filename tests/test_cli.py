@@ -210,10 +210,15 @@ def test_prices_shows_the_source(tmp_path: Path) -> None:
     [gpt4o] = json.loads(result.output)
     assert (gpt4o["input"], gpt4o["output"], gpt4o["cache_read"]) == ("2.5", "10", "1.25")
     assert "genai-prices" in gpt4o["source"]
+    assert (gpt4o["context_window"], gpt4o["max_output_tokens"]) == (128_000, 16_384)
+    shown = CliRunner().invoke(cli, ["prices", "gpt-4.1"], env={"COLUMNS": "200"})
+    assert "max output" in shown.output and "32,768" in shown.output
     overrides = tmp_path / "prices.toml"
     overrides.write_text('[models."acme-cli-model"]\ninput = 1.50\noutput = 6.00\n')
     try:
-        table = CliRunner().invoke(cli, ["prices", "acme-cli-model", "--prices", str(overrides)])
+        table = CliRunner().invoke(
+            cli, ["prices", "acme-cli-model", "--prices", str(overrides)], env={"COLUMNS": "200"}
+        )
         assert table.exit_code == 0 and "override" in table.output and "$1.5" in table.output
     finally:
         bg.price_book.clear_overrides()
@@ -230,8 +235,15 @@ def test_estimate_a_prompt_and_a_request(tmp_path: Path) -> None:
     assert got["cost_usd"] == str(expected.cost)
     file = tmp_path / "request.json"
     file.write_text(json.dumps({**request, "max_tokens": None} | {"model": "gpt-4o"}))
-    table = CliRunner().invoke(cli, ["estimate", str(file)])
+    table = CliRunner().invoke(cli, ["estimate", str(file)], env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "gpt-4o" in table.output and "no output limit" in table.output
+    assert "up to 16,384 output tokens" in table.output  # gpt-4o's maximum output, not its window
+    unbounded = CliRunner().invoke(cli, ["estimate", "--model", "gpt-5-search-api"], input="Any news?")
+    assert unbounded.exit_code == EXIT_BAD_INPUT and "no output limit is known" in unbounded.output
+    bounded = CliRunner().invoke(
+        cli, ["estimate", "-m", "gpt-5-search-api", "--max-tokens", "9"], input="Any news?"
+    )
+    assert bounded.exit_code == 0 and "up to 9 output tokens" in bounded.output
 
 
 def test_watch_refreshes_the_busiest_scopes(store: tuple[str, Path]) -> None:

@@ -61,28 +61,54 @@ def test_legacy_functions_are_counted_as_tools() -> None:
     assert estimate(request).input_tokens == 101
 
 
-def test_without_a_max_the_context_window_bounds_the_output() -> None:
+def test_without_a_max_the_models_max_output_bounds_the_output() -> None:
     est = estimate({"model": "gpt-4o", "messages": JARGON_MESSAGES})
-    assert est.output_tokens == 128_000 - 124
+    assert est.output_tokens == 16_384  # gpt-4o's published maximum, not its 128k window - input
     est_n = estimate({"model": "gpt-4o", "messages": JARGON_MESSAGES, "n": 2})
-    assert est_n.output_tokens == 2 * (128_000 - 124)
-    assert est_n.cost == cost("gpt-4o", Usage(input_tokens=124, output_tokens=2 * (128_000 - 124)))
+    assert est_n.output_tokens == 2 * 16_384
+    assert est_n.cost == cost("gpt-4o", Usage(input_tokens=124, output_tokens=2 * 16_384))
+    responses = estimate({"model": "gpt-4.1", "input": "Hi"})
+    assert responses.output_tokens == 32_768  # (was 1,047,576 - input: the window, far from tight)
+    claude = estimate({"model": "claude-sonnet-4-5", "messages": QUESTION})  # (the API requires one)
+    assert claude.output_tokens == 64_000
 
 
-def test_output_fallbacks_in_order() -> None:
+def test_output_bound_order() -> None:
     book = PriceBook(use_data=False)
     book.register("with-max", input="1", output="2", max_output_tokens=1000, context_window=8000)
+    book.register("max-near-window", input="1", output="2", max_output_tokens=1000, context_window=1010)
+    book.register("max-only", input="1", output="2", max_output_tokens=1000)
     book.register("with-window", input="1", output="2", context_window=8000)
     book.register("bare", input="1", output="2")
     book.register("tiny-window", input="1", output="2", context_window=5)
-    estimator = Estimator(prices=book, default_output_tokens=777)
+    estimator = Estimator(prices=book)
     request: dict[str, Any] = {"messages": QUESTION}
     n_in = count_message_tokens(QUESTION, "bare")
+    assert n_in > 10
+    assert estimator({**request, "model": "with-max", "max_tokens": 5000}).output_tokens == 5000
     assert estimator({**request, "model": "with-max"}).output_tokens == 1000
+    assert estimator({**request, "model": "max-near-window"}).output_tokens == 1010 - n_in
+    assert estimator({**request, "model": "max-only"}).output_tokens == 1000
     assert estimator({**request, "model": "with-window"}).output_tokens == 8000 - n_in
-    assert estimator({**request, "model": "bare"}).output_tokens == 777
     assert estimator({**request, "model": "tiny-window"}).output_tokens == 0  # never negative
     assert estimator({**request, "model": "bare", "max_tokens": 0}).output_tokens == 0
+    opted_in = Estimator(prices=book, default_output_tokens=777)
+    assert opted_in({**request, "model": "bare"}).output_tokens == 777
+
+
+def test_no_known_limit_is_an_error_that_says_what_to_do() -> None:
+    book = PriceBook(use_data=False)
+    book.register("my-finetune", input="1", output="2")
+    with pytest.raises(ConfigurationError) as caught:
+        Estimator(prices=book)({"model": "my-finetune", "messages": QUESTION})
+    message = str(caught.value)
+    assert "max_completion_tokens / max_tokens" in message
+    assert "register_price('my-finetune'" in message and "max_output_tokens=" in message
+    assert "Estimator(default_output_tokens=N)" in message
+    responses = {"model": "my-finetune", "input": "Hi"}
+    with pytest.raises(ConfigurationError, match="sets no max_output_tokens"):
+        Estimator(prices=book)(responses)
+    assert Estimator(prices=book)({**responses, "max_output_tokens": 7}).output_tokens == 7
 
 
 # -- input the request does not carry (server-side history) ----------------------------------------
@@ -166,9 +192,9 @@ def test_responses_request() -> None:
     assert est.cost == usd(est.input_tokens * Decimal("1.1") + 500 * Decimal("4.4"))
 
 
-def test_responses_without_max_uses_the_context_window() -> None:
+def test_responses_without_max_uses_the_models_max_output() -> None:
     est = estimate({"model": "gpt-4.1", "input": [{"role": "user", "content": "Hi"}]})
-    assert est.output_tokens == 1_000_000 - est.input_tokens
+    assert est.output_tokens == 32_768
 
 
 def test_instructions_alone_are_a_responses_request() -> None:
@@ -241,11 +267,13 @@ def test_anthropic_cache_control_on_tools_and_top_level() -> None:
     assert estimate(_claude(cache_control={"type": "ephemeral"})).cache_write == "5m"
 
 
-def test_anthropic_without_max_tokens_uses_the_context_window() -> None:
+def test_anthropic_without_max_tokens_uses_the_models_max_output() -> None:
     request = _claude()
     del request["max_tokens"]
     est = estimate(request)
-    assert est.output_tokens == 200_000 - est.input_tokens
+    assert est.output_tokens == 64_000  # claude-sonnet-4-5's published maximum
+    old = estimate({**request, "model": "claude-3-haiku-20240307"})
+    assert old.output_tokens == 4_096
 
 
 def test_anthropic_large_prompt_is_priced_at_the_long_context_tier() -> None:
@@ -338,6 +366,8 @@ def test_bad_requests_are_configuration_errors(request_: dict[str, Any]) -> None
     [
         {"default_output_tokens": 0},
         {"default_output_tokens": -10},
+        {"default_output_tokens": 1.5},
+        {"default_output_tokens": True},
         {"anthropic_factor": "0.9"},
         {"anthropic_factors": {"claude-haiku": "0.5"}},
     ],

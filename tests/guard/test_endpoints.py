@@ -210,7 +210,8 @@ def test_responses_estimate_reads_items_instructions_tools_and_max_output() -> N
         + budgetguard.count_tool_tokens(tools, "o4-mini")
     )
     unbounded = budgetguard.estimate({**base, "max_output_tokens": None})
-    assert unbounded.output_tokens == budgetguard.get_price("o4-mini").context_window - unbounded.input_tokens
+    assert unbounded.output_tokens == 100_000  # o4-mini's maximum output (its window is 200,000)
+    assert budgetguard.get_price("o4-mini").max_output_tokens == 100_000
 
 
 # -- price variants ------------------------------------------------------------------------------

@@ -1,0 +1,290 @@
+"""Model limits: the context window and maximum output tokens of each OpenAI and Anthropic model.
+
+genai-prices gives a context window for many models and a maximum output for none; the estimator
+needs the output maximum to bound a request that sets none. This table holds both, from the
+providers' published model pages (checked 2026-12-06):
+
+* Anthropic: https://platform.claude.com/docs/en/models/overview and each model's page,
+  https://platform.claude.com/docs/en/models/<model>/overview ("Context window: ... · Max output: ...");
+  the legacy Claude 3.x limits from the same site's legacy-models table.
+* OpenAI: https://developers.openai.com/api/docs/models/<model> (formerly
+  https://platform.openai.com/docs/models/<model>): "N context window, M max output tokens".
+
+Where sources disagree, the larger figure is kept: a bound that is too high reserves more than needed,
+one that is too low lets a call cost more than was reserved. Opt-in extensions that any caller can
+turn on with a header are included, since the request that uses them looks the same to the estimator:
+Claude Sonnet 3.7's 128K output (``output-128k-2025-02-19``) and the 1M context of Claude Sonnet 4 and
+4.5 (``context-1m-2025-08-07``). Anthropic's batch-only 300K output beta is not: a Messages request
+always carries ``max_tokens``, which bounds it.
+
+A name is matched after ``model_names`` strips a provider prefix (``openai/``, Bedrock's
+``us.anthropic.``), a fine-tune's ``ft:`` wrapper and a date or ``-latest`` suffix; the longest table
+prefix that equals the name, or is followed in it by ``-`` and a non-digit (``gpt-4o`` for
+``gpt-4o-search-preview``, never ``gpt-4`` for ``gpt-4.1`` or ``claude-opus-4`` for ``claude-opus-4-9``),
+wins. A model that no row matches has no known limits.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ._errors import ConfigurationError
+
+__all__ = ["ModelLimits", "checked_limits", "model_limits", "model_names"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLimits:
+    """A model's context window (input plus output, tokens) and the most output tokens one response
+    may have; ``None`` where no published figure is known."""
+
+    context_window: int | None
+    max_output_tokens: int | None
+
+
+_K = 1_000
+_KI = 1_024
+
+# (model name prefix, context window, max output tokens). None: not published on the pages searched.
+# fmt: off
+_TABLE: tuple[tuple[str, int | None, int | None], ...] = (
+    # -- Anthropic -------------------------------------------------------------------------------
+    # platform.claude.com/docs/en/models/<fable-5|fable-5-1|opus-5|opus-5-5|sonnet-5|sonnet-5-5|haiku-5-5>
+    ("claude-fable-5", 1_000_000, 128 * _K),
+    ("claude-fable-5-1", 1_000_000, 128 * _K),
+    ("claude-fable-5-2", 1_000_000, 128 * _K),
+    ("claude-mythos-5", 1_000_000, 128 * _K),  # "shares Claude Fable 5's specifications"
+    ("claude-mythos-5-2", 1_000_000, 128 * _K),
+    ("claude-opus-5", 1_000_000, 128 * _K),
+    ("claude-opus-5-5", 1_000_000, 128 * _K),
+    ("claude-sonnet-5", 1_000_000, 128 * _K),
+    ("claude-sonnet-5-5", 1_000_000, 128 * _K),
+    ("claude-haiku-5-5", 1_000_000, 128 * _K),
+    # .../opus-4-6/overview, models overview (Opus 4.7, Opus 4.8, Sonnet 4.6: 1M, 128K; one older
+    # overview lists Sonnet 4.6 at 64K output, the model page at 128K: 128K kept)
+    ("claude-opus-4-6", 1_000_000, 128 * _K),
+    ("claude-opus-4-7", 1_000_000, 128 * _K),
+    ("claude-opus-4-8", 1_000_000, 128 * _K),
+    ("claude-sonnet-4-6", 1_000_000, 128 * _K),
+    # legacy-model table: Opus 4.5, Sonnet 4.5, Haiku 4.5 64K; Opus 4 / 4.1 32K; Sonnet 4 64K;
+    # Sonnet 4 / 4.5 accept a 1M context with the context-1m beta header
+    ("claude-opus-4-5", 200 * _K, 64 * _K),
+    ("claude-sonnet-4-5", 1_000_000, 64 * _K),
+    ("claude-haiku-4-5", 200 * _K, 64 * _K),
+    ("claude-opus-4-1", 200 * _K, 32 * _K),
+    ("claude-opus-4", 200 * _K, 32 * _K),
+    ("claude-opus-4-0", 200 * _K, 32 * _K),
+    ("claude-sonnet-4", 1_000_000, 64 * _K),
+    ("claude-sonnet-4-0", 1_000_000, 64 * _K),
+    # Sonnet 3.7: 64K, 128K with the output-128k-2025-02-19 beta header; 3.5: 8,192; 3: 4,096
+    ("claude-3-7-sonnet", 200 * _K, 128 * _K),
+    ("claude-3-5-sonnet", 200 * _K, 8_192),
+    ("claude-3-5-haiku", 200 * _K, 8_192),
+    ("claude-3-opus", 200 * _K, 4_096),
+    ("claude-3-sonnet", 200 * _K, 4_096),
+    ("claude-3-haiku", 200 * _K, 4_096),
+    ("claude-2", 200 * _K, 4_096),  # Claude 2.0 100K, 2.1 200K context; 4,096 output
+    ("claude-instant-1", 100 * _K, 4_096),
+    ("claude-v1", 100 * _K, 100 * _K),  # no separate output limit published: the window bounds it
+    # -- OpenAI ----------------------------------------------------------------------------------
+    # developers.openai.com/api/docs/models/<gpt-6-*, gpt-6.1-*, gpt-6.2-*>: 1,050,000 / 128,000
+    ("gpt-6-astra", 1_050_000, 128 * _K),
+    ("gpt-6-sol", 1_050_000, 128 * _K),
+    ("gpt-6-luna", 1_050_000, 128 * _K),
+    ("gpt-6.1-sol", 1_050_000, 128 * _K),
+    ("gpt-6.1-terra", 1_050_000, 128 * _K),
+    ("gpt-6.2-astra", 1_050_000, 128 * _K),
+    ("gpt-6.2-sol", 1_050_000, 128 * _K),
+    # gpt-5.6-*: 1,050,000 context; output listed as 128,000 for Sol and 272,000 for Terra "matching
+    # the rest of the family": 272,000 kept for all three
+    ("gpt-5.6", 1_050_000, 272 * _K),
+    ("gpt-5.6-sol", 1_050_000, 272 * _K),
+    ("gpt-5.6-terra", 1_050_000, 272 * _K),
+    ("gpt-5.6-luna", 1_050_000, 272 * _K),
+    # gpt-5.5: 1,050,000 context; output listed as 128,000 and as 272,000: 272,000 kept
+    ("gpt-5.5", 1_050_000, 272 * _K),
+    ("gpt-5.5-pro", 1_050_000, 128 * _K),
+    # .../gpt-5.4, gpt-5.4-pro: 1,050,000 / 128,000; gpt-5.4-mini, gpt-5.4-nano: 400,000 / 128,000
+    ("gpt-5.4", 1_050_000, 128 * _K),
+    ("gpt-5.4-pro", 1_050_000, 128 * _K),
+    ("gpt-5.4-mini", 400 * _K, 128 * _K),
+    ("gpt-5.4-nano", 400 * _K, 128 * _K),
+    # gpt-5 ... gpt-5.3: 400,000 / 128,000 (gpt-5-pro 272,000); the chat snapshots 128,000 / 16,384
+    ("gpt-5.3-codex", 400 * _K, 128 * _K),
+    ("gpt-5.3", 128 * _K, 16_384),
+    ("gpt-5.3-chat", 128 * _K, 16_384),
+    ("gpt-5.2", 400 * _K, 128 * _K),
+    ("gpt-5.2-pro", 400 * _K, 128 * _K),
+    ("gpt-5.2-codex", 400 * _K, 128 * _K),
+    ("gpt-5.2-chat", 128 * _K, 16_384),
+    ("gpt-5.1", 400 * _K, 128 * _K),
+    ("gpt-5.1-codex", 400 * _K, 128 * _K),
+    ("gpt-5.1-chat", 128 * _K, 16_384),
+    ("gpt-5", 400 * _K, 128 * _K),
+    ("gpt-5-mini", 400 * _K, 128 * _K),
+    ("gpt-5-nano", 400 * _K, 128 * _K),
+    ("gpt-5-codex", 400 * _K, 128 * _K),
+    ("gpt-5-pro", 400 * _K, 272 * _K),
+    ("gpt-5-chat", 128 * _K, 16_384),
+    # gpt-4.1 family: 1,047,576 / 32,768
+    ("gpt-4.1", 1_047_576, 32_768),
+    ("gpt-4.1-mini", 1_047_576, 32_768),
+    ("gpt-4.1-nano", 1_047_576, 32_768),
+    ("gpt-4.5-preview", 128 * _K, 16_384),
+    # gpt-4o family: 128,000 / 16,384 (the 2024-05-13 snapshot 4,096: its date is stripped, 16,384 kept)
+    ("gpt-4o", 128 * _K, 16_384),
+    ("chatgpt-4o", 128 * _K, 16_384),
+    ("gpt-4o-mini", 128 * _K, 16_384),
+    ("gpt-4o:extended", 128 * _K, 64 * _K),  # the 64K-output long-output variant
+    ("gpt-4o-audio-preview", 128 * _K, 16_384),
+    ("gpt-4o-mini-audio-preview", 128 * _K, 16_384),
+    ("gpt-4o-search-preview", 128 * _K, 16_384),
+    ("gpt-4o-mini-search-preview", 128 * _K, 16_384),
+    ("gpt-audio", 128 * _K, 16_384),
+    ("gpt-audio-mini", 128 * _K, 16_384),
+    # realtime: gpt-4o-realtime-preview 128,000 (later 32,000) / 4,096; gpt-realtime 32,000 / 4,096;
+    # gpt-realtime-2, gpt-realtime-2.1-mini 128,000 / 32,000
+    ("gpt-4o-realtime-preview", 128 * _K, 4_096),
+    ("gpt-4o-mini-realtime-preview", 128 * _K, 4_096),
+    ("gpt-realtime", 32 * _K, 4_096),
+    ("gpt-realtime-1.5", 32 * _K, 4_096),
+    ("gpt-realtime-mini", 128 * _K, 4_096),
+    ("gpt-realtime-2", 128 * _K, 32 * _K),
+    ("gpt-realtime-2.1", 128 * _K, 32 * _K),
+    ("gpt-realtime-2.1-mini", 128 * _K, 32 * _K),
+    ("gpt-4o-transcribe", 16 * _K, 2 * _K),
+    ("gpt-4o-mini-transcribe", 16 * _K, 2 * _K),
+    # GPT-4 and GPT-3.5: gpt-4 8,192 / 8,192; gpt-4-32k 32,768 / 32,768; turbo and vision previews
+    # 128,000 / 4,096; gpt-3.5-turbo 16,385 / 4,096 (16k and instruct: the window bounds the output)
+    ("gpt-4", 8_192, 8_192),
+    ("gpt-4-32k", 32_768, 32_768),
+    ("gpt-4-turbo", 128 * _K, 4_096),
+    ("gpt-4-1106-preview", 128 * _K, 4_096),
+    ("gpt-4-0125-preview", 128 * _K, 4_096),
+    ("gpt-4-vision-preview", 128 * _K, 4_096),
+    ("gpt-4-1106-vision-preview", 128 * _K, 4_096),
+    ("gpt-3.5-turbo", 16_385, 4_096),
+    ("gpt-3.5", 16_385, 4_096),  # gpt-3.5-0301
+    ("gpt-3.5-turbo-16k", 16_385, 16_385),
+    ("gpt-3.5-turbo-instruct", 16_385, 16_385),
+    # reasoning models: o1, o1-pro, o3, o3-pro, o3-mini, o4-mini, deep research, codex-mini 200,000 /
+    # 100,000; o1-mini 128,000 / 65,536; o1-preview 128,000 / 32,768; computer-use-preview 8,192 / 1,024
+    ("o1", 200 * _K, 100 * _K),
+    ("o1-pro", 200 * _K, 100 * _K),
+    ("o1-mini", 128 * _K, 65_536),
+    ("o1-preview", 128 * _K, 32_768),
+    ("o3", 200 * _K, 100 * _K),
+    ("o3-pro", 200 * _K, 100 * _K),
+    ("o3-mini", 200 * _K, 100 * _K),
+    ("o3-deep-research", 200 * _K, 100 * _K),
+    ("o4-mini", 200 * _K, 100 * _K),
+    ("o4-mini-deep-research", 200 * _K, 100 * _K),
+    ("codex-mini", 200 * _K, 100 * _K),
+    ("computer-use-preview", 8_192, _KI),
+    ("computer-use", 8_192, _KI),
+    # gpt-oss: 131,072 / 131,072
+    ("gpt-oss-120b", 131_072, 131_072),
+    ("gpt-oss-20b", 131_072, 131_072),
+    ("gpt-oss-safeguard-20b", 131_072, 131_072),
+    # embeddings: 8,192 input, no output tokens
+    ("text-embedding-3-large", 8_192, 0),
+    ("text-embedding-3-small", 8_192, 0),
+    ("text-embedding-ada-002", 8_192, 0),
+    # legacy completions models: no separate output limit, the window bounds it
+    ("davinci-002", 16_384, 16_384),
+    ("babbage-002", 16_384, 16_384),
+    ("text-davinci-003", 4_097, 4_097),
+    ("text-davinci-002", 4_097, 4_097),
+    ("text-davinci-001", 2_049, 2_049),
+    ("text-curie-001", 2_049, 2_049),
+    ("text-ada-001", 2_049, 2_049),
+    ("davinci", 2_049, 2_049),
+    ("curie", 2_049, 2_049),
+    ("babbage", 2_049, 2_049),
+    ("ada", 2_049, 2_049),
+    # no limits published on the pages searched: a request to these needs its own max (or
+    # register_price(..., max_output_tokens=...)). Image generation (output is images, sized by the
+    # request), text to speech, the access-restricted cyber / life-sciences variants, and aliases
+    # whose target the pages do not state.
+    ("gpt-image-1", None, None),
+    ("gpt-image-1-mini", None, None),
+    ("gpt-image-1.5", None, None),
+    ("gpt-image-2", None, None),
+    ("gpt-image-2.5-flare", None, None),
+    ("gpt-image-2.5-sunburst", None, None),
+    ("chatgpt-image", None, None),
+    ("gpt-5-image", None, None),
+    ("gpt-5-image-mini", None, None),
+    ("gpt-5.4-image-2", None, None),
+    ("gpt-4o-mini-tts", None, None),
+    ("gpt-5-search-api", None, None),
+    ("gpt-chat", None, None),
+    ("gpt-5.5-cyber", None, None),
+    ("gpt-5.6-cyber", None, None),
+    ("gpt-6-cyber", None, None),
+    ("gpt-6-rosalind", None, None),
+    ("gpt-rosalind-discovery", None, None),
+    ("gpt-rosalind-research", None, None),
+)
+# fmt: on
+_BY_PREFIX = {prefix: ModelLimits(context, output) for prefix, context, output in _TABLE}
+_LONGEST_FIRST = sorted(_BY_PREFIX, key=len, reverse=True)
+
+DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-\d{4}|-latest)$")
+_VENDOR = re.compile(r"^(?:[a-z]{2,6}\.)?anthropic\.")  # Bedrock: anthropic.claude-..., us.anthropic.
+_BEDROCK_VERSION = re.compile(r"-v\d+:\d+$")  # ...-20241022-v2:0
+
+
+def model_names(model: str) -> list[str]:
+    """``model``, then without a provider prefix (``openai/``), then without a date suffix."""
+    names = [model]
+    bare = model.rsplit("/", 1)[-1] if "/" in model else model
+    for candidate in (bare, DATE_SUFFIX.sub("", bare)):
+        if candidate and candidate not in names:
+            names.append(candidate)
+    return names
+
+
+def _bare(model: str) -> str:
+    """The name a model's limits are listed under: no provider prefix, fine-tune wrapper, Bedrock
+    vendor and version, Vertex ``@date`` or date suffix."""
+    name = model.rsplit("/", 1)[-1].lower()
+    if name.startswith("ft:"):  # ft:gpt-4o-mini-2024-07-18:org::id -> the base model's limits
+        name = name[3:].split(":", 1)[0]
+    name = _BEDROCK_VERSION.sub("", _VENDOR.sub("", name)).split("@", 1)[0]
+    return DATE_SUFFIX.sub("", name)
+
+
+def _matches(prefix: str, name: str) -> bool:
+    if name == prefix:
+        return True
+    rest = name[len(prefix) :]
+    return name.startswith(prefix) and len(rest) > 1 and rest[0] == "-" and not rest[1].isdigit()
+
+
+def model_limits(*names: str) -> ModelLimits | None:
+    """The published limits of the first of ``names`` the table knows (a request's model name, then
+    the id genai-prices resolved it to), or ``None``."""
+    for model in names:
+        name = _bare(model)
+        for prefix in _LONGEST_FIRST:
+            if _matches(prefix, name):
+                return _BY_PREFIX[prefix]
+    return None
+
+
+UNKNOWN = ModelLimits(None, None)
+
+
+def checked_limits(context_window: object, max_output_tokens: object) -> ModelLimits:
+    """Limits a caller gives (``register_price``, a prices file), validated: whole numbers of tokens."""
+    for what, value, least in (
+        ("context_window", context_window, 1),
+        ("max_output_tokens", max_output_tokens, 0),
+    ):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise ConfigurationError(
+                f"{what} must be a whole number of tokens (at least {least}) or None, got {value!r}"
+            )
+    return ModelLimits(context_window, max_output_tokens)  # type: ignore[arg-type]
