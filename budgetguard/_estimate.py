@@ -8,7 +8,7 @@ hold so that the call cannot cost more:
   for Claude; priced as cache writes when an Anthropic request asks for caching (dearer than input);
 * output: ``max_completion_tokens`` / ``max_tokens`` / ``max_output_tokens`` times ``n``; without one,
   the model's maximum output (``budgetguard.model_limits``, or the one registered with its price),
-  capped by its context window minus the input; else that context window minus the input; else
+  within its context window; else that context window (never the window minus the input estimate); else
   ``Estimator(default_output_tokens=N)`` when configured, and otherwise a ``ConfigurationError``;
 * price: the prompt-size tier the estimated input falls in, and the price variant the request asks
   for (``service_tier`` flex / priority, Anthropic ``speed="fast"``, batch processing with
@@ -421,21 +421,21 @@ class Estimator:
         where: str = "the request",
     ) -> int:
         """The most output tokens ``request`` may produce: its own maximum; else the model's maximum
-        output, capped by the room its context window leaves after the input; else that room; else
-        the configured default; else a ``ConfigurationError`` (no limit is known)."""
+        output (within its context window); else its context window; else the configured default;
+        else a ``ConfigurationError`` (no limit is known)."""
         for key in keys:
             value = request.get(key)
             if value is not None:
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                     raise ConfigurationError(f"{key} must be a non-negative int, got {value!r}")
                 return value
-        # The provider caps the output at its window minus the real input; this room is computed from
-        # the input estimate, so it binds only for inputs near the window (gpt-4o: above ~111k tokens).
-        room = None if price.context_window is None else max(price.context_window - input_tokens, 0)
+        # Not the window minus the input: that room is computed from the input *estimate*, and an
+        # estimate above the real input would leave the provider room for more output than reserved.
+        window = price.context_window
         if price.max_output_tokens is not None:
-            return price.max_output_tokens if room is None else min(price.max_output_tokens, room)
-        if room is not None:
-            return room
+            return price.max_output_tokens if window is None else min(price.max_output_tokens, window)
+        if window is not None:
+            return window
         if self.default_output_tokens is not None:
             return self.default_output_tokens
         raise ConfigurationError(

@@ -76,7 +76,7 @@ def test_without_a_max_the_models_max_output_bounds_the_output() -> None:
 def test_output_bound_order() -> None:
     book = PriceBook(use_data=False)
     book.register("with-max", input="1", output="2", max_output_tokens=1000, context_window=8000)
-    book.register("max-near-window", input="1", output="2", max_output_tokens=1000, context_window=1010)
+    book.register("max-above-window", input="1", output="2", max_output_tokens=1000, context_window=900)
     book.register("max-only", input="1", output="2", max_output_tokens=1000)
     book.register("with-window", input="1", output="2", context_window=8000)
     book.register("bare", input="1", output="2")
@@ -87,10 +87,12 @@ def test_output_bound_order() -> None:
     assert n_in > 10
     assert estimator({**request, "model": "with-max", "max_tokens": 5000}).output_tokens == 5000
     assert estimator({**request, "model": "with-max"}).output_tokens == 1000
-    assert estimator({**request, "model": "max-near-window"}).output_tokens == 1010 - n_in
+    assert estimator({**request, "model": "max-above-window"}).output_tokens == 900
     assert estimator({**request, "model": "max-only"}).output_tokens == 1000
-    assert estimator({**request, "model": "with-window"}).output_tokens == 8000 - n_in
-    assert estimator({**request, "model": "tiny-window"}).output_tokens == 0  # never negative
+    # the window, not the window minus the input: an input estimate above the real input would leave
+    # the provider room for more output than a (window - estimate) reservation holds
+    assert estimator({**request, "model": "with-window"}).output_tokens == 8000
+    assert estimator({**request, "model": "tiny-window"}).output_tokens == 5
     assert estimator({**request, "model": "bare", "max_tokens": 0}).output_tokens == 0
     opted_in = Estimator(prices=book, default_output_tokens=777)
     assert opted_in({**request, "model": "bare"}).output_tokens == 777
