@@ -10,8 +10,9 @@ the real services would report for the request:
   prefix (every message but the last, >= 1024 tokens) was seen before reports cached tokens in 128-token
   steps, as OpenAI's prompt cache does.
 * Claude input tokens follow budgetguard's Claude rules with o200k_base x 1.2 (Claude's tokenizer is not
-  public; budgetguard's offline estimate uses x 1.4 or more, so estimates stay above what is charged); a ``cache_control`` prefix of >= 1024
-  tokens is a cache write the first time (5-minute or 1-hour by its ``ttl``) and a cache read afterwards.
+  public; budgetguard's offline estimate uses x 1.4 or more, so estimates stay above what is charged);
+  a ``cache_control`` prefix of >= 1024 tokens is a cache write the first time (5-minute or 1-hour by
+  its ``ttl``) and a cache read afterwards.
 
 Faults are scripted: ``fail()`` answers the next requests with an error status, ``delay()`` answers late,
 ``cut()`` drops a stream's connection after some events (an incomplete chunked body, as a real network
