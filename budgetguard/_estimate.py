@@ -434,7 +434,7 @@ def _wants_audio(request: Mapping[str, Any]) -> bool:
     return isinstance(modalities, list | tuple) and "audio" in modalities
 
 
-_COUNT_KEYS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "speed")
+_COUNT_KEYS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "output_config", "speed")
 
 
 def _is_async_client(client: Any) -> bool:

@@ -86,12 +86,12 @@ def claude_factor(model: str) -> Decimal:
 
 # -- what Anthropic adds that the request does not show ----------------------------------------
 
-REQUEST_TOKENS = 8
-"""Once per request: "Hi" alone counts 8 (lines 304, 329); every one-message request counts its text
-plus 7 (lines 053, 198, 295, 336, 663...)."""
-MESSAGE_TOKENS = 6
-"""Per message (its role turn); a system prompt counts as one more. Measured 4-5 per message over
-the text (lines 232, 278, 340-349, 664), 6 keeps a margin where the text factor is tight."""
+REQUEST_TOKENS = 6
+"""Once per request. With its message's 4, a one-message request counts 10 over its text, where the
+recordings count 7 ("Hi" alone: 8, lines 304, 329; lines 053, 198, 295, 336, 663...)."""
+MESSAGE_TOKENS = 4
+"""Per message (its role turn); a system prompt counts as one more: three messages count 15 over their
+text, one 7 (lines 664, 232, 278; 340-349 with a system prompt)."""
 TOOL_PROMPT_TOKENS = {"auto": 530, "none": 530, "any": 610, "tool": 610}
 """The tool-use system prompt Anthropic adds when a request has tools, by ``tool_choice``.
 
@@ -125,7 +125,8 @@ CONTEXT_MANAGEMENT_TOKENS = 128
 """``context_management`` edits (compaction): line 238 counts ~90 more than its text."""
 
 BLOCK_TOKENS = 8
-"""Per tool result: its framing (lines 683-684: two calls and their results count 136 over one turn)."""
+"""Per tool result and per image: its framing (lines 683-684: two calls and their results count 136
+over one turn; lines 669-670: a 166x282 image, 66 patches, counts 69-71)."""
 DOCUMENT_TOKENS = 48
 """Per document: its framing (line 337: a 4-token text document counts 39 more than its text)."""
 
@@ -255,7 +256,7 @@ class _Counter:
         elif kind == "compaction":
             self.content(block.get("content"))
         elif kind == "image":
-            self.other += self.image(block.get("source"))
+            self.other += self.image(block.get("source")) + BLOCK_TOKENS
         elif kind == "document":
             self.document(block)
             self.other += DOCUMENT_TOKENS

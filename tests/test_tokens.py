@@ -567,6 +567,8 @@ WEATHER_TOOL = {
 }
 WEATHER_QUESTION = [{"role": "user", "content": "What's the weather like in San Francisco?"}]
 ONE = Decimal(1)
+REQUEST, MESSAGE = _tokens_claude.REQUEST_TOKENS, _tokens_claude.MESSAGE_TOKENS
+FRAME = REQUEST + MESSAGE  # a one-message request's framing
 
 
 def _claude(model: str = "claude-sonnet-4-5", **fields: Any) -> int:
@@ -576,12 +578,13 @@ def _claude(model: str = "claude-sonnet-4-5", **fields: Any) -> int:
 def test_anthropic_count_is_the_scaled_text_plus_anthropics_framing() -> None:
     text = SAMPLES[1]
     raw = _tok(text)
-    # 8 per request, 6 per message: "Hi" alone counts 8 (recorded), each one-message request its text + 7
+    # recorded: "Hi" alone counts 8, and a one-message request its text + 7
+    assert FRAME >= 8 and _tok("Hi") + FRAME >= 8
     counted = count_anthropic_tokens([{"role": "user", "content": text}], "claude-sonnet-4-5")
-    assert counted == math.ceil(raw * Decimal("1.4")) + 8 + 6
-    assert count_anthropic_tokens([{"role": "user", "content": text}], "x", factor=ONE) == raw + 14
+    assert counted == math.ceil(raw * Decimal("1.4")) + FRAME
+    assert count_anthropic_tokens([{"role": "user", "content": text}], "x", factor=ONE) == raw + FRAME
     two = [{"role": "user", "content": text}, {"role": "assistant", "content": "ok"}]
-    assert count_anthropic_tokens(two, "x", factor=ONE) == raw + _tok("ok") + 8 + 2 * 6
+    assert count_anthropic_tokens(two, "x", factor=ONE) == raw + _tok("ok") + FRAME + MESSAGE
 
 
 def test_anthropic_count_includes_system_and_tools() -> None:
@@ -589,7 +592,7 @@ def test_anthropic_count_includes_system_and_tools() -> None:
     with_system = count_anthropic_tokens(
         WEATHER_QUESTION, "claude-sonnet-4-5", system="You are a pirate.", factor=ONE
     )
-    assert with_system == bare + _tok("You are a pirate.") + 6  # the system turn is framed like a message
+    assert with_system == bare + _tok("You are a pirate.") + MESSAGE  # framed like a message
     system_blocks = [{"type": "text", "text": "You are a pirate.", "cache_control": {"type": "ephemeral"}}]
     assert count_anthropic_tokens(WEATHER_QUESTION, "m", system=system_blocks, factor=ONE) == with_system
     with_tools = count_anthropic_tokens(
@@ -716,7 +719,8 @@ def _image(data: str | None = None, media: str = "image/png") -> dict[str, Any]:
 
 
 def _image_tokens(block: dict[str, Any], model: str = "claude-sonnet-4-5") -> int:
-    return count_claude_request({"messages": [{"role": "user", "content": [block]}]}, model, ONE) - 8 - 6
+    counted = count_claude_request({"messages": [{"role": "user", "content": [block]}]}, model, ONE)
+    return counted - FRAME - 8  # the request's and the image's framing
 
 
 def test_anthropic_images_count_by_their_size_else_the_models_largest() -> None:
@@ -746,10 +750,10 @@ def test_anthropic_documents_count_their_text_or_pages_and_references_are_unseen
         return {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": [block]}]}
 
     text = request({"type": "text", "media_type": "text/plain", "data": "Dummy TXT file\n"})
-    assert count_claude_request(text, factor=ONE) == 8 + 6 + _tok("Dummy TXT file\n") + 48
+    assert count_claude_request(text, factor=ONE) == FRAME + _tok("Dummy TXT file\n") + 48
     assert unseen_inputs(text) == ()
     pdf = request({"type": "base64", "media_type": "application/pdf", "data": _pdf(2)})
-    assert count_claude_request(pdf, factor=ONE) == 8 + 6 + 48 + 2 * (3000 + 1600)  # text and image per page
+    assert count_claude_request(pdf, factor=ONE) == FRAME + 48 + 2 * (3000 + 1600)  # text, image per page
     assert unseen_inputs(pdf) == ()
     unreadable = request({"type": "base64", "media_type": "application/pdf", "data": "bm90IGEgcGRm"})
     assert unseen_inputs(unreadable) == ("document",)
@@ -790,13 +794,18 @@ def test_anthropic_tool_calls_and_results_count_with_their_framing() -> None:
     }
     messages = [{"role": "assistant", "content": [tool_use]}, {"role": "user", "content": [tool_result]}]
     expected = (
-        8 + 2 * 6 + _tok(json.dumps(tool_use, sort_keys=True)) + _tok("toolu_01") + _tok("18 C and sunny") + 8
+        REQUEST
+        + 2 * MESSAGE
+        + _tok(json.dumps(tool_use, sort_keys=True))
+        + _tok("toolu_01")
+        + _tok("18 C and sunny")
+        + 8
     )
     assert count_anthropic_tokens(messages, "m", factor=ONE) == expected
     string_result = [{"role": "user", "content": [{**tool_result, "content": "18 C and sunny"}]}]
     assert (
         count_anthropic_tokens(string_result, "m", factor=ONE)
-        == 8 + 6 + _tok("toolu_01") + _tok("18 C and sunny") + 8
+        == FRAME + _tok("toolu_01") + _tok("18 C and sunny") + 8
     )
 
 
@@ -820,12 +829,13 @@ def test_anthropic_tool_calls_and_results_count_with_their_framing() -> None:
 def test_claude_factor_per_family(model: str, factor: str) -> None:
     assert claude_factor(model) == Decimal(factor)
     text = [{"role": "user", "content": SAMPLES[1]}]
-    assert count_anthropic_tokens(text, model) == math.ceil(_tok(SAMPLES[1]) * Decimal(factor)) + 14
+    assert count_anthropic_tokens(text, model) == math.ceil(_tok(SAMPLES[1]) * Decimal(factor)) + FRAME
 
 
 def test_public_names_are_exported() -> None:
     for name in (
         "count_anthropic_tokens",
+        "count_claude_request",
         "count_message_tokens",
         "count_responses_tokens",
         "count_text_tokens",
