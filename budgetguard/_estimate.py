@@ -4,8 +4,8 @@
 ``responses.create``, ``messages.create``, ``embeddings.create``) and returns what a reservation must
 hold so that the call cannot cost more:
 
-* input: counted with the model's encoding (OpenAI's published rules), or o200k_base x a safety factor
-  for Claude; priced as cache writes when an Anthropic request asks for caching (dearer than input);
+* input: counted with the model's encoding (OpenAI's published rules), or by Claude's rules
+  (``_tokens_claude``: o200k_base x the model family's factor, plus what Anthropic adds unseen); priced as cache writes when an Anthropic request asks for caching (dearer than input);
 * output: ``max_completion_tokens`` / ``max_tokens`` / ``max_output_tokens`` times ``n``; without one,
   the model's output limit, else its context window minus the input (a true upper bound), else
   ``default_output_tokens``;
