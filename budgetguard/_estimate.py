@@ -5,7 +5,8 @@
 hold so that the call cannot cost more:
 
 * input: counted with the model's encoding (OpenAI's published rules), or by Claude's rules
-  (``_tokens_claude``: o200k_base x the model family's factor, plus what Anthropic adds unseen); priced as cache writes when an Anthropic request asks for caching (dearer than input);
+  (``_tokens_claude``: o200k_base x the model family's factor, plus what Anthropic adds); priced as
+  cache writes when an Anthropic request asks for caching (dearer than input);
 * output: ``max_completion_tokens`` / ``max_tokens`` / ``max_output_tokens`` times ``n``; without one,
   the model's output limit, else its context window minus the input (a true upper bound), else
   ``default_output_tokens``;
