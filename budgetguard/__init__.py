@@ -56,7 +56,7 @@ from ._pricing import (
     set_default_price,
 )
 from ._tokens import count_text_tokens, get_encoding
-from ._tokens_claude import count_anthropic_tokens
+from ._tokens_claude import count_anthropic_tokens, count_claude_request
 from ._tokens_openai import count_message_tokens, count_responses_tokens, count_tool_tokens
 from ._usage import Pass, Usage
 
@@ -101,6 +101,7 @@ __all__ = [
     "configure",
     "cost",
     "count_anthropic_tokens",
+    "count_claude_request",
     "count_message_tokens",
     "count_responses_tokens",
     "count_text_tokens",

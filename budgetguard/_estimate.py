@@ -4,8 +4,9 @@
 ``responses.create``, ``messages.create``, ``embeddings.create``) and returns what a reservation must
 hold so that the call cannot cost more:
 
-* input: counted with the model's encoding (OpenAI's published rules), or o200k_base x a safety factor
-  for Claude; priced as cache writes when an Anthropic request asks for caching (dearer than input);
+* input: counted with the model's encoding (OpenAI's published rules), or by Claude's rules
+  (``_tokens_claude``: o200k_base x the model family's factor, plus what Anthropic adds); priced as
+  cache writes when an Anthropic request asks for caching (dearer than input);
 * output: ``max_completion_tokens`` / ``max_tokens`` / ``max_output_tokens`` times ``n``; without one,
   the model's maximum output (``budgetguard.model_limits``, or the one registered with its price),
   within its context window; else that context window (never the window minus the input estimate); else
@@ -49,7 +50,7 @@ from ._money import to_usd
 from ._pricing import _FEE_UNITS, Price, PriceBook, Rates, price_book
 from ._providers import Variant, api_of, request_variant
 from ._tokens import count_text_tokens, encoding_for_model
-from ._tokens_claude import ANTHROPIC_SAFETY_FACTOR, count_anthropic_tokens
+from ._tokens_claude import claude_factor, count_claude_request
 from ._tokens_claude import unseen_inputs as claude_unseen
 from ._tokens_openai import count_message_tokens, count_responses_tokens
 from ._tokens_openai import unseen_inputs as openai_unseen
@@ -139,7 +140,7 @@ class Estimator:
         *,
         prices: PriceBook | None = None,
         default_output_tokens: int | None = None,
-        anthropic_factor: Decimal | str = ANTHROPIC_SAFETY_FACTOR,
+        anthropic_factor: Decimal | str | None = None,
         anthropic_factors: Mapping[str, Decimal | str] | None = None,
         anthropic_count_tokens: Any = None,
         count_tokens_timeout: float = 2.0,
@@ -177,9 +178,11 @@ class Estimator:
                 raise ConfigurationError(f"tool_calls[{name!r}] must be a non-negative int, got {count!r}")
         self.prices = prices if prices is not None else price_book
         self.default_output_tokens = default_output_tokens
-        self.anthropic_factor = Decimal(anthropic_factor)
+        self.anthropic_factor = None if anthropic_factor is None else Decimal(anthropic_factor)
         self.anthropic_factors = {k: Decimal(v) for k, v in (anthropic_factors or {}).items()}
-        if self.anthropic_factor < 1 or any(f < 1 for f in self.anthropic_factors.values()):
+        if (self.anthropic_factor is not None and self.anthropic_factor < 1) or any(
+            f < 1 for f in self.anthropic_factors.values()
+        ):
             raise ConfigurationError("an Anthropic safety factor below 1 would under-reserve")
         if anthropic_count_tokens is not None and not hasattr(anthropic_count_tokens, "messages"):
             raise ConfigurationError(
@@ -228,13 +231,7 @@ class Estimator:
         counted = input_tokens is not None and shape == "anthropic"
         if shape == "anthropic":
             if input_tokens is None:
-                input_tokens = count_anthropic_tokens(
-                    request.get("messages") or (),
-                    model,
-                    system=request.get("system"),
-                    tools=request.get("tools"),
-                    factor=self._factor(model),
-                )
+                input_tokens = count_claude_request(request, model, self._factor(model))
             cache_write = _anthropic_cache_ttl(request)
             output_tokens = self._output(request, price, input_tokens, ("max_tokens",))
         elif "messages" in request:
@@ -394,10 +391,12 @@ class Estimator:
         return self.anthropic_count_tokens.with_options(timeout=self.count_tokens_timeout, max_retries=0)
 
     def _factor(self, model: str) -> Decimal:
+        """Claude's o200k_base factor for ``model``: ``anthropic_factors`` by prefix, else
+        ``anthropic_factor``, else the model family's (``budgetguard._tokens_claude.CLAUDE_FACTORS``)."""
         for prefix, factor in self.anthropic_factors.items():
             if model.startswith(prefix):
                 return factor
-        return self.anthropic_factor
+        return self.anthropic_factor if self.anthropic_factor is not None else claude_factor(model)
 
     def _unseen_bound(self, shown: int, price: Price, unseen: tuple[str, ...]) -> int:
         """The input of a request that references ``unseen`` content: what it shows plus
@@ -466,7 +465,7 @@ def _wants_audio(request: Mapping[str, Any]) -> bool:
     return isinstance(modalities, list | tuple) and "audio" in modalities
 
 
-_COUNT_KEYS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "speed")
+_COUNT_KEYS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "output_config", "speed")
 
 
 def _is_async_client(client: Any) -> bool:

@@ -9,9 +9,10 @@ the real services would report for the request:
   capped by the request's max tokens; reasoning models (o1, o3, o4, gpt-5) also "think"; a prompt whose
   prefix (every message but the last, >= 1024 tokens) was seen before reports cached tokens in 128-token
   steps, as OpenAI's prompt cache does.
-* Claude input tokens are o200k_base counts x 1.2 (Claude's tokenizer is not public; budgetguard's offline
-  estimate uses x 1.4, so estimates stay above what is charged); a ``cache_control`` prefix of >= 1024
-  tokens is a cache write the first time (5-minute or 1-hour by its ``ttl``) and a cache read afterwards.
+* Claude input tokens follow budgetguard's Claude rules with o200k_base x 1.2 (Claude's tokenizer is not
+  public; budgetguard's offline estimate uses x 1.4 or more, so estimates stay above what is charged);
+  a ``cache_control`` prefix of >= 1024 tokens is a cache write the first time (5-minute or 1-hour by
+  its ``ttl``) and a cache read afterwards.
 
 Faults are scripted: ``fail()`` answers the next requests with an error status, ``delay()`` answers late,
 ``cut()`` drops a stream's connection after some events (an incomplete chunked body, as a real network
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from ._limits import UNKNOWN, model_limits
 from ._pricing import is_claude
 from ._tokens import count_text_tokens, encoding_for_model
-from ._tokens_claude import count_anthropic_tokens
+from ._tokens_claude import count_anthropic_tokens, count_claude_request
 from ._tokens_openai import count_message_tokens, count_responses_tokens
 
 if TYPE_CHECKING:
@@ -592,7 +593,7 @@ class _Handler(BaseHTTPRequestHandler):
         """
         model, messages = body["model"], body["messages"]
         system, tools = body.get("system"), body.get("tools")
-        total = count_anthropic_tokens(messages, model, system=system, tools=tools, factor=CLAUDE_FACTOR)
+        total = count_claude_request(body, model, CLAUDE_FACTOR)
         blocks: list[tuple[str, int, Any]] = [("tools", -1, t) for t in tools or []]
         blocks += [("system", -1, b) for b in system] if isinstance(system, list) else []
         for i, message in enumerate(messages):

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import math
 from decimal import Decimal
 from typing import Any
 
@@ -131,6 +130,21 @@ def test_server_side_history_bound_given_by_the_caller() -> None:
     request = {"model": "gpt-4o", "input": "And 3+3?", "previous_response_id": "resp_1"}
     shown = estimate({**request, "previous_response_id": None}).input_tokens
     assert Estimator(unseen_tokens=5000)(request).input_tokens == shown + 5000
+
+
+def test_claude_documents_by_reference_are_bounded_like_server_side_history() -> None:
+    document = {"type": "document", "source": {"type": "url", "url": "https://example.com/report.pdf"}}
+    request = _claude(messages=[{"role": "user", "content": [document, {"type": "text", "text": "Sum up."}]}])
+    est = estimate(request)
+    window = est.price.context_window
+    assert est.unseen == ("document url",) and window is not None
+    assert est.input_tokens == window  # the document may fill whatever the text leaves
+    shown = estimate(_claude(messages=[{"role": "user", "content": "Sum up."}])).input_tokens
+    bounded = Estimator(unseen_tokens=3000)(request)
+    assert shown + 3000 <= bounded.input_tokens < shown + 3000 + 100  # + the document block's framing
+    assert estimate(
+        {**request, "messages": QUESTION, "mcp_servers": [{"type": "url", "url": "u"}]}
+    ).unseen == ("mcp_servers",)
 
 
 def test_server_side_history_without_a_window_is_an_error() -> None:
@@ -287,14 +301,22 @@ def test_anthropic_large_prompt_is_priced_at_the_long_context_tier() -> None:
     assert est.cost == usd(est.input_tokens * 6 + 1000 * Decimal("22.5"))
 
 
-def test_anthropic_factor_per_model_prefix() -> None:
+def test_anthropic_factor_per_model_family_and_prefix() -> None:
     request = {"model": "claude-haiku-4-5", "max_tokens": 10, "messages": QUESTION}
-    raw = count_anthropic_tokens(QUESTION, "claude-haiku-4-5", factor=Decimal(1))
-    default = Estimator()(request)
-    tuned = Estimator(anthropic_factors={"claude-haiku": "1.1"})(request)
-    assert default.input_tokens == math.ceil(raw * Decimal("1.4"))
-    assert tuned.input_tokens == math.ceil(raw * Decimal("1.1"))
-    assert Estimator(anthropic_factor="2")(request).input_tokens == 2 * raw
+    newer = {**request, "model": "claude-opus-4-8"}
+
+    def at(factor: str, model: str = "claude-haiku-4-5") -> int:
+        return count_anthropic_tokens(QUESTION, model, factor=Decimal(factor))
+
+    assert at("2") > at("1")  # the factor scales the text, not Anthropic's fixed framing
+    assert Estimator()(request).input_tokens == at("1.4")  # Claude 4.6 and earlier: one tokenizer
+    assert Estimator()(newer).input_tokens == at("1.55", "claude-opus-4-8")  # Opus 4.7's new tokenizer
+    tuned = Estimator(anthropic_factors={"claude-haiku": "1.1"})
+    assert tuned(request).input_tokens == at("1.1")
+    assert tuned(newer).input_tokens == at("1.55", "claude-opus-4-8")  # other models keep their family's
+    flat = Estimator(anthropic_factor="2", anthropic_factors={"claude-haiku": "1.1"})
+    assert flat(request).input_tokens == at("1.1")  # a prefix wins
+    assert flat(newer).input_tokens == at("2", "claude-opus-4-8")
 
 
 def test_provider_can_be_given() -> None:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
 import os
+import struct
 import subprocess
 import sys
 import textwrap
@@ -23,6 +25,7 @@ import budgetguard
 from budgetguard import (
     ConfigurationError,
     _tokens,
+    _tokens_claude,
     count_anthropic_tokens,
     count_message_tokens,
     count_responses_tokens,
@@ -31,6 +34,7 @@ from budgetguard import (
     get_encoding,
 )
 from budgetguard._tokens import encoding_for_model
+from budgetguard._tokens_claude import claude_factor, count_claude_request, unseen_inputs
 from budgetguard._tokens_openai import image_tokens
 
 # -- the OpenAI cookbook's API-reported counts ("How to count tokens with tiktoken") ---------------
@@ -550,43 +554,52 @@ def test_responses_without_input() -> None:
 
 # -- Anthropic -------------------------------------------------------------------------------------
 
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "Get the current weather in a given location",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"}
+        },
+        "required": ["location"],
+    },
+}
+WEATHER_QUESTION = [{"role": "user", "content": "What's the weather like in San Francisco?"}]
+ONE = Decimal(1)
+REQUEST, MESSAGE = _tokens_claude.REQUEST_TOKENS, _tokens_claude.MESSAGE_TOKENS
+FRAME = REQUEST + MESSAGE  # a one-message request's framing
 
-def test_anthropic_count_is_above_the_raw_o200k_count() -> None:
+
+def _claude(model: str = "claude-sonnet-4-5", **fields: Any) -> int:
+    return count_claude_request({"model": model, "messages": WEATHER_QUESTION, **fields})
+
+
+def test_anthropic_count_is_the_scaled_text_plus_anthropics_framing() -> None:
     text = SAMPLES[1]
     raw = _tok(text)
+    # recorded: "Hi" alone counts 8, and a one-message request its text + 7
+    assert FRAME >= 8 and _tok("Hi") + FRAME >= 8
     counted = count_anthropic_tokens([{"role": "user", "content": text}], "claude-sonnet-4-5")
-    assert counted >= raw
-    assert counted == math.ceil((raw + 4) * Decimal("1.4"))
-    assert count_anthropic_tokens([{"role": "user", "content": text}], "x", factor=Decimal(1)) == raw + 4
+    assert counted == math.ceil(raw * Decimal("1.4")) + FRAME
+    assert count_anthropic_tokens([{"role": "user", "content": text}], "x", factor=ONE) == raw + FRAME
+    two = [{"role": "user", "content": text}, {"role": "assistant", "content": "ok"}]
+    assert count_anthropic_tokens(two, "x", factor=ONE) == raw + _tok("ok") + FRAME + MESSAGE
 
 
 def test_anthropic_count_includes_system_and_tools() -> None:
-    messages = [{"role": "user", "content": "What's the weather like in San Francisco?"}]
-    tools = [
-        {
-            "name": "get_weather",
-            "description": "Get the current weather in a given location",
-            "input_schema": {
-                "type": "object",
-                "properties": {
-                    "location": {
-                        "type": "string",
-                        "description": "The city and state, e.g. San Francisco, CA",
-                    }
-                },
-                "required": ["location"],
-            },
-        }
-    ]
-    bare = count_anthropic_tokens(messages, "claude-sonnet-4-5", factor=Decimal(1))
+    bare = count_anthropic_tokens(WEATHER_QUESTION, "claude-sonnet-4-5", factor=ONE)
     with_system = count_anthropic_tokens(
-        messages, "claude-sonnet-4-5", system="You are a pirate.", factor=Decimal(1)
+        WEATHER_QUESTION, "claude-sonnet-4-5", system="You are a pirate.", factor=ONE
     )
-    assert with_system == bare + _tok("You are a pirate.")
+    assert with_system == bare + _tok("You are a pirate.") + MESSAGE  # framed like a message
     system_blocks = [{"type": "text", "text": "You are a pirate.", "cache_control": {"type": "ephemeral"}}]
-    assert count_anthropic_tokens(messages, "m", system=system_blocks, factor=Decimal(1)) == with_system
-    with_tools = count_anthropic_tokens(messages, "claude-sonnet-4-5", tools=tools, factor=Decimal(1))
-    assert with_tools == bare + _tok(json.dumps(tools[0], sort_keys=True)) + 346
+    assert count_anthropic_tokens(WEATHER_QUESTION, "m", system=system_blocks, factor=ONE) == with_system
+    with_tools = count_anthropic_tokens(
+        WEATHER_QUESTION, "claude-sonnet-4-5", tools=[WEATHER_TOOL], factor=ONE
+    )
+    # the tool's definition as text, and the tool-use system prompt (tool_choice auto)
+    assert with_tools == bare + _tok(json.dumps(WEATHER_TOOL, sort_keys=True)) + 530
 
 
 def test_anthropic_count_bounds_anthropics_published_counts() -> None:
@@ -594,38 +607,185 @@ def test_anthropic_count_bounds_anthropics_published_counts() -> None:
     hello = count_anthropic_tokens(
         [{"role": "user", "content": "Hello, Claude"}], "claude-sonnet-4-5", system="You are a scientist"
     )
-    assert hello >= 14
-    tools = [
-        {
-            "name": "get_weather",
-            "description": "Get the current weather in a given location",
-            "input_schema": {
-                "type": "object",
-                "properties": {
-                    "location": {
-                        "type": "string",
-                        "description": "The city and state, e.g. San Francisco, CA",
-                    }
-                },
-                "required": ["location"],
-            },
-        }
-    ]
-    weather = count_anthropic_tokens(
-        [{"role": "user", "content": "What's the weather like in San Francisco?"}],
-        "claude-sonnet-4-5",
-        tools=tools,
+    assert 14 <= hello <= 14 + 16  # short requests: the framing constants' margin dominates
+    weather = count_anthropic_tokens(WEATHER_QUESTION, "claude-sonnet-4-5", tools=[WEATHER_TOOL])
+    assert 403 <= weather <= 403 * 2
+
+
+def test_anthropic_tool_prompt_depends_on_tool_choice() -> None:
+    auto = _claude(tools=[WEATHER_TOOL])
+    assert _claude(tools=[WEATHER_TOOL], tool_choice={"type": "auto"}) == auto
+    assert _claude(tools=[WEATHER_TOOL], tool_choice={"type": "none"}) == auto
+    forced = _claude(tools=[WEATHER_TOOL], tool_choice={"type": "any"})
+    assert forced == auto + 80  # recorded: ~600 with any / tool, ~500 with auto / none
+    assert _claude(tools=[WEATHER_TOOL], tool_choice={"type": "tool", "name": "get_weather"}) == forced
+    assert _claude(tools=[WEATHER_TOOL], tool_choice={"type": "someday"}) == forced  # unknown: the larger
+    assert _claude(tool_choice={"type": "any"}) == _claude()  # no tools, no tool-use prompt
+
+
+def test_anthropic_server_tools_count_their_hidden_definitions() -> None:
+    plain = _claude()
+    prompt = 530
+    search = {"type": "web_search_20250305", "name": "web_search", "max_uses": 3}
+    assert _claude(tools=[search]) == plain + prompt + 1750  # not the few tokens of its JSON
+    assert _claude(tools=[{**search, "type": "web_search_20260209"}]) == plain + prompt + 1750
+    assert _claude(tools=[{"type": "bash_20250124", "name": "bash"}]) == plain + prompt + 245
+    assert _claude(tools=[{"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"}]) == (
+        plain + prompt + 700
     )
-    assert weather >= 403
+    assert _claude(tools=[{"type": "memory_20250818", "name": "memory"}]) == plain + prompt + 1100
+    both = _claude(tools=[search, {"type": "web_fetch_20250910", "name": "web_fetch"}])
+    assert both == plain + prompt + 1750 + 1100
+    unknown = _claude(tools=[{"type": "hologram_20991231", "name": "hologram"}])
+    assert unknown == plain + prompt + 2500
+    assert unknown - plain - prompt > max(tokens for _, tokens in _tokens_claude.SERVER_TOOL_TOKENS)
+    custom = _claude(tools=[{**WEATHER_TOOL, "type": "custom"}])  # a client tool: its JSON
+    assert _claude(tools=[WEATHER_TOOL]) < custom < _claude(tools=[WEATHER_TOOL]) + 10
 
 
-def test_anthropic_blocks() -> None:
-    image = {
-        "type": "image",
-        "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo" * 500},
+def test_anthropic_structured_output_counts_the_schema_and_its_instructions() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+        "required": ["city", "population"],
+        "additionalProperties": False,
     }
-    one = Decimal(1)
-    assert count_anthropic_tokens([{"role": "user", "content": [image]}], "m", factor=one) == 4 + 1600
+    fmt = {"type": "json_schema", "schema": schema}
+    plain = count_claude_request({"messages": WEATHER_QUESTION}, "x", ONE)
+    with_schema = count_claude_request(
+        {"messages": WEATHER_QUESTION, "output_config": {"format": fmt}}, "x", ONE
+    )
+    assert with_schema == plain + _tok(json.dumps(fmt, sort_keys=True)) + 120
+    legacy = count_claude_request({"messages": WEATHER_QUESTION, "output_format": fmt}, "x", ONE)
+    assert legacy == with_schema
+    effort = count_claude_request(
+        {"messages": WEATHER_QUESTION, "output_config": {"effort": "low"}}, "x", ONE
+    )
+    assert effort == plain
+    budget = {"type": "tokens", "total": 20000}
+    with_budget = count_claude_request(
+        {"messages": WEATHER_QUESTION, "output_config": {"task_budget": budget}}, "x", ONE
+    )
+    assert with_budget == plain + _tok(json.dumps(budget, sort_keys=True)) + 48
+
+
+def test_anthropic_thinking_adds_its_instructions_and_thinking_text_but_not_signatures() -> None:
+    plain = _claude()
+    assert _claude(thinking={"type": "enabled", "budget_tokens": 2048}) == plain + 32
+    assert _claude(thinking={"type": "adaptive"}) == plain + 32
+    assert _claude(thinking={"type": "disabled"}) == plain
+    thought = "The user asks about San Francisco weather; I should call the tool."
+    signature = "EuYBCkQYAiJA" * 40
+    history = [
+        *WEATHER_QUESTION,
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": thought, "signature": signature},
+                {"type": "text", "text": "Let me check."},
+            ],
+        },
+        {"role": "user", "content": "Thanks"},
+    ]
+    without = [history[0], {"role": "assistant", "content": "Let me check."}, history[2]]
+    one = count_claude_request({"messages": history}, "x", ONE)
+    assert one == count_claude_request({"messages": without}, "x", ONE) + _tok(thought)
+
+
+def _png(width: int, height: int) -> str:
+    header = (
+        b"\x89PNG\r\n\x1a\n"
+        + b"\x00\x00\x00\rIHDR"
+        + struct.pack(">II", width, height)
+        + b"\x08\x02\x00\x00\x00"
+    )
+    return base64.b64encode(header + b"\x00" * 64).decode()
+
+
+def _jpeg(width: int, height: int) -> str:
+    app0 = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    sof0 = b"\xff\xc0\x00\x11\x08" + struct.pack(">HH", height, width) + b"\x03" + b"\x00" * 9
+    return base64.b64encode(b"\xff\xd8" + app0 + sof0 + b"\x00" * 32).decode()
+
+
+def _gif(width: int, height: int) -> str:
+    return base64.b64encode(b"GIF89a" + struct.pack("<HH", width, height) + b"\x00" * 32).decode()
+
+
+def _image(data: str | None = None, media: str = "image/png") -> dict[str, Any]:
+    if data is None:
+        return {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}}
+    return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
+
+
+def _image_tokens(block: dict[str, Any], model: str = "claude-sonnet-4-5") -> int:
+    counted = count_claude_request({"messages": [{"role": "user", "content": [block]}]}, model, ONE)
+    return counted - FRAME - 8  # the request's and the image's framing
+
+
+def test_anthropic_images_count_by_their_size_else_the_models_largest() -> None:
+    # 28x28 pixel patches, after resizing to the model's largest image
+    assert _image_tokens(_image(_png(1000, 500))) == 36 * 18
+    assert _image_tokens(_image(_jpeg(1000, 500), "image/jpeg")) == 36 * 18
+    assert _image_tokens(_image(_gif(56, 28), "image/gif")) == 2 * 1
+    assert _image_tokens(_image(_png(4000, 2000))) == 56 * 28  # 1568 x 784
+    assert _image_tokens(_image(_png(4000, 2000)), "claude-opus-4-8") == 92 * 46  # 2576 x 1288
+    assert _image_tokens(_image(_png(8000, 8000))) == 1600  # at most ~1.15 megapixels
+    assert _image_tokens(_image(_png(8000, 8000)), "claude-opus-4-8") == 4784  # ~3.75 megapixels
+    # by URL or without a readable header: the largest image the model reads
+    assert _image_tokens(_image()) == 1600
+    assert _image_tokens(_image(), "claude-opus-4-7") == 4784
+    assert _image_tokens(_image(), "claude-next-9") == 4784  # a model newer than the table
+    assert _image_tokens(_image("bm90IGFuIGltYWdl")) == 1600
+
+
+def _pdf(pages: int) -> str:
+    objects = b"".join(b"%d 0 obj << /Type /Page /Parent 1 0 R >> endobj\n" % (i + 2) for i in range(pages))
+    return base64.b64encode(b"%PDF-1.4\n1 0 obj << /Type /Pages /Count 2 >> endobj\n" + objects).decode()
+
+
+def test_anthropic_documents_count_their_text_or_pages_and_references_are_unseen() -> None:
+    def request(source: dict[str, Any]) -> dict[str, Any]:
+        block = {"type": "document", "source": source}
+        return {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": [block]}]}
+
+    text = request({"type": "text", "media_type": "text/plain", "data": "Dummy TXT file\n"})
+    assert count_claude_request(text, factor=ONE) == FRAME + _tok("Dummy TXT file\n") + 48
+    assert unseen_inputs(text) == ()
+    pdf = request({"type": "base64", "media_type": "application/pdf", "data": _pdf(2)})
+    assert count_claude_request(pdf, factor=ONE) == FRAME + 48 + 2 * (3000 + 1600)  # text, image per page
+    assert unseen_inputs(pdf) == ()
+    unreadable = request({"type": "base64", "media_type": "application/pdf", "data": "bm90IGEgcGRm"})
+    assert unseen_inputs(unreadable) == ("document",)
+    assert unseen_inputs(request({"type": "url", "url": "https://example.com/a.pdf"})) == ("document url",)
+    assert unseen_inputs(request({"type": "file", "file_id": "file_011"})) == ("file_id",)
+    in_result = {
+        "type": "tool_result",
+        "tool_use_id": "toolu_1",
+        "content": [{"type": "document", "source": {"type": "file", "file_id": "file_011"}}],
+    }
+    assert unseen_inputs({"messages": [{"role": "user", "content": [in_result]}]}) == ("file_id",)
+    image_by_url = {"messages": [{"role": "user", "content": [_image()]}]}
+    assert unseen_inputs(image_by_url) == ()  # bounded by the model's largest image
+
+
+def test_anthropic_unseen_servers_skills_and_unanswered_server_calls() -> None:
+    assert unseen_inputs({"messages": WEATHER_QUESTION}) == ()
+    mcp = {"type": "url", "url": "https://mcp.example.com/mcp", "name": "wiki"}
+    assert unseen_inputs({"messages": WEATHER_QUESTION, "mcp_servers": [mcp]}) == ("mcp_servers",)
+    toolset = {"type": "mcp_toolset", "mcp_server_name": "wiki"}
+    assert unseen_inputs({"messages": WEATHER_QUESTION, "tools": [toolset]}) == ("mcp_toolset",)
+    skills = {"skills": [{"type": "anthropic", "skill_id": "pptx", "version": "latest"}]}
+    assert unseen_inputs({"messages": WEATHER_QUESTION, "container": skills}) == ("skills",)
+    call = {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "q"}}
+    asked = [*WEATHER_QUESTION, {"role": "assistant", "content": [call]}]
+    assert unseen_inputs({"messages": asked}) == ("server tool call",)  # the server runs it: results unseen
+    result = {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []}
+    answered = [*WEATHER_QUESTION, {"role": "assistant", "content": [call, result]}]
+    assert unseen_inputs({"messages": answered}) == ()
+
+
+def test_anthropic_tool_calls_and_results_count_with_their_framing() -> None:
     tool_use = {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"location": "Paris"}}
     tool_result = {
         "type": "tool_result",
@@ -633,15 +793,49 @@ def test_anthropic_blocks() -> None:
         "content": [{"type": "text", "text": "18 C and sunny"}],
     }
     messages = [{"role": "assistant", "content": [tool_use]}, {"role": "user", "content": [tool_result]}]
-    expected = 4 + _tok(json.dumps(tool_use, sort_keys=True)) + 4 + _tok("18 C and sunny")
-    assert count_anthropic_tokens(messages, "m", factor=one) == expected
+    expected = (
+        REQUEST
+        + 2 * MESSAGE
+        + _tok(json.dumps(tool_use, sort_keys=True))
+        + _tok("toolu_01")
+        + _tok("18 C and sunny")
+        + 8
+    )
+    assert count_anthropic_tokens(messages, "m", factor=ONE) == expected
     string_result = [{"role": "user", "content": [{**tool_result, "content": "18 C and sunny"}]}]
-    assert count_anthropic_tokens(string_result, "m", factor=one) == 4 + _tok("18 C and sunny")
+    assert (
+        count_anthropic_tokens(string_result, "m", factor=ONE)
+        == FRAME + _tok("toolu_01") + _tok("18 C and sunny") + 8
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "factor"),
+    [
+        ("claude-3-5-sonnet-20240620", "1.4"),
+        ("claude-sonnet-4-5", "1.4"),
+        ("claude-sonnet-4-20250514", "1.4"),
+        ("claude-opus-4-6", "1.4"),
+        ("claude-haiku-4-5-20251001", "1.4"),
+        ("anthropic.claude-sonnet-4-5-20250929-v1:0", "1.4"),  # Bedrock
+        ("claude-opus-4-1@20250805", "1.4"),  # Vertex
+        ("claude-opus-4-7", "1.55"),  # a new tokenizer: up to ~1.35-1.47x Opus 4.6's count
+        ("us.anthropic.claude-opus-4-8-v1", "1.55"),
+        ("claude-fable-5", "1.55"),
+        ("claude-sonnet-4", "1.55"),  # an alias the table cannot date: the safer factor
+        ("some-proxy-model", "1.55"),
+    ],
+)
+def test_claude_factor_per_family(model: str, factor: str) -> None:
+    assert claude_factor(model) == Decimal(factor)
+    text = [{"role": "user", "content": SAMPLES[1]}]
+    assert count_anthropic_tokens(text, model) == math.ceil(_tok(SAMPLES[1]) * Decimal(factor)) + FRAME
 
 
 def test_public_names_are_exported() -> None:
     for name in (
         "count_anthropic_tokens",
+        "count_claude_request",
         "count_message_tokens",
         "count_responses_tokens",
         "count_text_tokens",

@@ -157,7 +157,7 @@ def test_anthropic_vertex_is_priced_at_vertex(guard: Guard) -> None:
 def test_bedrock_and_vertex_model_ids_are_known_and_read_as_claude_requests(model: str) -> None:
     est = budgetguard.estimate({"model": model, "messages": HI, "max_tokens": 10})
     assert est.cost_nano > 0
-    assert est.input_tokens == budgetguard.count_anthropic_tokens(HI, model)  # Claude's counting (x1.4)
+    assert est.input_tokens == budgetguard.count_anthropic_tokens(HI, model)  # Claude's counting
 
 
 # -- the caller's provider wins over a prefix in the model's name ------------------------------------
