@@ -24,8 +24,8 @@ hold so that the call cannot cost more:
   ``Estimator(tool_result_tokens=...)`` (calibrated, see ``budgetguard._passes``); the input reserved
   includes it (``Estimate.tool_pass_tokens`` says how much);
 * Anthropic's advisor tool: each use is a pass on the advisor's model that may read the whole
-  conversation (the input plus the output bound) and write up to the tool's ``max_tokens``, reserved
-  ``max_uses`` times, else the ``advisor`` default;
+  conversation (the input, the output bound and the tool results, within the context window) and write
+  up to the tool's ``max_tokens``, reserved ``max_uses`` times, else the ``advisor`` default;
 * audio: a request that asks for audio output reserves its output at the model's audio rate;
 * unseen input: a request that continues server-side state (``previous_response_id``, ``conversation``)
   or references content it does not carry reserves the model's context window as its input, or
