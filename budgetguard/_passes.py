@@ -1,4 +1,4 @@
-"""Server-side tool passes: the worst-case input of the sampling passes a provider runs on its own tools.
+"""Server-side tools: the calls a request lets the provider make, their fees and the passes they feed.
 
 A request that offers server-side tools lets the provider run a tool, feed its result back and sample
 again, all within the one call: the usage's input tokens cover every pass, and none of the results is in
@@ -161,8 +161,11 @@ class ServerTools:
         largest results), else the default count; each result at a web fetch's ``max_content_tokens``,
         else the configured size. ``rates`` and ``model`` price one call of each to find the dearest."""
         tools = request.get("tools")
+        servers = request.get("mcp_servers") if api == "anthropic" else None
+        if not tools and not servers:
+            return _NONE
         tools = list(tools) if isinstance(tools, list | tuple) else []
-        if api == "anthropic" and request.get("mcp_servers"):
+        if servers:
             tools.append({"type": "mcp_toolset"})  # the MCP connector: its servers' tools run server-side
         counts: dict[str, int] = {}
         sizes: dict[str, int] = {}
@@ -201,6 +204,9 @@ class ServerTools:
             if name not in sizes and name not in self.chosen and self.results[name] is not None
         )  # fmt: skip
         return ToolUse(tuple(fees.items()), tuple(results), tuple(defaulted), sized)
+
+
+_NONE = ToolUse((), (), (), ())
 
 
 def _count(value: Any) -> int | None:
