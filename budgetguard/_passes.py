@@ -174,7 +174,7 @@ class ServerTools:
         for tool in tools:
             kind = tool.get("type") if isinstance(tool, Mapping) else None
             name = server_tool(kind, api) if isinstance(kind, str) else None
-            if name is None:
+            if name is None or tool.get("execution") == "client":  # (a tool search the caller runs)
                 continue
             count = _count(tool.get("max_uses")) if api == "anthropic" else None
             if count is None:

@@ -158,6 +158,10 @@ def test_responses_max_tool_calls_bounds_all_calls_together_at_the_largest_resul
 def test_a_request_without_server_tools_has_no_passes() -> None:
     est = Estimator(prices=book())(claude({"name": "weather", "input_schema": {"type": "object"}}))
     assert (est.tool_pass_tokens, est.tool_results_defaulted) == (0, ())
+    searched_by_caller = Estimator(prices=book())(gpt({"type": "tool_search", "execution": "client"}))
+    assert searched_by_caller.tool_pass_tokens == 0
+    hosted = Estimator(prices=book())(gpt({"type": "tool_search"}))
+    assert hosted.tool_pass_tokens == 5 * (shown(hosted) + 100) + 15 * 2000  # 5 searches (the default)
 
 
 @pytest.mark.parametrize(
