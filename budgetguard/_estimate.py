@@ -20,9 +20,14 @@ hold so that the call cannot cost more:
   ``image_generation``) at its worst count: Anthropic's ``max_uses``, the Responses API's
   ``max_tool_calls`` (all of them on the dearest tool), else ``Estimator(tool_calls=...)``'s default per
   tool (``DEFAULT_TOOL_CALLS``), which the journal flags as ``tools_defaulted``;
+* server-side tool passes: the provider feeds every server-side tool's result (tool search and MCP
+  too) back into a further pass of the call, which re-reads the request: the input of ``c + 1``
+  passes for ``c`` calls, each capped at the context window (the hard bound), each result at
+  ``Estimator(tool_result_tokens=...)`` (calibrated, see ``budgetguard._passes``); the input reserved
+  includes it (``Estimate.tool_pass_tokens`` says how much);
 * Anthropic's advisor tool: each use is a pass on the advisor's model that may read the whole
-  conversation (the input plus the output bound) and write up to the tool's ``max_tokens``, reserved
-  ``max_uses`` times, else the ``advisor`` default;
+  conversation (the input, the output bound and the tool results, within the context window) and write
+  up to the tool's ``max_tokens``, reserved ``max_uses`` times, else the ``advisor`` default;
 * audio: a request that asks for audio output reserves its output at the model's audio rate;
 * unseen input: a request that continues server-side state (``previous_response_id``, ``conversation``)
   or references content it does not carry reserves the model's context window as its input, or
@@ -47,7 +52,8 @@ from ._errors import ConfigurationError
 from ._events import logger
 from ._frozen import fast_init
 from ._money import to_usd
-from ._pricing import _FEE_UNITS, Price, PriceBook, Rates, price_book
+from ._passes import DEFAULT_TOOL_CALLS, ServerTools, largest_read, pass_input
+from ._pricing import _FEE_UNITS, Price, PriceBook, price_book
 from ._providers import Variant, api_of, request_variant
 from ._tokens import count_text_tokens, encoding_for_model
 from ._tokens_claude import claude_factor, count_claude_request
@@ -58,17 +64,6 @@ from ._usage import Pass, Usage
 
 __all__ = ["DEFAULT_TOOL_CALLS", "Estimate", "Estimator", "estimate"]
 
-DEFAULT_TOOL_CALLS: Mapping[str, int] = {
-    "web_search": 10,
-    "web_fetch": 10,
-    "file_search": 10,
-    "code_execution": 1,
-    "image_generation": 1,
-    "advisor": 3,
-}
-"""Calls reserved per server-side tool that the request does not bound (``max_uses``, ``max_tool_calls``).
-Code execution counts sessions (containers): one per call. Override with ``Estimator(tool_calls=...)``."""
-
 
 @fast_init
 @dataclass(frozen=True, slots=True)
@@ -77,6 +72,8 @@ class Estimate:
 
     model: str
     input_tokens: int
+    """The worst-case input of the call: what the request shows, the unseen input it references and
+    the input of the passes its server-side tools run (``tool_pass_tokens``)."""
     output_tokens: int
     cost_nano: int
     price: Price
@@ -100,6 +97,11 @@ class Estimate:
     provider: str | None = None
     """The provider the price was looked up at (``None``: found by the model's name): a response
     served by another model or at another tier is priced at the same provider."""
+    tool_pass_tokens: int = 0
+    """The part of ``input_tokens`` that the passes after server-side tool calls re-read (the request,
+    the output so far and the tool results, capped at the context window): see ``budgetguard._passes``."""
+    tool_results_defaulted: tuple[str, ...] = ()
+    """The tools whose results were reserved at the calibrated ``DEFAULT_TOOL_RESULT_TOKENS``."""
 
     @property
     def cost(self) -> Decimal:
@@ -146,6 +148,7 @@ class Estimator:
         count_tokens_timeout: float = 2.0,
         tool_calls: Mapping[str, int] | None = None,
         unseen_tokens: int | None = None,
+        tool_result_tokens: Mapping[str, int | None] | None = None,
     ) -> None:
         """``unseen_tokens`` bounds the input a request references without carrying it (server-side
         history, files by id): reserved on top of what it shows. ``None``: the model's context window
@@ -153,7 +156,11 @@ class Estimator:
 
         ``default_output_tokens`` is the output reserved for a request that sets no maximum on a model
         whose limits are unknown; ``None`` (the default) makes that an error instead, since no fixed
-        number bounds what such a model may write."""
+        number bounds what such a model may write.
+
+        ``tool_result_tokens`` bounds what one server-side tool call feeds back, by tool kind, over
+        ``DEFAULT_TOOL_RESULT_TOKENS`` (calibrated); ``None`` for a kind reserves the context window
+        for every pass after its calls (the hard bound)."""
         if unseen_tokens is not None and (
             isinstance(unseen_tokens, bool) or not isinstance(unseen_tokens, int) or unseen_tokens < 0
         ):
@@ -169,13 +176,8 @@ class Estimator:
             raise ConfigurationError(
                 f"default_output_tokens must be a positive int or None, got {default_output_tokens!r}"
             )
-        self.tool_calls = {**DEFAULT_TOOL_CALLS, **(tool_calls or {})}
-        for name, count in self.tool_calls.items():
-            if name not in DEFAULT_TOOL_CALLS:
-                known = ", ".join(DEFAULT_TOOL_CALLS)
-                raise ConfigurationError(f"tool_calls: unknown tool {name!r}; known: {known}")
-            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                raise ConfigurationError(f"tool_calls[{name!r}] must be a non-negative int, got {count!r}")
+        self.server_tools = ServerTools(tool_calls, tool_result_tokens)
+        self.tool_calls, self.tool_result_tokens = self.server_tools.calls, self.server_tools.results
         self.prices = prices if prices is not None else price_book
         self.default_output_tokens = default_output_tokens
         self.anthropic_factor = None if anthropic_factor is None else Decimal(anthropic_factor)
@@ -233,14 +235,12 @@ class Estimator:
             if input_tokens is None:
                 input_tokens = count_claude_request(request, model, self._factor(model))
             cache_write = _anthropic_cache_ttl(request)
-            output_tokens = self._output(request, price, input_tokens, ("max_tokens",))
+            output_tokens = self._output(request, price, ("max_tokens",))
         elif "messages" in request:
             input_tokens = count_message_tokens(
                 request["messages"], model, tools=request.get("tools") or request.get("functions")
             )
-            output_tokens = self._output(
-                request, price, input_tokens, ("max_completion_tokens", "max_tokens")
-            )
+            output_tokens = self._output(request, price, ("max_completion_tokens", "max_tokens"))
             if "n" in request:  # several choices: each may be as long
                 output_tokens *= _n(request)
         elif _is_embedding(model):
@@ -253,7 +253,7 @@ class Estimator:
                 instructions=request.get("instructions"),
                 tools=request.get("tools"),
             )
-            output_tokens = self._output(request, price, input_tokens, ("max_output_tokens",))
+            output_tokens = self._output(request, price, ("max_output_tokens",))
         else:
             raise ConfigurationError(
                 f"cannot tell what kind of request this is (keys: {sorted(request)}); expected "
@@ -262,16 +262,22 @@ class Estimator:
         unseen = (claude_unseen if shape == "anthropic" else openai_unseen)(request) if not counted else ()
         if unseen:
             input_tokens = self._unseen_bound(input_tokens, price, unseen)
+        tools = self.server_tools.read(request, shape, price.rates_for(input_tokens), model)
+        calls, results, defaulted = tools.fees, list(tools.results), tools.defaulted
+        passes: tuple[Pass, ...] = ()
+        if shape == "anthropic" and request.get("tools"):
+            advisors, advised = self._advisor_passes(request, provider, variant)
+            defaulted += advised
+            results += [(written, 1) for _, written in advisors]  # each advice is read back
+            context = largest_read(input_tokens, output_tokens, results, price.context_window)
+            passes = tuple(Pass("advisor_message", m, Usage(context, output_tokens=w)) for m, w in advisors)
+        extra = pass_input(input_tokens, output_tokens, results, price.context_window, model)
+        input_tokens += extra  # every pass after a server-side tool call reads the request again
         write_5m = input_tokens if cache_write == "5m" else 0
         write_1h = input_tokens if cache_write == "1h" else 0
         uncached = input_tokens - write_5m - write_1h
-        rates = price.rates_for(input_tokens)
+        rates = price.rates_for(input_tokens)  # the passes' input too: the tier of the whole call
         audio = _wants_audio(request)  # audio output: every output token may be audio, the dearer rate
-        calls, defaulted = self._tool_calls(request, shape, rates, model)
-        passes: tuple[Pass, ...] = ()
-        if shape == "anthropic" and request.get("tools"):
-            passes, advised = self._advisor_passes(request, input_tokens + output_tokens, provider, variant)
-            defaulted += advised
         if audio or calls or passes:  # every unit in one sum, rounded up once
             worst = Usage(
                 uncached, 0, write_5m, write_1h, 0 if audio else output_tokens,
@@ -296,15 +302,18 @@ class Estimator:
             passes=passes,
             unseen=unseen,
             provider=provider,
+            tool_pass_tokens=extra,
+            tool_results_defaulted=tools.sized,
         )
 
     def _advisor_passes(
-        self, request: Mapping[str, Any], context: int, provider: str | None, variant: Variant | None
-    ) -> tuple[tuple[Pass, ...], tuple[str, ...]]:
+        self, request: Mapping[str, Any], provider: str | None, variant: Variant | None
+    ) -> tuple[list[tuple[str, int]], tuple[str, ...]]:
         """The worst case of Anthropic advisor tools: ``max_uses`` (else the default) passes on the
-        advisor's model, each reading ``context`` tokens and writing the tool's ``max_tokens``. The
-        advisor is priced as the call will be charged: at its provider (``PriceBook.pass_price``)."""
-        passes: list[Pass] = []
+        advisor's model, each writing the tool's ``max_tokens`` (else the advisor's own limit), as
+        ``(model, written)`` per use; each reads the whole conversation (set by the caller). The advisor
+        is priced as the call will be charged: at its provider (``PriceBook.pass_price``)."""
+        uses: list[tuple[str, int]] = []
         defaulted: tuple[str, ...] = ()
         for tool in request.get("tools") or ():
             kind = tool.get("type") if isinstance(tool, Mapping) else None
@@ -313,49 +322,15 @@ class Estimator:
             advisor = tool.get("model")
             if not isinstance(advisor, str) or not advisor:
                 raise ConfigurationError(f"an advisor tool names its model: {dict(tool)!r}")
-            uses = tool.get("max_uses")
-            if isinstance(uses, bool) or not isinstance(uses, int) or uses < 0:
-                uses, defaulted = self.tool_calls["advisor"], ("advisor",)
+            count = tool.get("max_uses")
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                count, defaulted = self.tool_calls["advisor"], ("advisor",)
             written = tool.get("max_tokens")
             if isinstance(written, bool) or not isinstance(written, int) or written < 0:
                 advisor_price = self.prices.pass_price(advisor, provider=provider, variant=variant)
-                written = self._output({}, advisor_price, context, ("max_tokens",), "the advisor tool")
-            one = Pass("advisor_message", advisor, Usage(input_tokens=context, output_tokens=written))
-            passes.extend([one] * uses)
-        return tuple(passes), defaulted
-
-    def _tool_calls(
-        self, request: Mapping[str, Any], api: str, rates: Rates, model: str
-    ) -> tuple[tuple[tuple[str, int], ...], tuple[str, ...]]:
-        """The worst-case server-side tool calls of ``request`` and the tools reserved at a default."""
-        tools = request.get("tools")
-        if not tools or not isinstance(tools, list | tuple):
-            return (), ()
-        calls: dict[str, int] = {}
-        defaulted: list[str] = []
-        bounded = request.get("max_tool_calls") if api != "anthropic" else None
-        for tool in tools:
-            kind = tool.get("type") if isinstance(tool, Mapping) else None
-            name = _server_tool(kind, api) if isinstance(kind, str) else None
-            if name is None:
-                continue
-            limit = tool.get("max_uses") if api == "anthropic" else None
-            if name == "code_execution":
-                count = 1  # a session (container) per call, however many executions run in it
-            elif isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
-                count = limit
-            elif isinstance(bounded, int) and not isinstance(bounded, bool) and bounded >= 0:
-                count = bounded
-            else:
-                count = self.tool_calls[name]
-                defaulted.append(name)
-            calls[name] = max(calls.get(name, 0), count)
-        per_call = [name for name in calls if name != "code_execution"]  # (sessions: one at most)
-        if len(per_call) > 1 and isinstance(bounded, int) and not isinstance(bounded, bool):
-            # max_tool_calls bounds all built-in calls together: the worst is all of them on the dearest
-            dearest = max(per_call, key=lambda name: rates.fees_nano({name: 1}, model))
-            calls = {name: count for name, count in calls.items() if name in (dearest, "code_execution")}
-        return tuple(calls.items()), tuple(defaulted)
+                written = self._output({}, advisor_price, ("max_tokens",), "the advisor tool")
+            uses.extend([(advisor, written)] * count)
+        return uses, defaulted
 
     # -- Anthropic's token counting endpoint ----------------------------------------------------
 
@@ -415,7 +390,6 @@ class Estimator:
         self,
         request: Mapping[str, Any],
         price: Price,
-        input_tokens: int,
         keys: tuple[str, ...],
         where: str = "the request",
     ) -> int:
@@ -444,20 +418,6 @@ class Estimator:
             "context_window=N)), or reserve a fixed output for such models with "
             "Estimator(default_output_tokens=N)"
         )
-
-
-def _server_tool(kind: str, provider: str) -> str | None:
-    """The fee a server-side tool of type ``kind`` is billed at, or ``None`` (client-side tools)."""
-    if provider == "anthropic":
-        for prefix in ("web_search", "web_fetch", "code_execution"):
-            if kind.startswith(prefix + "_"):
-                return prefix
-        return None
-    if kind.startswith("web_search"):  # web_search, web_search_preview, dated versions
-        return "web_search"
-    return {"file_search": "file_search", "code_interpreter": "code_execution"}.get(
-        kind, "image_generation" if kind == "image_generation" else None
-    )
 
 
 def _wants_audio(request: Mapping[str, Any]) -> bool:

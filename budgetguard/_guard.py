@@ -535,6 +535,8 @@ class Guard:
                     meta["missing_scope"] = missing
                 if est.tools_defaulted:  # server-side tools reserved at the configured default count
                     meta["tools_defaulted"] = list(est.tools_defaulted)
+                if est.tool_results_defaulted:  # their results fed back, at the calibrated default size
+                    meta["tool_results_defaulted"] = list(est.tool_results_defaulted)
                 if est.unseen:  # server-side history: the input was reserved at its bound
                     meta["unseen"] = list(est.unseen)
                 try:

@@ -86,7 +86,8 @@ def test_the_estimate_prices_the_advisor_at_the_calls_provider() -> None:
                "max_tokens": 500}  # fmt: skip
     request = {"model": BEDROCK_SONNET, "messages": HI, "max_tokens": 100, "tools": [advisor]}
     est = budgetguard.estimate(request, provider="aws")
-    context = est.input_tokens + est.output_tokens
+    context = est.input_tokens - est.tool_pass_tokens + est.output_tokens + 500  # the advice included
+    assert est.tool_pass_tokens == context  # the call reads the advice back in one more pass
     call = ((est.input_tokens, "3.3"), (est.output_tokens, "16.5"))
     assert est.cost_nano == nano(*call, (context, "5.5"), (500, "27.5"))  # before: Opus at $5 / $25
 
@@ -101,14 +102,14 @@ def test_fast_mode_with_an_advisor_prices_the_advisor_at_its_base_price() -> Non
     plain = budgetguard.estimate(request)
     est = budgetguard.estimate({**request, "tools": [advisor]})
     assert est.variant == {"speed": "fast"}
-    context = est.input_tokens + est.output_tokens
+    context = est.input_tokens - est.tool_pass_tokens + est.output_tokens + 500  # the advice included
     call = ((est.input_tokens, "10"), (est.output_tokens, "50"))  # claude-opus-4-8 fast: $10 / $50
     assert est.cost_nano == nano(*call, (context, "15"), (500, "75"))  # claude-opus-4-1: $15 / $75
     assert plain.cost_nano < est.cost_nano
     unbounded = budgetguard.estimate({**request, "tools": [{**advisor, "max_tokens": None}]})
     assert unbounded.passes[0].usage.output_tokens > 0  # (its max_tokens looked up without the variant)
     fast = budgetguard.estimate({**request, "tools": [{**advisor, "model": "claude-opus-5"}]})
-    context = fast.input_tokens + fast.output_tokens
+    context = fast.input_tokens - fast.tool_pass_tokens + fast.output_tokens + 500
     call = ((fast.input_tokens, "10"), (fast.output_tokens, "50"))
     assert fast.cost_nano == nano(*call, (context, "10"), (500, "50"))  # Opus 5 has a fast price: $10 / $50
 

@@ -10,7 +10,9 @@ Each pair is one of three kinds:
 * ``history``: the request continues server-side state it does not show (``previous_response_id``,
   ``conversation``); the estimate must bound it too, by the model's context window or a caller's bound;
 * ``tool passes``: the provider ran server-side tools (web search, code execution...) and fed their
-  results back, so the count covers several passes the request cannot show: reported, not asserted;
+  results back, so the count covers several passes the request cannot show: the estimate bounds them
+  by its tool passes (``Estimate.tool_pass_tokens``), and their reservation covers at least their input
+  bill (``test_tool_passes.py``);
 * ``uncounted``: the recording reports no input tokens (a cassette with zeroed usage): left out.
 
 ``python -m tests.realworld.pairs`` prints the ratio distribution of each provider and kind, and with
@@ -88,10 +90,12 @@ def load_pairs(path: Path | None = None) -> list[Pair]:
 
 
 def estimated_input(pair: Pair, estimator: Estimator | None = None) -> int:
-    """The input tokens budgetguard reserves for the pair's request (default settings)."""
+    """The input tokens budgetguard reserves for the pair's request (default settings): for a pair
+    without tool passes, without the passes its server-side tools may run (what the count covers)."""
     estimator = estimator or Estimator()
     request = {k: v for k, v in pair.request.items() if k != "stream"}
-    return estimator(request, provider=pair.provider, api=pair.provider).input_tokens
+    est = estimator(request, provider=pair.provider, api=pair.provider)
+    return est.input_tokens if pair.kind == "tool passes" else est.input_tokens - est.tool_pass_tokens
 
 
 @dataclass(frozen=True)

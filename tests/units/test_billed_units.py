@@ -315,7 +315,10 @@ def test_an_unbounded_tool_is_reserved_at_the_configured_default() -> None:
     assert est.tool_calls == (("web_search", 10),)
     assert est.tools_defaulted == ("web_search",)
     few = Estimator(tool_calls={"web_search": 2})({**CLAUDE, "tools": [SEARCH]})
-    assert est.cost_nano - few.cost_nano == 8 * 10_000_000
+    assert (few.usage.web_search_calls, few.tools_defaulted) == (2, ("web_search",))
+    sonnet = budgetguard.get_price("claude-sonnet-4-5")  # few stays under its 200k-token tier
+    assert few.cost_nano == few.input_tokens * 3000 + few.output_tokens * 15_000 + 2 * 10_000_000
+    assert est.cost_nano == sonnet.cost_nano(est.usage) > few.cost_nano
     with pytest.raises(budgetguard.ConfigurationError, match="unknown tool"):
         Estimator(tool_calls={"web_searches": 2})
 
@@ -328,7 +331,8 @@ def test_max_tool_calls_bounds_all_built_in_calls_on_the_dearest() -> None:
     assert est.tools_defaulted == ()
     unbounded = budgetguard.estimate({**GPT, "tools": tools})
     assert dict(unbounded.tool_calls) == {"web_search": 10, "file_search": 10, "code_execution": 1}
-    assert unbounded.tools_defaulted == ("web_search", "file_search")
+    # (code execution: one session's fee, and the default count of executions, each feeding a pass)
+    assert unbounded.tools_defaulted == ("web_search", "file_search", "code_execution")
 
 
 def test_audio_output_is_reserved_at_the_audio_rate() -> None:
@@ -369,8 +373,10 @@ def test_anthropic_code_execution_is_one_container_session() -> None:
 def test_advisor_uses_are_reserved_as_passes_on_the_advisor_model() -> None:
     advisor = {"type": "advisor_20260301", "name": "advisor", "model": "claude-opus-4-1", "max_tokens": 500}
     est = budgetguard.estimate({**CLAUDE, "tools": [{**advisor, "max_uses": 2}]})
-    context = est.input_tokens + est.output_tokens  # an advisor pass may read the whole conversation
+    shown = est.input_tokens - est.tool_pass_tokens
+    context = shown + est.output_tokens + 2 * 500  # an advisor pass may read the whole conversation
     assert est.passes == (Pass("advisor_message", "claude-opus-4-1", Usage(context, output_tokens=500)),) * 2
+    assert est.tool_pass_tokens == context - 500 + context  # the call reads each advice back
     assert est.tools_defaulted == ()
     one_use = context * 15_000 + 500 * 75_000  # claude-opus-4-1: $15 in, $75 out
     call = est.input_tokens * 3000 + est.output_tokens * 15_000  # the call itself: claude-sonnet-4-5

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from budgetguard import Budget, Guard, estimate, to_nano
+from budgetguard import Budget, Estimator, Guard, estimate, to_nano
 from tests.guard.one_call import committed
 from tests.guard.payloads import (
     anthropic_client,
@@ -111,10 +111,22 @@ def test_the_journal_flags_tools_reserved_at_the_default(guard: Guard) -> None:
     guard.with_budget(anthropic_client(api).messages.create)(**request)
     entry = committed(guard)
     assert entry.data["tools_defaulted"] == ["web_search"]
+    assert entry.data["tool_results_defaulted"] == ["web_search"]  # and their results at the default size
     assert entry.amounts["usd"] == WEB_SEARCH_NANO
     bounded = {**CLAUDE, "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}]}
     guard.with_budget(anthropic_client(serve(payload("anthropic_web_search"))).messages.create)(**bounded)
-    assert "tools_defaulted" not in guard.ledger.history(events=["committed"])[-1].data
+    data = guard.ledger.history(events=["committed"])[-1].data
+    assert "tools_defaulted" not in data and data["tool_results_defaulted"] == ["web_search"]
+
+
+def test_the_journal_says_nothing_of_tool_results_the_caller_bounded() -> None:
+    sized = Guard("memory://", budgets=[Budget("global", usd="100", per="day")],
+                  estimator=Estimator(tool_result_tokens={"web_search": 30_000}))  # fmt: skip
+    request = {**CLAUDE, "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}]}
+    sized.with_budget(anthropic_client(serve(payload("anthropic_web_search"))).messages.create)(**request)
+    data = committed(sized).data
+    sized.close()
+    assert "tool_results_defaulted" not in data and "tools_defaulted" not in data
 
 
 def test_a_reported_unit_without_a_price_is_charged_the_reservation_flagged(guard: Guard) -> None:

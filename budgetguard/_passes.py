@@ -1,0 +1,277 @@
+"""Server-side tools: the calls a request lets the provider make, their fees and the passes they feed.
+
+A request that offers server-side tools lets the provider run a tool, feed its result back and sample
+again, all within the one call: the usage's input tokens cover every pass, and none of the results is in
+the request. A call that may make ``c`` server-tool calls may run ``c + 1`` passes; the ``k``-th extra
+pass re-reads the request, what the model wrote before it and the results of ``k`` calls. Their worst
+order is the largest results first (running calls side by side in one pass only removes passes), so::
+
+    extra input = sum for k in 1..c of min(context window, input + output bound + the k largest results)
+
+What is a hard bound and what is calibrated:
+
+* hard: the model's context window caps every pass (``price.context_window``: no pass reads more); the
+  call's output bound (``max_tokens`` / ``max_output_tokens``, else the model's limit) caps what the
+  model wrote before a pass; ``max_uses`` / ``max_tool_calls`` cap the calls; an advisor's result is at
+  most its ``max_tokens``, a web fetch's at most its ``max_content_tokens``;
+* calibrated: any other result's size, ``DEFAULT_TOOL_RESULT_TOKENS`` per tool kind (overridden with
+  ``Estimator(tool_result_tokens=...)``, where ``None`` for a kind reserves the context window for every
+  pass after one of its calls: the hard bound), and the count of calls the request leaves unbounded
+  (``DEFAULT_TOOL_CALLS``). An estimate says which kinds it bounded at the calibrated sizes
+  (``Estimate.tool_results_defaulted``, in the journal as ``tool_results_defaulted``).
+
+Kinds: Anthropic ``web_search_*`` / ``web_fetch_*`` / ``code_execution_*`` / ``tool_search_tool_*`` /
+``mcp_toolset`` tools and ``mcp_servers``; Responses ``web_search*`` / ``file_search`` /
+``code_interpreter`` / ``image_generation`` / ``tool_search`` / ``mcp`` tools. Every execution in a code
+execution session feeds a pass (``DEFAULT_TOOL_CALLS["code_execution"]`` counts executions; the fee is
+one session). Anthropic advisor uses are passes on the advisor's model (``Estimator._advisor_passes``)
+whose advice the call then reads: a result of at most the advisor's ``max_tokens``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import ConfigurationError
+from ._pricing import _FEE_UNITS, Rates
+
+__all__ = [
+    "DEFAULT_TOOL_CALLS",
+    "DEFAULT_TOOL_RESULT_TOKENS",
+    "ServerTools",
+    "ToolUse",
+    "largest_read",
+    "pass_input",
+    "server_tool",
+]
+
+DEFAULT_TOOL_CALLS: Mapping[str, int] = {
+    "web_search": 10,
+    "web_fetch": 10,
+    "file_search": 10,
+    "code_execution": 10,
+    "image_generation": 1,
+    "tool_search": 5,
+    "mcp": 10,
+    "advisor": 3,
+}
+"""Calls reserved per server-side tool that the request does not bound (``max_uses``, ``max_tool_calls``).
+Code execution counts executions, each feeding a pass (its fee is one session, a container, per call).
+Override with ``Estimator(tool_calls=...)``."""
+
+DEFAULT_TOOL_RESULT_TOKENS: Mapping[str, int | None] = {
+    "web_search": 23_000,
+    "web_fetch": 25_000,
+    "file_search": 16_000,
+    "code_execution": 10_000,
+    "image_generation": 3_000,
+    "tool_search": 2_000,
+    "mcp": 5_000,
+}
+"""Input tokens one server-side tool call may add to every later pass, by tool kind: calibrated, not
+a bound. Each is 1.5 times the most one call of that kind added to the provider's count in the recorded
+calls (``tests/realworld``: a one-call request's count less twice its own input, or the sequential share
+of a multi-call one), rounded up to a thousand, or the provider's documented size where that is larger:
+
+* ``web_search``: 15.2k recorded (Claude; OpenAI 9.8k) -> 23k. OpenAI bills the "search content tokens"
+  as input; Anthropic counts the results as input;
+* ``web_fetch``: 6.4k recorded; Anthropic documents ~2.5k for an average page, ~25k for a large
+  documentation page and ~125k for a research-paper PDF -> 25k (a request bounds it with the tool's
+  ``max_content_tokens``, which then counts instead);
+* ``file_search``: 1.0k recorded; 20 results (the default) of 800-token chunks (the default chunking)
+  -> 16k;
+* ``code_execution``: 6.3k recorded (one execution, its files included) -> 10k;
+* ``image_generation``: 1.7k recorded -> 3k; ``tool_search``: 0.8k recorded -> 2k; ``mcp``: 3.0k
+  recorded -> 5k (a remote server's answer has no bound but the context window: ``None`` reserves it).
+"""
+
+_ANTHROPIC_PREFIXES = (
+    ("web_search_", "web_search"),
+    ("web_fetch_", "web_fetch"),
+    ("code_execution_", "code_execution"),
+    ("tool_search_tool_", "tool_search"),
+    ("mcp_toolset", "mcp"),
+)
+_RESPONSES_KINDS = {
+    "file_search": "file_search",
+    "code_interpreter": "code_execution",
+    "image_generation": "image_generation",
+    "tool_search": "tool_search",
+    "mcp": "mcp",
+}
+
+
+def server_tool(kind: str, api: str) -> str | None:
+    """The kind of server-side tool a tool of type ``kind`` is, or ``None`` (client-side tools)."""
+    if api == "anthropic":
+        for prefix, name in _ANTHROPIC_PREFIXES:
+            if kind.startswith(prefix):
+                return name
+        return None
+    if kind.startswith("web_search"):  # web_search, web_search_preview, dated versions
+        return "web_search"
+    return _RESPONSES_KINDS.get(kind)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolUse:
+    """The worst case of a request's server-side tools."""
+
+    fees: tuple[tuple[str, int], ...]
+    """The billed calls by fee name: ``(("web_search", 10), ("code_execution", 1))``."""
+    results: tuple[tuple[int | None, int], ...]
+    """What the calls feed back, as ``(tokens per call, calls)`` (``None``: the context window)."""
+    defaulted: tuple[str, ...]
+    """The tools whose count the request left unbounded: reserved at ``DEFAULT_TOOL_CALLS``."""
+    sized: tuple[str, ...]
+    """The tools whose results were bounded at the calibrated ``DEFAULT_TOOL_RESULT_TOKENS``."""
+
+
+class ServerTools:
+    """The bounds a request's server-side tools are reserved at: calls per tool that the request leaves
+    unbounded, and tokens per result (``Estimator(tool_calls=..., tool_result_tokens=...)``)."""
+
+    def __init__(
+        self, calls: Mapping[str, int] | None = None, results: Mapping[str, int | None] | None = None
+    ) -> None:
+        self.calls = {**DEFAULT_TOOL_CALLS, **(calls or {})}
+        for name, count in self.calls.items():
+            if name not in DEFAULT_TOOL_CALLS:
+                known = ", ".join(DEFAULT_TOOL_CALLS)
+                raise ConfigurationError(f"tool_calls: unknown tool {name!r}; known: {known}")
+            if _count(count) is None:
+                raise ConfigurationError(f"tool_calls[{name!r}] must be a non-negative int, got {count!r}")
+        self.results = {**DEFAULT_TOOL_RESULT_TOKENS, **(results or {})}
+        for name, tokens in self.results.items():
+            if name not in DEFAULT_TOOL_RESULT_TOKENS:
+                known = ", ".join(DEFAULT_TOOL_RESULT_TOKENS)
+                raise ConfigurationError(f"tool_result_tokens: unknown tool {name!r}; known: {known}")
+            if tokens is not None and _count(tokens) is None:
+                raise ConfigurationError(
+                    f"tool_result_tokens[{name!r}] must be a non-negative int, or None for the model's "
+                    f"context window, got {tokens!r}"
+                )
+        self.chosen = frozenset(results or ())
+
+    def read(self, request: Mapping[str, Any], api: str, rates: Rates, model: str) -> ToolUse:
+        """The worst case of ``request``'s server-side tools: each at Anthropic's ``max_uses``, the
+        Responses API's ``max_tool_calls`` (all built-in calls together: fees on the dearest tool, the
+        largest results), else the default count; each result at a web fetch's ``max_content_tokens``,
+        else the configured size. ``rates`` and ``model`` price one call of each to find the dearest."""
+        tools = request.get("tools")
+        servers = request.get("mcp_servers") if api == "anthropic" else None
+        if not tools and not servers:
+            return _NONE
+        tools = list(tools) if isinstance(tools, list | tuple) else []
+        if servers:
+            tools.append({"type": "mcp_toolset"})  # the MCP connector: its servers' tools run server-side
+        counts: dict[str, int] = {}
+        sizes: dict[str, int] = {}
+        defaulted: list[str] = []
+        bounded = _count(request.get("max_tool_calls")) if api != "anthropic" else None
+        for tool in tools:
+            kind = tool.get("type") if isinstance(tool, Mapping) else None
+            name = server_tool(kind, api) if isinstance(kind, str) else None
+            if name is None or tool.get("execution") == "client":  # (a tool search the caller runs)
+                continue
+            count = _count(tool.get("max_uses")) if api == "anthropic" else None
+            if count is None:
+                count = bounded
+            if count is None:
+                count = self.calls[name]
+                defaulted.append(name)
+            counts[name] = max(counts.get(name, 0), count)
+            fetched = _count(tool.get("max_content_tokens")) if name == "web_fetch" else None
+            if fetched is not None:  # a web fetch truncates what it feeds back to this
+                sizes[name] = max(sizes.get(name, 0), fetched)
+        fees = {
+            name: min(count, 1) if name == "code_execution" else count  # a session, however many runs
+            for name, count in counts.items()
+            if name in _FEE_UNITS
+        }
+        per_call = [name for name in fees if name != "code_execution"]  # (sessions: one at most)
+        if len(per_call) > 1 and bounded is not None:
+            # max_tool_calls bounds all built-in calls together: the worst is all of them on the dearest
+            dearest = max(per_call, key=lambda name: rates.fees_nano({name: 1}, model))
+            fees = {name: count for name, count in fees.items() if name in (dearest, "code_execution")}
+        results = [(sizes.get(name, self.results[name]), count) for name, count in counts.items()]
+        if bounded is not None:  # and the worst results are the largest ones
+            results = _keep_largest(results, bounded)
+        sized = tuple(
+            name for name in counts
+            if name not in sizes and name not in self.chosen and self.results[name] is not None
+        )  # fmt: skip
+        return ToolUse(tuple(fees.items()), tuple(results), tuple(defaulted), sized)
+
+
+_NONE = ToolUse((), (), (), ())
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _largest_first(group: tuple[int | None, int]) -> int:
+    return -1 if group[0] is None else -group[0]
+
+
+def _keep_largest(results: Iterable[tuple[int | None, int]], calls: int) -> list[tuple[int | None, int]]:
+    """The ``calls`` largest of ``results`` (``(tokens, count)`` groups): what ``max_tool_calls``, a
+    bound on all built-in calls together, leaves at worst."""
+    kept = []
+    for tokens, count in sorted(results, key=_largest_first):
+        take = min(count, calls)
+        if take > 0:
+            kept.append((tokens, take))
+        calls -= take
+    return kept
+
+
+def pass_input(
+    shown: int, output: int, results: Iterable[tuple[int | None, int]], context_window: int | None, model: str
+) -> int:
+    """The input of every pass after the first: one pass per tool result (``(tokens, count)`` groups),
+    the largest results first, each reading ``shown`` (the request's input) + ``output`` (the most the
+    model wrote before it) + the results so far, capped at ``context_window``. A ``None`` result is
+    unbounded: each pass after it reads the context window (without a known window, an error)."""
+    cap = context_window
+    total, read = 0, shown + output
+    for tokens, count in sorted(results, key=_largest_first):
+        if count <= 0:
+            continue
+        if tokens is None:
+            if cap is None:
+                raise ConfigurationError(
+                    "a server-side tool's results are reserved at the context window (tool_result_tokens "
+                    f"None) and {model!r} has no known context window: pass Estimator(tool_result_tokens="
+                    "{kind: tokens}) or register the model's context_window"
+                )
+            total, read = total + count * cap, cap
+            continue
+        # the j-th of these passes reads read + j * tokens: the first `under` of them stay under the cap
+        if cap is None:
+            under = count
+        elif read >= cap:
+            under = 0
+        else:
+            under = count if tokens == 0 else min(count, (cap - read) // tokens)
+        total += under * read + tokens * under * (under + 1) // 2
+        total += (count - under) * (cap or 0)
+        read += count * tokens
+    return total
+
+
+def largest_read(
+    shown: int, output: int, results: Iterable[tuple[int | None, int]], context_window: int | None
+) -> int:
+    """The most any pass of the call reads: the request, the output bound and every result, capped at
+    the context window (what an advisor, reading the whole conversation, may read)."""
+    read = shown + output
+    for tokens, count in results:
+        if count > 0:
+            if tokens is None:
+                return context_window if context_window is not None else read
+            read += tokens * count
+    return read if context_window is None else min(read, context_window)
