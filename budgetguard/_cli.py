@@ -362,8 +362,10 @@ _output = click.option("--output", "-o", type=click.Path(dir_okay=False), help="
 @_since
 @_until
 @click.option(
-    "--by", default="user", show_default=True, help="user, feature (any scope kind), scope, model or day."
-)
+    "--by", default="user", show_default=True,
+    help="user, feature (any scope kind), scope, model, function or day; by model or function the table "
+    "also shows the worst-case estimates and actual/estimate (median, p95, max).",
+)  # fmt: skip
 @click.option("--scope", help="Only calls made on this scope (with a budget or not), e.g. feature:search.")
 @click.option(
     "--format", "fmt", default="table", type=click.Choice(["table", "csv", "json"]), show_default=True
@@ -399,11 +401,19 @@ def report_command(
         ("output tokens", f"{total.output_tokens:,}", "right"),
         ("cost", format_usd(total.cost_nano), "right"),
     ]
+    ratios = ("median", "p95", "max")
+    calibrated = by in ("model", "function")  # self-calibration: how far below its estimate a call came
+    if calibrated:
+        columns.append(("estimated", format_usd(total.estimated_nano), "right"))
+        columns += [(f"actual/est. {n}", total.as_dict()[f"ratio_{n}"], "right") for n in ratios]
     for name, footer, justify in columns:  # (a key is data: folded to fit, never cut)
         table.add_column(name, footer=footer, justify=justify, overflow="fold" if name == by else "ellipsis")  # type: ignore[arg-type]
     for r in rows:
+        extra = (
+            [format_usd(r.estimated_nano), *(r.as_dict()[f"ratio_{n}"] for n in ratios)] if calibrated else []
+        )
         table.add_row(r.key, str(r.calls), str(r.refused), f"{r.input_tokens:,}", f"{r.output_tokens:,}",
-                      format_usd(r.cost_nano))  # fmt: skip
+                      format_usd(r.cost_nano), *extra)  # fmt: skip
     if output:
         with open(output, "w") as f:
             Console(file=f, width=120, markup=False).print(table)
