@@ -17,6 +17,7 @@ fitted (a cheaper model's whole answer rather than a cut-short one from a dearer
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ from ._ledger import CounterStatus
 from ._pricing import PriceBook
 from ._providers import api_of
 
-__all__ = ["DEFAULT_MIN_OUTPUT_TOKENS", "Fit", "Fitting", "fit_option", "worst_cost"]
+__all__ = ["DEFAULT_MIN_OUTPUT_TOKENS", "Fit", "Fitting", "fit_for", "fit_option", "worst_cost"]
 
 DEFAULT_MIN_OUTPUT_TOKENS = 256
 """The floor of ``fit=True``: below 256 output tokens (per choice) an answer is rarely worth having."""
@@ -184,14 +185,24 @@ class Fitting:
         return fitted, {"from": old, "to": low}
 
 
-def fit_keys_accepted(params: Mapping[str, Any], var_keyword: bool) -> Collection[str] | None:
-    """The output keys a decorated function takes, ``None`` when it takes any (``**kwargs``)."""
-    if var_keyword:
-        return None
+def fit_for(
+    fit: bool | int | Fit | None,
+    default: Fit | None,
+    sdk: bool,
+    params: Mapping[str, inspect.Parameter] | None,
+) -> tuple[Fit | None, Collection[str] | None]:
+    """A decorated function's fit (``with_budget``'s ``fit=``, else the guard's default) and the output
+    keys it takes (``None``: any, an SDK method or ``**kwargs``). The guard's default leaves alone the
+    functions that cannot pass a lowered value on; an explicit ``fit=`` on one is an error."""
+    chosen = fit_option(fit) if fit is not None else default
+    if chosen is None or sdk or params is None or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return chosen, None
     accepted = _KEYS & params.keys()
-    if not accepted:
-        raise ConfigurationError(
-            "fit= lowers the request's max output tokens, and the decorated function takes none of "
-            f"{', '.join(sorted(_KEYS))}: give it that argument (or **kwargs) and pass it on to the SDK"
-        )
-    return accepted
+    if accepted:
+        return chosen, accepted
+    if fit is None:
+        return None, None
+    raise ConfigurationError(
+        "fit= lowers the request's max output tokens, and the decorated function takes none of "
+        f"{', '.join(sorted(_KEYS))}: give it that argument (or **kwargs) and pass it on to the SDK"
+    )

@@ -43,7 +43,7 @@ from ._errors import (
 )
 from ._estimate import Estimate, Estimator
 from ._events import Event, EventKind, emit, wanted
-from ._fit import Fit, Fitting, fit_keys_accepted, fit_option
+from ._fit import Fit, Fitting, fit_for, fit_option
 from ._job import Job, _Draw, current_job
 from ._ledger import (
     AsyncLedger,
@@ -1078,17 +1078,8 @@ class Guard:
         defaults = {name: p.default for name, p in params.items() if p.default is not p.empty}
         read_usage = usage or Usage.from_response
         estimator = self.estimator
-        # fit= (a guard's default fits the functions that can pass the lowered value on)
-        fitting = fit_option(fit) if fit is not None else self.fit if enforce else None
-        accepts = None
-        if fitting is not None and provider is None and signature is not None:
-            var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-            try:
-                accepts = fit_keys_accepted(params, var_kw)
-            except ConfigurationError:
-                if fit is not None:
-                    raise
-                fitting = None
+        sdk, seen = provider is not None, None if signature is None else params
+        fitting, accepts = fit_for(fit, self.fit, sdk, seen) if enforce else (None, None)
         held = _checked_hold(hold) if hold is not None else self.hold if enforce else None
         function = f"{getattr(fn, '__module__', None)}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
         streaming = provider == "openai" and getattr(fn, "__name__", "") == "stream"
