@@ -298,3 +298,13 @@ def test_routing_comes_first_and_the_last_model_is_fitted(make_guard: MakeGuard)
     assert (api.requests[0]["model"], api.requests[0]["max_tokens"]) == ("gpt-4o-mini", 162)
     assert [e.kind for e in h.events][:3] == ["refused", "routed", "fitted"]
     assert h.events[0].model == "gpt-4o" and h.events[2].model == "gpt-4o-mini"
+
+
+def test_a_guards_default_fit_applies_to_its_sdk_methods(make_guard: MakeGuard) -> None:
+    h = make_guard(budgets=[Budget("user", usd="0.001", per="day")], fit=Fit(min_output_tokens=50))
+    api = serve(small_completion(17, 40))
+    h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")(**chat_request())
+    off = h.guard.with_budget(openai_client(api).chat.completions.create, user="bob", fit=False)
+    with pytest.raises(BudgetExceededError):
+        off(**chat_request())
+    assert [r["max_tokens"] for r in api.requests] == [95]
