@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._budgets import Budget, Period, Scope, Unit
+from ._calibration import Learned, Ratios
 from ._config import load_budgets
 from ._context import Tracker, budget_context, follow_threads, propagate, track
 from ._errors import (
@@ -16,6 +17,7 @@ from ._errors import (
 )
 from ._estimate import Estimate, Estimator, estimate
 from ._events import Event
+from ._fit import Fit
 from ._guard import (
     Attempt,
     Guard,
@@ -55,6 +57,7 @@ from ._pricing import (
     register_price,
     set_default_price,
 )
+from ._report import ReportRow, read_journal, report
 from ._tokens import count_text_tokens, get_encoding
 from ._tokens_claude import count_anthropic_tokens, count_claude_request
 from ._tokens_openai import count_message_tokens, count_responses_tokens, count_tool_tokens
@@ -72,8 +75,10 @@ __all__ = [
     "Estimate",
     "Estimator",
     "Event",
+    "Fit",
     "Guard",
     "Job",
+    "Learned",
     "GuardedAsyncStream",
     "GuardedStream",
     "Hold",
@@ -90,7 +95,9 @@ __all__ = [
     "PriceBook",
     "PricingError",
     "Rates",
+    "Ratios",
     "Reservation",
+    "ReportRow",
     "ReservationError",
     "Scope",
     "Tracker",
@@ -121,7 +128,9 @@ __all__ = [
     "price_book",
     "propagate",
     "published_prices",
+    "read_journal",
     "register_price",
+    "report",
     "set_default_price",
     "to_nano",
     "to_usd",

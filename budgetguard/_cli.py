@@ -362,8 +362,10 @@ _output = click.option("--output", "-o", type=click.Path(dir_okay=False), help="
 @_since
 @_until
 @click.option(
-    "--by", default="user", show_default=True, help="user, feature (any scope kind), scope, model or day."
-)
+    "--by", default="user", show_default=True,
+    help="user, feature (any scope kind), scope, model, function or day; by model or function the table "
+    "also shows the worst-case estimates and actual/estimate (median, p95, max).",
+)  # fmt: skip
 @click.option("--scope", help="Only calls made on this scope (with a budget or not), e.g. feature:search.")
 @click.option(
     "--format", "fmt", default="table", type=click.Choice(["table", "csv", "json"]), show_default=True
@@ -390,7 +392,6 @@ def report_command(
         _write(_csv([r.as_dict() for r in [*rows, total]]), output)
         _warn(warning)
         return
-    table = Table(title=f"spend by {by} since {since}", title_justify="left", show_footer=True)
     columns = [
         (by, "total", "left"),
         ("calls", str(total.calls), "right"),
@@ -399,22 +400,39 @@ def report_command(
         ("output tokens", f"{total.output_tokens:,}", "right"),
         ("cost", format_usd(total.cost_nano), "right"),
     ]
-    for name, footer, justify in columns:  # (a key is data: folded to fit, never cut)
-        table.add_column(name, footer=footer, justify=justify, overflow="fold" if name == by else "ellipsis")  # type: ignore[arg-type]
-    for r in rows:
-        table.add_row(r.key, str(r.calls), str(r.refused), f"{r.input_tokens:,}", f"{r.output_tokens:,}",
-                      format_usd(r.cost_nano))  # fmt: skip
+    cells = [[r.key, str(r.calls), str(r.refused), f"{r.input_tokens:,}", f"{r.output_tokens:,}",
+              format_usd(r.cost_nano)] for r in rows]  # fmt: skip
+    tables = [_table(f"spend by {by} since {since}", by, columns, cells)]
+    if by in ("model", "function"):  # self-calibration: how far below its worst-case estimate a call came
+        ratios = ("ratio_median", "ratio_p95", "ratio_max")
+        columns = [columns[0], columns[1], ("estimated", format_usd(total.estimated_nano), "right"),
+                   ("actual", format_usd(total.cost_nano), "right"),
+                   *((name[6:], total.as_dict()[name], "right") for name in ratios)]  # fmt: skip
+        cells = [[r.key, str(r.calls), format_usd(r.estimated_nano), format_usd(r.cost_nano),
+                  *(r.as_dict()[name] for name in ratios)] for r in rows]  # fmt: skip
+        tables.append(_table(f"actual / worst-case estimate by {by}", by, columns, cells))
     if output:
         with open(output, "w") as f:
-            Console(file=f, width=120, markup=False).print(table)
+            for table in tables:
+                Console(file=f, width=120, markup=False).print(table)
             if warning:
                 f.write(f"warning: {warning}\n")
         console.print(f"wrote {output}", style="dim")
         _warn(warning)
     else:
-        console.print(table)
+        for table in tables:
+            console.print(table)
         if warning:
             click.secho(f"warning: {warning}", fg="yellow")
+
+
+def _table(title: str, key: str, columns: list[tuple[str, str, str]], cells: list[list[str]]) -> Table:
+    table = Table(title=title, title_justify="left", show_footer=True)
+    for name, footer, justify in columns:  # (a key is data: folded to fit, never cut)
+        table.add_column(name, footer=footer, justify=justify, overflow="fold" if name == key else "ellipsis")  # type: ignore[arg-type]
+    for row in cells:
+        table.add_row(*row)
+    return table
 
 
 @cli.command()

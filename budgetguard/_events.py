@@ -26,6 +26,7 @@ EventKind = Literal[
     "spend_lost",
     "estimate_fallback",
     "scope_missing",
+    "fitted",
 ]
 
 _LEVELS: Mapping[str, int] = {
@@ -41,6 +42,7 @@ _LEVELS: Mapping[str, int] = {
     "spend_lost": logging.ERROR,
     "estimate_fallback": logging.WARNING,
     "scope_missing": logging.WARNING,
+    "fitted": logging.INFO,
 }
 
 
@@ -52,7 +54,9 @@ class Event:
     ``usage`` (the ``Usage`` charged, if any) and ``counters`` (each counter's ``scope``, ``unit``,
     ``period``, ``spent`` and ``limit`` after the commit, in the store's units; for a call without a
     budget, ``Guard.METERING``, whose limit is 2**63-1), and the flags the journal gets
-    (``usage_missing``, ``interrupted``, ``error``).
+    (``usage_missing``, ``interrupted``, ``error``). A ``fitted`` event (``with_budget(fit=...)``)
+    carries ``from`` and ``to``: the request's max output tokens (per choice; ``None``: it had none)
+    and what the call was sent with instead.
     """
 
     kind: EventKind

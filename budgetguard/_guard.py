@@ -31,6 +31,7 @@ import tenacity
 from tenacity import RetryCallState
 
 from ._budgets import Budget, Period, Scope, Unit
+from ._calibration import Calibration, JournalRead, Learned, held_usd, learned_ratio
 from ._context import current_scopes, record_usage
 from ._errors import (
     BudgetExceededError,
@@ -42,6 +43,7 @@ from ._errors import (
 )
 from ._estimate import Estimate, Estimator
 from ._events import Event, EventKind, emit, wanted
+from ._fit import Fit, Fitting, fit_for, fit_option
 from ._job import Job, _Draw, current_job
 from ._ledger import (
     AsyncLedger,
@@ -277,7 +279,7 @@ class _Count:
     request: Mapping[str, Any]
 
 
-Action = _Reserve | _Resolve | _Call | _Sleep | _Status | _Count
+Action = _Reserve | _Resolve | _Call | _Sleep | _Status | _Count | JournalRead
 Flow = Generator[Action, Any, Any]
 
 
@@ -295,6 +297,11 @@ class _Plan:
     enforce: bool
     count: Callable[[str | None], Mapping[str, Any] | None] | None = None
     """The token counting request for a model, when exact counting is on (``None``: it is off)."""
+    function: str | None = None
+    """The decorated function's qualified name (the journal's ``function``)."""
+    fit: Fitting | None = None
+    hold: Learned | None = None
+    """Hold a learned share of the worst case (``None``: the worst case)."""
 
 
 class Guard:
@@ -318,7 +325,10 @@ class Guard:
         thresholds: Iterable[Decimal | str] = ("0.5", "0.8", "1"),
         missing_scope: Literal["refuse", "skip"] = "refuse",
         default_scopes: Mapping[str, str] | None = None,
+        fit: bool | int | Fit = False,
+        hold: Learned | None = None,
     ) -> None:
+        """``fit`` and ``hold``: the defaults of ``with_budget``'s (see there)."""
         if on_store_error not in ("fail_closed", "fail_open"):
             raise ConfigurationError("on_store_error must be 'fail_closed' or 'fail_open'")
         self.budgets = tuple(budgets)
@@ -356,6 +366,10 @@ class Guard:
         self._counters: dict[tuple[Scope, ...], tuple[CounterSpec, ...]] = {}
         self._hold_sets: dict[tuple[tuple[tuple[str, str], ...], int, int], tuple[Hold, ...]] = {}
         self._queued: deque[Settlement] = deque()
+        self.fit = fit_option(fit)
+        self.hold = _checked_hold(hold)
+        self.calibration = Calibration()
+        """The learned ratios of ``hold=Learned(...)`` calls, read from the journal (see ``_calibration``)."""
         """Settlements of streams dropped unsettled, queued by their finalizers (see ``_streams``)."""
 
     # -- stores ---------------------------------------------------------------------------------
@@ -438,10 +452,13 @@ class Guard:
             specs += [CounterSpec(scope, b.unit, b.period, b.limit, b.tz) for b in chosen.values()]
         return tuple(specs)
 
-    def _holds(self, scopes: _Scopes, est: Estimate, job: Job | None) -> tuple[Hold, ...]:
+    def _holds(
+        self, scopes: _Scopes, est: Estimate, job: Job | None, usd: int | None = None
+    ) -> tuple[Hold, ...]:
         """The holds of a call: on its budgets' counters (on ``METERING`` when it has none), or on
-        ``job``'s hold inside ``guard.reserve()``."""
+        ``job``'s hold inside ``guard.reserve()``. ``usd``: the USD held, if not the worst case."""
         tokens = est.input_tokens + est.output_tokens
+        cost = est.cost_nano if usd is None else usd
         if job is not None:  # inside guard.reserve(): draw on the job's hold, not the store's counters
             held = set(job.labels)
             outside = sorted({str(c.scope) for c in self.counters_for(scopes.scopes)} - held)
@@ -451,14 +468,14 @@ class Guard:
                     "job does not hold: start the job with those scopes (reserve(user=...) or inside "
                     "budget_context(...)), or make the call outside the job"
                 )
-            return job.holds({Unit.USD: est.cost_nano, Unit.TOKENS: tokens, Unit.REQUESTS: 1})
-        key = (scopes.key, est.cost_nano, tokens)  # calls repeat: reuse the validated holds
+            return job.holds({Unit.USD: cost, Unit.TOKENS: tokens, Unit.REQUESTS: 1})
+        key = (scopes.key, cost, tokens)  # calls repeat: reuse the validated holds
         found = self._hold_sets.get(key)
         if found is None:
-            amounts = {Unit.USD: est.cost_nano, Unit.TOKENS: tokens, Unit.REQUESTS: 1}
+            amounts = {Unit.USD: cost, Unit.TOKENS: tokens, Unit.REQUESTS: 1}
             found = tuple(Hold(spec, amounts[spec.unit]) for spec in self.counters_for(scopes.scopes))
             if not found:  # no budget applies: hold on the metering counter, so the journal has the call
-                found = (Hold(self.METERING, est.cost_nano),)
+                found = (Hold(self.METERING, cost),)
             if len(self._hold_sets) > 10_000:
                 self._hold_sets.clear()
             self._hold_sets[key] = found
@@ -498,7 +515,8 @@ class Guard:
                 if not isinstance(do, tenacity.DoAttempt):
                     return do
                 attempt = state.attempt_number
-            # -- reserve, routing to a cheaper model when needed
+            # -- reserve, routing to a cheaper model when needed, fitting the last one (fit=)
+            refits = 0
             while True:
                 model = plan.models[model_index]
                 ask = None if plan.count is None else plan.count(model)
@@ -510,7 +528,27 @@ class Guard:
                 if ask is not None and counted is None:
                     ctx.emit("estimate_fallback", reason="count_tokens failed; reserved the offline estimate")
                 job = current_job(self)
-                holds = self._holds(plan.scopes, est, job)
+                learned = usd = None
+                if plan.hold is not None:  # a learned share of the worst case (hold=Learned(...))
+                    learned = yield from learned_ratio(self.calibration, plan.hold, est.model, plan.function)
+                    usd = held_usd(plan.hold, learned, est.cost_nano)
+                holds = self._holds(plan.scopes, est, job, usd)
+                fitted: dict[str, Any] | None = None
+                lowered = None
+                if plan.fit is not None and model_index + 1 == len(plan.models):
+                    try:
+                        statuses = yield _Status(tuple(h.counter for h in holds), job)
+                    except LedgerError as down:
+                        plan.fit.sent.clear()
+                        ctx.store_down(down)  # fail_closed raises; fail_open reserves it unfitted
+                    else:
+                        held = functools.partial(held_usd, plan.hold, learned)
+                        lowered = plan.fit.lower(model, est, statuses, self.prices, held)
+                    if lowered is not None and lowered[1]:  # lowered to fit what is left
+                        est, fitted = lowered
+                        usd = None if plan.hold is None else held_usd(plan.hold, learned, est.cost_nano)
+                        holds = self._holds(plan.scopes, est, job, usd)
+                        ctx = _Ctx(self, est, labels, attempt)
                 if plan.at is not None and model_index + 1 < len(plan.models):
                     try:
                         statuses = yield _Status(tuple(h.counter for h in holds), job)
@@ -539,6 +577,12 @@ class Guard:
                     meta["tool_results_defaulted"] = list(est.tool_results_defaulted)
                 if est.unseen:  # server-side history: the input was reserved at its bound
                     meta["unseen"] = list(est.unseen)
+                if plan.function is not None:
+                    meta["function"] = plan.function
+                if usd is not None and usd != est.cost_nano:
+                    meta["reserved_usd"] = _usd_text(usd)
+                if fitted is not None:
+                    meta["fitted"] = fitted
                 try:
                     reservation = yield _Reserve(holds, meta, plan.enforce, None, job)
                 except BudgetExceededError as refused:
@@ -547,6 +591,9 @@ class Guard:
                         ctx.emit("routed", reason=f"refused on {refused.scope}",
                                  data={"to": plan.models[model_index + 1]})  # fmt: skip
                         model_index += 1
+                        continue
+                    if plan.fit is not None and lowered is not None and refits + 1 < plan.fit.fit.attempts:
+                        refits += 1  # racing callers took what was left: read it again, fit again
                         continue
                     if last_error is not None:
                         raise refused from last_error
@@ -558,6 +605,9 @@ class Guard:
                 else:
                     ctx.reservation_id = reservation.id
                     ctx.emit("reserved")
+                    if fitted is not None:
+                        ctx.emit("fitted", reason=f"max output tokens {fitted['from']} -> {fitted['to']}",
+                                 data=fitted)  # fmt: skip
                 break
             # -- call
             try:
@@ -686,7 +736,7 @@ class Guard:
         else:
             run = contextvars.copy_context().run  # a local store: off the loop, as asyncio.to_thread
             sent = asyncio.get_running_loop().run_in_executor(None, run, action.send, store, self.lease)
-        if isinstance(action, _Status):
+        if not isinstance(action, _Reserve | _Resolve):  # a read: nothing to undo if cut short
             return await sent
         return await self._uncut(asyncio.ensure_future(sent), action)
 
@@ -909,6 +959,8 @@ class Guard:
         usage: Callable[[Any], Usage] | None = None,
         route: Sequence[str] | None = None,
         at: float | None = None,
+        fit: bool | int | Fit | None = None,
+        hold: Learned | None = None,
         **scopes: ScopeSpec,
     ) -> Callable[P, T]: ...
 
@@ -921,6 +973,8 @@ class Guard:
         usage: Callable[[Any], Usage] | None = None,
         route: Sequence[str] | None = None,
         at: float | None = None,
+        fit: bool | int | Fit | None = None,
+        hold: Learned | None = None,
         **scopes: ScopeSpec,
     ) -> Decorator: ...
 
@@ -932,6 +986,8 @@ class Guard:
         usage: Callable[[Any], Usage] | None = None,
         route: Sequence[str] | None = None,
         at: float | None = None,
+        fit: bool | int | Fit | None = None,
+        hold: Learned | None = None,
         **scopes: ScopeSpec,
     ) -> Any:
         """Enforce the budgets on every call of the decorated function (sync, async or streaming).
@@ -939,10 +995,15 @@ class Guard:
         Scopes: ``user="{user_id}"`` (a template over the call's arguments), ``feature="search"``
         (literal), ``team=lambda *a, **kw: ...`` (a callable of the same arguments), plus whatever
         ``budget_context()`` holds; ``global`` is always included.
+
+        ``fit=True`` (or a floor, ``fit=256``, or ``Fit(...)``) lowers the request's max output tokens
+        to what is left instead of refusing (see ``budgetguard._fit``); ``hold=Learned(...)`` holds a
+        learned share of the worst case (see ``budgetguard._calibration``). ``None``: the guard's.
         """
         decorate = functools.partial(
-            self._decorate, enforce=True, estimate=estimate, usage=usage, route=route, at=at, scopes=scopes
-        )
+            self._decorate, enforce=True, estimate=estimate, usage=usage, route=route, at=at, scopes=scopes,
+            fit=fit, hold=hold,
+        )  # fmt: skip
         return decorate if fn is None else decorate(fn)
 
     @overload
@@ -990,6 +1051,8 @@ class Guard:
         route: Sequence[str] | None,
         at: float | None,
         scopes: Mapping[str, ScopeSpec],
+        fit: bool | int | Fit | None = None,
+        hold: Learned | None = None,
     ) -> Callable[..., Any]:
         if at is not None and not 0 < at <= 1:
             raise ConfigurationError("at= is a fraction of the budget, e.g. 0.8")
@@ -1017,6 +1080,10 @@ class Guard:
         defaults = {name: p.default for name, p in params.items() if p.default is not p.empty}
         read_usage = usage or Usage.from_response
         estimator = self.estimator
+        sdk, seen = provider is not None, None if signature is None else params
+        fitting, accepts = fit_for(fit, self.fit, sdk, seen) if enforce else (None, None)
+        held = _checked_hold(hold) if hold is not None else self.hold if enforce else None
+        function = f"{getattr(fn, '__module__', None)}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
         streaming = provider == "openai" and getattr(fn, "__name__", "") == "stream"
 
         def plan_call(
@@ -1080,17 +1147,21 @@ class Guard:
                     else estimator.count_request(given, provider=priced_at, api=provider)
                 )
 
+            fitted = None if fitting is None else Fitting(fitting, request_for, priced_at, provider, accepts)
+            sent = {} if fitted is None else fitted.sent  # the lowered output keys (filled by the flow)
+
             def call(model: str | None) -> Any:
                 if provider is not None:
                     final = dict(request or kwargs)
                     if model:
                         final["model"] = model
-                    return target(*args, **final)
-                if model and model != primary:
-                    if bound is not None and "model" in bound.arguments:
-                        bound.arguments["model"] = model
-                        return target(*bound.args, **bound.kwargs)
-                    return target(*args, **{**kwargs, "model": model})
+                    return target(*args, **{**final, **sent} if sent else final)
+                changes = {**sent, "model": model} if model and model != primary else sent
+                if changes:
+                    if bound is not None and changes.keys() <= bound.arguments.keys():
+                        rebound = inspect.BoundArguments(bound.signature, {**bound.arguments, **changes})
+                        return target(*rebound.args, **rebound.kwargs)
+                    return target(*args, **{**kwargs, **changes})
                 return target(*args, **kwargs)
 
             counting = estimator.anthropic_count_tokens is not None
@@ -1102,6 +1173,9 @@ class Guard:
                 threshold,
                 enforce,
                 count_for if counting else None,
+                function,
+                fitted,
+                held,
             )
             return plan, call
 
@@ -1447,6 +1521,12 @@ def _lowest(thresholds: tuple[tuple[int, int], ...]) -> tuple[int, int]:
 def _usd_text(nano: int) -> str:
     """An estimate's cost as the journal writes it (calls repeat their estimates)."""
     return str(to_usd(nano))
+
+
+def _checked_hold(hold: Learned | None) -> Learned | None:
+    if hold is not None and not isinstance(hold, Learned):
+        raise ConfigurationError(f"hold= takes a Learned(...) policy or None (the worst case), got {hold!r}")
+    return hold
 
 
 # -- the default guard -------------------------------------------------------------------------------

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from ._budgets import Scope
+from ._calibration import Ratios, by_function, estimate_and_cost
 from ._errors import ConfigurationError
 from ._ledger import JournalEntry, Ledger
 from ._money import to_usd
@@ -116,6 +118,8 @@ def _keys(entry: JournalEntry, by: str) -> list[str]:
         return [entry.model or "(unknown)"]
     if by == "day":
         return [entry.time.date().isoformat()]
+    if by == "function":
+        return [by_function(entry)]
     if by == "scope":
         return call_scopes(entry) or ["(none)"]
     ids = [s.partition(":")[2] for s in call_scopes(entry) if s.partition(":")[0] == by]
@@ -130,10 +134,23 @@ class ReportRow:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_nano: int = 0
+    estimated_nano: int = 0
+    """The worst-case estimates of the calls that carry one (``estimated_usd``)."""
+    ratios: list[Fraction] = field(default_factory=list, repr=False)
+    """actual / estimate of each of those calls (self-calibration)."""
 
     @property
     def cost(self) -> Decimal:
         return to_usd(self.cost_nano)
+
+    @property
+    def estimated(self) -> Decimal:
+        return to_usd(self.estimated_nano)
+
+    @property
+    def calibration(self) -> Ratios | None:
+        """The distribution of actual / estimate (median, p95, max), ``None`` without estimates."""
+        return Ratios.of(self.ratios)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -143,18 +160,28 @@ class ReportRow:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cost_usd": str(self.cost),
+            "estimated_usd": str(self.estimated),
+            **_ratio_columns(self.calibration),
         }
 
 
+def _ratio_columns(ratios: Ratios | None) -> dict[str, str]:
+    shown = ratios.as_dict() if ratios is not None else dict.fromkeys(("median", "p95", "max"), "")
+    return {f"ratio_{name}": value for name, value in shown.items()}
+
+
 def report(entries: Iterable[JournalEntry], by: str) -> tuple[list[ReportRow], ReportRow]:
-    """Rows grouped ``by`` a scope kind (user, feature, ...), ``scope``, ``model`` or ``day``, most
-    expensive first, and the total. Calls are committed attempts; a call counts once per key."""
+    """Rows grouped ``by`` a scope kind (user, feature, ...), ``scope``, ``model``, ``function`` (the
+    decorated function) or ``day``, most expensive first, and the total. Calls are committed attempts; a
+    call counts once per key. Each row also sums the calls' worst-case estimates and keeps their
+    actual / estimate ratios (``ReportRow.calibration``: how far below its reservation a call came)."""
     rows: dict[str, ReportRow] = {}
     total = ReportRow("total")
     for entry in entries:
         if entry.event not in ("committed", "refused"):
             continue
         usage, cost = _usage(entry), entry_cost(entry)
+        pair = estimate_and_cost(entry)
         for row in [*(rows.setdefault(k, ReportRow(k)) for k in _keys(entry, by)), total]:
             if entry.event == "refused":
                 row.refused += 1
@@ -163,6 +190,9 @@ def report(entries: Iterable[JournalEntry], by: str) -> tuple[list[ReportRow], R
             row.input_tokens += usage.total_input_tokens
             row.output_tokens += usage.total_output_tokens
             row.cost_nano += cost
+            if pair is not None:
+                row.estimated_nano += pair[0]
+                row.ratios.append(Fraction(pair[1], pair[0]))
     return sorted(rows.values(), key=lambda r: (-r.cost_nano, r.key)), total
 
 
@@ -175,6 +205,7 @@ def export_row(entry: JournalEntry) -> dict[str, Any]:
         "reservation_id": entry.reservation_id,
         "scopes": " ".join(call_scopes(entry)),
         "model": entry.model or "",
+        "function": entry.data.get("function", ""),
         "attempt": entry.data.get("attempt", ""),
         "cost_usd": str(to_usd(entry_cost(entry))),
         "estimated_usd": entry.data.get("estimated_usd", ""),
@@ -185,4 +216,4 @@ def export_row(entry: JournalEntry) -> dict[str, Any]:
     }
 
 
-_KNOWN = {"model", "attempt", "estimated_usd", "scopes", "usage", "cost_nano"}
+_KNOWN = {"model", "function", "attempt", "estimated_usd", "scopes", "usage", "cost_nano"}

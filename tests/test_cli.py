@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -277,3 +280,34 @@ def test_scope_ids_and_models_are_printed_literally_never_as_markup(tmp_path: Pa
                 assert user in result.output  # shown as typed: neither parsed as markup nor dropped
     shown = CliRunner().invoke(cli, ["--url", url, "limits", "get", f"user:{ids[0]}"]).output
     assert f"user:{ids[0]}" in shown
+
+
+def _shown(ratio: Fraction) -> str:
+    return f"{Decimal(math.ceil(ratio * 1000)) / 1000:.3f}"
+
+
+def test_report_by_model_and_function_shows_estimate_and_actual(store: tuple[str, Path]) -> None:
+    """Self-calibration: per model, the calls' worst-case estimates and actual / estimate."""
+    hello = [{"role": "user", "content": "Hi"}]
+    worst = bg.estimate({"model": "gpt-4o-mini", "messages": hello, "max_tokens": 300}).cost_nano
+    price = bg.get_price("gpt-4o-mini")
+    costs = sorted(
+        price.cost_nano(bg.Usage(input_tokens=p, output_tokens=c)) for p, c in USAGES.values() for _ in "ab"
+    )  # two calls per user (carol, carol, alice, alice, bob, bob)
+    report = json.loads(run(store, "report", "--by", "model", "--format", "json").output)
+    (mini,) = [r for r in report["rows"] if r["key"] == "gpt-4o-mini"]
+    assert (mini["calls"], bg.to_nano(mini["estimated_usd"]), bg.to_nano(mini["cost_usd"])) == (
+        6, 6 * worst, sum(costs)
+    )  # fmt: skip
+    ratios = [Fraction(c, worst) for c in costs]
+    # nearest rank of 6: median is the 3rd (alice), p95 the 6th (bob), max the 6th
+    assert (mini["ratio_median"], mini["ratio_p95"], mini["ratio_max"]) == (
+        _shown(ratios[2]), _shown(ratios[5]), _shown(ratios[5])
+    )  # fmt: skip
+    table = run(store, "report", "--by", "model")
+    assert "actual / worst-case estimate by model" in table.output and _shown(ratios[2]) in table.output
+    by_function = json.loads(run(store, "report", "--by", "function", "--format", "json").output)
+    keys = {r["key"]: r["calls"] for r in by_function["rows"]}
+    assert keys == {"tests.test_cli.store.<locals>.call": 6}  # the refused call is no row's call
+    _, total = bg.report(bg.read_journal(bg.open_ledger(store[0]), since=None).entries, "model")
+    assert total.calibration is not None and total.calibration.median == ratios[2]

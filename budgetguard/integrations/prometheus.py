@@ -68,6 +68,7 @@ class PrometheusHook:
         )
         self.refusals = counter("refusals", "Calls refused by a budget")
         self.overruns = counter("overruns", "Calls that cost more than was reserved")
+        self.fits = counter("fits", "Calls whose max output tokens were lowered to fit what was left")
         self.routes = counter("routes", "Calls routed to another model", ("from_model", "to_model"))
         self.tokens = counter("tokens", "Tokens charged", ("model", "type"))
         self.thresholds = counter(
@@ -97,6 +98,9 @@ class PrometheusHook:
         elif event.kind == "overrun":
             for label in labels:
                 self.overruns.labels(*label).inc()
+        elif event.kind == "fitted":
+            for label in labels:
+                self.fits.labels(*label).inc()
         elif event.kind == "routed":
             self.routes.labels(model, str(event.data.get("to"))).inc()
         elif event.kind == "threshold" and "scope" in event.data:

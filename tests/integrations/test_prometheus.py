@@ -150,3 +150,19 @@ def test_a_call_without_a_budget_is_counted_but_has_no_remaining_gauge() -> None
     spent = value(registry, "spent_usd_total", scope_kind="global", scope_id="", model="gpt-4o-mini")
     assert spent == pytest.approx(float(COST))
     assert [s for m in registry.collect() for s in m.samples if s.name == "budgetguard_remaining"] == []
+
+
+def test_fitted_calls_are_counted() -> None:
+    registry = CollectorRegistry()
+    guard = bg.Guard(
+        "memory://", budgets=[bg.Budget("team", usd="0.001", per="day")], on_event=PrometheusHook(registry)
+    )
+
+    @guard.with_budget(team="core", fit=10)
+    def plan(*, model: str, messages: list[Any], max_tokens: int) -> Any:
+        return {"usage": {"prompt_tokens": 10, "completion_tokens": max_tokens}}
+
+    plan(model="gpt-4o", messages=MESSAGES, max_tokens=1000)  # $0.01 worst case: lowered to fit $0.001
+    assert value(registry, "fits_total", scope_kind="team", scope_id="", model="gpt-4o") == 1
+    assert registry.get_sample_value("budgetguard_refusals_total", {"scope_kind": "team", "scope_id": "",
+                                                                    "model": "gpt-4o"}) is None  # fmt: skip

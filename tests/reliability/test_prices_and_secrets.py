@@ -171,5 +171,6 @@ def test_guarded_call_meta_in_the_journal_is_bookkeeping_only() -> None:
     flags = {"usage_missing", "interrupted", "overrun", "error", "reasoning_worst_case", "unpriced"}
     bookkeeping = {"model", "attempt", "scopes", "variant", "job", "estimated_usd", "usage", "cost_nano"}
     bookkeeping |= {"served_model", "priced_as", "served_tier"}  # what answered, what it was charged as
+    bookkeeping |= {"function", "fitted", "reserved_usd"}  # the decorated function's name, fit=, hold=
     assert set(entry.data) <= bookkeeping | flags
     assert budgetguard.Usage(**entry.data["usage"]).total_tokens == 2306
