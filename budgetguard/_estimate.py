@@ -102,6 +102,10 @@ class Estimate:
     the output so far and the tool results, capped at the context window): see ``budgetguard._passes``."""
     tool_results_defaulted: tuple[str, ...] = ()
     """The tools whose results were reserved at the calibrated ``DEFAULT_TOOL_RESULT_TOKENS``."""
+    tool_results: tuple[tuple[int | None, int], ...] = ()
+    """The server-side tool results the passes may read, as ``(tokens, calls)`` groups."""
+    advisors: tuple[tuple[str, int], ...] = ()
+    """Anthropic advisor uses, as ``(model, most tokens written)``: passes, and results read back."""
 
     @property
     def cost(self) -> Decimal:
@@ -263,48 +267,52 @@ class Estimator:
         if unseen:
             input_tokens = self._unseen_bound(input_tokens, price, unseen)
         tools = self.server_tools.read(request, shape, price.rates_for(input_tokens), model)
-        calls, results, defaulted = tools.fees, list(tools.results), tools.defaulted
-        passes: tuple[Pass, ...] = ()
+        advisors: tuple[tuple[str, int], ...] = ()
+        defaulted = tools.defaulted
         if shape == "anthropic" and request.get("tools"):
-            advisors, advised = self._advisor_passes(request, provider, variant)
-            defaulted += advised
-            results += [(written, 1) for _, written in advisors]  # each advice is read back
-            context = largest_read(input_tokens, output_tokens, results, price.context_window)
-            passes = tuple(Pass("advisor_message", m, Usage(context, output_tokens=w)) for m, w in advisors)
-        extra = pass_input(input_tokens, output_tokens, results, price.context_window, model)
-        input_tokens += extra  # every pass after a server-side tool call reads the request again
+            found, advised = self._advisor_passes(request, provider, variant)
+            advisors, defaulted = tuple(found), defaulted + advised
+        shown = Estimate(
+            model, input_tokens, output_tokens, 0, price, cache_write, variant, counted, tools.fees,
+            defaulted, _wants_audio(request), (), unseen, provider, 0, tools.sized,
+            tuple(tools.results), advisors,
+        )  # fmt: skip
+        return self.priced(shown, output_tokens)
+
+    def priced(self, est: Estimate, output_tokens: int) -> Estimate:
+        """``est`` with ``output_tokens`` of output: the input its tools' passes re-read, its advisor
+        passes and its cost, recomputed (``fit=`` prices a lowered max output this way).
+
+        Each advice is read back as a tool result; every pass after a server-side tool call reads the
+        request again; the whole call's input picks the price tier; every unit is summed and rounded
+        up once."""
+        price, window = est.price, est.price.context_window
+        input_tokens = est.input_tokens - est.tool_pass_tokens  # what the request itself shows
+        results = [*est.tool_results, *((written, 1) for _, written in est.advisors)]
+        passes: tuple[Pass, ...] = ()
+        if est.advisors:
+            read = largest_read(input_tokens, output_tokens, results, window)
+            passes = tuple(Pass("advisor_message", m, Usage(read, output_tokens=w)) for m, w in est.advisors)
+        extra = pass_input(input_tokens, output_tokens, results, window, est.model) if results else 0
+        input_tokens += extra
+        cache_write, audio, calls = est.cache_write, est.audio_output, est.tool_calls
         write_5m = input_tokens if cache_write == "5m" else 0
         write_1h = input_tokens if cache_write == "1h" else 0
         uncached = input_tokens - write_5m - write_1h
-        rates = price.rates_for(input_tokens)  # the passes' input too: the tier of the whole call
-        audio = _wants_audio(request)  # audio output: every output token may be audio, the dearer rate
         if audio or calls or passes:  # every unit in one sum, rounded up once
             worst = Usage(
                 uncached, 0, write_5m, write_1h, 0 if audio else output_tokens,
                 output_audio_tokens=output_tokens if audio else 0, passes=passes,
                 **{_FEE_UNITS[name]: count for name, count in calls},
             )  # fmt: skip
-            cost_nano = self.prices.cost_nano(price, worst, provider=provider, variant=variant)
+            cost_nano = self.prices.cost_nano(price, worst, provider=est.provider, variant=est.variant)
         else:
+            rates = price.rates_for(input_tokens)  # the passes' input too: the tier of the whole call
             cost_nano = rates.cost_nano_of(uncached, 0, write_5m, write_1h, output_tokens)
-        return Estimate(
-            model=model,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost_nano=cost_nano,
-            price=price,
-            cache_write=cache_write,
-            variant=variant,
-            counted=counted,
-            tool_calls=calls,
-            tools_defaulted=defaulted,
-            audio_output=audio,
-            passes=passes,
-            unseen=unseen,
-            provider=provider,
-            tool_pass_tokens=extra,
-            tool_results_defaulted=tools.sized,
-        )
+        return dataclasses.replace(
+            est, input_tokens=input_tokens, output_tokens=output_tokens, cost_nano=cost_nano,
+            passes=passes, tool_pass_tokens=extra,
+        )  # fmt: skip
 
     def _advisor_passes(
         self, request: Mapping[str, Any], provider: str | None, variant: Variant | None

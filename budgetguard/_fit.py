@@ -7,8 +7,8 @@ request's max output tokens (``max_tokens``, ``max_completion_tokens`` or ``max_
 request's API names it; per choice for a chat with ``n``) to the largest value whose worst case fits,
 down to the floor. The SDK call receives the lowered value, so the provider enforces it. Below the
 floor, or when the input alone does not fit, the call is reserved at its worst case and refused as
-without ``fit``. The worst case at a given output is ``worst_cost``: the estimate's own price and
-rates, every unit rounded up once, as the estimator prices it.
+without ``fit``. The worst case at a given output is ``Estimator.priced``: the estimator's own
+pricing (the passes of server-side tools re-read the output), every unit rounded up once.
 
 Routing comes first: each model of ``route=`` is tried at its worst case, and only the last one is
 fitted (a cheaper model's whole answer rather than a cut-short one from a dearer model).
@@ -16,7 +16,6 @@ fitted (a cheaper model's whole answer rather than a cut-short one from a dearer
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,12 +23,11 @@ from typing import Any
 
 from ._budgets import Unit
 from ._errors import ConfigurationError
-from ._estimate import Estimate, _n
+from ._estimate import Estimate, Estimator, _n
 from ._ledger import CounterStatus
-from ._pricing import PriceBook
 from ._providers import api_of
 
-__all__ = ["DEFAULT_MIN_OUTPUT_TOKENS", "Fit", "Fitting", "fit_for", "fit_option", "worst_cost"]
+__all__ = ["DEFAULT_MIN_OUTPUT_TOKENS", "Fit", "Fitting", "fit_for", "fit_option"]
 
 DEFAULT_MIN_OUTPUT_TOKENS = 256
 """The floor of ``fit=True``: below 256 output tokens (per choice) an answer is rarely worth having."""
@@ -73,18 +71,6 @@ def fit_option(value: bool | int | Fit | None) -> Fit | None:
     )
 
 
-def worst_cost(prices: PriceBook, est: Estimate, output_tokens: int) -> int:
-    """The worst case of ``est`` with ``output_tokens`` of output (all choices), in nano-USD, rounded up
-    once: its usage priced at its own price, provider and variant. Advisor passes keep the context the
-    estimate gave them (an upper bound: they read no more of a shorter output)."""
-    usage = est.usage
-    if est.audio_output:
-        usage = dataclasses.replace(usage, output_audio_tokens=output_tokens)
-    else:
-        usage = dataclasses.replace(usage, output_tokens=output_tokens)
-    return prices.cost_nano(est.price, usage, provider=est.provider, variant=est.variant)
-
-
 def output_keys(request: Mapping[str, Any], api: str) -> tuple[str, ...]:
     """The keys ``request``'s API reads its max output tokens from (the estimator's order), or ``()``
     for a request without output (embeddings)."""
@@ -118,7 +104,7 @@ class Fitting:
         model: str | None,
         est: Estimate,
         statuses: Sequence[CounterStatus],
-        prices: PriceBook,
+        estimator: Estimator,
         hold_usd: Callable[[int], int],
     ) -> tuple[Estimate, dict[str, Any]] | None:
         """``(estimate, journal note)`` of the request lowered to fit ``statuses``' smallest remaining,
@@ -136,16 +122,16 @@ class Fitting:
         per_choice = est.output_tokens // n
 
         def fits(per: int) -> bool:
-            out = per * n
+            worst = estimator.priced(est, per * n)
             usd: int | None = None
             for status in statuses:
                 unit = status.counter.unit
                 if unit is Unit.USD:
                     if usd is None:
-                        usd = hold_usd(worst_cost(prices, est, out))
+                        usd = hold_usd(worst.cost_nano)
                     amount = usd
                 elif unit is Unit.TOKENS:
-                    amount = est.input_tokens + out
+                    amount = worst.input_tokens + worst.output_tokens
                 else:
                     amount = 1
                 if amount > status.remaining:
@@ -180,9 +166,7 @@ class Fitting:
                 )
         self.sent.update(dict.fromkeys(chosen, low))
         old = request.get(given[0]) if given else None
-        out = low * n
-        fitted = dataclasses.replace(est, output_tokens=out, cost_nano=worst_cost(prices, est, out))
-        return fitted, {"from": old, "to": low}
+        return estimator.priced(est, low * n), {"from": old, "to": low}
 
 
 def fit_for(

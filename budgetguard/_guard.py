@@ -543,7 +543,7 @@ class Guard:
                         ctx.store_down(down)  # fail_closed raises; fail_open reserves it unfitted
                     else:
                         held = functools.partial(held_usd, plan.hold, learned)
-                        lowered = plan.fit.lower(model, est, statuses, self.prices, held)
+                        lowered = plan.fit.lower(model, est, statuses, self.estimator, held)
                     if lowered is not None and lowered[1]:  # lowered to fit what is left
                         est, fitted = lowered
                         usd = None if plan.hold is None else held_usd(plan.hold, learned, est.cost_nano)

@@ -13,7 +13,6 @@ import pytest
 
 import budgetguard
 from budgetguard import Budget, BudgetExceededError, ConfigurationError, Fit, Unit
-from budgetguard._fit import worst_cost
 from tests.guard.conftest import MakeGuard
 from tests.guard.payloads import (
     anthropic_client,
@@ -249,6 +248,9 @@ def test_fit_inside_a_job_fits_the_jobs_hold(make_guard: MakeGuard) -> None:
     assert api.requests[0]["max_tokens"] == 95
 
 
+ESTIMATOR = budgetguard.Estimator()
+
+
 @pytest.mark.parametrize(
     "request_",
     [
@@ -280,11 +282,11 @@ def test_worst_cost_is_the_estimators_price_of_the_lowered_request(request_: dic
     est = budgetguard.estimate(request_)
     key = "max_output_tokens" if "input" in request_ else "max_tokens"
     n = request_.get("n", 1)
-    assert worst_cost(budgetguard.price_book, est, est.output_tokens) == est.cost_nano
+    assert ESTIMATOR.priced(est, est.output_tokens) == est
     for per_choice in (1, 37, 256):
         lowered = budgetguard.estimate({**request_, key: per_choice})
         assert lowered.output_tokens == per_choice * n
-        assert worst_cost(budgetguard.price_book, est, per_choice * n) == lowered.cost_nano
+        assert ESTIMATOR.priced(est, per_choice * n) == lowered  # tool passes re-read the lower output too
 
 
 def test_routing_comes_first_and_the_last_model_is_fitted(make_guard: MakeGuard) -> None:
