@@ -272,30 +272,51 @@ class Estimator:
         if shape == "anthropic" and request.get("tools"):
             found, advised = self._advisor_passes(request, provider, variant)
             advisors, defaulted = tuple(found), defaulted + advised
-        shown = Estimate(
-            model, input_tokens, output_tokens, 0, price, cache_write, variant, counted, tools.fees,
-            defaulted, _wants_audio(request), (), unseen, provider, 0, tools.sized,
-            tuple(tools.results), advisors,
+        audio = _wants_audio(request)
+        results = tuple(tools.results)
+        input_tokens, passes, extra, cost_nano = self._worst(
+            model, price, provider, variant, input_tokens, output_tokens, cache_write, audio, tools.fees,
+            results, advisors,
         )  # fmt: skip
-        return self.priced(shown, output_tokens)
+        return Estimate(
+            model, input_tokens, output_tokens, cost_nano, price, cache_write, variant, counted, tools.fees,
+            defaulted, audio, passes, unseen, provider, extra, tools.sized, results, advisors,
+        )  # fmt: skip
 
     def priced(self, est: Estimate, output_tokens: int) -> Estimate:
-        """``est`` with ``output_tokens`` of output: the input its tools' passes re-read, its advisor
-        passes and its cost, recomputed (``fit=`` prices a lowered max output this way).
+        """``est`` with ``output_tokens`` of output, its input, passes and cost recomputed as the
+        estimator prices a request with that max output (``fit=`` lowers a call's output this way)."""
+        input_tokens, passes, extra, cost_nano = self._worst(
+            est.model, est.price, est.provider, est.variant, est.input_tokens - est.tool_pass_tokens,
+            output_tokens, est.cache_write, est.audio_output, est.tool_calls, est.tool_results, est.advisors,
+        )  # fmt: skip
+        return Estimate(
+            est.model, input_tokens, output_tokens, cost_nano, est.price, est.cache_write, est.variant,
+            est.counted, est.tool_calls, est.tools_defaulted, est.audio_output, passes, est.unseen,
+            est.provider, extra, est.tool_results_defaulted, est.tool_results, est.advisors,
+        )  # fmt: skip
+
+    def _worst(
+        self, model: str, price: Price, provider: str | None, variant: Variant | None, shown: int,
+        output_tokens: int, cache_write: str | None, audio: bool, calls: tuple[tuple[str, int], ...],
+        results: tuple[tuple[int | None, int], ...], advisors: tuple[tuple[str, int], ...],
+    ) -> tuple[int, tuple[Pass, ...], int, int]:  # fmt: skip
+        """The worst case of a call that shows ``shown`` input tokens and writes ``output_tokens``:
+        ``(input tokens, advisor passes, tool-pass input, cost in nano-USD)``.
 
         Each advice is read back as a tool result; every pass after a server-side tool call reads the
         request again; the whole call's input picks the price tier; every unit is summed and rounded
         up once."""
-        price, window = est.price, est.price.context_window
-        input_tokens = est.input_tokens - est.tool_pass_tokens  # what the request itself shows
-        results = [*est.tool_results, *((written, 1) for _, written in est.advisors)]
+        input_tokens, extra = shown, 0
         passes: tuple[Pass, ...] = ()
-        if est.advisors:
-            read = largest_read(input_tokens, output_tokens, results, window)
-            passes = tuple(Pass("advisor_message", m, Usage(read, output_tokens=w)) for m, w in est.advisors)
-        extra = pass_input(input_tokens, output_tokens, results, window, est.model) if results else 0
-        input_tokens += extra
-        cache_write, audio, calls = est.cache_write, est.audio_output, est.tool_calls
+        if results or advisors:
+            window = price.context_window
+            read = [*results, *((written, 1) for _, written in advisors)]
+            if advisors:
+                seen = largest_read(shown, output_tokens, read, window)
+                passes = tuple(Pass("advisor_message", m, Usage(seen, output_tokens=w)) for m, w in advisors)
+            extra = pass_input(shown, output_tokens, read, window, model)
+            input_tokens += extra
         write_5m = input_tokens if cache_write == "5m" else 0
         write_1h = input_tokens if cache_write == "1h" else 0
         uncached = input_tokens - write_5m - write_1h
@@ -305,14 +326,12 @@ class Estimator:
                 output_audio_tokens=output_tokens if audio else 0, passes=passes,
                 **{_FEE_UNITS[name]: count for name, count in calls},
             )  # fmt: skip
-            cost_nano = self.prices.cost_nano(price, worst, provider=est.provider, variant=est.variant)
-        else:
-            rates = price.rates_for(input_tokens)  # the passes' input too: the tier of the whole call
-            cost_nano = rates.cost_nano_of(uncached, 0, write_5m, write_1h, output_tokens)
-        return dataclasses.replace(
-            est, input_tokens=input_tokens, output_tokens=output_tokens, cost_nano=cost_nano,
-            passes=passes, tool_pass_tokens=extra,
-        )  # fmt: skip
+            cost_nano = self.prices.cost_nano(price, worst, provider=provider, variant=variant)
+        else:  # the passes' input too picks the tier: the whole call's
+            cost_nano = price.rates_for(input_tokens).cost_nano_of(
+                uncached, 0, write_5m, write_1h, output_tokens
+            )
+        return input_tokens, passes, extra, cost_nano
 
     def _advisor_passes(
         self, request: Mapping[str, Any], provider: str | None, variant: Variant | None
