@@ -1,0 +1,192 @@
+"""OpenAI image and file input bounds: the vision tile and patch rules, image sizes read from data URLs,
+and PDF pages counted offline.
+
+An image costs what OpenAI's published vision rules say for its size; without its size (an image by
+URL or ``file_id``) the largest image the rule admits is charged. A base64 PDF is bounded page by page
+(each page's text plus its rendered image), never by the length of its base64 text.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+import struct
+import zlib
+from decimal import Decimal
+
+__all__ = ["file_data_tokens", "image_tokens", "image_size"]
+
+# Tile models (OpenAI's vision guide): base + per 512px tile after scaling to fit 2048x2048 and the
+# short side to 768 (at most 2 x 4 tiles). "low" detail costs the base only.
+_IMAGE_TILE_RULES: tuple[tuple[str, int, int], ...] = (
+    ("gpt-4o-mini", 2833, 5667),
+    ("o1", 75, 150),
+    ("o3", 75, 150),
+    ("computer-use", 65, 129),
+    ("gpt-5", 70, 140),  # gpt-5, gpt-5.1, gpt-5-chat (the patch models below are matched first)
+    ("", 85, 170),  # gpt-4o, gpt-4.1, gpt-4-turbo and the default
+)
+# Patch models count 32px patches up to a budget (the image is scaled down to fit it), times a
+# multiplier; "low" detail does not lower it. Multipliers are OpenAI's published ones (vision guide),
+# which are above what the API was measured to report for gpt-5-mini (1.2) and gpt-5-nano (1.5).
+# gpt-5.2 and later full-size models: 2,500 patches at "high"/"auto", 10,000 at "original", x 1.2
+# (measured by OpenAI's community on the API; the guide names the budgets, not this multiplier).
+_IMAGE_PATCH_RULES: tuple[tuple[str, Decimal, int, int], ...] = (
+    # (model prefix, multiplier, patch budget, budget at detail "original")
+    ("gpt-4.1-mini", Decimal("1.62"), 1536, 1536),
+    ("gpt-4.1-nano", Decimal("2.46"), 1536, 1536),
+    ("o4-mini", Decimal("1.72"), 1536, 1536),
+    ("codex-mini", Decimal("1.72"), 1536, 1536),
+    ("gpt-5-mini", Decimal("1.62"), 1536, 1536),
+    ("gpt-5-nano", Decimal("2.46"), 1536, 1536),
+    ("gpt-5.", Decimal("1.62"), 1536, 1536),  # gpt-5.x-mini / -nano: matched by _patch_rule
+    ("gpt-5.", Decimal("1.2"), 2500, 10000),  # gpt-5.2 and later full-size models
+)
+MAX_IMAGE_TILES = 8
+TILE = 512
+PATCH = 32
+
+
+def _patch_rule(bare: str) -> tuple[Decimal, int, int] | None:
+    small = bare.endswith(("-mini", "-nano")) or "-mini-" in bare or "-nano-" in bare
+    for prefix, multiplier, budget, original in _IMAGE_PATCH_RULES:
+        if not bare.startswith(prefix):
+            continue
+        if prefix == "gpt-5.":
+            if bare.startswith(("gpt-5.0", "gpt-5.1")):
+                return None  # gpt-5.1: the gpt-5 tile rule
+            if small != (budget == 1536):
+                continue
+        return multiplier, budget, original
+    return None
+
+
+def image_tokens(model: str, detail: str = "auto", size: tuple[int, int] | None = None) -> int:
+    """A safe upper bound on the input tokens of one image for ``model``: exact by OpenAI's rules when
+    ``size`` (width, height) is known, else the largest image the rule admits."""
+    bare = model.rsplit("/", 1)[-1]
+    patch = _patch_rule(bare)
+    if patch is not None:
+        multiplier, budget, original = patch
+        cap = original if detail == "original" else budget
+        patches = cap if size is None else min(math.ceil(size[0] / PATCH) * math.ceil(size[1] / PATCH), cap)
+        return math.ceil(patches * multiplier)
+    for prefix, base, tile in _IMAGE_TILE_RULES:
+        if bare.startswith(prefix):
+            if detail == "low":
+                return base
+            return base + tile * (MAX_IMAGE_TILES if size is None else _tiles(*size))
+    raise AssertionError("unreachable: the last rule matches every model")
+
+
+def _tiles(width: int, height: int) -> int:
+    """512px tiles after fitting 2048x2048 and scaling the short side to 768 (up or down: the larger)."""
+    scale = min(1.0, 2048 / max(width, height))
+    w, h = width * scale, height * scale
+    scale = 768 / min(w, h)
+    w, h = w * scale, h * scale
+    return min(math.ceil(w / TILE) * math.ceil(h / TILE), MAX_IMAGE_TILES)
+
+
+_DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?(?:;[^,;]*)*;base64,", re.ASCII)
+
+
+def _decoded(data: str, limit: int | None = None) -> bytes | None:
+    """The bytes of a base64 string or data URL (``None`` when it is neither)."""
+    match = _DATA_URL.match(data)
+    payload = data[match.end() :] if match else data
+    if limit is not None:
+        payload = payload[: limit // 3 * 4]
+    try:
+        return base64.b64decode(payload, validate=False)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def image_size(url: str) -> tuple[int, int] | None:
+    """(width, height) of a PNG, JPEG, GIF or WebP image given as a data URL, else ``None``."""
+    if not url.startswith("data:"):
+        return None
+    head = _decoded(url, 1 << 16)
+    if not head:
+        return None
+    try:
+        if head[:8] == b"\x89PNG\r\n\x1a\n":
+            return struct.unpack(">II", head[16:24])
+        if head[:6] in (b"GIF87a", b"GIF89a"):
+            return struct.unpack("<HH", head[6:10])
+        if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+            return _webp_size(head)
+        if head[:2] == b"\xff\xd8":
+            return _jpeg_size(head)
+    except struct.error:
+        return None
+    return None
+
+
+def _webp_size(head: bytes) -> tuple[int, int] | None:
+    chunk = head[12:16]
+    if chunk == b"VP8X":
+        w = int.from_bytes(head[24:27], "little") + 1
+        h = int.from_bytes(head[27:30], "little") + 1
+        return w, h
+    if chunk == b"VP8L":
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 ":
+        w, h = struct.unpack("<HH", head[26:30])
+        return w & 0x3FFF, h & 0x3FFF
+    return None
+
+
+def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+    i = 2
+    while i + 9 < len(head):
+        if head[i] != 0xFF:
+            return None
+        marker = head[i + 1]
+        length = struct.unpack(">H", head[i + 2 : i + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            h, w = struct.unpack(">HH", head[i + 5 : i + 9])
+            return w, h
+        i += 2 + length
+    return None
+
+
+# -- files (PDF) -------------------------------------------------------------------------------------
+
+_PAGE = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
+_STREAM = re.compile(rb"stream\r?\n")
+_MAX_INFLATED = 64 << 20  # bytes inflated per file: past it, the rest counts as inflated to the cap
+
+
+def _text_bytes(pdf: bytes) -> int:
+    """An upper bound on the bytes of text a PDF holds: its raw bytes plus its compressed streams
+    inflated (text is drawn from content streams, at most one character per byte of them)."""
+    total = len(pdf)
+    for match in _STREAM.finditer(pdf):
+        inflater = zlib.decompressobj()
+        try:
+            total += len(inflater.decompress(pdf[match.end() :], _MAX_INFLATED))
+        except zlib.error:
+            continue  # not a deflate stream: its raw bytes are counted
+        if inflater.unconsumed_tail:
+            return total + _MAX_INFLATED * len(_STREAM.findall(pdf))
+    return total
+
+
+def file_data_tokens(data: str, model: str) -> int:
+    """An upper bound on the input tokens of a base64 file (``file_data``) for ``model``.
+
+    A PDF reaches the model as each page's text and an image of each page: its pages (counted in the
+    file) at the model's largest image, plus one token per byte of text it can hold. Another file is
+    read as text: one token per byte."""
+    raw = _decoded(data)
+    if raw is None:
+        return math.ceil(len(data) * 3 / 4)
+    if raw[:5] == b"%PDF-":
+        pages = max(len(_PAGE.findall(raw)), 1)
+        return pages * image_tokens(model, "high") + _text_bytes(raw)
+    return len(raw)
