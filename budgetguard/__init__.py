@@ -56,7 +56,12 @@ from ._pricing import (
 )
 from ._tokens import count_text_tokens, get_encoding
 from ._tokens_claude import count_anthropic_tokens
-from ._tokens_openai import count_message_tokens, count_responses_tokens, count_tool_tokens
+from ._tokens_openai import (
+    count_message_tokens,
+    count_openai_request,
+    count_responses_tokens,
+    count_tool_tokens,
+)
 from ._usage import Pass, Usage
 
 __all__ = [
@@ -100,6 +105,7 @@ __all__ = [
     "cost",
     "count_anthropic_tokens",
     "count_message_tokens",
+    "count_openai_request",
     "count_responses_tokens",
     "count_text_tokens",
     "count_tool_tokens",

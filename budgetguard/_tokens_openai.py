@@ -97,10 +97,16 @@ def _image_part(part: Mapping[str, Any], model: str) -> int:
     return image_tokens(model, detail or "auto", size)
 
 
+def _file_of(part: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A file part's fields: chat nests them under ``file``, Responses ``input_file`` is flat."""
+    nested = part.get("file")
+    return nested if isinstance(nested, Mapping) else part
+
+
 def _file_part(part: Mapping[str, Any], encoding: tiktoken.Encoding, model: str) -> int:
     """A file part: its base64 ``file_data`` bounded (its name counted); by id or URL it is unseen
     input (``unseen_inputs``) and counts its name only."""
-    file = part.get("file") if isinstance(part.get("file"), Mapping) else part
+    file = _file_of(part)
     name = file.get("filename")
     total = _cache.count(encoding, name) if isinstance(name, str) else 0
     data = file.get("file_data")
@@ -369,7 +375,7 @@ def unseen_inputs(request: Mapping[str, Any]) -> tuple[str, ...]:
         if kind == "item_reference" and "item_reference" not in found:
             found.append("item_reference")
         elif kind in ("file", "input_file"):
-            file = part.get("file") if isinstance(part.get("file"), Mapping) else part
+            file = _file_of(part)
             for key in ("file_id", "file_url"):
                 if file.get(key) and key not in found:
                     found.append(key)

@@ -643,6 +643,7 @@ def test_public_names_are_exported() -> None:
     for name in (
         "count_anthropic_tokens",
         "count_message_tokens",
+        "count_openai_request",
         "count_responses_tokens",
         "count_text_tokens",
         "count_tool_tokens",
