@@ -31,36 +31,35 @@ _IMAGE_TILE_RULES: tuple[tuple[str, int, int], ...] = (
 # Patch models count 32px patches up to a budget (the image is scaled down to fit it), times a
 # multiplier; "low" detail does not lower it. Multipliers are OpenAI's published ones (vision guide),
 # which are above what the API was measured to report for gpt-5-mini (1.2) and gpt-5-nano (1.5).
-# gpt-5.2 and later full-size models: 2,500 patches at "high"/"auto", 10,000 at "original", x 1.2
-# (measured by OpenAI's community on the API; the guide names the budgets, not this multiplier).
-_IMAGE_PATCH_RULES: tuple[tuple[str, Decimal, int, int], ...] = (
-    # (model prefix, multiplier, patch budget, budget at detail "original")
-    ("gpt-4.1-mini", Decimal("1.62"), 1536, 1536),
-    ("gpt-4.1-nano", Decimal("2.46"), 1536, 1536),
-    ("o4-mini", Decimal("1.72"), 1536, 1536),
-    ("codex-mini", Decimal("1.72"), 1536, 1536),
-    ("gpt-5-mini", Decimal("1.62"), 1536, 1536),
-    ("gpt-5-nano", Decimal("2.46"), 1536, 1536),
-    ("gpt-5.", Decimal("1.62"), 1536, 1536),  # gpt-5.x-mini / -nano: matched by _patch_rule
-    ("gpt-5.", Decimal("1.2"), 2500, 10000),  # gpt-5.2 and later full-size models
+_PatchRule = tuple[Decimal, int, int]  # (multiplier, patch budget, budget at detail "original")
+_IMAGE_PATCH_RULES: tuple[tuple[str, _PatchRule], ...] = (
+    ("gpt-4.1-mini", (Decimal("1.62"), 1536, 1536)),
+    ("gpt-4.1-nano", (Decimal("2.46"), 1536, 1536)),
+    ("o4-mini", (Decimal("1.72"), 1536, 1536)),
+    ("codex-mini", (Decimal("1.72"), 1536, 1536)),
+    ("gpt-5-mini", (Decimal("1.62"), 1536, 1536)),
+    ("gpt-5-nano", (Decimal("2.46"), 1536, 1536)),
 )
+# gpt-5.2 and later: mini / nano as gpt-5-nano (the larger published multiplier); full-size models
+# 2,500 patches at "high"/"auto" and 10,000 at "original", x 1.2 (the guide names the budgets; the
+# multiplier was measured on the API by OpenAI's community).
+_GPT5_SMALL: _PatchRule = (Decimal("2.46"), 1536, 1536)
+_GPT5_LARGE: _PatchRule = (Decimal("1.2"), 2500, 10000)
+_GPT5_MINOR = re.compile(r"gpt-5\.(\d+)")
 MAX_IMAGE_TILES = 8
 TILE = 512
 PATCH = 32
 
 
-def _patch_rule(bare: str) -> tuple[Decimal, int, int] | None:
-    small = bare.endswith(("-mini", "-nano")) or "-mini-" in bare or "-nano-" in bare
-    for prefix, multiplier, budget, original in _IMAGE_PATCH_RULES:
-        if not bare.startswith(prefix):
-            continue
-        if prefix == "gpt-5.":
-            if bare.startswith(("gpt-5.0", "gpt-5.1")):
-                return None  # gpt-5.1: the gpt-5 tile rule
-            if small != (budget == 1536):
-                continue
-        return multiplier, budget, original
-    return None
+def _patch_rule(bare: str) -> _PatchRule | None:
+    for prefix, rule in _IMAGE_PATCH_RULES:
+        if bare.startswith(prefix):
+            return rule
+    minor = _GPT5_MINOR.match(bare)
+    if minor is None or int(minor.group(1)) < 2:
+        return None  # gpt-5, gpt-5.1 and older models: the tile rules
+    small = any(f"-{size}" in bare for size in ("mini", "nano"))
+    return _GPT5_SMALL if small else _GPT5_LARGE
 
 
 def image_tokens(model: str, detail: str = "auto", size: tuple[int, int] | None = None) -> int:
