@@ -387,3 +387,22 @@ def test_estimate_cost_equals_the_cost_of_its_usage(request_: dict[str, Any]) ->
 def test_repr_shows_the_cost() -> None:
     est = estimate({"model": "gpt-4o", "messages": JARGON_MESSAGES, "max_tokens": 100, "n": 3})
     assert repr(est) == "Estimate(model='gpt-4o', input_tokens=124, output_tokens=300, cost=$0.00331)"
+
+
+def test_files_by_reference_are_bounded_by_the_context_window() -> None:
+    part = {"type": "input_file", "file_id": "file-abc"}
+    request = {"model": "gpt-4o", "input": [{"role": "user", "content": [part]}], "max_output_tokens": 10}
+    est = estimate(request)
+    assert est.unseen == ("file_id",)
+    assert est.input_tokens == 128_000
+    shown = count_openai_request(request)
+    assert Estimator(unseen_tokens=2000)(request).input_tokens == shown + 2000
+
+
+def test_structured_output_raises_the_estimate() -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    request = {"model": "gpt-4o", "messages": QUESTION, "max_tokens": 10}
+    fmt = {"type": "json_schema", "json_schema": {"name": "Answer", "schema": schema}}
+    with_format = estimate({**request, "response_format": fmt})
+    assert with_format.input_tokens == count_openai_request({**request, "response_format": fmt})
+    assert with_format.input_tokens > estimate(request).input_tokens + 10

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
 import os
+import struct
 import subprocess
 import sys
 import textwrap
 import threading
+import zlib
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -31,7 +34,8 @@ from budgetguard import (
     get_encoding,
 )
 from budgetguard._tokens import encoding_for_model
-from budgetguard._tokens_openai import image_tokens
+from budgetguard._tokens_media import file_data_tokens
+from budgetguard._tokens_openai import image_tokens, unseen_inputs
 
 # -- the OpenAI cookbook's API-reported counts ("How to count tokens with tiktoken") ---------------
 
@@ -650,3 +654,253 @@ def test_public_names_are_exported() -> None:
         "get_encoding",
     ):
         assert callable(getattr(budgetguard, name))
+
+
+# -- whole OpenAI requests: what the API adds beyond the cookbook (count_openai_request) -----------
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"rating": {"type": "integer"}, "joke": {"type": "string"}},
+    "required": ["rating", "joke"],
+    "additionalProperties": False,
+}
+QUESTION_ITEMS = [{"role": "user", "content": "Tell me a joke."}]
+
+
+def _compact(value: Any) -> int:
+    return _tok(json.dumps(value, separators=(",", ":")))
+
+
+def test_plain_chat_request_is_the_cookbook_count() -> None:
+    for model in ("gpt-4o", "gpt-3.5-turbo", "gpt-5-mini"):
+        request = {"model": model, "messages": JARGON_MESSAGES}
+        assert budgetguard.count_openai_request(request) == count_message_tokens(JARGON_MESSAGES, model)
+
+
+@pytest.mark.parametrize("shape", ["chat", "responses"])
+def test_structured_output_schema_is_counted(shape: str) -> None:
+    if shape == "chat":
+        plain: dict[str, Any] = {"model": "gpt-4o", "messages": QUESTION_ITEMS}
+        fmt = {"type": "json_schema", "json_schema": {"name": "Joke", "schema": SCHEMA, "strict": True}}
+        request = {**plain, "response_format": fmt}
+    else:
+        plain = {"model": "gpt-4o", "input": QUESTION_ITEMS}
+        request = {**plain, "text": {"format": {"type": "json_schema", "name": "Joke", "schema": SCHEMA}}}
+    added = budgetguard.count_openai_request(request) - budgetguard.count_openai_request(plain)
+    assert added == _tok("Joke") + _compact(SCHEMA) + 8  # name, schema as compact JSON, overhead
+
+
+def test_json_object_format_costs_the_overhead_only() -> None:
+    plain = {"model": "gpt-4o", "messages": QUESTION_ITEMS}
+    request = {**plain, "response_format": {"type": "json_object"}}
+    assert budgetguard.count_openai_request(request) - budgetguard.count_openai_request(plain) == 8
+    text = {**plain, "response_format": {"type": "text"}}
+    assert budgetguard.count_openai_request(text) == budgetguard.count_openai_request(plain)
+
+
+def _function(strict: bool) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "name": "get_capital",
+        "description": "",
+        "parameters": {"type": "object", "properties": {"country": {"type": "string"}}},
+        "strict": strict,
+    }
+
+
+def test_strict_tools_add_their_grammar_on_the_responses_api() -> None:
+    base = {"model": "gpt-4o", "input": QUESTION_ITEMS}
+    loose = budgetguard.count_openai_request({**base, "tools": [_function(False)]})
+    strict = budgetguard.count_openai_request({**base, "tools": [_function(True)]})
+    assert strict - loose == 205  # gpt-4o: measured 255 vs 46 on one small strict tool
+    # chat strict tools were measured at the cookbook's count: no grammar overhead there
+    chat = {"model": "gpt-4o", "messages": QUESTION_ITEMS}
+    tool = {"type": "function", "function": {k: v for k, v in _function(True).items() if k != "type"}}
+    loose_tool = {"type": "function", "function": {**tool["function"], "strict": False}}
+    assert budgetguard.count_openai_request({**chat, "tools": [tool]}) == budgetguard.count_openai_request(
+        {**chat, "tools": [loose_tool]}
+    )
+
+
+def test_gpt5_chat_tools_carry_a_preamble_the_responses_api_does_not() -> None:
+    tool = _function(False)
+    chat = {"model": "gpt-5-mini", "messages": QUESTION_ITEMS}
+    chat_tool = {"type": "function", "function": {k: v for k, v in tool.items() if k != "type"}}
+    with_tools = budgetguard.count_openai_request({**chat, "tools": [chat_tool]})
+    cookbook = count_message_tokens(QUESTION_ITEMS, "gpt-5-mini", tools=[chat_tool])
+    assert with_tools == cookbook + 82  # gpt-5-mini chat: 126 counted vs 44 by the cookbook
+    responses = {"model": "gpt-5-mini", "input": QUESTION_ITEMS, "tools": [tool]}
+    cookbook = count_responses_tokens(QUESTION_ITEMS, "gpt-5-mini", tools=[tool])
+    assert budgetguard.count_openai_request(responses) == cookbook + 3  # the Responses overhead only
+
+
+def test_gpt4_era_tools_carry_a_small_margin() -> None:
+    chat = {"model": "gpt-4o", "messages": WEATHER_MESSAGES, "tools": WEATHER_TOOLS}
+    assert budgetguard.count_openai_request(chat) == 101 + 3  # the cookbook's 101, + 3 measured
+
+
+def test_gpt5_items_count_their_header() -> None:
+    call = {"type": "function_call", "call_id": "c1", "name": "get_capital", "arguments": '{"country":"FR"}'}
+    output = {"type": "function_call_output", "call_id": "c1", "output": "Paris"}
+    base = {"model": "gpt-5", "input": QUESTION_ITEMS}
+    with_items = {**base, "input": [*QUESTION_ITEMS, call, output]}
+    added = budgetguard.count_openai_request(with_items) - budgetguard.count_openai_request(base)
+    cookbook = count_responses_tokens(with_items["input"], "gpt-5") - count_responses_tokens(
+        QUESTION_ITEMS, "gpt-5"
+    )
+    assert added == cookbook + 2 * 8
+
+
+def test_additional_tools_items_count_their_tools_and_preamble() -> None:
+    tool = _function(True)
+    item = {"type": "additional_tools", "role": "developer", "tools": [tool]}
+    base = {"model": "gpt-5.4", "input": QUESTION_ITEMS}
+    added = budgetguard.count_openai_request(
+        {**base, "input": [*QUESTION_ITEMS, item]}
+    ) - budgetguard.count_openai_request(base)
+    assert added >= count_tool_tokens([tool], "gpt-5.4") + 82 + 8
+
+
+def test_built_in_tools_add_their_instructions() -> None:
+    base = {"model": "gpt-4.1", "input": QUESTION_ITEMS}
+    search = {"type": "web_search", "search_context_size": "medium"}
+    added = budgetguard.count_openai_request({**base, "tools": [search]}) - budgetguard.count_openai_request(
+        base
+    )
+    assert added == 250 + count_tool_tokens([search], "gpt-4.1")  # gpt-4.1: 329 counted vs 62
+    preview = {"type": "web_search_preview"}
+    assert budgetguard.count_openai_request({**base, "tools": [preview]}) - budgetguard.count_openai_request(
+        base
+    ) == 250 + count_tool_tokens([preview], "gpt-4.1")
+    unmeasured = {"type": "code_interpreter", "container": {"type": "auto"}}
+    added = budgetguard.count_openai_request(
+        {**base, "tools": [unmeasured]}
+    ) - budgetguard.count_openai_request(base)
+    assert added == 352 + count_tool_tokens([unmeasured], "gpt-4.1")  # the largest measured one
+
+
+def test_reasoning_models_and_modes_add_system_text() -> None:
+    chat = {"model": "o3-mini", "messages": QUESTION_ITEMS}
+    assert budgetguard.count_openai_request(chat) == count_message_tokens(QUESTION_ITEMS, "o3-mini") + 7
+    pro = {"model": "gpt-5.6-sol", "input": QUESTION_ITEMS}
+    plain = budgetguard.count_openai_request(pro)
+    assert budgetguard.count_openai_request({**pro, "reasoning": {"mode": "pro"}}) == plain + 1600
+    assert budgetguard.count_openai_request({**pro, "reasoning": {"effort": "low"}}) == plain
+
+
+def test_fine_tuned_models_count_as_their_base_family() -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    request = {"model": "ft:gpt-5-mini:acme::abc123", "messages": QUESTION_ITEMS, "tools": [tool]}
+    assert (
+        budgetguard.count_openai_request(request)
+        == count_message_tokens(QUESTION_ITEMS, "gpt-5-mini", tools=[tool]) + 82
+    )
+
+
+def test_schema_defs_and_nested_parameters_are_counted() -> None:
+    flat = {"type": "object", "properties": {"item": {"$ref": "#/$defs/Item"}}}
+    defs = {"Item": {"type": "object", "properties": {"sku": {"type": "string"}, "qty": {"type": "integer"}}}}
+    tool = {"type": "function", "function": {"name": "order", "parameters": flat}}
+    with_defs = {"type": "function", "function": {"name": "order", "parameters": {**flat, "$defs": defs}}}
+    assert count_tool_tokens([with_defs], "gpt-4o") - count_tool_tokens([tool], "gpt-4o") >= _compact(defs)
+
+
+# -- images and files --------------------------------------------------------------------------------
+
+
+def _png(width: int, height: int) -> str:
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + header
+    ihdr = struct.pack(">I", len(header)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    return "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + ihdr).decode()
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "expected"),
+    [
+        ("gpt-4o", (1024, 1024), 85 + 170 * 4),  # OpenAI's example: 765
+        ("gpt-4o", (2048, 4096), 85 + 170 * 6),  # OpenAI's example: 1105
+        ("gpt-4o", (256, 256), 85 + 170 * 4),  # small images: scaled up to a 768 short side (bound)
+        ("gpt-5", (1024, 1024), 70 + 140 * 4),
+        ("gpt-5-mini", (1024, 1024), math.ceil(1024 * Decimal("1.62"))),  # 32 x 32 patches
+        ("gpt-5-nano", (4000, 3000), math.ceil(1536 * Decimal("2.46"))),  # the patch budget
+        ("gpt-4.1-mini", (1800, 2400), math.ceil(1536 * Decimal("1.62"))),
+    ],
+)
+def test_image_size_from_a_data_url_gives_the_exact_rule(
+    model: str, size: tuple[int, int], expected: int
+) -> None:
+    part = {"type": "image_url", "image_url": {"url": _png(*size), "detail": "high"}}
+    with_image = [{"role": "user", "content": [part]}]
+    without = [{"role": "user", "content": []}]
+    assert count_message_tokens(with_image, model) - count_message_tokens(without, model) == expected
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("gpt-5-mini", math.ceil(1536 * Decimal("1.62"))),  # 2,489: above the tile rule's 1,190
+        ("gpt-5-nano", math.ceil(1536 * Decimal("2.46"))),  # 3,779
+        ("gpt-5.4-mini", math.ceil(1536 * Decimal("2.46"))),
+        ("gpt-5.4", math.ceil(2500 * Decimal("1.2"))),
+        ("gpt-5", 70 + 140 * 8),
+        ("o4-mini", math.ceil(1536 * Decimal("1.72"))),
+    ],
+)
+def test_images_of_unknown_size_take_the_largest_image(model: str, expected: int) -> None:
+    assert image_tokens(model, "high") == expected
+    if model != "gpt-5":  # patch models: "low" detail does not lower the bound
+        assert image_tokens(model, "low") == expected
+
+
+def test_original_detail_raises_the_patch_budget() -> None:
+    assert image_tokens("gpt-5.4", "original") == math.ceil(10_000 * Decimal("1.2"))
+
+
+def _pdf(pages: int, text: bytes = b"BT (Hello) Tj ET") -> bytes:
+    stream = zlib.compress(text)
+    body = b"".join(
+        b"%d 0 obj << /Type /Page /Contents %d 0 R >> endobj\n" % (i, i + 100) for i in range(pages)
+    )
+    streams = b"1000 0 obj << /Filter /FlateDecode >> stream\n" + stream + b"\nendstream endobj\n"
+    return b"%PDF-1.4\n" + body + b"<< /Type /Pages >>\n" + streams + b"%%EOF"
+
+
+def test_base64_pdf_is_bounded_by_pages_and_text() -> None:
+    text = b"BT (" + b"budget " * 500 + b") Tj ET"
+    raw = _pdf(3, text)
+    data = "data:application/pdf;base64," + base64.b64encode(raw).decode()
+    bound = file_data_tokens(data, "gpt-4o")
+    assert bound == 3 * image_tokens("gpt-4o", "high") + len(raw) + len(text)
+    assert bound > _tok("budget " * 500)  # the text it holds, inflated, is inside the bound
+    part = {"type": "file", "file": {"filename": "plan.pdf", "file_data": data}}
+    message = [{"role": "user", "content": [part]}]
+    assert count_message_tokens(message, "gpt-4o") == 3 + 3 + _tok("user") + _tok("plan.pdf") + bound
+
+
+def test_other_base64_files_count_a_token_per_byte() -> None:
+    raw = b"col_a,col_b\n1,2\n"
+    assert file_data_tokens(base64.b64encode(raw).decode(), "gpt-4o") == len(raw)
+
+
+@pytest.mark.parametrize(
+    ("part", "unseen"),
+    [
+        ({"type": "input_file", "file_id": "file-abc"}, ("file_id",)),
+        ({"type": "input_file", "file_url": "https://example.com/a.pdf"}, ("file_url",)),
+        ({"type": "file", "file": {"file_id": "file-abc"}}, ("file_id",)),
+        ({"type": "input_image", "image_url": "https://example.com/a.png"}, ()),  # bounded by its rule
+    ],
+)
+def test_files_by_reference_are_unseen_input(part: dict[str, Any], unseen: tuple[str, ...]) -> None:
+    assert unseen_inputs({"model": "gpt-4o", "input": [{"role": "user", "content": [part]}]}) == unseen
+    # inside a tool's output too
+    output = {"type": "function_call_output", "call_id": "c1", "output": [part]}
+    assert unseen_inputs({"model": "gpt-4o", "input": [output]}) == unseen
+
+
+def test_mcp_tools_and_item_references_are_unseen_input() -> None:
+    mcp = {"type": "mcp", "server_label": "docs", "server_url": "https://example.com/mcp"}
+    assert unseen_inputs({"model": "gpt-4.1", "input": "hi", "tools": [mcp]}) == ("mcp_tools",)
+    reference = {"type": "item_reference", "id": "msg_1"}
+    assert unseen_inputs({"model": "gpt-4.1", "input": [reference]}) == ("item_reference",)
