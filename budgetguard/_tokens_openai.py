@@ -12,6 +12,7 @@ are bounded in ``_tokens_media``.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ _FAMILIES: tuple[tuple[str, _Family], ...] = (
 )
 
 
+@functools.lru_cache(maxsize=256)
 def _family(model: str) -> _Family:
     bare = model.rsplit("/", 1)[-1].removeprefix("ft:")
     return next(family for prefix, family in _FAMILIES if bare.startswith(prefix))
@@ -189,7 +191,7 @@ def count_tool_tokens(tools: Sequence[Mapping[str, Any]], model: str) -> int:
     total = 0
     for tool in tools:
         function = tool.get("function", tool)  # chat nests it; Responses API tools are flat
-        if "name" not in function or tool.get("type", "function") not in ("function", "custom"):
+        if "name" not in function or tool.get("type", "function") not in _CLIENT_TOOLS:
             total += _cache.count(encoding, _json(tool))  # built-in tools: their JSON
             continue
         total += _function_tokens(function, encoding, cookbook)
@@ -307,6 +309,7 @@ _BUILTIN_TOOLS = {
     "tool_search": 352,  # gpt-5.4 / 5.4-mini / 5.6: up to 583 counted vs 213 (20 requests)
 }
 _UNMEASURED_BUILTIN = max(_BUILTIN_TOOLS.values())
+_CLIENT_TOOLS = ("function", "custom")  # tools the caller runs: counted by the cookbook's rules
 # A reasoning "pro" mode adds its own system text (gpt-5.6-sol: 1,549 counted vs 19).
 _REASONING_MODES = {"pro": 1600}
 
@@ -323,7 +326,8 @@ def count_openai_request(request: Mapping[str, Any]) -> int:
     tools = [
         tool for tool in request.get("tools") or request.get("functions") or () if isinstance(tool, Mapping)
     ]
-    functions = [tool for tool in tools if tool.get("type", "function") in ("function", "custom")]
+    functions = [tool for tool in tools if tool.get("type", "function") in _CLIENT_TOOLS]
+    builtin = {str(tool.get("type")) for tool in tools if tool.get("type", "function") not in _CLIENT_TOOLS}
     total = family.system
     if functions:
         total += family.tools
@@ -341,7 +345,6 @@ def count_openai_request(request: Mapping[str, Any]) -> int:
             kind = item.get("type", "message") if isinstance(item, Mapping) else "message"
             if kind != "message":
                 total += family.item + (family.preamble if kind == "additional_tools" else 0)
-    builtin = {str(tool.get("type")) for tool in tools if tool not in functions}
     for kind in builtin:
         name = "web_search" if kind.startswith("web_search") else kind
         total += _BUILTIN_TOOLS.get(name, _UNMEASURED_BUILTIN)
@@ -351,10 +354,6 @@ def count_openai_request(request: Mapping[str, Any]) -> int:
     reasoning = request.get("reasoning")
     mode = reasoning.get("mode") if isinstance(reasoning, Mapping) else None
     return total + (_REASONING_MODES.get(mode, 0) if isinstance(mode, str) else 0)
-
-
-def _is_function(tool: Any) -> bool:
-    return isinstance(tool, Mapping) and tool.get("type", "function") == "function"
 
 
 # -- input the request does not carry ----------------------------------------------------------------
@@ -367,27 +366,29 @@ def unseen_inputs(request: Mapping[str, Any]) -> tuple[str, ...]:
     ``previous_response_id`` / ``conversation``, items by reference (``item_reference``), files by
     ``file_id`` or URL (their pages are not in the request), and MCP servers' tool lists."""
     found = [key for key in _STATE_KEYS if request.get(key)]
-    for tool in request.get("tools") or ():
-        if isinstance(tool, Mapping) and tool.get("type") == "mcp" and "mcp_tools" not in found:
-            found.append("mcp_tools")
-    for part in _parts(request.get("messages") or request.get("input")):
-        kind = part.get("type")
-        if kind == "item_reference" and "item_reference" not in found:
-            found.append("item_reference")
-        elif kind in ("file", "input_file"):
-            file = _file_of(part)
-            for key in ("file_id", "file_url"):
-                if file.get(key) and key not in found:
-                    found.append(key)
+    tools = request.get("tools")
+    if tools and any(isinstance(tool, Mapping) and tool.get("type") == "mcp" for tool in tools):
+        found.append("mcp_tools")
+    entries = request.get("messages") or request.get("input")
+    if isinstance(entries, list | tuple):
+        for entry in entries:
+            if isinstance(entry, Mapping):
+                _unseen_parts(entry, found)
+                for key in ("content", "output"):  # message content, a tool's output
+                    parts = entry.get(key)
+                    if isinstance(parts, list | tuple):
+                        for part in parts:
+                            if isinstance(part, Mapping):
+                                _unseen_parts(part, found)
     return tuple(found)
 
 
-def _parts(value: Any) -> Iterable[Mapping[str, Any]]:
-    """Every mapping inside ``value`` (messages, items, content parts, tool outputs), depth first."""
-    if isinstance(value, Mapping):
-        yield value
-        for key in ("content", "output"):
-            yield from _parts(value.get(key))
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _parts(item)
+def _unseen_parts(part: Mapping[str, Any], found: list[str]) -> None:
+    kind = part.get("type")
+    if kind == "item_reference" and kind not in found:
+        found.append(kind)
+    elif kind in ("file", "input_file"):
+        file = _file_of(part)
+        for key in ("file_id", "file_url"):
+            if file.get(key) and key not in found:
+                found.append(key)
