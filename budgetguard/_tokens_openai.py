@@ -56,27 +56,36 @@ class _Family:
 
 
 # By model-name prefix, first match wins. Each constant is the largest excess over the cookbook's
-# rules measured on recorded requests (usage OpenAI reported, 2025-2026 recordings), rounded up.
+# rules measured on recorded requests (the input tokens OpenAI reported, 2025-2026 recordings in
+# pydantic-ai and openllmetry test cassettes), so every recorded request is bounded; a family
+# without a measurement of its own takes the gpt-4o value.
 _GPT4 = _Family(
-    tools=3,  # gpt-3.5-turbo, gpt-4, gpt-4o: 2-3 tokens above the cookbook with tools
-    strict=205,  # gpt-4o Responses, one small strict tool: 255 counted vs 46 (4 of 6 requests)
-    schema=8,  # gpt-4o, gpt-4.1-nano: the schema's compact JSON + 7
-    responses=18,  # gpt-4o Responses: one request counted 42 and, recorded later, 24
+    # gpt-3.5-turbo, gpt-4, gpt-4o chat with tools: up to 3 above the cookbook's function rule
+    tools=3,
+    # gpt-4o Responses, one one-property strict tool: 255 counted vs 46 (4 of 6 such requests;
+    # the other 2 counted none of it)
+    strict=205,
+    # gpt-4o and gpt-4.1-nano json_schema formats: up to 7 above the schema's compact JSON
+    schema=8,
+    # gpt-4o Responses: one request counted 42 and, recorded later, 24 (the chat rules' count)
+    responses=18,
 )
+# o1-mini chat: +7; o3-mini Responses: +58 (both without tools); tools, strict, schema as gpt-4o
 _O_SERIES = _Family(tools=3, strict=205, schema=8, system=7, responses=51)
+# gpt-5, -mini, -nano, gpt-5.2 to 5.6: Chat Completions adds 82 to a request with function tools
+# whatever their number (gpt-5-mini: 126 counted vs 44; the Responses API: none), and so does a
+# Responses ``additional_tools`` item; a function call / output / reasoning item +8 over the
+# cookbook's message (gpt-5.4: 7 items, +141); Responses +3 (gpt-5 with reasoning summaries)
+_GPT5 = _Family(preamble=82, schema=8, item=8, responses=3)
 _FAMILIES: tuple[tuple[str, _Family], ...] = (
     ("gpt-3.5", _GPT4),
     ("gpt-4", _GPT4),  # gpt-4, gpt-4-turbo, gpt-4o, gpt-4.1, gpt-4.5
     ("chatgpt-4o", _GPT4),
-    # o-series: o1-mini chat +7; o3-mini Responses +58; strict tools as gpt-4o (not measured)
     ("o1", _O_SERIES),
     ("o3", _O_SERIES),
     ("o4", _O_SERIES),
     ("codex", _O_SERIES),
-    # gpt-5 family (gpt-5, -mini, -nano, gpt-5.2 ... 5.6): Chat Completions adds 82 tokens to a
-    # request with tools (gpt-5-mini: 126 vs 44), as does a Responses ``additional_tools`` item;
-    # each function call / output / reasoning item +8 over the cookbook's message; Responses +3
-    ("gpt-5", _Family(preamble=82, schema=8, item=8, responses=3)),
+    ("gpt-5", _GPT5),
     ("", _GPT4),
 )
 
