@@ -75,7 +75,7 @@ _O_SERIES = _Family(tools=3, strict=205, schema=8, system=7, responses=51)
 # gpt-5, -mini, -nano, gpt-5.2 to 5.6: Chat Completions adds 82 to a request with function tools
 # whatever their number (gpt-5-mini: 126 counted vs 44; the Responses API: none), and so does a
 # Responses ``additional_tools`` item; a function call / output / reasoning item +8 over the
-# cookbook's message (gpt-5.4: 7 items, +141); Responses +3 (gpt-5 with reasoning summaries)
+# cookbook's message (gpt-5.4: 7 items, one adding tools: +141); Responses +3 (gpt-5, reasoning)
 _GPT5 = _Family(preamble=82, schema=8, item=8, responses=3)
 _FAMILIES: tuple[tuple[str, _Family], ...] = (
     ("gpt-3.5", _GPT4),
