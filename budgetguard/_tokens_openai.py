@@ -70,8 +70,10 @@ _GPT4 = _Family(
     # gpt-4o Responses: one request counted 42 and, recorded later, 24 (the chat rules' count)
     responses=18,
 )
-# o1-mini chat: +7; o3-mini Responses: +58 (both without tools); tools, strict, schema as gpt-4o
-_O_SERIES = _Family(tools=3, strict=205, schema=8, system=7, responses=51)
+# o-series: o3-mini Responses +58 (o3-mini chat: the cookbook's count); o1-mini chat +7 (its system
+# prompt sent as a first user message); tools, strict tools and schemas as gpt-4o (not measured)
+_O_SERIES = _Family(tools=3, strict=205, schema=8, responses=58)
+_O1 = _Family(tools=3, strict=205, schema=8, system=7, responses=51)
 # gpt-5, -mini, -nano, gpt-5.2 to 5.6: Chat Completions adds 82 to a request with function tools
 # whatever their number (gpt-5-mini: 126 counted vs 44; the Responses API: none), and so does a
 # Responses ``additional_tools`` item; a function call / output / reasoning item +8 over the
@@ -81,7 +83,7 @@ _FAMILIES: tuple[tuple[str, _Family], ...] = (
     ("gpt-3.5", _GPT4),
     ("gpt-4", _GPT4),  # gpt-4, gpt-4-turbo, gpt-4o, gpt-4.1, gpt-4.5
     ("chatgpt-4o", _GPT4),
-    ("o1", _O_SERIES),
+    ("o1", _O1),
     ("o3", _O_SERIES),
     ("o4", _O_SERIES),
     ("codex", _O_SERIES),

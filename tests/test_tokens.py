@@ -780,8 +780,14 @@ def test_built_in_tools_add_their_instructions() -> None:
 
 
 def test_reasoning_models_and_modes_add_system_text() -> None:
-    chat = {"model": "o3-mini", "messages": QUESTION_ITEMS}
-    assert budgetguard.count_openai_request(chat) == count_message_tokens(QUESTION_ITEMS, "o3-mini") + 7
+    chat = {"model": "o1-mini", "messages": QUESTION_ITEMS}
+    assert budgetguard.count_openai_request(chat) == count_message_tokens(QUESTION_ITEMS, "o1-mini") + 7
+    responses = {"model": "o3-mini", "input": QUESTION_ITEMS}
+    assert (
+        budgetguard.count_openai_request(responses) == count_responses_tokens(QUESTION_ITEMS, "o3-mini") + 58
+    )
+    plain = {"model": "o3-mini", "messages": QUESTION_ITEMS}  # o3-mini chat: the cookbook's count
+    assert budgetguard.count_openai_request(plain) == count_message_tokens(QUESTION_ITEMS, "o3-mini")
     pro = {"model": "gpt-5.6-sol", "input": QUESTION_ITEMS}
     plain = budgetguard.count_openai_request(pro)
     assert budgetguard.count_openai_request({**pro, "reasoning": {"mode": "pro"}}) == plain + 1600
