@@ -53,6 +53,7 @@ class _Family:
     item: int = 0  # a Responses input item that is not a message (function call, output...)
     system: int = 0  # every request: the system text reasoning models are given
     responses: int = 0  # every Responses API request
+    assistant: int = 0  # an assistant message (the channel it was written in)
 
 
 # By model-name prefix, first match wins. Each constant is the largest excess over the cookbook's
@@ -76,9 +77,10 @@ _O_SERIES = _Family(tools=3, strict=205, schema=8, responses=58)
 _O1 = _Family(tools=3, strict=205, schema=8, system=7, responses=51)
 # gpt-5, -mini, -nano, gpt-5.2 to 5.6: Chat Completions adds 82 to a request with function tools
 # whatever their number (gpt-5-mini: 126 counted vs 44; the Responses API: none), and so does a
-# Responses ``additional_tools`` item; a function call / output / reasoning item +8 over the
-# cookbook's message (gpt-5.4: 7 items, one adding tools: +141); Responses +3 (gpt-5, reasoning)
-_GPT5 = _Family(preamble=82, schema=8, item=8, responses=3)
+# Responses ``additional_tools`` item; a function call / output / reasoning item +9 over the
+# cookbook's message (gpt-5.4: 7 items, one adding tools: +141); an assistant message +2 (gpt-5:
+# two assistant messages, +3 over the cookbook's count, which runs 1 above on plain requests)
+_GPT5 = _Family(preamble=82, schema=8, item=9, assistant=2)
 _FAMILIES: tuple[tuple[str, _Family], ...] = (
     ("gpt-3.5", _GPT4),
     ("gpt-4", _GPT4),  # gpt-4, gpt-4-turbo, gpt-4o, gpt-4.1, gpt-4.5
@@ -317,7 +319,7 @@ def _format_tokens(fmt: Mapping[str, Any], encoding: tiktoken.Encoding, family: 
 # largest measured one.
 _BUILTIN_TOOLS = {
     "web_search": 250,  # gpt-4.1: 329 counted vs 62 (one request)
-    "tool_search": 352,  # gpt-5.4 / 5.4-mini / 5.6: up to 583 counted vs 213 (20 requests)
+    "tool_search": 355,  # gpt-5.4 / 5.4-mini / 5.6: up to 583 counted vs 213 (20 requests)
 }
 _UNMEASURED_BUILTIN = max(_BUILTIN_TOOLS.values())
 _CLIENT_TOOLS = ("function", "custom")  # tools the caller runs: counted by the cookbook's rules
@@ -359,6 +361,12 @@ def count_openai_request(request: Mapping[str, Any]) -> int:
     for kind in builtin:
         name = "web_search" if kind.startswith("web_search") else kind
         total += _BUILTIN_TOOLS.get(name, _UNMEASURED_BUILTIN)
+    if family.assistant:
+        entries = request.get("messages") or request.get("input")
+        if isinstance(entries, list | tuple):
+            total += family.assistant * sum(
+                1 for entry in entries if isinstance(entry, Mapping) and entry.get("role") == "assistant"
+            )
     fmt = _response_format(request)
     if fmt is not None:
         total += _format_tokens(fmt, encoding, family)

@@ -731,7 +731,7 @@ def test_gpt5_chat_tools_carry_a_preamble_the_responses_api_does_not() -> None:
     assert with_tools == cookbook + 82  # gpt-5-mini chat: 126 counted vs 44 by the cookbook
     responses = {"model": "gpt-5-mini", "input": QUESTION_ITEMS, "tools": [tool]}
     cookbook = count_responses_tokens(QUESTION_ITEMS, "gpt-5-mini", tools=[tool])
-    assert budgetguard.count_openai_request(responses) == cookbook + 3  # the Responses overhead only
+    assert budgetguard.count_openai_request(responses) == cookbook
 
 
 def test_gpt4_era_tools_carry_a_small_margin() -> None:
@@ -748,7 +748,22 @@ def test_gpt5_items_count_their_header() -> None:
     cookbook = count_responses_tokens(with_items["input"], "gpt-5") - count_responses_tokens(
         QUESTION_ITEMS, "gpt-5"
     )
-    assert added == cookbook + 2 * 8
+    assert added == cookbook + 2 * 9
+
+
+def test_gpt5_assistant_messages_count_their_channel() -> None:
+    turns = [*QUESTION_ITEMS, {"role": "assistant", "content": "Why?"}, {"role": "user", "content": "Go on."}]
+    for request in ({"model": "gpt-5", "input": turns}, {"model": "gpt-5", "messages": turns}):
+        shape = "input" if "input" in request else "messages"
+        cookbook = (
+            count_responses_tokens(turns, "gpt-5")
+            if shape == "input"
+            else count_message_tokens(turns, "gpt-5")
+        )
+        assert budgetguard.count_openai_request(request) == cookbook + 2
+    assert budgetguard.count_openai_request({"model": "gpt-4o", "messages": turns}) == count_message_tokens(
+        turns, "gpt-4o"
+    )
 
 
 def test_additional_tools_items_count_their_tools_and_preamble() -> None:
@@ -758,7 +773,7 @@ def test_additional_tools_items_count_their_tools_and_preamble() -> None:
     added = budgetguard.count_openai_request(
         {**base, "input": [*QUESTION_ITEMS, item]}
     ) - budgetguard.count_openai_request(base)
-    assert added >= count_tool_tokens([tool], "gpt-5.4") + 82 + 8
+    assert added >= count_tool_tokens([tool], "gpt-5.4") + 82 + 9
 
 
 def test_built_in_tools_add_their_instructions() -> None:
@@ -776,7 +791,7 @@ def test_built_in_tools_add_their_instructions() -> None:
     added = budgetguard.count_openai_request(
         {**base, "tools": [unmeasured]}
     ) - budgetguard.count_openai_request(base)
-    assert added == 352 + count_tool_tokens([unmeasured], "gpt-4.1")  # the largest measured one
+    assert added == 355 + count_tool_tokens([unmeasured], "gpt-4.1")  # the largest measured one
 
 
 def test_reasoning_models_and_modes_add_system_text() -> None:
