@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import math
 import re
 import struct
 import zlib
 from decimal import Decimal
 
-__all__ = ["file_data_tokens", "image_tokens", "image_size"]
+__all__ = ["file_data_countable", "file_data_tokens", "image_size", "image_tokens"]
 
 # Tile models (OpenAI's vision guide): base + per 512px tile after scaling to fit 2048x2048 and the
 # short side to 768 (at most 2 x 4 tiles). "low" detail costs the base only.
@@ -157,35 +158,56 @@ def _jpeg_size(head: bytes) -> tuple[int, int] | None:
 # -- files (PDF) -------------------------------------------------------------------------------------
 
 _PAGE = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
+_PAGE_COUNT = re.compile(rb"/Type\s*/Pages\b[^>]*?/Count\s+(\d+)|/Count\s+(\d+)[^>]*?/Type\s*/Pages\b")
 _STREAM = re.compile(rb"stream\r?\n")
-_MAX_INFLATED = 64 << 20  # bytes inflated per file: past it, the rest counts as inflated to the cap
+_MAX_INFLATED = 64 << 20  # bytes inflated per stream: past it, a stream counts as the cap
 
 
-def _text_bytes(pdf: bytes) -> int:
-    """An upper bound on the bytes of text a PDF holds: its raw bytes plus its compressed streams
-    inflated (text is drawn from content streams, at most one character per byte of them)."""
-    total = len(pdf)
-    for match in _STREAM.finditer(pdf):
+@functools.lru_cache(maxsize=2)  # the estimate and the unseen check read the same file
+def _pdf_facts(data: str) -> tuple[int, int] | None:
+    """(pages, an upper bound on its text bytes) of a base64 PDF, ``None`` when it is not a PDF, and
+    (0, 0) when its pages cannot be counted offline (encrypted streams, say).
+
+    Text is drawn from content streams, at most one character per byte of them: the bound is the raw
+    bytes plus every compressed stream inflated. Pages are the page objects found in the file or in
+    its inflated object streams, or the page tree's ``/Count``, whichever is larger."""
+    raw = _decoded(data)
+    if raw is None or raw[:5] != b"%PDF-":
+        return None
+    view = memoryview(raw)
+    inflated: list[bytes] = []
+    text = len(raw)
+    for match in _STREAM.finditer(raw):
         inflater = zlib.decompressobj()
         try:
-            total += len(inflater.decompress(pdf[match.end() :], _MAX_INFLATED))
+            chunk = inflater.decompress(view[match.end() :], _MAX_INFLATED)
         except zlib.error:
             continue  # not a deflate stream: its raw bytes are counted
-        if inflater.unconsumed_tail:
-            return total + _MAX_INFLATED * len(_STREAM.findall(pdf))
-    return total
+        inflated.append(chunk)
+        text += _MAX_INFLATED if inflater.unconsumed_tail else len(chunk)
+    pages = 0
+    for blob in (raw, *inflated):
+        pages += len(_PAGE.findall(blob))
+        counts = [int(a or b) for a, b in _PAGE_COUNT.findall(blob)]
+        pages = max(pages, *counts) if counts else pages
+    return (pages, text) if pages else (0, 0)
 
 
-def file_data_tokens(data: str, model: str) -> int:
-    """An upper bound on the input tokens of a base64 file (``file_data``) for ``model``.
+def file_data_countable(data: str) -> bool:
+    """Whether ``file_data_tokens`` can bound this base64 file offline."""
+    return _pdf_facts(data) != (0, 0)
 
-    A PDF reaches the model as each page's text and an image of each page: its pages (counted in the
-    file) at the model's largest image, plus one token per byte of text it can hold. Another file is
-    read as text: one token per byte."""
+
+def file_data_tokens(data: str, model: str) -> int | None:
+    """An upper bound on the input tokens of a base64 file (``file_data``) for ``model``, ``None`` for
+    a PDF whose pages cannot be counted offline (``unseen_inputs`` reports it).
+
+    A PDF reaches the model as each page's text and an image of each page: its pages at the model's
+    largest image, plus one token per byte of text it can hold. Another file is read as text: one
+    token per byte."""
+    facts = _pdf_facts(data)
+    if facts is not None:
+        pages, text = facts
+        return pages * image_tokens(model, "high") + text if pages else None
     raw = _decoded(data)
-    if raw is None:
-        return math.ceil(len(data) * 3 / 4)
-    if raw[:5] == b"%PDF-":
-        pages = max(len(_PAGE.findall(raw)), 1)
-        return pages * image_tokens(model, "high") + _text_bytes(raw)
-    return len(raw)
+    return math.ceil(len(data) * 3 / 4) if raw is None else len(raw)

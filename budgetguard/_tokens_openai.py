@@ -21,7 +21,7 @@ from typing import Any
 import tiktoken
 
 from ._tokens import _cache, encoding_for_model
-from ._tokens_media import file_data_tokens, image_size, image_tokens
+from ._tokens_media import file_data_countable, file_data_tokens, image_size, image_tokens
 
 __all__ = [
     "count_message_tokens",
@@ -126,7 +126,7 @@ def _file_part(part: Mapping[str, Any], encoding: tiktoken.Encoding, model: str)
     total = _cache.count(encoding, name) if isinstance(name, str) else 0
     data = file.get("file_data")
     if isinstance(data, str):
-        total += file_data_tokens(data, model)
+        total += file_data_tokens(data, model) or 0  # None: unseen (pages not countable offline)
     return total
 
 
@@ -383,7 +383,8 @@ _STATE_KEYS = ("previous_response_id", "conversation")
 def unseen_inputs(request: Mapping[str, Any]) -> tuple[str, ...]:
     """What an OpenAI request makes the model read without carrying it: the server-side history of
     ``previous_response_id`` / ``conversation``, items by reference (``item_reference``), files by
-    ``file_id`` or URL (their pages are not in the request), and MCP servers' tool lists."""
+    ``file_id`` or URL (their pages are not in the request), a PDF whose pages cannot be counted
+    offline (``file_data``), and MCP servers' tool lists."""
     found = [key for key in _STATE_KEYS if request.get(key)]
     tools = request.get("tools")
     if tools and any(isinstance(tool, Mapping) and tool.get("type") == "mcp" for tool in tools):
@@ -411,3 +412,6 @@ def _unseen_parts(part: Mapping[str, Any], found: list[str]) -> None:
         for key in ("file_id", "file_url"):
             if file.get(key) and key not in found:
                 found.append(key)
+        data = file.get("file_data")
+        if isinstance(data, str) and "file_data" not in found and not file_data_countable(data):
+            found.append("file_data")  # a PDF whose pages cannot be counted offline

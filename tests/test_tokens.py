@@ -899,6 +899,24 @@ def test_base64_pdf_is_bounded_by_pages_and_text() -> None:
     assert count_message_tokens(message, "gpt-4o") == 3 + 3 + _tok("user") + _tok("plan.pdf") + bound
 
 
+def test_pages_inside_object_streams_are_counted() -> None:
+    objects = b"".join(b"<< /Type /Page /Parent 2 0 R >>" for _ in range(4)) + b"<< /Type /Pages /Count 4 >>"
+    raw = b"%PDF-1.5\n5 0 obj << /Type /ObjStm /Filter /FlateDecode >> stream\n" + zlib.compress(objects)
+    raw += b"\nendstream endobj\n%%EOF"
+    data = base64.b64encode(raw).decode()
+    assert file_data_tokens(data, "gpt-4o") == 4 * image_tokens("gpt-4o", "high") + len(raw) + len(objects)
+
+
+def test_a_pdf_without_countable_pages_is_unseen_input() -> None:
+    raw = b"%PDF-1.7\n1 0 obj << /Filter /FlateDecode >> stream\n" + bytes(range(64)) + b"\nendstream\n%%EOF"
+    data = "data:application/pdf;base64," + base64.b64encode(raw).decode()
+    assert file_data_tokens(data, "gpt-4o") is None
+    part = {"type": "input_file", "filename": "locked.pdf", "file_data": data}
+    request = {"model": "gpt-4o", "input": [{"role": "user", "content": [part]}]}
+    assert unseen_inputs(request) == ("file_data",)
+    assert budgetguard.estimate(request).input_tokens == 128_000
+
+
 def test_other_base64_files_count_a_token_per_byte() -> None:
     raw = b"col_a,col_b\n1,2\n"
     assert file_data_tokens(base64.b64encode(raw).decode(), "gpt-4o") == len(raw)
