@@ -66,7 +66,7 @@ def _patch_rule(bare: str) -> _PatchRule | None:
 def image_tokens(model: str, detail: str = "auto", size: tuple[int, int] | None = None) -> int:
     """A safe upper bound on the input tokens of one image for ``model``: exact by OpenAI's rules when
     ``size`` (width, height) is known, else the largest image the rule admits."""
-    bare = model.rsplit("/", 1)[-1]
+    bare = model.rsplit("/", 1)[-1].removeprefix("ft:")
     patch = _patch_rule(bare)
     if patch is not None:
         multiplier, budget, original = patch
@@ -113,16 +113,23 @@ def image_size(url: str) -> tuple[int, int] | None:
     if not head:
         return None
     try:
-        if head[:8] == b"\x89PNG\r\n\x1a\n":
-            return struct.unpack(">II", head[16:24])
-        if head[:6] in (b"GIF87a", b"GIF89a"):
-            return struct.unpack("<HH", head[6:10])
-        if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-            return _webp_size(head)
-        if head[:2] == b"\xff\xd8":
-            return _jpeg_size(head)
-    except struct.error:
+        size = _header_size(head)
+    except (struct.error, IndexError):
         return None
+    return size if size is not None and size[0] > 0 and size[1] > 0 else None
+
+
+def _header_size(head: bytes) -> tuple[int, int] | None:
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", head[16:24])
+        return width, height
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        width, height = struct.unpack("<HH", head[6:10])
+        return width, height
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return _webp_size(head)
+    if head[:2] == b"\xff\xd8":
+        return _jpeg_size(head)
     return None
 
 
@@ -132,23 +139,32 @@ def _webp_size(head: bytes) -> tuple[int, int] | None:
         w = int.from_bytes(head[24:27], "little") + 1
         h = int.from_bytes(head[27:30], "little") + 1
         return w, h
-    if chunk == b"VP8L":
+    if chunk == b"VP8L" and head[20] == 0x2F:
         bits = int.from_bytes(head[21:25], "little")
         return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    if chunk == b"VP8 ":
+    if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
         w, h = struct.unpack("<HH", head[26:30])
         return w & 0x3FFF, h & 0x3FFF
     return None
 
 
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # frame headers (not DHT, JPG, DAC)
+
+
 def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+    """The frame size of a JPEG: the first SOF segment's, found by walking the segments before it."""
     i = 2
     while i + 9 < len(head):
         if head[i] != 0xFF:
             return None
         marker = head[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0xDA:  # start of scan before any frame header: not a JPEG we can read
+            return None
         length = struct.unpack(">H", head[i + 2 : i + 4])[0]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+        if marker in _JPEG_SOF:
             h, w = struct.unpack(">HH", head[i + 5 : i + 9])
             return w, h
         i += 2 + length

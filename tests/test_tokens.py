@@ -34,7 +34,7 @@ from budgetguard import (
     get_encoding,
 )
 from budgetguard._tokens import encoding_for_model
-from budgetguard._tokens_media import file_data_tokens
+from budgetguard._tokens_media import file_data_tokens, image_size
 from budgetguard._tokens_openai import image_tokens, unseen_inputs
 
 # -- the OpenAI cookbook's API-reported counts ("How to count tokens with tiktoken") ---------------
@@ -811,6 +811,7 @@ def test_reasoning_models_and_modes_add_system_text() -> None:
 
 def test_fine_tuned_models_count_as_their_base_family() -> None:
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    assert image_tokens("ft:gpt-5-mini:acme::abc123") == image_tokens("gpt-5-mini")  # the patch rule
     request = {"model": "ft:gpt-5-mini:acme::abc123", "messages": QUESTION_ITEMS, "tools": [tool]}
     assert (
         budgetguard.count_openai_request(request)
@@ -834,6 +835,43 @@ def _png(width: int, height: int) -> str:
     chunk = b"IHDR" + header
     ihdr = struct.pack(">I", len(header)) + chunk + struct.pack(">I", zlib.crc32(chunk))
     return "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + ihdr).decode()
+
+
+def _riff(chunk: bytes, body: bytes) -> bytes:
+    return (
+        b"RIFF" + struct.pack("<I", 4 + 8 + len(body)) + b"WEBP" + chunk + struct.pack("<I", len(body)) + body
+    )
+
+
+IMAGE_HEADERS = {
+    "gif": lambda w, h: b"GIF89a" + struct.pack("<HH", w, h) + bytes(16),
+    "jpeg": lambda w, h: (
+        b"\xff\xd8\xff\xe0"
+        + struct.pack(">H", 16)
+        + b"JFIF\x00"
+        + bytes(9)  # APP0, then a fill byte
+        + b"\xff\xff\xc0"
+        + struct.pack(">HBHHB", 11, 8, h, w, 1)
+        + bytes(16)
+    ),
+    "webp-vp8x": lambda w, h: _riff(
+        b"VP8X", bytes(4) + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")
+    ),
+    "webp-vp8l": lambda w, h: _riff(
+        b"VP8L", b"\x2f" + ((w - 1) | (h - 1) << 14).to_bytes(4, "little") + bytes(8)
+    ),
+    "webp-vp8": lambda w, h: _riff(
+        b"VP8 ", b"\x00\x00\x00\x9d\x01\x2a" + struct.pack("<HH", w, h) + bytes(8)
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(IMAGE_HEADERS))
+def test_image_sizes_are_read_from_data_url_headers(kind: str) -> None:
+    raw = IMAGE_HEADERS[kind](1234, 567)
+    assert image_size("data:image/x;base64," + base64.b64encode(raw).decode()) == (1234, 567)
+    assert image_size("https://example.com/a.png") is None  # by URL: the largest image instead
+    assert image_size("data:image/png;base64," + base64.b64encode(b"not an image").decode()) is None
 
 
 @pytest.mark.parametrize(
