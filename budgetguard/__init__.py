@@ -60,7 +60,12 @@ from ._pricing import (
 from ._report import ReportRow, read_journal, report
 from ._tokens import count_text_tokens, get_encoding
 from ._tokens_claude import count_anthropic_tokens, count_claude_request
-from ._tokens_openai import count_message_tokens, count_responses_tokens, count_tool_tokens
+from ._tokens_openai import (
+    count_message_tokens,
+    count_openai_request,
+    count_responses_tokens,
+    count_tool_tokens,
+)
 from ._usage import Pass, Usage
 
 __all__ = [
@@ -110,6 +115,7 @@ __all__ = [
     "count_anthropic_tokens",
     "count_claude_request",
     "count_message_tokens",
+    "count_openai_request",
     "count_responses_tokens",
     "count_text_tokens",
     "count_tool_tokens",

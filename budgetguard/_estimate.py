@@ -58,7 +58,7 @@ from ._providers import Variant, api_of, request_variant
 from ._tokens import count_text_tokens, encoding_for_model
 from ._tokens_claude import claude_factor, count_claude_request
 from ._tokens_claude import unseen_inputs as claude_unseen
-from ._tokens_openai import count_message_tokens, count_responses_tokens
+from ._tokens_openai import count_openai_request
 from ._tokens_openai import unseen_inputs as openai_unseen
 from ._usage import Pass, Usage
 
@@ -241,9 +241,7 @@ class Estimator:
             cache_write = _anthropic_cache_ttl(request)
             output_tokens = self._output(request, price, ("max_tokens",))
         elif "messages" in request:
-            input_tokens = count_message_tokens(
-                request["messages"], model, tools=request.get("tools") or request.get("functions")
-            )
+            input_tokens = count_openai_request(request)
             output_tokens = self._output(request, price, ("max_completion_tokens", "max_tokens"))
             if "n" in request:  # several choices: each may be as long
                 output_tokens *= _n(request)
@@ -251,12 +249,7 @@ class Estimator:
             input_tokens = _embedding_tokens(request.get("input"), model)
             output_tokens = 0
         elif "input" in request or "instructions" in request:
-            input_tokens = count_responses_tokens(
-                request.get("input"),
-                model,
-                instructions=request.get("instructions"),
-                tools=request.get("tools"),
-            )
+            input_tokens = count_openai_request(request)
             output_tokens = self._output(request, price, ("max_output_tokens",))
         else:
             raise ConfigurationError(

@@ -16,12 +16,8 @@ The constants were measured on the real-world tier's recorded requests (``token_
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
-import re
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -29,6 +25,7 @@ from typing import Any
 import tiktoken
 
 from ._tokens import _cache, get_encoding
+from ._tokens_media import image_size, pdf_pages
 
 __all__ = [
     "ANTHROPIC_SAFETY_FACTOR",
@@ -284,7 +281,8 @@ class _Counter:
         elif kind == "content":
             self.content(source.get("content"))
         elif kind == "base64":
-            pages = _pdf_pages(source.get("data"))
+            data = source.get("data")
+            pages = pdf_pages(data) if isinstance(data, str) else 0
             self.other += pages * (PDF_PAGE_TEXT_TOKENS + self.image_max()[1])
         # url / file: unseen (unseen_inputs)
 
@@ -296,70 +294,14 @@ class _Counter:
     def image(self, source: Any) -> int:
         """An image's tokens: by its pixel size when it is sent inline, else the model's largest."""
         edge, most = self.image_max()
-        size = _image_size(source.get("data")) if isinstance(source, Mapping) else None
+        data = source.get("data") if isinstance(source, Mapping) else None
+        size = image_size(data) if isinstance(data, str) else None
         if size is None:
             return most
         width, height = size
         scale = min(1.0, edge / max(width, height, 1))
         width, height = max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))
         return min(most, math.ceil(width / IMAGE_PATCH) * math.ceil(height / IMAGE_PATCH))
-
-
-def _decoded(data: Any, limit: int | None = None) -> bytes | None:
-    if not isinstance(data, str) or not data:
-        return None
-    head = data if limit is None else data[: limit * 4 // 3 + 4]
-    head = head[: len(head) - len(head) % 4]
-    try:
-        return base64.b64decode(head, validate=False)
-    except (binascii.Error, ValueError):
-        return None
-
-
-def _image_size(data: Any) -> tuple[int, int] | None:
-    """(width, height) from a base64 PNG, GIF, WebP or JPEG header; ``None`` when not found."""
-    raw = _decoded(data, 65_536)
-    if not raw:
-        return None
-    if raw.startswith(b"\x89PNG\r\n\x1a\n") and len(raw) >= 24:
-        width, height = struct.unpack(">II", raw[16:24])
-        return width, height
-    if raw[:6] in (b"GIF87a", b"GIF89a") and len(raw) >= 10:
-        width, height = struct.unpack("<HH", raw[6:10])
-        return width, height
-    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP" and len(raw) >= 30:
-        chunk = raw[12:16]
-        if chunk == b"VP8X":
-            return 1 + int.from_bytes(raw[24:27], "little"), 1 + int.from_bytes(raw[27:30], "little")
-        if chunk == b"VP8L":
-            bits = int.from_bytes(raw[21:25], "little")
-            return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
-        if chunk == b"VP8 ":
-            width, height = struct.unpack("<HH", raw[26:30])
-            return width & 0x3FFF, height & 0x3FFF
-        return None
-    if raw[:2] == b"\xff\xd8":  # JPEG: the first start-of-frame marker
-        at = 2
-        while at + 9 <= len(raw):
-            if raw[at] != 0xFF:
-                return None
-            marker = raw[at + 1]
-            length = int.from_bytes(raw[at + 2 : at + 4], "big")
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                height, width = struct.unpack(">HH", raw[at + 5 : at + 9])
-                return width, height
-            at += 2 + length
-    return None
-
-
-_PAGE = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
-
-
-def _pdf_pages(data: Any) -> int:
-    """Pages of a base64 PDF (its ``/Type /Page`` objects); 0 when none is visible (not a PDF, or
-    pages inside compressed object streams): the document is then unseen."""
-    raw = _decoded(data)
-    return len(_PAGE.findall(raw)) if raw else 0
 
 
 # -- what a request references without carrying it ---------------------------------------------
@@ -395,7 +337,7 @@ def unseen_inputs(request: Mapping[str, Any]) -> tuple[str, ...]:
                     found.append("document url")
                 elif source.get("type") == "file":
                     found.append("file_id")
-                elif source.get("type") == "base64" and not _pdf_pages(source.get("data")):
+                elif source.get("type") == "base64" and not pdf_pages(str(source.get("data") or "")):
                     found.append("document")
     if calls - answered:
         found.append("server tool call")

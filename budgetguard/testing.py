@@ -5,7 +5,8 @@
 embeddings, Anthropic messages and ``messages/count_tokens``, as JSON or as SSE streams, with the usage
 the real services would report for the request:
 
-* OpenAI input tokens follow OpenAI's published counting rules (exact); output is a deterministic reply
+* OpenAI input tokens are budgetguard's count (``count_openai_request``: OpenAI's published counting
+  rules plus the overheads measured on real requests); output is a deterministic reply
   capped by the request's max tokens; reasoning models (o1, o3, o4, gpt-5) also "think"; a prompt whose
   prefix (every message but the last, >= 1024 tokens) was seen before reports cached tokens in 128-token
   steps, as OpenAI's prompt cache does.
@@ -45,7 +46,7 @@ from ._limits import UNKNOWN, model_limits
 from ._pricing import is_claude
 from ._tokens import count_text_tokens, encoding_for_model
 from ._tokens_claude import count_anthropic_tokens, count_claude_request
-from ._tokens_openai import count_message_tokens, count_responses_tokens
+from ._tokens_openai import count_message_tokens, count_openai_request, count_responses_tokens
 
 if TYPE_CHECKING:
     import anthropic as _anthropic
@@ -418,7 +419,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _chat(self, body: JSON, cut_after: int | None) -> None:
         model, messages = body["model"], body["messages"]
         tools = body.get("tools")
-        prompt_tokens = count_message_tokens(messages, model, tools)
+        prompt_tokens = count_openai_request(body)
         tail = count_message_tokens(messages[-1:], model) if messages else 0
         cached = self._cached({"m": messages[:-1], "t": tools, "model": model}, prompt_tokens, tail)
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
@@ -477,7 +478,7 @@ class _Handler(BaseHTTPRequestHandler):
         model, items = body["model"], body.get("input")
         tools = body.get("tools")
         instructions = body.get("instructions")
-        input_tokens = count_responses_tokens(items, model, instructions=instructions, tools=tools)
+        input_tokens = count_openai_request(body)
         tail = 0 if isinstance(items, str) or not items else count_responses_tokens(items[-1:], model)
         earlier = None if isinstance(items, str) or not items else items[:-1]
         key = {"i": earlier, "s": instructions, "t": tools, "model": model}

@@ -57,8 +57,8 @@ def test_responses_stream_and_embeddings(mock: MockProvider) -> None:
         text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
         final = stream.get_final_response()
     assert final.output_text == text and final.usage is not None
-    assert final.usage.input_tokens == budgetguard.count_responses_tokens(
-        "Say hi", "gpt-4o", instructions="Be terse."
+    assert final.usage.input_tokens == budgetguard.count_openai_request(
+        {"model": "gpt-4o", "input": "Say hi", "instructions": "Be terse."}
     )
     reply = client.embeddings.create(model="text-embedding-3-small", input=["one two", "three"])
     assert reply.usage.prompt_tokens == 3 and len(reply.data) == 2

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import zlib
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -34,8 +35,10 @@ from budgetguard import (
     get_encoding,
 )
 from budgetguard._tokens import encoding_for_model
-from budgetguard._tokens_claude import claude_factor, count_claude_request, unseen_inputs
-from budgetguard._tokens_openai import image_tokens
+from budgetguard._tokens_claude import claude_factor, count_claude_request
+from budgetguard._tokens_claude import unseen_inputs as claude_unseen_inputs
+from budgetguard._tokens_media import file_data_tokens, image_size
+from budgetguard._tokens_openai import image_tokens, unseen_inputs
 
 # -- the OpenAI cookbook's API-reported counts ("How to count tokens with tiktoken") ---------------
 
@@ -692,7 +695,7 @@ def test_anthropic_thinking_adds_its_instructions_and_thinking_text_but_not_sign
     assert one == count_claude_request({"messages": without}, "x", ONE) + _tok(thought)
 
 
-def _png(width: int, height: int) -> str:
+def _bare_png(width: int, height: int) -> str:
     header = (
         b"\x89PNG\r\n\x1a\n"
         + b"\x00\x00\x00\rIHDR"
@@ -725,13 +728,13 @@ def _image_tokens(block: dict[str, Any], model: str = "claude-sonnet-4-5") -> in
 
 def test_anthropic_images_count_by_their_size_else_the_models_largest() -> None:
     # 28x28 pixel patches, after resizing to the model's largest image
-    assert _image_tokens(_image(_png(1000, 500))) == 36 * 18
+    assert _image_tokens(_image(_bare_png(1000, 500))) == 36 * 18
     assert _image_tokens(_image(_jpeg(1000, 500), "image/jpeg")) == 36 * 18
     assert _image_tokens(_image(_gif(56, 28), "image/gif")) == 2 * 1
-    assert _image_tokens(_image(_png(4000, 2000))) == 56 * 28  # 1568 x 784
-    assert _image_tokens(_image(_png(4000, 2000)), "claude-opus-4-8") == 92 * 46  # 2576 x 1288
-    assert _image_tokens(_image(_png(8000, 8000))) == 1600  # at most ~1.15 megapixels
-    assert _image_tokens(_image(_png(8000, 8000)), "claude-opus-4-8") == 4784  # ~3.75 megapixels
+    assert _image_tokens(_image(_bare_png(4000, 2000))) == 56 * 28  # 1568 x 784
+    assert _image_tokens(_image(_bare_png(4000, 2000)), "claude-opus-4-8") == 92 * 46  # 2576 x 1288
+    assert _image_tokens(_image(_bare_png(8000, 8000))) == 1600  # at most ~1.15 megapixels
+    assert _image_tokens(_image(_bare_png(8000, 8000)), "claude-opus-4-8") == 4784  # ~3.75 megapixels
     # by URL or without a readable header: the largest image the model reads
     assert _image_tokens(_image()) == 1600
     assert _image_tokens(_image(), "claude-opus-4-7") == 4784
@@ -739,7 +742,7 @@ def test_anthropic_images_count_by_their_size_else_the_models_largest() -> None:
     assert _image_tokens(_image("bm90IGFuIGltYWdl")) == 1600
 
 
-def _pdf(pages: int) -> str:
+def _bare_pdf(pages: int) -> str:
     objects = b"".join(b"%d 0 obj << /Type /Page /Parent 1 0 R >> endobj\n" % (i + 2) for i in range(pages))
     return base64.b64encode(b"%PDF-1.4\n1 0 obj << /Type /Pages /Count 2 >> endobj\n" + objects).decode()
 
@@ -751,38 +754,42 @@ def test_anthropic_documents_count_their_text_or_pages_and_references_are_unseen
 
     text = request({"type": "text", "media_type": "text/plain", "data": "Dummy TXT file\n"})
     assert count_claude_request(text, factor=ONE) == FRAME + _tok("Dummy TXT file\n") + 48
-    assert unseen_inputs(text) == ()
-    pdf = request({"type": "base64", "media_type": "application/pdf", "data": _pdf(2)})
+    assert claude_unseen_inputs(text) == ()
+    pdf = request({"type": "base64", "media_type": "application/pdf", "data": _bare_pdf(2)})
     assert count_claude_request(pdf, factor=ONE) == FRAME + 48 + 2 * (3000 + 1600)  # text, image per page
-    assert unseen_inputs(pdf) == ()
+    assert claude_unseen_inputs(pdf) == ()
     unreadable = request({"type": "base64", "media_type": "application/pdf", "data": "bm90IGEgcGRm"})
-    assert unseen_inputs(unreadable) == ("document",)
-    assert unseen_inputs(request({"type": "url", "url": "https://example.com/a.pdf"})) == ("document url",)
-    assert unseen_inputs(request({"type": "file", "file_id": "file_011"})) == ("file_id",)
+    assert claude_unseen_inputs(unreadable) == ("document",)
+    assert claude_unseen_inputs(request({"type": "url", "url": "https://example.com/a.pdf"})) == (
+        "document url",
+    )
+    assert claude_unseen_inputs(request({"type": "file", "file_id": "file_011"})) == ("file_id",)
     in_result = {
         "type": "tool_result",
         "tool_use_id": "toolu_1",
         "content": [{"type": "document", "source": {"type": "file", "file_id": "file_011"}}],
     }
-    assert unseen_inputs({"messages": [{"role": "user", "content": [in_result]}]}) == ("file_id",)
+    assert claude_unseen_inputs({"messages": [{"role": "user", "content": [in_result]}]}) == ("file_id",)
     image_by_url = {"messages": [{"role": "user", "content": [_image()]}]}
-    assert unseen_inputs(image_by_url) == ()  # bounded by the model's largest image
+    assert claude_unseen_inputs(image_by_url) == ()  # bounded by the model's largest image
 
 
 def test_anthropic_unseen_servers_skills_and_unanswered_server_calls() -> None:
-    assert unseen_inputs({"messages": WEATHER_QUESTION}) == ()
+    assert claude_unseen_inputs({"messages": WEATHER_QUESTION}) == ()
     mcp = {"type": "url", "url": "https://mcp.example.com/mcp", "name": "wiki"}
-    assert unseen_inputs({"messages": WEATHER_QUESTION, "mcp_servers": [mcp]}) == ("mcp_servers",)
+    assert claude_unseen_inputs({"messages": WEATHER_QUESTION, "mcp_servers": [mcp]}) == ("mcp_servers",)
     toolset = {"type": "mcp_toolset", "mcp_server_name": "wiki"}
-    assert unseen_inputs({"messages": WEATHER_QUESTION, "tools": [toolset]}) == ("mcp_toolset",)
+    assert claude_unseen_inputs({"messages": WEATHER_QUESTION, "tools": [toolset]}) == ("mcp_toolset",)
     skills = {"skills": [{"type": "anthropic", "skill_id": "pptx", "version": "latest"}]}
-    assert unseen_inputs({"messages": WEATHER_QUESTION, "container": skills}) == ("skills",)
+    assert claude_unseen_inputs({"messages": WEATHER_QUESTION, "container": skills}) == ("skills",)
     call = {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "q"}}
     asked = [*WEATHER_QUESTION, {"role": "assistant", "content": [call]}]
-    assert unseen_inputs({"messages": asked}) == ("server tool call",)  # the server runs it: results unseen
+    assert claude_unseen_inputs({"messages": asked}) == (
+        "server tool call",
+    )  # the server runs it: results unseen
     result = {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []}
     answered = [*WEATHER_QUESTION, {"role": "assistant", "content": [call, result]}]
-    assert unseen_inputs({"messages": answered}) == ()
+    assert claude_unseen_inputs({"messages": answered}) == ()
 
 
 def test_anthropic_tool_calls_and_results_count_with_their_framing() -> None:
@@ -837,9 +844,337 @@ def test_public_names_are_exported() -> None:
         "count_anthropic_tokens",
         "count_claude_request",
         "count_message_tokens",
+        "count_openai_request",
         "count_responses_tokens",
         "count_text_tokens",
         "count_tool_tokens",
         "get_encoding",
     ):
         assert callable(getattr(budgetguard, name))
+
+
+# -- whole OpenAI requests: what the API adds beyond the cookbook (count_openai_request) -----------
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"rating": {"type": "integer"}, "joke": {"type": "string"}},
+    "required": ["rating", "joke"],
+    "additionalProperties": False,
+}
+QUESTION_ITEMS = [{"role": "user", "content": "Tell me a joke."}]
+
+
+def _compact(value: Any) -> int:
+    return _tok(json.dumps(value, separators=(",", ":")))
+
+
+def test_plain_chat_request_is_the_cookbook_count() -> None:
+    for model in ("gpt-4o", "gpt-3.5-turbo", "gpt-5-mini"):
+        request = {"model": model, "messages": JARGON_MESSAGES}
+        assert budgetguard.count_openai_request(request) == count_message_tokens(JARGON_MESSAGES, model)
+
+
+@pytest.mark.parametrize("shape", ["chat", "responses"])
+def test_structured_output_schema_is_counted(shape: str) -> None:
+    if shape == "chat":
+        plain: dict[str, Any] = {"model": "gpt-4o", "messages": QUESTION_ITEMS}
+        fmt = {"type": "json_schema", "json_schema": {"name": "Joke", "schema": SCHEMA, "strict": True}}
+        request = {**plain, "response_format": fmt}
+    else:
+        plain = {"model": "gpt-4o", "input": QUESTION_ITEMS}
+        request = {**plain, "text": {"format": {"type": "json_schema", "name": "Joke", "schema": SCHEMA}}}
+    added = budgetguard.count_openai_request(request) - budgetguard.count_openai_request(plain)
+    assert added == _tok("Joke") + _compact(SCHEMA) + 8  # name, schema as compact JSON, overhead
+
+
+def test_json_object_format_costs_the_overhead_only() -> None:
+    plain = {"model": "gpt-4o", "messages": QUESTION_ITEMS}
+    request = {**plain, "response_format": {"type": "json_object"}}
+    assert budgetguard.count_openai_request(request) - budgetguard.count_openai_request(plain) == 8
+    text = {**plain, "response_format": {"type": "text"}}
+    assert budgetguard.count_openai_request(text) == budgetguard.count_openai_request(plain)
+
+
+def _function(strict: bool) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "name": "get_capital",
+        "description": "",
+        "parameters": {"type": "object", "properties": {"country": {"type": "string"}}},
+        "strict": strict,
+    }
+
+
+def test_strict_tools_add_their_grammar_on_the_responses_api() -> None:
+    base = {"model": "gpt-4o", "input": QUESTION_ITEMS}
+    loose = budgetguard.count_openai_request({**base, "tools": [_function(False)]})
+    strict = budgetguard.count_openai_request({**base, "tools": [_function(True)]})
+    assert strict - loose == 205  # gpt-4o: measured 255 vs 46 on one small strict tool
+    # chat strict tools were measured at the cookbook's count: no grammar overhead there
+    chat = {"model": "gpt-4o", "messages": QUESTION_ITEMS}
+    tool = {"type": "function", "function": {k: v for k, v in _function(True).items() if k != "type"}}
+    loose_tool = {"type": "function", "function": {**tool["function"], "strict": False}}
+    assert budgetguard.count_openai_request({**chat, "tools": [tool]}) == budgetguard.count_openai_request(
+        {**chat, "tools": [loose_tool]}
+    )
+
+
+def test_gpt5_chat_tools_carry_a_preamble_the_responses_api_does_not() -> None:
+    tool = _function(False)
+    chat = {"model": "gpt-5-mini", "messages": QUESTION_ITEMS}
+    chat_tool = {"type": "function", "function": {k: v for k, v in tool.items() if k != "type"}}
+    with_tools = budgetguard.count_openai_request({**chat, "tools": [chat_tool]})
+    cookbook = count_message_tokens(QUESTION_ITEMS, "gpt-5-mini", tools=[chat_tool])
+    assert with_tools == cookbook + 82  # gpt-5-mini chat: 126 counted vs 44 by the cookbook
+    responses = {"model": "gpt-5-mini", "input": QUESTION_ITEMS, "tools": [tool]}
+    cookbook = count_responses_tokens(QUESTION_ITEMS, "gpt-5-mini", tools=[tool])
+    assert budgetguard.count_openai_request(responses) == cookbook
+
+
+def test_gpt4_era_tools_carry_a_small_margin() -> None:
+    chat = {"model": "gpt-4o", "messages": WEATHER_MESSAGES, "tools": WEATHER_TOOLS}
+    assert budgetguard.count_openai_request(chat) == 101 + 3  # the cookbook's 101, + 3 measured
+
+
+def test_gpt5_items_count_their_header() -> None:
+    call = {"type": "function_call", "call_id": "c1", "name": "get_capital", "arguments": '{"country":"FR"}'}
+    output = {"type": "function_call_output", "call_id": "c1", "output": "Paris"}
+    base = {"model": "gpt-5", "input": QUESTION_ITEMS}
+    with_items = {**base, "input": [*QUESTION_ITEMS, call, output]}
+    added = budgetguard.count_openai_request(with_items) - budgetguard.count_openai_request(base)
+    cookbook = count_responses_tokens(with_items["input"], "gpt-5") - count_responses_tokens(
+        QUESTION_ITEMS, "gpt-5"
+    )
+    assert added == cookbook + 2 * 9
+
+
+def test_gpt5_assistant_messages_count_their_channel() -> None:
+    turns = [*QUESTION_ITEMS, {"role": "assistant", "content": "Why?"}, {"role": "user", "content": "Go on."}]
+    for request in ({"model": "gpt-5", "input": turns}, {"model": "gpt-5", "messages": turns}):
+        shape = "input" if "input" in request else "messages"
+        cookbook = (
+            count_responses_tokens(turns, "gpt-5")
+            if shape == "input"
+            else count_message_tokens(turns, "gpt-5")
+        )
+        assert budgetguard.count_openai_request(request) == cookbook + 2
+    assert budgetguard.count_openai_request({"model": "gpt-4o", "messages": turns}) == count_message_tokens(
+        turns, "gpt-4o"
+    )
+
+
+def test_additional_tools_items_count_their_tools_and_preamble() -> None:
+    tool = _function(True)
+    item = {"type": "additional_tools", "role": "developer", "tools": [tool]}
+    base = {"model": "gpt-5.4", "input": QUESTION_ITEMS}
+    added = budgetguard.count_openai_request(
+        {**base, "input": [*QUESTION_ITEMS, item]}
+    ) - budgetguard.count_openai_request(base)
+    assert added >= count_tool_tokens([tool], "gpt-5.4") + 82 + 9
+
+
+def test_built_in_tools_add_their_instructions() -> None:
+    base = {"model": "gpt-4.1", "input": QUESTION_ITEMS}
+    search = {"type": "web_search", "search_context_size": "medium"}
+    added = budgetguard.count_openai_request({**base, "tools": [search]}) - budgetguard.count_openai_request(
+        base
+    )
+    assert added == 250 + count_tool_tokens([search], "gpt-4.1")  # gpt-4.1: 329 counted vs 62
+    preview = {"type": "web_search_preview"}
+    assert budgetguard.count_openai_request({**base, "tools": [preview]}) - budgetguard.count_openai_request(
+        base
+    ) == 250 + count_tool_tokens([preview], "gpt-4.1")
+    unmeasured = {"type": "code_interpreter", "container": {"type": "auto"}}
+    added = budgetguard.count_openai_request(
+        {**base, "tools": [unmeasured]}
+    ) - budgetguard.count_openai_request(base)
+    assert added == 355 + count_tool_tokens([unmeasured], "gpt-4.1")  # the largest measured one
+
+
+def test_reasoning_models_and_modes_add_system_text() -> None:
+    chat = {"model": "o1-mini", "messages": QUESTION_ITEMS}
+    assert budgetguard.count_openai_request(chat) == count_message_tokens(QUESTION_ITEMS, "o1-mini") + 7
+    responses = {"model": "o3-mini", "input": QUESTION_ITEMS}
+    assert (
+        budgetguard.count_openai_request(responses) == count_responses_tokens(QUESTION_ITEMS, "o3-mini") + 58
+    )
+    plain = {"model": "o3-mini", "messages": QUESTION_ITEMS}  # o3-mini chat: the cookbook's count
+    assert budgetguard.count_openai_request(plain) == count_message_tokens(QUESTION_ITEMS, "o3-mini")
+    pro = {"model": "gpt-5.6-sol", "input": QUESTION_ITEMS}
+    plain = budgetguard.count_openai_request(pro)
+    assert budgetguard.count_openai_request({**pro, "reasoning": {"mode": "pro"}}) == plain + 1600
+    assert budgetguard.count_openai_request({**pro, "reasoning": {"effort": "low"}}) == plain
+
+
+def test_fine_tuned_models_count_as_their_base_family() -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    assert image_tokens("ft:gpt-5-mini:acme::abc123") == image_tokens("gpt-5-mini")  # the patch rule
+    request = {"model": "ft:gpt-5-mini:acme::abc123", "messages": QUESTION_ITEMS, "tools": [tool]}
+    assert (
+        budgetguard.count_openai_request(request)
+        == count_message_tokens(QUESTION_ITEMS, "gpt-5-mini", tools=[tool]) + 82
+    )
+
+
+def test_schema_defs_and_nested_parameters_are_counted() -> None:
+    flat = {"type": "object", "properties": {"item": {"$ref": "#/$defs/Item"}}}
+    defs = {"Item": {"type": "object", "properties": {"sku": {"type": "string"}, "qty": {"type": "integer"}}}}
+    tool = {"type": "function", "function": {"name": "order", "parameters": flat}}
+    with_defs = {"type": "function", "function": {"name": "order", "parameters": {**flat, "$defs": defs}}}
+    assert count_tool_tokens([with_defs], "gpt-4o") - count_tool_tokens([tool], "gpt-4o") >= _compact(defs)
+
+
+# -- images and files --------------------------------------------------------------------------------
+
+
+def _png(width: int, height: int) -> str:
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + header
+    ihdr = struct.pack(">I", len(header)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    return "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + ihdr).decode()
+
+
+def _riff(chunk: bytes, body: bytes) -> bytes:
+    return (
+        b"RIFF" + struct.pack("<I", 4 + 8 + len(body)) + b"WEBP" + chunk + struct.pack("<I", len(body)) + body
+    )
+
+
+IMAGE_HEADERS = {
+    "gif": lambda w, h: b"GIF89a" + struct.pack("<HH", w, h) + bytes(16),
+    "jpeg": lambda w, h: (
+        b"\xff\xd8\xff\xe0"
+        + struct.pack(">H", 16)
+        + b"JFIF\x00"
+        + bytes(9)  # APP0, then a fill byte
+        + b"\xff\xff\xc0"
+        + struct.pack(">HBHHB", 11, 8, h, w, 1)
+        + bytes(16)
+    ),
+    "webp-vp8x": lambda w, h: _riff(
+        b"VP8X", bytes(4) + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")
+    ),
+    "webp-vp8l": lambda w, h: _riff(
+        b"VP8L", b"\x2f" + ((w - 1) | (h - 1) << 14).to_bytes(4, "little") + bytes(8)
+    ),
+    "webp-vp8": lambda w, h: _riff(
+        b"VP8 ", b"\x00\x00\x00\x9d\x01\x2a" + struct.pack("<HH", w, h) + bytes(8)
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(IMAGE_HEADERS))
+def test_image_sizes_are_read_from_data_url_headers(kind: str) -> None:
+    raw = IMAGE_HEADERS[kind](1234, 567)
+    assert image_size("data:image/x;base64," + base64.b64encode(raw).decode()) == (1234, 567)
+    assert image_size("https://example.com/a.png") is None  # by URL: the largest image instead
+    assert image_size("data:image/png;base64," + base64.b64encode(b"not an image").decode()) is None
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "expected"),
+    [
+        ("gpt-4o", (1024, 1024), 85 + 170 * 4),  # OpenAI's example: 765
+        ("gpt-4o", (2048, 4096), 85 + 170 * 6),  # OpenAI's example: 1105
+        ("gpt-4o", (256, 256), 85 + 170 * 4),  # small images: scaled up to a 768 short side (bound)
+        ("gpt-5", (1024, 1024), 70 + 140 * 4),
+        ("gpt-5-mini", (1024, 1024), math.ceil(1024 * Decimal("1.62"))),  # 32 x 32 patches
+        ("gpt-5-nano", (4000, 3000), math.ceil(1536 * Decimal("2.46"))),  # the patch budget
+        ("gpt-4.1-mini", (1800, 2400), math.ceil(1536 * Decimal("1.62"))),
+    ],
+)
+def test_image_size_from_a_data_url_gives_the_exact_rule(
+    model: str, size: tuple[int, int], expected: int
+) -> None:
+    part = {"type": "image_url", "image_url": {"url": _png(*size), "detail": "high"}}
+    with_image = [{"role": "user", "content": [part]}]
+    without = [{"role": "user", "content": []}]
+    assert count_message_tokens(with_image, model) - count_message_tokens(without, model) == expected
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("gpt-5-mini", math.ceil(1536 * Decimal("1.62"))),  # 2,489: above the tile rule's 1,190
+        ("gpt-5-nano", math.ceil(1536 * Decimal("2.46"))),  # 3,779
+        ("gpt-5.4-mini", math.ceil(1536 * Decimal("2.46"))),
+        ("gpt-5.4", math.ceil(2500 * Decimal("1.2"))),
+        ("gpt-5", 70 + 140 * 8),
+        ("o4-mini", math.ceil(1536 * Decimal("1.72"))),
+    ],
+)
+def test_images_of_unknown_size_take_the_largest_image(model: str, expected: int) -> None:
+    assert image_tokens(model, "high") == expected
+    if model != "gpt-5":  # patch models: "low" detail does not lower the bound
+        assert image_tokens(model, "low") == expected
+
+
+def test_original_detail_raises_the_patch_budget() -> None:
+    assert image_tokens("gpt-5.4", "original") == math.ceil(10_000 * Decimal("1.2"))
+
+
+def _pdf(pages: int, text: bytes = b"BT (Hello) Tj ET") -> bytes:
+    stream = zlib.compress(text)
+    body = b"".join(
+        b"%d 0 obj << /Type /Page /Contents %d 0 R >> endobj\n" % (i, i + 100) for i in range(pages)
+    )
+    streams = b"1000 0 obj << /Filter /FlateDecode >> stream\n" + stream + b"\nendstream endobj\n"
+    return b"%PDF-1.4\n" + body + b"<< /Type /Pages >>\n" + streams + b"%%EOF"
+
+
+def test_base64_pdf_is_bounded_by_pages_and_text() -> None:
+    text = b"BT (" + b"budget " * 500 + b") Tj ET"
+    raw = _pdf(3, text)
+    data = "data:application/pdf;base64," + base64.b64encode(raw).decode()
+    bound = file_data_tokens(data, "gpt-4o")
+    assert bound == 3 * image_tokens("gpt-4o", "high") + len(raw) + len(text)
+    assert bound > _tok("budget " * 500)  # the text it holds, inflated, is inside the bound
+    part = {"type": "file", "file": {"filename": "plan.pdf", "file_data": data}}
+    message = [{"role": "user", "content": [part]}]
+    assert count_message_tokens(message, "gpt-4o") == 3 + 3 + _tok("user") + _tok("plan.pdf") + bound
+
+
+def test_pages_inside_object_streams_are_counted() -> None:
+    objects = b"".join(b"<< /Type /Page /Parent 2 0 R >>" for _ in range(4)) + b"<< /Type /Pages /Count 4 >>"
+    raw = b"%PDF-1.5\n5 0 obj << /Type /ObjStm /Filter /FlateDecode >> stream\n" + zlib.compress(objects)
+    raw += b"\nendstream endobj\n%%EOF"
+    data = base64.b64encode(raw).decode()
+    assert file_data_tokens(data, "gpt-4o") == 4 * image_tokens("gpt-4o", "high") + len(raw) + len(objects)
+
+
+def test_a_pdf_without_countable_pages_is_unseen_input() -> None:
+    raw = b"%PDF-1.7\n1 0 obj << /Filter /FlateDecode >> stream\n" + bytes(range(64)) + b"\nendstream\n%%EOF"
+    data = "data:application/pdf;base64," + base64.b64encode(raw).decode()
+    assert file_data_tokens(data, "gpt-4o") is None
+    part = {"type": "input_file", "filename": "locked.pdf", "file_data": data}
+    request = {"model": "gpt-4o", "input": [{"role": "user", "content": [part]}]}
+    assert unseen_inputs(request) == ("file_data",)
+    assert budgetguard.estimate(request).input_tokens == 128_000
+
+
+def test_other_base64_files_count_a_token_per_byte() -> None:
+    raw = b"col_a,col_b\n1,2\n"
+    assert file_data_tokens(base64.b64encode(raw).decode(), "gpt-4o") == len(raw)
+
+
+@pytest.mark.parametrize(
+    ("part", "unseen"),
+    [
+        ({"type": "input_file", "file_id": "file-abc"}, ("file_id",)),
+        ({"type": "input_file", "file_url": "https://example.com/a.pdf"}, ("file_url",)),
+        ({"type": "file", "file": {"file_id": "file-abc"}}, ("file_id",)),
+        ({"type": "input_image", "image_url": "https://example.com/a.png"}, ()),  # bounded by its rule
+    ],
+)
+def test_files_by_reference_are_unseen_input(part: dict[str, Any], unseen: tuple[str, ...]) -> None:
+    assert unseen_inputs({"model": "gpt-4o", "input": [{"role": "user", "content": [part]}]}) == unseen
+    # inside a tool's output too
+    output = {"type": "function_call_output", "call_id": "c1", "output": [part]}
+    assert unseen_inputs({"model": "gpt-4o", "input": [output]}) == unseen
+
+
+def test_mcp_tools_and_item_references_are_unseen_input() -> None:
+    mcp = {"type": "mcp", "server_label": "docs", "server_url": "https://example.com/mcp"}
+    assert unseen_inputs({"model": "gpt-4.1", "input": "hi", "tools": [mcp]}) == ("mcp_tools",)
+    reference = {"type": "item_reference", "id": "msg_1"}
+    assert unseen_inputs({"model": "gpt-4.1", "input": [reference]}) == ("item_reference",)

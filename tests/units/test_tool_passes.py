@@ -151,6 +151,8 @@ def test_responses_max_tool_calls_bounds_all_calls_together_at_the_largest_resul
     assert est.tool_pass_tokens == (first + 100 + 30_000) + WINDOW  # two file searches, the largest
     assert dict(est.tool_calls) == {"web_search": 2, "code_execution": 1}  # fees: on the dearest tool
     assert est.tools_defaulted == ()
+    # (unseen_tokens=0: the MCP server's tool list, unseen input, is not what this test measures)
+    estimator = Estimator(prices=book(), tool_result_tokens={"file_search": 30_000}, unseen_tokens=0)
     unbounded = estimator(gpt({"type": "mcp", "server_label": "docs", "server_url": "https://mcp.example"}))
     assert unbounded.tools_defaulted == ("mcp",)
     assert unbounded.tool_pass_tokens == 10 * (shown(unbounded) + 100) + 55 * 5000  # 10 calls (the default)
