@@ -259,14 +259,14 @@ class Estimator:
         unseen = (claude_unseen if shape == "anthropic" else openai_unseen)(request) if not counted else ()
         if unseen:
             input_tokens = self._unseen_bound(input_tokens, price, unseen)
-        tools = self.server_tools.read(request, shape, price.rates_for(input_tokens), model)
+        tools = self.server_tools.read(request, shape, price, input_tokens, model)
         advisors: tuple[tuple[str, int], ...] = ()
         defaulted = tools.defaulted
         if shape == "anthropic" and request.get("tools"):
             found, advised = self._advisor_passes(request, provider, variant)
             advisors, defaulted = tuple(found), defaulted + advised
-        audio = _wants_audio(request)
-        results = tuple(tools.results)
+        audio = "modalities" in request and _wants_audio(request)
+        results = tools.results
         input_tokens, passes, extra, cost_nano = self._worst(
             model, price, provider, variant, input_tokens, output_tokens, cache_write, audio, tools.fees,
             results, advisors,

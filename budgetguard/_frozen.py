@@ -2,9 +2,13 @@
 
 ``@dataclass(frozen=True, slots=True)`` generates an ``__init__`` that sets each field with
 ``object.__setattr__(self, name, value)``: a global lookup, an attribute lookup and a call that looks the
-name up again in the class, per field. ``fast_init`` replaces it with one that calls each slot's own
-member descriptor (``Cls.field.__set__``), bound once: the same signature, defaults, default factories
-and ``__post_init__``, for about half the cost. Instances stay frozen: ``__setattr__`` still raises.
+name up again in the class, per field. ``fast_init`` replaces it with one with the same signature,
+defaults, default factories and ``__post_init__`` that, for a class deriving from ``object`` alone,
+switches the new instance to a mutable twin with the very same slots (``__class__`` assignment, which
+CPython allows between identical layouts), stores each field with a plain attribute store (the
+interpreter's specialized slot store) and switches it back; for a class with other bases, it calls each
+slot's own member descriptor (``Cls.field.__set__``), bound once. Either way about a third to a half of
+the generated ``__init__``'s cost. Instances stay frozen: ``__setattr__`` still raises.
 """
 
 from __future__ import annotations
@@ -23,26 +27,36 @@ def fast_init(cls: type[T]) -> type[T]:
     params = getattr(cls, "__dataclass_params__", None)
     if params is None or not params.frozen or "__slots__" not in cls.__dict__:
         raise TypeError(f"fast_init takes a @dataclass(frozen=True, slots=True) class, not {cls!r}")
-    namespace: dict[str, Any] = {"_new_missing": _MISSING}
+    twin = cls.__bases__ == (object,)  # a twin needs the same layout: the same slots on object alone
+    namespace: dict[str, Any] = {"_new_missing": _MISSING, "_cls": cls, "_set_class": object.__setattr__}
+    if twin:
+        namespace["_twin"] = type(f"_{cls.__name__}Init", (), {"__slots__": cls.__slots__})  # type: ignore[attr-defined]
     args: list[str] = []
-    body: list[str] = []
+    body: list[str] = ['_set_class(self, "__class__", _twin)'] if twin else []
     for i, f in enumerate(dataclasses.fields(cls)):  # type: ignore[arg-type]
         if not f.init:
             continue  # set by __post_init__, as the generated __init__ leaves it
         if f.kw_only:
             raise TypeError(f"fast_init does not handle keyword-only fields ({cls.__name__}.{f.name})")
-        namespace[f"_set{i}"] = cls.__dict__[f.name].__set__
         if f.default is not dataclasses.MISSING:
             namespace[f"_default{i}"] = f.default
             args.append(f"{f.name}=_default{i}")
-            body.append(f"_set{i}(self, {f.name})")
+            value = f.name
         elif f.default_factory is not dataclasses.MISSING:
             namespace[f"_factory{i}"] = f.default_factory
             args.append(f"{f.name}=_new_missing")
-            body.append(f"_set{i}(self, _factory{i}() if {f.name} is _new_missing else {f.name})")
+            value = f"_factory{i}() if {f.name} is _new_missing else {f.name}"
         else:
             args.append(f.name)
-            body.append(f"_set{i}(self, {f.name})")
+            value = f.name
+        if twin:
+            body.append(f"self.{f.name} = {value}")
+        else:
+            slot = next(k.__dict__[f.name] for k in cls.__mro__ if f.name in k.__dict__)  # (a base's too)
+            namespace[f"_set{i}"] = slot.__set__
+            body.append(f"_set{i}(self, {value})")
+    if twin:
+        body.append("self.__class__ = _cls")
     if hasattr(cls, "__post_init__"):
         body.append("self.__post_init__()")
     source = f"def __init__(self, {', '.join(args)}):\n" + "".join(

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import ConfigurationError
-from ._pricing import _FEE_UNITS, Rates
+from ._pricing import _FEE_UNITS, Price
 
 __all__ = [
     "DEFAULT_TOOL_CALLS",
@@ -155,11 +155,12 @@ class ServerTools:
                 )
         self.chosen = frozenset(results or ())
 
-    def read(self, request: Mapping[str, Any], api: str, rates: Rates, model: str) -> ToolUse:
+    def read(self, request: Mapping[str, Any], api: str, price: Price, shown: int, model: str) -> ToolUse:
         """The worst case of ``request``'s server-side tools: each at Anthropic's ``max_uses``, the
         Responses API's ``max_tool_calls`` (all built-in calls together: fees on the dearest tool, the
         largest results), else the default count; each result at a web fetch's ``max_content_tokens``,
-        else the configured size. ``rates`` and ``model`` price one call of each to find the dearest."""
+        else the configured size. One call of each is priced at ``price`` (for a request that shows
+        ``shown`` input tokens) to find the dearest."""
         tools = request.get("tools")
         servers = request.get("mcp_servers") if api == "anthropic" else None
         if not tools and not servers:
@@ -194,6 +195,7 @@ class ServerTools:
         per_call = [name for name in fees if name != "code_execution"]  # (sessions: one at most)
         if len(per_call) > 1 and bounded is not None:
             # max_tool_calls bounds all built-in calls together: the worst is all of them on the dearest
+            rates = price.rates_for(shown)
             dearest = max(per_call, key=lambda name: rates.fees_nano({name: 1}, model))
             fees = {name: count for name, count in fees.items() if name in (dearest, "code_execution")}
         results = [(sizes.get(name, self.results[name]), count) for name, count in counts.items()]

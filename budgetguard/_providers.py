@@ -75,7 +75,15 @@ def api_of(provider: str | None, model: str) -> str:
     model (Bedrock's ``anthropic.claude-...``, Vertex's ``claude-...@date``), else OpenAI's."""
     if provider in ("openai", "anthropic"):
         return provider
-    return "anthropic" if is_claude(model) else "openai"
+    found = _apis.get(model)
+    if found is None:
+        found = "anthropic" if is_claude(model) else "openai"
+        if len(_apis) < 4096:  # (model names are few; a bound all the same)
+            _apis[model] = found
+    return found
+
+
+_apis: dict[str, str] = {}
 
 
 _HIDDEN_REASONING = re.compile(

@@ -149,6 +149,19 @@ _model_encodings: dict[str, tiktoken.Encoding] = {}
 # -- counting text, with a content cache -------------------------------------------------------
 
 
+def _encoded_length(encoding: tiktoken.Encoding, text: str) -> int:
+    """Tokens of ``text`` as ordinary text: tiktoken's Rust encoder called directly (its Python wrapper
+    adds a frame per text), through the wrapper when a text it cannot encode needs its repair (lone
+    surrogates) or a tiktoken release names its encoder otherwise."""
+    core = getattr(encoding, "_core_bpe", None)
+    if core is not None:
+        try:
+            return len(core.encode_ordinary(text))
+        except UnicodeEncodeError:
+            pass
+    return len(encoding.encode_ordinary(text))
+
+
 class _CountCache:
     """LRU of (encoding, text) -> token count, bounded by the characters it holds.
 
@@ -181,17 +194,17 @@ class _CountCache:
             if n is None:
                 if len(shorts) >= 65_536:
                     shorts.clear()
-                n = shorts[text] = len(encoding.encode_ordinary(text))
+                n = shorts[text] = _encoded_length(encoding, text)
             return n
         if size < self.min_chars:  # mid-sized text: unique more often than not, encode it
-            return len(encoding.encode_ordinary(text))
+            return _encoded_length(encoding, text)
         key = (encoding.name, text)
         with self._lock:
             hit = self._data.get(key)
             if hit is not None:
                 self._data.move_to_end(key)
                 return hit
-        n = len(encoding.encode_ordinary(text))
+        n = _encoded_length(encoding, text)
         if len(text) <= self.max_chars:
             with self._lock:
                 if key not in self._data:

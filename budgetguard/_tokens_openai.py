@@ -96,8 +96,16 @@ _FAMILIES: tuple[tuple[str, _Family], ...] = (
 
 @functools.lru_cache(maxsize=256)
 def _family(model: str) -> _Family:
-    bare = model.rsplit("/", 1)[-1].removeprefix("ft:")
-    return next(family for prefix, family in _FAMILIES if bare.startswith(prefix))
+    found = _families.get(model)
+    if found is None:
+        bare = model.rsplit("/", 1)[-1].removeprefix("ft:")
+        found = next(family for prefix, family in _FAMILIES if bare.startswith(prefix))
+        if len(_families) < 4096:  # (model names are few; a bound all the same)
+            _families[model] = found
+    return found
+
+
+_families: dict[str, _Family] = {}
 
 
 def _json(value: Any) -> str:
@@ -334,11 +342,9 @@ def count_openai_request(request: Mapping[str, Any]) -> int:
 
     Content the request references without carrying (``unseen_inputs``) is not in this count."""
     model = request["model"]
-    encoding = encoding_for_model(model)
     family = _family(model)
-    tools = [
-        tool for tool in request.get("tools") or request.get("functions") or () if isinstance(tool, Mapping)
-    ]
+    listed = request.get("tools") or request.get("functions")
+    tools = [tool for tool in listed if isinstance(tool, Mapping)] if listed else []
     functions = [tool for tool in tools if tool.get("type", "function") in _CLIENT_TOOLS]
     builtin = {str(tool.get("type")) for tool in tools if tool.get("type", "function") not in _CLIENT_TOOLS}
     total = family.system
@@ -367,9 +373,9 @@ def count_openai_request(request: Mapping[str, Any]) -> int:
             total += family.assistant * sum(
                 1 for entry in entries if isinstance(entry, Mapping) and entry.get("role") == "assistant"
             )
-    fmt = _response_format(request)
+    fmt = _response_format(request) if "response_format" in request or "text" in request else None
     if fmt is not None:
-        total += _format_tokens(fmt, encoding, family)
+        total += _format_tokens(fmt, encoding_for_model(model), family)
     reasoning = request.get("reasoning")
     mode = reasoning.get("mode") if isinstance(reasoning, Mapping) else None
     return total + (_REASONING_MODES.get(mode, 0) if isinstance(mode, str) else 0)
@@ -392,8 +398,11 @@ def unseen_inputs(request: Mapping[str, Any]) -> tuple[str, ...]:
     entries = request.get("messages") or request.get("input")
     if isinstance(entries, list | tuple):
         for entry in entries:
+            if type(entry) is dict and type(entry.get("content")) is str and "type" not in entry:
+                continue  # a plain message
             if isinstance(entry, Mapping):
-                _unseen_parts(entry, found)
+                if "type" in entry:
+                    _unseen_parts(entry, found)
                 for key in ("content", "output"):  # message content, a tool's output
                     parts = entry.get(key)
                     if isinstance(parts, list | tuple):

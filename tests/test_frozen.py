@@ -86,7 +86,8 @@ def test_the_hot_path_types_use_it_and_stay_frozen() -> None:
     price = bg.PriceBook().get("gpt-4o-mini")
     estimate = Estimate("gpt-4o-mini", 8, 50, 31200, price)
     for obj in (held, reservation, outcome, usage, estimate):
-        assert "_set0" in type(obj).__init__.__code__.co_names  # fast_init's __init__
+        assert "_twin" in type(obj).__init__.__code__.co_names  # fast_init's __init__, by a twin
+        assert type(obj) is not type(obj).__init__.__globals__["_twin"]  # switched back
         with pytest.raises(dataclasses.FrozenInstanceError):
             obj.__setattr__(dataclasses.fields(obj)[0].name, None)
     assert outcome == Outcome("r1", "committed", {bg.Unit.USD: 5}, False, False, False, ())
@@ -96,3 +97,22 @@ def test_the_hot_path_types_use_it_and_stay_frozen() -> None:
         bg.Usage(output_tokens=1, reasoning_tokens=2)
     with pytest.raises(bg.UsageError, match="cache_read_tokens"):
         bg.Usage(1, True)
+
+
+def test_a_class_with_bases_sets_its_slots_by_their_descriptors() -> None:
+    """No twin can share a layout built on other bases: such a class keeps the descriptor stores."""
+
+    @dataclass(frozen=True, slots=True)
+    class Base:
+        x: int
+
+    @fast_init
+    @dataclass(frozen=True, slots=True)
+    class Child(Base):
+        y: int = 2
+
+    child = Child(1)
+    assert (child.x, child.y, type(child)) == (1, 2, Child)
+    assert "_set0" in Child.__init__.__code__.co_names and "_twin" not in Child.__init__.__code__.co_names
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        child.__setattr__("y", 3)
