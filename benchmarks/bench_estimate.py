@@ -150,19 +150,19 @@ def run(quick: bool) -> list[dict[str, Any]]:
 
     # name, request builder, target ratio, (trials, iterations) for a full run, and for --quick
     scenarios: list[tuple[str, Callable[[int], dict[str, Any]], float, tuple[int, int], tuple[int, int]]] = [
-        ("short request (~30 tokens, unique)", _short_request, 1.1, (31, 2000), (9, 500)),
+        ("short request (~30 tokens, unique)", _short_request, 1.5, (31, 2000), (9, 500)),
         ("100k-token request (unique)", lambda n: _large_request(n, body), 1.1, (21, 3), (5, 1)),
         (
             "repeated 5k system prompt (same str)",
             lambda n: _repeated_request(n, system),
-            0.2,
+            0.05,
             (21, 100),
             (7, 30),
         ),
         (
             "repeated 5k system prompt (fresh str)",
             lambda n: _repeated_request(n, _fresh(system)),
-            0.2,
+            0.05,
             (21, 100),
             (7, 30),
         ),

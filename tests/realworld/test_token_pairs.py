@@ -7,12 +7,13 @@ context window); pairs whose count includes server-side tool passes are only rep
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from tests.realworld.conftest import ABSENT
-from tests.realworld.pairs import ASSERTED, Pair, estimated_input, load_pairs, pairs_file
+from tests.realworld.conftest import ABSENT, REPO
+from tests.realworld.pairs import ASSERTED, Pair, estimated_input, load_pairs, pairs_file, ratios, spreads
 
 
 def _params() -> list[object]:
@@ -29,3 +30,24 @@ def test_the_estimate_bounds_the_provider_count(pair: Pair, realworld: Path) -> 
         f"estimated {estimated} input tokens, {pair.provider} counted {pair.counted} "
         f"(ratio {estimated / pair.counted:.2f}) for {pair.source}"
     )
+
+
+_CLAIM = re.compile(
+    r"(?P<name>Claude|OpenAI): median (?P<median>\d+\.\d\d)x, p95 (?P<p95>\d+\.\d\d)x of \w+'s count "
+    r"\((?P<n>\d+) recorded requests, none below\)"
+)
+
+
+def test_the_readme_states_the_measured_distribution(realworld: Path) -> None:
+    """The README's "median, p95" sentences are what the recorded pairs measure today."""
+    claims = {m["name"]: m for m in _CLAIM.finditer((REPO / "README.md").read_text(encoding="utf-8"))}
+    assert set(claims) == {"Claude", "OpenAI"}, "the README states both providers' distributions"
+    measured = {s.provider: s for s in spreads(ratios(load_pairs())) if s.kind == "visible"}
+    for name, provider in (("Claude", "anthropic"), ("OpenAI", "openai")):
+        claim, spread = claims[name], measured[provider]
+        assert spread.below == 0
+        assert (claim["median"], claim["p95"], int(claim["n"])) == (
+            f"{spread.median:.2f}",
+            f"{spread.p95:.2f}",
+            spread.n,
+        ), f"README says {claim.group(0)!r}; measured {spread}"
