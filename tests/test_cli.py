@@ -15,7 +15,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 import budgetguard as bg
-from budgetguard._cli import EXIT_BAD_INPUT, EXIT_STORE, cli
+from budgetguard._cli import cli
+from budgetguard._cli_base import EXIT_BAD_INPUT, EXIT_STORE
 
 BUDGETS = """
 [[budgets]]
