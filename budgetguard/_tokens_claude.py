@@ -25,7 +25,7 @@ from typing import Any
 import tiktoken
 
 from ._tokens import _cache, get_encoding
-from ._tokens_media import image_size, pdf_pages
+from ._tokens_media import image_size, pdf_facts
 
 __all__ = [
     "ANTHROPIC_SAFETY_FACTOR",
@@ -136,8 +136,6 @@ IMAGE_LONG_EDGE, IMAGE_MAX_TOKENS = 1568, 1600
 NEW_IMAGE_LONG_EDGE, NEW_IMAGE_MAX_TOKENS = 2576, 4784
 """Opus 4.7 reads up to 2576 px and ~3.75 megapixels: the bound of every model ``CLAUDE_FACTORS`` does
 not list as Claude 4.6 or earlier."""
-PDF_PAGE_TEXT_TOKENS = 3000
-"""Text of one PDF page at most, as Anthropic documents (1,500-3,000 per page), besides its image."""
 
 
 def count_anthropic_tokens(
@@ -282,8 +280,9 @@ class _Counter:
             self.content(source.get("content"))
         elif kind == "base64":
             data = source.get("data")
-            pages = pdf_pages(data) if isinstance(data, str) else 0
-            self.other += pages * (PDF_PAGE_TEXT_TOKENS + self.image_max()[1])
+            pages, text = pdf_facts(data) if isinstance(data, str) else (0, 0)
+            self.text += text  # at most a token a byte of its text, times the factor like any text
+            self.other += pages * self.image_max()[1]
         # url / file: unseen (unseen_inputs)
 
     def image_max(self) -> tuple[int, int]:
@@ -337,7 +336,7 @@ def unseen_inputs(request: Mapping[str, Any]) -> tuple[str, ...]:
                     found.append("document url")
                 elif source.get("type") == "file":
                     found.append("file_id")
-                elif source.get("type") == "base64" and not pdf_pages(str(source.get("data") or "")):
+                elif source.get("type") == "base64" and not pdf_facts(str(source.get("data") or ""))[0]:
                     found.append("document")
     if calls - answered:
         found.append("server tool call")

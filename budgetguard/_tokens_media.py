@@ -17,7 +17,7 @@ import struct
 import zlib
 from decimal import Decimal
 
-__all__ = ["file_data_countable", "file_data_tokens", "image_size", "image_tokens", "pdf_pages"]
+__all__ = ["file_data_countable", "file_data_tokens", "image_size", "image_tokens", "pdf_facts"]
 
 # Tile models (OpenAI's vision guide): base + per 512px tile after scaling to fit 2048x2048 and the
 # short side to 768 (at most 2 x 4 tiles). "low" detail costs the base only.
@@ -175,45 +175,55 @@ def _jpeg_size(head: bytes) -> tuple[int, int] | None:
 # -- files (PDF) -------------------------------------------------------------------------------------
 
 _PAGE = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
-_PAGE_COUNT = re.compile(rb"/Type\s*/Pages\b[^>]*?/Count\s+(\d+)|/Count\s+(\d+)[^>]*?/Type\s*/Pages\b")
+# The page tree's /Count, within one dictionary (bounded: a scan never runs past 512 bytes from a match)
+_PAGE_COUNT = re.compile(
+    rb"/Type\s*/Pages\b[^>]{0,512}?/Count\s+(\d+)|/Count\s+(\d+)[^>]{0,512}?/Type\s*/Pages\b"
+)
 _STREAM = re.compile(rb"stream\r?\n")
-_MAX_INFLATED = 64 << 20  # bytes inflated per stream: past it, a stream counts as the cap
+_MAX_INFLATED = 16 << 20  # bytes inflated per file: a PDF whose streams hold more is not counted offline
+
+
+def _pages(blob: bytes) -> int:
+    """Pages found in ``blob``: its page objects, or its page tree's ``/Count``, whichever is larger."""
+    pages = len(_PAGE.findall(blob))
+    counts = [int(a or b) for a, b in _PAGE_COUNT.findall(blob)]
+    return max(pages, *counts) if counts else pages
 
 
 @functools.lru_cache(maxsize=2)  # the estimate and the unseen check read the same file
 def _pdf_facts(data: str) -> tuple[int, int] | None:
     """(pages, an upper bound on its text bytes) of a base64 PDF, ``None`` when it is not a PDF, and
-    (0, 0) when its pages cannot be counted offline (encrypted streams, say).
+    (0, 0) when its pages cannot be counted offline (encrypted streams, or streams that inflate past
+    ``_MAX_INFLATED`` in all: a compression bomb is not inflated further, it is unseen input).
 
     Text is drawn from content streams, at most one character per byte of them: the bound is the raw
     bytes plus every compressed stream inflated. Pages are the page objects found in the file or in
-    its inflated object streams, or the page tree's ``/Count``, whichever is larger."""
+    its inflated object streams, or the page tree's ``/Count``, whichever is larger. Each stream is
+    read as it is inflated and dropped, so memory stays within one stream."""
     raw = _decoded(data)
     if raw is None or raw[:5] != b"%PDF-":
         return None
     view = memoryview(raw)
-    inflated: list[bytes] = []
-    text = len(raw)
+    text, budget = len(raw), _MAX_INFLATED
+    pages = _pages(raw)
     for match in _STREAM.finditer(raw):
         inflater = zlib.decompressobj()
         try:
-            chunk = inflater.decompress(view[match.end() :], _MAX_INFLATED)
+            chunk = inflater.decompress(view[match.end() :], budget + 1)
         except zlib.error:
             continue  # not a deflate stream: its raw bytes are counted
-        inflated.append(chunk)
-        text += _MAX_INFLATED if inflater.unconsumed_tail else len(chunk)
-    pages = 0
-    for blob in (raw, *inflated):
-        pages += len(_PAGE.findall(blob))
-        counts = [int(a or b) for a, b in _PAGE_COUNT.findall(blob)]
-        pages = max(pages, *counts) if counts else pages
+        if len(chunk) > budget:
+            return (0, 0)
+        budget -= len(chunk)
+        text += len(chunk)
+        pages += _pages(chunk)
     return (pages, text) if pages else (0, 0)
 
 
-def pdf_pages(data: str) -> int:
-    """The pages of a base64 PDF; 0 when it is not a PDF or its pages cannot be counted offline."""
-    facts = _pdf_facts(data)
-    return 0 if facts is None else facts[0]
+def pdf_facts(data: str) -> tuple[int, int]:
+    """(pages, an upper bound on the bytes of text) of a base64 PDF; (0, 0) when it is not a PDF or its
+    pages cannot be counted offline."""
+    return _pdf_facts(data) or (0, 0)
 
 
 def file_data_countable(data: str) -> bool:

@@ -27,6 +27,7 @@ from budgetguard import (
     ConfigurationError,
     _tokens,
     _tokens_claude,
+    _tokens_media,
     count_anthropic_tokens,
     count_message_tokens,
     count_responses_tokens,
@@ -35,9 +36,9 @@ from budgetguard import (
     get_encoding,
 )
 from budgetguard._tokens import encoding_for_model
-from budgetguard._tokens_claude import claude_factor, count_claude_request
+from budgetguard._tokens_claude import CLAUDE_NEW_TOKENIZER_FACTOR, claude_factor, count_claude_request
 from budgetguard._tokens_claude import unseen_inputs as claude_unseen_inputs
-from budgetguard._tokens_media import file_data_tokens, image_size
+from budgetguard._tokens_media import file_data_countable, file_data_tokens, image_size
 from budgetguard._tokens_openai import image_tokens, unseen_inputs
 
 # -- the OpenAI cookbook's API-reported counts ("How to count tokens with tiktoken") ---------------
@@ -756,7 +757,10 @@ def test_anthropic_documents_count_their_text_or_pages_and_references_are_unseen
     assert count_claude_request(text, factor=ONE) == FRAME + _tok("Dummy TXT file\n") + 48
     assert claude_unseen_inputs(text) == ()
     pdf = request({"type": "base64", "media_type": "application/pdf", "data": _bare_pdf(2)})
-    assert count_claude_request(pdf, factor=ONE) == FRAME + 48 + 2 * (3000 + 1600)  # text, image per page
+    raw = base64.b64decode(_bare_pdf(2))  # its text: at most a token a byte of the file (no streams here)
+    assert count_claude_request(pdf, factor=ONE) == FRAME + 48 + len(raw) + 2 * 1600  # + an image a page
+    dense = {**pdf, "model": "claude-opus-4-8"}
+    assert count_claude_request(dense) >= math.ceil(len(raw) * CLAUDE_NEW_TOKENIZER_FACTOR) + 2 * 4784
     assert claude_unseen_inputs(pdf) == ()
     unreadable = request({"type": "base64", "media_type": "application/pdf", "data": "bm90IGEgcGRm"})
     assert claude_unseen_inputs(unreadable) == ("document",)
@@ -1132,6 +1136,30 @@ def test_base64_pdf_is_bounded_by_pages_and_text() -> None:
     part = {"type": "file", "file": {"filename": "plan.pdf", "file_data": data}}
     message = [{"role": "user", "content": [part]}]
     assert count_message_tokens(message, "gpt-4o") == 3 + 3 + _tok("user") + _tok("plan.pdf") + bound
+
+
+def test_a_pdf_whose_streams_inflate_past_the_limit_is_not_counted_offline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A compression bomb is not inflated further: the PDF is unseen input (the context window bounds it)."""
+    monkeypatch.setattr(_tokens_media, "_MAX_INFLATED", 1 << 20)
+    _tokens_media._pdf_facts.cache_clear()
+    within = _pdf(2, b"BT (" + b"a" * (1 << 19) + b") Tj ET")
+    beyond = _pdf(2, b"BT (" + b"a" * (1 << 21) + b") Tj ET")
+    for raw, pages in ((within, 2), (beyond, 0)):
+        data = "data:application/pdf;base64," + base64.b64encode(raw).decode()
+        assert _tokens_media.pdf_facts(data)[0] == pages
+        assert file_data_countable(data) is (pages > 0)
+    _tokens_media._pdf_facts.cache_clear()
+
+
+def test_a_page_tree_without_its_count_nearby_is_read_in_one_pass() -> None:
+    """The /Count search stays within one dictionary's reach: a file of bare /Type /Pages markers has no
+    count and no page, and is unseen (this scanned to the end of the file once per marker)."""
+    raw = b"%PDF-1.4\n" + b"/Type/Pages " * 8000
+    assert _tokens_media.pdf_facts(base64.b64encode(raw).decode()) == (0, 0)
+    near = b"%PDF-1.4\n<< /Type /Pages /Kids [] /Count 7 >>"
+    assert _tokens_media.pdf_facts(base64.b64encode(near).decode())[0] == 7
 
 
 def test_pages_inside_object_streams_are_counted() -> None:
