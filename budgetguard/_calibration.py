@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -103,6 +103,8 @@ class Learned:
     ``percentile``: 0-100 (99: one call in a hundred overruns its hold). ``min_calls``: calls known for
     the model and function before the learned ratio is used. ``window``: the most recent calls learned
     from. ``refresh_calls`` / ``refresh_seconds``: how often the journal's new entries are read.
+    ``first_read_seconds``: how far back a process's first read goes (an hour: never the whole journal
+    inside a guarded call); older calls are not learned from.
     """
 
     percentile: Decimal | int | str = 99
@@ -110,6 +112,7 @@ class Learned:
     window: int = 1000
     refresh_calls: int = 100
     refresh_seconds: float = 60.0
+    first_read_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
         try:
@@ -122,8 +125,9 @@ class Learned:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"Learned({name}=...) takes a positive int, got {value!r}")
-        if not self.refresh_seconds > 0:
-            raise ConfigurationError("Learned(refresh_seconds=...) takes a positive number of seconds")
+        for name in ("refresh_seconds", "first_read_seconds"):
+            if not getattr(self, name) > 0:
+                raise ConfigurationError(f"Learned({name}=...) takes a positive number of seconds")
 
     def hold(self, worst: int, learned: Fraction | None) -> int:
         """The USD held for a call whose worst case is ``worst``: the learned ratio times it, rounded up,
@@ -210,10 +214,15 @@ class JournalRead:
 
     model: str
     since: int | None
+    first_read_seconds: float
     job: None = None
 
     def send(self, store: Any, lease: float) -> Any:
-        since: datetime | None = None if not self.since else to_datetime(self.since)
+        """The entries since the last read; on the first, those of the last ``first_read_seconds``."""
+        if self.since:
+            since = to_datetime(self.since)
+        else:
+            since = datetime.now(UTC) - timedelta(seconds=self.first_read_seconds)
         return store.history(since=since, model=self.model, events=("committed",))
 
 
@@ -227,7 +236,7 @@ def learned_ratio(
     if read:
         entries: list[JournalEntry] | None
         try:
-            entries = yield JournalRead(model, state.since)
+            entries = yield JournalRead(model, state.since, policy.first_read_seconds)
         except LedgerError:
             entries = None
         except BaseException:

@@ -19,8 +19,9 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import resources
+from typing import Any
 
 import tiktoken
 import tiktoken.load
@@ -234,3 +235,19 @@ def count_text_tokens(text: str, model_or_encoding: str | tiktoken.Encoding = "o
     else:
         encoding = encoding_for_model(model_or_encoding)
     return _cache.count(encoding, text)
+
+
+def as_mapping(value: Any, what: str) -> Mapping[str, Any]:
+    """``value`` as a mapping: itself, or an SDK object's fields (``model_dump``: a response's content
+    blocks or messages fed back into the next request); anything else is a ``ConfigurationError``
+    naming ``what`` it should have been, never counted as nothing."""
+    if isinstance(value, Mapping):
+        return value
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        dumped = dump(exclude_none=True)
+        if isinstance(dumped, Mapping):
+            return dumped
+    raise ConfigurationError(
+        f"cannot count {what} of type {type(value).__name__}: pass a dict (or the SDK's own object)"
+    )

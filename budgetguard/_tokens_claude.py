@@ -24,7 +24,7 @@ from typing import Any
 
 import tiktoken
 
-from ._tokens import _cache, get_encoding
+from ._tokens import _cache, as_mapping, get_encoding
 from ._tokens_media import image_size, pdf_facts
 
 __all__ = [
@@ -237,8 +237,7 @@ class _Counter:
         if not isinstance(content, list | tuple):
             return
         for block in content:
-            if isinstance(block, Mapping):
-                self.block(block)
+            self.block(block if isinstance(block, Mapping) else as_mapping(block, "a content block"))
 
     def block(self, block: Mapping[str, Any]) -> None:
         kind = block.get("type")
@@ -347,8 +346,8 @@ def _blocks(content: Any) -> Iterable[Mapping[str, Any]]:
     """Every block of a message's content, nested tool results' blocks included."""
     if not isinstance(content, list | tuple):
         return
-    for block in content:
-        if isinstance(block, Mapping):
-            yield block
-            if isinstance(block.get("content"), list):
-                yield from _blocks(block["content"])
+    for item in content:
+        block = item if isinstance(item, Mapping) else as_mapping(item, "a content block")
+        yield block
+        if isinstance(block.get("content"), list):
+            yield from _blocks(block["content"])

@@ -1206,3 +1206,22 @@ def test_mcp_tools_and_item_references_are_unseen_input() -> None:
     assert unseen_inputs({"model": "gpt-4.1", "input": "hi", "tools": [mcp]}) == ("mcp_tools",)
     reference = {"type": "item_reference", "id": "msg_1"}
     assert unseen_inputs({"model": "gpt-4.1", "input": [reference]}) == ("item_reference",)
+
+
+def test_claude_counts_sdk_blocks_fed_back_by_their_fields() -> None:
+    """A tool-use loop sends ``response.content`` back: SDK objects, counted like the dicts they dump to
+    (they counted 0 tokens: 21 instead of ~7,000 for 5,000 words), and anything else is an error."""
+    from anthropic.types import TextBlock, ToolUseBlock
+
+    text = "word " * 5000
+    call = {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"city": "Paris"}}
+
+    def request(*blocks: Any) -> dict[str, Any]:
+        messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": list(blocks)}]
+        return {"model": "claude-sonnet-4-5", "messages": messages}
+
+    as_dicts = count_claude_request(request({"type": "text", "text": text}, call))
+    as_objects = count_claude_request(request(TextBlock(type="text", text=text), ToolUseBlock(**call)))
+    assert as_objects >= as_dicts > _tok(text)
+    with pytest.raises(ConfigurationError, match="content block of type int"):
+        count_claude_request({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": [5]}]})

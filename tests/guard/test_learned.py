@@ -7,6 +7,7 @@ By hand (gpt-4o, $2.50 / $10.00 per million tokens): ``chat_request()`` reserves
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
 import pytest
@@ -101,10 +102,15 @@ def test_the_cache_reads_only_new_entries_every_refresh_calls(make_guard: MakeGu
     h.ledger.history = counted  # type: ignore[method-assign]
     policy = Learned(min_calls=1, refresh_calls=3, refresh_seconds=3600)
     create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice", hold=policy)
+    started = datetime.now(UTC)
     for _ in range(7):
         create(**chat_request())
     assert len(reads) == 3  # calls 1, 4 and 7 read the journal
-    assert reads[0] is None and reads[2] is not None  # then from the last entry read: only what is new
+    first, last = reads[0], reads[2]
+    assert isinstance(first, datetime) and isinstance(last, datetime)
+    hour = timedelta(seconds=policy.first_read_seconds)
+    assert started - hour <= first <= datetime.now(UTC) - hour  # the first read: the last hour, not all
+    assert last > first  # then from the last entry read: only what is new
     state = next(iter(h.guard.calibration._known.values()))
     assert len(state.ratios) == 6  # each call learned once: the entries at a read's start are not re-read
     assert state.ratio == Fraction(SMALL, WORST)
