@@ -181,21 +181,17 @@ def count_message_tokens(
 ) -> int:
     """Input tokens of OpenAI chat messages (and ``tools``), by OpenAI's published counting rules."""
     encoding = encoding_for_model(model)
-    count = _cache.count
-    shorts = _cache.shorts(encoding)
+    count = _cache.counter(encoding)
     total = REPLY_PRIMING
     for message in messages:
         total += TOKENS_PER_MESSAGE
         for key, value in message.items():
-            # plain strings (role, content, name) are the common case: count them inline, and look the
-            # short ones (roles above all) up without a call
-            if type(value) is str:
-                n = shorts.get(value)
-                total += count(encoding, value) if n is None else n
+            if type(value) is str:  # role, content, name: the common case, counted in one call
+                total += count(value)
             else:
                 total += _value_tokens(key, value, encoding, model)
-            if key == "name":
-                total += TOKENS_PER_NAME
+        if "name" in message:
+            total += TOKENS_PER_NAME
     if tools:
         total += count_tool_tokens(tools, model)
     return total
@@ -342,16 +338,22 @@ def count_openai_request(request: Mapping[str, Any]) -> int:
 
     Content the request references without carrying (``unseen_inputs``) is not in this count."""
     model = request["model"]
-    family = _family(model)
+    family = _families.get(model) or _family(model)
     listed = request.get("tools") or request.get("functions")
-    tools = [tool for tool in listed if isinstance(tool, Mapping)] if listed else []
-    functions = [tool for tool in tools if tool.get("type", "function") in _CLIENT_TOOLS]
-    builtin = {str(tool.get("type")) for tool in tools if tool.get("type", "function") not in _CLIENT_TOOLS}
+    tools: Sequence[Mapping[str, Any]] = ()
+    functions: Sequence[Mapping[str, Any]] = ()
+    builtin: Iterable[str] = ()
+    if listed:
+        tools = [tool for tool in listed if isinstance(tool, Mapping)]
+        functions = [tool for tool in tools if tool.get("type", "function") in _CLIENT_TOOLS]
+        builtin = {
+            str(tool.get("type")) for tool in tools if tool.get("type", "function") not in _CLIENT_TOOLS
+        }
     total = family.system
     if functions:
         total += family.tools
     if "messages" in request:
-        total += count_message_tokens(request["messages"], model, tools=tools)
+        total += count_message_tokens(request["messages"], model, tools)
         if functions:
             total += family.preamble
     else:
@@ -373,17 +375,21 @@ def count_openai_request(request: Mapping[str, Any]) -> int:
             total += family.assistant * sum(
                 1 for entry in entries if isinstance(entry, Mapping) and entry.get("role") == "assistant"
             )
-    fmt = _response_format(request) if "response_format" in request or "text" in request else None
-    if fmt is not None:
-        total += _format_tokens(fmt, encoding_for_model(model), family)
-    reasoning = request.get("reasoning")
-    mode = reasoning.get("mode") if isinstance(reasoning, Mapping) else None
-    return total + (_REASONING_MODES.get(mode, 0) if isinstance(mode, str) else 0)
+    if "response_format" in request or "text" in request:
+        fmt = _response_format(request)
+        if fmt is not None:
+            total += _format_tokens(fmt, encoding_for_model(model), family)
+    if "reasoning" in request:
+        reasoning = request["reasoning"]
+        mode = reasoning.get("mode") if isinstance(reasoning, Mapping) else None
+        total += _REASONING_MODES.get(mode, 0) if isinstance(mode, str) else 0
+    return total
 
 
 # -- input the request does not carry ----------------------------------------------------------------
 
 _STATE_KEYS = ("previous_response_id", "conversation")
+_STATE = frozenset(_STATE_KEYS)
 
 
 def unseen_inputs(request: Mapping[str, Any]) -> tuple[str, ...]:
@@ -391,12 +397,12 @@ def unseen_inputs(request: Mapping[str, Any]) -> tuple[str, ...]:
     ``previous_response_id`` / ``conversation``, items by reference (``item_reference``), files by
     ``file_id`` or URL (their pages are not in the request), a PDF whose pages cannot be counted
     offline (``file_data``), and MCP servers' tool lists."""
-    found = [key for key in _STATE_KEYS if request.get(key)]
+    found = [key for key in _STATE_KEYS if request.get(key)] if not _STATE.isdisjoint(request) else []
     tools = request.get("tools")
     if tools and any(isinstance(tool, Mapping) and tool.get("type") == "mcp" for tool in tools):
         found.append("mcp_tools")
     entries = request.get("messages") or request.get("input")
-    if isinstance(entries, list | tuple):
+    if type(entries) is list or isinstance(entries, list | tuple):
         for entry in entries:
             if type(entry) is dict and type(entry.get("content")) is str and "type" not in entry:
                 continue  # a plain message
@@ -409,7 +415,7 @@ def unseen_inputs(request: Mapping[str, Any]) -> tuple[str, ...]:
                         for part in parts:
                             if isinstance(part, Mapping):
                                 _unseen_parts(part, found)
-    return tuple(found)
+    return tuple(found) if found else ()
 
 
 def _unseen_parts(part: Mapping[str, Any], found: list[str]) -> None:
