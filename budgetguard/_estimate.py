@@ -58,7 +58,7 @@ from ._providers import VARIANT_KEYS, Variant, api_of, request_variant
 from ._tokens import count_text_tokens, encoding_for_model
 from ._tokens_claude import claude_factor, count_claude_request
 from ._tokens_claude import unseen_inputs as claude_unseen
-from ._tokens_openai import count_openai_request
+from ._tokens_openai import read_openai_request
 from ._tokens_openai import unseen_inputs as openai_unseen
 from ._usage import Pass, Usage
 
@@ -242,6 +242,7 @@ class Estimator:
         price = self.prices.get(model, provider=provider, variant=variant)
         cache_write = None
         counted = False
+        # the input, and what the request references without carrying (unseen)
         if shape == "anthropic":
             if input_tokens is None:
                 input_tokens = count_claude_request(request, model, self._factor(model))
@@ -249,23 +250,24 @@ class Estimator:
                 counted = True
             cache_write = _anthropic_cache_ttl(request)
             output_tokens = self._output(request, price, ("max_tokens",))
+            unseen = () if counted else claude_unseen(request)
         elif "messages" in request:
-            input_tokens = count_openai_request(request)
+            input_tokens, unseen = read_openai_request(request)
             output_tokens = self._output(request, price, ("max_completion_tokens", "max_tokens"))
             if "n" in request:  # several choices: each may be as long
                 output_tokens *= _n(request)
         elif _is_embedding(model):
             input_tokens = _embedding_tokens(request.get("input"), model)
             output_tokens = 0
+            unseen = openai_unseen(request)
         elif "input" in request or "instructions" in request:
-            input_tokens = count_openai_request(request)
+            input_tokens, unseen = read_openai_request(request)
             output_tokens = self._output(request, price, ("max_output_tokens",))
         else:
             raise ConfigurationError(
                 f"cannot tell what kind of request this is (keys: {sorted(request)}); expected "
                 "'messages' (chat / Anthropic) or 'input' (Responses / embeddings)"
             )
-        unseen = (claude_unseen if shape == "anthropic" else openai_unseen)(request) if not counted else ()
         if unseen:
             input_tokens = self._unseen_bound(input_tokens, price, unseen)
         tools = (

@@ -188,9 +188,9 @@ class _CountCache:
         return found
 
     def _new_counter(self, encoding: tiktoken.Encoding) -> Callable[[str], int]:
-        # tiktoken's Rust encoder called directly (its Python wrapper adds a frame per text); the
-        # wrapper when a text it cannot encode needs its repair (lone surrogates), or when a tiktoken
-        # release names its encoder otherwise
+        # tiktoken's Rust encoder called directly for mid-sized texts, the hot ones (its Python wrapper
+        # adds a frame per text); the wrapper when a text needs its repair (lone surrogates), for the
+        # texts the cache keeps, and when a tiktoken release names its encoder otherwise
         wrapper = encoding.encode_ordinary
         core = getattr(encoding, "_core_bpe", None)
         encode = wrapper if core is None else core.encode_ordinary
@@ -199,21 +199,18 @@ class _CountCache:
 
         def count(text: str) -> int:
             size = len(text)
-            if size <= short_chars:
-                n = shorts.get(text)
-                if n is not None:
-                    return n
-            elif size >= min_chars:
+            if size > short_chars:
+                if size < min_chars:  # unique more often than not: encoded every time
+                    try:
+                        return len(encode(text))
+                    except UnicodeEncodeError:
+                        return len(wrapper(text))
                 return cached(encoding, text)
-            # a mid-sized text is unique more often than not: encoded every time
-            try:
-                n = len(encode(text))
-            except UnicodeEncodeError:
-                n = len(wrapper(text))
-            if size <= short_chars:
+            n = shorts.get(text)
+            if n is None:
                 if len(shorts) >= 65_536:
                     shorts.clear()
-                shorts[text] = n
+                n = shorts[text] = len(wrapper(text))
             return n
 
         return count

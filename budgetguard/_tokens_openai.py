@@ -29,6 +29,7 @@ __all__ = [
     "count_responses_tokens",
     "count_tool_tokens",
     "image_tokens",
+    "read_openai_request",
     "unseen_inputs",
 ]
 
@@ -180,9 +181,18 @@ def count_message_tokens(
     tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> int:
     """Input tokens of OpenAI chat messages (and ``tools``), by OpenAI's published counting rules."""
+    return _count_messages(messages, model, tools)[0]
+
+
+def _count_messages(
+    messages: Iterable[Mapping[str, Any]], model: str, tools: Sequence[Mapping[str, Any]] | None
+) -> tuple[int, bool]:
+    """``count_message_tokens``, and whether the messages are plain: strings only, no item ``type``
+    (nothing ``unseen_inputs`` looks for can be in them)."""
     encoding = encoding_for_model(model)
     count = _cache.counter(encoding)
     total = REPLY_PRIMING
+    plain = True
     for message in messages:
         total += TOKENS_PER_MESSAGE
         for key, value in message.items():
@@ -190,11 +200,14 @@ def count_message_tokens(
                 total += count(value)
             else:
                 total += _value_tokens(key, value, encoding, model)
+                plain = False
         if "name" in message:
             total += TOKENS_PER_NAME
+        if "type" in message:
+            plain = False
     if tools:
         total += count_tool_tokens(tools, model)
-    return total
+    return total, plain
 
 
 # -- tool definitions --------------------------------------------------------------------------------
@@ -337,6 +350,20 @@ def count_openai_request(request: Mapping[str, Any]) -> int:
     API adds for its model's family (``_FAMILIES``), built-in tools and reasoning modes.
 
     Content the request references without carrying (``unseen_inputs``) is not in this count."""
+    return _count_request(request)[0]
+
+
+def read_openai_request(request: Mapping[str, Any]) -> tuple[int, tuple[str, ...]]:
+    """``count_openai_request`` and ``unseen_inputs`` of ``request`` in one reading: plain chat
+    messages (``_count_messages``) are not walked again for references."""
+    total, plain = _count_request(request)
+    if plain and "tools" not in request and _STATE.isdisjoint(request):
+        return total, ()
+    return total, unseen_inputs(request)
+
+
+def _count_request(request: Mapping[str, Any]) -> tuple[int, bool]:
+    """``count_openai_request``, and whether the request is a chat whose messages are plain."""
     model = request["model"]
     family = _families.get(model) or _family(model)
     listed = request.get("tools") or request.get("functions")
@@ -352,10 +379,15 @@ def count_openai_request(request: Mapping[str, Any]) -> int:
     total = family.system
     if functions:
         total += family.tools
+    plain = False
     if "messages" in request:
-        total += count_message_tokens(request["messages"], model, tools)
+        messages = request["messages"]
+        counted, plain = _count_messages(messages, model, tools)
+        total += counted
         if functions:
             total += family.preamble
+        if not messages:  # (unseen_inputs reads the input items then)
+            plain = False
     else:
         items = request.get("input")
         total += family.responses
@@ -383,7 +415,7 @@ def count_openai_request(request: Mapping[str, Any]) -> int:
         reasoning = request["reasoning"]
         mode = reasoning.get("mode") if isinstance(reasoning, Mapping) else None
         total += _REASONING_MODES.get(mode, 0) if isinstance(mode, str) else 0
-    return total
+    return total, plain
 
 
 # -- input the request does not carry ----------------------------------------------------------------
