@@ -223,7 +223,7 @@ class Estimator:
         With ``anthropic_count_tokens`` set to a sync client, no ``input_tokens`` and ``count`` on, a
         Claude request is counted by the endpoint here (the guard counts before it estimates, sync or
         async, and passes ``count=False``)."""
-        if input_tokens is None and count and self.anthropic_count_tokens is not None:
+        if self.anthropic_count_tokens is not None and input_tokens is None and count:
             ask = self.count_request(request, provider=provider, api=api)
             if ask is not None and not _is_async_client(self.anthropic_count_tokens):
                 input_tokens = self.count_tokens(ask)
@@ -436,7 +436,9 @@ class Estimator:
         for key in keys:
             value = request.get(key)
             if value is not None:
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                if type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
+                    raise ConfigurationError(f"{key} must be a non-negative int, got {value!r}")
+                if value < 0:
                     raise ConfigurationError(f"{key} must be a non-negative int, got {value!r}")
                 return value
         # Not the window minus the input: that room is computed from the input *estimate*, and an

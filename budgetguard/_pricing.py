@@ -612,9 +612,15 @@ class PriceBook:
         date picks the price); a naive one is read as UTC.
         """
         variant_key = tuple(sorted(variant.items())) if variant else ()
-        if at is not None:
+        if at is None:
+            now = time.time_ns()
+            start, end, day = _today
+            if not start <= now < end:  # (the day's bounds, compared: cheaper than a division)
+                day = _day(None)
+        else:
             at = at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
-        key = (model, provider, variant_key, _day(at))
+            day = _day(at)
+        key = (model, provider, variant_key, day)
         price = self._cache.get(key)
         if price is not None:
             return price
