@@ -164,6 +164,8 @@ class _CountCache:
         self._data: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._short: dict[str, dict[str, int]] = {}  # per encoding: roles, names, enum values...
         self._counters: dict[str, Callable[[str], int]] = {}
+        self.models: dict[str, tuple[tiktoken.Encoding, Callable[[str], int]]] = {}
+        """By model name: its encoding and ``counter`` (``for_model``), looked up in place by callers."""
         self._chars = 0
         self._lock = threading.Lock()
 
@@ -185,6 +187,17 @@ class _CountCache:
         found = self._counters.get(encoding.name)
         if found is None:
             found = self._counters.setdefault(encoding.name, self._new_counter(encoding))
+        return found
+
+    def for_model(self, model: str) -> tuple[tiktoken.Encoding, Callable[[str], int]]:
+        """``model``'s encoding (``encoding_for_model``) and its ``counter``, kept by model name."""
+        found = self.models.get(model)
+        if found is None:
+            encoding = encoding_for_model(model)
+            found = (encoding, self.counter(encoding))
+            if len(self.models) >= 4096:  # (model names are few; a bound all the same)
+                self.models.clear()
+            self.models[model] = found
         return found
 
     def _new_counter(self, encoding: tiktoken.Encoding) -> Callable[[str], int]:
@@ -238,6 +251,7 @@ class _CountCache:
             self._data.clear()
             self._short.clear()
             self._counters.clear()  # (each holds its encoding's short texts)
+            self.models.clear()
             self._chars = 0
 
 

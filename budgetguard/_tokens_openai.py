@@ -189,8 +189,7 @@ def _count_messages(
 ) -> tuple[int, bool]:
     """``count_message_tokens``, and whether the messages are plain: strings only, no item ``type``
     (nothing ``unseen_inputs`` looks for can be in them)."""
-    encoding = encoding_for_model(model)
-    count = _cache.counter(encoding)
+    encoding, count = _cache.models.get(model) or _cache.for_model(model)
     total = REPLY_PRIMING
     plain = True
     for message in messages:
