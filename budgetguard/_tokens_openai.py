@@ -349,20 +349,13 @@ def count_openai_request(request: Mapping[str, Any]) -> int:
     API adds for its model's family (``_FAMILIES``), built-in tools and reasoning modes.
 
     Content the request references without carrying (``unseen_inputs``) is not in this count."""
-    return _count_request(request)[0]
+    return read_openai_request(request, references=False)[0]
 
 
-def read_openai_request(request: Mapping[str, Any]) -> tuple[int, tuple[str, ...]]:
-    """``count_openai_request`` and ``unseen_inputs`` of ``request`` in one reading: plain chat
-    messages (``_count_messages``) are not walked again for references."""
-    total, plain = _count_request(request)
-    if plain and "tools" not in request and _STATE.isdisjoint(request):
-        return total, ()
-    return total, unseen_inputs(request)
-
-
-def _count_request(request: Mapping[str, Any]) -> tuple[int, bool]:
-    """``count_openai_request``, and whether the request is a chat whose messages are plain."""
+def read_openai_request(request: Mapping[str, Any], references: bool = True) -> tuple[int, tuple[str, ...]]:
+    """``count_openai_request`` and ``unseen_inputs`` of ``request`` in one reading (``()`` for the
+    latter with ``references`` off): plain chat messages (``_count_messages``) are not walked again
+    for references."""
     model = request["model"]
     family = _families.get(model) or _family(model)
     listed = request.get("tools") or request.get("functions")
@@ -414,7 +407,9 @@ def _count_request(request: Mapping[str, Any]) -> tuple[int, bool]:
         reasoning = request["reasoning"]
         mode = reasoning.get("mode") if isinstance(reasoning, Mapping) else None
         total += _REASONING_MODES.get(mode, 0) if isinstance(mode, str) else 0
-    return total, plain
+    if not references or (plain and "tools" not in request and _STATE.isdisjoint(request)):
+        return total, ()
+    return total, unseen_inputs(request)
 
 
 # -- input the request does not carry ----------------------------------------------------------------
