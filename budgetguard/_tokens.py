@@ -154,7 +154,7 @@ class _CountCache:
 
     Keys are the text itself: Python caches a string's hash, so a repeated system prompt costs one
     dict lookup (hash + memcmp) instead of a BPE encode. Short texts (roles, names, enum values) are
-    kept apart, per encoding, unbounded but for a reset; mid-sized ones are encoded every time.
+    kept apart, per encoding (65,536 at most, then reset); mid-sized ones are encoded every time.
     """
 
     def __init__(self, max_chars: int = 16_000_000, min_chars: int = 1024, short_chars: int = 32) -> None:
