@@ -50,15 +50,15 @@ from typing import Any
 
 from ._errors import ConfigurationError
 from ._events import logger
-from ._frozen import fast_init
+from ._frozen import fast_init, fast_new
 from ._money import to_usd
-from ._passes import DEFAULT_TOOL_CALLS, ServerTools, largest_read, pass_input
+from ._passes import DEFAULT_TOOL_CALLS, NO_TOOLS, ServerTools, largest_read, pass_input
 from ._pricing import _FEE_UNITS, Price, PriceBook, price_book
-from ._providers import Variant, api_of, request_variant
+from ._providers import VARIANT_KEYS, Variant, api_of, request_variant
 from ._tokens import count_text_tokens, encoding_for_model
 from ._tokens_claude import claude_factor, count_claude_request
 from ._tokens_claude import unseen_inputs as claude_unseen
-from ._tokens_openai import count_openai_request
+from ._tokens_openai import read_openai_request
 from ._tokens_openai import unseen_inputs as openai_unseen
 from ._usage import Pass, Usage
 
@@ -128,6 +128,9 @@ class Estimate:
             f"Estimate(model={self.model!r}, input_tokens={self.input_tokens}, "
             f"output_tokens={self.output_tokens}, cost=${self.cost:f})"
         )
+
+
+_new_estimate = fast_new(Estimate)
 
 
 def _worst_usage(input_tokens: int, output_tokens: int, cache_write: str | None) -> Usage:
@@ -220,7 +223,7 @@ class Estimator:
         With ``anthropic_count_tokens`` set to a sync client, no ``input_tokens`` and ``count`` on, a
         Claude request is counted by the endpoint here (the guard counts before it estimates, sync or
         async, and passes ``count=False``)."""
-        if input_tokens is None and count and self.anthropic_count_tokens is not None:
+        if self.anthropic_count_tokens is not None and input_tokens is None and count:
             ask = self.count_request(request, provider=provider, api=api)
             if ask is not None and not _is_async_client(self.anthropic_count_tokens):
                 input_tokens = self.count_tokens(ask)
@@ -231,35 +234,47 @@ class Estimator:
             )
         # The API picks the request shape; the price is the provider's (without one: found by name).
         shape = api or api_of(provider, model)
-        variant = request_variant(request, shape, batch=batch)
+        variant = (
+            request_variant(request, shape, batch=batch)
+            if batch or not VARIANT_KEYS.isdisjoint(request)
+            else None
+        )
         price = self.prices.get(model, provider=provider, variant=variant)
         cache_write = None
-        counted = input_tokens is not None and shape == "anthropic"
+        counted = False
+        # the input, and what the request references without carrying (unseen)
         if shape == "anthropic":
             if input_tokens is None:
                 input_tokens = count_claude_request(request, model, self._factor(model))
+            else:
+                counted = True
             cache_write = _anthropic_cache_ttl(request)
             output_tokens = self._output(request, price, ("max_tokens",))
+            unseen = () if counted else claude_unseen(request)
         elif "messages" in request:
-            input_tokens = count_openai_request(request)
+            input_tokens, unseen = read_openai_request(request)
             output_tokens = self._output(request, price, ("max_completion_tokens", "max_tokens"))
             if "n" in request:  # several choices: each may be as long
                 output_tokens *= _n(request)
         elif _is_embedding(model):
             input_tokens = _embedding_tokens(request.get("input"), model)
             output_tokens = 0
+            unseen = openai_unseen(request)
         elif "input" in request or "instructions" in request:
-            input_tokens = count_openai_request(request)
+            input_tokens, unseen = read_openai_request(request)
             output_tokens = self._output(request, price, ("max_output_tokens",))
         else:
             raise ConfigurationError(
                 f"cannot tell what kind of request this is (keys: {sorted(request)}); expected "
                 "'messages' (chat / Anthropic) or 'input' (Responses / embeddings)"
             )
-        unseen = (claude_unseen if shape == "anthropic" else openai_unseen)(request) if not counted else ()
         if unseen:
             input_tokens = self._unseen_bound(input_tokens, price, unseen)
-        tools = self.server_tools.read(request, shape, price, input_tokens, model)
+        tools = (
+            self.server_tools.read(request, shape, price, input_tokens, model)
+            if "tools" in request or "mcp_servers" in request
+            else NO_TOOLS
+        )
         advisors: tuple[tuple[str, int], ...] = ()
         defaulted = tools.defaulted
         if shape == "anthropic" and request.get("tools"):
@@ -271,7 +286,7 @@ class Estimator:
             model, price, provider, variant, input_tokens, output_tokens, cache_write, audio, tools.fees,
             results, advisors,
         )  # fmt: skip
-        return Estimate(
+        return _new_estimate(
             model, input_tokens, output_tokens, cost_nano, price, cache_write, variant, counted, tools.fees,
             defaulted, audio, passes, unseen, provider, extra, tools.sized, results, advisors,
         )  # fmt: skip
@@ -283,7 +298,7 @@ class Estimator:
             est.model, est.price, est.provider, est.variant, est.input_tokens - est.tool_pass_tokens,
             output_tokens, est.cache_write, est.audio_output, est.tool_calls, est.tool_results, est.advisors,
         )  # fmt: skip
-        return Estimate(
+        return _new_estimate(
             est.model, input_tokens, output_tokens, cost_nano, est.price, est.cache_write, est.variant,
             est.counted, est.tool_calls, est.tools_defaulted, est.audio_output, passes, est.unseen,
             est.provider, extra, est.tool_results_defaulted, est.tool_results, est.advisors,
@@ -310,9 +325,12 @@ class Estimator:
                 passes = tuple(Pass("advisor_message", m, Usage(seen, output_tokens=w)) for m, w in advisors)
             extra = pass_input(shown, output_tokens, read, window, model)
             input_tokens += extra
-        write_5m = input_tokens if cache_write == "5m" else 0
-        write_1h = input_tokens if cache_write == "1h" else 0
-        uncached = input_tokens - write_5m - write_1h
+        if cache_write is None:
+            uncached, write_5m, write_1h = input_tokens, 0, 0
+        else:
+            write_5m = input_tokens if cache_write == "5m" else 0
+            write_1h = input_tokens if cache_write == "1h" else 0
+            uncached = input_tokens - write_5m - write_1h
         if audio or calls or passes:  # every unit in one sum, rounded up once
             worst = Usage(
                 uncached, 0, write_5m, write_1h, 0 if audio else output_tokens,
@@ -321,9 +339,8 @@ class Estimator:
             )  # fmt: skip
             cost_nano = self.prices.cost_nano(price, worst, provider=provider, variant=variant)
         else:  # the passes' input too picks the tier: the whole call's
-            cost_nano = price.rates_for(input_tokens).cost_nano_of(
-                uncached, 0, write_5m, write_1h, output_tokens
-            )
+            rates = price.rates_for(input_tokens) if price.tiers else price.base
+            cost_nano = rates.cost_nano_of(uncached, 0, write_5m, write_1h, output_tokens)
         return input_tokens, passes, extra, cost_nano
 
     def _advisor_passes(
@@ -419,7 +436,9 @@ class Estimator:
         for key in keys:
             value = request.get(key)
             if value is not None:
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                if type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
+                    raise ConfigurationError(f"{key} must be a non-negative int, got {value!r}")
+                if value < 0:
                     raise ConfigurationError(f"{key} must be a non-negative int, got {value!r}")
                 return value
         # Not the window minus the input: that room is computed from the input *estimate*, and an
@@ -516,6 +535,7 @@ def _anthropic_cache_ttl(request: Mapping[str, Any]) -> str | None:
 
 
 _default_estimator = Estimator()
+_estimate = Estimator.__call__  # (called as a function: an instance call passes through type slots)
 
 
 def estimate(
@@ -525,4 +545,4 @@ def estimate(
 
     ``provider`` prices it where it goes (``"groq"``, ``"azure"``, ``"aws"``...); ``batch=True`` prices
     the request as one line of a Batch API job (OpenAI or Anthropic)."""
-    return _default_estimator(request, provider=provider, api=api, batch=batch)
+    return _estimate(_default_estimator, request, provider=provider, api=api, batch=batch)

@@ -9,17 +9,22 @@ CPython allows between identical layouts), stores each field with a plain attrib
 interpreter's specialized slot store) and switches it back; for a class with other bases, it calls each
 slot's own member descriptor (``Cls.field.__set__``), bound once. Either way about a third to a half of
 the generated ``__init__``'s cost. Instances stay frozen: ``__setattr__`` still raises.
+
+``fast_new(cls)`` gives the same steps as a plain function (same parameters) that returns the new
+instance: calling it skips the class call's own layers (``type.__call__``, ``__new__``, the ``__init__``
+lookup and its argument tuple), for the objects a hot path builds on every call.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["fast_init"]
+__all__ = ["fast_init", "fast_new"]
 
 
 def fast_init(cls: type[T]) -> type[T]:
@@ -31,8 +36,9 @@ def fast_init(cls: type[T]) -> type[T]:
     namespace: dict[str, Any] = {"_new_missing": _MISSING, "_cls": cls, "_set_class": object.__setattr__}
     if twin:
         namespace["_twin"] = type(f"_{cls.__name__}Init", (), {"__slots__": cls.__slots__})  # type: ignore[attr-defined]
+    namespace["_object_new"] = object.__new__
     args: list[str] = []
-    body: list[str] = ['_set_class(self, "__class__", _twin)'] if twin else []
+    body: list[str] = []
     for i, f in enumerate(dataclasses.fields(cls)):  # type: ignore[arg-type]
         if not f.init:
             continue  # set by __post_init__, as the generated __init__ leaves it
@@ -59,11 +65,13 @@ def fast_init(cls: type[T]) -> type[T]:
         body.append("self.__class__ = _cls")
     if hasattr(cls, "__post_init__"):
         body.append("self.__post_init__()")
-    source = f"def __init__(self, {', '.join(args)}):\n" + "".join(
-        f"    {line}\n" for line in body or ["pass"]
-    )
+    init_body = ['_set_class(self, "__class__", _twin)', *body] if twin else body or ["pass"]
+    new_body = ["self = _twin()" if twin else "self = _object_new(_cls)", *body, "return self"]
+    source = f"def __init__(self, {', '.join(args)}):\n" + "".join(f"    {line}\n" for line in init_body)
+    source += f"def _new({', '.join(args)}):\n" + "".join(f"    {line}\n" for line in new_body)
     exec(source, namespace)
     init = namespace["__init__"]
+    _factories[cls] = namespace["_new"]
     generated = cls.__init__
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__signature__ = inspect.signature(generated)  # what help() and IDEs show: the dataclass's own
@@ -72,4 +80,14 @@ def fast_init(cls: type[T]) -> type[T]:
     return cls
 
 
+def fast_new(cls: type[T]) -> Callable[..., T]:
+    """A function taking ``cls``'s fields as its ``__init__`` does and returning the new instance, built
+    as ``fast_init``'s ``__init__`` builds it, without the class call (see the module docstring)."""
+    found = _factories.get(cls)
+    if found is None:
+        raise TypeError(f"fast_new takes a class decorated with @fast_init, not {cls!r}")
+    return found
+
+
 _MISSING = object()
+_factories: dict[type, Callable[..., Any]] = {}

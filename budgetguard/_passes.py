@@ -40,6 +40,7 @@ from ._pricing import _FEE_UNITS, Price
 __all__ = [
     "DEFAULT_TOOL_CALLS",
     "DEFAULT_TOOL_RESULT_TOKENS",
+    "NO_TOOLS",
     "ServerTools",
     "ToolUse",
     "largest_read",
@@ -164,7 +165,7 @@ class ServerTools:
         tools = request.get("tools")
         servers = request.get("mcp_servers") if api == "anthropic" else None
         if not tools and not servers:
-            return _NONE
+            return NO_TOOLS
         tools = list(tools) if isinstance(tools, list | tuple) else []
         if servers:
             tools.append({"type": "mcp_toolset"})  # the MCP connector: its servers' tools run server-side
@@ -208,7 +209,8 @@ class ServerTools:
         return ToolUse(tuple(fees.items()), tuple(results), tuple(defaulted), sized)
 
 
-_NONE = ToolUse((), (), (), ())
+NO_TOOLS = ToolUse((), (), (), ())
+"""The worst case of a request without server-side tools (nor tools of any kind)."""
 
 
 def _count(value: Any) -> int | None:

@@ -464,10 +464,21 @@ _EPOCH_DAY = datetime(1970, 1, 1).toordinal()  # day numbers count from the epoc
 
 def _day(at: datetime | None) -> int:
     """The UTC day number of ``at`` (now when None): a price change takes effect at UTC midnight."""
+    global _today
     if at is None:
-        return time.time_ns() // _NS_PER_DAY
+        now = time.time_ns()
+        start, end, day = _today
+        if start <= now < end:  # (a comparison: cheaper than dividing a 64-bit int)
+            return day
+        day = now // _NS_PER_DAY
+        _today = (day * _NS_PER_DAY, (day + 1) * _NS_PER_DAY, day)
+        return day
     at = at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
     return at.date().toordinal() - _EPOCH_DAY
+
+
+_today = (0, 0, 0)
+"""The day the clock last read: its first nanosecond, the next day's first and its number."""
 
 
 class PriceBook:
@@ -601,9 +612,15 @@ class PriceBook:
         date picks the price); a naive one is read as UTC.
         """
         variant_key = tuple(sorted(variant.items())) if variant else ()
-        if at is not None:
+        if at is None:
+            now = time.time_ns()
+            start, end, day = _today
+            if not start <= now < end:  # (the day's bounds, compared: cheaper than a division)
+                day = _day(None)
+        else:
             at = at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
-        key = (model, provider, variant_key, _day(at))
+            day = _day(at)
+        key = (model, provider, variant_key, day)
         price = self._cache.get(key)
         if price is not None:
             return price

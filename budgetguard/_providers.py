@@ -21,8 +21,8 @@ from ._pricing import is_claude, provider_for_url
 from ._usage import Usage, _get, _is_code_block, _merge_anthropic_delta, _reader
 
 __all__ = [
-    "StreamFolder", "api_of", "endpoint_provider", "may_reason", "request_variant", "response_variant",
-    "sdk_provider", "served_model", "without_sdk_retries",
+    "VARIANT_KEYS", "StreamFolder", "api_of", "endpoint_provider", "may_reason", "request_variant",
+    "response_variant", "sdk_provider", "served_model", "without_sdk_retries",
 ]  # fmt: skip
 
 Variant = Mapping[str, str]
@@ -144,11 +144,16 @@ def is_request(arguments: Mapping[str, Any]) -> bool:
     return isinstance(arguments.get("model"), str) and not _REQUEST_KEYS.isdisjoint(arguments)
 
 
+VARIANT_KEYS = frozenset({"service_tier", "speed", "inference_geo"})
+"""The request keys ``request_variant`` reads: a request with none of them, not batched, is standard."""
+
+
 def request_variant(request: Mapping[str, Any], provider: str, *, batch: bool = False) -> Variant | None:
     """The price variant a request asks for, in genai-prices' terms, or ``None`` for standard.
 
     ``service_tier`` ``"flex"`` / ``"priority"`` (OpenAI), ``speed="fast"`` (Anthropic) and batch
-    processing (``batch=True``: the request goes through the provider's Batch API)."""
+    processing (``batch=True``: the request goes through the provider's Batch API); it reads no other
+    key than ``VARIANT_KEYS``."""
     if batch:
         return {"processing": "batch"}
     if provider == "anthropic":

@@ -150,24 +150,12 @@ _model_encodings: dict[str, tiktoken.Encoding] = {}
 # -- counting text, with a content cache -------------------------------------------------------
 
 
-def _encoded_length(encoding: tiktoken.Encoding, text: str) -> int:
-    """Tokens of ``text`` as ordinary text: tiktoken's Rust encoder called directly (its Python wrapper
-    adds a frame per text), through the wrapper when a text it cannot encode needs its repair (lone
-    surrogates) or a tiktoken release names its encoder otherwise."""
-    core = getattr(encoding, "_core_bpe", None)
-    if core is not None:
-        try:
-            return len(core.encode_ordinary(text))
-        except UnicodeEncodeError:
-            pass
-    return len(encoding.encode_ordinary(text))
-
-
 class _CountCache:
     """LRU of (encoding, text) -> token count, bounded by the characters it holds.
 
     Keys are the text itself: Python caches a string's hash, so a repeated system prompt costs one
-    dict lookup (hash + memcmp) instead of a BPE encode.
+    dict lookup (hash + memcmp) instead of a BPE encode. Short texts (roles, names, enum values) are
+    kept apart, per encoding (65,536 at most, then reset); mid-sized ones are encoded every time.
     """
 
     def __init__(self, max_chars: int = 16_000_000, min_chars: int = 1024, short_chars: int = 32) -> None:
@@ -176,6 +164,9 @@ class _CountCache:
         self.short_chars = short_chars
         self._data: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._short: dict[str, dict[str, int]] = {}  # per encoding: roles, names, enum values...
+        self._counters: dict[str, Callable[[str], int]] = {}
+        self.models: dict[str, tuple[tiktoken.Encoding, Callable[[str], int]]] = {}
+        """By model name: its encoding and ``counter`` (``for_model``), looked up in place by callers."""
         self._chars = 0
         self._lock = threading.Lock()
 
@@ -188,24 +179,64 @@ class _CountCache:
         return found
 
     def count(self, encoding: tiktoken.Encoding, text: str) -> int:
-        size = len(text)
-        if size <= self.short_chars:
-            shorts = self.shorts(encoding)
+        """Tokens of ``text`` with ``encoding`` (``counter(encoding)(text)``)."""
+        return self.counter(encoding)(text)
+
+    def counter(self, encoding: tiktoken.Encoding) -> Callable[[str], int]:
+        """A function counting texts with ``encoding`` through this cache, one call per text: a
+        caller counting many texts takes it once."""
+        found = self._counters.get(encoding.name)
+        if found is None:
+            found = self._counters.setdefault(encoding.name, self._new_counter(encoding))
+        return found
+
+    def for_model(self, model: str) -> tuple[tiktoken.Encoding, Callable[[str], int]]:
+        """``model``'s encoding (``encoding_for_model``) and its ``counter``, kept by model name."""
+        found = self.models.get(model)
+        if found is None:
+            encoding = encoding_for_model(model)
+            found = (encoding, self.counter(encoding))
+            if len(self.models) >= 4096:  # (model names are few; a bound all the same)
+                self.models.clear()
+            self.models[model] = found
+        return found
+
+    def _new_counter(self, encoding: tiktoken.Encoding) -> Callable[[str], int]:
+        # tiktoken's Rust encoder called directly for mid-sized texts, the hot ones (its Python wrapper
+        # adds a frame per text); the wrapper when a text needs its repair (lone surrogates), for the
+        # texts the cache keeps, and when a tiktoken release names its encoder otherwise
+        wrapper = encoding.encode_ordinary
+        core = getattr(encoding, "_core_bpe", None)
+        encode = wrapper if core is None else core.encode_ordinary
+        shorts = self.shorts(encoding)
+        short_chars, min_chars, cached = self.short_chars, self.min_chars, self._cached
+
+        def count(text: str) -> int:
+            size = len(text)
+            if size > short_chars:
+                if size < min_chars:  # unique more often than not: encoded every time
+                    try:
+                        return len(encode(text))
+                    except UnicodeEncodeError:
+                        return len(wrapper(text))
+                return cached(encoding, text)
             n = shorts.get(text)
             if n is None:
                 if len(shorts) >= 65_536:
                     shorts.clear()
-                n = shorts[text] = _encoded_length(encoding, text)
+                n = shorts[text] = len(wrapper(text))
             return n
-        if size < self.min_chars:  # mid-sized text: unique more often than not, encode it
-            return _encoded_length(encoding, text)
+
+        return count
+
+    def _cached(self, encoding: tiktoken.Encoding, text: str) -> int:
         key = (encoding.name, text)
         with self._lock:
             hit = self._data.get(key)
             if hit is not None:
                 self._data.move_to_end(key)
                 return hit
-        n = _encoded_length(encoding, text)
+        n = len(encoding.encode_ordinary(text))
         if len(text) <= self.max_chars:
             with self._lock:
                 if key not in self._data:
@@ -220,6 +251,8 @@ class _CountCache:
         with self._lock:
             self._data.clear()
             self._short.clear()
+            self._counters.clear()  # (each holds its encoding's short texts)
+            self.models.clear()
             self._chars = 0
 
 

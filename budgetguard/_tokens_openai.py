@@ -29,6 +29,7 @@ __all__ = [
     "count_responses_tokens",
     "count_tool_tokens",
     "image_tokens",
+    "read_openai_request",
     "unseen_inputs",
 ]
 
@@ -180,25 +181,32 @@ def count_message_tokens(
     tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> int:
     """Input tokens of OpenAI chat messages (and ``tools``), by OpenAI's published counting rules."""
-    encoding = encoding_for_model(model)
-    count = _cache.count
-    shorts = _cache.shorts(encoding)
+    return _count_messages(messages, model, tools)[0]
+
+
+def _count_messages(
+    messages: Iterable[Mapping[str, Any]], model: str, tools: Sequence[Mapping[str, Any]] | None
+) -> tuple[int, bool]:
+    """``count_message_tokens``, and whether the messages are plain: strings only, no item ``type``
+    (nothing ``unseen_inputs`` looks for can be in them)."""
+    encoding, count = _cache.models.get(model) or _cache.for_model(model)
     total = REPLY_PRIMING
+    plain = True
     for message in messages:
         total += TOKENS_PER_MESSAGE
         for key, value in message.items():
-            # plain strings (role, content, name) are the common case: count them inline, and look the
-            # short ones (roles above all) up without a call
-            if type(value) is str:
-                n = shorts.get(value)
-                total += count(encoding, value) if n is None else n
+            if type(value) is str:  # role, content, name: the common case, counted in one call
+                total += count(value)
             else:
                 total += _value_tokens(key, value, encoding, model)
-            if key == "name":
-                total += TOKENS_PER_NAME
+                plain = False
+        if "name" in message:
+            total += TOKENS_PER_NAME
+        if "type" in message:
+            plain = False
     if tools:
         total += count_tool_tokens(tools, model)
-    return total
+    return total, plain
 
 
 # -- tool definitions --------------------------------------------------------------------------------
@@ -341,19 +349,37 @@ def count_openai_request(request: Mapping[str, Any]) -> int:
     API adds for its model's family (``_FAMILIES``), built-in tools and reasoning modes.
 
     Content the request references without carrying (``unseen_inputs``) is not in this count."""
+    return read_openai_request(request, references=False)[0]
+
+
+def read_openai_request(request: Mapping[str, Any], references: bool = True) -> tuple[int, tuple[str, ...]]:
+    """``count_openai_request`` and ``unseen_inputs`` of ``request`` in one reading (``()`` for the
+    latter with ``references`` off): plain chat messages (``_count_messages``) are not walked again
+    for references."""
     model = request["model"]
-    family = _family(model)
+    family = _families.get(model) or _family(model)
     listed = request.get("tools") or request.get("functions")
-    tools = [tool for tool in listed if isinstance(tool, Mapping)] if listed else []
-    functions = [tool for tool in tools if tool.get("type", "function") in _CLIENT_TOOLS]
-    builtin = {str(tool.get("type")) for tool in tools if tool.get("type", "function") not in _CLIENT_TOOLS}
+    tools: Sequence[Mapping[str, Any]] = ()
+    functions: Sequence[Mapping[str, Any]] = ()
+    builtin: Iterable[str] = ()
+    if listed:
+        tools = [tool for tool in listed if isinstance(tool, Mapping)]
+        functions = [tool for tool in tools if tool.get("type", "function") in _CLIENT_TOOLS]
+        builtin = {
+            str(tool.get("type")) for tool in tools if tool.get("type", "function") not in _CLIENT_TOOLS
+        }
     total = family.system
     if functions:
         total += family.tools
+    plain = False
     if "messages" in request:
-        total += count_message_tokens(request["messages"], model, tools=tools)
+        messages = request["messages"]
+        counted, plain = _count_messages(messages, model, tools)
+        total += counted
         if functions:
             total += family.preamble
+        if not messages:  # (unseen_inputs reads the input items then)
+            plain = False
     else:
         items = request.get("input")
         total += family.responses
@@ -373,17 +399,23 @@ def count_openai_request(request: Mapping[str, Any]) -> int:
             total += family.assistant * sum(
                 1 for entry in entries if isinstance(entry, Mapping) and entry.get("role") == "assistant"
             )
-    fmt = _response_format(request) if "response_format" in request or "text" in request else None
-    if fmt is not None:
-        total += _format_tokens(fmt, encoding_for_model(model), family)
-    reasoning = request.get("reasoning")
-    mode = reasoning.get("mode") if isinstance(reasoning, Mapping) else None
-    return total + (_REASONING_MODES.get(mode, 0) if isinstance(mode, str) else 0)
+    if "response_format" in request or "text" in request:
+        fmt = _response_format(request)
+        if fmt is not None:
+            total += _format_tokens(fmt, encoding_for_model(model), family)
+    if "reasoning" in request:
+        reasoning = request["reasoning"]
+        mode = reasoning.get("mode") if isinstance(reasoning, Mapping) else None
+        total += _REASONING_MODES.get(mode, 0) if isinstance(mode, str) else 0
+    if not references or (plain and "tools" not in request and _STATE.isdisjoint(request)):
+        return total, ()
+    return total, unseen_inputs(request)
 
 
 # -- input the request does not carry ----------------------------------------------------------------
 
 _STATE_KEYS = ("previous_response_id", "conversation")
+_STATE = frozenset(_STATE_KEYS)
 
 
 def unseen_inputs(request: Mapping[str, Any]) -> tuple[str, ...]:
@@ -391,12 +423,12 @@ def unseen_inputs(request: Mapping[str, Any]) -> tuple[str, ...]:
     ``previous_response_id`` / ``conversation``, items by reference (``item_reference``), files by
     ``file_id`` or URL (their pages are not in the request), a PDF whose pages cannot be counted
     offline (``file_data``), and MCP servers' tool lists."""
-    found = [key for key in _STATE_KEYS if request.get(key)]
+    found = [key for key in _STATE_KEYS if request.get(key)] if not _STATE.isdisjoint(request) else []
     tools = request.get("tools")
     if tools and any(isinstance(tool, Mapping) and tool.get("type") == "mcp" for tool in tools):
         found.append("mcp_tools")
     entries = request.get("messages") or request.get("input")
-    if isinstance(entries, list | tuple):
+    if type(entries) is list or isinstance(entries, list | tuple):
         for entry in entries:
             if type(entry) is dict and type(entry.get("content")) is str and "type" not in entry:
                 continue  # a plain message
@@ -409,7 +441,7 @@ def unseen_inputs(request: Mapping[str, Any]) -> tuple[str, ...]:
                         for part in parts:
                             if isinstance(part, Mapping):
                                 _unseen_parts(part, found)
-    return tuple(found)
+    return tuple(found) if found else ()
 
 
 def _unseen_parts(part: Mapping[str, Any], found: list[str]) -> None:

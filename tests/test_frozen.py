@@ -11,7 +11,7 @@ import pytest
 
 import budgetguard as bg
 from budgetguard._estimate import Estimate
-from budgetguard._frozen import fast_init
+from budgetguard._frozen import fast_init, fast_new
 from budgetguard._ledger._types import HeldCounter, Outcome, Reservation
 
 
@@ -44,10 +44,15 @@ def test_fast_init_builds_what_the_generated_init_builds(
     args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
     plain, fast = _pair()
-    a, b = plain(*args, **kwargs), fast(*args, **kwargs)
-    assert dataclasses.astuple(a) == dataclasses.astuple(b)
-    assert repr(a).replace("make.<locals>.", "") == repr(b).replace("make.<locals>.", "")
-    assert b.label == f"{b.x},{b.y}"  # __post_init__ ran
+    a, b, c = plain(*args, **kwargs), fast(*args, **kwargs), fast_new(fast)(*args, **kwargs)
+    assert dataclasses.astuple(a) == dataclasses.astuple(b) == dataclasses.astuple(c)
+    assert (
+        repr(a).replace("make.<locals>.", "")
+        == repr(b).replace("make.<locals>.", "")
+        == repr(c).replace("make.<locals>.", "")
+    )
+    assert b.label == f"{b.x},{b.y}" and c.label == f"{c.x},{c.y}"  # __post_init__ ran
+    assert type(c) is fast and c == b
 
 
 def test_fast_init_keeps_factories_validation_errors_and_frozenness() -> None:
@@ -75,6 +80,8 @@ def test_fast_init_refuses_classes_it_cannot_speed_up() -> None:
 
     with pytest.raises(TypeError, match="frozen=True, slots=True"):
         fast_init(Mutable)
+    with pytest.raises(TypeError, match="@fast_init"):
+        fast_new(_pair()[0])
 
 
 def test_the_hot_path_types_use_it_and_stay_frozen() -> None:
@@ -113,6 +120,7 @@ def test_a_class_with_bases_sets_its_slots_by_their_descriptors() -> None:
 
     child = Child(1)
     assert (child.x, child.y, type(child)) == (1, 2, Child)
+    assert fast_new(Child)(1, 3) == Child(1, 3) and type(fast_new(Child)(1)) is Child
     assert "_set0" in Child.__init__.__code__.co_names and "_twin" not in Child.__init__.__code__.co_names
     with pytest.raises(dataclasses.FrozenInstanceError):
         child.__setattr__("y", 3)

@@ -39,7 +39,7 @@ from budgetguard._tokens import encoding_for_model
 from budgetguard._tokens_claude import CLAUDE_NEW_TOKENIZER_FACTOR, claude_factor, count_claude_request
 from budgetguard._tokens_claude import unseen_inputs as claude_unseen_inputs
 from budgetguard._tokens_media import file_data_countable, file_data_tokens, image_size
-from budgetguard._tokens_openai import image_tokens, unseen_inputs
+from budgetguard._tokens_openai import image_tokens, read_openai_request, unseen_inputs
 
 # -- the OpenAI cookbook's API-reported counts ("How to count tokens with tiktoken") ---------------
 
@@ -1199,6 +1199,41 @@ def test_files_by_reference_are_unseen_input(part: dict[str, Any], unseen: tuple
     # inside a tool's output too
     output = {"type": "function_call_output", "call_id": "c1", "output": [part]}
     assert unseen_inputs({"model": "gpt-4o", "input": [output]}) == unseen
+
+
+_PLAIN = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi", "name": "ann"}]
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"model": "gpt-4o", "messages": _PLAIN},
+        {"model": "gpt-4o", "messages": _PLAIN, "previous_response_id": "resp_1"},
+        {"model": "gpt-4o", "messages": _PLAIN, "conversation": ""},  # (a falsy one references nothing)
+        {"model": "gpt-4o", "messages": [*_PLAIN, {"type": "item_reference", "id": "msg_1"}]},
+        {
+            "model": "gpt-4o",
+            "messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "f"}}]}],
+        },
+        {"model": "gpt-4o", "messages": [], "input": [{"type": "item_reference", "id": "msg_1"}]},
+        {"model": "gpt-4o", "messages": _PLAIN, "tools": [{"type": "mcp", "server_label": "docs"}]},
+        {"model": "gpt-4o", "messages": _PLAIN, "tools": [{"type": "function", "function": {"name": "f"}}]},
+        {"model": "gpt-4o", "messages": ({"role": "user", "content": "Hi"},)},
+        {
+            "model": "gpt-4.1",
+            "input": [{"type": "item_reference", "id": "msg_1"}],
+            "instructions": "Be brief.",
+        },
+        {"model": "gpt-4.1", "input": "hi"},
+    ],
+)
+def test_one_reading_counts_and_finds_what_the_two_functions_do(request_: dict[str, Any]) -> None:
+    """The estimator's single reading (which skips the reference walk for plain chat messages) gives
+    exactly ``count_openai_request`` and ``unseen_inputs``."""
+    assert read_openai_request(request_) == (
+        budgetguard.count_openai_request(request_),
+        unseen_inputs(request_),
+    )
 
 
 def test_mcp_tools_and_item_references_are_unseen_input() -> None:

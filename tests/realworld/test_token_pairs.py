@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from budgetguard import count_openai_request
+from budgetguard._tokens_openai import read_openai_request, unseen_inputs
 from tests.realworld.conftest import ABSENT, REPO
 from tests.realworld.pairs import ASSERTED, Pair, estimated_input, load_pairs, pairs_file, ratios, spreads
 
@@ -51,3 +53,17 @@ def test_the_readme_states_the_measured_distribution(realworld: Path) -> None:
             f"{spread.p95:.2f}",
             spread.n,
         ), f"README says {claim.group(0)!r}; measured {spread}"
+
+
+def test_one_reading_agrees_with_the_count_and_the_references(realworld: Path) -> None:
+    """The estimator reads an OpenAI request once (``read_openai_request``): on every recorded one it
+    gives what ``count_openai_request`` and ``unseen_inputs`` give."""
+    requests = [
+        pair.request
+        for pair in load_pairs()
+        if pair.provider == "openai" and ("messages" in pair.request or "input" in pair.request)
+        and "embedding" not in str(pair.request.get("model"))
+    ]  # fmt: skip
+    assert len(requests) > 300
+    for request in requests:
+        assert read_openai_request(request) == (count_openai_request(request), unseen_inputs(request))
