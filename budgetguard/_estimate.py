@@ -249,20 +249,20 @@ class Estimator:
             else:
                 counted = True
             cache_write = _anthropic_cache_ttl(request)
-            output_tokens = self._output(request, price, ("max_tokens",))
+            output_tokens = self._output(request, price, CLAUDE_OUTPUT_KEYS)
             unseen = () if counted else claude_unseen(request)
         elif "messages" in request:
             input_tokens, unseen = read_openai_request(request)
-            output_tokens = self._output(request, price, ("max_completion_tokens", "max_tokens"))
+            output_tokens = self._output(request, price, CHAT_OUTPUT_KEYS)
             if "n" in request:  # several choices: each may be as long
                 output_tokens *= _n(request)
         elif _is_embedding(model):
             input_tokens = _embedding_tokens(request.get("input"), model)
             output_tokens = 0
             unseen = openai_unseen(request)
-        elif "input" in request or "instructions" in request:
+        elif "input" in request or "instructions" in request or isinstance(request.get("prompt"), Mapping):
             input_tokens, unseen = read_openai_request(request)
-            output_tokens = self._output(request, price, ("max_output_tokens",))
+            output_tokens = self._output(request, price, RESPONSES_OUTPUT_KEYS)
         else:
             raise ConfigurationError(
                 f"cannot tell what kind of request this is (keys: {sorted(request)}); expected "
@@ -493,6 +493,22 @@ def _n(request: Mapping[str, Any]) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigurationError(f"n must be a positive int, got {n!r}")
     return n
+
+
+CLAUDE_OUTPUT_KEYS = ("max_tokens",)
+CHAT_OUTPUT_KEYS = ("max_completion_tokens", "max_tokens")
+RESPONSES_OUTPUT_KEYS = ("max_output_tokens",)
+
+
+def output_keys(request: Mapping[str, Any], api: str) -> tuple[str, ...]:
+    """The keys ``request`` sets its max output tokens with, in the order the estimator reads them (the
+    first set wins), as the estimator tells the request's kind; ``()`` for one without output."""
+    if api == "anthropic":
+        return CLAUDE_OUTPUT_KEYS
+    if "messages" in request:
+        return CHAT_OUTPUT_KEYS
+    model = request.get("model")
+    return () if isinstance(model, str) and _is_embedding(model) else RESPONSES_OUTPUT_KEYS
 
 
 def _is_embedding(model: str) -> bool:

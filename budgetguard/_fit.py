@@ -23,7 +23,7 @@ from typing import Any
 
 from ._budgets import Unit
 from ._errors import ConfigurationError
-from ._estimate import Estimate, Estimator, _n
+from ._estimate import CHAT_OUTPUT_KEYS, Estimate, Estimator, _n, output_keys
 from ._ledger import CounterStatus
 from ._providers import api_of
 
@@ -32,7 +32,6 @@ __all__ = ["DEFAULT_MIN_OUTPUT_TOKENS", "Fit", "Fitting", "fit_for", "fit_option
 DEFAULT_MIN_OUTPUT_TOKENS = 256
 """The floor of ``fit=True``: below 256 output tokens (per choice) an answer is rarely worth having."""
 
-_CHAT_KEYS = ("max_completion_tokens", "max_tokens")
 _KEYS = frozenset(("max_tokens", "max_completion_tokens", "max_output_tokens"))
 
 
@@ -71,18 +70,6 @@ def fit_option(value: bool | int | Fit | None) -> Fit | None:
     )
 
 
-def output_keys(request: Mapping[str, Any], api: str) -> tuple[str, ...]:
-    """The keys ``request``'s API reads its max output tokens from (the estimator's order), or ``()``
-    for a request without output (embeddings)."""
-    if api == "anthropic":
-        return ("max_tokens",)
-    if "messages" in request:
-        return _CHAT_KEYS
-    if "input" in request and "embedding" in str(request.get("model")):
-        return ()
-    return ("max_output_tokens",)
-
-
 @dataclass(slots=True)
 class Fitting:
     """A decorated call's fit: the settings, how to see its request, and what its SDK call receives."""
@@ -118,7 +105,7 @@ class Fitting:
                 "not an Estimate"
             )
         keys = output_keys(request, self.api or api_of(self.provider, est.model))
-        n = _n(request) if keys == _CHAT_KEYS else 1
+        n = _n(request) if keys == CHAT_OUTPUT_KEYS else 1
         per_choice = est.output_tokens // n
 
         def fits(per: int) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 
 import tiktoken
 
-from ._tokens import _cache, encoding_for_model
+from ._tokens import _cache, as_mapping, encoding_for_model
 from ._tokens_media import file_data_countable, file_data_tokens, image_size, image_tokens
 
 __all__ = [
@@ -152,6 +152,8 @@ def _content_tokens(content: Any, encoding: tiktoken.Encoding, model: str) -> in
         if isinstance(part, str):
             total += _cache.count(encoding, part)
             continue
+        if not isinstance(part, Mapping):
+            part = as_mapping(part, "a content part")
         kind = part.get("type")
         if kind in ("text", "input_text", "output_text"):
             total += _cache.count(encoding, part.get("text") or "")
@@ -358,6 +360,16 @@ def read_openai_request(request: Mapping[str, Any], references: bool = True) -> 
     for references."""
     model = request["model"]
     family = _families.get(model) or _family(model)
+    key = "messages" if "messages" in request else "input"
+    entries = request.get(key)
+    if type(entries) is list or type(entries) is tuple:
+        for entry in entries:
+            if type(entry) is not dict:  # SDK objects (a response's output fed back): read by their fields
+                read = [
+                    e if isinstance(e, Mapping) else as_mapping(e, "a message or input item") for e in entries
+                ]
+                request = {**request, key: read}
+                break
     listed = request.get("tools") or request.get("functions")
     tools: Sequence[Mapping[str, Any]] = ()
     functions: Sequence[Mapping[str, Any]] = ()
@@ -414,15 +426,15 @@ def read_openai_request(request: Mapping[str, Any], references: bool = True) -> 
 
 # -- input the request does not carry ----------------------------------------------------------------
 
-_STATE_KEYS = ("previous_response_id", "conversation")
+_STATE_KEYS = ("previous_response_id", "conversation", "prompt")  # (a stored prompt's text is server-side)
 _STATE = frozenset(_STATE_KEYS)
 
 
 def unseen_inputs(request: Mapping[str, Any]) -> tuple[str, ...]:
     """What an OpenAI request makes the model read without carrying it: the server-side history of
-    ``previous_response_id`` / ``conversation``, items by reference (``item_reference``), files by
-    ``file_id`` or URL (their pages are not in the request), a PDF whose pages cannot be counted
-    offline (``file_data``), and MCP servers' tool lists."""
+    ``previous_response_id`` / ``conversation``, a stored prompt (``prompt``), items by reference
+    (``item_reference``), files by ``file_id`` or URL (their pages are not in the request), a PDF whose
+    pages cannot be counted offline (``file_data``), and MCP servers' tool lists."""
     found = [key for key in _STATE_KEYS if request.get(key)] if not _STATE.isdisjoint(request) else []
     tools = request.get("tools")
     if tools and any(isinstance(tool, Mapping) and tool.get("type") == "mcp" for tool in tools):

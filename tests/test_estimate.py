@@ -460,3 +460,43 @@ def test_structured_output_raises_the_estimate() -> None:
     with_format = estimate({**request, "response_format": fmt})
     assert with_format.input_tokens == count_openai_request({**request, "response_format": fmt})
     assert with_format.input_tokens > estimate(request).input_tokens + 10
+
+
+def test_a_stored_prompt_is_input_the_request_does_not_carry() -> None:
+    """Responses ``prompt=`` (a stored template): its text is server-side, bounded like history; a
+    request with a prompt and no input is a Responses request (it was not recognised)."""
+    with_input = estimate(
+        {"model": "gpt-4.1", "prompt": {"id": "pmpt_abc"}, "input": "hi", "max_output_tokens": 10}
+    )
+    alone = estimate({"model": "gpt-4.1", "prompt": {"id": "pmpt_abc", "variables": {"city": "Paris"}}})
+    for est in (with_input, alone):
+        assert est.unseen == ("prompt",)
+        assert est.input_tokens == est.price.context_window
+    assert alone.output_tokens == est.price.max_output_tokens
+
+
+def test_openai_sdk_objects_fed_back_are_counted_by_their_fields() -> None:
+    """A chat's ``response.choices[0].message`` and a Responses ``response.output`` item sent back are
+    SDK objects: counted as the dicts they dump to, never crashing or counting nothing."""
+    from openai.types.chat import ChatCompletionMessage
+    from openai.types.responses import ResponseOutputMessage, ResponseOutputText
+
+    text = "word " * 500
+    reply = ChatCompletionMessage(role="assistant", content=text)
+    as_dict = {"role": "assistant", "content": text}
+    question = {"role": "user", "content": "Go on"}
+    chat = estimate({"model": "gpt-4o", "messages": [reply, question], "max_tokens": 5})
+    assert (
+        chat.input_tokens
+        == estimate({"model": "gpt-4o", "messages": [as_dict, question], "max_tokens": 5}).input_tokens
+    )
+    part = ResponseOutputText(type="output_text", text=text, annotations=[])
+    item = ResponseOutputMessage(
+        id="msg_1", type="message", role="assistant", status="completed", content=[part]
+    )
+    responses = estimate(
+        {"model": "gpt-4o", "input": [item, {"role": "user", "content": "Go on"}], "max_output_tokens": 5}
+    )
+    assert responses.input_tokens > count_message_tokens([as_dict], "gpt-4o")
+    with pytest.raises(ConfigurationError, match="content part of type NoneType"):
+        estimate({"model": "gpt-4o", "messages": [{"role": "user", "content": [None]}], "max_tokens": 5})
