@@ -366,11 +366,11 @@ class Guard:
         self._counters: dict[tuple[Scope, ...], tuple[CounterSpec, ...]] = {}
         self._hold_sets: dict[tuple[tuple[tuple[str, str], ...], int, int], tuple[Hold, ...]] = {}
         self._queued: deque[Settlement] = deque()
+        """Settlements of streams dropped unsettled, queued by their finalizers (see ``_streams``)."""
         self.fit = fit_option(fit)
         self.hold = _checked_hold(hold)
         self.calibration = Calibration()
         """The learned ratios of ``hold=Learned(...)`` calls, read from the journal (see ``_calibration``)."""
-        """Settlements of streams dropped unsettled, queued by their finalizers (see ``_streams``)."""
 
     # -- stores ---------------------------------------------------------------------------------
 
