@@ -1,0 +1,45 @@
+"""The bounded-cache facility: a full table forgets its oldest entry; named tables are listed and emptied."""
+
+from __future__ import annotations
+
+import pytest
+
+from budgetguard._cache import Bounded, caches, clear_caches, memo
+
+
+def test_a_full_table_forgets_its_oldest_entry_only() -> None:
+    table: Bounded[int, str] = Bounded("test.oldest", 3, shared=False)
+    for key in range(5):
+        assert table.put(key, str(key)) == str(key)
+    assert dict(table) == {2: "2", 3: "3", 4: "4"}
+    table.put(3, "three")  # a key already held replaces its value, forgetting nothing
+    assert dict(table) == {2: "2", 3: "three", 4: "4"}
+
+
+def test_named_tables_are_listed_and_emptied_together() -> None:
+    table: Bounded[str, int] = Bounded("test.listed", 10)
+    calls: list[int] = []
+
+    @memo("test.memo", 2)
+    def double(x: int) -> int:
+        calls.append(x)
+        return 2 * x
+
+    table.put("a", 1)
+    assert (double(1), double(1), double(2), double(3), double(1)) == (2, 2, 4, 6, 2)
+    assert calls == [1, 2, 3, 1]  # a bound of 2: 1 went when 3 came
+    listed = caches()
+    assert listed["test.listed"] == 1 and listed["test.memo"] == 2
+    clear_caches()
+    assert caches()["test.listed"] == 0 and caches()["test.memo"] == 0
+    assert "a" not in table
+
+
+def test_an_owned_table_is_not_listed() -> None:
+    Bounded("test.owned", 1, shared=False).put("k", 1)
+    assert "test.owned" not in caches()
+
+
+def test_a_table_holds_at_least_one_entry() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        Bounded("test.empty", 0)
