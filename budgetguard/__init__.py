@@ -6,6 +6,7 @@ from ._budgets import Budget, Period, Scope, Unit
 from ._calibration import Learned, Ratios
 from ._config import load_budgets
 from ._context import Tracker, budget_context, follow_threads, propagate, track
+from ._default import configure, default_guard, metered, with_budget
 from ._errors import (
     BudgetExceededError,
     BudgetGuardError,
@@ -18,16 +19,7 @@ from ._errors import (
 from ._estimate import Estimate, Estimator, estimate
 from ._events import Event
 from ._fit import Fit
-from ._guard import (
-    Attempt,
-    Guard,
-    GuardedAsyncStream,
-    GuardedStream,
-    configure,
-    default_guard,
-    metered,
-    with_budget,
-)
+from ._guard import Attempt, Guard, GuardedAsyncStream, GuardedStream
 from ._job import Job
 from ._ledger import (
     AsyncLedger,

@@ -29,7 +29,8 @@ from ._budgets import Budget, Period, Scope, Unit, window_for
 from ._cli_base import CLIError, F, _friendly, console
 from ._cli_prices import estimate, prices
 from ._config import load_budgets
-from ._guard import Guard, default_url
+from ._core import default_url
+from ._guard import Guard
 from ._ledger import CounterSpec, CounterStatus
 from ._ledger._types import to_datetime
 from ._money import format_usd, to_nano

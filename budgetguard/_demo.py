@@ -27,9 +27,10 @@ from ._config import load_budgets
 from ._context import budget_context, propagate, track
 from ._errors import BudgetExceededError, ConfigurationError
 from ._events import Event
-from ._guard import Guard, default_retry
+from ._guard import Guard
 from ._money import format_usd, to_nano
 from ._report import report
+from ._retry import default_retry
 
 BUDGETS_TOML = """\
 # the demo's budgets; a service loads the same file with budgetguard.load_budgets()

@@ -25,18 +25,23 @@ import inspect
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
+from ._actions import Draw, Flow, Reserve, Resolve
 from ._budgets import Period, Scope, Unit
-from ._errors import BudgetExceededError, ConfigurationError
+from ._context import current_scopes
+from ._core import GuardCore
+from ._drivers import no_call
+from ._errors import BudgetExceededError, ConfigurationError, LedgerError, MissingScopeError
+from ._estimate import Estimate
+from ._events import EventKind
 from ._ledger import CounterSpec, CounterStatus, HeldCounter, Hold, Outcome, Reservation
 from ._money import to_usd
+from ._scopes import scope_set
+from ._settle import Ctx
+from ._settlement import adrain, arun, drain, run
 from ._usage import Usage, _get
-
-if TYPE_CHECKING:
-    from ._guard import Guard
 
 __all__ = ["Job", "current_job"]
 
@@ -46,20 +51,12 @@ T = TypeVar("T")
 _current: contextvars.ContextVar[Job | None] = contextvars.ContextVar("budgetguard_job", default=None)
 
 
-def current_job(guard: Guard) -> Job | None:
+def current_job(guard: GuardCore) -> Job | None:
     """The open job of ``guard`` in this context, if any."""
     job = _current.get()
     while job is not None and job.guard is not guard:  # a job of another guard: look outwards
         job = job.parent
     return job
-
-
-@dataclass(frozen=True, slots=True)
-class _Draw(Reservation):
-    """A reservation on a job's hold (never sent to the store)."""
-
-    job: Job | None = None
-    model: str | None = None
 
 
 class Job:
@@ -70,7 +67,7 @@ class Job:
 
     def __init__(
         self,
-        guard: Guard,
+        guard: GuardCore,
         *,
         amounts: Mapping[Unit, int],
         scopes: Mapping[str, str],
@@ -97,7 +94,7 @@ class Job:
         """The job's own counters, one per unit it holds: what calls inside draw on."""
         self._used = dict.fromkeys(amounts, 0)
         self._pending = dict.fromkeys(amounts, 0)
-        self._draws: dict[str, _Draw] = {}
+        self._draws: dict[str, Draw] = {}
         self._lock = threading.Lock()
         self._state = "new"
         self._token: contextvars.Token[Job | None] | None = None
@@ -131,6 +128,22 @@ class Job:
 
     # -- the ledger protocol, for calls inside the job ---------------------------------------------
 
+    def draw_holds(self, counters: Iterable[CounterSpec], est: Estimate, usd: int | None) -> tuple[Hold, ...]:
+        """The holds of a call inside the job, on its hold: refused at once when the call's budgets
+        (``counters``) include one the job does not hold, since drawing on it would bypass them."""
+        held = set(self.labels)
+        outside = sorted({str(c.scope) for c in counters} - held)
+        if outside:
+            raise ConfigurationError(
+                f"a call inside the job {self.name!r} has budgets on {', '.join(outside)}, which the "
+                "job does not hold: start the job with those scopes (reserve(user=...) or inside "
+                "budget_context(...)), or make the call outside the job"
+            )
+        cost = est.cost_nano if usd is None else usd
+        return self.holds(
+            {Unit.USD: cost, Unit.TOKENS: est.input_tokens + est.output_tokens, Unit.REQUESTS: 1}
+        )
+
     def holds(self, amounts: Mapping[Unit, int]) -> tuple[Hold, ...]:
         """A call's holds, on the job's own counters (one per unit the job holds)."""
         return tuple(Hold(spec, amounts[spec.unit]) for spec in self.counters)
@@ -160,7 +173,7 @@ class Job:
                 self._pending[hold.counter.unit] += hold.amount
             held = tuple(HeldCounter(h.counter, 0, None, h.amount, h.counter.limit) for h in holds)
             model = (meta or {}).get("model")
-            draw = _Draw(f"{self.name}.{secrets.token_hex(6)}", held, 0, 0, job=self, model=model)
+            draw = Draw(f"{self.name}.{secrets.token_hex(6)}", held, 0, 0, job=self, model=model)
             self._draws[draw.id] = draw
         return draw
 
@@ -190,7 +203,7 @@ class Job:
                 for c in counters
             ]
 
-    def _settle(self, reservation: Reservation) -> _Draw | None:
+    def _settle(self, reservation: Reservation) -> Draw | None:
         draw = self._draws.pop(reservation.id, None)
         if draw is not None:
             for held in draw.held:
@@ -251,27 +264,27 @@ class Job:
 
     def __enter__(self) -> Job:
         self._begin()
-        self.guard._run_job(self, opening=True)
+        run(self.guard, job_flow(self.guard, self, True), no_call)
         self._started()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.guard.settle_dropped()  # streams dropped inside the job: settled on it, at what they cost
+        drain(self.guard)  # streams dropped inside the job: settled on it, at what they cost
         unsettled = len(self._draws)
         self._finish()
-        self.guard._run_job(self, opening=False, unsettled=unsettled)
+        run(self.guard, job_flow(self.guard, self, False, unsettled), no_call)
 
     async def __aenter__(self) -> Job:
         self._begin()
-        await self.guard._arun_job(self, opening=True)
+        await arun(self.guard, job_flow(self.guard, self, True), no_call)
         self._started()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.guard.asettle_dropped()
+        await adrain(self.guard)
         unsettled = len(self._draws)
         self._finish()
-        await self.guard._arun_job(self, opening=False, unsettled=unsettled)
+        await arun(self.guard, job_flow(self.guard, self, False, unsettled), no_call)
 
     def fresh(self) -> Job:
         """A new, unopened job with the same settings (each call of a decorated function gets one)."""
@@ -319,3 +332,109 @@ def _unwrap_batch_line(line: Any) -> Any:
 def _model_of(response: Any) -> str | None:
     value = _get(response, "model")
     return value if isinstance(value, str) else None
+
+
+def job_flow(core: GuardCore, job: Job, opening: bool, unsettled: int = 0) -> Flow:
+    """A job's own reservation as it starts (``opening``), its commit as it ends."""
+    if opening:  # the job's scopes: global, the given ones and budget_context's, as it starts
+        scopes = scope_set({**core.default_scopes, **current_scopes(), **job.scopes})  # literal ids
+        job.labels = scopes.labels
+    ctx = _JobCtx(core, job, job.labels)
+    if opening:
+        parent = job.parent
+        unnamed = () if parent is not None else tuple(sorted(core.required_kinds - scopes.kinds))
+        if unnamed:  # (a nested job draws on its parent: its scopes were checked)
+            ctx.emit("refused", reason=unnamed[0], data={"missing_scope": unnamed})
+            raise MissingScopeError(unnamed)
+        counters = parent.counters if parent is not None else core.counters_for(scopes.scopes)
+        missing = sorted({c.unit.value for c in counters if c.unit not in job.amounts})
+        if missing:
+            where = parent.scope if parent is not None else ", ".join(ctx.labels)
+            raise ConfigurationError(
+                f"the budgets on {where} count {' and '.join(missing)}: pass "
+                f"{'=..., '.join(missing)}=... to reserve() as well"
+            )
+        holds = tuple(Hold(c, job.amounts[c.unit]) for c in counters)
+        if not holds:  # no budget applies: hold its USD on the metering counter, for the journal
+            if Unit.USD not in job.amounts:
+                job.metered = True  # no USD to hold: what its calls cost is held and committed at its end
+                return
+            holds = (Hold(core.METERING, job.amounts[Unit.USD]),)
+        try:
+            meta = {"job": job.name, "scopes": ctx.labels}
+            job.reservation = yield Reserve(holds, meta, True, job.lease, parent)
+        except BudgetExceededError as refused:
+            ctx.emit("refused", reason=refused.scope)
+            raise
+        except LedgerError as down:
+            ctx.store_down(down)  # fail_closed raises; fail_open runs the job on its own limit
+            job.lost = True
+            return
+        ctx.reservation_id = job.reservation.id
+        ctx.emit("reserved")
+        return
+    used = job.used()
+    cost = used.get(Unit.USD, job.cost_nano)
+    if job.metered:  # a job with no budget and no USD amount: hold what its calls cost, to commit it
+        try:
+            meta = {"job": job.name, "scopes": ctx.labels}
+            job.reservation = yield Reserve((Hold(core.METERING, cost),), meta, False, job.lease)
+        except LedgerError as down:
+            job.lost = True
+            ctx.store_down(down)  # fail_closed raises; fail_open: reported lost below
+    if job.reservation is None:
+        if job.lost:
+            ctx.emit("spend_lost", actual=cost, reason="fail_open: the store was unavailable")
+        return
+    ctx.reservation_id = job.reservation.id
+    # the metering counter (a job without a USD amount) is charged what its calls cost
+    actual = {h.counter.unit: used.get(h.counter.unit, job.cost_nano) for h in job.reservation.held}
+    summary: dict[str, Any] = {
+        "calls": job.calls,
+        "usage": job.usage.to_dict(),
+        "models": dict(job.models),
+        "cost_nano": job.cost_nano,
+    }
+    if len(job.models) == 1:  # reports group by model: a one-model job is that model's spend
+        summary["model"] = next(iter(job.models))
+    if unsettled:
+        summary["unsettled_calls"] = unsettled  # charged at their holds
+    try:
+        outcome = yield Resolve(job.reservation, actual, summary)
+    except LedgerError as down:
+        ctx.emit("store_unavailable", reason=str(down))
+        ctx.emit("spend_lost", actual=cost, reason=f"could not record: {down}")
+        if core.on_store_error == "fail_closed":
+            raise
+        return
+    ctx.emit("committed", actual=cost)
+    if outcome.overrun:
+        ctx.emit("overrun", actual=cost)
+    ctx._thresholds(job.reservation, actual, outcome.spent)
+
+
+class _JobCtx(Ctx):
+    """Events of a job's own reservation (``Guard.reserve``): no model, the job's hold as the estimate."""
+
+    __slots__ = ("job",)
+
+    def __init__(self, guard: GuardCore, job: Job, labels: tuple[str, ...]) -> None:
+        self.job = job
+        self.guard, self.labels, self.attempt = guard, labels, 1
+        self.reservation_id = None
+        self.lost = False
+
+    @property
+    def model(self) -> str | None:
+        return None
+
+    @property
+    def estimated(self) -> Decimal | None:
+        return to_usd(self.job.amounts[Unit.USD]) if Unit.USD in self.job.amounts else None
+
+    def emit(
+        self, kind: EventKind, *, actual: int | None = None, reason: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        """The job's own events say so (``data["job"]``): its calls already reported their spend."""
+        super().emit(kind, actual=actual, reason=reason, data={**(data or {}), "job": self.job.name})

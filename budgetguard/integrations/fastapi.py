@@ -31,8 +31,9 @@ from typing import Any
 
 from .._budgets import Scope, Unit
 from .._context import Tracker, budget_context, track
+from .._default import default_guard
 from .._errors import BudgetExceededError, ConfigurationError, LedgerError, MissingScopeError
-from .._guard import Guard, default_guard
+from .._guard import Guard
 from .._ledger import AsyncLedger, CounterSpec, CounterStatus
 from .._money import to_usd
 from . import missing_extra

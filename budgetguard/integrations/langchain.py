@@ -32,11 +32,13 @@ from uuid import UUID
 
 from .._budgets import Scope
 from .._context import ModelTotals, Tracker, track
+from .._default import default_guard
 from .._errors import ConfigurationError, UsageError
 from .._estimate import Estimate
-from .._guard import Attempt, Guard, ScopeSpec, default_guard
+from .._guard import Attempt, Guard
 from .._providers import api_of
-from .._streams import input_only
+from .._scopes import ScopeSpec
+from .._settle import input_only
 from .._tokens import count_text_tokens
 from .._usage import Usage
 from . import missing_extra

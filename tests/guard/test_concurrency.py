@@ -14,7 +14,7 @@ import pytest
 
 import budgetguard
 from budgetguard import Budget, BudgetExceededError, Usage, to_usd
-from budgetguard import _guard as guard_module
+from budgetguard import _core as guard_module
 from tests.guard.conftest import Harness, MakeGuard
 from tests.guard.payloads import (
     async_openai_client,

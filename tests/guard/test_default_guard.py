@@ -9,7 +9,7 @@ import pytest
 
 import budgetguard
 from budgetguard import Budget, BudgetExceededError, Guard
-from budgetguard import _guard as guard_module
+from budgetguard import _default as guard_module
 from tests.guard.payloads import GPT4O_USAGE, chat_completion, chat_request, nano, openai_client, serve
 
 COST = nano("gpt-4o", GPT4O_USAGE)

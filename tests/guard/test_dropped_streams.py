@@ -23,7 +23,7 @@ from budgetguard import AsyncLedger, Budget, Guard, LedgerError, open_async_ledg
 from budgetguard._ledger import MemoryLedger
 from budgetguard._ledger._local import AsyncLocalLedger
 from budgetguard._ledger._sqlite import SQLiteLedger
-from budgetguard._streams import drain, owed
+from budgetguard._settlement import drain, owed
 from tests.guard.conftest import MakeGuard
 from tests.guard.dropworker import run_worker
 from tests.guard.payloads import (
@@ -317,7 +317,7 @@ def test_one_operation_settles_a_bounded_batch_of_the_queue(
 ) -> None:
     """A user's call settles at most ``DRAIN_BATCH`` queued settlements before its own; ``close()`` the
     rest."""
-    monkeypatch.setattr("budgetguard._guard.DRAIN_BATCH", 2, raising=False)  # (before the fix: none)
+    monkeypatch.setattr("budgetguard._settlement.DRAIN_BATCH", 2, raising=False)  # (before the fix: none)
     h = make_guard()
     create = drop_chat_streams(h.guard, serve(CHAT_SSE, CHAT_SSE, CHAT_SSE, small_completion(10, 5)), 3)
     assert len(h.guard._queued) == 3

@@ -14,7 +14,7 @@ import pytest
 
 import budgetguard
 from budgetguard import Usage
-from budgetguard import _streams as streams_module
+from budgetguard import _drivers as drivers_module
 from tests.guard.conftest import MakeGuard
 from tests.guard.payloads import (
     GPT4O_USAGE,
@@ -203,7 +203,7 @@ async def test_cancelled_twice_leaves_the_release_to_a_task(tmp_path: Path) -> N
     await _until(reserving.is_set)  # the reserve's thread waits for the lock
     task.cancel()
     loop = asyncio.get_running_loop()
-    undoing = lambda: [t for t in streams_module.settling if t.get_loop() is loop]  # noqa: E731
+    undoing = lambda: [t for t in drivers_module.settling if t.get_loop() is loop]  # noqa: E731
     await _until(undoing)  # the cancelled call waits for the reserve
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -94,6 +94,67 @@ def test_custom_retrying(make_guard: MakeGuard) -> None:
     h.assert_settled({"user:alice": COST})
 
 
+def test_strategies_alone_replace_the_default_policys(make_guard: MakeGuard) -> None:
+    """``Guard(retry=<a retry_* strategy>, stop=..., wait=...)``: tenacity's pieces without a Retrying;
+    what is not given stays the default's (here: its jittered wait, replaced by none)."""
+    h = make_guard(
+        retry=retry_if_exception_type(openai.RateLimitError), stop=stop_after_attempt(2), wait=wait_none()
+    )
+    assert isinstance(h.guard.retry, tenacity.Retrying) and h.guard.retry.reraise
+    api = serve(fail(429), fail(429), chat_completion())
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    with pytest.raises(openai.RateLimitError):  # stopped after 2 attempts, the last error re-raised
+        create(**chat_request())
+
+    assert len(api.requests) == 2
+    assert [e.event for e in h.history(scope="user:alice")] == ["released", "released"]
+    h.assert_settled({"user:alice": 0})
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"retry": stop_after_attempt(3)},
+            r"retry= takes a tenacity\.Retrying or AsyncRetrying, or a tenacity retry_",
+        ),
+        ({"stop": wait_none()}, r"stop= takes a tenacity stop_\* strategy"),
+        ({"wait": 2}, r"wait= takes a tenacity wait_\* strategy"),
+        ({"retry": tenacity.Retrying(), "stop": stop_after_attempt(1)}, r"put stop= and wait= inside it"),
+    ],
+)
+def test_a_misplaced_strategy_is_refused_when_the_guard_is_built(
+    options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        budgetguard.Guard("memory://", **options)
+
+
+def test_the_guard_drives_tenacity_through_its_public_pieces_only(
+    make_guard: MakeGuard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tenacity release may rework ``Retrying.iter`` and its statistics: budgeting does not use them."""
+
+    def gone(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the guard called a tenacity internal")
+
+    monkeypatch.setattr(tenacity.BaseRetrying, "iter", gone)
+    monkeypatch.setattr(tenacity.BaseRetrying, "begin", gone)
+    monkeypatch.setattr(tenacity.BaseRetrying, "statistics", property(gone))
+    h = make_guard()
+    api = serve(fail(429), fail(500), chat_completion())
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    create(**chat_request())
+
+    assert outcomes(h) == [
+        ("released", 1, "RateLimitError"),
+        ("released", 2, "InternalServerError"),
+        ("committed", 3, None),
+    ]
+
+
 def test_default_policy_waits_with_backoff(make_guard: MakeGuard, monkeypatch: pytest.MonkeyPatch) -> None:
     h = make_guard(retry=None)  # the default policy, backoff included
     slept: list[float] = []

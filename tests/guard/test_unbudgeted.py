@@ -26,7 +26,7 @@ from budgetguard import (
     budget_context,
     to_usd,
 )
-from budgetguard import _guard as guard_module
+from budgetguard import _default as guard_module
 from budgetguard._money import INT64_MAX
 from tests.guard.conftest import MakeGuard
 from tests.guard.payloads import (

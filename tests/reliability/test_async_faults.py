@@ -41,7 +41,7 @@ from budgetguard import (
     open_async_ledger,
     to_nano,
 )
-from budgetguard import _streams as streams_module
+from budgetguard import _drivers as drivers_module
 from budgetguard._ledger import open_ledger
 from budgetguard._ledger._redis import JOURNAL_MAXLEN, AsyncRedisLedger
 from budgetguard.testing import MockProvider
@@ -304,7 +304,7 @@ async def test_guarded_async_calls_under_chaos(
         await anthropic_client.close()
     faults = dict(proxy.faults)
     loop = asyncio.get_running_loop()  # every cancelled call settled before its cancellation ended:
-    assert [t for t in streams_module.settling if t.get_loop() is loop] == []
+    assert [t for t in drivers_module.settling if t.get_loop() is loop] == []
 
     flat = [(n, e) for n, evs in events.items() for e in evs]
     kinds = Counter(e.kind for _, e in flat)

@@ -1,0 +1,81 @@
+"""One call reserved, sent and settled by someone else's code: a framework that reports through callbacks.
+
+``Guard.attempt(request)`` gives an ``Attempt``: the guard's call flow (``_flow``), run up to the call and
+paused there; ``reserve``, ``commit`` and ``fail`` resume it (``areserve``... on an event loop).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tenacity
+
+from ._actions import Call, Flow, NotSent, Sleep
+from ._core import GuardCore
+from ._drivers import no_call
+from ._flow import Plan, call_flow
+from ._settlement import arun, run
+
+__all__ = ["Attempt", "NotSent"]
+
+
+class Attempt:
+    """One call reserved, sent and settled by someone else's code (see ``Guard.attempt``).
+
+    The guard's flow runs up to the call, waits there, and resumes with the response or the error;
+    ``reserve``/``commit``/``fail`` drive it with the sync driver, ``areserve``/``acommit``/``afail``
+    with the async one.
+    """
+
+    def __init__(self, guard: GuardCore, plan: Plan) -> None:
+        self.guard = guard
+        self._flow = call_flow(guard, plan)
+
+    def reserve(self) -> None:
+        """Hold the estimate in every budget; raises ``BudgetExceededError`` when one refuses."""
+        run(self.guard, self._until_call(None, None), no_call)
+
+    def commit(self, response: Any) -> None:
+        """Charge the response's usage (the estimate, flagged, when it carries none)."""
+        run(self.guard, self._until_call(response, None), no_call)
+
+    def fail(self, error: BaseException) -> None:
+        """Release the hold (or charge the input, per ``charge_failed``) of a call that raised."""
+        run(self.guard, self._until_call(None, error), no_call)
+
+    def release(self) -> None:
+        """Give the hold back: the call was never sent (a framework dropped the run)."""
+        self.fail(NotSent("the attempt was released before its call was sent"))
+
+    async def areserve(self) -> None:
+        await arun(self.guard, self._until_call(None, None), no_call)
+
+    async def arelease(self) -> None:
+        await self.afail(NotSent("the attempt was released before its call was sent"))
+
+    async def acommit(self, response: Any) -> None:
+        await arun(self.guard, self._until_call(response, None), no_call)
+
+    async def afail(self, error: BaseException) -> None:
+        await arun(self.guard, self._until_call(None, error), no_call)
+
+    def _until_call(self, reply: Any, error: BaseException | None) -> Flow:
+        """Resume the flow and pass its store actions to a driver until it reaches the call or ends."""
+        flow = self._flow
+        try:
+            action = flow.throw(error) if error is not None else flow.send(reply)
+            while not isinstance(action, Call | Sleep):
+                try:
+                    answer = yield action
+                except BaseException as exc:
+                    action = flow.throw(exc)
+                else:
+                    action = flow.send(answer)
+        except StopIteration:
+            return
+        except BaseException as exc:
+            if error is not None and (exc is error or isinstance(exc, tenacity.RetryError)):
+                return  # the call's own error, re-raised by the flow once the books are right
+            raise
+        if isinstance(action, Sleep):
+            flow.close()  # the flow would retry; the caller's framework does that with a new attempt

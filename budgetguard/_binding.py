@@ -1,0 +1,183 @@
+"""Request binding: how a call of a decorated function (or SDK method) becomes the flow's ``Plan``.
+
+At decoration time ``bind`` reads the function once: whether it is an SDK method (its provider, where it
+is priced, its SDK retries turned off), its signature, the scope specs, ``fit=`` and ``hold=``. Per call,
+``Binder.plan`` binds the arguments, finds the LLM request in them (the SDK method's kwargs, or a
+request-shaped argument, or ``estimate=``'s answer), resolves the scopes, and returns the plan with the
+call to make for a model (rebinding the arguments when routing or ``fit=`` changes the request).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from ._budgets import Scope
+from ._calibration import Learned
+from ._context import current_scopes
+from ._core import GuardCore, checked_hold
+from ._errors import ConfigurationError
+from ._estimate import Estimate
+from ._fit import Fit, Fitting, fit_for
+from ._flow import Plan
+from ._providers import (
+    endpoint_provider,
+    is_request,
+    prepare_openai_stream,
+    sdk_provider,
+    without_sdk_retries,
+)
+from ._scopes import ScopeSpec, resolve_scopes, scope_set
+from ._usage import Usage
+
+__all__ = ["Binder", "bind"]
+
+
+@dataclass(frozen=True, slots=True)
+class Binder:
+    """A decorated function, read: ``plan(args, kwargs)`` gives a call's plan and the call to make."""
+
+    plan: Callable[[tuple[Any, ...], dict[str, Any]], tuple[Plan, Callable[[str | None], Any]]]
+    is_async: bool
+
+
+def bind(
+    core: GuardCore,
+    fn: Callable[..., Any],
+    *,
+    enforce: bool,
+    estimate: Callable[..., Estimate | Mapping[str, Any]] | None,
+    usage: Callable[[Any], Usage] | None,
+    route: Sequence[str] | None,
+    at: float | None,
+    scopes: Mapping[str, ScopeSpec],
+    fit: bool | int | Fit | None = None,
+    hold: Learned | None = None,
+) -> Binder:
+    """How a call of ``fn`` becomes a plan and a call (see the module docstring); raises at decoration
+    time on a bad option or scope kind, not on the first call."""
+    if at is not None and not 0 < at <= 1:
+        raise ConfigurationError("at= is a fraction of the budget, e.g. 0.8")
+    threshold = None if at is None else Decimal(str(at)).as_integer_ratio()  # exact, no float maths
+    for kind in scopes:  # fail at decoration time on a bad scope kind, not on the first call
+        Scope("global") if kind == "global" else Scope(kind, "x")
+    # literal ids only: the call's scopes are fixed unless a budget_context() adds some
+    literal = {kind: spec for kind, spec in scopes.items() if isinstance(spec, str) and "{" not in spec}
+    default_ids = core.default_scopes
+    fixed_scopes = scope_set({**default_ids, **literal}) if len(literal) == len(scopes) else None
+    provider = sdk_provider(fn)  # the SDK: the request's wire format
+    priced_at = endpoint_provider(fn) if provider else None  # where it goes: its prices
+    target = without_sdk_retries(fn) if provider else fn
+    try:
+        signature: inspect.Signature | None = inspect.signature(fn)
+    except (TypeError, ValueError):
+        signature = None
+    is_async = inspect.iscoroutinefunction(inspect.unwrap(fn))
+    params = {} if signature is None else signature.parameters
+    names = params.keys()
+    by_name = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    keywords = signature is not None and provider is None and all(p.kind in by_name for p in params.values())
+    defaults = {name: p.default for name, p in params.items() if p.default is not p.empty}
+    read_usage = usage or Usage.from_response
+    estimator = core.estimator
+    sdk, seen = provider is not None, None if signature is None else params
+    fitting, accepts = fit_for(fit, core.fit, sdk, seen) if enforce else (None, None)
+    held = checked_hold(hold) if hold is not None else core.hold if enforce else None
+    function = f"{getattr(fn, '__module__', None)}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+    streaming = provider == "openai" and getattr(fn, "__name__", "") == "stream"
+
+    def plan_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Plan, Callable[[str | None], Any]]:
+        bound = None
+        if keywords and not args and kwargs.keys() <= names:
+            arguments = {**defaults, **kwargs}  # what binding a keyword-only call gives, for less
+        elif signature is not None and provider is None:
+            try:
+                bound = signature.bind(*args, **kwargs)
+                bound.apply_defaults()
+                arguments = dict(bound.arguments)
+            except TypeError:
+                bound, arguments = None, dict(kwargs)
+        else:
+            arguments = dict(kwargs)
+        # (arguments is a new dict, the SDK method's kwargs for a provider: the request can be it)
+        request = arguments if provider or is_request(arguments) else None
+        if provider == "openai" and request is not None:
+            prepare_openai_stream(request, streaming=streaming)
+        if fixed_scopes is None or current_scopes():
+            resolved = resolve_scopes(scopes, args, kwargs, arguments, default_ids)
+        else:
+            resolved = fixed_scopes
+        primary = request.get("model") if request else arguments.get("model")
+        models = tuple(route) if route else (primary if isinstance(primary, str) else None,)
+
+        def request_for(model: str | None) -> Estimate | Mapping[str, Any]:
+            if estimate is not None:
+                given = estimate(*args, **kwargs)
+                if isinstance(given, Estimate):
+                    if model is not None and model != given.model:
+                        raise ConfigurationError(
+                            "routing needs the request, not a ready Estimate: let estimate= "
+                            "return the request kwargs"
+                        )
+                    return given
+                return {**given, **({"model": model} if model else {})}
+            if request is None:
+                raise ConfigurationError(
+                    f"cannot see the LLM request in the arguments of {getattr(fn, '__qualname__', fn)}; "
+                    "pass estimate=lambda *a, **kw: {'model': ..., 'messages': ..., 'max_tokens': ...}"
+                )
+            if not model or model == request.get("model"):
+                return request  # read only, by the estimator and count_request
+            return {**request, "model": model}
+
+        def estimate_for(model: str | None, counted: int | None) -> Estimate:
+            given = request_for(model)
+            if isinstance(given, Estimate):
+                return given
+            # the flow asked count_tokens already (counted is None when off or failed: offline)
+            return estimator(given, provider=priced_at, api=provider, input_tokens=counted, count=False)
+
+        def count_for(model: str | None) -> Mapping[str, Any] | None:
+            given = request_for(model)
+            return (
+                None
+                if isinstance(given, Estimate)
+                else estimator.count_request(given, provider=priced_at, api=provider)
+            )
+
+        fitted = None if fitting is None else Fitting(fitting, request_for, priced_at, provider, accepts)
+        sent = {} if fitted is None else fitted.sent  # the lowered output keys (filled by the flow)
+
+        def call(model: str | None) -> Any:
+            if provider is not None:
+                final = dict(request or kwargs)
+                if model:
+                    final["model"] = model
+                return target(*args, **{**final, **sent} if sent else final)
+            changes = {**sent, "model": model} if model and model != primary else sent
+            if changes:
+                if bound is not None and changes.keys() <= bound.arguments.keys():
+                    rebound = inspect.BoundArguments(bound.signature, {**bound.arguments, **changes})
+                    return target(*rebound.args, **rebound.kwargs)
+                return target(*args, **{**kwargs, **changes})
+            return target(*args, **kwargs)
+
+        counting = estimator.anthropic_count_tokens is not None
+        plan = Plan(
+            resolved,
+            models,
+            estimate_for,
+            read_usage,
+            threshold,
+            enforce,
+            count_for if counting else None,
+            function,
+            fitted,
+            held,
+        )
+        return plan, call
+
+    return Binder(plan_call, is_async)

@@ -1,0 +1,214 @@
+"""What a guard is made of: its budgets, policies, hooks and stores, and the holds its budgets put on a call.
+
+``GuardCore`` is the state the call flow (``_flow``), the job flow (``_job``), the drivers (``_drivers``)
+and the settlements (``_settle``, ``_settlement``) read; ``Guard`` (``_guard``) adds the decorators and
+the other public entry points on top of it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import tenacity
+from tenacity import RetryCallState
+
+from ._budgets import Budget, Period, Scope, Unit
+from ._cache import Bounded
+from ._calibration import Calibration, Learned
+from ._errors import ConfigurationError
+from ._estimate import Estimate, Estimator
+from ._events import Event
+from ._fit import Fit, fit_option
+from ._ledger import AsyncLedger, CounterSpec, Hold, Ledger, open_async_ledger, open_ledger
+from ._ledger._types import CheckedAmounts
+from ._money import INT64_MAX
+from ._pricing import PriceBook, price_book
+from ._providers import Variant
+from ._retry import Policy, charge_if_maybe_billed, policy_of, retry_policy
+from ._scopes import Scopes, default_ids
+from ._usage import Usage
+
+__all__ = ["GuardCore", "checked_hold", "default_url"]
+
+
+def default_url() -> str:
+    """``BUDGETGUARD_URL``, else the embedded SQLite store in the user's data directory."""
+    url = os.environ.get("BUDGETGUARD_URL")
+    if url:
+        return url
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return f"sqlite:///{base / 'budgetguard' / 'ledger.db'}"
+
+
+def checked_hold(hold: Learned | None) -> Learned | None:
+    if hold is not None and not isinstance(hold, Learned):
+        raise ConfigurationError(f"hold= takes a Learned(...) policy or None (the worst case), got {hold!r}")
+    return hold
+
+
+class GuardCore:
+    """Budgets, a ledger and the policies a guard applies (see ``Guard`` for the entry points)."""
+
+    def __init__(
+        self,
+        ledger: str | Ledger | AsyncLedger | None = None,
+        *,
+        budgets: Iterable[Budget] = (),
+        prices: PriceBook | None = None,
+        estimator: Estimator | None = None,
+        retry: tenacity.BaseRetrying | Callable[[RetryCallState], bool] | None = None,
+        stop: Callable[[RetryCallState], bool] | None = None,
+        wait: Callable[[RetryCallState], float] | None = None,
+        lease: float = 120.0,
+        on_event: Callable[[Event], None] | Iterable[Callable[[Event], None]] | None = None,
+        on_store_error: Literal["fail_closed", "fail_open"] = "fail_closed",
+        charge_failed: Callable[[BaseException], bool] = charge_if_maybe_billed,
+        thresholds: Iterable[Decimal | str] = ("0.5", "0.8", "1"),
+        missing_scope: Literal["refuse", "skip"] = "refuse",
+        default_scopes: Mapping[str, str] | None = None,
+        fit: bool | int | Fit = False,
+        hold: Learned | None = None,
+    ) -> None:
+        """``retry``: a ``tenacity.Retrying`` (or ``AsyncRetrying``), or a ``retry_*`` strategy that, with
+        ``stop`` and ``wait``, replaces the default policy's (see ``budgetguard._retry``). ``fit`` and
+        ``hold``: the defaults of ``with_budget``'s (see there)."""
+        if on_store_error not in ("fail_closed", "fail_open"):
+            raise ConfigurationError("on_store_error must be 'fail_closed' or 'fail_open'")
+        self.budgets = tuple(budgets)
+        for budget in self.budgets:
+            if not isinstance(budget, Budget):
+                raise ConfigurationError(f"budgets must be Budget objects, got {budget!r}")
+        if missing_scope not in ("refuse", "skip"):
+            raise ConfigurationError("missing_scope must be 'refuse' or 'skip'")
+        self.missing_scope = missing_scope
+        self.default_scopes: Mapping[str, str] = default_ids(default_scopes or {})
+        """Ids for the calls that name none of a kind (under ``budget_context`` and the decorator's)."""
+        per_kind = {b.target for b in self.budgets if ":" not in b.target and b.target != "global"}
+        self.required_kinds = frozenset(
+            per_kind - self.default_scopes.keys() if missing_scope == "refuse" else ()
+        )
+        """The scope kinds a guarded call must name an id for: a budget applies to each of them, there
+        is no default id, and ``missing_scope="refuse"``; a call without one raises ``MissingScopeError``."""
+        self.prices = prices or price_book
+        self.estimator = estimator or Estimator(prices=self.prices)
+        self.retry = retry_policy(retry, stop, wait)
+        self.lease = lease
+        hooks = on_event if on_event is None or callable(on_event) else tuple(on_event)
+        self.hooks: tuple[Callable[[Event], None], ...] = (
+            () if hooks is None else (hooks,) if callable(hooks) else tuple(hooks)
+        )
+        self.on_store_error = on_store_error
+        self.charge_failed = charge_failed
+        self.thresholds = tuple(Decimal(t).as_integer_ratio() for t in thresholds)
+        if any(not 0 < num <= den * 10 for num, den in self.thresholds):
+            raise ConfigurationError("thresholds are fractions of a budget, e.g. '0.8'")
+        self._url = ledger if isinstance(ledger, str) else None if ledger is not None else default_url()
+        self._sync: Ledger | None = ledger if isinstance(ledger, Ledger) else None
+        self._async: AsyncLedger | None = ledger if isinstance(ledger, AsyncLedger) else None
+        self._open_lock = threading.Lock()
+        self._counters: Bounded[tuple[Scope, ...], tuple[CounterSpec, ...]] = Bounded(
+            "guard.counters", 10_000, shared=False
+        )
+        self._hold_sets: Bounded[tuple[tuple[tuple[str, str], ...], int, int], tuple[Hold, ...]] = Bounded(
+            "guard.hold_sets", 10_000, shared=False
+        )
+        self._queued: deque[Any] = deque()
+        """Settlements of streams dropped unsettled, queued by their finalizers (see ``_settlement``)."""
+        self.fit = fit_option(fit)
+        self.hold = checked_hold(hold)
+        self.calibration = Calibration()
+        """The learned ratios of ``hold=Learned(...)`` calls, read from the journal (see ``_calibration``)."""
+
+    @property
+    def retry(self) -> tenacity.BaseRetrying:
+        """The retry policy (a ``tenacity.Retrying``); set it to another one to change it."""
+        return self._retry.retrying
+
+    @retry.setter
+    def retry(self, retrying: tenacity.BaseRetrying) -> None:
+        self._retry: Policy = policy_of(retrying)
+
+    # -- stores ----
+
+    @property
+    def ledger(self) -> Ledger:
+        """The sync store (opened on first use, once, even when threads race to it)."""
+        if self._sync is None:
+            with self._open_lock:
+                if self._sync is None:
+                    if self._url is None:
+                        raise ConfigurationError(
+                            "this guard has only an async ledger; decorate async functions"
+                        )
+                    self._sync = open_ledger(self._url)
+        return self._sync
+
+    @property
+    def async_ledger(self) -> AsyncLedger | Ledger:
+        """The async store; local stores (memory, SQLite) are shared with the sync side."""
+        if self._async is not None:
+            return self._async
+        if self._url is None or self._url.startswith(("memory:", "sqlite:")):
+            return self.ledger  # the async driver runs local stores in a thread
+        with self._open_lock:
+            if self._async is None:
+                self._async = open_async_ledger(self._url)
+        return self._async
+
+    METERING = CounterSpec(Scope("global"), Unit.USD, Period.TOTAL, INT64_MAX)
+    """What a call or job holds its USD on when no budget applies to its scopes: a counter with no limit,
+    so that it too is reserved, committed and journaled. It is the counter of a
+    ``Budget("global", usd=..., per="total")``: adding one later counts the spend metered so far."""
+
+    def counters_for(self, scopes: Iterable[Scope]) -> list[CounterSpec]:
+        """The counters the budgets put on these scopes (an exact-scope budget replaces its kind's)."""
+        key = tuple(scopes)
+        found = self._counters.get(key)
+        if found is None:
+            found = self._counters.put(key, self._counters_for(key))
+        return list(found)
+
+    def _counters_for(self, scopes: Iterable[Scope]) -> tuple[CounterSpec, ...]:
+        specs: list[CounterSpec] = []
+        for scope in scopes:
+            chosen: dict[tuple[Unit, str, str], Budget] = {}
+            for budget in self.budgets:
+                if budget.applies_to(scope):
+                    key = (budget.unit, budget.period.value, budget.tz)
+                    exact = ":" in budget.target or budget.target == "global"
+                    if key not in chosen or exact:
+                        chosen[key] = budget
+            specs += [CounterSpec(scope, b.unit, b.period, b.limit, b.tz) for b in chosen.values()]
+        return tuple(specs)
+
+    def holds(self, scopes: Scopes, est: Estimate, usd: int | None = None) -> tuple[Hold, ...]:
+        """The holds of a call on its budgets' counters (on ``METERING`` when it has none). ``usd``: the
+        USD held, if not the worst case. (Inside ``guard.reserve()`` a call draws on the job's hold
+        instead: ``Job.draw_holds``.)"""
+        tokens = est.input_tokens + est.output_tokens
+        cost = est.cost_nano if usd is None else usd
+        key = (scopes.key, cost, tokens)  # calls repeat: reuse the validated holds
+        found = self._hold_sets.get(key)
+        if found is None:
+            amounts = {Unit.USD: cost, Unit.TOKENS: tokens, Unit.REQUESTS: 1}
+            found = tuple(Hold(spec, amounts[spec.unit]) for spec in self.counters_for(scopes.scopes))
+            if not found:  # no budget applies: hold on the metering counter, so the journal has the call
+                found = (Hold(self.METERING, cost),)
+            self._hold_sets.put(key, found)
+        return found
+
+    def actual(
+        self, model: str, usage: Usage, est: Estimate, variant: Variant | None = None
+    ) -> dict[Unit, int]:
+        # served at another tier than asked, or by another model (served_flags): its own price; the
+        # passes on other models (advisors) at the call's provider
+        price = est.price if model == est.model and variant == est.variant else model
+        cost = self.prices.cost_nano(price, usage, provider=est.provider, variant=variant)
+        # (settle checks the int64 bound before the store sees them)
+        return CheckedAmounts({Unit.USD: cost, Unit.TOKENS: usage.total_tokens, Unit.REQUESTS: 1})

@@ -1,0 +1,189 @@
+"""The drivers: run a flow's actions, synchronously or on an event loop, with the same results.
+
+A flow (``_actions``) yields what it needs; ``run_sync`` performs it in this thread, ``run_async`` awaits
+it. Both resume the flow with the reply or throw the error into it, so the flow alone decides what an
+error means. One difference is forced by asyncio: a task can be cancelled while a store write is on the
+wire, so ``run_async`` shields writes (``_uncut``) and undoes what a cancelled reserve admitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import time
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from ._actions import Action, Call, Count, Flow, Reserve, Resolve, Sleep
+from ._budgets import Unit
+from ._core import GuardCore
+from ._errors import LedgerError
+from ._events import Event, EventKind, emit, wanted
+from ._ledger import AsyncLedger, Ledger, Reservation
+from ._ledger._base import scope_labels
+from ._ledger._local import AsyncLocalLedger
+from ._money import to_usd
+
+__all__ = ["no_call", "perform_async", "run_async", "run_sync", "settling"]
+
+settling: set[asyncio.Task[None]] = set()
+"""Tasks settling a cancelled call's store write (``_uncut``): the loop keeps only weak references."""
+
+
+def no_call(model: str | None) -> Any:
+    raise AssertionError("a settlement makes no call")
+
+
+def run_sync(
+    core: GuardCore, flow: Flow, call: Callable[[str | None], Any], store: Ledger | None = None
+) -> Any:
+    """Run ``flow`` to its end in this thread: its store actions on ``store`` if given (a settlement's,
+    see ``_settlement.drain``), else on the guard's sync store."""
+    action, value = _resume(flow, None, None)
+    while action is not None:
+        action, value = _resume(flow, *_outcome(_perform_sync, core, action, call, store))
+    return value
+
+
+async def run_async(core: GuardCore, flow: Flow, call: Callable[[str | None], Any]) -> Any:
+    """Run ``flow`` to its end on the running event loop."""
+    action, value = _resume(flow, None, None)
+    while action is not None:
+        action, value = _resume(flow, *await _aoutcome(core, action, call))
+    return value
+
+
+def _resume(flow: Flow, reply: Any, error: BaseException | None) -> tuple[Action | None, Any]:
+    """The flow's next action (and ``None``), or ``None`` and its value once it has ended."""
+    try:
+        return (flow.throw(error) if error is not None else flow.send(reply)), None
+    except StopIteration as done:
+        return None, done.value
+
+
+def _outcome(perform: Callable[..., Any], *args: Any) -> tuple[Any, BaseException | None]:
+    try:
+        return perform(*args), None
+    except BaseException as exc:  # (the flow decides what it means: thrown into it)
+        return None, exc
+
+
+async def _aoutcome(
+    core: GuardCore, action: Action, call: Callable[[str | None], Any]
+) -> tuple[Any, BaseException | None]:
+    try:
+        return await perform_async(core, action, call), None
+    except BaseException as exc:
+        return None, exc
+
+
+def _perform_sync(
+    core: GuardCore, action: Action, call: Callable[[str | None], Any], store: Ledger | None
+) -> Any:
+    kind = type(action)
+    if kind is Call:
+        return call(action.model)  # type: ignore[union-attr]
+    if kind is Sleep:
+        time.sleep(action.seconds)  # type: ignore[union-attr]
+        return None
+    if kind is Count:
+        return core.estimator.count_tokens(action.request)  # type: ignore[union-attr]
+    return action.send(action.job or store or core._sync or core.ledger, core.lease)  # type: ignore[union-attr]
+
+
+async def perform_async(core: GuardCore, action: Action, call: Callable[[str | None], Any]) -> Any:
+    if type(action) is Call:
+        return await call(action.model)
+    if type(action) is Sleep:
+        await asyncio.sleep(action.seconds)
+        return None
+    if type(action) is Count:
+        return await core.estimator.acount_tokens(action.request)
+    job = action.job
+    if job is not None:
+        return action.send(job, core.lease)  # in memory, no I/O
+    store = core.async_ledger
+    if isinstance(store, AsyncLedger):
+        if isinstance(store, AsyncLocalLedger) and not store.in_thread:
+            return await action.send(store, core.lease)  # runs inline: a cancellation cannot cut it
+        sent = action.send(store, core.lease)
+    else:
+        run = contextvars.copy_context().run  # a local store: off the loop, as asyncio.to_thread
+        sent = asyncio.get_running_loop().run_in_executor(None, run, action.send, store, core.lease)
+    if not isinstance(action, Reserve | Resolve):  # a read: nothing to undo if cut short
+        return await sent
+    return await _uncut(core, asyncio.ensure_future(sent), action)
+
+
+async def _uncut(core: GuardCore, write: asyncio.Future[Any], action: Reserve | Resolve) -> Any:
+    """Await a store write that a cancellation (``asyncio.wait_for``, a client gone) must not cut
+    short: its command may already be in the store (a reply on the wire, a local store's thread
+    running). The write runs on, shielded; a cancelled caller waits for it, releases what a reserve
+    admitted (rather than leave it held until its lease ends), then is cancelled. Cancelled again
+    meanwhile, it leaves that to a task in ``settling``."""
+    try:
+        return await asyncio.shield(write)
+    except asyncio.CancelledError:
+        undo = asyncio.ensure_future(_undo(core, write, action))
+        settling.add(undo)
+        undo.add_done_callback(settling.discard)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(undo)
+        raise
+
+
+async def _undo(core: GuardCore, write: asyncio.Future[Any], action: Reserve | Resolve) -> None:
+    """After a cancellation: wait for ``write``, release the hold a reserve made, and say what happened
+    (the cancelled flow cannot)."""
+    try:
+        done = await write
+    except LedgerError as exc:
+        commit = isinstance(action, Resolve) and action.actual is not None
+        op = "reserve" if isinstance(action, Reserve) else "commit" if commit else "release"
+        reason = f"the {op} of a cancelled call failed ({exc}); a hold it left ends with its lease"
+        _tell(core, action, None, "store_unavailable", reason=reason)
+        if isinstance(action, Resolve) and action.actual is not None:
+            cost = to_usd(action.actual.get(Unit.USD, 0))
+            _tell(core, action, None, "spend_lost", actual=cost, reason=f"could not record: {exc}")
+        return
+    except Exception:  # refused, or bad input: nothing held
+        return
+    if isinstance(action, Resolve):
+        return  # a commit or release, done: the books are right
+    try:
+        await perform_async(core, Resolve(done, None, {"error": "CancelledError"}), no_call)
+    except Exception as exc:
+        reason = f"could not release the hold of a cancelled call ({exc}); it ends with its lease"
+        _tell(core, action, done, "store_unavailable", reason=reason)
+        return
+    _tell(core, action, done, "released", reason="CancelledError", data={"error": "CancelledError"})
+
+
+def _tell(
+    core: GuardCore,
+    action: Reserve | Resolve,
+    reservation: Reservation | None,
+    kind: EventKind,
+    **fields: Any,
+) -> None:
+    """An event about a cancelled call's store write, from what the action carries."""
+    if not wanted(kind, core.hooks):
+        return
+    meta: Mapping[str, Any] = {}
+    if isinstance(action, Resolve):
+        reservation = action.reservation
+        labels = scope_labels(reservation.held)
+    else:
+        meta = action.meta
+        labels = tuple(meta.get("scopes", ()))
+    estimated = meta.get("estimated_usd")
+    emit(
+        Event(
+            kind, model=meta.get("model"), scopes=labels,
+            reservation_id=None if reservation is None else reservation.id, attempt=meta.get("attempt"),
+            estimated=None if estimated is None else Decimal(estimated), **fields,
+        ),
+        core.hooks,
+    )  # fmt: skip

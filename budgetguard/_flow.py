@@ -1,0 +1,253 @@
+"""The call flow: retry, route, reserve, call, settle, written once and free of I/O.
+
+``call_flow`` is a generator: it yields the I/O it needs (``_actions``) and a driver (``_drivers``)
+performs it, synchronously or on an event loop. It owns the retry loop and asks the tenacity policy
+(``_retry``) what to do after each attempt; it reserves before every attempt, routes to a cheaper model
+or lowers the output (``fit=``) when a budget is short, and settles after the call (``_settle``); a
+stream is settled when it ends (``_streams``).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from ._actions import Action, Call, Count, Flow, NotSent, Reserve, Sleep, Status
+from ._cache import memo
+from ._calibration import Learned, held_usd, learned_ratio
+from ._core import GuardCore
+from ._errors import BudgetExceededError, LedgerError, MissingScopeError, UsageError
+from ._estimate import Estimate
+from ._events import Event, EventKind, emit, wanted
+from ._fit import Fitting
+from ._job import Job, current_job
+from ._ledger import Hold, Reservation
+from ._ledger._types import JournalData
+from ._money import to_usd
+from ._providers import is_stream, served_model, served_tier
+from ._scopes import Scopes
+from ._settle import Ctx, input_only, served_flags
+from ._settlement import Settlement
+from ._streams import wrap_stream
+from ._usage import Usage
+
+__all__ = ["Plan", "call_flow", "missing_event", "usd_text"]
+
+
+@dataclass(slots=True)
+class Plan:
+    """Everything the flow needs to know about one decorated call."""
+
+    scopes: Scopes
+    models: tuple[str | None, ...]
+    estimate: Callable[[str | None, int | None], Estimate]
+    """The estimate for a model, given an exact input count (or ``None`` to count offline)."""
+    read_usage: Callable[[Any], Usage]
+    at: tuple[int, int] | None
+    """Route when a counter's spent + held reaches this fraction (numerator, denominator) of its limit."""
+    enforce: bool
+    count: Callable[[str | None], Mapping[str, Any] | None] | None = None
+    """The token counting request for a model, when exact counting is on (``None``: it is off)."""
+    function: str | None = None
+    """The decorated function's qualified name (the journal's ``function``)."""
+    fit: Fitting | None = None
+    hold: Learned | None = None
+    """Hold a learned share of the worst case (``None``: the worst case)."""
+
+
+def call_flow(core: GuardCore, plan: Plan) -> Flow:
+    # The first attempt runs without a RetryCallState when tenacity would do nothing around it but
+    # return its result (no `before` hook, a policy that never retries a success): one is made on the
+    # first failure only, with the call's start as its own (see Policy.alone_first).
+    policy = core._retry
+    started = time.monotonic()
+    missing = () if core.required_kinds <= plan.scopes.kinds else _unnamed(core, plan)
+    state = None if policy.alone_first else policy.state(started)
+    labels = plan.scopes.labels
+    model_index = 0
+    attempt = 1
+    last_error: BaseException | None = None
+    while True:
+        if state is not None:
+            attempt = state.attempt_number
+            if policy.before is not None:
+                policy.before(state)
+        # -- reserve, routing to a cheaper model when needed, fitting the last one (fit=)
+        refits = 0
+        while True:
+            model = plan.models[model_index]
+            ask = None if plan.count is None else plan.count(model)
+            counted = None
+            if ask is not None:
+                counted = yield Count(ask)
+            est = plan.estimate(model, counted)
+            ctx = Ctx(core, est, labels, attempt)
+            if ask is not None and counted is None:
+                ctx.emit("estimate_fallback", reason="count_tokens failed; reserved the offline estimate")
+            job = current_job(core)
+            learned = usd = None
+            if plan.hold is not None:  # a learned share of the worst case (hold=Learned(...))
+                learned = yield from learned_ratio(core.calibration, plan.hold, est.model, plan.function)
+                usd = held_usd(plan.hold, learned, est.cost_nano)
+            holds = _holds(core, plan, est, job, usd)
+            fitted: dict[str, Any] | None = None
+            lowered = None
+            if plan.fit is not None and model_index + 1 == len(plan.models):
+                try:
+                    statuses = yield Status(tuple(h.counter for h in holds), job)
+                except LedgerError as down:
+                    plan.fit.sent.clear()
+                    ctx.store_down(down)  # fail_closed raises; fail_open reserves it unfitted
+                else:
+                    held = functools.partial(held_usd, plan.hold, learned)
+                    lowered = plan.fit.lower(model, est, statuses, core.estimator, held)
+                if lowered is not None and lowered[1]:  # lowered to fit what is left
+                    est, fitted = lowered
+                    usd = None if plan.hold is None else held_usd(plan.hold, learned, est.cost_nano)
+                    holds = _holds(core, plan, est, job, usd)
+                    ctx = Ctx(core, est, labels, attempt)
+            if plan.at is not None and model_index + 1 < len(plan.models):
+                try:
+                    statuses = yield Status(tuple(h.counter for h in holds), job)
+                except LedgerError as down:
+                    ctx.store_down(down)  # fail_closed raises; fail_open skips the threshold check
+                    statuses = []
+                num, den = plan.at
+                busy = [s for s in statuses if s.limit and (s.spent + s.held) * den >= num * s.limit]
+                if busy:
+                    scope, period = busy[0].counter.scope, busy[0].counter.period.value
+                    level = f"{(Decimal(num) * 100 / den).normalize():f}%"
+                    ctx.emit("routed", reason=f"{scope} at {level} of its {period} budget",
+                             data={"to": plan.models[model_index + 1]})  # fmt: skip
+                    model_index += 1
+                    continue
+            meta = JournalData(
+                model=est.model, attempt=attempt, estimated_usd=usd_text(est.cost_nano), scopes=labels
+            )
+            if est.variant:
+                meta["variant"] = dict(est.variant)
+            if missing:
+                meta["missing_scope"] = missing
+            if est.tools_defaulted:  # server-side tools reserved at the configured default count
+                meta["tools_defaulted"] = list(est.tools_defaulted)
+            if est.tool_results_defaulted:  # their results fed back, at the calibrated default size
+                meta["tool_results_defaulted"] = list(est.tool_results_defaulted)
+            if est.unseen:  # server-side history: the input was reserved at its bound
+                meta["unseen"] = list(est.unseen)
+            if plan.function is not None:
+                meta["function"] = plan.function
+            if usd is not None and usd != est.cost_nano:
+                meta["reserved_usd"] = usd_text(usd)
+            if fitted is not None:
+                meta["fitted"] = fitted
+            try:
+                reservation = yield Reserve(holds, meta, plan.enforce, None, job)
+            except BudgetExceededError as refused:
+                ctx.emit("refused", reason=refused.scope)
+                if model_index + 1 < len(plan.models):
+                    ctx.emit("routed", reason=f"refused on {refused.scope}",
+                             data={"to": plan.models[model_index + 1]})  # fmt: skip
+                    model_index += 1
+                    continue
+                if plan.fit is not None and lowered is not None and refits + 1 < plan.fit.fit.attempts:
+                    refits += 1  # racing callers took what was left: read it again, fit again
+                    continue
+                if last_error is not None:
+                    raise refused from last_error
+                raise
+            except LedgerError as down:
+                ctx.store_down(down)
+                reservation = None
+                ctx.lost = True
+            else:
+                ctx.reservation_id = reservation.id
+                ctx.emit("reserved")
+                if fitted is not None:
+                    ctx.emit("fitted", reason=f"max output tokens {fitted['from']} -> {fitted['to']}",
+                             data=fitted)  # fmt: skip
+            break
+        # -- call
+        try:
+            result = yield Call(model)
+        except GeneratorExit:  # an abandoned flow (Attempt): no call was made; its lease ends the hold
+            raise
+        except BaseException as exc:  # the SDK's (or user's) error: reconcile, let tenacity decide
+            last_error = exc
+            if reservation is not None:  # (a call never sent is never charged, whatever the policy)
+                charge = not isinstance(exc, NotSent) and core.charge_failed(exc)
+                usage = input_only(est) if charge else None
+                yield from ctx.settle(reservation, usage, {"error": type(exc).__name__})
+            if state is None:
+                state = policy.state(started)
+            state.set_exception((type(exc), exc, exc.__traceback__))
+        else:
+            if is_stream(result):
+                return wrap_stream(result, Settlement(ctx, reservation))
+            yield from _settle_result(core, plan, ctx, est, reservation, result)
+            if state is None:
+                return result  # tenacity would return it: its policy does not retry a success
+            state.set_result(result)
+        wait = policy.decide(state)  # raises the error it does not retry, or RetryError
+        if isinstance(wait, tuple):
+            return wait[0]
+        yield Sleep(wait)
+        state.prepare_for_next_attempt()
+
+
+def _unnamed(core: GuardCore, plan: Plan) -> tuple[str, ...]:
+    """The required kinds a call names no id for. An enforced call is refused (``MissingScopeError``);
+    a metered one is recorded without them, flagged in the journal (``missing_scope``) and reported
+    (a ``scope_missing`` event). None inside a job: its calls draw on its hold, whose scopes were
+    checked when it started."""
+    if current_job(core) is not None:
+        return ()
+    kinds = tuple(sorted(core.required_kinds - plan.scopes.kinds))
+    if plan.enforce:
+        missing_event(core, "refused", plan.scopes.labels, kinds)
+        raise MissingScopeError(kinds)
+    missing_event(core, "scope_missing", plan.scopes.labels, kinds)
+    return kinds
+
+
+def missing_event(core: GuardCore, kind: EventKind, labels: tuple[str, ...], kinds: tuple[str, ...]) -> None:
+    """``refused`` names the first kind as a refusal names its scope; ``scope_missing`` says why."""
+    if wanted(kind, core.hooks):
+        why = kinds[0] if kind == "refused" else f"no {' or '.join(kinds)} id: not on those budgets"
+        emit(Event(kind, scopes=labels, reason=why, data={"missing_scope": kinds}), core.hooks)
+
+
+def _settle_result(
+    core: GuardCore, plan: Plan, ctx: Ctx, est: Estimate, reservation: Reservation | None, result: Any
+) -> Generator[Action, Any, None]:
+    """Settle a call that returned: at its usage, or at the worst case when it has none (flagged)."""
+    try:
+        usage, tier, answered = plan.read_usage(result), served_tier(result), served_model(result)
+        flags = (  # no tier and the model asked: as reserved
+            {} if tier is None and answered == est.model
+            else served_flags(tier, est, answered, core.prices)
+        )  # fmt: skip
+    except Exception as exc:  # no usable usage: charge the worst case and say so
+        usage, flags = est.usage, {"usage_missing": True}
+        ctx.emit("usage_missing", reason=str(exc))
+        yield from ctx.settle(reservation, usage, flags)
+        if not isinstance(exc, UsageError):
+            raise  # the caller's usage= hook failed: its error, after the books are right
+    else:
+        yield from ctx.settle(reservation, usage, flags)
+
+
+def _holds(core: GuardCore, plan: Plan, est: Estimate, job: Job | None, usd: int | None) -> tuple[Hold, ...]:
+    """A call's holds: on a job's hold inside ``guard.reserve()``, else on the budgets' counters."""
+    if job is None:
+        return core.holds(plan.scopes, est, usd)
+    return job.draw_holds(core.counters_for(plan.scopes.scopes), est, usd)
+
+
+@memo("guard.usd_text", 4096)
+def usd_text(nano: int) -> str:
+    """An estimate's cost as the journal writes it (calls repeat their estimates)."""
+    return str(to_usd(nano))

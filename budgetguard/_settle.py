@@ -1,0 +1,225 @@
+"""Settling one attempt's reservation: commit what it cost (or release it), and the events that tell it.
+
+``Ctx`` is an attempt's bookkeeping: it emits the attempt's events (``reserved``, ``committed``,
+``threshold``, ``spend_lost``...), decides what a store failure means (fail closed or open), and its
+``settle`` is the flow step that prices the usage and commits it: the call flow, a stream's settlement
+and a job's end all settle through it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Mapping, Sequence
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from ._actions import Action, Resolve
+from ._budgets import Unit
+from ._cache import memo
+from ._context import record_usage
+from ._core import GuardCore
+from ._errors import LedgerError, PricingError
+from ._estimate import Estimate
+from ._events import Event, EventKind, emit, wanted
+from ._ledger import Outcome, Reservation
+from ._ledger._types import CheckedAmounts, JournalData
+from ._money import INT64_MAX, to_usd
+from ._pricing import PriceBook
+from ._providers import response_variant
+from ._usage import Usage
+
+__all__ = ["Ctx", "input_only", "served_flags"]
+
+
+class Ctx:
+    """One attempt's bookkeeping: events, settling its reservation, and what to do when the store fails."""
+
+    __slots__ = ("attempt", "est", "guard", "labels", "lost", "reservation_id", "started")
+
+    def __init__(self, guard: GuardCore, est: Estimate, labels: tuple[str, ...], attempt: int) -> None:
+        self.guard, self.est, self.labels, self.attempt = guard, est, labels, attempt
+        self.reservation_id: str | None = None
+        self.lost = False  # fail_open admitted this attempt without a reservation
+        self.started = time.monotonic()
+
+    @property
+    def model(self) -> str | None:
+        return self.est.model
+
+    @property
+    def estimated(self) -> Decimal | None:
+        return self.est.cost
+
+    def emit(
+        self, kind: EventKind, *, actual: int | None = None, reason: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        if not wanted(kind, self.guard.hooks):
+            return
+        emit(
+            Event(
+                kind=kind,
+                model=self.model,
+                scopes=self.labels,
+                reservation_id=self.reservation_id,
+                attempt=self.attempt,
+                estimated=self.estimated,
+                actual=None if actual is None else to_usd(actual),
+                reason=reason,
+                data=data or {},
+            ),
+            self.guard.hooks,
+        )
+
+    def store_down(self, down: LedgerError) -> None:
+        """Fail closed (raise) or open (go on), as configured; either way, say so."""
+        if self.guard.on_store_error == "fail_closed":
+            self.emit("store_unavailable", reason=str(down))
+            raise down
+        self.emit("store_unavailable", reason=f"fail_open: {down}")
+
+    def settle(
+        self, reservation: Reservation | None, usage: Usage | None, flags: Mapping[str, Any],
+        *, retry: bool = False, recorded: bool = False,
+    ) -> Generator[Action, Any, None]:  # fmt: skip
+        """Commit ``usage`` (or release when None). The call already happened: a store failure here
+        cannot undo it. It is reported as lost spend (the hold expires after its lease) and, when
+        failing closed, raised. With ``retry`` (a dropped stream's settlement, which its drain retries)
+        it is raised, reported ``store_unavailable`` with ``will_retry``, and not lost yet; ``recorded``:
+        an earlier try recorded the usage with the trackers."""
+        variant, model = flags.get("variant", self.est.variant), flags.get("priced_as", self.est.model)
+        try:
+            actual = None if usage is None else self.guard.actual(model, usage, self.est, variant)
+        except PricingError as unpriced:  # a billed unit with no price: the reserved worst case, flagged
+            self.emit("usage_missing", reason=str(unpriced))
+            usage, actual = self.est.usage, self._reserved()
+            flags = {**flags, "usage_missing": True, "unpriced": str(unpriced)}
+        if actual is not None and max(actual.values()) > INT64_MAX:  # absurd counts: a corrupt response
+            self.emit("usage_missing", reason=f"usage {usage} is beyond what a ledger counts")
+            usage, actual, flags = self.est.usage, self._reserved(), {**flags, "usage_missing": True}
+        cost = None if actual is None else actual[Unit.USD]
+        if usage is not None and not recorded:
+            record_usage(self.est.model, usage, actual[Unit.USD] if actual else 0)
+        if reservation is None:
+            if self.lost and cost is not None:
+                self.emit("spend_lost", actual=cost, reason="fail_open: the store was unavailable")
+            return
+        meta = JournalData(flags)
+        if actual is not None and usage is not None:  # the journal keeps the cost even without a USD budget
+            meta["usage"], meta["cost_nano"] = usage.to_dict(), actual[Unit.USD]
+        try:
+            outcome = yield Resolve(reservation, actual, meta)
+        except LedgerError as down:
+            if retry:  # retried by the guard's next operation, close() or exit: not lost (yet)
+                self.emit("store_unavailable", actual=cost, reason=str(down), data={"will_retry": True})
+                raise
+            self.emit("store_unavailable", reason=str(down))
+            self.emit("spend_lost", actual=cost, reason=f"could not record: {down}")
+            if self.guard.on_store_error == "fail_closed":
+                raise
+            return
+        kind: EventKind = "released" if actual is None else "committed"
+        if wanted(kind, self.guard.hooks):
+            data = {**flags, **self._settled(usage, reservation, outcome)}
+            self.emit(kind, actual=cost, reason=flags.get("error"), data=data)
+        if outcome is not None and outcome.overrun:
+            self.emit("overrun", actual=cost)
+        if outcome is not None and actual is not None:
+            # a repeat's outcome too: the guard commits a reservation once, so a repeat reaches it only
+            # when the store's retry found its lost first write; it carries that commit's totals
+            self._thresholds(reservation, outcome.charged or actual, outcome.spent)
+
+    def _reserved(self) -> dict[Unit, int]:
+        """What the reservation held, as the actual amounts: the worst case, charged when the response's
+        usage cannot be priced. No price lookup: it cannot fail after the provider has billed."""
+        est = self.est
+        tokens = est.input_tokens + est.output_tokens
+        return CheckedAmounts({Unit.USD: est.cost_nano, Unit.TOKENS: tokens, Unit.REQUESTS: 1})
+
+    def _settled(
+        self, usage: Usage | None, reservation: Reservation, outcome: Outcome | None
+    ) -> dict[str, Any]:
+        """What a committed or released event carries: the call's duration (seconds, from before its
+        reservation), its usage, and each counter's spent amount and limit after the commit."""
+        data: dict[str, Any] = {"duration": time.monotonic() - self.started}
+        if usage is not None:
+            data["usage"] = usage
+        if outcome is not None and outcome.spent:
+            data["counters"] = tuple(
+                {"scope": str(h.counter.scope), "unit": h.counter.unit.value,
+                 "period": h.counter.period.value, "spent": spent, "limit": h.limit}
+                for h, spent in zip(reservation.held, outcome.spent, strict=False)
+            )  # fmt: skip
+        return data
+
+    def _thresholds(self, reservation: Reservation, actual: Mapping[Unit, int], after: Sequence[int]) -> None:
+        """A "threshold" event for each threshold this commit carried a counter across. Spent only grows
+        within a window, so exactly one commit crosses each threshold: once per window, fleet-wide (its
+        answer, first or repeated after a lost reply, reaches the one caller that committed it)."""
+        thresholds = self.guard.thresholds
+        if not thresholds:
+            return
+        low_num, low_den = _lowest(thresholds)
+        for held, spent in zip(reservation.held, after, strict=False):
+            spec, limit = held.counter, held.limit
+            if not limit or spent * low_den < low_num * limit:
+                continue  # below the lowest threshold: none crossed (the common case)
+            before = spent - actual[spec.unit]
+            for num, den in thresholds:
+                if before * den < num * limit <= spent * den:
+                    level = f"{(Decimal(num) * 100 / den).normalize():f}%"
+                    budget = f"{spec.period.value} {spec.unit.value} budget"
+                    self.emit(
+                        "threshold",
+                        reason=f"{spec.scope} reached {level} of its {budget}",
+                        data={"scope": str(spec.scope), "threshold": level, "spent": spent, "limit": limit,
+                              "unit": spec.unit.value, "period": spec.period.value},
+                    )  # fmt: skip
+
+
+@memo("guard.lowest_threshold", 64)
+def _lowest(thresholds: tuple[tuple[int, int], ...]) -> tuple[int, int]:
+    """The lowest of a guard's thresholds (fractions as numerator, denominator)."""
+    return min(thresholds, key=lambda t: Fraction(*t))
+
+
+def served_flags(
+    tier: str | None, est: Estimate, model: str | None = None, prices: PriceBook | None = None
+) -> dict[str, Any]:
+    """Journal flags when the response reports another price variant or another model than the ones
+    reserved: ``variant`` / ``served_tier``, ``served_model``, and ``priced_as`` (the model charged)
+    when the answering model's price differs (not when the asked model has a configured price: that
+    price stands). When the price data has no price for what was served, the reserved price is
+    charged and ``unpriced`` says why."""
+    variant = response_variant(tier, est.variant)
+    flags: dict[str, Any] = {}
+    if variant != est.variant:
+        flags = {"variant": None if variant is None else dict(variant), "served_tier": tier}
+    charged = None
+    if model and model != est.model:
+        flags["served_model"] = model
+        if est.price.source not in ("override", "default"):
+            charged = model
+    if prices is not None and (charged is not None or "variant" in flags):
+        try:
+            price = prices.get(charged or est.model, provider=est.provider, variant=variant)
+        except PricingError as exc:
+            flags.pop("variant", None)
+            flags["unpriced"] = str(exc)
+            charged = None
+        else:
+            if variant == est.variant and (price.base, price.tiers) == (est.price.base, est.price.tiers):
+                charged = None  # an alias of the model asked (gpt-4o, gpt-4o-2024-08-06): the same price
+    if charged is not None:
+        flags["priced_as"] = charged
+    return flags
+
+
+def input_only(est: Estimate) -> Usage:
+    usage = est.usage
+    return Usage(
+        input_tokens=usage.input_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
+    )
