@@ -219,6 +219,7 @@ def test_the_rule_reads_no_counting_code_of_budgetguards() -> None:
                 imported |= {f"{node.module}.{alias.name}" for alias in node.names}
     assert imported == {
         "_cache.Bounded",
+        "_cache.memo",
         "_limits.UNKNOWN",
         "_limits.model_limits",
         "_pricing.is_claude",

@@ -8,7 +8,7 @@ Input tokens, by endpoint (every figure is a constant below):
   with the model's tiktoken encoding, plus ``MESSAGE_TOKENS`` (4) per message or item (``instructions``
   count as one message) and ``REQUEST_TOKENS`` (3) per request. On the plain requests recorded in
   ``../shared/realworld`` OpenAI counted a gpt-4o or gpt-4.1 request's text + 7 for one message, + 11
-  for two, + 15 for three (o-series and gpt-5 models one less).
+  for two, + 15 for three (o3-mini and gpt-5 models one less).
 * Tools (and chat ``functions``): the strings of each definition (name, description, property names,
   enum values) plus ``TOOL_TOKENS`` (10) per tool and ``TOOLS_TOKENS`` (12) once: a rough fit of the
   recorded gpt-4o requests with tools, not any model's exact rendering.
@@ -16,7 +16,8 @@ Input tokens, by endpoint (every figure is a constant below):
 * Embeddings: each input's raw encode (a token array: its length), as OpenAI counts them.
 * Claude (its tokenizer is not public): the same strings' o200k_base tokens x ``CLAUDE_FACTOR`` (1.2),
   rounded up, plus ``CLAUDE_MESSAGE_TOKENS`` (3) per message and ``CLAUDE_REQUEST_TOKENS`` (4) per
-  request (recorded one-message Claude requests: 5 -> 11 and 9 -> 17 tokens), tools as above.
+  request, tools as above (one-message Claude requests of 4 and 7 o200k_base tokens were recorded
+  at 11 and 17 tokens; the rule says 12 and 16).
 
 Output tokens: the reply text's raw encode (Claude: o200k_base x 1.2, rounded up), cut at the request's
 maximum, plus ``REASONING_EFFORT_TOKENS`` for OpenAI reasoning models (o1, o3, o4, gpt-5).
@@ -36,6 +37,7 @@ from typing import Any
 import tiktoken
 import tiktoken.model
 
+from .._cache import memo
 from .._pricing import is_claude
 from .._tokens import get_encoding
 
@@ -77,6 +79,7 @@ _TEXT = (
 _WORDS = _TEXT.split(" ")
 
 
+@memo("testing.encodings", 256)
 def encoding(model: str) -> tiktoken.Encoding:
     """tiktoken's encoding for ``model`` (o200k_base for Claude and for models tiktoken does not know)."""
     try:
