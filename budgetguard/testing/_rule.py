@@ -34,7 +34,6 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
-import tiktoken
 import tiktoken.model
 
 from .._cache import memo
@@ -80,18 +79,24 @@ _WORDS = _TEXT.split(" ")
 
 
 @memo("testing.encodings", 256)
-def encoding(model: str) -> tiktoken.Encoding:
+def encoding_name(model: str) -> str:
     """tiktoken's encoding for ``model`` (o200k_base for Claude and for models tiktoken does not know)."""
     try:
-        name = "o200k_base" if is_claude(model) else tiktoken.model.encoding_name_for_model(model)
+        return "o200k_base" if is_claude(model) else tiktoken.model.encoding_name_for_model(model)
     except KeyError:
-        name = "o200k_base"
-    return get_encoding(name)  # the offline, hash-verified loader: the file, not a counting rule
+        return "o200k_base"
+
+
+@memo("testing.tokens", 4096)
+def encoded(text: str, name: str) -> int:
+    """``text``'s tokens in the encoding ``name``, special-token strings as plain text."""
+    # the offline, hash-verified loader gives the encoding file, not a counting rule
+    return len(get_encoding(name).encode(text, disallowed_special=()))
 
 
 def raw(text: str, model: str) -> int:
-    """``text``'s tokens in ``model``'s encoding, special-token strings as plain text."""
-    return len(encoding(model).encode(text, disallowed_special=()))
+    """``text``'s tokens in ``model``'s encoding."""
+    return encoded(text, encoding_name(model))
 
 
 def strings(value: Any, model: str) -> int:
