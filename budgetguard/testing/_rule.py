@@ -164,16 +164,6 @@ def embeddings_input(body: Mapping[str, Any]) -> int:
     return sum(len(x) if isinstance(x, list) else raw(str(x), model) for x in embedding_inputs(body["input"]))
 
 
-def claude_input(model: str, messages: Mapping[int, list[Any]], system: list[Any], tools: list[Any]) -> int:
-    """Claude input tokens of ``messages`` (index -> content blocks), ``system`` and ``tools`` blocks."""
-    text = sum(strings(blocks, model) for blocks in messages.values()) + strings(system, model)
-    return (
-        claude_scaled(text + tools_tokens(tools, model))
-        + CLAUDE_MESSAGE_TOKENS * len(messages)
-        + CLAUDE_REQUEST_TOKENS
-    )
-
-
 def claude_blocks(body: Mapping[str, Any]) -> list[tuple[int, Any]]:
     """A Claude request's blocks in cache order (tools, system, messages) as (message index or -1 for a
     tool, -2 for system, block); a string is one text block."""
@@ -188,12 +178,10 @@ def claude_blocks(body: Mapping[str, Any]) -> list[tuple[int, Any]]:
 
 def claude_count(model: str, blocks: list[tuple[int, Any]]) -> int:
     """Claude input tokens of ``blocks`` (from :func:`claude_blocks`) by the rule."""
-    messages: dict[int, list[Any]] = {}
-    for i, block in blocks:
-        if i >= 0:
-            messages.setdefault(i, []).append(block)
-    system = [b for i, b in blocks if i == -2]
-    return claude_input(model, messages, system, [b for i, b in blocks if i == -1])
+    text = sum(strings(block, model) for i, block in blocks if i != -1)
+    tools = tools_tokens([block for i, block in blocks if i == -1], model)
+    turns = len({i for i, _ in blocks if i >= 0})
+    return claude_scaled(text + tools) + CLAUDE_MESSAGE_TOKENS * turns + CLAUDE_REQUEST_TOKENS
 
 
 def count_input(endpoint: str, body: Mapping[str, Any]) -> int:
