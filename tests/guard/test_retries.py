@@ -506,10 +506,11 @@ def test_a_tenacity_policy_drives_a_sync_call(
 ) -> None:
     seen: list[str] = []
     h = make_guard(retry=hooked(policy, seen))
-    create = h.guard.with_budget(provider.openai(max_retries=0).chat.completions.create, user="alice")
-    provider.fail(500)
+    with provider.openai(max_retries=0) as client:  # (closed: its socket is not left to the collector)
+        create = h.guard.with_budget(client.chat.completions.create, user="alice")
+        provider.fail(500)
 
-    reply = create(**MINI)
+        reply = create(**MINI)
 
     check_retried(h, provider, reply, seen)
 
