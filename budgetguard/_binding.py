@@ -10,19 +10,19 @@ call to make for a model (rebinding the arguments when routing or ``fit=`` chang
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from ._budgets import Scope
-from ._calibration import Learned
 from ._context import current_scopes
 from ._core import GuardCore, checked_hold
 from ._errors import ConfigurationError
 from ._estimate import Estimate
-from ._fit import Fit, Fitting, fit_for
+from ._fit import Fitting, fit_for
 from ._flow import Plan
+from ._options import Options
 from ._providers import (
     endpoint_provider,
     is_request,
@@ -30,7 +30,7 @@ from ._providers import (
     sdk_provider,
     without_sdk_retries,
 )
-from ._scopes import ScopeSpec, resolve_scopes, scope_set
+from ._scopes import resolve_scopes, scope_set
 from ._usage import Usage
 
 __all__ = ["Binder", "bind"]
@@ -44,21 +44,12 @@ class Binder:
     is_async: bool
 
 
-def bind(
-    core: GuardCore,
-    fn: Callable[..., Any],
-    *,
-    enforce: bool,
-    estimate: Callable[..., Estimate | Mapping[str, Any]] | None,
-    usage: Callable[[Any], Usage] | None,
-    route: Sequence[str] | None,
-    at: float | None,
-    scopes: Mapping[str, ScopeSpec],
-    fit: bool | int | Fit | None = None,
-    hold: Learned | None = None,
-) -> Binder:
+def bind(core: GuardCore, fn: Callable[..., Any], options: Options) -> Binder:
     """How a call of ``fn`` becomes a plan and a call (see the module docstring); raises at decoration
     time on a bad option or scope kind, not on the first call."""
+    enforce, scopes, estimate, usage, route, at = (
+        options.enforce, options.scopes, options.estimate, options.usage, options.route, options.at
+    )  # fmt: skip
     if at is not None and not 0 < at <= 1:
         raise ConfigurationError("at= is a fraction of the budget, e.g. 0.8")
     threshold = None if at is None else Decimal(str(at)).as_integer_ratio()  # exact, no float maths
@@ -84,7 +75,8 @@ def bind(
     read_usage = usage or Usage.from_response
     estimator = core.estimator
     sdk, seen = provider is not None, None if signature is None else params
-    fitting, accepts = fit_for(fit, core.fit, sdk, seen) if enforce else (None, None)
+    fitting, accepts = fit_for(options.fit, core.fit, sdk, seen) if enforce else (None, None)
+    hold = options.hold
     held = checked_hold(hold) if hold is not None else core.hold if enforce else None
     function = f"{getattr(fn, '__module__', None)}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
     streaming = provider == "openai" and getattr(fn, "__name__", "") == "stream"

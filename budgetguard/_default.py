@@ -9,6 +9,7 @@ from typing import Any
 
 from ._core import default_url
 from ._guard import Guard
+from ._options import budget_options, decorating, metered_options
 
 __all__ = ["configure", "default_guard", "metered", "with_budget"]
 
@@ -32,7 +33,8 @@ def configure(**settings: Any) -> Guard:
     return _default
 
 
-def with_budget(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+@decorating(budget_options)
+def with_budget(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """``@with_budget(user="{user_id}")`` on the default guard (see ``Guard.with_budget``).
 
     The default guard is looked up at call time, so functions decorated at import time follow a
@@ -41,7 +43,8 @@ def with_budget(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
     return _on_default_guard("with_budget", fn, options)
 
 
-def metered(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+@decorating(metered_options)
+def metered(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """``@metered(feature="ingest")`` on the default guard (see ``Guard.metered``)."""
     return _on_default_guard("metered", fn, options)
 

@@ -10,20 +10,19 @@ done (``_settlement``). Jobs (``reserve``) are in ``_job``, framework-driven cal
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec, TypeVar
 
 from ._attempt import Attempt
 from ._binding import bind
 from ._budgets import Scope, Unit
-from ._calibration import Learned
 from ._core import GuardCore
 from ._errors import ConfigurationError
 from ._estimate import Estimate
-from ._fit import Fit
 from ._flow import Plan, call_flow
 from ._job import Job
 from ._money import Money, to_nano
+from ._options import Options, budget_options, decorating, metered_options
 from ._scopes import ScopeSpec, resolve_scopes
 from ._settlement import adrain, arun, drain, run
 from ._streams import GuardedAsyncStream, GuardedStream, GuardedStreamManager
@@ -33,12 +32,6 @@ __all__ = ["Attempt", "Guard", "GuardedAsyncStream", "GuardedStream", "GuardedSt
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-class Decorator(Protocol):
-    """What ``with_budget(...)`` returns without a function: it keeps the function's signature."""
-
-    def __call__(self, fn: Callable[P, T], /) -> Callable[P, T]: ...
 
 
 class Guard(GuardCore):
@@ -124,99 +117,36 @@ class Guard(GuardCore):
         plan = Plan(resolved, (est.model,), lambda model, counted: est, usage, None, enforce)
         return Attempt(self, plan)
 
-    @overload
-    def with_budget(
-        self,
-        fn: Callable[P, T],
-        *,
-        estimate: Callable[..., Estimate | Mapping[str, Any]] | None = None,
-        usage: Callable[[Any], Usage] | None = None,
-        route: Sequence[str] | None = None,
-        at: float | None = None,
-        fit: bool | int | Fit | None = None,
-        hold: Learned | None = None,
-        **scopes: ScopeSpec,
-    ) -> Callable[P, T]: ...
-
-    @overload
-    def with_budget(
-        self,
-        fn: None = None,
-        *,
-        estimate: Callable[..., Estimate | Mapping[str, Any]] | None = None,
-        usage: Callable[[Any], Usage] | None = None,
-        route: Sequence[str] | None = None,
-        at: float | None = None,
-        fit: bool | int | Fit | None = None,
-        hold: Learned | None = None,
-        **scopes: ScopeSpec,
-    ) -> Decorator: ...
-
-    def with_budget(
-        self,
-        fn: Callable[P, T] | None = None,
-        *,
-        estimate: Callable[..., Estimate | Mapping[str, Any]] | None = None,
-        usage: Callable[[Any], Usage] | None = None,
-        route: Sequence[str] | None = None,
-        at: float | None = None,
-        fit: bool | int | Fit | None = None,
-        hold: Learned | None = None,
-        **scopes: ScopeSpec,
-    ) -> Any:
+    @decorating(budget_options)
+    def with_budget(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         """Enforce the budgets on every call of the decorated function (sync, async or streaming).
 
         Scopes: ``user="{user_id}"`` (a template over the call's arguments), ``feature="search"``
         (literal), ``team=lambda *a, **kw: ...`` (a callable of the same arguments), plus whatever
         ``budget_context()`` holds; ``global`` is always included.
 
-        ``fit=True`` (or a floor, ``fit=256``, or ``Fit(...)``) lowers the request's max output tokens
-        to what is left instead of refusing (see ``budgetguard._fit``); ``hold=Learned(...)`` holds a
-        learned share of the worst case (see ``budgetguard._calibration``). ``None``: the guard's.
+        ``estimate=``: a function of the call's arguments giving the request (or an ``Estimate``), when
+        the arguments do not hold it; ``usage=``: a function reading the usage from the result;
+        ``route=[model, cheaper, ...]`` with ``at=0.8``: route to the next model when a budget reaches
+        that share. ``fit=True`` (or a floor, ``fit=256``, or ``Fit(...)``) lowers the request's max
+        output tokens to what is left instead of refusing (see ``budgetguard._fit``);
+        ``hold=Learned(...)`` holds a learned share of the worst case (see ``budgetguard._calibration``).
+        ``None``: the guard's. (The options are typed by ``_options.budget_options``.)
         """
-        decorate = functools.partial(
-            self._decorate, enforce=True, estimate=estimate, usage=usage, route=route, at=at, scopes=scopes,
-            fit=fit, hold=hold,
-        )  # fmt: skip
-        return decorate if fn is None else decorate(fn)
+        return self._decorating(fn, budget_options(**options))
 
-    @overload
-    def metered(
-        self,
-        fn: Callable[P, T],
-        *,
-        estimate: Callable[..., Estimate | Mapping[str, Any]] | None = None,
-        usage: Callable[[Any], Usage] | None = None,
-        **scopes: ScopeSpec,
-    ) -> Callable[P, T]: ...
-
-    @overload
-    def metered(
-        self,
-        fn: None = None,
-        *,
-        estimate: Callable[..., Estimate | Mapping[str, Any]] | None = None,
-        usage: Callable[[Any], Usage] | None = None,
-        **scopes: ScopeSpec,
-    ) -> Decorator: ...
-
-    def metered(
-        self,
-        fn: Callable[P, T] | None = None,
-        *,
-        estimate: Callable[..., Estimate | Mapping[str, Any]] | None = None,
-        usage: Callable[[Any], Usage] | None = None,
-        **scopes: ScopeSpec,
-    ) -> Any:
+    @decorating(metered_options)
+    def metered(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         """Like ``with_budget`` but never refuses: spend is recorded on the counters (``METERING``'s
-        when no budget applies) and in the journal."""
-        decorate = functools.partial(
-            self._decorate, enforce=False, estimate=estimate, usage=usage, route=None, at=None, scopes=scopes
-        )
+        when no budget applies) and in the journal. Takes ``estimate=``, ``usage=`` and scopes."""
+        return self._decorating(fn, metered_options(**options))
+
+    def _decorating(self, fn: Callable[..., Any] | None, options: Options) -> Any:
+        decorate = functools.partial(self._decorate, options=options)
         return decorate if fn is None else decorate(fn)
 
-    def _decorate(self, fn: Callable[..., Any], **options: Any) -> Callable[..., Any]:
-        binder = bind(self, fn, **options)
+    def _decorate(self, fn: Callable[..., Any], options: Options) -> Callable[..., Any]:
+        binder = bind(self, fn, options)
         plan_call = binder.plan
         if binder.is_async:
 
