@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import tenacity
 from tenacity import RetryCallState
@@ -50,6 +50,14 @@ def checked_hold(hold: Learned | None) -> Learned | None:
     if hold is not None and not isinstance(hold, Learned):
         raise ConfigurationError(f"hold= takes a Learned(...) policy or None (the worst case), got {hold!r}")
     return hold
+
+
+class JobHold(Protocol):
+    """A job's hold (``_job.Job``), which the calls inside the job draw on."""
+
+    def draw_holds(
+        self, counters: Iterable[CounterSpec], est: Estimate, usd: int | None
+    ) -> tuple[Hold, ...]: ...
 
 
 class GuardCore:
@@ -134,7 +142,7 @@ class GuardCore:
     def retry(self, retrying: tenacity.BaseRetrying) -> None:
         self._retry: Policy = policy_of(retrying)
 
-    # -- stores ----
+    # -- stores ---------------------------------------------------------------------------------
 
     @property
     def ledger(self) -> Ledger:
@@ -187,10 +195,13 @@ class GuardCore:
             specs += [CounterSpec(scope, b.unit, b.period, b.limit, b.tz) for b in chosen.values()]
         return tuple(specs)
 
-    def holds(self, scopes: Scopes, est: Estimate, usd: int | None = None) -> tuple[Hold, ...]:
-        """The holds of a call on its budgets' counters (on ``METERING`` when it has none). ``usd``: the
-        USD held, if not the worst case. (Inside ``guard.reserve()`` a call draws on the job's hold
-        instead: ``Job.draw_holds``.)"""
+    def holds(
+        self, scopes: Scopes, est: Estimate, job: JobHold | None, usd: int | None = None
+    ) -> tuple[Hold, ...]:
+        """The holds of a call: on its budgets' counters (on ``METERING`` when it has none), or on
+        ``job``'s hold inside ``guard.reserve()``. ``usd``: the USD held, if not the worst case."""
+        if job is not None:
+            return job.draw_holds(self.counters_for(scopes.scopes), est, usd)
         tokens = est.input_tokens + est.output_tokens
         cost = est.cost_nano if usd is None else usd
         key = (scopes.key, cost, tokens)  # calls repeat: reuse the validated holds

@@ -40,11 +40,27 @@ def run_sync(
     core: GuardCore, flow: Flow, call: Callable[[str | None], Any], store: Ledger | None = None
 ) -> Any:
     """Run ``flow`` to its end in this thread: its store actions on ``store`` if given (a settlement's,
-    see ``_settlement.drain``), else on the guard's sync store."""
-    action, value = _resume(flow, None, None)
-    while action is not None:
-        action, value = _resume(flow, *_outcome(_perform_sync, core, action, call, store))
-    return value
+    see ``_settlement.drain``), else on the guard's sync store. (Every guarded call runs this loop: it
+    performs the actions inline, where the async driver calls ``perform_async``.)"""
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            action = flow.throw(error) if error is not None else flow.send(reply)
+        except StopIteration as done:
+            return done.value
+        reply, error = None, None
+        try:
+            if type(action) is Call:
+                reply = call(action.model)
+            elif type(action) is Sleep:
+                time.sleep(action.seconds)
+            elif type(action) is Count:
+                reply = core.estimator.count_tokens(action.request)
+            else:
+                reply = action.send(action.job or store or core._sync or core.ledger, core.lease)
+        except BaseException as exc:  # (the flow decides what it means: thrown into it)
+            error = exc
 
 
 async def run_async(core: GuardCore, flow: Flow, call: Callable[[str | None], Any]) -> Any:
@@ -63,13 +79,6 @@ def _resume(flow: Flow, reply: Any, error: BaseException | None) -> tuple[Action
         return None, done.value
 
 
-def _outcome(perform: Callable[..., Any], *args: Any) -> tuple[Any, BaseException | None]:
-    try:
-        return perform(*args), None
-    except BaseException as exc:  # (the flow decides what it means: thrown into it)
-        return None, exc
-
-
 async def _aoutcome(
     core: GuardCore, action: Action, call: Callable[[str | None], Any]
 ) -> tuple[Any, BaseException | None]:
@@ -77,20 +86,6 @@ async def _aoutcome(
         return await perform_async(core, action, call), None
     except BaseException as exc:
         return None, exc
-
-
-def _perform_sync(
-    core: GuardCore, action: Action, call: Callable[[str | None], Any], store: Ledger | None
-) -> Any:
-    kind = type(action)
-    if kind is Call:
-        return call(action.model)  # type: ignore[union-attr]
-    if kind is Sleep:
-        time.sleep(action.seconds)  # type: ignore[union-attr]
-        return None
-    if kind is Count:
-        return core.estimator.count_tokens(action.request)  # type: ignore[union-attr]
-    return action.send(action.job or store or core._sync or core.ledger, core.lease)  # type: ignore[union-attr]
 
 
 async def perform_async(core: GuardCore, action: Action, call: Callable[[str | None], Any]) -> Any:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from ._actions import Action, Call, Count, Flow, NotSent, Reserve, Sleep, Status
+from ._actions import Call, Count, Flow, NotSent, Reserve, Sleep, Status
 from ._cache import memo
 from ._calibration import Learned, held_usd, learned_ratio
 from ._core import GuardCore
@@ -24,8 +24,7 @@ from ._errors import BudgetExceededError, LedgerError, MissingScopeError, UsageE
 from ._estimate import Estimate
 from ._events import Event, EventKind, emit, wanted
 from ._fit import Fitting
-from ._job import Job, current_job
-from ._ledger import Hold, Reservation
+from ._job import current_job
 from ._ledger._types import JournalData
 from ._money import to_usd
 from ._providers import is_stream, served_model, served_tier
@@ -93,7 +92,7 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
             if plan.hold is not None:  # a learned share of the worst case (hold=Learned(...))
                 learned = yield from learned_ratio(core.calibration, plan.hold, est.model, plan.function)
                 usd = held_usd(plan.hold, learned, est.cost_nano)
-            holds = _holds(core, plan, est, job, usd)
+            holds = core.holds(plan.scopes, est, job, usd)
             fitted: dict[str, Any] | None = None
             lowered = None
             if plan.fit is not None and model_index + 1 == len(plan.models):
@@ -108,7 +107,7 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
                 if lowered is not None and lowered[1]:  # lowered to fit what is left
                     est, fitted = lowered
                     usd = None if plan.hold is None else held_usd(plan.hold, learned, est.cost_nano)
-                    holds = _holds(core, plan, est, job, usd)
+                    holds = core.holds(plan.scopes, est, job, usd)
                     ctx = Ctx(core, est, labels, attempt)
             if plan.at is not None and model_index + 1 < len(plan.models):
                 try:
@@ -187,7 +186,20 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
         else:
             if is_stream(result):
                 return wrap_stream(result, Settlement(ctx, reservation))
-            yield from _settle_result(core, plan, ctx, est, reservation, result)
+            try:
+                usage, tier, answered = plan.read_usage(result), served_tier(result), served_model(result)
+                flags = (  # no tier and the model asked: as reserved
+                    {} if tier is None and answered == est.model
+                    else served_flags(tier, est, answered, core.prices)
+                )  # fmt: skip
+            except Exception as exc:  # no usable usage: charge the worst case and say so
+                usage, flags = est.usage, {"usage_missing": True}
+                ctx.emit("usage_missing", reason=str(exc))
+                yield from ctx.settle(reservation, usage, flags)
+                if not isinstance(exc, UsageError):
+                    raise  # the caller's usage= hook failed: its error, after the books are right
+            else:
+                yield from ctx.settle(reservation, usage, flags)
             if state is None:
                 return result  # tenacity would return it: its policy does not retry a success
             state.set_result(result)
@@ -218,33 +230,6 @@ def missing_event(core: GuardCore, kind: EventKind, labels: tuple[str, ...], kin
     if wanted(kind, core.hooks):
         why = kinds[0] if kind == "refused" else f"no {' or '.join(kinds)} id: not on those budgets"
         emit(Event(kind, scopes=labels, reason=why, data={"missing_scope": kinds}), core.hooks)
-
-
-def _settle_result(
-    core: GuardCore, plan: Plan, ctx: Ctx, est: Estimate, reservation: Reservation | None, result: Any
-) -> Generator[Action, Any, None]:
-    """Settle a call that returned: at its usage, or at the worst case when it has none (flagged)."""
-    try:
-        usage, tier, answered = plan.read_usage(result), served_tier(result), served_model(result)
-        flags = (  # no tier and the model asked: as reserved
-            {} if tier is None and answered == est.model
-            else served_flags(tier, est, answered, core.prices)
-        )  # fmt: skip
-    except Exception as exc:  # no usable usage: charge the worst case and say so
-        usage, flags = est.usage, {"usage_missing": True}
-        ctx.emit("usage_missing", reason=str(exc))
-        yield from ctx.settle(reservation, usage, flags)
-        if not isinstance(exc, UsageError):
-            raise  # the caller's usage= hook failed: its error, after the books are right
-    else:
-        yield from ctx.settle(reservation, usage, flags)
-
-
-def _holds(core: GuardCore, plan: Plan, est: Estimate, job: Job | None, usd: int | None) -> tuple[Hold, ...]:
-    """A call's holds: on a job's hold inside ``guard.reserve()``, else on the budgets' counters."""
-    if job is None:
-        return core.holds(plan.scopes, est, usd)
-    return job.draw_holds(core.counters_for(plan.scopes.scopes), est, usd)
 
 
 @memo("guard.usd_text", 4096)
