@@ -26,6 +26,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from ._cache import Bounded
 from ._errors import ConfigurationError, LedgerError
 from ._ledger import JournalEntry
 from ._ledger._types import to_datetime
@@ -157,7 +158,9 @@ class Calibration:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._known: dict[tuple[Learned, str, str | None], _Learning] = {}
+        self._known: Bounded[tuple[Learned, str, str | None], _Learning] = Bounded(
+            "calibration.learned", 4096, shared=False
+        )  # (a forgotten key is learned again: its first read covers the journal's last hour)
 
     def due(self, policy: Learned, model: str, function: str | None) -> tuple[_Learning, bool]:
         """The state for this key, and whether this call reads the journal's new entries (it then
@@ -166,7 +169,7 @@ class Calibration:
         with self._lock:
             state = self._known.get(key)
             if state is None:
-                state = self._known[key] = _Learning(deque(maxlen=policy.window))
+                state = self._known.put(key, _Learning(deque(maxlen=policy.window)))
             state.calls += 1
             stale = (
                 state.since is None
