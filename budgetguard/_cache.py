@@ -10,7 +10,6 @@ keeps working at the same speed and never drops its whole working set at once.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
 from collections.abc import Callable, Hashable
@@ -33,7 +32,7 @@ class Bounded(dict[K, V], Generic[K, V]):
     Tables owned by one object (a guard, a store) pass ``shared=False``: they are not listed by name,
     since several live at once, and go with their owner."""
 
-    __slots__ = ("limit", "name")
+    __slots__ = ("_lock", "limit", "name")
 
     def __init__(self, name: str, limit: int, *, shared: bool = True) -> None:
         super().__init__()
@@ -41,15 +40,17 @@ class Bounded(dict[K, V], Generic[K, V]):
             raise ValueError(f"a bounded cache holds at least one entry, got limit={limit}")
         self.name = name
         self.limit = limit
+        self._lock = threading.Lock()  # (writes only: a read is one dict lookup, atomic as it is)
         if shared:
             _register(name, self)
 
     def put(self, key: K, value: V) -> V:
-        """Keep ``value`` under ``key`` and return it; the oldest entry goes when the table is full."""
-        if len(self) >= self.limit and key not in self:
-            with contextlib.suppress(StopIteration, KeyError, RuntimeError):  # another thread got there
-                del self[next(iter(self))]
-        self[key] = value
+        """Keep ``value`` under ``key`` and return it; the oldest entries go while the table is full."""
+        with self._lock:
+            if key not in self:
+                while len(self) >= self.limit:
+                    del self[next(iter(self))]
+            self[key] = value
         return value
 
     def __repr__(self) -> str:

@@ -30,7 +30,7 @@ from ._ledger._types import CheckedAmounts
 from ._money import INT64_MAX
 from ._pricing import PriceBook, price_book
 from ._providers import Variant
-from ._retry import Policy, charge_if_maybe_billed, policy_of, retry_policy
+from ._retry import charge_if_maybe_billed, checked, retry_policy
 from ._scopes import Scopes, default_ids
 from ._usage import Usage
 
@@ -135,12 +135,13 @@ class GuardCore:
 
     @property
     def retry(self) -> tenacity.BaseRetrying:
-        """The retry policy (a ``tenacity.Retrying``); set it to another one to change it."""
-        return self._retry.retrying
+        """The retry policy (a ``tenacity.Retrying`` or ``AsyncRetrying``): each call runs on a copy of it,
+        as tenacity does; setting another one is checked as the guard's ``retry=`` is."""
+        return self._retry
 
     @retry.setter
     def retry(self, retrying: tenacity.BaseRetrying) -> None:
-        self._retry: Policy = policy_of(retrying)
+        self._retry = checked(retrying)
 
     # -- stores ---------------------------------------------------------------------------------
 

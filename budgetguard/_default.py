@@ -34,7 +34,7 @@ def configure(**settings: Any) -> Guard:
 
 
 @decorating(budget_options)
-def with_budget(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+def with_budget(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
     """``@with_budget(user="{user_id}")`` on the default guard (see ``Guard.with_budget``).
 
     The default guard is looked up at call time, so functions decorated at import time follow a
@@ -44,7 +44,7 @@ def with_budget(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
 
 
 @decorating(metered_options)
-def metered(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+def metered(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
     """``@metered(feature="ingest")`` on the default guard (see ``Guard.metered``)."""
     return _on_default_guard("metered", fn, options)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from . import _retry as retries
 from ._actions import Call, Count, Flow, NotSent, Reserve, Sleep, Status
 from ._cache import memo
 from ._calibration import Learned, held_usd, learned_ratio
@@ -61,11 +62,11 @@ class Plan:
 def call_flow(core: GuardCore, plan: Plan) -> Flow:
     # The first attempt runs without a RetryCallState when tenacity would do nothing around it but
     # return its result (no `before` hook, a policy that never retries a success): one is made on the
-    # first failure only, with the call's start as its own (see Policy.alone_first).
+    # first failure only, with the call's start as its own (see _retry.alone_first).
     policy = core._retry
     started = time.monotonic()
     missing = () if core.required_kinds <= plan.scopes.kinds else _unnamed(core, plan)
-    state = None if policy.alone_first else policy.state(started)
+    state = None if retries.alone_first(policy) else retries.start(policy, started)
     labels = plan.scopes.labels
     model_index = 0
     attempt = 1
@@ -73,8 +74,7 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
     while True:
         if state is not None:
             attempt = state.attempt_number
-            if policy.before is not None:
-                policy.before(state)
+            retries.before(state)
         # -- reserve, routing to a cheaper model when needed, fitting the last one (fit=)
         refits = 0
         while True:
@@ -181,7 +181,7 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
                 usage = input_only(est) if charge else None
                 yield from ctx.settle(reservation, usage, {"error": type(exc).__name__})
             if state is None:
-                state = policy.state(started)
+                state = retries.start(policy, started)
             state.set_exception((type(exc), exc, exc.__traceback__))
         else:
             if is_stream(result):
@@ -203,7 +203,7 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
             if state is None:
                 return result  # tenacity would return it: its policy does not retry a success
             state.set_result(result)
-        wait = policy.decide(state)  # raises the error it does not retry, or RetryError
+        wait = retries.decide(state)  # raises the error it does not retry, or RetryError
         if isinstance(wait, tuple):
             return wait[0]
         yield Sleep(wait)

@@ -118,7 +118,7 @@ class Guard(GuardCore):
         return Attempt(self, plan)
 
     @decorating(budget_options)
-    def with_budget(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    def with_budget(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
         """Enforce the budgets on every call of the decorated function (sync, async or streaming).
 
         Scopes: ``user="{user_id}"`` (a template over the call's arguments), ``feature="search"``
@@ -136,7 +136,7 @@ class Guard(GuardCore):
         return self._decorating(fn, budget_options(**options))
 
     @decorating(metered_options)
-    def metered(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    def metered(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
         """Like ``with_budget`` but never refuses: spend is recorded on the counters (``METERING``'s
         when no budget applies) and in the journal. Takes ``estimate=``, ``usage=`` and scopes."""
         return self._decorating(fn, metered_options(**options))

@@ -8,6 +8,7 @@ parses what it is given by calling it. One edit of an option changes every place
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
@@ -84,6 +85,11 @@ def decorating(options: Callable[Q, Options]) -> Callable[[Callable[..., Any]], 
     above): the implementation parses its ``**options`` by calling ``options(**options)``."""
 
     def typed(decorator: Callable[..., Any]) -> Decorating[Q]:
+        own = inspect.signature(decorator)  # (self and fn; help() and inspect show the options too)
+        first = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        decorator.__signature__ = own.replace(  # type: ignore[attr-defined]
+            parameters=[*first, *inspect.signature(options).parameters.values()]
+        )
         return decorator  # (a plain function: the Protocol types it for the checker)
 
     return typed

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import tenacity
@@ -22,7 +20,10 @@ from tenacity import RetryCallState
 
 from ._errors import BudgetExceededError, ConfigurationError, UsageError
 
-__all__ = ["Policy", "charge_if_maybe_billed", "default_retry", "policy_of", "retry_policy"]
+__all__ = [
+    "alone_first", "before", "charge_if_maybe_billed", "checked", "decide", "default_retry", "retry_policy",
+    "start",
+]  # fmt: skip
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -105,67 +106,75 @@ def _is_async(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
 
 
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """A tenacity policy's public pieces, as the guard's flow runs them."""
-
-    retrying: tenacity.BaseRetrying
-    stop: Callable[[RetryCallState], bool]
-    wait: Callable[[RetryCallState], float] | None
-    retry: Callable[[RetryCallState], bool]
-    before: Callable[[RetryCallState], None] | None
-    after: Callable[[RetryCallState], None] | None
-    before_sleep: Callable[[RetryCallState], None] | None
-    reraise: bool
-    error_cls: type[tenacity.RetryError]
-    error_callback: Callable[[RetryCallState], Any] | None
-    alone_first: bool
+def alone_first(retrying: tenacity.BaseRetrying) -> bool:
     """Whether tenacity would do nothing around a first attempt that succeeds but return its result: no
     ``before`` hook, and a ``retry`` strategy that never retries a result (``retry_if_exception`` and its
-    subclasses that keep its ``__call__``, ``retry_never``). The flow then makes its first attempt without
-    a ``RetryCallState``, and builds one on the first failure only."""
-
-    def state(self, started: float) -> RetryCallState:
-        """The state of one call, whose first attempt started at ``started`` (``time.monotonic()``)."""
-        state = RetryCallState(self.retrying, None, (), {})
-        state.start_time = started
-        return state
-
-    def _wait(self, state: RetryCallState) -> float:
-        return float(self.wait(state)) if self.wait is not None else 0.0
-
-    def decide(self, state: RetryCallState) -> float | tuple[Any]:
-        """After an attempt's outcome is set on ``state``: the seconds to wait before the next attempt,
-        or ``(value,)`` to end the call with (the result, or the ``retry_error_callback``'s value). Raises
-        the attempt's error when it is not retried, and ``RetryError`` (or the error, with ``reraise``)
-        when the policy stops. tenacity's own order: retry?, after, wait, stop?, before_sleep (stop
-        before wait until 8.3)."""
-        outcome = state.outcome
-        assert outcome is not None
-        explicit = outcome.failed and isinstance(outcome.exception(), tenacity.TryAgain)
-        if not (explicit or self.retry(state)):
-            return (outcome.result(),)  # (raises the attempt's error)
-        if self.after is not None:
-            self.after(state)
-        if _WAIT_FIRST:  # tenacity >= 8.3 asks wait first, so that stop can read the upcoming sleep
-            sleep = state.upcoming_sleep = self._wait(state)
-        if self.stop(state):
-            if self.error_callback is not None:
-                return (self.error_callback(state),)
-            error = self.error_cls(outcome)
-            if self.reraise:
-                error.reraise()
-            raise error from outcome.exception()
-        if not _WAIT_FIRST:
-            sleep = self._wait(state)
-        state.next_action = tenacity.RetryAction(sleep)
-        state.idle_for += sleep
-        if self.before_sleep is not None:
-            self.before_sleep(state)
-        return sleep
+    subclasses that keep its ``__call__``, ``retry_never``), or a policy that is not ``enabled`` (tenacity
+    >= 9). The flow then makes its first attempt without a ``RetryCallState``, and builds one on the first
+    failure only."""
+    return not getattr(retrying, "enabled", True) or (
+        retrying.before in (None, tenacity.before_nothing)
+        and type(retrying.retry).__call__ in _QUIET_ON_SUCCESS
+    )
 
 
-def policy_of(retrying: tenacity.BaseRetrying) -> Policy:
+def start(retrying: tenacity.BaseRetrying, started: float) -> RetryCallState:
+    """The state of one call, on its own copy of the policy (whose ``statistics`` are the call's, as in
+    tenacity), its first attempt started at ``started`` (``time.monotonic()``)."""
+    own = retrying.copy()
+    own.begin()
+    own.statistics["start_time"] = started
+    state = RetryCallState(own, None, (), {})
+    state.start_time = started
+    return state
+
+
+def before(state: RetryCallState) -> None:
+    """Before each attempt made with a state: the policy's ``before`` hook."""
+    hook = state.retry_object.before
+    if hook is not None and hook is not tenacity.before_nothing:
+        hook(state)
+
+
+def decide(state: RetryCallState) -> float | tuple[Any]:
+    """After an attempt's outcome is set on ``state``: the seconds to wait before the next attempt, or
+    ``(value,)`` to end the call with (the result, or the ``retry_error_callback``'s value). Raises the
+    attempt's error when it is not retried, and ``RetryError`` (or the error, with ``reraise``) when the
+    policy stops. tenacity's own steps in its own order: retry?, after, wait, stop?, before_sleep (stop
+    before wait until 8.3), the policy's strategies read as they are now."""
+    policy, outcome = state.retry_object, state.outcome
+    assert outcome is not None
+    explicit = outcome.failed and isinstance(outcome.exception(), tenacity.TryAgain)
+    if not getattr(policy, "enabled", True) or not (explicit or policy.retry(state)):
+        return (outcome.result(),)  # (raises the attempt's error)
+    if policy.after is not None and policy.after is not tenacity.after_nothing:
+        policy.after(state)
+    if _WAIT_FIRST:  # tenacity >= 8.3 asks wait first, so that stop can read the upcoming sleep
+        sleep = state.upcoming_sleep = _wait(policy, state)
+    policy.statistics["delay_since_first_attempt"] = state.seconds_since_start
+    if policy.stop(state):
+        if policy.retry_error_callback is not None:
+            return (policy.retry_error_callback(state),)
+        error = policy.retry_error_cls(outcome)
+        if policy.reraise:
+            error.reraise()
+        raise error from outcome.exception()
+    if not _WAIT_FIRST:
+        sleep = _wait(policy, state)
+    state.next_action = tenacity.RetryAction(sleep)
+    state.idle_for += sleep
+    policy.statistics["idle_for"] += sleep
+    policy.statistics["attempt_number"] += 1
+    if policy.before_sleep is not None:
+        policy.before_sleep(state)
+    return sleep
+
+
+def _wait(policy: tenacity.BaseRetrying, state: RetryCallState) -> float:
+    return float(policy.wait(state)) if policy.wait is not None else 0.0
+
+
+def checked(retrying: tenacity.BaseRetrying) -> tenacity.BaseRetrying:
     """``retrying``'s pieces, checked: plain functions only (the guard decides retries between the
     attempts of sync and async calls alike, where nothing is awaited)."""
     if not isinstance(retrying, tenacity.BaseRetrying):
@@ -177,18 +186,4 @@ def policy_of(retrying: tenacity.BaseRetrying) -> Policy:
             "between attempts, where nothing is awaited: pass plain functions (tenacity's stop_*, wait_*, "
             "retry_* and your own def hooks), in a Retrying or an AsyncRetrying"
         )
-    before = None if retrying.before is tenacity.before_nothing else retrying.before
-    after = None if retrying.after is tenacity.after_nothing else retrying.after
-    return Policy(
-        retrying=retrying,
-        stop=retrying.stop,
-        wait=retrying.wait,
-        retry=retrying.retry,
-        before=before,
-        after=after,
-        before_sleep=retrying.before_sleep,
-        reraise=retrying.reraise,
-        error_cls=retrying.retry_error_cls,
-        error_callback=retrying.retry_error_callback,
-        alone_first=before is None and type(retrying.retry).__call__ in _QUIET_ON_SUCCESS,
-    )
+    return retrying

@@ -139,9 +139,7 @@ def test_the_guard_drives_tenacity_through_its_public_pieces_only(
     def gone(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the guard called a tenacity internal")
 
-    monkeypatch.setattr(tenacity.BaseRetrying, "iter", gone)
-    monkeypatch.setattr(tenacity.BaseRetrying, "begin", gone)
-    monkeypatch.setattr(tenacity.BaseRetrying, "statistics", property(gone))
+    monkeypatch.setattr(tenacity.BaseRetrying, "iter", gone)  # (its loop: DoAttempt, DoSleep, actions)
     h = make_guard()
     api = serve(fail(429), fail(500), chat_completion())
     create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
@@ -153,6 +151,36 @@ def test_the_guard_drives_tenacity_through_its_public_pieces_only(
         ("released", 2, "InternalServerError"),
         ("committed", 3, None),
     ]
+
+
+def test_a_strategy_reads_the_calls_statistics_as_under_tenacity(make_guard: MakeGuard) -> None:
+    """Each call runs on its own copy of the policy, whose ``statistics`` tenacity's strategies may read."""
+    seen: list[tuple[int, int]] = []
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        stats = state.retry_object.statistics
+        seen.append((stats["attempt_number"], state.attempt_number))
+        return 0
+
+    h = make_guard(retry=tenacity.Retrying(stop=stop_after_attempt(3), wait=wait, reraise=True))
+    api = serve(fail(500), fail(500), chat_completion())
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    create(**chat_request())
+
+    assert seen == [(1, 1), (2, 2)]
+    assert "attempt_number" not in h.guard.retry.statistics  # the guard's own policy is left as it was
+
+
+def test_a_policy_changed_in_place_applies_to_the_next_call(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    api = serve(fail(500), chat_completion())
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+    h.guard.retry.stop = stop_after_attempt(1)
+
+    with pytest.raises(openai.InternalServerError):
+        create(**chat_request())
+    assert len(api.requests) == 1
 
 
 def test_default_policy_waits_with_backoff(make_guard: MakeGuard, monkeypatch: pytest.MonkeyPatch) -> None:

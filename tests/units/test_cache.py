@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+
 import pytest
 
 from budgetguard._cache import Bounded, caches, clear_caches, memo
@@ -14,6 +17,27 @@ def test_a_full_table_forgets_its_oldest_entry_only() -> None:
     assert dict(table) == {2: "2", 3: "3", 4: "4"}
     table.put(3, "three")  # a key already held replaces its value, forgetting nothing
     assert dict(table) == {2: "2", 3: "three", 4: "4"}
+
+
+def test_racing_writers_never_grow_a_table_past_its_limit() -> None:
+    table: Bounded[tuple[int, int], int] = Bounded("test.racing", 100, shared=False)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: widen every race
+
+    def write(worker: int) -> None:
+        for key in range(2_000):
+            if table.get((worker, key)) is None:
+                table.put((worker, key), key)
+
+    try:
+        threads = [threading.Thread(target=write, args=(worker,)) for worker in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert len(table) == 100
 
 
 def test_named_tables_are_listed_and_emptied_together() -> None:
