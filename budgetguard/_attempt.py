@@ -12,9 +12,9 @@ import tenacity
 
 from ._actions import Call, Flow, NotSent, Sleep
 from ._core import GuardCore
+from ._deferred import arun, run
 from ._drivers import no_call
 from ._flow import Plan, call_flow
-from ._settlement import arun, run
 
 __all__ = ["Attempt", "NotSent"]
 

@@ -1,7 +1,7 @@
 """What a guard is made of: its budgets, policies, hooks and stores, and the holds its budgets put on a call.
 
 ``GuardCore`` is the state the call flow (``_flow``), the job flow (``_job``), the drivers (``_drivers``)
-and the settlements (``_settle``, ``_settlement``) read; ``Guard`` (``_guard``) adds the decorators and
+and the settlements (``_settle``, ``_deferred``) read; ``Guard`` (``_guard``) adds the decorators and
 the other public entry points on top of it.
 """
 
@@ -127,7 +127,7 @@ class GuardCore:
             "guard.hold_sets", 10_000, shared=False
         )
         self._queued: deque[Any] = deque()
-        """Settlements of streams dropped unsettled, queued by their finalizers (see ``_settlement``)."""
+        """Settlements of streams dropped unsettled, queued by their finalizers (see ``_deferred``)."""
         self.fit = fit_option(fit)
         self.hold = checked_hold(hold)
         self.calibration = Calibration()

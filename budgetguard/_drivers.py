@@ -40,7 +40,7 @@ def run_sync(
     core: GuardCore, flow: Flow, call: Callable[[str | None], Any], store: Ledger | None = None
 ) -> Any:
     """Run ``flow`` to its end in this thread: its store actions on ``store`` if given (a settlement's,
-    see ``_settlement.drain``), else on the guard's sync store. (Every guarded call runs this loop: it
+    see ``_deferred.drain``), else on the guard's sync store. (Every guarded call runs this loop: it
     performs the actions inline, where the async driver calls ``perform_async``.)"""
     reply: Any = None
     error: BaseException | None = None

@@ -21,6 +21,7 @@ from ._actions import Call, Count, Flow, NotSent, Reserve, Sleep, Status
 from ._cache import memo
 from ._calibration import Learned, held_usd, learned_ratio
 from ._core import GuardCore
+from ._deferred import Settlement
 from ._errors import BudgetExceededError, LedgerError, MissingScopeError, UsageError
 from ._estimate import Estimate
 from ._events import Event, EventKind, emit, wanted
@@ -31,7 +32,6 @@ from ._money import to_usd
 from ._providers import is_stream, served_model, served_tier
 from ._scopes import Scopes
 from ._settle import Ctx, input_only, served_flags
-from ._settlement import Settlement
 from ._streams import wrap_stream
 from ._usage import Usage
 

@@ -3,7 +3,7 @@
 ``Guard`` is what users build and decorate with. It holds its configuration and stores (``GuardCore``,
 ``_core``) and hands each call to the I/O-free call flow (``_flow``), planned from the call's arguments
 (``_binding``) and run by a driver (``_drivers``) once the settlements queued by dropped streams are
-done (``_settlement``). Jobs (``reserve``) are in ``_job``, framework-driven calls (``attempt``) in
+done (``_deferred``). Jobs (``reserve``) are in ``_job``, framework-driven calls (``attempt``) in
 ``_attempt``, the module-level default guard in ``_default``.
 """
 
@@ -17,6 +17,7 @@ from ._attempt import Attempt
 from ._binding import bind
 from ._budgets import Scope, Unit
 from ._core import GuardCore
+from ._deferred import adrain, arun, drain, run
 from ._errors import ConfigurationError
 from ._estimate import Estimate
 from ._flow import Plan, call_flow
@@ -24,7 +25,6 @@ from ._job import Job
 from ._money import Money, to_nano
 from ._options import Options, budget_options, decorating, metered_options
 from ._scopes import ScopeSpec, resolve_scopes
-from ._settlement import adrain, arun, drain, run
 from ._streams import GuardedAsyncStream, GuardedStream, GuardedStreamManager
 from ._usage import Usage
 

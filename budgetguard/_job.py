@@ -32,6 +32,7 @@ from ._actions import Draw, Flow, Reserve, Resolve
 from ._budgets import Period, Scope, Unit
 from ._context import current_scopes
 from ._core import GuardCore
+from ._deferred import adrain, arun, drain, run
 from ._drivers import no_call
 from ._errors import BudgetExceededError, ConfigurationError, LedgerError, MissingScopeError
 from ._estimate import Estimate
@@ -40,7 +41,6 @@ from ._ledger import CounterSpec, CounterStatus, HeldCounter, Hold, Outcome, Res
 from ._money import to_usd
 from ._scopes import scope_set
 from ._settle import Ctx
-from ._settlement import adrain, arun, drain, run
 from ._usage import Usage, _get
 
 __all__ = ["Job", "current_job"]

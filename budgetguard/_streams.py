@@ -1,8 +1,8 @@
 """Provider streams under the guard: each commits its reservation exactly once, from its usage or
 from what was received (an interrupted or abandoned stream is charged what it streamed, flagged).
 
-The wrappers feed what a stream yields to its ``Settlement`` (``_settlement``) and settle it when the
-stream ends or is closed; a stream dropped unread only queues its settlement (see ``_settlement``).
+The wrappers feed what a stream yields to its ``Settlement`` (``_deferred``) and settle it when the
+stream ends or is closed; a stream dropped unread only queues its settlement (see ``_deferred``).
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from ._deferred import Settlement
 from ._providers import (
     _THINKING,
     is_stream_manager,
     served_model,
     served_tier,
 )
-from ._settlement import Settlement
 from ._usage import Usage
 
 __all__ = [

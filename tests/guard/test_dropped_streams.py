@@ -20,10 +20,10 @@ import pytest
 
 import budgetguard
 from budgetguard import AsyncLedger, Budget, Guard, LedgerError, open_async_ledger
+from budgetguard._deferred import drain, owed
 from budgetguard._ledger import MemoryLedger
 from budgetguard._ledger._local import AsyncLocalLedger
 from budgetguard._ledger._sqlite import SQLiteLedger
-from budgetguard._settlement import drain, owed
 from tests.guard.conftest import MakeGuard
 from tests.guard.dropworker import run_worker
 from tests.guard.payloads import (
@@ -317,7 +317,7 @@ def test_one_operation_settles_a_bounded_batch_of_the_queue(
 ) -> None:
     """A user's call settles at most ``DRAIN_BATCH`` queued settlements before its own; ``close()`` the
     rest."""
-    monkeypatch.setattr("budgetguard._settlement.DRAIN_BATCH", 2, raising=False)  # (before the fix: none)
+    monkeypatch.setattr("budgetguard._deferred.DRAIN_BATCH", 2, raising=False)  # (before the fix: none)
     h = make_guard()
     create = drop_chat_streams(h.guard, serve(CHAT_SSE, CHAT_SSE, CHAT_SSE, small_completion(10, 5)), 3)
     assert len(h.guard._queued) == 3
