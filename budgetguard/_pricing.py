@@ -31,8 +31,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
+from ._cache import Bounded
 from ._config import read_data_file
 from ._errors import ConfigurationError, PricingError
 from ._limits import UNKNOWN, checked_limits, model_limits, model_names
@@ -91,6 +92,14 @@ _today = (0, 0, 0)
 """The day the clock last read: its first nanosecond, the next day's first and its number."""
 
 
+class Lookup(TypedDict, total=False):
+    """Where and when a call is priced, as ``PriceBook.get`` takes it."""
+
+    provider: str | None
+    at: datetime | None
+    variant: Mapping[str, str] | None
+
+
 class PriceBook:
     """Prices for every model: genai-prices data, overrides, an optional default; cached lookups."""
 
@@ -98,7 +107,7 @@ class PriceBook:
         self._overrides: dict[str, Price] = {}
         self._default = default
         self._use_data = use_data
-        self._cache: dict[tuple[Any, ...], Price] = {}
+        self._cache: Bounded[tuple[Any, ...], Price] = Bounded("pricing.prices", 4096, shared=False)
         self._lock = threading.Lock()
 
     # -- configuration ------------------------------------------------------------------------
@@ -236,8 +245,7 @@ class PriceBook:
             return price
         price, cacheable = self._resolve(model, provider, at or datetime.now(UTC), variant)
         if cacheable:
-            with self._lock:
-                self._cache[key] = price
+            self._cache.put(key, price)
         return price
 
     def _resolve(
@@ -268,19 +276,13 @@ class PriceBook:
             model=model,
         )
 
-    def pass_price(
-        self,
-        model: str,
-        *,
-        provider: str | None = None,
-        at: datetime | None = None,
-        variant: Mapping[str, str] | None = None,
-    ) -> Price:
-        """The price of a pass on ``model`` (an advisor) inside a call at ``provider`` priced at
-        ``variant``: the pass is billed where the call goes, on the call's date. It takes the call's
-        variant when the data lists that variant for ``model`` (batch and data-residency prices cover
-        the whole request), else the model's base price (``speed="fast"`` is a price of the call's
-        model, not of an advisor that has none)."""
+    def pass_price(self, model: str, **call: Unpack[Lookup]) -> Price:
+        """The price of a pass on ``model`` (an advisor) inside a call looked up at ``call`` (``get``'s
+        ``provider``, ``at`` and ``variant``): the pass is billed where the call goes, on the call's
+        date. It takes the call's variant when the data lists that variant for ``model`` (batch and
+        data-residency prices cover the whole request), else the model's base price (``speed="fast"``
+        is a price of the call's model, not of an advisor that has none)."""
+        provider, at, variant = call.get("provider"), call.get("at"), call.get("variant")
         if not variant:
             return self.get(model, provider=provider, at=at)
         day = _day(at)
@@ -293,8 +295,7 @@ class PriceBook:
             except PricingError:
                 price = base
             if (model, provider, (), day) in self._cache:  # (not a time-of-day price)
-                with self._lock:
-                    self._cache[key] = price
+                self._cache.put(key, price)
         return price
 
     def cost_nano(
@@ -318,7 +319,7 @@ class PriceBook:
             usage, functools.partial(self.pass_price, provider=provider, at=at, variant=variant)
         )
 
-    def cost(self, model: str | Price, usage: Usage, **lookup: Any) -> Decimal:
+    def cost(self, model: str | Price, usage: Usage, **lookup: Unpack[Lookup]) -> Decimal:
         """Exact cost of ``usage`` on ``model`` in USD, rounded up to a whole nano-USD (``cost_nano``)."""
         return to_usd(self.cost_nano(model, usage, **lookup))
 
@@ -342,11 +343,11 @@ def set_default_price(*, input: Money, output: Money | None = None, **rates: Mon
     price_book.set_default(input=input, output=output, **rates)
 
 
-def get_price(model: str, **lookup: Any) -> Price:
+def get_price(model: str, **lookup: Unpack[Lookup]) -> Price:
     """The price the default price book charges for ``model``."""
     return price_book.get(model, **lookup)
 
 
-def cost(model: str, usage: Usage, **lookup: Any) -> Decimal:
+def cost(model: str, usage: Usage, **lookup: Unpack[Lookup]) -> Decimal:
     """Actual cost of a call in USD (exact, rounded up to a nano-USD), from its normalized usage."""
     return price_book.cost(model, usage, **lookup)
