@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ._cache import Bounded
 from ._price_data import is_claude, provider_for_url
 from ._usage import Usage, _get, _is_code_block, _merge_anthropic_delta, _reader
 
@@ -77,13 +78,11 @@ def api_of(provider: str | None, model: str) -> str:
         return provider
     found = _apis.get(model)
     if found is None:
-        found = "anthropic" if is_claude(model) else "openai"
-        if len(_apis) < 4096:  # (model names are few; a bound all the same)
-            _apis[model] = found
+        found = _apis.put(model, "anthropic" if is_claude(model) else "openai")
     return found
 
 
-_apis: dict[str, str] = {}
+_apis: Bounded[str, str] = Bounded("providers.apis", 4096)
 
 
 _HIDDEN_REASONING = re.compile(

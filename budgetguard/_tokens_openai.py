@@ -12,7 +12,6 @@ are bounded in ``_tokens_media``.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 import tiktoken
 
+from ._cache import Bounded
 from ._tokens import _cache, as_mapping, encoding_for_model
 from ._tokens_media import file_data_countable, file_data_tokens, image_size, image_tokens
 
@@ -95,18 +95,16 @@ _FAMILIES: tuple[tuple[str, _Family], ...] = (
 )
 
 
-@functools.lru_cache(maxsize=256)
 def _family(model: str) -> _Family:
+    """``model``'s family, kept in ``_families`` (callers on the hot path look there first)."""
     found = _families.get(model)
     if found is None:
         bare = model.rsplit("/", 1)[-1].removeprefix("ft:")
-        found = next(family for prefix, family in _FAMILIES if bare.startswith(prefix))
-        if len(_families) < 4096:  # (model names are few; a bound all the same)
-            _families[model] = found
+        found = _families.put(model, next(family for prefix, family in _FAMILIES if bare.startswith(prefix)))
     return found
 
 
-_families: dict[str, _Family] = {}
+_families: Bounded[str, _Family] = Bounded("tokens.families", 4096)
 
 
 def _json(value: Any) -> str:

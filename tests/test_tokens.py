@@ -35,6 +35,7 @@ from budgetguard import (
     count_tool_tokens,
     get_encoding,
 )
+from budgetguard._cache import Bounded
 from budgetguard._tokens import encoding_for_model
 from budgetguard._tokens_claude import CLAUDE_NEW_TOKENIZER_FACTOR, claude_factor, count_claude_request
 from budgetguard._tokens_claude import unseen_inputs as claude_unseen_inputs
@@ -195,7 +196,7 @@ def test_encodings_agree_with_an_independent_implementation(name: str) -> None:
 
 
 def test_encoders_are_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_tokens, "_encodings", {})
+    monkeypatch.setattr(_tokens, "_encodings", Bounded("tokens.encodings", 16, shared=False))
     builds: list[str] = []
     real_build = _tokens._build_encoding
 
@@ -348,8 +349,26 @@ def test_corrupted_bundled_file_fails_the_encoder_build(cl100k_source: tuple[str
     loader = partial(_tokens._offline_load_bpe, bundled=lambda _: _corrupt(contents))
     with pytest.raises(ConfigurationError):
         _tokens._build_encoding("cl100k_base", loader=loader)
-    # the loader swap inside tiktoken_ext is undone even when the build fails
+    # tiktoken_ext is left as it was, even when the build fails
     assert openai_public.load_tiktoken_bpe is tiktoken.load.load_tiktoken_bpe
+
+
+@pytest.mark.parametrize("name", ["cl100k_base", "o200k_harmony"])
+def test_building_an_encoding_never_patches_tiktoken(name: str) -> None:
+    """Another thread calling tiktoken while budgetguard builds an encoding sees tiktoken's own
+    loader: budgetguard's reader runs only inside its copies of the constructors (o200k_harmony builds
+    on o200k_base: the copy it calls reads through it too)."""
+    seen: list[str] = []
+
+    def loader(url: str, expected_hash: str | None = None) -> dict[bytes, int]:
+        assert openai_public.load_tiktoken_bpe is tiktoken.load.load_tiktoken_bpe
+        seen.append(url.rsplit("/", 1)[-1])
+        return _tokens._offline_load_bpe(url, expected_hash)
+
+    encoding = _tokens._build_encoding(name, loader=loader)
+    assert seen == [f"{name.split('_')[0]}_base.tiktoken"]
+    assert encoding.name == name
+    assert encoding.encode_ordinary("hello world") == get_encoding(name).encode_ordinary("hello world")
 
 
 def test_tiktoken_cache_is_read_first(cl100k_source: tuple[str, str, bytes]) -> None:

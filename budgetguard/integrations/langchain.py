@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -31,6 +30,7 @@ from typing import Any
 from uuid import UUID
 
 from .._budgets import Scope
+from .._cache import Bounded
 from .._context import ModelTotals, Tracker, track
 from .._errors import ConfigurationError, UsageError
 from .._estimate import Estimate
@@ -79,7 +79,10 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self.enforce = enforce
         self.scopes = scopes
         self._attempts: dict[UUID, tuple[Attempt, Estimate, _Batch | None]] = {}
-        self._batches: OrderedDict[tuple[int, int], _Batch] = OrderedDict()
+        self._batches: Bounded[tuple[int, int], _Batch]
+        self._batches = Bounded("langchain.batches", _BATCHES_KEPT, shared=False)
+        """Batches some of whose runs have started, by ``_join``'s key; full, it forgets the oldest (a batch
+        whose later runs never started)."""
         self._lock = threading.Lock()
 
     @property
@@ -184,9 +187,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         with self._lock:
             batch = self._batches.get(key)
             if batch is None:
-                batch = self._batches[key] = _Batch(key, (params, options), size)
-                if len(self._batches) > _BATCHES_KEPT:  # batches whose later runs never started
-                    self._batches.popitem(last=False)
+                batch = self._batches.put(key, _Batch(key, (params, options), size))
             batch.started += 1
             if batch.started >= size:  # every run has started: no later start to tell about the batch
                 del self._batches[key]
