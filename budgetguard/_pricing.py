@@ -108,6 +108,7 @@ class PriceBook:
         self._default = default
         self._use_data = use_data
         self._cache: Bounded[tuple[Any, ...], Price] = Bounded("pricing.prices", 4096, shared=False)
+        self._find = self._cache.get  # (bound once: see _tokens_openai._find_family)
         self._lock = threading.Lock()
 
     # -- configuration ------------------------------------------------------------------------
@@ -240,7 +241,7 @@ class PriceBook:
             at = at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
             day = _day(at)
         key = (model, provider, variant_key, day)
-        price = self._cache.get(key)
+        price = self._find(key)
         if price is not None:
             return price
         price, cacheable = self._resolve(model, provider, at or datetime.now(UTC), variant)

@@ -76,13 +76,14 @@ def api_of(provider: str | None, model: str) -> str:
     model (Bedrock's ``anthropic.claude-...``, Vertex's ``claude-...@date``), else OpenAI's."""
     if provider in ("openai", "anthropic"):
         return provider
-    found = _apis.get(model)
+    found = _find_api(model)
     if found is None:
         found = _apis.put(model, "anthropic" if is_claude(model) else "openai")
     return found
 
 
 _apis: Bounded[str, str] = Bounded("providers.apis", 4096)
+_find_api = _apis.get  # (bound once: see _tokens_openai._find_family)
 
 
 _HIDDEN_REASONING = re.compile(

@@ -204,7 +204,10 @@ class _CountCache:
         """By encoding name: ``counter``, which holds that encoding's table of short texts."""
         self.models: Bounded[str, tuple[tiktoken.Encoding, Callable[[str], int]]]
         self.models = self._table("model_counters", 4096)
-        """By model name: its encoding and ``counter`` (``for_model``), looked up in place by callers."""
+        """By model name: its encoding and ``counter`` (``for_model``)."""
+        self.find_model = self.models.get
+        """``models.get``, bound once, for callers to look a model up in place (a bound C method's call is
+        specialized by CPython, a method call on a dict subclass is not: ~170 instructions a lookup)."""
         self._chars = 0
         self._lock = threading.Lock()
 
@@ -242,7 +245,7 @@ class _CountCache:
         core = getattr(encoding, "_core_bpe", None)
         encode = wrapper if core is None else core.encode_ordinary
         shorts: Bounded[str, int] = self._table(f"short_texts.{encoding.name}", 65_536)
-        short_chars, min_chars, cached = self.short_chars, self.min_chars, self._cached
+        short_chars, min_chars, cached, short = self.short_chars, self.min_chars, self._cached, shorts.get
 
         def count(text: str) -> int:
             size = len(text)
@@ -253,7 +256,7 @@ class _CountCache:
                     except UnicodeEncodeError:
                         return len(wrapper(text))
                 return cached(encoding, text)
-            n = shorts.get(text)
+            n = short(text)
             if n is None:
                 n = shorts.put(text, len(wrapper(text)))
             return n
