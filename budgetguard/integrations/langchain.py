@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 from uuid import UUID
 
 from .._budgets import Scope
@@ -57,6 +57,8 @@ __all__ = [
     "request_from_run",
     "usage_from_result",
 ]
+
+T = TypeVar("T")
 
 _SHAPES = {"openai": "openai", "azure": "openai", "anthropic": "anthropic"}
 """LangChain's ``ls_provider`` -> the request shape budgetguard estimates (others: OpenAI's shape)."""
@@ -377,36 +379,35 @@ _handler: ContextVar[BudgetCallbackHandler | None] = ContextVar("budgetguard_lan
 register_configure_hook(_handler, inheritable=True)
 
 
+class _Total(Generic[T]):
+    """One of ``track()``'s totals, read from the ``Tracker`` under another name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, totals: None, owner: object = None) -> _Total[T]: ...
+    @overload
+    def __get__(self, totals: BudgetTotals, owner: object = None) -> T: ...
+    def __get__(self, totals: BudgetTotals | None, owner: object = None) -> T | _Total[T]:
+        return self if totals is None else getattr(totals.tracker, self.name)
+
+
 class BudgetTotals:
     """What ``get_budget_callback()`` yields: ``track()``'s totals under ``get_openai_callback``'s names."""
+
+    __slots__ = ("tracker",)  # (and so the totals are read-only)
 
     def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
 
-    @property
-    def prompt_tokens(self) -> int:
-        return self.tracker.input_tokens
-
-    @property
-    def completion_tokens(self) -> int:
-        return self.tracker.output_tokens
-
-    @property
-    def total_tokens(self) -> int:
-        return self.tracker.total_tokens
-
-    @property
-    def successful_requests(self) -> int:
-        return self.tracker.calls
-
-    @property
-    def total_cost(self) -> Decimal:
-        """Exact USD (a ``Decimal``, where ``get_openai_callback`` gives a float)."""
-        return self.tracker.cost
-
-    @property
-    def by_model(self) -> dict[str, ModelTotals]:
-        return self.tracker.by_model
+    prompt_tokens = _Total[int]("input_tokens")
+    completion_tokens = _Total[int]("output_tokens")
+    total_tokens = _Total[int]("total_tokens")
+    successful_requests = _Total[int]("calls")
+    total_cost = _Total[Decimal]("cost")
+    """Exact USD (a ``Decimal``, where ``get_openai_callback`` gives a float)."""
+    by_model = _Total[dict[str, ModelTotals]]("by_model")
 
     def __str__(self) -> str:
         return str(self.tracker)
