@@ -49,7 +49,7 @@ from ._price_data import (
     provider_for_url,
     published_prices,
 )
-from ._rates import CALL_FEES, Price, Rates
+from ._rates import _TOKEN_RATES, CALL_FEES, Price, RateArgs, Rates
 from ._usage import Usage
 
 __all__ = [
@@ -118,24 +118,22 @@ class PriceBook:
         model: str,
         *,
         input: Money,
-        output: Money | None = None,
-        cache_read: Money | None = None,
-        cache_write: Money | None = None,
-        cache_write_1h: Money | None = None,
         tiers: Mapping[int, Mapping[str, Money]] | None = None,
         context_window: int | None = None,
         max_output_tokens: int | None = None,
         provider: str | None = None,
-        **units: Money,
+        **rates: Unpack[RateArgs],
     ) -> Price:
         """Set the price of ``model`` in USD per million tokens; it wins over the price data.
 
-        ``tiers`` maps an input-token threshold to the rates that apply above it, e.g.
-        ``{200_000: {"input": "6", "output": "22.5"}}``. ``units`` prices the other billed units:
-        ``input_audio``, ``output_audio``, ``input_image``, ``output_image`` (USD per million tokens) and
-        the fees ``web_search``, ``web_fetch``, ``file_search``, ``code_execution``, ``image_generation``
-        and ``request`` (USD per thousand calls). A fee not given is the provider's published price
-        (``PUBLISHED_PRICES``, for ``provider``, else the one the model name suggests).
+        ``rates`` are ``output``, ``cache_read``, ``cache_write``, ``cache_write_1h`` (``Rates.of``'s
+        fallbacks apply) and the other billed units: ``input_audio``, ``output_audio``, ``input_image``,
+        ``output_image`` (USD per million tokens) and the fees ``web_search``, ``web_fetch``,
+        ``file_search``, ``code_execution``, ``image_generation`` and ``request`` (USD per thousand
+        calls). ``tiers`` maps an input-token threshold to the rates that apply above it, e.g.
+        ``{200_000: {"input": "6", "output": "22.5"}}`` (the other units' prices as the base's). A fee
+        not given is the provider's published price (``PUBLISHED_PRICES``, for ``provider``, else the
+        one the model name suggests).
         ``context_window`` and ``max_output_tokens`` (tokens) bound a request that sets no output
         maximum; those not given are the published limits of the model the name matches
         (``budgetguard.model_limits``), if any.
@@ -143,16 +141,10 @@ class PriceBook:
         if not model or not isinstance(model, str):
             raise ConfigurationError("register_price needs a model name")
         given, known = checked_limits(context_window, max_output_tokens), model_limits(model) or UNKNOWN
+        units: dict[str, Any] = {k: v for k, v in rates.items() if k not in _TOKEN_RATES}  # (tiers take them)
         price = Price(
             model=model,
-            base=Rates.of(
-                input=input,
-                output=output,
-                cache_read=cache_read,
-                cache_write=cache_write,
-                cache_write_1h=cache_write_1h,
-                **units,
-            ),
+            base=Rates.of(input=input, **rates),
             tiers=tuple(sorted((int(t), Rates.of(**{**units, **r})) for t, r in (tiers or {}).items())),
             context_window=given.context_window or known.context_window,
             max_output_tokens=known.max_output_tokens if max_output_tokens is None else max_output_tokens,
@@ -195,12 +187,10 @@ class PriceBook:
             self._cache.clear()
         return loaded
 
-    def set_default(self, *, input: Money, output: Money | None = None, **rates: Money) -> None:
+    def set_default(self, *, input: Money, **rates: Unpack[RateArgs]) -> None:
         """Charge models that no data and no override knows at this price instead of refusing them."""
         with self._lock:
-            self._default = Price(
-                model="*", base=Rates.of(input=input, output=output, **rates), source="default"
-            )
+            self._default = Price(model="*", base=Rates.of(input=input, **rates), source="default")
             self._cache.clear()
 
     def clear_default(self) -> None:
@@ -339,9 +329,9 @@ def load_prices(path: str | Path) -> list[Price]:
     return price_book.load(path)
 
 
-def set_default_price(*, input: Money, output: Money | None = None, **rates: Money) -> None:
+def set_default_price(*, input: Money, **rates: Unpack[RateArgs]) -> None:
     """Price unknown models at this rate instead of raising ``PricingError``."""
-    price_book.set_default(input=input, output=output, **rates)
+    price_book.set_default(input=input, **rates)
 
 
 def get_price(model: str, **lookup: Unpack[Lookup]) -> Price:

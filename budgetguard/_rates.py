@@ -14,12 +14,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
+from typing import TypedDict, Unpack
 
 from ._errors import PricingError
 from ._money import Money, to_usd
 from ._usage import Usage
 
-__all__ = ["CALL_FEES", "Price", "Rates"]
+__all__ = ["CALL_FEES", "Price", "RateArgs", "Rates"]
 
 
 def _rate(value: Money | None, what: str) -> Decimal | None:
@@ -49,6 +50,29 @@ _FEE_UNITS = {
     "code_execution": "code_execution_sessions",
     "image_generation": "image_generation_calls",
 }
+
+
+class RateArgs(TypedDict, total=False):
+    """The prices ``Rates.of`` (and ``register_price``) take besides ``input``: tokens in USD per
+    million, ``request`` and the call fees in USD per thousand calls; ``None`` is not given."""
+
+    output: Money | None
+    cache_read: Money | None
+    cache_write: Money | None
+    cache_write_1h: Money | None
+    input_audio: Money | None
+    output_audio: Money | None
+    input_image: Money | None
+    output_image: Money | None
+    web_search: Money | None
+    web_fetch: Money | None
+    file_search: Money | None
+    code_execution: Money | None
+    image_generation: Money | None
+    request: Money | None
+
+
+_RATE_ARGS = frozenset(RateArgs.__annotations__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,23 +131,15 @@ class Rates:
         object.__setattr__(self, "_request", int(self.request.scaleb(places)) * 1_000_000)
 
     @classmethod
-    def of(
-        cls,
-        *,
-        input: Money,
-        output: Money | None = None,
-        cache_read: Money | None = None,
-        cache_write: Money | None = None,
-        cache_write_1h: Money | None = None,
-        **units: Money | None,
-    ) -> Rates:
+    def of(cls, *, input: Money, **rates: Unpack[RateArgs]) -> Rates:
         """Rates with the usual fallbacks: cache reads and writes at the input price when not given,
         1-hour writes at the 5-minute write price, no output price for input-only models.
 
-        ``units`` takes ``input_audio``, ``output_audio``, ``input_image``, ``output_image`` (USD per
-        million tokens), the call fees ``web_search``, ``web_fetch``, ``file_search``,
-        ``code_execution``, ``image_generation`` and ``request`` (USD per thousand calls)."""
-        unknown = set(units) - {*_MODALITY_RATES, *CALL_FEES, "request"}
+        ``rates`` (``RateArgs``) takes ``output``, ``cache_read``, ``cache_write``, ``cache_write_1h``,
+        ``input_audio``, ``output_audio``, ``input_image``, ``output_image`` (USD per million tokens),
+        the call fees ``web_search``, ``web_fetch``, ``file_search``, ``code_execution``,
+        ``image_generation`` and ``request`` (USD per thousand calls)."""
+        unknown = set(rates) - _RATE_ARGS
         if unknown:
             raise TypeError(
                 f"unknown price {sorted(unknown)}; known: input, output, cache_read, cache_write, "
@@ -132,12 +148,12 @@ class Rates:
         base = _rate(input, "input")
         if base is None:
             raise TypeError("an input price is required (USD per million tokens)")
-        write = _rate(cache_write, "cache_write")
+        extra = {name: _rate(value, name) for name, value in rates.items()}  # type: ignore[arg-type]
+        write = extra.pop("cache_write", None)
         write = base if write is None else write
-        write_1h = _rate(cache_write_1h, "cache_write_1h")
-        read = _rate(cache_read, "cache_read")
-        out = _rate(output, "output")
-        extra = {name: _rate(value, name) for name, value in units.items()}
+        write_1h = extra.pop("cache_write_1h", None)
+        read = extra.pop("cache_read", None)
+        out = extra.pop("output", None)
         request = extra.pop("request", None)
         return cls(
             input=base,
