@@ -14,6 +14,7 @@ Text is counted through one content cache shared by the request rules: OpenAI's 
 from __future__ import annotations
 
 import base64
+import dis
 import gzip
 import hashlib
 import os
@@ -126,26 +127,25 @@ def _build_encoding(
         raise ConfigurationError(
             f"unknown encoding {name!r}; known: {sorted(_openai_public.ENCODING_CONSTRUCTORS)}"
         )
-    return tiktoken.Encoding(**_with_loader(loader)[constructor.__name__]())
+    build = _with_loader(loader)[constructor.__name__]
+    if not _reads_files_with(build, "load_tiktoken_bpe", "data_gym_to_mergeable_bpe_ranks"):
+        raise ConfigurationError(
+            f"tiktoken {tiktoken.__version__} builds {name} without reading its BPE file through "
+            "tiktoken_ext.openai_public.load_tiktoken_bpe; budgetguard cannot load it offline and "
+            "hash-verified: install a tiktoken release it supports"
+        )
+    return tiktoken.Encoding(**build())
 
 
-def _with_loader(loader: Callable[..., dict[bytes, int]]) -> dict[str, Callable[[], dict[str, Any]]]:
+def _with_loader(loader: Callable[..., dict[bytes, int]]) -> dict[str, types.FunctionType]:
     """tiktoken's encoding constructors, by function name, reading BPE files with ``loader``.
 
     A constructor calls ``load_tiktoken_bpe(url, expected_hash=...)`` and returns the ``Encoding``'s
     arguments (name, regex, ranks, special tokens). Its copies here run in a namespace of their own, a
     copy of ``tiktoken_ext.openai_public``'s in which that name is ``loader`` (a constructor that calls
     another, as ``o200k_harmony`` calls ``o200k_base``, finds the copy): tiktoken's module is never
-    changed, so no other thread's tiktoken call can see ``loader``. A tiktoken release whose
-    constructors no longer read their files through that name is refused: its encodings would be
-    loaded by tiktoken alone, bypassing the offline sources."""
+    changed, so no other thread's tiktoken call can see ``loader``."""
     original = vars(_openai_public)
-    if "load_tiktoken_bpe" not in original:
-        raise ConfigurationError(
-            f"tiktoken {tiktoken.__version__} no longer loads its BPE files through "
-            "tiktoken_ext.openai_public.load_tiktoken_bpe; budgetguard cannot load its encodings offline "
-            "and hash-verified: install a tiktoken release it supports"
-        )
     namespace = dict(original, load_tiktoken_bpe=loader)
     for key, value in original.items():
         if isinstance(value, types.FunctionType) and value.__globals__ is original:
@@ -157,6 +157,20 @@ def _with_loader(loader: Callable[..., dict[bytes, int]]) -> dict[str, Callable[
         for key, value in namespace.items()
         if isinstance(value, types.FunctionType) and value.__globals__ is namespace
     }
+
+
+def _reads_files_with(fn: types.FunctionType, *loaders: str) -> bool:
+    """Whether ``fn`` calls one of ``loaders`` by its global name, itself or through a function of its
+    namespace that it calls: a constructor that reached tiktoken's loader another way would bypass
+    ``_with_loader``'s (``data_gym_to_mergeable_bpe_ranks`` is gpt2's: tiktoken reads its two files,
+    with their hashes, through its own cache and the network, as it always has)."""
+    names = {op.argval for op in dis.get_instructions(fn) if op.opname == "LOAD_GLOBAL"}
+    return any(name in names for name in loaders) or any(
+        isinstance(called := fn.__globals__.get(name), types.FunctionType)
+        and called is not fn
+        and _reads_files_with(called, *loaders)
+        for name in names
+    )
 
 
 def encoding_for_model(model: str) -> tiktoken.Encoding:

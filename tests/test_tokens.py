@@ -371,6 +371,21 @@ def test_building_an_encoding_never_patches_tiktoken(name: str) -> None:
     assert encoding.encode_ordinary("hello world") == get_encoding(name).encode_ordinary("hello world")
 
 
+def test_a_constructor_that_would_bypass_the_offline_loader_is_refused() -> None:
+    """Only a constructor that reads its file through the global name ``_with_loader`` replaces (itself
+    or through another constructor) is built: one reaching tiktoken's loader another way would load
+    from tiktoken's cache or the network alone, silently."""
+    built = _tokens._with_loader(_tokens._offline_load_bpe)
+    loaders = ("load_tiktoken_bpe", "data_gym_to_mergeable_bpe_ranks")
+    assert all(_tokens._reads_files_with(built[name], *loaders) for name in ("o200k_base", "o200k_harmony"))
+    assert not _tokens._reads_files_with(built["gpt2"], "load_tiktoken_bpe")
+
+    def bypassing() -> dict[bytes, int]:
+        return tiktoken.load.load_tiktoken_bpe("https://example.invalid/x.tiktoken", expected_hash="0")
+
+    assert not _tokens._reads_files_with(bypassing, *loaders)  # type: ignore[arg-type]
+
+
 def test_tiktoken_cache_is_read_first(cl100k_source: tuple[str, str, bytes]) -> None:
     url, expected_hash, contents = cl100k_source
     cache_path = _tokens._tiktoken_cache_path(url)
