@@ -278,7 +278,7 @@ class PriceBook:
             return self.get(model, provider=provider, at=at)
         day = _day(at)
         key = ("pass", model, provider, tuple(sorted(variant.items())), day)
-        price = self._cache.get(key)
+        price = self._find(key)
         if price is None:
             base = self.get(model, provider=provider, at=at)  # an unknown model is refused, never free
             try:

@@ -42,6 +42,7 @@ _encodings: Bounded[str, tiktoken.Encoding] = Bounded(
 )
 """Built encoders by name; tiktoken's constructors name every encoding there is, so none is forgotten
 (an unknown name is refused before it is built)."""
+_find_encoding = _encodings.get  # (bound once, as every hot lookup in a Bounded: see _CountCache.find_model)
 _load_lock = threading.Lock()
 
 
@@ -109,7 +110,7 @@ def _offline_load_bpe(
 
 def get_encoding(name: str) -> tiktoken.Encoding:
     """The tiktoken ``Encoding`` called ``name``, loaded offline when possible and hash-verified."""
-    encoding = _encodings.get(name)
+    encoding = _find_encoding(name)
     if encoding is not None:
         return encoding
     with _load_lock:
@@ -175,7 +176,7 @@ def _reads_files_with(fn: types.FunctionType, *loaders: str) -> bool:
 
 def encoding_for_model(model: str) -> tiktoken.Encoding:
     """The encoding tiktoken assigns to ``model``; o200k_base for models it does not know."""
-    encoding = _model_encodings.get(model)
+    encoding = _find_model_encoding(model)
     if encoding is None:
         try:
             name = tiktoken.model.encoding_name_for_model(model.rsplit("/", 1)[-1])
@@ -186,6 +187,7 @@ def encoding_for_model(model: str) -> tiktoken.Encoding:
 
 
 _model_encodings: Bounded[str, tiktoken.Encoding] = Bounded("tokens.model_encodings", 4096)
+_find_model_encoding = _model_encodings.get
 
 # -- counting text, with a content cache -------------------------------------------------------
 
@@ -216,6 +218,7 @@ class _CountCache:
         self._data: Bounded[tuple[str, str], int] = self._table("counts", max_chars // min_chars + 1)
         self._counters: Bounded[str, Callable[[str], int]] = self._table("counters", 64)
         """By encoding name: ``counter``, which holds that encoding's table of short texts."""
+        self._find_counter = self._counters.get
         self.models: Bounded[str, tuple[tiktoken.Encoding, Callable[[str], int]]]
         self.models = self._table("model_counters", 4096)
         """By model name: its encoding and ``counter`` (``for_model``)."""
@@ -235,7 +238,7 @@ class _CountCache:
     def counter(self, encoding: tiktoken.Encoding) -> Callable[[str], int]:
         """A function counting texts with ``encoding`` through this cache, one call per text: a
         caller counting many texts takes it once."""
-        found = self._counters.get(encoding.name)
+        found = self._find_counter(encoding.name)
         if found is None:
             with self._lock:  # one per encoding, so that its short texts are kept in one table
                 found = self._counters.get(encoding.name)
@@ -245,7 +248,7 @@ class _CountCache:
 
     def for_model(self, model: str) -> tuple[tiktoken.Encoding, Callable[[str], int]]:
         """``model``'s encoding (``encoding_for_model``) and its ``counter``, kept by model name."""
-        found = self.models.get(model)
+        found = self.find_model(model)
         if found is None:
             encoding = encoding_for_model(model)
             found = self.models.put(model, (encoding, self.counter(encoding)))

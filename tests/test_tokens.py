@@ -196,7 +196,9 @@ def test_encodings_agree_with_an_independent_implementation(name: str) -> None:
 
 
 def test_encoders_are_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_tokens, "_encodings", Bounded("tokens.encodings", 16, shared=False))
+    table: Bounded[str, tiktoken.Encoding] = Bounded("tokens.encodings", 16, shared=False)
+    monkeypatch.setattr(_tokens, "_encodings", table)
+    monkeypatch.setattr(_tokens, "_find_encoding", table.get)
     builds: list[str] = []
     real_build = _tokens._build_encoding
 
