@@ -108,7 +108,7 @@ class PriceBook:
         self._default = default
         self._use_data = use_data
         self._cache: Bounded[tuple[Any, ...], Price] = Bounded("pricing.prices", 4096, shared=False)
-        self._find = self._cache.get  # (bound once: see _tokens_openai._find_family)
+        self._find = self._cache.get  # (read into a local, then called: see get)
         self._lock = threading.Lock()
 
     # -- configuration ------------------------------------------------------------------------
@@ -231,7 +231,8 @@ class PriceBook:
             at = at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
             day = _day(at)
         key = (model, provider, variant_key, day)
-        price = self._find(key)
+        find = self._find  # (CPython specializes this read and a bound C method's call: see _cache.Bounded)
+        price = find(key)
         if price is not None:
             return price
         price, cacheable = self._resolve(model, provider, at or datetime.now(UTC), variant)
@@ -278,7 +279,8 @@ class PriceBook:
             return self.get(model, provider=provider, at=at)
         day = _day(at)
         key = ("pass", model, provider, tuple(sorted(variant.items())), day)
-        price = self._find(key)
+        find = self._find
+        price = find(key)
         if price is None:
             base = self.get(model, provider=provider, at=at)  # an unknown model is refused, never free
             try:

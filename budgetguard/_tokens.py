@@ -42,7 +42,7 @@ _encodings: Bounded[str, tiktoken.Encoding] = Bounded(
 )
 """Built encoders by name; tiktoken's constructors name every encoding there is, so none is forgotten
 (an unknown name is refused before it is built)."""
-_find_encoding = _encodings.get  # (bound once, as every hot lookup in a Bounded: see _CountCache.find_model)
+_find_encoding = _encodings.get  # (bound once, as every hot lookup in a Bounded: see _cache.Bounded)
 _load_lock = threading.Lock()
 
 
@@ -218,13 +218,10 @@ class _CountCache:
         self._data: Bounded[tuple[str, str], int] = self._table("counts", max_chars // min_chars + 1)
         self._counters: Bounded[str, Callable[[str], int]] = self._table("counters", 64)
         """By encoding name: ``counter``, which holds that encoding's table of short texts."""
-        self._find_counter = self._counters.get
+        self._find_counter = self._counters.get  # (read into a local, then called: see counter)
         self.models: Bounded[str, tuple[tiktoken.Encoding, Callable[[str], int]]]
         self.models = self._table("model_counters", 4096)
         """By model name: its encoding and ``counter`` (``for_model``)."""
-        self.find_model = self.models.get
-        """``models.get``, bound once, for callers to look a model up in place (a bound C method's call is
-        specialized by CPython, a method call on a dict subclass is not: ~170 instructions a lookup)."""
         self._chars = 0
         self._lock = threading.Lock()
 
@@ -238,7 +235,8 @@ class _CountCache:
     def counter(self, encoding: tiktoken.Encoding) -> Callable[[str], int]:
         """A function counting texts with ``encoding`` through this cache, one call per text: a
         caller counting many texts takes it once."""
-        found = self._find_counter(encoding.name)
+        find = self._find_counter  # (CPython specializes this read and the call of a bound C method, but
+        found = find(encoding.name)  # neither a method call on a dict subclass nor self.<attribute>(...))
         if found is None:
             with self._lock:  # one per encoding, so that its short texts are kept in one table
                 found = self._counters.get(encoding.name)
@@ -248,7 +246,7 @@ class _CountCache:
 
     def for_model(self, model: str) -> tuple[tiktoken.Encoding, Callable[[str], int]]:
         """``model``'s encoding (``encoding_for_model``) and its ``counter``, kept by model name."""
-        found = self.find_model(model)
+        found = self.models.get(model)
         if found is None:
             encoding = encoding_for_model(model)
             found = self.models.put(model, (encoding, self.counter(encoding)))

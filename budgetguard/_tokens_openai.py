@@ -106,6 +106,7 @@ def _family(model: str) -> _Family:
 
 _families: Bounded[str, _Family] = Bounded("tokens.families", 4096)
 _find_family = _families.get
+_find_model = _cache.models.get  # (the count cache's encoding and counter by model name)
 """``_families.get``, bound once: CPython specializes the call of a bound C method, but not a method call
 on a dict subclass (about 170 instructions more a lookup, on every request)."""
 
@@ -192,7 +193,7 @@ def _count_messages(
 ) -> tuple[int, bool]:
     """``count_message_tokens``, and whether the messages are plain: strings only, no item ``type``
     (nothing ``unseen_inputs`` looks for can be in them)."""
-    encoding, count = _cache.find_model(model) or _cache.for_model(model)
+    encoding, count = _find_model(model) or _cache.for_model(model)
     total = REPLY_PRIMING
     plain = True
     for message in messages:
