@@ -83,7 +83,7 @@ def api_of(provider: str | None, model: str) -> str:
 
 
 _apis: Bounded[str, str] = Bounded("providers.apis", 4096)
-_find_api = _apis.get  # (bound once: see _tokens_openai._find_family)
+_find_api = _apis.get  # (bound once, for the hot path: see _cache.Bounded)
 
 
 _HIDDEN_REASONING = re.compile(

@@ -106,9 +106,9 @@ def _family(model: str) -> _Family:
 
 _families: Bounded[str, _Family] = Bounded("tokens.families", 4096)
 _find_family = _families.get
-_find_model = _cache.models.get  # (the count cache's encoding and counter by model name)
 """``_families.get``, bound once: CPython specializes the call of a bound C method, but not a method call
 on a dict subclass (about 170 instructions more a lookup, on every request)."""
+_find_model = _cache.models.get  # (the count cache's encoding and counter by model name, bound once too)
 
 
 def _json(value: Any) -> str:
