@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ._cache import memo
 from ._errors import ConfigurationError
 from ._money import INT64_MAX, Money, format_usd, to_nano
 
@@ -157,7 +157,7 @@ class Budget:
         return f"Budget({self.target!r}, {self.unit.value}={amount!r}, per={self.period.value!r})"
 
 
-@lru_cache(maxsize=64)
+@memo("budgets.zones", 64)
 def _zone(tz: str) -> ZoneInfo:
     try:
         return ZoneInfo(tz)

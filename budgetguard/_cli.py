@@ -13,7 +13,7 @@ import functools
 import io
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -26,7 +26,7 @@ from rich.table import Table
 
 from . import __about__
 from ._budgets import Budget, Period, Scope, Unit, window_for
-from ._cli_base import CLIError, F, _friendly, console
+from ._cli_base import CLIError, _friendly, console
 from ._cli_prices import estimate, prices
 from ._config import load_budgets
 from ._core import default_url
@@ -237,54 +237,54 @@ _counter_options = [
 ]
 
 
-def counter_options(command: F) -> F:
-    for option in reversed(_counter_options):
-        command = option(command)
-    return command
-
-
 @cli.group()
 def limits() -> None:
     """Run-time limit overrides, stored in the ledger (they win over the limits in code)."""
 
 
-@limits.command("set")
-@click.argument("scope")
-@click.argument("amount")
-@counter_options
-@pass_state
-@_friendly
-def limits_set(state: _State, scope: str, amount: str, per: str, unit: str, tz: str) -> None:
+def _limits_command(name: str, *arguments: str) -> Callable[[Callable[..., None]], click.Command]:
+    """A ``limits NAME SCOPE [ARGUMENTS...] [--per] [--unit] [--tz]`` command: the function takes the
+    state, the counter that SCOPE and the options name, then ``arguments`` by name."""
+
+    def decorate(fn: Callable[..., None]) -> click.Command:
+        @_friendly
+        @functools.wraps(fn)
+        def command(state: _State, scope: str, per: str, unit: str, tz: str, **given: str) -> None:
+            fn(state, _counter(scope, unit, per, tz), **given)
+
+        decorated: Any = pass_state(command)
+        for decorator in (*reversed(_counter_options), *map(click.argument, reversed(("scope", *arguments)))):
+            decorated = decorator(decorated)  # (as a stack of decorators, bottom first)
+        return limits.command(name)(decorated)
+
+    return decorate
+
+
+@_limits_command("set", "amount")
+def limits_set(state: _State, counter: CounterSpec, amount: str) -> None:
     """Set SCOPE's limit to AMOUNT (dollars for usd) for one period, e.g. `limits set user:alice 20`."""
-    counter = _counter(scope, unit, per, tz)
-    value = _amount(amount, unit)
+    value = _amount(amount, counter.unit.value)
     state.guard.ledger.set_limit(counter, value)
-    console.print(f"{counter.scope}: {unit} limit per {per} is now {counter.unit.show(value)}")
+    console.print(f"{counter.scope}: {_per(counter)} is now {counter.unit.show(value)}")
 
 
-@limits.command("get")
-@click.argument("scope")
-@counter_options
-@pass_state
-@_friendly
-def limits_get(state: _State, scope: str, per: str, unit: str, tz: str) -> None:
+@_limits_command("get")
+def limits_get(state: _State, counter: CounterSpec) -> None:
     """Show SCOPE's run-time limit for one period, if one is set."""
-    counter = _counter(scope, unit, per, tz)
     value = state.guard.ledger.get_limit(counter)
     shown = "none (the limit in code applies)" if value is None else counter.unit.show(value)
-    console.print(f"{counter.scope}: {unit} limit per {per}: {shown}")
+    console.print(f"{counter.scope}: {_per(counter)}: {shown}")
 
 
-@limits.command("clear")
-@click.argument("scope")
-@counter_options
-@pass_state
-@_friendly
-def limits_clear(state: _State, scope: str, per: str, unit: str, tz: str) -> None:
+@_limits_command("clear")
+def limits_clear(state: _State, counter: CounterSpec) -> None:
     """Remove SCOPE's run-time limit: the limit in code applies again."""
-    counter = _counter(scope, unit, per, tz)
     state.guard.ledger.clear_limit(counter)
-    console.print(f"{counter.scope}: {unit} limit per {per} cleared (the limit in code applies)")
+    console.print(f"{counter.scope}: {_per(counter)} cleared (the limit in code applies)")
+
+
+def _per(counter: CounterSpec) -> str:
+    return f"{counter.unit.value} limit per {counter.period.value}"
 
 
 # -- report and export ------------------------------------------------------------------------------

@@ -53,8 +53,9 @@ from ._events import logger
 from ._frozen import fast_init, fast_new
 from ._money import to_usd
 from ._passes import DEFAULT_TOOL_CALLS, NO_TOOLS, ServerTools, largest_read, pass_input
-from ._pricing import _FEE_UNITS, Price, PriceBook, price_book
+from ._pricing import PriceBook, price_book
 from ._providers import VARIANT_KEYS, Variant, api_of, request_variant
+from ._rates import _FEE_UNITS, Price
 from ._tokens import count_text_tokens, encoding_for_model
 from ._tokens_claude import claude_factor, count_claude_request
 from ._tokens_claude import unseen_inputs as claude_unseen

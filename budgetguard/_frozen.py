@@ -91,3 +91,6 @@ def fast_new(cls: type[T]) -> Callable[..., T]:
 
 _MISSING = object()
 _factories: dict[type, Callable[..., Any]] = {}
+"""``fast_new``'s factory of each ``@fast_init`` class: one entry per decorated class, written when the class
+is defined, so bounded by the code itself. Not a ``_cache.Bounded``: a forgotten entry could not be
+derived again (``fast_new`` would refuse its class), and emptying it would break every such class."""

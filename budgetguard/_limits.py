@@ -46,189 +46,106 @@ class ModelLimits:
 _K = 1_000
 _KI = 1_024
 
-# (model name prefix, context window, max output tokens). None: not published on the pages searched.
+# (context window, max output tokens, model name prefixes...). None: not published on the pages searched.
 # fmt: off
-_TABLE: tuple[tuple[str, int | None, int | None], ...] = (
+_TABLE: tuple[tuple[int | None, int | None, *tuple[str, ...]], ...] = (
     # -- Anthropic -------------------------------------------------------------------------------
     # platform.claude.com/docs/en/models/<fable-5|fable-5-1|opus-5|opus-5-5|sonnet-5|sonnet-5-5|haiku-5-5>
-    ("claude-fable-5", 1_000_000, 128 * _K),
-    ("claude-fable-5-1", 1_000_000, 128 * _K),
-    ("claude-fable-5-2", 1_000_000, 128 * _K),
-    ("claude-mythos-5", 1_000_000, 128 * _K),  # "shares Claude Fable 5's specifications"
-    ("claude-mythos-5-2", 1_000_000, 128 * _K),
-    ("claude-opus-5", 1_000_000, 128 * _K),
-    ("claude-opus-5-5", 1_000_000, 128 * _K),
-    ("claude-sonnet-5", 1_000_000, 128 * _K),
-    ("claude-sonnet-5-5", 1_000_000, 128 * _K),
-    ("claude-haiku-5-5", 1_000_000, 128 * _K),
+    # (Mythos 5 "shares Claude Fable 5's specifications")
+    (1_000_000, 128 * _K, "claude-fable-5", "claude-fable-5-1", "claude-fable-5-2", "claude-mythos-5",
+        "claude-mythos-5-2", "claude-opus-5", "claude-opus-5-5", "claude-sonnet-5", "claude-sonnet-5-5",
+        "claude-haiku-5-5"),
     # .../opus-4-6/overview, models overview (Opus 4.7, Opus 4.8, Sonnet 4.6: 1M, 128K; one older
     # overview lists Sonnet 4.6 at 64K output, the model page at 128K: 128K kept)
-    ("claude-opus-4-6", 1_000_000, 128 * _K),
-    ("claude-opus-4-7", 1_000_000, 128 * _K),
-    ("claude-opus-4-8", 1_000_000, 128 * _K),
-    ("claude-sonnet-4-6", 1_000_000, 128 * _K),
+    (1_000_000, 128 * _K, "claude-opus-4-6", "claude-opus-4-7", "claude-opus-4-8", "claude-sonnet-4-6"),
     # legacy-model table: Opus 4.5, Sonnet 4.5, Haiku 4.5 64K; Opus 4 / 4.1 32K; Sonnet 4 64K;
     # Sonnet 4 / 4.5 accept a 1M context with the context-1m beta header
-    ("claude-opus-4-5", 200 * _K, 64 * _K),
-    ("claude-sonnet-4-5", 1_000_000, 64 * _K),
-    ("claude-haiku-4-5", 200 * _K, 64 * _K),
-    ("claude-opus-4-1", 200 * _K, 32 * _K),
-    ("claude-opus-4", 200 * _K, 32 * _K),
-    ("claude-opus-4-0", 200 * _K, 32 * _K),
-    ("claude-sonnet-4", 1_000_000, 64 * _K),
-    ("claude-sonnet-4-0", 1_000_000, 64 * _K),
+    (200 * _K, 64 * _K, "claude-opus-4-5"),
+    (1_000_000, 64 * _K, "claude-sonnet-4-5"),
+    (200 * _K, 64 * _K, "claude-haiku-4-5"),
+    (200 * _K, 32 * _K, "claude-opus-4-1", "claude-opus-4", "claude-opus-4-0"),
+    (1_000_000, 64 * _K, "claude-sonnet-4", "claude-sonnet-4-0"),
     # Sonnet 3.7: 64K, 128K with the output-128k-2025-02-19 beta header; 3.5: 8,192; 3: 4,096
-    ("claude-3-7-sonnet", 200 * _K, 128 * _K),
-    ("claude-3-5-sonnet", 200 * _K, 8_192),
-    ("claude-3-5-haiku", 200 * _K, 8_192),
-    ("claude-3-opus", 200 * _K, 4_096),
-    ("claude-3-sonnet", 200 * _K, 4_096),
-    ("claude-3-haiku", 200 * _K, 4_096),
-    ("claude-2", 200 * _K, 4_096),  # Claude 2.0 100K, 2.1 200K context; 4,096 output
-    ("claude-instant-1", 100 * _K, 4_096),
-    ("claude-v1", 100 * _K, 100 * _K),  # no separate output limit published: the window bounds it
+    (200 * _K, 128 * _K, "claude-3-7-sonnet"),
+    (200 * _K, 8_192, "claude-3-5-sonnet", "claude-3-5-haiku"),
+    # (Claude 2.0 100K, 2.1 200K context; 4,096 output)
+    (200 * _K, 4_096, "claude-3-opus", "claude-3-sonnet", "claude-3-haiku", "claude-2"),
+    (100 * _K, 4_096, "claude-instant-1"),
+    (100 * _K, 100 * _K, "claude-v1"),  # no separate output limit published: the window bounds it
     # -- OpenAI ----------------------------------------------------------------------------------
     # developers.openai.com/api/docs/models/<gpt-6-*, gpt-6.1-*, gpt-6.2-*>: 1,050,000 / 128,000
-    ("gpt-6-astra", 1_050_000, 128 * _K),
-    ("gpt-6-sol", 1_050_000, 128 * _K),
-    ("gpt-6-luna", 1_050_000, 128 * _K),
-    ("gpt-6.1-sol", 1_050_000, 128 * _K),
-    ("gpt-6.1-terra", 1_050_000, 128 * _K),
-    ("gpt-6.2-astra", 1_050_000, 128 * _K),
-    ("gpt-6.2-sol", 1_050_000, 128 * _K),
+    (1_050_000, 128 * _K, "gpt-6-astra", "gpt-6-sol", "gpt-6-luna", "gpt-6.1-sol", "gpt-6.1-terra",
+        "gpt-6.2-astra", "gpt-6.2-sol"),
     # gpt-5.6-*: 1,050,000 context; output listed as 128,000 for Sol and 272,000 for Terra "matching
     # the rest of the family": 272,000 kept for all three
-    ("gpt-5.6", 1_050_000, 272 * _K),
-    ("gpt-5.6-sol", 1_050_000, 272 * _K),
-    ("gpt-5.6-terra", 1_050_000, 272 * _K),
-    ("gpt-5.6-luna", 1_050_000, 272 * _K),
+    (1_050_000, 272 * _K, "gpt-5.6", "gpt-5.6-sol", "gpt-5.6-terra", "gpt-5.6-luna"),
     # gpt-5.5: 1,050,000 context; output listed as 128,000 and as 272,000: 272,000 kept
-    ("gpt-5.5", 1_050_000, 272 * _K),
-    ("gpt-5.5-pro", 1_050_000, 128 * _K),
+    (1_050_000, 272 * _K, "gpt-5.5"),
+    (1_050_000, 128 * _K, "gpt-5.5-pro"),
     # .../gpt-5.4, gpt-5.4-pro: 1,050,000 / 128,000; gpt-5.4-mini, gpt-5.4-nano: 400,000 / 128,000
-    ("gpt-5.4", 1_050_000, 128 * _K),
-    ("gpt-5.4-pro", 1_050_000, 128 * _K),
-    ("gpt-5.4-mini", 400 * _K, 128 * _K),
-    ("gpt-5.4-nano", 400 * _K, 128 * _K),
+    (1_050_000, 128 * _K, "gpt-5.4", "gpt-5.4-pro"),
+    (400 * _K, 128 * _K, "gpt-5.4-mini", "gpt-5.4-nano"),
     # gpt-5 ... gpt-5.3: 400,000 / 128,000 (gpt-5-pro 272,000); the chat snapshots 128,000 / 16,384
-    ("gpt-5.3-codex", 400 * _K, 128 * _K),
-    ("gpt-5.3", 128 * _K, 16_384),
-    ("gpt-5.3-chat", 128 * _K, 16_384),
-    ("gpt-5.2", 400 * _K, 128 * _K),
-    ("gpt-5.2-pro", 400 * _K, 128 * _K),
-    ("gpt-5.2-codex", 400 * _K, 128 * _K),
-    ("gpt-5.2-chat", 128 * _K, 16_384),
-    ("gpt-5.1", 400 * _K, 128 * _K),
-    ("gpt-5.1-codex", 400 * _K, 128 * _K),
-    ("gpt-5.1-chat", 128 * _K, 16_384),
-    ("gpt-5", 400 * _K, 128 * _K),
-    ("gpt-5-mini", 400 * _K, 128 * _K),
-    ("gpt-5-nano", 400 * _K, 128 * _K),
-    ("gpt-5-codex", 400 * _K, 128 * _K),
-    ("gpt-5-pro", 400 * _K, 272 * _K),
-    ("gpt-5-chat", 128 * _K, 16_384),
+    (400 * _K, 128 * _K, "gpt-5.3-codex"),
+    (128 * _K, 16_384, "gpt-5.3", "gpt-5.3-chat"),
+    (400 * _K, 128 * _K, "gpt-5.2", "gpt-5.2-pro", "gpt-5.2-codex"),
+    (128 * _K, 16_384, "gpt-5.2-chat"),
+    (400 * _K, 128 * _K, "gpt-5.1", "gpt-5.1-codex"),
+    (128 * _K, 16_384, "gpt-5.1-chat"),
+    (400 * _K, 128 * _K, "gpt-5", "gpt-5-mini", "gpt-5-nano", "gpt-5-codex"),
+    (400 * _K, 272 * _K, "gpt-5-pro"),
+    (128 * _K, 16_384, "gpt-5-chat"),
     # gpt-4.1 family: 1,047,576 / 32,768
-    ("gpt-4.1", 1_047_576, 32_768),
-    ("gpt-4.1-mini", 1_047_576, 32_768),
-    ("gpt-4.1-nano", 1_047_576, 32_768),
-    ("gpt-4.5-preview", 128 * _K, 16_384),
+    (1_047_576, 32_768, "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano"),
+    (128 * _K, 16_384, "gpt-4.5-preview"),
     # gpt-4o family: 128,000 / 16,384 (the 2024-05-13 snapshot 4,096: its date is stripped, 16,384 kept)
-    ("gpt-4o", 128 * _K, 16_384),
-    ("chatgpt-4o", 128 * _K, 16_384),
-    ("gpt-4o-mini", 128 * _K, 16_384),
-    ("gpt-4o:extended", 128 * _K, 64 * _K),  # the 64K-output long-output variant
-    ("gpt-4o-audio-preview", 128 * _K, 16_384),
-    ("gpt-4o-mini-audio-preview", 128 * _K, 16_384),
-    ("gpt-4o-search-preview", 128 * _K, 16_384),
-    ("gpt-4o-mini-search-preview", 128 * _K, 16_384),
-    ("gpt-audio", 128 * _K, 16_384),
-    ("gpt-audio-mini", 128 * _K, 16_384),
+    (128 * _K, 16_384, "gpt-4o", "chatgpt-4o", "gpt-4o-mini"),
+    (128 * _K, 64 * _K, "gpt-4o:extended"),  # the 64K-output long-output variant
+    (128 * _K, 16_384, "gpt-4o-audio-preview", "gpt-4o-mini-audio-preview", "gpt-4o-search-preview",
+        "gpt-4o-mini-search-preview", "gpt-audio", "gpt-audio-mini"),
     # realtime: gpt-4o-realtime-preview 128,000 (later 32,000) / 4,096; gpt-realtime 32,000 / 4,096;
     # gpt-realtime-2, gpt-realtime-2.1-mini 128,000 / 32,000
-    ("gpt-4o-realtime-preview", 128 * _K, 4_096),
-    ("gpt-4o-mini-realtime-preview", 128 * _K, 4_096),
-    ("gpt-realtime", 32 * _K, 4_096),
-    ("gpt-realtime-1.5", 32 * _K, 4_096),
-    ("gpt-realtime-mini", 128 * _K, 4_096),
-    ("gpt-realtime-2", 128 * _K, 32 * _K),
-    ("gpt-realtime-2.1", 128 * _K, 32 * _K),
-    ("gpt-realtime-2.1-mini", 128 * _K, 32 * _K),
-    ("gpt-4o-transcribe", 16 * _K, 2 * _K),
-    ("gpt-4o-mini-transcribe", 16 * _K, 2 * _K),
+    (128 * _K, 4_096, "gpt-4o-realtime-preview", "gpt-4o-mini-realtime-preview"),
+    (32 * _K, 4_096, "gpt-realtime", "gpt-realtime-1.5"),
+    (128 * _K, 4_096, "gpt-realtime-mini"),
+    (128 * _K, 32 * _K, "gpt-realtime-2", "gpt-realtime-2.1", "gpt-realtime-2.1-mini"),
+    (16 * _K, 2 * _K, "gpt-4o-transcribe", "gpt-4o-mini-transcribe"),
     # GPT-4 and GPT-3.5: gpt-4 8,192 / 8,192; gpt-4-32k 32,768 / 32,768; turbo and vision previews
     # 128,000 / 4,096; gpt-3.5-turbo 16,385 / 4,096 (16k and instruct: the window bounds the output)
-    ("gpt-4", 8_192, 8_192),
-    ("gpt-4-32k", 32_768, 32_768),
-    ("gpt-4-turbo", 128 * _K, 4_096),
-    ("gpt-4-1106-preview", 128 * _K, 4_096),
-    ("gpt-4-0125-preview", 128 * _K, 4_096),
-    ("gpt-4-vision-preview", 128 * _K, 4_096),
-    ("gpt-4-1106-vision-preview", 128 * _K, 4_096),
-    ("gpt-3.5-turbo", 16_385, 4_096),
-    ("gpt-3.5", 16_385, 4_096),  # gpt-3.5-0301
-    ("gpt-3.5-turbo-16k", 16_385, 16_385),
-    ("gpt-3.5-turbo-instruct", 16_385, 16_385),
+    (8_192, 8_192, "gpt-4"),
+    (32_768, 32_768, "gpt-4-32k"),
+    (128 * _K, 4_096, "gpt-4-turbo", "gpt-4-1106-preview", "gpt-4-0125-preview", "gpt-4-vision-preview",
+        "gpt-4-1106-vision-preview"),
+    (16_385, 4_096, "gpt-3.5-turbo", "gpt-3.5"),  # (gpt-3.5: gpt-3.5-0301)
+    (16_385, 16_385, "gpt-3.5-turbo-16k", "gpt-3.5-turbo-instruct"),
     # reasoning models: o1, o1-pro, o3, o3-pro, o3-mini, o4-mini, deep research, codex-mini 200,000 /
     # 100,000; o1-mini 128,000 / 65,536; o1-preview 128,000 / 32,768; computer-use-preview 8,192 / 1,024
-    ("o1", 200 * _K, 100 * _K),
-    ("o1-pro", 200 * _K, 100 * _K),
-    ("o1-mini", 128 * _K, 65_536),
-    ("o1-preview", 128 * _K, 32_768),
-    ("o3", 200 * _K, 100 * _K),
-    ("o3-pro", 200 * _K, 100 * _K),
-    ("o3-mini", 200 * _K, 100 * _K),
-    ("o3-deep-research", 200 * _K, 100 * _K),
-    ("o4-mini", 200 * _K, 100 * _K),
-    ("o4-mini-deep-research", 200 * _K, 100 * _K),
-    ("codex-mini", 200 * _K, 100 * _K),
-    ("computer-use-preview", 8_192, _KI),
-    ("computer-use", 8_192, _KI),
+    (200 * _K, 100 * _K, "o1", "o1-pro"),
+    (128 * _K, 65_536, "o1-mini"),
+    (128 * _K, 32_768, "o1-preview"),
+    (200 * _K, 100 * _K, "o3", "o3-pro", "o3-mini", "o3-deep-research", "o4-mini", "o4-mini-deep-research",
+        "codex-mini"),
+    (8_192, _KI, "computer-use-preview", "computer-use"),
     # gpt-oss: 131,072 / 131,072
-    ("gpt-oss-120b", 131_072, 131_072),
-    ("gpt-oss-20b", 131_072, 131_072),
-    ("gpt-oss-safeguard-20b", 131_072, 131_072),
+    (131_072, 131_072, "gpt-oss-120b", "gpt-oss-20b", "gpt-oss-safeguard-20b"),
     # embeddings: 8,192 input, no output tokens
-    ("text-embedding-3-large", 8_192, 0),
-    ("text-embedding-3-small", 8_192, 0),
-    ("text-embedding-ada-002", 8_192, 0),
+    (8_192, 0, "text-embedding-3-large", "text-embedding-3-small", "text-embedding-ada-002"),
     # legacy completions models: no separate output limit, the window bounds it
-    ("davinci-002", 16_384, 16_384),
-    ("babbage-002", 16_384, 16_384),
-    ("text-davinci-003", 4_097, 4_097),
-    ("text-davinci-002", 4_097, 4_097),
-    ("text-davinci-001", 2_049, 2_049),
-    ("text-curie-001", 2_049, 2_049),
-    ("text-ada-001", 2_049, 2_049),
-    ("davinci", 2_049, 2_049),
-    ("curie", 2_049, 2_049),
-    ("babbage", 2_049, 2_049),
-    ("ada", 2_049, 2_049),
+    (16_384, 16_384, "davinci-002", "babbage-002"),
+    (4_097, 4_097, "text-davinci-003", "text-davinci-002"),
+    (2_049, 2_049, "text-davinci-001", "text-curie-001", "text-ada-001", "davinci", "curie", "babbage",
+        "ada"),
     # no limits published on the pages searched: a request to these needs its own max (or
     # register_price(..., max_output_tokens=...)). Image generation (output is images, sized by the
     # request), text to speech, the access-restricted cyber / life-sciences variants, and aliases
     # whose target the pages do not state.
-    ("gpt-image-1", None, None),
-    ("gpt-image-1-mini", None, None),
-    ("gpt-image-1.5", None, None),
-    ("gpt-image-2", None, None),
-    ("gpt-image-2.5-flare", None, None),
-    ("gpt-image-2.5-sunburst", None, None),
-    ("chatgpt-image", None, None),
-    ("gpt-5-image", None, None),
-    ("gpt-5-image-mini", None, None),
-    ("gpt-5.4-image-2", None, None),
-    ("gpt-4o-mini-tts", None, None),
-    ("gpt-5-search-api", None, None),
-    ("gpt-chat", None, None),
-    ("gpt-5.5-cyber", None, None),
-    ("gpt-5.6-cyber", None, None),
-    ("gpt-6-cyber", None, None),
-    ("gpt-6-rosalind", None, None),
-    ("gpt-rosalind-discovery", None, None),
-    ("gpt-rosalind-research", None, None),
+    (None, None, "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "gpt-image-2", "gpt-image-2.5-flare",
+        "gpt-image-2.5-sunburst", "chatgpt-image", "gpt-5-image", "gpt-5-image-mini", "gpt-5.4-image-2",
+        "gpt-4o-mini-tts", "gpt-5-search-api", "gpt-chat", "gpt-5.5-cyber", "gpt-5.6-cyber", "gpt-6-cyber",
+        "gpt-6-rosalind", "gpt-rosalind-discovery", "gpt-rosalind-research"),
 )
 # fmt: on
-_BY_PREFIX = {prefix: ModelLimits(context, output) for prefix, context, output in _TABLE}
+_BY_PREFIX = {prefix: ModelLimits(context, output) for context, output, *names in _TABLE for prefix in names}
 _LONGEST_FIRST = sorted(_BY_PREFIX, key=len, reverse=True)
 
 DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-\d{4}|-latest)$")

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import ConfigurationError
-from ._pricing import _FEE_UNITS, Price
+from ._rates import _FEE_UNITS, Price
 
 __all__ = [
     "DEFAULT_TOOL_CALLS",

@@ -17,7 +17,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._pricing import is_claude, provider_for_url
+from ._cache import Bounded
+from ._price_data import is_claude, provider_for_url
 from ._usage import Usage, _get, _is_code_block, _merge_anthropic_delta, _reader
 
 __all__ = [
@@ -75,15 +76,14 @@ def api_of(provider: str | None, model: str) -> str:
     model (Bedrock's ``anthropic.claude-...``, Vertex's ``claude-...@date``), else OpenAI's."""
     if provider in ("openai", "anthropic"):
         return provider
-    found = _apis.get(model)
+    found = _find_api(model)
     if found is None:
-        found = "anthropic" if is_claude(model) else "openai"
-        if len(_apis) < 4096:  # (model names are few; a bound all the same)
-            _apis[model] = found
+        found = _apis.put(model, "anthropic" if is_claude(model) else "openai")
     return found
 
 
-_apis: dict[str, str] = {}
+_apis: Bounded[str, str] = Bounded("providers.apis", 4096)
+_find_api = _apis.get  # (bound once, for the hot path: see _cache.Bounded)
 
 
 _HIDDEN_REASONING = re.compile(

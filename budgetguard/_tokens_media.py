@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import math
 import re
 import struct
 import zlib
 from decimal import Decimal
+
+from ._cache import memo
 
 __all__ = ["file_data_countable", "file_data_tokens", "image_size", "image_tokens", "pdf_facts"]
 
@@ -190,7 +191,7 @@ def _pages(blob: bytes) -> int:
     return max(pages, *counts) if counts else pages
 
 
-@functools.lru_cache(maxsize=2)  # the estimate and the unseen check read the same file
+@memo("tokens.pdf_facts", 2)  # the estimate and the unseen check read the same file
 def _pdf_facts(data: str) -> tuple[int, int] | None:
     """(pages, an upper bound on its text bytes) of a base64 PDF, ``None`` when it is not a PDF, and
     (0, 0) when its pages cannot be counted offline (encrypted streams, or streams that inflate past

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, fields
 from itertools import compress
 from typing import Any
 
+from ._cache import memo
 from ._errors import UsageError
 from ._frozen import fast_init
 
@@ -68,12 +69,12 @@ def _reader(obj: Any, names: tuple[str, ...]) -> Callable[[str], Any]:
     return functools.partial(_get, obj)
 
 
-@functools.lru_cache(maxsize=1024)
+@memo("usage.plain_fields", 1024)
 def _plain_fields(cls: Any, names: tuple[str, ...]) -> bool:
     return all(_model_field(cls, name) for name in names)
 
 
-@functools.lru_cache(maxsize=4096)
+@memo("usage.model_fields", 4096)
 def _model_field(cls: type, name: str) -> bool:
     """Whether ``getattr`` of ``name`` on a ``cls`` instance reads its ``__dict__``, else its extras, else
     fails: a pydantic (v2) model, as the SDKs' types are, whose class has no attribute of that name

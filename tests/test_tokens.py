@@ -35,6 +35,7 @@ from budgetguard import (
     count_tool_tokens,
     get_encoding,
 )
+from budgetguard._cache import Bounded, caches, clear_caches
 from budgetguard._tokens import encoding_for_model
 from budgetguard._tokens_claude import CLAUDE_NEW_TOKENIZER_FACTOR, claude_factor, count_claude_request
 from budgetguard._tokens_claude import unseen_inputs as claude_unseen_inputs
@@ -195,7 +196,9 @@ def test_encodings_agree_with_an_independent_implementation(name: str) -> None:
 
 
 def test_encoders_are_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_tokens, "_encodings", {})
+    table: Bounded[str, tiktoken.Encoding] = Bounded("tokens.encodings", 16, shared=False)
+    monkeypatch.setattr(_tokens, "_encodings", table)
+    monkeypatch.setattr(_tokens, "_find_encoding", table.get)
     builds: list[str] = []
     real_build = _tokens._build_encoding
 
@@ -348,8 +351,41 @@ def test_corrupted_bundled_file_fails_the_encoder_build(cl100k_source: tuple[str
     loader = partial(_tokens._offline_load_bpe, bundled=lambda _: _corrupt(contents))
     with pytest.raises(ConfigurationError):
         _tokens._build_encoding("cl100k_base", loader=loader)
-    # the loader swap inside tiktoken_ext is undone even when the build fails
+    # tiktoken_ext is left as it was, even when the build fails
     assert openai_public.load_tiktoken_bpe is tiktoken.load.load_tiktoken_bpe
+
+
+@pytest.mark.parametrize("name", ["cl100k_base", "o200k_harmony"])
+def test_building_an_encoding_never_patches_tiktoken(name: str) -> None:
+    """Another thread calling tiktoken while budgetguard builds an encoding sees tiktoken's own
+    loader: budgetguard's reader runs only inside its copies of the constructors (o200k_harmony builds
+    on o200k_base: the copy it calls reads through it too)."""
+    seen: list[str] = []
+
+    def loader(url: str, expected_hash: str | None = None) -> dict[bytes, int]:
+        assert openai_public.load_tiktoken_bpe is tiktoken.load.load_tiktoken_bpe
+        seen.append(url.rsplit("/", 1)[-1])
+        return _tokens._offline_load_bpe(url, expected_hash)
+
+    encoding = _tokens._build_encoding(name, loader=loader)
+    assert seen == [f"{name.split('_')[0]}_base.tiktoken"]
+    assert encoding.name == name
+    assert encoding.encode_ordinary("hello world") == get_encoding(name).encode_ordinary("hello world")
+
+
+def test_a_constructor_that_would_bypass_the_offline_loader_is_refused() -> None:
+    """Only a constructor that reads its file through the global name ``_with_loader`` replaces (itself
+    or through another constructor) is built: one reaching tiktoken's loader another way would load
+    from tiktoken's cache or the network alone, silently."""
+    built = _tokens._with_loader(_tokens._offline_load_bpe)
+    loaders = ("load_tiktoken_bpe", "data_gym_to_mergeable_bpe_ranks")
+    assert all(_tokens._reads_files_with(built[name], *loaders) for name in ("o200k_base", "o200k_harmony"))
+    assert not _tokens._reads_files_with(built["gpt2"], "load_tiktoken_bpe")
+
+    def bypassing() -> dict[bytes, int]:
+        return tiktoken.load.load_tiktoken_bpe("https://example.invalid/x.tiktoken", expected_hash="0")
+
+    assert not _tokens._reads_files_with(bypassing, *loaders)  # type: ignore[arg-type]
 
 
 def test_tiktoken_cache_is_read_first(cl100k_source: tuple[str, str, bytes]) -> None:
@@ -444,6 +480,21 @@ def test_count_cache_stays_within_its_bound() -> None:
         assert cache.count(encoding, text) == len(encoding.encode(text))
     assert cache._chars <= 1000
     assert 0 < len(cache._data) <= 5
+
+
+def test_the_count_cache_is_listed_and_emptied_with_the_other_caches() -> None:
+    text = "A system prompt long enough to be kept by the count cache. " * 40
+    encoding = get_encoding("o200k_base")
+    assert count_text_tokens(text, "o200k_base") == len(encoding.encode(text))
+    assert count_text_tokens("assistant", "gpt-4o") == 1
+    listed = caches()
+    assert listed["tokens.counts"] >= 1 and listed["tokens.short_texts.o200k_base"] >= 1
+    assert listed["tokens.model_encodings"] >= 1 and listed["tokens.encodings"] >= 1
+    clear_caches()
+    assert caches()["tokens.counts"] == 0 and caches()["tokens.short_texts.o200k_base"] == 0
+    assert count_text_tokens(text, "o200k_base") == len(encoding.encode(text))  # counted afresh
+    assert _tokens._cache._chars == len(text)  # its character count starts again from the empty table
+    assert count_text_tokens("assistant", "gpt-4o") == 1
 
 
 def _tok(text: str, name: str = "o200k_base") -> int:

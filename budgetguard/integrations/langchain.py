@@ -22,15 +22,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 from uuid import UUID
 
 from .._budgets import Scope
+from .._cache import Bounded
 from .._context import ModelTotals, Tracker, track
 from .._default import default_guard
 from .._errors import ConfigurationError, UsageError
@@ -60,6 +60,8 @@ __all__ = [
     "usage_from_result",
 ]
 
+T = TypeVar("T")
+
 _SHAPES = {"openai": "openai", "azure": "openai", "anthropic": "anthropic"}
 """LangChain's ``ls_provider`` -> the request shape budgetguard estimates (others: OpenAI's shape)."""
 
@@ -81,7 +83,10 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self.enforce = enforce
         self.scopes = scopes
         self._attempts: dict[UUID, tuple[Attempt, Estimate, _Batch | None]] = {}
-        self._batches: OrderedDict[tuple[int, int], _Batch] = OrderedDict()
+        self._batches: Bounded[tuple[int, int], _Batch]
+        self._batches = Bounded("langchain.batches", _BATCHES_KEPT, shared=False)
+        """Batches some of whose runs have started, by ``_join``'s key; full, it forgets the oldest (a batch
+        whose later runs never started)."""
         self._lock = threading.Lock()
 
     @property
@@ -186,9 +191,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         with self._lock:
             batch = self._batches.get(key)
             if batch is None:
-                batch = self._batches[key] = _Batch(key, (params, options), size)
-                if len(self._batches) > _BATCHES_KEPT:  # batches whose later runs never started
-                    self._batches.popitem(last=False)
+                batch = self._batches.put(key, _Batch(key, (params, options), size))
             batch.started += 1
             if batch.started >= size:  # every run has started: no later start to tell about the batch
                 del self._batches[key]
@@ -378,36 +381,35 @@ _handler: ContextVar[BudgetCallbackHandler | None] = ContextVar("budgetguard_lan
 register_configure_hook(_handler, inheritable=True)
 
 
+class _Total(Generic[T]):
+    """One of ``track()``'s totals, read from the ``Tracker`` under another name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, totals: None, owner: object = None) -> _Total[T]: ...
+    @overload
+    def __get__(self, totals: BudgetTotals, owner: object = None) -> T: ...
+    def __get__(self, totals: BudgetTotals | None, owner: object = None) -> T | _Total[T]:
+        return self if totals is None else getattr(totals.tracker, self.name)
+
+
 class BudgetTotals:
     """What ``get_budget_callback()`` yields: ``track()``'s totals under ``get_openai_callback``'s names."""
+
+    __slots__ = ("tracker",)  # (and so the totals are read-only)
 
     def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
 
-    @property
-    def prompt_tokens(self) -> int:
-        return self.tracker.input_tokens
-
-    @property
-    def completion_tokens(self) -> int:
-        return self.tracker.output_tokens
-
-    @property
-    def total_tokens(self) -> int:
-        return self.tracker.total_tokens
-
-    @property
-    def successful_requests(self) -> int:
-        return self.tracker.calls
-
-    @property
-    def total_cost(self) -> Decimal:
-        """Exact USD (a ``Decimal``, where ``get_openai_callback`` gives a float)."""
-        return self.tracker.cost
-
-    @property
-    def by_model(self) -> dict[str, ModelTotals]:
-        return self.tracker.by_model
+    prompt_tokens = _Total[int]("input_tokens")
+    completion_tokens = _Total[int]("output_tokens")
+    total_tokens = _Total[int]("total_tokens")
+    successful_requests = _Total[int]("calls")
+    total_cost = _Total[Decimal]("cost")
+    """Exact USD (a ``Decimal``, where ``get_openai_callback`` gives a float)."""
+    by_model = _Total[dict[str, ModelTotals]]("by_model")
 
     def __str__(self) -> str:
         return str(self.tracker)

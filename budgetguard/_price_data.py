@@ -1,0 +1,233 @@
+"""Where prices come from: the genai-prices database, and providers' published prices for what it lacks.
+
+Finding a model in genai-prices (by provider, name prefix or fallback provider), refusing a price
+variant it does not list, converting its prices to a ``Price``; and ``PUBLISHED_PRICES``, the providers'
+own prices for units (audio tokens, tool calls) genai-prices does not price.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from importlib.metadata import version
+from types import MappingProxyType
+from typing import Any
+
+from genai_prices import data_snapshot as _gp_snapshot
+from genai_prices import types as _gp
+
+from ._cache import memo
+from ._errors import PricingError
+from ._limits import UNKNOWN, model_limits
+from ._rates import Price, Rates
+
+__all__ = ["PUBLISHED_PRICES", "is_claude", "provider_for_url", "published_prices"]
+
+_GENAI_PRICES_VERSION = version("genai-prices")
+
+# -- genai-prices conversion -------------------------------------------------------------------
+
+_GP_KEYS = {
+    "input": "input_mtok",
+    "output": "output_mtok",
+    "cache_read": "cache_read_mtok",
+    "cache_write": "cache_write_mtok",
+    "cache_write_1h": "cache_write_1h_mtok",
+    "input_audio": "input_audio_mtok",
+    "output_audio": "output_audio_mtok",
+    "input_image": "input_image_mtok",
+    "output_image": "output_image_mtok",
+    "web_search": "web_searches_kcount",
+    "file_search": "storage_searches_kcount",
+    "code_execution": "code_executions_kcount",
+    "request": "requests_kcount",
+}
+
+# -- the providers' published prices for units genai-prices does not price ---------------------------
+# Used only where genai-prices has no price for a unit (genai-prices wins, ``register_price`` wins over
+# both). Token rates in USD per million tokens, call fees in USD per thousand calls. Checked 2026-12-06.
+_PUBLISHED: dict[str, tuple[tuple[str, Mapping[str, Decimal]], ...]] = {
+    "anthropic": (
+        (
+            "claude",
+            {
+                # https://docs.claude.com/en/docs/agents-and-tools/tool-use/web-search-tool#usage-and-pricing
+                # "$10 per 1,000 searches" (genai-prices has it for most Claude models)
+                "web_search": Decimal("10"),
+                # https://docs.claude.com/en/docs/agents-and-tools/tool-use/web-fetch-tool#usage-and-pricing
+                # "Web fetch is available at no additional cost": tokens only
+                "web_fetch": Decimal("0"),
+                # https://docs.claude.com/en/docs/agents-and-tools/tool-use/code-execution-tool#usage-and-pricing
+                # $0.05 per session-hour, 5 minutes minimum: $0.0041667 a session, $4.17 per 1k (rounded up)
+                "code_execution": Decimal("4.17"),
+            },
+        ),
+    ),
+    "openai": (
+        # https://platform.openai.com/docs/pricing (audio tokens): $40 / $80 per million audio tokens in / out
+        ("gpt-4o-audio-preview", {"input_audio": Decimal("40"), "output_audio": Decimal("80")}),
+        # https://platform.openai.com/docs/pricing (audio tokens): $10 / $20 per million audio tokens in / out
+        ("gpt-4o-mini-audio-preview", {"input_audio": Decimal("10"), "output_audio": Decimal("20")}),
+        (
+            "",
+            {
+                # https://platform.openai.com/docs/pricing#built-in-tools: web search $10.00 / 1k calls,
+                "web_search": Decimal("10"),
+                # file search $2.50 / 1k calls,
+                "file_search": Decimal("2.5"),
+                # code interpreter $0.03 per container (1 GB, the default; register larger ones),
+                "code_execution": Decimal("30"),
+                # image generation: gpt-image-1 at most $0.25 an image (high quality, 1024x1536).
+                "image_generation": Decimal("250"),
+            },
+        ),
+    ),
+}
+PUBLISHED_PRICES: Mapping[str, tuple[tuple[str, Mapping[str, Decimal]], ...]] = MappingProxyType(
+    {name: tuple((prefix, MappingProxyType(dict(rates))) for prefix, rates in entries)
+     for name, entries in _PUBLISHED.items()}
+)  # fmt: skip
+"""The providers' published prices for units genai-prices does not price, per provider: ``(model name
+prefix, rates)``, the first matching prefix wins. Read-only: prices are resolved once and cached, so an
+edit here would have no effect; set a model's price with ``register_price`` (or ``load_prices``)."""
+
+
+def is_claude(model: str) -> bool:
+    """Whether ``model`` names an Anthropic Claude model, however the endpoint spells it: ``claude-...``,
+    ``anthropic/claude-...``, Bedrock's ``anthropic.claude-...`` / ``us.anthropic.claude-...``, Vertex's
+    ``claude-...@date``."""
+    bare = model.rsplit("/", 1)[-1]
+    return bare.startswith("claude") or "anthropic.claude" in bare or model.startswith("anthropic/")
+
+
+def published_prices(model: str, provider: str | None) -> dict[str, Decimal]:
+    """The published prices (``PUBLISHED_PRICES``) that apply to ``model`` at ``provider`` (guessed from
+    the model name when not given): the first entry whose prefix the bare model name starts with wins."""
+    bare = model.rsplit("/", 1)[-1].rpartition("anthropic.")[2]  # (Bedrock: us.anthropic.claude-...)
+    if provider is None:
+        provider = "anthropic" if is_claude(model) else "openai"
+    found: dict[str, Decimal] = {}
+    for prefix, rates in PUBLISHED_PRICES.get(provider, ()):
+        if bare.startswith(prefix):
+            for name, rate in rates.items():
+                found.setdefault(name, rate)
+    return found
+
+
+def _with_published(price: Price, provider: str | None) -> Price:
+    published = published_prices(price.model, provider)
+    if not published:
+        return price
+    return dataclasses.replace(
+        price,
+        base=price.base.with_fallbacks(published),
+        tiers=tuple((t, rates.with_fallbacks(published)) for t, rates in price.tiers),
+    )
+
+
+def _from_genai(ref: str, provider: _gp.Provider, model: _gp.ModelInfo, mp: _gp.ModelPrice) -> Price:
+    raw = {name: getattr(mp, key) for name, key in _GP_KEYS.items()}
+    if raw["cache_write"] is None:
+        raw["cache_write"] = mp.cache_write_5m_mtok
+    if raw["input"] is None:
+        raise PricingError(
+            f"genai-prices prices {model.id!r} in units budgetguard does not meter ({mp}); "
+            f"register a per-token price: budgetguard.register_price({ref!r}, input=..., output=...)",
+            model=ref,
+        )
+    thresholds = sorted({t.start for v in raw.values() if isinstance(v, _gp.TieredPrices) for t in v.tiers})
+
+    def at(threshold: int | None) -> Rates:
+        picked: dict[str, Any] = {}
+        for name, value in raw.items():
+            if isinstance(value, _gp.TieredPrices):
+                chosen = value.base
+                for tier in value.tiers:
+                    if threshold is not None and threshold >= tier.start:
+                        chosen = tier.price
+                picked[name] = chosen
+            else:
+                picked[name] = value
+        return Rates.of(**picked)
+
+    known = model_limits(ref, model.id) or UNKNOWN
+    price = Price(
+        model=ref,
+        base=at(None),
+        tiers=tuple((t, at(t)) for t in thresholds),
+        # the wider of the two windows bounds more; the maximum output is the table's alone
+        context_window=max(filter(None, (model.context_window, known.context_window)), default=None),
+        max_output_tokens=known.max_output_tokens,
+        source=f"genai-prices {_GENAI_PRICES_VERSION}: {provider.id}/{model.id}",
+    )
+    return _with_published(price, provider.id)
+
+
+def _has_time_of_day_prices(model: _gp.ModelInfo) -> bool:
+    constraints = [c.constraint for c in model.prices] if isinstance(model.prices, list) else []
+    constraints += [v.constraint for v in model.price_variants or ()]
+    return any(isinstance(c, _gp.TimeOfDateConstraint) for c in constraints)
+
+
+_FALLBACK_PROVIDERS = ("openai", "anthropic", "google", "aws")
+"""Tried in order for a model named without a provider (``aws``: Bedrock ids, ``us.anthropic.claude-...``)."""
+
+
+def _find_in_data(names: list[str], provider: str | None) -> tuple[_gp.Provider, _gp.ModelInfo] | None:
+    snapshot = _gp_snapshot.get_snapshot()
+    attempts: list[tuple[str, str | None]] = []
+    if provider is not None:  # the caller's provider wins over a prefix in the name
+        try:
+            snapshot.find_provider(None, provider, None)
+        except LookupError:
+            known = ", ".join(p.id for p in snapshot.providers)
+            raise PricingError(
+                f"unknown provider {provider!r}: genai-prices knows {known}. Pass one of those, or register "
+                f"the model's price: budgetguard.register_price({names[0]!r}, input=..., output=...)",
+                model=names[0],
+            ) from None
+        attempts = [(name, provider) for name in names]
+    else:
+        for name in names:
+            prefix, _, rest = name.rpartition("/")
+            if prefix:
+                attempts.append((rest, prefix))
+            attempts.append((name, None))
+            attempts.extend((name, p) for p in _FALLBACK_PROVIDERS)
+    for ref, provider_id in attempts:
+        try:
+            return snapshot.find_provider_model(ref, None, provider_id, None)
+        except LookupError:
+            continue
+    return None
+
+
+def _check_variant(
+    ref: str, provider: _gp.Provider, model: _gp.ModelInfo, when: datetime, variant: Mapping[str, str]
+) -> None:
+    """``PricingError`` unless the data lists ``variant`` for ``model`` at ``when``: genai-prices would
+    silently price an unknown variant at the base price."""
+    wanted = dict(variant)
+    for listed in model.price_variants or ():
+        if dict(listed.when) == wanted and (listed.constraint is None or listed.constraint.active(when)):
+            return
+    asked = ", ".join(f"{k}={v!r}" for k, v in wanted.items())
+    raise PricingError(
+        f"genai-prices has no {asked} price for {provider.id}/{model.id} on {when:%Y-%m-%d}; budgetguard "
+        f"will not charge the base price for it. Register the price this model is billed at: "
+        f"budgetguard.register_price({ref!r}, input=..., output=...)",
+        model=ref,
+    )
+
+
+@memo("pricing.provider_urls", 256)
+def provider_for_url(url: str) -> str | None:
+    """The genai-prices provider id whose API a base URL belongs to (``https://api.groq.com/openai/v1``
+    -> ``"groq"``, an Azure OpenAI resource -> ``"azure"``), or ``None`` for a host it does not know
+    (a proxy, a local server)."""
+    try:
+        return _gp_snapshot.get_snapshot().find_provider(None, None, url).id
+    except LookupError:
+        return None
