@@ -7,15 +7,17 @@ knows how to send itself to a store (a ``Ledger``, an ``AsyncLedger`` or a job's
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+import contextvars
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, final
 
 from ._budgets import Unit
 from ._calibration import JournalRead
+from ._estimate import Estimate
 from ._ledger import CounterSpec, Hold, Reservation
 
-__all__ = ["Action", "Draw", "Flow", "NotSent", "Store"]
+__all__ = ["Action", "Draw", "Flow", "NotSent", "OpenJob", "Store", "current_job", "open_jobs"]
 
 
 class Store(Protocol):
@@ -116,3 +118,26 @@ class Draw(Reservation):
 
 class NotSent(Exception):
     """The reason an attempt is released without its call (never charged: nothing reached the API)."""
+
+
+class OpenJob(Store, Protocol):
+    """A job open in this context (``_job.Job``): the calls inside draw on its hold, a store of its own."""
+
+    guard: object
+    parent: OpenJob | None
+
+    def draw_holds(
+        self, counters: Iterable[CounterSpec], est: Estimate, usd: int | None
+    ) -> tuple[Hold, ...]: ...
+
+
+open_jobs: contextvars.ContextVar[Any] = contextvars.ContextVar("budgetguard_job", default=None)
+"""The innermost job open in this context (``Job`` sets it as it starts and resets it as it ends)."""
+
+
+def current_job(guard: object) -> OpenJob | None:
+    """The open job of ``guard`` in this context, if any."""
+    job: OpenJob | None = open_jobs.get()
+    while job is not None and job.guard is not guard:  # a job of another guard: look outwards
+        job = job.parent
+    return job

@@ -13,11 +13,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import tenacity
 from tenacity import RetryCallState
 
+from ._actions import OpenJob
 from ._budgets import Budget, Period, Scope, Unit
 from ._cache import Bounded
 from ._calibration import Calibration, Learned
@@ -50,14 +51,6 @@ def checked_hold(hold: Learned | None) -> Learned | None:
     if hold is not None and not isinstance(hold, Learned):
         raise ConfigurationError(f"hold= takes a Learned(...) policy or None (the worst case), got {hold!r}")
     return hold
-
-
-class JobHold(Protocol):
-    """A job's hold (``_job.Job``), which the calls inside the job draw on."""
-
-    def draw_holds(
-        self, counters: Iterable[CounterSpec], est: Estimate, usd: int | None
-    ) -> tuple[Hold, ...]: ...
 
 
 class GuardCore:
@@ -197,7 +190,7 @@ class GuardCore:
         return tuple(specs)
 
     def holds(
-        self, scopes: Scopes, est: Estimate, job: JobHold | None, usd: int | None = None
+        self, scopes: Scopes, est: Estimate, job: OpenJob | None, usd: int | None = None
     ) -> tuple[Hold, ...]:
         """The holds of a call: on its budgets' counters (on ``METERING`` when it has none), or on
         ``job``'s hold inside ``guard.reserve()``. ``usd``: the USD held, if not the worst case."""

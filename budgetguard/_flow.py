@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from . import _retry as retries
-from ._actions import Call, Count, Flow, NotSent, Reserve, Sleep, Status
+from ._actions import Call, Count, Flow, NotSent, Reserve, Sleep, Status, current_job
 from ._cache import memo
 from ._calibration import Learned, held_usd, learned_ratio
 from ._core import GuardCore
@@ -26,7 +26,6 @@ from ._errors import BudgetExceededError, LedgerError, MissingScopeError, UsageE
 from ._estimate import Estimate
 from ._events import Event, EventKind, emit, wanted
 from ._fit import Fitting
-from ._job import current_job
 from ._ledger._types import JournalData
 from ._money import to_usd
 from ._providers import is_stream, served_model, served_tier
@@ -35,7 +34,7 @@ from ._settle import Ctx, input_only, served_flags
 from ._streams import wrap_stream
 from ._usage import Usage
 
-__all__ = ["Plan", "call_flow", "missing_event", "usd_text"]
+__all__ = ["Plan", "call_flow"]
 
 
 @dataclass(slots=True)
@@ -125,7 +124,7 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
                     model_index += 1
                     continue
             meta = JournalData(
-                model=est.model, attempt=attempt, estimated_usd=usd_text(est.cost_nano), scopes=labels
+                model=est.model, attempt=attempt, estimated_usd=_usd_text(est.cost_nano), scopes=labels
             )
             if est.variant:
                 meta["variant"] = dict(est.variant)
@@ -140,7 +139,7 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
             if plan.function is not None:
                 meta["function"] = plan.function
             if usd is not None and usd != est.cost_nano:
-                meta["reserved_usd"] = usd_text(usd)
+                meta["reserved_usd"] = _usd_text(usd)
             if fitted is not None:
                 meta["fitted"] = fitted
             try:
@@ -219,13 +218,13 @@ def _unnamed(core: GuardCore, plan: Plan) -> tuple[str, ...]:
         return ()
     kinds = tuple(sorted(core.required_kinds - plan.scopes.kinds))
     if plan.enforce:
-        missing_event(core, "refused", plan.scopes.labels, kinds)
+        _missing_event(core, "refused", plan.scopes.labels, kinds)
         raise MissingScopeError(kinds)
-    missing_event(core, "scope_missing", plan.scopes.labels, kinds)
+    _missing_event(core, "scope_missing", plan.scopes.labels, kinds)
     return kinds
 
 
-def missing_event(core: GuardCore, kind: EventKind, labels: tuple[str, ...], kinds: tuple[str, ...]) -> None:
+def _missing_event(core: GuardCore, kind: EventKind, labels: tuple[str, ...], kinds: tuple[str, ...]) -> None:
     """``refused`` names the first kind as a refusal names its scope; ``scope_missing`` says why."""
     if wanted(kind, core.hooks):
         why = kinds[0] if kind == "refused" else f"no {' or '.join(kinds)} id: not on those budgets"
@@ -233,6 +232,6 @@ def missing_event(core: GuardCore, kind: EventKind, labels: tuple[str, ...], kin
 
 
 @memo("guard.usd_text", 4096)
-def usd_text(nano: int) -> str:
+def _usd_text(nano: int) -> str:
     """An estimate's cost as the journal writes it (calls repeat their estimates)."""
     return str(to_usd(nano))

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any, ParamSpec, TypeVar, cast
 
-from ._actions import Draw, Flow, Reserve, Resolve
+from ._actions import Draw, Flow, Reserve, Resolve, current_job, open_jobs
 from ._budgets import Period, Scope, Unit
 from ._context import current_scopes
 from ._core import GuardCore
@@ -43,20 +43,10 @@ from ._scopes import scope_set
 from ._settle import Ctx
 from ._usage import Usage, _get
 
-__all__ = ["Job", "current_job"]
+__all__ = ["Job"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-_current: contextvars.ContextVar[Job | None] = contextvars.ContextVar("budgetguard_job", default=None)
-
-
-def current_job(guard: GuardCore) -> Job | None:
-    """The open job of ``guard`` in this context, if any."""
-    job = _current.get()
-    while job is not None and job.guard is not guard:  # a job of another guard: look outwards
-        job = job.parent
-    return job
 
 
 class Job:
@@ -97,7 +87,7 @@ class Job:
         self._draws: dict[str, Draw] = {}
         self._lock = threading.Lock()
         self._state = "new"
-        self._token: contextvars.Token[Job | None] | None = None
+        self._token: contextvars.Token[Any] | None = None
         self.calls = 0
         self.cost_nano = 0
         """What the job's calls cost, in nano-USD (kept whatever units the job holds)."""
@@ -248,18 +238,19 @@ class Job:
     def _begin(self) -> None:
         if self._state != "new":
             raise ConfigurationError("a job runs once; call guard.reserve(...) again for another job")
-        self.parent = current_job(self.guard)
+        parent = current_job(self.guard)  # (an open job is a Job)
+        self.parent = parent if isinstance(parent, Job) else None
 
     def _started(self) -> None:
         self._state = "open"
-        self._token = _current.set(self)
+        self._token = open_jobs.set(self)
 
     def _finish(self) -> None:
         with self._lock:
             self._state = "closed"
             self._draws.clear()  # late settlements of these are no-ops: they are charged at their hold
         if self._token is not None:
-            _current.reset(self._token)
+            open_jobs.reset(self._token)
             self._token = None
 
     def __enter__(self) -> Job:
