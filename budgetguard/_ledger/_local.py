@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
-from .._budgets import Scope, Unit
+from .._budgets import Scope
 from ._base import DEFAULT_LEASE, AsyncLedger, Ledger, ReservationRef, check_namespace, journal_matches
 from ._engine import Engine, Tx
 from ._types import (
@@ -74,18 +74,6 @@ class LocalLedger(Ledger):
         """``op(tx, now, *args)`` in one exclusive, atomic transaction (all of its writes land, or
         none), ``now`` read from the store's clock inside it."""
 
-    def _reserve(
-        self, tx: Tx, now: int, res_id: str, holds: tuple[Hold, ...], lease_ms: int, meta: Meta, enforce: bool
-    ) -> Reservation | Refusal:
-        """The reserve, inside the transaction (a store may specialise the common case)."""
-        return self._engine.reserve(tx, now, res_id, holds, lease_ms, meta, enforce)
-
-    def _resolve(
-        self, tx: Tx, now: int, res_id: str, actual: Mapping[Unit, int] | None, meta: Meta
-    ) -> Outcome:
-        """Commit or release, inside the transaction (a store may specialise the common case)."""
-        return self._engine.resolve(tx, now, res_id, actual, meta)
-
     @abstractmethod
     def _journal(
         self, since: int | None, until: int | None, scope: str | None, limit: int | None
@@ -108,7 +96,7 @@ class LocalLedger(Ledger):
         lease_ms = check_lease(lease)
         res_id = new_reservation_id() if id is None else check_reservation_id(id)
         data = check_meta(meta)
-        result = self._atomic(self._reserve, res_id, checked, lease_ms, data, enforce)
+        result = self._atomic(self._engine.reserve, res_id, checked, lease_ms, data, enforce)
         if isinstance(result, Refusal):
             raise result.error(checked)
         return result
@@ -122,11 +110,11 @@ class LocalLedger(Ledger):
     ) -> Outcome:
         res_id = _res_id(reservation)
         parsed = check_actual(actual, reservation.held if isinstance(reservation, Reservation) else ())
-        return self._atomic(self._resolve, res_id, parsed, check_meta(meta))
+        return self._atomic(self._engine.resolve, res_id, parsed, check_meta(meta))
 
     def release(self, reservation: ReservationRef, *, meta: Mapping[str, Any] | None = None) -> Outcome:
         res_id = _res_id(reservation)
-        return self._atomic(self._resolve, res_id, None, check_meta(meta))
+        return self._atomic(self._engine.resolve, res_id, None, check_meta(meta))
 
     def status(self, counters: Iterable[CounterSpec]) -> list[CounterStatus]:
         return self._atomic(self._engine.status, list(counters))

@@ -41,7 +41,7 @@ from ._base import (
     scope_labels,
 )
 from ._deadline import DEADLINE
-from ._engine import RECORD_RETENTION_MS, counter_expiry, window_cached
+from ._expiry import RECORD_RETENTION_MS, counter_expiry, window_at
 from ._types import (
     UNITS,
     Amounts,
@@ -71,15 +71,20 @@ JOURNAL_MAXLEN = 1_000_000
 ``journal_complete_since`` says when it dropped some."""
 
 
+def _lua(name: str) -> str:
+    return resources.files("budgetguard._ledger").joinpath("lua", f"{name}.lua").read_text()
+
+
+LIBRARY = _lua("_time") + "\n" + _lua("_lib")
+"""What every script starts with: the time arithmetic (``_expiry.py``'s mirror), then the helpers."""
+
+
 def _load_scripts() -> dict[str, str]:
-    folder = resources.files("budgetguard._ledger").joinpath("lua")
-    lib = folder.joinpath("_lib.lua").read_text()
-    resolve = folder.joinpath("_resolve.lua").read_text()
+    resolve = _lua("_resolve")
     scripts = {}
     for name in ("reserve", "commit", "release", "status", "set_limit"):
-        body = folder.joinpath(f"{name}.lua").read_text()
-        prelude = lib + (resolve if name in ("commit", "release") else "")
-        scripts[name] = prelude + "\n" + body
+        prelude = LIBRARY + (resolve if name in ("commit", "release") else "")
+        scripts[name] = prelude + "\n" + _lua(name)
     return scripts
 
 
@@ -216,7 +221,7 @@ class _Flows:
         now = time.time_ns() // 1_000_000  # a guess: the script checks it against the server's TIME
         head: list[str | int] = [res_id, lease_ms, RECORD_RETENTION_MS, self.journal_maxlen, meta]
         for _ in range(3):
-            windows = [window_cached(h.counter, now) for h in holds]
+            windows = [window_at(h.counter, now) for h in holds]
             slots = [self.slot(h.counter, w) for h, w in zip(holds, windows, strict=True)]
             keys: list[str] = [self.keys.record(res_id), self.keys.limits, self.keys.journal]
             held_json = []
@@ -304,7 +309,7 @@ class _Flows:
     def status(self, counters: list[CounterSpec]) -> Flow:
         now = time.time_ns() // 1_000_000
         for _ in range(3):
-            windows = [window_cached(c, now) for c in counters]
+            windows = [window_at(c, now) for c in counters]
             keys: list[str] = [self.keys.limits, self.keys.journal]
             args: list[str | int] = [self.journal_maxlen, len(counters)]
             for counter, window in zip(counters, windows, strict=True):

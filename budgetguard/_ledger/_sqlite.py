@@ -160,16 +160,24 @@ class _SQLiteTx:
         self.rows[key] = (spent, held)
         self.db.execute(self.sql.put_counter, (key, spent, held, expires_at, label))
 
-    def add_lease(self, key: str, res_id: str, expires_at: int, amount: int) -> None:
-        self.db.execute(self.sql.add_lease, (key, res_id, expires_at, amount))
+    def hold(
+        self, key: str, res_id: str, amount: int, lease_ends: int, expires_at: int | None, label: str
+    ) -> None:
+        spent, held = self.counter(key)
+        self.put_counter(key, spent, held + amount, expires_at, label)
+        self.db.execute(self.sql.add_lease, (key, res_id, lease_ends, amount))
 
-    def pop_expired(self, key: str, now: int) -> list[tuple[str, int]]:
+    def settle(
+        self, key: str, res_id: str, charge: int, expires_at: int | None, label: str
+    ) -> tuple[int, bool]:
+        row = self.db.execute(self.sql.pop_lease, (key, res_id)).fetchone()
+        spent, held = self.counter(key)
+        self.put_counter(key, spent + charge, held if row is None else held - row[0], expires_at, label)
+        return spent + charge, row is not None
+
+    def pop_expired(self, key: str, now: int) -> Sequence[tuple[str, int]]:
         rows = self.db.execute(self.sql.pop_expired, (key, now)).fetchall()
         return [(r[0], r[1]) for r in rows]
-
-    def pop_lease(self, key: str, res_id: str) -> int | None:
-        row = self.db.execute(self.sql.pop_lease, (key, res_id)).fetchone()
-        return None if row is None else int(row[0])
 
     def record(self, res_id: str) -> dict[str, Any] | None:
         row = self.db.execute(self.sql.record, (res_id,)).fetchone()
