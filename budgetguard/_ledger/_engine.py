@@ -31,14 +31,15 @@ from ._types import (
 
 Meta = dict[str, Any]
 
-__all__ = ["Engine", "Tx", "counter_key"]
+__all__ = ["Engine", "Slot", "Tx", "counter_key"]
 
 _SLOTS = 10_000
 """Counters whose slot an engine keeps (the counters recently used; a slot is ~300 bytes)."""
 
 
-class _Slot:
-    """A counter in one window: its storage key, label and expiry, derived once (counters repeat)."""
+class Slot:
+    """A counter in one window: its storage key, label and expiry (``Tx`` stores it under ``key``),
+    derived once (counters repeat)."""
 
     __slots__ = ("end", "expires", "key", "label", "start")
 
@@ -62,10 +63,9 @@ class Tx(Protocol):
     def put_counter(self, key: str, spent: int, held: int, expires_at: int | None, label: str) -> None:
         """Write a counter (``expires_at`` None keeps the one it has)."""
 
-    def hold(
-        self, key: str, res_id: str, amount: int, lease_ends: int, expires_at: int | None, label: str
-    ) -> None:
-        """Add ``amount`` to a counter's held (``expires_at`` as ``put_counter``) under a lease."""
+    def hold(self, res_id: str, lease_ends: int, holds: Sequence[tuple[Slot, int]]) -> None:
+        """Add each (slot, amount) to its counter's held under ``res_id``'s lease (creating the counter,
+        and setting its expiry to ``slot.expires`` unless that is None)."""
 
     def settle(
         self, key: str, res_id: str, charge: int, expires_at: int | None, label: str
@@ -73,8 +73,9 @@ class Tx(Protocol):
         """Drop ``res_id``'s lease and its amount from held, if the lease is there; add ``charge`` to
         spent (``expires_at`` as ``put_counter``). Returns spent after, and whether the lease was there."""
 
-    def pop_expired(self, key: str, now: int) -> Sequence[tuple[str, int]]:
-        """Remove and return (res_id, amount) of the counter's leases that are ``expired`` at ``now``."""
+    def live(self, key: str, now: int) -> tuple[int, int, Sequence[tuple[str, int]]]:
+        """A counter's (spent, held), and the (res_id, amount) of its leases that are ``expired`` at
+        ``now``, which it removes (their amounts are still in held: the engine reclaims them)."""
 
     def record(self, res_id: str) -> dict[str, Any] | None: ...
     def put_record(self, res_id: str, record: dict[str, Any], expires_at: int) -> None: ...
@@ -85,35 +86,37 @@ class Tx(Protocol):
 
 
 class Engine:
-    """The contract's steps over a ``Tx``. One per store: it keeps each recent counter's ``_Slot``."""
+    """The contract's steps over a ``Tx``. One per store: it keeps each recent counter's ``Slot``."""
 
     def __init__(self) -> None:
-        self._slots: Bounded[str, _Slot] = Bounded("ledger.slots", _SLOTS, shared=False)
+        self._slots: Bounded[str, Slot] = Bounded("ledger.slots", _SLOTS, shared=False)
 
-    def _slot(self, counter: CounterSpec, now: int) -> _Slot:
+    def _slot(self, counter: CounterSpec, now: int) -> Slot:
         """The counter in its window at ``now``."""
         slot = self._slots.get(counter.limit_field)
         if slot is None or not in_window(now, slot.start, slot.end):
-            slot = self._slots.put(counter.limit_field, _Slot(counter, window_at(counter, now)))
+            slot = self._slots.put(counter.limit_field, Slot(counter, window_at(counter, now)))
         return slot
 
-    def _held_slot(self, held: HeldCounter) -> _Slot:
+    def _held_slot(self, held: HeldCounter) -> Slot:
         """The counter in the window a reservation holds it in (an old one is not kept)."""
         slot = self._slots.get(held.counter.limit_field)
         if slot is not None and slot.start == held.window_start:
             return slot
-        return _Slot(held.counter, Window(held.window_start, held.window_end))
+        return Slot(held.counter, Window(held.window_start, held.window_end))
 
     @staticmethod
     def _reclaim(
-        tx: Tx, slot: _Slot, counter: CounterSpec, now: int, expired: Sequence[tuple[str, int]]
-    ) -> None:
-        """Drop the holds of the counter's ``expired`` leases (a crashed worker leaks nothing)."""
-        spent, held = tx.counter(slot.key)
+        tx: Tx, slot: Slot, counter: CounterSpec, now: int, spent: int, held: int,
+        expired: Sequence[tuple[str, int]],
+    ) -> int:  # fmt: skip
+        """Drop the holds of the counter's ``expired`` leases (a crashed worker leaks nothing); returns
+        what it holds then."""
         for res_id, amount in expired:
             held -= amount
             tx.journal(now, "expired", res_id, [slot.label], {counter.unit.value: amount}, {})
         tx.put_counter(slot.key, spent, held, slot.expires, slot.label)
+        return held
 
     # -- operations ----------------------------------------------------------------------------
 
@@ -130,7 +133,7 @@ class Engine:
         record = tx.record(res_id)
         if record is not None:
             return self._repeat_reserve(res_id, record)
-        slots: list[_Slot] = []
+        plan: list[tuple[Slot, int]] = []
         held_counters: list[HeldCounter] = []
         cached = self._slots
         for hold in holds:
@@ -138,22 +141,20 @@ class Engine:
             slot = cached.get(counter.limit_field)  # (the hot path of _slot)
             if slot is None or not in_window(now, slot.start, slot.end):
                 slot = self._slot(counter, now)
-            expired_leases = tx.pop_expired(slot.key, now)
+            spent, held, expired_leases = tx.live(slot.key, now)
             if expired_leases:
-                self._reclaim(tx, slot, counter, now, expired_leases)
+                held = self._reclaim(tx, slot, counter, now, spent, held, expired_leases)
             override = tx.limit(counter.limit_field)
             limit = counter.limit if override is None else override
-            spent, held = tx.counter(slot.key)
             if enforce and spent + held + hold.amount > limit:
-                refusal = Refusal(len(slots), limit, spent, held, hold.amount, slot.end, counter)
+                refusal = Refusal(len(plan), limit, spent, held, hold.amount, slot.end, counter)
                 tx.put_record(res_id, {"state": "refused", "refusal": refusal}, record_expiry(now, None))
                 tx.journal(now, "refused", res_id, [slot.label], {counter.unit.value: hold.amount}, meta)
                 return refusal
-            slots.append(slot)
+            plan.append((slot, hold.amount))
             held_counters.append(HeldCounter(counter, slot.start, slot.end, hold.amount, limit))
         expires = lease_end(now, lease_ms)
-        for h, slot in zip(held_counters, slots, strict=True):
-            tx.hold(slot.key, res_id, h.amount, expires, slot.expires, slot.label)
+        tx.hold(res_id, expires, plan)
         admitted = tuple(held_counters)
         stored = {"state": "held", "created": now, "expires": expires, "held": admitted, "meta": meta}
         tx.put_record(res_id, stored, record_expiry(now, expires))
@@ -180,36 +181,40 @@ class Engine:
             raise ReservationError(
                 f"unknown reservation {res_id!r}: never reserved here, or resolved more than a day ago"
             )
-        if record["state"] == "refused":
-            raise ReservationError(f"reservation {res_id!r} was refused; it holds nothing to resolve")
-        if record["state"] in ("committed", "released"):
+        state = record["state"]
+        if state != "held":
+            if state == "refused":
+                raise ReservationError(f"reservation {res_id!r} was refused; it holds nothing to resolve")
             return _outcome(res_id, record["outcome"], duplicate=True)
         held_counters: tuple[HeldCounter, ...] = record["held"]
-        slots = []
         cached = self._slots
+        rows = []
         for h in held_counters:
             slot = cached.get(h.counter.limit_field)  # (the hot path of _held_slot)
-            slots.append(slot if slot is not None and slot.start == h.window_start else self._held_slot(h))
-        if actual is not None:  # validate before the first write
-            for h, slot in zip(held_counters, slots, strict=True):
-                charge = actual.get(h.counter.unit)
-                if charge is None:
-                    missing = {h.counter.unit for h in held_counters} - set(actual)
-                    raise ValueError(f"actual has no amount for {sorted(u.value for u in missing)}")
+            if slot is None or slot.start != h.window_start:
+                slot = self._held_slot(h)
+            charge = 0 if actual is None else actual.get(h.counter.unit)
+            if charge is None:  # validate before the first write
+                missing = {h.counter.unit for h in held_counters} - set(actual or ())
+                raise ValueError(f"actual has no amount for {sorted(u.value for u in missing)}")
+            rows.append((h, slot, charge))
+        if actual is not None:
+            for h, slot, charge in rows:
                 if tx.counter(slot.key)[0] + charge > INT64_MAX:
                     raise ValueError(f"committing {charge} would overflow {h.counter.scope}")
         expired = False
         overrun = False
         after: list[int] = []
-        for h, slot in zip(held_counters, slots, strict=True):
+        for h, slot, charge in rows:
             # a late commit may find its counter dropped: settle keeps its expiry
-            expired_leases = tx.pop_expired(slot.key, now)
+            spent, held, expired_leases = tx.live(slot.key, now)
             if expired_leases:
-                self._reclaim(tx, slot, h.counter, now, expired_leases)
-            charge = 0 if actual is None else actual[h.counter.unit]
+                self._reclaim(tx, slot, h.counter, now, spent, held, expired_leases)
             spent, had_lease = tx.settle(slot.key, res_id, charge, slot.expires, slot.label)
-            expired = expired or not had_lease
-            overrun = overrun or charge > h.amount
+            if not had_lease:
+                expired = True
+            if charge > h.amount:
+                overrun = True
             after.append(spent)
         return self._resolved(tx, now, res_id, record, actual, meta, overrun, expired, tuple(after))
 
@@ -228,11 +233,7 @@ class Engine:
         """Store a resolution (the counters are updated already), journal it, and say how it went."""
         held_counters: tuple[HeldCounter, ...] = record["held"]
         state: Literal["committed", "released"] = "released" if actual is None else "committed"
-        charged = (
-            {}
-            if actual is None
-            else dict(zip(map(UNIT_TEXT.__getitem__, actual), actual.values(), strict=True))
-        )
+        charged = {} if actual is None else {UNIT_TEXT[unit]: amount for unit, amount in actual.items()}
         # the counters' spent totals too: a repeat (a retry after a lost reply) reports them, and so
         # fires the thresholds this resolution crossed
         outcome = {"state": state, "charged": charged, "overrun": overrun, "expired": expired, "spent": after}
@@ -256,11 +257,10 @@ class Engine:
         result = []
         for counter in counters:
             slot = self._slot(counter, now)
-            expired_leases = tx.pop_expired(slot.key, now)
+            spent, held, expired_leases = tx.live(slot.key, now)
             if expired_leases:
-                self._reclaim(tx, slot, counter, now, expired_leases)
+                held = self._reclaim(tx, slot, counter, now, spent, held, expired_leases)
             override = tx.limit(counter.limit_field)
-            spent, held = tx.counter(slot.key)
             result.append(
                 CounterStatus(
                     counter=counter,

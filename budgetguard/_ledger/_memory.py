@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ._base import check_setting
+from ._engine import Slot
 from ._expiry import expired
 from ._local import LocalLedger, wall_clock_ms
 from ._types import JournalEntry
@@ -41,8 +42,14 @@ class _MemoryTx:
     def __init__(self, store: MemoryLedger) -> None:
         self.s = store
         self.counters = store._counters
+        self.records, self.record_ends, self.record_heap = (
+            store._records,
+            store._record_ends,
+            store._record_expiry,
+        )
         self.record: Callable[[str], dict[str, Any] | None] = store._records.get  # (C calls: the hot path)
         self.limit: Callable[[str], int | None] = store._limits.get
+        self.entries = store._entries
 
     def _c(self, key: str) -> _Counter:
         counter = self.counters.get(key)
@@ -60,15 +67,15 @@ class _MemoryTx:
         if expires_at is not None:
             c.expires_at = expires_at
 
-    def hold(
-        self, key: str, res_id: str, amount: int, lease_ends: int, expires_at: int | None, label: str
-    ) -> None:
-        c = self.counters.get(key) or self._c(key)
-        c.held += amount
-        if expires_at is not None:
-            c.expires_at = expires_at
-        c.leases[res_id] = (lease_ends, amount)
-        heapq.heappush(c.heap, (lease_ends, res_id))
+    def hold(self, res_id: str, lease_ends: int, holds: Sequence[tuple[Slot, int]]) -> None:
+        counters = self.counters
+        for slot, amount in holds:
+            c = counters.get(slot.key) or self._c(slot.key)
+            c.held += amount
+            if slot.expires is not None:
+                c.expires_at = slot.expires
+            c.leases[res_id] = (lease_ends, amount)
+            heapq.heappush(c.heap, (lease_ends, res_id))
 
     def settle(
         self, key: str, res_id: str, charge: int, expires_at: int | None, label: str
@@ -82,25 +89,27 @@ class _MemoryTx:
             c.expires_at = expires_at
         return c.spent, lease is not None
 
-    def pop_expired(self, key: str, now: int) -> Sequence[tuple[str, int]]:
+    def live(self, key: str, now: int) -> tuple[int, int, Sequence[tuple[str, int]]]:
         c = self.counters.get(key)
-        if c is None or not c.heap or c.heap[0][0] > now:  # (the next lease ends later: not expired)
-            return ()
+        if c is None:
+            return 0, 0, ()
+        heap = c.heap
+        if not heap or heap[0][0] > now:  # (the next lease ends later: none is expired)
+            return c.spent, c.held, ()
         out: list[tuple[str, int]] = []
-        while c.heap and expired(c.heap[0][0], now):
-            ends, res_id = heapq.heappop(c.heap)
+        while heap and expired(heap[0][0], now):
+            ends, res_id = heapq.heappop(heap)
             lease = c.leases.get(res_id)
             if lease is not None and lease[0] == ends:  # (else resolved: the heap is cleaned lazily)
                 del c.leases[res_id]
                 out.append((res_id, lease[1]))
-        return out
+        return c.spent, c.held, out
 
     def put_record(self, res_id: str, record: dict[str, Any], expires_at: int) -> None:
-        records = self.s._records
-        if res_id not in records:  # a record's expiry only moves later: _prune re-queues it then
-            heapq.heappush(self.s._record_expiry, (expires_at, res_id))
-        records[res_id] = record  # (the engine never changes a record: it puts a new one)
-        self.s._record_ends[res_id] = expires_at
+        if res_id not in self.records:  # a record's expiry only moves later: _prune re-queues it then
+            heapq.heappush(self.record_heap, (expires_at, res_id))
+        self.records[res_id] = record  # (the engine never changes a record: it puts a new one)
+        self.record_ends[res_id] = expires_at
 
     def put_limit(self, field: str, value: int | None) -> None:
         if value is None:
@@ -119,7 +128,7 @@ class _MemoryTx:
     ) -> None:
         # a plain tuple (the entry is built when read, with copies); the deque drops the oldest past
         # its maxlen. The engine hands over new objects and never changes them: no copies here.
-        entries = self.s._entries
+        entries = self.entries
         if len(entries) == entries.maxlen:  # the oldest goes: the journal is complete after it
             self.s._dropped_ts = entries[0][0]
         entries.append((ts, event, res_id, tuple(scopes), amounts, data))

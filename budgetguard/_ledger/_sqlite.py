@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from .._errors import LedgerError
 from ._base import DEFAULT_NAMESPACE, check_setting, decode_held, decode_refusal, encode_held, encode_refusal
-from ._engine import Tx
+from ._engine import Slot, Tx
 from ._local import LocalLedger, journal_entry, wall_clock_ms
 from ._types import HeldCounter, JournalEntry
 
@@ -160,12 +160,11 @@ class _SQLiteTx:
         self.rows[key] = (spent, held)
         self.db.execute(self.sql.put_counter, (key, spent, held, expires_at, label))
 
-    def hold(
-        self, key: str, res_id: str, amount: int, lease_ends: int, expires_at: int | None, label: str
-    ) -> None:
-        spent, held = self.counter(key)
-        self.put_counter(key, spent, held + amount, expires_at, label)
-        self.db.execute(self.sql.add_lease, (key, res_id, lease_ends, amount))
+    def hold(self, res_id: str, lease_ends: int, holds: Sequence[tuple[Slot, int]]) -> None:
+        for slot, amount in holds:
+            spent, held = self.counter(slot.key)
+            self.put_counter(slot.key, spent, held + amount, slot.expires, slot.label)
+            self.db.execute(self.sql.add_lease, (slot.key, res_id, lease_ends, amount))
 
     def settle(
         self, key: str, res_id: str, charge: int, expires_at: int | None, label: str
@@ -175,9 +174,10 @@ class _SQLiteTx:
         self.put_counter(key, spent + charge, held if row is None else held - row[0], expires_at, label)
         return spent + charge, row is not None
 
-    def pop_expired(self, key: str, now: int) -> Sequence[tuple[str, int]]:
+    def live(self, key: str, now: int) -> tuple[int, int, Sequence[tuple[str, int]]]:
         rows = self.db.execute(self.sql.pop_expired, (key, now)).fetchall()
-        return [(r[0], r[1]) for r in rows]
+        spent, held = self.counter(key)
+        return spent, held, [(r[0], r[1]) for r in rows]
 
     def record(self, res_id: str) -> dict[str, Any] | None:
         row = self.db.execute(self.sql.record, (res_id,)).fetchone()
