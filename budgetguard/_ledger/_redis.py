@@ -28,6 +28,7 @@ from importlib import resources
 from typing import Any
 
 from .._budgets import Scope, Unit, Window
+from .._cache import Bounded
 from .._errors import LedgerError
 from ._base import (
     DEFAULT_LEASE,
@@ -103,18 +104,16 @@ class _Call:
 Flow = Generator[_Call, Any, Any]
 
 
-_digests: dict[str, str] = {}
+_digests: Bounded[str, str] = Bounded("ledger.redis.digests", 100_000)
 
 
 def _digest(text: str) -> str:
     """A short, collision-free name for a counter's identity (memoized: counters repeat)."""
     found = _digests.get(text)
     if found is None:
-        if len(_digests) > 100_000:
-            _digests.clear()
-        found = _digests[text] = base64.urlsafe_b64encode(
-            hashlib.sha256(text.encode()).digest()[:18]
-        ).decode()
+        found = _digests.put(
+            text, base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()[:18]).decode()
+        )
     return found
 
 
@@ -147,17 +146,13 @@ def _amounts_json(amounts: Mapping[Unit, int]) -> str:
     return "{" + ",".join(f'"{u.value}":{v}' for u, v in amounts.items()) + "}"  # units are plain words
 
 
-_scopes: dict[tuple[str, ...], str] = {}
+_scopes: Bounded[tuple[str, ...], str] = Bounded("ledger.redis.scopes", 10_000)
 
 
 def _scopes_json(held: Sequence[HeldCounter]) -> str:
     labels = tuple(h.counter.label for h in held)
     found = _scopes.get(labels)
-    if found is None:
-        if len(_scopes) > 10_000:
-            _scopes.clear()
-        found = _scopes[labels] = json.dumps(scope_labels(held))
-    return found
+    return _scopes.put(labels, json.dumps(scope_labels(held))) if found is None else found
 
 
 class _Slot:
@@ -191,7 +186,9 @@ class _Flows:
         self.namespace = namespace
         self.keys = _Keys(namespace)
         self.journal_maxlen = journal_maxlen
-        self._slots: dict[tuple[str, int, int], _Slot] = {}
+        self._slots: Bounded[tuple[str, int, int], _Slot] = Bounded(
+            "ledger.redis.slots", 10_000, shared=False
+        )
 
     def checked_reserve(
         self,
@@ -211,11 +208,7 @@ class _Flows:
             window.window_start, window.window_end)  # fmt: skip
         key = (counter.limit_field, counter.limit, start)
         found = self._slots.get(key)
-        if found is None:
-            if len(self._slots) > 10_000:
-                self._slots.clear()
-            found = self._slots[key] = _Slot(self.keys, counter, start, end)
-        return found
+        return self._slots.put(key, _Slot(self.keys, counter, start, end)) if found is None else found
 
     def reserve(self, holds: tuple[Hold, ...], lease_ms: int, res_id: str, meta: str, enforce: bool) -> Flow:
         now = time.time_ns() // 1_000_000  # a guess: the script checks it against the server's TIME

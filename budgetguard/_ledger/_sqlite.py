@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._cache import Bounded
 from .._errors import LedgerError
 from ._base import DEFAULT_NAMESPACE, check_setting, decode_held, decode_refusal, encode_held, encode_refusal
 from ._engine import Slot, Tx
@@ -125,18 +126,14 @@ class _Sql:
         )
 
 
-_decoded: dict[str, tuple[HeldCounter, ...]] = {}
+_decoded: Bounded[str, tuple[HeldCounter, ...]] = Bounded("ledger.sqlite.held", 10_000)
+"""``decode_held``'s results: a record is read back by its commit, in this process or another one
+(immutable values, safe to share)."""
 
 
 def _decode_held(text: str) -> tuple[HeldCounter, ...]:
-    """``decode_held``, memoized: a record is read back by its commit, in this process or another one
-    (immutable values, safe to share)."""
     found = _decoded.get(text)
-    if found is None:
-        if len(_decoded) > 10_000:
-            _decoded.clear()
-        found = _decoded[text] = decode_held(text)
-    return found
+    return _decoded.put(text, decode_held(text)) if found is None else found
 
 
 class _SQLiteTx:
