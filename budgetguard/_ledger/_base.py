@@ -11,6 +11,7 @@ from typing import Any
 
 from .._budgets import Period, Scope, Unit
 from .._errors import ConfigurationError
+from ._twins import abstract_async, forward, forward_async
 from ._types import (
     Amounts,
     CounterSpec,
@@ -23,7 +24,15 @@ from ._types import (
     Reservation,
 )
 
-__all__ = ["AsyncLedger", "Ledger", "ReservationRef", "check_setting", "check_namespace"]
+__all__ = [
+    "OPERATIONS",
+    "AsyncLedger",
+    "Ledger",
+    "ReservationRef",
+    "Store",
+    "check_namespace",
+    "check_setting",
+]
 
 ReservationRef = Reservation | str
 DEFAULT_LEASE = 120.0
@@ -133,62 +142,21 @@ class Ledger(ABC):
 
 
 class AsyncLedger(ABC):
-    """The async twin of ``Ledger``: the same contract, awaitable."""
+    """The async twin of ``Ledger``: the same contract, awaitable (each method is made from
+    ``Ledger``'s declaration: the same arguments, defaults and documentation)."""
 
     namespace: str
     url: str
 
-    @abstractmethod
-    async def reserve(
-        self,
-        holds: Iterable[Hold],
-        *,
-        lease: float = DEFAULT_LEASE,
-        id: str | None = None,
-        meta: Mapping[str, Any] | None = None,
-        enforce: bool = True,
-    ) -> Reservation: ...
-
-    @abstractmethod
-    async def commit(
-        self,
-        reservation: ReservationRef,
-        actual: Amounts,
-        *,
-        meta: Mapping[str, Any] | None = None,
-    ) -> Outcome: ...
-
-    @abstractmethod
-    async def release(
-        self, reservation: ReservationRef, *, meta: Mapping[str, Any] | None = None
-    ) -> Outcome: ...
-
-    @abstractmethod
-    async def status(self, counters: Iterable[CounterSpec]) -> list[CounterStatus]: ...
-
-    @abstractmethod
-    async def set_limit(self, counter: CounterSpec, limit: int) -> None: ...
-
-    @abstractmethod
-    async def get_limit(self, counter: CounterSpec) -> int | None: ...
-
-    @abstractmethod
-    async def clear_limit(self, counter: CounterSpec) -> None: ...
-
-    @abstractmethod
-    async def history(
-        self,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        scope: Scope | str | None = None,
-        model: str | None = None,
-        events: Iterable[str] | None = None,
-        limit: int | None = None,
-    ) -> list[JournalEntry]: ...
-
-    @abstractmethod
-    async def journal_complete_since(self) -> datetime | None: ...
+    reserve = abstract_async(Ledger.reserve)
+    commit = abstract_async(Ledger.commit)
+    release = abstract_async(Ledger.release)
+    status = abstract_async(Ledger.status)
+    set_limit = abstract_async(Ledger.set_limit)
+    get_limit = abstract_async(Ledger.get_limit)
+    clear_limit = abstract_async(Ledger.clear_limit)
+    history = abstract_async(Ledger.history)
+    journal_complete_since = abstract_async(Ledger.journal_complete_since)
 
     async def aclose(self) -> None:  # noqa: B027
         """Release connections and files."""
@@ -204,6 +172,38 @@ class AsyncLedger(ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+OPERATIONS = ("reserve", "commit", "release", "status", "set_limit", "get_limit", "clear_limit", "history",
+              "journal_complete_since")  # fmt: skip
+"""The ledger's operations: every store has them, sync or async."""
+
+
+class Store:
+    """Mixed into a store (a ``Ledger`` or an ``AsyncLedger``): its public operations are made from
+    ``Ledger``'s declarations (``_twins``), sync or async to match, and pass their arguments, in
+    declaration order, to the store's ``_<operation>`` (which an async store's returns awaitable)."""
+
+    reserve: Any
+    commit: Any
+    release: Any
+    status: Any
+    set_limit: Any
+    get_limit: Any
+    clear_limit: Any
+    history: Any
+    journal_complete_since: Any
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        mro = cls.__mro__
+        make = forward if Ledger in mro else forward_async if AsyncLedger in mro else None
+        if make is None:
+            return  # a shared base of sync and async stores: their own classes get the methods
+        for name in OPERATIONS:
+            owner = next(c for c in mro if name in c.__dict__)
+            if owner is Ledger or owner is AsyncLedger:  # declared, not implemented yet
+                setattr(cls, name, make(getattr(Ledger, name)))
 
 
 # -- the stored form of a reservation's holds (shared by every store) -----------------------------

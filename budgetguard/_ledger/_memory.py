@@ -217,6 +217,6 @@ class MemoryLedger(LocalLedger):
                 # copies: what a reader does with an entry never rewrites the journal
                 yield JournalEntry(ts, event, res_id, scopes, dict(amounts), copy.deepcopy(data))
 
-    def _journal_complete_since(self) -> int | None:
+    def _complete_since_ms(self) -> int | None:
         dropped = self._dropped_ts
         return None if dropped is None else dropped + 1

@@ -31,10 +31,10 @@ from .._budgets import Scope, Unit, Window
 from .._cache import Bounded
 from .._errors import LedgerError
 from ._base import (
-    DEFAULT_LEASE,
     AsyncLedger,
     Ledger,
     ReservationRef,
+    Store,
     check_namespace,
     decode_held,
     held_fields,
@@ -418,7 +418,7 @@ def _wrap_error(exc: Exception) -> Exception:
     return exc
 
 
-class _RedisBase:
+class _RedisBase(Store):
     def __init__(
         self, url: str, client: Any, namespace: str, journal_maxlen: int, deadline: float | None = None
     ) -> None:
@@ -436,6 +436,55 @@ class _RedisBase:
             f"Redis ledger operation failed: no answer within its {self.deadline} s deadline "
             "(?deadline= in the ledger URL)"
         )
+
+    def _run(self, flow: Flow, *, each_call: bool = False) -> Any:
+        """Perform ``flow``'s calls (``RedisLedger``: the result; ``AsyncRedisLedger``: an awaitable)."""
+        raise NotImplementedError
+
+    # The operations, behind the public methods ``Store`` makes from ``Ledger``'s declarations; the
+    # same for the sync and the async store, whose ``_run`` differs.
+
+    def _reserve(
+        self,
+        holds: Iterable[Hold],
+        lease: float,
+        id: str | None,
+        meta: Mapping[str, Any] | None,
+        enforce: bool,
+    ) -> Any:
+        return self._run(self._flows.checked_reserve(holds, lease, id, meta, enforce))
+
+    def _commit(self, reservation: ReservationRef, actual: Amounts, meta: Mapping[str, Any] | None) -> Any:
+        return self._run(self._flows.resolve(reservation, actual, _meta(meta)))
+
+    def _release(self, reservation: ReservationRef, meta: Mapping[str, Any] | None) -> Any:
+        return self._run(self._flows.resolve(reservation, None, _meta(meta)))
+
+    def _status(self, counters: Iterable[CounterSpec]) -> Any:
+        return self._run(self._flows.status(list(counters)))
+
+    def _set_limit(self, counter: CounterSpec, limit: int) -> Any:
+        return self._run(self._flows.set_limit(counter, check_amount(limit, "limit")))
+
+    def _get_limit(self, counter: CounterSpec) -> Any:
+        return self._run(self._flows.get_limit(counter))
+
+    def _clear_limit(self, counter: CounterSpec) -> Any:
+        return self._run(self._flows.set_limit(counter, None))
+
+    def _history(
+        self,
+        since: datetime | None,
+        until: datetime | None,
+        scope: Scope | str | None,
+        model: str | None,
+        events: Iterable[str] | None,
+        limit: int | None,
+    ) -> Any:
+        return self._run(self._flows.history(since, until, scope, model, events, limit), each_call=True)
+
+    def _journal_complete_since(self) -> Any:
+        return self._run(self._flows.journal_complete_since())
 
     def _send(self, call: _Call) -> Any:
         """Issue one call on the client: a reply (sync client) or an awaitable (async client)."""
@@ -501,65 +550,6 @@ class RedisLedger(_RedisBase, Ledger):
             self._stale_nodes = hasattr(self.client, "nodes_manager")
         return wrapped
 
-    def reserve(
-        self,
-        holds: Iterable[Hold],
-        *,
-        lease: float = DEFAULT_LEASE,
-        id: str | None = None,
-        meta: Mapping[str, Any] | None = None,
-        enforce: bool = True,
-    ) -> Reservation:
-        result: Reservation = self._run(self._flows.checked_reserve(holds, lease, id, meta, enforce))
-        return result
-
-    def commit(
-        self,
-        reservation: ReservationRef,
-        actual: Amounts,
-        *,
-        meta: Mapping[str, Any] | None = None,
-    ) -> Outcome:
-        result: Outcome = self._run(self._flows.resolve(reservation, actual, _meta(meta)))
-        return result
-
-    def release(self, reservation: ReservationRef, *, meta: Mapping[str, Any] | None = None) -> Outcome:
-        result: Outcome = self._run(self._flows.resolve(reservation, None, _meta(meta)))
-        return result
-
-    def status(self, counters: Iterable[CounterSpec]) -> list[CounterStatus]:
-        result: list[CounterStatus] = self._run(self._flows.status(list(counters)))
-        return result
-
-    def set_limit(self, counter: CounterSpec, limit: int) -> None:
-        self._run(self._flows.set_limit(counter, check_amount(limit, "limit")))
-
-    def get_limit(self, counter: CounterSpec) -> int | None:
-        result: int | None = self._run(self._flows.get_limit(counter))
-        return result
-
-    def clear_limit(self, counter: CounterSpec) -> None:
-        self._run(self._flows.set_limit(counter, None))
-
-    def history(
-        self,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        scope: Scope | str | None = None,
-        model: str | None = None,
-        events: Iterable[str] | None = None,
-        limit: int | None = None,
-    ) -> list[JournalEntry]:
-        result: list[JournalEntry] = self._run(
-            self._flows.history(since, until, scope, model, events, limit), each_call=True
-        )
-        return result
-
-    def journal_complete_since(self) -> datetime | None:
-        result: datetime | None = self._run(self._flows.journal_complete_since())
-        return result
-
     def close(self) -> None:
         nodes = self.client.get_nodes() if hasattr(self.client, "get_nodes") else []
         self.client.close()
@@ -595,65 +585,6 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
                     raise wrapped from exc
         except StopIteration as done:
             return done.value
-
-    async def reserve(
-        self,
-        holds: Iterable[Hold],
-        *,
-        lease: float = DEFAULT_LEASE,
-        id: str | None = None,
-        meta: Mapping[str, Any] | None = None,
-        enforce: bool = True,
-    ) -> Reservation:
-        result: Reservation = await self._run(self._flows.checked_reserve(holds, lease, id, meta, enforce))
-        return result
-
-    async def commit(
-        self,
-        reservation: ReservationRef,
-        actual: Amounts,
-        *,
-        meta: Mapping[str, Any] | None = None,
-    ) -> Outcome:
-        result: Outcome = await self._run(self._flows.resolve(reservation, actual, _meta(meta)))
-        return result
-
-    async def release(self, reservation: ReservationRef, *, meta: Mapping[str, Any] | None = None) -> Outcome:
-        result: Outcome = await self._run(self._flows.resolve(reservation, None, _meta(meta)))
-        return result
-
-    async def status(self, counters: Iterable[CounterSpec]) -> list[CounterStatus]:
-        result: list[CounterStatus] = await self._run(self._flows.status(list(counters)))
-        return result
-
-    async def set_limit(self, counter: CounterSpec, limit: int) -> None:
-        await self._run(self._flows.set_limit(counter, check_amount(limit, "limit")))
-
-    async def get_limit(self, counter: CounterSpec) -> int | None:
-        result: int | None = await self._run(self._flows.get_limit(counter))
-        return result
-
-    async def clear_limit(self, counter: CounterSpec) -> None:
-        await self._run(self._flows.set_limit(counter, None))
-
-    async def history(
-        self,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        scope: Scope | str | None = None,
-        model: str | None = None,
-        events: Iterable[str] | None = None,
-        limit: int | None = None,
-    ) -> list[JournalEntry]:
-        result: list[JournalEntry] = await self._run(
-            self._flows.history(since, until, scope, model, events, limit), each_call=True
-        )
-        return result
-
-    async def journal_complete_since(self) -> datetime | None:
-        result: datetime | None = await self._run(self._flows.journal_complete_since())
-        return result
 
     async def aclose(self) -> None:
         await self.client.aclose()

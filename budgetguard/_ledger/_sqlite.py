@@ -353,7 +353,7 @@ class SQLiteLedger(LocalLedger):
         for row in rows:
             yield journal_entry(*row)
 
-    def _journal_complete_since(self) -> int | None:
+    def _complete_since_ms(self) -> int | None:
         row = self._db().execute(self._sql.meta, ("journal_complete_since",)).fetchone()
         return None if row is None else int(row[0])
 
