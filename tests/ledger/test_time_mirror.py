@@ -13,7 +13,7 @@ import redis
 
 from budgetguard._budgets import Period, window_for
 from budgetguard._ledger import _expiry
-from budgetguard._ledger._redis import LIBRARY
+from budgetguard._ledger._redis_wire import LIBRARY
 
 DAY = 86_400_000
 NOW = 1_733_526_000_123  # 2024-12-06, past 2^32 and 2^40: ms that need more than 32 bits
