@@ -14,7 +14,6 @@ from typing import Any, Literal, Protocol
 from .._budgets import Unit, Window
 from .._cache import Bounded
 from .._money import INT64_MAX
-from ._base import scope_labels
 from ._expiry import counter_expiry, in_window, lease_end, record_expiry, window_at
 from ._types import (
     UNIT_TEXT,
@@ -27,6 +26,7 @@ from ._types import (
     Refusal,
     Reservation,
     ReservationError,
+    scope_labels,
 )
 
 Meta = dict[str, Any]

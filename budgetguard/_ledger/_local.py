@@ -14,25 +14,21 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
-from .._budgets import Scope
-from ._base import OPERATIONS, AsyncLedger, Ledger, ReservationRef, Store, check_namespace, journal_matches
+from ._base import OPERATIONS, AsyncLedger, JournalQuery, Ledger, ReservationRef, Store, check_namespace
 from ._engine import Engine, Tx
 from ._types import (
     Amounts,
     CounterSpec,
     CounterStatus,
-    Hold,
     JournalEntry,
     Outcome,
     Refusal,
     Reservation,
     check_actual,
     check_amount,
-    check_holds,
-    check_lease,
     check_meta,
     check_reservation_id,
-    new_reservation_id,
+    check_reserve,
     to_datetime,
 )
 
@@ -85,17 +81,8 @@ class LocalLedger(Store, Ledger):
 
     # The operations, behind the public methods ``Store`` makes from ``Ledger``'s declarations.
 
-    def _reserve(
-        self,
-        holds: Iterable[Hold],
-        lease: float,
-        id: str | None,
-        meta: Mapping[str, Any] | None,
-        enforce: bool,
-    ) -> Reservation:
-        checked = check_holds(holds)
-        lease_ms = check_lease(lease)
-        res_id = new_reservation_id() if id is None else check_reservation_id(id)
+    def _reserve(self, *args: Any) -> Reservation:
+        checked, lease_ms, res_id, meta, enforce = check_reserve(*args)
         data = check_meta(meta)
         result = self._atomic(self._engine.reserve, res_id, checked, lease_ms, data, enforce)
         if isinstance(result, Refusal):
@@ -126,32 +113,15 @@ class LocalLedger(Store, Ledger):
     def _clear_limit(self, counter: CounterSpec) -> None:
         self._atomic(_put_limit, counter.limit_field, None)
 
-    def _history(
-        self,
-        since: datetime | None,
-        until: datetime | None,
-        scope: Scope | str | None,
-        model: str | None,
-        events: Iterable[str] | None,
-        limit: int | None,
-    ) -> list[JournalEntry]:
-        label = None if scope is None else str(Scope.parse(scope))
-        wanted = None if events is None else frozenset(events)
+    def _history(self, *query: Any) -> list[JournalEntry]:
+        parsed = JournalQuery.parse(*query)
         out: list[JournalEntry] = []
-        for entry in self._journal(_ms(since), _ms(until), label, None):
-            if journal_matches(entry, scope=label, model=model, events=wanted):
-                out.append(entry)
-                if limit is not None and len(out) >= limit:
-                    break
+        parsed.take(self._journal(parsed.since, parsed.until, parsed.scope, None), out)
         return out
 
     def _journal_complete_since(self) -> datetime | None:
         ms = self._complete_since_ms()
         return None if ms is None else to_datetime(ms)
-
-
-def _ms(moment: datetime | None) -> int | None:
-    return None if moment is None else int(moment.timestamp() * 1000)
 
 
 def journal_entry(ts: int, event: str, res_id: str, scopes: str, amounts: str, data: str) -> JournalEntry:

@@ -118,13 +118,7 @@ class _MemoryTx:
             self.s._limits[field] = value
 
     def journal(
-        self,
-        ts: int,
-        event: str,
-        res_id: str,
-        scopes: Sequence[str],
-        amounts: dict[str, int],
-        data: dict[str, Any],
+        self, ts: int, event: str, res_id: str, scopes: Sequence[str], amounts: Meta, data: Meta
     ) -> None:
         # a plain tuple (the entry is built when read, with copies); the deque drops the oldest past
         # its maxlen. The engine hands over new objects and never changes them: no copies here.

@@ -19,16 +19,14 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
 from typing import Any
 
-from .._budgets import Scope
 from .._errors import LedgerError
-from ._base import AsyncLedger, Ledger, ReservationRef, Store
+from ._base import AsyncLedger, JournalQuery, Ledger, ReservationRef, Store
 from ._deadline import DEADLINE
 from ._redis_flows import Call, Flow, Flows
 from ._redis_wire import JOURNAL_MAXLEN, SCRIPTS, XRANGE_BATCH, meta_json
-from ._types import Amounts, CounterSpec, Hold, check_amount
+from ._types import Amounts, CounterSpec, check_amount
 
 __all__ = ["JOURNAL_MAXLEN", "AsyncRedisLedger", "RedisLedger"]
 
@@ -69,15 +67,8 @@ class _RedisBase(Store):
     # The operations, behind the public methods ``Store`` makes from ``Ledger``'s declarations; the
     # same for the sync and the async store, whose ``_run`` differs.
 
-    def _reserve(
-        self,
-        holds: Iterable[Hold],
-        lease: float,
-        id: str | None,
-        meta: Mapping[str, Any] | None,
-        enforce: bool,
-    ) -> Any:
-        return self._run(self._flows.checked_reserve(holds, lease, id, meta, enforce))
+    def _reserve(self, *args: Any) -> Any:
+        return self._run(self._flows.checked_reserve(*args))
 
     def _commit(self, reservation: ReservationRef, actual: Amounts, meta: Mapping[str, Any] | None) -> Any:
         return self._run(self._flows.resolve(reservation, actual, meta_json(meta)))
@@ -97,16 +88,8 @@ class _RedisBase(Store):
     def _clear_limit(self, counter: CounterSpec) -> Any:
         return self._run(self._flows.set_limit(counter, None))
 
-    def _history(
-        self,
-        since: datetime | None,
-        until: datetime | None,
-        scope: Scope | str | None,
-        model: str | None,
-        events: Iterable[str] | None,
-        limit: int | None,
-    ) -> Any:
-        return self._run(self._flows.history(since, until, scope, model, events, limit), each_call=True)
+    def _history(self, *query: Any) -> Any:
+        return self._run(self._flows.history(JournalQuery.parse(*query)), each_call=True)
 
     def _journal_complete_since(self) -> Any:
         return self._run(self._flows.journal_complete_since())

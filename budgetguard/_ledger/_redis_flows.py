@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from .._budgets import Scope, Unit, Window
+from .._budgets import Unit, Window
 from .._cache import Bounded
 from .._errors import LedgerError
-from ._base import ReservationRef, decode_held, journal_matches
+from ._base import JournalQuery, ReservationRef
 from ._expiry import RECORD_RETENTION_MS, window_at
 from ._redis_wire import (
     XRANGE_BATCH,
@@ -29,12 +28,13 @@ from ._redis_wire import (
     meta_json,
     scopes_json,
     server_time_outside,
+    statuses,
 )
+from ._stored import decode_held
 from ._types import (
     UNITS,
     Amounts,
     CounterSpec,
-    CounterStatus,
     HeldCounter,
     Hold,
     JournalEntry,
@@ -44,10 +44,8 @@ from ._types import (
     ReservationError,
     check_actual,
     check_amount,
-    check_holds,
-    check_lease,
     check_reservation_id,
-    new_reservation_id,
+    check_reserve,
 )
 
 __all__ = ["Call", "Flow", "Flows"]
@@ -76,18 +74,10 @@ class Flows:
             "ledger.redis.slots", 10_000, shared=False
         )
 
-    def checked_reserve(
-        self,
-        holds: Iterable[Hold],
-        lease: float,
-        res_id: str | None,
-        meta: Mapping[str, Any] | None,
-        enforce: bool,
-    ) -> Flow:
-        """Validate a reserve's inputs now (before any I/O), then return its flow."""
-        checked = check_holds(holds)
-        res_id = new_reservation_id() if res_id is None else check_reservation_id(res_id)
-        return self.reserve(checked, check_lease(lease), res_id, meta_json(meta), enforce)
+    def checked_reserve(self, *args: Any) -> Flow:
+        """Check a reserve's arguments (``Ledger.reserve``'s, in order) now, before any I/O; its flow."""
+        checked, lease_ms, res_id, meta, enforce = check_reserve(*args)
+        return self.reserve(checked, lease_ms, res_id, meta_json(meta), enforce)
 
     def slot(self, counter: CounterSpec, window: Window | HeldCounter) -> CounterArgs:
         start, end = (window.start, window.end) if isinstance(window, Window) else (
@@ -202,18 +192,7 @@ class Flows:
             if server_now is not None:
                 now = server_now
                 continue
-            return [
-                CounterStatus(
-                    counter=counter,
-                    window_start=window.start,
-                    window_end=window.end,
-                    limit=int(reply[1 + 4 * i]),
-                    spent=int(reply[2 + 4 * i]),
-                    held=int(reply[3 + 4 * i]),
-                    overridden=reply[4 + 4 * i] == "1",
-                )
-                for i, (counter, window) in enumerate(zip(counters, windows, strict=True))
-            ]
+            return statuses(reply, counters, windows)
         raise LedgerError("the Redis server's clock keeps moving across window boundaries; check its time")
 
     def set_limit(self, counter: CounterSpec, limit: int | None) -> Flow:
@@ -224,29 +203,13 @@ class Flows:
         reply = yield Call("hget", (self.keys.limits,), (self.keys.limit_field(counter),))
         return None if reply is None else int(reply)
 
-    def history(
-        self,
-        since: datetime | None,
-        until: datetime | None,
-        scope: Scope | str | None,
-        model: str | None,
-        events: Iterable[str] | None,
-        limit: int | None,
-    ) -> Flow:
-        start = "-" if since is None else str(int(since.timestamp() * 1000))
-        end = "+" if until is None else f"({int(until.timestamp() * 1000)}"
-        label = None if scope is None else str(Scope.parse(scope))
-        wanted = None if events is None else frozenset(events)
+    def history(self, query: JournalQuery) -> Flow:
+        start = "-" if query.since is None else str(query.since)
+        end = "+" if query.until is None else f"({query.until}"
         out: list[JournalEntry] = []
         while True:
             batch = yield Call("xrange", (self.keys.journal,), (start, end))
-            for _stream_id, fields in batch:
-                entry = journal_entry(fields)
-                if journal_matches(entry, scope=label, model=model, events=wanted):
-                    out.append(entry)
-                    if limit is not None and len(out) >= limit:
-                        return out
-            if len(batch) < XRANGE_BATCH:
+            if query.take((journal_entry(fields) for _, fields in batch), out) or len(batch) < XRANGE_BATCH:
                 return out
             start = "(" + batch[-1][0]
 

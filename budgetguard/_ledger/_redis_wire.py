@@ -16,11 +16,20 @@ from datetime import datetime
 from importlib import resources
 from typing import Any
 
-from .._budgets import Unit
+from .._budgets import Unit, Window
 from .._cache import Bounded
-from ._base import check_namespace, held_fields, scope_labels
+from ._base import check_namespace
 from ._expiry import counter_expiry
-from ._types import CounterSpec, HeldCounter, JournalEntry, check_meta, to_datetime
+from ._stored import held_fields
+from ._types import (
+    CounterSpec,
+    CounterStatus,
+    HeldCounter,
+    JournalEntry,
+    check_meta,
+    scope_labels,
+    to_datetime,
+)
 
 __all__ = ["JOURNAL_MAXLEN", "LIBRARY", "SCRIPTS", "CounterArgs", "Keys"]
 
@@ -159,3 +168,21 @@ def meta_json(meta: Mapping[str, Any] | None) -> str:
     if not meta:
         return "{}"
     return json.dumps(check_meta(meta), separators=(",", ":"), sort_keys=True)
+
+
+def statuses(
+    reply: list[str], counters: Sequence[CounterSpec], windows: Sequence[Window]
+) -> list[CounterStatus]:
+    """``status.lua``'s reply: limit, spent, held and overridden per counter, after its ``OK``."""
+    return [
+        CounterStatus(
+            counter=counter,
+            window_start=window.start,
+            window_end=window.end,
+            limit=int(reply[1 + 4 * i]),
+            spent=int(reply[2 + 4 * i]),
+            held=int(reply[3 + 4 * i]),
+            overridden=reply[4 + 4 * i] == "1",
+        )
+        for i, (counter, window) in enumerate(zip(counters, windows, strict=True))
+    ]

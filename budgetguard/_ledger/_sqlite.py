@@ -20,9 +20,10 @@ from typing import Any, TypeVar
 
 from .._cache import Bounded
 from .._errors import LedgerError
-from ._base import DEFAULT_NAMESPACE, check_setting, decode_held, decode_refusal, encode_held, encode_refusal
+from ._base import DEFAULT_NAMESPACE, check_setting
 from ._engine import Slot, Tx
 from ._local import LocalLedger, journal_entry, wall_clock_ms
+from ._stored import decode_held, decode_refusal, encode_held, encode_refusal
 from ._types import HeldCounter, JournalEntry
 
 Meta = dict[str, Any]
@@ -96,10 +97,7 @@ class _Sql:
         )
         self.limit = f"SELECT value FROM {limits} WHERE key = ?"
         self.clear_limit = f"DELETE FROM {limits} WHERE key = ?"
-        self.put_limit = (
-            f"INSERT INTO {limits} (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-        )
+        self.put_limit = _upsert(limits, "excluded.value")
         self.journal = (
             f"INSERT INTO {journal} (ts, event, res_id, scopes, amounts, data) VALUES (?, ?, ?, ?, ?, ?)"
         )
@@ -116,14 +114,13 @@ class _Sql:
         self.prune_journal = f"DELETE FROM {journal} WHERE ts < ?"
         self.orphan_leases = f"DELETE FROM {leases} WHERE counter NOT IN (SELECT key FROM {counters})"
         self.meta = f"SELECT value FROM {meta} WHERE key = ?"
-        self.put_meta = (
-            f"INSERT INTO {meta} (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-        )
-        self.raise_meta = (
-            f"INSERT INTO {meta} (key, value) VALUES (?, ?) ON CONFLICT (key) "
-            "DO UPDATE SET value = max(value, excluded.value)"
-        )
+        self.put_meta = _upsert(meta, "excluded.value")
+        self.raise_meta = _upsert(meta, "max(value, excluded.value)")
+
+
+def _upsert(table: str, value: str) -> str:
+    """Set a (key, value) row of ``table`` to ``value`` (SQL: ``excluded.value`` is the one given)."""
+    return f"INSERT INTO {table} (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = {value}"
 
 
 _decoded: Bounded[str, tuple[HeldCounter, ...]] = Bounded("ledger.sqlite.held", 10_000)
@@ -210,13 +207,7 @@ class _SQLiteTx:
             self.db.execute(self.sql.put_limit, (field, value))
 
     def journal(
-        self,
-        ts: int,
-        event: str,
-        res_id: str,
-        scopes: Sequence[str],
-        amounts: dict[str, int],
-        data: dict[str, Any],
+        self, ts: int, event: str, res_id: str, scopes: Sequence[str], amounts: Meta, data: Meta
     ) -> None:
         self.db.execute(
             self.sql.journal,
