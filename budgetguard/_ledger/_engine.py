@@ -67,11 +67,10 @@ class Tx(Protocol):
         """Add each (slot, amount) to its counter's held under ``res_id``'s lease (creating the counter,
         and setting its expiry to ``slot.expires`` unless that is None)."""
 
-    def settle(
-        self, key: str, res_id: str, charge: int, expires_at: int | None, label: str
-    ) -> tuple[int, bool]:
-        """Drop ``res_id``'s lease and its amount from held, if the lease is there; add ``charge`` to
-        spent (``expires_at`` as ``put_counter``). Returns spent after, and whether the lease was there."""
+    def settle(self, slot: Slot, res_id: str, charge: int) -> tuple[int, bool]:
+        """Drop ``res_id``'s lease and its amount from the slot's counter's held, if the lease is there;
+        add ``charge`` to spent; set its expiry as ``hold`` does (a late commit may find its counter
+        dropped). Returns spent after, and whether the lease was there."""
 
     def live(self, key: str, now: int) -> tuple[int, int, Sequence[tuple[str, int]]]:
         """A counter's (spent, held), and the (res_id, amount) of its leases that are ``expired`` at
@@ -206,11 +205,10 @@ class Engine:
         overrun = False
         after: list[int] = []
         for h, slot, charge in rows:
-            # a late commit may find its counter dropped: settle keeps its expiry
             spent, held, expired_leases = tx.live(slot.key, now)
             if expired_leases:
                 self._reclaim(tx, slot, h.counter, now, spent, held, expired_leases)
-            spent, had_lease = tx.settle(slot.key, res_id, charge, slot.expires, slot.label)
+            spent, had_lease = tx.settle(slot, res_id, charge)
             if not had_lease:
                 expired = True
             if charge > h.amount:

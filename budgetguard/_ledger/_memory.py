@@ -77,16 +77,14 @@ class _MemoryTx:
             c.leases[res_id] = (lease_ends, amount)
             heapq.heappush(c.heap, (lease_ends, res_id))
 
-    def settle(
-        self, key: str, res_id: str, charge: int, expires_at: int | None, label: str
-    ) -> tuple[int, bool]:
-        c = self.counters.get(key) or self._c(key)
+    def settle(self, slot: Slot, res_id: str, charge: int) -> tuple[int, bool]:
+        c = self.counters.get(slot.key) or self._c(slot.key)
         lease = c.leases.pop(res_id, None)
         if lease is not None:
             c.held -= lease[1]
         c.spent += charge
-        if expires_at is not None:
-            c.expires_at = expires_at
+        if slot.expires is not None:
+            c.expires_at = slot.expires
         return c.spent, lease is not None
 
     def live(self, key: str, now: int) -> tuple[int, int, Sequence[tuple[str, int]]]:

@@ -160,12 +160,12 @@ class _SQLiteTx:
             self.put_counter(slot.key, spent, held + amount, slot.expires, slot.label)
             self.db.execute(self.sql.add_lease, (slot.key, res_id, lease_ends, amount))
 
-    def settle(
-        self, key: str, res_id: str, charge: int, expires_at: int | None, label: str
-    ) -> tuple[int, bool]:
-        row = self.db.execute(self.sql.pop_lease, (key, res_id)).fetchone()
-        spent, held = self.counter(key)
-        self.put_counter(key, spent + charge, held if row is None else held - row[0], expires_at, label)
+    def settle(self, slot: Slot, res_id: str, charge: int) -> tuple[int, bool]:
+        row = self.db.execute(self.sql.pop_lease, (slot.key, res_id)).fetchone()
+        spent, held = self.counter(slot.key)
+        self.put_counter(
+            slot.key, spent + charge, held if row is None else held - row[0], slot.expires, slot.label
+        )
         return spent + charge, row is not None
 
     def live(self, key: str, now: int) -> tuple[int, int, Sequence[tuple[str, int]]]:
