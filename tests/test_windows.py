@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from budgetguard import BudgetExceededError
 from budgetguard._budgets import Period, Scope, Unit, Window, window_for
-from budgetguard._ledger import Hold, Ledger, MemoryLedger, SQLiteLedger, _engine
-from budgetguard._ledger._engine import window_cached
+from budgetguard._ledger import Hold, Ledger, MemoryLedger, SQLiteLedger, _expiry
+from budgetguard._ledger._expiry import window_at as window_cached
 from budgetguard._ledger._types import CounterSpec
 
 MIN, HOUR, DAY = 60_000, 3_600_000, 86_400_000
@@ -88,8 +88,9 @@ def test_two_processes_across_the_paris_fall_back_admit_one_hourly_limit(store: 
     now = [ms("2024-10-27T00:30")]
     spec = CounterSpec(Scope("global"), Unit.USD, Period.HOUR, 100, "Europe/Paris")
 
-    def process() -> Ledger:  # a new process: its own window cache, the same store
-        _engine._windows.clear()
+    def process() -> Ledger:  # a new process: its own window caches, the same store
+        _expiry._windows.clear()
+        shared._engine._slots.clear()  # (each counter's window, per store)
         if store == "memory":
             return shared
         return SQLiteLedger(tmp_path / "ledger.db", clock=lambda: now[0])

@@ -2,28 +2,38 @@
 
 from __future__ import annotations
 
-import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .._budgets import Period, Scope, Unit
+from .._budgets import Scope
 from .._errors import ConfigurationError
+from ._twins import abstract_async, forward, forward_async
 from ._types import (
     Amounts,
     CounterSpec,
     CounterStatus,
-    HeldCounter,
     Hold,
     JournalEntry,
     Outcome,
-    Refusal,
     Reservation,
+    scope_labels,
 )
 
-__all__ = ["AsyncLedger", "Ledger", "ReservationRef", "check_setting", "check_namespace"]
+__all__ = [
+    "OPERATIONS",
+    "AsyncLedger",
+    "JournalQuery",
+    "Ledger",
+    "ReservationRef",
+    "Store",
+    "check_namespace",
+    "check_setting",
+    "scope_labels",
+]
 
 ReservationRef = Reservation | str
 DEFAULT_LEASE = 120.0
@@ -133,62 +143,21 @@ class Ledger(ABC):
 
 
 class AsyncLedger(ABC):
-    """The async twin of ``Ledger``: the same contract, awaitable."""
+    """The async twin of ``Ledger``: the same contract, awaitable (each method is made from
+    ``Ledger``'s declaration: the same arguments, defaults and documentation)."""
 
     namespace: str
     url: str
 
-    @abstractmethod
-    async def reserve(
-        self,
-        holds: Iterable[Hold],
-        *,
-        lease: float = DEFAULT_LEASE,
-        id: str | None = None,
-        meta: Mapping[str, Any] | None = None,
-        enforce: bool = True,
-    ) -> Reservation: ...
-
-    @abstractmethod
-    async def commit(
-        self,
-        reservation: ReservationRef,
-        actual: Amounts,
-        *,
-        meta: Mapping[str, Any] | None = None,
-    ) -> Outcome: ...
-
-    @abstractmethod
-    async def release(
-        self, reservation: ReservationRef, *, meta: Mapping[str, Any] | None = None
-    ) -> Outcome: ...
-
-    @abstractmethod
-    async def status(self, counters: Iterable[CounterSpec]) -> list[CounterStatus]: ...
-
-    @abstractmethod
-    async def set_limit(self, counter: CounterSpec, limit: int) -> None: ...
-
-    @abstractmethod
-    async def get_limit(self, counter: CounterSpec) -> int | None: ...
-
-    @abstractmethod
-    async def clear_limit(self, counter: CounterSpec) -> None: ...
-
-    @abstractmethod
-    async def history(
-        self,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        scope: Scope | str | None = None,
-        model: str | None = None,
-        events: Iterable[str] | None = None,
-        limit: int | None = None,
-    ) -> list[JournalEntry]: ...
-
-    @abstractmethod
-    async def journal_complete_since(self) -> datetime | None: ...
+    reserve = abstract_async(Ledger.reserve)
+    commit = abstract_async(Ledger.commit)
+    release = abstract_async(Ledger.release)
+    status = abstract_async(Ledger.status)
+    set_limit = abstract_async(Ledger.set_limit)
+    get_limit = abstract_async(Ledger.get_limit)
+    clear_limit = abstract_async(Ledger.clear_limit)
+    history = abstract_async(Ledger.history)
+    journal_complete_since = abstract_async(Ledger.journal_complete_since)
 
     async def aclose(self) -> None:  # noqa: B027
         """Release connections and files."""
@@ -206,75 +175,72 @@ class AsyncLedger(ABC):
         await self.aclose()
 
 
-# -- the stored form of a reservation's holds (shared by every store) -----------------------------
+OPERATIONS = ("reserve", "commit", "release", "status", "set_limit", "get_limit", "clear_limit", "history",
+              "journal_complete_since")  # fmt: skip
+"""The ledger's operations: every store has them, sync or async."""
 
 
-def held_fields(counter: CounterSpec, window_start: int, window_end: int | None) -> list[Any]:
-    """A stored hold's fields up to its amount and limit (the layout ``decode_held`` reads)."""
-    c = counter
-    return [c.scope.kind, c.scope.id, c.unit.value, c.period.value, c.tz, c.limit, window_start, window_end]
+class Store:
+    """Mixed into a store (a ``Ledger`` or an ``AsyncLedger``): its public operations are made from
+    ``Ledger``'s declarations (``_twins``), sync or async to match, and pass their arguments, in
+    declaration order, to the store's ``_<operation>`` (which an async store's returns awaitable)."""
+
+    reserve: Any
+    commit: Any
+    release: Any
+    status: Any
+    set_limit: Any
+    get_limit: Any
+    clear_limit: Any
+    history: Any
+    journal_complete_since: Any
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        mro = cls.__mro__
+        make = forward if Ledger in mro else forward_async if AsyncLedger in mro else None
+        if make is None:
+            return  # a shared base of sync and async stores: their own classes get the methods
+        for name in OPERATIONS:
+            owner = next(c for c in mro if name in c.__dict__)
+            if owner is Ledger or owner is AsyncLedger:  # declared, not implemented yet
+                setattr(cls, name, make(getattr(Ledger, name)))
 
 
-def encode_held(held: Iterable[HeldCounter]) -> str:
-    return json.dumps(
-        [[*held_fields(h.counter, h.window_start, h.window_end), h.amount, h.limit] for h in held],
-        separators=(",", ":"),
-    )
+@dataclass(frozen=True, slots=True)
+class JournalQuery:
+    """A ``history`` call's filters, read once for every store: times in ms since the epoch, the scope
+    as the journal names it."""
 
+    since: int | None
+    until: int | None
+    scope: str | None
+    model: str | None
+    events: frozenset[str] | None
+    limit: int | None
 
-def decode_held(text: str) -> tuple[HeldCounter, ...]:
-    return tuple(
-        HeldCounter(
-            counter=CounterSpec(Scope(kind, ident), Unit(unit), Period(period), default, tz),
-            window_start=start,
-            window_end=end,
-            amount=amount,
-            limit=limit,
+    @classmethod
+    def parse(cls, *query: Any) -> JournalQuery:
+        """From ``Ledger.history``'s arguments, in declaration order."""
+        since, until, scope, model, events, limit = query
+        return cls(
+            None if since is None else int(since.timestamp() * 1000),
+            None if until is None else int(until.timestamp() * 1000),
+            None if scope is None else str(Scope.parse(scope)),
+            model,
+            None if events is None else frozenset(events),
+            limit,
         )
-        for kind, ident, unit, period, tz, default, start, end, amount, limit in json.loads(text)
-    )
 
-
-def decode_refusal(text: str) -> Refusal:
-    index, limit_now, spent, held, requested, window_end, counter = json.loads(text)
-    kind, ident, unit, period, tz, limit = counter
-    spec = CounterSpec(Scope(kind, ident), Unit(unit), Period(period), limit, tz)
-    return Refusal(index, limit_now, spent, held, requested, window_end, spec)
-
-
-def encode_refusal(refusal: Refusal) -> str:
-    c = refusal.counter
-    assert c is not None, "a stored refusal names its counter"
-    counter = [c.scope.kind, c.scope.id, c.unit.value, c.period.value, c.tz, c.limit]
-    return json.dumps(
-        [
-            refusal.index,
-            refusal.limit,
-            refusal.spent,
-            refusal.held,
-            refusal.requested,
-            refusal.window_end,
-            counter,
-        ]
-    )
-
-
-def scope_labels(held: Sequence[HeldCounter]) -> tuple[str, ...]:
-    """The distinct scopes of a reservation's counters, in order."""
-    if len(held) == 1:
-        return (held[0].counter.label,)
-    return tuple(dict.fromkeys(h.counter.label for h in held))
-
-
-def journal_matches(
-    entry: JournalEntry,
-    *,
-    scope: str | None,
-    model: str | None,
-    events: frozenset[str] | None,
-) -> bool:
-    return (
-        (scope is None or scope in entry.scopes)
-        and (model is None or entry.model == model)
-        and (events is None or entry.event in events)
-    )
+    def take(self, entries: Iterable[JournalEntry], out: list[JournalEntry]) -> bool:
+        """Add the ``entries`` that match to ``out``; True once it holds ``limit`` of them."""
+        for entry in entries:
+            if (
+                (self.scope is None or self.scope in entry.scopes)
+                and (self.model is None or entry.model == self.model)
+                and (self.events is None or entry.event in self.events)
+            ):
+                out.append(entry)
+                if self.limit is not None and len(out) >= self.limit:
+                    return True
+        return False

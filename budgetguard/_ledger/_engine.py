@@ -1,8 +1,9 @@
-"""The ledger contract in plain Python, over a small transactional storage interface.
+"""The ledger contract in plain Python, over a small transactional storage interface (``Tx``).
 
-The memory and SQLite stores run these functions inside one lock / one ``BEGIN IMMEDIATE``
-transaction. The Redis store runs the same steps in Lua (``lua/*.lua``); the shared test suite holds
-all of them to the same behaviour.
+The one Python implementation of the contract: the memory and SQLite stores (and any SQL store to
+come) run it inside one lock / one ``BEGIN IMMEDIATE`` transaction, and only store what it says. The
+Redis store runs the same steps in Lua (``lua/*.lua``); the shared contract and model tests hold both
+to the same behaviour. Its time arithmetic is ``_expiry.py``'s.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 from .._budgets import Unit, Window
+from .._cache import Bounded
 from .._money import INT64_MAX
-from ._base import scope_labels
+from ._expiry import counter_expiry, in_window, lease_end, record_expiry, window_at
 from ._types import (
     UNIT_TEXT,
     UNITS,
@@ -24,90 +26,96 @@ from ._types import (
     Refusal,
     Reservation,
     ReservationError,
+    scope_labels,
 )
 
 Meta = dict[str, Any]
 
-__all__ = ["Engine", "Tx", "counter_key"]
+__all__ = ["Engine", "Slot", "Tx", "counter_key"]
 
-RECORD_RETENTION_MS = 86_400_000
-"""Resolved reservations are remembered this long after their lease, for idempotent repeats."""
-COUNTER_RETENTION_MS = 86_400_000
-"""Counters of a finished window are kept this long after it ends, then dropped."""
+_SLOTS = 10_000
+"""Counters whose slot an engine keeps (the counters recently used; a slot is ~300 bytes)."""
 
 
-_windows: dict[tuple[str, str], Window] = {}
+class Slot:
+    """A counter in one window: its storage key, label and expiry (``Tx`` stores it under ``key``),
+    derived once (counters repeat)."""
 
+    __slots__ = ("end", "expires", "key", "label", "start")
 
-def window_cached(counter: CounterSpec, now: int) -> Window:
-    """The counter's window at ``now``; calendar maths only when ``now`` leaves the last one.
-
-    Reusing a window that contains ``now`` is exact because a (period, tz)'s windows partition time
-    (``window_for``): the window holding an instant is the only one, whenever it was computed."""
-    key = (counter.period, counter.tz)  # (a StrEnum hashes as its text, in C)
-    window = _windows.get(key)
-    if window is None or now < window.start or (window.end is not None and now >= window.end):
-        window = _windows[key] = counter.window(now)
-    return window
+    def __init__(self, counter: CounterSpec, window: Window) -> None:
+        self.start, self.end = window.start, window.end
+        self.key = counter_key(counter, window.start)
+        self.label = counter.label
+        self.expires = counter_expiry(window.end)
 
 
 def counter_key(counter: CounterSpec, window_start: int) -> str:
     return f"{counter.limit_field}@{window_start}"
 
 
-def counter_expiry(window_end: int | None) -> int | None:
-    """When a counter of the window ending at ``window_end`` is dropped; ``None``: never (a total)."""
-    return None if window_end is None else window_end + COUNTER_RETENTION_MS
-
-
 class Tx(Protocol):
-    """One atomic transaction on a store's state."""
+    """One atomic transaction on a store's state: storage only (what to store is the engine's)."""
 
-    def counter(self, key: str) -> tuple[int, int]: ...
-    def put_counter(self, key: str, spent: int, held: int, expires_at: int | None, label: str) -> None: ...
-    def add_lease(self, key: str, res_id: str, expires_at: int, amount: int) -> None: ...
-    def pop_expired(self, key: str, now: int) -> list[tuple[str, int]]: ...
-    def pop_lease(self, key: str, res_id: str) -> int | None: ...
+    def counter(self, key: str) -> tuple[int, int]:
+        """A counter's (spent, held); (0, 0) for one never written."""
+
+    def put_counter(self, key: str, spent: int, held: int, expires_at: int | None, label: str) -> None:
+        """Write a counter (``expires_at`` None keeps the one it has)."""
+
+    def hold(self, res_id: str, lease_ends: int, holds: Sequence[tuple[Slot, int]]) -> None:
+        """Add each (slot, amount) to its counter's held under ``res_id``'s lease (creating the counter,
+        and setting its expiry to ``slot.expires`` unless that is None)."""
+
+    def settle(self, slot: Slot, res_id: str, charge: int) -> tuple[int, bool]:
+        """Drop ``res_id``'s lease and its amount from the slot's counter's held, if the lease is there;
+        add ``charge`` to spent; set its expiry as ``hold`` does (a late commit may find its counter
+        dropped). Returns spent after, and whether the lease was there."""
+
+    def live(self, key: str, now: int) -> tuple[int, int, Sequence[tuple[str, int]]]:
+        """A counter's (spent, held), and the (res_id, amount) of its leases that are ``expired`` at
+        ``now``, which it removes (their amounts are still in held: the engine reclaims them)."""
+
     def record(self, res_id: str) -> dict[str, Any] | None: ...
     def put_record(self, res_id: str, record: dict[str, Any], expires_at: int) -> None: ...
     def limit(self, field: str) -> int | None: ...
     def put_limit(self, field: str, value: int | None) -> None: ...
-    def journal(
-        self,
-        ts: int,
-        event: str,
-        res_id: str,
-        scopes: Sequence[str],
-        amounts: dict[str, int],
-        data: dict[str, Any],
-    ) -> None: ...
-
-
-class WindowMismatch(Exception):
-    """The store's clock is outside a window the caller computed: recompute with ``now``."""
-
-    def __init__(self, now: int) -> None:
-        self.now = now
+    def journal(self, ts: int, event: str, res_id: str, scopes: Sequence[str], amounts: dict[str, int],
+                data: dict[str, Any]) -> None: ...  # fmt: skip
 
 
 class Engine:
-    def __init__(self, record_retention_ms: int = RECORD_RETENTION_MS) -> None:
-        self.record_retention_ms = record_retention_ms
+    """The contract's steps over a ``Tx``. One per store: it keeps each recent counter's ``Slot``."""
 
-    # -- helpers -----------------------------------------------------------------------------
+    def __init__(self) -> None:
+        self._slots: Bounded[str, Slot] = Bounded("ledger.slots", _SLOTS, shared=False)
+
+    def _slot(self, counter: CounterSpec, now: int) -> Slot:
+        """The counter in its window at ``now``."""
+        slot = self._slots.get(counter.limit_field)
+        if slot is None or not in_window(now, slot.start, slot.end):
+            slot = self._slots.put(counter.limit_field, Slot(counter, window_at(counter, now)))
+        return slot
+
+    def _held_slot(self, held: HeldCounter) -> Slot:
+        """The counter in the window a reservation holds it in (an old one is not kept)."""
+        slot = self._slots.get(held.counter.limit_field)
+        if slot is not None and slot.start == held.window_start:
+            return slot
+        return Slot(held.counter, Window(held.window_start, held.window_end))
 
     @staticmethod
-    def _reclaim(tx: Tx, key: str, counter: CounterSpec, now: int, expires_at: int | None) -> None:
-        """Drop the holds of expired leases on one counter (a crashed worker leaks nothing)."""
-        expired = tx.pop_expired(key, now)
-        if not expired:
-            return
-        spent, held = tx.counter(key)
-        label = counter.label
+    def _reclaim(
+        tx: Tx, slot: Slot, counter: CounterSpec, now: int, spent: int, held: int,
+        expired: Sequence[tuple[str, int]],
+    ) -> int:  # fmt: skip
+        """Drop the holds of the counter's ``expired`` leases (a crashed worker leaks nothing); returns
+        what it holds then."""
         for res_id, amount in expired:
             held -= amount
-            tx.journal(now, "expired", res_id, [label], {counter.unit.value: amount}, {})
-        tx.put_counter(key, spent, held, expires_at, label)
+            tx.journal(now, "expired", res_id, [slot.label], {counter.unit.value: amount}, {})
+        tx.put_counter(slot.key, spent, held, slot.expires, slot.label)
+        return held
 
     # -- operations ----------------------------------------------------------------------------
 
@@ -124,46 +132,32 @@ class Engine:
         record = tx.record(res_id)
         if record is not None:
             return self._repeat_reserve(res_id, record)
-        windows = [window_cached(h.counter, now) for h in holds]
-        keys = [counter_key(h.counter, w.start) for h, w in zip(holds, windows, strict=True)]
-        labels = [h.counter.label for h in holds]
+        plan: list[tuple[Slot, int]] = []
         held_counters: list[HeldCounter] = []
-        for i, (hold, window, key) in enumerate(zip(holds, windows, keys, strict=True)):
-            self._reclaim(tx, key, hold.counter, now, counter_expiry(window.end))
-            override = tx.limit(hold.counter.limit_field)
-            limit = hold.counter.limit if override is None else override
-            spent, held = tx.counter(key)
+        cached = self._slots
+        for hold in holds:
+            counter = hold.counter
+            slot = cached.get(counter.limit_field)  # (the hot path of _slot)
+            if slot is None or not in_window(now, slot.start, slot.end):
+                slot = self._slot(counter, now)
+            spent, held, expired_leases = tx.live(slot.key, now)
+            if expired_leases:
+                held = self._reclaim(tx, slot, counter, now, spent, held, expired_leases)
+            override = tx.limit(counter.limit_field)
+            limit = counter.limit if override is None else override
             if enforce and spent + held + hold.amount > limit:
-                refusal = Refusal(i, limit, spent, held, hold.amount, window.end, hold.counter)
-                tx.put_record(
-                    res_id,
-                    {"state": "refused", "refusal": refusal},
-                    now + self.record_retention_ms,
-                )
-                tx.journal(
-                    now,
-                    "refused",
-                    res_id,
-                    [labels[i]],
-                    {hold.counter.unit.value: hold.amount},
-                    meta,
-                )
+                refusal = Refusal(len(plan), limit, spent, held, hold.amount, slot.end, counter)
+                tx.put_record(res_id, {"state": "refused", "refusal": refusal}, record_expiry(now, None))
+                tx.journal(now, "refused", res_id, [slot.label], {counter.unit.value: hold.amount}, meta)
                 return refusal
-            held_counters.append(HeldCounter(hold.counter, window.start, window.end, hold.amount, limit))
-        expires = now + lease_ms
-        for hold, window, key, label in zip(holds, windows, keys, labels, strict=True):
-            spent, held = tx.counter(key)
-            tx.put_counter(key, spent, held + hold.amount, counter_expiry(window.end), label)
-            tx.add_lease(key, res_id, expires, hold.amount)
-        return self.held(tx, res_id, tuple(held_counters), now, expires, meta)
-
-    def held(
-        self, tx: Tx, res_id: str, held: tuple[HeldCounter, ...], now: int, expires: int, meta: Meta
-    ) -> Reservation:
-        """Store an admitted reservation's record (its holds are on the counters already)."""
-        record = {"state": "held", "created": now, "expires": expires, "held": held, "meta": meta}
-        tx.put_record(res_id, record, expires + self.record_retention_ms)
-        return Reservation(res_id, held, now, expires)
+            plan.append((slot, hold.amount))
+            held_counters.append(HeldCounter(counter, slot.start, slot.end, hold.amount, limit))
+        expires = lease_end(now, lease_ms)
+        tx.hold(res_id, expires, plan)
+        admitted = tuple(held_counters)
+        stored = {"state": "held", "created": now, "expires": expires, "held": admitted, "meta": meta}
+        tx.put_record(res_id, stored, record_expiry(now, expires))
+        return Reservation(res_id, admitted, now, expires)
 
     @staticmethod
     def _repeat_reserve(res_id: str, record: dict[str, Any]) -> Reservation | Refusal:
@@ -186,41 +180,44 @@ class Engine:
             raise ReservationError(
                 f"unknown reservation {res_id!r}: never reserved here, or resolved more than a day ago"
             )
-        if record["state"] == "refused":
-            raise ReservationError(f"reservation {res_id!r} was refused; it holds nothing to resolve")
-        if record["state"] in ("committed", "released"):
+        state = record["state"]
+        if state != "held":
+            if state == "refused":
+                raise ReservationError(f"reservation {res_id!r} was refused; it holds nothing to resolve")
             return _outcome(res_id, record["outcome"], duplicate=True)
         held_counters: tuple[HeldCounter, ...] = record["held"]
-        if actual is not None:
-            missing = {h.counter.unit for h in held_counters} - set(actual)
-            if missing:
+        cached = self._slots
+        rows = []
+        for h in held_counters:
+            slot = cached.get(h.counter.limit_field)  # (the hot path of _held_slot)
+            if slot is None or slot.start != h.window_start:
+                slot = self._held_slot(h)
+            charge = 0 if actual is None else actual.get(h.counter.unit)
+            if charge is None:  # validate before the first write
+                missing = {h.counter.unit for h in held_counters} - set(actual or ())
                 raise ValueError(f"actual has no amount for {sorted(u.value for u in missing)}")
-        keys = [counter_key(h.counter, h.window_start) for h in held_counters]
-        for h, key in zip(held_counters, keys, strict=True):  # validate before the first write
-            spent, _ = tx.counter(key)
-            if actual is not None and spent + actual[h.counter.unit] > INT64_MAX:
-                raise ValueError(f"committing {actual[h.counter.unit]} would overflow {h.counter.scope}")
+            rows.append((h, slot, charge))
+        if actual is not None:
+            for h, slot, charge in rows:
+                if tx.counter(slot.key)[0] + charge > INT64_MAX:
+                    raise ValueError(f"committing {charge} would overflow {h.counter.scope}")
         expired = False
         overrun = False
         after: list[int] = []
-        for h, key in zip(held_counters, keys, strict=True):
-            label = h.counter.label
-            ttl = counter_expiry(h.window_end)  # a late commit may find its counter dropped: keep a TTL
-            self._reclaim(tx, key, h.counter, now, ttl)
-            amount = tx.pop_lease(key, res_id)
-            spent, held = tx.counter(key)
-            if amount is None:
+        for h, slot, charge in rows:
+            spent, held, expired_leases = tx.live(slot.key, now)
+            if expired_leases:
+                self._reclaim(tx, slot, h.counter, now, spent, held, expired_leases)
+            spent, had_lease = tx.settle(slot, res_id, charge)
+            if not had_lease:
                 expired = True
-            else:
-                held -= amount
-            charge = 0 if actual is None else actual[h.counter.unit]
-            overrun = overrun or charge > h.amount
-            tx.put_counter(key, spent + charge, held, ttl, label)
-            after.append(spent + charge)
-        return self.resolved(tx, now, res_id, record, actual, meta, overrun, expired, tuple(after))
+            if charge > h.amount:
+                overrun = True
+            after.append(spent)
+        return self._resolved(tx, now, res_id, record, actual, meta, overrun, expired, tuple(after))
 
-    def resolved(
-        self,
+    @staticmethod
+    def _resolved(
         tx: Tx,
         now: int,
         res_id: str,
@@ -234,18 +231,14 @@ class Engine:
         """Store a resolution (the counters are updated already), journal it, and say how it went."""
         held_counters: tuple[HeldCounter, ...] = record["held"]
         state: Literal["committed", "released"] = "released" if actual is None else "committed"
-        charged = (
-            {}
-            if actual is None
-            else dict(zip(map(UNIT_TEXT.__getitem__, actual), actual.values(), strict=True))
-        )
+        charged = {} if actual is None else {UNIT_TEXT[unit]: amount for unit, amount in actual.items()}
         # the counters' spent totals too: a repeat (a retry after a lost reply) reports them, and so
         # fires the thresholds this resolution crossed
         outcome = {"state": state, "charged": charged, "overrun": overrun, "expired": expired, "spent": after}
         # a held record's fields, without its meta (journaled below: repeats are answered without it)
         stored = {"state": state, "created": record["created"], "expires": record["expires"],
                   "held": record["held"], "outcome": outcome}  # fmt: skip
-        tx.put_record(res_id, stored, max(now, record["expires"]) + self.record_retention_ms)
+        tx.put_record(res_id, stored, record_expiry(now, record["expires"]))
         data = {**record.get("meta", {}), **meta}
         if overrun:
             data["overrun"] = True
@@ -261,16 +254,16 @@ class Engine:
     def status(self, tx: Tx, now: int, counters: Sequence[CounterSpec]) -> list[CounterStatus]:
         result = []
         for counter in counters:
-            window = window_cached(counter, now)
-            key = counter_key(counter, window.start)
-            self._reclaim(tx, key, counter, now, counter_expiry(window.end))
+            slot = self._slot(counter, now)
+            spent, held, expired_leases = tx.live(slot.key, now)
+            if expired_leases:
+                held = self._reclaim(tx, slot, counter, now, spent, held, expired_leases)
             override = tx.limit(counter.limit_field)
-            spent, held = tx.counter(key)
             result.append(
                 CounterStatus(
                     counter=counter,
-                    window_start=window.start,
-                    window_end=window.end,
+                    window_start=slot.start,
+                    window_end=slot.end,
                     limit=counter.limit if override is None else override,
                     spent=spent,
                     held=held,

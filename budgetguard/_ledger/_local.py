@@ -14,25 +14,21 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
-from .._budgets import Scope, Unit
-from ._base import DEFAULT_LEASE, AsyncLedger, Ledger, ReservationRef, check_namespace, journal_matches
+from ._base import OPERATIONS, AsyncLedger, JournalQuery, Ledger, ReservationRef, Store, check_namespace
 from ._engine import Engine, Tx
 from ._types import (
     Amounts,
     CounterSpec,
     CounterStatus,
-    Hold,
     JournalEntry,
     Outcome,
     Refusal,
     Reservation,
     check_actual,
     check_amount,
-    check_holds,
-    check_lease,
     check_meta,
     check_reservation_id,
-    new_reservation_id,
+    check_reserve,
     to_datetime,
 )
 
@@ -60,7 +56,7 @@ def _res_id(ref: ReservationRef) -> str:
     return check_reservation_id(ref.id if isinstance(ref, Reservation) else ref)
 
 
-class LocalLedger(Ledger):
+class LocalLedger(Store, Ledger):
     """Shared implementation of the in-process stores."""
 
     def __init__(self, *, namespace: str, url: str, clock: Callable[[], int] = wall_clock_ms) -> None:
@@ -74,100 +70,58 @@ class LocalLedger(Ledger):
         """``op(tx, now, *args)`` in one exclusive, atomic transaction (all of its writes land, or
         none), ``now`` read from the store's clock inside it."""
 
-    def _reserve(
-        self, tx: Tx, now: int, res_id: str, holds: tuple[Hold, ...], lease_ms: int, meta: Meta, enforce: bool
-    ) -> Reservation | Refusal:
-        """The reserve, inside the transaction (a store may specialise the common case)."""
-        return self._engine.reserve(tx, now, res_id, holds, lease_ms, meta, enforce)
-
-    def _resolve(
-        self, tx: Tx, now: int, res_id: str, actual: Mapping[Unit, int] | None, meta: Meta
-    ) -> Outcome:
-        """Commit or release, inside the transaction (a store may specialise the common case)."""
-        return self._engine.resolve(tx, now, res_id, actual, meta)
-
     @abstractmethod
     def _journal(
         self, since: int | None, until: int | None, scope: str | None, limit: int | None
     ) -> Iterator[JournalEntry]: ...
 
     @abstractmethod
-    def _journal_complete_since(self) -> int | None:
+    def _complete_since_ms(self) -> int | None:
         """``journal_complete_since`` in ms since the epoch."""
 
-    def reserve(
-        self,
-        holds: Iterable[Hold],
-        *,
-        lease: float = DEFAULT_LEASE,
-        id: str | None = None,
-        meta: Mapping[str, Any] | None = None,
-        enforce: bool = True,
-    ) -> Reservation:
-        checked = check_holds(holds)
-        lease_ms = check_lease(lease)
-        res_id = new_reservation_id() if id is None else check_reservation_id(id)
+    # The operations, behind the public methods ``Store`` makes from ``Ledger``'s declarations.
+
+    def _reserve(self, *args: Any) -> Reservation:
+        checked, lease_ms, res_id, meta, enforce = check_reserve(*args)
         data = check_meta(meta)
-        result = self._atomic(self._reserve, res_id, checked, lease_ms, data, enforce)
+        result = self._atomic(self._engine.reserve, res_id, checked, lease_ms, data, enforce)
         if isinstance(result, Refusal):
             raise result.error(checked)
         return result
 
-    def commit(
-        self,
-        reservation: ReservationRef,
-        actual: Amounts,
-        *,
-        meta: Mapping[str, Any] | None = None,
+    def _commit(
+        self, reservation: ReservationRef, actual: Amounts, meta: Mapping[str, Any] | None
     ) -> Outcome:
         res_id = _res_id(reservation)
         parsed = check_actual(actual, reservation.held if isinstance(reservation, Reservation) else ())
-        return self._atomic(self._resolve, res_id, parsed, check_meta(meta))
+        return self._atomic(self._engine.resolve, res_id, parsed, check_meta(meta))
 
-    def release(self, reservation: ReservationRef, *, meta: Mapping[str, Any] | None = None) -> Outcome:
+    def _release(self, reservation: ReservationRef, meta: Mapping[str, Any] | None) -> Outcome:
         res_id = _res_id(reservation)
-        return self._atomic(self._resolve, res_id, None, check_meta(meta))
+        return self._atomic(self._engine.resolve, res_id, None, check_meta(meta))
 
-    def status(self, counters: Iterable[CounterSpec]) -> list[CounterStatus]:
+    def _status(self, counters: Iterable[CounterSpec]) -> list[CounterStatus]:
         return self._atomic(self._engine.status, list(counters))
 
-    def set_limit(self, counter: CounterSpec, limit: int) -> None:
+    def _set_limit(self, counter: CounterSpec, limit: int) -> None:
         check_amount(limit, "limit")
         self._atomic(_put_limit, counter.limit_field, limit)
 
-    def get_limit(self, counter: CounterSpec) -> int | None:
+    def _get_limit(self, counter: CounterSpec) -> int | None:
         return self._atomic(_get_limit, counter.limit_field)
 
-    def clear_limit(self, counter: CounterSpec) -> None:
+    def _clear_limit(self, counter: CounterSpec) -> None:
         self._atomic(_put_limit, counter.limit_field, None)
 
-    def history(
-        self,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        scope: Scope | str | None = None,
-        model: str | None = None,
-        events: Iterable[str] | None = None,
-        limit: int | None = None,
-    ) -> list[JournalEntry]:
-        label = None if scope is None else str(Scope.parse(scope))
-        wanted = None if events is None else frozenset(events)
+    def _history(self, *query: Any) -> list[JournalEntry]:
+        parsed = JournalQuery.parse(*query)
         out: list[JournalEntry] = []
-        for entry in self._journal(_ms(since), _ms(until), label, None):
-            if journal_matches(entry, scope=label, model=model, events=wanted):
-                out.append(entry)
-                if limit is not None and len(out) >= limit:
-                    break
+        parsed.take(self._journal(parsed.since, parsed.until, parsed.scope, None), out)
         return out
 
-    def journal_complete_since(self) -> datetime | None:
-        ms = self._journal_complete_since()
+    def _journal_complete_since(self) -> datetime | None:
+        ms = self._complete_since_ms()
         return None if ms is None else to_datetime(ms)
-
-
-def _ms(moment: datetime | None) -> int | None:
-    return None if moment is None else int(moment.timestamp() * 1000)
 
 
 def journal_entry(ts: int, event: str, res_id: str, scopes: str, amounts: str, data: str) -> JournalEntry:
@@ -181,7 +135,7 @@ def journal_entry(ts: int, event: str, res_id: str, scopes: str, amounts: str, d
     )
 
 
-class AsyncLocalLedger(AsyncLedger):
+class AsyncLocalLedger(Store, AsyncLedger):
     """The async twin of a local store: each operation runs in a worker thread (SQLite blocks on
     file locks; the memory store's lock is held for microseconds)."""
 
@@ -193,79 +147,28 @@ class AsyncLocalLedger(AsyncLedger):
         """Operations run in a worker thread (else inline: nothing in them awaits, so a cancellation
         cannot cut one short)."""
 
-    async def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        # an iterable argument (holds, counters, events) is read here, not in the worker thread
+        args = tuple(list(a) if isinstance(a, Iterable) and not isinstance(a, tuple | str | Mapping) else a
+                     for a in args)  # fmt: skip
         if self.in_thread:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        return fn(*args, **kwargs)
-
-    async def reserve(
-        self,
-        holds: Iterable[Hold],
-        *,
-        lease: float = DEFAULT_LEASE,
-        id: str | None = None,
-        meta: Mapping[str, Any] | None = None,
-        enforce: bool = True,
-    ) -> Reservation:
-        result: Reservation = await self._run(
-            self.sync.reserve,
-            holds if isinstance(holds, tuple) else list(holds),
-            lease=lease,
-            id=id,
-            meta=meta,
-            enforce=enforce,
-        )
-        return result
-
-    async def commit(
-        self,
-        reservation: ReservationRef,
-        actual: Amounts,
-        *,
-        meta: Mapping[str, Any] | None = None,
-    ) -> Outcome:
-        result: Outcome = await self._run(self.sync.commit, reservation, actual, meta=meta)
-        return result
-
-    async def release(self, reservation: ReservationRef, *, meta: Mapping[str, Any] | None = None) -> Outcome:
-        result: Outcome = await self._run(self.sync.release, reservation, meta=meta)
-        return result
-
-    async def status(self, counters: Iterable[CounterSpec]) -> list[CounterStatus]:
-        result: list[CounterStatus] = await self._run(self.sync.status, list(counters))
-        return result
-
-    async def set_limit(self, counter: CounterSpec, limit: int) -> None:
-        await self._run(self.sync.set_limit, counter, limit)
-
-    async def get_limit(self, counter: CounterSpec) -> int | None:
-        result: int | None = await self._run(self.sync.get_limit, counter)
-        return result
-
-    async def clear_limit(self, counter: CounterSpec) -> None:
-        await self._run(self.sync.clear_limit, counter)
-
-    async def history(
-        self,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        scope: Scope | str | None = None,
-        model: str | None = None,
-        events: Iterable[str] | None = None,
-        limit: int | None = None,
-    ) -> list[JournalEntry]:
-        result: list[JournalEntry] = await self._run(
-            self.sync.history, since=since, until=until, scope=scope, model=model, events=events, limit=limit
-        )
-        return result
-
-    async def journal_complete_since(self) -> datetime | None:
-        result: datetime | None = await self._run(self.sync.journal_complete_since)
-        return result
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
 
     async def aclose(self) -> None:
         await self._run(self.sync.close)
 
     def sync_twin(self) -> Ledger:
         return self.sync  # shared, not closed by the caller
+
+
+def _in_thread(name: str) -> Callable[..., Any]:
+    def operation(self: AsyncLocalLedger, *args: Any) -> Any:
+        return self._run(getattr(self.sync, name), *args)
+
+    operation.__name__ = name
+    return operation
+
+
+for _name in OPERATIONS:  # each runs the sync store's, in a worker thread (or inline)
+    setattr(AsyncLocalLedger, f"_{_name}", _in_thread(f"_{_name}"))

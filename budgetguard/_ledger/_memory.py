@@ -7,16 +7,15 @@ import heapq
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .._budgets import Unit
-from .._money import INT64_MAX
 from ._base import check_setting
-from ._engine import COUNTER_RETENTION_MS, Tx, counter_key, window_cached
+from ._engine import Slot
+from ._expiry import expired
 from ._local import LocalLedger, wall_clock_ms
-from ._types import HeldCounter, Hold, JournalEntry, Outcome, Refusal, Reservation
+from ._types import JournalEntry
 
 Meta = dict[str, Any]
 R = TypeVar("R")
@@ -38,30 +37,28 @@ class _Counter:
     leases: dict[str, tuple[int, int]] = field(default_factory=dict)  # res_id -> (expires_at, amount)
     heap: list[tuple[int, str]] = field(default_factory=list)  # (expires_at, res_id), lazily cleaned
 
-    def settled(self, now: int) -> bool:
-        """No expired lease waits to be reclaimed (drops the heap entries of resolved leases)."""
-        heap = self.heap
-        while heap and heap[0][0] <= now:
-            expires_at, res_id = heap[0]
-            lease = self.leases.get(res_id)
-            if lease is not None and lease[0] == expires_at:
-                return False
-            heapq.heappop(heap)
-        return True
-
 
 class _MemoryTx:
     def __init__(self, store: MemoryLedger) -> None:
         self.s = store
+        self.counters = store._counters
+        self.records, self.record_ends, self.record_heap = (
+            store._records,
+            store._record_ends,
+            store._record_expiry,
+        )
+        self.record: Callable[[str], dict[str, Any] | None] = store._records.get  # (C calls: the hot path)
+        self.limit: Callable[[str], int | None] = store._limits.get
+        self.entries = store._entries
 
     def _c(self, key: str) -> _Counter:
-        counter = self.s._counters.get(key)
+        counter = self.counters.get(key)
         if counter is None:
-            counter = self.s._counters[key] = _Counter()
+            counter = self.counters[key] = _Counter()
         return counter
 
     def counter(self, key: str) -> tuple[int, int]:
-        c = self.s._counters.get(key)
+        c = self.counters.get(key)
         return (0, 0) if c is None else (c.spent, c.held)
 
     def put_counter(self, key: str, spent: int, held: int, expires_at: int | None, label: str) -> None:
@@ -70,39 +67,47 @@ class _MemoryTx:
         if expires_at is not None:
             c.expires_at = expires_at
 
-    def add_lease(self, key: str, res_id: str, expires_at: int, amount: int) -> None:
-        c = self._c(key)
-        c.leases[res_id] = (expires_at, amount)
-        heapq.heappush(c.heap, (expires_at, res_id))
+    def hold(self, res_id: str, lease_ends: int, holds: Sequence[tuple[Slot, int]]) -> None:
+        counters = self.counters
+        for slot, amount in holds:
+            c = counters.get(slot.key) or self._c(slot.key)
+            c.held += amount
+            if slot.expires is not None:
+                c.expires_at = slot.expires
+            c.leases[res_id] = (lease_ends, amount)
+            heapq.heappush(c.heap, (lease_ends, res_id))
 
-    def pop_expired(self, key: str, now: int) -> list[tuple[str, int]]:
-        c = self.s._counters.get(key)
+    def settle(self, slot: Slot, res_id: str, charge: int) -> tuple[int, bool]:
+        c = self.counters.get(slot.key) or self._c(slot.key)
+        lease = c.leases.pop(res_id, None)
+        if lease is not None:
+            c.held -= lease[1]
+        c.spent += charge
+        if slot.expires is not None:
+            c.expires_at = slot.expires
+        return c.spent, lease is not None
+
+    def live(self, key: str, now: int) -> tuple[int, int, Sequence[tuple[str, int]]]:
+        c = self.counters.get(key)
+        if c is None:
+            return 0, 0, ()
+        heap = c.heap
+        if not heap or heap[0][0] > now:  # (the next lease ends later: none is expired)
+            return c.spent, c.held, ()
         out: list[tuple[str, int]] = []
-        while c is not None and c.heap and c.heap[0][0] <= now:
-            expires_at, res_id = heapq.heappop(c.heap)
+        while heap and expired(heap[0][0], now):
+            ends, res_id = heapq.heappop(heap)
             lease = c.leases.get(res_id)
-            if lease is not None and lease[0] == expires_at:
+            if lease is not None and lease[0] == ends:  # (else resolved: the heap is cleaned lazily)
                 del c.leases[res_id]
                 out.append((res_id, lease[1]))
-        return out
-
-    def pop_lease(self, key: str, res_id: str) -> int | None:
-        c = self.s._counters.get(key)
-        lease = None if c is None else c.leases.pop(res_id, None)
-        return None if lease is None else lease[1]
-
-    def record(self, res_id: str) -> dict[str, Any] | None:
-        found = self.s._records.get(res_id)  # the engine never changes a record: it puts a new one
-        return None if found is None else found[0]
+        return c.spent, c.held, out
 
     def put_record(self, res_id: str, record: dict[str, Any], expires_at: int) -> None:
-        records = self.s._records
-        if res_id not in records:  # a record's expiry only moves later: _prune re-queues it then
-            heapq.heappush(self.s._record_expiry, (expires_at, res_id))
-        records[res_id] = (record, expires_at)
-
-    def limit(self, field: str) -> int | None:
-        return self.s._limits.get(field)
+        if res_id not in self.records:  # a record's expiry only moves later: _prune re-queues it then
+            heapq.heappush(self.record_heap, (expires_at, res_id))
+        self.records[res_id] = record  # (the engine never changes a record: it puts a new one)
+        self.record_ends[res_id] = expires_at
 
     def put_limit(self, field: str, value: int | None) -> None:
         if value is None:
@@ -111,17 +116,11 @@ class _MemoryTx:
             self.s._limits[field] = value
 
     def journal(
-        self,
-        ts: int,
-        event: str,
-        res_id: str,
-        scopes: Sequence[str],
-        amounts: dict[str, int],
-        data: dict[str, Any],
+        self, ts: int, event: str, res_id: str, scopes: Sequence[str], amounts: Meta, data: Meta
     ) -> None:
         # a plain tuple (the entry is built when read, with copies); the deque drops the oldest past
         # its maxlen. The engine hands over new objects and never changes them: no copies here.
-        entries = self.s._entries
+        entries = self.entries
         if len(entries) == entries.maxlen:  # the oldest goes: the journal is complete after it
             self.s._dropped_ts = entries[0][0]
         entries.append((ts, event, res_id, tuple(scopes), amounts, data))
@@ -143,7 +142,8 @@ class MemoryLedger(LocalLedger):
         self.max_records = max_records
         self._lock = threading.Lock()
         self._counters: dict[str, _Counter] = {}
-        self._records: dict[str, tuple[dict[str, Any], int]] = {}
+        self._records: dict[str, dict[str, Any]] = {}
+        self._record_ends: dict[str, int] = {}  # res_id -> when its record expires
         self._record_expiry: list[tuple[int, str]] = []  # (expires_at, res_id), a heap: pruning is cheap
         self._limits: dict[str, int] = {}
         self._entries: deque[tuple[Any, ...]] = deque(maxlen=journal_maxlen)
@@ -162,88 +162,24 @@ class MemoryLedger(LocalLedger):
                 self._prune(now)
         return result
 
-    # The common cases, specialised: a new reservation that every counter admits, and the resolution
-    # of a live one, with no expired lease to reclaim. They make the engine's very writes (the
-    # records are the engine's), so the engine handles everything else, repeats included, the same.
-
-    def _reserve(
-        self, tx: Tx, now: int, res_id: str, holds: tuple[Hold, ...], lease_ms: int, meta: Meta, enforce: bool
-    ) -> Reservation | Refusal:
-        if res_id in self._records:
-            return self._engine.reserve(tx, now, res_id, holds, lease_ms, meta, enforce)
-        counters, limits = self._counters, self._limits
-        plan = []
-        for hold in holds:
-            spec = hold.counter
-            window = window_cached(spec, now)
-            key = counter_key(spec, window.start)
-            c = counters.get(key)
-            limit = limits.get(spec.limit_field, spec.limit)
-            if c is None:
-                c = _Counter()
-            elif (c.heap and c.heap[0][0] <= now and not c.settled(now)) or (
-                enforce and c.spent + c.held + hold.amount > limit
-            ):
-                return self._engine.reserve(tx, now, res_id, holds, lease_ms, meta, enforce)
-            if enforce and hold.amount > limit:
-                return self._engine.reserve(tx, now, res_id, holds, lease_ms, meta, enforce)
-            plan.append((hold.amount, spec, window, key, c, limit))
-        expires = now + lease_ms
-        held = []
-        for amount, spec, window, key, c, limit in plan:
-            counters[key] = c
-            c.held += amount
-            if window.end is not None:
-                c.expires_at = window.end + COUNTER_RETENTION_MS
-            c.leases[res_id] = (expires, amount)
-            heapq.heappush(c.heap, (expires, res_id))
-            held.append(HeldCounter(spec, window.start, window.end, amount, limit))
-        return self._engine.held(tx, res_id, tuple(held), now, expires, meta)
-
-    def _resolve(
-        self, tx: Tx, now: int, res_id: str, actual: Mapping[Unit, int] | None, meta: Meta
-    ) -> Outcome:
-        found = self._records.get(res_id)
-        if found is None or found[0]["state"] != "held":
-            return self._engine.resolve(tx, now, res_id, actual, meta)
-        record = found[0]
-        rows = []
-        for h in record["held"]:
-            c = self._counters.get(counter_key(h.counter, h.window_start))
-            charge = 0 if actual is None else actual.get(h.counter.unit)
-            if (
-                c is None
-                or charge is None
-                or res_id not in c.leases
-                or (c.heap and c.heap[0][0] <= now and not c.settled(now))
-                or c.spent + charge > INT64_MAX
-            ):
-                return self._engine.resolve(tx, now, res_id, actual, meta)
-            rows.append((c, charge, charge > h.amount))
-        after = []
-        overrun = False
-        for c, charge, over in rows:
-            c.held -= c.leases.pop(res_id)[1]
-            c.spent += charge
-            after.append(c.spent)
-            overrun = overrun or over
-        return self._engine.resolved(tx, now, res_id, record, actual, meta, overrun, False, tuple(after))
-
     def _prune(self, now: int) -> None:
-        records, expiry = self._records, self._record_expiry
-        while expiry and expiry[0][0] <= now:
+        records, ends, expiry = self._records, self._record_ends, self._record_expiry
+        while expiry and expired(expiry[0][0], now):
             _, res_id = heapq.heappop(expiry)
-            found = records.get(res_id)
-            if found is None:
+            end = ends.get(res_id)
+            if end is None:
                 continue
-            if found[1] <= now:
-                del records[res_id]
+            if expired(end, now):
+                del records[res_id], ends[res_id]
             else:  # put again since, with a later expiry
-                heapq.heappush(expiry, (found[1], res_id))
+                heapq.heappush(expiry, (end, res_id))
         if len(records) > self.max_records:
             self._forget_oldest(len(records) - self.max_records)
-        for key in [k for k, c in self._counters.items() if c.expires_at is not None and c.expires_at <= now]:
-            del self._counters[key]
+        counters = self._counters
+        for key in [
+            k for k, c in counters.items() if c.expires_at is not None and expired(c.expires_at, now)
+        ]:
+            del counters[key]
 
     def _forget_oldest(self, count: int) -> None:
         """Drop ``count`` resolved (or refused) records, the soonest to expire first: a repeat of one of
@@ -255,10 +191,10 @@ class MemoryLedger(LocalLedger):
             found = records.get(entry[1])
             if found is None:
                 continue
-            if found[0]["state"] == "held":
+            if found["state"] == "held":
                 live.append(entry)
             else:
-                del records[entry[1]]
+                del records[entry[1]], self._record_ends[entry[1]]
                 count -= 1
         for entry in live:
             heapq.heappush(expiry, entry)
@@ -273,6 +209,6 @@ class MemoryLedger(LocalLedger):
                 # copies: what a reader does with an entry never rewrites the journal
                 yield JournalEntry(ts, event, res_id, scopes, dict(amounts), copy.deepcopy(data))
 
-    def _journal_complete_since(self) -> int | None:
+    def _complete_since_ms(self) -> int | None:
         dropped = self._dropped_ts
         return None if dropped is None else dropped + 1

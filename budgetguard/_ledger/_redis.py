@@ -9,405 +9,26 @@ first outcome instead of charging twice. Each operation, retries included, ends 
 (``_deadline.py``; ``?deadline=`` in the URL). All keys of a namespace share the hash tag ``{namespace}``,
 so Redis Cluster runs each script on one node.
 
-The logic is written once as generator "flows" that yield the calls they need; a ~10-line sync and
-async driver performs them (the httpx ``auth_flow`` pattern).
+This module holds the store classes and their drivers (sync and async, Redis Cluster included); what
+goes over the wire is ``_redis_wire.py``'s, the operations' logic ``_redis_flows.py``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import json
 import math
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from importlib import resources
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .._budgets import Scope, Unit, Window
 from .._errors import LedgerError
-from ._base import (
-    DEFAULT_LEASE,
-    AsyncLedger,
-    Ledger,
-    ReservationRef,
-    check_namespace,
-    decode_held,
-    held_fields,
-    journal_matches,
-    scope_labels,
-)
+from ._base import AsyncLedger, JournalQuery, Ledger, ReservationRef, Store
 from ._deadline import DEADLINE
-from ._engine import RECORD_RETENTION_MS, counter_expiry, window_cached
-from ._types import (
-    UNITS,
-    Amounts,
-    CounterSpec,
-    CounterStatus,
-    HeldCounter,
-    Hold,
-    JournalEntry,
-    Outcome,
-    Refusal,
-    Reservation,
-    ReservationError,
-    check_actual,
-    check_amount,
-    check_holds,
-    check_lease,
-    check_meta,
-    check_reservation_id,
-    new_reservation_id,
-    to_datetime,
-)
+from ._redis_flows import Call, Flow, Flows
+from ._redis_wire import JOURNAL_MAXLEN, SCRIPTS, XRANGE_BATCH, meta_json
+from ._types import Amounts, CounterSpec, check_amount
 
-__all__ = ["AsyncRedisLedger", "RedisLedger"]
-
-JOURNAL_MAXLEN = 1_000_000
-"""The journal stream keeps about this many newest entries (``XADD MAXLEN ~``; ``?journal_maxlen=``);
-``journal_complete_since`` says when it dropped some."""
-
-
-def _load_scripts() -> dict[str, str]:
-    folder = resources.files("budgetguard._ledger").joinpath("lua")
-    lib = folder.joinpath("_lib.lua").read_text()
-    resolve = folder.joinpath("_resolve.lua").read_text()
-    scripts = {}
-    for name in ("reserve", "commit", "release", "status", "set_limit"):
-        body = folder.joinpath(f"{name}.lua").read_text()
-        prelude = lib + (resolve if name in ("commit", "release") else "")
-        scripts[name] = prelude + "\n" + body
-    return scripts
-
-
-SCRIPTS = _load_scripts()
-
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    """One server call a flow needs: a script (``op`` names it) or a plain read command."""
-
-    op: str
-    keys: tuple[str, ...] = ()
-    args: tuple[str | int, ...] = ()
-
-
-Flow = Generator[_Call, Any, Any]
-
-
-_digests: dict[str, str] = {}
-
-
-def _digest(text: str) -> str:
-    """A short, collision-free name for a counter's identity (memoized: counters repeat)."""
-    found = _digests.get(text)
-    if found is None:
-        if len(_digests) > 100_000:
-            _digests.clear()
-        found = _digests[text] = base64.urlsafe_b64encode(
-            hashlib.sha256(text.encode()).digest()[:18]
-        ).decode()
-    return found
-
-
-class _Keys:
-    """Key names. Scope ids are user data: they enter keys only as a hash of the counter's identity."""
-
-    def __init__(self, namespace: str) -> None:
-        self.prefix = f"bg:{{{check_namespace(namespace)}}}:"
-        self.limits = self.prefix + "limits"
-        self.journal = self.prefix + "journal"
-
-    def record(self, res_id: str) -> str:
-        return f"{self.prefix}r:{res_id}"
-
-    def counter(self, counter: CounterSpec, window_start: int) -> tuple[str, str]:
-        base = f"{self.prefix}c:{_digest(counter.limit_field)}:{window_start}"
-        return base, base + ":l"
-
-    @staticmethod
-    def limit_field(counter: CounterSpec) -> str:
-        return _digest(counter.limit_field)
-
-
-def _label_json(counter: CounterSpec) -> str:
-    scope = counter.scope
-    return json.dumps([str(scope)]) if scope.id is not None else '["global"]'
-
-
-def _amounts_json(amounts: Mapping[Unit, int]) -> str:
-    return "{" + ",".join(f'"{u.value}":{v}' for u, v in amounts.items()) + "}"  # units are plain words
-
-
-_scopes: dict[tuple[str, ...], str] = {}
-
-
-def _scopes_json(held: Sequence[HeldCounter]) -> str:
-    labels = tuple(h.counter.label for h in held)
-    found = _scopes.get(labels)
-    if found is None:
-        if len(_scopes) > 10_000:
-            _scopes.clear()
-        found = _scopes[labels] = json.dumps(scope_labels(held))
-    return found
-
-
-class _Slot:
-    """What a call says about one counter in one window, encoded once (counters repeat)."""
-
-    __slots__ = ("commit_arg", "held_json", "keys", "reserve_arg")
-
-    def __init__(self, keys: _Keys, counter: CounterSpec, start: int, end: int | None) -> None:
-        self.keys = keys.counter(counter, start)
-        label, unit = _label_json(counter), counter.unit.value
-        expiry = counter_expiry(end)
-        expire_at = "" if expiry is None else expiry
-        window_end = "" if end is None else end
-        field = keys.limit_field(counter)
-        self.reserve_arg = f",{counter.limit},{start},{window_end},{expire_at},{unit},{field},{label}"
-        """Follows the amount: the packed per-hold argument of ``reserve.lua``."""
-        self.held_json = json.dumps(held_fields(counter, start, end), separators=(",", ":"))[:-1] + ","
-        """A hold on this counter as ``encode_held`` writes it, up to its amount and limit."""
-        self.commit_arg = f",{expire_at},{unit},{label}"
-        """Follows the charge: the packed per-counter argument of ``commit.lua`` and ``release.lua``."""
-
-
-def _check_reply_window(reply: list[str]) -> int | None:
-    return int(reply[1]) if reply[0] == "WINDOW" else None
-
-
-class _Flows:
-    """The Redis ledger's logic, independent of sync or async I/O."""
-
-    def __init__(self, namespace: str, journal_maxlen: int) -> None:
-        self.namespace = namespace
-        self.keys = _Keys(namespace)
-        self.journal_maxlen = journal_maxlen
-        self._slots: dict[tuple[str, int, int], _Slot] = {}
-
-    def checked_reserve(
-        self,
-        holds: Iterable[Hold],
-        lease: float,
-        res_id: str | None,
-        meta: Mapping[str, Any] | None,
-        enforce: bool,
-    ) -> Flow:
-        """Validate a reserve's inputs now (before any I/O), then return its flow."""
-        checked = check_holds(holds)
-        res_id = new_reservation_id() if res_id is None else check_reservation_id(res_id)
-        return self.reserve(checked, check_lease(lease), res_id, _meta(meta), enforce)
-
-    def slot(self, counter: CounterSpec, window: Window | HeldCounter) -> _Slot:
-        start, end = (window.start, window.end) if isinstance(window, Window) else (
-            window.window_start, window.window_end)  # fmt: skip
-        key = (counter.limit_field, counter.limit, start)
-        found = self._slots.get(key)
-        if found is None:
-            if len(self._slots) > 10_000:
-                self._slots.clear()
-            found = self._slots[key] = _Slot(self.keys, counter, start, end)
-        return found
-
-    def reserve(self, holds: tuple[Hold, ...], lease_ms: int, res_id: str, meta: str, enforce: bool) -> Flow:
-        now = time.time_ns() // 1_000_000  # a guess: the script checks it against the server's TIME
-        head: list[str | int] = [res_id, lease_ms, RECORD_RETENTION_MS, self.journal_maxlen, meta]
-        for _ in range(3):
-            windows = [window_cached(h.counter, now) for h in holds]
-            slots = [self.slot(h.counter, w) for h, w in zip(holds, windows, strict=True)]
-            keys: list[str] = [self.keys.record(res_id), self.keys.limits, self.keys.journal]
-            held_json = []
-            args = [*head, "", "1" if enforce else "0"]
-            for hold, slot in zip(holds, slots, strict=True):
-                keys += slot.keys
-                held_json.append(f"{slot.held_json}{hold.amount},{hold.counter.limit}]")
-                args.append(f"{hold.amount}{slot.reserve_arg}")
-            args[5] = f"[{','.join(held_json)}]"
-            reply = yield _Call("reserve", tuple(keys), tuple(args))
-            server_now = _check_reply_window(reply)
-            if server_now is not None:
-                now = server_now
-                continue
-            if reply[0] == "REFUSED":
-                index, end = int(reply[1]), reply[6]
-                refused = decode_held(reply[8])[index].counter  # as the first call with this id named it
-                refusal = Refusal(index, int(reply[2]), int(reply[3]), int(reply[4]), int(reply[5]),
-                                  int(end) if end else None, refused)  # fmt: skip
-                raise refusal.error(holds)
-            limits = [int(x) for x in reply[3].split(",")]
-            if reply[4] == "1":  # a repeat returns the first call's holds
-                held = tuple(
-                    HeldCounter(h.counter, h.window_start, h.window_end, h.amount, limit)
-                    for h, limit in zip(decode_held(reply[5]), limits, strict=True)
-                )
-            else:
-                held = tuple(
-                    HeldCounter(h.counter, w.start, w.end, h.amount, limit)
-                    for h, w, limit in zip(holds, windows, limits, strict=True)
-                )
-            return Reservation(res_id, held, int(reply[1]), int(reply[2]), duplicate=reply[4] == "1")
-        raise LedgerError("the Redis server's clock keeps moving across window boundaries; check its time")
-
-    def _held(self, ref: ReservationRef) -> Flow:
-        if isinstance(ref, Reservation):
-            return ref.held
-        res_id = check_reservation_id(ref)
-        reply = yield _Call("hmget", (self.keys.record(res_id),), ("state", "held"))
-        if reply[0] is None:
-            raise ReservationError(
-                f"unknown reservation {res_id!r}: never reserved here, or resolved long ago"
-            )
-        if reply[0] == "refused":
-            raise ReservationError(f"reservation {res_id!r} was refused; it holds nothing to resolve")
-        return decode_held(reply[1])
-
-    def resolve(self, ref: ReservationRef, actual: Amounts | None, meta: str) -> Flow:
-        res_id = check_reservation_id(ref.id if isinstance(ref, Reservation) else ref)
-        held: tuple[HeldCounter, ...] = yield from self._held(ref)
-        parsed = None if actual is None else check_actual(actual, held)
-        op = "release" if parsed is None else "commit"
-        amounts = {h.counter.unit: h.amount for h in held} if parsed is None else parsed
-        keys: list[str] = [self.keys.record(res_id), self.keys.journal]
-        args: list[str | int] = [
-            res_id, RECORD_RETENTION_MS, self.journal_maxlen, meta, _scopes_json(held),
-            _amounts_json(amounts),
-        ]  # fmt: skip
-        for h in held:
-            slot = self.slot(h.counter, h)
-            keys += slot.keys
-            args.append(slot.commit_arg if parsed is None else f"{parsed[h.counter.unit]}{slot.commit_arg}")
-        reply = yield _Call(op, tuple(keys), tuple(args))
-        if reply[0] == "UNKNOWN":
-            raise ReservationError(
-                f"unknown reservation {res_id!r}: never reserved here, or resolved long ago"
-            )
-        if reply[0] == "REFUSED":
-            raise ReservationError(f"reservation {res_id!r} was refused; it holds nothing to resolve")
-        state, charged, overrun, expired = reply[1], reply[2], reply[3], reply[4]
-        if parsed is not None and reply[0] == "DONE":
-            charges: Mapping[Unit, int] = parsed  # what the script charged: ours
-        else:
-            charges = {UNITS[k]: int(v) for k, v in json.loads(charged or "{}").items()}
-        return Outcome(
-            res_id,
-            state,
-            charges,
-            overrun == "1",
-            expired == "1",
-            reply[0] == "DUP",
-            tuple(int(x) for x in reply[5:]),  # a repeat's too: the record keeps them
-        )
-
-    def status(self, counters: list[CounterSpec]) -> Flow:
-        now = time.time_ns() // 1_000_000
-        for _ in range(3):
-            windows = [window_cached(c, now) for c in counters]
-            keys: list[str] = [self.keys.limits, self.keys.journal]
-            args: list[str | int] = [self.journal_maxlen, len(counters)]
-            for counter, window in zip(counters, windows, strict=True):
-                keys.extend(self.keys.counter(counter, window.start))
-                args += [
-                    counter.limit, self.keys.limit_field(counter), window.start,
-                    "" if window.end is None else window.end, _label_json(counter), counter.unit.value,
-                ]  # fmt: skip
-            reply = yield _Call("status", tuple(keys), tuple(args))
-            server_now = _check_reply_window(reply)
-            if server_now is not None:
-                now = server_now
-                continue
-            return [
-                CounterStatus(
-                    counter=counter,
-                    window_start=window.start,
-                    window_end=window.end,
-                    limit=int(reply[1 + 4 * i]),
-                    spent=int(reply[2 + 4 * i]),
-                    held=int(reply[3 + 4 * i]),
-                    overridden=reply[4 + 4 * i] == "1",
-                )
-                for i, (counter, window) in enumerate(zip(counters, windows, strict=True))
-            ]
-        raise LedgerError("the Redis server's clock keeps moving across window boundaries; check its time")
-
-    def set_limit(self, counter: CounterSpec, limit: int | None) -> Flow:
-        value = "" if limit is None else check_amount(limit, "limit")
-        yield _Call("set_limit", (self.keys.limits,), (self.keys.limit_field(counter), value))
-
-    def get_limit(self, counter: CounterSpec) -> Flow:
-        reply = yield _Call("hget", (self.keys.limits,), (self.keys.limit_field(counter),))
-        return None if reply is None else int(reply)
-
-    def history(
-        self,
-        since: datetime | None,
-        until: datetime | None,
-        scope: Scope | str | None,
-        model: str | None,
-        events: Iterable[str] | None,
-        limit: int | None,
-    ) -> Flow:
-        start = "-" if since is None else str(int(since.timestamp() * 1000))
-        end = "+" if until is None else f"({int(until.timestamp() * 1000)}"
-        label = None if scope is None else str(Scope.parse(scope))
-        wanted = None if events is None else frozenset(events)
-        out: list[JournalEntry] = []
-        while True:
-            batch = yield _Call("xrange", (self.keys.journal,), (start, end))
-            for _stream_id, fields in batch:
-                entry = _journal_entry(fields)
-                if journal_matches(entry, scope=label, model=model, events=wanted):
-                    out.append(entry)
-                    if limit is not None and len(out) >= limit:
-                        return out
-            if len(batch) < _XRANGE_BATCH:
-                return out
-            start = "(" + batch[-1][0]
-
-    def journal_complete_since(self) -> Flow:
-        if not (yield _Call("xlen", (self.keys.journal,))):  # no stream (XINFO would fail): nothing dropped
-            return None
-        info = yield _Call("xinfo", (self.keys.journal,))
-        return _complete_since(info, self.journal_maxlen)
-
-
-_XRANGE_BATCH = 1000
-
-
-def _complete_since(info: Mapping[str, Any], maxlen: int) -> datetime | None:
-    """From XINFO STREAM: the instant (a stream id's time) from which no entry was trimmed. Redis 7+
-    counts the entries ever added; an older server only tells that the stream is at its cap."""
-    added, length = info.get("entries-added"), int(info["length"])
-    dropped = length >= maxlen if added is None else int(added) > length
-    if not dropped:
-        return None
-    first = info.get("first-entry")
-    first_id = str(first[0] if first else info.get("recorded-first-entry-id", "0-0"))
-    ms, _, seq = first_id.partition("-")
-    # entries of the first entry's millisecond with a lower sequence number were trimmed
-    return to_datetime(int(ms) + (0 if seq in ("", "0") else 1))
-
-
-def _journal_entry(fields: Mapping[str, str]) -> JournalEntry:
-    data = json.loads(fields.get("rdata") or "{}")
-    data.update(json.loads(fields.get("data") or "{}"))
-    data.update({k: v for k, v in json.loads(fields.get("flags") or "{}").items() if v})
-    return JournalEntry(
-        ts=int(fields["ts"]),
-        event=fields["event"],  # type: ignore[arg-type]
-        reservation_id=fields["id"],
-        scopes=tuple(json.loads(fields["scopes"])),
-        amounts=json.loads(fields["amounts"]),
-        data=data,
-    )
-
-
-def _meta(meta: Mapping[str, Any] | None) -> str:
-    if not meta:
-        return "{}"
-    return json.dumps(check_meta(meta), separators=(",", ":"), sort_keys=True)
+__all__ = ["JOURNAL_MAXLEN", "AsyncRedisLedger", "RedisLedger"]
 
 
 def _wrap_error(exc: Exception) -> Exception:
@@ -420,7 +41,7 @@ def _wrap_error(exc: Exception) -> Exception:
     return exc
 
 
-class _RedisBase:
+class _RedisBase(Store):
     def __init__(
         self, url: str, client: Any, namespace: str, journal_maxlen: int, deadline: float | None = None
     ) -> None:
@@ -430,7 +51,7 @@ class _RedisBase:
         self.deadline = deadline
         """Seconds one operation may take, retries included, before it raises ``LedgerError`` (``None``:
         only the client's own timeouts). ``open_ledger`` sets it (``?deadline=`` in the URL)."""
-        self._flows = _Flows(namespace, journal_maxlen)
+        self._flows = Flows(namespace, journal_maxlen)
         self._scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}
 
     def _late(self) -> LedgerError:
@@ -439,14 +60,48 @@ class _RedisBase:
             "(?deadline= in the ledger URL)"
         )
 
-    def _send(self, call: _Call) -> Any:
+    def _run(self, flow: Flow, *, each_call: bool = False) -> Any:
+        """Perform ``flow``'s calls (``RedisLedger``: the result; ``AsyncRedisLedger``: an awaitable)."""
+        raise NotImplementedError
+
+    # The operations, behind the public methods ``Store`` makes from ``Ledger``'s declarations; the
+    # same for the sync and the async store, whose ``_run`` differs.
+
+    def _reserve(self, *args: Any) -> Any:
+        return self._run(self._flows.checked_reserve(*args))
+
+    def _commit(self, reservation: ReservationRef, actual: Amounts, meta: Mapping[str, Any] | None) -> Any:
+        return self._run(self._flows.resolve(reservation, actual, meta_json(meta)))
+
+    def _release(self, reservation: ReservationRef, meta: Mapping[str, Any] | None) -> Any:
+        return self._run(self._flows.resolve(reservation, None, meta_json(meta)))
+
+    def _status(self, counters: Iterable[CounterSpec]) -> Any:
+        return self._run(self._flows.status(list(counters)))
+
+    def _set_limit(self, counter: CounterSpec, limit: int) -> Any:
+        return self._run(self._flows.set_limit(counter, check_amount(limit, "limit")))
+
+    def _get_limit(self, counter: CounterSpec) -> Any:
+        return self._run(self._flows.get_limit(counter))
+
+    def _clear_limit(self, counter: CounterSpec) -> Any:
+        return self._run(self._flows.set_limit(counter, None))
+
+    def _history(self, *query: Any) -> Any:
+        return self._run(self._flows.history(JournalQuery.parse(*query)), each_call=True)
+
+    def _journal_complete_since(self) -> Any:
+        return self._run(self._flows.journal_complete_since())
+
+    def _send(self, call: Call) -> Any:
         """Issue one call on the client: a reply (sync client) or an awaitable (async client)."""
         if call.op == "hmget":
             return self.client.hmget(call.keys[0], list(call.args))
         if call.op == "hget":
             return self.client.hget(call.keys[0], call.args[0])
         if call.op == "xrange":
-            return self.client.xrange(call.keys[0], call.args[0], call.args[1], count=_XRANGE_BATCH)
+            return self.client.xrange(call.keys[0], call.args[0], call.args[1], count=XRANGE_BATCH)
         if call.op == "xlen":
             return self.client.xlen(call.keys[0])
         if call.op == "xinfo":
@@ -503,65 +158,6 @@ class RedisLedger(_RedisBase, Ledger):
             self._stale_nodes = hasattr(self.client, "nodes_manager")
         return wrapped
 
-    def reserve(
-        self,
-        holds: Iterable[Hold],
-        *,
-        lease: float = DEFAULT_LEASE,
-        id: str | None = None,
-        meta: Mapping[str, Any] | None = None,
-        enforce: bool = True,
-    ) -> Reservation:
-        result: Reservation = self._run(self._flows.checked_reserve(holds, lease, id, meta, enforce))
-        return result
-
-    def commit(
-        self,
-        reservation: ReservationRef,
-        actual: Amounts,
-        *,
-        meta: Mapping[str, Any] | None = None,
-    ) -> Outcome:
-        result: Outcome = self._run(self._flows.resolve(reservation, actual, _meta(meta)))
-        return result
-
-    def release(self, reservation: ReservationRef, *, meta: Mapping[str, Any] | None = None) -> Outcome:
-        result: Outcome = self._run(self._flows.resolve(reservation, None, _meta(meta)))
-        return result
-
-    def status(self, counters: Iterable[CounterSpec]) -> list[CounterStatus]:
-        result: list[CounterStatus] = self._run(self._flows.status(list(counters)))
-        return result
-
-    def set_limit(self, counter: CounterSpec, limit: int) -> None:
-        self._run(self._flows.set_limit(counter, check_amount(limit, "limit")))
-
-    def get_limit(self, counter: CounterSpec) -> int | None:
-        result: int | None = self._run(self._flows.get_limit(counter))
-        return result
-
-    def clear_limit(self, counter: CounterSpec) -> None:
-        self._run(self._flows.set_limit(counter, None))
-
-    def history(
-        self,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        scope: Scope | str | None = None,
-        model: str | None = None,
-        events: Iterable[str] | None = None,
-        limit: int | None = None,
-    ) -> list[JournalEntry]:
-        result: list[JournalEntry] = self._run(
-            self._flows.history(since, until, scope, model, events, limit), each_call=True
-        )
-        return result
-
-    def journal_complete_since(self) -> datetime | None:
-        result: datetime | None = self._run(self._flows.journal_complete_since())
-        return result
-
     def close(self) -> None:
         nodes = self.client.get_nodes() if hasattr(self.client, "get_nodes") else []
         self.client.close()
@@ -597,65 +193,6 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
                     raise wrapped from exc
         except StopIteration as done:
             return done.value
-
-    async def reserve(
-        self,
-        holds: Iterable[Hold],
-        *,
-        lease: float = DEFAULT_LEASE,
-        id: str | None = None,
-        meta: Mapping[str, Any] | None = None,
-        enforce: bool = True,
-    ) -> Reservation:
-        result: Reservation = await self._run(self._flows.checked_reserve(holds, lease, id, meta, enforce))
-        return result
-
-    async def commit(
-        self,
-        reservation: ReservationRef,
-        actual: Amounts,
-        *,
-        meta: Mapping[str, Any] | None = None,
-    ) -> Outcome:
-        result: Outcome = await self._run(self._flows.resolve(reservation, actual, _meta(meta)))
-        return result
-
-    async def release(self, reservation: ReservationRef, *, meta: Mapping[str, Any] | None = None) -> Outcome:
-        result: Outcome = await self._run(self._flows.resolve(reservation, None, _meta(meta)))
-        return result
-
-    async def status(self, counters: Iterable[CounterSpec]) -> list[CounterStatus]:
-        result: list[CounterStatus] = await self._run(self._flows.status(list(counters)))
-        return result
-
-    async def set_limit(self, counter: CounterSpec, limit: int) -> None:
-        await self._run(self._flows.set_limit(counter, check_amount(limit, "limit")))
-
-    async def get_limit(self, counter: CounterSpec) -> int | None:
-        result: int | None = await self._run(self._flows.get_limit(counter))
-        return result
-
-    async def clear_limit(self, counter: CounterSpec) -> None:
-        await self._run(self._flows.set_limit(counter, None))
-
-    async def history(
-        self,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        scope: Scope | str | None = None,
-        model: str | None = None,
-        events: Iterable[str] | None = None,
-        limit: int | None = None,
-    ) -> list[JournalEntry]:
-        result: list[JournalEntry] = await self._run(
-            self._flows.history(since, until, scope, model, events, limit), each_call=True
-        )
-        return result
-
-    async def journal_complete_since(self) -> datetime | None:
-        result: datetime | None = await self._run(self._flows.journal_complete_since())
-        return result
 
     async def aclose(self) -> None:
         await self.client.aclose()

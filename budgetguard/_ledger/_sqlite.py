@@ -18,10 +18,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._cache import Bounded
 from .._errors import LedgerError
-from ._base import DEFAULT_NAMESPACE, check_setting, decode_held, decode_refusal, encode_held, encode_refusal
-from ._engine import Tx
+from ._base import DEFAULT_NAMESPACE, check_setting
+from ._engine import Slot, Tx
 from ._local import LocalLedger, journal_entry, wall_clock_ms
+from ._stored import decode_held, decode_refusal, encode_held, encode_refusal
 from ._types import HeldCounter, JournalEntry
 
 Meta = dict[str, Any]
@@ -95,10 +97,7 @@ class _Sql:
         )
         self.limit = f"SELECT value FROM {limits} WHERE key = ?"
         self.clear_limit = f"DELETE FROM {limits} WHERE key = ?"
-        self.put_limit = (
-            f"INSERT INTO {limits} (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-        )
+        self.put_limit = _upsert(limits, "excluded.value")
         self.journal = (
             f"INSERT INTO {journal} (ts, event, res_id, scopes, amounts, data) VALUES (?, ?, ?, ?, ?, ?)"
         )
@@ -115,28 +114,23 @@ class _Sql:
         self.prune_journal = f"DELETE FROM {journal} WHERE ts < ?"
         self.orphan_leases = f"DELETE FROM {leases} WHERE counter NOT IN (SELECT key FROM {counters})"
         self.meta = f"SELECT value FROM {meta} WHERE key = ?"
-        self.put_meta = (
-            f"INSERT INTO {meta} (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-        )
-        self.raise_meta = (
-            f"INSERT INTO {meta} (key, value) VALUES (?, ?) ON CONFLICT (key) "
-            "DO UPDATE SET value = max(value, excluded.value)"
-        )
+        self.put_meta = _upsert(meta, "excluded.value")
+        self.raise_meta = _upsert(meta, "max(value, excluded.value)")
 
 
-_decoded: dict[str, tuple[HeldCounter, ...]] = {}
+def _upsert(table: str, value: str) -> str:
+    """Set a (key, value) row of ``table`` to ``value`` (SQL: ``excluded.value`` is the one given)."""
+    return f"INSERT INTO {table} (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = {value}"
+
+
+_decoded: Bounded[str, tuple[HeldCounter, ...]] = Bounded("ledger.sqlite.held", 10_000)
+"""``decode_held``'s results: a record is read back by its commit, in this process or another one
+(immutable values, safe to share)."""
 
 
 def _decode_held(text: str) -> tuple[HeldCounter, ...]:
-    """``decode_held``, memoized: a record is read back by its commit, in this process or another one
-    (immutable values, safe to share)."""
     found = _decoded.get(text)
-    if found is None:
-        if len(_decoded) > 10_000:
-            _decoded.clear()
-        found = _decoded[text] = decode_held(text)
-    return found
+    return _decoded.put(text, decode_held(text)) if found is None else found
 
 
 class _SQLiteTx:
@@ -160,16 +154,24 @@ class _SQLiteTx:
         self.rows[key] = (spent, held)
         self.db.execute(self.sql.put_counter, (key, spent, held, expires_at, label))
 
-    def add_lease(self, key: str, res_id: str, expires_at: int, amount: int) -> None:
-        self.db.execute(self.sql.add_lease, (key, res_id, expires_at, amount))
+    def hold(self, res_id: str, lease_ends: int, holds: Sequence[tuple[Slot, int]]) -> None:
+        for slot, amount in holds:
+            spent, held = self.counter(slot.key)
+            self.put_counter(slot.key, spent, held + amount, slot.expires, slot.label)
+            self.db.execute(self.sql.add_lease, (slot.key, res_id, lease_ends, amount))
 
-    def pop_expired(self, key: str, now: int) -> list[tuple[str, int]]:
+    def settle(self, slot: Slot, res_id: str, charge: int) -> tuple[int, bool]:
+        row = self.db.execute(self.sql.pop_lease, (slot.key, res_id)).fetchone()
+        spent, held = self.counter(slot.key)
+        self.put_counter(
+            slot.key, spent + charge, held if row is None else held - row[0], slot.expires, slot.label
+        )
+        return spent + charge, row is not None
+
+    def live(self, key: str, now: int) -> tuple[int, int, Sequence[tuple[str, int]]]:
         rows = self.db.execute(self.sql.pop_expired, (key, now)).fetchall()
-        return [(r[0], r[1]) for r in rows]
-
-    def pop_lease(self, key: str, res_id: str) -> int | None:
-        row = self.db.execute(self.sql.pop_lease, (key, res_id)).fetchone()
-        return None if row is None else int(row[0])
+        spent, held = self.counter(key)
+        return spent, held, [(r[0], r[1]) for r in rows]
 
     def record(self, res_id: str) -> dict[str, Any] | None:
         row = self.db.execute(self.sql.record, (res_id,)).fetchone()
@@ -205,13 +207,7 @@ class _SQLiteTx:
             self.db.execute(self.sql.put_limit, (field, value))
 
     def journal(
-        self,
-        ts: int,
-        event: str,
-        res_id: str,
-        scopes: Sequence[str],
-        amounts: dict[str, int],
-        data: dict[str, Any],
+        self, ts: int, event: str, res_id: str, scopes: Sequence[str], amounts: Meta, data: Meta
     ) -> None:
         self.db.execute(
             self.sql.journal,
@@ -348,7 +344,7 @@ class SQLiteLedger(LocalLedger):
         for row in rows:
             yield journal_entry(*row)
 
-    def _journal_complete_since(self) -> int | None:
+    def _complete_since_ms(self) -> int | None:
         row = self._db().execute(self._sql.meta, ("journal_complete_since",)).fetchone()
         return None if row is None else int(row[0])
 

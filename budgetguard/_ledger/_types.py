@@ -142,6 +142,17 @@ def check_holds(holds: Iterable[Hold]) -> tuple[Hold, ...]:
     return holds
 
 
+def check_reserve(
+    holds: Iterable[Hold], lease: float, id: str | None, meta: Mapping[str, Any] | None, enforce: bool
+) -> tuple[tuple[Hold, ...], int, str, Mapping[str, Any] | None, bool]:
+    """``Ledger.reserve``'s arguments, in declaration order, checked (every store, before any I/O): the
+    holds, the lease in ms and the reservation id (a new one when none is given); meta and enforce as
+    given (each store checks meta as it stores it)."""
+    checked = check_holds(holds)
+    lease_ms = check_lease(lease)
+    return checked, lease_ms, new_reservation_id() if id is None else check_reservation_id(id), meta, enforce
+
+
 @fast_init
 @dataclass(frozen=True, slots=True)
 class HeldCounter:
@@ -152,6 +163,13 @@ class HeldCounter:
     window_end: int | None
     amount: int
     limit: int
+
+
+def scope_labels(held: Sequence[HeldCounter]) -> tuple[str, ...]:
+    """The distinct scopes of a reservation's counters, in order."""
+    if len(held) == 1:
+        return (held[0].counter.label,)
+    return tuple(dict.fromkeys(h.counter.label for h in held))
 
 
 @fast_init

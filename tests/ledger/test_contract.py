@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -11,6 +12,7 @@ import pytest
 from budgetguard import BudgetExceededError
 from budgetguard._budgets import Period, Scope, Unit, window_for
 from budgetguard._ledger import AsyncLedger, Hold, Ledger, ReservationError
+from budgetguard._ledger._base import OPERATIONS
 from budgetguard._money import INT64_MAX
 
 from .helpers import counter
@@ -381,3 +383,31 @@ async def test_async_twin(async_ledger: AsyncLedger) -> None:
     assert await async_ledger.get_limit(spec) is None
     events = [e.event for e in await async_ledger.history()]
     assert events == ["refused", "committed", "released"]
+
+
+async def test_async_twin_takes_the_sync_declarations(async_ledger: AsyncLedger) -> None:
+    """Every store's methods, sync and async, are made from ``Ledger``'s declarations: the same
+    arguments and defaults, keyword-only where declared so, and the same answers."""
+    for name in OPERATIONS:
+        declared = inspect.signature(getattr(Ledger, name))
+        assert inspect.signature(getattr(type(async_ledger), name)) == declared
+        assert inspect.iscoroutinefunction(getattr(async_ledger, name))
+    spec = counter(limit=1000)
+    res = await async_ledger.reserve([Hold(spec, 10)], lease=60, id="twin-1", enforce=False)
+    assert (res.id, res.expires_at - res.created_at) == ("twin-1", 60_000)
+    with pytest.raises(TypeError):
+        await async_ledger.reserve([Hold(spec, 10)], 60)  # type: ignore[misc]  # lease is keyword-only
+    with pytest.raises(TypeError):
+        await async_ledger.reserve([Hold(spec, 10)], leese=60)  # type: ignore[call-arg]
+    await async_ledger.release(res, meta={"why": "test"})
+    (entry,) = await async_ledger.history(scope="user:alice", events=["released"], limit=5)
+    assert entry.data == {"why": "test"}
+    assert await async_ledger.history(model="none") == []
+    assert await async_ledger.journal_complete_since() is None
+
+
+def test_sync_stores_take_the_declarations(ledger: Ledger) -> None:
+    for name in OPERATIONS:
+        assert inspect.signature(getattr(type(ledger), name)) == inspect.signature(getattr(Ledger, name))
+    with pytest.raises(TypeError):
+        ledger.history(scop="user:alice")  # type: ignore[call-arg]

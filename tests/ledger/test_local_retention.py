@@ -9,7 +9,7 @@ import pytest
 
 from budgetguard._budgets import Period
 from budgetguard._ledger import Hold, MemoryLedger, SQLiteLedger
-from budgetguard._ledger._engine import COUNTER_RETENTION_MS
+from budgetguard._ledger._expiry import COUNTER_RETENTION_MS
 from budgetguard._ledger._local import LocalLedger
 
 from .helpers import counter

@@ -11,7 +11,7 @@ import redis
 
 from budgetguard._budgets import Period, Unit
 from budgetguard._ledger import Hold, open_ledger
-from budgetguard._ledger._engine import COUNTER_RETENTION_MS, RECORD_RETENTION_MS
+from budgetguard._ledger._expiry import COUNTER_RETENTION_MS, RECORD_RETENTION_MS
 from budgetguard._ledger._redis import RedisLedger
 from tests.redis_server import delete_namespace
 

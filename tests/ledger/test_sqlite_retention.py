@@ -8,7 +8,7 @@ from pathlib import Path
 
 from budgetguard._budgets import Period, Unit
 from budgetguard._ledger import Hold, SQLiteLedger
-from budgetguard._ledger._engine import COUNTER_RETENTION_MS, RECORD_RETENTION_MS
+from budgetguard._ledger._expiry import COUNTER_RETENTION_MS, RECORD_RETENTION_MS
 
 from .helpers import counter
 

@@ -1,4 +1,4 @@
--- Shared helpers, prepended to every budgetguard script.
+-- Shared helpers, prepended to every budgetguard script (after _time.lua).
 -- Money and counts are int64 decimal strings. Lua numbers are doubles (exact only below 2^53), so
 -- sums and comparisons split each value into two base-1e9 limbs; Redis's HINCRBY does the stores.
 local BASE = 1000000000
@@ -50,7 +50,7 @@ end
 
 -- Reclaim the holds of expired leases on one counter (bounded work per call).
 local function reclaim(counter, leases, now, label_json, unit, journal, maxlen)
-  local ids = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1000)
+  local ids = expired_leases(leases, now)
   for _, id in ipairs(ids) do
     local amt = redis.call('HGET', counter, 'r:' .. id)
     if amt then

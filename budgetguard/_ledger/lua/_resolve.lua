@@ -74,7 +74,7 @@ local function resolve(mode)
   local charged = mode == 'committed' and amounts or '{}'
   redis.call('HSET', KEYS[1], 'state', mode, 'charged', charged, 'overrun', overrun, 'expired', expired,
     'spent', table.concat(after, ','))
-  redis.call('PEXPIREAT', KEYS[1], math.max(now, tonumber(r[4])) + tonumber(retention))
+  redis.call('PEXPIREAT', KEYS[1], record_expiry(now, tonumber(r[4]), tonumber(retention)))
   local flags = '{"overrun":' .. (overrun == '1' and 'true' or 'false') .. ',"expired":' ..
     (expired == '1' and 'true' or 'false') .. '}'
   xadd(KEYS[2], maxlen, now, mode, id, scopes, amounts, r[5] or '{}', meta, flags)

@@ -35,7 +35,7 @@ end
 local now = now_ms()
 for i = 1, n do
   local h = holds[i]
-  if now < tonumber(h[3]) or (h[4] ~= '' and now >= tonumber(h[4])) then
+  if not in_window(now, tonumber(h[3]), tonumber(h[4])) then  -- (tonumber(''): nil, no end)
     return {'WINDOW', tostring(now)}
   end
 end
@@ -60,7 +60,7 @@ for i = 1, n do
   if enforce and not le(th, tl, lh, ll) then
     redis.call('HSET', KEYS[1], 'state', 'refused', 'idx', i - 1, 'limit', limit, 'spent', spent,
       'held', held, 'requested', amount, 'wend', h[4], 'holds', held_json)
-    redis.call('PEXPIREAT', KEYS[1], now + tonumber(retention))
+    redis.call('PEXPIREAT', KEYS[1], record_expiry(now, nil, tonumber(retention)))
     xadd(KEYS[3], maxlen, now, 'refused', id, h[8], '{"' .. h[6] .. '":' .. amount .. '}', meta, '{}', '{}')
     return {'REFUSED', tostring(i - 1), limit, spent, held, amount, h[4], '0', held_json}
   end
@@ -73,7 +73,7 @@ for i = 1, n do
   fresh[i] = {c[1] == false and c[2] == false, held == '0'}
 end
 
-local expires = now + tonumber(lease)
+local expires = lease_end(now, tonumber(lease))
 local amts = {}
 for i = 1, n do
   local h = holds[i]
@@ -90,5 +90,5 @@ end
 local lims_csv = table.concat(lims, ',')
 redis.call('HSET', KEYS[1], 'state', 'held', 'created', now, 'expires', expires, 'lims', lims_csv,
   'amts', table.concat(amts, ','), 'held', held_json, 'meta', meta, 'n', n)
-redis.call('PEXPIREAT', KEYS[1], expires + tonumber(retention))
+redis.call('PEXPIREAT', KEYS[1], record_expiry(now, expires, tonumber(retention)))
 return {'OK', tostring(now), tostring(expires), lims_csv, '0'}

@@ -11,7 +11,7 @@ local now = now_ms()
 for i = 1, n do
   local a = 2 + 6 * (i - 1)
   if not is_int64(ARGV[a + 1]) or not is_int64(ARGV[a + 3]) then return fail('amount') end
-  if now < tonumber(ARGV[a + 3]) or (ARGV[a + 4] ~= '' and now >= tonumber(ARGV[a + 4])) then
+  if not in_window(now, tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])) then  -- (tonumber(''): nil)
     return {'WINDOW', tostring(now)}
   end
 end

@@ -1,0 +1,75 @@
+"""When ledger state starts and ends: a counter's window and expiry, a lease's end, a record's retention.
+
+The one definition of the ledger's time arithmetic, on epoch milliseconds of the store's clock. The
+Python engine calls these functions (memory and SQLite); the Redis scripts use their mirror in
+``lua/_time.lua``, function for function, and ``tests/ledger/test_time_mirror.py`` runs one table of
+cases through both. A window's bounds come from ``_budgets.window_for`` (calendar and time-zone
+maths, Python only): a Redis script receives them, and checks with ``in_window`` that its clock is
+inside them. Everything stored ends at an instant ``t`` and is gone once ``expired(t, now)``:
+SQLite's ``expires_at <= ?``, the memory heaps and Redis's ``PEXPIREAT`` / ``ZRANGEBYSCORE -inf now``
+say the same.
+"""
+
+from __future__ import annotations
+
+from .._budgets import Window
+from .._cache import Bounded
+from ._types import CounterSpec
+
+__all__ = [
+    "COUNTER_RETENTION_MS",
+    "RECORD_RETENTION_MS",
+    "counter_expiry",
+    "expired",
+    "in_window",
+    "lease_end",
+    "record_expiry",
+    "window_at",
+]
+
+RECORD_RETENTION_MS = 86_400_000
+"""Resolved (and refused) reservations are remembered this long after their lease, for idempotent
+repeats."""
+COUNTER_RETENTION_MS = 86_400_000
+"""Counters of a finished window are kept this long after it ends, then dropped."""
+
+_windows: Bounded[tuple[str, str], Window] = Bounded("ledger.windows", 1024)
+"""The last window computed per (period, time zone)."""
+
+
+def window_at(counter: CounterSpec, now: int) -> Window:
+    """The counter's window at ``now``; calendar maths only when ``now`` leaves the last one.
+
+    Reusing a window that contains ``now`` is exact because a (period, tz)'s windows partition time
+    (``window_for``): the window holding an instant is the only one, whenever it was computed."""
+    key = (counter.period, counter.tz)  # (a StrEnum hashes as its text, in C)
+    found = _windows.get(key)
+    if found is None or not in_window(now, found.start, found.end):
+        found = _windows.put(key, counter.window(now))
+    return found
+
+
+def in_window(now: int, start: int, end: int | None) -> bool:
+    """``now`` lies in the half-open window ``[start, end)`` (``end`` None: it never ends)."""
+    return start <= now and (end is None or now < end)
+
+
+def counter_expiry(window_end: int | None) -> int | None:
+    """When a counter of the window ending at ``window_end`` is dropped; ``None``: never (a total)."""
+    return None if window_end is None else window_end + COUNTER_RETENTION_MS
+
+
+def lease_end(now: int, lease_ms: int) -> int:
+    """When a hold taken at ``now`` for ``lease_ms`` expires (the reservation's ``expires_at``)."""
+    return now + lease_ms
+
+
+def record_expiry(now: int, lease_ends: int | None, retention_ms: int = RECORD_RETENTION_MS) -> int:
+    """When a reservation's record is dropped: ``retention_ms`` after its lease ends, and never before
+    ``retention_ms`` after ``now`` (a late resolution, or a refusal: ``lease_ends`` None)."""
+    return now + retention_ms if lease_ends is None or lease_ends < now else lease_ends + retention_ms
+
+
+def expired(ends: int, now: int) -> bool:
+    """A lease, record or counter that ends at ``ends`` is over at ``now`` (the instant itself included)."""
+    return ends <= now

@@ -1,0 +1,220 @@
+"""The Redis ledger's operations as I/O-free flows: generators that yield the server calls they need.
+
+The logic is written once; a ~10-line sync and async driver (``_redis.py``) performs the calls (the
+httpx ``auth_flow`` pattern). Inputs are validated before the first call.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .._budgets import Unit, Window
+from .._cache import Bounded
+from .._errors import LedgerError
+from ._base import JournalQuery, ReservationRef
+from ._expiry import RECORD_RETENTION_MS, window_at
+from ._redis_wire import (
+    XRANGE_BATCH,
+    CounterArgs,
+    Keys,
+    amounts_json,
+    complete_since,
+    journal_entry,
+    label_json,
+    meta_json,
+    scopes_json,
+    server_time_outside,
+    statuses,
+)
+from ._stored import decode_held
+from ._types import (
+    UNITS,
+    Amounts,
+    CounterSpec,
+    HeldCounter,
+    Hold,
+    JournalEntry,
+    Outcome,
+    Refusal,
+    Reservation,
+    ReservationError,
+    check_actual,
+    check_amount,
+    check_reservation_id,
+    check_reserve,
+)
+
+__all__ = ["Call", "Flow", "Flows"]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One server call a flow needs: a script (``op`` names it) or a plain read command."""
+
+    op: str
+    keys: tuple[str, ...] = ()
+    args: tuple[str | int, ...] = ()
+
+
+Flow = Generator[Call, Any, Any]
+
+
+class Flows:
+    """The Redis ledger's logic, independent of sync or async I/O."""
+
+    def __init__(self, namespace: str, journal_maxlen: int) -> None:
+        self.namespace = namespace
+        self.keys = Keys(namespace)
+        self.journal_maxlen = journal_maxlen
+        self._slots: Bounded[tuple[str, int, int], CounterArgs] = Bounded(
+            "ledger.redis.slots", 10_000, shared=False
+        )
+
+    def checked_reserve(self, *args: Any) -> Flow:
+        """Check a reserve's arguments (``Ledger.reserve``'s, in order) now, before any I/O; its flow."""
+        checked, lease_ms, res_id, meta, enforce = check_reserve(*args)
+        return self.reserve(checked, lease_ms, res_id, meta_json(meta), enforce)
+
+    def slot(self, counter: CounterSpec, window: Window | HeldCounter) -> CounterArgs:
+        start, end = (window.start, window.end) if isinstance(window, Window) else (
+            window.window_start, window.window_end)  # fmt: skip
+        key = (counter.limit_field, counter.limit, start)
+        found = self._slots.get(key)
+        return self._slots.put(key, CounterArgs(self.keys, counter, start, end)) if found is None else found
+
+    def reserve(self, holds: tuple[Hold, ...], lease_ms: int, res_id: str, meta: str, enforce: bool) -> Flow:
+        now = time.time_ns() // 1_000_000  # a guess: the script checks it against the server's TIME
+        head: list[str | int] = [res_id, lease_ms, RECORD_RETENTION_MS, self.journal_maxlen, meta]
+        for _ in range(3):
+            windows = [window_at(h.counter, now) for h in holds]
+            slots = [self.slot(h.counter, w) for h, w in zip(holds, windows, strict=True)]
+            keys: list[str] = [self.keys.record(res_id), self.keys.limits, self.keys.journal]
+            held_json = []
+            args = [*head, "", "1" if enforce else "0"]
+            for hold, slot in zip(holds, slots, strict=True):
+                keys += slot.keys
+                held_json.append(f"{slot.held_json}{hold.amount},{hold.counter.limit}]")
+                args.append(f"{hold.amount}{slot.reserve_arg}")
+            args[5] = f"[{','.join(held_json)}]"
+            reply = yield Call("reserve", tuple(keys), tuple(args))
+            server_now = server_time_outside(reply)
+            if server_now is not None:
+                now = server_now
+                continue
+            if reply[0] == "REFUSED":
+                index, end = int(reply[1]), reply[6]
+                refused = decode_held(reply[8])[index].counter  # as the first call with this id named it
+                refusal = Refusal(index, int(reply[2]), int(reply[3]), int(reply[4]), int(reply[5]),
+                                  int(end) if end else None, refused)  # fmt: skip
+                raise refusal.error(holds)
+            limits = [int(x) for x in reply[3].split(",")]
+            if reply[4] == "1":  # a repeat returns the first call's holds
+                held = tuple(
+                    HeldCounter(h.counter, h.window_start, h.window_end, h.amount, limit)
+                    for h, limit in zip(decode_held(reply[5]), limits, strict=True)
+                )
+            else:
+                held = tuple(
+                    HeldCounter(h.counter, w.start, w.end, h.amount, limit)
+                    for h, w, limit in zip(holds, windows, limits, strict=True)
+                )
+            return Reservation(res_id, held, int(reply[1]), int(reply[2]), duplicate=reply[4] == "1")
+        raise LedgerError("the Redis server's clock keeps moving across window boundaries; check its time")
+
+    def _held(self, ref: ReservationRef) -> Flow:
+        if isinstance(ref, Reservation):
+            return ref.held
+        res_id = check_reservation_id(ref)
+        reply = yield Call("hmget", (self.keys.record(res_id),), ("state", "held"))
+        if reply[0] is None:
+            raise ReservationError(
+                f"unknown reservation {res_id!r}: never reserved here, or resolved long ago"
+            )
+        if reply[0] == "refused":
+            raise ReservationError(f"reservation {res_id!r} was refused; it holds nothing to resolve")
+        return decode_held(reply[1])
+
+    def resolve(self, ref: ReservationRef, actual: Amounts | None, meta: str) -> Flow:
+        res_id = check_reservation_id(ref.id if isinstance(ref, Reservation) else ref)
+        held: tuple[HeldCounter, ...] = yield from self._held(ref)
+        parsed = None if actual is None else check_actual(actual, held)
+        op = "release" if parsed is None else "commit"
+        amounts = {h.counter.unit: h.amount for h in held} if parsed is None else parsed
+        keys: list[str] = [self.keys.record(res_id), self.keys.journal]
+        args: list[str | int] = [
+            res_id, RECORD_RETENTION_MS, self.journal_maxlen, meta, scopes_json(held),
+            amounts_json(amounts),
+        ]  # fmt: skip
+        for h in held:
+            slot = self.slot(h.counter, h)
+            keys += slot.keys
+            args.append(slot.commit_arg if parsed is None else f"{parsed[h.counter.unit]}{slot.commit_arg}")
+        reply = yield Call(op, tuple(keys), tuple(args))
+        if reply[0] == "UNKNOWN":
+            raise ReservationError(
+                f"unknown reservation {res_id!r}: never reserved here, or resolved long ago"
+            )
+        if reply[0] == "REFUSED":
+            raise ReservationError(f"reservation {res_id!r} was refused; it holds nothing to resolve")
+        state, charged, overrun, expired = reply[1], reply[2], reply[3], reply[4]
+        if parsed is not None and reply[0] == "DONE":
+            charges: Mapping[Unit, int] = parsed  # what the script charged: ours
+        else:
+            charges = {UNITS[k]: int(v) for k, v in json.loads(charged or "{}").items()}
+        return Outcome(
+            res_id,
+            state,
+            charges,
+            overrun == "1",
+            expired == "1",
+            reply[0] == "DUP",
+            tuple(int(x) for x in reply[5:]),  # a repeat's too: the record keeps them
+        )
+
+    def status(self, counters: list[CounterSpec]) -> Flow:
+        now = time.time_ns() // 1_000_000
+        for _ in range(3):
+            windows = [window_at(c, now) for c in counters]
+            keys: list[str] = [self.keys.limits, self.keys.journal]
+            args: list[str | int] = [self.journal_maxlen, len(counters)]
+            for counter, window in zip(counters, windows, strict=True):
+                keys.extend(self.keys.counter(counter, window.start))
+                args += [
+                    counter.limit, self.keys.limit_field(counter), window.start,
+                    "" if window.end is None else window.end, label_json(counter), counter.unit.value,
+                ]  # fmt: skip
+            reply = yield Call("status", tuple(keys), tuple(args))
+            server_now = server_time_outside(reply)
+            if server_now is not None:
+                now = server_now
+                continue
+            return statuses(reply, counters, windows)
+        raise LedgerError("the Redis server's clock keeps moving across window boundaries; check its time")
+
+    def set_limit(self, counter: CounterSpec, limit: int | None) -> Flow:
+        value = "" if limit is None else check_amount(limit, "limit")
+        yield Call("set_limit", (self.keys.limits,), (self.keys.limit_field(counter), value))
+
+    def get_limit(self, counter: CounterSpec) -> Flow:
+        reply = yield Call("hget", (self.keys.limits,), (self.keys.limit_field(counter),))
+        return None if reply is None else int(reply)
+
+    def history(self, query: JournalQuery) -> Flow:
+        start = "-" if query.since is None else str(query.since)
+        end = "+" if query.until is None else f"({query.until}"
+        out: list[JournalEntry] = []
+        while True:
+            batch = yield Call("xrange", (self.keys.journal,), (start, end))
+            if query.take((journal_entry(fields) for _, fields in batch), out) or len(batch) < XRANGE_BATCH:
+                return out
+            start = "(" + batch[-1][0]
+
+    def journal_complete_since(self) -> Flow:
+        if not (yield Call("xlen", (self.keys.journal,))):  # no stream (XINFO would fail): nothing dropped
+            return None
+        info = yield Call("xinfo", (self.keys.journal,))
+        return complete_since(info, self.journal_maxlen)

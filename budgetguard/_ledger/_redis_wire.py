@@ -1,0 +1,188 @@
+"""What the Redis store sends and reads back: the Lua scripts, key names, packed arguments, journal entries.
+
+Each operation is one Lua script (``lua/*.lua``, after the shared ``_time.lua`` and ``_lib.lua``).
+Key names: every key of a namespace shares the hash tag ``{namespace}`` (Redis Cluster runs each script
+on one node); scope ids are user data and enter keys only as a hash of the counter's identity. Money
+travels as int64 decimal strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+from .._budgets import Unit, Window
+from .._cache import Bounded
+from ._base import check_namespace
+from ._expiry import counter_expiry
+from ._stored import held_fields
+from ._types import (
+    CounterSpec,
+    CounterStatus,
+    HeldCounter,
+    JournalEntry,
+    check_meta,
+    scope_labels,
+    to_datetime,
+)
+
+__all__ = ["JOURNAL_MAXLEN", "LIBRARY", "SCRIPTS", "CounterArgs", "Keys"]
+
+JOURNAL_MAXLEN = 1_000_000
+"""The journal stream keeps about this many newest entries (``XADD MAXLEN ~``; ``?journal_maxlen=``);
+``journal_complete_since`` says when it dropped some."""
+
+
+def _lua(name: str) -> str:
+    return resources.files("budgetguard._ledger").joinpath("lua", f"{name}.lua").read_text()
+
+
+LIBRARY = _lua("_time") + "\n" + _lua("_lib")
+"""What every script starts with: the time arithmetic (``_expiry.py``'s mirror), then the helpers."""
+
+
+def _load_scripts() -> dict[str, str]:
+    resolve = _lua("_resolve")
+    scripts = {}
+    for name in ("reserve", "commit", "release", "status", "set_limit"):
+        prelude = LIBRARY + (resolve if name in ("commit", "release") else "")
+        scripts[name] = prelude + "\n" + _lua(name)
+    return scripts
+
+
+SCRIPTS = _load_scripts()
+
+
+_digests: Bounded[str, str] = Bounded("ledger.redis.digests", 100_000)
+
+
+def _digest(text: str) -> str:
+    """A short, collision-free name for a counter's identity (memoized: counters repeat)."""
+    found = _digests.get(text)
+    if found is None:
+        found = _digests.put(
+            text, base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()[:18]).decode()
+        )
+    return found
+
+
+class Keys:
+    """Key names. Scope ids are user data: they enter keys only as a hash of the counter's identity."""
+
+    def __init__(self, namespace: str) -> None:
+        self.prefix = f"bg:{{{check_namespace(namespace)}}}:"
+        self.limits = self.prefix + "limits"
+        self.journal = self.prefix + "journal"
+
+    def record(self, res_id: str) -> str:
+        return f"{self.prefix}r:{res_id}"
+
+    def counter(self, counter: CounterSpec, window_start: int) -> tuple[str, str]:
+        base = f"{self.prefix}c:{_digest(counter.limit_field)}:{window_start}"
+        return base, base + ":l"
+
+    @staticmethod
+    def limit_field(counter: CounterSpec) -> str:
+        return _digest(counter.limit_field)
+
+
+def label_json(counter: CounterSpec) -> str:
+    scope = counter.scope
+    return json.dumps([str(scope)]) if scope.id is not None else '["global"]'
+
+
+def amounts_json(amounts: Mapping[Unit, int]) -> str:
+    return "{" + ",".join(f'"{u.value}":{v}' for u, v in amounts.items()) + "}"  # units are plain words
+
+
+_scopes: Bounded[tuple[str, ...], str] = Bounded("ledger.redis.scopes", 10_000)
+
+
+def scopes_json(held: Sequence[HeldCounter]) -> str:
+    labels = tuple(h.counter.label for h in held)
+    found = _scopes.get(labels)
+    return _scopes.put(labels, json.dumps(scope_labels(held))) if found is None else found
+
+
+class CounterArgs:
+    """What a call says about one counter in one window, encoded once (counters repeat)."""
+
+    __slots__ = ("commit_arg", "held_json", "keys", "reserve_arg")
+
+    def __init__(self, keys: Keys, counter: CounterSpec, start: int, end: int | None) -> None:
+        self.keys = keys.counter(counter, start)
+        label, unit = label_json(counter), counter.unit.value
+        expiry = counter_expiry(end)
+        expire_at = "" if expiry is None else expiry
+        window_end = "" if end is None else end
+        field = keys.limit_field(counter)
+        self.reserve_arg = f",{counter.limit},{start},{window_end},{expire_at},{unit},{field},{label}"
+        """Follows the amount: the packed per-hold argument of ``reserve.lua``."""
+        self.held_json = json.dumps(held_fields(counter, start, end), separators=(",", ":"))[:-1] + ","
+        """A hold on this counter as ``encode_held`` writes it, up to its amount and limit."""
+        self.commit_arg = f",{expire_at},{unit},{label}"
+        """Follows the charge: the packed per-counter argument of ``commit.lua`` and ``release.lua``."""
+
+
+def server_time_outside(reply: list[str]) -> int | None:
+    return int(reply[1]) if reply[0] == "WINDOW" else None
+
+
+XRANGE_BATCH = 1000
+
+
+def complete_since(info: Mapping[str, Any], maxlen: int) -> datetime | None:
+    """From XINFO STREAM: the instant (a stream id's time) from which no entry was trimmed. Redis 7+
+    counts the entries ever added; an older server only tells that the stream is at its cap."""
+    added, length = info.get("entries-added"), int(info["length"])
+    dropped = length >= maxlen if added is None else int(added) > length
+    if not dropped:
+        return None
+    first = info.get("first-entry")
+    first_id = str(first[0] if first else info.get("recorded-first-entry-id", "0-0"))
+    ms, _, seq = first_id.partition("-")
+    # entries of the first entry's millisecond with a lower sequence number were trimmed
+    return to_datetime(int(ms) + (0 if seq in ("", "0") else 1))
+
+
+def journal_entry(fields: Mapping[str, str]) -> JournalEntry:
+    data = json.loads(fields.get("rdata") or "{}")
+    data.update(json.loads(fields.get("data") or "{}"))
+    data.update({k: v for k, v in json.loads(fields.get("flags") or "{}").items() if v})
+    return JournalEntry(
+        ts=int(fields["ts"]),
+        event=fields["event"],  # type: ignore[arg-type]
+        reservation_id=fields["id"],
+        scopes=tuple(json.loads(fields["scopes"])),
+        amounts=json.loads(fields["amounts"]),
+        data=data,
+    )
+
+
+def meta_json(meta: Mapping[str, Any] | None) -> str:
+    if not meta:
+        return "{}"
+    return json.dumps(check_meta(meta), separators=(",", ":"), sort_keys=True)
+
+
+def statuses(
+    reply: list[str], counters: Sequence[CounterSpec], windows: Sequence[Window]
+) -> list[CounterStatus]:
+    """``status.lua``'s reply: limit, spent, held and overridden per counter, after its ``OK``."""
+    return [
+        CounterStatus(
+            counter=counter,
+            window_start=window.start,
+            window_end=window.end,
+            limit=int(reply[1 + 4 * i]),
+            spent=int(reply[2 + 4 * i]),
+            held=int(reply[3 + 4 * i]),
+            overridden=reply[4 + 4 * i] == "1",
+        )
+        for i, (counter, window) in enumerate(zip(counters, windows, strict=True))
+    ]
