@@ -62,6 +62,10 @@ class Bounded(dict[K, V], Generic[K, V]):
             self[key] = value
         return value
 
+    def clear(self) -> None:
+        with self._lock:  # (not while a put evicts)
+            super().clear()
+
     def __repr__(self) -> str:
         return f"<Bounded {self.name!r}: {len(self)}/{self.limit}>"
 

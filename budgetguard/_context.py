@@ -1,6 +1,8 @@
-"""Context that follows a call: the scopes of ``budget_context`` and the trackers of ``track``.
+"""Context that follows a call: the scopes of ``budget_context``, the trackers of ``track``, and the
+thread patches that carry them into pools and threads (on first use, or ``follow_threads()``).
 
-Both live in ``contextvars``, so they follow asyncio tasks (each task copies its creator's context).
+The scopes and trackers live in ``contextvars``, so they follow asyncio tasks (each task copies its
+creator's context).
 Python threads start with an empty context, so the first ``budget_context()`` or ``track()`` makes
 ``ThreadPoolExecutor`` tasks run in a copy of their submitter's context, and the first ``track()``
 makes a ``threading.Thread`` started while trackers are open add to them (``BUDGETGUARD_FOLLOW_THREADS=0``

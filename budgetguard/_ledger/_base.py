@@ -1,4 +1,5 @@
-"""The ledger interface every store implements, sync and async, and the shared record format."""
+"""The ledger interface every store implements (``Ledger``, ``AsyncLedger``), the ``Store`` mixin that
+makes a store's public methods from it, and ``JournalQuery``, a history call's filters."""
 
 from __future__ import annotations
 

@@ -25,8 +25,8 @@ from ._types import (
     Outcome,
     Refusal,
     Reservation,
-    ReservationError,
     scope_labels,
+    unresolvable,
 )
 
 Meta = dict[str, Any]
@@ -177,13 +177,11 @@ class Engine:
         """Commit (``actual`` given) or release (``actual`` None) a reservation, once."""
         record = tx.record(res_id)
         if record is None:
-            raise ReservationError(
-                f"unknown reservation {res_id!r}: never reserved here, or resolved more than a day ago"
-            )
+            raise unresolvable(res_id)
         state = record["state"]
         if state != "held":
             if state == "refused":
-                raise ReservationError(f"reservation {res_id!r} was refused; it holds nothing to resolve")
+                raise unresolvable(res_id, refused=True)
             return _outcome(res_id, record["outcome"], duplicate=True)
         held_counters: tuple[HeldCounter, ...] = record["held"]
         cached = self._slots

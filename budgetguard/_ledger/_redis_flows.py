@@ -41,11 +41,11 @@ from ._types import (
     Outcome,
     Refusal,
     Reservation,
-    ReservationError,
     check_actual,
     check_amount,
     check_reservation_id,
     check_reserve,
+    unresolvable,
 )
 
 __all__ = ["Call", "Flow", "Flows"]
@@ -123,7 +123,7 @@ class Flows:
                     for h, w, limit in zip(holds, windows, limits, strict=True)
                 )
             return Reservation(res_id, held, int(reply[1]), int(reply[2]), duplicate=reply[4] == "1")
-        raise LedgerError("the Redis server's clock keeps moving across window boundaries; check its time")
+        raise _clock_moving()
 
     def _held(self, ref: ReservationRef) -> Flow:
         if isinstance(ref, Reservation):
@@ -131,11 +131,9 @@ class Flows:
         res_id = check_reservation_id(ref)
         reply = yield Call("hmget", (self.keys.record(res_id),), ("state", "held"))
         if reply[0] is None:
-            raise ReservationError(
-                f"unknown reservation {res_id!r}: never reserved here, or resolved long ago"
-            )
+            raise unresolvable(res_id)
         if reply[0] == "refused":
-            raise ReservationError(f"reservation {res_id!r} was refused; it holds nothing to resolve")
+            raise unresolvable(res_id, refused=True)
         return decode_held(reply[1])
 
     def resolve(self, ref: ReservationRef, actual: Amounts | None, meta: str) -> Flow:
@@ -155,11 +153,9 @@ class Flows:
             args.append(slot.commit_arg if parsed is None else f"{parsed[h.counter.unit]}{slot.commit_arg}")
         reply = yield Call(op, tuple(keys), tuple(args))
         if reply[0] == "UNKNOWN":
-            raise ReservationError(
-                f"unknown reservation {res_id!r}: never reserved here, or resolved long ago"
-            )
+            raise unresolvable(res_id)
         if reply[0] == "REFUSED":
-            raise ReservationError(f"reservation {res_id!r} was refused; it holds nothing to resolve")
+            raise unresolvable(res_id, refused=True)
         state, charged, overrun, expired = reply[1], reply[2], reply[3], reply[4]
         if parsed is not None and reply[0] == "DONE":
             charges: Mapping[Unit, int] = parsed  # what the script charged: ours
@@ -193,7 +189,7 @@ class Flows:
                 now = server_now
                 continue
             return statuses(reply, counters, windows)
-        raise LedgerError("the Redis server's clock keeps moving across window boundaries; check its time")
+        raise _clock_moving()
 
     def set_limit(self, counter: CounterSpec, limit: int | None) -> Flow:
         value = "" if limit is None else check_amount(limit, "limit")
@@ -218,3 +214,7 @@ class Flows:
             return None
         info = yield Call("xinfo", (self.keys.journal,))
         return complete_since(info, self.journal_maxlen)
+
+
+def _clock_moving() -> LedgerError:
+    return LedgerError("the Redis server's clock keeps moving across window boundaries; check its time")

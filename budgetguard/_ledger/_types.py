@@ -53,6 +53,15 @@ def check_amount(value: object, what: str) -> int:
     return value
 
 
+def unresolvable(res_id: str, refused: bool = False) -> ReservationError:
+    """The error of a commit or release that has nothing to resolve (every store's words)."""
+    if refused:
+        return ReservationError(f"reservation {res_id!r} was refused; it holds nothing to resolve")
+    return ReservationError(
+        f"unknown reservation {res_id!r}: never reserved here, or resolved longer ago than it is remembered"
+    )
+
+
 def check_reservation_id(value: object) -> str:
     if not isinstance(value, str) or not _RES_ID.fullmatch(value):
         raise ValueError(
