@@ -245,7 +245,7 @@ class Settlement:
 
     def lost(self, exc: Exception) -> None:
         """A queued settlement failed for good: say so with what it would have charged. (A store failure
-        on the last try was reported by ``_Ctx.settle`` already: ``store_unavailable`` and ``spend_lost``.)"""
+        on the last try was reported by ``Ctx.settle`` already: ``store_unavailable`` and ``spend_lost``.)"""
         if isinstance(exc, LedgerError):
             return
         cost = None
