@@ -77,7 +77,7 @@ class Job:
         self.reservation: Reservation | None = None
         self.parent: Job | None = None
         self.lost = False  # the store was down at the start and the guard fails open
-        self.metered = False  # no budget applies and no USD amount: journaled as it ends (Guard._job_flow)
+        self.metered = False  # no budget applies and no USD amount: journaled as it ends (job_flow)
         self.counters = tuple(
             CounterSpec(self.scope, unit, Period.TOTAL, limit) for unit, limit in amounts.items()
         )
