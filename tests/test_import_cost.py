@@ -1,6 +1,7 @@
 """``import budgetguard`` stays cheap: genai-prices (and its pydantic models) load at the first price
-lookup, asyncio at the first coroutine that needs it, tomllib at the first TOML file, none at import. Each check runs in a fresh interpreter; no timing is asserted here (the
-benchmark ``benchmarks/bench_import.py`` measures it)."""
+lookup, asyncio at the first coroutine that needs it, tomllib at the first TOML file, none at import.
+Each check runs in a fresh interpreter; no timing is asserted here (``benchmarks/bench_import.py``
+measures it)."""
 
 from __future__ import annotations
 
