@@ -12,7 +12,6 @@ tz = "Europe/Paris"     # optional, default UTC
 from __future__ import annotations
 
 import json
-import tomllib
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,8 @@ def read_data_file(path: str | Path, what: str) -> Any:
     path = Path(path)
     try:
         if path.suffix == ".toml":
+            import tomllib  # (here: a TOML file is rare, and tomllib not free to import)
+
             with path.open("rb") as f:
                 return tomllib.load(f, parse_float=Decimal)
         return json.loads(path.read_text(), parse_float=Decimal)

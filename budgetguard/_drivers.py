@@ -8,13 +8,12 @@ wire, so ``run_async`` shields writes (``_uncut``) and undoes what a cancelled r
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._actions import Action, Call, Count, Flow, Reserve, Resolve, Sleep
 from ._budgets import Unit
@@ -25,6 +24,9 @@ from ._ledger import AsyncLedger, Ledger, Reservation
 from ._ledger._base import scope_labels
 from ._ledger._local import AsyncLocalLedger
 from ._money import to_usd
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["no_call", "perform_async", "run_async", "run_sync", "settling"]
 
@@ -92,6 +94,8 @@ async def perform_async(core: GuardCore, action: Action, call: Callable[[str | N
     if type(action) is Call:
         return await call(action.model)
     if type(action) is Sleep:
+        import asyncio  # (here, not at import: loaded already, since this runs on its loop)
+
         await asyncio.sleep(action.seconds)
         return None
     if type(action) is Count:
@@ -100,6 +104,8 @@ async def perform_async(core: GuardCore, action: Action, call: Callable[[str | N
     if job is not None:
         return action.send(job, core.lease)  # in memory, no I/O
     store = core.async_ledger
+    import asyncio
+
     if isinstance(store, AsyncLedger):
         if isinstance(store, AsyncLocalLedger) and not store.in_thread:
             return await action.send(store, core.lease)  # runs inline: a cancellation cannot cut it
@@ -118,6 +124,8 @@ async def _uncut(core: GuardCore, write: asyncio.Future[Any], action: Reserve | 
     running). The write runs on, shielded; a cancelled caller waits for it, releases what a reserve
     admitted (rather than leave it held until its lease ends), then is cancelled. Cancelled again
     meanwhile, it leaves that to a task in ``settling``."""
+    import asyncio
+
     try:
         return await asyncio.shield(write)
     except asyncio.CancelledError:

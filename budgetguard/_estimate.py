@@ -40,7 +40,6 @@ Anthropic's ``messages.count_tokens`` can replace the offline Claude estimate: p
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import inspect
 from collections.abc import Mapping
@@ -394,6 +393,8 @@ class Estimator:
     async def acount_tokens(self, ask: Mapping[str, Any]) -> int | None:
         """``count_tokens`` for async callers: awaits an async client, runs a sync one in a thread."""
         if not _is_async_client(self.anthropic_count_tokens):
+            import asyncio  # (here, not at import: loaded already, since this runs on its loop)
+
             return await asyncio.to_thread(self.count_tokens, ask)
         try:
             return _counted(await self._count_client().messages.count_tokens(**ask))

@@ -3,6 +3,9 @@
 Finding a model in genai-prices (by provider, name prefix or fallback provider), refusing a price
 variant it does not list, converting its prices to a ``Price``; and ``PUBLISHED_PRICES``, the providers'
 own prices for units (audio tokens, tool calls) genai-prices does not price.
+
+genai-prices is imported by ``_snapshot()``, at the first price lookup, not at ``import budgetguard``:
+its pydantic models take longer to import than the rest of budgetguard.
 """
 
 from __future__ import annotations
@@ -11,21 +14,30 @@ import dataclasses
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from importlib.metadata import version
 from types import MappingProxyType
-from typing import Any
-
-from genai_prices import data_snapshot as _gp_snapshot
-from genai_prices import types as _gp
+from typing import TYPE_CHECKING, Any
 
 from ._cache import memo
 from ._errors import PricingError
 from ._limits import UNKNOWN, model_limits
 from ._rates import Price, Rates
 
+if TYPE_CHECKING:
+    from genai_prices import types as _gp
+    from genai_prices.data_snapshot import DataSnapshot
+
 __all__ = ["PUBLISHED_PRICES", "is_claude", "provider_for_url", "published_prices"]
 
-_GENAI_PRICES_VERSION = version("genai-prices")
+
+def _snapshot() -> DataSnapshot:
+    """genai-prices' data (its bundled snapshot, or the one a user set). The one place genai-prices is
+    imported from: at the first lookup that needs it, so ``import budgetguard`` does not pay for it.
+    The functions below that test genai-prices' types only ever see objects read from this snapshot,
+    so their own imports of ``genai_prices.types`` find it loaded."""
+    from genai_prices import data_snapshot
+
+    return data_snapshot.get_snapshot()
+
 
 # -- genai-prices conversion -------------------------------------------------------------------
 
@@ -128,6 +140,9 @@ def _with_published(price: Price, provider: str | None) -> Price:
 
 
 def _from_genai(ref: str, provider: _gp.Provider, model: _gp.ModelInfo, mp: _gp.ModelPrice) -> Price:
+    from genai_prices import __version__ as genai_prices_version
+    from genai_prices.types import TieredPrices
+
     raw = {name: getattr(mp, key) for name, key in _GP_KEYS.items()}
     if raw["cache_write"] is None:
         raw["cache_write"] = mp.cache_write_5m_mtok
@@ -137,12 +152,12 @@ def _from_genai(ref: str, provider: _gp.Provider, model: _gp.ModelInfo, mp: _gp.
             f"register a per-token price: budgetguard.register_price({ref!r}, input=..., output=...)",
             model=ref,
         )
-    thresholds = sorted({t.start for v in raw.values() if isinstance(v, _gp.TieredPrices) for t in v.tiers})
+    thresholds = sorted({t.start for v in raw.values() if isinstance(v, TieredPrices) for t in v.tiers})
 
     def at(threshold: int | None) -> Rates:
         picked: dict[str, Any] = {}
         for name, value in raw.items():
-            if isinstance(value, _gp.TieredPrices):
+            if isinstance(value, TieredPrices):
                 chosen = value.base
                 for tier in value.tiers:
                     if threshold is not None and threshold >= tier.start:
@@ -160,15 +175,17 @@ def _from_genai(ref: str, provider: _gp.Provider, model: _gp.ModelInfo, mp: _gp.
         # the wider of the two windows bounds more; the maximum output is the table's alone
         context_window=max(filter(None, (model.context_window, known.context_window)), default=None),
         max_output_tokens=known.max_output_tokens,
-        source=f"genai-prices {_GENAI_PRICES_VERSION}: {provider.id}/{model.id}",
+        source=f"genai-prices {genai_prices_version}: {provider.id}/{model.id}",
     )
     return _with_published(price, provider.id)
 
 
 def _has_time_of_day_prices(model: _gp.ModelInfo) -> bool:
+    from genai_prices.types import TimeOfDateConstraint
+
     constraints = [c.constraint for c in model.prices] if isinstance(model.prices, list) else []
     constraints += [v.constraint for v in model.price_variants or ()]
-    return any(isinstance(c, _gp.TimeOfDateConstraint) for c in constraints)
+    return any(isinstance(c, TimeOfDateConstraint) for c in constraints)
 
 
 _FALLBACK_PROVIDERS = ("openai", "anthropic", "google", "aws")
@@ -176,7 +193,7 @@ _FALLBACK_PROVIDERS = ("openai", "anthropic", "google", "aws")
 
 
 def _find_in_data(names: list[str], provider: str | None) -> tuple[_gp.Provider, _gp.ModelInfo] | None:
-    snapshot = _gp_snapshot.get_snapshot()
+    snapshot = _snapshot()
     attempts: list[tuple[str, str | None]] = []
     if provider is not None:  # the caller's provider wins over a prefix in the name
         try:
@@ -228,6 +245,6 @@ def provider_for_url(url: str) -> str | None:
     -> ``"groq"``, an Azure OpenAI resource -> ``"azure"``), or ``None`` for a host it does not know
     (a proxy, a local server)."""
     try:
-        return _gp_snapshot.get_snapshot().find_provider(None, None, url).id
+        return _snapshot().find_provider(None, None, url).id
     except LookupError:
         return None

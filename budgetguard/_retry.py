@@ -11,8 +11,8 @@ loop cannot change what a call is charged.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
+import sys
 from typing import Any
 
 import tenacity
@@ -51,7 +51,12 @@ def charge_if_maybe_billed(exc: BaseException) -> bool:
     and so may a call whose task was cancelled (``asyncio.wait_for``, a client that went away); an
     error response (4xx, 5xx) is not billed by OpenAI or Anthropic, so its hold is released.
     """
-    return in_transit(exc) or isinstance(exc, asyncio.CancelledError)
+    if in_transit(exc):
+        return True
+    # asyncio is not imported here (it costs more than budgetguard's own import): without it in
+    # sys.modules, no task exists and no exception can be its CancelledError
+    aio = sys.modules.get("asyncio")
+    return aio is not None and isinstance(exc, aio.CancelledError)
 
 
 _DEFAULT_STOP = tenacity.stop_after_attempt(3)

@@ -6,7 +6,6 @@ once. Their clock is this machine's clock (``time.time_ns``), which every proces
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from abc import abstractmethod
@@ -152,6 +151,8 @@ class AsyncLocalLedger(Store, AsyncLedger):
         args = tuple(list(a) if isinstance(a, Iterable) and not isinstance(a, tuple | str | Mapping) else a
                      for a in args)  # fmt: skip
         if self.in_thread:
+            import asyncio  # (here, not at import: loaded already, since this runs on its loop)
+
             return await asyncio.to_thread(fn, *args)
         return fn(*args)
 

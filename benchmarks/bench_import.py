@@ -1,0 +1,77 @@
+"""``import budgetguard`` against a bare interpreter start, each in a fresh process.
+
+* ``import budgetguard``: ``python -c "import budgetguard"`` against ``python -c "pass"`` (the
+  interpreter's own start, measured in the same run). The issue's target is an absolute one (under
+  100 ms), so the row has no ratio target; its ``net_ms`` (median import minus median bare start)
+  is the figure to read against 100 ms.
+* ``first price lookup``: ``import budgetguard`` plus one ``budgetguard.cost(...)`` against
+  ``import budgetguard`` alone: what the lazily imported price data (genai-prices) costs the first
+  lookup instead of the import.
+
+Both sides run with bytecode caches written to a private temporary directory
+(``PYTHONPYCACHEPREFIX``) after a warm-up run, so neither pays for compiling sources, whatever
+``PYTHONDONTWRITEBYTECODE`` says, and the source tree gets no ``__pycache__``. Trials alternate which
+side goes first (``_harness.compare``); the ratio is the median of the per-trial ratios.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from ._common import row
+from ._harness import compare
+
+BARE = "pass"
+IMPORT = "import budgetguard"
+LOOKUP = (
+    "import budgetguard\n"
+    "budgetguard.cost('gpt-4o-mini', budgetguard.Usage(input_tokens=1000, output_tokens=100))"
+)
+TARGET_MS = 100
+
+
+def _runner(code: str, env: dict[str, str]) -> Callable[[Any], object]:
+    command = [sys.executable, "-c", code]
+
+    def start(_: Any) -> object:
+        return subprocess.run(command, env=env, check=True)
+
+    return start
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    trials, iterations = (7, 1) if quick else (25, 2)
+    with tempfile.TemporaryDirectory(prefix="bg-bench-import-") as cache:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = cache
+        bare, imported, looked_up = (_runner(code, env) for code in (BARE, IMPORT, LOOKUP))
+        looked_up(None)  # compile every module both sides load, once, outside the timings
+
+        def inputs(n: int) -> tuple[list[None], list[None]]:
+            return [None] * n, [None] * n
+
+        cold = compare(imported, bare, inputs, trials=trials, iterations=iterations)
+        first = compare(looked_up, imported, inputs, trials=trials, iterations=iterations)
+    net_ms = (cold.candidate_ns - cold.baseline_ns) / 1e6
+    return [
+        row(
+            "import budgetguard vs python -c pass",
+            cold,
+            target=None,  # (the target is absolute: net_ms under TARGET_MS)
+            unit="us/process",
+            net_ms=round(net_ms, 1),
+            target_net_ms=TARGET_MS,
+        ),
+        row(
+            "first price lookup vs import budgetguard",
+            first,
+            target=None,
+            unit="us/process",
+            net_ms=round((first.candidate_ns - first.baseline_ns) / 1e6, 1),
+        ),
+    ]

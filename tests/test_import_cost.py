@@ -1,0 +1,77 @@
+"""``import budgetguard`` stays cheap: genai-prices (and its pydantic models) load at the first price
+lookup, asyncio at the first coroutine that needs it, tomllib at the first TOML file, none at import.
+Each check runs in a fresh interpreter; no timing is asserted here (``benchmarks/bench_import.py``
+measures it)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+NOT_AT_IMPORT = (
+    "genai_prices",
+    "pydantic",
+    "pydantic_core",
+    "importlib.metadata",
+    "asyncio",
+    "tomllib",
+    "rich",
+    "openai",
+    "anthropic",
+)
+"""Modules ``import budgetguard`` must not load (before issue 17 it loaded the first five: ~180 ms)."""
+
+LOADED_BY_A_LOOKUP = ("genai_prices", "genai_prices.types", "genai_prices.data_snapshot")
+
+
+def _loaded_after(code: str) -> dict[str, bool]:
+    """Which of the modules above are in ``sys.modules`` after running ``code`` in a fresh process."""
+    names = sorted({*NOT_AT_IMPORT, *LOADED_BY_A_LOOKUP})
+    script = f"{code}\nimport json, sys\nprint(json.dumps({{m: m in sys.modules for m in {names!r}}}))\n"
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    loaded: dict[str, bool] = json.loads(out.stdout.splitlines()[-1])
+    return loaded
+
+
+def test_import_budgetguard_loads_no_price_data_nor_sdk() -> None:
+    loaded = _loaded_after("import budgetguard")
+    assert [m for m in NOT_AT_IMPORT if loaded[m]] == []
+    assert [m for m in LOADED_BY_A_LOOKUP if loaded[m]] == []
+
+
+@pytest.mark.parametrize(
+    "lookup",
+    [
+        "print(budgetguard.cost('gpt-4o-mini', budgetguard.Usage(input_tokens=1000, output_tokens=10)))",
+        "print(budgetguard.estimate({'model': 'gpt-4o-mini', 'max_tokens': 5,"
+        " 'messages': [{'role': 'user', 'content': 'hi'}]}).cost_nano)",
+        "print(budgetguard.get_price('claude-sonnet-4-20250514').source)",
+    ],
+    ids=["cost", "estimate", "get_price"],
+)
+def test_the_first_price_lookup_loads_genai_prices(lookup: str) -> None:
+    loaded = _loaded_after(f"import budgetguard\n{lookup}")
+    assert [m for m in LOADED_BY_A_LOOKUP if not loaded[m]] == []
+
+
+def test_a_price_from_the_lazily_loaded_data_names_its_version() -> None:
+    code = "import budgetguard\nprint(budgetguard.get_price('gpt-4o-mini').source)"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    from importlib.metadata import version
+
+    assert out.stdout.strip() == f"genai-prices {version('genai-prices')}: openai/gpt-4o-mini"
+
+
+def test_a_model_genai_prices_does_not_know_is_still_refused_at_the_first_lookup() -> None:
+    code = (
+        "import budgetguard\n"
+        "try:\n"
+        "    budgetguard.get_price('no-such-model-anywhere')\n"
+        "except budgetguard.PricingError as exc:\n"
+        "    print(type(exc).__name__, exc.model)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "PricingError no-such-model-anywhere"
