@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -307,7 +308,7 @@ class SQLiteLedger(LocalLedger):
                 self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
             )
             db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-            db.execute("PRAGMA journal_mode = WAL")
+            _wal(db, self.timeout)
             db.execute("PRAGMA synchronous = NORMAL")
             self._local.db = db
             with self._conn_lock:
@@ -354,3 +355,18 @@ class SQLiteLedger(LocalLedger):
                 db.close()
             self._connections.clear()
         self._local = threading.local()
+
+
+def _wal(db: sqlite3.Connection, timeout: float) -> None:
+    """Put ``db`` in WAL mode. Switching the journal mode can answer "database is locked" at once, without
+    waiting the busy timeout (seen while another process recovers the WAL of a writer killed mid
+    transaction): it is retried until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
