@@ -12,7 +12,6 @@ from the client, e.g. ``"groq"`` for an ``openai.OpenAI`` client on ``https://ap
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -102,41 +101,20 @@ def without_sdk_retries(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The same SDK method on a copy of its client with ``max_retries=0``.
 
     The guard's own retries count every attempt against the budget; SDK-internal retries would send
-    attempts nobody reserved. Methods we cannot rebuild are returned unchanged.
+    attempts nobody reserved. The resource is built anew on the quiet client (the SDKs' resources take
+    their client as their only argument), so that nothing but this method's own resource is imported;
+    methods we cannot rebuild are returned unchanged.
     """
     owner = getattr(fn, "__self__", None)
     client = getattr(owner, "_client", None)
     if client is None or not hasattr(client, "with_options"):
         return fn
-    quiet = client.with_options(max_retries=0)
-    resource = _find_resource(quiet, type(owner), depth=3)
-    if resource is None:
+    try:
+        resource = type(owner)(client.with_options(max_retries=0))
+    except TypeError:  # a resource that does not take its client alone: not the SDKs' shape
         return fn
-    rebuilt: Callable[..., Any] = getattr(resource, fn.__name__)
+    rebuilt: Callable[..., Any] = getattr(resource, fn.__name__, fn)
     return rebuilt
-
-
-def _find_resource(root: Any, cls: type, depth: int) -> Any:
-    frontier = [root]
-    for _ in range(depth):
-        nxt = []
-        for node in frontier:
-            for name in dir(type(node)):
-                if name.startswith("_") or name in ("with_options", "with_raw_response", "copy"):
-                    continue
-                attr = inspect.getattr_static(type(node), name, None)
-                if not isinstance(attr, property) and type(attr).__name__ != "cached_property":
-                    continue
-                try:
-                    value = getattr(node, name)
-                except Exception:  # a lazily imported resource that fails: not ours
-                    continue
-                if type(value) is cls:
-                    return value
-                if type(value).__module__.split(".")[0] == type(root).__module__.split(".")[0]:
-                    nxt.append(value)
-        frontier = nxt
-    return None
 
 
 def is_request(arguments: Mapping[str, Any]) -> bool:

@@ -75,3 +75,33 @@ def test_a_model_genai_prices_does_not_know_is_still_refused_at_the_first_lookup
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "PricingError no-such-model-anywhere"
+
+
+DECORATED = {
+    "openai chat": ("openai.OpenAI", "client.chat.completions", "create"),
+    "openai responses": ("openai.OpenAI", "client.responses", "create"),
+    "openai embeddings": ("openai.AsyncOpenAI", "client.embeddings", "create"),
+    "anthropic messages": ("anthropic.Anthropic", "client.messages", "create"),
+    "anthropic stream": ("anthropic.AsyncAnthropic", "client.messages", "stream"),
+}
+
+
+@pytest.mark.parametrize("case", DECORATED.values(), ids=DECORATED.keys())
+def test_decorating_an_sdk_method_imports_nothing_of_the_sdk_beyond_its_resource(
+    case: tuple[str, str, str],
+) -> None:
+    """Before issue 17, decorating the first OpenAI method instantiated every resource of a copy of
+    the client to find the method again (~1,500 modules, seconds)."""
+    client_class, resource, method = case
+    sdk = client_class.split(".")[0]
+    code = (
+        f"import sys, json, {sdk}, budgetguard\n"
+        f"client = {client_class}(api_key='k', base_url='http://127.0.0.1:9', max_retries=3)\n"
+        f"resource = {resource}\n"
+        "before = set(sys.modules)\n"
+        f"guarded = budgetguard.Guard().metered(resource.{method}, user='u')\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    new = json.loads(out.stdout.splitlines()[-1])
+    assert [m for m in new if m.split(".")[0] in ("openai", "anthropic")] == []
