@@ -12,11 +12,14 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING
 
 from ._cache import memo
 from ._errors import ConfigurationError
 from ._money import INT64_MAX, Money, format_usd, to_nano
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 __all__ = ["Budget", "Period", "Scope", "Unit", "Window", "window_for"]
 
@@ -159,6 +162,8 @@ class Budget:
 
 @memo("budgets.zones", 64)
 def _zone(tz: str) -> ZoneInfo:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # (at the first zone, not at import)
+
     try:
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._budgets import Budget
 from ._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["load_budgets", "read_data_file"]
 
@@ -26,6 +28,8 @@ _BUDGET_KEYS = {"scope", "usd", "tokens", "requests", "per", "tz"}
 
 def read_data_file(path: str | Path, what: str) -> Any:
     """A TOML (by suffix) or JSON file, with every non-integer number read as an exact ``Decimal``."""
+    from pathlib import Path  # (at the first file read, not at import)
+
     path = Path(path)
     try:
         if path.suffix == ".toml":

@@ -16,12 +16,14 @@ import contextvars
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 from ._money import to_usd
 from ._usage import Usage
@@ -67,6 +69,8 @@ def follow_threads(*, threads: bool = True) -> None:
 def _patch(*, start: bool) -> None:
     """Patch ``submit`` (and ``Thread.start`` if ``start``) unless done; the caller holds ``_patch_lock``."""
     if "submit" not in _patched:
+        from concurrent.futures import ThreadPoolExecutor  # (imported at the first patch, not at import)
+
         _patched.add("submit")
         submit: Callable[..., Future[Any]] = ThreadPoolExecutor.submit
 

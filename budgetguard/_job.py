@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-import secrets
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
@@ -163,7 +163,7 @@ class Job:
                 self._pending[hold.counter.unit] += hold.amount
             held = tuple(HeldCounter(h.counter, 0, None, h.amount, h.counter.limit) for h in holds)
             model = (meta or {}).get("model")
-            draw = Draw(f"{self.name}.{secrets.token_hex(6)}", held, 0, 0, job=self, model=model)
+            draw = Draw(f"{self.name}.{os.urandom(6).hex()}", held, 0, 0, job=self, model=model)
             self._draws[draw.id] = draw
         return draw
 

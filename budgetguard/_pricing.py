@@ -30,8 +30,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
-from typing import Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from ._cache import Bounded
 from ._config import read_data_file
@@ -51,6 +50,9 @@ from ._price_data import (
 )
 from ._rates import _TOKEN_RATES, CALL_FEES, Price, RateArgs, Rates
 from ._usage import Usage
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = [
     "CALL_FEES",

@@ -105,7 +105,7 @@ def without_sdk_retries(fn: Callable[..., Any]) -> Callable[..., Any]:
     their client as their only argument), so that nothing but this method's own resource is imported;
     methods we cannot rebuild are returned unchanged.
     """
-    owner = getattr(fn, "__self__", None)
+    owner: Any = getattr(fn, "__self__", None)
     client = getattr(owner, "_client", None)
     if client is None or not hasattr(client, "with_options"):
         return fn

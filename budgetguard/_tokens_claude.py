@@ -20,9 +20,10 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import tiktoken
+if TYPE_CHECKING:
+    import tiktoken
 
 from ._tokens import _cache, as_mapping, get_encoding
 from ._tokens_media import image_size, pdf_facts

