@@ -7,6 +7,10 @@
 * ``first price lookup``: ``import budgetguard`` plus one ``budgetguard.cost(...)`` against
   ``import budgetguard`` alone: what the lazily imported price data (genai-prices) costs the first
   lookup instead of the import.
+* ``first decoration of an OpenAI method`` (when openai is installed): an OpenAI client, its
+  ``chat.completions`` resource and a first price lookup, then ``Guard().metered(...)`` of
+  ``create``, against the same without the decoration: what decorating costs beyond what the
+  application itself loads (before issue 17 it imported every resource of the client).
 
 Both sides run with bytecode caches written to a private temporary directory
 (``PYTHONPYCACHEPREFIX``) after a warm-up run, so neither pays for compiling sources, whatever
@@ -16,6 +20,7 @@ side goes first (``_harness.compare``); the ratio is the median of the per-trial
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -33,6 +38,13 @@ LOOKUP = (
     "budgetguard.cost('gpt-4o-mini', budgetguard.Usage(input_tokens=1000, output_tokens=100))"
 )
 TARGET_MS = 100
+CLIENT = (
+    "import budgetguard, openai\n"
+    "client = openai.OpenAI(api_key='k', base_url='http://127.0.0.1:9')\n"
+    "resource = client.chat.completions\n"
+    "budgetguard.cost('gpt-4o-mini', budgetguard.Usage(input_tokens=1, output_tokens=1))\n"
+)
+DECORATE = CLIENT + "budgetguard.Guard().metered(resource.create, user='u')\n"
 
 
 def _runner(code: str, env: dict[str, str]) -> Callable[[Any], object]:
@@ -51,12 +63,19 @@ def run(quick: bool) -> list[dict[str, Any]]:
         env["PYTHONPYCACHEPREFIX"] = cache
         bare, imported, looked_up = (_runner(code, env) for code in (BARE, IMPORT, LOOKUP))
         looked_up(None)  # compile every module both sides load, once, outside the timings
+        client, decorated = (_runner(code, env) for code in (CLIENT, DECORATE))
+        with_openai = importlib.util.find_spec("openai") is not None
+        if with_openai:
+            decorated(None)
 
         def inputs(n: int) -> tuple[list[None], list[None]]:
             return [None] * n, [None] * n
 
         cold = compare(imported, bare, inputs, trials=trials, iterations=iterations)
         first = compare(looked_up, imported, inputs, trials=trials, iterations=iterations)
+        decoration = None
+        if with_openai:
+            decoration = compare(decorated, client, inputs, trials=trials, iterations=iterations)
     net_ms = (cold.candidate_ns - cold.baseline_ns) / 1e6
     return [
         row(
@@ -74,4 +93,12 @@ def run(quick: bool) -> list[dict[str, Any]]:
             unit="us/process",
             net_ms=round((first.candidate_ns - first.baseline_ns) / 1e6, 1),
         ),
-    ]
+    ] + ([] if decoration is None else [
+        row(
+            "first decoration of an OpenAI method vs its client alone",
+            decoration,
+            target=None,
+            unit="us/process",
+            net_ms=round((decoration.candidate_ns - decoration.baseline_ns) / 1e6, 1),
+        )
+    ])  # fmt: skip
