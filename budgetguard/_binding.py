@@ -24,6 +24,7 @@ from ._fit import Fitting, fit_for
 from ._flow import Plan
 from ._options import Options
 from ._providers import (
+    as_sent,
     endpoint_provider,
     is_request,
     prepare_openai_stream,
@@ -72,6 +73,7 @@ def bind(core: GuardCore, fn: Callable[..., Any], options: Options) -> Binder:
     by_name = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     keywords = signature is not None and provider is None and all(p.kind in by_name for p in params.values())
     defaults = {name: p.default for name, p in params.items() if p.default is not p.empty}
+    extra = next((name for name, p in params.items() if p.kind is p.VAR_KEYWORD), None)
     read_usage = usage or Usage.from_response
     estimator = core.estimator
     sdk, seen = provider is not None, None if signature is None else params
@@ -90,12 +92,16 @@ def bind(core: GuardCore, fn: Callable[..., Any], options: Options) -> Binder:
                 bound = signature.bind(*args, **kwargs)
                 bound.apply_defaults()
                 arguments = dict(bound.arguments)
+                if extra is not None:  # def call(**kwargs): the request is in the keywords it collects
+                    arguments.update(arguments.pop(extra))
             except TypeError:
                 bound, arguments = None, dict(kwargs)
         else:
             arguments = dict(kwargs)
-        # (arguments is a new dict, the SDK method's kwargs for a provider: the request can be it)
-        request = arguments if provider or is_request(arguments) else None
+        # (arguments is a new dict, the SDK method's kwargs for a provider: the request can be it,
+        # without the keys an SDK sentinel leaves out: max_tokens=omit is no max_tokens)
+        sendable: dict[str, Any] = as_sent(arguments)
+        request = sendable if provider or is_request(sendable) else None
         if provider == "openai" and request is not None:
             prepare_openai_stream(request, streaming=streaming)
         if fixed_scopes is None or current_scopes():

@@ -14,15 +14,15 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, overload
 
 from ._cache import Bounded
 from ._price_data import is_claude, provider_for_url
 from ._usage import Usage, _get, _is_code_block, _merge_anthropic_delta, _reader
 
 __all__ = [
-    "VARIANT_KEYS", "StreamFolder", "api_of", "endpoint_provider", "may_reason", "request_variant",
-    "response_variant", "sdk_provider", "served_model", "without_sdk_retries",
+    "VARIANT_KEYS", "StreamFolder", "api_of", "as_sent", "endpoint_provider", "is_not_given", "may_reason",
+    "request_variant", "response_variant", "sdk_provider", "served_model", "without_sdk_retries",
 ]  # fmt: skip
 
 Variant = Mapping[str, str]
@@ -115,6 +115,34 @@ def without_sdk_retries(fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn
     rebuilt: Callable[..., Any] = getattr(resource, fn.__name__, fn)
     return rebuilt
+
+
+_SDKS = ("openai", "anthropic")
+_NOT_GIVEN = ("NotGiven", "Omit")
+
+
+def is_not_given(value: Any) -> bool:
+    """Whether ``value`` is an SDK's "not given" sentinel (``openai.omit``, ``openai.NOT_GIVEN`` and
+    their Anthropic twins): a request key set to one is absent, as the SDK itself sends it."""
+    kind = type(value)
+    return kind.__name__ in _NOT_GIVEN and kind.__module__.partition(".")[0] in _SDKS
+
+
+@overload
+def as_sent(request: dict[str, Any]) -> dict[str, Any]: ...
+@overload
+def as_sent(request: Mapping[str, Any]) -> Mapping[str, Any]: ...
+def as_sent(request: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``request`` without its keys set to an SDK's "not given" sentinel (``request`` itself when it has
+    none: the sentinels are falsy, so a request whose values are all truthy holds none)."""
+    try:
+        if all(request.values()):
+            return request
+    except Exception:  # a value without a truth value (an array): look at each
+        pass
+    if not any(map(is_not_given, request.values())):
+        return request
+    return {key: value for key, value in request.items() if not is_not_given(value)}
 
 
 def is_request(arguments: Mapping[str, Any]) -> bool:
