@@ -31,7 +31,7 @@ from ._types import (
 
 Meta = dict[str, Any]
 
-__all__ = ["Engine", "Slot", "Tx", "counter_key"]
+__all__ = ["Engine", "Slot", "Tx", "counter_key", "resolved_record"]
 
 _SLOTS = 10_000
 """Counters whose slot an engine keeps (the counters recently used; a slot is ~300 bytes)."""
@@ -78,6 +78,14 @@ class Tx(Protocol):
 
     def record(self, res_id: str) -> dict[str, Any] | None: ...
     def put_record(self, res_id: str, record: dict[str, Any], expires_at: int) -> None: ...
+
+    def put_resolved(
+        self, res_id: str, held: Mapping[str, Any], state: str, charged: dict[str, int], overrun: bool,
+        expired: bool, spent: tuple[int, ...], expires_at: int,
+    ) -> None:  # fmt: skip
+        """Replace the ``held`` record of ``res_id`` with its resolution: ``resolved_record``'s fields
+        (a store may keep them in another form, which its ``record`` turns back into that dict)."""
+
     def limit(self, field: str) -> int | None: ...
     def put_limit(self, field: str, value: int | None) -> None: ...
     def journal(self, ts: int, event: str, res_id: str, scopes: Sequence[str], amounts: dict[str, int],
@@ -230,13 +238,8 @@ class Engine:
         held_counters: tuple[HeldCounter, ...] = record["held"]
         state: Literal["committed", "released"] = "released" if actual is None else "committed"
         charged = {} if actual is None else {UNIT_TEXT[unit]: amount for unit, amount in actual.items()}
-        # the counters' spent totals too: a repeat (a retry after a lost reply) reports them, and so
-        # fires the thresholds this resolution crossed
-        outcome = {"state": state, "charged": charged, "overrun": overrun, "expired": expired, "spent": after}
-        # a held record's fields, without its meta (journaled below: repeats are answered without it)
-        stored = {"state": state, "created": record["created"], "expires": record["expires"],
-                  "held": record["held"], "outcome": outcome}  # fmt: skip
-        tx.put_record(res_id, stored, record_expiry(now, record["expires"]))
+        tx.put_resolved(res_id, record, state, charged, overrun, expired, after,
+                        record_expiry(now, record["expires"]))  # fmt: skip
         data = {**record.get("meta", {}), **meta}
         if overrun:
             data["overrun"] = True
@@ -269,6 +272,18 @@ class Engine:
                 )
             )
         return result
+
+
+def resolved_record(
+    held: Mapping[str, Any], state: str, charged: dict[str, int], overrun: bool, expired: bool,
+    spent: tuple[int, ...],
+) -> dict[str, Any]:  # fmt: skip
+    """A resolved reservation's record: its ``held`` record's fields without its meta (journaled:
+    repeats are answered without it), and the outcome a repeat reports, with the counters' spent totals
+    (a retry after a lost reply reports them, and so fires the thresholds this resolution crossed)."""
+    outcome = {"state": state, "charged": charged, "overrun": overrun, "expired": expired, "spent": spent}
+    return {"state": state, "created": held["created"], "expires": held["expires"], "held": held["held"],
+            "outcome": outcome}  # fmt: skip
 
 
 def _outcome(res_id: str, stored: Mapping[str, Any], *, duplicate: bool = False) -> Outcome:

@@ -15,14 +15,14 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .._cache import Bounded
 from .._errors import LedgerError
 from ._base import DEFAULT_NAMESPACE, check_setting
-from ._engine import Slot, Tx
+from ._engine import Slot, Tx, resolved_record
 from ._local import LocalLedger, journal_entry, wall_clock_ms
 from ._stored import decode_held, decode_refusal, encode_held, encode_refusal
 from ._types import HeldCounter, JournalEntry
@@ -196,6 +196,12 @@ class _SQLiteTx:
         if "refusal" in stored:
             stored["refusal"] = encode_refusal(stored["refusal"])
         self.db.execute(self.sql.put_record, (res_id, json.dumps(stored), expires_at))
+
+    def put_resolved(
+        self, res_id: str, held: Mapping[str, Any], state: str, charged: dict[str, int], overrun: bool,
+        expired: bool, spent: tuple[int, ...], expires_at: int,
+    ) -> None:  # fmt: skip
+        self.put_record(res_id, resolved_record(held, state, charged, overrun, expired, spent), expires_at)
 
     def limit(self, field: str) -> int | None:
         row = self.db.execute(self.sql.limit, (field,)).fetchone()
