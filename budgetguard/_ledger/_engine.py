@@ -41,10 +41,11 @@ class Slot:
     """A counter in one window: its storage key, label and expiry (``Tx`` stores it under ``key``),
     derived once (counters repeat)."""
 
-    __slots__ = ("end", "expires", "key", "label", "start")
+    __slots__ = ("end", "expires", "field", "key", "label", "start")
 
     def __init__(self, counter: CounterSpec, window: Window) -> None:
         self.start, self.end = window.start, window.end
+        self.field = counter.limit_field
         self.key = counter_key(counter, window.start)
         self.label = counter.label
         self.expires = counter_expiry(window.end)
@@ -57,7 +58,7 @@ def counter_key(counter: CounterSpec, window_start: int) -> str:
 class Tx(Protocol):
     """One atomic transaction on a store's state: storage only (what to store is the engine's)."""
 
-    def counter(self, key: str) -> tuple[int, int]:
+    def counter(self, slot: Slot, now: int) -> tuple[int, int]:
         """A counter's (spent, held); (0, 0) for one never written."""
 
     def put_counter(self, key: str, spent: int, held: int, expires_at: int | None, label: str) -> None:
@@ -67,14 +68,16 @@ class Tx(Protocol):
         """Add each (slot, amount) to its counter's held under ``res_id``'s lease (creating the counter,
         and setting its expiry to ``slot.expires`` unless that is None)."""
 
-    def settle(self, slot: Slot, res_id: str, charge: int) -> tuple[int, bool]:
-        """Drop ``res_id``'s lease and its amount from the slot's counter's held, if the lease is there;
+    def settle(self, slot: Slot, res_id: str, charge: int, lease_ends: int) -> tuple[int, bool]:
+        """Drop ``res_id``'s lease (ending at ``lease_ends``) and its amount from the slot's counter's
+        held, if the lease is there;
         add ``charge`` to spent; set its expiry as ``hold`` does (a late commit may find its counter
         dropped). Returns spent after, and whether the lease was there."""
 
-    def live(self, key: str, now: int) -> tuple[int, int, Sequence[tuple[str, int]]]:
+    def live(self, slot: Slot, now: int) -> tuple[int, int, Sequence[tuple[str, int]]]:
         """A counter's (spent, held), and the (res_id, amount) of its leases that are ``expired`` at
-        ``now``, which it removes (their amounts are still in held: the engine reclaims them)."""
+        ``now``, which it removes (their amounts are still in held: the engine reclaims them). A
+        ``limit(slot.field)`` may follow (a store can read both at once)."""
 
     def record(self, res_id: str) -> dict[str, Any] | None: ...
     def put_record(self, res_id: str, record: dict[str, Any], expires_at: int) -> None: ...
@@ -136,8 +139,10 @@ class Engine:
         lease_ms: int,
         meta: dict[str, Any],
         enforce: bool = True,
+        fresh: bool = False,
     ) -> Reservation | Refusal:
-        record = tx.record(res_id)
+        """``fresh``: ``res_id`` was just drawn at random (96 bits), so no record has it: none is read."""
+        record = None if fresh else tx.record(res_id)
         if record is not None:
             return self._repeat_reserve(res_id, record)
         plan: list[tuple[Slot, int]] = []
@@ -148,7 +153,7 @@ class Engine:
             slot = cached.get(counter.limit_field)  # (the hot path of _slot)
             if slot is None or not in_window(now, slot.start, slot.end):
                 slot = self._slot(counter, now)
-            spent, held, expired_leases = tx.live(slot.key, now)
+            spent, held, expired_leases = tx.live(slot, now)
             if expired_leases:
                 held = self._reclaim(tx, slot, counter, now, spent, held, expired_leases)
             override = tx.limit(counter.limit_field)
@@ -205,16 +210,16 @@ class Engine:
             rows.append((h, slot, charge))
         if actual is not None:
             for h, slot, charge in rows:
-                if tx.counter(slot.key)[0] + charge > INT64_MAX:
+                if tx.counter(slot, now)[0] + charge > INT64_MAX:
                     raise ValueError(f"committing {charge} would overflow {h.counter.scope}")
         expired = False
         overrun = False
         after: list[int] = []
         for h, slot, charge in rows:
-            spent, held, expired_leases = tx.live(slot.key, now)
+            spent, held, expired_leases = tx.live(slot, now)
             if expired_leases:
                 self._reclaim(tx, slot, h.counter, now, spent, held, expired_leases)
-            spent, had_lease = tx.settle(slot, res_id, charge)
+            spent, had_lease = tx.settle(slot, res_id, charge, record["expires"])
             if not had_lease:
                 expired = True
             if charge > h.amount:
@@ -256,7 +261,7 @@ class Engine:
         result = []
         for counter in counters:
             slot = self._slot(counter, now)
-            spent, held, expired_leases = tx.live(slot.key, now)
+            spent, held, expired_leases = tx.live(slot, now)
             if expired_leases:
                 held = self._reclaim(tx, slot, counter, now, spent, held, expired_leases)
             override = tx.limit(counter.limit_field)

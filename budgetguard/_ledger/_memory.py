@@ -64,8 +64,8 @@ class _MemoryTx:
             counter = self.counters[key] = _Counter()
         return counter
 
-    def counter(self, key: str) -> tuple[int, int]:
-        c = self.counters.get(key)
+    def counter(self, slot: Slot, now: int) -> tuple[int, int]:
+        c = self.counters.get(slot.key)
         return (0, 0) if c is None else (c.spent, c.held)
 
     def put_counter(self, key: str, spent: int, held: int, expires_at: int | None, label: str) -> None:
@@ -84,7 +84,7 @@ class _MemoryTx:
             c.leases[res_id] = (lease_ends, amount)
             heapq.heappush(c.heap, (lease_ends, res_id))
 
-    def settle(self, slot: Slot, res_id: str, charge: int) -> tuple[int, bool]:
+    def settle(self, slot: Slot, res_id: str, charge: int, lease_ends: int) -> tuple[int, bool]:
         c = self.counters.get(slot.key) or self._c(slot.key)
         lease = c.leases.pop(res_id, None)
         if lease is not None:
@@ -94,8 +94,8 @@ class _MemoryTx:
             c.expires_at = slot.expires
         return c.spent, lease is not None
 
-    def live(self, key: str, now: int) -> tuple[int, int, Sequence[tuple[str, int]]]:
-        c = self.counters.get(key)
+    def live(self, slot: Slot, now: int) -> tuple[int, int, Sequence[tuple[str, int]]]:
+        c = self.counters.get(slot.key)
         if c is None:
             return 0, 0, ()
         heap = c.heap
