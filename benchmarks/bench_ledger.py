@@ -700,11 +700,16 @@ def _count_side(side: str, calls: int) -> None:
     elif store == "dict":
         dict_pair = _dict_pair(scopes)
         count_here(dict_pair, calls)
-    elif store == "sqlite":
+    elif store in ("sqlite", "rawtx"):
         with tempfile.TemporaryDirectory(prefix="bg-bench-sqlite-") as folder:
             ledger = SQLiteLedger(Path(folder) / "ledger.db", namespace="bench")
-            pair = _pair(ledger)
-            count_here(lambda _: pair(holds), calls)
+            if store == "rawtx":  # the raw write transaction on the ledger's file, same pragmas
+                raw = _connect(Path(folder) / "ledger.db")
+                count_here(_raw_write_tx(raw), calls)
+                raw.close()
+            else:
+                pair = _pair(ledger)
+                count_here(lambda _: pair(holds), calls)
             ledger.close()
     else:
         with _redis_server() as url:
@@ -721,10 +726,13 @@ def _count_side(side: str, calls: int) -> None:
 
 
 def callgrind(calls: int = 500) -> dict[str, float]:
-    """Instructions per pair of each store and of the dict ledger, 1 and 3 scopes."""
-    return {
+    """Instructions per pair of each store and of the dict ledger, 1 and 3 scopes, and of one raw SQLite
+    write transaction (``rawtx1``)."""
+    counts = {
         f"{store}{n}": instructions("bench_ledger", f"{store}{n}", calls) for store in SIDES for n in (1, 3)
     }
+    counts["rawtx1"] = instructions("bench_ledger", "rawtx1", calls)
+    return counts
 
 
 if __name__ == "__main__":
@@ -737,5 +745,8 @@ if __name__ == "__main__":
         for n in (1, 3):
             print(f"memory pair vs dict ledger, {n} scope(s), by instructions: "
                   f"{counts[f'memory{n}'] / counts[f'dict{n}']:.2f}")  # fmt: skip
+        for n in (1, 3):
+            print(f"sqlite pair vs a raw write transaction, {n} scope(s), by instructions (user space): "
+                  f"{counts[f'sqlite{n}'] / counts['rawtx1']:.2f}")  # fmt: skip
     else:
         sys.exit("usage: python -m benchmarks.bench_ledger --callgrind [CALLS]")
