@@ -158,7 +158,7 @@ class _MemoryTx:
         if len(entries) == entries.maxlen:  # the oldest goes: the journal is complete after it
             self.s._dropped_ts = entries[0][0]
         packed = (*amounts, *amounts.values()) if len(amounts) == 1 else _flat(amounts)
-        entries.append((ts, event, res_id, (*scopes,), packed, _pack_data(data) if data else None))
+        entries.append((ts, event, res_id, tuple(scopes), packed, _pack_data(data) if data else None))
 
 
 class MemoryLedger(LocalLedger):
