@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS {counters} (
     expires_at INTEGER, label TEXT NOT NULL
 ) STRICT;
 {leases_table}
+DROP INDEX IF EXISTS {leases_by_expiry};
 {reservations_table}
 CREATE INDEX IF NOT EXISTS {reservations_by_expiry} ON {reservations} (expires_at);
 CREATE INDEX IF NOT EXISTS {counters_by_expiry} ON {counters} (expires_at) WHERE expires_at IS NOT NULL;
