@@ -37,6 +37,12 @@ MAX_RECORDS = 100_000
 long-running process does not grow without bound (about 1 KB each)."""
 
 
+_COMPACT_AT = 1024
+"""A counter's lease heap is cleaned lazily (a resolved lease stays in it until its end), and rebuilt
+from its live leases once it holds this many more than twice as many entries: a busy counter's heap
+stays about as long as its live leases (a collection walks every entry of it)."""
+
+
 @dataclass
 class _Counter:
     spent: int = 0
@@ -86,9 +92,13 @@ class _MemoryTx:
 
     def settle(self, slot: Slot, res_id: str, charge: int, lease_ends: int) -> tuple[int, bool]:
         c = self.counters.get(slot.key) or self._c(slot.key)
-        lease = c.leases.pop(res_id, None)
+        leases = c.leases
+        lease = leases.pop(res_id, None)
         if lease is not None:
             c.held -= lease[1]
+            if len(c.heap) > 2 * len(leases) + _COMPACT_AT:  # mostly resolved leases: rebuilt from the live
+                c.heap = [(ends, r) for r, (ends, _) in leases.items()]
+                heapq.heapify(c.heap)
         c.spent += charge
         if slot.expires is not None:
             c.expires_at = slot.expires
