@@ -70,7 +70,7 @@ _TABLES = {
 }
 """The tables a write transaction touches most, clustered on their key (schema 2): a lease row is one
 b-tree (its counter's leases in expiry order: what reclaiming reads) where it was three (the table, its
-primary key and an expiry index), a reservation two where it was three. A pair writes 10 pages to the WAL
+primary key and an expiry index), a reservation two where it was three. A pair writes ~11 pages to the WAL
 where it wrote 18. Files made before are rebuilt once (``SQLiteLedger._migrate``)."""
 
 
