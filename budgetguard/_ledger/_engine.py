@@ -31,7 +31,7 @@ from ._types import (
 
 Meta = dict[str, Any]
 
-__all__ = ["Engine", "Slot", "Tx", "counter_key"]
+__all__ = ["Engine", "Slot", "Tx", "counter_key", "resolved_record"]
 
 _SLOTS = 10_000
 """Counters whose slot an engine keeps (the counters recently used; a slot is ~300 bytes)."""
@@ -41,10 +41,11 @@ class Slot:
     """A counter in one window: its storage key, label and expiry (``Tx`` stores it under ``key``),
     derived once (counters repeat)."""
 
-    __slots__ = ("end", "expires", "key", "label", "start")
+    __slots__ = ("end", "expires", "field", "key", "label", "start")
 
     def __init__(self, counter: CounterSpec, window: Window) -> None:
         self.start, self.end = window.start, window.end
+        self.field = counter.limit_field
         self.key = counter_key(counter, window.start)
         self.label = counter.label
         self.expires = counter_expiry(window.end)
@@ -57,7 +58,7 @@ def counter_key(counter: CounterSpec, window_start: int) -> str:
 class Tx(Protocol):
     """One atomic transaction on a store's state: storage only (what to store is the engine's)."""
 
-    def counter(self, key: str) -> tuple[int, int]:
+    def counter(self, slot: Slot, now: int) -> tuple[int, int]:
         """A counter's (spent, held); (0, 0) for one never written."""
 
     def put_counter(self, key: str, spent: int, held: int, expires_at: int | None, label: str) -> None:
@@ -67,17 +68,27 @@ class Tx(Protocol):
         """Add each (slot, amount) to its counter's held under ``res_id``'s lease (creating the counter,
         and setting its expiry to ``slot.expires`` unless that is None)."""
 
-    def settle(self, slot: Slot, res_id: str, charge: int) -> tuple[int, bool]:
-        """Drop ``res_id``'s lease and its amount from the slot's counter's held, if the lease is there;
+    def settle(self, slot: Slot, res_id: str, charge: int, lease_ends: int) -> tuple[int, bool]:
+        """Drop ``res_id``'s lease (ending at ``lease_ends``) and its amount from the slot's counter's
+        held, if the lease is there;
         add ``charge`` to spent; set its expiry as ``hold`` does (a late commit may find its counter
         dropped). Returns spent after, and whether the lease was there."""
 
-    def live(self, key: str, now: int) -> tuple[int, int, Sequence[tuple[str, int]]]:
+    def live(self, slot: Slot, now: int) -> tuple[int, int, Sequence[tuple[str, int]]]:
         """A counter's (spent, held), and the (res_id, amount) of its leases that are ``expired`` at
-        ``now``, which it removes (their amounts are still in held: the engine reclaims them)."""
+        ``now``, which it removes (their amounts are still in held: the engine reclaims them). A
+        ``limit(slot.field)`` may follow (a store can read both at once)."""
 
     def record(self, res_id: str) -> dict[str, Any] | None: ...
     def put_record(self, res_id: str, record: dict[str, Any], expires_at: int) -> None: ...
+
+    def put_resolved(
+        self, res_id: str, held: Mapping[str, Any], state: str, charged: dict[str, int], overrun: bool,
+        expired: bool, spent: tuple[int, ...], expires_at: int,
+    ) -> None:  # fmt: skip
+        """Replace the ``held`` record of ``res_id`` with its resolution: ``resolved_record``'s fields
+        (a store may keep them in another form, which its ``record`` turns back into that dict)."""
+
     def limit(self, field: str) -> int | None: ...
     def put_limit(self, field: str, value: int | None) -> None: ...
     def journal(self, ts: int, event: str, res_id: str, scopes: Sequence[str], amounts: dict[str, int],
@@ -128,8 +139,10 @@ class Engine:
         lease_ms: int,
         meta: dict[str, Any],
         enforce: bool = True,
+        fresh: bool = False,
     ) -> Reservation | Refusal:
-        record = tx.record(res_id)
+        """``fresh``: ``res_id`` was just drawn at random (96 bits), so no record has it: none is read."""
+        record = None if fresh else tx.record(res_id)
         if record is not None:
             return self._repeat_reserve(res_id, record)
         plan: list[tuple[Slot, int]] = []
@@ -140,7 +153,7 @@ class Engine:
             slot = cached.get(counter.limit_field)  # (the hot path of _slot)
             if slot is None or not in_window(now, slot.start, slot.end):
                 slot = self._slot(counter, now)
-            spent, held, expired_leases = tx.live(slot.key, now)
+            spent, held, expired_leases = tx.live(slot, now)
             if expired_leases:
                 held = self._reclaim(tx, slot, counter, now, spent, held, expired_leases)
             override = tx.limit(counter.limit_field)
@@ -197,16 +210,16 @@ class Engine:
             rows.append((h, slot, charge))
         if actual is not None:
             for h, slot, charge in rows:
-                if tx.counter(slot.key)[0] + charge > INT64_MAX:
+                if tx.counter(slot, now)[0] + charge > INT64_MAX:
                     raise ValueError(f"committing {charge} would overflow {h.counter.scope}")
         expired = False
         overrun = False
         after: list[int] = []
         for h, slot, charge in rows:
-            spent, held, expired_leases = tx.live(slot.key, now)
+            spent, held, expired_leases = tx.live(slot, now)
             if expired_leases:
                 self._reclaim(tx, slot, h.counter, now, spent, held, expired_leases)
-            spent, had_lease = tx.settle(slot, res_id, charge)
+            spent, had_lease = tx.settle(slot, res_id, charge, record["expires"])
             if not had_lease:
                 expired = True
             if charge > h.amount:
@@ -230,13 +243,8 @@ class Engine:
         held_counters: tuple[HeldCounter, ...] = record["held"]
         state: Literal["committed", "released"] = "released" if actual is None else "committed"
         charged = {} if actual is None else {UNIT_TEXT[unit]: amount for unit, amount in actual.items()}
-        # the counters' spent totals too: a repeat (a retry after a lost reply) reports them, and so
-        # fires the thresholds this resolution crossed
-        outcome = {"state": state, "charged": charged, "overrun": overrun, "expired": expired, "spent": after}
-        # a held record's fields, without its meta (journaled below: repeats are answered without it)
-        stored = {"state": state, "created": record["created"], "expires": record["expires"],
-                  "held": record["held"], "outcome": outcome}  # fmt: skip
-        tx.put_record(res_id, stored, record_expiry(now, record["expires"]))
+        tx.put_resolved(res_id, record, state, charged, overrun, expired, after,
+                        record_expiry(now, record["expires"]))  # fmt: skip
         data = {**record.get("meta", {}), **meta}
         if overrun:
             data["overrun"] = True
@@ -253,7 +261,7 @@ class Engine:
         result = []
         for counter in counters:
             slot = self._slot(counter, now)
-            spent, held, expired_leases = tx.live(slot.key, now)
+            spent, held, expired_leases = tx.live(slot, now)
             if expired_leases:
                 held = self._reclaim(tx, slot, counter, now, spent, held, expired_leases)
             override = tx.limit(counter.limit_field)
@@ -269,6 +277,18 @@ class Engine:
                 )
             )
         return result
+
+
+def resolved_record(
+    held: Mapping[str, Any], state: str, charged: dict[str, int], overrun: bool, expired: bool,
+    spent: tuple[int, ...],
+) -> dict[str, Any]:  # fmt: skip
+    """A resolved reservation's record: its ``held`` record's fields without its meta (journaled:
+    repeats are answered without it), and the outcome a repeat reports, with the counters' spent totals
+    (a retry after a lost reply reports them, and so fires the thresholds this resolution crossed)."""
+    outcome = {"state": state, "charged": charged, "overrun": overrun, "expired": expired, "spent": spent}
+    return {"state": state, "created": held["created"], "expires": held["expires"], "held": held["held"],
+            "outcome": outcome}  # fmt: skip
 
 
 def _outcome(res_id: str, stored: Mapping[str, Any], *, duplicate: bool = False) -> Outcome:

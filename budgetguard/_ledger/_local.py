@@ -83,7 +83,8 @@ class LocalLedger(Store, Ledger):
     def _reserve(self, *args: Any) -> Reservation:
         checked, lease_ms, res_id, meta, enforce = check_reserve(*args)
         data = check_meta(meta)
-        result = self._atomic(self._engine.reserve, res_id, checked, lease_ms, data, enforce)
+        fresh = args[2] is None  # (an id drawn by check_reserve)
+        result = self._atomic(self._engine.reserve, res_id, checked, lease_ms, data, enforce, fresh)
         if isinstance(result, Refusal):
             raise result.error(checked)
         return result

@@ -1,20 +1,28 @@
-"""``memory://``: the ledger in this process's memory. Thread-safe; state is lost at exit."""
+"""``memory://``: the ledger in this process's memory. Thread-safe; state is lost at exit.
+
+What it keeps by the hundred thousand (resolved and refused records, journal entries) it keeps as flat
+tuples of atomic values (str, int, bool, None, bytes), which CPython's garbage collector untracks: a
+full collection does not walk them (``benchmarks/bench_gc.py``). Only held records (live leases) keep
+the engine's objects.
+"""
 
 from __future__ import annotations
 
-import copy
 import heapq
+import pickle
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, TypeVar
 
 from ._base import check_setting
-from ._engine import Slot
+from ._engine import Slot, resolved_record
 from ._expiry import expired
 from ._local import LocalLedger, wall_clock_ms
+from ._stored import pack_held, pack_refusal, unpack_held, unpack_refusal
 from ._types import JournalEntry
 
 Meta = dict[str, Any]
@@ -27,6 +35,12 @@ JOURNAL_MAXLEN = 100_000
 MAX_RECORDS = 100_000
 """Resolved reservations kept for idempotent repeats (at most a day): the newest this many, so that a
 long-running process does not grow without bound (about 1 KB each)."""
+
+
+_COMPACT_AT = 1024
+"""A counter's lease heap is cleaned lazily (a resolved lease stays in it until its end), and rebuilt
+from its live leases once it holds this many more than twice as many entries: a busy counter's heap
+stays about as long as its live leases (a collection walks every entry of it)."""
 
 
 @dataclass
@@ -47,7 +61,6 @@ class _MemoryTx:
             store._record_ends,
             store._record_expiry,
         )
-        self.record: Callable[[str], dict[str, Any] | None] = store._records.get  # (C calls: the hot path)
         self.limit: Callable[[str], int | None] = store._limits.get
         self.entries = store._entries
 
@@ -57,8 +70,8 @@ class _MemoryTx:
             counter = self.counters[key] = _Counter()
         return counter
 
-    def counter(self, key: str) -> tuple[int, int]:
-        c = self.counters.get(key)
+    def counter(self, slot: Slot, now: int) -> tuple[int, int]:
+        c = self.counters.get(slot.key)
         return (0, 0) if c is None else (c.spent, c.held)
 
     def put_counter(self, key: str, spent: int, held: int, expires_at: int | None, label: str) -> None:
@@ -77,18 +90,22 @@ class _MemoryTx:
             c.leases[res_id] = (lease_ends, amount)
             heapq.heappush(c.heap, (lease_ends, res_id))
 
-    def settle(self, slot: Slot, res_id: str, charge: int) -> tuple[int, bool]:
+    def settle(self, slot: Slot, res_id: str, charge: int, lease_ends: int) -> tuple[int, bool]:
         c = self.counters.get(slot.key) or self._c(slot.key)
-        lease = c.leases.pop(res_id, None)
+        leases = c.leases
+        lease = leases.pop(res_id, None)
         if lease is not None:
             c.held -= lease[1]
+            if len(c.heap) > 2 * len(leases) + _COMPACT_AT:  # mostly resolved leases: rebuilt from the live
+                c.heap = [(ends, r) for r, (ends, _) in leases.items()]
+                heapq.heapify(c.heap)
         c.spent += charge
         if slot.expires is not None:
             c.expires_at = slot.expires
         return c.spent, lease is not None
 
-    def live(self, key: str, now: int) -> tuple[int, int, Sequence[tuple[str, int]]]:
-        c = self.counters.get(key)
+    def live(self, slot: Slot, now: int) -> tuple[int, int, Sequence[tuple[str, int]]]:
+        c = self.counters.get(slot.key)
         if c is None:
             return 0, 0, ()
         heap = c.heap
@@ -103,10 +120,37 @@ class _MemoryTx:
                 out.append((res_id, lease[1]))
         return c.spent, c.held, out
 
+    def record(self, res_id: str) -> dict[str, Any] | None:
+        found = self.records.get(res_id)
+        if type(found) is tuple:
+            return _unpack_record(found)
+        return found  # type: ignore[return-value]  # (None or a held record's dict)
+
     def put_record(self, res_id: str, record: dict[str, Any], expires_at: int) -> None:
+        # a held record as the engine made it (it never changes one: it puts a new one); a refusal packed
+        self._put(res_id, record if record["state"] == "held" else _pack_refused(record), expires_at)
+
+    def put_resolved(
+        self, res_id: str, held: Mapping[str, Any], state: str, charged: dict[str, int], overrun: bool,
+        expired: bool, spent: tuple[int, ...], expires_at: int,
+    ) -> None:  # fmt: skip
+        flat = (*charged, *charged.values()) if len(charged) == 1 else _flat(charged)
+        packed = (
+            state,
+            held["created"],
+            held["expires"],
+            pack_held(held["held"]),
+            flat,
+            overrun,
+            expired,
+            spent,
+        )
+        self._put(res_id, packed, expires_at)
+
+    def _put(self, res_id: str, record: dict[str, Any] | tuple[Any, ...], expires_at: int) -> None:
         if res_id not in self.records:  # a record's expiry only moves later: _prune re-queues it then
             heapq.heappush(self.record_heap, (expires_at, res_id))
-        self.records[res_id] = record  # (the engine never changes a record: it puts a new one)
+        self.records[res_id] = record
         self.record_ends[res_id] = expires_at
 
     def put_limit(self, field: str, value: int | None) -> None:
@@ -118,12 +162,13 @@ class _MemoryTx:
     def journal(
         self, ts: int, event: str, res_id: str, scopes: Sequence[str], amounts: Meta, data: Meta
     ) -> None:
-        # a plain tuple (the entry is built when read, with copies); the deque drops the oldest past
-        # its maxlen. The engine hands over new objects and never changes them: no copies here.
+        # a flat tuple of atomic values (the entry is built when read); the deque drops the oldest
+        # past its maxlen
         entries = self.entries
         if len(entries) == entries.maxlen:  # the oldest goes: the journal is complete after it
             self.s._dropped_ts = entries[0][0]
-        entries.append((ts, event, res_id, tuple(scopes), amounts, data))
+        packed = (*amounts, *amounts.values()) if len(amounts) == 1 else _flat(amounts)
+        entries.append((ts, event, res_id, tuple(scopes), packed, _pack_data(data) if data else None))
 
 
 class MemoryLedger(LocalLedger):
@@ -142,7 +187,7 @@ class MemoryLedger(LocalLedger):
         self.max_records = max_records
         self._lock = threading.Lock()
         self._counters: dict[str, _Counter] = {}
-        self._records: dict[str, dict[str, Any]] = {}
+        self._records: dict[str, dict[str, Any] | tuple[Any, ...]] = {}  # held: a dict; else packed
         self._record_ends: dict[str, int] = {}  # res_id -> when its record expires
         self._record_expiry: list[tuple[int, str]] = []  # (expires_at, res_id), a heap: pruning is cheap
         self._limits: dict[str, int] = {}
@@ -191,7 +236,7 @@ class MemoryLedger(LocalLedger):
             found = records.get(entry[1])
             if found is None:
                 continue
-            if found["state"] == "held":
+            if type(found) is dict:  # held
                 live.append(entry)
             else:
                 del records[entry[1]], self._record_ends[entry[1]]
@@ -206,9 +251,50 @@ class MemoryLedger(LocalLedger):
             entries = list(self._entries)
         for ts, event, res_id, scopes, amounts, data in entries:
             if (since is None or ts >= since) and (until is None or ts < until):
-                # copies: what a reader does with an entry never rewrites the journal
-                yield JournalEntry(ts, event, res_id, scopes, dict(amounts), copy.deepcopy(data))
+                # new objects: what a reader does with an entry never rewrites the journal
+                yield JournalEntry(ts, event, res_id, scopes, _unflat(amounts), _unpack_data(data))
 
     def _complete_since_ms(self) -> int | None:
         dropped = self._dropped_ts
         return None if dropped is None else dropped + 1
+
+
+# -- packed forms: flat tuples of atomic values (what the garbage collector untracks) -----------------
+
+
+def _pack_refused(record: dict[str, Any]) -> tuple[Any, ...]:
+    """A refused record (the engine's dict) as a flat tuple (``put_resolved`` packs a resolved one);
+    ``_unpack_record`` reverses both."""
+    assert record["state"] == "refused", "the engine puts held and refused records"
+    return ("refused", pack_refusal(record["refusal"]))
+
+
+def _unpack_record(packed: tuple[Any, ...]) -> dict[str, Any]:
+    state = packed[0]
+    if state == "refused":
+        return {"state": state, "refusal": unpack_refusal(packed[1])}
+    _, created, expires, held, charged, overrun, expired_, spent = packed
+    record = {"created": created, "expires": expires, "held": unpack_held(held)}
+    return resolved_record(record, state, _unflat(charged), overrun, expired_, spent)
+
+
+def _flat(mapping: Meta) -> tuple[Any, ...]:
+    """``{k1: v1, k2: v2, ...}`` as ``(k1, v1, k2, v2, ...)``."""
+    return tuple(chain.from_iterable(mapping.items()))
+
+
+def _unflat(flat: tuple[Any, ...]) -> dict[str, Any]:
+    """``(k1, v1, k2, v2, ...)`` as ``{k1: v1, k2: v2, ...}``."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _pack_data(data: Meta) -> bytes:
+    """Journal data (JSON values, tuples kept as tuples) as one bytes object."""
+    return pickle.dumps(data, pickle.HIGHEST_PROTOCOL)
+
+
+def _unpack_data(packed: bytes | None) -> Meta:
+    if packed is None:
+        return {}
+    data: Meta = pickle.loads(packed)
+    return data

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from budgetguard._budgets import Unit
+from budgetguard._errors import BudgetExceededError
 from budgetguard._ledger import Hold, MemoryLedger, ReservationError
 
 from .helpers import counter
@@ -35,3 +38,36 @@ def test_the_default_bound_is_far_above_a_test_run() -> None:
     for i in range(2100):
         store.commit(store.reserve([Hold(spec, 2)], id=f"r-{i}"), {Unit.USD: 1})
     assert store.commit("r-0", {Unit.USD: 1}).duplicate  # a day's retention, up to 100,000 records
+
+
+def test_what_the_store_keeps_by_the_thousand_is_not_tracked_by_the_gc() -> None:
+    """Resolved and refused records and journal entries are tuples of atomic values, which a collection
+    untracks (a full collection at the store's cap does not walk them); repeats still answer from them."""
+    store = MemoryLedger()
+    spec = counter("user:a", limit=10**6)
+    other = counter("team:t", limit=10**6)
+    meta = {"model": "m", "tags": ["a", "b"], "nested": {"k": (1, 2)}}
+    for i in range(50):
+        store.commit(store.reserve([Hold(spec, 2), Hold(other, 3)], id=f"r-{i}", meta=meta), {Unit.USD: 1})
+    store.release(store.reserve([Hold(spec, 1)], id="gone"))
+    with pytest.raises(BudgetExceededError):
+        store.reserve([Hold(spec, 10**7)], id="refused")
+    held = store.reserve([Hold(spec, 1)], id="held", lease=600)
+    gc.collect()  # a tuple is untracked once its elements are: a second pass finishes nested ones
+    gc.collect()
+    kept = [r for k, r in store._records.items() if k != "held"]
+    assert len(kept) == 52
+    assert not any(gc.is_tracked(r) for r in kept)
+    assert not any(gc.is_tracked(e) for e in store._entries)
+    # read back as they were
+    assert store.commit("r-7", {Unit.USD: 1}).duplicate
+    assert (
+        store.reserve([Hold(spec, 2), Hold(other, 3)], id="r-7").held
+        == store.reserve([Hold(spec, 2), Hold(other, 3)], id="r-8").held
+    )
+    with pytest.raises(BudgetExceededError):
+        store.reserve([Hold(spec, 10**7)], id="refused")
+    entry = store.history()[0]
+    assert entry.data == {**meta, "nested": {"k": (1, 2)}}
+    assert entry.amounts == {"usd": 1}
+    assert store.commit(held, {Unit.USD: 1}).state == "committed"

@@ -175,8 +175,17 @@ def test_a_file_from_before_namespaces_is_the_default_namespace(tmp_path: Path) 
         store.commit(store.reserve([Hold(spec, 20)], id="old-1"), {Unit.USD: 20})
         store.reserve([Hold(spec, 5)], id="old-held", lease=600)
         store.set_limit(spec, 70)
-    with sqlite3.connect(path) as db:  # make it exactly a file of 0.1.0: no table of its own
-        db.execute("DROP TABLE meta")
+    with sqlite3.connect(path) as db:  # make it exactly a file of 0.1.0: no table of its own, and
+        # its leases and reservations as rowid tables (WITHOUT ROWID since schema 2), rows kept
+        db.executescript(
+            "ALTER TABLE leases RENAME TO leases_new; ALTER TABLE reservations RENAME TO reservations_new;"
+            "DROP INDEX reservations_by_expiry;"
+            + OLD_SCHEMA
+            + "INSERT INTO leases (counter, res_id, expires_at, amount) "
+            "SELECT counter, res_id, expires_at, amount FROM leases_new;"
+            "INSERT INTO reservations (id, record, expires_at) SELECT id, record, expires_at "
+            "FROM reservations_new; DROP TABLE leases_new; DROP TABLE reservations_new; DROP TABLE meta;"
+        )
         db.execute("INSERT INTO leases VALUES ('user:gone@0', 'orphan', 0, 1)")  # a past window's lease
     db.close()
     assert _schema(path) == _schema(old)
@@ -188,6 +197,11 @@ def test_a_file_from_before_namespaces_is_the_default_namespace(tmp_path: Path) 
         assert store.commit("old-held", {Unit.USD: 5}).state == "committed"
         with sqlite3.connect(path) as db:  # the lease rows of counters that are gone are dropped once
             assert db.execute("SELECT count(*) FROM leases WHERE res_id = 'orphan'").fetchone() == (0,)
+            rebuilt = db.execute(
+                "SELECT count(*) FROM sqlite_master WHERE name IN ('leases', 'reservations') AND sql LIKE "
+                "'%WITHOUT ROWID%'"
+            )
+            assert rebuilt.fetchone() == (2,)  # schema 2
         db.close()
     with open_ledger(f"sqlite:///{path}?namespace=team-b") as b:
         [status] = b.status([spec])
