@@ -1,0 +1,352 @@
+"""Group commit for the Redis stores: a script call's RESP bytes, and one held connection that carries
+the script calls of many concurrent callers in one round trip.
+
+A caller that finds the connection idle leads at once (no timer: an uncontended call pays nothing);
+callers that arrive while a round trip is in flight queue up, and the next leader (the first of them,
+woken by the one before) sends them all as one pipeline and hands each its own reply. Each script
+stays atomic by itself: a pipeline only saves round trips. An error reply reaches only its caller; a
+connection error or a deadline reaches the callers whose replies were not read yet, and each retries on
+its own (redis-py's ``Retry`` of the client: every script is idempotent by reservation id, so a
+retry after a lost reply changes nothing). NOSCRIPT loads the script and sends the call again.
+
+The held connection comes from the client's pool once (the pool's connection class: ``_deadline.py``
+bounds its waits by the current deadline, which a leader sets to the latest of its batch's); a
+forked child, or another event loop, takes a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import redis.exceptions as rex
+
+from ._deadline import DEADLINE, DeadlineExceeded
+from ._redis_flows import Call
+
+__all__ = ["AsyncBatcher", "Batcher", "Packer"]
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+class Packer:
+    """The RESP bytes of ``EVALSHA <sha> <numkeys> keys... args...``, the fixed head encoded once."""
+
+    def __init__(self, shas: dict[str, str], encoding: str = "utf-8") -> None:
+        self._shas = {op: _bulk(b"EVALSHA") + _bulk(sha.encode()) for op, sha in shas.items()}
+        self._encoding = encoding
+
+    def __call__(self, call: Call) -> bytes:
+        encoding = self._encoding
+        parts = [
+            b"*%d\r\n" % (3 + len(call.keys) + len(call.args)),
+            self._shas[call.op],
+            _bulk(b"%d" % len(call.keys)),
+        ]
+        for item in (*call.keys, *call.args):
+            data = item.encode(encoding) if isinstance(item, str) else b"%d" % item
+            parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+        return b"".join(parts)
+
+
+class _Slot:
+    """One caller's command in the queue, then its outcome."""
+
+    __slots__ = ("command", "deadline", "done", "error", "lead", "reply", "waiter")
+
+    def __init__(self, command: bytes, deadline: float | None) -> None:
+        self.command = command
+        self.deadline = deadline
+        self.reply: Any = None
+        self.error: BaseException | None = None
+        self.done = False
+        self.lead = False
+        self.waiter: Any = None  # a held lock (threads) or a future (asyncio) the caller waits on
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.reply
+
+
+def _copy(exc: BaseException) -> BaseException:
+    """The same error for another caller (an exception object is raised in one thread only)."""
+    try:
+        copy = type(exc)(*exc.args)
+    except Exception:
+        copy = rex.ConnectionError(str(exc))
+    copy.__dict__.update(exc.__dict__)
+    return copy
+
+
+def _connect_failed(exc: Exception) -> Exception:
+    """``exc`` happened while connecting: redis-py's connection already retried that (as for a
+    command of its own, whose retry does not repeat a failed connect either)."""
+    exc.budgetguard_connect = True  # type: ignore[attr-defined]
+    return exc
+
+
+def _retryable(exc: Exception) -> bool:
+    return not getattr(exc, "budgetguard_connect", False)
+
+
+def _latest(batch: list[_Slot]) -> float | None:
+    """The batch's I/O deadline: the latest of its callers' (``None`` if one has none)."""
+    latest = 0.0
+    for slot in batch:
+        if slot.deadline is None:
+            return None
+        latest = max(latest, slot.deadline)
+    return latest
+
+
+def _settle(batch: list[_Slot], replies: list[Any], exc: BaseException | None) -> None:
+    """Give each slot its reply (an error reply is its caller's alone), or the error that cut the
+    exchange short to those whose replies were not read."""
+    for slot, reply in zip(batch, replies, strict=False):
+        if isinstance(reply, rex.ResponseError):
+            slot.error = reply
+        else:
+            slot.reply = reply
+    rest = batch[len(replies) :]
+    if rest and exc is None:
+        exc = rex.ConnectionError("the connection closed before every reply of a batch was read")
+    for i, slot in enumerate(rest):
+        slot.error = exc if i == 0 and isinstance(exc, Exception) else _interrupted(exc)
+
+
+def _interrupted(exc: BaseException | None) -> BaseException:
+    if isinstance(exc, rex.ConnectionError | rex.TimeoutError):
+        return _copy(exc)
+    # the leader was interrupted (cancelled, KeyboardInterrupt): the others' commands were lost
+    # with its connection, which redis-py dropped: a connection error, retried
+    return rex.ConnectionError(f"the batch's connection was dropped: {exc!r}")
+
+
+class Batcher:
+    """Sync group commit over one held connection of ``client`` (threads of one process)."""
+
+    def __init__(self, client: Any, scripts: dict[str, str]) -> None:
+        self._client = client
+        self._scripts = scripts
+        self._retry = client.get_retry()
+        self._fork()
+
+    def _fork(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._queue: deque[_Slot] = deque()
+        self._leading = False
+        self._conn: Any = None
+
+    def call(self, op: str, command: bytes) -> Any:
+        """The reply to ``command`` (``EVALSHA`` of the script ``op``), retried as redis-py would."""
+        loaded = False
+        while True:
+            try:
+                if self._retry is None:
+                    return self._submit(command)
+                return self._retry.call_with_retry(lambda: self._submit(command), _nothing, _retryable)
+            except rex.NoScriptError:
+                if loaded:
+                    raise
+                self._client.script_load(self._scripts[op])  # (restart, failover, SCRIPT FLUSH)
+                loaded = True
+
+    def _submit(self, command: bytes) -> Any:
+        if self._pid != os.getpid():
+            self._fork()  # the parent's connection and lock are not ours
+        deadline = DEADLINE.get()
+        if deadline is not None and deadline <= time.monotonic():
+            raise DeadlineExceeded("the ledger operation's deadline passed (?deadline= in the ledger URL)")
+        slot = _Slot(command, deadline)
+        with self._lock:
+            self._queue.append(slot)
+            if self._leading:
+                waiter = slot.waiter = threading.Lock()
+                waiter.acquire()
+            else:
+                self._leading = slot.lead = True
+        if not slot.lead:
+            timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            if not slot.waiter.acquire(timeout=timeout):
+                with self._lock:
+                    if not (slot.done or slot.lead):
+                        if slot in self._queue:  # not sent: nothing happens
+                            self._queue.remove(slot)
+                        raise DeadlineExceeded("no reply within the ledger operation's deadline")
+            if slot.done:
+                return slot.outcome()
+        self._lead()
+        return slot.outcome()
+
+    def _lead(self) -> None:
+        with self._lock:
+            batch = list(self._queue)
+            self._queue.clear()
+        replies: list[Any] = []
+        exc: BaseException | None = None
+        token = DEADLINE.set(_latest(batch))
+        try:
+            self._exchange(batch, replies)
+        except BaseException as error:
+            exc = error
+        finally:
+            DEADLINE.reset(token)
+            _settle(batch, replies, exc)
+            with self._lock:
+                for slot in batch:
+                    slot.done = True
+                if self._queue:
+                    follower = self._queue[0]
+                    follower.lead = True
+                    follower.waiter.release()
+                else:
+                    self._leading = False
+            for slot in batch:
+                if not slot.lead:
+                    slot.waiter.release()
+        if exc is not None and not isinstance(exc, Exception):
+            raise exc  # KeyboardInterrupt and the like: the leader's own
+
+    def _exchange(self, batch: list[_Slot], replies: list[Any]) -> None:
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = self._client.connection_pool.make_connection()
+        if not conn.is_connected:
+            try:
+                conn.connect()
+            except (rex.ConnectionError, rex.TimeoutError) as exc:
+                raise _connect_failed(exc) from None
+        conn.send_packed_command([b"".join([slot.command for slot in batch])])
+        for _ in batch:
+            try:
+                replies.append(conn.read_response())
+            except rex.ResponseError as error:  # an error reply: its caller's alone
+                replies.append(error)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and self._pid == os.getpid():
+            conn.disconnect()
+
+
+def _nothing(error: Exception) -> None:
+    """redis-py's ``Retry`` failure hook: the connection that failed was already dropped."""
+
+
+class AsyncBatcher:
+    """Asyncio group commit over one held connection of ``client`` (tasks of one event loop)."""
+
+    def __init__(self, client: Any, scripts: dict[str, str]) -> None:
+        self._client = client
+        self._scripts = scripts
+        self._retry = client.get_retry()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: deque[_Slot] = deque()
+        self._leading = False
+        self._conn: Any = None
+
+    async def call(self, op: str, command: bytes) -> Any:
+        loaded = False
+        while True:
+            try:
+                if self._retry is None:
+                    return await self._submit(command)
+                return await self._retry.call_with_retry(lambda: self._submit(command), _anothing, _retryable)
+            except rex.NoScriptError:
+                if loaded:
+                    raise
+                await self._client.script_load(self._scripts[op])
+                loaded = True
+
+    async def _submit(self, command: bytes) -> Any:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            await self._rebind(loop)
+        slot = _Slot(command, None)
+        self._queue.append(slot)
+        if self._leading:
+            slot.waiter = loop.create_future()
+            try:
+                await slot.waiter
+            except BaseException:  # cancelled (the store's deadline, or the caller's own)
+                if slot in self._queue:
+                    self._queue.remove(slot)  # not sent: nothing happens
+                    if slot.lead:
+                        self._promote()  # it was to lead next: the next one does
+                raise
+            if slot.done:
+                return slot.outcome()
+        else:
+            self._leading = slot.lead = True
+        await self._lead()
+        return slot.outcome()
+
+    def _promote(self) -> None:
+        if self._queue:
+            follower = self._queue[0]
+            follower.lead = True
+            if not follower.waiter.done():
+                follower.waiter.set_result(None)
+        else:
+            self._leading = False
+
+    async def _lead(self) -> None:
+        batch = list(self._queue)
+        self._queue.clear()
+        replies: list[Any] = []
+        exc: BaseException | None = None
+        try:
+            await self._exchange(batch, replies)
+        except BaseException as error:
+            exc = error
+        finally:
+            _settle(batch, replies, exc)
+            for slot in batch:
+                slot.done = True
+                if not slot.lead and not slot.waiter.done():
+                    slot.waiter.set_result(None)
+            self._promote()
+        if exc is not None and not isinstance(exc, Exception):
+            raise exc  # the leader's cancellation: its own
+
+    async def _exchange(self, batch: list[_Slot], replies: list[Any]) -> None:
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = self._client.connection_pool.make_connection()
+        if not conn.is_connected:
+            try:
+                await conn.connect()
+            except (rex.ConnectionError, rex.TimeoutError) as exc:
+                raise _connect_failed(exc) from None
+        await conn.send_packed_command([b"".join([slot.command for slot in batch])], False)
+        for _ in batch:
+            try:
+                replies.append(await conn.read_response())
+            except rex.ResponseError as error:
+                replies.append(error)
+
+    async def _rebind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Another event loop: the held connection (its streams are the old loop's) is dropped."""
+        conn, self._conn = self._conn, None
+        self._loop, self._queue, self._leading = loop, deque(), False
+        if conn is not None:
+            with contextlib.suppress(Exception):  # the old loop is closed: its transport is gone
+                await conn.disconnect(nowait=True)
+
+    async def aclose(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.disconnect()
+
+
+async def _anothing(error: Exception) -> None:
+    """redis.asyncio's ``Retry`` failure hook (awaited): the failed connection was already dropped."""
