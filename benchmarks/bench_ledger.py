@@ -677,31 +677,45 @@ def _count_side(side: str, calls: int) -> None:
             if url is None:
                 raise SystemExit("no Redis server for the redis side")
             namespace = "bench" + secrets.token_hex(6)
-            ledger = open_ledger(url, namespace=namespace)
+            ledger: Any = open_ledger(url, namespace=namespace)
             try:
-                pair = _pair(ledger)
-                count_here(lambda _: pair(holds), calls)
+                if store == "evalsha":  # the raw EVALSHA of the Redis rows' baseline
+                    raw = ledger.client.register_script("return 1")
+                    count_here(lambda _: raw(), calls)
+                else:
+                    pair = _pair(ledger)
+                    count_here(lambda _: pair(holds), calls)
             finally:
                 ledger.close()
                 _delete_namespace(url, namespace)
 
 
-def callgrind(calls: int = 500) -> dict[str, float]:
-    """Instructions per pair of each store and of the dict ledger, 1 and 3 scopes."""
-    return {
-        f"{store}{n}": instructions("bench_ledger", f"{store}{n}", calls) for store in SIDES for n in (1, 3)
+def callgrind(calls: int = 500, sides: Sequence[str] = SIDES) -> dict[str, float]:
+    """Instructions per pair of each store and of the dict ledger, 1 and 3 scopes (with the Redis side:
+    of one raw ``EVALSHA`` too, ``evalsha1``)."""
+    counts = {
+        f"{store}{n}": instructions("bench_ledger", f"{store}{n}", calls) for store in sides for n in (1, 3)
     }
+    if "redis" in sides:
+        counts["evalsha1"] = instructions("bench_ledger", "evalsha1", calls)
+    return counts
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--count-side"]:
         _count_side(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1:2] == ["--callgrind"]:
-        counts = callgrind(*(int(a) for a in sys.argv[2:3]))
+        chosen = [a for a in sys.argv[2:] if a in SIDES] or SIDES
+        counts = callgrind(*(int(a) for a in sys.argv[2:] if a.isdigit()), sides=chosen)
         for side, count in counts.items():
             print(f"{side:>8}: {count / 1000:8.1f}k instructions per pair")
         for n in (1, 3):
-            print(f"memory pair vs dict ledger, {n} scope(s), by instructions: "
-                  f"{counts[f'memory{n}'] / counts[f'dict{n}']:.2f}")  # fmt: skip
+            if "memory" in chosen and "dict" in chosen:
+                print(f"memory pair vs dict ledger, {n} scope(s), by instructions: "
+                      f"{counts[f'memory{n}'] / counts[f'dict{n}']:.2f}")  # fmt: skip
+            if "redis" in chosen:
+                print(f"redis pair vs one raw EVALSHA, {n} scope(s), client instructions: "
+                      f"{counts[f'redis{n}'] / counts['evalsha1']:.2f}")  # fmt: skip
     else:
-        sys.exit("usage: python -m benchmarks.bench_ledger --callgrind [CALLS]")
+        sys.exit("usage: python -m benchmarks.bench_ledger --callgrind [CALLS] [SIDE...] (sides: "
+                 + ", ".join(SIDES) + ")")  # fmt: skip
