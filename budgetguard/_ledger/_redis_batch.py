@@ -176,16 +176,38 @@ class Batcher:
                 self._leading = slot.lead = True
         if not slot.lead:
             timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-            if not slot.waiter.acquire(timeout=timeout):
-                with self._lock:
-                    if not (slot.done or slot.lead):
-                        if slot in self._queue:  # not sent: nothing happens
-                            self._queue.remove(slot)
-                        raise DeadlineExceeded("no reply within the ledger operation's deadline")
+            try:
+                woken = slot.waiter.acquire(timeout=timeout)
+            except BaseException:  # KeyboardInterrupt in the main thread
+                self._abandon(slot)
+                raise
+            if not woken and self._abandon(slot):
+                raise DeadlineExceeded("no reply within the ledger operation's deadline")
             if slot.done:
                 return slot.outcome()
         self._lead()
         return slot.outcome()
+
+    def _abandon(self, slot: _Slot) -> bool:
+        """A follower gives up: its command is withdrawn if not sent yet (if sent, its reply will go
+        unread), and the lead it may have just been handed passes on. False if it was done."""
+        with self._lock:
+            if slot.done:
+                return False
+            if slot in self._queue:
+                self._queue.remove(slot)
+                if slot.lead:
+                    self._pass_lead()
+            return True
+
+    def _pass_lead(self) -> None:
+        """(Under the lock.) The first queued caller leads next, or no one leads."""
+        if self._queue:
+            follower = self._queue[0]
+            follower.lead = True
+            follower.waiter.release()
+        else:
+            self._leading = False
 
     def _lead(self) -> None:
         with self._lock:
@@ -204,12 +226,7 @@ class Batcher:
             with self._lock:
                 for slot in batch:
                     slot.done = True
-                if self._queue:
-                    follower = self._queue[0]
-                    follower.lead = True
-                    follower.waiter.release()
-                else:
-                    self._leading = False
+                self._pass_lead()
             for slot in batch:
                 if not slot.lead:
                     slot.waiter.release()

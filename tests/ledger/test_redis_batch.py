@@ -22,8 +22,8 @@ from budgetguard._ledger._redis_flows import Call
 from tests.redis_server import delete_namespace
 
 from .helpers import counter
-from .proxy import LossyProxy
-from .test_redis_faults import REDIS_DEFAULT_RETRY, _host_port, _ledger_via, _sha
+from .proxy import LossyProxy, SilentServer
+from .test_redis_faults import _HUNG, REDIS_DEFAULT_RETRY, _host_port, _ledger_via, _sha
 
 THREADS = 32
 PAIRS = 12
@@ -246,6 +246,35 @@ def test_killed_connections_mid_batch_charge_nothing_twice(store: RedisLedger, r
     [status] = store.status([shared])
     assert (status.spent, status.held) == (_everyone(), 0)
     assert Counter(e.event for e in store.history()) == {"committed": THREADS * PAIRS}
+
+
+def test_a_hung_server_fails_every_waiting_caller_at_its_deadline() -> None:
+    """The leader waits on a server that never answers; the callers queued behind it give up at their
+    own deadlines (a deadline error each, no one left waiting), and later calls fail the same way."""
+    with SilentServer() as silent, open_ledger(f"{silent.url}?{_HUNG}") as ledger:
+        spec = counter(limit=1000)
+        for _ in range(2):
+            results = _in_threads(lambda i: ledger.reserve([Hold(spec, 1)], id=f"h{i}"), 8)
+            for result in results:
+                assert isinstance(result, LedgerError), result
+                assert "deadline" in str(result)
+                assert isinstance(result.__cause__, redis.TimeoutError)
+
+
+async def test_a_hung_server_fails_every_waiting_task_at_its_deadline() -> None:
+    with SilentServer() as silent:
+        ledger = open_async_ledger(f"{silent.url}?{_HUNG}")
+        try:
+            spec = counter(limit=1000)
+            for _ in range(2):
+                results = await asyncio.gather(
+                    *(ledger.reserve([Hold(spec, 1)], id=f"h{i}") for i in range(8)), return_exceptions=True
+                )
+                for result in results:
+                    assert isinstance(result, LedgerError), result
+                    assert "deadline" in str(result)
+        finally:
+            await ledger.aclose()
 
 
 def test_a_forked_child_uses_its_own_connection(store: RedisLedger) -> None:
