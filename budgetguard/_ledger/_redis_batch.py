@@ -76,6 +76,12 @@ class _Slot:
         return self.reply
 
 
+def _outcome(reply: Any) -> Any:
+    if isinstance(reply, rex.ResponseError):
+        raise reply
+    return reply
+
+
 def _copy(exc: BaseException) -> BaseException:
     """The same error for another caller (an exception object is raised in one thread only)."""
     try:
@@ -166,14 +172,17 @@ class Batcher:
         deadline = DEADLINE.get()
         if deadline is not None and deadline <= time.monotonic():
             raise DeadlineExceeded("the ledger operation's deadline passed (?deadline= in the ledger URL)")
-        slot = _Slot(command, deadline)
         with self._lock:
-            self._queue.append(slot)
             if self._leading:
+                slot = _Slot(command, deadline)
                 waiter = slot.waiter = threading.Lock()
                 waiter.acquire()
+                self._queue.append(slot)
             else:
-                self._leading = slot.lead = True
+                self._leading = True
+                slot = None
+        if slot is None:
+            return self._alone(command)
         if not slot.lead:
             timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
             try:
@@ -187,6 +196,16 @@ class Batcher:
                 return slot.outcome()
         self._lead()
         return slot.outcome()
+
+    def _alone(self, command: bytes) -> Any:
+        """Lead with one's own command only (nobody was waiting); who queues meanwhile goes next."""
+        replies: list[Any] = []
+        try:
+            self._exchange([command], replies)
+        finally:
+            with self._lock:
+                self._pass_lead()
+        return _outcome(replies[0])
 
     def _abandon(self, slot: _Slot) -> bool:
         """A follower gives up: its command is withdrawn if not sent yet (if sent, its reply will go
@@ -217,7 +236,7 @@ class Batcher:
         exc: BaseException | None = None
         token = DEADLINE.set(_latest(batch))
         try:
-            self._exchange(batch, replies)
+            self._exchange([slot.command for slot in batch], replies)
         except BaseException as error:
             exc = error
         finally:
@@ -233,7 +252,8 @@ class Batcher:
         if exc is not None and not isinstance(exc, Exception):
             raise exc  # KeyboardInterrupt and the like: the leader's own
 
-    def _exchange(self, batch: list[_Slot], replies: list[Any]) -> None:
+    def _exchange(self, commands: list[bytes], replies: list[Any]) -> None:
+        """Send ``commands`` in one write, append each reply (an error reply as its exception)."""
         conn = self._conn
         if conn is None:
             conn = self._conn = self._client.connection_pool.make_connection()
@@ -242,8 +262,8 @@ class Batcher:
                 conn.connect()
             except (rex.ConnectionError, rex.TimeoutError) as exc:
                 raise _connect_failed(exc) from None
-        conn.send_packed_command([b"".join([slot.command for slot in batch])])
-        for _ in batch:
+        conn.send_packed_command([b"".join(commands)])
+        for _ in commands:
             try:
                 replies.append(conn.read_response())
             except rex.ResponseError as error:  # an error reply: its caller's alone
@@ -288,22 +308,27 @@ class AsyncBatcher:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             await self._rebind(loop)
+        if not self._leading:  # lead alone: who queues meanwhile goes next
+            self._leading = True
+            replies: list[Any] = []
+            try:
+                await self._exchange([command], replies)
+            finally:
+                self._promote()
+            return _outcome(replies[0])
         slot = _Slot(command, None)
         self._queue.append(slot)
-        if self._leading:
-            slot.waiter = loop.create_future()
-            try:
-                await slot.waiter
-            except BaseException:  # cancelled (the store's deadline, or the caller's own)
-                if slot in self._queue:
-                    self._queue.remove(slot)  # not sent: nothing happens
-                    if slot.lead:
-                        self._promote()  # it was to lead next: the next one does
-                raise
-            if slot.done:
-                return slot.outcome()
-        else:
-            self._leading = slot.lead = True
+        slot.waiter = loop.create_future()
+        try:
+            await slot.waiter
+        except BaseException:  # cancelled (the store's deadline, or the caller's own)
+            if slot in self._queue:
+                self._queue.remove(slot)  # not sent: nothing happens
+                if slot.lead:
+                    self._promote()  # it was to lead next: the next one does
+            raise
+        if slot.done:
+            return slot.outcome()
         await self._lead()
         return slot.outcome()
 
@@ -322,7 +347,7 @@ class AsyncBatcher:
         replies: list[Any] = []
         exc: BaseException | None = None
         try:
-            await self._exchange(batch, replies)
+            await self._exchange([slot.command for slot in batch], replies)
         except BaseException as error:
             exc = error
         finally:
@@ -335,7 +360,7 @@ class AsyncBatcher:
         if exc is not None and not isinstance(exc, Exception):
             raise exc  # the leader's cancellation: its own
 
-    async def _exchange(self, batch: list[_Slot], replies: list[Any]) -> None:
+    async def _exchange(self, commands: list[bytes], replies: list[Any]) -> None:
         conn = self._conn
         if conn is None:
             conn = self._conn = self._client.connection_pool.make_connection()
@@ -344,8 +369,8 @@ class AsyncBatcher:
                 await conn.connect()
             except (rex.ConnectionError, rex.TimeoutError) as exc:
                 raise _connect_failed(exc) from None
-        await conn.send_packed_command([b"".join([slot.command for slot in batch])], False)
-        for _ in batch:
+        await conn.send_packed_command([b"".join(commands)], False)
+        for _ in commands:
             try:
                 replies.append(await conn.read_response())
             except rex.ResponseError as error:
