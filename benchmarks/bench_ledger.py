@@ -35,9 +35,11 @@ in a fresh namespace ``bench<random>`` and deletes only that namespace's keys), 
 loopback port without persistence, and stopped at the end, also on error. Without any, the Redis rows
 are skipped (with a note on stderr).
 
-Timings wander on a shared machine: ``python -m benchmarks.bench_ledger --callgrind [CALLS]`` counts the
-instructions of one pair on each store instead (``valgrind --tool=callgrind``, N pairs after a warm-up;
-the Redis side is the client's, against a private server) and of the minimal dict ledger's pair.
+Timings wander on a shared machine: ``python -m benchmarks.bench_ledger --callgrind [CALLS] [SIDE...]``
+counts the instructions of one pair on each store (or the sides named: memory, dict, sqlite, redis)
+instead (``valgrind --tool=callgrind``, N pairs after a warm-up; the Redis side is the client's, against
+a private server, with one raw ``EVALSHA`` of ``return 1`` for scale) and of the minimal dict ledger's
+pair.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """``redis://``, ``rediss://``, ``unix://`` and ``redis+cluster://``: the ledger for a fleet.
 
-Each operation is one Lua script (``lua/*.lua``), loaded once with ``register_script`` and reloaded by
-redis-py on NOSCRIPT (restart, failover, SCRIPT FLUSH). Scripts validate every input before their
-first write, use the server's ``TIME`` for leases, and keep money in int64 decimal strings.
+Each operation is one Lua script (``lua/*.lua``), loaded once with ``register_script`` and reloaded on
+NOSCRIPT (restart, failover, SCRIPT FLUSH). Scripts validate every input before their first write, use
+the server's ``TIME`` for leases, and keep money in int64 decimal strings. On one server, script calls
+go out pre-encoded on one held connection, concurrent callers' together in one round trip
+(``_redis_batch.py``); redis-py's cluster client routes a Redis Cluster's.
 
 Every operation is idempotent by reservation id, so redis-py's retry after a lost reply returns the
 first outcome instead of charging twice. Each operation, retries included, ends by one deadline
