@@ -96,9 +96,26 @@ def _row(kind: str, clients: str, pairs: list[float], raws: list[float], count: 
 Batch = Callable[[Callable[[int], Any], int, int], float]
 
 
+def _cpu(run: Callable[[], object], ops: int, server: Any) -> dict[str, float]:
+    """µs per operation of ``run()`` (``ops`` operations): this process's CPU, all its threads, and
+    with ``server`` (a client of our private server) the server's (``INFO cpu``)."""
+
+    def server_cpu() -> float:
+        cpu = server.info("cpu")
+        return float(cpu["used_cpu_user"] + cpu["used_cpu_sys"])
+
+    before = server_cpu() if server is not None else 0.0
+    started = time.process_time()
+    run()
+    out = {"client_cpu": round((time.process_time() - started) * 1e6 / ops, 1)}
+    if server is not None:
+        out["server_cpu"] = round((server_cpu() - before) * 1e6 / ops, 1)
+    return out
+
+
 def _measure(
     kind: str, batch: Batch, pair_for: Callable[[list[tuple[Hold, ...]]], Callable[[int], Any]],
-    raw: Callable[[int], Any], trials: int, total: int,
+    raw: Callable[[int], Any], trials: int, total: int, server: Any,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One row per concurrency: ``batch(work, clients, count)`` runs ``work(i)`` in each client."""
     rows = []
@@ -113,11 +130,16 @@ def _measure(
             trials,
         )
         name = f"{clients} thread{'s' if clients > 1 else ''}" if kind == "threads" else f"{clients} tasks"
-        rows.append(_row(kind, name, cand, base, count * clients))
+        ops = count * clients
+        cpu = {
+            side: _cpu(lambda w=work: batch(w, clients, count), ops, server)  # noqa: B023
+            for side, work in (("pair", pair), ("raw_reserve", raw))
+        }
+        rows.append(_row(kind, name, cand, base, ops) | {"cpu_us_per_op": cpu})
     return rows
 
 
-def _threads_rows(url: str, namespace: str, trials: int, total: int) -> list[dict[str, Any]]:
+def _threads_rows(url: str, namespace: str, trials: int, total: int, server: Any) -> list[dict[str, Any]]:
     import redis
 
     ledger: Any = open_ledger(url, namespace=namespace)
@@ -132,13 +154,13 @@ def _threads_rows(url: str, namespace: str, trials: int, total: int) -> list[dic
         def raw(i: int) -> object:
             return script(keys=keys[i], args=[HOLD, LIMIT])
 
-        return _measure("threads", threads_batch, pair_for, raw, trials, total)
+        return _measure("threads", threads_batch, pair_for, raw, trials, total, server)
     finally:
         ledger.close()
         client.close()
 
 
-def _asyncio_rows(url: str, namespace: str, trials: int, total: int) -> list[dict[str, Any]]:
+def _asyncio_rows(url: str, namespace: str, trials: int, total: int, server: Any) -> list[dict[str, Any]]:
     import redis.asyncio
 
     loop = asyncio.new_event_loop()
@@ -160,7 +182,7 @@ def _asyncio_rows(url: str, namespace: str, trials: int, total: int) -> list[dic
         def batch(work: Callable[[int], Awaitable[object]], clients: int, count: int) -> float:
             return loop.run_until_complete(_tasks_batch(work, clients, count))
 
-        return _measure("asyncio", batch, pair_for, raw, trials, total)
+        return _measure("asyncio", batch, pair_for, raw, trials, total, server)
     finally:
         loop.run_until_complete(ledger.aclose())
         loop.run_until_complete(client.aclose())
@@ -246,8 +268,15 @@ def run(quick: bool) -> list[dict[str, Any]]:
     with bench_redis() as redis:
         if redis is None:
             return [skipped("redis throughput", "no Redis: no redis-server/valkey-server, no URL set")]
-        url, namespace, _ = redis
-        rows = _threads_rows(url, namespace, trials, total)
-        rows += _asyncio_rows(url, namespace, trials, total)
-        rows.append(_processes_row(url, namespace, trials, total))
+        import redis as redis_py
+
+        url, namespace, own = redis
+        server = redis_py.Redis.from_url(url) if own else None  # nobody else's traffic: its CPU is ours
+        try:
+            rows = _threads_rows(url, namespace, trials, total, server)
+            rows += _asyncio_rows(url, namespace, trials, total, server)
+            rows.append(_processes_row(url, namespace, trials, total))
+        finally:
+            if server is not None:
+                server.close()
     return rows
