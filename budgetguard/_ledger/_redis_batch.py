@@ -1,17 +1,18 @@
-"""Group commit for the Redis stores: a script call's RESP bytes, and one held connection that carries
-the script calls of many concurrent callers in one round trip.
+"""Group commit for the Redis stores: a script call's RESP bytes, and the held connections that carry
+the script calls of many concurrent callers in shared round trips.
 
-A caller that finds the connection idle leads at once (no timer: an uncontended call pays nothing);
-callers that arrive while a round trip is in flight queue up, and the next leader (the first of them,
-woken by the one before) sends them all as one pipeline and hands each its own reply. Each script
+A caller that finds a lane free (``LANES`` round trips may be in flight, each on its own held
+connection) leads at once (no timer: an uncontended call pays nothing); callers that arrive while the
+lanes are busy queue up, and the next leader (the first of them, woken by a leader that is done) sends
+them all as one pipeline and hands each its own reply. Each script
 stays atomic by itself: a pipeline only saves round trips. An error reply reaches only its caller; a
 connection error or a deadline reaches the callers whose replies were not read yet, and each retries on
 its own (redis-py's ``Retry`` of the client: every script is idempotent by reservation id, so a
 retry after a lost reply changes nothing). NOSCRIPT loads the script and sends the call again.
 
-The held connection comes from the client's pool once (the pool's connection class: ``_deadline.py``
-bounds its waits by the current deadline, which a leader sets to the latest of its batch's); a
-forked child, or another event loop, takes a fresh one.
+The held connections are made by the client's pool once (its connection class: ``_deadline.py`` bounds
+their waits by the current deadline, which a leader sets to the latest of its batch's); a forked
+child, or another event loop, makes fresh ones.
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ import redis.exceptions as rex
 from ._deadline import DEADLINE, DeadlineExceeded
 from ._redis_flows import Call
 
-__all__ = ["AsyncBatcher", "Batcher", "Packer"]
+__all__ = ["LANES", "AsyncBatcher", "Batcher", "Packer"]
+
+LANES = 1
+"""Round trips in flight at once per store, each on its own held connection. More lanes let client and
+server work overlap, at smaller batches and more client CPU per call: on a 2-vCPU host with client and
+server on it, 2 or 3 lanes were no faster than 1 at 32 threads (benchmarks/README.md, session 7)."""
 
 
 def _bulk(value: bytes) -> bytes:
@@ -103,6 +109,24 @@ def _retryable(exc: Exception) -> bool:
     return not getattr(exc, "budgetguard_connect", False)
 
 
+def _next(queue: deque[_Slot]) -> _Slot | None:
+    """The first queued caller not yet told to lead (with several lanes, another may have been)."""
+    for slot in queue:
+        if not slot.lead:
+            return slot
+    return None
+
+
+def _take(queue: deque[_Slot], mine: _Slot) -> list[_Slot]:
+    """A leader's batch: its own call and every queued one but those of callers told to lead (they
+    send theirs on their own lanes); ``queue`` keeps those."""
+    batch = [slot for slot in queue if slot is mine or not slot.lead]
+    kept = [slot for slot in queue if slot.lead and slot is not mine]
+    queue.clear()
+    queue.extend(kept)
+    return batch
+
+
 def _latest(batch: list[_Slot]) -> float | None:
     """The batch's I/O deadline: the latest of its callers' (``None`` if one has none)."""
     latest = 0.0
@@ -137,7 +161,7 @@ def _interrupted(exc: BaseException | None) -> BaseException:
 
 
 class Batcher:
-    """Sync group commit over one held connection of ``client`` (threads of one process)."""
+    """Sync group commit over the held connections of ``client`` (threads of one process)."""
 
     def __init__(self, client: Any, scripts: dict[str, str]) -> None:
         self._client = client
@@ -149,8 +173,8 @@ class Batcher:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._queue: deque[_Slot] = deque()
-        self._leading = False
-        self._conn: Any = None
+        self._busy = 0  # lanes with a leader
+        self._idle: list[Any] = []  # held connections no leader is using
 
     def call(self, op: str, command: bytes) -> Any:
         """The reply to ``command`` (``EVALSHA`` of the script ``op``), retried as redis-py would."""
@@ -173,13 +197,13 @@ class Batcher:
         if deadline is not None and deadline <= time.monotonic():
             raise DeadlineExceeded("the ledger operation's deadline passed (?deadline= in the ledger URL)")
         with self._lock:
-            if self._leading:
+            if self._busy >= LANES:
                 slot = _Slot(command, deadline)
                 waiter = slot.waiter = threading.Lock()
                 waiter.acquire()
                 self._queue.append(slot)
             else:
-                self._leading = True
+                self._busy += 1
                 slot = None
         if slot is None:
             return self._alone(command)
@@ -194,7 +218,7 @@ class Batcher:
                 raise DeadlineExceeded("no reply within the ledger operation's deadline")
             if slot.done:
                 return slot.outcome()
-        self._lead()
+        self._lead(slot)
         return slot.outcome()
 
     def _alone(self, command: bytes) -> Any:
@@ -220,18 +244,18 @@ class Batcher:
             return True
 
     def _pass_lead(self) -> None:
-        """(Under the lock.) The first queued caller leads next, or no one leads."""
-        if self._queue:
-            follower = self._queue[0]
+        """(Under the lock.) The first queued caller not already leading next leads on this lane, or
+        the lane is free."""
+        follower = _next(self._queue)
+        if follower is None:
+            self._busy -= 1
+        else:
             follower.lead = True
             follower.waiter.release()
-        else:
-            self._leading = False
 
-    def _lead(self) -> None:
+    def _lead(self, mine: _Slot) -> None:
         with self._lock:
-            batch = list(self._queue)
-            self._queue.clear()
+            batch = _take(self._queue, mine)
         replies: list[Any] = []
         exc: BaseException | None = None
         token = DEADLINE.set(_latest(batch))
@@ -253,26 +277,32 @@ class Batcher:
             raise exc  # KeyboardInterrupt and the like: the leader's own
 
     def _exchange(self, commands: list[bytes], replies: list[Any]) -> None:
-        """Send ``commands`` in one write, append each reply (an error reply as its exception)."""
-        conn = self._conn
-        if conn is None:
-            conn = self._conn = self._client.connection_pool.make_connection()
-        if not conn.is_connected:
-            try:
-                conn.connect()
-            except (rex.ConnectionError, rex.TimeoutError) as exc:
-                raise _connect_failed(exc) from None
-        conn.send_packed_command([b"".join(commands)])
-        for _ in commands:
-            try:
-                replies.append(conn.read_response())
-            except rex.ResponseError as error:  # an error reply: its caller's alone
-                replies.append(error)
+        """Send ``commands`` in one write on an idle held connection, append each reply (an error
+        reply as its exception)."""
+        try:
+            conn = self._idle.pop()  # (atomic: no lock needed)
+        except IndexError:
+            conn = self._client.connection_pool.make_connection()
+        try:
+            if not conn.is_connected:
+                try:
+                    conn.connect()
+                except (rex.ConnectionError, rex.TimeoutError) as exc:
+                    raise _connect_failed(exc) from None
+            conn.send_packed_command([b"".join(commands)])
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except rex.ResponseError as error:  # an error reply: its caller's alone
+                    replies.append(error)
+        finally:
+            self._idle.append(conn)  # (disconnected by redis-py after an error: reconnects next time)
 
     def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None and self._pid == os.getpid():
-            conn.disconnect()
+        idle, self._idle = self._idle, []
+        if self._pid == os.getpid():
+            for conn in idle:
+                conn.disconnect()
 
 
 def _nothing(error: Exception) -> None:
@@ -280,7 +310,7 @@ def _nothing(error: Exception) -> None:
 
 
 class AsyncBatcher:
-    """Asyncio group commit over one held connection of ``client`` (tasks of one event loop)."""
+    """Asyncio group commit over the held connections of ``client`` (tasks of one event loop)."""
 
     def __init__(self, client: Any, scripts: dict[str, str]) -> None:
         self._client = client
@@ -288,8 +318,8 @@ class AsyncBatcher:
         self._retry = client.get_retry()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: deque[_Slot] = deque()
-        self._leading = False
-        self._conn: Any = None
+        self._busy = 0
+        self._idle: list[Any] = []
 
     async def call(self, op: str, command: bytes) -> Any:
         loaded = False
@@ -308,8 +338,8 @@ class AsyncBatcher:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             await self._rebind(loop)
-        if not self._leading:  # lead alone: who queues meanwhile goes next
-            self._leading = True
+        if self._busy < LANES:  # lead alone: who queues meanwhile goes next
+            self._busy += 1
             replies: list[Any] = []
             try:
                 await self._exchange([command], replies)
@@ -329,21 +359,20 @@ class AsyncBatcher:
             raise
         if slot.done:
             return slot.outcome()
-        await self._lead()
+        await self._lead(slot)
         return slot.outcome()
 
     def _promote(self) -> None:
-        if self._queue:
-            follower = self._queue[0]
+        follower = _next(self._queue)
+        if follower is None:
+            self._busy -= 1
+        else:
             follower.lead = True
             if not follower.waiter.done():
                 follower.waiter.set_result(None)
-        else:
-            self._leading = False
 
-    async def _lead(self) -> None:
-        batch = list(self._queue)
-        self._queue.clear()
+    async def _lead(self, mine: _Slot) -> None:
+        batch = _take(self._queue, mine)
         replies: list[Any] = []
         exc: BaseException | None = None
         try:
@@ -361,32 +390,33 @@ class AsyncBatcher:
             raise exc  # the leader's cancellation: its own
 
     async def _exchange(self, commands: list[bytes], replies: list[Any]) -> None:
-        conn = self._conn
-        if conn is None:
-            conn = self._conn = self._client.connection_pool.make_connection()
-        if not conn.is_connected:
-            try:
-                await conn.connect()
-            except (rex.ConnectionError, rex.TimeoutError) as exc:
-                raise _connect_failed(exc) from None
-        await conn.send_packed_command([b"".join(commands)], False)
-        for _ in commands:
-            try:
-                replies.append(await conn.read_response())
-            except rex.ResponseError as error:
-                replies.append(error)
+        conn = self._idle.pop() if self._idle else self._client.connection_pool.make_connection()
+        try:
+            if not conn.is_connected:
+                try:
+                    await conn.connect()
+                except (rex.ConnectionError, rex.TimeoutError) as exc:
+                    raise _connect_failed(exc) from None
+            await conn.send_packed_command([b"".join(commands)], False)
+            for _ in commands:
+                try:
+                    replies.append(await conn.read_response())
+                except rex.ResponseError as error:
+                    replies.append(error)
+        finally:
+            self._idle.append(conn)
 
     async def _rebind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Another event loop: the held connection (its streams are the old loop's) is dropped."""
-        conn, self._conn = self._conn, None
-        self._loop, self._queue, self._leading = loop, deque(), False
-        if conn is not None:
+        """Another event loop: the held connections (their streams are the old loop's) are dropped."""
+        idle, self._idle = self._idle, []
+        self._loop, self._queue, self._busy = loop, deque(), 0
+        for conn in idle:
             with contextlib.suppress(Exception):  # the old loop is closed: its transport is gone
                 await conn.disconnect(nowait=True)
 
     async def aclose(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
             await conn.disconnect()
 
 
