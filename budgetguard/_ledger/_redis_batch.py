@@ -295,6 +295,9 @@ class Batcher:
                     replies.append(conn.read_response())
                 except rex.ResponseError as error:  # an error reply: its caller's alone
                     replies.append(error)
+        except BaseException:
+            conn.disconnect()  # replies may be on their way: never read them as another call's
+            raise
         finally:
             self._idle.append(conn)  # (disconnected by redis-py after an error: reconnects next time)
 
@@ -403,6 +406,9 @@ class AsyncBatcher:
                     replies.append(await conn.read_response())
                 except rex.ResponseError as error:
                     replies.append(error)
+        except BaseException:
+            await conn.disconnect(nowait=True)  # replies may be on their way: never read as another's
+            raise
         finally:
             self._idle.append(conn)
 
