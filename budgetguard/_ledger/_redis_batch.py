@@ -98,15 +98,13 @@ def _copy(exc: BaseException) -> BaseException:
     return copy
 
 
-def _connect_failed(exc: Exception) -> Exception:
-    """``exc`` happened while connecting: redis-py's connection already retried that (as for a
-    command of its own, whose retry does not repeat a failed connect either)."""
-    exc.budgetguard_connect = True  # type: ignore[attr-defined]
-    return exc
+class _ConnectFailed(Exception):
+    """Carries ``error``, raised while connecting, past the ``Retry``: redis-py's connection already
+    retried the connect (as for a command of its own, whose retry does not repeat a failed connect)."""
 
-
-def _retryable(exc: Exception) -> bool:
-    return not getattr(exc, "budgetguard_connect", False)
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 def _next(queue: deque[_Slot]) -> _Slot | None:
@@ -153,6 +151,8 @@ def _settle(batch: list[_Slot], replies: list[Any], exc: BaseException | None) -
 
 
 def _interrupted(exc: BaseException | None) -> BaseException:
+    if isinstance(exc, _ConnectFailed):
+        return _ConnectFailed(_copy(exc.error))
     if isinstance(exc, rex.ConnectionError | rex.TimeoutError):
         return _copy(exc)
     # the leader was interrupted (cancelled, KeyboardInterrupt): the others' commands were lost
@@ -183,7 +183,9 @@ class Batcher:
             try:
                 if self._retry is None:
                     return self._submit(command)
-                return self._retry.call_with_retry(lambda: self._submit(command), _nothing, _retryable)
+                return self._retry.call_with_retry(lambda: self._submit(command), _nothing)
+            except _ConnectFailed as failed:
+                raise failed.error from None
             except rex.NoScriptError:
                 if loaded:
                     raise
@@ -284,11 +286,11 @@ class Batcher:
         except IndexError:
             conn = self._client.connection_pool.make_connection()
         try:
-            if not conn.is_connected:
+            if conn._sock is None:  # (redis-py 5's sync connections have no is_connected)
                 try:
                     conn.connect()
                 except (rex.ConnectionError, rex.TimeoutError) as exc:
-                    raise _connect_failed(exc) from None
+                    raise _ConnectFailed(exc) from None
             conn.send_packed_command([b"".join(commands)])
             for _ in commands:
                 try:
@@ -330,7 +332,9 @@ class AsyncBatcher:
             try:
                 if self._retry is None:
                     return await self._submit(command)
-                return await self._retry.call_with_retry(lambda: self._submit(command), _anothing, _retryable)
+                return await self._retry.call_with_retry(lambda: self._submit(command), _anothing)
+            except _ConnectFailed as failed:
+                raise failed.error from None
             except rex.NoScriptError:
                 if loaded:
                     raise
@@ -399,7 +403,7 @@ class AsyncBatcher:
                 try:
                     await conn.connect()
                 except (rex.ConnectionError, rex.TimeoutError) as exc:
-                    raise _connect_failed(exc) from None
+                    raise _ConnectFailed(exc) from None
             await conn.send_packed_command([b"".join(commands)], False)
             for _ in commands:
                 try:
