@@ -6,7 +6,7 @@ extra read of the record). Limits are never reached: every reservation is admitt
 
 * ``redis``: the pair on a sync ``RedisLedger`` (``open_ledger``) against ONE raw ``EVALSHA`` of
   ``return 1``, registered with ``register_script`` on the very redis-py client the ledger uses. A pair
-  is two round trips, so "two round trips plus little else" is written down as ≤ 2.3. Timed with
+  is two round trips; issue 17's targets are ≤ 3 (1 scope) and ≤ 3.5 (3 scopes). Timed with
   ``_harness.compare``. Each row also carries ``breakdown_us`` from a separate pass: wall time, this
   thread's CPU time and (private server only, where nobody else's traffic lands) the server's CPU time
   and script time, from ``INFO cpu`` / ``INFO commandstats`` differences.
@@ -71,6 +71,7 @@ from ._harness import _time_batch, compare, count_here, instructions, row, threa
 
 URL_ENV = "BUDGETGUARD_BENCH_REDIS_URL"
 PAIR_TARGET = 2.3  # a pair is two round trips (two transactions) "plus little else"
+REDIS_PAIR_TARGETS = {1: 3.0, 3: 3.5}  # issue 17: an uncontended Redis pair vs one raw EVALSHA
 MEMORY_BUDGET_US = 20.0
 DICT_LEDGER_TARGET = 4.0  # what validation, windows, leases, idempotency and a journal may cost on top
 SQLITE_SQL_TARGET = 1.5
@@ -571,7 +572,8 @@ def _redis_pair_rows(quick: bool, url: str, namespace: str, own: bool) -> list[d
                 "payload_only": _breakdown(_payload_only(ledger, scopes), None, n, ledger.client, own),
             }
             name = f"redis: reserve+commit, {_scopes(scopes)} vs 1 EVALSHA"
-            rows.append(row(name, result, target=PAIR_TARGET, breakdown_us=breakdown, redis_py_parser=parser))
+            target = REDIS_PAIR_TARGETS[scopes]
+            rows.append(row(name, result, target=target, breakdown_us=breakdown, redis_py_parser=parser))
     finally:
         ledger.close()
     return rows
