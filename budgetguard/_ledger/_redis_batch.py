@@ -404,7 +404,7 @@ class AsyncBatcher:
                     await conn.connect()
                 except (rex.ConnectionError, rex.TimeoutError) as exc:
                     raise _ConnectFailed(exc) from None
-            await conn.send_packed_command([b"".join(commands)], False)
+            await _write(conn, b"".join(commands))
             for _ in commands:
                 try:
                     replies.append(await conn.read_response())
@@ -428,6 +428,17 @@ class AsyncBatcher:
         idle, self._idle = self._idle, []
         for conn in idle:
             await conn.disconnect()
+
+
+async def _write(conn: Any, data: bytes) -> None:
+    """``conn.send_packed_command(data)``, without the task ``asyncio.wait_for`` makes per write when
+    the client has a ``socket_timeout``: a write to an open transport is buffered, not awaited (the
+    store's deadline bounds the whole call; a dead connection fails the read that follows)."""
+    writer = getattr(conn, "_writer", None)  # (redis.asyncio's stream writer, once connected)
+    if writer is None or writer.transport.is_closing() or writer.transport.get_write_buffer_size():
+        await conn.send_packed_command([data], False)
+    else:
+        writer.write(data)
 
 
 async def _anothing(error: Exception) -> None:
