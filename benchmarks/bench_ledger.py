@@ -6,7 +6,7 @@ extra read of the record). Limits are never reached: every reservation is admitt
 
 * ``redis``: the pair on a sync ``RedisLedger`` (``open_ledger``) against ONE raw ``EVALSHA`` of
   ``return 1``, registered with ``register_script`` on the very redis-py client the ledger uses. A pair
-  is two round trips, so "two round trips plus little else" is written down as ≤ 2.3. Timed with
+  is two round trips; issue 17's targets are ≤ 3 (1 scope) and ≤ 3.5 (3 scopes). Timed with
   ``_harness.compare``. Each row also carries ``breakdown_us`` from a separate pass: wall time, this
   thread's CPU time and (private server only, where nobody else's traffic lands) the server's CPU time
   and script time, from ``INFO cpu`` / ``INFO commandstats`` differences.
@@ -35,9 +35,11 @@ in a fresh namespace ``bench<random>`` and deletes only that namespace's keys), 
 loopback port without persistence, and stopped at the end, also on error. Without any, the Redis rows
 are skipped (with a note on stderr).
 
-Timings wander on a shared machine: ``python -m benchmarks.bench_ledger --callgrind [CALLS]`` counts the
-instructions of one pair on each store instead (``valgrind --tool=callgrind``, N pairs after a warm-up;
-the Redis side is the client's, against a private server) and of the minimal dict ledger's pair.
+Timings wander on a shared machine: ``python -m benchmarks.bench_ledger --callgrind [CALLS] [SIDE...]``
+counts the instructions of one pair on each store (or the sides named: memory, dict, sqlite, redis)
+instead (``valgrind --tool=callgrind``, N pairs after a warm-up; the Redis side is the client's, against
+a private server, with one raw ``EVALSHA`` of ``return 1`` for scale) and of the minimal dict ledger's
+pair.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ from ._harness import _time_batch, compare, count_here, instructions, row, threa
 
 URL_ENV = "BUDGETGUARD_BENCH_REDIS_URL"
 PAIR_TARGET = 2.3  # a pair is two round trips (two transactions) "plus little else"
+REDIS_PAIR_TARGETS = {1: 3.0, 3: 3.5}  # issue 17: an uncontended Redis pair vs one raw EVALSHA
 MEMORY_BUDGET_US = 20.0
 DICT_LEDGER_TARGET = 4.0  # what validation, windows, leases, idempotency and a journal may cost on top
 SQLITE_SQL_TARGET = 1.5
@@ -603,7 +606,8 @@ def _redis_pair_rows(quick: bool, url: str, namespace: str, own: bool) -> list[d
                 "payload_only": _breakdown(_payload_only(ledger, scopes), None, n, ledger.client, own),
             }
             name = f"redis: reserve+commit, {_scopes(scopes)} vs 1 EVALSHA"
-            rows.append(row(name, result, target=PAIR_TARGET, breakdown_us=breakdown, redis_py_parser=parser))
+            target = REDIS_PAIR_TARGETS[scopes]
+            rows.append(row(name, result, target=target, breakdown_us=breakdown, redis_py_parser=parser))
     finally:
         ledger.close()
     return rows
@@ -716,22 +720,30 @@ def _count_side(side: str, calls: int) -> None:
             if url is None:
                 raise SystemExit("no Redis server for the redis side")
             namespace = "bench" + secrets.token_hex(6)
-            ledger = open_ledger(url, namespace=namespace)
+            ledger: Any = open_ledger(url, namespace=namespace)
             try:
-                pair = _pair(ledger)
-                count_here(lambda _: pair(holds), calls)
+                if store == "evalsha":  # the raw EVALSHA of the Redis rows' baseline
+                    raw = ledger.client.register_script("return 1")
+                    count_here(lambda _: raw(), calls)
+                else:
+                    pair = _pair(ledger)
+                    count_here(lambda _: pair(holds), calls)
             finally:
                 ledger.close()
                 _delete_namespace(url, namespace)
 
 
-def callgrind(calls: int = 500) -> dict[str, float]:
-    """Instructions per pair of each store and of the dict ledger, 1 and 3 scopes, and of one raw SQLite
-    write transaction (``rawtx1``)."""
+def callgrind(calls: int = 500, sides: Sequence[str] = SIDES) -> dict[str, float]:
+    """Instructions per pair of each store and of the dict ledger, 1 and 3 scopes; with the SQLite side,
+    of one raw SQLite write transaction too (``rawtx1``), with the Redis side of one raw ``EVALSHA``
+    (``evalsha1``)."""
     counts = {
-        f"{store}{n}": instructions("bench_ledger", f"{store}{n}", calls) for store in SIDES for n in (1, 3)
+        f"{store}{n}": instructions("bench_ledger", f"{store}{n}", calls) for store in sides for n in (1, 3)
     }
-    counts["rawtx1"] = instructions("bench_ledger", "rawtx1", calls)
+    if "sqlite" in sides:
+        counts["rawtx1"] = instructions("bench_ledger", "rawtx1", calls)
+    if "redis" in sides:
+        counts["evalsha1"] = instructions("bench_ledger", "evalsha1", calls)
     return counts
 
 
@@ -739,14 +751,20 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--count-side"]:
         _count_side(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1:2] == ["--callgrind"]:
-        counts = callgrind(*(int(a) for a in sys.argv[2:3]))
+        chosen = [a for a in sys.argv[2:] if a in SIDES] or SIDES
+        counts = callgrind(*(int(a) for a in sys.argv[2:] if a.isdigit()), sides=chosen)
         for side, count in counts.items():
             print(f"{side:>8}: {count / 1000:8.1f}k instructions per pair")
         for n in (1, 3):
-            print(f"memory pair vs dict ledger, {n} scope(s), by instructions: "
-                  f"{counts[f'memory{n}'] / counts[f'dict{n}']:.2f}")  # fmt: skip
-        for n in (1, 3):
-            print(f"sqlite pair vs a raw write transaction, {n} scope(s), by instructions (user space): "
-                  f"{counts[f'sqlite{n}'] / counts['rawtx1']:.2f}")  # fmt: skip
+            if "memory" in chosen and "dict" in chosen:
+                print(f"memory pair vs dict ledger, {n} scope(s), by instructions: "
+                      f"{counts[f'memory{n}'] / counts[f'dict{n}']:.2f}")  # fmt: skip
+            if "sqlite" in chosen:
+                print(f"sqlite pair vs a raw write transaction, {n} scope(s), by instructions (user space): "
+                      f"{counts[f'sqlite{n}'] / counts['rawtx1']:.2f}")  # fmt: skip
+            if "redis" in chosen:
+                print(f"redis pair vs one raw EVALSHA, {n} scope(s), client instructions: "
+                      f"{counts[f'redis{n}'] / counts['evalsha1']:.2f}")  # fmt: skip
     else:
-        sys.exit("usage: python -m benchmarks.bench_ledger --callgrind [CALLS]")
+        sys.exit("usage: python -m benchmarks.bench_ledger --callgrind [CALLS] [SIDE...] (sides: "
+                 + ", ".join(SIDES) + ")")  # fmt: skip

@@ -1,8 +1,10 @@
 """``redis://``, ``rediss://``, ``unix://`` and ``redis+cluster://``: the ledger for a fleet.
 
-Each operation is one Lua script (``lua/*.lua``), loaded once with ``register_script`` and reloaded by
-redis-py on NOSCRIPT (restart, failover, SCRIPT FLUSH). Scripts validate every input before their
-first write, use the server's ``TIME`` for leases, and keep money in int64 decimal strings.
+Each operation is one Lua script (``lua/*.lua``), loaded once with ``register_script`` and reloaded on
+NOSCRIPT (restart, failover, SCRIPT FLUSH). Scripts validate every input before their first write, use
+the server's ``TIME`` for leases, and keep money in int64 decimal strings. On one server, script calls
+go out pre-encoded on one held connection, concurrent callers' together in one round trip
+(``_redis_batch.py``); redis-py's cluster client routes a Redis Cluster's.
 
 Every operation is idempotent by reservation id, so redis-py's retry after a lost reply returns the
 first outcome instead of charging twice. Each operation, retries included, ends by one deadline
@@ -24,6 +26,7 @@ from typing import Any
 from .._errors import LedgerError
 from ._base import AsyncLedger, JournalQuery, Ledger, ReservationRef, Store
 from ._deadline import DEADLINE
+from ._redis_batch import AsyncBatcher, Batcher, Packer
 from ._redis_flows import Call, Flow, Flows
 from ._redis_wire import JOURNAL_MAXLEN, SCRIPTS, XRANGE_BATCH, meta_json
 from ._types import Amounts, CounterSpec, check_amount
@@ -42,6 +45,8 @@ def _wrap_error(exc: Exception) -> Exception:
 
 
 class _RedisBase(Store):
+    _batcher: Callable[[Any, dict[str, str]], Batcher | AsyncBatcher]
+
     def __init__(
         self, url: str, client: Any, namespace: str, journal_maxlen: int, deadline: float | None = None
     ) -> None:
@@ -53,6 +58,12 @@ class _RedisBase(Store):
         only the client's own timeouts). ``open_ledger`` sets it (``?deadline=`` in the URL)."""
         self._flows = Flows(namespace, journal_maxlen)
         self._scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}
+        encoding = getattr(client, "connection_pool", None)
+        encoding = "utf-8" if encoding is None else encoding.connection_kwargs.get("encoding", "utf-8")
+        self._pack = Packer({name: script.sha for name, script in self._scripts.items()}, encoding)
+        self._batch = None if hasattr(client, "nodes_manager") else self._batcher(client, SCRIPTS)
+        """Script calls go through it: pre-encoded, on one held connection, concurrent ones in one round
+        trip (``_redis_batch.py``). Redis Cluster: redis-py's cluster client, which routes each call."""
 
     def _late(self) -> LedgerError:
         return LedgerError(
@@ -96,6 +107,9 @@ class _RedisBase(Store):
 
     def _send(self, call: Call) -> Any:
         """Issue one call on the client: a reply (sync client) or an awaitable (async client)."""
+        batch = self._batch
+        if batch is not None and call.op in SCRIPTS:
+            return batch.call(call.op, self._pack(call))
         if call.op == "hmget":
             return self.client.hmget(call.keys[0], list(call.args))
         if call.op == "hget":
@@ -111,6 +125,8 @@ class _RedisBase(Store):
 
 class RedisLedger(_RedisBase, Ledger):
     """Sync Redis (or Valkey, or Redis Cluster) ledger."""
+
+    _batcher = Batcher
 
     _stale_nodes = False
     """A cluster whose topology refresh a deadline cut short: redis-py 5 then forgets the node that
@@ -159,6 +175,8 @@ class RedisLedger(_RedisBase, Ledger):
         return wrapped
 
     def close(self) -> None:
+        if isinstance(self._batch, Batcher):
+            self._batch.close()
         nodes = self.client.get_nodes() if hasattr(self.client, "get_nodes") else []
         self.client.close()
         for node in nodes:  # redis-py's RedisCluster.close() leaves the node pools' sockets open
@@ -168,6 +186,8 @@ class RedisLedger(_RedisBase, Ledger):
 
 class AsyncRedisLedger(_RedisBase, AsyncLedger):
     """Async Redis ledger (redis.asyncio), the same scripts and flows as ``RedisLedger``."""
+
+    _batcher = AsyncBatcher
 
     async def _run(self, flow: Flow, *, each_call: bool = False) -> Any:
         """Run ``flow`` within one deadline (see ``RedisLedger._run``): a command still running then is
@@ -195,6 +215,8 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
             return done.value
 
     async def aclose(self) -> None:
+        if isinstance(self._batch, AsyncBatcher):
+            await self._batch.aclose()
         await self.client.aclose()
 
     twin: Callable[[], Ledger] | None = None

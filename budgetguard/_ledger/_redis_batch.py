@@ -1,0 +1,445 @@
+"""Group commit for the Redis stores: a script call's RESP bytes, and the held connections that carry
+the script calls of many concurrent callers in shared round trips.
+
+A caller that finds a lane free (``LANES`` round trips may be in flight, each on its own held
+connection) leads at once (no timer: an uncontended call pays nothing); callers that arrive while the
+lanes are busy queue up, and the next leader (the first of them, woken by a leader that is done) sends
+them all as one pipeline and hands each its own reply. Each script
+stays atomic by itself: a pipeline only saves round trips. An error reply reaches only its caller; a
+connection error or a deadline reaches the callers whose replies were not read yet, and each retries on
+its own (redis-py's ``Retry`` of the client: every script is idempotent by reservation id, so a
+retry after a lost reply changes nothing). NOSCRIPT loads the script and sends the call again.
+
+The held connections are made by the client's pool once (its connection class: ``_deadline.py`` bounds
+their waits by the current deadline, which a leader sets to the latest of its batch's); a forked
+child, or another event loop, makes fresh ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import redis.exceptions as rex
+
+from ._deadline import DEADLINE, DeadlineExceeded
+from ._redis_flows import Call
+
+__all__ = ["LANES", "AsyncBatcher", "Batcher", "Packer"]
+
+LANES = 1
+"""Round trips in flight at once per store, each on its own held connection. More lanes let client and
+server work overlap, at smaller batches and more client CPU per call: on a 2-vCPU host with client and
+server on it, 2 or 3 lanes were no faster than 1 at 32 threads (benchmarks/README.md, session 7)."""
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+class Packer:
+    """The RESP bytes of ``EVALSHA <sha> <numkeys> keys... args...``, the fixed head encoded once."""
+
+    def __init__(self, shas: dict[str, str], encoding: str = "utf-8") -> None:
+        self._shas = {op: _bulk(b"EVALSHA") + _bulk(sha.encode()) for op, sha in shas.items()}
+        self._encoding = encoding
+
+    def __call__(self, call: Call) -> bytes:
+        encoding = self._encoding
+        parts = [
+            b"*%d\r\n" % (3 + len(call.keys) + len(call.args)),
+            self._shas[call.op],
+            _bulk(b"%d" % len(call.keys)),
+        ]
+        for item in (*call.keys, *call.args):
+            data = item.encode(encoding) if isinstance(item, str) else b"%d" % item
+            parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+        return b"".join(parts)
+
+
+class _Slot:
+    """One caller's command in the queue, then its outcome."""
+
+    __slots__ = ("command", "deadline", "done", "error", "lead", "reply", "waiter")
+
+    def __init__(self, command: bytes, deadline: float | None) -> None:
+        self.command = command
+        self.deadline = deadline
+        self.reply: Any = None
+        self.error: BaseException | None = None
+        self.done = False
+        self.lead = False
+        self.waiter: Any = None  # a held lock (threads) or a future (asyncio) the caller waits on
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.reply
+
+
+def _outcome(reply: Any) -> Any:
+    if isinstance(reply, rex.ResponseError):
+        raise reply
+    return reply
+
+
+def _copy(exc: BaseException) -> BaseException:
+    """The same error for another caller (an exception object is raised in one thread only)."""
+    try:
+        copy = type(exc)(*exc.args)
+    except Exception:
+        copy = rex.ConnectionError(str(exc))
+    copy.__dict__.update(exc.__dict__)
+    return copy
+
+
+class _ConnectFailed(Exception):
+    """Carries ``error``, raised while connecting, past the ``Retry``: redis-py's connection already
+    retried the connect (as for a command of its own, whose retry does not repeat a failed connect)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _next(queue: deque[_Slot]) -> _Slot | None:
+    """The first queued caller not yet told to lead (with several lanes, another may have been)."""
+    for slot in queue:
+        if not slot.lead:
+            return slot
+    return None
+
+
+def _take(queue: deque[_Slot], mine: _Slot) -> list[_Slot]:
+    """A leader's batch: its own call and every queued one but those of callers told to lead (they
+    send theirs on their own lanes); ``queue`` keeps those."""
+    batch = [slot for slot in queue if slot is mine or not slot.lead]
+    kept = [slot for slot in queue if slot.lead and slot is not mine]
+    queue.clear()
+    queue.extend(kept)
+    return batch
+
+
+def _latest(batch: list[_Slot]) -> float | None:
+    """The batch's I/O deadline: the latest of its callers' (``None`` if one has none)."""
+    latest = 0.0
+    for slot in batch:
+        if slot.deadline is None:
+            return None
+        latest = max(latest, slot.deadline)
+    return latest
+
+
+def _settle(batch: list[_Slot], replies: list[Any], exc: BaseException | None) -> None:
+    """Give each slot its reply (an error reply is its caller's alone), or the error that cut the
+    exchange short to those whose replies were not read."""
+    for slot, reply in zip(batch, replies, strict=False):
+        if isinstance(reply, rex.ResponseError):
+            slot.error = reply
+        else:
+            slot.reply = reply
+    rest = batch[len(replies) :]
+    if rest and exc is None:
+        exc = rex.ConnectionError("the connection closed before every reply of a batch was read")
+    for i, slot in enumerate(rest):
+        slot.error = exc if i == 0 and isinstance(exc, Exception) else _interrupted(exc)
+
+
+def _interrupted(exc: BaseException | None) -> BaseException:
+    if isinstance(exc, _ConnectFailed):
+        return _ConnectFailed(_copy(exc.error))
+    if isinstance(exc, rex.ConnectionError | rex.TimeoutError):
+        return _copy(exc)
+    # the leader was interrupted (cancelled, KeyboardInterrupt): the others' commands were lost
+    # with its connection, which redis-py dropped: a connection error, retried
+    return rex.ConnectionError(f"the batch's connection was dropped: {exc!r}")
+
+
+class Batcher:
+    """Sync group commit over the held connections of ``client`` (threads of one process)."""
+
+    def __init__(self, client: Any, scripts: dict[str, str]) -> None:
+        self._client = client
+        self._scripts = scripts
+        self._retry = client.get_retry()
+        self._fork()
+
+    def _fork(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._queue: deque[_Slot] = deque()
+        self._busy = 0  # lanes with a leader
+        self._idle: list[Any] = []  # held connections no leader is using
+
+    def call(self, op: str, command: bytes) -> Any:
+        """The reply to ``command`` (``EVALSHA`` of the script ``op``), retried as redis-py would."""
+        loaded = False
+        while True:
+            try:
+                if self._retry is None:
+                    return self._submit(command)
+                return self._retry.call_with_retry(lambda: self._submit(command), _nothing)
+            except _ConnectFailed as failed:
+                raise failed.error from None
+            except rex.NoScriptError:
+                if loaded:
+                    raise
+                self._client.script_load(self._scripts[op])  # (restart, failover, SCRIPT FLUSH)
+                loaded = True
+
+    def _submit(self, command: bytes) -> Any:
+        if self._pid != os.getpid():
+            self._fork()  # the parent's connection and lock are not ours
+        deadline = DEADLINE.get()
+        if deadline is not None and deadline <= time.monotonic():
+            raise DeadlineExceeded("the ledger operation's deadline passed (?deadline= in the ledger URL)")
+        with self._lock:
+            if self._busy >= LANES:
+                slot = _Slot(command, deadline)
+                waiter = slot.waiter = threading.Lock()
+                waiter.acquire()
+                self._queue.append(slot)
+            else:
+                self._busy += 1
+                slot = None
+        if slot is None:
+            return self._alone(command)
+        if not slot.lead:
+            timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                woken = slot.waiter.acquire(timeout=timeout)
+            except BaseException:  # KeyboardInterrupt in the main thread
+                self._abandon(slot)
+                raise
+            if not woken and self._abandon(slot):
+                raise DeadlineExceeded("no reply within the ledger operation's deadline")
+            if slot.done:
+                return slot.outcome()
+        self._lead(slot)
+        return slot.outcome()
+
+    def _alone(self, command: bytes) -> Any:
+        """Lead with one's own command only (nobody was waiting); who queues meanwhile goes next."""
+        replies: list[Any] = []
+        try:
+            self._exchange([command], replies)
+        finally:
+            with self._lock:
+                self._pass_lead()
+        return _outcome(replies[0])
+
+    def _abandon(self, slot: _Slot) -> bool:
+        """A follower gives up: its command is withdrawn if not sent yet (if sent, its reply will go
+        unread), and the lead it may have just been handed passes on. False if it was done."""
+        with self._lock:
+            if slot.done:
+                return False
+            if slot in self._queue:
+                self._queue.remove(slot)
+                if slot.lead:
+                    self._pass_lead()
+            return True
+
+    def _pass_lead(self) -> None:
+        """(Under the lock.) The first queued caller not already leading next leads on this lane, or
+        the lane is free."""
+        follower = _next(self._queue)
+        if follower is None:
+            self._busy -= 1
+        else:
+            follower.lead = True
+            follower.waiter.release()
+
+    def _lead(self, mine: _Slot) -> None:
+        with self._lock:
+            batch = _take(self._queue, mine)
+        replies: list[Any] = []
+        exc: BaseException | None = None
+        token = DEADLINE.set(_latest(batch))
+        try:
+            self._exchange([slot.command for slot in batch], replies)
+        except BaseException as error:
+            exc = error
+        finally:
+            DEADLINE.reset(token)
+            _settle(batch, replies, exc)
+            with self._lock:
+                for slot in batch:
+                    slot.done = True
+                self._pass_lead()
+            for slot in batch:
+                if not slot.lead:
+                    slot.waiter.release()
+        if exc is not None and not isinstance(exc, Exception):
+            raise exc  # KeyboardInterrupt and the like: the leader's own
+
+    def _exchange(self, commands: list[bytes], replies: list[Any]) -> None:
+        """Send ``commands`` in one write on an idle held connection, append each reply (an error
+        reply as its exception)."""
+        try:
+            conn = self._idle.pop()  # (atomic: no lock needed)
+        except IndexError:
+            conn = self._client.connection_pool.make_connection()
+        try:
+            if conn._sock is None:  # (redis-py 5's sync connections have no is_connected)
+                try:
+                    conn.connect()
+                except (rex.ConnectionError, rex.TimeoutError) as exc:
+                    raise _ConnectFailed(exc) from None
+            conn.send_packed_command([b"".join(commands)])
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except rex.ResponseError as error:  # an error reply: its caller's alone
+                    replies.append(error)
+        except BaseException:
+            conn.disconnect()  # replies may be on their way: never read them as another call's
+            raise
+        finally:
+            self._idle.append(conn)  # (disconnected by redis-py after an error: reconnects next time)
+
+    def close(self) -> None:
+        idle, self._idle = self._idle, []
+        if self._pid == os.getpid():
+            for conn in idle:
+                conn.disconnect()
+
+
+def _nothing(error: Exception) -> None:
+    """redis-py's ``Retry`` failure hook: the connection that failed was already dropped."""
+
+
+class AsyncBatcher:
+    """Asyncio group commit over the held connections of ``client`` (tasks of one event loop)."""
+
+    def __init__(self, client: Any, scripts: dict[str, str]) -> None:
+        self._client = client
+        self._scripts = scripts
+        self._retry = client.get_retry()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: deque[_Slot] = deque()
+        self._busy = 0
+        self._idle: list[Any] = []
+
+    async def call(self, op: str, command: bytes) -> Any:
+        loaded = False
+        while True:
+            try:
+                if self._retry is None:
+                    return await self._submit(command)
+                return await self._retry.call_with_retry(lambda: self._submit(command), _anothing)
+            except _ConnectFailed as failed:
+                raise failed.error from None
+            except rex.NoScriptError:
+                if loaded:
+                    raise
+                await self._client.script_load(self._scripts[op])
+                loaded = True
+
+    async def _submit(self, command: bytes) -> Any:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            await self._rebind(loop)
+        if self._busy < LANES:  # lead alone: who queues meanwhile goes next
+            self._busy += 1
+            replies: list[Any] = []
+            try:
+                await self._exchange([command], replies)
+            finally:
+                self._promote()
+            return _outcome(replies[0])
+        slot = _Slot(command, None)
+        self._queue.append(slot)
+        slot.waiter = loop.create_future()
+        try:
+            await slot.waiter
+        except BaseException:  # cancelled (the store's deadline, or the caller's own)
+            if slot in self._queue:
+                self._queue.remove(slot)  # not sent: nothing happens
+                if slot.lead:
+                    self._promote()  # it was to lead next: the next one does
+            raise
+        if slot.done:
+            return slot.outcome()
+        await self._lead(slot)
+        return slot.outcome()
+
+    def _promote(self) -> None:
+        follower = _next(self._queue)
+        if follower is None:
+            self._busy -= 1
+        else:
+            follower.lead = True
+            if not follower.waiter.done():
+                follower.waiter.set_result(None)
+
+    async def _lead(self, mine: _Slot) -> None:
+        batch = _take(self._queue, mine)
+        replies: list[Any] = []
+        exc: BaseException | None = None
+        try:
+            await self._exchange([slot.command for slot in batch], replies)
+        except BaseException as error:
+            exc = error
+        finally:
+            _settle(batch, replies, exc)
+            for slot in batch:
+                slot.done = True
+                if not slot.lead and not slot.waiter.done():
+                    slot.waiter.set_result(None)
+            self._promote()
+        if exc is not None and not isinstance(exc, Exception):
+            raise exc  # the leader's cancellation: its own
+
+    async def _exchange(self, commands: list[bytes], replies: list[Any]) -> None:
+        conn = self._idle.pop() if self._idle else self._client.connection_pool.make_connection()
+        try:
+            if not conn.is_connected:
+                try:
+                    await conn.connect()
+                except (rex.ConnectionError, rex.TimeoutError) as exc:
+                    raise _ConnectFailed(exc) from None
+            await _write(conn, b"".join(commands))
+            for _ in commands:
+                try:
+                    replies.append(await conn.read_response())
+                except rex.ResponseError as error:
+                    replies.append(error)
+        except BaseException:
+            await conn.disconnect(nowait=True)  # replies may be on their way: never read as another's
+            raise
+        finally:
+            self._idle.append(conn)
+
+    async def _rebind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Another event loop: the held connections (their streams are the old loop's) are dropped."""
+        idle, self._idle = self._idle, []
+        self._loop, self._queue, self._busy = loop, deque(), 0
+        for conn in idle:
+            with contextlib.suppress(Exception):  # the old loop is closed: its transport is gone
+                await conn.disconnect(nowait=True)
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.disconnect()
+
+
+async def _write(conn: Any, data: bytes) -> None:
+    """``conn.send_packed_command(data)``, without the task ``asyncio.wait_for`` makes per write when
+    the client has a ``socket_timeout``: a write to an open transport is buffered, not awaited (the
+    store's deadline bounds the whole call; a dead connection fails the read that follows)."""
+    writer = getattr(conn, "_writer", None)  # (redis.asyncio's stream writer, once connected)
+    if writer is None or writer.transport.is_closing() or writer.transport.get_write_buffer_size():
+        await conn.send_packed_command([data], False)
+    else:
+        writer.write(data)
+
+
+async def _anothing(error: Exception) -> None:
+    """redis.asyncio's ``Retry`` failure hook (awaited): the failed connection was already dropped."""
