@@ -14,6 +14,13 @@ Redis (the ledger benchmark's server, a fresh namespace, deleted at the end):
 * used_memory growth per call: ``INFO memory`` ``used_memory`` after minus before, over N, for
   everything the calls left (counters, reservation records, journal) against the tracker's keys.
   Exact on a private server; on a shared one (``BUDGETGUARD_BENCH_REDIS_URL``) others' traffic counts too.
+* bytes per active scope-window (issue 17's target: at most 300 B in steady state): what one scope's
+  window keeps on Redis for its call, by ``MEMORY USAGE``: its counter keys, its share of the journal
+  and its reservation record, against the tracker's counter and audit entry. Two rows: with the record
+  still kept (the first ``RECORD_RETENTION_MS`` after its lease: 15 minutes, a day before), and in
+  steady state, once records past that horizon are dropped (the store's own PEXPIREAT: not waited for
+  here, the record bytes are left out). Records alive at any time are ``calls/s x (lease + horizon)``
+  whatever the number of scopes: the "records" figure of the used_memory row times that.
 
 SQLite (a temporary file each): journal bytes per call, from the ``dbstat`` table (the ``journal``
 table and its index), against an ``audit (seq, ts, scope, usd)`` table with an index on ``ts``, written
@@ -34,6 +41,7 @@ from typing import Any
 
 from budgetguard._budgets import Period, Scope, Unit
 from budgetguard._ledger import CounterSpec, Hold, Ledger, SQLiteLedger, open_ledger
+from budgetguard._ledger._expiry import RECORD_RETENTION_MS
 
 from ._common import bench_redis, ratio_row, skipped
 from .bench_ledger import ACTUAL, HOLD, LIMIT, _connect
@@ -125,7 +133,26 @@ def _redis_rows(url: str, namespace: str, own: bool, n: int) -> list[dict[str, A
     if grown["entries"] != n:
         raise RuntimeError(f"{n} calls left {grown['entries']} journal entries; expected one per call")
     common = {"scopes": n, "calls": n, "own_server": own}
+    kept = {k: round(grown[k] / n, 1) for k in ("counters", "records", "journal")}
+    tracker = (raw_counters + raw_journal) / n
     return [
+        _row(
+            "redis: bytes per active scope-window, record kept vs INCRBY + XADD",
+            (grown["counters"] + grown["records"] + grown["journal"]) / n,
+            tracker,
+            "bytes/scope",
+            parts=kept,
+            **common,
+        ),
+        _row(
+            "redis: bytes per active scope-window, steady state (<= 300) vs INCRBY + XADD",
+            (grown["counters"] + grown["journal"]) / n,
+            tracker,
+            "bytes/scope",
+            record_bytes=kept["records"],
+            retention_ms=RECORD_RETENTION_MS,
+            **common,
+        ),
         _row(
             "redis: bytes per active scope (counter keys) vs INCRBY counter",
             grown["counters"] / n,
