@@ -27,12 +27,22 @@ table and its index), against an ``audit (seq, ts, scope, usd)`` table with an i
 one transaction per call like the ledger. Each row also carries the file growth per call (after a WAL
 checkpoint), which includes the counters and reservation records.
 
-There are no targets (the issue sets none): the rows say how much budgetguard keeps beyond the minimum.
+The rows say how much budgetguard keeps beyond the minimum; issue 17's target is the steady-state row's
+300 B (not checked: there is no ratio target).
+
+``python -m benchmarks.bench_footprint --server-callgrind [CALLS]`` counts the other side of the scripts:
+the instructions a private ``redis-server`` (under ``valgrind --tool=callgrind --instr-atstart=no``)
+spends per reserve and per commit, 1 and 3 scopes, against one ``EVALSHA`` of ``return 1``: server
+script time without the host's noise (``INFO commandstats`` timings move with the neighbours' load).
 """
 
 from __future__ import annotations
 
+import glob
+import shutil
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -267,3 +277,90 @@ def run(quick: bool) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="bg-bench-footprint-") as folder:
         rows.append(_sqlite_row(Path(folder), n))
     return rows
+
+
+# -- server instructions per script call -------------------------------------------------------------
+
+
+def server_callgrind(calls: int = 300) -> dict[str, float]:
+    """Instructions of a private redis-server per reserve / commit (thousands), and of ``return 1``."""
+    import redis
+
+    with tempfile.TemporaryDirectory(prefix="bg-bench-cg-") as folder:
+        port = _port()
+        server = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={folder}/cg.%p",
+             shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis(port=port)
+        try:
+            for _ in range(300):
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.1)
+
+            def count(work: Callable[[], object]) -> float:
+                before = set(glob.glob(f"{folder}/cg.*"))
+                for action in (["-z"], ["-i", "on"]):
+                    subprocess.run(
+                        ["callgrind_control", *action, str(server.pid)], capture_output=True, check=True
+                    )
+                work()
+                for action in (["-i", "off"], ["-d"]):
+                    subprocess.run(
+                        ["callgrind_control", *action, str(server.pid)], capture_output=True, check=True
+                    )
+                for _ in range(200):  # the dump is written by the server, in its own time
+                    for dump in set(glob.glob(f"{folder}/cg.*")) - before:
+                        with open(dump) as lines:
+                            totals = [int(line.split()[1]) for line in lines if line.startswith("totals:")]
+                        if totals:
+                            return totals[0] / calls / 1000
+                    time.sleep(0.1)
+                raise RuntimeError("no callgrind dump from redis-server")
+
+            sha = client.script_load("return 1")
+            out = {"raw EVALSHA return 1": count(lambda: [client.evalsha(sha, 0) for _ in range(calls)])}
+            ledger = open_ledger(f"redis://127.0.0.1:{port}/0", namespace="cg")
+            scopes = [Scope("user", "u1"), Scope("team", "t"), Scope("global")]
+            for n in (1, 3):
+                holds = [Hold(CounterSpec(s, Unit.USD, Period.DAY, LIMIT), HOLD) for s in scopes[:n]]
+                for _ in range(20):
+                    ledger.commit(ledger.reserve(holds), ACTUAL)
+                held: list[Any] = []
+                out[f"reserve, {n} scope(s)"] = count(
+                    lambda holds=holds, held=held: held.extend(ledger.reserve(holds) for _ in range(calls))
+                )
+                out[f"commit, {n} scope(s)"] = count(
+                    lambda held=held: [ledger.commit(r, ACTUAL) for r in held]
+                )
+            ledger.close()
+        finally:
+            client.close()
+            server.terminate()
+            server.wait(30)
+    return out
+
+
+def _port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["--server-callgrind"]:
+        sys.exit("usage: python -m benchmarks.bench_footprint --server-callgrind [CALLS]")
+    counts = server_callgrind(*(int(a) for a in sys.argv[2:3]))
+    raw = counts["raw EVALSHA return 1"]
+    for name, k in counts.items():
+        print(f"{name:24s} {k:8.1f}k instructions  ({k / raw:.1f}x return 1)")
+    for n in (1, 3):
+        pair = counts[f"reserve, {n} scope(s)"] + counts[f"commit, {n} scope(s)"]
+        print(f"pair, {n} scope(s)          {pair:8.1f}k instructions  ({pair / raw:.1f}x return 1)")
