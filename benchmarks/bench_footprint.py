@@ -63,11 +63,25 @@ def _scope(i: int) -> str:
     return f"user-{i:05d}"
 
 
-def _calls(ledger: Ledger, n: int, first: int = 0) -> None:
-    """One reserve + commit on each of ``n`` fresh scopes, numbered from ``first``."""
+RESERVE_META = {
+    "attempt": 1,
+    "estimated_usd": "0.000412",
+    "model": "gpt-4o-mini",
+    "scopes": ["user:user-00000"],
+}
+COMMIT_META = {"cost_nano": 388500, "duration": 1.234, "usage": {"input_tokens": 1210, "output_tokens": 345}}
+"""What a guarded call journals (``_flow.py``'s reserve meta, ``_settle.py``'s commit meta), typical sizes."""
+
+
+def _calls(ledger: Ledger, n: int, first: int = 0, meta: bool = False) -> None:
+    """One reserve + commit on each of ``n`` fresh scopes, numbered from ``first`` (with a guarded
+    call's meta, ``meta``)."""
     for i in range(first, first + n):
         holds = (Hold(CounterSpec(Scope("user", _scope(i)), Unit.USD, Period.DAY, LIMIT), HOLD),)
-        ledger.commit(ledger.reserve(holds), ACTUAL)
+        if meta:
+            ledger.commit(ledger.reserve(holds, meta=RESERVE_META), ACTUAL, meta=COMMIT_META)
+        else:
+            ledger.commit(ledger.reserve(holds), ACTUAL)
 
 
 def _row(name: str, value: float, baseline: float, unit: str, **extra: Any) -> dict[str, Any]:
@@ -138,6 +152,10 @@ def _redis_rows(url: str, namespace: str, own: bool, n: int) -> list[dict[str, A
         raw = _used_memory(client) - before
         raw_counters = _memory_usage(client, _keys(client, f"{raw_prefix}spend:*"))
         raw_journal = _memory_usage(client, [f"{raw_prefix}audit"])
+        before = sizes()
+        _calls(ledger, n, first=n + 1, meta=True)
+        after = sizes()
+        with_meta = {key: after[key] - before[key] for key in after}
     finally:
         ledger.close()
     if grown["entries"] != n:
@@ -176,6 +194,14 @@ def _redis_rows(url: str, namespace: str, own: bool, n: int) -> list[dict[str, A
             grown["journal"] / n,
             raw_journal / n,
             "bytes/call",
+            **common,
+        ),
+        _row(
+            "redis: journal bytes per call with a guarded call's meta vs XADD {ts, scope, usd}",
+            with_meta["journal"] / n,
+            raw_journal / n,
+            "bytes/call",
+            record_bytes=round(with_meta["records"] / n, 1),
             **common,
         ),
         _row(
