@@ -14,18 +14,35 @@ Redis (the ledger benchmark's server, a fresh namespace, deleted at the end):
 * used_memory growth per call: ``INFO memory`` ``used_memory`` after minus before, over N, for
   everything the calls left (counters, reservation records, journal) against the tracker's keys.
   Exact on a private server; on a shared one (``BUDGETGUARD_BENCH_REDIS_URL``) others' traffic counts too.
+* bytes per active scope-window (issue 17's target: at most 300 B in steady state): what one scope's
+  window keeps on Redis for its call, by ``MEMORY USAGE``: its counter keys, its share of the journal
+  and its reservation record, against the tracker's counter and audit entry. Two rows: with the record
+  still kept (the first ``RECORD_RETENTION_MS`` after its lease: 15 minutes, a day before), and in
+  steady state, once records past that horizon are dropped (the store's own PEXPIREAT: not waited for
+  here, the record bytes are left out). Records alive at any time are ``calls/s x (lease + horizon)``
+  whatever the number of scopes: the "records" figure of the used_memory row times that.
 
 SQLite (a temporary file each): journal bytes per call, from the ``dbstat`` table (the ``journal``
 table and its index), against an ``audit (seq, ts, scope, usd)`` table with an index on ``ts``, written
 one transaction per call like the ledger. Each row also carries the file growth per call (after a WAL
 checkpoint), which includes the counters and reservation records.
 
-There are no targets (the issue sets none): the rows say how much budgetguard keeps beyond the minimum.
+The rows say how much budgetguard keeps beyond the minimum; issue 17's target is the steady-state row's
+300 B (not checked: there is no ratio target).
+
+``python -m benchmarks.bench_footprint --server-callgrind [CALLS]`` counts the other side of the scripts:
+the instructions a private ``redis-server`` (under ``valgrind --tool=callgrind --instr-atstart=no``)
+spends per reserve and per commit, 1 and 3 scopes, against one ``EVALSHA`` of ``return 1``: server
+script time without the host's noise (``INFO commandstats`` timings move with the neighbours' load).
 """
 
 from __future__ import annotations
 
+import glob
+import shutil
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -34,6 +51,7 @@ from typing import Any
 
 from budgetguard._budgets import Period, Scope, Unit
 from budgetguard._ledger import CounterSpec, Hold, Ledger, SQLiteLedger, open_ledger
+from budgetguard._ledger._expiry import RECORD_RETENTION_MS
 
 from ._common import bench_redis, ratio_row, skipped
 from .bench_ledger import ACTUAL, HOLD, LIMIT, _connect
@@ -45,11 +63,25 @@ def _scope(i: int) -> str:
     return f"user-{i:05d}"
 
 
-def _calls(ledger: Ledger, n: int, first: int = 0) -> None:
-    """One reserve + commit on each of ``n`` fresh scopes, numbered from ``first``."""
+RESERVE_META = {
+    "attempt": 1,
+    "estimated_usd": "0.000412",
+    "model": "gpt-4o-mini",
+    "scopes": ["user:user-00000"],
+}
+COMMIT_META = {"cost_nano": 388500, "duration": 1.234, "usage": {"input_tokens": 1210, "output_tokens": 345}}
+"""What a guarded call journals (``_flow.py``'s reserve meta, ``_settle.py``'s commit meta), typical sizes."""
+
+
+def _calls(ledger: Ledger, n: int, first: int = 0, meta: bool = False) -> None:
+    """One reserve + commit on each of ``n`` fresh scopes, numbered from ``first`` (with a guarded
+    call's meta, ``meta``)."""
     for i in range(first, first + n):
         holds = (Hold(CounterSpec(Scope("user", _scope(i)), Unit.USD, Period.DAY, LIMIT), HOLD),)
-        ledger.commit(ledger.reserve(holds), ACTUAL)
+        if meta:
+            ledger.commit(ledger.reserve(holds, meta=RESERVE_META), ACTUAL, meta=COMMIT_META)
+        else:
+            ledger.commit(ledger.reserve(holds), ACTUAL)
 
 
 def _row(name: str, value: float, baseline: float, unit: str, **extra: Any) -> dict[str, Any]:
@@ -120,12 +152,35 @@ def _redis_rows(url: str, namespace: str, own: bool, n: int) -> list[dict[str, A
         raw = _used_memory(client) - before
         raw_counters = _memory_usage(client, _keys(client, f"{raw_prefix}spend:*"))
         raw_journal = _memory_usage(client, [f"{raw_prefix}audit"])
+        before = sizes()
+        _calls(ledger, n, first=n + 1, meta=True)
+        after = sizes()
+        with_meta = {key: after[key] - before[key] for key in after}
     finally:
         ledger.close()
     if grown["entries"] != n:
         raise RuntimeError(f"{n} calls left {grown['entries']} journal entries; expected one per call")
     common = {"scopes": n, "calls": n, "own_server": own}
+    kept = {k: round(grown[k] / n, 1) for k in ("counters", "records", "journal")}
+    tracker = (raw_counters + raw_journal) / n
     return [
+        _row(
+            "redis: bytes per active scope-window, record kept vs INCRBY + XADD",
+            (grown["counters"] + grown["records"] + grown["journal"]) / n,
+            tracker,
+            "bytes/scope",
+            parts=kept,
+            **common,
+        ),
+        _row(
+            "redis: bytes per active scope-window, steady state (<= 300) vs INCRBY + XADD",
+            (grown["counters"] + grown["journal"]) / n,
+            tracker,
+            "bytes/scope",
+            record_bytes=kept["records"],
+            retention_ms=RECORD_RETENTION_MS,
+            **common,
+        ),
         _row(
             "redis: bytes per active scope (counter keys) vs INCRBY counter",
             grown["counters"] / n,
@@ -139,6 +194,14 @@ def _redis_rows(url: str, namespace: str, own: bool, n: int) -> list[dict[str, A
             grown["journal"] / n,
             raw_journal / n,
             "bytes/call",
+            **common,
+        ),
+        _row(
+            "redis: journal bytes per call with a guarded call's meta vs XADD {ts, scope, usd}",
+            with_meta["journal"] / n,
+            raw_journal / n,
+            "bytes/call",
+            record_bytes=round(with_meta["records"] / n, 1),
             **common,
         ),
         _row(
@@ -240,3 +303,90 @@ def run(quick: bool) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="bg-bench-footprint-") as folder:
         rows.append(_sqlite_row(Path(folder), n))
     return rows
+
+
+# -- server instructions per script call -------------------------------------------------------------
+
+
+def server_callgrind(calls: int = 300) -> dict[str, float]:
+    """Instructions of a private redis-server per reserve / commit (thousands), and of ``return 1``."""
+    import redis
+
+    with tempfile.TemporaryDirectory(prefix="bg-bench-cg-") as folder:
+        port = _port()
+        server = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={folder}/cg.%p",
+             shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis(port=port)
+        try:
+            for _ in range(300):
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.1)
+
+            def count(work: Callable[[], object]) -> float:
+                before = set(glob.glob(f"{folder}/cg.*"))
+                for action in (["-z"], ["-i", "on"]):
+                    subprocess.run(
+                        ["callgrind_control", *action, str(server.pid)], capture_output=True, check=True
+                    )
+                work()
+                for action in (["-i", "off"], ["-d"]):
+                    subprocess.run(
+                        ["callgrind_control", *action, str(server.pid)], capture_output=True, check=True
+                    )
+                for _ in range(200):  # the dump is written by the server, in its own time
+                    for dump in set(glob.glob(f"{folder}/cg.*")) - before:
+                        with open(dump) as lines:
+                            totals = [int(line.split()[1]) for line in lines if line.startswith("totals:")]
+                        if totals:
+                            return totals[0] / calls / 1000
+                    time.sleep(0.1)
+                raise RuntimeError("no callgrind dump from redis-server")
+
+            sha = client.script_load("return 1")
+            out = {"raw EVALSHA return 1": count(lambda: [client.evalsha(sha, 0) for _ in range(calls)])}
+            ledger = open_ledger(f"redis://127.0.0.1:{port}/0", namespace="cg")
+            scopes = [Scope("user", "u1"), Scope("team", "t"), Scope("global")]
+            for n in (1, 3):
+                holds = [Hold(CounterSpec(s, Unit.USD, Period.DAY, LIMIT), HOLD) for s in scopes[:n]]
+                for _ in range(20):
+                    ledger.commit(ledger.reserve(holds), ACTUAL)
+                held: list[Any] = []
+                out[f"reserve, {n} scope(s)"] = count(
+                    lambda holds=holds, held=held: held.extend(ledger.reserve(holds) for _ in range(calls))
+                )
+                out[f"commit, {n} scope(s)"] = count(
+                    lambda held=held: [ledger.commit(r, ACTUAL) for r in held]
+                )
+            ledger.close()
+        finally:
+            client.close()
+            server.terminate()
+            server.wait(30)
+    return out
+
+
+def _port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["--server-callgrind"]:
+        sys.exit("usage: python -m benchmarks.bench_footprint --server-callgrind [CALLS]")
+    counts = server_callgrind(*(int(a) for a in sys.argv[2:3]))
+    raw = counts["raw EVALSHA return 1"]
+    for name, k in counts.items():
+        print(f"{name:24s} {k:8.1f}k instructions  ({k / raw:.1f}x return 1)")
+    for n in (1, 3):
+        pair = counts[f"reserve, {n} scope(s)"] + counts[f"commit, {n} scope(s)"]
+        print(f"pair, {n} scope(s)          {pair:8.1f}k instructions  ({pair / raw:.1f}x return 1)")

@@ -27,9 +27,14 @@ __all__ = [
     "window_at",
 ]
 
-RECORD_RETENTION_MS = 86_400_000
-"""Resolved (and refused) reservations are remembered this long after their lease, for idempotent
-repeats."""
+RECORD_RETENTION_MS = 900_000
+"""A reservation is remembered this long after its lease ends (a refusal: after it was refused), for
+idempotent repeats and late commits: the retry horizon. 15 minutes: longer than a client's retries of a
+lost reply, a Redis failover (Sentinel or Cluster: seconds to a minute) and the guard's drain of a dropped
+stream's settlement (its next operation, ``close()`` or exit), and it lets a stream outlive its lease by
+that much and still be charged once. Later, a commit or release of it is refused as an unknown
+reservation (the guard reports the spend as lost), and a reserve with its id starts afresh. (It was a
+day: at 100 calls/s that kept ~8.6 million records.)"""
 COUNTER_RETENTION_MS = 86_400_000
 """Counters of a finished window are kept this long after it ends, then dropped."""
 

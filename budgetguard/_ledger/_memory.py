@@ -33,8 +33,9 @@ __all__ = ["MemoryLedger"]
 JOURNAL_MAXLEN = 100_000
 """The journal keeps the newest this many entries (``journal_complete_since`` says when it dropped some)."""
 MAX_RECORDS = 100_000
-"""Resolved reservations kept for idempotent repeats (at most a day): the newest this many, so that a
-long-running process does not grow without bound (about 1 KB each)."""
+"""Resolved reservations kept for idempotent repeats (at most ``RECORD_RETENTION_MS`` after their
+lease): the newest this many, so that a long-running process does not grow without bound (about 1 KB
+each)."""
 
 
 _COMPACT_AT = 1024

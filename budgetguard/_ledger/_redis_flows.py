@@ -129,8 +129,8 @@ class Flows:
         if isinstance(ref, Reservation):
             return ref.held
         res_id = check_reservation_id(ref)
-        reply = yield Call("hmget", (self.keys.record(res_id),), ("state", "held"))
-        if reply[0] is None:
+        reply = yield Call("record", (self.keys.record(res_id),))
+        if not reply:
             raise unresolvable(res_id)
         if reply[0] == "refused":
             raise unresolvable(res_id, refused=True)

@@ -49,7 +49,7 @@ LIBRARY = _lua("_time") + "\n" + _lua("_lib")
 def _load_scripts() -> dict[str, str]:
     resolve = _lua("_resolve")
     scripts = {}
-    for name in ("reserve", "commit", "release", "status", "set_limit"):
+    for name in ("reserve", "commit", "release", "record", "status", "set_limit"):
         prelude = LIBRARY + (resolve if name in ("commit", "release") else "")
         scripts[name] = prelude + "\n" + _lua(name)
     return scripts
@@ -150,13 +150,23 @@ def complete_since(info: Mapping[str, Any], maxlen: int) -> datetime | None:
     return to_datetime(int(ms) + (0 if seq in ("", "0") else 1))
 
 
+EVENTS = {"c": "committed", "r": "released", "e": "expired", "x": "refused"}
+"""A journal entry's event as the scripts write it (one letter), and its name."""
+
+
 def journal_entry(fields: Mapping[str, str]) -> JournalEntry:
-    data = json.loads(fields.get("rdata") or "{}")
-    data.update(json.loads(fields.get("data") or "{}"))
-    data.update({k: v for k, v in json.loads(fields.get("flags") or "{}").items() if v})
+    """A journal stream entry: ``ts``, ``event`` (``EVENTS``), ``id``, ``scopes``, ``amounts`` and
+    ``data`` (one JSON object: the reservation's meta, the resolution's, and its true flags). Entries
+    written before the compact form (full event names; the reserve's meta in ``rdata``, the flags in
+    ``flags``) read the same."""
+    data = json.loads(fields.get("data") or "{}")
+    if "rdata" in fields:
+        data = {**json.loads(fields["rdata"] or "{}"), **data}
+        data.update({k: v for k, v in json.loads(fields.get("flags") or "{}").items() if v})
+    event = fields["event"]
     return JournalEntry(
         ts=int(fields["ts"]),
-        event=fields["event"],  # type: ignore[arg-type]
+        event=EVENTS.get(event, event),  # type: ignore[arg-type]
         reservation_id=fields["id"],
         scopes=tuple(json.loads(fields["scopes"])),
         amounts=json.loads(fields["amounts"]),

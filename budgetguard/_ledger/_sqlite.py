@@ -5,8 +5,8 @@ transaction per operation (the write lock is taken before anything is read, so t
 admit against the same stale totals). Amounts are SQLite INTEGERs (signed 64-bit), never REAL.
 
 Each namespace has its own tables (``_Sql``). Every 512th operation prunes what has expired: resolved
-reservations a day after their lease, past windows' counters (with their lease rows) a day after the
-window, journal entries after ``journal_retention_days``.
+reservations 15 minutes after their lease (``RECORD_RETENTION_MS``), past windows' counters (with their
+lease rows) a day after the window, journal entries after ``journal_retention_days``.
 """
 
 from __future__ import annotations

@@ -45,12 +45,12 @@ def test_a_late_commit_writes_its_counter_with_an_expiry(kind: str, tmp_path: Pa
         MemoryLedger(clock=clock) if kind == "memory" else SQLiteLedger(tmp_path / "l.db", clock=clock)
     )
     minute = counter("user:late", limit=10**6, period=Period.MINUTE)
-    res = store.reserve([Hold(minute, 50)], lease=600)  # a long call
+    res = store.reserve([Hold(minute, 50)], lease=COUNTER_RETENTION_MS / 1000 + 600)  # a very long call
     [held] = res.held
     assert held.window_end == START + 60_000
     clock.now = held.window_end + COUNTER_RETENTION_MS + 1  # the window's counter is dropped
     assert _expiries(store, prune=True) == []
-    out = store.commit(res, {"usd": 40})  # its record lives on (until its lease + a day)
+    out = store.commit(res, {"usd": 40})  # its record lives on (until its lease ends + RECORD_RETENTION_MS)
     assert (out.expired, out.spent) == (True, (40,))
     assert _expiries(store, prune=False) == [
         held.window_end + COUNTER_RETENTION_MS

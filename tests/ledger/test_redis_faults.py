@@ -333,7 +333,7 @@ def test_script_flush_is_transparent(redis_url: str, namespace: str, raw: redis.
         results = []
         for step in steps:
             raw.script_flush()
-            assert raw.script_exists(*(s.sha for s in ledger._scripts.values())) == [False] * 5
+            assert not any(raw.script_exists(*(s.sha for s in ledger._scripts.values())))
             try:
                 results.append(step())
             except BudgetExceededError as exc:

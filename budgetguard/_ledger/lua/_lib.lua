@@ -22,6 +22,15 @@ local function is_int64(s)
   return h < MAX_H or (h == MAX_H and l <= MAX_L)
 end
 
+-- is_int64 of a string a pattern matched as digits only ('%d+'): the length, zero and range checks
+local function digits64(s)
+  local n = #s
+  if n < 19 then return n == 1 or string.byte(s, 1) ~= 48 end
+  if n > 19 then return false end
+  local h, l = limbs(s)
+  return h < MAX_H or (h == MAX_H and l <= MAX_L)
+end
+
 -- a sum of two int64 given as limbs, as a decimal string (exact past 2^53)
 local function decimal(h, l)
   if h == 0 then return string.format('%d', l) end
@@ -43,23 +52,97 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function xadd(journal, maxlen, now, event, id, scopes, amounts, rdata, data, flags)
+-- A journal entry. event: 'c' committed, 'r' released, 'e' expired, 'x' refused (_redis_wire.EVENTS);
+-- data: one JSON object (the reservation's meta, the resolution's, its true flags: see merge).
+local function xadd(journal, maxlen, now, event, id, scopes, amounts, data)
   redis.call('XADD', journal, 'MAXLEN', '~', maxlen, '*', 'ts', now, 'event', event, 'id', id,
-    'scopes', scopes, 'amounts', amounts, 'rdata', rdata, 'data', data, 'flags', flags)
+    'scopes', scopes, 'amounts', amounts, 'data', data)
 end
 
+-- Two JSON objects' text as one, b's members after a's (a JSON reader keeps the last of a repeated
+-- name: b's values win, as a dict update would)
+local function merge(a, b)
+  if b == '{}' then return a end
+  if a == '{}' then return b end
+  return string.sub(a, 1, -2) .. ',' .. string.sub(b, 2)
+end
+
+-- A reservation's record: one string (a hash with a value over 64 bytes, as the held JSON is, takes
+-- the hashtable encoding: ~3x the memory). States and layouts:
+--   held      'h <created> <expires> <lims> <amts>\n<meta>\n<holds>'
+--   resolved  'c|r <created> <expires> <lims> <overrun><expired> <spent>\n<charged>\n<holds>'
+--   refused   'x <idx> <limit> <spent> <held> <requested> <wend>\n\n<holds>'
+-- (lims, amts, spent: comma-separated, one per counter; holds: the held JSON, _stored.encode_held;
+-- meta, charged: JSON objects, which never hold a raw newline.)
+local STATES = {h = 'held', c = 'committed', r = 'released', x = 'refused'}
+
+-- A record written by an earlier version: a hash (read-only here: the next write replaces it)
+local function legacy_record(key)
+  local r = redis.call('HMGET', key, 'state', 'created', 'expires', 'lims', 'amts', 'meta', 'held', 'charged',
+    'overrun', 'expired', 'spent', 'idx', 'limit', 'requested', 'wend', 'holds')
+  if not r[1] then return nil end
+  if r[1] == 'refused' then
+    return {state = 'refused', idx = r[12], limit = r[13], spent = r[11], held = r[7], requested = r[14],
+      wend = r[15], holds = r[16]}
+  end
+  return {state = r[1], created = r[2], expires = r[3], lims = r[4], amts = r[5], meta = r[6] or '{}',
+    holds = r[7], charged = r[8], overrun = r[9], expired = r[10], spent = r[11] or '', legacy = true}
+end
+
+local function get_record(key)
+  local s = redis.pcall('GET', key)
+  if not s then return nil end
+  if type(s) == 'table' then return legacy_record(key) end  -- WRONGTYPE: a hash
+  local code = string.sub(s, 1, 1)
+  if code == 'h' then
+    local a, b, c, d, e, f = string.match(s, '^h (%d+) (%d+) ([%d,]+) ([%d,]+)\n([^\n]*)\n(.*)$')
+    return {state = 'held', created = a, expires = b, lims = c, amts = d, meta = e, holds = f}
+  elseif code == 'x' then
+    local a, b, c, d, e, f, g = string.match(s, '^x (%d+) (%d+) (%d+) (%d+) (%d+) (%d*)\n\n(.*)$')
+    return {state = 'refused', idx = a, limit = b, spent = c, held = d, requested = e, wend = f, holds = g}
+  end
+  local a, b, c, d, e, f, g = string.match(s, '^%l (%d+) (%d+) ([%d,]+) (%d%d) ([%d,]*)\n([^\n]*)\n(.*)$')
+  return {state = STATES[code], created = a, expires = b, lims = c, overrun = string.sub(d, 1, 1),
+    expired = string.sub(d, 2, 2), spent = e, charged = f, holds = g}
+end
+
+local function put_record(key, text, expire_at)
+  redis.call('SET', key, text, 'PXAT', expire_at)
+end
+
+-- A lease is a member '<id>=<amount>' of its counter's leases set, scored by its end (a reservation id
+-- never holds '='); a lease of an earlier version is a bare id, its amount in the counter's 'r:<id>'.
 -- Reclaim the holds of expired leases on one counter (bounded work per call).
 local function reclaim(counter, leases, now, label_json, unit, journal, maxlen)
-  local ids = expired_leases(leases, now)
-  for _, id in ipairs(ids) do
-    local amt = redis.call('HGET', counter, 'r:' .. id)
+  local members = expired_leases(leases, now)
+  if #members == 0 then return end
+  for _, m in ipairs(members) do
+    local id, amt = string.match(m, '^(.+)=(%d+)$')
+    if not id then  -- an earlier version's lease
+      id, amt = m, redis.call('HGET', counter, 'r:' .. m)
+      if amt then redis.call('HDEL', counter, 'r:' .. m) end
+    end
     if amt then
       if amt ~= '0' then redis.call('HINCRBY', counter, 'held', '-' .. amt) end
-      redis.call('HDEL', counter, 'r:' .. id)
-      xadd(journal, maxlen, now, 'expired', id, label_json, '{"' .. unit .. '":' .. amt .. '}', '{}', '{}', '{}')
+      xadd(journal, maxlen, now, 'e', id, label_json, '{"' .. unit .. '":' .. amt .. '}', '{}')
     end
-    redis.call('ZREM', leases, id)
   end
+  redis.call('ZREM', leases, unpack(members))
+end
+
+-- Drop one reservation's lease on a counter; false when it is gone already (expired and reclaimed).
+-- legacy: the reservation's record is an earlier version's (its lease a bare id, see reclaim).
+local function drop_lease(counter, leases, id, amt, legacy)
+  if legacy then
+    amt = redis.call('HGET', counter, 'r:' .. id)
+    if not amt then return false end
+    redis.call('HDEL', counter, 'r:' .. id)
+    redis.call('ZREM', leases, id)
+  elseif redis.call('ZREM', leases, id .. '=' .. amt) == 0 then
+    return false
+  end
+  if amt ~= '0' then redis.call('HINCRBY', counter, 'held', '-' .. amt) end
+  return true
 end
 
 local function check_common(maxlen, retention)

@@ -16,24 +16,25 @@ local function resolve(mode)
   for i = 1, n do
     local c = {string.match(ARGV[H + i], '^(%d*),(%d*),(%l+),(%[.*%])$')}  -- charge, expire_at, unit, label
     if #c ~= 4 then return fail('counter') end
-    if mode == 'committed' and not is_int64(c[1]) then return fail('amount') end
-    if c[2] ~= '' and not is_int64(c[2]) then return fail('expiry') end
-    if mode == 'released' and c[1] ~= '' then return fail('amount') end
+    if mode == 'committed' then
+      if c[1] == '' or not digits64(c[1]) then return fail('amount') end
+    elseif c[1] ~= '' then return fail('amount') end
+    if c[2] ~= '' and not digits64(c[2]) then return fail('expiry') end
     counters[i] = c
   end
-  local r = redis.call('HMGET', KEYS[1], 'state', 'n', 'amts', 'expires', 'meta', 'charged', 'overrun', 'expired',
-    'spent')
-  local state = r[1]
-  if not state then return {'UNKNOWN'} end
+  if string.find(meta, '\n', 1, true) then return fail('meta') end
+  local r = get_record(KEYS[1])
+  if not r then return {'UNKNOWN'} end
+  local state = r.state
   if state == 'refused' then return {'REFUSED'} end
   if state ~= 'held' then  -- a repeat: the first outcome, with the spent totals it left
-    local reply = {'DUP', state, r[6], r[7], r[8]}
-    for v in string.gmatch(r[9] or '', '%d+') do reply[#reply + 1] = v end
+    local reply = {'DUP', state, r.charged, r.overrun, r.expired}
+    for v in string.gmatch(r.spent, '%d+') do reply[#reply + 1] = v end
     return reply
   end
-  if tonumber(r[2]) ~= n then return fail('counters') end
   local held_amts = {}
-  for a in string.gmatch(r[3], '[^,]+') do held_amts[#held_amts + 1] = a end
+  for a in string.gmatch(r.amts, '%d+') do held_amts[#held_amts + 1] = a end
+  if #held_amts ~= n then return fail('counters') end
   local after, fresh = {}, {}
   if mode == 'committed' then
     for i = 1, n do  -- overflow check before the first write
@@ -52,14 +53,7 @@ local function resolve(mode)
     local c = counters[i]
     local counter, leases = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
     reclaim(counter, leases, now, c[4], c[3], KEYS[2], maxlen)
-    local amt = redis.call('HGET', counter, 'r:' .. id)
-    if amt then
-      if amt ~= '0' then redis.call('HINCRBY', counter, 'held', '-' .. amt) end
-      redis.call('HDEL', counter, 'r:' .. id)
-      redis.call('ZREM', leases, id)
-    else
-      expired = '1'
-    end
+    if not drop_lease(counter, leases, id, held_amts[i], r.legacy) then expired = '1' end
     if mode == 'committed' then
       local charge = c[1]
       if charge ~= '0' then
@@ -72,12 +66,14 @@ local function resolve(mode)
     end
   end
   local charged = mode == 'committed' and amounts or '{}'
-  redis.call('HSET', KEYS[1], 'state', mode, 'charged', charged, 'overrun', overrun, 'expired', expired,
-    'spent', table.concat(after, ','))
-  redis.call('PEXPIREAT', KEYS[1], record_expiry(now, tonumber(r[4]), tonumber(retention)))
-  local flags = '{"overrun":' .. (overrun == '1' and 'true' or 'false') .. ',"expired":' ..
-    (expired == '1' and 'true' or 'false') .. '}'
-  xadd(KEYS[2], maxlen, now, mode, id, scopes, amounts, r[5] or '{}', meta, flags)
+  local code = mode == 'committed' and 'c' or 'r'
+  put_record(KEYS[1], code .. ' ' .. r.created .. ' ' .. r.expires .. ' ' .. r.lims .. ' ' .. overrun .. expired ..
+    ' ' .. table.concat(after, ',') .. '\n' .. charged .. '\n' .. r.holds,
+    record_expiry(now, tonumber(r.expires), tonumber(retention)))
+  local data = merge(r.meta, meta)
+  if overrun == '1' then data = merge(data, '{"overrun":true}') end
+  if expired == '1' then data = merge(data, '{"expired":true}') end
+  xadd(KEYS[2], maxlen, now, code, id, scopes, amounts, data)
   local reply = {'DONE', mode, charged, overrun, expired}
   for i = 1, #after do reply[#reply + 1] = after[i] end
   return reply

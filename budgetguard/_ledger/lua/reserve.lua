@@ -17,19 +17,19 @@ local holds = {}
 for i = 1, n do
   local h = {string.match(ARGV[H + i], '^(%d+),(%d+),(%d+),(%d*),(%d*),(%l+),([%w_-]+),(%[.*%])$')}
   if #h ~= 8 then return fail('hold') end
-  if not is_int64(h[1]) or not is_int64(h[2]) or not is_int64(h[3]) then return fail('amount') end
-  if h[4] ~= '' and not is_int64(h[4]) then return fail('window') end
-  if h[5] ~= '' and not is_int64(h[5]) then return fail('expiry') end
+  if not digits64(h[1]) or not digits64(h[2]) or not digits64(h[3]) then return fail('amount') end
+  if h[4] ~= '' and not digits64(h[4]) then return fail('window') end
+  if h[5] ~= '' and not digits64(h[5]) then return fail('expiry') end
   holds[i] = h  -- amount, default_limit, window_start, window_end, expire_at, unit, limit_field, label_json
 end
+if string.find(meta, '\n', 1, true) then return fail('meta') end
 
-local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'refused' then
-  local r = redis.call('HMGET', KEYS[1], 'idx', 'limit', 'spent', 'held', 'requested', 'wend', 'holds')
-  return {'REFUSED', r[1], r[2], r[3], r[4], r[5], r[6], '1', r[7]}
-elseif state then
-  local r = redis.call('HMGET', KEYS[1], 'created', 'expires', 'lims', 'held')
-  return {'OK', r[1], r[2], r[3], '1', r[4]}
+local rec = get_record(KEYS[1])
+if rec then
+  if rec.state == 'refused' then
+    return {'REFUSED', rec.idx, rec.limit, rec.spent, rec.held, rec.requested, rec.wend, '1', rec.holds}
+  end
+  return {'OK', rec.created, rec.expires, rec.lims, '1', rec.holds}
 end
 
 local now = now_ms()
@@ -44,11 +44,14 @@ for i = 1, n do
   reclaim(KEYS[2 + 2 * i], KEYS[3 + 2 * i], now, holds[i][8], holds[i][6], KEYS[3], maxlen)
 end
 
+local fields = {}
+for i = 1, n do fields[i] = holds[i][7] end
+local overrides = redis.call('HMGET', KEYS[2], unpack(fields))  -- run-time limits, one read for all
 local lims, fresh = {}, {}
 for i = 1, n do
   local h = holds[i]
   local amount = h[1]
-  local limit = redis.call('HGET', KEYS[2], h[7]) or h[2]
+  local limit = overrides[i] or h[2]
   local c = redis.call('HMGET', KEYS[2 + 2 * i], 'spent', 'held')
   local spent, held = c[1] or '0', c[2] or '0'
   local sh, sl = num(spent)
@@ -58,10 +61,9 @@ for i = 1, n do
   th, tl = add(th, tl, ah, al)
   local lh, ll = limbs(limit)
   if enforce and not le(th, tl, lh, ll) then
-    redis.call('HSET', KEYS[1], 'state', 'refused', 'idx', i - 1, 'limit', limit, 'spent', spent,
-      'held', held, 'requested', amount, 'wend', h[4], 'holds', held_json)
-    redis.call('PEXPIREAT', KEYS[1], record_expiry(now, nil, tonumber(retention)))
-    xadd(KEYS[3], maxlen, now, 'refused', id, h[8], '{"' .. h[6] .. '":' .. amount .. '}', meta, '{}', '{}')
+    put_record(KEYS[1], 'x ' .. (i - 1) .. ' ' .. limit .. ' ' .. spent .. ' ' .. held .. ' ' .. amount .. ' ' ..
+      h[4] .. '\n\n' .. held_json, record_expiry(now, nil, tonumber(retention)))
+    xadd(KEYS[3], maxlen, now, 'x', id, h[8], '{"' .. h[6] .. '":' .. amount .. '}', meta)
     return {'REFUSED', tostring(i - 1), limit, spent, held, amount, h[4], '0', held_json}
   end
   lims[i] = limit
@@ -79,8 +81,7 @@ for i = 1, n do
   local h = holds[i]
   local counter, leases = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
   if h[1] ~= '0' then redis.call('HINCRBY', counter, 'held', h[1]) end
-  redis.call('HSET', counter, 'r:' .. id, h[1])
-  redis.call('ZADD', leases, expires, id)
+  redis.call('ZADD', leases, expires, id .. '=' .. h[1])  -- the lease: its amount in its member
   if h[5] ~= '' then
     if fresh[i][1] then redis.call('PEXPIREAT', counter, h[5]) end
     if fresh[i][2] then redis.call('PEXPIREAT', leases, h[5]) end
@@ -88,7 +89,6 @@ for i = 1, n do
   amts[i] = h[1]
 end
 local lims_csv = table.concat(lims, ',')
-redis.call('HSET', KEYS[1], 'state', 'held', 'created', now, 'expires', expires, 'lims', lims_csv,
-  'amts', table.concat(amts, ','), 'held', held_json, 'meta', meta, 'n', n)
-redis.call('PEXPIREAT', KEYS[1], record_expiry(now, expires, tonumber(retention)))
+put_record(KEYS[1], 'h ' .. now .. ' ' .. expires .. ' ' .. lims_csv .. ' ' .. table.concat(amts, ',') .. '\n' ..
+  meta .. '\n' .. held_json, record_expiry(now, expires, tonumber(retention)))
 return {'OK', tostring(now), tostring(expires), lims_csv, '0'}
