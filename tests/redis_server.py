@@ -96,6 +96,22 @@ class RedisServer:
                     ) from None
                 time.sleep(0.05)
 
+    def repair_aof(self) -> None:
+        """Cut a torn ``MULTI`` block off the append-only file, as ``redis-check-aof --fix`` does.
+
+        redis-server 7.0 and Valkey before valkey-io/valkey#4342 load an AOF that a kill -9 cut inside
+        a ``MULTI`` block by dropping the half command but keeping the rest of the block without its
+        ``EXEC``; writes appended after it then join the block, and a later restart applies the torn
+        commands too (a commit whose reply was lost, repeated by its caller, is then applied twice:
+        the server's bug, not the client's). A server with the fix drops the torn block itself."""
+        manifest = self.workdir / "appendonlydir" / "appendonly.aof.manifest"
+        server = Path(server_binary())
+        checker = server.with_name(server.name.replace("-server", "-check-aof"))
+        if manifest.exists() and checker.exists():
+            subprocess.run(
+                [str(checker), "--fix", str(manifest)], input=b"y\n", capture_output=True, check=True
+            )
+
     def kill(self) -> None:
         """kill -9: the server dies without a chance to save anything."""
         if self.process is not None and self.process.poll() is None:
