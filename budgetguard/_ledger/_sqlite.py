@@ -29,7 +29,7 @@ from ._types import HeldCounter, JournalEntry
 
 Meta = dict[str, Any]
 
-__all__ = ["SQLiteLedger"]
+__all__ = ["SQLiteLedger", "journal_row"]
 
 R = TypeVar("R")
 
@@ -210,10 +210,14 @@ class _SQLiteTx:
     def journal(
         self, ts: int, event: str, res_id: str, scopes: Sequence[str], amounts: Meta, data: Meta
     ) -> None:
-        self.db.execute(
-            self.sql.journal,
-            (ts, event, res_id, json.dumps(scopes), json.dumps(amounts), json.dumps(data, sort_keys=True)),
-        )
+        self.db.execute(self.sql.journal, journal_row(ts, event, res_id, scopes, amounts, data))
+
+
+def journal_row(
+    ts: int, event: str, res_id: str, scopes: Sequence[str], amounts: Meta, data: Meta
+) -> tuple[Any, ...]:
+    """A journal entry as the journal table's insert (``_Sql.journal``) takes it."""
+    return ts, event, res_id, json.dumps(scopes), json.dumps(amounts), json.dumps(data, sort_keys=True)
 
 
 class _Transaction:
