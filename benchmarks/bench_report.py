@@ -67,7 +67,7 @@ def _row(rng: random.Random, i: int, ts: int) -> tuple[Any, ...]:
     """One journal row as ``_SQLiteTx.journal`` writes it (scopes, amounts and data as JSON text)."""
     from budgetguard._ledger._sqlite import journal_row
 
-    user = f"u{rng.randrange(5000)}" if i % 97 else "o'brien \"the\" user:x"
+    user = f"u{rng.randrange(5000)}" if i % 97 else 'o\'brien "the" user:x'
     feature = FEATURES[rng.randrange(len(FEATURES))]
     scopes = ["global", f"user:{user}", f"feature:{feature}"]
     charged = scopes[:2] if i % 3 else scopes

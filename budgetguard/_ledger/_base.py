@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,6 +22,7 @@ from ._types import (
     Outcome,
     Reservation,
     scope_labels,
+    to_datetime,
 )
 
 __all__ = [
@@ -132,6 +133,30 @@ class Ledger(ABC):
         instant such that every entry from it on is kept and some entry before it was dropped (the
         journal is bounded: ``journal_maxlen`` entries on memory and Redis, ``journal_retention_days``
         on SQLite). ``history`` before it is incomplete; reports say so."""
+
+    def stream_history(
+        self, *, since: datetime | None = None, until: datetime | None = None, chunk: int = 10_000
+    ) -> Iterator[JournalEntry]:
+        """The journal's entries from ``since`` to ``until``, oldest first, read ``chunk`` at a time: a
+        range of any length streams through in bounded memory (reports, exports). This reads pages of
+        ``history`` (each from the last page's millisecond on, without the entries seen there); a
+        store that can keep a cursor open reads through it instead."""
+        seen: set[tuple[str, str]] = set()
+        last: int | None = None
+        start = since
+        while True:
+            page = self.history(since=start, until=until, limit=chunk)
+            fresh = [e for e in page if e.ts != last or (e.reservation_id, e.event) not in seen]
+            yield from fresh
+            if len(page) < chunk:
+                return
+            newest = page[-1].ts
+            if not fresh:  # a millisecond of more than ``chunk`` entries: read it whole
+                chunk *= 2
+                continue
+            at_newest: set[tuple[str, str]] = {(e.reservation_id, e.event) for e in page if e.ts == newest}
+            seen = at_newest | seen if newest == last else at_newest
+            last, start = newest, to_datetime(newest)
 
     def close(self) -> None:  # noqa: B027 - optional for stores without resources
         """Release connections and files."""

@@ -1,0 +1,215 @@
+"""Reports aggregated inside SQLite: the journal's report columns, their migration, and ``GROUP BY``.
+
+Each journal row carries, beside its JSON, what a report counts of it (``_facts.facts``): calls,
+input and output tokens, cost, the estimate beside that cost, the model and function keys, and the
+call's scopes when they differ from the charged ones. A report then sums columns over a time range
+(the ``ts`` index) in one statement per grouping, and takes each group's actual / estimate
+distribution (median, p95, max by nearest rank) with window functions: only the rows around those
+ranks come back to Python, which orders ties of the (correctly rounded) float ratio exactly.
+
+A database made before these columns gets them on open (``migrate``), and its rows are filled in
+chunks of short write transactions. A row an older process writes later has none: a report fills
+the rows of its range first (``fill``). A row whose facts could not be read (``calls = -1``, a
+corrupt usage) makes ``aggregate`` answer ``None``: the caller reads the range in Python instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._facts import ODD, facts
+
+__all__ = ["COLUMNS", "Aggregate", "JournalSql", "aggregate", "fact_columns", "fill", "migrate"]
+
+COLUMNS = ("r_calls", "r_in", "r_out", "r_cost", "r_estimate", "r_model", "r_function", "r_scopes")
+"""The journal's report columns (``fact_columns``), after its original ones."""
+_TYPES = ("INTEGER", "INTEGER", "INTEGER", "INTEGER", "INTEGER", "TEXT", "TEXT", "TEXT")
+DDL = ", ".join(f"{name} {kind}" for name, kind in zip(COLUMNS, _TYPES, strict=True))
+"""The report columns in the journal table's ``CREATE TABLE``."""
+_FILL_CHUNK = 2000
+_EXACT_FLOAT = 2**53
+"""Below it, an int is a double exactly, and ``a * 1.0 / b`` is a / b correctly rounded (monotone)."""
+
+
+def fact_columns(
+    event: str, scopes: Sequence[str], amounts: dict[str, Any], data: dict[str, Any]
+) -> tuple[Any, ...]:
+    """The report columns of a journal entry (all NULL but ``r_calls = -1`` when they cannot be read)."""
+    found = facts(event, scopes, amounts, data)
+    if found is None:
+        return (ODD, *(None,) * (len(COLUMNS) - 1))
+    labels = found[7]
+    return (*found[:7], None if labels == list(scopes) else json.dumps(labels))
+
+
+class JournalSql:
+    """The report statements of one journal table (``table``: its quoted name)."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.unfilled = f"SELECT seq, event, scopes, amounts, data FROM {table} WHERE seq > ? AND r_calls IS NULL ORDER BY seq LIMIT {_FILL_CHUNK}"  # noqa: E501
+        self.unfilled_in = (
+            f"SELECT seq, event, scopes, amounts, data FROM {table} "
+            f"WHERE ts >= ? AND ts < ? AND r_calls IS NULL LIMIT {_FILL_CHUNK}"
+        )
+        self.put_facts = f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in COLUMNS)} WHERE seq = ?"
+
+
+def migrate(
+    db: sqlite3.Connection, sql: JournalSql, done: Callable[[], bool], mark: Callable[[], None]
+) -> None:
+    """Give an older journal table its report columns, then fill its rows (``done``/``mark``: whether
+    that happened already for this namespace, and record that it did)."""
+    if done():
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({sql.table})")}
+        for name, kind in zip(COLUMNS, _TYPES, strict=True):
+            if name not in have:
+                db.execute(f"ALTER TABLE {sql.table} ADD COLUMN {name} {kind}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    after: int | None = -1
+    while after is not None:
+        after = _fill_chunk(db, sql, sql.unfilled, (after,))
+    mark()
+
+
+def fill(db: sqlite3.Connection, sql: JournalSql, since: int, until: int) -> None:
+    """Fill the report columns of the rows in ``[since, until)`` that lack them (written by an older
+    version of budgetguard since the migration)."""
+    while _fill_chunk(db, sql, sql.unfilled_in, (since, until)) is not None:
+        pass
+
+
+def _fill_chunk(db: sqlite3.Connection, sql: JournalSql, select: str, args: tuple[int, ...]) -> int | None:
+    """One short write transaction filling up to a chunk of rows; the last row's seq, or ``None``
+    when there was nothing left."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        rows = db.execute(select, args).fetchall()
+        updates = [
+            (*fact_columns(event, json.loads(scopes), json.loads(amounts), json.loads(data)), seq)
+            for seq, event, scopes, amounts, data in rows
+        ]
+        db.executemany(sql.put_facts, updates)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return int(rows[-1][0]) if rows else None
+
+
+@dataclass(frozen=True, slots=True)
+class Sums:
+    """One group's sums (see ``ReportRow``)."""
+
+    key: str
+    calls: int
+    refused: int
+    input_tokens: int
+    output_tokens: int
+    cost_nano: int
+    estimated_nano: int
+    ratios: int
+    """How many calls have an estimate (the size of the ratio distribution)."""
+
+
+Ranked = dict[str, list[tuple[int, int, int, int]]]
+"""Per key, the rows around its nearest ranks: (actual, estimate, first rank, last rank of its tie)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    """A report's groups and total, with the rows their ratio distributions need (``Ranked``)."""
+
+    rows: list[Sums]
+    total: Sums
+    ranked: Ranked
+    total_ranked: Ranked
+
+
+_SUMS = """
+    coalesce(sum(CASE WHEN event = 'committed' THEN r_calls END), 0),
+    count(CASE WHEN event = 'refused' THEN 1 END),
+    coalesce(sum(CASE WHEN event = 'committed' THEN r_in END), 0),
+    coalesce(sum(CASE WHEN event = 'committed' THEN r_out END), 0),
+    coalesce(sum(CASE WHEN event = 'committed' THEN r_cost END), 0),
+    coalesce(sum(r_estimate), 0),
+    count(r_estimate)"""
+_SCOPES = "coalesce(r_scopes, scopes)"
+_KIND = "CASE WHEN instr(s.value, ':') THEN substr(s.value, 1, instr(s.value, ':') - 1) ELSE s.value END"
+_ID = "CASE WHEN instr(s.value, ':') THEN substr(s.value, instr(s.value, ':') + 1) ELSE '' END"
+_DAY = "date((ts - (ts % 1000 + 1000) % 1000) / 1000, 'unixepoch')"
+_NEAREST = "max((? * n + 99) / 100, 1)"
+"""The nearest rank of the percentile ``?`` among ``n`` (``calibration.nearest_rank``, in integers)."""
+PERCENTILES = (50, 95, 100)
+
+
+def _keyed(by: str) -> tuple[str, str, tuple[Any, ...]]:
+    """The group key's expression, the join it needs and its arguments."""
+    if by == "model":
+        return "r_model", "", ()
+    if by == "function":
+        return "r_function", "", ()
+    if by == "day":
+        return _DAY, "", ()
+    if by == "scope":
+        return "coalesce(s.value, '(none)')", f"LEFT JOIN json_each({_SCOPES}) AS s", ()
+    return f"coalesce({_ID}, '(none)')", f"LEFT JOIN json_each({_SCOPES}) AS s ON {_KIND} = ?", (by,)
+
+
+def aggregate(
+    db: sqlite3.Connection, sql: JournalSql, since: int, until: int, scope: str | None, by: str
+) -> Aggregate | None:
+    """The report's sums over ``[since, until)`` (ms) of the calls made on ``scope`` (all: ``None``)
+    grouped ``by``; ``None`` when a row of the range must be read in Python (see the module)."""
+    fill(db, sql, since, until)
+    where = "ts >= ? AND ts < ? AND event IN ('committed', 'refused')"
+    args: tuple[Any, ...] = (since, until)
+    if scope is not None:
+        where += f" AND EXISTS (SELECT 1 FROM json_each({_SCOPES}) WHERE value = ?)"
+        args += (scope,)
+    entries = f"SELECT * FROM {sql.table} WHERE {where}"
+    db.execute("BEGIN")  # (one snapshot for every statement below)
+    try:
+        check = db.execute(
+            f"SELECT {_SUMS}, count(CASE WHEN r_calls = {ODD} OR r_calls IS NULL THEN 1 END), "
+            f"count(CASE WHEN r_estimate >= {_EXACT_FLOAT} OR (r_estimate IS NOT NULL "
+            f"AND r_cost >= {_EXACT_FLOAT}) THEN 1 END) FROM ({entries})",
+            args,
+        ).fetchone()
+        if check[-1] or check[-2]:
+            return None
+        total = Sums("total", *check[:-2])
+        key, join, key_args = _keyed(by)
+        keyed = f"SELECT {key} AS k, e.* FROM ({entries}) AS e {join}"
+        rows = [Sums(*r) for r in db.execute(f"SELECT k, {_SUMS} FROM ({keyed}) GROUP BY k", args + key_args)]
+        ranked = _ranked(db, keyed, args + key_args) if total.ratios else {}
+        total_ranked = _ranked(db, f"SELECT '' AS k, * FROM ({entries})", args) if total.ratios else {}
+    finally:
+        db.execute("COMMIT")
+    return Aggregate(rows, total, ranked, total_ranked)
+
+
+def _ranked(db: sqlite3.Connection, keyed: str, args: tuple[Any, ...]) -> Ranked:
+    """The rows of each key's ratio ties that hold one of its nearest ranks (``PERCENTILES``)."""
+    windows = (
+        f"SELECT k, r_cost AS a, r_estimate AS b, rank() OVER w AS lo, count(*) OVER w AS hi, "
+        f"count(*) OVER (PARTITION BY k) AS n FROM ({keyed}) WHERE r_estimate IS NOT NULL "
+        "WINDOW w AS (PARTITION BY k ORDER BY r_cost * 1.0 / r_estimate)"
+    )
+    near = " OR ".join(f"{_NEAREST} BETWEEN lo AND hi" for _ in PERCENTILES)
+    out: Ranked = {}
+    for k, a, b, lo, hi in db.execute(
+        f"SELECT k, a, b, lo, hi FROM ({windows}) WHERE {near}", args + PERCENTILES
+    ):
+        out.setdefault(k, []).append((a, b, lo, hi))
+    return out
