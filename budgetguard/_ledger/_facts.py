@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from .._cache import memo
 from .._errors import ConfigurationError
 from .._money import to_nano
 from .._usage import Usage
@@ -48,10 +49,22 @@ def entry_cost(entry: Any) -> int:
     return cost_of(entry.event, entry.amounts, entry.data)
 
 
+_TEXT_COUNTS = frozenset(("input_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens",
+                          "output_tokens", "reasoning_tokens"))  # fmt: skip
+
+
 def tokens(data: Mapping[str, Any]) -> tuple[int, int]:
-    """The call's total input and output tokens (its ``usage``; none without one)."""
+    """The call's total input and output tokens (its ``usage``, read as ``Usage``; none without one)."""
     raw = data.get("usage")
-    usage = Usage(**raw) if isinstance(raw, Mapping) else Usage()
+    if not isinstance(raw, Mapping):
+        return 0, 0
+    if raw.keys() <= _TEXT_COUNTS and all(type(v) is int and v >= 0 for v in raw.values()):
+        get = raw.get  # (the common case, summed as ``Usage`` would, with its one other check)
+        n_out = get("output_tokens", 0)
+        if get("reasoning_tokens", 0) <= n_out:
+            n_in = get("input_tokens", 0) + get("cache_read_tokens", 0) + get("cache_write_tokens", 0)
+            return n_in + get("cache_write_1h_tokens", 0), n_out
+    usage = Usage(**raw)
     return usage.total_input_tokens, usage.total_output_tokens
 
 
@@ -62,8 +75,12 @@ def calls(data: Mapping[str, Any]) -> int:
 
 def _estimated_nano(data: Mapping[str, Any]) -> int | None:
     text = data.get("estimated_usd")
-    if not isinstance(text, str):
-        return None
+    return estimated_nano(text) if isinstance(text, str) else None
+
+
+@memo("ledger.facts.estimate", 4096)
+def estimated_nano(text: str) -> int | None:
+    """An ``estimated_usd`` in nano-USD (``None``: not an exact amount); calls repeat their estimates."""
     try:
         return to_nano(Decimal(text))
     except (ArithmeticError, ConfigurationError, ValueError):

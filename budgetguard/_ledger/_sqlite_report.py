@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._cache import memo
 from ._facts import ODD, facts
 
 __all__ = ["COLUMNS", "Aggregate", "JournalSql", "aggregate", "fact_columns", "fill", "migrate"]
@@ -43,7 +44,13 @@ def fact_columns(
     if found is None:
         return (ODD, *(None,) * (len(COLUMNS) - 1))
     labels = found[7]
-    return (*found[:7], None if labels == list(scopes) else json.dumps(labels))
+    return (*found[:7], None if labels == list(scopes) else _labels_json(tuple(labels)))
+
+
+@memo("ledger.sqlite.labels", 4096)
+def _labels_json(labels: tuple[str, ...]) -> str:
+    """A call's scopes as the journal's ``r_scopes`` keeps them (JSON); calls repeat their scopes."""
+    return json.dumps(labels)
 
 
 class JournalSql:
@@ -146,7 +153,10 @@ _SUMS = """
     count(r_estimate)"""
 _SCOPES = "coalesce(r_scopes, scopes)"
 _KIND = "CASE WHEN instr(s.value, ':') THEN substr(s.value, 1, instr(s.value, ':') - 1) ELSE s.value END"
-_ID = "CASE WHEN instr(s.value, ':') THEN substr(s.value, instr(s.value, ':') + 1) ELSE '' END"
+_ID = (
+    "CASE WHEN s.value IS NULL THEN '(none)' WHEN instr(s.value, ':') "
+    "THEN substr(s.value, instr(s.value, ':') + 1) ELSE '' END"
+)
 _DAY = "date((ts - (ts % 1000 + 1000) % 1000) / 1000, 'unixepoch')"
 _NEAREST = "max((? * n + 99) / 100, 1)"
 """The nearest rank of the percentile ``?`` among ``n`` (``calibration.nearest_rank``, in integers)."""
@@ -163,7 +173,7 @@ def _keyed(by: str) -> tuple[str, str, tuple[Any, ...]]:
         return _DAY, "", ()
     if by == "scope":
         return "coalesce(s.value, '(none)')", f"LEFT JOIN json_each({_SCOPES}) AS s", ()
-    return f"coalesce({_ID}, '(none)')", f"LEFT JOIN json_each({_SCOPES}) AS s ON {_KIND} = ?", (by,)
+    return _ID, f"LEFT JOIN json_each({_SCOPES}) AS s ON {_KIND} = ?", (by,)
 
 
 def aggregate(
