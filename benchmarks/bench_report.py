@@ -14,6 +14,11 @@ the cost of merely reading the journal once. Rows: ``report --by`` each grouping
 (``--format json`` to ``/dev/null``: the whole code path, rendering aside), and ``export`` as CSV
 and as JSON lines. The issue's target is absolute (1M entries under 3 s and 200 MB), so the rows
 have no ratio target: read ``seconds`` and ``peak_mb``.
+
+The last rows stream a report by user from the memory store and from Redis (``summarize``: no
+in-store aggregation there, the journal is read in chunks and summed as it comes) after N calls
+made through the ledger (N = 50,000, or 2,000 with ``--quick``), against reading the same journal
+whole with ``history()``; their ``peak_mb`` is the report's own Python allocations (``tracemalloc``).
 """
 
 from __future__ import annotations
@@ -124,7 +129,45 @@ def _child(what: str, path: str) -> None:
     print(json.dumps({"seconds": seconds, "peak_mb": max(peak - before, 0.0)}))
 
 
-def _measure(what: str, path: Path) -> dict[str, float]:
+def _streamed(url: str, n: int) -> None:
+    """In this (fresh) process: ``n`` calls through the ledger at ``url`` (memory, Redis), then a report
+    by user streamed from it (``summarize``) against reading its journal whole (``history()``); print
+    both times and the report's peak of Python memory (``tracemalloc``, in a second run)."""
+    import tracemalloc
+
+    from budgetguard._budgets import Period, Scope, Unit
+    from budgetguard._ledger import CounterSpec, Hold, open_ledger
+    from budgetguard._report import summarize
+
+    rng = random.Random(17)
+    with open_ledger(url) as ledger:
+        for i in range(n):
+            user = f"u{rng.randrange(500)}"
+            spec = CounterSpec(Scope.parse(f"user:{user}"), Unit.USD, Period.DAY, 10**15)
+            estimate = rng.randrange(10_000, 5_000_000)
+            scopes = ["global", f"user:{user}", f"feature:{FEATURES[i % len(FEATURES)]}"]
+            text = f"{estimate / 1e9:.9f}".rstrip("0")
+            meta = {"model": MODELS[i % len(MODELS)], "function": FUNCTIONS[i % len(FUNCTIONS)],
+                    "estimated_usd": text, "attempt": 1, "scopes": scopes}  # fmt: skip
+            reservation = ledger.reserve([Hold(spec, estimate)], meta=meta)
+            cost = rng.randrange(1, estimate)
+            usage = {"input_tokens": rng.randrange(50, 8000), "output_tokens": rng.randrange(10, 2000)}
+            ledger.commit(reservation, {"usd": cost}, meta={"usage": usage, "cost_nano": cost})
+        start = time.perf_counter()
+        assert len(ledger.history()) == n
+        raw = time.perf_counter() - start
+        start = time.perf_counter()
+        summary = summarize(ledger, "user", since=None)
+        seconds = time.perf_counter() - start
+        assert summary.total.calls == n
+        tracemalloc.start()
+        summarize(ledger, "user", since=None)
+        peak = tracemalloc.get_traced_memory()[1] / 1e6
+        tracemalloc.stop()
+    print(json.dumps({"seconds": seconds, "raw_seconds": raw, "peak_mb": peak}))
+
+
+def _measure(what: str, path: Path | str) -> dict[str, float]:
     command = [sys.executable, "-m", "benchmarks.bench_report", "--child", what, str(path)]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     found: dict[str, float] = json.loads(out.strip().splitlines()[-1])
@@ -160,11 +203,43 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 "target_seconds": TARGET_SECONDS if n >= 1_000_000 else None,
                 "target_mb": TARGET_MB if n >= 1_000_000 else None,
             })  # fmt: skip
+    rows.extend(_streamed_rows(2_000 if quick else 50_000))
+    return rows
+
+
+def _streamed_rows(n: int) -> list[dict[str, Any]]:
+    """The streamed report on memory and Redis (``_streamed``), each in a fresh process."""
+    from ._common import bench_redis, skipped
+
+    rows = []
+    with bench_redis() as found:
+        urls = [("memory", f"memory://?journal_maxlen={n}")]
+        if found is not None:
+            urls.append(("redis", f"{found[0]}?namespace={found[1]}&journal_maxlen={n}"))
+        for kind, url in urls:
+            got = _measure(f"stream-{n}", url)
+            rows.append({
+                "name": f"report --by user streamed, {kind} ({n:,} entries) vs history()",
+                "value": round(got["seconds"] * 1e3, 1),
+                "baseline": round(got["raw_seconds"] * 1e3, 1),
+                "ratio": round(got["seconds"] / max(got["raw_seconds"], 1e-9), 2),
+                "target": None,
+                "passed": None,
+                "unit": "ms",
+                "entries": n,
+                "seconds": round(got["seconds"], 3),
+                "us_per_entry": round(got["seconds"] / n * 1e6, 2),
+                "peak_mb": round(got["peak_mb"], 1),
+            })  # fmt: skip
+        if found is None:
+            rows.append(skipped("report streamed, redis", "no Redis server"))
     return rows
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--child"]:
+    if sys.argv[1:2] == ["--child"] and sys.argv[2].startswith("stream-"):
+        _streamed(sys.argv[3], int(sys.argv[2][7:]))
+    elif sys.argv[1:2] == ["--child"]:
         _child(sys.argv[2], sys.argv[3])
     else:
         for found in run("--quick" in sys.argv):
