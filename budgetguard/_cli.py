@@ -381,7 +381,8 @@ def report_command(
     """Spend from the journal, grouped by user, feature, model or day. Says so when the journal no longer
     covers the whole range (it keeps a bounded history)."""
     since_at, until_at = _range(since, until)
-    summary = summarize(state.guard.ledger, by, since=since_at, until=until_at, scope=scope)
+    shown = fmt != "table" or by in ("model", "function")  # (a table by user, day... shows no ratios)
+    summary = summarize(state.guard.ledger, by, since=since_at, until=until_at, scope=scope, ratios=shown)
     rows, total, journal = summary.rows, summary.total, summary.coverage
     warning = journal.warning("report")
     if fmt == "json":

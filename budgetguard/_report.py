@@ -8,11 +8,12 @@ range starts before what the journal still covers.
 
 from __future__ import annotations
 
+import json
 import re
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -169,9 +170,14 @@ def _keys(entry: JournalEntry, by: str) -> list[str]:
         return [entry.time.date().isoformat()]
     if by == "function":
         return [function_key(entry.data)]
+    return _scope_keys(call_scopes(entry), by)
+
+
+def _scope_keys(labels: list[str], by: str) -> list[str]:
+    """The keys of a call on ``labels`` by ``scope`` or by a scope kind (``user``: the ids of its users)."""
     if by == "scope":
-        return call_scopes(entry) or ["(none)"]
-    ids = [s.partition(":")[2] for s in call_scopes(entry) if s.partition(":")[0] == by]
+        return labels or ["(none)"]
+    ids = [s.partition(":")[2] for s in labels if s.partition(":")[0] == by]
     return ids or ["(none)"]
 
 
@@ -321,6 +327,7 @@ def summarize(
     since: datetime | None,
     until: datetime | None = None,
     scope: str | None = None,
+    ratios: bool = True,
 ) -> Summary:
     """``report(read_journal(...).entries, by)`` without holding the range: aggregated inside the store
     where it can (SQLite: ``GROUP BY`` over the journal's report columns), else streamed through
@@ -329,28 +336,40 @@ def summarize(
     if isinstance(ledger, SQLiteLedger):
         query = JournalQuery.parse(_utc(since), _utc(until), None, None, None, None)
         label = None if scope is None else str(Scope.parse(scope))
-        found = ledger.aggregate_journal(query.since, query.until, label, by)
+        found = ledger.aggregate_journal(query.since, query.until, label, by, ratios=ratios)
     if found is not None:
-        rows, total = _from_store(found)
+        rows, total = _from_store(found, by)
     else:
         rows, total = report(stream_journal(ledger, since=since, until=until, scope=scope), by)
     return Summary(rows, total, coverage(ledger, since=since, until=until))
 
 
-def _from_store(found: Aggregate) -> tuple[list[ReportRow], ReportRow]:
+def _from_store(found: Aggregate, by: str) -> tuple[list[ReportRow], ReportRow]:
     def row(sums: Sums, ranked: list[tuple[int, int, int, int]] | None) -> ReportRow:
         made = ReportRow(sums.key, sums.calls, sums.refused, sums.input_tokens, sums.output_tokens,
                          sums.cost_nano, sums.estimated_nano)  # fmt: skip
-        if sums.ratios:
+        if sums.ratios and ranked is not None:  # (``None``: the distributions were not asked for)
             picks = []
             for rank in nearest_ranks(sums.ratios):
-                tie = sorted((Fraction(a, b), lo) for a, b, lo, hi in ranked or () if lo <= rank <= hi)
+                tie = sorted((Fraction(a, b), lo) for a, b, lo, hi in ranked if lo <= rank <= hi)
                 picks.append(tie[rank - tie[0][1]][0])
             made.distribution = Ratios(sums.ratios, *picks)
         return made
 
     total = row(found.total, found.total_ranked.get(""))
-    return _sorted(row(s, found.ranked.get(s.key)) for s in found.rows), total
+    sums = _spread(found.rows, by) if found.lists else found.rows
+    return _sorted(row(s, found.ranked.get(s.key)) for s in sums), total
+
+
+def _spread(lists: list[Sums], by: str) -> list[Sums]:
+    """Sums per distinct list of scopes (its JSON) spread over each list's keys (``_scope_keys``)."""
+    keys: dict[str, list[int]] = {}
+    for sums in lists:
+        values = astuple(sums)[1:]
+        for key in _scope_keys(scopes_of({"scopes": json.loads(sums.key)}, ()), by):
+            found = keys.get(key)
+            keys[key] = list(values) if found is None else [a + b for a, b in zip(found, values, strict=True)]
+    return [Sums(key, *values) for key, values in keys.items()]
 
 
 def export_row(entry: JournalEntry) -> dict[str, Any]:

@@ -369,13 +369,14 @@ class SQLiteLedger(LocalLedger):
                 yield journal_entry(*row)
 
     def aggregate_journal(
-        self, since: int | None, until: int | None, scope: str | None, by: str
+        self, since: int | None, until: int | None, scope: str | None, by: str, *, ratios: bool = True
     ) -> Aggregate | None:
-        """A report's sums over the journal from ``since`` to ``until`` (ms), in SQL (``_sqlite_report``);
-        ``None`` when the range holds an entry only Python reads."""
+        """A report's sums over the journal from ``since`` to ``until`` (ms), in SQL (``_sqlite_report``),
+        with the ratio distributions' rows if ``ratios``; ``None`` when the range holds an entry only
+        Python reads."""
         try:
             return aggregate(self._db(), self._sql.report, since if since is not None else -(2**62),
-                             until if until is not None else 2**62, scope, by)  # fmt: skip
+                             until if until is not None else 2**62, scope, by, ratios=ratios)  # fmt: skip
         except sqlite3.Error as exc:
             raise LedgerError(f"SQLite ledger report failed: {exc}") from exc
 

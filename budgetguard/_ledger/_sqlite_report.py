@@ -141,17 +141,23 @@ class Aggregate:
     total: Sums
     ranked: Ranked
     total_ranked: Ranked
+    lists: bool
+    """The rows are per distinct list of scopes (their keys: the lists' JSON), not per key."""
 
 
-_SUMS = """
-    coalesce(sum(CASE WHEN event = 'committed' THEN r_calls END), 0),
-    count(CASE WHEN event = 'refused' THEN 1 END),
-    coalesce(sum(CASE WHEN event = 'committed' THEN r_in END), 0),
-    coalesce(sum(CASE WHEN event = 'committed' THEN r_out END), 0),
-    coalesce(sum(CASE WHEN event = 'committed' THEN r_cost END), 0),
-    coalesce(sum(r_estimate), 0),
-    count(r_estimate)"""
+_SUM_PARTS = (
+    "coalesce(sum(CASE WHEN event = 'committed' THEN r_calls END), 0)",
+    "count(CASE WHEN event = 'refused' THEN 1 END)",
+    "coalesce(sum(CASE WHEN event = 'committed' THEN r_in END), 0)",
+    "coalesce(sum(CASE WHEN event = 'committed' THEN r_out END), 0)",
+    "coalesce(sum(CASE WHEN event = 'committed' THEN r_cost END), 0)",
+    "coalesce(sum(r_estimate), 0)",
+    "count(r_estimate)",
+)
+"""A group's ``Sums`` after its key, in SQL."""
+_SUMS = ", ".join(_SUM_PARTS)
 _SCOPES = "coalesce(r_scopes, scopes)"
+_E_SCOPES = "coalesce(e.r_scopes, e.scopes)"
 _KIND = "CASE WHEN instr(s.value, ':') THEN substr(s.value, 1, instr(s.value, ':') - 1) ELSE s.value END"
 _ID = (
     "CASE WHEN s.value IS NULL THEN '(none)' WHEN instr(s.value, ':') "
@@ -164,7 +170,8 @@ PERCENTILES = (50, 95, 100)
 
 
 def _keyed(by: str) -> tuple[str, str, tuple[Any, ...]]:
-    """The group key's expression, the join it needs and its arguments."""
+    """A key column's expression, or for scopes the key's expression over ``s`` (each scope of the list
+    ``g.t``), the join that makes ``s``, and its arguments."""
     if by == "model":
         return "r_model", "", ()
     if by == "function":
@@ -172,41 +179,66 @@ def _keyed(by: str) -> tuple[str, str, tuple[Any, ...]]:
     if by == "day":
         return _DAY, "", ()
     if by == "scope":
-        return "coalesce(s.value, '(none)')", f"LEFT JOIN json_each({_SCOPES}) AS s", ()
-    return _ID, f"LEFT JOIN json_each({_SCOPES}) AS s ON {_KIND} = ?", (by,)
+        return "coalesce(s.value, '(none)')", "LEFT JOIN json_each(g.t) AS s", ()
+    return _ID, f"LEFT JOIN json_each(g.t) AS s ON {_KIND} = ?", (by,)
 
 
 def aggregate(
-    db: sqlite3.Connection, sql: JournalSql, since: int, until: int, scope: str | None, by: str
+    db: sqlite3.Connection,
+    sql: JournalSql,
+    since: int,
+    until: int,
+    scope: str | None,
+    by: str,
+    *,
+    ratios: bool,
 ) -> Aggregate | None:
     """The report's sums over ``[since, until)`` (ms) of the calls made on ``scope`` (all: ``None``)
-    grouped ``by``; ``None`` when a row of the range must be read in Python (see the module)."""
-    fill(db, sql, since, until)
+    grouped ``by``, with the rows the ratio distributions need (``ratios``); ``None`` when a row of the
+    range must be read in Python (see the module).
+
+    One scan sums the rows per key or, by scope (or scope kind), per distinct list of the call's
+    scopes (``Aggregate.lists``: the caller spreads those sums over each list's keys; they add up
+    exactly, and the scopes' JSON is read once per list, not once per row)."""
     where = "ts >= ? AND ts < ? AND event IN ('committed', 'refused')"
     args: tuple[Any, ...] = (since, until)
     if scope is not None:
         where += f" AND EXISTS (SELECT 1 FROM json_each({_SCOPES}) WHERE value = ?)"
         args += (scope,)
-    entries = f"SELECT * FROM {sql.table} WHERE {where}"
-    db.execute("BEGIN")  # (one snapshot for every statement below)
-    try:
-        check = db.execute(
-            f"SELECT {_SUMS}, count(CASE WHEN r_calls = {ODD} OR r_calls IS NULL THEN 1 END), "
-            f"count(CASE WHEN r_estimate >= {_EXACT_FLOAT} OR (r_estimate IS NOT NULL "
-            f"AND r_cost >= {_EXACT_FLOAT}) THEN 1 END) FROM ({entries})",
-            args,
-        ).fetchone()
-        if check[-1] or check[-2]:
-            return None
-        total = Sums("total", *check[:-2])
-        key, join, key_args = _keyed(by)
-        keyed = f"SELECT {key} AS k, e.* FROM ({entries}) AS e {join}"
-        rows = [Sums(*r) for r in db.execute(f"SELECT k, {_SUMS} FROM ({keyed}) GROUP BY k", args + key_args)]
-        ranked = _ranked(db, keyed, args + key_args) if total.ratios else {}
-        total_ranked = _ranked(db, f"SELECT '' AS k, * FROM ({entries})", args) if total.ratios else {}
-    finally:
-        db.execute("COMMIT")
-    return Aggregate(rows, total, ranked, total_ranked)
+    entries = f"SELECT ts, event, scopes, {', '.join(COLUMNS)} FROM {sql.table} WHERE {where}"
+    key, join, key_args = _keyed(by)
+    grouped = (
+        f"SELECT {_SCOPES if join else key} AS k, {_SUMS}, count(CASE WHEN r_calls IS NULL THEN 1 END), "
+        f"count(CASE WHEN r_calls = {ODD} OR r_estimate >= {_EXACT_FLOAT} OR (r_estimate IS NOT NULL "
+        f"AND r_cost >= {_EXACT_FLOAT}) THEN 1 END) FROM ({entries}) GROUP BY k"
+    )
+    for attempt in (1, 2):
+        db.execute("BEGIN")  # (one snapshot for every statement below)
+        try:
+            found = db.execute(grouped, args).fetchall()
+            unfilled = any(r[-2] for r in found)
+            if not (unfilled and attempt == 1):  # (else: rows an older version wrote, filled below)
+                if unfilled or any(r[-1] for r in found):
+                    return None
+                rows = [Sums(*r[:-2]) for r in found]
+                total = Sums("total", *(sum(r[i] for r in found) for i in range(1, len(_SUM_PARTS) + 1)))
+                if not (ratios and total.ratios):
+                    return Aggregate(rows, total, {}, {}, lists=bool(join))
+                if join:
+                    distinct = f"SELECT DISTINCT {_SCOPES} AS t FROM ({entries})"
+                    keys = f"SELECT g.t AS t, {key} AS k FROM ({distinct}) AS g {join}"
+                    keyed = (
+                        f"SELECT m.k AS k, e.* FROM ({entries}) AS e JOIN ({keys}) AS m ON m.t = {_E_SCOPES}"
+                    )
+                    ranked = _ranked(db, keyed, args + args + key_args)
+                else:
+                    ranked = _ranked(db, f"SELECT {key} AS k, * FROM ({entries})", args)
+                total_ranked = _ranked(db, f"SELECT '' AS k, * FROM ({entries})", args)
+                return Aggregate(rows, total, ranked, total_ranked, lists=bool(join))
+        finally:
+            db.execute("COMMIT")
+        fill(db, sql, since, until)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _ranked(db: sqlite3.Connection, keyed: str, args: tuple[Any, ...]) -> Ranked:
