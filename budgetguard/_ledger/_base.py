@@ -135,7 +135,7 @@ class Ledger(ABC):
         on SQLite). ``history`` before it is incomplete; reports say so."""
 
     def stream_history(
-        self, *, since: datetime | None = None, until: datetime | None = None, chunk: int = 10_000
+        self, *, since: datetime | None = None, until: datetime | None = None, chunk: int = 5_000
     ) -> Iterator[JournalEntry]:
         """The journal's entries from ``since`` to ``until``, oldest first, read ``chunk`` at a time: a
         range of any length streams through in bounded memory (reports, exports). This reads pages of

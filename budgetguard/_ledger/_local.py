@@ -119,7 +119,7 @@ class LocalLedger(Store, Ledger):
         return out
 
     def stream_history(
-        self, *, since: datetime | None = None, until: datetime | None = None, chunk: int = 10_000
+        self, *, since: datetime | None = None, until: datetime | None = None, chunk: int = 5_000
     ) -> Iterator[JournalEntry]:
         """``Ledger.stream_history``, through the store's own cursor over its journal."""
         query = JournalQuery.parse(since, until, None, None, None, None)
