@@ -7,10 +7,11 @@ call's scopes when they differ from the charged ones. A report then sums columns
 distribution (median, p95, max by nearest rank) with window functions: only the rows around those
 ranks come back to Python, which orders ties of the (correctly rounded) float ratio exactly.
 
-A database made before these columns gets them on open (``migrate``), and its rows are filled in
-chunks of short write transactions. A row an older process writes later has none: a report fills
-the rows of its range first (``fill``). A row whose facts could not be read (``calls = -1``, a
-corrupt usage) makes ``aggregate`` answer ``None``: the caller reads the range in Python instead.
+A database made before these columns gets them on open (``migrate``: instant). Its rows, and those
+an older process still writes, have none until a report finds one in its range and fills every
+such row (``fill``, in chunks of short write transactions), once. A row whose facts could not be
+read (``calls = -1``, a corrupt usage) makes ``aggregate`` answer ``None``: the caller reads the range
+in Python instead.
 """
 
 from __future__ import annotations
@@ -59,18 +60,15 @@ class JournalSql:
     def __init__(self, table: str) -> None:
         self.table = table
         self.unfilled = f"SELECT seq, event, scopes, amounts, data FROM {table} WHERE seq > ? AND r_calls IS NULL ORDER BY seq LIMIT {_FILL_CHUNK}"  # noqa: E501
-        self.unfilled_in = (
-            f"SELECT seq, event, scopes, amounts, data FROM {table} "
-            f"WHERE ts >= ? AND ts < ? AND r_calls IS NULL LIMIT {_FILL_CHUNK}"
-        )
         self.put_facts = f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in COLUMNS)} WHERE seq = ?"
 
 
 def migrate(
     db: sqlite3.Connection, sql: JournalSql, done: Callable[[], bool], mark: Callable[[], None]
 ) -> None:
-    """Give an older journal table its report columns, then fill its rows (``done``/``mark``: whether
-    that happened already for this namespace, and record that it did)."""
+    """Give an older journal table its report columns (``done``/``mark``: whether that happened already
+    for this namespace, and record that it did). Its rows are filled by the first report (``fill``):
+    opening the store stays instant, whatever the journal's length."""
     if done():
         return
     db.execute("BEGIN IMMEDIATE")
@@ -83,17 +81,15 @@ def migrate(
     except BaseException:
         db.execute("ROLLBACK")
         raise
-    after: int | None = -1
-    while after is not None:
-        after = _fill_chunk(db, sql, sql.unfilled, (after,))
     mark()
 
 
-def fill(db: sqlite3.Connection, sql: JournalSql, since: int, until: int) -> None:
-    """Fill the report columns of the rows in ``[since, until)`` that lack them (written by an older
-    version of budgetguard since the migration)."""
-    while _fill_chunk(db, sql, sql.unfilled_in, (since, until)) is not None:
-        pass
+def fill(db: sqlite3.Connection, sql: JournalSql) -> None:
+    """Fill the report columns of the rows that lack them (written before the migration, or by an
+    older version of budgetguard since), in chunks of short write transactions."""
+    after: int | None = -1
+    while after is not None:
+        after = _fill_chunk(db, sql, sql.unfilled, (after,))
 
 
 def _fill_chunk(db: sqlite3.Connection, sql: JournalSql, select: str, args: tuple[int, ...]) -> int | None:
@@ -237,7 +233,7 @@ def aggregate(
                 return Aggregate(rows, total, ranked, total_ranked, lists=bool(join))
         finally:
             db.execute("COMMIT")
-        fill(db, sql, since, until)
+        fill(db, sql)
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -160,20 +160,21 @@ def test_a_journal_made_before_the_report_columns_is_migrated(tmp_path: Path) ->
     db.executescript(_OLD_JOURNAL)
     db.executemany(_OLD_INSERT, rows[:-5])
     db.commit()
-    with SQLiteLedger(path) as store:  # the migration: the columns added, every row filled
+    unfilled = "SELECT count(*) FROM journal WHERE r_calls IS NULL"
+    with SQLiteLedger(path) as store:  # the migration: the columns added (filled by the first report)
         columns = {r[1] for r in store._db().execute("PRAGMA table_info(journal)")}
         assert {"r_calls", "r_cost", "r_estimate", "r_scopes"} <= columns
-        assert store._db().execute("SELECT count(*) FROM journal WHERE r_calls IS NULL").fetchone()[0] == 0
+        assert store._db().execute(unfilled).fetchone()[0] == len(rows) - 5
         db.executemany(_OLD_INSERT, rows[-5:])  # an older process still writes: rows without the columns
         db.commit()
-        assert store._db().execute("SELECT count(*) FROM journal WHERE r_calls IS NULL").fetchone()[0] == 5
+        assert store._db().execute(unfilled).fetchone()[0] == len(rows)
         for by in GROUPINGS:
             found = summarize(store, by, since=None)
             want_rows, want_total = expected[by]
             assert [r.as_dict() for r in found.rows] == [r.as_dict() for r in want_rows], by
             assert found.total.as_dict() == want_total.as_dict()
             assert found.total.distribution is not None  # (aggregated in SQL, not streamed)
-        assert store._db().execute("SELECT count(*) FROM journal WHERE r_calls IS NULL").fetchone()[0] == 0
+        assert store._db().execute(unfilled).fetchone()[0] == 0
     db.close()
     with SQLiteLedger(path) as again:  # opened again: nothing to migrate
         assert again.history() == SQLiteLedger(tmp_path / "source.db").history()
