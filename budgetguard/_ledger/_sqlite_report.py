@@ -99,8 +99,7 @@ def _fill_chunk(db: sqlite3.Connection, sql: JournalSql, select: str, args: tupl
     try:
         rows = db.execute(select, args).fetchall()
         updates = [
-            (*fact_columns(event, json.loads(scopes), json.loads(amounts), json.loads(data)), seq)
-            for seq, event, scopes, amounts, data in rows
+            (*_stored_facts(event, scopes, amounts, data), seq) for seq, event, scopes, amounts, data in rows
         ]
         db.executemany(sql.put_facts, updates)
         db.execute("COMMIT")
@@ -108,6 +107,14 @@ def _fill_chunk(db: sqlite3.Connection, sql: JournalSql, select: str, args: tupl
         db.execute("ROLLBACK")
         raise
     return int(rows[-1][0]) if rows else None
+
+
+def _stored_facts(event: str, scopes: str, amounts: str, data: str) -> tuple[Any, ...]:
+    """``fact_columns`` of a stored row (its JSON unreadable: the row is one only Python reads)."""
+    try:
+        return fact_columns(event, json.loads(scopes), json.loads(amounts), json.loads(data))
+    except ValueError:
+        return (ODD, *(None,) * (len(COLUMNS) - 1))
 
 
 @dataclass(frozen=True, slots=True)
