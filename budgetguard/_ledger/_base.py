@@ -139,24 +139,31 @@ class Ledger(ABC):
     ) -> Iterator[JournalEntry]:
         """The journal's entries from ``since`` to ``until``, oldest first, read ``chunk`` at a time: a
         range of any length streams through in bounded memory (reports, exports). This reads pages of
-        ``history`` (each from the last page's millisecond on, without the entries seen there); a
-        store that can keep a cursor open reads through it instead."""
-        seen: set[tuple[str, str]] = set()
-        last: int | None = None
-        start = since
+        ``history``, each from the newest time read so far, and skips what it holds up to the last
+        entry already given (an entry's time may lag its place in the journal: never the time alone);
+        a store that can keep a cursor open reads through it instead."""
+        start = (
+            since if since is None or since.tzinfo else since.astimezone()
+        )  # (as ``timestamp()`` reads it)
+        last: tuple[int, str, str] | None = None  # the last entry given
         while True:
             page = self.history(since=start, until=until, limit=chunk)
-            fresh = [e for e in page if e.ts != last or (e.reservation_id, e.event) not in seen]
+            keys = [(e.ts, e.reservation_id, e.event) for e in page]
+            if last is not None and last in keys:
+                fresh = page[keys.index(last) + 1 :]
+            elif last is not None and len(page) >= chunk:
+                chunk *= 2  # the last entry given lies further on: read a longer page
+                continue
+            else:
+                fresh = page  # (the first page, or the last entry given was trimmed meanwhile)
             yield from fresh
             if len(page) < chunk:
                 return
-            newest = page[-1].ts
-            if not fresh:  # a millisecond of more than ``chunk`` entries: read it whole
+            if not fresh:  # a page of entries given already: read a longer one
                 chunk *= 2
                 continue
-            at_newest: set[tuple[str, str]] = {(e.reservation_id, e.event) for e in page if e.ts == newest}
-            seen = at_newest | seen if newest == last else at_newest
-            last, start = newest, to_datetime(newest)
+            last, newest = keys[-1], to_datetime(page[-1].ts)
+            start = newest if start is None else max(start, newest)
 
     def close(self) -> None:  # noqa: B027 - optional for stores without resources
         """Release connections and files."""
