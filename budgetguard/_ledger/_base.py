@@ -162,7 +162,7 @@ class Ledger(ABC):
             if not fresh:  # a page of entries given already: read a longer one
                 chunk *= 2
                 continue
-            last, newest = keys[-1], to_datetime(page[-1].ts)
+            last, newest = keys[-1], to_datetime(page[-1].ts - 1)  # (a ms early: an id may lag its time too)
             start = newest if start is None else max(start, newest)
 
     def close(self) -> None:  # noqa: B027 - optional for stores without resources
