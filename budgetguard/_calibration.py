@@ -29,35 +29,10 @@ from typing import Any
 from ._cache import Bounded
 from ._errors import ConfigurationError, LedgerError
 from ._ledger import JournalEntry
+from ._ledger._facts import estimate_and_cost
 from ._ledger._types import to_datetime
-from ._money import to_nano
 
 __all__ = ["Calibration", "JournalRead", "Learned", "Ratios", "held_usd", "learned_ratio", "ratio"]
-
-
-def _estimated_nano(entry: JournalEntry) -> int | None:
-    text = entry.data.get("estimated_usd")
-    if not isinstance(text, str):
-        return None
-    try:
-        return to_nano(Decimal(text))
-    except (ArithmeticError, ConfigurationError, ValueError):
-        return None
-
-
-def estimate_and_cost(entry: JournalEntry) -> tuple[int, int] | None:
-    """``(worst-case estimate, actual)`` in nano-USD of a committed call's entry, else ``None``."""
-    if entry.event != "committed":
-        return None
-    estimated = _estimated_nano(entry)
-    if not estimated:
-        return None
-    charged = entry.amounts.get("usd")
-    if charged is None:
-        charged = entry.data.get("cost_nano")
-    if not isinstance(charged, int):
-        return None
-    return estimated, charged
 
 
 def ratio(entry: JournalEntry) -> Fraction | None:
@@ -252,9 +227,3 @@ def learned_ratio(
 def held_usd(policy: Learned | None, learned: Fraction | None, worst: int) -> int:
     """The USD a call whose worst case is ``worst`` holds under ``policy`` (``None``: the worst case)."""
     return worst if policy is None else policy.hold(worst, learned)
-
-
-def by_function(entry: JournalEntry) -> str:
-    """A report's key for ``--by function``: the decorated function, else ``(unknown)``."""
-    value = entry.data.get("function")
-    return value if isinstance(value, str) else "(unknown)"

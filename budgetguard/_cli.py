@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import click
 from rich.console import Console
@@ -34,7 +34,7 @@ from ._guard import Guard
 from ._ledger import CounterSpec, CounterStatus
 from ._ledger._types import to_datetime
 from ._money import format_usd, to_nano
-from ._report import Journal, export_row, parse_when, read_journal, report
+from ._report import coverage, export_row, parse_when, stream_journal, summarize
 
 
 class _State:
@@ -290,11 +290,10 @@ def _per(counter: CounterSpec) -> str:
 # -- report and export ------------------------------------------------------------------------------
 
 
-def _journal(state: _State, since: str, until: str | None, scope: str | None) -> Journal:
-    """The journal's entries in the time range (see ``read_journal``)."""
+def _range(since: str, until: str | None) -> tuple[datetime, datetime | None]:
+    """The time range the options name."""
     now = datetime.now(UTC)
-    until_at = parse_when(until, now) if until else None
-    return read_journal(state.guard.ledger, since=parse_when(since, now), until=until_at, scope=scope)
+    return parse_when(since, now), parse_when(until, now) if until else None
 
 
 def _warn(warning: str | None) -> None:
@@ -313,11 +312,47 @@ def _write(text: str, output: str | None) -> None:
 
 def _csv(rows: Sequence[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["key"], lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()})
+    _write_csv(rows, buffer)
     return buffer.getvalue()
+
+
+def _write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> None:
+    """``rows`` as CSV, one at a time (the header from the first row's keys)."""
+    writer: csv.DictWriter[str] | None = None
+    for row in rows:
+        if writer is None:
+            writer = csv.DictWriter(out, fieldnames=list(row), lineterminator="\n")
+            writer.writeheader()
+        writer.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()})
+    if writer is None:
+        csv.DictWriter(out, fieldnames=["key"], lineterminator="\n").writeheader()
+
+
+def _write_jsonl(rows: Iterable[dict[str, Any]], out: IO[str]) -> None:
+    """``rows`` as JSON lines, one at a time."""
+    for row in rows:
+        out.write(json.dumps(row) + "\n")
+
+
+class _Echo(io.StringIO):
+    """Text for stdout, passed on to ``click.echo`` every 64 KiB (and at ``flush``): a long export is
+    written as it is made, never held whole."""
+
+    written = False
+
+    def write(self, text: str) -> int:
+        super().write(text)
+        if self.tell() >= 65_536:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        text = self.getvalue()
+        if text:
+            click.echo(text, nl=False)
+            self.written = True
+            self.seek(0)
+            self.truncate()
 
 
 _since = click.option("--since", default="7d", show_default=True, help="A span (7d, 24h, 30m) or a date.")
@@ -345,8 +380,10 @@ def report_command(
 ) -> None:
     """Spend from the journal, grouped by user, feature, model or day. Says so when the journal no longer
     covers the whole range (it keeps a bounded history)."""
-    journal = _journal(state, since, until, scope)
-    rows, total = report(journal.entries, by)
+    since_at, until_at = _range(since, until)
+    shown = fmt != "table" or by in ("model", "function")  # (a table by user, day... shows no ratios)
+    summary = summarize(state.guard.ledger, by, since=since_at, until=until_at, scope=scope, ratios=shown)
+    rows, total, journal = summary.rows, summary.total, summary.coverage
     warning = journal.warning("report")
     if fmt == "json":
         complete_since = journal.complete_since.isoformat() if journal.complete_since else None
@@ -412,11 +449,21 @@ def _table(title: str, key: str, columns: list[tuple[str, str, str]], cells: lis
 def export(state: _State, since: str, until: str | None, fmt: str, output: str | None) -> None:
     """Raw journal rows (commits, refusals, releases, expiries) for finance. Says so on stderr when the
     journal no longer covers the whole range (it keeps a bounded history)."""
-    journal = _journal(state, since, until, None)
-    rows = [export_row(e) for e in journal.entries]
-    text = _csv(rows) if fmt == "csv" else "".join(json.dumps(r) + "\n" for r in rows)
-    _write(text, output)
-    _warn(journal.warning("export"))
+    since_at, until_at = _range(since, until)
+    ledger = state.guard.ledger
+    rows = map(export_row, stream_journal(ledger, since=since_at, until=until_at))
+    write = _write_csv if fmt == "csv" else _write_jsonl
+    if output is None:
+        out = _Echo()
+        write(rows, out)
+        out.flush()
+        if not out.written:  # (nothing at all: a blank line, as ever)
+            click.echo("")
+    else:
+        with open(output, "w") as f:
+            write(rows, f)
+        console.print(f"wrote {output}", style="dim")
+    _warn(coverage(ledger, since=since_at, until=until_at).warning("export"))  # (read after the rows)
 
 
 # -- prices and estimate ----------------------------------------------------------------------------

@@ -8,22 +8,42 @@ range starts before what the journal still covers.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from array import array
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
+from operator import truediv
 from typing import Any
 
 from ._budgets import Scope
-from ._calibration import Ratios, by_function, estimate_and_cost
+from ._calibration import Ratios
 from ._errors import ConfigurationError
-from ._ledger import JournalEntry, Ledger
+from ._ledger import JournalEntry, Ledger, SQLiteLedger
+from ._ledger._base import JournalQuery
+from ._ledger._facts import call_scopes as scopes_of
+from ._ledger._facts import calls, cost_of, estimate_pair, function_key, model_key, tokens
+from ._ledger._sqlite_report import PERCENTILES, Aggregate, Sums
 from ._money import to_usd
-from ._usage import Usage
 
-__all__ = ["Journal", "ReportRow", "entry_cost", "export_row", "parse_when", "read_journal", "report"]
+__all__ = [
+    "Coverage",
+    "Journal",
+    "ReportRow",
+    "Summary",
+    "coverage",
+    "entry_cost",
+    "export_row",
+    "parse_when",
+    "read_journal",
+    "report",
+    "stream_journal",
+    "summarize",
+]
 
 _SPAN = re.compile(r"^(\d+)\s*(m|min|h|d|w)$")
 _UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -45,11 +65,10 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
 
 
 @dataclass(frozen=True, slots=True)
-class Journal:
-    """The journal's entries in a time range, as a report or an export reads them, and since when the
-    journal is complete (``Ledger.journal_complete_since``: ``None`` if it never dropped an entry)."""
+class Coverage:
+    """A report's or an export's time range, and since when the journal is complete
+    (``Ledger.journal_complete_since``: ``None`` if it never dropped an entry)."""
 
-    entries: list[JournalEntry]
     since: datetime | None
     until: datetime | None
     complete_since: datetime | None
@@ -69,6 +88,30 @@ class Journal:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Journal:
+    """The journal's entries in a time range, as a report or an export reads them, and since when the
+    journal is complete (``Ledger.journal_complete_since``: ``None`` if it never dropped an entry)."""
+
+    entries: list[JournalEntry]
+    since: datetime | None
+    until: datetime | None
+    complete_since: datetime | None
+
+    @property
+    def coverage(self) -> Coverage:
+        return Coverage(self.since, self.until, self.complete_since)
+
+    @property
+    def incomplete(self) -> bool:
+        """The range starts before the journal's coverage: entries of it may have been dropped."""
+        return self.coverage.incomplete
+
+    def warning(self, what: str = "report") -> str | None:
+        """What to tell the reader of a ``what`` (report, export) built on an incomplete range."""
+        return self.coverage.warning(what)
+
+
 def _shown(moment: datetime | None) -> str:
     assert moment is not None
     moment = moment.astimezone(UTC)
@@ -77,53 +120,115 @@ def _shown(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _utc(moment: datetime | None) -> datetime | None:
+    """A time without a time zone is UTC, as ``parse_when`` reads it."""
+    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def read_journal(
     ledger: Ledger, *, since: datetime | None, until: datetime | None = None, scope: str | None = None
 ) -> Journal:
     """The entries from ``since`` to ``until``; with ``scope``, those of the calls made on it, whether or
     not a budget charged it (the ledger's own scope filter sees only the charged scopes). A time without a
-    time zone is UTC, as ``parse_when`` reads it."""
-    since, until = (t if t is None or t.tzinfo else t.replace(tzinfo=UTC) for t in (since, until))
-    entries = ledger.history(since=since, until=until)
-    complete_since = ledger.journal_complete_since()  # read after: a trim meanwhile is not missed
-    if scope is not None:
-        label = str(Scope.parse(scope))
-        entries = [e for e in entries if label in call_scopes(e)]
-    return Journal(entries, since, until, complete_since)
+    time zone is UTC, as ``parse_when`` reads it. (``summarize`` and ``stream_journal`` read a range of
+    any length without holding it.)"""
+    entries = list(stream_journal(ledger, since=since, until=until, scope=scope))
+    return Journal(entries, _utc(since), _utc(until), ledger.journal_complete_since())
+
+
+def stream_journal(
+    ledger: Ledger, *, since: datetime | None, until: datetime | None = None, scope: str | None = None
+) -> Iterator[JournalEntry]:
+    """``read_journal``'s entries, streamed (``Ledger.stream_history``). Read ``coverage`` after them:
+    a trim meanwhile is then not missed."""
+    entries = ledger.stream_history(since=_utc(since), until=_utc(until))
+    if scope is None:
+        return entries
+    label = str(Scope.parse(scope))
+    return (e for e in entries if label in call_scopes(e))
+
+
+def coverage(ledger: Ledger, *, since: datetime | None, until: datetime | None = None) -> Coverage:
+    """The range and since when the journal is complete, read now (after reading the range)."""
+    return Coverage(_utc(since), _utc(until), ledger.journal_complete_since())
 
 
 def entry_cost(entry: JournalEntry) -> int:
     """What a committed entry cost, in nano-USD (0 for refusals, releases and expiries)."""
-    if entry.event != "committed":
-        return 0
-    charged = entry.amounts.get("usd")
-    if charged is None:
-        charged = entry.data.get("cost_nano", 0)
-    return int(charged)
-
-
-def _usage(entry: JournalEntry) -> Usage:
-    raw = entry.data.get("usage")
-    return Usage(**raw) if isinstance(raw, Mapping) else Usage()
+    return cost_of(entry.event, entry.amounts, entry.data)
 
 
 def call_scopes(entry: JournalEntry) -> list[str]:
     """Every scope of the call (also those without a budget), falling back to the charged ones."""
-    scopes = entry.data.get("scopes")
-    return [str(s) for s in scopes] if isinstance(scopes, list | tuple) else list(entry.scopes)
+    return scopes_of(entry.data, entry.scopes)
 
 
 def _keys(entry: JournalEntry, by: str) -> list[str]:
     if by == "model":
-        return [entry.model or "(unknown)"]
+        return [model_key(entry.data)]
     if by == "day":
         return [entry.time.date().isoformat()]
     if by == "function":
-        return [by_function(entry)]
+        return [function_key(entry.data)]
+    return _scope_keys(call_scopes(entry), by)
+
+
+def _scope_keys(labels: list[str], by: str) -> list[str]:
+    """The keys of a call on ``labels`` by ``scope`` or by a scope kind (``user``: the ids of its users)."""
     if by == "scope":
-        return call_scopes(entry) or ["(none)"]
-    ids = [s.partition(":")[2] for s in call_scopes(entry) if s.partition(":")[0] == by]
+        return labels or ["(none)"]
+    ids = [s.partition(":")[2] for s in labels if s.partition(":")[0] == by]
     return ids or ["(none)"]
+
+
+class RatioSample:
+    """actual / estimate of many calls, kept as two int64 arrays (16 bytes a call, not a ``Fraction``
+    each), with the exact nearest-rank distribution (``ratios``)."""
+
+    __slots__ = ("actual", "estimate")
+
+    def __init__(self) -> None:
+        self.actual: Any = array("q")
+        self.estimate: Any = array("q")
+
+    def add(self, actual: int, estimate: int) -> None:
+        try:
+            self.actual.append(actual)
+            self.estimate.append(estimate)
+        except OverflowError:  # (beyond int64: plain lists from now on)
+            self.actual, self.estimate = list(self.actual)[: len(self.estimate)], list(self.estimate)
+            self.add(actual, estimate)
+
+    def append(self, ratio: Fraction) -> None:
+        self.add(ratio.numerator, ratio.denominator)
+
+    def __len__(self) -> int:
+        return len(self.estimate)
+
+    def __iter__(self) -> Iterator[Fraction]:
+        return map(Fraction, self.actual, self.estimate)
+
+    def ratios(self) -> Ratios | None:
+        """Median, p95 and max by nearest rank, exactly: ordered by the float ratio (int / int is
+        correctly rounded, so never out of order), each rank's tie of equal floats ordered exactly."""
+        n = len(self)
+        if not n:
+            return None
+        floats = sorted(map(truediv, self.actual, self.estimate))
+        picks = []
+        for rank in nearest_ranks(n):
+            value = floats[rank - 1]
+            lo = bisect_left(floats, value) + 1
+            tie = sorted(
+                Fraction(a, b) for a, b in zip(self.actual, self.estimate, strict=True) if a / b == value
+            )
+            picks.append(tie[rank - lo])
+        return Ratios(n, *picks)
+
+
+def nearest_ranks(n: int) -> list[int]:
+    """The nearest ranks of the median, p95 and max among ``n`` (``calibration.nearest_rank``)."""
+    return [max((p * n + 99) // 100, 1) for p in PERCENTILES]
 
 
 @dataclass
@@ -136,8 +241,10 @@ class ReportRow:
     cost_nano: int = 0
     estimated_nano: int = 0
     """The worst-case estimates of the calls that carry one (``estimated_usd``)."""
-    ratios: list[Fraction] = field(default_factory=list, repr=False)
-    """actual / estimate of each of those calls (self-calibration)."""
+    ratios: RatioSample = field(default_factory=RatioSample, repr=False)
+    """actual / estimate of each of those calls (self-calibration), when aggregated in Python."""
+    distribution: Ratios | None = field(default=None, repr=False)
+    """Their distribution when the store aggregated it (``ratios`` is then empty)."""
 
     @property
     def cost(self) -> Decimal:
@@ -150,7 +257,7 @@ class ReportRow:
     @property
     def calibration(self) -> Ratios | None:
         """The distribution of actual / estimate (median, p95, max), ``None`` without estimates."""
-        return Ratios.of(self.ratios)
+        return self.distribution if self.distribution is not None else self.ratios.ratios()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -174,31 +281,100 @@ def report(entries: Iterable[JournalEntry], by: str) -> tuple[list[ReportRow], R
     """Rows grouped ``by`` a scope kind (user, feature, ...), ``scope``, ``model``, ``function`` (the
     decorated function) or ``day``, most expensive first, and the total. Calls are committed attempts; a
     call counts once per key. Each row also sums the calls' worst-case estimates and keeps their
-    actual / estimate ratios (``ReportRow.calibration``: how far below its reservation a call came)."""
+    actual / estimate ratios (``ReportRow.calibration``: how far below its reservation a call came).
+    The entries are read once, as they come (a stream of any length)."""
     rows: dict[str, ReportRow] = {}
     total = ReportRow("total")
     for entry in entries:
-        if entry.event not in ("committed", "refused"):
+        event = entry.event
+        if event not in ("committed", "refused"):
             continue
-        usage, cost = _usage(entry), entry_cost(entry)
-        pair = estimate_and_cost(entry)
+        data = entry.data
+        n_in, n_out = tokens(data)
+        cost = cost_of(event, entry.amounts, data)
+        pair = estimate_pair(event, entry.amounts, data)
         for row in [*(rows.setdefault(k, ReportRow(k)) for k in _keys(entry, by)), total]:
-            if entry.event == "refused":
+            if event == "refused":
                 row.refused += 1
                 continue
-            row.calls += int(entry.data.get("calls", 1))  # a job's line counts each of its calls
-            row.input_tokens += usage.total_input_tokens
-            row.output_tokens += usage.total_output_tokens
+            row.calls += calls(data)  # a job's line counts each of its calls
+            row.input_tokens += n_in
+            row.output_tokens += n_out
             row.cost_nano += cost
             if pair is not None:
                 row.estimated_nano += pair[0]
-                row.ratios.append(Fraction(pair[1], pair[0]))
-    return sorted(rows.values(), key=lambda r: (-r.cost_nano, r.key)), total
+                row.ratios.add(pair[1], pair[0])
+    return _sorted(rows.values()), total
+
+
+def _sorted(rows: Iterable[ReportRow]) -> list[ReportRow]:
+    return sorted(rows, key=lambda r: (-r.cost_nano, r.key))
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """A report: its rows (most expensive first), the total, and the journal's coverage of the range."""
+
+    rows: list[ReportRow]
+    total: ReportRow
+    coverage: Coverage
+
+
+def summarize(
+    ledger: Ledger,
+    by: str,
+    *,
+    since: datetime | None,
+    until: datetime | None = None,
+    scope: str | None = None,
+    ratios: bool = True,
+) -> Summary:
+    """``report(read_journal(...).entries, by)`` without holding the range: aggregated inside the store
+    where it can (SQLite: ``GROUP BY`` over the journal's report columns), else streamed through
+    ``report`` in chunks (memory, Redis). The numbers are the same either way."""
+    found = None
+    if isinstance(ledger, SQLiteLedger):
+        query = JournalQuery.parse(_utc(since), _utc(until), None, None, None, None)
+        label = None if scope is None else str(Scope.parse(scope))
+        found = ledger.aggregate_journal(query.since, query.until, label, by, ratios=ratios)
+    if found is not None:
+        rows, total = _from_store(found, by)
+    else:
+        rows, total = report(stream_journal(ledger, since=since, until=until, scope=scope), by)
+    return Summary(rows, total, coverage(ledger, since=since, until=until))
+
+
+def _from_store(found: Aggregate, by: str) -> tuple[list[ReportRow], ReportRow]:
+    def row(sums: Sums, ranked: list[tuple[int, int, int, int]] | None) -> ReportRow:
+        made = ReportRow(sums.key, sums.calls, sums.refused, sums.input_tokens, sums.output_tokens,
+                         sums.cost_nano, sums.estimated_nano)  # fmt: skip
+        if sums.ratios and ranked is not None:  # (``None``: the distributions were not asked for)
+            picks = []
+            for rank in nearest_ranks(sums.ratios):
+                tie = sorted((Fraction(a, b), lo) for a, b, lo, hi in ranked if lo <= rank <= hi)
+                picks.append(tie[rank - tie[0][1]][0])
+            made.distribution = Ratios(sums.ratios, *picks)
+        return made
+
+    total = row(found.total, found.total_ranked.get(""))
+    sums = _spread(found.rows, by) if found.lists else found.rows
+    return _sorted(row(s, found.ranked.get(s.key)) for s in sums), total
+
+
+def _spread(lists: list[Sums], by: str) -> list[Sums]:
+    """Sums per distinct list of scopes (its JSON) spread over each list's keys (``_scope_keys``)."""
+    keys: dict[str, list[int]] = {}
+    for sums in lists:
+        values = astuple(sums)[1:]
+        for key in _scope_keys(scopes_of({"scopes": json.loads(sums.key)}, ()), by):
+            found = keys.get(key)
+            keys[key] = list(values) if found is None else [a + b for a, b in zip(found, values, strict=True)]
+    return [Sums(key, *values) for key, values in keys.items()]
 
 
 def export_row(entry: JournalEntry) -> dict[str, Any]:
     """One journal entry as a flat record for finance (CSV or JSON lines)."""
-    usage = _usage(entry)
+    n_in, n_out = tokens(entry.data)
     return {
         "time": entry.time.isoformat(),
         "event": entry.event,
@@ -209,8 +385,8 @@ def export_row(entry: JournalEntry) -> dict[str, Any]:
         "attempt": entry.data.get("attempt", ""),
         "cost_usd": str(to_usd(entry_cost(entry))),
         "estimated_usd": entry.data.get("estimated_usd", ""),
-        "input_tokens": usage.total_input_tokens,
-        "output_tokens": usage.total_output_tokens,
+        "input_tokens": n_in,
+        "output_tokens": n_out,
         "amounts": dict(entry.amounts),
         "flags": {k: v for k, v in entry.data.items() if k not in _KNOWN},
     }

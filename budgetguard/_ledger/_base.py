@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,6 +22,7 @@ from ._types import (
     Outcome,
     Reservation,
     scope_labels,
+    to_datetime,
 )
 
 __all__ = [
@@ -132,6 +133,37 @@ class Ledger(ABC):
         instant such that every entry from it on is kept and some entry before it was dropped (the
         journal is bounded: ``journal_maxlen`` entries on memory and Redis, ``journal_retention_days``
         on SQLite). ``history`` before it is incomplete; reports say so."""
+
+    def stream_history(
+        self, *, since: datetime | None = None, until: datetime | None = None, chunk: int = 5_000
+    ) -> Iterator[JournalEntry]:
+        """The journal's entries from ``since`` to ``until``, oldest first, read ``chunk`` at a time: a
+        range of any length streams through in bounded memory (reports, exports). This reads pages of
+        ``history``, each from the newest time read so far, and skips what it holds up to the last
+        entry already given (an entry's time may lag its place in the journal: never the time alone);
+        a store that can keep a cursor open reads through it instead."""
+        start = (
+            since if since is None or since.tzinfo else since.astimezone()
+        )  # (as ``timestamp()`` reads it)
+        last: tuple[int, str, str] | None = None  # the last entry given
+        while True:
+            page = self.history(since=start, until=until, limit=chunk)
+            keys = [(e.ts, e.reservation_id, e.event) for e in page]
+            if last is not None and last in keys:
+                fresh = page[keys.index(last) + 1 :]
+            elif last is not None and len(page) >= chunk:
+                chunk *= 2  # the last entry given lies further on: read a longer page
+                continue
+            else:
+                fresh = page  # (the first page, or the last entry given was trimmed meanwhile)
+            yield from fresh
+            if len(page) < chunk:
+                return
+            if not fresh:  # a page of entries given already: read a longer one
+                chunk *= 2
+                continue
+            last, newest = keys[-1], to_datetime(page[-1].ts - 1)  # (a ms early: an id may lag its time too)
+            start = newest if start is None else max(start, newest)
 
     def close(self) -> None:  # noqa: B027 - optional for stores without resources
         """Release connections and files."""

@@ -119,6 +119,13 @@ class LocalLedger(Store, Ledger):
         parsed.take(self._journal(parsed.since, parsed.until, parsed.scope, None), out)
         return out
 
+    def stream_history(
+        self, *, since: datetime | None = None, until: datetime | None = None, chunk: int = 5_000
+    ) -> Iterator[JournalEntry]:
+        """``Ledger.stream_history``, through the store's own cursor over its journal."""
+        query = JournalQuery.parse(since, until, None, None, None, None)
+        return self._journal(query.since, query.until, None, None)
+
     def _journal_complete_since(self) -> datetime | None:
         ms = self._complete_since_ms()
         return None if ms is None else to_datetime(ms)

@@ -24,12 +24,14 @@ from .._errors import LedgerError
 from ._base import DEFAULT_NAMESPACE, check_setting
 from ._engine import Slot, Tx, resolved_record
 from ._local import LocalLedger, journal_entry, wall_clock_ms
+from ._sqlite_report import COLUMNS, Aggregate, JournalSql, aggregate, fact_columns, migrate
+from ._sqlite_report import DDL as REPORT_COLUMNS
 from ._stored import decode_held, decode_refusal, encode_held, encode_refusal
 from ._types import HeldCounter, JournalEntry
 
 Meta = dict[str, Any]
 
-__all__ = ["SQLiteLedger"]
+__all__ = ["SQLiteLedger", "journal_row"]
 
 R = TypeVar("R")
 
@@ -49,14 +51,15 @@ CREATE INDEX IF NOT EXISTS {counters_by_expiry} ON {counters} (expires_at) WHERE
 CREATE TABLE IF NOT EXISTS {limits} (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
 CREATE TABLE IF NOT EXISTS {journal} (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL, event TEXT NOT NULL,
-    res_id TEXT NOT NULL, scopes TEXT NOT NULL, amounts TEXT NOT NULL, data TEXT NOT NULL
+    res_id TEXT NOT NULL, scopes TEXT NOT NULL, amounts TEXT NOT NULL, data TEXT NOT NULL, {report_columns}
 ) STRICT;
 CREATE INDEX IF NOT EXISTS {journal_by_time} ON {journal} (ts);
 CREATE TABLE IF NOT EXISTS {meta} (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
 """
 """A namespace's tables (``{name}``: a table or index name, see ``_Sql``). ``meta`` holds ``schema`` (1:
 past windows' lease rows are pruned with their counters; 2: leases and reservations are ``WITHOUT ROWID``
-tables, ``_TABLES``) and ``journal_complete_since`` (ms)."""
+tables, ``_TABLES``), ``journal_complete_since`` (ms) and ``journal_facts`` (1: the journal's report
+columns are filled, see ``_sqlite_report``)."""
 _SCHEMA_VERSION = 2
 
 _TABLES = {
@@ -92,7 +95,8 @@ class _Sql:
         limits, journal, meta = n["limits"], n["journal"], n["meta"]
         self.names = n
         tables = {f"{t}_table": sql.format(name=n[t]) for t, sql in _TABLES.items()}
-        self.schema = _SCHEMA.format(**n, **tables)
+        self.schema = _SCHEMA.format(**n, **tables, report_columns=REPORT_COLUMNS)
+        self.report = JournalSql(journal)
         # a counter's spent and held, its limit override, and whether a lease of it has expired: what
         # each operation reads of a counter, in one statement
         self.read = (
@@ -124,7 +128,8 @@ class _Sql:
         self.clear_limit = f"DELETE FROM {limits} WHERE key = ?"
         self.put_limit = _upsert(limits, "excluded.value")
         self.journal = (
-            f"INSERT INTO {journal} (ts, event, res_id, scopes, amounts, data) VALUES (?, ?, ?, ?, ?, ?)"
+            f"INSERT INTO {journal} (ts, event, res_id, scopes, amounts, data, {', '.join(COLUMNS)}) "
+            f"VALUES ({', '.join('?' * (6 + len(COLUMNS)))})"
         )
         self.history = (
             f"SELECT ts, event, res_id, scopes, amounts, data FROM {journal} "
@@ -270,10 +275,16 @@ class _SQLiteTx:
     def journal(
         self, ts: int, event: str, res_id: str, scopes: Sequence[str], amounts: Meta, data: Meta
     ) -> None:
-        self.db.execute(
-            self.sql.journal,
-            (ts, event, res_id, json.dumps(scopes), json.dumps(amounts), json.dumps(data, sort_keys=True)),
-        )
+        self.db.execute(self.sql.journal, journal_row(ts, event, res_id, scopes, amounts, data))
+
+
+def journal_row(
+    ts: int, event: str, res_id: str, scopes: Sequence[str], amounts: Meta, data: Meta
+) -> tuple[Any, ...]:
+    """A journal entry as the journal table's insert (``_Sql.journal``) takes it: its JSON, then its
+    report columns."""
+    return (ts, event, res_id, json.dumps(scopes), json.dumps(amounts), json.dumps(data, sort_keys=True),
+            *fact_columns(event, scopes, amounts, data))  # fmt: skip
 
 
 class _Transaction:
@@ -342,6 +353,7 @@ class SQLiteLedger(LocalLedger):
             with db:
                 db.executescript(self._sql.schema)
             self._migrate(db)
+            self._migrate_journal(db)
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open the SQLite ledger at {path}: {exc}") from exc
 
@@ -383,6 +395,20 @@ class SQLiteLedger(LocalLedger):
         if table == "reservations":
             db.execute(f"CREATE INDEX {n['reservations_by_expiry']} ON {n['reservations']} (expires_at)")
 
+    def _migrate_journal(self, db: sqlite3.Connection) -> None:
+        """Once per namespace: the journal's report columns on a table made before them (and filled)."""
+        sql = self._sql
+
+        def done() -> bool:
+            row = db.execute(sql.meta, ("journal_facts",)).fetchone()
+            return row is not None and row[0] >= 1
+
+        def mark() -> None:
+            with db:
+                db.execute(sql.put_meta, ("journal_facts", 1))
+
+        migrate(db, sql.report, done, mark)
+
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
@@ -416,16 +442,25 @@ class SQLiteLedger(LocalLedger):
     def _journal(
         self, since: int | None, until: int | None, scope: str | None, limit: int | None
     ) -> Iterator[JournalEntry]:
-        rows = (
-            self._db()
-            .execute(
-                self._sql.history,
-                (since if since is not None else -(2**62), until if until is not None else 2**62),
-            )
-            .fetchall()
+        rows = self._db().execute(
+            self._sql.history,
+            (since if since is not None else -(2**62), until if until is not None else 2**62),
         )
-        for row in rows:
-            yield journal_entry(*row)
+        while chunk := rows.fetchmany(2000):  # (streamed: a long range is never all in memory)
+            for row in chunk:
+                yield journal_entry(*row)
+
+    def aggregate_journal(
+        self, since: int | None, until: int | None, scope: str | None, by: str, *, ratios: bool = True
+    ) -> Aggregate | None:
+        """A report's sums over the journal from ``since`` to ``until`` (ms), in SQL (``_sqlite_report``),
+        with the ratio distributions' rows if ``ratios``; ``None`` when the range holds an entry only
+        Python reads."""
+        try:
+            return aggregate(self._db(), self._sql.report, since if since is not None else -(2**62),
+                             until if until is not None else 2**62, scope, by, ratios=ratios)  # fmt: skip
+        except sqlite3.Error as exc:
+            raise LedgerError(f"SQLite ledger report failed: {exc}") from exc
 
     def _complete_since_ms(self) -> int | None:
         row = self._db().execute(self._sql.meta, ("journal_complete_since",)).fetchone()

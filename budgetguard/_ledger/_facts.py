@@ -1,0 +1,143 @@
+"""What a report reads of one journal entry: its cost, tokens, calls, estimate and group keys (one rule,
+shared by the streamed Python aggregate and the SQLite journal's report columns).
+
+``facts`` computes them once from an entry's parts; the SQLite store writes them beside the entry
+(``_sqlite_report``), so a report sums columns in SQL instead of reading every entry's JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from .._cache import memo
+from .._errors import ConfigurationError
+from .._money import to_nano
+from .._usage import Usage
+
+__all__ = [
+    "ODD",
+    "call_scopes",
+    "calls",
+    "cost_of",
+    "entry_cost",
+    "estimate_pair",
+    "estimate_and_cost",
+    "facts",
+    "function_key",
+    "model_key",
+    "tokens",
+]
+
+ODD = -1
+"""``facts``' calls for an entry whose facts cannot be computed (a report reads it in Python)."""
+
+
+def cost_of(event: str, amounts: Mapping[str, Any], data: Mapping[str, Any]) -> int:
+    """What a committed entry cost, in nano-USD (0 for refusals, releases and expiries)."""
+    if event != "committed":
+        return 0
+    charged = amounts.get("usd")
+    if charged is None:
+        charged = data.get("cost_nano", 0)
+    return int(charged)
+
+
+def entry_cost(entry: Any) -> int:
+    """``cost_of`` a ``JournalEntry``."""
+    return cost_of(entry.event, entry.amounts, entry.data)
+
+
+_TEXT_COUNTS = frozenset(("input_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens",
+                          "output_tokens", "reasoning_tokens"))  # fmt: skip
+
+
+def tokens(data: Mapping[str, Any]) -> tuple[int, int]:
+    """The call's total input and output tokens (its ``usage``, read as ``Usage``; none without one)."""
+    raw = data.get("usage")
+    if not isinstance(raw, Mapping):
+        return 0, 0
+    if raw.keys() <= _TEXT_COUNTS and all(type(v) is int and v >= 0 for v in raw.values()):
+        get = raw.get  # (the common case, summed as ``Usage`` would, with its one other check)
+        n_out = get("output_tokens", 0)
+        if get("reasoning_tokens", 0) <= n_out:
+            n_in = get("input_tokens", 0) + get("cache_read_tokens", 0) + get("cache_write_tokens", 0)
+            return n_in + get("cache_write_1h_tokens", 0), n_out
+    usage = Usage(**raw)
+    return usage.total_input_tokens, usage.total_output_tokens
+
+
+def calls(data: Mapping[str, Any]) -> int:
+    """How many calls an entry counts (a job's line counts each of its calls)."""
+    return int(data.get("calls", 1))
+
+
+def _estimated_nano(data: Mapping[str, Any]) -> int | None:
+    text = data.get("estimated_usd")
+    return estimated_nano(text) if isinstance(text, str) else None
+
+
+@memo("ledger.facts.estimate", 4096)
+def estimated_nano(text: str) -> int | None:
+    """An ``estimated_usd`` in nano-USD (``None``: not an exact amount); calls repeat their estimates."""
+    try:
+        return to_nano(Decimal(text))
+    except (ArithmeticError, ConfigurationError, ValueError):
+        return None
+
+
+def estimate_pair(event: str, amounts: Mapping[str, Any], data: Mapping[str, Any]) -> tuple[int, int] | None:
+    """``(worst-case estimate, actual)`` in nano-USD of a committed call's entry, else ``None``."""
+    if event != "committed":
+        return None
+    estimated = _estimated_nano(data)
+    if not estimated:
+        return None
+    charged = amounts.get("usd")
+    if charged is None:
+        charged = data.get("cost_nano")
+    if not isinstance(charged, int):
+        return None
+    return estimated, charged
+
+
+def estimate_and_cost(entry: Any) -> tuple[int, int] | None:
+    """``estimate_pair`` of a ``JournalEntry``."""
+    return estimate_pair(entry.event, entry.amounts, entry.data)
+
+
+def call_scopes(data: Mapping[str, Any], scopes: Sequence[str]) -> list[str]:
+    """Every scope of the call (also those without a budget), falling back to the charged ones."""
+    found = data.get("scopes")
+    return [str(s) for s in found] if isinstance(found, list | tuple) else list(scopes)
+
+
+def model_key(data: Mapping[str, Any]) -> str:
+    """A report's key ``--by model``."""
+    value = data.get("model")
+    return value if isinstance(value, str) and value else "(unknown)"
+
+
+def function_key(data: Mapping[str, Any]) -> str:
+    """A report's key ``--by function``: the decorated function, else ``(unknown)``."""
+    value = data.get("function")
+    return value if isinstance(value, str) else "(unknown)"
+
+
+Facts = tuple[int, int, int, int, int | None, str, str, list[str]]
+
+
+def facts(
+    event: str, scopes: Sequence[str], amounts: Mapping[str, Any], data: Mapping[str, Any]
+) -> Facts | None:
+    """``(calls, input tokens, output tokens, cost, estimate or None, model key, function key, call
+    scopes)`` of an entry, as a report counts them; ``None`` when they cannot be read (a corrupt usage:
+    the report then reads the entry itself). The estimate is set only with an actual cost beside it."""
+    try:
+        pair = estimate_pair(event, amounts, data)
+        n_in, n_out = tokens(data)
+        return (calls(data), n_in, n_out, cost_of(event, amounts, data), None if pair is None else pair[0],
+                model_key(data), function_key(data), call_scopes(data, scopes))  # fmt: skip
+    except Exception:  # (the write goes on: the journal keeps what it was given)
+        return None

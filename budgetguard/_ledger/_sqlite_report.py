@@ -1,0 +1,260 @@
+"""Reports aggregated inside SQLite: the journal's report columns, their migration, and ``GROUP BY``.
+
+Each journal row carries, beside its JSON, what a report counts of it (``_facts.facts``): calls,
+input and output tokens, cost, the estimate beside that cost, the model and function keys, and the
+call's scopes when they differ from the charged ones. A report then sums columns over a time range
+(the ``ts`` index) in one statement per grouping, and takes each group's actual / estimate
+distribution (median, p95, max by nearest rank) with window functions: only the rows around those
+ranks come back to Python, which orders ties of the (correctly rounded) float ratio exactly.
+
+A database made before these columns gets them on open (``migrate``: instant). Its rows, and those
+an older process still writes, have none until a report finds one in its range and fills every
+such row (``fill``, in chunks of short write transactions), once. A row whose facts could not be
+read (``calls = -1``, a corrupt usage) makes ``aggregate`` answer ``None``: the caller reads the range
+in Python instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .._cache import memo
+from ._facts import ODD, facts
+
+__all__ = ["COLUMNS", "Aggregate", "JournalSql", "aggregate", "fact_columns", "fill", "migrate"]
+
+COLUMNS = ("r_calls", "r_in", "r_out", "r_cost", "r_estimate", "r_model", "r_function", "r_scopes")
+"""The journal's report columns (``fact_columns``), after its original ones."""
+_TYPES = ("INTEGER", "INTEGER", "INTEGER", "INTEGER", "INTEGER", "TEXT", "TEXT", "TEXT")
+DDL = ", ".join(f"{name} {kind}" for name, kind in zip(COLUMNS, _TYPES, strict=True))
+"""The report columns in the journal table's ``CREATE TABLE``."""
+_FILL_CHUNK = 2000
+_EXACT_FLOAT = 2**53
+"""Below it, an int is a double exactly, and ``a * 1.0 / b`` is a / b correctly rounded (monotone)."""
+
+
+def fact_columns(
+    event: str, scopes: Sequence[str], amounts: dict[str, Any], data: dict[str, Any]
+) -> tuple[Any, ...]:
+    """The report columns of a journal entry (all NULL but ``r_calls = -1`` when they cannot be read)."""
+    found = facts(event, scopes, amounts, data)
+    if found is None:
+        return (ODD, *(None,) * (len(COLUMNS) - 1))
+    labels = found[7]
+    return (*found[:7], None if labels == list(scopes) else _labels_json(tuple(labels)))
+
+
+@memo("ledger.sqlite.labels", 4096)
+def _labels_json(labels: tuple[str, ...]) -> str:
+    """A call's scopes as the journal's ``r_scopes`` keeps them (JSON); calls repeat their scopes."""
+    return json.dumps(labels)
+
+
+class JournalSql:
+    """The report statements of one journal table (``table``: its quoted name)."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.unfilled = f"SELECT seq, event, scopes, amounts, data FROM {table} WHERE seq > ? AND r_calls IS NULL ORDER BY seq LIMIT {_FILL_CHUNK}"  # noqa: E501
+        self.put_facts = f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in COLUMNS)} WHERE seq = ?"
+
+
+def migrate(
+    db: sqlite3.Connection, sql: JournalSql, done: Callable[[], bool], mark: Callable[[], None]
+) -> None:
+    """Give an older journal table its report columns (``done``/``mark``: whether that happened already
+    for this namespace, and record that it did). Its rows are filled by the first report (``fill``):
+    opening the store stays instant, whatever the journal's length."""
+    if done():
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({sql.table})")}
+        for name, kind in zip(COLUMNS, _TYPES, strict=True):
+            if name not in have:
+                db.execute(f"ALTER TABLE {sql.table} ADD COLUMN {name} {kind}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    mark()
+
+
+def fill(db: sqlite3.Connection, sql: JournalSql) -> None:
+    """Fill the report columns of the rows that lack them (written before the migration, or by an
+    older version of budgetguard since), in chunks of short write transactions."""
+    after: int | None = -1
+    while after is not None:
+        after = _fill_chunk(db, sql, sql.unfilled, (after,))
+
+
+def _fill_chunk(db: sqlite3.Connection, sql: JournalSql, select: str, args: tuple[int, ...]) -> int | None:
+    """One short write transaction filling up to a chunk of rows; the last row's seq, or ``None``
+    when there was nothing left."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        rows = db.execute(select, args).fetchall()
+        updates = [
+            (*_stored_facts(event, scopes, amounts, data), seq) for seq, event, scopes, amounts, data in rows
+        ]
+        db.executemany(sql.put_facts, updates)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return int(rows[-1][0]) if rows else None
+
+
+def _stored_facts(event: str, scopes: str, amounts: str, data: str) -> tuple[Any, ...]:
+    """``fact_columns`` of a stored row (its JSON unreadable: the row is one only Python reads)."""
+    try:
+        return fact_columns(event, json.loads(scopes), json.loads(amounts), json.loads(data))
+    except ValueError:
+        return (ODD, *(None,) * (len(COLUMNS) - 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Sums:
+    """One group's sums (see ``ReportRow``)."""
+
+    key: str
+    calls: int
+    refused: int
+    input_tokens: int
+    output_tokens: int
+    cost_nano: int
+    estimated_nano: int
+    ratios: int
+    """How many calls have an estimate (the size of the ratio distribution)."""
+
+
+Ranked = dict[str, list[tuple[int, int, int, int]]]
+"""Per key, the rows around its nearest ranks: (actual, estimate, first rank, last rank of its tie)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    """A report's groups and total, with the rows their ratio distributions need (``Ranked``)."""
+
+    rows: list[Sums]
+    total: Sums
+    ranked: Ranked
+    total_ranked: Ranked
+    lists: bool
+    """The rows are per distinct list of scopes (their keys: the lists' JSON), not per key."""
+
+
+_SUM_PARTS = (
+    "coalesce(sum(CASE WHEN event = 'committed' THEN r_calls END), 0)",
+    "count(CASE WHEN event = 'refused' THEN 1 END)",
+    "coalesce(sum(CASE WHEN event = 'committed' THEN r_in END), 0)",
+    "coalesce(sum(CASE WHEN event = 'committed' THEN r_out END), 0)",
+    "coalesce(sum(CASE WHEN event = 'committed' THEN r_cost END), 0)",
+    "coalesce(sum(r_estimate), 0)",
+    "count(r_estimate)",
+)
+"""A group's ``Sums`` after its key, in SQL."""
+_SUMS = ", ".join(_SUM_PARTS)
+_SCOPES = "coalesce(r_scopes, scopes)"
+_E_SCOPES = "coalesce(e.r_scopes, e.scopes)"
+_KIND = "CASE WHEN instr(s.value, ':') THEN substr(s.value, 1, instr(s.value, ':') - 1) ELSE s.value END"
+_ID = (
+    "CASE WHEN s.value IS NULL THEN '(none)' WHEN instr(s.value, ':') "
+    "THEN substr(s.value, instr(s.value, ':') + 1) ELSE '' END"
+)
+_DAY = "date((ts - (ts % 1000 + 1000) % 1000) / 1000, 'unixepoch')"
+_NEAREST = "max((? * n + 99) / 100, 1)"
+"""The nearest rank of the percentile ``?`` among ``n`` (``calibration.nearest_rank``, in integers)."""
+PERCENTILES = (50, 95, 100)
+
+
+def _keyed(by: str) -> tuple[str, str, tuple[Any, ...]]:
+    """A key column's expression, or for scopes the key's expression over ``s`` (each scope of the list
+    ``g.t``), the join that makes ``s``, and its arguments."""
+    if by == "model":
+        return "r_model", "", ()
+    if by == "function":
+        return "r_function", "", ()
+    if by == "day":
+        return _DAY, "", ()
+    if by == "scope":
+        return "coalesce(s.value, '(none)')", "LEFT JOIN json_each(g.t) AS s", ()
+    return _ID, f"LEFT JOIN json_each(g.t) AS s ON {_KIND} = ?", (by,)
+
+
+def aggregate(
+    db: sqlite3.Connection,
+    sql: JournalSql,
+    since: int,
+    until: int,
+    scope: str | None,
+    by: str,
+    *,
+    ratios: bool,
+) -> Aggregate | None:
+    """The report's sums over ``[since, until)`` (ms) of the calls made on ``scope`` (all: ``None``)
+    grouped ``by``, with the rows the ratio distributions need (``ratios``); ``None`` when a row of the
+    range must be read in Python (see the module).
+
+    One scan sums the rows per key or, by scope (or scope kind), per distinct list of the call's
+    scopes (``Aggregate.lists``: the caller spreads those sums over each list's keys; they add up
+    exactly, and the scopes' JSON is read once per list, not once per row)."""
+    where = "ts >= ? AND ts < ? AND event IN ('committed', 'refused')"
+    args: tuple[Any, ...] = (since, until)
+    if scope is not None:
+        where += f" AND EXISTS (SELECT 1 FROM json_each({_SCOPES}) WHERE value = ?)"
+        args += (scope,)
+    entries = f"SELECT ts, event, scopes, {', '.join(COLUMNS)} FROM {sql.table} WHERE {where}"
+    key, join, key_args = _keyed(by)
+    grouped = (
+        f"SELECT {_SCOPES if join else key} AS k, {_SUMS}, count(CASE WHEN r_calls IS NULL THEN 1 END), "
+        f"count(CASE WHEN r_calls = {ODD} OR r_estimate >= {_EXACT_FLOAT} OR (r_estimate IS NOT NULL "
+        f"AND r_cost >= {_EXACT_FLOAT}) THEN 1 END) FROM ({entries}) GROUP BY k"
+    )
+    for attempt in (1, 2):
+        db.execute("BEGIN")  # (one snapshot for every statement below)
+        try:
+            found = db.execute(grouped, args).fetchall()
+            unfilled = any(r[-2] for r in found)
+            if not (unfilled and attempt == 1):  # (else: rows an older version wrote, filled below)
+                if unfilled or any(r[-1] for r in found):
+                    return None
+                rows = [Sums(*r[:-2]) for r in found]
+                total = Sums("total", *(sum(r[i] for r in found) for i in range(1, len(_SUM_PARTS) + 1)))
+                if not (ratios and total.ratios):
+                    return Aggregate(rows, total, {}, {}, lists=bool(join))
+                if join:
+                    distinct = f"SELECT DISTINCT {_SCOPES} AS t FROM ({entries})"
+                    keys = f"SELECT g.t AS t, {key} AS k FROM ({distinct}) AS g {join}"
+                    keyed = (
+                        f"SELECT m.k AS k, e.* FROM ({entries}) AS e JOIN ({keys}) AS m ON m.t = {_E_SCOPES}"
+                    )
+                    ranked = _ranked(db, keyed, args + args + key_args)
+                else:
+                    ranked = _ranked(db, f"SELECT {key} AS k, * FROM ({entries})", args)
+                total_ranked = _ranked(db, f"SELECT '' AS k, * FROM ({entries})", args)
+                return Aggregate(rows, total, ranked, total_ranked, lists=bool(join))
+        finally:
+            db.execute("COMMIT")
+        fill(db, sql)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _ranked(db: sqlite3.Connection, keyed: str, args: tuple[Any, ...]) -> Ranked:
+    """The rows of each key's ratio ties that hold one of its nearest ranks (``PERCENTILES``)."""
+    windows = (
+        f"SELECT k, r_cost AS a, r_estimate AS b, rank() OVER w AS lo, count(*) OVER w AS hi, "
+        f"count(*) OVER (PARTITION BY k) AS n FROM ({keyed}) WHERE r_estimate IS NOT NULL "
+        "WINDOW w AS (PARTITION BY k ORDER BY r_cost * 1.0 / r_estimate)"
+    )
+    near = " OR ".join(f"{_NEAREST} BETWEEN lo AND hi" for _ in PERCENTILES)
+    out: Ranked = {}
+    for k, a, b, lo, hi in db.execute(
+        f"SELECT k, a, b, lo, hi FROM ({windows}) WHERE {near}", args + PERCENTILES
+    ):
+        out.setdefault(k, []).append((a, b, lo, hi))
+    return out

@@ -1,0 +1,224 @@
+"""Reports aggregated in the store (SQLite: ``GROUP BY`` over the journal's report columns) or streamed
+(memory, Redis: ``Ledger.stream_history`` in chunks) give exactly the numbers of the plain Python
+report over the whole list of entries, on every store (issue 17)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from datetime import timedelta
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from budgetguard._budgets import Unit
+from budgetguard._calibration import Ratios
+from budgetguard._cli import _csv, cli
+from budgetguard._errors import BudgetExceededError
+from budgetguard._ledger import JournalEntry, Ledger, SQLiteLedger, open_ledger
+from budgetguard._ledger._types import to_datetime
+from budgetguard._report import RatioSample, export_row, read_journal, report, summarize
+
+from .helpers import counter, hold
+
+ODD_USER = 'o\'brien "x" :colon, ünï'
+ODD_FEATURE = "a:b c'd"
+GROUPINGS = ("user", "feature", "team", "scope", "model", "function", "day", "global", "nothing")
+
+
+def _write(ledger: Ledger) -> None:
+    """A journal of commits (several units, estimates with tied and odd ratios, a job line of 3 calls,
+    a call without a USD budget), refusals, releases and calls on scopes with odd characters."""
+    users = ["alice", "bob", ODD_USER, "user:nested"]
+    for i in range(24):
+        user = users[i % len(users)]
+        scopes = ["global", f"user:{user}", f"feature:{ODD_FEATURE if i % 3 == 0 else 'search'}"]
+        if i % 5 == 0:
+            scopes.append("team")  # a scope without a colon
+        units = [Unit.USD, Unit.TOKENS] if i % 4 else [Unit.USD, Unit.TOKENS, Unit.REQUESTS]
+        if i % 7 == 6:
+            units = [Unit.TOKENS]  # no USD budget: the cost is in the data
+        holds = [hold(counter(f"user:{user}", 10**12, unit), 500 + i) for unit in units]
+        estimate = (1000, 1500, 2000, 3000)[i % 4]
+        meta = {"model": ("gpt-4o", "claude", "")[i % 3], "scopes": scopes, "attempt": 1,
+                "estimated_usd": f"0.00000{estimate}" if i % 6 else "not-a-number"}  # fmt: skip
+        if i % 4:
+            meta["function"] = f"app.{'chat' if i % 2 else 'search'}"
+        reservation = ledger.reserve(holds, meta=meta)
+        if i % 8 == 3:
+            ledger.release(reservation, meta={"reason": "cancelled"})
+            continue
+        cost = estimate // 2 if i % 2 else estimate  # ratios 1/2 and 1: many ties
+        actual = {unit.value: cost if unit is Unit.USD else 100 + i for unit in units}
+        usage = {"input_tokens": 40 + i, "output_tokens": 7 + i, "cache_read_tokens": i}
+        commit_meta = {"usage": usage, "cost_nano": cost}
+        if i % 9 == 0:
+            commit_meta["calls"] = 3  # a job's line
+        ledger.commit(reservation, actual, meta=commit_meta)
+        time.sleep(0.002)  # (distinct milliseconds: the time-range edges below)
+    tight = counter("user:alice", 10, Unit.USD)
+    for i in range(3):
+        with pytest.raises(BudgetExceededError):
+            ledger.reserve(
+                [hold(tight, 11 + i)], meta={"model": "gpt-4o", "scopes": ["user:alice", "global"]}
+            )
+
+
+def _same(ledger: Ledger, by: str, **window: object) -> None:
+    entries = read_journal(ledger, **window).entries  # type: ignore[arg-type]
+    rows, total = report(entries, by)
+    summary = summarize(ledger, by, **window)  # type: ignore[arg-type]
+    assert [r.as_dict() for r in summary.rows] == [r.as_dict() for r in rows], by
+    assert summary.total.as_dict() == total.as_dict(), by
+
+
+def test_the_store_aggregate_equals_the_python_report(ledger: Ledger) -> None:
+    _write(ledger)
+    entries = ledger.history()
+    events = {e.event for e in entries}
+    assert {"committed", "refused", "released"} <= events
+    if isinstance(ledger, SQLiteLedger):  # (in SQL, not read in Python)
+        assert ledger.aggregate_journal(None, None, None, "user") is not None
+    for by in GROUPINGS:
+        _same(ledger, by, since=None)
+    _, total = report(entries, "user")
+    assert total.refused == 3 and total.calls > 20 and total.calibration is not None
+    for scope in (f"user:{ODD_USER}", "global", f"feature:{ODD_FEATURE}", "user:nobody"):
+        for by in ("user", "model", "scope"):
+            _same(ledger, by, since=None, scope=scope)
+    # time-range edges: since includes the entry at its millisecond, until excludes it
+    times = sorted({e.ts for e in entries})
+    for since, until in (
+        (times[3], times[-4]),
+        (times[0], times[1]),
+        (times[5], times[5]),
+        (times[-1], None),
+    ):
+        for by in ("user", "day", "model"):
+            _same(ledger, by, since=to_datetime(since), until=None if until is None else to_datetime(until))
+    assert summarize(ledger, "user", since=to_datetime(times[-1]) + timedelta(days=1)).rows == []
+
+
+def test_streamed_history_pages_through_the_whole_range(ledger: Ledger) -> None:
+    _write(ledger)
+    everything = ledger.history()
+    streamed = list(ledger.stream_history())
+    paged = list(Ledger.stream_history(ledger, chunk=2))  # the public paging of ``history``, in pairs
+    assert streamed == everything and paged == everything
+    middle = to_datetime(everything[len(everything) // 2].ts)
+    assert list(Ledger.stream_history(ledger, since=middle, chunk=3)) == ledger.history(since=middle)
+
+
+def test_export_is_written_row_by_row_as_before(store_url: str, tmp_path: Path) -> None:
+    empty = CliRunner().invoke(cli, ["--url", store_url, "export", "--format", "jsonl"])
+    assert empty.exit_code == 0 and empty.stdout == "\n"
+    with open_ledger(store_url) as ledger:
+        nothing = CliRunner().invoke(cli, ["--url", store_url, "export"])
+        assert nothing.exit_code == 0 and nothing.stdout == "key\n"
+        _write(ledger)
+        rows = [export_row(e) for e in ledger.history()]
+    if store_url == "memory://":
+        return  # (each memory:// URL is a new store: the command line sees none of this)
+    as_csv = CliRunner().invoke(cli, ["--url", store_url, "export", "--since", "1d"])
+    assert as_csv.exit_code == 0 and as_csv.stdout == _csv(rows)
+    as_jsonl = CliRunner().invoke(cli, ["--url", store_url, "export", "--since", "1d", "--format", "jsonl"])
+    assert as_jsonl.stdout == "".join(json.dumps(r) + "\n" for r in rows)
+    out = tmp_path / "export.csv"
+    to_file = CliRunner().invoke(cli, ["--url", store_url, "export", "--since", "1d", "-o", str(out)])
+    assert to_file.exit_code == 0 and out.read_text() == _csv(rows)
+
+
+# -- SQLite: the report columns, their migration, and what only Python reads --------------------------
+
+_OLD_JOURNAL = """
+CREATE TABLE journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL, event TEXT NOT NULL,
+    res_id TEXT NOT NULL, scopes TEXT NOT NULL, amounts TEXT NOT NULL, data TEXT NOT NULL
+) STRICT;
+CREATE INDEX journal_by_time ON journal (ts);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
+INSERT INTO meta VALUES ('schema', 1);
+"""
+_OLD_INSERT = "INSERT INTO journal (ts, event, res_id, scopes, amounts, data) VALUES (?, ?, ?, ?, ?, ?)"
+
+
+def _old_rows(source: Ledger) -> list[tuple[object, ...]]:
+    return [(e.ts, e.event, e.reservation_id, json.dumps(list(e.scopes)), json.dumps(dict(e.amounts)),
+             json.dumps(dict(e.data), sort_keys=True)) for e in source.history()]  # fmt: skip
+
+
+def test_a_journal_made_before_the_report_columns_is_migrated(tmp_path: Path) -> None:
+    with SQLiteLedger(tmp_path / "source.db") as source:
+        _write(source)
+        rows = _old_rows(source)
+        expected = {by: report(source.history(), by) for by in GROUPINGS}
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(_OLD_JOURNAL)
+    db.executemany(_OLD_INSERT, rows[:-5])
+    db.commit()
+    unfilled = "SELECT count(*) FROM journal WHERE r_calls IS NULL"
+    with SQLiteLedger(path) as store:  # the migration: the columns added (filled by the first report)
+        columns = {r[1] for r in store._db().execute("PRAGMA table_info(journal)")}
+        assert {"r_calls", "r_cost", "r_estimate", "r_scopes"} <= columns
+        assert store._db().execute(unfilled).fetchone()[0] == len(rows) - 5
+        db.executemany(_OLD_INSERT, rows[-5:])  # an older process still writes: rows without the columns
+        db.commit()
+        assert store._db().execute(unfilled).fetchone()[0] == len(rows)
+        for by in GROUPINGS:
+            found = summarize(store, by, since=None)
+            want_rows, want_total = expected[by]
+            assert [r.as_dict() for r in found.rows] == [r.as_dict() for r in want_rows], by
+            assert found.total.as_dict() == want_total.as_dict()
+            assert found.total.distribution is not None  # (aggregated in SQL, not streamed)
+        assert store._db().execute(unfilled).fetchone()[0] == 0
+    db.close()
+    with SQLiteLedger(path) as again:  # opened again: nothing to migrate
+        assert again.history() == SQLiteLedger(tmp_path / "source.db").history()
+
+
+def test_entries_sql_cannot_read_exactly_are_reported_in_python(tmp_path: Path) -> None:
+    with SQLiteLedger(tmp_path / "ledger.db") as store:
+        _write(store)
+        assert store.aggregate_journal(None, None, None, "user") is not None
+        c = counter("user:carol", 2**62, Unit.USD)
+        big = store.reserve([hold(c, 2**54)], meta={"estimated_usd": "30000000"})  # 2**54 nano > 2**53
+        store.commit(big, {"usd": 2**54 + 1})
+        assert store.aggregate_journal(None, None, None, "user") is None  # floats no longer order it exactly
+        _same(store, "user", since=None)
+        _same(store, "model", since=None)
+        odd = store.reserve([hold(c, 1)], meta={"usage": {"input_tokens": "many"}})  # a usage no report reads
+        store.release(odd)
+        assert store._db().execute("SELECT count(*) FROM journal WHERE r_calls = -1").fetchone()[0] == 1
+        assert store.aggregate_journal(None, None, None, "user") is None
+        since = to_datetime(store.history()[-1].ts + 1)
+        assert store.aggregate_journal(store.history()[-1].ts + 1, None, None, "user") is not None
+        assert summarize(store, "user", since=since).rows == []
+
+
+def test_the_ratio_distribution_orders_equal_floats_exactly() -> None:
+    big = 2**60
+    pairs = [(big + 2, big), (1, 1), (big + 1, big), (3, 4), (big + 3, big)]  # four ratios are the float 1.0
+    sample = RatioSample()
+    for actual, estimate in pairs:
+        sample.add(actual, estimate)
+    assert sample.ratios() == Ratios.of(Fraction(a, e) for a, e in pairs)
+    assert sample.ratios() == Ratios(
+        5, Fraction(big + 1, big), Fraction(big + 3, big), Fraction(big + 3, big)
+    )
+    assert list(sample) == [Fraction(a, e) for a, e in pairs]
+    huge = RatioSample()
+    huge.add(2**70, 3)  # beyond int64: kept as plain ints
+    huge.add(1, 2)
+    assert huge.ratios() == Ratios.of([Fraction(2**70, 3), Fraction(1, 2)])
+
+
+def test_an_entry_is_one_journal_entry_either_way(tmp_path: Path) -> None:
+    with SQLiteLedger(tmp_path / "ledger.db") as store:
+        _write(store)
+        listed = store.history()
+        assert all(isinstance(e, JournalEntry) for e in listed)
+        assert list(store.stream_history(chunk=1)) == listed
