@@ -92,15 +92,18 @@ def bind(core: GuardCore, fn: Callable[..., Any], options: Options) -> Binder:
                 bound = signature.bind(*args, **kwargs)
                 bound.apply_defaults()
                 arguments = dict(bound.arguments)
-                if extra is not None:  # def call(**kwargs): the request is in the keywords it collects
-                    arguments.update(arguments.pop(extra))
             except TypeError:
                 bound, arguments = None, dict(kwargs)
         else:
             arguments = dict(kwargs)
         # (arguments is a new dict, the SDK method's kwargs for a provider: the request can be it,
         # without the keys an SDK sentinel leaves out: max_tokens=omit is no max_tokens)
-        sendable: dict[str, Any] = as_sent(arguments)
+        if extra is not None and bound is not None:  # def call(**kwargs): the request is in what it
+            # collects, beside the named arguments (which win; scope templates read only those)
+            sendable: dict[str, Any] = as_sent({**arguments[extra], **arguments})
+            sendable.pop(extra, None)
+        else:
+            sendable = as_sent(arguments)
         request = sendable if provider or is_request(sendable) else None
         if provider == "openai" and request is not None:
             prepare_openai_stream(request, streaming=streaming)

@@ -157,3 +157,25 @@ async def test_an_async_kwargs_wrapper(amake_guard: MakeGuard) -> None:
 
     assert api.requests == [chat_request()]
     h.assert_settled(dict.fromkeys(SCOPES, nano("gpt-4o", GPT4O_USAGE)))
+
+
+def test_a_collected_keyword_never_overrides_a_named_argument_scopes_read(make_guard: MakeGuard) -> None:
+    """A request key named like a parameter (here ``user``, which OpenAI takes too) cannot move the
+    charge to another scope: templates read the named arguments, and ``{kwargs[...]}`` still works."""
+    h = make_guard()
+    api = serve(chat_completion(), chat_completion())
+    client = openai_client(api)
+
+    @h.guard.with_budget(user="{user}")
+    def named(user: str, /, **kwargs: Any) -> Any:
+        return client.chat.completions.create(**kwargs)
+
+    @h.guard.with_budget(user="{kwargs[end_user]}")
+    def collected(**kwargs: Any) -> Any:
+        kwargs.pop("end_user")
+        return client.chat.completions.create(**kwargs)
+
+    named("alice", user="bob", **chat_request())
+    collected(end_user="carol", **chat_request())
+
+    assert [e.scopes for e in h.committed()] == [("global", "user:alice"), ("global", "user:carol")]
