@@ -86,7 +86,7 @@ local function legacy_record(key)
       wend = r[15], holds = r[16]}
   end
   return {state = r[1], created = r[2], expires = r[3], lims = r[4], amts = r[5], meta = r[6] or '{}',
-    holds = r[7], charged = r[8], overrun = r[9], expired = r[10], spent = r[11] or '', legacy = true}
+    holds = r[7], charged = r[8], overrun = r[9], expired = r[10], spent = r[11] or ''}
 end
 
 local function get_record(key)
@@ -110,39 +110,18 @@ local function put_record(key, text, expire_at)
   redis.call('SET', key, text, 'PXAT', expire_at)
 end
 
--- A lease is a member '<id>=<amount>' of its counter's leases set, scored by its end (a reservation id
--- never holds '='); a lease of an earlier version is a bare id, its amount in the counter's 'r:<id>'.
 -- Reclaim the holds of expired leases on one counter (bounded work per call).
 local function reclaim(counter, leases, now, label_json, unit, journal, maxlen)
-  local members = expired_leases(leases, now)
-  if #members == 0 then return end
-  for _, m in ipairs(members) do
-    local id, amt = string.match(m, '^(.+)=(%d+)$')
-    if not id then  -- an earlier version's lease
-      id, amt = m, redis.call('HGET', counter, 'r:' .. m)
-      if amt then redis.call('HDEL', counter, 'r:' .. m) end
-    end
+  local ids = expired_leases(leases, now)
+  for _, id in ipairs(ids) do
+    local amt = redis.call('HGET', counter, 'r:' .. id)
     if amt then
       if amt ~= '0' then redis.call('HINCRBY', counter, 'held', '-' .. amt) end
+      redis.call('HDEL', counter, 'r:' .. id)
       xadd(journal, maxlen, now, 'e', id, label_json, '{"' .. unit .. '":' .. amt .. '}', '{}')
     end
-  end
-  redis.call('ZREM', leases, unpack(members))
-end
-
--- Drop one reservation's lease on a counter; false when it is gone already (expired and reclaimed).
--- legacy: the reservation's record is an earlier version's (its lease a bare id, see reclaim).
-local function drop_lease(counter, leases, id, amt, legacy)
-  if legacy then
-    amt = redis.call('HGET', counter, 'r:' .. id)
-    if not amt then return false end
-    redis.call('HDEL', counter, 'r:' .. id)
     redis.call('ZREM', leases, id)
-  elseif redis.call('ZREM', leases, id .. '=' .. amt) == 0 then
-    return false
   end
-  if amt ~= '0' then redis.call('HINCRBY', counter, 'held', '-' .. amt) end
-  return true
 end
 
 local function check_common(maxlen, retention)

@@ -53,7 +53,14 @@ local function resolve(mode)
     local c = counters[i]
     local counter, leases = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
     reclaim(counter, leases, now, c[4], c[3], KEYS[2], maxlen)
-    if not drop_lease(counter, leases, id, held_amts[i], r.legacy) then expired = '1' end
+    local amt = redis.call('HGET', counter, 'r:' .. id)
+    if amt then
+      if amt ~= '0' then redis.call('HINCRBY', counter, 'held', '-' .. amt) end
+      redis.call('HDEL', counter, 'r:' .. id)
+      redis.call('ZREM', leases, id)
+    else
+      expired = '1'
+    end
     if mode == 'committed' then
       local charge = c[1]
       if charge ~= '0' then

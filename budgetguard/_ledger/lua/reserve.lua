@@ -81,7 +81,8 @@ for i = 1, n do
   local h = holds[i]
   local counter, leases = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
   if h[1] ~= '0' then redis.call('HINCRBY', counter, 'held', h[1]) end
-  redis.call('ZADD', leases, expires, id .. '=' .. h[1])  -- the lease: its amount in its member
+  redis.call('HSET', counter, 'r:' .. id, h[1])
+  redis.call('ZADD', leases, expires, id)
   if h[5] ~= '' then
     if fresh[i][1] then redis.call('PEXPIREAT', counter, h[5]) end
     if fresh[i][2] then redis.call('PEXPIREAT', leases, h[5]) end
