@@ -8,6 +8,7 @@ the engine's objects.
 
 from __future__ import annotations
 
+import copy
 import heapq
 import pickle
 import threading
@@ -289,13 +290,20 @@ def _unflat(flat: tuple[Any, ...]) -> dict[str, Any]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def _pack_data(data: Meta) -> bytes:
-    """Journal data (JSON values, tuples kept as tuples) as one bytes object."""
-    return pickle.dumps(data, pickle.HIGHEST_PROTOCOL)
+def _pack_data(data: Meta) -> bytes | dict[str, Any]:
+    """Journal data (JSON values, tuples kept as tuples) as one bytes object; a copy of the dict when
+    pickle cannot take a value that JSON can (an instance of a class defined in a function): the entry
+    is written after the counters, so packing it must not fail."""
+    try:
+        return pickle.dumps(data, pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return copy.deepcopy(dict(data))
 
 
-def _unpack_data(packed: bytes | None) -> Meta:
+def _unpack_data(packed: bytes | dict[str, Any] | None) -> Meta:
     if packed is None:
         return {}
+    if isinstance(packed, dict):  # (a reader may change what it gets: the journal keeps its own copy)
+        return copy.deepcopy(packed)
     data: Meta = pickle.loads(packed)
     return data

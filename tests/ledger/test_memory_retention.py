@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import gc
 
 import pytest
@@ -71,3 +72,30 @@ def test_what_the_store_keeps_by_the_thousand_is_not_tracked_by_the_gc() -> None
     assert entry.data == {**meta, "nested": {"k": (1, 2)}}
     assert entry.amounts == {"usd": 1}
     assert store.commit(held, {Unit.USD: 1}).state == "committed"
+
+
+def test_journal_data_pickle_cannot_take_is_kept_and_the_commit_is_whole() -> None:
+    """Meta that JSON takes but pickle does not (members of classes defined in a function): the commit
+    charges once, its entry is journaled and reads back equal; nothing raises after the counters moved."""
+
+    def local_values() -> tuple[enum.IntEnum, str]:
+        class Tier(enum.IntEnum):
+            GOLD = 3
+
+        class Tag(str):
+            pass
+
+        return Tier.GOLD, Tag("x")
+
+    tier, tag = local_values()
+    store = MemoryLedger()
+    spec = counter("user:a", limit=1000)
+    reservation = store.reserve([Hold(spec, 10)], meta={"tier": tier, "tag": tag})
+    assert store.commit(reservation, {Unit.USD: 5}, meta={"tag": tag}).state == "committed"
+    assert store.commit(reservation, {Unit.USD: 5}).duplicate
+    assert (store.status([spec])[0].spent, store.status([spec])[0].held) == (5, 0)
+    (committed,) = store.history()
+    assert committed.event == "committed"
+    assert committed.data["tier"] == 3 and committed.data["tag"] == "x"
+    committed.data["tag"] = "changed"  # a reader's copy
+    assert store.history()[-1].data["tag"] == "x"

@@ -106,8 +106,9 @@ local function get_record(key)
     expired = string.sub(d, 2, 2), spent = e, charged = f, holds = g}
 end
 
-local function put_record(key, text, expire_at)
-  redis.call('SET', key, text, 'PXAT', expire_at)
+local function put_record(key, text, now, expire_at)
+  -- PX, not PXAT (Redis 6.2+): the record lives from now to expire_at, on any Redis since 2.6.12
+  redis.call('SET', key, text, 'PX', string.format('%d', math.max(1, expire_at - now)))
 end
 
 -- Reclaim the holds of expired leases on one counter (bounded work per call).

@@ -76,7 +76,7 @@ local function resolve(mode)
   local code = mode == 'committed' and 'c' or 'r'
   put_record(KEYS[1], code .. ' ' .. r.created .. ' ' .. r.expires .. ' ' .. r.lims .. ' ' .. overrun .. expired ..
     ' ' .. table.concat(after, ',') .. '\n' .. charged .. '\n' .. r.holds,
-    record_expiry(now, tonumber(r.expires), tonumber(retention)))
+    now, record_expiry(now, tonumber(r.expires), tonumber(retention)))
   local data = merge(r.meta, meta)
   if overrun == '1' then data = merge(data, '{"overrun":true}') end
   if expired == '1' then data = merge(data, '{"expired":true}') end

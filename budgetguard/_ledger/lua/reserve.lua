@@ -62,7 +62,7 @@ for i = 1, n do
   local lh, ll = limbs(limit)
   if enforce and not le(th, tl, lh, ll) then
     put_record(KEYS[1], 'x ' .. (i - 1) .. ' ' .. limit .. ' ' .. spent .. ' ' .. held .. ' ' .. amount .. ' ' ..
-      h[4] .. '\n\n' .. held_json, record_expiry(now, nil, tonumber(retention)))
+      h[4] .. '\n\n' .. held_json, now, record_expiry(now, nil, tonumber(retention)))
     xadd(KEYS[3], maxlen, now, 'x', id, h[8], '{"' .. h[6] .. '":' .. amount .. '}', meta)
     return {'REFUSED', tostring(i - 1), limit, spent, held, amount, h[4], '0', held_json}
   end
@@ -91,5 +91,5 @@ for i = 1, n do
 end
 local lims_csv = table.concat(lims, ',')
 put_record(KEYS[1], 'h ' .. now .. ' ' .. expires .. ' ' .. lims_csv .. ' ' .. table.concat(amts, ',') .. '\n' ..
-  meta .. '\n' .. held_json, record_expiry(now, expires, tonumber(retention)))
+  meta .. '\n' .. held_json, now, record_expiry(now, expires, tonumber(retention)))
 return {'OK', tostring(now), tostring(expires), lims_csv, '0'}
