@@ -16,12 +16,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .._cache import Bounded
 from .._errors import LedgerError
-from ._base import DEFAULT_NAMESPACE, check_setting
+from ._base import DEFAULT_NAMESPACE, JournalQuery, check_setting
 from ._engine import Slot, Tx, resolved_record
 from ._local import LocalLedger, journal_entry, wall_clock_ms
 from ._sqlite_report import COLUMNS, Aggregate, JournalSql, aggregate, fact_columns, migrate
@@ -446,9 +447,31 @@ class SQLiteLedger(LocalLedger):
             self._sql.history,
             (since if since is not None else -(2**62), until if until is not None else 2**62),
         )
-        while chunk := rows.fetchmany(2000):  # (streamed: a long range is never all in memory)
+        while chunk := rows.fetchmany(2000):  # (a long range is never all in memory)
             for row in chunk:
                 yield journal_entry(*row)
+
+    def stream_history(
+        self, *, since: datetime | None = None, until: datetime | None = None, chunk: int = 5_000
+    ) -> Iterator[JournalEntry]:
+        """``Ledger.stream_history``, through a cursor on a connection of its own: a stream left open (a
+        report read halfway, an export still writing) holds its read transaction there, not on the
+        connection this thread's operations write through (whose next write would fail at once)."""
+        query = JournalQuery.parse(since, until, None, None, None, None)
+        return self._stream(query.since, query.until, max(1, chunk))
+
+    def _stream(self, since: int | None, until: int | None, chunk: int) -> Iterator[JournalEntry]:
+        db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+        try:
+            rows = db.execute(
+                self._sql.history,
+                (since if since is not None else -(2**62), until if until is not None else 2**62),
+            )
+            while page := rows.fetchmany(chunk):
+                for row in page:
+                    yield journal_entry(*row)
+        finally:
+            db.close()
 
     def aggregate_journal(
         self, since: int | None, until: int | None, scope: str | None, by: str, *, ratios: bool = True

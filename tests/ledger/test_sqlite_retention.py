@@ -4,10 +4,11 @@ reservations and old journal entries are pruned (issue 13, item 9)."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 from budgetguard._budgets import Period, Unit
-from budgetguard._ledger import Hold, SQLiteLedger
+from budgetguard._ledger import Hold, SQLiteLedger, open_ledger
 from budgetguard._ledger._expiry import COUNTER_RETENTION_MS, RECORD_RETENTION_MS
 
 from .helpers import counter
@@ -56,4 +57,27 @@ def test_pruning_keeps_the_live_windows(tmp_path: Path) -> None:
     assert _count(path, "leases") == 2  # the live reservation's, on both counters
     assert store.commit(live, {Unit.USD: 5, Unit.TOKENS: 5}).state == "committed"
     assert [(s.spent, s.held) for s in store.status([daily, total])] == [(5, 0), (5, 0)]
+    store.close()
+
+
+def test_a_stream_left_open_does_not_lock_this_threads_writes(tmp_path: Path) -> None:
+    """A report read halfway keeps its cursor open: on the connection this thread writes through, its
+    read transaction made the next write fail at once ("database is locked") once another connection
+    had written."""
+    store = open_ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    spec = counter("user:a", limit=10**12)
+    for _ in range(3000):
+        store.commit(store.reserve([Hold(spec, 1)]), {Unit.USD: 1})
+    stream = store.stream_history(chunk=100)
+    assert next(stream).event == "committed"
+
+    def elsewhere() -> None:
+        store.commit(store.reserve([Hold(spec, 1)]), {Unit.USD: 1})
+
+    writer = threading.Thread(target=elsewhere)
+    writer.start()
+    writer.join()
+    store.commit(store.reserve([Hold(spec, 1)]), {Unit.USD: 1})  # this thread, the stream still open
+    assert store.status([spec])[0].spent == 3002
+    assert sum(1 for _ in stream) == 2999  # the rest of its snapshot: the journal as it began
     store.close()
