@@ -209,18 +209,18 @@ class Batcher:
                 slot = None
         if slot is None:
             return self._alone(command)
-        if not slot.lead:
-            timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
+        try:
+            if not slot.lead:
+                timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
                 woken = slot.waiter.acquire(timeout=timeout)
-            except BaseException:  # KeyboardInterrupt in the main thread
-                self._abandon(slot)
-                raise
-            if not woken and self._abandon(slot):
-                raise DeadlineExceeded("no reply within the ledger operation's deadline")
-            if slot.done:
-                return slot.outcome()
-        self._lead(slot)
+                if not woken and self._abandon(slot):
+                    raise DeadlineExceeded("no reply within the ledger operation's deadline")
+                if slot.done:
+                    return slot.outcome()
+            self._lead(slot)
+        except BaseException:  # (KeyboardInterrupt in the main thread, even between two steps here)
+            self._abandon(slot)  # withdrawn if unsent, and a lead it was handed passes on
+            raise
         return slot.outcome()
 
     def _alone(self, command: bytes) -> Any:
@@ -301,9 +301,15 @@ class Batcher:
             conn.disconnect()  # replies may be on their way: never read them as another call's
             raise
         finally:
-            self._idle.append(conn)  # (disconnected by redis-py after an error: reconnects next time)
+            if self._closed:
+                conn.disconnect()  # (a call that ran across close(): its connection is not kept)
+            else:
+                self._idle.append(conn)  # (dropped by redis-py after an error: reconnects next time)
+
+    _closed = False
 
     def close(self) -> None:
+        self._closed = True
         idle, self._idle = self._idle, []
         if self._pid == os.getpid():
             for conn in idle:
@@ -414,7 +420,10 @@ class AsyncBatcher:
             await conn.disconnect(nowait=True)  # replies may be on their way: never read as another's
             raise
         finally:
-            self._idle.append(conn)
+            if self._closed:
+                await conn.disconnect(nowait=True)  # (a call that ran across aclose(): not kept)
+            else:
+                self._idle.append(conn)
 
     async def _rebind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Another event loop: the held connections (their streams are the old loop's) are dropped."""
@@ -424,7 +433,10 @@ class AsyncBatcher:
             with contextlib.suppress(Exception):  # the old loop is closed: its transport is gone
                 await conn.disconnect(nowait=True)
 
+    _closed = False
+
     async def aclose(self) -> None:
+        self._closed = True
         idle, self._idle = self._idle, []
         for conn in idle:
             await conn.disconnect()
