@@ -46,10 +46,15 @@ class Reserve:
     """Seconds; the guard's ``lease`` when ``None``."""
     job: Store | None = None
     """The job whose hold this draws on, else the store's counters."""
+    id: str | None = None
+    """The reservation's id (a late charge's, derived from the reservation it stands for); else random."""
 
     def send(self, store: Store, lease: float) -> Any:
         """Send it: the store's reply (a ``Ledger``, a ``Job``) or an awaitable of it (an ``AsyncLedger``)."""
         lease = lease if self.lease is None else self.lease
+        if self.id is not None:  # a late charge: to a Ledger or an AsyncLedger (never a job's hold)
+            ledger: Any = store
+            return ledger.reserve(self.holds, lease=lease, meta=self.meta, enforce=self.enforce, id=self.id)
         return store.reserve(self.holds, lease=lease, meta=self.meta, enforce=self.enforce)
 
 

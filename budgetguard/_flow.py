@@ -163,6 +163,7 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
                 ctx.lost = True
             else:
                 ctx.reservation_id = reservation.id
+                ctx.meta = meta  # (a late charge journals it again: see _settle.resolve)
                 ctx.emit("reserved")
                 if fitted is not None:
                     ctx.emit("fitted", reason=f"max output tokens {fitted['from']} -> {fitted['to']}",

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any, ParamSpec, TypeVar, cast
 
-from ._actions import Draw, Flow, Reserve, Resolve, current_job, open_jobs
+from ._actions import Draw, Flow, Reserve, current_job, open_jobs
 from ._budgets import Period, Scope, Unit
 from ._context import current_scopes
 from ._core import GuardCore
@@ -40,7 +40,7 @@ from ._events import EventKind
 from ._ledger import CounterSpec, CounterStatus, HeldCounter, Hold, Outcome, Reservation
 from ._money import to_usd
 from ._scopes import scope_set
-from ._settle import Ctx
+from ._settle import LATE, Ctx, resolve
 from ._usage import Usage, _get
 
 __all__ = ["Job"]
@@ -331,6 +331,7 @@ def job_flow(core: GuardCore, job: Job, opening: bool, unsettled: int = 0) -> Fl
         scopes = scope_set({**core.default_scopes, **current_scopes(), **job.scopes})  # literal ids
         job.labels = scopes.labels
     ctx = _JobCtx(core, job, job.labels)
+    ctx.meta = {"job": job.name, "scopes": ctx.labels}  # its reservation's journal data
     if opening:
         parent = job.parent
         unnamed = () if parent is not None else tuple(sorted(core.required_kinds - scopes.kinds))
@@ -352,8 +353,7 @@ def job_flow(core: GuardCore, job: Job, opening: bool, unsettled: int = 0) -> Fl
                 return
             holds = (Hold(core.METERING, job.amounts[Unit.USD]),)
         try:
-            meta = {"job": job.name, "scopes": ctx.labels}
-            job.reservation = yield Reserve(holds, meta, True, job.lease, parent)
+            job.reservation = yield Reserve(holds, ctx.meta, True, job.lease, parent)
         except BudgetExceededError as refused:
             ctx.emit("refused", reason=refused.scope)
             raise
@@ -368,8 +368,7 @@ def job_flow(core: GuardCore, job: Job, opening: bool, unsettled: int = 0) -> Fl
     cost = used.get(Unit.USD, job.cost_nano)
     if job.metered:  # a job with no budget and no USD amount: hold what its calls cost, to commit it
         try:
-            meta = {"job": job.name, "scopes": ctx.labels}
-            job.reservation = yield Reserve((Hold(core.METERING, cost),), meta, False, job.lease)
+            job.reservation = yield Reserve((Hold(core.METERING, cost),), ctx.meta, False, job.lease)
         except LedgerError as down:
             job.lost = True
             ctx.store_down(down)  # fail_closed raises; fail_open: reported lost below
@@ -391,17 +390,19 @@ def job_flow(core: GuardCore, job: Job, opening: bool, unsettled: int = 0) -> Fl
     if unsettled:
         summary["unsettled_calls"] = unsettled  # charged at their holds
     try:
-        outcome = yield Resolve(job.reservation, actual, summary)
+        charged, outcome = yield from resolve(job.reservation, actual, summary, ctx.meta)
     except LedgerError as down:
         ctx.emit("store_unavailable", reason=str(down))
         ctx.emit("spend_lost", actual=cost, reason=f"could not record: {down}")
         if core.on_store_error == "fail_closed":
             raise
         return
-    ctx.emit("committed", actual=cost)
-    if outcome.overrun:
-        ctx.emit("overrun", actual=cost)
-    ctx._thresholds(job.reservation, actual, outcome.spent)
+    late = {"late": True} if charged is not job.reservation else None
+    ctx.emit("committed", actual=cost, data=late)
+    if outcome is not None and (outcome.overrun or late):
+        ctx.emit("overrun", actual=cost, reason=LATE if late else None, data=late)
+    if outcome is not None:
+        ctx._thresholds(charged, actual, outcome.spent)
 
 
 class _JobCtx(Ctx):
@@ -413,6 +414,7 @@ class _JobCtx(Ctx):
         self.job = job
         self.guard, self.labels, self.attempt = guard, labels, 1
         self.reservation_id = None
+        self.meta = {}
         self.lost = False
 
     @property

@@ -14,7 +14,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from ._actions import Action, Resolve
+from ._actions import Action, Draw, Reserve, Resolve
 from ._budgets import Unit
 from ._cache import memo
 from ._context import record_usage
@@ -22,24 +22,64 @@ from ._core import GuardCore
 from ._errors import LedgerError, PricingError
 from ._estimate import Estimate
 from ._events import Event, EventKind, emit, wanted
-from ._ledger import Outcome, Reservation
-from ._ledger._types import CheckedAmounts, JournalData
+from ._ledger import Hold, Outcome, Reservation
+from ._ledger._types import CheckedAmounts, JournalData, ReservationError
 from ._money import INT64_MAX, to_usd
 from ._pricing import PriceBook
 from ._providers import response_variant
 from ._usage import Usage
 
-__all__ = ["Ctx", "input_only", "served_flags"]
+__all__ = ["LATE", "Ctx", "input_only", "resolve", "served_flags"]
+
+LATE = "late: the store no longer knew the reservation (its record outlived its retention); charged anyway"
+"""The reason of the ``overrun`` event of a late charge (see ``resolve``)."""
+
+
+def resolve(
+    reservation: Reservation, actual: Mapping[Unit, int] | None, meta: Mapping[str, Any],
+    reserved: Mapping[str, Any],
+) -> Generator[Action, Any, tuple[Reservation, Outcome | None]]:  # fmt: skip
+    """Commit (or release, ``actual`` None) ``reservation``, reserved with journal data ``reserved``: the
+    reservation charged and its outcome.
+
+    A call that outlives its lease and the record's retention (``RECORD_RETENTION_MS``) finds the store
+    no longer knows its reservation (its hold was reclaimed when the lease ended): a release has nothing
+    left to do (outcome None), a commit is charged anyway, as a late charge: a reservation holding 0 on
+    the same counters, unenforced (the money is spent), committed at once with ``late`` in its journal.
+    Its id is derived from the original's, so a repeat (a retried settlement) charges once. A store
+    failure (``LedgerError``) is raised, as for any commit."""
+    try:
+        return reservation, (yield Resolve(reservation, actual, meta))
+    except ReservationError:
+        if isinstance(reservation, Draw):  # a job's hold, in memory: it forgets nothing
+            raise
+        if actual is None:
+            return reservation, None
+    flags = {"late": True, "late_of": reservation.id}
+    holds = tuple(Hold(h.counter, 0) for h in reservation.held)
+    late = yield Reserve(holds, {**reserved, **flags}, False, None, None, late_id(reservation.id))
+    return late, (yield Resolve(late, actual, {**meta, **flags}))
+
+
+def late_id(res_id: str) -> str:
+    """A late charge's reservation id: the original's with ``.late`` (a digest when that is too long)."""
+    if len(res_id) <= 123:
+        return f"{res_id}.late"
+    import hashlib
+
+    return f"{hashlib.sha256(res_id.encode()).hexdigest()}.late"
 
 
 class Ctx:
     """One attempt's bookkeeping: events, settling its reservation, and what to do when the store fails."""
 
-    __slots__ = ("attempt", "est", "guard", "labels", "lost", "reservation_id", "started")
+    __slots__ = ("attempt", "est", "guard", "labels", "lost", "meta", "reservation_id", "started")
 
     def __init__(self, guard: GuardCore, est: Estimate, labels: tuple[str, ...], attempt: int) -> None:
         self.guard, self.est, self.labels, self.attempt = guard, est, labels, attempt
         self.reservation_id: str | None = None
+        self.meta: Mapping[str, Any] = {}
+        """The reservation's journal data (model, scopes...), for a late charge to journal again."""
         self.lost = False  # fail_open admitted this attempt without a reservation
         self.started = time.monotonic()
 
@@ -109,7 +149,7 @@ class Ctx:
         if actual is not None and usage is not None:  # the journal keeps the cost even without a USD budget
             meta["usage"], meta["cost_nano"] = usage.to_dict(), actual[Unit.USD]
         try:
-            outcome = yield Resolve(reservation, actual, meta)
+            charged, outcome = yield from resolve(reservation, actual, meta, self.meta)
         except LedgerError as down:
             if retry:  # retried by the guard's next operation, close() or exit: not lost (yet)
                 self.emit("store_unavailable", actual=cost, reason=str(down), data={"will_retry": True})
@@ -119,16 +159,17 @@ class Ctx:
             if self.guard.on_store_error == "fail_closed":
                 raise
             return
+        late = {"late": True} if charged is not reservation else None
         kind: EventKind = "released" if actual is None else "committed"
         if wanted(kind, self.guard.hooks):
-            data = {**flags, **self._settled(usage, reservation, outcome)}
+            data = {**flags, **self._settled(usage, charged, outcome), **(late or {})}
             self.emit(kind, actual=cost, reason=flags.get("error"), data=data)
-        if outcome is not None and outcome.overrun:
-            self.emit("overrun", actual=cost)
+        if outcome is not None and (outcome.overrun or late):
+            self.emit("overrun", actual=cost, reason=LATE if late else None, data=late)
         if outcome is not None and actual is not None:
             # a repeat's outcome too: the guard commits a reservation once, so a repeat reaches it only
             # when the store's retry found its lost first write; it carries that commit's totals
-            self._thresholds(reservation, outcome.charged or actual, outcome.spent)
+            self._thresholds(charged, outcome.charged or actual, outcome.spent)
 
     def _reserved(self) -> dict[Unit, int]:
         """What the reservation held, as the actual amounts: the worst case, charged when the response's

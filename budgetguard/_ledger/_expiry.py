@@ -33,8 +33,10 @@ idempotent repeats and late commits: the retry horizon. 15 minutes: longer than 
 lost reply, a Redis failover (Sentinel or Cluster: seconds to a minute) and the guard's drain of a dropped
 stream's settlement (its next operation, ``close()`` or exit), and it lets a stream outlive its lease by
 that much and still be charged once. Later, a commit or release of it is refused as an unknown
-reservation (the guard reports the spend as lost), and a reserve with its id starts afresh. (It was a
-day: at 100 calls/s that kept ~8.6 million records.)"""
+reservation, and a reserve with its id starts afresh. The guard charges such a commit anyway, as a late
+charge (``_settle.resolve``: a 0-hold reservation ``<id>.late`` committed at once, journaled ``late``,
+an ``overrun`` event): a call that settles after that is charged, not lost. (It was a day: at 100
+calls/s that kept ~8.6 million records.)"""
 COUNTER_RETENTION_MS = 86_400_000
 """Counters of a finished window are kept this long after it ends, then dropped."""
 
