@@ -228,8 +228,7 @@ def aggregate(
                 total = Sums("total", *(sum(r[i] for r in found) for i in range(1, len(_SUM_PARTS) + 1)))
                 if not (ratios and total.ratios):
                     return Aggregate(rows, total, {}, {}, lists=bool(join))
-                lists = [r.key for r in rows] if join else None
-                ranked, total_ranked = _distributions(db, entries, args, by, lists)
+                ranked, total_ranked = _distributions(db, entries, args, by)
                 return Aggregate(rows, total, ranked, total_ranked, lists=bool(join))
         finally:
             db.execute("COMMIT")
@@ -246,74 +245,52 @@ _BUCKETS = 64
 _BUCKET = f"CAST(r_cost * 1.0 / r_estimate * {_BUCKETS} AS INTEGER)"
 """A ratio's bucket: monotone in the exact ratio (a correctly rounded float, scaled by a power of two,
 truncated), so every ratio of a lower bucket is below every ratio of a higher one."""
-_MAP = "temp.budgetguard_report_keys"
-Histograms = dict[str, dict[int, int]]
 
 
 def _distributions(
-    db: sqlite3.Connection,
-    entries: str,
-    args: tuple[Any, ...],
-    by: str,
-    lists: list[str] | None,
+    db: sqlite3.Connection, entries: str, args: tuple[Any, ...], by: str
 ) -> tuple[Ranked, Ranked]:
     """Each key's and the total's rows at their nearest ranks (``Ranked``) without sorting the range:
     per key, a histogram of the ratios' buckets (``_BUCKET``) finds the bucket and the place in it of
-    each rank; one more scan reads back only the rows of those buckets, ordered exactly in Python.
-    ``lists``: the distinct lists of scopes (by scope or scope kind), mapped to their keys in a
-    temporary table, a list once per key it counts for (as ``_spread`` spreads their sums)."""
+    each rank; one more scan reads back only the rows of those buckets, ordered exactly in Python. By
+    scope or scope kind a row counts once per key of its list of scopes (as ``_spread`` spreads the
+    lists' sums), and the total has its own histogram."""
     key, join, key_args = _keyed(by)
-    rated = f"SELECT * FROM ({entries}) WHERE r_estimate IS NOT NULL"
-    if lists is None:
-        keyed, keyed_args = f"SELECT {key} AS k, r_cost, r_estimate FROM ({rated})", args
-    else:
-        db.execute(f"DROP TABLE IF EXISTS {_MAP}")
-        db.execute(f"CREATE TABLE {_MAP} (t TEXT NOT NULL, k TEXT)")
-        db.execute(f"CREATE INDEX {_MAP}_t ON {_MAP[5:]} (t)")
-        db.execute(
-            f"INSERT INTO {_MAP} SELECT g.t, {key} FROM (SELECT value AS t FROM json_each(?)) AS g {join}",
-            (json.dumps(lists), *key_args),
+    rated = f"SELECT *, {_SCOPES} AS t FROM ({entries}) WHERE r_estimate IS NOT NULL"
+    keyed, keyed_args = f"SELECT {key} AS k, r_cost, r_estimate FROM ({rated}) AS g {join}", args + key_args
+    per_key: dict[str, dict[int, int]] = {}
+    for k, bucket, count in db.execute(
+        f"SELECT k, {_BUCKET} AS b, count(*) FROM ({keyed}) GROUP BY k, b", keyed_args
+    ):
+        per_key.setdefault(k, {})[bucket] = count
+    total: dict[int, int] = {}
+    if join:
+        total = dict(
+            db.execute(f"SELECT {_BUCKET} AS b, count(*) FROM ({rated}) GROUP BY b", args).fetchall()
         )
-        keyed = (
-            f"SELECT m.k AS k, r_cost, r_estimate FROM ({rated}) AS e JOIN {_MAP} AS m ON m.t = {_E_SCOPES}"
-        )
-        keyed_args = args
-    try:
-        per_key: Histograms = {}
-        for k, bucket, count in db.execute(
-            f"SELECT k, {_BUCKET} AS b, count(*) FROM ({keyed}) GROUP BY k, b", keyed_args
-        ):
-            per_key.setdefault(k, {})[bucket] = count
-        total: dict[int, int] = {}
-        if lists is None:  # (each row has one key)
-            for found in per_key.values():
-                for bucket, count in found.items():
-                    total[bucket] = total.get(bucket, 0) + count
-        else:
-            total = dict(
-                db.execute(f"SELECT {_BUCKET} AS b, count(*) FROM ({rated}) GROUP BY b", args).fetchall()
-            )
-        wanted = {k: _places(found) for k, found in per_key.items()}
-        total_wanted = _places(total)
-        pairs = json.dumps([[k, b] for k, places in wanted.items() for b in places])
-        held: dict[tuple[str, int], list[tuple[int, int]]] = {}
-        for k, a, b, bucket in db.execute(
-            f"SELECT k, r_cost, r_estimate, {_BUCKET} AS b FROM ({keyed}) WHERE (k, b) IN "
-            "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
-            (*keyed_args, pairs),
-        ):
-            held.setdefault((k, bucket), []).append((a, b))
-        total_held: dict[int, list[tuple[int, int]]] = {}
-        for a, b, bucket in db.execute(
-            f"SELECT r_cost, r_estimate, {_BUCKET} AS b FROM ({rated}) WHERE b IN (SELECT value FROM json_each(?))",  # noqa: E501
-            (*args, json.dumps(list(total_wanted))),
-        ):
-            total_held.setdefault(bucket, []).append((a, b))
-    finally:
-        if lists is not None:
-            db.execute(f"DROP TABLE {_MAP}")
-    ranked = {k: _picked(places, lambda b, k=k: held[k, b]) for k, places in wanted.items()}  # type: ignore[misc]
-    return ranked, {"": _picked(total_wanted, total_held.__getitem__)}
+    else:  # (each row has one key)
+        for found in per_key.values():
+            for bucket, count in found.items():
+                total[bucket] = total.get(bucket, 0) + count
+    wanted = {k: _places(found) for k, found in per_key.items()}
+    total_wanted = _places(total)
+    pairs = json.dumps([[k, b] for k, places in wanted.items() for b in places])
+    held: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    for k, a, b, bucket in db.execute(
+        f"SELECT k, r_cost, r_estimate, {_BUCKET} AS b FROM ({keyed}) WHERE (k, b) IN "
+        "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
+        (*keyed_args, pairs),
+    ):
+        held.setdefault((k, bucket), []).append((a, b))
+    total_held: dict[int, list[tuple[int, int]]] = {}
+    for a, b, bucket in db.execute(
+        f"SELECT r_cost, r_estimate, {_BUCKET} AS b FROM ({rated}) "
+        "WHERE b IN (SELECT value FROM json_each(?))",
+        (*args, json.dumps(list(total_wanted))),
+    ):
+        total_held.setdefault(bucket, []).append((a, b))
+    ranked = {k: _picked(places, k, held) for k, places in wanted.items()}
+    return ranked, {"": _picked(total_wanted, "", {("", b): rows for b, rows in total_held.items()})}
 
 
 def _places(histogram: dict[int, int]) -> dict[int, list[tuple[int, int]]]:
@@ -333,13 +310,13 @@ def _places(histogram: dict[int, int]) -> dict[int, list[tuple[int, int]]]:
 
 
 def _picked(
-    places: dict[int, list[tuple[int, int]]], rows: Callable[[int], list[tuple[int, int]]]
+    places: dict[int, list[tuple[int, int]]], key: str, rows: dict[tuple[str, int], list[tuple[int, int]]]
 ) -> dict[int, tuple[int, int]]:
     """Per nearest rank, its row (actual, estimate): the bucket's rows ordered by their float ratio,
     the tie of equal floats at the place ordered exactly (as ``RatioSample.ratios``)."""
     out: dict[int, tuple[int, int]] = {}
     for bucket, found in places.items():
-        held = rows(bucket)
+        held = rows[key, bucket]
         floats = sorted(a / b for a, b in held)
         for rank, place in found:
             value = floats[place - 1]
