@@ -23,7 +23,7 @@ from typing import Any
 from ._budgets import Scope
 from ._calibration import Ratios
 from ._errors import ConfigurationError
-from ._ledger import JournalEntry, Ledger, SQLiteLedger
+from ._ledger import JournalEntry, Ledger
 from ._ledger._base import JournalQuery
 from ._ledger._facts import call_scopes as scopes_of
 from ._ledger._facts import calls, cost_of, estimate_pair, function_key, model_key, tokens
@@ -327,6 +327,8 @@ def summarize(
     """``report(read_journal(...).entries, by)`` without holding the range: aggregated inside the store
     where it can (SQLite: ``GROUP BY`` over the journal's report columns), else streamed through
     ``report`` in chunks (memory, Redis). The numbers are the same either way."""
+    from ._ledger._sqlite import SQLiteLedger  # (sqlite3 at the first report, not at import)
+
     found = None
     if isinstance(ledger, SQLiteLedger):
         query = JournalQuery.parse(_utc(since), _utc(until), None, None, None, None)

@@ -18,15 +18,17 @@ in Python instead.
 from __future__ import annotations
 
 import json
-import sqlite3
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._cache import memo
 from ._facts import ODD, facts
+
+if TYPE_CHECKING:
+    import sqlite3  # (not at ``import budgetguard``: ``_report`` imports this module)
 
 __all__ = ["COLUMNS", "Aggregate", "JournalSql", "aggregate", "fact_columns", "fill", "migrate"]
 
