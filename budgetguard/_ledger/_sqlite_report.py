@@ -4,7 +4,7 @@ Each journal row carries, beside its JSON, what a report counts of it (``_facts.
 input and output tokens, cost, the estimate beside that cost, the model and function keys, and the
 call's scopes when they differ from the charged ones. A report then sums columns over a time range
 (the ``ts`` index) in one statement per grouping, and takes each group's actual / estimate
-distribution (median, p95, max by nearest rank) without sorting the range: a histogram of each
+distribution (median, p95, max by nearest rank) without ordering rows by ratio: a histogram of each
 key's ratios in buckets of the (correctly rounded, so monotone) float ratio finds the bucket of each
 rank, and only those buckets' rows come back to Python, which orders them exactly (``_distributions``).
 
@@ -252,8 +252,8 @@ truncated), so every ratio of a lower bucket is below every ratio of a higher on
 def _distributions(
     db: sqlite3.Connection, entries: str, args: tuple[Any, ...], by: str
 ) -> tuple[Ranked, Ranked]:
-    """Each key's and the total's rows at their nearest ranks (``Ranked``) without sorting the range:
-    per key, a histogram of the ratios' buckets (``_BUCKET``) finds the bucket and the place in it of
+    """Each key's and the total's rows at their nearest ranks (``Ranked``) without ordering the rows by
+    ratio: per key, a histogram of the ratios' buckets (``_BUCKET``) finds the bucket and the place in it of
     each rank; one more scan reads back only the rows of those buckets, ordered exactly in Python. By
     scope or scope kind a row counts once per key of its list of scopes (as ``_spread`` spreads the
     lists' sums), and the total has its own histogram."""
