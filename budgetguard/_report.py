@@ -23,11 +23,11 @@ from typing import Any
 from ._budgets import Scope
 from ._calibration import Ratios
 from ._errors import ConfigurationError
-from ._ledger import JournalEntry, Ledger, SQLiteLedger
+from ._ledger import JournalEntry, Ledger
 from ._ledger._base import JournalQuery
 from ._ledger._facts import call_scopes as scopes_of
 from ._ledger._facts import calls, cost_of, estimate_pair, function_key, model_key, tokens
-from ._ledger._sqlite_report import PERCENTILES, Aggregate, Sums
+from ._ledger._sqlite_report import Aggregate, Sums, nearest_ranks
 from ._money import to_usd
 
 __all__ = [
@@ -226,11 +226,6 @@ class RatioSample:
         return Ratios(n, *picks)
 
 
-def nearest_ranks(n: int) -> list[int]:
-    """The nearest ranks of the median, p95 and max among ``n`` (``calibration.nearest_rank``)."""
-    return [max((p * n + 99) // 100, 1) for p in PERCENTILES]
-
-
 @dataclass
 class ReportRow:
     key: str
@@ -332,6 +327,8 @@ def summarize(
     """``report(read_journal(...).entries, by)`` without holding the range: aggregated inside the store
     where it can (SQLite: ``GROUP BY`` over the journal's report columns), else streamed through
     ``report`` in chunks (memory, Redis). The numbers are the same either way."""
+    from ._ledger._sqlite import SQLiteLedger  # (sqlite3 at the first report, not at import)
+
     found = None
     if isinstance(ledger, SQLiteLedger):
         query = JournalQuery.parse(_utc(since), _utc(until), None, None, None, None)
@@ -345,14 +342,11 @@ def summarize(
 
 
 def _from_store(found: Aggregate, by: str) -> tuple[list[ReportRow], ReportRow]:
-    def row(sums: Sums, ranked: list[tuple[int, int, int, int]] | None) -> ReportRow:
+    def row(sums: Sums, ranked: dict[int, tuple[int, int]] | None) -> ReportRow:
         made = ReportRow(sums.key, sums.calls, sums.refused, sums.input_tokens, sums.output_tokens,
                          sums.cost_nano, sums.estimated_nano)  # fmt: skip
         if sums.ratios and ranked is not None:  # (``None``: the distributions were not asked for)
-            picks = []
-            for rank in nearest_ranks(sums.ratios):
-                tie = sorted((Fraction(a, b), lo) for a, b, lo, hi in ranked if lo <= rank <= hi)
-                picks.append(tie[rank - tie[0][1]][0])
+            picks = (Fraction(*ranked[rank]) for rank in nearest_ranks(sums.ratios))
             made.distribution = Ratios(sums.ratios, *picks)
         return made
 

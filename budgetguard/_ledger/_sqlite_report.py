@@ -4,8 +4,9 @@ Each journal row carries, beside its JSON, what a report counts of it (``_facts.
 input and output tokens, cost, the estimate beside that cost, the model and function keys, and the
 call's scopes when they differ from the charged ones. A report then sums columns over a time range
 (the ``ts`` index) in one statement per grouping, and takes each group's actual / estimate
-distribution (median, p95, max by nearest rank) with window functions: only the rows around those
-ranks come back to Python, which orders ties of the (correctly rounded) float ratio exactly.
+distribution (median, p95, max by nearest rank) without ordering rows by ratio: a histogram of each
+key's ratios in buckets of the (correctly rounded, so monotone) float ratio finds the bucket of each
+rank, and only those buckets' rows come back to Python, which orders them exactly (``_distributions``).
 
 A database made before these columns gets them on open (``migrate``: instant). Its rows, and those
 an older process still writes, have none until a report finds one in its range and fills every
@@ -17,13 +18,17 @@ in Python instead.
 from __future__ import annotations
 
 import json
-import sqlite3
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
 
 from .._cache import memo
 from ._facts import ODD, facts
+
+if TYPE_CHECKING:
+    import sqlite3  # (not at ``import budgetguard``: ``_report`` imports this module)
 
 __all__ = ["COLUMNS", "Aggregate", "JournalSql", "aggregate", "fact_columns", "fill", "migrate"]
 
@@ -132,8 +137,8 @@ class Sums:
     """How many calls have an estimate (the size of the ratio distribution)."""
 
 
-Ranked = dict[str, list[tuple[int, int, int, int]]]
-"""Per key, the rows around its nearest ranks: (actual, estimate, first rank, last rank of its tie)."""
+Ranked = dict[str, dict[int, tuple[int, int]]]
+"""Per key, the row (actual, estimate) at each of its nearest ranks (``nearest_ranks``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +172,6 @@ _ID = (
     "THEN substr(s.value, instr(s.value, ':') + 1) ELSE '' END"
 )
 _DAY = "date((ts - (ts % 1000 + 1000) % 1000) / 1000, 'unixepoch')"
-_NEAREST = "max((? * n + 99) / 100, 1)"
-"""The nearest rank of the percentile ``?`` among ``n`` (``calibration.nearest_rank``, in integers)."""
 PERCENTILES = (50, 95, 100)
 
 
@@ -209,7 +212,7 @@ def aggregate(
         where += f" AND EXISTS (SELECT 1 FROM json_each({_SCOPES}) WHERE value = ?)"
         args += (scope,)
     entries = f"SELECT ts, event, scopes, {', '.join(COLUMNS)} FROM {sql.table} WHERE {where}"
-    key, join, key_args = _keyed(by)
+    key, join, _ = _keyed(by)
     grouped = (
         f"SELECT {_SCOPES if join else key} AS k, {_SUMS}, count(CASE WHEN r_calls IS NULL THEN 1 END), "
         f"count(CASE WHEN r_calls = {ODD} OR r_estimate >= {_EXACT_FLOAT} OR (r_estimate IS NOT NULL "
@@ -227,16 +230,7 @@ def aggregate(
                 total = Sums("total", *(sum(r[i] for r in found) for i in range(1, len(_SUM_PARTS) + 1)))
                 if not (ratios and total.ratios):
                     return Aggregate(rows, total, {}, {}, lists=bool(join))
-                if join:
-                    distinct = f"SELECT DISTINCT {_SCOPES} AS t FROM ({entries})"
-                    keys = f"SELECT g.t AS t, {key} AS k FROM ({distinct}) AS g {join}"
-                    keyed = (
-                        f"SELECT m.k AS k, e.* FROM ({entries}) AS e JOIN ({keys}) AS m ON m.t = {_E_SCOPES}"
-                    )
-                    ranked = _ranked(db, keyed, args + args + key_args)
-                else:
-                    ranked = _ranked(db, f"SELECT {key} AS k, * FROM ({entries})", args)
-                total_ranked = _ranked(db, f"SELECT '' AS k, * FROM ({entries})", args)
+                ranked, total_ranked = _distributions(db, entries, args, by)
                 return Aggregate(rows, total, ranked, total_ranked, lists=bool(join))
         finally:
             db.execute("COMMIT")
@@ -244,17 +238,91 @@ def aggregate(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _ranked(db: sqlite3.Connection, keyed: str, args: tuple[Any, ...]) -> Ranked:
-    """The rows of each key's ratio ties that hold one of its nearest ranks (``PERCENTILES``)."""
-    windows = (
-        f"SELECT k, r_cost AS a, r_estimate AS b, rank() OVER w AS lo, count(*) OVER w AS hi, "
-        f"count(*) OVER (PARTITION BY k) AS n FROM ({keyed}) WHERE r_estimate IS NOT NULL "
-        "WINDOW w AS (PARTITION BY k ORDER BY r_cost * 1.0 / r_estimate)"
-    )
-    near = " OR ".join(f"{_NEAREST} BETWEEN lo AND hi" for _ in PERCENTILES)
-    out: Ranked = {}
-    for k, a, b, lo, hi in db.execute(
-        f"SELECT k, a, b, lo, hi FROM ({windows}) WHERE {near}", args + PERCENTILES
+def nearest_ranks(n: int) -> list[int]:
+    """The nearest ranks of the median, p95 and max among ``n`` (``calibration.nearest_rank``)."""
+    return [max((p * n + 99) // 100, 1) for p in PERCENTILES]
+
+
+_BUCKETS = 64
+_BUCKET = f"CAST(r_cost * 1.0 / r_estimate * {_BUCKETS} AS INTEGER)"
+"""A ratio's bucket: monotone in the exact ratio (a correctly rounded float, scaled by a power of two,
+truncated), so every ratio of a lower bucket is below every ratio of a higher one."""
+
+
+def _distributions(
+    db: sqlite3.Connection, entries: str, args: tuple[Any, ...], by: str
+) -> tuple[Ranked, Ranked]:
+    """Each key's and the total's rows at their nearest ranks (``Ranked``) without ordering the rows by
+    ratio: per key, a histogram of the ratios' buckets (``_BUCKET``) finds the bucket and the place in it of
+    each rank; one more scan reads back only the rows of those buckets, ordered exactly in Python. By
+    scope or scope kind a row counts once per key of its list of scopes (as ``_spread`` spreads the
+    lists' sums), and the total has its own histogram."""
+    key, join, key_args = _keyed(by)
+    rated = f"SELECT *, {_SCOPES} AS t FROM ({entries}) WHERE r_estimate IS NOT NULL"
+    keyed, keyed_args = f"SELECT {key} AS k, r_cost, r_estimate FROM ({rated}) AS g {join}", args + key_args
+    per_key: dict[str, dict[int, int]] = {}
+    for k, bucket, count in db.execute(
+        f"SELECT k, {_BUCKET} AS b, count(*) FROM ({keyed}) GROUP BY k, b", keyed_args
     ):
-        out.setdefault(k, []).append((a, b, lo, hi))
+        per_key.setdefault(k, {})[bucket] = count
+    total: dict[int, int] = {}
+    if join:
+        total = dict(
+            db.execute(f"SELECT {_BUCKET} AS b, count(*) FROM ({rated}) GROUP BY b", args).fetchall()
+        )
+    else:  # (each row has one key)
+        for found in per_key.values():
+            for bucket, count in found.items():
+                total[bucket] = total.get(bucket, 0) + count
+    wanted = {k: _places(found) for k, found in per_key.items()}
+    total_wanted = _places(total)
+    pairs = json.dumps([[k, b] for k, places in wanted.items() for b in places])
+    held: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    for k, a, b, bucket in db.execute(
+        f"SELECT k, r_cost, r_estimate, {_BUCKET} AS b FROM ({keyed}) WHERE (k, b) IN "
+        "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
+        (*keyed_args, pairs),
+    ):
+        held.setdefault((k, bucket), []).append((a, b))
+    total_held: dict[int, list[tuple[int, int]]] = {}
+    for a, b, bucket in db.execute(
+        f"SELECT r_cost, r_estimate, {_BUCKET} AS b FROM ({rated}) "
+        "WHERE b IN (SELECT value FROM json_each(?))",
+        (*args, json.dumps(list(total_wanted))),
+    ):
+        total_held.setdefault(bucket, []).append((a, b))
+    ranked = {k: _picked(places, k, held) for k, places in wanted.items()}
+    return ranked, {"": _picked(total_wanted, "", {("", b): rows for b, rows in total_held.items()})}
+
+
+def _places(histogram: dict[int, int]) -> dict[int, list[tuple[int, int]]]:
+    """Per bucket, the nearest ranks it holds and their places in it (1: its lowest ratio)."""
+    n = sum(histogram.values())
+    ranks = iter(sorted(set(nearest_ranks(n))))
+    rank = next(ranks, None)
+    places: dict[int, list[tuple[int, int]]] = {}
+    below = 0
+    for bucket in sorted(histogram):
+        count = histogram[bucket]
+        while rank is not None and rank <= below + count:
+            places.setdefault(bucket, []).append((rank, rank - below))
+            rank = next(ranks, None)
+        below += count
+    return places
+
+
+def _picked(
+    places: dict[int, list[tuple[int, int]]], key: str, rows: dict[tuple[str, int], list[tuple[int, int]]]
+) -> dict[int, tuple[int, int]]:
+    """Per nearest rank, its row (actual, estimate): the bucket's rows ordered by their float ratio,
+    the tie of equal floats at the place ordered exactly (as ``RatioSample.ratios``)."""
+    out: dict[int, tuple[int, int]] = {}
+    for bucket, found in places.items():
+        held = rows[key, bucket]
+        floats = sorted(a / b for a, b in held)
+        for rank, place in found:
+            value = floats[place - 1]
+            lo = bisect_left(floats, value)
+            tie = sorted((Fraction(a, b), a, b) for a, b in held if a / b == value)
+            out[rank] = tie[place - 1 - lo][1:]
     return out

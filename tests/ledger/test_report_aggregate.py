@@ -8,6 +8,7 @@ import json
 import sqlite3
 import time
 from datetime import timedelta
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
@@ -222,3 +223,31 @@ def test_an_entry_is_one_journal_entry_either_way(tmp_path: Path) -> None:
         listed = store.history()
         assert all(isinstance(e, JournalEntry) for e in listed)
         assert list(store.stream_history(chunk=1)) == listed
+
+
+def test_the_store_distribution_is_exact_at_ties_and_bucket_edges(tmp_path: Path) -> None:
+    """Ratios exactly on a bucket's edge (k / 64), just below and above one, tied floats of distinct
+    exact ratios (near 2**52), equal ratios of different amounts, and a key whose ranks fall in one
+    bucket: the store's distributions equal the Python report's."""
+    edge = 2**52
+    pairs = [(k, 64) for k in range(0, 130, 7)]  # on the edges (and 0, and above 1)
+    pairs += [(64 * k - 1, 64 * 64) for k in range(1, 8)] + [(64 * k + 1, 64 * 64) for k in range(1, 8)]
+    pairs += [(edge + i, edge + i + 1) for i in range(48)]  # floats equal, exact ratios not
+    pairs += [(edge - 1, edge), (edge, edge + 1), (1, 2), (2, 4), (500, 1000), (3, 3), (9, 3)]
+    with SQLiteLedger(tmp_path / "ledger.db") as store:
+        c = counter("user:carol", 2**62, Unit.USD)
+        for i, (actual, estimate) in enumerate(pairs * 2):
+            estimated = str(Decimal(estimate) / 10**9)
+            user = ("carol", "dave", "erin")[i % 3] if i < len(pairs) else "frank"
+            meta = {
+                "estimated_usd": estimated,
+                "model": ("a", "b")[i % 2],
+                "scopes": [f"user:{user}", "global"],
+            }
+            reservation = store.reserve([hold(c, estimate)], meta=meta)
+            store.commit(reservation, {"usd": actual})
+        assert store.aggregate_journal(None, None, None, "user") is not None  # (in SQL)
+        for by in ("user", "model", "scope", "day", "global"):
+            _same(store, by, since=None)
+        found = summarize(store, "user", since=None)
+        assert found.total.distribution == Ratios.of(Fraction(a, e) for a, e in pairs * 2)
