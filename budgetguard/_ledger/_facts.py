@@ -137,7 +137,13 @@ def facts(
     try:
         pair = estimate_pair(event, amounts, data)
         n_in, n_out = tokens(data)
-        return (calls(data), n_in, n_out, cost_of(event, amounts, data), None if pair is None else pair[0],
-                model_key(data), function_key(data), call_scopes(data, scopes))  # fmt: skip
+        found = (calls(data), n_in, n_out, cost_of(event, amounts, data), None if pair is None else pair[0],
+                 model_key(data), function_key(data), call_scopes(data, scopes))  # fmt: skip
     except Exception:  # (the write goes on: the journal keeps what it was given)
         return None
+    if any(type(n) is int and not _INT64_MIN <= n <= _INT64_MAX for n in found[:5]):
+        return None  # (beyond what a SQL integer holds: the report reads the entry itself)
+    return found
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1

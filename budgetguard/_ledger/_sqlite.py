@@ -482,6 +482,10 @@ class SQLiteLedger(LocalLedger):
         try:
             return aggregate(self._db(), self._sql.report, since if since is not None else -(2**62),
                              until if until is not None else 2**62, scope, by, ratios=ratios)  # fmt: skip
+        except sqlite3.OperationalError as exc:
+            if "integer overflow" in str(exc):  # sums past int64: Python's integers add them
+                return None
+            raise LedgerError(f"SQLite ledger report failed: {exc}") from exc
         except sqlite3.Error as exc:
             raise LedgerError(f"SQLite ledger report failed: {exc}") from exc
 

@@ -251,3 +251,16 @@ def test_the_store_distribution_is_exact_at_ties_and_bucket_edges(tmp_path: Path
             _same(store, by, since=None)
         found = summarize(store, "user", since=None)
         assert found.total.distribution == Ratios.of(Fraction(a, e) for a, e in pairs * 2)
+
+
+def test_counts_beyond_int64_are_stored_and_reported_as_python_adds_them(tmp_path: Path) -> None:
+    """A journal entry whose counts no SQL integer holds (a corrupt usage, a huge ``calls``) is written
+    all the same (the commit is not rolled back), and the report adds it exactly."""
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'big.db'}")
+    spec = counter("user:a", limit=10**12)
+    for meta in ({"calls": 2**63}, {"usage": {"input_tokens": 2**63}}, {"calls": 2**62}, {"calls": 2**62}):
+        ledger.commit(ledger.reserve([hold(spec, 1)]), {Unit.USD: 1}, meta=meta)
+    assert ledger.status([spec])[0].spent == 4
+    for by in ("scope", "user", "model"):
+        _same(ledger, by, since=None)
+    ledger.close()
