@@ -109,8 +109,11 @@ def without_sdk_retries(fn: Callable[..., Any]) -> Callable[..., Any]:
     client = getattr(owner, "_client", None)
     if client is None or not hasattr(client, "with_options"):
         return fn
+    # (its own HTTP client passed on: some SDK releases' Bedrock copy() drops a custom one)
+    http = getattr(client, "_client", None)
     try:
-        resource = type(owner)(client.with_options(max_retries=0))
+        quiet = client.with_options(max_retries=0, **({} if http is None else {"http_client": http}))
+        resource = type(owner)(quiet)
     except TypeError:  # a resource that does not take its client alone: not the SDKs' shape
         return fn
     rebuilt: Callable[..., Any] = getattr(resource, fn.__name__, fn)
