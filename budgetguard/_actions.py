@@ -8,7 +8,7 @@ knows how to send itself to a store (a ``Ledger``, an ``AsyncLedger`` or a job's
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Awaitable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, final
 
@@ -17,7 +17,13 @@ from ._calibration import JournalRead
 from ._estimate import Estimate
 from ._ledger import CounterSpec, Hold, Reservation
 
-__all__ = ["Action", "Draw", "Flow", "NotSent", "OpenJob", "Store", "current_job", "open_jobs"]
+__all__ = [
+    "LATE", "Action", "Draw", "Flow", "Late", "NotSent", "OpenJob", "Store",
+    "current_job", "late_id", "open_jobs",
+]  # fmt: skip
+
+LATE = "late: the store no longer knew the reservation (its record outlived its retention); charged anyway"
+"""The reason of the ``overrun`` event of a late charge (see ``Late``)."""
 
 
 class Store(Protocol):
@@ -46,15 +52,10 @@ class Reserve:
     """Seconds; the guard's ``lease`` when ``None``."""
     job: Store | None = None
     """The job whose hold this draws on, else the store's counters."""
-    id: str | None = None
-    """The reservation's id (a late charge's, derived from the reservation it stands for); else random."""
 
     def send(self, store: Store, lease: float) -> Any:
         """Send it: the store's reply (a ``Ledger``, a ``Job``) or an awaitable of it (an ``AsyncLedger``)."""
         lease = lease if self.lease is None else self.lease
-        if self.id is not None:  # a late charge: to a Ledger or an AsyncLedger (never a job's hold)
-            ledger: Any = store
-            return ledger.reserve(self.holds, lease=lease, meta=self.meta, enforce=self.enforce, id=self.id)
         return store.reserve(self.holds, lease=lease, meta=self.meta, enforce=self.enforce)
 
 
@@ -64,6 +65,8 @@ class Resolve:
     reservation: Reservation
     actual: Mapping[Unit, int] | None
     meta: Mapping[str, Any]
+    reserved: Mapping[str, Any] | None = None
+    """The reservation's journal data, for a late charge to journal again (see ``late``)."""
 
     @property
     def job(self) -> Store | None:
@@ -75,6 +78,55 @@ class Resolve:
         if self.actual is None:
             return store.release(self.reservation, meta=self.meta)
         return store.commit(self.reservation, self.actual, meta=self.meta)
+
+    def late(self) -> Late | None:
+        """What stands for this commit once the store no longer knows its reservation (a
+        ``ReservationError``): a late charge. None for a release (nothing left to do) and for a draw on a
+        job's hold (in memory: it forgets nothing)."""
+        if self.actual is None or self.reserved is None or isinstance(self.reservation, Draw):
+            return None
+        return Late(self.reservation, self.actual, self.meta, self.reserved)
+
+
+@final
+@dataclass(slots=True)
+class Late:
+    """A late charge: ``actual`` charged for a reservation the store forgot (a call that outlived its lease
+    and its record's retention, ``RECORD_RETENTION_MS``: its hold was reclaimed when the lease ended). The
+    money is spent, so it is charged under a reservation of its own, holding 0 on the same counters and
+    unenforced, committed at once, both journaled with ``late``. Its id derives from the original's, so a
+    repeat (a retried settlement) charges once. One action: a cancellation cannot cut it in two.
+    Replies ``(late reservation, outcome)``."""
+
+    reservation: Reservation
+    actual: Mapping[Unit, int]
+    meta: Mapping[str, Any]
+    reserved: Mapping[str, Any]
+    job = None  # (to a Ledger or an AsyncLedger, never a job's hold)
+
+    def send(self, store: Store, lease: float) -> Any:
+        flags = {"late": True, "late_of": self.reservation.id}
+        holds = tuple(Hold(h.counter, 0) for h in self.reservation.held)
+        ledger: Any = store
+        res_id = late_id(self.reservation.id)
+        made = ledger.reserve(holds, lease=lease, meta={**self.reserved, **flags}, enforce=False, id=res_id)
+        meta = {**self.meta, **flags}
+        if isinstance(made, Reservation):  # a Ledger; an AsyncLedger replies an awaitable
+            return made, ledger.commit(made, self.actual, meta=meta)
+        return self._commit_after(ledger, made, meta)
+
+    async def _commit_after(self, ledger: Any, made: Awaitable[Reservation], meta: Mapping[str, Any]) -> Any:
+        late = await made
+        return late, await ledger.commit(late, self.actual, meta=meta)
+
+
+def late_id(res_id: str) -> str:
+    """A late charge's reservation id: the original's with ``.late`` (a digest when that is too long)."""
+    if len(res_id) <= 123:
+        return f"{res_id}.late"
+    import hashlib
+
+    return f"{hashlib.sha256(res_id.encode()).hexdigest()}.late"
 
 
 @final
@@ -107,7 +159,7 @@ class Count:
     request: Mapping[str, Any]
 
 
-Action = Reserve | Resolve | Call | Sleep | Status | Count | JournalRead
+Action = Reserve | Resolve | Late | Call | Sleep | Status | Count | JournalRead
 
 
 Flow = Generator[Action, Any, Any]

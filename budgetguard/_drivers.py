@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from ._actions import Action, Call, Count, Flow, Reserve, Resolve, Sleep
+from ._actions import LATE, Action, Call, Count, Flow, Late, Reserve, Resolve, Sleep
 from ._budgets import Unit
 from ._core import GuardCore
 from ._errors import LedgerError
@@ -23,12 +23,16 @@ from ._events import Event, EventKind, emit, wanted
 from ._ledger import AsyncLedger, Ledger, Reservation
 from ._ledger._base import scope_labels
 from ._ledger._local import AsyncLocalLedger
+from ._ledger._types import ReservationError
 from ._money import to_usd
 
 if TYPE_CHECKING:
     import asyncio
 
 __all__ = ["no_call", "perform_async", "run_async", "run_sync", "settling"]
+
+Write = Reserve | Resolve | Late
+"""A store write: a cancellation must not cut it short (``_uncut``)."""
 
 settling: set[asyncio.Task[None]] = set()
 """Tasks settling a cancelled call's store write (``_uncut``): the loop keeps only weak references."""
@@ -113,12 +117,12 @@ async def perform_async(core: GuardCore, action: Action, call: Callable[[str | N
     else:
         run = contextvars.copy_context().run  # a local store: off the loop, as asyncio.to_thread
         sent = asyncio.get_running_loop().run_in_executor(None, run, action.send, store, core.lease)
-    if not isinstance(action, Reserve | Resolve):  # a read: nothing to undo if cut short
+    if not isinstance(action, Write):  # a read: nothing to undo if cut short
         return await sent
     return await _uncut(core, asyncio.ensure_future(sent), action)
 
 
-async def _uncut(core: GuardCore, write: asyncio.Future[Any], action: Reserve | Resolve) -> Any:
+async def _uncut(core: GuardCore, write: asyncio.Future[Any], action: Write) -> Any:
     """Await a store write that a cancellation (``asyncio.wait_for``, a client gone) must not cut
     short: its command may already be in the store (a reply on the wire, a local store's thread
     running). The write runs on, shielded; a cancelled caller waits for it, releases what a reserve
@@ -137,24 +141,41 @@ async def _uncut(core: GuardCore, write: asyncio.Future[Any], action: Reserve | 
         raise
 
 
-async def _undo(core: GuardCore, write: asyncio.Future[Any], action: Reserve | Resolve) -> None:
-    """After a cancellation: wait for ``write``, release the hold a reserve made, and say what happened
-    (the cancelled flow cannot)."""
+async def _undo(core: GuardCore, write: asyncio.Future[Any], action: Write) -> None:
+    """After a cancellation: wait for ``write``, release the hold a reserve made, charge late a commit
+    the store forgot (as ``_settle.resolve`` does), and say what happened (the cancelled flow cannot)."""
+    import asyncio
+
     try:
         done = await write
+    except ReservationError:  # a release has nothing left to do; a commit is charged late
+        charge = action.late() if isinstance(action, Resolve) else None
+        if charge is not None:
+            await _undo(core, asyncio.ensure_future(perform_async(core, charge, no_call)), charge)
+        return
     except LedgerError as exc:
-        commit = isinstance(action, Resolve) and action.actual is not None
-        op = "reserve" if isinstance(action, Reserve) else "commit" if commit else "release"
+        actual = None if isinstance(action, Reserve) else action.actual
+        op = "reserve" if isinstance(action, Reserve) else "release" if actual is None else "commit"
         reason = f"the {op} of a cancelled call failed ({exc}); a hold it left ends with its lease"
         _tell(core, action, None, "store_unavailable", reason=reason)
-        if isinstance(action, Resolve) and action.actual is not None:
-            cost = to_usd(action.actual.get(Unit.USD, 0))
+        if actual is not None:
+            cost = to_usd(actual.get(Unit.USD, 0))
             _tell(core, action, None, "spend_lost", actual=cost, reason=f"could not record: {exc}")
         return
     except Exception:  # refused, or bad input: nothing held
         return
-    if isinstance(action, Resolve):
-        return  # a commit or release, done: the books are right
+    if not isinstance(action, Reserve):  # settled: the books are right; tell it as the flow would
+        charged, outcome = done if isinstance(action, Late) else (action.reservation, done)
+        late = {"late": True} if isinstance(action, Late) else {}
+        error = action.meta.get("error")
+        if action.actual is None:
+            _tell(core, action, charged, "released", reason=error)
+            return
+        cost = to_usd(action.actual.get(Unit.USD, 0))
+        _tell(core, action, charged, "committed", actual=cost, reason=error, data=late)
+        if outcome is not None and (outcome.overrun or late):
+            _tell(core, action, charged, "overrun", actual=cost, reason=LATE if late else None, data=late)
+        return
     try:
         await perform_async(core, Resolve(done, None, {"error": "CancelledError"}), no_call)
     except Exception as exc:
@@ -166,7 +187,7 @@ async def _undo(core: GuardCore, write: asyncio.Future[Any], action: Reserve | R
 
 def _tell(
     core: GuardCore,
-    action: Reserve | Resolve,
+    action: Write,
     reservation: Reservation | None,
     kind: EventKind,
     **fields: Any,
@@ -175,7 +196,10 @@ def _tell(
     if not wanted(kind, core.hooks):
         return
     meta: Mapping[str, Any] = {}
-    if isinstance(action, Resolve):
+    if isinstance(action, Late):
+        meta = action.reserved
+        labels = scope_labels(action.reservation.held)
+    elif isinstance(action, Resolve):
         reservation = action.reservation
         labels = scope_labels(reservation.held)
     else:

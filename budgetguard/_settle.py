@@ -14,7 +14,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from ._actions import Action, Draw, Reserve, Resolve
+from ._actions import LATE, Action, Draw, Resolve
 from ._budgets import Unit
 from ._cache import memo
 from ._context import record_usage
@@ -22,7 +22,7 @@ from ._core import GuardCore
 from ._errors import LedgerError, PricingError
 from ._estimate import Estimate
 from ._events import Event, EventKind, emit, wanted
-from ._ledger import Hold, Outcome, Reservation
+from ._ledger import Outcome, Reservation
 from ._ledger._types import CheckedAmounts, JournalData, ReservationError
 from ._money import INT64_MAX, to_usd
 from ._pricing import PriceBook
@@ -30,9 +30,6 @@ from ._providers import response_variant
 from ._usage import Usage
 
 __all__ = ["LATE", "Ctx", "input_only", "resolve", "served_flags"]
-
-LATE = "late: the store no longer knew the reservation (its record outlived its retention); charged anyway"
-"""The reason of the ``overrun`` event of a late charge (see ``resolve``)."""
 
 
 def resolve(
@@ -44,30 +41,19 @@ def resolve(
 
     A call that outlives its lease and the record's retention (``RECORD_RETENTION_MS``) finds the store
     no longer knows its reservation (its hold was reclaimed when the lease ended): a release has nothing
-    left to do (outcome None), a commit is charged anyway, as a late charge: a reservation holding 0 on
-    the same counters, unenforced (the money is spent), committed at once with ``late`` in its journal.
-    Its id is derived from the original's, so a repeat (a retried settlement) charges once. A store
-    failure (``LedgerError``) is raised, as for any commit."""
+    left to do (outcome None), a commit is charged anyway, as a late charge (``Late``). A store failure
+    (``LedgerError``) is raised, as for any commit."""
+    action = Resolve(reservation, actual, meta, reserved)
     try:
-        return reservation, (yield Resolve(reservation, actual, meta))
+        return reservation, (yield action)
     except ReservationError:
-        if isinstance(reservation, Draw):  # a job's hold, in memory: it forgets nothing
-            raise
-        if actual is None:
+        late = action.late()
+        if late is None:
+            if isinstance(reservation, Draw):  # a job's hold, in memory: it forgets nothing
+                raise
             return reservation, None
-    flags = {"late": True, "late_of": reservation.id}
-    holds = tuple(Hold(h.counter, 0) for h in reservation.held)
-    late = yield Reserve(holds, {**reserved, **flags}, False, None, None, late_id(reservation.id))
-    return late, (yield Resolve(late, actual, {**meta, **flags}))
-
-
-def late_id(res_id: str) -> str:
-    """A late charge's reservation id: the original's with ``.late`` (a digest when that is too long)."""
-    if len(res_id) <= 123:
-        return f"{res_id}.late"
-    import hashlib
-
-    return f"{hashlib.sha256(res_id.encode()).hexdigest()}.late"
+    charged: tuple[Reservation, Outcome] = yield late
+    return charged
 
 
 class Ctx:
