@@ -26,7 +26,7 @@ from rich.table import Table
 
 from . import __about__
 from ._budgets import Budget, Period, Scope, Unit, window_for
-from ._cli_base import CLIError, _friendly, console
+from ._cli_base import CLIError, F, _friendly, console
 from ._cli_prices import estimate, prices
 from ._config import load_budgets
 from ._core import default_url
@@ -57,6 +57,20 @@ class _State:
         if self._guard is not None:
             self._guard.close()
 
+    def must_exist(self) -> None:
+        """A command that only reads: an SQLite ledger file that does not exist is an error (opening it
+        would create an empty one and report $0)."""
+        if not self.url.startswith("sqlite:"):
+            return
+        from ._ledger import _sqlite_path
+
+        path = _sqlite_path(self.url.split("?", 1)[0])
+        if not Path(path).is_file():
+            raise CLIError(
+                f"no ledger at {path} (from {self.url}): check --url / BUDGETGUARD_URL; a guarded call "
+                "or `budgetguard demo --ledger FILE` creates one"
+            )
+
     def need_budgets(self, what: str) -> list[Budget]:
         if not self.budgets:
             raise CLIError(
@@ -68,13 +82,50 @@ class _State:
 
 pass_state = click.make_pass_decorator(_State)
 
+_URL_HELP = "The store (default: the embedded SQLite ledger)."
+_BUDGETS_HELP = "A TOML/JSON file of budgets (as for budgetguard.load_budgets)."
+
+
+def _set_state(name: str) -> Callable[[click.Context, click.Parameter, str | None], None]:
+    def given(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value is not None:  # (after the command: wins over the group's, read before the command runs)
+            setattr(ctx.ensure_object(_State), name, value)
+
+    return given
+
+
+def _store_options(command: F) -> F:
+    """``--url`` and ``--budgets`` after the command name too, as in ``budgetguard status --url ...``."""
+    url = click.option(
+        "--url",
+        expose_value=False,
+        callback=_set_state("url"),
+        help=f"{_URL_HELP} [env var: BUDGETGUARD_URL]",
+    )
+    budgets = click.option(
+        "--budgets", expose_value=False, callback=_set_state("budgets_file"), type=click.Path(dir_okay=False),
+        help=f"{_BUDGETS_HELP} [env var: BUDGETGUARD_BUDGETS]",
+    )  # fmt: skip
+    return url(budgets(command))
+
+
+def _reading(command: F) -> F:
+    """A command that only reads the store: its SQLite file must exist (``_State.must_exist``)."""
+
+    @functools.wraps(command)
+    def read(state: _State, *args: Any, **kwargs: Any) -> Any:
+        state.must_exist()
+        return command(state, *args, **kwargs)
+
+    return read  # type: ignore[return-value]
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__about__.__version__, prog_name="budgetguard")
-@click.option("--url", envvar="BUDGETGUARD_URL", help="The store (default: the embedded SQLite ledger).")
+@click.option("--url", envvar="BUDGETGUARD_URL", show_envvar=True, help=_URL_HELP)
 @click.option(
-    "--budgets", "budgets_file", envvar="BUDGETGUARD_BUDGETS", type=click.Path(dir_okay=False),
-    help="A TOML/JSON file of budgets (as for budgetguard.load_budgets).",
+    "--budgets", "budgets_file", envvar="BUDGETGUARD_BUDGETS", show_envvar=True,
+    type=click.Path(dir_okay=False), help=_BUDGETS_HELP,
 )  # fmt: skip
 @click.pass_context
 def cli(ctx: click.Context, url: str | None, budgets_file: str | None) -> None:
@@ -126,14 +177,10 @@ def _used(status: CounterStatus) -> Decimal:
 
 
 def _status_table(statuses: Sequence[CounterStatus], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for name in ("scope", "period", "limit", "spent", "held", "remaining", "used", "resets (UTC)"):
-        justify = "left" if name in ("scope", "period", "resets (UTC)") else "right"
-        table.add_column(name, justify=justify, overflow="fold" if name == "scope" else "ellipsis")  # type: ignore[arg-type]
+    rows = []
     for s in statuses:
         unit = s.counter.unit
-        resets = s.resets_at.strftime("%Y-%m-%d %H:%M") if s.resets_at else "never"
-        table.add_row(
+        rows.append([
             str(s.counter.scope),
             f"{s.counter.period.value} ({s.counter.tz})" if s.counter.tz != "UTC" else s.counter.period.value,
             unit.show(s.limit) + (" *" if s.overridden else ""),
@@ -141,9 +188,13 @@ def _status_table(statuses: Sequence[CounterStatus], title: str) -> Table:
             unit.show(s.held),
             unit.show(s.remaining),
             f"{_used(s) * 100:.1f}%",
-            resets,
-        )
-    return table
+            s.resets_at.strftime("%Y-%m-%d %H:%M") if s.resets_at else "never",
+        ])  # fmt: skip
+    names = ("scope", "period", "limit", "spent", "held", "remaining", "used", "resets (UTC)")
+    columns = [
+        (name, "", "left" if name in ("scope", "period", "resets (UTC)") else "right") for name in names
+    ]
+    return _table(title, "scope", columns, rows, footer=False)
 
 
 def _status_json(s: CounterStatus) -> dict[str, Any]:
@@ -167,8 +218,10 @@ def _status_json(s: CounterStatus) -> dict[str, Any]:
 @cli.command()
 @click.argument("scope", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_store_options
 @pass_state
 @_friendly
+@_reading
 def status(state: _State, scope: str | None, as_json: bool) -> None:
     """Limits, spent, held, remaining and reset time of SCOPE (e.g. user:alice), or of every active scope."""
     state.need_budgets("status")
@@ -183,11 +236,27 @@ def status(state: _State, scope: str | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes.")
-@click.option("--top", default=15, show_default=True, help="How many of the busiest scopes to show.")
-@click.option("--count", type=int, help="Stop after this many refreshes (default: until Ctrl-C).")
+@click.option(
+    "--interval",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds between refreshes.",
+)
+@click.option(
+    "--top",
+    default=15,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="How many of the busiest scopes to show.",
+)
+@click.option(
+    "--count", type=click.IntRange(min=1), help="Stop after this many refreshes (default: until Ctrl-C)."
+)
+@_store_options
 @pass_state
 @_friendly
+@_reading
 def watch(state: _State, interval: float, top: int, count: int | None) -> None:
     """A live view of the busiest scopes, refreshing in place."""
     state.need_budgets("watch")
@@ -212,14 +281,52 @@ def watch(state: _State, interval: float, top: int, count: int | None) -> None:
 # -- limits -----------------------------------------------------------------------------------------
 
 
-def _counter(scope: str, unit: str, per: str, tz: str) -> CounterSpec:
+def _counter(state: _State, scope: str, unit: str | None, per: str | None, tz: str | None) -> CounterSpec:
+    """The counter a ``limits`` command names: SCOPE's budget in the budgets file (the options choose
+    among several), or the one the options name when no budgets file is given (``--per`` then needed).
+    A run-time limit overrides a budget: one that nothing uses is refused, not stored."""
     try:
-        return CounterSpec(Scope.parse(scope), Unit(unit), Period(per), 0, tz)
+        target = Scope.parse(scope)
+        units = [u for u in Unit if unit in (None, u.value)]
+        periods = [p for p in Period if per in (None, p.value)]
     except ValueError as exc:
         raise CLIError(f"{exc}; units: usd, tokens, requests; periods: {', '.join(Period)}") from exc
+    if not state.budgets:
+        if per is None:
+            raise CLIError(
+                "limits needs the budget it changes: pass --budgets FILE (the TOML file your Guard "
+                "loads; the budget's period and time zone are taken from it) or name it with --per "
+                "(and --unit, --tz)"
+            )
+        return _spec(target, units[0] if unit else Unit.USD, periods[0], tz or "UTC")
+    counters = state.guard.counters_for([target])
+    if per == Period.TOTAL.value and target == Guard.METERING.scope:  # calls that have no budget
+        counters.append(Guard.METERING)
+    fits = [c for c in counters if c.unit in units and c.period in periods and tz in (None, c.tz)]
+    if len(fits) == 1:
+        return _spec(target, fits[0].unit, fits[0].period, fits[0].tz)
+    known = "; ".join(_per(c) for c in counters) or "none"
+    if not fits:
+        given = [f"--{k} {v}" for k, v in (("unit", unit), ("per", per), ("tz", tz)) if v is not None]
+        asked = f" with {' '.join(given)}" if given else ""
+        raise CLIError(
+            f"no budget in {state.budgets_file} is on {target}{asked} (its budgets: {known}); a run-time "
+            "limit changes a budget that exists: add it to the file first"
+        )
+    raise CLIError(f"{target} has several budgets ({known}): choose one with --per, --unit or --tz")
+
+
+def _spec(scope: Scope, unit: Unit, per: Period, tz: str) -> CounterSpec:
+    try:
+        return CounterSpec(scope, unit, per, 0, tz)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
 
 
 def _amount(text: str, unit: str) -> int:
+    if text.strip().startswith("-"):
+        raise CLIError(f"{text!r} is negative: a limit is 0 or more (0 refuses every call; `limits clear` "
+                       "removes the override)")  # fmt: skip
     if unit == "usd":
         try:
             return to_nano(Decimal(text.strip().removeprefix("$")), what="limit")
@@ -231,31 +338,43 @@ def _amount(text: str, unit: str) -> int:
 
 
 _counter_options = [
-    click.option("--per", default="day", show_default=True, type=click.Choice([p.value for p in Period])),
-    click.option("--unit", default="usd", show_default=True, type=click.Choice([u.value for u in Unit])),
-    click.option("--tz", default="UTC", show_default=True, help="The budget's time zone."),
+    click.option(
+        "--per", type=click.Choice([p.value for p in Period]), help="The budget's period (default: its own)."
+    ),
+    click.option(
+        "--unit", type=click.Choice([u.value for u in Unit]), help="The budget's unit (default: its own)."
+    ),
+    click.option("--tz", help="The budget's time zone (default: its own)."),
 ]
 
 
 @cli.group()
 def limits() -> None:
-    """Run-time limit overrides, stored in the ledger (they win over the limits in code)."""
+    """Run-time limit overrides, stored in the ledger (they win over the limits in code). SCOPE's budget
+    comes from the budgets file (--budgets); --per, --unit and --tz choose when SCOPE has several."""
 
 
-def _limits_command(name: str, *arguments: str) -> Callable[[Callable[..., None]], click.Command]:
+def _limits_command(
+    name: str, *arguments: str, reads: bool = False
+) -> Callable[[Callable[..., None]], click.Command]:
     """A ``limits NAME SCOPE [ARGUMENTS...] [--per] [--unit] [--tz]`` command: the function takes the
-    state, the counter that SCOPE and the options name, then ``arguments`` by name."""
+    state, the counter that SCOPE and the options name, then ``arguments`` by name. An amount such as
+    ``-1`` is an argument (refused with a clear error), not an unknown option."""
 
     def decorate(fn: Callable[..., None]) -> click.Command:
-        @_friendly
         @functools.wraps(fn)
-        def command(state: _State, scope: str, per: str, unit: str, tz: str, **given: str) -> None:
-            fn(state, _counter(scope, unit, per, tz), **given)
+        def command(
+            state: _State, scope: str, per: str | None, unit: str | None, tz: str | None, **given: str
+        ) -> None:
+            if reads:
+                state.must_exist()
+            fn(state, _counter(state, scope, unit, per, tz), **given)
 
-        decorated: Any = pass_state(command)
+        run: Any = _friendly(command)
+        decorated: Any = _store_options(pass_state(run))
         for decorator in (*reversed(_counter_options), *map(click.argument, reversed(("scope", *arguments)))):
             decorated = decorator(decorated)  # (as a stack of decorators, bottom first)
-        return limits.command(name)(decorated)
+        return limits.command(name, context_settings={"ignore_unknown_options": True})(decorated)
 
     return decorate
 
@@ -268,7 +387,7 @@ def limits_set(state: _State, counter: CounterSpec, amount: str) -> None:
     console.print(f"{counter.scope}: {_per(counter)} is now {counter.unit.show(value)}")
 
 
-@_limits_command("get")
+@_limits_command("get", reads=True)
 def limits_get(state: _State, counter: CounterSpec) -> None:
     """Show SCOPE's run-time limit for one period, if one is set."""
     value = state.guard.ledger.get_limit(counter)
@@ -276,7 +395,7 @@ def limits_get(state: _State, counter: CounterSpec) -> None:
     console.print(f"{counter.scope}: {_per(counter)}: {shown}")
 
 
-@_limits_command("clear")
+@_limits_command("clear", reads=True)
 def limits_clear(state: _State, counter: CounterSpec) -> None:
     """Remove SCOPE's run-time limit: the limit in code applies again."""
     state.guard.ledger.clear_limit(counter)
@@ -284,7 +403,8 @@ def limits_clear(state: _State, counter: CounterSpec) -> None:
 
 
 def _per(counter: CounterSpec) -> str:
-    return f"{counter.unit.value} limit per {counter.period.value}"
+    tz = f" ({counter.tz})" if counter.tz != "UTC" else ""
+    return f"{counter.unit.value} limit per {counter.period.value}{tz}"
 
 
 # -- report and export ------------------------------------------------------------------------------
@@ -373,8 +493,10 @@ _output = click.option("--output", "-o", type=click.Path(dir_okay=False), help="
     "--format", "fmt", default="table", type=click.Choice(["table", "csv", "json"]), show_default=True
 )
 @_output
+@_store_options
 @pass_state
 @_friendly
+@_reading
 def report_command(
     state: _State, since: str, until: str | None, by: str, scope: str | None, fmt: str, output: str | None
 ) -> None:
@@ -430,10 +552,19 @@ def report_command(
             click.secho(f"warning: {warning}", fg="yellow")
 
 
-def _table(title: str, key: str, columns: list[tuple[str, str, str]], cells: list[list[str]]) -> Table:
-    table = Table(title=title, title_justify="left", show_footer=True)
-    for name, footer, justify in columns:  # (a key is data: folded to fit, never cut)
-        table.add_column(name, footer=footer, justify=justify, overflow="fold" if name == key else "ellipsis")  # type: ignore[arg-type]
+def _table(
+    title: str, key: str, columns: list[tuple[str, str, str]], cells: list[list[str]], *, footer: bool = True
+) -> Table:
+    """A table that fits the terminal (80 columns in a pipe) without cutting a figure: the figures keep
+    their width, the text columns (the key first: data) fold onto more lines, never an ellipsis."""
+    table = Table(title=title, title_justify="left", show_footer=footer)
+    for i, (name, total, justify) in enumerate(columns):
+        figure = justify == "right"
+        width = max([len(total), *(len(row[i]) for row in cells)]) if figure else None
+        table.add_column(
+            name, footer=total, justify=justify, overflow="fold", no_wrap=figure, min_width=width,  # type: ignore[arg-type]
+            ratio=1 if name == key else None,
+        )  # fmt: skip
     for row in cells:
         table.add_row(*row)
     return table
@@ -444,8 +575,10 @@ def _table(title: str, key: str, columns: list[tuple[str, str, str]], cells: lis
 @_until
 @click.option("--format", "fmt", default="csv", type=click.Choice(["csv", "jsonl"]), show_default=True)
 @_output
+@_store_options
 @pass_state
 @_friendly
+@_reading
 def export(state: _State, since: str, until: str | None, fmt: str, output: str | None) -> None:
     """Raw journal rows (commits, refusals, releases, expiries) for finance. Says so on stderr when the
     journal no longer covers the whole range (it keeps a bounded history)."""

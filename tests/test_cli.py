@@ -181,7 +181,13 @@ def test_calls_without_a_budget_are_reported_and_not_shown_as_a_budget(tmp_path:
     [
         (["limits", "set", "user:alice", "--", "-3"], "negative"),
         (["limits", "set", "user:alice", "lots"], "not an amount of dollars"),
-        (["limits", "set", "user:alice", "1.5", "--unit", "tokens"], "whole number"),
+        (["limits", "set", "feature:search", "1.5", "--unit", "tokens"], "whole number"),
+        (["limits", "set", "user:dave", "-1"], "negative: a limit is 0 or more"),
+        (["limits", "set", "global", "30", "--per", "day"], "no budget in"),
+        (["limits", "set", "feature:search", "30", "--unit", "requests"], "no budget in"),
+        (["watch", "--interval", "-1"], "--interval"),
+        (["watch", "--top", "0"], "--top"),
+        (["watch", "--count", "0"], "--count"),
         (["limits", "set", ":alice", "1"], "scope"),
         (["status", "team:x"], "no budget"),
         (["report", "--since", "last tuesday"], "cannot read the time"),
@@ -204,7 +210,8 @@ def test_without_budgets_status_says_how_to_give_them(store: tuple[str, Path]) -
 
 
 def test_an_unreachable_store_exits_3() -> None:
-    result = CliRunner().invoke(cli, ["--url", "redis://127.0.0.1:1/0", "limits", "get", "user:alice"])
+    args = ["--url", "redis://127.0.0.1:1/0", "limits", "get", "user:alice", "--per", "day"]
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == EXIT_STORE, result.output
     assert "unreachable" in result.output and "BUDGETGUARD_URL" in result.output
 
@@ -279,7 +286,7 @@ def test_scope_ids_and_models_are_printed_literally_never_as_markup(tmp_path: Pa
         if args[0] != "limits":
             for user in ids:
                 assert user in result.output  # shown as typed: neither parsed as markup nor dropped
-    shown = CliRunner().invoke(cli, ["--url", url, "limits", "get", f"user:{ids[0]}"]).output
+    shown = CliRunner().invoke(cli, ["--url", url, "limits", "get", f"user:{ids[0]}", "--per", "day"]).output
     assert f"user:{ids[0]}" in shown
 
 
@@ -312,3 +319,93 @@ def test_report_by_model_and_function_shows_estimate_and_actual(store: tuple[str
     assert keys == {"tests.test_cli.store.<locals>.call": 6}  # the refused call is no row's call
     _, total = bg.report(bg.read_journal(bg.open_ledger(store[0]), since=None).entries, "model")
     assert total.calibration is not None and total.calibration.median == ratios[2]
+
+
+def test_url_and_budgets_are_accepted_after_the_command_and_shown_in_help(store: tuple[str, Path]) -> None:
+    url, budgets = store
+    after = CliRunner().invoke(cli, ["status", "--json", "--url", url, "--budgets", str(budgets)])
+    before = run(store, "status", "--json")
+    assert after.exit_code == 0 and json.loads(after.output) == json.loads(before.output) != []
+    for args in (["--help"], ["status", "--help"], ["report", "--help"], ["limits", "set", "--help"]):
+        shown = " ".join(CliRunner().invoke(cli, args).output.split())
+        assert "--url" in shown and "env var: BUDGETGUARD_URL" in shown and "BUDGETGUARD_BUDGETS" in shown
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["status"], ["report"], ["export"], ["watch", "--count", "1"], ["limits", "get", "user:a"],
+     ["limits", "clear", "user:a"]],
+)  # fmt: skip
+def test_a_read_command_on_a_missing_sqlite_file_is_an_error_and_creates_nothing(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """It used to create an empty ledger there and report $0."""
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text(BUDGETS)
+    missing = tmp_path / "typo.db"
+    result = CliRunner().invoke(cli, ["--url", f"sqlite:///{missing}", "--budgets", str(budgets), *args])
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert f"no ledger at {missing}" in result.output and "--url" in result.output
+    assert list(tmp_path.iterdir()) == [budgets]
+
+
+def test_limits_set_changes_the_budget_it_names_or_fails(store: tuple[str, Path]) -> None:
+    """``global`` has a monthly budget: ``limits set global 30`` changes that one (it used to store a day
+    limit that nothing read, and print success); a period the file does not have is refused, unstored."""
+    done = run(store, "limits", "set", "global", "30")
+    assert done.exit_code == 0 and "per month is now $30" in done.output
+    [shown] = json.loads(run(store, "status", "global", "--json").output)
+    assert (shown["period"], shown["limit"], shown["limit_overridden"]) == ("month", "30", True)
+    url, budgets = store
+    ledger = bg.open_ledger(url)
+    day = bg.CounterSpec(bg.Scope("global"), bg.Unit.USD, bg.Period.DAY, 0)
+    assert run(store, "limits", "set", "global", "5", "--per", "day").exit_code == EXIT_BAD_INPUT
+    assert ledger.get_limit(day) is None
+    # the counter of calls with no budget (README: `limits set global AMOUNT --per total`)
+    assert run(store, "limits", "set", "global", "7", "--per", "total").exit_code == 0
+    assert ledger.get_limit(bg.Guard.METERING) == 7_000_000_000
+    ledger.close()
+    # several budgets on one scope: the options choose, else it says which there are
+    both = budgets.read_text() + '\n[[budgets]]\nscope = "user"\nusd = "1"\nper = "month"\n'
+    budgets.write_text(both)
+    several = run(store, "limits", "set", "user:alice", "2")
+    assert several.exit_code == EXIT_BAD_INPUT
+    assert "several budgets (usd limit per day; usd limit per month)" in " ".join(several.output.split())
+    assert "per month is now $2" in run(store, "limits", "set", "user:alice", "2", "--per", "month").output
+    # without a budgets file, --per names the budget
+    bare = CliRunner().invoke(cli, ["--url", url, "limits", "set", "user:alice", "3"])
+    assert bare.exit_code == EXIT_BAD_INPUT and "--budgets FILE" in bare.output
+    named = CliRunner().invoke(cli, ["--url", url, "limits", "set", "user:alice", "3", "--per", "week"])
+    assert named.exit_code == 0 and "per week is now $3" in named.output
+
+
+def test_tables_fit_80_columns_without_cutting_a_figure(tmp_path: Path) -> None:
+    """In a pipe (80 columns), a long scope id and large limits: the figures are whole (no ellipsis),
+    the id folds onto more lines."""
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text(
+        '[[budgets]]\nscope = "user"\nusd = "1234567.89"\nper = "day"\ntz = "America/Los_Angeles"\n'
+    )
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    guard = bg.Guard(url, budgets=bg.load_budgets(budgets))
+    user = "alice-with-a-rather-long-identifier-0123456789"
+
+    @guard.with_budget(user="{user}")
+    def call(*, user: str, model: str, messages: Any, max_tokens: int) -> dict[str, Any]:
+        return {"usage": {"prompt_tokens": 123_456, "completion_tokens": 654_321}}
+
+    call(user=user, model="gpt-4o", messages=[{"role": "user", "content": "Hi"}], max_tokens=700_000)
+    spent = guard.ledger.status(guard.counters_for([bg.Scope("user", user)]))[0].spent
+    guard.close()
+    narrow = CliRunner(env={"COLUMNS": "80"})
+    for args, figures in (
+        (["status"], ["$1234567.89", bg.format_usd(spent), bg.format_usd(1_234_567_890_000_000 - spent)]),
+        (["report"], [bg.format_usd(spent), "123,456", "654,321"]),
+        (["report", "--by", "model"], [bg.format_usd(spent)]),
+    ):
+        result = narrow.invoke(cli, ["--url", url, "--budgets", str(budgets), *args])
+        assert result.exit_code == 0, result.output
+        lines = result.output.splitlines()
+        assert max(map(len, lines)) <= 80 and "…" not in result.output, result.output
+        for figure in figures:
+            assert any(figure in line for line in lines), (figure, result.output)
