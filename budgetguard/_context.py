@@ -151,6 +151,10 @@ class ModelTotals:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_nano: int = 0
+    cached_input_tokens: int = 0
+    """Of ``input_tokens``, those read from the provider's prompt cache."""
+    reasoning_tokens: int = 0
+    """Of ``output_tokens``, the model's reasoning."""
 
     @property
     def total_tokens(self) -> int:
@@ -175,6 +179,8 @@ class Tracker:
             totals.input_tokens += usage.total_input_tokens
             totals.output_tokens += usage.total_output_tokens
             totals.cost_nano += cost_nano
+            totals.cached_input_tokens += usage.cache_read_tokens
+            totals.reasoning_tokens += usage.reasoning_tokens
 
     def _sum(self, name: str) -> int:
         with self._lock:
@@ -201,11 +207,21 @@ class Tracker:
         """Total cost in USD (exact)."""
         return to_usd(self._sum("cost_nano"))
 
+    @property
+    def cached_input_tokens(self) -> int:
+        return self._sum("cached_input_tokens")
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return self._sum("reasoning_tokens")
+
     def __str__(self) -> str:
+        """As LangChain's ``get_openai_callback()`` prints its totals."""
         return (
             f"Tokens Used: {self.total_tokens}\n\tPrompt Tokens: {self.input_tokens}\n"
-            f"\tCompletion Tokens: {self.output_tokens}\nSuccessful Requests: {self.calls}\n"
-            f"Total Cost (USD): ${self.cost:f}"
+            f"\t\tPrompt Tokens Cached: {self.cached_input_tokens}\n"
+            f"\tCompletion Tokens: {self.output_tokens}\n\t\tReasoning Tokens: {self.reasoning_tokens}\n"
+            f"Successful Requests: {self.calls}\nTotal Cost (USD): ${self.cost:f}"
         )
 
 

@@ -81,14 +81,33 @@ class BudgetExceededError(BudgetGuardError):
         self.requested = requested
         self.resets_at = resets_at
         fmt = _fmt_usd if unit == "usd" else str
-        remaining = limit - spent - held
         when = f"it resets at {resets_at.isoformat()}" if resets_at else "it never resets"
         super().__init__(
             f"budget exceeded for {scope} ({period} {unit} budget): limit {fmt(limit)}, "
             f"spent {fmt(spent)}, held by calls in flight {fmt(held)}, "
-            f"remaining {fmt(remaining)}, requested {fmt(requested)}; {when}. "
+            f"remaining {fmt(self.remaining)}, requested {fmt(requested)}; {when}. "
             "Lower the request (max tokens, a cheaper model), wait for the reset, "
             "or raise the limit (budgetguard limits set)."
+        )
+
+    @property
+    def remaining(self) -> Decimal | int:
+        """What the budget had left for this call: its limit less what is spent and held (0 or less
+        when nothing is left)."""
+        return self.limit - self.spent - self.held
+
+    @property
+    def reason(self) -> str:
+        """Why, in one line for the person whose call was refused (an HTTP body, a chat reply): that the
+        budget is used up, or that the call's worst case needs more than is left."""
+        fmt = _fmt_usd if self.unit == "usd" else str
+        budget = f"the {self.period} budget of {self.scope}"
+        if self.remaining <= 0:
+            held = f" ({fmt(self.held)} of it held by calls in flight)" if self.held else ""
+            return f"{budget} is used up: {fmt(self.limit)}{held}"
+        return (
+            f"{budget} has {fmt(self.remaining)} left, and this call needs up to {fmt(self.requested)} "
+            "(its worst case): ask for less (max tokens, a cheaper model) or wait for the reset"
         )
 
 

@@ -27,6 +27,7 @@ import inspect
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from .._budgets import Scope, Unit
@@ -157,14 +158,21 @@ def refusal_response(
         headers["Retry-After"] = str(retry_after)
     content = body(refused) if body is not None else {
         "error": "budget_exceeded",
-        "message": f"the {refused.period} budget of {refused.scope} is spent",
+        "message": refused.reason,
         "scope": refused.scope,
         "period": refused.period,
         "unit": refused.unit,
+        "needed": _amount(refused.requested),
+        "left": _amount(max(refused.remaining, 0)),
         "resets_at": refused.resets_at.isoformat() if refused.resets_at else None,
         "retry_after": retry_after,
     }  # fmt: skip
     return JSONResponse(dict(content), status_code=status_code, headers=headers)
+
+
+def _amount(value: Decimal | int) -> str | int:
+    """A refusal's amount in a JSON body: USD as an exact decimal string, tokens and requests as ints."""
+    return f"{value.normalize():f}" if isinstance(value, Decimal) else value
 
 
 def missing_scope_response(

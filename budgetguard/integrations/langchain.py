@@ -404,7 +404,9 @@ class BudgetTotals:
         self.tracker = tracker
 
     prompt_tokens = _Total[int]("input_tokens")
+    prompt_tokens_cached = _Total[int]("cached_input_tokens")
     completion_tokens = _Total[int]("output_tokens")
+    reasoning_tokens = _Total[int]("reasoning_tokens")
     total_tokens = _Total[int]("total_tokens")
     successful_requests = _Total[int]("calls")
     total_cost = _Total[Decimal]("cost")
@@ -413,6 +415,8 @@ class BudgetTotals:
 
     def __str__(self) -> str:
         return str(self.tracker)
+
+    __repr__ = __str__  # (``cb`` at a prompt shows the totals, as ``get_openai_callback``'s does)
 
 
 @contextmanager

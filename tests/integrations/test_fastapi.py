@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
@@ -16,6 +17,7 @@ from budgetguard.integrations.fastapi import (
     BudgetMiddleware,
     budget_exceeded_handler,
     budget_scope,
+    refusal_response,
 )
 
 USAGE = bg.Usage(input_tokens=200, output_tokens=50)
@@ -119,6 +121,37 @@ def test_a_refusal_becomes_a_429_with_retry_after_at_the_reset() -> None:
     assert refused.headers["x-budget-cost-usd"] == "0"
     assert other.status_code == 200
     assert user_spent(guard, "bob") == 0
+    # money is left, but not the call's worst case: the body says so, and agrees with the header
+    assert body["left"] == "0.01" == refused.headers["x-budget-remaining-usd"]
+    assert Decimal(body["needed"]) > Decimal(body["left"])
+    assert body["message"] == (
+        f"the day budget of user:bob has $0.01 left, and this call needs up to ${body['needed']} "
+        "(its worst case): ask for less (max tokens, a cheaper model) or wait for the reset"
+    )
+
+
+@pytest.mark.parametrize(
+    ("unit", "amounts", "message", "left"),
+    [
+        ("usd", ("0.01", "0.008", "0.002", "0.0004"),
+         "the day budget of user:gus is used up: $0.01 ($0.002 of it held by calls in flight)", "0"),
+        ("usd", ("0.01", "0.01", "0", "0.0004"), "the day budget of user:gus is used up: $0.01", "0"),
+        ("tokens", (1000, 400, 0, 900),
+         "the day budget of user:gus has 600 left, and this call needs up to 900 (its worst case): ask for "
+         "less (max tokens, a cheaper model) or wait for the reset", 600),
+    ],
+)  # fmt: skip
+def test_a_refusal_says_whether_the_budget_is_used_up_or_the_call_too_big(
+    unit: str, amounts: tuple[Any, ...], message: str, left: Any
+) -> None:
+    limit, spent, held, requested = (Decimal(a) if unit == "usd" else a for a in amounts)
+    refused = bg.BudgetExceededError(
+        scope="user:gus", unit=unit, period="day", limit=limit, spent=spent, held=held, requested=requested,
+        resets_at=None,
+    )  # fmt: skip
+    body = json.loads(refusal_response(refused).body)
+    assert (body["message"], body["left"]) == (message, left)
+    assert body["needed"] == (f"{requested:f}" if unit == "usd" else requested)
 
 
 def test_the_status_code_is_configurable_and_scopes_can_come_from_a_callable() -> None:

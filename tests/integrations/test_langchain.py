@@ -220,7 +220,14 @@ def test_get_budget_callback_adds_up_every_model_and_charges_the_ledger() -> Non
     assert (cb.prompt_tokens, cb.completion_tokens, cb.total_tokens) == (150, 31, 181)
     assert cb.total_cost == sum(costs.values()) and isinstance(cb.total_cost, Decimal)
     assert {m: t.cost for m, t in cb.by_model.items()} == costs
-    assert "Successful Requests: 3" in str(cb)
+    assert (
+        str(cb)
+        == repr(cb)
+        == (  # printed as get_openai_callback()'s totals are
+            f"Tokens Used: 181\n\tPrompt Tokens: 150\n\t\tPrompt Tokens Cached: 0\n\tCompletion Tokens: 31\n"
+            f"\t\tReasoning Tokens: 0\nSuccessful Requests: 3\nTotal Cost (USD): ${cb.total_cost:f}"
+        )
+    )
     assert spent(guard, "user:ivy") == (bg.to_nano(cb.total_cost), 0)
     assert len([e for e in events if e.kind == "committed"]) == 3
 
