@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import functools
 import io
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,112 +24,37 @@ from rich.live import Live
 from rich.table import Table
 
 from . import __about__
-from ._budgets import Budget, Period, Scope, Unit, window_for
-from ._cli_base import CLIError, F, _friendly, console
+from ._budgets import Period, Scope, Unit, window_for
+from ._cli_base import (
+    BUDGETS_HELP,
+    URL_HELP,
+    CLIError,
+    State,
+    _friendly,
+    console,
+    pass_state,
+    reading,
+    store_options,
+)
+from ._cli_limits import limits
 from ._cli_prices import estimate, prices
-from ._config import load_budgets
-from ._core import default_url
-from ._guard import Guard
-from ._ledger import CounterSpec, CounterStatus
+from ._ledger import CounterStatus
 from ._ledger._types import to_datetime
-from ._money import format_usd, to_nano
+from ._money import format_usd
 from ._report import coverage, export_row, parse_when, stream_journal, summarize
-
-
-class _State:
-    def __init__(self, url: str | None, budgets_file: str | None) -> None:
-        self.url = url or default_url()
-        self.budgets_file = budgets_file
-        self._guard: Guard | None = None
-
-    @functools.cached_property
-    def budgets(self) -> list[Budget]:
-        return load_budgets(self.budgets_file) if self.budgets_file else []
-
-    @property
-    def guard(self) -> Guard:
-        if self._guard is None:
-            self._guard = Guard(self.url, budgets=self.budgets)
-        return self._guard
-
-    def close(self) -> None:
-        if self._guard is not None:
-            self._guard.close()
-
-    def must_exist(self) -> None:
-        """A command that only reads: an SQLite ledger file that does not exist is an error (opening it
-        would create an empty one and report $0)."""
-        if not self.url.startswith("sqlite:"):
-            return
-        from ._ledger import _sqlite_path
-
-        path = _sqlite_path(self.url.split("?", 1)[0])
-        if not Path(path).is_file():
-            raise CLIError(
-                f"no ledger at {path} (from {self.url}): check --url / BUDGETGUARD_URL; a guarded call "
-                "or `budgetguard demo --ledger FILE` creates one"
-            )
-
-    def need_budgets(self, what: str) -> list[Budget]:
-        if not self.budgets:
-            raise CLIError(
-                f"{what} needs your budgets: pass --budgets FILE or set BUDGETGUARD_BUDGETS "
-                "(the TOML file your Guard loads with budgetguard.load_budgets)"
-            )
-        return self.budgets
-
-
-pass_state = click.make_pass_decorator(_State)
-
-_URL_HELP = "The store (default: the embedded SQLite ledger)."
-_BUDGETS_HELP = "A TOML/JSON file of budgets (as for budgetguard.load_budgets)."
-
-
-def _set_state(name: str) -> Callable[[click.Context, click.Parameter, str | None], None]:
-    def given(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-        if value is not None:  # (after the command: wins over the group's, read before the command runs)
-            setattr(ctx.ensure_object(_State), name, value)
-
-    return given
-
-
-def _store_options(command: F) -> F:
-    """``--url`` and ``--budgets`` after the command name too, as in ``budgetguard status --url ...``."""
-    url = click.option(
-        "--url",
-        expose_value=False,
-        callback=_set_state("url"),
-        help=f"{_URL_HELP} [env var: BUDGETGUARD_URL]",
-    )
-    budgets = click.option(
-        "--budgets", expose_value=False, callback=_set_state("budgets_file"), type=click.Path(dir_okay=False),
-        help=f"{_BUDGETS_HELP} [env var: BUDGETGUARD_BUDGETS]",
-    )  # fmt: skip
-    return url(budgets(command))
-
-
-def _reading(command: F) -> F:
-    """A command that only reads the store: its SQLite file must exist (``_State.must_exist``)."""
-
-    @functools.wraps(command)
-    def read(state: _State, *args: Any, **kwargs: Any) -> Any:
-        state.must_exist()
-        return command(state, *args, **kwargs)
-
-    return read  # type: ignore[return-value]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__about__.__version__, prog_name="budgetguard")
-@click.option("--url", envvar="BUDGETGUARD_URL", show_envvar=True, help=_URL_HELP)
+@click.option("--url", envvar="BUDGETGUARD_URL", show_envvar=True, help=URL_HELP)
 @click.option(
     "--budgets", "budgets_file", envvar="BUDGETGUARD_BUDGETS", show_envvar=True,
-    type=click.Path(dir_okay=False), help=_BUDGETS_HELP,
+    type=click.Path(dir_okay=False), help=BUDGETS_HELP,
 )  # fmt: skip
 @click.pass_context
 def cli(ctx: click.Context, url: str | None, budgets_file: str | None) -> None:
     """A hard, shared spending limit in front of every LLM call."""
-    ctx.obj = ctx.with_resource(contextlib.closing(_State(url, budgets_file)))
+    ctx.obj = ctx.with_resource(contextlib.closing(State(url, budgets_file)))
 
 
 # -- demo ------------------------------------------------------------------------------------------
@@ -149,7 +73,7 @@ def demo(ledger: str | None) -> None:
 # -- status and watch ------------------------------------------------------------------------------
 
 
-def _active_scopes(state: _State, now: datetime) -> list[Scope]:
+def _active_scopes(state: State, now: datetime) -> list[Scope]:
     """The scopes with a budget: exact ones, and those of kind budgets seen in the current windows."""
     budgets = state.need_budgets("status")
     exact = [Scope.parse(b.target) for b in budgets if ":" in b.target or b.target == "global"]
@@ -167,7 +91,7 @@ def _active_scopes(state: _State, now: datetime) -> list[Scope]:
     return list(seen.values())
 
 
-def _statuses(state: _State, scopes: Iterable[Scope]) -> list[CounterStatus]:
+def _statuses(state: State, scopes: Iterable[Scope]) -> list[CounterStatus]:
     counters = state.guard.counters_for(scopes)
     return state.guard.ledger.status(counters) if counters else []
 
@@ -218,11 +142,11 @@ def _status_json(s: CounterStatus) -> dict[str, Any]:
 @cli.command()
 @click.argument("scope", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@_store_options
+@store_options
 @pass_state
 @_friendly
-@_reading
-def status(state: _State, scope: str | None, as_json: bool) -> None:
+@reading
+def status(state: State, scope: str | None, as_json: bool) -> None:
     """Limits, spent, held, remaining and reset time of SCOPE (e.g. user:alice), or of every active scope."""
     state.need_budgets("status")
     scopes = [Scope.parse(scope)] if scope else _active_scopes(state, datetime.now(UTC))
@@ -253,11 +177,11 @@ def status(state: _State, scope: str | None, as_json: bool) -> None:
 @click.option(
     "--count", type=click.IntRange(min=1), help="Stop after this many refreshes (default: until Ctrl-C)."
 )
-@_store_options
+@store_options
 @pass_state
 @_friendly
-@_reading
-def watch(state: _State, interval: float, top: int, count: int | None) -> None:
+@reading
+def watch(state: State, interval: float, top: int, count: int | None) -> None:
     """A live view of the busiest scopes, refreshing in place."""
     state.need_budgets("watch")
 
@@ -276,135 +200,6 @@ def watch(state: _State, interval: float, top: int, count: int | None) -> None:
                 shown += 1
     except KeyboardInterrupt:
         pass
-
-
-# -- limits -----------------------------------------------------------------------------------------
-
-
-def _counter(state: _State, scope: str, unit: str | None, per: str | None, tz: str | None) -> CounterSpec:
-    """The counter a ``limits`` command names: SCOPE's budget in the budgets file (the options choose
-    among several), or the one the options name when no budgets file is given (``--per`` then needed).
-    A run-time limit overrides a budget: one that nothing uses is refused, not stored."""
-    try:
-        target = Scope.parse(scope)
-        units = [u for u in Unit if unit in (None, u.value)]
-        periods = [p for p in Period if per in (None, p.value)]
-    except ValueError as exc:
-        raise CLIError(f"{exc}; units: usd, tokens, requests; periods: {', '.join(Period)}") from exc
-    if not state.budgets:
-        if per is None:
-            raise CLIError(
-                "limits needs the budget it changes: pass --budgets FILE (the TOML file your Guard "
-                "loads; the budget's period and time zone are taken from it) or name it with --per "
-                "(and --unit, --tz)"
-            )
-        return _spec(target, units[0] if unit else Unit.USD, periods[0], tz or "UTC")
-    counters = state.guard.counters_for([target])
-    if per == Period.TOTAL.value and target == Guard.METERING.scope:  # calls that have no budget
-        counters.append(Guard.METERING)
-    fits = [c for c in counters if c.unit in units and c.period in periods and tz in (None, c.tz)]
-    if len(fits) == 1:
-        return _spec(target, fits[0].unit, fits[0].period, fits[0].tz)
-    known = "; ".join(_per(c) for c in counters) or "none"
-    if not fits:
-        given = [f"--{k} {v}" for k, v in (("unit", unit), ("per", per), ("tz", tz)) if v is not None]
-        asked = f" with {' '.join(given)}" if given else ""
-        raise CLIError(
-            f"no budget in {state.budgets_file} is on {target}{asked} (its budgets: {known}); a run-time "
-            "limit changes a budget that exists: add it to the file first"
-        )
-    raise CLIError(f"{target} has several budgets ({known}): choose one with --per, --unit or --tz")
-
-
-def _spec(scope: Scope, unit: Unit, per: Period, tz: str) -> CounterSpec:
-    try:
-        return CounterSpec(scope, unit, per, 0, tz)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from exc
-
-
-def _amount(text: str, unit: str) -> int:
-    if text.strip().startswith("-"):
-        raise CLIError(f"{text!r} is negative: a limit is 0 or more (0 refuses every call; `limits clear` "
-                       "removes the override)")  # fmt: skip
-    if unit == "usd":
-        try:
-            return to_nano(Decimal(text.strip().removeprefix("$")), what="limit")
-        except InvalidOperation:
-            raise CLIError(f"{text!r} is not an amount of dollars; write it like 5 or 12.50") from None
-    if not text.isdigit():
-        raise CLIError(f"{text!r} is not a whole number of {unit}")
-    return int(text)
-
-
-_counter_options = [
-    click.option(
-        "--per", type=click.Choice([p.value for p in Period]), help="The budget's period (default: its own)."
-    ),
-    click.option(
-        "--unit", type=click.Choice([u.value for u in Unit]), help="The budget's unit (default: its own)."
-    ),
-    click.option("--tz", help="The budget's time zone (default: its own)."),
-]
-
-
-@cli.group()
-def limits() -> None:
-    """Run-time limit overrides, stored in the ledger (they win over the limits in code). SCOPE's budget
-    comes from the budgets file (--budgets); --per, --unit and --tz choose when SCOPE has several."""
-
-
-def _limits_command(
-    name: str, *arguments: str, reads: bool = False
-) -> Callable[[Callable[..., None]], click.Command]:
-    """A ``limits NAME SCOPE [ARGUMENTS...] [--per] [--unit] [--tz]`` command: the function takes the
-    state, the counter that SCOPE and the options name, then ``arguments`` by name. An amount such as
-    ``-1`` is an argument (refused with a clear error), not an unknown option."""
-
-    def decorate(fn: Callable[..., None]) -> click.Command:
-        @functools.wraps(fn)
-        def command(
-            state: _State, scope: str, per: str | None, unit: str | None, tz: str | None, **given: str
-        ) -> None:
-            if reads:
-                state.must_exist()
-            fn(state, _counter(state, scope, unit, per, tz), **given)
-
-        run: Any = _friendly(command)
-        decorated: Any = _store_options(pass_state(run))
-        for decorator in (*reversed(_counter_options), *map(click.argument, reversed(("scope", *arguments)))):
-            decorated = decorator(decorated)  # (as a stack of decorators, bottom first)
-        return limits.command(name, context_settings={"ignore_unknown_options": True})(decorated)
-
-    return decorate
-
-
-@_limits_command("set", "amount")
-def limits_set(state: _State, counter: CounterSpec, amount: str) -> None:
-    """Set SCOPE's limit to AMOUNT (dollars for usd) for one period, e.g. `limits set user:alice 20`."""
-    value = _amount(amount, counter.unit.value)
-    state.guard.ledger.set_limit(counter, value)
-    console.print(f"{counter.scope}: {_per(counter)} is now {counter.unit.show(value)}")
-
-
-@_limits_command("get", reads=True)
-def limits_get(state: _State, counter: CounterSpec) -> None:
-    """Show SCOPE's run-time limit for one period, if one is set."""
-    value = state.guard.ledger.get_limit(counter)
-    shown = "none (the limit in code applies)" if value is None else counter.unit.show(value)
-    console.print(f"{counter.scope}: {_per(counter)}: {shown}")
-
-
-@_limits_command("clear", reads=True)
-def limits_clear(state: _State, counter: CounterSpec) -> None:
-    """Remove SCOPE's run-time limit: the limit in code applies again."""
-    state.guard.ledger.clear_limit(counter)
-    console.print(f"{counter.scope}: {_per(counter)} cleared (the limit in code applies)")
-
-
-def _per(counter: CounterSpec) -> str:
-    tz = f" ({counter.tz})" if counter.tz != "UTC" else ""
-    return f"{counter.unit.value} limit per {counter.period.value}{tz}"
 
 
 # -- report and export ------------------------------------------------------------------------------
@@ -493,12 +288,12 @@ _output = click.option("--output", "-o", type=click.Path(dir_okay=False), help="
     "--format", "fmt", default="table", type=click.Choice(["table", "csv", "json"]), show_default=True
 )
 @_output
-@_store_options
+@store_options
 @pass_state
 @_friendly
-@_reading
+@reading
 def report_command(
-    state: _State, since: str, until: str | None, by: str, scope: str | None, fmt: str, output: str | None
+    state: State, since: str, until: str | None, by: str, scope: str | None, fmt: str, output: str | None
 ) -> None:
     """Spend from the journal, grouped by user, feature, model or day. Says so when the journal no longer
     covers the whole range (it keeps a bounded history)."""
@@ -575,11 +370,11 @@ def _table(
 @_until
 @click.option("--format", "fmt", default="csv", type=click.Choice(["csv", "jsonl"]), show_default=True)
 @_output
-@_store_options
+@store_options
 @pass_state
 @_friendly
-@_reading
-def export(state: _State, since: str, until: str | None, fmt: str, output: str | None) -> None:
+@reading
+def export(state: State, since: str, until: str | None, fmt: str, output: str | None) -> None:
     """Raw journal rows (commits, refusals, releases, expiries) for finance. Says so on stderr when the
     journal no longer covers the whole range (it keeps a bounded history)."""
     since_at, until_at = _range(since, until)
@@ -602,6 +397,7 @@ def export(state: _State, since: str, until: str | None, fmt: str, output: str |
 # -- prices and estimate ----------------------------------------------------------------------------
 
 
+cli.add_command(limits)
 cli.add_command(prices)
 cli.add_command(estimate)
 

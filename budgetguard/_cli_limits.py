@@ -1,0 +1,144 @@
+"""The ``budgetguard limits`` commands: run-time limit overrides of the budgets in the budgets file."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import click
+
+from ._budgets import Period, Scope, Unit
+from ._cli_base import CLIError, State, _friendly, console, pass_state, store_options
+from ._guard import Guard
+from ._ledger import CounterSpec
+from ._money import to_nano
+
+__all__ = ["limits"]
+
+
+def _counter(state: State, scope: str, unit: str | None, per: str | None, tz: str | None) -> CounterSpec:
+    """The counter a ``limits`` command names: SCOPE's budget in the budgets file (the options choose
+    among several), or the one the options name when no budgets file is given (``--per`` then needed).
+    A run-time limit overrides a budget: one that nothing uses is refused, not stored."""
+    try:
+        target = Scope.parse(scope)
+        units = [u for u in Unit if unit in (None, u.value)]
+        periods = [p for p in Period if per in (None, p.value)]
+    except ValueError as exc:
+        raise CLIError(f"{exc}; units: usd, tokens, requests; periods: {', '.join(Period)}") from exc
+    if not state.budgets:
+        if per is None:
+            raise CLIError(
+                "limits needs the budget it changes: pass --budgets FILE (the TOML file your Guard "
+                "loads; the budget's period and time zone are taken from it) or name it with --per "
+                "(and --unit, --tz)"
+            )
+        return _spec(target, units[0] if unit else Unit.USD, periods[0], tz or "UTC")
+    counters = state.guard.counters_for([target])
+    if per == Period.TOTAL.value and target == Guard.METERING.scope:  # calls that have no budget
+        counters.append(Guard.METERING)
+    fits = [c for c in counters if c.unit in units and c.period in periods and tz in (None, c.tz)]
+    if len(fits) == 1:
+        return _spec(target, fits[0].unit, fits[0].period, fits[0].tz)
+    known = "; ".join(_per(c) for c in counters) or "none"
+    if not fits:
+        given = [f"--{k} {v}" for k, v in (("unit", unit), ("per", per), ("tz", tz)) if v is not None]
+        asked = f" with {' '.join(given)}" if given else ""
+        raise CLIError(
+            f"no budget in {state.budgets_file} is on {target}{asked} (its budgets: {known}); a run-time "
+            "limit changes a budget that exists: add it to the file first"
+        )
+    raise CLIError(f"{target} has several budgets ({known}): choose one with --per, --unit or --tz")
+
+
+def _spec(scope: Scope, unit: Unit, per: Period, tz: str) -> CounterSpec:
+    try:
+        return CounterSpec(scope, unit, per, 0, tz)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+
+
+def _amount(text: str, unit: str) -> int:
+    if text.strip().startswith("-"):
+        raise CLIError(f"{text!r} is negative: a limit is 0 or more (0 refuses every call; `limits clear` "
+                       "removes the override)")  # fmt: skip
+    if unit == "usd":
+        try:
+            return to_nano(Decimal(text.strip().removeprefix("$")), what="limit")
+        except InvalidOperation:
+            raise CLIError(f"{text!r} is not an amount of dollars; write it like 5 or 12.50") from None
+    if not text.isdigit():
+        raise CLIError(f"{text!r} is not a whole number of {unit}")
+    return int(text)
+
+
+_counter_options = [
+    click.option(
+        "--per", type=click.Choice([p.value for p in Period]), help="The budget's period (default: its own)."
+    ),
+    click.option(
+        "--unit", type=click.Choice([u.value for u in Unit]), help="The budget's unit (default: its own)."
+    ),
+    click.option("--tz", help="The budget's time zone (default: its own)."),
+]
+
+
+@click.group()
+def limits() -> None:
+    """Run-time limit overrides, stored in the ledger (they win over the limits in code). SCOPE's budget
+    comes from the budgets file (--budgets); --per, --unit and --tz choose when SCOPE has several."""
+
+
+def _limits_command(
+    name: str, *arguments: str, reads: bool = False
+) -> Callable[[Callable[..., None]], click.Command]:
+    """A ``limits NAME SCOPE [ARGUMENTS...] [--per] [--unit] [--tz]`` command: the function takes the
+    state, the counter that SCOPE and the options name, then ``arguments`` by name. An amount such as
+    ``-1`` is an argument (refused with a clear error), not an unknown option."""
+
+    def decorate(fn: Callable[..., None]) -> click.Command:
+        @functools.wraps(fn)
+        def command(
+            state: State, scope: str, per: str | None, unit: str | None, tz: str | None, **given: str
+        ) -> None:
+            if reads:
+                state.must_exist()
+            fn(state, _counter(state, scope, unit, per, tz), **given)
+
+        run: Any = _friendly(command)
+        decorated: Any = store_options(pass_state(run))
+        for decorator in (*reversed(_counter_options), *map(click.argument, reversed(("scope", *arguments)))):
+            decorated = decorator(decorated)  # (as a stack of decorators, bottom first)
+        return limits.command(name, context_settings={"ignore_unknown_options": True})(decorated)
+
+    return decorate
+
+
+@_limits_command("set", "amount")
+def limits_set(state: State, counter: CounterSpec, amount: str) -> None:
+    """Set SCOPE's limit to AMOUNT (dollars for usd) for one period, e.g. `limits set user:alice 20`."""
+    value = _amount(amount, counter.unit.value)
+    state.guard.ledger.set_limit(counter, value)
+    console.print(f"{counter.scope}: {_per(counter)} is now {counter.unit.show(value)}")
+
+
+@_limits_command("get", reads=True)
+def limits_get(state: State, counter: CounterSpec) -> None:
+    """Show SCOPE's run-time limit for one period, if one is set."""
+    value = state.guard.ledger.get_limit(counter)
+    shown = "none (the limit in code applies)" if value is None else counter.unit.show(value)
+    console.print(f"{counter.scope}: {_per(counter)}: {shown}")
+
+
+@_limits_command("clear", reads=True)
+def limits_clear(state: State, counter: CounterSpec) -> None:
+    """Remove SCOPE's run-time limit: the limit in code applies again."""
+    state.guard.ledger.clear_limit(counter)
+    console.print(f"{counter.scope}: {_per(counter)} cleared (the limit in code applies)")
+
+
+def _per(counter: CounterSpec) -> str:
+    tz = f" ({counter.tz})" if counter.tz != "UTC" else ""
+    return f"{counter.unit.value} limit per {counter.period.value}{tz}"
