@@ -11,6 +11,7 @@ import contextlib
 import csv
 import io
 import json
+import textwrap
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ import click
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from . import __about__
 from ._budgets import Period, Scope, Unit, window_for
@@ -38,6 +40,7 @@ from ._cli_base import (
 )
 from ._cli_limits import limits
 from ._cli_prices import estimate, prices
+from ._forecast import Forecast, forecast
 from ._ledger import CounterStatus
 from ._ledger._types import to_datetime
 from ._money import format_usd
@@ -100,30 +103,65 @@ def _used(status: CounterStatus) -> Decimal:
     return Decimal(status.spent + status.held) / status.limit if status.limit else Decimal(0)
 
 
-def _status_table(statuses: Sequence[CounterStatus], title: str) -> Table:
+def _forecast(s: CounterStatus, now_ms: int) -> Forecast | None:
+    return forecast(s.spent, s.held, s.limit, s.window_start, s.window_end, now_ms)
+
+
+def _runs_out(outlook: Forecast | None, now: datetime) -> str:
+    """When, at its burn rate, the budget runs out: a time (with the date when not today), "now", or
+    "lasts" (the window); "-" for a budget that never resets."""
+    if outlook is None:
+        return "-"
+    at = outlook.runs_out_at
+    if at is None:
+        return "lasts"
+    return "now" if at <= now else _when(at, now)
+
+
+def _when(at: datetime, now: datetime) -> str:
+    """A time in UTC, with its month and day when it is not today's (a window lasts a month at most)."""
+    return at.strftime("%H:%M" if at.date() == now.date() else "%m-%d %H:%M")
+
+
+def _rate(unit: Unit, per_hour: int) -> str:
+    """A burn rate to three significant digits (an estimate: the exact figures are spent and left)."""
+    if unit is not Unit.USD or per_hour == 0:
+        return f"{per_hour:,}" if unit is not Unit.USD else "$0"
+    usd = Decimal(per_hour).scaleb(-9)
+    return f"${usd.quantize(Decimal(1).scaleb(usd.adjusted() - 2)).normalize():f}"
+
+
+def _status_table(statuses: Sequence[CounterStatus], title: str) -> Text:
     rows = []
+    now = datetime.now(UTC)
+    now_ms = int(now.timestamp() * 1000)
     for s in statuses:
         unit = s.counter.unit
+        show = unit.show if unit is Unit.USD else "{:,}".format  # (tokens, requests: the unit in "period")
+        period = s.counter.period.value + ("" if unit is Unit.USD else f", {unit.value}")
+        outlook = _forecast(s, now_ms)
         rows.append([
             str(s.counter.scope),
-            f"{s.counter.period.value} ({s.counter.tz})" if s.counter.tz != "UTC" else s.counter.period.value,
-            unit.show(s.limit) + (" *" if s.overridden else ""),
-            unit.show(s.spent),
-            unit.show(s.held),
-            unit.show(s.remaining),
-            f"{_used(s) * 100:.1f}%",
-            s.resets_at.strftime("%Y-%m-%d %H:%M") if s.resets_at else "never",
+            period + (f" ({s.counter.tz})" if s.counter.tz != "UTC" else ""),
+            show(s.limit) + (" *" if s.overridden else ""),
+            show(s.spent),
+            show(s.held),
+            show(s.remaining),
+            "-" if outlook is None else _rate(unit, outlook.per_hour),
+            _runs_out(outlook, now),
+            _when(s.resets_at, now) if s.resets_at else "never",
         ])  # fmt: skip
-    names = ("scope", "period", "limit", "spent", "held", "remaining", "used", "resets (UTC)")
-    columns = [
-        (name, "", "left" if name in ("scope", "period", "resets (UTC)") else "right") for name in names
-    ]
-    return _table(title, "scope", columns, rows, footer=False)
+    names = ("scope", "period", "limit", "spent", "held", "left", "burn/h", "runs out", "resets")
+    text = ("scope", "period", "runs out", "resets")
+    columns = [(name, "left" if name in text else "right") for name in names]
+    return _grid(f"{title}; times UTC", columns, rows, console.width)
 
 
 def _status_json(s: CounterStatus) -> dict[str, Any]:
     unit = s.counter.unit
     money = (lambda v: format_usd(v)[1:]) if unit is Unit.USD else (lambda v: v)
+    outlook = _forecast(s, int(datetime.now(UTC).timestamp() * 1000))
+    runs_out = None if outlook is None or outlook.runs_out_at is None else outlook.runs_out_at.isoformat()
     return {
         "scope": str(s.counter.scope),
         "unit": unit.value,
@@ -136,6 +174,9 @@ def _status_json(s: CounterStatus) -> dict[str, Any]:
         "remaining": money(s.remaining),
         "window_start": to_datetime(s.window_start).isoformat(),
         "resets_at": s.resets_at.isoformat() if s.resets_at else None,
+        "burn_per_hour": None if outlook is None else money(outlook.per_hour),
+        "runs_out_at": runs_out,
+        "lasts_window": None if outlook is None else outlook.lasts,
     }
 
 
@@ -156,7 +197,9 @@ def status(state: State, scope: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([_status_json(s) for s in statuses], indent=2))
         return
-    console.print(_status_table(statuses, f"budgets at {state.url}  (* = limit set at run time)"))
+    console.print(
+        _status_table(statuses, f"budgets at {state.url}  (* = limit set at run time)"), soft_wrap=True
+    )
 
 
 @cli.command()
@@ -185,7 +228,7 @@ def watch(state: State, interval: float, top: int, count: int | None) -> None:
     """A live view of the busiest scopes, refreshing in place."""
     state.need_budgets("watch")
 
-    def frame() -> Table:
+    def frame() -> Text:
         now = datetime.now(UTC)
         statuses = sorted(_statuses(state, _active_scopes(state, now)), key=lambda s: -_used(s))
         return _status_table(statuses[:top], f"busiest scopes at {now:%H:%M:%S} UTC  (Ctrl-C to stop)")
@@ -335,7 +378,7 @@ def report_command(
     if output:
         with open(output, "w") as f:
             for table in tables:
-                Console(file=f, width=120, markup=False).print(table)
+                Console(file=f, width=120, markup=False).print(table)  # (laid out for 80)
             if warning:
                 f.write(f"warning: {warning}\n")
         console.print(f"wrote {output}", style="dim")
@@ -345,6 +388,59 @@ def report_command(
             console.print(table)
         if warning:
             click.secho(f"warning: {warning}", fg="yellow")
+
+
+def _grid(title: str, columns: Sequence[tuple[str, str]], cells: list[list[str]], width: int) -> Text:
+    """A plain table of ``cells`` that fits ``width`` (the terminal's; 80 in a pipe) without cutting a
+    figure: figures (``right`` columns) keep their width; text columns share what is left, the first
+    column (the key: data) first, and fold onto more lines, never cut or hidden. One space between
+    columns, a rule under the header. (Laid out here: rich's tables hide or cut columns when short.)"""
+    longest = [max(len(name), *(len(row[i]) for row in cells)) for i, (name, _) in enumerate(columns)]
+    text = [i for i, (_, justify) in enumerate(columns) if justify != "right"]
+    widths = list(longest)
+    for i in text:  # at least the header's longest word and 5 (the key: 12)
+        widths[i] = min(longest[i], 12 if i == 0 else max(5, *map(len, columns[i][0].split())))
+    room = width - (len(columns) - 1) - sum(widths)
+    for i in text:  # what is left, to the text columns in turn, up to their longest cell
+        grow = max(min(room, longest[i] - widths[i]), 0)
+        widths[i] += grow
+        room -= grow
+
+    def lines(row: Sequence[str]) -> list[str]:
+        parts = [
+            _fold(cell, size) if i in text else [cell]
+            for i, (cell, size) in enumerate(zip(row, widths, strict=True))
+        ]
+        out = []
+        for n in range(max(map(len, parts))):
+            line = [
+                (p[n] if n < len(p) else "").rjust(size)
+                if columns[i][1] == "right"
+                else (p[n] if n < len(p) else "").ljust(size)
+                for i, (p, size) in enumerate(zip(parts, widths, strict=True))
+            ]
+            out.append(" ".join(line).rstrip())
+        return out
+
+    shown = [
+        *textwrap.wrap(title, width),
+        *lines([name for name, _ in columns]),
+        "─" * (sum(widths) + len(columns) - 1),
+    ]
+    for row in cells:
+        shown += lines(row)
+    return Text("\n".join(shown), no_wrap=True, overflow="ignore")
+
+
+def _fold(cell: str, size: int) -> list[str]:
+    """``cell`` in pieces of ``size``: at spaces where it has them, else anywhere."""
+    pieces: list[str] = []
+    for word in cell.split(" "):
+        if pieces and len(pieces[-1]) + 1 + len(word) <= size:
+            pieces[-1] += " " + word
+            continue
+        pieces += [word[k : k + size] for k in range(0, max(len(word), 1), size)]
+    return pieces
 
 
 def _table(

@@ -175,7 +175,7 @@ class Ctx:
         if outcome is not None and outcome.spent:
             data["counters"] = tuple(
                 {"scope": str(h.counter.scope), "unit": h.counter.unit.value,
-                 "period": h.counter.period.value, "spent": spent, "limit": h.limit}
+                 "period": h.counter.period.value, "tz": h.counter.tz, "spent": spent, "limit": h.limit}
                 for h, spent in zip(reservation.held, outcome.spent, strict=False)
             )  # fmt: skip
         return data

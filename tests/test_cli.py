@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -409,3 +410,24 @@ def test_tables_fit_80_columns_without_cutting_a_figure(tmp_path: Path) -> None:
         assert max(map(len, lines)) <= 80 and "…" not in result.output, result.output
         for figure in figures:
             assert any(figure in line for line in lines), (figure, result.output)
+
+
+def test_status_forecasts_when_each_budget_runs_out(store: tuple[str, Path]) -> None:
+    """The burn rate is the window's spend so far per hour it has run; a budget that cannot last says
+    when it runs out ("now" once what is left is gone), the others that they last the window."""
+    assert run(store, "limits", "set", "user:alice", "0.0001").exit_code == 0  # below what she spent
+    before = datetime.now(UTC)
+    rows = {(r["scope"], r["unit"]): r for r in json.loads(run(store, "status", "--json").output)}
+    after = datetime.now(UTC)
+    alice, bob = rows[("user:alice", "usd")], rows[("user:bob", "usd")]
+    assert alice["lasts_window"] is False and before <= datetime.fromisoformat(alice["runs_out_at"]) <= after
+    assert bob["lasts_window"] is True and bob["runs_out_at"] is None
+    start = datetime.fromisoformat(bob["window_start"])
+    spent = bg.to_nano(bob["spent"])
+    hours = [(moment - start).total_seconds() / 3600 for moment in (after, before)]
+    slow, fast = (Decimal(spent) / Decimal(h) / 10**9 for h in hours)
+    assert slow - Decimal("1e-9") <= Decimal(bob["burn_per_hour"]) <= fast  # (rounded down to a nano-USD)
+    table = run(store, "status").output
+    assert "burn/h" in table and "runs" in table, table  # (the header "runs out" may fold)
+    [alice_line] = [line for line in table.splitlines() if line.startswith("user:alice")]
+    assert " now " in alice_line

@@ -9,7 +9,10 @@
 * ``budgetguard.cost`` (counter, ``USD``), ``budgetguard.refusals`` (counter) and
   ``budgetguard.budget.remaining`` (gauge, in the budget's unit: ``USD``, ``{token}``, ``{request}``)
   by ``budgetguard.scope.kind`` (and ``budgetguard.scope.id`` for the kinds in ``id_kinds`` only), for
-  budgets (not the guard's ``METERING`` counter, which has no limit);
+  budgets (not the guard's ``METERING`` counter, which has no limit), with the forecast beside it:
+  ``budgetguard.budget.burn_per_hour.<unit>`` (the window's spend per hour it has run) and
+  ``budgetguard.budget.runs_out`` (``s``: Unix time when at that rate it runs out, or the window's
+  reset when it lasts; not for ``total`` budgets);
 * on the current span (the one around the guarded call): ``budgetguard.*`` attributes (estimate,
   cost, reservation, scopes) and ``gen_ai.usage.*`` tokens, plus a span event per guard event.
 
@@ -22,6 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .._events import Event
+from .._forecast import counter_forecast
 from .._money import INT64_MAX
 from . import missing_extra
 from ._labels import checked_kinds, scope_parts
@@ -101,6 +105,17 @@ class OpenTelemetryHook:
             )
             for unit, symbol in _UNITS.items()
         }
+        self.burn = {
+            unit: meter.create_gauge(
+                f"budgetguard.budget.burn_per_hour.{unit}",
+                unit=f"{symbol}/h",
+                description="The window's spend per hour it has run.",
+            )
+            for unit, symbol in _UNITS.items()
+        }
+        self.runs_out = meter.create_gauge(
+            "budgetguard.budget.runs_out", unit="s", description="When at its burn rate the budget runs out."
+        )
 
     def __call__(self, event: Event) -> None:
         model = event.model or "unknown"
@@ -120,10 +135,15 @@ class OpenTelemetryHook:
         for counter in data.get("counters", ()):
             if counter["limit"] >= INT64_MAX:  # no limit (``Guard.METERING``): nothing is left of it
                 continue
-            left = max(counter["limit"] - counter["spent"], 0)
-            value = left / 1_000_000_000 if counter["unit"] == "usd" else left
+            scale = 1_000_000_000 if counter["unit"] == "usd" else 1
             attributes = {**self._scope(counter["scope"]), "budgetguard.budget.period": counter["period"]}
-            self.remaining[counter["unit"]].set(value, attributes)
+            self.remaining[counter["unit"]].set(
+                max(counter["limit"] - counter["spent"], 0) / scale, attributes
+            )
+            outlook = counter_forecast(counter)
+            if outlook is not None:
+                self.burn[counter["unit"]].set(outlook.per_hour / scale, attributes)
+                self.runs_out.set(outlook.until.timestamp(), attributes)
         self._annotate(event, genai)
 
     def _genai(self, model: str) -> dict[str, str]:

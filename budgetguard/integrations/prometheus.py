@@ -7,6 +7,7 @@
 | ``spent_usd_total`` | counter | ``scope_kind``, ``scope_id``, ``model`` |
 | ``held_usd`` (holds of this process's calls in flight) | gauge | ``scope_kind``, ``scope_id``, ``model`` |
 | ``remaining`` (after the last commit) | gauge | ``scope_kind``, ``scope_id``, ``unit``, ``period`` |
+| ``burn_per_hour``, ``runs_out_timestamp_seconds`` (the forecast, see below) | gauge | as ``remaining`` |
 | ``refusals_total``, ``overruns_total`` | counter | ``scope_kind``, ``scope_id``, ``model`` |
 | ``routes_total`` | counter | ``from_model``, ``to_model`` |
 | ``tokens_total`` | counter | ``model``, ``type`` (``input`` / ``output``) |
@@ -16,7 +17,10 @@ Label cardinality stays bounded: ``scope_id`` is empty unless the scope's kind i
 (allow only kinds with few, non-personal ids: ``feature``, ``team``); ``remaining`` is kept only for
 scopes whose id is shown (one gauge for every user at once would mean nothing) and with a limit (not
 the guard's ``METERING`` counter, which calls without a budget hold on). Values are floats,
-as Prometheus's are; the ledger keeps the exact amounts.
+as Prometheus's are; the ledger keeps the exact amounts. The forecast (``budgetguard status``'s): the
+window's spend so far over the time it has run, and when the budget stops serving (Unix seconds:
+when what is left runs out at that rate, or the window's reset when it lasts), kept beside
+``remaining`` (not for ``total`` budgets).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 from .._events import Event
+from .._forecast import counter_forecast
 from .._money import INT64_MAX
 from . import missing_extra
 from ._labels import checked_kinds, scope_parts
@@ -65,6 +70,15 @@ class PrometheusHook:
             "remaining",
             "Left in the budget's window after the last commit, in its unit",
             ("scope_kind", "scope_id", "unit", "period"),
+        )
+        window = ("scope_kind", "scope_id", "unit", "period")
+        self.burn = gauge(
+            "burn_per_hour", "The window's spend so far per hour it has run, in its unit", window
+        )
+        self.runs_out = gauge(
+            "runs_out_timestamp_seconds",
+            "When at that rate the budget runs out (its reset if it lasts)",
+            window,
         )
         self.refusals = counter("refusals", "Calls refused by a budget")
         self.overruns = counter("overruns", "Calls that cost more than was reserved")
@@ -119,9 +133,13 @@ class PrometheusHook:
         for counter in event.data.get("counters", ()):
             kind, ident = scope_parts(counter["scope"], self.id_kinds)
             if (ident or kind == "global") and counter["limit"] < INT64_MAX:  # no limit: nothing left
-                left = max(counter["limit"] - counter["spent"], 0)
-                value = left / 1_000_000_000 if counter["unit"] == "usd" else left
-                self.remaining.labels(kind, ident, counter["unit"], counter["period"]).set(value)
+                scale = 1_000_000_000 if counter["unit"] == "usd" else 1
+                budget = (kind, ident, counter["unit"], counter["period"])
+                self.remaining.labels(*budget).set(max(counter["limit"] - counter["spent"], 0) / scale)
+                outlook = counter_forecast(counter)
+                if outlook is not None:
+                    self.burn.labels(*budget).set(outlook.per_hour / scale)
+                    self.runs_out.labels(*budget).set(outlook.until.timestamp())
 
 
 def _float(amount: Decimal) -> float:

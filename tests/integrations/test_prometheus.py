@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -166,3 +169,33 @@ def test_fitted_calls_are_counted() -> None:
     assert value(registry, "fits_total", scope_kind="team", scope_id="", model="gpt-4o") == 1
     assert registry.get_sample_value("budgetguard_refusals_total", {"scope_kind": "team", "scope_id": "",
                                                                     "model": "gpt-4o"}) is None  # fmt: skip
+
+
+def test_the_forecast_gauges_follow_each_budget() -> None:
+    """Beside ``remaining``: the window's burn rate so far, and when it runs out (+Inf: it lasts)."""
+    registry = CollectorRegistry()
+    guard = bg.Guard(
+        "memory://",
+        budgets=[bg.Budget("feature", usd="10", per="day"), bg.Budget("team", usd="0.0001", per="day")],
+        on_event=PrometheusHook(registry, id_kinds=["feature", "team"]),
+    )
+
+    @guard.metered(feature="search", team="ops")  # (metered: may go past the team's small budget)
+    def search(*, model: str, messages: list[Any], max_tokens: int) -> Any:
+        return {"usage": USAGE}
+
+    before = time.time()
+    search(model="gpt-4o-mini", messages=MESSAGES, max_tokens=200)
+    after = time.time()
+    feature = {"scope_kind": "feature", "scope_id": "search", "unit": "usd", "period": "day"}
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    burn = value(registry, "burn_per_hour", **feature)
+    nano = 1e-9  # (the rate is rounded down to a nano-USD an hour)
+    assert float(COST) * 3600 / (after - start) - nano <= burn <= float(COST) * 3600 / (before - start)
+    tomorrow = start + 86_400
+    assert (
+        value(registry, "runs_out_timestamp_seconds", **feature) == tomorrow
+    )  # $10 lasts the day: its reset
+    team = {**feature, "scope_kind": "team", "scope_id": "ops"}
+    ran_out = value(registry, "runs_out_timestamp_seconds", **team)
+    assert math.floor(before * 1000) / 1000 <= ran_out <= time.time()  # used up: now (in whole ms)
