@@ -395,15 +395,17 @@ def _distributions(
 ) -> None:
     """Each row's and the total's distribution from the groups' pairs (``lists``: each row's groups).
     The total is the rows' floats merged when each group is one row's (sorting sorted runs is cheap),
-    else sorted anew; a row of every group once (``global``) has the total's."""
+    else sorted anew; a row of every group once (``global``) has the total's. Consumes ``pairs``."""
     named = [[k for k in found if k in pairs] for found in lists]
     everywhere = [len(n) == len(pairs) == len(set(n)) for n in named]
     merged = sum(len(n) for n in named) == len(pairs) and not any(everywhere)  # (each group in one row)
     parts: list[tuple[RatioSample, list[float]]] = []
     runs: list[list[float]] = []
+    if not merged:  # (first, and let go before the rows' samples are made)
+        total.distribution = RatioSample.of_pairs(b"".join(pairs.values())).ratios()
     for row, groups, every in zip(rows, named, everywhere, strict=True):
-        if groups and not every:
-            sample = RatioSample.of_pairs(b"".join(pairs[k] for k in groups))
+        if groups and not every:  # (merged: each group is this row's alone, let go once read)
+            sample = RatioSample.of_pairs(b"".join(pairs.pop(k) if merged else pairs[k] for k in groups))
             floats = sample.floats()
             ordered = sorted(floats)
             row.distribution = ranked([(sample, floats)], ordered)
@@ -412,8 +414,6 @@ def _distributions(
                 runs.append(ordered)
     if merged:
         total.distribution = ranked(parts, sorted(chain.from_iterable(runs)))
-    else:
-        total.distribution = RatioSample.of_pairs(b"".join(pairs.values())).ratios()
     for row, every in zip(rows, everywhere, strict=True):
         if every:
             row.distribution = total.distribution
