@@ -11,9 +11,11 @@ import contextlib
 import csv
 import io
 import json
+import os
+import secrets
 import textwrap
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -484,10 +486,35 @@ def export(state: State, since: str, until: str | None, fmt: str, output: str | 
         if not out.written:  # (nothing at all: a blank line, as ever)
             click.echo("")
     else:
-        with open(output, "w") as f:
+        with _replacing(output) as f:
             write(rows, f)
         console.print(f"wrote {output}", style="dim")
     _warn(coverage(ledger, since=since_at, until=until_at).warning("export"))  # (read after the rows)
+
+
+@contextlib.contextmanager
+def _replacing(output: str) -> Iterator[IO[str]]:
+    """A file written beside ``output`` and renamed over it once complete: an export that fails leaves
+    no partial file (and an earlier one untouched). A target that is not a regular file (``/dev/null``,
+    a pipe) is written directly; a symbolic link's target is replaced, the link kept."""
+    target = os.path.realpath(output)
+    if os.path.exists(target) and not os.path.isfile(target):
+        with open(target, "w") as f:
+            yield f
+        return
+    folder, name = os.path.split(target)
+    temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # (the umask applies, as open's)
+    try:
+        with open(fd, "w") as f:
+            yield f
+        if os.path.exists(target):
+            os.chmod(temporary, os.stat(target).st_mode & 0o7777)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 # -- prices and estimate ----------------------------------------------------------------------------

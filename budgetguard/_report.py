@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import re
 from array import array
-from bisect import bisect_left
-from collections.abc import Iterable, Iterator
-from dataclasses import astuple, dataclass, field
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from operator import truediv
+from itertools import chain
+from operator import attrgetter, truediv
 from typing import Any
 
 from ._budgets import Scope
@@ -27,7 +28,7 @@ from ._ledger import JournalEntry, Ledger
 from ._ledger._base import JournalQuery
 from ._ledger._facts import call_scopes as scopes_of
 from ._ledger._facts import calls, cost_of, estimate_pair, function_key, model_key, tokens
-from ._ledger._sqlite_report import Aggregate, Sums, nearest_ranks
+from ._ledger._sqlite_report import Aggregate, Sums, pairs_of
 from ._money import to_usd
 
 __all__ = [
@@ -181,15 +182,28 @@ def _scope_keys(labels: list[str], by: str) -> list[str]:
     return ids or ["(none)"]
 
 
+PERCENTILES = (50, 95, 100)
+
+
+def nearest_ranks(n: int) -> list[int]:
+    """The nearest ranks of the median, p95 and max among ``n`` (``calibration.nearest_rank``)."""
+    return [max((p * n + 99) // 100, 1) for p in PERCENTILES]
+
+
 class RatioSample:
     """actual / estimate of many calls, kept as two int64 arrays (16 bytes a call, not a ``Fraction``
     each), with the exact nearest-rank distribution (``ratios``)."""
 
     __slots__ = ("actual", "estimate")
 
-    def __init__(self) -> None:
-        self.actual: Any = array("q")
-        self.estimate: Any = array("q")
+    def __init__(self, actual: Any = None, estimate: Any = None) -> None:
+        self.actual: Any = array("q") if actual is None else actual
+        self.estimate: Any = array("q") if estimate is None else estimate
+
+    @classmethod
+    def of_pairs(cls, blob: bytes) -> RatioSample:
+        """The sample of a store's pairs (``Aggregate.pairs``: one group's, or several joined)."""
+        return cls(*pairs_of(blob))
 
     def add(self, actual: int, estimate: int) -> None:
         try:
@@ -208,22 +222,42 @@ class RatioSample:
     def __iter__(self) -> Iterator[Fraction]:
         return map(Fraction, self.actual, self.estimate)
 
+    def floats(self) -> list[float]:
+        """Each call's ratio as a float (int / int: correctly rounded, so in the exact ratios' order)."""
+        return list(map(truediv, self.actual, self.estimate))
+
     def ratios(self) -> Ratios | None:
         """Median, p95 and max by nearest rank, exactly: ordered by the float ratio (int / int is
         correctly rounded, so never out of order), each rank's tie of equal floats ordered exactly."""
-        n = len(self)
-        if not n:
-            return None
-        floats = sorted(map(truediv, self.actual, self.estimate))
-        picks = []
-        for rank in nearest_ranks(n):
-            value = floats[rank - 1]
-            lo = bisect_left(floats, value) + 1
-            tie = sorted(
-                Fraction(a, b) for a, b in zip(self.actual, self.estimate, strict=True) if a / b == value
-            )
-            picks.append(tie[rank - lo])
-        return Ratios(n, *picks)
+        floats = self.floats()
+        return ranked([(self, floats)], sorted(floats))
+
+
+def ranked(parts: Sequence[tuple[RatioSample, list[float]]], ordered: list[float]) -> Ratios | None:
+    """``RatioSample.ratios`` of the samples ``parts`` together (each with its ``floats``), given all
+    their floats in order (``ordered``)."""
+    n = len(ordered)
+    if not n:
+        return None
+    picks = []
+    for rank in nearest_ranks(n):
+        value = ordered[rank - 1]
+        lo = bisect_left(ordered, value)
+        if bisect_right(ordered, value) - lo == 1:  # (one call has that float: the common case)
+            for sample, floats in parts:
+                if value in floats:
+                    at = floats.index(value)
+                    picks.append(Fraction(sample.actual[at], sample.estimate[at]))
+                    break
+            continue
+        tie = sorted(
+            Fraction(a, b)
+            for sample, _ in parts
+            for a, b in zip(sample.actual, sample.estimate, strict=True)
+            if a / b == value
+        )
+        picks.append(tie[rank - 1 - lo])
+    return Ratios(n, *picks)
 
 
 @dataclass
@@ -342,28 +376,69 @@ def summarize(
 
 
 def _from_store(found: Aggregate, by: str) -> tuple[list[ReportRow], ReportRow]:
-    def row(sums: Sums, ranked: dict[int, tuple[int, int]] | None) -> ReportRow:
-        made = ReportRow(sums.key, sums.calls, sums.refused, sums.input_tokens, sums.output_tokens,
-                         sums.cost_nano, sums.estimated_nano)  # fmt: skip
-        if sums.ratios and ranked is not None:  # (``None``: the distributions were not asked for)
-            picks = (Fraction(*ranked[rank]) for rank in nearest_ranks(sums.ratios))
-            made.distribution = Ratios(sums.ratios, *picks)
-        return made
+    """The report of a store's aggregate: its sums as rows (spread over the keys of each list of
+    scopes), each row's distribution taken from its calls' pairs (``RatioSample``)."""
+    pairs = found.pairs
+    spread = _spread(found.rows, by) if found.lists else [(sums, [sums.key]) for sums in found.rows]
+    rows = [ReportRow(s.key, s.calls, s.refused, s.input_tokens, s.output_tokens, s.cost_nano,
+                      s.estimated_nano) for s, _ in spread]  # fmt: skip
+    t = found.total
+    total = ReportRow("total", t.calls, t.refused, t.input_tokens, t.output_tokens, t.cost_nano,
+                      t.estimated_nano)  # fmt: skip
+    if pairs:  # (else the distributions were not asked for, or there are none)
+        _distributions(pairs, [lists for _, lists in spread], rows, total)
+    return _sorted(rows), total
 
-    total = row(found.total, found.total_ranked.get(""))
-    sums = _spread(found.rows, by) if found.lists else found.rows
-    return _sorted(row(s, found.ranked.get(s.key)) for s in sums), total
+
+def _distributions(
+    pairs: dict[str, bytes], lists: list[list[str]], rows: list[ReportRow], total: ReportRow
+) -> None:
+    """Each row's and the total's distribution from the groups' pairs (``lists``: each row's groups).
+    The total is the rows' floats merged when each group is one row's (sorting sorted runs is cheap),
+    else sorted anew; a row of every group once (``global``) has the total's. Consumes ``pairs``."""
+    named = [[k for k in found if k in pairs] for found in lists]
+    everywhere = [len(n) == len(pairs) == len(set(n)) for n in named]
+    merged = sum(len(n) for n in named) == len(pairs) and not any(everywhere)  # (each group in one row)
+    parts: list[tuple[RatioSample, list[float]]] = []
+    runs: list[list[float]] = []
+    if not merged:  # (first, and let go before the rows' samples are made)
+        total.distribution = RatioSample.of_pairs(b"".join(pairs.values())).ratios()
+    for row, groups, every in zip(rows, named, everywhere, strict=True):
+        if groups and not every:  # (merged: each group is this row's alone, let go once read)
+            sample = RatioSample.of_pairs(b"".join(pairs.pop(k) if merged else pairs[k] for k in groups))
+            floats = sample.floats()
+            ordered = sorted(floats)
+            row.distribution = ranked([(sample, floats)], ordered)
+            if merged:  # (kept for the total; else let go at once: memory stays one row's)
+                parts.append((sample, floats))
+                runs.append(ordered)
+    if merged:
+        total.distribution = ranked(parts, sorted(chain.from_iterable(runs)))
+    for row, every in zip(rows, everywhere, strict=True):
+        if every:
+            row.distribution = total.distribution
 
 
-def _spread(lists: list[Sums], by: str) -> list[Sums]:
-    """Sums per distinct list of scopes (its JSON) spread over each list's keys (``_scope_keys``)."""
-    keys: dict[str, list[int]] = {}
+_SUMMED = attrgetter(*(f.name for f in fields(Sums)[1:]))
+"""A ``Sums``' numbers (all its fields but the key)."""
+
+
+def _spread(lists: list[Sums], by: str) -> list[tuple[Sums, list[str]]]:
+    """Sums per distinct list of scopes (its JSON) spread over each list's keys (``_scope_keys``), each
+    with the lists it sums."""
+    keys: dict[str, tuple[list[int], list[str]]] = {}
     for sums in lists:
-        values = astuple(sums)[1:]
+        values = _SUMMED(sums)
         for key in _scope_keys(scopes_of({"scopes": json.loads(sums.key)}, ()), by):
             found = keys.get(key)
-            keys[key] = list(values) if found is None else [a + b for a, b in zip(found, values, strict=True)]
-    return [Sums(key, *values) for key, values in keys.items()]
+            if found is None:
+                keys[key] = (list(values), [sums.key])
+            else:
+                added = found[0]
+                for i, value in enumerate(values):
+                    added[i] += value
+                found[1].append(sums.key)
+    return [(Sums(key, *values), names) for key, (values, names) in keys.items()]
 
 
 def export_row(entry: JournalEntry) -> dict[str, Any]:

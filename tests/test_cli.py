@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import sqlite3
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -120,6 +121,33 @@ def test_report_and_export_files(store: tuple[str, Path], tmp_path: Path) -> Non
     assert all(e["model"] == "gpt-4o-mini" and e["attempt"] == 1 for e in committed)
     as_csv = list(csv.DictReader(io.StringIO(run(store, "export").output)))
     assert len(as_csv) == 7 and {"time", "scopes", "cost_usd", "input_tokens"} <= set(as_csv[0])
+
+
+def test_export_to_a_file_is_all_or_nothing(store: tuple[str, Path], tmp_path: Path) -> None:
+    """``export -o FILE`` writes beside FILE and renames on success: a failure halfway leaves no
+    partial file and an earlier export untouched; a success keeps the earlier file's mode."""
+    out = tmp_path / "out" / "journal.csv"
+    out.parent.mkdir()
+    assert run(store, "export", "-o", str(out)).exit_code == 0
+    good = out.read_text()
+    assert len(good.splitlines()) == 8
+    out.chmod(0o640)
+    assert run(store, "export", "--format", "jsonl", "-o", str(out)).exit_code == 0
+    earlier = out.read_text()
+    assert earlier != good and out.stat().st_mode & 0o777 == 0o640
+    db = sqlite3.connect(store[0].removeprefix("sqlite:///"))
+    db.execute(  # an entry no reader can read, after the good ones: the export fails on it
+        "INSERT INTO journal (ts, event, res_id, scopes, amounts, data) "
+        "SELECT max(ts) + 1, 'committed', 'broken', '[]', '{}', '{not json' FROM journal"
+    )
+    db.commit()
+    db.close()
+    failed = run(store, "export", "-o", str(out))
+    assert failed.exit_code != 0
+    assert out.read_text() == earlier and sorted(p.name for p in out.parent.iterdir()) == ["journal.csv"]
+    fresh = tmp_path / "out" / "new.jsonl"
+    assert run(store, "export", "--format", "jsonl", "-o", str(fresh)).exit_code != 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["journal.csv"]  # (nothing written)
 
 
 def test_limits_set_get_clear_and_status_marks_the_override(store: tuple[str, Path]) -> None:

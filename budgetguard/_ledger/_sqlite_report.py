@@ -3,10 +3,9 @@
 Each journal row carries, beside its JSON, what a report counts of it (``_facts.facts``): calls,
 input and output tokens, cost, the estimate beside that cost, the model and function keys, and the
 call's scopes when they differ from the charged ones. A report then sums columns over a time range
-(the ``ts`` index) in one statement per grouping, and takes each group's actual / estimate
-distribution (median, p95, max by nearest rank) without ordering rows by ratio: a histogram of each
-key's ratios in buckets of the (correctly rounded, so monotone) float ratio finds the bucket of each
-rank, and only those buckets' rows come back to Python, which orders them exactly (``_distributions``).
+(the ``ts`` index) in one ``GROUP BY`` statement, which also hands each group's (actual, estimate)
+pairs to Python (``_Pairs``, 16 bytes a call): the distributions (median, p95, max by nearest rank)
+are then taken exactly by the streamed report's own rule (``_report.RatioSample``).
 
 A database made before these columns gets them on open (``migrate``: instant). Its rows, and those
 an older process still writes, have none until a report finds one in its range and fills every
@@ -18,10 +17,9 @@ in Python instead.
 from __future__ import annotations
 
 import json
-from bisect import bisect_left
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from .._cache import memo
@@ -30,7 +28,7 @@ from ._facts import ODD, facts
 if TYPE_CHECKING:
     import sqlite3  # (not at ``import budgetguard``: ``_report`` imports this module)
 
-__all__ = ["COLUMNS", "Aggregate", "JournalSql", "aggregate", "fact_columns", "fill", "migrate"]
+__all__ = ["COLUMNS", "Aggregate", "JournalSql", "aggregate", "fact_columns", "fill", "migrate", "pairs_of"]
 
 COLUMNS = ("r_calls", "r_in", "r_out", "r_cost", "r_estimate", "r_model", "r_function", "r_scopes")
 """The journal's report columns (``fact_columns``), after its original ones."""
@@ -38,8 +36,6 @@ _TYPES = ("INTEGER", "INTEGER", "INTEGER", "INTEGER", "INTEGER", "TEXT", "TEXT",
 DDL = ", ".join(f"{name} {kind}" for name, kind in zip(COLUMNS, _TYPES, strict=True))
 """The report columns in the journal table's ``CREATE TABLE``."""
 _FILL_CHUNK = 2000
-_EXACT_FLOAT = 2**53
-"""Below it, an int is a double exactly, and ``a * 1.0 / b`` is a / b correctly rounded (monotone)."""
 
 
 def fact_columns(
@@ -137,18 +133,15 @@ class Sums:
     """How many calls have an estimate (the size of the ratio distribution)."""
 
 
-Ranked = dict[str, dict[int, tuple[int, int]]]
-"""Per key, the row (actual, estimate) at each of its nearest ranks (``nearest_ranks``)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Aggregate:
-    """A report's groups and total, with the rows their ratio distributions need (``Ranked``)."""
+    """A report's groups and total, with each group's (actual, estimate) pairs when asked for."""
 
     rows: list[Sums]
     total: Sums
-    ranked: Ranked
-    total_ranked: Ranked
+    pairs: dict[str, bytes]
+    """Per group key, its calls' (actual, estimate) in nano-USD, interleaved int64 (``array("q")``
+    bytes: ``pairs_of``), in no particular order; empty when the distributions were not asked for."""
     lists: bool
     """The rows are per distinct list of scopes (their keys: the lists' JSON), not per key."""
 
@@ -165,28 +158,35 @@ _SUM_PARTS = (
 """A group's ``Sums`` after its key, in SQL."""
 _SUMS = ", ".join(_SUM_PARTS)
 _SCOPES = "coalesce(r_scopes, scopes)"
-_E_SCOPES = "coalesce(e.r_scopes, e.scopes)"
-_KIND = "CASE WHEN instr(s.value, ':') THEN substr(s.value, 1, instr(s.value, ':') - 1) ELSE s.value END"
-_ID = (
-    "CASE WHEN s.value IS NULL THEN '(none)' WHEN instr(s.value, ':') "
-    "THEN substr(s.value, instr(s.value, ':') + 1) ELSE '' END"
-)
 _DAY = "date((ts - (ts % 1000 + 1000) % 1000) / 1000, 'unixepoch')"
-PERCENTILES = (50, 95, 100)
+_KEYS = {"model": "r_model", "function": "r_function", "day": _DAY}
+"""The key column of a grouping with one key per row (any other: per distinct list of scopes)."""
+_PAIRS = "budgetguard_pairs"
+"""The aggregate (``_Pairs``) that gathers a group's (actual, estimate) pairs."""
 
 
-def _keyed(by: str) -> tuple[str, str, tuple[Any, ...]]:
-    """A key column's expression, or for scopes the key's expression over ``s`` (each scope of the list
-    ``g.t``), the join that makes ``s``, and its arguments."""
-    if by == "model":
-        return "r_model", "", ()
-    if by == "function":
-        return "r_function", "", ()
-    if by == "day":
-        return _DAY, "", ()
-    if by == "scope":
-        return "coalesce(s.value, '(none)')", "LEFT JOIN json_each(g.t) AS s", ()
-    return _ID, f"LEFT JOIN json_each(g.t) AS s ON {_KIND} = ?", (by,)
+class _Pairs:
+    """A SQLite aggregate: a group's (actual, estimate) pairs as ``array("q")`` bytes (SQL integers are
+    int64: exact, and 16 bytes a call)."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = array("q")
+
+    def step(self, actual: int, estimate: int) -> None:
+        self.held.append(actual)
+        self.held.append(estimate)
+
+    def finalize(self) -> bytes:
+        return self.held.tobytes()
+
+
+def pairs_of(blob: bytes) -> tuple[array[int], array[int]]:
+    """The actual and estimate arrays of ``Aggregate.pairs``' bytes (one group's, or several joined)."""
+    held = array("q")
+    held.frombytes(blob)
+    return held[0::2], held[1::2]
 
 
 def aggregate(
@@ -200,129 +200,37 @@ def aggregate(
     ratios: bool,
 ) -> Aggregate | None:
     """The report's sums over ``[since, until)`` (ms) of the calls made on ``scope`` (all: ``None``)
-    grouped ``by``, with the rows the ratio distributions need (``ratios``); ``None`` when a row of the
-    range must be read in Python (see the module).
+    grouped ``by``, with each group's (actual, estimate) pairs if ``ratios``; ``None`` when a row of
+    the range must be read in Python (see the module).
 
     One scan sums the rows per key or, by scope (or scope kind), per distinct list of the call's
     scopes (``Aggregate.lists``: the caller spreads those sums over each list's keys; they add up
-    exactly, and the scopes' JSON is read once per list, not once per row)."""
+    exactly, and the scopes' JSON is read once per list, not once per row). The same ``GROUP BY``
+    gathers the pairs (``_Pairs``), from which the caller takes the distributions by the rule the
+    streamed report follows (``RatioSample``): no second scan, no ordering of rows in SQL."""
     where = "ts >= ? AND ts < ? AND event IN ('committed', 'refused')"
     args: tuple[Any, ...] = (since, until)
     if scope is not None:
         where += f" AND EXISTS (SELECT 1 FROM json_each({_SCOPES}) WHERE value = ?)"
         args += (scope,)
-    entries = f"SELECT ts, event, scopes, {', '.join(COLUMNS)} FROM {sql.table} WHERE {where}"
-    key, join, _ = _keyed(by)
+    key = _KEYS.get(by)
+    pairs = f", {_PAIRS}(r_cost, r_estimate) FILTER (WHERE r_estimate IS NOT NULL)" if ratios else ""
     grouped = (
-        f"SELECT {_SCOPES if join else key} AS k, {_SUMS}, count(CASE WHEN r_calls IS NULL THEN 1 END), "
-        f"count(CASE WHEN r_calls = {ODD} OR r_estimate >= {_EXACT_FLOAT} OR (r_estimate IS NOT NULL "
-        f"AND r_cost >= {_EXACT_FLOAT}) THEN 1 END) FROM ({entries}) GROUP BY k"
+        f"SELECT {key or _SCOPES} AS k, {_SUMS}, count(CASE WHEN r_calls IS NULL THEN 1 END), "
+        f"count(CASE WHEN r_calls = {ODD} THEN 1 END){pairs} FROM {sql.table} WHERE {where} GROUP BY k"
     )
+    if ratios:
+        db.create_aggregate(_PAIRS, 2, _Pairs)  # type: ignore[arg-type]
+    width = len(_SUM_PARTS) + 1
     for attempt in (1, 2):
-        db.execute("BEGIN")  # (one snapshot for every statement below)
-        try:
-            found = db.execute(grouped, args).fetchall()
-            unfilled = any(r[-2] for r in found)
-            if not (unfilled and attempt == 1):  # (else: rows an older version wrote, filled below)
-                if unfilled or any(r[-1] for r in found):
-                    return None
-                rows = [Sums(*r[:-2]) for r in found]
-                total = Sums("total", *(sum(r[i] for r in found) for i in range(1, len(_SUM_PARTS) + 1)))
-                if not (ratios and total.ratios):
-                    return Aggregate(rows, total, {}, {}, lists=bool(join))
-                ranked, total_ranked = _distributions(db, entries, args, by)
-                return Aggregate(rows, total, ranked, total_ranked, lists=bool(join))
-        finally:
-            db.execute("COMMIT")
+        found = db.execute(grouped, args).fetchall()  # (one statement: one snapshot)
+        unfilled = any(r[width] for r in found)
+        if not (unfilled and attempt == 1):  # (else: rows an older version wrote, filled below)
+            if unfilled or any(r[width + 1] for r in found):
+                return None
+            rows = [Sums(*r[:width]) for r in found]
+            total = Sums("total", *(sum(r[i] for r in found) for i in range(1, width)))
+            held = {r[0]: r[width + 2] for r in found if r[width + 2]} if ratios else {}
+            return Aggregate(rows, total, held, lists=key is None)
         fill(db, sql)
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def nearest_ranks(n: int) -> list[int]:
-    """The nearest ranks of the median, p95 and max among ``n`` (``calibration.nearest_rank``)."""
-    return [max((p * n + 99) // 100, 1) for p in PERCENTILES]
-
-
-_BUCKETS = 64
-_BUCKET = f"CAST(r_cost * 1.0 / r_estimate * {_BUCKETS} AS INTEGER)"
-"""A ratio's bucket: monotone in the exact ratio (a correctly rounded float, scaled by a power of two,
-truncated), so every ratio of a lower bucket is below every ratio of a higher one."""
-
-
-def _distributions(
-    db: sqlite3.Connection, entries: str, args: tuple[Any, ...], by: str
-) -> tuple[Ranked, Ranked]:
-    """Each key's and the total's rows at their nearest ranks (``Ranked``) without ordering the rows by
-    ratio: per key, a histogram of the ratios' buckets (``_BUCKET``) finds the bucket and the place in it of
-    each rank; one more scan reads back only the rows of those buckets, ordered exactly in Python. By
-    scope or scope kind a row counts once per key of its list of scopes (as ``_spread`` spreads the
-    lists' sums), and the total has its own histogram."""
-    key, join, key_args = _keyed(by)
-    rated = f"SELECT *, {_SCOPES} AS t FROM ({entries}) WHERE r_estimate IS NOT NULL"
-    keyed, keyed_args = f"SELECT {key} AS k, r_cost, r_estimate FROM ({rated}) AS g {join}", args + key_args
-    per_key: dict[str, dict[int, int]] = {}
-    for k, bucket, count in db.execute(
-        f"SELECT k, {_BUCKET} AS b, count(*) FROM ({keyed}) GROUP BY k, b", keyed_args
-    ):
-        per_key.setdefault(k, {})[bucket] = count
-    total: dict[int, int] = {}
-    if join:
-        total = dict(
-            db.execute(f"SELECT {_BUCKET} AS b, count(*) FROM ({rated}) GROUP BY b", args).fetchall()
-        )
-    else:  # (each row has one key)
-        for found in per_key.values():
-            for bucket, count in found.items():
-                total[bucket] = total.get(bucket, 0) + count
-    wanted = {k: _places(found) for k, found in per_key.items()}
-    total_wanted = _places(total)
-    pairs = json.dumps([[k, b] for k, places in wanted.items() for b in places])
-    held: dict[tuple[str, int], list[tuple[int, int]]] = {}
-    for k, a, b, bucket in db.execute(
-        f"SELECT k, r_cost, r_estimate, {_BUCKET} AS b FROM ({keyed}) WHERE (k, b) IN "
-        "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
-        (*keyed_args, pairs),
-    ):
-        held.setdefault((k, bucket), []).append((a, b))
-    total_held: dict[int, list[tuple[int, int]]] = {}
-    for a, b, bucket in db.execute(
-        f"SELECT r_cost, r_estimate, {_BUCKET} AS b FROM ({rated}) "
-        "WHERE b IN (SELECT value FROM json_each(?))",
-        (*args, json.dumps(list(total_wanted))),
-    ):
-        total_held.setdefault(bucket, []).append((a, b))
-    ranked = {k: _picked(places, k, held) for k, places in wanted.items()}
-    return ranked, {"": _picked(total_wanted, "", {("", b): rows for b, rows in total_held.items()})}
-
-
-def _places(histogram: dict[int, int]) -> dict[int, list[tuple[int, int]]]:
-    """Per bucket, the nearest ranks it holds and their places in it (1: its lowest ratio)."""
-    n = sum(histogram.values())
-    ranks = iter(sorted(set(nearest_ranks(n))))
-    rank = next(ranks, None)
-    places: dict[int, list[tuple[int, int]]] = {}
-    below = 0
-    for bucket in sorted(histogram):
-        count = histogram[bucket]
-        while rank is not None and rank <= below + count:
-            places.setdefault(bucket, []).append((rank, rank - below))
-            rank = next(ranks, None)
-        below += count
-    return places
-
-
-def _picked(
-    places: dict[int, list[tuple[int, int]]], key: str, rows: dict[tuple[str, int], list[tuple[int, int]]]
-) -> dict[int, tuple[int, int]]:
-    """Per nearest rank, its row (actual, estimate): the bucket's rows ordered by their float ratio,
-    the tie of equal floats at the place ordered exactly (as ``RatioSample.ratios``)."""
-    out: dict[int, tuple[int, int]] = {}
-    for bucket, found in places.items():
-        held = rows[key, bucket]
-        floats = sorted(a / b for a, b in held)
-        for rank, place in found:
-            value = floats[place - 1]
-            lo = bisect_left(floats, value)
-            tie = sorted((Fraction(a, b), a, b) for a, b in held if a / b == value)
-            out[rank] = tie[place - 1 - lo][1:]
-    return out
