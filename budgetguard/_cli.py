@@ -47,6 +47,7 @@ from ._ledger import CounterStatus
 from ._ledger._types import to_datetime
 from ._money import format_usd
 from ._report import coverage, export_row, parse_when, stream_journal, summarize
+from ._report_html import page, report_cells
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -105,6 +106,11 @@ def _used(status: CounterStatus) -> Decimal:
     return Decimal(status.spent + status.held) / status.limit if status.limit else Decimal(0)
 
 
+def _by_use(statuses: Iterable[CounterStatus]) -> list[CounterStatus]:
+    """The busiest first (the largest share of their limit spent or held), then by scope."""
+    return sorted(statuses, key=lambda s: (-_used(s), str(s.counter.scope)))
+
+
 def _forecast(s: CounterStatus, now_ms: int) -> Forecast | None:
     return forecast(s.spent, s.held, s.limit, s.window_start, s.window_end, now_ms)
 
@@ -134,6 +140,12 @@ def _rate(unit: Unit, per_hour: int) -> str:
 
 
 def _status_table(statuses: Sequence[CounterStatus], title: str) -> Text:
+    columns, rows = _status_rows(statuses)
+    return _grid(f"{title}; times UTC", columns, rows, console.width)
+
+
+def _status_rows(statuses: Sequence[CounterStatus]) -> tuple[list[tuple[str, str]], list[list[str]]]:
+    """The status table's columns (name, alignment) and rows, as every surface prints them."""
     rows = []
     now = datetime.now(UTC)
     now_ms = int(now.timestamp() * 1000)
@@ -155,8 +167,7 @@ def _status_table(statuses: Sequence[CounterStatus], title: str) -> Text:
         ])  # fmt: skip
     names = ("scope", "period", "limit", "spent", "held", "left", "burn/h", "runs out", "resets")
     text = ("scope", "period", "runs out", "resets")
-    columns = [(name, "left" if name in text else "right") for name in names]
-    return _grid(f"{title}; times UTC", columns, rows, console.width)
+    return [(name, "left" if name in text else "right") for name in names], rows
 
 
 def _status_json(s: CounterStatus) -> dict[str, Any]:
@@ -193,7 +204,7 @@ def status(state: State, scope: str | None, as_json: bool) -> None:
     """Limits, spent, held, remaining and reset time of SCOPE (e.g. user:alice), or of every active scope."""
     state.need_budgets("status")
     scopes = [Scope.parse(scope)] if scope else _active_scopes(state, datetime.now(UTC))
-    statuses = sorted(_statuses(state, scopes), key=lambda s: (-_used(s), str(s.counter.scope)))
+    statuses = _by_use(_statuses(state, scopes))
     if scope and not statuses:
         raise CLIError(f"no budget in {state.budgets_file} applies to {scope}")
     if as_json:
@@ -232,7 +243,7 @@ def watch(state: State, interval: float, top: int, count: int | None) -> None:
 
     def frame() -> Text:
         now = datetime.now(UTC)
-        statuses = sorted(_statuses(state, _active_scopes(state, now)), key=lambda s: -_used(s))
+        statuses = _by_use(_statuses(state, _active_scopes(state, now)))
         return _status_table(statuses[:top], f"busiest scopes at {now:%H:%M:%S} UTC  (Ctrl-C to stop)")
 
     shown = 0
@@ -330,7 +341,13 @@ _output = click.option("--output", "-o", type=click.Path(dir_okay=False), help="
 )  # fmt: skip
 @click.option("--scope", help="Only calls made on this scope (with a budget or not), e.g. feature:search.")
 @click.option(
-    "--format", "fmt", default="table", type=click.Choice(["table", "csv", "json"]), show_default=True
+    "--format",
+    "fmt",
+    default="table",
+    type=click.Choice(["table", "csv", "json", "html"]),
+    show_default=True,
+    help="html: one self-contained page: charts and tables by day, feature, model and user, and the budgets' "
+    "forecasts (given --budgets); --by does not apply.",
 )
 @_output
 @store_options
@@ -343,6 +360,15 @@ def report_command(
     """Spend from the journal, grouped by user, feature, model or day. Says so when the journal no longer
     covers the whole range (it keeps a bounded history)."""
     since_at, until_at = _range(since, until)
+    if fmt == "html":
+        budgets = None
+        if state.budgets:  # the budgets' forecasts, as status shows them
+            found = _statuses(state, _active_scopes(state, datetime.now(UTC)))
+            budgets = _status_rows(_by_use(found))
+        html = page(state.guard.ledger, since=since_at, until=until_at, since_text=since, scope=scope,
+                    store=state.url, budgets=budgets)  # fmt: skip
+        _write(html, output)
+        return
     shown = fmt != "table" or by in ("model", "function")  # (a table by user, day... shows no ratios)
     summary = summarize(state.guard.ledger, by, since=since_at, until=until_at, scope=scope, ratios=shown)
     rows, total, journal = summary.rows, summary.total, summary.coverage
@@ -366,8 +392,7 @@ def report_command(
         ("output tokens", f"{total.output_tokens:,}", "right"),
         ("cost", format_usd(total.cost_nano), "right"),
     ]
-    cells = [[r.key, str(r.calls), str(r.refused), f"{r.input_tokens:,}", f"{r.output_tokens:,}",
-              format_usd(r.cost_nano)] for r in rows]  # fmt: skip
+    cells = [report_cells(r) for r in rows]
     tables = [_table(f"spend by {by} since {since}", by, columns, cells)]
     if by in ("model", "function"):  # self-calibration: how far below its worst-case estimate a call came
         ratios = ("ratio_median", "ratio_p95", "ratio_max")
