@@ -37,6 +37,7 @@ from ._cli_base import (
     _friendly,
     console,
     pass_state,
+    printable,
     reading,
     store_options,
 )
@@ -220,7 +221,7 @@ def status(state: State, scope: str | None, as_json: bool) -> None:
     "--interval",
     default=2.0,
     show_default=True,
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(min=0.1),
     help="Seconds between refreshes.",
 )
 @click.option(
@@ -422,7 +423,8 @@ def _grid(title: str, columns: Sequence[tuple[str, str]], cells: list[list[str]]
     figure: figures (``right`` columns) keep their width; text columns share what is left, the first
     column (the key: data) first, and fold onto more lines, never cut or hidden. One space between
     columns, a rule under the header. (Laid out here: rich's tables hide or cut columns when short.)"""
-    longest = [max(len(name), *(len(row[i]) for row in cells)) for i, (name, _) in enumerate(columns)]
+    cells = [[printable(cell) for cell in row] for row in cells]  # (ids are user data: no control codes)
+    longest = [max([len(name), *(len(row[i]) for row in cells)]) for i, (name, _) in enumerate(columns)]
     text = [i for i, (_, justify) in enumerate(columns) if justify != "right"]
     widths = list(longest)
     for i in text:  # at least the header's longest word and 5 (the key: 12)

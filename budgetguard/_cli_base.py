@@ -25,6 +25,14 @@ EXIT_STORE = 3
 console = Console(highlight=False, markup=False)  # data (scope ids, models) is printed as it is
 
 
+def printable(text: str) -> str:
+    """``text`` with its control characters (a terminal's escape codes, line breaks) written as escapes:
+    scope ids and model names are end users' data, shown as they are but never run by the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 class CLIError(click.ClickException):
     exit_code = EXIT_BAD_INPUT
 

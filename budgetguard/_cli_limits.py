@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from ._budgets import Period, Scope, Unit
-from ._cli_base import CLIError, State, _friendly, console, pass_state, store_options
+from ._budgets import Period, Scope, Unit, window_for
+from ._cli_base import CLIError, State, _friendly, console, pass_state, printable, store_options
 from ._guard import Guard
 from ._ledger import CounterSpec
 from ._money import to_nano
@@ -37,7 +37,8 @@ def _counter(state: State, scope: str, unit: str | None, per: str | None, tz: st
             )
         return _spec(target, units[0] if unit else Unit.USD, periods[0], tz or "UTC")
     counters = state.guard.counters_for([target])
-    if per == Period.TOTAL.value and target == Guard.METERING.scope:  # calls that have no budget
+    metering = per == Period.TOTAL.value and target == Guard.METERING.scope  # calls that have no budget
+    if metering and not any(_same(c, Guard.METERING) for c in counters):
         counters.append(Guard.METERING)
     fits = [c for c in counters if c.unit in units and c.period in periods and tz in (None, c.tz)]
     if len(fits) == 1:
@@ -55,9 +56,14 @@ def _counter(state: State, scope: str, unit: str | None, per: str | None, tz: st
 
 def _spec(scope: Scope, unit: Unit, per: Period, tz: str) -> CounterSpec:
     try:
+        window_for(per, tz, 0)  # (an unknown time zone is an error here, not a limit nothing reads)
         return CounterSpec(scope, unit, per, 0, tz)
-    except ValueError as exc:
+    except (ValueError, KeyError) as exc:
         raise CLIError(str(exc)) from exc
+
+
+def _same(a: CounterSpec, b: CounterSpec) -> bool:
+    return (a.scope, a.unit, a.period, a.tz) == (b.scope, b.unit, b.period, b.tz)
 
 
 def _amount(text: str, unit: str) -> int:
@@ -121,7 +127,7 @@ def limits_set(state: State, counter: CounterSpec, amount: str) -> None:
     """Set SCOPE's limit to AMOUNT (dollars for usd) for one period, e.g. `limits set user:alice 20`."""
     value = _amount(amount, counter.unit.value)
     state.guard.ledger.set_limit(counter, value)
-    console.print(f"{counter.scope}: {_per(counter)} is now {counter.unit.show(value)}")
+    console.print(f"{printable(str(counter.scope))}: {_per(counter)} is now {counter.unit.show(value)}")
 
 
 @_limits_command("get", reads=True)
@@ -129,14 +135,14 @@ def limits_get(state: State, counter: CounterSpec) -> None:
     """Show SCOPE's run-time limit for one period, if one is set."""
     value = state.guard.ledger.get_limit(counter)
     shown = "none (the limit in code applies)" if value is None else counter.unit.show(value)
-    console.print(f"{counter.scope}: {_per(counter)}: {shown}")
+    console.print(f"{printable(str(counter.scope))}: {_per(counter)}: {shown}")
 
 
 @_limits_command("clear", reads=True)
 def limits_clear(state: State, counter: CounterSpec) -> None:
     """Remove SCOPE's run-time limit: the limit in code applies again."""
     state.guard.ledger.clear_limit(counter)
-    console.print(f"{counter.scope}: {_per(counter)} cleared (the limit in code applies)")
+    console.print(f"{printable(str(counter.scope))}: {_per(counter)} cleared (the limit in code applies)")
 
 
 def _per(counter: CounterSpec) -> str:

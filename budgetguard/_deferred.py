@@ -131,16 +131,23 @@ async def adrain(guard: GuardCore, limit: int | None = None) -> None:
             owed.add(guard)
 
 
+after_exit: list[Callable[[], None]] = []
+"""Run at exit after the settlements below (the alert sinks flush what those told)."""
+
+
 @atexit.register
 def drain_at_exit() -> None:
     """At interpreter exit: collect the streams left in reference cycles (they queue themselves), queue
     the streams still referenced (a module's global, say: the teardown would finalize them after this
-    handler), then settle every guard's queue with the sync driver (no event loop runs any more)."""
+    handler), then settle every guard's queue with the sync driver (no event loop runs any more), and
+    run ``after_exit``."""
     gc.collect()
     for settle in list(unsettled):
         settle.queue()
     for guard in list(owed):
         drain(guard, final=True)
+    for then in after_exit:
+        then()
 
 
 class Settlement:

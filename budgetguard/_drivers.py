@@ -11,20 +11,16 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from ._actions import LATE, Action, Call, Count, Flow, Late, Reserve, Resolve, Sleep
-from ._budgets import Unit
+from ._actions import Action, Call, Count, Flow, Late, Reserve, Resolve, Sleep
 from ._core import GuardCore
 from ._errors import LedgerError
 from ._events import Event, EventKind, emit, wanted
 from ._ledger import AsyncLedger, Ledger, Reservation
-from ._ledger._base import scope_labels
 from ._ledger._local import AsyncLocalLedger
-from ._ledger._types import ReservationError
-from ._money import to_usd
 
 if TYPE_CHECKING:
     import asyncio
@@ -73,8 +69,51 @@ async def run_async(core: GuardCore, flow: Flow, call: Callable[[str | None], An
     """Run ``flow`` to its end on the running event loop."""
     action, value = _resume(flow, None, None)
     while action is not None:
-        action, value = _resume(flow, *await _aoutcome(core, action, call))
+        reply, error = await _aoutcome(core, action, call)
+        if type(error) is _Cut:
+            await _settle_later(core, flow, error.write)  # (raises CancelledError)
+        action, value = _resume(flow, reply, error)
     return value
+
+
+class _Cut(BaseException):
+    """A settlement's store write (a commit, release or late charge) that a cancellation cut short: the
+    caller is gone, but the settlement is not done until its flow is (the events, the thresholds it
+    crossed, a late charge); ``run_async`` finishes it in the background."""
+
+    def __init__(self, write: asyncio.Future[Any]) -> None:
+        super().__init__()
+        self.write = write
+
+
+async def _settle_later(core: GuardCore, flow: Flow, write: asyncio.Future[Any]) -> None:
+    """Finish ``flow``'s settlement in a task of ``settling`` (waited for, shielded), then be cancelled."""
+    import asyncio
+
+    task = asyncio.ensure_future(_finish(core, flow, write))
+    settling.add(task)
+    task.add_done_callback(settling.discard)
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.shield(task)
+    raise asyncio.CancelledError
+
+
+async def _finish(core: GuardCore, flow: Flow, write: asyncio.Future[Any]) -> None:
+    """Resume ``flow`` with ``write``'s outcome and perform its store actions until it ends, or until it
+    would call or sleep (a retry: a cancelled caller makes no more calls; the flow is closed there).
+    Whatever it ends with is its cancelled caller's, who is gone; the flow has told it in events."""
+    try:
+        reply, error = await write, None
+    except BaseException as exc:
+        reply, error = None, exc
+    try:
+        action, _ = _resume(flow, reply, error)
+        while action is not None and not isinstance(action, Call | Sleep | Count):
+            action, _ = _resume(flow, *await _aoutcome(core, action, no_call))
+    except BaseException:
+        return
+    if action is not None:
+        flow.close()
 
 
 def _resume(flow: Flow, reply: Any, error: BaseException | None) -> tuple[Action | None, Any]:
@@ -125,7 +164,8 @@ async def perform_async(core: GuardCore, action: Action, call: Callable[[str | N
 async def _uncut(core: GuardCore, write: asyncio.Future[Any], action: Write) -> Any:
     """Await a store write that a cancellation (``asyncio.wait_for``, a client gone) must not cut
     short: its command may already be in the store (a reply on the wire, a local store's thread
-    running). The write runs on, shielded; a cancelled caller waits for it, releases what a reserve
+    running). The write runs on, shielded. A settlement's write raises ``_Cut``: ``run_async``
+    finishes the settlement's flow. For a reserve, a cancelled caller waits for it, releases what it
     admitted (rather than leave it held until its lease ends), then is cancelled. Cancelled again
     meanwhile, it leaves that to a task in ``settling``."""
     import asyncio
@@ -133,6 +173,8 @@ async def _uncut(core: GuardCore, write: asyncio.Future[Any], action: Write) -> 
     try:
         return await asyncio.shield(write)
     except asyncio.CancelledError:
+        if not isinstance(action, Reserve):
+            raise _Cut(write) from None
         undo = asyncio.ensure_future(_undo(core, write, action))
         settling.add(undo)
         undo.add_done_callback(settling.discard)
@@ -141,40 +183,16 @@ async def _uncut(core: GuardCore, write: asyncio.Future[Any], action: Write) -> 
         raise
 
 
-async def _undo(core: GuardCore, write: asyncio.Future[Any], action: Write) -> None:
-    """After a cancellation: wait for ``write``, release the hold a reserve made, charge late a commit
-    the store forgot (as ``_settle.resolve`` does), and say what happened (the cancelled flow cannot)."""
-    import asyncio
-
+async def _undo(core: GuardCore, write: asyncio.Future[Any], action: Reserve) -> None:
+    """After a cancellation: wait for ``write``, release the hold the reserve made, and say what
+    happened (the cancelled flow cannot)."""
     try:
         done = await write
-    except ReservationError:  # a release has nothing left to do; a commit is charged late
-        charge = action.late() if isinstance(action, Resolve) else None
-        if charge is not None:
-            await _undo(core, asyncio.ensure_future(perform_async(core, charge, no_call)), charge)
-        return
     except LedgerError as exc:
-        actual = None if isinstance(action, Reserve) else action.actual
-        op = "reserve" if isinstance(action, Reserve) else "release" if actual is None else "commit"
-        reason = f"the {op} of a cancelled call failed ({exc}); a hold it left ends with its lease"
+        reason = f"the reserve of a cancelled call failed ({exc}); a hold it left ends with its lease"
         _tell(core, action, None, "store_unavailable", reason=reason)
-        if actual is not None:
-            cost = to_usd(actual.get(Unit.USD, 0))
-            _tell(core, action, None, "spend_lost", actual=cost, reason=f"could not record: {exc}")
         return
     except Exception:  # refused, or bad input: nothing held
-        return
-    if not isinstance(action, Reserve):  # settled: the books are right; tell it as the flow would
-        charged, outcome = done if isinstance(action, Late) else (action.reservation, done)
-        late = {"late": True} if isinstance(action, Late) else {}
-        error = action.meta.get("error")
-        if action.actual is None:
-            _tell(core, action, charged, "released", reason=error)
-            return
-        cost = to_usd(action.actual.get(Unit.USD, 0))
-        _tell(core, action, charged, "committed", actual=cost, reason=error, data=late)
-        if outcome is not None and (outcome.overrun or late):
-            _tell(core, action, charged, "overrun", actual=cost, reason=LATE if late else None, data=late)
         return
     try:
         await perform_async(core, Resolve(done, None, {"error": "CancelledError"}), no_call)
@@ -187,24 +205,16 @@ async def _undo(core: GuardCore, write: asyncio.Future[Any], action: Write) -> N
 
 def _tell(
     core: GuardCore,
-    action: Write,
+    action: Reserve,
     reservation: Reservation | None,
     kind: EventKind,
     **fields: Any,
 ) -> None:
-    """An event about a cancelled call's store write, from what the action carries."""
+    """An event about a cancelled call's reserve, from what the action carries."""
     if not wanted(kind, core.hooks):
         return
-    meta: Mapping[str, Any] = {}
-    if isinstance(action, Late):
-        meta = action.reserved
-        labels = scope_labels(action.reservation.held)
-    elif isinstance(action, Resolve):
-        reservation = action.reservation
-        labels = scope_labels(reservation.held)
-    else:
-        meta = action.meta
-        labels = tuple(meta.get("scopes", ()))
+    meta = action.meta
+    labels = tuple(meta.get("scopes", ()))
     estimated = meta.get("estimated_usd")
     emit(
         Event(

@@ -51,11 +51,12 @@ def forecast(
     for a budget whose window has no start to measure a rate from (``total``)."""
     if window_end is None:
         return None
-    elapsed, resets = now_ms - window_start, to_datetime(window_end)
+    elapsed, resets, left = now_ms - window_start, to_datetime(window_end), limit - spent - held
+    if left <= 0 and (spent <= 0 or elapsed <= 0):  # nothing left (a limit of 0, or all held): now
+        return Forecast(0, to_datetime(now_ms), resets)
     if spent <= 0 or elapsed <= 0:  # nothing spent yet
         return Forecast(0, None, resets)
     rate = Fraction(spent, elapsed)  # per millisecond
-    left = limit - spent - held
     out = now_ms + max(int(left / rate), 0)
     return Forecast(int(rate * HOUR_MS), None if out >= window_end else to_datetime(out), resets)
 

@@ -287,7 +287,7 @@ def test_estimate_a_prompt_and_a_request(tmp_path: Path) -> None:
 
 
 def test_watch_refreshes_the_busiest_scopes(store: tuple[str, Path]) -> None:
-    result = run(store, "watch", "--count", "2", "--interval", "0", "--top", "2")
+    result = run(store, "watch", "--count", "2", "--interval", "0.1", "--top", "2")
     assert result.exit_code == 0, result.output
     assert "busiest scopes" in result.output and "user:bob" in result.output
 
@@ -459,3 +459,47 @@ def test_status_forecasts_when_each_budget_runs_out(store: tuple[str, Path]) -> 
     assert "burn/h" in table and "runs" in table, table  # (the header "runs out" may fold)
     [alice_line] = [line for line in table.splitlines() if line.startswith("user:alice")]
     assert " now " in alice_line
+
+
+def test_control_characters_in_ids_are_shown_as_escapes_never_sent_to_the_terminal(tmp_path: Path) -> None:
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text(BUDGETS)
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    evil = "a\x1b]0;pwned\x07\x1b[2J"
+    guard = bg.Guard(url, budgets=bg.load_budgets(budgets))
+
+    @guard.with_budget(user="{user}", feature="search")
+    def call(*, user: str, model: str, messages: Any, max_tokens: int) -> dict[str, Any]:
+        return {"usage": {"prompt_tokens": 5, "completion_tokens": 5}}
+
+    call(user=evil, model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}], max_tokens=20)
+    guard.close()
+    base = ["--url", url, "--budgets", str(budgets)]
+    for args in (["status"], ["limits", "set", f"user:{evil}", "1"]):
+        shown = CliRunner().invoke(cli, [*base, *args]).output
+        assert "\x1b" not in shown and "\x07" not in shown and "\\x1b" in shown
+    assert "user:a\\x1b]0;pwned\\x07\\x1b[2J: usd limit per day is now $1" in shown  # (limits set)
+
+
+def test_limits_checks_the_time_zone_and_the_metering_counter_is_one_budget(tmp_path: Path) -> None:
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text('[[budgets]]\nscope = "global"\nusd = "50"\nper = "total"\n')
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    bg.open_ledger(url).close()
+    bare = CliRunner().invoke(
+        cli, ["--url", url, "limits", "set", "user:bob", "5", "--per", "day", "--tz", "Nowhere/Zone"]
+    )
+    assert bare.exit_code == EXIT_BAD_INPUT and "Nowhere/Zone" in bare.output
+    total = CliRunner().invoke(
+        cli, ["--url", url, "--budgets", str(budgets), "limits", "set", "global", "5", "--per", "total"]
+    )
+    assert total.exit_code == 0 and "per total is now $5" in total.output
+
+
+def test_status_with_no_active_scope_prints_an_empty_table(tmp_path: Path) -> None:
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text('[[budgets]]\nscope = "user"\nusd = "1"\nper = "day"\n')
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    bg.open_ledger(url).close()
+    result = CliRunner().invoke(cli, ["--url", url, "--budgets", str(budgets), "status"])
+    assert result.exit_code == 0 and "burn/h" in result.output, result.output

@@ -34,6 +34,7 @@ def test_what_is_left_runs_out_at_the_rate_so_far() -> None:
         (0, 0, START + 12 * HOUR, Forecast(0, None, at(END))),  # nothing spent
         (100, 0, START + HOUR, Forecast(100, at(START + HOUR), at(END))),  # used up: now
         (90, 30, START + HOUR, Forecast(90, at(START + HOUR), at(END))),  # held past the limit: now
+        (0, 100, START + HOUR, Forecast(0, at(START + HOUR), at(END))),  # all held, nothing spent: now
     ],
 )
 def test_lasting_and_used_up(spent: int, held: int, now: int, expected: Forecast) -> None:
@@ -54,3 +55,7 @@ def test_an_events_counter_is_forecast_in_its_own_time_zone() -> None:
     la_end = at(la.end or 0)
     assert counter_forecast(counter, now) == Forecast(10, at(now + 6 * HOUR), la_end)  # 60 left, 10 an hour
     assert counter_forecast({**counter, "tz": "UTC"}, now) == Forecast(3, None, at(END))  # 40 in 12 h: lasts
+
+
+def test_a_limit_of_zero_has_run_out_already() -> None:
+    assert forecast(0, 0, 0, START, END, START + HOUR) == Forecast(0, at(START + HOUR), at(END))

@@ -11,11 +11,11 @@ call only puts the alert on a bounded queue. A threshold is emitted once per win
 """
 
 from ._config import load_alerts
-from ._delivery import DEFAULT_KINDS, DeliveryError, Sink
+from ._delivery import DEFAULT_KINDS, Alert, DeliveryError, Sink
 from ._sinks import SIGNATURE_HEADER, TIMESTAMP_HEADER, Email, Slack, Webhook, sign, verify
 from ._text import document
 
 __all__ = [
-    "DEFAULT_KINDS", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "DeliveryError", "Email", "Sink", "Slack",
-    "Webhook", "document", "load_alerts", "sign", "verify",
+    "DEFAULT_KINDS", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "Alert", "DeliveryError", "Email", "Sink",
+    "Slack", "Webhook", "document", "load_alerts", "sign", "verify",
 ]  # fmt: skip

@@ -10,20 +10,22 @@ at interpreter exit too.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import queue
 import random
+import secrets
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
+from .._deferred import after_exit
 from .._errors import ConfigurationError
 from .._events import Event, EventKind
 
-__all__ = ["DEFAULT_KINDS", "DeliveryError", "Sink"]
+__all__ = ["DEFAULT_KINDS", "Alert", "DeliveryError", "Sink"]
 
 logger = logging.getLogger("budgetguard.alerts")
 
@@ -34,6 +36,15 @@ spend that could not be recorded, and a store that is down."""
 
 ONCE_PER_WINDOW: frozenset[str] = frozenset({"threshold"})
 """Kinds the ledger already emits once per window fleet-wide: never held back by ``quiet``."""
+
+
+class Alert(NamedTuple):
+    """One alert on its way: the event, how many like it ``quiet`` held back since the last one, and an
+    id that its retries keep (a receiver tells a retry from a new alert by it)."""
+
+    event: Event
+    held: int
+    id: str
 
 
 class DeliveryError(Exception):
@@ -49,10 +60,14 @@ class DeliveryError(Exception):
 _open: weakref.WeakSet[Sink] = weakref.WeakSet()
 
 
-@atexit.register
 def _flush_at_exit() -> None:
+    """At exit, after the guard settled what it still owed (``_deferred.after_exit``): deliver the
+    alerts those settlements told, for a few seconds at most per sink."""
     for sink in list(_open):
         sink.close(timeout=5.0)
+
+
+after_exit.append(_flush_at_exit)
 
 
 class Sink:
@@ -75,9 +90,11 @@ class Sink:
         max_backoff: float = 30.0,
         on_failure: Callable[[Event, Exception], None] | None = None,
     ) -> None:
-        if attempts < 1 or max_queue < 1 or backoff < 0 or max_backoff < 0 or quiet < 0:
+        whole = all(isinstance(n, int) and not isinstance(n, bool) for n in (attempts, max_queue))
+        if not whole or attempts < 1 or max_queue < 1 or min(backoff, max_backoff, quiet) < 0:
             raise ConfigurationError(
-                "alert sink: attempts and max_queue must be 1 or more; backoff, max_backoff, quiet 0 or more"
+                "alert sink: attempts and max_queue are whole numbers, 1 or more; backoff, max_backoff and "
+                "quiet are seconds, 0 or more"
             )
         self.kinds = frozenset(kinds)
         self.quiet, self.attempts = quiet, attempts
@@ -85,7 +102,7 @@ class Sink:
         self.on_failure = on_failure
         self.delivered = self.failed = self.dropped = 0
         """Alerts delivered, given up on after every attempt, and dropped because the queue was full."""
-        self._queue: queue.Queue[tuple[Event, int] | None] = queue.Queue(max_queue)
+        self._queue: queue.Queue[Alert | None] = queue.Queue(max_queue)
         self._last: dict[tuple[str, tuple[str, ...]], float] = {}
         self._held: dict[tuple[str, tuple[str, ...]], int] = {}
         self._lock = threading.Lock()
@@ -107,9 +124,11 @@ class Sink:
                     self._held[key] = self._held.get(key, 0) + 1
                     return
                 self._last[key] = now
+                if len(self._last) > 10_000:  # forget the keys whose quiet time has passed
+                    self._last = {k: t for k, t in self._last.items() if now - t < self.quiet}
             held = self._held.pop(key, 0)
             try:
-                self._queue.put_nowait((event, held))
+                self._queue.put_nowait(Alert(event, held, secrets.token_hex(8)))
             except queue.Full:
                 self.dropped += 1
                 if self.dropped == 1 or self.dropped % 100 == 0:
@@ -156,15 +175,18 @@ class Sink:
             try:
                 if item is None:
                     return
-                self._deliver(*item)
+                self._deliver(item)
+            except BaseException:  # (a bug: keep the worker alive for the next alert)
+                logger.exception("%s: delivering an alert failed", self)
             finally:
                 self._queue.task_done()
 
-    def _deliver(self, event: Event, held: int) -> None:
+    def _deliver(self, alert: Alert) -> None:
+        event = alert.event
         error: Exception | None = None
         for attempt in range(1, self.attempts + 1):
             try:
-                self.send(event, held)
+                self.send(alert)
             except DeliveryError as exc:
                 error = exc
                 if not exc.retry or attempt == self.attempts or self._stop.is_set():
@@ -189,9 +211,8 @@ class Sink:
             except Exception:
                 logger.exception("%s: on_failure raised", self)
 
-    def send(self, event: Event, held: int) -> None:
-        """Deliver one alert (``held``: repeats of it held back by ``quiet`` since the last one), or raise
-        ``DeliveryError``."""
+    def send(self, alert: Alert) -> None:
+        """Deliver one alert (each attempt of it), or raise ``DeliveryError``."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -15,8 +15,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from .._errors import ConfigurationError
-from .._events import Event
-from ._delivery import DeliveryError, Sink
+from ._delivery import Alert, DeliveryError, Sink
 from ._text import document, lines, title
 
 __all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "Email", "Slack", "Webhook", "sign", "verify"]
@@ -37,14 +36,17 @@ def verify(secret: str | bytes, body: bytes, headers: Mapping[str, str], *, tole
     lowered = {k.lower(): v for k, v in headers.items()}
     timestamp = lowered.get(TIMESTAMP_HEADER.lower(), "")
     signature = lowered.get(SIGNATURE_HEADER.lower(), "")
-    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > tolerance:
+    if not (timestamp.isascii() and timestamp.isdigit()) or abs(time.time() - int(timestamp)) > tolerance:
         return False
-    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+    expected = sign(secret, timestamp, body).encode()
+    return hmac.compare_digest(expected, signature.encode("utf-8", "replace"))
 
 
 def _post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> None:
     """POST ``body``; a ``DeliveryError`` unless the receiver answers 2xx (retried on 408, 429, 5xx and
-    connection errors, with its ``Retry-After`` if it gives one)."""
+    connection errors, with its ``Retry-After`` if it gives one). Errors name the receiver by scheme
+    and host only: a webhook's path is often its secret (Slack's)."""
+    where = _origin(url)
     request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
@@ -54,10 +56,18 @@ def _post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> 
         retry = exc.code in (408, 425, 429) or exc.code >= 500
         after = exc.headers.get("Retry-After", "") if exc.headers else ""
         raise DeliveryError(
-            f"{url} answered {exc.code}", retry=retry, after=float(after) if after.isdigit() else None
+            f"{where} answered {exc.code}", retry=retry, after=float(after) if after.isdigit() else None
         ) from None
     except (OSError, urllib.error.URLError) as exc:  # refused, reset, timed out, DNS
-        raise DeliveryError(f"{url} could not be reached: {exc}") from None
+        raise DeliveryError(f"{where} could not be reached: {exc}") from None
+
+
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, without its path, query or credentials."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
 
 
 def _url(url: str, what: str) -> str:
@@ -80,8 +90,8 @@ class Webhook(Sink):
         self.url = _url(url, "Webhook")
         self.secret, self.headers, self.timeout = secret, dict(headers or {}), timeout
 
-    def send(self, event: Event, held: int) -> None:
-        body = json.dumps(document(event, held), separators=(",", ":")).encode()
+    def send(self, alert: Alert) -> None:
+        body = json.dumps(document(alert), separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "budgetguard-alerts", **self.headers}
         if self.secret is not None:
             timestamp = str(int(time.time()))
@@ -90,7 +100,7 @@ class Webhook(Sink):
         _post(self.url, body, headers, self.timeout)
 
     def __repr__(self) -> str:
-        return f"Webhook({self.url.split('?', 1)[0]})"
+        return f"Webhook({_origin(self.url)})"
 
 
 class Slack(Sink):
@@ -101,8 +111,8 @@ class Slack(Sink):
         super().__init__(**options)
         self.url, self.timeout = _url(url, "Slack"), timeout
 
-    def send(self, event: Event, held: int) -> None:
-        text = "\n".join(lines(event, held))
+    def send(self, alert: Alert) -> None:
+        text = "\n".join(lines(alert.event, alert.held))
         escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
         body = json.dumps({"text": f"budgetguard: {escaped}", "mrkdwn": False}).encode()
         _post(self.url, body, {"Content-Type": "application/json"}, self.timeout)
@@ -129,11 +139,13 @@ class Email(Sink):
         self.starttls, self.use_ssl, self.timeout = starttls, use_ssl, timeout
         self.subject_prefix = subject_prefix
 
-    def send(self, event: Event, held: int) -> None:
+    def send(self, alert: Alert) -> None:
         message = EmailMessage()
-        message["Subject"] = f"{self.subject_prefix} {title(event)}".strip()
+        subject = f"{self.subject_prefix} {title(alert.event)}".strip()
+        message["Subject"] = "".join(c if c.isprintable() else " " for c in subject)  # (ids are user data)
         message["From"], message["To"] = self.sender, ", ".join(self.to)
-        message.set_content("\n".join(lines(event, held)) + "\n")
+        message["Message-ID"] = f"<budgetguard-{alert.id}@{self.sender.rpartition('@')[2] or 'localhost'}>"
+        message.set_content("\n".join(lines(alert.event, alert.held)) + "\n")
         try:
             smtp: smtplib.SMTP
             if self.use_ssl:

@@ -8,9 +8,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._events import Event
+
+if TYPE_CHECKING:
+    from ._delivery import Alert
 from .._money import format_usd
 
 __all__ = ["document", "lines", "title"]
@@ -65,9 +68,12 @@ def lines(event: Event, held: int = 0) -> list[str]:
     return out
 
 
-def document(event: Event, held: int = 0) -> dict[str, Any]:
-    """The event as JSON-ready data, with ``title`` and ``text``: a webhook's body."""
+def document(alert: Alert) -> dict[str, Any]:
+    """The alert as JSON-ready data, with ``title`` and ``text``: a webhook's body. ``id`` is the same
+    for every retry of one alert."""
+    event, held = alert.event, alert.held
     return {
+        "id": alert.id,
         "kind": event.kind,
         "title": title(event),
         "text": "\n".join(lines(event, held)),

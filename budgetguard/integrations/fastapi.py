@@ -163,7 +163,7 @@ def refusal_response(
         "period": refused.period,
         "unit": refused.unit,
         "needed": _amount(refused.requested),
-        "left": _amount(max(refused.remaining, 0)),
+        "left": _amount(max(refused.remaining, type(refused.remaining)(0))),  # (a zero of its own type)
         "resets_at": refused.resets_at.isoformat() if refused.resets_at else None,
         "retry_after": retry_after,
     }  # fmt: skip

@@ -17,6 +17,7 @@ import budgetguard as bg
 from budgetguard.alerts import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    Alert,
     DeliveryError,
     Email,
     Sink,
@@ -25,6 +26,7 @@ from budgetguard.alerts import (
     load_alerts,
     verify,
 )
+from budgetguard.alerts import _delivery as delivery
 from tests.alerts.conftest import Mailbox, Receiver, free_port
 
 USAGE = {"prompt_tokens": 5, "completion_tokens": 500}  # gpt-4o: ~$0.005 a call, within its worst case
@@ -157,24 +159,61 @@ def test_a_slow_receiver_never_holds_a_guarded_call_and_the_queue_is_bounded(rec
     guard.close()
 
 
-def test_repeats_are_held_back_for_quiet_seconds_and_counted_thresholds_never() -> None:
+def test_repeats_are_held_back_for_quiet_seconds_and_counted_thresholds_never(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     sent: list[tuple[str, int]] = []
+    ids: list[str] = []
 
     class Recording(Sink):
-        def send(self, event: bg.Event, held: int) -> None:
-            sent.append((event.kind, held))
+        def send(self, alert: Alert) -> None:
+            sent.append((alert.event.kind, alert.held))
+            ids.append(alert.id)
 
-    sink = Recording(quiet=0.05)
+    clock = [1000.0]
+    monkeypatch.setattr(delivery.time, "monotonic", lambda: clock[0])  # the sink's clock, not the host's
+    sink = Recording(quiet=60)
     down = bg.Event("store_unavailable", scopes=("user:ann",), reason="connection refused")
     crossing = bg.Event("threshold", scopes=("user:ann",), data={"threshold": "50%"})
     for event in (down, down, down, crossing, crossing):
         sink(event)
-    time.sleep(0.1)  # the quiet time has passed: the next one goes, saying how many were held back
+    clock[0] += 61  # the quiet time has passed: the next one goes, saying how many were held back
     sink(down)
     assert sink.close(timeout=60)
     assert sent == [("store_unavailable", 0), ("threshold", 0), ("threshold", 0), ("store_unavailable", 2)]
+    assert len(set(ids)) == 4
     sink(down)  # after close: ignored
     assert len(sent) == 4
+
+
+def test_an_alert_keeps_its_id_across_retries_and_a_failing_sink_keeps_working(receiver: Receiver) -> None:
+    receiver.statuses = [503]
+    sink = Webhook(receiver.url, secret=SECRET, backoff=0, quiet=0)
+    sink(bg.Event("spend_lost", scopes=("user:ann",), actual=Decimal("0.5"), reason="store down"))
+    assert sink.flush(timeout=60)
+    [got] = receiver.received
+    first = got.json()["id"]
+    assert len(first) == 16 and sink.delivered == 1  # the 503 then the retry: one alert, one id
+    with pytest.raises(bg.ConfigurationError, match="whole numbers"):
+        Webhook(receiver.url, attempts=2.0)  # type: ignore[arg-type]
+    sink(bg.Event("spend_lost", scopes=("user:bo",), actual=Decimal("0.5"), reason="store down"))
+    assert sink.close(timeout=60)
+    assert [r.json()["id"] != first for r in receiver.received[1:]] == [True]
+
+
+def test_verify_says_false_to_crafted_headers() -> None:
+    body = b"{}"
+    for stamp, signature in (("\u00b2", "v1=00"), ("1", "v1=\u00e9"), (str(int(time.time())), "v1=\u00e9")):
+        assert not verify(SECRET, body, {TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: signature})
+
+
+def test_a_receiver_url_is_not_written_into_errors() -> None:
+    failures: list[Exception] = []
+    url = f"http://127.0.0.1:{free_port()}/services/T000/B000/SECRETTOKEN"
+    sink = Slack(url, attempts=1, on_failure=lambda e, exc: failures.append(exc))
+    sink(bg.Event("spend_lost", scopes=("user:ann",), actual=Decimal("0.5")))
+    assert sink.close(timeout=60)
+    assert failures and "SECRETTOKEN" not in str(failures[0]) and "127.0.0.1" in str(failures[0])
 
 
 def test_slack_gets_plain_text_with_data_escaped(receiver: Receiver) -> None:

@@ -9,16 +9,12 @@ hold, and drops the reservation's record as the store does once its retention ha
 
 from __future__ import annotations
 
-import asyncio
 import gc
 from typing import Any
 
-import pytest
-
 from budgetguard import Event, Scope, to_usd
-from budgetguard._actions import Late, Resolve
 from budgetguard._deferred import drain
-from budgetguard._drivers import no_call, perform_async, settling
+from budgetguard._drivers import no_call
 from budgetguard._drivers import run_sync as run
 from budgetguard._ledger import Hold
 from budgetguard._ledger._memory import MemoryLedger
@@ -172,35 +168,3 @@ def test_a_release_of_a_forgotten_reservation_is_quiet(make_guard: MakeGuard) ->
     assert (charged, outcome) == (reservation, None)
     h.assert_settled(dict.fromkeys(SCOPES, 0))
     assert {e.event for e in h.history()} == {"expired"}
-
-
-async def cancelled_midway(h: Harness, action: Resolve | Late) -> None:
-    """Perform ``action`` on the guard's async store and cancel the caller while its write is on the wire
-    (a socket's, or a local store's thread), then wait for what the driver settles in the background."""
-    task = asyncio.ensure_future(perform_async(h.guard, action, no_call))
-    await asyncio.sleep(0)  # the write is sent; its reply not read yet
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    while settling:
-        await asyncio.gather(*settling)
-
-
-@pytest.mark.parametrize("cut", ["commit", "late charge"])
-async def test_a_cancellation_cannot_drop_a_late_charge(amake_guard: MakeGuard, cut: str) -> None:
-    """A caller cancelled (``asyncio.wait_for``, a client gone) while its commit of a forgotten reservation
-    is on the wire, or while the late charge standing for it is: the charge completes in the background,
-    once, and is told as an overrun, never released and never dropped."""
-    h, _ = late_guard(amake_guard)
-    counters = h.guard.counters_for([Scope.parse(s) for s in SCOPES])
-    reservation = h.ledger.reserve([Hold(c, 1_000) for c in counters], lease=0.001)
-    forget(h, reservation.id)
-    actual = {c.unit: COST if c.unit.value == "usd" else 0 for c in counters}
-    commit = Resolve(reservation, actual, {"cost_nano": COST}, {"model": "gpt-4o"})
-    late = commit.late()
-    assert late is not None
-    await cancelled_midway(h, commit if cut == "commit" else late)
-    assert_charged_late(h, reservation.id, COST)
-    assert h.committed()[0].data["model"] == "gpt-4o"
-    (told,) = h.of("overrun")
-    assert (told.reason, told.actual, told.model) == (LATE, to_usd(COST), "gpt-4o")

@@ -136,6 +136,7 @@ def test_a_refusal_becomes_a_429_with_retry_after_at_the_reset() -> None:
         ("usd", ("0.01", "0.008", "0.002", "0.0004"),
          "the day budget of user:gus is used up: $0.01 ($0.002 of it held by calls in flight)", "0"),
         ("usd", ("0.01", "0.01", "0", "0.0004"), "the day budget of user:gus is used up: $0.01", "0"),
+        ("usd", ("0.01", "0.012", "0", "0.0004"), "the day budget of user:gus is used up: $0.01", "0"),
         ("tokens", (1000, 400, 0, 900),
          "the day budget of user:gus has 600 left, and this call needs up to 900 (its worst case): ask for "
          "less (max tokens, a cheaper model) or wait for the reset", 600),
