@@ -23,6 +23,7 @@ from ._events import Event, EventKind, emit, wanted
 from ._ledger import AsyncLedger, Ledger, Reservation
 from ._ledger._base import scope_labels
 from ._ledger._local import AsyncLocalLedger
+from ._ledger._meta import expand
 from ._money import to_usd
 
 if TYPE_CHECKING:
@@ -179,7 +180,8 @@ def _tell(
         reservation = action.reservation
         labels = scope_labels(reservation.held)
     else:
-        meta = action.meta
+        held = tuple(dict.fromkeys(h.counter.label for h in action.holds))
+        meta = expand(dict(action.meta), held, {})  # (the compact form: _ledger._meta)
         labels = tuple(meta.get("scopes", ()))
     estimated = meta.get("estimated_usd")
     emit(
