@@ -63,7 +63,7 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
     # The first attempt runs without a RetryCallState when tenacity would do nothing around it but
     # return its result (no `before` hook, a policy that never retries a success): one is made on the
     # first failure only, with the call's start as its own (see _retry.alone_first).
-    policy = core._retry
+    policy = core._retry or core.retry  # (the default policy is made at the first call)
     started = time.monotonic()
     missing = () if core.required_kinds <= plan.scopes.kinds else _unnamed(core, plan)
     state = None if retries.alone_first(policy) else retries.start(policy, started)
