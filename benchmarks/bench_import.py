@@ -13,8 +13,9 @@
   application itself loads (before issue 17 it imported every resource of the client).
 
 * ``first guarded call``: a guard on the memory store, a decorated function and one call, against
-  ``import budgetguard`` alone: what the first call pays for what the import no longer loads (tenacity
-  with the default retry policy, logging with the first guard, the memory store with pickle).
+  ``import budgetguard`` alone: what the first call pays, most of it the price data and the tokenizer
+  (its first estimate), then what the import defers to it (tenacity with the default retry policy,
+  logging with the first guard, the memory store with pickle).
 
 ``python -m benchmarks.bench_import --callgrind`` counts the instructions of each process instead (one
 run each under ``valgrind --tool=callgrind``, bytecode warm): the bare start, ``import budgetguard``
