@@ -70,15 +70,9 @@ def _load() -> None:
     """Import tenacity (~10 ms with concurrent.futures and logging) and what is read from it: at the
     first policy made or checked (a guard's first guarded call, or a guard given a policy), not at
     ``import budgetguard``. Every policy the flow drives went through here (``checked``)."""
-    global \
-        tenacity, \
-        RetryCallState, \
-        _DEFAULT_STOP, \
-        _DEFAULT_WAIT, \
-        _DEFAULT_RETRY, \
-        _WAIT_FIRST, \
-        _QUIET_ON_SUCCESS
-    if "_QUIET_ON_SUCCESS" in globals():
+    global tenacity, RetryCallState, _WAIT_FIRST, _QUIET_ON_SUCCESS
+    global _DEFAULT_STOP, _DEFAULT_WAIT, _DEFAULT_RETRY
+    if "_QUIET_ON_SUCCESS" in globals():  # (set last: the rest is set too)
         return
     import tenacity
     from tenacity import RetryCallState
