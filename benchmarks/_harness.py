@@ -155,6 +155,7 @@ def count_here(work: Callable[[int], object], calls: int, warmup: int = 300) -> 
     ``work(i)`` only (``callgrind_control -i on`` / ``off`` around them)."""
     for i in range(warmup):
         work(i)
+    gc.collect()  # a full collection the warm-up left due (modules a first call imported): not per call
     switch = ["callgrind_control", "-i"]
     subprocess.run([*switch, "on", str(os.getpid())], check=True, capture_output=True)
     for i in range(warmup, warmup + calls):

@@ -21,6 +21,10 @@ Redis (the ledger benchmark's server, a fresh namespace, deleted at the end):
   steady state, once records past that horizon are dropped (the store's own PEXPIREAT: not waited for
   here, the record bytes are left out). Records alive at any time are ``calls/s x (lease + horizon)``
   whatever the number of scopes: the "records" figure of the used_memory row times that.
+* with a guarded call's meta: N more calls on fresh scopes, each writing what one real guarded call
+  passes its store (``guarded_call``: the reserve's and commit's journal meta, compact, and the commit's
+  USD, tokens and requests amounts): the journal bytes per call, and the steady-state bytes per active
+  scope-window (counter keys + journal entry) that issue 17's 300 B target is about.
 
 SQLite (a temporary file each): journal bytes per call, from the ``dbstat`` table (the ``journal``
 table and its index), against an ``audit (seq, ts, scope, usd)`` table with an index on ``ts``, written
@@ -38,6 +42,7 @@ script time without the host's noise (``INFO commandstats`` timings move with th
 
 from __future__ import annotations
 
+import functools
 import glob
 import shutil
 import sqlite3
@@ -63,14 +68,39 @@ def _scope(i: int) -> str:
     return f"user-{i:05d}"
 
 
-RESERVE_META = {
-    "attempt": 1,
-    "estimated_usd": "0.000412",
-    "model": "gpt-4o-mini",
-    "scopes": ["user:user-00000"],
-}
-COMMIT_META = {"cost_nano": 388500, "duration": 1.234, "usage": {"input_tokens": 1210, "output_tokens": 345}}
-"""What a guarded call journals (``_flow.py``'s reserve meta, ``_settle.py``'s commit meta), typical sizes."""
+def summarize(*, model: str, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
+    """A guarded service function's model call (canned: its usage is under the estimate)."""
+    return {"usage": {"prompt_tokens": 28, "completion_tokens": 345}}
+
+
+@functools.cache
+def guarded_call() -> tuple[dict[str, Any], dict[str, int], dict[str, Any]]:
+    """What one real guarded call passes its store (``@with_budget(user=...)`` on ``summarize``, a USD
+    budget per user and day, gpt-4o-mini): the reserve's meta, the commit's amounts (USD, tokens,
+    requests) and its meta, as ``_flow.py`` and ``_settle.py`` build them (compact: ``_ledger/_meta.py``).
+    The meta rows write these, so they follow what the guard journals."""
+    import budgetguard as bg
+    from budgetguard._ledger import MemoryLedger
+
+    seen: dict[str, Any] = {}
+
+    class Recording(MemoryLedger):
+        def reserve(self, holds: Any, **options: Any) -> Any:
+            seen["reserve"] = dict(options["meta"])
+            return super().reserve(holds, **options)
+
+        def commit(self, reservation: Any, actual: Any, **options: Any) -> Any:
+            seen["actual"] = {unit.value: amount for unit, amount in actual.items()}
+            seen["commit"] = dict(options["meta"])
+            return super().commit(reservation, actual, **options)
+
+    guard = bg.Guard(Recording(), budgets=[bg.Budget("user", usd="10", per="day")])
+    try:
+        messages = [{"role": "user", "content": "Summarize this support ticket in three sentences: ..."}]
+        guard.with_budget(user=_scope(0))(summarize)(model="gpt-4o-mini", messages=messages, max_tokens=1000)
+    finally:
+        guard.close()
+    return seen["reserve"], seen["actual"], seen["commit"]
 
 
 def _calls(ledger: Ledger, n: int, first: int = 0, meta: bool = False) -> None:
@@ -79,7 +109,8 @@ def _calls(ledger: Ledger, n: int, first: int = 0, meta: bool = False) -> None:
     for i in range(first, first + n):
         holds = (Hold(CounterSpec(Scope("user", _scope(i)), Unit.USD, Period.DAY, LIMIT), HOLD),)
         if meta:
-            ledger.commit(ledger.reserve(holds, meta=RESERVE_META), ACTUAL, meta=COMMIT_META)
+            reserve_meta, actual, commit_meta = guarded_call()
+            ledger.commit(ledger.reserve(holds, meta=reserve_meta), actual, meta=commit_meta)
         else:
             ledger.commit(ledger.reserve(holds), ACTUAL)
 
@@ -154,6 +185,7 @@ def _redis_rows(url: str, namespace: str, own: bool, n: int) -> list[dict[str, A
         raw_journal = _memory_usage(client, [f"{raw_prefix}audit"])
         before = sizes()
         _calls(ledger, n, first=n + 1, meta=True)
+        reserve_meta, actual, commit_meta = guarded_call()
         after = sizes()
         with_meta = {key: after[key] - before[key] for key in after}
     finally:
@@ -202,6 +234,17 @@ def _redis_rows(url: str, namespace: str, own: bool, n: int) -> list[dict[str, A
             raw_journal / n,
             "bytes/call",
             record_bytes=round(with_meta["records"] / n, 1),
+            **common,
+        ),
+        _row(
+            "redis: bytes per active scope-window of a guarded call, steady state (<= 300) vs INCRBY + XADD",
+            (with_meta["counters"] + with_meta["journal"]) / n,
+            tracker,
+            "bytes/scope",
+            parts={k: round(with_meta[k] / n, 1) for k in ("counters", "journal")},
+            reserve_meta=reserve_meta,
+            commit_meta=commit_meta,
+            amounts=actual,
             **common,
         ),
         _row(

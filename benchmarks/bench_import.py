@@ -12,6 +12,15 @@
   ``create``, against the same without the decoration: what decorating costs beyond what the
   application itself loads (before issue 17 it imported every resource of the client).
 
+* ``first guarded call``: a guard on the memory store, a decorated function and one call, against
+  ``import budgetguard`` alone: what the first call pays, most of it the price data and the tokenizer
+  (its first estimate), then what the import defers to it (tenacity with the default retry policy,
+  logging with the first guard, the memory store with pickle).
+
+``python -m benchmarks.bench_import --callgrind`` counts the instructions of each process instead (one
+run each under ``valgrind --tool=callgrind``, bytecode warm): the bare start, ``import budgetguard``
+and their difference, steady where wall-clock times move with the host's load.
+
 Both sides run with bytecode caches written to a private temporary directory
 (``PYTHONPYCACHEPREFIX``) after a warm-up run, so neither pays for compiling sources, whatever
 ``PYTHONDONTWRITEBYTECODE`` says, and the source tree gets no ``__pycache__``. Trials alternate which
@@ -22,6 +31,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -45,6 +55,14 @@ CLIENT = (
     "budgetguard.cost('gpt-4o-mini', budgetguard.Usage(input_tokens=1, output_tokens=1))\n"
 )
 DECORATE = CLIENT + "budgetguard.Guard().metered(resource.create, user='u')\n"
+FIRST_CALL = (
+    "import budgetguard\n"
+    "guard = budgetguard.Guard('memory://', budgets=[budgetguard.Budget('user', usd='1', per='day')])\n"
+    "def reply(*, model, messages, max_tokens):\n"
+    "    return {'usage': {'prompt_tokens': 3, 'completion_tokens': 2}}\n"
+    "guard.with_budget(user='u')(reply)(model='gpt-4o-mini', messages=[{'role': 'user', 'content': 'hi'}],"
+    " max_tokens=5)\n"
+)
 
 
 def _runner(code: str, env: dict[str, str]) -> Callable[[Any], object]:
@@ -63,6 +81,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
         env["PYTHONPYCACHEPREFIX"] = cache
         bare, imported, looked_up = (_runner(code, env) for code in (BARE, IMPORT, LOOKUP))
         looked_up(None)  # compile every module both sides load, once, outside the timings
+        called = _runner(FIRST_CALL, env)
+        called(None)
         client, decorated = (_runner(code, env) for code in (CLIENT, DECORATE))
         with_openai = importlib.util.find_spec("openai") is not None
         if with_openai:
@@ -73,6 +93,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
 
         cold = compare(imported, bare, inputs, trials=trials, iterations=iterations)
         first = compare(looked_up, imported, inputs, trials=trials, iterations=iterations)
+        first_call = compare(called, imported, inputs, trials=trials, iterations=iterations)
         decoration = None
         if with_openai:
             decoration = compare(decorated, client, inputs, trials=trials, iterations=iterations)
@@ -93,6 +114,13 @@ def run(quick: bool) -> list[dict[str, Any]]:
             unit="us/process",
             net_ms=round((first.candidate_ns - first.baseline_ns) / 1e6, 1),
         ),
+        row(
+            "first guarded call (memory store) vs import budgetguard",
+            first_call,
+            target=None,
+            unit="us/process",
+            net_ms=round((first_call.candidate_ns - first_call.baseline_ns) / 1e6, 1),
+        ),
     ] + ([] if decoration is None else [
         row(
             "first decoration of an OpenAI method vs its client alone",
@@ -102,3 +130,35 @@ def run(quick: bool) -> list[dict[str, Any]]:
             net_ms=round((decoration.candidate_ns - decoration.baseline_ns) / 1e6, 1),
         )
     ])  # fmt: skip
+
+
+def callgrind() -> dict[str, int]:
+    """Instructions of a bare start and of ``import budgetguard``, each in one process, bytecode warm."""
+    counts = {}
+    with tempfile.TemporaryDirectory(prefix="bg-bench-import-") as cache:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = cache
+        for name, code in (("bare", BARE), ("import", IMPORT)):
+            subprocess.run([sys.executable, "-c", code], env=env, check=True)  # compile, outside the count
+            command = [
+                "valgrind",
+                "--tool=callgrind",
+                "--callgrind-out-file=/dev/null",
+                sys.executable,
+                "-c",
+                code,
+            ]
+            out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+            found = re.search(r"Collected : (\d+)", out.stderr)
+            if found is None:
+                raise RuntimeError(f"no instruction count from callgrind: {out.stderr[-500:]}")
+            counts[name] = int(found.group(1))
+    counts["net"] = counts["import"] - counts["bare"]
+    return counts
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--callgrind"]:
+        sys.exit("usage: python -m benchmarks.bench_import --callgrind")
+    for name, count in callgrind().items():
+        print(f"{name:>7}: {count / 1e6:8.1f}M instructions per process")

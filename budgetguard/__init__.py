@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._budgets import Budget, Period, Scope, Unit
 from ._calibration import Learned, Ratios
 from ._config import load_budgets
@@ -49,7 +51,6 @@ from ._pricing import (
     register_price,
     set_default_price,
 )
-from ._report import ReportRow, read_journal, report
 from ._tokens import count_text_tokens, get_encoding
 from ._tokens_claude import count_anthropic_tokens, count_claude_request
 from ._tokens_openai import (
@@ -59,6 +60,21 @@ from ._tokens_openai import (
     count_tool_tokens,
 )
 from ._usage import Pass, Usage
+
+if TYPE_CHECKING:
+    from ._report import ReportRow, read_journal, report
+
+_REPORTS = ("ReportRow", "read_journal", "report")
+
+
+def __getattr__(name: str) -> Any:
+    """The report functions, imported at their first use (not at ``import budgetguard``)."""
+    if name in _REPORTS:
+        from . import _report
+
+        return getattr(_report, name)
+    raise AttributeError(f"module 'budgetguard' has no attribute {name!r}")
+
 
 __all__ = [
     "AsyncLedger",

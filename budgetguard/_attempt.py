@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import tenacity
-
 from ._actions import Call, Flow, NotSent, Sleep
 from ._core import GuardCore
 from ._deferred import arun, run
@@ -74,6 +72,8 @@ class Attempt:
         except StopIteration:
             return
         except BaseException as exc:
+            import tenacity  # (loaded already: the flow's policy made it; not at import)
+
             if error is not None and (exc is error or isinstance(exc, tenacity.RetryError)):
                 return  # the call's own error, re-raised by the flow once the books are right
             raise

@@ -12,10 +12,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
-from typing import Any, Literal
-
-import tenacity
-from tenacity import RetryCallState
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._actions import OpenJob
 from ._budgets import Budget, Period, Scope, Unit
@@ -23,7 +20,7 @@ from ._cache import Bounded
 from ._calibration import Calibration, Learned
 from ._errors import ConfigurationError
 from ._estimate import Estimate, Estimator
-from ._events import Event
+from ._events import Event, use_logging
 from ._fit import Fit, fit_option
 from ._ledger import AsyncLedger, CounterSpec, Hold, Ledger, open_async_ledger, open_ledger
 from ._ledger._types import CheckedAmounts
@@ -31,6 +28,10 @@ from ._money import INT64_MAX
 from ._pricing import PriceBook, price_book
 from ._providers import Variant
 from ._retry import charge_if_maybe_billed, checked, retry_policy
+
+if TYPE_CHECKING:  # (tenacity is imported at the first guarded call: see retry)
+    import tenacity
+    from tenacity import RetryCallState
 from ._scopes import Scopes, default_ids
 from ._usage import Usage
 
@@ -99,8 +100,11 @@ class GuardCore:
         is no default id, and ``missing_scope="refuse"``; a call without one raises ``MissingScopeError``."""
         self.prices = prices or price_book
         self.estimator = estimator or Estimator(prices=self.prices)
-        self.retry = retry_policy(retry, stop, wait)
+        self._retry: tenacity.BaseRetrying | None = None  # the default policy: made at its first use
+        if retry is not None or stop is not None or wait is not None:
+            self.retry = retry_policy(retry, stop, wait)
         self.lease = lease
+        use_logging()  # (the events' logger: made by the first guard, not at import)
         hooks = on_event if on_event is None or callable(on_event) else tuple(on_event)
         self.hooks: tuple[Callable[[Event], None], ...] = (
             () if hooks is None else (hooks,) if callable(hooks) else tuple(hooks)
@@ -131,6 +135,8 @@ class GuardCore:
     def retry(self) -> tenacity.BaseRetrying:
         """The retry policy (a ``tenacity.Retrying`` or ``AsyncRetrying``): each call runs on a copy of it,
         as tenacity does; setting another one is checked as the guard's ``retry=`` is."""
+        if self._retry is None:
+            self._retry = retry_policy()
         return self._retry
 
     @retry.setter

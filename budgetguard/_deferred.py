@@ -141,7 +141,8 @@ def drain_at_exit() -> None:
     the streams still referenced (a module's global, say: the teardown would finalize them after this
     handler), then settle every guard's queue with the sync driver (no event loop runs any more), and
     run ``after_exit``."""
-    gc.collect()
+    if unsettled:  # (every unsettled stream's settlement is in it: none, nothing to collect for)
+        gc.collect()
     for settle in list(unsettled):
         settle.queue()
     for guard in list(owed):

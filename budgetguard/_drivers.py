@@ -21,6 +21,7 @@ from ._errors import LedgerError
 from ._events import Event, EventKind, emit, wanted
 from ._ledger import AsyncLedger, Ledger, Reservation
 from ._ledger._local import AsyncLocalLedger
+from ._ledger._meta import expand
 
 if TYPE_CHECKING:
     import asyncio
@@ -213,7 +214,8 @@ def _tell(
     """An event about a cancelled call's reserve, from what the action carries."""
     if not wanted(kind, core.hooks):
         return
-    meta = action.meta
+    held = tuple(dict.fromkeys(h.counter.label for h in action.holds))
+    meta = expand(dict(action.meta), held, {})  # (the compact form: _ledger._meta)
     labels = tuple(meta.get("scopes", ()))
     estimated = meta.get("estimated_usd")
     emit(

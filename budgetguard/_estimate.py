@@ -48,7 +48,7 @@ from decimal import Decimal
 from typing import Any
 
 from ._errors import ConfigurationError
-from ._events import logger
+from ._events import use_logging
 from ._frozen import fast_init, fast_new
 from ._money import to_usd
 from ._passes import DEFAULT_TOOL_CALLS, NO_TOOLS, ServerTools, largest_read, pass_input
@@ -483,7 +483,7 @@ def _counted(result: Any) -> int:
 
 
 def _count_failed(ask: Mapping[str, Any], exc: BaseException) -> int | None:
-    logger.warning(
+    use_logging().warning(
         "budgetguard count_tokens failed for %s (%s: %s); using the offline estimate",
         ask.get("model"), type(exc).__name__, exc,
     )  # fmt: skip

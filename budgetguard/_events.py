@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-__all__ = ["Event", "EventKind", "logger"]
+if TYPE_CHECKING:
+    import logging
 
-logger = logging.getLogger("budgetguard")
-logger.addHandler(logging.NullHandler())  # a library: the application decides where records go
+__all__ = ["Event", "EventKind", "logger", "use_logging"]
+
+logger: logging.Logger = None  # type: ignore[assignment]
+"""The ``budgetguard`` logger, made (and logging imported) by the first guard: ``use_logging``."""
+
+
+def use_logging() -> logging.Logger:
+    """The ``budgetguard`` logger: made at the first guard (or estimate fallback), not at import."""
+    global logger
+    if logger is None:
+        import logging
+
+        logger = logging.getLogger("budgetguard")
+        logger.addHandler(logging.NullHandler())  # a library: the application decides where records go
+    return logger
+
 
 EventKind = Literal[
     "reserved",
@@ -29,20 +43,20 @@ EventKind = Literal[
     "fitted",
 ]
 
-_LEVELS: Mapping[str, int] = {
-    "reserved": logging.DEBUG,
-    "committed": logging.DEBUG,
-    "released": logging.DEBUG,
-    "refused": logging.INFO,
-    "routed": logging.INFO,
-    "threshold": logging.WARNING,
-    "overrun": logging.WARNING,
-    "usage_missing": logging.WARNING,
-    "store_unavailable": logging.ERROR,
-    "spend_lost": logging.ERROR,
-    "estimate_fallback": logging.WARNING,
-    "scope_missing": logging.WARNING,
-    "fitted": logging.INFO,
+_LEVELS: Mapping[str, int] = {  # (logging's levels)
+    "reserved": 10,  # DEBUG
+    "committed": 10,  # DEBUG
+    "released": 10,  # DEBUG
+    "refused": 20,  # INFO
+    "routed": 20,  # INFO
+    "threshold": 30,  # WARNING
+    "overrun": 30,  # WARNING
+    "usage_missing": 30,  # WARNING
+    "store_unavailable": 40,  # ERROR
+    "spend_lost": 40,  # ERROR
+    "estimate_fallback": 30,  # WARNING
+    "scope_missing": 30,  # WARNING
+    "fitted": 20,  # INFO
 }
 
 

@@ -26,6 +26,7 @@ from ._errors import BudgetExceededError, LedgerError, MissingScopeError, UsageE
 from ._estimate import Estimate
 from ._events import Event, EventKind, emit, wanted
 from ._fit import Fitting
+from ._ledger._meta import ATTEMPT, ESTIMATE, FUNCTION, MODEL, SCOPES, derivable
 from ._ledger._types import JournalData
 from ._money import to_usd
 from ._providers import is_stream, served_model, served_tier
@@ -62,7 +63,7 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
     # The first attempt runs without a RetryCallState when tenacity would do nothing around it but
     # return its result (no `before` hook, a policy that never retries a success): one is made on the
     # first failure only, with the call's start as its own (see _retry.alone_first).
-    policy = core._retry
+    policy = core._retry or core.retry  # (the default policy is made at the first call)
     started = time.monotonic()
     missing = () if core.required_kinds <= plan.scopes.kinds else _unnamed(core, plan)
     state = None if retries.alone_first(policy) else retries.start(policy, started)
@@ -123,9 +124,11 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
                              data={"to": plan.models[model_index + 1]})  # fmt: skip
                     model_index += 1
                     continue
-            meta = JournalData(
-                model=est.model, attempt=attempt, estimated_usd=_usd_text(est.cost_nano), scopes=labels
-            )
+            meta = JournalData({MODEL: est.model, ESTIMATE: est.cost_nano})  # compact: see _ledger._meta
+            if attempt != 1:
+                meta[ATTEMPT] = attempt
+            if not derivable(labels, holds):
+                meta[SCOPES] = labels
             if est.variant:
                 meta["variant"] = dict(est.variant)
             if missing:
@@ -137,7 +140,7 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
             if est.unseen:  # server-side history: the input was reserved at its bound
                 meta["unseen"] = list(est.unseen)
             if plan.function is not None:
-                meta["function"] = plan.function
+                meta[FUNCTION] = plan.function
             if usd is not None and usd != est.cost_nano:
                 meta["reserved_usd"] = _usd_text(usd)
             if fitted is not None:

@@ -38,6 +38,7 @@ from ._errors import BudgetExceededError, ConfigurationError, LedgerError, Missi
 from ._estimate import Estimate
 from ._events import EventKind
 from ._ledger import CounterSpec, CounterStatus, HeldCounter, Hold, Outcome, Reservation
+from ._ledger._meta import model_of, usage_of
 from ._money import to_usd
 from ._scopes import scope_set
 from ._settle import LATE, Ctx, resolve
@@ -162,7 +163,7 @@ class Job:
             for hold in holds:
                 self._pending[hold.counter.unit] += hold.amount
             held = tuple(HeldCounter(h.counter, 0, None, h.amount, h.counter.limit) for h in holds)
-            model = (meta or {}).get("model")
+            model = model_of(meta or {})  # (the compact form: _ledger._meta)
             draw = Draw(f"{self.name}.{os.urandom(6).hex()}", held, 0, 0, job=self, model=model)
             self._draws[draw.id] = draw
         return draw
@@ -170,7 +171,7 @@ class Job:
     def commit(
         self, reservation: Reservation, actual: Mapping[Unit, int], *, meta: Mapping[str, Any] | None = None
     ) -> Outcome:
-        usage = Usage(**(meta or {}).get("usage", {}))
+        usage = Usage(**usage_of(meta or {}))
         with self._lock:
             draw = self._settle(reservation)
             if draw is None:

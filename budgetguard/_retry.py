@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import inspect
 import sys
-from typing import Any
-
-import tenacity
-from tenacity import RetryCallState
+from typing import TYPE_CHECKING, Any
 
 from ._errors import BudgetExceededError, ConfigurationError, UsageError
+
+if TYPE_CHECKING:  # (imported by _load, at the first policy)
+    import tenacity
+    from tenacity import RetryCallState
+
+    _DEFAULT_STOP: tenacity.stop.stop_base
+    _DEFAULT_WAIT: tenacity.wait.wait_base
+    _DEFAULT_RETRY: tenacity.retry_base
+    _WAIT_FIRST: bool
+    _QUIET_ON_SUCCESS: tuple[Any, ...]
 
 __all__ = [
     "alone_first", "before", "charge_if_maybe_billed", "checked", "decide", "default_retry", "retry_policy",
@@ -59,19 +66,35 @@ def charge_if_maybe_billed(exc: BaseException) -> bool:
     return aio is not None and isinstance(exc, aio.CancelledError)
 
 
-_DEFAULT_STOP = tenacity.stop_after_attempt(3)
-_DEFAULT_WAIT = tenacity.wait_random_exponential(multiplier=0.5, max=8)
-_DEFAULT_RETRY = tenacity.retry_if_exception(_retryable)
+def _load() -> None:
+    """Import tenacity (~10 ms with concurrent.futures and logging) and what is read from it: at the
+    first policy made or checked (a guard's first guarded call, or a guard given a policy), not at
+    ``import budgetguard``. Every policy the flow drives went through here (``checked``)."""
+    global tenacity, RetryCallState, _WAIT_FIRST, _QUIET_ON_SUCCESS
+    global _DEFAULT_STOP, _DEFAULT_WAIT, _DEFAULT_RETRY
+    if "_QUIET_ON_SUCCESS" in globals():  # (set last: the rest is set too)
+        return
+    import tenacity
+    from tenacity import RetryCallState
+
+    _DEFAULT_STOP = tenacity.stop_after_attempt(3)
+    _DEFAULT_WAIT = tenacity.wait_random_exponential(multiplier=0.5, max=8)
+    _DEFAULT_RETRY = tenacity.retry_if_exception(_retryable)
+    _WAIT_FIRST = hasattr(RetryCallState(tenacity.Retrying(), None, (), {}), "upcoming_sleep")
+    """Whether this tenacity asks the wait strategy before the stop strategy (it does since 8.3)."""
+    _QUIET_ON_SUCCESS = (tenacity.retry_if_exception.__call__, type(tenacity.retry_never).__call__)
 
 
 def default_retry() -> tenacity.Retrying:
     """3 attempts, exponential backoff with jitter (0.5 s .. 8 s), on retryable errors only."""
+    _load()
     return tenacity.Retrying(stop=_DEFAULT_STOP, wait=_DEFAULT_WAIT, retry=_DEFAULT_RETRY, reraise=True)
 
 
 def retry_policy(retry: Any = None, stop: Any = None, wait: Any = None) -> tenacity.BaseRetrying:
     """The ``Retrying`` a guard keeps: the one given, or the default one with the strategies given
     (``retry=`` a ``retry_*`` strategy, ``stop=``, ``wait=``) in place of its own."""
+    _load()
     if isinstance(retry, tenacity.BaseRetrying):
         if stop is not None or wait is not None:
             raise ConfigurationError(
@@ -100,11 +123,7 @@ def _kind(strategy: Any) -> str | None:
     return "wait" if isinstance(strategy, tenacity.wait.wait_base) else None
 
 
-_WAIT_FIRST = hasattr(RetryCallState(tenacity.Retrying(), None, (), {}), "upcoming_sleep")
-"""Whether this tenacity asks the wait strategy before the stop strategy (it does since 8.3)."""
-
 _HOOKS = ("stop", "wait", "retry", "before", "after", "before_sleep", "retry_error_callback")
-_QUIET_ON_SUCCESS = (tenacity.retry_if_exception.__call__, type(tenacity.retry_never).__call__)
 
 
 def _is_async(fn: Any) -> bool:
@@ -182,6 +201,7 @@ def _wait(policy: tenacity.BaseRetrying, state: RetryCallState) -> float:
 def checked(retrying: tenacity.BaseRetrying) -> tenacity.BaseRetrying:
     """``retrying``'s pieces, checked: plain functions only (the guard decides retries between the
     attempts of sync and async calls alike, where nothing is awaited)."""
+    _load()
     if not isinstance(retrying, tenacity.BaseRetrying):
         raise ConfigurationError(f"retry= takes a tenacity.Retrying or AsyncRetrying, got {retrying!r}")
     awaited = [name for name in _HOOKS if _is_async(getattr(retrying, name, None))]

@@ -23,6 +23,7 @@ from ._errors import LedgerError, PricingError
 from ._estimate import Estimate
 from ._events import Event, EventKind, emit, wanted
 from ._ledger import Outcome, Reservation
+from ._ledger._meta import USAGE, pack_usage
 from ._ledger._types import CheckedAmounts, JournalData, ReservationError
 from ._money import INT64_MAX, to_usd
 from ._pricing import PriceBook
@@ -132,8 +133,8 @@ class Ctx:
                 self.emit("spend_lost", actual=cost, reason="fail_open: the store was unavailable")
             return
         meta = JournalData(flags)
-        if actual is not None and usage is not None:  # the journal keeps the cost even without a USD budget
-            meta["usage"], meta["cost_nano"] = usage.to_dict(), actual[Unit.USD]
+        if actual is not None and usage is not None:  # its cost_nano: the amounts' usd, always committed
+            meta[USAGE] = pack_usage(usage.to_dict())  # (compact: see _ledger._meta)
         try:
             charged, outcome = yield from resolve(reservation, actual, meta, self.meta)
         except LedgerError as down:

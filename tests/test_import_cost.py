@@ -24,9 +24,17 @@ NOT_AT_IMPORT = (
     "tiktoken",
     "sqlite3",
     "zoneinfo",
+    "tenacity",
+    "concurrent.futures",
+    "logging",
+    "pickle",
+    "budgetguard._report",
+    "budgetguard._ledger._sqlite_report",
+    "budgetguard._ledger._memory",
 )
 """Modules ``import budgetguard`` must not load (before issue 17 it loaded the first five, ~180 ms, and
-tiktoken, sqlite3 and zoneinfo, ~15 ms more)."""
+tiktoken, sqlite3 and zoneinfo, ~15 ms more; tenacity with concurrent.futures, logging, the reports
+and the memory store with pickle, ~20 % of the import's instructions, until session 8)."""
 
 LOADED_BY_A_LOOKUP = ("genai_prices", "genai_prices.types", "genai_prices.data_snapshot")
 
@@ -109,3 +117,40 @@ def test_decorating_an_sdk_method_imports_nothing_of_the_sdk_beyond_its_resource
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     new = json.loads(out.stdout.splitlines()[-1])
     assert [m for m in new if m.split(".")[0] in ("openai", "anthropic")] == []
+
+
+FIRST_CALL = (
+    "guard = budgetguard.Guard('memory://', budgets=[budgetguard.Budget('user', usd='1', per='day')])\n"
+    "def reply(*, model, messages, max_tokens):\n"
+    "    return {'usage': {'prompt_tokens': 3, 'completion_tokens': 2}}\n"
+    "guarded = guard.with_budget(user='u')(reply)\n"
+)
+
+
+def test_a_guard_and_a_decoration_load_no_retry_policy_the_first_call_does() -> None:
+    """tenacity (and concurrent.futures, which it imports) loads at the first guarded call, which builds
+    the default retry policy; logging with the first guard (its events' logger), the memory store with
+    the first ``memory://`` store."""
+    decorated = _loaded_after(f"import budgetguard\n{FIRST_CALL}")
+    assert [m for m in ("tenacity", "concurrent.futures", "budgetguard._report") if decorated[m]] == []
+    assert decorated["logging"]
+    called = _loaded_after(
+        f"import budgetguard\n{FIRST_CALL}"
+        "guarded(model='gpt-4o-mini', messages=[{'role': 'user', 'content': 'hi'}], max_tokens=5)\n"
+    )
+    assert called["tenacity"] and called["budgetguard._ledger._memory"] and called["pickle"]
+
+
+def test_the_report_functions_load_at_their_first_use() -> None:
+    code = (
+        "import budgetguard, sys\n"
+        "before = 'budgetguard._report' in sys.modules\n"
+        "from budgetguard import ReportRow, read_journal, report\n"
+        "print(before, report.__module__, ReportRow.__name__, read_journal is budgetguard.read_journal)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.split() == ["False", "budgetguard._report", "ReportRow", "True"]
+    missing = subprocess.run(
+        [sys.executable, "-c", "import budgetguard; budgetguard.no_such_name"], capture_output=True, text=True
+    )
+    assert missing.returncode == 1 and "has no attribute 'no_such_name'" in missing.stderr

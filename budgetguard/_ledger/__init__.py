@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from .._errors import ConfigurationError, LedgerError
 from ._base import DEFAULT_NAMESPACE, AsyncLedger, Ledger, check_namespace, check_setting
 from ._local import AsyncLocalLedger, LocalLedger
-from ._memory import JOURNAL_MAXLEN, MemoryLedger
 from ._types import (
     CounterSpec,
     CounterStatus,
@@ -22,6 +21,7 @@ from ._types import (
 )
 
 if TYPE_CHECKING:
+    from ._memory import MemoryLedger
     from ._sqlite import SQLiteLedger
 
 __all__ = [
@@ -164,6 +164,8 @@ def _settings(ours: dict[str, str]) -> dict[str, int]:
 def _local(scheme: str, url: str, namespace: str, ours: dict[str, str]) -> LocalLedger:
     settings = _settings(ours)
     if scheme == "memory":
+        from ._memory import JOURNAL_MAXLEN, MemoryLedger  # (pickle at the first memory store)
+
         return MemoryLedger(
             namespace=namespace, journal_maxlen=settings.get("journal_maxlen", JOURNAL_MAXLEN)
         )
@@ -174,11 +176,15 @@ def _local(scheme: str, url: str, namespace: str, ours: dict[str, str]) -> Local
 
 
 def __getattr__(name: str) -> Any:
-    """``SQLiteLedger``, imported (with sqlite3) when first asked for."""
+    """``SQLiteLedger`` (with sqlite3) and ``MemoryLedger``, imported when first asked for."""
     if name == "SQLiteLedger":
         from ._sqlite import SQLiteLedger
 
         return SQLiteLedger
+    if name == "MemoryLedger":
+        from ._memory import MemoryLedger
+
+        return MemoryLedger
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from ._base import OPERATIONS, AsyncLedger, JournalQuery, Ledger, ReservationRef, Store, check_namespace
 from ._engine import Engine, Tx
+from ._meta import expand
 from ._types import (
     Amounts,
     CounterSpec,
@@ -132,13 +133,14 @@ class LocalLedger(Store, Ledger):
 
 
 def journal_entry(ts: int, event: str, res_id: str, scopes: str, amounts: str, data: str) -> JournalEntry:
+    labels, parsed = tuple(json.loads(scopes)), json.loads(amounts)
     return JournalEntry(
         ts=ts,
         event=event,  # type: ignore[arg-type]
         reservation_id=res_id,
-        scopes=tuple(json.loads(scopes)),
-        amounts=json.loads(amounts),
-        data=json.loads(data),
+        scopes=labels,
+        amounts=parsed,
+        data=expand(json.loads(data), labels, parsed),  # (the guard's compact form: _meta)
     )
 
 

@@ -23,6 +23,7 @@ from ._base import check_setting
 from ._engine import Slot, resolved_record
 from ._expiry import expired
 from ._local import LocalLedger, wall_clock_ms
+from ._meta import expand
 from ._stored import pack_held, pack_refusal, unpack_held, unpack_refusal
 from ._types import JournalEntry
 
@@ -254,7 +255,10 @@ class MemoryLedger(LocalLedger):
         for ts, event, res_id, scopes, amounts, data in entries:
             if (since is None or ts >= since) and (until is None or ts < until):
                 # new objects: what a reader does with an entry never rewrites the journal
-                yield JournalEntry(ts, event, res_id, scopes, _unflat(amounts), _unpack_data(data))
+                parsed = _unflat(amounts)  # (data: the guard's compact form, _meta, expanded)
+                yield JournalEntry(
+                    ts, event, res_id, scopes, parsed, expand(_unpack_data(data), scopes, parsed, tuple)
+                )
 
     def _complete_since_ms(self) -> int | None:
         dropped = self._dropped_ts

@@ -20,6 +20,7 @@ from .._budgets import Unit, Window
 from .._cache import Bounded
 from ._base import check_namespace
 from ._expiry import counter_expiry
+from ._meta import expand
 from ._stored import held_fields
 from ._types import (
     CounterSpec,
@@ -163,14 +164,15 @@ def journal_entry(fields: Mapping[str, str]) -> JournalEntry:
     if "rdata" in fields:
         data = {**json.loads(fields["rdata"] or "{}"), **data}
         data.update({k: v for k, v in json.loads(fields.get("flags") or "{}").items() if v})
-    event = fields["event"]
+    event, amounts = fields["event"], json.loads(fields["amounts"])
+    scopes = tuple(json.loads(fields["scopes"]))
     return JournalEntry(
         ts=int(fields["ts"]),
         event=EVENTS.get(event, event),  # type: ignore[arg-type]
         reservation_id=fields["id"],
-        scopes=tuple(json.loads(fields["scopes"])),
-        amounts=json.loads(fields["amounts"]),
-        data=data,
+        scopes=scopes,
+        amounts=amounts,
+        data=expand(data, scopes, amounts),  # (the guard's compact form: _meta)
     )
 
 

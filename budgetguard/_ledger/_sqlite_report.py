@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._cache import memo
 from ._facts import ODD, facts
+from ._meta import expand
 
 if TYPE_CHECKING:
     import sqlite3  # (not at ``import budgetguard``: ``_report`` imports this module)
@@ -42,7 +43,7 @@ def fact_columns(
     event: str, scopes: Sequence[str], amounts: dict[str, Any], data: dict[str, Any]
 ) -> tuple[Any, ...]:
     """The report columns of a journal entry (all NULL but ``r_calls = -1`` when they cannot be read)."""
-    found = facts(event, scopes, amounts, data)
+    found = facts(event, scopes, amounts, expand(data, scopes, amounts))  # (the guard's compact form: _meta)
     if found is None:
         return (ODD, *(None,) * (len(COLUMNS) - 1))
     labels = found[7]

@@ -1,0 +1,109 @@
+"""The guard's journal data in its compact form, and the one rule that reads it back.
+
+Every guarded call journals its model, attempt, estimate, scopes, function, usage and cost with its
+entry (``_flow`` writes the reservation's part, ``_settle`` the commit's). On Redis that text is most of
+an entry's bytes, so the guard writes it compact, and every journal reader (``journal_entry`` of each
+store, the SQLite report columns) expands it with ``expand``: reports, exports, ``history`` and
+``stream_history`` see the same dict as before.
+
+The compact form (keys: the constants below):
+
+* ``""``: the model. Its presence marks the compact form: data without it (entries written before,
+  a job's, meta passed to a store directly) is read as written.
+* ``"e"``: the estimate as integer nano-USD (``estimated_usd`` is its text, ``str(to_usd(nano))``,
+  exactly as the guard wrote it before).
+* ``"a"``: the attempt, left out when it is 1.
+* ``"s"``: the call's scopes, left out when the entry's own scopes give them back (``derivable``):
+  ``global`` then the entry's scopes. That holds for every event the reservation can journal
+  (committed, released, refused on any of its counters) only when all its counters are on one scope.
+* ``"f"``: the decorated function.
+* ``"u"``: the usage; ``[input, output]`` when it has exactly those two counts. ``cost_nano`` is left
+  out: a guarded commit's amounts carry it (``usd``).
+
+Any other key (the rarer ones: ``variant``, ``fitted``, ``error``..., and the flags the stores add,
+``overrun``, ``expired``) is written and read as is. The stores merge the reservation's and the
+resolution's parts as text (Redis) or as dicts: their keys never overlap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .._cache import memo
+from .._money import to_usd
+from ._types import Hold
+
+__all__ = [
+    "ATTEMPT", "ESTIMATE", "FUNCTION", "MODEL", "SCOPES", "USAGE",
+    "derivable", "expand", "model_of", "pack_usage", "usage_of",
+]  # fmt: skip
+
+MODEL, ESTIMATE, ATTEMPT, SCOPES, FUNCTION, USAGE = "", "e", "a", "s", "f", "u"
+
+
+def derivable(labels: Sequence[str], holds: Sequence[Hold]) -> bool:
+    """Whether ``expand`` gives a call's scopes ``labels`` back from any entry of a reservation on
+    ``holds`` (``global`` first, then at most one scope, which every counter is on)."""
+    if len(labels) > 2 or not holds:
+        return False
+    last = labels[-1]
+    return all(h.counter.label == last for h in holds)
+
+
+def pack_usage(usage: dict[str, Any]) -> Any:
+    """A usage's ``to_dict()`` as the compact form keeps it."""
+    if len(usage) == 2 and "input_tokens" in usage and "output_tokens" in usage:
+        return [usage["input_tokens"], usage["output_tokens"]]
+    return usage
+
+
+@memo("ledger.meta.usd", 4096)
+def _usd_text(nano: int) -> str:
+    return str(to_usd(nano))
+
+
+_NAMES = {MODEL: "model", ESTIMATE: "estimated_usd", ATTEMPT: "attempt", SCOPES: "scopes",
+          FUNCTION: "function", USAGE: "usage"}  # fmt: skip
+
+
+def expand(
+    data: dict[str, Any], scopes: Sequence[str], amounts: Mapping[str, Any],
+    sequence: Callable[[list[str]], Any] = list,
+) -> dict[str, Any]:  # fmt: skip
+    """Journal data as the guard meant it: the compact form expanded (see the module), anything else
+    as it is. ``scopes``, ``amounts``: the entry's; ``sequence``: the type a store gives lists back as
+    (``tuple`` for the memory store, which keeps Python values)."""
+    if MODEL not in data:
+        return data
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = _NAMES.get(key)
+        if name is None:
+            out[key] = value
+        elif key == ESTIMATE and type(value) is int:
+            out[name] = _usd_text(value)
+        elif key == USAGE and type(value) is list and len(value) == 2:
+            out[name] = {"input_tokens": value[0], "output_tokens": value[1]}
+        else:
+            out[name] = value
+    if "attempt" not in out:
+        out["attempt"] = 1
+    if "scopes" not in out:
+        out["scopes"] = sequence(["global", *(s for s in scopes if s != "global")])
+    if "usage" in out and "cost_nano" not in out and "usd" in amounts:
+        out["cost_nano"] = amounts["usd"]
+    return out
+
+
+def model_of(meta: Mapping[str, Any]) -> Any:
+    """The model of journal data in either form (a job's draw reads it from its call's meta)."""
+    return meta[MODEL] if MODEL in meta else meta.get("model")
+
+
+def usage_of(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The usage (``to_dict()``) of journal data in either form."""
+    found = meta[USAGE] if USAGE in meta else meta.get("usage", {})
+    if type(found) is list and len(found) == 2:
+        return {"input_tokens": found[0], "output_tokens": found[1]}
+    return dict(found)
