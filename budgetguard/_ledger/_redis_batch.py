@@ -4,11 +4,15 @@ the script calls of many concurrent callers in shared round trips.
 A caller that finds a lane free (``LANES`` round trips may be in flight, each on its own held
 connection) leads at once (no timer: an uncontended call pays nothing); callers that arrive while the
 lanes are busy queue up, and the next leader (the first of them, woken by a leader that is done) sends
-them all as one pipeline and hands each its own reply. Each script
-stays atomic by itself: a pipeline only saves round trips. An error reply reaches only its caller; a
+them all in one write and hands each its own reply. Queued reserves, commits and releases go as ONE
+``EVALSHA`` of ``lua/batch.lua``, which runs each as its own script would (its own outcome: one's
+refusal or error never touches another's) and replies once per operation: the per-call prelude, script
+dispatch, framing and decoding are paid once a batch. Other calls follow as their own commands in the
+same write. An error reply reaches only its caller; a
 connection error or a deadline reaches the callers whose replies were not read yet, and each retries on
 its own (redis-py's ``Retry`` of the client: every script is idempotent by reservation id, so a
-retry after a lost reply changes nothing). NOSCRIPT loads the script and sends the call again.
+retry after a lost reply changes nothing). NOSCRIPT loads the script and sends the call again (the
+batch script: its leader, on the same connection).
 
 The held connections are made by the client's pool once (its connection class: ``_deadline.py`` bounds
 their waits by the current deadline, which a leader sets to the latest of its batch's); a forked
@@ -30,7 +34,7 @@ import redis.exceptions as rex
 from ._deadline import DEADLINE, DeadlineExceeded
 from ._redis_flows import Call
 
-__all__ = ["LANES", "AsyncBatcher", "Batcher", "Packer"]
+__all__ = ["BATCHED", "LANES", "AsyncBatcher", "Batcher", "Packed", "Packer"]
 
 LANES = 1
 """Round trips in flight at once per store, each on its own held connection. More lanes let client and
@@ -38,28 +42,86 @@ server work overlap, at smaller batches and more client CPU per call: on a 2-vCP
 server on it, 2 or 3 lanes were no faster than 1 at 32 threads (benchmarks/README.md, session 7)."""
 
 
+BATCHED = frozenset(("reserve", "commit", "release"))
+"""The operations ``lua/batch.lua`` runs: several queued ones go as one call."""
+
+Packed = tuple[str, int, bytes, int, bytes]
+"""A script call, encoded: op, number of keys, their RESP bulk strings, number of args, theirs."""
+
+
 def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
 class Packer:
-    """The RESP bytes of ``EVALSHA <sha> <numkeys> keys... args...``, the fixed head encoded once."""
+    """The RESP bytes of ``EVALSHA <sha> <numkeys> keys... args...``, the fixed head encoded once; of
+    several reserves, commits and releases as one ``EVALSHA`` of the batch script; of its load."""
 
-    def __init__(self, shas: dict[str, str], encoding: str = "utf-8") -> None:
+    def __init__(self, shas: dict[str, str], encoding: str = "utf-8", batch_text: str = "") -> None:
         self._shas = {op: _bulk(b"EVALSHA") + _bulk(sha.encode()) for op, sha in shas.items()}
         self._encoding = encoding
+        self.load_batch = b"*3\r\n" + _bulk(b"SCRIPT") + _bulk(b"LOAD") + _bulk(batch_text.encode())
+        """``SCRIPT LOAD`` of the batch script, for its NOSCRIPT."""
 
-    def __call__(self, call: Call) -> bytes:
+    def __call__(self, call: Call) -> Packed:
         encoding = self._encoding
-        parts = [
-            b"*%d\r\n" % (3 + len(call.keys) + len(call.args)),
-            self._shas[call.op],
-            _bulk(b"%d" % len(call.keys)),
-        ]
-        for item in (*call.keys, *call.args):
+        parts = []
+        for key in call.keys:
+            data = key.encode(encoding)
+            parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+        keys = b"".join(parts)
+        parts.clear()
+        for item in call.args:
             data = item.encode(encoding) if isinstance(item, str) else b"%d" % item
             parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+        return call.op, len(call.keys), keys, len(call.args), b"".join(parts)
+
+    def single(self, packed: Packed) -> bytes:
+        op, nkeys, keys, nargs, args = packed
+        return b"*%d\r\n%b$%d\r\n%d\r\n%b%b" % (
+            3 + nkeys + nargs, self._shas[op], len(b"%d" % nkeys), nkeys, keys, args,
+        )  # fmt: skip
+
+    def batch(self, items: list[Packed]) -> bytes:
+        """One ``EVALSHA`` of ``lua/batch.lua`` over ``items`` (ops in ``BATCHED``)."""
+        nkeys = sum(p[1] for p in items)
+        count = 3 + nkeys + sum(1 + p[3] for p in items)
+        total = b"%d" % nkeys
+        parts = [b"*%d\r\n%b$%d\r\n%b\r\n" % (count, self._shas["batch"], len(total), total)]
+        parts += [p[2] for p in items]
+        for op, nk, _, na, args in items:
+            head = b"%s %d %d" % (op.encode(), nk, na)
+            parts.append(b"$%d\r\n%b\r\n%b" % (len(head), head, args))
         return b"".join(parts)
+
+    def wire(self, items: list[Packed]) -> tuple[bytes, int]:
+        """The bytes of ``items`` in one write, and how many of them, at the end, go as one batch call
+        (0: each is its own command). The batch's reply comes last."""
+        tail = 0
+        while tail < len(items) and items[len(items) - 1 - tail][0] in BATCHED:
+            tail += 1
+        if tail < 2:
+            return b"".join(self.single(p) for p in items), 0
+        head = items[: len(items) - tail]
+        return b"".join([*(self.single(p) for p in head), self.batch(items[len(items) - tail :])]), tail
+
+
+def _order(batch: list[_Slot]) -> list[_Slot]:
+    """Other calls first, then the batchable ones (``Packer.wire`` sends those as one call, last)."""
+    if all(slot.command[0] in BATCHED for slot in batch):
+        return batch
+    return [s for s in batch if s.command[0] not in BATCHED] + [s for s in batch if s.command[0] in BATCHED]
+
+
+def _spread(reply: Any, count: int, replies: list[Any]) -> None:
+    """The batch call's reply as ``count`` replies (an error reply of the whole call: each one's)."""
+    if isinstance(reply, list) and len(reply) == count:
+        replies.extend(reply)  # (an operation's error reply is a ResponseError in the list)
+    elif isinstance(reply, rex.ResponseError):
+        replies.extend([reply] + [_copy(reply) for _ in range(count - 1)])
+    else:
+        error = rex.ResponseError(f"BGINVALID the batch script replied {reply!r}")
+        replies.extend([error] + [_copy(error) for _ in range(count - 1)])
 
 
 class _Slot:
@@ -67,7 +129,7 @@ class _Slot:
 
     __slots__ = ("command", "deadline", "done", "error", "lead", "reply", "waiter")
 
-    def __init__(self, command: bytes, deadline: float | None) -> None:
+    def __init__(self, command: Packed, deadline: float | None) -> None:
         self.command = command
         self.deadline = deadline
         self.reply: Any = None
@@ -163,9 +225,10 @@ def _interrupted(exc: BaseException | None) -> BaseException:
 class Batcher:
     """Sync group commit over the held connections of ``client`` (threads of one process)."""
 
-    def __init__(self, client: Any, scripts: dict[str, str]) -> None:
+    def __init__(self, client: Any, scripts: dict[str, str], pack: Packer) -> None:
         self._client = client
         self._scripts = scripts
+        self._pack = pack
         self._retry = client.get_retry()
         self._fork()
 
@@ -176,8 +239,8 @@ class Batcher:
         self._busy = 0  # lanes with a leader
         self._idle: list[Any] = []  # held connections no leader is using
 
-    def call(self, op: str, command: bytes) -> Any:
-        """The reply to ``command`` (``EVALSHA`` of the script ``op``), retried as redis-py would."""
+    def call(self, op: str, command: Packed) -> Any:
+        """The reply to ``command`` (a call of the script ``op``), retried as redis-py would."""
         loaded = False
         while True:
             try:
@@ -192,7 +255,7 @@ class Batcher:
                 self._client.script_load(self._scripts[op])  # (restart, failover, SCRIPT FLUSH)
                 loaded = True
 
-    def _submit(self, command: bytes) -> Any:
+    def _submit(self, command: Packed) -> Any:
         if self._pid != os.getpid():
             self._fork()  # the parent's connection and lock are not ours
         deadline = DEADLINE.get()
@@ -223,7 +286,7 @@ class Batcher:
             raise
         return slot.outcome()
 
-    def _alone(self, command: bytes) -> Any:
+    def _alone(self, command: Packed) -> Any:
         """Lead with one's own command only (nobody was waiting); who queues meanwhile goes next."""
         replies: list[Any] = []
         try:
@@ -257,7 +320,7 @@ class Batcher:
 
     def _lead(self, mine: _Slot) -> None:
         with self._lock:
-            batch = _take(self._queue, mine)
+            batch = _order(_take(self._queue, mine))
         replies: list[Any] = []
         exc: BaseException | None = None
         token = DEADLINE.set(_latest(batch))
@@ -278,9 +341,10 @@ class Batcher:
         if exc is not None and not isinstance(exc, Exception):
             raise exc  # KeyboardInterrupt and the like: the leader's own
 
-    def _exchange(self, commands: list[bytes], replies: list[Any]) -> None:
-        """Send ``commands`` in one write on an idle held connection, append each reply (an error
-        reply as its exception)."""
+    def _exchange(self, commands: list[Packed], replies: list[Any]) -> None:
+        """Send ``commands`` in one write on an idle held connection (``Packer.wire``), append each reply
+        (an error reply as its exception)."""
+        data, grouped = self._pack.wire(commands)
         try:
             conn = self._idle.pop()  # (atomic: no lock needed)
         except IndexError:
@@ -291,12 +355,16 @@ class Batcher:
                     conn.connect()
                 except (rex.ConnectionError, rex.TimeoutError) as exc:
                     raise _ConnectFailed(exc) from None
-            conn.send_packed_command([b"".join(commands)])
-            for _ in commands:
-                try:
-                    replies.append(conn.read_response())
-                except rex.ResponseError as error:  # an error reply: its caller's alone
-                    replies.append(error)
+            conn.send_packed_command([data])
+            for _ in range(len(commands) - grouped if grouped else len(commands)):
+                replies.append(_read(conn))
+            if grouped:
+                reply = _read(conn)
+                if isinstance(reply, rex.NoScriptError):  # (restart, failover, SCRIPT FLUSH): nothing ran
+                    conn.send_packed_command([self._pack.load_batch + self._pack.batch(commands[-grouped:])])
+                    _outcome(_read(conn))
+                    reply = _read(conn)
+                _spread(reply, grouped, replies)
         except BaseException:
             conn.disconnect()  # replies may be on their way: never read them as another call's
             raise
@@ -316,6 +384,21 @@ class Batcher:
                 conn.disconnect()
 
 
+def _read(conn: Any) -> Any:
+    """One reply (an error reply as its exception, returned: its caller's alone)."""
+    try:
+        return conn.read_response()
+    except rex.ResponseError as error:
+        return error
+
+
+async def _aread(conn: Any) -> Any:
+    try:
+        return await conn.read_response()
+    except rex.ResponseError as error:
+        return error
+
+
 def _nothing(error: Exception) -> None:
     """redis-py's ``Retry`` failure hook: the connection that failed was already dropped."""
 
@@ -323,16 +406,17 @@ def _nothing(error: Exception) -> None:
 class AsyncBatcher:
     """Asyncio group commit over the held connections of ``client`` (tasks of one event loop)."""
 
-    def __init__(self, client: Any, scripts: dict[str, str]) -> None:
+    def __init__(self, client: Any, scripts: dict[str, str], pack: Packer) -> None:
         self._client = client
         self._scripts = scripts
+        self._pack = pack
         self._retry = client.get_retry()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: deque[_Slot] = deque()
         self._busy = 0
         self._idle: list[Any] = []
 
-    async def call(self, op: str, command: bytes) -> Any:
+    async def call(self, op: str, command: Packed) -> Any:
         loaded = False
         while True:
             try:
@@ -347,7 +431,7 @@ class AsyncBatcher:
                 await self._client.script_load(self._scripts[op])
                 loaded = True
 
-    async def _submit(self, command: bytes) -> Any:
+    async def _submit(self, command: Packed) -> Any:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             await self._rebind(loop)
@@ -385,7 +469,7 @@ class AsyncBatcher:
                 follower.waiter.set_result(None)
 
     async def _lead(self, mine: _Slot) -> None:
-        batch = _take(self._queue, mine)
+        batch = _order(_take(self._queue, mine))
         replies: list[Any] = []
         exc: BaseException | None = None
         try:
@@ -402,7 +486,8 @@ class AsyncBatcher:
         if exc is not None and not isinstance(exc, Exception):
             raise exc  # the leader's cancellation: its own
 
-    async def _exchange(self, commands: list[bytes], replies: list[Any]) -> None:
+    async def _exchange(self, commands: list[Packed], replies: list[Any]) -> None:
+        data, grouped = self._pack.wire(commands)
         conn = self._idle.pop() if self._idle else self._client.connection_pool.make_connection()
         try:
             if not conn.is_connected:
@@ -410,12 +495,16 @@ class AsyncBatcher:
                     await conn.connect()
                 except (rex.ConnectionError, rex.TimeoutError) as exc:
                     raise _ConnectFailed(exc) from None
-            await _write(conn, b"".join(commands))
-            for _ in commands:
-                try:
-                    replies.append(await conn.read_response())
-                except rex.ResponseError as error:
-                    replies.append(error)
+            await _write(conn, data)
+            for _ in range(len(commands) - grouped if grouped else len(commands)):
+                replies.append(await _aread(conn))
+            if grouped:
+                reply = await _aread(conn)
+                if isinstance(reply, rex.NoScriptError):  # (restart, failover, SCRIPT FLUSH): nothing ran
+                    await _write(conn, self._pack.load_batch + self._pack.batch(commands[-grouped:]))
+                    _outcome(await _aread(conn))
+                    reply = await _aread(conn)
+                _spread(reply, grouped, replies)
         except BaseException:
             await conn.disconnect(nowait=True)  # replies may be on their way: never read as another's
             raise

@@ -43,6 +43,13 @@ local function add(ah, al, bh, bl)
   return h, l
 end
 
+-- a - b of two int64 given as limbs, for a >= b
+local function sub(ah, al, bh, bl)
+  local h, l = ah - bh, al - bl
+  if l < 0 then return h - 1, l + BASE end
+  return h, l
+end
+
 local function le(ah, al, bh, bl) return ah < bh or (ah == bh and al <= bl) end
 local function fits(h, l) return le(h, l, MAX_H, MAX_L) end
 local function num(s) if not s then return 0, 0 end return limbs(s) end
