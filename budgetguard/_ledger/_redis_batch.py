@@ -45,8 +45,9 @@ server on it, 2 or 3 lanes were no faster than 1 at 32 threads (benchmarks/READM
 BATCHED = frozenset(("reserve", "commit", "release"))
 """The operations ``lua/batch.lua`` runs: several queued ones go as one call."""
 
-Packed = tuple[str, int, bytes, int, bytes]
-"""A script call, encoded: op, number of keys, their RESP bulk strings, number of args, theirs."""
+Packed = tuple[str, int, int, bytes, bytes, bytes]
+"""A script call, encoded: op, number of keys, number of args, the keys' RESP bulk strings, the args',
+and the whole ``EVALSHA`` command (what a lone call sends)."""
 
 
 def _bulk(value: bytes) -> bytes:
@@ -59,37 +60,32 @@ class Packer:
 
     def __init__(self, shas: dict[str, str], encoding: str = "utf-8", batch_text: str = "") -> None:
         self._shas = {op: _bulk(b"EVALSHA") + _bulk(sha.encode()) for op, sha in shas.items()}
+        self._heads: dict[tuple[str, int, int], bytes] = {}
         self._encoding = encoding
         self.load_batch = b"*3\r\n" + _bulk(b"SCRIPT") + _bulk(b"LOAD") + _bulk(batch_text.encode())
         """``SCRIPT LOAD`` of the batch script, for its NOSCRIPT."""
 
     def __call__(self, call: Call) -> Packed:
         encoding = self._encoding
-        parts = []
-        for key in call.keys:
-            data = key.encode(encoding)
-            parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
-        keys = b"".join(parts)
-        parts.clear()
-        for item in call.args:
-            data = item.encode(encoding) if isinstance(item, str) else b"%d" % item
-            parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
-        return call.op, len(call.keys), keys, len(call.args), b"".join(parts)
-
-    def single(self, packed: Packed) -> bytes:
-        op, nkeys, keys, nargs, args = packed
-        return b"*%d\r\n%b$%d\r\n%d\r\n%b%b" % (
-            3 + nkeys + nargs, self._shas[op], len(b"%d" % nkeys), nkeys, keys, args,
-        )  # fmt: skip
+        data = [key.encode(encoding) for key in call.keys]
+        keys = b"".join([b"$%d\r\n%b\r\n" % (len(d), d) for d in data])
+        data = [a.encode(encoding) if isinstance(a, str) else b"%d" % a for a in call.args]
+        args = b"".join([b"$%d\r\n%b\r\n" % (len(d), d) for d in data])
+        shape = (call.op, len(call.keys), len(call.args))
+        head = self._heads.get(shape)
+        if head is None:
+            head = self._heads[shape] = b"*%d\r\n%b%b" % (
+                3 + shape[1] + shape[2], self._shas[call.op], _bulk(b"%d" % shape[1]),
+            )  # fmt: skip
+        return call.op, shape[1], shape[2], keys, args, head + keys + args
 
     def batch(self, items: list[Packed]) -> bytes:
         """One ``EVALSHA`` of ``lua/batch.lua`` over ``items`` (ops in ``BATCHED``)."""
         nkeys = sum(p[1] for p in items)
-        count = 3 + nkeys + sum(1 + p[3] for p in items)
-        total = b"%d" % nkeys
-        parts = [b"*%d\r\n%b$%d\r\n%b\r\n" % (count, self._shas["batch"], len(total), total)]
-        parts += [p[2] for p in items]
-        for op, nk, _, na, args in items:
+        count = 3 + nkeys + sum(1 + p[2] for p in items)
+        parts = [b"*%d\r\n%b%b" % (count, self._shas["batch"], _bulk(b"%d" % nkeys))]
+        parts += [p[3] for p in items]
+        for op, nk, na, _, args, _ in items:
             head = b"%s %d %d" % (op.encode(), nk, na)
             parts.append(b"$%d\r\n%b\r\n%b" % (len(head), head, args))
         return b"".join(parts)
@@ -97,13 +93,15 @@ class Packer:
     def wire(self, items: list[Packed]) -> tuple[bytes, int]:
         """The bytes of ``items`` in one write, and how many of them, at the end, go as one batch call
         (0: each is its own command). The batch's reply comes last."""
+        if len(items) == 1:
+            return items[0][5], 0
         tail = 0
         while tail < len(items) and items[len(items) - 1 - tail][0] in BATCHED:
             tail += 1
         if tail < 2:
-            return b"".join(self.single(p) for p in items), 0
+            return b"".join([p[5] for p in items]), 0
         head = items[: len(items) - tail]
-        return b"".join([*(self.single(p) for p in head), self.batch(items[len(items) - tail :])]), tail
+        return b"".join([*(p[5] for p in head), self.batch(items[len(items) - tail :])]), tail
 
 
 def _order(batch: list[_Slot]) -> list[_Slot]:
@@ -356,7 +354,7 @@ class Batcher:
                 except (rex.ConnectionError, rex.TimeoutError) as exc:
                     raise _ConnectFailed(exc) from None
             conn.send_packed_command([data])
-            for _ in range(len(commands) - grouped if grouped else len(commands)):
+            for _ in range(len(commands) - grouped):
                 replies.append(_read(conn))
             if grouped:
                 reply = _read(conn)
@@ -496,7 +494,7 @@ class AsyncBatcher:
                 except (rex.ConnectionError, rex.TimeoutError) as exc:
                     raise _ConnectFailed(exc) from None
             await _write(conn, data)
-            for _ in range(len(commands) - grouped if grouped else len(commands)):
+            for _ in range(len(commands) - grouped):
                 replies.append(await _aread(conn))
             if grouped:
                 reply = await _aread(conn)

@@ -7,7 +7,8 @@
 -- ARGV: id, lease_ms, retention_ms, journal_maxlen, meta_json, held_json, enforce ('1'|'0'),
 --       then one per hold, packed (one argument costs the client more than the server's string.match):
 --       'amount,default_limit,window_start,window_end|,expire_at|,unit,limit_field,label_json'.
-local function reserve(KEYS, ARGV)
+-- now: the server's time in ms (batch.lua reads it once for all its operations), else read here.
+local function reserve(KEYS, ARGV, now)
   local id, lease, retention, maxlen, meta, held_json = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
   local enforce = ARGV[7] == '1'
   local H = 7  -- header arguments before the per-hold ones
@@ -34,11 +35,11 @@ local function reserve(KEYS, ARGV)
     return {'OK', rec.created, rec.expires, rec.lims, '1', rec.holds}
   end
 
-  local now = now_ms()
+  now = now or now_ms()
   local now_s = string.format('%d', now)
   for i = 1, n do
     local h = holds[i]
-    if not in_window(now, tonumber(h[3]), tonumber(h[4])) then  -- (tonumber(''): nil, no end)
+    if not in_window(now, h[3] + 0, h[4] ~= '' and h[4] + 0 or nil) then  -- ('': no end)
       return {'WINDOW', tostring(now)}
     end
   end
@@ -49,8 +50,10 @@ local function reserve(KEYS, ARGV)
 
   local fields = {}
   for i = 1, n do fields[i] = holds[i][7] end
-  local overrides = redis.call('HMGET', KEYS[2], unpack(fields))  -- run-time limits, one read for all
-  local lims, fresh, after = {}, {}, {}
+  local overrides  -- run-time limits, one read for all
+  if n == 1 then overrides = {redis.call('HGET', KEYS[2], fields[1])}  -- (HGET: half HMGET's cost)
+  else overrides = redis.call('HMGET', KEYS[2], unpack(fields)) end
+  local lims, fresh, fresh_leases, after = {}, {}, {}, {}
   for i = 1, n do
     local h = holds[i]
     local amount = h[1]
@@ -65,7 +68,7 @@ local function reserve(KEYS, ARGV)
     local lh, ll = limbs(limit)
     if enforce and not le(th, tl, lh, ll) then
       put_record(KEYS[1], 'x ' .. (i - 1) .. ' ' .. limit .. ' ' .. spent .. ' ' .. held .. ' ' .. amount .. ' ' ..
-        h[4] .. '\n\n' .. held_json, now, record_expiry(now, nil, tonumber(retention)))
+        h[4] .. '\n\n' .. held_json, now, record_expiry(now, nil, retention + 0))
       xadd(KEYS[3], maxlen, now_s, 'x', id, h[8], '{"' .. h[6] .. '":' .. amount .. '}', meta)
       return {'REFUSED', tostring(i - 1), limit, spent, held, amount, h[4], '0', held_json}
     end
@@ -77,10 +80,10 @@ local function reserve(KEYS, ARGV)
     -- happens with nothing held. A 'total' counter (no window end, no expire_at) never resets, so it
     -- is kept for good, and its leases set until it empties (the next operation on the counter
     -- reclaims what expired).
-    fresh[i] = {c[1] == false and c[2] == false, held == '0'}
+    fresh[i], fresh_leases[i] = c[1] == false and c[2] == false, held == '0'
   end
 
-  local expires = lease_end(now, tonumber(lease))
+  local expires = lease_end(now, lease + 0)
   local expires_s = string.format('%d', expires)
   local amts = {}
   for i = 1, n do
@@ -92,13 +95,13 @@ local function reserve(KEYS, ARGV)
     else redis.call('HSET', counter, 'r:' .. id, h[1]) end
     redis.call('ZADD', leases, expires_s, id)
     if h[5] ~= '' then
-      if fresh[i][1] then redis.call('PEXPIREAT', counter, h[5]) end
-      if fresh[i][2] then redis.call('PEXPIREAT', leases, h[5]) end
+      if fresh[i] then redis.call('PEXPIREAT', counter, h[5]) end
+      if fresh_leases[i] then redis.call('PEXPIREAT', leases, h[5]) end
     end
     amts[i] = h[1]
   end
   local lims_csv = table.concat(lims, ',')
   put_record(KEYS[1], 'h ' .. now_s .. ' ' .. expires_s .. ' ' .. lims_csv .. ' ' .. table.concat(amts, ',') .. '\n' ..
-    meta .. '\n' .. held_json, now, record_expiry(now, expires, tonumber(retention)))
+    meta .. '\n' .. held_json, now, record_expiry(now, expires, retention + 0))
   return {'OK', now_s, expires_s, lims_csv, '0'}
 end

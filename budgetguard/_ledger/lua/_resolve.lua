@@ -1,4 +1,5 @@
--- Shared body of commit and release (prepended after _lib.lua; the script sets MODE first).
+-- Shared body of commit and release (prepended after _lib.lua; commit.lua and release.lua run it with
+-- their mode, batch.lua too, with the time it read once: now, ms).
 -- KEYS: record, journal, then (counter, leases) per held counter, in reservation order.
 -- ARGV: id, retention_ms, journal_maxlen, meta_json, scopes_json, amounts_json,
 --       then one per counter, packed: 'charge,expire_at,unit,label_json' (charge '' on release;
@@ -6,7 +7,7 @@
 -- Keys written: the record (expires with the reservation, below); a counter only when it exists
 -- already (its expiry set by reserve), except a commit's charge: a late commit may find its
 -- counter expired, so the first charge of a counter sets its expiry again (never a key without one).
-local function resolve(mode, KEYS, ARGV)
+local function resolve(mode, KEYS, ARGV, now)
   local id, retention, maxlen, meta, scopes, amounts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
   local H = 6
   local n = #ARGV - H
@@ -35,7 +36,7 @@ local function resolve(mode, KEYS, ARGV)
   local held_amts = {}
   for a in string.gmatch(r.amts, '%d+') do held_amts[#held_amts + 1] = a end
   if #held_amts ~= n then return fail('counters') end
-  local now = now_ms()
+  now = now or now_ms()
   local now_s = string.format('%d', now)
   local expired, overrun = '0', '0'
   local after, rows = {}, {}
@@ -93,7 +94,7 @@ local function resolve(mode, KEYS, ARGV)
   local code = mode == 'committed' and 'c' or 'r'
   put_record(KEYS[1], code .. ' ' .. r.created .. ' ' .. r.expires .. ' ' .. r.lims .. ' ' .. overrun .. expired ..
     ' ' .. table.concat(after, ',') .. '\n' .. charged .. '\n' .. r.holds,
-    now, record_expiry(now, tonumber(r.expires), tonumber(retention)))
+    now, record_expiry(now, r.expires + 0, retention + 0))
   local data = merge(r.meta, meta)
   if overrun == '1' then data = merge(data, '{"overrun":true}') end
   if expired == '1' then data = merge(data, '{"expired":true}') end
