@@ -45,9 +45,9 @@ server on it, 2 or 3 lanes were no faster than 1 at 32 threads (benchmarks/READM
 BATCHED = frozenset(("reserve", "commit", "release"))
 """The operations ``lua/batch.lua`` runs: several queued ones go as one call."""
 
-Packed = tuple[str, int, int, bytes, bytes, bytes]
-"""A script call, encoded: op, number of keys, number of args, the keys' RESP bulk strings, the args',
-and the whole ``EVALSHA`` command (what a lone call sends)."""
+Packed = tuple[str, int, int, list[bytes], bytes]
+"""A script call, encoded: op, number of keys, number of args, the command's parts (its head, then one
+RESP bulk string per key and per arg), and the whole ``EVALSHA`` command (what a lone call sends)."""
 
 
 def _bulk(value: bytes) -> bytes:
@@ -67,41 +67,43 @@ class Packer:
 
     def __call__(self, call: Call) -> Packed:
         encoding = self._encoding
-        data = [key.encode(encoding) for key in call.keys]
-        keys = b"".join([b"$%d\r\n%b\r\n" % (len(d), d) for d in data])
-        data = [a.encode(encoding) if isinstance(a, str) else b"%d" % a for a in call.args]
-        args = b"".join([b"$%d\r\n%b\r\n" % (len(d), d) for d in data])
         shape = (call.op, len(call.keys), len(call.args))
         head = self._heads.get(shape)
         if head is None:
             head = self._heads[shape] = b"*%d\r\n%b%b" % (
                 3 + shape[1] + shape[2], self._shas[call.op], _bulk(b"%d" % shape[1]),
             )  # fmt: skip
-        return call.op, shape[1], shape[2], keys, args, head + keys + args
+        parts = [head]
+        for item in (*call.keys, *call.args):
+            data = item.encode(encoding) if isinstance(item, str) else b"%d" % item
+            parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+        return call.op, shape[1], shape[2], parts, b"".join(parts)
 
     def batch(self, items: list[Packed]) -> bytes:
-        """One ``EVALSHA`` of ``lua/batch.lua`` over ``items`` (ops in ``BATCHED``)."""
+        """One ``EVALSHA`` of ``lua/batch.lua`` over ``items`` (ops in ``BATCHED``): every item's keys,
+        then per item ``'<op> <nkeys> <nargs>'`` and its args."""
         nkeys = sum(p[1] for p in items)
         count = 3 + nkeys + sum(1 + p[2] for p in items)
-        parts = [b"*%d\r\n%b%b" % (count, self._shas["batch"], _bulk(b"%d" % nkeys))]
-        parts += [p[3] for p in items]
-        for op, nk, na, _, args, _ in items:
-            head = b"%s %d %d" % (op.encode(), nk, na)
-            parts.append(b"$%d\r\n%b\r\n%b" % (len(head), head, args))
-        return b"".join(parts)
+        out = [b"*%d\r\n%b%b" % (count, self._shas["batch"], _bulk(b"%d" % nkeys))]
+        for _, nk, _, parts, _ in items:
+            out += parts[1 : 1 + nk]
+        for op, nk, na, parts, _ in items:
+            out.append(_bulk(b"%s %d %d" % (op.encode(), nk, na)))
+            out += parts[1 + nk :]
+        return b"".join(out)
 
     def wire(self, items: list[Packed]) -> tuple[bytes, int]:
         """The bytes of ``items`` in one write, and how many of them, at the end, go as one batch call
         (0: each is its own command). The batch's reply comes last."""
         if len(items) == 1:
-            return items[0][5], 0
+            return items[0][4], 0
         tail = 0
         while tail < len(items) and items[len(items) - 1 - tail][0] in BATCHED:
             tail += 1
         if tail < 2:
-            return b"".join([p[5] for p in items]), 0
+            return b"".join([p[4] for p in items]), 0
         head = items[: len(items) - tail]
-        return b"".join([*(p[5] for p in head), self.batch(items[len(items) - tail :])]), tail
+        return b"".join([*(p[4] for p in head), self.batch(items[len(items) - tail :])]), tail
 
 
 def _order(batch: list[_Slot]) -> list[_Slot]:
