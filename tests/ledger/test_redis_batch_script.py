@@ -5,8 +5,8 @@ connection cut mid-batch lose nothing and charge nothing twice. Totals exact to 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from budgetguard import BudgetExceededError, LedgerError
-from budgetguard._ledger import Hold, Outcome, Reservation, open_ledger
-from budgetguard._ledger._redis import RedisLedger, _wrap_error
+from budgetguard._ledger import Hold, Outcome, Reservation, open_async_ledger, open_ledger
+from budgetguard._ledger._redis import AsyncRedisLedger, RedisLedger, _wrap_error
 from budgetguard._ledger._redis_flows import Call, Flow
 from budgetguard._ledger._redis_wire import meta_json
 from budgetguard._ledger._types import ReservationError
@@ -45,7 +45,7 @@ def stores(redis_url: str) -> Iterator[tuple[RedisLedger, RedisLedger]]:
             delete_namespace(redis_url, ns)
 
 
-def _batch_calls(store: RedisLedger) -> Counter[str]:
+def _batch_calls(store: RedisLedger | AsyncRedisLedger) -> Counter[str]:
     """Counts what ``store`` sends per write: 'batch' for a batch call, else each call's op."""
     sent: Counter[str] = Counter()
     wire = store._pack.wire
@@ -253,7 +253,6 @@ def test_32_threads_go_through_batch_calls(stores: tuple[RedisLedger, RedisLedge
     store = stores[0]
     sent = _batch_calls(store)
     sizes = _record_batches(store._batch)
-    done = threading.Event()
 
     def work(i: int) -> list[int]:
         user = counter(f"user:t{i}", limit=LIMIT)
@@ -264,9 +263,40 @@ def test_32_threads_go_through_batch_calls(stores: tuple[RedisLedger, RedisLedge
         return out
 
     results = _in_threads(work, 32)
-    done.set()
     assert results == [[i * 100 + j for j in range(8)] for i in range(32)]
     assert sent["batch"] > 0 and max(sizes) > 2
     for i in range(32):
         [status] = store.status([counter(f"user:t{i}", limit=LIMIT)])
         assert (status.spent, status.held) == (sum(i * 100 + j for j in range(8)), 0)
+
+
+async def test_tasks_reload_the_batch_script_after_a_flush(redis_url: str) -> None:
+    """32 tasks right after SCRIPT FLUSH: their batch calls meet NOSCRIPT, the leader loads the batch
+    script on its connection and sends the batch again; every pair is charged once."""
+    namespace = "a" + secrets.token_hex(6)
+    ledger = open_async_ledger(f"{redis_url}?namespace={namespace}")
+    try:
+        assert isinstance(ledger, AsyncRedisLedger)
+        shared = counter("global", limit=10**15)
+        await ledger.status([shared])  # connect
+        sent = _batch_calls(ledger)  # type: ignore[arg-type]
+        await ledger.client.script_flush()
+
+        async def pairs(i: int) -> list[int]:
+            out = []
+            for j in range(4):
+                res = await ledger.reserve([Hold(shared, 2 * _amount(i, j))], id=f"f{i}-{j}")
+                out.append((await ledger.commit(res, {"usd": _amount(i, j)})).charged["usd"])
+            return out
+
+        results = await asyncio.gather(*(pairs(i) for i in range(32)))
+        assert results == [[_amount(i, j) for j in range(4)] for i in range(32)]
+        assert sent["batch"] > 0
+        assert await ledger.client.script_exists(_sha(ledger, "batch")) == [True]  # type: ignore[arg-type]
+        [status] = await ledger.status([shared])
+        total = sum(_amount(i, j) for i in range(32) for j in range(4))
+        assert (status.spent, status.held) == (total, 0)
+        assert Counter(e.event for e in await ledger.history()) == {"committed": 32 * 4}
+    finally:
+        await ledger.aclose()
+        delete_namespace(redis_url, namespace)
