@@ -34,12 +34,17 @@ import redis.exceptions as rex
 from ._deadline import DEADLINE, DeadlineExceeded
 from ._redis_flows import Call
 
-__all__ = ["BATCHED", "LANES", "AsyncBatcher", "Batcher", "Packed", "Packer"]
+__all__ = ["BATCHED", "LANES", "MAX_BATCH", "AsyncBatcher", "Batcher", "Packed", "Packer"]
 
 LANES = 1
 """Round trips in flight at once per store, each on its own held connection. More lanes let client and
 server work overlap, at smaller batches and more client CPU per call: on a 2-vCPU host with client and
 server on it, 2 or 3 lanes were no faster than 1 at 32 threads (benchmarks/README.md, session 7)."""
+
+MAX_BATCH = 64
+"""Calls one leader sends at most; the callers queued beyond wait for the next round trip. A batch call
+runs its operations without a break (a pipeline's commands gave way to other clients at each 16 KB
+the server read), so a crowd of callers holds the server for ~64 operations at a time at most."""
 
 
 BATCHED = frozenset(("reserve", "commit", "release"))
@@ -178,10 +183,13 @@ def _next(queue: deque[_Slot]) -> _Slot | None:
 
 
 def _take(queue: deque[_Slot], mine: _Slot) -> list[_Slot]:
-    """A leader's batch: its own call and every queued one but those of callers told to lead (they
-    send theirs on their own lanes); ``queue`` keeps those."""
-    batch = [slot for slot in queue if slot is mine or not slot.lead]
-    kept = [slot for slot in queue if slot.lead and slot is not mine]
+    """A leader's batch: its own call and the queued ones, up to ``MAX_BATCH``, but those of callers
+    told to lead (they send theirs on their own lanes); ``queue`` keeps the others."""
+    batch = [mine]
+    kept: list[_Slot] = []
+    for slot in queue:
+        if slot is not mine:
+            (kept if slot.lead or len(batch) >= MAX_BATCH else batch).append(slot)
     queue.clear()
     queue.extend(kept)
     return batch

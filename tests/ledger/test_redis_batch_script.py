@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from budgetguard import BudgetExceededError, LedgerError
-from budgetguard._ledger import Hold, Outcome, Reservation, open_async_ledger, open_ledger
+from budgetguard._ledger import Hold, Outcome, Reservation, _redis_batch, open_async_ledger, open_ledger
 from budgetguard._ledger._redis import AsyncRedisLedger, RedisLedger, _wrap_error
 from budgetguard._ledger._redis_flows import Call, Flow
 from budgetguard._ledger._redis_wire import meta_json
@@ -300,3 +300,27 @@ async def test_tasks_reload_the_batch_script_after_a_flush(redis_url: str) -> No
     finally:
         await ledger.aclose()
         delete_namespace(redis_url, namespace)
+
+
+def test_a_leader_sends_at_most_max_batch_calls(
+    stores: tuple[RedisLedger, RedisLedger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """32 threads with MAX_BATCH at 4: no round trip carries more than 4 calls, the callers queued
+    beyond wait for the next one, and every result is still the caller's own."""
+    monkeypatch.setattr(_redis_batch, "MAX_BATCH", 4)
+    store = stores[0]
+    sizes = _record_batches(store._batch)
+    user = counter("user:capped", limit=LIMIT)
+
+    def work(i: int) -> list[int]:
+        out = []
+        for j in range(6):
+            res = store.reserve([Hold(user, 10 + j)], id=f"c{i}-{j}")
+            out.append(store.commit(res, {"usd": i * 10 + j}).charged["usd"])
+        return out
+
+    results = _in_threads(work, 32)
+    assert results == [[i * 10 + j for j in range(6)] for i in range(32)]
+    assert max(sizes) == 4, sizes
+    [status] = store.status([user])
+    assert (status.spent, status.held) == (sum(i * 10 + j for i in range(32) for j in range(6)), 0)
