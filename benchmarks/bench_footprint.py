@@ -36,8 +36,11 @@ The rows say how much budgetguard keeps beyond the minimum; issue 17's target is
 
 ``python -m benchmarks.bench_footprint --server-callgrind [CALLS]`` counts the other side of the scripts:
 the instructions a private ``redis-server`` (under ``valgrind --tool=callgrind --instr-atstart=no``)
-spends per reserve and per commit, 1 and 3 scopes, against one ``EVALSHA`` of ``return 1``: server
-script time without the host's noise (``INFO commandstats`` timings move with the neighbours' load).
+spends per reserve and per commit, 1 and 3 scopes (``calls`` reserves, then their commits), per pair
+as a caller runs them (reserve, commit, reserve, ...: the counter hash stays small), and per pair when
+16 callers' reserves, then their commits, go as one batch call each (group commit: ``lua/batch.lua``),
+against one ``EVALSHA`` of ``return 1``: server script time without the host's noise (``INFO
+commandstats`` timings move with the neighbours' load).
 """
 
 from __future__ import annotations
@@ -407,12 +410,50 @@ def server_callgrind(calls: int = 300) -> dict[str, float]:
                 out[f"commit, {n} scope(s)"] = count(
                     lambda held=held: [ledger.commit(r, ACTUAL) for r in held]
                 )
+                out[f"pair as run, {n} scope(s)"] = count(
+                    lambda holds=holds: [ledger.commit(ledger.reserve(holds), ACTUAL) for _ in range(calls)]
+                )
+            batched = _batched_pairs(ledger, BATCH)
+            batched(2)  # warm-up: loads the batch script
+            out[f"pair in batches of {BATCH}, 1 scope"] = count(lambda: batched(calls // BATCH)) * (
+                calls / (calls // BATCH * BATCH)
+            )
             ledger.close()
         finally:
             client.close()
             server.terminate()
             server.wait(30)
     return out
+
+
+BATCH = 16
+
+
+def _batched_pairs(ledger: Any, size: int) -> Callable[[int], None]:
+    """``rounds(k)``: k times, ``size`` callers' reserves (each on its own user scope) as one batch call
+    of the store's group commit, then their commits as another (as a leader sends a full queue)."""
+    holds = [
+        (Hold(CounterSpec(Scope("user", f"b{i}"), Unit.USD, Period.DAY, LIMIT), HOLD),) for i in range(size)
+    ]
+
+    def together(flows: list[Any]) -> list[Any]:
+        replies: list[Any] = []
+        ledger._batch._exchange([ledger._pack(next(flow)) for flow in flows], replies)
+        out = []
+        for flow, reply in zip(flows, replies, strict=True):
+            try:
+                flow.send(reply)
+            except StopIteration as done:
+                out.append(done.value)
+        assert len(out) == size, replies
+        return out
+
+    def rounds(k: int) -> None:
+        for _ in range(k):
+            held = together([ledger._flows.checked_reserve(h, 120, None, None, True) for h in holds])
+            together([ledger._flows.resolve(r, ACTUAL, "{}") for r in held])
+
+    return rounds
 
 
 def _port() -> int:
@@ -432,4 +473,4 @@ if __name__ == "__main__":
         print(f"{name:24s} {k:8.1f}k instructions  ({k / raw:.1f}x return 1)")
     for n in (1, 3):
         pair = counts[f"reserve, {n} scope(s)"] + counts[f"commit, {n} scope(s)"]
-        print(f"pair, {n} scope(s)          {pair:8.1f}k instructions  ({pair / raw:.1f}x return 1)")
+        print(f"{f'pair, {n} scope(s)':24s} {pair:8.1f}k instructions  ({pair / raw:.1f}x return 1)")

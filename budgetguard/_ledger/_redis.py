@@ -3,8 +3,9 @@
 Each operation is one Lua script (``lua/*.lua``), loaded once with ``register_script`` and reloaded on
 NOSCRIPT (restart, failover, SCRIPT FLUSH). Scripts validate every input before their first write, use
 the server's ``TIME`` for leases, and keep money in int64 decimal strings. On one server, script calls
-go out pre-encoded on one held connection, concurrent callers' together in one round trip
-(``_redis_batch.py``); redis-py's cluster client routes a Redis Cluster's.
+go out pre-encoded on one held connection, concurrent callers' together in one round trip, their
+reserves, commits and releases as one call of ``lua/batch.lua`` (``_redis_batch.py``); redis-py's
+cluster client routes a Redis Cluster's, one script call each.
 
 Every operation is idempotent by reservation id, so redis-py's retry after a lost reply returns the
 first outcome instead of charging twice. Each operation, retries included, ends by one deadline
@@ -45,7 +46,7 @@ def _wrap_error(exc: Exception) -> Exception:
 
 
 class _RedisBase(Store):
-    _batcher: Callable[[Any, dict[str, str]], Batcher | AsyncBatcher]
+    _batcher: Callable[[Any, dict[str, str], Packer], Batcher | AsyncBatcher]
 
     def __init__(
         self, url: str, client: Any, namespace: str, journal_maxlen: int, deadline: float | None = None
@@ -60,8 +61,10 @@ class _RedisBase(Store):
         self._scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}
         encoding = getattr(client, "connection_pool", None)
         encoding = "utf-8" if encoding is None else encoding.connection_kwargs.get("encoding", "utf-8")
-        self._pack = Packer({name: script.sha for name, script in self._scripts.items()}, encoding)
-        self._batch = None if hasattr(client, "nodes_manager") else self._batcher(client, SCRIPTS)
+        shas = {name: script.sha for name, script in self._scripts.items()}
+        self._pack = Packer(shas, encoding, SCRIPTS["batch"])
+        cluster = hasattr(client, "nodes_manager")
+        self._batch = None if cluster else self._batcher(client, SCRIPTS, self._pack)
         """Script calls go through it: pre-encoded, on one held connection, concurrent ones in one round
         trip (``_redis_batch.py``). Redis Cluster: redis-py's cluster client, which routes each call."""
 

@@ -4,11 +4,15 @@ the script calls of many concurrent callers in shared round trips.
 A caller that finds a lane free (``LANES`` round trips may be in flight, each on its own held
 connection) leads at once (no timer: an uncontended call pays nothing); callers that arrive while the
 lanes are busy queue up, and the next leader (the first of them, woken by a leader that is done) sends
-them all as one pipeline and hands each its own reply. Each script
-stays atomic by itself: a pipeline only saves round trips. An error reply reaches only its caller; a
+them all in one write and hands each its own reply. Queued reserves, commits and releases go as ONE
+``EVALSHA`` of ``lua/batch.lua``, which runs each as its own script would (its own outcome: one's
+refusal or error never touches another's) and replies once per operation: the per-call prelude, script
+dispatch, framing and decoding are paid once a batch. Other calls follow as their own commands in the
+same write. An error reply reaches only its caller; a
 connection error or a deadline reaches the callers whose replies were not read yet, and each retries on
 its own (redis-py's ``Retry`` of the client: every script is idempotent by reservation id, so a
-retry after a lost reply changes nothing). NOSCRIPT loads the script and sends the call again.
+retry after a lost reply changes nothing). NOSCRIPT loads the script and sends the call again (the
+batch script: its leader, on the same connection).
 
 The held connections are made by the client's pool once (its connection class: ``_deadline.py`` bounds
 their waits by the current deadline, which a leader sets to the latest of its batch's); a forked
@@ -30,12 +34,25 @@ import redis.exceptions as rex
 from ._deadline import DEADLINE, DeadlineExceeded
 from ._redis_flows import Call
 
-__all__ = ["LANES", "AsyncBatcher", "Batcher", "Packer"]
+__all__ = ["BATCHED", "LANES", "MAX_BATCH", "AsyncBatcher", "Batcher", "Packed", "Packer"]
 
 LANES = 1
 """Round trips in flight at once per store, each on its own held connection. More lanes let client and
 server work overlap, at smaller batches and more client CPU per call: on a 2-vCPU host with client and
 server on it, 2 or 3 lanes were no faster than 1 at 32 threads (benchmarks/README.md, session 7)."""
+
+MAX_BATCH = 64
+"""Calls one leader sends at most; the callers queued beyond wait for the next round trip. A batch call
+runs its operations without a break (a pipeline's commands gave way to other clients at each 16 KB
+the server read), so a crowd of callers holds the server for ~64 operations at a time at most."""
+
+
+BATCHED = frozenset(("reserve", "commit", "release"))
+"""The operations ``lua/batch.lua`` runs: several queued ones go as one call."""
+
+Packed = tuple[str, int, int, list[bytes], bytes]
+"""A script call, encoded: op, number of keys, number of args, the command's parts (its head, then one
+RESP bulk string per key and per arg), and the whole ``EVALSHA`` command (what a lone call sends)."""
 
 
 def _bulk(value: bytes) -> bytes:
@@ -43,23 +60,73 @@ def _bulk(value: bytes) -> bytes:
 
 
 class Packer:
-    """The RESP bytes of ``EVALSHA <sha> <numkeys> keys... args...``, the fixed head encoded once."""
+    """The RESP bytes of ``EVALSHA <sha> <numkeys> keys... args...``, the fixed head encoded once; of
+    several reserves, commits and releases as one ``EVALSHA`` of the batch script; of its load."""
 
-    def __init__(self, shas: dict[str, str], encoding: str = "utf-8") -> None:
+    def __init__(self, shas: dict[str, str], encoding: str = "utf-8", batch_text: str = "") -> None:
         self._shas = {op: _bulk(b"EVALSHA") + _bulk(sha.encode()) for op, sha in shas.items()}
+        self._heads: dict[tuple[str, int, int], bytes] = {}
         self._encoding = encoding
+        self.load_batch = b"*3\r\n" + _bulk(b"SCRIPT") + _bulk(b"LOAD") + _bulk(batch_text.encode())
+        """``SCRIPT LOAD`` of the batch script, for its NOSCRIPT."""
 
-    def __call__(self, call: Call) -> bytes:
+    def __call__(self, call: Call) -> Packed:
         encoding = self._encoding
-        parts = [
-            b"*%d\r\n" % (3 + len(call.keys) + len(call.args)),
-            self._shas[call.op],
-            _bulk(b"%d" % len(call.keys)),
-        ]
+        shape = (call.op, len(call.keys), len(call.args))
+        head = self._heads.get(shape)
+        if head is None:
+            head = self._heads[shape] = b"*%d\r\n%b%b" % (
+                3 + shape[1] + shape[2], self._shas[call.op], _bulk(b"%d" % shape[1]),
+            )  # fmt: skip
+        parts = [head]
         for item in (*call.keys, *call.args):
             data = item.encode(encoding) if isinstance(item, str) else b"%d" % item
             parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
-        return b"".join(parts)
+        return call.op, shape[1], shape[2], parts, b"".join(parts)
+
+    def batch(self, items: list[Packed]) -> bytes:
+        """One ``EVALSHA`` of ``lua/batch.lua`` over ``items`` (ops in ``BATCHED``): every item's keys,
+        then per item ``'<op> <nkeys> <nargs>'`` and its args."""
+        nkeys = sum(p[1] for p in items)
+        count = 3 + nkeys + sum(1 + p[2] for p in items)
+        out = [b"*%d\r\n%b%b" % (count, self._shas["batch"], _bulk(b"%d" % nkeys))]
+        for _, nk, _, parts, _ in items:
+            out += parts[1 : 1 + nk]
+        for op, nk, na, parts, _ in items:
+            out.append(_bulk(b"%s %d %d" % (op.encode(), nk, na)))
+            out += parts[1 + nk :]
+        return b"".join(out)
+
+    def wire(self, items: list[Packed]) -> tuple[bytes, int]:
+        """The bytes of ``items`` in one write, and how many of them, at the end, go as one batch call
+        (0: each is its own command). The batch's reply comes last."""
+        if len(items) == 1:
+            return items[0][4], 0
+        tail = 0
+        while tail < len(items) and items[len(items) - 1 - tail][0] in BATCHED:
+            tail += 1
+        if tail < 2:
+            return b"".join([p[4] for p in items]), 0
+        head = items[: len(items) - tail]
+        return b"".join([*(p[4] for p in head), self.batch(items[len(items) - tail :])]), tail
+
+
+def _order(batch: list[_Slot]) -> list[_Slot]:
+    """Other calls first, then the batchable ones (``Packer.wire`` sends those as one call, last)."""
+    if all(slot.command[0] in BATCHED for slot in batch):
+        return batch
+    return [s for s in batch if s.command[0] not in BATCHED] + [s for s in batch if s.command[0] in BATCHED]
+
+
+def _spread(reply: Any, count: int, replies: list[Any]) -> None:
+    """The batch call's reply as ``count`` replies (an error reply of the whole call: each one's)."""
+    if isinstance(reply, list) and len(reply) == count:
+        replies.extend(reply)  # (an operation's error reply is a ResponseError in the list)
+    elif isinstance(reply, rex.ResponseError):
+        replies.extend([reply] + [_copy(reply) for _ in range(count - 1)])
+    else:
+        error = rex.ResponseError(f"BGINVALID the batch script replied {reply!r}")
+        replies.extend([error] + [_copy(error) for _ in range(count - 1)])
 
 
 class _Slot:
@@ -67,7 +134,7 @@ class _Slot:
 
     __slots__ = ("command", "deadline", "done", "error", "lead", "reply", "waiter")
 
-    def __init__(self, command: bytes, deadline: float | None) -> None:
+    def __init__(self, command: Packed, deadline: float | None) -> None:
         self.command = command
         self.deadline = deadline
         self.reply: Any = None
@@ -116,10 +183,13 @@ def _next(queue: deque[_Slot]) -> _Slot | None:
 
 
 def _take(queue: deque[_Slot], mine: _Slot) -> list[_Slot]:
-    """A leader's batch: its own call and every queued one but those of callers told to lead (they
-    send theirs on their own lanes); ``queue`` keeps those."""
-    batch = [slot for slot in queue if slot is mine or not slot.lead]
-    kept = [slot for slot in queue if slot.lead and slot is not mine]
+    """A leader's batch: its own call and the queued ones, up to ``MAX_BATCH``, but those of callers
+    told to lead (they send theirs on their own lanes); ``queue`` keeps the others."""
+    batch = [mine]
+    kept: list[_Slot] = []
+    for slot in queue:
+        if slot is not mine:
+            (kept if slot.lead or len(batch) >= MAX_BATCH else batch).append(slot)
     queue.clear()
     queue.extend(kept)
     return batch
@@ -163,9 +233,10 @@ def _interrupted(exc: BaseException | None) -> BaseException:
 class Batcher:
     """Sync group commit over the held connections of ``client`` (threads of one process)."""
 
-    def __init__(self, client: Any, scripts: dict[str, str]) -> None:
+    def __init__(self, client: Any, scripts: dict[str, str], pack: Packer) -> None:
         self._client = client
         self._scripts = scripts
+        self._pack = pack
         self._retry = client.get_retry()
         self._fork()
 
@@ -176,8 +247,8 @@ class Batcher:
         self._busy = 0  # lanes with a leader
         self._idle: list[Any] = []  # held connections no leader is using
 
-    def call(self, op: str, command: bytes) -> Any:
-        """The reply to ``command`` (``EVALSHA`` of the script ``op``), retried as redis-py would."""
+    def call(self, op: str, command: Packed) -> Any:
+        """The reply to ``command`` (a call of the script ``op``), retried as redis-py would."""
         loaded = False
         while True:
             try:
@@ -192,7 +263,7 @@ class Batcher:
                 self._client.script_load(self._scripts[op])  # (restart, failover, SCRIPT FLUSH)
                 loaded = True
 
-    def _submit(self, command: bytes) -> Any:
+    def _submit(self, command: Packed) -> Any:
         if self._pid != os.getpid():
             self._fork()  # the parent's connection and lock are not ours
         deadline = DEADLINE.get()
@@ -223,7 +294,7 @@ class Batcher:
             raise
         return slot.outcome()
 
-    def _alone(self, command: bytes) -> Any:
+    def _alone(self, command: Packed) -> Any:
         """Lead with one's own command only (nobody was waiting); who queues meanwhile goes next."""
         replies: list[Any] = []
         try:
@@ -257,7 +328,7 @@ class Batcher:
 
     def _lead(self, mine: _Slot) -> None:
         with self._lock:
-            batch = _take(self._queue, mine)
+            batch = _order(_take(self._queue, mine))
         replies: list[Any] = []
         exc: BaseException | None = None
         token = DEADLINE.set(_latest(batch))
@@ -278,9 +349,10 @@ class Batcher:
         if exc is not None and not isinstance(exc, Exception):
             raise exc  # KeyboardInterrupt and the like: the leader's own
 
-    def _exchange(self, commands: list[bytes], replies: list[Any]) -> None:
-        """Send ``commands`` in one write on an idle held connection, append each reply (an error
-        reply as its exception)."""
+    def _exchange(self, commands: list[Packed], replies: list[Any]) -> None:
+        """Send ``commands`` in one write on an idle held connection (``Packer.wire``), append each reply
+        (an error reply as its exception)."""
+        data, grouped = self._pack.wire(commands)
         try:
             conn = self._idle.pop()  # (atomic: no lock needed)
         except IndexError:
@@ -291,12 +363,16 @@ class Batcher:
                     conn.connect()
                 except (rex.ConnectionError, rex.TimeoutError) as exc:
                     raise _ConnectFailed(exc) from None
-            conn.send_packed_command([b"".join(commands)])
-            for _ in commands:
-                try:
-                    replies.append(conn.read_response())
-                except rex.ResponseError as error:  # an error reply: its caller's alone
-                    replies.append(error)
+            conn.send_packed_command([data])
+            for _ in range(len(commands) - grouped):
+                replies.append(_read(conn))
+            if grouped:
+                reply = _read(conn)
+                if isinstance(reply, rex.NoScriptError):  # (restart, failover, SCRIPT FLUSH): nothing ran
+                    conn.send_packed_command([self._pack.load_batch + self._pack.batch(commands[-grouped:])])
+                    _outcome(_read(conn))
+                    reply = _read(conn)
+                _spread(reply, grouped, replies)
         except BaseException:
             conn.disconnect()  # replies may be on their way: never read them as another call's
             raise
@@ -316,6 +392,21 @@ class Batcher:
                 conn.disconnect()
 
 
+def _read(conn: Any) -> Any:
+    """One reply (an error reply as its exception, returned: its caller's alone)."""
+    try:
+        return conn.read_response()
+    except rex.ResponseError as error:
+        return error
+
+
+async def _aread(conn: Any) -> Any:
+    try:
+        return await conn.read_response()
+    except rex.ResponseError as error:
+        return error
+
+
 def _nothing(error: Exception) -> None:
     """redis-py's ``Retry`` failure hook: the connection that failed was already dropped."""
 
@@ -323,16 +414,17 @@ def _nothing(error: Exception) -> None:
 class AsyncBatcher:
     """Asyncio group commit over the held connections of ``client`` (tasks of one event loop)."""
 
-    def __init__(self, client: Any, scripts: dict[str, str]) -> None:
+    def __init__(self, client: Any, scripts: dict[str, str], pack: Packer) -> None:
         self._client = client
         self._scripts = scripts
+        self._pack = pack
         self._retry = client.get_retry()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: deque[_Slot] = deque()
         self._busy = 0
         self._idle: list[Any] = []
 
-    async def call(self, op: str, command: bytes) -> Any:
+    async def call(self, op: str, command: Packed) -> Any:
         loaded = False
         while True:
             try:
@@ -347,7 +439,7 @@ class AsyncBatcher:
                 await self._client.script_load(self._scripts[op])
                 loaded = True
 
-    async def _submit(self, command: bytes) -> Any:
+    async def _submit(self, command: Packed) -> Any:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             await self._rebind(loop)
@@ -385,7 +477,7 @@ class AsyncBatcher:
                 follower.waiter.set_result(None)
 
     async def _lead(self, mine: _Slot) -> None:
-        batch = _take(self._queue, mine)
+        batch = _order(_take(self._queue, mine))
         replies: list[Any] = []
         exc: BaseException | None = None
         try:
@@ -402,7 +494,8 @@ class AsyncBatcher:
         if exc is not None and not isinstance(exc, Exception):
             raise exc  # the leader's cancellation: its own
 
-    async def _exchange(self, commands: list[bytes], replies: list[Any]) -> None:
+    async def _exchange(self, commands: list[Packed], replies: list[Any]) -> None:
+        data, grouped = self._pack.wire(commands)
         conn = self._idle.pop() if self._idle else self._client.connection_pool.make_connection()
         try:
             if not conn.is_connected:
@@ -410,12 +503,16 @@ class AsyncBatcher:
                     await conn.connect()
                 except (rex.ConnectionError, rex.TimeoutError) as exc:
                     raise _ConnectFailed(exc) from None
-            await _write(conn, b"".join(commands))
-            for _ in commands:
-                try:
-                    replies.append(await conn.read_response())
-                except rex.ResponseError as error:
-                    replies.append(error)
+            await _write(conn, data)
+            for _ in range(len(commands) - grouped):
+                replies.append(await _aread(conn))
+            if grouped:
+                reply = await _aread(conn)
+                if isinstance(reply, rex.NoScriptError):  # (restart, failover, SCRIPT FLUSH): nothing ran
+                    await _write(conn, self._pack.load_batch + self._pack.batch(commands[-grouped:]))
+                    _outcome(await _aread(conn))
+                    reply = await _aread(conn)
+                _spread(reply, grouped, replies)
         except BaseException:
             await conn.disconnect(nowait=True)  # replies may be on their way: never read as another's
             raise

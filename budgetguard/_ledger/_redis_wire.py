@@ -48,12 +48,12 @@ LIBRARY = _lua("_time") + "\n" + _lua("_lib")
 
 
 def _load_scripts() -> dict[str, str]:
-    resolve = _lua("_resolve")
-    scripts = {}
-    for name in ("reserve", "commit", "release", "record", "status", "set_limit"):
-        prelude = LIBRARY + (resolve if name in ("commit", "release") else "")
-        scripts[name] = prelude + "\n" + _lua(name)
-    return scripts
+    reserve, resolve = _lua("_reserve"), _lua("_resolve")
+    parts = {"reserve": reserve, "commit": resolve, "release": resolve, "batch": reserve + "\n" + resolve}
+    return {
+        name: LIBRARY + "\n" + parts.get(name, "") + "\n" + _lua(name)
+        for name in ("reserve", "commit", "release", "record", "status", "set_limit", "batch")
+    }
 
 
 SCRIPTS = _load_scripts()

@@ -6,10 +6,11 @@ local MAX_H, MAX_L = 9223372036, 854775807
 
 local function fail(msg) return redis.error_reply('BGINVALID ' .. msg) end
 
+-- (s + 0, not tonumber(s): the string is digits already, and tonumber converts it twice)
 local function limbs(s)
   local n = #s
-  if n <= 9 then return 0, tonumber(s) end
-  return tonumber(string.sub(s, 1, n - 9)), tonumber(string.sub(s, n - 8))
+  if n <= 9 then return 0, s + 0 end
+  return string.sub(s, 1, n - 9) + 0, string.sub(s, n - 8) + 0
 end
 
 local function is_int64(s)
@@ -43,13 +44,21 @@ local function add(ah, al, bh, bl)
   return h, l
 end
 
+-- a - b of two int64 given as limbs, for a >= b
+local function sub(ah, al, bh, bl)
+  local h, l = ah - bh, al - bl
+  if l < 0 then return h - 1, l + BASE end
+  return h, l
+end
+
 local function le(ah, al, bh, bl) return ah < bh or (ah == bh and al <= bl) end
 local function fits(h, l) return le(h, l, MAX_H, MAX_L) end
 local function num(s) if not s then return 0, 0 end return limbs(s) end
 
 local function now_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local us = t[2] + 0
+  return t[1] * 1000 + (us - us % 1000) / 1000
 end
 
 -- A journal entry. event: 'c' committed, 'r' released, 'e' expired, 'x' refused (_redis_wire.EVENTS);

@@ -1,4 +1,5 @@
--- Shared body of commit and release (prepended after _lib.lua; the script sets MODE first).
+-- Shared body of commit and release (prepended after _lib.lua; commit.lua and release.lua run it with
+-- their mode, batch.lua too, with the time it read once: now, ms).
 -- KEYS: record, journal, then (counter, leases) per held counter, in reservation order.
 -- ARGV: id, retention_ms, journal_maxlen, meta_json, scopes_json, amounts_json,
 --       then one per counter, packed: 'charge,expire_at,unit,label_json' (charge '' on release;
@@ -6,7 +7,7 @@
 -- Keys written: the record (expires with the reservation, below); a counter only when it exists
 -- already (its expiry set by reserve), except a commit's charge: a late commit may find its
 -- counter expired, so the first charge of a counter sets its expiry again (never a key without one).
-local function resolve(mode)
+local function resolve(mode, KEYS, ARGV, now)
   local id, retention, maxlen, meta, scopes, amounts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
   local H = 6
   local n = #ARGV - H
@@ -35,39 +36,56 @@ local function resolve(mode)
   local held_amts = {}
   for a in string.gmatch(r.amts, '%d+') do held_amts[#held_amts + 1] = a end
   if #held_amts ~= n then return fail('counters') end
-  local after, fresh = {}, {}
-  if mode == 'committed' then
-    for i = 1, n do  -- overflow check before the first write
-      local spent = redis.call('HGET', KEYS[1 + 2 * i], 'spent')
-      fresh[i] = not spent  -- the first charge of this counter (which may have expired: set its expiry)
-      local sh, sl = num(spent)
-      local ch, cl = limbs(counters[i][1])
+  now = now or now_ms()
+  local now_s = string.format('%d', now)
+  local expired, overrun = '0', '0'
+  local after, rows = {}, {}
+  for i = 1, n do  -- reclaim, read, and the overflow check, before this resolution's first write
+    local c = counters[i]
+    local counter = KEYS[1 + 2 * i]
+    reclaim(counter, KEYS[2 + 2 * i], now_s, c[4], c[3], KEYS[2], maxlen)
+    local v = redis.call('HMGET', counter, 'spent', 'held', 'r:' .. id)
+    rows[i] = v
+    if mode == 'committed' then
+      local sh, sl = num(v[1])
+      local ch, cl = limbs(c[1])
       sh, sl = add(sh, sl, ch, cl)
       if not fits(sh, sl) then return fail('overflow') end
       after[i] = decimal(sh, sl)  -- spent after this commit (reclaiming never changes spent)
     end
   end
-  local now = now_ms()
-  local expired, overrun = '0', '0'
   for i = 1, n do
-    local c = counters[i]
+    local c, v = counters[i], rows[i]
     local counter, leases = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
-    reclaim(counter, leases, now, c[4], c[3], KEYS[2], maxlen)
-    local amt = redis.call('HGET', counter, 'r:' .. id)
+    local amt = v[3]
+    local charge = mode == 'committed' and c[1] ~= '0' and c[1]
+    -- held less this hold and spent plus the charge, as read above, in one write (the script runs
+    -- alone: what HINCRBY would leave)
+    local w = {}
     if amt then
-      if amt ~= '0' then redis.call('HINCRBY', counter, 'held', '-' .. amt) end
+      if amt ~= '0' then
+        local hh, hl = num(v[2])
+        local ah, al = limbs(amt)
+        if le(ah, al, hh, hl) then
+          w[#w + 1], w[#w + 2] = 'held', decimal(sub(hh, hl, ah, al))
+        else
+          redis.call('HINCRBY', counter, 'held', '-' .. amt)  -- (held below a hold: never written)
+        end
+      end
       redis.call('HDEL', counter, 'r:' .. id)
       redis.call('ZREM', leases, id)
     else
       expired = '1'
     end
+    if charge then
+      w[#w + 1], w[#w + 2] = 'spent', after[i]
+    end
+    if #w > 0 then redis.call('HSET', counter, unpack(w)) end
+    if charge and not v[1] and c[2] ~= '' then
+      redis.call('PEXPIREAT', counter, c[2])  -- the first charge of a counter that may have expired
+    end
     if mode == 'committed' then
-      local charge = c[1]
-      if charge ~= '0' then
-        redis.call('HINCRBY', counter, 'spent', charge)
-        if fresh[i] and c[2] ~= '' then redis.call('PEXPIREAT', counter, c[2]) end
-      end
-      local ch, cl = limbs(charge)
+      local ch, cl = limbs(c[1])
       local hh, hl = limbs(held_amts[i])
       if not le(ch, cl, hh, hl) then overrun = '1' end
     end
@@ -76,11 +94,11 @@ local function resolve(mode)
   local code = mode == 'committed' and 'c' or 'r'
   put_record(KEYS[1], code .. ' ' .. r.created .. ' ' .. r.expires .. ' ' .. r.lims .. ' ' .. overrun .. expired ..
     ' ' .. table.concat(after, ',') .. '\n' .. charged .. '\n' .. r.holds,
-    now, record_expiry(now, tonumber(r.expires), tonumber(retention)))
+    now, record_expiry(now, r.expires + 0, retention + 0))
   local data = merge(r.meta, meta)
   if overrun == '1' then data = merge(data, '{"overrun":true}') end
   if expired == '1' then data = merge(data, '{"expired":true}') end
-  xadd(KEYS[2], maxlen, now, code, id, scopes, amounts, data)
+  xadd(KEYS[2], maxlen, now_s, code, id, scopes, amounts, data)
   local reply = {'DONE', mode, charged, overrun, expired}
   for i = 1, #after do reply[#reply + 1] = after[i] end
   return reply

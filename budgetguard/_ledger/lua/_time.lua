@@ -23,5 +23,5 @@ end
 -- the ids of the leases in the sorted set that are over at now (their score is their end; a lease
 -- ending at now is over, as _expiry.expired says), at most 1000 (bounded work per call)
 local function expired_leases(leases, now)
-  return redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1000)
+  return redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', '0', '1000')
 end

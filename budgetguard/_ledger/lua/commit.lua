@@ -1,1 +1,1 @@
-return resolve('committed')
+return resolve('committed', KEYS, ARGV)

@@ -1,1 +1,1 @@
-return resolve('released')
+return resolve('released', KEYS, ARGV)

@@ -1,0 +1,107 @@
+-- reserve: admit a reservation on every counter or on none (reserve.lua runs it, batch.lua too;
+-- prepended after _lib.lua).
+-- Every key written has an expiry, but two: the limits hash (run-time limits an operator set live
+-- until cleared, see set_limit.lua) and the journal stream (the history reports read, capped by
+-- XADD MAXLEN ~ journal_maxlen); and a 'total' counter, which never resets (below).
+-- KEYS: record, limits, journal, then (counter, leases) per hold.
+-- ARGV: id, lease_ms, retention_ms, journal_maxlen, meta_json, held_json, enforce ('1'|'0'),
+--       then one per hold, packed (one argument costs the client more than the server's string.match):
+--       'amount,default_limit,window_start,window_end|,expire_at|,unit,limit_field,label_json'.
+-- now: the server's time in ms (batch.lua reads it once for all its operations), else read here.
+local function reserve(KEYS, ARGV, now)
+  local id, lease, retention, maxlen, meta, held_json = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+  local enforce = ARGV[7] == '1'
+  local H = 7  -- header arguments before the per-hold ones
+  local n = #ARGV - H
+  if n < 1 or #KEYS ~= 3 + 2 * n then return fail('arity') end
+  if ARGV[7] ~= '1' and ARGV[7] ~= '0' then return fail('enforce') end
+  if not is_int64(lease) or lease == '0' or not check_common(maxlen, retention) then return fail('lease') end
+  local holds = {}
+  for i = 1, n do
+    local h = {string.match(ARGV[H + i], '^(%d+),(%d+),(%d+),(%d*),(%d*),(%l+),([%w_-]+),(%[.*%])$')}
+    if #h ~= 8 then return fail('hold') end
+    if not digits64(h[1]) or not digits64(h[2]) or not digits64(h[3]) then return fail('amount') end
+    if h[4] ~= '' and not digits64(h[4]) then return fail('window') end
+    if h[5] ~= '' and not digits64(h[5]) then return fail('expiry') end
+    holds[i] = h  -- amount, default_limit, window_start, window_end, expire_at, unit, limit_field, label_json
+  end
+  if string.find(meta, '\n', 1, true) then return fail('meta') end
+
+  local rec = get_record(KEYS[1])
+  if rec then
+    if rec.state == 'refused' then
+      return {'REFUSED', rec.idx, rec.limit, rec.spent, rec.held, rec.requested, rec.wend, '1', rec.holds}
+    end
+    return {'OK', rec.created, rec.expires, rec.lims, '1', rec.holds}
+  end
+
+  now = now or now_ms()
+  local now_s = string.format('%d', now)
+  for i = 1, n do
+    local h = holds[i]
+    if not in_window(now, h[3] + 0, h[4] ~= '' and h[4] + 0 or nil) then  -- ('': no end)
+      return {'WINDOW', tostring(now)}
+    end
+  end
+
+  for i = 1, n do
+    reclaim(KEYS[2 + 2 * i], KEYS[3 + 2 * i], now_s, holds[i][8], holds[i][6], KEYS[3], maxlen)
+  end
+
+  local fields = {}
+  for i = 1, n do fields[i] = holds[i][7] end
+  local overrides  -- run-time limits, one read for all
+  if n == 1 then overrides = {redis.call('HGET', KEYS[2], fields[1])}  -- (HGET: half HMGET's cost)
+  else overrides = redis.call('HMGET', KEYS[2], unpack(fields)) end
+  local lims, fresh, fresh_leases, after = {}, {}, {}, {}
+  for i = 1, n do
+    local h = holds[i]
+    local amount = h[1]
+    local limit = overrides[i] or h[2]
+    local c = redis.call('HMGET', KEYS[2 + 2 * i], 'spent', 'held')
+    local spent, held = c[1] or '0', c[2] or '0'
+    local sh, sl = num(spent)
+    local hh, hl = num(held)
+    local ah, al = limbs(amount)
+    local nh, nl = add(hh, hl, ah, al)
+    local th, tl = add(sh, sl, nh, nl)
+    local lh, ll = limbs(limit)
+    if enforce and not le(th, tl, lh, ll) then
+      put_record(KEYS[1], 'x ' .. (i - 1) .. ' ' .. limit .. ' ' .. spent .. ' ' .. held .. ' ' .. amount .. ' ' ..
+        h[4] .. '\n\n' .. held_json, now, record_expiry(now, nil, retention + 0))
+      xadd(KEYS[3], maxlen, now_s, 'x', id, h[8], '{"' .. h[6] .. '":' .. amount .. '}', meta)
+      return {'REFUSED', tostring(i - 1), limit, spent, held, amount, h[4], '0', held_json}
+    end
+    if not fits(nh, nl) then return fail('overflow') end  -- (enforce off, before the first write)
+    lims[i] = limit
+    after[i] = decimal(nh, nl)  -- held once this hold is taken
+    -- TTLs are set when a key is created: a counter's hash and its leases set live as long as its
+    -- window plus retention (expire_at); a leases set is also deleted when it empties, which only
+    -- happens with nothing held. A 'total' counter (no window end, no expire_at) never resets, so it
+    -- is kept for good, and its leases set until it empties (the next operation on the counter
+    -- reclaims what expired).
+    fresh[i], fresh_leases[i] = c[1] == false and c[2] == false, held == '0'
+  end
+
+  local expires = lease_end(now, lease + 0)
+  local expires_s = string.format('%d', expires)
+  local amts = {}
+  for i = 1, n do
+    local h = holds[i]
+    local counter, leases = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+    -- held and this reservation's r:<id> in one write (held as read above plus the amount: the
+    -- script runs alone, so it is what HINCRBY would leave)
+    if h[1] ~= '0' then redis.call('HSET', counter, 'held', after[i], 'r:' .. id, h[1])
+    else redis.call('HSET', counter, 'r:' .. id, h[1]) end
+    redis.call('ZADD', leases, expires_s, id)
+    if h[5] ~= '' then
+      if fresh[i] then redis.call('PEXPIREAT', counter, h[5]) end
+      if fresh_leases[i] then redis.call('PEXPIREAT', leases, h[5]) end
+    end
+    amts[i] = h[1]
+  end
+  local lims_csv = table.concat(lims, ',')
+  put_record(KEYS[1], 'h ' .. now_s .. ' ' .. expires_s .. ' ' .. lims_csv .. ' ' .. table.concat(amts, ',') .. '\n' ..
+    meta .. '\n' .. held_json, now, record_expiry(now, expires, retention + 0))
+  return {'OK', now_s, expires_s, lims_csv, '0'}
+end

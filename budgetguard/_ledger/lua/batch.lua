@@ -1,0 +1,36 @@
+-- batch: several operations of concurrent callers in one call (group commit, _redis_batch.py), each
+-- with its own outcome exactly as its own script would give it: one operation's refusal or error
+-- never touches another's. Prepended: _lib.lua, _reserve.lua, _resolve.lua.
+-- KEYS: every operation's keys, in order. ARGV: per operation, '<op> <nkeys> <nargs>' (op: reserve,
+-- commit, release), then its arguments. Reply: one per operation, in order (an error as an error).
+local OPS = {
+  reserve = reserve,
+  commit = function(keys, args, now) return resolve('committed', keys, args, now) end,
+  release = function(keys, args, now) return resolve('released', keys, args, now) end,
+}
+local out = {}
+local k, a = 0, 1
+while a <= #ARGV do
+  local op, nk, na = string.match(ARGV[a], '^(%l+) (%d+) (%d+)$')
+  local run = OPS[op]
+  if not run then return fail('batch') end  -- (before the first operation: nothing ran yet)
+  nk, na = nk + 0, na + 0
+  if k + nk > #KEYS or a + na > #ARGV then return fail('batch') end
+  out[#out + 1] = {op, k, a, nk, na}
+  k, a = k + nk, a + 1 + na
+end
+if k ~= #KEYS then return fail('batch') end
+local now = now_ms()  -- one TIME for all: the operations run in the same instant
+for i = 1, #out do
+  local op, k0, a0, nk, na = unpack(out[i])
+  local keys, args = {}, {}
+  for j = 1, nk do keys[j] = KEYS[k0 + j] end
+  for j = 1, na do args[j] = ARGV[a0 + j] end
+  local ok, reply = pcall(OPS[op], keys, args, now)
+  if not ok then  -- a command's error (its own script would have failed with it)
+    if type(reply) == 'table' and reply.err then reply = redis.error_reply(reply.err)
+    else reply = redis.error_reply('ERR ' .. tostring(reply)) end
+  end
+  out[i] = reply
+end
+return out
