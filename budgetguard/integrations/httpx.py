@@ -19,6 +19,7 @@ transports serve ``httpx`` and ``httpx2`` clients alike (openai 3 and anthropic 
 from __future__ import annotations
 
 import functools
+import gc
 import importlib
 import inspect
 import json
@@ -273,11 +274,24 @@ class _AsyncEvents(_Events):
         await self._response.aclose()
 
 
+_collecting = [False]
+"""Set while the cyclic garbage collector runs (``gc.callbacks``): a body closed then is closed by a
+finalizer (an SDK stream's generator, collected), which may run anywhere an allocation triggers it, in
+a store's lock or transaction: its settlement is queued for the guard's next operation (``_deferred``)."""
+
+
+def _on_gc(phase: str, info: Mapping[str, Any]) -> None:
+    _collecting[0] = phase == "start"
+
+
+gc.callbacks.append(_on_gc)
+
+
 class _Body:
     """A streamed response body for the client: the upstream's bytes, event by event, through the
     guarded stream (which reads their usage, and settles when the body ends or is closed)."""
 
-    def __init__(self, guarded: Any, events: _Events) -> None:
+    def __init__(self, guarded: Any, events: _SyncEvents) -> None:
         self._guarded = guarded
         self._events = events
 
@@ -288,6 +302,10 @@ class _Body:
                 yield raw
 
     def close(self) -> None:
+        if _collecting[0]:  # closed by a finalizer: no ledger I/O here
+            self._events.close()
+            self._guarded._settle.queue()
+            return
         self._guarded.close()
 
 
@@ -367,6 +385,14 @@ class BudgetTransport(_Base):
         body = _body_class(_Body, _library(response).SyncByteStream)(guarded, events)
         return _passed_on(response, request, body)
 
+    def __enter__(self) -> BudgetTransport:
+        if self._owns:
+            self.inner.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self.guard.settle_dropped()
         if self._owns:
@@ -422,6 +448,14 @@ class AsyncBudgetTransport(_Base):
             raise self._raising(exc) from None
         body = _body_class(_AsyncBody, _library(response).AsyncByteStream)(guarded, events)
         return _passed_on(response, request, body)
+
+    async def __aenter__(self) -> AsyncBudgetTransport:
+        if self._owns:
+            await self.inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     async def aclose(self) -> None:
         await self.guard.asettle_dropped()
