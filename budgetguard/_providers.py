@@ -21,8 +21,9 @@ from ._price_data import is_claude, provider_for_url
 from ._usage import Usage, _get, _is_code_block, _merge_anthropic_delta, _reader
 
 __all__ = [
-    "VARIANT_KEYS", "StreamFolder", "api_of", "as_sent", "client_provider", "endpoint_provider", "is_not_given", "may_reason",
-    "request_variant", "response_variant", "sdk_provider", "served_model", "without_sdk_retries",
+    "VARIANT_KEYS", "StreamFolder", "api_of", "as_sent", "client_provider", "endpoint_provider",
+    "is_not_given", "may_reason", "request_variant", "response_variant", "sdk_provider", "served_model",
+    "without_sdk_retries",
 ]  # fmt: skip
 
 Variant = Mapping[str, str]

@@ -144,7 +144,11 @@ class _Base:
                 content = json.dumps(body, separators=(",", ":")).encode()
                 lib = _library(request)
                 request = lib.Request(
-                    request.method, request.url, headers=headers, content=content, extensions=request.extensions
+                    request.method,
+                    request.url,
+                    headers=headers,
+                    content=content,
+                    extensions=request.extensions,
                 )
         guard = self.guard
         estimator = guard.estimator
@@ -175,7 +179,10 @@ def _parsed(content: bytes) -> Any:
 def _status_error(response: Any, request: Any) -> Exception:
     """What an error response is to the flow (an ``HTTPStatusError``: not billed, its hold released)."""
     lib = _library(response)
-    return lib.HTTPStatusError(f"{response.status_code} from {request.url.path}", request=request, response=response)
+    error: Exception = lib.HTTPStatusError(
+        f"{response.status_code} from {request.url.path}", request=request, response=response
+    )
+    return error
 
 
 def _is_sse(response: Any) -> bool:
@@ -508,7 +515,7 @@ def wrap_client(guard: Guard, client: C, scopes: Mapping[str, ScopeSpec]) -> C:
     }
     wrapped: Any = client.with_options(http_client=new_http)  # type: ignore[attr-defined]
     wrapped.__class__ = _refusing(cls, is_async)
-    return wrapped  # type: ignore[no-any-return]
+    return wrapped
 
 
 @functools.cache

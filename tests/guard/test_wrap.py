@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
+
 import anthropic
 import openai
 import pytest
@@ -118,7 +119,9 @@ def test_responses_stream_and_anthropic_stream_helper(make_guard: MakeGuard) -> 
     chat = h.guard.wrap(openai_client(openai_api), user="alice")
     claude = h.guard.wrap(anthropic_client(claude_api), user="alice")
 
-    events = chat.responses.create(model="o4-mini", input="What is a budget?", max_output_tokens=2000, stream=True)
+    events = chat.responses.create(
+        model="o4-mini", input="What is a budget?", max_output_tokens=2000, stream=True
+    )
     assert [event.type for event in events][-1] == "response.completed"
     with claude.messages.stream(**claude_request()) as stream:
         message = stream.get_final_message()
@@ -214,7 +217,9 @@ def test_unknown_billed_path_is_refused_and_a_get_passes(make_guard: MakeGuard) 
 def test_wrap_refuses_what_it_cannot_read(make_guard: MakeGuard) -> None:
     h = make_guard()
     with pytest.raises(ConfigurationError, match="decorate its methods instead"):
-        h.guard.wrap(anthropic.AnthropicBedrock(aws_region="us-east-1", aws_access_key="a", aws_secret_key="b"))
+        h.guard.wrap(
+            anthropic.AnthropicBedrock(aws_region="us-east-1", aws_access_key="a", aws_secret_key="b")
+        )
     with pytest.raises(ConfigurationError, match="takes an openai or anthropic SDK client"):
         h.guard.wrap(object())
 
@@ -226,9 +231,9 @@ def test_transport_under_a_plain_http_client(make_guard: MakeGuard) -> None:
     transport = BudgetTransport(
         h.guard, OPENAI_HTTP.MockTransport(api), user=lambda request: request.headers["x-user"]
     )
-    with OPENAI_HTTP.Client(transport=transport, base_url="http://openai.test/v1") as http:
-        with budgetguard.budget_context(feature="chat"):
-            reply = http.post("/chat/completions", json=chat_request(), headers={"x-user": "alice"})
+    client = OPENAI_HTTP.Client(transport=transport, base_url="http://openai.test/v1")
+    with client as http, budgetguard.budget_context(feature="chat"):
+        reply = http.post("/chat/completions", json=chat_request(), headers={"x-user": "alice"})
 
     assert reply.json()["usage"]["prompt_tokens"] == 2006
     settled(h, COST)
