@@ -25,7 +25,7 @@ import inspect
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .._attempt import Attempt
 from .._budgets import Scope
@@ -513,7 +513,7 @@ def wrap_client(guard: Guard, client: C, scopes: Mapping[str, ScopeSpec]) -> C:
     new_http._mounts = {
         pattern: None if inner is None else guarded(inner) for pattern, inner in http._mounts.items()
     }
-    wrapped: Any = client.with_options(http_client=new_http)  # type: ignore[attr-defined]
+    wrapped = cast(C, cast(Any, client).with_options(http_client=new_http))
     wrapped.__class__ = _refusing(cls, is_async)
     return wrapped
 
