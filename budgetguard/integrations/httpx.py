@@ -501,14 +501,22 @@ def wrap_client(guard: Guard, client: C, scopes: Mapping[str, ScopeSpec]) -> C:
 
     def guarded(inner: Any) -> Any:
         made = transport(guard, inner, provider=provider, **scopes)
-        made._owns, made._carry = False, True  # the pool is the original client's; refusals carried
+        made._carry = True  # refusals carried through the SDK (see _refusing)
+        made._owns = True  # closing the copy closes the pool (a closed pool opens new connections)
         return made
 
-    new_http = (lib.AsyncClient if is_async else lib.Client)(
+    new_http = (lib.AsyncClient if is_async else lib.Client)(  # the client's settings, kept
         transport=guarded(http._transport),
+        auth=http.auth,
+        params=http.params,
+        headers=http.headers,
+        cookies=http.cookies,
         timeout=http.timeout,
         follow_redirects=http.follow_redirects,
+        max_redirects=http.max_redirects,
         event_hooks=http.event_hooks,
+        base_url=http.base_url,
+        trust_env=http.trust_env,
     )
     new_http._mounts = {
         pattern: None if inner is None else guarded(inner) for pattern, inner in http._mounts.items()
