@@ -68,6 +68,24 @@ def test_wrap_keeps_the_class_and_guards_chat(make_guard: MakeGuard) -> None:
     assert set(entry.scopes) == {"global", "user:alice"}
 
 
+def test_azure_client_is_priced_at_azure(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    api = serve(chat_completion())
+    azure = openai.AzureOpenAI(
+        azure_endpoint="http://azure.test", api_key="k", api_version="2024-10-21", max_retries=0,
+        http_client=OPENAI_HTTP.Client(transport=OPENAI_HTTP.MockTransport(api)),
+    )  # fmt: skip
+    client = h.guard.wrap(azure, user="alice")
+
+    client.chat.completions.create(**chat_request())
+
+    assert isinstance(client, openai.AzureOpenAI)
+    assert api.paths == ["/openai/deployments/gpt-4o/chat/completions"]
+    (entry,) = h.history()
+    assert entry.amounts["usd"] == budgetguard.get_price("gpt-4o", provider="azure").cost_nano(GPT4O_USAGE)
+    assert client._client._transport.provider == "azure"  # from the client's class, not its host
+
+
 def test_responses_and_embeddings(make_guard: MakeGuard) -> None:
     h = make_guard()
     api = serve(response(), embedding_response("text-embedding-3-small", 1234))
