@@ -49,7 +49,7 @@ _BILLED = (("/chat/completions", "openai"), ("/responses", "openai"), ("/embeddi
 """The endpoints whose requests and usage the guard reads (a path ends with one), and their wire format."""
 
 _FREE = frozenset({"files", "uploads", "parts", "complete", "moderations", "count_tokens", "input_tokens",
-                   "cancel", "models"})  # fmt: skip
+                   "cancel", "models", "conversations", "items"})  # fmt: skip
 """The last path segment of POSTs that bill nothing (uploads, token counts, cancellations): sent as is."""
 
 _DROPPED_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
@@ -344,7 +344,12 @@ class BudgetTransport(_Base):
     ``httpx.Client(transport=BudgetTransport(guard, user="alice"))``: scopes as in ``with_budget``
     (literal ids, or callables given the ``httpx.Request``), over ``budget_context()``'s. ``provider``:
     where the requests go, as genai-prices names it (by default from the host). ``allow``: path prefixes
-    of billed endpoints the guard cannot read, sent unguarded by choice."""
+    of billed endpoints the guard cannot read, sent unguarded by choice.
+
+    A refusal raises ``BudgetExceededError`` from the client's ``send``. Under an SDK client, prefer
+    ``guard.wrap(client)``: some SDK releases catch any error of their HTTP client, retry it and raise
+    it as their ``APIConnectionError`` (the refusal as its ``__cause__``); the wrapped client raises
+    the refusal itself, and the SDK does not retry it."""
 
     def __init__(
         self,

@@ -5,7 +5,9 @@ reserved and settled, the ledger checked to the nano-USD against the usage the s
 from __future__ import annotations
 
 import gc
+import gzip
 import json
+from typing import Any
 
 import anthropic
 import openai
@@ -38,7 +40,7 @@ from tests.guard.payloads import (
     responses_stream_events,
     serve,
 )
-from tests.sdk_http import OPENAI_HTTP, chat_completions_stream
+from tests.sdk_http import OPENAI_HTTP, chat_completions_stream, http_for
 
 COST = nano("gpt-4o", GPT4O_USAGE)
 CLAUDE_COST = nano("claude-sonnet-4-6", CLAUDE_USAGE)
@@ -305,3 +307,44 @@ async def test_async_transport_sdk_retries(amake_guard: MakeGuard) -> None:
 
     assert [e.event for e in h.history()] == ["released", "committed"]
     settled(h, COST)
+
+
+def test_compressed_json_and_sse_are_read_and_passed_on(make_guard: MakeGuard) -> None:
+    """A gzip-encoded JSON body and SSE stream: usage read from the decoded bytes, the client gets them."""
+    h = make_guard()
+    replies = iter([json.dumps(chat_completion()).encode(), CHAT_SSE.encode()])
+
+    def handler(request: Any) -> Any:
+        body = next(replies)
+        kind = "text/event-stream" if b"data:" in body else "application/json"
+        headers = {"content-type": kind, "content-encoding": "gzip"}
+        return http_for(request).Response(200, headers=headers, content=gzip.compress(body))
+
+    client = h.guard.wrap(
+        openai.OpenAI(
+            base_url="http://openai.test/v1", api_key="k", max_retries=0,
+            http_client=OPENAI_HTTP.Client(transport=OPENAI_HTTP.MockTransport(handler)),
+        ),
+        user="alice",
+    )  # fmt: skip
+    completion = client.chat.completions.create(**chat_request())
+    chunks = list(client.chat.completions.create(**chat_request(stream=True)))
+
+    assert completion.usage is not None and completion.usage.completion_tokens == 300
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 300
+    settled(h, COST, COST)
+
+
+def test_free_posts_and_allowed_paths_pass_through(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    api = serve({"input_tokens": 12})
+    transport = BudgetTransport(h.guard, OPENAI_HTTP.MockTransport(api), allow=("/v1/images/",))
+    with OPENAI_HTTP.Client(transport=transport, base_url="http://api.test") as http:
+        http.post("/v1/messages/count_tokens", json=claude_request())
+        http.post("/v1/images/generations", json={"model": "gpt-image-1", "prompt": "a piggy bank"})
+        http.post("/v1/files", json={"purpose": "batch"})
+        with pytest.raises(ConfigurationError, match="allow="):
+            http.post("/v1/audio/speech", json={"model": "tts-1", "input": "hi"})
+
+    assert api.paths == ["/v1/messages/count_tokens", "/v1/images/generations", "/v1/files"]
+    assert h.history() == []
