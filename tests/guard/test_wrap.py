@@ -207,8 +207,8 @@ def test_refusal_raises_and_sends_nothing(make_guard: MakeGuard) -> None:
     chat = h.guard.wrap(openai_client(openai_api, max_retries=2), user="alice")
     claude = h.guard.wrap(anthropic_client(claude_api, max_retries=2), user="alice")
 
-    with pytest.raises(BudgetExceededError) as refused:
-        chat.chat.completions.create(**chat_request())
+    with pytest.raises(BudgetExceededError) as refused:  # a copy of the wrapped client is guarded too
+        chat.with_options(timeout=5).chat.completions.create(**chat_request())
     with pytest.raises(BudgetExceededError):
         claude.messages.create(**claude_request())
 
