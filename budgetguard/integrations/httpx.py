@@ -3,14 +3,15 @@ wire traffic, and ``Guard.wrap(client)`` built on it.
 
 ``BudgetTransport`` (sync) and ``AsyncBudgetTransport`` wrap an inner transport. A POST to a billed
 endpoint they know (OpenAI ``/chat/completions``, ``/responses``, ``/embeddings``; Anthropic
-``/messages``) is one attempt of the guard's flow (``Guard.attempt``: estimate, reserve, send,
-reconcile, journal, events): its JSON body is the request the estimator reads, and the usage is read
-from the JSON response or from the SSE events as they pass to the client (a stream closed early or
-dropped is settled from what it showed, as an SDK stream is: ``_streams``). An SDK retry is a new HTTP
-request, hence a new attempt, reserved and settled on its own; an error response releases its hold (a
-dropped connection charges the input, as ``charge_failed`` says). A POST to any other endpoint that may
-bill (images, audio, batches, legacy completions...) is refused with a ``ConfigurationError`` unless
-``allow=`` names it; other requests (GET, uploads, token counts) pass through.
+``/messages``, on Vertex AI ``...:rawPredict`` too) is one attempt of the guard's flow
+(``Guard.attempt``: estimate, reserve, send, reconcile, journal, events): its JSON body is the request
+the estimator reads, and the usage is read from the JSON response or from the SSE events as they pass to
+the client (a stream closed early or dropped is settled from what it showed, as an SDK stream is:
+``_streams``). An SDK retry is a new HTTP request, hence a new attempt, reserved and settled on its own;
+an error response releases its hold (a dropped connection charges the input, as ``charge_failed`` says).
+A POST to any other endpoint that may bill (images, audio, batches, legacy completions...) is refused
+with a ``ConfigurationError`` unless ``allow=`` names it; other requests (GET, uploads, token counts)
+pass through.
 
 Nothing here imports ``httpx``: responses are built with the library of the request they answer, so the
 transports serve ``httpx`` and ``httpx2`` clients alike (openai 3 and anthropic 1 use ``httpx2``).
@@ -23,6 +24,7 @@ import gc
 import importlib
 import inspect
 import json
+import re
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -56,22 +58,32 @@ _DROPPED_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfer
 """Headers of a streamed response that no longer describe the (decoded, re-framed) body passed on."""
 
 
-def _route(method: str, path: str, allow: tuple[str, ...]) -> str | None:
-    """The wire format of a billed request the guard reads, or ``None`` for one sent as is; raises for a
-    POST that may bill and that the guard cannot read."""
+_VERTEX = re.compile(r"/publishers/anthropic/models/([^/:]+):(?:rawPredict|streamRawPredict)$")
+"""Anthropic messages on Vertex AI: the model is in the path, not the body (``count-tokens`` counts)."""
+
+Route = tuple[str, str | None]
+"""A billed request's wire format, and its model when the path names it (Vertex) rather than the body."""
+
+
+def _route(method: str, path: str, allow: tuple[str, ...]) -> Route | None:
+    """How to read a billed request, or ``None`` for one sent as is; raises for a POST that may bill and
+    that the guard cannot read."""
     if method != "POST" or any(path.startswith(prefix) for prefix in allow):
         return None
     path = path.rstrip("/")
     for suffix, api in _BILLED:
         if path.endswith(suffix):
-            return api
+            return api, None
+    vertex = _VERTEX.search(path)
+    if vertex is not None:
+        return None if vertex[1] == "count-tokens" else ("anthropic", vertex[1])
     if path.rpartition("/")[2] in _FREE:
         return None
     raise ConfigurationError(
         f"budgetguard cannot price POST {path}: it reads OpenAI chat completions, responses and "
-        "embeddings and Anthropic messages only. Make that call with a client the guard does not wrap "
-        "(and budget it with guard.reserve() or a decorator's estimate=), or let it through unguarded "
-        f"with allow=({path!r},)"
+        "embeddings and Anthropic messages (Vertex AI's too) only. Make that call with a client the guard "
+        "does not guard (and budget it with guard.reserve() or a decorator's estimate=), or send it "
+        f"unguarded by choice: BudgetTransport(..., allow=({path!r},))"
     )
 
 
@@ -124,13 +136,16 @@ class _Base:
     def _raising(self, error: BudgetGuardError) -> BaseException:
         return _Refusal(error) if self._carry else error
 
-    def _attempt(self, request: Any, api: str, content: bytes) -> tuple[Attempt, Any]:
+    def _attempt(self, request: Any, route: Route, content: bytes) -> tuple[Attempt, Any]:
         """The attempt for a billed request, and the request to send (OpenAI chat streams are asked for
         their usage: ``stream_options.include_usage``, as the SDK path does)."""
+        api, model = route
         try:
             body = json.loads(content)
         except ValueError:
             body = None
+        if model is not None and isinstance(body, dict):
+            body = {**body, "model": model}  # (read by the estimator; the request is sent as it was)
         if not isinstance(body, dict) or not isinstance(body.get("model"), str):
             raise ConfigurationError(
                 f"budgetguard cannot read the request to {request.url.path}: its body is not a JSON object "
@@ -369,10 +384,10 @@ class BudgetTransport(_Base):
 
     def handle_request(self, request: Any) -> Any:
         try:
-            api = _route(request.method, request.url.path, self.allow)
-            if api is None:
+            route = _route(request.method, request.url.path, self.allow)
+            if route is None:
                 return self.inner.handle_request(request)
-            attempt, request = self._attempt(request, api, request.read())
+            attempt, request = self._attempt(request, route, request.read())
             attempt.reserve()
         except BudgetGuardError as exc:
             raise self._raising(exc) from None
@@ -433,10 +448,10 @@ class AsyncBudgetTransport(_Base):
 
     async def handle_async_request(self, request: Any) -> Any:
         try:
-            api = _route(request.method, request.url.path, self.allow)
-            if api is None:
+            route = _route(request.method, request.url.path, self.allow)
+            if route is None:
                 return await self.inner.handle_async_request(request)
-            attempt, request = self._attempt(request, api, await request.aread())
+            attempt, request = self._attempt(request, route, await request.aread())
             await attempt.areserve()
         except BudgetGuardError as exc:
             raise self._raising(exc) from None
@@ -477,9 +492,9 @@ class AsyncBudgetTransport(_Base):
 
 # -- guard.wrap(client) ----------------------------------------------------------------------------
 
-_UNREAD = frozenset({"AnthropicBedrock", "AsyncAnthropicBedrock", "AnthropicVertex", "AsyncAnthropicVertex",
-                     "AnthropicFoundry", "AsyncAnthropicFoundry"})  # fmt: skip
-"""Clients whose endpoints (a model in the URL, AWS event streams) the transport does not read yet."""
+_UNREAD = frozenset({"AnthropicBedrock", "AsyncAnthropicBedrock"})
+"""Clients whose endpoints the transport does not read yet (Bedrock: the model in the URL, and its streams
+in AWS's binary event-stream framing, not SSE)."""
 
 
 def wrap_client(guard: Guard, client: C, scopes: Mapping[str, ScopeSpec]) -> C:
@@ -494,8 +509,8 @@ def wrap_client(guard: Guard, client: C, scopes: Mapping[str, ScopeSpec]) -> C:
     http = getattr(client, "_client", None)
     if http is None or not hasattr(client, "with_options") or not hasattr(http, "_transport"):
         raise ConfigurationError(
-            f"guard.wrap() takes an openai or anthropic SDK client (OpenAI, AsyncOpenAI, AzureOpenAI, "
-            f"Anthropic, AsyncAnthropic), got {cls.__qualname__}"
+            "guard.wrap() takes an openai or anthropic SDK client (OpenAI, AzureOpenAI, Anthropic, "
+            f"AnthropicVertex, AnthropicFoundry or their async twins), got {cls.__qualname__}"
         )
     for kind in scopes:  # a bad kind fails here, not on the first call
         Scope("global") if kind == "global" else Scope(kind, "x")
@@ -527,6 +542,11 @@ def wrap_client(guard: Guard, client: C, scopes: Mapping[str, ScopeSpec]) -> C:
         pattern: None if inner is None else guarded(inner) for pattern, inner in http._mounts.items()
     }
     wrapped = cast(C, cast(Any, client).with_options(http_client=new_http))
+    if getattr(wrapped, "_client", None) is not new_http:  # (never a copy left unguarded)
+        raise ConfigurationError(
+            f"this {cls.__name__} release does not keep the HTTP client it is given, so guard.wrap() cannot "
+            "guard it; decorate its methods instead: guard.with_budget(client.messages.create, user=...)"
+        )
     wrapped.__class__ = _refusing(cls, is_async)
     return wrapped
 

@@ -40,7 +40,7 @@ from tests.guard.payloads import (
     responses_stream_events,
     serve,
 )
-from tests.sdk_http import OPENAI_HTTP, chat_completions_stream, http_for
+from tests.sdk_http import ANTHROPIC_HTTP, OPENAI_HTTP, chat_completions_stream, http_for
 
 COST = nano("gpt-4o", GPT4O_USAGE)
 CLAUDE_COST = nano("claude-sonnet-4-6", CLAUDE_USAGE)
@@ -86,6 +86,47 @@ def test_azure_client_is_priced_at_azure(make_guard: MakeGuard) -> None:
     (entry,) = h.history()
     assert entry.amounts["usd"] == budgetguard.get_price("gpt-4o", provider="azure").cost_nano(GPT4O_USAGE)
     assert client._client._transport.provider == "azure"  # from the client's class, not its host
+
+
+def vertex_client(api: Any) -> anthropic.AnthropicVertex:
+    return anthropic.AnthropicVertex(
+        region="us-east5", project_id="budgets", access_token="t", base_url="http://vertex.test/v1",
+        max_retries=0, http_client=ANTHROPIC_HTTP.Client(transport=ANTHROPIC_HTTP.MockTransport(api)),
+    )  # fmt: skip
+
+
+def test_vertex_messages_and_stream_priced_at_google(make_guard: MakeGuard) -> None:
+    """Vertex AI names the model in the path (``...:rawPredict``, ``...:streamRawPredict``)."""
+    h = make_guard()
+    api = serve(anthropic_message(), CLAUDE_SSE)
+    client = h.guard.wrap(vertex_client(api), user="alice")
+
+    client.messages.create(**claude_request())
+    for _ in client.messages.create(**claude_request(stream=True)):
+        pass
+
+    assert isinstance(client, anthropic.AnthropicVertex)
+    model = "/v1/projects/budgets/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-6"
+    assert api.paths == [f"{model}:rawPredict", f"{model}:streamRawPredict"]
+    assert "model" not in api.requests[0]  # sent as the SDK built it
+    cost = budgetguard.get_price("claude-sonnet-4-6", provider="google").cost_nano(CLAUDE_USAGE)
+    settled(h, cost, cost)
+    assert client._client._transport.provider == "google"
+
+
+def test_foundry_messages_priced_at_azure(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    api = serve(anthropic_message())
+    foundry = anthropic.AnthropicFoundry(
+        api_key="k", base_url="http://foundry.test/anthropic/", max_retries=0,
+        http_client=ANTHROPIC_HTTP.Client(transport=ANTHROPIC_HTTP.MockTransport(api)),
+    )  # fmt: skip
+    client = h.guard.wrap(foundry, user="alice")
+
+    client.messages.create(**claude_request())
+
+    assert api.paths == ["/anthropic/v1/messages"]
+    settled(h, budgetguard.get_price("claude-sonnet-4-6", provider="azure").cost_nano(CLAUDE_USAGE))
 
 
 def test_responses_and_embeddings(make_guard: MakeGuard) -> None:
