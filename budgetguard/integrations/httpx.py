@@ -117,7 +117,6 @@ class _Base:
         allow: tuple[str, ...],
         scopes: Mapping[str, ScopeSpec],
         owns: bool,
-        carry: bool = False,
     ) -> None:
         if guard is None:
             from .._default import default_guard
@@ -129,9 +128,12 @@ class _Base:
         self.inner = inner
         self.provider = provider
         self.allow = tuple(allow)
+        for kind in scopes:  # a bad kind fails here, not on the first call
+            Scope("global") if kind == "global" else Scope(kind, "x")
         self.scopes = dict(scopes)
         self._owns = owns
-        self._carry = carry
+        self._carry = False
+        """Raise the guard's errors as ``_Refusal`` (under a client ``wrap`` made)."""
 
     def _raising(self, error: BudgetGuardError) -> BaseException:
         return _Refusal(error) if self._carry else error
@@ -512,8 +514,6 @@ def wrap_client(guard: Guard, client: C, scopes: Mapping[str, ScopeSpec]) -> C:
             "guard.wrap() takes an openai or anthropic SDK client (OpenAI, AzureOpenAI, Anthropic, "
             f"AnthropicVertex, AnthropicFoundry or their async twins), got {cls.__qualname__}"
         )
-    for kind in scopes:  # a bad kind fails here, not on the first call
-        Scope("global") if kind == "global" else Scope(kind, "x")
     is_async = inspect.iscoroutinefunction(cls.request)
     provider = client_provider(client)
     transport: Any = AsyncBudgetTransport if is_async else BudgetTransport

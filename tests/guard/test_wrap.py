@@ -389,3 +389,11 @@ def test_free_posts_and_allowed_paths_pass_through(make_guard: MakeGuard) -> Non
 
     assert api.paths == ["/v1/messages/count_tokens", "/v1/images/generations", "/v1/files"]
     assert h.history() == []
+
+
+def test_a_bad_scope_kind_fails_when_wrapping(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    with pytest.raises(ConfigurationError):
+        h.guard.wrap(openai_client(serve(chat_completion())), **{"user:x": "alice"})
+    with pytest.raises(ConfigurationError):
+        BudgetTransport(h.guard, OPENAI_HTTP.MockTransport(serve(chat_completion())), **{"": "x"})
