@@ -87,6 +87,12 @@ def _route(method: str, path: str, allow: tuple[str, ...]) -> Route | None:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _provider_at(scheme: str, host: str) -> str | None:
+    """The provider whose API a host serves, as genai-prices names it (``None``: found by model name)."""
+    return provider_for_url(f"{scheme}://{host}")
+
+
 def _library(obj: Any) -> ModuleType:
     """The ``httpx``-like library an object (a request, a client) comes from."""
     for cls in type(obj).__mro__:
@@ -169,7 +175,7 @@ class _Base:
                 )
         guard = self.guard
         estimator = guard.estimator
-        provider = self.provider or provider_for_url(f"{request.url.scheme}://{request.url.host}")
+        provider = self.provider or _provider_at(request.url.scheme, request.url.host)
         scopes = resolve_scopes(self.scopes, (request,), {}, {}, guard.default_scopes)
 
         def estimate(model: str | None, counted: int | None) -> Any:
