@@ -25,6 +25,7 @@ import importlib
 import inspect
 import json
 import re
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -122,7 +123,6 @@ class _Base:
         provider: str | None,
         allow: tuple[str, ...],
         scopes: Mapping[str, ScopeSpec],
-        owns: bool,
     ) -> None:
         if guard is None:
             from .._default import default_guard
@@ -137,9 +137,20 @@ class _Base:
         for kind in scopes:  # a bad kind fails here, not on the first call
             Scope("global") if kind == "global" else Scope(kind, "x")
         self.scopes = dict(scopes)
-        self._owns = owns
+        self._owns = inner is None
+        self._lock = threading.Lock()
         self._carry = False
         """Raise the guard's errors as ``_Refusal`` (under a client ``wrap`` made)."""
+
+    def _inner(self, request: Any, name: str) -> Any:
+        """The inner transport: the one given, else ``name`` of the request's library, made once."""
+        inner = self.inner
+        if inner is None:
+            with self._lock:
+                if self.inner is None:
+                    self.inner = getattr(_library(request), name)()
+                inner = self.inner
+        return inner
 
     def _raising(self, error: BudgetGuardError) -> BaseException:
         return _Refusal(error) if self._carry else error
@@ -362,7 +373,8 @@ def _body_class(body: type, base: type) -> type:
 
 class BudgetTransport(_Base):
     """A sync ``httpx`` (or ``httpx2``) transport that guards the billed requests it sends through
-    ``inner`` (by default a new ``httpx.HTTPTransport()``).
+    ``inner`` (by default a new ``HTTPTransport()`` of the client's library, ``httpx`` or ``httpx2``,
+    made on the first request and closed with this one).
 
     ``httpx.Client(transport=BudgetTransport(guard, user="alice"))``: scopes as in ``with_budget``
     (literal ids, or callables given the ``httpx.Request``), over ``budget_context()``'s. ``provider``:
@@ -383,24 +395,19 @@ class BudgetTransport(_Base):
         allow: tuple[str, ...] = (),
         **scopes: ScopeSpec,
     ) -> None:
-        owns = inner is None
-        if inner is None:
-            import httpx
-
-            inner = httpx.HTTPTransport()
-        super().__init__(guard, inner, provider=provider, allow=allow, scopes=scopes, owns=owns)
+        super().__init__(guard, inner, provider=provider, allow=allow, scopes=scopes)
 
     def handle_request(self, request: Any) -> Any:
         try:
             route = _route(request.method, request.url.path, self.allow)
             if route is None:
-                return self.inner.handle_request(request)
+                return self._inner(request, "HTTPTransport").handle_request(request)
             attempt, request = self._attempt(request, route, request.read())
             attempt.reserve()
         except BudgetGuardError as exc:
             raise self._raising(exc) from None
         try:
-            response = self.inner.handle_request(request)
+            response = self._inner(request, "HTTPTransport").handle_request(request)
         except BaseException as exc:
             attempt.fail(exc)  # (charged the input if it may have been billed: charge_failed)
             raise
@@ -421,8 +428,6 @@ class BudgetTransport(_Base):
         return _passed_on(response, request, body)
 
     def __enter__(self) -> BudgetTransport:
-        if self._owns:
-            self.inner.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -430,13 +435,13 @@ class BudgetTransport(_Base):
 
     def close(self) -> None:
         self.guard.settle_dropped()
-        if self._owns:
+        if self._owns and self.inner is not None:
             self.inner.close()
 
 
 class AsyncBudgetTransport(_Base):
-    """The async twin of ``BudgetTransport`` (for ``httpx.AsyncClient``; ``inner`` by default a new
-    ``httpx.AsyncHTTPTransport()``)."""
+    """The async twin of ``BudgetTransport`` (for ``httpx.AsyncClient``; ``inner`` by default an
+    ``AsyncHTTPTransport()`` of the client's library)."""
 
     def __init__(
         self,
@@ -447,24 +452,19 @@ class AsyncBudgetTransport(_Base):
         allow: tuple[str, ...] = (),
         **scopes: ScopeSpec,
     ) -> None:
-        owns = inner is None
-        if inner is None:
-            import httpx
-
-            inner = httpx.AsyncHTTPTransport()
-        super().__init__(guard, inner, provider=provider, allow=allow, scopes=scopes, owns=owns)
+        super().__init__(guard, inner, provider=provider, allow=allow, scopes=scopes)
 
     async def handle_async_request(self, request: Any) -> Any:
         try:
             route = _route(request.method, request.url.path, self.allow)
             if route is None:
-                return await self.inner.handle_async_request(request)
+                return await self._inner(request, "AsyncHTTPTransport").handle_async_request(request)
             attempt, request = self._attempt(request, route, await request.aread())
             await attempt.areserve()
         except BudgetGuardError as exc:
             raise self._raising(exc) from None
         try:
-            response = await self.inner.handle_async_request(request)
+            response = await self._inner(request, "AsyncHTTPTransport").handle_async_request(request)
         except BaseException as exc:
             await attempt.afail(exc)
             raise
@@ -485,8 +485,6 @@ class AsyncBudgetTransport(_Base):
         return _passed_on(response, request, body)
 
     async def __aenter__(self) -> AsyncBudgetTransport:
-        if self._owns:
-            await self.inner.__aenter__()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -494,7 +492,7 @@ class AsyncBudgetTransport(_Base):
 
     async def aclose(self) -> None:
         await self.guard.asettle_dropped()
-        if self._owns:
+        if self._owns and self.inner is not None:
             await self.inner.aclose()
 
 

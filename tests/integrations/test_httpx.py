@@ -5,6 +5,7 @@ to the nano-USD against the usage the server reported."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -14,7 +15,7 @@ import budgetguard as bg
 from budgetguard import Usage
 from budgetguard.integrations.httpx import AsyncBudgetTransport, BudgetTransport
 from budgetguard.testing import MockProvider
-from tests.sdk_http import ANTHROPIC_STREAM_CUT
+from tests.sdk_http import ANTHROPIC_HTTP, ANTHROPIC_STREAM_CUT, OPENAI_HTTP
 
 HI = [{"role": "user", "content": "Why reserve before calling?"}]
 
@@ -131,10 +132,16 @@ async def test_wrapped_async_clients(api: MockProvider, guard: bg.Guard) -> None
     assert charges(guard) == expected
 
 
-def test_transport_under_a_plain_client(api: MockProvider, guard: bg.Guard) -> None:
-    """The transport's own inner transport (``httpx.HTTPTransport``), scopes from budget_context."""
+LIBRARIES = sorted({httpx, OPENAI_HTTP, ANTHROPIC_HTTP}, key=lambda lib: lib.__name__)
+"""``httpx``, and ``httpx2`` when an installed SDK uses it: the transport serves the clients of both."""
+
+
+@pytest.mark.parametrize("lib", LIBRARIES, ids=lambda lib: lib.__name__)
+def test_transport_under_a_plain_client(api: MockProvider, guard: bg.Guard, lib: ModuleType) -> None:
+    """The transport's own inner transport (the client library's ``HTTPTransport``), scopes from
+    budget_context."""
     body = {"model": "gpt-4o-mini", "messages": HI, "max_tokens": 100}
-    http = httpx.Client(transport=BudgetTransport(guard), base_url=api.openai_base_url)
+    http = lib.Client(transport=BudgetTransport(guard), base_url=api.openai_base_url)
     with http, bg.budget_context(user="alice"):
         reply = http.post("/chat/completions", json=body)
 
@@ -142,10 +149,13 @@ def test_transport_under_a_plain_client(api: MockProvider, guard: bg.Guard) -> N
     assert charges(guard) == [("committed", price("gpt-4o-mini", openai_usage(api.usages[0])))]
 
 
-async def test_async_transport_under_a_plain_client(api: MockProvider, guard: bg.Guard) -> None:
+@pytest.mark.parametrize("lib", LIBRARIES, ids=lambda lib: lib.__name__)
+async def test_async_transport_under_a_plain_client(
+    api: MockProvider, guard: bg.Guard, lib: ModuleType
+) -> None:
     body = {"model": "gpt-4o-mini", "messages": HI, "max_tokens": 100, "stream": True}
     transport = AsyncBudgetTransport(guard, user="alice")
-    http = httpx.AsyncClient(transport=transport, base_url=api.openai_base_url)
+    http = lib.AsyncClient(transport=transport, base_url=api.openai_base_url)
     async with http, http.stream("POST", "/chat/completions", json=body) as reply:
         lines = [line async for line in reply.aiter_lines() if line]
 
