@@ -552,6 +552,8 @@ def wrap_client(guard: Guard, client: C, scopes: Mapping[str, ScopeSpec]) -> C:
             "guard it; decorate its methods instead: guard.with_budget(client.messages.create, user=...)"
         )
     wrapped.__class__ = _refusing(cls, is_async)
+    # the original lives as long as its copy: its finalizer (the SDK's) would close the shared pool
+    cast(Any, wrapped)._budgetguard_original = client
     return wrapped
 
 
