@@ -211,7 +211,8 @@ def _parsed(content: bytes) -> Any:
 
 
 def _status_error(response: Any, request: Any) -> Exception:
-    """What an error response is to the flow (an ``HTTPStatusError``: not billed, its hold released)."""
+    """What an error (or redirect) response is to the flow: an ``HTTPStatusError``, not billed, its hold
+    released."""
     lib = _library(response)
     error: Exception = lib.HTTPStatusError(
         f"{response.status_code} from {request.url.path}", request=request, response=response
@@ -412,7 +413,7 @@ class BudgetTransport(_Base):
             attempt.fail(exc)  # (charged the input if it may have been billed: charge_failed)
             raise
         try:
-            if response.status_code >= 400:
+            if not 200 <= response.status_code < 300:  # an error or a redirect: nothing billed
                 response.read()
                 attempt.fail(_status_error(response, request))
                 return response
@@ -469,7 +470,7 @@ class AsyncBudgetTransport(_Base):
             await attempt.afail(exc)
             raise
         try:
-            if response.status_code >= 400:
+            if not 200 <= response.status_code < 300:  # an error or a redirect: nothing billed
                 await response.aread()
                 await attempt.afail(_status_error(response, request))
                 return response
