@@ -33,9 +33,11 @@ class Attempt:
         """Hold the estimate in every budget; raises ``BudgetExceededError`` when one refuses."""
         run(self.guard, self._until_call(None, None), no_call)
 
-    def commit(self, response: Any) -> None:
-        """Charge the response's usage (the estimate, flagged, when it carries none)."""
-        run(self.guard, self._until_call(response, None), no_call)
+    def commit(self, response: Any) -> Any:
+        """Charge the response's usage (the estimate, flagged, when it carries none). A stream is not
+        read here: it is returned wrapped, to be settled as it ends or closes (see ``_streams``); any
+        other response is returned unchanged."""
+        return run(self.guard, self._until_call(response, None), no_call)
 
     def fail(self, error: BaseException) -> None:
         """Release the hold (or charge the input, per ``charge_failed``) of a call that raised."""
@@ -51,14 +53,15 @@ class Attempt:
     async def arelease(self) -> None:
         await self.afail(NotSent("the attempt was released before its call was sent"))
 
-    async def acommit(self, response: Any) -> None:
-        await arun(self.guard, self._until_call(response, None), no_call)
+    async def acommit(self, response: Any) -> Any:
+        return await arun(self.guard, self._until_call(response, None), no_call)
 
     async def afail(self, error: BaseException) -> None:
         await arun(self.guard, self._until_call(None, error), no_call)
 
     def _until_call(self, reply: Any, error: BaseException | None) -> Flow:
-        """Resume the flow and pass its store actions to a driver until it reaches the call or ends."""
+        """Resume the flow and pass its store actions to a driver until it reaches the call or ends
+        (its value then: the response, or a stream wrapped to settle when it ends)."""
         flow = self._flow
         try:
             action = flow.throw(error) if error is not None else flow.send(reply)
@@ -69,13 +72,14 @@ class Attempt:
                     action = flow.throw(exc)
                 else:
                     action = flow.send(answer)
-        except StopIteration:
-            return
+        except StopIteration as done:
+            return done.value
         except BaseException as exc:
             import tenacity  # (loaded already: the flow's policy made it; not at import)
 
             if error is not None and (exc is error or isinstance(exc, tenacity.RetryError)):
-                return  # the call's own error, re-raised by the flow once the books are right
+                return None  # the call's own error, re-raised by the flow once the books are right
             raise
         if isinstance(action, Sleep):
             flow.close()  # the flow would retry; the caller's framework does that with a new attempt
+        return None

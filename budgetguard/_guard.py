@@ -32,6 +32,7 @@ __all__ = ["Attempt", "Guard", "GuardedAsyncStream", "GuardedStream", "GuardedSt
 
 P = ParamSpec("P")
 T = TypeVar("T")
+C = TypeVar("C")
 
 
 class Guard(GuardCore):
@@ -116,6 +117,20 @@ class Guard(GuardCore):
         )
         plan = Plan(resolved, (est.model,), lambda model, counted: est, usage, None, enforce)
         return Attempt(self, plan)
+
+    def wrap(self, client: C, **scopes: ScopeSpec) -> C:
+        """A copy of an openai or anthropic SDK client (``OpenAI``, ``AzureOpenAI``, ``Anthropic``,
+        ``AnthropicVertex``, ``AnthropicFoundry`` and their async twins; not ``AnthropicBedrock`` yet)
+        on which every billed request is guarded, whatever method sends it (``with_raw_response``,
+        ``with_streaming_response`` and stream helpers too): its HTTP client sends through a
+        ``BudgetTransport`` (``budgetguard.integrations.httpx``) over the client's own transport. Each
+        HTTP attempt, SDK retries included, is reserved and settled; a refusal raises
+        ``BudgetExceededError`` and is not retried; a billed endpoint the guard cannot read is refused
+        (``ConfigurationError``). ``scopes`` as in ``with_budget`` (literal ids, or callables given
+        the ``httpx.Request``), over ``budget_context()``'s."""
+        from .integrations.httpx import wrap_client
+
+        return wrap_client(self, client, scopes)
 
     @decorating(budget_options)
     def with_budget(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:

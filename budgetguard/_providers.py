@@ -21,8 +21,9 @@ from ._price_data import is_claude, provider_for_url
 from ._usage import Usage, _get, _is_code_block, _merge_anthropic_delta, _reader
 
 __all__ = [
-    "VARIANT_KEYS", "StreamFolder", "api_of", "as_sent", "endpoint_provider", "is_not_given", "may_reason",
-    "request_variant", "response_variant", "sdk_provider", "served_model", "without_sdk_retries",
+    "VARIANT_KEYS", "StreamFolder", "api_of", "as_sent", "client_provider", "endpoint_provider",
+    "is_not_given", "may_reason", "request_variant", "response_variant", "sdk_provider", "served_model",
+    "without_sdk_retries",
 ]  # fmt: skip
 
 Variant = Mapping[str, str]
@@ -60,8 +61,11 @@ def endpoint_provider(fn: Callable[..., Any]) -> str | None:
     Together, Fireworks...). ``None`` when the host is not one genai-prices knows (a proxy, a local
     server): the model's name decides then."""
     client = getattr(getattr(fn, "__self__", None), "_client", None)
-    if client is None:
-        return None
+    return None if client is None else client_provider(client)
+
+
+def client_provider(client: Any) -> str | None:
+    """The provider an SDK client talks to (see ``endpoint_provider``)."""
     known = _CLIENT_PROVIDERS.get(type(client).__name__)
     if known is not None:
         return known

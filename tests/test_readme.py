@@ -64,7 +64,7 @@ def test_readme_cli_examples_run_on_the_demo_ledger(
     runner = CliRunner(env=demo.env)
     for command in commands:
         assert command[0] == "budgetguard"
-        args = command[1:] + (["--count", "1", "--interval", "0"] if command[1] == "watch" else [])
+        args = command[1:] + (["--count", "1", "--interval", "0.1"] if command[1] == "watch" else [])
         result = runner.invoke(cli, args)
         assert result.exit_code == 0, f"{shlex.join(command)}: {result.output}"
     assert (tmp_path / "spend.csv").read_text().startswith("key,calls,refused")

@@ -6,7 +6,9 @@
   (a FastAPI dependency) (``[fastapi]``);
 * ``budgetguard.integrations.opentelemetry``: ``OpenTelemetryHook``, GenAI metrics and span
   attributes (``[otel]``);
-* ``budgetguard.integrations.prometheus``: ``PrometheusHook``, counters and gauges (``[prometheus]``).
+* ``budgetguard.integrations.prometheus``: ``PrometheusHook``, counters and gauges (``[prometheus]``);
+* ``budgetguard.integrations.httpx``: ``BudgetTransport`` / ``AsyncBudgetTransport``, the transport
+  under ``Guard.wrap(client)`` (no extra: it uses the HTTP library of the requests it sends).
 
 Importing ``budgetguard`` imports none of them.
 """
