@@ -28,20 +28,18 @@ import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from .._attempt import Attempt
 from .._budgets import Scope
 from .._core import GuardCore
+from .._deferred import adrain, drain
 from .._errors import BudgetGuardError, ConfigurationError
 from .._flow import Plan
 from .._price_data import provider_for_url
 from .._providers import client_provider, prepare_openai_stream
 from .._scopes import ScopeSpec, resolve_scopes
 from .._usage import Usage
-
-if TYPE_CHECKING:
-    from .._guard import Guard
 
 __all__ = ["AsyncBudgetTransport", "BudgetTransport", "wrap_client"]
 
@@ -117,7 +115,7 @@ class _Base:
 
     def __init__(
         self,
-        guard: Guard | None,
+        guard: GuardCore | None,
         inner: Any,
         *,
         provider: str | None,
@@ -389,7 +387,7 @@ class BudgetTransport(_Base):
 
     def __init__(
         self,
-        guard: Guard | None = None,
+        guard: GuardCore | None = None,
         inner: Any = None,
         *,
         provider: str | None = None,
@@ -435,7 +433,7 @@ class BudgetTransport(_Base):
         self.close()
 
     def close(self) -> None:
-        self.guard.settle_dropped()
+        drain(self.guard)
         if self._owns and self.inner is not None:
             self.inner.close()
 
@@ -446,7 +444,7 @@ class AsyncBudgetTransport(_Base):
 
     def __init__(
         self,
-        guard: Guard | None = None,
+        guard: GuardCore | None = None,
         inner: Any = None,
         *,
         provider: str | None = None,
@@ -492,7 +490,7 @@ class AsyncBudgetTransport(_Base):
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self.guard.asettle_dropped()
+        await adrain(self.guard)
         if self._owns and self.inner is not None:
             await self.inner.aclose()
 
@@ -504,7 +502,7 @@ _UNREAD = frozenset({"AnthropicBedrock", "AsyncAnthropicBedrock"})
 in AWS's binary event-stream framing, not SSE)."""
 
 
-def wrap_client(guard: Guard, client: C, scopes: Mapping[str, ScopeSpec]) -> C:
+def wrap_client(guard: GuardCore, client: C, scopes: Mapping[str, ScopeSpec]) -> C:
     """``Guard.wrap``: a copy of an SDK client whose HTTP client sends through a ``BudgetTransport`` over
     the client's own transports (its connection pool, proxies and retries kept)."""
     cls: Any = type(client)
