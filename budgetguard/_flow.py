@@ -18,7 +18,6 @@ from typing import Any
 
 from . import _retry as retries
 from ._actions import Call, Count, Flow, NotSent, Reserve, Sleep, Status, current_job
-from ._cache import memo
 from ._calibration import Learned, held_usd, learned_ratio
 from ._core import GuardCore
 from ._deferred import Settlement
@@ -26,9 +25,8 @@ from ._errors import BudgetExceededError, LedgerError, MissingScopeError, UsageE
 from ._estimate import Estimate
 from ._events import Event, EventKind, emit, wanted
 from ._fit import Fitting
-from ._ledger._meta import ATTEMPT, ESTIMATE, FUNCTION, MODEL, SCOPES, derivable
+from ._ledger._meta import ATTEMPT, ESTIMATE, FUNCTION, MODEL, SCOPES, derivable, usd_text
 from ._ledger._types import JournalData
-from ._money import to_usd
 from ._providers import is_stream, served_model, served_tier
 from ._scopes import Scopes
 from ._settle import Ctx, input_only, served_flags
@@ -142,7 +140,7 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
             if plan.function is not None:
                 meta[FUNCTION] = plan.function
             if usd is not None and usd != est.cost_nano:
-                meta["reserved_usd"] = _usd_text(usd)
+                meta["reserved_usd"] = usd_text(usd)
             if fitted is not None:
                 meta["fitted"] = fitted
             try:
@@ -233,9 +231,3 @@ def _missing_event(core: GuardCore, kind: EventKind, labels: tuple[str, ...], ki
     if wanted(kind, core.hooks):
         why = kinds[0] if kind == "refused" else f"no {' or '.join(kinds)} id: not on those budgets"
         emit(Event(kind, scopes=labels, reason=why, data={"missing_scope": kinds}), core.hooks)
-
-
-@memo("guard.usd_text", 4096)
-def _usd_text(nano: int) -> str:
-    """An estimate's cost as the journal writes it (calls repeat their estimates)."""
-    return str(to_usd(nano))

@@ -36,7 +36,7 @@ from ._types import Hold
 
 __all__ = [
     "ATTEMPT", "ESTIMATE", "FUNCTION", "MODEL", "SCOPES", "USAGE",
-    "derivable", "expand", "model_of", "pack_usage", "usage_of",
+    "derivable", "expand", "model_of", "pack_usage", "usage_of", "usd_text",
 ]  # fmt: skip
 
 MODEL, ESTIMATE, ATTEMPT, SCOPES, FUNCTION, USAGE = "", "e", "a", "s", "f", "u"
@@ -59,7 +59,8 @@ def pack_usage(usage: dict[str, Any]) -> Any:
 
 
 @memo("ledger.meta.usd", 4096)
-def _usd_text(nano: int) -> str:
+def usd_text(nano: int) -> str:
+    """An amount of nano-USD as the journal's data writes it (calls repeat their estimates: memoized)."""
     return str(to_usd(nano))
 
 
@@ -82,7 +83,7 @@ def expand(
         if name is None:
             out[key] = value
         elif key == ESTIMATE and type(value) is int:
-            out[name] = _usd_text(value)
+            out[name] = usd_text(value)
         elif key == USAGE and type(value) is list and len(value) == 2:
             out[name] = {"input_tokens": value[0], "output_tokens": value[1]}
         else:

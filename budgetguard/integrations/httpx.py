@@ -24,7 +24,6 @@ import gc
 import importlib
 import inspect
 import json
-import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from types import ModuleType
@@ -40,50 +39,14 @@ from .._price_data import provider_for_url
 from .._providers import client_provider, prepare_openai_stream
 from .._scopes import ScopeSpec, resolve_scopes
 from .._usage import Usage
+from ._paths import Route, routed
 
 __all__ = ["AsyncBudgetTransport", "BudgetTransport", "wrap_client"]
 
 C = TypeVar("C")
 
-_BILLED = (("/chat/completions", "openai"), ("/responses", "openai"), ("/embeddings", "openai"),
-           ("/messages", "anthropic"))  # fmt: skip
-"""The endpoints whose requests and usage the guard reads (a path ends with one), and their wire format."""
-
-_FREE = frozenset({"files", "uploads", "parts", "complete", "moderations", "count_tokens", "input_tokens",
-                   "cancel", "models", "conversations", "items"})  # fmt: skip
-"""The last path segment of POSTs that bill nothing (uploads, token counts, cancellations): sent as is."""
-
 _DROPPED_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
 """Headers of a streamed response that no longer describe the (decoded, re-framed) body passed on."""
-
-
-_VERTEX = re.compile(r"/publishers/anthropic/models/([^/:]+):(?:rawPredict|streamRawPredict)$")
-"""Anthropic messages on Vertex AI: the model is in the path, not the body (``count-tokens`` counts)."""
-
-Route = tuple[str, str | None]
-"""A billed request's wire format, and its model when the path names it (Vertex) rather than the body."""
-
-
-def _route(method: str, path: str, allow: tuple[str, ...]) -> Route | None:
-    """How to read a billed request, or ``None`` for one sent as is; raises for a POST that may bill and
-    that the guard cannot read."""
-    if method != "POST" or any(path.startswith(prefix) for prefix in allow):
-        return None
-    path = path.rstrip("/")
-    for suffix, api in _BILLED:
-        if path.endswith(suffix):
-            return api, None
-    vertex = _VERTEX.search(path)
-    if vertex is not None:
-        return None if vertex[1] == "count-tokens" else ("anthropic", vertex[1])
-    if path.rpartition("/")[2] in _FREE:
-        return None
-    raise ConfigurationError(
-        f"budgetguard cannot price POST {path}: it reads OpenAI chat completions, responses and "
-        "embeddings and Anthropic messages (Vertex AI's too) only. Make that call with a client the guard "
-        "does not guard (and budget it with guard.reserve() or a decorator's estimate=), or send it "
-        f"unguarded by choice: BudgetTransport(..., allow=({path!r},))"
-    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -314,17 +277,36 @@ class _AsyncEvents(_Events):
         await self._response.aclose()
 
 
-_collecting = [False]
-"""Set while the cyclic garbage collector runs (``gc.callbacks``): a body closed then is closed by a
-finalizer (an SDK stream's generator, collected), which may run anywhere an allocation triggers it, in
-a store's lock or transaction: its settlement is queued for the guard's next operation (``_deferred``)."""
+_collecting = threading.local()
+"""``on`` while the cyclic garbage collector runs in this thread (``gc.callbacks``): a body closed then
+is closed by a finalizer (an SDK stream's generator, collected), which may run anywhere an allocation
+triggers it, in a store's lock or transaction: its settlement is queued for the guard's next operation
+(``_deferred``). Per thread: a body closed by another thread meanwhile is closed as ever."""
 
 
 def _on_gc(phase: str, info: Mapping[str, Any]) -> None:
-    _collecting[0] = phase == "start"
+    _collecting.on = phase == "start"
 
 
 gc.callbacks.append(_on_gc)
+
+
+def _read(response: Any, attempt: Attempt) -> None:
+    """Read ``response``'s body; if that fails (a connection dropped mid-body), the attempt fails with it
+    (charged its input if it may have been billed: ``charge_failed``) before the error goes on."""
+    try:
+        response.read()
+    except BaseException as exc:
+        attempt.fail(exc)
+        raise
+
+
+async def _aread(response: Any, attempt: Attempt) -> None:
+    try:
+        await response.aread()
+    except BaseException as exc:
+        await attempt.afail(exc)
+        raise
 
 
 class _Body:
@@ -342,7 +324,7 @@ class _Body:
                 yield raw
 
     def close(self) -> None:
-        if _collecting[0]:  # closed by a finalizer: no ledger I/O here
+        if getattr(_collecting, "on", False):  # closed by a finalizer: no ledger I/O here
             self._events.close()
             self._guarded._settle.queue()
             return
@@ -398,7 +380,7 @@ class BudgetTransport(_Base):
 
     def handle_request(self, request: Any) -> Any:
         try:
-            route = _route(request.method, request.url.path, self.allow)
+            route = routed(request.method, request.url.path, self.allow)
             if route is None:
                 return self._inner(request, "HTTPTransport").handle_request(request)
             attempt, request = self._attempt(request, route, request.read())
@@ -412,16 +394,17 @@ class BudgetTransport(_Base):
             raise
         try:
             if not 200 <= response.status_code < 300:  # an error or a redirect: nothing billed
-                response.read()
+                _read(response, attempt)
                 attempt.fail(_status_error(response, request))
                 return response
             if not _is_sse(response):
-                response.read()
+                _read(response, attempt)
                 attempt.commit(_parsed(response.content))
                 return response
             events = _SyncEvents(response)
             guarded = attempt.commit(events)
         except BudgetGuardError as exc:  # the store failed a settlement, failing closed
+            response.close()
             raise self._raising(exc) from None
         body = _body_class(_Body, _library(response).SyncByteStream)(guarded, events)
         return _passed_on(response, request, body)
@@ -455,7 +438,7 @@ class AsyncBudgetTransport(_Base):
 
     async def handle_async_request(self, request: Any) -> Any:
         try:
-            route = _route(request.method, request.url.path, self.allow)
+            route = routed(request.method, request.url.path, self.allow)
             if route is None:
                 return await self._inner(request, "AsyncHTTPTransport").handle_async_request(request)
             attempt, request = self._attempt(request, route, await request.aread())
@@ -469,16 +452,17 @@ class AsyncBudgetTransport(_Base):
             raise
         try:
             if not 200 <= response.status_code < 300:  # an error or a redirect: nothing billed
-                await response.aread()
+                await _aread(response, attempt)
                 await attempt.afail(_status_error(response, request))
                 return response
             if not _is_sse(response):
-                await response.aread()
+                await _aread(response, attempt)
                 await attempt.acommit(_parsed(response.content))
                 return response
             events = _AsyncEvents(response)
             guarded = await attempt.acommit(events)
-        except BudgetGuardError as exc:
+        except BudgetGuardError as exc:  # the store failed a settlement, failing closed
+            await response.aclose()
             raise self._raising(exc) from None
         body = _body_class(_AsyncBody, _library(response).AsyncByteStream)(guarded, events)
         return _passed_on(response, request, body)

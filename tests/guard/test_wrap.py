@@ -21,6 +21,7 @@ from tests.guard.payloads import (
     CLAUDE_USAGE,
     GPT4O_USAGE,
     O4_MINI_USAGE,
+    Reply,
     anthropic_client,
     anthropic_message,
     anthropic_sse,
@@ -397,3 +398,48 @@ def test_a_bad_scope_kind_fails_when_wrapping(make_guard: MakeGuard) -> None:
         h.guard.wrap(openai_client(serve(chat_completion())), **{"user:x": "alice"})
     with pytest.raises(ConfigurationError):
         BudgetTransport(h.guard, OPENAI_HTTP.MockTransport(serve(chat_completion())), **{"": "x"})
+
+
+def test_a_body_cut_mid_read_settles_the_attempt(make_guard: MakeGuard) -> None:
+    """The upstream sent its headers, then dropped the connection in the body: the attempt fails with
+    that error (its input charged if it may have been billed, ``charge_failed``), nothing stays held."""
+    h = make_guard()
+
+    def cut(http: Any) -> Any:
+        yield b'{"id": "chatcmpl-1", '
+        raise http.ReadError("connection reset by peer")
+
+    api = serve(Reply(200, cut), Reply(503, {"error": {"message": "down"}}))
+    client = h.guard.wrap(openai_client(api), user="alice")
+    with pytest.raises(openai.APIConnectionError):
+        client.chat.completions.create(**chat_request())
+    with pytest.raises(openai.APIStatusError):  # and a 5xx whose body read is fine: released
+        client.chat.completions.create(**chat_request())
+    assert h.held("user:alice") == 0
+    cut_entry, failed = h.history()
+    assert (cut_entry.event, failed.event, failed.data["error"]) == (
+        "committed",
+        "released",
+        "HTTPStatusError",
+    )
+    assert set(cut_entry.data["usage"]) == {"input_tokens"}  # (the input: it may have been billed)
+
+
+def test_only_free_endpoints_pass_unguarded(make_guard: MakeGuard) -> None:
+    """``/v1/complete`` (Anthropic's text completions) bills: refused; an upload's ``complete`` and an
+    Assistants thread's messages are free: sent as is."""
+    h = make_guard()
+    api = serve({"ok": True})
+    transport = BudgetTransport(h.guard, OPENAI_HTTP.MockTransport(api))
+    with OPENAI_HTTP.Client(transport=transport, base_url="http://api.test") as http:
+        with pytest.raises(ConfigurationError, match="cannot price POST /v1/complete"):
+            http.post("/v1/complete", json={"model": "claude-2.1", "prompt": "hi", "max_tokens_to_sample": 5})
+        http.post("/v1/uploads/upload_1/complete", json={"part_ids": []})
+        http.post("/v1/threads/thread_1/messages", json={"role": "user", "content": "hi"})
+        http.post("/v1/batches/batch_1/cancel")
+    assert api.paths == [
+        "/v1/uploads/upload_1/complete",
+        "/v1/threads/thread_1/messages",
+        "/v1/batches/batch_1/cancel",
+    ]
+    assert h.history() == []

@@ -1,0 +1,50 @@
+"""Which HTTP requests the httpx transport (``integrations.httpx``) guards: the billed endpoints it reads,
+the free ones it passes on, and the rest, refused."""
+
+from __future__ import annotations
+
+import re
+
+from .._errors import ConfigurationError
+
+__all__ = ["Route", "routed"]
+
+_BILLED = (("/chat/completions", "openai"), ("/responses", "openai"), ("/embeddings", "openai"),
+           ("/messages", "anthropic"))  # fmt: skip
+"""The endpoints whose requests and usage the guard reads (a path ends with one), and their wire format."""
+
+_FREE = re.compile(
+    r"/(files|uploads(/[^/]+/(parts|complete|cancel))?|moderations|messages/count_tokens|responses/input_tokens"
+    r"|models|conversations(/[^/]+/items)?|threads/[^/]+/messages|(batches|responses|fine_tuning/jobs|vector_stores/[^/]+/file_batches)"
+    r"/[^/]+/cancel)$"
+)
+"""The POSTs that bill nothing (uploads, token counts, cancellations), by the end of their path: sent as
+is. (By the whole end: ``/v1/complete``, Anthropic's text completions, bills.)"""
+
+_VERTEX = re.compile(r"/publishers/anthropic/models/([^/:]+):(?:rawPredict|streamRawPredict)$")
+"""Anthropic messages on Vertex AI: the model is in the path, not the body (``count-tokens`` counts)."""
+
+Route = tuple[str, str | None]
+"""A billed request's wire format, and its model when the path names it (Vertex) rather than the body."""
+
+
+def routed(method: str, path: str, allow: tuple[str, ...]) -> Route | None:
+    """How to read a billed request, or ``None`` for one sent as is; raises for a POST that may bill and
+    that the guard cannot read."""
+    if method != "POST" or any(path.startswith(prefix) for prefix in allow):
+        return None
+    path = path.rstrip("/")
+    for suffix, api in _BILLED:
+        if path.endswith(suffix) and not _FREE.search(path):  # (an Assistants thread's messages: free)
+            return api, None
+    vertex = _VERTEX.search(path)
+    if vertex is not None:
+        return None if vertex[1] == "count-tokens" else ("anthropic", vertex[1])
+    if _FREE.search(path):
+        return None
+    raise ConfigurationError(
+        f"budgetguard cannot price POST {path}: it reads OpenAI chat completions, responses and "
+        "embeddings and Anthropic messages (Vertex AI's too) only. Make that call with a client the guard "
+        "does not guard (and budget it with guard.reserve() or a decorator's estimate=), or send it "
+        f"unguarded by choice: BudgetTransport(..., allow=({path!r},))"
+    )
