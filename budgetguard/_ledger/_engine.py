@@ -68,6 +68,16 @@ class Tx(Protocol):
         """Add each (slot, amount) to its counter's held under ``res_id``'s lease (creating the counter,
         and setting its expiry to ``slot.expires`` unless that is None)."""
 
+    def settle_all(
+        self, now: int, res_id: str, lease_ends: int, rows: Sequence[tuple[HeldCounter, Slot, int]]
+    ) -> Sequence[int] | None:
+        """A store's shortcut for ``settle`` on each (held counter, its slot, charge) of a resolution
+        within its lease (``lease_ends`` after ``now``: else its leases are reclaimed first), whose
+        leases are all there, none of whose
+        counters has an expired lease to reclaim and whose spent stays within int64: the spent totals
+        after. ``None`` (nothing written) from a store without it; a store that finds it cannot may
+        also abort the transaction, to run the operation again without it."""
+
     def settle(self, slot: Slot, res_id: str, charge: int, lease_ends: int) -> tuple[int, bool]:
         """Drop ``res_id``'s lease (ending at ``lease_ends``) and its amount from the slot's counter's
         held, if the lease is there;
@@ -208,24 +218,29 @@ class Engine:
                 missing = {h.counter.unit for h in held_counters} - set(actual or ())
                 raise ValueError(f"actual has no amount for {sorted(u.value for u in missing)}")
             rows.append((h, slot, charge))
+        lease_ends: int = record["expires"]
+        spent_after = tx.settle_all(now, res_id, lease_ends, rows)
+        if spent_after is not None:
+            overrun = any(charge > h.amount for h, _, charge in rows)
+            return self._resolved(tx, now, res_id, record, actual, meta, overrun, False, tuple(spent_after))
         if actual is not None:
             for h, slot, charge in rows:
                 if tx.counter(slot, now)[0] + charge > INT64_MAX:
                     raise ValueError(f"committing {charge} would overflow {h.counter.scope}")
-        expired = False
+        lost = False
         overrun = False
         after: list[int] = []
         for h, slot, charge in rows:
             spent, held, expired_leases = tx.live(slot, now)
             if expired_leases:
                 self._reclaim(tx, slot, h.counter, now, spent, held, expired_leases)
-            spent, had_lease = tx.settle(slot, res_id, charge, record["expires"])
+            spent, had_lease = tx.settle(slot, res_id, charge, lease_ends)
             if not had_lease:
-                expired = True
+                lost = True
             if charge > h.amount:
                 overrun = True
             after.append(spent)
-        return self._resolved(tx, now, res_id, record, actual, meta, overrun, expired, tuple(after))
+        return self._resolved(tx, now, res_id, record, actual, meta, overrun, lost, tuple(after))
 
     @staticmethod
     def _resolved(

@@ -24,7 +24,7 @@ from ._engine import Slot, resolved_record
 from ._expiry import expired
 from ._local import LocalLedger, wall_clock_ms
 from ._stored import pack_held, pack_refusal, unpack_held, unpack_refusal
-from ._types import JournalEntry
+from ._types import HeldCounter, JournalEntry
 
 Meta = dict[str, Any]
 R = TypeVar("R")
@@ -81,6 +81,11 @@ class _MemoryTx:
         c.spent, c.held = spent, held
         if expires_at is not None:
             c.expires_at = expires_at
+
+    def settle_all(
+        self, now: int, res_id: str, lease_ends: int, rows: Sequence[tuple[HeldCounter, Slot, int]]
+    ) -> None:
+        return None  # (``live`` and ``settle`` are dict operations here)
 
     def hold(self, res_id: str, lease_ends: int, holds: Sequence[tuple[Slot, int]]) -> None:
         counters = self.counters

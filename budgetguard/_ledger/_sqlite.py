@@ -22,8 +22,10 @@ from typing import Any, TypeVar
 
 from .._cache import Bounded
 from .._errors import LedgerError
+from .._money import INT64_MAX
 from ._base import DEFAULT_NAMESPACE, JournalQuery, check_setting
 from ._engine import Slot, Tx, resolved_record
+from ._expiry import expired
 from ._local import LocalLedger, journal_entry, wall_clock_ms
 from ._sqlite_report import COLUMNS, Aggregate, JournalSql, aggregate, fact_columns, migrate
 from ._sqlite_report import DDL as REPORT_COLUMNS
@@ -113,6 +115,13 @@ class _Sql:
         # a counter row's totals alone: its expiry (indexed) is not rewritten
         self.set_counter = f"UPDATE {counters} SET spent = ?, held = ? WHERE key = ?"
         self.add_lease = f"INSERT INTO {leases} (counter, res_id, expires_at, amount) VALUES (?, ?, ?, ?)"
+        # ``_SQLiteTx.settle_all``: a counter's spent and whether a lease of it has expired
+        self.spent = (
+            f"SELECT spent, EXISTS (SELECT 1 FROM {leases} WHERE counter = ?1 AND expires_at <= ?2) "
+            f"FROM {counters} WHERE key = ?1"
+        )
+        self.drop_lease = f"DELETE FROM {leases} WHERE counter = ? AND expires_at = ? AND res_id = ?"
+        self.settle = f"UPDATE {counters} SET spent = ?, held = held - ? WHERE key = ?"
         self.pop_expired = (
             f"DELETE FROM {leases} WHERE counter = ? AND expires_at <= ? RETURNING res_id, amount"
         )
@@ -169,7 +178,7 @@ class _SQLiteTx:
     writes (it holds the write lock: nobody else changes them meanwhile), and so is the stored form of
     the holds it read."""
 
-    def __init__(self, db: sqlite3.Connection, sql: _Sql) -> None:
+    def __init__(self, db: sqlite3.Connection, sql: _Sql, fast: bool = True) -> None:
         self.db = db
         self.sql = sql
         self.rows: dict[str, tuple[int, int]] = {}
@@ -178,6 +187,7 @@ class _SQLiteTx:
         self.limits: dict[str, int | None] = {}
         self.stale: set[str] = set()  # counters with an expired lease to reclaim
         self.held_text: tuple[tuple[HeldCounter, ...], str] | None = None
+        self.fast = fast  # (``take`` and ``settle_all``; off when an operation runs again without them)
 
     def counter(self, slot: Slot, now: int) -> tuple[int, int]:
         found = self.rows.get(slot.key)
@@ -206,10 +216,33 @@ class _SQLiteTx:
                 ends[key] = expires_at
 
     def hold(self, res_id: str, lease_ends: int, holds: Sequence[tuple[Slot, int]]) -> None:
+        execute, add_lease = self.db.execute, self.sql.add_lease
         for slot, amount in holds:
             spent, held = self.rows[slot.key]  # (read by live)
             self.put_counter(slot.key, spent, held + amount, slot.expires, slot.label)
-            self.db.execute(self.sql.add_lease, (slot.key, res_id, lease_ends, amount))
+            execute(add_lease, (slot.key, res_id, lease_ends, amount))
+
+    def settle_all(
+        self, now: int, res_id: str, lease_ends: int, rows: Sequence[tuple[HeldCounter, Slot, int]]
+    ) -> list[int] | None:
+        """Three statements a counter, none with ``RETURNING`` (its temporary table costs SQLite more
+        than a statement): the lease's amount is the hold's, so its ``DELETE`` need only say whether it
+        was there. Anything unusual (a counter with an expired lease, no row, past int64; a lease
+        gone) rolls the transaction back (``_Redo``): the engine's general path runs it again."""
+        if not self.fast or expired(lease_ends, now):
+            return None
+        execute, sql = self.db.execute, self.sql
+        out = []
+        for h, slot, charge in rows:
+            found = execute(sql.spent, (slot.key, now)).fetchone()
+            if found is None or found[1] or found[0] > INT64_MAX - charge:
+                raise _Redo
+            if not execute(sql.drop_lease, (slot.key, lease_ends, res_id)).rowcount:
+                raise _Redo
+            spent = found[0] + charge
+            execute(sql.settle, (spent, h.amount, slot.key))
+            out.append(spent)
+        return out
 
     def settle(self, slot: Slot, res_id: str, charge: int, lease_ends: int) -> tuple[int, bool]:
         row = self.db.execute(self.sql.pop_lease, (slot.key, lease_ends, res_id)).fetchone()
@@ -288,19 +321,26 @@ def journal_row(
             *fact_columns(event, scopes, amounts, data))  # fmt: skip
 
 
+class _Redo(Exception):
+    """``_SQLiteTx.settle_all`` found it cannot settle in one go: the transaction is rolled back and
+    the operation runs again without the shortcuts (rare: an expired lease to reclaim, a lease pruned
+    with its counter)."""
+
+
 class _Transaction:
     """``BEGIN IMMEDIATE`` ... ``COMMIT`` (a class, not @contextmanager: this is the hot path)."""
 
-    def __init__(self, store: SQLiteLedger) -> None:
+    def __init__(self, store: SQLiteLedger, fast: bool = True) -> None:
         self.store = store
         self.db = store._db()
+        self.fast = fast
 
     def __enter__(self) -> Tx:
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise LedgerError(f"the SQLite ledger at {self.store.path} is unavailable: {exc}") from exc
-        return _SQLiteTx(self.db, self.store._sql)
+        return _SQLiteTx(self.db, self.store._sql, self.fast)
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         db, store = self.db, self.store
@@ -424,12 +464,13 @@ class SQLiteLedger(LocalLedger):
                 self._connections.append(db)
         return db
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self)
-
     def _atomic(self, op: Callable[..., R], *args: Any) -> R:
-        with self._transaction() as tx:
-            return op(tx, self._clock(), *args)
+        try:
+            with _Transaction(self) as tx:
+                return op(tx, self._clock(), *args)
+        except _Redo:
+            with _Transaction(self, fast=False) as tx:
+                return op(tx, self._clock(), *args)
 
     def _prune(self, db: sqlite3.Connection) -> None:
         now = self._clock()
