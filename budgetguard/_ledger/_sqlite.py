@@ -17,14 +17,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
+from json.encoder import encode_basestring_ascii as _quote
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .._cache import Bounded
+from .._cache import Bounded, memo
 from .._errors import LedgerError
 from .._money import INT64_MAX
 from ._base import DEFAULT_NAMESPACE, JournalQuery, check_setting
-from ._engine import Slot, Tx, resolved_record
+from ._engine import Slot, Tx
 from ._expiry import expired
 from ._local import LocalLedger, journal_entry, wall_clock_ms
 from ._sqlite_report import COLUMNS, Aggregate, JournalSql, aggregate, fact_columns, migrate
@@ -275,23 +276,46 @@ class _SQLiteTx:
         return record
 
     def put_record(self, res_id: str, record: dict[str, Any], expires_at: int) -> None:
-        stored = dict(record)
-        if "held" in stored:
-            known = self.held_text
-            held = stored["held"]
-            stored["held"] = known[1] if known is not None and known[0] is held else encode_held(held)
-        if "refusal" in stored:
-            stored["refusal"] = encode_refusal(stored["refusal"])
-        if self.record_end == (res_id, expires_at):  # (a resolution within its lease: the common case)
-            self.db.execute(self.sql.set_record, (json.dumps(stored), res_id))
+        if record["state"] == "held":  # (what the engine puts, spelled out: no dict copy, no encoder)
+            meta = record["meta"]
+            text = (
+                f'{{"state": "held", "created": {record["created"]}, "expires": {record["expires"]}, '
+                f'"held": {_quote(self._held_text(record["held"]))}, '
+                f'"meta": {json.dumps(meta) if meta else "{}"}}}'
+            )
         else:
-            self.db.execute(self.sql.put_record, (res_id, json.dumps(stored), expires_at))
+            stored = dict(record)
+            if "refusal" in stored:
+                stored["refusal"] = encode_refusal(stored["refusal"])
+            if "held" in stored:
+                stored["held"] = self._held_text(stored["held"])
+            text = json.dumps(stored)
+        self._put_text(res_id, text, expires_at)
+
+    def _held_text(self, held: tuple[HeldCounter, ...]) -> str:
+        known = self.held_text
+        return known[1] if known is not None and known[0] is held else encode_held(held)
+
+    def _put_text(self, res_id: str, text: str, expires_at: int) -> None:
+        if self.record_end == (res_id, expires_at):  # (a resolution within its lease: the common case)
+            self.db.execute(self.sql.set_record, (text, res_id))
+        else:
+            self.db.execute(self.sql.put_record, (res_id, text, expires_at))
 
     def put_resolved(
         self, res_id: str, held: Mapping[str, Any], state: str, charged: dict[str, int], overrun: bool,
         expired: bool, spent: tuple[int, ...], expires_at: int,
     ) -> None:  # fmt: skip
-        self.put_record(res_id, resolved_record(held, state, charged, overrun, expired, spent), expires_at)
+        """``resolved_record``'s JSON, spelled out."""
+        outcome = (
+            f'{{"state": "{state}", "charged": {_amounts(charged)}, "overrun": {_JSON_BOOL[overrun]}, '
+            f'"expired": {_JSON_BOOL[expired]}, "spent": [{", ".join(map(str, spent))}]}}'
+        )
+        text = (
+            f'{{"state": "{state}", "created": {held["created"]}, "expires": {held["expires"]}, '
+            f'"held": {_quote(self._held_text(held["held"]))}, "outcome": {outcome}}}'
+        )
+        self._put_text(res_id, text, expires_at)
 
     def limit(self, field: str) -> int | None:
         if field in self.limits:  # (read with its counter)
@@ -315,10 +339,28 @@ class _SQLiteTx:
 def journal_row(
     ts: int, event: str, res_id: str, scopes: Sequence[str], amounts: Meta, data: Meta
 ) -> tuple[Any, ...]:
-    """A journal entry as the journal table's insert (``_Sql.journal``) takes it: its JSON, then its
-    report columns."""
-    return (ts, event, res_id, json.dumps(scopes), json.dumps(amounts), json.dumps(data, sort_keys=True),
-            *fact_columns(event, scopes, amounts, data))  # fmt: skip
+    """A journal entry as the journal table's insert (``_Sql.journal``) takes it: its JSON (as
+    ``json.dumps`` writes it), then its report columns."""
+    return (ts, event, res_id, _scopes_json(tuple(scopes)), _amounts(amounts),
+            _sorted_json(data) if data else "{}", *fact_columns(event, scopes, amounts, data))  # fmt: skip
+
+
+_JSON_BOOL = {False: "false", True: "true"}
+_sorted_json = json.JSONEncoder(sort_keys=True).encode
+
+
+@memo("ledger.sqlite.scopes", 4096)
+def _scopes_json(scopes: tuple[str, ...]) -> str:
+    """A journal entry's scopes as JSON (calls repeat their scopes)."""
+    return json.dumps(scopes)
+
+
+def _amounts(amounts: Mapping[str, Any]) -> str:
+    """``json.dumps(amounts)`` for a mapping of str to int (what the engine journals and charges), without
+    an encoder."""
+    if all(type(v) is int for v in amounts.values()) and all(type(k) is str for k in amounts):
+        return "{" + ", ".join(f"{_quote(k)}: {v}" for k, v in amounts.items()) + "}"
+    return json.dumps(amounts)
 
 
 class _Redo(Exception):
