@@ -179,8 +179,8 @@ class _SQLiteTx:
     writes (it holds the write lock: nobody else changes them meanwhile), and so is the stored form of
     the holds it read."""
 
-    def __init__(self, db: sqlite3.Connection, sql: _Sql, fast: bool = True) -> None:
-        self.db = db
+    def __init__(self, db: sqlite3.Cursor, sql: _Sql, fast: bool = True) -> None:
+        self.db = db  # (the connection's own cursor: ``Connection.execute`` makes a new one each time)
         self.sql = sql
         self.rows: dict[str, tuple[int, int]] = {}
         self.ends: dict[str, int | None] = {}  # the expiry of each counter row read that exists
@@ -375,14 +375,15 @@ class _Transaction:
     def __init__(self, store: SQLiteLedger, fast: bool = True) -> None:
         self.store = store
         self.db = store._db()
+        self.cursor = store._cursor(self.db)
         self.fast = fast
 
     def __enter__(self) -> Tx:
         try:
-            self.db.execute("BEGIN IMMEDIATE")
+            self.cursor.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise LedgerError(f"the SQLite ledger at {self.store.path} is unavailable: {exc}") from exc
-        return _SQLiteTx(self.db, self.store._sql, self.fast)
+        return _SQLiteTx(self.cursor, self.store._sql, self.fast)
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         db, store = self.db, self.store
@@ -391,7 +392,7 @@ class _Transaction:
                 store._ops += 1
                 if store._ops % 512 == 0:
                     store._prune(db)
-                db.execute("COMMIT")
+                self.cursor.execute("COMMIT")
                 return
             except sqlite3.Error as error:
                 db.execute("ROLLBACK")
@@ -491,6 +492,14 @@ class SQLiteLedger(LocalLedger):
                 db.execute(sql.put_meta, ("journal_facts", 1))
 
         migrate(db, sql.report, done, mark)
+
+    def _cursor(self, db: sqlite3.Connection) -> sqlite3.Cursor:
+        """``db``'s cursor for the transactions of this thread (each statement is read to its end before
+        the next one runs)."""
+        cursor: sqlite3.Cursor | None = getattr(self._local, "cursor", None)
+        if cursor is None or cursor.connection is not db:
+            cursor = self._local.cursor = db.cursor()
+        return cursor
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
