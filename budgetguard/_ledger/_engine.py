@@ -58,6 +58,9 @@ def counter_key(counter: CounterSpec, window_start: int) -> str:
 class Tx(Protocol):
     """One atomic transaction on a store's state: storage only (what to store is the engine's)."""
 
+    fast: bool
+    """The store has the shortcuts ``admit`` and ``settle_all`` (else they are never called)."""
+
     def counter(self, slot: Slot, now: int) -> tuple[int, int]:
         """A counter's (spent, held); (0, 0) for one never written."""
 
@@ -67,6 +70,15 @@ class Tx(Protocol):
     def hold(self, res_id: str, lease_ends: int, holds: Sequence[tuple[Slot, int]]) -> None:
         """Add each (slot, amount) to its counter's held under ``res_id``'s lease (creating the counter,
         and setting its expiry to ``slot.expires`` unless that is None)."""
+
+    def admit(
+        self, res_id: str, now: int, lease_ends: int, holds: Sequence[Hold], slots: Sequence[Slot]
+    ) -> bool:
+        """A store's shortcut for the common reservation: when every counter's row exists, has no limit
+        override and no expired lease to reclaim, and admits its hold under the engine's rule
+        (``spent + held + amount <= limit``, the counter's code limit), ``hold`` them all and say
+        True. Otherwise write nothing and say False: the engine reads each counter (``live``,
+        ``limit``) and decides."""
 
     def settle_all(
         self, now: int, res_id: str, lease_ends: int, rows: Sequence[tuple[HeldCounter, Slot, int]]
@@ -155,6 +167,13 @@ class Engine:
         record = None if fresh else tx.record(res_id)
         if record is not None:
             return self._repeat_reserve(res_id, record)
+        expires = lease_end(now, lease_ms)
+        if enforce and tx.fast:
+            slots = [self._slot(hold.counter, now) for hold in holds]
+            if tx.admit(res_id, now, expires, holds, slots):  # (no override: the code limits)
+                admitted = tuple([HeldCounter(h.counter, s.start, s.end, h.amount, h.counter.limit)
+                                  for h, s in zip(holds, slots, strict=True)])  # fmt: skip
+                return self._held(tx, now, res_id, admitted, expires, meta)
         plan: list[tuple[Slot, int]] = []
         held_counters: list[HeldCounter] = []
         cached = self._slots
@@ -175,9 +194,14 @@ class Engine:
                 return refusal
             plan.append((slot, hold.amount))
             held_counters.append(HeldCounter(counter, slot.start, slot.end, hold.amount, limit))
-        expires = lease_end(now, lease_ms)
         tx.hold(res_id, expires, plan)
-        admitted = tuple(held_counters)
+        return self._held(tx, now, res_id, tuple(held_counters), expires, meta)
+
+    @staticmethod
+    def _held(
+        tx: Tx, now: int, res_id: str, admitted: tuple[HeldCounter, ...], expires: int, meta: Meta
+    ) -> Reservation:
+        """Store an admitted reservation's record (its counters and leases are written already)."""
         stored = {"state": "held", "created": now, "expires": expires, "held": admitted, "meta": meta}
         tx.put_record(res_id, stored, record_expiry(now, expires))
         return Reservation(res_id, admitted, now, expires)
@@ -219,7 +243,7 @@ class Engine:
                 raise ValueError(f"actual has no amount for {sorted(u.value for u in missing)}")
             rows.append((h, slot, charge))
         lease_ends: int = record["expires"]
-        spent_after = tx.settle_all(now, res_id, lease_ends, rows)
+        spent_after = tx.settle_all(now, res_id, lease_ends, rows) if tx.fast else None
         if spent_after is not None:
             overrun = any(charge > h.amount for h, _, charge in rows)
             return self._resolved(tx, now, res_id, record, actual, meta, overrun, False, tuple(spent_after))

@@ -31,7 +31,7 @@ from ._local import LocalLedger, journal_entry, wall_clock_ms
 from ._sqlite_report import COLUMNS, Aggregate, JournalSql, aggregate, fact_columns, migrate
 from ._sqlite_report import DDL as REPORT_COLUMNS
 from ._stored import decode_held, decode_refusal, encode_held, encode_refusal
-from ._types import HeldCounter, JournalEntry
+from ._types import HeldCounter, Hold, JournalEntry
 
 Meta = dict[str, Any]
 
@@ -116,6 +116,14 @@ class _Sql:
         # a counter row's totals alone: its expiry (indexed) is not rewritten
         self.set_counter = f"UPDATE {counters} SET spent = ?, held = ? WHERE key = ?"
         self.add_lease = f"INSERT INTO {leases} (counter, res_id, expires_at, amount) VALUES (?, ?, ?, ?)"
+        # ``_SQLiteTx.admit``: add ?2 to a counter's held if spent + held + ?2 <= its code limit (?3 is
+        # the limit minus ?2: no sum can pass int64), it has no expired lease (?4: now) and no override
+        self.admit = (
+            f"UPDATE {counters} SET held = held + ?2 WHERE key = ?1 AND held <= ?3 - spent AND NOT EXISTS "
+            f"(SELECT 1 FROM {leases} WHERE counter = ?1 AND expires_at <= ?4) AND NOT EXISTS "
+            f"(SELECT 1 FROM {limits} WHERE key = ?5)"
+        )
+        self.unadmit = f"UPDATE {counters} SET held = held - ? WHERE key = ?"
         # ``_SQLiteTx.settle_all``: a counter's spent and whether a lease of it has expired
         self.spent = (
             f"SELECT spent, EXISTS (SELECT 1 FROM {leases} WHERE counter = ?1 AND expires_at <= ?2) "
@@ -222,6 +230,24 @@ class _SQLiteTx:
             spent, held = self.rows[slot.key]  # (read by live)
             self.put_counter(slot.key, spent, held + amount, slot.expires, slot.label)
             execute(add_lease, (slot.key, res_id, lease_ends, amount))
+
+    def admit(
+        self, res_id: str, now: int, lease_ends: int, holds: Sequence[Hold], slots: Sequence[Slot]
+    ) -> bool:
+        """One guarded ``UPDATE`` a counter (``_Sql.admit``) where ``live`` + ``limit`` + ``hold`` ran
+        two statements and Python; a counter it cannot admit gives back what the earlier ones took."""
+        execute, sql = self.db.execute, self.sql
+        for i, slot in enumerate(slots):
+            hold = holds[i]
+            amount = hold.amount
+            params = (slot.key, amount, hold.counter.limit - amount, now, slot.field)
+            if not execute(sql.admit, params).rowcount:
+                for taken, h in zip(slots[:i], holds, strict=False):
+                    execute(sql.unadmit, (h.amount, taken.key))
+                return False
+        for slot, hold in zip(slots, holds, strict=True):
+            execute(sql.add_lease, (slot.key, res_id, lease_ends, hold.amount))
+        return True
 
     def settle_all(
         self, now: int, res_id: str, lease_ends: int, rows: Sequence[tuple[HeldCounter, Slot, int]]
