@@ -177,6 +177,12 @@ _decoded: Bounded[str, tuple[HeldCounter, ...]] = Bounded("ledger.sqlite.held", 
 (immutable values, safe to share)."""
 
 
+_written: Bounded[str, tuple[dict[str, Any], str]] = Bounded("ledger.sqlite.written", 4096)
+"""The held records this process wrote, by their JSON: the engine's dict and its holds' text, which
+their commit reads back without parsing (records are never changed in place: a resolution writes a
+new one)."""
+
+
 def _decode_held(text: str) -> tuple[HeldCounter, ...]:
     found = _decoded.get(text)
     return _decoded.put(text, decode_held(text)) if found is None else found
@@ -292,6 +298,10 @@ class _SQLiteTx:
         if row is None:
             return None
         self.record_end = (res_id, row[1])
+        written = _written.get(row[0])
+        if written is not None:  # (a held record this process wrote: its commit, the common case)
+            self.held_text = (written[0]["held"], written[1])
+            return written[0]
         record: dict[str, Any] = json.loads(row[0])
         if "held" in record:
             text = record["held"]
@@ -304,11 +314,12 @@ class _SQLiteTx:
     def put_record(self, res_id: str, record: dict[str, Any], expires_at: int) -> None:
         if record["state"] == "held":  # (what the engine puts, spelled out: no dict copy, no encoder)
             meta = record["meta"]
+            held = self._held_text(record["held"])
             text = (
                 f'{{"state": "held", "created": {record["created"]}, "expires": {record["expires"]}, '
-                f'"held": {_quote(self._held_text(record["held"]))}, '
-                f'"meta": {json.dumps(meta) if meta else "{}"}}}'
+                f'"held": {_quote(held)}, "meta": {json.dumps(meta) if meta else "{}"}}}'
             )
+            _written.put(text, (record, held))
         else:
             stored = dict(record)
             if "refusal" in stored:
@@ -320,7 +331,9 @@ class _SQLiteTx:
 
     def _held_text(self, held: tuple[HeldCounter, ...]) -> str:
         known = self.held_text
-        return known[1] if known is not None and known[0] is held else encode_held(held)
+        if known is None or known[0] is not held:
+            known = self.held_text = (held, encode_held(held))
+        return known[1]
 
     def _put_text(self, res_id: str, text: str, expires_at: int) -> None:
         if self.record_end == (res_id, expires_at):  # (a resolution within its lease: the common case)
