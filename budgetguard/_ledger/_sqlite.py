@@ -397,9 +397,12 @@ def _scopes_json(scopes: tuple[str, ...]) -> str:
 def _amounts(amounts: Mapping[str, Any]) -> str:
     """``json.dumps(amounts)`` for a mapping of str to int (what the engine journals and charges), without
     an encoder."""
-    if all(type(v) is int for v in amounts.values()) and all(type(k) is str for k in amounts):
-        return "{" + ", ".join(f"{_quote(k)}: {v}" for k, v in amounts.items()) + "}"
-    return json.dumps(amounts)
+    parts = []
+    for k, v in amounts.items():
+        if type(k) is not str or type(v) is not int:
+            return json.dumps(amounts)
+        parts.append(f"{_quote(k)}: {v}")
+    return f"{{{', '.join(parts)}}}"
 
 
 class _Redo(Exception):
