@@ -416,8 +416,8 @@ class _Transaction:
 
     def __init__(self, store: SQLiteLedger, fast: bool = True) -> None:
         self.store = store
-        self.db = store._db()
-        self.cursor = store._cursor(self.db)
+        self.cursor = store._cursor()
+        self.db = self.cursor.connection
         self.fast = fast
 
     def __enter__(self) -> Tx:
@@ -535,12 +535,12 @@ class SQLiteLedger(LocalLedger):
 
         migrate(db, sql.report, done, mark)
 
-    def _cursor(self, db: sqlite3.Connection) -> sqlite3.Cursor:
-        """``db``'s cursor for the transactions of this thread (each statement is read to its end before
-        the next one runs)."""
+    def _cursor(self) -> sqlite3.Cursor:
+        """This thread's connection's cursor for the transactions (each statement is read to its end
+        before the next one runs)."""
         cursor: sqlite3.Cursor | None = getattr(self._local, "cursor", None)
-        if cursor is None or cursor.connection is not db:
-            cursor = self._local.cursor = db.cursor()
+        if cursor is None:
+            cursor = self._local.cursor = self._db().cursor()
         return cursor
 
     def _db(self) -> sqlite3.Connection:
@@ -553,6 +553,7 @@ class SQLiteLedger(LocalLedger):
             _wal(db, self.timeout)
             db.execute("PRAGMA synchronous = NORMAL")
             self._local.db = db
+            self._local.cursor = db.cursor()
             with self._conn_lock:
                 self._connections.append(db)
         return db
