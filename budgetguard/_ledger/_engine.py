@@ -168,40 +168,33 @@ class Engine:
         if record is not None:
             return self._repeat_reserve(res_id, record)
         expires = lease_end(now, lease_ms)
-        if enforce and tx.fast:
-            slots = [self._slot(hold.counter, now) for hold in holds]
-            if tx.admit(res_id, now, expires, holds, slots):  # (no override: the code limits)
-                admitted = tuple([HeldCounter(h.counter, s.start, s.end, h.amount, h.counter.limit)
-                                  for h, s in zip(holds, slots, strict=True)])  # fmt: skip
-                return self._held(tx, now, res_id, admitted, expires, meta)
-        plan: list[tuple[Slot, int]] = []
-        held_counters: list[HeldCounter] = []
-        cached = self._slots
-        for hold in holds:
-            counter = hold.counter
-            slot = cached.get(counter.limit_field)  # (the hot path of _slot)
-            if slot is None or not in_window(now, slot.start, slot.end):
-                slot = self._slot(counter, now)
-            spent, held, expired_leases = tx.live(slot, now)
-            if expired_leases:
-                held = self._reclaim(tx, slot, counter, now, spent, held, expired_leases)
-            override = tx.limit(counter.limit_field)
-            limit = counter.limit if override is None else override
-            if enforce and spent + held + hold.amount > limit:
-                refusal = Refusal(len(plan), limit, spent, held, hold.amount, slot.end, counter)
-                tx.put_record(res_id, {"state": "refused", "refusal": refusal}, record_expiry(now, None))
-                tx.journal(now, "refused", res_id, [slot.label], {counter.unit.value: hold.amount}, meta)
-                return refusal
-            plan.append((slot, hold.amount))
-            held_counters.append(HeldCounter(counter, slot.start, slot.end, hold.amount, limit))
-        tx.hold(res_id, expires, plan)
-        return self._held(tx, now, res_id, tuple(held_counters), expires, meta)
-
-    @staticmethod
-    def _held(
-        tx: Tx, now: int, res_id: str, admitted: tuple[HeldCounter, ...], expires: int, meta: Meta
-    ) -> Reservation:
-        """Store an admitted reservation's record (its counters and leases are written already)."""
+        slots = [self._slot(hold.counter, now) for hold in holds] if enforce and tx.fast else None
+        if slots is not None and tx.admit(res_id, now, expires, holds, slots):  # (the code limits)
+            admitted = tuple([HeldCounter(h.counter, s.start, s.end, h.amount, h.counter.limit)
+                              for h, s in zip(holds, slots, strict=True)])  # fmt: skip
+        else:
+            plan: list[tuple[Slot, int]] = []
+            held_counters: list[HeldCounter] = []
+            cached = self._slots
+            for hold in holds:
+                counter = hold.counter
+                slot = cached.get(counter.limit_field)  # (the hot path of _slot)
+                if slot is None or not in_window(now, slot.start, slot.end):
+                    slot = self._slot(counter, now)
+                spent, held, expired_leases = tx.live(slot, now)
+                if expired_leases:
+                    held = self._reclaim(tx, slot, counter, now, spent, held, expired_leases)
+                override = tx.limit(counter.limit_field)
+                limit = counter.limit if override is None else override
+                if enforce and spent + held + hold.amount > limit:
+                    refusal = Refusal(len(plan), limit, spent, held, hold.amount, slot.end, counter)
+                    tx.put_record(res_id, {"state": "refused", "refusal": refusal}, record_expiry(now, None))
+                    tx.journal(now, "refused", res_id, [slot.label], {counter.unit.value: hold.amount}, meta)
+                    return refusal
+                plan.append((slot, hold.amount))
+                held_counters.append(HeldCounter(counter, slot.start, slot.end, hold.amount, limit))
+            tx.hold(res_id, expires, plan)
+            admitted = tuple(held_counters)
         stored = {"state": "held", "created": now, "expires": expires, "held": admitted, "meta": meta}
         tx.put_record(res_id, stored, record_expiry(now, expires))
         return Reservation(res_id, admitted, now, expires)
