@@ -296,6 +296,25 @@ def _raw_write_tx(db: sqlite3.Connection) -> Callable[[object], None]:
     return transaction
 
 
+def _wal_frames(ledger: SQLiteLedger, holds: tuple[Hold, ...], pairs: int) -> float:
+    """WAL frames (pages) a pair writes: the WAL's growth over ``pairs`` pairs with checkpoints off
+    (each frame is a page and a 24-byte header; every 1,000 frames a commit checkpoints, so a pair
+    pays for checkpoints in proportion to its frames)."""
+    db = ledger._db()
+    page = db.execute("PRAGMA page_size").fetchone()[0]
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.execute("PRAGMA wal_autocheckpoint = 0")
+    try:
+        wal = ledger.path.with_name(ledger.path.name + "-wal")
+        before = wal.stat().st_size
+        pair = _pair(ledger)
+        for _ in range(pairs):
+            pair(holds)
+        return (wal.stat().st_size - before) / (page + 24) / pairs
+    finally:
+        db.execute("PRAGMA wal_autocheckpoint = 1000")
+
+
 def _sqlite_rows(quick: bool, folder: Path) -> list[dict[str, Any]]:
     trials, iterations = (7, 60) if quick else (15, 200)
     rows = []
@@ -308,6 +327,7 @@ def _sqlite_rows(quick: bool, folder: Path) -> list[dict[str, Any]]:
         try:
             _pair(ledger)(holds)  # a first pair creates the counters; capture a steady-state one
             statements = _captured_sql(ledger, holds)
+            frames = _wal_frames(ledger, holds, 100)
             result = compare(
                 _pair(ledger),
                 _replay(raw, statements),
@@ -334,6 +354,7 @@ def _sqlite_rows(quick: bool, folder: Path) -> list[dict[str, Any]]:
                 target=SQLITE_TX_TARGET if scopes == 1 else SQLITE_TX_TARGET_3,
                 raw_is="BEGIN IMMEDIATE; UPDATE (1 row); COMMIT on the ledger's file, same pragmas",
                 statements_per_pair=len(statements),
+                wal_frames_per_pair=round(frames, 2),
             )
         )
         name = f"sqlite: reserve+commit, {_scopes(scopes)} vs its SQL replayed"
