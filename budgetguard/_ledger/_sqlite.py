@@ -31,7 +31,7 @@ from ._local import LocalLedger, journal_entry, wall_clock_ms
 from ._sqlite_report import COLUMNS, Aggregate, JournalSql, aggregate, fact_columns, migrate
 from ._sqlite_report import DDL as REPORT_COLUMNS
 from ._stored import decode_held, decode_refusal, encode_held, encode_refusal
-from ._types import HeldCounter, Hold, JournalEntry
+from ._types import HeldCounter, Hold, JournalData, JournalEntry
 
 Meta = dict[str, Any]
 
@@ -202,7 +202,7 @@ class _SQLiteTx:
         self.limits: dict[str, int | None] = {}
         self.stale: set[str] = set()  # counters with an expired lease to reclaim
         self.held_text: tuple[tuple[HeldCounter, ...], str] | None = None
-        self.fast = fast  # (``take`` and ``settle_all``; off when an operation runs again without them)
+        self.fast = fast  # (``admit`` and ``settle_all``; off when an operation runs again without them)
 
     def counter(self, slot: Slot, now: int) -> tuple[int, int]:
         found = self.rows.get(slot.key)
@@ -319,7 +319,8 @@ class _SQLiteTx:
                 f'{{"state": "held", "created": {record["created"]}, "expires": {record["expires"]}, '
                 f'"held": {_quote(held)}, "meta": {json.dumps(meta) if meta else "{}"}}}'
             )
-            _written.put(text, (record, held))
+            if not meta or type(meta) is JournalData:  # (else a caller's nested value could change)
+                _written.put(text, (record, held))
         else:
             stored = dict(record)
             if "refusal" in stored:
