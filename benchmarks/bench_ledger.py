@@ -296,6 +296,25 @@ def _raw_write_tx(db: sqlite3.Connection) -> Callable[[object], None]:
     return transaction
 
 
+def _wal_frames(ledger: SQLiteLedger, holds: tuple[Hold, ...], pairs: int) -> float:
+    """WAL frames (pages) a pair writes: the WAL's growth over ``pairs`` pairs with checkpoints off
+    (each frame is a page and a 24-byte header; every 1,000 frames a commit checkpoints, so a pair
+    pays for checkpoints in proportion to its frames)."""
+    db = ledger._db()
+    page = db.execute("PRAGMA page_size").fetchone()[0]
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.execute("PRAGMA wal_autocheckpoint = 0")
+    try:
+        wal = ledger.path.with_name(ledger.path.name + "-wal")
+        before = wal.stat().st_size
+        pair = _pair(ledger)
+        for _ in range(pairs):
+            pair(holds)
+        return (wal.stat().st_size - before) / (page + 24) / pairs
+    finally:
+        db.execute("PRAGMA wal_autocheckpoint = 1000")
+
+
 def _sqlite_rows(quick: bool, folder: Path) -> list[dict[str, Any]]:
     trials, iterations = (7, 60) if quick else (15, 200)
     rows = []
@@ -308,6 +327,7 @@ def _sqlite_rows(quick: bool, folder: Path) -> list[dict[str, Any]]:
         try:
             _pair(ledger)(holds)  # a first pair creates the counters; capture a steady-state one
             statements = _captured_sql(ledger, holds)
+            frames = _wal_frames(ledger, holds, 100)
             result = compare(
                 _pair(ledger),
                 _replay(raw, statements),
@@ -334,6 +354,7 @@ def _sqlite_rows(quick: bool, folder: Path) -> list[dict[str, Any]]:
                 target=SQLITE_TX_TARGET if scopes == 1 else SQLITE_TX_TARGET_3,
                 raw_is="BEGIN IMMEDIATE; UPDATE (1 row); COMMIT on the ledger's file, same pragmas",
                 statements_per_pair=len(statements),
+                wal_frames_per_pair=round(frames, 2),
             )
         )
         name = f"sqlite: reserve+commit, {_scopes(scopes)} vs its SQL replayed"
@@ -704,12 +725,19 @@ def _count_side(side: str, calls: int) -> None:
     elif store == "dict":
         dict_pair = _dict_pair(scopes)
         count_here(dict_pair, calls)
-    elif store in ("sqlite", "rawtx"):
+    elif store in ("sqlite", "rawtx", "replay"):
         with tempfile.TemporaryDirectory(prefix="bg-bench-sqlite-") as folder:
             ledger = SQLiteLedger(Path(folder) / "ledger.db", namespace="bench")
             if store == "rawtx":  # the raw write transaction on the ledger's file, same pragmas
                 raw = _connect(Path(folder) / "ledger.db")
                 count_here(_raw_write_tx(raw), calls)
+                raw.close()
+            elif store == "replay":  # the pair's own statements, parameters inlined, on another file
+                _pair(ledger)(holds)
+                statements = _captured_sql(ledger, holds)
+                SQLiteLedger(Path(folder) / "replay.db", namespace="bench").close()
+                raw = _connect(Path(folder) / "replay.db")
+                count_here(_replay(raw, statements), calls)
                 raw.close()
             else:
                 pair = _pair(ledger)
@@ -735,13 +763,16 @@ def _count_side(side: str, calls: int) -> None:
 
 def callgrind(calls: int = 500, sides: Sequence[str] = SIDES) -> dict[str, float]:
     """Instructions per pair of each store and of the dict ledger, 1 and 3 scopes; with the SQLite side,
-    of one raw SQLite write transaction too (``rawtx1``), with the Redis side of one raw ``EVALSHA``
+    of one raw SQLite write transaction too (``rawtx1``) and of a pair's statements replayed without
+    budgetguard (``replay1``, ``replay3``), with the Redis side of one raw ``EVALSHA``
     (``evalsha1``)."""
     counts = {
         f"{store}{n}": instructions("bench_ledger", f"{store}{n}", calls) for store in sides for n in (1, 3)
     }
     if "sqlite" in sides:
         counts["rawtx1"] = instructions("bench_ledger", "rawtx1", calls)
+        for n in (1, 3):  # the SQL a pair runs, without budgetguard's Python
+            counts[f"replay{n}"] = instructions("bench_ledger", f"replay{n}", calls)
     if "redis" in sides:
         counts["evalsha1"] = instructions("bench_ledger", "evalsha1", calls)
     return counts
@@ -761,7 +792,8 @@ if __name__ == "__main__":
                       f"{counts[f'memory{n}'] / counts[f'dict{n}']:.2f}")  # fmt: skip
             if "sqlite" in chosen:
                 print(f"sqlite pair vs a raw write transaction, {n} scope(s), by instructions (user space): "
-                      f"{counts[f'sqlite{n}'] / counts['rawtx1']:.2f}")  # fmt: skip
+                      f"{counts[f'sqlite{n}'] / counts['rawtx1']:.2f}; its SQL replayed alone: "
+                      f"{counts[f'replay{n}'] / counts['rawtx1']:.2f}")  # fmt: skip
             if "redis" in chosen:
                 print(f"redis pair vs one raw EVALSHA, {n} scope(s), client instructions: "
                       f"{counts[f'redis{n}'] / counts['evalsha1']:.2f}")  # fmt: skip

@@ -58,6 +58,9 @@ def counter_key(counter: CounterSpec, window_start: int) -> str:
 class Tx(Protocol):
     """One atomic transaction on a store's state: storage only (what to store is the engine's)."""
 
+    fast: bool
+    """The store has the shortcuts ``admit`` and ``settle_all`` (else they are never called)."""
+
     def counter(self, slot: Slot, now: int) -> tuple[int, int]:
         """A counter's (spent, held); (0, 0) for one never written."""
 
@@ -67,6 +70,25 @@ class Tx(Protocol):
     def hold(self, res_id: str, lease_ends: int, holds: Sequence[tuple[Slot, int]]) -> None:
         """Add each (slot, amount) to its counter's held under ``res_id``'s lease (creating the counter,
         and setting its expiry to ``slot.expires`` unless that is None)."""
+
+    def admit(
+        self, res_id: str, now: int, lease_ends: int, holds: Sequence[Hold], slots: Sequence[Slot]
+    ) -> bool:
+        """A store's shortcut for the common reservation: when every counter's row exists, has no limit
+        override and no expired lease to reclaim, and admits its hold under the engine's rule
+        (``spent + held + amount <= limit``, the counter's code limit), ``hold`` them all and say
+        True. Otherwise write nothing and say False: the engine reads each counter (``live``,
+        ``limit``) and decides."""
+
+    def settle_all(
+        self, now: int, res_id: str, lease_ends: int, rows: Sequence[tuple[HeldCounter, Slot, int]]
+    ) -> Sequence[int] | None:
+        """A store's shortcut for ``settle`` on each (held counter, its slot, charge) of a resolution
+        within its lease (``lease_ends`` after ``now``: else its leases are reclaimed first), whose
+        leases are all there, none of whose
+        counters has an expired lease to reclaim and whose spent stays within int64: the spent totals
+        after. ``None`` (nothing written) from a store without it; a store that finds it cannot may
+        also abort the transaction, to run the operation again without it."""
 
     def settle(self, slot: Slot, res_id: str, charge: int, lease_ends: int) -> tuple[int, bool]:
         """Drop ``res_id``'s lease (ending at ``lease_ends``) and its amount from the slot's counter's
@@ -145,29 +167,34 @@ class Engine:
         record = None if fresh else tx.record(res_id)
         if record is not None:
             return self._repeat_reserve(res_id, record)
-        plan: list[tuple[Slot, int]] = []
-        held_counters: list[HeldCounter] = []
-        cached = self._slots
-        for hold in holds:
-            counter = hold.counter
-            slot = cached.get(counter.limit_field)  # (the hot path of _slot)
-            if slot is None or not in_window(now, slot.start, slot.end):
-                slot = self._slot(counter, now)
-            spent, held, expired_leases = tx.live(slot, now)
-            if expired_leases:
-                held = self._reclaim(tx, slot, counter, now, spent, held, expired_leases)
-            override = tx.limit(counter.limit_field)
-            limit = counter.limit if override is None else override
-            if enforce and spent + held + hold.amount > limit:
-                refusal = Refusal(len(plan), limit, spent, held, hold.amount, slot.end, counter)
-                tx.put_record(res_id, {"state": "refused", "refusal": refusal}, record_expiry(now, None))
-                tx.journal(now, "refused", res_id, [slot.label], {counter.unit.value: hold.amount}, meta)
-                return refusal
-            plan.append((slot, hold.amount))
-            held_counters.append(HeldCounter(counter, slot.start, slot.end, hold.amount, limit))
         expires = lease_end(now, lease_ms)
-        tx.hold(res_id, expires, plan)
-        admitted = tuple(held_counters)
+        slots = [self._slot(hold.counter, now) for hold in holds] if enforce and tx.fast else None
+        if slots is not None and tx.admit(res_id, now, expires, holds, slots):  # (the code limits)
+            admitted = tuple([HeldCounter(h.counter, s.start, s.end, h.amount, h.counter.limit)
+                              for h, s in zip(holds, slots, strict=True)])  # fmt: skip
+        else:
+            plan: list[tuple[Slot, int]] = []
+            held_counters: list[HeldCounter] = []
+            cached = self._slots
+            for hold in holds:
+                counter = hold.counter
+                slot = cached.get(counter.limit_field)  # (the hot path of _slot)
+                if slot is None or not in_window(now, slot.start, slot.end):
+                    slot = self._slot(counter, now)
+                spent, held, expired_leases = tx.live(slot, now)
+                if expired_leases:
+                    held = self._reclaim(tx, slot, counter, now, spent, held, expired_leases)
+                override = tx.limit(counter.limit_field)
+                limit = counter.limit if override is None else override
+                if enforce and spent + held + hold.amount > limit:
+                    refusal = Refusal(len(plan), limit, spent, held, hold.amount, slot.end, counter)
+                    tx.put_record(res_id, {"state": "refused", "refusal": refusal}, record_expiry(now, None))
+                    tx.journal(now, "refused", res_id, [slot.label], {counter.unit.value: hold.amount}, meta)
+                    return refusal
+                plan.append((slot, hold.amount))
+                held_counters.append(HeldCounter(counter, slot.start, slot.end, hold.amount, limit))
+            tx.hold(res_id, expires, plan)
+            admitted = tuple(held_counters)
         stored = {"state": "held", "created": now, "expires": expires, "held": admitted, "meta": meta}
         tx.put_record(res_id, stored, record_expiry(now, expires))
         return Reservation(res_id, admitted, now, expires)
@@ -208,24 +235,29 @@ class Engine:
                 missing = {h.counter.unit for h in held_counters} - set(actual or ())
                 raise ValueError(f"actual has no amount for {sorted(u.value for u in missing)}")
             rows.append((h, slot, charge))
+        lease_ends: int = record["expires"]
+        spent_after = tx.settle_all(now, res_id, lease_ends, rows) if tx.fast else None
+        if spent_after is not None:
+            overrun = any(charge > h.amount for h, _, charge in rows)
+            return self._resolved(tx, now, res_id, record, actual, meta, overrun, False, tuple(spent_after))
         if actual is not None:
             for h, slot, charge in rows:
                 if tx.counter(slot, now)[0] + charge > INT64_MAX:
                     raise ValueError(f"committing {charge} would overflow {h.counter.scope}")
-        expired = False
+        lost = False
         overrun = False
         after: list[int] = []
         for h, slot, charge in rows:
             spent, held, expired_leases = tx.live(slot, now)
             if expired_leases:
                 self._reclaim(tx, slot, h.counter, now, spent, held, expired_leases)
-            spent, had_lease = tx.settle(slot, res_id, charge, record["expires"])
+            spent, had_lease = tx.settle(slot, res_id, charge, lease_ends)
             if not had_lease:
-                expired = True
+                lost = True
             if charge > h.amount:
                 overrun = True
             after.append(spent)
-        return self._resolved(tx, now, res_id, record, actual, meta, overrun, expired, tuple(after))
+        return self._resolved(tx, now, res_id, record, actual, meta, overrun, lost, tuple(after))
 
     @staticmethod
     def _resolved(

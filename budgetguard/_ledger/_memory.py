@@ -25,7 +25,7 @@ from ._expiry import expired
 from ._local import LocalLedger, wall_clock_ms
 from ._meta import expand
 from ._stored import pack_held, pack_refusal, unpack_held, unpack_refusal
-from ._types import JournalEntry
+from ._types import HeldCounter, Hold, JournalEntry
 
 Meta = dict[str, Any]
 R = TypeVar("R")
@@ -82,6 +82,18 @@ class _MemoryTx:
         c.spent, c.held = spent, held
         if expires_at is not None:
             c.expires_at = expires_at
+
+    fast = False  # (``live``, ``limit`` and ``settle`` are dict operations here: no shortcuts)
+
+    def admit(
+        self, res_id: str, now: int, lease_ends: int, holds: Sequence[Hold], slots: Sequence[Slot]
+    ) -> bool:
+        return False
+
+    def settle_all(
+        self, now: int, res_id: str, lease_ends: int, rows: Sequence[tuple[HeldCounter, Slot, int]]
+    ) -> None:
+        return None
 
     def hold(self, res_id: str, lease_ends: int, holds: Sequence[tuple[Slot, int]]) -> None:
         counters = self.counters

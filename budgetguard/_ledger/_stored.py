@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .._budgets import Period, Scope, Unit
+from .._cache import Bounded
 from ._types import CounterSpec, HeldCounter, Refusal
 
 __all__ = [
@@ -37,10 +38,23 @@ _compact = json.JSONEncoder(separators=(",", ":")).encode
 """``json.dumps(value, separators=(",", ":"))`` without building an encoder per call."""
 
 
+_prefixes: Bounded[tuple[str, int, int], str] = Bounded("ledger.held_prefixes", 4096)
+"""A counter's ``held_fields`` in one window as JSON, without its closing bracket, by (``limit_field``,
+code limit, window start): a reservation's holds repeat them, only the amounts change."""
+
+
 def encode_held(held: Iterable[HeldCounter]) -> str:
-    return _compact(
-        [[*held_fields(h.counter, h.window_start, h.window_end), h.amount, h.limit] for h in held]
-    )
+    """``[[*held_fields, amount, limit], ...]`` as compact JSON (``_compact`` writes the same)."""
+    find = _prefixes.get
+    parts = []
+    for h in held:
+        c = h.counter
+        key = (c.limit_field, c.limit, h.window_start)
+        prefix = find(key)
+        if prefix is None:
+            prefix = _prefixes.put(key, _compact(held_fields(c, h.window_start, h.window_end))[:-1])
+        parts.append(f"{prefix},{int(h.amount)},{int(h.limit)}]")
+    return f"[{','.join(parts)}]"
 
 
 def decode_held(text: str) -> tuple[HeldCounter, ...]:
