@@ -25,7 +25,7 @@ from .._errors import LedgerError
 from ._base import DEFAULT_NAMESPACE, JournalQuery, check_setting
 from ._engine import Slot, Tx, resolved_record
 from ._local import LocalLedger, journal_entry, wall_clock_ms
-from ._sqlite_report import COLUMNS, Aggregate, JournalSql, aggregate, fact_columns, migrate
+from ._sqlite_report import COLUMNS, FACTS_VERSION, Aggregate, JournalSql, aggregate, fact_columns, migrate
 from ._sqlite_report import DDL as REPORT_COLUMNS
 from ._stored import decode_held, decode_refusal, encode_held, encode_refusal
 from ._types import HeldCounter, JournalEntry
@@ -402,11 +402,11 @@ class SQLiteLedger(LocalLedger):
 
         def done() -> bool:
             row = db.execute(sql.meta, ("journal_facts",)).fetchone()
-            return row is not None and row[0] >= 1
+            return row is not None and row[0] >= FACTS_VERSION
 
         def mark() -> None:
             with db:
-                db.execute(sql.put_meta, ("journal_facts", 1))
+                db.execute(sql.put_meta, ("journal_facts", FACTS_VERSION))
 
         migrate(db, sql.report, done, mark)
 
