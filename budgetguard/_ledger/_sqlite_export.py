@@ -1,15 +1,14 @@
 """Exports rendered inside SQLite: one ``SELECT`` makes each journal row's CSV or JSON line as text.
 
-The lines are those ``_export.export_row`` and its writers make of the same entries, byte for byte:
-the row's columns and its report columns (``_sqlite_report.COLUMNS``, computed from the entry at
-insert: the export never reads the data's JSON) are joined as text, quoted by the CSV rule of Python's
-``csv`` module (a field with a comma, a double quote or a newline is quoted, its quotes doubled) or as
-``json.dumps`` quotes a printable ASCII string; costs are written as ``str(to_usd(nano))`` writes them
-(``_USD``). A row the SQL cannot render exactly (a non-ASCII or control character in a JSON string, a
-time outside years 1970-9999, a negative cost, data of unusual types: ``r_export = -1``) comes back as
-its ``JournalEntry`` instead, for Python to render. The rows are read in ``seq`` order by a scan of the
-table's rowids between the range's first and last ``seq`` (no sort), in one read transaction (one
-snapshot: a CSV's scope columns, taken first, cover every row written after them).
+The lines are those ``_export.export_row`` and its writers make of the same entries, byte for byte,
+made by one ``printf`` per row from the row's columns and its report columns (``_sqlite_report.
+COLUMNS``, computed from the entry when it is written: the export never reads the data's JSON). Only
+rows whose texts need no quoting nor escaping are rendered so (``_EXACT``); the JSON objects (amounts,
+flags, the scopes' list) are kept as ``json.dumps`` wrote them, quoted as CSV fields by the ``csv``
+module's rule, and costs are written as ``str(to_usd(nano))`` writes them (``_USD``). Any other row
+comes back as its ``JournalEntry``, for Python to render in its place. The rows are read in ``seq``
+order by a scan of the table's rowids between the range's first and last ``seq`` (no sort), in one
+read transaction (one snapshot: a CSV's scope columns, taken first, cover every row read after).
 """
 
 from __future__ import annotations
@@ -57,6 +56,8 @@ _FLAGS = "coalesce(r_flags, '{}')"
 _SCOPES = "coalesce(r_scopes, scopes)"
 CELLS = "budgetguard_scope_cells"
 """The SQL function (``sql_export``'s ``layout``) that renders a list of scopes' CSV columns."""
+_CELLS = "budgetguard_export_cells"
+"""The temporary table of a CSV export: each list of scopes of its range (JSON) and its CSV columns."""
 
 
 _JSON_OBJECT = "CASE WHEN {0} = '{{}}' THEN '{{}}' ELSE '\"' || replace({0}, '\"', '\"\"') || '\"' END"
@@ -81,10 +82,10 @@ def _json_line() -> str:
 
 
 def _csv_line() -> str:
-    """SQL: the row's CSV line (``csv.writer``'s of its ``export_row``, the scopes as ``CELLS``), by one
-    ``printf``."""
+    """SQL: the row's CSV line (``csv.writer``'s of its ``export_row``, the scopes' columns those of its
+    list in the temporary table ``cells``), by one ``printf``."""
     values = [
-        f"{CELLS}({v})" if k == "scopes" else _JSON_OBJECT.format(v) if k in ("amounts", "flags")
+        "cells.c" if k == "scopes" else _JSON_OBJECT.format(v) if k in ("amounts", "flags")
         else f"coalesce({v}, '')" if k == "attempt" else v
         for k, v in _FIELDS
     ]  # fmt: skip
@@ -93,9 +94,14 @@ def _csv_line() -> str:
 
 
 def _lines(table: str, fmt: str) -> str:
-    line = _csv_line() if fmt == "csv" else _json_line()
-    return (
-        f"SELECT CASE WHEN {_EXACT} THEN {line} END, seq FROM {table} "
+    if fmt != "csv":
+        return (
+            f"SELECT CASE WHEN {_EXACT} THEN {_json_line()} END, seq FROM {table} "
+            "WHERE seq BETWEEN ? AND ? AND +ts >= ? AND +ts < ? ORDER BY seq"
+        )
+    return (  # (each row's list of scopes looked up in the table of the range's lists: no call out)
+        f"SELECT CASE WHEN {_EXACT} AND cells.c IS NOT NULL THEN {_csv_line()} END, seq FROM {table} "
+        f"LEFT JOIN temp.{_CELLS} AS cells ON cells.k = {_SCOPES} "
         "WHERE seq BETWEEN ? AND ? AND +ts >= ? AND +ts < ? ORDER BY seq"
     )
 
@@ -151,13 +157,16 @@ def _export(
             ).fetchone()[0]
         ):
             return False
-        if layout is not None:
-            lists = db.execute(
-                f"SELECT DISTINCT {_SCOPES} FROM {table} WHERE seq BETWEEN ? AND ? AND +ts >= ? AND +ts < ?",
+        if layout is not None:  # (the range's distinct lists of scopes, then each one's CSV columns)
+            db.execute(f"CREATE TEMP TABLE {_CELLS} (k TEXT PRIMARY KEY, c TEXT) WITHOUT ROWID")
+            db.execute(
+                f"INSERT OR IGNORE INTO temp.{_CELLS} (k) SELECT {_SCOPES} FROM {table} "
+                "WHERE seq BETWEEN ? AND ? AND +ts >= ? AND +ts < ?",
                 args,
             )
-            header, cells = layout(row[0] for row in lists)
+            header, cells = layout(row[0] for row in db.execute(f"SELECT k FROM temp.{_CELLS}"))
             db.create_function(CELLS, 1, cells, deterministic=True)
+            db.execute(f"UPDATE temp.{_CELLS} SET c = {CELLS}(k)")
             yield header
         rows = db.execute(_lines(table, fmt), args)
         chunk = rows.fetchmany(CHUNK)
