@@ -156,16 +156,16 @@ KNOWN = frozenset(("model", "function", "attempt", "estimated_usd", "scopes", "u
 
 NO_MODEL, NO_FUNCTION, QUOTED = 1, 2, 4
 """``export_facts``' bits: the export's model is ``""`` (no model, or not a text), its function is
-``""`` (none given), else the report columns ``r_model``/``r_function`` hold them; and one of them or
-the estimate is a text that CSV or JSON would quote or escape (other than printable ASCII, or a comma,
-a double quote or a backslash: ``_sqlite_export`` renders only the others)."""
+``""`` (none given), else the report columns ``r_model``/``r_function`` hold them; and one of them, the
+estimate or the reservation id is a text that CSV or JSON would quote or escape (other than printable
+ASCII, or with a comma, a double quote or a backslash: ``_sqlite_export`` renders only the others)."""
 
 
 def _plain(text: str) -> bool:
     return text.isascii() and text.isprintable() and not ("," in text or '"' in text or "\\" in text)
 
 
-def export_facts(data: Mapping[str, Any]) -> tuple[int | None, str | None, str | None, int]:
+def export_facts(data: Mapping[str, Any], res_id: str) -> tuple[int | None, str | None, str | None, int]:
     """What an export shows of an entry beyond its report facts (``_export.export_row``):
     ``(attempt or None, estimated_usd text or None, flags as JSON or None when empty, bits)``, the bits
     ``NO_MODEL``, ``NO_FUNCTION``, ``QUOTED``, or ``ODD`` when the export must render the entry in
@@ -182,7 +182,7 @@ def export_facts(data: Mapping[str, Any]) -> tuple[int | None, str | None, str |
     bits = 0 if model_key(data) == model else NO_MODEL
     if "function" not in data:
         bits |= NO_FUNCTION
-    if not all(_plain(t) for t in (model if type(model) is str else "", function, estimated or "")):
+    if not all(_plain(t) for t in (model if type(model) is str else "", function, estimated or "", res_id)):
         bits |= QUOTED
     flags = {k: v for k, v in data.items() if k not in KNOWN}
     try:

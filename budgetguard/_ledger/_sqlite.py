@@ -285,7 +285,7 @@ def journal_row(
     """A journal entry as the journal table's insert (``_Sql.journal``) takes it: its JSON, then its
     report columns."""
     return (ts, event, res_id, json.dumps(scopes), json.dumps(amounts), json.dumps(data, sort_keys=True),
-            *fact_columns(event, scopes, amounts, data))  # fmt: skip
+            *fact_columns(event, scopes, amounts, data, res_id))  # fmt: skip
 
 
 class _Transaction:

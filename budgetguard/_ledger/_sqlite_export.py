@@ -42,11 +42,11 @@ _TIME = (
 """SQL: ``JournalEntry.time.isoformat()`` for ``0 <= ts < 253402300800000`` (years 1970-9999)."""
 _EXACT = (
     "r_export BETWEEN 0 AND 3 AND r_cost >= 0 AND ts >= 0 AND ts < 253402300800000 "
-    "AND event IN ('committed', 'refused', 'released', 'expired') "
-    "AND NOT res_id GLOB '*[^ -~]*' AND NOT res_id GLOB '*[\",\\]*'"
+    "AND event IN ('committed', 'refused', 'released', 'expired')"
 )
 """SQL: the row is rendered in SQL: its texts need no quoting nor escaping in CSV or JSON (``_facts.
-QUOTED`` clear, the reservation id printable ASCII without a comma, double quote or backslash), its
+QUOTED`` clear: model, function, estimate and reservation id are printable ASCII without a comma, a
+double quote or a backslash), its
 facts were read (``r_export`` not ``ODD``), its time and cost in the ranges ``_TIME`` and ``_USD``
 render. Else the line is NULL, and the row comes back as an entry."""
 _MODEL = "CASE WHEN r_export & 1 THEN '' ELSE r_model END"  # (_facts.NO_MODEL, NO_FUNCTION)

@@ -55,14 +55,15 @@ _FILL_CHUNK = 2000
 
 
 def fact_columns(
-    event: str, scopes: Sequence[str], amounts: dict[str, Any], data: dict[str, Any]
+    event: str, scopes: Sequence[str], amounts: dict[str, Any], data: dict[str, Any], res_id: str = ""
 ) -> tuple[Any, ...]:
     """The report columns of a journal entry (all NULL but ``r_calls = -1`` when they cannot be read)."""
     found = facts(event, scopes, amounts, data)
     if found is None:
         return _ODD_ROW
     labels = found[7]
-    return (*found[:7], None if labels == list(scopes) else _labels_json(tuple(labels)), *export_facts(data))
+    shown = None if labels == list(scopes) else _labels_json(tuple(labels))
+    return (*found[:7], shown, *export_facts(data, res_id))
 
 
 _ODD_ROW = (ODD, *(None,) * (len(COLUMNS) - 2), ODD)
@@ -80,7 +81,7 @@ class JournalSql:
 
     def __init__(self, table: str) -> None:
         self.table = table
-        self.unfilled = f"SELECT seq, event, scopes, amounts, data FROM {table} WHERE seq > ? AND (r_calls IS NULL OR r_export IS NULL) ORDER BY seq LIMIT {_FILL_CHUNK}"  # noqa: E501
+        self.unfilled = f"SELECT seq, event, scopes, amounts, data, res_id FROM {table} WHERE seq > ? AND (r_calls IS NULL OR r_export IS NULL) ORDER BY seq LIMIT {_FILL_CHUNK}"  # noqa: E501
         self.put_facts = f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in COLUMNS)} WHERE seq = ?"
 
 
@@ -120,7 +121,8 @@ def _fill_chunk(db: sqlite3.Connection, sql: JournalSql, select: str, args: tupl
     try:
         rows = db.execute(select, args).fetchall()
         updates = [
-            (*_stored_facts(event, scopes, amounts, data), seq) for seq, event, scopes, amounts, data in rows
+            (*_stored_facts(event, scopes, amounts, data, res_id), seq)
+            for seq, event, scopes, amounts, data, res_id in rows
         ]
         db.executemany(sql.put_facts, updates)
         db.execute("COMMIT")
@@ -130,10 +132,10 @@ def _fill_chunk(db: sqlite3.Connection, sql: JournalSql, select: str, args: tupl
     return int(rows[-1][0]) if rows else None
 
 
-def _stored_facts(event: str, scopes: str, amounts: str, data: str) -> tuple[Any, ...]:
+def _stored_facts(event: str, scopes: str, amounts: str, data: str, res_id: str) -> tuple[Any, ...]:
     """``fact_columns`` of a stored row (its JSON unreadable: the row is one only Python reads)."""
     try:
-        return fact_columns(event, json.loads(scopes), json.loads(amounts), json.loads(data))
+        return fact_columns(event, json.loads(scopes), json.loads(amounts), json.loads(data), res_id)
     except ValueError:
         return _ODD_ROW
 

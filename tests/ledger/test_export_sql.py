@@ -51,6 +51,8 @@ def _entries() -> list[tuple[Any, ...]]:
     for i, data in enumerate(odd_data):
         amounts = {"usd": 7, "tokens": 2}
         rows.append(journal_row(NOW + 60_000 + i, "released", f"x{i}", ["global"], amounts, data))
+    for i, text in enumerate(ODD_TEXTS):  # odd reservation ids alone
+        rows.append(journal_row(NOW + 70_000 + i, "expired", f"r {text}", ["global"], {}, {"model": "m"}))
     rows.append(journal_row(0, "expired", "epoch", ["global"], {}, {"model": "m"}))  # ms 0: no fraction
     rows.append(journal_row(NOW + 123, "committed", "ms", ["global"], {"usd": 10**15}, {"cost_nano": 1}))
     return rows
