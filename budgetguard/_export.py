@@ -156,8 +156,8 @@ def streamed_text(
 
 
 def _sqlite_text(ledger: Any, since: datetime | None, until: datetime | None, fmt: str) -> Iterator[str]:
-    """``export_text`` of a SQLite store: its rows' report columns filled first if a row of the range
-    lacks them (written before them, or by an older version: ``_sqlite_report.fill``)."""
+    """``export_text`` of a SQLite store (``sql_export``), the journal's report columns filled first
+    when the range's first rows lack them (a file written before them: ``_sqlite_report.fill``)."""
     from ._ledger._sqlite_export import sql_export
     from ._ledger._sqlite_report import fill
 
