@@ -153,3 +153,27 @@ def _layout(lists: Any) -> tuple[str, Any]:
 
     columns = ScopeColumns(json.loads(text) for text in lists)
     return export_header(columns), columns.text
+
+
+def test_a_file_with_the_report_columns_only_gains_the_export_columns_on_open(tmp_path: Path) -> None:
+    """A file the previous version made (the report's eight columns, ``journal_facts`` 1) gets the
+    export's columns when opened, and its rows are filled by the first export."""
+    path = tmp_path / "ledger.db"
+    rows = _entries()
+    store = _store(path, rows)
+    db = store._db()
+    for name in COLUMNS[8:]:
+        db.execute(f"ALTER TABLE journal DROP COLUMN {name}")
+    db.execute("UPDATE meta SET value = 1 WHERE key = 'journal_facts'")
+    store.close()
+    store = SQLiteLedger(path)
+    try:
+        names = {row[1] for row in store._db().execute("PRAGMA table_info(journal)")}
+        assert set(COLUMNS) <= names
+        for fmt in ("csv", "jsonl"):
+            got = "".join(export_text(store, since=None, fmt=fmt))
+            assert got == "".join(streamed_text(store, since=None, fmt=fmt)) and got.count("\n") >= len(rows)
+        left = store._db().execute("SELECT count(*) FROM journal WHERE r_export IS NULL").fetchone()
+        assert left == (0,)
+    finally:
+        store.close()
