@@ -43,11 +43,12 @@ from ._cli_base import (
 )
 from ._cli_limits import limits
 from ._cli_prices import estimate, prices
+from ._export import export_text
 from ._forecast import Forecast, forecast
 from ._ledger import CounterStatus
 from ._ledger._types import to_datetime
 from ._money import format_usd
-from ._report import coverage, export_row, parse_when, stream_journal, summarize
+from ._report import coverage, parse_when, summarize
 from ._report_html import page, report_cells
 
 
@@ -300,12 +301,6 @@ def _write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> None:
         csv.DictWriter(out, fieldnames=["key"], lineterminator="\n").writeheader()
 
 
-def _write_jsonl(rows: Iterable[dict[str, Any]], out: IO[str]) -> None:
-    """``rows`` as JSON lines, one at a time."""
-    for row in rows:
-        out.write(json.dumps(row) + "\n")
-
-
 class _Echo(io.StringIO):
     """Text for stdout, passed on to ``click.echo`` every 64 KiB (and at ``flush``): a long export is
     written as it is made, never held whole."""
@@ -504,17 +499,18 @@ def export(state: State, since: str, until: str | None, fmt: str, output: str | 
     journal no longer covers the whole range (it keeps a bounded history)."""
     since_at, until_at = _range(since, until)
     ledger = state.guard.ledger
-    rows = map(export_row, stream_journal(ledger, since=since_at, until=until_at))
-    write = _write_csv if fmt == "csv" else _write_jsonl
+    pieces = export_text(ledger, since=since_at, until=until_at, fmt=fmt)
     if output is None:
         out = _Echo()
-        write(rows, out)
+        for piece in pieces:
+            out.write(piece)
         out.flush()
         if not out.written:  # (nothing at all: a blank line, as ever)
             click.echo("")
     else:
         with _replacing(output) as f:
-            write(rows, f)
+            for piece in pieces:
+                f.write(piece)
         console.print(f"wrote {output}", style="dim")
     _warn(coverage(ledger, since=since_at, until=until_at).warning("export"))  # (read after the rows)
 

@@ -38,7 +38,6 @@ __all__ = [
     "Summary",
     "coverage",
     "entry_cost",
-    "export_row",
     "parse_when",
     "read_journal",
     "report",
@@ -439,26 +438,3 @@ def _spread(lists: list[Sums], by: str) -> list[tuple[Sums, list[str]]]:
                     added[i] += value
                 found[1].append(sums.key)
     return [(Sums(key, *values), names) for key, (values, names) in keys.items()]
-
-
-def export_row(entry: JournalEntry) -> dict[str, Any]:
-    """One journal entry as a flat record for finance (CSV or JSON lines)."""
-    n_in, n_out = tokens(entry.data)
-    return {
-        "time": entry.time.isoformat(),
-        "event": entry.event,
-        "reservation_id": entry.reservation_id,
-        "scopes": " ".join(call_scopes(entry)),
-        "model": entry.model or "",
-        "function": entry.data.get("function", ""),
-        "attempt": entry.data.get("attempt", ""),
-        "cost_usd": str(to_usd(entry_cost(entry))),
-        "estimated_usd": entry.data.get("estimated_usd", ""),
-        "input_tokens": n_in,
-        "output_tokens": n_out,
-        "amounts": dict(entry.amounts),
-        "flags": {k: v for k, v in entry.data.items() if k not in _KNOWN},
-    }
-
-
-_KNOWN = {"model", "function", "attempt", "estimated_usd", "scopes", "usage", "cost_nano"}

@@ -7,6 +7,7 @@ shared by the streamed Python aggregate and the SQLite journal's report columns)
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -17,6 +18,7 @@ from .._money import to_nano
 from .._usage import Usage
 
 __all__ = [
+    "KNOWN",
     "ODD",
     "call_scopes",
     "calls",
@@ -24,6 +26,7 @@ __all__ = [
     "entry_cost",
     "estimate_pair",
     "estimate_and_cost",
+    "export_facts",
     "facts",
     "function_key",
     "model_key",
@@ -147,3 +150,43 @@ def facts(
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+KNOWN = frozenset(("model", "function", "attempt", "estimated_usd", "scopes", "usage", "cost_nano"))
+"""The data an export shows in columns of their own; the rest are its ``flags``."""
+
+NO_MODEL, NO_FUNCTION, QUOTED = 1, 2, 4
+"""``export_facts``' bits: the export's model is ``""`` (no model, or not a text), its function is
+``""`` (none given), else the report columns ``r_model``/``r_function`` hold them; and one of them, the
+estimate or the reservation id is a text that CSV or JSON would quote or escape (other than printable
+ASCII, or with a comma, a double quote or a backslash: ``_sqlite_export`` renders only the others)."""
+
+
+def _plain(text: str) -> bool:
+    return text.isascii() and text.isprintable() and not ("," in text or '"' in text or "\\" in text)
+
+
+def export_facts(data: Mapping[str, Any], res_id: str) -> tuple[int | None, str | None, str | None, int]:
+    """What an export shows of an entry beyond its report facts (``_export.export_row``):
+    ``(attempt or None, estimated_usd text or None, flags as JSON or None when empty, bits)``, the bits
+    ``NO_MODEL``, ``NO_FUNCTION``, ``QUOTED``, or ``ODD`` when the export must render the entry in
+    Python (an attempt, estimate or function of another type than the guard writes). The flags' JSON
+    has its keys sorted, as the SQLite journal stores the data and its reader gives it back."""
+    attempt, estimated, function = data.get("attempt"), data.get("estimated_usd"), data.get("function", "")
+    if not (
+        (attempt is None or (type(attempt) is int and _INT64_MIN <= attempt <= _INT64_MAX))
+        and (estimated is None or type(estimated) is str)
+        and type(function) is str
+    ):
+        return None, None, None, ODD
+    model = data.get("model")
+    bits = 0 if model_key(data) == model else NO_MODEL
+    if "function" not in data:
+        bits |= NO_FUNCTION
+    if not all(_plain(t) for t in (model if type(model) is str else "", function, estimated or "", res_id)):
+        bits |= QUOTED
+    flags = {k: v for k, v in data.items() if k not in KNOWN}
+    try:
+        shown = json.dumps(flags, sort_keys=True) if flags else None
+    except (TypeError, ValueError):
+        return None, None, None, ODD
+    return attempt, estimated, shown, bits

@@ -24,7 +24,7 @@ from .._errors import LedgerError
 from ._base import DEFAULT_NAMESPACE, JournalQuery, check_setting
 from ._engine import Tx
 from ._local import LocalLedger, journal_entry, wall_clock_ms
-from ._sqlite_report import Aggregate, aggregate, migrate
+from ._sqlite_report import FACTS_VERSION, Aggregate, aggregate, migrate
 from ._sqlite_tx import _SCHEMA_VERSION, _TABLES, _Redo, _Sql, _SQLiteTx, journal_row
 from ._types import JournalEntry
 
@@ -152,11 +152,11 @@ class SQLiteLedger(LocalLedger):
 
         def done() -> bool:
             row = db.execute(sql.meta, ("journal_facts",)).fetchone()
-            return row is not None and row[0] >= 1
+            return row is not None and row[0] >= FACTS_VERSION
 
         def mark() -> None:
             with db:
-                db.execute(sql.put_meta, ("journal_facts", 1))
+                db.execute(sql.put_meta, ("journal_facts", FACTS_VERSION))
 
         migrate(db, sql.report, done, mark)
 

@@ -23,31 +23,53 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._cache import memo
-from ._facts import ODD, facts
+from ._facts import ODD, export_facts, facts
 from ._meta import expand
 
 if TYPE_CHECKING:
     import sqlite3  # (not at ``import budgetguard``: ``_report`` imports this module)
 
-__all__ = ["COLUMNS", "Aggregate", "JournalSql", "aggregate", "fact_columns", "fill", "migrate", "pairs_of"]
+__all__ = [
+    "COLUMNS",
+    "FACTS_VERSION",
+    "Aggregate",
+    "JournalSql",
+    "aggregate",
+    "fact_columns",
+    "fill",
+    "migrate",
+    "pairs_of",
+]
 
-COLUMNS = ("r_calls", "r_in", "r_out", "r_cost", "r_estimate", "r_model", "r_function", "r_scopes")
-"""The journal's report columns (``fact_columns``), after its original ones."""
-_TYPES = ("INTEGER", "INTEGER", "INTEGER", "INTEGER", "INTEGER", "TEXT", "TEXT", "TEXT")
+COLUMNS = ("r_calls", "r_in", "r_out", "r_cost", "r_estimate", "r_model", "r_function", "r_scopes",
+           "r_attempt", "r_estimated", "r_flags", "r_export")  # fmt: skip
+"""The journal's report columns (``fact_columns``), after its original ones: what a report sums and
+groups by, then what an export shows beside that (``_facts.export_facts``; ``r_export``: its bits, NULL
+on a row written before these columns)."""
+_TYPES = ("INTEGER", "INTEGER", "INTEGER", "INTEGER", "INTEGER", "TEXT", "TEXT", "TEXT",
+          "INTEGER", "TEXT", "TEXT", "INTEGER")  # fmt: skip
+FACTS_VERSION = 2
+"""The ``journal_facts`` mark of a journal table that has all of ``COLUMNS`` (1: the report's eight)."""
 DDL = ", ".join(f"{name} {kind}" for name, kind in zip(COLUMNS, _TYPES, strict=True))
 """The report columns in the journal table's ``CREATE TABLE``."""
 _FILL_CHUNK = 2000
 
 
 def fact_columns(
-    event: str, scopes: Sequence[str], amounts: dict[str, Any], data: dict[str, Any]
+    event: str, scopes: Sequence[str], amounts: dict[str, Any], data: dict[str, Any], res_id: str = ""
 ) -> tuple[Any, ...]:
     """The report columns of a journal entry (all NULL but ``r_calls = -1`` when they cannot be read)."""
-    found = facts(event, scopes, amounts, expand(data, scopes, amounts))  # (the guard's compact form: _meta)
+    data = expand(data, scopes, amounts)  # (the guard's compact form: _meta; as every reader sees it)
+    found = facts(event, scopes, amounts, data)
     if found is None:
-        return (ODD, *(None,) * (len(COLUMNS) - 1))
+        return _ODD_ROW
     labels = found[7]
-    return (*found[:7], None if labels == list(scopes) else _labels_json(tuple(labels)))
+    shown = None if labels == list(scopes) else _labels_json(tuple(labels))
+    return (*found[:7], shown, *export_facts(data, res_id))
+
+
+_ODD_ROW = (ODD, *(None,) * (len(COLUMNS) - 2), ODD)
+"""The report columns of an entry whose facts cannot be read (reports and exports read it in Python)."""
 
 
 @memo("ledger.sqlite.labels", 4096)
@@ -61,7 +83,7 @@ class JournalSql:
 
     def __init__(self, table: str) -> None:
         self.table = table
-        self.unfilled = f"SELECT seq, event, scopes, amounts, data FROM {table} WHERE seq > ? AND r_calls IS NULL ORDER BY seq LIMIT {_FILL_CHUNK}"  # noqa: E501
+        self.unfilled = f"SELECT seq, event, scopes, amounts, data, res_id FROM {table} WHERE seq > ? AND (r_calls IS NULL OR r_export IS NULL) ORDER BY seq LIMIT {_FILL_CHUNK}"  # noqa: E501
         self.put_facts = f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in COLUMNS)} WHERE seq = ?"
 
 
@@ -101,7 +123,8 @@ def _fill_chunk(db: sqlite3.Connection, sql: JournalSql, select: str, args: tupl
     try:
         rows = db.execute(select, args).fetchall()
         updates = [
-            (*_stored_facts(event, scopes, amounts, data), seq) for seq, event, scopes, amounts, data in rows
+            (*_stored_facts(event, scopes, amounts, data, res_id), seq)
+            for seq, event, scopes, amounts, data, res_id in rows
         ]
         db.executemany(sql.put_facts, updates)
         db.execute("COMMIT")
@@ -111,12 +134,12 @@ def _fill_chunk(db: sqlite3.Connection, sql: JournalSql, select: str, args: tupl
     return int(rows[-1][0]) if rows else None
 
 
-def _stored_facts(event: str, scopes: str, amounts: str, data: str) -> tuple[Any, ...]:
+def _stored_facts(event: str, scopes: str, amounts: str, data: str, res_id: str) -> tuple[Any, ...]:
     """``fact_columns`` of a stored row (its JSON unreadable: the row is one only Python reads)."""
     try:
-        return fact_columns(event, json.loads(scopes), json.loads(amounts), json.loads(data))
+        return fact_columns(event, json.loads(scopes), json.loads(amounts), json.loads(data), res_id)
     except ValueError:
-        return (ODD, *(None,) * (len(COLUMNS) - 1))
+        return _ODD_ROW
 
 
 @dataclass(frozen=True, slots=True)

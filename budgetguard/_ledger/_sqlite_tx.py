@@ -45,8 +45,8 @@ CREATE TABLE IF NOT EXISTS {meta} (key TEXT PRIMARY KEY, value INTEGER NOT NULL)
 """
 """A namespace's tables (``{name}``: a table or index name, see ``_Sql``). ``meta`` holds ``schema`` (1:
 past windows' lease rows are pruned with their counters; 2: leases and reservations are ``WITHOUT ROWID``
-tables, ``_TABLES``), ``journal_complete_since`` (ms) and ``journal_facts`` (1: the journal's report
-columns are filled, see ``_sqlite_report``)."""
+tables, ``_TABLES``), ``journal_complete_since`` (ms) and ``journal_facts`` (``FACTS_VERSION``: the
+journal's report columns are filled, see ``_sqlite_report``)."""
 _SCHEMA_VERSION = 2
 
 _TABLES = {
@@ -364,8 +364,9 @@ def journal_row(
 ) -> tuple[Any, ...]:
     """A journal entry as the journal table's insert (``_Sql.journal``) takes it: its JSON (as
     ``json.dumps`` writes it), then its report columns."""
-    return (ts, event, res_id, _scopes_json(tuple(scopes)), _amounts(amounts),
-            _sorted_json(data) if data else "{}", *fact_columns(event, scopes, amounts, data))  # fmt: skip
+    text = _sorted_json(data) if data else "{}"
+    return (ts, event, res_id, _scopes_json(tuple(scopes)), _amounts(amounts), text,
+            *fact_columns(event, scopes, amounts, data, res_id))  # fmt: skip
 
 
 _JSON_BOOL = {False: "false", True: "true"}

@@ -4,6 +4,8 @@ report over the whole list of entries, on every store (issue 17)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import sqlite3
 import time
@@ -17,11 +19,12 @@ from click.testing import CliRunner
 
 from budgetguard._budgets import Unit
 from budgetguard._calibration import Ratios
-from budgetguard._cli import _csv, cli
+from budgetguard._cli import cli
 from budgetguard._errors import BudgetExceededError
+from budgetguard._export import EXPORT_FIELDS, export_row
 from budgetguard._ledger import JournalEntry, Ledger, SQLiteLedger, open_ledger
 from budgetguard._ledger._types import to_datetime
-from budgetguard._report import RatioSample, export_row, read_journal, report, summarize
+from budgetguard._report import RatioSample, read_journal, report, summarize
 
 from .helpers import counter, hold
 
@@ -118,18 +121,36 @@ def test_export_is_written_row_by_row_as_before(store_url: str, tmp_path: Path) 
         empty = CliRunner().invoke(cli, ["--url", store_url, "export", "--format", "jsonl"])
         assert empty.exit_code == 0 and empty.stdout == "\n"
         nothing = CliRunner().invoke(cli, ["--url", store_url, "export"])
-        assert nothing.exit_code == 0 and nothing.stdout == "key\n"
+        header = ",".join(EXPORT_FIELDS[:3] + EXPORT_FIELDS[4:]) + "\n"  # (no call: no scope column)
+        assert nothing.exit_code == 0 and nothing.stdout == header
         _write(ledger)
         rows = [export_row(e) for e in ledger.history()]
     if store_url == "memory://":
         return  # (each memory:// URL is a new store: the command line sees none of this)
     as_csv = CliRunner().invoke(cli, ["--url", store_url, "export", "--since", "1d"])
-    assert as_csv.exit_code == 0 and as_csv.stdout == _csv(rows)
+    assert as_csv.exit_code == 0 and as_csv.stdout == _export_csv(rows)
     as_jsonl = CliRunner().invoke(cli, ["--url", store_url, "export", "--since", "1d", "--format", "jsonl"])
     assert as_jsonl.stdout == "".join(json.dumps(r) + "\n" for r in rows)
     out = tmp_path / "export.csv"
     to_file = CliRunner().invoke(cli, ["--url", store_url, "export", "--since", "1d", "-o", str(out)])
-    assert to_file.exit_code == 0 and out.read_text() == _csv(rows)
+    assert to_file.exit_code == 0 and out.read_text() == _export_csv(rows)
+
+
+def _export_csv(rows: list[dict[str, object]]) -> str:
+    """The CSV export of ``rows`` (``export_row``'s): a column per scope kind of ``_write``'s calls,
+    each cell the call's id of that kind (the label for ``team``, which has none)."""
+    names = ["scope_global", "scope_user", "scope_feature", "scope_team"]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, [*EXPORT_FIELDS[:3], *names, *EXPORT_FIELDS[4:]], lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        cells = {}
+        for label in row["scopes"]:  # type: ignore[attr-defined]
+            kind, colon, ident = label.partition(":")
+            cells[f"scope_{kind}"] = ident if colon else label
+        shown = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items() if k != "scopes"}
+        writer.writerow({**shown, **cells})
+    return out.getvalue()
 
 
 # -- SQLite: the report columns, their migration, and what only Python reads --------------------------

@@ -1,0 +1,180 @@
+"""Exports of the ledger's journal for finance: each entry a CSV or JSON line (``budgetguard export``).
+
+``export_row`` is what an entry shows; ``export_text`` renders a time range as text, inside SQLite
+where the store is one (``_ledger._sqlite_export``: the same bytes), else entry by entry. The CSV gives
+each scope kind of the range its column (``ScopeColumns``), the JSON lines a list of scopes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from ._errors import LedgerError
+from ._ledger import JournalEntry, Ledger
+from ._ledger._base import JournalQuery
+from ._ledger._facts import KNOWN, tokens
+from ._ledger._facts import call_scopes as scopes_of
+from ._money import to_usd
+from ._report import _utc, call_scopes, entry_cost, stream_journal
+
+__all__ = ["EXPORT_FIELDS", "ScopeColumns", "export_row", "export_text", "streamed_text"]
+
+
+def export_row(entry: JournalEntry) -> dict[str, Any]:
+    """One journal entry as a flat record for finance (CSV or JSON lines): ``scopes`` is the list of the
+    call's scopes (the CSV gives each its column: ``export_text``)."""
+    n_in, n_out = tokens(entry.data)
+    return {
+        "time": entry.time.isoformat(),
+        "event": entry.event,
+        "reservation_id": entry.reservation_id,
+        "scopes": call_scopes(entry),
+        "model": entry.model or "",
+        "function": entry.data.get("function", ""),
+        "attempt": entry.data.get("attempt", ""),
+        "cost_usd": str(to_usd(entry_cost(entry))),
+        "estimated_usd": entry.data.get("estimated_usd", ""),
+        "input_tokens": n_in,
+        "output_tokens": n_out,
+        "amounts": dict(entry.amounts),
+        "flags": {k: v for k, v in entry.data.items() if k not in KNOWN},
+    }
+
+
+EXPORT_FIELDS = ("time", "event", "reservation_id", "scopes", "model", "function", "attempt", "cost_usd",
+                 "estimated_usd", "input_tokens", "output_tokens", "amounts", "flags")  # fmt: skip
+"""``export_row``'s keys, in order (the CSV's columns, ``scopes`` spread over ``ScopeColumns``)."""
+_FIRST_KINDS = {"global": 0, "user": 1, "feature": 2}
+
+
+class ScopeColumns:
+    """The CSV export's scope columns: one per scope kind seen in the range (``scope_global``,
+    ``scope_user``, ``scope_feature``, then the other kinds in alphabetical order), and
+    ``scope_<kind>_2``, ``_3``... where a call has several scopes of one kind. A call's cell holds the
+    scope's id (the whole label for a scope without one: ``global``), empty when it has none of that
+    kind."""
+
+    def __init__(self, lists: Iterable[Sequence[str]]) -> None:
+        most: dict[str, int] = {}
+        for labels in lists:
+            seen: dict[str, int] = {}
+            for label in labels:
+                kind = label.partition(":")[0]
+                seen[kind] = n = seen.get(kind, 0) + 1
+                if n > most.get(kind, 0):
+                    most[kind] = n
+        kinds = sorted(most, key=lambda k: (_FIRST_KINDS.get(k, 3), k))
+        self.columns = [(kind, i) for kind in kinds for i in range(most[kind])]
+        self.names = [f"scope_{kind}" if not i else f"scope_{kind}_{i + 1}" for kind, i in self.columns]
+        self._at = {column: at for at, column in enumerate(self.columns)}
+        self._text = lru_cache(maxsize=65_536)(self._render)
+
+    def cells(self, labels: Sequence[str]) -> list[str]:
+        """A call's cells (``labels``: its scopes); a kind the columns lack is an error (the journal
+        changed between the export's two reads)."""
+        cells = [""] * len(self.columns)
+        seen: dict[str, int] = {}
+        for label in labels:
+            kind, colon, ident = label.partition(":")
+            n = seen[kind] = seen.get(kind, -1) + 1
+            at = self._at.get((kind, n))
+            if at is None:
+                raise LedgerError("the journal changed while it was exported: run the export again")
+            cells[at] = ident if colon else label
+        return cells
+
+    def text(self, scopes_json: str) -> str:
+        """A list of scopes' (JSON) cells as CSV text, each after a comma (memoized: calls repeat them)."""
+        return self._text(scopes_json)
+
+    def _render(self, scopes_json: str) -> str:
+        line = _csv_line(self.cells(scopes_of({"scopes": json.loads(scopes_json)}, ())))
+        return "," + line[:-1] if self.columns else ""
+
+
+def _csv_line(fields: Sequence[Any]) -> str:
+    """``fields`` as one CSV line (``csv.writer``'s rules, ``\n`` at its end)."""
+    _CSV_OUT.seek(0)
+    _CSV_OUT.truncate()
+    _CSV_WRITER.writerow(fields)
+    return _CSV_OUT.getvalue()
+
+
+_CSV_OUT = io.StringIO()
+_CSV_WRITER = csv.writer(_CSV_OUT, lineterminator="\n")
+
+
+def export_header(columns: ScopeColumns) -> str:
+    """The CSV export's header line."""
+    return _csv_line([n for f in EXPORT_FIELDS for n in (columns.names if f == "scopes" else [f])])
+
+
+def export_line(row: dict[str, Any], fmt: str, columns: ScopeColumns | None = None) -> str:
+    """An ``export_row`` as a line of ``fmt`` (``csv``: with ``columns``; ``jsonl``)."""
+    if fmt != "csv":
+        return json.dumps(row) + "\n"
+    assert columns is not None
+    fields: list[Any] = []
+    for key, value in row.items():
+        if key == "scopes":
+            fields += columns.cells(value)
+        else:
+            fields.append(json.dumps(value) if isinstance(value, dict) else value)
+    return _csv_line(fields)
+
+
+def export_text(
+    ledger: Ledger, *, since: datetime | None, until: datetime | None = None, fmt: str = "csv"
+) -> Iterator[str]:
+    """The export of a time range as ``fmt`` (``csv``, ``jsonl``), in pieces of text (each one or many
+    lines; a CSV's header first). SQLite renders the lines in SQL (``_sqlite_export``); other stores'
+    entries are streamed through ``export_row`` (twice for a CSV: its scope columns first). Nothing at
+    all (no entry, JSON lines) is no text."""
+    from ._ledger._sqlite import SQLiteLedger  # (sqlite3 at the first export, not at import)
+
+    if isinstance(ledger, SQLiteLedger):
+        return _sqlite_text(ledger, _utc(since), _utc(until), fmt)
+    return streamed_text(ledger, since=since, until=until, fmt=fmt)
+
+
+def streamed_text(
+    ledger: Ledger, *, since: datetime | None, until: datetime | None = None, fmt: str = "csv"
+) -> Iterator[str]:
+    """``export_text`` through ``export_row``, entry by entry (any store)."""
+    columns = None
+    if fmt == "csv":
+        columns = ScopeColumns(map(call_scopes, stream_journal(ledger, since=since, until=until)))
+        yield export_header(columns)
+    for entry in stream_journal(ledger, since=since, until=until):
+        yield export_line(export_row(entry), fmt, columns)
+
+
+def _sqlite_text(ledger: Any, since: datetime | None, until: datetime | None, fmt: str) -> Iterator[str]:
+    """``export_text`` of a SQLite store (``sql_export``), the journal's report columns filled first
+    when the range's first rows lack them (a file written before them: ``_sqlite_report.fill``)."""
+    from ._ledger._sqlite_export import sql_export
+    from ._ledger._sqlite_report import fill
+
+    query = JournalQuery.parse(since, until, None, None, None, None)
+    bounds = (-(2**62) if query.since is None else query.since, 2**62 if query.until is None else query.until)
+    sql = ledger._sql.report
+    columns: list[ScopeColumns] = []
+
+    def layout(lists: Iterator[str]) -> tuple[str, Any]:
+        found = ScopeColumns(scopes_of({"scopes": json.loads(text)}, ()) for text in lists)
+        columns.append(found)
+        return export_header(found), found.text
+
+    def filled() -> None:
+        fill(ledger._db(), sql)
+
+    done = sql_export(str(ledger.path), sql, *bounds, fmt, timeout=ledger.timeout, fill=filled,
+                      layout=layout if fmt == "csv" else None)  # fmt: skip
+    for piece in done:
+        yield piece if isinstance(piece, str) else export_line(export_row(piece), fmt, *columns)

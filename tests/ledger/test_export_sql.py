@@ -1,0 +1,179 @@
+"""The export SQLite renders in SQL (``_ledger._sqlite_export``) is byte for byte the one ``export_row``
+and its writers make of the same entries (issue 17), for entries with odd data, on old rows filled on
+first use too; the scopes' CSV columns and JSON list (issue 19)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from budgetguard._export import export_text, streamed_text
+from budgetguard._ledger import SQLiteLedger
+from budgetguard._ledger._sqlite import journal_row
+from budgetguard._ledger._sqlite_export import sql_export
+from budgetguard._ledger._sqlite_report import COLUMNS
+
+NOW = 1_765_000_000_000
+ODD_TEXTS = ['o\'brien "x", y', "line\nbreak", "ünïcode", "tab\there", "back\\slash", "del\x7f", "😀", ""]
+
+
+def _entries() -> list[tuple[Any, ...]]:
+    """Journal rows (``journal_row``'s) with every kind of odd data an export meets."""
+    rows: list[tuple[Any, ...]] = []
+    costs = [0, 1, 250, 999, 1000, 2500, 123_456_789, 999_999_999, 10**9, 1_500_000_000, 10**10, 12 * 10**9,
+             2**63 - 1, 120 * 10**9]  # fmt: skip
+    for i, cost in enumerate(costs):  # costs of every shape ``str(Decimal)`` gives
+        data = {"model": "gpt-4o", "function": "app.chat", "attempt": 1, "estimated_usd": "0.001",
+                "scopes": ["global", f"user:u{i}"], "usage": {"input_tokens": 10, "output_tokens": i},
+                "cost_nano": cost}  # fmt: skip
+        charged = [f"user:u{i}"]
+        rows.append(journal_row(NOW + i * 1000, "committed", f"r{i}", charged, {"usd": cost}, data))
+    for i, text in enumerate(ODD_TEXTS):  # odd texts in every field that shows one
+        labels = ["global", f"user:{text}", f"feature:{text}", f"team:{i}"]
+        data = {"model": text, "function": text, "estimated_usd": text, "scopes": labels, "flag": text}
+        rows.append(journal_row(NOW + 50_000 + i, "refused", f"id {text}", labels[1:2], {"usd": 5}, data))
+    odd_data: list[dict[str, Any]] = [
+        {},  # nothing: no model, function, attempt, estimate, usage
+        {"model": None, "function": 3, "attempt": True},  # types the guard never writes
+        {"attempt": 1.5, "estimated_usd": 0.25},
+        {"attempt": 2**70},
+        {"model": "(unknown)", "function": "(unknown)", "attempt": -3},  # a model named like the key
+        {"usage": {"input_tokens": 5}, "variant": {"z": 1, "a": [1, {"y": 2, "b": None}]}, "overrun": True},
+        {"scopes": ["global", "user:a", "user:b", "user:c"], "model": "m"},  # several scopes of one kind
+        {"scopes": [], "model": "m"},
+        {"calls": 3, "fitted": {"max_tokens": 10}, "error": 'boom, "quoted"\n'},
+    ]
+    for i, data in enumerate(odd_data):
+        amounts = {"usd": 7, "tokens": 2}
+        rows.append(journal_row(NOW + 60_000 + i, "released", f"x{i}", ["global"], amounts, data))
+    for i, text in enumerate(ODD_TEXTS):  # odd reservation ids alone
+        rows.append(journal_row(NOW + 70_000 + i, "expired", f"r {text}", ["global"], {}, {"model": "m"}))
+    rows.append(journal_row(0, "expired", "epoch", ["global"], {}, {"model": "m"}))  # ms 0: no fraction
+    rows.append(journal_row(NOW + 123, "committed", "ms", ["global"], {"usd": 10**15}, {"cost_nano": 1}))
+    return rows
+
+
+def _store(path: Path, rows: list[tuple[Any, ...]], *, old: int = 0) -> SQLiteLedger:
+    """A store whose journal holds ``rows``, the first ``old`` of them as a version before the export
+    columns wrote them (half with no report column, half with the report's eight only)."""
+    store = SQLiteLedger(path)
+    db = store._db()
+    table = store._sql.report.table
+    for at, row in enumerate(rows):
+        width = 6 if at < old // 2 else 6 + 8 if at < old else 6 + len(COLUMNS)
+        names = ["ts", "event", "res_id", "scopes", "amounts", "data", *COLUMNS][:width]
+        db.execute(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * width)})", row[:width])
+    return store
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+@pytest.mark.parametrize("old", [0, 10])
+def test_sql_export_is_the_python_export_byte_for_byte(tmp_path: Path, fmt: str, old: int) -> None:
+    rows = _entries()
+    store = _store(tmp_path / "ledger.db", rows, old=old)
+    try:
+        expected = "".join(streamed_text(store, since=None, fmt=fmt))  # (entry by entry, in Python)
+        assert "".join(export_text(store, since=None, fmt=fmt)) == expected
+        # most lines were made in SQL (else this test would compare Python with itself)
+        sql = store._sql.report
+        pieces = list(sql_export(str(store.path), sql, -(2**62), 2**62, fmt, timeout=5, fill=_never,
+                                 layout=_layout if fmt == "csv" else None))  # fmt: skip
+        in_sql = sum(piece.count("\n") for piece in pieces if isinstance(piece, str))
+        assert in_sql >= 20 + (fmt == "csv") and len(pieces) > in_sql - 10
+        # old rows were filled on first use: none is left without its export columns
+        left = store._db().execute(f"SELECT count(*) FROM {sql.table} WHERE r_export IS NULL").fetchone()
+        assert left == (0,)
+    finally:
+        store.close()
+    lines = expected.splitlines(keepends=True)
+    if fmt == "jsonl":
+        first = json.loads(lines[0])
+        assert first["scopes"] == ["global", "user:u0"] and first["cost_usd"] == "0"
+        assert [json.loads(line)["cost_usd"] for line in lines[:14]] == [
+            "0", "1E-9", "2.5E-7", "9.99E-7", "0.000001", "0.0000025", "0.123456789", "0.999999999", "1",
+            "1.5", "1E+1", "12", "9223372036.854775807", "1.2E+2",
+        ]  # fmt: skip
+        return
+    table = list(csv.reader(io.StringIO(expected)))
+    header = table[0]
+    assert header[3:9] == ["scope_global", "scope_user", "scope_user_2", "scope_user_3", "scope_feature",
+                           "scope_team"]  # fmt: skip
+    odd = [r for r in table[1:] if r[1] == "refused"]
+    assert [r[4] for r in odd] == ODD_TEXTS and [r[7] for r in odd] == ODD_TEXTS
+    several = next(r for r in table[1:] if r[2] == "x6")
+    assert several[3:9] == ["global", "a", "b", "c", "", ""]
+
+
+def test_an_older_version_s_rows_written_later_are_rendered_in_python(tmp_path: Path) -> None:
+    """Rows an older version writes after the first export (no export columns) are exported alike."""
+    rows = _entries()
+    store = _store(tmp_path / "ledger.db", rows)
+    try:
+        db = store._db()
+        table = store._sql.report.table
+        late = journal_row(NOW + 90_000, "committed", "late", ["global"], {"usd": 3}, {"model": "m"})
+        names = "ts, event, res_id, scopes, amounts, data"
+        db.execute(f"INSERT INTO {table} ({names}) VALUES (?, ?, ?, ?, ?, ?)", late[:6])
+        for fmt in ("csv", "jsonl"):
+            assert "".join(export_text(store, since=None, fmt=fmt)) == "".join(
+                streamed_text(store, since=None, fmt=fmt)
+            )
+    finally:
+        store.close()
+
+
+def test_an_empty_range_and_a_range(tmp_path: Path) -> None:
+    store = _store(tmp_path / "ledger.db", _entries())
+    try:
+        from budgetguard._ledger._types import to_datetime
+
+        since, until = to_datetime(NOW + 1000), to_datetime(NOW + 3000)
+        for fmt in ("csv", "jsonl"):
+            got = "".join(export_text(store, since=since, until=until, fmt=fmt))
+            assert got == "".join(streamed_text(store, since=since, until=until, fmt=fmt))
+            assert got.count("\n") == 2 + (fmt == "csv")
+            nothing = "".join(export_text(store, since=to_datetime(NOW + 10**9), fmt=fmt))
+            header = "time,event,reservation_id,model,function,attempt,cost_usd,estimated_usd,input_tokens,"
+            assert nothing == ("" if fmt == "jsonl" else header + "output_tokens,amounts,flags\n")
+    finally:
+        store.close()
+
+
+def _never() -> None:
+    raise AssertionError("filled already")
+
+
+def _layout(lists: Any) -> tuple[str, Any]:
+    from budgetguard._export import ScopeColumns, export_header
+
+    columns = ScopeColumns(json.loads(text) for text in lists)
+    return export_header(columns), columns.text
+
+
+def test_a_file_with_the_report_columns_only_gains_the_export_columns_on_open(tmp_path: Path) -> None:
+    """A file the previous version made (the report's eight columns, ``journal_facts`` 1) gets the
+    export's columns when opened, and its rows are filled by the first export."""
+    path = tmp_path / "ledger.db"
+    rows = _entries()
+    store = _store(path, rows)
+    db = store._db()
+    for name in COLUMNS[8:]:
+        db.execute(f"ALTER TABLE journal DROP COLUMN {name}")
+    db.execute("UPDATE meta SET value = 1 WHERE key = 'journal_facts'")
+    store.close()
+    store = SQLiteLedger(path)
+    try:
+        names = {row[1] for row in store._db().execute("PRAGMA table_info(journal)")}
+        assert set(COLUMNS) <= names
+        for fmt in ("csv", "jsonl"):
+            got = "".join(export_text(store, since=None, fmt=fmt))
+            assert got == "".join(streamed_text(store, since=None, fmt=fmt)) and got.count("\n") >= len(rows)
+        left = store._db().execute("SELECT count(*) FROM journal WHERE r_export IS NULL").fetchone()
+        assert left == (0,)
+    finally:
+        store.close()
