@@ -517,27 +517,45 @@ def export(state: State, since: str, until: str | None, fmt: str, output: str | 
 
 @contextlib.contextmanager
 def _replacing(output: str) -> Iterator[IO[str]]:
-    """A file written beside ``output`` and renamed over it once complete: an export that fails leaves
-    no partial file (and an earlier one untouched). A target that is not a regular file (``/dev/null``,
-    a pipe) is written directly; a symbolic link's target is replaced, the link kept."""
+    """A file written beside ``output`` and renamed over it once complete and on disk (``fsync``): an
+    export that fails leaves no partial file (and an earlier one untouched). Written directly instead
+    where a rename would change more than the content: a target that is not a regular file
+    (``/dev/null``, a pipe), one with other hard links, or a folder the user may not create files in
+    (the file itself writable). A symbolic link's target is replaced, the link kept; the replaced
+    file's mode and (where allowed) owner are kept."""
     target = os.path.realpath(output)
-    if os.path.exists(target) and not os.path.isfile(target):
+    existing = os.stat(target) if os.path.exists(target) else None
+    folder, name = os.path.split(target)
+    direct = existing is not None and (not os.path.isfile(target) or existing.st_nlink > 1)
+    temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+    try:
+        fd = None if direct else os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # (umask)
+    except PermissionError:
+        fd = None
+    if fd is None:
         with open(target, "w") as f:
             yield f
         return
-    folder, name = os.path.split(target)
-    temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # (the umask applies, as open's)
     try:
         with open(fd, "w") as f:
             yield f
-        if os.path.exists(target):
-            os.chmod(temporary, os.stat(target).st_mode & 0o7777)
+            f.flush()
+            os.fsync(f.fileno())
+        if existing is not None:
+            os.chmod(temporary, existing.st_mode & 0o7777)
+            with contextlib.suppress(OSError):  # (only root may give a file away)
+                os.chown(temporary, existing.st_uid, existing.st_gid)
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+    with contextlib.suppress(OSError):  # the rename on disk too
+        directory = os.open(folder or ".", os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
 
 # -- prices and estimate ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import os
 import sqlite3
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -153,6 +154,15 @@ def test_export_to_a_file_is_all_or_nothing(store: tuple[str, Path], tmp_path: P
     fresh = tmp_path / "out" / "new.jsonl"
     assert run(store, "export", "--format", "jsonl", "-o", str(fresh)).exit_code != 0
     assert sorted(p.name for p in out.parent.iterdir()) == ["journal.csv"]  # (nothing written)
+
+
+def test_export_to_a_hard_linked_file_writes_it_in_place(store: tuple[str, Path], tmp_path: Path) -> None:
+    """A rename would split a file with other hard links from them: such a file is written directly."""
+    out, other = tmp_path / "journal.csv", tmp_path / "linked.csv"
+    out.write_text("old\n")
+    os.link(out, other)
+    assert run(store, "export", "-o", str(out)).exit_code == 0
+    assert other.read_text() == out.read_text() != "old\n" and out.stat().st_nlink == 2
 
 
 def test_limits_set_get_clear_and_status_marks_the_override(store: tuple[str, Path]) -> None:
