@@ -4,6 +4,9 @@
   (``pip install 'llm-budgetguard[langchain]'``);
 * ``budgetguard.integrations.fastapi``: ``BudgetMiddleware`` (any ASGI app) and ``budget_scope``
   (a FastAPI dependency) (``[fastapi]``);
+* ``budgetguard.integrations.django``: ``BudgetMiddleware`` (``[django]``), and
+  ``budgetguard.integrations.flask``: ``BudgetGuard`` (``[flask]``), the FastAPI middleware's behaviour;
+* ``budgetguard.integrations.celery``: ``install()``, tasks run in their enqueuer's scopes (``[celery]``);
 * ``budgetguard.integrations.opentelemetry``: ``OpenTelemetryHook``, GenAI metrics and span
   attributes (``[otel]``);
 * ``budgetguard.integrations.prometheus``: ``PrometheusHook``, counters and gauges (``[prometheus]``);

@@ -22,22 +22,23 @@ routes take anonymous requests); register ``budget_exceeded_handler`` for ``Budg
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Any
 
-from .._budgets import Scope, Unit
 from .._context import Tracker, budget_context, track
 from .._default import default_guard
-from .._errors import BudgetExceededError, ConfigurationError, LedgerError, MissingScopeError
+from .._errors import BudgetExceededError, ConfigurationError, MissingScopeError
 from .._guard import Guard
-from .._ledger import AsyncLedger, CounterSpec, CounterStatus
-from .._money import to_usd
 from . import missing_extra
+from ._http import (
+    Body,
+    bad_scope_content,
+    budget_headers,
+    checked_scopes,
+    missing_scope_content,
+    refusal_content,
+    remaining_usd,
+    resolve_ids,
+)
 
 try:
     from starlette.requests import Request
@@ -54,8 +55,6 @@ __all__ = [
 
 ScopeSource = str | Callable[[Request], str | Awaitable[str | None] | None]
 """Where a scope id comes from: a header name, or a function of the request (auth, path, state)."""
-
-Body = Callable[[BudgetExceededError], Mapping[str, Any]]
 
 
 class BudgetMiddleware:
@@ -85,9 +84,7 @@ class BudgetMiddleware:
         try:
             ids = await _resolve(self.scopes, Request(scope, receive))
         except ConfigurationError as bad:  # a scope id no store can hold (empty, too long, ...)
-            await JSONResponse({"error": "bad_scope", "message": str(bad)}, status_code=400)(
-                scope, receive, send
-            )
+            await JSONResponse(bad_scope_content(bad), status_code=400)(scope, receive, send)
             return
         started = False
 
@@ -112,67 +109,16 @@ class BudgetMiddleware:
                 await response(scope, receive, send_with_headers)
 
     async def _headers(self, tracker: Tracker, ids: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
-        headers = {
-            "x-budget-cost-usd": f"{tracker.cost:f}",
-            "x-budget-input-tokens": str(tracker.input_tokens),
-            "x-budget-output-tokens": str(tracker.output_tokens),
-        }
-        if self.remaining:
-            left = await remaining_usd(self._guard or default_guard(), ids)
-            if left is not None:
-                headers["x-budget-remaining-usd"] = left
-        return [(k.encode(), v.encode()) for k, v in headers.items()]
-
-
-async def remaining_usd(guard: Guard, ids: Mapping[str, str]) -> str | None:
-    """The least USD left in the money budgets of these scopes (global included), or ``None``
-    when none has a money budget or the store cannot say (a header is not worth a failed response)."""
-    ids = {**guard.default_scopes, **ids}
-    scopes = [Scope("global"), *(Scope(kind, ident) for kind, ident in ids.items())]
-    specs = [spec for spec in guard.counters_for(scopes) if spec.unit is Unit.USD]
-    if not specs:
-        return None
-    try:
-        statuses = await _status(guard, specs)
-    except LedgerError:
-        return None
-    least = min(max(s.limit - s.spent - s.held, 0) for s in statuses)
-    return f"{to_usd(least):f}"
-
-
-async def _status(guard: Guard, specs: list[CounterSpec]) -> list[CounterStatus]:
-    store = guard.async_ledger
-    if isinstance(store, AsyncLedger):
-        return await store.status(specs)
-    return await asyncio.to_thread(store.status, specs)
+        left = await remaining_usd(self._guard or default_guard(), ids) if self.remaining else None
+        return [(k.lower().encode(), v.encode()) for k, v in budget_headers(tracker, left).items()]
 
 
 def refusal_response(
     refused: BudgetExceededError, *, status_code: int = 429, body: Body | None = None
 ) -> Response:
     """The HTTP answer to a refusal: JSON, with ``Retry-After`` (seconds) when the window resets."""
-    headers = {}
-    retry_after = None
-    if refused.resets_at is not None:
-        retry_after = max(1, math.ceil((refused.resets_at - datetime.now(UTC)).total_seconds()))
-        headers["Retry-After"] = str(retry_after)
-    content = body(refused) if body is not None else {
-        "error": "budget_exceeded",
-        "message": refused.reason,
-        "scope": refused.scope,
-        "period": refused.period,
-        "unit": refused.unit,
-        "needed": _amount(refused.requested),
-        "left": _amount(max(refused.remaining, type(refused.remaining)(0))),  # (a zero of its own type)
-        "resets_at": refused.resets_at.isoformat() if refused.resets_at else None,
-        "retry_after": retry_after,
-    }  # fmt: skip
-    return JSONResponse(dict(content), status_code=status_code, headers=headers)
-
-
-def _amount(value: Decimal | int) -> str | int:
-    """A refusal's amount in a JSON body: USD as an exact decimal string, tokens and requests as ints."""
-    return f"{value.normalize():f}" if isinstance(value, Decimal) else value
+    content, headers = refusal_content(refused, body)
+    return JSONResponse(content, status_code=status_code, headers=headers)
 
 
 def missing_scope_response(
@@ -180,13 +126,7 @@ def missing_scope_response(
 ) -> Response:
     """The HTTP answer to a request without a required scope id: 400, JSON, telling the client what to
     send (the header, when the id comes from one), not how the server is configured."""
-    wanted = []
-    for kind in missing.kinds:
-        source = (sources or {}).get(kind)
-        wanted.append(f"the {source} header" if isinstance(source, str) else f"a {kind} id")
-    message = f"this request needs {' and '.join(wanted)}: send it and try again"
-    content = {"error": "missing_scope", "message": message, "kinds": list(missing.kinds)}
-    return JSONResponse(content, status_code=400)
+    return JSONResponse(missing_scope_content(missing, sources), status_code=400)
 
 
 async def budget_exceeded_handler(request: Request, exc: Exception) -> Response:
@@ -212,20 +152,8 @@ def budget_scope(**scopes: ScopeSource) -> Callable[[Request], AsyncIterator[Tra
 
 
 def _checked(scopes: Mapping[str, ScopeSource]) -> dict[str, ScopeSource]:
-    for kind, source in scopes.items():
-        Scope(kind, "x")  # a bad kind (or "global", which has no id) fails at start-up
-        if not (isinstance(source, str) or callable(source)):
-            raise TypeError(f"scope {kind!r}: pass a header name or a function of the request")
-    return dict(scopes)
+    return checked_scopes(scopes)
 
 
 async def _resolve(scopes: Mapping[str, ScopeSource], request: Request) -> dict[str, str]:
-    ids: dict[str, str] = {}
-    for kind, source in scopes.items():
-        value: Any = request.headers.get(source) if isinstance(source, str) else source(request)
-        if inspect.isawaitable(value):
-            value = await value
-        if value is not None and value != "":
-            Scope(kind, str(value))  # validates the id
-            ids[kind] = str(value)
-    return ids
+    return await resolve_ids(scopes, request, lambda r, name: r.headers.get(name))

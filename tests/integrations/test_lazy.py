@@ -18,6 +18,11 @@ LIBRARIES = (
     "starlette",
     "opentelemetry",
     "prometheus_client",
+    "django",
+    "flask",
+    "werkzeug",
+    "celery",
+    "kombu",
 )
 
 
@@ -37,6 +42,9 @@ def test_importing_budgetguard_loads_no_integration_library() -> None:
         ("fastapi", "starlette.requests", "fastapi"),
         ("opentelemetry", "opentelemetry", "otel"),
         ("prometheus", "prometheus_client", "prometheus"),
+        ("django", "django.conf", "django"),
+        ("flask", "flask", "flask"),
+        ("celery", "celery", "celery"),
     ],
 )
 def test_a_missing_library_names_its_extra(

@@ -1,0 +1,204 @@
+"""What the HTTP middlewares (FastAPI, Django, Flask) share, free of any web framework: the JSON bodies
+of a refusal (with its ``Retry-After``), of a missing or bad scope id, the ``X-Budget-*`` headers, the
+scope settings, and the USD left in a request's budgets.
+
+Each middleware turns these dicts into its framework's response; none of them writes a body of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from .._budgets import Scope, Unit
+from .._context import Tracker
+from .._errors import BudgetExceededError, LedgerError, MissingScopeError
+from .._guard import Guard
+from .._ledger import AsyncLedger, CounterSpec, CounterStatus
+from .._money import to_usd
+
+__all__ = [
+    "Body", "bad_scope_content", "budget_headers", "checked_scopes", "missing_scope_content",
+    "refusal_content", "remaining_usd", "remaining_usd_sync", "resolve_ids", "resolve_ids_sync",
+    "run_in_context", "run_in_context_async",
+]  # fmt: skip
+
+Body = Callable[[BudgetExceededError], Mapping[str, Any]]
+"""Builds the JSON body of a refusal in place of the default one."""
+
+
+def refusal_content(
+    refused: BudgetExceededError, body: Body | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The JSON body of a refusal and its headers (``Retry-After``, seconds, when the window resets)."""
+    headers = {}
+    retry_after = None
+    if refused.resets_at is not None:
+        retry_after = max(1, math.ceil((refused.resets_at - datetime.now(UTC)).total_seconds()))
+        headers["Retry-After"] = str(retry_after)
+    content = body(refused) if body is not None else {
+        "error": "budget_exceeded",
+        "message": refused.reason,
+        "scope": refused.scope,
+        "period": refused.period,
+        "unit": refused.unit,
+        "needed": _amount(refused.requested),
+        "left": _amount(max(refused.remaining, type(refused.remaining)(0))),  # (a zero of its own type)
+        "resets_at": refused.resets_at.isoformat() if refused.resets_at else None,
+        "retry_after": retry_after,
+    }  # fmt: skip
+    return dict(content), headers
+
+
+def _amount(value: Decimal | int) -> str | int:
+    """A refusal's amount in a JSON body: USD as an exact decimal string, tokens and requests as ints."""
+    return f"{value.normalize():f}" if isinstance(value, Decimal) else value
+
+
+def missing_scope_content(
+    missing: MissingScopeError, sources: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The JSON body (status 400) for a request without a required scope id: it tells the client what
+    to send (the header, when the id comes from one), not how the server is configured."""
+    wanted = []
+    for kind in missing.kinds:
+        source = (sources or {}).get(kind)
+        wanted.append(f"the {source} header" if isinstance(source, str) else f"a {kind} id")
+    message = f"this request needs {' and '.join(wanted)}: send it and try again"
+    return {"error": "missing_scope", "message": message, "kinds": list(missing.kinds)}
+
+
+def bad_scope_content(bad: Exception) -> dict[str, Any]:
+    """The JSON body (status 400) for a scope id no store can hold (empty kind, too long, ...)."""
+    return {"error": "bad_scope", "message": str(bad)}
+
+
+def budget_headers(tracker: Tracker, left: str | None) -> dict[str, str]:
+    """The ``X-Budget-*`` headers of a response: what the request's guarded calls cost so far."""
+    headers = {
+        "X-Budget-Cost-USD": f"{tracker.cost:f}",
+        "X-Budget-Input-Tokens": str(tracker.input_tokens),
+        "X-Budget-Output-Tokens": str(tracker.output_tokens),
+    }
+    if left is not None:
+        headers["X-Budget-Remaining-USD"] = left
+    return headers
+
+
+def checked_scopes(scopes: Mapping[str, Any]) -> dict[str, Any]:
+    """Scope settings (kind -> header name or function of the request), checked at start-up."""
+    for kind, source in scopes.items():
+        Scope(kind, "x")  # a bad kind (or "global", which has no id) fails at start-up
+        if not (isinstance(source, str) or callable(source)):
+            raise TypeError(f"scope {kind!r}: pass a header name or a function of the request")
+    return dict(scopes)
+
+
+def _id(ids: dict[str, str], kind: str, value: Any) -> None:
+    if value is not None and value != "":  # (an empty header names no id)
+        Scope(kind, str(value))  # validates the id: ConfigurationError
+        ids[kind] = str(value)
+
+
+def resolve_ids_sync(
+    scopes: Mapping[str, Any], request: Any, header: Callable[[Any, str], str | None]
+) -> dict[str, str]:
+    """The scope ids of a request: ``header(request, name)`` for a header name, else ``fn(request)``."""
+    ids: dict[str, str] = {}
+    for kind, source in scopes.items():
+        _id(ids, kind, header(request, source) if isinstance(source, str) else source(request))
+    return ids
+
+
+async def resolve_ids(
+    scopes: Mapping[str, Any], request: Any, header: Callable[[Any, str], str | None]
+) -> dict[str, str]:
+    """``resolve_ids_sync`` where a function of the request may be async."""
+    ids: dict[str, str] = {}
+    for kind, source in scopes.items():
+        value: Any = header(request, source) if isinstance(source, str) else source(request)
+        if inspect.isawaitable(value):
+            value = await value
+        _id(ids, kind, value)
+    return ids
+
+
+def _usd_specs(guard: Guard, ids: Mapping[str, str]) -> list[CounterSpec]:
+    ids = {**guard.default_scopes, **ids}
+    scopes = [Scope("global"), *(Scope(kind, ident) for kind, ident in ids.items())]
+    return [spec for spec in guard.counters_for(scopes) if spec.unit is Unit.USD]
+
+
+def _least(statuses: Iterable[CounterStatus]) -> str:
+    return f"{to_usd(min(max(s.limit - s.spent - s.held, 0) for s in statuses)):f}"
+
+
+def remaining_usd_sync(guard: Guard, ids: Mapping[str, str]) -> str | None:
+    """The least USD left in the money budgets of these scopes (global included), or ``None``
+    when none has a money budget or the store cannot say (a header is not worth a failed response)."""
+    specs = _usd_specs(guard, ids)
+    if not specs:
+        return None
+    try:
+        return _least(guard.ledger.status(specs))
+    except LedgerError:
+        return None
+
+
+async def remaining_usd(guard: Guard, ids: Mapping[str, str]) -> str | None:
+    """``remaining_usd_sync`` through the guard's async store (or a thread for a sync one)."""
+    specs = _usd_specs(guard, ids)
+    if not specs:
+        return None
+    store = guard.async_ledger
+    try:
+        if isinstance(store, AsyncLedger):
+            return _least(await store.status(specs))
+        return _least(await asyncio.to_thread(store.status, specs))
+    except LedgerError:
+        return None
+
+
+def run_in_context(context: contextvars.Context, body: Iterable[Any]) -> Iterator[Any]:
+    """A streamed body whose every step runs in the request's context (its scopes and tracker), though
+    the server reads it after the middleware has returned: calls made while streaming, and the
+    settlement of a guarded stream, are the request's. Closing it closes the body."""
+    iterator = iter(body)
+    try:
+        while True:
+            try:
+                chunk = context.run(next, iterator)
+            except StopIteration:
+                return
+            yield chunk
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            context.run(close)
+
+
+async def run_in_context_async(context: contextvars.Context, body: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """``run_in_context`` for an async body: each step is a task run in the request's context."""
+    iterator = aiter(body)
+    try:
+        while True:
+            step: Awaitable[Any] = asyncio.create_task(_next(iterator), context=context)
+            try:
+                chunk = await step
+            except StopAsyncIteration:
+                return
+            yield chunk
+    finally:
+        close = getattr(iterator, "aclose", None)
+        if close is not None:
+            await asyncio.create_task(close(), context=context)
+
+
+async def _next(iterator: AsyncIterator[Any]) -> Any:
+    return await anext(iterator)
