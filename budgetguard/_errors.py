@@ -14,9 +14,11 @@ User and SDK exceptions pass through budgetguard unchanged.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 __all__ = [
     "BudgetExceededError",
@@ -43,6 +45,9 @@ class PricingError(BudgetGuardError, LookupError):
     def __init__(self, message: str, *, model: str) -> None:
         super().__init__(message)
         self.model = model
+
+    def __reduce__(self) -> tuple[Any, ...]:  # (pickled with its model: a process pool, a task queue)
+        return functools.partial(type(self), model=self.model), (str(self),)
 
 
 class UsageError(BudgetGuardError, ValueError):
@@ -90,6 +95,11 @@ class BudgetExceededError(BudgetGuardError):
             "or raise the limit (budgetguard limits set)."
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:  # (pickled by its fields: a process pool, a task queue)
+        fields = {name: getattr(self, name) for name in ("scope", "unit", "period", "limit", "spent", "held",
+                                                          "requested", "resets_at")}  # fmt: skip
+        return functools.partial(type(self), **fields), ()
+
     @property
     def remaining(self) -> Decimal | int:
         """What the budget had left for this call: its limit less what is spent and held (0 or less
@@ -132,6 +142,9 @@ class MissingScopeError(BudgetGuardError):
             f"Guard(default_scopes={{'{kind}': 'anonymous'}}) charges them all to one shared scope, "
             f"Guard(missing_scope='skip') leaves the {names} budgets off them."
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:  # (pickled by its kinds: a process pool, a task queue)
+        return type(self), (self.kinds,)
 
 
 def _fmt_usd(amount: Decimal | int) -> str:

@@ -180,3 +180,20 @@ async def test_async_refusal(amake_guard: MakeGuard) -> None:
     assert caught.value.requested == EST.cost
     assert api.requests == []
     h.assert_settled({"user:alice": 0})
+
+
+def test_refusals_pickle_with_their_fields() -> None:
+    """A process pool or a task queue (Celery's pickle serializer) carries them whole: they used to fail to
+    unpickle (keyword-only constructors) or come back garbled."""
+    import pickle
+    from decimal import Decimal
+
+    import budgetguard as bg
+
+    refused = bg.BudgetExceededError(scope="user:a", unit="usd", period="day", limit=Decimal(1),
+                                     spent=Decimal("0.95"), held=Decimal(0), requested=Decimal("0.1"),
+                                     resets_at=None)  # fmt: skip
+    missing, unpriced = bg.MissingScopeError(("user", "team")), bg.PricingError("no price", model="acme")
+    for error in (refused, missing, unpriced):
+        back = pickle.loads(pickle.dumps(error))
+        assert type(back) is type(error) and str(back) == str(error) and back.__dict__ == error.__dict__
