@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._actions import Action, Call, Count, Flow, Late, Reserve, Resolve, Sleep
 from ._core import GuardCore
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     import asyncio
 
 __all__ = ["no_call", "perform_async", "run_async", "run_sync", "settling"]
+
+T = TypeVar("T")
 
 Write = Reserve | Resolve | Late
 """A store write: a cancellation must not cut it short (``_uncut``)."""
@@ -102,19 +104,34 @@ async def _settle_later(core: GuardCore, flow: Flow, write: asyncio.Future[Any])
 async def _finish(core: GuardCore, flow: Flow, write: asyncio.Future[Any]) -> None:
     """Resume ``flow`` with ``write``'s outcome and perform its store actions until it ends, or until it
     would call or sleep (a retry: a cancelled caller makes no more calls; the flow is closed there).
-    Whatever it ends with is its cancelled caller's, who is gone; the flow has told it in events."""
+    Whatever it ends with is its cancelled caller's, who is gone; the flow has told it in events. It is
+    not cancelled itself (``asyncio.run`` cancels what is left at its end, then waits for it): a
+    settlement, once the call was made, is carried to its end."""
     try:
-        reply, error = await write, None
+        reply, error = await _unstoppable(write), None
     except BaseException as exc:
         reply, error = None, exc
     try:
         action, _ = _resume(flow, reply, error)
         while action is not None and not isinstance(action, Call | Sleep | Count):
-            action, _ = _resume(flow, *await _aoutcome(core, action, no_call))
+            action, _ = _resume(flow, *await _unstoppable(_aoutcome(core, action, no_call)))
     except BaseException:
         return
     if action is not None:
         flow.close()
+
+
+async def _unstoppable(work: Awaitable[T]) -> T:
+    """``work``'s result; a cancellation of the awaiting task is noted and ignored until it is done."""
+    import asyncio
+
+    future = asyncio.ensure_future(work)
+    while True:
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if future.done():
+                return future.result()
 
 
 def _resume(flow: Flow, reply: Any, error: BaseException | None) -> tuple[Action | None, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from .._budgets import Scope, Unit
 from .._context import Tracker
-from .._errors import BudgetExceededError, LedgerError, MissingScopeError
+from .._errors import BudgetExceededError, ConfigurationError, LedgerError, MissingScopeError
 from .._guard import Guard
 from .._ledger import AsyncLedger, CounterSpec, CounterStatus
 from .._money import to_usd
@@ -101,6 +101,10 @@ def checked_scopes(scopes: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _id(ids: dict[str, str], kind: str, value: Any) -> None:
+    if inspect.isawaitable(value):  # (an async function's coroutine is no id: a sync resolver got it)
+        if inspect.iscoroutine(value):
+            value.close()
+        raise ConfigurationError(f"the {kind} scope's function is async: use a plain function here")
     if value is not None and value != "":  # (an empty header names no id)
         Scope(kind, str(value))  # validates the id: ConfigurationError
         ids[kind] = str(value)

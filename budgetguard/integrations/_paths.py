@@ -15,7 +15,7 @@ _BILLED = (("/chat/completions", "openai"), ("/responses", "openai"), ("/embeddi
 
 _FREE = re.compile(
     r"/(files|uploads(/[^/]+/(parts|complete|cancel))?|moderations|messages/count_tokens|responses/input_tokens"
-    r"|models|conversations(/[^/]+/items)?|threads/[^/]+/messages|(batches|responses|fine_tuning/jobs|vector_stores/[^/]+/file_batches)"
+    r"|models|conversations(/[^/]+/items)?|threads|threads/[^/]+/messages|chat/completions/[^/]+|(batches|responses|fine_tuning/jobs|vector_stores/[^/]+/file_batches)"
     r"/[^/]+/cancel)$"
 )
 """The POSTs that bill nothing (uploads, token counts, cancellations), by the end of their path: sent as

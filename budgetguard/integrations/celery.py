@@ -43,7 +43,9 @@ HEADER = "budgetguard_scopes"
 _TRACKERS = "budgetguard_trackers"  # keys of the enqueuer's open trackers, for a worker in its process
 
 _lock = threading.Lock()
-_running: dict[str, ExitStack] = {}  # task id -> the context it runs in, while it runs
+_running: dict[tuple[str, int], ExitStack] = {}
+"""(task id, thread) -> the context a task runs in, while it runs: per run (a redelivered task may run
+twice at once on a threads pool; prerun and postrun of one run are on its thread)."""
 _trackers_by_key: weakref.WeakValueDictionary[str, Tracker] = weakref.WeakValueDictionary()
 """This process's trackers that tasks were enqueued under, kept only as long as their ``track()``
 block's owner keeps them (a finished request lets them go)."""
@@ -118,11 +120,11 @@ def _on_prerun(*, task_id: str, task: Any, **_: Any) -> None:
         if found and not set(map(id, found)) & set(map(id, _open_trackers.get())):  # (eager: already open)
             stack.enter_context(_following(found))
     with _lock:
-        _running[task_id] = stack
+        _running[task_id, threading.get_ident()] = stack
 
 
 def _on_postrun(*, task_id: str, **_: Any) -> None:
     with _lock:
-        stack = _running.pop(task_id, None)
+        stack = _running.pop((task_id, threading.get_ident()), None)
     if stack is not None:
         stack.close()

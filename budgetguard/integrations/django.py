@@ -37,6 +37,7 @@ from ._http import (
     refusal_content,
     remaining_usd,
     remaining_usd_sync,
+    resolve_ids,
     resolve_ids_sync,
     run_in_context,
     run_in_context_async,
@@ -100,7 +101,7 @@ class BudgetMiddleware:
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         try:
-            ids = self._ids(request)
+            ids = await resolve_ids(self.scopes, request, lambda r, name: r.headers.get(name))
         except ConfigurationError as bad:
             return JsonResponse(bad_scope_content(bad), status=400)
         with budget_context(**ids), track() as tracker:

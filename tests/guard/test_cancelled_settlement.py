@@ -93,3 +93,29 @@ async def test_a_cancelled_commit_of_a_forgotten_reservation_is_charged_late(
     assert_charged_late(h, reserved[0], COST)
     assert h.committed()[0].data["model"] == "gpt-4o"
     assert [e.reason for e in h.of("overrun")] == [LATE]
+
+
+async def test_a_settlement_left_running_at_the_loops_end_is_not_cancelled(
+    amake_guard: MakeGuard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``asyncio.run`` cancels the tasks left when its coroutine returns, then waits for them: a
+    settlement task carries on (its commit was on the wire; a late charge follows), not dropped."""
+    h, reserved = late_guard(amake_guard)
+    gate = Gate(h, monkeypatch)
+    api = serve(Reply(200, chat_completion(), before=lambda: forget(h, reserved[-1])))
+    client = async_openai_client(api)
+    create = h.guard.with_budget(client.chat.completions.create, user="alice", feature="late")
+    task = asyncio.ensure_future(create(**chat_request()))
+    while not gate.entered.is_set():
+        await asyncio.sleep(0.001)
+    task.cancel()
+    while not settling:
+        await asyncio.sleep(0.001)
+    left = list(settling)
+    for pending in left:  # what asyncio.run does at its end
+        pending.cancel()
+    gate.opened.set()
+    await asyncio.gather(*left, return_exceptions=True)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert_charged_late(h, reserved[0], COST)

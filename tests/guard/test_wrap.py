@@ -437,6 +437,10 @@ def test_only_free_endpoints_pass_unguarded(make_guard: MakeGuard) -> None:
         http.post("/v1/uploads/upload_1/complete", json={"part_ids": []})
         http.post("/v1/threads/thread_1/messages", json={"role": "user", "content": "hi"})
         http.post("/v1/batches/batch_1/cancel")
+        http.post("/v1/threads", json={})  # (a thread made; its runs bill, and are refused)
+        http.post("/v1/chat/completions/chatcmpl_1", json={"metadata": {"k": "v"}})  # (a stored one updated)
+        with pytest.raises(ConfigurationError, match="/v1/threads/runs"):
+            http.post("/v1/threads/runs", json={"assistant_id": "a"})
     assert api.paths == [
         "/v1/uploads/upload_1/complete",
         "/v1/threads/thread_1/messages",

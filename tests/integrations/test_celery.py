@@ -109,3 +109,47 @@ def test_eager_tasks_run_in_the_callers_context(guard: bg.Guard) -> None:
     finally:
         app.conf.task_always_eager = False
     assert spent(guard, "finn") == 3 * bg.to_nano(COST) and tracker.calls == 3
+
+
+def test_one_task_id_running_twice_at_once_keeps_each_runs_scopes() -> None:
+    """A redelivered task (``acks_late``) may run twice at once on a threads pool: each run's scopes are
+    its own, and each run's end restores its own thread's (signals driven as a worker does)."""
+    import threading
+    import types
+
+    from budgetguard._context import current_scopes
+    from budgetguard.integrations import celery as integration
+
+    def task(user: str) -> Any:
+        request = types.SimpleNamespace(
+            budgetguard_scopes={"user": user}, budgetguard_trackers=None, headers={}
+        )
+        return types.SimpleNamespace(request=request)
+
+    started, second, first_done, seen = threading.Event(), threading.Event(), threading.Event(), {}
+
+    def first() -> None:
+        integration._on_prerun(task_id="same", task=task("alice"))
+        seen["first runs as"] = dict(current_scopes())
+        started.set()
+        second.wait(30)
+        integration._on_postrun(task_id="same")
+        seen["first after"] = dict(current_scopes())
+        first_done.set()
+
+    def other() -> None:
+        started.wait(30)
+        integration._on_prerun(task_id="same", task=task("bob"))
+        seen["second runs as"] = dict(current_scopes())
+        second.set()
+        first_done.wait(30)
+        integration._on_postrun(task_id="same")
+        seen["second after"] = dict(current_scopes())
+
+    threads = [threading.Thread(target=first), threading.Thread(target=other)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert seen == {"first runs as": {"user": "alice"}, "second runs as": {"user": "bob"},
+                    "first after": {}, "second after": {}}  # fmt: skip

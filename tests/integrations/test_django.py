@@ -179,3 +179,21 @@ def test_bad_settings_fail_at_start_up() -> None:
         BudgetMiddleware(health, scopes={"global": "x-anything"})
     with pytest.raises(TypeError):
         BudgetMiddleware(health, scopes={"user": 42})
+
+
+def test_an_async_scope_function_is_awaited_in_async_views_and_refused_in_sync_resolvers() -> None:
+    """An ``async def`` id function (``await request.auser()``) is awaited by the async middleware; a
+    resolver that cannot await it says so instead of charging a coroutine's repr as the id."""
+    import asyncio
+
+    from budgetguard.integrations._http import resolve_ids, resolve_ids_sync
+
+    async def user_of(request: Any) -> str:
+        return "alice"
+
+    def no_header(request: Any, name: str) -> None:
+        return None
+
+    assert asyncio.run(resolve_ids({"user": user_of}, object(), no_header)) == {"user": "alice"}
+    with pytest.raises(bg.ConfigurationError, match="async"):
+        resolve_ids_sync({"user": user_of}, object(), no_header)
