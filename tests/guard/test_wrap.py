@@ -445,5 +445,7 @@ def test_only_free_endpoints_pass_unguarded(make_guard: MakeGuard) -> None:
         "/v1/uploads/upload_1/complete",
         "/v1/threads/thread_1/messages",
         "/v1/batches/batch_1/cancel",
+        "/v1/threads",
+        "/v1/chat/completions/chatcmpl_1",
     ]
     assert h.history() == []
