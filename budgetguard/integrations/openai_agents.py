@@ -23,6 +23,7 @@ from typing import Any
 from .._errors import BudgetExceededError, ConfigurationError
 from .._guard import Guard
 from .._scopes import ScopeSpec
+from ._refusal import refusal_in
 
 try:
     from agents import Model, ModelProvider, OpenAIProvider
@@ -47,24 +48,13 @@ class BudgetExceeded(AgentsException, BudgetExceededError):
         self.run_data = None
 
 
-def _refused(exc: BaseException) -> BudgetExceededError | None:
-    """The refusal ``exc`` is or carries (a model may wrap what its client raised)."""
-    seen = 0
-    while exc is not None and seen < 8:
-        if isinstance(exc, BudgetExceededError):
-            return exc
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-        seen += 1
-    return None
-
-
 class _QuietRefusals(logging.Filter):
     """Drops the SDK model's "Error getting response" record for a refusal (logged inside the ``except``
     that handles it): the run raises ``BudgetExceeded``, which is not a failed response."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         handling = sys.exc_info()[1]
-        return handling is None or _refused(handling) is None
+        return handling is None or refusal_in(handling) is None
 
 
 _QUIET = _QuietRefusals()
@@ -88,7 +78,7 @@ class BudgetModel(Model):
         except AgentsException:
             raise
         except Exception as exc:
-            refusal = _refused(exc)
+            refusal = refusal_in(exc)
             if refusal is None:
                 raise
             raise BudgetExceeded(refusal) from refusal
@@ -100,7 +90,7 @@ class BudgetModel(Model):
         except AgentsException:
             raise
         except Exception as exc:
-            refusal = _refused(exc)
+            refusal = refusal_in(exc)
             if refusal is None:
                 raise
             raise BudgetExceeded(refusal) from refusal

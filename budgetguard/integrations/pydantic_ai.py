@@ -22,6 +22,7 @@ from typing import Any
 from .._errors import BudgetExceededError, ConfigurationError
 from .._guard import Guard
 from .._scopes import ScopeSpec
+from ._refusal import refusal_in
 
 try:
     from pydantic_ai.exceptions import UsageLimitExceeded
@@ -49,20 +50,8 @@ class BudgetExceeded(UsageLimitExceeded, BudgetExceededError):
         self.__dict__.update(refusal.__dict__)
 
 
-def _refused(exc: BaseException) -> BudgetExceededError | None:
-    """The refusal ``exc`` is or carries (a model may wrap what its client raised)."""
-    for _ in range(8):
-        if isinstance(exc, BudgetExceededError):
-            return exc
-        nxt = exc.__cause__ or exc.__context__
-        if nxt is None:
-            return None
-        exc = nxt
-    return None
-
-
 def _as_pydantic_ai(exc: Exception) -> Exception:
-    refusal = None if isinstance(exc, UsageLimitExceeded) else _refused(exc)
+    refusal = None if isinstance(exc, UsageLimitExceeded) else refusal_in(exc)
     if refusal is None:
         return exc
     error = BudgetExceeded(refusal)

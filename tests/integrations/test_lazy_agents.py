@@ -23,7 +23,11 @@ def test_importing_budgetguard_loads_no_agent_framework() -> None:
 
 @pytest.mark.parametrize(
     ("module", "library", "extra"),
-    [("openai_agents", "agents", "openai-agents"), ("pydantic_ai", "pydantic_ai.models", "pydantic-ai")],
+    [
+        ("openai_agents", "agents", "openai-agents"),
+        ("pydantic_ai", "pydantic_ai.models", "pydantic-ai"),
+        ("litellm", "litellm", "litellm"),
+    ],
 )
 def test_a_missing_framework_names_its_extra(
     monkeypatch: pytest.MonkeyPatch, module: str, library: str, extra: str
