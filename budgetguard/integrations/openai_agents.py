@@ -95,8 +95,14 @@ class BudgetModel(Model):
                 raise
             raise BudgetExceeded(refusal) from refusal
 
-    def __getattr__(self, name: str) -> Any:  # the wrapped model's other hooks (retry advice, close...)
+    def __getattr__(self, name: str) -> Any:  # the wrapped model's own attributes
         return getattr(self.wrapped, name)
+
+    def get_retry_advice(self, request: Any) -> Any:
+        return self.wrapped.get_retry_advice(request)
+
+    async def _cleanup_on_run_end(self, owner: object) -> None:
+        await self.wrapped._cleanup_on_run_end(owner)
 
     async def close(self) -> None:
         await self.wrapped.close()
