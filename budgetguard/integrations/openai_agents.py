@@ -1,0 +1,139 @@
+"""The OpenAI Agents SDK on a guarded client: ``BudgetProvider`` (a model provider whose models send
+through ``guard.wrap(AsyncOpenAI)``) and the refusal as the SDK's own error.
+
+    config = RunConfig(model_provider=BudgetProvider(guard, AsyncOpenAI()))
+    with budget_context(user="alice", run=run_id):   # a budget per user, and per run
+        result = await Runner.run(agent, "...", run_config=config)
+
+Every model call of a run (each turn, each call after a tool's output or error, each SDK retry) is one
+HTTP request, hence one attempt of the guard's flow (``budgetguard.integrations.httpx``): reserved
+before it is sent, settled from the usage the response reports. A refusal stops the run: ``Runner.run``
+raises ``BudgetExceeded``, both the SDK's ``AgentsException`` (its ``run_data`` filled in by the runner)
+and budgetguard's ``BudgetExceededError``, the refusal chained as its ``__cause__``; the SDK's model does
+not log it as a failed response.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .._errors import BudgetExceededError, ConfigurationError
+from .._guard import Guard
+from .._scopes import ScopeSpec
+from ._refusal import refusal_in
+
+try:
+    from agents import Model, ModelProvider, OpenAIProvider
+    from agents.exceptions import AgentsException
+except ImportError as exc:  # pragma: no cover - exercised by tests/integrations/test_lazy.py
+    raise ConfigurationError(
+        "budgetguard.integrations.openai_agents needs the OpenAI Agents SDK: "
+        "pip install 'llm-budgetguard[openai-agents]'"
+    ) from exc
+
+__all__ = ["BudgetExceeded", "BudgetModel", "BudgetProvider"]
+
+
+class BudgetExceeded(AgentsException, BudgetExceededError):
+    """A refused model call, as the Agents SDK's error: ``except AgentsException`` and ``except
+    BudgetExceededError`` both catch it; the refusal is its ``__cause__`` and its attributes
+    (``scope``, ``limit``, ``spent``, ``held``, ``requested``, ``resets_at``) are the refusal's."""
+
+    def __init__(self, refusal: BudgetExceededError) -> None:
+        Exception.__init__(self, *refusal.args)
+        self.__dict__.update(refusal.__dict__)
+        self.run_data = None
+
+
+class _QuietRefusals(logging.Filter):
+    """Drops the SDK model's "Error getting response" record for a refusal (logged inside the ``except``
+    that handles it): the run raises ``BudgetExceeded``, which is not a failed response."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        handling = sys.exc_info()[1]
+        return handling is None or refusal_in(handling) is None
+
+
+_QUIET = _QuietRefusals()
+
+
+def _quiet_sdk_logger() -> None:
+    sdk_logger = logging.getLogger("openai.agents")
+    if _QUIET not in sdk_logger.filters:
+        sdk_logger.addFilter(_QUIET)
+
+
+class BudgetModel(Model):
+    """A model that raises a refusal of the model it wraps as ``BudgetExceeded``."""
+
+    def __init__(self, wrapped: Model) -> None:
+        self.wrapped = wrapped
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await self.wrapped.get_response(*args, **kwargs)
+        except AgentsException:
+            raise
+        except Exception as exc:
+            refusal = refusal_in(exc)
+            if refusal is None:
+                raise
+            raise BudgetExceeded(refusal) from refusal
+
+    async def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        try:
+            async for event in self.wrapped.stream_response(*args, **kwargs):
+                yield event
+        except AgentsException:
+            raise
+        except Exception as exc:
+            refusal = refusal_in(exc)
+            if refusal is None:
+                raise
+            raise BudgetExceeded(refusal) from refusal
+
+    def __getattr__(self, name: str) -> Any:  # the wrapped model's own attributes
+        return getattr(self.wrapped, name)
+
+    def get_retry_advice(self, request: Any) -> Any:
+        return self.wrapped.get_retry_advice(request)
+
+    async def _cleanup_on_run_end(self, owner: object) -> None:
+        await self.wrapped._cleanup_on_run_end(owner)
+
+    async def close(self) -> None:
+        await self.wrapped.close()
+
+
+class BudgetProvider(ModelProvider):
+    """An Agents SDK model provider whose models call through ``guard.wrap(client, **scopes)``:
+    ``RunConfig(model_provider=BudgetProvider(guard, AsyncOpenAI()))``. ``client``: an ``AsyncOpenAI``
+    (or ``AsyncAzureOpenAI``), by default one from the environment (``OPENAI_API_KEY``);
+    ``use_responses``: the Responses API (the SDK's default) or chat completions (``False``);
+    ``scopes`` as in ``guard.wrap`` (literal ids, or callables of the ``httpx.Request``), over
+    ``budget_context()``'s."""
+
+    def __init__(
+        self,
+        guard: Guard,
+        client: Any = None,
+        *,
+        use_responses: bool | None = None,
+        **scopes: ScopeSpec,
+    ) -> None:
+        if client is None:
+            from openai import AsyncOpenAI
+
+            client = AsyncOpenAI()
+        self.client = guard.wrap(client, **scopes)
+        self._inner = OpenAIProvider(openai_client=self.client, use_responses=use_responses)
+        _quiet_sdk_logger()
+
+    def get_model(self, model_name: str | None) -> Model:
+        return BudgetModel(self._inner.get_model(model_name))
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
