@@ -87,12 +87,13 @@ def test_records_and_journal_are_the_json_json_dumps_writes(tmp_path: Path) -> N
         held = store.reserve(holds, meta=meta)
         store.commit(held, {"usd": 6})
         store.release(store.reserve(holds))
+    store.reserve([Hold(spec, 1), Hold(other, 2)], meta=meta, lease=600)  # (a held record, spelled out too)
     store.close()
     with sqlite3.connect(path) as db:
         records = [r for (r,) in db.execute("SELECT record FROM reservations")]
         journal = db.execute("SELECT scopes, amounts, data FROM journal").fetchall()
     db.close()
-    assert len(records) == 4 and len(journal) == 4
+    assert len(records) == 5 and len(journal) == 4
     for text in records:
         assert text == json.dumps(json.loads(text))
     for scopes, amounts, data in journal:
