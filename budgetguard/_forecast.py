@@ -62,8 +62,16 @@ def forecast(
 
 
 def counter_forecast(counter: Mapping[str, Any], now_ms: int | None = None) -> Forecast | None:
-    """The forecast of one of a ``committed`` event's ``counters`` (``period``, ``tz``, ``spent``,
-    ``limit``) at ``now_ms`` (default: now), as the metric hooks keep it."""
+    """The forecast of one of a ``committed`` event's ``counters`` (``spent``, ``limit``, and the window
+    the store counted that spent in: ``window_start``, ``window_end``) at ``now_ms`` (default: now), as
+    the metric hooks keep it. A counter without its window (made by hand) takes the window of
+    ``period`` and ``tz`` at ``now_ms``; a window that has ended by ``now_ms`` is not this one's, so
+    nothing is forecast from it."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    window = window_for(Period(counter["period"]), counter.get("tz", "UTC"), now_ms)
-    return forecast(counter["spent"], 0, counter["limit"], window.start, window.end, now_ms)
+    start, end = counter.get("window_start"), counter.get("window_end")
+    if start is None:
+        window = window_for(Period(counter["period"]), counter.get("tz", "UTC"), now_ms)
+        start, end = window.start, window.end
+    elif end is not None and end <= now_ms:
+        return None
+    return forecast(counter["spent"], 0, counter["limit"], start, end, now_ms)

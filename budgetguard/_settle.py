@@ -169,14 +169,16 @@ class Ctx:
         self, usage: Usage | None, reservation: Reservation, outcome: Outcome | None
     ) -> dict[str, Any]:
         """What a committed or released event carries: the call's duration (seconds, from before its
-        reservation), its usage, and each counter's spent amount and limit after the commit."""
+        reservation), its usage, and each counter's spent amount and limit after the commit, with the
+        window (store clock, UTC ms) that spent belongs to."""
         data: dict[str, Any] = {"duration": time.monotonic() - self.started}
         if usage is not None:
             data["usage"] = usage
         if outcome is not None and outcome.spent:
             data["counters"] = tuple(
                 {"scope": str(h.counter.scope), "unit": h.counter.unit.value,
-                 "period": h.counter.period.value, "tz": h.counter.tz, "spent": spent, "limit": h.limit}
+                 "period": h.counter.period.value, "tz": h.counter.tz, "spent": spent, "limit": h.limit,
+                 "window_start": h.window_start, "window_end": h.window_end}
                 for h, spent in zip(reservation.held, outcome.spent, strict=False)
             )  # fmt: skip
         return data

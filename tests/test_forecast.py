@@ -59,3 +59,21 @@ def test_an_events_counter_is_forecast_in_its_own_time_zone() -> None:
 
 def test_a_limit_of_zero_has_run_out_already() -> None:
     assert forecast(0, 0, 0, START, END, START + HOUR) == Forecast(0, at(START + HOUR), at(END))
+
+
+def test_an_events_counter_is_forecast_in_the_window_the_store_counted_it_in() -> None:
+    # the store's clock put the spend in the day that started at START; this host's clock is 2 s into
+    # the next day: the forecast is not made of yesterday's spend over today's two seconds
+    counter = {
+        "period": "day",
+        "tz": "UTC",
+        "spent": 40,
+        "limit": 100,
+        "window_start": START,
+        "window_end": END,
+    }
+    assert counter_forecast(counter, END + 2_000) is None
+    # within the window, the stored bounds are the ones used (the host's clock lags the store's)
+    just_before = START - 2_000
+    assert counter_forecast(counter, START + 12 * HOUR) == Forecast(3, None, at(END))
+    assert counter_forecast(counter, just_before) == forecast(40, 0, 100, START, END, just_before)

@@ -10,6 +10,7 @@ import pytest
 
 import budgetguard
 from budgetguard import Budget, BudgetExceededError, Event, to_usd
+from budgetguard._budgets import window_for
 from tests.guard.conftest import MakeGuard
 from tests.guard.payloads import (
     GPT4O_USAGE,
@@ -58,6 +59,8 @@ def test_committed_event(make_guard: MakeGuard) -> None:
         (scope, "day"): (cost, budgetguard.to_nano(limit))
         for scope, limit in (("global", "100"), ("user:alice", "1"), ("feature:chat", "5"))
     }
+    day = window_for(budgetguard.Period.DAY, "UTC", entry.ts)  # the window the store counted it in
+    assert {(c["window_start"], c["window_end"]) for c in event.data["counters"]} == {(day.start, day.end)}
 
 
 def test_overrun_event(make_guard: MakeGuard) -> None:
