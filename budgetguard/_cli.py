@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
+from rich.cells import cell_len, chop_cells
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -419,7 +420,7 @@ def _grid(title: str, columns: Sequence[tuple[str, str]], cells: list[list[str]]
     column (the key: data) first, and fold onto more lines, never cut or hidden. One space between
     columns, a rule under the header. (Laid out here: rich's tables hide or cut columns when short.)"""
     cells = [[printable(cell) for cell in row] for row in cells]  # (ids are user data: no control codes)
-    longest = [max([len(name), *(len(row[i]) for row in cells)]) for i, (name, _) in enumerate(columns)]
+    longest = [max([len(name), *(cell_len(row[i]) for row in cells)]) for i, (name, _) in enumerate(columns)]
     text = [i for i, (_, justify) in enumerate(columns) if justify != "right"]
     widths = list(longest)
     for i in text:  # at least the header's longest word and 5 (the key: 12)
@@ -437,12 +438,11 @@ def _grid(title: str, columns: Sequence[tuple[str, str]], cells: list[list[str]]
         ]
         out = []
         for n in range(max(map(len, parts))):
-            line = [
-                (p[n] if n < len(p) else "").rjust(size)
-                if columns[i][1] == "right"
-                else (p[n] if n < len(p) else "").ljust(size)
-                for i, (p, size) in enumerate(zip(parts, widths, strict=True))
-            ]
+            line = []
+            for i, (p, size) in enumerate(zip(parts, widths, strict=True)):
+                piece = p[n] if n < len(p) else ""
+                pad = " " * (size - cell_len(piece))  # (terminal cells: a wide character takes two)
+                line.append(pad + piece if columns[i][1] == "right" else piece + pad)
             out.append(" ".join(line).rstrip())
         return out
 
@@ -457,13 +457,13 @@ def _grid(title: str, columns: Sequence[tuple[str, str]], cells: list[list[str]]
 
 
 def _fold(cell: str, size: int) -> list[str]:
-    """``cell`` in pieces of ``size``: at spaces where it has them, else anywhere."""
+    """``cell`` in pieces of ``size`` terminal cells: at spaces where it has them, else anywhere."""
     pieces: list[str] = []
     for word in cell.split(" "):
-        if pieces and len(pieces[-1]) + 1 + len(word) <= size:
+        if pieces and cell_len(pieces[-1]) + 1 + cell_len(word) <= size:
             pieces[-1] += " " + word
             continue
-        pieces += [word[k : k + size] for k in range(0, max(len(word), 1), size)]
+        pieces += chop_cells(word, size) or [""]
     return pieces
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from rich.cells import cell_len
 
 import budgetguard as bg
 from budgetguard._cli import cli
@@ -425,16 +426,18 @@ def test_limits_set_changes_the_budget_it_names_or_fails(store: tuple[str, Path]
     assert named.exit_code == 0 and "per week is now $3" in named.output
 
 
-def test_tables_fit_80_columns_without_cutting_a_figure(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "user", ["alice-with-a-rather-long-identifier-0123456789", "利用者-とても長い識別子の例-0123456789-東京"]
+)
+def test_tables_fit_80_columns_without_cutting_a_figure(tmp_path: Path, user: str) -> None:
     """In a pipe (80 columns), a long scope id and large limits: the figures are whole (no ellipsis),
-    the id folds onto more lines."""
+    the id folds onto more lines. Widths are terminal cells: a wide (CJK) character takes two."""
     budgets = tmp_path / "budgets.toml"
     budgets.write_text(
         '[[budgets]]\nscope = "user"\nusd = "1234567.89"\nper = "day"\ntz = "America/Los_Angeles"\n'
     )
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     guard = bg.Guard(url, budgets=bg.load_budgets(budgets))
-    user = "alice-with-a-rather-long-identifier-0123456789"
 
     @guard.with_budget(user="{user}")
     def call(*, user: str, model: str, messages: Any, max_tokens: int) -> dict[str, Any]:
@@ -452,7 +455,7 @@ def test_tables_fit_80_columns_without_cutting_a_figure(tmp_path: Path) -> None:
         result = narrow.invoke(cli, ["--url", url, "--budgets", str(budgets), *args])
         assert result.exit_code == 0, result.output
         lines = result.output.splitlines()
-        assert max(map(len, lines)) <= 80 and "…" not in result.output, result.output
+        assert max(map(cell_len, lines)) <= 80 and "…" not in result.output, result.output
         for figure in figures:
             assert any(figure in line for line in lines), (figure, result.output)
 
