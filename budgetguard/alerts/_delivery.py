@@ -5,7 +5,9 @@ A ``Sink`` is an ``on_event`` hook. Calling it only filters the event and puts i
 receiver. A daemon thread delivers each alert with retries (exponential backoff with jitter, honouring
 ``Retry-After``); an alert that still fails is reported (logged, counted, ``on_failure``). ``flush()``
 waits until the queue is delivered; ``close()`` flushes and stops the thread; queued alerts are flushed
-at interpreter exit too.
+at interpreter exit too. Repeats that ``quiet`` held back are never left untold: the next alert of their
+kind and scopes says how many, and when none comes by the end of the quiet time, the worker sends the
+last of them with the count (``close()`` does at once).
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ class Sink:
     """An ``on_event`` hook that delivers alerts in the background (see the module's docstring).
 
     ``kinds``: the event kinds it delivers. ``quiet``: seconds during which a repeat of the same kind on
-    the same scopes is held back (counted, and said in the next alert that goes out) - a store outage
+    the same scopes is held back (counted, and said in the next alert that goes out, or at the end of
+    the quiet time in an alert of the last one held back) - a store outage
     emits one ``store_unavailable`` per call; thresholds are never held back. ``max_queue``: alerts
     waiting at most (more are dropped and counted). ``attempts``, ``backoff``, ``max_backoff``: the
     retries of one alert. ``on_failure(event, error)``: told of an alert given up on."""
@@ -104,7 +107,8 @@ class Sink:
         """Alerts delivered, given up on after every attempt, and dropped because the queue was full."""
         self._queue: queue.Queue[Alert | None] = queue.Queue(max_queue)
         self._last: dict[tuple[str, tuple[str, ...]], float] = {}
-        self._held: dict[tuple[str, tuple[str, ...]], int] = {}
+        self._held: dict[tuple[str, tuple[str, ...]], tuple[int, Event]] = {}
+        """Per kind and scopes: the repeats held back since the last alert, and the last of them."""
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._closed = False
@@ -121,20 +125,13 @@ class Sink:
                 now = time.monotonic()
                 last = self._last.get(key)
                 if last is not None and now - last < self.quiet:
-                    self._held[key] = self._held.get(key, 0) + 1
+                    self._held[key] = (self._held.get(key, (0, event))[0] + 1, event)
                     return
                 self._last[key] = now
                 if len(self._last) > 10_000:  # forget the keys whose quiet time has passed
                     self._last = {k: t for k, t in self._last.items() if now - t < self.quiet}
-            held = self._held.pop(key, 0)
-            try:
-                self._queue.put_nowait(Alert(event, held, secrets.token_hex(8)))
-            except queue.Full:
-                self.dropped += 1
-                if self.dropped == 1 or self.dropped % 100 == 0:
-                    logger.warning(
-                        "%s: the alert queue is full; %d alerts dropped so far", self, self.dropped
-                    )
+            held = self._held.pop(key, (0, event))[0]
+            if not self._put(Alert(event, held, secrets.token_hex(8))):
                 return
             if self._worker is None:
                 self._worker = threading.Thread(
@@ -142,6 +139,33 @@ class Sink:
                 )
                 self._worker.start()
                 _open.add(self)
+
+    def _put(self, alert: Alert) -> bool:
+        """Queue ``alert`` (under the lock), or drop and count it when the queue is full."""
+        try:
+            self._queue.put_nowait(alert)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 100 == 0:
+                logger.warning("%s: the alert queue is full; %d alerts dropped so far", self, self.dropped)
+            return False
+        return True
+
+    def _tell_held(self, *, all_of_them: bool = False) -> float | None:
+        """Queue an alert for each kind and scopes whose held-back repeats no later alert told by the end
+        of their quiet time (``all_of_them``: every one, at once): the last repeat, with how many more were
+        held back. Returns the seconds until the next such end, or None when nothing is held back."""
+        with self._lock:
+            now, due = time.monotonic(), None
+            for key, (count, event) in list(self._held.items()):
+                ends = self._last.get(key, now - self.quiet) + self.quiet
+                if all_of_them or ends <= now:
+                    del self._held[key]
+                    self._last[key] = now  # (this alert starts a quiet time of its own)
+                    self._put(Alert(event, count - 1, secrets.token_hex(8)))
+                else:
+                    due = ends - now if due is None else min(due, ends - now)
+            return due
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued alert is delivered or given up on; False if ``timeout`` passed first."""
@@ -155,8 +179,11 @@ class Sink:
         return True
 
     def close(self, timeout: float | None = 30.0) -> bool:
-        """Deliver what is queued (for at most ``timeout`` seconds), then stop; later events are ignored."""
+        """Deliver what is queued and what ``quiet`` held back (for at most ``timeout`` seconds), then stop;
+        later events are ignored."""
         self._closed = True
+        if self._worker is not None:
+            self._tell_held(all_of_them=True)
         done = self.flush(timeout)
         self._stop.set()  # (ends a backoff wait of an alert still being retried)
         worker = self._worker
@@ -171,7 +198,10 @@ class Sink:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            try:  # (waking when the quiet time of repeats held back ends, to tell them)
+                item = self._queue.get(timeout=self._tell_held())
+            except queue.Empty:
+                continue
             try:
                 if item is None:
                     return
