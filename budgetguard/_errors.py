@@ -10,6 +10,10 @@
 
 Errors carry their context as attributes and say in their message what to do next.
 User and SDK exceptions pass through budgetguard unchanged.
+
+The refusals (``BudgetExceededError``, ``MissingScopeError``) travel between processes whole: pickled
+by their fields, and rebuilt from their ``args`` (the message and the fields as JSON values), which is
+how a task queue's JSON result backend (Celery's default) sends a task's error back: ``cls(*args)``.
 """
 
 from __future__ import annotations
@@ -58,25 +62,50 @@ class LedgerError(BudgetGuardError):
     """The ledger store failed or could not be reached; ``__cause__`` holds the backend error."""
 
 
-class BudgetExceededError(BudgetGuardError):
+class _Refusal(BudgetGuardError):
+    """A refusal whose ``args`` are its message and its fields as JSON values (see the module's
+    docstring); its text is the message alone."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class BudgetExceededError(_Refusal):
     """A reservation was refused because it would take a scope past its limit.
 
     Amounts are in the budget's unit: USD as ``Decimal`` for money budgets, integers for token and
     request budgets.
     """
 
+    _FIELDS = ("scope", "unit", "period", "limit", "spent", "held", "requested", "resets_at")
+
     def __init__(
         self,
+        _message: str | None = None,
+        _fields: dict[str, Any] | None = None,
+        /,
         *,
-        scope: str,
-        unit: str,
-        period: str,
-        limit: Decimal | int,
-        spent: Decimal | int,
-        held: Decimal | int,
-        requested: Decimal | int,
-        resets_at: datetime | None,
+        scope: str = "",
+        unit: str = "usd",
+        period: str = "",
+        limit: Decimal | int = 0,
+        spent: Decimal | int = 0,
+        held: Decimal | int = 0,
+        requested: Decimal | int = 0,
+        resets_at: datetime | None = None,
     ) -> None:
+        if _fields is not None:  # rebuilt from its args (a JSON result backend): the fields as JSON
+            number = Decimal if _fields["unit"] == "usd" else int
+            scope, unit, period = _fields["scope"], _fields["unit"], _fields["period"]
+            limit, spent, held, requested = (
+                number(_fields[k]) for k in ("limit", "spent", "held", "requested")
+            )
+            at = _fields["resets_at"]
+            resets_at = None if at is None else datetime.fromisoformat(at)
+        elif _message is not None or not scope:
+            raise TypeError(
+                "BudgetExceededError takes its fields by name: scope=, unit=, period=, limit=, ..."
+            )
         self.scope = scope
         self.unit = unit
         self.period = period
@@ -87,17 +116,20 @@ class BudgetExceededError(BudgetGuardError):
         self.resets_at = resets_at
         fmt = _fmt_usd if unit == "usd" else str
         when = f"it resets at {resets_at.isoformat()}" if resets_at else "it never resets"
+        wire = {k: getattr(self, k) for k in self._FIELDS}
+        wire.update({k: str(wire[k]) for k in ("limit", "spent", "held", "requested")})
+        wire["resets_at"] = None if resets_at is None else resets_at.isoformat()
         super().__init__(
             f"budget exceeded for {scope} ({period} {unit} budget): limit {fmt(limit)}, "
             f"spent {fmt(spent)}, held by calls in flight {fmt(held)}, "
             f"remaining {fmt(self.remaining)}, requested {fmt(requested)}; {when}. "
             "Lower the request (max tokens, a cheaper model), wait for the reset, "
-            "or raise the limit (budgetguard limits set)."
+            "or raise the limit (budgetguard limits set).",
+            wire,
         )
 
     def __reduce__(self) -> tuple[Any, ...]:  # (pickled by its fields: a process pool, a task queue)
-        fields = {name: getattr(self, name) for name in ("scope", "unit", "period", "limit", "spent", "held",
-                                                          "requested", "resets_at")}  # fmt: skip
+        fields = {name: getattr(self, name) for name in self._FIELDS}
         return functools.partial(type(self), **fields), ()
 
     @property
@@ -121,7 +153,7 @@ class BudgetExceededError(BudgetGuardError):
         )
 
 
-class MissingScopeError(BudgetGuardError):
+class MissingScopeError(_Refusal):
     """A guarded call names no id for a scope kind that a budget applies to (``Budget("user", ...)`` and
     no user id): it is refused rather than let through without that limit. ``kinds`` are the kinds
     without an id.
@@ -130,7 +162,11 @@ class MissingScopeError(BudgetGuardError):
     help; the caller has to name the scope (an HTTP 400, not a 429).
     """
 
-    def __init__(self, kinds: Iterable[str]) -> None:
+    def __init__(self, kinds: Iterable[str], _fields: dict[str, Any] | None = None, /) -> None:
+        if _fields is not None:  # rebuilt from its args (message, fields): see the module's docstring
+            kinds = _fields["kinds"]
+        elif isinstance(kinds, str):
+            raise TypeError("MissingScopeError takes the scope kinds without an id, e.g. ['user']")
         self.kinds = tuple(kinds)
         names = " and ".join(self.kinds)
         kind = self.kinds[0]
@@ -140,7 +176,8 @@ class MissingScopeError(BudgetGuardError):
             f"({kind}='{{{kind}_id}}' on the decorator, budget_context({kind}=...), or the request header "
             "the middleware reads), or tell the guard what calls without one do: "
             f"Guard(default_scopes={{'{kind}': 'anonymous'}}) charges them all to one shared scope, "
-            f"Guard(missing_scope='skip') leaves the {names} budgets off them."
+            f"Guard(missing_scope='skip') leaves the {names} budgets off them.",
+            {"kinds": list(self.kinds)},
         )
 
     def __reduce__(self) -> tuple[Any, ...]:  # (pickled by its kinds: a process pool, a task queue)

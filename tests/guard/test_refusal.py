@@ -197,3 +197,28 @@ def test_refusals_pickle_with_their_fields() -> None:
     for error in (refused, missing, unpriced):
         back = pickle.loads(pickle.dumps(error))
         assert type(back) is type(error) and str(back) == str(error) and back.__dict__ == error.__dict__
+
+
+def test_refusals_are_rebuilt_from_their_args_as_json() -> None:
+    """A JSON result backend (Celery's default) sends ``type``, ``module`` and ``args`` as JSON and
+    rebuilds the error with ``cls(*args)``: the refusals come back whole that way too."""
+    import json
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    import budgetguard as bg
+
+    at = datetime(2026, 12, 8, tzinfo=UTC)
+    usd = bg.BudgetExceededError(scope="user:a", unit="usd", period="day", limit=Decimal(1),
+                                 spent=Decimal("0.95"), held=Decimal(0), requested=Decimal("0.1"),
+                                 resets_at=at)  # fmt: skip
+    tokens = bg.BudgetExceededError(scope="team:x y", unit="tokens", period="total", limit=10, spent=9,
+                                    held=0, requested=5, resets_at=None)  # fmt: skip
+    for error in (usd, tokens, bg.MissingScopeError(("user", "team"))):
+        back = type(error)(*json.loads(json.dumps(error.args)))
+        assert str(back) == str(error) and back.__dict__ == error.__dict__
+    assert isinstance(usd.limit, Decimal) and isinstance(tokens.limit, int)
+    with pytest.raises(TypeError, match="by name"):
+        bg.BudgetExceededError("budget exceeded")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="scope kinds"):
+        bg.MissingScopeError("user")

@@ -65,8 +65,11 @@ def test_a_worker_task_is_charged_to_the_scopes_of_the_request_that_enqueued_it(
         assert summarise.delay(times=2).get(timeout=20) == "done"
     with bg.budget_context(user="bob"):
         refused = summarise.delay(big=True)
-        refused.get(timeout=20, propagate=False)
+        with pytest.raises(bg.BudgetExceededError) as raised:  # (through the default JSON result backend)
+            refused.get(timeout=20)
     assert refused.failed() and "budget exceeded for user:bob (day usd budget)" in refused.traceback
+    assert (raised.value.scope, raised.value.spent, raised.value.unit) == ("user:bob", 0, "usd")
+    assert raised.value.requested > raised.value.limit and "user:bob" in raised.value.reason
     assert HEADERS == [{"user": "alice", "team": "red"}, {"user": "bob"}]
     assert spent(guard, "alice") == 2 * bg.to_nano(COST) and spent(guard, "bob") == 0
     assert [e.event for e in guard.ledger.history()] == ["committed", "committed", "refused"]
@@ -78,8 +81,10 @@ def test_a_task_enqueued_without_scopes_is_refused_and_an_explicit_header_wins(
     guard: bg.Guard, worker: None
 ) -> None:
     anonymous = summarise.delay()
-    anonymous.get(timeout=20, propagate=False)
+    with pytest.raises(bg.MissingScopeError) as missing:
+        anonymous.get(timeout=20)
     assert anonymous.failed() and "_errors.MissingScopeError" in anonymous.traceback
+    assert missing.value.kinds == ("user",)
     with bg.budget_context(user="carol"):
         result = summarise.apply_async(headers={bg_celery.HEADER: {"user": "dana"}})
         assert result.get(timeout=20) == "done"
