@@ -55,6 +55,9 @@ class Plan:
     fit: Fitting | None = None
     hold: Learned | None = None
     """Hold a learned share of the worst case (``None``: the worst case)."""
+    first_attempt: int = 1
+    """The number of the flow's first attempt: above 1 when the caller retries on its own and says so
+    (an SDK's ``x-stainless-retry-count`` under the httpx transport), journaled and told in events."""
 
 
 def call_flow(core: GuardCore, plan: Plan) -> Flow:
@@ -67,11 +70,11 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
     state = None if retries.alone_first(policy) else retries.start(policy, started)
     labels = plan.scopes.labels
     model_index = 0
-    attempt = 1
+    attempt = plan.first_attempt
     last_error: BaseException | None = None
     while True:
         if state is not None:
-            attempt = state.attempt_number
+            attempt = plan.first_attempt - 1 + state.attempt_number
             retries.before(state)
         # -- reserve, routing to a cheaper model when needed, fitting the last one (fit=)
         refits = 0

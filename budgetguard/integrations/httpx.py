@@ -159,9 +159,16 @@ class _Base:
         counting = estimator.anthropic_count_tokens is not None
         plan = Plan(
             scopes, (body["model"],), estimate, Usage.from_response, None, True,
-            count if counting else None, None, None, guard.hold,
+            count if counting else None, None, None, guard.hold, _attempt_number(request),
         )  # fmt: skip
         return Attempt(guard, plan), request
+
+
+def _attempt_number(request: Any) -> int:
+    """Which attempt of its call a request is: the openai and anthropic SDKs number their retries in
+    ``x-stainless-retry-count`` (0 on the first try); 1 without it."""
+    retries = request.headers.get("x-stainless-retry-count", "")
+    return int(retries) + 1 if retries.isdigit() and len(retries) < 6 else 1
 
 
 def _parsed(content: bytes) -> Any:
