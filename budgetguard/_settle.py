@@ -25,6 +25,7 @@ from ._events import Event, EventKind, emit, wanted
 from ._ledger import Outcome, Reservation
 from ._ledger._meta import USAGE, pack_usage
 from ._ledger._types import CheckedAmounts, JournalData, ReservationError
+from ._limits import answers_as
 from ._money import INT64_MAX, to_usd
 from ._pricing import PriceBook
 from ._providers import response_variant
@@ -225,7 +226,7 @@ def served_flags(
     if variant != est.variant:
         flags = {"variant": None if variant is None else dict(variant), "served_tier": tier}
     charged = None
-    if model and model != est.model:
+    if model and model != est.model and not answers_as(est.model, model):
         flags["served_model"] = model
         if est.price.source not in ("override", "default"):
             charged = model
