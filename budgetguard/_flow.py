@@ -168,6 +168,7 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
             else:
                 ctx.reservation_id = reservation.id
                 ctx.meta = meta  # (a late charge journals it again: see _settle.resolve)
+                ctx.held(est.cost_nano if usd is None else usd)
                 ctx.emit("reserved")
                 if fitted is not None:
                     ctx.emit("fitted", reason=f"max output tokens {fitted['from']} -> {fitted['to']}",
@@ -177,6 +178,7 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
         try:
             result = yield Call(model)
         except GeneratorExit:  # an abandoned flow (Attempt): no call was made; its lease ends the hold
+            ctx.unhold()
             raise
         except BaseException as exc:  # the SDK's (or user's) error: reconcile, let tenacity decide
             last_error = exc

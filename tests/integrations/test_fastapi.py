@@ -15,10 +15,13 @@ from fastapi.testclient import TestClient
 import budgetguard as bg
 from budgetguard.integrations.fastapi import (
     BudgetMiddleware,
+    ResponseCost,
     budget_exceeded_handler,
     budget_scope,
     refusal_response,
 )
+from budgetguard.testing import MockProvider
+from tests.integrations.web_helpers import REQUEST, make_guard, stream_cost, usage_reply
 
 USAGE = bg.Usage(input_tokens=200, output_tokens=50)
 COST = bg.cost("gpt-4o-mini", USAGE)
@@ -221,13 +224,72 @@ def test_a_scope_id_no_store_can_hold_is_a_400() -> None:
     assert response.status_code == 400 and response.json()["error"] == "bad_scope"
 
 
-def test_streaming_headers_count_the_calls_before_the_body() -> None:
+def test_a_streamed_body_gets_no_cost_header_before_its_calls_are_made() -> None:
+    """The body makes a guarded call after the headers went: no cost header (a 0, or the first call's
+    cost, would be false), but what was settled and held when they went."""
     app, guard = build()
     with TestClient(app) as client:
         response = client.get("/stream", headers={"x-user-id": "erin"})
     assert response.text == "one two"
-    assert Decimal(response.headers["x-budget-cost-usd"]) == COST
+    assert "x-budget-cost-usd" not in response.headers and "trailer" not in response.headers
+    assert Decimal(response.headers["x-budget-settled-usd"]) == COST  # the call before the body
+    assert response.headers["x-budget-held-usd"] == "0"
     assert user_spent(guard, "erin") == bg.to_nano(2 * COST)
+
+
+def sse_app(api: MockProvider, told: list[ResponseCost]) -> tuple[FastAPI, bg.Guard]:
+    """An endpoint streaming a guarded SSE call to the local provider as its own SSE response."""
+    guard = make_guard()
+    ask = guard.with_budget(feature="chat")(usage_reply)
+    client = guard.wrap(api.async_openai())
+    app = FastAPI()
+    app.add_middleware(BudgetMiddleware, guard=guard, scopes={"user": "x-user-id"}, on_settled=told.append)
+
+    @app.get("/sse")
+    async def sse() -> StreamingResponse:
+        ask(**REQUEST)  # settled before the headers
+        chunks = await client.chat.completions.create(**REQUEST, stream=True)  # held: settled at its end
+
+        async def body() -> Any:
+            async for chunk in chunks:
+                if chunk.choices:
+                    yield f"data: {chunk.choices[0].delta.content or ''}\n\n"
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    @app.get("/whole")
+    async def whole() -> dict[str, Any]:
+        ask(**REQUEST)
+        return {"ok": True}
+
+    return app, guard
+
+
+def test_a_streamed_guarded_sse_call_reports_its_hold_then_its_cost_to_the_hook() -> None:
+    told: list[ResponseCost] = []
+    with MockProvider() as api:
+        app, guard = sse_app(api, told)
+        with TestClient(app) as client:
+            streamed = client.get("/sse", headers={"x-user-id": "erin"})
+            whole = client.get("/whole", headers={"x-user-id": "erin"})
+
+    stream_nano = stream_cost(api.usages[0])
+    _, stream_entry, _ = guard.ledger.history(events=["committed"])
+    assert streamed.text.startswith("data: ") and "x-budget-cost-usd" not in streamed.headers
+    assert Decimal(streamed.headers["x-budget-settled-usd"]) == COST
+    # what the stream held when the headers went: its reservation, the journaled estimate
+    assert Decimal(streamed.headers["x-budget-held-usd"]) == Decimal(stream_entry.data["estimated_usd"]) > 0
+    assert Decimal(whole.headers["x-budget-cost-usd"]) == COST and "x-budget-held-usd" not in whole.headers
+    first, second = told
+    assert (first.streamed, first.held, first.calls, first.scopes) == (True, 0, 2, {"user": "erin"})
+    assert (
+        bg.to_nano(first.cost)
+        == bg.to_nano(COST) + stream_nano
+        == stream_entry.amounts["usd"] + bg.to_nano(COST)
+    )
+    assert (second.streamed, second.cost) == (False, COST)
+    assert user_spent(guard, "erin") == 2 * bg.to_nano(COST) + stream_nano
+    assert [s.held for s in guard.ledger.status(guard.counters_for([bg.Scope("user", "erin")]))] == [0]
 
 
 def test_the_dependency_scopes_one_route() -> None:
