@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
@@ -326,3 +331,101 @@ def test_bad_scope_settings_fail_at_start_up() -> None:
         BudgetMiddleware(FastAPI(), scopes={"global": "x-anything"})
     with pytest.raises(TypeError):
         budget_scope(user=42)  # type: ignore[arg-type]
+
+
+def h2_get(
+    port: int, path: str, headers: list[tuple[str, str]]
+) -> tuple[dict[str, str], bytes, dict[str, str]]:
+    """One GET over HTTP/2 without TLS (prior knowledge), as gRPC-style clients send it: the response's
+    headers, body and trailers (h2, the library hypercorn itself speaks HTTP/2 with)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    head: dict[str, str] = {}
+    trailers: dict[str, str] = {}
+    body = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(conn.data_to_send())
+        request = [
+            (":method", "GET"),
+            (":path", path),
+            (":scheme", "http"),
+            (":authority", f"127.0.0.1:{port}"),
+        ]
+        conn.send_headers(1, [*request, *headers], end_stream=True)
+        sock.sendall(conn.data_to_send())
+        ended = False
+        while not ended:
+            data = sock.recv(65536)
+            assert data, "the server closed the connection before the stream ended"
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    head = {k.decode(): v.decode() for k, v in event.headers}
+                elif isinstance(event, h2.events.DataReceived):
+                    body += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.TrailersReceived):
+                    trailers = {k.decode(): v.decode() for k, v in event.headers}
+                elif isinstance(event, h2.events.StreamEnded):
+                    ended = True
+            sock.sendall(conn.data_to_send())
+    return head, body, trailers
+
+
+@contextmanager
+def hypercorn_serving(app: FastAPI) -> Iterator[int]:
+    """``app`` served by hypercorn on a free loopback port, in a thread, until the block ends."""
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = config.errorlog = None
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(
+        target=loop.run_until_complete, args=(serve(app, config, shutdown_trigger=stop.wait),)
+    )  # type: ignore[arg-type]
+    thread.start()
+    try:
+        for _ in range(200):  # until it listens (bounded: 10 s)
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            threading.Event().wait(0.05)
+        yield port
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        loop.close()
+
+
+def test_over_http2_the_cost_follows_as_trailers_when_the_client_asks() -> None:
+    """hypercorn offers ASGI's http.response.trailers over HTTP/2: the headers announce the trailers
+    (``Trailer``) and hold no cost; the trailers carry it once the stream has settled."""
+    told: list[ResponseCost] = []
+    with MockProvider() as api:
+        app, guard = sse_app(api, told)
+        with hypercorn_serving(app) as port:
+            head, body, trailers = h2_get(port, "/sse", [("te", "trailers"), ("x-user-id", "erin")])
+            plain, _, none = h2_get(port, "/sse", [("x-user-id", "erin")])  # no TE: trailers
+
+    stream_nano = stream_cost(api.usages[0])
+    assert head[":status"] == "200" and body.startswith(b"data: ")
+    assert "x-budget-cost-usd" not in head and Decimal(head["x-budget-settled-usd"]) == COST
+    assert (
+        head["trailer"]
+        == "X-Budget-Cost-USD, X-Budget-Input-Tokens, X-Budget-Output-Tokens, X-Budget-Held-USD"
+    )
+    assert bg.to_nano(Decimal(trailers["x-budget-cost-usd"])) == bg.to_nano(COST) + stream_nano
+    assert trailers["x-budget-held-usd"] == "0"
+    assert int(trailers["x-budget-input-tokens"]) == USAGE.input_tokens + api.usages[0]["prompt_tokens"]
+    assert "trailer" not in plain and none == {} and "x-budget-cost-usd" not in plain
+    assert [t.cost for t in told] == [Decimal(trailers["x-budget-cost-usd"])] * 2
+    assert user_spent(guard, "erin") == 2 * (bg.to_nano(COST) + stream_nano)

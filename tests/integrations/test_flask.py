@@ -12,7 +12,7 @@ import pytest
 from flask import Flask, Response, request
 
 import budgetguard as bg
-from budgetguard.integrations.flask import BudgetGuard
+from budgetguard.integrations.flask import BudgetGuard, ResponseCost
 from budgetguard.testing import MockProvider
 from tests.integrations.web_helpers import COST, REQUEST, TOO_BIG, make_guard, stream_cost, usage_reply
 from tests.integrations.web_helpers import user_spent as spent
@@ -118,13 +118,24 @@ def test_a_request_without_the_user_id_is_a_400_and_spends_nothing(guard: bg.Gua
 
 def test_a_streamed_response_charges_its_stream_and_later_calls_to_the_request_user(guard: bg.Guard) -> None:
     with MockProvider() as api:
-        client = build(guard, api).test_client()
+        told: list[ResponseCost] = []
+        client = build(guard, api, on_settled=told.append).test_client()
         response = client.get("/stream", headers={"X-User-Id": "erin"}, buffered=False)
-        assert Decimal(response.headers["X-Budget-Cost-USD"]) == COST  # known when the headers were made
+        assert told == []  # not before the body has ended
         text = response.get_data(as_text=True)
         response.close()
-    assert text and spent(guard, "erin") == 2 * bg.to_nano(COST) + stream_cost(api.usages[0])
+    stream_nano = stream_cost(api.usages[0])
+    assert text and spent(guard, "erin") == 2 * bg.to_nano(COST) + stream_nano
     assert [e.event for e in guard.ledger.history()] == ["committed"] * 3
+    _, stream_entry, _ = guard.ledger.history()
+    # the headers went before the stream was read: what was settled, and what the stream held; no cost
+    assert "X-Budget-Cost-USD" not in response.headers
+    assert Decimal(response.headers["X-Budget-Settled-USD"]) == COST
+    assert Decimal(response.headers["X-Budget-Held-USD"]) == Decimal(stream_entry.data["estimated_usd"]) > 0
+    # the whole cost, to the nano-USD, once the body has ended
+    [message] = told
+    assert (message.streamed, message.held, message.calls, message.scopes) == (True, 0, 3, {"user": "erin"})
+    assert bg.to_nano(message.cost) == 2 * bg.to_nano(COST) + stream_nano == spent(guard, "erin")
 
 
 def test_bad_settings_fail_at_start_up() -> None:
