@@ -22,6 +22,7 @@ import budgetguard as bg
 from budgetguard import BudgetExceededError, ConfigurationError, PricingError
 from budgetguard.integrations._eventstream import FrameError, bedrock_event, read_frame
 from budgetguard.integrations.httpx import BudgetTransport
+from budgetguard.testing import MockProvider
 from tests.guard.payloads import CLAUDE_USAGE, MESSAGES
 from tests.sdk_http import ANTHROPIC_HTTP, http_for
 from tests.sdk_payloads import anthropic_message, anthropic_stream_events
@@ -397,3 +398,31 @@ async def test_async_client_stream() -> None:
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
     assert committed(guard) == [aws_nano()]
     await guard.aclose()
+
+
+def mock_nano(model: str, reported: JSON) -> int:
+    """The aws price of a usage the mock reported (no cache in these prompts: input and output only)."""
+    assert not reported.get("cache_read_input_tokens") and not reported.get("cache_creation_input_tokens")
+    usage = bg.Usage(input_tokens=reported["input_tokens"], output_tokens=reported["output_tokens"])
+    return bg.get_price(model, provider="aws").cost_nano(usage)
+
+
+def test_over_http_against_the_mock_bedrock_server(guard: bg.Guard) -> None:
+    """The local HTTP server speaks Bedrock too (``MockProvider.bedrock()``): a real socket, chunked
+    event-stream framing, SigV4-signed requests."""
+    with MockProvider() as api:
+        wrapped = guard.wrap(api.bedrock(), user="alice")
+        message = wrapped.messages.create(**request())
+        text = "".join(
+            e.delta.text for e in wrapped.messages.create(**request(GLOBAL), stream=True)
+            if e.type == "content_block_delta"
+        )  # fmt: skip
+
+    assert message.model == "claude-sonnet-4-5-20250929" and message.content[0].text.startswith(text[:10])
+    assert [r.path for r in api.requests] == [
+        f"/model/{MODEL}/invoke",
+        f"/model/{GLOBAL}/invoke-with-response-stream",
+    ]
+    assert api.requests[0].headers["Authorization"].startswith("AWS4-HMAC-SHA256")
+    expected = [mock_nano(MODEL, api.usages[0]), mock_nano(GLOBAL, api.usages[1])]
+    assert committed(guard) == expected and user_status(guard) == (sum(expected), 0)
