@@ -14,7 +14,7 @@ from flask import Flask, Response, request
 import budgetguard as bg
 from budgetguard.integrations.flask import BudgetGuard, ResponseCost
 from budgetguard.testing import MockProvider
-from tests.integrations.web_helpers import COST, REQUEST, TOO_BIG, make_guard, stream_cost, usage_reply
+from tests.integrations.web_helpers import COST, REQUEST, TOO_BIG, make_guard, streamed_as_told, usage_reply
 from tests.integrations.web_helpers import user_spent as spent
 
 
@@ -124,18 +124,8 @@ def test_a_streamed_response_charges_its_stream_and_later_calls_to_the_request_u
         assert told == []  # not before the body has ended
         text = response.get_data(as_text=True)
         response.close()
-    stream_nano = stream_cost(api.usages[0])
-    assert text and spent(guard, "erin") == 2 * bg.to_nano(COST) + stream_nano
-    assert [e.event for e in guard.ledger.history()] == ["committed"] * 3
-    _, stream_entry, _ = guard.ledger.history()
-    # the headers went before the stream was read: what was settled, and what the stream held; no cost
-    assert "X-Budget-Cost-USD" not in response.headers
-    assert Decimal(response.headers["X-Budget-Settled-USD"]) == COST
-    assert Decimal(response.headers["X-Budget-Held-USD"]) == Decimal(stream_entry.data["estimated_usd"]) > 0
-    # the whole cost, to the nano-USD, once the body has ended
-    [message] = told
-    assert (message.streamed, message.held, message.calls, message.scopes) == (True, 0, 3, {"user": "erin"})
-    assert bg.to_nano(message.cost) == 2 * bg.to_nano(COST) + stream_nano == spent(guard, "erin")
+    assert text
+    streamed_as_told(guard, response.headers, told, api.usages[0])
 
 
 def test_bad_settings_fail_at_start_up() -> None:
