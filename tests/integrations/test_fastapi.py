@@ -14,8 +14,9 @@ from typing import Annotated, Any
 
 import pytest
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.testclient import TestClient
+from starlette.background import BackgroundTask
 
 import budgetguard as bg
 from budgetguard.integrations.fastapi import (
@@ -267,6 +268,11 @@ def sse_app(api: MockProvider, told: list[ResponseCost]) -> tuple[FastAPI, bg.Gu
         ask(**REQUEST)
         return {"ok": True}
 
+    @app.get("/open")
+    async def still_open() -> JSONResponse:  # a whole body, sent while its guarded stream is still open
+        chunks = await client.chat.completions.create(**REQUEST, stream=True)
+        return JSONResponse({"ok": True}, background=BackgroundTask(chunks.close))
+
     return app, guard
 
 
@@ -429,3 +435,21 @@ def test_over_http2_the_cost_follows_as_trailers_when_the_client_asks() -> None:
     assert "trailer" not in plain and none == {} and "x-budget-cost-usd" not in plain
     assert [t.cost for t in told] == [Decimal(trailers["x-budget-cost-usd"])] * 2
     assert user_spent(guard, "erin") == 2 * (bg.to_nano(COST) + stream_nano)
+
+
+def test_a_whole_body_sent_while_a_guarded_call_is_open_gets_no_cost_header() -> None:
+    """The stream is opened (reserved) and closed unread after the response went: the headers could not
+    know its cost; on_settled, told after the close, has the charge the ledger made."""
+    told: list[ResponseCost] = []
+    with MockProvider() as api:
+        app, guard = sse_app(api, told)
+        with TestClient(app) as client:
+            response = client.get("/open", headers={"x-user-id": "erin"})
+
+    (entry,) = guard.ledger.history()
+    assert response.json() == {"ok": True} and "x-budget-cost-usd" not in response.headers
+    assert Decimal(response.headers["x-budget-held-usd"]) == Decimal(entry.data["estimated_usd"]) > 0
+    assert response.headers["x-budget-settled-usd"] == "0"
+    [message] = told
+    assert (message.streamed, message.held, message.calls) == (False, 0, 1)
+    assert bg.to_nano(message.cost) == entry.amounts["usd"] == user_spent(guard, "erin")
