@@ -167,10 +167,34 @@ class ModelTotals:
 
 @dataclass
 class Tracker:
-    """Totals of the guarded and metered calls made inside ``with track() as t:``."""
+    """Totals of the guarded and metered calls made inside ``with track() as t:``, and the amount held
+    by those admitted and not settled yet (a stream still being read)."""
 
     by_model: dict[str, ModelTotals] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _holds: dict[object, int] = field(default_factory=dict, repr=False)
+    """Nano-USD held by each call admitted and not settled yet, by its attempt."""
+
+    def hold(self, attempt: object, nano: int) -> None:
+        with self._lock:
+            self._holds[attempt] = nano
+
+    def settled(self, attempt: object) -> None:
+        with self._lock:
+            self._holds.pop(attempt, None)
+
+    @property
+    def open_calls(self) -> int:
+        """How many calls made inside were admitted and are not settled yet (a stream still being read:
+        it settles when it ends or is closed)."""
+        with self._lock:
+            return len(self._holds)
+
+    @property
+    def held(self) -> Decimal:
+        """USD the open calls hold (each its reservation: the worst case, not what it will cost)."""
+        with self._lock:
+            return to_usd(sum(self._holds.values()))
 
     def add(self, model: str, usage: Usage, cost_nano: int) -> None:
         with self._lock:
@@ -245,3 +269,12 @@ def track() -> Iterator[Tracker]:
 def record_usage(model: str, usage: Usage, cost_nano: int) -> None:
     for tracker in _trackers.get():
         tracker.add(model, usage, cost_nano)
+
+
+def record_hold(attempt: object, nano: int) -> tuple[Tracker, ...]:
+    """An admitted call's hold, added to the open trackers: the trackers (``Tracker.settled`` tells them
+    it settled, in whatever context it settles)."""
+    trackers = _trackers.get()
+    for tracker in trackers:
+        tracker.hold(attempt, nano)
+    return trackers

@@ -55,6 +55,9 @@ class Plan:
     fit: Fitting | None = None
     hold: Learned | None = None
     """Hold a learned share of the worst case (``None``: the worst case)."""
+    first_attempt: int = 1
+    """The number of the flow's first attempt: above 1 when the caller retries on its own and says so
+    (an SDK's ``x-stainless-retry-count`` under the httpx transport), journaled and told in events."""
 
 
 def call_flow(core: GuardCore, plan: Plan) -> Flow:
@@ -67,11 +70,11 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
     state = None if retries.alone_first(policy) else retries.start(policy, started)
     labels = plan.scopes.labels
     model_index = 0
-    attempt = 1
+    attempt = plan.first_attempt
     last_error: BaseException | None = None
     while True:
         if state is not None:
-            attempt = state.attempt_number
+            attempt = plan.first_attempt - 1 + state.attempt_number
             retries.before(state)
         # -- reserve, routing to a cheaper model when needed, fitting the last one (fit=)
         refits = 0
@@ -165,6 +168,7 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
             else:
                 ctx.reservation_id = reservation.id
                 ctx.meta = meta  # (a late charge journals it again: see _settle.resolve)
+                ctx.held(est.cost_nano if usd is None else usd)
                 ctx.emit("reserved")
                 if fitted is not None:
                     ctx.emit("fitted", reason=f"max output tokens {fitted['from']} -> {fitted['to']}",
@@ -174,6 +178,7 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
         try:
             result = yield Call(model)
         except GeneratorExit:  # an abandoned flow (Attempt): no call was made; its lease ends the hold
+            ctx.unhold()
             raise
         except BaseException as exc:  # the SDK's (or user's) error: reconcile, let tenacity decide
             last_error = exc

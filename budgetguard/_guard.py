@@ -120,7 +120,7 @@ class Guard(GuardCore):
 
     def wrap(self, client: C, **scopes: ScopeSpec) -> C:
         """A copy of an openai or anthropic SDK client (``OpenAI``, ``AzureOpenAI``, ``Anthropic``,
-        ``AnthropicVertex``, ``AnthropicFoundry`` and their async twins; not ``AnthropicBedrock`` yet)
+        ``AnthropicBedrock``, ``AnthropicVertex``, ``AnthropicFoundry`` and their async twins)
         on which every billed request is guarded, whatever method sends it (``with_raw_response``,
         ``with_streaming_response`` and stream helpers too): its HTTP client sends through a
         ``BudgetTransport`` (``budgetguard.integrations.httpx``) over the client's own transport. Each

@@ -417,6 +417,7 @@ class _JobCtx(Ctx):
         self.reservation_id = None
         self.meta = {}
         self.lost = False
+        self.trackers = ()
 
     @property
     def model(self) -> str | None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from ._errors import ConfigurationError
 
-__all__ = ["ModelLimits", "checked_limits", "model_limits", "model_names"]
+__all__ = ["ModelLimits", "answers_as", "checked_limits", "model_limits", "model_names"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +149,9 @@ _BY_PREFIX = {prefix: ModelLimits(context, output) for context, output, *names i
 _LONGEST_FIRST = sorted(_BY_PREFIX, key=len, reverse=True)
 
 DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-\d{4}|-latest)$")
-_VENDOR = re.compile(r"^(?:[a-z]{2,6}\.)?anthropic\.")  # Bedrock: anthropic.claude-..., us.anthropic.
+_VENDOR = re.compile(
+    r"^(?:[a-z]{2,6}(?:-[a-z]{2,4})?\.)?anthropic\."
+)  # Bedrock: anthropic.claude-..., us.anthropic.
 _BEDROCK_VERSION = re.compile(r"-v\d+:\d+$")  # ...-20241022-v2:0
 
 
@@ -171,6 +173,15 @@ def _bare(model: str) -> str:
         name = name[3:].split(":", 1)[0]
     name = _BEDROCK_VERSION.sub("", _VENDOR.sub("", name)).split("@", 1)[0]
     return DATE_SUFFIX.sub("", name)
+
+
+def answers_as(asked: str, served: str) -> bool:
+    """Whether ``served`` (the model a response names) is ``asked`` under its vendor's own name: Bedrock
+    asked for ``us.anthropic.claude-sonnet-4-5-20250929-v1:0`` (or an inference profile's ARN ending in
+    it) answers as ``claude-sonnet-4-5-20250929``. The asked id keeps its price then: it names the
+    endpoint (a global or a regional profile) that the answer's name does not."""
+    name = asked.rsplit("/", 1)[-1]
+    return _VENDOR.match(name) is not None and _BEDROCK_VERSION.sub("", _VENDOR.sub("", name)) == served
 
 
 def _matches(prefix: str, name: str) -> bool:

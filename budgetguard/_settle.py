@@ -17,7 +17,7 @@ from typing import Any
 from ._actions import LATE, Action, Draw, Resolve
 from ._budgets import Unit
 from ._cache import memo
-from ._context import record_usage
+from ._context import Tracker, record_hold, record_usage
 from ._core import GuardCore
 from ._errors import LedgerError, PricingError
 from ._estimate import Estimate
@@ -25,6 +25,7 @@ from ._events import Event, EventKind, emit, wanted
 from ._ledger import Outcome, Reservation
 from ._ledger._meta import USAGE, pack_usage
 from ._ledger._types import CheckedAmounts, JournalData, ReservationError
+from ._limits import answers_as
 from ._money import INT64_MAX, to_usd
 from ._pricing import PriceBook
 from ._providers import response_variant
@@ -60,7 +61,7 @@ def resolve(
 class Ctx:
     """One attempt's bookkeeping: events, settling its reservation, and what to do when the store fails."""
 
-    __slots__ = ("attempt", "est", "guard", "labels", "lost", "meta", "reservation_id", "started")
+    __slots__ = ("attempt", "est", "guard", "labels", "lost", "meta", "reservation_id", "started", "trackers")
 
     def __init__(self, guard: GuardCore, est: Estimate, labels: tuple[str, ...], attempt: int) -> None:
         self.guard, self.est, self.labels, self.attempt = guard, est, labels, attempt
@@ -69,6 +70,17 @@ class Ctx:
         """The reservation's journal data (model, scopes...), for a late charge to journal again."""
         self.lost = False  # fail_open admitted this attempt without a reservation
         self.started = time.monotonic()
+        self.trackers: tuple[Tracker, ...] = ()
+        """The ``track()`` trackers open when the attempt was admitted: they count its hold till settled."""
+
+    def held(self, nano: int) -> None:
+        """The attempt was admitted, holding ``nano``: the open trackers count it until it settles."""
+        self.trackers = record_hold(self, nano)
+
+    def unhold(self) -> None:
+        for tracker in self.trackers:
+            tracker.settled(self)
+        self.trackers = ()
 
     @property
     def model(self) -> str | None:
@@ -128,6 +140,7 @@ class Ctx:
         cost = None if actual is None else actual[Unit.USD]
         if usage is not None and not recorded:
             record_usage(self.est.model, usage, actual[Unit.USD] if actual else 0)
+        self.unhold()
         if reservation is None:
             if self.lost and cost is not None:
                 self.emit("spend_lost", actual=cost, reason="fail_open: the store was unavailable")
@@ -227,7 +240,7 @@ def served_flags(
     if variant != est.variant:
         flags = {"variant": None if variant is None else dict(variant), "served_tier": tier}
     charged = None
-    if model and model != est.model:
+    if model and model != est.model and not answers_as(est.model, model):
         flags["served_model"] = model
         if est.price.source not in ("override", "default"):
             charged = model

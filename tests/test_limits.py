@@ -161,3 +161,19 @@ def test_an_advisor_without_max_tokens_writes_at_most_its_models_maximum() -> No
         }
     )
     assert opted_in.passes[0].usage.output_tokens == 300
+
+
+def test_a_bedrock_answer_names_the_asked_id_by_its_anthropic_name() -> None:
+    from budgetguard._limits import answers_as
+
+    for asked in (
+        "anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "us-gov.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+    ):
+        assert answers_as(asked, "claude-sonnet-4-5-20250929"), asked
+        assert not answers_as(asked, "claude-opus-4-1-20250805"), asked
+    assert not answers_as("claude-sonnet-4-5", "claude-sonnet-4-5-20250929")  # (not Bedrock: priced apart)
+    assert not answers_as("gpt-4o", "gpt-4o-2024-08-06")

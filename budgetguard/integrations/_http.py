@@ -1,8 +1,18 @@
 """What the HTTP middlewares (FastAPI, Django, Flask) share, free of any web framework: the JSON bodies
 of a refusal (with its ``Retry-After``), of a missing or bad scope id, the ``X-Budget-*`` headers, the
-scope settings, and the USD left in a request's budgets.
+scope settings, the USD left in a request's budgets, and what a response cost once its body has ended.
 
 Each middleware turns these dicts into its framework's response; none of them writes a body of its own.
+
+One rule for the cost headers (``budget_headers``): a response's headers leave before a streamed body
+runs, so they carry ``X-Budget-Cost-USD`` only when the cost is known then: a whole body, and no guarded
+call of the request still open (a guarded stream settles when it is read to its end or closed). Otherwise
+they carry what is known (``X-Budget-Held-USD``: what the open calls hold, their reservations;
+``X-Budget-Settled-USD``: what the settled ones cost so far) and never a cost of 0 that is not one. The
+final cost follows where the protocol allows: as HTTP trailers (``cost_trailers``) when the ASGI server
+offers ``http.response.trailers`` and the client asked for them (``TE: trailers``), and always to the
+middleware's ``on_settled`` hook (a ``ResponseCost``) once the body has ended; each call's cost is in
+the journal too.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ import contextvars
 import inspect
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -19,14 +30,16 @@ from typing import Any
 from .._budgets import Scope, Unit
 from .._context import Tracker
 from .._errors import BudgetExceededError, ConfigurationError, LedgerError, MissingScopeError
+from .._events import use_logging
 from .._guard import Guard
 from .._ledger import AsyncLedger, CounterSpec, CounterStatus
 from .._money import to_usd
 
 __all__ = [
-    "Body", "bad_scope_content", "budget_headers", "checked_scopes", "missing_scope_content",
-    "refusal_content", "remaining_usd", "remaining_usd_sync", "resolve_ids", "resolve_ids_sync",
-    "run_in_context", "run_in_context_async",
+    "COST_TRAILERS", "Body", "OnSettled", "ResponseCost", "bad_scope_content", "budget_headers",
+    "checked_scopes", "cost_trailers", "missing_scope_content", "refusal_content", "remaining_usd",
+    "remaining_usd_sync", "resolve_ids", "resolve_ids_sync", "run_in_context", "run_in_context_async",
+    "checked_hook", "tell_settled",
 ]  # fmt: skip
 
 Body = Callable[[BudgetExceededError], Mapping[str, Any]]
@@ -79,16 +92,82 @@ def bad_scope_content(bad: Exception) -> dict[str, Any]:
     return {"error": "bad_scope", "message": str(bad)}
 
 
-def budget_headers(tracker: Tracker, left: str | None) -> dict[str, str]:
-    """The ``X-Budget-*`` headers of a response: what the request's guarded calls cost so far."""
-    headers = {
-        "X-Budget-Cost-USD": f"{tracker.cost:f}",
-        "X-Budget-Input-Tokens": str(tracker.input_tokens),
-        "X-Budget-Output-Tokens": str(tracker.output_tokens),
-    }
+COST_TRAILERS = ("X-Budget-Cost-USD", "X-Budget-Input-Tokens", "X-Budget-Output-Tokens", "X-Budget-Held-USD")
+"""The trailers of a streamed response whose server sends them: its cost once the body has ended."""
+
+
+def budget_headers(
+    tracker: Tracker, left: str | None, *, streamed: bool = False, trailers: bool = False
+) -> dict[str, str]:
+    """The ``X-Budget-*`` headers of a response as its headers go (the module's rule): its cost when
+    known then (a whole body, no guarded call open), else what its open calls hold and its settled ones
+    cost so far, with ``Trailer`` naming ``COST_TRAILERS`` when they will follow (``trailers``)."""
+    if streamed or tracker.open_calls:
+        headers = {"X-Budget-Held-USD": f"{tracker.held:f}", "X-Budget-Settled-USD": f"{tracker.cost:f}"}
+        if trailers:
+            headers["Trailer"] = ", ".join(COST_TRAILERS)
+    else:
+        headers = {
+            "X-Budget-Cost-USD": f"{tracker.cost:f}",
+            "X-Budget-Input-Tokens": str(tracker.input_tokens),
+            "X-Budget-Output-Tokens": str(tracker.output_tokens),
+        }
     if left is not None:
         headers["X-Budget-Remaining-USD"] = left
     return headers
+
+
+def cost_trailers(tracker: Tracker) -> dict[str, str]:
+    """``COST_TRAILERS`` once the body has ended: what the request's calls cost, and what calls the body
+    left open still hold (a guarded stream dropped unread settles later; the cost is then a lower bound)."""
+    return {
+        "X-Budget-Cost-USD": f"{tracker.cost:f}",
+        "X-Budget-Input-Tokens": str(tracker.input_tokens),
+        "X-Budget-Output-Tokens": str(tracker.output_tokens),
+        "X-Budget-Held-USD": f"{tracker.held:f}",
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseCost:
+    """What one response's guarded calls cost, told to the middleware's ``on_settled`` hook once its body
+    has ended or was closed (every response the middleware answered, streamed or not)."""
+
+    scopes: Mapping[str, str]
+    """The request's scope ids (from its headers or your functions)."""
+    cost: Decimal
+    input_tokens: int
+    output_tokens: int
+    calls: int
+    held: Decimal
+    """What calls the body left open still hold (a guarded stream dropped unread settles later, when its
+    guard drains it): ``cost`` is then a lower bound. Usually 0."""
+    streamed: bool
+    """The headers went before the cost was known: they carried ``X-Budget-Held-USD``, not the cost."""
+
+
+OnSettled = Callable[[ResponseCost], None]
+"""``on_settled=``: called with a response's ``ResponseCost`` once its body has ended."""
+
+
+def tell_settled(hook: OnSettled | None, tracker: Tracker, ids: Mapping[str, str], streamed: bool) -> None:
+    """Call ``hook`` with what the response cost; a hook that raises is logged, never the response's end."""
+    if hook is None:
+        return
+    told = ResponseCost(
+        dict(ids), tracker.cost, tracker.input_tokens, tracker.output_tokens, tracker.calls, tracker.held,
+        streamed,
+    )  # fmt: skip
+    try:
+        hook(told)
+    except Exception:
+        use_logging().exception("budgetguard: the on_settled hook %r raised", hook)
+
+
+def checked_hook(hook: Any) -> OnSettled | None:
+    if hook is not None and not callable(hook):
+        raise TypeError(f"on_settled takes a function of a ResponseCost, got {hook!r}")
+    return hook  # type: ignore[no-any-return]
 
 
 def checked_scopes(scopes: Mapping[str, Any]) -> dict[str, Any]:
@@ -169,10 +248,13 @@ async def remaining_usd(guard: Guard, ids: Mapping[str, str]) -> str | None:
         return None
 
 
-def run_in_context(context: contextvars.Context, body: Iterable[Any]) -> Iterator[Any]:
+def run_in_context(
+    context: contextvars.Context, body: Iterable[Any], then: Callable[[], None] | None = None
+) -> Iterator[Any]:
     """A streamed body whose every step runs in the request's context (its scopes and tracker), though
     the server reads it after the middleware has returned: calls made while streaming, and the
-    settlement of a guarded stream, are the request's. Closing it closes the body."""
+    settlement of a guarded stream, are the request's. Closing it closes the body; ``then`` runs once
+    the body has ended or was closed (``tell_settled``)."""
     iterator = iter(body)
     try:
         while True:
@@ -182,12 +264,18 @@ def run_in_context(context: contextvars.Context, body: Iterable[Any]) -> Iterato
                 return
             yield chunk
     finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            context.run(close)
+        try:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                context.run(close)
+        finally:
+            if then is not None:
+                then()
 
 
-async def run_in_context_async(context: contextvars.Context, body: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def run_in_context_async(
+    context: contextvars.Context, body: AsyncIterator[Any], then: Callable[[], None] | None = None
+) -> AsyncIterator[Any]:
     """``run_in_context`` for an async body: each step is a task run in the request's context."""
     iterator = aiter(body)
     try:
@@ -199,9 +287,13 @@ async def run_in_context_async(context: contextvars.Context, body: AsyncIterator
                 return
             yield chunk
     finally:
-        close = getattr(iterator, "aclose", None)
-        if close is not None:
-            await asyncio.create_task(close(), context=context)
+        try:
+            close = getattr(iterator, "aclose", None)
+            if close is not None:
+                await asyncio.create_task(close(), context=context)
+        finally:
+            if then is not None:
+                then()
 
 
 async def _next(iterator: AsyncIterator[Any]) -> Any:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import re
 
 from .._errors import ConfigurationError
+from .._price_data import is_claude
 
-__all__ = ["Route", "routed"]
+__all__ = ["Route", "anthropic_body", "routed"]
 
 _BILLED = (("/chat/completions", "openai"), ("/responses", "openai"), ("/embeddings", "openai"),
            ("/messages", "anthropic"))  # fmt: skip
@@ -24,8 +25,27 @@ is. (By the whole end: ``/v1/complete``, Anthropic's text completions, bills.)""
 _VERTEX = re.compile(r"/publishers/anthropic/models/([^/:]+):(?:rawPredict|streamRawPredict)$")
 """Anthropic messages on Vertex AI: the model is in the path, not the body (``count-tokens`` counts)."""
 
+_BEDROCK = re.compile(r"/model/(.+)/(invoke|invoke-with-response-stream|count-tokens)$")
+"""Bedrock runtime's model calls: the model id (or inference profile ARN) is in the path; ``count-tokens``
+counts. The body is the model's own format: the guard reads Anthropic's (Claude models) only."""
+
+
+def anthropic_body(path: str, model: str, body: dict[str, object]) -> None:
+    """Refuse a request whose path names its model (Vertex, Bedrock) unless its body is Anthropic's: a
+    Claude model, or the ``anthropic_version`` Bedrock and Vertex require of Anthropic bodies (an
+    inference profile's ARN need not name its model)."""
+    if not is_claude(model) and "anthropic_version" not in body:
+        raise ConfigurationError(
+            f"budgetguard cannot price POST {path}: it reads Anthropic message bodies only there, and this "
+            f"one for {model!r} is not one (no anthropic_version). Make that call with a client the guard "
+            "does not guard (and budget it with guard.reserve() or a decorator's estimate=), or send it "
+            f"unguarded by choice: BudgetTransport(..., allow=({path!r},))"
+        )
+
+
 Route = tuple[str, str | None]
-"""A billed request's wire format, and its model when the path names it (Vertex) rather than the body."""
+"""A billed request's wire format, and its model when the path names it (Vertex, Bedrock) rather than
+the body."""
 
 
 def routed(method: str, path: str, allow: tuple[str, ...]) -> Route | None:
@@ -40,11 +60,14 @@ def routed(method: str, path: str, allow: tuple[str, ...]) -> Route | None:
     vertex = _VERTEX.search(path)
     if vertex is not None:
         return None if vertex[1] == "count-tokens" else ("anthropic", vertex[1])
+    bedrock = _BEDROCK.search(path)
+    if bedrock is not None:  # (a body that is not Anthropic's is refused once read: see anthropic_body)
+        return None if bedrock[2] == "count-tokens" else ("anthropic", bedrock[1])
     if _FREE.search(path):
         return None
     raise ConfigurationError(
         f"budgetguard cannot price POST {path}: it reads OpenAI chat completions, responses and "
-        "embeddings and Anthropic messages (Vertex AI's too) only. Make that call with a client the guard "
-        "does not guard (and budget it with guard.reserve() or a decorator's estimate=), or send it "
-        f"unguarded by choice: BudgetTransport(..., allow=({path!r},))"
+        "embeddings and Anthropic messages (Vertex AI's and Bedrock's too) only. Make that call with a "
+        "client the guard does not guard (and budget it with guard.reserve() or a decorator's estimate=), "
+        f"or send it unguarded by choice: BudgetTransport(..., allow=({path!r},))"
     )

@@ -7,14 +7,16 @@ settings::
 
 ``guard`` is a ``Guard`` or its dotted path (default: the default guard); ``scopes`` maps a scope kind to
 a header name or a function of the ``HttpRequest`` (your auth); ``status_code`` (429, or 402), ``body``
-(a function of the ``BudgetExceededError`` building the JSON body) and ``remaining`` (the
-``X-Budget-Remaining-USD`` header, default on) follow the FastAPI middleware, which this one mirrors:
-same bodies (``_http``), same headers, a missing scope id answered 400.
+(a function of the ``BudgetExceededError`` building the JSON body), ``remaining`` (the
+``X-Budget-Remaining-USD`` header, default on) and ``on_settled`` (a function, or its dotted path, given
+each response's ``ResponseCost`` once its body has ended) follow the FastAPI middleware, which this one
+mirrors: same bodies and headers (``_http``), a missing scope id answered 400.
 
 Sync and async views both run inside the context. A streamed response (``StreamingHttpResponse``) is
 read by the server after the middleware returns: its body runs in the request's context all the same,
-so the calls it makes and the guarded streams it reads are charged to the request's scopes; its headers
-count the calls made before the response was returned.
+so the calls it makes and the guarded streams it reads are charged to the request's scopes. Its headers
+leave first, so they carry ``X-Budget-Held-USD`` and ``X-Budget-Settled-USD``, not a cost (``_http``'s
+rule); Django's handlers send no HTTP trailers, so its cost goes to ``on_settled`` (and the journal).
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ from .._guard import Guard
 from . import missing_extra
 from ._http import (
     Body,
+    OnSettled,
+    ResponseCost,
     bad_scope_content,
     budget_headers,
+    checked_hook,
     checked_scopes,
     missing_scope_content,
     refusal_content,
@@ -41,6 +46,7 @@ from ._http import (
     resolve_ids_sync,
     run_in_context,
     run_in_context_async,
+    tell_settled,
 )
 
 try:
@@ -51,12 +57,12 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra("django", exc) from exc
 
-__all__ = ["BudgetMiddleware", "ScopeSource"]
+__all__ = ["BudgetMiddleware", "ResponseCost", "ScopeSource"]
 
 ScopeSource = str | Callable[[HttpRequest], str | None]
 """Where a scope id comes from: a header name, or a function of the request (auth, path, session)."""
 
-_SETTINGS = {"guard", "scopes", "status_code", "body", "remaining"}
+_SETTINGS = {"guard", "scopes", "status_code", "body", "remaining", "on_settled"}
 
 
 class BudgetMiddleware:
@@ -79,6 +85,9 @@ class BudgetMiddleware:
         self.status_code: int = options.get("status_code", 429)
         self.body: Body | None = options.get("body")
         self.remaining: bool = options.get("remaining", True)
+        hook = options.get("on_settled")
+        hook = import_string(hook) if isinstance(hook, str) else hook
+        self.on_settled: OnSettled | None = checked_hook(hook)
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
@@ -95,9 +104,9 @@ class BudgetMiddleware:
                 response: HttpResponseBase = self.get_response(request)
             except (BudgetExceededError, MissingScopeError) as refused:  # (outside Django's handler)
                 response = self._refused(refused)
-            self._stream_in_context(response)
+            self._stream_in_context(response, tracker, ids)
         left = remaining_usd_sync(self.guard, ids) if self.remaining else None
-        return _with_headers(response, tracker, left)
+        return self._with_headers(response, tracker, ids, left)
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         try:
@@ -110,9 +119,9 @@ class BudgetMiddleware:
                 response = await get_response(request)
             except (BudgetExceededError, MissingScopeError) as refused:
                 response = self._refused(refused)
-            self._stream_in_context(response)
+            self._stream_in_context(response, tracker, ids)
         left = await remaining_usd(self.guard, ids) if self.remaining else None
-        return _with_headers(response, tracker, left)
+        return self._with_headers(response, tracker, ids, left)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponseBase | None:
         """A refusal that escapes the view: 429 (or 402) with ``Retry-After``; a missing id: 400."""
@@ -133,19 +142,27 @@ class BudgetMiddleware:
     def _ids(self, request: HttpRequest) -> dict[str, str]:
         return resolve_ids_sync(self.scopes, request, lambda r, name: r.headers.get(name))
 
-    @staticmethod
-    def _stream_in_context(response: HttpResponseBase) -> None:
-        """Called inside the request's context: its streamed body will run in a copy of it."""
+    def _stream_in_context(self, response: HttpResponseBase, tracker: Tracker, ids: dict[str, str]) -> None:
+        """Called inside the request's context: its streamed body will run in a copy of it, and tell
+        ``on_settled`` what the response cost once it has ended."""
         if isinstance(response, StreamingHttpResponse):
             context = contextvars.copy_context()
             body = response.streaming_content  # (its own closers are registered already)
+
+            def then() -> None:
+                tell_settled(self.on_settled, tracker, ids, True)
+
             if response.is_async:
-                response.streaming_content = run_in_context_async(context, body)
+                response.streaming_content = run_in_context_async(context, body, then)
             else:
-                response.streaming_content = run_in_context(context, body)
+                response.streaming_content = run_in_context(context, body, then)
 
-
-def _with_headers(response: HttpResponseBase, tracker: Tracker, left: str | None) -> HttpResponseBase:
-    for name, value in budget_headers(tracker, left).items():
-        response[name] = value
-    return response
+    def _with_headers(
+        self, response: HttpResponseBase, tracker: Tracker, ids: dict[str, str], left: str | None
+    ) -> HttpResponseBase:
+        streamed = response.streaming
+        for name, value in budget_headers(tracker, left, streamed=streamed).items():
+            response[name] = value
+        if not streamed:  # (a streamed one tells when its body ends)
+            tell_settled(self.on_settled, tracker, ids, False)
+        return response

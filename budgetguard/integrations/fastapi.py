@@ -4,8 +4,14 @@
 ``track()`` around every HTTP request, turns a ``BudgetExceededError`` that escapes the app into a 429
 (or 402) JSON response with ``Retry-After`` at the window's reset, and adds ``X-Budget-Cost-USD``,
 ``X-Budget-Input-Tokens``, ``X-Budget-Output-Tokens`` and ``X-Budget-Remaining-USD`` to the response.
-The headers count the guarded calls made before the response starts (a streaming body's later calls
-are charged, but too late for its headers).
+
+The response's start is held back until its first body message says whether the body streams
+(``more_body``). A streamed body (``StreamingResponse``, SSE) runs its guarded calls after the headers
+leave: its headers carry ``X-Budget-Held-USD`` and ``X-Budget-Settled-USD``, never a cost that is not
+known yet (``_http``'s rule), and its cost follows as HTTP trailers (``Trailer: X-Budget-Cost-USD, ...``)
+when the server offers ASGI's ``http.response.trailers`` and the request sent ``TE: trailers``
+(hypercorn and uvicorn over HTTP/2; HTTP/1.1 servers offer none), and to ``on_settled`` (a
+``ResponseCost``) once the body has ended, for every response.
 
 A guarded call of a request that brings no id for a scope kind the guard requires
 (``Guard.required_kinds``: a budget applies to every id of that kind, no default id,
@@ -31,13 +37,18 @@ from .._guard import Guard
 from . import missing_extra
 from ._http import (
     Body,
+    OnSettled,
+    ResponseCost,
     bad_scope_content,
     budget_headers,
+    checked_hook,
     checked_scopes,
+    cost_trailers,
     missing_scope_content,
     refusal_content,
     remaining_usd,
     resolve_ids,
+    tell_settled,
 )
 
 try:
@@ -49,8 +60,8 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra("fastapi", exc) from exc
 
 __all__ = [
-    "BudgetMiddleware", "ScopeSource", "budget_exceeded_handler", "budget_scope", "missing_scope_response",
-    "refusal_response",
+    "BudgetMiddleware", "ResponseCost", "ScopeSource", "budget_exceeded_handler", "budget_scope",
+    "missing_scope_response", "refusal_response",
 ]  # fmt: skip
 
 ScopeSource = str | Callable[[Request], str | Awaitable[str | None] | None]
@@ -69,6 +80,7 @@ class BudgetMiddleware:
         status_code: int = 429,
         body: Body | None = None,
         remaining: bool = True,
+        on_settled: OnSettled | None = None,
     ) -> None:
         self.app = app
         self._guard = guard
@@ -76,6 +88,7 @@ class BudgetMiddleware:
         self.status_code = status_code
         self.body = body
         self.remaining = remaining
+        self.on_settled = checked_hook(on_settled)
 
     async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,15 +99,36 @@ class BudgetMiddleware:
         except ConfigurationError as bad:  # a scope id no store can hold (empty, too long, ...)
             await JSONResponse(bad_scope_content(bad), status_code=400)(scope, receive, send)
             return
-        started = False
+        held: Message | None = None  # the response's start, until its first body message
+        started = streamed = ours = joined = False
+        may_trail = "http.response.trailers" in scope.get("extensions", {}) and any(
+            name == b"te" and b"trailers" in value.lower() for name, value in scope["headers"]
+        )
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
+            nonlocal held, started, streamed, ours, joined
+            kind = message["type"]
+            if kind == "http.response.start":
+                held = message  # (a refusal's own response replaces one the app started)
+                return
+            if held is not None:  # the first body message: the body streams, or it is whole
+                start, held = held, None
+                streamed = kind == "http.response.body" and bool(message.get("more_body"))
+                trailing = streamed and may_trail
+                extra = await self._headers(tracker, ids, streamed, trailing)
+                start = {**start, "headers": [*start.get("headers", ()), *extra]}
+                own = bool(start.get("trailers"))  # the app sends trailers of its own
+                ours, joined = trailing and not own, trailing and own
+                if trailing:
+                    start["trailers"] = True
                 started = True
-                extra = await self._headers(tracker, ids)
-                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+                await send(start)
+            last = not message.get("more_body" if kind == "http.response.body" else "more_trailers")
+            if joined and kind == "http.response.trailers" and last:  # the app's own trailers: ours join
+                message = {**message, "headers": [*message.get("headers", ()), *_trailers(tracker)]}
             await send(message)
+            if ours and kind == "http.response.body" and last:
+                await send({"type": "http.response.trailers", "headers": _trailers(tracker)})
 
         with budget_context(**ids), track() as tracker:
             try:
@@ -107,10 +141,22 @@ class BudgetMiddleware:
                 else:
                     response = refusal_response(refused, status_code=self.status_code, body=self.body)
                 await response(scope, receive, send_with_headers)
+            if started:
+                tell_settled(self.on_settled, tracker, ids, streamed)
 
-    async def _headers(self, tracker: Tracker, ids: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    async def _headers(
+        self, tracker: Tracker, ids: Mapping[str, str], streamed: bool, trailers: bool
+    ) -> list[tuple[bytes, bytes]]:
         left = await remaining_usd(self._guard or default_guard(), ids) if self.remaining else None
-        return [(k.lower().encode(), v.encode()) for k, v in budget_headers(tracker, left).items()]
+        return _encoded(budget_headers(tracker, left, streamed=streamed, trailers=trailers))
+
+
+def _encoded(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+
+
+def _trailers(tracker: Tracker) -> list[tuple[bytes, bytes]]:
+    return _encoded(cost_trailers(tracker))
 
 
 def refusal_response(

@@ -5,11 +5,14 @@ FastAPI middleware with the same bodies (``_http``): ``before_request`` opens ``
 ``track()`` (scope ids from headers or a function of the request), error handlers answer a
 ``BudgetExceededError`` with 429 (or ``status_code=402``) and ``Retry-After``, and a ``MissingScopeError``
 with 400, and ``after_request`` adds ``X-Budget-Cost-USD``, ``X-Budget-Input-Tokens``,
-``X-Budget-Output-Tokens`` and ``X-Budget-Remaining-USD``.
+``X-Budget-Output-Tokens`` and ``X-Budget-Remaining-USD``; ``on_settled`` is given each response's
+``ResponseCost`` once its body has ended.
 
 A streamed response (a generator) is read by the server after the request has been torn down: its body
 runs in the request's context all the same, so the calls it makes and the guarded streams it reads are
-charged to the request's scopes; its headers count the calls made before the view returned.
+charged to the request's scopes. Its headers leave first, so they carry ``X-Budget-Held-USD`` and
+``X-Budget-Settled-USD``, not a cost (``_http``'s rule); WSGI has no HTTP trailers, so its cost goes to
+``on_settled`` (and the journal).
 """
 
 from __future__ import annotations
@@ -25,14 +28,18 @@ from .._guard import Guard
 from . import missing_extra
 from ._http import (
     Body,
+    OnSettled,
+    ResponseCost,
     bad_scope_content,
     budget_headers,
+    checked_hook,
     checked_scopes,
     missing_scope_content,
     refusal_content,
     remaining_usd_sync,
     resolve_ids_sync,
     run_in_context,
+    tell_settled,
 )
 
 try:
@@ -40,7 +47,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra("flask", exc) from exc
 
-__all__ = ["BudgetGuard", "ScopeSource"]
+__all__ = ["BudgetGuard", "ResponseCost", "ScopeSource"]
 
 ScopeSource = str | Callable[[Request], str | None]
 """Where a scope id comes from: a header name, or a function of the request (auth, path, session)."""
@@ -60,12 +67,14 @@ class BudgetGuard:
         status_code: int = 429,
         body: Body | None = None,
         remaining: bool = True,
+        on_settled: OnSettled | None = None,
     ) -> None:
         self._guard = guard
         self.scopes: dict[str, ScopeSource] = checked_scopes(scopes or {})
         self.status_code = status_code
         self.body = body
         self.remaining = remaining
+        self.on_settled = checked_hook(on_settled)
         if app is not None:
             self.init_app(app)
 
@@ -106,10 +115,17 @@ class BudgetGuard:
         if state is None:  # the request was answered before it was opened (a bad id, another hook)
             return response
         _, tracker, ids = state
-        if response.is_streamed:  # (still inside the request's context: the body runs in a copy of it)
-            response.response = run_in_context(contextvars.copy_context(), response.response)
+        streamed = response.is_streamed
+        if streamed:  # (still inside the request's context: the body runs in a copy of it)
+
+            def then() -> None:
+                tell_settled(self.on_settled, tracker, ids, True)
+
+            response.response = run_in_context(contextvars.copy_context(), response.response, then)
         left = remaining_usd_sync(self.guard, ids) if self.remaining else None
-        response.headers.update(budget_headers(tracker, left))
+        response.headers.update(budget_headers(tracker, left, streamed=streamed))
+        if not streamed:  # (a streamed one tells when its body ends)
+            tell_settled(self.on_settled, tracker, ids, False)
         return response
 
     def _close(self, _: BaseException | None) -> None:

@@ -3,12 +3,15 @@ wire traffic, and ``Guard.wrap(client)`` built on it.
 
 ``BudgetTransport`` (sync) and ``AsyncBudgetTransport`` wrap an inner transport. A POST to a billed
 endpoint they know (OpenAI ``/chat/completions``, ``/responses``, ``/embeddings``; Anthropic
-``/messages``, on Vertex AI ``...:rawPredict`` too) is one attempt of the guard's flow
-(``Guard.attempt``: estimate, reserve, send, reconcile, journal, events): its JSON body is the request
-the estimator reads, and the usage is read from the JSON response or from the SSE events as they pass to
-the client (a stream closed early or dropped is settled from what it showed, as an SDK stream is:
-``_streams``). An SDK retry is a new HTTP request, hence a new attempt, reserved and settled on its own;
-an error response releases its hold (a dropped connection charges the input, as ``charge_failed`` says).
+``/messages``, on Vertex AI ``...:rawPredict`` and on Bedrock ``/model/{id}/invoke`` too) is one attempt
+of the guard's flow (``Guard.attempt``: estimate, reserve, send, reconcile, journal, events): its JSON
+body is the request the estimator reads (with the model the path names, on Vertex and Bedrock), and the
+usage is read from the JSON response or from the stream's events as they pass to the client (SSE, or
+Bedrock's AWS event-stream frames: ``_bodies``; a stream closed early or dropped is settled from what it
+showed, as an SDK stream is: ``_streams``). An SDK retry is a new HTTP request, hence a new attempt,
+reserved and settled on its own and journaled with the SDK's own attempt number
+(``x-stainless-retry-count`` + 1); an error response releases its hold (a dropped connection charges
+the input, as ``charge_failed`` says).
 A POST to any other endpoint that may bill (images, audio, batches, legacy completions...) is refused
 with a ``ConfigurationError`` unless ``allow=`` names it; other requests (GET, uploads, token counts)
 pass through.
@@ -20,12 +23,11 @@ transports serve ``httpx`` and ``httpx2`` clients alike (openai 3 and anthropic 
 from __future__ import annotations
 
 import functools
-import gc
 import importlib
 import inspect
 import json
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any, TypeVar, cast
 
@@ -39,7 +41,8 @@ from .._price_data import provider_for_url
 from .._providers import client_provider, prepare_openai_stream
 from .._scopes import ScopeSpec, resolve_scopes
 from .._usage import Usage
-from ._paths import Route, routed
+from ._bodies import AsyncBody, AsyncEvents, Body, SyncEvents, body_class, framing_of
+from ._paths import Route, anthropic_body, routed
 
 __all__ = ["AsyncBudgetTransport", "BudgetTransport", "wrap_client"]
 
@@ -125,6 +128,7 @@ class _Base:
         except ValueError:
             body = None
         if model is not None and isinstance(body, dict):
+            anthropic_body(request.url.path, model, body)
             body = {**body, "model": model}  # (read by the estimator; the request is sent as it was)
         if not isinstance(body, dict) or not isinstance(body.get("model"), str):
             raise ConfigurationError(
@@ -159,9 +163,16 @@ class _Base:
         counting = estimator.anthropic_count_tokens is not None
         plan = Plan(
             scopes, (body["model"],), estimate, Usage.from_response, None, True,
-            count if counting else None, None, None, guard.hold,
+            count if counting else None, None, None, guard.hold, _attempt_number(request),
         )  # fmt: skip
         return Attempt(guard, plan), request
+
+
+def _attempt_number(request: Any) -> int:
+    """Which attempt of its call a request is: the openai and anthropic SDKs number their retries in
+    ``x-stainless-retry-count`` (0 on the first try); 1 without it."""
+    retries = request.headers.get("x-stainless-retry-count", "")
+    return int(retries) + 1 if retries.isdigit() and len(retries) < 6 else 1
 
 
 def _parsed(content: bytes) -> Any:
@@ -181,10 +192,6 @@ def _status_error(response: Any, request: Any) -> Exception:
     return error
 
 
-def _is_sse(response: Any) -> bool:
-    return "text/event-stream" in response.headers.get("content-type", "")
-
-
 def _passed_on(response: Any, request: Any, body: Any) -> Any:
     """A new response for the client: the upstream's status, headers and extensions, ``body`` as its
     stream (decoded: the encoding headers go)."""
@@ -193,102 +200,6 @@ def _passed_on(response: Any, request: Any, body: Any) -> Any:
     return lib.Response(
         response.status_code, headers=headers, stream=body, extensions=response.extensions, request=request
     )
-
-
-class _Events:
-    """Parsed SSE events out of a byte stream: each step returns the next event's JSON data (``{}`` for
-    one without: ``[DONE]``, a comment) and keeps its bytes, unchanged, in ``raw`` for the client."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self.raw = b""
-
-    def _next_event(self, final: bool) -> dict[str, Any] | None:
-        buffer = self._buffer
-        ends = [(i, len(sep)) for sep in (b"\n\n", b"\r\n\r\n") if (i := buffer.find(sep)) >= 0]
-        if ends:
-            index, width = min(ends)
-            end = index + width
-        elif final and buffer:
-            end = len(buffer)
-        else:
-            return None
-        self.raw, self._buffer = buffer[:end], buffer[end:]
-        data = [line[5:].removeprefix(b" ") for line in self.raw.splitlines() if line.startswith(b"data:")]
-        if not data:
-            return {}
-        try:
-            event = json.loads(b"\n".join(data))
-        except ValueError:
-            return {}
-        return event if isinstance(event, dict) else {}
-
-    def take(self) -> bytes:
-        raw, self.raw = self.raw, b""
-        return raw
-
-
-class _SyncEvents(_Events):
-    def __init__(self, response: Any) -> None:
-        super().__init__()
-        self._response = response
-        self._chunks = response.iter_bytes()
-
-    def __iter__(self) -> _SyncEvents:
-        return self
-
-    def __next__(self) -> dict[str, Any]:
-        while (event := self._next_event(False)) is None:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                event = self._next_event(True)
-                if event is None:
-                    raise StopIteration
-                return event
-            self._buffer += chunk
-        return event
-
-    def close(self) -> None:
-        self._response.close()
-
-
-class _AsyncEvents(_Events):
-    def __init__(self, response: Any) -> None:
-        super().__init__()
-        self._response = response
-        self._chunks = response.aiter_bytes()
-
-    def __aiter__(self) -> _AsyncEvents:
-        return self
-
-    async def __anext__(self) -> dict[str, Any]:
-        while (event := self._next_event(False)) is None:
-            try:
-                chunk = await self._chunks.__anext__()
-            except StopAsyncIteration:
-                event = self._next_event(True)
-                if event is None:
-                    raise
-                return event
-            self._buffer += chunk
-        return event
-
-    async def close(self) -> None:
-        await self._response.aclose()
-
-
-_collecting = threading.local()
-"""``on`` while the cyclic garbage collector runs in this thread (``gc.callbacks``): a body closed then
-is closed by a finalizer (an SDK stream's generator, collected), which may run anywhere an allocation
-triggers it, in a store's lock or transaction: its settlement is queued for the guard's next operation
-(``_deferred``). Per thread: a body closed by another thread meanwhile is closed as ever."""
-
-
-def _on_gc(phase: str, info: Mapping[str, Any]) -> None:
-    _collecting.on = phase == "start"
-
-
-gc.callbacks.append(_on_gc)
 
 
 def _read(response: Any, attempt: Attempt) -> None:
@@ -307,49 +218,6 @@ async def _aread(response: Any, attempt: Attempt) -> None:
     except BaseException as exc:
         await attempt.afail(exc)
         raise
-
-
-class _Body:
-    """A streamed response body for the client: the upstream's bytes, event by event, through the
-    guarded stream (which reads their usage, and settles when the body ends or is closed)."""
-
-    def __init__(self, guarded: Any, events: _SyncEvents) -> None:
-        self._guarded = guarded
-        self._events = events
-
-    def __iter__(self) -> Iterator[bytes]:
-        for _ in self._guarded:
-            raw = self._events.take()
-            if raw:
-                yield raw
-
-    def close(self) -> None:
-        if getattr(_collecting, "on", False):  # closed by a finalizer: no ledger I/O here
-            self._events.close()
-            self._guarded._settle.queue()
-            return
-        self._guarded.close()
-
-
-class _AsyncBody:
-    def __init__(self, guarded: Any, events: _Events) -> None:
-        self._guarded = guarded
-        self._events = events
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for _ in self._guarded:
-            raw = self._events.take()
-            if raw:
-                yield raw
-
-    async def aclose(self) -> None:
-        await self._guarded.aclose()
-
-
-@functools.cache
-def _body_class(body: type, base: type) -> type:
-    """``body`` as a subclass of the library's byte stream class (the clients check it)."""
-    return type(body.__name__, (body, base), {})
 
 
 class BudgetTransport(_Base):
@@ -397,16 +265,17 @@ class BudgetTransport(_Base):
                 _read(response, attempt)
                 attempt.fail(_status_error(response, request))
                 return response
-            if not _is_sse(response):
+            framing = framing_of(response)
+            if framing is None:
                 _read(response, attempt)
                 attempt.commit(_parsed(response.content))
                 return response
-            events = _SyncEvents(response)
+            events = SyncEvents(response, framing)
             guarded = attempt.commit(events)
         except BudgetGuardError as exc:  # the store failed a settlement, failing closed
             response.close()
             raise self._raising(exc) from None
-        body = _body_class(_Body, _library(response).SyncByteStream)(guarded, events)
+        body = body_class(Body, _library(response).SyncByteStream)(guarded, events)
         return _passed_on(response, request, body)
 
     def __enter__(self) -> BudgetTransport:
@@ -455,16 +324,17 @@ class AsyncBudgetTransport(_Base):
                 await _aread(response, attempt)
                 await attempt.afail(_status_error(response, request))
                 return response
-            if not _is_sse(response):
+            framing = framing_of(response)
+            if framing is None:
                 await _aread(response, attempt)
                 await attempt.acommit(_parsed(response.content))
                 return response
-            events = _AsyncEvents(response)
+            events = AsyncEvents(response, framing)
             guarded = await attempt.acommit(events)
         except BudgetGuardError as exc:  # the store failed a settlement, failing closed
             await response.aclose()
             raise self._raising(exc) from None
-        body = _body_class(_AsyncBody, _library(response).AsyncByteStream)(guarded, events)
+        body = body_class(AsyncBody, _library(response).AsyncByteStream)(guarded, events)
         return _passed_on(response, request, body)
 
     async def __aenter__(self) -> AsyncBudgetTransport:
@@ -481,25 +351,17 @@ class AsyncBudgetTransport(_Base):
 
 # -- guard.wrap(client) ----------------------------------------------------------------------------
 
-_UNREAD = frozenset({"AnthropicBedrock", "AsyncAnthropicBedrock"})
-"""Clients whose endpoints the transport does not read yet (Bedrock: the model in the URL, and its streams
-in AWS's binary event-stream framing, not SSE)."""
-
 
 def wrap_client(guard: GuardCore, client: C, scopes: Mapping[str, ScopeSpec]) -> C:
     """``Guard.wrap``: a copy of an SDK client whose HTTP client sends through a ``BudgetTransport`` over
     the client's own transports (its connection pool, proxies and retries kept)."""
     cls: Any = type(client)
-    if cls.__name__ in _UNREAD:
-        raise ConfigurationError(
-            f"guard.wrap() does not read {cls.__name__}'s endpoints yet; decorate its methods instead: "
-            "guard.with_budget(client.messages.create, user=...)"
-        )
     http = getattr(client, "_client", None)
     if http is None or not hasattr(client, "with_options") or not hasattr(http, "_transport"):
         raise ConfigurationError(
             "guard.wrap() takes an openai or anthropic SDK client (OpenAI, AzureOpenAI, Anthropic, "
-            f"AnthropicVertex, AnthropicFoundry or their async twins), got {cls.__qualname__}"
+            "AnthropicBedrock, AnthropicVertex, AnthropicFoundry or their async twins), "
+            f"got {cls.__qualname__}"
         )
     is_async = inspect.iscoroutinefunction(cls.request)
     provider = client_provider(client)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .._cache import Bounded
 from ._anthropic import count_tokens, messages
 from ._openai import chat, embeddings, responses
-from ._wire import JSON, Answer, Context, Events, anthropic_error, openai_error
+from ._wire import JSON, Answer, Context, Events, anthropic_error, bedrock_frame, openai_error
 
 if TYPE_CHECKING:
     import anthropic as _anthropic_sdk
@@ -32,6 +34,9 @@ ROUTES: dict[str, Callable[[JSON, Context], Answer]] = {
     "/v1/messages": messages,
     "/v1/messages/count_tokens": count_tokens,
 }
+BEDROCK = re.compile(r"^/model/(.+)/(invoke|invoke-with-response-stream)$")
+"""Bedrock runtime's Anthropic calls (``AnthropicBedrock``): the model id in the path, streams framed as
+AWS event streams, answers naming Anthropic's model name (``claude-...``) as Bedrock's do."""
 SEEN_PREFIXES = 4096
 """How many prompt-cache prefixes one mock remembers (the oldest is forgotten first)."""
 
@@ -151,6 +156,14 @@ class MockProvider:
             **{"base_url": self.anthropic_base_url, "api_key": "mock-key", **kwargs}
         )
 
+    def bedrock(self, **kwargs: Any) -> _anthropic_sdk.AnthropicBedrock:
+        """An ``AnthropicBedrock`` client on this server (fake AWS keys: the mock checks no signature;
+        the SDK signs and reads streams with botocore: ``pip install 'llm-budgetguard[bedrock]'``)."""
+        import anthropic
+
+        keys = {"aws_access_key": "AKIDMOCK", "aws_secret_key": "mock-secret", "aws_region": "us-east-1"}
+        return anthropic.AnthropicBedrock(**{"base_url": self.url, **keys, **kwargs})
+
     # -- scripted faults -------------------------------------------------------------------------------
 
     def fail(
@@ -245,6 +258,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(fault.status, error(fault.status, f"mock fault: HTTP {fault.status}"), headers)
             return
         route = ROUTES.get(path)
+        bedrock = BEDROCK.match(path)
+        if bedrock is not None:  # (the path is percent-encoded: an inference profile's ARN has slashes)
+            route, stream = ROUTES["/v1/messages"], bedrock[2] != "invoke"
+            body = {**body, "model": urllib.parse.unquote(bedrock[1]), "stream": stream}
         if route is None:
             self._json(404, error(404, f"the mock provider has no route {path}"))
             return
@@ -258,8 +275,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if answer.usage is not None:
             self.mock._record_usage(answer.usage)
+        if bedrock is not None:
+            answer = _as_bedrock(answer)
         if answer.events is not None:
-            self._sse(answer.events, None if fault is None else fault.cut_after)
+            self._sse(answer.events, None if fault is None else fault.cut_after, bedrock is not None)
         else:
             self._json(answer.status, answer.body or {})
 
@@ -274,10 +293,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _sse(self, events: Events, cut_after: int | None) -> None:
-        """Stream ``(event name, data)`` pairs as chunked SSE; drop the connection after ``cut_after``."""
+    def _sse(self, events: Events, cut_after: int | None, bedrock: bool = False) -> None:
+        """Stream ``(event name, data)`` pairs as chunked SSE (as AWS event-stream frames on Bedrock);
+        drop the connection after ``cut_after``."""
         self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
+        kind = "application/vnd.amazon.eventstream" if bedrock else "text/event-stream"
+        self.send_header("content-type", kind)
         self.send_header("transfer-encoding", "chunked")
         self.send_header("x-request-id", self.mock._new_id("req"))
         self.end_headers()
@@ -286,6 +307,33 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 raise _Abort
             text = data if isinstance(data, str) else json.dumps(data)
-            frame = ((f"event: {name}\n" if name else "") + f"data: {text}\n\n").encode()
+            if bedrock:
+                frame = bedrock_frame(text.encode())
+            else:
+                frame = ((f"event: {name}\n" if name else "") + f"data: {text}\n\n").encode()
             self.wfile.write(b"%x\r\n%s\r\n" % (len(frame), frame))
         self.wfile.write(b"0\r\n\r\n")
+
+
+_BEDROCK_ID = re.compile(r"^(?:.*/)?(?:[a-z-]+\.)?anthropic\.(.+?)(?:-v\d+:\d+)?$")
+
+
+def _anthropic_name(model: str) -> str:
+    """The model name a Bedrock answer gives: ``us.anthropic.claude-x-v1:0`` answers as ``claude-x``."""
+    found = _BEDROCK_ID.match(model)
+    return model if found is None else found[1]
+
+
+def _as_bedrock(answer: Answer) -> Answer:
+    """An Anthropic answer as Bedrock gives it: the model named by Anthropic's name."""
+    if answer.body is not None and isinstance(answer.body.get("model"), str):
+        return Answer(
+            answer.usage, {**answer.body, "model": _anthropic_name(answer.body["model"])}, None, answer.status
+        )
+    events: Events = []
+    for name, data in answer.events or ():
+        if isinstance(data, dict) and data.get("type") == "message_start":
+            message = data["message"]
+            data = {**data, "message": {**message, "model": _anthropic_name(message["model"])}}
+        events.append((name, data))
+    return Answer(answer.usage, None, events, answer.status)

@@ -3,6 +3,10 @@ providers' error bodies and how a reply is cut into stream deltas."""
 
 from __future__ import annotations
 
+import base64
+import json
+import struct
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -74,3 +78,21 @@ def openai_error(status: int, message: str) -> JSON:
 def anthropic_error(status: int, message: str) -> JSON:
     kind = {**_KINDS, 529: "overloaded_error"}.get(status, "api_error")
     return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def bedrock_frame(event: bytes) -> bytes:
+    """One event of a Bedrock stream: an AWS event-stream frame (prelude with its CRC32, the string
+    headers Bedrock sends, a JSON payload carrying ``event`` in base64, the frame's CRC32)."""
+    headers = b""
+    for name, value in (
+        (":event-type", "chunk"),
+        (":content-type", "application/json"),
+        (":message-type", "event"),
+    ):
+        headers += (
+            bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(value)) + value.encode()
+        )
+    payload = json.dumps({"bytes": base64.b64encode(event).decode(), "p": "abcdefghij"}).encode()
+    prelude = struct.pack(">II", 12 + len(headers) + len(payload) + 4, len(headers))
+    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + headers + payload
+    return message + struct.pack(">I", zlib.crc32(message))

@@ -239,7 +239,32 @@ def test_sdk_retries_are_each_an_attempt(make_guard: MakeGuard) -> None:
     assert len(api.requests) == 3
     assert [e.event for e in h.history()] == ["released", "released", "committed"]
     assert [e.data.get("error") for e in h.history()] == ["HTTPStatusError", "HTTPStatusError", None]
+    # the SDK numbers its retries (x-stainless-retry-count): the journal and the events say which try
+    assert [e.data["attempt"] for e in h.history()] == [1, 2, 3]
+    assert [e.attempt for e in h.events if e.kind in ("released", "committed")] == [1, 2, 3]
     settled(h, COST)
+
+
+def test_anthropic_sdk_retries_journal_their_attempt_numbers(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    api = serve(fail(529), anthropic_message())
+    client = h.guard.wrap(anthropic_client(api, max_retries=1), user="alice")
+
+    client.messages.create(**claude_request())
+
+    assert [(e.event, e.data["attempt"]) for e in h.history()] == [("released", 1), ("committed", 2)]
+    settled(h, CLAUDE_COST)
+
+
+def test_a_retry_count_header_that_is_no_count_is_the_first_attempt(make_guard: MakeGuard) -> None:
+    h = make_guard()
+    api = serve(chat_completion())
+    client = h.guard.wrap(openai_client(api), user="alice")
+
+    client.chat.completions.create(**chat_request(), extra_headers={"x-stainless-retry-count": "-3"})
+    client.chat.completions.create(**chat_request(), extra_headers={"x-stainless-retry-count": "4"})
+
+    assert [e.data["attempt"] for e in h.history()] == [1, 5]
 
 
 def test_refusal_raises_and_sends_nothing(make_guard: MakeGuard) -> None:
@@ -276,12 +301,8 @@ def test_unknown_billed_path_is_refused_and_a_get_passes(make_guard: MakeGuard) 
     assert h.history() == []
 
 
-def test_wrap_refuses_what_it_cannot_read(make_guard: MakeGuard) -> None:
+def test_wrap_refuses_what_is_no_sdk_client(make_guard: MakeGuard) -> None:
     h = make_guard()
-    with pytest.raises(ConfigurationError, match="decorate its methods instead"):
-        h.guard.wrap(
-            anthropic.AnthropicBedrock(aws_region="us-east-1", aws_access_key="a", aws_secret_key="b")
-        )
     with pytest.raises(ConfigurationError, match="takes an openai or anthropic SDK client"):
         h.guard.wrap(object())
 
@@ -347,7 +368,7 @@ async def test_async_transport_sdk_retries(amake_guard: MakeGuard) -> None:
 
     await client.chat.completions.create(**chat_request())
 
-    assert [e.event for e in h.history()] == ["released", "committed"]
+    assert [(e.event, e.data["attempt"]) for e in h.history()] == [("released", 1), ("committed", 2)]
     settled(h, COST)
 
 

@@ -16,9 +16,9 @@ from django.test import AsyncClient, Client, override_settings
 from django.urls import path
 
 import budgetguard as bg
-from budgetguard.integrations.django import BudgetMiddleware
+from budgetguard.integrations.django import BudgetMiddleware, ResponseCost
 from budgetguard.testing import MockProvider
-from tests.integrations.web_helpers import COST, REQUEST, TOO_BIG, make_guard, stream_cost, usage_reply
+from tests.integrations.web_helpers import COST, REQUEST, TOO_BIG, make_guard, streamed_as_told, usage_reply
 from tests.integrations.web_helpers import user_spent as spent
 
 if not settings.configured:
@@ -27,6 +27,7 @@ django.setup()
 
 MIDDLEWARE = ["budgetguard.integrations.django.BudgetMiddleware"]
 APP: dict[str, Any] = {}  # what the views call: the guarded functions of the test's guard
+TOLD: list[ResponseCost] = []  # what on_settled was told
 
 
 def chat(request: HttpRequest) -> JsonResponse:
@@ -84,8 +85,9 @@ def guard() -> Iterator[bg.Guard]:
     with override_settings(
         ROOT_URLCONF=__name__,
         MIDDLEWARE=MIDDLEWARE,
-        BUDGETGUARD={"guard": made, "scopes": {"user": "x-user-id"}},
+        BUDGETGUARD={"guard": made, "scopes": {"user": "x-user-id"}, "on_settled": TOLD.append},
     ):
+        TOLD.clear()
         yield made
     made.close()
 
@@ -153,11 +155,11 @@ def test_a_streamed_response_charges_its_stream_and_later_calls_to_the_request_u
     with MockProvider() as api:
         APP["client"] = guard.wrap(api.openai())
         response = Client().get("/stream", headers={"x-user-id": "erin"})
-        assert Decimal(response.headers["X-Budget-Cost-USD"]) == COST  # known when the headers were made
+        assert TOLD == []  # not before the body has ended
         text = b"".join(response.streaming_content).decode()
         response.close()
-    assert text and spent(guard, "erin") == 2 * bg.to_nano(COST) + stream_cost(api.usages[0])
-    assert [e.event for e in guard.ledger.history()] == ["committed"] * 3
+    assert text
+    streamed_as_told(guard, response.headers, TOLD, api.usages[0])
 
 
 async def test_async_views_and_async_streams(guard: bg.Guard) -> None:
@@ -168,8 +170,10 @@ async def test_async_views_and_async_streams(guard: bg.Guard) -> None:
     text = b"".join([chunk async for chunk in streamed.streaming_content])
     assert ok.status_code == 200 and Decimal(ok.headers["X-Budget-Cost-USD"]) == COST
     assert refused.status_code == 429 and "Retry-After" in refused.headers
-    assert text == b"one two" and streamed.headers["X-Budget-Cost-USD"] == "0"
+    assert text == b"one two" and "X-Budget-Cost-USD" not in streamed.headers  # its call came later
+    assert (streamed.headers["X-Budget-Settled-USD"], streamed.headers["X-Budget-Held-USD"]) == ("0", "0")
     assert spent(guard, "finn") == 2 * bg.to_nano(COST)
+    assert [(t.streamed, t.cost) for t in TOLD] == [(False, COST), (False, 0), (True, COST)]
 
 
 def test_bad_settings_fail_at_start_up() -> None:

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
 import pytest
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.testclient import TestClient
+from starlette.background import BackgroundTask
 
 import budgetguard as bg
 from budgetguard.integrations.fastapi import (
     BudgetMiddleware,
+    ResponseCost,
     budget_exceeded_handler,
     budget_scope,
     refusal_response,
 )
+from budgetguard.testing import MockProvider
+from tests.integrations.web_helpers import REQUEST, make_guard, stream_cost, usage_reply
 
 USAGE = bg.Usage(input_tokens=200, output_tokens=50)
 COST = bg.cost("gpt-4o-mini", USAGE)
@@ -221,13 +230,77 @@ def test_a_scope_id_no_store_can_hold_is_a_400() -> None:
     assert response.status_code == 400 and response.json()["error"] == "bad_scope"
 
 
-def test_streaming_headers_count_the_calls_before_the_body() -> None:
+def test_a_streamed_body_gets_no_cost_header_before_its_calls_are_made() -> None:
+    """The body makes a guarded call after the headers went: no cost header (a 0, or the first call's
+    cost, would be false), but what was settled and held when they went."""
     app, guard = build()
     with TestClient(app) as client:
         response = client.get("/stream", headers={"x-user-id": "erin"})
     assert response.text == "one two"
-    assert Decimal(response.headers["x-budget-cost-usd"]) == COST
+    assert "x-budget-cost-usd" not in response.headers and "trailer" not in response.headers
+    assert Decimal(response.headers["x-budget-settled-usd"]) == COST  # the call before the body
+    assert response.headers["x-budget-held-usd"] == "0"
     assert user_spent(guard, "erin") == bg.to_nano(2 * COST)
+
+
+def sse_app(api: MockProvider, told: list[ResponseCost]) -> tuple[FastAPI, bg.Guard]:
+    """An endpoint streaming a guarded SSE call to the local provider as its own SSE response."""
+    guard = make_guard()
+    ask = guard.with_budget(feature="chat")(usage_reply)
+    client = guard.wrap(api.async_openai())
+    app = FastAPI()
+    app.add_middleware(BudgetMiddleware, guard=guard, scopes={"user": "x-user-id"}, on_settled=told.append)
+
+    @app.get("/sse")
+    async def sse() -> StreamingResponse:
+        ask(**REQUEST)  # settled before the headers
+        chunks = await client.chat.completions.create(**REQUEST, stream=True)  # held: settled at its end
+
+        async def body() -> Any:
+            async for chunk in chunks:
+                if chunk.choices:
+                    yield f"data: {chunk.choices[0].delta.content or ''}\n\n"
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    @app.get("/whole")
+    async def whole() -> dict[str, Any]:
+        ask(**REQUEST)
+        return {"ok": True}
+
+    @app.get("/open")
+    async def still_open() -> JSONResponse:  # a whole body, sent while its guarded stream is still open
+        chunks = await client.chat.completions.create(**REQUEST, stream=True)
+        return JSONResponse({"ok": True}, background=BackgroundTask(chunks.close))
+
+    return app, guard
+
+
+def test_a_streamed_guarded_sse_call_reports_its_hold_then_its_cost_to_the_hook() -> None:
+    told: list[ResponseCost] = []
+    with MockProvider() as api:
+        app, guard = sse_app(api, told)
+        with TestClient(app) as client:
+            streamed = client.get("/sse", headers={"x-user-id": "erin"})
+            whole = client.get("/whole", headers={"x-user-id": "erin"})
+
+    stream_nano = stream_cost(api.usages[0])
+    _, stream_entry, _ = guard.ledger.history(events=["committed"])
+    assert streamed.text.startswith("data: ") and "x-budget-cost-usd" not in streamed.headers
+    assert Decimal(streamed.headers["x-budget-settled-usd"]) == COST
+    # what the stream held when the headers went: its reservation, the journaled estimate
+    assert Decimal(streamed.headers["x-budget-held-usd"]) == Decimal(stream_entry.data["estimated_usd"]) > 0
+    assert Decimal(whole.headers["x-budget-cost-usd"]) == COST and "x-budget-held-usd" not in whole.headers
+    first, second = told
+    assert (first.streamed, first.held, first.calls, first.scopes) == (True, 0, 2, {"user": "erin"})
+    assert (
+        bg.to_nano(first.cost)
+        == bg.to_nano(COST) + stream_nano
+        == stream_entry.amounts["usd"] + bg.to_nano(COST)
+    )
+    assert (second.streamed, second.cost) == (False, COST)
+    assert user_spent(guard, "erin") == 2 * bg.to_nano(COST) + stream_nano
+    assert [s.held for s in guard.ledger.status(guard.counters_for([bg.Scope("user", "erin")]))] == [0]
 
 
 def test_the_dependency_scopes_one_route() -> None:
@@ -264,3 +337,119 @@ def test_bad_scope_settings_fail_at_start_up() -> None:
         BudgetMiddleware(FastAPI(), scopes={"global": "x-anything"})
     with pytest.raises(TypeError):
         budget_scope(user=42)  # type: ignore[arg-type]
+
+
+def h2_get(
+    port: int, path: str, headers: list[tuple[str, str]]
+) -> tuple[dict[str, str], bytes, dict[str, str]]:
+    """One GET over HTTP/2 without TLS (prior knowledge), as gRPC-style clients send it: the response's
+    headers, body and trailers (h2, the library hypercorn itself speaks HTTP/2 with)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    head: dict[str, str] = {}
+    trailers: dict[str, str] = {}
+    body = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(conn.data_to_send())
+        request = [
+            (":method", "GET"),
+            (":path", path),
+            (":scheme", "http"),
+            (":authority", f"127.0.0.1:{port}"),
+        ]
+        conn.send_headers(1, [*request, *headers], end_stream=True)
+        sock.sendall(conn.data_to_send())
+        ended = False
+        while not ended:
+            data = sock.recv(65536)
+            assert data, "the server closed the connection before the stream ended"
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    head = {k.decode(): v.decode() for k, v in event.headers}
+                elif isinstance(event, h2.events.DataReceived):
+                    body += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.TrailersReceived):
+                    trailers = {k.decode(): v.decode() for k, v in event.headers}
+                elif isinstance(event, h2.events.StreamEnded):
+                    ended = True
+            sock.sendall(conn.data_to_send())
+    return head, body, trailers
+
+
+@contextmanager
+def hypercorn_serving(app: FastAPI) -> Iterator[int]:
+    """``app`` served by hypercorn on a free loopback port, in a thread, until the block ends."""
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = config.errorlog = None
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(
+        target=loop.run_until_complete, args=(serve(app, config, shutdown_trigger=stop.wait),)
+    )  # type: ignore[arg-type]
+    thread.start()
+    try:
+        for _ in range(200):  # until it listens (bounded: 10 s)
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            threading.Event().wait(0.05)
+        yield port
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        loop.close()
+
+
+def test_over_http2_the_cost_follows_as_trailers_when_the_client_asks() -> None:
+    """hypercorn offers ASGI's http.response.trailers over HTTP/2: the headers announce the trailers
+    (``Trailer``) and hold no cost; the trailers carry it once the stream has settled."""
+    told: list[ResponseCost] = []
+    with MockProvider() as api:
+        app, guard = sse_app(api, told)
+        with hypercorn_serving(app) as port:
+            head, body, trailers = h2_get(port, "/sse", [("te", "trailers"), ("x-user-id", "erin")])
+            plain, _, none = h2_get(port, "/sse", [("x-user-id", "erin")])  # no TE: trailers
+
+    stream_nano = stream_cost(api.usages[0])
+    assert head[":status"] == "200" and body.startswith(b"data: ")
+    assert "x-budget-cost-usd" not in head and Decimal(head["x-budget-settled-usd"]) == COST
+    assert (
+        head["trailer"]
+        == "X-Budget-Cost-USD, X-Budget-Input-Tokens, X-Budget-Output-Tokens, X-Budget-Held-USD"
+    )
+    assert bg.to_nano(Decimal(trailers["x-budget-cost-usd"])) == bg.to_nano(COST) + stream_nano
+    assert trailers["x-budget-held-usd"] == "0"
+    assert int(trailers["x-budget-input-tokens"]) == USAGE.input_tokens + api.usages[0]["prompt_tokens"]
+    assert "trailer" not in plain and none == {} and "x-budget-cost-usd" not in plain
+    assert [t.cost for t in told] == [Decimal(trailers["x-budget-cost-usd"])] * 2
+    assert user_spent(guard, "erin") == 2 * (bg.to_nano(COST) + stream_nano)
+
+
+def test_a_whole_body_sent_while_a_guarded_call_is_open_gets_no_cost_header() -> None:
+    """The stream is opened (reserved) and closed unread after the response went: the headers could not
+    know its cost; on_settled, told after the close, has the charge the ledger made."""
+    told: list[ResponseCost] = []
+    with MockProvider() as api:
+        app, guard = sse_app(api, told)
+        with TestClient(app) as client:
+            response = client.get("/open", headers={"x-user-id": "erin"})
+
+    (entry,) = guard.ledger.history()
+    assert response.json() == {"ok": True} and "x-budget-cost-usd" not in response.headers
+    assert Decimal(response.headers["x-budget-held-usd"]) == Decimal(entry.data["estimated_usd"]) > 0
+    assert response.headers["x-budget-settled-usd"] == "0"
+    [message] = told
+    assert (message.streamed, message.held, message.calls) == (False, 0, 1)
+    assert bg.to_nano(message.cost) == entry.amounts["usd"] == user_spent(guard, "erin")

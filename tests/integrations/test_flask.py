@@ -12,9 +12,9 @@ import pytest
 from flask import Flask, Response, request
 
 import budgetguard as bg
-from budgetguard.integrations.flask import BudgetGuard
+from budgetguard.integrations.flask import BudgetGuard, ResponseCost
 from budgetguard.testing import MockProvider
-from tests.integrations.web_helpers import COST, REQUEST, TOO_BIG, make_guard, stream_cost, usage_reply
+from tests.integrations.web_helpers import COST, REQUEST, TOO_BIG, make_guard, streamed_as_told, usage_reply
 from tests.integrations.web_helpers import user_spent as spent
 
 
@@ -118,13 +118,14 @@ def test_a_request_without_the_user_id_is_a_400_and_spends_nothing(guard: bg.Gua
 
 def test_a_streamed_response_charges_its_stream_and_later_calls_to_the_request_user(guard: bg.Guard) -> None:
     with MockProvider() as api:
-        client = build(guard, api).test_client()
+        told: list[ResponseCost] = []
+        client = build(guard, api, on_settled=told.append).test_client()
         response = client.get("/stream", headers={"X-User-Id": "erin"}, buffered=False)
-        assert Decimal(response.headers["X-Budget-Cost-USD"]) == COST  # known when the headers were made
+        assert told == []  # not before the body has ended
         text = response.get_data(as_text=True)
         response.close()
-    assert text and spent(guard, "erin") == 2 * bg.to_nano(COST) + stream_cost(api.usages[0])
-    assert [e.event for e in guard.ledger.history()] == ["committed"] * 3
+    assert text
+    streamed_as_told(guard, response.headers, told, api.usages[0])
 
 
 def test_bad_settings_fail_at_start_up() -> None:

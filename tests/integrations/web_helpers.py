@@ -3,6 +3,8 @@ returning a usage dict, and the ledger's spend per user, read from the store."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import budgetguard as bg
@@ -42,3 +44,23 @@ def stream_cost(reported: dict[str, Any]) -> int:
         output_tokens=reported["completion_tokens"],
     )
     return bg.get_price("gpt-4o-mini").cost_nano(usage)
+
+
+def streamed_as_told(
+    guard: bg.Guard, headers: Mapping[str, str], told: list[Any], reported: dict[str, Any]
+) -> None:
+    """A ``/stream`` response of user erin (a guarded call before the body, a guarded chat stream read
+    by the body, a guarded call after it): its headers and what ``on_settled`` was told."""
+    stream_nano = stream_cost(reported)
+    assert user_spent(guard, "erin") == 2 * bg.to_nano(COST) + stream_nano
+    assert [e.event for e in guard.ledger.history()] == ["committed"] * 3
+    _, stream_entry, _ = guard.ledger.history()
+    assert stream_entry.amounts["usd"] == stream_nano
+    # the headers went before the stream was read: what was settled, and what the stream held; no cost
+    assert "X-Budget-Cost-USD" not in headers
+    assert Decimal(headers["X-Budget-Settled-USD"]) == COST
+    assert Decimal(headers["X-Budget-Held-USD"]) == Decimal(stream_entry.data["estimated_usd"]) > 0
+    # the whole cost, to the nano-USD, once the body has ended
+    [message] = told
+    assert (message.streamed, message.held, message.calls, message.scopes) == (True, 0, 3, {"user": "erin"})
+    assert bg.to_nano(message.cost) == 2 * bg.to_nano(COST) + stream_nano
