@@ -94,6 +94,10 @@ def test_a_threshold_reaches_the_webhook_once_per_window_across_the_fleet(
     assert sum(s.delivered for s in sinks) == 4 and sum(s.failed + s.dropped for s in sinks) == 0
     for guard, _ in guards:
         guard.close()
+    for sink in sinks:  # each held back its second refusal: closing tells it
+        assert sink.close(timeout=60)
+    told = [r.json() for r in receiver.received[len(alerts) :]]
+    assert [(a["kind"], a["held_back"]) for a in told] == [("refused", 0)] * 2
 
 
 def test_an_alert_is_retried_until_the_receiver_takes_it(receiver: Receiver) -> None:
