@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from ._cache import memo
 from ._errors import ConfigurationError
@@ -102,6 +102,8 @@ class Budget:
 
     ``Budget("user", usd="5", per="day")``, ``Budget("global", tokens=2_000_000, per="hour")``,
     ``Budget("feature:search", requests=1000, per="minute", tz="Europe/Paris")``.
+    ``mode="shadow"``: checked, never refusing: a call past it goes on and the refusal it would have
+    been is recorded (a new limit tried on live traffic while the others enforce).
     """
 
     target: str
@@ -109,6 +111,7 @@ class Budget:
     unit: Unit
     period: Period
     tz: str
+    mode: str
 
     def __init__(
         self,
@@ -119,6 +122,7 @@ class Budget:
         requests: int | None = None,
         per: Period | str = Period.DAY,
         tz: str = "UTC",
+        mode: Literal["enforce", "shadow"] = "enforce",
     ) -> None:
         given = [
             (u, v)
@@ -144,11 +148,14 @@ class Budget:
                 f"unknown period {per!r}; use one of {', '.join(p.value for p in Period)}"
             ) from None
         _zone(tz)
+        if mode not in ("enforce", "shadow"):
+            raise ConfigurationError(f"a Budget's mode is 'enforce' or 'shadow', got {mode!r}")
         object.__setattr__(self, "target", scope)
         object.__setattr__(self, "limit", limit)
         object.__setattr__(self, "unit", unit)
         object.__setattr__(self, "period", period)
         object.__setattr__(self, "tz", tz)
+        object.__setattr__(self, "mode", mode)
 
     def applies_to(self, scope: Scope) -> bool:
         if ":" in self.target or self.target == "global":
@@ -157,7 +164,8 @@ class Budget:
 
     def __repr__(self) -> str:
         amount = self.unit.show(self.limit)
-        return f"Budget({self.target!r}, {self.unit.value}={amount!r}, per={self.period.value!r})"
+        shown = "" if self.mode == "enforce" else f", mode={self.mode!r}"
+        return f"Budget({self.target!r}, {self.unit.value}={amount!r}, per={self.period.value!r}{shown})"
 
 
 @memo("budgets.zones", 64)

@@ -49,7 +49,7 @@ from ._ledger import CounterStatus
 from ._ledger._types import to_datetime
 from ._money import format_usd
 from ._report import coverage, parse_when, summarize
-from ._report_html import page, report_cells
+from ._report_html import page, refusal_columns, report_cells
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -384,11 +384,12 @@ def report_command(
         (by, "total", "left"),
         ("calls", str(total.calls), "right"),
         ("refused", str(total.refused), "right"),
+        *((name, cell, "right") for name, cell in refusal_columns(total, total)),
         ("input tokens", f"{total.input_tokens:,}", "right"),
         ("output tokens", f"{total.output_tokens:,}", "right"),
         ("cost", format_usd(total.cost_nano), "right"),
     ]
-    cells = [report_cells(r) for r in rows]
+    cells = [report_cells(r, total) for r in rows]
     tables = [_table(f"spend by {by} since {since}", by, columns, cells)]
     if by in ("model", "function"):  # self-calibration: how far below its worst-case estimate a call came
         ratios = ("ratio_median", "ratio_p95", "ratio_max")

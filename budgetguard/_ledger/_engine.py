@@ -20,6 +20,7 @@ from ._types import (
     UNITS,
     CounterSpec,
     CounterStatus,
+    Enforce,
     HeldCounter,
     Hold,
     Outcome,
@@ -160,15 +161,21 @@ class Engine:
         holds: Sequence[Hold],
         lease_ms: int,
         meta: dict[str, Any],
-        enforce: bool = True,
+        enforce: Enforce = True,
         fresh: bool = False,
     ) -> Reservation | Refusal:
-        """``fresh``: ``res_id`` was just drawn at random (96 bits), so no record has it: none is read."""
+        """``fresh``: ``res_id`` was just drawn at random (96 bits), so no record has it: none is read.
+        Every counter is checked by one rule unless ``enforce`` is False; a counter past its limit
+        refuses the reservation, unless it is checked in shadow (``enforce="shadow"``, or its
+        ``CounterSpec.shadow``): then the first such refusal is journaled (``shadow_refused``) and
+        returned with the admitted reservation (``Reservation.shadowed``)."""
         record = None if fresh else tx.record(res_id)
         if record is not None:
             return self._repeat_reserve(res_id, record)
         expires = lease_end(now, lease_ms)
-        slots = [self._slot(hold.counter, now) for hold in holds] if enforce and tx.fast else None
+        shadowed: Refusal | None = None
+        check = enforce is not False
+        slots = [self._slot(hold.counter, now) for hold in holds] if check and tx.fast else None
         if slots is not None and tx.admit(res_id, now, expires, holds, slots):  # (the code limits)
             admitted = tuple([HeldCounter(h.counter, s.start, s.end, h.amount, h.counter.limit)
                               for h, s in zip(holds, slots, strict=True)])  # fmt: skip
@@ -186,18 +193,26 @@ class Engine:
                     held = self._reclaim(tx, slot, counter, now, spent, held, expired_leases)
                 override = tx.limit(counter.limit_field)
                 limit = counter.limit if override is None else override
-                if enforce and spent + held + hold.amount > limit:
+                if check and spent + held + hold.amount > limit:
                     refusal = Refusal(len(plan), limit, spent, held, hold.amount, slot.end, counter)
-                    tx.put_record(res_id, {"state": "refused", "refusal": refusal}, record_expiry(now, None))
-                    tx.journal(now, "refused", res_id, [slot.label], {counter.unit.value: hold.amount}, meta)
-                    return refusal
+                    if enforce is True and not counter.shadow:
+                        tx.put_record(
+                            res_id, {"state": "refused", "refusal": refusal}, record_expiry(now, None)
+                        )
+                        return _journal_refusal(tx, now, "refused", res_id, refusal, meta)
+                    if shadowed is None:
+                        shadowed = refusal
                 plan.append((slot, hold.amount))
                 held_counters.append(HeldCounter(counter, slot.start, slot.end, hold.amount, limit))
             tx.hold(res_id, expires, plan)
             admitted = tuple(held_counters)
+            if shadowed is not None:
+                _journal_refusal(tx, now, "shadow_refused", res_id, shadowed, meta)
         stored = {"state": "held", "created": now, "expires": expires, "held": admitted, "meta": meta}
         tx.put_record(res_id, stored, record_expiry(now, expires))
-        return Reservation(res_id, admitted, now, expires)
+        if shadowed is None:
+            return Reservation(res_id, admitted, now, expires)
+        return Reservation(res_id, admitted, now, expires, False, shadowed)
 
     @staticmethod
     def _repeat_reserve(res_id: str, record: dict[str, Any]) -> Reservation | Refusal:
@@ -309,6 +324,14 @@ class Engine:
                 )
             )
         return result
+
+
+def _journal_refusal(tx: Tx, now: int, event: str, res_id: str, refusal: Refusal, meta: Meta) -> Refusal:
+    """Journal a refusal (``refused``) or a refusal in shadow (``shadow_refused``) on its counter."""
+    counter = refusal.counter
+    assert counter is not None  # (the engine's refusals name their counter)
+    tx.journal(now, event, res_id, [counter.label], {counter.unit.value: refusal.requested}, meta)
+    return refusal
 
 
 def resolved_record(

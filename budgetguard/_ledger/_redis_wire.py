@@ -151,7 +151,7 @@ def complete_since(info: Mapping[str, Any], maxlen: int) -> datetime | None:
     return to_datetime(int(ms) + (0 if seq in ("", "0") else 1))
 
 
-EVENTS = {"c": "committed", "r": "released", "e": "expired", "x": "refused"}
+EVENTS = {"c": "committed", "r": "released", "e": "expired", "x": "refused", "s": "shadow_refused"}
 """A journal entry's event as the scripts write it (one letter), and its name."""
 
 
