@@ -155,10 +155,13 @@ def _status_rows(statuses: Sequence[CounterStatus]) -> tuple[list[tuple[str, str
         unit = s.counter.unit
         show = unit.show if unit is Unit.USD else "{:,}".format  # (tokens, requests: the unit in "period")
         period = s.counter.period.value + ("" if unit is Unit.USD else f", {unit.value}")
+        period += (f" ({s.counter.tz})" if s.counter.tz != "UTC" else "") + (
+            " shadow" if s.counter.shadow else ""
+        )
         outlook = _forecast(s, now_ms)
         rows.append([
             str(s.counter.scope),
-            period + (f" ({s.counter.tz})" if s.counter.tz != "UTC" else ""),
+            period,
             show(s.limit) + (" *" if s.overridden else ""),
             show(s.spent),
             show(s.held),
@@ -184,6 +187,7 @@ def _status_json(s: CounterStatus) -> dict[str, Any]:
         "tz": s.counter.tz,
         "limit": money(s.limit),
         "limit_overridden": s.overridden,
+        "shadow": s.counter.shadow,
         "spent": money(s.spent),
         "held": money(s.held),
         "remaining": money(s.remaining),

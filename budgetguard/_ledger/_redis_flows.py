@@ -98,12 +98,17 @@ class Flows:
             slots = [self.slot(h.counter, w) for h, w in zip(holds, windows, strict=True)]
             keys: list[str] = [self.keys.record(res_id), self.keys.limits, self.keys.journal]
             held_json = []
-            args = [*head, "", mode]
-            for hold, slot in zip(holds, slots, strict=True):
+            args: list[str | int] = [*head, "", mode, ""]
+            earlier: list[str] = []  # the earlier buckets of rolling counters, after the holds' keys
+            for i, (hold, slot) in enumerate(zip(holds, slots, strict=True), 1):
                 keys += slot.keys
                 held_json.append(f"{slot.held_json}{hold.amount},{hold.counter.limit}]")
                 args.append(f"{hold.amount}{slot.reserve_arg}")
+                if slot.prior:
+                    args[7] = f"{args[7]}{i}:{len(slot.prior) // 2},"
+                    earlier += slot.prior
             args[5] = f"[{','.join(held_json)}]"
+            keys += earlier
             reply = yield Call("reserve", tuple(keys), tuple(args))
             server_now = server_time_outside(reply)
             if server_now is not None:
@@ -185,19 +190,25 @@ class Flows:
         for _ in range(3):
             windows = [window_at(c, now) for c in counters]
             keys: list[str] = [self.keys.limits, self.keys.journal]
-            args: list[str | int] = [self.journal_maxlen, len(counters)]
-            for counter, window in zip(counters, windows, strict=True):
-                keys.extend(self.keys.counter(counter, window.start))
-                args += [
-                    counter.limit, self.keys.limit_field(counter), window.start,
-                    "" if window.end is None else window.end, label_json(counter), counter.unit.value,
-                ]  # fmt: skip
+            args: list[str | int] = [self.journal_maxlen, 0]
+            read: list[int] = []  # per counter read, the counter asked it is part of
+            for i, (counter, window) in enumerate(zip(counters, windows, strict=True)):
+                earlier = self.slot(counter, window).prior  # a rolling counter's earlier buckets
+                bucket_keys = [*self.keys.counter(counter, window.start), *earlier]
+                keys += bucket_keys
+                for _ in range(len(bucket_keys) // 2):  # (each bucket checked against the current one)
+                    args += [
+                        counter.limit, self.keys.limit_field(counter), window.start,
+                        "" if window.end is None else window.end, label_json(counter), counter.unit.value,
+                    ]  # fmt: skip
+                    read.append(i)
+            args[1] = len(read)
             reply = yield Call("status", tuple(keys), tuple(args))
             server_now = server_time_outside(reply)
             if server_now is not None:
                 now = server_now
                 continue
-            return statuses(reply, counters, windows)
+            return statuses(reply, counters, windows, read)
         raise _clock_moving()
 
     def set_limit(self, counter: CounterSpec, limit: int | None) -> Flow:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from .._budgets import Period, Scope, Unit, Window, window_for
+from .._budgets import ROLLING, Period, Scope, Unit, Window, window_for
 from .._errors import BudgetExceededError, BudgetGuardError, ConfigurationError
 from .._frozen import fast_init
 from .._money import INT64_MAX, to_usd
@@ -100,6 +100,7 @@ class CounterSpec:
     limit: int
     """The limit set in code; a limit stored in the ledger (``set_limit``) wins over it."""
     tz: str = "UTC"
+    """An IANA zone for a calendar window, or ``ROLLING`` for a rolling one."""
     shadow: bool = field(default=False, compare=False)
     """Checked in shadow: a reservation past its limit is admitted and the refusal it would have been
     is recorded (``Reservation.shadowed``, a ``shadow_refused`` journal entry). Not part of the
@@ -115,7 +116,13 @@ class CounterSpec:
         object.__setattr__(self, "limit_field", json.dumps(identity))
         object.__setattr__(self, "label", str(self.scope))
 
+    @property
+    def rolling(self) -> bool:
+        """A rolling window (``tz`` is ``ROLLING``): counted per bucket (see ``_budgets.ROLLING``)."""
+        return self.tz == ROLLING
+
     def window(self, now_ms: int) -> Window:
+        """The window at ``now_ms``; a rolling counter's bucket."""
         return window_for(self.period, self.tz, now_ms)
 
 

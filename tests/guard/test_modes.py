@@ -4,6 +4,7 @@ apart from those that reached the caller; on every store of the guard suite."""
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +133,34 @@ def test_reports_tell_routed_refusals_from_those_that_reached_the_caller(make_gu
     [row] = [r for r in summarize(h.ledger, "model", since=None).rows if r.key == "gpt-4o"]
     assert (row.refused, row.routed) == (2, 1)
     h.assert_settled({"user:alice": MINI_COST})
+
+
+def test_a_rolling_budget_on_a_guard(make_guard: MakeGuard) -> None:
+    """The last 24 hours (in hourly buckets): a refusal says when the oldest counted hour leaves."""
+    h = make_guard(budgets=[Budget("user", usd="1", per="day", rolling=True)])
+    api = serve(chat_completion())
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+    create(**chat_request("gpt-4o"))
+    status = h.status("user:alice")
+    assert status.counter.rolling and status.spent == COST
+    assert status.window_end is not None and status.window_end - status.window_start == 25 * 3_600_000
+    h.charge("user:alice", 1_000_000_000 - COST)  # the rest of the dollar
+    with pytest.raises(BudgetExceededError) as info:
+        create(**chat_request("gpt-4o"))
+    assert info.value.period == "day" and info.value.spent == 1
+    assert info.value.resets_at == status.resets_at  # the next hour: the window moves on then
+    assert len(api.requests) == 1
+
+
+def test_rolling_budgets_are_checked(tmp_path: Path) -> None:
+    budget = Budget("user", usd="5", per="day", rolling=True)
+    assert budget.rolling and budget.tz == "rolling" and "rolling=True" in repr(budget)
+    assert not Budget("user", usd="5", per="day").rolling
+    with pytest.raises(ConfigurationError, match="minute, hour, day or week"):
+        Budget("user", usd="5", per="month", rolling=True)
+    with pytest.raises(ConfigurationError, match="no time zone"):
+        Budget("user", usd="5", per="day", rolling=True, tz="Europe/Paris")
+    path = tmp_path / "budgets.toml"
+    path.write_text('[[budgets]]\nscope = "user"\nusd = "5"\nper = "hour"\nrolling = true\nmode = "shadow"\n')
+    [loaded] = budgetguard.load_budgets(path)
+    assert loaded.rolling and loaded.mode == "shadow" and loaded.period == "hour"
