@@ -3,7 +3,8 @@
 A scope is a kind and an id: ``global``, ``user:alice``, ``feature:search``, ``team:7``. Ids are user
 data and may hold any character (``:``, ``{``, ``*``, newlines, 10 kB of unicode); stores never put an
 id into key syntax unescaped. A budget is a limit on a scope kind (every ``user:*``) or on one exact
-scope, in USD, tokens or requests, per calendar period (UTC unless a time zone is given) or in total.
+scope, in USD, tokens or requests, per calendar period (UTC unless a time zone is given), per rolling
+period (the trailing minute, hour, day or week: ``ROLLING``) or in total.
 """
 
 from __future__ import annotations

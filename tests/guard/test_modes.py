@@ -14,6 +14,7 @@ from budgetguard._report import summarize
 from tests.guard.conftest import MakeGuard
 from tests.guard.payloads import (
     GPT4O_USAGE,
+    async_openai_client,
     chat_completion,
     chat_request,
     mini_completion,
@@ -164,3 +165,16 @@ def test_rolling_budgets_are_checked(tmp_path: Path) -> None:
     path.write_text('[[budgets]]\nscope = "user"\nusd = "5"\nper = "hour"\nrolling = true\nmode = "shadow"\n')
     [loaded] = budgetguard.load_budgets(path)
     assert loaded.rolling and loaded.mode == "shadow" and loaded.period == "hour"
+
+
+async def test_an_async_shadow_guard(amake_guard: MakeGuard) -> None:
+    h = amake_guard(budgets=[Budget("user", usd="0.001"), Budget("global", usd="100")], mode="shadow")
+    api = serve(chat_completion())
+    create = h.guard.with_budget(async_openai_client(api).chat.completions.create, user="alice")
+
+    await create(**chat_request("gpt-4o"))
+
+    assert len(api.requests) == 1
+    [event] = h.of("shadow_refused")
+    assert event.data["scope"] == "user:alice"
+    h.assert_settled({"user:alice": COST, "global": COST})
