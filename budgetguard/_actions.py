@@ -16,6 +16,7 @@ from ._budgets import Unit
 from ._calibration import JournalRead
 from ._estimate import Estimate
 from ._ledger import CounterSpec, Hold, Reservation
+from ._ledger._types import Enforce
 
 __all__ = [
     "LATE", "Action", "Draw", "Flow", "Late", "NotSent", "OpenJob", "Store",
@@ -30,7 +31,7 @@ class Store(Protocol):
     """What an action is sent to: a ``Ledger``, an ``AsyncLedger`` (whose methods return awaitables) or a
     job's hold (``Job``, in memory)."""
 
-    def reserve(self, holds: Any, *, lease: float, meta: Any, enforce: bool) -> Any: ...
+    def reserve(self, holds: Any, *, lease: float, meta: Any, enforce: Enforce) -> Any: ...
 
     def commit(self, reservation: Any, actual: Any, *, meta: Any) -> Any: ...
 
@@ -47,7 +48,7 @@ class Store(Protocol):
 class Reserve:
     holds: tuple[Hold, ...]
     meta: Mapping[str, Any]
-    enforce: bool = True
+    enforce: Enforce = True
     lease: float | None = None
     """Seconds; the guard's ``lease`` when ``None``."""
     job: Store | None = None

@@ -3,7 +3,8 @@
 A scope is a kind and an id: ``global``, ``user:alice``, ``feature:search``, ``team:7``. Ids are user
 data and may hold any character (``:``, ``{``, ``*``, newlines, 10 kB of unicode); stores never put an
 id into key syntax unescaped. A budget is a limit on a scope kind (every ``user:*``) or on one exact
-scope, in USD, tokens or requests, per calendar period (UTC unless a time zone is given) or in total.
+scope, in USD, tokens or requests, per calendar period (UTC unless a time zone is given), per rolling
+period (the trailing minute, hour, day or week: ``ROLLING``) or in total.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from ._cache import memo
 from ._errors import ConfigurationError
@@ -21,7 +22,7 @@ from ._money import INT64_MAX, Money, format_usd, to_nano
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
-__all__ = ["Budget", "Period", "Scope", "Unit", "Window", "window_for"]
+__all__ = ["ROLLING", "Budget", "Period", "Scope", "Unit", "Window", "rolling_bucket", "window_for"]
 
 _KIND = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 MAX_ID_BYTES = 64 * 1024
@@ -102,6 +103,10 @@ class Budget:
 
     ``Budget("user", usd="5", per="day")``, ``Budget("global", tokens=2_000_000, per="hour")``,
     ``Budget("feature:search", requests=1000, per="minute", tz="Europe/Paris")``.
+    ``mode="shadow"``: checked, never refusing: a call past it goes on and the refusal it would have
+    been is recorded (a new limit tried on live traffic while the others enforce).
+    ``rolling=True``: the trailing minute, hour, day or week instead of the calendar one (``tz`` is
+    then ``ROLLING``): ``Budget("user", usd="5", per="day", rolling=True)`` is $5 over any 24 hours.
     """
 
     target: str
@@ -109,6 +114,7 @@ class Budget:
     unit: Unit
     period: Period
     tz: str
+    mode: str
 
     def __init__(
         self,
@@ -119,6 +125,8 @@ class Budget:
         requests: int | None = None,
         per: Period | str = Period.DAY,
         tz: str = "UTC",
+        mode: Literal["enforce", "shadow"] = "enforce",
+        rolling: bool = False,
     ) -> None:
         given = [
             (u, v)
@@ -143,12 +151,31 @@ class Budget:
             raise ConfigurationError(
                 f"unknown period {per!r}; use one of {', '.join(p.value for p in Period)}"
             ) from None
-        _zone(tz)
+        if rolling is True:
+            if period not in _LENGTH:
+                raise ConfigurationError(
+                    f"a rolling window is a minute, hour, day or week (the last 24 h: per='day', "
+                    f"rolling=True), not {period.value!r}"
+                )
+            if tz != "UTC":
+                raise ConfigurationError("a rolling window has no time zone: leave tz= out")
+            tz = ROLLING
+        elif rolling is not False:
+            raise ConfigurationError(f"rolling= is True or False, got {rolling!r}")
+        elif tz != ROLLING:
+            _zone(tz)
+        if mode not in ("enforce", "shadow"):
+            raise ConfigurationError(f"a Budget's mode is 'enforce' or 'shadow', got {mode!r}")
         object.__setattr__(self, "target", scope)
         object.__setattr__(self, "limit", limit)
         object.__setattr__(self, "unit", unit)
         object.__setattr__(self, "period", period)
         object.__setattr__(self, "tz", tz)
+        object.__setattr__(self, "mode", mode)
+
+    @property
+    def rolling(self) -> bool:
+        return self.tz == ROLLING
 
     def applies_to(self, scope: Scope) -> bool:
         if ":" in self.target or self.target == "global":
@@ -157,7 +184,9 @@ class Budget:
 
     def __repr__(self) -> str:
         amount = self.unit.show(self.limit)
-        return f"Budget({self.target!r}, {self.unit.value}={amount!r}, per={self.period.value!r})"
+        shown = ", rolling=True" if self.rolling else ""
+        shown += "" if self.mode == "enforce" else f", mode={self.mode!r}"
+        return f"Budget({self.target!r}, {self.unit.value}={amount!r}, per={self.period.value!r}{shown})"
 
 
 @memo("budgets.zones", 64)
@@ -200,12 +229,34 @@ def window_for(period: Period, tz: str, now_ms: int) -> Window:
     """
     if period is Period.TOTAL:
         return Window(0, None)
+    if tz == ROLLING:
+        step = rolling_bucket(period)
+        start = now_ms // step * step
+        return Window(start, start + step)
     zone = _zone(tz)
     if period is Period.MINUTE:
         return _clock_window(zone, 60_000, now_ms)
     if period is Period.HOUR:
         return _clock_window(zone, 3_600_000, now_ms)
     return _calendar_window(zone, period, now_ms)
+
+
+ROLLING = "rolling"
+"""The ``tz`` of a rolling window (``Budget(..., rolling=True)``): not a zone, since the trailing 24
+hours are the same everywhere. Its counters are kept per bucket (``rolling_bucket``): ``window_for``
+gives the bucket holding an instant, and a check counts that bucket and the ``ROLLING_BUCKETS`` before
+it, which cover the whole trailing window (and at most one bucket more: conservative, never less)."""
+
+ROLLING_BUCKETS = 24
+"""A rolling window's buckets: a minute in 2.5 s buckets, an hour in 2.5 min, a day in hours, a week
+in 7 h."""
+
+_LENGTH = {Period.MINUTE: 60_000, Period.HOUR: 3_600_000, Period.DAY: 86_400_000, Period.WEEK: 604_800_000}
+
+
+def rolling_bucket(period: Period) -> int:
+    """The length in ms of a rolling window's bucket (the window is ``ROLLING_BUCKETS`` of them)."""
+    return _LENGTH[period] // ROLLING_BUCKETS
 
 
 def _offset(zone: ZoneInfo, ms: int) -> int:

@@ -50,7 +50,7 @@ from ._ledger import CounterStatus
 from ._ledger._types import to_datetime
 from ._money import format_usd
 from ._report import coverage, parse_when, summarize
-from ._report_html import page, report_cells
+from ._report_html import page, refusal_columns, report_cells
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -156,10 +156,13 @@ def _status_rows(statuses: Sequence[CounterStatus]) -> tuple[list[tuple[str, str
         unit = s.counter.unit
         show = unit.show if unit is Unit.USD else "{:,}".format  # (tokens, requests: the unit in "period")
         period = s.counter.period.value + ("" if unit is Unit.USD else f", {unit.value}")
+        period += (f" ({s.counter.tz})" if s.counter.tz != "UTC" else "") + (
+            " shadow" if s.counter.shadow else ""
+        )
         outlook = _forecast(s, now_ms)
         rows.append([
             str(s.counter.scope),
-            period + (f" ({s.counter.tz})" if s.counter.tz != "UTC" else ""),
+            period,
             show(s.limit) + (" *" if s.overridden else ""),
             show(s.spent),
             show(s.held),
@@ -185,6 +188,7 @@ def _status_json(s: CounterStatus) -> dict[str, Any]:
         "tz": s.counter.tz,
         "limit": money(s.limit),
         "limit_overridden": s.overridden,
+        "shadow": s.counter.shadow,
         "spent": money(s.spent),
         "held": money(s.held),
         "remaining": money(s.remaining),
@@ -385,11 +389,12 @@ def report_command(
         (by, "total", "left"),
         ("calls", str(total.calls), "right"),
         ("refused", str(total.refused), "right"),
+        *((name, cell, "right") for name, cell in refusal_columns(total, total)),
         ("input tokens", f"{total.input_tokens:,}", "right"),
         ("output tokens", f"{total.output_tokens:,}", "right"),
         ("cost", format_usd(total.cost_nano), "right"),
     ]
-    cells = [report_cells(r) for r in rows]
+    cells = [report_cells(r, total) for r in rows]
     tables = [_table(f"spend by {by} since {since}", by, columns, cells)]
     if by in ("model", "function"):  # self-calibration: how far below its worst-case estimate a call came
         ratios = ("ratio_median", "ratio_p95", "ratio_max")

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["load_budgets", "read_data_file"]
 
-_BUDGET_KEYS = {"scope", "usd", "tokens", "requests", "per", "tz"}
+_BUDGET_KEYS = {"scope", "usd", "tokens", "requests", "per", "tz", "mode", "rolling"}
 
 
 def read_data_file(path: str | Path, what: str) -> Any:

@@ -77,10 +77,17 @@ class GuardCore:
         default_scopes: Mapping[str, str] | None = None,
         fit: bool | int | Fit = False,
         hold: Learned | None = None,
+        mode: Literal["enforce", "shadow"] = "enforce",
     ) -> None:
         """``retry``: a ``tenacity.Retrying`` (or ``AsyncRetrying``), or a ``retry_*`` strategy that, with
         ``stop`` and ``wait``, replaces the default policy's (see ``budgetguard._retry``). ``fit`` and
-        ``hold``: the defaults of ``with_budget``'s (see there)."""
+        ``hold``: the defaults of ``with_budget``'s (see there). ``mode="shadow"``: never refuse; a call
+        that a budget would have refused goes on, and the refusal it would have been is journaled
+        (``shadow_refused``, counted by ``budgetguard report``) and sent as a ``shadow_refused`` event
+        (a ``Budget(..., mode="shadow")`` does so for one budget)."""
+        if mode not in ("enforce", "shadow"):
+            raise ConfigurationError(f"mode must be 'enforce' or 'shadow', got {mode!r}")
+        self.mode = mode
         if on_store_error not in ("fail_closed", "fail_open"):
             raise ConfigurationError("on_store_error must be 'fail_closed' or 'fail_open'")
         self.budgets = tuple(budgets)
@@ -193,7 +200,8 @@ class GuardCore:
                     exact = ":" in budget.target or budget.target == "global"
                     if key not in chosen or exact:
                         chosen[key] = budget
-            specs += [CounterSpec(scope, b.unit, b.period, b.limit, b.tz) for b in chosen.values()]
+            specs += [CounterSpec(scope, b.unit, b.period, b.limit, b.tz, b.mode == "shadow")
+                      for b in chosen.values()]  # fmt: skip
         return tuple(specs)
 
     def holds(

@@ -32,6 +32,7 @@ EventKind = Literal[
     "committed",
     "released",
     "refused",
+    "shadow_refused",
     "routed",
     "threshold",
     "overrun",
@@ -48,6 +49,7 @@ _LEVELS: Mapping[str, int] = {  # (logging's levels)
     "committed": 10,  # DEBUG
     "released": 10,  # DEBUG
     "refused": 20,  # INFO
+    "shadow_refused": 20,  # INFO
     "routed": 20,  # INFO
     "threshold": 30,  # WARNING
     "overrun": 30,  # WARNING

@@ -25,8 +25,8 @@ from ._errors import BudgetExceededError, LedgerError, MissingScopeError, UsageE
 from ._estimate import Estimate
 from ._events import Event, EventKind, emit, wanted
 from ._fit import Fitting
-from ._ledger._meta import ATTEMPT, ESTIMATE, FUNCTION, MODEL, SCOPES, derivable, usd_text
-from ._ledger._types import JournalData
+from ._ledger._meta import ATTEMPT, ESTIMATE, FALLBACK, FUNCTION, MODEL, SCOPES, derivable, usd_text
+from ._ledger._types import Enforce, JournalData
 from ._providers import is_stream, served_model, served_tier
 from ._scopes import Scopes
 from ._settle import Ctx, input_only, served_flags
@@ -47,7 +47,7 @@ class Plan:
     read_usage: Callable[[Any], Usage]
     at: tuple[int, int] | None
     """Route when a counter's spent + held reaches this fraction (numerator, denominator) of its limit."""
-    enforce: bool
+    enforce: Enforce
     count: Callable[[str | None], Mapping[str, Any] | None] | None = None
     """The token counting request for a model, when exact counting is on (``None``: it is off)."""
     function: str | None = None
@@ -66,7 +66,11 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
     # first failure only, with the call's start as its own (see _retry.alone_first).
     policy = core._retry or core.retry  # (the default policy is made at the first call)
     started = time.monotonic()
-    missing = () if core.required_kinds <= plan.scopes.kinds else _unnamed(core, plan)
+    # a shadow guard checks as an enforcing one would and never refuses, nor changes the call (no
+    # routing at a threshold, no fitting): the refusal it would have been is journaled and sent
+    enforce: Enforce = "shadow" if plan.enforce is True and core.mode == "shadow" else plan.enforce
+    steer = enforce is True
+    missing = () if core.required_kinds <= plan.scopes.kinds else _unnamed(core, plan, enforce)
     state = None if retries.alone_first(policy) else retries.start(policy, started)
     labels = plan.scopes.labels
     model_index = 0
@@ -96,7 +100,7 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
             holds = core.holds(plan.scopes, est, job, usd)
             fitted: dict[str, Any] | None = None
             lowered = None
-            if plan.fit is not None and model_index + 1 == len(plan.models):
+            if steer and plan.fit is not None and model_index + 1 == len(plan.models):
                 try:
                     statuses = yield Status(tuple(h.counter for h in holds), job)
                 except LedgerError as down:
@@ -110,7 +114,7 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
                     usd = None if plan.hold is None else held_usd(plan.hold, learned, est.cost_nano)
                     holds = core.holds(plan.scopes, est, job, usd)
                     ctx = Ctx(core, est, labels, attempt)
-            if plan.at is not None and model_index + 1 < len(plan.models):
+            if steer and plan.at is not None and model_index + 1 < len(plan.models):
                 try:
                     statuses = yield Status(tuple(h.counter for h in holds), job)
                 except LedgerError as down:
@@ -142,12 +146,14 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
                 meta["unseen"] = list(est.unseen)
             if plan.function is not None:
                 meta[FUNCTION] = plan.function
+            if steer and model_index + 1 < len(plan.models):  # a refusal of this one is routed
+                meta[FALLBACK] = plan.models[model_index + 1]
             if usd is not None and usd != est.cost_nano:
                 meta["reserved_usd"] = usd_text(usd)
             if fitted is not None:
                 meta["fitted"] = fitted
             try:
-                reservation = yield Reserve(holds, meta, plan.enforce, None, job)
+                reservation = yield Reserve(holds, meta, enforce, None, job)
             except BudgetExceededError as refused:
                 ctx.emit("refused", reason=refused.scope)
                 if model_index + 1 < len(plan.models):
@@ -170,6 +176,8 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
                 ctx.meta = meta  # (a late charge journals it again: see _settle.resolve)
                 ctx.held(est.cost_nano if usd is None else usd)
                 ctx.emit("reserved")
+                if reservation.shadowed is not None:
+                    ctx.shadowed(reservation.shadowed, holds)
                 if fitted is not None:
                     ctx.emit("fitted", reason=f"max output tokens {fitted['from']} -> {fitted['to']}",
                              data=fitted)  # fmt: skip
@@ -216,15 +224,15 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
         state.prepare_for_next_attempt()
 
 
-def _unnamed(core: GuardCore, plan: Plan) -> tuple[str, ...]:
+def _unnamed(core: GuardCore, plan: Plan, enforce: Enforce) -> tuple[str, ...]:
     """The required kinds a call names no id for. An enforced call is refused (``MissingScopeError``);
-    a metered one is recorded without them, flagged in the journal (``missing_scope``) and reported
-    (a ``scope_missing`` event). None inside a job: its calls draw on its hold, whose scopes were
-    checked when it started."""
+    a metered or shadow one is recorded without them, flagged in the journal (``missing_scope``) and
+    reported (a ``scope_missing`` event). None inside a job: its calls draw on its hold, whose scopes
+    were checked when it started."""
     if current_job(core) is not None:
         return ()
     kinds = tuple(sorted(core.required_kinds - plan.scopes.kinds))
-    if plan.enforce:
+    if enforce is True:
         _missing_event(core, "refused", plan.scopes.labels, kinds)
         raise MissingScopeError(kinds)
     _missing_event(core, "scope_missing", plan.scopes.labels, kinds)

@@ -39,6 +39,7 @@ from ._estimate import Estimate
 from ._events import EventKind
 from ._ledger import CounterSpec, CounterStatus, HeldCounter, Hold, Outcome, Reservation
 from ._ledger._meta import model_of, usage_of
+from ._ledger._types import Enforce
 from ._money import to_usd
 from ._scopes import scope_set
 from ._settle import LATE, Ctx, resolve
@@ -145,7 +146,7 @@ class Job:
         *,
         lease: float,
         meta: Mapping[str, Any] | None = None,
-        enforce: bool = True,
+        enforce: Enforce = True,
     ) -> Reservation:
         holds = tuple(holds)
         with self._lock:
@@ -154,7 +155,7 @@ class Job:
             for hold in holds:
                 unit, limit = hold.counter.unit, self.amounts[hold.counter.unit]
                 used, pending = self._used[unit], self._pending[unit]
-                if enforce and used + pending + hold.amount > limit:
+                if enforce is True and used + pending + hold.amount > limit:  # (in shadow: no)
                     raise BudgetExceededError(
                         scope=str(self.scope), unit=unit.value, period="total",
                         limit=_out(unit, limit), spent=_out(unit, used), held=_out(unit, pending),
@@ -354,7 +355,8 @@ def job_flow(core: GuardCore, job: Job, opening: bool, unsettled: int = 0) -> Fl
                 return
             holds = (Hold(core.METERING, job.amounts[Unit.USD]),)
         try:
-            job.reservation = yield Reserve(holds, ctx.meta, True, job.lease, parent)
+            mode: Enforce = "shadow" if core.mode == "shadow" else True  # (a shadow guard's job: see _flow)
+            job.reservation = yield Reserve(holds, ctx.meta, mode, job.lease, parent)
         except BudgetExceededError as refused:
             ctx.emit("refused", reason=refused.scope)
             raise
@@ -364,6 +366,8 @@ def job_flow(core: GuardCore, job: Job, opening: bool, unsettled: int = 0) -> Fl
             return
         ctx.reservation_id = job.reservation.id
         ctx.emit("reserved")
+        if job.reservation.shadowed is not None:
+            ctx.shadowed(job.reservation.shadowed, holds)
         return
     used = job.used()
     cost = used.get(Unit.USD, job.cost_nano)

@@ -28,6 +28,7 @@ from ._ledger import JournalEntry, Ledger
 from ._ledger._base import JournalQuery
 from ._ledger._facts import call_scopes as scopes_of
 from ._ledger._facts import calls, cost_of, estimate_pair, function_key, model_key, tokens
+from ._ledger._meta import FALLBACK
 from ._ledger._sqlite_report import Aggregate, Sums, pairs_of
 from ._money import to_usd
 
@@ -264,6 +265,7 @@ class ReportRow:
     key: str
     calls: int = 0
     refused: int = 0
+    """Refused reservations: those routed to a cheaper model (``routed``) and those raised to the caller."""
     input_tokens: int = 0
     output_tokens: int = 0
     cost_nano: int = 0
@@ -273,6 +275,11 @@ class ReportRow:
     """actual / estimate of each of those calls (self-calibration), when aggregated in Python."""
     distribution: Ratios | None = field(default=None, repr=False)
     """Their distribution when the store aggregated it (``ratios`` is then empty)."""
+    routed: int = 0
+    """Of the refusals, those routed to a cheaper model (the call went on): ``refused - routed`` reached
+    the caller."""
+    shadow_refused: int = 0
+    """Reservations admitted in shadow that would have been refused (``mode="shadow"``)."""
 
     @property
     def cost(self) -> Decimal:
@@ -292,6 +299,8 @@ class ReportRow:
             "key": self.key,
             "calls": self.calls,
             "refused": self.refused,
+            "routed": self.routed,
+            "shadow_refused": self.shadow_refused,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cost_usd": str(self.cost),
@@ -315,7 +324,7 @@ def report(entries: Iterable[JournalEntry], by: str) -> tuple[list[ReportRow], R
     total = ReportRow("total")
     for entry in entries:
         event = entry.event
-        if event not in ("committed", "refused"):
+        if event not in ("committed", "refused", "shadow_refused"):
             continue
         data = entry.data
         n_in, n_out = tokens(data)
@@ -324,6 +333,10 @@ def report(entries: Iterable[JournalEntry], by: str) -> tuple[list[ReportRow], R
         for row in [*(rows.setdefault(k, ReportRow(k)) for k in _keys(entry, by)), total]:
             if event == "refused":
                 row.refused += 1
+                row.routed += FALLBACK in data
+                continue
+            if event == "shadow_refused":
+                row.shadow_refused += 1
                 continue
             row.calls += calls(data)  # a job's line counts each of its calls
             row.input_tokens += n_in
@@ -379,14 +392,17 @@ def _from_store(found: Aggregate, by: str) -> tuple[list[ReportRow], ReportRow]:
     scopes), each row's distribution taken from its calls' pairs (``RatioSample``)."""
     pairs = found.pairs
     spread = _spread(found.rows, by) if found.lists else [(sums, [sums.key]) for sums in found.rows]
-    rows = [ReportRow(s.key, s.calls, s.refused, s.input_tokens, s.output_tokens, s.cost_nano,
-                      s.estimated_nano) for s, _ in spread]  # fmt: skip
-    t = found.total
-    total = ReportRow("total", t.calls, t.refused, t.input_tokens, t.output_tokens, t.cost_nano,
-                      t.estimated_nano)  # fmt: skip
+    rows = [_row(s) for s, _ in spread]
+    total = _row(found.total)
     if pairs:  # (else the distributions were not asked for, or there are none)
         _distributions(pairs, [lists for _, lists in spread], rows, total)
     return _sorted(rows), total
+
+
+def _row(sums: Sums) -> ReportRow:
+    return ReportRow(sums.key, sums.calls, sums.refused, sums.input_tokens, sums.output_tokens,
+                     sums.cost_nano, sums.estimated_nano, routed=sums.routed,
+                     shadow_refused=sums.shadow_refused)  # fmt: skip
 
 
 def _distributions(

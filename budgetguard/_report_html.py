@@ -17,7 +17,7 @@ from ._ledger import Ledger
 from ._money import format_usd
 from ._report import ReportRow, Summary, summarize
 
-__all__ = ["GROUPS", "page", "report_cells"]
+__all__ = ["GROUPS", "page", "refusal_columns", "report_cells"]
 
 GROUPS = (("day", "Spend by day"), ("feature", "Spend by feature"), ("model", "Spend by model"),
           ("user", "Spend by user"))  # fmt: skip
@@ -39,10 +39,31 @@ CSS = " ".join(
 )
 
 
-def report_cells(row: ReportRow) -> list[str]:
-    """A report row as the command line's table prints it (key, calls, refused, tokens, cost)."""
-    return [row.key, str(row.calls), str(row.refused), f"{row.input_tokens:,}", f"{row.output_tokens:,}",
-            format_usd(row.cost_nano)]  # fmt: skip
+def report_cells(row: ReportRow, total: ReportRow | None = None) -> list[str]:
+    """A report row as the command line's table prints it (key, calls, refused, tokens, cost), with the
+    refusals routed to a cheaper model and those in shadow when the ``total`` has some."""
+    extra = [] if total is None else refusal_cells(row, total)
+    return [row.key, str(row.calls), str(row.refused), *extra, f"{row.input_tokens:,}",
+            f"{row.output_tokens:,}", format_usd(row.cost_nano)]  # fmt: skip
+
+
+def refusal_cells(row: ReportRow, total: ReportRow) -> list[str]:
+    """The ``routed`` and ``shadow`` cells of a row, each when the total has some (``refusal_columns``)."""
+    return [cell for _, cell in refusal_columns(row, total)]
+
+
+def refusal_columns(row: ReportRow, total: ReportRow) -> list[tuple[str, str]]:
+    """(header, cell) of a row's ``routed`` refusals (of its refusals, those routed to a cheaper model)
+    and its ``shadow`` ones (would-be refusals of calls admitted in shadow), each when the total has some."""
+    found = [("routed", row.routed, total.routed), ("shadow", row.shadow_refused, total.shadow_refused)]
+    return [(name, str(n)) for name, n, shown in found if shown]
+
+
+def _refusals(total: ReportRow) -> str:
+    """What the page's summary line says of the refusals beyond their count."""
+    routed = f", {total.routed:,} of them routed to a cheaper model" if total.routed else ""
+    shadow = f", {total.shadow_refused:,} more in shadow (admitted)" if total.shadow_refused else ""
+    return routed + shadow
 
 
 def page(
@@ -70,7 +91,8 @@ def page(
         "<h1>budgetguard report</h1>",
         *(f'<p class="note">{escape(line)}</p>' for line in head),
         f"<p><b>{escape(format_usd(total.cost_nano))}</b> over {total.calls:,} calls ({total.refused:,} "
-        f"refused; {total.input_tokens:,} input and {total.output_tokens:,} output tokens)</p>",
+        f"refused{_refusals(total)}; {total.input_tokens:,} input and {total.output_tokens:,} output "
+        "tokens)</p>",
     ]
     warning = summaries["day"].coverage.warning("report")
     if warning:
@@ -99,8 +121,10 @@ def _section(by: str, heading: str, summary: Summary) -> list[str]:
         out.append(_columns([(r.key, r.cost_nano) for r in ordered]))
     else:
         out.append(_bars([(r.key, r.cost_nano) for r in rows[:BARS]]))
-    columns = [(by, "left"), *((name, "right") for name in REPORT_COLUMNS)]
-    out.append(_table(columns, [report_cells(r) for r in rows], report_cells(summary.total)[1:]))
+    total = summary.total
+    names = [*REPORT_COLUMNS[:2], *(name for name, _ in refusal_columns(total, total)), *REPORT_COLUMNS[2:]]
+    columns = [(by, "left"), *((name, "right") for name in names)]
+    out.append(_table(columns, [report_cells(r, total) for r in rows], report_cells(total, total)[1:]))
     if by == "model":
         ratios = ("ratio_median", "ratio_p95", "ratio_max")
         columns = [(by, "left"), ("calls", "right"), ("estimated", "right"), ("actual", "right"),

@@ -22,9 +22,9 @@ from ._core import GuardCore
 from ._errors import LedgerError, PricingError
 from ._estimate import Estimate
 from ._events import Event, EventKind, emit, wanted
-from ._ledger import Outcome, Reservation
+from ._ledger import Hold, Outcome, Reservation
 from ._ledger._meta import USAGE, pack_usage
-from ._ledger._types import CheckedAmounts, JournalData, ReservationError
+from ._ledger._types import CheckedAmounts, JournalData, Refusal, ReservationError
 from ._limits import answers_as
 from ._money import INT64_MAX, to_usd
 from ._pricing import PriceBook
@@ -110,6 +110,14 @@ class Ctx:
             ),
             self.guard.hooks,
         )
+
+    def shadowed(self, refusal: Refusal, holds: Sequence[Hold]) -> None:
+        """Say that a reservation admitted in shadow would have been refused (``Reservation.shadowed``):
+        the refusal's scope, unit, period and amounts as ``BudgetExceededError`` gives them."""
+        if wanted("shadow_refused", self.guard.hooks):
+            would = refusal.error(holds)
+            fields = ("scope", "unit", "period", "limit", "spent", "held", "requested")
+            self.emit("shadow_refused", reason=would.reason, data={k: getattr(would, k) for k in fields})
 
     def store_down(self, down: LedgerError) -> None:
         """Fail closed (raise) or open (go on), as configured; either way, say so."""

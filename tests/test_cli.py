@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import re
 import sqlite3
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -523,3 +524,42 @@ def test_status_with_no_active_scope_prints_an_empty_table(tmp_path: Path) -> No
     bg.open_ledger(url).close()
     result = CliRunner().invoke(cli, ["--url", url, "--budgets", str(budgets), "status"])
     assert result.exit_code == 0 and "burn/h" in result.output, result.output
+
+
+def test_report_tells_routed_refusals_and_shadow_ones_apart(tmp_path: Path) -> None:
+    """A refusal routed to a cheaper model, one raised to the caller and one in shadow: the table shows
+    ``routed`` and ``shadow`` columns, JSON and CSV their counts, the status a shadow budget as such."""
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text(
+        '[[budgets]]\nscope = "user"\nusd = "0.001"\nper = "day"\n\n'
+        '[[budgets]]\nscope = "feature"\nusd = "0.0001"\nper = "hour"\nmode = "shadow"\n'
+    )
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    guard = bg.Guard(url, budgets=bg.load_budgets(budgets))
+
+    def reply(**request: Any) -> dict[str, Any]:
+        return {"usage": {"prompt_tokens": 10, "completion_tokens": 10}, "model": request["model"]}
+
+    def asking(**request: Any) -> dict[str, Any]:
+        return {"model": request["model"], "messages": [], "max_tokens": 1000}
+
+    routed = guard.with_budget(reply, estimate=asking, route=["gpt-4o", "gpt-4o-mini"], user="alice",
+                               feature="chat")  # fmt: skip
+    routed(model="gpt-4o")  # $0.01 at worst: refused, routed to gpt-4o-mini (in shadow past $0.0001)
+    plain = guard.with_budget(reply, estimate=asking, user="alice", feature="chat")
+    with pytest.raises(bg.BudgetExceededError):
+        plain(model="gpt-4o")
+    guard.close()
+    store = (url, budgets)
+    table = run(store, "report", "--by", "user")
+    assert table.exit_code == 0, table.output
+    cells = [re.findall(r"[\w.$,]+", line) for line in table.output.splitlines()]
+    assert ["calls", "refused", "routed", "shadow", "input"] in [c[:5] for c in cells]
+    assert ["1", "2", "1", "1", "10", "10"] in [c[:6] for c in cells]  # alice's row (its key folded apart)
+    total = json.loads(run(store, "report", "--by", "user", "--format", "json").output)["total"]
+    assert (total["calls"], total["refused"], total["routed"], total["shadow_refused"]) == (1, 2, 1, 1)
+    rows = list(csv.DictReader(io.StringIO(run(store, "report", "--format", "csv").output)))
+    assert rows[-1]["routed"] == "1" and rows[-1]["shadow_refused"] == "1"
+    status = {r["scope"]: r for r in json.loads(run(store, "status", "--json").output)}
+    assert (status["feature:chat"]["shadow"], status["user:alice"]["shadow"]) == (True, False)
+    assert "shadow" in run(store, "status").output  # (the period column: "hour shadow", maybe folded)

@@ -17,6 +17,7 @@ from ._types import (
     Amounts,
     CounterSpec,
     CounterStatus,
+    Enforce,
     Hold,
     JournalEntry,
     Outcome,
@@ -67,7 +68,10 @@ class Ledger(ABC):
 
     * ``reserve`` admits a reservation only if, for every counter, ``spent + held + amount <= limit``
       (all counters or none), else raises ``BudgetExceededError`` naming the first failing scope.
-      ``enforce=False`` holds without the check (metering: count, never refuse).
+      ``enforce=False`` holds without the check (metering: count, never refuse); ``enforce="shadow"``
+      checks by the same rule but admits anyway, and returns the refusal it would have been as
+      ``Reservation.shadowed`` (journaled ``shadow_refused``); a counter whose ``CounterSpec.shadow``
+      is set is checked so in any case.
     * ``commit`` charges the actual amounts (more than held is charged and flagged as an overrun),
       ``release`` drops the hold. Each reservation resolves once; repeats return the first outcome.
     * Leases expire on the store's clock; expired holds are reclaimed by the next operation on the
@@ -85,7 +89,7 @@ class Ledger(ABC):
         lease: float = DEFAULT_LEASE,
         id: str | None = None,
         meta: Mapping[str, Any] | None = None,
-        enforce: bool = True,
+        enforce: Enforce = True,
     ) -> Reservation: ...
 
     @abstractmethod

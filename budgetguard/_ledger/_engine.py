@@ -14,12 +14,21 @@ from typing import Any, Literal, Protocol
 from .._budgets import Unit, Window
 from .._cache import Bounded
 from .._money import INT64_MAX
-from ._expiry import counter_expiry, in_window, lease_end, record_expiry, window_at
+from ._expiry import (
+    counter_expiry,
+    in_window,
+    lease_end,
+    prior_windows,
+    record_expiry,
+    trailing_ms,
+    window_at,
+)
 from ._types import (
     UNIT_TEXT,
     UNITS,
     CounterSpec,
     CounterStatus,
+    Enforce,
     HeldCounter,
     Hold,
     Outcome,
@@ -39,16 +48,21 @@ _SLOTS = 10_000
 
 class Slot:
     """A counter in one window: its storage key, label and expiry (``Tx`` stores it under ``key``),
-    derived once (counters repeat)."""
+    derived once (counters repeat). A rolling counter's slot is its bucket holding now, and ``prior``
+    the earlier buckets a check counts with it (``_expiry.prior_windows``; empty for a calendar one)."""
 
-    __slots__ = ("end", "expires", "field", "key", "label", "start")
+    __slots__ = ("end", "expires", "field", "key", "label", "prior", "start")
 
-    def __init__(self, counter: CounterSpec, window: Window) -> None:
+    def __init__(self, counter: CounterSpec, window: Window, prior: bool = True) -> None:
         self.start, self.end = window.start, window.end
         self.field = counter.limit_field
         self.key = counter_key(counter, window.start)
         self.label = counter.label
-        self.expires = counter_expiry(window.end)
+        counted = trailing_ms(counter) if counter.rolling else 0
+        self.expires = counter_expiry(window.end, counted)
+        self.prior: tuple[Slot, ...] = ()
+        if counted and prior:
+            self.prior = tuple(Slot(counter, w, prior=False) for w in prior_windows(counter, window))
 
 
 def counter_key(counter: CounterSpec, window_start: int) -> str:
@@ -122,12 +136,15 @@ class Engine:
 
     def __init__(self) -> None:
         self._slots: Bounded[str, Slot] = Bounded("ledger.slots", _SLOTS, shared=False)
+        self._rolling = False
+        """A rolling counter was seen: a reservation may need its earlier buckets (not the shortcut)."""
 
     def _slot(self, counter: CounterSpec, now: int) -> Slot:
         """The counter in its window at ``now``."""
         slot = self._slots.get(counter.limit_field)
         if slot is None or not in_window(now, slot.start, slot.end):
             slot = self._slots.put(counter.limit_field, Slot(counter, window_at(counter, now)))
+            self._rolling = self._rolling or bool(slot.prior)
         return slot
 
     def _held_slot(self, held: HeldCounter) -> Slot:
@@ -135,7 +152,18 @@ class Engine:
         slot = self._slots.get(held.counter.limit_field)
         if slot is not None and slot.start == held.window_start:
             return slot
-        return Slot(held.counter, Window(held.window_start, held.window_end))
+        return Slot(held.counter, Window(held.window_start, held.window_end), prior=False)
+
+    def _live(self, tx: Tx, slot: Slot, counter: CounterSpec, now: int) -> tuple[int, int]:
+        """A counter's (spent, held) at ``now``, its expired leases reclaimed: a rolling counter's summed
+        over its bucket and the earlier ones it counts (``Slot.prior``)."""
+        spent, held, expired_leases = tx.live(slot, now)
+        if expired_leases:
+            held = self._reclaim(tx, slot, counter, now, spent, held, expired_leases)
+        for earlier in slot.prior:
+            more, more_held = self._live(tx, earlier, counter, now)
+            spent, held = spent + more, held + more_held
+        return spent, held
 
     @staticmethod
     def _reclaim(
@@ -160,15 +188,23 @@ class Engine:
         holds: Sequence[Hold],
         lease_ms: int,
         meta: dict[str, Any],
-        enforce: bool = True,
+        enforce: Enforce = True,
         fresh: bool = False,
     ) -> Reservation | Refusal:
-        """``fresh``: ``res_id`` was just drawn at random (96 bits), so no record has it: none is read."""
+        """``fresh``: ``res_id`` was just drawn at random (96 bits), so no record has it: none is read.
+        Every counter is checked by one rule unless ``enforce`` is False; a counter past its limit
+        refuses the reservation, unless it is checked in shadow (``enforce="shadow"``, or its
+        ``CounterSpec.shadow``): then the first such refusal is journaled (``shadow_refused``) and
+        returned with the admitted reservation (``Reservation.shadowed``)."""
         record = None if fresh else tx.record(res_id)
         if record is not None:
             return self._repeat_reserve(res_id, record)
         expires = lease_end(now, lease_ms)
-        slots = [self._slot(hold.counter, now) for hold in holds] if enforce and tx.fast else None
+        shadowed: Refusal | None = None
+        check = enforce is not False
+        slots = [self._slot(hold.counter, now) for hold in holds] if check and tx.fast else None
+        if self._rolling and slots is not None and any(s.prior for s in slots):
+            slots = None  # (the shortcut reads one bucket of a rolling counter)
         if slots is not None and tx.admit(res_id, now, expires, holds, slots):  # (the code limits)
             admitted = tuple([HeldCounter(h.counter, s.start, s.end, h.amount, h.counter.limit)
                               for h, s in zip(holds, slots, strict=True)])  # fmt: skip
@@ -181,23 +217,34 @@ class Engine:
                 slot = cached.get(counter.limit_field)  # (the hot path of _slot)
                 if slot is None or not in_window(now, slot.start, slot.end):
                     slot = self._slot(counter, now)
-                spent, held, expired_leases = tx.live(slot, now)
+                spent, held, expired_leases = tx.live(slot, now)  # (the hot path of _live: inline)
                 if expired_leases:
                     held = self._reclaim(tx, slot, counter, now, spent, held, expired_leases)
+                for earlier in slot.prior:  # a rolling counter: the whole trailing window
+                    more, more_held = self._live(tx, earlier, counter, now)
+                    spent, held = spent + more, held + more_held
                 override = tx.limit(counter.limit_field)
                 limit = counter.limit if override is None else override
-                if enforce and spent + held + hold.amount > limit:
+                if check and spent + held + hold.amount > limit:
                     refusal = Refusal(len(plan), limit, spent, held, hold.amount, slot.end, counter)
-                    tx.put_record(res_id, {"state": "refused", "refusal": refusal}, record_expiry(now, None))
-                    tx.journal(now, "refused", res_id, [slot.label], {counter.unit.value: hold.amount}, meta)
-                    return refusal
+                    if enforce is True and not counter.shadow:
+                        tx.put_record(
+                            res_id, {"state": "refused", "refusal": refusal}, record_expiry(now, None)
+                        )
+                        return _journal_refusal(tx, now, "refused", res_id, refusal, meta)
+                    if shadowed is None:
+                        shadowed = refusal
                 plan.append((slot, hold.amount))
                 held_counters.append(HeldCounter(counter, slot.start, slot.end, hold.amount, limit))
             tx.hold(res_id, expires, plan)
             admitted = tuple(held_counters)
+            if shadowed is not None:
+                _journal_refusal(tx, now, "shadow_refused", res_id, shadowed, meta)
         stored = {"state": "held", "created": now, "expires": expires, "held": admitted, "meta": meta}
         tx.put_record(res_id, stored, record_expiry(now, expires))
-        return Reservation(res_id, admitted, now, expires)
+        if shadowed is None:
+            return Reservation(res_id, admitted, now, expires)
+        return Reservation(res_id, admitted, now, expires, False, shadowed)
 
     @staticmethod
     def _repeat_reserve(res_id: str, record: dict[str, Any]) -> Reservation | Refusal:
@@ -293,14 +340,12 @@ class Engine:
         result = []
         for counter in counters:
             slot = self._slot(counter, now)
-            spent, held, expired_leases = tx.live(slot, now)
-            if expired_leases:
-                held = self._reclaim(tx, slot, counter, now, spent, held, expired_leases)
+            spent, held = self._live(tx, slot, counter, now)
             override = tx.limit(counter.limit_field)
             result.append(
                 CounterStatus(
                     counter=counter,
-                    window_start=slot.start,
+                    window_start=slot.prior[-1].start if slot.prior else slot.start,
                     window_end=slot.end,
                     limit=counter.limit if override is None else override,
                     spent=spent,
@@ -309,6 +354,14 @@ class Engine:
                 )
             )
         return result
+
+
+def _journal_refusal(tx: Tx, now: int, event: str, res_id: str, refusal: Refusal, meta: Meta) -> Refusal:
+    """Journal a refusal (``refused``) or a refusal in shadow (``shadow_refused``) on its counter."""
+    counter = refusal.counter
+    assert counter is not None  # (the engine's refusals name their counter)
+    tx.journal(now, event, res_id, [counter.label], {counter.unit.value: refusal.requested}, meta)
+    return refusal
 
 
 def resolved_record(

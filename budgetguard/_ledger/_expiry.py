@@ -12,7 +12,7 @@ say the same.
 
 from __future__ import annotations
 
-from .._budgets import Window
+from .._budgets import ROLLING, ROLLING_BUCKETS, Window, rolling_bucket
 from .._cache import Bounded
 from ._types import CounterSpec
 
@@ -23,7 +23,9 @@ __all__ = [
     "expired",
     "in_window",
     "lease_end",
+    "prior_windows",
     "record_expiry",
+    "trailing_ms",
     "window_at",
 ]
 
@@ -61,9 +63,29 @@ def in_window(now: int, start: int, end: int | None) -> bool:
     return start <= now and (end is None or now < end)
 
 
-def counter_expiry(window_end: int | None) -> int | None:
-    """When a counter of the window ending at ``window_end`` is dropped; ``None``: never (a total)."""
-    return None if window_end is None else window_end + COUNTER_RETENTION_MS
+def counter_expiry(window_end: int | None, counted_ms: int = 0) -> int | None:
+    """When a counter of the window ending at ``window_end`` is dropped; ``None``: never (a total). A
+    rolling window's bucket is counted ``counted_ms`` after it ends (``trailing_ms``), and kept as long
+    again as a calendar window after that."""
+    return None if window_end is None else window_end + counted_ms + COUNTER_RETENTION_MS
+
+
+def trailing_ms(counter: CounterSpec) -> int:
+    """How long after its bucket ends a rolling counter's bucket is still counted (the window's length:
+    ``ROLLING_BUCKETS`` buckets); 0 for a calendar window."""
+    return rolling_bucket(counter.period) * ROLLING_BUCKETS if counter.tz == ROLLING else 0
+
+
+def prior_windows(counter: CounterSpec, window: Window) -> list[Window]:
+    """The buckets a check of a rolling counter counts besides the one holding now (``window``), newest
+    first: together they cover the trailing window whatever the instant in ``window`` (at most one
+    bucket more than it); none for a calendar window."""
+    if counter.tz != ROLLING:
+        return []
+    step = rolling_bucket(counter.period)
+    return [
+        Window(window.start - k * step, window.start - (k - 1) * step) for k in range(1, ROLLING_BUCKETS + 1)
+    ]
 
 
 def lease_end(now: int, lease_ms: int) -> int:

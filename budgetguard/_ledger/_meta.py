@@ -20,9 +20,9 @@ The compact form (keys: the constants below):
 * ``"u"``: the usage; ``[input, output]`` when it has exactly those two counts. ``cost_nano`` is left
   out: a guarded commit's amounts carry it (``usd``).
 
-Any other key (the rarer ones: ``variant``, ``fitted``, ``error``..., and the flags the stores add,
-``overrun``, ``expired``) is written and read as is. The stores merge the reservation's and the
-resolution's parts as text (Redis) or as dicts: their keys never overlap.
+Any other key (the rarer ones: ``variant``, ``fitted``, ``error``..., ``fallback`` (``FALLBACK``), and
+the flags the stores add, ``overrun``, ``expired``) is written and read as is. The stores merge the
+reservation's and the resolution's parts as text (Redis) or as dicts: their keys never overlap.
 """
 
 from __future__ import annotations
@@ -35,11 +35,14 @@ from .._money import to_usd
 from ._types import Hold
 
 __all__ = [
-    "ATTEMPT", "ESTIMATE", "FUNCTION", "MODEL", "SCOPES", "USAGE",
+    "ATTEMPT", "ESTIMATE", "FALLBACK", "FUNCTION", "MODEL", "SCOPES", "USAGE",
     "derivable", "expand", "model_of", "pack_usage", "usage_of", "usd_text",
 ]  # fmt: skip
 
 MODEL, ESTIMATE, ATTEMPT, SCOPES, FUNCTION, USAGE = "", "e", "a", "s", "f", "u"
+FALLBACK = "fallback"
+"""The cheaper model a call routes to if this reservation is refused (``with_budget(route=...)``): a
+refusal whose data has it was routed, not raised to the caller (reports count both)."""
 
 
 def derivable(labels: Sequence[str], holds: Sequence[Hold]) -> bool:

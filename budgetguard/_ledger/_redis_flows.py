@@ -35,6 +35,7 @@ from ._types import (
     UNITS,
     Amounts,
     CounterSpec,
+    Enforce,
     HeldCounter,
     Hold,
     JournalEntry,
@@ -86,20 +87,28 @@ class Flows:
         found = self._slots.get(key)
         return self._slots.put(key, CounterArgs(self.keys, counter, start, end)) if found is None else found
 
-    def reserve(self, holds: tuple[Hold, ...], lease_ms: int, res_id: str, meta: str, enforce: bool) -> Flow:
+    def reserve(
+        self, holds: tuple[Hold, ...], lease_ms: int, res_id: str, meta: str, enforce: Enforce
+    ) -> Flow:
         now = time.time_ns() // 1_000_000  # a guess: the script checks it against the server's TIME
         head: list[str | int] = [res_id, lease_ms, RECORD_RETENTION_MS, self.journal_maxlen, meta]
+        mode = _mode(holds, enforce)
         for _ in range(3):
             windows = [window_at(h.counter, now) for h in holds]
             slots = [self.slot(h.counter, w) for h, w in zip(holds, windows, strict=True)]
             keys: list[str] = [self.keys.record(res_id), self.keys.limits, self.keys.journal]
             held_json = []
-            args = [*head, "", "1" if enforce else "0"]
-            for hold, slot in zip(holds, slots, strict=True):
+            args: list[str | int] = [*head, "", mode, ""]
+            earlier: list[str] = []  # the earlier buckets of rolling counters, after the holds' keys
+            for i, (hold, slot) in enumerate(zip(holds, slots, strict=True), 1):
                 keys += slot.keys
                 held_json.append(f"{slot.held_json}{hold.amount},{hold.counter.limit}]")
                 args.append(f"{hold.amount}{slot.reserve_arg}")
+                if slot.prior:
+                    args[7] = f"{args[7]}{i}:{len(slot.prior) // 2},"
+                    earlier += slot.prior
             args[5] = f"[{','.join(held_json)}]"
+            keys += earlier
             reply = yield Call("reserve", tuple(keys), tuple(args))
             server_now = server_time_outside(reply)
             if server_now is not None:
@@ -122,6 +131,11 @@ class Flows:
                     HeldCounter(h.counter, w.start, w.end, h.amount, limit)
                     for h, w, limit in zip(holds, windows, limits, strict=True)
                 )
+            if len(reply) > 5 and reply[4] == "0":  # admitted in shadow past a limit
+                index, limit, spent, now_held, asked, end = reply[5].split(" ")
+                shadowed = Refusal(int(index), int(limit), int(spent), int(now_held), int(asked),
+                                   int(end) if end else None, holds[int(index)].counter)  # fmt: skip
+                return Reservation(res_id, held, int(reply[1]), int(reply[2]), False, shadowed)
             return Reservation(res_id, held, int(reply[1]), int(reply[2]), duplicate=reply[4] == "1")
         raise _clock_moving()
 
@@ -176,19 +190,25 @@ class Flows:
         for _ in range(3):
             windows = [window_at(c, now) for c in counters]
             keys: list[str] = [self.keys.limits, self.keys.journal]
-            args: list[str | int] = [self.journal_maxlen, len(counters)]
-            for counter, window in zip(counters, windows, strict=True):
-                keys.extend(self.keys.counter(counter, window.start))
-                args += [
-                    counter.limit, self.keys.limit_field(counter), window.start,
-                    "" if window.end is None else window.end, label_json(counter), counter.unit.value,
-                ]  # fmt: skip
+            args: list[str | int] = [self.journal_maxlen, 0]
+            read: list[int] = []  # per counter read, the counter asked it is part of
+            for i, (counter, window) in enumerate(zip(counters, windows, strict=True)):
+                earlier = self.slot(counter, window).prior  # a rolling counter's earlier buckets
+                bucket_keys = [*self.keys.counter(counter, window.start), *earlier]
+                keys += bucket_keys
+                for _ in range(len(bucket_keys) // 2):  # (each bucket checked against the current one)
+                    args += [
+                        counter.limit, self.keys.limit_field(counter), window.start,
+                        "" if window.end is None else window.end, label_json(counter), counter.unit.value,
+                    ]  # fmt: skip
+                    read.append(i)
+            args[1] = len(read)
             reply = yield Call("status", tuple(keys), tuple(args))
             server_now = server_time_outside(reply)
             if server_now is not None:
                 now = server_now
                 continue
-            return statuses(reply, counters, windows)
+            return statuses(reply, counters, windows, read)
         raise _clock_moving()
 
     def set_limit(self, counter: CounterSpec, limit: int | None) -> Flow:
@@ -214,6 +234,18 @@ class Flows:
             return None
         info = yield Call("xinfo", (self.keys.journal,))
         return complete_since(info, self.journal_maxlen)
+
+
+def _mode(holds: tuple[Hold, ...], enforce: Enforce) -> str:
+    """``reserve.lua``'s enforce argument: one letter for every hold, or one per hold when some
+    counters are checked in shadow and others not."""
+    if enforce is False:
+        return "0"
+    if enforce == "shadow":
+        return "s"
+    if not any(h.counter.shadow for h in holds):
+        return "1"
+    return "".join("s" if h.counter.shadow else "1" for h in holds)
 
 
 def _clock_moving() -> LedgerError:

@@ -19,7 +19,7 @@ from typing import Any
 from .._budgets import Unit, Window
 from .._cache import Bounded
 from ._base import check_namespace
-from ._expiry import counter_expiry
+from ._expiry import counter_expiry, prior_windows, trailing_ms
 from ._meta import expand
 from ._stored import held_fields
 from ._types import (
@@ -113,12 +113,15 @@ def scopes_json(held: Sequence[HeldCounter]) -> str:
 class CounterArgs:
     """What a call says about one counter in one window, encoded once (counters repeat)."""
 
-    __slots__ = ("commit_arg", "held_json", "keys", "reserve_arg")
+    __slots__ = ("commit_arg", "held_json", "keys", "prior", "reserve_arg")
 
     def __init__(self, keys: Keys, counter: CounterSpec, start: int, end: int | None) -> None:
         self.keys = keys.counter(counter, start)
         label, unit = label_json(counter), counter.unit.value
-        expiry = counter_expiry(end)
+        expiry = counter_expiry(end, trailing_ms(counter))
+        earlier = prior_windows(counter, Window(start, end))
+        self.prior = tuple(key for w in earlier for key in keys.counter(counter, w.start))
+        """A rolling counter's earlier buckets' keys (counter, leases), which a check counts too."""
         expire_at = "" if expiry is None else expiry
         window_end = "" if end is None else end
         field = keys.limit_field(counter)
@@ -151,7 +154,7 @@ def complete_since(info: Mapping[str, Any], maxlen: int) -> datetime | None:
     return to_datetime(int(ms) + (0 if seq in ("", "0") else 1))
 
 
-EVENTS = {"c": "committed", "r": "released", "e": "expired", "x": "refused"}
+EVENTS = {"c": "committed", "r": "released", "e": "expired", "x": "refused", "s": "shadow_refused"}
 """A journal entry's event as the scripts write it (one letter), and its name."""
 
 
@@ -183,18 +186,24 @@ def meta_json(meta: Mapping[str, Any] | None) -> str:
 
 
 def statuses(
-    reply: list[str], counters: Sequence[CounterSpec], windows: Sequence[Window]
+    reply: list[str], counters: Sequence[CounterSpec], windows: Sequence[Window], read: Sequence[int]
 ) -> list[CounterStatus]:
-    """``status.lua``'s reply: limit, spent, held and overridden per counter, after its ``OK``."""
+    """``status.lua``'s reply: limit, spent and held and overridden per counter read, after its ``OK``;
+    ``read``: the counter asked that each read is part of (a rolling counter's buckets are summed)."""
+    sums = [[0, 0] for _ in counters]
+    for n, i in enumerate(read):
+        sums[i][0] += int(reply[2 + 4 * n])
+        sums[i][1] += int(reply[3 + 4 * n])
+    first = {i: n for n, i in reversed(list(enumerate(read)))}  # (a counter's first read: its limit)
     return [
         CounterStatus(
             counter=counter,
-            window_start=window.start,
+            window_start=window.start - trailing_ms(counter),
             window_end=window.end,
-            limit=int(reply[1 + 4 * i]),
-            spent=int(reply[2 + 4 * i]),
-            held=int(reply[3 + 4 * i]),
-            overridden=reply[4 + 4 * i] == "1",
+            limit=int(reply[1 + 4 * first[i]]),
+            spent=sums[i][0],
+            held=sums[i][1],
+            overridden=reply[4 + 4 * first[i]] == "1",
         )
         for i, (counter, window) in enumerate(zip(counters, windows, strict=True))
     ]

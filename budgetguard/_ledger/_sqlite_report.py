@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._cache import memo
 from ._facts import ODD, export_facts, facts
-from ._meta import expand
+from ._meta import FALLBACK, expand
 
 if TYPE_CHECKING:
     import sqlite3  # (not at ``import budgetguard``: ``_report`` imports this module)
@@ -149,6 +149,8 @@ class Sums:
     key: str
     calls: int
     refused: int
+    routed: int
+    shadow_refused: int
     input_tokens: int
     output_tokens: int
     cost_nano: int
@@ -173,6 +175,8 @@ class Aggregate:
 _SUM_PARTS = (
     "coalesce(sum(CASE WHEN event = 'committed' THEN r_calls END), 0)",
     "count(CASE WHEN event = 'refused' THEN 1 END)",
+    f"count(CASE WHEN event = 'refused' AND json_extract(r_flags, '$.{FALLBACK}') IS NOT NULL THEN 1 END)",
+    "count(CASE WHEN event = 'shadow_refused' THEN 1 END)",
     "coalesce(sum(CASE WHEN event = 'committed' THEN r_in END), 0)",
     "coalesce(sum(CASE WHEN event = 'committed' THEN r_out END), 0)",
     "coalesce(sum(CASE WHEN event = 'committed' THEN r_cost END), 0)",
@@ -232,7 +236,7 @@ def aggregate(
     exactly, and the scopes' JSON is read once per list, not once per row). The same ``GROUP BY``
     gathers the pairs (``_Pairs``), from which the caller takes the distributions by the rule the
     streamed report follows (``RatioSample``): no second scan, no ordering of rows in SQL."""
-    where = "ts >= ? AND ts < ? AND event IN ('committed', 'refused')"
+    where = "ts >= ? AND ts < ? AND event IN ('committed', 'refused', 'shadow_refused')"
     args: tuple[Any, ...] = (since, until)
     if scope is not None:
         where += f" AND EXISTS (SELECT 1 FROM json_each({_SCOPES}) WHERE value = ?)"

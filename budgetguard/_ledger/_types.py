@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from .._budgets import Period, Scope, Unit, Window, window_for
+from .._budgets import ROLLING, Period, Scope, Unit, Window, window_for
 from .._errors import BudgetExceededError, BudgetGuardError, ConfigurationError
 from .._frozen import fast_init
 from .._money import INT64_MAX, to_usd
@@ -20,6 +20,7 @@ __all__ = [
     "Amounts",
     "CounterSpec",
     "CounterStatus",
+    "Enforce",
     "HeldCounter",
     "Hold",
     "JournalEntry",
@@ -99,6 +100,11 @@ class CounterSpec:
     limit: int
     """The limit set in code; a limit stored in the ledger (``set_limit``) wins over it."""
     tz: str = "UTC"
+    """An IANA zone for a calendar window, or ``ROLLING`` for a rolling one."""
+    shadow: bool = field(default=False, compare=False)
+    """Checked in shadow: a reservation past its limit is admitted and the refusal it would have been
+    is recorded (``Reservation.shadowed``, a ``shadow_refused`` journal entry). Not part of the
+    counter's identity: a budget moved from shadow to enforcing keeps its spend."""
     limit_field: str = field(init=False, repr=False, compare=False)
     """The counter's identity as text: the key of its run-time limit (JSON: injective for any id)."""
     label: str = field(init=False, repr=False, compare=False)
@@ -110,7 +116,13 @@ class CounterSpec:
         object.__setattr__(self, "limit_field", json.dumps(identity))
         object.__setattr__(self, "label", str(self.scope))
 
+    @property
+    def rolling(self) -> bool:
+        """A rolling window (``tz`` is ``ROLLING``): counted per bucket (see ``_budgets.ROLLING``)."""
+        return self.tz == ROLLING
+
     def window(self, now_ms: int) -> Window:
+        """The window at ``now_ms``; a rolling counter's bucket."""
         return window_for(self.period, self.tz, now_ms)
 
 
@@ -151,12 +163,19 @@ def check_holds(holds: Iterable[Hold]) -> tuple[Hold, ...]:
     return holds
 
 
+Enforce = bool | Literal["shadow"]
+"""How a reservation is checked: ``True`` (refuse past a limit), ``False`` (hold without checking:
+metering) or ``"shadow"`` (check, record the refusal it would have been, admit anyway)."""
+
+
 def check_reserve(
-    holds: Iterable[Hold], lease: float, id: str | None, meta: Mapping[str, Any] | None, enforce: bool
-) -> tuple[tuple[Hold, ...], int, str, Mapping[str, Any] | None, bool]:
+    holds: Iterable[Hold], lease: float, id: str | None, meta: Mapping[str, Any] | None, enforce: Enforce
+) -> tuple[tuple[Hold, ...], int, str, Mapping[str, Any] | None, Enforce]:
     """``Ledger.reserve``'s arguments, in declaration order, checked (every store, before any I/O): the
     holds, the lease in ms and the reservation id (a new one when none is given); meta and enforce as
     given (each store checks meta as it stores it)."""
+    if enforce is not True and enforce is not False and enforce != "shadow":
+        raise ValueError(f"enforce must be True, False or 'shadow', got {enforce!r}")
     checked = check_holds(holds)
     lease_ms = check_lease(lease)
     return checked, lease_ms, new_reservation_id() if id is None else check_reservation_id(id), meta, enforce
@@ -193,6 +212,10 @@ class Reservation:
     """Lease end, epoch milliseconds on the store's clock."""
     duplicate: bool = False
     """True when this reserve call repeated an earlier one with the same id."""
+    shadowed: Refusal | None = None
+    """The refusal this reservation would have been, admitted in shadow (``enforce="shadow"``, or a
+    counter checked in shadow): the first counter past its limit, as a refusal names it. ``None`` when
+    it fit, and on a repeat (the journal has it once)."""
 
     @property
     def units(self) -> frozenset[Unit]:
@@ -272,10 +295,11 @@ class CounterStatus:
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
-    """One line of the ledger's history: a refusal, commit, release or expiry."""
+    """One line of the ledger's history: a refusal, commit, release or expiry, or a refusal in shadow
+    (``shadow_refused``: the reservation was admitted)."""
 
     ts: int
-    event: Literal["refused", "committed", "released", "expired"]
+    event: Literal["refused", "shadow_refused", "committed", "released", "expired"]
     reservation_id: str
     scopes: tuple[str, ...]
     amounts: Mapping[str, int]

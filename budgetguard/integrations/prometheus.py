@@ -81,6 +81,9 @@ class PrometheusHook:
             window,
         )
         self.refusals = counter("refusals", "Calls refused by a budget")
+        self.shadow_refusals = counter(
+            "shadow_refusals", "Calls a budget in shadow would have refused (they went on)"
+        )
         self.overruns = counter("overruns", "Calls that cost more than was reserved")
         self.fits = counter("fits", "Calls whose max output tokens were lowered to fit what was left")
         self.routes = counter("routes", "Calls routed to another model", ("from_model", "to_model"))
@@ -109,6 +112,8 @@ class PrometheusHook:
             self._committed(event, labels, model)
         elif event.kind == "refused" and event.reason:
             self.refusals.labels(*scope_parts(event.reason, self.id_kinds), model).inc()
+        elif event.kind == "shadow_refused" and "scope" in event.data:
+            self.shadow_refusals.labels(*scope_parts(event.data["scope"], self.id_kinds), model).inc()
         elif event.kind == "overrun":
             for label in labels:
                 self.overruns.labels(*label).inc()

@@ -201,3 +201,17 @@ def test_the_forecast_gauges_follow_each_budget() -> None:
     team = {**feature, "scope_kind": "team", "scope_id": "ops"}
     ran_out = value(registry, "runs_out_timestamp_seconds", **team)
     assert math.floor(before * 1000) / 1000 <= ran_out <= time.time()  # used up: now (in whole ms)
+
+
+def test_shadow_refusals_are_counted_apart() -> None:
+    registry = CollectorRegistry()
+    guard = bg.Guard(
+        "memory://",
+        budgets=[bg.Budget("user", usd="0.000001", per="day", mode="shadow")],
+        on_event=PrometheusHook(registry),
+    )
+    ask = guard.with_budget(lambda **request: {"usage": USAGE}, user="alice")
+    ask(model="gpt-4o-mini", messages=MESSAGES, max_tokens=200)  # past the limit: goes on in shadow
+    user = {"scope_kind": "user", "scope_id": ""}
+    assert value(registry, "shadow_refusals_total", **user, model="gpt-4o-mini") == 1
+    assert registry.get_sample_value("budgetguard_refusals_total", {**user, "model": "gpt-4o-mini"}) is None

@@ -299,6 +299,42 @@ class LedgerModel(RuleBasedStateMachine):
 
     @precondition(lambda self: self.specs)
     @rule(data=st.data())
+    def reserve_in_shadow(self, data: st.DataObject) -> None:
+        """``enforce="shadow"``: admitted always; the first counter the contract would refuse on is
+        named (``Reservation.shadowed``) and journaled, as its refusal would have been."""
+        holds, res_id = self.draw_holds(data), self.fresh_id()
+        limits = [self.limit(slot) for slot, _ in holds]
+        would = next(
+            (ModelRefusal(res_id, holds, i, self.limit(slot), self.spent[slot], self.held[slot], amount)
+             for i, (slot, amount) in enumerate(holds)
+             if self.spent[slot] + self.held[slot] + amount > self.limit(slot)),
+            None,
+        )  # fmt: skip
+        call = [Hold(self.specs[slot], amount) for slot, amount in holds]
+        res = self.ledger.reserve(call, id=res_id, lease=LEASE, enforce="shadow")
+        m = ModelReservation(res_id, holds, limits, round(LEASE * 1000), res)
+        self.check_reservation(res, m, duplicate=False)
+        self.reservations[res_id] = m
+        for slot, amount in holds:
+            self.held[slot] += amount
+            if self.spent[slot] + self.held[slot] > self.limit(slot):
+                self.excused[slot] = True
+        if would is None:
+            assert res.shadowed is None
+            return
+        event("shadow refusal")
+        got = res.shadowed
+        assert got is not None
+        assert (got.index, got.limit, got.spent, got.held, got.requested) == (
+            would.index, would.limit, would.spent, would.held, would.requested,
+        )  # fmt: skip
+        slot, amount = holds[would.index]
+        self.journal[
+            _journal_key("shadow_refused", res_id, [_label(slot)], {_unit(slot).value: amount}, {})
+        ] += 1
+
+    @precondition(lambda self: self.specs)
+    @rule(data=st.data())
     def reserve_and_let_expire(self, data: st.DataObject) -> None:
         """A worker that crashes: its short lease runs out and the store reclaims the hold."""
         m = self.do_reserve(self.fresh_id(), self.draw_holds(data), SHORT_LEASE)

@@ -3,18 +3,32 @@
 -- Every key written has an expiry, but two: the limits hash (run-time limits an operator set live
 -- until cleared, see set_limit.lua) and the journal stream (the history reports read, capped by
 -- XADD MAXLEN ~ journal_maxlen); and a 'total' counter, which never resets (below).
--- KEYS: record, limits, journal, then (counter, leases) per hold.
--- ARGV: id, lease_ms, retention_ms, journal_maxlen, meta_json, held_json, enforce ('1'|'0'),
+-- KEYS: record, limits, journal, then (counter, leases) per hold, then those of the earlier buckets
+--       of each rolling counter (newest first), in hold order.
+-- ARGV: id, lease_ms, retention_ms, journal_maxlen, meta_json, held_json, enforce ('1' check, '0' hold
+--       without checking, 's' check in shadow; or one of those letters per hold), rolling ('' or
+--       '<hold>:<buckets>,' per rolling hold: its earlier buckets, which a check counts with its own),
 --       then one per hold, packed (one argument costs the client more than the server's string.match):
 --       'amount,default_limit,window_start,window_end|,expire_at|,unit,limit_field,label_json'.
 -- now: the server's time in ms (batch.lua reads it once for all its operations), else read here.
 local function reserve(KEYS, ARGV, now)
   local id, lease, retention, maxlen, meta, held_json = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-  local enforce = ARGV[7] == '1'
-  local H = 7  -- header arguments before the per-hold ones
+  local mode = ARGV[7]
+  local H = 8  -- header arguments before the per-hold ones
   local n = #ARGV - H
-  if n < 1 or #KEYS ~= 3 + 2 * n then return fail('arity') end
-  if ARGV[7] ~= '1' and ARGV[7] ~= '0' then return fail('enforce') end
+  if n < 1 then return fail('arity') end
+  local earlier, k = {}, 3 + 2 * n  -- per rolling hold: {first key of its earlier buckets, buckets}
+  if ARGV[8] ~= '' then
+    if string.find(ARGV[8], '^[%d:,]+$') == nil then return fail('rolling') end
+    for i, b in string.gmatch(ARGV[8], '(%d+):(%d+),') do
+      i, b = i + 0, b + 0
+      if i < 1 or i > n or earlier[i] then return fail('rolling') end
+      earlier[i] = {k, b}
+      k = k + 2 * b
+    end
+  end
+  if #KEYS ~= k then return fail('arity') end
+  if (#mode ~= 1 and #mode ~= n) or string.find(mode, '[^01s]') then return fail('enforce') end
   if not is_int64(lease) or lease == '0' or not check_common(maxlen, retention) then return fail('lease') end
   local holds = {}
   for i = 1, n do
@@ -54,8 +68,10 @@ local function reserve(KEYS, ARGV, now)
   if n == 1 then overrides = {redis.call('HGET', KEYS[2], fields[1])}  -- (HGET: half HMGET's cost)
   else overrides = redis.call('HMGET', KEYS[2], unpack(fields)) end
   local lims, fresh, fresh_leases, after = {}, {}, {}, {}
+  local shadow  -- the first refusal in shadow (admitted): its reply fields, then its journal entry
   for i = 1, n do
     local h = holds[i]
+    local check = #mode == 1 and mode or string.sub(mode, i, i)
     local amount = h[1]
     local limit = overrides[i] or h[2]
     local c = redis.call('HMGET', KEYS[2 + 2 * i], 'spent', 'held')
@@ -63,10 +79,27 @@ local function reserve(KEYS, ARGV, now)
     local sh, sl = num(spent)
     local hh, hl = num(held)
     local ah, al = limbs(amount)
-    local nh, nl = add(hh, hl, ah, al)
-    local th, tl = add(sh, sl, nh, nl)
+    local nh, nl = add(hh, hl, ah, al)  -- this bucket's held once the hold is taken
+    local th, tl  -- spent + held + amount over the window (a rolling counter: its earlier buckets too)
+    if earlier[i] then
+      local all_h, all_l = hh, hl
+      local first, buckets = earlier[i][1], earlier[i][2]
+      for j = 0, buckets - 1 do
+        local bucket, bucket_leases = KEYS[first + 1 + 2 * j], KEYS[first + 2 + 2 * j]
+        reclaim(bucket, bucket_leases, now_s, h[8], h[6], KEYS[3], maxlen)
+        local e = redis.call('HMGET', bucket, 'spent', 'held')
+        if e[1] then sh, sl = add(sh, sl, limbs(e[1])) end
+        if e[2] then all_h, all_l = add(all_h, all_l, limbs(e[2])) end
+      end
+      spent, held = decimal(sh, sl), decimal(all_h, all_l)
+      th, tl = add(sh, sl, add(all_h, all_l, ah, al))
+    else
+      th, tl = add(sh, sl, nh, nl)
+    end
     local lh, ll = limbs(limit)
-    if enforce and not le(th, tl, lh, ll) then
+    if check == 's' and not shadow and not le(th, tl, lh, ll) then
+      shadow = {tostring(i - 1), limit, spent, held, amount, h[4], h[8], h[6]}
+    elseif check == '1' and not le(th, tl, lh, ll) then
       put_record(KEYS[1], 'x ' .. (i - 1) .. ' ' .. limit .. ' ' .. spent .. ' ' .. held .. ' ' .. amount .. ' ' ..
         h[4] .. '\n\n' .. held_json, now, record_expiry(now, nil, retention + 0))
       xadd(KEYS[3], maxlen, now_s, 'x', id, h[8], '{"' .. h[6] .. '":' .. amount .. '}', meta)
@@ -80,7 +113,7 @@ local function reserve(KEYS, ARGV, now)
     -- happens with nothing held. A 'total' counter (no window end, no expire_at) never resets, so it
     -- is kept for good, and its leases set until it empties (the next operation on the counter
     -- reclaims what expired).
-    fresh[i], fresh_leases[i] = c[1] == false and c[2] == false, held == '0'
+    fresh[i], fresh_leases[i] = c[1] == false and c[2] == false, (c[2] or '0') == '0'
   end
 
   local expires = lease_end(now, lease + 0)
@@ -103,5 +136,9 @@ local function reserve(KEYS, ARGV, now)
   local lims_csv = table.concat(lims, ',')
   put_record(KEYS[1], 'h ' .. now_s .. ' ' .. expires_s .. ' ' .. lims_csv .. ' ' .. table.concat(amts, ',') .. '\n' ..
     meta .. '\n' .. held_json, now, record_expiry(now, expires, retention + 0))
+  if shadow then
+    xadd(KEYS[3], maxlen, now_s, 's', id, shadow[7], '{"' .. shadow[8] .. '":' .. shadow[5] .. '}', meta)
+    return {'OK', now_s, expires_s, lims_csv, '0', table.concat(shadow, ' ', 1, 6)}
+  end
   return {'OK', now_s, expires_s, lims_csv, '0'}
 end
