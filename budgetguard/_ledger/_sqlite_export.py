@@ -26,7 +26,7 @@ from ._types import JournalEntry
 __all__ = ["CHUNK", "sql_export"]
 
 CHUNK = 8192
-"""Rows fetched (and lines joined) at a time."""
+"""Rows rendered (and fetched as one text) at a time."""
 
 
 _USD = (
@@ -94,16 +94,24 @@ def _csv_line() -> str:
 
 
 def _lines(table: str, fmt: str) -> str:
+    """SQL: each row's line (NULL: Python renders it) and seq, of the rows with ``?1 < seq <= ?2`` in
+    ``[?3, ?4)`` (ms), in ``seq`` order, at most ``CHUNK``."""
     if fmt != "csv":
-        return (
-            f"SELECT CASE WHEN {_EXACT} THEN {_json_line()} END, seq FROM {table} "
-            "WHERE seq BETWEEN ? AND ? AND +ts >= ? AND +ts < ? ORDER BY seq"
-        )
-    return (  # (each row's list of scopes looked up in the table of the range's lists: no call out)
-        f"SELECT CASE WHEN {_EXACT} AND cells.c IS NOT NULL THEN {_csv_line()} END, seq FROM {table} "
-        f"LEFT JOIN temp.{_CELLS} AS cells ON cells.k = {_SCOPES} "
-        "WHERE seq BETWEEN ? AND ? AND +ts >= ? AND +ts < ? ORDER BY seq"
+        line, join = f"CASE WHEN {_EXACT} THEN {_json_line()} END", ""
+    else:  # (each row's list of scopes looked up in the table of the range's lists: no call out)
+        line = f"CASE WHEN {_EXACT} AND cells.c IS NOT NULL THEN {_csv_line()} END"
+        join = f"LEFT JOIN temp.{_CELLS} AS cells ON cells.k = {_SCOPES} "
+    return (
+        f"SELECT {line} AS l, seq AS s FROM {table} {join}"
+        f"WHERE seq > ?1 AND seq <= ?2 AND +ts >= ?3 AND +ts < ?4 ORDER BY seq LIMIT {CHUNK}"
     )
+
+
+def _chunk(lines: str) -> str:
+    """SQL: one chunk of ``_lines`` as one text (``group_concat`` in ``seq`` order: the subquery's, which
+    is not flattened into an aggregate), with how many of its lines are NULL and its last seq. One
+    string per chunk instead of a Python string and tuple per row: ~0.8 s less per 1M rows."""
+    return f"SELECT group_concat(l, ''), count(*) - count(l), max(s) FROM ({lines})"
 
 
 def sql_export(
@@ -148,7 +156,7 @@ def _export(
             if layout is not None:
                 yield layout(iter(()))[0]
             return True
-        args = (lo, hi, *bounds)
+        args = (lo - 1, hi, *bounds)
         if (
             not filled
             and db.execute(  # (the first rows: a file from before the columns has none)
@@ -161,23 +169,26 @@ def _export(
             db.execute(f"CREATE TEMP TABLE {_CELLS} (k TEXT PRIMARY KEY, c TEXT) WITHOUT ROWID")
             db.execute(
                 f"INSERT OR IGNORE INTO temp.{_CELLS} (k) SELECT {_SCOPES} FROM {table} "
-                "WHERE seq BETWEEN ? AND ? AND +ts >= ? AND +ts < ?",
+                "WHERE seq > ? AND seq <= ? AND +ts >= ? AND +ts < ?",
                 args,
             )
             header, cells = layout(row[0] for row in db.execute(f"SELECT k FROM temp.{_CELLS}"))
             db.create_function(CELLS, 1, cells, deterministic=True)
             db.execute(f"UPDATE temp.{_CELLS} SET c = {CELLS}(k)")
             yield header
-        rows = db.execute(_lines(table, fmt), args)
-        chunk = rows.fetchmany(CHUNK)
-        while chunk:
-            lines = [row[0] for row in chunk]
-            if None not in lines:
-                yield "".join(lines)
-            else:
-                for line, seq in chunk:
+        lines = _lines(table, fmt)
+        chunked = _chunk(lines)
+        after = lo - 1
+        while after < hi:
+            text, odd, last = db.execute(chunked, (after, hi, *bounds)).fetchone()
+            if last is None:
+                break
+            if not odd:
+                yield text
+            else:  # (a row Python renders: this chunk row by row)
+                for line, seq in db.execute(lines, (after, last, *bounds)).fetchall():
                     yield line if line is not None else _entry(db, table, seq)
-            chunk = rows.fetchmany(CHUNK)
+            after = last
         db.execute("COMMIT")
         return True
     finally:

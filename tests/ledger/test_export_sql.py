@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from budgetguard._export import export_text, streamed_text
-from budgetguard._ledger import SQLiteLedger
+from budgetguard._ledger import SQLiteLedger, _sqlite_export
 from budgetguard._ledger._sqlite import journal_row
 from budgetguard._ledger._sqlite_export import sql_export
 from budgetguard._ledger._sqlite_report import COLUMNS
@@ -73,7 +73,12 @@ def _store(path: Path, rows: list[tuple[Any, ...]], *, old: int = 0) -> SQLiteLe
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 @pytest.mark.parametrize("old", [0, 10])
-def test_sql_export_is_the_python_export_byte_for_byte(tmp_path: Path, fmt: str, old: int) -> None:
+@pytest.mark.parametrize("chunk", [8192, 3])
+def test_sql_export_is_the_python_export_byte_for_byte(
+    tmp_path: Path, fmt: str, old: int, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # chunks of 3 rows: lines joined in SQL beside chunks with a row Python renders, in seq order
+    monkeypatch.setattr(_sqlite_export, "CHUNK", chunk)
     rows = _entries()
     store = _store(tmp_path / "ledger.db", rows, old=old)
     try:
