@@ -1,4 +1,5 @@
-"""Exports rendered inside SQLite: one ``SELECT`` makes each journal row's CSV or JSON line as text.
+"""Exports rendered inside SQLite: one ``SELECT`` per chunk of journal rows makes their CSV or JSON lines,
+joined into one text (``group_concat``).
 
 The lines are those ``_export.export_row`` and its writers make of the same entries, byte for byte,
 made by one ``printf`` per row from the row's columns and its report columns (``_sqlite_report.
@@ -6,9 +7,10 @@ COLUMNS``, computed from the entry when it is written: the export never reads th
 rows whose texts need no quoting nor escaping are rendered so (``_EXACT``); the JSON objects (amounts,
 flags, the scopes' list) are kept as ``json.dumps`` wrote them, quoted as CSV fields by the ``csv``
 module's rule, and costs are written as ``str(to_usd(nano))`` writes them (``_USD``). Any other row
-comes back as its ``JournalEntry``, for Python to render in its place. The rows are read in ``seq``
-order by a scan of the table's rowids between the range's first and last ``seq`` (no sort), in one
-read transaction (one snapshot: a CSV's scope columns, taken first, cover every row read after).
+comes back as its ``JournalEntry``, for Python to render in its place (its chunk is then read row by
+row). The rows are read in ``seq`` order by a scan of the table's rowids between the range's first
+and last ``seq`` (no sort), in one read transaction (one snapshot: a CSV's scope columns, taken
+first, cover every row read after).
 """
 
 from __future__ import annotations
