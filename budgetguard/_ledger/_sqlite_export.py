@@ -62,8 +62,9 @@ _CELLS = "budgetguard_export_cells"
 """The temporary table of a CSV export: each list of scopes of its range (JSON) and its CSV columns."""
 
 
-_JSON_OBJECT = "CASE WHEN {0} = '{{}}' THEN '{{}}' ELSE '\"' || replace({0}, '\"', '\"\"') || '\"' END"
-"""SQL: a JSON object's text ``{0}`` as a CSV field (quoted, its quotes doubled, unless it is ``{}``)."""
+_QUOTE = "CASE WHEN {0} = '{{}}' THEN '' ELSE '\"' END"
+"""SQL: the quote around a JSON object's text ``{0}`` as a CSV field: none for ``{}``, else ``"`` (its
+text is then written by ``printf``'s ``%w``, which doubles its double quotes)."""
 _FIELDS = (
     ("time", _TIME), ("event", "event"), ("reservation_id", "res_id"), ("scopes", _SCOPES),
     ("model", _MODEL), ("function", _FUNCTION), ("attempt", "r_attempt"), ("cost_usd", _USD),
@@ -87,11 +88,14 @@ def _csv_line() -> str:
     """SQL: the row's CSV line (``csv.writer``'s of its ``export_row``, the scopes' columns those of its
     list in the temporary table ``cells``), by one ``printf``."""
     values = [
-        "cells.c" if k == "scopes" else _JSON_OBJECT.format(v) if k in ("amounts", "flags")
-        else f"coalesce({v}, '')" if k == "attempt" else v
+        f"{_QUOTE.format(v)}, {v}, {_QUOTE.format(v)}" if k in ("amounts", "flags")
+        else "cells.c" if k == "scopes" else f"coalesce({v}, '')" if k == "attempt" else v
         for k, v in _FIELDS
     ]  # fmt: skip
-    pattern = "".join("%s" if k in ("time", "scopes") else ",%s" for k, _ in _FIELDS)  # (cells: after commas)
+    objects = ("amounts", "flags")  # (quoted as CSV by %w: no string made)
+    pattern = "".join(  # (cells: after commas)
+        "%s" if k in ("time", "scopes") else ",%s%w%s" if k in objects else ",%s" for k, _ in _FIELDS
+    )
     return f"printf('{pattern}\n', {', '.join(values)})"
 
 
