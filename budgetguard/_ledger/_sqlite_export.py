@@ -186,15 +186,22 @@ def _export(
         chunked = _chunk(lines)
         after = lo - 1
         while after < hi:
-            text, odd, last = db.execute(chunked, (after, hi, *bounds)).fetchone()
-            if last is None:
-                break
+            try:
+                text, odd, last = db.execute(chunked, (after, hi, *bounds)).fetchone()
+            except sqlite3.DataError:  # (its lines together past SQLite's longest string, 1 GB)
+                text, odd, last = None, 1, hi
             if not odd:
+                if last is None:
+                    break
                 yield text
-            else:  # (a row Python renders: this chunk row by row)
-                for line, seq in db.execute(lines, (after, last, *bounds)).fetchall():
-                    yield line if line is not None else _entry(db, table, seq)
-            after = last
+                after = last
+                continue
+            rows = db.execute(lines, (after, last, *bounds)).fetchall()  # (row by row)
+            if not rows:
+                break
+            for line, seq in rows:
+                yield line if line is not None else _entry(db, table, seq)
+            after = rows[-1][1]
         db.execute("COMMIT")
         return True
     finally:
