@@ -725,7 +725,7 @@ def _count_side(side: str, calls: int) -> None:
     elif store == "dict":
         dict_pair = _dict_pair(scopes)
         count_here(dict_pair, calls)
-    elif store in ("sqlite", "rawtx", "replay"):
+    elif store in ("sqlite", "rawtx", "replay", "sqlitemeta"):
         with tempfile.TemporaryDirectory(prefix="bg-bench-sqlite-") as folder:
             ledger = SQLiteLedger(Path(folder) / "ledger.db", namespace="bench")
             if store == "rawtx":  # the raw write transaction on the ledger's file, same pragmas
@@ -739,6 +739,19 @@ def _count_side(side: str, calls: int) -> None:
                 raw = _connect(Path(folder) / "replay.db")
                 count_here(_replay(raw, statements), calls)
                 raw.close()
+            elif store == "sqlitemeta":  # with what a real guarded call passes its store
+                from budgetguard._ledger._types import JournalData
+
+                from .bench_footprint import guarded_call
+
+                reserve_meta, actual, commit_meta = guarded_call()
+                reserve_meta, commit_meta = JournalData(reserve_meta), JournalData(commit_meta)
+                reserve, commit = ledger.reserve, ledger.commit  # (the guard's meta: JournalData, as _flow's)
+
+                def guarded(_: object) -> object:
+                    return commit(reserve(holds, meta=reserve_meta), actual, meta=commit_meta)
+
+                count_here(guarded, calls)
             else:
                 pair = _pair(ledger)
                 count_here(lambda _: pair(holds), calls)
@@ -763,7 +776,8 @@ def _count_side(side: str, calls: int) -> None:
 
 def callgrind(calls: int = 500, sides: Sequence[str] = SIDES) -> dict[str, float]:
     """Instructions per pair of each store and of the dict ledger, 1 and 3 scopes; with the SQLite side,
-    of one raw SQLite write transaction too (``rawtx1``) and of a pair's statements replayed without
+    of one raw SQLite write transaction too (``rawtx1``), of a pair carrying what a real guarded call
+    passes its store (``sqlitemeta1``) and of a pair's statements replayed without
     budgetguard (``replay1``, ``replay3``), with the Redis side of one raw ``EVALSHA``
     (``evalsha1``)."""
     counts = {
@@ -771,6 +785,7 @@ def callgrind(calls: int = 500, sides: Sequence[str] = SIDES) -> dict[str, float
     }
     if "sqlite" in sides:
         counts["rawtx1"] = instructions("bench_ledger", "rawtx1", calls)
+        counts["sqlitemeta1"] = instructions("bench_ledger", "sqlitemeta1", calls)
         for n in (1, 3):  # the SQL a pair runs, without budgetguard's Python
             counts[f"replay{n}"] = instructions("bench_ledger", f"replay{n}", calls)
     if "redis" in sides:
@@ -797,6 +812,9 @@ if __name__ == "__main__":
             if "redis" in chosen:
                 print(f"redis pair vs one raw EVALSHA, {n} scope(s), client instructions: "
                       f"{counts[f'redis{n}'] / counts['evalsha1']:.2f}")  # fmt: skip
+        if "sqlite" in chosen:
+            print(f"sqlite pair with a guarded call's meta vs a raw write transaction, 1 scope: "
+                  f"{counts['sqlitemeta1'] / counts['rawtx1']:.2f}")  # fmt: skip
     else:
         sys.exit("usage: python -m benchmarks.bench_ledger --callgrind [CALLS] [SIDE...] (sides: "
                  + ", ".join(SIDES) + ")")  # fmt: skip

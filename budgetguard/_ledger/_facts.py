@@ -8,7 +8,7 @@ shared by the streamed Python aggregate and the SQLite journal's report columns)
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -59,9 +59,9 @@ _TEXT_COUNTS = frozenset(("input_tokens", "cache_read_tokens", "cache_write_toke
 def tokens(data: Mapping[str, Any]) -> tuple[int, int]:
     """The call's total input and output tokens (its ``usage``, read as ``Usage``; none without one)."""
     raw = data.get("usage")
-    if not isinstance(raw, Mapping):
+    if raw is None or (type(raw) is not dict and not isinstance(raw, Mapping)):  # (an ABC's check is slow)
         return 0, 0
-    if raw.keys() <= _TEXT_COUNTS and all(type(v) is int and v >= 0 for v in raw.values()):
+    if raw.keys() <= _TEXT_COUNTS and _counts(raw.values()):
         get = raw.get  # (the common case, summed as ``Usage`` would, with its one other check)
         n_out = get("output_tokens", 0)
         if get("reasoning_tokens", 0) <= n_out:
@@ -69,6 +69,14 @@ def tokens(data: Mapping[str, Any]) -> tuple[int, int]:
             return n_in + get("cache_write_1h_tokens", 0), n_out
     usage = Usage(**raw)
     return usage.total_input_tokens, usage.total_output_tokens
+
+
+def _counts(values: Iterable[Any]) -> bool:
+    """Every value is a non-negative ``int`` (a loop: cheaper than ``all`` of a generator)."""
+    for v in values:  # noqa: SIM110
+        if type(v) is not int or v < 0:
+            return False
+    return True
 
 
 def calls(data: Mapping[str, Any]) -> int:
@@ -113,7 +121,9 @@ def estimate_and_cost(entry: Any) -> tuple[int, int] | None:
 def call_scopes(data: Mapping[str, Any], scopes: Sequence[str]) -> list[str]:
     """Every scope of the call (also those without a budget), falling back to the charged ones."""
     found = data.get("scopes")
-    return [str(s) for s in found] if isinstance(found, list | tuple) else list(scopes)
+    if found is None or not isinstance(found, (list, tuple)):  # (a tuple: no union made per call)
+        return list(scopes)
+    return [str(s) for s in found]
 
 
 def model_key(data: Mapping[str, Any]) -> str:
@@ -144,8 +154,9 @@ def facts(
                  model_key(data), function_key(data), call_scopes(data, scopes))  # fmt: skip
     except Exception:  # (the write goes on: the journal keeps what it was given)
         return None
-    if any(type(n) is int and not _INT64_MIN <= n <= _INT64_MAX for n in found[:5]):
-        return None  # (beyond what a SQL integer holds: the report reads the entry itself)
+    for n in found[:5]:  # (a loop, not ``any`` of a generator: this runs at every journal write)
+        if type(n) is int and not _INT64_MIN <= n <= _INT64_MAX:
+            return None  # (beyond what a SQL integer holds: the report reads the entry itself)
     return found
 
 
@@ -165,6 +176,12 @@ def _plain(text: str) -> bool:
     return text.isascii() and text.isprintable() and not ("," in text or '"' in text or "\\" in text)
 
 
+@memo("ledger.facts.plain", 4096)
+def _all_plain(model: str, function: str, estimated: str) -> bool:
+    """``_plain`` of each (calls repeat their model, function and estimate)."""
+    return _plain(model) and _plain(function) and _plain(estimated)
+
+
 def export_facts(data: Mapping[str, Any], res_id: str) -> tuple[int | None, str | None, str | None, int]:
     """What an export shows of an entry beyond its report facts (``_export.export_row``):
     ``(attempt or None, estimated_usd text or None, flags as JSON or None when empty, bits)``, the bits
@@ -182,11 +199,13 @@ def export_facts(data: Mapping[str, Any], res_id: str) -> tuple[int | None, str 
     bits = 0 if model_key(data) == model else NO_MODEL
     if "function" not in data:
         bits |= NO_FUNCTION
-    if not all(_plain(t) for t in (model if type(model) is str else "", function, estimated or "", res_id)):
+    if not (_all_plain(model if type(model) is str else "", function, estimated or "") and _plain(res_id)):
         bits |= QUOTED
+    if data.keys() <= KNOWN:  # (no flags: the common case)
+        return attempt, estimated, None, bits
     flags = {k: v for k, v in data.items() if k not in KNOWN}
     try:
-        shown = json.dumps(flags, sort_keys=True) if flags else None
+        shown = json.dumps(flags, sort_keys=True)
     except (TypeError, ValueError):
         return None, None, None, ODD
     return attempt, estimated, shown, bits

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from json.encoder import c_make_encoder  # type: ignore[attr-defined]
 from json.encoder import encode_basestring_ascii as _quote
 from typing import Any
 
@@ -300,7 +301,7 @@ class _SQLiteTx:
             held = self._held_text(record["held"])
             text = (
                 f'{{"state": "held", "created": {record["created"]}, "expires": {record["expires"]}, '
-                f'"held": {_quote(held)}, "meta": {json.dumps(meta) if meta else "{}"}}}'
+                f'"held": {_quote(held)}, "meta": {_json(meta) if meta else "{}"}}}'
             )
             if not meta or type(meta) is JournalData:  # (else a caller's nested value could change)
                 _written.put(text, (record, held))
@@ -370,7 +371,26 @@ def journal_row(
 
 
 _JSON_BOOL = {False: "false", True: "true"}
-_sorted_json = json.JSONEncoder(sort_keys=True).encode
+
+
+def _encoder(sort_keys: bool) -> Callable[[Any], str]:
+    """``json.dumps`` (``sort_keys`` or not) of a dict, with its C encoder made once:
+    ``JSONEncoder.encode`` makes one per call (~half its cost for a guarded call's data). Without the
+    circular check (a shared ``markers`` dict would be one for every thread): what it encodes passed
+    ``check_meta``, whose ``json.dumps`` refuses circles."""
+    python = json.JSONEncoder(sort_keys=sort_keys)
+    if c_make_encoder is None:  # pragma: no cover (CPython has it)
+        return python.encode
+    make = c_make_encoder(None, python.default, _quote, None, ": ", ", ", sort_keys, False, True)
+
+    def encode(value: Any) -> str:
+        return "".join(make(value, 0))
+
+    return encode
+
+
+_json = _encoder(sort_keys=False)
+_sorted_json = _encoder(sort_keys=True)
 
 
 @memo("ledger.sqlite.scopes", 4096)

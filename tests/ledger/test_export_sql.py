@@ -7,13 +7,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from budgetguard._export import export_text, streamed_text
-from budgetguard._ledger import SQLiteLedger
+from budgetguard._ledger import SQLiteLedger, _sqlite_export
 from budgetguard._ledger._sqlite import journal_row
 from budgetguard._ledger._sqlite_export import sql_export
 from budgetguard._ledger._sqlite_report import COLUMNS
@@ -73,7 +74,12 @@ def _store(path: Path, rows: list[tuple[Any, ...]], *, old: int = 0) -> SQLiteLe
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 @pytest.mark.parametrize("old", [0, 10])
-def test_sql_export_is_the_python_export_byte_for_byte(tmp_path: Path, fmt: str, old: int) -> None:
+@pytest.mark.parametrize("chunk", [8192, 3])
+def test_sql_export_is_the_python_export_byte_for_byte(
+    tmp_path: Path, fmt: str, old: int, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # chunks of 3 rows: lines joined in SQL beside chunks with a row Python renders, in seq order
+    monkeypatch.setattr(_sqlite_export, "CHUNK", chunk)
     rows = _entries()
     store = _store(tmp_path / "ledger.db", rows, old=old)
     try:
@@ -123,6 +129,29 @@ def test_an_older_version_s_rows_written_later_are_rendered_in_python(tmp_path: 
             assert "".join(export_text(store, since=None, fmt=fmt)) == "".join(
                 streamed_text(store, since=None, fmt=fmt)
             )
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_chunk_past_sqlite_s_longest_string_is_read_row_by_row(
+    tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk whose lines together pass SQLite's length limit (1 GB by default: here 1,000 bytes,
+    more than any row and line, less than the lines SQL renders) is exported row by row, alike."""
+    store = _store(tmp_path / "ledger.db", _entries())
+    try:
+        expected = "".join(streamed_text(store, since=None, fmt=fmt))
+        assert len(expected) > 4_000 and max(map(len, expected.splitlines())) < 500
+        connect = sqlite3.connect
+
+        def limited(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+            db = connect(*args, **kwargs)
+            db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1_000)
+            return db
+
+        monkeypatch.setattr(_sqlite_export.sqlite3, "connect", limited)
+        assert "".join(export_text(store, since=None, fmt=fmt)) == expected
     finally:
         store.close()
 
