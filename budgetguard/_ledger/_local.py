@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
+from . import _admin
 from ._base import OPERATIONS, AsyncLedger, JournalQuery, Ledger, ReservationRef, Store, check_namespace
-from ._engine import Engine, Tx
+from ._engine import Engine, Tx, end_raise, live_limit
 from ._meta import expand
 from ._types import (
     Amounts,
@@ -44,10 +45,12 @@ def wall_clock_ms() -> int:
 
 def _put_limit(tx: Tx, now: int, field: str, value: int | None) -> None:
     tx.put_limit(field, value)
+    end_raise(tx, field)  # (a limit set outright ends a temporary raise)
 
 
 def _get_limit(tx: Tx, now: int, field: str) -> int | None:
-    return tx.limit(field)
+    override = tx.limit(field)
+    return None if override is None else live_limit(tx, now, field, override)
 
 
 def _res_id(ref: ReservationRef) -> str:
@@ -113,6 +116,22 @@ class LocalLedger(Store, Ledger):
 
     def _clear_limit(self, counter: CounterSpec) -> None:
         self._atomic(_put_limit, counter.limit_field, None)
+
+    def _adjust(self, *args: Any) -> _admin.Adjustment:
+        counter, amount, op_id, data = _admin.check_adjust(*args)
+        return self._atomic(_admin.adjust, self._engine.slot, counter, amount, op_id, data)
+
+    def _reset(self, counter: CounterSpec, *args: Any) -> _admin.Adjustment:
+        checked, _, op_id, data = _admin.check_adjust(counter, None, *args)
+        return self._atomic(_admin.adjust, self._engine.slot, checked, None, op_id, data)
+
+    def _raise_limit(self, *args: Any) -> _admin.LimitRaise:
+        return self._atomic(_admin.raise_limit, *_admin.check_raise(*args))
+
+    def _set_limits(self, limits: Any, actor: str, reason: str, plan: str | None) -> None:
+        checked = _admin.check_limits(limits)
+        data = _admin.limits_data(checked, _admin.admin_data(actor, reason, **_admin.plan_of(plan)))
+        self._atomic(_admin.set_limits, checked, data)
 
     def _history(self, *query: Any) -> list[JournalEntry]:
         parsed = JournalQuery.parse(*query)

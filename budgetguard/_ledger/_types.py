@@ -272,14 +272,18 @@ class CounterStatus:
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
-    """One line of the ledger's history: a refusal, commit, release or expiry."""
+    """One line of the ledger's history: a refusal, commit, release or expiry, or an administrative
+    change (``adjusted``, ``reset``, ``limit_raised``, ``limits_set``: its data says who and why)."""
 
     ts: int
-    event: Literal["refused", "committed", "released", "expired"]
+    event: Literal[
+        "refused", "committed", "released", "expired", "adjusted", "reset", "limit_raised", "limits_set"
+    ]
     reservation_id: str
     scopes: tuple[str, ...]
     amounts: Mapping[str, int]
-    """Per unit: the actual amount charged (commit), or the amount refused / released / expired."""
+    """Per unit: the actual amount charged (commit), or the amount refused / released / expired; the
+    signed change of spent (adjusted, reset: negative for a credit), the extra limit (limit_raised)."""
     data: Mapping[str, Any]
     """What the caller attached: model, usage, estimated amounts, attempt, overrun flag..."""
 
