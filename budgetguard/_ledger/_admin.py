@@ -43,6 +43,8 @@ __all__ = [
     "check_adjust",
     "check_limits",
     "check_raise",
+    "check_reset",
+    "check_set_limits",
     "raise_limit",
     "set_limits",
 ]
@@ -144,6 +146,21 @@ def check_raise(
     return spec, extra, ms, relative, data  # type: ignore[return-value]
 
 
+def check_reset(
+    counter: object, actor: object, reason: object, id: str | None
+) -> tuple[CounterSpec, int | None, str, dict[str, Any]]:
+    """``reset``'s arguments, as ``check_adjust`` gives them (the amount None)."""
+    return check_adjust(counter, None, actor, reason, id)
+
+
+def check_set_limits(
+    limits: object, actor: object, reason: object, plan: object
+) -> tuple[list[tuple[CounterSpec, int | None]], dict[str, Any]]:
+    """``set_limits``' arguments: the (counter, limit or None) pairs, and the journal data."""
+    checked = check_limits(limits)
+    return checked, limits_data(checked, admin_data(actor, reason, **plan_of(plan)))
+
+
 def check_limits(limits: object) -> list[tuple[CounterSpec, int | None]]:
     """``set_limits``' mapping: counters to a limit, or ``None`` to clear one."""
     if not isinstance(limits, Mapping) or not limits:
@@ -201,7 +218,7 @@ def raise_limit(
     in force is replaced (on the same base: raises do not stack)."""
     ends = now + until if relative else until
     if ends <= now:
-        raise ValueError(f"until ({to_datetime(ends).isoformat()}) is not in the future")
+        raise past(ends)
     field = counter.limit_field
     override = tx.limit(field)
     active = tx.limit(field + UNTIL)
@@ -209,13 +226,21 @@ def raise_limit(
     base = override if active is None else tx.limit(field + BASE)
     raised = (counter.limit if base is None else base) + extra
     if raised > INT64_MAX:
-        raise ValueError(f"raising the limit by {extra} would pass 2**63-1")
+        raise overflow(extra)
     tx.put_limit(field, raised)
     tx.put_limit(field + UNTIL, ends)
     tx.put_limit(field + BASE, base)
     data = {**data, "limit": raised, "until": ends}  # (ms since the epoch)
     tx.journal(now, "limit_raised", new_reservation_id(), [counter.label], {counter.unit.value: extra}, data)
     return LimitRaise(counter, raised, extra, base, ends)
+
+
+def past(ends: int) -> ValueError:
+    return ValueError(f"until ({to_datetime(ends).isoformat()}) is not in the future on the store's clock")
+
+
+def overflow(extra: int) -> ValueError:
+    return ValueError(f"raising the limit by {extra} would pass 2**63-1")
 
 
 def set_limits(

@@ -121,17 +121,14 @@ class LocalLedger(Store, Ledger):
         counter, amount, op_id, data = _admin.check_adjust(*args)
         return self._atomic(_admin.adjust, self._engine.slot, counter, amount, op_id, data)
 
-    def _reset(self, counter: CounterSpec, *args: Any) -> _admin.Adjustment:
-        checked, _, op_id, data = _admin.check_adjust(counter, None, *args)
-        return self._atomic(_admin.adjust, self._engine.slot, checked, None, op_id, data)
+    def _reset(self, *args: Any) -> _admin.Adjustment:
+        return self._atomic(_admin.adjust, self._engine.slot, *_admin.check_reset(*args))
 
     def _raise_limit(self, *args: Any) -> _admin.LimitRaise:
         return self._atomic(_admin.raise_limit, *_admin.check_raise(*args))
 
-    def _set_limits(self, limits: Any, actor: str, reason: str, plan: str | None) -> None:
-        checked = _admin.check_limits(limits)
-        data = _admin.limits_data(checked, _admin.admin_data(actor, reason, **_admin.plan_of(plan)))
-        self._atomic(_admin.set_limits, checked, data)
+    def _set_limits(self, *args: Any) -> None:
+        self._atomic(_admin.set_limits, *_admin.check_set_limits(*args))
 
     def _history(self, *query: Any) -> list[JournalEntry]:
         parsed = JournalQuery.parse(*query)
