@@ -31,7 +31,17 @@ from ._types import (
 
 Meta = dict[str, Any]
 
-__all__ = ["BASE", "UNTIL", "Engine", "Slot", "Tx", "counter_key", "end_raise", "live_limit", "resolved_record"]
+__all__ = [
+    "BASE",
+    "UNTIL",
+    "Engine",
+    "Slot",
+    "Tx",
+    "counter_key",
+    "end_raise",
+    "live_limit",
+    "resolved_record",
+]
 
 _SLOTS = 10_000
 """Counters whose slot an engine keeps (the counters recently used; a slot is ~300 bytes)."""

@@ -41,8 +41,9 @@ def adjust(flows: Flows, counter: CounterSpec, amount: int | None, op_id: str, d
 def raise_limit(
     flows: Flows, counter: CounterSpec, extra: int, until: int, relative: bool, data: dict[str, Any]
 ) -> Flow:
-    args = (flows.journal_maxlen, new_reservation_id(), Keys.limit_field(counter), counter.limit, extra,
-            "for" if relative else "at", until, counter.unit.value, label_json(counter), meta_json(data))  # fmt: skip
+    how = "for" if relative else "at"
+    args = (flows.journal_maxlen, new_reservation_id(), Keys.limit_field(counter), counter.limit, extra, how,
+            until, counter.unit.value, label_json(counter), meta_json(data))  # fmt: skip
     reply = yield Call("raise_limit", (flows.keys.limits, flows.keys.journal), args)
     if reply[0] == "PAST":
         raise _admin.past(int(reply[1]))
