@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -221,3 +222,67 @@ async def test_the_async_stores_administer_too(async_ledger: AsyncLedger) -> Non
     assert await async_ledger.get_limit(spec) == 50
     events = [e.event for e in await async_ledger.history()]
     assert events == ["committed", "adjusted", "reset", "limit_raised", "limits_set"]
+
+
+PLANS_FILE = """
+[[budgets]]
+scope = "user"
+usd = "0.000001"
+per = "day"
+
+[[budgets]]
+scope = "user"
+requests = 2
+per = "minute"
+
+[[plans.pro]]
+scope = "user"
+usd = "0.000005"
+per = "day"
+
+[[plans.team]]
+scope = "user"
+usd = "0.000003"
+per = "day"
+
+[[plans.team]]
+scope = "user"
+requests = 100
+per = "minute"
+"""
+
+
+def test_a_scope_moves_between_plans_and_admission_follows(ledger: Ledger, tmp_path: Path) -> None:
+    from budgetguard import load_plans
+    from budgetguard._budgets import Scope
+    from budgetguard._core import GuardCore
+
+    path = tmp_path / "budgets.toml"
+    path.write_text(PLANS_FILE)
+    plans = load_plans(path)
+    core = GuardCore(ledger, budgets=plans.budgets)
+    alice = Scope("user", "alice")
+    usd, requests = core.counters_for([alice])
+
+    def admitted(amount: int) -> bool:
+        try:
+            ledger.release(ledger.reserve([Hold(usd, amount), Hold(requests, 1)]))
+        except BudgetExceededError:
+            return False
+        return True
+
+    assert not admitted(2000)  # the budget in code: 1000 nano-USD a day
+    assert plans.current(ledger, alice) == []
+    plans.assign(ledger, alice, "team", **WHO)
+    assert plans.current(ledger, "user:alice") == ["team"]
+    assert admitted(3000) and not admitted(3001)
+    assert ledger.get_limit(requests) == 100
+    plans.assign(ledger, alice, "pro", **WHO)  # team's requests limit goes back to the one in code
+    assert plans.current(ledger, alice) == ["pro"]
+    assert admitted(5000) and ledger.get_limit(requests) is None
+    plans.assign(ledger, alice, None, **WHO)
+    assert plans.current(ledger, alice) == [] and not admitted(2000)
+    assert ledger.get_limit(Hold(usd, 0).counter) is None
+    names = [e.data["plan"] for e in ledger.history(events=["limits_set"])]
+    assert names == ["team", "pro", "(none)"]
+    assert ledger.status([usd])[0].limit == 1000
