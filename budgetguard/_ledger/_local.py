@@ -13,7 +13,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
-from . import _admin
+from ._admin import (
+    Adjustment,
+    LimitRaise,
+    adjust,
+    check_adjust,
+    check_raise,
+    check_reset,
+    check_set_limits,
+    raise_limit,
+    set_limits,
+)
 from ._base import OPERATIONS, AsyncLedger, JournalQuery, Ledger, ReservationRef, Store, check_namespace
 from ._engine import Engine, Tx, end_raise, live_limit
 from ._meta import expand
@@ -117,18 +127,18 @@ class LocalLedger(Store, Ledger):
     def _clear_limit(self, counter: CounterSpec) -> None:
         self._atomic(_put_limit, counter.limit_field, None)
 
-    def _adjust(self, *args: Any) -> _admin.Adjustment:
-        counter, amount, op_id, data = _admin.check_adjust(*args)
-        return self._atomic(_admin.adjust, self._engine.slot, counter, amount, op_id, data)
+    def _adjust(self, *args: Any) -> Adjustment:
+        counter, amount, op_id, data = check_adjust(*args)
+        return self._atomic(adjust, self._engine.slot, counter, amount, op_id, data)
 
-    def _reset(self, *args: Any) -> _admin.Adjustment:
-        return self._atomic(_admin.adjust, self._engine.slot, *_admin.check_reset(*args))
+    def _reset(self, *args: Any) -> Adjustment:
+        return self._atomic(adjust, self._engine.slot, *check_reset(*args))
 
-    def _raise_limit(self, *args: Any) -> _admin.LimitRaise:
-        return self._atomic(_admin.raise_limit, *_admin.check_raise(*args))
+    def _raise_limit(self, *args: Any) -> LimitRaise:
+        return self._atomic(raise_limit, *check_raise(*args))
 
     def _set_limits(self, *args: Any) -> None:
-        self._atomic(_admin.set_limits, *_admin.check_set_limits(*args))
+        self._atomic(set_limits, *check_set_limits(*args))
 
     def _history(self, *query: Any) -> list[JournalEntry]:
         parsed = JournalQuery.parse(*query)

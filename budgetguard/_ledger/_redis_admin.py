@@ -9,7 +9,7 @@ import json
 import time
 from typing import Any
 
-from . import _admin
+from ._admin import ADMIN_RECORD, Adjustment, LimitRaise, overflow, past
 from ._expiry import RECORD_RETENTION_MS, counter_expiry, window_at
 from ._redis_flows import Call, Flow, Flows, clock_moving
 from ._redis_wire import Keys, label_json, meta_json
@@ -19,7 +19,7 @@ __all__ = ["adjust", "get_limit", "raise_limit", "set_limits"]
 
 
 def adjust(flows: Flows, counter: CounterSpec, amount: int | None, op_id: str, data: dict[str, Any]) -> Flow:
-    keys = (flows.keys.record(_admin.ADMIN_RECORD + op_id), flows.keys.journal)
+    keys = (flows.keys.record(ADMIN_RECORD + op_id), flows.keys.journal)
     mode = "0" if amount is None else "-" if amount < 0 else "+"
     head = (op_id, RECORD_RETENTION_MS, flows.journal_maxlen, mode, 0 if amount is None else abs(amount))
     tail = (counter.unit.value, label_json(counter), meta_json(data))
@@ -34,7 +34,7 @@ def adjust(flows: Flows, counter: CounterSpec, amount: int | None, op_id: str, d
             now = int(reply[1])
             continue
         requested = None if reply[3] == "" else int(reply[3])
-        return _admin.Adjustment(op_id, counter, int(reply[1]), int(reply[2]), requested, reply[0] == "DUP")
+        return Adjustment(op_id, counter, int(reply[1]), int(reply[2]), requested, reply[0] == "DUP")
     raise clock_moving()
 
 
@@ -46,11 +46,11 @@ def raise_limit(
             until, counter.unit.value, label_json(counter), meta_json(data))  # fmt: skip
     reply = yield Call("raise_limit", (flows.keys.limits, flows.keys.journal), args)
     if reply[0] == "PAST":
-        raise _admin.past(int(reply[1]))
+        raise past(int(reply[1]))
     if reply[0] == "OVERFLOW":
-        raise _admin.overflow(extra)
+        raise overflow(extra)
     base = None if reply[3] == "" else int(reply[3])
-    return _admin.LimitRaise(counter, int(reply[1]), extra, base, int(reply[2]))
+    return LimitRaise(counter, int(reply[1]), extra, base, int(reply[2]))
 
 
 def set_limits(flows: Flows, limits: list[tuple[CounterSpec, int | None]], data: dict[str, Any]) -> Flow:
