@@ -7,6 +7,7 @@ ledger, and prints what changed. SCOPE's budget comes from the budgets file, as 
 from __future__ import annotations
 
 import getpass
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -146,37 +147,37 @@ def _show_limits(limits_: dict[CounterSpec, int | None]) -> None:
         console.print(f"  {per_text(counter)}: {shown}")
 
 
-@plan.command("set")
-@click.argument("scope")
-@click.argument("name")
-@_WHO[0]
-@_WHO[1]
-@store_options
-@pass_state
-@_friendly
-def plan_set(state: State, scope: str, name: str, reason: str, actor: str | None) -> None:
-    """Put SCOPE on plan NAME: its limits become the plan's, in one journaled change."""
+def _assign(state: State, scope: str, name: str | None, reason: str, actor: str | None) -> None:
     plans = _plans(state)
     limits_ = plans.limits_for(scope, name)
     plans.assign(state.guard.ledger, scope, name, actor=actor or _os_user(), reason=reason)
-    console.print(f"{printable(str(Scope.parse(scope)))}: now on plan {printable(name)}")
+    shown = "on no plan (the budgets in the file apply)" if name is None else f"now on plan {printable(name)}"
+    console.print(f"{printable(str(Scope.parse(scope)))}: {shown}")
     _show_limits(limits_)
 
 
-@plan.command("clear")
-@click.argument("scope")
-@_WHO[0]
-@_WHO[1]
-@store_options
-@pass_state
-@_friendly
+def _plan_command(name: str, *arguments: str) -> Callable[[Callable[..., None]], Any]:
+    """A ``plan NAME SCOPE [ARGUMENTS...] --reason [--actor]`` command."""
+
+    def decorate(fn: Callable[..., None]) -> Any:
+        decorated: Any = _WHO[0](_WHO[1](store_options(pass_state(_friendly(fn)))))
+        for argument in reversed(("scope", *arguments)):
+            decorated = click.argument(argument)(decorated)
+        return plan.command(name)(decorated)
+
+    return decorate
+
+
+@_plan_command("set", "name")
+def plan_set(state: State, scope: str, name: str, reason: str, actor: str | None) -> None:
+    """Put SCOPE on plan NAME: its limits become the plan's, in one journaled change."""
+    _assign(state, scope, name, reason, actor)
+
+
+@_plan_command("clear")
 def plan_clear(state: State, scope: str, reason: str, actor: str | None) -> None:
     """Take SCOPE off its plan: the budgets in the file apply again."""
-    plans = _plans(state)
-    limits_ = plans.limits_for(scope, None)
-    plans.assign(state.guard.ledger, scope, None, actor=actor or _os_user(), reason=reason)
-    console.print(f"{printable(str(Scope.parse(scope)))}: on no plan (the budgets in the file apply)")
-    _show_limits(limits_)
+    _assign(state, scope, None, reason, actor)
 
 
 @plan.command("show")
