@@ -497,8 +497,8 @@ def _table(
 @_friendly
 @reading
 def export(state: State, since: str, until: str | None, fmt: str, output: str | None) -> None:
-    """Raw journal rows (commits, refusals, releases, expiries) for finance. Says so on stderr when the
-    journal no longer covers the whole range (it keeps a bounded history)."""
+    """Raw journal rows (commits, refusals, releases, expiries, admin changes) for finance. Says so on
+    stderr when the journal no longer covers the whole range (it keeps a bounded history)."""
     since_at, until_at = _range(since, until)
     ledger = state.guard.ledger
     pieces = export_text(ledger, since=since_at, until=until_at, fmt=fmt)

@@ -140,6 +140,8 @@ def check_raise(
         if until.tzinfo is None:
             raise ValueError("until must be an aware datetime (e.g. datetime.now(UTC) + timedelta(hours=2))")
         ms, relative = int(until.timestamp() * 1000), False
+        if ms <= 0:  # (before 1970: the past on any store's clock)
+            raise past(ms)
     else:
         raise TypeError(f"until must be a datetime or a timedelta, got {until!r}")
     data = admin_data(actor, reason, per=spec.period.value)

@@ -157,6 +157,8 @@ def test_a_raise_refuses_bad_times_and_sizes(ledger: Ledger) -> None:
     spec = counter(limit=1000)
     with pytest.raises(ValueError, match="not in the future"):
         ledger.raise_limit(spec, 5, until=datetime.now(UTC) - timedelta(minutes=1), **WHO)
+    with pytest.raises(ValueError, match="not in the future"):
+        ledger.raise_limit(spec, 5, until=datetime(1969, 7, 20, tzinfo=UTC), **WHO)
     with pytest.raises(ValueError, match="aware"):
         ledger.raise_limit(spec, 5, until=datetime.now() + timedelta(hours=1), **WHO)
     with pytest.raises(ValueError, match="2\\*\\*63-1"):
