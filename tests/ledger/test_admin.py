@@ -3,7 +3,10 @@ change is atomic, journaled with who and why, and the others' admission sees it.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -288,3 +291,28 @@ def test_a_scope_moves_between_plans_and_admission_follows(ledger: Ledger, tmp_p
     names = [e.data["plan"] for e in ledger.history(events=["limits_set"])]
     assert names == ["team", "pro", "(none)"]
     assert ledger.status([usd])[0].limit == 1000
+
+
+def test_adjustments_race_with_reservations_and_each_id_applies_once(
+    ledger: Ledger, ledger_factory: Callable[[], Ledger]
+) -> None:
+    """Threads on their own clients: credits and charges interleave with reserves, and the same id sent
+    by many at once (retries racing) changes spent once."""
+    spec = counter("user:race", limit=10_000)
+    charged(ledger, spec, 1_000)
+    clients = [ledger_factory() for _ in range(16)]
+    start = threading.Barrier(16, timeout=60)
+
+    def work(i: int) -> bool:
+        client = clients[i]
+        start.wait()
+        client.adjust(spec, -10 if i % 2 else 30, id=f"own-{i}", **WHO)  # 8 credits of 10, 8 charges of 30
+        res = client.reserve([Hold(spec, 5)])
+        client.commit(res, {"usd": 5})
+        return not client.adjust(spec, -100, id="same", **WHO).duplicate
+
+    with ThreadPoolExecutor(16) as pool:
+        applied = list(pool.map(work, range(16)))
+    assert applied.count(True) == 1
+    assert spent_held(ledger, spec) == (1_000 - 80 + 240 + 16 * 5 - 100, 0)
+    assert len(ledger.history(events=["adjusted"])) == 17
