@@ -11,7 +11,7 @@ from typing import Any
 
 from ._admin import ADMIN_RECORD, Adjustment, LimitRaise, overflow, past
 from ._expiry import RECORD_RETENTION_MS, counter_expiry, window_at
-from ._redis_flows import Call, Flow, Flows, clock_moving
+from ._redis_flows import Call, Flow, Flows, _clock_moving
 from ._redis_wire import Keys, label_json, meta_json
 from ._types import CounterSpec, new_reservation_id
 
@@ -35,7 +35,7 @@ def adjust(flows: Flows, counter: CounterSpec, amount: int | None, op_id: str, d
             continue
         requested = None if reply[3] == "" else int(reply[3])
         return Adjustment(op_id, counter, int(reply[1]), int(reply[2]), requested, reply[0] == "DUP")
-    raise clock_moving()
+    raise _clock_moving()
 
 
 def raise_limit(

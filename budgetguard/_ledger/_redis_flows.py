@@ -48,7 +48,7 @@ from ._types import (
     unresolvable,
 )
 
-__all__ = ["Call", "Flow", "Flows", "clock_moving"]
+__all__ = ["Call", "Flow", "Flows"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +123,7 @@ class Flows:
                     for h, w, limit in zip(holds, windows, limits, strict=True)
                 )
             return Reservation(res_id, held, int(reply[1]), int(reply[2]), duplicate=reply[4] == "1")
-        raise clock_moving()
+        raise _clock_moving()
 
     def _held(self, ref: ReservationRef) -> Flow:
         if isinstance(ref, Reservation):
@@ -189,7 +189,7 @@ class Flows:
                 now = server_now
                 continue
             return statuses(reply, counters, windows)
-        raise clock_moving()
+        raise _clock_moving()
 
     def set_limit(self, counter: CounterSpec, limit: int | None) -> Flow:
         value = "" if limit is None else check_amount(limit, "limit")
@@ -212,5 +212,5 @@ class Flows:
         return complete_since(info, self.journal_maxlen)
 
 
-def clock_moving() -> LedgerError:
+def _clock_moving() -> LedgerError:
     return LedgerError("the Redis server's clock keeps moving across window boundaries; check its time")
