@@ -36,8 +36,10 @@ from ._ledger import (
     open_async_ledger,
     open_ledger,
 )
+from ._ledger._admin import Adjustment, LimitRaise
 from ._limits import ModelLimits, model_limits
 from ._money import format_usd, to_nano, to_usd
+from ._plans import Plans, load_plans
 from ._pricing import (
     PUBLISHED_PRICES,
     Price,
@@ -77,6 +79,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Adjustment",
     "AsyncLedger",
     "Attempt",
     "Budget",
@@ -98,6 +101,7 @@ __all__ = [
     "JournalEntry",
     "Ledger",
     "LedgerError",
+    "LimitRaise",
     "MissingScopeError",
     "ModelLimits",
     "Outcome",
@@ -105,6 +109,7 @@ __all__ = [
     "Pass",
     "Period",
     "Price",
+    "Plans",
     "PriceBook",
     "PricingError",
     "Rates",
@@ -134,6 +139,7 @@ __all__ = [
     "get_encoding",
     "get_price",
     "load_budgets",
+    "load_plans",
     "load_prices",
     "metered",
     "model_limits",

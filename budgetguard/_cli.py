@@ -1,4 +1,5 @@
-"""The ``budgetguard`` command line: status, limits, reports, exports, prices, estimates, a live view.
+"""The ``budgetguard`` command line: status, limits, reports, exports, prices, estimates, a live view, and
+administration (reset, credit, refund, charge, limits raise, plan).
 
 The store comes from ``--url`` or ``BUDGETGUARD_URL`` (default: the embedded SQLite ledger); the budgets
 from ``--budgets FILE`` or ``BUDGETGUARD_BUDGETS`` (the same TOML/JSON file a service loads with
@@ -30,6 +31,7 @@ from rich.text import Text
 
 from . import __about__
 from ._budgets import Period, Scope, Unit, window_for
+from ._cli_admin import charge, credit, plan, refund, reset
 from ._cli_base import (
     BUDGETS_HELP,
     URL_HELP,
@@ -500,8 +502,8 @@ def _table(
 @_friendly
 @reading
 def export(state: State, since: str, until: str | None, fmt: str, output: str | None) -> None:
-    """Raw journal rows (commits, refusals, releases, expiries) for finance. Says so on stderr when the
-    journal no longer covers the whole range (it keeps a bounded history)."""
+    """Raw journal rows (commits, refusals, releases, expiries, admin changes) for finance. Says so on
+    stderr when the journal no longer covers the whole range (it keeps a bounded history)."""
     since_at, until_at = _range(since, until)
     ledger = state.guard.ledger
     pieces = export_text(ledger, since=since_at, until=until_at, fmt=fmt)
@@ -567,6 +569,8 @@ def _replacing(output: str) -> Iterator[IO[str]]:
 
 
 cli.add_command(limits)
+for _admin_command in (reset, credit, refund, charge, plan):
+    cli.add_command(_admin_command)
 cli.add_command(prices)
 cli.add_command(estimate)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -15,7 +15,7 @@ from ._guard import Guard
 from ._ledger import CounterSpec
 from ._money import to_nano
 
-__all__ = ["limits"]
+__all__ = ["amount_of", "counter_command", "limits", "per_text"]
 
 
 def _counter(state: State, scope: str, unit: str | None, per: str | None, tz: str | None) -> CounterSpec:
@@ -41,9 +41,9 @@ def _counter(state: State, scope: str, unit: str | None, per: str | None, tz: st
     if metering and not any(_same(c, Guard.METERING) for c in counters):
         counters.append(Guard.METERING)
     fits = [c for c in counters if c.unit in units and c.period in periods and tz in (None, c.tz)]
-    if len(fits) == 1:
-        return _spec(target, fits[0].unit, fits[0].period, fits[0].tz)
-    known = "; ".join(_per(c) for c in counters) or "none"
+    if len(fits) == 1:  # (with its limit in code: a temporary raise may add to it)
+        return _spec(target, fits[0].unit, fits[0].period, fits[0].tz, fits[0].limit)
+    known = "; ".join(per_text(c) for c in counters) or "none"
     if not fits:
         given = [f"--{k} {v}" for k, v in (("unit", unit), ("per", per), ("tz", tz)) if v is not None]
         asked = f" with {' '.join(given)}" if given else ""
@@ -54,10 +54,10 @@ def _counter(state: State, scope: str, unit: str | None, per: str | None, tz: st
     raise CLIError(f"{target} has several budgets ({known}): choose one with --per, --unit or --tz")
 
 
-def _spec(scope: Scope, unit: Unit, per: Period, tz: str) -> CounterSpec:
+def _spec(scope: Scope, unit: Unit, per: Period, tz: str, limit: int = 0) -> CounterSpec:
     try:
         window_for(per, tz, 0)  # (an unknown time zone is an error here, not a limit nothing reads)
-        return CounterSpec(scope, unit, per, 0, tz)
+        return CounterSpec(scope, unit, per, limit, tz)
     except (ValueError, KeyError) as exc:
         raise CLIError(str(exc)) from exc
 
@@ -66,13 +66,18 @@ def _same(a: CounterSpec, b: CounterSpec) -> bool:
     return (a.scope, a.unit, a.period, a.tz) == (b.scope, b.unit, b.period, b.tz)
 
 
-def _amount(text: str, unit: str) -> int:
+def amount_of(text: str, unit: str, what: str = "limit") -> int:
+    """An amount given on the command line: dollars for usd (``5``, ``12.50``, ``$3``), else a count."""
     if text.strip().startswith("-"):
-        raise CLIError(f"{text!r} is negative: a limit is 0 or more (0 refuses every call; `limits clear` "
-                       "removes the override)")  # fmt: skip
+        why = (
+            "a limit is 0 or more (0 refuses every call; `limits clear` removes the override)"
+            if what == "limit"
+            else f"the {what} is 0 or more (the command says which way it goes)"
+        )
+        raise CLIError(f"{text!r} is negative: {why}")  # fmt: skip
     if unit == "usd":
         try:
-            return to_nano(Decimal(text.strip().removeprefix("$")), what="limit")
+            return to_nano(Decimal(text.strip().removeprefix("$")), what=what)
         except InvalidOperation:
             raise CLIError(f"{text!r} is not an amount of dollars; write it like 5 or 12.50") from None
     if not text.isdigit():
@@ -97,12 +102,13 @@ def limits() -> None:
     comes from the budgets file (--budgets); --per, --unit and --tz choose when SCOPE has several."""
 
 
-def _limits_command(
-    name: str, *arguments: str, reads: bool = False
+def counter_command(
+    group: click.Group | None, name: str, *arguments: str, reads: bool = False, options: Sequence[Any] = ()
 ) -> Callable[[Callable[..., None]], click.Command]:
-    """A ``limits NAME SCOPE [ARGUMENTS...] [--per] [--unit] [--tz]`` command: the function takes the
-    state, the counter that SCOPE and the options name, then ``arguments`` by name. An amount such as
-    ``-1`` is an argument (refused with a clear error), not an unknown option."""
+    """A ``NAME SCOPE [ARGUMENTS...] [--per] [--unit] [--tz] [OPTIONS]`` command of ``group`` (``None``: a
+    command to add to one): the function takes the state, the counter that SCOPE and the options name,
+    then ``arguments`` and ``options`` by name. An amount such as ``-1`` is an argument (refused with a
+    clear error), not an unknown option."""
 
     def decorate(fn: Callable[..., None]) -> click.Command:
         @functools.wraps(fn)
@@ -115,19 +121,28 @@ def _limits_command(
 
         run: Any = _friendly(command)
         decorated: Any = store_options(pass_state(run))
-        for decorator in (*reversed(_counter_options), *map(click.argument, reversed(("scope", *arguments)))):
+        arguments_ = map(click.argument, reversed(("scope", *arguments)))
+        for decorator in (*reversed(options), *reversed(_counter_options), *arguments_):
             decorated = decorator(decorated)  # (as a stack of decorators, bottom first)
-        return limits.command(name, context_settings={"ignore_unknown_options": True})(decorated)
+        make = click.command if group is None else group.command
+        return make(name, context_settings={"ignore_unknown_options": True})(decorated)
 
     return decorate
+
+
+def _limits_command(
+    name: str, *arguments: str, reads: bool = False, options: Sequence[Any] = ()
+) -> Callable[[Callable[..., None]], click.Command]:
+    """A ``limits NAME ...`` command (``counter_command``)."""
+    return counter_command(limits, name, *arguments, reads=reads, options=options)
 
 
 @_limits_command("set", "amount")
 def limits_set(state: State, counter: CounterSpec, amount: str) -> None:
     """Set SCOPE's limit to AMOUNT (dollars for usd) for one period, e.g. `limits set user:alice 20`."""
-    value = _amount(amount, counter.unit.value)
+    value = amount_of(amount, counter.unit.value)
     state.guard.ledger.set_limit(counter, value)
-    console.print(f"{printable(str(counter.scope))}: {_per(counter)} is now {counter.unit.show(value)}")
+    console.print(f"{printable(str(counter.scope))}: {per_text(counter)} is now {counter.unit.show(value)}")
 
 
 @_limits_command("get", reads=True)
@@ -135,16 +150,16 @@ def limits_get(state: State, counter: CounterSpec) -> None:
     """Show SCOPE's run-time limit for one period, if one is set."""
     value = state.guard.ledger.get_limit(counter)
     shown = "none (the limit in code applies)" if value is None else counter.unit.show(value)
-    console.print(f"{printable(str(counter.scope))}: {_per(counter)}: {shown}")
+    console.print(f"{printable(str(counter.scope))}: {per_text(counter)}: {shown}")
 
 
 @_limits_command("clear", reads=True)
 def limits_clear(state: State, counter: CounterSpec) -> None:
     """Remove SCOPE's run-time limit: the limit in code applies again."""
     state.guard.ledger.clear_limit(counter)
-    console.print(f"{printable(str(counter.scope))}: {_per(counter)} cleared (the limit in code applies)")
+    console.print(f"{printable(str(counter.scope))}: {per_text(counter)} cleared (the limit in code applies)")
 
 
-def _per(counter: CounterSpec) -> str:
+def per_text(counter: CounterSpec) -> str:
     tz = f" ({counter.tz})" if counter.tz != "UTC" else ""
     return f"{counter.unit.value} limit per {counter.period.value}{tz}"

@@ -7,6 +7,9 @@ usd = "5.00"            # or tokens = 200_000, or requests = 1000
 per = "day"             # minute, hour, day, week, month, total
 tz = "Europe/Paris"     # optional, default UTC
 ```
+
+Plans (``[[plans.<name>]]``, the same tables) are ``_plans``' (``load_plans``); ``load_budgets`` reads
+the ``budgets`` list only.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from ._errors import ConfigurationError
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["load_budgets", "read_data_file"]
+__all__ = ["budget_list", "load_budgets", "read_data_file"]
 
 _BUDGET_KEYS = {"scope", "usd", "tokens", "requests", "per", "tz", "mode", "rolling"}
 
@@ -48,18 +51,24 @@ def load_budgets(path: str | Path) -> list[Budget]:
     entries = data.get("budgets") if isinstance(data, dict) else data
     if not isinstance(entries, list) or not entries:
         raise ConfigurationError(f"{path}: expected a list of budgets, e.g. [[budgets]] scope = 'user' ...")
+    return budget_list(entries, str(path))
+
+
+def budget_list(entries: list[Any], where: str) -> list[Budget]:
+    """A list of budget tables (``[[budgets]]``, ``[[plans.<name>]]``) as ``Budget``s; all valid or an
+    error that starts with ``where``."""
     budgets = []
     for number, entry in enumerate(entries, 1):
         if not isinstance(entry, dict) or not isinstance(entry.get("scope"), str):
-            raise ConfigurationError(f"{path}: budget {number} needs a scope, e.g. scope = 'user'")
+            raise ConfigurationError(f"{where}: budget {number} needs a scope, e.g. scope = 'user'")
         unknown = set(entry) - _BUDGET_KEYS
         if unknown:
             raise ConfigurationError(
-                f"{path}: budget {number} has unknown keys {sorted(unknown)}; use {sorted(_BUDGET_KEYS)}"
+                f"{where}: budget {number} has unknown keys {sorted(unknown)}; use {sorted(_BUDGET_KEYS)}"
             )
         options = {k: v for k, v in entry.items() if k != "scope"}
         try:
             budgets.append(Budget(entry["scope"], **options))
         except (TypeError, ValueError) as exc:  # ConfigurationError is a ValueError too
-            raise ConfigurationError(f"{path}: budget {number} ({entry['scope']}): {exc}") from exc
+            raise ConfigurationError(f"{where}: budget {number} ({entry['scope']}): {exc}") from exc
     return budgets

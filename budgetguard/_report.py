@@ -39,6 +39,7 @@ __all__ = [
     "Summary",
     "coverage",
     "entry_cost",
+    "parse_span",
     "parse_when",
     "read_journal",
     "report",
@@ -50,12 +51,18 @@ _SPAN = re.compile(r"^(\d+)\s*(m|min|h|d|w)$")
 _UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+def parse_span(text: str) -> timedelta | None:
+    """``"7d"``, ``"24h"``, ``"30m"``, ``"2w"`` as a ``timedelta``; ``None`` for any other text."""
+    span = _SPAN.match(text.strip().lower())
+    return None if span is None else timedelta(**{_UNITS[span[2]]: int(span[1])})
+
+
 def parse_when(text: str, now: datetime | None = None) -> datetime:
     """``"7d"``, ``"24h"``, ``"30m"``, ``"2w"`` ago, or an ISO date / date-time (UTC unless it says)."""
     now = now or datetime.now(UTC)
-    span = _SPAN.match(text.strip().lower())
-    if span:
-        return now - timedelta(**{_UNITS[span[2]]: int(span[1])})
+    span = parse_span(text)
+    if span is not None:
+        return now - span
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:

@@ -70,6 +70,35 @@ def test_readme_cli_examples_run_on_the_demo_ledger(
     assert (tmp_path / "spend.csv").read_text().startswith("key,calls,refused")
 
 
+def test_readme_plans_and_administration_commands_run(tmp_path: Path) -> None:
+    """The plan block, added to the budgets block, loads; the administration commands run on a ledger of
+    their own (the demo's counters stay as the demo left them), and do what they say."""
+    [budgets] = [block for block in _blocks("toml") if "[[budgets]]" in block]
+    [plans] = [block for block in _blocks("toml") if "[[plans." in block]
+    path = tmp_path / "budgets.toml"
+    path.write_text(budgets + "\n" + plans)
+    loaded = budgetguard.load_plans(path)
+    [pro] = loaded.plans["pro"]
+    assert (pro.target, pro.limit, pro.tz) == ("user", 50_000_000_000, "Europe/Paris")
+    [block] = [block for block in _blocks("sh") if "budgetguard credit" in block]
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = budgetguard.open_ledger(url)
+    guard = budgetguard.Guard(ledger, budgets=loaded.budgets)
+    [usd] = guard.counters_for([budgetguard.Scope("user", "alice")])
+    ledger.adjust(usd, 2_000_000_000, actor="test", reason="spend to credit")
+    runner = CliRunner(env={"BUDGETGUARD_URL": url, "BUDGETGUARD_BUDGETS": str(path)})
+    for line in block.splitlines():
+        command = shlex.split(line, comments=True)
+        assert command[0] == "budgetguard"
+        result = runner.invoke(cli, command[1:])
+        assert result.exit_code == 0, f"{shlex.join(command)}: {result.output}"
+    events = [e.event for e in ledger.history()]
+    assert events == ["adjusted", "adjusted", "reset", "limit_raised", "limits_set", "limits_set"]
+    # `plan set` ended the raise (it sets limits outright), `plan clear` left the budget in the file
+    assert ledger.status([usd])[0].limit == 5_000_000_000
+    ledger.close()
+
+
 def test_readme_prices_example_loads(tmp_path: Path) -> None:
     [toml] = [block for block in _blocks("toml") if "[models." in block]
     path = tmp_path / "prices.toml"

@@ -7,12 +7,12 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from .._budgets import Scope
 from .._errors import ConfigurationError
-from ._twins import abstract_async, forward, forward_async
+from ._twins import abstract_async, forward, forward_async, optional_async
 from ._types import (
     Amounts,
     CounterSpec,
@@ -25,6 +25,9 @@ from ._types import (
     scope_labels,
     to_datetime,
 )
+
+if TYPE_CHECKING:
+    from ._admin import Adjustment, LimitRaise
 
 __all__ = [
     "OPERATIONS",
@@ -118,6 +121,37 @@ class Ledger(ABC):
     @abstractmethod
     def clear_limit(self, counter: CounterSpec) -> None: ...
 
+    # Administration (``_admin``): each change is atomic and journaled with ``actor`` and ``reason``.
+
+    def adjust(
+        self, counter: CounterSpec, amount: int, *, actor: str, reason: str, id: str | None = None
+    ) -> Adjustment:
+        """Change ``counter``'s spent in its current window by ``amount`` (signed: negative credits or
+        refunds, positive charges), never below 0 (a credit past spent takes it to 0); holds stay.
+        Journaled ``adjusted``. Once per ``id``, as ``reserve``: a repeat returns the first result."""
+        raise NotImplementedError(f"{type(self).__name__} has no administration")
+
+    def reset(self, counter: CounterSpec, *, actor: str, reason: str, id: str | None = None) -> Adjustment:
+        """Take ``counter``'s spent in its current window to 0 (holds stay), journaled ``reset`` with the
+        amount removed. Once per ``id``, as ``adjust``."""
+        raise NotImplementedError(f"{type(self).__name__} has no administration")
+
+    def raise_limit(
+        self, counter: CounterSpec, extra: int, *, until: datetime | timedelta, actor: str, reason: str
+    ) -> LimitRaise:
+        """Raise ``counter``'s limit (its run-time limit, else the one in code) by ``extra`` until
+        ``until`` (an aware datetime, or a ``timedelta`` from now on the store's clock), when it goes
+        back by itself, with no job. A raise in force is replaced; ``set_limit`` and ``clear_limit`` end
+        it. Journaled ``limit_raised``."""
+        raise NotImplementedError(f"{type(self).__name__} has no administration")
+
+    def set_limits(
+        self, limits: Mapping[CounterSpec, int | None], *, actor: str, reason: str, plan: str | None = None
+    ) -> None:
+        """Set several counters' run-time limits at once (``None`` clears one), ending their raises: all
+        or none. Journaled ``limits_set`` (with ``plan``, the plan they come from, if given)."""
+        raise NotImplementedError(f"{type(self).__name__} has no administration")
+
     @abstractmethod
     def history(
         self,
@@ -193,6 +227,10 @@ class AsyncLedger(ABC):
     set_limit = abstract_async(Ledger.set_limit)
     get_limit = abstract_async(Ledger.get_limit)
     clear_limit = abstract_async(Ledger.clear_limit)
+    adjust = optional_async(Ledger.adjust)
+    reset = optional_async(Ledger.reset)
+    raise_limit = optional_async(Ledger.raise_limit)
+    set_limits = optional_async(Ledger.set_limits)
     history = abstract_async(Ledger.history)
     journal_complete_since = abstract_async(Ledger.journal_complete_since)
 
@@ -212,8 +250,8 @@ class AsyncLedger(ABC):
         await self.aclose()
 
 
-OPERATIONS = ("reserve", "commit", "release", "status", "set_limit", "get_limit", "clear_limit", "history",
-              "journal_complete_since")  # fmt: skip
+OPERATIONS = ("reserve", "commit", "release", "status", "set_limit", "get_limit", "clear_limit", "adjust",
+              "reset", "raise_limit", "set_limits", "history", "journal_complete_since")  # fmt: skip
 """The ledger's operations: every store has them, sync or async."""
 
 
@@ -229,6 +267,10 @@ class Store:
     set_limit: Any
     get_limit: Any
     clear_limit: Any
+    adjust: Any
+    reset: Any
+    raise_limit: Any
+    set_limits: Any
     history: Any
     journal_complete_since: Any
 

@@ -40,7 +40,17 @@ from ._types import (
 
 Meta = dict[str, Any]
 
-__all__ = ["Engine", "Slot", "Tx", "counter_key", "resolved_record"]
+__all__ = [
+    "BASE",
+    "UNTIL",
+    "Engine",
+    "Slot",
+    "Tx",
+    "counter_key",
+    "end_raise",
+    "live_limit",
+    "resolved_record",
+]
 
 _SLOTS = 10_000
 """Counters whose slot an engine keeps (the counters recently used; a slot is ~300 bytes)."""
@@ -131,6 +141,30 @@ class Tx(Protocol):
                 data: dict[str, Any]) -> None: ...  # fmt: skip
 
 
+UNTIL, BASE = "~until", "~base"
+"""A temporary raise of a counter's limit (``_admin``) is its run-time limit, with two entries beside it:
+``<field>~until`` (when it ends) and ``<field>~base`` (the run-time limit it raised, if any)."""
+
+
+def live_limit(tx: Tx, now: int, field: str, override: int) -> int | None:
+    """The counter's run-time limit at ``now``, given its stored ``override``: a raised limit until the
+    raise ends, then (written back here) the limit it raised. Called only for a counter with an
+    override: one without pays nothing."""
+    until = tx.limit(field + UNTIL)
+    if until is None or now < until:
+        return override
+    base = tx.limit(field + BASE)
+    tx.put_limit(field, base)
+    end_raise(tx, field)
+    return base
+
+
+def end_raise(tx: Tx, field: str) -> None:
+    """Forget a raise's entries (a limit set outright ends it)."""
+    tx.put_limit(field + UNTIL, None)
+    tx.put_limit(field + BASE, None)
+
+
 class Engine:
     """The contract's steps over a ``Tx``. One per store: it keeps each recent counter's ``Slot``."""
 
@@ -138,6 +172,10 @@ class Engine:
         self._slots: Bounded[str, Slot] = Bounded("ledger.slots", _SLOTS, shared=False)
         self._rolling = False
         """A rolling counter was seen: a reservation may need its earlier buckets (not the shortcut)."""
+
+    def slot(self, counter: CounterSpec, now: int) -> Slot:
+        """The counter in its window at ``now`` (``_admin``'s operations read it through this)."""
+        return self._slot(counter, now)
 
     def _slot(self, counter: CounterSpec, now: int) -> Slot:
         """The counter in its window at ``now``."""
@@ -224,6 +262,8 @@ class Engine:
                     more, more_held = self._live(tx, earlier, counter, now)
                     spent, held = spent + more, held + more_held
                 override = tx.limit(counter.limit_field)
+                if override is not None:
+                    override = live_limit(tx, now, counter.limit_field, override)
                 limit = counter.limit if override is None else override
                 if check and spent + held + hold.amount > limit:
                     refusal = Refusal(len(plan), limit, spent, held, hold.amount, slot.end, counter)
@@ -342,6 +382,8 @@ class Engine:
             slot = self._slot(counter, now)
             spent, held = self._live(tx, slot, counter, now)
             override = tx.limit(counter.limit_field)
+            if override is not None:
+                override = live_limit(tx, now, counter.limit_field, override)
             result.append(
                 CounterStatus(
                     counter=counter,

@@ -13,8 +13,19 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
+from ._admin import (
+    Adjustment,
+    LimitRaise,
+    adjust,
+    check_adjust,
+    check_raise,
+    check_reset,
+    check_set_limits,
+    raise_limit,
+    set_limits,
+)
 from ._base import OPERATIONS, AsyncLedger, JournalQuery, Ledger, ReservationRef, Store, check_namespace
-from ._engine import Engine, Tx
+from ._engine import Engine, Tx, end_raise, live_limit
 from ._meta import expand
 from ._types import (
     Amounts,
@@ -44,10 +55,12 @@ def wall_clock_ms() -> int:
 
 def _put_limit(tx: Tx, now: int, field: str, value: int | None) -> None:
     tx.put_limit(field, value)
+    end_raise(tx, field)  # (a limit set outright ends a temporary raise)
 
 
 def _get_limit(tx: Tx, now: int, field: str) -> int | None:
-    return tx.limit(field)
+    override = tx.limit(field)
+    return None if override is None else live_limit(tx, now, field, override)
 
 
 def _res_id(ref: ReservationRef) -> str:
@@ -113,6 +126,19 @@ class LocalLedger(Store, Ledger):
 
     def _clear_limit(self, counter: CounterSpec) -> None:
         self._atomic(_put_limit, counter.limit_field, None)
+
+    def _adjust(self, *args: Any) -> Adjustment:
+        counter, amount, op_id, data = check_adjust(*args)
+        return self._atomic(adjust, self._engine.slot, counter, amount, op_id, data)
+
+    def _reset(self, *args: Any) -> Adjustment:
+        return self._atomic(adjust, self._engine.slot, *check_reset(*args))
+
+    def _raise_limit(self, *args: Any) -> LimitRaise:
+        return self._atomic(raise_limit, *check_raise(*args))
+
+    def _set_limits(self, *args: Any) -> None:
+        self._atomic(set_limits, *check_set_limits(*args))
 
     def _history(self, *query: Any) -> list[JournalEntry]:
         parsed = JournalQuery.parse(*query)

@@ -142,8 +142,9 @@ class _MemoryTx:
         return found  # type: ignore[return-value]  # (None or a held record's dict)
 
     def put_record(self, res_id: str, record: dict[str, Any], expires_at: int) -> None:
-        # a held record as the engine made it (it never changes one: it puts a new one); a refusal packed
-        self._put(res_id, record if record["state"] == "held" else _pack_refused(record), expires_at)
+        # a held record as the engine made it (it never changes one: it puts a new one), an adjustment's
+        # (``_admin``: a few, short-lived) too; a refusal packed
+        self._put(res_id, record if record["state"] != "refused" else _pack_refused(record), expires_at)
 
     def put_resolved(
         self, res_id: str, held: Mapping[str, Any], state: str, charged: dict[str, int], overrun: bool,

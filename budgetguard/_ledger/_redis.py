@@ -25,8 +25,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .._errors import LedgerError
+from ._admin import check_adjust, check_raise, check_reset, check_set_limits
 from ._base import AsyncLedger, JournalQuery, Ledger, ReservationRef, Store
 from ._deadline import DEADLINE
+from ._redis_admin import adjust, get_limit, raise_limit, set_limits
 from ._redis_batch import AsyncBatcher, Batcher, Packer
 from ._redis_flows import Call, Flow, Flows
 from ._redis_wire import JOURNAL_MAXLEN, SCRIPTS, XRANGE_BATCH, meta_json
@@ -97,10 +99,22 @@ class _RedisBase(Store):
         return self._run(self._flows.set_limit(counter, check_amount(limit, "limit")))
 
     def _get_limit(self, counter: CounterSpec) -> Any:
-        return self._run(self._flows.get_limit(counter))
+        return self._run(get_limit(self._flows, counter))
 
     def _clear_limit(self, counter: CounterSpec) -> Any:
         return self._run(self._flows.set_limit(counter, None))
+
+    def _adjust(self, *args: Any) -> Any:
+        return self._run(adjust(self._flows, *check_adjust(*args)))
+
+    def _reset(self, *args: Any) -> Any:
+        return self._run(adjust(self._flows, *check_reset(*args)))
+
+    def _raise_limit(self, *args: Any) -> Any:
+        return self._run(raise_limit(self._flows, *check_raise(*args)))
+
+    def _set_limits(self, *args: Any) -> Any:
+        return self._run(set_limits(self._flows, *check_set_limits(*args)))
 
     def _history(self, *query: Any) -> Any:
         return self._run(self._flows.history(JournalQuery.parse(*query)), each_call=True)

@@ -215,10 +215,6 @@ class Flows:
         value = "" if limit is None else check_amount(limit, "limit")
         yield Call("set_limit", (self.keys.limits,), (self.keys.limit_field(counter), value))
 
-    def get_limit(self, counter: CounterSpec) -> Flow:
-        reply = yield Call("hget", (self.keys.limits,), (self.keys.limit_field(counter),))
-        return None if reply is None else int(reply)
-
     def history(self, query: JournalQuery) -> Flow:
         start = "-" if query.since is None else str(query.since)
         end = "+" if query.until is None else f"({query.until}"

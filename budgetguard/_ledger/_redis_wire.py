@@ -43,17 +43,19 @@ def _lua(name: str) -> str:
     return resources.files("budgetguard._ledger").joinpath("lua", f"{name}.lua").read_text()
 
 
-LIBRARY = _lua("_time") + "\n" + _lua("_lib")
-"""What every script starts with: the time arithmetic (``_expiry.py``'s mirror), then the helpers."""
+LIBRARY = _lua("_time") + "\n" + _lua("_lib") + "\n" + _lua("_raise")
+"""What every script starts with: the time arithmetic (``_expiry.py``'s mirror), the helpers, the
+temporary raise's live limit."""
+
+
+_SCRIPT_NAMES = ("reserve", "commit", "release", "record", "status", "set_limit", "batch", "get_limit",
+                 "adjust", "raise_limit", "set_limits")  # fmt: skip
 
 
 def _load_scripts() -> dict[str, str]:
     reserve, resolve = _lua("_reserve"), _lua("_resolve")
     parts = {"reserve": reserve, "commit": resolve, "release": resolve, "batch": reserve + "\n" + resolve}
-    return {
-        name: LIBRARY + "\n" + parts.get(name, "") + "\n" + _lua(name)
-        for name in ("reserve", "commit", "release", "record", "status", "set_limit", "batch")
-    }
+    return {name: LIBRARY + "\n" + parts.get(name, "") + "\n" + _lua(name) for name in _SCRIPT_NAMES}
 
 
 SCRIPTS = _load_scripts()

@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-__all__ = ["abstract_async", "forward", "forward_async"]
+__all__ = ["abstract_async", "forward", "forward_async", "optional_async"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -70,3 +70,14 @@ def abstract_async(
     method.__isabstractmethod__ = True
     twin: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]] = method
     return twin
+
+
+def optional_async(
+    abstract: Callable[Concatenate[Any, P], R],
+) -> Callable[Concatenate[Any, P], Coroutine[Any, Any, R]]:
+    """The async twin of an optional operation (a store may lack it): it raises ``NotImplementedError``."""
+    body = "raise NotImplementedError(f'{type(self).__name__} has no " + abstract.__name__ + "')"
+    method: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]] = _generate(
+        abstract, asynchronous=True, body=body
+    )
+    return method

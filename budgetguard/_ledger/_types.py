@@ -295,15 +295,20 @@ class CounterStatus:
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
-    """One line of the ledger's history: a refusal, commit, release or expiry, or a refusal in shadow
-    (``shadow_refused``: the reservation was admitted)."""
+    """One line of the ledger's history: a refusal, commit, release or expiry, a refusal in shadow
+    (``shadow_refused``: the reservation was admitted), or an administrative change (``adjusted``,
+    ``reset``, ``limit_raised``, ``limits_set``: its data says who and why)."""
 
     ts: int
-    event: Literal["refused", "shadow_refused", "committed", "released", "expired"]
+    event: Literal[
+        "refused", "shadow_refused", "committed", "released", "expired",
+        "adjusted", "reset", "limit_raised", "limits_set",
+    ]  # fmt: skip
     reservation_id: str
     scopes: tuple[str, ...]
     amounts: Mapping[str, int]
-    """Per unit: the actual amount charged (commit), or the amount refused / released / expired."""
+    """Per unit: the actual amount charged (commit), or the amount refused / released / expired; the
+    signed change of spent (adjusted, reset: negative for a credit), the extra limit (limit_raised)."""
     data: Mapping[str, Any]
     """What the caller attached: model, usage, estimated amounts, attempt, overrun flag..."""
 

@@ -2,8 +2,9 @@
 
 A Hypothesis state machine reserves on random subsets of four small counters, commits below and
 above the hold, releases, repeats every call with the same id, retries refused ids, changes limits
-at run time and lets short leases expire; after every step each counter's spent and held, every
-outcome flag and the journal must equal the model's.
+at run time and lets short leases expire, and administers (credits, charges and resets spent, raises
+limits for a while, some long enough to outlast the test and some that end within a step); after every
+step each counter's spent and held, every outcome flag and the journal must equal the model's.
 
 Set ``BUDGETGUARD_LONG_TESTS=1`` to run thousands of examples instead of the CI handful.
 """
@@ -18,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, ClassVar
 
 import pytest
@@ -98,7 +100,7 @@ def _show(slot: int, amount: int) -> Any:
 def _journal_key(event: str, res_id: str, scopes: Any, amounts: Any, data: Any) -> tuple[Any, ...]:
     return (
         event,
-        res_id,
+        "*" if event == "limit_raised" else res_id,  # (a raise's id is the store's)
         tuple(scopes),
         tuple(sorted(amounts.items())),
         bool(data.get("overrun")),
@@ -134,6 +136,9 @@ class LedgerModel(RuleBasedStateMachine):
         self.refusals: dict[str, ModelRefusal] = {}
         self.journal: Counter[tuple[Any, ...]] = Counter()
         self.ids = 0
+        self.raised: list[tuple[int | None] | None] = [None] * len(SLOTS)
+        """A temporary raise in force on the counter: the run-time limit it raised (None: the code's)."""
+        self.adjustments: dict[str, tuple[int, int, int]] = {}  # id -> (slot, change, spent after)
 
     def teardown(self) -> None:
         try:
@@ -389,9 +394,81 @@ class LedgerModel(RuleBasedStateMachine):
         else:
             self.ledger.set_limit(self.specs[slot], value)
         self.override[slot] = value
+        self.raised[slot] = None  # (a limit set outright ends a raise)
         if self.spent[slot] + self.held[slot] > self.limit(slot):
             self.excused[slot] = True
         assert self.ledger.get_limit(self.specs[slot]) == value
+
+    @precondition(lambda self: self.specs)
+    @rule(data=st.data(), slot=st.integers(0, len(SLOTS) - 1), amount=st.integers(-8, 8))
+    def adjust(self, data: st.DataObject, slot: int, amount: int) -> None:
+        """A credit (negative, never below 0) or charge, sometimes a repeat of an earlier id."""
+        known = sorted(self.adjustments)
+        if known and data.draw(st.integers(0, 3), label="repeat an adjustment") == 0:
+            op_id = data.draw(st.sampled_from(known), label="adjustment id")
+            first_slot, change, after = self.adjustments[op_id]
+            done = self.ledger.adjust(self.specs[first_slot], amount, id=op_id, actor="m", reason="r")
+            assert (done.change, done.spent, done.duplicate) == (change, after, True)
+            event("adjustment repeated")
+            return
+        op_id = f"a{len(self.adjustments)}"
+        change = amount if amount >= 0 else -min(-amount, self.spent[slot])
+        self.spent[slot] += change
+        if change > 0:
+            self.excused[slot] = True  # (charged past the limit, as an overrun is)
+        done = self.ledger.adjust(self.specs[slot], amount, id=op_id, actor="m", reason="r")
+        assert (done.change, done.spent, done.requested, done.duplicate) == (
+            change,
+            self.spent[slot],
+            amount,
+            False,
+        )
+        self.adjustments[op_id] = (slot, change, self.spent[slot])
+        event("credit clamped at 0" if change != amount else "adjusted")
+        key = _journal_key("adjusted", op_id, [_label(slot)], {_unit(slot).value: change}, {})
+        self.journal[key] += 1
+
+    @precondition(lambda self: self.specs)
+    @rule(slot=st.integers(0, len(SLOTS) - 1))
+    def reset(self, slot: int) -> None:
+        change = -self.spent[slot]
+        done = self.ledger.reset(self.specs[slot], actor="m", reason="r")
+        assert (done.change, done.spent) == (change, 0)
+        self.spent[slot] = 0
+        self.journal[_journal_key("reset", done.id, [_label(slot)], {_unit(slot).value: change}, {})] += 1
+
+    def expected_raise(self, slot: int, extra: int) -> tuple[int | None, int]:
+        base = self.override[slot] if self.raised[slot] is None else self.raised[slot][0]  # type: ignore[index]
+        raised = (self.code_limit[slot] if base is None else base) + extra
+        self.raised[slot], self.override[slot] = (base,), raised
+        if self.spent[slot] + self.held[slot] > raised:  # (a replaced raise may be smaller)
+            self.excused[slot] = True
+        self.journal[_journal_key("limit_raised", "*", [_label(slot)], {_unit(slot).value: extra}, {})] += 1
+        return base, raised
+
+    @precondition(lambda self: self.specs)
+    @rule(slot=st.integers(0, len(SLOTS) - 1), extra=st.integers(0, 10))
+    def raise_limit(self, slot: int, extra: int) -> None:
+        base, raised = self.expected_raise(slot, extra)
+        done = self.ledger.raise_limit(
+            self.specs[slot], extra, until=timedelta(hours=1), actor="m", reason="r"
+        )
+        assert (done.base, done.limit) == (base, raised)
+        event("raise replaced" if done.base != self.override[slot] else "raised")
+
+    @precondition(lambda self: self.specs)
+    @rule(slot=st.integers(0, len(SLOTS) - 1), extra=st.integers(0, 10))
+    def raise_limit_and_let_it_end(self, slot: int, extra: int) -> None:
+        """A raise that ends by itself: the next read restores the limit it raised."""
+        base, raised = self.expected_raise(slot, extra)
+        done = self.ledger.raise_limit(self.specs[slot], extra, until=timedelta(milliseconds=50), actor="m",
+                                       reason="r")  # fmt: skip
+        assert (done.base, done.limit) == (base, raised)
+        time.sleep(0.08)
+        self.raised[slot], self.override[slot] = None, base
+        if self.spent[slot] + self.held[slot] > self.limit(slot):
+            self.excused[slot] = True
+        event("raise ended")
 
     @rule()
     def unknown_id(self) -> None:

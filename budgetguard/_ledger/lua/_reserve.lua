@@ -73,7 +73,7 @@ local function reserve(KEYS, ARGV, now)
     local h = holds[i]
     local check = #mode == 1 and mode or string.sub(mode, i, i)
     local amount = h[1]
-    local limit = overrides[i] or h[2]
+    local limit = overrides[i] and live_limit(KEYS[2], fields[i], overrides[i], now) or h[2]
     local c = redis.call('HMGET', KEYS[2 + 2 * i], 'spent', 'held')
     local spent, held = c[1] or '0', c[2] or '0'
     local sh, sl = num(spent)

@@ -20,7 +20,7 @@ for i = 1, n do
   local a = 2 + 6 * (i - 1)
   local counter, leases = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
   reclaim(counter, leases, now, ARGV[a + 5], ARGV[a + 6], KEYS[2], maxlen)
-  local override = redis.call('HGET', KEYS[1], ARGV[a + 2])
+  local override = live_limit(KEYS[1], ARGV[a + 2], redis.call('HGET', KEYS[1], ARGV[a + 2]), now)
   local c = redis.call('HMGET', counter, 'spent', 'held')
   out[#out + 1] = override or ARGV[a + 1]
   out[#out + 1] = c[1] or '0'

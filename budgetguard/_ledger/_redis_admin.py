@@ -1,0 +1,66 @@
+"""The Redis ledger's administration as I/O-free flows (``_redis_flows``' pattern): adjust and reset
+(``lua/adjust.lua``), raise_limit (``lua/raise_limit.lua``), set_limits (``lua/set_limits.lua``) and the
+run-time limit read that restores a raise that ended (``lua/get_limit.lua``). The steps are ``_admin``'s;
+the arguments are checked by the same functions, before the first call."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ._admin import ADMIN_RECORD, Adjustment, LimitRaise, overflow, past
+from ._expiry import RECORD_RETENTION_MS, counter_expiry, window_at
+from ._redis_flows import Call, Flow, Flows, _clock_moving
+from ._redis_wire import Keys, label_json, meta_json
+from ._types import CounterSpec, new_reservation_id
+
+__all__ = ["adjust", "get_limit", "raise_limit", "set_limits"]
+
+
+def adjust(flows: Flows, counter: CounterSpec, amount: int | None, op_id: str, data: dict[str, Any]) -> Flow:
+    keys = (flows.keys.record(ADMIN_RECORD + op_id), flows.keys.journal)
+    mode = "0" if amount is None else "-" if amount < 0 else "+"
+    head = (op_id, RECORD_RETENTION_MS, flows.journal_maxlen, mode, 0 if amount is None else abs(amount))
+    tail = (counter.unit.value, label_json(counter), meta_json(data))
+    now = time.time_ns() // 1_000_000  # a guess: the script checks it against the server's TIME
+    for _ in range(3):
+        window = window_at(counter, now)
+        expiry = counter_expiry(window.end)
+        where = (window.start, "" if window.end is None else window.end, "" if expiry is None else expiry)
+        reply = yield Call("adjust", (*keys, flows.keys.counter(counter, window.start)[0]),
+                           (*head, *where, *tail))  # fmt: skip
+        if reply[0] == "WINDOW":
+            now = int(reply[1])
+            continue
+        requested = None if reply[3] == "" else int(reply[3])
+        return Adjustment(op_id, counter, int(reply[1]), int(reply[2]), requested, reply[0] == "DUP")
+    raise _clock_moving()
+
+
+def raise_limit(
+    flows: Flows, counter: CounterSpec, extra: int, until: int, relative: bool, data: dict[str, Any]
+) -> Flow:
+    how = "for" if relative else "at"
+    args = (flows.journal_maxlen, new_reservation_id(), Keys.limit_field(counter), counter.limit, extra, how,
+            until, counter.unit.value, label_json(counter), meta_json(data))  # fmt: skip
+    reply = yield Call("raise_limit", (flows.keys.limits, flows.keys.journal), args)
+    if reply[0] == "PAST":
+        raise past(int(reply[1]))
+    if reply[0] == "OVERFLOW":
+        raise overflow(extra)
+    base = None if reply[3] == "" else int(reply[3])
+    return LimitRaise(counter, int(reply[1]), extra, base, int(reply[2]))
+
+
+def set_limits(flows: Flows, limits: list[tuple[CounterSpec, int | None]], data: dict[str, Any]) -> Flow:
+    labels = list(dict.fromkeys(c.label for c, _ in limits))
+    args: list[str | int] = [flows.journal_maxlen, new_reservation_id(), json.dumps(labels), meta_json(data)]
+    for counter, value in limits:
+        args += [Keys.limit_field(counter), "" if value is None else value]
+    yield Call("set_limits", (flows.keys.limits, flows.keys.journal), tuple(args))
+
+
+def get_limit(flows: Flows, counter: CounterSpec) -> Flow:
+    reply = yield Call("get_limit", (flows.keys.limits,), (Keys.limit_field(counter),))
+    return None if reply is None else int(reply)

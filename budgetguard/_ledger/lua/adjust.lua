@@ -1,0 +1,48 @@
+-- adjust: change a counter's spent in its current window (_admin.adjust's steps): '+' adds amount,
+-- '-' takes it off (never below 0: a credit past spent takes it to 0), '0' takes spent to 0 (a reset).
+-- Holds stay. Once per id: its record ('a <change> <spent> <requested>') answers a repeat.
+-- KEYS: record, journal, counter.
+-- ARGV: id, retention_ms, journal_maxlen, mode, amount, window_start, window_end|'', expire_at|'',
+--       unit, label_json, data_json.
+if #KEYS ~= 3 or #ARGV ~= 11 then return fail('arity') end
+local id, retention, maxlen, mode, amount = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local wstart, wend, expire_at, unit, label, data = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+if not check_common(maxlen, retention) then return fail('retention') end
+if mode ~= '+' and mode ~= '-' and mode ~= '0' then return fail('mode') end
+if not is_int64(amount) or not is_int64(wstart) then return fail('amount') end
+if wend ~= '' and not is_int64(wend) then return fail('window') end
+if expire_at ~= '' and not is_int64(expire_at) then return fail('expiry') end
+if not string.match(unit, '^%l+$') or not string.match(label, '^%[.*%]$') then return fail('counter') end
+if string.find(data, '\n', 1, true) then return fail('meta') end
+
+local rec = redis.call('GET', KEYS[1])
+if rec then
+  local change, spent, requested = string.match(rec, '^a (%-?%d+) (%d+) (%-?%d*)$')
+  if not change then return fail('id') end
+  return {'DUP', change, spent, requested}
+end
+local now = now_ms()
+if not in_window(now, wstart + 0, wend ~= '' and wend + 0 or nil) then return {'WINDOW', tostring(now)} end
+local now_s = string.format('%d', now)
+
+local spent = redis.call('HGET', KEYS[3], 'spent') or '0'
+local sh, sl = limbs(spent)
+local ah, al = limbs(amount)
+local after, change
+if mode == '+' then
+  local nh, nl = add(sh, sl, ah, al)
+  if not fits(nh, nl) then return fail('overflow') end
+  after, change = decimal(nh, nl), amount
+elseif mode == '-' and not le(sh, sl, ah, al) then
+  after, change = decimal(sub(sh, sl, ah, al)), '-' .. amount
+else
+  after, change = '0', spent == '0' and '0' or '-' .. spent
+end
+local requested = mode == '+' and amount or mode == '-' and '-' .. amount or ''
+local existed = redis.call('EXISTS', KEYS[3]) == 1
+redis.call('HSET', KEYS[3], 'spent', after)
+if not existed and expire_at ~= '' then redis.call('PEXPIREAT', KEYS[3], expire_at) end
+put_record(KEYS[1], 'a ' .. change .. ' ' .. after .. ' ' .. requested, now, record_expiry(now, nil, retention + 0))
+if mode == '-' and change ~= requested then data = merge(data, '{"requested":' .. requested .. '}') end
+xadd(KEYS[2], maxlen, now_s, mode == '0' and 'reset' or 'adjusted', id, label, '{"' .. unit .. '":' .. change .. '}', data)
+return {'OK', change, after, requested}

@@ -1,0 +1,29 @@
+-- raise_limit: raise a counter's limit by extra until a time (_admin.raise_limit's steps; the stored
+-- form: _raise.lua). A raise in force is replaced, on the limit it raised.
+-- KEYS: limits, journal.
+-- ARGV: journal_maxlen, id, limit_field, default_limit, extra, 'at'|'for', ms, unit, label_json, data_json.
+if #KEYS ~= 2 or #ARGV ~= 10 then return fail('arity') end
+local maxlen, id, field, default, extra, mode, ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local unit, label, data = ARGV[8], ARGV[9], ARGV[10]
+if not is_int64(maxlen) or not is_int64(default) or not is_int64(extra) or not is_int64(ms) then
+  return fail('amount')
+end
+if mode ~= 'at' and mode ~= 'for' then return fail('mode') end
+if not string.match(unit, '^%l+$') or not string.match(label, '^%[.*%]$') then return fail('counter') end
+if string.find(data, '\n', 1, true) then return fail('meta') end
+local now = now_ms()
+local ends = mode == 'for' and now + ms or ms + 0
+if ends <= now then return {'PAST', string.format('%d', ends)} end
+local r = redis.call('HMGET', KEYS[1], field, field .. '~until', field .. '~base')
+local base = r[1]
+if r[2] then base = r[3] end  -- a raise in force (or one that ended): the limit it raised
+local bh, bl = limbs(base or default)
+local eh, el = limbs(extra)
+local h, l = add(bh, bl, eh, el)
+if not fits(h, l) then return {'OVERFLOW'} end
+local raised, ends_s = decimal(h, l), string.format('%d', ends)
+redis.call('HSET', KEYS[1], field, raised, field .. '~until', ends_s)
+if base then redis.call('HSET', KEYS[1], field .. '~base', base) else redis.call('HDEL', KEYS[1], field .. '~base') end
+xadd(KEYS[2], maxlen, string.format('%d', now), 'limit_raised', id, label, '{"' .. unit .. '":' .. extra .. '}',
+  merge(data, '{"limit":' .. raised .. ',"until":' .. ends_s .. '}'))
+return {'OK', raised, ends_s, base or ''}
