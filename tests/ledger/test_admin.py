@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from budgetguard import BudgetExceededError
-from budgetguard._budgets import ROLLING, ROLLING_BUCKETS, Unit, rolling_bucket
+from budgetguard._budgets import ROLLING, ROLLING_BUCKETS, Period, Unit, rolling_bucket
 from budgetguard._ledger import AsyncLedger, CounterSpec, Hold, Ledger, open_ledger
 from budgetguard._ledger._memory import MemoryLedger
 from budgetguard._ledger._redis import RedisLedger
@@ -209,6 +209,21 @@ def test_a_credit_on_a_rolling_counter_takes_from_the_newest_buckets_first(
         {"usd": -400},
         {"usd": 250},
     ]
+
+
+def test_a_charge_on_a_rolling_counter_is_kept_while_the_window_counts_it(
+    rolling_store: tuple[Ledger, Buckets],
+) -> None:
+    ledger, buckets = rolling_store
+    spec = counter(limit=1000, period=Period.WEEK, tz=ROLLING)  # the last 7 days, in 7 h buckets
+    ledger.adjust(spec, 100, **WHO)  # the bucket's first write: kept as long as a reservation keeps it
+    if buckets.clock is None:
+        assert isinstance(ledger, RedisLedger)
+        key, _ = ledger._flows.keys.counter(spec, buckets._current(spec))
+        assert ledger.client.pttl(key) > ROLLING_BUCKETS * rolling_bucket(Period.WEEK)  # 7 days and more
+    else:
+        buckets.clock[0] += ROLLING_BUCKETS * rolling_bucket(Period.WEEK)  # the oldest bucket counted
+        assert spent_held(ledger, spec) == (100, 0)
 
 
 def test_admin_changes_need_who_and_why(ledger: Ledger) -> None:
