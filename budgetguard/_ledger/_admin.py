@@ -58,7 +58,8 @@ ADMIN_EVENTS = ("adjusted", "reset", "limit_raised", "limits_set")
 
 @dataclass(frozen=True, slots=True)
 class Adjustment:
-    """What ``adjust`` or ``reset`` did to a counter's spent in its current window."""
+    """What ``adjust`` or ``reset`` did to a counter's spent in its current window (a rolling counter's:
+    the trailing window a check counts)."""
 
     id: str
     counter: CounterSpec
@@ -66,7 +67,7 @@ class Adjustment:
     """The signed change of spent (negative: a credit or refund). A credit larger than spent takes it
     to 0, not below: ``change`` is then ``-spent``."""
     spent: int
-    """Spent after the change."""
+    """Spent after the change (in the window ``status`` reports)."""
     requested: int | None
     """The change asked for (``None`` for a reset)."""
     duplicate: bool = False
@@ -180,13 +181,17 @@ def adjust(
     tx: Tx, now: int, slot_of: Any, counter: CounterSpec, amount: int | None, op_id: str, data: dict[str, Any]
 ) -> Adjustment:
     """Add ``amount`` (signed) to the counter's spent in its window at ``now``, never below 0; ``amount``
-    None: take spent to 0 (a reset). Holds stay. Once per ``op_id``: a repeat returns the first result."""
+    None: take spent to 0 (a reset). A rolling counter's window is the trailing one a check counts (its
+    bucket holding now and ``Slot.prior``): a charge lands in the bucket holding now, a credit or reset
+    takes spent off the buckets newest first. Holds stay. Once per ``op_id``: a repeat returns the first
+    result."""
     key = ADMIN_RECORD + op_id
     record = tx.record(key)
     if record is not None:
         return _repeat(record, op_id, counter)
     slot = slot_of(counter, now)
-    spent, held = tx.counter(slot, now)
+    buckets = [(s, *tx.counter(s, now)) for s in (slot, *slot.prior)]  # (slot, spent, held), newest first
+    spent = sum(b[1] for b in buckets)
     if amount is None:
         change = -spent
     elif amount < 0:
@@ -195,8 +200,17 @@ def adjust(
         if spent > INT64_MAX - amount:
             raise ValueError(f"adding {amount} would overflow {counter.scope}'s spent ({spent})")
         change = amount
+    left = max(-change, 0)  # what a credit or reset takes off, the newest bucket first
+    for n, (bucket, bucket_spent, held) in enumerate(buckets):
+        taken = min(left, bucket_spent)
+        if n == 0:  # the bucket holding now: written as before (a charge lands here)
+            tx.put_counter(
+                bucket.key, bucket_spent - taken + max(change, 0), held, bucket.expires, slot.label
+            )
+        elif taken:
+            tx.put_counter(bucket.key, bucket_spent - taken, held, bucket.expires, slot.label)
+        left -= taken
     after = spent + change
-    tx.put_counter(slot.key, after, held, slot.expires, slot.label)
     outcome = {"change": change, "spent": after, "requested": amount}
     tx.put_record(key, {"state": "admin", "outcome": outcome}, record_expiry(now, None))
     if amount is not None and amount != change:

@@ -128,12 +128,15 @@ class Ledger(ABC):
     ) -> Adjustment:
         """Change ``counter``'s spent in its current window by ``amount`` (signed: negative credits or
         refunds, positive charges), never below 0 (a credit past spent takes it to 0); holds stay.
-        Journaled ``adjusted``. Once per ``id``, as ``reserve``: a repeat returns the first result."""
+        A rolling counter's window is the trailing one a check counts: a charge lands in the bucket
+        holding now, a credit comes off the buckets newest first. Journaled ``adjusted``. Once per
+        ``id``, as ``reserve``: a repeat returns the first result."""
         raise NotImplementedError(f"{type(self).__name__} has no administration")
 
     def reset(self, counter: CounterSpec, *, actor: str, reason: str, id: str | None = None) -> Adjustment:
-        """Take ``counter``'s spent in its current window to 0 (holds stay), journaled ``reset`` with the
-        amount removed. Once per ``id``, as ``adjust``."""
+        """Take ``counter``'s spent in its current window (a rolling counter's: every bucket a check
+        counts) to 0 (holds stay), journaled ``reset`` with the amount removed. Once per ``id``, as
+        ``adjust``."""
         raise NotImplementedError(f"{type(self).__name__} has no administration")
 
     def raise_limit(

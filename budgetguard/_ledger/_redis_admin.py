@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from ._admin import ADMIN_RECORD, Adjustment, LimitRaise, overflow, past
-from ._expiry import RECORD_RETENTION_MS, counter_expiry, window_at
+from ._expiry import RECORD_RETENTION_MS, window_at
 from ._redis_flows import Call, Flow, Flows, _clock_moving
 from ._redis_wire import Keys, label_json, meta_json
 from ._types import CounterSpec, new_reservation_id
@@ -26,10 +26,9 @@ def adjust(flows: Flows, counter: CounterSpec, amount: int | None, op_id: str, d
     now = time.time_ns() // 1_000_000  # a guess: the script checks it against the server's TIME
     for _ in range(3):
         window = window_at(counter, now)
-        expiry = counter_expiry(window.end)
-        where = (window.start, "" if window.end is None else window.end, "" if expiry is None else expiry)
-        reply = yield Call("adjust", (*keys, flows.keys.counter(counter, window.start)[0]),
-                           (*head, *where, *tail))  # fmt: skip
+        slot = flows.slot(counter, window)  # (a rolling counter: its earlier buckets' keys too)
+        where = (window.start, "" if window.end is None else window.end, slot.expire_at)
+        reply = yield Call("adjust", (*keys, slot.keys[0], *slot.prior[::2]), (*head, *where, *tail))
         if reply[0] == "WINDOW":
             now = int(reply[1])
             continue

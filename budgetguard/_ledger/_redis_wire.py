@@ -115,7 +115,7 @@ def scopes_json(held: Sequence[HeldCounter]) -> str:
 class CounterArgs:
     """What a call says about one counter in one window, encoded once (counters repeat)."""
 
-    __slots__ = ("commit_arg", "held_json", "keys", "prior", "reserve_arg")
+    __slots__ = ("commit_arg", "expire_at", "held_json", "keys", "prior", "reserve_arg")
 
     def __init__(self, keys: Keys, counter: CounterSpec, start: int, end: int | None) -> None:
         self.keys = keys.counter(counter, start)
@@ -124,7 +124,9 @@ class CounterArgs:
         earlier = prior_windows(counter, Window(start, end))
         self.prior = tuple(key for w in earlier for key in keys.counter(counter, w.start))
         """A rolling counter's earlier buckets' keys (counter, leases), which a check counts too."""
-        expire_at = "" if expiry is None else expiry
+        self.expire_at = expire_at = "" if expiry is None else expiry
+        """When the counter's key is dropped ('': never): its window's end, plus a rolling bucket's
+        ``trailing_ms``, plus retention."""
         window_end = "" if end is None else end
         field = keys.limit_field(counter)
         self.reserve_arg = f",{counter.limit},{start},{window_end},{expire_at},{unit},{field},{label}"

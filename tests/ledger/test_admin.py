@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 from budgetguard import BudgetExceededError
-from budgetguard._budgets import Unit
-from budgetguard._ledger import AsyncLedger, Hold, Ledger
+from budgetguard._budgets import ROLLING, ROLLING_BUCKETS, Period, Unit, rolling_bucket
+from budgetguard._ledger import AsyncLedger, CounterSpec, Hold, Ledger, open_ledger
+from budgetguard._ledger._memory import MemoryLedger
+from budgetguard._ledger._redis import RedisLedger
+from budgetguard._ledger._sqlite import SQLiteLedger
 from budgetguard._money import INT64_MAX
 
 from .helpers import counter
@@ -92,6 +95,135 @@ def test_reset_takes_spent_to_zero_and_keeps_holds(ledger: Ledger) -> None:
     assert spent_held(ledger, spec) == (80, 0)
     (entry,) = ledger.history(events=["reset"])
     assert (dict(entry.amounts), entry.data["actor"]) == ({"usd": -700}, "ops-alice")
+
+
+# -- a rolling counter: the window administered is the trailing one a check counts -------------------
+
+
+class Buckets:
+    """A rolling counter's earlier buckets on one store: spend put there and read back, on a clock the
+    test moves (memory, SQLite) or as keys written on the Redis server."""
+
+    def __init__(self, ledger: Ledger, clock: list[int] | None) -> None:
+        self.ledger, self.clock = ledger, clock
+
+    def _current(self, spec: CounterSpec) -> int:
+        now = self.clock[0] if self.clock is not None else time.time_ns() // 1_000_000
+        return now // rolling_bucket(spec.period) * rolling_bucket(spec.period)
+
+    def spend(self, spec: CounterSpec, ago: int, amount: int) -> None:
+        """Charge ``amount`` in the bucket ``ago`` buckets before the one holding now."""
+        if self.clock is None:
+            assert isinstance(self.ledger, RedisLedger)
+            key, _ = self.ledger._flows.keys.counter(
+                spec, self._current(spec) - ago * rolling_bucket(spec.period)
+            )
+            self.ledger.client.hset(key, mapping={"spent": amount, "held": 0})
+            return
+        back = ago * rolling_bucket(spec.period)
+        self.clock[0] -= back
+        charged(self.ledger, spec, amount)
+        self.clock[0] += back
+
+    def spent_from(self, spec: CounterSpec, ago: int) -> int:
+        """The spent of the buckets ``ago`` or more buckets old (the window as a check then counted it,
+        where nothing is older)."""
+        if self.clock is None:
+            assert isinstance(self.ledger, RedisLedger)
+            step, current = rolling_bucket(spec.period), self._current(spec)
+            keys = [
+                self.ledger._flows.keys.counter(spec, current - k * step)[0]
+                for k in range(ago, ROLLING_BUCKETS + 1)
+            ]
+            return sum(int(self.ledger.client.hget(key, "spent") or 0) for key in keys)
+        back = ago * rolling_bucket(spec.period)
+        self.clock[0] -= back
+        try:
+            return spent_held(self.ledger, spec)[0]
+        finally:
+            self.clock[0] += back
+
+
+@pytest.fixture
+def rolling_store(store_url: str) -> Iterator[tuple[Ledger, Buckets]]:
+    clock = [1_700_000_000_000 // 3_600_000 * 3_600_000 + 600_000]  # 10 minutes into an hour bucket
+    store: Ledger
+    if store_url.startswith("memory://"):
+        store = MemoryLedger(clock=lambda: clock[0])
+    elif store_url.startswith("sqlite:///"):
+        store = SQLiteLedger(store_url.removeprefix("sqlite:///"), clock=lambda: clock[0])
+    else:
+        store = open_ledger(store_url)
+    with store:
+        yield store, Buckets(store, None if isinstance(store, RedisLedger) else clock)
+
+
+def rolling_day(limit: int) -> CounterSpec:
+    return counter(limit=limit, tz=ROLLING)  # the last 24 hours, in 1 h buckets
+
+
+def test_reset_of_a_rolling_counter_frees_its_whole_window(rolling_store: tuple[Ledger, Buckets]) -> None:
+    ledger, buckets = rolling_store
+    spec = rolling_day(1000)
+    buckets.spend(spec, 3, 600)
+    charged(ledger, spec, 300)  # in the bucket holding now
+    live = ledger.reserve([Hold(spec, 50)])
+    assert spent_held(ledger, spec) == (900, 50)
+    with pytest.raises(BudgetExceededError):
+        ledger.reserve([Hold(spec, 51)])
+    done = ledger.reset(spec, **WHO)
+    assert (done.change, done.spent, done.requested) == (-900, 0, None)
+    assert spent_held(ledger, spec) == (0, 50)  # holds stay
+    assert buckets.spent_from(spec, 1) == 0  # the earlier bucket too
+    ledger.release(live)
+    ledger.release(ledger.reserve([Hold(spec, 1000)]))  # the whole limit is free again
+    (entry,) = ledger.history(events=["reset"])
+    assert dict(entry.amounts) == {"usd": -900}  # all it removed
+    again = ledger.reset(spec, id=done.id, **WHO)
+    assert (again.change, again.spent, again.duplicate) == (-900, 0, True)
+
+
+def test_a_credit_on_a_rolling_counter_takes_from_the_newest_buckets_first(
+    rolling_store: tuple[Ledger, Buckets],
+) -> None:
+    ledger, buckets = rolling_store
+    spec = rolling_day(1000)
+    buckets.spend(spec, 5, 200)
+    buckets.spend(spec, 2, 400)
+    charged(ledger, spec, 300)
+    done = ledger.adjust(spec, -500, **WHO)  # more than the current bucket's 300
+    assert (done.change, done.spent, done.requested) == (-500, 400, -500)
+    assert done.spent == spent_held(ledger, spec)[0]  # the window's spent, as status says
+    assert (buckets.spent_from(spec, 1), buckets.spent_from(spec, 3)) == (400, 200)  # newest first
+    ledger.release(ledger.reserve([Hold(spec, 600)]))  # 400 + 600 <= 1000
+    with pytest.raises(BudgetExceededError):
+        ledger.reserve([Hold(spec, 601)])
+    done = ledger.adjust(spec, -1000, **WHO)  # past the window's spend: to 0, never below in a bucket
+    assert (done.change, done.spent) == (-400, 0)
+    assert buckets.spent_from(spec, 1) == 0
+    done = ledger.adjust(spec, 250, **WHO)  # a charge lands in the bucket holding now
+    assert (done.change, done.spent) == (250, 250) and buckets.spent_from(spec, 1) == 0
+    assert spent_held(ledger, spec) == (250, 0)
+    assert [dict(e.amounts) for e in ledger.history(events=["adjusted"])] == [
+        {"usd": -500},
+        {"usd": -400},
+        {"usd": 250},
+    ]
+
+
+def test_a_charge_on_a_rolling_counter_is_kept_while_the_window_counts_it(
+    rolling_store: tuple[Ledger, Buckets],
+) -> None:
+    ledger, buckets = rolling_store
+    spec = counter(limit=1000, period=Period.WEEK, tz=ROLLING)  # the last 7 days, in 7 h buckets
+    ledger.adjust(spec, 100, **WHO)  # the bucket's first write: kept as long as a reservation keeps it
+    if buckets.clock is None:
+        assert isinstance(ledger, RedisLedger)
+        key, _ = ledger._flows.keys.counter(spec, buckets._current(spec))
+        assert ledger.client.pttl(key) > ROLLING_BUCKETS * rolling_bucket(Period.WEEK)  # 7 days and more
+    else:
+        buckets.clock[0] += ROLLING_BUCKETS * rolling_bucket(Period.WEEK)  # the oldest bucket counted
+        assert spent_held(ledger, spec) == (100, 0)
 
 
 def test_admin_changes_need_who_and_why(ledger: Ledger) -> None:

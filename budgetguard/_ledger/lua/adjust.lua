@@ -1,10 +1,13 @@
 -- adjust: change a counter's spent in its current window (_admin.adjust's steps): '+' adds amount,
 -- '-' takes it off (never below 0: a credit past spent takes it to 0), '0' takes spent to 0 (a reset).
+-- A rolling counter's window is the trailing one a check counts: the bucket holding now and the
+-- earlier ones (their keys follow, newest first). A charge lands in the bucket holding now; a credit or
+-- reset takes spent off the buckets newest first, none below 0; spent after is the window's.
 -- Holds stay. Once per id: its record ('a <change> <spent> <requested>') answers a repeat.
--- KEYS: record, journal, counter.
+-- KEYS: record, journal, counter (the bucket holding now), then the earlier buckets' counters.
 -- ARGV: id, retention_ms, journal_maxlen, mode, amount, window_start, window_end|'', expire_at|'',
 --       unit, label_json, data_json.
-if #KEYS ~= 3 or #ARGV ~= 11 then return fail('arity') end
+if #KEYS < 3 or #ARGV ~= 11 then return fail('arity') end
 local id, retention, maxlen, mode, amount = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local wstart, wend, expire_at, unit, label, data = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 if not check_common(maxlen, retention) then return fail('retention') end
@@ -25,8 +28,12 @@ local now = now_ms()
 if not in_window(now, wstart + 0, wend ~= '' and wend + 0 or nil) then return {'WINDOW', tostring(now)} end
 local now_s = string.format('%d', now)
 
-local spent = redis.call('HGET', KEYS[3], 'spent') or '0'
-local sh, sl = limbs(spent)
+local spents, sh, sl = {}, 0, 0  -- each bucket's spent; the window's
+for i = 3, #KEYS do
+  spents[i] = redis.call('HGET', KEYS[i], 'spent') or '0'
+  sh, sl = add(sh, sl, limbs(spents[i]))
+end
+local spent = decimal(sh, sl)
 local ah, al = limbs(amount)
 local after, change
 if mode == '+' then
@@ -40,7 +47,19 @@ else
 end
 local requested = mode == '+' and amount or mode == '-' and '-' .. amount or ''
 local existed = redis.call('EXISTS', KEYS[3]) == 1
-redis.call('HSET', KEYS[3], 'spent', after)
+if mode == '+' then
+  local bh, bl = limbs(spents[3])
+  redis.call('HSET', KEYS[3], 'spent', decimal(add(bh, bl, ah, al)))
+else
+  local lh, ll = limbs(change == '0' and '0' or string.sub(change, 2))  -- what is still to take off
+  for i = 3, #KEYS do
+    local bh, bl = limbs(spents[i])
+    local left = '0'
+    if le(bh, bl, lh, ll) then lh, ll = sub(lh, ll, bh, bl)
+    else left, lh, ll = decimal(sub(bh, bl, lh, ll)), 0, 0 end
+    if i == 3 or left ~= spents[i] then redis.call('HSET', KEYS[i], 'spent', left) end
+  end
+end
 if not existed and expire_at ~= '' then redis.call('PEXPIREAT', KEYS[3], expire_at) end
 put_record(KEYS[1], 'a ' .. change .. ' ' .. after .. ' ' .. requested, now, record_expiry(now, nil, retention + 0))
 if mode == '-' and change ~= requested then data = merge(data, '{"requested":' .. requested .. '}') end
