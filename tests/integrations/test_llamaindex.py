@@ -10,15 +10,14 @@ from tests.integrations.openai2 import require
 require("llama_index.llms.openai")
 
 from collections.abc import Iterator  # noqa: E402
-from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 from llama_index.core.llms import ChatMessage  # noqa: E402
 from llama_index.llms.openai import OpenAI  # noqa: E402
 
 import budgetguard as bg  # noqa: E402
-from budgetguard import Usage  # noqa: E402
 from budgetguard.testing import MockProvider  # noqa: E402
+from tests.integrations.scripted import cost  # noqa: E402
 
 ASK = [ChatMessage(role="user", content="Why reserve before calling?")]
 
@@ -36,16 +35,6 @@ def guard() -> Iterator[bg.Guard]:
     made.close()
 
 
-def price(model: str, reported: dict[str, Any]) -> int:
-    cached = reported["prompt_tokens_details"]["cached_tokens"]
-    usage = Usage(
-        input_tokens=reported["prompt_tokens"] - cached,
-        cache_read_tokens=cached,
-        output_tokens=reported["completion_tokens"],
-    )
-    return bg.get_price(model).cost_nano(usage)
-
-
 async def test_chat_streams_and_async_calls_are_charged(api: MockProvider, guard: bg.Guard) -> None:
     sync, async_ = guard.wrap(api.openai(), user="alice"), guard.wrap(api.async_openai(), user="alice")
     llm = OpenAI(model="gpt-4o-mini", max_tokens=100, openai_client=sync, async_openai_client=async_)
@@ -57,7 +46,7 @@ async def test_chat_streams_and_async_calls_are_charged(api: MockProvider, guard
     sync.close()
 
     assert [r.body.get("stream_options") for r in api.requests] == [None, {"include_usage": True}, None]
-    expected = [price("gpt-4o-mini", usage) for usage in api.usages]
+    expected = [cost("gpt-4o-mini", {"usage": usage}) for usage in api.usages]
     assert [e.amounts["usd"] for e in guard.ledger.history()] == expected
     [status] = guard.ledger.status(guard.counters_for([bg.Scope("user", "alice")])[:1])
     assert (status.spent, status.held) == (sum(expected), 0)
