@@ -87,7 +87,7 @@ class BudgetHTTP:
                 if is_async:
                     made = AsyncHTTPHandler(transport=transport)
                 else:
-                    made = HTTPHandler(client=transport_client(transport))
+                    made = HTTPHandler(client=_transport_client(transport))
                 self._handlers[(provider, is_async)] = made
             return made
 
@@ -115,7 +115,7 @@ class BudgetHTTP:
         await self.aclose()
 
 
-def transport_client(transport: Any) -> Any:
+def _transport_client(transport: Any) -> Any:
     """An ``httpx.Client`` (LiteLLM's HTTP library) sending through ``transport``."""
     import httpx
 
