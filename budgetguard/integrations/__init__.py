@@ -1,7 +1,8 @@
 """Integrations with the frameworks people already use; each is an optional extra, imported on demand.
 
 * ``budgetguard.integrations.langchain``: ``BudgetCallbackHandler`` and ``get_budget_callback``
-  (``pip install 'llm-budgetguard[langchain]'``);
+  (``pip install 'llm-budgetguard[langchain]'``), and ``budgetguard.integrations.langchain_agents``:
+  ``BudgetMiddleware``, for the agents of LangChain 1.x's ``create_agent`` (``[langchain-agents]``);
 * ``budgetguard.integrations.fastapi``: ``BudgetMiddleware`` (any ASGI app) and ``budget_scope``
   (a FastAPI dependency) (``[fastapi]``);
 * ``budgetguard.integrations.django``: ``BudgetMiddleware`` (``[django]``), and

@@ -5,7 +5,8 @@
 any SDK call), commits the usage of ``on_llm_end`` (``usage_metadata``, else ``llm_output`` token usage)
 and releases the hold in ``on_llm_error``. Every run is one attempt, so ``with_retry`` and
 ``with_fallbacks`` are counted per attempt, and a refusal raised from ``on_chat_model_start`` stops the
-call (the handler sets ``raise_error``): ``model.with_fallbacks([cheaper])`` then routes to the cheaper model.
+call (the handler sets ``raise_error``): ``model.with_fallbacks([cheaper])`` then routes to the cheaper model,
+and LangChain's "Error in BudgetCallbackHandler..." warning is not logged for it (the refusal is no failure).
 
 A batch (``generate([p1, p2])``, a completion model's ``batch``) starts all its runs before it sends any;
 when one start is refused or fails, LangChain sends none and ends none, so the handler releases the holds
@@ -42,6 +43,7 @@ from .._settle import input_only
 from .._tokens import count_text_tokens
 from .._usage import Usage
 from . import missing_extra
+from ._refusal import quiet_refusals
 
 try:
     from langchain_core.callbacks import BaseCallbackHandler
@@ -57,10 +59,15 @@ __all__ = [
     "BudgetTotals",
     "get_budget_callback",
     "request_from_run",
+    "usage_from_message",
     "usage_from_result",
 ]
 
 T = TypeVar("T")
+
+_CALLBACKS_LOGGER = "langchain_core.callbacks.manager"
+"""Logs "Error in BudgetCallbackHandler.on_chat_model_start" for a refusal before raising it, even when
+``with_fallbacks`` handles it: the handler keeps refusals out of it (``_refusal.quiet_refusals``)."""
 
 _SHAPES = {"openai": "openai", "azure": "openai", "anthropic": "anthropic"}
 """LangChain's ``ls_provider`` -> the request shape budgetguard estimates (others: OpenAI's shape)."""
@@ -88,6 +95,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         """Batches some of whose runs have started, by ``_join``'s key; full, it forgets the oldest (a batch
         whose later runs never started)."""
         self._lock = threading.Lock()
+        quiet_refusals(_CALLBACKS_LOGGER)
 
     @property
     def guard(self) -> Guard:
@@ -321,9 +329,9 @@ def usage_from_result(result: LLMResult) -> Usage:
     generation carries the run's total), else ``llm_output["token_usage"]`` or ``["usage"]``."""
     for generations in result.generations:
         for generation in generations:
-            metadata = getattr(getattr(generation, "message", None), "usage_metadata", None)
-            if metadata:
-                return _from_usage_metadata(metadata)
+            message = getattr(generation, "message", None)
+            if getattr(message, "usage_metadata", None):
+                return usage_from_message(message)
     output = result.llm_output or {}
     for key in ("token_usage", "usage"):
         if output.get(key):
@@ -332,6 +340,17 @@ def usage_from_result(result: LLMResult) -> Usage:
         "the LangChain result carries neither usage_metadata nor llm_output token usage; "
         "for streams enable the model's usage reporting (ChatOpenAI(stream_usage=True))"
     )
+
+
+def usage_from_message(message: Any) -> Usage:
+    """The usage of an ``AIMessage``, from its ``usage_metadata``."""
+    metadata = getattr(message, "usage_metadata", None)
+    if not metadata:
+        raise UsageError(
+            f"the model's {type(message).__name__} carries no usage_metadata; for streams enable the "
+            "model's usage reporting (ChatOpenAI(stream_usage=True))"
+        )
+    return _from_usage_metadata(metadata)
 
 
 def _read_usage(result: LLMResult | Usage) -> Usage:

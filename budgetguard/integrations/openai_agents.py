@@ -15,15 +15,13 @@ not log it as a failed response.
 
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 from .._errors import BudgetExceededError, ConfigurationError
 from .._guard import Guard
 from .._scopes import ScopeSpec
-from ._refusal import refusal_in
+from ._refusal import quiet_refusals, refusal_in
 
 try:
     from agents import Model, ModelProvider, OpenAIProvider
@@ -46,24 +44,6 @@ class BudgetExceeded(AgentsException, BudgetExceededError):
         Exception.__init__(self, *refusal.args)
         self.__dict__.update(refusal.__dict__)
         self.run_data = None
-
-
-class _QuietRefusals(logging.Filter):
-    """Drops the SDK model's "Error getting response" record for a refusal (logged inside the ``except``
-    that handles it): the run raises ``BudgetExceeded``, which is not a failed response."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        handling = sys.exc_info()[1]
-        return handling is None or refusal_in(handling) is None
-
-
-_QUIET = _QuietRefusals()
-
-
-def _quiet_sdk_logger() -> None:
-    sdk_logger = logging.getLogger("openai.agents")
-    if _QUIET not in sdk_logger.filters:
-        sdk_logger.addFilter(_QUIET)
 
 
 class BudgetModel(Model):
@@ -130,7 +110,7 @@ class BudgetProvider(ModelProvider):
             client = AsyncOpenAI()
         self.client = guard.wrap(client, **scopes)
         self._inner = OpenAIProvider(openai_client=self.client, use_responses=use_responses)
-        _quiet_sdk_logger()
+        quiet_refusals("openai.agents")  # (its model logs "Error getting response" for a refusal)
 
     def get_model(self, model_name: str | None) -> Model:
         return BudgetModel(self._inner.get_model(model_name))

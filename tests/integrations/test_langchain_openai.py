@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -152,3 +153,24 @@ def test_a_timeout_may_have_been_billed_and_is_charged_its_input(fresh: MockProv
     assert [e.kind for e in events] == ["reserved", "committed"]
     assert events[1].reason == "OpenAITimeoutError"
     assert events[1].actual == bg.cost("gpt-4o-mini", bg.Usage(input_tokens=est.input_tokens))
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+async def test_a_refusal_routed_by_with_fallbacks_logs_nothing(
+    fresh: MockProvider, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str], is_async: bool
+) -> None:
+    guard, events = make(usd="0.001")
+    handler = BudgetCallbackHandler(guard, user="gus")
+    model = chat(fresh, model="gpt-4o", max_tokens=4000).with_fallbacks([chat(fresh)])  # $0.04 worst case
+    caplog.set_level(logging.DEBUG)
+
+    config: Any = {"callbacks": [handler]}
+    reply = await model.ainvoke(PROMPT, config=config) if is_async else model.invoke(PROMPT, config=config)
+
+    assert reply.content
+    assert [e.kind for e in events] == ["refused", "reserved", "committed"]
+    assert [r.body["model"] for r in fresh.requests] == ["gpt-4o-mini"]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert capsys.readouterr().err == ""
+    logging.getLogger("langchain_core.callbacks.manager").warning("Error in another callback")
+    assert caplog.records[-1].getMessage() == "Error in another callback"  # (the logger still logs the rest)

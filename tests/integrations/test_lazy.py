@@ -12,8 +12,10 @@ import pytest
 import budgetguard as bg
 
 LIBRARIES = (
+    "langchain",
     "langchain_core",
     "langchain_openai",
+    "langgraph",
     "fastapi",
     "starlette",
     "opentelemetry",
@@ -39,6 +41,7 @@ def test_importing_budgetguard_loads_no_integration_library() -> None:
     ("module", "library", "extra"),
     [
         ("langchain", "langchain_core.callbacks", "langchain"),
+        ("langchain_agents", "langchain.agents.middleware", "langchain-agents"),
         ("fastapi", "starlette.requests", "fastapi"),
         ("opentelemetry", "opentelemetry", "otel"),
         ("prometheus", "prometheus_client", "prometheus"),

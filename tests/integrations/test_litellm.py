@@ -18,7 +18,14 @@ import pytest
 
 import budgetguard as bg
 from budgetguard import Usage
-from budgetguard.integrations.litellm import BudgetExceeded, acompletion, completion
+from budgetguard.integrations.litellm import (
+    BudgetExceeded,
+    BudgetHTTP,
+    acompletion,
+    arouter_completion,
+    completion,
+    router_completion,
+)
 from budgetguard.testing import MockProvider
 
 pytestmark = [  # what LiteLLM's own code makes pydantic warn about (its typed dicts, its stream chunks)
@@ -103,8 +110,82 @@ def test_a_refusal_is_litellms_budget_error(api: MockProvider, guard: bg.Guard, 
 
 def test_a_provider_litellm_sends_itself_is_refused(api: MockProvider, guard: bg.Guard) -> None:
     with guard.wrap(api.openai(), user="alice") as client:
-        with pytest.raises(bg.ConfigurationError, match="own HTTP client"):
+        with pytest.raises(bg.ConfigurationError, match="does not guard: a guarded SDK client carries"):
             completion(client, model="anthropic/claude-sonnet-4-6", messages=HI, max_tokens=100)
         with pytest.raises(bg.ConfigurationError, match=r"guard\.wrap"):
             completion(api.openai(), model="gpt-4o-mini", messages=HI)
     assert api.requests == []
+
+
+CLAUDE = "claude-sonnet-4-5"
+
+
+def claude_cost(reported: dict[str, Any]) -> int:
+    return bg.get_price(CLAUDE).cost_nano(Usage.from_response(reported))
+
+
+async def test_anthropic_through_litellms_own_http_client(api: MockProvider, guard: bg.Guard) -> None:
+    """LiteLLM's Anthropic provider does not use the anthropic SDK: it posts with its HTTP handler, which
+    ``BudgetHTTP`` puts on the transport (Anthropic's wire format, priced as genai-prices' anthropic)."""
+    async with BudgetHTTP(guard, user="alice") as http:
+        base = {"api_base": api.anthropic_base_url, "api_key": "k", "messages": HI, "max_tokens": 100}
+        await acompletion(http, model=f"anthropic/{CLAUDE}", **base)
+        completion(http, model=CLAUDE, **base)  # (LiteLLM finds the provider from the name too)
+        with pytest.raises(bg.ConfigurationError, match=r"does not guard: a BudgetHTTP carries anthropic"):
+            completion(http, model="groq/llama-3.3-70b-versatile", messages=HI)
+        with pytest.raises(litellm.BudgetExceededError) as raised:  # claude-opus-4-1's worst case: $2.40
+            completion(http, **{**base, "model": "anthropic/claude-opus-4-1", "max_tokens": 32000})
+
+    assert [r.path for r in api.requests] == ["/v1/messages", "/v1/messages"]
+    error = raised.value
+    assert isinstance(error, BudgetExceeded) and isinstance(error.__cause__, bg.BudgetExceededError)
+    assert error.scope == "user:alice" and error.llm_provider == "anthropic"
+    assert committed(guard) == [("committed", claude_cost(u)) for u in api.usages] + [("refused", None)]
+
+
+def deployment(name: str, model: str, base: str | None = None) -> dict[str, Any]:
+    return {"model_name": name, "litellm_params": {"model": model, "api_key": "k", "api_base": base}}
+
+
+async def test_a_router_is_guarded_when_the_client_carries_every_deployment(
+    api: MockProvider, guard: bg.Guard
+) -> None:  # (async: LiteLLM's sync Router leaves an event loop of its own unclosed)
+    router = litellm.Router(
+        model_list=[deployment("fast", "openai/gpt-4o-mini"), deployment("big", "openai/gpt-4o")],
+        fallbacks=[{"big": ["fast"]}],
+    )
+    guard.ledger.set_limit(guard.counters_for([bg.Scope("user", "alice")])[0], bg.to_nano("0.01"))
+    async with guard.wrap(api.async_openai(), user="alice") as client:
+        await arouter_completion(router, client, model="fast", messages=HI, max_tokens=100)
+        with pytest.raises(litellm.BudgetExceededError):  # $1 worst case; the fallback's $0.06
+            await arouter_completion(router, client, model="big", messages=HI, max_tokens=100_000)
+
+    assert [r.body["model"] for r in api.requests] == ["gpt-4o-mini"]
+    events = committed(guard)
+    assert events[0] == ("committed", chat_cost("gpt-4o-mini", api.usages[0]))
+    assert {event for event, _ in events[1:]} == {"refused"}  # each routed attempt refused, none sent
+
+
+def test_a_router_the_client_cannot_carry_is_refused_before_any_call(
+    api: MockProvider, guard: bg.Guard
+) -> None:
+    elsewhere = litellm.Router(model_list=[deployment("fast", "openai/gpt-4o-mini", "http://other.test/v1")])
+    mixed = litellm.Router(
+        model_list=[deployment("fast", "openai/gpt-4o-mini"), deployment("claude", f"anthropic/{CLAUDE}")]
+    )
+    with guard.wrap(api.openai(), user="alice") as client, BudgetHTTP(guard, user="alice") as http:
+        with pytest.raises(bg.ConfigurationError, match=r"sends to http://other\.test/v1"):
+            router_completion(elsewhere, client, model="fast", messages=HI)
+        with pytest.raises(bg.ConfigurationError, match=r"'anthropic/claude-sonnet-4-5' \(anthropic\)"):
+            router_completion(mixed, client, model="fast", messages=HI)
+        with pytest.raises(bg.ConfigurationError, match=r"'openai/gpt-4o-mini' \(openai\)"):
+            router_completion(mixed, http, model="claude", messages=HI)
+    assert api.requests == [] and guard.ledger.history() == []
+
+
+async def test_a_router_of_anthropic_deployments_on_budget_http(api: MockProvider, guard: bg.Guard) -> None:
+    router = litellm.Router(model_list=[deployment("claude", f"anthropic/{CLAUDE}", api.anthropic_base_url)])
+    async with BudgetHTTP(guard, user="bo") as http:
+        await arouter_completion(router, http, model="claude", messages=HI, max_tokens=100)
+    [usage] = api.usages
+    assert committed(guard) == [("committed", claude_cost(usage))]
