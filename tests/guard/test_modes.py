@@ -153,6 +153,29 @@ def test_a_rolling_budget_on_a_guard(make_guard: MakeGuard) -> None:
     assert len(api.requests) == 1
 
 
+def test_a_lease_never_outlives_a_rolling_window(make_guard: MakeGuard) -> None:
+    """A hold is counted in a rolling window only a window long after its reservation: the guard's
+    leases (calls: 2 minutes, jobs: an hour, by default) are cut to its shortest rolling window, and a
+    longer one given is refused when it is given, saying what to set."""
+    minute = Budget("user", usd="1", per="minute", rolling=True)
+    h = make_guard(budgets=[Budget("user", usd="5", per="day", rolling=True), minute])
+    assert h.guard.lease == 60
+    api = serve(chat_completion())
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+    create(**chat_request("gpt-4o"))  # reserved with a 60 s lease: the store takes it
+    assert h.spent("user:alice") == COST
+    with h.guard.reserve(usd="0.01", user="alice") as job:
+        assert job.lease == 60
+    with pytest.raises(ConfigurationError, match=r"guard.reserve\(lease=...\) is 61 s.*at most 60 s"):
+        h.guard.reserve(usd="0.01", user="alice", lease=61)
+    with pytest.raises(ConfigurationError, match=r"Guard\(lease=...\) is 120 s.*at most 60 s"):
+        make_guard(budgets=[minute], lease=120)
+    hourly = make_guard(budgets=[Budget("user", usd="5", per="hour", rolling=True)])
+    assert hourly.guard.lease == 120 and hourly.guard.reserve(usd="1", user="a").lease == 3600
+    calendar = make_guard(budgets=[Budget("user", usd="5", per="minute")], lease=600)
+    assert calendar.guard.lease == 600 and calendar.guard.reserve(usd="1", user="a", lease=7200).lease == 7200
+
+
 def test_rolling_budgets_are_checked(tmp_path: Path) -> None:
     budget = Budget("user", usd="5", per="day", rolling=True)
     assert budget.rolling and budget.tz == "rolling" and "rolling=True" in repr(budget)
