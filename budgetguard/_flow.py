@@ -100,9 +100,12 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
             holds = core.holds(plan.scopes, est, job, usd)
             fitted: dict[str, Any] | None = None
             lowered = None
-            if steer and plan.fit is not None and model_index + 1 == len(plan.models):
+            steering = ()  # the counters routing and fit read: only enforcing ones (a budget in
+            if steer and (plan.fit is not None or plan.at is not None):  # shadow never changes a call)
+                steering = tuple(h.counter for h in holds if not h.counter.shadow)
+            if steering and plan.fit is not None and model_index + 1 == len(plan.models):
                 try:
-                    statuses = yield Status(tuple(h.counter for h in holds), job)
+                    statuses = yield Status(steering, job)
                 except LedgerError as down:
                     plan.fit.sent.clear()
                     ctx.store_down(down)  # fail_closed raises; fail_open reserves it unfitted
@@ -114,9 +117,9 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
                     usd = None if plan.hold is None else held_usd(plan.hold, learned, est.cost_nano)
                     holds = core.holds(plan.scopes, est, job, usd)
                     ctx = Ctx(core, est, labels, attempt)
-            if steer and plan.at is not None and model_index + 1 < len(plan.models):
+            if steering and plan.at is not None and model_index + 1 < len(plan.models):
                 try:
-                    statuses = yield Status(tuple(h.counter for h in holds), job)
+                    statuses = yield Status(steering, job)
                 except LedgerError as down:
                     ctx.store_down(down)  # fail_closed raises; fail_open skips the threshold check
                     statuses = []

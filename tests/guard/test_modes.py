@@ -77,6 +77,35 @@ def test_a_budget_in_shadow_beside_an_enforcing_one(make_guard: MakeGuard) -> No
     assert len(api.requests) == 1
 
 
+def test_a_budget_in_shadow_never_routes_or_fits_a_call(make_guard: MakeGuard) -> None:
+    """Only the enforcing budgets steer: a shadow budget past its threshold (or without room for the
+    request) leaves the model and max tokens as sent, and records what it would have refused."""
+    estimate = budgetguard.estimate(chat_request("gpt-4o", max_tokens=300)).cost
+    budgets = [Budget("user", usd="10", per="day"), Budget("user", usd="0.002", per="hour", mode="shadow")]
+    h = make_guard(budgets=budgets)
+    api = serve(chat_completion(), chat_completion())
+    routed = h.guard.with_budget(
+        openai_client(api).chat.completions.create, route=ROUTE, at=0.5, user="alice"
+    )
+    routed(**chat_request("gpt-4o"))
+    routed(**chat_request("gpt-4o"))  # the shadow hour is past 50% (and its limit): still gpt-4o
+    assert [r["model"] for r in api.requests] == ["gpt-4o", "gpt-4o"]
+    assert "routed" not in h.kinds() and len(h.of("shadow_refused")) == 2
+    tight = [budgets[0], Budget("user", usd=str(estimate * 95 / 100), per="hour", mode="shadow")]
+    f = make_guard(budgets=tight)
+    api = serve(chat_completion())
+    fitted = f.guard.with_budget(openai_client(api).chat.completions.create, fit=True, user="bob")
+    fitted(**chat_request("gpt-4o", max_tokens=300))  # the shadow limit is 95% of its worst case
+    assert [r["max_tokens"] for r in api.requests] == [300] and "fitted" not in f.kinds()
+    [would] = f.of("shadow_refused")
+    assert would.data["requested"] == estimate
+    enforcing = make_guard(budgets=[budgets[0], Budget("user", usd=str(estimate * 95 / 100), per="hour")])
+    api = serve(chat_completion())
+    fitted = enforcing.guard.with_budget(openai_client(api).chat.completions.create, fit=True, user="carol")
+    fitted(**chat_request("gpt-4o", max_tokens=300))  # the same limit enforcing: fitted
+    assert [r["max_tokens"] for r in api.requests] == [284]
+
+
 def test_a_shadow_guard_does_not_route_fit_or_refuse_a_missing_scope(make_guard: MakeGuard) -> None:
     h = make_guard(
         budgets=[Budget("user", usd="0.001"), Budget("global", usd="100")],
