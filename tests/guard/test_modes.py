@@ -134,6 +134,26 @@ def test_a_shadow_job(make_guard: MakeGuard) -> None:
     assert h.spent("feature:ingest") == 0 and h.held("feature:ingest") == 0
 
 
+def test_a_shadow_guard_records_a_job_that_names_no_id(make_guard: MakeGuard) -> None:
+    """As a guarded call: a job without a user id goes on (without the user budgets), reported and
+    flagged in its journal data; an enforcing guard refuses it."""
+    budgets = [Budget("user", usd="5"), Budget("global", usd="100")]
+    h = make_guard(budgets=budgets, mode="shadow", missing_scope="refuse")
+    api = serve(chat_completion())
+    with h.guard.reserve(usd="1", name="nightly"):
+        h.guard.with_budget(openai_client(api).chat.completions.create)(**chat_request("gpt-4o"))
+    assert len(api.requests) == 1
+    [missing] = h.of("scope_missing")
+    assert missing.data == {"missing_scope": ("user",), "job": "nightly"}
+    assert "refused" not in h.kinds()
+    assert h.spent("global") == COST
+    [entry] = h.history(events=["committed"])
+    assert list(entry.data["missing_scope"]) == ["user"] and entry.data["job"] == "nightly"
+    enforcing = make_guard(budgets=budgets, missing_scope="refuse")
+    with pytest.raises(budgetguard.MissingScopeError), enforcing.guard.reserve(usd="1"):
+        pass
+
+
 def test_modes_are_checked() -> None:
     with pytest.raises(ConfigurationError, match="mode"):
         budgetguard.Guard("memory://", mode="warn")  # type: ignore[arg-type]
