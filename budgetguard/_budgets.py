@@ -22,7 +22,17 @@ from ._money import INT64_MAX, Money, format_usd, to_nano
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
-__all__ = ["ROLLING", "Budget", "Period", "Scope", "Unit", "Window", "rolling_bucket", "window_for"]
+__all__ = [
+    "ROLLING",
+    "Budget",
+    "Period",
+    "Scope",
+    "Unit",
+    "Window",
+    "rolling_bucket",
+    "rolling_span",
+    "window_for",
+]
 
 _KIND = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 MAX_ID_BYTES = 64 * 1024
@@ -257,6 +267,13 @@ _LENGTH = {Period.MINUTE: 60_000, Period.HOUR: 3_600_000, Period.DAY: 86_400_000
 def rolling_bucket(period: Period) -> int:
     """The length in ms of a rolling window's bucket (the window is ``ROLLING_BUCKETS`` of them)."""
     return _LENGTH[period] // ROLLING_BUCKETS
+
+
+def rolling_span(period: Period) -> int:
+    """The length in ms of a rolling window (``ROLLING_BUCKETS`` buckets), and so the longest lease a
+    hold on it may have: a hold stays in the bucket of its reservation, which a check counts for at
+    least this long after the reservation (at most a bucket more), so a live hold is never left out."""
+    return rolling_bucket(period) * ROLLING_BUCKETS
 
 
 def _offset(zone: ZoneInfo, ms: int) -> int:

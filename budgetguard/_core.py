@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._actions import OpenJob
-from ._budgets import Budget, Period, Scope, Unit
+from ._budgets import Budget, Period, Scope, Unit, rolling_span
 from ._cache import Bounded
 from ._calibration import Calibration, Learned
 from ._errors import ConfigurationError
@@ -23,7 +23,7 @@ from ._estimate import Estimate, Estimator
 from ._events import Event, use_logging
 from ._fit import Fit, fit_option
 from ._ledger import AsyncLedger, CounterSpec, Hold, Ledger, open_async_ledger, open_ledger
-from ._ledger._types import CheckedAmounts
+from ._ledger._types import CheckedAmounts, check_lease
 from ._money import INT64_MAX
 from ._pricing import PriceBook, price_book
 from ._providers import Variant
@@ -68,7 +68,7 @@ class GuardCore:
         retry: tenacity.BaseRetrying | Callable[[RetryCallState], bool] | None = None,
         stop: Callable[[RetryCallState], bool] | None = None,
         wait: Callable[[RetryCallState], float] | None = None,
-        lease: float = 120.0,
+        lease: float | None = None,
         on_event: Callable[[Event], None] | Iterable[Callable[[Event], None]] | None = None,
         on_store_error: Literal["fail_closed", "fail_open"] = "fail_closed",
         charge_failed: Callable[[BaseException], bool] = charge_if_maybe_billed,
@@ -110,7 +110,12 @@ class GuardCore:
         self._retry: tenacity.BaseRetrying | None = None  # the default policy: made at its first use
         if retry is not None or stop is not None or wait is not None:
             self.retry = retry_policy(retry, stop, wait)
-        self.lease = lease
+        spans = [rolling_span(b.period) for b in self.budgets if b.rolling]
+        self.longest_lease: int | None = min(spans, default=None)
+        """The longest lease a hold may have, in ms: the shortest rolling window among the budgets (a
+        hold is counted in a rolling window only that long: ``_ledger._types.check_rolling_lease``)."""
+        self.lease = self.lease_for(lease, 120.0, "Guard(lease=...)")
+        """Seconds a call's hold lives: 2 minutes by default, at most the shortest rolling window."""
         use_logging()  # (the events' logger: made by the first guard, not at import)
         hooks = on_event if on_event is None or callable(on_event) else tuple(on_event)
         self.hooks: tuple[Callable[[Event], None], ...] = (
@@ -137,6 +142,22 @@ class GuardCore:
         self.hold = checked_hold(hold)
         self.calibration = Calibration()
         """The learned ratios of ``hold=Learned(...)`` calls, read from the journal (see ``_calibration``)."""
+
+    def lease_for(self, lease: float | None, default: float, where: str) -> float:
+        """The lease of a call (``where``: ``Guard(lease=...)``) or job (``guard.reserve(lease=...)``):
+        ``default`` seconds when ``lease`` is None, cut to the shortest rolling window of the budgets;
+        a given lease longer than that window is refused here, before any call."""
+        longest = self.longest_lease
+        if lease is None:
+            return default if longest is None else min(default, longest / 1000)
+        if longest is not None and check_lease(lease) > longest:
+            raise ConfigurationError(
+                f"{where} is {lease!r} s, longer than the shortest rolling window of the budgets "
+                f"({longest / 1000:g} s): a hold is counted in a rolling window only that long after its "
+                f"reservation, so a longer one could admit spend past the limit. Pass lease= at most "
+                f"{longest / 1000:g} s (or leave it out to get that), or use a calendar window"
+            )
+        return lease
 
     @property
     def retry(self) -> tenacity.BaseRetrying:

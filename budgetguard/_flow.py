@@ -25,6 +25,7 @@ from ._errors import BudgetExceededError, LedgerError, MissingScopeError, UsageE
 from ._estimate import Estimate
 from ._events import Event, EventKind, emit, wanted
 from ._fit import Fitting
+from ._ledger import CounterSpec
 from ._ledger._meta import ATTEMPT, ESTIMATE, FALLBACK, FUNCTION, MODEL, SCOPES, derivable, usd_text
 from ._ledger._types import Enforce, JournalData
 from ._providers import is_stream, served_model, served_tier
@@ -100,9 +101,13 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
             holds = core.holds(plan.scopes, est, job, usd)
             fitted: dict[str, Any] | None = None
             lowered = None
-            if steer and plan.fit is not None and model_index + 1 == len(plan.models):
+            # the counters routing and fit read: only enforcing ones (a budget in shadow never changes a call)
+            steering: tuple[CounterSpec, ...] = ()
+            if steer and (plan.fit is not None or plan.at is not None):
+                steering = tuple(h.counter for h in holds if not h.counter.shadow)
+            if steering and plan.fit is not None and model_index + 1 == len(plan.models):
                 try:
-                    statuses = yield Status(tuple(h.counter for h in holds), job)
+                    statuses = yield Status(steering, job)
                 except LedgerError as down:
                     plan.fit.sent.clear()
                     ctx.store_down(down)  # fail_closed raises; fail_open reserves it unfitted
@@ -114,9 +119,9 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
                     usd = None if plan.hold is None else held_usd(plan.hold, learned, est.cost_nano)
                     holds = core.holds(plan.scopes, est, job, usd)
                     ctx = Ctx(core, est, labels, attempt)
-            if steer and plan.at is not None and model_index + 1 < len(plan.models):
+            if steering and plan.at is not None and model_index + 1 < len(plan.models):
                 try:
-                    statuses = yield Status(tuple(h.counter for h in holds), job)
+                    statuses = yield Status(steering, job)
                 except LedgerError as down:
                     ctx.store_down(down)  # fail_closed raises; fail_open skips the threshold check
                     statuses = []
@@ -225,22 +230,31 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
 
 
 def _unnamed(core: GuardCore, plan: Plan, enforce: Enforce) -> tuple[str, ...]:
-    """The required kinds a call names no id for. An enforced call is refused (``MissingScopeError``);
-    a metered or shadow one is recorded without them, flagged in the journal (``missing_scope``) and
-    reported (a ``scope_missing`` event). None inside a job: its calls draw on its hold, whose scopes
-    were checked when it started."""
+    """The required kinds a call names no id for (see ``missing_kinds``). None inside a job: its calls
+    draw on its hold, whose scopes were checked when it started."""
     if current_job(core) is not None:
         return ()
     kinds = tuple(sorted(core.required_kinds - plan.scopes.kinds))
+    return missing_kinds(kinds, enforce, functools.partial(_missing_event, core, plan.scopes.labels))
+
+
+def missing_kinds(
+    kinds: tuple[str, ...], enforce: Enforce, tell: Callable[[EventKind, str, dict[str, Any]], None]
+) -> tuple[str, ...]:
+    """What a call or job naming no id for the required ``kinds`` does. Enforced, it is refused
+    (``MissingScopeError``; a ``refused`` event names the first kind as a refusal names its scope);
+    metered or in shadow, it goes on without those budgets, reported (a ``scope_missing`` event, told
+    through ``tell(kind, reason, data)``) and flagged by the caller in its journal data (``missing_scope``:
+    the kinds returned)."""
     if enforce is True:
-        _missing_event(core, "refused", plan.scopes.labels, kinds)
+        tell("refused", kinds[0], {"missing_scope": kinds})
         raise MissingScopeError(kinds)
-    _missing_event(core, "scope_missing", plan.scopes.labels, kinds)
+    tell("scope_missing", f"no {' or '.join(kinds)} id: not on those budgets", {"missing_scope": kinds})
     return kinds
 
 
-def _missing_event(core: GuardCore, kind: EventKind, labels: tuple[str, ...], kinds: tuple[str, ...]) -> None:
-    """``refused`` names the first kind as a refusal names its scope; ``scope_missing`` says why."""
+def _missing_event(
+    core: GuardCore, labels: tuple[str, ...], kind: EventKind, why: str, data: dict[str, Any]
+) -> None:
     if wanted(kind, core.hooks):
-        why = kinds[0] if kind == "refused" else f"no {' or '.join(kinds)} id: not on those budgets"
-        emit(Event(kind, scopes=labels, reason=why, data={"missing_scope": kinds}), core.hooks)
+        emit(Event(kind, scopes=labels, reason=why, data=data), core.hooks)

@@ -69,7 +69,7 @@ class Guard(GuardCore):
         tokens: int | None = None,
         requests: int | None = None,
         name: str | None = None,
-        lease: float = 3600.0,
+        lease: float | None = None,
         **scopes: str,
     ) -> Job:
         """Hold an amount for a whole job; guarded calls inside draw on it instead of reserving each.
@@ -79,7 +79,8 @@ class Guard(GuardCore):
         the given ones, and those of ``budget_context``), refuses a call inside that would not fit in
         what is left, and on leaving commits what the calls cost and releases the rest. Pass an amount
         for each unit the scopes' budgets count (usd, tokens, requests). ``lease`` bounds how long a
-        crashed job's hold survives. See ``budgetguard._job`` for the details."""
+        crashed job's hold survives: an hour by default, at most the shortest rolling window of the
+        budgets. See ``budgetguard._job`` for the details."""
         amounts: dict[Unit, int] = {}
         if usd is not None:
             amounts[Unit.USD] = to_nano(usd, what="usd")
@@ -93,6 +94,7 @@ class Guard(GuardCore):
                 raise ConfigurationError(f"reserve() takes literal scope ids, e.g. {kind}='ingest'")
             Scope("global") if kind == "global" else Scope(kind, ident)
         label = name or scopes.get("feature") or "job"
+        lease = self.lease_for(lease, 3600.0, "guard.reserve(lease=...)")
         return Job(self, amounts=amounts, scopes=scopes, name=label, lease=lease)
 
     def attempt(

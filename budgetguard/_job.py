@@ -34,9 +34,10 @@ from ._context import current_scopes
 from ._core import GuardCore
 from ._deferred import adrain, arun, drain, run
 from ._drivers import no_call
-from ._errors import BudgetExceededError, ConfigurationError, LedgerError, MissingScopeError
+from ._errors import BudgetExceededError, ConfigurationError, LedgerError
 from ._estimate import Estimate
 from ._events import EventKind
+from ._flow import missing_kinds
 from ._ledger import CounterSpec, CounterStatus, HeldCounter, Hold, Outcome, Reservation
 from ._ledger._meta import model_of, usage_of
 from ._ledger._types import Enforce
@@ -336,10 +337,11 @@ def job_flow(core: GuardCore, job: Job, opening: bool, unsettled: int = 0) -> Fl
     ctx.meta = {"job": job.name, "scopes": ctx.labels}  # its reservation's journal data
     if opening:
         parent = job.parent
+        mode: Enforce = "shadow" if core.mode == "shadow" else True  # (a shadow guard's job: see _flow)
         unnamed = () if parent is not None else tuple(sorted(core.required_kinds - scopes.kinds))
         if unnamed:  # (a nested job draws on its parent: its scopes were checked)
-            ctx.emit("refused", reason=unnamed[0], data={"missing_scope": unnamed})
-            raise MissingScopeError(unnamed)
+            tell = lambda kind, why, data: ctx.emit(kind, reason=why, data=data)  # noqa: E731
+            ctx.meta["missing_scope"] = missing_kinds(unnamed, mode, tell)  # refused, or recorded
         counters = parent.counters if parent is not None else core.counters_for(scopes.scopes)
         missing = sorted({c.unit.value for c in counters if c.unit not in job.amounts})
         if missing:
@@ -355,7 +357,6 @@ def job_flow(core: GuardCore, job: Job, opening: bool, unsettled: int = 0) -> Fl
                 return
             holds = (Hold(core.METERING, job.amounts[Unit.USD]),)
         try:
-            mode: Enforce = "shadow" if core.mode == "shadow" else True  # (a shadow guard's job: see _flow)
             job.reservation = yield Reserve(holds, ctx.meta, mode, job.lease, parent)
         except BudgetExceededError as refused:
             ctx.emit("refused", reason=refused.scope)

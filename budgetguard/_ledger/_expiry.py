@@ -12,7 +12,7 @@ say the same.
 
 from __future__ import annotations
 
-from .._budgets import ROLLING, ROLLING_BUCKETS, Window, rolling_bucket
+from .._budgets import ROLLING, ROLLING_BUCKETS, Window, rolling_bucket, rolling_span
 from .._cache import Bounded
 from ._types import CounterSpec
 
@@ -73,7 +73,7 @@ def counter_expiry(window_end: int | None, counted_ms: int = 0) -> int | None:
 def trailing_ms(counter: CounterSpec) -> int:
     """How long after its bucket ends a rolling counter's bucket is still counted (the window's length:
     ``ROLLING_BUCKETS`` buckets); 0 for a calendar window."""
-    return rolling_bucket(counter.period) * ROLLING_BUCKETS if counter.tz == ROLLING else 0
+    return rolling_span(counter.period) if counter.tz == ROLLING else 0
 
 
 def prior_windows(counter: CounterSpec, window: Window) -> list[Window]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from .._budgets import ROLLING, Period, Scope, Unit, Window, window_for
+from .._budgets import ROLLING, Period, Scope, Unit, Window, rolling_span, window_for
 from .._errors import BudgetExceededError, BudgetGuardError, ConfigurationError
 from .._frozen import fast_init
 from .._money import INT64_MAX, to_usd
@@ -178,7 +178,27 @@ def check_reserve(
         raise ValueError(f"enforce must be True, False or 'shadow', got {enforce!r}")
     checked = check_holds(holds)
     lease_ms = check_lease(lease)
+    if lease_ms > _SHORTEST_SPAN:
+        check_rolling_lease(checked, lease_ms)
     return checked, lease_ms, new_reservation_id() if id is None else check_reservation_id(id), meta, enforce
+
+
+_SHORTEST_SPAN = rolling_span(Period.MINUTE)
+
+
+def check_rolling_lease(holds: Iterable[Hold], lease_ms: int) -> None:
+    """Refuse a lease longer than a rolling counter's window (``rolling_span``): its hold stays in the
+    bucket of its reservation, and a check stops counting that bucket once it is a window old, so a
+    longer lease would leave a live hold uncounted and admit spend past the limit."""
+    for hold in holds:
+        counter = hold.counter
+        if counter.tz == ROLLING and lease_ms > (span := rolling_span(counter.period)):
+            raise ConfigurationError(
+                f"a lease of {lease_ms / 1000:g} s is longer than the rolling {counter.period.value} of "
+                f"{counter.label} ({span / 1000:g} s): a hold is counted in a rolling window only that "
+                f"long after its reservation. Pass lease= at most {span / 1000:g} s (Guard(lease=...), "
+                "guard.reserve(lease=...)), or use a calendar window for longer calls and jobs"
+            )
 
 
 @fast_init

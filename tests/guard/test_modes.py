@@ -77,6 +77,35 @@ def test_a_budget_in_shadow_beside_an_enforcing_one(make_guard: MakeGuard) -> No
     assert len(api.requests) == 1
 
 
+def test_a_budget_in_shadow_never_routes_or_fits_a_call(make_guard: MakeGuard) -> None:
+    """Only the enforcing budgets steer: a shadow budget past its threshold (or without room for the
+    request) leaves the model and max tokens as sent, and records what it would have refused."""
+    estimate = budgetguard.estimate(chat_request("gpt-4o", max_tokens=300)).cost
+    budgets = [Budget("user", usd="10", per="day"), Budget("user", usd="0.002", per="hour", mode="shadow")]
+    h = make_guard(budgets=budgets)
+    api = serve(chat_completion(), chat_completion())
+    routed = h.guard.with_budget(
+        openai_client(api).chat.completions.create, route=ROUTE, at=0.5, user="alice"
+    )
+    routed(**chat_request("gpt-4o"))
+    routed(**chat_request("gpt-4o"))  # the shadow hour is past 50% (and its limit): still gpt-4o
+    assert [r["model"] for r in api.requests] == ["gpt-4o", "gpt-4o"]
+    assert "routed" not in h.kinds() and len(h.of("shadow_refused")) == 2
+    tight = [budgets[0], Budget("user", usd=str(estimate * 95 / 100), per="hour", mode="shadow")]
+    f = make_guard(budgets=tight)
+    api = serve(chat_completion())
+    fitted = f.guard.with_budget(openai_client(api).chat.completions.create, fit=True, user="bob")
+    fitted(**chat_request("gpt-4o", max_tokens=300))  # the shadow limit is 95% of its worst case
+    assert [r["max_tokens"] for r in api.requests] == [300] and "fitted" not in f.kinds()
+    [would] = f.of("shadow_refused")
+    assert would.data["requested"] == estimate
+    enforcing = make_guard(budgets=[budgets[0], Budget("user", usd=str(estimate * 95 / 100), per="hour")])
+    api = serve(chat_completion())
+    fitted = enforcing.guard.with_budget(openai_client(api).chat.completions.create, fit=True, user="carol")
+    fitted(**chat_request("gpt-4o", max_tokens=300))  # the same limit enforcing: fitted
+    assert [r["max_tokens"] for r in api.requests] == [284]
+
+
 def test_a_shadow_guard_does_not_route_fit_or_refuse_a_missing_scope(make_guard: MakeGuard) -> None:
     h = make_guard(
         budgets=[Budget("user", usd="0.001"), Budget("global", usd="100")],
@@ -103,6 +132,26 @@ def test_a_shadow_job(make_guard: MakeGuard) -> None:
     [event] = h.of("shadow_refused")
     assert event.data["scope"] == "feature:ingest"
     assert h.spent("feature:ingest") == 0 and h.held("feature:ingest") == 0
+
+
+def test_a_shadow_guard_records_a_job_that_names_no_id(make_guard: MakeGuard) -> None:
+    """As a guarded call: a job without a user id goes on (without the user budgets), reported and
+    flagged in its journal data; an enforcing guard refuses it."""
+    budgets = [Budget("user", usd="5"), Budget("global", usd="100")]
+    h = make_guard(budgets=budgets, mode="shadow", missing_scope="refuse")
+    api = serve(chat_completion())
+    with h.guard.reserve(usd="1", name="nightly"):
+        h.guard.with_budget(openai_client(api).chat.completions.create)(**chat_request("gpt-4o"))
+    assert len(api.requests) == 1
+    [missing] = h.of("scope_missing")
+    assert missing.data == {"missing_scope": ("user",), "job": "nightly"}
+    assert "refused" not in h.kinds()
+    assert h.spent("global") == COST
+    [entry] = h.history(events=["committed"])
+    assert list(entry.data["missing_scope"]) == ["user"] and entry.data["job"] == "nightly"
+    enforcing = make_guard(budgets=budgets, missing_scope="refuse")
+    with pytest.raises(budgetguard.MissingScopeError), enforcing.guard.reserve(usd="1"):
+        pass
 
 
 def test_modes_are_checked() -> None:
@@ -151,6 +200,29 @@ def test_a_rolling_budget_on_a_guard(make_guard: MakeGuard) -> None:
     assert info.value.period == "day" and info.value.spent == 1
     assert info.value.resets_at == status.resets_at  # the next hour: the window moves on then
     assert len(api.requests) == 1
+
+
+def test_a_lease_never_outlives_a_rolling_window(make_guard: MakeGuard) -> None:
+    """A hold is counted in a rolling window only a window long after its reservation: the guard's
+    leases (calls: 2 minutes, jobs: an hour, by default) are cut to its shortest rolling window, and a
+    longer one given is refused when it is given, saying what to set."""
+    minute = Budget("user", usd="1", per="minute", rolling=True)
+    h = make_guard(budgets=[Budget("user", usd="5", per="day", rolling=True), minute])
+    assert h.guard.lease == 60
+    api = serve(chat_completion())
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+    create(**chat_request("gpt-4o"))  # reserved with a 60 s lease: the store takes it
+    assert h.spent("user:alice") == COST
+    with h.guard.reserve(usd="0.01", user="alice") as job:
+        assert job.lease == 60
+    with pytest.raises(ConfigurationError, match=r"guard.reserve\(lease=...\) is 61 s.*at most 60 s"):
+        h.guard.reserve(usd="0.01", user="alice", lease=61)
+    with pytest.raises(ConfigurationError, match=r"Guard\(lease=...\) is 120 s.*at most 60 s"):
+        make_guard(budgets=[minute], lease=120)
+    hourly = make_guard(budgets=[Budget("user", usd="5", per="hour", rolling=True)])
+    assert hourly.guard.lease == 120 and hourly.guard.reserve(usd="1", user="a").lease == 3600
+    calendar = make_guard(budgets=[Budget("user", usd="5", per="minute")], lease=600)
+    assert calendar.guard.lease == 600 and calendar.guard.reserve(usd="1", user="a", lease=7200).lease == 7200
 
 
 def test_rolling_budgets_are_checked(tmp_path: Path) -> None:

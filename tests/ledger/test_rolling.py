@@ -1,6 +1,7 @@
 """Rolling windows (``Budget(..., rolling=True)``: ``tz=ROLLING``) on every store: a check counts the
 bucket holding now and the earlier ones covering the trailing window; holds and commits stay in the
-bucket they were reserved in, across a boundary."""
+bucket they were reserved in, across a boundary, so a lease may not outlive the window (a live hold is
+counted until it is resolved or its lease ends)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from budgetguard import BudgetExceededError
+from budgetguard import BudgetExceededError, ConfigurationError
 from budgetguard._budgets import ROLLING, ROLLING_BUCKETS, Period, Scope, Unit, rolling_bucket
 from budgetguard._ledger import CounterSpec, Hold, Ledger, open_ledger
 from budgetguard._ledger._memory import MemoryLedger
@@ -39,7 +40,7 @@ def test_a_hold_committed_in_the_next_bucket_stays_in_its_own(ledger: Ledger) ->
     spec = rolling(1000)  # the last minute, in 2.5 s buckets
     step = rolling_bucket(Period.MINUTE)
     _next_bucket(step)  # (a whole bucket ahead: the reservation below is surely in this one)
-    first = ledger.reserve([Hold(spec, 700)])
+    first = ledger.reserve([Hold(spec, 700)], lease=60)
     [held] = first.held
     assert held.window_end is not None and held.window_end - held.window_start == step
     _next_bucket(step)
@@ -50,12 +51,30 @@ def test_a_hold_committed_in_the_next_bucket_stays_in_its_own(ledger: Ledger) ->
     assert status.window_end is not None
     assert status.window_end - status.window_start == (ROLLING_BUCKETS + 1) * step
     with pytest.raises(BudgetExceededError) as info:  # a calendar minute might have reset: this does not
-        ledger.reserve([Hold(spec, 351)])
+        ledger.reserve([Hold(spec, 351)], lease=60)
     assert info.value.period == "minute" and info.value.spent * 10**9 == 650
-    second = ledger.reserve([Hold(spec, 350)])  # exactly at the limit, over two buckets
+    second = ledger.reserve([Hold(spec, 350)], lease=60)  # exactly at the limit, over two buckets
     assert second.held[0].window_start > held.window_start
     ledger.release(second)
     assert spent_held(ledger, spec) == (650, 0)
+
+
+def test_a_lease_longer_than_the_rolling_window_is_refused(ledger: Ledger) -> None:
+    """A hold stays in its reservation's bucket, counted a window long: a longer lease could outlive
+    it, so it is refused before anything is written (the default 120 s against a rolling minute)."""
+    minute, hour = rolling(1000), rolling(1000, Period.HOUR, "feature:x")
+    for lease in (120, 60.001):
+        with pytest.raises(ConfigurationError, match=r"rolling minute of user:alice \(60 s\)") as info:
+            ledger.reserve([Hold(hour, 1), Hold(minute, 1)], lease=lease)
+        assert "lease= at most 60 s" in str(info.value)
+    with pytest.raises(ConfigurationError, match="rolling hour of feature:x"):
+        ledger.reserve([Hold(hour, 1)], lease=3600.001)
+    assert spent_held(ledger, minute) == (0, 0) and spent_held(ledger, hour) == (0, 0)
+    assert [e.event for e in ledger.history()] == []
+    ledger.release(ledger.reserve([Hold(hour, 1), Hold(minute, 1)], lease=60))
+    ledger.release(ledger.reserve([Hold(hour, 1)], lease=3600))
+    calendar = CounterSpec(Scope.parse("user:alice"), Unit.USD, Period.MINUTE, 1000)
+    ledger.release(ledger.reserve([Hold(calendar, 1)], lease=120))  # a calendar window: any lease
 
 
 def test_rolling_and_calendar_counters_are_apart(ledger: Ledger) -> None:
@@ -133,6 +152,24 @@ def test_an_expired_hold_in_an_earlier_bucket_is_reclaimed(clocked: tuple[Ledger
     assert spent_held(ledger, spec) == (0, 0)  # its lease ended: reclaimed where it was held
     ledger.reserve([Hold(spec, 1000)])
     assert [e.event for e in ledger.history()] == ["expired"]
+
+
+def test_a_live_hold_is_counted_until_its_lease_ends(clocked: tuple[Ledger, list[int]]) -> None:
+    """The reviewer's case: a hold still in flight a window after its reservation. Reserved at the last
+    instant of a bucket with the longest lease the window allows, it is counted to its lease's end."""
+    ledger, now = clocked
+    spec = rolling(1000)
+    step = rolling_bucket(Period.MINUTE)
+    now[0] = (now[0] // step + 1) * step - 1  # the last ms of a bucket: it leaves the window soonest
+    first = ledger.reserve([Hold(spec, 1000)], lease=60)  # a long call, in flight
+    now[0] = first.expires_at - 1  # a window later, its lease not over
+    assert spent_held(ledger, spec) == (0, 1000)
+    with pytest.raises(BudgetExceededError) as info:
+        ledger.reserve([Hold(spec, 1)], lease=60)
+    assert info.value.held * 10**9 == 1000
+    now[0] += 1  # its lease ends: reclaimed, the room is free again
+    assert spent_held(ledger, spec) == (0, 0)
+    ledger.reserve([Hold(spec, 1000)], lease=60)
 
 
 # -- Redis: earlier buckets written on the server, read by its script ---------------------------------
