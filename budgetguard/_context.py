@@ -266,15 +266,18 @@ def track() -> Iterator[Tracker]:
         _trackers.reset(token)
 
 
-def record_usage(model: str, usage: Usage, cost_nano: int) -> None:
-    for tracker in _trackers.get():
+def open_trackers() -> tuple[Tracker, ...]:
+    """The trackers open here (``track()`` blocks): a call's, taken when it starts, for its hold and
+    its cost wherever it settles (a dropped stream settles in the guard's next operation, elsewhere)."""
+    return _trackers.get()
+
+
+def record_usage(trackers: tuple[Tracker, ...], model: str, usage: Usage, cost_nano: int) -> None:
+    for tracker in trackers:
         tracker.add(model, usage, cost_nano)
 
 
-def record_hold(attempt: object, nano: int) -> tuple[Tracker, ...]:
-    """An admitted call's hold, added to the open trackers: the trackers (``Tracker.settled`` tells them
-    it settled, in whatever context it settles)."""
-    trackers = _trackers.get()
+def record_hold(trackers: tuple[Tracker, ...], attempt: object, nano: int) -> None:
+    """An admitted call's hold, added to its trackers (``Tracker.settled`` tells them it settled)."""
     for tracker in trackers:
         tracker.hold(attempt, nano)
-    return trackers

@@ -17,7 +17,7 @@ from typing import Any
 from ._actions import LATE, Action, Draw, Resolve
 from ._budgets import Unit
 from ._cache import memo
-from ._context import Tracker, record_hold, record_usage
+from ._context import Tracker, open_trackers, record_hold, record_usage
 from ._core import GuardCore
 from ._errors import LedgerError, PricingError
 from ._estimate import Estimate
@@ -70,17 +70,17 @@ class Ctx:
         """The reservation's journal data (model, scopes...), for a late charge to journal again."""
         self.lost = False  # fail_open admitted this attempt without a reservation
         self.started = time.monotonic()
-        self.trackers: tuple[Tracker, ...] = ()
-        """The ``track()`` trackers open when the attempt was admitted: they count its hold till settled."""
+        self.trackers: tuple[Tracker, ...] = open_trackers()
+        """The ``track()`` trackers open when the attempt began: they count its hold till it settles, and
+        its cost, in whatever context it settles (a dropped stream: the guard's next operation's)."""
 
     def held(self, nano: int) -> None:
-        """The attempt was admitted, holding ``nano``: the open trackers count it until it settles."""
-        self.trackers = record_hold(self, nano)
+        """The attempt was admitted, holding ``nano``: its trackers count it until it settles."""
+        record_hold(self.trackers, self, nano)
 
     def unhold(self) -> None:
         for tracker in self.trackers:
             tracker.settled(self)
-        self.trackers = ()
 
     @property
     def model(self) -> str | None:
@@ -147,7 +147,7 @@ class Ctx:
             usage, actual, flags = self.est.usage, self._reserved(), {**flags, "usage_missing": True}
         cost = None if actual is None else actual[Unit.USD]
         if usage is not None and not recorded:
-            record_usage(self.est.model, usage, actual[Unit.USD] if actual else 0)
+            record_usage(self.trackers, self.est.model, usage, actual[Unit.USD] if actual else 0)
         self.unhold()
         if reservation is None:
             if self.lost and cost is not None:

@@ -42,24 +42,29 @@ def sse_event(buffer: bytes, final: bool) -> tuple[int, dict[str, Any]] | None:
 
 class BedrockFrames:
     """AWS event-stream frames (``_eventstream``), each carrying one provider event. Bytes that are no
-    frame (a damaged checksum) end the reading: they and all after them pass on unread (the client's
-    decoder raises on them), and the stream is settled from the events read before, as a cut one is."""
+    frame (a damaged checksum, a length out of range) stop the stream with ``FrameError``: neither they
+    nor anything after them reach the client, so no content the guard could not count is delivered,
+    and the stream is settled from the events read before, as a cut one is. (The SDK's decoder refuses
+    the same bytes: it would raise there too, with nothing after them read.)"""
 
     def __init__(self) -> None:
-        self.broken = False
+        self.read = 0  # the bytes of the frames read so far
 
     def __call__(self, buffer: bytes, final: bool) -> tuple[int, dict[str, Any]] | None:
-        if not self.broken:
-            try:
-                found = read_frame(buffer)
-            except FrameError:
-                self.broken = True
-            else:
-                if found is not None:
-                    frame, end = found
-                    return end, bedrock_event(frame)
-        if (self.broken or final) and buffer:
-            return len(buffer), {}  # (an incomplete last frame: passed on as it came)
+        try:
+            found = read_frame(buffer)
+        except FrameError as exc:
+            raise FrameError(
+                f"budgetguard cannot read Bedrock's event stream at byte {self.read}: {exc}. The stream "
+                "is stopped there (nothing after it reaches the client) and charged for the events "
+                "before it, flagged usage_missing; retry the request"
+            ) from None
+        if found is not None:
+            frame, end = found
+            self.read += end
+            return end, bedrock_event(frame)
+        if final and buffer:
+            return len(buffer), {}  # (an incomplete last frame: no decoder reads it; passed on as it came)
         return None
 
 

@@ -131,18 +131,22 @@ class BudgetMiddleware:
                 await send({"type": "http.response.trailers", "headers": _trailers(tracker)})
 
         with budget_context(**ids), track() as tracker:
+            failed = True  # (an error escapes: the server answers it, after what it cost was charged)
             try:
-                await self.app(scope, receive, send_with_headers)
-            except (BudgetExceededError, MissingScopeError) as refused:
-                if started:
-                    raise  # the response is on its way: too late for a 429
-                if isinstance(refused, MissingScopeError):
-                    response = missing_scope_response(refused, self.scopes)
-                else:
-                    response = refusal_response(refused, status_code=self.status_code, body=self.body)
-                await response(scope, receive, send_with_headers)
-            if started:
-                tell_settled(self.on_settled, tracker, ids, streamed)
+                try:
+                    await self.app(scope, receive, send_with_headers)
+                except (BudgetExceededError, MissingScopeError) as refused:
+                    if started:
+                        raise  # the response is on its way: too late for a 429
+                    if isinstance(refused, MissingScopeError):
+                        response = missing_scope_response(refused, self.scopes)
+                    else:
+                        response = refusal_response(refused, status_code=self.status_code, body=self.body)
+                    await response(scope, receive, send_with_headers)
+                failed = False
+            finally:  # every response, once: one whose body raised after its headers went too
+                if started or failed:
+                    tell_settled(self.on_settled, tracker, ids, streamed)
 
     async def _headers(
         self, tracker: Tracker, ids: Mapping[str, str], streamed: bool, trailers: bool

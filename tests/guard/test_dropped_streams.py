@@ -108,6 +108,32 @@ def test_a_dropped_stream_is_charged_by_the_guards_next_operation(make_guard: Ma
     assert h.held("user:alice") == 0
 
 
+def test_a_dropped_stream_is_counted_by_the_trackers_of_its_own_request(make_guard: MakeGuard) -> None:
+    """A stream dropped in one request (``track()`` block) is settled by the guard's next operation, in
+    another's: its cost goes to the trackers it was held by, not to the request that settles it; a
+    stream started outside any tracker is counted by none."""
+    h = make_guard()
+    api = serve(CHAT_SSE, CHAT_SSE, small_completion(10, 5))
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    def drop(stream: Any) -> None:
+        next(stream)
+        drop_in_a_cycle(stream)
+
+    with budgetguard.track() as first:
+        drop(create(**chat_request(stream=True)))
+    drop(create(**chat_request(stream=True)))  # (no tracker open)
+    gc.collect()
+    assert first.open_calls == 1 and first.cost == 0 and h.history() == []
+    with budgetguard.track() as second:
+        create(**chat_request())  # settles both dropped streams first
+
+    stream, untracked, call = (entry.amounts["usd"] for entry in h.history())
+    assert (first.calls, first.cost, first.held, first.open_calls) == (1, budgetguard.to_usd(stream), 0, 0)
+    assert (second.calls, second.cost) == (1, budgetguard.to_usd(call))
+    assert untracked == stream and h.held("user:alice") == 0
+
+
 def test_a_stream_dropped_inside_a_job_is_charged_to_it_at_what_it_cost(make_guard: MakeGuard) -> None:
     """A stream dropped inside ``guard.reserve()`` settles on the job's hold when the job ends: charged
     what it streamed, not counted among the unsettled calls charged at their hold."""

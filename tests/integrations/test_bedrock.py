@@ -16,11 +16,20 @@ from typing import Any
 
 import anthropic
 import pytest
+from anthropic.lib.bedrock._stream_decoder import AWSEventStreamDecoder
 from botocore.eventstream import EventStreamBuffer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import budgetguard as bg
 from budgetguard import BudgetExceededError, ConfigurationError, PricingError
-from budgetguard.integrations._eventstream import FrameError, bedrock_event, read_frame
+from budgetguard.integrations._eventstream import (
+    MAX_HEADERS,
+    MAX_PAYLOAD,
+    FrameError,
+    bedrock_event,
+    read_frame,
+)
 from budgetguard.integrations.httpx import BudgetTransport
 from budgetguard.testing import MockProvider
 from tests.guard.payloads import CLAUDE_USAGE, MESSAGES
@@ -55,10 +64,15 @@ def header_bytes(name: str, kind: int, value: Any) -> bytes:
 def frame(headers: dict[str, Header], payload: bytes) -> bytes:
     """One AWS event-stream message: prelude (lengths and their CRC32), headers, payload, CRC32."""
     raw_headers = b"".join(header_bytes(name, kind, value) for name, (kind, value) in headers.items())
-    total = 12 + len(raw_headers) + len(payload) + 4
-    prelude = struct.pack(">II", total, len(raw_headers))
+    return framed(raw_headers + payload, len(raw_headers))
+
+
+def framed(body: bytes, headers_length: int, total: int | None = None) -> bytes:
+    """``body`` (headers and payload) framed with checksums that match, whatever lengths it declares."""
+    total = 12 + len(body) + 4 if total is None else total
+    prelude = struct.pack(">II", total, headers_length)
     prelude += struct.pack(">I", zlib.crc32(prelude))
-    message = prelude + raw_headers + payload
+    message = prelude + body
     return message + struct.pack(">I", zlib.crc32(message))
 
 
@@ -163,16 +177,125 @@ def test_bedrock_frames_carry_anthropic_events_and_errors() -> None:
     assert bedrock_event(read_frame(other)[0]) == {}  # type: ignore[index]
 
 
+def sdk_reads(raw: bytes) -> list[JSON] | None:
+    """What the SDK's decoder (botocore's, as ``AnthropicBedrock`` runs it) reads out of one frame passed
+    on alone: the events' data, or ``None`` when it raises."""
+    try:
+        return [json.loads(sse.data) for sse in AWSEventStreamDecoder().iter_bytes(iter([raw]))]
+    except Exception:
+        return None
+
+
+def guard_reads(raw: bytes) -> JSON | None:
+    """What the guard reads out of the same frame: its event (``{}`` for none), ``None`` when refused."""
+    try:
+        found = read_frame(raw)
+    except FrameError:
+        return None
+    assert found is not None and found[1] == len(raw)
+    return bedrock_event(found[0])
+
+
+def agree(raw: bytes) -> None:
+    """Every event the SDK reads out of a frame, the guard reads the same; a frame the guard refuses,
+    the SDK refuses too (it reads nothing after it)."""
+    theirs, ours = sdk_reads(raw), guard_reads(raw)
+    if ours is None:
+        assert theirs is None, raw
+    for event in theirs or ():
+        assert ours == event or event.get("type") == "error" == ours["type"], (raw, event, ours)
+
+
+MESSAGE_TYPES = [None, (7, "event"), (7, "exception"), (7, "error"), (6, b"event"), (7, "Event"), (4, 1)]
+EVENT_TYPES = [None, (7, "chunk"), (7, "metadata"), (6, b"chunk"), (7, "throttlingException")]
+
+
+@st.composite
+def bedrock_frames(draw: st.DrawFn) -> bytes:
+    """A frame a hostile or broken upstream may send: any ``:message-type`` or ``:event-type`` (or none),
+    base64 with stray characters, payloads that are no JSON; or its framing bytes changed (headers and
+    payload, lengths), checksums recomputed so only the framing rules decide."""
+    headers: dict[str, Header] = {":content-type": (7, "application/json")}
+    for name, kinds in ((":message-type", MESSAGE_TYPES), (":event-type", EVENT_TYPES)):
+        kind = draw(st.sampled_from(kinds))
+        if kind is not None:
+            headers[name] = kind
+    event = draw(st.sampled_from(bedrock_events()))
+    encoded = base64.b64encode(json.dumps(event).encode()).decode()
+    stray = draw(
+        st.lists(st.tuples(st.integers(0, len(encoded)), st.sampled_from("\n\r \t*=-_.")), max_size=3)
+    )
+    for at, char in sorted(stray, reverse=True):
+        encoded = encoded[:at] + char + encoded[at:]
+    payload = draw(st.sampled_from([
+        json.dumps({"bytes": encoded, "p": "abc"}).encode(), json.dumps({"p": "abc"}).encode(),
+        b"\xef\xbb\xbf" + json.dumps({"bytes": encoded}).encode(), json.dumps([encoded]).encode(),
+        json.dumps({"bytes": 5}).encode(), b"", b"{not json", json.dumps({"message": "boom"}).encode(),
+    ]))  # fmt: skip
+    raw = frame(headers, payload)
+    if not draw(st.booleans()):
+        return raw
+    body = bytearray(raw[12:-4])
+    for at, byte in draw(st.lists(st.tuples(st.integers(0, len(body) - 1), st.integers(0, 255)), max_size=3)):
+        body[at] = byte
+    cut = draw(st.integers(0, len(body)))
+    headers_length = struct.unpack(">I", raw[4:8])[0] + draw(st.integers(-8, 8))
+    return framed(bytes(body[:cut]), max(headers_length, 0))
+
+
+@settings(max_examples=400, deadline=None)
+@given(bedrock_frames())
+def test_the_guard_reads_every_frame_the_sdk_reads_as_the_sdk_does(raw: bytes) -> None:
+    agree(raw)
+
+
+def test_frames_the_sdk_reads_past_the_old_rules_are_read() -> None:
+    """botocore reads any ``:message-type`` but error and exception as an event, base64 leniently, a
+    string header cut by the end of the headers as cut, a frame too short for its headers' length
+    with its headers cut; it refuses a header given twice."""
+    event = bedrock_events()[-2]
+    encoded = base64.b64encode(json.dumps(event).encode()).decode()
+    lenient = json.dumps({"bytes": encoded[:8] + "\n" + encoded[8:]}).encode()
+    no_type = frame({":event-type": (7, "chunk")}, json.dumps({"bytes": encoded}).encode())
+    kinds = header_bytes(":message-type", 7, "event") + header_bytes(":event-type", 7, "chunk")
+    cut = kinds + header_bytes("x", 7, "abcdef")[:-3]
+    twice = header_bytes("x", 7, "a") + header_bytes("x", 7, "b")
+
+    for raw in (no_type, frame({":event-type": (7, "chunk"), ":message-type": (7, "event")}, lenient)):
+        assert guard_reads(raw) == event == sdk_reads(raw)[0]  # type: ignore[index]
+    assert guard_reads(framed(cut, len(cut))) == {} and sdk_reads(framed(cut, len(cut))) == []
+    assert guard_reads(framed(b"", 0, total=12)[:12]) == {} and sdk_reads(framed(b"", 0, total=12)[:12]) == []
+    past = kinds + b"\x01x\x06\x00\x10"  # a byte array of 16 bytes that runs past the frame's end
+    assert guard_reads(framed(past, len(past) + 16)) == {} and sdk_reads(framed(past, len(past) + 16)) == []
+    assert guard_reads(framed(twice, len(twice))) is None and sdk_reads(framed(twice, len(twice))) is None
+
+
+def test_frames_up_to_the_sdks_limits_are_read_and_longer_refused() -> None:
+    """botocore's limits: 128 KiB of headers, 24 MiB of payload (the prelude says so before they come)."""
+
+    def prelude(total: int, headers_length: int) -> bytes:
+        head = struct.pack(">II", total, headers_length)
+        return head + struct.pack(">I", zlib.crc32(head))
+
+    assert read_frame(prelude(16 + MAX_HEADERS + MAX_PAYLOAD, MAX_HEADERS)) is None  # waits for its bytes
+    with pytest.raises(FrameError, match="too long"):
+        read_frame(prelude(16 + MAX_HEADERS + MAX_PAYLOAD + 1, MAX_HEADERS))
+    with pytest.raises(FrameError, match="too long"):
+        read_frame(prelude(16 + MAX_HEADERS + 1, MAX_HEADERS + 1))
+    assert (MAX_HEADERS, MAX_PAYLOAD) == (128 * 1024, 24 * 1024 * 1024)
+
+
 # -- the real AnthropicBedrock client -----------------------------------------------------------
 
 
 class Bedrock:
     """A MockTransport handler speaking Bedrock runtime: serves ``replies`` in order (the last repeats):
-    a dict as JSON, bytes as an event stream (sent in 7-byte pieces: frames cross chunk boundaries), an
-    int as that error status with Bedrock's error body."""
+    a dict as JSON, bytes as an event stream (sent in ``piece``-byte pieces, 7 by default: frames cross
+    chunk boundaries), an int as that error status with Bedrock's error body."""
 
-    def __init__(self, *replies: JSON | bytes | int) -> None:
+    def __init__(self, *replies: JSON | bytes | int, piece: int = 7) -> None:
         self.replies = list(replies)
+        self.piece = piece
         self.paths: list[str] = []
         self.bodies: list[JSON] = []
         self.headers: list[Any] = []
@@ -188,13 +311,13 @@ class Bedrock:
             return http.Response(reply, json=error, headers={"x-amzn-ErrorType": "ThrottlingException"})
         if isinstance(reply, bytes):
             kind = {"content-type": "application/vnd.amazon.eventstream"}
-            return http.Response(200, headers=kind, stream=pieces(http, reply))
+            return http.Response(200, headers=kind, stream=pieces(http, reply, self.piece))
         return http.Response(200, json=reply)
 
 
-def pieces(http: Any, raw: bytes) -> Any:
-    """``raw`` as a response stream of 7-byte pieces, for sync and async clients alike."""
-    parts = [raw[i : i + 7] for i in range(0, len(raw), 7)]
+def pieces(http: Any, raw: bytes, size: int = 7) -> Any:
+    """``raw`` as a response stream of ``size``-byte pieces, for sync and async clients alike."""
+    parts = [raw[i : i + size] for i in range(0, len(raw), size)]
 
     class Pieces(http.SyncByteStream, http.AsyncByteStream):  # type: ignore[misc,name-defined]
         def __iter__(self) -> Iterator[bytes]:
@@ -334,19 +457,74 @@ def test_a_stream_cut_by_an_exception_frame_is_charged_what_it_showed(guard: bg.
     assert user_status(guard) == (entry.amounts["usd"], 0)
 
 
-def test_a_damaged_frame_passes_on_and_the_stream_is_settled_from_what_it_showed(guard: bg.Guard) -> None:
+def test_a_damaged_frame_stops_the_stream_and_it_is_settled_from_what_it_showed(guard: bg.Guard) -> None:
     raw = bytearray(stream_bytes())
     first = len(chunk(bedrock_events()[0]))
     raw[first + 20] ^= 0xFF  # the second frame's bytes damaged: its checksum fails
     api = Bedrock(bytes(raw))
     wrapped = guard.wrap(client(api), user="alice")
+    seen: list[str] = []
+    stream = iter(wrapped.messages.create(**request(), stream=True))
+    seen.append(next(stream).type)
 
-    with pytest.raises(Exception, match=r"(?i)checksum|crc"):  # botocore's ChecksumMismatch, as the SDK reads
-        for _ in wrapped.messages.create(**request(), stream=True):
-            pass
+    with pytest.raises(anthropic.APIConnectionError) as raised:  # (the SDK wraps a body's error so)
+        seen.append(next(stream).type)
 
+    assert isinstance(raised.value.__cause__, FrameError)
+    assert f"at byte {first}: the frame's checksum does not match" in str(raised.value.__cause__)
+    assert seen == ["message_start"]  # nothing from the damaged frame on reached the client
     (entry,) = guard.ledger.history()
-    assert entry.data["usage_missing"] is True and user_status(guard)[1] == 0
+    assert entry.data["usage_missing"] is True and entry.data["interrupted"] is True
+    assert user_status(guard) == (entry.amounts["usd"], 0)
+
+
+def hostile(event: JSON, headers: dict[str, Header], encoded: str) -> bytes:
+    return frame({":event-type": (7, "chunk"), **headers}, json.dumps({"bytes": encoded, "p": "ab"}).encode())
+
+
+def b64(event: JSON) -> str:
+    return base64.b64encode(json.dumps(event).encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "after_the_first",
+    [
+        pytest.param(lambda e: hostile(e, {}, b64(e)), id="no :message-type"),
+        pytest.param(lambda e: hostile(e, {":message-type": (6, b"event")}, b64(e)), id="a byte-array type"),
+        pytest.param(lambda e: hostile(e, {":message-type": (7, "event")}, b64(e)[:8] + "\n" + b64(e)[8:]),
+                     id="base64 with a newline"),
+    ],
+)  # fmt: skip
+def test_frames_the_sdk_reads_are_charged_as_it_reads_them(guard: bg.Guard, after_the_first: Any) -> None:
+    """Bedrock's usage after ``message_start``, in frames the SDK reads though they are not as Bedrock
+    sends them: the guard reads them too, and charges the bill."""
+    events = bedrock_events()
+    api = Bedrock(chunk(events[0]) + b"".join(after_the_first(e) for e in events[1:]))
+    wrapped = guard.wrap(client(api), user="alice")
+
+    usage = [e.usage.output_tokens for e in wrapped.messages.create(**request(), stream=True)
+             if e.type == "message_delta"]  # fmt: skip
+
+    assert usage[-1] == CLAUDE_USAGE.output_tokens
+    (entry,) = guard.ledger.history()
+    assert entry.amounts["usd"] == aws_nano() and "usage_missing" not in entry.data
+
+
+def test_a_frame_past_16_mib_within_the_sdks_limit_is_read_through(guard: bg.Guard) -> None:
+    """A 17 MiB frame between the events (the SDK reads up to 24 MiB): the guard reads it and those
+    after it, and charges the bill."""
+    events = bedrock_events()
+    pad = frame({":event-type": (7, "metadata"), ":message-type": (7, "event")},
+                json.dumps({"p": "z" * (17 << 20)}).encode())  # fmt: skip
+    raw = chunk(events[0]) + pad + b"".join(chunk(e) for e in events[1:])
+    wrapped = guard.wrap(client(Bedrock(raw, piece=1 << 16)), user="alice")
+    unguarded = client(Bedrock(raw, piece=1 << 16))
+
+    kinds = [e.type for e in wrapped.messages.create(**request(), stream=True)]
+
+    assert kinds == [e.type for e in unguarded.messages.create(**request(), stream=True)]
+    assert kinds[-2:] == ["message_delta", "message_stop"]
+    assert committed(guard) == [aws_nano()] and user_status(guard) == (aws_nano(), 0)
 
 
 def test_retries_are_each_reserved_and_journaled_with_their_attempt(guard: bg.Guard) -> None:

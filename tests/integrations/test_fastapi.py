@@ -27,7 +27,7 @@ from budgetguard.integrations.fastapi import (
     refusal_response,
 )
 from budgetguard.testing import MockProvider
-from tests.integrations.web_helpers import REQUEST, make_guard, stream_cost, usage_reply
+from tests.integrations.web_helpers import REQUEST, TOO_BIG, make_guard, stream_cost, usage_reply
 
 USAGE = bg.Usage(input_tokens=200, output_tokens=50)
 COST = bg.cost("gpt-4o-mini", USAGE)
@@ -453,3 +453,50 @@ def test_a_whole_body_sent_while_a_guarded_call_is_open_gets_no_cost_header() ->
     [message] = told
     assert (message.streamed, message.held, message.calls) == (False, 0, 1)
     assert bg.to_nano(message.cost) == entry.amounts["usd"] == user_spent(guard, "erin")
+
+
+def test_on_settled_is_told_once_of_every_response_a_body_that_raises_too() -> None:
+    """A streamed body that raises after its headers went (a refusal of a call made while streaming, an
+    upstream error) and an endpoint that raises before answering: each response's charged call is told
+    to ``on_settled``, once."""
+    told: list[ResponseCost] = []
+    guard = make_guard()
+    ask = guard.with_budget()(usage_reply)
+    app = FastAPI()
+    app.add_middleware(BudgetMiddleware, guard=guard, scopes={"user": "x-user-id"}, on_settled=told.append)
+
+    def streaming(then: Any) -> StreamingResponse:
+        async def body() -> Any:
+            ask(**REQUEST)  # charged
+            yield b"one "
+            then()
+            yield b"two"
+
+        return StreamingResponse(body())
+
+    def upstream_gone() -> None:
+        raise RuntimeError("upstream went away")
+
+    @app.get("/refused")
+    async def refused() -> StreamingResponse:
+        return streaming(lambda: ask(**TOO_BIG))  # refused after the headers went: too late for a 429
+
+    @app.get("/upstream")
+    async def upstream() -> StreamingResponse:
+        return streaming(upstream_gone)
+
+    @app.get("/early")
+    async def early() -> None:
+        ask(**REQUEST)
+        upstream_gone()
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answers = [client.get(path, headers={"x-user-id": "erin"}) for path in ("/refused", "/upstream")]
+        early_answer = client.get("/early", headers={"x-user-id": "erin"})
+
+    assert [a.text for a in answers] == ["one ", "one "] and early_answer.status_code == 500
+    assert [(t.streamed, t.cost, t.calls, t.held) for t in told] == [
+        (True, COST, 1, 0), (True, COST, 1, 0), (False, COST, 1, 0),
+    ]  # fmt: skip
+    assert user_spent(guard, "erin") == 3 * bg.to_nano(COST)
+    assert [e.event for e in guard.ledger.history(events=["refused"])] == ["refused"]
