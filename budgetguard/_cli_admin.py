@@ -34,7 +34,15 @@ _WHO = [
     click.option("--reason", required=True, help="Why (kept in the journal with the change)."),
     click.option("--actor", default=None, help="Who makes the change (default: the OS user)."),
 ]
-_ID = click.option("--id", "op_id", default=None, help="An id that makes a retry of this command a no-op.")
+_ID = click.option(
+    "--id",
+    "op_id",
+    default=None,
+    help=(
+        "An id (a ticket number) that makes a repeat of this command a no-op while the counter's window "
+        "is kept (its end plus a day; a year for a total); refused if it was used for a different change."
+    ),
+)
 
 
 def _scope(counter: CounterSpec) -> str:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from .._money import INT64_MAX
 from ._engine import BASE, UNTIL, Tx, end_raise
-from ._expiry import record_expiry
+from ._expiry import admin_record_expiry
 from ._types import (
     CounterSpec,
     check_amount,
@@ -46,12 +46,14 @@ __all__ = [
     "check_reset",
     "check_set_limits",
     "raise_limit",
+    "reused",
     "set_limits",
 ]
 
 ADMIN_RECORD = "@"
-"""An adjustment's record (for idempotent repeats) is kept under ``@<id>``: no reservation id holds an
-``@``, so the two never meet."""
+"""An adjustment's record (for idempotent repeats: the change asked, and its outcome) is kept under
+``@<id>`` as long as the counter it changed (``_expiry.admin_record_expiry``): no reservation id holds
+an ``@``, so the two never meet."""
 ADMIN_EVENTS = ("adjusted", "reset", "limit_raised", "limits_set")
 """The journal's administrative events (their data holds ``actor`` and ``reason``)."""
 
@@ -184,11 +186,12 @@ def adjust(
     None: take spent to 0 (a reset). A rolling counter's window is the trailing one a check counts (its
     bucket holding now and ``Slot.prior``): a charge lands in the bucket holding now, a credit or reset
     takes spent off the buckets newest first. Holds stay. Once per ``op_id``: a repeat returns the first
-    result."""
+    result; the id given again for a different change (another counter or amount) is an error."""
     key = ADMIN_RECORD + op_id
+    asked = [counter.limit_field, amount]  # what a repeat must ask again
     record = tx.record(key)
     if record is not None:
-        return _repeat(record, op_id, counter)
+        return _repeat(record, op_id, counter, record.get("asked") == asked)
     slot = slot_of(counter, now)
     buckets = [(s, *tx.counter(s, now)) for s in (slot, *slot.prior)]  # (slot, spent, held), newest first
     spent = sum(b[1] for b in buckets)
@@ -212,7 +215,9 @@ def adjust(
         left -= taken
     after = spent + change
     outcome = {"change": change, "spent": after, "requested": amount}
-    tx.put_record(key, {"state": "admin", "outcome": outcome}, record_expiry(now, None))
+    tx.put_record(
+        key, {"state": "admin", "outcome": outcome, "asked": asked}, admin_record_expiry(now, slot.expires)
+    )
     if amount is not None and amount != change:
         data = {**data, "requested": amount}
     event: Literal["adjusted", "reset"] = "reset" if amount is None else "adjusted"
@@ -220,11 +225,18 @@ def adjust(
     return Adjustment(op_id, counter, change, after, amount)
 
 
-def _repeat(record: Mapping[str, Any], op_id: str, counter: CounterSpec) -> Adjustment:
+def _repeat(record: Mapping[str, Any], op_id: str, counter: CounterSpec, same: bool) -> Adjustment:
     if record.get("state") != "admin":
         raise ValueError(f"id {op_id!r} names something else than an adjustment")
+    if not same:
+        raise reused(op_id)
     out = record["outcome"]
     return Adjustment(op_id, counter, out["change"], out["spent"], out["requested"], duplicate=True)
+
+
+def reused(op_id: str) -> ValueError:
+    return ValueError(f"id {op_id!r} was used for a different change (another counter, direction or amount); "
+                      "nothing changed: give this change an id of its own")  # fmt: skip
 
 
 def raise_limit(

@@ -9,8 +9,8 @@ import json
 import time
 from typing import Any
 
-from ._admin import ADMIN_RECORD, Adjustment, LimitRaise, overflow, past
-from ._expiry import RECORD_RETENTION_MS, window_at
+from ._admin import ADMIN_RECORD, Adjustment, LimitRaise, overflow, past, reused
+from ._expiry import ADMIN_TOTAL_RETENTION_MS, window_at
 from ._redis_flows import Call, Flow, Flows, _clock_moving
 from ._redis_wire import Keys, label_json, meta_json
 from ._types import CounterSpec, new_reservation_id
@@ -18,11 +18,20 @@ from ._types import CounterSpec, new_reservation_id
 __all__ = ["adjust", "get_limit", "raise_limit", "set_limits"]
 
 
-def adjust(flows: Flows, counter: CounterSpec, amount: int | None, op_id: str, data: dict[str, Any]) -> Flow:
+def adjust(
+    flows: Flows,
+    counter: CounterSpec,
+    amount: int | None,
+    op_id: str,
+    data: dict[str, Any],
+    given: bool = True,
+) -> Flow:
+    """``given``: the caller gave ``op_id``; one this call generated answers a repeat (its own retry, by
+    redis-py after a lost reply) as applied, not as a duplicate."""
     keys = (flows.keys.record(ADMIN_RECORD + op_id), flows.keys.journal)
     mode = "0" if amount is None else "-" if amount < 0 else "+"
-    head = (op_id, RECORD_RETENTION_MS, flows.journal_maxlen, mode, 0 if amount is None else abs(amount))
-    tail = (counter.unit.value, label_json(counter), meta_json(data))
+    head = (op_id, ADMIN_TOTAL_RETENTION_MS, flows.journal_maxlen, mode, 0 if amount is None else abs(amount))
+    tail = (counter.unit.value, label_json(counter), meta_json(data), Keys.limit_field(counter))
     now = time.time_ns() // 1_000_000  # a guess: the script checks it against the server's TIME
     for _ in range(3):
         window = window_at(counter, now)
@@ -32,8 +41,12 @@ def adjust(flows: Flows, counter: CounterSpec, amount: int | None, op_id: str, d
         if reply[0] == "WINDOW":
             now = int(reply[1])
             continue
+        if reply[0] == "REUSED":
+            raise reused(op_id)
         requested = None if reply[3] == "" else int(reply[3])
-        return Adjustment(op_id, counter, int(reply[1]), int(reply[2]), requested, reply[0] == "DUP")
+        return Adjustment(
+            op_id, counter, int(reply[1]), int(reply[2]), requested, given and reply[0] == "DUP"
+        )
     raise _clock_moving()
 
 
