@@ -120,6 +120,8 @@ def limits_raise(
         when: Any = parse_span(span)
         if when is None:
             raise CLIError(f"cannot read --for {span!r}: use a span like 30m, 2h, 1d or 1w")
+    elif parse_span(until or "") is not None:  # (parse_when would read "2h" as two hours ago)
+        raise CLIError(f"--until takes a date-time (2026-12-24T18:00); for a span, use --for {until}")
     else:
         when = parse_when(until or "")
     value = amount_of(amount, counter.unit.value, what="amount")

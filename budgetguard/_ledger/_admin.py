@@ -36,6 +36,7 @@ from ._types import (
 __all__ = [
     "ADMIN_EVENTS",
     "ADMIN_RECORD",
+    "LONGEST_RAISE_MS",
     "Adjustment",
     "LimitRaise",
     "adjust",
@@ -48,8 +49,11 @@ __all__ = [
     "raise_limit",
     "reused",
     "set_limits",
+    "too_long",
 ]
 
+LONGEST_RAISE_MS = 366 * 86_400_000
+"""A temporary raise ends at most this long after it is made (``--for`` or ``--until`` alike)."""
 ADMIN_RECORD = "@"
 """An adjustment's record (for idempotent repeats: the change asked, and its outcome) is kept under
 ``@<id>`` as long as the counter it changed (``_expiry.admin_record_expiry``): no reservation id holds
@@ -137,7 +141,7 @@ def check_raise(
     check_amount(extra, "extra")
     if isinstance(until, timedelta):
         ms, relative = until // timedelta(milliseconds=1), True
-        if not 0 < ms <= 366 * 86_400_000:
+        if not 0 < ms <= LONGEST_RAISE_MS:
             raise ValueError(f"a raise lasts more than 0 and at most a year, got {until}")
     elif isinstance(until, datetime):
         if until.tzinfo is None:
@@ -247,6 +251,8 @@ def raise_limit(
     ends = now + until if relative else until
     if ends <= now:
         raise past(ends)
+    if ends - now > LONGEST_RAISE_MS:
+        raise too_long(ends)
     field = counter.limit_field
     override = tx.limit(field)
     active = tx.limit(field + UNTIL)
@@ -265,6 +271,12 @@ def raise_limit(
 
 def past(ends: int) -> ValueError:
     return ValueError(f"until ({to_datetime(ends).isoformat()}) is not in the future on the store's clock")
+
+
+def too_long(ends: int) -> ValueError:
+    when = to_datetime(ends).isoformat()
+    return ValueError(f"until ({when}) is more than a year away on the store's clock: a raise lasts at most "
+                      "a year (set_limit changes a limit for good)")  # fmt: skip
 
 
 def overflow(extra: int) -> ValueError:

@@ -9,7 +9,7 @@ import json
 import time
 from typing import Any
 
-from ._admin import ADMIN_RECORD, Adjustment, LimitRaise, overflow, past, reused
+from ._admin import ADMIN_RECORD, LONGEST_RAISE_MS, Adjustment, LimitRaise, overflow, past, reused, too_long
 from ._expiry import ADMIN_TOTAL_RETENTION_MS, window_at
 from ._redis_flows import Call, Flow, Flows, _clock_moving
 from ._redis_wire import Keys, label_json, meta_json
@@ -55,10 +55,12 @@ def raise_limit(
 ) -> Flow:
     how = "for" if relative else "at"
     args = (flows.journal_maxlen, new_reservation_id(), Keys.limit_field(counter), counter.limit, extra, how,
-            until, counter.unit.value, label_json(counter), meta_json(data))  # fmt: skip
+            until, counter.unit.value, label_json(counter), meta_json(data), LONGEST_RAISE_MS)  # fmt: skip
     reply = yield Call("raise_limit", (flows.keys.limits, flows.keys.journal), args)
     if reply[0] == "PAST":
         raise past(int(reply[1]))
+    if reply[0] == "LONG":
+        raise too_long(int(reply[1]))
     if reply[0] == "OVERFLOW":
         raise overflow(extra)
     base = None if reply[3] == "" else int(reply[3])

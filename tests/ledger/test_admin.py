@@ -326,6 +326,8 @@ def test_a_raise_refuses_bad_times_and_sizes(ledger: Ledger) -> None:
         ledger.raise_limit(spec, 5, until=datetime(1969, 7, 20, tzinfo=UTC), **WHO)
     with pytest.raises(ValueError, match="aware"):
         ledger.raise_limit(spec, 5, until=datetime.now() + timedelta(hours=1), **WHO)
+    with pytest.raises(ValueError, match="more than a year away"):  # an --until typo (2206 for 2026)
+        ledger.raise_limit(spec, 5, until=datetime.now(UTC) + timedelta(days=400), **WHO)
     with pytest.raises(ValueError, match="2\\*\\*63-1"):
         ledger.raise_limit(counter(limit=INT64_MAX), 1, until=timedelta(hours=1), **WHO)
     with pytest.raises(ValueError):

@@ -1,10 +1,12 @@
 -- raise_limit: raise a counter's limit by extra until a time (_admin.raise_limit's steps; the stored
 -- form: _raise.lua). A raise in force is replaced, on the limit it raised.
 -- KEYS: limits, journal.
--- ARGV: journal_maxlen, id, limit_field, default_limit, extra, 'at'|'for', ms, unit, label_json, data_json.
-if #KEYS ~= 2 or #ARGV ~= 10 then return fail('arity') end
+-- ARGV: journal_maxlen, id, limit_field, default_limit, extra, 'at'|'for', ms, unit, label_json, data_json,
+--       longest_ms (a raise ends at most this long after now).
+if #KEYS ~= 2 or #ARGV ~= 11 then return fail('arity') end
 local maxlen, id, field, default, extra, mode, ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local unit, label, data = ARGV[8], ARGV[9], ARGV[10]
+local unit, label, data, longest = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+if not is_int64(longest) then return fail('amount') end
 if not is_int64(maxlen) or not is_int64(default) or not is_int64(extra) or not is_int64(ms) then
   return fail('amount')
 end
@@ -14,6 +16,7 @@ if string.find(data, '\n', 1, true) then return fail('meta') end
 local now = now_ms()
 local ends = mode == 'for' and now + ms or ms + 0
 if ends <= now then return {'PAST', string.format('%d', ends)} end
+if ends - now > longest + 0 then return {'LONG', string.format('%d', ends)} end
 local r = redis.call('HMGET', KEYS[1], field, field .. '~until', field .. '~base')
 local base = r[1]
 if r[2] then base = r[3] end  -- a raise in force (or one that ended): the limit it raised
