@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from ._admin import ADMIN_RECORD, LONGEST_RAISE_MS, Adjustment, LimitRaise, overflow, past, reused, too_long
-from ._expiry import ADMIN_TOTAL_RETENTION_MS, window_at
+from ._expiry import ADMIN_TOTAL_RETENTION_MS, RECORD_RETENTION_MS, window_at
 from ._redis_flows import Call, Flow, Flows, _clock_moving
 from ._redis_wire import Keys, label_json, meta_json
 from ._types import CounterSpec, new_reservation_id
@@ -53,10 +53,11 @@ def adjust(
 def raise_limit(
     flows: Flows, counter: CounterSpec, extra: int, until: int, relative: bool, data: dict[str, Any]
 ) -> Flow:
-    how = "for" if relative else "at"
-    args = (flows.journal_maxlen, new_reservation_id(), Keys.limit_field(counter), counter.limit, extra, how,
-            until, counter.unit.value, label_json(counter), meta_json(data), LONGEST_RAISE_MS)  # fmt: skip
-    reply = yield Call("raise_limit", (flows.keys.limits, flows.keys.journal), args)
+    how, op_id = "for" if relative else "at", new_reservation_id()
+    args = (flows.journal_maxlen, op_id, Keys.limit_field(counter), counter.limit, extra, how, until,
+            counter.unit.value, label_json(counter), meta_json(data), LONGEST_RAISE_MS,
+            RECORD_RETENTION_MS)  # fmt: skip
+    reply = yield Call("raise_limit", _op_keys(flows, op_id), args)
     if reply[0] == "PAST":
         raise past(int(reply[1]))
     if reply[0] == "LONG":
@@ -69,10 +70,23 @@ def raise_limit(
 
 def set_limits(flows: Flows, limits: list[tuple[CounterSpec, int | None]], data: dict[str, Any]) -> Flow:
     labels = list(dict.fromkeys(c.label for c, _ in limits))
-    args: list[str | int] = [flows.journal_maxlen, new_reservation_id(), json.dumps(labels), meta_json(data)]
+    op_id = new_reservation_id()
+    args: list[str | int] = [
+        flows.journal_maxlen,
+        op_id,
+        json.dumps(labels),
+        meta_json(data),
+        RECORD_RETENTION_MS,
+    ]
     for counter, value in limits:
         args += [Keys.limit_field(counter), "" if value is None else value]
-    yield Call("set_limits", (flows.keys.limits, flows.keys.journal), tuple(args))
+    yield Call("set_limits", _op_keys(flows, op_id), tuple(args))
+
+
+def _op_keys(flows: Flows, op_id: str) -> tuple[str, str, str]:
+    """A limit change's keys: the limits hash, the journal, and the record of its (generated) id that
+    makes redis-py's retry of a lost reply a repeat, kept for the retry horizon."""
+    return flows.keys.limits, flows.keys.journal, flows.keys.record(ADMIN_RECORD + op_id)
 
 
 def get_limit(flows: Flows, counter: CounterSpec) -> Flow:
