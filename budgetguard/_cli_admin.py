@@ -34,7 +34,15 @@ _WHO = [
     click.option("--reason", required=True, help="Why (kept in the journal with the change)."),
     click.option("--actor", default=None, help="Who makes the change (default: the OS user)."),
 ]
-_ID = click.option("--id", "op_id", default=None, help="An id that makes a retry of this command a no-op.")
+_ID = click.option(
+    "--id",
+    "op_id",
+    default=None,
+    help=(
+        "An id (a ticket number) that makes a repeat of this command a no-op while the counter's window "
+        "is kept (its end plus a day; a year for a total); refused if it was used for a different change."
+    ),
+)
 
 
 def _scope(counter: CounterSpec) -> str:
@@ -112,6 +120,8 @@ def limits_raise(
         when: Any = parse_span(span)
         if when is None:
             raise CLIError(f"cannot read --for {span!r}: use a span like 30m, 2h, 1d or 1w")
+    elif parse_span(until or "") is not None:  # (parse_when would read "2h" as two hours ago)
+        raise CLIError(f"--until takes a date-time (2026-12-24T18:00); for a span, use --for {until}")
     else:
         when = parse_when(until or "")
     value = amount_of(amount, counter.unit.value, what="amount")

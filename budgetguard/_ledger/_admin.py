@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from .._money import INT64_MAX
 from ._engine import BASE, UNTIL, Tx, end_raise
-from ._expiry import record_expiry
+from ._expiry import admin_record_expiry
 from ._types import (
     CounterSpec,
     check_amount,
@@ -36,6 +36,7 @@ from ._types import (
 __all__ = [
     "ADMIN_EVENTS",
     "ADMIN_RECORD",
+    "LONGEST_RAISE_MS",
     "Adjustment",
     "LimitRaise",
     "adjust",
@@ -46,12 +47,17 @@ __all__ = [
     "check_reset",
     "check_set_limits",
     "raise_limit",
+    "reused",
     "set_limits",
+    "too_long",
 ]
 
+LONGEST_RAISE_MS = 366 * 86_400_000
+"""A temporary raise ends at most this long after it is made (``--for`` or ``--until`` alike)."""
 ADMIN_RECORD = "@"
-"""An adjustment's record (for idempotent repeats) is kept under ``@<id>``: no reservation id holds an
-``@``, so the two never meet."""
+"""An adjustment's record (for idempotent repeats: the change asked, and its outcome) is kept under
+``@<id>`` as long as the counter it changed (``_expiry.admin_record_expiry``): no reservation id holds
+an ``@``, so the two never meet."""
 ADMIN_EVENTS = ("adjusted", "reset", "limit_raised", "limits_set")
 """The journal's administrative events (their data holds ``actor`` and ``reason``)."""
 
@@ -135,7 +141,7 @@ def check_raise(
     check_amount(extra, "extra")
     if isinstance(until, timedelta):
         ms, relative = until // timedelta(milliseconds=1), True
-        if not 0 < ms <= 366 * 86_400_000:
+        if not 0 < ms <= LONGEST_RAISE_MS:
             raise ValueError(f"a raise lasts more than 0 and at most a year, got {until}")
     elif isinstance(until, datetime):
         if until.tzinfo is None:
@@ -184,11 +190,12 @@ def adjust(
     None: take spent to 0 (a reset). A rolling counter's window is the trailing one a check counts (its
     bucket holding now and ``Slot.prior``): a charge lands in the bucket holding now, a credit or reset
     takes spent off the buckets newest first. Holds stay. Once per ``op_id``: a repeat returns the first
-    result."""
+    result; the id given again for a different change (another counter or amount) is an error."""
     key = ADMIN_RECORD + op_id
+    asked = [counter.limit_field, amount]  # what a repeat must ask again
     record = tx.record(key)
     if record is not None:
-        return _repeat(record, op_id, counter)
+        return _repeat(record, op_id, counter, record.get("asked") == asked)
     slot = slot_of(counter, now)
     buckets = [(s, *tx.counter(s, now)) for s in (slot, *slot.prior)]  # (slot, spent, held), newest first
     spent = sum(b[1] for b in buckets)
@@ -212,7 +219,9 @@ def adjust(
         left -= taken
     after = spent + change
     outcome = {"change": change, "spent": after, "requested": amount}
-    tx.put_record(key, {"state": "admin", "outcome": outcome}, record_expiry(now, None))
+    tx.put_record(
+        key, {"state": "admin", "outcome": outcome, "asked": asked}, admin_record_expiry(now, slot.expires)
+    )
     if amount is not None and amount != change:
         data = {**data, "requested": amount}
     event: Literal["adjusted", "reset"] = "reset" if amount is None else "adjusted"
@@ -220,11 +229,18 @@ def adjust(
     return Adjustment(op_id, counter, change, after, amount)
 
 
-def _repeat(record: Mapping[str, Any], op_id: str, counter: CounterSpec) -> Adjustment:
+def _repeat(record: Mapping[str, Any], op_id: str, counter: CounterSpec, same: bool) -> Adjustment:
     if record.get("state") != "admin":
         raise ValueError(f"id {op_id!r} names something else than an adjustment")
+    if not same:
+        raise reused(op_id)
     out = record["outcome"]
     return Adjustment(op_id, counter, out["change"], out["spent"], out["requested"], duplicate=True)
+
+
+def reused(op_id: str) -> ValueError:
+    return ValueError(f"id {op_id!r} was used for a different change (another counter, direction or amount); "
+                      "nothing changed: give this change an id of its own")  # fmt: skip
 
 
 def raise_limit(
@@ -235,6 +251,8 @@ def raise_limit(
     ends = now + until if relative else until
     if ends <= now:
         raise past(ends)
+    if ends - now > LONGEST_RAISE_MS:
+        raise too_long(ends)
     field = counter.limit_field
     override = tx.limit(field)
     active = tx.limit(field + UNTIL)
@@ -253,6 +271,12 @@ def raise_limit(
 
 def past(ends: int) -> ValueError:
     return ValueError(f"until ({to_datetime(ends).isoformat()}) is not in the future on the store's clock")
+
+
+def too_long(ends: int) -> ValueError:
+    when = to_datetime(ends).isoformat()
+    return ValueError(f"until ({when}) is more than a year away on the store's clock: a raise lasts at most "
+                      "a year (set_limit changes a limit for good)")  # fmt: skip
 
 
 def overflow(extra: int) -> ValueError:

@@ -17,8 +17,10 @@ from .._cache import Bounded
 from ._types import CounterSpec
 
 __all__ = [
+    "ADMIN_TOTAL_RETENTION_MS",
     "COUNTER_RETENTION_MS",
     "RECORD_RETENTION_MS",
+    "admin_record_expiry",
     "counter_expiry",
     "expired",
     "in_window",
@@ -41,6 +43,8 @@ an ``overrun`` event): a call that settles after that is charged, not lost. (It 
 calls/s that kept ~8.6 million records.)"""
 COUNTER_RETENTION_MS = 86_400_000
 """Counters of a finished window are kept this long after it ends, then dropped."""
+ADMIN_TOTAL_RETENTION_MS = 366 * 86_400_000
+"""An adjustment of a total (a window that never ends) is remembered by its id this long."""
 
 _windows: Bounded[tuple[str, str], Window] = Bounded("ledger.windows", 1024)
 """The last window computed per (period, time zone)."""
@@ -97,6 +101,17 @@ def record_expiry(now: int, lease_ends: int | None, retention_ms: int = RECORD_R
     """When a reservation's record is dropped: ``retention_ms`` after its lease ends, and never before
     ``retention_ms`` after ``now`` (a late resolution, or a refusal: ``lease_ends`` None)."""
     return now + retention_ms if lease_ends is None or lease_ends < now else lease_ends + retention_ms
+
+
+def admin_record_expiry(
+    now: int, counter_expires: int | None, total_ms: int = ADMIN_TOTAL_RETENTION_MS
+) -> int:
+    """When an adjustment's record (what makes its id idempotent) is dropped: with the counter it changed
+    (``counter_expires``: its window's end plus ``COUNTER_RETENTION_MS``; a rolling bucket's, once no
+    check counts it), so an id given again while that window's spent is kept is a repeat; ``total_ms``
+    after ``now`` for a total (``counter_expires`` None). Ids are operators' ticket numbers, retried hours
+    or days later: ``RECORD_RETENTION_MS`` (a client's retry horizon) is far too short for them."""
+    return now + total_ms if counter_expires is None else counter_expires
 
 
 def expired(ends: int, now: int) -> bool:

@@ -105,10 +105,10 @@ class _RedisBase(Store):
         return self._run(self._flows.set_limit(counter, None))
 
     def _adjust(self, *args: Any) -> Any:
-        return self._run(adjust(self._flows, *check_adjust(*args)))
+        return self._run(adjust(self._flows, *check_adjust(*args), given=args[-1] is not None))
 
     def _reset(self, *args: Any) -> Any:
-        return self._run(adjust(self._flows, *check_reset(*args)))
+        return self._run(adjust(self._flows, *check_reset(*args), given=args[-1] is not None))
 
     def _raise_limit(self, *args: Any) -> Any:
         return self._run(raise_limit(self._flows, *check_raise(*args)))

@@ -84,6 +84,36 @@ def test_an_adjustment_happens_once_per_id(ledger: Ledger) -> None:
     assert len(ledger.history(events=["adjusted"])) == 1
 
 
+def test_an_id_given_again_for_another_change_is_refused(ledger: Ledger) -> None:
+    alice, bob = counter(limit=1000), counter("user:bob", limit=1000)
+    charged(ledger, alice, 500)
+    ledger.adjust(alice, -100, id="ticket-77", **WHO)
+    for other in (
+        lambda: ledger.adjust(bob, 300, id="ticket-77", **WHO),  # another counter
+        lambda: ledger.adjust(alice, 100, id="ticket-77", **WHO),  # another direction
+        lambda: ledger.adjust(alice, -200, id="ticket-77", **WHO),  # another amount
+        lambda: ledger.reset(alice, id="ticket-77", **WHO),
+    ):
+        with pytest.raises(ValueError, match="'ticket-77' was used for a different change"):
+            other()
+    assert (spent_held(ledger, alice), spent_held(ledger, bob)) == ((400, 0), (0, 0))
+    assert ledger.adjust(alice, -100, id="ticket-77", **WHO).duplicate  # the same change: a repeat
+    assert len(ledger.history(events=["adjusted", "reset"])) == 1
+
+
+def test_an_adjustment_id_is_remembered_while_its_window_is() -> None:
+    now = [1_796_000_000_000]  # 2026-11-30 (UTC): the month window ends a day later
+    ledger = MemoryLedger(clock=lambda: now[0])
+    spec = counter(limit=10**6, period=Period.MONTH)
+    charged(ledger, spec, 5000)
+    ledger.adjust(spec, -1000, id="refund-1234", **WHO)
+    now[0] += 20 * 3_600_000  # hours later (records of reservations are long gone)
+    for _ in range(1100):  # traffic meanwhile: the store prunes expired records every 1,024 operations
+        ledger.status([spec])
+    assert ledger.adjust(spec, -1000, id="refund-1234", **WHO).duplicate
+    assert spent_held(ledger, spec) == (4000, 0)
+
+
 def test_reset_takes_spent_to_zero_and_keeps_holds(ledger: Ledger) -> None:
     spec = counter(limit=1000)
     charged(ledger, spec, 700)
@@ -296,6 +326,8 @@ def test_a_raise_refuses_bad_times_and_sizes(ledger: Ledger) -> None:
         ledger.raise_limit(spec, 5, until=datetime(1969, 7, 20, tzinfo=UTC), **WHO)
     with pytest.raises(ValueError, match="aware"):
         ledger.raise_limit(spec, 5, until=datetime.now() + timedelta(hours=1), **WHO)
+    with pytest.raises(ValueError, match="more than a year away"):  # an --until typo (2206 for 2026)
+        ledger.raise_limit(spec, 5, until=datetime.now(UTC) + timedelta(days=400), **WHO)
     with pytest.raises(ValueError, match="2\\*\\*63-1"):
         ledger.raise_limit(counter(limit=INT64_MAX), 1, until=timedelta(hours=1), **WHO)
     with pytest.raises(ValueError):

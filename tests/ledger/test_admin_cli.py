@@ -114,6 +114,13 @@ def test_limits_raise_for_a_while(store_url: str, budgets: Path) -> None:
     old = ["--until", "2020-01-01", "--reason", "x"]
     past = run(store_url, budgets, "limits", "raise", "user:bob", "1", "--per", "day", *old)
     assert past.exit_code == EXIT_BAD_INPUT and "not in the future" in past.output
+    span = run(store_url, budgets, "limits", "raise", "user:bob", "1", "--per", "day", "--until", "2h",
+               "--reason", "x")  # fmt: skip
+    assert span.exit_code == EXIT_BAD_INPUT and "use --for 2h" in span.output
+    far = ["--until", "2206-01-01", "--reason", "typo for 2026"]
+    typo = run(store_url, budgets, "limits", "raise", "user:bob", "1", "--per", "day", *far)
+    assert typo.exit_code == EXIT_BAD_INPUT and "more than a year away" in typo.output
+    assert run(store_url, budgets, "limits", "get", "user:bob", "--per", "day").output.strip().endswith("$15")
 
 
 def test_plan_set_show_and_clear(store_url: str, budgets: Path) -> None:

@@ -138,7 +138,9 @@ class LedgerModel(RuleBasedStateMachine):
         self.ids = 0
         self.raised: list[tuple[int | None] | None] = [None] * len(SLOTS)
         """A temporary raise in force on the counter: the run-time limit it raised (None: the code's)."""
-        self.adjustments: dict[str, tuple[int, int, int]] = {}  # id -> (slot, change, spent after)
+        self.adjustments: dict[
+            str, tuple[int, int, int, int]
+        ] = {}  # id -> (slot, amount, change, spent after)
 
     def teardown(self) -> None:
         try:
@@ -406,8 +408,15 @@ class LedgerModel(RuleBasedStateMachine):
         known = sorted(self.adjustments)
         if known and data.draw(st.integers(0, 3), label="repeat an adjustment") == 0:
             op_id = data.draw(st.sampled_from(known), label="adjustment id")
-            first_slot, change, after = self.adjustments[op_id]
-            done = self.ledger.adjust(self.specs[first_slot], amount, id=op_id, actor="m", reason="r")
+            first_slot, asked, change, after = self.adjustments[op_id]
+            if data.draw(st.booleans(), label="the same change again"):
+                slot, amount = first_slot, asked
+            if (slot, amount) != (first_slot, asked):  # the id given for another change: refused
+                with pytest.raises(ValueError, match="was used for a different change"):
+                    self.ledger.adjust(self.specs[slot], amount, id=op_id, actor="m", reason="r")
+                event("adjustment id reused for another change")
+                return
+            done = self.ledger.adjust(self.specs[slot], amount, id=op_id, actor="m", reason="r")
             assert (done.change, done.spent, done.duplicate) == (change, after, True)
             event("adjustment repeated")
             return
@@ -423,7 +432,7 @@ class LedgerModel(RuleBasedStateMachine):
             amount,
             False,
         )
-        self.adjustments[op_id] = (slot, change, self.spent[slot])
+        self.adjustments[op_id] = (slot, amount, change, self.spent[slot])
         event("credit clamped at 0" if change != amount else "adjusted")
         key = _journal_key("adjusted", op_id, [_label(slot)], {_unit(slot).value: change}, {})
         self.journal[key] += 1

@@ -17,6 +17,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -882,3 +883,49 @@ def test_hostile_namespace_is_refused(redis_url: str) -> None:
     for bad in ["a}b", "{x}", "a:b", "*", " ", "x" * 65, "line\nbreak"]:
         with pytest.raises(ValueError, match="namespace"):
             open_ledger(redis_url, namespace=bad)
+
+
+def test_lost_adjust_reply_is_retried_and_reported_as_applied(
+    proxy: LossyProxy, namespace: str, raw: redis.Redis
+) -> None:
+    """redis-py's retry of a credit whose reply was lost finds the credit's record: with an id this call
+    generated, that is the credit applied (once), never 'already credited; nothing changed' (an operator
+    told that credits again)."""
+    ledger = _ledger_via(proxy.url, namespace, REDIS_DEFAULT_RETRY)
+    with ledger:
+        user = counter("user:lost", limit=1000, period=Period.MONTH)
+        ledger.commit(ledger.reserve([Hold(user, 500)]), {"usd": 500})
+        proxy.drop_next_reply(_sha(ledger, "adjust"))
+        done = ledger.adjust(user, -200, actor="ops", reason="refund")
+        assert proxy.dropped == 1
+        assert (done.change, done.spent, done.duplicate) == (-200, 300, False)
+        assert _spent_held(ledger, user) == (300, 0)  # credited ONCE
+        proxy.drop_next_reply(_sha(ledger, "adjust"))
+        given = ledger.adjust(user, -100, id="ticket-9", actor="ops", reason="refund")
+        assert proxy.dropped == 2
+        assert given.duplicate  # an id the caller gave: its repeat is one, whoever sent it
+        assert _spent_held(ledger, user) == (200, 0)
+        # the id is remembered as long as the month's counter is kept, not the 15 minutes of a reservation
+        record_ttl = raw.pttl(f"bg:{{{namespace}}}:r:@ticket-9")
+        [counter_key] = [k for k in raw.scan_iter(match=f"bg:{{{namespace}}}:c:*") if raw.type(k) == "hash"]
+        assert abs(record_ttl - raw.pttl(counter_key)) < 60_000
+        assert record_ttl > 86_400_000
+
+
+def test_lost_limit_change_replies_are_retried_and_journaled_once(proxy: LossyProxy, namespace: str) -> None:
+    """raise_limit and set_limits after a lost reply: redis-py's retry finds the call's record, so the
+    raise is not replaced by a second one and the journal holds one entry each."""
+    ledger = _ledger_via(proxy.url, namespace, REDIS_DEFAULT_RETRY)
+    with ledger:
+        user = counter("user:lost", limit=1000)
+        ledger.status([user])
+        proxy.drop_next_reply(_sha(ledger, "raise_limit"))
+        raised = ledger.raise_limit(user, 500, until=timedelta(hours=1), actor="ops", reason="launch")
+        assert proxy.dropped == 1
+        assert (raised.limit, raised.base) == (1500, None)
+        proxy.drop_next_reply(_sha(ledger, "set_limits"))
+        ledger.set_limits({user: 700}, actor="ops", reason="plan")
+        assert proxy.dropped == 2
+        assert ledger.get_limit(user) == 700
+        events = [e.event for e in ledger.history()]
+        assert events == ["limit_raised", "limits_set"]

@@ -24,6 +24,7 @@ local fn, a, b, c = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV
 if fn == 'in_window' then return in_window(a, b, c) and 1 or 0 end
 if fn == 'lease_end' then return lease_end(a, b) end  -- (an integer reply: exact below 2^53)
 if fn == 'record_expiry' then return record_expiry(a, b, c) end
+if fn == 'admin_record_expiry' then return admin_record_expiry(a, b, c) end
 if fn == 'expired' then  -- a lease ending at a, on a real sorted set, looked at when b
   redis.call('ZADD', KEYS[1], ARGV[2], 'lease')
   local over = #expired_leases(KEYS[1], b) > 0
@@ -63,6 +64,9 @@ CASES: list[tuple[str, tuple[int | None, ...]]] = [
     ("record_expiry", (NOW, NOW - 1, _expiry.RECORD_RETENTION_MS)),  # resolved after it
     ("record_expiry", (NOW, NOW - DAY, 1)),
     ("record_expiry", (LATE, LATE + 5, _expiry.RECORD_RETENTION_MS)),
+    ("admin_record_expiry", (NOW, None, _expiry.ADMIN_TOTAL_RETENTION_MS)),  # a total's
+    ("admin_record_expiry", (NOW, NOW + 2 * DAY, _expiry.ADMIN_TOTAL_RETENTION_MS)),  # with its counter
+    ("admin_record_expiry", (LATE, None, 10 * DAY)),
     ("expired", (NOW, NOW - 1)),
     ("expired", (NOW, NOW)),  # the instant a lease ends, it is over
     ("expired", (NOW, NOW + 1)),
@@ -78,6 +82,8 @@ def _python(fn: str, args: tuple[Any, ...]) -> int:
         return _expiry.lease_end(*args)
     if fn == "record_expiry":
         return _expiry.record_expiry(*args)
+    if fn == "admin_record_expiry":
+        return _expiry.admin_record_expiry(*args)
     return int(_expiry.expired(*args))
 
 

@@ -20,6 +20,13 @@ local function record_expiry(now, lease_ends, retention)
   return lease_ends + retention
 end
 
+-- when an adjustment's record is dropped: with the counter it changed (counter_expires, its expiry),
+-- total_ms after now for a total (counter_expires nil)
+local function admin_record_expiry(now, counter_expires, total_ms)
+  if counter_expires == nil then return now + total_ms end
+  return counter_expires
+end
+
 -- the ids of the leases in the sorted set that are over at now (their score is their end; a lease
 -- ending at now is over, as _expiry.expired says), at most 1000 (bounded work per call)
 local function expired_leases(leases, now)

@@ -3,13 +3,16 @@
 -- A rolling counter's window is the trailing one a check counts: the bucket holding now and the
 -- earlier ones (their keys follow, newest first). A charge lands in the bucket holding now; a credit or
 -- reset takes spent off the buckets newest first, none below 0; spent after is the window's.
--- Holds stay. Once per id: its record ('a <change> <spent> <requested>') answers a repeat.
+-- Holds stay. Once per id: its record ('a <change> <spent> <requested> <mode> <amount> <field>', kept
+-- as long as the counter: admin_record_expiry) answers a repeat that asks the same change (the
+-- counter's limit field, mode and amount); one that asks another is refused ('REUSED').
 -- KEYS: record, journal, counter (the bucket holding now), then the earlier buckets' counters.
--- ARGV: id, retention_ms, journal_maxlen, mode, amount, window_start, window_end|'', expire_at|'',
---       unit, label_json, data_json.
-if #KEYS < 3 or #ARGV ~= 11 then return fail('arity') end
+-- ARGV: id, total_retention_ms, journal_maxlen, mode, amount, window_start, window_end|'', expire_at|'',
+--       unit, label_json, data_json, limit_field.
+if #KEYS < 3 or #ARGV ~= 12 then return fail('arity') end
 local id, retention, maxlen, mode, amount = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local wstart, wend, expire_at, unit, label, data = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local asked = mode .. ' ' .. amount .. ' ' .. ARGV[12]
 if not check_common(maxlen, retention) then return fail('retention') end
 if mode ~= '+' and mode ~= '-' and mode ~= '0' then return fail('mode') end
 if not is_int64(amount) or not is_int64(wstart) then return fail('amount') end
@@ -20,8 +23,9 @@ if string.find(data, '\n', 1, true) then return fail('meta') end
 
 local rec = redis.call('GET', KEYS[1])
 if rec then
-  local change, spent, requested = string.match(rec, '^a (%-?%d+) (%d+) (%-?%d*)$')
+  local change, spent, requested, was = string.match(rec, '^a (%-?%d+) (%d+) (%-?%d*) (.*)$')
   if not change then return fail('id') end
+  if was ~= asked then return {'REUSED'} end
   return {'DUP', change, spent, requested}
 end
 local now = now_ms()
@@ -61,7 +65,8 @@ else
   end
 end
 if not existed and expire_at ~= '' then redis.call('PEXPIREAT', KEYS[3], expire_at) end
-put_record(KEYS[1], 'a ' .. change .. ' ' .. after .. ' ' .. requested, now, record_expiry(now, nil, retention + 0))
+put_record(KEYS[1], 'a ' .. change .. ' ' .. after .. ' ' .. requested .. ' ' .. asked, now,
+  admin_record_expiry(now, expire_at ~= '' and expire_at + 0 or nil, retention + 0))
 if mode == '-' and change ~= requested then data = merge(data, '{"requested":' .. requested .. '}') end
 xadd(KEYS[2], maxlen, now_s, mode == '0' and 'reset' or 'adjusted', id, label, '{"' .. unit .. '":' .. change .. '}', data)
 return {'OK', change, after, requested}
