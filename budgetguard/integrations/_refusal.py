@@ -25,20 +25,31 @@ def refusal_in(exc: BaseException) -> BudgetExceededError | None:
 
 
 class _QuietRefusals(logging.Filter):
-    """Drops a record logged inside the ``except`` that handles a refusal (the framework's "Error in ..."
-    line): the refusal goes on to the caller, as an error or to a fallback, and is no failure to log.
-    Every other record of the logger passes."""
+    """Drops the framework's record of a refusal (its "Error in ..." line), logged inside the ``except``
+    that handles the refusal itself: the refusal goes on to the caller, as an error or to a fallback, and
+    is no failure to log. Only a record whose message starts with one of ``prefixes`` and whose handled
+    exception is the refusal: any other record passes, an error of another handler raised while a
+    refusal was being handled too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prefixes: tuple[str, ...] = ()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        handling = sys.exc_info()[1]
-        return handling is None or refusal_in(handling) is None
+        if not isinstance(sys.exc_info()[1], BudgetExceededError):
+            return True
+        return not record.getMessage().startswith(self.prefixes)
 
 
-_QUIET = _QuietRefusals()
+_QUIET: dict[str, _QuietRefusals] = {}
 
 
-def quiet_refusals(logger_name: str) -> None:
-    """Keep refusals out of the records of the logger ``logger_name`` (idempotent)."""
-    logger = logging.getLogger(logger_name)
-    if _QUIET not in logger.filters:
-        logger.addFilter(_QUIET)
+def quiet_refusals(logger_name: str, prefix: str) -> None:
+    """Keep the records of a refusal that start with ``prefix`` out of the logger ``logger_name``
+    (idempotent)."""
+    quiet = _QUIET.get(logger_name)
+    if quiet is None:
+        quiet = _QUIET[logger_name] = _QuietRefusals()
+        logging.getLogger(logger_name).addFilter(quiet)
+    if prefix not in quiet.prefixes:
+        quiet.prefixes += (prefix,)

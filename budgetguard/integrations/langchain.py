@@ -95,7 +95,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         """Batches some of whose runs have started, by ``_join``'s key; full, it forgets the oldest (a batch
         whose later runs never started)."""
         self._lock = threading.Lock()
-        quiet_refusals(_CALLBACKS_LOGGER)
+        quiet_refusals(_CALLBACKS_LOGGER, "Error in BudgetCallbackHandler.")
 
     @property
     def guard(self) -> Guard:

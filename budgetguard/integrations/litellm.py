@@ -142,11 +142,22 @@ class BudgetExceeded(LiteLLMBudgetExceededError, BudgetExceededError):
         self.__dict__.update(refusal.__dict__)
 
 
+_FALLBACKS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
+"""LiteLLM's per-call fallbacks: models it sends a failed (or refused) call on to."""
+
+
 def _checked(client: Any, is_async: bool, kwargs: Mapping[str, Any]) -> tuple[str, Any]:
     """The LiteLLM provider of the call and the ``client=`` to send it with, after checking that LiteLLM
     sends the call through ``client`` and that ``client`` is guarded."""
     if "client" in kwargs:
         raise ConfigurationError("pass the guarded client as the first argument, not as client=")
+    fallbacks = [key for key in _FALLBACKS if kwargs.get(key)]
+    if fallbacks:  # (LiteLLM sends a refused call on to them, each with its own provider's HTTP client)
+        raise ConfigurationError(
+            f"{', '.join(fallbacks)}= would send a call the guard refused to another model, unguarded: "
+            "route to a cheaper model with the guard (with_budget(route=[...])) or a litellm.Router "
+            "(router_completion)"
+        )
     model = kwargs.get("model")
     if not isinstance(model, str):
         raise ConfigurationError("completion() needs model= (a LiteLLM model name, such as 'openai/gpt-4o')")

@@ -110,7 +110,7 @@ class BudgetProvider(ModelProvider):
             client = AsyncOpenAI()
         self.client = guard.wrap(client, **scopes)
         self._inner = OpenAIProvider(openai_client=self.client, use_responses=use_responses)
-        quiet_refusals("openai.agents")  # (its model logs "Error getting response" for a refusal)
+        quiet_refusals("openai.agents", "Error getting response")  # (its model logs that for a refusal)
 
     def get_model(self, model_name: str | None) -> Model:
         return BudgetModel(self._inner.get_model(model_name))

@@ -174,3 +174,15 @@ async def test_a_refusal_routed_by_with_fallbacks_logs_nothing(
     assert capsys.readouterr().err == ""
     logging.getLogger("langchain_core.callbacks.manager").warning("Error in another callback")
     assert caplog.records[-1].getMessage() == "Error in another callback"  # (the logger still logs the rest)
+    refused = guard.ledger.history()[0].reservation_id
+    try:  # another handler failing while a refusal is handled: its error is logged (a review found it hidden)
+        raise bg.BudgetExceededError(scope="user:gus", unit="usd", period="day", limit=1, spent=1, held=0,
+                                     requested=1, resets_at=None)  # fmt: skip
+    except bg.BudgetExceededError:
+        try:
+            raise KeyError(refused)
+        except KeyError as bug:
+            logging.getLogger("langchain_core.callbacks.manager").warning(
+                "Error in Tracer.on_chain_error: %r", bug
+            )
+    assert caplog.records[-1].getMessage().startswith("Error in Tracer.on_chain_error: KeyError")

@@ -117,6 +117,16 @@ def test_a_provider_litellm_sends_itself_is_refused(api: MockProvider, guard: bg
     assert api.requests == []
 
 
+@pytest.mark.parametrize("key", ["fallbacks", "context_window_fallbacks", "content_policy_fallbacks"])
+def test_per_call_fallbacks_are_refused_before_any_call(api: MockProvider, guard: bg.Guard, key: str) -> None:
+    """LiteLLM sends a refused call on to a per-call fallback, with that provider's own HTTP client: the
+    refusal would be routed around, unguarded (a review found deepseek, mistral and groq sent and unpaid)."""
+    refused = pytest.raises(bg.ConfigurationError, match=f"{key}= would send a call the guard refused")
+    with guard.wrap(api.openai(), user="alice") as client, refused:
+        completion(client, model="gpt-4o-mini", messages=HI, **{key: [{"model": "deepseek/deepseek-chat"}]})
+    assert api.requests == [] and guard.ledger.history() == []
+
+
 CLAUDE = "claude-sonnet-4-5"
 
 
