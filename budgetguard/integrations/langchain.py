@@ -73,6 +73,12 @@ _SHAPES = {"openai": "openai", "azure": "openai", "anthropic": "anthropic"}
 """LangChain's ``ls_provider`` -> the request shape budgetguard estimates (others: OpenAI's shape)."""
 
 
+metered_by: ContextVar[object] = ContextVar("budgetguard_langchain_metered_by", default=None)
+"""The guard whose agent middleware (``langchain_agents.BudgetMiddleware``) is metering the model call
+under way: the callback handler of the same guard leaves that call to it (both installed would charge
+it twice)."""
+
+
 class BudgetCallbackHandler(BaseCallbackHandler):
     """Enforce (or, with ``enforce=False``, meter) the guard's budgets on every LangChain model run.
 
@@ -152,6 +158,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         metadata: Mapping[str, Any] | None,
         kwargs: Mapping[str, Any],
     ) -> None:
+        if metered_by.get() is self.guard:
+            return  # (the agent's BudgetMiddleware of this guard meters this call: once is enough)
         batch = self._join(kwargs)
         try:
             attempt, est = self._reserve(messages, kwargs.get("invocation_params"), metadata)

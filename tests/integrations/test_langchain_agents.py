@@ -20,6 +20,7 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
 import budgetguard as bg
+from budgetguard.integrations.langchain import BudgetCallbackHandler
 from budgetguard.integrations.langchain_agents import BudgetExceeded, BudgetMiddleware
 from budgetguard.testing import MockProvider
 from tests.integrations.scripted import cost, serve, text, tool_call
@@ -85,6 +86,23 @@ def test_each_model_call_of_a_tool_loop_is_reserved_and_charged() -> None:
     for reserved, sent in zip(events[::2], api.requests, strict=True):
         assert reserved.estimated == bg.estimate(sent).cost  # the request the agent sent, estimated
     assert status(guard, "alice") == (sum(expected), 0)
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+async def test_the_callback_handler_of_the_same_guard_leaves_the_middlewares_calls_to_it(
+    guard: bg.Guard, is_async: bool
+) -> None:
+    """Both installed (the handler in the run's callbacks, the middleware on the agent): each model call is
+    charged once, by the middleware (a review found every call charged twice)."""
+    calls.clear()
+    handler = BudgetCallbackHandler(guard, user="{user_id}")
+    config: Any = {"metadata": {"user_id": "fay"}, "callbacks": [handler]}
+    question = {"messages": [{"role": "user", "content": "Weather in Paris?"}]}
+    with serve(replies()) as api:
+        agent = create_agent(chat(api.url), [lookup], middleware=[BudgetMiddleware(guard, user="{user_id}")])
+        await agent.ainvoke(question, config=config) if is_async else agent.invoke(question, config=config)
+    assert [e.event for e in guard.ledger.history()] == ["committed", "committed"]
+    assert status(guard, "fay") == (sum(cost(MODEL, r) for r in replies()), 0)
 
 
 @dataclass
