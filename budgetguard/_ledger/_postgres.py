@@ -44,6 +44,8 @@ JOURNAL_RETENTION_DAYS = 400
 """The journal keeps this many days (``journal_complete_since`` says when it dropped older entries)."""
 RETRIES = 2
 """Times an operation runs again on a fresh connection after the server or the network cut it short."""
+RERUNS = 10
+"""Times an operation runs again after the server rolled it back (a deadlock, a serialization failure)."""
 PRUNE_EVERY = 512
 
 _HISTORY = (
@@ -101,6 +103,8 @@ class PostgresLedger(LocalLedger):
         self._psycopg = psycopg
         self._ops = 0
         self._ops_lock = threading.Lock()
+        self.rerun = 0
+        """Operations run again after the server rolled them back (a deadlock, a serialization failure)."""
         try:
             with psycopg.connect(conninfo, autocommit=True) as conn:  # (a clear error when it is down)
                 migrate(conn)
@@ -118,14 +122,20 @@ class PostgresLedger(LocalLedger):
         from psycopg import errors
         from psycopg_pool import PoolTimeout
 
-        failures = 0
+        failures = reruns = 0
         while True:
             try:
                 with self._pool.connection() as conn:
                     result = self._transaction(conn, op, args)
                 break
-            except errors.TransactionRollback:  # (deadlock, serialization failure: rolled back)
-                continue
+            except PoolTimeout as exc:
+                raise LedgerError(f"PostgreSQL ledger at {self.url} unavailable: {exc}") from exc
+            except (errors.DeadlockDetected, errors.SerializationFailure) as exc:  # (rolled back)
+                with self._ops_lock:
+                    self.rerun += 1
+                reruns += 1
+                if reruns > RERUNS:
+                    raise LedgerError(f"PostgreSQL ledger operation failed: {exc}") from exc
             except psycopg.OperationalError as exc:  # (the connection or the server went away)
                 failures += 1
                 if failures > RETRIES:
@@ -133,8 +143,6 @@ class PostgresLedger(LocalLedger):
                 if getattr(op, "__name__", "") == "reserve":  # (an id drawn here: maybe stored already)
                     args = (*args[:-1], False)
                 self._pool.check()  # (drop the pool's other connections to a server that went away)
-            except PoolTimeout as exc:
-                raise LedgerError(f"PostgreSQL ledger at {self.url} unavailable: {exc}") from exc
             except psycopg.Error as exc:
                 raise LedgerError(f"PostgreSQL ledger operation failed: {exc}") from exc
         with self._ops_lock:
