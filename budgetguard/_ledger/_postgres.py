@@ -32,8 +32,10 @@ from ._base import DEFAULT_NAMESPACE, check_setting
 from ._engine import counter_key
 from ._expiry import window_at
 from ._local import LocalLedger, journal_entry
+from ._postgres_report import aggregate
 from ._postgres_schema import migrate
 from ._postgres_tx import CLOCK, COUNTERS, JOURNAL, LEASES, META, RESERVATIONS, PgTx
+from ._sqlite_report import Aggregate
 from ._types import JournalEntry
 
 __all__ = ["JOURNAL_RETENTION_DAYS", "PostgresLedger"]
@@ -189,6 +191,19 @@ class PostgresLedger(LocalLedger):
                     yield journal_entry(*row)
         except self._psycopg.Error as exc:
             raise LedgerError(f"PostgreSQL ledger history failed: {exc}") from exc
+
+    def aggregate_journal(
+        self, since: int | None, until: int | None, scope: str | None, by: str, *, ratios: bool = True
+    ) -> Aggregate | None:
+        """A report's sums over the journal from ``since`` to ``until`` (ms), in SQL
+        (``_postgres_report``), as ``SQLiteLedger.aggregate_journal`` gives them; ``None`` when the
+        range holds an entry only Python reads."""
+        bounds = (since if since is not None else -(2**62), until if until is not None else 2**62)
+        try:
+            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                return aggregate(cur, self.namespace, *bounds, scope, by, ratios=ratios)
+        except self._psycopg.Error as exc:
+            raise LedgerError(f"PostgreSQL ledger report failed: {exc}") from exc
 
     def _complete_since_ms(self) -> int | None:
         try:
