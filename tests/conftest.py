@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import budgetguard
+from tests import postgres_server
 
 
 @pytest.fixture
@@ -46,3 +47,19 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
         capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
     return Demo(ledger, ledger.parent / "budgets.toml", done.stdout, done.stderr)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server of the tests' own (``tests/postgres_server.py``), or a schema of their own
+    on the one ``BUDGETGUARD_TEST_POSTGRES_URL`` names."""
+    url = postgres_server.configured_url()
+    if url is not None:
+        with postgres_server.private_schema(url) as private:
+            yield private
+        return
+    server = postgres_server.PostgresServer().start()
+    try:
+        yield server.url
+    finally:
+        server.remove()

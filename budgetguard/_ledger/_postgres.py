@@ -92,7 +92,7 @@ class PostgresLedger(LocalLedger):
         namespace: str = DEFAULT_NAMESPACE,
         journal_retention_days: int = JOURNAL_RETENTION_DAYS,
         pool_size: int = 10,
-        timeout: float = 10.0,
+        timeout: float = 5.0,
         url: str | None = None,
     ) -> None:
         psycopg, pool = psycopg_modules()

@@ -11,7 +11,7 @@ import redis
 
 from budgetguard._ledger import AsyncLedger, Ledger, open_async_ledger, open_ledger
 from tests import postgres_server
-from tests.postgres_server import PostgresServer, with_options
+from tests.postgres_server import with_options
 from tests.redis_server import RedisCluster, RedisServer, configured_url, delete_namespace
 
 from .cluster_close import close_cluster_client
@@ -30,22 +30,6 @@ def redis_url() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A PostgreSQL server of the tests' own (``tests/postgres_server.py``), or a schema of their own
-    on the one ``BUDGETGUARD_TEST_POSTGRES_URL`` names."""
-    url = postgres_server.configured_url()
-    if url is not None:
-        with postgres_server.private_schema(url) as private:
-            yield private
-        return
-    server = PostgresServer().start()
-    try:
-        yield server.url
-    finally:
-        server.remove()
 
 
 @pytest.fixture(scope="session")
