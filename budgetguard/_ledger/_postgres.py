@@ -23,6 +23,7 @@ The async twin runs this store's operations in worker threads (``AsyncLocalLedge
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -112,10 +113,23 @@ class PostgresLedger(LocalLedger):
                 migrate(conn)
         except psycopg.Error as exc:
             raise LedgerError(f"cannot open the PostgreSQL ledger at {self.url}: {exc}") from exc
-        self._pool = pool.ConnectionPool(
-            conninfo, min_size=1, max_size=pool_size, kwargs={"autocommit": True}, open=True,
-            name="budgetguard", timeout=timeout,
+        self._new_pool: Callable[[], Any] = functools.partial(
+            pool.ConnectionPool, conninfo, min_size=1, max_size=pool_size, kwargs={"autocommit": True},
+            open=True, name="budgetguard", timeout=timeout,
         )  # fmt: skip
+        self._pool_lock = threading.Lock()
+        self._open_pool: Any = self._new_pool()
+
+    @property
+    def _pool(self) -> Any:
+        """The connection pool (a new one after ``close``: a closed store reopens, as SQLite's does)."""
+        found = self._open_pool
+        if found.closed:
+            with self._pool_lock:
+                if self._open_pool.closed:
+                    self._open_pool = self._new_pool()
+                found = self._open_pool
+        return found
 
     # -- one operation ----------------------------------------------------------------------------
 
@@ -214,7 +228,7 @@ class PostgresLedger(LocalLedger):
         return None if row is None else int(row[0])
 
     def close(self) -> None:
-        self._pool.close()
+        self._open_pool.close()
 
 
 def _lock(tx: PgTx, name: str, now: int, args: tuple[Any, ...]) -> None:

@@ -61,6 +61,8 @@ TITLES: Mapping[str, str] = {
     "restart_always": "kill -9 and restart of Redis under load, `appendfsync always`",
     "restart_everysec": "kill -9 and restart of Redis under load, `appendfsync everysec`",
     "restart_no_aof": "kill -9 and restart of Redis under load, no persistence (for contrast)",
+    "restart_postgres": "kill -9 and restart of PostgreSQL under load, `synchronous_commit` on",
+    "postgres_faults": "PostgreSQL: connections cut mid-transaction, COMMIT replies lost",
     "store_down": "Redis down or hanging: fail closed and fail open",
     "worker_crash": "Worker processes killed after reserving",
     "sqlite_crash": "SQLite: processes killed in the middle of a transaction",
@@ -117,6 +119,16 @@ NOTES: Mapping[str, str] = {
     "crash can lose about a second of them. What is lost is the tail: the store restarts as it was a "
     "moment earlier, so a hold whose commit was lost is still held until its lease ends, and a reservation "
     "it forgot is unknown to its commit (`ReservationError`). Use `always` where that matters.",
+    "restart_postgres": "The same workload on the PostgreSQL store, its server (fsync and "
+    "`synchronous_commit` on: the defaults) killed with SIGKILL, every server process at once, and "
+    "restarted on its data directory (crash recovery from the WAL), again and again. A transaction cut "
+    "short is rolled back by the server; the store runs it again on a fresh connection (twice at most), "
+    "then the caller repeats it with the same id.",
+    "postgres_faults": "A TCP proxy between psycopg and PostgreSQL closes the connection instead of "
+    "passing on the server's reply to a chosen request: a journal or reservation insert (the transaction "
+    "is cut in its middle and rolled back by the server) or the COMMIT (the server committed, the client "
+    "never learned it). The store runs the operation again on a fresh connection; the caller repeats it "
+    "with the same id. The counters and the journal are compared with one charge per reservation.",
     "store_down": "A Redis stopped with SIGSTOP (connections accepted, never answered) and a killed one. "
     "`open_ledger` defaults `socket_timeout` and `socket_connect_timeout` to 2 s (a hung server "
     "used to block forever), and each ledger operation has one deadline, retries included (`?deadline=`, "

@@ -23,6 +23,8 @@ from tests.ledger.helpers import counter
 from tests.ledger.proxy import LossyProxy
 from tests.postgres_server import with_options
 
+from . import figures
+
 SPEC = counter("user:cut", limit=1000)
 GLOBAL = counter("global", limit=5000)
 
@@ -58,8 +60,12 @@ def test_a_cut_connection_charges_once(proxied: tuple[LossyProxy, str], trigger:
         again = ledger.commit("cut-1", {Unit.USD: 60})
         assert again.duplicate and again.charged == {Unit.USD: 60}
         assert ledger.reserve([Hold(SPEC, 100), Hold(GLOBAL, 100)], id="cut-1").duplicate
-        assert [(s.spent, s.held) for s in ledger.status([SPEC, GLOBAL])] == [(60, 0), (60, 0)]
+        found = ledger.status([SPEC, GLOBAL])
+        assert [(s.spent, s.held) for s in found] == [(60, 0), (60, 0)]
         assert [e.event for e in ledger.history()] == ["committed"]
+    name = trigger.decode().replace("INSERT INTO budgetguard_", "insert into ")
+    figures.record("postgres_faults", f"connections cut at the reply to {name}", proxy.dropped)
+    figures.record("postgres_faults", f"nano-USD charged twice after a cut at {name}", found[0].spent - 60)
 
 
 def test_a_fresh_id_whose_commit_reply_was_lost_is_held_once(proxied: tuple[LossyProxy, str]) -> None:
@@ -71,7 +77,11 @@ def test_a_fresh_id_whose_commit_reply_was_lost_is_held_once(proxied: tuple[Loss
         res = ledger.reserve([Hold(SPEC, 100)])
         assert proxy.dropped == 1
         assert res.duplicate  # (the second run found the first)
-        assert ledger.status([SPEC])[0].held == 100
+        held = ledger.status([SPEC])[0].held
+        assert held == 100
+    figures.record(
+        "postgres_faults", "nano-USD held twice by a drawn id whose COMMIT reply was lost", held - 100
+    )
 
 
 class _AlwaysCut(LossyProxy):
@@ -97,9 +107,12 @@ def test_cuts_on_every_try_end_in_a_ledger_error_and_change_nothing(postgres_url
                 ledger.commit(res, {Unit.USD: 10})
             assert proxy.dropped == 3  # (the first run and its two retries)
             proxy.cut = None
-            assert ledger.status([SPEC])[0].spent == 0  # (nothing of the cut transactions landed)
+            cut_runs, landed = proxy.dropped, ledger.status([SPEC])[0].spent
+            assert landed == 0  # (nothing of the cut transactions landed)
             assert ledger.commit(res, {Unit.USD: 10}).charged == {Unit.USD: 10}
             assert ledger.status([SPEC])[0].spent == 10
+    figures.record("postgres_faults", "runs of one commit cut before it gave up (LedgerError)", cut_runs)
+    figures.record("postgres_faults", "nano-USD of those cut runs that landed", landed)
     postgres_server.delete_namespace(postgres_url, ns)
 
 
