@@ -169,10 +169,7 @@ class PostgresLedger(LocalLedger):
         return result
 
     def _transaction(self, conn: Any, op: Callable[..., R], args: tuple[Any, ...]) -> R:
-        """``op`` in one transaction, in pipeline mode: a statement whose result nobody reads (a lock,
-        a write) goes out without waiting for the one before, so a reserve + commit pair waits for 8
-        round trips where it waited for 19."""
-        with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
+        with conn.transaction(), conn.cursor() as cur:
             now = cur.execute(CLOCK).fetchone()[0]
             tx = PgTx(cur, self.namespace, now)
             _lock(tx, getattr(op, "__name__", ""), now, args)
