@@ -31,7 +31,7 @@ from ._types import (
 
 Meta = dict[str, Any]
 
-__all__ = ["Engine", "Slot", "Tx", "counter_key", "resolved_record"]
+__all__ = ["Engine", "NoShortcuts", "Slot", "Tx", "counter_key", "resolved_record"]
 
 _SLOTS = 10_000
 """Counters whose slot an engine keeps (the counters recently used; a slot is ~300 bytes)."""
@@ -115,6 +115,22 @@ class Tx(Protocol):
     def put_limit(self, field: str, value: int | None) -> None: ...
     def journal(self, ts: int, event: str, res_id: str, scopes: Sequence[str], amounts: dict[str, int],
                 data: dict[str, Any]) -> None: ...  # fmt: skip
+
+
+class NoShortcuts:
+    """A ``Tx``'s part for a store without the shortcuts (``fast`` False: the engine never calls them)."""
+
+    fast = False
+
+    def admit(
+        self, res_id: str, now: int, lease_ends: int, holds: Sequence[Hold], slots: Sequence[Slot]
+    ) -> bool:
+        return False
+
+    def settle_all(
+        self, now: int, res_id: str, lease_ends: int, rows: Sequence[tuple[HeldCounter, Slot, int]]
+    ) -> None:
+        return None
 
 
 class Engine:

@@ -21,12 +21,11 @@ from hashlib import blake2b
 from typing import Any
 
 from .._cache import memo
-from ._engine import Slot, resolved_record
+from ._engine import NoShortcuts, Slot, resolved_record
 from ._sqlite_report import _ODD_ROW as ODD_ROW
 from ._sqlite_report import COLUMNS
 from ._sqlite_tx import journal_row
 from ._stored import decode_held, decode_refusal, encode_held, encode_refusal
-from ._types import HeldCounter, Hold
 
 Meta = dict[str, Any]
 
@@ -103,12 +102,12 @@ def _record_of(text: str) -> dict[str, Any]:
     return record
 
 
-class PgTx:
+class PgTx(NoShortcuts):
     """One transaction (``cursor``'s connection, inside ``BEGIN`` ... ``COMMIT``). What it reads of a
     counter is kept, and kept up to date by its writes: it holds the counter's lock, so nobody else
     changes them meanwhile."""
 
-    fast = False  # (no ``admit`` / ``settle_all`` shortcuts: the engine's general path)
+    # (no ``admit`` / ``settle_all`` shortcuts, ``NoShortcuts``: a pair's time is its two commits)
 
     def __init__(self, cursor: Any, namespace: str, now: int) -> None:
         self.cur = cursor
@@ -162,16 +161,6 @@ class PgTx:
             self.put_counter(slot.key, spent, held + amount, slot.expires, slot.label)
             self.cur.execute(_ADD_LEASE, (self.ns, slot.key, lease_ends, res_id, amount))
 
-    def admit(
-        self, res_id: str, now: int, lease_ends: int, holds: Sequence[Hold], slots: Sequence[Slot]
-    ) -> bool:
-        return False
-
-    def settle_all(
-        self, now: int, res_id: str, lease_ends: int, rows: Sequence[tuple[HeldCounter, Slot, int]]
-    ) -> Sequence[int] | None:
-        return None
-
     def settle(self, slot: Slot, res_id: str, charge: int, lease_ends: int) -> tuple[int, bool]:
         spent, held = self.counter(slot, self.now)  # (read by live)
         row = self.cur.execute(_POP_LEASE, (self.ns, slot.key, lease_ends, res_id)).fetchone()
@@ -181,11 +170,12 @@ class PgTx:
 
     def live(self, slot: Slot, now: int) -> tuple[int, int, Sequence[tuple[str, int]]]:
         spent, held = self.counter(slot, now)
-        if slot.key not in self.stale:
-            return spent, held, ()
-        self.stale.discard(slot.key)
-        rows = self.cur.execute(_POP_EXPIRED, (self.ns, slot.key, now)).fetchall()
-        return spent, held, [(r[0], r[1]) for r in rows]
+        return spent, held, self._pop_expired(slot.key, now) if slot.key in self.stale else ()
+
+    def _pop_expired(self, key: str, now: int) -> list[tuple[str, int]]:
+        """Remove the counter's expired leases (read with it: ``stale``); their (res_id, amount)."""
+        self.stale.discard(key)
+        return [(r[0], r[1]) for r in self.cur.execute(_POP_EXPIRED, (self.ns, key, now))]
 
     def record(self, res_id: str) -> dict[str, Any] | None:
         if res_id in self.records:  # (read when the store locked it)
