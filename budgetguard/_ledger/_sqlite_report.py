@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COLUMNS",
     "FACTS_VERSION",
+    "SUMS",
     "Aggregate",
     "JournalSql",
     "aggregate",
@@ -184,7 +185,8 @@ _SUM_PARTS = (
     "count(r_estimate)",
 )
 """A group's ``Sums`` after its key, in SQL."""
-_SUMS = ", ".join(_SUM_PARTS)
+SUMS = ", ".join(_SUM_PARTS)
+"""A group's ``Sums`` after its key, in SQL (SQLite and PostgreSQL run it alike)."""
 _SCOPES = "coalesce(r_scopes, scopes)"
 _DAY = "date((ts - (ts % 1000 + 1000) % 1000) / 1000, 'unixepoch')"
 _KEYS = {"model": "r_model", "function": "r_function", "day": _DAY}
@@ -244,7 +246,7 @@ def aggregate(
     key = _KEYS.get(by)
     pairs = f", {_PAIRS}(r_cost, r_estimate) FILTER (WHERE r_estimate IS NOT NULL)" if ratios else ""
     grouped = (
-        f"SELECT {key or _SCOPES} AS k, {_SUMS}, count(CASE WHEN r_calls IS NULL THEN 1 END), "
+        f"SELECT {key or _SCOPES} AS k, {SUMS}, count(CASE WHEN r_calls IS NULL THEN 1 END), "
         f"count(CASE WHEN r_calls = {ODD} THEN 1 END){pairs} FROM {sql.table} WHERE {where} GROUP BY k"
     )
     if ratios:
