@@ -1,10 +1,11 @@
 """Reports aggregated inside PostgreSQL: ``GROUP BY`` over the journal's report columns.
 
 The columns are those of the SQLite journal (``_sqlite_report.COLUMNS``, computed by ``_facts`` when an
-entry is written), and so are the sums (``_sqlite_report.SUMS``, plain SQL both databases run): this
-module only says how PostgreSQL groups by day, filters by scope and hands each group's (actual,
-estimate) pairs to Python (``array_agg``), from which the caller takes the distributions by the
-streamed report's rule. PostgreSQL sums ``bigint`` columns as ``numeric``: no sum overflows.
+entry is written), and so are the sums (``_sqlite_report.sum_parts``, given PostgreSQL's test of a
+JSON flag): this module only says how PostgreSQL groups by day, filters by scope and hands each
+group's (actual, estimate) pairs to Python (``array_agg``), from which the caller takes the
+distributions by the streamed report's rule. PostgreSQL sums ``bigint`` columns as ``numeric``: no
+sum overflows.
 
 A row whose facts could not be read (``r_calls = -1``, a corrupt usage, a text with a NUL) makes
 ``aggregate`` answer ``None``: the caller reads the range in Python instead; so does a scope filter on a
@@ -20,7 +21,7 @@ from typing import Any
 
 from ._facts import ODD
 from ._postgres_tx import JOURNAL
-from ._sqlite_report import SUMS, Aggregate, Sums
+from ._sqlite_report import EVENTS, Aggregate, Sums, sum_parts
 
 __all__ = ["aggregate"]
 
@@ -32,6 +33,9 @@ _DAY = (
 """A day key: the UTC date of ``ts`` (ms), in integer arithmetic."""
 _KEYS = {"model": "r_model", "function": "r_function", "day": _DAY}
 """The key column of a grouping with one key per row (any other: per distinct list of scopes)."""
+SUMS = ", ".join(sum_parts(lambda key: f"(r_flags::json -> '{key}') IS NOT NULL"))
+"""A group's ``Sums`` after its key, in PostgreSQL's SQL (``r_flags``: JSON text or NULL; ``->``: the key
+is there, as Python's ``in`` reads it)."""
 _NUL = "position('\\u0000' in " + _SCOPES + ") > 0"
 """SQL: the row's scopes hold a NUL (escaped in their JSON), which ``json`` cannot turn into text."""
 
@@ -41,7 +45,7 @@ def aggregate(cur: Any, namespace: str, since: int, until: int, scope: str | Non
     """The report's sums over ``[since, until)`` (ms) of the calls made on ``scope`` (all: ``None``)
     grouped ``by``, with each group's (actual, estimate) pairs if ``ratios`` (``_sqlite_report.
     aggregate`` says how the caller reads them); ``None`` when a row must be read in Python."""
-    where = "ns = %s AND ts >= %s AND ts < %s AND event IN ('committed', 'refused')"
+    where = f"ns = %s AND ts >= %s AND ts < %s AND event IN {EVENTS}"
     args: list[Any] = [namespace, since, until]
     odd = f"count(CASE WHEN r_calls = {ODD} THEN 1 END)"
     if scope is not None:

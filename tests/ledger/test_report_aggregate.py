@@ -330,3 +330,27 @@ def test_counts_beyond_int64_are_stored_and_reported_as_python_adds_them(sql_sto
     for by in ("scope", "user", "model"):
         _same(ledger, by, since=None)
     ledger.close()
+
+
+def test_routed_shadow_and_admin_entries_are_summed_as_python_reads_them(ledger: Ledger) -> None:
+    """Refusals routed to a fallback, shadow refusals and administration entries (not calls): each
+    store's SQL agrees with the Python report (PostgreSQL once failed on SQLite's ``json_extract``)."""
+    tight = counter("user:alice", 10, Unit.USD)
+    for i, fallback in enumerate(("gpt-4o-mini", None, "")):
+        meta: dict[str, object] = {"model": "gpt-4o", "scopes": ["user:alice"]}
+        if fallback is not None:
+            meta["fallback"] = fallback
+        with pytest.raises(BudgetExceededError):
+            ledger.reserve([hold(tight, 11 + i)], meta=meta)
+    shadowed = ledger.reserve([hold(tight, 50)], enforce="shadow", meta={"model": "gpt-4o"})
+    ledger.commit(shadowed, {"usd": 40}, meta={"cost_nano": 40})
+    ledger.adjust(tight, 500, actor="ops", reason="a charge")
+    if isinstance(ledger, SQLiteLedger | PostgresLedger):  # (in SQL, not read in Python)
+        found = ledger.aggregate_journal(None, None, None, "model")
+        assert found is not None
+        assert (found.total.refused, found.total.routed, found.total.shadow_refused) == (3, 2, 1)
+        assert found.total.cost_nano == 40  # (the adjustment is no call)
+    for by in ("model", "user", "day"):
+        _same(ledger, by, since=None)
+    _, total = report(read_journal(ledger, since=None).entries, "model")
+    assert (total.refused, total.routed) == (3, 2)
