@@ -25,19 +25,20 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from .._errors import ConfigurationError, LedgerError
+from ._admin import ADMIN_RECORD
 from ._base import DEFAULT_NAMESPACE, check_setting
-from ._engine import counter_key
+from ._engine import Slot, counter_key
 from ._expiry import window_at
 from ._local import LocalLedger, journal_entry
 from ._postgres_report import aggregate
 from ._postgres_schema import migrate
 from ._postgres_tx import CLOCK, COUNTERS, JOURNAL, LEASES, META, RESERVATIONS, PgTx
 from ._sqlite_report import Aggregate
-from ._types import JournalEntry
+from ._types import CounterSpec, JournalEntry
 
 __all__ = ["JOURNAL_RETENTION_DAYS", "PostgresLedger"]
 
@@ -232,13 +233,16 @@ class PostgresLedger(LocalLedger):
 
 
 def _lock(tx: PgTx, name: str, now: int, args: tuple[Any, ...]) -> None:
-    """Lock what the engine's operation ``name`` will touch, before it reads anything (``PgTx.lock``):
-    a reservation id and its counters (a reserve's in their windows at ``now``, a resolution's in the
-    windows its record holds them in), a status' counters."""
+    """Lock what the engine's operation (or ``_admin``'s) ``name`` will touch, before it reads anything
+    (``PgTx.lock``: one id first, the rest in one sorted batch): a reservation or adjustment id, the
+    counters in their windows at ``now`` with a rolling counter's earlier buckets (``Slot.prior``; a
+    resolution's in the windows its record holds them in), and the run-time limit of each counter an
+    operation may read and write back (``live_limit``: a raise that ended is restored by a reserve, a
+    status or a read of the limit as much as by an operation on the limit itself)."""
     if name == "reserve":
         res_id, holds, *_, fresh = args
-        keys = [counter_key(h.counter, window_at(h.counter, now).start) for h in holds]
-        tx.lock(None if fresh else res_id, keys)
+        counters = [h.counter for h in holds]
+        tx.lock(None if fresh else res_id, _slot_keys(counters, now), _fields(counters))
     elif name == "resolve":
         res_id = args[0]
         tx.lock(res_id, ())
@@ -246,4 +250,27 @@ def _lock(tx: PgTx, name: str, now: int, args: tuple[Any, ...]) -> None:
         if record is not None and record["state"] == "held":
             tx.lock(None, [counter_key(h.counter, h.window_start) for h in record["held"]])
     elif name == "status":
-        tx.lock(None, [counter_key(c, window_at(c, now).start) for c in args[0]])
+        tx.lock(None, _slot_keys(args[0], now), _fields(args[0]))
+    elif name == "adjust":  # (and a reset: ``adjust`` without an amount)
+        counter, op_id = args[1], args[3]
+        tx.lock(ADMIN_RECORD + op_id, _slot_keys([counter], now))
+    elif name == "raise_limit":
+        tx.lock(None, (), _fields([args[0]]))
+    elif name == "set_limits":
+        tx.lock(None, (), _fields(c for c, _ in args[0]))
+    elif name in ("_put_limit", "_get_limit"):
+        tx.lock(None, (), [args[0]])
+
+
+def _slot_keys(counters: Iterable[CounterSpec], now: int) -> list[str]:
+    """The counters' keys in their windows at ``now``: a rolling one's bucket and its earlier ones."""
+    keys = []
+    for counter in counters:
+        slot = Slot(counter, window_at(counter, now))
+        keys += [slot.key, *(s.key for s in slot.prior)]
+    return keys
+
+
+def _fields(counters: Iterable[CounterSpec]) -> list[str]:
+    """The counters' run-time limit fields (``CounterSpec.limit_field``)."""
+    return [c.limit_field for c in counters]

@@ -77,9 +77,9 @@ _JOURNAL = (
 
 
 def lock_id(kind: str, namespace: str, name: str) -> int:
-    """The advisory lock id (a signed 64-bit integer) of a reservation id (``kind`` ``r``) or a counter
-    key (``c``) in a namespace: a hash, so two names may share one (they then wait for each other:
-    slower, never wrong)."""
+    """The advisory lock id (a signed 64-bit integer) of a reservation id (``kind`` ``r``), a counter
+    key (``c``) or a run-time limit field (``l``) in a namespace: a hash, so two names may share one
+    (they then wait for each other: slower, never wrong)."""
     digest = blake2b(f"{kind}\0{namespace}\0{name}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
@@ -121,12 +121,14 @@ class PgTx(NoShortcuts):
 
     # -- locks ------------------------------------------------------------------------------------
 
-    def lock(self, res_id: str | None, keys: Iterable[str]) -> None:
-        """Lock ``res_id`` (unless None), then the counters ``keys`` in ascending lock id order (every
-        operation takes its locks so: no two wait for each other in a circle)."""
+    def lock(self, res_id: str | None, keys: Iterable[str], fields: Iterable[str] = ()) -> None:
+        """Lock ``res_id`` (unless None), then the counters ``keys`` and the run-time limits ``fields``
+        in ascending lock id order (every operation takes its locks so: no two wait for each other in
+        a circle)."""
         ns = self.ns
         ids = [] if res_id is None else [lock_id("r", ns, res_id)]
-        ids = [i for i in (*ids, *sorted({lock_id("c", ns, key) for key in keys})) if i not in self.locked]
+        rest = {lock_id("c", ns, key) for key in keys} | {lock_id("l", ns, field) for field in fields}
+        ids = [i for i in (*ids, *sorted(rest)) if i not in self.locked]
         if ids:
             self.cur.execute(LOCK, (ids,))
             self.locked.update(ids)
