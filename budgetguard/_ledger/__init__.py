@@ -51,7 +51,7 @@ _OURS = {
     "namespace": None,
     "journal_maxlen": ("memory", *_REDIS),
     "journal_retention_days": ("sqlite", *_POSTGRES),
-    "deadline": _REDIS,
+    "deadline": (*_REDIS, *_POSTGRES),
 }
 """Our URL options and the schemes each applies to (None: all); the rest of a Redis URL's query goes
 to redis-py, of a PostgreSQL URL's to libpq, and memory and SQLite take nothing else."""
@@ -86,6 +86,7 @@ def _split(url: str) -> tuple[str, str, dict[str, str]]:
         )
     if parts.scheme in _POSTGRES:
         query = {**PG_TIMEOUTS, **query}
+        ours["deadline"] = str(_pg_deadline(ours.get("deadline")))
     if parts.scheme in _REDIS:
         query = {**TIMEOUTS, **query}
         ours["deadline"] = str(_deadline_seconds(ours.get("deadline"), query["socket_timeout"]))
@@ -103,6 +104,20 @@ def _deadline_seconds(text: str | None, socket_timeout: str) -> float:
         raise ConfigurationError(
             f"a Redis ledger URL's deadline must be a number of seconds above 0, got deadline={text!r} "
             f"(socket_timeout={socket_timeout!r}); e.g. ?socket_timeout=0.5&deadline=0.75"
+        )
+    return value
+
+
+def _pg_deadline(text: str | None) -> float:
+    from ._postgres import DEADLINE
+
+    try:
+        value = DEADLINE if text is None else float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise ConfigurationError(
+            f"a PostgreSQL ledger URL's deadline must be a number of seconds above 0, got deadline={text!r}"
         )
     return value
 
@@ -188,7 +203,10 @@ def _open_postgres(url: str, rest: str, namespace: str, ours: dict[str, str]) ->
 
     psycopg_modules()  # (says what to install when psycopg is missing)
     days = _settings(ours).get("journal_retention_days", JOURNAL_RETENTION_DAYS)
-    return PostgresLedger(rest, namespace=namespace, journal_retention_days=days, url=_redacted(url))
+    return PostgresLedger(
+        rest, namespace=namespace, journal_retention_days=days, url=_redacted(url),
+        deadline=float(ours["deadline"]),
+    )  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -37,6 +38,7 @@ from ._local import LocalLedger, journal_entry
 from ._postgres_report import aggregate
 from ._postgres_schema import migrate
 from ._postgres_tx import CLOCK, COUNTERS, JOURNAL, LEASES, META, RESERVATIONS, PgTx
+from ._postgres_watch import KEEPALIVES, Watchdog, session_settings
 from ._sqlite_report import Aggregate
 from ._types import CounterSpec, JournalEntry
 
@@ -51,11 +53,16 @@ RETRIES = 2
 RERUNS = 10
 """Times an operation runs again after the server rolled it back (a deadlock, a serialization failure)."""
 PRUNE_EVERY = 512
+DEADLINE = 3.0
+"""Seconds an operation may take, its waits and runs again included, before it raises ``LedgerError``
+(``?deadline=`` in the URL): the server's lock, statement and idle-in-transaction timeouts follow it."""
 
 _HISTORY = (
     f"SELECT ts, event, res_id, scopes, amounts, data FROM {JOURNAL} "
     "WHERE ns = %s AND ts >= %s AND ts < %s ORDER BY seq"
 )
+_UNBOUNDED = "SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0"
+"""A report's transaction: no operation's deadline (it holds no lock)."""
 _META = f"SELECT value FROM {META} WHERE ns = %s AND key = %s"
 _RAISE_META = (
     f"INSERT INTO {META} (ns, key, value) VALUES (%s, %s, %s) "
@@ -94,16 +101,21 @@ class PostgresLedger(LocalLedger):
         namespace: str = DEFAULT_NAMESPACE,
         journal_retention_days: int = JOURNAL_RETENTION_DAYS,
         pool_size: int = 10,
-        timeout: float = 5.0,
+        timeout: float | None = None,
         url: str | None = None,
+        deadline: float = DEADLINE,
     ) -> None:
         psycopg, pool = psycopg_modules()
         super().__init__(namespace=namespace, url=url or conninfo)
         self.journal_retention_ms = (
             check_setting(journal_retention_days, "journal_retention_days") * 86_400_000
         )
-        self.timeout = timeout
+        self.deadline = deadline
+        """Seconds an operation may take (``DEADLINE``)."""
+        self.timeout = deadline if timeout is None else timeout
         """Seconds an operation waits for a connection from the pool before it raises ``LedgerError``."""
+        self._watchdog = Watchdog()
+        self._conninfo = conninfo
         self._psycopg = psycopg
         self._ops = 0
         self._ops_lock = threading.Lock()
@@ -114,9 +126,14 @@ class PostgresLedger(LocalLedger):
                 migrate(conn)
         except psycopg.Error as exc:
             raise LedgerError(f"cannot open the PostgreSQL ledger at {self.url}: {exc}") from exc
+        given = psycopg.conninfo.conninfo_to_dict(conninfo)
+        kwargs = {"autocommit": True, **{k: v for k, v in KEEPALIVES.items() if k not in given}}
+        self._kwargs = kwargs
+        settings = session_settings(deadline)
         self._new_pool: Callable[[], Any] = functools.partial(
-            pool.ConnectionPool, conninfo, min_size=1, max_size=pool_size, kwargs={"autocommit": True},
-            open=True, name="budgetguard", timeout=timeout,
+            pool.ConnectionPool, conninfo, min_size=1, max_size=pool_size, kwargs=kwargs,
+            open=True, name="budgetguard", timeout=self.timeout,
+            configure=lambda conn: conn.execute(settings),
         )  # fmt: skip
         self._pool_lock = threading.Lock()
         self._open_pool: Any = self._new_pool()
@@ -140,21 +157,35 @@ class PostgresLedger(LocalLedger):
         from psycopg_pool import PoolTimeout
 
         failures = reruns = 0
+        until = time.monotonic() + self.deadline
         while True:
             try:
                 with self._pool.connection() as conn:
-                    result = self._transaction(conn, op, args)
+                    self._watchdog.watch(conn, until)
+                    try:
+                        result = self._transaction(conn, op, args)
+                    finally:
+                        self._watchdog.done(conn)
                 break
             except PoolTimeout as exc:
                 raise LedgerError(f"PostgreSQL ledger at {self.url} unavailable: {exc}") from exc
+            except (errors.LockNotAvailable, errors.QueryCanceled) as exc:  # (rolled back: not applied)
+                raise LedgerError(
+                    f"PostgreSQL ledger operation timed out after {self.deadline} s (deadline=): {exc}"
+                ) from exc
             except (errors.DeadlockDetected, errors.SerializationFailure) as exc:  # (rolled back)
                 with self._ops_lock:
                     self.rerun += 1
                 reruns += 1
-                if reruns > RERUNS:
+                if reruns > RERUNS or time.monotonic() >= until:
                     raise LedgerError(f"PostgreSQL ledger operation failed: {exc}") from exc
             except psycopg.OperationalError as exc:  # (the connection or the server went away)
                 failures += 1
+                if time.monotonic() >= until:
+                    raise LedgerError(
+                        f"PostgreSQL ledger at {self.url} did not answer within {self.deadline} s "
+                        f"(deadline=): {exc}"
+                    ) from exc
                 if failures > RETRIES:
                     raise LedgerError(f"PostgreSQL ledger operation failed: {exc}") from exc
                 if getattr(op, "__name__", "") == "reserve":  # (an id drawn here: maybe stored already)
@@ -194,9 +225,12 @@ class PostgresLedger(LocalLedger):
         self, since: int | None, until: int | None, scope: str | None, limit: int | None
     ) -> Iterator[JournalEntry]:
         bounds = (since if since is not None else -(2**62), until if until is not None else 2**62)
+        psycopg = self._psycopg
         try:
+            # (a connection of its own, not the pool's: a caller may keep the stream open between
+            # entries as long as it likes, and the pool's connections stay free for operations)
             with (
-                self._pool.connection() as conn,
+                psycopg.connect(self._conninfo, **self._kwargs) as conn,  # (no session timeouts)
                 conn.transaction(),
                 conn.cursor(name="budgetguard_history") as cur,  # (server side: read in pages)
             ):
@@ -204,7 +238,7 @@ class PostgresLedger(LocalLedger):
                 cur.execute(_HISTORY, (self.namespace, *bounds))
                 for row in cur:
                     yield journal_entry(*row)
-        except self._psycopg.Error as exc:
+        except psycopg.Error as exc:
             raise LedgerError(f"PostgreSQL ledger history failed: {exc}") from exc
 
     def aggregate_journal(
@@ -216,6 +250,7 @@ class PostgresLedger(LocalLedger):
         bounds = (since if since is not None else -(2**62), until if until is not None else 2**62)
         try:
             with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                cur.execute(_UNBOUNDED)  # (a report over a long journal may take its time)
                 return aggregate(cur, self.namespace, *bounds, scope, by, ratios=ratios)
         except self._psycopg.Error as exc:
             raise LedgerError(f"PostgreSQL ledger report failed: {exc}") from exc
