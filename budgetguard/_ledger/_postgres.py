@@ -71,7 +71,7 @@ _RAISE_META = (
 _PRUNE = (
     f"DELETE FROM {RESERVATIONS} WHERE ns = %(ns)s AND expires_at <= %(now)s",
     f"DELETE FROM {LEASES} AS l USING {COUNTERS} AS c WHERE l.ns = %(ns)s AND c.ns = %(ns)s "
-    "AND c.key = l.counter AND c.expires_at <= %(now)s",
+    "AND c.kh = l.ch AND c.expires_at <= %(now)s",
     f"DELETE FROM {COUNTERS} WHERE ns = %(ns)s AND expires_at <= %(now)s",
 )
 _PRUNE_JOURNAL = f"DELETE FROM {JOURNAL} WHERE ns = %s AND ts < %s"

@@ -3,8 +3,9 @@
 ``budgetguard_version`` holds the version of the tables (``component = 'ledger'``). Opening a store
 reads it; when it is older than ``VERSION`` (or the tables are not there yet), the store runs the
 missing ``MIGRATIONS`` in one transaction, under an advisory lock, so that processes opening the same
-database at once migrate it once. Migrations only add: a process of an older version keeps working
-on tables a newer one migrated.
+database at once migrate it once. Version 2 keys the rows by the digest of their names (a scope id
+may be longer than a btree entry): a process of version 1 cannot write tables version 2 migrated, so
+stop the older processes before the first newer one opens the database.
 
 The tables live in the connection's ``search_path`` (``public`` by default; choose another schema with
 libpq's ``options=-csearch_path%3Dname`` in the URL) and hold every namespace, each row keyed by its
@@ -23,6 +24,20 @@ _REPORT_COLUMNS = (
 )
 """The journal's report columns as version 1 made them: frozen (a migration never changes once
 released); a column ``_sqlite_report.COLUMNS`` gains needs a migration of its own (a test compares)."""
+
+
+def _by_digest(table: str, key: str, **digests: str) -> tuple[str, ...]:
+    """Key ``table`` by ``key``, its columns ``digests`` (each the SHA-256 of the named column's
+    UTF-8, filled for the rows there) in place of the names a btree entry may not hold."""
+    return (
+        *(f"ALTER TABLE {table} ADD COLUMN {d} bytea" for d in digests),
+        f"UPDATE {table} SET "
+        + ", ".join(f"{d} = sha256(convert_to({name}, 'UTF8'))" for d, name in digests.items()),
+        *(f"ALTER TABLE {table} ALTER COLUMN {d} SET NOT NULL" for d in digests),
+        f"ALTER TABLE {table} DROP CONSTRAINT {table}_pkey",
+        f"ALTER TABLE {table} ADD PRIMARY KEY {key}",
+    )
+
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -47,6 +62,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX budgetguard_journal_by_time ON budgetguard_journal (ns, ts)",
         """CREATE TABLE budgetguard_meta (
             ns text NOT NULL, key text NOT NULL, value bigint NOT NULL, PRIMARY KEY (ns, key))""",
+    ),
+    (  # 2: rows keyed by the digest of their name (``_postgres_tx.digest``), the name beside it unindexed
+        *_by_digest("budgetguard_counters", "(ns, kh)", kh="key"),
+        *_by_digest("budgetguard_leases", "(ns, ch, expires_at, rh)", ch="counter", rh="res_id"),
+        *_by_digest("budgetguard_reservations", "(ns, ih)", ih="id"),
+        *_by_digest("budgetguard_limits", "(ns, kh)", kh="key"),
     ),
 )
 """The statements that take the tables from version ``i`` to ``i + 1`` (``MIGRATIONS[i]``)."""

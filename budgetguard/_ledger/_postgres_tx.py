@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from hashlib import blake2b
+from hashlib import blake2b, sha256
 from typing import Any
 
 from .._cache import memo
@@ -29,7 +29,7 @@ from ._stored import decode_held, decode_refusal, encode_held, encode_refusal
 
 Meta = dict[str, Any]
 
-__all__ = ["CLOCK", "LOCK", "PgTx", "lock_id"]
+__all__ = ["CLOCK", "LOCK", "PgTx", "digest", "lock_id"]
 
 COUNTERS, LEASES, RESERVATIONS = "budgetguard_counters", "budgetguard_leases", "budgetguard_reservations"
 LIMITS, JOURNAL, META = "budgetguard_limits", "budgetguard_journal", "budgetguard_meta"
@@ -41,35 +41,36 @@ LOCK = "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k"
 
 _READ = (
     f"SELECT c.spent, c.held, c.expires_at, l.value, EXISTS (SELECT 1 FROM {LEASES} "
-    "WHERE ns = %(ns)s AND counter = %(key)s AND expires_at <= %(now)s) "
-    f"FROM (SELECT 1) AS one LEFT JOIN {COUNTERS} AS c ON c.ns = %(ns)s AND c.key = %(key)s "
-    f"LEFT JOIN {LIMITS} AS l ON l.ns = %(ns)s AND l.key = %(field)s"
+    "WHERE ns = %(ns)s AND ch = %(kh)s AND expires_at <= %(now)s) "
+    f"FROM (SELECT 1) AS one LEFT JOIN {COUNTERS} AS c ON c.ns = %(ns)s AND c.kh = %(kh)s "
+    f"LEFT JOIN {LIMITS} AS l ON l.ns = %(ns)s AND l.kh = %(fh)s"
 )
 """A counter's spent and held, its limit override, and whether a lease of it has expired."""
 _PUT_COUNTER = (
-    f"INSERT INTO {COUNTERS} (ns, key, spent, held, expires_at, label) VALUES (%s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (ns, key) DO UPDATE SET spent = excluded.spent, held = excluded.held, "
+    f"INSERT INTO {COUNTERS} (ns, kh, key, spent, held, expires_at, label) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (ns, kh) DO UPDATE SET spent = excluded.spent, held = excluded.held, "
     f"expires_at = coalesce(excluded.expires_at, {COUNTERS}.expires_at)"
 )
-_ADD_LEASE = f"INSERT INTO {LEASES} (ns, counter, expires_at, res_id, amount) VALUES (%s, %s, %s, %s, %s)"
+_ADD_LEASE = (
+    f"INSERT INTO {LEASES} (ns, ch, counter, expires_at, rh, res_id, amount) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s)"
+)
 _POP_LEASE = (
-    f"DELETE FROM {LEASES} WHERE ns = %s AND counter = %s AND expires_at = %s AND res_id = %s "
-    "RETURNING amount"
+    f"DELETE FROM {LEASES} WHERE ns = %s AND ch = %s AND expires_at = %s AND rh = %s RETURNING amount"
 )
-_POP_EXPIRED = (
-    f"DELETE FROM {LEASES} WHERE ns = %s AND counter = %s AND expires_at <= %s RETURNING res_id, amount"
-)
-_RECORD = f"SELECT record FROM {RESERVATIONS} WHERE ns = %s AND id = %s"
+_POP_EXPIRED = f"DELETE FROM {LEASES} WHERE ns = %s AND ch = %s AND expires_at <= %s RETURNING res_id, amount"
+_RECORD = f"SELECT record FROM {RESERVATIONS} WHERE ns = %s AND ih = %s"
 _PUT_RECORD = (
-    f"INSERT INTO {RESERVATIONS} (ns, id, record, expires_at) VALUES (%s, %s, %s, %s) "
-    "ON CONFLICT (ns, id) DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at"
+    f"INSERT INTO {RESERVATIONS} (ns, ih, id, record, expires_at) VALUES (%s, %s, %s, %s, %s) "
+    "ON CONFLICT (ns, ih) DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at"
 )
-_LIMIT = f"SELECT value FROM {LIMITS} WHERE ns = %s AND key = %s"
+_LIMIT = f"SELECT value FROM {LIMITS} WHERE ns = %s AND kh = %s"
 _PUT_LIMIT = (
-    f"INSERT INTO {LIMITS} (ns, key, value) VALUES (%s, %s, %s) "
-    "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value"
+    f"INSERT INTO {LIMITS} (ns, kh, key, value) VALUES (%s, %s, %s, %s) "
+    "ON CONFLICT (ns, kh) DO UPDATE SET value = excluded.value"
 )
-_CLEAR_LIMIT = f"DELETE FROM {LIMITS} WHERE ns = %s AND key = %s"
+_CLEAR_LIMIT = f"DELETE FROM {LIMITS} WHERE ns = %s AND kh = %s"
 _JOURNAL = (
     f"INSERT INTO {JOURNAL} (ns, ts, event, res_id, scopes, amounts, data, {', '.join(COLUMNS)}) "
     f"VALUES ({', '.join(['%s'] * (7 + len(COLUMNS)))})"
@@ -82,6 +83,13 @@ def lock_id(kind: str, namespace: str, name: str) -> int:
     (they then wait for each other: slower, never wrong)."""
     digest = blake2b(f"{kind}\0{namespace}\0{name}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def digest(name: str) -> bytes:
+    """What a row is keyed by instead of its name (a counter key, a reservation id, a limit field):
+    SHA-256 of its UTF-8, as migration 2 computes it in SQL. A name's length is then no key's: the
+    full text sits beside it, unindexed (a btree entry holds at most about 2.7 kB)."""
+    return sha256(name.encode()).digest()
 
 
 def _record_text(record: Mapping[str, Any]) -> str:
@@ -144,7 +152,7 @@ class PgTx(NoShortcuts):
         found = self.rows.get(slot.key)
         if found is None:
             self._touch(slot.key)
-            params = {"ns": self.ns, "key": slot.key, "now": now, "field": slot.field}
+            params = {"ns": self.ns, "kh": digest(slot.key), "now": now, "fh": digest(slot.field)}
             spent, held, _, limit, stale = self.cur.execute(_READ, params).fetchone()
             found = self.rows[slot.key] = (0, 0) if spent is None else (spent, held)
             self.limits[slot.field] = limit
@@ -155,17 +163,20 @@ class PgTx(NoShortcuts):
     def put_counter(self, key: str, spent: int, held: int, expires_at: int | None, label: str) -> None:
         self._touch(key)
         self.rows[key] = (spent, held)
-        self.cur.execute(_PUT_COUNTER, (self.ns, key, spent, held, expires_at, _label_json(label)))
+        row = (self.ns, digest(key), key, spent, held, expires_at, _label_json(label))
+        self.cur.execute(_PUT_COUNTER, row)
 
     def hold(self, res_id: str, lease_ends: int, holds: Sequence[tuple[Slot, int]]) -> None:
         for slot, amount in holds:
             spent, held = self.counter(slot, self.now)  # (read by live)
             self.put_counter(slot.key, spent, held + amount, slot.expires, slot.label)
-            self.cur.execute(_ADD_LEASE, (self.ns, slot.key, lease_ends, res_id, amount))
+            lease = (self.ns, digest(slot.key), slot.key, lease_ends, digest(res_id), res_id, amount)
+            self.cur.execute(_ADD_LEASE, lease)
 
     def settle(self, slot: Slot, res_id: str, charge: int, lease_ends: int) -> tuple[int, bool]:
         spent, held = self.counter(slot, self.now)  # (read by live)
-        row = self.cur.execute(_POP_LEASE, (self.ns, slot.key, lease_ends, res_id)).fetchone()
+        lease = (self.ns, digest(slot.key), lease_ends, digest(res_id))
+        row = self.cur.execute(_POP_LEASE, lease).fetchone()
         after = held if row is None else held - row[0]
         self.put_counter(slot.key, spent + charge, after, slot.expires, slot.label)
         return spent + charge, row is not None
@@ -177,18 +188,18 @@ class PgTx(NoShortcuts):
     def _pop_expired(self, key: str, now: int) -> list[tuple[str, int]]:
         """Remove the counter's expired leases (read with it: ``stale``); their (res_id, amount)."""
         self.stale.discard(key)
-        return [(r[0], r[1]) for r in self.cur.execute(_POP_EXPIRED, (self.ns, key, now))]
+        return [(r[0], r[1]) for r in self.cur.execute(_POP_EXPIRED, (self.ns, digest(key), now))]
 
     def record(self, res_id: str) -> dict[str, Any] | None:
         if res_id in self.records:  # (read when the store locked it)
             return self.records[res_id]
-        row = self.cur.execute(_RECORD, (self.ns, res_id)).fetchone()
+        row = self.cur.execute(_RECORD, (self.ns, digest(res_id))).fetchone()
         found = self.records[res_id] = None if row is None else _record_of(row[0])
         return found
 
     def put_record(self, res_id: str, record: dict[str, Any], expires_at: int) -> None:
         self.records[res_id] = record
-        self.cur.execute(_PUT_RECORD, (self.ns, res_id, _record_text(record), expires_at))
+        self.cur.execute(_PUT_RECORD, (self.ns, digest(res_id), res_id, _record_text(record), expires_at))
 
     def put_resolved(
         self, res_id: str, held: Mapping[str, Any], state: str, charged: dict[str, int], overrun: bool,
@@ -200,15 +211,15 @@ class PgTx(NoShortcuts):
     def limit(self, field: str) -> int | None:
         if field in self.limits:  # (read with its counter)
             return self.limits[field]
-        row = self.cur.execute(_LIMIT, (self.ns, field)).fetchone()
+        row = self.cur.execute(_LIMIT, (self.ns, digest(field))).fetchone()
         return None if row is None else int(row[0])
 
     def put_limit(self, field: str, value: int | None) -> None:
         self.limits.pop(field, None)
         if value is None:
-            self.cur.execute(_CLEAR_LIMIT, (self.ns, field))
+            self.cur.execute(_CLEAR_LIMIT, (self.ns, digest(field)))
         else:
-            self.cur.execute(_PUT_LIMIT, (self.ns, field, value))
+            self.cur.execute(_PUT_LIMIT, (self.ns, digest(field), field, value))
 
     def journal(
         self, ts: int, event: str, res_id: str, scopes: Sequence[str], amounts: Meta, data: Meta
