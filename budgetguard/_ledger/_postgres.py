@@ -16,6 +16,13 @@ applied, and the store runs it again on a fresh connection (twice at most) befor
 idempotent by reservation id. A deadlock (none is expected: an operation this module does not know
 may lock counters as it goes) or a serialization failure also runs the operation again.
 
+Every operation has one deadline (``DEADLINE``, ``?deadline=``), runs again included: the pooled
+sessions' ``lock_timeout`` and ``statement_timeout`` are the deadline (a lock held by a frozen client
+is a ``LedgerError``, and the server ends that client's session after twice the deadline idle in its
+transaction), and a server that stops answering has the operation's connection cut just after it
+(``_postgres_watch``). Reports and history streams (which hold no lock) have no deadline; a stream
+reads on a connection of its own, so one kept open pins none of the pool's.
+
 The tables (``_postgres_schema``) are created and migrated by the store itself. Every 512th operation
 prunes what has expired, as the SQLite store does; the journal keeps ``journal_retention_days``.
 The async twin runs this store's operations in worker threads (``AsyncLocalLedger``), as SQLite's does.
