@@ -37,12 +37,14 @@ def session_settings(deadline: float) -> str:
 
 class Watchdog:
     """Connections in use by an operation and the time (``time.monotonic()``) each must be done by; one
-    thread, started with the first operation, cuts those that are late."""
+    thread, running while any is, cuts those that are late (it waits on an event, not ``time.sleep``:
+    a patched sleep in the caller's process is none of its business)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._busy: dict[int, tuple[Any, float]] = {}
         self._thread: threading.Thread | None = None
+        self._tick = threading.Event()  # (never set: its wait is the thread's clock)
         self.cut = 0
         """Connections cut because their operation outlived its deadline."""
 
@@ -59,9 +61,12 @@ class Watchdog:
 
     def _run(self) -> None:
         while True:
-            time.sleep(0.1)
+            self._tick.wait(0.1)
             now = time.monotonic()
             with self._lock:
+                if not self._busy:  # (nothing to watch: the next operation starts another thread)
+                    self._thread = None
+                    return
                 late = [c for c, until in self._busy.values() if until <= now]
                 for conn in late:
                     self._busy.pop(id(conn), None)
