@@ -378,15 +378,15 @@ def summarize(
     ratios: bool = True,
 ) -> Summary:
     """``report(read_journal(...).entries, by)`` without holding the range: aggregated inside the store
-    where it can (SQLite: ``GROUP BY`` over the journal's report columns), else streamed through
-    ``report`` in chunks (memory, Redis). The numbers are the same either way."""
-    from ._ledger._sqlite import SQLiteLedger  # (sqlite3 at the first report, not at import)
-
+    where it can (SQLite, PostgreSQL: ``GROUP BY`` over the journal's report columns, a store's
+    ``aggregate_journal``), else streamed through ``report`` in chunks (memory, Redis). The numbers are
+    the same either way."""
     found = None
-    if isinstance(ledger, SQLiteLedger):
+    in_store = getattr(ledger, "aggregate_journal", None)
+    if in_store is not None:
         query = JournalQuery.parse(_utc(since), _utc(until), None, None, None, None)
         label = None if scope is None else str(Scope.parse(scope))
-        found = ledger.aggregate_journal(query.since, query.until, label, by, ratios=ratios)
+        found = in_store(query.since, query.until, label, by, ratios=ratios)
     if found is not None:
         rows, total = _from_store(found, by)
     else:

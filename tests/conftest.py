@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import budgetguard
+from tests import postgres_server
 
 
 @pytest.fixture
@@ -46,3 +48,26 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
         capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
     return Demo(ledger, ledger.parent / "budgets.toml", done.stdout, done.stderr)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server of the tests' own (``tests/postgres_server.py``), or a schema of their own
+    on the one ``BUDGETGUARD_TEST_POSTGRES_URL`` names. Without PostgreSQL the tests that need it are
+    skipped, unless ``BUDGETGUARD_REQUIRE_POSTGRES`` is set (CI), where they fail."""
+    url = postgres_server.configured_url()
+    if url is not None:
+        with postgres_server.private_schema(url) as private:
+            yield private
+        return
+    try:
+        postgres_server.bindir()
+    except RuntimeError as exc:  # (CI requires it: never a silent skip there)
+        if os.environ.get("BUDGETGUARD_REQUIRE_POSTGRES"):
+            raise
+        pytest.skip(str(exc))
+    server = postgres_server.PostgresServer().start()
+    try:
+        yield server.url
+    finally:
+        server.remove()

@@ -22,6 +22,7 @@ from ._types import (
 
 if TYPE_CHECKING:
     from ._memory import MemoryLedger
+    from ._postgres import PostgresLedger
     from ._sqlite import SQLiteLedger
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "Ledger",
     "MemoryLedger",
     "Outcome",
+    "PostgresLedger",
     "Reservation",
     "ReservationError",
     "SQLiteLedger",
@@ -41,19 +43,23 @@ __all__ = [
     "open_ledger",
 ]
 
-SCHEMES = ("memory://", "sqlite:///path", "redis://", "rediss://", "unix://", "redis+cluster://")
+SCHEMES = ("memory://", "sqlite:///path", "redis://", "rediss://", "unix://", "redis+cluster://",
+           "postgresql://")  # fmt: skip
 _REDIS = ("redis", "rediss", "unix", "redis+cluster")
+_POSTGRES = ("postgresql", "postgres")
 _OURS = {
     "namespace": None,
     "journal_maxlen": ("memory", *_REDIS),
-    "journal_retention_days": ("sqlite",),
-    "deadline": _REDIS,
+    "journal_retention_days": ("sqlite", *_POSTGRES),
+    "deadline": (*_REDIS, *_POSTGRES),
 }
 """Our URL options and the schemes each applies to (None: all); the rest of a Redis URL's query goes
-to redis-py, and memory and SQLite take nothing else."""
+to redis-py, of a PostgreSQL URL's to libpq, and memory and SQLite take nothing else."""
 TIMEOUTS = {"socket_timeout": "2", "socket_connect_timeout": "2"}
 """Seconds redis-py waits to connect and for each reply, unless the URL says otherwise (without them a
 hung server would block the caller forever)."""
+PG_TIMEOUTS = {"connect_timeout": "5"}
+"""Seconds libpq waits to connect to PostgreSQL, unless the URL says otherwise."""
 DEADLINE_FACTOR = 1.5
 """An operation's deadline (``?deadline=`` seconds, retries included) defaults to this many
 ``socket_timeout``: one timeout, and room for a retry after a lost reply (``_deadline.py``)."""
@@ -78,6 +84,9 @@ def _split(url: str) -> tuple[str, str, dict[str, str]]:
         raise ConfigurationError(
             f"unknown option(s) {', '.join(query)} in the ledger URL {url!r}; {parts.scheme}:// takes {known}"
         )
+    if parts.scheme in _POSTGRES:
+        query = {**PG_TIMEOUTS, **query}
+        ours["deadline"] = str(_pg_deadline(ours.get("deadline")))
     if parts.scheme in _REDIS:
         query = {**TIMEOUTS, **query}
         ours["deadline"] = str(_deadline_seconds(ours.get("deadline"), query["socket_timeout"]))
@@ -95,6 +104,20 @@ def _deadline_seconds(text: str | None, socket_timeout: str) -> float:
         raise ConfigurationError(
             f"a Redis ledger URL's deadline must be a number of seconds above 0, got deadline={text!r} "
             f"(socket_timeout={socket_timeout!r}); e.g. ?socket_timeout=0.5&deadline=0.75"
+        )
+    return value
+
+
+def _pg_deadline(text: str | None) -> float:
+    from ._postgres import DEADLINE
+
+    try:
+        value = DEADLINE if text is None else float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise ConfigurationError(
+            f"a PostgreSQL ledger URL's deadline must be a number of seconds above 0, got deadline={text!r}"
         )
     return value
 
@@ -175,8 +198,24 @@ def _local(scheme: str, url: str, namespace: str, ours: dict[str, str]) -> Local
     return SQLiteLedger(_sqlite_path(url.split("?", 1)[0]), namespace=namespace, journal_retention_days=days)
 
 
+def _open_postgres(url: str, rest: str, namespace: str, ours: dict[str, str]) -> LocalLedger:
+    from ._postgres import JOURNAL_RETENTION_DAYS, PostgresLedger, psycopg_modules
+
+    psycopg_modules()  # (says what to install when psycopg is missing)
+    days = _settings(ours).get("journal_retention_days", JOURNAL_RETENTION_DAYS)
+    return PostgresLedger(
+        rest, namespace=namespace, journal_retention_days=days, url=_redacted(url),
+        deadline=float(ours["deadline"]),
+    )  # fmt: skip
+
+
 def __getattr__(name: str) -> Any:
-    """``SQLiteLedger`` (with sqlite3) and ``MemoryLedger``, imported when first asked for."""
+    """``SQLiteLedger`` (with sqlite3), ``MemoryLedger`` and ``PostgresLedger``, imported when first
+    asked for."""
+    if name == "PostgresLedger":
+        from ._postgres import PostgresLedger
+
+        return PostgresLedger
     if name == "SQLiteLedger":
         from ._sqlite import SQLiteLedger
 
@@ -190,12 +229,16 @@ def __getattr__(name: str) -> Any:
 
 def open_ledger(url: str, *, namespace: str | None = None) -> Ledger:
     """Open the store at ``url``: ``memory://``, ``sqlite:///ledger.db``, ``redis://host:6379/0``,
-    ``rediss://...``, ``unix:///run/redis.sock``, ``redis+cluster://host:7000``.
+    ``rediss://...``, ``unix:///run/redis.sock``, ``redis+cluster://host:7000``,
+    ``postgresql://user@host:5432/db`` (or ``postgres://``).
 
     ``namespace`` (or ``?namespace=`` in the URL; 1-64 of A-Z a-z 0-9 _ . -) separates independent sets
     of budgets in one store: own counters, limits, reservations and journal (Redis: own keys; SQLite: own
-    tables in the file). Each ``memory://`` opens a new, empty store, whatever its namespace.
-    ``?journal_maxlen=`` (memory, Redis) and ``?journal_retention_days=`` (SQLite) bound the journal.
+    tables in the file; PostgreSQL: own rows in its tables). Each ``memory://`` opens a new, empty
+    store, whatever its namespace.
+    ``?journal_maxlen=`` (memory, Redis) and ``?journal_retention_days=`` (SQLite, PostgreSQL) bound
+    the journal. PostgreSQL URLs take libpq's options in the query (``connect_timeout`` defaults to 5
+    seconds; ``options=-csearch_path%3Dname`` puts the tables in another schema).
     Redis URLs take redis-py's options in the query; ``socket_timeout`` and ``socket_connect_timeout``
     default to 2 seconds (``TIMEOUTS``). ``?deadline=`` bounds each operation, retries included
     (default 1.5 x ``socket_timeout``): a hung server raises ``LedgerError`` then.
@@ -204,6 +247,8 @@ def open_ledger(url: str, *, namespace: str | None = None) -> Ledger:
     ns = _namespace(namespace, ours)
     if scheme in ("memory", "sqlite"):
         return _local(scheme, url, ns, ours)
+    if scheme in _POSTGRES:
+        return _open_postgres(url, rest, ns, ours)
     if scheme in _REDIS:
         redis = _redis_module()
         from ._deadline import CONNECTIONS
@@ -233,6 +278,8 @@ def open_async_ledger(url: str, *, namespace: str | None = None) -> AsyncLedger:
     ns = _namespace(namespace, ours)
     if scheme in ("memory", "sqlite"):
         return AsyncLocalLedger(_local(scheme, url, ns, ours), in_thread=scheme == "sqlite")
+    if scheme in _POSTGRES:  # (the engine is sync: its transactions run in worker threads)
+        return AsyncLocalLedger(_open_postgres(url, rest, ns, ours), in_thread=True)
     if scheme in _REDIS:
         redis = _redis_module()
         from ._redis import JOURNAL_MAXLEN as REDIS_MAXLEN

@@ -44,6 +44,7 @@ __all__ = [
     "BASE",
     "UNTIL",
     "Engine",
+    "NoShortcuts",
     "Slot",
     "Tx",
     "counter_key",
@@ -163,6 +164,22 @@ def end_raise(tx: Tx, field: str) -> None:
     """Forget a raise's entries (a limit set outright ends it)."""
     tx.put_limit(field + UNTIL, None)
     tx.put_limit(field + BASE, None)
+
+
+class NoShortcuts:
+    """A ``Tx``'s part for a store without the shortcuts (``fast`` False: the engine never calls them)."""
+
+    fast = False
+
+    def admit(
+        self, res_id: str, now: int, lease_ends: int, holds: Sequence[Hold], slots: Sequence[Slot]
+    ) -> bool:
+        return False
+
+    def settle_all(
+        self, now: int, res_id: str, lease_ends: int, rows: Sequence[tuple[HeldCounter, Slot, int]]
+    ) -> None:
+        return None
 
 
 class Engine:

@@ -20,12 +20,12 @@ from itertools import chain
 from typing import Any, TypeVar
 
 from ._base import check_setting
-from ._engine import Slot, resolved_record
+from ._engine import NoShortcuts, Slot, resolved_record
 from ._expiry import expired
 from ._local import LocalLedger, wall_clock_ms
 from ._meta import expand
 from ._stored import pack_held, pack_refusal, unpack_held, unpack_refusal
-from ._types import HeldCounter, Hold, JournalEntry
+from ._types import JournalEntry
 
 Meta = dict[str, Any]
 R = TypeVar("R")
@@ -55,7 +55,7 @@ class _Counter:
     heap: list[tuple[int, str]] = field(default_factory=list)  # (expires_at, res_id), lazily cleaned
 
 
-class _MemoryTx:
+class _MemoryTx(NoShortcuts):
     def __init__(self, store: MemoryLedger) -> None:
         self.s = store
         self.counters = store._counters
@@ -83,17 +83,7 @@ class _MemoryTx:
         if expires_at is not None:
             c.expires_at = expires_at
 
-    fast = False  # (``live``, ``limit`` and ``settle`` are dict operations here: no shortcuts)
-
-    def admit(
-        self, res_id: str, now: int, lease_ends: int, holds: Sequence[Hold], slots: Sequence[Slot]
-    ) -> bool:
-        return False
-
-    def settle_all(
-        self, now: int, res_id: str, lease_ends: int, rows: Sequence[tuple[HeldCounter, Slot, int]]
-    ) -> None:
-        return None
+    # (``live``, ``limit`` and ``settle`` are dict operations here: no shortcuts, ``NoShortcuts``)
 
     def hold(self, res_id: str, lease_ends: int, holds: Sequence[tuple[Slot, int]]) -> None:
         counters = self.counters

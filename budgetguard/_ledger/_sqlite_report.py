@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLUMNS",
+    "EVENTS",
     "FACTS_VERSION",
+    "SUMS",
     "Aggregate",
     "JournalSql",
     "aggregate",
@@ -39,6 +41,7 @@ __all__ = [
     "fill",
     "migrate",
     "pairs_of",
+    "sum_parts",
 ]
 
 COLUMNS = ("r_calls", "r_in", "r_out", "r_cost", "r_estimate", "r_model", "r_function", "r_scopes",
@@ -172,19 +175,29 @@ class Aggregate:
     """The rows are per distinct list of scopes (their keys: the lists' JSON), not per key."""
 
 
-_SUM_PARTS = (
-    "coalesce(sum(CASE WHEN event = 'committed' THEN r_calls END), 0)",
-    "count(CASE WHEN event = 'refused' THEN 1 END)",
-    f"count(CASE WHEN event = 'refused' AND json_extract(r_flags, '$.{FALLBACK}') IS NOT NULL THEN 1 END)",
-    "count(CASE WHEN event = 'shadow_refused' THEN 1 END)",
-    "coalesce(sum(CASE WHEN event = 'committed' THEN r_in END), 0)",
-    "coalesce(sum(CASE WHEN event = 'committed' THEN r_out END), 0)",
-    "coalesce(sum(CASE WHEN event = 'committed' THEN r_cost END), 0)",
-    "coalesce(sum(r_estimate), 0)",
-    "count(r_estimate)",
-)
-"""A group's ``Sums`` after its key, in SQL."""
-_SUMS = ", ".join(_SUM_PARTS)
+EVENTS = "('committed', 'refused', 'shadow_refused')"
+"""SQL: the journal events a report reads (an administration's events are not calls: no sums of theirs)."""
+
+
+def sum_parts(flag_set: Callable[[str], str]) -> tuple[str, ...]:
+    """A group's ``Sums`` after its key, in SQL, given the dialect's test that a key of ``r_flags``
+    (JSON text) is set (``flag_set``: SQLite's ``json_extract``, PostgreSQL's ``->>``)."""
+    return (
+        "coalesce(sum(CASE WHEN event = 'committed' THEN r_calls END), 0)",
+        "count(CASE WHEN event = 'refused' THEN 1 END)",
+        f"count(CASE WHEN event = 'refused' AND {flag_set(FALLBACK)} THEN 1 END)",
+        "count(CASE WHEN event = 'shadow_refused' THEN 1 END)",
+        "coalesce(sum(CASE WHEN event = 'committed' THEN r_in END), 0)",
+        "coalesce(sum(CASE WHEN event = 'committed' THEN r_out END), 0)",
+        "coalesce(sum(CASE WHEN event = 'committed' THEN r_cost END), 0)",
+        "coalesce(sum(r_estimate), 0)",
+        "count(r_estimate)",
+    )
+
+
+_SUM_PARTS = sum_parts(lambda key: f"json_extract(r_flags, '$.{key}') IS NOT NULL")
+"""A group's ``Sums`` after its key, in SQLite's SQL."""
+SUMS = ", ".join(_SUM_PARTS)
 _SCOPES = "coalesce(r_scopes, scopes)"
 _DAY = "date((ts - (ts % 1000 + 1000) % 1000) / 1000, 'unixepoch')"
 _KEYS = {"model": "r_model", "function": "r_function", "day": _DAY}
@@ -236,7 +249,7 @@ def aggregate(
     exactly, and the scopes' JSON is read once per list, not once per row). The same ``GROUP BY``
     gathers the pairs (``_Pairs``), from which the caller takes the distributions by the rule the
     streamed report follows (``RatioSample``): no second scan, no ordering of rows in SQL."""
-    where = "ts >= ? AND ts < ? AND event IN ('committed', 'refused', 'shadow_refused')"
+    where = f"ts >= ? AND ts < ? AND event IN {EVENTS}"
     args: tuple[Any, ...] = (since, until)
     if scope is not None:
         where += f" AND EXISTS (SELECT 1 FROM json_each({_SCOPES}) WHERE value = ?)"
@@ -244,7 +257,7 @@ def aggregate(
     key = _KEYS.get(by)
     pairs = f", {_PAIRS}(r_cost, r_estimate) FILTER (WHERE r_estimate IS NOT NULL)" if ratios else ""
     grouped = (
-        f"SELECT {key or _SCOPES} AS k, {_SUMS}, count(CASE WHEN r_calls IS NULL THEN 1 END), "
+        f"SELECT {key or _SCOPES} AS k, {SUMS}, count(CASE WHEN r_calls IS NULL THEN 1 END), "
         f"count(CASE WHEN r_calls = {ODD} THEN 1 END){pairs} FROM {sql.table} WHERE {where} GROUP BY k"
     )
     if ratios:

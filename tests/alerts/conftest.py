@@ -19,7 +19,7 @@ from tests.ledger.conftest import redis_url, store_url  # noqa: F401
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "store_url" in metafunc.fixturenames:  # stores two guards (two processes of a fleet) can share
-        metafunc.parametrize("store_url", ["sqlite", "redis"], indirect=True)
+        metafunc.parametrize("store_url", ["sqlite", "redis", "postgres"], indirect=True)
 
 
 @dataclass

@@ -13,7 +13,7 @@ import budgetguard
 from budgetguard import AsyncLedger, Budget, CounterStatus, Event, Guard, Hold, JournalEntry, Scope, Unit
 from tests.ledger.conftest import redis_url, store_url  # noqa: F401
 
-GUARD_STORES = ["memory", "sqlite", "redis"]
+GUARD_STORES = ["memory", "sqlite", "redis", "postgres"]
 
 DEFAULT_BUDGETS = (
     Budget("user", usd="1", per="day"),

@@ -59,6 +59,7 @@ import redis  # noqa: E402
 
 from budgetguard import Budget, Event, Guard, Ledger, Scope  # noqa: E402
 from budgetguard._ledger import MemoryLedger, SQLiteLedger  # noqa: E402
+from budgetguard._ledger._postgres import PostgresLedger  # noqa: E402
 from budgetguard._ledger._redis import JOURNAL_MAXLEN, RedisLedger  # noqa: E402
 from tests.guard.payloads import (  # noqa: E402
     chat_request,
@@ -67,6 +68,7 @@ from tests.guard.payloads import (  # noqa: E402
     openai_sse,
     serve,
 )
+from tests.postgres_server import libpq_url  # noqa: E402
 
 BUDGETS = [Budget("user", usd="1000", per="day"), Budget("global", usd="10000", per="day")]
 
@@ -103,6 +105,14 @@ def hooked_store(kind: str, url: str, hook: Hook) -> Ledger:
         return MemoryLedger(clock=clock)
     if kind == "sqlite":
         return SQLiteLedger(urlsplit(url).path[1:], clock=clock)
+    if kind == "postgresql":  # (its clock is the server's: the hook runs as each transaction begins)
+
+        class HookedPostgres(PostgresLedger):
+            def _transaction(self, conn: Any, op: Any, args: tuple[Any, ...]) -> Any:
+                hook()
+                return super()._transaction(conn, op, args)
+
+        return HookedPostgres(libpq_url(url), namespace=dict(parse_qsl(urlsplit(url).query))["namespace"])
 
     class HookedConnection(redis.Connection):
         def send_packed_command(self, *args: Any, **kwargs: Any) -> None:

@@ -18,6 +18,8 @@ from budgetguard._drivers import no_call
 from budgetguard._drivers import run_sync as run
 from budgetguard._ledger import Hold
 from budgetguard._ledger._memory import MemoryLedger
+from budgetguard._ledger._postgres import PostgresLedger
+from budgetguard._ledger._postgres_tx import RESERVATIONS
 from budgetguard._ledger._redis import RedisLedger
 from budgetguard._ledger._sqlite import SQLiteLedger
 from budgetguard._settle import LATE, resolve
@@ -51,6 +53,12 @@ def forget(h: Harness, res_id: str) -> None:
     elif isinstance(ledger, SQLiteLedger):
         table = ledger._sql.names["reservations"]
         assert ledger._db().execute(f"DELETE FROM {table} WHERE id = ?", (res_id,)).rowcount == 1
+    elif isinstance(ledger, PostgresLedger):
+        with ledger._pool.connection() as conn:
+            deleted = conn.execute(
+                f"DELETE FROM {RESERVATIONS} WHERE ns = %s AND id = %s", (ledger.namespace, res_id)
+            )
+            assert deleted.rowcount == 1
     else:
         assert isinstance(ledger, RedisLedger)
         assert ledger.client.delete(ledger._flows.keys.record(res_id)) == 1

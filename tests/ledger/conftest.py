@@ -10,11 +10,13 @@ import pytest
 import redis
 
 from budgetguard._ledger import AsyncLedger, Ledger, open_async_ledger, open_ledger
+from tests import postgres_server
+from tests.postgres_server import with_options
 from tests.redis_server import RedisCluster, RedisServer, configured_url, delete_namespace
 
 from .cluster_close import close_cluster_client
 
-STORES = ["memory", "sqlite", "redis", "cluster"]
+STORES = ["memory", "sqlite", "redis", "cluster", "postgres"]
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +54,10 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield "memory://"
     elif kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledger.db'}"
+    elif kind == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        yield with_options(url, namespace=ns)
+        postgres_server.delete_namespace(url, ns)
     elif kind == "redis":
         url = request.getfixturevalue("redis_url")
         yield f"{url}?namespace={ns}"

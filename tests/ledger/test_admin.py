@@ -15,7 +15,11 @@ import pytest
 from budgetguard import BudgetExceededError
 from budgetguard._budgets import ROLLING, ROLLING_BUCKETS, Period, Unit, rolling_bucket
 from budgetguard._ledger import AsyncLedger, CounterSpec, Hold, Ledger, open_ledger
+from budgetguard._ledger._engine import Slot
+from budgetguard._ledger._expiry import window_at
 from budgetguard._ledger._memory import MemoryLedger
+from budgetguard._ledger._postgres import PostgresLedger
+from budgetguard._ledger._postgres_tx import PgTx
 from budgetguard._ledger._redis import RedisLedger
 from budgetguard._ledger._sqlite import SQLiteLedger
 from budgetguard._money import INT64_MAX
@@ -132,7 +136,8 @@ def test_reset_takes_spent_to_zero_and_keeps_holds(ledger: Ledger) -> None:
 
 class Buckets:
     """A rolling counter's earlier buckets on one store: spend put there and read back, on a clock the
-    test moves (memory, SQLite) or as keys written on the Redis server."""
+    test moves (memory, SQLite) or as keys written on the Redis server (rows on the PostgreSQL one,
+    through its own transaction: both run on the server's clock)."""
 
     def __init__(self, ledger: Ledger, clock: list[int] | None) -> None:
         self.ledger, self.clock = ledger, clock
@@ -141,8 +146,25 @@ class Buckets:
         now = self.clock[0] if self.clock is not None else time.time_ns() // 1_000_000
         return now // rolling_bucket(spec.period) * rolling_bucket(spec.period)
 
+    def _pg_bucket(self, spec: CounterSpec, ago: int) -> tuple[PgTx, Slot]:
+        assert isinstance(self.ledger, PostgresLedger)
+        start = self._current(spec) - ago * rolling_bucket(spec.period)
+        return PgTx(self._cur, self.ledger.namespace, start), Slot(spec, window_at(spec, start), prior=False)
+
+    def _pg(self, spec: CounterSpec, ago: int, amount: int | None) -> int:
+        """Put ``amount`` (unless None) in the PostgreSQL bucket ``ago`` buckets old; its spent."""
+        assert isinstance(self.ledger, PostgresLedger)
+        with self.ledger._pool.connection() as conn, conn.transaction(), conn.cursor() as self._cur:
+            tx, slot = self._pg_bucket(spec, ago)
+            if amount is not None:
+                tx.put_counter(slot.key, amount, 0, slot.expires, slot.label)
+            return tx.counter(slot, tx.now)[0]
+
     def spend(self, spec: CounterSpec, ago: int, amount: int) -> None:
         """Charge ``amount`` in the bucket ``ago`` buckets before the one holding now."""
+        if isinstance(self.ledger, PostgresLedger):
+            self._pg(spec, ago, amount)
+            return
         if self.clock is None:
             assert isinstance(self.ledger, RedisLedger)
             key, _ = self.ledger._flows.keys.counter(
@@ -158,6 +180,8 @@ class Buckets:
     def spent_from(self, spec: CounterSpec, ago: int) -> int:
         """The spent of the buckets ``ago`` or more buckets old (the window as a check then counted it,
         where nothing is older)."""
+        if isinstance(self.ledger, PostgresLedger):
+            return sum(self._pg(spec, k, None) for k in range(ago, ROLLING_BUCKETS + 1))
         if self.clock is None:
             assert isinstance(self.ledger, RedisLedger)
             step, current = rolling_bucket(spec.period), self._current(spec)
@@ -185,7 +209,7 @@ def rolling_store(store_url: str) -> Iterator[tuple[Ledger, Buckets]]:
     else:
         store = open_ledger(store_url)
     with store:
-        yield store, Buckets(store, None if isinstance(store, RedisLedger) else clock)
+        yield store, Buckets(store, None if isinstance(store, RedisLedger | PostgresLedger) else clock)
 
 
 def rolling_day(limit: int) -> CounterSpec:
@@ -247,7 +271,12 @@ def test_a_charge_on_a_rolling_counter_is_kept_while_the_window_counts_it(
     ledger, buckets = rolling_store
     spec = counter(limit=1000, period=Period.WEEK, tz=ROLLING)  # the last 7 days, in 7 h buckets
     ledger.adjust(spec, 100, **WHO)  # the bucket's first write: kept as long as a reservation keeps it
-    if buckets.clock is None:
+    if isinstance(ledger, PostgresLedger):
+        with ledger._pool.connection() as conn:
+            sql = "SELECT max(expires_at) FROM budgetguard_counters WHERE ns = %s"
+            [(expires,)] = conn.execute(sql, (ledger.namespace,)).fetchall()
+        assert expires > buckets._current(spec) + ROLLING_BUCKETS * rolling_bucket(Period.WEEK)
+    elif buckets.clock is None:
         assert isinstance(ledger, RedisLedger)
         key, _ = ledger._flows.keys.counter(spec, buckets._current(spec))
         assert ledger.client.pttl(key) > ROLLING_BUCKETS * rolling_bucket(Period.WEEK)  # 7 days and more

@@ -25,6 +25,9 @@ import redis
 from budgetguard import BudgetExceededError
 from budgetguard._budgets import Period, Unit
 from budgetguard._ledger import Hold, Ledger, open_ledger
+from budgetguard._ledger._postgres import PostgresLedger
+from tests import postgres_server
+from tests.postgres_server import with_options
 from tests.redis_server import delete_namespace
 
 from .cluster_close import close_cluster_client, close_ledger
@@ -85,12 +88,16 @@ def test_threads_race_for_the_last_units(ledger: Ledger, ledger_factory: Callabl
 PROCESSES, ATTEMPTS, AMOUNT, LIMIT = 4, 25, 7, 500
 
 
-@pytest.fixture(params=["sqlite", "redis", "cluster"])
+@pytest.fixture(params=["sqlite", "redis", "cluster", "postgres"])
 def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh store that several processes can share (``memory://`` lives in one process only)."""
     ns = "p" + secrets.token_hex(6)
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledger.db'}"
+    elif request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        yield with_options(url, namespace=ns)
+        postgres_server.delete_namespace(url, ns)
     elif request.param == "redis":
         url = request.getfixturevalue("redis_url")
         yield f"{url}?namespace={ns}"
@@ -274,3 +281,43 @@ def test_readers_never_see_more_than_the_limit(ledger: Ledger, ledger_factory: C
     # each abandoned reservation expired exactly once on every counter it held
     expired = Counter(e.reservation_id for e in history if e.event == "expired")
     assert expired == Counter(dict(res for _, ids, _ in written for res in ids))
+
+
+# -- lock order (PostgreSQL) ----------------------------------------------------------------------
+
+RACERS, ROUNDS = 8, 40
+
+
+def test_postgres_racers_in_opposite_orders_never_deadlock(postgres_url: str) -> None:
+    """Racers reserve the same counters, each naming them in another order, and commit or release:
+    every operation takes its counters' locks in one fixed order, so none ever waits for another in a
+    circle (PostgreSQL would abort one with a deadlock error, which the store counts and runs again)."""
+    url = with_options(postgres_url, namespace="p" + secrets.token_hex(6))
+    specs = [counter(f"team:{name}", limit=10**9) for name in "abcde"]
+    clients = [open_ledger(url) for _ in range(RACERS)]
+    start = threading.Barrier(RACERS, timeout=60)
+
+    def race(i: int) -> int:
+        client, rng = clients[i], random.Random(i)
+        start.wait()
+        charged = 0
+        for k in range(ROUNDS):
+            order = rng.sample(specs, len(specs))[: rng.randint(2, 5)]
+            res = client.reserve([Hold(spec, 5) for spec in order], id=f"d{i}-{k}")
+            if k % 3:
+                client.commit(res, {"usd": 4})
+                charged += 4 if specs[0] in order else 0
+            else:
+                client.release(res)
+        return charged
+
+    try:
+        with ThreadPoolExecutor(RACERS) as pool:
+            charged = sum(pool.map(race, range(RACERS)))
+        assert [c.rerun for c in clients if isinstance(c, PostgresLedger)] == [0] * RACERS
+        [status] = clients[0].status(specs[:1])
+        assert (status.spent, status.held) == (charged, 0)
+    finally:
+        for client in clients:
+            client.close()
+        postgres_server.delete_namespace(postgres_url, url.rsplit("namespace=", 1)[1])

@@ -39,6 +39,8 @@ from budgetguard import BudgetExceededError
 from budgetguard._budgets import Period, Scope, Unit
 from budgetguard._ledger import CounterSpec, Hold, Ledger, Reservation, ReservationError, open_ledger
 from budgetguard._money import to_usd
+from tests import postgres_server
+from tests.postgres_server import with_options
 from tests.redis_server import delete_namespace
 
 from .cluster_close import close_ledger
@@ -123,7 +125,7 @@ class LedgerModel(RuleBasedStateMachine):
             url = f"sqlite:///{self.tmpdir}/ledger.db"
         else:
             assert self.BASE_URL is not None
-            url = f"{self.BASE_URL}?namespace={self.namespace}"
+            url = with_options(self.BASE_URL, namespace=self.namespace)
         self.ledger: Ledger = open_ledger(url)
         self.specs: list[CounterSpec] = []
         self.spent = [0] * len(SLOTS)
@@ -154,6 +156,9 @@ class LedgerModel(RuleBasedStateMachine):
             if self.KIND == "redis":
                 assert self.BASE_URL is not None
                 delete_namespace(self.BASE_URL, self.namespace)
+            if self.KIND == "postgres":
+                assert self.BASE_URL is not None
+                postgres_server.delete_namespace(self.BASE_URL, self.namespace)
             if self.tmpdir is not None:
                 shutil.rmtree(self.tmpdir, ignore_errors=True)
 
@@ -510,11 +515,13 @@ class LedgerModel(RuleBasedStateMachine):
         assert got == self.journal
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis", "cluster"])
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis", "cluster", "postgres"])
 def test_store_matches_the_model(kind: str, request: pytest.FixtureRequest) -> None:
     base_url = None
     if kind == "redis":
         base_url = request.getfixturevalue("redis_url")
+    elif kind == "postgres":
+        base_url = request.getfixturevalue("postgres_url")
     elif kind == "cluster":
         base_url = request.getfixturevalue("cluster_url")
     machine = type(f"LedgerModel_{kind}", (LedgerModel,), {"KIND": kind, "BASE_URL": base_url})

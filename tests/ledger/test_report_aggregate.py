@@ -7,8 +7,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import secrets
 import sqlite3
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -23,14 +25,49 @@ from budgetguard._cli import cli
 from budgetguard._errors import BudgetExceededError
 from budgetguard._export import EXPORT_FIELDS, export_row
 from budgetguard._ledger import JournalEntry, Ledger, SQLiteLedger, open_ledger
+from budgetguard._ledger._postgres import PostgresLedger
 from budgetguard._ledger._types import to_datetime
 from budgetguard._report import RatioSample, read_journal, report, summarize
+from tests import postgres_server
+from tests.postgres_server import with_options
 
 from .helpers import counter, hold
 
 ODD_USER = 'o\'brien "x" :colon, ünï'
 ODD_FEATURE = "a:b c'd"
 GROUPINGS = ("user", "feature", "team", "scope", "model", "function", "day", "global", "nothing")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def sql_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    """A fresh store that aggregates reports in SQL."""
+    if request.param == "sqlite":
+        with SQLiteLedger(tmp_path / "ledger.db") as store:
+            yield store
+        return
+    url = request.getfixturevalue("postgres_url")
+    ns = "r" + secrets.token_hex(6)
+    with open_ledger(with_options(url, namespace=ns)) as store:
+        yield store
+    postgres_server.delete_namespace(url, ns)
+
+
+def test_postgres_reads_entries_with_a_nul_in_python(postgres_url: str) -> None:
+    """A model or scope holding a NUL (which a PostgreSQL text cannot) is journaled all the same, and
+    the report reads those entries in Python, with the same numbers."""
+    ns = "r" + secrets.token_hex(6)
+    with open_ledger(with_options(postgres_url, namespace=ns)) as store:
+        spec = counter("user:nul\0id", 10**12, Unit.USD)
+        for model in ("gpt\0x", "gpt-4o"):
+            meta = {"model": model, "estimated_usd": "0.000002", "scopes": ["global", "user:nul\0id"]}
+            store.commit(store.reserve([hold(spec, 2000)], meta=meta), {"usd": 1000})
+        assert store.aggregate_journal(None, None, None, "model") is None
+        assert store.aggregate_journal(None, None, "user:nul\0id", "model") is None
+        for by in ("model", "user", "scope"):
+            _same(store, by, since=None)
+            _same(store, by, since=None, scope="user:nul\0id")
+        assert {e.model for e in store.history()} == {"gpt\0x", "gpt-4o"}
+    postgres_server.delete_namespace(postgres_url, ns)
 
 
 def _write(ledger: Ledger) -> None:
@@ -84,8 +121,10 @@ def test_the_store_aggregate_equals_the_python_report(ledger: Ledger) -> None:
     entries = ledger.history()
     events = {e.event for e in entries}
     assert {"committed", "refused", "released"} <= events
-    if isinstance(ledger, SQLiteLedger):  # (in SQL, not read in Python)
+    if isinstance(ledger, SQLiteLedger | PostgresLedger):  # (in SQL, not read in Python)
         assert ledger.aggregate_journal(None, None, None, "user") is not None
+        for scope in (f"user:{ODD_USER}", "global", f"feature:{ODD_FEATURE}", "user:nobody"):
+            assert ledger.aggregate_journal(None, None, scope, "model") is not None
     for by in GROUPINGS:
         _same(ledger, by, since=None)
     _, total = report(entries, "user")
@@ -252,7 +291,7 @@ def test_an_entry_is_one_journal_entry_either_way(tmp_path: Path) -> None:
         assert list(store.stream_history(chunk=1)) == listed
 
 
-def test_the_store_distribution_is_exact_at_ties_and_bucket_edges(tmp_path: Path) -> None:
+def test_the_store_distribution_is_exact_at_ties_and_bucket_edges(sql_store: Ledger) -> None:
     """Ratios exactly on k / 64 (the edges of an earlier histogram), just off them, tied floats of distinct
     exact ratios (near 2**52), equal ratios of different amounts, and a key whose ranks fall in one
     bucket: the store's distributions equal the Python report's."""
@@ -261,29 +300,29 @@ def test_the_store_distribution_is_exact_at_ties_and_bucket_edges(tmp_path: Path
     pairs += [(64 * k - 1, 64 * 64) for k in range(1, 8)] + [(64 * k + 1, 64 * 64) for k in range(1, 8)]
     pairs += [(edge + i, edge + i + 1) for i in range(48)]  # floats equal, exact ratios not
     pairs += [(edge - 1, edge), (edge, edge + 1), (1, 2), (2, 4), (500, 1000), (3, 3), (9, 3)]
-    with SQLiteLedger(tmp_path / "ledger.db") as store:
-        c = counter("user:carol", 2**62, Unit.USD)
-        for i, (actual, estimate) in enumerate(pairs * 2):
-            estimated = str(Decimal(estimate) / 10**9)
-            user = ("carol", "dave", "erin")[i % 3] if i < len(pairs) else "frank"
-            meta = {
-                "estimated_usd": estimated,
-                "model": ("a", "b")[i % 2],
-                "scopes": [f"user:{user}", "global"],
-            }
-            reservation = store.reserve([hold(c, estimate)], meta=meta)
-            store.commit(reservation, {"usd": actual})
-        assert store.aggregate_journal(None, None, None, "user") is not None  # (in SQL)
-        for by in ("user", "model", "scope", "day", "global"):
-            _same(store, by, since=None)
-        found = summarize(store, "user", since=None)
-        assert found.total.distribution == Ratios.of(Fraction(a, e) for a, e in pairs * 2)
+    store = sql_store
+    c = counter("user:carol", 2**62, Unit.USD)
+    for i, (actual, estimate) in enumerate(pairs * 2):
+        estimated = str(Decimal(estimate) / 10**9)
+        user = ("carol", "dave", "erin")[i % 3] if i < len(pairs) else "frank"
+        meta = {
+            "estimated_usd": estimated,
+            "model": ("a", "b")[i % 2],
+            "scopes": [f"user:{user}", "global"],
+        }
+        reservation = store.reserve([hold(c, estimate)], meta=meta)
+        store.commit(reservation, {"usd": actual})
+    assert store.aggregate_journal(None, None, None, "user") is not None  # (in SQL)
+    for by in ("user", "model", "scope", "day", "global"):
+        _same(store, by, since=None)
+    found = summarize(store, "user", since=None)
+    assert found.total.distribution == Ratios.of(Fraction(a, e) for a, e in pairs * 2)
 
 
-def test_counts_beyond_int64_are_stored_and_reported_as_python_adds_them(tmp_path: Path) -> None:
+def test_counts_beyond_int64_are_stored_and_reported_as_python_adds_them(sql_store: Ledger) -> None:
     """A journal entry whose counts no SQL integer holds (a corrupt usage, a huge ``calls``) is written
     all the same (the commit is not rolled back), and the report adds it exactly."""
-    ledger = open_ledger(f"sqlite:///{tmp_path / 'big.db'}")
+    ledger = sql_store
     spec = counter("user:a", limit=10**12)
     for meta in ({"calls": 2**63}, {"usage": {"input_tokens": 2**63}}, {"calls": 2**62}, {"calls": 2**62}):
         ledger.commit(ledger.reserve([hold(spec, 1)]), {Unit.USD: 1}, meta=meta)
@@ -291,3 +330,27 @@ def test_counts_beyond_int64_are_stored_and_reported_as_python_adds_them(tmp_pat
     for by in ("scope", "user", "model"):
         _same(ledger, by, since=None)
     ledger.close()
+
+
+def test_routed_shadow_and_admin_entries_are_summed_as_python_reads_them(ledger: Ledger) -> None:
+    """Refusals routed to a fallback, shadow refusals and administration entries (not calls): each
+    store's SQL agrees with the Python report (PostgreSQL once failed on SQLite's ``json_extract``)."""
+    tight = counter("user:alice", 10, Unit.USD)
+    for i, fallback in enumerate(("gpt-4o-mini", None, "")):
+        meta: dict[str, object] = {"model": "gpt-4o", "scopes": ["user:alice"]}
+        if fallback is not None:
+            meta["fallback"] = fallback
+        with pytest.raises(BudgetExceededError):
+            ledger.reserve([hold(tight, 11 + i)], meta=meta)
+    shadowed = ledger.reserve([hold(tight, 50)], enforce="shadow", meta={"model": "gpt-4o"})
+    ledger.commit(shadowed, {"usd": 40}, meta={"cost_nano": 40})
+    ledger.adjust(tight, 500, actor="ops", reason="a charge")
+    if isinstance(ledger, SQLiteLedger | PostgresLedger):  # (in SQL, not read in Python)
+        found = ledger.aggregate_journal(None, None, None, "model")
+        assert found is not None
+        assert (found.total.refused, found.total.routed, found.total.shadow_refused) == (3, 2, 1)
+        assert found.total.cost_nano == 40  # (the adjustment is no call)
+    for by in ("model", "user", "day"):
+        _same(ledger, by, since=None)
+    _, total = report(read_journal(ledger, since=None).entries, "model")
+    assert (total.refused, total.routed) == (3, 2)

@@ -2,7 +2,8 @@
 
 How each store drops entries: memory keeps the newest ``journal_maxlen`` (a deque), Redis about the
 newest ``journal_maxlen`` (``XADD MAXLEN ~``, in whole stream nodes of 100), SQLite the last
-``journal_retention_days`` days (pruned every 512 operations; its clock is injected here).
+``journal_retention_days`` days (pruned every 512 operations; its clock is injected here), PostgreSQL
+too (its clock is the server's: the entries are made older here).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from budgetguard._budgets import Unit
 from budgetguard._ledger import Hold, JournalEntry, Ledger, SQLiteLedger, open_ledger
 from budgetguard._ledger._local import wall_clock_ms
+from tests.postgres_server import age
 
 from .helpers import counter
 
@@ -58,6 +60,14 @@ def trimmed_store(store_url: str, tmp_path: Path) -> Iterator[Trimmed]:
             trimmed = Trimmed(store, store.url)
             trimmed.fill(10, old)  # three days ago
             trimmed.fill(PRUNE_EVERY // 2)  # 512 operations: one prune, which drops the old entries
+            yield trimmed
+    elif store_url.startswith("postgresql://"):
+        url = f"{store_url}&journal_retention_days=1"
+        with open_ledger(url) as store:
+            trimmed = Trimmed(store, url)
+            fill(store, 10)
+            age(url, store.namespace, 3 * DAY)  # (the server's clock cannot be set: the entries are aged)
+            trimmed.fill(PRUNE_EVERY // 2 - 10)  # 512 operations: one prune, which drops the old entries
             yield trimmed
     else:
         url = f"{store_url}&journal_maxlen=5"

@@ -11,7 +11,7 @@ from tests.ledger.conftest import cluster_url, redis_url, store_url  # noqa: F40
 
 from . import figures
 
-STORES = ["memory", "sqlite", "redis", "cluster"]
+STORES = ["memory", "sqlite", "redis", "cluster", "postgres"]
 
 
 @pytest.fixture(scope="session", autouse=True)

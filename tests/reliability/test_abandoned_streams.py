@@ -13,7 +13,7 @@ from tests.guard.dropworker import kind_of, run_worker
 
 from . import figures
 
-STORES = ["memory", "sqlite", "redis"]
+STORES = ["memory", "sqlite", "redis", "postgres"]
 SECTION = "abandoned_streams"
 
 

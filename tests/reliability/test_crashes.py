@@ -1,4 +1,5 @@
-"""Worker processes killed at random (kill -9) while they hold reservations, on SQLite and Redis; on
+"""Worker processes killed at random (kill -9) while they hold reservations, on SQLite, Redis and
+PostgreSQL; on
 SQLite also a process killed in the middle of a transaction, holding the write lock.
 
 After the leases end nothing is held; every acknowledged commit is in the counters and the journal
@@ -25,7 +26,7 @@ PROCESSES = 4
 ROUNDS = figures.scale(1, 6)
 
 
-STORES = ["sqlite", "redis"]
+STORES = ["sqlite", "redis", "postgres"]
 
 
 @dataclass
@@ -136,7 +137,7 @@ def _check(ledger: Ledger, logs: Logs) -> dict[str, int]:
 
 
 def test_killed_workers_leak_no_hold_and_lose_no_commit(store_url: str, tmp_path: Path) -> None:
-    store = "sqlite" if store_url.startswith("sqlite") else "redis"
+    store = store_url.split(":", 1)[0].replace("postgresql", "postgres")
     logs, killed, midtx_kills = Logs(), 0, 0
     for r in range(ROUNDS):
         paths, midtx = _round(store_url, tmp_path, seed=r + 1, midtx=store == "sqlite")

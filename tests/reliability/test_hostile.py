@@ -8,6 +8,7 @@ the namespace, in the documented shape. Bad amounts and limits are refused befor
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -32,7 +33,10 @@ LOOKALIKES = [
     'alice", "usd", "day", "UTC"]', "alice\u2028", "\U0001f642", "\ud7ff", "a" * 10_000, "b" * 65_536,
     "bg:{t}:limits", "c:AAAA:0", "r:x", "-", ".", "..", "/", "0", "-1", "NaN", "null", "None", " ",
 ]  # fmt: skip
-IDS = list(dict.fromkeys([*LOOKALIKES, *HOSTILE_IDS]))
+INCOMPRESSIBLE = [secrets.token_urlsafe(n) for n in (2_100, 6_000, 48_000)]
+"""Random ids of about 2.8, 8 and 64 kB that no compression shortens (longer than a PostgreSQL btree
+entry may be: rows keyed by a digest, ``_postgres_tx.digest``)."""
+IDS = list(dict.fromkeys([*LOOKALIKES, *HOSTILE_IDS, *INCOMPRESSIBLE]))
 KINDS = ["user", "team"]
 REFUSED_IDS = ["", "\ud800", "x\udfff", "x" * (64 * 1024 + 1)]
 
