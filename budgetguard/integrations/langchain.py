@@ -41,7 +41,7 @@ from .._providers import api_of
 from .._scopes import ScopeSpec
 from .._settle import input_only
 from .._tokens import count_text_tokens
-from .._usage import Usage
+from .._usage import Usage, with_tool_items
 from . import missing_extra
 from ._refusal import quiet_refusals
 
@@ -101,7 +101,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         """Batches some of whose runs have started, by ``_join``'s key; full, it forgets the oldest (a batch
         whose later runs never started)."""
         self._lock = threading.Lock()
-        quiet_refusals(_CALLBACKS_LOGGER, "Error in BudgetCallbackHandler.")
+        quiet_refusals(_CALLBACKS_LOGGER, f"Error in {type(self).__name__}.")
 
     @property
     def guard(self) -> Guard:
@@ -158,8 +158,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         metadata: Mapping[str, Any] | None,
         kwargs: Mapping[str, Any],
     ) -> None:
-        if metered_by.get() is self.guard:
-            return  # (the agent's BudgetMiddleware of this guard meters this call: once is enough)
+        if self._left_to_middleware():
+            return
         batch = self._join(kwargs)
         try:
             attempt, est = self._reserve(messages, kwargs.get("invocation_params"), metadata)
@@ -174,6 +174,14 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                     batch.runs.add(run_id)
         if late:  # an async sibling that held after the refusal: its run is never sent either
             attempt.release()
+
+    def _left_to_middleware(self) -> bool:
+        """Whether the agent's ``BudgetMiddleware`` of this guard meters this call: once is enough."""
+        return metered_by.get() is self.guard
+
+    def _arguments(self, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
+        """What the scope specs are resolved over: the run's ``metadata``."""
+        return metadata
 
     def _reserve(
         self,
@@ -190,7 +198,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             usage=_read_usage,
             enforce=self.enforce,
             scopes=self.scopes,
-            arguments=metadata,
+            arguments=self._arguments(metadata),
         )
         attempt.reserve()
         return attempt, est
@@ -296,7 +304,7 @@ def request_from_run(
             openai_messages.append({"role": "system", "content": json.dumps(tools, default=str)})
     request["messages"] = openai_messages
     request.update({"max_completion_tokens": most} if most is not None else {})
-    for key in ("n", "service_tier"):
+    for key in ("n", "service_tier", "response_format"):
         if params.get(key) is not None:
             request[key] = params[key]
     return request, provider
@@ -351,14 +359,62 @@ def usage_from_result(result: LLMResult) -> Usage:
 
 
 def usage_from_message(message: Any) -> Usage:
-    """The usage of an ``AIMessage``, from its ``usage_metadata``."""
+    """The usage of an ``AIMessage``: the bill, billed units that are not tokens included.
+
+    ``usage_metadata`` carries tokens only, so the provider's own usage is read when the message carries
+    it, by the parser of its wire format (``Usage.from_response``): OpenAI chat's
+    ``response_metadata["token_usage"]`` (audio and image tokens), Anthropic's
+    ``response_metadata["usage"]`` (``server_tool_use`` requests, ``iterations``); one whose token
+    totals disagree with ``usage_metadata`` (stream chunks merged into it) is not used. A Responses API
+    message adds its built-in tool calls, each billed (``web_search_call``...), from its output items:
+    content blocks (``output_version="responses/v1"``, the default), ``additional_kwargs["tool_outputs"]``
+    (``"v0"``) or ``server_tool_call`` blocks (``"v1"``)."""
     metadata = getattr(message, "usage_metadata", None)
-    if not metadata:
-        raise UsageError(
-            f"the model's {type(message).__name__} carries no usage_metadata; for streams enable the "
-            "model's usage reporting (ChatOpenAI(stream_usage=True))"
-        )
-    return _from_usage_metadata(metadata)
+    response = getattr(message, "response_metadata", None) or {}
+    found = _wire_usage(response, metadata)
+    if found is None:
+        if not metadata:
+            raise UsageError(
+                f"the model's {type(message).__name__} carries no usage_metadata; for streams enable the "
+                "model's usage reporting (ChatOpenAI(stream_usage=True))"
+            )
+        found = _from_usage_metadata(metadata)
+    if response.get("object") == "response":  # (a Responses API response)
+        items = _output_items(message)
+        if items:
+            return with_tool_items(found, items)
+    return found
+
+
+def _wire_usage(response: Mapping[str, Any], metadata: Mapping[str, Any] | None) -> Usage | None:
+    """The provider's own usage in ``response_metadata``, when it is there and agrees with
+    ``usage_metadata``'s token totals."""
+    wire = response.get("token_usage") or response.get("usage")
+    if not isinstance(wire, Mapping):
+        return None
+    try:
+        found = Usage.from_response(wire)
+    except UsageError:
+        return None
+    if metadata and (found.total_input_tokens, found.total_output_tokens) != (
+        metadata.get("input_tokens"),
+        metadata.get("output_tokens"),
+    ):
+        return None
+    return found
+
+
+def _output_items(message: Any) -> list[Any]:
+    """A Responses API message's output items, in any of langchain-openai's output versions."""
+    content = message.content if isinstance(message.content, list) else []
+    items = [block for block in content if isinstance(block, Mapping)]
+    items += (getattr(message, "additional_kwargs", None) or {}).get("tool_outputs") or []
+    for block in content:  # v1: standard blocks, a server tool call named by its tool
+        if isinstance(block, Mapping) and block.get("type") == "server_tool_call":
+            extras = block.get("extras") or {}
+            call = {"type": f"{block.get('name')}_call", "id": block.get("id")}
+            items.append({**call, "container_id": extras.get("container_id")})
+    return items
 
 
 def _read_usage(result: LLMResult | Usage) -> Usage:
