@@ -117,7 +117,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         flat = [message for prompt in messages for message in prompt]
-        self._start(run_id, flat, metadata, kwargs)
+        self._start(run_id, flat, metadata, {**kwargs, "serialized": serialized})
 
     def on_llm_start(
         self,
@@ -162,7 +162,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             return
         batch = self._join(kwargs)
         try:
-            attempt, est = self._reserve(messages, kwargs.get("invocation_params"), metadata)
+            attempt, est = self._reserve(messages, kwargs.get("invocation_params"), metadata, kwargs)
         except BaseException:
             self._give_up(batch)  # LangChain sends none of the batch now, and never ends its runs
             raise
@@ -188,9 +188,12 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         messages: Sequence[BaseMessage | Mapping[str, Any]],
         params: Mapping[str, Any] | None,
         metadata: Mapping[str, Any] | None,
+        kwargs: Mapping[str, Any],
     ) -> tuple[Attempt, Estimate]:
         metadata = metadata or {}
-        request, provider = request_from_run(messages, params or {}, metadata)
+        serialized = kwargs.get("serialized")
+        settings = serialized.get("kwargs") if isinstance(serialized, Mapping) else None
+        request, provider = request_from_run(messages, params or {}, metadata, model_kwargs=settings)
         guard = self.guard
         est = guard.estimator(request, provider=provider)
         attempt = guard.attempt(
@@ -269,9 +272,17 @@ def request_from_run(
     messages: Sequence[BaseMessage | Mapping[str, Any]],
     params: Mapping[str, Any],
     metadata: Mapping[str, Any],
+    *,
+    model_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], str | None]:
     """A LangChain run (its messages, ``invocation_params`` and ``metadata``) as the SDK request to
-    estimate, with the provider whose shape and prices it takes (``None``: guessed from the model)."""
+    estimate, with the provider whose shape and prices it takes (``None``: guessed from the model).
+
+    An OpenAI run that goes to the Responses API is a Responses request (input items,
+    ``max_output_tokens``), counted by that API's rules: langchain-openai's choice, made from the chat
+    model's constructor arguments (``model_kwargs``, the run's ``serialized["kwargs"]``:
+    ``use_responses_api``, ``output_version="responses/v1"``), its model, or the call's parameters
+    (a built-in tool, ``reasoning``, ``include``...)."""
     model = params.get("model") or params.get("model_name") or metadata.get("ls_model_name")
     if not isinstance(model, str) or not model:
         raise ConfigurationError(
@@ -302,12 +313,67 @@ def request_from_run(
             request["tools"] = [convert_to_openai_tool(tool) for tool in tools]
         except Exception:  # a tool format only its provider knows: count its JSON as text
             openai_messages.append({"role": "system", "content": json.dumps(tools, default=str)})
-    request["messages"] = openai_messages
-    request.update({"max_completion_tokens": most} if most is not None else {})
-    for key in ("n", "service_tier", "response_format"):
+    if provider == "openai" and _uses_responses(model, params, model_kwargs or {}):
+        request["input"] = _responses_input(openai_messages)
+        request.update({"max_output_tokens": most} if most is not None else {})
+        keys: tuple[str, ...] = ("service_tier", "response_format", *_RESPONSES_ONLY)
+    else:
+        request["messages"] = openai_messages
+        request.update({"max_completion_tokens": most} if most is not None else {})
+        keys = ("n", "service_tier", "response_format")
+    for key in keys:
         if params.get(key) is not None:
             request[key] = params[key]
     return request, provider
+
+
+_RESPONSES_ONLY = ("context_management", "include", "previous_response_id", "reasoning", "text", "truncation")
+"""Call parameters only the Responses API takes: langchain-openai sends a call that has one there."""
+_RESPONSES_MODELS = ("gpt-5-pro", "gpt-5.2-pro", "gpt-5.4-pro")
+"""Models langchain-openai always calls through the Responses API (and any "codex" model)."""
+_RESPONSES_SETTINGS = ("reasoning", "include", "truncation", "context_management")
+"""Chat model settings that make langchain-openai call the Responses API."""
+
+
+def _uses_responses(model: str, params: Mapping[str, Any], settings: Mapping[str, Any]) -> bool:
+    """Whether langchain-openai sends this run to the Responses API (as its ``_use_responses_api``)."""
+    chosen = settings.get("use_responses_api")
+    if isinstance(chosen, bool):
+        return chosen
+    if settings.get("output_version") == "responses/v1" or settings.get("use_previous_response_id"):
+        return True
+    if model.startswith(_RESPONSES_MODELS) or "codex" in model:
+        return True
+    if any(
+        settings.get(key) is not None for key in ("reasoning", "include", "truncation", "context_management")
+    ):
+        return True
+    tools = params.get("tools") or ()
+    builtin = any(isinstance(tool, Mapping) and tool.get("type", "function") != "function" for tool in tools)
+    return builtin or any(key in params for key in _RESPONSES_ONLY)
+
+
+def _responses_input(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI chat messages as Responses input items: tool calls as ``function_call`` items, tool
+    results as ``function_call_output`` items."""
+    items: list[dict[str, Any]] = []
+    for message in messages:
+        calls = message.get("tool_calls") or ()
+        if message.get("role") == "tool":
+            output = message.get("content")
+            items.append(
+                {"type": "function_call_output", "call_id": message.get("tool_call_id"), "output": output}
+            )
+            continue
+        if message.get("content") or not calls:
+            items.append({"role": message.get("role"), "content": message.get("content") or ""})
+        for call in calls:
+            function = call.get("function") or {}
+            items.append(
+                {"type": "function_call", "call_id": call.get("id"), "name": function.get("name"),
+                 "arguments": function.get("arguments")}
+            )  # fmt: skip
+    return items
 
 
 def _anthropic_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -15,6 +15,7 @@ from langchain.agents import create_agent
 from langchain.agents.middleware import ModelFallbackMiddleware
 from langchain.agents.structured_output import ProviderStrategy, ToolStrategy
 from langchain_core.exceptions import ModelError
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
@@ -23,7 +24,7 @@ from budgetguard.integrations.langchain import BudgetCallbackHandler
 from budgetguard.integrations.langchain_agents import BudgetExceeded, BudgetMiddleware
 from budgetguard.testing import MockProvider
 from tests.integrations.scripted import cost, serve, text, tool_call
-from tests.integrations.test_langchain_agents import chat, status
+from tests.integrations.test_langchain_agents import chat, lookup, status
 
 QUESTION = {"messages": [{"role": "user", "content": "What is the weather in Paris today?"}]}
 
@@ -65,9 +66,26 @@ def test_a_responses_web_search_is_charged_its_fee(output_version: str) -> None:
     expected = billed("gpt-4o", usage, web_search_calls=1)
     assert [e.kind for e in events] == ["reserved", "committed"]
     assert bg.to_nano(events[1].actual) == expected
-    assert events[0].estimated >= events[1].actual
-    assert dict(bg.estimate({"model": "gpt-4o", "input": "Hi", "tools": [{"type": "web_search"}]}).tool_calls)
+    assert events[0].estimated == bg.estimate(sent.body).cost  # the Responses request, web searches and all
     assert status(guard, "al") == (expected, 0)
+
+
+def test_a_responses_runs_tool_history_is_estimated_as_the_responses_request_sent() -> None:
+    """A run langchain-openai sends to the Responses API is estimated by that API's rules (its input items,
+    function calls and their outputs), not as a chat completion (which counts less)."""
+    history = [
+        HumanMessage("Weather in Paris?"),
+        AIMessage("", tool_calls=[{"name": "lookup", "args": {"city": "Paris"}, "id": "call_1"}]),
+        ToolMessage("sunny in Paris", tool_call_id="call_1"),
+    ]
+    guard, events = track()
+    with MockProvider() as api:
+        model = responses_chat(api.openai_base_url).bind_tools([lookup])
+        model.invoke(history, config={"callbacks": [BudgetCallbackHandler(guard, user="bo")]})
+    [sent] = api.requests
+    kinds = [item.get("type") for item in sent.body["input"]]
+    assert kinds == ["message", "function_call", "function_call_output"]
+    assert events[0].estimated == bg.estimate(sent.body).cost
 
 
 def test_the_callback_handler_charges_a_web_search_fee_too() -> None:
