@@ -17,7 +17,9 @@ own usage where the message carries it, and the Responses API's built-in tool ca
 search's fee is charged); a call that raises is released (or charged its input, per the guard's
 ``charge_failed``). A chat model that can report a stream's usage and was not told either way
 (``ChatOpenAI(stream_usage=None)``, the default on a custom ``base_url``) is asked to, so that a
-streamed call is charged its bill rather than its worst case; ``stream_usage=False`` is kept.
+streamed call is charged its bill rather than its worst case; ``stream_usage=False`` is kept. It asks
+the models it wraps: listed before ``ModelFallbackMiddleware``, the fallback models' own setting
+applies (a stream without usage is charged its reservation, as the guard charges one).
 
 A refusal stops the call before it is sent: the call raises ``BudgetExceeded``, both LangChain's
 ``ModelError`` (not retryable, so ``ModelRetryMiddleware`` does not retry it, while
