@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from langchain.agents import create_agent
-from langchain.agents.middleware import ModelFallbackMiddleware
+from langchain.agents.middleware import LLMToolSelectorMiddleware, ModelFallbackMiddleware
 from langchain.agents.structured_output import ProviderStrategy, ToolStrategy
 from langchain_core.exceptions import ModelError
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
@@ -144,8 +144,11 @@ def test_a_structured_outputs_schema_is_in_the_estimate(strategy: str) -> None:
 PRIMARY, FALLBACK = "gpt-4o-mini", "gpt-4o"  # (the fallback is the dearer one)
 
 
+@pytest.mark.parametrize("is_async", [False, True])
 @pytest.mark.parametrize("budget_first", [True, False])
-def test_a_fallback_call_is_reserved_and_charged_at_its_own_rate(budget_first: bool) -> None:
+async def test_a_fallback_call_is_reserved_and_charged_at_its_own_rate(
+    budget_first: bool, is_async: bool
+) -> None:
     guard, events = track()
     with MockProvider() as api:
         api.fail(500, times=1)  # the primary's call fails
@@ -153,7 +156,7 @@ def test_a_fallback_call_is_reserved_and_charged_at_its_own_rate(budget_first: b
         fallback = ModelFallbackMiddleware(chat(api.openai_base_url, FALLBACK))
         middleware = [budget, fallback] if budget_first else [fallback, budget]
         agent = create_agent(chat(api.openai_base_url, PRIMARY), [], middleware=middleware)
-        agent.invoke(QUESTION)
+        await agent.ainvoke(QUESTION) if is_async else agent.invoke(QUESTION)
 
     first, second = api.requests
     assert (first.body["model"], second.body["model"]) == (PRIMARY, FALLBACK)
@@ -186,6 +189,24 @@ def test_a_refused_fallback_call_stops_the_run_as_a_refusal(budget_first: bool) 
         ("reserved", PRIMARY), ("released", PRIMARY), ("refused", FALLBACK),
     ]  # fmt: skip
     assert status(guard, "ed") == (0, 0)
+
+
+def test_a_model_that_a_middleware_inside_it_calls_is_guarded_too() -> None:
+    """``LLMToolSelectorMiddleware`` calls its own model inside ``wrap_model_call`` to pick the tools: that
+    call is sent too, so it is reserved and charged at its model's rate."""
+    usage = {"prompt_tokens": 100, "completion_tokens": 10, "prompt_tokens_details": {"cached_tokens": 0}}
+    picked, answer = text(json.dumps({"tools": ["lookup"]}), **usage), text("Sunny.", **usage)
+    guard, events = track()
+    with serve([picked, answer]) as api:
+        selector = LLMToolSelectorMiddleware(model=chat(api.url, PRIMARY))
+        middleware = [BudgetMiddleware(guard, user="go"), selector]
+        agent = create_agent(chat(api.url, FALLBACK), [lookup], middleware=middleware)
+        agent.invoke(QUESTION)
+    assert [r["model"] for r in api.requests] == [PRIMARY, FALLBACK]
+    assert [(e.kind, e.model) for e in events] == [
+        ("reserved", PRIMARY), ("committed", PRIMARY), ("reserved", FALLBACK), ("committed", FALLBACK),
+    ]  # fmt: skip
+    assert status(guard, "go") == (cost(PRIMARY, picked) + cost(FALLBACK, answer), 0)
 
 
 # -- 4. streams on a custom base URL -----------------------------------------------------------------
