@@ -43,9 +43,9 @@ def billed(model: str, usage: dict[str, Any], **units: int) -> int:
 # -- 1. billed units that are not tokens ------------------------------------------------------------
 
 
-def responses_chat(url: str) -> ChatOpenAI:
+def responses_chat(url: str, model: str = "gpt-4o") -> ChatOpenAI:
     return ChatOpenAI(
-        model="gpt-4o", base_url=url, api_key="test", max_retries=0, max_tokens=400,  # type: ignore[arg-type]
+        model=model, base_url=url, api_key="test", max_retries=0, max_tokens=400,  # type: ignore[arg-type]
         use_responses_api=True,
     )  # fmt: skip
 
@@ -70,9 +70,11 @@ def test_a_responses_web_search_is_charged_its_fee(output_version: str) -> None:
     assert status(guard, "al") == (expected, 0)
 
 
-def test_a_responses_runs_tool_history_is_estimated_as_the_responses_request_sent() -> None:
+@pytest.mark.parametrize("model", ["gpt-4o", "o3"])
+def test_a_responses_runs_tool_history_is_estimated_as_the_responses_request_sent(model: str) -> None:
     """A run langchain-openai sends to the Responses API is estimated by that API's rules (its input items,
-    function calls and their outputs), not as a chat completion (which counts less)."""
+    function calls and their outputs, its flat tools: o3 reads a strict tool's schema rules), not as a
+    chat completion (which counts less)."""
     history = [
         HumanMessage("Weather in Paris?"),
         AIMessage("", tool_calls=[{"name": "lookup", "args": {"city": "Paris"}, "id": "call_1"}]),
@@ -80,8 +82,8 @@ def test_a_responses_runs_tool_history_is_estimated_as_the_responses_request_sen
     ]
     guard, events = track()
     with MockProvider() as api:
-        model = responses_chat(api.openai_base_url).bind_tools([lookup])
-        model.invoke(history, config={"callbacks": [BudgetCallbackHandler(guard, user="bo")]})
+        bound = responses_chat(api.openai_base_url, model).bind_tools([lookup], strict=True)
+        bound.invoke(history, config={"callbacks": [BudgetCallbackHandler(guard, user="bo")]})
     [sent] = api.requests
     kinds = [item.get("type") for item in sent.body["input"]]
     assert kinds == ["message", "function_call", "function_call_output"]
