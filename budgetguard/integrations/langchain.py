@@ -2,11 +2,13 @@
 
 ``BudgetCallbackHandler`` reserves each model run's worst case in ``on_chat_model_start`` /
 ``on_llm_start`` (the messages converted to an OpenAI- or Anthropic-shaped request and estimated like
-any SDK call), commits the usage of ``on_llm_end`` (``usage_metadata``, else ``llm_output`` token usage)
-and releases the hold in ``on_llm_error``. Every run is one attempt, so ``with_retry`` and
-``with_fallbacks`` are counted per attempt, and a refusal raised from ``on_chat_model_start`` stops the
-call (the handler sets ``raise_error``): ``model.with_fallbacks([cheaper])`` then routes to the cheaper model,
-and LangChain's "Error in BudgetCallbackHandler..." warning is not logged for it (the refusal is no failure).
+any SDK call), commits the usage of ``on_llm_end`` (``usage_from_message``: the provider's own usage
+where the message carries it, else ``usage_metadata``, with a Responses API answer's built-in tool calls;
+else ``llm_output`` token usage) and releases the hold in ``on_llm_error``. Every run is one attempt, so
+``with_retry`` and ``with_fallbacks`` are counted per attempt, and a refusal raised from
+``on_chat_model_start`` stops the call (the handler sets ``raise_error``): ``model.with_fallbacks([cheaper])``
+then routes to the cheaper model, and LangChain's "Error in BudgetCallbackHandler..." warning is not
+logged for it (the refusal is no failure).
 
 A batch (``generate([p1, p2])``, a completion model's ``batch``) starts all its runs before it sends any;
 when one start is refused or fails, LangChain sends none and ends none, so the handler releases the holds
@@ -264,8 +266,9 @@ class _Batch:
 
 
 def usage_from_result(result: LLMResult) -> Usage:
-    """The usage of one model run: the first generation's ``usage_metadata`` (with ``n`` > 1 every
-    generation carries the run's total), else ``llm_output["token_usage"]`` or ``["usage"]``."""
+    """The usage of one model run: the first generation's message with ``usage_metadata``
+    (``usage_from_message``; with ``n`` > 1 every generation carries the run's total), else
+    ``llm_output["token_usage"]`` or ``["usage"]``."""
     for generations in result.generations:
         for generation in generations:
             message = getattr(generation, "message", None)
