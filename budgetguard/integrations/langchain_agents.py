@@ -150,7 +150,8 @@ def _asking_usage(request: ModelRequest) -> ModelRequest:
     """``request`` with its model asked to report a stream's usage, when it can and was not told either
     way (langchain-openai asks only OpenAI's own endpoint by default)."""
     model = request.model
-    if "stream_usage" in type(model).model_fields and model.stream_usage is None:  # type: ignore[attr-defined]
+    fields = getattr(type(model), "model_fields", None) or {}  # (pydantic models: every chat model)
+    if "stream_usage" in fields and model.stream_usage is None:  # type: ignore[attr-defined]
         return request.override(model=model.model_copy(update={"stream_usage": True}))
     return request
 
