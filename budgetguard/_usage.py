@@ -33,7 +33,7 @@ from ._cache import memo
 from ._errors import UsageError
 from ._frozen import fast_init
 
-__all__ = ["Pass", "Usage"]
+__all__ = ["Pass", "Usage", "with_tool_items"]
 
 _MISSING = object()
 _OBJECT_GETATTRIBUTE: Any = object.__getattribute__
@@ -261,7 +261,7 @@ class Usage:
         found = _parse_usage(usage)
         output = get("output")  # a Responses API response: its built-in tool calls are billed per call
         if output and type(output) is list:
-            return _with_tool_items(found, output)
+            return with_tool_items(found, output)
         if kind == "message" and not found.code_execution_sessions:  # an Anthropic message that ran code
             content = get("content")
             if content and type(content) is list and any(map(_is_code_block, content)):
@@ -512,7 +512,7 @@ def _is_code_block(block: Any) -> bool:
     return isinstance(kind, str) and kind.endswith("code_execution_tool_result")
 
 
-def _with_tool_items(found: Usage, output: list[Any]) -> Usage:
+def with_tool_items(found: Usage, output: list[Any]) -> Usage:
     """A Responses API output's built-in tool calls: one ``web_search_call``, ``file_search_call`` or
     ``image_generation_call`` item per billed call; code interpreter sessions by distinct container."""
     counts: dict[str, int] = {}

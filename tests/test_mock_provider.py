@@ -83,6 +83,19 @@ def test_responses_stream_and_embeddings(mock: MockProvider) -> None:
     assert len(reply.data[0].embedding) == 8
 
 
+def test_a_responses_request_offering_web_search_searches_once(mock: MockProvider) -> None:
+    client = mock.openai()
+    tools: Any = [{"type": "web_search"}]
+    answer = client.responses.create(model="gpt-4o", input="Weather in Paris?", tools=tools)
+    assert [item.type for item in answer.output] == ["web_search_call", "message"]
+    with client.responses.stream(model="gpt-4o", input="Weather in Paris?", tools=tools) as stream:
+        done = [e.item.type for e in stream if e.type == "response.output_item.done"]
+        final = stream.get_final_response()
+    assert done == ["web_search_call", "message"] and final.output[0].type == "web_search_call"
+    plain = client.responses.create(model="gpt-4o", input="Weather in Paris?")
+    assert [item.type for item in plain.output] == ["message"]
+
+
 def test_claude_cache_write_then_read_and_count_tokens(mock: MockProvider) -> None:
     client = mock.anthropic(max_retries=0)
     system = [{"type": "text", "text": LONG_SYSTEM, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]

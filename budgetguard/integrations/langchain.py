@@ -2,11 +2,13 @@
 
 ``BudgetCallbackHandler`` reserves each model run's worst case in ``on_chat_model_start`` /
 ``on_llm_start`` (the messages converted to an OpenAI- or Anthropic-shaped request and estimated like
-any SDK call), commits the usage of ``on_llm_end`` (``usage_metadata``, else ``llm_output`` token usage)
-and releases the hold in ``on_llm_error``. Every run is one attempt, so ``with_retry`` and
-``with_fallbacks`` are counted per attempt, and a refusal raised from ``on_chat_model_start`` stops the
-call (the handler sets ``raise_error``): ``model.with_fallbacks([cheaper])`` then routes to the cheaper model,
-and LangChain's "Error in BudgetCallbackHandler..." warning is not logged for it (the refusal is no failure).
+any SDK call), commits the usage of ``on_llm_end`` (``usage_from_message``: the provider's own usage
+where the message carries it, else ``usage_metadata``, with a Responses API answer's built-in tool calls;
+else ``llm_output`` token usage) and releases the hold in ``on_llm_error``. Every run is one attempt, so
+``with_retry`` and ``with_fallbacks`` are counted per attempt, and a refusal raised from
+``on_chat_model_start`` stops the call (the handler sets ``raise_error``): ``model.with_fallbacks([cheaper])``
+then routes to the cheaper model, and LangChain's "Error in BudgetCallbackHandler..." warning is not
+logged for it (the refusal is no failure).
 
 A batch (``generate([p1, p2])``, a completion model's ``batch``) starts all its runs before it sends any;
 when one start is refused or fails, LangChain sends none and ends none, so the handler releases the holds
@@ -21,7 +23,6 @@ come from ``budgetguard.track()``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -34,25 +35,25 @@ from .._budgets import Scope
 from .._cache import Bounded
 from .._context import ModelTotals, Tracker, track
 from .._default import default_guard
-from .._errors import ConfigurationError, UsageError
+from .._errors import UsageError
 from .._estimate import Estimate
 from .._guard import Attempt, Guard
-from .._providers import api_of
 from .._scopes import ScopeSpec
 from .._settle import input_only
 from .._tokens import count_text_tokens
-from .._usage import Usage
+from .._usage import Usage, with_tool_items
 from . import missing_extra
 from ._refusal import quiet_refusals
 
 try:
     from langchain_core.callbacks import BaseCallbackHandler
-    from langchain_core.messages import BaseMessage, convert_to_openai_messages
+    from langchain_core.messages import BaseMessage
     from langchain_core.outputs import LLMResult
     from langchain_core.tracers.context import register_configure_hook
-    from langchain_core.utils.function_calling import convert_to_openai_tool
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra("langchain", exc) from exc
+
+from ._langchain_requests import request_from_run
 
 __all__ = [
     "BudgetCallbackHandler",
@@ -68,10 +69,6 @@ T = TypeVar("T")
 _CALLBACKS_LOGGER = "langchain_core.callbacks.manager"
 """Logs "Error in BudgetCallbackHandler.on_chat_model_start" for a refusal before raising it, even when
 ``with_fallbacks`` handles it: the handler keeps refusals out of it (``_refusal.quiet_refusals``)."""
-
-_SHAPES = {"openai": "openai", "azure": "openai", "anthropic": "anthropic"}
-"""LangChain's ``ls_provider`` -> the request shape budgetguard estimates (others: OpenAI's shape)."""
-
 
 metered_by: ContextVar[object] = ContextVar("budgetguard_langchain_metered_by", default=None)
 """The guard whose agent middleware (``langchain_agents.BudgetMiddleware``) is metering the model call
@@ -101,7 +98,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         """Batches some of whose runs have started, by ``_join``'s key; full, it forgets the oldest (a batch
         whose later runs never started)."""
         self._lock = threading.Lock()
-        quiet_refusals(_CALLBACKS_LOGGER, "Error in BudgetCallbackHandler.")
+        quiet_refusals(_CALLBACKS_LOGGER, f"Error in {type(self).__name__}.")
 
     @property
     def guard(self) -> Guard:
@@ -117,7 +114,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         flat = [message for prompt in messages for message in prompt]
-        self._start(run_id, flat, metadata, kwargs)
+        self._start(run_id, flat, metadata, {**kwargs, "serialized": serialized})
 
     def on_llm_start(
         self,
@@ -158,11 +155,11 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         metadata: Mapping[str, Any] | None,
         kwargs: Mapping[str, Any],
     ) -> None:
-        if metered_by.get() is self.guard:
-            return  # (the agent's BudgetMiddleware of this guard meters this call: once is enough)
+        if self._left_to_middleware():
+            return
         batch = self._join(kwargs)
         try:
-            attempt, est = self._reserve(messages, kwargs.get("invocation_params"), metadata)
+            attempt, est = self._reserve(messages, kwargs.get("invocation_params"), metadata, kwargs)
         except BaseException:
             self._give_up(batch)  # LangChain sends none of the batch now, and never ends its runs
             raise
@@ -175,14 +172,25 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         if late:  # an async sibling that held after the refusal: its run is never sent either
             attempt.release()
 
+    def _left_to_middleware(self) -> bool:
+        """Whether the agent's ``BudgetMiddleware`` of this guard meters this call: once is enough."""
+        return metered_by.get() is self.guard
+
+    def _arguments(self, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
+        """What the scope specs are resolved over: the run's ``metadata``."""
+        return metadata
+
     def _reserve(
         self,
         messages: Sequence[BaseMessage | Mapping[str, Any]],
         params: Mapping[str, Any] | None,
         metadata: Mapping[str, Any] | None,
+        kwargs: Mapping[str, Any],
     ) -> tuple[Attempt, Estimate]:
         metadata = metadata or {}
-        request, provider = request_from_run(messages, params or {}, metadata)
+        serialized = kwargs.get("serialized")
+        settings = serialized.get("kwargs") if isinstance(serialized, Mapping) else None
+        request, provider = request_from_run(messages, params or {}, metadata, model_kwargs=settings)
         guard = self.guard
         est = guard.estimator(request, provider=provider)
         attempt = guard.attempt(
@@ -190,7 +198,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             usage=_read_usage,
             enforce=self.enforce,
             scopes=self.scopes,
-            arguments=metadata,
+            arguments=self._arguments(metadata),
         )
         attempt.reserve()
         return attempt, est
@@ -254,87 +262,13 @@ class _Batch:
     given_up: bool = False
 
 
-# -- request and usage ---------------------------------------------------------------------------
-
-
-def request_from_run(
-    messages: Sequence[BaseMessage | Mapping[str, Any]],
-    params: Mapping[str, Any],
-    metadata: Mapping[str, Any],
-) -> tuple[dict[str, Any], str | None]:
-    """A LangChain run (its messages, ``invocation_params`` and ``metadata``) as the SDK request to
-    estimate, with the provider whose shape and prices it takes (``None``: guessed from the model)."""
-    model = params.get("model") or params.get("model_name") or metadata.get("ls_model_name")
-    if not isinstance(model, str) or not model:
-        raise ConfigurationError(
-            f"cannot tell the model of this LangChain run (invocation params: {sorted(params)}); "
-            "budgetguard needs a model name to price it: set model= on the chat model"
-        )
-    provider = _SHAPES.get(str(metadata.get("ls_provider")))
-    shape = provider or api_of(None, model)
-    request: dict[str, Any] = {"model": model}
-    most = next(
-        (
-            params[key]
-            for key in ("max_completion_tokens", "max_tokens", "max_output_tokens")
-            if params.get(key) is not None
-        ),
-        metadata.get("ls_max_tokens"),
-    )
-    openai_messages = convert_to_openai_messages(list(messages))
-    tools = list(params.get("tools") or ())
-    if shape == "anthropic":
-        system, request["messages"] = _anthropic_messages(openai_messages)
-        request.update({"system": system} if system else {})
-        request.update({"tools": tools} if tools else {})
-        request.update({"max_tokens": most} if most is not None else {})
-        return request, provider
-    if tools:
-        try:
-            request["tools"] = [convert_to_openai_tool(tool) for tool in tools]
-        except Exception:  # a tool format only its provider knows: count its JSON as text
-            openai_messages.append({"role": "system", "content": json.dumps(tools, default=str)})
-    request["messages"] = openai_messages
-    request.update({"max_completion_tokens": most} if most is not None else {})
-    for key in ("n", "service_tier"):
-        if params.get(key) is not None:
-            request[key] = params[key]
-    return request, provider
-
-
-def _anthropic_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """OpenAI-shaped messages as Anthropic's (system blocks, messages with tool_use / tool_result)."""
-    system: list[dict[str, Any]] = []
-    out: list[dict[str, Any]] = []
-    for message in messages:
-        role, blocks = message.get("role"), _blocks(message.get("content"))
-        if role in ("system", "developer"):
-            system += blocks
-        elif role == "tool":
-            result = {"type": "tool_result", "tool_use_id": message.get("tool_call_id"), "content": blocks}
-            out.append({"role": "user", "content": [result]})
-        else:
-            for call in message.get("tool_calls") or ():
-                function = call.get("function") or {}
-                blocks.append(
-                    {"type": "tool_use", "id": call.get("id"), "name": function.get("name"),
-                     "input": function.get("arguments")}
-                )  # fmt: skip
-            out.append({"role": "assistant" if role == "assistant" else "user", "content": blocks})
-    return system, out
-
-
-def _blocks(content: Any) -> list[dict[str, Any]]:
-    if content is None or content == "":
-        return []
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    return [{"type": "image"} if block.get("type") == "image_url" else dict(block) for block in content]
+# -- usage ---------------------------------------------------------------------------------------
 
 
 def usage_from_result(result: LLMResult) -> Usage:
-    """The usage of one model run: the first generation's ``usage_metadata`` (with ``n`` > 1 every
-    generation carries the run's total), else ``llm_output["token_usage"]`` or ``["usage"]``."""
+    """The usage of one model run: the first generation's message with ``usage_metadata``
+    (``usage_from_message``; with ``n`` > 1 every generation carries the run's total), else
+    ``llm_output["token_usage"]`` or ``["usage"]``."""
     for generations in result.generations:
         for generation in generations:
             message = getattr(generation, "message", None)
@@ -351,14 +285,62 @@ def usage_from_result(result: LLMResult) -> Usage:
 
 
 def usage_from_message(message: Any) -> Usage:
-    """The usage of an ``AIMessage``, from its ``usage_metadata``."""
+    """The usage of an ``AIMessage``: the bill, billed units that are not tokens included.
+
+    ``usage_metadata`` carries tokens only, so the provider's own usage is read when the message carries
+    it, by the parser of its wire format (``Usage.from_response``): OpenAI chat's
+    ``response_metadata["token_usage"]`` (audio and image tokens), Anthropic's
+    ``response_metadata["usage"]`` (``server_tool_use`` requests, ``iterations``); one whose token
+    totals disagree with ``usage_metadata`` (stream chunks merged into it) is not used. A Responses API
+    message adds its built-in tool calls, each billed (``web_search_call``...), from its output items:
+    content blocks (``output_version="responses/v1"``, the default), ``additional_kwargs["tool_outputs"]``
+    (``"v0"``) or ``server_tool_call`` blocks (``"v1"``)."""
     metadata = getattr(message, "usage_metadata", None)
-    if not metadata:
-        raise UsageError(
-            f"the model's {type(message).__name__} carries no usage_metadata; for streams enable the "
-            "model's usage reporting (ChatOpenAI(stream_usage=True))"
-        )
-    return _from_usage_metadata(metadata)
+    response = getattr(message, "response_metadata", None) or {}
+    found = _wire_usage(response, metadata)
+    if found is None:
+        if not metadata:
+            raise UsageError(
+                f"the model's {type(message).__name__} carries no usage_metadata; for streams enable the "
+                "model's usage reporting (ChatOpenAI(stream_usage=True))"
+            )
+        found = _from_usage_metadata(metadata)
+    if response.get("object") == "response":  # (a Responses API response)
+        items = _output_items(message)
+        if items:
+            return with_tool_items(found, items)
+    return found
+
+
+def _wire_usage(response: Mapping[str, Any], metadata: Mapping[str, Any] | None) -> Usage | None:
+    """The provider's own usage in ``response_metadata``, when it is there and agrees with
+    ``usage_metadata``'s token totals."""
+    wire = response.get("token_usage") or response.get("usage")
+    if not isinstance(wire, Mapping):
+        return None
+    try:
+        found = Usage.from_response(wire)
+    except UsageError:
+        return None
+    if metadata and (found.total_input_tokens, found.total_output_tokens) != (
+        metadata.get("input_tokens"),
+        metadata.get("output_tokens"),
+    ):
+        return None
+    return found
+
+
+def _output_items(message: Any) -> list[Any]:
+    """A Responses API message's output items, in any of langchain-openai's output versions."""
+    content = message.content if isinstance(message.content, list) else []
+    items = [block for block in content if isinstance(block, Mapping)]
+    items += (getattr(message, "additional_kwargs", None) or {}).get("tool_outputs") or []
+    for block in content:  # v1: standard blocks, a server tool call named by its tool
+        if isinstance(block, Mapping) and block.get("type") == "server_tool_call":
+            extras = block.get("extras") or {}
+            call = {"type": f"{block.get('name')}_call", "id": block.get("id")}
+            items.append({**call, "container_id": extras.get("container_id")})
+    return items
 
 
 def _read_usage(result: LLMResult | Usage) -> Usage:

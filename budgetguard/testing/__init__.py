@@ -13,6 +13,8 @@ of budgetguard's estimator, so a test that compares the two is not checking the 
   :func:`count_input` gives the rule's total for a request;
 * output is a deterministic reply capped by the request's max tokens; reasoning models (o1, o3, o4, gpt-5)
   also "think" (64, 256 or 1024 tokens by effort);
+* a Responses request that offers a ``web_search`` tool makes one search before it answers (a
+  ``web_search_call`` output item, billed per call; its results add no tokens to the rule's input);
 * a prompt whose prefix (every message but the last, >= 1024 tokens) was seen before reports cached
   tokens in 128-token steps, as OpenAI's prompt cache does; a Claude ``cache_control`` prefix of >= 1024
   tokens is a cache write the first time (5-minute or 1-hour by its ``ttl``) and a cache read afterwards.

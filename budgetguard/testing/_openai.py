@@ -125,6 +125,9 @@ def responses(body: JSON, ctx: Context) -> Answer:
     output_items: list[JSON] = []
     if reasoning:
         output_items.append({"type": "reasoning", "id": ctx.new_id("rs"), "summary": []})
+    if _offers_web_search(tools):  # the model searches once before it answers (billed per call)
+        search = {"type": "web_search_call", "id": ctx.new_id("ws"), "status": "completed"}
+        output_items.append({**search, "action": {"type": "search", "query": last_text(items)}})
     output_items.append(message)
     done: JSON = {
         "id": response_id,
@@ -161,10 +164,10 @@ def responses(body: JSON, ctx: Context) -> Answer:
         {"type": "response.created", "response": started},
         {"type": "response.in_progress", "response": started},
     ]
-    if reasoning:
+    for n, item in enumerate(output_items[:index]):  # reasoning, a web search: whole items
         events += [
-            {"type": "response.output_item.added", "output_index": 0, "item": output_items[0]},
-            {"type": "response.output_item.done", "output_index": 0, "item": output_items[0]},
+            {"type": "response.output_item.added", "output_index": n, "item": item},
+            {"type": "response.output_item.done", "output_index": n, "item": item},
         ]
     where = {"item_id": message_id, "output_index": index, "content_index": 0}
     events += [
@@ -182,6 +185,12 @@ def responses(body: JSON, ctx: Context) -> Answer:
         {"type": "response.incomplete" if incomplete else "response.completed", "response": done},
     ]
     return Answer(usage, events=[(e["type"], {**e, "sequence_number": n}) for n, e in enumerate(events)])
+
+
+def _offers_web_search(tools: Any) -> bool:
+    return isinstance(tools, list) and any(
+        isinstance(tool, dict) and str(tool.get("type", "")).startswith("web_search") for tool in tools
+    )
 
 
 def embeddings(body: JSON, ctx: Context) -> Answer:

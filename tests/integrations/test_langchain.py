@@ -20,6 +20,7 @@ from budgetguard.integrations.langchain import (
     BudgetCallbackHandler,
     get_budget_callback,
     request_from_run,
+    usage_from_message,
     usage_from_result,
 )
 from tests.integrations.chat_models import UsageChat, UsageLLM, reply
@@ -321,6 +322,31 @@ def test_usage_metadata_cache_and_reasoning_buckets() -> None:
         usage_from_result(result(AIMessage("x")))
     with pytest.raises(bg.UsageError):
         usage_from_result(result(reply("x", 10, 1, cache_read=11)))
+
+
+def test_a_messages_own_provider_usage_is_its_bill() -> None:
+    """``usage_metadata`` carries tokens only: the provider's usage in ``response_metadata`` (as
+    langchain-anthropic and langchain-openai's chat completions put it) is read by its wire format's
+    parser, so server-tool requests and audio tokens are charged; one that disagrees with
+    ``usage_metadata`` (stream chunks merged into it) is not used."""
+    wire = {"input_tokens": 40, "output_tokens": 9, "cache_read_input_tokens": 60,
+            "server_tool_use": {"web_search_requests": 2}}  # fmt: skip
+    claude = reply("x", 100, 9, cache_read=60)
+    claude.response_metadata = {"model_provider": "anthropic", "model": "claude-sonnet-4-5", "usage": wire}
+    assert usage_from_message(claude) == bg.Usage(
+        input_tokens=40, cache_read_tokens=60, output_tokens=9, web_search_calls=2
+    )
+    audio = {"prompt_tokens": 30, "completion_tokens": 50, "total_tokens": 80,
+             "prompt_tokens_details": {"audio_tokens": 20},
+             "completion_tokens_details": {"audio_tokens": 45}}  # fmt: skip
+    spoken = reply("x", 30, 50)
+    spoken.response_metadata = {"model_provider": "openai", "token_usage": audio}
+    assert usage_from_message(spoken) == bg.Usage(
+        input_tokens=10, input_audio_tokens=20, output_tokens=5, output_audio_tokens=45
+    )
+    merged = reply("x", 100, 9, cache_read=60)
+    merged.response_metadata = {"usage": {**wire, "input_tokens": 80}}  # (disagrees: not used)
+    assert usage_from_message(merged) == bg.Usage(input_tokens=40, cache_read_tokens=60, output_tokens=9)
 
 
 def test_a_bad_scope_kind_fails_when_the_handler_is_built() -> None:

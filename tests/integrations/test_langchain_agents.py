@@ -122,15 +122,21 @@ async def test_async_runs_take_their_scope_from_the_runtime_context(guard: bg.Gu
     assert status(guard, "bo") == (sum(cost(MODEL, r) for r in replies()), 0)
 
 
+@pytest.mark.parametrize("budget_first", [False, True])
 def test_a_refusal_stops_the_run_as_a_model_error_and_is_not_retried(
-    guard: bg.Guard, caplog: pytest.LogCaptureFixture
+    guard: bg.Guard, caplog: pytest.LogCaptureFixture, budget_first: bool
 ) -> None:
     calls.clear()
     guard.ledger.set_limit(guard.counters_for([bg.Scope("user", "cy")])[0], bg.to_nano("0.0001"))
     caplog.set_level(logging.DEBUG)
     with serve(replies()) as api:
-        retry = ModelRetryMiddleware(max_retries=2, initial_delay=0)
-        agent = create_agent(chat(api.url), [lookup], middleware=[retry, BudgetMiddleware(guard, user="cy")])
+        retry, budget = (
+            ModelRetryMiddleware(max_retries=2, initial_delay=0),
+            BudgetMiddleware(guard, user="cy"),
+        )
+        agent = create_agent(
+            chat(api.url), [lookup], middleware=[budget, retry] if budget_first else [retry, budget]
+        )
         with pytest.raises(ModelError) as raised:
             agent.invoke({"messages": [{"role": "user", "content": "Weather?"}]})
 
