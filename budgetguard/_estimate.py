@@ -50,7 +50,7 @@ from typing import Any
 
 from ._errors import ConfigurationError
 from ._events import use_logging
-from ._fallbacks import FALLBACK_PASS, fallback_passes, fallback_requests
+from ._fallbacks import chain_cost, fallback_passes, fallback_requests
 from ._frozen import fast_init, fast_new
 from ._money import to_usd
 from ._passes import DEFAULT_TOOL_CALLS, NO_TOOLS, ServerTools, largest_read, pass_input
@@ -116,6 +116,14 @@ class Estimate:
     def cost(self) -> Decimal:
         """The reserved amount in USD."""
         return to_usd(self.cost_nano)
+
+    @property
+    def total_tokens(self) -> int:
+        """Every token of the worst case, the passes' included (what a token budget holds)."""
+        tokens = self.input_tokens + self.output_tokens
+        for extra in self.passes:  # (none on most calls: the hot path adds nothing)
+            tokens += extra.usage.total_tokens
+        return tokens
 
     @property
     def usage(self) -> Usage:
@@ -317,9 +325,6 @@ class Estimator:
             est.provider, extra, est.tool_results_defaulted, est.tool_results, est.advisors, est.fallbacks,
         )  # fmt: skip
 
-    def _repriced(self, est: Estimate, output_tokens: int, input_tokens: int) -> Estimate:
-        return self.priced(dataclasses.replace(est, input_tokens=input_tokens), output_tokens)
-
     def _worst(
         self, model: str, price: Price, provider: str | None, variant: Variant | None, shown: int,
         output_tokens: int, cache_write: str | None, audio: bool, calls: tuple[tuple[str, int], ...],
@@ -331,9 +336,7 @@ class Estimator:
 
         Each advice is read back as a tool result; every pass after a server-side tool call reads the
         request again; the whole call's input picks the price tier; every unit is summed and rounded
-        up once. With fallbacks (``chain``), the call's own usage is priced at the dearest model of the
-        chain (the commit prices it at the model the response names) and each hop at the model of the
-        chain that makes it dearest."""
+        up once. Fallback hops (``chain``): see ``budgetguard._fallbacks``."""
         input_tokens, extra = shown, 0
         passes: tuple[Pass, ...] = ()
         if results or advisors:
@@ -345,10 +348,10 @@ class Estimator:
             extra = pass_input(shown, output_tokens, read, window, model)
             input_tokens += extra
         hops: tuple[Pass, ...] = ()
-        if chain:
-            hops = fallback_passes(output_tokens, chain, self._repriced)
-            passes += tuple(hop for hop in hops if hop.kind != FALLBACK_PASS)  # the hops' advisors
-            hops = tuple(hop for hop in hops if hop.kind == FALLBACK_PASS)
+        if chain:  # (each hop re-priced at its output and the input it may read)
+            advised, hops = fallback_passes(output_tokens, chain, lambda e, out, read: self.priced(
+                dataclasses.replace(e, input_tokens=read), out))  # fmt: skip
+            passes += advised
         if cache_write is None:
             uncached, write_5m, write_1h = input_tokens, 0, 0
         else:
@@ -363,13 +366,7 @@ class Estimator:
             )  # fmt: skip
             cost_nano = self.prices.cost_nano(price, worst, provider=provider, variant=variant)
             if chain:
-                dearest = [price, *(est.price for est, _ in chain)]
-                cost_nano = max(
-                    cost_nano,
-                    *(self.prices.cost_nano(est.price, worst, provider=provider, variant=est.variant)
-                      for est, _ in chain),
-                )  # fmt: skip
-                cost_nano += sum(max(p.cost_nano(hop.usage) for p in dearest) for hop in hops)
+                cost_nano = chain_cost(self.prices, cost_nano, worst, hops, price, chain, provider)
                 passes += hops
         else:  # the passes' input too picks the tier: the whole call's
             rates = price.rates_for(input_tokens) if price.tiers else price.base

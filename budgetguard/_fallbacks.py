@@ -22,10 +22,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from ._errors import ConfigurationError
+from ._pricing import PriceBook
 from ._rates import Price
 from ._usage import Pass, Usage
 
-__all__ = ["FALLBACK_PASS", "fallback_passes", "fallback_requests"]
+__all__ = ["FALLBACK_PASS", "chain_cost", "fallback_passes", "fallback_requests"]
 
 FALLBACK_PASS = "fallback_message"
 """The kind of the passes a fallback hop is reserved as (the ``usage.iterations`` type it is billed as)."""
@@ -46,6 +47,8 @@ class Hop(Protocol):
     def output_tokens(self) -> int: ...
     @property
     def price(self) -> Price: ...
+    @property
+    def variant(self) -> Mapping[str, str] | None: ...
     @property
     def usage(self) -> Usage: ...
 
@@ -109,13 +112,14 @@ def _merged_config(asked: Any, patch: Any) -> dict[str, Any] | None:
 
 def fallback_passes(
     output_tokens: int, hops: tuple[tuple[H, bool], ...], priced: Callable[[H, int, int], H]
-) -> tuple[Pass, ...]:
-    """The passes the fallback ``hops`` may bill after a request that writes up to ``output_tokens``
-    (``priced(hop, output, input)`` re-prices a hop at another output and input).
+) -> tuple[tuple[Pass, ...], tuple[Pass, ...]]:
+    """``(the hops' own passes, a FALLBACK_PASS per hop)``: what the fallback ``hops`` may bill after a
+    request that writes up to ``output_tokens`` (``priced(hop, output, input)`` re-prices a hop).
 
     A hop that keeps the request's ``max_tokens`` writes ``output_tokens``; each reads its own request
     and the output of the hops before it (a prefill), within its model's context window. Its passes
-    (advisors) join the call's; the caller prices each hop's pass at the chain's dearest model for it."""
+    (advisors) join the call's; ``chain_cost`` prices the hops."""
+    advised: list[Pass] = []
     passes: list[Pass] = []
     written = output_tokens
     for hop, inherits in hops:
@@ -125,6 +129,20 @@ def fallback_passes(
         est = priced(hop, output, read) if (output, read) != (hop.output_tokens, shown) else hop
         usage = est.usage
         passes.append(Pass(FALLBACK_PASS, est.model, dataclasses.replace(usage, passes=())))
-        passes.extend(usage.passes)
+        advised.extend(usage.passes)
         written += est.output_tokens
-    return tuple(passes)
+    return tuple(advised), tuple(passes)
+
+
+def chain_cost(
+    prices: PriceBook, cost_nano: int, worst: Usage, hops: tuple[Pass, ...], price: Price,
+    chain: tuple[tuple[H, bool], ...], provider: str | None,
+) -> int:  # fmt: skip
+    """The worst cost of a request whose own usage ``worst`` costs ``cost_nano`` at its ``price``, with
+    the fallback ``hops`` (``fallback_passes``) of ``chain``: its own usage at whichever model of the
+    chain makes it dearest (the commit prices it at the model the response names), plus each hop at
+    whichever model makes that hop dearest. Each hop's cost is rounded up on its own (never below)."""
+    for est, _ in chain:
+        cost_nano = max(cost_nano, prices.cost_nano(est.price, worst, provider=provider, variant=est.variant))
+    dearest = [price, *(est.price for est, _ in chain)]
+    return cost_nano + sum(max(p.cost_nano(hop.usage) for p in dearest) for hop in hops)

@@ -21,7 +21,7 @@ from typing import Any
 import anthropic
 import pytest
 
-from budgetguard import Budget, ConfigurationError, Estimator, Guard, JournalEntry, Usage
+from budgetguard import Budget, BudgetExceededError, ConfigurationError, Estimator, Guard, JournalEntry, Usage
 from budgetguard.testing import count_input
 from tests.guard.payloads import anthropic_client
 from tests.sdk_http import http_for
@@ -270,3 +270,33 @@ def test_a_plain_call_is_estimated_as_before(same: JSON) -> None:
     assert (plain.input_tokens, plain.output_tokens, plain.cost_nano) == (15, 1000, 5_015_000)
     assert plain.passes == plain.unseen == plain.fallbacks == ()
     assert Estimator()({**ASK, **same}) == plain
+
+
+def test_a_token_budget_holds_every_hop_of_the_chain() -> None:
+    """A token budget holds the hops too (their passes), as the commit counts them: a budget that
+    Haiku's worst case alone fits but the chain does not is refused before anything is sent (before:
+    admitted, then charged 1,041 tokens on a 1,030-token limit)."""
+    est = Estimator()({**ASK, "fallbacks": [{"model": OPUS}]})
+    alone = Estimator()(ASK)
+    assert est.total_tokens == alone.total_tokens + est.passes[0].usage.total_tokens > 2 * 1000
+    reply = CASES["answered-by-opus"][1]
+    sent: list[Any] = []
+
+    def handle(request: Any) -> Any:
+        sent.append(request)
+        return fallback_server(reply)(request)
+
+    small = Guard("memory://", budgets=[Budget("global", tokens=1030, per="day")])
+    with pytest.raises(BudgetExceededError):
+        small.wrap(anthropic_client(handle)).beta.messages.create(
+            **ASK, extra_body={"fallbacks": [{"model": OPUS}]}
+        )
+    assert sent == []
+    small.close()
+    enough = Guard("memory://", budgets=[Budget("global", tokens=est.total_tokens, per="day")])
+    enough.wrap(anthropic_client(handle)).beta.messages.create(
+        **ASK, extra_body={"fallbacks": [{"model": OPUS}]}
+    )
+    (entry,) = enough.ledger.history(events=["committed"])
+    assert entry.amounts["tokens"] == 1041 <= est.total_tokens and "overrun" not in entry.data
+    enough.close()
