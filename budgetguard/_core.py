@@ -232,7 +232,7 @@ class GuardCore:
         ``job``'s hold inside ``guard.reserve()``. ``usd``: the USD held, if not the worst case."""
         if job is not None:
             return job.draw_holds(self.counters_for(scopes.scopes), est, usd)
-        tokens = est.input_tokens + est.output_tokens
+        tokens = est.total_tokens
         cost = est.cost_nano if usd is None else usd
         key = (scopes.key, cost, tokens)  # calls repeat: reuse the validated holds
         found = self._hold_sets.get(key)

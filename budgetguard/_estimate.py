@@ -29,9 +29,10 @@ hold so that the call cannot cost more:
   conversation (the input, the output bound and the tool results, within the context window) and write
   up to the tool's ``max_tokens``, reserved ``max_uses`` times, else the ``advisor`` default;
 * audio: a request that asks for audio output reserves its output at the model's audio rate;
-* unseen input: a request that continues server-side state (``previous_response_id``, ``conversation``)
-  or references content it does not carry reserves the model's context window as its input, or
-  ``Estimator(unseen_tokens=...)`` more than what it shows; ``Estimate.unseen`` names the references.
+* unseen input: a request that continues server-side state (``previous_response_id``, ``conversation``,
+  an Anthropic ``thread`` continued) or references content it does not carry reserves the model's
+  context window as its input, or ``Estimator(unseen_tokens=...)`` more than what it shows;
+  ``Estimate.unseen`` names the references.
 
 Anthropic's ``messages.count_tokens`` can replace the offline Claude estimate: pass a client as
 ``Estimator(anthropic_count_tokens=client)``. A timeout or an error falls back to the offline estimate
@@ -49,6 +50,7 @@ from typing import Any
 
 from ._errors import ConfigurationError
 from ._events import use_logging
+from ._fallbacks import chain_cost, fallback_passes, fallback_requests
 from ._frozen import fast_init, fast_new
 from ._money import to_usd
 from ._passes import DEFAULT_TOOL_CALLS, NO_TOOLS, ServerTools, largest_read, pass_input
@@ -106,11 +108,22 @@ class Estimate:
     """The server-side tool results the passes may read, as ``(tokens, calls)`` groups."""
     advisors: tuple[tuple[str, int], ...] = ()
     """Anthropic advisor uses, as ``(model, most tokens written)``: passes, and results read back."""
+    fallbacks: tuple[tuple[Estimate, bool], ...] = ()
+    """Anthropic server-side fallbacks: each hop's own worst case, and whether it keeps the request's
+    max output (see ``budgetguard._fallbacks``); reserved as ``fallback_message`` passes."""
 
     @property
     def cost(self) -> Decimal:
         """The reserved amount in USD."""
         return to_usd(self.cost_nano)
+
+    @property
+    def total_tokens(self) -> int:
+        """Every token of the worst case, the passes' included (what a token budget holds)."""
+        tokens = self.input_tokens + self.output_tokens
+        for extra in self.passes:  # (none on most calls: the hot path adds nothing)
+            tokens += extra.usage.total_tokens
+        return tokens
 
     @property
     def usage(self) -> Usage:
@@ -235,6 +248,12 @@ class Estimator:
             )
         # The API picks the request shape; the price is the provider's (without one: found by name).
         shape = api or api_of(provider, model)
+        if shape == "anthropic" and request.get("fallbacks") is not None:
+            alone, hops = fallback_requests(request)  # (budgetguard._fallbacks)
+            est = self(alone, provider=provider, api=api, batch=batch, input_tokens=input_tokens, count=False)
+            chain = tuple((self(hop, provider=provider, api=api, batch=batch, count=False), keeps)
+                          for hop, keeps in hops)  # fmt: skip
+            return self.priced(dataclasses.replace(est, fallbacks=chain), est.output_tokens) if chain else est
         variant = (
             request_variant(request, shape, batch=batch)
             if batch or not VARIANT_KEYS.isdisjoint(request)
@@ -251,7 +270,7 @@ class Estimator:
                 counted = True
             cache_write = _anthropic_cache_ttl(request)
             output_tokens = self._output(request, price, CLAUDE_OUTPUT_KEYS)
-            unseen = () if counted else claude_unseen(request)
+            unseen = claude_unseen(request, counted=counted)
         elif "messages" in request:
             input_tokens, unseen = read_openai_request(request)
             output_tokens = self._output(request, price, CHAT_OUTPUT_KEYS)
@@ -285,7 +304,7 @@ class Estimator:
         results = tools.results
         input_tokens, passes, extra, cost_nano = self._worst(
             model, price, provider, variant, input_tokens, output_tokens, cache_write, audio, tools.fees,
-            results, advisors,
+            results, advisors, (),
         )  # fmt: skip
         return _new_estimate(
             model, input_tokens, output_tokens, cost_nano, price, cache_write, variant, counted, tools.fees,
@@ -298,24 +317,26 @@ class Estimator:
         input_tokens, passes, extra, cost_nano = self._worst(
             est.model, est.price, est.provider, est.variant, est.input_tokens - est.tool_pass_tokens,
             output_tokens, est.cache_write, est.audio_output, est.tool_calls, est.tool_results, est.advisors,
+            est.fallbacks,
         )  # fmt: skip
         return _new_estimate(
             est.model, input_tokens, output_tokens, cost_nano, est.price, est.cache_write, est.variant,
             est.counted, est.tool_calls, est.tools_defaulted, est.audio_output, passes, est.unseen,
-            est.provider, extra, est.tool_results_defaulted, est.tool_results, est.advisors,
+            est.provider, extra, est.tool_results_defaulted, est.tool_results, est.advisors, est.fallbacks,
         )  # fmt: skip
 
     def _worst(
         self, model: str, price: Price, provider: str | None, variant: Variant | None, shown: int,
         output_tokens: int, cache_write: str | None, audio: bool, calls: tuple[tuple[str, int], ...],
         results: tuple[tuple[int | None, int], ...], advisors: tuple[tuple[str, int], ...],
+        chain: tuple[tuple[Estimate, bool], ...],
     ) -> tuple[int, tuple[Pass, ...], int, int]:  # fmt: skip
         """The worst case of a call that shows ``shown`` input tokens and writes ``output_tokens``:
-        ``(input tokens, advisor passes, tool-pass input, cost in nano-USD)``.
+        ``(input tokens, advisor and fallback passes, tool-pass input, cost in nano-USD)``.
 
         Each advice is read back as a tool result; every pass after a server-side tool call reads the
         request again; the whole call's input picks the price tier; every unit is summed and rounded
-        up once."""
+        up once. Fallback hops (``chain``): see ``budgetguard._fallbacks``."""
         input_tokens, extra = shown, 0
         passes: tuple[Pass, ...] = ()
         if results or advisors:
@@ -326,19 +347,27 @@ class Estimator:
                 passes = tuple(Pass("advisor_message", m, Usage(seen, output_tokens=w)) for m, w in advisors)
             extra = pass_input(shown, output_tokens, read, window, model)
             input_tokens += extra
+        hops: tuple[Pass, ...] = ()
+        if chain:  # (each hop re-priced at its output and the input it may read)
+            advised, hops = fallback_passes(output_tokens, chain, lambda e, out, read: self.priced(
+                dataclasses.replace(e, input_tokens=read), out))  # fmt: skip
+            passes += advised
         if cache_write is None:
             uncached, write_5m, write_1h = input_tokens, 0, 0
         else:
             write_5m = input_tokens if cache_write == "5m" else 0
             write_1h = input_tokens if cache_write == "1h" else 0
             uncached = input_tokens - write_5m - write_1h
-        if audio or calls or passes:  # every unit in one sum, rounded up once
+        if audio or calls or passes or chain:  # every unit in one sum, rounded up once
             worst = Usage(
                 uncached, 0, write_5m, write_1h, 0 if audio else output_tokens,
                 output_audio_tokens=output_tokens if audio else 0, passes=passes,
                 **{_FEE_UNITS[name]: count for name, count in calls},
             )  # fmt: skip
             cost_nano = self.prices.cost_nano(price, worst, provider=provider, variant=variant)
+            if chain:
+                cost_nano = chain_cost(self.prices, cost_nano, worst, hops, price, chain, provider)
+                passes += hops
         else:  # the passes' input too picks the tier: the whole call's
             rates = price.rates_for(input_tokens) if price.tiers else price.base
             cost_nano = rates.cost_nano_of(uncached, 0, write_5m, write_1h, output_tokens)

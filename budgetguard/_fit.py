@@ -118,7 +118,7 @@ class Fitting:
                         usd = hold_usd(worst.cost_nano)
                     amount = usd
                 elif unit is Unit.TOKENS:
-                    amount = worst.input_tokens + worst.output_tokens
+                    amount = worst.total_tokens
                 else:
                     amount = 1
                 if amount > status.remaining:

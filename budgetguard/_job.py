@@ -133,9 +133,7 @@ class Job:
                 "budget_context(...)), or make the call outside the job"
             )
         cost = est.cost_nano if usd is None else usd
-        return self.holds(
-            {Unit.USD: cost, Unit.TOKENS: est.input_tokens + est.output_tokens, Unit.REQUESTS: 1}
-        )
+        return self.holds({Unit.USD: cost, Unit.TOKENS: est.total_tokens, Unit.REQUESTS: 1})
 
     def holds(self, amounts: Mapping[Unit, int]) -> tuple[Hold, ...]:
         """A call's holds, on the job's own counters (one per unit the job holds)."""

@@ -183,7 +183,7 @@ class Ctx:
         """What the reservation held, as the actual amounts: the worst case, charged when the response's
         usage cannot be priced. No price lookup: it cannot fail after the provider has billed."""
         est = self.est
-        tokens = est.input_tokens + est.output_tokens
+        tokens = est.total_tokens
         return CheckedAmounts({Unit.USD: est.cost_nano, Unit.TOKENS: tokens, Unit.REQUESTS: 1})
 
     def _settled(

@@ -6,9 +6,9 @@ times the model family's factor (``claude_factor``); what Anthropic adds that th
 show is added as calibrated constants: the request's framing, each message's, the tool-use system
 prompt (by ``tool_choice``), server and Anthropic-defined tools' hidden definitions (by type),
 thinking, structured-output and task-budget instructions. Images count by their pixel size or the
-model's largest image. What a request only references (documents and files by URL or id, MCP
-servers' tools, skills, a server tool call left for the server to run) is named by
-``unseen_inputs`` for the estimator to bound.
+model's largest image. What a request only references (a continued thread's held history, documents
+and files by URL or id, MCP servers' tools, skills, a server tool call left for the server to run) is
+named by ``unseen_inputs`` for the estimator to bound.
 
 The constants were measured on the real-world tier's recorded requests (``token_pairs.jsonl``,
 ``python -m tests.realworld.pairs``: the line numbers cited below), rounded up with a margin.
@@ -306,11 +306,20 @@ class _Counter:
 # -- what a request references without carrying it ---------------------------------------------
 
 
-def unseen_inputs(request: Mapping[str, Any]) -> tuple[str, ...]:
-    """What a Claude request makes the model read without carrying it: documents by URL or file id,
-    PDFs whose pages cannot be counted offline, MCP servers' tools, skills, and server tool calls the
-    request leaves for the server to run (their results)."""
+def unseen_inputs(request: Mapping[str, Any], *, counted: bool = False) -> tuple[str, ...]:
+    """What a Claude request makes the model read without carrying it: a continued thread's history
+    (``thread={"type": "continue", ...}``: the server holds the conversation, the request carries only
+    the new turn), documents by URL or file id, PDFs whose pages cannot be counted offline, MCP servers'
+    tools, skills, and server tool calls the request leaves for the server to run (their results).
+
+    ``counted``: the input was counted by the token counting endpoint, which reads the references but
+    not a thread's history (it takes no ``thread``): only the thread is unseen then."""
     found: list[str] = []
+    thread = request.get("thread")
+    if isinstance(thread, Mapping) and thread.get("type") == "continue":
+        found.append("thread")
+    if counted:
+        return tuple(found)
     if request.get("mcp_servers"):
         found.append("mcp_servers")
     for tool in request.get("tools") or ():
