@@ -33,6 +33,17 @@ def guard() -> Iterator[bg.Guard]:
         yield made
 
 
+async def run(agent: Agent, prompt: str, provider: BudgetProvider, streamed: bool) -> object:
+    """``Runner.run``, or ``Runner.run_streamed`` with its events read to the end."""
+    config = RunConfig(model_provider=provider)
+    if not streamed:
+        return (await Runner.run(agent, prompt, run_config=config)).final_output
+    result = Runner.run_streamed(agent, prompt, run_config=config)
+    async for _ in result.stream_events():
+        pass
+    return result.final_output
+
+
 def events(guard: bg.Guard) -> list[tuple[str, str]]:
     return [(e.event, e.scopes[-1]) for e in guard.ledger.history()]
 
@@ -41,8 +52,9 @@ def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+@pytest.mark.parametrize("streamed", [False, True])
 async def test_a_tool_whose_guarded_call_is_refused_ends_the_run(
-    guard: bg.Guard, caplog: pytest.LogCaptureFixture
+    guard: bg.Guard, streamed: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     with MockProvider() as mock:
@@ -63,11 +75,12 @@ async def test_a_tool_whose_guarded_call_is_refused_ends_the_run(
             agent = Agent(name="a", model=MODEL, model_settings=SHORT, tools=[summarise])
             async with provider.client:
                 with bg.budget_context(user="alice"), pytest.raises(BudgetExceeded) as raised:
-                    await Runner.run(agent, "Summarise x", run_config=RunConfig(model_provider=provider))
+                    await run(agent, "Summarise x", provider, streamed)
 
     error = raised.value
     assert isinstance(error.__cause__, bg.BudgetExceededError) and error.scope == "feature:summaries"
     assert len(api.requests) == 1  # no model call after the refused tool: nothing more paid
+    assert api.requests[0].get("stream", False) is streamed
     assert events(guard) == [("committed", "feature:agent"), ("refused", "feature:summaries")]
     assert guard.ledger.history()[0].amounts["usd"] == cost(MODEL, replies[0])
     assert mock.requests == []  # the refused summary never left
@@ -87,16 +100,17 @@ async def test_a_tools_other_errors_still_reach_the_model(guard: bg.Guard) -> No
         agent = Agent(name="a", model=MODEL, model_settings=SHORT, tools=[flaky])
         async with provider.client:
             with bg.budget_context(user="alice"):
-                result = await Runner.run(agent, "Weather?", run_config=RunConfig(model_provider=provider))
+                output = await run(agent, "Weather?", provider, streamed=True)
 
-    assert result.final_output == "sunny, probably"
+    assert output == "sunny, probably"
     [told] = [m["content"] for m in api.requests[1]["messages"] if m["role"] == "tool"]
     assert told == "An error occurred while running the tool. Please try again."  # the SDK's default
     assert [e for e, _ in events(guard)] == ["committed", "committed"]
 
 
+@pytest.mark.parametrize("streamed", [False, True])
 async def test_an_agent_used_as_a_tool_whose_run_is_refused_ends_the_outer_run(
-    guard: bg.Guard, caplog: pytest.LogCaptureFixture
+    guard: bg.Guard, streamed: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     replies = [tool_call("research", {"input": "x"}, "call_1"), text("never sent")]
@@ -108,7 +122,7 @@ async def test_an_agent_used_as_a_tool_whose_run_is_refused_ends_the_outer_run(
         agent = Agent(name="a", model=MODEL, model_settings=SHORT, tools=[tool])
         async with provider.client:
             with bg.budget_context(user="alice"), pytest.raises(BudgetExceeded) as raised:
-                await Runner.run(agent, "Research x", run_config=RunConfig(model_provider=provider))
+                await run(agent, "Research x", provider, streamed)
 
     assert isinstance(raised.value.__cause__, bg.BudgetExceededError)
     assert raised.value.scope == "feature:agent"  # the researcher's worst case does not fit
@@ -121,11 +135,7 @@ async def streamed_run(guard: bg.Guard, client: openai.AsyncOpenAI, user: str) -
     provider = BudgetProvider(guard, client, feature="streams", use_responses=True)
     async with provider.client:
         with bg.budget_context(user=user):
-            streamed = Runner.run_streamed(
-                Agent(name="a", model=MODEL), "Why?", run_config=RunConfig(model_provider=provider)
-            )
-            async for _ in streamed.stream_events():
-                pass
+            await run(Agent(name="a", model=MODEL), "Why?", provider, streamed=True)
 
 
 async def test_a_refused_streamed_run_logs_nothing_and_a_failing_stream_is_still_logged(
