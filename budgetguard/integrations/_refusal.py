@@ -19,7 +19,7 @@ from .._errors import BudgetExceededError, MissingScopeError
 __all__ = ["quiet_refusals", "refusal_in", "request_refusal_in"]
 
 _LINKS = 8  # how far down a chain (and into nested groups) the walk looks
-Answers = tuple[type[BaseException], ...]
+Kinds = tuple[type[BaseException], ...]  # exception classes
 
 
 def refusal_in(exc: BaseException) -> BudgetExceededError | None:
@@ -29,7 +29,7 @@ def refusal_in(exc: BaseException) -> BudgetExceededError | None:
 
 
 def request_refusal_in(
-    exc: BaseException, answers: Answers = ()
+    exc: BaseException, answers: Kinds = ()
 ) -> BudgetExceededError | MissingScopeError | None:
     """What a web middleware answers for an error that escaped the app: the refusal (429/402) or the
     missing scope id (400) it is or carries, unless an error of the framework's ``answers`` (its
@@ -38,7 +38,7 @@ def request_refusal_in(
     return found if isinstance(found, BudgetExceededError | MissingScopeError) else None
 
 
-def _found_in(exc: BaseException, kinds: Answers, answers: Answers, depth: int) -> BaseException | None:
+def _found_in(exc: BaseException, kinds: Kinds, answers: Kinds, depth: int) -> BaseException | None:
     link: BaseException | None = exc
     for _ in range(depth):
         if link is None or isinstance(link, answers):
