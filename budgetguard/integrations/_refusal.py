@@ -1,26 +1,54 @@
 """Finding the guard's refusal inside a framework's error, and keeping it out of the framework's logs: the
 frameworks catch what their client (or a callback) raised and raise their own errors, the refusal as their
-cause or context, and some log it on the way as a failure it is not."""
+cause or context (or a member of an exception group), and some log it on the way as a failure it is not.
+
+One walk (``_found_in``) for every integration: an error's chain as Python prints it (its ``__cause__``,
+else its ``__context__`` unless ``raise ... from None`` suppressed it), a few links deep, into the members of
+an exception group when every member carries a refusal (a group with another failure in it is that
+failure's to report). The web middlewares name the framework's own answers (an ``HTTPException``, Django's
+``Http404``): an app that answered a refusal with one of those chose its status, and the walk stops there.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 
-from .._errors import BudgetExceededError
+from .._errors import BudgetExceededError, MissingScopeError
 
-__all__ = ["quiet_refusals", "refusal_in"]
+__all__ = ["quiet_refusals", "refusal_in", "request_refusal_in"]
+
+_LINKS = 8  # how far down a chain (and into nested groups) the walk looks
+Kinds = tuple[type[BaseException], ...]  # exception classes
 
 
 def refusal_in(exc: BaseException) -> BudgetExceededError | None:
     """The refusal ``exc`` is, or carries in its chain of causes and contexts (a few links deep)."""
+    found = _found_in(exc, (BudgetExceededError,), (), _LINKS)
+    return found if isinstance(found, BudgetExceededError) else None
+
+
+def request_refusal_in(
+    exc: BaseException, answers: Kinds = ()
+) -> BudgetExceededError | MissingScopeError | None:
+    """What a web middleware answers for an error that escaped the app: the refusal (429/402) or the
+    missing scope id (400) it is or carries, unless an error of the framework's ``answers`` (its
+    ``HTTPException``) comes first in the chain: the app chose that status itself."""
+    found = _found_in(exc, (BudgetExceededError, MissingScopeError), answers, _LINKS)
+    return found if isinstance(found, BudgetExceededError | MissingScopeError) else None
+
+
+def _found_in(exc: BaseException, kinds: Kinds, answers: Kinds, depth: int) -> BaseException | None:
     link: BaseException | None = exc
-    for _ in range(8):
-        if link is None:
+    for _ in range(depth):
+        if link is None or isinstance(link, answers):
             return None
-        if isinstance(link, BudgetExceededError):
+        if isinstance(link, kinds):
             return link
-        link = link.__cause__ or link.__context__
+        if isinstance(link, BaseExceptionGroup):
+            inside = [_found_in(member, kinds, answers, depth - 1) for member in link.exceptions]
+            return inside[0] if all(inside) else None
+        link = link.__cause__ if link.__cause__ is not None or link.__suppress_context__ else link.__context__
     return None
 
 

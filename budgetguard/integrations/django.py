@@ -10,7 +10,8 @@ a header name or a function of the ``HttpRequest`` (your auth); ``status_code`` 
 (a function of the ``BudgetExceededError`` building the JSON body), ``remaining`` (the
 ``X-Budget-Remaining-USD`` header, default on) and ``on_settled`` (a function, or its dotted path, given
 each response's ``ResponseCost`` once its body has ended) follow the FastAPI middleware, which this one
-mirrors: same bodies and headers (``_http``), a missing scope id answered 400.
+mirrors: same bodies and headers (``_http``), a missing scope id answered 400, a refusal chained inside
+another error (instructor's ``InstructorRetryException``) answered as the refusal.
 
 Sync and async views both run inside the context. A streamed response (``StreamingHttpResponse``) is
 read by the server after the middleware returns: its body runs in the request's context all the same,
@@ -48,11 +49,14 @@ from ._http import (
     run_in_context_async,
     tell_settled,
 )
+from ._refusal import request_refusal_in
 
 try:
     from asgiref.sync import iscoroutinefunction, markcoroutinefunction
     from django.conf import settings
-    from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
+    from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
+    from django.http import Http404, HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
+    from django.http.multipartparser import MultiPartParserError
     from django.utils.module_loading import import_string
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra("django", exc) from exc
@@ -61,6 +65,9 @@ __all__ = ["BudgetMiddleware", "ResponseCost", "ScopeSource"]
 
 ScopeSource = str | Callable[[HttpRequest], str | None]
 """Where a scope id comes from: a header name, or a function of the request (auth, path, session)."""
+
+_ANSWERS = (Http404, PermissionDenied, BadRequest, SuspiciousOperation, MultiPartParserError)
+"""The errors Django answers with a status of their own (``response_for_exception``): a view's answer."""
 
 _SETTINGS = {"guard", "scopes", "status_code", "body", "remaining", "on_settled"}
 
@@ -102,8 +109,8 @@ class BudgetMiddleware:
         with budget_context(**ids), track() as tracker:
             try:
                 response: HttpResponseBase = self.get_response(request)
-            except (BudgetExceededError, MissingScopeError) as refused:  # (outside Django's handler)
-                response = self._refused(refused)
+            except Exception as error:  # (outside Django's handler)
+                response = self._answer(error)
             self._stream_in_context(response, tracker, ids)
         left = remaining_usd_sync(self.guard, ids) if self.remaining else None
         return self._with_headers(response, tracker, ids, left)
@@ -117,17 +124,26 @@ class BudgetMiddleware:
             get_response = cast(Callable[[HttpRequest], Awaitable[HttpResponseBase]], self.get_response)
             try:
                 response = await get_response(request)
-            except (BudgetExceededError, MissingScopeError) as refused:
-                response = self._refused(refused)
+            except Exception as error:
+                response = self._answer(error)
             self._stream_in_context(response, tracker, ids)
         left = await remaining_usd(self.guard, ids) if self.remaining else None
         return self._with_headers(response, tracker, ids, left)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponseBase | None:
-        """A refusal that escapes the view: 429 (or 402) with ``Retry-After``; a missing id: 400."""
-        if isinstance(exception, BudgetExceededError | MissingScopeError):
-            return self._refused(exception)
-        return None
+        """A refusal that escapes the view, itself or chained inside another error (instructor's
+        ``InstructorRetryException``): 429 (or 402) with ``Retry-After``; a missing id: 400. Any other
+        error, and an ``Http404`` or ``PermissionDenied`` the view raised for a refusal, is Django's."""
+        refused = request_refusal_in(exception, _ANSWERS)
+        return None if refused is None else self._refused(refused)
+
+    def _answer(self, error: Exception) -> HttpResponseBase:
+        """The answer to an error the next handler raised (one not wrapped by Django's own, as a test's
+        ``get_response``): a refusal's, or the error goes on."""
+        refused = request_refusal_in(error, _ANSWERS)
+        if refused is None:
+            raise error
+        return self._refused(refused)
 
     def _refused(self, refused: BudgetExceededError | MissingScopeError) -> HttpResponseBase:
         if isinstance(refused, MissingScopeError):

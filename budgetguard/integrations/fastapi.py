@@ -1,7 +1,8 @@
 """FastAPI and any ASGI app: a budget context per request, refusals as HTTP 429 (extra ``fastapi``).
 
 ``BudgetMiddleware`` opens ``budget_context`` (scope ids from headers, auth or a callable) and
-``track()`` around every HTTP request, turns a ``BudgetExceededError`` that escapes the app into a 429
+``track()`` around every HTTP request, turns a ``BudgetExceededError`` that escapes the app (itself, or
+chained inside another error: instructor raises ``InstructorRetryException`` from it) into a 429
 (or 402) JSON response with ``Retry-After`` at the window's reset, and adds ``X-Budget-Cost-USD``,
 ``X-Budget-Input-Tokens``, ``X-Budget-Output-Tokens`` and ``X-Budget-Remaining-USD`` to the response.
 
@@ -50,8 +51,10 @@ from ._http import (
     resolve_ids,
     tell_settled,
 )
+from ._refusal import request_refusal_in
 
 try:
+    from starlette.exceptions import HTTPException, WebSocketException
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
     from starlette.types import ASGIApp, Message, Receive, Send
@@ -66,6 +69,8 @@ __all__ = [
 
 ScopeSource = str | Callable[[Request], str | Awaitable[str | None] | None]
 """Where a scope id comes from: a header name, or a function of the request (auth, path, state)."""
+
+_ANSWERS = (HTTPException, WebSocketException)  # errors the app raises as its own answer, refusal or not
 
 
 class BudgetMiddleware:
@@ -135,9 +140,10 @@ class BudgetMiddleware:
             try:
                 try:
                     await self.app(scope, receive, send_with_headers)
-                except (BudgetExceededError, MissingScopeError) as refused:
-                    if started:
-                        raise  # the response is on its way: too late for a 429
+                except Exception as error:  # (one the app's handlers left: a 500, unless it is a refusal)
+                    refused = request_refusal_in(error, _ANSWERS)
+                    if refused is None or started:
+                        raise  # not a refusal; or the response is on its way: too late for a 429
                     if isinstance(refused, MissingScopeError):
                         response = missing_scope_response(refused, self.scopes)
                     else:
@@ -181,11 +187,14 @@ def missing_scope_response(
 
 async def budget_exceeded_handler(request: Request, exc: Exception) -> Response:
     """``app.add_exception_handler(BudgetExceededError, budget_exceeded_handler)``: refusals as 429;
-    register it for ``MissingScopeError`` too: those are answered 400."""
-    if isinstance(exc, MissingScopeError):
-        return missing_scope_response(exc)
-    assert isinstance(exc, BudgetExceededError)
-    return refusal_response(exc)
+    register it for ``MissingScopeError`` too: those are answered 400, and for the errors a library
+    raises from a refusal (instructor's ``InstructorRetryException``): the refusal inside is answered."""
+    refused = request_refusal_in(exc, _ANSWERS)
+    if refused is None:
+        raise exc
+    if isinstance(refused, MissingScopeError):
+        return missing_scope_response(refused)
+    return refusal_response(refused)
 
 
 def budget_scope(**scopes: ScopeSource) -> Callable[[Request], AsyncIterator[Tracker]]:

@@ -4,7 +4,9 @@
 FastAPI middleware with the same bodies (``_http``): ``before_request`` opens ``budget_context`` and
 ``track()`` (scope ids from headers or a function of the request), error handlers answer a
 ``BudgetExceededError`` with 429 (or ``status_code=402``) and ``Retry-After``, and a ``MissingScopeError``
-with 400, and ``after_request`` adds ``X-Budget-Cost-USD``, ``X-Budget-Input-Tokens``,
+with 400 (also one that reaches the view chained inside another error, as instructor raises its
+``InstructorRetryException`` from it: ``_refusal.request_refusal_in``; an ``HTTPException`` the view raised
+for it is its own answer), and ``after_request`` adds ``X-Budget-Cost-USD``, ``X-Budget-Input-Tokens``,
 ``X-Budget-Output-Tokens`` and ``X-Budget-Remaining-USD``; ``on_settled`` is given each response's
 ``ResponseCost`` once its body has ended.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
+from typing import Any
 
 from .._context import Tracker, budget_context, track
 from .._default import default_guard
@@ -41,9 +44,11 @@ from ._http import (
     run_in_context,
     tell_settled,
 )
+from ._refusal import request_refusal_in
 
 try:
     from flask import Flask, Request, Response, g, jsonify, request
+    from werkzeug.exceptions import HTTPException
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra("flask", exc) from exc
 
@@ -88,6 +93,14 @@ class BudgetGuard:
         app.teardown_request(self._close)
         app.register_error_handler(BudgetExceededError, self.refusal_response)
         app.register_error_handler(MissingScopeError, self.refusal_response)
+        handle = app.handle_user_exception
+
+        def handle_user_exception(error: Exception) -> Any:
+            """Flask's own, given the refusal a view's error carries: its handler (``refusal_response``,
+            or the app's) answers it; no handler, and Flask raises the view's error as before."""
+            return handle(request_refusal_in(error, (HTTPException,)) or error)
+
+        app.handle_user_exception = handle_user_exception  # type: ignore[method-assign,assignment]
         app.extensions["budgetguard"] = self
 
     def refusal_response(self, refused: Exception) -> tuple[Response, int, dict[str, str]]:

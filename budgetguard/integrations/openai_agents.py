@@ -10,7 +10,22 @@ HTTP request, hence one attempt of the guard's flow (``budgetguard.integrations.
 before it is sent, settled from the usage the response reports. A refusal stops the run: ``Runner.run``
 raises ``BudgetExceeded``, both the SDK's ``AgentsException`` (its ``run_data`` filled in by the runner)
 and budgetguard's ``BudgetExceededError``, the refusal chained as its ``__cause__``; the SDK's model does
-not log it as a failed response.
+not log it as a failed response (nor as a failed stream).
+
+A refusal inside a tool (a ``@function_tool`` whose code calls a guarded client, or an agent used as a
+tool, whose run on the ``BudgetProvider`` is refused) stops the run the same way when the tool's
+``failure_error_function`` is ``stop_on_refusal``: the SDK would otherwise hand the model "An error
+occurred while running the tool" and let it call, and pay, again. Any other error of the tool gets the
+SDK's default message, as before::
+
+    @function_tool(failure_error_function=stop_on_refusal)
+    def summarise(text: str) -> str: ...
+
+    researcher.as_tool("research", "...", failure_error_function=stop_on_refusal)
+
+It is per tool because the SDK has no run-level hook that can end a run on a tool's error:
+``RunConfig.tool_error_formatter`` only words the message (its own errors are logged and dropped) and
+``RunHooks.on_tool_end`` sees the message, not the error.
 """
 
 from __future__ import annotations
@@ -24,7 +39,7 @@ from .._scopes import ScopeSpec
 from ._refusal import quiet_refusals, refusal_in
 
 try:
-    from agents import Model, ModelProvider, OpenAIProvider
+    from agents import Model, ModelProvider, OpenAIProvider, RunContextWrapper, default_tool_error_function
     from agents.exceptions import AgentsException
 except ImportError as exc:  # pragma: no cover - exercised by tests/integrations/test_lazy.py
     raise ConfigurationError(
@@ -32,7 +47,7 @@ except ImportError as exc:  # pragma: no cover - exercised by tests/integrations
         "pip install 'llm-budgetguard[openai-agents]'"
     ) from exc
 
-__all__ = ["BudgetExceeded", "BudgetModel", "BudgetProvider"]
+__all__ = ["BudgetExceeded", "BudgetModel", "BudgetProvider", "stop_on_refusal"]
 
 
 class BudgetExceeded(AgentsException, BudgetExceededError):
@@ -46,11 +61,24 @@ class BudgetExceeded(AgentsException, BudgetExceededError):
         self.run_data = None
 
 
+def stop_on_refusal(context: RunContextWrapper[Any], error: Exception) -> str:
+    """A tool's ``failure_error_function`` that ends the run on a refusal: ``Runner.run`` (and
+    ``run_streamed``'s events) raise ``BudgetExceeded``, the refusal chained; any other error is given
+    to the model as the SDK's default message (``default_tool_error_function``)."""
+    refusal = refusal_in(error)
+    if refusal is None:
+        return default_tool_error_function(context, error)
+    if isinstance(error, BudgetExceeded):  # an agent used as a tool: its run was refused
+        raise error
+    raise BudgetExceeded(refusal) from refusal
+
+
 class BudgetModel(Model):
     """A model that raises a refusal of the model it wraps as ``BudgetExceeded``."""
 
     def __init__(self, wrapped: Model) -> None:
         self.wrapped = wrapped
+        quiet_refusals("openai.agents", "Error streaming response")  # (its Responses model logs that)
 
     async def get_response(self, *args: Any, **kwargs: Any) -> Any:
         try:

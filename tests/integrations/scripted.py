@@ -74,8 +74,8 @@ class Scripted:
 
 @contextmanager
 def serve(replies: list[JSON]) -> Iterator[Scripted]:
-    """Serve ``replies`` in order to POST ``/v1/chat/completions`` (a 500 once they are used up);
-    ``.url`` is the OpenAI base URL (``.../v1``)."""
+    """Serve ``replies`` in order to POST ``/v1/chat/completions`` (a 500 once they are used up), as a
+    stream (``sse``) when the request asks for one; ``.url`` is the OpenAI base URL (``.../v1``)."""
     state = Scripted(replies)
 
     class Handler(BaseHTTPRequestHandler):
@@ -88,9 +88,10 @@ def serve(replies: list[JSON]) -> Iterator[Scripted]:
             body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
             reply = state.take(body) if self.path == "/v1/chat/completions" else None
             status, payload = (200, reply) if reply else (500, {"error": {"message": "no reply scripted"}})
-            data = json.dumps(payload).encode()
+            streamed = reply is not None and body.get("stream") is True
+            data = sse(reply) if streamed and reply else json.dumps(payload).encode()
             self.send_response(status)
-            self.send_header("content-type", "application/json")
+            self.send_header("content-type", "text/event-stream" if streamed else "application/json")
             self.send_header("content-length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -105,3 +106,20 @@ def serve(replies: list[JSON]) -> Iterator[Scripted]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def sse(reply: JSON) -> bytes:
+    """``reply`` as a chat completions stream: its message in one chunk, its finish reason, then its
+    usage in a last chunk without choices (as OpenAI sends with ``stream_options.include_usage``)."""
+    base = {k: reply[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+    message = reply["choices"][0]["message"]
+    delta: JSON = {"role": "assistant", "content": message.get("content")}
+    if message.get("tool_calls"):
+        delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+    finish = reply["choices"][0]["finish_reason"]
+    chunks = [
+        {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]},
+        {**base, "choices": [], "usage": reply["usage"]},
+    ]
+    return b"".join(f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks) + b"data: [DONE]\n\n"
