@@ -39,7 +39,7 @@ ENFORCE = [True, True, "shadow", False]
 
 # per id: which counters it holds (indices into COUNTERS, in order); the same in every example, so that
 # commits and releases name the counters a reserve of that id held
-HOLDS = {"i0": (0,), "i1": (0, 2), "i2": (1, 2), "i3": (2,), "i4": (0, 3)}
+HOLDS = {"i0": (0,), "i1": (0, 2), "i2": (1, 2), "i3": (2,), "i4": (0, 3), "over": (0, 2), "zero": (1,)}
 
 reserve_op = st.tuples(
     st.just("reserve"),
@@ -50,7 +50,7 @@ reserve_op = st.tuples(
 )
 resolve_op = st.tuples(
     st.sampled_from(["commit", "release"]),
-    st.sampled_from(IDS),
+    st.sampled_from([*IDS, "over", "zero"]),  # (over, zero: their leases ended before the batch)
     st.integers(0, 150),
     st.just(True),
     st.sampled_from([None, {"m": "x"}]),
@@ -89,13 +89,17 @@ def _flows(store: RedisLedger, ops: list[tuple[Any, ...]], now: int) -> list[Flo
 
 
 def _prepare(store: RedisLedger, now: int) -> None:
-    """A string where user:broken's counter hash would be; a held reservation on the global counter;
-    the scripts loaded (a lone call of a batch goes as its own script)."""
+    """A string where user:broken's counter hash would be; reservations held on the global counter and
+    on team:b; two whose leases end at once (one of a hold of 0: reclaiming it leaves its counter as it
+    is); the scripts loaded (a lone call of a batch goes as its own script)."""
     for text in SCRIPTS.values():
         store.client.script_load(text)
     broken = COUNTERS[3]
     store.client.set(store._flows.slot(broken, window_at(broken, now)).keys[0], "not a counter")
     store.reserve([Hold(COUNTERS[2], 30)], id="i3")
+    store.reserve([Hold(COUNTERS[1], 11)], id="kept")
+    store.reserve([Hold(COUNTERS[0], 7), Hold(COUNTERS[2], 7)], lease=0.001, id="over")
+    store.reserve([Hold(COUNTERS[1], 0)], lease=0.001, id="zero")
 
 
 _WHERE = re.compile(r" script: [0-9a-f]+, on @user_script:\d+\.$")
@@ -140,8 +144,10 @@ def test_a_batch_of_random_operations_does_what_they_do_one_by_one(
     now = time.time_ns() // 1_000_000
     with _store(redis_url) as batched, _store(redis_url) as single:
         results, states = [], []
-        for store, run in ((batched, _together), (single, _one_by_one)):
+        for store in (batched, single):
             _prepare(store, now)
+        time.sleep(0.005)
+        for store, run in ((batched, _together), (single, _one_by_one)):
             results.append([_result(r) for r in run(store, _flows(store, ops, now))])
             states.append(_state(store))
         assert results[0] == results[1]

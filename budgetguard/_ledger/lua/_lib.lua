@@ -61,6 +61,11 @@ local function now_ms()
   return t[1] * 1000 + (us - us % 1000) / 1000
 end
 
+-- Group commit (batch.lua sets it): the leases sets this batch scanned whole, {[leases] = true}: the
+-- batch has one now, and every lease it adds ends after it (a lease is at least 1 ms), so a second
+-- scan would find nothing. nil outside a batch.
+local scanned
+
 -- A journal entry. event: 'c' committed, 'r' released, 'e' expired, 'x' refused (_redis_wire.EVENTS);
 -- data: one JSON object (the reservation's meta, the resolution's, its true flags: see merge).
 local function xadd(journal, maxlen, now, event, id, scopes, amounts, data)
@@ -120,8 +125,9 @@ local function put_record(key, text, now, expire_at)
   redis.call('SET', key, text, 'PX', string.format('%d', math.max(1, expire_at - now)))
 end
 
--- Reclaim the holds of expired leases on one counter (bounded work per call).
+-- Reclaim the holds of expired leases on one counter (bounded work per call; once a batch, above).
 local function reclaim(counter, leases, now, label_json, unit, journal, maxlen)
+  if scanned and scanned[leases] then return end
   local ids = expired_leases(leases, now)
   for _, id in ipairs(ids) do
     local amt = redis.call('HGET', counter, 'r:' .. id)
@@ -132,6 +138,7 @@ local function reclaim(counter, leases, now, label_json, unit, journal, maxlen)
     end
     redis.call('ZREM', leases, id)
   end
+  if scanned and #ids < 1000 then scanned[leases] = true end  -- (after its writes: none failed)
 end
 
 local function check_common(maxlen, retention)
