@@ -21,7 +21,7 @@ from budgetguard._ledger import Hold, Reservation, open_ledger
 from budgetguard._ledger._expiry import window_at
 from budgetguard._ledger._redis import RedisLedger
 from budgetguard._ledger._redis_flows import Flow
-from budgetguard._ledger._redis_wire import SCRIPTS, meta_json
+from budgetguard._ledger._redis_wire import LIBRARY, SCRIPTS, meta_json
 from budgetguard._ledger._types import HeldCounter
 from tests.redis_server import delete_namespace
 
@@ -152,3 +152,33 @@ def test_a_batch_of_random_operations_does_what_they_do_one_by_one(
             states.append(_state(store))
         assert results[0] == results[1]
         assert states[0] == states[1]
+
+
+INT64_CASES = {
+    "0": 1, "7": 1, "10": 1, "999999999999999999": 1, "1000000000000000000": 1,
+    "9223372036854775807": 1, "9223372036854775808": 0, "9999999999999999999": 0,
+    "12345678901234567890": 0, "": 0, "01": 0, "00": 0, "0000000000000000000": 0, "-1": 0, "1a": 0,
+    " 1": 0, "1 ": 0, "1.5": 0, "1e3": 0, "0x10": 0,
+}  # fmt: skip
+
+
+def test_is_int64_accepts_exactly_the_int64_digit_strings(redis_url: str) -> None:
+    """The scripts' number check (lua/_lib.lua), alone and with a batch's memo of accepted strings (an
+    accepted string never makes another one pass)."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    script = (
+        LIBRARY
+        + """
+local out = {}
+if ARGV[1] == 'batch' then int64s = {} end
+for i = 2, #ARGV do out[#out + 1] = is_int64(ARGV[i]) and 1 or 0 end
+for i = 2, #ARGV do out[#out + 1] = is_int64(ARGV[i]) and 1 or 0 end
+return out
+"""
+    )
+    try:
+        for mode in ("alone", "batch"):
+            got = client.eval(script, 0, mode, *INT64_CASES)
+            assert got == [*INT64_CASES.values()] * 2, mode
+    finally:
+        client.close()

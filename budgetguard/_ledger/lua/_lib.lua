@@ -13,14 +13,22 @@ local function limbs(s)
   return string.sub(s, 1, n - 9) + 0, string.sub(s, n - 8) + 0
 end
 
+-- Group commit (batch.lua sets it): the strings is_int64 accepted in this batch, {[s] = true} (its
+-- operations pass the same lease, retention and journal length). nil outside a batch.
+local int64s
+
 local function is_int64(s)
+  if int64s and int64s[s] then return true end
   if type(s) ~= 'string' then return false end
   local n = #s
-  if n == 0 or n > 19 or string.find(s, '%D') then return false end
-  if n > 1 and string.byte(s, 1) == 48 then return false end  -- no leading zeros ('0' is 48)
-  if n < 19 then return true end  -- at most 18 digits: below 2^63 - 1
-  local h, l = limbs(s)
-  return h < MAX_H or (h == MAX_H and l <= MAX_L)
+  -- digits only, no leading zeros
+  if n > 19 or (s ~= '0' and string.find(s, '^[1-9]%d*$') == nil) then return false end
+  if n == 19 then  -- (at most 18 digits: below 2^63 - 1)
+    local h, l = limbs(s)
+    if not (h < MAX_H or (h == MAX_H and l <= MAX_L)) then return false end
+  end
+  if int64s then int64s[s] = true end
+  return true
 end
 
 -- is_int64 of a string a pattern matched as digits only ('%d+'): the length, zero and range checks

@@ -21,7 +21,7 @@ while a <= #ARGV do
 end
 if k ~= #KEYS then return fail('batch') end
 local now = now_ms()  -- one TIME for all: the operations run in the same instant
-scanned = {}  -- (_lib.lua: a leases set is scanned once a batch)
+scanned, int64s = {}, {}  -- (_lib.lua: a leases set scanned once a batch, a number checked once)
 for i = 1, #out do
   local op, k0, a0, nk, na = unpack(out[i])
   -- (each table built in one go: filled key by key, it grows four times)
