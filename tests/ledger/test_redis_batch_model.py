@@ -182,3 +182,27 @@ return out
             assert got == [*INT64_CASES.values()] * 2, mode
     finally:
         client.close()
+
+
+def test_a_leases_set_with_more_expired_than_one_scan_takes_is_scanned_again(redis_url: str) -> None:
+    """1,001 expired leases on one counter: a scan takes 1,000, so the batch's second operation on the
+    counter scans again and reclaims the last one, as its own script would."""
+    now = time.time_ns() // 1_000_000
+    user = counter("user:crowd", limit=10**6)
+    with _store(redis_url) as batched, _store(redis_url) as single:
+        results, states = [], []
+        for store, run in ((batched, _together), (single, _one_by_one)):
+            for text in SCRIPTS.values():
+                store.client.script_load(text)
+            key, leases = store._flows.slot(user, window_at(user, now)).keys
+            ids = [f"gone{n}" for n in range(1_001)]
+            store.client.hset(key, mapping={"held": "1001", **{f"r:{i}": "1" for i in ids}})
+            store.client.zadd(leases, dict.fromkeys(ids, 1))  # (ended long ago)
+            flows = [
+                store._flows.checked_reserve([Hold(user, 5)], 120, f"new{n}", None, True) for n in range(2)
+            ]
+            results.append([_result(r) for r in run(store, flows)])
+            states.append(_state(store))
+            assert store.client.zcard(leases) == 2 and store.client.hget(key, "held") == "10"
+        assert results[0] == results[1]
+        assert states[0] == states[1]
