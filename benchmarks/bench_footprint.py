@@ -38,7 +38,8 @@ The rows say how much budgetguard keeps beyond the minimum; issue 17's target is
 the instructions a private ``redis-server`` (under ``valgrind --tool=callgrind --instr-atstart=no``)
 spends per reserve and per commit, 1 and 3 scopes (``calls`` reserves, then their commits), per pair
 as a caller runs them (reserve, commit, reserve, ...: the counter hash stays small), and per pair when
-16 callers' reserves, then their commits, go as one batch call each (group commit: ``lua/batch.lua``),
+16 callers' reserves, then their commits, go as one batch call each (group commit: ``lua/batch.lua``;
+each caller on its own user counter, then also on a team's and the global counter they share),
 against one ``EVALSHA`` of ``return 1``: server script time without the host's noise (``INFO
 commandstats`` timings move with the neighbours' load).
 """
@@ -413,11 +414,12 @@ def server_callgrind(calls: int = 300) -> dict[str, float]:
                 out[f"pair as run, {n} scope(s)"] = count(
                     lambda holds=holds: [ledger.commit(ledger.reserve(holds), ACTUAL) for _ in range(calls)]
                 )
-            batched = _batched_pairs(ledger, BATCH)
-            batched(2)  # warm-up: loads the batch script
-            out[f"pair in batches of {BATCH}, 1 scope"] = count(lambda: batched(calls // BATCH)) * (
-                calls / (calls // BATCH * BATCH)
-            )
+            for shared, label in ((False, "1 scope"), (True, "3 scopes, 2 shared")):
+                batched = _batched_pairs(ledger, BATCH, shared)
+                batched(2)  # warm-up: loads the batch script
+                rounds = calls // BATCH
+                pairs = count(lambda batched=batched, rounds=rounds: batched(rounds))
+                out[f"pair in batches of {BATCH}, {label}"] = pairs * calls / (rounds * BATCH)
             ledger.close()
         finally:
             client.close()
@@ -429,11 +431,17 @@ def server_callgrind(calls: int = 300) -> dict[str, float]:
 BATCH = 16
 
 
-def _batched_pairs(ledger: Any, size: int) -> Callable[[int], None]:
-    """``rounds(k)``: k times, ``size`` callers' reserves (each on its own user scope) as one batch call
-    of the store's group commit, then their commits as another (as a leader sends a full queue)."""
+def _batched_pairs(ledger: Any, size: int, shared: bool = False) -> Callable[[int], None]:
+    """``rounds(k)``: k times, ``size`` callers' reserves (each on its own user scope; ``shared``: and
+    on one team's and the global counter, which all of them share) as one batch call of the store's
+    group commit, then their commits as another (as a leader sends a full queue)."""
+    common = [Scope("team", "t"), Scope("global")] if shared else []
     holds = [
-        (Hold(CounterSpec(Scope("user", f"b{i}"), Unit.USD, Period.DAY, LIMIT), HOLD),) for i in range(size)
+        tuple(
+            Hold(CounterSpec(scope, Unit.USD, Period.DAY, LIMIT), HOLD)
+            for scope in (Scope("user", f"b{i}"), *common)
+        )
+        for i in range(size)
     ]
 
     def together(flows: list[Any]) -> list[Any]:

@@ -13,14 +13,22 @@ local function limbs(s)
   return string.sub(s, 1, n - 9) + 0, string.sub(s, n - 8) + 0
 end
 
+-- Group commit (batch.lua sets it): the strings is_int64 accepted in this batch, {[s] = true} (its
+-- operations pass the same lease, retention and journal length). nil outside a batch.
+local int64s
+
 local function is_int64(s)
+  if int64s and int64s[s] then return true end
   if type(s) ~= 'string' then return false end
   local n = #s
-  if n == 0 or n > 19 or string.find(s, '%D') then return false end
-  if n > 1 and string.byte(s, 1) == 48 then return false end  -- no leading zeros ('0' is 48)
-  if n < 19 then return true end  -- at most 18 digits: below 2^63 - 1
-  local h, l = limbs(s)
-  return h < MAX_H or (h == MAX_H and l <= MAX_L)
+  -- digits only, no leading zeros
+  if n > 19 or (s ~= '0' and string.find(s, '^[1-9]%d*$') == nil) then return false end
+  if n == 19 then  -- (at most 18 digits: below 2^63 - 1)
+    local h, l = limbs(s)
+    if not (h < MAX_H or (h == MAX_H and l <= MAX_L)) then return false end
+  end
+  if int64s then int64s[s] = true end
+  return true
 end
 
 -- is_int64 of a string a pattern matched as digits only ('%d+'): the length, zero and range checks
@@ -60,6 +68,11 @@ local function now_ms()
   local us = t[2] + 0
   return t[1] * 1000 + (us - us % 1000) / 1000
 end
+
+-- Group commit (batch.lua sets it): the leases sets this batch scanned whole, {[leases] = true}: the
+-- batch has one now, and every lease it adds ends after it (a lease is at least 1 ms), so a second
+-- scan would find nothing. nil outside a batch.
+local scanned
 
 -- A journal entry. event: 'c' committed, 'r' released, 'e' expired, 'x' refused (_redis_wire.EVENTS);
 -- data: one JSON object (the reservation's meta, the resolution's, its true flags: see merge).
@@ -120,8 +133,9 @@ local function put_record(key, text, now, expire_at)
   redis.call('SET', key, text, 'PX', string.format('%d', math.max(1, expire_at - now)))
 end
 
--- Reclaim the holds of expired leases on one counter (bounded work per call).
+-- Reclaim the holds of expired leases on one counter (bounded work per call; once a batch, above).
 local function reclaim(counter, leases, now, label_json, unit, journal, maxlen)
+  if scanned and scanned[leases] then return end
   local ids = expired_leases(leases, now)
   for _, id in ipairs(ids) do
     local amt = redis.call('HGET', counter, 'r:' .. id)
@@ -132,6 +146,7 @@ local function reclaim(counter, leases, now, label_json, unit, journal, maxlen)
     end
     redis.call('ZREM', leases, id)
   end
+  if scanned and #ids < 1000 then scanned[leases] = true end  -- (after its writes: none failed)
 end
 
 local function check_common(maxlen, retention)

@@ -8,25 +8,28 @@ local OPS = {
   commit = function(keys, args, now) return resolve('committed', keys, args, now) end,
   release = function(keys, args, now) return resolve('released', keys, args, now) end,
 }
-local out = {}
+local out, shapes = {}, {}  -- shapes: per distinct header, {run, nkeys, nargs} (headers repeat)
 local k, a = 0, 1
 while a <= #ARGV do
-  local op, nk, na = string.match(ARGV[a], '^(%l+) (%d+) (%d+)$')
-  local run = OPS[op]
-  if not run then return fail('batch') end  -- (before the first operation: nothing ran yet)
-  nk, na = nk + 0, na + 0
+  local shape = shapes[ARGV[a]]
+  if not shape then
+    local op, nk, na = string.match(ARGV[a], '^(%l+) (%d+) (%d+)$')
+    if not OPS[op] then return fail('batch') end  -- (before the first operation: nothing ran yet)
+    shape = {OPS[op], nk + 0, na + 0}
+    shapes[ARGV[a]] = shape
+  end
+  local nk, na = shape[2], shape[3]
   if k + nk > #KEYS or a + na > #ARGV then return fail('batch') end
-  out[#out + 1] = {op, k, a, nk, na}
+  out[#out + 1] = {shape[1], k, a, nk, na}
   k, a = k + nk, a + 1 + na
 end
 if k ~= #KEYS then return fail('batch') end
 local now = now_ms()  -- one TIME for all: the operations run in the same instant
+scanned, int64s = {}, {}  -- (_lib.lua: a leases set scanned once a batch, a number checked once)
 for i = 1, #out do
-  local op, k0, a0, nk, na = unpack(out[i])
-  local keys, args = {}, {}
-  for j = 1, nk do keys[j] = KEYS[k0 + j] end
-  for j = 1, na do args[j] = ARGV[a0 + j] end
-  local ok, reply = pcall(OPS[op], keys, args, now)
+  local run, k0, a0, nk, na = unpack(out[i])
+  -- (each table built in one go: filled key by key, it grows four times)
+  local ok, reply = pcall(run, {unpack(KEYS, k0 + 1, k0 + nk)}, {unpack(ARGV, a0 + 1, a0 + na)}, now)
   if not ok then  -- a command's error (its own script would have failed with it)
     if type(reply) == 'table' and reply.err then reply = redis.error_reply(reply.err)
     else reply = redis.error_reply('ERR ' .. tostring(reply)) end
