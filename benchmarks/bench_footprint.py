@@ -89,12 +89,12 @@ def guarded_call() -> tuple[dict[str, Any], dict[str, int], dict[str, Any]]:
 
     class Recording(MemoryLedger):
         def reserve(self, holds: Any, **options: Any) -> Any:
-            seen["reserve"] = dict(options["meta"])
+            seen["reserve"] = options["meta"]  # (as passed: the guard's JournalData)
             return super().reserve(holds, **options)
 
         def commit(self, reservation: Any, actual: Any, **options: Any) -> Any:
             seen["actual"] = {unit.value: amount for unit, amount in actual.items()}
-            seen["commit"] = dict(options["meta"])
+            seen["commit"] = options["meta"]
             return super().commit(reservation, actual, **options)
 
     guard = bg.Guard(Recording(), budgets=[bg.Budget("user", usd="10", per="day")])
@@ -168,6 +168,7 @@ def _redis_rows(url: str, namespace: str, own: bool, n: int) -> list[dict[str, A
             "counters": _memory_usage(client, _keys(client, f"{prefix}c:*")),
             "records": _memory_usage(client, _keys(client, f"{prefix}r:*")),
             "journal": _memory_usage(client, [journal]),
+            "names": _memory_usage(client, [f"{prefix}names"]),  # (one per namespace: _redis_names)
             "counter_keys": len(_keys(client, f"{prefix}c:*")),
             "record_keys": len(_keys(client, f"{prefix}r:*")),
             "entries": int(client.xlen(journal)),
@@ -245,6 +246,7 @@ def _redis_rows(url: str, namespace: str, own: bool, n: int) -> list[dict[str, A
             tracker,
             "bytes/scope",
             parts={k: round(with_meta[k] / n, 1) for k in ("counters", "journal")},
+            names_table_bytes=after["names"],
             reserve_meta=reserve_meta,
             commit_meta=commit_meta,
             amounts=actual,

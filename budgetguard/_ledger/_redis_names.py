@@ -1,0 +1,77 @@
+"""The Redis journal's interned call names: a namespace's table of ``[model, function]`` by number.
+
+A guarded call's model and function are most of its journal entry's data, and calls repeat them: the
+Redis store journals their number instead (``_meta``'s ``"#"``). The table (``Keys.names``, one hash,
+``intern.lua``) is written before the first entry that names a number, never expires (nothing in a
+namespace deletes keys: it lives as long as the journal that reads it, trimmed or not), and holds at
+most ``CAP`` names of at most ``LONGEST`` characters: past either, the name is journaled as it is.
+
+Each store keeps what it learnt, both ways: a name's number for ``REFRESH_S`` (then it asks again, so
+that a table deleted by hand is written again within that time), a number's name for good (numbers
+are never reused while the table exists).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Generator, Iterable, Mapping
+from typing import Any
+
+from .._cache import Bounded
+from ._meta import FUNCTION, INTERNED, MODEL
+from ._redis_wire import Call, meta_json
+from ._types import check_meta
+
+__all__ = ["CAP", "LONGEST", "REFRESH_S", "Names"]
+
+CAP = 1024
+"""Names a namespace's table holds at most."""
+LONGEST = 256
+"""The longest name (its JSON text, in characters) interned."""
+REFRESH_S = 60.0
+"""How long a store uses a name's number before it asks the table again."""
+
+_REF = re.compile(r'"#":(\d+)[,}]')
+
+
+class Names:
+    """One store's side of its namespace's names table (flows: the store's driver performs the calls)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self._numbers: Bounded[str, tuple[int | None, float]] = Bounded("ledger.redis.names", 4 * CAP,
+                                                                        shared=False)  # fmt: skip
+        self._names: Bounded[int, list[Any]] = Bounded("ledger.redis.numbers", 4 * CAP, shared=False)
+
+    def meta_json(self, meta: Mapping[str, Any] | None) -> Generator[Any, Any, str]:
+        """A reservation's meta as the journal keeps it: interned when it is the guard's compact form
+        (its model under ``""``), else as ``meta_json`` writes it."""
+        meta = check_meta(meta)
+        if MODEL not in meta or INTERNED in meta:
+            return meta_json(meta)
+        name = json.dumps([meta[MODEL], meta.get(FUNCTION)], separators=(",", ":"))
+        if len(name) > LONGEST:
+            return meta_json(meta)
+        now = time.monotonic()
+        found = self._numbers.get(name)
+        if found is None or now - found[1] > REFRESH_S:
+            reply = yield Call("intern", (self.key,), (name, CAP))
+            found = self._numbers.put(name, (None if reply is None else int(reply), now))
+        number = found[0]
+        if number is None:  # the table is full
+            return meta_json(meta)
+        rest = meta_json({k: v for k, v in meta.items() if k != MODEL and k != FUNCTION})
+        return f'{rest[:-1]}{"," if len(rest) > 2 else ""}"{INTERNED}":{number}}}'
+
+    def learn(self, data: Iterable[str]) -> Generator[Any, Any, Mapping[int, list[Any]]]:
+        """The names of the numbers journal entries' ``data`` texts name (one read of those not known)."""
+        wanted = {int(n) for text in data if '"#":' in text for n in _REF.findall(text)}
+        unknown = [n for n in wanted if n not in self._names]
+        if unknown:
+            reply = yield Call("hmget", (self.key,), tuple(unknown))
+            for number, text in zip(unknown, reply, strict=True):
+                if text is not None:
+                    self._names.put(number, json.loads(text))
+        return self._names
