@@ -20,17 +20,19 @@ The compact form (keys: the constants below):
 * ``"u"``: the usage; ``[input, output]`` when it has exactly those two counts. ``cost_nano`` is left
   out: a guarded commit's amounts carry it (``usd``).
 
-On Redis two more things shrink (the journal's bytes are memory there; SQLite and PostgreSQL keep the
-form above: their report columns and exports read model, function and amounts in SQL):
+On Redis two more things shrink (the journal's bytes are memory there). SQLite and PostgreSQL keep
+the form above: their exports write the stored amounts text in SQL, their report columns are the
+entry's, and their rows are not counted in memory.
 
 * ``"#"`` (``INTERNED``): the call's model and function, interned: the number of ``[model, function]``
   in the namespace's names table (``_redis_names``). The reservation's part is written without ``""``
-  and ``"f"`` and with ``"#"`` as its last key (its keys are sorted otherwise), so ``unintern`` puts
-  them back where the sorted form had them. Readers of earlier versions find no ``""``: they show the
-  data as written, without a model or function, and the entry's amounts as before.
+  and ``"f"`` and with ``"#"`` as its last key (its other keys sorted, ``"e"`` always among them:
+  ``interned`` tells the form by both), so ``unintern`` puts them back where the sorted form had them.
+  Readers of earlier versions find no ``""``: they show the data as written, without a model or
+  function.
 * A guarded commit's amounts on a reservation that held only USD: ``{"usd": ...}``. Its tokens and
   requests (``usage``'s two counts summed, and 1) are put back by ``restore`` (``trimmable``: only
-  when they are exactly that).
+  when they are exactly that; earlier versions read the USD amount alone).
 
 Any other key (the rarer ones: ``variant``, ``fitted``, ``error``..., ``fallback`` (``FALLBACK``), and
 the flags the stores add, ``overrun``, ``expired``) is written and read as is. The stores merge the
@@ -48,8 +50,8 @@ from ._types import Hold
 
 __all__ = [
     "ATTEMPT", "ESTIMATE", "FALLBACK", "FUNCTION", "INTERNED", "MODEL", "SCOPES", "USAGE",
-    "derivable", "expand", "model_of", "pack_usage", "restore", "trimmable", "unintern", "usage_of",
-    "usd_text",
+    "derivable", "expand", "interned", "model_of", "pack_usage", "restore", "trimmable", "unintern",
+    "usage_of", "usd_text",
 ]  # fmt: skip
 
 MODEL, ESTIMATE, ATTEMPT, SCOPES, FUNCTION, USAGE = "", "e", "a", "s", "f", "u"
@@ -125,6 +127,11 @@ def usage_of(meta: Mapping[str, Any]) -> dict[str, Any]:
     if type(found) is list and len(found) == 2:
         return {"input_tokens": found[0], "output_tokens": found[1]}
     return dict(found)
+
+
+def interned(data: Mapping[str, Any]) -> bool:
+    """Whether journal data is in the interned form (``"#"`` and ``"e"`` integers, no ``""``)."""
+    return MODEL not in data and type(data.get(INTERNED)) is int and type(data.get(ESTIMATE)) is int
 
 
 def unintern(data: dict[str, Any], name: Sequence[Any] | None) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from collections.abc import Generator, Iterable, Mapping
 from typing import Any
 
 from .._cache import Bounded
-from ._meta import FUNCTION, INTERNED, MODEL
+from ._meta import ESTIMATE, FUNCTION, INTERNED, MODEL
 from ._redis_wire import Call, meta_json
 from ._types import check_meta
 
@@ -41,26 +41,32 @@ class Names:
 
     def __init__(self, key: str) -> None:
         self.key = key
-        self._numbers: Bounded[str, tuple[int | None, float]] = Bounded("ledger.redis.names", 4 * CAP,
-                                                                        shared=False)  # fmt: skip
+        self._numbers: Bounded[tuple[str, str | None], tuple[int | None, float]] = Bounded(
+            "ledger.redis.names", 4 * CAP, shared=False)  # fmt: skip
         self._names: Bounded[int, list[Any]] = Bounded("ledger.redis.numbers", 4 * CAP, shared=False)
 
     def meta_json(self, meta: Mapping[str, Any] | None) -> Generator[Any, Any, str]:
         """A reservation's meta as the journal keeps it: interned when it is the guard's compact form
-        (its model under ``""``), else as ``meta_json`` writes it."""
+        (a string model under ``""``, an integer estimate, a string function or none), else as
+        ``meta_json`` writes it."""
         meta = check_meta(meta)
-        if MODEL not in meta or INTERNED in meta:
-            return meta_json(meta)
-        name = json.dumps([meta[MODEL], meta.get(FUNCTION)], separators=(",", ":"))
-        if len(name) > LONGEST:
-            return meta_json(meta)
+        model, function = meta.get(MODEL), meta.get(FUNCTION)
+        if (
+            type(model) is not str or (function is not None and type(function) is not str)
+            or type(meta.get(ESTIMATE)) is not int or INTERNED in meta
+        ):  # fmt: skip
+            return meta_json(meta)  # (not the guard's: as it is)
         now = time.monotonic()
-        found = self._numbers.get(name)
+        found = self._numbers.get((model, function))
         if found is None or now - found[1] > REFRESH_S:
-            reply = yield Call("intern", (self.key,), (name, CAP))
-            found = self._numbers.put(name, (None if reply is None else int(reply), now))
+            name = json.dumps([model, function], separators=(",", ":"))
+            number = None
+            if len(name) <= LONGEST:
+                reply = yield Call("intern", (self.key,), (name, CAP))
+                number = None if reply is None else int(reply)
+            found = self._numbers.put((model, function), (number, now))
         number = found[0]
-        if number is None:  # the table is full
+        if number is None:  # too long, or the table is full
             return meta_json(meta)
         rest = meta_json({k: v for k, v in meta.items() if k != MODEL and k != FUNCTION})
         return f'{rest[:-1]}{"," if len(rest) > 2 else ""}"{INTERNED}":{number}}}'

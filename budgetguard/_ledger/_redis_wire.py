@@ -21,7 +21,7 @@ from .._budgets import Unit, Window
 from .._cache import Bounded
 from ._base import check_namespace
 from ._expiry import counter_expiry, prior_windows, trailing_ms
-from ._meta import INTERNED, MODEL, expand, restore, unintern
+from ._meta import INTERNED, expand, interned, restore, unintern
 from ._stored import held_fields
 from ._types import (
     CounterSpec,
@@ -183,8 +183,8 @@ def journal_entry(fields: Mapping[str, str], names: Mapping[int, Sequence[Any]] 
     if "rdata" in fields:
         data = {**json.loads(fields["rdata"] or "{}"), **data}
         data.update({k: v for k, v in json.loads(fields.get("flags") or "{}").items() if v})
-    if INTERNED in data and MODEL not in data:
-        data = unintern(data, names.get(data[INTERNED]))  # (names never hold an unhashable key)
+    if interned(data):
+        data = unintern(data, names.get(data[INTERNED]))
     event, amounts = fields["event"], restore(json.loads(fields["amounts"]), data)
     scopes = tuple(json.loads(fields["scopes"]))
     return JournalEntry(

@@ -16,7 +16,7 @@ import redis
 import budgetguard as bg
 from budgetguard import Budget, Guard
 from budgetguard._budgets import Period, Scope, Unit
-from budgetguard._ledger import CounterSpec, Hold, _redis_names, open_ledger
+from budgetguard._ledger import CounterSpec, Hold, _redis_names, open_async_ledger, open_ledger
 from budgetguard._ledger._meta import ESTIMATE, MODEL, USAGE, expand, restore, trimmable
 from budgetguard._ledger._meta import FUNCTION as FUNCTION_KEY
 from budgetguard._ledger._types import JournalData
@@ -136,12 +136,12 @@ LONG = {
 def test_data_in_any_other_form_reads_as_written(ledger: Any) -> None:
     counter = CounterSpec(Scope("user", "dan"), Unit.USD, Period.DAY, 10**12)
     odd = {"a": 5, "e": "x", "u": [1, 2], "s": "not scopes", "f": None}  # one-letter keys, no model marker
-    for meta in (LONG, odd):
+    hashes = ({"#": 1, "x": "y"}, {"#": [1], "e": 2}, {"#": "1", "e": 2})  # not the interned form
+    for meta in (LONG, odd, *hashes):
         reservation = ledger.reserve([Hold(counter, 1000)], meta=meta)
         ledger.commit(reservation, {"usd": 700}, meta={"usage": {"input_tokens": 1}, "cost_nano": 700})
-    first, second = ledger.history()
-    assert first.data == {**LONG, "usage": {"input_tokens": 1}, "cost_nano": 700}
-    assert second.data == {**odd, "usage": {"input_tokens": 1}, "cost_nano": 700}
+    read = [entry.data for entry in ledger.history()]
+    assert read == [{**m, "usage": {"input_tokens": 1}, "cost_nano": 700} for m in (LONG, odd, *hashes)]
 
 
 def test_sqlite_reports_read_the_compact_form(tmp_path: Any) -> None:
@@ -274,6 +274,46 @@ def test_redis_reads_what_it_read_before(redis_url: str, tmp_path: Any, monkeypa
         client.close()
     assert sum('"#":' in d for d in data) == len(data) - 2  # the two names over LONGEST stay literal
     assert int(names["#"]) == len(names) // 2 == 6  # (each distinct name once)
+
+
+async def test_the_async_store_interns_and_reads_the_same(redis_url: str) -> None:
+    url = f"{redis_url}?namespace=tasync"
+    with open_ledger(url) as store:
+        _calls(store)
+        expected = _as_json(store.history())
+    async with open_async_ledger(f"{redis_url}?namespace=tasync2") as store:
+        for i, name in enumerate(HOSTILE):
+            counter = CounterSpec(Scope("user", f"h{i}"), Unit.USD, Period.DAY, 10**12)
+            meta = {MODEL: name, ESTIMATE: 5000, FUNCTION_KEY: HOSTILE[-1 - i]}
+            reservation = await store.reserve([Hold(counter, 9000)], meta=JournalData(meta))
+            await store.commit(reservation, {"usd": 4000, "tokens": 12, "requests": 1},
+                               meta=JournalData({USAGE: [7, 5]}))  # fmt: skip
+        read = _as_json(await store.history())
+    assert read == expected[: len(HOSTILE)]
+    async with open_async_ledger(url) as cold:
+        assert _as_json(await cold.history()) == expected
+    _drop_url(redis_url, "tasync")
+    _drop_url(redis_url, "tasync2")
+
+
+def test_reports_read_the_same_from_interned_entries(redis_url: str, monkeypatch: Any) -> None:
+    """Reports by model and function over guarded calls: the same rows from an interned journal as from
+    one written as before (no name interned)."""
+    rows = []
+    for namespace, longest in (("trep1", 0), ("trep2", _redis_names.LONGEST)):
+        monkeypatch.setattr(_redis_names, "LONGEST", longest)
+        with _guard(f"{redis_url}?namespace={namespace}", [Budget("user", usd="1", per="day")]) as guard:
+            for user, fn in (("a", summarize), ("b", summarize), ("a", reply)):
+                guard.with_budget(user=user)(fn)(model="gpt-4o-mini", messages=HI, max_tokens=50)
+            rows.append([
+                [(r.key, r.calls, r.input_tokens, r.output_tokens, r.cost_nano, r.estimated_nano)
+                 for r in summary(guard.ledger, by, since=None).rows]
+                for by in ("model", "function", "user")
+            ])  # fmt: skip
+        _drop_url(redis_url, namespace)
+    assert rows[0] == rows[1]
+    assert {r[0] for r in rows[1][1]} == {FUNCTION, f"{__name__}.reply"}
+    assert {r[0] for r in rows[1][0]} == {"gpt-4o-mini"}
 
 
 def test_a_process_reads_what_another_wrote(redis_url: str) -> None:
