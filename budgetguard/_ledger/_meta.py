@@ -139,14 +139,16 @@ def unintern(data: dict[str, Any], name: Sequence[Any] | None) -> dict[str, Any]
     names table) back under ``""`` and ``"f"``, in the sorted order of the reservation's part (the keys
     before ``"#"``; the resolution's follow it). A number the table does not name (``None``: its table
     was deleted) shows no model and no function, never the number."""
-    items = list(data.items())
-    at = next(i for i, (key, _) in enumerate(items) if key == INTERNED)
     model, function = (None, None) if name is None else name
-    head = [*items[:at], (MODEL, model)]
-    if function is not None:
-        head.append((FUNCTION, function))
-    head.sort(key=lambda item: item[0])
-    return dict(head + items[at + 1 :])
+    out = {MODEL: model}
+    placed = function is None
+    for key, value in data.items():
+        if not placed and (key == INTERNED or key > FUNCTION):
+            out[FUNCTION] = function
+            placed = True
+        if key != INTERNED:
+            out[key] = value
+    return out
 
 
 _TRIMMED = ["usd", "tokens", "requests"]

@@ -71,7 +71,10 @@ class Flows:
     def checked_reserve(self, *args: Any) -> Flow:
         """Check a reserve's arguments (``Ledger.reserve``'s, in order) now, before any I/O; its flow."""
         checked, lease_ms, res_id, meta, enforce = check_reserve(*args)
-        return self._reserve_named(checked, lease_ms, res_id, meta, enforce)
+        text = self.names.known(meta)
+        if text is None:  # a call name to intern first
+            return self._reserve_named(checked, lease_ms, res_id, meta, enforce)
+        return self.reserve(checked, lease_ms, res_id, text, enforce)
 
     def _reserve_named(
         self, holds: tuple[Hold, ...], lease_ms: int, res_id: str, meta: Mapping[str, Any] | None,

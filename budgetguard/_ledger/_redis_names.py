@@ -33,7 +33,7 @@ LONGEST = 256
 REFRESH_S = 60.0
 """How long a store uses a name's number before it asks the table again."""
 
-_REF = re.compile(r'"#":(\d+)[,}]')
+_NUMBER = re.compile(r'"#":(\d+)')
 
 
 class Names:
@@ -45,10 +45,10 @@ class Names:
             "ledger.redis.names", 4 * CAP, shared=False)  # fmt: skip
         self._names: Bounded[int, list[Any]] = Bounded("ledger.redis.numbers", 4 * CAP, shared=False)
 
-    def meta_json(self, meta: Mapping[str, Any] | None) -> Generator[Any, Any, str]:
-        """A reservation's meta as the journal keeps it: interned when it is the guard's compact form
-        (a string model under ``""``, an integer estimate, a string function or none), else as
-        ``meta_json`` writes it."""
+    def known(self, meta: Mapping[str, Any] | None) -> str | None:
+        """A reservation's meta as the journal keeps it, when no call is needed (``None``: its name is
+        to be interned first, ``meta_json``): interned when it is the guard's compact form (a string
+        model under ``""``, an integer estimate, a string function or none) and its number is known."""
         meta = check_meta(meta)
         model, function = meta.get(MODEL), meta.get(FUNCTION)
         if (
@@ -56,28 +56,40 @@ class Names:
             or type(meta.get(ESTIMATE)) is not int or INTERNED in meta
         ):  # fmt: skip
             return meta_json(meta)  # (not the guard's: as it is)
-        now = time.monotonic()
         found = self._numbers.get((model, function))
-        if found is None or now - found[1] > REFRESH_S:
-            name = json.dumps([model, function], separators=(",", ":"))
-            number = None
-            if len(name) <= LONGEST:
-                reply = yield Call("intern", (self.key,), (name, CAP))
-                number = None if reply is None else int(reply)
-            found = self._numbers.put((model, function), (number, now))
+        if found is None or time.monotonic() - found[1] > REFRESH_S:
+            return None
         number = found[0]
         if number is None:  # too long, or the table is full
             return meta_json(meta)
+        if len(meta) == (2 if function is None else 3):  # the guard's usual meta: "e" alone is left
+            return f'{{"{ESTIMATE}":{meta[ESTIMATE]},"{INTERNED}":{number}}}'
         rest = meta_json({k: v for k, v in meta.items() if k != MODEL and k != FUNCTION})
         return f'{rest[:-1]}{"," if len(rest) > 2 else ""}"{INTERNED}":{number}}}'
 
+    def meta_json(self, meta: Mapping[str, Any] | None) -> Generator[Any, Any, str]:
+        """``known``'s text, the meta's name interned first (``intern.lua``) when it is not known."""
+        text = self.known(meta)
+        if text is not None:
+            return text
+        meta = check_meta(meta)
+        model, function = meta[MODEL], meta.get(FUNCTION)
+        name = json.dumps([model, function], separators=(",", ":"))
+        number = None
+        if len(name) <= LONGEST:
+            reply = yield Call("intern", (self.key,), (name, CAP))
+            number = None if reply is None else int(reply)
+        self._numbers.put((model, function), (number, time.monotonic()))
+        return self.known(meta) or meta_json(meta)  # (REFRESH_S = 0: the number just read)
+
     def learn(self, data: Iterable[str]) -> Generator[Any, Any, Mapping[int, list[Any]]]:
         """The names of the numbers journal entries' ``data`` texts name (one read of those not known)."""
-        wanted = {int(n) for text in data if '"#":' in text for n in _REF.findall(text)}
-        unknown = [n for n in wanted if n not in self._names]
+        wanted = set(_NUMBER.findall("\n".join(data)))  # (one scan in C: no loop per entry)
+        known = self._names
+        unknown = [number for number in map(int, wanted) if number not in known]
         if unknown:
             reply = yield Call("hmget", (self.key,), tuple(unknown))
             for number, text in zip(unknown, reply, strict=True):
                 if text is not None:
-                    self._names.put(number, json.loads(text))
-        return self._names
+                    known.put(number, json.loads(text))
+        return known

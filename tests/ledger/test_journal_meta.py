@@ -218,11 +218,13 @@ HOSTILE = [
 
 
 def _pair(
-    store: Any, model: Any, function: Any, flags: dict[str, Any], user: str, commit: bool = True
-) -> None:
+    store: Any, model: Any, function: Any, flags: dict[str, Any], user: str, commit: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> None:  # fmt: skip
     """What the guard sends a store for one call (its ``JournalData``), on ``user``'s USD counter."""
     counter = CounterSpec(Scope("user", user), Unit.USD, Period.DAY, 10**12)
     reserve = {MODEL: model, ESTIMATE: 5000, **({} if function is None else {FUNCTION_KEY: function})}
+    reserve.update(extra or {})
     reservation = store.reserve([Hold(counter, 9000)], meta=JournalData(reserve))
     if commit:
         store.commit(reservation, {"usd": 4000, "tokens": 12, "requests": 1},
@@ -237,6 +239,10 @@ def _calls(store: Any) -> None:
     _pair(store, "gpt-4o", None, {}, "nofunction")  # a call without a function
     _pair(store, "gpt-4o", "app.f", {"error": "boom"}, "rel", commit=False)  # a release: keys past "f"
     _pair(store, "gpt-4o", "app.f", {"a": 1, "usage_missing": True}, "odd")  # resolution keys around "f"
+    rare = {"a": 2, "s": ["global", "user:x", "team:y"], "variant": {"service_tier": "flex"},
+            "fallback": "gpt-4o-mini", "fitted": "0.5", "missing_scope": ["team"]}  # fmt: skip
+    _pair(store, "gpt-4o", "app.f", {"error": "x"}, "rare", extra=rare)  # reservation keys after "f"
+    _pair(store, "gpt-4o", None, {}, "rare2", extra=rare)
 
 
 def _as_json(entries: Any) -> list[str]:
