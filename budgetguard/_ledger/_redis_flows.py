@@ -186,6 +186,8 @@ class Flows:
             charges: Mapping[Unit, int] = parsed  # what the script charged: ours
         else:
             charges = {UNITS[k]: int(v) for k, v in json.loads(charged or "{}").items()}
+            if parsed is not None and amounts is not parsed and charges == amounts:
+                charges = parsed  # a repeat of this very commit (journaled trimmed): its tokens and requests
         return Outcome(
             res_id,
             state,

@@ -144,6 +144,22 @@ def test_data_in_any_other_form_reads_as_written(ledger: Any) -> None:
     assert read == [{**m, "usage": {"input_tokens": 1}, "cost_nano": 700} for m in (LONG, odd, *hashes)]
 
 
+def test_a_repeated_commit_tells_what_the_first_charged(ledger: Any) -> None:
+    """A guarded commit repeated (the store's retry after a lost reply) answers the first one's
+    amounts, all three units, on every store (Redis journaled the first with its USD amount alone)."""
+    counter = CounterSpec(Scope("user", "rep"), Unit.USD, Period.DAY, 10**12)
+    reservation = ledger.reserve(
+        [Hold(counter, 9000)], meta=JournalData({MODEL: "m", ESTIMATE: 5, FUNCTION_KEY: "f"})
+    )
+    actual = {"usd": 4000, "tokens": 12, "requests": 1}
+    first = ledger.commit(reservation, actual, meta=JournalData({USAGE: [7, 5]}))
+    again = ledger.commit(reservation, actual, meta=JournalData({USAGE: [7, 5]}))
+    assert again.duplicate and not first.duplicate
+    assert dict(again.charged) == dict(first.charged) == {Unit.USD: 4000, Unit.TOKENS: 12, Unit.REQUESTS: 1}
+    (entry,) = ledger.history()
+    assert entry.amounts == actual
+
+
 def test_sqlite_reports_read_the_compact_form(tmp_path: Any) -> None:
     """The SQLite journal's report columns (``GROUP BY`` in SQL) are computed from the expanded data."""
     with _guard(f"sqlite:///{tmp_path / 'l.db'}", [Budget("user", usd="1", per="day")]) as guard:
