@@ -47,25 +47,16 @@ class Names:
 
     def known(self, meta: Mapping[str, Any] | None) -> str | None:
         """A reservation's meta as the journal keeps it, when no call is needed (``None``: its name is
-        to be interned first, ``meta_json``): interned when it is the guard's compact form (a string
-        model under ``""``, an integer estimate, a string function or none) and its number is known."""
+        to be interned first, ``meta_json``): interned when it is the guard's compact form (``_name``)
+        and its number is known."""
         meta = check_meta(meta)
-        model, function = meta.get(MODEL), meta.get(FUNCTION)
-        if (
-            type(model) is not str or (function is not None and type(function) is not str)
-            or type(meta.get(ESTIMATE)) is not int or INTERNED in meta
-        ):  # fmt: skip
+        name = _name(meta)
+        if name is None:
             return meta_json(meta)  # (not the guard's: as it is)
-        found = self._numbers.get((model, function))
+        found = self._numbers.get(name)
         if found is None or time.monotonic() - found[1] > REFRESH_S:
             return None
-        number = found[0]
-        if number is None:  # too long, or the table is full
-            return meta_json(meta)
-        if len(meta) == (2 if function is None else 3):  # the guard's usual meta: "e" alone is left
-            return f'{{"{ESTIMATE}":{meta[ESTIMATE]},"{INTERNED}":{number}}}'
-        rest = meta_json({k: v for k, v in meta.items() if k != MODEL and k != FUNCTION})
-        return f'{rest[:-1]}{"," if len(rest) > 2 else ""}"{INTERNED}":{number}}}'
+        return _text(meta, found[0])
 
     def meta_json(self, meta: Mapping[str, Any] | None) -> Generator[Any, Any, str]:
         """``known``'s text, the meta's name interned first (``intern.lua``) when it is not known."""
@@ -73,14 +64,15 @@ class Names:
         if text is not None:
             return text
         meta = check_meta(meta)
-        model, function = meta[MODEL], meta.get(FUNCTION)
-        name = json.dumps([model, function], separators=(",", ":"))
+        name = _name(meta)
+        assert name is not None  # (known said so)
+        text = json.dumps(name, separators=(",", ":"))
         number = None
-        if len(name) <= LONGEST:
-            reply = yield Call("intern", (self.key,), (name, CAP))
+        if len(text) <= LONGEST:
+            reply = yield Call("intern", (self.key,), (text, CAP))
             number = None if reply is None else int(reply)
-        self._numbers.put((model, function), (number, time.monotonic()))
-        return self.known(meta) or meta_json(meta)  # (REFRESH_S = 0: the number just read)
+        self._numbers.put(name, (number, time.monotonic()))
+        return _text(meta, number)
 
     def learn(self, data: Iterable[str]) -> Generator[Any, Any, Mapping[int, list[Any]]]:
         """The names of the numbers journal entries' ``data`` texts name (one read of those not known)."""
@@ -93,3 +85,26 @@ class Names:
                 if text is not None:
                     known.put(number, json.loads(text))
         return known
+
+
+def _name(meta: Mapping[str, Any]) -> tuple[str, str | None] | None:
+    """The name of the guard's compact reservation meta (a string model under ``""``, an integer
+    estimate, a string function or no ``"f"``), or ``None`` for other meta, journaled as it is."""
+    model, function = meta.get(MODEL), meta.get(FUNCTION)
+    if (
+        type(model) is not str or (FUNCTION in meta and type(function) is not str)
+        or type(meta.get(ESTIMATE)) is not int or INTERNED in meta
+    ):  # fmt: skip
+        return None
+    return model, function
+
+
+def _text(meta: Mapping[str, Any], number: int | None) -> str:
+    """The journal text of compact meta whose name has ``number`` (``None``: too long, or the table is
+    full: the meta as it is): its other keys sorted, then ``"#"``."""
+    if number is None:
+        return meta_json(meta)
+    if len(meta) == (2 if FUNCTION not in meta else 3):  # the guard's usual meta: "e" alone is left
+        return f'{{"{ESTIMATE}":{meta[ESTIMATE]},"{INTERNED}":{number}}}'
+    rest = meta_json({k: v for k, v in meta.items() if k != MODEL and k != FUNCTION})
+    return f'{rest[:-1]}{"," if len(rest) > 2 else ""}"{INTERNED}":{number}}}'
