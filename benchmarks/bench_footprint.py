@@ -23,8 +23,10 @@ Redis (the ledger benchmark's server, a fresh namespace, deleted at the end):
   whatever the number of scopes: the "records" figure of the used_memory row times that.
 * with a guarded call's meta: N more calls on fresh scopes, each writing what one real guarded call
   passes its store (``guarded_call``: the reserve's and commit's journal meta, compact, and the commit's
-  USD, tokens and requests amounts): the journal bytes per call, and the steady-state bytes per active
-  scope-window (counter keys + journal entry) that issue 17's 300 B target is about.
+  USD, tokens and requests amounts, the guard's own ``JournalData`` objects): the journal bytes per
+  call, and the steady-state bytes per active scope-window (counter keys + journal entry) that issue
+  17's 300 B target is about; beside it, the bytes of the namespace's names table (the interned model
+  and function names: one table per namespace, not per scope-window).
 
 SQLite (a temporary file each): journal bytes per call, from the ``dbstat`` table (the ``journal``
 table and its index), against an ``audit (seq, ts, scope, usd)`` table with an index on ``ts``, written
