@@ -23,8 +23,10 @@ Redis (the ledger benchmark's server, a fresh namespace, deleted at the end):
   whatever the number of scopes: the "records" figure of the used_memory row times that.
 * with a guarded call's meta: N more calls on fresh scopes, each writing what one real guarded call
   passes its store (``guarded_call``: the reserve's and commit's journal meta, compact, and the commit's
-  USD, tokens and requests amounts): the journal bytes per call, and the steady-state bytes per active
-  scope-window (counter keys + journal entry) that issue 17's 300 B target is about.
+  USD, tokens and requests amounts, the guard's own ``JournalData`` objects): the journal bytes per
+  call, and the steady-state bytes per active scope-window (counter keys + journal entry) that issue
+  17's 300 B target is about; beside it, the bytes of the namespace's names table (the interned model
+  and function names: one table per namespace, not per scope-window).
 
 SQLite (a temporary file each): journal bytes per call, from the ``dbstat`` table (the ``journal``
 table and its index), against an ``audit (seq, ts, scope, usd)`` table with an index on ``ts``, written
@@ -90,12 +92,12 @@ def guarded_call() -> tuple[dict[str, Any], dict[str, int], dict[str, Any]]:
 
     class Recording(MemoryLedger):
         def reserve(self, holds: Any, **options: Any) -> Any:
-            seen["reserve"] = dict(options["meta"])
+            seen["reserve"] = options["meta"]  # (as passed: the guard's JournalData)
             return super().reserve(holds, **options)
 
         def commit(self, reservation: Any, actual: Any, **options: Any) -> Any:
             seen["actual"] = {unit.value: amount for unit, amount in actual.items()}
-            seen["commit"] = dict(options["meta"])
+            seen["commit"] = options["meta"]
             return super().commit(reservation, actual, **options)
 
     guard = bg.Guard(Recording(), budgets=[bg.Budget("user", usd="10", per="day")])
@@ -169,6 +171,7 @@ def _redis_rows(url: str, namespace: str, own: bool, n: int) -> list[dict[str, A
             "counters": _memory_usage(client, _keys(client, f"{prefix}c:*")),
             "records": _memory_usage(client, _keys(client, f"{prefix}r:*")),
             "journal": _memory_usage(client, [journal]),
+            "names": _memory_usage(client, [f"{prefix}names"]),  # (one per namespace: _redis_names)
             "counter_keys": len(_keys(client, f"{prefix}c:*")),
             "record_keys": len(_keys(client, f"{prefix}r:*")),
             "entries": int(client.xlen(journal)),
@@ -246,6 +249,7 @@ def _redis_rows(url: str, namespace: str, own: bool, n: int) -> list[dict[str, A
             tracker,
             "bytes/scope",
             parts={k: round(with_meta[k] / n, 1) for k in ("counters", "journal")},
+            names_table_bytes=after["names"],
             reserve_meta=reserve_meta,
             commit_meta=commit_meta,
             amounts=actual,

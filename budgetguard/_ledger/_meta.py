@@ -20,6 +20,20 @@ The compact form (keys: the constants below):
 * ``"u"``: the usage; ``[input, output]`` when it has exactly those two counts. ``cost_nano`` is left
   out: a guarded commit's amounts carry it (``usd``).
 
+On Redis two more things shrink (the journal's bytes are memory there). SQLite and PostgreSQL keep
+the form above: their exports write the stored amounts text in SQL, their report columns are the
+entry's, and their rows are not counted in memory.
+
+* ``"#"`` (``INTERNED``): the call's model and function, interned: the number of ``[model, function]``
+  in the namespace's names table (``_redis_names``). The reservation's part is written without ``""``
+  and ``"f"`` and with ``"#"`` as its last key (its other keys sorted, ``"e"`` always among them:
+  ``interned`` tells the form by both), so ``unintern`` puts them back where the sorted form had them.
+  Readers of earlier versions find no ``""``: they show the data as written, without a model or
+  function.
+* A guarded commit's amounts on a reservation that held only USD: ``{"usd": ...}``. Its tokens and
+  requests (``usage``'s two counts summed, and 1) are put back by ``restore`` (``trimmable``: only
+  when they are exactly that; earlier versions read the USD amount alone).
+
 Any other key (the rarer ones: ``variant``, ``fitted``, ``error``..., ``fallback`` (``FALLBACK``), and
 the flags the stores add, ``overrun``, ``expired``) is written and read as is. The stores merge the
 reservation's and the resolution's parts as text (Redis) or as dicts: their keys never overlap.
@@ -35,11 +49,13 @@ from .._money import to_usd
 from ._types import Hold
 
 __all__ = [
-    "ATTEMPT", "ESTIMATE", "FALLBACK", "FUNCTION", "MODEL", "SCOPES", "USAGE",
-    "derivable", "expand", "model_of", "pack_usage", "usage_of", "usd_text",
+    "ATTEMPT", "ESTIMATE", "FALLBACK", "FUNCTION", "INTERNED", "MODEL", "SCOPES", "USAGE",
+    "derivable", "expand", "interned", "model_of", "pack_usage", "restore", "trimmable", "unintern",
+    "usage_of", "usd_text",
 ]  # fmt: skip
 
 MODEL, ESTIMATE, ATTEMPT, SCOPES, FUNCTION, USAGE = "", "e", "a", "s", "f", "u"
+INTERNED = "#"
 FALLBACK = "fallback"
 """The cheaper model a call routes to if this reservation is refused (``with_budget(route=...)``): a
 refusal whose data has it was routed, not raised to the caller (reports count both)."""
@@ -111,3 +127,48 @@ def usage_of(meta: Mapping[str, Any]) -> dict[str, Any]:
     if type(found) is list and len(found) == 2:
         return {"input_tokens": found[0], "output_tokens": found[1]}
     return dict(found)
+
+
+def interned(data: Mapping[str, Any]) -> bool:
+    """Whether journal data is in the interned form (``"#"`` and ``"e"`` integers, no ``""``)."""
+    return MODEL not in data and type(data.get(INTERNED)) is int and type(data.get(ESTIMATE)) is int
+
+
+def unintern(data: dict[str, Any], name: Sequence[Any] | None) -> dict[str, Any]:
+    """Data with ``"#"`` as the guard wrote it before interning: ``name`` (``[model, function]``, from the
+    names table) back under ``""`` and ``"f"``, in the sorted order of the reservation's part (the keys
+    before ``"#"``; the resolution's follow it). A number the table does not name (``None``: its table
+    was deleted) shows no model and no function, never the number."""
+    model, function = (None, None) if name is None else name
+    out = {MODEL: model}
+    placed = function is None
+    for key, value in data.items():
+        if not placed and (key == INTERNED or key > FUNCTION):
+            out[FUNCTION] = function
+            placed = True
+        if key != INTERNED:
+            out[key] = value
+    return out
+
+
+_TRIMMED = ["usd", "tokens", "requests"]
+
+
+def trimmable(amounts: Mapping[str, int], usage: Any) -> bool:
+    """Whether a commit's amounts (by unit name, all three) are what ``restore`` gives back from its
+    compact usage: tokens its two counts summed, one request."""
+    return (
+        type(usage) is list and len(usage) == 2 and list(amounts) == _TRIMMED
+        and amounts["tokens"] == usage[0] + usage[1] and amounts["requests"] == 1
+    )  # fmt: skip
+
+
+def restore(amounts: dict[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """An entry's amounts with the tokens and requests ``trimmable`` left out put back (``data``: in
+    the compact form, before ``expand``); any other amounts as they are."""
+    if len(amounts) != 1 or "usd" not in amounts or MODEL not in data:
+        return amounts
+    usage = data.get(USAGE)
+    if type(usage) is not list or len(usage) != 2 or type(usage[0]) is not int or type(usage[1]) is not int:
+        return amounts
+    return {"usd": amounts["usd"], "tokens": usage[0] + usage[1], "requests": 1}

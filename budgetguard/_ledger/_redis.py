@@ -28,11 +28,12 @@ from .._errors import LedgerError
 from ._admin import check_adjust, check_raise, check_reset, check_set_limits
 from ._base import AsyncLedger, JournalQuery, Ledger, ReservationRef, Store
 from ._deadline import DEADLINE
+from ._meta import USAGE
 from ._redis_admin import adjust, get_limit, raise_limit, set_limits
 from ._redis_batch import AsyncBatcher, Batcher, Packer
 from ._redis_flows import Call, Flow, Flows
 from ._redis_wire import JOURNAL_MAXLEN, SCRIPTS, XRANGE_BATCH, meta_json
-from ._types import Amounts, CounterSpec, check_amount
+from ._types import Amounts, CounterSpec, JournalData, check_amount
 
 __all__ = ["JOURNAL_MAXLEN", "AsyncRedisLedger", "RedisLedger"]
 
@@ -87,7 +88,9 @@ class _RedisBase(Store):
         return self._run(self._flows.checked_reserve(*args))
 
     def _commit(self, reservation: ReservationRef, actual: Amounts, meta: Mapping[str, Any] | None) -> Any:
-        return self._run(self._flows.resolve(reservation, actual, meta_json(meta)))
+        # a guarded commit's compact usage (its reservation's meta has the model: _meta.restore)
+        usage = meta.get(USAGE) if type(meta) is JournalData else None
+        return self._run(self._flows.resolve(reservation, actual, meta_json(meta), usage))
 
     def _release(self, reservation: ReservationRef, meta: Mapping[str, Any] | None) -> Any:
         return self._run(self._flows.resolve(reservation, None, meta_json(meta)))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from .._budgets import Unit, Window
@@ -17,15 +16,17 @@ from .._cache import Bounded
 from .._errors import LedgerError
 from ._base import JournalQuery, ReservationRef
 from ._expiry import RECORD_RETENTION_MS, window_at
+from ._meta import trimmable
+from ._redis_names import Names
 from ._redis_wire import (
     XRANGE_BATCH,
+    Call,
     CounterArgs,
     Keys,
     amounts_json,
     complete_since,
     journal_entry,
     label_json,
-    meta_json,
     scopes_json,
     server_time_outside,
     statuses,
@@ -52,15 +53,6 @@ from ._types import (
 __all__ = ["Call", "Flow", "Flows"]
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One server call a flow needs: a script (``op`` names it) or a plain read command."""
-
-    op: str
-    keys: tuple[str, ...] = ()
-    args: tuple[str | int, ...] = ()
-
-
 Flow = Generator[Call, Any, Any]
 
 
@@ -71,6 +63,7 @@ class Flows:
         self.namespace = namespace
         self.keys = Keys(namespace)
         self.journal_maxlen = journal_maxlen
+        self.names = Names(self.keys.names)
         self._slots: Bounded[tuple[str, int, int], CounterArgs] = Bounded(
             "ledger.redis.slots", 10_000, shared=False
         )
@@ -78,7 +71,18 @@ class Flows:
     def checked_reserve(self, *args: Any) -> Flow:
         """Check a reserve's arguments (``Ledger.reserve``'s, in order) now, before any I/O; its flow."""
         checked, lease_ms, res_id, meta, enforce = check_reserve(*args)
-        return self.reserve(checked, lease_ms, res_id, meta_json(meta), enforce)
+        text = self.names.known(meta)
+        if text is None:  # a call name to intern first
+            return self._reserve_named(checked, lease_ms, res_id, meta, enforce)
+        return self.reserve(checked, lease_ms, res_id, text, enforce)
+
+    def _reserve_named(
+        self, holds: tuple[Hold, ...], lease_ms: int, res_id: str, meta: Mapping[str, Any] | None,
+        enforce: Enforce,
+    ) -> Flow:  # fmt: skip
+        """``reserve``, its meta's call name interned first (``_redis_names``)."""
+        text = yield from self.names.meta_json(meta)
+        return (yield from self.reserve(holds, lease_ms, res_id, text, enforce))
 
     def slot(self, counter: CounterSpec, window: Window | HeldCounter) -> CounterArgs:
         start, end = (window.start, window.end) if isinstance(window, Window) else (
@@ -150,12 +154,19 @@ class Flows:
             raise unresolvable(res_id, refused=True)
         return decode_held(reply[1])
 
-    def resolve(self, ref: ReservationRef, actual: Amounts | None, meta: str) -> Flow:
+    def resolve(self, ref: ReservationRef, actual: Amounts | None, meta: str, usage: Any = None) -> Flow:
+        """Commit ``actual`` (release when None); ``usage``: the meta's compact usage, whose commit on
+        USD alone journals its USD amount only (``_meta.trimmable``)."""
         res_id = check_reservation_id(ref.id if isinstance(ref, Reservation) else ref)
         held: tuple[HeldCounter, ...] = yield from self._held(ref)
         parsed = None if actual is None else check_actual(actual, held)
         op = "release" if parsed is None else "commit"
         amounts = {h.counter.unit: h.amount for h in held} if parsed is None else parsed
+        if (
+            usage is not None and parsed is not None and all(h.counter.unit is Unit.USD for h in held)
+            and trimmable({unit.value: v for unit, v in parsed.items()}, usage)
+        ):  # fmt: skip
+            amounts = {Unit.USD: parsed[Unit.USD]}
         keys: list[str] = [self.keys.record(res_id), self.keys.journal]
         args: list[str | int] = [
             res_id, RECORD_RETENTION_MS, self.journal_maxlen, meta, scopes_json(held),
@@ -175,6 +186,8 @@ class Flows:
             charges: Mapping[Unit, int] = parsed  # what the script charged: ours
         else:
             charges = {UNITS[k]: int(v) for k, v in json.loads(charged or "{}").items()}
+            if parsed is not None and amounts is not parsed and charges == amounts:
+                charges = parsed  # a repeat of this very commit (journaled trimmed): its tokens and requests
         return Outcome(
             res_id,
             state,
@@ -221,7 +234,9 @@ class Flows:
         out: list[JournalEntry] = []
         while True:
             batch = yield Call("xrange", (self.keys.journal,), (start, end))
-            if query.take((journal_entry(fields) for _, fields in batch), out) or len(batch) < XRANGE_BATCH:
+            names = yield from self.names.learn(fields.get("data") or "" for _, fields in batch)
+            entries = (journal_entry(fields, names) for _, fields in batch)
+            if query.take(entries, out) or len(batch) < XRANGE_BATCH:
                 return out
             start = "(" + batch[-1][0]
 

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -20,7 +21,7 @@ from .._budgets import Unit, Window
 from .._cache import Bounded
 from ._base import check_namespace
 from ._expiry import counter_expiry, prior_windows, trailing_ms
-from ._meta import expand
+from ._meta import INTERNED, expand, interned, restore, unintern
 from ._stored import held_fields
 from ._types import (
     CounterSpec,
@@ -32,7 +33,17 @@ from ._types import (
     to_datetime,
 )
 
-__all__ = ["JOURNAL_MAXLEN", "LIBRARY", "SCRIPTS", "CounterArgs", "Keys"]
+__all__ = ["JOURNAL_MAXLEN", "LIBRARY", "SCRIPTS", "Call", "CounterArgs", "Keys"]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One server call a flow needs (``_redis_flows``): a script (``op`` names it) or a plain command."""
+
+    op: str
+    keys: tuple[str, ...] = ()
+    args: tuple[str | int, ...] = ()
+
 
 JOURNAL_MAXLEN = 1_000_000
 """The journal stream keeps about this many newest entries (``XADD MAXLEN ~``; ``?journal_maxlen=``);
@@ -49,7 +60,7 @@ temporary raise's live limit."""
 
 
 _SCRIPT_NAMES = ("reserve", "commit", "release", "record", "status", "set_limit", "batch", "get_limit",
-                 "adjust", "raise_limit", "set_limits")  # fmt: skip
+                 "adjust", "raise_limit", "set_limits", "intern")  # fmt: skip
 
 
 def _load_scripts() -> dict[str, str]:
@@ -81,6 +92,7 @@ class Keys:
         self.prefix = f"bg:{{{check_namespace(namespace)}}}:"
         self.limits = self.prefix + "limits"
         self.journal = self.prefix + "journal"
+        self.names = self.prefix + "names"  # (the journal's interned call names: _redis_names)
 
     def record(self, res_id: str) -> str:
         return f"{self.prefix}r:{res_id}"
@@ -162,16 +174,18 @@ EVENTS = {"c": "committed", "r": "released", "e": "expired", "x": "refused", "s"
 """A journal entry's event as the scripts write it (one letter), and its name."""
 
 
-def journal_entry(fields: Mapping[str, str]) -> JournalEntry:
+def journal_entry(fields: Mapping[str, str], names: Mapping[int, Sequence[Any]] = {}) -> JournalEntry:
     """A journal stream entry: ``ts``, ``event`` (``EVENTS``), ``id``, ``scopes``, ``amounts`` and
-    ``data`` (one JSON object: the reservation's meta, the resolution's, and its true flags). Entries
-    written before the compact form (full event names; the reserve's meta in ``rdata``, the flags in
-    ``flags``) read the same."""
+    ``data`` (one JSON object: the reservation's meta, the resolution's, and its true flags; an
+    interned call name is read from ``names``, ``_redis_names``). Entries written before the compact
+    form (full event names; the reserve's meta in ``rdata``, the flags in ``flags``) read the same."""
     data = json.loads(fields.get("data") or "{}")
     if "rdata" in fields:
         data = {**json.loads(fields["rdata"] or "{}"), **data}
         data.update({k: v for k, v in json.loads(fields.get("flags") or "{}").items() if v})
-    event, amounts = fields["event"], json.loads(fields["amounts"])
+    if interned(data):
+        data = unintern(data, names.get(data[INTERNED]))
+    event, amounts = fields["event"], restore(json.loads(fields["amounts"]), data)
     scopes = tuple(json.loads(fields["scopes"]))
     return JournalEntry(
         ts=int(fields["ts"]),
