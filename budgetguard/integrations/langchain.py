@@ -30,6 +30,7 @@ from decimal import Decimal
 from typing import Any, Generic, TypeVar, overload
 from uuid import UUID
 
+from .._actions import outer_call
 from .._budgets import Scope
 from .._cache import Bounded
 from .._context import ModelTotals, Tracker, track
@@ -71,12 +72,6 @@ _CALLBACKS_LOGGER = "langchain_core.callbacks.manager"
 
 _SHAPES = {"openai": "openai", "azure": "openai", "anthropic": "anthropic"}
 """LangChain's ``ls_provider`` -> the request shape budgetguard estimates (others: OpenAI's shape)."""
-
-
-metered_by: ContextVar[object] = ContextVar("budgetguard_langchain_metered_by", default=None)
-"""The guard whose agent middleware (``langchain_agents.BudgetMiddleware``) is metering the model call
-under way: the callback handler of the same guard leaves that call to it (both installed would charge
-it twice)."""
 
 
 class BudgetCallbackHandler(BaseCallbackHandler):
@@ -158,8 +153,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         metadata: Mapping[str, Any] | None,
         kwargs: Mapping[str, Any],
     ) -> None:
-        if metered_by.get() is self.guard:
-            return  # (the agent's BudgetMiddleware of this guard meters this call: once is enough)
+        if outer_call(self.guard):  # (a guarded call of this guard around it charges it: the agent's
+            return  # BudgetMiddleware, a decorated function: once is enough; see _actions.sending)
         batch = self._join(kwargs)
         try:
             attempt, est = self._reserve(messages, kwargs.get("invocation_params"), metadata)

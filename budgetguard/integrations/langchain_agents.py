@@ -22,6 +22,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from .._actions import sending
 from .._budgets import Scope
 from .._default import default_guard
 from .._errors import BudgetExceededError, UsageError
@@ -29,7 +30,7 @@ from .._guard import Attempt, Guard
 from .._scopes import ScopeSpec
 from .._usage import Usage
 from . import missing_extra
-from .langchain import metered_by, request_from_run, usage_from_message
+from .langchain import request_from_run, usage_from_message
 
 try:
     from langchain.agents.middleware import AgentMiddleware, ModelRequest
@@ -80,14 +81,12 @@ class BudgetMiddleware(AgentMiddleware):
             attempt.reserve()
         except BudgetExceededError as refusal:
             raise BudgetExceeded(refusal) from refusal
-        metering = metered_by.set(self.guard)
         try:
-            response = handler(request)
+            with sending(self.guard):  # (the guard's other layers inside leave the call to this one)
+                response = handler(request)
         except BaseException as exc:
             attempt.fail(exc)
             raise
-        finally:
-            metered_by.reset(metering)
         return attempt.commit(response)
 
     async def awrap_model_call(
@@ -98,14 +97,12 @@ class BudgetMiddleware(AgentMiddleware):
             await attempt.areserve()
         except BudgetExceededError as refusal:
             raise BudgetExceeded(refusal) from refusal
-        metering = metered_by.set(self.guard)
         try:
-            response = await handler(request)
+            with sending(self.guard):
+                response = await handler(request)
         except BaseException as exc:
             await attempt.afail(exc)
             raise
-        finally:
-            metered_by.reset(metering)
         return await attempt.acommit(response)
 
     def _attempt(self, request: ModelRequest) -> Attempt:
