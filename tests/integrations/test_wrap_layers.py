@@ -177,6 +177,23 @@ def test_a_decorated_function_calling_a_wrapped_client_is_charged_once(
     settled_once_each(guard, api)
 
 
+def test_decorated_stream_helpers_of_a_wrapped_client_are_charged_once(
+    api: MockProvider, guard: bg.Guard
+) -> None:
+    """A stream helper sends its request when it is entered, after the decorated call returned it: the
+    helper's enter is the decorated call's too."""
+    claude: dict[str, Any] = {"model": "claude-sonnet-4-6", "messages": HI, "max_tokens": 50}
+    with guard.wrap(api.openai(), user="bob") as chat, guard.wrap(api.anthropic(), user="bob") as messages:
+        with guard.with_budget(chat.chat.completions.stream, user="alice")(**CHAT) as stream:
+            stream.get_final_completion()
+        with guard.with_budget(messages.messages.stream, user="alice")(**claude) as claude_stream:
+            claude_stream.get_final_message()
+
+    assert len(api.requests) == 2
+    assert [e[0] for e in charges(guard)] == ["committed", "committed"]
+    assert all(e[2] == ("user:alice",) for e in charges(guard))
+
+
 def test_an_async_decorated_function_calling_a_wrapped_client_is_charged_once(
     api: MockProvider, guard: bg.Guard
 ) -> None:
@@ -189,6 +206,8 @@ def test_an_async_decorated_function_calling_a_wrapped_client_is_charged_once(
     async def run() -> None:
         await call(**CHAT)
         await asyncio.gather(call(**CHAT), call(**CHAT))  # (each task its own context)
+        async with guard.with_budget(client.chat.completions.stream, user="alice")(**CHAT) as stream:
+            await stream.get_final_completion()  # (a stream helper: sent as it is entered)
         await client.close()
 
     asyncio.run(run())
