@@ -7,8 +7,9 @@ knows how to send itself to a store (a ``Ledger``, an ``AsyncLedger`` or a job's
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
-from collections.abc import Awaitable, Generator, Iterable, Mapping
+from collections.abc import Awaitable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, final
 
@@ -20,7 +21,7 @@ from ._ledger._types import Enforce
 
 __all__ = [
     "LATE", "Action", "Draw", "Flow", "Late", "NotSent", "OpenJob", "Store",
-    "current_job", "late_id", "open_jobs",
+    "current_job", "late_id", "open_jobs", "outer_call", "sending",
 ]  # fmt: skip
 
 LATE = "late: the store no longer knew the reservation (its record outlived its retention); charged anyway"
@@ -199,3 +200,39 @@ def current_job(guard: object) -> OpenJob | None:
     while job is not None and job.guard is not guard:  # a job of another guard: look outwards
         job = job.parent
     return job
+
+
+_sending: contextvars.ContextVar[tuple[object, ...]]
+_sending = contextvars.ContextVar("budgetguard_sending", default=())
+"""The guards whose guarded call is being sent in this context, outermost first (``sending``)."""
+
+
+@contextlib.contextmanager
+def sending(guard: object) -> Iterator[None]:
+    """Mark a guarded call of ``guard`` as being sent while the block runs: the drivers do it around the
+    call they make, the httpx transport around the request it sends, LangChain's agent middleware around
+    the model call. A guarded layer of the same guard inside it (a wrapped client called by a decorated
+    function, a client wrapped twice, LangChain's callback handler under the middleware) starts no
+    attempt of its own (``outer_call``): the outermost layer charges the call, once."""
+    token = _sending.set((*_sending.get(), guard))
+    try:
+        yield
+    finally:
+        _sending.reset(token)
+
+
+@contextlib.contextmanager
+def own_call(guard: object) -> Iterator[None]:
+    """Start ``guard``'s own attempt in the block although a layer of it marks the call as sent: the one
+    layer that marks calls it does not charge itself (LangChain's agent middleware, whose callback handler
+    charges each model run under it) lets its handler's attempts through this way."""
+    token = _sending.set(tuple(outer for outer in _sending.get() if outer is not guard))
+    try:
+        yield
+    finally:
+        _sending.reset(token)
+
+
+def outer_call(guard: object) -> bool:
+    """Whether a guarded call of ``guard`` is being sent around this point (``sending``)."""
+    return any(outer is guard for outer in _sending.get())

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._actions import Action, Call, Count, Flow, Late, Reserve, Resolve, Sleep
+from ._actions import Action, Call, Count, Flow, Late, Reserve, Resolve, Sleep, sending
 from ._core import GuardCore
 from ._errors import LedgerError
 from ._events import Event, EventKind, emit, wanted
@@ -57,7 +57,8 @@ def run_sync(
         reply, error = None, None
         try:
             if type(action) is Call:
-                reply = call(action.model)
+                with sending(core):
+                    reply = call(action.model)
             elif type(action) is Sleep:
                 time.sleep(action.seconds)
             elif type(action) is Count:
@@ -153,7 +154,8 @@ async def _aoutcome(
 
 async def perform_async(core: GuardCore, action: Action, call: Callable[[str | None], Any]) -> Any:
     if type(action) is Call:
-        return await call(action.model)
+        with sending(core):
+            return await call(action.model)
     if type(action) is Sleep:
         import asyncio  # (here, not at import: loaded already, since this runs on its loop)
 

@@ -120,7 +120,7 @@ class Guard(GuardCore):
         plan = Plan(resolved, (est.model,), lambda model, counted: est, usage, None, enforce)
         return Attempt(self, plan)
 
-    def wrap(self, client: C, **scopes: ScopeSpec) -> C:
+    def wrap(self, client: C, /, *, allow: tuple[str, ...] = (), **scopes: ScopeSpec) -> C:
         """A copy of an openai or anthropic SDK client (``OpenAI``, ``AzureOpenAI``, ``Anthropic``,
         ``AnthropicBedrock``, ``AnthropicVertex``, ``AnthropicFoundry`` and their async twins)
         on which every billed request is guarded, whatever method sends it (``with_raw_response``,
@@ -128,11 +128,16 @@ class Guard(GuardCore):
         ``BudgetTransport`` (``budgetguard.integrations.httpx``) over the client's own transport. Each
         HTTP attempt, SDK retries included, is reserved and settled; a refusal raises
         ``BudgetExceededError`` and is not retried; a billed endpoint the guard cannot read is refused
-        (``ConfigurationError``). ``scopes`` as in ``with_budget`` (literal ids, or callables given
-        the ``httpx.Request``), over ``budget_context()``'s."""
+        (``ConfigurationError``) unless ``allow`` names its path prefix (sent unguarded, by choice); a
+        WebSocket (``responses.connect()``, ``realtime.connect()``) is refused (``ConfigurationError``).
+        ``scopes`` as in ``with_budget`` (literal ids, or callables given the ``httpx.Request``), over
+        ``budget_context()``'s; any kind but ``allow``. A client this guard wraps already is returned
+        as it is (given scopes, rewrapped with both wraps' scopes): a request is charged once; so is
+        one sent inside a guarded call of this guard (a decorated function calling a wrapped client:
+        the decorator charges it)."""
         from .integrations.httpx import wrap_client
 
-        return wrap_client(self, client, scopes)
+        return wrap_client(self, client, scopes, allow)
 
     @decorating(budget_options)
     def with_budget(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:

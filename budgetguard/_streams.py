@@ -12,6 +12,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from ._actions import sending
 from ._deferred import Settlement
 from ._providers import (
     _THINKING,
@@ -195,7 +196,8 @@ class GuardedStreamManager:
 
     def __enter__(self) -> Any:
         try:
-            self._stream = self._manager.__enter__()
+            with sending(self._settle.ctx.guard):  # (the request goes now: this call's, see _actions)
+                self._stream = self._manager.__enter__()
         except BaseException as exc:  # the request may have gone out (a read timeout): a failed attempt
             self._settle.fail(exc)
             self._settle.settle_sync()
@@ -215,7 +217,8 @@ class GuardedStreamManager:
 
     async def __aenter__(self) -> Any:
         try:
-            self._stream = await self._manager.__aenter__()
+            with sending(self._settle.ctx.guard):
+                self._stream = await self._manager.__aenter__()
         except BaseException as exc:
             self._settle.fail(exc)
             await self._settle.settle_async()

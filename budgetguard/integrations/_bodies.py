@@ -163,18 +163,25 @@ def _on_gc(phase: str, info: Mapping[str, Any]) -> None:
 gc.callbacks.append(_on_gc)
 
 
+Hidden = Callable[[Mapping[str, Any]], bool] | None
+"""Which events are read and not passed on (an event the guard asked for and the client did not)."""
+
+
 class Body:
     """A streamed response body for the client: the upstream's bytes, event by event, through the
-    guarded stream (which reads their usage, and settles when the body ends or is closed)."""
+    guarded stream (which reads their usage, and settles when the body ends or is closed), but for the
+    events ``hidden`` names."""
 
-    def __init__(self, guarded: Any, events: SyncEvents) -> None:
+    def __init__(self, guarded: Any, events: SyncEvents, hidden: Hidden = None) -> None:
         self._guarded = guarded
         self._events = events
+        self._hidden = hidden
 
     def __iter__(self) -> Iterator[bytes]:
-        for _ in self._guarded:
+        hidden = self._hidden
+        for event in self._guarded:
             raw = self._events.take()
-            if raw:
+            if raw and (hidden is None or not hidden(event)):
                 yield raw
 
     def close(self) -> None:
@@ -186,14 +193,16 @@ class Body:
 
 
 class AsyncBody:
-    def __init__(self, guarded: Any, events: Events) -> None:
+    def __init__(self, guarded: Any, events: Events, hidden: Hidden = None) -> None:
         self._guarded = guarded
         self._events = events
+        self._hidden = hidden
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for _ in self._guarded:
+        hidden = self._hidden
+        async for event in self._guarded:
             raw = self._events.take()
-            if raw:
+            if raw and (hidden is None or not hidden(event)):
                 yield raw
 
     async def aclose(self) -> None:

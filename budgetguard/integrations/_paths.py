@@ -30,7 +30,7 @@ _BEDROCK = re.compile(r"/model/(.+)/(invoke|invoke-with-response-stream|count-to
 counts. The body is the model's own format: the guard reads Anthropic's (Claude models) only."""
 
 
-def anthropic_body(path: str, model: str, body: dict[str, object]) -> None:
+def anthropic_body(path: str, model: str, body: dict[str, object], hint: str) -> None:
     """Refuse a request whose path names its model (Vertex, Bedrock) unless its body is Anthropic's: a
     Claude model, or the ``anthropic_version`` Bedrock and Vertex require of Anthropic bodies (an
     inference profile's ARN need not name its model)."""
@@ -39,7 +39,7 @@ def anthropic_body(path: str, model: str, body: dict[str, object]) -> None:
             f"budgetguard cannot price POST {path}: it reads Anthropic message bodies only there, and this "
             f"one for {model!r} is not one (no anthropic_version). Make that call with a client the guard "
             "does not guard (and budget it with guard.reserve() or a decorator's estimate=), or send it "
-            f"unguarded by choice: BudgetTransport(..., allow=({path!r},))"
+            f"unguarded by choice: {_allowing(hint, path)}"
         )
 
 
@@ -48,9 +48,13 @@ Route = tuple[str, str | None]
 the body."""
 
 
-def routed(method: str, path: str, allow: tuple[str, ...]) -> Route | None:
+def _allowing(hint: str, path: str) -> str:
+    return hint.replace("allow=...", f"allow=({path!r},)")
+
+
+def routed(method: str, path: str, allow: tuple[str, ...], hint: str) -> Route | None:
     """How to read a billed request, or ``None`` for one sent as is; raises for a POST that may bill and
-    that the guard cannot read."""
+    that the guard cannot read (``hint``: how the caller's surface takes ``allow=``, for the message)."""
     if method != "POST" or any(path.startswith(prefix) for prefix in allow):
         return None
     path = path.rstrip("/")
@@ -69,5 +73,5 @@ def routed(method: str, path: str, allow: tuple[str, ...]) -> Route | None:
         f"budgetguard cannot price POST {path}: it reads OpenAI chat completions, responses and "
         "embeddings and Anthropic messages (Vertex AI's and Bedrock's too) only. Make that call with a "
         "client the guard does not guard (and budget it with guard.reserve() or a decorator's estimate=), "
-        f"or send it unguarded by choice: BudgetTransport(..., allow=({path!r},))"
+        f"or send it unguarded by choice: {_allowing(hint, path)}"
     )

@@ -14,7 +14,9 @@ reserved and settled on its own and journaled with the SDK's own attempt number
 the input, as ``charge_failed`` says).
 A POST to any other endpoint that may bill (images, audio, batches, legacy completions...) is refused
 with a ``ConfigurationError`` unless ``allow=`` names it; other requests (GET, uploads, token counts)
-pass through.
+pass through. A request sent inside a guarded call of the same guard (a decorated function calling a
+wrapped client, a client wrapped twice) passes through too: that call charges it (``_actions.sending``).
+A wrapped openai client opens no WebSocket (``_NoWebSockets``): what goes over one is not guarded.
 
 Nothing here imports ``httpx``: responses are built with the library of the request they answer, so the
 transports serve ``httpx`` and ``httpx2`` clients alike (openai 3 and anthropic 1 use ``httpx2``).
@@ -26,11 +28,14 @@ import functools
 import importlib
 import inspect
 import json
+import sys
 import threading
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from types import ModuleType
 from typing import Any, TypeVar, cast
 
+from .._actions import outer_call, sending
 from .._attempt import Attempt
 from .._budgets import Scope
 from .._core import GuardCore
@@ -87,6 +92,7 @@ class _Base:
         provider: str | None,
         allow: tuple[str, ...],
         scopes: Mapping[str, ScopeSpec],
+        wrapped: bool = False,
     ) -> None:
         if guard is None:
             from .. import default_guard  # (the public API: Guard.wrap imports this module)
@@ -97,14 +103,18 @@ class _Base:
         self.guard = guard
         self.inner = inner
         self.provider = provider
+        if isinstance(allow, str) or not all(isinstance(prefix, str) for prefix in allow):
+            raise ConfigurationError(f"allow= takes a tuple of path prefixes, got {allow!r}")
         self.allow = tuple(allow)
         for kind in scopes:  # a bad kind fails here, not on the first call
             Scope("global") if kind == "global" else Scope(kind, "x")
         self.scopes = dict(scopes)
-        self._owns = inner is None
+        self._owns = inner is None or wrapped  # (a wrapped client's copy closes the pool it was given)
         self._lock = threading.Lock()
-        self._carry = False
+        self._carry = wrapped
         """Raise the guard's errors as ``_Refusal`` (under a client ``wrap`` made)."""
+        self._hint = "guard.wrap(client, allow=...)" if wrapped else "BudgetTransport(..., allow=...)"
+        """How to send an endpoint the guard cannot read unguarded, by choice (in its refusal)."""
 
     def _inner(self, request: Any, name: str) -> Any:
         """The inner transport: the one given, else ``name`` of the request's library, made once."""
@@ -116,28 +126,48 @@ class _Base:
                 inner = self.inner
         return inner
 
-    def _raising(self, error: BudgetGuardError) -> BaseException:
-        return _Refusal(error) if self._carry else error
+    def _raising(self, error: BudgetGuardError, request: Any) -> BaseException:
+        """The guard's error as raised to the client: carried through the SDK (``_Refusal``) under a
+        client ``wrap`` made; under another SDK client (its requests say so: ``x-stainless-lang``), as
+        the SDK's own error too (``_sdk_error``), which the openai and anthropic SDKs raise as it is,
+        without retrying it; else as it is."""
+        if self._carry:
+            return _Refusal(error)
+        if "x-stainless-lang" in request.headers:
+            return _sdk_error(error)
+        return error
 
-    def _attempt(self, request: Any, route: Route, content: bytes) -> tuple[Attempt, Any]:
-        """The attempt for a billed request, and the request to send (OpenAI chat streams are asked for
-        their usage: ``stream_options.include_usage``, as the SDK path does)."""
+    def _route(self, request: Any) -> Route | None:
+        """How to read ``request`` (``None``: send it as is); none while a guarded call of this guard
+        around it is being sent (a decorated function calling a wrapped client, a client wrapped
+        twice): that call charges it (``_actions.sending``)."""
+        if outer_call(self.guard):
+            return None
+        return routed(request.method, request.url.path, self.allow, self._hint)
+
+    def _attempt(self, request: Any, route: Route, content: bytes) -> tuple[Attempt, Any, bool]:
+        """The attempt for a billed request, the request to send, and whether the guard asked for the
+        stream's usage itself: an OpenAI chat stream that did not say is asked for it
+        (``stream_options.include_usage``, as the SDK path does), and the chunk that carries it is
+        read and not passed on (``_usage_only``): the caller never asked for it."""
         api, model = route
         try:
             body = json.loads(content)
         except ValueError:
             body = None
         if model is not None and isinstance(body, dict):
-            anthropic_body(request.url.path, model, body)
+            anthropic_body(request.url.path, model, body, self._hint)
             body = {**body, "model": model}  # (read by the estimator; the request is sent as it was)
         if not isinstance(body, dict) or not isinstance(body.get("model"), str):
             raise ConfigurationError(
                 f"budgetguard cannot read the request to {request.url.path}: its body is not a JSON object "
                 "with a 'model'; send it with a client the guard does not wrap"
             )
+        asked = False
         if api == "openai" and body.get("stream") is True and "messages" in body:
             options = body.get("stream_options")
             if not isinstance(options, dict) or "include_usage" not in options:
+                asked = True
                 prepare_openai_stream(body)
                 headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
                 content = json.dumps(body, separators=(",", ":")).encode()
@@ -165,7 +195,34 @@ class _Base:
             scopes, (body["model"],), estimate, Usage.from_response, None, True,
             count if counting else None, None, None, guard.hold, _attempt_number(request),
         )  # fmt: skip
-        return Attempt(guard, plan), request
+        return Attempt(guard, plan), request, asked
+
+
+@functools.cache
+def _sdk_class(error: type, roots: tuple[type, ...]) -> type:
+    names = {"__module__": error.__module__, "__qualname__": error.__qualname__, "__doc__": error.__doc__}
+    return type(error.__name__, (error, *roots), names)
+
+
+def _sdk_error(error: BudgetGuardError) -> BudgetGuardError:
+    """``error`` as the root error of the SDKs loaded too (``openai.OpenAIError``,
+    ``anthropic.AnthropicError``): the openai (2 and later) and anthropic SDKs raise their own errors
+    from their HTTP client as they are, where they retry any other and raise it as their
+    ``APIConnectionError``. Still the guard's error (``BudgetExceededError``...), with its attributes."""
+    roots = tuple(
+        root
+        for module, name in (("openai", "OpenAIError"), ("anthropic", "AnthropicError"))
+        if isinstance(root := getattr(sys.modules.get(module), name, None), type)
+    )
+    if not roots:
+        return error
+    error.__class__ = _sdk_class(cast(type, type(error)), roots)
+    return error
+
+
+def _usage_only(event: Mapping[str, Any]) -> bool:
+    """An OpenAI chat stream's usage chunk (no choices, the usage), which the guard asked for."""
+    return event.get("choices") == [] and event.get("usage") is not None
 
 
 def _attempt_number(request: Any) -> int:
@@ -230,10 +287,12 @@ class BudgetTransport(_Base):
     where the requests go, as genai-prices names it (by default from the host). ``allow``: path prefixes
     of billed endpoints the guard cannot read, sent unguarded by choice.
 
-    A refusal raises ``BudgetExceededError`` from the client's ``send``. Under an SDK client, prefer
-    ``guard.wrap(client)``: some SDK releases catch any error of their HTTP client, retry it and raise
-    it as their ``APIConnectionError`` (the refusal as its ``__cause__``); the wrapped client raises
-    the refusal itself, and the SDK does not retry it."""
+    A refusal raises ``BudgetExceededError`` from the client's ``send``; under an SDK client (its
+    requests say so), one that is the SDK's own error class too, which the openai (2 and later) and
+    anthropic SDKs raise as it is, unretried (``_sdk_error``). openai 1.x retries any error of its HTTP
+    client and raises it as its ``APIConnectionError``: there, use ``guard.wrap(client)``, which
+    carries the refusal through the SDK itself. (``guard``, ``inner``, ``provider`` and ``allow`` are
+    this class's options: for scopes of those names, use ``guard.wrap``.)"""
 
     def __init__(
         self,
@@ -248,15 +307,16 @@ class BudgetTransport(_Base):
 
     def handle_request(self, request: Any) -> Any:
         try:
-            route = routed(request.method, request.url.path, self.allow)
+            route = self._route(request)
             if route is None:
                 return self._inner(request, "HTTPTransport").handle_request(request)
-            attempt, request = self._attempt(request, route, request.read())
+            attempt, request, asked = self._attempt(request, route, request.read())
             attempt.reserve()
         except BudgetGuardError as exc:
-            raise self._raising(exc) from None
+            raise self._raising(exc, request) from None
         try:
-            response = self._inner(request, "HTTPTransport").handle_request(request)
+            with sending(self.guard):
+                response = self._inner(request, "HTTPTransport").handle_request(request)
         except BaseException as exc:
             attempt.fail(exc)  # (charged the input if it may have been billed: charge_failed)
             raise
@@ -274,8 +334,9 @@ class BudgetTransport(_Base):
             guarded = attempt.commit(events)
         except BudgetGuardError as exc:  # the store failed a settlement, failing closed
             response.close()
-            raise self._raising(exc) from None
-        body = body_class(Body, _library(response).SyncByteStream)(guarded, events)
+            raise self._raising(exc, request) from None
+        hidden = _usage_only if asked else None
+        body = body_class(Body, _library(response).SyncByteStream)(guarded, events, hidden)
         return _passed_on(response, request, body)
 
     def __enter__(self) -> BudgetTransport:
@@ -307,15 +368,16 @@ class AsyncBudgetTransport(_Base):
 
     async def handle_async_request(self, request: Any) -> Any:
         try:
-            route = routed(request.method, request.url.path, self.allow)
+            route = self._route(request)
             if route is None:
                 return await self._inner(request, "AsyncHTTPTransport").handle_async_request(request)
-            attempt, request = self._attempt(request, route, await request.aread())
+            attempt, request, asked = self._attempt(request, route, await request.aread())
             await attempt.areserve()
         except BudgetGuardError as exc:
-            raise self._raising(exc) from None
+            raise self._raising(exc, request) from None
         try:
-            response = await self._inner(request, "AsyncHTTPTransport").handle_async_request(request)
+            with sending(self.guard):
+                response = await self._inner(request, "AsyncHTTPTransport").handle_async_request(request)
         except BaseException as exc:
             await attempt.afail(exc)
             raise
@@ -333,8 +395,9 @@ class AsyncBudgetTransport(_Base):
             guarded = await attempt.acommit(events)
         except BudgetGuardError as exc:  # the store failed a settlement, failing closed
             await response.aclose()
-            raise self._raising(exc) from None
-        body = body_class(AsyncBody, _library(response).AsyncByteStream)(guarded, events)
+            raise self._raising(exc, request) from None
+        hidden = _usage_only if asked else None
+        body = body_class(AsyncBody, _library(response).AsyncByteStream)(guarded, events, hidden)
         return _passed_on(response, request, body)
 
     async def __aenter__(self) -> AsyncBudgetTransport:
@@ -352,9 +415,16 @@ class AsyncBudgetTransport(_Base):
 # -- guard.wrap(client) ----------------------------------------------------------------------------
 
 
-def wrap_client(guard: GuardCore, client: C, scopes: Mapping[str, ScopeSpec]) -> C:
+def wrap_client(
+    guard: GuardCore, client: C, scopes: Mapping[str, ScopeSpec], allow: tuple[str, ...] = ()
+) -> C:
     """``Guard.wrap``: a copy of an SDK client whose HTTP client sends through a ``BudgetTransport`` over
-    the client's own transports (its connection pool, proxies and retries kept)."""
+    the client's own transports (its connection pool, proxies and retries kept).
+
+    A client this guard wraps already is returned as it is when nothing is added; given scopes or
+    ``allow``, it is wrapped again over its own transports with both wraps' scopes (the later's win
+    for a kind given twice) and both allow lists: one attempt per request, never two. (A client
+    another guard wraps is wrapped over that guard's transport: each guard charges its own budgets.)"""
     cls: Any = type(client)
     http = getattr(client, "_client", None)
     if http is None or not hasattr(client, "with_options") or not hasattr(http, "_transport"):
@@ -363,15 +433,23 @@ def wrap_client(guard: GuardCore, client: C, scopes: Mapping[str, ScopeSpec]) ->
             "AnthropicBedrock, AnthropicVertex, AnthropicFoundry or their async twins), "
             f"got {cls.__qualname__}"
         )
+    ours = _ours(guard, http._transport)
+    if ours is not None and not scopes and not allow:
+        return client
     is_async = inspect.iscoroutinefunction(cls.request)
     provider = client_provider(client)
     transport: Any = AsyncBudgetTransport if is_async else BudgetTransport
     lib = _library(http)
 
     def guarded(inner: Any) -> Any:
-        made = transport(guard, inner, provider=provider, **scopes)
-        made._carry = True  # refusals carried through the SDK (see _refusing)
-        made._owns = True  # closing the copy closes the pool (a closed pool opens new connections)
+        made = transport.__new__(transport)
+        wrapped = _ours(guard, inner)
+        if wrapped is not None:  # wrapped by this guard already: over its inner transport, both scopes
+            inner = wrapped.inner
+            _Base.__init__(made, guard, inner, provider=provider, allow=(*wrapped.allow, *allow),
+                           scopes={**wrapped.scopes, **scopes}, wrapped=True)  # fmt: skip
+        else:  # refusals carried through the SDK (_refusing); closing the copy closes the pool
+            _Base.__init__(made, guard, inner, provider=provider, allow=allow, scopes=scopes, wrapped=True)
         return made
 
     new_http = (lib.AsyncClient if is_async else lib.Client)(  # the client's settings, kept
@@ -390,22 +468,62 @@ def wrap_client(guard: GuardCore, client: C, scopes: Mapping[str, ScopeSpec]) ->
     new_http._mounts = {
         pattern: None if inner is None else guarded(inner) for pattern, inner in http._mounts.items()
     }
+    original = getattr(client, "_budgetguard_original", client)
     wrapped = cast(C, cast(Any, client).with_options(http_client=new_http))
     if getattr(wrapped, "_client", None) is not new_http:  # (never a copy left unguarded)
         raise ConfigurationError(
             f"this {cls.__name__} release does not keep the HTTP client it is given, so guard.wrap() cannot "
             "guard it; decorate its methods instead: guard.with_budget(client.messages.create, user=...)"
         )
-    wrapped.__class__ = _refusing(cls, is_async)
+    sockets = "websocket_base_url" in vars(wrapped)  # (an openai client: it can open WebSockets)
+    wrapped.__class__ = _refusing(getattr(cls, "_budgetguard_sdk_class", cls), is_async, sockets)
     # the original lives as long as its copy: its finalizer (the SDK's) would close the shared pool
-    cast(Any, wrapped)._budgetguard_original = client
+    cast(Any, wrapped)._budgetguard_original = original
     return wrapped
 
 
+def _ours(guard: GuardCore, transport: Any) -> _Base | None:
+    """``transport`` if it is one of this guard's transports that ``wrap`` made."""
+    if isinstance(transport, _Base) and transport.guard is guard and transport._carry:
+        return transport
+    return None
+
+
+_NO_SOCKETS = (
+    "budgetguard does not guard WebSocket traffic: a client guard.wrap() made cannot open one "
+    "(the Responses API's and Realtime API's connect(), and any other WebSocket the SDK opens), since "
+    "what is sent over it (response.create...) would be billed unguarded. Use the HTTP API "
+    "(client.responses.create(..., stream=True)) on the wrapped client, or open the WebSocket with the "
+    "client you wrapped, unguarded by choice, and budget its use with guard.reserve(usd=...)."
+)
+
+
+class _NoWebSockets:
+    """An openai client's ``websocket_base_url`` on a wrapped client: every WebSocket the SDK opens
+    (``responses.connect()``, ``realtime.connect()``, their beta, Azure and live twins, and any a new
+    release adds) reads it for its URL, so reading it refuses with ``ConfigurationError`` (the
+    socket is never opened). Copying the client (``with_options``) reads it too: allowed there."""
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        if _copying.get():
+            return obj.__dict__.get("websocket_base_url")
+        raise ConfigurationError(_NO_SOCKETS)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__["websocket_base_url"] = value
+
+
+_copying: ContextVar[bool] = ContextVar("budgetguard_copying", default=False)
+"""A wrapped client is being copied (``with_options``): its ``websocket_base_url`` is read for the copy."""
+
+
 @functools.cache
-def _refusing(cls: type, is_async: bool) -> type:
+def _refusing(cls: type, is_async: bool, sockets: bool) -> type:
     """``cls`` whose ``request`` raises the guard's error that its transport carried (``_Refusal``):
-    the SDK neither retries a refusal nor turns it into a connection error."""
+    the SDK neither retries a refusal nor turns it into a connection error; with ``sockets``, one that
+    opens no WebSocket (``_NoWebSockets``)."""
     sdk_request: Callable[..., Any] = cls.request  # type: ignore[attr-defined]
 
     if is_async:
@@ -426,5 +544,20 @@ def _refusing(cls: type, is_async: bool) -> type:
                 raise carried.error from carried.error.__cause__
 
     functools.update_wrapper(request, sdk_request)
-    names = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__doc__": cls.__doc__}
+    names: dict[str, Any] = {
+        "__module__": cls.__module__, "__qualname__": cls.__qualname__, "__doc__": cls.__doc__,
+        "_budgetguard_sdk_class": cls,
+    }  # fmt: skip
+    if sockets:
+        sdk_copy: Callable[..., Any] = cls.copy  # type: ignore[attr-defined]
+
+        def copy(self: Any, *args: Any, **kwargs: Any) -> Any:
+            token = _copying.set(True)
+            try:
+                return sdk_copy(self, *args, **kwargs)
+            finally:
+                _copying.reset(token)
+
+        functools.update_wrapper(copy, sdk_copy)
+        names.update(websocket_base_url=_NoWebSockets(), copy=copy, with_options=copy)
     return type(cls.__name__, (cls,), {"request": request, **names})

@@ -31,6 +31,7 @@ from decimal import Decimal
 from typing import Any, Generic, TypeVar, overload
 from uuid import UUID
 
+from .._actions import outer_call
 from .._budgets import Scope
 from .._cache import Bounded
 from .._context import ModelTotals, Tracker, track
@@ -69,11 +70,6 @@ T = TypeVar("T")
 _CALLBACKS_LOGGER = "langchain_core.callbacks.manager"
 """Logs "Error in BudgetCallbackHandler.on_chat_model_start" for a refusal before raising it, even when
 ``with_fallbacks`` handles it: the handler keeps refusals out of it (``_refusal.quiet_refusals``)."""
-
-metered_by: ContextVar[object] = ContextVar("budgetguard_langchain_metered_by", default=None)
-"""The guard whose agent middleware (``langchain_agents.BudgetMiddleware``) is metering the model call
-under way: the callback handler of the same guard leaves that call to it (both installed would charge
-it twice)."""
 
 
 class BudgetCallbackHandler(BaseCallbackHandler):
@@ -173,8 +169,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             attempt.release()
 
     def _left_to_middleware(self) -> bool:
-        """Whether the agent's ``BudgetMiddleware`` of this guard meters this call: once is enough."""
-        return metered_by.get() is self.guard
+        """Whether a guarded layer of this guard around this call (the agent's ``BudgetMiddleware``, a
+        decorated function) meters it: once is enough (``_actions.sending``)."""
+        return outer_call(self.guard)
 
     def _arguments(self, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
         """What the scope specs are resolved over: the run's ``metadata``."""

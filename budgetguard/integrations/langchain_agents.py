@@ -36,12 +36,13 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from .._actions import own_call, sending
 from .._budgets import Scope
 from .._errors import BudgetExceededError
 from .._guard import Guard
 from .._scopes import ScopeSpec
 from . import missing_extra
-from .langchain import BudgetCallbackHandler, metered_by
+from .langchain import BudgetCallbackHandler
 
 try:
     from langchain.agents.middleware import AgentMiddleware, ModelRequest
@@ -111,12 +112,11 @@ class BudgetMiddleware(AgentMiddleware):
         tokens = (
             _guarding.set(self._calls),
             _arguments.set({**_run_metadata(), **_context_of(request.runtime)}),
-            metered_by.set(self.guard),
         )
         try:
-            yield
+            with sending(self.guard):  # (the guard's other layers inside leave each model run to _calls)
+                yield
         finally:
-            metered_by.reset(tokens[2])
             _arguments.reset(tokens[1])
             _guarding.reset(tokens[0])
 
@@ -139,7 +139,8 @@ class _ModelCalls(BudgetCallbackHandler):
         kwargs: Mapping[str, Any],
     ) -> None:
         try:
-            super()._start(run_id, messages, metadata, kwargs)
+            with own_call(self.guard):  # (this handler charges the runs the middleware marks as sent)
+                super()._start(run_id, messages, metadata, kwargs)
         except BudgetExceededError as refusal:
             if isinstance(refusal, BudgetExceeded):
                 raise

@@ -37,6 +37,7 @@ from .._errors import BudgetExceededError, ConfigurationError
 from .._guard import Guard
 from .._scopes import ScopeSpec
 from ._refusal import quiet_refusals, refusal_in
+from .httpx import wrap_client
 
 try:
     from agents import Model, ModelProvider, OpenAIProvider, RunContextWrapper, default_tool_error_function
@@ -120,14 +121,16 @@ class BudgetProvider(ModelProvider):
     """An Agents SDK model provider whose models call through ``guard.wrap(client, **scopes)``:
     ``RunConfig(model_provider=BudgetProvider(guard, AsyncOpenAI()))``. ``client``: an ``AsyncOpenAI``
     (or ``AsyncAzureOpenAI``), by default one from the environment (``OPENAI_API_KEY``);
-    ``use_responses``: the Responses API (the SDK's default) or chat completions (``False``);
-    ``scopes`` as in ``guard.wrap`` (literal ids, or callables of the ``httpx.Request``), over
-    ``budget_context()``'s."""
+    ``use_responses``: the Responses API (the SDK's default) or chat completions (``False``), always
+    over HTTP: the SDK's WebSocket transport (``set_default_openai_responses_transport("websocket")``)
+    is not guarded, so these models never use it; ``scopes`` as in ``guard.wrap`` (literal ids, or
+    callables of the ``httpx.Request``), over ``budget_context()``'s."""
 
     def __init__(
         self,
         guard: Guard,
         client: Any = None,
+        /,
         *,
         use_responses: bool | None = None,
         **scopes: ScopeSpec,
@@ -136,8 +139,10 @@ class BudgetProvider(ModelProvider):
             from openai import AsyncOpenAI
 
             client = AsyncOpenAI()
-        self.client = guard.wrap(client, **scopes)
-        self._inner = OpenAIProvider(openai_client=self.client, use_responses=use_responses)
+        self.client = wrap_client(guard, client, scopes)  # (scopes of any kind)
+        self._inner = OpenAIProvider(
+            openai_client=self.client, use_responses=use_responses, use_responses_websocket=False
+        )
         quiet_refusals("openai.agents", "Error getting response")  # (its model logs that for a refusal)
 
     def get_model(self, model_name: str | None) -> Model:

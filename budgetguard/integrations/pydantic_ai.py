@@ -23,6 +23,7 @@ from .._errors import BudgetExceededError, ConfigurationError
 from .._guard import Guard
 from .._scopes import ScopeSpec
 from ._refusal import refusal_in
+from .httpx import wrap_client
 
 try:
     from pydantic_ai.exceptions import UsageLimitExceeded
@@ -91,6 +92,7 @@ def openai_model(
     guard: Guard,
     model_name: str,
     client: Any = None,
+    /,
     *,
     responses: bool = False,
     **scopes: ScopeSpec,
@@ -104,7 +106,7 @@ def openai_model(
         from openai import AsyncOpenAI
 
         client = AsyncOpenAI()
-    guarded = guard.wrap(client, **scopes)
+    guarded = wrap_client(guard, client, scopes)  # (scopes of any kind)
     model_class = OpenAIResponsesModel if responses else OpenAIChatModel
     model: Model = model_class(model_name, provider=OpenAIProvider(openai_client=guarded))
     made = BudgetModel(model)

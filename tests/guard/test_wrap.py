@@ -159,19 +159,25 @@ def test_anthropic_messages_raw_and_streaming_response(make_guard: MakeGuard) ->
 
 
 def test_openai_stream_asks_for_usage(make_guard: MakeGuard) -> None:
+    """The guard asks a chat stream for its usage; the chunk that carries it (no choices) reaches only a
+    caller who asked for it too: the plain streaming loop runs on a wrapped client as on a plain one."""
     h = make_guard()
     api = serve(CHAT_SSE)
     client = h.guard.wrap(openai_client(api), user="alice")
 
-    text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
-        **chat_request(stream=True)) if c.choices)  # fmt: skip
+    chunks = list(client.chat.completions.create(**chat_request(stream=True)))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)  # (IndexError on a usage chunk)
     with chat_completions_stream(client)(**chat_request()) as stream:
         final = stream.get_final_completion()
+    options = {"include_usage": True}
+    asked = list(client.chat.completions.create(**chat_request(stream=True, stream_options=options)))
 
     assert text == "Budgets are plans."
-    assert final.usage is not None and final.usage.completion_tokens == 300
-    assert api.requests[0]["stream_options"] == {"include_usage": True}
-    settled(h, COST, COST)
+    assert all(c.choices for c in chunks) and final.usage is None  # as the plain client gives them
+    assert asked[-1].choices == [] and asked[-1].usage is not None
+    assert asked[-1].usage.completion_tokens == 300
+    assert [r["stream_options"] for r in api.requests] == [options] * 3
+    settled(h, COST, COST, COST)
 
 
 def test_responses_stream_and_anthropic_stream_helper(make_guard: MakeGuard) -> None:
@@ -391,7 +397,8 @@ def test_compressed_json_and_sse_are_read_and_passed_on(make_guard: MakeGuard) -
         user="alice",
     )  # fmt: skip
     completion = client.chat.completions.create(**chat_request())
-    chunks = list(client.chat.completions.create(**chat_request(stream=True)))
+    options = {"include_usage": True}  # (asked: passed on)
+    chunks = list(client.chat.completions.create(**chat_request(stream=True, stream_options=options)))
 
     assert completion.usage is not None and completion.usage.completion_tokens == 300
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 300
