@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TypeVar
 
 from .._errors import BudgetExceededError
+
+E = TypeVar("E", bound=BaseException)
 
 __all__ = ["quiet_refusals", "refusal_in"]
 
 
-def refusal_in(exc: BaseException) -> BudgetExceededError | None:
-    """The refusal ``exc`` is, or carries in its chain of causes and contexts (a few links deep)."""
+def refusal_in(exc: BaseException, kind: type[E] = BudgetExceededError) -> E | None:  # type: ignore[assignment]
+    """The refusal ``exc`` is, or carries in its chain of causes and contexts (a few links deep); or the
+    error of another ``kind`` (the guard's ``PricingError``, say)."""
     link: BaseException | None = exc
     for _ in range(8):
         if link is None:
             return None
-        if isinstance(link, BudgetExceededError):
+        if isinstance(link, kind):
             return link
         link = link.__cause__ or link.__context__
     return None

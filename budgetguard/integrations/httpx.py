@@ -352,9 +352,12 @@ class AsyncBudgetTransport(_Base):
 # -- guard.wrap(client) ----------------------------------------------------------------------------
 
 
-def wrap_client(guard: GuardCore, client: C, scopes: Mapping[str, ScopeSpec]) -> C:
+def wrap_client(
+    guard: GuardCore, client: C, scopes: Mapping[str, ScopeSpec], provider: str | None = None
+) -> C:
     """``Guard.wrap``: a copy of an SDK client whose HTTP client sends through a ``BudgetTransport`` over
-    the client's own transports (its connection pool, proxies and retries kept)."""
+    the client's own transports (its connection pool, proxies and retries kept). ``provider``: what its
+    calls are priced as (genai-prices' id), by default the endpoint's (``client_provider``)."""
     cls: Any = type(client)
     http = getattr(client, "_client", None)
     if http is None or not hasattr(client, "with_options") or not hasattr(http, "_transport"):
@@ -364,7 +367,7 @@ def wrap_client(guard: GuardCore, client: C, scopes: Mapping[str, ScopeSpec]) ->
             f"got {cls.__qualname__}"
         )
     is_async = inspect.iscoroutinefunction(cls.request)
-    provider = client_provider(client)
+    provider = provider or client_provider(client)
     transport: Any = AsyncBudgetTransport if is_async else BudgetTransport
     lib = _library(http)
 
