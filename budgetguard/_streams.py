@@ -18,7 +18,7 @@ import asyncio
 import inspect
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +90,31 @@ class _Reading:
         return read < DRAIN.bytes and time.monotonic() < self.deadline
 
 
+def _drain(step: Callable[[], Any], unfinished: Callable[[], bool], stream: Any) -> None:
+    """Call ``step`` (which reads the next item of ``stream`` and feeds it where it is counted) while the
+    stream is ``unfinished``, within ``DRAIN``. An error reading (a drop, its end) stops it."""
+    reading = _Reading(stream)
+    try:
+        while unfinished() and reading.more():
+            reading.read(step())
+    except Exception:  # (StopIteration too: it ended)
+        pass
+
+
+async def _adrain(step: Callable[[], Awaitable[Any]], unfinished: Callable[[], bool], stream: Any) -> None:
+    """``_drain`` on an event loop: each read also times out at the bound's deadline (on asyncio)."""
+    reading = _Reading(stream)
+    try:
+        while unfinished() and reading.more():
+            if not _on_asyncio():  # (another event loop: the deadline is checked between reads)
+                reading.read(await step())
+                continue
+            async with asyncio.timeout(reading.deadline - time.monotonic()):
+                reading.read(await step())
+    except Exception:  # (StopAsyncIteration too; TimeoutError: past the bound)
+        pass
+
+
 def _unfinished(settle: Settlement, broken: bool) -> bool:
     """A stream closed before its final usage, and still readable: a drain reads on to the usage."""
     return not (settle.done or settle.ended or settle.folder.complete or broken)
@@ -145,12 +170,7 @@ class GuardedStream(Iterator[Any]):
     def drain(self) -> None:
         """Read on to the final usage, within ``DRAIN`` (see the module docstring); what is read is fed
         to the settlement, not returned. An error reading stops it: the stream is then a cut one."""
-        reading = _Reading(self._stream)
-        try:
-            while self._unfinished() and reading.more():
-                reading.read(next(self))
-        except Exception:  # (StopIteration too: it ended, and settled)
-            pass
+        _drain(self.__next__, self._unfinished, self._stream)
 
     def close(self) -> None:
         try:
@@ -205,17 +225,8 @@ class GuardedAsyncStream(AsyncIterator[Any]):
         return item
 
     async def drain(self) -> None:
-        """``GuardedStream.drain``; each read also under a timeout at the bound's deadline (asyncio)."""
-        reading = _Reading(self._stream)
-        try:
-            while self._unfinished() and reading.more():
-                if not _on_asyncio():  # (another event loop: the deadline is checked between reads)
-                    reading.read(await self.__anext__())
-                    continue
-                async with asyncio.timeout(reading.deadline - time.monotonic()):
-                    reading.read(await self.__anext__())
-        except Exception:  # (StopAsyncIteration too; TimeoutError: past the bound)
-            pass
+        """``GuardedStream.drain``, each read also under a timeout at the bound's deadline (asyncio)."""
+        await _adrain(self.__anext__, self._unfinished, self._stream)
 
     async def aclose(self) -> None:
         try:
@@ -289,7 +300,33 @@ class GuardedStreamManager:
         self._manager = manager
         self._settle = settle
         self._stream: Any = None
+        self._guarded: Any = None  # (OpenAI's: the SDK's stream, wrapped)
         settle.sent = False  # the SDKs send the request on entering
+
+    def _unfinished(self) -> bool:
+        """Anthropic's: the accumulated message has no stop reason yet (no final ``message_delta``)."""
+        try:
+            snapshot = self._stream.current_message_snapshot
+        except Exception:  # (the SDK asserts it has one: none before the first event)
+            snapshot = None
+        return not self._settle.done and getattr(snapshot, "stop_reason", None) is None
+
+    def _read_on(self) -> None:
+        """Leaving before the final usage: read on to it first (``_drain``)."""
+        if self._guarded is not None:
+            if self._guarded._unfinished():
+                self._guarded.drain()
+        elif self._stream is not None:
+            events = iter(self._stream)
+            _drain(lambda: next(events), self._unfinished, self._stream)
+
+    async def _aread_on(self) -> None:
+        if self._guarded is not None:
+            if self._guarded._unfinished():
+                await self._guarded.drain()
+        elif self._stream is not None:
+            events = aiter(self._stream)
+            await _adrain(lambda: anext(events), self._unfinished, self._stream)
 
     def _observe(self) -> None:
         snapshot = getattr(self._stream, "current_message_snapshot", None) if self._stream else None
@@ -314,11 +351,16 @@ class GuardedStreamManager:
         self._settle.sent = True
         if hasattr(type(self._stream), "current_message_snapshot"):  # Anthropic: read at exit
             return self._stream
-        return GuardedResponseStream(self._stream, self._settle)
+        self._guarded = GuardedResponseStream(self._stream, self._settle)
+        return self._guarded
 
     def __exit__(self, *exc: Any) -> Any:
         try:
-            return self._manager.__exit__(*exc)
+            try:
+                self._read_on()
+            finally:
+                left = self._manager.__exit__(*exc)
+            return left
         finally:
             self._observe()
             self._settle.ended = self._settle.folder.complete
@@ -334,11 +376,16 @@ class GuardedStreamManager:
         self._settle.sent = True
         if hasattr(type(self._stream), "current_message_snapshot"):  # Anthropic: read at exit
             return self._stream
-        return GuardedAsyncResponseStream(self._stream, self._settle)
+        self._guarded = GuardedAsyncResponseStream(self._stream, self._settle)
+        return self._guarded
 
     async def __aexit__(self, *exc: Any) -> Any:
         try:
-            return await self._manager.__aexit__(*exc)
+            try:
+                await self._aread_on()
+            finally:
+                left = await self._manager.__aexit__(*exc)
+            return left
         finally:
             self._observe()
             self._settle.ended = self._settle.folder.complete

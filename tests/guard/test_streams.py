@@ -310,6 +310,34 @@ def test_anthropic_messages_stream_helper(make_guard: MakeGuard) -> None:
     assert_one_commit(h, CLAUDE_USAGE, CLAUDE_COST)
 
 
+def test_anthropic_messages_stream_helper_left_early_is_read_on_to_its_usage(make_guard: MakeGuard) -> None:
+    """Leaving the helper's block at the first text (before the interim and the final ``message_delta``):
+    the rest is read to the final count, which is charged."""
+    h = make_guard()
+    api = serve(anthropic_sse(anthropic_stream_events()))
+    stream = h.guard.with_budget(anthropic_client(api).messages.stream, user="alice")
+
+    with stream(**claude_request()) as events:
+        for event in events:
+            if event.type == "content_block_delta":
+                break
+
+    assert_one_commit(h, CLAUDE_USAGE, CLAUDE_COST, interrupted=None)
+
+
+async def test_async_anthropic_messages_stream_helper_left_early(amake_guard: MakeGuard) -> None:
+    h = amake_guard()
+    api = serve(anthropic_sse(anthropic_stream_events()))
+    stream = h.guard.with_budget(async_anthropic_client(api).messages.stream, user="alice")
+
+    async with stream(**claude_request()) as events:
+        async for event in events:
+            if event.type == "content_block_delta":
+                break
+
+    assert_one_commit(h, CLAUDE_USAGE, CLAUDE_COST, interrupted=None)
+
+
 # -- async streams ----------------------------------------------------------------------------------
 
 

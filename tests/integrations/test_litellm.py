@@ -275,6 +275,9 @@ COMPATIBLE = [
     ("perplexity", "sonar", "perplexity"),  # OpenAI SDK client
     ("cerebras", "llama-3.3-70b", "cerebras"),
     ("moonshot", "kimi-k2", "moonshotai"),
+    ("novita", "deepseek/deepseek-r1", "novita"),
+    ("zai", "GLM-4.5", "zai"),
+    ("baseten", "moonshotai/Kimi-K2.6", "baseten"),
 ]
 
 
