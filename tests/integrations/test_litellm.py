@@ -372,3 +372,18 @@ def test_a_refusal_through_a_client_budget_http_makes_is_litellms_budget_error(
                 completion(http, model=name, **mock_base(api))
             assert isinstance(raised.value.__cause__, bg.BudgetExceededError)
     assert api.requests == []
+
+
+def test_litellms_own_http_client_switch_is_refused(
+    api: MockProvider, guard: bg.Guard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With this setting LiteLLM sends its OpenAI-compatible providers with an HTTP client of its own,
+    ignoring the guarded SDK client it is given."""
+    monkeypatch.setenv("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER", "true")
+    with BudgetHTTP(guard, user="alice") as http, guard.wrap(api.openai(), user="alice") as client:
+        with pytest.raises(bg.ConfigurationError, match="EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER is set"):
+            completion(http, model="perplexity/sonar", **mock_base(api))
+        with pytest.raises(bg.ConfigurationError, match="EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER is set"):
+            completion(client, model="gpt-4o-mini", messages=HI)
+        completion(http, model="groq/llama-3.3-70b-versatile", **mock_base(api))  # (its HTTP handler: ours)
+    assert len(api.requests) == 1
