@@ -14,7 +14,6 @@ estimate's rules): never below that. A stream that broke (a dropped connection) 
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import time
@@ -103,6 +102,8 @@ def _drain(step: Callable[[], Any], unfinished: Callable[[], bool], stream: Any)
 
 async def _adrain(step: Callable[[], Awaitable[Any]], unfinished: Callable[[], bool], stream: Any) -> None:
     """``_drain`` on an event loop: each read also times out at the bound's deadline (on asyncio)."""
+    import asyncio  # (loaded already: an event loop runs this; not at import)
+
     reading = _Reading(stream)
     try:
         while unfinished() and reading.more():
@@ -121,6 +122,8 @@ def _unfinished(settle: Settlement, broken: bool) -> bool:
 
 
 def _on_asyncio() -> bool:
+    import asyncio
+
     try:
         return asyncio.current_task() is not None
     except RuntimeError:
