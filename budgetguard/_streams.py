@@ -3,13 +3,22 @@ from what was received (an interrupted or abandoned stream is charged what it st
 
 The wrappers feed what a stream yields to its ``Settlement`` (``_deferred``) and settle it when the
 stream ends or is closed; a stream dropped unread only queues its settlement (see ``_deferred``).
+
+A stream its consumer closes before its final usage came (LiteLLM stops reading an Anthropic stream at
+its first ``message_delta``, which may be an interim count; a user's ``break``) is read on to that usage
+first, within ``DRAIN`` (bytes and seconds): the rest of the body is usually in flight already, and
+the usage is what the provider bills. Past the bound, or when the stream breaks meanwhile, it is closed
+and settled as an interrupted one, from everything read (the last cumulative usage seen, the text, the
+estimate's rules): never below that. A stream that broke (a dropped connection) is not read again.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from ._actions import sending
@@ -23,8 +32,8 @@ from ._providers import (
 from ._usage import Usage
 
 __all__ = [
-    "GuardedAsyncResponseStream", "GuardedAsyncStream", "GuardedResponseStream", "GuardedStream",
-    "GuardedStreamManager", "wrap_stream",
+    "DRAIN", "Drain", "GuardedAsyncResponseStream", "GuardedAsyncStream", "GuardedResponseStream",
+    "GuardedStream", "GuardedStreamManager", "wrap_stream",
 ]  # fmt: skip
 
 
@@ -34,6 +43,92 @@ def wrap_stream(stream: Any, settle: Settlement) -> Any:
     if hasattr(stream, "__anext__"):
         return GuardedAsyncStream(stream, settle)
     return GuardedStream(stream, settle)
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """How far the guard reads a stream its consumer closed before the final usage came (see the module
+    docstring): at most ``bytes`` more of its body (as downloaded; a stream that does not show its
+    bytes counts its items' text) and for at most ``seconds`` (checked between reads, and on an
+    event loop as a timeout on each read; a sync read that stalls waits for the client's read timeout)."""
+
+    bytes: int = 1024 * 1024
+    seconds: float = 5.0
+
+
+DRAIN = Drain()
+"""The bound of every drain."""
+
+
+def _downloaded(stream: Any) -> int | None:
+    """The bytes of a stream's HTTP body read so far, when it shows them (an SDK stream's ``response``,
+    the transport's events' ``_response``)."""
+    for name in ("response", "_response"):
+        read = getattr(getattr(stream, name, None), "num_bytes_downloaded", None)
+        if isinstance(read, int):
+            return read
+    return None
+
+
+class _Reading:
+    """One drain's bound: the bytes read and the time since it began (``DRAIN``)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.start = _downloaded(stream)
+        self.counted = 0  # (the items' text, when the stream does not show its bytes)
+        self.deadline = time.monotonic() + DRAIN.seconds
+
+    def read(self, item: Any) -> None:
+        if self.start is None:
+            self.counted += len(str(item))
+
+    def more(self) -> bool:
+        """Whether to read on."""
+        now = _downloaded(self.stream)
+        read = self.counted if now is None or self.start is None else now - self.start
+        return read < DRAIN.bytes and time.monotonic() < self.deadline
+
+
+def _drain(step: Callable[[], Any], unfinished: Callable[[], bool], stream: Any) -> None:
+    """Call ``step`` (which reads the next item of ``stream`` and feeds it where it is counted) while the
+    stream is ``unfinished``, within ``DRAIN``. An error reading (a drop, its end) stops it."""
+    reading = _Reading(stream)
+    try:
+        while unfinished() and reading.more():
+            reading.read(step())
+    except Exception:  # (StopIteration too: it ended)
+        pass
+
+
+async def _adrain(step: Callable[[], Awaitable[Any]], unfinished: Callable[[], bool], stream: Any) -> None:
+    """``_drain`` on an event loop: each read also times out at the bound's deadline (on asyncio)."""
+    import asyncio  # (loaded already: an event loop runs this; not at import)
+
+    reading = _Reading(stream)
+    try:
+        while unfinished() and reading.more():
+            if not _on_asyncio():  # (another event loop: the deadline is checked between reads)
+                reading.read(await step())
+                continue
+            async with asyncio.timeout(reading.deadline - time.monotonic()):
+                reading.read(await step())
+    except Exception:  # (StopAsyncIteration too; TimeoutError: past the bound)
+        pass
+
+
+def _unfinished(settle: Settlement, broken: bool) -> bool:
+    """A stream closed before its final usage, and still readable: a drain reads on to the usage."""
+    return not (settle.done or settle.ended or settle.folder.complete or broken)
+
+
+def _on_asyncio() -> bool:
+    import asyncio
+
+    try:
+        return asyncio.current_task() is not None
+    except RuntimeError:
+        return False
 
 
 def _block_text(block: Any) -> str:
@@ -48,6 +143,9 @@ def _block_text(block: Any) -> str:
 
 class GuardedStream(Iterator[Any]):
     """A provider stream that commits its reservation once: at the end, on close, or when collected."""
+
+    _broken = False
+    """Reading it raised (a dropped connection, a timeout): it is not read again."""
 
     def __init__(self, stream: Any, settle: Settlement) -> None:
         self._stream = stream
@@ -64,11 +162,24 @@ class GuardedStream(Iterator[Any]):
             self._settle.ended = True
             self._settle.settle_sync()
             raise
+        except BaseException:
+            self._broken = True
+            raise
         self._settle.folder.feed(item)
         return item
 
+    def _unfinished(self) -> bool:
+        return _unfinished(self._settle, self._broken)
+
+    def drain(self) -> None:
+        """Read on to the final usage, within ``DRAIN`` (see the module docstring); what is read is fed
+        to the settlement, not returned. An error reading stops it: the stream is then a cut one."""
+        _drain(self.__next__, self._unfinished, self._stream)
+
     def close(self) -> None:
         try:
+            if self._unfinished():
+                self.drain()
             closer = getattr(self._stream, "close", None)
             if closer is not None:
                 closer()
@@ -91,6 +202,11 @@ class GuardedStream(Iterator[Any]):
 class GuardedAsyncStream(AsyncIterator[Any]):
     """The async twin of ``GuardedStream``."""
 
+    _broken = False
+
+    def _unfinished(self) -> bool:
+        return _unfinished(self._settle, self._broken)
+
     def __init__(self, stream: Any, settle: Settlement) -> None:
         self._stream = stream
         self._settle = settle
@@ -106,11 +222,20 @@ class GuardedAsyncStream(AsyncIterator[Any]):
             self._settle.ended = True
             await self._settle.settle_async()
             raise
+        except BaseException:
+            self._broken = True
+            raise
         self._settle.folder.feed(item)
         return item
 
+    async def drain(self) -> None:
+        """``GuardedStream.drain``, each read also under a timeout at the bound's deadline (asyncio)."""
+        await _adrain(self.__anext__, self._unfinished, self._stream)
+
     async def aclose(self) -> None:
         try:
+            if self._unfinished():
+                await self.drain()
             closer = getattr(self._stream, "close", None)
             if closer is not None:
                 result = closer()
@@ -179,7 +304,33 @@ class GuardedStreamManager:
         self._manager = manager
         self._settle = settle
         self._stream: Any = None
+        self._guarded: Any = None  # (OpenAI's: the SDK's stream, wrapped)
         settle.sent = False  # the SDKs send the request on entering
+
+    def _unfinished(self) -> bool:
+        """Anthropic's: the accumulated message has no stop reason yet (no final ``message_delta``)."""
+        try:
+            snapshot = self._stream.current_message_snapshot
+        except Exception:  # (the SDK asserts it has one: none before the first event)
+            snapshot = None
+        return not self._settle.done and getattr(snapshot, "stop_reason", None) is None
+
+    def _read_on(self) -> None:
+        """Leaving before the final usage: read on to it first (``_drain``)."""
+        if self._guarded is not None:
+            if self._guarded._unfinished():
+                self._guarded.drain()
+        elif self._stream is not None:
+            events = iter(self._stream)
+            _drain(lambda: next(events), self._unfinished, self._stream)
+
+    async def _aread_on(self) -> None:
+        if self._guarded is not None:
+            if self._guarded._unfinished():
+                await self._guarded.drain()
+        elif self._stream is not None:
+            events = aiter(self._stream)
+            await _adrain(lambda: anext(events), self._unfinished, self._stream)
 
     def _observe(self) -> None:
         snapshot = getattr(self._stream, "current_message_snapshot", None) if self._stream else None
@@ -205,11 +356,16 @@ class GuardedStreamManager:
         self._settle.sent = True
         if hasattr(type(self._stream), "current_message_snapshot"):  # Anthropic: read at exit
             return self._stream
-        return GuardedResponseStream(self._stream, self._settle)
+        self._guarded = GuardedResponseStream(self._stream, self._settle)
+        return self._guarded
 
     def __exit__(self, *exc: Any) -> Any:
         try:
-            return self._manager.__exit__(*exc)
+            try:
+                self._read_on()
+            finally:
+                left = self._manager.__exit__(*exc)
+            return left
         finally:
             self._observe()
             self._settle.ended = self._settle.folder.complete
@@ -226,11 +382,16 @@ class GuardedStreamManager:
         self._settle.sent = True
         if hasattr(type(self._stream), "current_message_snapshot"):  # Anthropic: read at exit
             return self._stream
-        return GuardedAsyncResponseStream(self._stream, self._settle)
+        self._guarded = GuardedAsyncResponseStream(self._stream, self._settle)
+        return self._guarded
 
     async def __aexit__(self, *exc: Any) -> Any:
         try:
-            return await self._manager.__aexit__(*exc)
+            try:
+                await self._aread_on()
+            finally:
+                left = await self._manager.__aexit__(*exc)
+            return left
         finally:
             self._observe()
             self._settle.ended = self._settle.folder.complete

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TypeVar
 
 from .._errors import BudgetExceededError, MissingScopeError
+
+E = TypeVar("E", bound=BaseException)
 
 __all__ = ["quiet_refusals", "refusal_in", "request_refusal_in"]
 
@@ -22,10 +25,11 @@ _LINKS = 8  # how far down a chain (and into nested groups) the walk looks
 Kinds = tuple[type[BaseException], ...]  # exception classes
 
 
-def refusal_in(exc: BaseException) -> BudgetExceededError | None:
-    """The refusal ``exc`` is, or carries in its chain of causes and contexts (a few links deep)."""
-    found = _found_in(exc, (BudgetExceededError,), (), _LINKS)
-    return found if isinstance(found, BudgetExceededError) else None
+def refusal_in(exc: BaseException, kind: type[E] = BudgetExceededError) -> E | None:  # type: ignore[assignment]
+    """The refusal ``exc`` is, or carries in its chain of causes and contexts (a few links deep); or the
+    error of another ``kind`` (the guard's ``PricingError``, say)."""
+    found = _found_in(exc, (kind,), (), _LINKS)
+    return found if isinstance(found, kind) else None
 
 
 def request_refusal_in(

@@ -416,10 +416,15 @@ class AsyncBudgetTransport(_Base):
 
 
 def wrap_client(
-    guard: GuardCore, client: C, scopes: Mapping[str, ScopeSpec], allow: tuple[str, ...] = ()
+    guard: GuardCore,
+    client: C,
+    scopes: Mapping[str, ScopeSpec],
+    allow: tuple[str, ...] = (),
+    provider: str | None = None,
 ) -> C:
     """``Guard.wrap``: a copy of an SDK client whose HTTP client sends through a ``BudgetTransport`` over
-    the client's own transports (its connection pool, proxies and retries kept).
+    the client's own transports (its connection pool, proxies and retries kept). ``provider``: what its
+    calls are priced as (genai-prices' id), by default the endpoint's (``client_provider``).
 
     A client this guard wraps already is returned as it is when nothing is added; given scopes or
     ``allow``, it is wrapped again over its own transports with both wraps' scopes (the later's win
@@ -437,7 +442,7 @@ def wrap_client(
     if ours is not None and not scopes and not allow:
         return client
     is_async = inspect.iscoroutinefunction(cls.request)
-    provider = client_provider(client)
+    provider = provider or client_provider(client)
     transport: Any = AsyncBudgetTransport if is_async else BudgetTransport
     lib = _library(http)
 

@@ -5,19 +5,28 @@ own budget error.
 
     client = guard.wrap(openai.OpenAI(), user="alice")     # LiteLLM's openai and azure providers
     reply = completion(client, model="openai/gpt-4o-mini", messages=[...])
-    http = BudgetHTTP(guard, user="alice")                  # the providers LiteLLM sends over HTTP itself
-    reply = completion(http, model="anthropic/claude-sonnet-4-5", messages=[...])
+    http = BudgetHTTP(guard, user="alice")                  # anthropic, groq, deepseek, mistral, ...
+    reply = completion(http, model="groq/llama-3.3-70b-versatile", messages=[...])
 
 No callback: each HTTP request LiteLLM sends through the client (each of the SDK's retries, each of
 LiteLLM's ``num_retries``) is one attempt of the guard's flow (``budgetguard.integrations.httpx``),
 reserved before it is sent and settled from the usage the response reports (a stream's too: the
-transport asks an OpenAI chat stream for its usage). LiteLLM sends through an SDK client it is given for
-its OpenAI and Azure OpenAI providers; for Anthropic it sends with its own HTTP handler, which
-``BudgetHTTP`` gives it, on a ``BudgetTransport`` that reads Anthropic's messages wire format (the
-provider named as genai-prices names it: ``_HTTP_PROVIDERS``). A model of any other provider would be
-sent unguarded, so it is refused with a ``ConfigurationError``; so is a Router with a deployment the
-client given cannot carry (another provider, or another endpoint than the guarded SDK client's, which
-LiteLLM would use in its place). A refusal raises ``BudgetExceeded``, both LiteLLM's
+transport asks an OpenAI chat stream for its usage, and reads a stream LiteLLM closes early on to its
+final usage: ``_streams.DRAIN``). Which client LiteLLM sends a provider's calls with decides how it is
+guarded (read from LiteLLM's ``main.completion`` dispatch):
+
+- ``openai`` and ``azure``: through the OpenAI SDK client it is given: a client ``guard.wrap`` made.
+- ``_HTTP_PROVIDERS`` (anthropic, and the OpenAI-compatible deepseek, fireworks_ai, groq, mistral,
+  openrouter, together_ai, xai): with its own HTTP handler, which ``BudgetHTTP`` puts on a
+  ``BudgetTransport`` (Anthropic's messages or OpenAI's chat wire format).
+- ``_OPENAI_LIKE`` (perplexity, cerebras, ...): through an OpenAI SDK client it is given, which
+  ``BudgetHTTP`` makes for the call's endpoint and key, on a ``BudgetTransport``.
+
+Each is priced as genai-prices names the provider (the tables below map LiteLLM's names); a model it
+does not price is a ``PricingError`` before anything is sent, never $0. A model of any other provider
+would be sent unguarded, so it is refused with a ``ConfigurationError``; so is a Router with a
+deployment the client given cannot carry (another provider, or another endpoint than the guarded SDK
+client's, which LiteLLM would use in its place). A refusal raises ``BudgetExceeded``, both LiteLLM's
 ``BudgetExceededError`` and budgetguard's, the refusal chained as its ``__cause__``.
 """
 
@@ -29,7 +38,7 @@ from typing import Any, cast
 
 from .._budgets import Scope
 from .._core import GuardCore
-from .._errors import BudgetExceededError, ConfigurationError
+from .._errors import BudgetExceededError, BudgetGuardError, ConfigurationError
 from .._scopes import ScopeSpec
 from ._refusal import refusal_in
 
@@ -37,6 +46,7 @@ try:
     import litellm
     from litellm.exceptions import BudgetExceededError as LiteLLMBudgetExceededError
     from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler, HTTPHandler
+    from litellm.secret_managers.main import get_secret_bool
 except ImportError as exc:  # pragma: no cover - exercised by tests/integrations/test_lazy_agents.py
     raise ConfigurationError(
         "budgetguard.integrations.litellm needs LiteLLM: pip install 'llm-budgetguard[litellm]'"
@@ -54,16 +64,42 @@ __all__ = [
 _CLIENT_PROVIDERS = {"openai": ("OpenAI", "AsyncOpenAI"), "azure": ("AzureOpenAI", "AsyncAzureOpenAI")}
 """LiteLLM's providers that send through the SDK ``client=`` given, and the SDK clients each takes."""
 
-_HTTP_PROVIDERS = {"anthropic": "anthropic"}
-"""LiteLLM's providers that send with the HTTP handler given as ``client=`` in a wire format the transport
-reads, and the genai-prices provider each is priced as."""
+_HTTP_PROVIDERS = {
+    "anthropic": "anthropic",
+    "deepseek": "deepseek",
+    "fireworks_ai": "fireworks",
+    "groq": "groq",
+    "mistral": "mistral",
+    "openrouter": "openrouter",
+    "together_ai": "together",
+    "xai": "x-ai",
+}
+"""LiteLLM's providers that send with the HTTP handler given as ``client=`` (its ``base_llm_http_handler``
+or, for anthropic, its own) in a wire format the transport reads, and the genai-prices provider each is
+priced as."""
+
+_OPENAI_LIKE = {
+    "baseten": "baseten",
+    "cerebras": "cerebras",
+    "moonshot": "moonshotai",
+    "novita": "novita",
+    "perplexity": "perplexity",
+    "zai": "zai",
+}
+"""LiteLLM's OpenAI-compatible providers that send through an OpenAI SDK client given as ``client=`` (its
+``openai_chat_completions``, as for ``openai``), and the genai-prices provider each is priced as."""
+
+_HTTP_SWITCH = "EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER"
+"""LiteLLM's setting that sends its OpenAI-compatible providers with an HTTP handler of its own instead of
+the SDK client given (unguarded)."""
 
 
 class BudgetHTTP:
-    """LiteLLM's HTTP handlers (``HTTPHandler`` / ``AsyncHTTPHandler``) on a ``BudgetTransport``, one of
-    each per provider, made on first use: the ``client`` of ``completion`` for the providers LiteLLM sends
-    over HTTP itself (``_HTTP_PROVIDERS``). ``scopes`` as in ``guard.wrap``, over ``budget_context()``'s.
-    ``close()`` / ``aclose()`` close what it opened."""
+    """The clients LiteLLM sends with for the providers whose client it makes itself, on a
+    ``BudgetTransport`` priced as the provider, each made on first use: its HTTP handlers
+    (``HTTPHandler`` / ``AsyncHTTPHandler``) for ``_HTTP_PROVIDERS``, an OpenAI SDK client per endpoint
+    and key for ``_OPENAI_LIKE``. The ``client`` of ``completion`` for those providers. ``scopes`` as in
+    ``guard.wrap``, over ``budget_context()``'s. ``close()`` / ``aclose()`` close what it opened."""
 
     def __init__(self, guard: GuardCore, **scopes: ScopeSpec) -> None:
         from .httpx import AsyncBudgetTransport, BudgetTransport
@@ -74,30 +110,42 @@ class BudgetHTTP:
             Scope("global") if kind == "global" else Scope(kind, "x")
         self.guard, self.scopes = guard, scopes
         self._transports: tuple[Any, Any] = (BudgetTransport, AsyncBudgetTransport)
-        self._handlers: dict[tuple[str, bool], Any] = {}
+        self._handlers: dict[tuple[str, bool, tuple[str, str] | None], Any] = {}
         self._lock = threading.Lock()
 
-    def handler(self, provider: str, is_async: bool) -> Any:
-        """The handler LiteLLM's ``provider`` sends with (``is_async``: for ``acompletion``)."""
+    def handler(self, provider: str, is_async: bool, endpoint: tuple[str, str] | None = None) -> Any:
+        """The client LiteLLM's ``provider`` sends with (``is_async``: for ``acompletion``); for an
+        ``_OPENAI_LIKE`` provider, the OpenAI client of ``endpoint`` (base URL, API key)."""
+        key = (provider, is_async, endpoint)
         with self._lock:
-            made = self._handlers.get((provider, is_async))
+            made = self._handlers.get(key)
             if made is None:
-                prices = _HTTP_PROVIDERS[provider]
-                transport: Any = self._transports[is_async](self.guard, provider=prices, **self.scopes)
-                if is_async:
-                    made = AsyncHTTPHandler(transport=transport)
-                else:
-                    made = HTTPHandler(client=_transport_client(transport))
-                self._handlers[(provider, is_async)] = made
+                made = self._made(provider, is_async, endpoint)
+                self._handlers[key] = made
             return made
 
+    def _made(self, provider: str, is_async: bool, endpoint: tuple[str, str] | None) -> Any:
+        if endpoint is not None:
+            import openai
+
+            from .httpx import wrap_client
+
+            base, api_key = endpoint
+            sdk = (openai.AsyncOpenAI if is_async else openai.OpenAI)(api_key=api_key, base_url=base)
+            return wrap_client(self.guard, sdk, self.scopes, provider=_OPENAI_LIKE[provider])
+        prices = _HTTP_PROVIDERS[provider]
+        transport: Any = self._transports[is_async](self.guard, provider=prices, **self.scopes)
+        if is_async:
+            return AsyncHTTPHandler(transport=transport)
+        return HTTPHandler(client=_transport_client(transport))
+
     def close(self) -> None:
-        for (_, is_async), handler in list(self._handlers.items()):
+        for (_, is_async, endpoint), handler in list(self._handlers.items()):
             if not is_async:
-                handler.client.close()  # (the handler leaves a client it was given open)
+                (handler if endpoint else handler.client).close()  # (a handler leaves its client open)
 
     async def aclose(self) -> None:
-        for (_, is_async), handler in list(self._handlers.items()):
+        for (_, is_async, _), handler in list(self._handlers.items()):
             if is_async:
                 await handler.close()
         self.close()
@@ -161,14 +209,29 @@ def _checked(client: Any, is_async: bool, kwargs: Mapping[str, Any]) -> tuple[st
     model = kwargs.get("model")
     if not isinstance(model, str):
         raise ConfigurationError("completion() needs model= (a LiteLLM model name, such as 'openai/gpt-4o')")
-    _, provider, _, _ = litellm.get_llm_provider(
-        model, custom_llm_provider=kwargs.get("custom_llm_provider"), api_base=kwargs.get("api_base")
+    _, provider, api_key, api_base = litellm.get_llm_provider(
+        model,
+        custom_llm_provider=kwargs.get("custom_llm_provider"),
+        api_base=kwargs.get("api_base"),
+        api_key=kwargs.get("api_key"),
     )
     provider = str(provider)
+    if (provider in _CLIENT_PROVIDERS or provider in _OPENAI_LIKE) and get_secret_bool(_HTTP_SWITCH):
+        raise ConfigurationError(
+            f"{_HTTP_SWITCH} is set: LiteLLM would send {model!r} with an HTTP client of its own, not the "
+            "guarded one; unset it"
+        )
     if isinstance(client, BudgetHTTP):
-        if provider not in _HTTP_PROVIDERS:
-            raise _unguarded(model, provider, "a BudgetHTTP carries " + ", ".join(sorted(_HTTP_PROVIDERS)))
-        return provider, client.handler(provider, is_async)
+        if provider in _HTTP_PROVIDERS:
+            return provider, client.handler(provider, is_async)
+        if provider in _OPENAI_LIKE:
+            if not api_base or not api_key:
+                raise ConfigurationError(
+                    f"LiteLLM has no {'endpoint' if not api_base else 'API key'} for {model!r} ({provider}): "
+                    "pass api_base= and api_key= (or set its environment variables)"
+                )
+            return provider, client.handler(provider, is_async, (str(api_base), str(api_key)))
+        raise _unguarded(model, provider, "a BudgetHTTP carries " + ", ".join(_BY_HTTP))
     if getattr(client, "_budgetguard_original", None) is None:
         raise ConfigurationError(
             "completion() takes a client guard.wrap() made or a BudgetHTTP, got "
@@ -187,12 +250,16 @@ def _checked(client: Any, is_async: bool, kwargs: Mapping[str, Any]) -> tuple[st
     return provider, client
 
 
+_BY_HTTP = sorted({*_HTTP_PROVIDERS, *_OPENAI_LIKE})
+"""The LiteLLM providers a ``BudgetHTTP`` carries."""
+
+
 def _unguarded(model: str, provider: str, carried: str) -> ConfigurationError:
-    known = sorted({*_CLIENT_PROVIDERS, *_HTTP_PROVIDERS})
     return ConfigurationError(
         f"LiteLLM would send {model!r} ({provider}) with an HTTP client budgetguard does not guard: "
-        f"{carried} (the providers guarded: {', '.join(known)}); "
-        "call the provider's SDK through guard.wrap() instead"
+        f"{carried}. Guarded: {', '.join(_CLIENT_PROVIDERS)} through a guard.wrap() client; "
+        f"{', '.join(_BY_HTTP)} through a BudgetHTTP. For another provider, call its SDK through "
+        "guard.wrap() or budget the call with guard.reserve()"
     )
 
 
@@ -202,10 +269,11 @@ def _call(client: Any, is_async: bool, kwargs: Mapping[str, Any], router: Any = 
         return _checked(client, is_async, kwargs)
     if "client" in kwargs:
         raise ConfigurationError("pass the guarded client as the second argument, not as client=")
-    provider = ""
+    provider, sent = "", {}
     for deployment in _deployments(router):  # every one: fallbacks may pick another model group's
         params = dict(deployment.get("litellm_params") or {})
         provider, sent_with = _checked(client, is_async, params)
+        sent[id(sent_with)] = sent_with, provider
         base, sdk_base = params.get("api_base"), str(getattr(client, "base_url", "")).rstrip("/")
         if provider in _CLIENT_PROVIDERS and base and str(base).rstrip("/") != sdk_base:
             raise ConfigurationError(
@@ -213,8 +281,13 @@ def _call(client: Any, is_async: bool, kwargs: Mapping[str, Any], router: Any = 
                 f"would send it with the guarded client, to {sdk_base}: give such deployments the client's "
                 "endpoint, or call them with completion() and a client each"
             )
-    if isinstance(client, BudgetHTTP) and len({*_HTTP_PROVIDERS}) > 1:  # pragma: no cover - one today
-        raise ConfigurationError("a Router on a BudgetHTTP takes deployments of one provider")
+    if len(sent) > 1:  # (LiteLLM gives every deployment the one client=: another's would be priced wrong)
+        providers = sorted({name for _, name in sent.values()})
+        raise ConfigurationError(
+            f"a Router on a BudgetHTTP sends every deployment with one client, but its deployments need "
+            f"{len(sent)} ({', '.join(providers)}, endpoints and keys): give a Router deployments of one "
+            "provider (and endpoint), or call them with completion()"
+        )
     return provider, sent_with if provider else client
 
 
@@ -263,7 +336,10 @@ async def arouter_completion(router: Any, client: Any, /, **kwargs: Any) -> Any:
         raise _refused(exc, provider) from refusal_in(exc)
 
 
-def _refused(exc: Exception, provider: str) -> Exception:
-    """``exc`` itself, or as ``BudgetExceeded`` when it is (or carries) a refusal."""
+def _refused(exc: Exception, provider: str) -> BaseException:
+    """``exc`` itself; or as ``BudgetExceeded`` when it is (or carries) a refusal; or the guard's own error
+    it carries (a model with no price: LiteLLM raises it as its ``InternalServerError``)."""
     refusal = refusal_in(exc)
-    return exc if refusal is None else BudgetExceeded(refusal, provider)
+    if refusal is not None:
+        return BudgetExceeded(refusal, provider)
+    return refusal_in(exc, BudgetGuardError) or exc

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import gc
 import math
+from collections.abc import Callable, Iterator
 from decimal import Decimal
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -106,7 +108,9 @@ def test_openai_stream_keeps_the_callers_stream_options(make_guard: MakeGuard) -
     assert_one_commit(h, GPT4O_USAGE, COST)
 
 
-def test_openai_stream_break_and_close(make_guard: MakeGuard) -> None:
+def test_openai_stream_break_and_close_reads_on_to_its_usage(make_guard: MakeGuard) -> None:
+    """A stream closed before its usage chunk is read on to it (the rest of the body is in flight; the
+    usage is the bill), then closed: charged its usage, not flagged."""
     h = make_guard()
     api = serve(CHAT_SSE)
     create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
@@ -121,9 +125,32 @@ def test_openai_stream_break_and_close(make_guard: MakeGuard) -> None:
     stream.close()
 
     assert received == "Budgets"
-    usage, cost = interrupted_cost(chat_request(), received)
-    assert_one_commit(h, usage, cost, usage_missing=True)
-    assert "usage_missing" in h.kinds()
+    assert_one_commit(h, GPT4O_USAGE, COST, usage_missing=None, interrupted=None)
+    assert "usage_missing" not in h.kinds()
+
+
+def chunked(sse: str) -> Callable[[ModuleType], Iterator[bytes]]:
+    """A streamed body sent one SSE event per chunk."""
+    return lambda http: (part.encode() + b"\n\n" for part in sse.split("\n\n") if part)
+
+
+@pytest.mark.parametrize(("bound", "drained"), [({"bytes": 1}, "Budgets"), ({"seconds": 0}, "")])
+def test_a_close_past_the_drain_bound_is_charged_as_interrupted(
+    make_guard: MakeGuard, monkeypatch: pytest.MonkeyPatch, bound: dict[str, Any], drained: str
+) -> None:
+    """Past ``DRAIN`` (one byte: a single chunk more; no time: nothing more), the stream is closed and
+    charged as a cut one, from everything read: the text of what the drain read too."""
+    monkeypatch.setattr(budgetguard._streams, "DRAIN", budgetguard._streams.Drain(**bound))
+    h = make_guard()
+    api = serve(Reply(body=chunked(CHAT_SSE)))
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    stream = create(**chat_request(stream=True))
+    assert next(stream).choices[0].delta.content == ""
+    stream.close()
+
+    usage, cost = interrupted_cost(chat_request(), drained)
+    assert_one_commit(h, usage, cost, usage_missing=True, interrupted=True)
 
 
 def test_openai_stream_dropped(make_guard: MakeGuard) -> None:
@@ -228,11 +255,11 @@ def test_anthropic_stream_interrupted_before_message_delta(make_guard: MakeGuard
     text = "Budgets are plans for money, written down before it is spent. " * 20
     events = anthropic_stream_events()
     events[3]["delta"]["text"] = text
-    api = serve(anthropic_sse(events))
+    api = serve(Reply(body=cut_stream(anthropic_sse(events), after_events=4)))
     create = h.guard.with_budget(anthropic_client(api).messages.create, user="alice")
 
     stream = create(**claude_request(stream=True))
-    for event in stream:
+    for event in stream:  # (closed at once: the drain that reads on meets the cut)
         if event.type == "content_block_delta":
             break
     stream.close()
@@ -256,7 +283,7 @@ def test_anthropic_stream_interrupted_is_never_charged_past_max_tokens(make_guar
     text = "Budgets are plans for money, written down before it is spent. " * 20  # 281 o200k tokens
     events = anthropic_stream_events()
     events[3]["delta"]["text"] = text
-    api = serve(anthropic_sse(events))
+    api = serve(Reply(body=cut_stream(anthropic_sse(events), after_events=4)))
     create = h.guard.with_budget(anthropic_client(api).messages.create, user="alice")
 
     stream = create(**claude_request(stream=True, max_tokens=300))
@@ -281,6 +308,34 @@ def test_anthropic_messages_stream_helper(make_guard: MakeGuard) -> None:
 
     assert text == "Budgets are plans."
     assert_one_commit(h, CLAUDE_USAGE, CLAUDE_COST)
+
+
+def test_anthropic_messages_stream_helper_left_early_is_read_on_to_its_usage(make_guard: MakeGuard) -> None:
+    """Leaving the helper's block at the first text (before the interim and the final ``message_delta``):
+    the rest is read to the final count, which is charged."""
+    h = make_guard()
+    api = serve(anthropic_sse(anthropic_stream_events()))
+    stream = h.guard.with_budget(anthropic_client(api).messages.stream, user="alice")
+
+    with stream(**claude_request()) as events:
+        for event in events:
+            if event.type == "content_block_delta":
+                break
+
+    assert_one_commit(h, CLAUDE_USAGE, CLAUDE_COST, interrupted=None)
+
+
+async def test_async_anthropic_messages_stream_helper_left_early(amake_guard: MakeGuard) -> None:
+    h = amake_guard()
+    api = serve(anthropic_sse(anthropic_stream_events()))
+    stream = h.guard.with_budget(async_anthropic_client(api).messages.stream, user="alice")
+
+    async with stream(**claude_request()) as events:
+        async for event in events:
+            if event.type == "content_block_delta":
+                break
+
+    assert_one_commit(h, CLAUDE_USAGE, CLAUDE_COST, interrupted=None)
 
 
 # -- async streams ----------------------------------------------------------------------------------
@@ -355,7 +410,23 @@ async def test_async_stream_break_and_aclose(amake_guard: MakeGuard) -> None:
     await stream.aclose()
     await stream.aclose()
 
-    usage, cost = interrupted_cost(chat_request(), "Budgets")
+    assert_one_commit(h, GPT4O_USAGE, COST, usage_missing=None, interrupted=None)
+
+
+async def test_async_close_past_the_drain_bound_is_charged_as_interrupted(
+    amake_guard: MakeGuard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No time to read on (``DRAIN.seconds`` 0): closed at once, charged as a cut stream."""
+    monkeypatch.setattr(budgetguard._streams, "DRAIN", budgetguard._streams.Drain(seconds=0))
+    h = amake_guard()
+    api = serve(CHAT_SSE)
+    ask = streaming_function(h, api)
+
+    stream = await ask("alice", **chat_request())
+    assert (await stream.__anext__()).choices[0].delta.content == ""
+    await stream.aclose()
+
+    usage, cost = interrupted_cost(chat_request(), "")
     assert_one_commit(h, usage, cost, usage_missing=True, interrupted=True)
 
 
