@@ -286,11 +286,14 @@ class StreamFolder:
     ``complete`` turns true when the provider's final usage arrived (OpenAI's usage chunk, Anthropic's
     ``message_delta``, the Responses API's ``response.completed``). Before that, ``usage`` may hold a
     partial count (Anthropic's ``message_start`` has the input but only a token or so of output).
+    ``generated`` turns true when the model finished generating and only its usage may still be in
+    flight (a chat chunk's ``finish_reason``, an Anthropic ``message_delta``, interim ones included).
     """
 
     def __init__(self) -> None:
         self.usage: Usage | None = None
         self.complete = False
+        self.generated = False
         self.text: list[str] = []
         self.tier: str | None = None
         """The service tier the stream reported (``served_tier``), if any."""
@@ -311,6 +314,7 @@ class StreamFolder:
             self.tier = served_tier(event) or self.tier
             self.model = self.model or served_model(event)
         if kind == "message_delta":
+            self.generated = True
             if self.usage is not None:
                 self.usage = _merge_anthropic_delta(self.usage, _get(event, "usage"))
                 if self.ran_code and not self.usage.code_execution_sessions:
@@ -327,6 +331,8 @@ class StreamFolder:
             self.usage = Usage.from_response(event)
             self.complete = True
             return
+        if kind is None and not self.generated:  # an OpenAI chat chunk: its choices finished?
+            self.generated = any(_get(choice, "finish_reason") for choice in _get(event, "choices") or ())
         if _get(event, "usage") is not None and kind is None:  # OpenAI chat chunk with include_usage
             self.usage = Usage.from_response(event)
             self.complete = True

@@ -4,10 +4,12 @@ from what was received (an interrupted or abandoned stream is charged what it st
 The wrappers feed what a stream yields to its ``Settlement`` (``_deferred``) and settle it when the
 stream ends or is closed; a stream dropped unread only queues its settlement (see ``_deferred``).
 
-A stream its consumer closes before its final usage came (LiteLLM stops reading an Anthropic stream at
-its first ``message_delta``, which may be an interim count; a user's ``break``) is read on to that usage
-first, within ``DRAIN`` (bytes and seconds): the rest of the body is usually in flight already, and
-the usage is what the provider bills. Past the bound, or when the stream breaks meanwhile, it is closed
+A stream its consumer closes after the model finished generating but before the final usage came
+(LiteLLM stops reading an Anthropic stream at its first ``message_delta``, which may be an interim
+count; a loop that breaks at a chat chunk's ``finish_reason``, before the usage chunk) is read on to
+that usage first, within ``DRAIN`` (bytes and seconds): the rest of the body is in flight already, and
+the usage is what the provider bills. One closed while the model still generates is not read on (a
+caller closes a stream to stop the generation: reading on would make it bill the rest). Past the bound, or when the stream breaks meanwhile, it is closed
 and settled as an interrupted one, from everything read (the last cumulative usage seen, the text, the
 estimate's rules): never below that. A stream that broke (a dropped connection) is not read again.
 """
@@ -118,8 +120,11 @@ async def _adrain(step: Callable[[], Awaitable[Any]], unfinished: Callable[[], b
 
 
 def _unfinished(settle: Settlement, broken: bool) -> bool:
-    """A stream closed before its final usage, and still readable: a drain reads on to the usage."""
-    return not (settle.done or settle.ended or settle.folder.complete or broken)
+    """A stream closed after the model finished generating but before its final usage came, and still
+    readable: a drain reads on to the usage. (One closed while the model still generates is not read
+    on: closing it is how a caller stops the generation, and what it would bill.)"""
+    folder = settle.folder
+    return folder.generated and not (settle.done or settle.ended or folder.complete or broken)
 
 
 def _on_asyncio() -> bool:

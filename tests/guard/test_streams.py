@@ -108,9 +108,9 @@ def test_openai_stream_keeps_the_callers_stream_options(make_guard: MakeGuard) -
     assert_one_commit(h, GPT4O_USAGE, COST)
 
 
-def test_openai_stream_break_and_close_reads_on_to_its_usage(make_guard: MakeGuard) -> None:
-    """A stream closed before its usage chunk is read on to it (the rest of the body is in flight; the
-    usage is the bill), then closed: charged its usage, not flagged."""
+def test_openai_stream_break_and_close(make_guard: MakeGuard) -> None:
+    """A stream closed while the model still generates is not read on (closing is how a caller stops the
+    generation: reading on would make the provider bill the rest): charged as interrupted."""
     h = make_guard()
     api = serve(CHAT_SSE)
     create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
@@ -125,6 +125,28 @@ def test_openai_stream_break_and_close_reads_on_to_its_usage(make_guard: MakeGua
     stream.close()
 
     assert received == "Budgets"
+    usage, cost = interrupted_cost(chat_request(), received)
+    assert_one_commit(h, usage, cost, usage_missing=True)
+    assert "usage_missing" in h.kinds()
+
+
+def test_openai_stream_closed_at_its_finish_reason_reads_on_to_its_usage(make_guard: MakeGuard) -> None:
+    """A stream closed after the model finished (its ``finish_reason`` chunk) but before the usage chunk
+    is read on to it (the rest of the body is in flight; the usage is the bill): charged its usage."""
+    h = make_guard()
+    api = serve(CHAT_SSE)
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    stream = create(**chat_request(stream=True))
+    received = ""
+    for chunk in stream:
+        received += chunk.choices[0].delta.content or ""
+        if chunk.choices[0].finish_reason:
+            break
+    stream.close()
+    stream.close()
+
+    assert received == CHAT_TEXT
     assert_one_commit(h, GPT4O_USAGE, COST, usage_missing=None, interrupted=None)
     assert "usage_missing" not in h.kinds()
 
@@ -134,22 +156,26 @@ def chunked(sse: str) -> Callable[[ModuleType], Iterator[bytes]]:
     return lambda http: (part.encode() + b"\n\n" for part in sse.split("\n\n") if part)
 
 
-@pytest.mark.parametrize(("bound", "drained"), [({"bytes": 1}, "Budgets"), ({"seconds": 0}, "")])
+@pytest.mark.parametrize("bound", [{"bytes": 0}, {"seconds": 0}])
 def test_a_close_past_the_drain_bound_is_charged_as_interrupted(
-    make_guard: MakeGuard, monkeypatch: pytest.MonkeyPatch, bound: dict[str, Any], drained: str
+    make_guard: MakeGuard, monkeypatch: pytest.MonkeyPatch, bound: dict[str, Any]
 ) -> None:
-    """Past ``DRAIN`` (one byte: a single chunk more; no time: nothing more), the stream is closed and
-    charged as a cut one, from everything read: the text of what the drain read too."""
+    """Past ``DRAIN`` (no byte more, no time), a stream closed at its ``finish_reason`` is closed and
+    charged as a cut one, from everything read."""
     monkeypatch.setattr(budgetguard._streams, "DRAIN", budgetguard._streams.Drain(**bound))
     h = make_guard()
     api = serve(Reply(body=chunked(CHAT_SSE)))
     create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
 
     stream = create(**chat_request(stream=True))
-    assert next(stream).choices[0].delta.content == ""
+    received = ""
+    for chunk in stream:
+        received += chunk.choices[0].delta.content or ""
+        if chunk.choices[0].finish_reason:
+            break
     stream.close()
 
-    usage, cost = interrupted_cost(chat_request(), drained)
+    usage, cost = interrupted_cost(chat_request(), received)
     assert_one_commit(h, usage, cost, usage_missing=True, interrupted=True)
 
 
@@ -399,6 +425,7 @@ async def test_async_function_stream(amake_guard: MakeGuard) -> None:
 
 
 async def test_async_stream_break_and_aclose(amake_guard: MakeGuard) -> None:
+    """Closed while the model generates: not read on, charged as interrupted."""
     h = amake_guard()
     api = serve(CHAT_SSE)
     ask = streaming_function(h, api)
@@ -410,24 +437,36 @@ async def test_async_stream_break_and_aclose(amake_guard: MakeGuard) -> None:
     await stream.aclose()
     await stream.aclose()
 
-    assert_one_commit(h, GPT4O_USAGE, COST, usage_missing=None, interrupted=None)
+    usage, cost = interrupted_cost(chat_request(), "Budgets")
+    assert_one_commit(h, usage, cost, usage_missing=True, interrupted=True)
 
 
-async def test_async_close_past_the_drain_bound_is_charged_as_interrupted(
-    amake_guard: MakeGuard, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("bounded", [False, True])
+async def test_async_stream_closed_at_its_finish_reason(
+    amake_guard: MakeGuard, monkeypatch: pytest.MonkeyPatch, bounded: bool
 ) -> None:
-    """No time to read on (``DRAIN.seconds`` 0): closed at once, charged as a cut stream."""
-    monkeypatch.setattr(budgetguard._streams, "DRAIN", budgetguard._streams.Drain(seconds=0))
+    """Closed after its ``finish_reason``: read on to its usage and charged it; with no time to read on
+    (``DRAIN.seconds`` 0), closed at once and charged as a cut stream."""
+    if bounded:
+        monkeypatch.setattr(budgetguard._streams, "DRAIN", budgetguard._streams.Drain(seconds=0))
     h = amake_guard()
     api = serve(CHAT_SSE)
     ask = streaming_function(h, api)
 
     stream = await ask("alice", **chat_request())
-    assert (await stream.__anext__()).choices[0].delta.content == ""
+    received = ""
+    async for chunk in stream:
+        received += chunk.choices[0].delta.content or ""
+        if chunk.choices[0].finish_reason:
+            break
     await stream.aclose()
 
-    usage, cost = interrupted_cost(chat_request(), "")
-    assert_one_commit(h, usage, cost, usage_missing=True, interrupted=True)
+    assert received == CHAT_TEXT
+    if bounded:
+        usage, cost = interrupted_cost(chat_request(), received)
+        assert_one_commit(h, usage, cost, usage_missing=True, interrupted=True)
+    else:
+        assert_one_commit(h, GPT4O_USAGE, COST, usage_missing=None, interrupted=None)
 
 
 async def test_async_stream_dropped(amake_guard: MakeGuard) -> None:
