@@ -209,24 +209,12 @@ _sending = contextvars.ContextVar("budgetguard_sending", default=())
 
 @contextlib.contextmanager
 def sending(guard: object) -> Iterator[None]:
-    """Mark a guarded call of ``guard`` as being sent while the block runs: the drivers do it around the
-    call they make, the httpx transport around the request it sends, LangChain's agent middleware around
-    the model call. A guarded layer of the same guard inside it (a wrapped client called by a decorated
-    function, a client wrapped twice, LangChain's callback handler under the middleware) starts no
-    attempt of its own (``outer_call``): the outermost layer charges the call, once."""
+    """Mark the model calls of ``guard``'s LangChain agent middleware as metered while the block runs:
+    a callback handler of the same guard inside it starts no attempt of its own (``outer_call``), the
+    middleware's handler charges each run, once. (Only there: a decorated function or a wrapped client
+    charges what it sends itself, whatever runs around it: an outer layer cannot see every request an
+    inner one sends.)"""
     token = _sending.set((*_sending.get(), guard))
-    try:
-        yield
-    finally:
-        _sending.reset(token)
-
-
-@contextlib.contextmanager
-def own_call(guard: object) -> Iterator[None]:
-    """Start ``guard``'s own attempt in the block although a layer of it marks the call as sent: the one
-    layer that marks calls it does not charge itself (LangChain's agent middleware, whose callback handler
-    charges each model run under it) lets its handler's attempts through this way."""
-    token = _sending.set(tuple(outer for outer in _sending.get() if outer is not guard))
     try:
         yield
     finally:

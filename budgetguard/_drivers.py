@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._actions import Action, Call, Count, Flow, Late, Reserve, Resolve, Sleep, sending
+from ._actions import Action, Call, Count, Flow, Late, Reserve, Resolve, Sleep
 from ._core import GuardCore
 from ._errors import LedgerError
 from ._events import Event, EventKind, emit, wanted
@@ -57,8 +57,7 @@ def run_sync(
         reply, error = None, None
         try:
             if type(action) is Call:
-                with sending(core):
-                    reply = call(action.model)
+                reply = call(action.model)
             elif type(action) is Sleep:
                 time.sleep(action.seconds)
             elif type(action) is Count:
@@ -154,8 +153,7 @@ async def _aoutcome(
 
 async def perform_async(core: GuardCore, action: Action, call: Callable[[str | None], Any]) -> Any:
     if type(action) is Call:
-        with sending(core):
-            return await call(action.model)
+        return await call(action.model)
     if type(action) is Sleep:
         import asyncio  # (here, not at import: loaded already, since this runs on its loop)
 

@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from . import _retry as retries
-from ._actions import Call, Count, Flow, NotSent, Reserve, Sleep, Status, current_job, outer_call
+from ._actions import Call, Count, Flow, NotSent, Reserve, Sleep, Status, current_job
 from ._calibration import Learned, held_usd, learned_ratio
 from ._core import GuardCore
 from ._deferred import Settlement
@@ -62,8 +62,6 @@ class Plan:
 
 
 def call_flow(core: GuardCore, plan: Plan) -> Flow:
-    if outer_call(core):  # a guarded call of this guard around this one charges it (see _actions.sending)
-        return (yield Call(plan.models[0]))
     # The first attempt runs without a RetryCallState when tenacity would do nothing around it but
     # return its result (no `before` hook, a policy that never retries a success): one is made on the
     # first failure only, with the call's start as its own (see _retry.alone_first).

@@ -9,9 +9,10 @@ A stream its consumer closes after the model finished generating but before the 
 count; a loop that breaks at a chat chunk's ``finish_reason``, before the usage chunk) is read on to
 that usage first, within ``DRAIN`` (bytes and seconds): the rest of the body is in flight already, and
 the usage is what the provider bills. One closed while the model still generates is not read on (a
-caller closes a stream to stop the generation: reading on would make it bill the rest). Past the bound, or when the stream breaks meanwhile, it is closed
-and settled as an interrupted one, from everything read (the last cumulative usage seen, the text, the
-estimate's rules): never below that. A stream that broke (a dropped connection) is not read again.
+caller closes a stream to stop the generation: reading on would make it bill the rest). Past the
+bound, or when the stream breaks meanwhile, it is closed and settled as an interrupted one, from
+everything read (the last cumulative usage seen, the text, the estimate's rules): never below that. A
+stream that broke (a dropped connection) is not read again.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ._actions import sending
 from ._deferred import Settlement
 from ._providers import (
     _THINKING,
@@ -352,8 +352,7 @@ class GuardedStreamManager:
 
     def __enter__(self) -> Any:
         try:
-            with sending(self._settle.ctx.guard):  # (the request goes now: this call's, see _actions)
-                self._stream = self._manager.__enter__()
+            self._stream = self._manager.__enter__()
         except BaseException as exc:  # the request may have gone out (a read timeout): a failed attempt
             self._settle.fail(exc)
             self._settle.settle_sync()
@@ -378,8 +377,7 @@ class GuardedStreamManager:
 
     async def __aenter__(self) -> Any:
         try:
-            with sending(self._settle.ctx.guard):
-                self._stream = await self._manager.__aenter__()
+            self._stream = await self._manager.__aenter__()
         except BaseException as exc:
             self._settle.fail(exc)
             await self._settle.settle_async()

@@ -14,8 +14,9 @@ reserved and settled on its own and journaled with the SDK's own attempt number
 the input, as ``charge_failed`` says).
 A POST to any other endpoint that may bill (images, audio, batches, legacy completions...) is refused
 with a ``ConfigurationError`` unless ``allow=`` names it; other requests (GET, uploads, token counts)
-pass through. A request sent inside a guarded call of the same guard (a decorated function calling a
-wrapped client, a client wrapped twice) passes through too: that call charges it (``_actions.sending``).
+pass through. A client wrapped twice by one guard is one wrap (``wrap_client``); a decorated function
+that calls a wrapped client of its own guard charges each request twice (the decorator its call, the
+transport the request): guard one or the other.
 A wrapped openai client opens no WebSocket (``_NoWebSockets``): what goes over one is not guarded.
 
 Nothing here imports ``httpx``: responses are built with the library of the request they answer, so the
@@ -35,7 +36,6 @@ from contextvars import ContextVar
 from types import ModuleType
 from typing import Any, TypeVar, cast
 
-from .._actions import outer_call, sending
 from .._attempt import Attempt
 from .._budgets import Scope
 from .._core import GuardCore
@@ -138,11 +138,7 @@ class _Base:
         return error
 
     def _route(self, request: Any) -> Route | None:
-        """How to read ``request`` (``None``: send it as is); none while a guarded call of this guard
-        around it is being sent (a decorated function calling a wrapped client, a client wrapped
-        twice): that call charges it (``_actions.sending``)."""
-        if outer_call(self.guard):
-            return None
+        """How to read ``request`` (``None``: send it as is)."""
         return routed(request.method, request.url.path, self.allow, self._hint)
 
     def _attempt(self, request: Any, route: Route, content: bytes) -> tuple[Attempt, Any, bool]:
@@ -315,8 +311,7 @@ class BudgetTransport(_Base):
         except BudgetGuardError as exc:
             raise self._raising(exc, request) from None
         try:
-            with sending(self.guard):
-                response = self._inner(request, "HTTPTransport").handle_request(request)
+            response = self._inner(request, "HTTPTransport").handle_request(request)
         except BaseException as exc:
             attempt.fail(exc)  # (charged the input if it may have been billed: charge_failed)
             raise
@@ -376,8 +371,7 @@ class AsyncBudgetTransport(_Base):
         except BudgetGuardError as exc:
             raise self._raising(exc, request) from None
         try:
-            with sending(self.guard):
-                response = await self._inner(request, "AsyncHTTPTransport").handle_async_request(request)
+            response = await self._inner(request, "AsyncHTTPTransport").handle_async_request(request)
         except BaseException as exc:
             await attempt.afail(exc)
             raise

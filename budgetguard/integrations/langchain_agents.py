@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from .._actions import own_call, sending
+from .._actions import sending
 from .._budgets import Scope
 from .._errors import BudgetExceededError
 from .._guard import Guard
@@ -114,7 +114,7 @@ class BudgetMiddleware(AgentMiddleware):
             _arguments.set({**_run_metadata(), **_context_of(request.runtime)}),
         )
         try:
-            with sending(self.guard):  # (the guard's other layers inside leave each model run to _calls)
+            with sending(self.guard):  # (the user's callback handler of this guard leaves each run to _calls)
                 yield
         finally:
             _arguments.reset(tokens[1])
@@ -139,8 +139,7 @@ class _ModelCalls(BudgetCallbackHandler):
         kwargs: Mapping[str, Any],
     ) -> None:
         try:
-            with own_call(self.guard):  # (this handler charges the runs the middleware marks as sent)
-                super()._start(run_id, messages, metadata, kwargs)
+            super()._start(run_id, messages, metadata, kwargs)
         except BudgetExceededError as refusal:
             if isinstance(refusal, BudgetExceeded):
                 raise

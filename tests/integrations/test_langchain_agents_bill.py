@@ -245,32 +245,3 @@ def test_a_model_that_turned_stream_usage_off_keeps_it_off() -> None:
     [sent] = api.requests
     assert "stream_options" not in sent.body
     assert status(guard, "gu") == (bg.to_nano(events[0].estimated), 0)
-
-
-# -- the middleware over a wrapped client -----------------------------------------------------------
-
-
-@pytest.mark.parametrize("stream", [False, True])
-def test_the_middleware_over_a_client_the_same_guard_wraps_charges_each_call_once(stream: bool) -> None:
-    """A ChatOpenAI on an HTTP client of the guard's transport, in an agent with the guard's middleware: the
-    middleware's handler charges the model run, the transport inside leaves it to it (one charge, not two)."""
-    import httpx
-
-    from budgetguard.integrations.httpx import BudgetTransport
-
-    guard, events = track()
-    with MockProvider() as api:
-        http = httpx.Client(transport=BudgetTransport(guard, user="al"))
-        model = ChatOpenAI(
-            model="gpt-4o-mini", base_url=api.openai_base_url, api_key="test", max_retries=0,  # type: ignore[arg-type]
-            http_client=http, streaming=stream,
-        )  # fmt: skip
-        agent = create_agent(model, [], middleware=[BudgetMiddleware(guard, user="al")])
-        with http:
-            agent.invoke(QUESTION)
-
-    [usage] = api.usages
-    expected = billed("gpt-4o-mini", usage)
-    assert [e.kind for e in events] == ["reserved", "committed"]
-    assert bg.to_nano(events[1].actual) == expected
-    assert status(guard, "al") == (expected, 0)
