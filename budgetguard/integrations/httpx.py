@@ -195,9 +195,21 @@ class _Base:
 
 
 @functools.cache
+@functools.cache
 def _sdk_class(error: type, roots: tuple[type, ...]) -> type:
+    """``error``'s class that is also the SDKs' root errors; pickled as ``error`` itself (its class is
+    made here, at run time: no module holds it by name)."""
+
+    def __reduce__(self: Any) -> Any:
+        self.__class__ = error
+        try:
+            return self.__reduce__()
+        finally:
+            self.__class__ = sdk
+
     names = {"__module__": error.__module__, "__qualname__": error.__qualname__, "__doc__": error.__doc__}
-    return type(error.__name__, (error, *roots), names)
+    sdk = type(error.__name__, (error, *roots), {**names, "__reduce__": __reduce__})
+    return sdk
 
 
 def _sdk_error(error: BudgetGuardError) -> BudgetGuardError:

@@ -6,6 +6,7 @@ guard asks a chat stream for (kept from a caller who did not ask), and scopes na
 from __future__ import annotations
 
 import asyncio
+import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -286,6 +287,9 @@ def test_transport_refusal_under_either_sdk_is_raised_once_unretried(
     assert len(raised) == 4 and all(isinstance(e, bg.BudgetExceededError) for e in raised)
     assert isinstance(raised[0], openai.OpenAIError) and isinstance(raised[1], anthropic.AnthropicError)
     assert all(str(e.scope) == "user:alice" for e in raised if isinstance(e, bg.BudgetExceededError))
+    for error in raised:  # (pickled as the guard's own error: a process pool, a task queue)
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is bg.BudgetExceededError and str(copy) == str(error) and copy.scope == error.scope
     assert [e[0] for e in charges(guard)] == ["refused"] * 4  # one each: no SDK retried it
     assert api.requests == []
 
