@@ -65,13 +65,13 @@ def fallback_requests(
     base = {key: value for key, value in request.items() if key != "fallbacks"}
     if entries is None:
         return base, []
-    if isinstance(entries, str):
+    if entries == "default":
         raise ConfigurationError(
             f"fallbacks={entries!r} lets Anthropic choose the fallback models, so no price bounds what "
             "the call may cost; name them instead (fallbacks=[{'model': 'claude-opus-4-1'}]) so that "
             "each is reserved at its own price"
         )
-    if not isinstance(entries, list | tuple):
+    if isinstance(entries, str) or not isinstance(entries, list | tuple):
         raise ConfigurationError(f"fallbacks must be a list of {{'model': ...}} entries, got {entries!r}")
     hops: list[tuple[dict[str, Any], bool]] = []
     for entry in entries:
@@ -101,6 +101,8 @@ def _merged_config(asked: Any, patch: Any) -> dict[str, Any] | None:
     """The hop's ``output_config``: the request's, patched one field at a time (``None`` drops one)."""
     if patch is None:
         return None
+    if not isinstance(patch, Mapping):
+        raise ConfigurationError(f"a fallbacks entry's output_config is an object of fields, got {patch!r}")
     merged = dict(asked) if isinstance(asked, Mapping) else {}
     for key, value in patch.items():
         if value is None:

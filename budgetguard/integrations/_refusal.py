@@ -5,8 +5,11 @@ cause or context (or a member of an exception group), and some log it on the way
 One walk (``_found_in``) for every integration: an error's chain as Python prints it (its ``__cause__``,
 else its ``__context__`` unless ``raise ... from None`` suppressed it), a few links deep, into the members of
 an exception group when every member carries a refusal (a group with another failure in it is that
-failure's to report). The web middlewares name the framework's own answers (an ``HTTPException``, Django's
-``Http404``): an app that answered a refusal with one of those chose its status, and the walk stops there.
+failure's to report). The web middlewares follow causes only (``raise ... from refusal``, as instructor
+and tenacity chain): an error raised while an app handled a refusal (its fallback failed) is another
+failure, a 500 to log, not the refusal; and they name the framework's own answers (an ``HTTPException``,
+Django's ``Http404``): an app that answered a refusal with one of those chose its status, and the walk
+stops there.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ Kinds = tuple[type[BaseException], ...]  # exception classes
 def refusal_in(exc: BaseException, kind: type[E] = BudgetExceededError) -> E | None:  # type: ignore[assignment]
     """The refusal ``exc`` is, or carries in its chain of causes and contexts (a few links deep); or the
     error of another ``kind`` (the guard's ``PricingError``, say)."""
-    found = _found_in(exc, (kind,), (), _LINKS)
+    found = _found_in(exc, (kind,), (), _LINKS, True, {})
     return found if isinstance(found, kind) else None
 
 
@@ -36,13 +39,22 @@ def request_refusal_in(
     exc: BaseException, answers: Kinds = ()
 ) -> BudgetExceededError | MissingScopeError | None:
     """What a web middleware answers for an error that escaped the app: the refusal (429/402) or the
-    missing scope id (400) it is or carries, unless an error of the framework's ``answers`` (its
-    ``HTTPException``) comes first in the chain: the app chose that status itself."""
-    found = _found_in(exc, (BudgetExceededError, MissingScopeError), answers, _LINKS)
+    missing scope id (400) it is or carries as its cause, unless an error of the framework's ``answers``
+    (its ``HTTPException``) comes first in the chain: the app chose that status itself."""
+    found = _found_in(exc, (BudgetExceededError, MissingScopeError), answers, _LINKS, False, {})
     return found if isinstance(found, BudgetExceededError | MissingScopeError) else None
 
 
-def _found_in(exc: BaseException, kinds: Kinds, answers: Kinds, depth: int) -> BaseException | None:
+def _found_in(
+    exc: BaseException,
+    kinds: Kinds,
+    answers: Kinds,
+    depth: int,
+    contexts: bool,
+    seen: dict[int, BaseException | None],
+) -> BaseException | None:
+    """The error of ``kinds`` in ``exc``'s chain (``contexts``: its contexts too), ``depth`` links deep;
+    ``seen``: the groups' members walked already (a group may hold one error many times)."""
     link: BaseException | None = exc
     for _ in range(depth):
         if link is None or isinstance(link, answers):
@@ -50,9 +62,19 @@ def _found_in(exc: BaseException, kinds: Kinds, answers: Kinds, depth: int) -> B
         if isinstance(link, kinds):
             return link
         if isinstance(link, BaseExceptionGroup):
-            inside = [_found_in(member, kinds, answers, depth - 1) for member in link.exceptions]
-            return inside[0] if all(inside) else None
-        link = link.__cause__ if link.__cause__ is not None or link.__suppress_context__ else link.__context__
+            first: BaseException | None = None
+            for member in link.exceptions:
+                if id(member) not in seen:
+                    seen[id(member)] = _found_in(member, kinds, answers, depth - 1, contexts, seen)
+                found = seen[id(member)]
+                if found is None:
+                    return None  # (a member without one: the group is that failure's)
+                first = first or found
+            return first
+        if link.__cause__ is not None or link.__suppress_context__ or not contexts:
+            link = link.__cause__
+        else:
+            link = link.__context__
     return None
 
 

@@ -97,8 +97,13 @@ class BudgetGuard:
 
         def handle_user_exception(error: Exception) -> Any:
             """Flask's own, given the refusal a view's error carries: its handler (``refusal_response``,
-            or the app's) answers it; no handler, and Flask raises the view's error as before."""
-            return handle(request_refusal_in(error, (HTTPException,)) or error)
+            or the app's) answers it; no handler, and Flask raises the view's error as before. An error
+            the app (or its blueprint) has a handler of its own for is the app's to answer (a handler
+            of every ``Exception`` aside)."""
+            refused = request_refusal_in(error, (HTTPException,))
+            if refused is None or refused is error or _handled_by_app(app, error):
+                return handle(error)
+            return handle(refused)
 
         app.handle_user_exception = handle_user_exception  # type: ignore[method-assign,assignment]
         app.extensions["budgetguard"] = self
@@ -145,3 +150,11 @@ class BudgetGuard:
         state: tuple[ExitStack, Tracker, dict[str, str]] | None = g.pop(_STATE, None)
         if state is not None:
             state[0].close()
+
+
+def _handled_by_app(app: Flask, error: Exception) -> bool:
+    """Whether ``app`` (or the request's blueprints) has a handler for ``error``'s own class or one of its
+    bases short of ``Exception``: the handler Flask finds for it is not the one for any ``Exception``."""
+    blueprints = request.blueprints
+    found = app._find_error_handler(error, blueprints)
+    return found is not None and found is not app._find_error_handler(Exception(), blueprints)

@@ -258,6 +258,11 @@ def test_default_fallbacks_are_refused_before_anything_is_sent(guard: Guard) -> 
     assert sent == [] and guard.ledger.history() == []
     with pytest.raises(ConfigurationError, match="a fallbacks entry names its model"):
         Estimator()({**ASK, "fallbacks": [{"max_tokens": 10}]})
+    # (a review: a model name was told "lets Anthropic choose"; a bad output_config was an AttributeError)
+    with pytest.raises(ConfigurationError, match="must be a list"):
+        Estimator()({**ASK, "fallbacks": "claude-opus-4-1"})
+    with pytest.raises(ConfigurationError, match="output_config is an object of fields"):
+        Estimator()({**ASK, "fallbacks": [{"model": "claude-opus-4-1", "output_config": "x"}]})
 
 
 @pytest.mark.parametrize(

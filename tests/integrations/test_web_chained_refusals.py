@@ -1,10 +1,12 @@
 """A refusal that reaches the web middlewares inside another error, as libraries raise it (instructor's
 ``InstructorRetryException`` from the refusal): Flask, FastAPI and Django, through their real test
-clients, sync and async views. Chained as a cause, as the context of an error raised while handling it,
-or as the members of an exception group, it is answered as the refusal (429 with ``Retry-After``, or 400
-for a missing scope id) and nothing is logged; an error the app chose to answer it with (an
-``HTTPException``, Django's ``PermissionDenied``) keeps its status; ``raise ... from None``, a group with
-another failure in it and any other error stay the framework's 500, logged as before."""
+clients, sync and async views. Chained as a cause or as the members of an exception group, it is
+answered as the refusal (429 with ``Retry-After``, or 400 for a missing scope id) and nothing is logged;
+an error raised while the app handled a refusal (its fallback failed: the refusal only its context) is
+that failure's, a 500 logged (a review found it answered 429, the failure hidden); an error the app
+chose to answer it with (an ``HTTPException``, Django's ``PermissionDenied``) keeps its status;
+``raise ... from None``, a group with another failure in it and any other error stay the framework's
+500, logged as before."""
 
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ django.setup()
 # shape -> (status for a refusal, status for a missing id): how the app raises what it caught
 SHAPES: dict[str, tuple[int | None, int | None]] = {
     "cause": (429, 400),  # raise Wrapped(...) from refusal (instructor)
-    "context": (429, 400),  # raise Wrapped(...) inside the except
+    "context": (500, 500),  # raise Wrapped(...) inside the except: the handling failed, a 500
     "group": (429, 400),  # an ExceptionGroup of the refusal (a task group)
     "answer": (None, None),  # the framework's own answer, raised from the refusal: the app's choice
     "from_none": (500, 500),  # raise Wrapped(...) from None: not the refusal's doing, says the app
@@ -166,6 +168,30 @@ def test_flask(
         assert any(line.startswith("Exception on /") for line in error_lines(caplog))
 
 
+@pytest.mark.parametrize("own", [Wrapped, Exception])
+def test_flask_apps_own_handler_of_the_wrapping_error_answers_it(
+    guard: bg.Guard, own: type[Exception]
+) -> None:
+    """An app (or blueprint) with its own handler for the error that carries a refusal answers it (a
+    review found the refusal's 429 put in its place); a handler of every ``Exception`` does not count:
+    the refusal is answered."""
+    from flask import Blueprint
+
+    ask, _ = guarded(guard)
+    app, part = Flask(__name__), Blueprint("part", __name__)
+    BudgetGuard(app, guard=guard, scopes={"user": "X-User-Id"})
+    (part if own is Wrapped else app).register_error_handler(own, lambda error: ("handled by the app", 418))
+
+    @part.get("/ask")
+    def view() -> str:
+        call(ask, "cause", lambda: RuntimeError())
+        return "unreachable"
+
+    app.register_blueprint(part)
+    response = app.test_client().get("/ask", headers=user_headers("alice"))
+    assert response.status_code == (418 if own is Wrapped else 429)
+
+
 @pytest.mark.parametrize("user", ["alice", None])
 @pytest.mark.parametrize("view", ["sync", "async"])
 @pytest.mark.parametrize("shape", list(SHAPES))
@@ -269,7 +295,7 @@ def test_djangos_middleware_called_directly_answers_a_chained_refusal(guard: bg.
     another error goes on."""
     ask, _ = guarded(guard)
 
-    for shape, status in (("cause", 429), ("context", 429), ("other", None)):
+    for shape, status in (("cause", 429), ("context", None), ("other", None)):
 
         def view(request: HttpRequest, shape: str = shape) -> JsonResponse:
             call(ask, shape, lambda: PermissionDenied())
