@@ -70,10 +70,12 @@ _CALLBACKS_LOGGER = "langchain_core.callbacks.manager"
 """Logs "Error in BudgetCallbackHandler.on_chat_model_start" for a refusal before raising it, even when
 ``with_fallbacks`` handles it: the handler keeps refusals out of it (``_refusal.quiet_refusals``)."""
 
-metered_by: ContextVar[object] = ContextVar("budgetguard_langchain_metered_by", default=None)
-"""The guard whose agent middleware (``langchain_agents.BudgetMiddleware``) is metering the model call
-under way: the callback handler of the same guard leaves that call to it (both installed would charge
-it twice)."""
+metered_by: ContextVar[BudgetCallbackHandler | None] = ContextVar(
+    "budgetguard_langchain_metered_by", default=None
+)
+"""The handler of the agent middleware (``langchain_agents.BudgetMiddleware``) metering the model call
+under way, the innermost: every other handler of its guard leaves the runs started inside to it (two
+would charge them twice)."""
 
 
 class BudgetCallbackHandler(BaseCallbackHandler):
@@ -98,6 +100,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         """Batches some of whose runs have started, by ``_join``'s key; full, it forgets the oldest (a batch
         whose later runs never started)."""
         self._lock = threading.Lock()
+        self._closed = False  # (``_take_open`` ran: a run starting now is released)
         quiet_refusals(_CALLBACKS_LOGGER, f"Error in {type(self).__name__}.")
 
     @property
@@ -164,17 +167,18 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             self._give_up(batch)  # LangChain sends none of the batch now, and never ends its runs
             raise
         with self._lock:
-            late = batch is not None and batch.given_up
+            late = self._closed or (batch is not None and batch.given_up)
             if not late:
                 self._attempts[run_id] = (attempt, est, batch)
                 if batch is not None:
                     batch.runs.add(run_id)
-        if late:  # an async sibling that held after the refusal: its run is never sent either
+        if late:  # an async sibling that held after the refusal, or a start after ``_take_open``: never sent
             attempt.release()
 
     def _left_to_middleware(self) -> bool:
         """Whether the agent's ``BudgetMiddleware`` of this guard meters this call: once is enough."""
-        return metered_by.get() is self.guard
+        innermost = metered_by.get()
+        return innermost is not None and innermost is not self and innermost.guard is self.guard
 
     def _arguments(self, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
         """What the scope specs are resolved over: the run's ``metadata``."""
@@ -243,6 +247,15 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 if self._batches.get(batch.key) is batch:
                     del self._batches[batch.key]
             return attempt, est
+
+    def _take_open(self) -> list[Attempt]:
+        """The attempts of the runs started and not ended, forgotten here: their owner settles them; a
+        run that starts later (its start was under way in another thread) is released."""
+        with self._lock:
+            self._closed = True
+            held = [attempt for attempt, _, _ in self._attempts.values()]
+            self._attempts.clear()
+        return held
 
 
 _BATCHES_KEPT = 1024

@@ -26,17 +26,23 @@ A refusal stops the call before it is sent: the call raises ``BudgetExceeded``, 
 ``ModelFallbackMiddleware`` tries its next model, itself reserved before it is sent) and budgetguard's
 ``BudgetExceededError``, the refusal chained as its ``__cause__``. The callback handler of the same guard
 leaves the middleware's calls to it (each is charged once).
+
+Each model call has its handler (``_ModelCalls``), on the request's model and in the context: a model
+call sent from a thread without the context is guarded too, and a run still open when the call ends
+(cancelled: LangChain ends none of the runs ``asyncio`` cancels; a stream closed early) is settled then,
+as a failure. The innermost middleware of a guard guards a run: a sub-agent run inside a model call
+(a middleware's critic) with its own ``BudgetMiddleware`` of the same guard is charged once, on its
+scopes; a middleware of another guard charges its own budgets too.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from .._budgets import Scope
+from .._default import default_guard
 from .._errors import BudgetExceededError
 from .._guard import Guard
 from .._scopes import ScopeSpec
@@ -45,6 +51,7 @@ from .langchain import BudgetCallbackHandler, metered_by
 
 try:
     from langchain.agents.middleware import AgentMiddleware, ModelRequest
+    from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager, Callbacks
     from langchain_core.exceptions import ModelError
     from langchain_core.messages import BaseMessage
     from langchain_core.tracers.context import register_configure_hook
@@ -54,13 +61,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 __all__ = ["BudgetExceeded", "BudgetMiddleware"]
 
-_guarding: ContextVar[_ModelCalls | None] = ContextVar("budgetguard_agent_model_calls", default=None)
-"""The handler guarding the chat model runs started inside a ``BudgetMiddleware``'s ``wrap_model_call``:
-LangChain adds it to the callbacks of every run configured while it is set."""
-register_configure_hook(_guarding, inheritable=True)
-
-_arguments: ContextVar[Mapping[str, Any] | None] = ContextVar("budgetguard_agent_arguments", default=None)
-"""The agent run's scope arguments (its ``config["metadata"]`` and runtime ``context``) for those runs."""
+register_configure_hook(metered_by, inheritable=True)  # (LangChain adds the handler it holds to every run)
 
 
 class BudgetExceeded(ModelError, BudgetExceededError):
@@ -87,49 +88,70 @@ class BudgetMiddleware(AgentMiddleware):
         super().__init__()
         for kind in scopes:
             Scope("global") if kind == "global" else Scope(kind, "x")  # a bad kind fails here, not per call
-        self._calls = _ModelCalls(guard, enforce=enforce, **scopes)
+        self._guard = guard
         self.enforce = enforce
         self.scopes = scopes
 
     @property
     def guard(self) -> Guard:
-        return self._calls.guard
+        return self._guard if self._guard is not None else default_guard()
 
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], Any]) -> Any:
-        with self._guarding(request):
-            return handler(_asking_usage(request))
+        calls = self._calls(request)
+        token = metered_by.set(calls)
+        try:
+            answer = handler(calls.carried_by(request))
+        except BaseException as exc:
+            calls.settle_open(exc)
+            raise
+        finally:
+            metered_by.reset(token)
+        calls.settle_open(_StillOpen())
+        return answer
 
     async def awrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[Any]]
     ) -> Any:
-        with self._guarding(request):
-            return await handler(_asking_usage(request))
-
-    @contextmanager
-    def _guarding(self, request: ModelRequest) -> Iterator[None]:
-        self._calls.enforce = self.enforce
-        tokens = (
-            _guarding.set(self._calls),
-            _arguments.set({**_run_metadata(), **_context_of(request.runtime)}),
-            metered_by.set(self.guard),
-        )
+        calls = self._calls(request)
+        token = metered_by.set(calls)
         try:
-            yield
+            answer = await handler(calls.carried_by(request))
+        except BaseException as exc:  # (a cancelled run too: LangChain ends none of its model runs then)
+            await calls.asettle_open(exc)
+            raise
         finally:
-            metered_by.reset(tokens[2])
-            _arguments.reset(tokens[1])
-            _guarding.reset(tokens[0])
+            metered_by.reset(token)
+        await calls.asettle_open(_StillOpen())
+        return answer
+
+    def _calls(self, request: ModelRequest) -> _ModelCalls:
+        arguments = {**_run_metadata(), **_context_of(request.runtime)}
+        return _ModelCalls(self._guard, arguments, enforce=self.enforce, **self.scopes)
+
+
+class _StillOpen(Exception):
+    """What a model run still open when its model call returned is failed with (LangChain never ended it)."""
 
 
 class _ModelCalls(BudgetCallbackHandler):
-    """The callback handler's flow for the chat model runs inside a ``BudgetMiddleware``: scopes also
-    resolved over the agent run's context, and refusals raised as LangChain's ``ModelError``."""
+    """The callback handler's flow for the chat model runs started inside one ``wrap_model_call``: scopes
+    also resolved over the agent run's context, refusals raised as LangChain's ``ModelError``, and every
+    run still open when the call ends (cancelled, abandoned) settled then.
 
-    def _left_to_middleware(self) -> bool:
-        return False  # (these are the middleware's calls)
+    It rides on the request's model (its ``callbacks``: a thread without the context still reaches it)
+    and on the context (``metered_by``, a configure hook: the other models started inside, fallbacks and
+    the selector's); LangChain adds one handler object once. The innermost handler of a guard guards a run
+    (``_left_to_middleware``): an agent run inside a model call (a middleware's sub-agent) is reserved
+    once, on its own middleware's scopes."""
+
+    def __init__(
+        self, guard: Guard | None, arguments: Mapping[str, Any], *, enforce: bool, **scopes: ScopeSpec
+    ) -> None:
+        super().__init__(guard, enforce=enforce, **scopes)
+        self._call_arguments = arguments
 
     def _arguments(self, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
-        return {**metadata, **(_arguments.get() or {})}
+        return {**metadata, **self._call_arguments}
 
     def _start(
         self,
@@ -145,15 +167,33 @@ class _ModelCalls(BudgetCallbackHandler):
                 raise
             raise BudgetExceeded(refusal) from refusal
 
+    def carried_by(self, request: ModelRequest) -> ModelRequest:
+        """``request`` with its model copied to carry this handler (and asked to report a stream's usage,
+        when it can and was not told either way: langchain-openai asks only OpenAI's own endpoint)."""
+        model = request.model
+        fields = getattr(type(model), "model_fields", None) or {}  # (pydantic models: every chat model)
+        if "callbacks" not in fields:
+            return request
+        update: dict[str, Any] = {"callbacks": _with_handler(model.callbacks, self)}
+        if "stream_usage" in fields and model.stream_usage is None:  # type: ignore[attr-defined]
+            update["stream_usage"] = True
+        return request.override(model=model.model_copy(update=update))
 
-def _asking_usage(request: ModelRequest) -> ModelRequest:
-    """``request`` with its model asked to report a stream's usage, when it can and was not told either
-    way (langchain-openai asks only OpenAI's own endpoint by default)."""
-    model = request.model
-    fields = getattr(type(model), "model_fields", None) or {}  # (pydantic models: every chat model)
-    if "stream_usage" in fields and model.stream_usage is None:  # type: ignore[attr-defined]
-        return request.override(model=model.model_copy(update={"stream_usage": True}))
-    return request
+    def settle_open(self, error: BaseException) -> None:
+        for attempt in self._take_open():
+            attempt.fail(error)
+
+    async def asettle_open(self, error: BaseException) -> None:
+        for attempt in self._take_open():
+            await attempt.afail(error)
+
+
+def _with_handler(callbacks: Callbacks, handler: BaseCallbackHandler) -> Callbacks:
+    if isinstance(callbacks, BaseCallbackManager):
+        manager = callbacks.copy()
+        manager.add_handler(handler, inherit=False)
+        return manager
+    return [*(callbacks or []), handler]
 
 
 def _run_metadata() -> Mapping[str, Any]:
