@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from decimal import Decimal
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, cast, overload
 from uuid import UUID
 
 from .._budgets import Scope
@@ -78,6 +78,51 @@ under way, the innermost: every other handler of its guard leaves the runs start
 would charge them twice)."""
 
 
+class Operations:
+    """The attempts' operations a handler's steps run (``reserve``, ``release``, ``commit``, ``fail``).
+    The steps are written once, as coroutines: these sync operations never suspend them, so that ``now``
+    runs them to their end at once; ``AsyncOperations`` awaits the guard's async store instead (a handler
+    on an event loop)."""
+
+    async def reserve(self, attempt: Attempt) -> None:
+        attempt.reserve()
+
+    async def release(self, attempt: Attempt) -> None:
+        attempt.release()
+
+    async def commit(self, attempt: Attempt, response: Any) -> None:
+        attempt.commit(response)
+
+    async def fail(self, attempt: Attempt, error: BaseException) -> None:
+        attempt.fail(error)
+
+
+class AsyncOperations(Operations):
+    """The attempts' async operations (``areserve``...): steps that ``await`` them on the event loop."""
+
+    async def reserve(self, attempt: Attempt) -> None:
+        await attempt.areserve()
+
+    async def release(self, attempt: Attempt) -> None:
+        await attempt.arelease()
+
+    async def commit(self, attempt: Attempt, response: Any) -> None:
+        await attempt.acommit(response)
+
+    async def fail(self, attempt: Attempt, error: BaseException) -> None:
+        await attempt.afail(error)
+
+
+def now(steps: Coroutine[Any, Any, T]) -> T:
+    """Run a handler's steps with the sync ``Operations``: to their end, never suspended."""
+    try:
+        steps.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    steps.close()
+    raise AssertionError("a handler's sync steps never suspend")
+
+
 class BudgetCallbackHandler(BaseCallbackHandler):
     """Enforce (or, with ``enforce=False``, meter) the guard's budgets on every LangChain model run.
 
@@ -107,7 +152,26 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     def guard(self) -> Guard:
         return self._guard if self._guard is not None else default_guard()
 
+    operations = Operations()
+    """The attempts' operations this handler's steps run: the sync ones."""
+
     def on_chat_model_start(
+        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], **kwargs: Any
+    ) -> None:
+        now(self._chat_start(serialized, messages, **kwargs))
+
+    def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], **kwargs: Any) -> None:
+        now(self._llm_start(serialized, prompts, **kwargs))
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        now(self._end(run_id, response, None))
+
+    def on_llm_error(
+        self, error: BaseException, *, run_id: UUID, response: LLMResult | None = None, **kwargs: Any
+    ) -> None:
+        now(self._end(run_id, response, error))
+
+    async def _chat_start(
         self,
         serialized: dict[str, Any],
         messages: list[list[BaseMessage]],
@@ -117,9 +181,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         flat = [message for prompt in messages for message in prompt]
-        self._start(run_id, flat, metadata, {**kwargs, "serialized": serialized})
+        await self._start(run_id, flat, metadata, {**kwargs, "serialized": serialized})
 
-    def on_llm_start(
+    async def _llm_start(
         self,
         serialized: dict[str, Any],
         prompts: list[str],
@@ -129,29 +193,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         flat = [{"role": "user", "content": prompt} for prompt in prompts]
-        self._start(run_id, flat, metadata, kwargs)
+        await self._start(run_id, flat, metadata, kwargs)
 
-    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        run = self._pop(run_id)
-        if run is not None:
-            run[0].commit(response)
-
-    def on_llm_error(
-        self, error: BaseException, *, run_id: UUID, response: LLMResult | None = None, **kwargs: Any
-    ) -> None:
-        """A failed run is released (or charged its input, per the guard's ``charge_failed``); a stream
-        that broke off after some chunks is charged what it received, as the guard charges streams."""
-        run = self._pop(run_id)
-        if run is None:
-            return
-        attempt, est = run
-        partial = _partial_usage(response, est) if response is not None else None
-        if partial is None:
-            attempt.fail(error)
-        else:
-            attempt.commit(partial)
-
-    def _start(
+    async def _start(
         self,
         run_id: UUID,
         messages: Sequence[BaseMessage | Mapping[str, Any]],
@@ -160,20 +204,52 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     ) -> None:
         if self._left_to_middleware():
             return
+        run = self.operations
         batch = self._join(kwargs)
         try:
-            attempt, est = self._reserve(messages, kwargs.get("invocation_params"), metadata, kwargs)
-        except BaseException:
-            self._give_up(batch)  # LangChain sends none of the batch now, and never ends its runs
-            raise
+            attempt, est = self._attempt(messages, metadata, kwargs)
+            await run.reserve(attempt)
+        except BaseException as exc:  # LangChain sends none of the batch now, and never ends its runs
+            for held in self._give_up(batch):
+                await run.release(held)
+            raised = self._raised(exc)
+            if raised is exc:
+                raise
+            raise raised from exc
+        if not self._record(run_id, attempt, est, batch):
+            await run.release(attempt)
+
+    async def _end(self, run_id: UUID, response: LLMResult | None, error: BaseException | None) -> None:
+        """Charge a run that ended its usage; a failed run is released (or charged its input, per the
+        guard's ``charge_failed``), a stream that broke off after some chunks is charged what it received,
+        as the guard charges streams."""
+        ended = self._pop(run_id)
+        if ended is None:
+            return
+        attempt, est = ended
+        if error is None:
+            await self.operations.commit(attempt, response)
+            return
+        partial = _partial_usage(response, est) if response is not None else None
+        if partial is None:
+            await self.operations.fail(attempt, error)
+        else:
+            await self.operations.commit(attempt, partial)
+
+    def _record(self, run_id: UUID, attempt: Attempt, est: Estimate, batch: _Batch | None) -> bool:
+        """Keep a held run until it ends; ``False`` when it is never sent (an async sibling that held after
+        its batch's refusal, or a start after ``_take_open``): its hold is to be released."""
         with self._lock:
             late = self._closed or (batch is not None and batch.given_up)
             if not late:
                 self._attempts[run_id] = (attempt, est, batch)
                 if batch is not None:
                     batch.runs.add(run_id)
-        if late:  # an async sibling that held after the refusal, or a start after ``_take_open``: never sent
-            attempt.release()
+        return not late
+
+    def _raised(self, error: BaseException) -> BaseException:
+        """What a start that raised ``error`` (a refusal, a request that cannot be estimated) raises."""
+        return error
 
     def _left_to_middleware(self) -> bool:
         """Whether the agent's ``BudgetMiddleware`` of this guard meters this call: once is enough."""
@@ -184,17 +260,18 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         """What the scope specs are resolved over: the run's ``metadata``."""
         return metadata
 
-    def _reserve(
+    def _attempt(
         self,
         messages: Sequence[BaseMessage | Mapping[str, Any]],
-        params: Mapping[str, Any] | None,
         metadata: Mapping[str, Any] | None,
         kwargs: Mapping[str, Any],
     ) -> tuple[Attempt, Estimate]:
+        """The run's attempt, its request estimated, not yet reserved."""
         metadata = metadata or {}
         serialized = kwargs.get("serialized")
         settings = serialized.get("kwargs") if isinstance(serialized, Mapping) else None
-        request, provider = request_from_run(messages, params or {}, metadata, model_kwargs=settings)
+        params = kwargs.get("invocation_params") or {}
+        request, provider = request_from_run(messages, params, metadata, model_kwargs=settings)
         guard = self.guard
         est = guard.estimator(request, provider=provider)
         attempt = guard.attempt(
@@ -204,7 +281,6 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             scopes=self.scopes,
             arguments=self._arguments(metadata),
         )
-        attempt.reserve()
         return attempt, est
 
     def _join(self, kwargs: Mapping[str, Any]) -> _Batch | None:
@@ -225,16 +301,15 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 del self._batches[key]
         return batch
 
-    def _give_up(self, batch: _Batch | None) -> None:
-        """Release the holds of a batch whose start raised: none of its runs was sent."""
+    def _give_up(self, batch: _Batch | None) -> list[Attempt]:
+        """The holds of a batch whose start raised, to release: none of its runs was sent."""
         if batch is None:
-            return
+            return []
         with self._lock:
             batch.given_up = True
             held = [self._attempts.pop(run)[0] for run in batch.runs if run in self._attempts]
             batch.runs.clear()
-        for attempt in held:
-            attempt.release()
+        return held
 
     def _pop(self, run_id: UUID) -> tuple[Attempt, Estimate] | None:
         with self._lock:

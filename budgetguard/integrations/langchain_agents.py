@@ -32,14 +32,17 @@ call sent from a thread without the context is guarded too, and a run still open
 (cancelled: LangChain ends none of the runs ``asyncio`` cancels; a stream closed early) is settled then,
 as a failure. The innermost middleware of a guard guards a run: a sub-agent run inside a model call
 (a middleware's critic) with its own ``BudgetMiddleware`` of the same guard is charged once, on its
-scopes; a middleware of another guard charges its own budgets too.
+scopes; a middleware of another guard charges its own budgets too. On an event loop
+(``awrap_model_call``) the handler awaits the guard's async operations: a guard over an async-only ledger
+guards an async agent, and a Redis or PostgreSQL guard opens no sync store for it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from uuid import UUID
 
 from .._budgets import Scope
 from .._default import default_guard
@@ -47,13 +50,24 @@ from .._errors import BudgetExceededError
 from .._guard import Guard
 from .._scopes import ScopeSpec
 from . import missing_extra
-from .langchain import BudgetCallbackHandler, metered_by
+from .langchain import (
+    AsyncOperations,
+    BudgetCallbackHandler,
+    metered_by,
+    now,
+)
 
 try:
     from langchain.agents.middleware import AgentMiddleware, ModelRequest
-    from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager, Callbacks
+    from langchain_core.callbacks import (
+        AsyncCallbackHandler,
+        BaseCallbackHandler,
+        BaseCallbackManager,
+        Callbacks,
+    )
     from langchain_core.exceptions import ModelError
     from langchain_core.messages import BaseMessage
+    from langchain_core.outputs import LLMResult
     from langchain_core.tracers.context import register_configure_hook
     from langgraph.config import get_config
 except ImportError as exc:  # pragma: no cover - exercised without the extra
@@ -97,36 +111,36 @@ class BudgetMiddleware(AgentMiddleware):
         return self._guard if self._guard is not None else default_guard()
 
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], Any]) -> Any:
-        calls = self._calls(request)
+        calls = self._calls(request, _ModelCalls)
         token = metered_by.set(calls)
         try:
             answer = handler(calls.carried_by(request))
         except BaseException as exc:
-            calls.settle_open(exc)
+            now(calls.settle_open(exc))
             raise
         finally:
             metered_by.reset(token)
-        calls.settle_open(_StillOpen())
+        now(calls.settle_open(_StillOpen()))
         return answer
 
     async def awrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[Any]]
     ) -> Any:
-        calls = self._calls(request)
+        calls = self._calls(request, _AsyncModelCalls)
         token = metered_by.set(calls)
         try:
             answer = await handler(calls.carried_by(request))
         except BaseException as exc:  # (a cancelled run too: LangChain ends none of its model runs then)
-            await calls.asettle_open(exc)
+            await calls.settle_open(exc)
             raise
         finally:
             metered_by.reset(token)
-        await calls.asettle_open(_StillOpen())
+        await calls.settle_open(_StillOpen())
         return answer
 
-    def _calls(self, request: ModelRequest) -> _ModelCalls:
+    def _calls(self, request: ModelRequest, kind: type[_ModelCalls]) -> _ModelCalls:
         arguments = {**_run_metadata(), **_context_of(request.runtime)}
-        return _ModelCalls(self._guard, arguments, enforce=self.enforce, **self.scopes)
+        return kind(self._guard, arguments, enforce=self.enforce, **self.scopes)
 
 
 class _StillOpen(Exception):
@@ -153,19 +167,10 @@ class _ModelCalls(BudgetCallbackHandler):
     def _arguments(self, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
         return {**metadata, **self._call_arguments}
 
-    def _start(
-        self,
-        run_id: Any,
-        messages: Sequence[BaseMessage | Mapping[str, Any]],
-        metadata: Mapping[str, Any] | None,
-        kwargs: Mapping[str, Any],
-    ) -> None:
-        try:
-            super()._start(run_id, messages, metadata, kwargs)
-        except BudgetExceededError as refusal:
-            if isinstance(refusal, BudgetExceeded):
-                raise
-            raise BudgetExceeded(refusal) from refusal
+    def _raised(self, error: BaseException) -> BaseException:
+        if isinstance(error, BudgetExceededError) and not isinstance(error, BudgetExceeded):
+            return BudgetExceeded(error)
+        return error
 
     def carried_by(self, request: ModelRequest) -> ModelRequest:
         """``request`` with its model copied to carry this handler (and asked to report a stream's usage,
@@ -179,13 +184,34 @@ class _ModelCalls(BudgetCallbackHandler):
             update["stream_usage"] = True
         return request.override(model=model.model_copy(update=update))
 
-    def settle_open(self, error: BaseException) -> None:
+    async def settle_open(self, error: BaseException) -> None:
+        """Settle the runs started under the call and still open as it ends, as failed with ``error``."""
         for attempt in self._take_open():
-            attempt.fail(error)
+            await self.operations.fail(attempt, error)
 
-    async def asettle_open(self, error: BaseException) -> None:
-        for attempt in self._take_open():
-            await attempt.afail(error)
+
+class _AsyncModelCalls(_ModelCalls, AsyncCallbackHandler):
+    """The handler of a model call on an event loop (``awrap_model_call``): the same flow, awaiting the
+    guard's async operations (``areserve``, ``acommit``, ``afail``), so that a guard over an async-only
+    ledger guards an async agent, and a Redis or PostgreSQL guard opens no sync store for it."""
+
+    operations = AsyncOperations()
+
+    async def on_chat_model_start(  # type: ignore[override]
+        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], **kwargs: Any
+    ) -> None:
+        await self._chat_start(serialized, messages, **kwargs)
+
+    async def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], **kwargs: Any) -> None:  # type: ignore[override]
+        await self._llm_start(serialized, prompts, **kwargs)
+
+    async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:  # type: ignore[override]
+        await self._end(run_id, response, None)
+
+    async def on_llm_error(  # type: ignore[override]
+        self, error: BaseException, *, run_id: UUID, response: LLMResult | None = None, **kwargs: Any
+    ) -> None:
+        await self._end(run_id, response, error)
 
 
 def _with_handler(callbacks: Callbacks, handler: BaseCallbackHandler) -> Callbacks:

@@ -1,12 +1,14 @@
 """LangChain 1.x agents with ``BudgetMiddleware`` (the real ``create_agent`` on ``ChatOpenAI``, against
 ``MockProvider``), the runs a model call starts and how they end: a cancelled or abandoned async run
-settles its hold as the call ends (LangChain never ends its model run), a model call sent from a thread
-without the context is still reserved, and an agent run inside a model call (a middleware's sub-agent)
-with a middleware of the same guard is charged once, on its own scopes."""
+settles its hold as the call ends (LangChain never ends its model run), an async run on a guard over an
+async-only ledger (memory, a real Redis server) is guarded with the guard's async operations, a model call
+sent from a thread without the context is still reserved, and an agent run inside a model call (a
+middleware's sub-agent) with a middleware of the same guard is charged once, on its own scopes."""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -17,8 +19,10 @@ from langchain.agents.middleware import AgentMiddleware, ModelRequest
 from langchain_openai import ChatOpenAI
 
 import budgetguard as bg
+from budgetguard._ledger import open_async_ledger
 from budgetguard.integrations.langchain_agents import BudgetMiddleware
 from budgetguard.testing import MockProvider
+from tests.ledger.conftest import redis_url  # noqa: F401 - a Redis server of the tests' own
 
 QUESTION = {"messages": [{"role": "user", "content": "What is the weather in Paris today?"}]}
 
@@ -79,6 +83,50 @@ async def test_an_abandoned_async_stream_settles_its_hold_when_closed() -> None:
         await stream.aclose()  # type: ignore[attr-defined]
         assert status(guard, "ab")[1] == 0
         assert len(events) == 2 and events[0].kind == "reserved"
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_an_async_run_on_an_async_only_ledger_is_guarded(
+    store: str, request: pytest.FixtureRequest
+) -> None:
+    """The async path awaits the guard's async operations (a review found it ran the sync flow in
+    LangChain's executor: "this guard has only an async ledger", nothing sent)."""
+    url = (
+        "memory://"
+        if store == "memory"
+        else f"{request.getfixturevalue('redis_url')}?namespace=t{secrets.token_hex(6)}"
+    )
+    events: list[bg.Event] = []
+    budgets = [bg.Budget("user", usd="5", per="day")]
+    ledger = open_async_ledger(url)
+    guard = bg.Guard(ledger, budgets=budgets, on_event=events.append)
+    try:
+        with MockProvider() as api:
+            agent = create_agent(
+                chat(api.openai_base_url), [], middleware=[BudgetMiddleware(guard, user="as")]
+            )
+            await agent.ainvoke(QUESTION)
+        assert [e.kind for e in events] == ["reserved", "committed"]
+        [bill] = bills(api)
+        [found] = await ledger.status(guard.counters_for([bg.Scope("user", "as")])[:1])
+        assert (found.spent, found.held) == (bill, 0)
+    finally:
+        await guard.aclose()
+
+
+async def test_an_async_run_on_a_redis_guard_opens_no_sync_store(redis_url: str) -> None:  # noqa: F811
+    """(A review found a second, sync pool opened for the agent's async calls.)"""
+    guard = bg.Guard(f"{redis_url}?namespace=t{secrets.token_hex(6)}")
+    try:
+        with MockProvider() as api:
+            agent = create_agent(
+                chat(api.openai_base_url), [], middleware=[BudgetMiddleware(guard, user="rs")]
+            )
+            await agent.ainvoke(QUESTION)
+        assert [entry.event for entry in await guard.async_ledger.history()] == ["committed"]  # type: ignore[misc]
+        assert guard._sync is None  # (the sync store, opened on first use)
+    finally:
+        await guard.aclose()
 
 
 class Threaded(AgentMiddleware):  # type: ignore[misc]
