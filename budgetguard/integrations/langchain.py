@@ -227,6 +227,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         if ended is None:
             return
         attempt, est = ended
+        if error is None and response is not None and from_cache(response):
+            await self.operations.release(attempt)  # (nothing was sent)
+            return
         if error is None:
             await self.operations.commit(attempt, response)
             return
@@ -370,6 +373,14 @@ def usage_from_result(result: LLMResult) -> Usage:
         "the LangChain result carries neither usage_metadata nor llm_output token usage; "
         "for streams enable the model's usage reporting (ChatOpenAI(stream_usage=True))"
     )
+
+
+def from_cache(result: LLMResult) -> bool:
+    """Whether LangChain answered the run from its LLM cache, sending nothing: it marks the usage of each
+    cached message ``total_cost: 0`` (``_convert_cached_generations``), which no provider's usage has."""
+    messages = [getattr(g, "message", None) for generations in result.generations for g in generations]
+    usages = [getattr(message, "usage_metadata", None) or {} for message in messages]
+    return bool(usages) and all(usage.get("total_cost") == 0 for usage in usages)
 
 
 def usage_from_message(message: Any) -> Usage:

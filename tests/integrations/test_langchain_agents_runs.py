@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware, ModelRequest
+from langchain_core.caches import InMemoryCache
 from langchain_openai import ChatOpenAI
 
 import budgetguard as bg
 from budgetguard._ledger import open_async_ledger
+from budgetguard.integrations.langchain import BudgetCallbackHandler
 from budgetguard.integrations.langchain_agents import BudgetMiddleware
 from budgetguard.testing import MockProvider
 from tests.ledger.conftest import redis_url  # noqa: F401 - a Redis server of the tests' own
@@ -205,3 +207,23 @@ def test_a_sub_agent_of_another_guard_is_charged_by_both() -> None:
     sub_bill, top_bill = bills(api)
     assert status(inner, "sub") == (sub_bill, 0)
     assert status(outer, "top") == (sub_bill + top_bill, 0)
+
+
+@pytest.mark.parametrize("via", ["middleware", "handler"])
+async def test_a_cache_hit_is_released_not_charged(via: str) -> None:
+    """LangChain's LLM cache answers the second run: nothing is sent, so nothing is charged (a review
+    found the cached message's usage charged again)."""
+    guard, events = tracked()
+    with MockProvider() as api:
+        model = chat(api.openai_base_url).model_copy(update={"cache": InMemoryCache()})
+        if via == "middleware":
+            agent = create_agent(model, [], middleware=[BudgetMiddleware(guard, user="hi")])
+            agent.invoke(QUESTION)
+            await agent.ainvoke(QUESTION)
+        else:
+            config: Any = {"callbacks": [BudgetCallbackHandler(guard, user="hi")]}
+            model.invoke("Hello", config=config)
+            await model.ainvoke("Hello", config=config)
+    assert len(api.requests) == 1
+    assert [e.kind for e in events] == ["reserved", "committed", "reserved", "released"]
+    assert status(guard, "hi") == (sum(bills(api)), 0)
