@@ -32,7 +32,9 @@ call sent from a thread without the context is guarded too, and a run still open
 (cancelled: LangChain ends none of the runs ``asyncio`` cancels; a stream closed early) is settled then,
 as a failure. The innermost middleware of a guard guards a run: a sub-agent run inside a model call
 (a middleware's critic) with its own ``BudgetMiddleware`` of the same guard is charged once, on its
-scopes; a middleware of another guard charges its own budgets too. On an event loop
+scopes; a middleware of another guard charges its own budgets too. Two budget middlewares on one agent
+stack when their guards differ; of one guard they are refused (``ConfigurationError``), since one of
+their scope sets would not apply. On an event loop
 (``awrap_model_call``) the handler awaits the guard's async operations: a guard over an async-only ledger
 guards an async agent, and a Redis or PostgreSQL guard opens no sync store for it.
 """
@@ -46,7 +48,7 @@ from uuid import UUID
 
 from .._budgets import Scope
 from .._default import default_guard
-from .._errors import BudgetExceededError
+from .._errors import BudgetExceededError, ConfigurationError
 from .._guard import Guard
 from .._scopes import ScopeSpec
 from . import missing_extra
@@ -139,8 +141,24 @@ class BudgetMiddleware(AgentMiddleware):
         return answer
 
     def _calls(self, request: ModelRequest, kind: type[_ModelCalls]) -> _ModelCalls:
-        arguments = {**_run_metadata(), **_context_of(request.runtime)}
-        return kind(self._guard, arguments, enforce=self.enforce, **self.scopes)
+        outer = metered_by.get()
+        runtime = request.runtime
+        if (
+            isinstance(outer, _ModelCalls)
+            and runtime is not None
+            and outer.runtime is runtime
+            and outer.guard is self.guard  # (another guard's stacks: each reserves)
+        ):
+            raise ConfigurationError(
+                f"two BudgetMiddleware of one guard on one agent (scopes {dict(outer.scopes)!r} and "
+                f"{dict(self.scopes)!r}): a model call is reserved once per guard, so one of them "
+                "would not apply. Give one middleware every scope (BudgetMiddleware(guard, user=..., "
+                "team=...)), or give each its own guard"
+            )
+        arguments = {**_run_metadata(), **_context_of(runtime)}
+        calls = kind(self._guard, arguments, enforce=self.enforce, **self.scopes)
+        calls.runtime = runtime
+        return calls
 
 
 class _StillOpen(Exception):
@@ -163,6 +181,8 @@ class _ModelCalls(BudgetCallbackHandler):
     ) -> None:
         super().__init__(guard, enforce=enforce, **scopes)
         self._call_arguments = arguments
+        self.runtime: object = None
+        """The agent run's ``Runtime`` (two middlewares of one guard on one agent share it)."""
 
     def _arguments(self, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
         return {**metadata, **self._call_arguments}

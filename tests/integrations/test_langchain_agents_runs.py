@@ -227,3 +227,38 @@ async def test_a_cache_hit_is_released_not_charged(via: str) -> None:
     assert len(api.requests) == 1
     assert [e.kind for e in events] == ["reserved", "committed", "reserved", "released"]
     assert status(guard, "hi") == (sum(bills(api)), 0)
+
+
+class OrgBudget(BudgetMiddleware):
+    """A second budget middleware on one agent (``create_agent`` takes one middleware of a class)."""
+
+
+def two_budgets(api: MockProvider, outer: bg.Guard, inner: bg.Guard) -> Any:
+    budgets = [BudgetMiddleware(outer, user="t"), OrgBudget(inner, user="o")]
+    return create_agent(chat(api.openai_base_url), [], middleware=budgets)
+
+
+def test_two_budget_middlewares_of_two_guards_each_reserve_every_call() -> None:
+    tenant, tenant_events = tracked()
+    org, _ = tracked()
+    with MockProvider() as api:
+        agent = two_budgets(api, tenant, org)
+        agent.invoke(QUESTION)
+        [bill] = bills(api)
+        assert status(tenant, "t") == (bill, 0) and status(org, "o") == (bill, 0)
+        tenant.ledger.set_limit(tenant.counters_for([bg.Scope("user", "t")])[0], bill)  # (spent in full)
+        with pytest.raises(bg.BudgetExceededError):
+            agent.invoke(QUESTION)
+    assert len(api.requests) == 1 and tenant_events[-1].kind == "refused"
+    assert status(org, "o") == (bill, 0)  # (nothing held by the other guard)
+
+
+def test_two_budget_middlewares_of_one_guard_on_one_agent_are_refused_clearly() -> None:
+    """A model call is reserved once per guard: one scope set would silently not apply (a review found
+    the outer one's budgets ignored)."""
+    guard, events = tracked()
+    with MockProvider() as api:
+        agent = two_budgets(api, guard, guard)
+        with pytest.raises(bg.ConfigurationError, match="two BudgetMiddleware of one guard on one agent"):
+            agent.invoke(QUESTION)
+    assert api.requests == [] and events == []
