@@ -4,7 +4,8 @@
 ``on_llm_start`` (the messages converted to an OpenAI- or Anthropic-shaped request and estimated like
 any SDK call), commits the usage of ``on_llm_end`` (``usage_from_message``: the provider's own usage
 where the message carries it, else ``usage_metadata``, with a Responses API answer's built-in tool calls;
-else ``llm_output`` token usage) and releases the hold in ``on_llm_error``. Every run is one attempt, so
+else ``llm_output`` token usage) and releases the hold in ``on_llm_error``, and of a run LangChain's LLM
+cache answered (``from_cache``: nothing was sent). Every run is one attempt, so
 ``with_retry`` and ``with_fallbacks`` are counted per attempt, and a refusal raised from
 ``on_chat_model_start`` stops the call (the handler sets ``raise_error``): ``model.with_fallbacks([cheaper])``
 then routes to the cheaper model, and LangChain's "Error in BudgetCallbackHandler..." warning is not
