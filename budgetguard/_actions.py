@@ -7,9 +7,8 @@ knows how to send itself to a store (a ``Ledger``, an ``AsyncLedger`` or a job's
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-from collections.abc import Awaitable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, final
 
@@ -21,7 +20,7 @@ from ._ledger._types import Enforce
 
 __all__ = [
     "LATE", "Action", "Draw", "Flow", "Late", "NotSent", "OpenJob", "Store",
-    "current_job", "late_id", "open_jobs", "outer_call", "sending",
+    "current_job", "late_id", "open_jobs",
 ]  # fmt: skip
 
 LATE = "late: the store no longer knew the reservation (its record outlived its retention); charged anyway"
@@ -200,27 +199,3 @@ def current_job(guard: object) -> OpenJob | None:
     while job is not None and job.guard is not guard:  # a job of another guard: look outwards
         job = job.parent
     return job
-
-
-_sending: contextvars.ContextVar[tuple[object, ...]]
-_sending = contextvars.ContextVar("budgetguard_sending", default=())
-"""The guards whose guarded call is being sent in this context, outermost first (``sending``)."""
-
-
-@contextlib.contextmanager
-def sending(guard: object) -> Iterator[None]:
-    """Mark the model calls of ``guard``'s LangChain agent middleware as metered while the block runs:
-    a callback handler of the same guard inside it starts no attempt of its own (``outer_call``), the
-    middleware's handler charges each run, once. (Only there: a decorated function or a wrapped client
-    charges what it sends itself, whatever runs around it: an outer layer cannot see every request an
-    inner one sends.)"""
-    token = _sending.set((*_sending.get(), guard))
-    try:
-        yield
-    finally:
-        _sending.reset(token)
-
-
-def outer_call(guard: object) -> bool:
-    """Whether a guarded call of ``guard`` is being sent around this point (``sending``)."""
-    return any(outer is guard for outer in _sending.get())

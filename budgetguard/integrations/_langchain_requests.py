@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from langchain_core.messages import BaseMessage, convert_to_openai_messages
+from langchain_core.messages import AIMessage, BaseMessage, convert_to_openai_messages
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from .._errors import ConfigurationError
@@ -52,6 +52,11 @@ def request_from_run(
         ),
         metadata.get("ls_max_tokens"),
     )
+    settings = model_kwargs or {}
+    responses = provider == "openai" and _uses_responses(model, params, settings)
+    if responses and settings.get("use_previous_response_id"):
+        messages, previous = _after_last_response(messages)
+        request.update({"previous_response_id": previous} if previous else {})
     openai_messages = convert_to_openai_messages(list(messages))
     tools = list(params.get("tools") or ())
     if shape == "anthropic":
@@ -65,7 +70,7 @@ def request_from_run(
             request["tools"] = [convert_to_openai_tool(tool) for tool in tools]
         except Exception:  # a tool format only its provider knows: count its JSON as text
             openai_messages.append({"role": "system", "content": json.dumps(tools, default=str)})
-    if provider == "openai" and _uses_responses(model, params, model_kwargs or {}):
+    if responses:
         request["input"] = _responses_input(openai_messages)
         if "tools" in request:  # (flat, as the Responses API takes them: a strict tool's flag counts)
             request["tools"] = [_flat_tool(tool) for tool in request["tools"]]
@@ -105,6 +110,21 @@ def _uses_responses(model: str, params: Mapping[str, Any], settings: Mapping[str
     tools = params.get("tools") or ()
     builtin = any(isinstance(tool, Mapping) and tool.get("type", "function") != "function" for tool in tools)
     return builtin or any(key in params for key in _RESPONSES_ONLY)
+
+
+def _after_last_response(
+    messages: Sequence[BaseMessage | Mapping[str, Any]],
+) -> tuple[Sequence[BaseMessage | Mapping[str, Any]], str | None]:
+    """What langchain-openai sends with ``use_previous_response_id=True`` (its ``_get_last_messages``):
+    the messages after the last AI message that a Responses API response answered, and that response's
+    id (the server's history, which the estimate bounds); all of them, and ``None``, without one."""
+    for at in range(len(messages) - 1, -1, -1):
+        message = messages[at]
+        if isinstance(message, AIMessage):
+            answered = message.response_metadata.get("id")
+            if isinstance(answered, str) and answered.startswith("resp_"):
+                return messages[at + 1 :], answered
+    return messages, None
 
 
 def _flat_tool(tool: Mapping[str, Any]) -> dict[str, Any]:

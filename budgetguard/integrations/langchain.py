@@ -4,7 +4,8 @@
 ``on_llm_start`` (the messages converted to an OpenAI- or Anthropic-shaped request and estimated like
 any SDK call), commits the usage of ``on_llm_end`` (``usage_from_message``: the provider's own usage
 where the message carries it, else ``usage_metadata``, with a Responses API answer's built-in tool calls;
-else ``llm_output`` token usage) and releases the hold in ``on_llm_error``. Every run is one attempt, so
+else ``llm_output`` token usage) and releases the hold in ``on_llm_error``, and of a run LangChain's LLM
+cache answered (``from_cache``: nothing was sent). Every run is one attempt, so
 ``with_retry`` and ``with_fallbacks`` are counted per attempt, and a refusal raised from
 ``on_chat_model_start`` stops the call (the handler sets ``raise_error``): ``model.with_fallbacks([cheaper])``
 then routes to the cheaper model, and LangChain's "Error in BudgetCallbackHandler..." warning is not
@@ -24,14 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from decimal import Decimal
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, cast, overload
 from uuid import UUID
 
-from .._actions import outer_call
 from .._budgets import Scope
 from .._cache import Bounded
 from .._context import ModelTotals, Tracker, track
@@ -71,6 +71,58 @@ _CALLBACKS_LOGGER = "langchain_core.callbacks.manager"
 """Logs "Error in BudgetCallbackHandler.on_chat_model_start" for a refusal before raising it, even when
 ``with_fallbacks`` handles it: the handler keeps refusals out of it (``_refusal.quiet_refusals``)."""
 
+metered_by: ContextVar[BudgetCallbackHandler | None] = ContextVar(
+    "budgetguard_langchain_metered_by", default=None
+)
+"""The handler of the agent middleware (``langchain_agents.BudgetMiddleware``) metering the model call
+under way, the innermost: every other handler of its guard leaves the runs started inside to it (two
+would charge them twice)."""
+
+
+class Operations:
+    """The attempts' operations a handler's steps run (``reserve``, ``release``, ``commit``, ``fail``).
+    The steps are written once, as coroutines: these sync operations never suspend them, so that ``now``
+    runs them to their end at once; ``AsyncOperations`` awaits the guard's async store instead (a handler
+    on an event loop)."""
+
+    async def reserve(self, attempt: Attempt) -> None:
+        attempt.reserve()
+
+    async def release(self, attempt: Attempt) -> None:
+        attempt.release()
+
+    async def commit(self, attempt: Attempt, response: Any) -> None:
+        attempt.commit(response)
+
+    async def fail(self, attempt: Attempt, error: BaseException) -> None:
+        attempt.fail(error)
+
+
+class AsyncOperations(Operations):
+    """The attempts' async operations (``areserve``...): steps that ``await`` them on the event loop."""
+
+    async def reserve(self, attempt: Attempt) -> None:
+        await attempt.areserve()
+
+    async def release(self, attempt: Attempt) -> None:
+        await attempt.arelease()
+
+    async def commit(self, attempt: Attempt, response: Any) -> None:
+        await attempt.acommit(response)
+
+    async def fail(self, attempt: Attempt, error: BaseException) -> None:
+        await attempt.afail(error)
+
+
+def now(steps: Coroutine[Any, Any, T]) -> T:
+    """Run a handler's steps with the sync ``Operations``: to their end, never suspended."""
+    try:
+        steps.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    steps.close()
+    raise AssertionError("a handler's sync steps never suspend")
+
 
 class BudgetCallbackHandler(BaseCallbackHandler):
     """Enforce (or, with ``enforce=False``, meter) the guard's budgets on every LangChain model run.
@@ -94,13 +146,33 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         """Batches some of whose runs have started, by ``_join``'s key; full, it forgets the oldest (a batch
         whose later runs never started)."""
         self._lock = threading.Lock()
+        self._closed = False  # (``_take_open`` ran: a run starting now is released)
         quiet_refusals(_CALLBACKS_LOGGER, f"Error in {type(self).__name__}.")
 
     @property
     def guard(self) -> Guard:
         return self._guard if self._guard is not None else default_guard()
 
+    operations = Operations()
+    """The attempts' operations this handler's steps run: the sync ones."""
+
     def on_chat_model_start(
+        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], **kwargs: Any
+    ) -> None:
+        now(self._chat_start(serialized, messages, **kwargs))
+
+    def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], **kwargs: Any) -> None:
+        now(self._llm_start(serialized, prompts, **kwargs))
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        now(self._end(run_id, response, None))
+
+    def on_llm_error(
+        self, error: BaseException, *, run_id: UUID, response: LLMResult | None = None, **kwargs: Any
+    ) -> None:
+        now(self._end(run_id, response, error))
+
+    async def _chat_start(
         self,
         serialized: dict[str, Any],
         messages: list[list[BaseMessage]],
@@ -110,9 +182,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         flat = [message for prompt in messages for message in prompt]
-        self._start(run_id, flat, metadata, {**kwargs, "serialized": serialized})
+        await self._start(run_id, flat, metadata, {**kwargs, "serialized": serialized})
 
-    def on_llm_start(
+    async def _llm_start(
         self,
         serialized: dict[str, Any],
         prompts: list[str],
@@ -122,29 +194,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         flat = [{"role": "user", "content": prompt} for prompt in prompts]
-        self._start(run_id, flat, metadata, kwargs)
+        await self._start(run_id, flat, metadata, kwargs)
 
-    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        run = self._pop(run_id)
-        if run is not None:
-            run[0].commit(response)
-
-    def on_llm_error(
-        self, error: BaseException, *, run_id: UUID, response: LLMResult | None = None, **kwargs: Any
-    ) -> None:
-        """A failed run is released (or charged its input, per the guard's ``charge_failed``); a stream
-        that broke off after some chunks is charged what it received, as the guard charges streams."""
-        run = self._pop(run_id)
-        if run is None:
-            return
-        attempt, est = run
-        partial = _partial_usage(response, est) if response is not None else None
-        if partial is None:
-            attempt.fail(error)
-        else:
-            attempt.commit(partial)
-
-    def _start(
+    async def _start(
         self,
         run_id: UUID,
         messages: Sequence[BaseMessage | Mapping[str, Any]],
@@ -153,41 +205,77 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     ) -> None:
         if self._left_to_middleware():
             return
+        run = self.operations
         batch = self._join(kwargs)
         try:
-            attempt, est = self._reserve(messages, kwargs.get("invocation_params"), metadata, kwargs)
-        except BaseException:
-            self._give_up(batch)  # LangChain sends none of the batch now, and never ends its runs
-            raise
+            attempt, est = self._attempt(messages, metadata, kwargs)
+            await run.reserve(attempt)
+        except BaseException as exc:  # LangChain sends none of the batch now, and never ends its runs
+            for held in self._give_up(batch):
+                await run.release(held)
+            raised = self._raised(exc)
+            if raised is exc:
+                raise
+            raise raised from exc
+        if not self._record(run_id, attempt, est, batch):
+            await run.release(attempt)
+
+    async def _end(self, run_id: UUID, response: LLMResult | None, error: BaseException | None) -> None:
+        """Charge a run that ended its usage; a failed run is released (or charged its input, per the
+        guard's ``charge_failed``), a stream that broke off after some chunks is charged what it received,
+        as the guard charges streams."""
+        ended = self._pop(run_id)
+        if ended is None:
+            return
+        attempt, est = ended
+        if error is None and response is not None and from_cache(response):
+            await self.operations.release(attempt)  # (nothing was sent)
+            return
+        if error is None:
+            await self.operations.commit(attempt, response)
+            return
+        partial = _partial_usage(response, est) if response is not None else None
+        if partial is None:
+            await self.operations.fail(attempt, error)
+        else:
+            await self.operations.commit(attempt, partial)
+
+    def _record(self, run_id: UUID, attempt: Attempt, est: Estimate, batch: _Batch | None) -> bool:
+        """Keep a held run until it ends; ``False`` when it is never sent (an async sibling that held after
+        its batch's refusal, or a start after ``_take_open``): its hold is to be released."""
         with self._lock:
-            late = batch is not None and batch.given_up
+            late = self._closed or (batch is not None and batch.given_up)
             if not late:
                 self._attempts[run_id] = (attempt, est, batch)
                 if batch is not None:
                     batch.runs.add(run_id)
-        if late:  # an async sibling that held after the refusal: its run is never sent either
-            attempt.release()
+        return not late
+
+    def _raised(self, error: BaseException) -> BaseException:
+        """What a start that raised ``error`` (a refusal, a request that cannot be estimated) raises."""
+        return error
 
     def _left_to_middleware(self) -> bool:
-        """Whether a guarded layer of this guard around this call (the agent's ``BudgetMiddleware``, a
-        decorated function) meters it: once is enough (``_actions.sending``)."""
-        return outer_call(self.guard)
+        """Whether the agent's ``BudgetMiddleware`` of this guard meters this call: once is enough."""
+        innermost = metered_by.get()
+        return innermost is not None and innermost is not self and innermost.guard is self.guard
 
     def _arguments(self, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
         """What the scope specs are resolved over: the run's ``metadata``."""
         return metadata
 
-    def _reserve(
+    def _attempt(
         self,
         messages: Sequence[BaseMessage | Mapping[str, Any]],
-        params: Mapping[str, Any] | None,
         metadata: Mapping[str, Any] | None,
         kwargs: Mapping[str, Any],
     ) -> tuple[Attempt, Estimate]:
+        """The run's attempt, its request estimated, not yet reserved."""
         metadata = metadata or {}
         serialized = kwargs.get("serialized")
         settings = serialized.get("kwargs") if isinstance(serialized, Mapping) else None
-        request, provider = request_from_run(messages, params or {}, metadata, model_kwargs=settings)
+        params = kwargs.get("invocation_params") or {}
+        request, provider = request_from_run(messages, params, metadata, model_kwargs=settings)
         guard = self.guard
         est = guard.estimator(request, provider=provider)
         attempt = guard.attempt(
@@ -197,7 +285,6 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             scopes=self.scopes,
             arguments=self._arguments(metadata),
         )
-        attempt.reserve()
         return attempt, est
 
     def _join(self, kwargs: Mapping[str, Any]) -> _Batch | None:
@@ -218,16 +305,15 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 del self._batches[key]
         return batch
 
-    def _give_up(self, batch: _Batch | None) -> None:
-        """Release the holds of a batch whose start raised: none of its runs was sent."""
+    def _give_up(self, batch: _Batch | None) -> list[Attempt]:
+        """The holds of a batch whose start raised, to release: none of its runs was sent."""
         if batch is None:
-            return
+            return []
         with self._lock:
             batch.given_up = True
             held = [self._attempts.pop(run)[0] for run in batch.runs if run in self._attempts]
             batch.runs.clear()
-        for attempt in held:
-            attempt.release()
+        return held
 
     def _pop(self, run_id: UUID) -> tuple[Attempt, Estimate] | None:
         with self._lock:
@@ -240,6 +326,15 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 if self._batches.get(batch.key) is batch:
                     del self._batches[batch.key]
             return attempt, est
+
+    def _take_open(self) -> list[Attempt]:
+        """The attempts of the runs started and not ended, forgotten here: their owner settles them; a
+        run that starts later (its start was under way in another thread) is released."""
+        with self._lock:
+            self._closed = True
+            held = [attempt for attempt, _, _ in self._attempts.values()]
+            self._attempts.clear()
+        return held
 
 
 _BATCHES_KEPT = 1024
@@ -279,6 +374,14 @@ def usage_from_result(result: LLMResult) -> Usage:
         "the LangChain result carries neither usage_metadata nor llm_output token usage; "
         "for streams enable the model's usage reporting (ChatOpenAI(stream_usage=True))"
     )
+
+
+def from_cache(result: LLMResult) -> bool:
+    """Whether LangChain answered the run from its LLM cache, sending nothing: it marks the usage of each
+    cached message ``total_cost: 0`` (``_convert_cached_generations``), which no provider's usage has."""
+    messages = [getattr(g, "message", None) for generations in result.generations for g in generations]
+    usages = [getattr(message, "usage_metadata", None) or {} for message in messages]
+    return bool(usages) and all(usage.get("total_cost") == 0 for usage in usages)
 
 
 def usage_from_message(message: Any) -> Usage:

@@ -26,28 +26,50 @@ A refusal stops the call before it is sent: the call raises ``BudgetExceeded``, 
 ``ModelFallbackMiddleware`` tries its next model, itself reserved before it is sent) and budgetguard's
 ``BudgetExceededError``, the refusal chained as its ``__cause__``. The callback handler of the same guard
 leaves the middleware's calls to it (each is charged once).
+
+Each model call has its handler (``_ModelCalls``), on the request's model and in the context: a model
+call sent from a thread without the context is guarded too, and a run still open when the call ends
+(cancelled: LangChain ends none of the runs ``asyncio`` cancels; a stream closed early) is settled then,
+as a failure. The innermost middleware of a guard guards a run: a sub-agent run inside a model call
+(a middleware's critic) with its own ``BudgetMiddleware`` of the same guard is charged once, on its
+scopes; a middleware of another guard charges its own budgets too. Two budget middlewares on one agent
+stack when their guards differ; of one guard they are refused (``ConfigurationError``), since one of
+their scope sets would not apply. On an event loop
+(``awrap_model_call``) the handler awaits the guard's async operations: a guard over an async-only ledger
+guards an async agent, and a Redis or PostgreSQL guard opens no sync store for it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from uuid import UUID
 
-from .._actions import sending
 from .._budgets import Scope
-from .._errors import BudgetExceededError
+from .._default import default_guard
+from .._errors import BudgetExceededError, ConfigurationError
 from .._guard import Guard
 from .._scopes import ScopeSpec
 from . import missing_extra
-from .langchain import BudgetCallbackHandler
+from .langchain import (
+    AsyncOperations,
+    BudgetCallbackHandler,
+    metered_by,
+    now,
+)
 
 try:
     from langchain.agents.middleware import AgentMiddleware, ModelRequest
+    from langchain_core.callbacks import (
+        AsyncCallbackHandler,
+        BaseCallbackHandler,
+        BaseCallbackManager,
+        Callbacks,
+    )
     from langchain_core.exceptions import ModelError
     from langchain_core.messages import BaseMessage
+    from langchain_core.outputs import LLMResult
     from langchain_core.tracers.context import register_configure_hook
     from langgraph.config import get_config
 except ImportError as exc:  # pragma: no cover - exercised without the extra
@@ -55,13 +77,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 __all__ = ["BudgetExceeded", "BudgetMiddleware"]
 
-_guarding: ContextVar[_ModelCalls | None] = ContextVar("budgetguard_agent_model_calls", default=None)
-"""The handler guarding the chat model runs started inside a ``BudgetMiddleware``'s ``wrap_model_call``:
-LangChain adds it to the callbacks of every run configured while it is set."""
-register_configure_hook(_guarding, inheritable=True)
-
-_arguments: ContextVar[Mapping[str, Any] | None] = ContextVar("budgetguard_agent_arguments", default=None)
-"""The agent run's scope arguments (its ``config["metadata"]`` and runtime ``context``) for those runs."""
+register_configure_hook(metered_by, inheritable=True)  # (LangChain adds the handler it holds to every run)
 
 
 class BudgetExceeded(ModelError, BudgetExceededError):
@@ -88,72 +104,142 @@ class BudgetMiddleware(AgentMiddleware):
         super().__init__()
         for kind in scopes:
             Scope("global") if kind == "global" else Scope(kind, "x")  # a bad kind fails here, not per call
-        self._calls = _ModelCalls(guard, enforce=enforce, **scopes)
+        self._guard = guard
         self.enforce = enforce
         self.scopes = scopes
 
     @property
     def guard(self) -> Guard:
-        return self._calls.guard
+        return self._guard if self._guard is not None else default_guard()
 
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], Any]) -> Any:
-        with self._guarding(request):
-            return handler(_asking_usage(request))
+        calls = self._calls(request, _ModelCalls)
+        token = metered_by.set(calls)
+        try:
+            answer = handler(calls.carried_by(request))
+        except BaseException as exc:
+            now(calls.settle_open(exc))
+            raise
+        finally:
+            metered_by.reset(token)
+        now(calls.settle_open(_StillOpen()))
+        return answer
 
     async def awrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[Any]]
     ) -> Any:
-        with self._guarding(request):
-            return await handler(_asking_usage(request))
-
-    @contextmanager
-    def _guarding(self, request: ModelRequest) -> Iterator[None]:
-        self._calls.enforce = self.enforce
-        tokens = (
-            _guarding.set(self._calls),
-            _arguments.set({**_run_metadata(), **_context_of(request.runtime)}),
-        )
+        calls = self._calls(request, _AsyncModelCalls)
+        token = metered_by.set(calls)
         try:
-            with sending(self.guard):  # (the user's callback handler of this guard leaves each run to _calls)
-                yield
+            answer = await handler(calls.carried_by(request))
+        except BaseException as exc:  # (a cancelled run too: LangChain ends none of its model runs then)
+            await calls.settle_open(exc)
+            raise
         finally:
-            _arguments.reset(tokens[1])
-            _guarding.reset(tokens[0])
+            metered_by.reset(token)
+        await calls.settle_open(_StillOpen())
+        return answer
+
+    def _calls(self, request: ModelRequest, kind: type[_ModelCalls]) -> _ModelCalls:
+        outer = metered_by.get()
+        runtime = request.runtime
+        if (
+            isinstance(outer, _ModelCalls)
+            and runtime is not None
+            and outer.runtime is runtime
+            and outer.guard is self.guard  # (another guard's stacks: each reserves)
+        ):
+            raise ConfigurationError(
+                f"two BudgetMiddleware of one guard on one agent (scopes {dict(outer.scopes)!r} and "
+                f"{dict(self.scopes)!r}): a model call is reserved once per guard, so one of them "
+                "would not apply. Give one middleware every scope (BudgetMiddleware(guard, user=..., "
+                "team=...)), or give each its own guard"
+            )
+        arguments = {**_run_metadata(), **_context_of(runtime)}
+        calls = kind(self._guard, arguments, enforce=self.enforce, **self.scopes)
+        calls.runtime = runtime
+        return calls
+
+
+class _StillOpen(Exception):
+    """What a model run still open when its model call returned is failed with (LangChain never ended it)."""
 
 
 class _ModelCalls(BudgetCallbackHandler):
-    """The callback handler's flow for the chat model runs inside a ``BudgetMiddleware``: scopes also
-    resolved over the agent run's context, and refusals raised as LangChain's ``ModelError``."""
+    """The callback handler's flow for the chat model runs started inside one ``wrap_model_call``: scopes
+    also resolved over the agent run's context, refusals raised as LangChain's ``ModelError``, and every
+    run still open when the call ends (cancelled, abandoned) settled then.
 
-    def _left_to_middleware(self) -> bool:
-        return False  # (these are the middleware's calls)
+    It rides on the request's model (its ``callbacks``: a thread without the context still reaches it)
+    and on the context (``metered_by``, a configure hook: the other models started inside, fallbacks and
+    the selector's); LangChain adds one handler object once. The innermost handler of a guard guards a run
+    (``_left_to_middleware``): an agent run inside a model call (a middleware's sub-agent) is reserved
+    once, on its own middleware's scopes."""
+
+    def __init__(
+        self, guard: Guard | None, arguments: Mapping[str, Any], *, enforce: bool, **scopes: ScopeSpec
+    ) -> None:
+        super().__init__(guard, enforce=enforce, **scopes)
+        self._call_arguments = arguments
+        self.runtime: object = None
+        """The agent run's ``Runtime`` (two middlewares of one guard on one agent share it)."""
 
     def _arguments(self, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
-        return {**metadata, **(_arguments.get() or {})}
+        return {**metadata, **self._call_arguments}
 
-    def _start(
-        self,
-        run_id: Any,
-        messages: Sequence[BaseMessage | Mapping[str, Any]],
-        metadata: Mapping[str, Any] | None,
-        kwargs: Mapping[str, Any],
+    def _raised(self, error: BaseException) -> BaseException:
+        if isinstance(error, BudgetExceededError) and not isinstance(error, BudgetExceeded):
+            return BudgetExceeded(error)
+        return error
+
+    def carried_by(self, request: ModelRequest) -> ModelRequest:
+        """``request`` with its model copied to carry this handler (and asked to report a stream's usage,
+        when it can and was not told either way: langchain-openai asks only OpenAI's own endpoint)."""
+        model = request.model
+        fields = getattr(type(model), "model_fields", None) or {}  # (pydantic models: every chat model)
+        if "callbacks" not in fields:
+            return request
+        update: dict[str, Any] = {"callbacks": _with_handler(model.callbacks, self)}
+        if "stream_usage" in fields and model.stream_usage is None:  # type: ignore[attr-defined]
+            update["stream_usage"] = True
+        return request.override(model=model.model_copy(update=update))
+
+    async def settle_open(self, error: BaseException) -> None:
+        """Settle the runs started under the call and still open as it ends, as failed with ``error``."""
+        for attempt in self._take_open():
+            await self.operations.fail(attempt, error)
+
+
+class _AsyncModelCalls(_ModelCalls, AsyncCallbackHandler):
+    """The handler of a model call on an event loop (``awrap_model_call``): the same flow, awaiting the
+    guard's async operations (``areserve``, ``acommit``, ``afail``), so that a guard over an async-only
+    ledger guards an async agent, and a Redis or PostgreSQL guard opens no sync store for it."""
+
+    operations = AsyncOperations()
+
+    async def on_chat_model_start(  # type: ignore[override]
+        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], **kwargs: Any
     ) -> None:
-        try:
-            super()._start(run_id, messages, metadata, kwargs)
-        except BudgetExceededError as refusal:
-            if isinstance(refusal, BudgetExceeded):
-                raise
-            raise BudgetExceeded(refusal) from refusal
+        await self._chat_start(serialized, messages, **kwargs)
+
+    async def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], **kwargs: Any) -> None:  # type: ignore[override]
+        await self._llm_start(serialized, prompts, **kwargs)
+
+    async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:  # type: ignore[override]
+        await self._end(run_id, response, None)
+
+    async def on_llm_error(  # type: ignore[override]
+        self, error: BaseException, *, run_id: UUID, response: LLMResult | None = None, **kwargs: Any
+    ) -> None:
+        await self._end(run_id, response, error)
 
 
-def _asking_usage(request: ModelRequest) -> ModelRequest:
-    """``request`` with its model asked to report a stream's usage, when it can and was not told either
-    way (langchain-openai asks only OpenAI's own endpoint by default)."""
-    model = request.model
-    fields = getattr(type(model), "model_fields", None) or {}  # (pydantic models: every chat model)
-    if "stream_usage" in fields and model.stream_usage is None:  # type: ignore[attr-defined]
-        return request.override(model=model.model_copy(update={"stream_usage": True}))
-    return request
+def _with_handler(callbacks: Callbacks, handler: BaseCallbackHandler) -> Callbacks:
+    if isinstance(callbacks, BaseCallbackManager):
+        manager = callbacks.copy()
+        manager.add_handler(handler, inherit=False)
+        return manager
+    return [*(callbacks or []), handler]
 
 
 def _run_metadata() -> Mapping[str, Any]:

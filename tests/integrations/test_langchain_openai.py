@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
@@ -186,3 +186,20 @@ async def test_a_refusal_routed_by_with_fallbacks_logs_nothing(
                 "Error in Tracer.on_chain_error: %r", bug
             )
     assert caplog.records[-1].getMessage().startswith("Error in Tracer.on_chain_error: KeyError")
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "o3"])
+def test_a_continued_response_reserves_the_request_sent_with_its_server_history(
+    fresh: MockProvider, model: str
+) -> None:
+    """``use_previous_response_id=True`` sends ``previous_response_id`` and the messages after the last
+    answer: reserved as that request, whose estimate bounds the server-side history (a review found only
+    the local history reserved, 45 times under)."""
+    guard, events = make("100")
+    answered = AIMessage("long answer " * 300, response_metadata={"id": "resp_abc"})
+    history = [HumanMessage("long question " * 300), answered, HumanMessage("And now?")]
+    config: Any = {"callbacks": [BudgetCallbackHandler(guard, user="k")]}
+    chat(fresh, model=model, max_tokens=400, use_previous_response_id=True).invoke(history, config=config)
+    [sent] = fresh.requests
+    assert sent.body["previous_response_id"] == "resp_abc" and len(sent.body["input"]) == 1
+    assert events[0].estimated == bg.estimate(sent.body).cost
