@@ -294,6 +294,8 @@ class StreamFolder:
         self.usage: Usage | None = None
         self.complete = False
         self.generated = False
+        self._choices: set[Any] = set()  # (the chat choices seen, and those that finished)
+        self._finished: set[Any] = set()
         self.text: list[str] = []
         self.tier: str | None = None
         """The service tier the stream reported (``served_tier``), if any."""
@@ -331,8 +333,13 @@ class StreamFolder:
             self.usage = Usage.from_response(event)
             self.complete = True
             return
-        if kind is None and not self.generated:  # an OpenAI chat chunk: its choices finished?
-            self.generated = any(_get(choice, "finish_reason") for choice in _get(event, "choices") or ())
+        if kind is None:  # an OpenAI chat chunk: has every choice seen finished (n > 1: each its own)?
+            for choice in _get(event, "choices") or ():
+                index = _get(choice, "index")
+                self._choices.add(index)
+                if _get(choice, "finish_reason"):
+                    self._finished.add(index)
+            self.generated = self.generated or (bool(self._choices) and self._finished >= self._choices)
         if _get(event, "usage") is not None and kind is None:  # OpenAI chat chunk with include_usage
             self.usage = Usage.from_response(event)
             self.complete = True

@@ -585,3 +585,21 @@ async def test_an_async_stream_manager_failing_on_enter_is_settled_as_a_failed_a
     assert (entry.event, entry.data["error"]) == ("committed" if charged else "released", error)
     cost = input_nano(request["model"], request) if charged else 0
     h.assert_settled({"user:alice": cost})
+
+
+def test_a_chat_stream_is_generated_when_every_choice_finished() -> None:
+    """``StreamFolder.generated`` (what a drain waits for): with ``n`` > 1, one choice's ``finish_reason``
+    is not the end of the generation; every choice seen must have finished."""
+    from budgetguard._providers import StreamFolder
+
+    def chunk(index: int, finish: str | None = None) -> dict[str, Any]:
+        return {"choices": [{"index": index, "delta": {"content": "x"}, "finish_reason": finish}]}
+
+    folder = StreamFolder()
+    for event in (chunk(0), chunk(1), chunk(0, "stop")):
+        folder.feed(event)
+    assert not folder.generated  # (choice 1 still generates: closing now stops it)
+    folder.feed(chunk(1, "length"))
+    assert folder.generated and not folder.complete
+    folder.feed({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}})
+    assert folder.complete
