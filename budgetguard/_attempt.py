@@ -41,7 +41,7 @@ class Attempt:
 
     def fail(self, error: BaseException) -> None:
         """Release the hold (or charge the input, per ``charge_failed``) of a call that raised."""
-        run(self.guard, self._until_call(None, error), no_call)
+        run(self.guard, self._until_call(None, _sent(error)), no_call)
 
     def release(self) -> None:
         """Give the hold back: the call was never sent (a framework dropped the run)."""
@@ -57,7 +57,7 @@ class Attempt:
         return await arun(self.guard, self._until_call(response, None), no_call)
 
     async def afail(self, error: BaseException) -> None:
-        await arun(self.guard, self._until_call(None, error), no_call)
+        await arun(self.guard, self._until_call(None, _sent(error)), no_call)
 
     def _until_call(self, reply: Any, error: BaseException | None) -> Flow:
         """Resume the flow and pass its store actions to a driver until it reaches the call or ends
@@ -83,3 +83,19 @@ class Attempt:
         if isinstance(action, Sleep):
             flow.close()  # the flow would retry; the caller's framework does that with a new attempt
         return None
+
+
+class StreamClosed(ConnectionAbortedError):
+    """The caller closed the call's stream before it ended (its ``GeneratorExit``): the call was sent, and
+    may have been billed (``charge_failed`` decides, as for a dropped connection)."""
+
+
+def _sent(error: BaseException) -> BaseException:
+    """``error`` as the flow reads a sent call's failure: a caller's ``GeneratorExit`` (a framework that
+    reports the stream its caller left as the run's error) would read as a flow abandoned before its call
+    (hold left to its lease, never charged: a review found it so)."""
+    if isinstance(error, GeneratorExit):
+        closed = StreamClosed("the caller closed the call's stream before it ended")
+        closed.__cause__ = error
+        return closed
+    return error

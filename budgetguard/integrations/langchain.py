@@ -146,7 +146,6 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         """Batches some of whose runs have started, by ``_join``'s key; full, it forgets the oldest (a batch
         whose later runs never started)."""
         self._lock = threading.Lock()
-        self._closed = False  # (``_take_open`` ran: a run starting now is released)
         quiet_refusals(_CALLBACKS_LOGGER, f"Error in {type(self).__name__}.")
 
     @property
@@ -242,9 +241,11 @@ class BudgetCallbackHandler(BaseCallbackHandler):
 
     def _record(self, run_id: UUID, attempt: Attempt, est: Estimate, batch: _Batch | None) -> bool:
         """Keep a held run until it ends; ``False`` when it is never sent (an async sibling that held after
-        its batch's refusal, or a start after ``_take_open``): its hold is to be released."""
+        its batch's refusal): its hold is to be released. (A run that starts after ``_take_open``, on a
+        model kept past its middleware call or in a thread still running, is sent: kept, and settled as
+        it ends; a review found such calls released and sent uncharged.)"""
         with self._lock:
-            late = self._closed or (batch is not None and batch.given_up)
+            late = batch is not None and batch.given_up
             if not late:
                 self._attempts[run_id] = (attempt, est, batch)
                 if batch is not None:
@@ -328,10 +329,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             return attempt, est
 
     def _take_open(self) -> list[Attempt]:
-        """The attempts of the runs started and not ended, forgotten here: their owner settles them; a
-        run that starts later (its start was under way in another thread) is released."""
+        """The attempts of the runs started and not ended, forgotten here: their owner settles them (a run
+        that starts later is kept and settled as it ends, as any other)."""
         with self._lock:
-            self._closed = True
             held = [attempt for attempt, _, _ in self._attempts.values()]
             self._attempts.clear()
         return held

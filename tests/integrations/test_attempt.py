@@ -52,6 +52,32 @@ def test_fail_releases_or_charges_the_input_and_never_retries(error: Exception, 
     assert events[-1].reason == type(error).__name__
 
 
+@pytest.mark.parametrize("is_async", [False, True])
+def test_fail_with_the_callers_generator_exit_settles_a_sent_call(is_async: bool) -> None:
+    """A framework that reports a stream its caller left as the run's error passes ``GeneratorExit``
+    (LangChain's ``on_llm_error``): the call was sent, so it is settled as a cut connection (its input
+    charged, per ``charge_failed``), not read as a flow abandoned before its call (a review found the
+    hold kept to its lease and nothing charged)."""
+    guard, events = make()
+    attempt = guard.attempt(REQUEST, scopes={"user": "eve"})
+    if is_async:
+
+        async def run() -> None:
+            await attempt.areserve()
+            await attempt.afail(GeneratorExit())
+
+        asyncio.run(run())
+    else:
+        attempt.reserve()
+        attempt.fail(GeneratorExit())
+    est = bg.estimate(REQUEST)
+    assert status(guard, "eve") == (
+        bg.to_nano(bg.cost("gpt-4o-mini", bg.Usage(input_tokens=est.input_tokens))),
+        0,
+    )
+    assert [e.kind for e in events] == ["reserved", "committed"] and events[-1].reason == "StreamClosed"
+
+
 def test_release_gives_the_hold_back_and_a_dropped_attempt_raises_nothing() -> None:
     guard, events = make()
     attempt = guard.attempt(REQUEST, scopes={"user": "dee"})

@@ -262,3 +262,27 @@ def test_two_budget_middlewares_of_one_guard_on_one_agent_are_refused_clearly() 
         with pytest.raises(bg.ConfigurationError, match="two BudgetMiddleware of one guard on one agent"):
             agent.invoke(QUESTION)
     assert api.requests == [] and events == []
+
+
+def test_a_model_kept_past_its_middleware_call_is_still_charged() -> None:
+    """A middleware inside the budget's keeps the model it was handed (the middleware's copy, carrying that
+    call's handler) and calls it after the agent's run: each such call is reserved and charged as it ends
+    (a review found them released at their start and sent uncharged)."""
+    kept: list[Any] = []
+
+    class Keep(AgentMiddleware):  # type: ignore[type-arg]
+        def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], Any]) -> Any:
+            kept.append(request.model)
+            return handler(request)
+
+    guard, events = tracked()
+    with MockProvider() as api:
+        agent = create_agent(
+            chat(api.openai_base_url), [], middleware=[BudgetMiddleware(guard, user="kim"), Keep()]
+        )
+        agent.invoke(QUESTION)
+        kept[0].invoke("And tomorrow?")
+
+    assert len(api.requests) == 2
+    assert [e.kind for e in events] == ["reserved", "committed", "reserved", "committed"]
+    assert status(guard, "kim") == (sum(bills(api)), 0)
