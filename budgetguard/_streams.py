@@ -249,6 +249,11 @@ class GuardedAsyncStream(AsyncIterator[Any]):
         finally:
             await self._settle.settle_async()
 
+    async def close(self) -> None:
+        """The SDKs' async streams close with ``await stream.close()``: as ``aclose`` (a review found it
+        passed to the SDK's stream, neither settled nor read on)."""
+        await self.aclose()
+
     async def __aenter__(self) -> GuardedAsyncStream:
         return self
 
@@ -312,30 +317,16 @@ class GuardedStreamManager:
         self._guarded: Any = None  # (OpenAI's: the SDK's stream, wrapped)
         settle.sent = False  # the SDKs send the request on entering
 
-    def _unfinished(self) -> bool:
-        """Anthropic's: the accumulated message has no stop reason yet (no final ``message_delta``)."""
-        try:
-            snapshot = self._stream.current_message_snapshot
-        except Exception:  # (the SDK asserts it has one: none before the first event)
-            snapshot = None
-        return not self._settle.done and getattr(snapshot, "stop_reason", None) is None
-
     def _read_on(self) -> None:
-        """Leaving before the final usage: read on to it first (``_drain``)."""
-        if self._guarded is not None:
-            if self._guarded._unfinished():
-                self._guarded.drain()
-        elif self._stream is not None:
-            events = iter(self._stream)
-            _drain(lambda: next(events), self._unfinished, self._stream)
+        """Leaving after the model finished, before the final usage: read on to it first (``_drain``).
+        (Anthropic's helper is settled from its snapshot, whose stop reason comes with the final
+        ``message_delta``, usage and all: left before it, the model still generated: not read on.)"""
+        if self._guarded is not None and self._guarded._unfinished():
+            self._guarded.drain()
 
     async def _aread_on(self) -> None:
-        if self._guarded is not None:
-            if self._guarded._unfinished():
-                await self._guarded.drain()
-        elif self._stream is not None:
-            events = aiter(self._stream)
-            await _adrain(lambda: anext(events), self._unfinished, self._stream)
+        if self._guarded is not None and self._guarded._unfinished():
+            await self._guarded.drain()
 
     def _observe(self) -> None:
         snapshot = getattr(self._stream, "current_message_snapshot", None) if self._stream else None

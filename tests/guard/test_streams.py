@@ -336,9 +336,15 @@ def test_anthropic_messages_stream_helper(make_guard: MakeGuard) -> None:
     assert_one_commit(h, CLAUDE_USAGE, CLAUDE_COST)
 
 
-def test_anthropic_messages_stream_helper_left_early_is_read_on_to_its_usage(make_guard: MakeGuard) -> None:
-    """Leaving the helper's block at the first text (before the interim and the final ``message_delta``):
-    the rest is read to the final count, which is charged."""
+def left_mid_generation(h: Harness) -> None:
+    """The one commit of an Anthropic helper's block left at its first text: charged as interrupted (not
+    read on: the model still generated; a review found it read on for 5 s, the model billing the rest)."""
+    (entry,) = h.history()
+    assert entry.event == "committed" and entry.data["interrupted"] is True
+    assert entry.data["usage"]["output_tokens"] < CLAUDE_USAGE.output_tokens
+
+
+def test_anthropic_messages_stream_helper_left_early_is_charged_as_interrupted(make_guard: MakeGuard) -> None:
     h = make_guard()
     api = serve(anthropic_sse(anthropic_stream_events()))
     stream = h.guard.with_budget(anthropic_client(api).messages.stream, user="alice")
@@ -348,7 +354,7 @@ def test_anthropic_messages_stream_helper_left_early_is_read_on_to_its_usage(mak
             if event.type == "content_block_delta":
                 break
 
-    assert_one_commit(h, CLAUDE_USAGE, CLAUDE_COST, interrupted=None)
+    left_mid_generation(h)
 
 
 async def test_async_anthropic_messages_stream_helper_left_early(amake_guard: MakeGuard) -> None:
@@ -361,7 +367,7 @@ async def test_async_anthropic_messages_stream_helper_left_early(amake_guard: Ma
             if event.type == "content_block_delta":
                 break
 
-    assert_one_commit(h, CLAUDE_USAGE, CLAUDE_COST, interrupted=None)
+    left_mid_generation(h)
 
 
 # -- async streams ----------------------------------------------------------------------------------
@@ -436,6 +442,23 @@ async def test_async_stream_break_and_aclose(amake_guard: MakeGuard) -> None:
             break
     await stream.aclose()
     await stream.aclose()
+
+    usage, cost = interrupted_cost(chat_request(), "Budgets")
+    assert_one_commit(h, usage, cost, usage_missing=True, interrupted=True)
+
+
+async def test_async_stream_close_settles_as_aclose(amake_guard: MakeGuard) -> None:
+    """``await stream.close()`` (the SDKs' async streams' own) settles it as ``aclose()`` does (a review
+    found it passed to the SDK's stream: nothing settled, the hold kept)."""
+    h = amake_guard()
+    api = serve(CHAT_SSE)
+    ask = streaming_function(h, api)
+
+    stream = await ask("alice", **chat_request())
+    async for chunk in stream:
+        if chunk.choices[0].delta.content:
+            break
+    await stream.close()
 
     usage, cost = interrupted_cost(chat_request(), "Budgets")
     assert_one_commit(h, usage, cost, usage_missing=True, interrupted=True)
