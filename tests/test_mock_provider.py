@@ -85,7 +85,7 @@ def test_responses_stream_and_embeddings(mock: MockProvider) -> None:
 
 def test_a_responses_request_offering_web_search_searches_once(mock: MockProvider) -> None:
     client = mock.openai()
-    tools: Any = [{"type": "web_search"}]
+    tools: Any = [{"type": "web_search_preview"}]  # (the oldest openai admitted knows this name)
     answer = client.responses.create(model="gpt-4o", input="Weather in Paris?", tools=tools)
     assert [item.type for item in answer.output] == ["web_search_call", "message"]
     with client.responses.stream(model="gpt-4o", input="Weather in Paris?", tools=tools) as stream:
