@@ -287,7 +287,7 @@ class StreamFolder:
     ``message_delta``, the Responses API's ``response.completed``). Before that, ``usage`` may hold a
     partial count (Anthropic's ``message_start`` has the input but only a token or so of output).
     ``generated`` turns true when the model finished generating and only its usage may still be in
-    flight (a chat chunk's ``finish_reason``, an Anthropic ``message_delta``, interim ones included).
+    flight (every chat choice's ``finish_reason``, an Anthropic ``message_delta``, interim ones included).
     """
 
     def __init__(self) -> None:
