@@ -130,13 +130,8 @@ def test_openai_stream_break_and_close(make_guard: MakeGuard) -> None:
     assert "usage_missing" in h.kinds()
 
 
-def test_openai_stream_closed_at_its_finish_reason_reads_on_to_its_usage(make_guard: MakeGuard) -> None:
-    """A stream closed after the model finished (its ``finish_reason`` chunk) but before the usage chunk
-    is read on to it (the rest of the body is in flight; the usage is the bill): charged its usage."""
-    h = make_guard()
-    api = serve(CHAT_SSE)
-    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
-
+def read_to_finish(create: Callable[..., Any]) -> str:
+    """A stream's text up to its ``finish_reason`` chunk, then closed (its usage chunk not read yet)."""
     stream = create(**chat_request(stream=True))
     received = ""
     for chunk in stream:
@@ -144,7 +139,17 @@ def test_openai_stream_closed_at_its_finish_reason_reads_on_to_its_usage(make_gu
         if chunk.choices[0].finish_reason:
             break
     stream.close()
-    stream.close()
+    return received
+
+
+def test_openai_stream_closed_at_its_finish_reason_reads_on_to_its_usage(make_guard: MakeGuard) -> None:
+    """A stream closed after the model finished (its ``finish_reason`` chunk) but before the usage chunk
+    is read on to it (the rest of the body is in flight; the usage is the bill): charged its usage."""
+    h = make_guard()
+    api = serve(CHAT_SSE)
+    create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
+
+    received = read_to_finish(create)
 
     assert received == CHAT_TEXT
     assert_one_commit(h, GPT4O_USAGE, COST, usage_missing=None, interrupted=None)
@@ -167,13 +172,7 @@ def test_a_close_past_the_drain_bound_is_charged_as_interrupted(
     api = serve(Reply(body=chunked(CHAT_SSE)))
     create = h.guard.with_budget(openai_client(api).chat.completions.create, user="alice")
 
-    stream = create(**chat_request(stream=True))
-    received = ""
-    for chunk in stream:
-        received += chunk.choices[0].delta.content or ""
-        if chunk.choices[0].finish_reason:
-            break
-    stream.close()
+    received = read_to_finish(create)
 
     usage, cost = interrupted_cost(chat_request(), received)
     assert_one_commit(h, usage, cost, usage_missing=True, interrupted=True)
