@@ -6,6 +6,8 @@
   ``MockProvider`` while Redis replies are lost, delayed and reset, and ``asyncio.wait_for`` cancels
   some calls at random points (reserve, provider call, or commit in flight). The journal and the
   counters agree with what every caller and every event was told, and nothing stays held.
+* A call whose first attempt's provider connection dropped returns from its retry: each attempt settled
+  its own reservation once (two settled events, not a double charge).
 * A call cancelled after its reserve reached Redis and before the reply came back leaves nothing held.
 """
 
@@ -397,6 +399,7 @@ def _attempts(events: list[Event]) -> list[Event]:
     """The settled events of a call that returned: one per attempt (numbered from 1, each its own
     reservation), every one but the last a failed attempt (its error the reason), the last committed."""
     settled = [e for e in events if e.kind in ("committed", "released")]
+    assert settled, events
     assert [e.attempt for e in settled] == list(range(1, len(settled) + 1)), settled
     assert len({e.reservation_id for e in settled}) == len(settled), settled
     *failed, last = settled
