@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import json
 import re
+import socket
 import sys
 import threading
 import time
@@ -57,6 +58,7 @@ class _Fault:
     retry_after: str | None = None
     delay: float = 0.0
     cut_after: int | None = None
+    drop: bool = False
 
     def matches(self, path: str) -> bool:
         return self.times > 0 and (self.path is None or self.path == path)
@@ -64,6 +66,9 @@ class _Fault:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = socket.SOMAXCONN
+    """Connections waiting to be accepted (socketserver's default is 5): a burst of concurrent clients
+    overflows a short queue, and the kernel resets some of them (a provider error nobody scripted)."""
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that closes its keep-alive connection is normal, not an error to print."""
@@ -180,6 +185,11 @@ class MockProvider:
         """Drop the connection of the next ``times`` streams after ``after`` events."""
         self._add(_Fault(path, times, cut_after=after))
 
+    def drop(self, *, times: int = 1, path: str | None = None) -> None:
+        """Close the connection of the next ``times`` requests once they are received, without an answer
+        (the SDKs raise ``APIConnectionError``: the request may have been billed)."""
+        self._add(_Fault(path, times, drop=True))
+
     def reset(self) -> None:
         """Forget what was received and reported, the scripted faults and the prompt caches (to share one
         running server between tests)."""
@@ -251,6 +261,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.mock._record(RecordedRequest("POST", path, dict(self.headers.items()), body))
         fault = self.mock._take_fault(path)
+        if fault is not None and fault.drop:
+            raise _Abort
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
         if fault is not None and fault.status is not None:
