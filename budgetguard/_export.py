@@ -12,7 +12,6 @@ import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 from ._errors import LedgerError
@@ -73,7 +72,6 @@ class ScopeColumns:
         self.columns = [(kind, i) for kind in kinds for i in range(most[kind])]
         self.names = [f"scope_{kind}" if not i else f"scope_{kind}_{i + 1}" for kind, i in self.columns]
         self._at = {column: at for at, column in enumerate(self.columns)}
-        self._text = lru_cache(maxsize=65_536)(self._render)
 
     def cells(self, labels: Sequence[str]) -> list[str]:
         """A call's cells (``labels``: its scopes); a kind the columns lack is an error (the journal
@@ -89,13 +87,17 @@ class ScopeColumns:
             cells[at] = ident if colon else label
         return cells
 
-    def text(self, scopes_json: str) -> str:
-        """A list of scopes' (JSON) cells as CSV text, each after a comma (memoized: calls repeat them)."""
-        return self._text(scopes_json)
+    def text(self, labels: Sequence[str]) -> str:
+        """A call's cells as CSV text, each after a comma (as in a line)."""
+        cells = self.cells(labels)
+        if all(map(_bare, cells)):  # (the common case: no cell the csv module would quote)
+            return "".join("," + cell for cell in cells)
+        return _csv_line(["", *cells])[:-1]  # (as in a line: a lone empty field is quoted)
 
-    def _render(self, scopes_json: str) -> str:
-        line = _csv_line(self.cells(scopes_of({"scopes": json.loads(scopes_json)}, ())))
-        return "," + line[:-1] if self.columns else ""
+
+def _bare(cell: str) -> bool:
+    """``cell`` is written as it is by the ``csv`` module in a line of several fields (no quoting)."""
+    return cell.isprintable() and "," not in cell and '"' not in cell
 
 
 def _csv_line(fields: Sequence[Any]) -> str:
@@ -113,6 +115,14 @@ _CSV_WRITER = csv.writer(_CSV_OUT, lineterminator="\n")
 def export_header(columns: ScopeColumns) -> str:
     """The CSV export's header line."""
     return _csv_line([n for f in EXPORT_FIELDS for n in (columns.names if f == "scopes" else [f])])
+
+
+def csv_layout(lists: Sequence[str]) -> tuple[ScopeColumns, str, dict[str, str]]:
+    """The CSV's scope columns for calls of the lists of scopes ``lists`` (as the journal keeps them:
+    JSON), its header, and each list's cells (``ScopeColumns.text``)."""
+    parsed = [scopes_of({"scopes": json.loads(text)}, ()) for text in lists]
+    columns = ScopeColumns(parsed)
+    return columns, export_header(columns), dict(zip(lists, map(columns.text, parsed), strict=True))
 
 
 def export_line(row: dict[str, Any], fmt: str, columns: ScopeColumns | None = None) -> str:
@@ -166,10 +176,10 @@ def _sqlite_text(ledger: Any, since: datetime | None, until: datetime | None, fm
     sql = ledger._sql.report
     columns: list[ScopeColumns] = []
 
-    def layout(lists: Iterator[str]) -> tuple[str, Any]:
-        found = ScopeColumns(scopes_of({"scopes": json.loads(text)}, ()) for text in lists)
+    def layout(lists: list[str]) -> tuple[str, dict[str, str]]:
+        found, header, cells = csv_layout(lists)
         columns.append(found)
-        return export_header(found), found.text
+        return header, cells
 
     def filled() -> None:
         fill(ledger._db(), sql)
