@@ -230,7 +230,9 @@ def _iso(ms: int) -> str:
 
 _TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=6)
 _ROW = st.tuples(
-    st.one_of(st.integers(0, 253_402_300_799_999), st.integers(-62_135_596_800_000, 2**50 // 5_000), st.sampled_from([0, 999, 1000])),
+    st.one_of(
+        st.integers(0, 253_402_300_799_999), st.integers(-62_135_596_800_000, 0), st.sampled_from([0, 999])
+    ),
     st.sampled_from(["committed", "refused", "released", "expired"]),
     st.one_of(st.integers(0, 2**63 - 1), st.integers(0, 10**10), st.sampled_from([10**k for k in range(12)])),
     st.one_of(st.sampled_from(["gpt-4o", "m", ""]), _TEXT),
