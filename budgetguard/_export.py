@@ -22,7 +22,7 @@ from ._ledger._facts import call_scopes as scopes_of
 from ._money import to_usd
 from ._report import _utc, call_scopes, entry_cost, stream_journal
 
-__all__ = ["EXPORT_FIELDS", "ScopeColumns", "export_row", "export_text", "streamed_text"]
+__all__ = ["EXPORT_FIELDS", "ScopeColumns", "export_row", "export_text", "export_utf8", "streamed_text"]
 
 
 def export_row(entry: JournalEntry) -> dict[str, Any]:
@@ -146,6 +146,16 @@ def export_text(
     lines; a CSV's header first). SQLite renders the lines in SQL (``_sqlite_export``); other stores'
     entries are streamed through ``export_row`` (twice for a CSV: its scope columns first). Nothing at
     all (no entry, JSON lines) is no text."""
+    for piece in export_utf8(ledger, since=since, until=until, fmt=fmt):
+        yield piece if isinstance(piece, str) else piece.decode()
+
+
+def export_utf8(
+    ledger: Ledger, *, since: datetime | None, until: datetime | None = None, fmt: str = "csv"
+) -> Iterator[str | bytes]:
+    """``export_text``, its pieces text or that text's UTF-8 (the lines SQLite renders together: a file
+    takes them as they are, ~0.2 s less per 1M CSV lines holding non-ASCII text than a decode and an
+    encode)."""
     from ._ledger._sqlite import SQLiteLedger  # (sqlite3 at the first export, not at import)
 
     if isinstance(ledger, SQLiteLedger):
@@ -165,7 +175,9 @@ def streamed_text(
         yield export_line(export_row(entry), fmt, columns)
 
 
-def _sqlite_text(ledger: Any, since: datetime | None, until: datetime | None, fmt: str) -> Iterator[str]:
+def _sqlite_text(
+    ledger: Any, since: datetime | None, until: datetime | None, fmt: str
+) -> Iterator[str | bytes]:
     """``export_text`` of a SQLite store (``sql_export``), the journal's report columns filled first
     when the range's first rows lack them (a file written before them: ``_sqlite_report.fill``)."""
     from ._ledger._sqlite_export import sql_export
@@ -187,4 +199,4 @@ def _sqlite_text(ledger: Any, since: datetime | None, until: datetime | None, fm
     done = sql_export(str(ledger.path), sql, *bounds, fmt, timeout=ledger.timeout, fill=filled,
                       layout=layout if fmt == "csv" else None)  # fmt: skip
     for piece in done:
-        yield piece if isinstance(piece, str) else export_line(export_row(piece), fmt, *columns)
+        yield piece if isinstance(piece, (str, bytes)) else export_line(export_row(piece), fmt, *columns)

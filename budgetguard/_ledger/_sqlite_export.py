@@ -134,8 +134,9 @@ def _lines(table: str, fmt: str, nul: bool = False) -> str:
 def _chunk(lines: str) -> str:
     """SQL: one chunk of ``_lines`` as one text (``group_concat`` in ``seq`` order: the subquery's, which
     is not flattened into an aggregate), with how many of its lines are NULL and its last seq. One
-    string per chunk instead of a Python string and tuple per row: ~0.8 s less per 1M rows."""
-    return f"SELECT group_concat(l, ''), count(*) - count(l), max(s) FROM ({lines})"
+    string per chunk instead of a Python string and tuple per row: ~0.8 s less per 1M rows. The text
+    comes as its UTF-8 bytes (a BLOB): written to a file as they are, not decoded and encoded again."""
+    return f"SELECT CAST(group_concat(l, '') AS BLOB), count(*) - count(l), max(s) FROM ({lines})"
 
 
 def sql_export(
@@ -147,14 +148,14 @@ def sql_export(
     *,
     timeout: float,
     fill: Callable[[], None],
-    layout: Callable[[list[str]], tuple[str, Mapping[str, str | None]]] | None = None,
-) -> Iterator[str | JournalEntry]:
-    """The export of ``[since, until)`` (ms) as ``fmt`` (``csv``, ``jsonl``): text (many lines at once),
-    or an entry where the SQL cannot render its line exactly. For CSV, ``layout`` is given the range's
-    distinct lists of call scopes (JSON) and answers the header line and the function that renders a
-    list's scope columns (CSV fields, each after a comma). When the range's first rows lack their
-    report columns (a file from before them), ``fill`` fills them before anything is read; a later row
-    that lacks them (written since by an older version) comes back as an entry."""
+    layout: Callable[[list[str]], tuple[str, Mapping[str, str]]] | None = None,
+) -> Iterator[str | bytes | JournalEntry]:
+    """The export of ``[since, until)`` (ms) as ``fmt`` (``csv``, ``jsonl``): text (many lines at once:
+    as UTF-8 bytes where SQL rendered them together), or an entry where the SQL cannot render its line
+    exactly. For CSV, ``layout`` is given the range's distinct lists of call scopes (JSON) and answers
+    the header line and each list's scope columns (CSV fields, each after a comma). When the range's
+    first rows lack their report columns (a file from before them), ``fill`` fills them before anything
+    is read; a later row that lacks them (written since by an older version) comes back as an entry."""
     for attempt in (1, 2):
         done = yield from _export(path, sql, (since, until), fmt, timeout, layout, attempt == 2)
         if done:
@@ -164,8 +165,8 @@ def sql_export(
 
 def _export(
     path: str, sql: JournalSql, bounds: tuple[int, int], fmt: str, timeout: float,
-    layout: Callable[[list[str]], tuple[str, Mapping[str, str | None]]] | None, filled: bool,
-) -> Generator[str | JournalEntry, None, bool]:  # fmt: skip
+    layout: Callable[[list[str]], tuple[str, Mapping[str, str]]] | None, filled: bool,
+) -> Generator[str | bytes | JournalEntry, None, bool]:  # fmt: skip
     """``sql_export`` in one read transaction; ``False`` before anything is read when its first rows
     lack their report columns and ``filled`` is not yet."""
     table = sql.table
@@ -193,9 +194,10 @@ def _export(
         if layout is not None:  # (the range's distinct lists of scopes, then each one's CSV columns)
             header, cells = layout(_distinct(db, f"SELECT {_LISTS}({_SCOPES}) FROM {table} {_RANGE}", args))
             nul = any("\0" in text for text in cells.values())
+            lookup: Mapping[str, str | None] = cells
             if nul:
-                cells = {key: None if "\0" in text else text for key, text in cells.items()}
-            db.create_function(CELLS, 1, cells.__getitem__, deterministic=True)  # (no Python frame)
+                lookup = {key: None if "\0" in text else text for key, text in cells.items()}
+            db.create_function(CELLS, 1, lookup.__getitem__, deterministic=True)  # (no Python frame)
             yield header
         lines = _lines(table, fmt, nul)
         chunked = _chunk(lines)

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from budgetguard._export import csv_layout, export_text, streamed_text
+from budgetguard._export import csv_layout, export_text, export_utf8, streamed_text
 from budgetguard._ledger import SQLiteLedger, _sqlite_export
 from budgetguard._ledger._sqlite import journal_row
 from budgetguard._ledger._sqlite_export import sql_export
@@ -88,11 +88,16 @@ def test_sql_export_is_the_python_export_byte_for_byte(
     try:
         expected = "".join(streamed_text(store, since=None, fmt=fmt))  # (entry by entry, in Python)
         assert "".join(export_text(store, since=None, fmt=fmt)) == expected
+        utf8 = list(export_utf8(store, since=None, fmt=fmt))  # (SQL's lines as SQLite's UTF-8: a file's)
+        assert b"".join(p.encode() if isinstance(p, str) else p for p in utf8) == expected.encode()
+        assert chunk > 3 or any(isinstance(p, bytes) for p in utf8)  # (8,192: one chunk, with odd rows)
         # most lines were made in SQL (else this test would compare Python with itself)
         sql = store._sql.report
         pieces = list(sql_export(str(store.path), sql, -(2**62), 2**62, fmt, timeout=5, fill=_never,
                                  layout=_layout if fmt == "csv" else None))  # fmt: skip
-        in_sql = sum(piece.count("\n") for piece in pieces if isinstance(piece, str))
+        in_sql = sum(
+            p.count("\n" if isinstance(p, str) else b"\n") for p in pieces if isinstance(p, (str, bytes))
+        )
         assert in_sql >= 20 + (fmt == "csv") and len(pieces) > in_sql - 10
         # old rows were filled on first use: none is left without its export columns
         left = store._db().execute(f"SELECT count(*) FROM {sql.table} WHERE r_export IS NULL").fetchone()
