@@ -238,7 +238,7 @@ def _distinct(db: sqlite3.Connection, select: str, args: tuple[int, ...]) -> lis
 
     db.create_aggregate(_LISTS, 1, Lists)  # type: ignore[arg-type]  # (typeshed: an int step, an int result)
     db.execute(select, args).fetchone()
-    return list(found[0])
+    return list(found[0]) if found else []  # (no row: no aggregate made)
 
 
 @lru_cache(maxsize=4096)
