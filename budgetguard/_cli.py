@@ -8,7 +8,6 @@ from ``--budgets FILE`` or ``BUDGETGUARD_BUDGETS`` (the same TOML/JSON file a se
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import csv
 import io
@@ -47,7 +46,7 @@ from ._cli_base import (
 )
 from ._cli_limits import limits
 from ._cli_prices import estimate, prices
-from ._export import export_utf8
+from ._export import export_utf8, write_utf8
 from ._forecast import Forecast, forecast
 from ._ledger import CounterStatus
 from ._ledger._types import to_datetime
@@ -517,23 +516,9 @@ def export(state: State, since: str, until: str | None, fmt: str, output: str | 
             click.echo("")
     else:
         with _replacing(output) as f:
-            _write_utf8(f, pieces)
+            write_utf8(f, pieces)
         console.print(f"wrote {output}", style="dim")
     _warn(coverage(ledger, since=since_at, until=until_at).warning("export"))  # (read after the rows)
-
-
-def _write_utf8(f: TextIO, pieces: Iterable[str | bytes]) -> None:
-    """``pieces`` (text, or text's UTF-8) written to the text file ``f``: UTF-8 straight to its buffer
-    where ``f`` would write the same bytes (it encodes as UTF-8 and keeps ``\n`` as it is)."""
-    raw = codecs.lookup(f.encoding).name == "utf-8" and os.linesep == "\n"
-    for piece in pieces:
-        if isinstance(piece, str):
-            f.write(piece)
-        elif raw:
-            f.flush()
-            f.buffer.write(piece)
-        else:
-            f.write(piece.decode())
 
 
 @contextlib.contextmanager

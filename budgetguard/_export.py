@@ -7,12 +7,14 @@ each scope kind of the range its column (``ScopeColumns``), the JSON lines a lis
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO
 
 from ._errors import LedgerError
 from ._ledger import JournalEntry, Ledger
@@ -22,7 +24,15 @@ from ._ledger._facts import call_scopes as scopes_of
 from ._money import to_usd
 from ._report import _utc, call_scopes, entry_cost, stream_journal
 
-__all__ = ["EXPORT_FIELDS", "ScopeColumns", "export_row", "export_text", "export_utf8", "streamed_text"]
+__all__ = [
+    "EXPORT_FIELDS",
+    "ScopeColumns",
+    "export_row",
+    "export_text",
+    "export_utf8",
+    "streamed_text",
+    "write_utf8",
+]
 
 
 def export_row(entry: JournalEntry) -> dict[str, Any]:
@@ -200,3 +210,17 @@ def _sqlite_text(
                       layout=layout if fmt == "csv" else None)  # fmt: skip
     for piece in done:
         yield piece if isinstance(piece, (str, bytes)) else export_line(export_row(piece), fmt, *columns)
+
+
+def write_utf8(f: TextIO, pieces: Iterable[str | bytes]) -> None:
+    """``pieces`` (text, or text's UTF-8) written to the text file ``f``: UTF-8 straight to its buffer
+    where ``f`` would write the same bytes (it encodes as UTF-8 and writes a newline as it is)."""
+    raw = codecs.lookup(f.encoding).name == "utf-8" and os.linesep == "\n"
+    for piece in pieces:
+        if isinstance(piece, str):
+            f.write(piece)
+        elif raw:
+            f.flush()
+            f.buffer.write(piece)
+        else:
+            f.write(piece.decode())

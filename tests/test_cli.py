@@ -170,8 +170,7 @@ def test_export_to_a_hard_linked_file_writes_it_in_place(store: tuple[str, Path]
 def test_export_to_a_file_is_the_text_export_s_utf8(store: tuple[str, Path], tmp_path: Path) -> None:
     """SQLite's lines go to a file as SQLite's UTF-8 bytes: the file is the text export, encoded; a
     text file of another encoding is written through text."""
-    from budgetguard._cli import _write_utf8
-    from budgetguard._export import export_utf8
+    from budgetguard._export import export_utf8, write_utf8
     from budgetguard._ledger import SQLiteLedger
 
     ledger = SQLiteLedger(Path(store[0].removeprefix("sqlite:///")))
@@ -185,7 +184,7 @@ def test_export_to_a_file_is_the_text_export_s_utf8(store: tuple[str, Path], tmp
         assert out.read_bytes() == run(store, "export", "--format", fmt).output.encode()
     raw = io.BytesIO()
     latin = io.TextIOWrapper(raw, encoding="latin-1")
-    _write_utf8(latin, ["a,", "ünï".encode(), "\n"])
+    write_utf8(latin, ["a,", "ünï".encode(), "\n"])
     latin.flush()
     assert raw.getvalue() == "a,ünï\n".encode("latin-1")
 
