@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 import click
 from rich.cells import cell_len, chop_cells
@@ -46,7 +46,7 @@ from ._cli_base import (
 )
 from ._cli_limits import limits
 from ._cli_prices import estimate, prices
-from ._export import export_text
+from ._export import export_utf8, write_utf8
 from ._forecast import Forecast, forecast
 from ._ledger import CounterStatus
 from ._ledger._types import to_datetime
@@ -506,24 +506,23 @@ def export(state: State, since: str, until: str | None, fmt: str, output: str | 
     stderr when the journal no longer covers the whole range (it keeps a bounded history)."""
     since_at, until_at = _range(since, until)
     ledger = state.guard.ledger
-    pieces = export_text(ledger, since=since_at, until=until_at, fmt=fmt)
+    pieces = export_utf8(ledger, since=since_at, until=until_at, fmt=fmt)
     if output is None:
         out = _Echo()
         for piece in pieces:
-            out.write(piece)
+            out.write(piece if isinstance(piece, str) else piece.decode())
         out.flush()
         if not out.written:  # (nothing at all: a blank line, as ever)
             click.echo("")
     else:
         with _replacing(output) as f:
-            for piece in pieces:
-                f.write(piece)
+            write_utf8(f, pieces)
         console.print(f"wrote {output}", style="dim")
     _warn(coverage(ledger, since=since_at, until=until_at).warning("export"))  # (read after the rows)
 
 
 @contextlib.contextmanager
-def _replacing(output: str) -> Iterator[IO[str]]:
+def _replacing(output: str) -> Iterator[TextIO]:
     """A file written beside ``output`` and renamed over it once complete and on disk (``fsync``): an
     export that fails leaves no partial file (and an earlier one untouched). Written directly instead
     where a rename would change more than the content: a target that is not a regular file

@@ -167,6 +167,28 @@ def test_export_to_a_hard_linked_file_writes_it_in_place(store: tuple[str, Path]
     assert other.read_text() == out.read_text() != "old\n" and out.stat().st_nlink == 2
 
 
+def test_export_to_a_file_is_the_text_export_s_utf8(store: tuple[str, Path], tmp_path: Path) -> None:
+    """SQLite's lines go to a file as SQLite's UTF-8 bytes: the file is the text export, encoded; a
+    text file of another encoding is written through text."""
+    from budgetguard._export import export_utf8, write_utf8
+    from budgetguard._ledger import SQLiteLedger
+
+    ledger = SQLiteLedger(Path(store[0].removeprefix("sqlite:///")))
+    try:  # (the lines come from SQL as bytes)
+        assert any(isinstance(piece, bytes) for piece in export_utf8(ledger, since=None))
+    finally:
+        ledger.close()
+    for fmt in ("csv", "jsonl"):
+        out = tmp_path / f"journal.{fmt}"
+        assert run(store, "export", "--format", fmt, "-o", str(out)).exit_code == 0
+        assert out.read_bytes() == run(store, "export", "--format", fmt).output.encode()
+    raw = io.BytesIO()
+    latin = io.TextIOWrapper(raw, encoding="latin-1")
+    write_utf8(latin, ["a,", "ünï".encode(), "\n"])
+    latin.flush()
+    assert raw.getvalue() == "a,ünï\n".encode("latin-1")
+
+
 def test_limits_set_get_clear_and_status_marks_the_override(store: tuple[str, Path]) -> None:
     assert (
         run(store, "limits", "get", "user:alice").output.strip().endswith("none (the limit in code applies)")

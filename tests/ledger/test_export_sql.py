@@ -8,12 +8,15 @@ import csv
 import io
 import json
 import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from budgetguard._export import export_text, streamed_text
+from budgetguard._export import csv_layout, export_text, export_utf8, streamed_text
 from budgetguard._ledger import SQLiteLedger, _sqlite_export
 from budgetguard._ledger._sqlite import journal_row
 from budgetguard._ledger._sqlite_export import sql_export
@@ -85,11 +88,16 @@ def test_sql_export_is_the_python_export_byte_for_byte(
     try:
         expected = "".join(streamed_text(store, since=None, fmt=fmt))  # (entry by entry, in Python)
         assert "".join(export_text(store, since=None, fmt=fmt)) == expected
+        utf8 = list(export_utf8(store, since=None, fmt=fmt))  # (SQL's lines as SQLite's UTF-8: a file's)
+        assert b"".join(p.encode() if isinstance(p, str) else p for p in utf8) == expected.encode()
+        assert chunk > 3 or any(isinstance(p, bytes) for p in utf8)  # (8,192: one chunk, with odd rows)
         # most lines were made in SQL (else this test would compare Python with itself)
         sql = store._sql.report
         pieces = list(sql_export(str(store.path), sql, -(2**62), 2**62, fmt, timeout=5, fill=_never,
                                  layout=_layout if fmt == "csv" else None))  # fmt: skip
-        in_sql = sum(piece.count("\n") for piece in pieces if isinstance(piece, str))
+        in_sql = sum(
+            p.count("\n" if isinstance(p, str) else b"\n") for p in pieces if isinstance(p, (str, bytes))
+        )
         assert in_sql >= 20 + (fmt == "csv") and len(pieces) > in_sql - 10
         # old rows were filled on first use: none is left without its export columns
         left = store._db().execute(f"SELECT count(*) FROM {sql.table} WHERE r_export IS NULL").fetchone()
@@ -177,11 +185,8 @@ def _never() -> None:
     raise AssertionError("filled already")
 
 
-def _layout(lists: Any) -> tuple[str, Any]:
-    from budgetguard._export import ScopeColumns, export_header
-
-    columns = ScopeColumns(json.loads(text) for text in lists)
-    return export_header(columns), columns.text
+def _layout(lists: list[str]) -> tuple[str, dict[str, str]]:
+    return csv_layout(lists)[1:]
 
 
 def test_a_file_with_the_report_columns_only_gains_the_export_columns_on_open(tmp_path: Path) -> None:
@@ -206,3 +211,58 @@ def test_a_file_with_the_report_columns_only_gains_the_export_columns_on_open(tm
         assert left == (0,)
     finally:
         store.close()
+
+
+def test_a_single_scope_column_s_empty_cell_is_empty_as_in_python(tmp_path: Path) -> None:
+    """One scope column and a call without that kind: an empty cell (not ``""``, which the ``csv``
+    module writes for a line of one empty field), as the Python export writes it."""
+    rows = [journal_row(NOW + i, "committed", f"r{i}", ["global"][:i], {"usd": 5}, {"scopes": ["global"][:i]})
+            for i in (1, 0)]  # fmt: skip
+    store = _store(tmp_path / "ledger.db", rows)
+    try:
+        got = "".join(export_text(store, since=None, fmt="csv"))
+        assert got == "".join(streamed_text(store, since=None, fmt="csv"))
+        assert got.splitlines()[2].startswith(f"{_iso(NOW)},committed,r0,,")
+    finally:
+        store.close()
+
+
+def _iso(ms: int) -> str:
+    from budgetguard._ledger._types import to_datetime
+
+    return to_datetime(ms).isoformat()
+
+
+_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=6)
+_ROW = st.tuples(
+    st.one_of(
+        st.integers(0, 253_402_300_799_999), st.integers(-62_135_596_800_000, 0), st.sampled_from([0, 999])
+    ),
+    st.sampled_from(["committed", "refused", "released", "expired"]),
+    st.one_of(st.integers(0, 2**63 - 1), st.integers(0, 10**10), st.sampled_from([10**k for k in range(12)])),
+    st.one_of(st.sampled_from(["gpt-4o", "m", ""]), _TEXT),
+    st.lists(st.one_of(st.sampled_from(["global", "user:u1", "feature:a,b", "team:x"]), _TEXT), max_size=4),
+    st.one_of(st.just({}), st.dictionaries(st.sampled_from(["flag", "error", "n"]), _TEXT, max_size=2)),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(_ROW, min_size=1, max_size=12))
+def test_any_rows_export_in_sql_as_in_python(rows: list[tuple[Any, ...]]) -> None:
+    """Rows of any time (a whole second or not, before 1970), cost (every shape ``str(Decimal)``
+    gives), text and scopes: the SQL's lines (each of its ``printf`` variants) are Python's, byte
+    for byte, in both formats."""
+    entries = []
+    for i, (ts, event, cost, text, labels, flags) in enumerate(rows):
+        data = {"model": text, "function": text, "estimated_usd": text, "attempt": i, "scopes": labels,
+                "usage": {"input_tokens": i, "output_tokens": 2 * i}, "cost_nano": cost, **flags}  # fmt: skip
+        entries.append(journal_row(ts, event, f"r{i}{text}", labels[:1], {"usd": cost}, data))
+    with tempfile.TemporaryDirectory() as folder:
+        store = _store(Path(folder) / "ledger.db", entries)
+        try:
+            for fmt in ("csv", "jsonl"):
+                assert "".join(export_text(store, since=None, fmt=fmt)) == "".join(
+                    streamed_text(store, since=None, fmt=fmt)
+                )
+        finally:
+            store.close()
