@@ -158,21 +158,22 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     def on_chat_model_start(
         self, serialized: dict[str, Any], messages: list[list[BaseMessage]], **kwargs: Any
     ) -> None:
-        now(self._chat_start(serialized, messages, **kwargs))
+        now(self._chat_start(self.operations, serialized, messages, **kwargs))
 
     def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], **kwargs: Any) -> None:
-        now(self._llm_start(serialized, prompts, **kwargs))
+        now(self._llm_start(self.operations, serialized, prompts, **kwargs))
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        now(self._end(run_id, response, None))
+        now(self._end(self.operations, run_id, response, None))
 
     def on_llm_error(
         self, error: BaseException, *, run_id: UUID, response: LLMResult | None = None, **kwargs: Any
     ) -> None:
-        now(self._end(run_id, response, error))
+        now(self._end(self.operations, run_id, response, error))
 
     async def _chat_start(
         self,
+        run: Operations,
         serialized: dict[str, Any],
         messages: list[list[BaseMessage]],
         *,
@@ -181,10 +182,11 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         flat = [message for prompt in messages for message in prompt]
-        await self._start(run_id, flat, metadata, {**kwargs, "serialized": serialized})
+        await self._start(run, run_id, flat, metadata, {**kwargs, "serialized": serialized})
 
     async def _llm_start(
         self,
+        run: Operations,
         serialized: dict[str, Any],
         prompts: list[str],
         *,
@@ -193,10 +195,11 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         flat = [{"role": "user", "content": prompt} for prompt in prompts]
-        await self._start(run_id, flat, metadata, kwargs)
+        await self._start(run, run_id, flat, metadata, kwargs)
 
     async def _start(
         self,
+        run: Operations,
         run_id: UUID,
         messages: Sequence[BaseMessage | Mapping[str, Any]],
         metadata: Mapping[str, Any] | None,
@@ -204,7 +207,6 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     ) -> None:
         if self._left_to_middleware():
             return
-        run = self.operations
         batch = self._join(kwargs)
         try:
             attempt, est = self._attempt(messages, metadata, kwargs)
@@ -219,7 +221,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         if not self._record(run_id, attempt, est, batch):
             await run.release(attempt)
 
-    async def _end(self, run_id: UUID, response: LLMResult | None, error: BaseException | None) -> None:
+    async def _end(
+        self, run: Operations, run_id: UUID, response: LLMResult | None, error: BaseException | None
+    ) -> None:
         """Charge a run that ended its usage; a failed run is released (or charged its input, per the
         guard's ``charge_failed``), a stream that broke off after some chunks is charged what it received,
         as the guard charges streams."""
@@ -228,16 +232,16 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             return
         attempt, est = ended
         if error is None and response is not None and from_cache(response):
-            await self.operations.release(attempt)  # (nothing was sent)
+            await run.release(attempt)  # (nothing was sent)
             return
         if error is None:
-            await self.operations.commit(attempt, response)
+            await run.commit(attempt, response)
             return
         partial = _partial_usage(response, est) if response is not None else None
         if partial is None:
-            await self.operations.fail(attempt, error)
+            await run.fail(attempt, error)
         else:
-            await self.operations.commit(attempt, partial)
+            await run.commit(attempt, partial)
 
     def _record(self, run_id: UUID, attempt: Attempt, est: Estimate, batch: _Batch | None) -> bool:
         """Keep a held run until it ends; ``False`` when it is never sent (an async sibling that held after
