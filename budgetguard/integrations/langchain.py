@@ -15,6 +15,9 @@ A batch (``generate([p1, p2])``, a completion model's ``batch``) starts all its 
 when one start is refused or fails, LangChain sends none and ends none, so the handler releases the holds
 of the runs started with it (never charged). A start that another handler fails is not reported to this
 one: the holds taken for it and its batch wait for their lease (the guard's ``lease``, 120 s by default).
+An async run cancelled mid-call (``ainvoke``, ``abatch``) is never ended by LangChain: the run's id dies
+with it, and its finalizer queues the attempt's failure (``_dropped``), settled at the guard's next
+operation, ``close()`` or exit as a dropped connection (its input charged, per ``charge_failed``).
 
 ``get_budget_callback()`` is a drop-in for ``get_openai_callback()``: every LangChain run inside is
 guarded and charged to the ledger, and the totals (tokens, exact ``Decimal`` cost, calls, per model)
@@ -23,8 +26,10 @@ come from ``budgetguard.track()``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
+import weakref
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -32,6 +37,7 @@ from decimal import Decimal
 from typing import Any, Generic, TypeVar, cast, overload
 from uuid import UUID
 
+from .._attempt import Dropped
 from .._budgets import Scope
 from .._cache import Bounded
 from .._context import ModelTotals, Tracker, track
@@ -140,7 +146,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self._guard = guard
         self.enforce = enforce
         self.scopes = scopes
-        self._attempts: dict[UUID, tuple[Attempt, Estimate, _Batch | None]] = {}
+        self._attempts: dict[int, tuple[Attempt, Estimate, _Batch | None]] = {}
+        """The open runs, by their id's number (the id object itself is left to die with its run: see
+        ``_dropped``)."""
         self._batches: Bounded[tuple[int, int], _Batch]
         self._batches = Bounded("langchain.batches", _BATCHES_KEPT, shared=False)
         """Batches some of whose runs have started, by ``_join``'s key; full, it forgets the oldest (a batch
@@ -227,7 +235,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         """Charge a run that ended its usage; a failed run is released (or charged its input, per the
         guard's ``charge_failed``), a stream that broke off after some chunks is charged what it received,
         as the guard charges streams."""
-        ended = self._pop(run_id)
+        ended = self._pop(run_id.int)
         if ended is None:
             return
         attempt, est = ended
@@ -248,13 +256,30 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         its batch's refusal): its hold is to be released. (A run that starts after ``_take_open``, on a
         model kept past its middleware call or in a thread still running, is sent: kept, and settled as
         it ends; a review found such calls released and sent uncharged.)"""
+        key = run_id.int
         with self._lock:
             late = batch is not None and batch.given_up
             if not late:
-                self._attempts[run_id] = (attempt, est, batch)
+                self._attempts[key] = (attempt, est, batch)
                 if batch is not None:
-                    batch.runs.add(run_id)
+                    batch.runs.add(key)
+        if not late:  # (an id that takes no weak reference: its run waits for its lease if dropped)
+            with contextlib.suppress(TypeError):
+                weakref.finalize(run_id, self._dropped, key)
         return not late
+
+    def _dropped(self, key: int) -> None:
+        """A finalizer's: the id of a run still open died, so nobody will end the run (LangChain ends none
+        of the runs ``asyncio`` cancels: ``ainvoke``, ``abatch`` in a task cancelled or timed out). Its hold
+        is failed at the guard's next operation, ``close()`` or exit, not left to its lease (a review found
+        it so): queued only, no ledger I/O and no lock here (``_attempt.Dropped``)."""
+        found = self._attempts.get(key)
+        if found is not None:
+            Dropped(found[0].guard, lambda: self._taken(key)).queue()
+
+    def _taken(self, key: int) -> Attempt | None:
+        ended = self._pop(key)
+        return None if ended is None else ended[0]
 
     def _raised(self, error: BaseException) -> BaseException:
         """What a start that raised ``error`` (a refusal, a request that cannot be estimated) raises."""
@@ -320,14 +345,14 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             batch.runs.clear()
         return held
 
-    def _pop(self, run_id: UUID) -> tuple[Attempt, Estimate] | None:
+    def _pop(self, key: int) -> tuple[Attempt, Estimate] | None:
         with self._lock:
-            run = self._attempts.pop(run_id, None)
+            run = self._attempts.pop(key, None)
             if run is None:
                 return None
             attempt, est, batch = run
             if batch is not None:  # a run ended: its batch has started in full
-                batch.runs.discard(run_id)
+                batch.runs.discard(key)
                 if self._batches.get(batch.key) is batch:
                     del self._batches[batch.key]
             return attempt, est
@@ -354,7 +379,7 @@ class _Batch:
     marks: tuple[object, object]  # held, so that no other batch reuses their ids while this one is kept
     size: int
     started: int = 0
-    runs: set[UUID] = dataclasses.field(default_factory=set)
+    runs: set[int] = dataclasses.field(default_factory=set)  # (their ids' numbers)
     given_up: bool = False
 
 
