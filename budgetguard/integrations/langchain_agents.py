@@ -245,8 +245,8 @@ class _AsyncModelCalls(_ModelCalls, AsyncCallbackHandler):
     ) -> None:
         super().__init__(guard, arguments, enforce=enforce, **scopes)
         self.loop = asyncio.get_running_loop()
-        self.taken: set[UUID] = set()
-        """The runs the sync twin started (a sync callback manager drives them)."""
+        self.taken: set[int] = set()
+        """The runs the sync twin started (a sync callback manager drives them), by their id's number."""
         self.sync_twin = _SyncDriven(self)
 
     def _driver(self, run_id: UUID) -> Operations | None:
@@ -259,7 +259,7 @@ class _AsyncModelCalls(_ModelCalls, AsyncCallbackHandler):
         a refusal away, and the call is sent: call the model with ``ainvoke`` or from a thread."""
         if _running_loop() is self.loop:
             return self.operations
-        return None if run_id in self.taken else SYNC
+        return None if run_id.int in self.taken else SYNC
 
     async def on_chat_model_start(  # type: ignore[override]
         self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
@@ -314,13 +314,13 @@ class _SyncDriven(BaseCallbackHandler):
     def on_chat_model_start(
         self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
     ) -> None:
-        self.calls.taken.add(run_id)
+        self.calls.taken.add(run_id.int)
         now(self.calls._chat_start(SYNC, serialized, messages, run_id=run_id, **kwargs))
 
     def on_llm_start(
         self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
     ) -> None:
-        self.calls.taken.add(run_id)
+        self.calls.taken.add(run_id.int)
         now(self.calls._llm_start(SYNC, serialized, prompts, run_id=run_id, **kwargs))
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
