@@ -26,7 +26,6 @@ come from ``budgetguard.track()``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import threading
 import weakref
@@ -146,14 +145,15 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self._guard = guard
         self.enforce = enforce
         self.scopes = scopes
-        self._attempts: dict[int, tuple[Attempt, Estimate, _Batch | None]] = {}
-        """The open runs, by their id's number (the id object itself is left to die with its run: see
-        ``_dropped``)."""
+        self._attempts: dict[int, tuple[Attempt, Estimate, _Batch | None, _Watch | None]] = {}
+        """The open runs, by their id's number, each with a weak reference to its id (the id object itself
+        is left to die with its run: see ``_dropped``)."""
         self._batches: Bounded[tuple[int, int], _Batch]
         self._batches = Bounded("langchain.batches", _BATCHES_KEPT, shared=False)
         """Batches some of whose runs have started, by ``_join``'s key; full, it forgets the oldest (a batch
         whose later runs never started)."""
         self._lock = threading.Lock()
+        self._on_dropped = self._dropped  # (one bound method for every run's weak reference)
         quiet_refusals(_CALLBACKS_LOGGER, f"Error in {type(self).__name__}.")
 
     @property
@@ -257,22 +257,27 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         model kept past its middleware call or in a thread still running, is sent: kept, and settled as
         it ends; a review found such calls released and sent uncharged.)"""
         key = run_id.int
+        watch: _Watch | None = None
+        try:  # (called back when the id dies first; a run popped first drops it, never called)
+            watch = _Watch(run_id, self._on_dropped)
+            watch.key = key
+        except TypeError:  # (an id that takes no weak reference: if dropped, its run waits for its lease)
+            pass
         with self._lock:
             late = batch is not None and batch.given_up
             if not late:
-                self._attempts[key] = (attempt, est, batch)
+                self._attempts[key] = (attempt, est, batch, watch)
                 if batch is not None:
                     batch.runs.add(key)
-        if not late:  # (an id that takes no weak reference: its run waits for its lease if dropped)
-            with contextlib.suppress(TypeError):
-                weakref.finalize(run_id, self._dropped, key)
         return not late
 
-    def _dropped(self, key: int) -> None:
-        """A finalizer's: the id of a run still open died, so nobody will end the run (LangChain ends none
-        of the runs ``asyncio`` cancels: ``ainvoke``, ``abatch`` in a task cancelled or timed out). Its hold
-        is failed at the guard's next operation, ``close()`` or exit, not left to its lease (a review found
-        it so): queued only, no ledger I/O and no lock here (``_attempt.Dropped``)."""
+    def _dropped(self, watch: _Watch) -> None:
+        """Called back by the weak reference to a run's id (a finalizer): the id of a run still open died,
+        so nobody will end the run (LangChain ends none of the runs ``asyncio`` cancels: ``ainvoke``,
+        ``abatch`` in a task cancelled or timed out). Its hold is failed at the guard's next operation,
+        ``close()`` or exit, not left to its lease (a review found it so): queued only, no ledger I/O and
+        no lock here (``_attempt.Dropped``)."""
+        key = watch.key
         found = self._attempts.get(key)
         if found is not None:
             Dropped(found[0].guard, lambda: self._taken(key)).queue()
@@ -350,7 +355,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             run = self._attempts.pop(key, None)
             if run is None:
                 return None
-            attempt, est, batch = run
+            attempt, est, batch, _ = run
             if batch is not None:  # a run ended: its batch has started in full
                 batch.runs.discard(key)
                 if self._batches.get(batch.key) is batch:
@@ -361,7 +366,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         """The attempts of the runs started and not ended, forgotten here: their owner settles them (a run
         that starts later is kept and settled as it ends, as any other)."""
         with self._lock:
-            held = [attempt for attempt, _, _ in self._attempts.values()]
+            held = [attempt for attempt, *_ in self._attempts.values()]
             self._attempts.clear()
         return held
 
@@ -369,6 +374,13 @@ class BudgetCallbackHandler(BaseCallbackHandler):
 _BATCHES_KEPT = 1024
 """Batches tracked at most: one given up stays until its last start (async siblings start late) or,
 as after a sync refusal its later runs never start, until newer batches push it out."""
+
+
+class _Watch(weakref.ref):  # type: ignore[type-arg]
+    """A weak reference to a run's id, calling back with the run's key when the id dies first."""
+
+    __slots__ = ("key",)
+    key: int
 
 
 @dataclasses.dataclass(eq=False)
