@@ -6,15 +6,17 @@ paused there; ``reserve``, ``commit`` and ``fail`` resume it (``areserve``... on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ._actions import Call, Flow, NotSent, Sleep
 from ._core import GuardCore
-from ._deferred import arun, run
+from ._deferred import arun, owed, run
 from ._drivers import no_call
 from ._flow import Plan, call_flow
+from ._ledger import Ledger
 
-__all__ = ["Attempt", "NotSent"]
+__all__ = ["Attempt", "Dropped", "NotSent", "RunDropped"]
 
 
 class Attempt:
@@ -88,6 +90,48 @@ class Attempt:
 class StreamClosed(ConnectionAbortedError):
     """The caller closed the call's stream before it ended (its ``GeneratorExit``): the call was sent, and
     may have been billed (``charge_failed`` decides, as for a dropped connection)."""
+
+
+class RunDropped(ConnectionAbortedError):
+    """A framework dropped the call's run without ending it (its task was cancelled mid-call): the call
+    was sent, and may have been billed (``charge_failed`` decides, as for a dropped connection)."""
+
+
+class Dropped:
+    """An attempt a framework dropped without ending it, found by a finalizer (the run's id died): failed
+    with ``RunDropped`` at its guard's next operation, ``close()`` or exit. A finalizer does no ledger I/O
+    (``_deferred``): it only queues this. ``take`` gives the attempt if it is still open then, and
+    forgets it (``None``: it ended meanwhile, or was settled by its owner)."""
+
+    done = False
+
+    def __init__(self, guard: GuardCore, take: Callable[[], Attempt | None]) -> None:
+        self.guard, self.take = guard, take
+
+    def queue(self) -> None:
+        """From a finalizer: two atomic appends, no lock, no I/O (as ``Settlement.queue``)."""
+        self.guard._queued.append(self)
+        owed.add(self.guard)
+
+    def _flow(self) -> Flow | None:
+        self.done = True
+        attempt = self.take()
+        if attempt is None:
+            return None
+        return attempt._until_call(None, RunDropped("the framework dropped the run before it ended"))
+
+    def settle_sync(self, store: Ledger | None = None, *, retry: bool = False) -> None:
+        flow = None if self.done else self._flow()
+        if flow is not None:
+            run(self.guard, flow, no_call, store)
+
+    async def settle_async(self, *, retry: bool = False) -> None:
+        flow = None if self.done else self._flow()
+        if flow is not None:
+            await arun(self.guard, flow, no_call)
+
+    def lost(self, exc: Exception) -> None:
+        """(Settled once, never retried: a store failure was reported by the flow.)"""
 
 
 def _sent(error: BaseException) -> BaseException:

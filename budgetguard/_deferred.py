@@ -23,6 +23,7 @@ from ._budgets import Unit
 from ._core import GuardCore
 from ._drivers import no_call, run_async, run_sync
 from ._errors import LedgerError
+from ._fallbacks import dearest_hop
 from ._ledger import Ledger, Reservation
 from ._providers import StreamFolder, api_of, may_reason
 from ._settle import Ctx, input_only, served_flags
@@ -188,6 +189,11 @@ class Settlement:
             output = max(output, est.output_tokens)
             flags["reasoning_worst_case"] = True
         usage = dataclasses.replace(base, output_tokens=output, reasoning_tokens=0)
+        if est.fallbacks:  # which hop of a server-side fallback chain streamed is unknown: the dearest
+            flags.pop("priced_as", None)
+            hop = dearest_hop(usage, est, est.fallbacks)
+            if hop.model != est.model:
+                flags["priced_as"] = hop.model
         if not self.ended:
             flags["interrupted"] = True
         self.ctx.emit(

@@ -10,9 +10,11 @@ patch on the request as sent (``fallback_request``): ``model``, and ``max_tokens
 
 The estimator reserves the chain's worst case (``fallback_passes``): every hop at its own worst case
 (its own output bound, thinking, tools, price variant), each priced at whichever model of the chain
-makes it dearest, since the commit prices the hops it cannot tell apart at the model the response names
-(``budgetguard._core``). ``fallbacks="default"`` lets Anthropic pick the models: nothing bounds their
-price, so it is a ``ConfigurationError``.
+makes it dearest, since the commit prices the hops it cannot tell apart (an iteration that names no
+model) at the model the response names (``budgetguard._core``). The commit prices every iteration that
+names its model at that model (``_usage``), and a stream cut before its usage, whose streaming hop is
+unknown, at the chain's dearest model for what it received (``dearest_hop``). ``fallbacks="default"``
+lets Anthropic pick the models: nothing bounds their price, so it is a ``ConfigurationError``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ._pricing import PriceBook
 from ._rates import Price
 from ._usage import Pass, Usage
 
-__all__ = ["FALLBACK_PASS", "chain_cost", "fallback_passes", "fallback_requests"]
+__all__ = ["FALLBACK_PASS", "chain_cost", "dearest_hop", "fallback_passes", "fallback_requests"]
 
 FALLBACK_PASS = "fallback_message"
 """The kind of the passes a fallback hop is reserved as (the ``usage.iterations`` type it is billed as)."""
@@ -148,3 +150,11 @@ def chain_cost(
         cost_nano = max(cost_nano, prices.cost_nano(est.price, worst, provider=provider, variant=est.variant))
     dearest = [price, *(est.price for est, _ in chain)]
     return cost_nano + sum(max(p.cost_nano(hop.usage) for p in dearest) for hop in hops)
+
+
+def dearest_hop(usage: Usage, asked: H, chain: tuple[tuple[H, bool], ...]) -> H:
+    """The hop of a fallback chain (``asked``, then ``chain``'s) at whose price ``usage`` costs the most
+    (the first of equals): what a response whose serving hop is unknown (a stream cut before its usage)
+    is priced at."""
+    bare = dataclasses.replace(usage, passes=()) if usage.passes else usage
+    return max((asked, *(hop for hop, _ in chain)), key=lambda hop: hop.price.cost_nano(bare))

@@ -308,6 +308,8 @@ _TOOL_FIELDS = (
 )  # fmt: skip
 _PASS_KINDS_IN_TOTAL = frozenset({"message"})
 """Anthropic iteration types whose tokens the top-level usage already counts."""
+_FALLBACK_SERVED = "fallback_message"
+"""The iteration of the fallback hop that served the response (counted in the top level too)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,17 +429,23 @@ def _anthropic_tokens(usage: Any) -> Usage:
 
 def _anthropic_extras(found: Usage, tools: Any, iterations: Any) -> Usage:
     """Anthropic's ``server_tool_use`` counts and the ``iterations`` that the top-level counts leave out
-    (``compaction``, ``advisor_message``: every type but ``message``), as passes."""
+    (``compaction``, ``advisor_message``: every type but ``message``), as passes. Of a response a
+    server-side fallback served (a ``fallback_message`` iteration), every hop is billed at its own model:
+    the serving hop and each ``message`` iteration that names its model (a declined hop, dearer maybe
+    than the model the response names) are taken out of the top-level counts, which include them, as
+    passes on their models."""
     passes: list[Pass] = []
     if iterations:
         if not isinstance(iterations, list | tuple):
             raise UsageError(f"usage.iterations must be a list, got {iterations!r}")
+        served = any(_get(item, "type") == _FALLBACK_SERVED for item in iterations)
         for item in iterations:
-            kind = _get(item, "type")
-            if kind in _PASS_KINDS_IN_TOTAL:
+            kind, model = _get(item, "type"), _get(item, "model")
+            own_model = kind == _FALLBACK_SERVED or (served and kind in _PASS_KINDS_IN_TOTAL and model)
+            if kind in _PASS_KINDS_IN_TOTAL and not own_model:
                 continue
-            model, tokens = _get(item, "model"), _anthropic_tokens(item)
-            if kind == "fallback_message":  # counted in the top level, but served (billed) by its model
+            tokens = _anthropic_tokens(item)
+            if own_model:  # counted in the top level, but billed at its own model
                 found = _without(found, tokens)
             passes.append(Pass(str(kind or "iteration"), model or None, tokens))
     return dataclasses.replace(

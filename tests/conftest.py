@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import budgetguard
+from budgetguard.testing import MockProvider
 
 
 @pytest.fixture
@@ -24,6 +25,13 @@ def global_prices() -> Iterator[budgetguard.PriceBook]:
         book._overrides.update(overrides)
         book._default = default
         book._cache.clear()
+
+
+@pytest.fixture
+def api() -> Iterator[MockProvider]:
+    """A running ``MockProvider`` (a test module may define its own ``api``)."""
+    with MockProvider() as mock:
+        yield mock
 
 
 @dataclass(frozen=True)

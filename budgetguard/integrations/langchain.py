@@ -15,6 +15,9 @@ A batch (``generate([p1, p2])``, a completion model's ``batch``) starts all its 
 when one start is refused or fails, LangChain sends none and ends none, so the handler releases the holds
 of the runs started with it (never charged). A start that another handler fails is not reported to this
 one: the holds taken for it and its batch wait for their lease (the guard's ``lease``, 120 s by default).
+An async run cancelled mid-call (``ainvoke``, ``abatch``) is never ended by LangChain: the run's id dies
+with it, and its finalizer queues the attempt's failure (``_dropped``), settled at the guard's next
+operation, ``close()`` or exit as a dropped connection (its input charged, per ``charge_failed``).
 
 ``get_budget_callback()`` is a drop-in for ``get_openai_callback()``: every LangChain run inside is
 guarded and charged to the ledger, and the totals (tokens, exact ``Decimal`` cost, calls, per model)
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import weakref
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -32,6 +36,7 @@ from decimal import Decimal
 from typing import Any, Generic, TypeVar, cast, overload
 from uuid import UUID
 
+from .._attempt import Dropped
 from .._budgets import Scope
 from .._cache import Bounded
 from .._context import ModelTotals, Tracker, track
@@ -140,12 +145,15 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self._guard = guard
         self.enforce = enforce
         self.scopes = scopes
-        self._attempts: dict[UUID, tuple[Attempt, Estimate, _Batch | None]] = {}
+        self._attempts: dict[int, tuple[Attempt, Estimate, _Batch | None, _Watch | None]] = {}
+        """The open runs, by their id's number, each with a weak reference to its id (the id object itself
+        is left to die with its run: see ``_dropped``)."""
         self._batches: Bounded[tuple[int, int], _Batch]
         self._batches = Bounded("langchain.batches", _BATCHES_KEPT, shared=False)
         """Batches some of whose runs have started, by ``_join``'s key; full, it forgets the oldest (a batch
         whose later runs never started)."""
         self._lock = threading.Lock()
+        self._on_dropped = self._dropped  # (one bound method for every run's weak reference)
         quiet_refusals(_CALLBACKS_LOGGER, f"Error in {type(self).__name__}.")
 
     @property
@@ -158,21 +166,22 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     def on_chat_model_start(
         self, serialized: dict[str, Any], messages: list[list[BaseMessage]], **kwargs: Any
     ) -> None:
-        now(self._chat_start(serialized, messages, **kwargs))
+        now(self._chat_start(self.operations, serialized, messages, **kwargs))
 
     def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], **kwargs: Any) -> None:
-        now(self._llm_start(serialized, prompts, **kwargs))
+        now(self._llm_start(self.operations, serialized, prompts, **kwargs))
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        now(self._end(run_id, response, None))
+        now(self._end(self.operations, run_id, response, None))
 
     def on_llm_error(
         self, error: BaseException, *, run_id: UUID, response: LLMResult | None = None, **kwargs: Any
     ) -> None:
-        now(self._end(run_id, response, error))
+        now(self._end(self.operations, run_id, response, error))
 
     async def _chat_start(
         self,
+        run: Operations,
         serialized: dict[str, Any],
         messages: list[list[BaseMessage]],
         *,
@@ -181,10 +190,11 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         flat = [message for prompt in messages for message in prompt]
-        await self._start(run_id, flat, metadata, {**kwargs, "serialized": serialized})
+        await self._start(run, run_id, flat, metadata, {**kwargs, "serialized": serialized})
 
     async def _llm_start(
         self,
+        run: Operations,
         serialized: dict[str, Any],
         prompts: list[str],
         *,
@@ -193,10 +203,11 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         flat = [{"role": "user", "content": prompt} for prompt in prompts]
-        await self._start(run_id, flat, metadata, kwargs)
+        await self._start(run, run_id, flat, metadata, kwargs)
 
     async def _start(
         self,
+        run: Operations,
         run_id: UUID,
         messages: Sequence[BaseMessage | Mapping[str, Any]],
         metadata: Mapping[str, Any] | None,
@@ -204,7 +215,6 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     ) -> None:
         if self._left_to_middleware():
             return
-        run = self.operations
         batch = self._join(kwargs)
         try:
             attempt, est = self._attempt(messages, metadata, kwargs)
@@ -219,38 +229,62 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         if not self._record(run_id, attempt, est, batch):
             await run.release(attempt)
 
-    async def _end(self, run_id: UUID, response: LLMResult | None, error: BaseException | None) -> None:
+    async def _end(
+        self, run: Operations, run_id: UUID, response: LLMResult | None, error: BaseException | None
+    ) -> None:
         """Charge a run that ended its usage; a failed run is released (or charged its input, per the
         guard's ``charge_failed``), a stream that broke off after some chunks is charged what it received,
         as the guard charges streams."""
-        ended = self._pop(run_id)
+        ended = self._pop(run_id.int)
         if ended is None:
             return
         attempt, est = ended
         if error is None and response is not None and from_cache(response):
-            await self.operations.release(attempt)  # (nothing was sent)
+            await run.release(attempt)  # (nothing was sent)
             return
         if error is None:
-            await self.operations.commit(attempt, response)
+            await run.commit(attempt, response)
             return
         partial = _partial_usage(response, est) if response is not None else None
         if partial is None:
-            await self.operations.fail(attempt, error)
+            await run.fail(attempt, error)
         else:
-            await self.operations.commit(attempt, partial)
+            await run.commit(attempt, partial)
 
     def _record(self, run_id: UUID, attempt: Attempt, est: Estimate, batch: _Batch | None) -> bool:
         """Keep a held run until it ends; ``False`` when it is never sent (an async sibling that held after
         its batch's refusal): its hold is to be released. (A run that starts after ``_take_open``, on a
         model kept past its middleware call or in a thread still running, is sent: kept, and settled as
         it ends; a review found such calls released and sent uncharged.)"""
+        key = run_id.int
+        watch: _Watch | None = None
+        try:  # (called back when the id dies first; a run popped first drops it, never called)
+            watch = _Watch(run_id, self._on_dropped)
+            watch.key = key
+        except TypeError:  # (an id that takes no weak reference: if dropped, its run waits for its lease)
+            pass
         with self._lock:
             late = batch is not None and batch.given_up
             if not late:
-                self._attempts[run_id] = (attempt, est, batch)
+                self._attempts[key] = (attempt, est, batch, watch)
                 if batch is not None:
-                    batch.runs.add(run_id)
+                    batch.runs.add(key)
         return not late
+
+    def _dropped(self, watch: _Watch) -> None:
+        """Called back by the weak reference to a run's id (a finalizer): the id of a run still open died,
+        so nobody will end the run (LangChain ends none of the runs ``asyncio`` cancels: ``ainvoke``,
+        ``abatch`` in a task cancelled or timed out). Its hold is failed at the guard's next operation,
+        ``close()`` or exit, not left to its lease (a review found it so): queued only, no ledger I/O and
+        no lock here (``_attempt.Dropped``)."""
+        key = watch.key
+        found = self._attempts.get(key)
+        if found is not None:
+            Dropped(found[0].guard, lambda: self._taken(key)).queue()
+
+    def _taken(self, key: int) -> Attempt | None:
+        ended = self._pop(key)
+        return None if ended is None else ended[0]
 
     def _raised(self, error: BaseException) -> BaseException:
         """What a start that raised ``error`` (a refusal, a request that cannot be estimated) raises."""
@@ -316,14 +350,14 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             batch.runs.clear()
         return held
 
-    def _pop(self, run_id: UUID) -> tuple[Attempt, Estimate] | None:
+    def _pop(self, key: int) -> tuple[Attempt, Estimate] | None:
         with self._lock:
-            run = self._attempts.pop(run_id, None)
+            run = self._attempts.pop(key, None)
             if run is None:
                 return None
-            attempt, est, batch = run
+            attempt, est, batch, _ = run
             if batch is not None:  # a run ended: its batch has started in full
-                batch.runs.discard(run_id)
+                batch.runs.discard(key)
                 if self._batches.get(batch.key) is batch:
                     del self._batches[batch.key]
             return attempt, est
@@ -332,7 +366,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         """The attempts of the runs started and not ended, forgotten here: their owner settles them (a run
         that starts later is kept and settled as it ends, as any other)."""
         with self._lock:
-            held = [attempt for attempt, _, _ in self._attempts.values()]
+            held = [attempt for attempt, *_ in self._attempts.values()]
             self._attempts.clear()
         return held
 
@@ -340,6 +374,13 @@ class BudgetCallbackHandler(BaseCallbackHandler):
 _BATCHES_KEPT = 1024
 """Batches tracked at most: one given up stays until its last start (async siblings start late) or,
 as after a sync refusal its later runs never start, until newer batches push it out."""
+
+
+class _Watch(weakref.ref):  # type: ignore[type-arg]
+    """A weak reference to a run's id, calling back with the run's key when the id dies first."""
+
+    __slots__ = ("key",)
+    key: int
 
 
 @dataclasses.dataclass(eq=False)
@@ -350,7 +391,7 @@ class _Batch:
     marks: tuple[object, object]  # held, so that no other batch reuses their ids while this one is kept
     size: int
     started: int = 0
-    runs: set[UUID] = dataclasses.field(default_factory=set)
+    runs: set[int] = dataclasses.field(default_factory=set)  # (their ids' numbers)
     given_up: bool = False
 
 

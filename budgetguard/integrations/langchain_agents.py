@@ -36,13 +36,18 @@ scopes; a middleware of another guard charges its own budgets too. Two budget mi
 stack when their guards differ; of one guard they are refused (``ConfigurationError``), since one of
 their scope sets would not apply. On an event loop
 (``awrap_model_call``) the handler awaits the guard's async operations: a guard over an async-only ledger
-guards an async agent, and a Redis or PostgreSQL guard opens no sync store for it.
+guards an async agent, and a Redis or PostgreSQL guard opens no sync store for it. A run a sync callback
+manager drives from a thread (``await asyncio.to_thread(model.invoke, ...)`` in a later middleware) is
+settled by the handler's sync twin (``_SyncDriven``) with the guard's sync operations, its refusal raised:
+LangChain would run the async handler there on a loop of its own and log its refusal away.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
 
@@ -52,9 +57,12 @@ from .._errors import BudgetExceededError, ConfigurationError
 from .._guard import Guard
 from .._scopes import ScopeSpec
 from . import missing_extra
+from ._refusal import quiet_refusals
 from .langchain import (
+    _CALLBACKS_LOGGER,
     AsyncOperations,
     BudgetCallbackHandler,
+    Operations,
     metered_by,
     now,
 )
@@ -78,6 +86,13 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 __all__ = ["BudgetExceeded", "BudgetMiddleware"]
 
 register_configure_hook(metered_by, inheritable=True)  # (LangChain adds the handler it holds to every run)
+
+_twin: ContextVar[BaseCallbackHandler | None] = ContextVar("budgetguard_langchain_sync_twin", default=None)
+"""The sync twin (``_SyncDriven``) of the async model call under way, added to every run as ``metered_by``'s
+handler is: a model started inside and sent from a thread is guarded too."""
+register_configure_hook(_twin, inheritable=True)
+
+SYNC = Operations()
 
 
 class BudgetExceeded(ModelError, BudgetExceededError):
@@ -129,13 +144,14 @@ class BudgetMiddleware(AgentMiddleware):
         self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[Any]]
     ) -> Any:
         calls = self._calls(request, _AsyncModelCalls)
-        token = metered_by.set(calls)
+        token, twin = metered_by.set(calls), _twin.set(calls.sync_twin)
         try:
             answer = await handler(calls.carried_by(request))
         except BaseException as exc:  # (a cancelled run too: LangChain ends none of its model runs then)
             await calls.settle_open(exc)
             raise
         finally:
+            _twin.reset(twin)
             metered_by.reset(token)
         await calls.settle_open(_StillOpen())
         return answer
@@ -199,10 +215,17 @@ class _ModelCalls(BudgetCallbackHandler):
         fields = getattr(type(model), "model_fields", None) or {}  # (pydantic models: every chat model)
         if "callbacks" not in fields:
             return request
-        update: dict[str, Any] = {"callbacks": _with_handler(model.callbacks, self)}
+        update: dict[str, Any] = {"callbacks": _with_handlers(model.callbacks, self.handlers())}
         if "stream_usage" in fields and model.stream_usage is None:  # type: ignore[attr-defined]
             update["stream_usage"] = True
         return request.override(model=model.model_copy(update=update))
+
+    sync_twin: BaseCallbackHandler | None = None
+    """The handler of the runs a sync callback manager drives, when this one's steps are async."""
+
+    def handlers(self) -> list[BaseCallbackHandler]:
+        """The handlers the model call's runs carry: this one, and its sync twin."""
+        return [self] if self.sync_twin is None else [self, self.sync_twin]
 
     async def settle_open(self, error: BaseException) -> None:
         """Settle the runs started under the call and still open as it ends, as failed with ``error``."""
@@ -217,29 +240,112 @@ class _AsyncModelCalls(_ModelCalls, AsyncCallbackHandler):
 
     operations = AsyncOperations()
 
-    async def on_chat_model_start(  # type: ignore[override]
-        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], **kwargs: Any
+    def __init__(
+        self, guard: Guard | None, arguments: Mapping[str, Any], *, enforce: bool, **scopes: ScopeSpec
     ) -> None:
-        await self._chat_start(serialized, messages, **kwargs)
+        super().__init__(guard, arguments, enforce=enforce, **scopes)
+        self.loop = asyncio.get_running_loop()
+        self.taken: set[int] = set()
+        """The runs the sync twin started (a sync callback manager drives them), by their id's number."""
+        self.sync_twin = _SyncDriven(self)
 
-    async def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], **kwargs: Any) -> None:  # type: ignore[override]
-        await self._llm_start(serialized, prompts, **kwargs)
+    def _driver(self, run_id: UUID) -> Operations | None:
+        """The operations that settle a run's event this handler's coroutine received (``None``: none).
+        On the model call's loop, the async ones. Off it, LangChain drives the run another way: a sync
+        callback manager on a loop of its own (``_run_coros``), the run the twin took; a sync manager
+        blocking the call's loop (a model invoked synchronously on it) or an async manager on another
+        loop (a thread's ``asyncio.run``), the twin leaves it: the sync ones here (this loop is not the
+        one the guard's async store connected on). Under a sync manager blocking the loop, LangChain logs
+        a refusal away, and the call is sent: call the model with ``ainvoke`` or from a thread."""
+        if _running_loop() is self.loop:
+            return self.operations
+        return None if run_id.int in self.taken else SYNC
+
+    async def on_chat_model_start(  # type: ignore[override]
+        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        run = self._driver(run_id)
+        if run is not None:
+            await self._chat_start(run, serialized, messages, run_id=run_id, **kwargs)
+
+    async def on_llm_start(  # type: ignore[override]
+        self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        run = self._driver(run_id)
+        if run is not None:
+            await self._llm_start(run, serialized, prompts, run_id=run_id, **kwargs)
 
     async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:  # type: ignore[override]
-        await self._end(run_id, response, None)
+        run = self._driver(run_id)
+        if run is not None:
+            await self._end(run, run_id, response, None)
 
     async def on_llm_error(  # type: ignore[override]
         self, error: BaseException, *, run_id: UUID, response: LLMResult | None = None, **kwargs: Any
     ) -> None:
-        await self._end(run_id, response, error)
+        run = self._driver(run_id)
+        if run is not None:
+            await self._end(run, run_id, response, error)
 
 
-def _with_handler(callbacks: Callbacks, handler: BaseCallbackHandler) -> Callbacks:
+class _SyncDriven(BaseCallbackHandler):
+    """The sync twin of an async model call's handler, for the runs a sync callback manager drives from a
+    thread: a model the call sends with ``await asyncio.to_thread(model.invoke, ...)``. LangChain runs an
+    async handler's coroutines from a sync manager on a loop of their own and logs their exceptions away
+    (``_run_coros``): a refusal would not stop the call (it was sent unguarded, a review found), and the
+    guard's async store would be used off its loop. This handler settles those runs with the guard's sync
+    operations, in the handler's flow and state (``_AsyncModelCalls``), raising a refusal as a sync
+    handler does (``raise_error``). A manager that dispatches from a thread running an event loop (every
+    async manager; a sync one blocking a loop) it asks to skip it (``ignore_chat_model``, ``ignore_llm``):
+    the async handler's coroutine settles those runs."""
+
+    raise_error = True
+
+    def __init__(self, calls: _AsyncModelCalls) -> None:
+        self.calls = calls
+        quiet_refusals(_CALLBACKS_LOGGER, f"Error in {type(self).__name__}.")
+
+    @property
+    def ignore_chat_model(self) -> bool:
+        return _running_loop() is not None
+
+    ignore_llm = ignore_chat_model
+
+    def on_chat_model_start(
+        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        self.calls.taken.add(run_id.int)
+        now(self.calls._chat_start(SYNC, serialized, messages, run_id=run_id, **kwargs))
+
+    def on_llm_start(
+        self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        self.calls.taken.add(run_id.int)
+        now(self.calls._llm_start(SYNC, serialized, prompts, run_id=run_id, **kwargs))
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        now(self.calls._end(SYNC, run_id, response, None))
+
+    def on_llm_error(
+        self, error: BaseException, *, run_id: UUID, response: LLMResult | None = None, **kwargs: Any
+    ) -> None:
+        now(self.calls._end(SYNC, run_id, response, error))
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _with_handlers(callbacks: Callbacks, handlers: list[BaseCallbackHandler]) -> Callbacks:
     if isinstance(callbacks, BaseCallbackManager):
         manager = callbacks.copy()
-        manager.add_handler(handler, inherit=False)
+        for handler in handlers:
+            manager.add_handler(handler, inherit=False)
         return manager
-    return [*(callbacks or []), handler]
+    return [*(callbacks or []), *handlers]
 
 
 def _run_metadata() -> Mapping[str, Any]:

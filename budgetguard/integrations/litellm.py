@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from .._budgets import Scope
 from .._core import GuardCore
@@ -55,6 +55,7 @@ except ImportError as exc:  # pragma: no cover - exercised by tests/integrations
 __all__ = [
     "BudgetExceeded",
     "BudgetHTTP",
+    "NotALiteLLMClient",
     "acompletion",
     "arouter_completion",
     "completion",
@@ -94,12 +95,46 @@ _HTTP_SWITCH = "EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER"
 the SDK client given (unguarded)."""
 
 
-class BudgetHTTP:
+class NotALiteLLMClient(ConfigurationError, AttributeError):
+    """What a ``BudgetHTTP`` given to LiteLLM itself raises as LiteLLM sends with it (an ``AttributeError``
+    too, so that ``getattr(http, name, default)`` still answers its default)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "a BudgetHTTP is no client to give litellm itself (LiteLLM would send unguarded): call "
+            "budgetguard.integrations.litellm.completion(http, model=..., messages=...) (acompletion, "
+            "router_completion, arouter_completion), which gives LiteLLM the guarded client of the call's "
+            "provider"
+        )
+
+
+class BudgetHTTP(HTTPHandler, AsyncHTTPHandler):  # type: ignore[misc]
     """The clients LiteLLM sends with for the providers whose client it makes itself, on a
     ``BudgetTransport`` priced as the provider, each made on first use: its HTTP handlers
     (``HTTPHandler`` / ``AsyncHTTPHandler``) for ``_HTTP_PROVIDERS``, an OpenAI SDK client per endpoint
     and key for ``_OPENAI_LIKE``. The ``client`` of ``completion`` for those providers. ``scopes`` as in
-    ``guard.wrap``, over ``budget_context()``'s. ``close()`` / ``aclose()`` close what it opened."""
+    ``guard.wrap``, over ``budget_context()``'s. ``close()`` / ``aclose()`` close what it opened.
+
+    Given to ``litellm.completion(client=...)`` itself, it is no client: LiteLLM's HTTP handlers would
+    take it for none of theirs (``isinstance(client, HTTPHandler)``) and send the call unguarded with one
+    they make. So it is one of LiteLLM's handlers (sync and async) that sends nothing: every way LiteLLM
+    sends with it (a handler's ``post``..., an OpenAI SDK client's ``chat``...) raises a
+    ``ConfigurationError`` (``NotALiteLLMClient``) that says to call ``completion`` instead; nothing is sent.
+    (Two of LiteLLM's handlers' ``close`` differ, sync and async: ``close()`` is this one's, sync.)"""
+
+    def _sends_nothing(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise NotALiteLLMClient()
+
+    post = get = put = patch = delete = single_connection_request = _sends_nothing
+    client = property(_sends_nothing)
+
+    def __getattr__(self, name: str) -> Any:  # (what LiteLLM asks of an OpenAI SDK client: chat...)
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise NotALiteLLMClient()
+
+    def __del__(self) -> None:  # (LiteLLM's handlers close their own httpx client; this one has none)
+        pass
 
     def __init__(self, guard: GuardCore, **scopes: ScopeSpec) -> None:
         from .httpx import AsyncBudgetTransport, BudgetTransport
@@ -139,7 +174,7 @@ class BudgetHTTP:
             return AsyncHTTPHandler(transport=transport)
         return HTTPHandler(client=_transport_client(transport))
 
-    def close(self) -> None:
+    def close(self) -> None:  # type: ignore[override]
         for (_, is_async, endpoint), handler in list(self._handlers.items()):
             if not is_async:
                 (handler if endpoint else handler.client).close()  # (a handler leaves its client open)

@@ -25,7 +25,9 @@ really count is measured against their recorded counts (``tests/realworld``), no
 
 Faults are scripted: ``fail()`` answers the next requests with an error status, ``delay()`` answers late,
 ``cut()`` drops a stream's connection after some events (an incomplete chunked body, as a real network
-cut looks to the client). Everything received and every usage reported is recorded.
+cut looks to the client); ``decline()`` makes a Claude model decline the requests that offer server-side
+``fallbacks``, which the next entry serves (``usage.iterations`` as Anthropic reports them). Everything
+received and every usage reported is recorded.
 
 ```python
 with MockProvider() as mock:

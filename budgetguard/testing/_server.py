@@ -97,6 +97,7 @@ class MockProvider:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _server: ThreadingHTTPServer | None = field(default=None, repr=False)
     _ids: Iterator[int] = field(default_factory=itertools.count, repr=False)
+    _declines: dict[str, int] = field(default_factory=dict, repr=False)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -190,6 +191,15 @@ class MockProvider:
         (the SDKs raise ``APIConnectionError``: the request may have been billed)."""
         self._add(_Fault(path, times, drop=True))
 
+    def decline(self, model: str, *, after: int = 0) -> None:
+        """Make ``model`` decline every Anthropic request that offers ``fallbacks`` (a refusal), after
+        writing ``after`` tokens: the server retries it on the next entry, as Anthropic's server-side
+        fallbacks do (``usage.iterations``: a ``message`` per declined hop, on its model, and the serving
+        hop's ``fallback_message``; the top-level usage counts them all; the answer names the model that
+        served it)."""
+        with self._lock:
+            self._declines[model] = after
+
     def reset(self) -> None:
         """Forget what was received and reported, the scripted faults and the prompt caches (to share one
         running server between tests)."""
@@ -198,6 +208,7 @@ class MockProvider:
             self.usages.clear()
             self._faults.clear()
             self._seen_prefixes.clear()
+            self._declines.clear()
 
     def _add(self, fault: _Fault) -> None:
         with self._lock:
@@ -231,7 +242,9 @@ class MockProvider:
         return f"{prefix}_mock{next(self._ids):06d}"
 
     def _context(self) -> Context:
-        return Context(self.reply_text, self._seen, self._new_id)
+        with self._lock:
+            declines = dict(self._declines)
+        return Context(self.reply_text, self._seen, self._new_id, declines)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -4,6 +4,7 @@ providers' error bodies and how a reply is cut into stream deltas."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import struct
 import zlib
@@ -27,6 +28,8 @@ class Context:
     seen: Callable[[str], bool]
     """Whether a cache prefix (its identity) was seen before; remembers it."""
     new_id: Callable[[str], str]
+    declines: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    """The models that decline a request offering ``fallbacks``, each after writing that many tokens."""
 
 
 @dataclass(frozen=True)
