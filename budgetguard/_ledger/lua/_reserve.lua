@@ -28,7 +28,7 @@ local function reserve(KEYS, ARGV, now)
     end
   end
   if #KEYS ~= k then return fail('arity') end
-  if (#mode ~= 1 and #mode ~= n) or string.find(mode, '[^01s]') then return fail('enforce') end
+  if mode ~= '1' and ((#mode ~= 1 and #mode ~= n) or string.find(mode, '[^01s]')) then return fail('enforce') end
   if not is_int64(lease) or lease == '0' or not check_common(maxlen, retention) then return fail('lease') end
   local holds = {}
   for i = 1, n do
@@ -76,38 +76,50 @@ local function reserve(KEYS, ARGV, now)
     local limit = overrides[i] and live_limit(KEYS[2], fields[i], overrides[i], now) or h[2]
     local c = redis.call('HMGET', KEYS[2 + 2 * i], 'spent', 'held')
     local spent, held = c[1] or '0', c[2] or '0'
-    local sh, sl = num(spent)
-    local hh, hl = num(held)
-    local ah, al = limbs(amount)
-    local nh, nl = add(hh, hl, ah, al)  -- this bucket's held once the hold is taken
-    local th, tl  -- spent + held + amount over the window (a rolling counter: its earlier buckets too)
-    if earlier[i] then
-      local all_h, all_l = hh, hl
-      local first, buckets = earlier[i][1], earlier[i][2]
-      for j = 0, buckets - 1 do
-        local bucket, bucket_leases = KEYS[first + 1 + 2 * j], KEYS[first + 2 + 2 * j]
-        reclaim(bucket, bucket_leases, now_s, h[8], h[6], KEYS[3], maxlen)
-        local e = redis.call('HMGET', bucket, 'spent', 'held')
-        if e[1] then sh, sl = add(sh, sl, limbs(e[1])) end
-        if e[2] then all_h, all_l = add(all_h, all_l, limbs(e[2])) end
-      end
-      spent, held = decimal(sh, sl), decimal(all_h, all_l)
-      th, tl = add(sh, sl, add(all_h, all_l, ah, al))
+    local over, nh, nl  -- spent + held + amount is past the limit; held once the hold is taken (limbs)
+    if not earlier[i] and #spent <= SMALL and #held <= SMALL and #amount <= SMALL then
+      -- as numbers (each below 10^15: the sums are exact); a limit past 2^53 rounds to at least 2^53,
+      -- above the sum, so the comparison is exact too
+      local n = held + amount
+      over = spent + n > limit + 0
+      after[i] = string.format('%d', n)
     else
-      th, tl = add(sh, sl, nh, nl)
+      local sh, sl = num(spent)
+      local hh, hl = num(held)
+      local ah, al = limbs(amount)
+      nh, nl = add(hh, hl, ah, al)  -- this bucket's held once the hold is taken
+      local th, tl  -- spent + held + amount over the window (a rolling counter: its earlier buckets too)
+      if earlier[i] then
+        local all_h, all_l = hh, hl
+        local first, buckets = earlier[i][1], earlier[i][2]
+        for j = 0, buckets - 1 do
+          local bucket, bucket_leases = KEYS[first + 1 + 2 * j], KEYS[first + 2 + 2 * j]
+          reclaim(bucket, bucket_leases, now_s, h[8], h[6], KEYS[3], maxlen)
+          local e = redis.call('HMGET', bucket, 'spent', 'held')
+          if e[1] then sh, sl = add(sh, sl, limbs(e[1])) end
+          if e[2] then all_h, all_l = add(all_h, all_l, limbs(e[2])) end
+        end
+        spent, held = decimal(sh, sl), decimal(all_h, all_l)
+        th, tl = add(sh, sl, add(all_h, all_l, ah, al))
+      else
+        th, tl = add(sh, sl, nh, nl)
+      end
+      local lh, ll = limbs(limit)
+      over = not le(th, tl, lh, ll)
     end
-    local lh, ll = limbs(limit)
-    if check == 's' and not shadow and not le(th, tl, lh, ll) then
+    if check == 's' and not shadow and over then
       shadow = {tostring(i - 1), limit, spent, held, amount, h[4], h[8], h[6]}
-    elseif check == '1' and not le(th, tl, lh, ll) then
+    elseif check == '1' and over then
       put_record(KEYS[1], 'x ' .. (i - 1) .. ' ' .. limit .. ' ' .. spent .. ' ' .. held .. ' ' .. amount .. ' ' ..
         h[4] .. '\n\n' .. held_json, now, record_expiry(now, nil, retention + 0))
       xadd(KEYS[3], maxlen, now_s, 'x', id, h[8], '{"' .. h[6] .. '":' .. amount .. '}', meta)
       return {'REFUSED', tostring(i - 1), limit, spent, held, amount, h[4], '0', held_json}
     end
-    if not fits(nh, nl) then return fail('overflow') end  -- (enforce off, before the first write)
+    if nh then  -- (by limbs)
+      if not fits(nh, nl) then return fail('overflow') end  -- (enforce off, before the first write)
+      after[i] = decimal(nh, nl)  -- held once this hold is taken
+    end
     lims[i] = limit
-    after[i] = decimal(nh, nl)  -- held once this hold is taken
     -- TTLs are set when a key is created: a counter's hash and its leases set live as long as its
     -- window plus retention (expire_at); a leases set is also deleted when it empties, which only
     -- happens with nothing held. A 'total' counter (no window end, no expire_at) never resets, so it
