@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,10 +64,39 @@ _SCRIPT_NAMES = ("reserve", "commit", "release", "record", "status", "set_limit"
                  "adjust", "raise_limit", "set_limits", "intern")  # fmt: skip
 
 
+_TOP_LOCAL = re.compile(r"^local (?:function (\w+)|([\w, ]+?)\s*(?:=|$))", re.M)
+_NAME = re.compile(r"(?<![.:\w])[A-Za-z_]\w*")  # (not a field: string.sub is no use of sub)
+
+
+def _names(code: str) -> set[str]:
+    return set(_NAME.findall(re.sub(r"--[^\n]*", "", code)))
+
+
+def _library_for(code: str) -> str:
+    """LIBRARY without the top-level definitions ``code`` never reaches: each ``local function`` a
+    script defines costs every call of it a closure, and each local it captures an upvalue."""
+    starts = [m.start() for m in _TOP_LOCAL.finditer(LIBRARY)] + [len(LIBRARY)]
+    blocks = []  # (names a top-level local statement defines, its text up to the next one)
+    for m, end in zip(_TOP_LOCAL.finditer(LIBRARY), starts[1:], strict=True):
+        defined = {m.group(1)} if m.group(1) else {n.strip() for n in m.group(2).split(",")}
+        blocks.append((defined, LIBRARY[m.start() : end]))
+    needed, wanted = set(), _names(code)
+    while wanted - needed:
+        needed |= wanted
+        for defined, text in blocks:
+            if defined & needed:
+                wanted |= _names(text)
+    return "\n".join(text for defined, text in blocks if defined & needed)
+
+
 def _load_scripts() -> dict[str, str]:
     reserve, resolve = _lua("_reserve"), _lua("_resolve")
     parts = {"reserve": reserve, "commit": resolve, "release": resolve, "batch": reserve + "\n" + resolve}
-    return {name: LIBRARY + "\n" + parts.get(name, "") + "\n" + _lua(name) for name in _SCRIPT_NAMES}
+    scripts = {}
+    for name in _SCRIPT_NAMES:
+        code = parts.get(name, "") + "\n" + _lua(name)
+        scripts[name] = _library_for(code) + "\n" + code
+    return scripts
 
 
 SCRIPTS = _load_scripts()

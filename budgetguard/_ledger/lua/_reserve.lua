@@ -77,7 +77,7 @@ local function reserve(KEYS, ARGV, now)
     local c = redis.call('HMGET', KEYS[2 + 2 * i], 'spent', 'held')
     local spent, held = c[1] or '0', c[2] or '0'
     local over, nh, nl  -- spent + held + amount is past the limit; held once the hold is taken (limbs)
-    if not earlier[i] and #spent <= SMALL and #held <= SMALL and #amount <= SMALL then
+    if not earlier[i] and #spent <= 15 and #held <= 15 and #amount <= 15 then
       -- as numbers (each below 10^15: the sums are exact); a limit past 2^53 rounds to at least 2^53,
       -- above the sum, so the comparison is exact too
       local n = held + amount
