@@ -80,7 +80,8 @@ def _library_for(code: str) -> str:
     for m, end in zip(_TOP_LOCAL.finditer(LIBRARY), starts[1:], strict=True):
         defined = {m.group(1)} if m.group(1) else {n.strip() for n in m.group(2).split(",")}
         blocks.append((defined, LIBRARY[m.start() : end]))
-    needed, wanted = set(), _names(code)
+    needed: set[str] = set()
+    wanted = _names(code)
     while wanted - needed:
         needed |= wanted
         for defined, text in blocks:

@@ -64,7 +64,9 @@ def _expected(a: int, b: int) -> list[str]:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(values, values), min_size=1, max_size=20))
-def test_plus_minus_at_most_agree_with_python_integers(client: redis.Redis, pairs: list[tuple[int, int]]) -> None:
+def test_plus_minus_at_most_agree_with_python_integers(
+    client: redis.Redis, pairs: list[tuple[int, int]]
+) -> None:
     got = client.eval(SCRIPT, 0, *(str(v) for pair in pairs for v in pair))
     assert got == [x for a, b in pairs for x in _expected(a, b)]
 
