@@ -74,7 +74,9 @@ def _names(code: str) -> set[str]:
 
 def _library_for(code: str) -> str:
     """LIBRARY without the top-level definitions ``code`` never reaches: each ``local function`` a
-    script defines costs every call of it a closure, and each local it captures an upvalue."""
+    script defines costs every call of it a closure, and each local it captures an upvalue. (The
+    library's files hold only top-level ``local`` statements; a definition is kept with every name it
+    uses, transitively, and in its place.)"""
     starts = [m.start() for m in _TOP_LOCAL.finditer(LIBRARY)] + [len(LIBRARY)]
     blocks = []  # (names a top-level local statement defines, its text up to the next one)
     for m, end in zip(_TOP_LOCAL.finditer(LIBRARY), starts[1:], strict=True):

@@ -84,9 +84,9 @@ local function reserve(KEYS, ARGV, now)
     if not rolling and #spent <= 15 and #held <= 15 and #amount <= 15 then
       -- as numbers (each below 10^15: the sums are exact); a limit past 2^53 rounds to at least 2^53,
       -- above the sum, so the comparison is exact too
-      local n = held + amount
-      over = spent + n > limit + 0
-      after[i] = string.format('%d', n)
+      local nheld = held + amount
+      over = spent + nheld > limit + 0
+      after[i] = string.format('%d', nheld)
     else
       local sh, sl = num(spent)
       local hh, hl = num(held)
