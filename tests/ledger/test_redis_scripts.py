@@ -38,4 +38,6 @@ def test_a_script_leaves_out_what_it_never_reaches() -> None:
     assert "local function reserve" not in SCRIPTS["commit"]
     assert "local function live_limit" not in SCRIPTS["commit"]  # (reserve's run-time limits)
     assert "local function merge" not in SCRIPTS["reserve"]  # (a resolution's journal data)
+    assert "local function reserve" not in SCRIPTS["reserve"]  # (its body is the script's own code)
+    assert "local function reserve" in SCRIPTS["batch"]
     assert "local function live_limit" in SCRIPTS["reserve"]

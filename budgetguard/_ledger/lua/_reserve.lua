@@ -1,5 +1,5 @@
--- reserve: admit a reservation on every counter or on none (reserve.lua runs it, batch.lua too;
--- prepended after _lib.lua).
+-- reserve: admit a reservation on every counter or on none (prepended after _lib.lua). The reserve
+-- script runs this function's body as its own code (_redis_wire._ALONE); batch.lua calls it.
 -- Every key written has an expiry, but two: the limits hash (run-time limits an operator set live
 -- until cleared, see set_limit.lua) and the journal stream (the history reports read, capped by
 -- XADD MAXLEN ~ journal_maxlen); and a 'total' counter, which never resets (below).

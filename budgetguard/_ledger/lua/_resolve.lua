@@ -1,5 +1,6 @@
--- Shared body of commit and release (prepended after _lib.lua; commit.lua and release.lua run it with
--- their mode, batch.lua too, with the time it read once: now, ms).
+-- Shared body of commit and release (prepended after _lib.lua; the commit and release scripts run its
+-- body as their own code with their mode bound, _redis_wire._ALONE; batch.lua calls it with the time it
+-- read once: now, ms).
 -- KEYS: record, journal, then (counter, leases) per held counter, in reservation order.
 -- ARGV: id, retention_ms, journal_maxlen, meta_json, scopes_json, amounts_json,
 --       then one per counter, packed: 'charge,expire_at,unit,label_json' (charge '' on release;
