@@ -248,7 +248,7 @@ class Flows:
 
 
 def _mode(holds: tuple[Hold, ...], enforce: Enforce) -> str:
-    """``reserve.lua``'s enforce argument: one letter for every hold, or one per hold when some
+    """The reserve script's enforce argument: one letter for every hold, or one per hold when some
     counters are checked in shadow and others not."""
     if enforce is False:
         return "0"

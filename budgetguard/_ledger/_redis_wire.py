@@ -1,9 +1,9 @@
 """What the Redis store sends and reads back: the Lua scripts, key names, packed arguments, journal entries.
 
-Each operation is one Lua script (``lua/*.lua``, after the shared ``_time.lua`` and ``_lib.lua``).
-Key names: every key of a namespace shares the hash tag ``{namespace}`` (Redis Cluster runs each script
-on one node); scope ids are user data and enter keys only as a hash of the counter's identity. Money
-travels as int64 decimal strings.
+Each operation is one Lua script (``lua/*.lua``, after what it uses of the shared ``_time.lua`` and
+``_lib.lua``). Key names: every key of a namespace shares the hash tag ``{namespace}`` (Redis Cluster
+runs each script on one node); scope ids are user data and enter keys only as a hash of the counter's
+identity. Money travels as int64 decimal strings.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,10 +64,61 @@ _SCRIPT_NAMES = ("reserve", "commit", "release", "record", "status", "set_limit"
                  "adjust", "raise_limit", "set_limits", "intern")  # fmt: skip
 
 
+_TOP_LOCAL = re.compile(r"^local (?:function (\w+)|([\w, ]+?)\s*(?:=|$))", re.M)
+_NAME = re.compile(r"(?<![.:\w])[A-Za-z_]\w*")  # (not a field: string.sub is no use of sub)
+
+
+def _names(code: str) -> set[str]:
+    return set(_NAME.findall(re.sub(r"--[^\n]*", "", code)))
+
+
+def _library_for(code: str) -> str:
+    """LIBRARY without the top-level definitions ``code`` never reaches: each ``local function`` a
+    script defines costs every call of it a closure, and each local it captures an upvalue. (The
+    library's files hold only top-level ``local`` statements; a definition is kept with every name it
+    uses, transitively, and in its place.)"""
+    starts = [m.start() for m in _TOP_LOCAL.finditer(LIBRARY)] + [len(LIBRARY)]
+    blocks = []  # (names a top-level local statement defines, its text up to the next one)
+    for m, end in zip(_TOP_LOCAL.finditer(LIBRARY), starts[1:], strict=True):
+        defined = {m.group(1)} if m.group(1) else {n.strip() for n in m.group(2).split(",")}
+        blocks.append((defined, LIBRARY[m.start() : end]))
+    needed: set[str] = set()
+    wanted = _names(code)
+    while wanted - needed:
+        needed |= wanted
+        for defined, text in blocks:
+            if defined & needed:
+                wanted |= _names(text)
+    return "\n".join(text for defined, text in blocks if defined & needed)
+
+
+_RESOLVE = "local function resolve(mode, KEYS, ARGV, now)"
+_ALONE = {
+    "reserve": ("_reserve", "local function reserve(KEYS, ARGV, now)", "local now"),
+    "commit": ("_resolve", _RESOLVE, "local mode, now = 'committed', nil"),
+    "release": ("_resolve", _RESOLVE, "local mode, now = 'released', nil"),
+}
+"""The scripts of one operation: its function's body run as the script's own code, its parameters bound
+(KEYS and ARGV are the script's; now nil: read there). A function would be a closure made at every call,
+with an upvalue for each library function it uses (~5-8k instructions a call); batch.lua calls them."""
+
+
+def _alone(part: str, header: str, binding: str) -> str:
+    text = _lua(part)
+    start = text.index(header + "\n")  # (ValueError if the function's signature changed)
+    end = text.rstrip().rindex("\nend")
+    return text[:start] + binding + "\n" + text[start + len(header) + 1 : end]
+
+
 def _load_scripts() -> dict[str, str]:
     reserve, resolve = _lua("_reserve"), _lua("_resolve")
-    parts = {"reserve": reserve, "commit": resolve, "release": resolve, "batch": reserve + "\n" + resolve}
-    return {name: LIBRARY + "\n" + parts.get(name, "") + "\n" + _lua(name) for name in _SCRIPT_NAMES}
+    scripts = {}
+    for name in _SCRIPT_NAMES:
+        code = _alone(*_ALONE[name]) if name in _ALONE else _lua(name)
+        if name == "batch":
+            code = reserve + "\n" + resolve + "\n" + code
+        scripts[name] = _library_for(code) + "\n" + code
+    return scripts
 
 
 SCRIPTS = _load_scripts()
@@ -142,11 +194,12 @@ class CounterArgs:
         window_end = "" if end is None else end
         field = keys.limit_field(counter)
         self.reserve_arg = f",{counter.limit},{start},{window_end},{expire_at},{unit},{field},{label}"
-        """Follows the amount: the packed per-hold argument of ``reserve.lua``."""
+        """Follows the amount: the packed per-hold argument of the reserve script (``lua/_reserve.lua``)."""
         self.held_json = json.dumps(held_fields(counter, start, end), separators=(",", ":"))[:-1] + ","
         """A hold on this counter as ``encode_held`` writes it, up to its amount and limit."""
         self.commit_arg = f",{expire_at},{unit},{label}"
-        """Follows the charge: the packed per-counter argument of ``commit.lua`` and ``release.lua``."""
+        """Follows the charge: the packed per-counter argument of the commit and release scripts
+        (``lua/_resolve.lua``)."""
 
 
 def server_time_outside(reply: list[str]) -> int | None:

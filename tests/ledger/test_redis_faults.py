@@ -732,7 +732,7 @@ def test_scripts_refuse_bad_integers_before_writing(redis_ledger: RedisLedger, b
     assert ledger.client.dbsize() > 0
 
     keys, args = _reserve_call(ledger, [Hold(user, 5), Hold(glob, 5)], "bad-reserve")
-    first, second = 8, 8 + 1  # ARGV offsets of each hold's packed fields (see reserve.lua: 8 header args)
+    first, second = 8, 8 + 1  # ARGV offsets of each hold's packed fields (lua/_reserve.lua: 8 header args)
     # packed hold fields: amount, default limit, window start, window end, expiry
     for index, field in [(first, 0), (second, 0), (first, 1), (second, 1), (first, 2), (first, 3),
                          (first, 4), (1, None), (2, None), (3, None)]:  # fmt: skip

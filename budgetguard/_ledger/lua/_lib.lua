@@ -1,8 +1,9 @@
 -- Shared helpers, prepended to every budgetguard script (after _time.lua).
--- Money and counts are int64 decimal strings. Lua numbers are doubles (exact only below 2^53), so
--- sums and comparisons split each value into two base-1e9 limbs; Redis's HINCRBY does the stores.
-local BASE = 1000000000
-local MAX_H, MAX_L = 9223372036, 854775807
+-- Money and counts are int64 decimal strings. Lua numbers are doubles (exact only below 2^53): values
+-- of at most 15 characters (below 10^15) are added and compared as numbers, where every sum of a few
+-- stays exact; longer ones split into two base-1e9 limbs (plus, minus, at_most below). The constants
+-- are written as literals: a local captured by a function costs every script call an upvalue.
+--   1000000000: a limb's base; 9223372036, 854775807: 2^63 - 1 as limbs; 15: the longest number path
 
 local function fail(msg) return redis.error_reply('BGINVALID ' .. msg) end
 
@@ -17,27 +18,23 @@ end
 -- operations pass the same lease, retention and journal length). nil outside a batch.
 local int64s
 
-local function is_int64(s)
-  if int64s and int64s[s] then return true end
-  if type(s) ~= 'string' then return false end
-  local n = #s
-  -- digits only, no leading zeros
-  if n > 19 or (s ~= '0' and string.find(s, '^[1-9]%d*$') == nil) then return false end
-  if n == 19 then  -- (at most 18 digits: below 2^63 - 1)
-    local h, l = limbs(s)
-    if not (h < MAX_H or (h == MAX_H and l <= MAX_L)) then return false end
-  end
-  if int64s then int64s[s] = true end
-  return true
-end
-
 -- is_int64 of a string a pattern matched as digits only ('%d+'): the length, zero and range checks
+-- (19 digits: its first 10 and last 9 against 2^63 - 1's)
 local function digits64(s)
   local n = #s
   if n < 19 then return n == 1 or string.byte(s, 1) ~= 48 end
   if n > 19 then return false end
-  local h, l = limbs(s)
-  return h < MAX_H or (h == MAX_H and l <= MAX_L)
+  local h = string.sub(s, 1, 10) + 0
+  return h < 9223372036 or (h == 9223372036 and string.sub(s, 11) + 0 <= 854775807)
+end
+
+local function is_int64(s)
+  if int64s and int64s[s] then return true end
+  if type(s) ~= 'string' then return false end
+  -- digits only, no leading zeros, at most 2^63 - 1
+  if s ~= '0' and (string.find(s, '^[1-9]%d*$') == nil or not digits64(s)) then return false end
+  if int64s then int64s[s] = true end
+  return true
 end
 
 -- a sum of two int64 given as limbs, as a decimal string (exact past 2^53)
@@ -48,20 +45,50 @@ end
 
 local function add(ah, al, bh, bl)
   local h, l = ah + bh, al + bl
-  if l >= BASE then return h + 1, l - BASE end
+  if l >= 1000000000 then return h + 1, l - 1000000000 end
   return h, l
 end
 
 -- a - b of two int64 given as limbs, for a >= b
 local function sub(ah, al, bh, bl)
   local h, l = ah - bh, al - bl
-  if l < 0 then return h - 1, l + BASE end
+  if l < 0 then return h - 1, l + 1000000000 end
   return h, l
 end
 
 local function le(ah, al, bh, bl) return ah < bh or (ah == bh and al <= bl) end
-local function fits(h, l) return le(h, l, MAX_H, MAX_L) end
+local function fits(h, l) return le(h, l, 9223372036, 854775807) end
 local function num(s) if not s then return 0, 0 end return limbs(s) end
+
+-- a + b of two int64 decimal strings, as one; nil past int64
+local function plus(a, b)
+  if #a <= 15 and #b <= 15 then return string.format('%d', a + b) end
+  local ah, al = limbs(a)
+  local h, l = add(ah, al, limbs(b))
+  if not fits(h, l) then return nil end
+  return decimal(h, l)
+end
+
+-- a - b of two int64 decimal strings, as one; nil when b > a
+local function minus(a, b)
+  if #a <= 15 and #b <= 15 then
+    local d = a - b
+    if d < 0 then return nil end
+    return string.format('%d', d)
+  end
+  local ah, al = limbs(a)
+  local bh, bl = limbs(b)
+  if not le(bh, bl, ah, al) then return nil end
+  return decimal(sub(ah, al, bh, bl))
+end
+
+-- a <= b of two int64 decimal strings
+local function at_most(a, b)
+  if #a <= 15 and #b <= 15 then return a + 0 <= b + 0 end
+  local ah, al = limbs(a)
+  local bh, bl = limbs(b)
+  return le(ah, al, bh, bl)
+end
 
 local function now_ms()
   local t = redis.call('TIME')

@@ -1,5 +1,5 @@
--- reserve: admit a reservation on every counter or on none (reserve.lua runs it, batch.lua too;
--- prepended after _lib.lua).
+-- reserve: admit a reservation on every counter or on none (prepended after _lib.lua). The reserve
+-- script runs this function's body as its own code (_redis_wire._ALONE); batch.lua calls it.
 -- Every key written has an expiry, but two: the limits hash (run-time limits an operator set live
 -- until cleared, see set_limit.lua) and the journal stream (the history reports read, capped by
 -- XADD MAXLEN ~ journal_maxlen); and a 'total' counter, which never resets (below).
@@ -17,9 +17,10 @@ local function reserve(KEYS, ARGV, now)
   local H = 8  -- header arguments before the per-hold ones
   local n = #ARGV - H
   if n < 1 then return fail('arity') end
-  local earlier, k = {}, 3 + 2 * n  -- per rolling hold: {first key of its earlier buckets, buckets}
+  local earlier, k = nil, 3 + 2 * n  -- per rolling hold: {first key of its earlier buckets, buckets}
   if ARGV[8] ~= '' then
     if string.find(ARGV[8], '^[%d:,]+$') == nil then return fail('rolling') end
+    earlier = {}
     for i, b in string.gmatch(ARGV[8], '(%d+):(%d+),') do
       i, b = i + 0, b + 0
       if i < 1 or i > n or earlier[i] then return fail('rolling') end
@@ -28,7 +29,7 @@ local function reserve(KEYS, ARGV, now)
     end
   end
   if #KEYS ~= k then return fail('arity') end
-  if (#mode ~= 1 and #mode ~= n) or string.find(mode, '[^01s]') then return fail('enforce') end
+  if mode ~= '1' and ((#mode ~= 1 and #mode ~= n) or string.find(mode, '[^01s]')) then return fail('enforce') end
   if not is_int64(lease) or lease == '0' or not check_common(maxlen, retention) then return fail('lease') end
   local holds = {}
   for i = 1, n do
@@ -62,52 +63,67 @@ local function reserve(KEYS, ARGV, now)
     reclaim(KEYS[2 + 2 * i], KEYS[3 + 2 * i], now_s, holds[i][8], holds[i][6], KEYS[3], maxlen)
   end
 
-  local fields = {}
-  for i = 1, n do fields[i] = holds[i][7] end
   local overrides  -- run-time limits, one read for all
-  if n == 1 then overrides = {redis.call('HGET', KEYS[2], fields[1])}  -- (HGET: half HMGET's cost)
-  else overrides = redis.call('HMGET', KEYS[2], unpack(fields)) end
+  if n == 1 then overrides = {redis.call('HGET', KEYS[2], holds[1][7])}  -- (HGET: half HMGET's cost)
+  else
+    local fields = {}
+    for i = 1, n do fields[i] = holds[i][7] end
+    overrides = redis.call('HMGET', KEYS[2], unpack(fields))
+  end
   local lims, fresh, fresh_leases, after = {}, {}, {}, {}
   local shadow  -- the first refusal in shadow (admitted): its reply fields, then its journal entry
   for i = 1, n do
     local h = holds[i]
     local check = #mode == 1 and mode or string.sub(mode, i, i)
     local amount = h[1]
-    local limit = overrides[i] and live_limit(KEYS[2], fields[i], overrides[i], now) or h[2]
+    local limit = overrides[i] and live_limit(KEYS[2], h[7], overrides[i], now) or h[2]
     local c = redis.call('HMGET', KEYS[2 + 2 * i], 'spent', 'held')
     local spent, held = c[1] or '0', c[2] or '0'
-    local sh, sl = num(spent)
-    local hh, hl = num(held)
-    local ah, al = limbs(amount)
-    local nh, nl = add(hh, hl, ah, al)  -- this bucket's held once the hold is taken
-    local th, tl  -- spent + held + amount over the window (a rolling counter: its earlier buckets too)
-    if earlier[i] then
-      local all_h, all_l = hh, hl
-      local first, buckets = earlier[i][1], earlier[i][2]
-      for j = 0, buckets - 1 do
-        local bucket, bucket_leases = KEYS[first + 1 + 2 * j], KEYS[first + 2 + 2 * j]
-        reclaim(bucket, bucket_leases, now_s, h[8], h[6], KEYS[3], maxlen)
-        local e = redis.call('HMGET', bucket, 'spent', 'held')
-        if e[1] then sh, sl = add(sh, sl, limbs(e[1])) end
-        if e[2] then all_h, all_l = add(all_h, all_l, limbs(e[2])) end
-      end
-      spent, held = decimal(sh, sl), decimal(all_h, all_l)
-      th, tl = add(sh, sl, add(all_h, all_l, ah, al))
+    local over, nh, nl  -- spent + held + amount is past the limit; held once the hold is taken (limbs)
+    local rolling = earlier and earlier[i]
+    if not rolling and #spent <= 15 and #held <= 15 and #amount <= 15 then
+      -- as numbers (each below 10^15: the sums are exact); a limit past 2^53 rounds to at least 2^53,
+      -- above the sum, so the comparison is exact too
+      local nheld = held + amount
+      over = spent + nheld > limit + 0
+      after[i] = string.format('%d', nheld)
     else
-      th, tl = add(sh, sl, nh, nl)
+      local sh, sl = num(spent)
+      local hh, hl = num(held)
+      local ah, al = limbs(amount)
+      nh, nl = add(hh, hl, ah, al)  -- this bucket's held once the hold is taken
+      local th, tl  -- spent + held + amount over the window (a rolling counter: its earlier buckets too)
+      if rolling then
+        local all_h, all_l = hh, hl
+        local first, buckets = rolling[1], rolling[2]
+        for j = 0, buckets - 1 do
+          local bucket, bucket_leases = KEYS[first + 1 + 2 * j], KEYS[first + 2 + 2 * j]
+          reclaim(bucket, bucket_leases, now_s, h[8], h[6], KEYS[3], maxlen)
+          local e = redis.call('HMGET', bucket, 'spent', 'held')
+          if e[1] then sh, sl = add(sh, sl, limbs(e[1])) end
+          if e[2] then all_h, all_l = add(all_h, all_l, limbs(e[2])) end
+        end
+        spent, held = decimal(sh, sl), decimal(all_h, all_l)
+        th, tl = add(sh, sl, add(all_h, all_l, ah, al))
+      else
+        th, tl = add(sh, sl, nh, nl)
+      end
+      local lh, ll = limbs(limit)
+      over = not le(th, tl, lh, ll)
     end
-    local lh, ll = limbs(limit)
-    if check == 's' and not shadow and not le(th, tl, lh, ll) then
+    if check == 's' and not shadow and over then
       shadow = {tostring(i - 1), limit, spent, held, amount, h[4], h[8], h[6]}
-    elseif check == '1' and not le(th, tl, lh, ll) then
+    elseif check == '1' and over then
       put_record(KEYS[1], 'x ' .. (i - 1) .. ' ' .. limit .. ' ' .. spent .. ' ' .. held .. ' ' .. amount .. ' ' ..
         h[4] .. '\n\n' .. held_json, now, record_expiry(now, nil, retention + 0))
       xadd(KEYS[3], maxlen, now_s, 'x', id, h[8], '{"' .. h[6] .. '":' .. amount .. '}', meta)
       return {'REFUSED', tostring(i - 1), limit, spent, held, amount, h[4], '0', held_json}
     end
-    if not fits(nh, nl) then return fail('overflow') end  -- (enforce off, before the first write)
+    if nh then  -- (by limbs)
+      if not fits(nh, nl) then return fail('overflow') end  -- (enforce off, before the first write)
+      after[i] = decimal(nh, nl)  -- held once this hold is taken
+    end
     lims[i] = limit
-    after[i] = decimal(nh, nl)  -- held once this hold is taken
     -- TTLs are set when a key is created: a counter's hash and its leases set live as long as its
     -- window plus retention (expire_at); a leases set is also deleted when it empties, which only
     -- happens with nothing held. A 'total' counter (no window end, no expire_at) never resets, so it
@@ -118,7 +134,7 @@ local function reserve(KEYS, ARGV, now)
 
   local expires = lease_end(now, lease + 0)
   local expires_s = string.format('%d', expires)
-  local amts = {}
+  local amts = n > 1 and {}  -- (one hold's: its amount, no table)
   for i = 1, n do
     local h = holds[i]
     local counter, leases = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
@@ -131,10 +147,11 @@ local function reserve(KEYS, ARGV, now)
       if fresh[i] then redis.call('PEXPIREAT', counter, h[5]) end
       if fresh_leases[i] then redis.call('PEXPIREAT', leases, h[5]) end
     end
-    amts[i] = h[1]
+    if amts then amts[i] = h[1] end
   end
-  local lims_csv = table.concat(lims, ',')
-  put_record(KEYS[1], 'h ' .. now_s .. ' ' .. expires_s .. ' ' .. lims_csv .. ' ' .. table.concat(amts, ',') .. '\n' ..
+  local lims_csv = n == 1 and lims[1] or table.concat(lims, ',')
+  local amts_csv = amts and table.concat(amts, ',') or holds[1][1]
+  put_record(KEYS[1], 'h ' .. now_s .. ' ' .. expires_s .. ' ' .. lims_csv .. ' ' .. amts_csv .. '\n' ..
     meta .. '\n' .. held_json, now, record_expiry(now, expires, retention + 0))
   if shadow then
     xadd(KEYS[3], maxlen, now_s, 's', id, shadow[7], '{"' .. shadow[8] .. '":' .. shadow[5] .. '}', meta)

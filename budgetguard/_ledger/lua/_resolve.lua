@@ -1,5 +1,6 @@
--- Shared body of commit and release (prepended after _lib.lua; commit.lua and release.lua run it with
--- their mode, batch.lua too, with the time it read once: now, ms).
+-- Shared body of commit and release (prepended after _lib.lua; the commit and release scripts run its
+-- body as their own code with their mode bound, _redis_wire._ALONE; batch.lua calls it with the time it
+-- read once: now, ms).
 -- KEYS: record, journal, then (counter, leases) per held counter, in reservation order.
 -- ARGV: id, retention_ms, journal_maxlen, meta_json, scopes_json, amounts_json,
 --       then one per counter, packed: 'charge,expire_at,unit,label_json' (charge '' on release;
@@ -33,8 +34,9 @@ local function resolve(mode, KEYS, ARGV, now)
     for v in string.gmatch(r.spent, '%d+') do reply[#reply + 1] = v end
     return reply
   end
-  local held_amts = {}
-  for a in string.gmatch(r.amts, '%d+') do held_amts[#held_amts + 1] = a end
+  local held_amts = {}  -- (one counter's, without the gmatch iterator: the usual case)
+  if n == 1 and not string.find(r.amts, ',', 1, true) then held_amts[1] = r.amts
+  else for a in string.gmatch(r.amts, '%d+') do held_amts[#held_amts + 1] = a end end
   if #held_amts ~= n then return fail('counters') end
   now = now or now_ms()
   local now_s = string.format('%d', now)
@@ -47,11 +49,8 @@ local function resolve(mode, KEYS, ARGV, now)
     local v = redis.call('HMGET', counter, 'spent', 'held', 'r:' .. id)
     rows[i] = v
     if mode == 'committed' then
-      local sh, sl = num(v[1])
-      local ch, cl = limbs(c[1])
-      sh, sl = add(sh, sl, ch, cl)
-      if not fits(sh, sl) then return fail('overflow') end
-      after[i] = decimal(sh, sl)  -- spent after this commit (reclaiming never changes spent)
+      after[i] = plus(v[1] or '0', c[1])  -- spent after this commit (reclaiming never changes spent)
+      if not after[i] then return fail('overflow') end
     end
   end
   for i = 1, n do
@@ -64,10 +63,9 @@ local function resolve(mode, KEYS, ARGV, now)
     local w = {}
     if amt then
       if amt ~= '0' then
-        local hh, hl = num(v[2])
-        local ah, al = limbs(amt)
-        if le(ah, al, hh, hl) then
-          w[#w + 1], w[#w + 2] = 'held', decimal(sub(hh, hl, ah, al))
+        local left = minus(v[2] or '0', amt)
+        if left then
+          w[#w + 1], w[#w + 2] = 'held', left
         else
           redis.call('HINCRBY', counter, 'held', '-' .. amt)  -- (held below a hold: never written)
         end
@@ -84,11 +82,7 @@ local function resolve(mode, KEYS, ARGV, now)
     if charge and not v[1] and c[2] ~= '' then
       redis.call('PEXPIREAT', counter, c[2])  -- the first charge of a counter that may have expired
     end
-    if mode == 'committed' then
-      local ch, cl = limbs(c[1])
-      local hh, hl = limbs(held_amts[i])
-      if not le(ch, cl, hh, hl) then overrun = '1' end
-    end
+    if mode == 'committed' and not at_most(c[1], held_amts[i]) then overrun = '1' end
   end
   local charged = mode == 'committed' and amounts or '{}'
   local code = mode == 'committed' and 'c' or 'r'

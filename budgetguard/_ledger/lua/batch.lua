@@ -1,6 +1,6 @@
 -- batch: several operations of concurrent callers in one call (group commit, _redis_batch.py), each
 -- with its own outcome exactly as its own script would give it: one operation's refusal or error
--- never touches another's. Prepended: _lib.lua, _reserve.lua, _resolve.lua.
+-- never touches another's. Prepended: _lib.lua, _reserve.lua, _resolve.lua (their functions).
 -- KEYS: every operation's keys, in order. ARGV: per operation, '<op> <nkeys> <nargs>' (op: reserve,
 -- commit, release), then its arguments. Reply: one per operation, in order (an error as an error).
 local OPS = {

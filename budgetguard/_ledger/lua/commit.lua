@@ -1,1 +1,0 @@
-return resolve('committed', KEYS, ARGV)

@@ -1,1 +1,0 @@
-return resolve('released', KEYS, ARGV)
