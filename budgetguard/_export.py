@@ -14,7 +14,8 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -114,14 +115,22 @@ def _bare(cell: str) -> bool:
 
 def _csv_line(fields: Sequence[Any]) -> str:
     """``fields`` as one CSV line (``csv.writer``'s rules, ``\n`` at its end)."""
-    _CSV_OUT.seek(0)
-    _CSV_OUT.truncate()
-    _CSV_WRITER.writerow(fields)
-    return _CSV_OUT.getvalue()
+    out = _CSV
+    out.text.seek(0)
+    out.text.truncate()
+    out.writer.writerow(fields)
+    return out.text.getvalue()
 
 
-_CSV_OUT = io.StringIO()
-_CSV_WRITER = csv.writer(_CSV_OUT, lineterminator="\n")
+class _CsvOut(threading.local):
+    """A thread's CSV writer and its text (exports in several threads at once each write their own)."""
+
+    def __init__(self) -> None:
+        self.text = io.StringIO()
+        self.writer = csv.writer(self.text, lineterminator="\n")
+
+
+_CSV = _CsvOut()
 
 
 def export_header(columns: ScopeColumns) -> str:
@@ -129,12 +138,35 @@ def export_header(columns: ScopeColumns) -> str:
     return _csv_line([n for f in EXPORT_FIELDS for n in (columns.names if f == "scopes" else [f])])
 
 
-def csv_layout(lists: Sequence[str]) -> tuple[ScopeColumns, str, dict[str, str]]:
+def csv_layout(lists: Iterable[str]) -> tuple[ScopeColumns, str, Callable[[str], str]]:
     """The CSV's scope columns for calls of the lists of scopes ``lists`` (as the journal keeps them:
-    JSON), its header, and each list's cells (``ScopeColumns.text``)."""
-    parsed = [scopes_of({"scopes": json.loads(text)}, ()) for text in lists]
-    columns = ScopeColumns(parsed)
-    return columns, export_header(columns), dict(zip(lists, map(columns.text, parsed), strict=True))
+    JSON; read once, none kept: a range of a million users' calls holds as many lists), its header, and
+    a list's cells (``ScopeColumns.text``; the first ``CELLS_KEPT`` lists' kept)."""
+    columns = ScopeColumns(_parsed(text) for text in lists)
+    return columns, export_header(columns), _Cells(columns).__getitem__
+
+
+CELLS_KEPT = 65536
+"""Lists of scopes whose CSV cells an export keeps (the common range holds a few hundred)."""
+
+
+class _Cells(dict[str, str]):
+    """Lists of scopes' CSV cells by their JSON, each rendered when first asked, the first ``CELLS_KEPT``
+    kept (a list kept is found by ``dict``'s own lookup: no Python frame a row)."""
+
+    def __init__(self, columns: ScopeColumns) -> None:
+        super().__init__()
+        self._columns = columns
+
+    def __missing__(self, text: str) -> str:
+        cells = self._columns.text(_parsed(text))
+        if len(self) < CELLS_KEPT:
+            self[text] = cells
+        return cells
+
+
+def _parsed(text: str) -> list[str]:
+    return scopes_of({"scopes": json.loads(text)}, ())
 
 
 def export_line(row: dict[str, Any], fmt: str, columns: ScopeColumns | None = None) -> str:
@@ -200,7 +232,7 @@ def _sqlite_text(
     sql = ledger._sql.report
     columns: list[ScopeColumns] = []
 
-    def layout(lists: list[str]) -> tuple[str, dict[str, str]]:
+    def layout(lists: Iterable[str]) -> tuple[str, Callable[[str], str]]:
         found, header, cells = csv_layout(lists)
         columns.append(found)
         return header, cells
@@ -216,7 +248,8 @@ def _sqlite_text(
 
 def write_utf8(f: TextIO, pieces: Iterable[str | bytes]) -> None:
     """``pieces`` (text, or text's UTF-8) written to the text file ``f``: UTF-8 straight to its buffer
-    where ``f`` would write the same bytes (it encodes as UTF-8 and writes a newline as it is)."""
+    where ``f`` would write the same bytes (it encodes as UTF-8 and writes a newline as it is: ``f``
+    opened with the default ``newline``, as the CLI opens it; a text file does not say which it has)."""
     raw = codecs.lookup(f.encoding).name == "utf-8" and os.linesep == "\n"
     for piece in pieces:
         if isinstance(piece, str):

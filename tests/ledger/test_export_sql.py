@@ -9,6 +9,7 @@ import io
 import json
 import sqlite3
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +186,7 @@ def _never() -> None:
     raise AssertionError("filled already")
 
 
-def _layout(lists: list[str]) -> tuple[str, dict[str, str]]:
+def _layout(lists: Iterable[str]) -> tuple[str, Callable[[str], str]]:
     return csv_layout(lists)[1:]
 
 
@@ -266,3 +267,48 @@ def test_any_rows_export_in_sql_as_in_python(rows: list[tuple[Any, ...]]) -> Non
                 )
         finally:
             store.close()
+
+
+def test_a_csv_layout_keeps_no_list_of_the_range_s_scopes() -> None:
+    """A range of a million users' calls holds as many lists of scopes: the CSV's layout reads them once
+    and keeps only its columns (it kept every list and its cells: 585 MB for 1M users' calls), and a
+    list's cells are rendered when asked (the last ``CELLS_KEPT`` kept)."""
+    import tracemalloc
+
+    lists = (json.dumps(["global", f"user:someone-{i:07d}", "feature:chat"]) for i in range(50_000))
+    tracemalloc.start()
+    try:
+        _, header, cells = csv_layout(lists)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 200_000, peak  # (the 50,000 lists' texts alone are ~4 MB)
+    assert header.startswith("time,event,reservation_id,scope_global,scope_user,scope_feature,")
+    assert cells(json.dumps(["user:a,b", "global"])) == ',global,"a,b",'
+
+
+def test_csv_lines_of_exports_in_two_threads_are_their_own() -> None:
+    """Two exports at once, in threads: each line is its own (one CSV writer for all mixed their lines)."""
+    import sys
+    import threading
+
+    from budgetguard._export import _csv_line
+
+    wrong: list[str] = []
+
+    def lines(tag: str) -> None:
+        for i in range(20_000):
+            if (line := _csv_line([tag, i, "x,y"])) != f'{tag},{i},"x,y"\n':
+                wrong.append(line)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # (switch threads as often as the interpreter can)
+    try:
+        threads = [threading.Thread(target=lines, args=(tag,)) for tag in "ab"]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert wrong == []
