@@ -289,10 +289,9 @@ def test_a_csv_layout_keeps_no_list_of_the_range_s_scopes() -> None:
 
 def test_csv_lines_of_exports_in_two_threads_are_their_own() -> None:
     """Two exports at once, in threads: each line is its own (one CSV writer for all mixed their lines)."""
-    import sys
-    import threading
-
     from budgetguard._export import _csv_line
+
+    from ..racing import race
 
     wrong: list[str] = []
 
@@ -301,14 +300,5 @@ def test_csv_lines_of_exports_in_two_threads_are_their_own() -> None:
             if (line := _csv_line([tag, i, "x,y"])) != f'{tag},{i},"x,y"\n':
                 wrong.append(line)
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # (switch threads as often as the interpreter can)
-    try:
-        threads = [threading.Thread(target=lines, args=(tag,)) for tag in "ab"]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        sys.setswitchinterval(interval)
+    race(lines, [("a",), ("b",)])
     assert wrong == []

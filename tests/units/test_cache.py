@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-import threading
-
 import pytest
 
 from budgetguard._cache import Bounded, caches, clear_caches, memo
+
+from ..racing import race
 
 
 def test_a_full_table_forgets_its_oldest_entry_only() -> None:
@@ -21,22 +20,13 @@ def test_a_full_table_forgets_its_oldest_entry_only() -> None:
 
 def test_racing_writers_never_grow_a_table_past_its_limit() -> None:
     table: Bounded[tuple[int, int], int] = Bounded("test.racing", 100, shared=False)
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads as often as possible: widen every race
 
     def write(worker: int) -> None:
         for key in range(2_000):
             if table.get((worker, key)) is None:
                 table.put((worker, key), key)
 
-    try:
-        threads = [threading.Thread(target=write, args=(worker,)) for worker in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        sys.setswitchinterval(switch)
+    race(write, [(worker,) for worker in range(8)])
     assert 0 < len(table) <= 100
 
 
