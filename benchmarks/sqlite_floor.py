@@ -374,32 +374,65 @@ class TodayJournal(Lean):
     on ``ts``, the 12 report columns) and its Python (``journal_row``), with the benchmark's empty data."""
 
     name = "lean-journal"
+    autoincrement, ts_index, library_row = True, True, True
 
     def __init__(self, path: Path) -> None:
         from budgetguard._ledger._sqlite_report import COLUMNS, DDL
         from budgetguard._ledger._sqlite_tx import journal_row
 
         super().__init__(path)
+        auto = " AUTOINCREMENT" if self.autoincrement else ""
         self.db.execute(
-            "CREATE TABLE IF NOT EXISTS journal2 (seq INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL, "
+            f"CREATE TABLE IF NOT EXISTS journal2 (seq INTEGER PRIMARY KEY{auto}, ts INTEGER NOT NULL, "
             "event TEXT NOT NULL, res_id TEXT NOT NULL, scopes TEXT NOT NULL, amounts TEXT NOT NULL, "
             f"data TEXT NOT NULL, {DDL}) STRICT"
         )
-        self.db.execute("CREATE INDEX IF NOT EXISTS journal2_by_time ON journal2 (ts)")
+        if self.ts_index:
+            self.db.execute("CREATE INDEX IF NOT EXISTS journal2_by_time ON journal2 (ts)")
         self.journal2 = (
             f"INSERT INTO journal2 (ts, event, res_id, scopes, amounts, data, {', '.join(COLUMNS)}) "
             f"VALUES ({', '.join('?' * (6 + len(COLUMNS)))})"
         )
         self.journal_row = journal_row
         self.general.journal = self._journal  # type: ignore[method-assign]
+        self.scopes: dict[Holds, str] = {}
+        self.facts = journal_row(0, "commit", "", ["s"], {"usd": 1}, {})[6:]  # (an empty-data commit's)
 
     def _journal(self, ts: int, res_id: str, text: str, charged: int) -> None:
         holds = tuple(tuple(h) for h in json.loads(text))
         self.write_journal(ts, res_id, holds, text, charged)  # type: ignore[arg-type]
 
     def write_journal(self, now: int, res_id: str, holds: Holds, text: str, actual: int) -> None:
-        scopes = [key for key, _, _ in holds]
-        self.ex(self.journal2, self.journal_row(now, "commit", res_id, scopes, {"usd": actual}, {}))
+        if self.library_row:
+            scopes = [key for key, _, _ in holds]
+            row = self.journal_row(now, "commit", res_id, scopes, {"usd": actual}, {})
+        else:  # the same row, its scopes' JSON kept, its report columns those of every empty-data commit
+            scopes_json = self.scopes.get(holds)  # (the benchmark's holds repeat)
+            if scopes_json is None:
+                scopes_json = self.scopes[holds] = json.dumps([key for key, _, _ in holds])
+            row = (now, "commit", res_id, scopes_json, f'{{"usd": {actual}}}', "{}", *self.facts)
+        self.ex(self.journal2, row)
+
+
+class JournalSql(TodayJournal):
+    """Today's journal table, its row made by the least Python (the SQL's share of ``lean-journal``)."""
+
+    name = "journal-sql"
+    library_row = False
+
+
+class JournalNoAuto(JournalSql):
+    """``journal-sql`` without ``AUTOINCREMENT`` (no ``sqlite_sequence`` row to update)."""
+
+    name = "journal-noauto"
+    autoincrement = False
+
+
+class JournalNoIndex(JournalNoAuto):
+    """``journal-noauto`` without the index on ``ts`` too."""
+
+    name = "journal-noindex"
+    ts_index = False
 
 
 # -- triggers: one statement a transaction -------------------------------------------------------------
@@ -583,7 +616,8 @@ class Script(Trigger):
 
 DESIGNS: dict[str, type[_Design]] = {
     d.name: d
-    for d in (Stmts, StmtsIndex, Lean, Ulid, TodayJournal, Trigger, TriggerIndex, Trigger1, Implicit, Script)
+    for d in (Stmts, StmtsIndex, Lean, Ulid, TodayJournal, JournalSql, JournalNoAuto, JournalNoIndex,
+              Trigger, TriggerIndex, Trigger1, Implicit, Script)
 }
 
 
@@ -606,9 +640,18 @@ def raw_transaction(path: Path) -> Callable[[object], None]:
     return transaction
 
 
+_KEYS = (
+    '["user", "alice", "usd", "day", "UTC"]@1796601600000',
+    '["feature", "search", "usd", "month", "UTC"]@1796083200000',
+    '["global", "usd", "month", "UTC"]@1796083200000',
+)
+"""``bench_ledger``'s three counters, keyed as the library keys them (scope, unit, period, window)."""
+
+
 def holds_for(scopes: int) -> Holds:
-    """The benchmark's holds: ``bench_ledger``'s (1,000 nano-USD a scope, limits far away)."""
-    return tuple((f"bench:scope{i}:usd:day:20261207", 1_000, 10**15) for i in range(scopes))
+    """The benchmark's holds: ``bench_ledger``'s (its counters, 1,000,000 nano-USD each, limits far
+    away); the commit charges 900,000."""
+    return tuple((key, 1_000_000, 10**18) for key in _KEYS[:scopes])
 
 
 LEASE_MS = 600_000
@@ -627,7 +670,7 @@ def pair_of(design: _Design, scopes: int) -> Callable[[object], object]:
         res_id = f"{time.time_ns() // 1_000_000:012x}{os.urandom(6).hex()}" if ulid else os.urandom(12).hex()
         if not reserve(res_id, holds, time.time_ns() // 1_000_000, LEASE_MS):
             raise AssertionError("refused")
-        return commit(res_id, 900, time.time_ns() // 1_000_000)
+        return commit(res_id, 900_000, time.time_ns() // 1_000_000)
 
     return pair
 
@@ -643,6 +686,32 @@ def _count_side(side: str, calls: int) -> None:
         else:
             name, scopes = side.split(":")
             count_here(pair_of(DESIGNS[name](path), int(scopes)), calls)
+
+
+def wal_frames(side: str, pairs: int = 300) -> float:
+    """WAL frames (4 KB pages) ``side`` writes a call: the WAL's growth with checkpoints off, after a
+    warm-up (no valgrind)."""
+    with tempfile.TemporaryDirectory(prefix="bg-sqlite-floor-") as folder:
+        path = Path(folder) / "ledger.db"
+        if side in ("raw", "rawcur"):
+            design: _Design = DESIGNS["stmts"](path)
+            work = raw_transaction(path)
+            design.db.close()
+        else:
+            name, scopes = side.split(":")
+            design = DESIGNS[name](path)
+            work = pair_of(design, int(scopes))
+        checkpoints_off = connect(path)  # (the setting is per connection: every one writing here)
+        checkpoints_off.execute("PRAGMA wal_autocheckpoint = 0")
+        if side not in ("raw", "rawcur"):
+            design.db.execute("PRAGMA wal_autocheckpoint = 0")
+        wal = Path(f"{path}-wal")
+        for i in range(100):
+            work(i)
+        before = wal.stat().st_size
+        for i in range(pairs):
+            work(i)
+        return (wal.stat().st_size - before) / (4096 + 24) / pairs
 
 
 _OBJECTS = {"libsqlite3": "SQLite", "libpython": "Python", "python3": "Python", "_sqlite3": "sqlite3 module"}
@@ -726,7 +795,7 @@ def check(folder: Path) -> None:
         assert d.commit("r6", 1, 65) == 1  # (it can still be committed)
         assert counter(b) == (71, 0), (name, counter(b))
         # the journal holds one row per commit, with the amount; the counters equal its sums
-        table = "journal2" if name == "lean-journal" else "journal"
+        table = "journal2" if isinstance(d, TodayJournal) else "journal"
         rows = ex(f"SELECT res_id, {'amounts' if table == 'journal2' else 'charged'} FROM {table} ORDER BY seq")
         rows = [(r, c if type(c) is int else json.loads(c)["usd"]) for r, c in rows.fetchall()]
         assert rows == [("r2", 70), ("r1", 30), ("r5", 900), ("r6", 1)], (name, rows)
@@ -752,18 +821,25 @@ def main(argv: Sequence[str]) -> None:
     calls = next((int(a) for a in argv if a.isdigit()), 500)
     names = [a for a in argv if a in DESIGNS] or list(DESIGNS)
     raw = counted("raw", calls)
-    print(f"{'side':>18} {'instr/pair':>11} {'vs raw':>7} {'SQLite':>9} {'Python':>9} {'_sqlite3':>9} {'other':>8}")
+    print(f"{calls} calls after 300 of warm-up; instructions a call (user space), by object: SQLite's library "
+          "(its VM, b-trees, pager, WAL), the interpreter, the sqlite3 module, the rest (libc: locks, "
+          "malloc, memcpy); WAL frames a call by the WAL's growth")
+    print(f"{'side':>18} {'instr':>9} {'/raw':>6} {'/rawcur':>7} {'frames':>6} {'SQLite':>8} "
+          f"{'Python':>8} {'sqlite3':>8} {'libc':>7}")  # fmt: skip
 
-    def show(side: str, c: dict[str, float]) -> None:
-        print(f"{side:>18} {c['all'] / 1000:10.1f}k {c['all'] / raw['all']:7.2f} "
-              f"{c.get('SQLite', 0) / 1000:8.1f}k {c.get('Python', 0) / 1000:8.1f}k "
-              f"{c.get('sqlite3 module', 0) / 1000:8.1f}k {c.get('other', 0) / 1000:7.1f}k", flush=True)  # fmt: skip
+    def show(side: str, c: dict[str, float], raws: tuple[float, float]) -> None:
+        print(f"{side:>18} {c['all'] / 1000:8.1f}k {c['all'] / raws[0]:6.2f} {c['all'] / raws[1]:7.2f} "
+              f"{wal_frames(side):6.2f} {c.get('SQLite', 0) / 1000:7.1f}k {c.get('Python', 0) / 1000:7.1f}k "
+              f"{c.get('sqlite3 module', 0) / 1000:7.1f}k {c.get('other', 0) / 1000:6.1f}k", flush=True)  # fmt: skip
 
-    show("raw transaction", raw)
-    show("raw, one cursor", counted("rawcur", calls))
+    rawcur = counted("rawcur", calls)
+    raws = (raw["all"], rawcur["all"])
+    show("raw", raw, raws)
+    show("rawcur", rawcur, raws)
     for name in names:
         for scopes in (1, 3):
-            show(f"{name}:{scopes}", counted(f"{name}:{scopes}", calls))
+            side = f"{name}:{scopes}"
+            show(side, counted(side, calls), raws)
 
 
 if __name__ == "__main__":
