@@ -624,10 +624,9 @@ DESIGNS: dict[str, type[_Design]] = {
 # -- the raw side and the counted pairs ----------------------------------------------------------------
 
 
-def raw_transaction(path: Path) -> Callable[[object], None]:
+def raw_transaction(db: sqlite3.Connection) -> Callable[[object], None]:
     """The raw side through one cursor (``rawcur``): ``bench_ledger._raw_write_tx`` (``raw``, the issue's
     baseline) runs each statement with ``Connection.execute``, which makes a cursor each time."""
-    db = connect(path)
     db.execute("CREATE TABLE IF NOT EXISTS bench_raw (k INTEGER PRIMARY KEY, v INTEGER NOT NULL) STRICT")
     db.execute("INSERT OR IGNORE INTO bench_raw (k, v) VALUES (1, 0)")
     cur = db.cursor()
@@ -675,17 +674,83 @@ def pair_of(design: _Design, scopes: int) -> Callable[[object], object]:
     return pair
 
 
+def today_pair(path: Path, scopes: int) -> tuple[Callable[[object], object], sqlite3.Connection]:
+    """Today's SQL, as ``bench_ledger``'s pair sends it on its fast path (the library's tables and
+    statements, bound parameters: 5 + 2N statements at the reserve, 5 + 3N at the commit), with the
+    least Python around it: its record and journal texts are the library's, made by f-strings. What the
+    store's statements cost apart from budgetguard's Python (``bench_ledger``'s ``replay`` inlines the
+    parameters, so each statement is compiled again: not the floor of the same SQL)."""
+    from budgetguard._ledger._sqlite import SQLiteLedger
+    from budgetguard._ledger._sqlite_report import COLUMNS
+
+    from .bench_ledger import _holds, _pair
+
+    ledger = SQLiteLedger(path, namespace="bench")
+    _pair(ledger)(_holds(scopes))  # (the counter rows, a record and a journal row to copy)
+    sql, cur = ledger._sql, ledger._cursor()
+    ex = cur.execute
+    names = sql.names
+    keys = [k for (k,) in ex(f"SELECT key FROM {names['counters']}")]
+    record = json.loads(ex(f"SELECT record FROM {names['reservations']}").fetchone()[0])
+    held_q = _quote(record["held"])
+    journal = ex(f"SELECT scopes, amounts, data, {', '.join(COLUMNS)} FROM {names['journal']}").fetchone()
+    slots = [(key, key.rsplit("@", 1)[0]) for key in keys]
+    amount, charge, lease, keep = 1_000_000, 900_000, 120_000, 900_000
+
+    def pair(_: object) -> object:
+        res_id = os.urandom(12).hex()
+        now = time.time_ns() // 1_000_000
+        ends = now + lease
+        ex("BEGIN IMMEDIATE")
+        for key, field in slots:
+            if not ex(sql.admit, (key, amount, 10**18 - amount, now, field)).rowcount:
+                raise AssertionError("refused")
+        for key, _ in slots:
+            ex(sql.add_lease, (key, res_id, ends, amount))
+        text = f'{{"state": "held", "created": {now}, "expires": {ends}, "held": {held_q}, "meta": {{}}}}'
+        ex(sql.put_record, (res_id, text, ends + keep))
+        ex("COMMIT")
+        now = time.time_ns() // 1_000_000
+        ex("BEGIN IMMEDIATE")
+        ex(sql.record, (res_id,)).fetchone()
+        spent = []
+        for key, _ in slots:
+            found = ex(sql.spent, (key, now)).fetchone()
+            ex(sql.drop_lease, (key, ends, res_id))
+            ex(sql.settle, (found[0] + charge, amount, key))
+            spent.append(str(found[0] + charge))
+        outcome = (
+            f'{{"state": "committed", "charged": {{"usd": {charge}}}, "overrun": false, "expired": false, '
+            f'"spent": [{", ".join(spent)}]}}'
+        )
+        text = f'{{"state": "committed", "created": {now}, "expires": {ends}, "held": {held_q}, "outcome": {outcome}}}'
+        ex(sql.set_record, (text, res_id))
+        ex(sql.journal, (now, "committed", res_id, *journal))
+        ex("COMMIT")
+        return None
+
+    return pair, ledger._db()
+
+
+def side_work(side: str, path: Path) -> tuple[Callable[[object], object], list[sqlite3.Connection]]:
+    """One call of ``side`` on a new file at ``path`` (``raw``, ``rawcur``, ``today:N`` or
+    ``DESIGN:N``), and the connections that write it."""
+    if side in ("raw", "rawcur"):
+        DESIGNS["stmts"](path).db.close()  # (the same kind of file)
+        db = connect(path)
+        return (_raw_write_tx(db) if side == "raw" else raw_transaction(db)), [db]
+    if side.startswith("today:"):
+        work, db = today_pair(path, int(side[-1]))
+        return work, [db]
+    name, scopes = side.split(":")
+    design = DESIGNS[name](path)
+    return pair_of(design, int(scopes)), [design.db]
+
+
 def _count_side(side: str, calls: int) -> None:
-    """In the valgrind child: ``raw`` or ``DESIGN:SCOPES``, ``calls`` times after a warm-up."""
+    """In the valgrind child: ``side``, ``calls`` times after a warm-up."""
     with tempfile.TemporaryDirectory(prefix="bg-sqlite-floor-") as folder:
-        path = Path(folder) / "ledger.db"
-        if side in ("raw", "rawcur"):
-            DESIGNS["stmts"](path)  # (the same kind of file)
-            raw = _raw_write_tx(connect(path)) if side == "raw" else raw_transaction(path)
-            count_here(raw, calls)
-        else:
-            name, scopes = side.split(":")
-            count_here(pair_of(DESIGNS[name](path), int(scopes)), calls)
+        count_here(side_work(side, Path(folder) / "ledger.db")[0], calls)
 
 
 def wal_frames(side: str, pairs: int = 300) -> float:
@@ -693,18 +758,9 @@ def wal_frames(side: str, pairs: int = 300) -> float:
     warm-up (no valgrind)."""
     with tempfile.TemporaryDirectory(prefix="bg-sqlite-floor-") as folder:
         path = Path(folder) / "ledger.db"
-        if side in ("raw", "rawcur"):
-            design: _Design = DESIGNS["stmts"](path)
-            work = raw_transaction(path)
-            design.db.close()
-        else:
-            name, scopes = side.split(":")
-            design = DESIGNS[name](path)
-            work = pair_of(design, int(scopes))
-        checkpoints_off = connect(path)  # (the setting is per connection: every one writing here)
-        checkpoints_off.execute("PRAGMA wal_autocheckpoint = 0")
-        if side not in ("raw", "rawcur"):
-            design.db.execute("PRAGMA wal_autocheckpoint = 0")
+        work, connections = side_work(side, path)
+        for db in connections:  # (a per-connection setting)
+            db.execute("PRAGMA wal_autocheckpoint = 0")
         wal = Path(f"{path}-wal")
         for i in range(100):
             work(i)
@@ -836,6 +892,8 @@ def main(argv: Sequence[str]) -> None:
     raws = (raw["all"], rawcur["all"])
     show("raw", raw, raws)
     show("rawcur", rawcur, raws)
+    for scopes in (1, 3):
+        show(f"today:{scopes}", counted(f"today:{scopes}", calls), raws)
     for name in names:
         for scopes in (1, 3):
             side = f"{name}:{scopes}"
