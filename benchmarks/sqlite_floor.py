@@ -60,7 +60,7 @@ HELD, SETTLED, EXPIRED, REFUSED = 0, 1, 2, 3
 """A reservation's states."""
 
 _COUNTERS = """CREATE TABLE IF NOT EXISTS counters (
-    key TEXT PRIMARY KEY, spent INTEGER NOT NULL, held INTEGER NOT NULL, lease_min INTEGER NOT NULL
+    key TEXT PRIMARY KEY, spent INTEGER NOT NULL, held INTEGER NOT NULL, lease_min INTEGER NOT NULL{extra}
 ) STRICT, WITHOUT ROWID"""
 _RESERVATIONS = """CREATE TABLE IF NOT EXISTS res (
     id TEXT PRIMARY KEY, state INTEGER NOT NULL, expires_at INTEGER NOT NULL, at INTEGER NOT NULL,
@@ -99,8 +99,8 @@ class _General:
     missing counter rows, records a refusal, answers a repeat. ``apply`` is False where the design's
     triggers apply the holds and settlements themselves."""
 
-    def __init__(self, cur: sqlite3.Cursor, apply: bool) -> None:
-        self.cur, self.apply = cur, apply
+    def __init__(self, cur: sqlite3.Cursor, apply: bool, spent: bool) -> None:
+        self.cur, self.apply, self.spent = cur, apply, spent
 
     def reclaim(self, now: int) -> None:
         ex = self.cur.execute
@@ -140,7 +140,7 @@ class _General:
         self.reclaim(now)
         rows = []
         for key, amount, limit in holds:
-            ex(f"INSERT OR IGNORE INTO counters VALUES (?, 0, 0, {NEVER})", (key,))
+            ex(f"INSERT OR IGNORE INTO counters (key, spent, held, lease_min) VALUES (?, 0, 0, {NEVER})", (key,))
             self.bound(key)
             spent, held = ex("SELECT spent, held FROM counters WHERE key = ?", (key,)).fetchone()
             rows.append(spent + held + amount <= limit)
@@ -159,16 +159,20 @@ class _General:
         insert()  # (the design's own insert: with triggers, they apply the holds)
         return True
 
-    def commit(self, res_id: str, actual: int, now: int) -> int:
+    def commit(self, res_id: str, actual: int, now: int) -> Any:
+        """The amount charged, or with ``spent``, each counter's spent after the commit (a repeat: the
+        first commit's)."""
         ex = self.cur.execute
-        found = ex("SELECT state, holds, charged FROM res WHERE id = ?", (res_id,)).fetchone()
+        found = ex(f"SELECT state, holds, charged, {'spent' if self.spent else 'NULL'} FROM res WHERE id = ?",
+                   (res_id,)).fetchone()  # fmt: skip
         if found is None:
             raise KeyError(f"no reservation {res_id!r}")
-        state, text, charged = found
+        state, text, charged, spent = found
         if state == SETTLED:
-            return int(charged)
+            return tuple(json.loads(spent)) if self.spent else int(charged)
         if state == REFUSED:
             raise ValueError(f"reservation {res_id!r} was refused: nothing to commit")
+        after = []
         if self.apply:
             for key, amount, _ in json.loads(text):
                 release = amount if state == HELD else 0  # (an expired hold was given back)
@@ -176,9 +180,20 @@ class _General:
                     "UPDATE counters SET spent = spent + ?, held = held - ? WHERE key = ?",
                     (actual, release, key),
                 )
+                if self.spent:
+                    after.append(ex("SELECT spent FROM counters WHERE key = ?", (key,)).fetchone()[0])
             self.journal(now, res_id, text, actual)
-        ex(f"UPDATE res SET state = {SETTLED}, charged = ?, at = ? WHERE id = ?", (actual, now, res_id))
-        return actual
+        if not self.spent:
+            ex(f"UPDATE res SET state = {SETTLED}, charged = ?, at = ? WHERE id = ?", (actual, now, res_id))
+            return actual
+        ex(f"UPDATE res SET state = {SETTLED}, charged = ?, at = ?, spent = ? WHERE id = ?",
+           (actual, now, spent_text(after), res_id))  # fmt: skip
+        return tuple(after)
+
+
+def spent_text(spent: Sequence[int]) -> str:
+    """Each counter's spent after a commit, as the reservation's row keeps it (JSON)."""
+    return f"[{','.join(map(str, spent))}]"
 
 
 class _Design:
@@ -187,14 +202,17 @@ class _Design:
     name = ""
     triggers: tuple[str, ...] = ()
     res_extra = ""  # more reservation columns
+    counters_extra = ""  # more counter columns
+    spent_column = False  # the commit returns each counter's spent after it, kept in ``res.spent``
     live_index = False
     isolation_level: str | None = None
 
     def __init__(self, path: Path) -> None:
         self.db = connect(path, self.isolation_level)
         self.cur = self.db.cursor()
-        self.general = _General(self.cur, apply=not self.triggers)
-        schema = [_COUNTERS, _RESERVATIONS.format(extra=self.res_extra), _JOURNAL, *self.triggers]
+        self.general = _General(self.cur, apply=not self.triggers, spent=self.spent_column)
+        schema = [_COUNTERS.format(extra=self.counters_extra), _RESERVATIONS.format(extra=self.res_extra),
+                  _JOURNAL, *self.triggers]  # fmt: skip
         if self.live_index:
             schema.append(_LIVE_INDEX)
         for statement in schema:
@@ -220,6 +238,18 @@ class _Design:
         ex("BEGIN IMMEDIATE")
         try:
             out = slow()
+        except BaseException:
+            ex("ROLLBACK")
+            raise
+        ex("COMMIT")
+        return out
+
+    def slow(self, general: Callable[[], Any]) -> Any:
+        """``general`` in a write transaction of its own."""
+        ex = self.cur.execute
+        ex("BEGIN IMMEDIATE")
+        try:
+            out = general()
         except BaseException:
             ex("ROLLBACK")
             raise
@@ -359,6 +389,129 @@ class Lean(Stmts):
                 raise
             ex("ROLLBACK")
         return super().commit(res_id, actual, now)
+
+
+class LeanSpent(Lean):
+    """``lean`` whose commit returns each counter's spent after it, as the library's does
+    (``Outcome.spent``: what threshold alerts read; a repeat returns the first commit's, kept in the
+    reservation's row): a point ``SELECT`` after each counter's ``UPDATE``."""
+
+    name = "lean-spent"
+    res_extra = ", spent TEXT"
+    spent_column = True
+    settle_res = (
+        f"UPDATE res SET state = {SETTLED}, charged = ?, at = ?, spent = ? WHERE id = ? AND state = {HELD}"
+    )
+    read_spent: str | None = "SELECT spent FROM counters WHERE key = ?"
+
+    def commit(self, res_id: str, actual: int, now: int) -> Any:
+        ex = self.ex
+        mine = self.mine.get(res_id)
+        if mine is not None:
+            holds, text = mine
+            settle, read = self.settle, self.read_spent
+            ex("BEGIN IMMEDIATE")
+            try:
+                after = []
+                for key, amount, _ in holds:
+                    if read is None:  # (``RETURNING``)
+                        after.append(ex(settle, (actual, amount, key)).fetchone()[0])
+                    else:
+                        ex(settle, (actual, amount, key))
+                        after.append(ex(read, (key,)).fetchone()[0])
+                if ex(self.settle_res, (actual, now, spent_text(after), res_id)).rowcount:
+                    self.write_journal(now, res_id, holds, text, actual)
+                    ex("COMMIT")
+                    del self.mine[res_id]
+                    return tuple(after)
+            except sqlite3.IntegrityError:  # (past int64)
+                pass
+            except BaseException:
+                ex("ROLLBACK")
+                raise
+            ex("ROLLBACK")
+        return self.slow(lambda: self.general.commit(res_id, actual, now))
+
+
+class LeanReturning(LeanSpent):
+    """``lean-spent`` reading each counter's spent by its ``UPDATE ... RETURNING spent``."""
+
+    name = "lean-returning"
+    settle = "UPDATE counters SET spent = spent + ?, held = held - ? WHERE key = ? RETURNING spent"
+    read_spent = None
+
+
+class Proposal(LeanSpent):
+    """What the library would run (``lean-spent`` plus the rest of today's contract that a pair pays
+    for): counter rows with their window's end and label, the limit-override check (today's ``limits``
+    table) in the admit, the journal with today's columns (report columns included; its index on
+    ``ts``; no ``AUTOINCREMENT``), an empty-data commit's constant columns written in the statement's
+    SQL (not bound)."""
+
+    name = "proposal"
+    counters_extra = ", expires_at INTEGER, label TEXT NOT NULL DEFAULT ''"
+    admit = (
+        "UPDATE counters SET held = held + ?2, lease_min = min(lease_min, ?4) "
+        "WHERE key = ?1 AND held <= ?3 - spent AND lease_min > ?5 "
+        "AND NOT EXISTS (SELECT 1 FROM limits WHERE key = ?6)"
+    )
+    journal3 = (
+        "INSERT INTO journal3 (ts, event, res_id, scopes, amounts, data, r_calls, r_in, r_out, r_cost, "
+        "r_model, r_function, r_export) VALUES (?, 'committed', ?, ?, ?, '{}', 1, 0, 0, ?, '(unknown)', "
+        "'(unknown)', 3)"
+    )
+
+    def __init__(self, path: Path) -> None:
+        from budgetguard._ledger._sqlite_report import DDL
+
+        super().__init__(path)
+        self.db.execute("CREATE TABLE IF NOT EXISTS limits (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS journal3 (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, "
+            "event TEXT NOT NULL, res_id TEXT NOT NULL, scopes TEXT NOT NULL, amounts TEXT NOT NULL, "
+            f"data TEXT NOT NULL, {DDL}) STRICT"
+        )
+        self.db.execute("CREATE INDEX IF NOT EXISTS journal3_by_time ON journal3 (ts)")
+        self.fields: dict[str, str] = {}
+        self.labels: dict[Holds, str] = {}
+        self.general.journal = self._journal  # type: ignore[method-assign]
+
+    def _admit(self, key: str, amount: int, limit: int, ends: int, now: int) -> int:
+        field = self.fields.get(key)
+        if field is None:
+            field = self.fields[key] = key.rsplit("@", 1)[0]
+        return self.ex(self.admit, (key, amount, limit - amount, ends, now, field)).rowcount
+
+    def reserve(self, res_id: str, holds: Holds, now: int, lease_ms: int) -> bool:
+        ex, ends, admit = self.ex, now + lease_ms, self._admit
+        ex("BEGIN IMMEDIATE")
+        try:
+            for key, amount, limit in holds:
+                if not admit(key, amount, limit, ends, now):
+                    break
+            else:
+                text = holds_json(holds)
+                ex(self.insert, (res_id, ends, now, text))
+                ex("COMMIT")
+                self.mine[res_id] = (holds, text)
+                return True
+        except sqlite3.IntegrityError:
+            pass
+        except BaseException:
+            ex("ROLLBACK")
+            raise
+        ex("ROLLBACK")
+        return Stmts.reserve(self, res_id, holds, now, lease_ms)  # (its fast path fails again: general)
+
+    def _journal(self, ts: int, res_id: str, text: str, charged: int) -> None:
+        holds = tuple(tuple(h) for h in json.loads(text))
+        self.write_journal(ts, res_id, holds, text, charged)  # type: ignore[arg-type]
+
+    def write_journal(self, now: int, res_id: str, holds: Holds, text: str, actual: int) -> None:
+        labels = self.labels.get(holds)
+        if labels is None:  # (the scopes, as the journal keeps them: ``["user:alice"]``; calls repeat them)
+            labels = self.labels[holds] = json.dumps([key.rsplit("@", 1)[0] for key, _, _ in holds])
+        self.ex(self.journal3, (now, res_id, labels, f'{{"usd": {actual}}}', actual))
 
 
 class Ulid(Lean):
@@ -616,7 +769,7 @@ class Script(Trigger):
 
 DESIGNS: dict[str, type[_Design]] = {
     d.name: d
-    for d in (Stmts, StmtsIndex, Lean, Ulid, TodayJournal, JournalSql, JournalNoAuto, JournalNoIndex,
+    for d in (Stmts, StmtsIndex, Lean, LeanSpent, LeanReturning, Proposal, Ulid, TodayJournal, JournalSql, JournalNoAuto, JournalNoIndex,
               Trigger, TriggerIndex, Trigger1, Implicit, Script)
 }
 
@@ -661,7 +814,9 @@ def pair_of(design: _Design, scopes: int) -> Callable[[object], object]:
     holds = holds_for(scopes)
     reserve, commit = design.reserve, design.commit
     for key, _, _ in holds:  # (a counter row exists: the first reservation of a window makes it)
-        design.cur.execute(f"INSERT OR IGNORE INTO counters VALUES (?, 0, 0, {NEVER})", (key,))
+        design.cur.execute(
+            f"INSERT OR IGNORE INTO counters (key, spent, held, lease_min) VALUES (?, 0, 0, {NEVER})", (key,)
+        )
 
     ulid = type(design) is Ulid
 
@@ -827,17 +982,21 @@ def check(folder: Path) -> None:
         assert not d.reserve("r4", ((a, 801, 1000),), 4, 50)
         assert d.reserve("r4b", ((a, 800, 1000),), 4, 50)
         assert counter(a) == (0, 1000), name
+        def committed(res_id: str, actual: int, now: int, spent: tuple[int, ...]) -> None:
+            out = d.commit(res_id, actual, now)
+            assert out == (spent if d.spent_column else actual), (name, res_id, out)
+
         # commit: charged, released, journaled once; a repeat answers the same
-        assert d.commit("r2", 70, 5) == 70
-        assert d.commit("r2", 70, 6) == 70
+        committed("r2", 70, 5, (70, 70))
+        committed("r2", 70, 6, (70, 70))
         assert counter(a) == (70, 900) and counter(b) == (70, 0), (name, counter(a), counter(b))
         # the leases of r1 and r4b (ends 50, 54) expire: the next reserve reclaims them
         assert d.reserve("r5", ((a, 900, 1000),), 60, 50)
         assert counter(a) == (70, 900), (name, counter(a))
         # a late commit charges, its hold was given back already
-        assert d.commit("r1", 30, 61) == 30
+        committed("r1", 30, 61, (100,))
         assert counter(a) == (100, 900), (name, counter(a))
-        assert d.commit("r5", 900, 62) == 900
+        committed("r5", 900, 62, (1000,))
         assert counter(a) == (1000, 0), (name, counter(a))
         # a commit past int64 is refused, nothing written
         assert d.reserve("r6", ((b, 1, 2**63 - 1),), 63, 50)
@@ -848,20 +1007,20 @@ def check(folder: Path) -> None:
         else:
             raise AssertionError(f"{name}: a sum past int64 was stored")
         assert counter(b) == (70, 1), (name, counter(b))
-        assert d.commit("r6", 1, 65) == 1  # (it can still be committed)
+        committed("r6", 1, 65, (71,))  # (it can still be committed)
         assert counter(b) == (71, 0), (name, counter(b))
         # the journal holds one row per commit, with the amount; the counters equal its sums
-        table = "journal2" if isinstance(d, TodayJournal) else "journal"
-        rows = ex(f"SELECT res_id, {'amounts' if table == 'journal2' else 'charged'} FROM {table} ORDER BY seq")
+        table = "journal2" if isinstance(d, TodayJournal) else "journal3" if isinstance(d, Proposal) else "journal"
+        rows = ex(f"SELECT res_id, {'charged' if table == 'journal' else 'amounts'} FROM {table} ORDER BY seq")
         rows = [(r, c if type(c) is int else json.loads(c)["usd"]) for r, c in rows.fetchall()]
         assert rows == [("r2", 70), ("r1", 30), ("r5", 900), ("r6", 1)], (name, rows)
-        # the counted pair runs, and only its fast path
+        # the counted pair runs, and only its fast path (the general path starts by reading the state)
         pair = pair_of(d, 3)
         traced: list[str] = []
         d.db.set_trace_callback(traced.append)
         pair(None)
         d.db.set_trace_callback(None)
-        assert not any(s.startswith(("SELECT", "ROLLBACK")) for s in traced), (name, traced)
+        assert not any(s.startswith(("ROLLBACK", "SELECT state")) for s in traced), (name, traced)
         print(f"{name:>14}: ok ({len(traced)} statements a 3-scope pair, a trigger's included)")
         d.db.close()
 
