@@ -514,6 +514,33 @@ class Proposal(LeanSpent):
         self.ex(self.journal3, (now, res_id, labels, f'{{"usd": {actual}}}', actual))
 
 
+class ProposalLean(Proposal):
+    """``proposal`` with two of today's costs moved: a limit override is a column of its counter rows
+    (``override``; set on every window's row of its field by ``put_limit``, a key-prefix range: the
+    ``limits`` table stays its record) so the admit reads no other table; the journal has no index on
+    ``ts``: its ``ts`` never decreases in ``seq`` order (the insert takes the later of its clock and the
+    last row's), so a time range is a ``seq`` range found by bisection."""
+
+    name = "proposal-lean"
+    counters_extra = ", expires_at INTEGER, label TEXT NOT NULL DEFAULT '', override INTEGER"
+    admit = (
+        "UPDATE counters SET held = held + ?2, lease_min = min(lease_min, ?4) "
+        "WHERE key = ?1 AND held <= ?3 - spent AND lease_min > ?5 AND override IS NULL"
+    )
+    journal3 = (
+        "INSERT INTO journal3 (ts, event, res_id, scopes, amounts, data, r_calls, r_in, r_out, r_cost, "
+        "r_model, r_function, r_export) VALUES (max(?, coalesce((SELECT ts FROM journal3 ORDER BY seq DESC "
+        "LIMIT 1), 0)), 'committed', ?, ?, ?, '{}', 1, 0, 0, ?, '(unknown)', '(unknown)', 3)"
+    )
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.db.execute("DROP INDEX journal3_by_time")
+
+    def _admit(self, key: str, amount: int, limit: int, ends: int, now: int) -> int:
+        return self.ex(self.admit, (key, amount, limit - amount, ends, now)).rowcount
+
+
 class Ulid(Lean):
     """``lean`` with ids whose first 12 hex digits are the creation time in ms (then 12 random digits):
     reservations are inserted at the right edge of their b-tree, and the general path's search for
@@ -769,7 +796,7 @@ class Script(Trigger):
 
 DESIGNS: dict[str, type[_Design]] = {
     d.name: d
-    for d in (Stmts, StmtsIndex, Lean, LeanSpent, LeanReturning, Proposal, Ulid, TodayJournal, JournalSql, JournalNoAuto, JournalNoIndex,
+    for d in (Stmts, StmtsIndex, Lean, LeanSpent, LeanReturning, Proposal, ProposalLean, Ulid, TodayJournal, JournalSql, JournalNoAuto, JournalNoIndex,
               Trigger, TriggerIndex, Trigger1, Implicit, Script)
 }
 
