@@ -37,6 +37,11 @@ _LIVE_INDEX = f"CREATE INDEX IF NOT EXISTS res_live ON res (expires_at) WHERE st
 """The ``index`` designs' lease check (and every design's reclaim, when present)."""
 
 
+_FIELD = "rtrim(rtrim(?, '0123456789'), '@')"
+"""SQL: a counter key's field (the key is the field, ``@`` and its window's start in ms): what a limit
+override is keyed by."""
+
+
 def connect(path: Path, isolation_level: Isolation = None) -> sqlite3.Connection:
     """A connection with the ledger's pragmas (``SQLiteLedger._db``)."""
     db = sqlite3.connect(path, timeout=10.0, isolation_level=isolation_level, check_same_thread=False)
@@ -61,6 +66,8 @@ class General:
     expired lease first (so a design's fast path may refuse whenever a lease might have expired), makes
     missing counter rows, records a refusal, answers a repeat. ``apply`` is False where the design's
     triggers apply the holds and settlements themselves."""
+
+    overrides = override_column = False  # (set by the designs that have them)
 
     def __init__(self, cur: sqlite3.Cursor, apply: bool, spent: bool) -> None:
         self.cur, self.apply, self.spent = cur, apply, spent
@@ -108,6 +115,11 @@ class General:
             )
             self.bound(key)
             spent, held = ex("SELECT spent, held FROM counters WHERE key = ?", (key,)).fetchone()
+            if self.overrides:  # (a limit override of the counter's field: ``limits``, by key prefix)
+                found = ex(f"SELECT value FROM limits WHERE key = {_FIELD}", (key,)).fetchone()
+                if self.override_column:  # (a new row carries its field's override: the fast path's check)
+                    ex("UPDATE counters SET override = ? WHERE key = ?", (found and found[0], key))
+                limit = limit if found is None else found[0]
             rows.append(spent + held + amount <= limit)
         if not all(rows):
             ex(

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ._floor_base import EXPIRED, HELD, SETTLED, Design, Holds, Redo, holds_json, spent_text
+from ._floor_base import _FIELD, EXPIRED, HELD, SETTLED, Design, Holds, Redo, holds_json, spent_text
 
 
 class Stmts(Design):
@@ -202,7 +202,7 @@ class Proposal(LeanSpent):
     admit = (
         "UPDATE counters SET held = held + ?2, lease_min = min(lease_min, ?4) "
         "WHERE key = ?1 AND held <= ?3 - spent AND lease_min > ?5 "
-        "AND NOT EXISTS (SELECT 1 FROM limits WHERE key = ?6)"
+        f"AND NOT EXISTS (SELECT 1 FROM limits WHERE key = {_FIELD.replace('?', '?1')})"
     )
     journal3 = (
         "INSERT INTO journal3 (ts, event, res_id, scopes, amounts, data, r_calls, r_in, r_out, r_cost, "
@@ -223,36 +223,19 @@ class Proposal(LeanSpent):
             f"data TEXT NOT NULL, {DDL}) STRICT"
         )
         self.db.execute("CREATE INDEX IF NOT EXISTS journal3_by_time ON journal3 (ts)")
-        self.fields: dict[str, str] = {}
         self.labels: dict[Holds, str] = {}
         self.general.journal = self._journal  # type: ignore[method-assign]
+        self.general.overrides = True
 
-    def _admit(self, key: str, amount: int, limit: int, ends: int, now: int) -> int:
-        field = self.fields.get(key)
-        if field is None:
-            field = self.fields[key] = key.rsplit("@", 1)[0]
-        return self.ex(self.admit, (key, amount, limit - amount, ends, now, field)).rowcount
-
-    def reserve(self, res_id: str, holds: Holds, now: int, lease_ms: int) -> bool:
-        ex, ends, admit = self.ex, now + lease_ms, self._admit
-        ex("BEGIN IMMEDIATE")
-        try:
-            for key, amount, limit in holds:
-                if not admit(key, amount, limit, ends, now):
-                    break
-            else:
-                text = holds_json(holds)
-                ex(self.insert, (res_id, ends, now, text))
-                ex("COMMIT")
-                self.mine[res_id] = (holds, text)
-                return True
-        except sqlite3.IntegrityError:
-            pass
-        except BaseException:
-            ex("ROLLBACK")
-            raise
-        ex("ROLLBACK")
-        return Stmts.reserve(self, res_id, holds, now, lease_ms)  # (its fast path fails again: general)
+    def put_limit(self, field: str, value: int) -> None:
+        """A limit override of every window of ``field`` (``limits``; ``proposal-lean``: its rows too)."""
+        ex = self.cur.execute
+        ex("INSERT OR REPLACE INTO limits (key, value) VALUES (?, ?)", (field, value))
+        if self.general.override_column:  # (the keys of a field's windows: ``field@...``, a range)
+            ex(
+                "UPDATE counters SET override = ? WHERE key > ? AND key < ?",
+                (value, f"{field}@", f"{field}A"),
+            )
 
     def _journal(self, ts: int, res_id: str, text: str, charged: int) -> None:
         holds = tuple(tuple(h) for h in json.loads(text))
@@ -287,9 +270,7 @@ class ProposalLean(Proposal):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.db.execute("DROP INDEX journal3_by_time")
-
-    def _admit(self, key: str, amount: int, limit: int, ends: int, now: int) -> int:
-        return self.ex(self.admit, (key, amount, limit - amount, ends, now)).rowcount
+        self.general.override_column = True
 
 
 class Ulid(Lean):

@@ -35,6 +35,7 @@ Designs (each a subclass of ``Design``; the tables are ``_TABLES``):
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
 import sqlite3
@@ -47,7 +48,7 @@ from json.encoder import encode_basestring_ascii as _quote
 from pathlib import Path
 
 from ._floor_base import NEVER, Design, Holds, connect
-from ._floor_designs import DESIGNS, Ulid
+from ._floor_designs import DESIGNS, Proposal, Ulid
 from ._harness import count_here
 from .bench_ledger import _raw_write_tx
 
@@ -240,12 +241,41 @@ def counted(side: str, calls: int) -> dict[str, float]:
 
 
 def check(folder: Path) -> None:
-    """Each design's guarantees, asserted (no valgrind)."""
+    """Each design's guarantees, asserted (no valgrind); then ``proposal-lean`` from 4 processes."""
     for name, kind in DESIGNS.items():
         design = kind(folder / f"{name}.db")
         statements = check_design(design)
         print(f"{name:>15}: ok ({statements} statements a 3-scope pair, a trigger's included)")
         design.db.close()
+    path = folder / "processes.db"
+    DESIGNS["proposal-lean"](path).db.close()
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        admitted = sum(pool.starmap(_process_pairs, [(str(path), i) for i in range(4)]))
+    db = connect(path)
+    spent = list(db.execute("SELECT spent, held FROM counters ORDER BY key"))
+    journal = db.execute("SELECT count(*), sum(r_cost) FROM journal3").fetchone()
+    charged = admitted * 900_000
+    assert spent == [(charged, 0)] * 3, (spent, admitted)  # (every counter: each admitted pair's charge)
+    assert journal == (admitted, charged), journal
+    assert 0 < charged <= _PROCESS_LIMIT < charged + 1_000_000, (charged, admitted)
+    print(f"4 processes, proposal-lean: ok ({admitted} of 400 pairs admitted, the rest refused at the limit)")
+
+
+_PROCESS_LIMIT = 150 * 900_000 + 1_000_000
+"""The limit of ``check``'s processes: 150 pairs' charges and one hold."""
+
+
+def _process_pairs(path: str, seed: int) -> int:
+    """100 reserve + commit pairs of 3 scopes on ``path`` (``proposal-lean``); how many were admitted."""
+    design = DESIGNS["proposal-lean"](Path(path))
+    holds = tuple((key, 1_000_000, _PROCESS_LIMIT) for key in _KEYS)
+    admitted = 0
+    for i in range(100):
+        res_id = f"p{seed}-{i}"
+        if design.reserve(res_id, holds, time.time_ns() // 1_000_000, LEASE_MS):
+            design.commit(res_id, 900_000, time.time_ns() // 1_000_000)
+            admitted += 1
+    return admitted
 
 
 def check_design(d: Design) -> int:
@@ -260,7 +290,7 @@ def check_design(d: Design) -> int:
         out = d.commit(res_id, actual, now)
         assert out == (spent if d.spent_column else actual), (d.name, res_id, out)
 
-    a, b, c = "a", "b", "c"
+    a, b, c = "a@1", "b@1", "c@1"  # (a counter key: its field, @, its window)
     # a new counter (general path), then the fast path
     assert d.reserve("r1", ((a, 100, 1000),), 0, 50)
     assert counter(a) == (0, 100), (d.name, counter(a))
@@ -304,6 +334,13 @@ def check_design(d: Design) -> int:
     found = ex(f"SELECT res_id, {d.journal_amount} FROM {d.journal_table} ORDER BY seq").fetchall()
     rows = [(r, c if type(c) is int else json.loads(c)["usd"]) for r, c in found]
     assert rows == [("r2", 70), ("r1", 30), ("r5", 900), ("r6", 1)], (d.name, rows)
+    if isinstance(d, Proposal):  # a limit override: below the caller's limit, then above it
+        d.put_limit("a", 1000)  # (a's spent is 1,000 now)
+        assert not d.reserve("r7", ((a, 1, 5000),), 66, 50), d.name
+        d.put_limit("a", 2000)
+        assert d.reserve("r8", ((a, 900, 1100),), 67, 50), d.name
+        assert counter(a) == (1000, 900), (d.name, counter(a))
+        committed("r8", 0, 68, (1000,))
     # the counted pair runs, and only its fast path (the general path starts by reading the state)
     pair = pair_of(d, 3)
     traced: list[str] = []
