@@ -199,16 +199,12 @@ class Proposal(LeanSpent):
     name = "proposal"
     journal_table, journal_amount = "journal3", "amounts"
     counters_extra = ", expires_at INTEGER, label TEXT NOT NULL DEFAULT ''"
-    admit = (
-        "UPDATE counters SET held = held + ?2, lease_min = min(lease_min, ?4) "
-        "WHERE key = ?1 AND held <= ?3 - spent AND lease_min > ?5 "
-        f"AND NOT EXISTS (SELECT 1 FROM limits WHERE key = {_FIELD.replace('?', '?1')})"
-    )
+    admit = f"{Stmts.admit} AND NOT EXISTS (SELECT 1 FROM limits WHERE key = {_FIELD.replace('?', '?1')})"
     journal3 = (
         "INSERT INTO journal3 (ts, event, res_id, scopes, amounts, data, r_calls, r_in, r_out, r_cost, "
-        "r_model, r_function, r_export) VALUES (?, 'committed', ?, ?, ?, '{}', 1, 0, 0, ?, '(unknown)', "
+        "r_model, r_function, r_export) VALUES ({ts}, 'committed', ?, ?, ?, '{{}}', 1, 0, 0, ?, '(unknown)', "
         "'(unknown)', 3)"
-    )
+    ).format(ts="?")
 
     def __init__(self, path: Path) -> None:
         from budgetguard._ledger._sqlite_report import DDL
@@ -257,14 +253,9 @@ class ProposalLean(Proposal):
 
     name = "proposal-lean"
     counters_extra = ", expires_at INTEGER, label TEXT NOT NULL DEFAULT '', override INTEGER"
-    admit = (
-        "UPDATE counters SET held = held + ?2, lease_min = min(lease_min, ?4) "
-        "WHERE key = ?1 AND held <= ?3 - spent AND lease_min > ?5 AND override IS NULL"
-    )
-    journal3 = (
-        "INSERT INTO journal3 (ts, event, res_id, scopes, amounts, data, r_calls, r_in, r_out, r_cost, "
-        "r_model, r_function, r_export) VALUES (max(?, coalesce((SELECT ts FROM journal3 ORDER BY seq DESC "
-        "LIMIT 1), 0)), 'committed', ?, ?, ?, '{}', 1, 0, 0, ?, '(unknown)', '(unknown)', 3)"
+    admit = f"{Stmts.admit} AND override IS NULL"
+    journal3 = Proposal.journal3.replace(
+        "VALUES (?,", "VALUES (max(?, coalesce((SELECT ts FROM journal3 ORDER BY seq DESC LIMIT 1), 0)),", 1
     )
 
     def __init__(self, path: Path) -> None:
@@ -383,8 +374,13 @@ class Trigger(Design):
 
     def reserve(self, res_id: str, holds: Holds, now: int, lease_ms: int) -> bool:
         ends = now + lease_ms
-        params = (res_id, ends, now, holds_json(holds))
-        ex, insert = self.cur.execute, self.insert
+        return self._insert(res_id, holds, now, ends, self.insert, (res_id, ends, now, holds_json(holds)))
+
+    def _insert(
+        self, res_id: str, holds: Holds, now: int, ends: int, insert: str, params: tuple[Any, ...]
+    ) -> bool:
+        """The reservation's ``INSERT`` (its triggers hold), or the general path."""
+        ex = self.cur.execute
 
         def fast() -> bool:
             ex(insert, params)
@@ -456,17 +452,7 @@ END""",
         ends = now + lease_ms
         ((key, amount, limit),) = holds
         params = (res_id, ends, now, holds_json(holds), key, amount, limit)
-        ex, insert = self.cur.execute, self.insert1
-
-        def fast() -> bool:
-            ex(insert, params)
-            return True
-
-        return bool(
-            self.atomic(
-                fast, lambda: self.general.reserve(res_id, holds, now, ends, lambda: ex(insert, params))
-            )
-        )
+        return self._insert(res_id, holds, now, ends, self.insert1, params)
 
 
 class Implicit(Trigger):

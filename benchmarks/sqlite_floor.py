@@ -15,21 +15,32 @@ tables: a sum past int64 becomes a REAL, which they refuse). A design has a fast
 pair runs) and falls back, in a new transaction, to the general path (``General``) for anything
 unusual: an expired lease to reclaim, a counter without a row, a refusal, a repeat.
 
-Designs (each a subclass of ``Design``; the tables are ``_TABLES``):
+Sides: ``raw`` (``bench_ledger``'s raw write transaction, the issue's baseline: a ``Connection.execute``
+per statement), ``rawcur`` (the same through one cursor), ``today:N`` (today's statements with bound
+parameters and the least Python: ``today_pair``), and each design, ``DESIGN:N`` (``_floor_designs``; the
+tables, the general path and the base class are ``_floor_base``):
 
-- ``stmts``: one statement per step from Python: reserve = a guarded ``UPDATE`` per counter + the
-  reservation's ``INSERT``; commit = the reservation's guarded ``UPDATE`` + an ``UPDATE`` per counter
-  + the journal ``INSERT`` (the holds of a reservation this process made are known without a read).
-- ``trigger``: one statement per transaction: an ``INSERT`` of the reservation whose trigger updates
-  the counters from its holds (``json_each``) and ``RAISE(ABORT)``s unless every counter admitted; a
-  commit ``UPDATE`` of its state whose trigger settles the counters and writes the journal row.
-- ``trigger1``: ``trigger`` with the one-scope case's hold in columns (no ``json_each``).
-- ``index`` suffix: the lease check is a global ``NOT EXISTS`` on a partial index of held
-  reservations by expiry instead of a per-counter lower bound of its leases' ends (``lease_min``).
-- ``implicit``: ``trigger`` through the ``sqlite3`` module's own transactions
-  (``isolation_level="IMMEDIATE"`` and ``Connection.commit``) instead of explicit statements.
-- ``script``: ``trigger`` with each transaction one ``executescript`` (literals in the SQL: no bound
-  parameters there).
+- ``stmts``: a statement per step from Python: reserve = a guarded ``UPDATE`` per counter (``spent +
+  held + amount <= limit`` and its ``lease_min``, a lower bound of its leases' ends, past now) + the
+  reservation's ``INSERT``; commit = the reservation's guarded ``UPDATE`` + an ``UPDATE`` per counter + the
+  journal ``INSERT`` (the holds of a reservation this process made are known without a read).
+- ``lean``: ``stmts`` with its Python inline; ``ulid``: ``lean`` with time-ordered ids.
+- ``lean-spent`` / ``lean-returning``: ``lean`` whose commit returns each counter's spent after it (as
+  the library's ``Outcome.spent``), read by a ``SELECT`` / by ``UPDATE ... RETURNING``.
+- ``proposal``: ``lean-spent`` with the rest of today's contract a pair pays for (the ``limits``
+  override check, the journal's report columns and index on ``ts``); ``proposal-lean``: the override as a
+  counter column, the journal without its ``ts`` index (``ts`` kept non-decreasing in ``seq`` order).
+- ``lean-journal``: ``lean`` writing today's journal row (its table and ``journal_row``);
+  ``journal-sql``: that table, the row by the least Python; ``journal-noauto``, ``journal-noindex``:
+  without ``AUTOINCREMENT``, and without the ``ts`` index too.
+- ``stmts-index``, ``trigger-index``: the lease check a ``NOT EXISTS`` on a partial index of held
+  reservations by expiry, instead of ``lease_min``.
+- ``trigger``: one statement a transaction: the reservation's ``INSERT``, whose trigger updates the
+  counters from its holds (``json_each``) and ``RAISE(ABORT)``s unless each admitted; the commit's
+  ``UPDATE`` of its state, whose trigger settles the counters and writes the journal row.
+  ``trigger1``: one scope's hold in columns (no ``json_each``); ``implicit``: ``trigger`` through the
+  ``sqlite3`` module's own transactions (``isolation_level="IMMEDIATE"``, ``Connection.commit``);
+  ``script``: each transaction one ``executescript`` (literals: no bound parameters there).
 """
 
 from __future__ import annotations
