@@ -120,7 +120,7 @@ def pair_of(design: Design, scopes: int) -> Callable[[object], object]:
 
 def today_pair(path: Path, scopes: int) -> tuple[Callable[[object], object], sqlite3.Connection]:
     """Today's SQL, as ``bench_ledger``'s pair sends it on its fast path (the library's tables and
-    statements, bound parameters: 5 + 2N statements at the reserve, 5 + 3N at the commit), with the
+    statements, bound parameters: 3 + 2N statements at the reserve, 5 + 3N at the commit), with the
     least Python around it: its record and journal texts are the library's, made by f-strings. What the
     store's statements cost apart from budgetguard's Python (``bench_ledger``'s ``replay`` inlines the
     parameters, so each statement is compiled again: not the floor of the same SQL)."""
