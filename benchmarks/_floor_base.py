@@ -237,5 +237,9 @@ class Design:
     def reserve(self, res_id: str, holds: Holds, now: int, lease_ms: int) -> bool:
         raise NotImplementedError
 
+    def put_limit(self, field: str, value: int) -> None:
+        """A limit override of every window of ``field`` (the designs with ``general.overrides``)."""
+        raise NotImplementedError
+
     def commit(self, res_id: str, actual: int, now: int) -> int:
         raise NotImplementedError

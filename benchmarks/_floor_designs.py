@@ -264,6 +264,29 @@ class ProposalLean(Proposal):
         self.general.override_column = True
 
 
+class Trimmed(Lean):
+    """``proposal-lean`` with the two contract trims that make room for the library's own code: the
+    commit returns the amount charged, not each counter's spent (``lean``'s), and the journal row is
+    ``lean``'s (report columns left to a fill before a report); the override column and the
+    non-decreasing journal ``ts`` without an index are kept."""
+
+    name = "trimmed"
+    counters_extra = ProposalLean.counters_extra
+    admit = ProposalLean.admit
+    journal = (
+        "INSERT INTO journal (ts, res_id, holds, charged) VALUES "
+        "(max(?, coalesce((SELECT ts FROM journal ORDER BY seq DESC LIMIT 1), 0)), ?, ?, ?)"
+    )
+    put_limit = Proposal.put_limit
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS limits (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT"
+        )
+        self.general.overrides = self.general.override_column = True
+
+
 class Ulid(Lean):
     """``lean`` with ids whose first 12 hex digits are the creation time in ms (then 12 random digits):
     reservations are inserted at the right edge of their b-tree, and the general path's search for
@@ -530,6 +553,7 @@ DESIGNS: dict[str, type[Design]] = {
         LeanReturning,
         Proposal,
         ProposalLean,
+        Trimmed,
         Ulid,
         TodayJournal,
         JournalSql,

@@ -59,7 +59,7 @@ from json.encoder import encode_basestring_ascii as _quote
 from pathlib import Path
 
 from ._floor_base import NEVER, Design, Holds, connect
-from ._floor_designs import DESIGNS, Proposal, Ulid
+from ._floor_designs import DESIGNS, Ulid
 from ._harness import count_here
 from .bench_ledger import _raw_write_tx
 
@@ -345,7 +345,7 @@ def check_design(d: Design) -> int:
     found = ex(f"SELECT res_id, {d.journal_amount} FROM {d.journal_table} ORDER BY seq").fetchall()
     rows = [(r, c if type(c) is int else json.loads(c)["usd"]) for r, c in found]
     assert rows == [("r2", 70), ("r1", 30), ("r5", 900), ("r6", 1)], (d.name, rows)
-    if isinstance(d, Proposal):  # a limit override: below the caller's limit, then above it
+    if d.general.overrides:  # a limit override: below the caller's limit, then above it
         d.put_limit("a", 1000)  # (a's spent is 1,000 now)
         assert not d.reserve("r7", ((a, 1, 5000),), 66, 50), d.name
         d.put_limit("a", 2000)
