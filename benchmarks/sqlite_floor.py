@@ -29,7 +29,8 @@ tables, the general path and the base class are ``_floor_base``):
   the library's ``Outcome.spent``), read by a ``SELECT`` / by ``UPDATE ... RETURNING``.
 - ``proposal``: ``lean-spent`` with the rest of today's contract a pair pays for (the ``limits``
   override check, the journal's report columns and index on ``ts``); ``proposal-lean``: the override as a
-  counter column, the journal without its ``ts`` index (``ts`` kept non-decreasing in ``seq`` order).
+  counter column, the journal without its ``ts`` index (``ts`` kept non-decreasing in ``seq`` order);
+  ``trimmed``: ``proposal-lean`` without the spent read and the report columns.
 - ``lean-journal``: ``lean`` writing today's journal row (its table and ``journal_row``);
   ``journal-sql``: that table, the row by the least Python; ``journal-noauto``, ``journal-noindex``:
   without ``AUTOINCREMENT``, and without the ``ts`` index too.
