@@ -4,6 +4,7 @@ from budgetguard and counted by callgrind against the issue's raw write transact
 ```sh
 python -m benchmarks.sqlite_floor --check        # each design's guarantees, without valgrind (~1 s)
 python -m benchmarks.sqlite_floor [CALLS] [DESIGN...]   # instructions per pair, 1 and 3 scopes (minutes)
+python -m benchmarks.sqlite_floor --side SIDE [CALLS]   # one side, e.g. dry-lean:1 (no SQL: its Python)
 ```
 
 Not a ``bench_*`` module: ``python -m benchmarks`` does not run it. Every design keeps the ledger's
@@ -191,8 +192,25 @@ def side_work(side: str, path: Path) -> tuple[Callable[[object], object], list[s
         work, db = today_pair(path, int(side[-1]))
         return work, [db]
     name, scopes = side.split(":")
-    design = DESIGNS[name](path)
-    return pair_of(design, int(scopes)), [design.db]
+    dry = name.startswith("dry-")  # (the design's Python alone: a cursor whose ``execute`` does nothing)
+    design = DESIGNS[name.removeprefix("dry-")](path)
+    pair = pair_of(design, int(scopes))
+    if dry:
+        design.cur = design.general.cur = _Dry()  # type: ignore[assignment]
+        design.ex = design.cur.execute  # type: ignore[attr-defined]
+    return pair, [design.db]
+
+
+class _Dry:
+    """A cursor that does nothing: every statement changed one row and reads ``(0,)``."""
+
+    rowcount = 1
+
+    def execute(self, sql: str, params: object = ()) -> _Dry:
+        return self
+
+    def fetchone(self) -> tuple[int]:
+        return (0,)
 
 
 def _count_side(side: str, calls: int) -> None:
@@ -242,11 +260,11 @@ def counted(side: str, calls: int) -> dict[str, float]:
         ).stdout
     parts = {"all": int(found.group(1)) / calls}
     for line in annotated.splitlines():
-        m = re.match(r"\s*([\d,]+) \([^)]*\)\s+(\S+?):(\S+) \[(\S+)\]", line)
-        if m is None:
+        m = re.match(r"\s*([\d,]+) \([^)]*\)\s+(\S+?):(\S+)(?: \[(\S+)\])?$", line)
+        if m is None or m.group(2) == "PROGRAM":
             continue
         count = int(m.group(1).replace(",", "")) / calls
-        obj = Path(m.group(4)).name
+        obj = Path(m.group(4) or "python3").name  # (no object named: the interpreter's own code)
         group = next((g for prefix, g in _OBJECTS.items() if obj.startswith(prefix)), "other")
         parts[group] = parts.get(group, 0.0) + count
     return parts
@@ -366,6 +384,10 @@ def check_design(d: Design) -> int:
 def main(argv: Sequence[str]) -> None:
     if argv[:1] == ["--count-side"]:
         _count_side(argv[1], int(argv[2]))
+        return
+    if argv[:1] == ["--side"]:  # one side, e.g. ``dry-proposal-lean:1``
+        found = counted(argv[1], int(argv[2]) if argv[2:] else 500)
+        print(", ".join(f"{part}: {count / 1000:.1f}k" for part, count in found.items()))
         return
     if argv[:1] == ["--check"]:
         with tempfile.TemporaryDirectory(prefix="bg-sqlite-floor-") as folder:
