@@ -64,24 +64,26 @@ _SCRIPT_NAMES = ("reserve", "commit", "release", "record", "status", "set_limit"
                  "adjust", "raise_limit", "set_limits", "intern")  # fmt: skip
 
 
-_TOP_LOCAL = re.compile(r"^local (?:function (\w+)|([\w, ]+?)\s*(?:=|$))", re.M)
+_TOP_LOCAL = re.compile(r"^local (?:function (\w+)|([\w, ]+?)\s*(?:=|--|$))", re.M)
+"""A top-level ``local`` statement and the names it defines (``local a, b = ...``, ``local x -- note``)."""
 _NAME = re.compile(r"(?<![.:\w])[A-Za-z_]\w*")  # (not a field: string.sub is no use of sub)
 
 
 def _names(code: str) -> set[str]:
-    return set(_NAME.findall(re.sub(r"--[^\n]*", "", code)))
+    """The names ``code`` uses (comments dropped; ``'x'..f()`` uses ``f``: a concatenation is no field)."""
+    return set(_NAME.findall(re.sub(r"--[^\n]*", "", code).replace("..", " ")))
 
 
-def _library_for(code: str) -> str:
+def _library_for(code: str, library: str = LIBRARY) -> str:
     """LIBRARY without the top-level definitions ``code`` never reaches: each ``local function`` a
     script defines costs every call of it a closure, and each local it captures an upvalue. (The
     library's files hold only top-level ``local`` statements; a definition is kept with every name it
     uses, transitively, and in its place.)"""
-    starts = [m.start() for m in _TOP_LOCAL.finditer(LIBRARY)] + [len(LIBRARY)]
+    starts = [m.start() for m in _TOP_LOCAL.finditer(library)] + [len(library)]
     blocks = []  # (names a top-level local statement defines, its text up to the next one)
-    for m, end in zip(_TOP_LOCAL.finditer(LIBRARY), starts[1:], strict=True):
+    for m, end in zip(_TOP_LOCAL.finditer(library), starts[1:], strict=True):
         defined = {m.group(1)} if m.group(1) else {n.strip() for n in m.group(2).split(",")}
-        blocks.append((defined, LIBRARY[m.start() : end]))
+        blocks.append((defined, library[m.start() : end]))
     needed: set[str] = set()
     wanted = _names(code)
     while wanted - needed:
