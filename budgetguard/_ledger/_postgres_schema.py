@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._errors import LedgerError
+
 __all__ = ["MIGRATIONS", "VERSION", "migrate"]
 
 _REPORT_COLUMNS = (
@@ -89,27 +91,61 @@ def current(conn: Any) -> int:
     return 0 if row is None else int(row[0])
 
 
-def migrate(conn: Any) -> int:
+MIGRATION_WAIT = 120.0
+"""Seconds a process opening the store waits for another's migration (its lock) before it raises
+``LedgerError`` naming that process: a migration of large tables takes a while; a frozen one, forever."""
+MIGRATION_IDLE_MS = 60_000
+"""A migrating session frozen this long inside its transaction is ended by the server (its work rolled
+back, its lock released for the next process): the migration's statements follow each other at once."""
+
+
+def migrate(conn: Any, wait: float | None = None) -> int:
     """Bring the tables to ``VERSION`` (nothing to do, the common case, costs one read); the version
-    they have after."""
+    they have after. Waits ``wait`` seconds (``MIGRATION_WAIT``) at most for another process's migration."""
+    from psycopg import errors
+
     version = current(conn)
     if version >= VERSION:
         return version
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+    wait = MIGRATION_WAIT if wait is None else wait
+    try:
+        with conn.transaction():
+            conn.execute(f"SET LOCAL lock_timeout = {max(1, round(wait * 1000))}")
+            conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = {MIGRATION_IDLE_MS}")
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+            return _migrate(conn)
+    except errors.LockNotAvailable:
+        holders = conn.execute(_HOLDERS, (_LOCK >> 32, _LOCK & 0xFFFF_FFFF)).fetchall()
+        pids = ", ".join(str(pid) for (pid,) in holders) or "gone since"
+        raise LedgerError(
+            f"another process (PostgreSQL backend pid {pids}) held the budgetguard tables' migration lock "
+            f"for over {wait:g} s: let its migration finish and open the store again; if it is stuck, end "
+            "it (SELECT pg_terminate_backend(<pid>)) and open the store again"
+        ) from None
+
+
+_HOLDERS = (
+    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s AND objid = %s "
+    "AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+"""The sessions holding the migration lock (a bigint advisory lock: its high and low 32 bits)."""
+
+
+def _migrate(conn: Any) -> int:
+    """The migration itself, under its lock (the version as another process may have left it)."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS budgetguard_version "
+        "(component text PRIMARY KEY, version integer NOT NULL)"
+    )
+    row = conn.execute(_READ).fetchone()  # (another process may have migrated meanwhile)
+    version = 0 if row is None else int(row[0])
+    for step in MIGRATIONS[version:]:
+        for statement in step:
+            conn.execute(statement)
+    if version < VERSION:
         conn.execute(
-            "CREATE TABLE IF NOT EXISTS budgetguard_version "
-            "(component text PRIMARY KEY, version integer NOT NULL)"
+            "INSERT INTO budgetguard_version (component, version) VALUES ('ledger', %s) "
+            "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+            (VERSION,),
         )
-        row = conn.execute(_READ).fetchone()  # (another process may have migrated meanwhile)
-        version = 0 if row is None else int(row[0])
-        for step in MIGRATIONS[version:]:
-            for statement in step:
-                conn.execute(statement)
-        if version < VERSION:
-            conn.execute(
-                "INSERT INTO budgetguard_version (component, version) VALUES ('ledger', %s) "
-                "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                (VERSION,),
-            )
     return max(version, VERSION)

@@ -57,3 +57,24 @@ _VERSION_1_KEYS = (
     ("budgetguard_reservations", "(ns, id)", ("ih",)),
     ("budgetguard_limits", "(ns, key)", ("kh",)),
 )
+
+
+def test_a_store_waits_for_another_s_migration_a_bounded_time_and_names_it(postgres_url: str) -> None:
+    """A process holding the migration lock (a migration under way, or frozen): a store opening tables
+    that need migrating waits ``wait`` seconds at most, then says which backend holds it and what to do;
+    once the lock is free the same open migrates."""
+    import pytest
+
+    from budgetguard._errors import LedgerError
+    from budgetguard._ledger._postgres_schema import _LOCK
+
+    schema = postgres_server.private_schema(postgres_server.libpq_url(postgres_url))
+    with schema as url, psycopg.connect(url, autocommit=True) as holder:
+        pid = holder.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        holder.execute("SELECT pg_advisory_lock(%s)", (_LOCK,))
+        with psycopg.connect(url, autocommit=True) as conn:
+            with pytest.raises(LedgerError, match=rf"backend pid {pid}\).*pg_terminate_backend"):
+                migrate(conn, wait=0.2)
+            assert conn.execute("SHOW lock_timeout").fetchone() == ("0",)  # (the wait was the migration's)
+            holder.execute("SELECT pg_advisory_unlock(%s)", (_LOCK,))
+            assert migrate(conn, wait=0.2) == VERSION
