@@ -112,7 +112,7 @@ def _child(what: str, path: str) -> None:
 
     from budgetguard._cli import main
 
-    url = f"sqlite:///{path}"
+    url = path if "://" in path else f"sqlite:///{path}"  # (a PostgreSQL URL: ``--child`` by hand)
     before = _rss_mb()
     start, cpu = time.perf_counter(), time.process_time()
     if what == "raw":

@@ -14,7 +14,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -172,6 +172,8 @@ def export_utf8(
 
     if isinstance(ledger, SQLiteLedger):
         return _sqlite_text(ledger, _utc(since), _utc(until), fmt)
+    if type(ledger).__name__ == "PostgresLedger":  # (not imported: psycopg is an extra)
+        return _postgres_text(ledger, _utc(since), _utc(until), fmt)
     return streamed_text(ledger, since=since, until=until, fmt=fmt)
 
 
@@ -195,9 +197,37 @@ def _sqlite_text(
     from ._ledger._sqlite_export import sql_export
     from ._ledger._sqlite_report import fill
 
+    sql = ledger._sql.report
+
+    def filled() -> None:
+        fill(ledger._db(), sql)
+
+    def export(bounds: tuple[int, int], layout: _Layout | None) -> Iterator[str | bytes | JournalEntry]:
+        return sql_export(str(ledger.path), sql, *bounds, fmt, timeout=ledger.timeout, fill=filled, layout=layout)
+
+    return _in_store(export, since, until, fmt)
+
+
+def _postgres_text(ledger: Any, since: datetime | None, until: datetime | None, fmt: str) -> Iterator[str]:
+    """``export_text`` of a PostgreSQL store (``_postgres_export``)."""
+
+    def export(bounds: tuple[int, int], layout: _Layout | None) -> Iterator[str | JournalEntry]:
+        return ledger.export_journal(*bounds, fmt, layout)  # type: ignore[no-any-return]
+
+    return _in_store(export, since, until, fmt)  # type: ignore[return-value]  # (no bytes: texts only)
+
+
+_Layout = Callable[[list[str]], tuple[str, dict[str, str]]]
+
+
+def _in_store(
+    export: Callable[[tuple[int, int], _Layout | None], Iterator[str | bytes | JournalEntry]],
+    since: datetime | None, until: datetime | None, fmt: str,
+) -> Iterator[str | bytes]:  # fmt: skip
+    """The pieces of an export the store renders (``export``, given the range in ms and the CSV's
+    ``layout``), each entry it cannot render put through ``export_row`` in its place."""
     query = JournalQuery.parse(since, until, None, None, None, None)
     bounds = (-(2**62) if query.since is None else query.since, 2**62 if query.until is None else query.until)
-    sql = ledger._sql.report
     columns: list[ScopeColumns] = []
 
     def layout(lists: list[str]) -> tuple[str, dict[str, str]]:
@@ -205,12 +235,7 @@ def _sqlite_text(
         columns.append(found)
         return header, cells
 
-    def filled() -> None:
-        fill(ledger._db(), sql)
-
-    done = sql_export(str(ledger.path), sql, *bounds, fmt, timeout=ledger.timeout, fill=filled,
-                      layout=layout if fmt == "csv" else None)  # fmt: skip
-    for piece in done:
+    for piece in export(bounds, layout if fmt == "csv" else None):
         yield piece if isinstance(piece, (str, bytes)) else export_line(export_row(piece), fmt, *columns)
 
 

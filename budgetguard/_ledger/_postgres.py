@@ -33,7 +33,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from .._errors import ConfigurationError, LedgerError
@@ -42,6 +42,7 @@ from ._base import DEFAULT_NAMESPACE, check_setting
 from ._engine import Slot, counter_key
 from ._expiry import window_at
 from ._local import LocalLedger, journal_entry
+from ._postgres_export import postgres_export
 from ._postgres_report import aggregate
 from ._postgres_schema import migrate
 from ._postgres_tx import CLOCK, COUNTERS, JOURNAL, LEASES, META, RESERVATIONS, PgTx
@@ -247,6 +248,19 @@ class PostgresLedger(LocalLedger):
                     yield journal_entry(*row)
         except psycopg.Error as exc:
             raise LedgerError(f"PostgreSQL ledger history failed: {exc}") from exc
+
+    def export_journal(
+        self, since: int, until: int, fmt: str,
+        layout: Callable[[list[str]], tuple[str, Mapping[str, str]]] | None = None,
+    ) -> Iterator[str | JournalEntry]:  # fmt: skip
+        """The export of the journal from ``since`` to ``until`` (ms) rendered in SQL, on a connection of
+        its own (``_postgres_export.postgres_export``, which says what ``layout`` is)."""
+        psycopg = self._psycopg
+        try:
+            with psycopg.connect(self._conninfo, **self._kwargs) as conn:  # (no session timeouts)
+                yield from postgres_export(conn, self.namespace, since, until, fmt, layout)
+        except psycopg.Error as exc:
+            raise LedgerError(f"PostgreSQL ledger export failed: {exc}") from exc
 
     def aggregate_journal(
         self, since: int | None, until: int | None, scope: str | None, by: str, *, ratios: bool = True
