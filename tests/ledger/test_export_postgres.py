@@ -1,0 +1,130 @@
+"""The export PostgreSQL renders in SQL (``_ledger._postgres_export``) is byte for byte the one
+``export_row`` and its writers make of the same entries (issue 17), as ``test_export_sql`` holds SQLite's:
+the same odd entries, chunks with rows Python renders in place, and any rows Hypothesis makes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from budgetguard._export import export_text, streamed_text
+from budgetguard._ledger import _postgres_export, open_ledger
+from budgetguard._ledger._postgres_tx import JOURNAL, ODD_ROW
+from budgetguard._ledger._sqlite import journal_row
+from budgetguard._ledger._sqlite_report import COLUMNS
+from budgetguard._ledger._types import JournalEntry, to_datetime
+from tests.ledger.test_export_sql import _ROW, NOW, ODD_TEXTS, _entries, _layout
+from tests.postgres_server import delete_namespace, with_options
+
+_INSERT = (
+    f"INSERT INTO {JOURNAL} (ns, ts, event, res_id, scopes, amounts, data, {', '.join(COLUMNS)}) "
+    f"VALUES ({', '.join(['%s'] * (7 + len(COLUMNS)))})"
+)
+
+
+@pytest.fixture
+def store(postgres_url: str) -> Iterator[Any]:
+    namespace = "x" + secrets.token_hex(6)
+    ledger = open_ledger(with_options(postgres_url, namespace=namespace))
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+        delete_namespace(postgres_url, namespace)
+
+
+def _put(store: Any, rows: list[tuple[Any, ...]]) -> None:
+    """``rows`` (``journal_row``'s) in the store's journal, as ``PgTx.journal`` writes them (a row whose
+    report texts hold a NUL without its report columns)."""
+    with store._pool.connection() as conn, conn.cursor() as cur:
+        for row in rows:
+            if any(type(v) is str and "\0" in v for v in row[6:]):
+                row = (*row[:6], *ODD_ROW)
+            cur.execute(_INSERT, (store.namespace, *row))
+
+
+def _in_sql(store: Any, fmt: str) -> tuple[int, int]:
+    """Lines the export made in SQL, and entries it gave Python to render."""
+    pieces = list(store.export_journal(-(2**62), 2**62, fmt, _layout if fmt == "csv" else None))
+    lines = sum(_count(p, fmt) for p in pieces if isinstance(p, str))
+    return lines, sum(isinstance(p, JournalEntry) for p in pieces)
+
+
+def _count(text: str, fmt: str) -> int:
+    """The records in ``text`` (a CSV field may hold a line break)."""
+    return len(list(csv.reader(io.StringIO(text)))) if fmt == "csv" else text.count("\n")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+@pytest.mark.parametrize("chunk", [8192, 3])
+def test_postgres_export_is_the_python_export_byte_for_byte(
+    store: Any, fmt: str, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # chunks of 3 seq values: lines joined in SQL beside chunks with a row Python renders, in seq order
+    monkeypatch.setattr(_postgres_export, "CHUNK", chunk)
+    rows = _entries()
+    _put(store, rows)
+    expected = "".join(streamed_text(store, since=None, fmt=fmt))  # (entry by entry, in Python)
+    assert "".join(export_text(store, since=None, fmt=fmt)) == expected
+    assert _count(expected, fmt) == len(rows) + (fmt == "csv")
+    in_sql, in_python = _in_sql(store, fmt)  # (most lines made in SQL: not Python against itself)
+    assert in_sql >= 20 + (fmt == "csv") and in_sql + in_python == len(rows) + (fmt == "csv")
+    if fmt == "csv":
+        odd = [line for line in expected.splitlines() if ",refused," in line]
+        assert len(odd) == len(ODD_TEXTS)
+
+
+def test_a_range_and_an_empty_one(store: Any) -> None:
+    _put(store, _entries())
+    since, until = to_datetime(NOW + 1000), to_datetime(NOW + 3000)
+    for fmt in ("csv", "jsonl"):
+        got = "".join(export_text(store, since=since, until=until, fmt=fmt))
+        assert got == "".join(streamed_text(store, since=since, until=until, fmt=fmt))
+        assert got.count("\n") == 2 + (fmt == "csv")
+        nothing = "".join(export_text(store, since=to_datetime(NOW + 10**9), fmt=fmt))
+        header = "time,event,reservation_id,model,function,attempt,cost_usd,estimated_usd,input_tokens,"
+        assert nothing == ("" if fmt == "jsonl" else header + "output_tokens,amounts,flags\n")
+
+
+def test_a_scope_cell_with_a_nul_is_rendered_in_python(store: Any) -> None:
+    """A scope id holding a NUL (kept in the journal's JSON): its CSV cells, which ``jsonb`` cannot hold,
+    are rendered in Python, the other rows in SQL."""
+    labels = ["global", "user:a\0b"]
+    _put(store, [journal_row(NOW + i, "committed", f"r{i}", labels[: 1 + i], {"usd": 5}, {"scopes": labels[: 1 + i]})
+                 for i in (0, 1)])  # fmt: skip
+    got = "".join(export_text(store, since=None, fmt="csv"))
+    assert got == "".join(streamed_text(store, since=None, fmt="csv")) and "a\0b" in got
+    assert _in_sql(store, "csv") == (2, 1)
+
+
+_SETTINGS = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+
+
+@_SETTINGS
+@given(rows=st.lists(_ROW, min_size=1, max_size=12), chunk=st.sampled_from([2, 8192]))
+def test_any_rows_export_in_sql_as_in_python(
+    store: Any, rows: list[tuple[Any, ...]], chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows of any time, cost (every shape ``str(Decimal)`` gives), text and scopes: PostgreSQL's lines
+    are Python's, byte for byte, in both formats."""
+    monkeypatch.setattr(_postgres_export, "CHUNK", chunk)
+    entries = []
+    for i, (ts, event, cost, text, labels, flags) in enumerate(rows):
+        data = {"model": text, "function": text, "estimated_usd": text, "attempt": i, "scopes": labels,
+                "usage": {"input_tokens": i, "output_tokens": 2 * i}, "cost_nano": cost, **flags}  # fmt: skip
+        res_id = f"r{i}{text}".replace("\0", "")  # (an id PostgreSQL's text cannot hold is never written)
+        entries.append(journal_row(ts, event, res_id, labels[:1], {"usd": cost}, data))
+    with store._pool.connection() as conn:
+        conn.execute(f"DELETE FROM {JOURNAL} WHERE ns = %s", (store.namespace,))
+    _put(store, entries)
+    for fmt in ("csv", "jsonl"):
+        assert "".join(export_text(store, since=None, fmt=fmt)) == "".join(streamed_text(store, since=None, fmt=fmt))
