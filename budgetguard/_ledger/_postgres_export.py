@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .._errors import LedgerError
+from ._facts import ODD, call_scopes
 from ._local import journal_entry
 from ._postgres_tx import JOURNAL
 from ._types import JournalEntry
@@ -123,6 +124,12 @@ def _one_by_one(fmt: str) -> str:
     )
 
 
+_LISTS = f"SELECT DISTINCT {_SCOPES} FROM {JOURNAL} WHERE {_RANGE} AND r_calls <> {ODD}"
+"""SQL: the distinct lists of call scopes (JSON) of the range's rows whose facts were read."""
+_UNREAD = f"SELECT ts, event, res_id, scopes, amounts, data FROM {JOURNAL} WHERE {_RANGE} AND (r_calls = {ODD} OR r_calls IS NULL)"
+"""SQL: the range's rows whose facts were not read (whose call scopes Python reads from their data)."""
+
+
 def postgres_export(
     conn: Any,
     namespace: str,
@@ -141,7 +148,11 @@ def postgres_export(
     with conn.transaction():
         conn.execute("SET LOCAL jit = off")  # (compiling the line's expression costs more than it saves)
         if layout is not None:
-            lists = [row[0] for row in conn.execute(f"SELECT DISTINCT {_SCOPES} FROM {JOURNAL} WHERE {_RANGE}", args)]
+            lists = [row[0] for row in conn.execute(_LISTS, args)]
+            for row in conn.execute(_UNREAD, args):  # (a row without its facts: its scopes from its data)
+                entry = journal_entry(*row)
+                lists.append(json.dumps(call_scopes(entry.data, entry.scopes)))
+            lists = list(dict.fromkeys(lists))
             header, cells = layout(lists)
             yield header
             args["cells"] = json.dumps({key: text for key, text in cells.items() if "\0" not in text})

@@ -128,3 +128,15 @@ def test_any_rows_export_in_sql_as_in_python(
     _put(store, entries)
     for fmt in ("csv", "jsonl"):
         assert "".join(export_text(store, since=None, fmt=fmt)) == "".join(streamed_text(store, since=None, fmt=fmt))
+
+
+def test_a_row_without_its_facts_has_its_call_scopes_in_the_csv_columns(store: Any) -> None:
+    """A row PostgreSQL keeps without its report columns (a NUL in its model) whose call scopes are more
+    than its charged ones: the CSV's columns come from its data, as in the Python export."""
+    data = {"model": "m\0", "scopes": ["global", "team:t", "user:u"]}
+    _put(store, [journal_row(NOW, "committed", "r0", ["global"], {"usd": 5}, data),
+                 journal_row(NOW + 1, "committed", "r1", ["global"], {"usd": 5}, {"model": "m"})])  # fmt: skip
+    got = "".join(export_text(store, since=None, fmt="csv"))
+    assert got == "".join(streamed_text(store, since=None, fmt="csv"))
+    assert got.startswith("time,event,reservation_id,scope_global,scope_user,scope_team,")
+    assert _in_sql(store, "csv") == (2, 1)
