@@ -203,7 +203,9 @@ def _sqlite_text(
         fill(ledger._db(), sql)
 
     def export(bounds: tuple[int, int], layout: _Layout | None) -> Iterator[str | bytes | JournalEntry]:
-        return sql_export(str(ledger.path), sql, *bounds, fmt, timeout=ledger.timeout, fill=filled, layout=layout)
+        return sql_export(
+            str(ledger.path), sql, *bounds, fmt, timeout=ledger.timeout, fill=filled, layout=layout
+        )
 
     return _in_store(export, since, until, fmt)
 

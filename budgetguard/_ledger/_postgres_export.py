@@ -39,15 +39,17 @@ _USD = (
     "WHEN r_cost %% 1000000000 <> 0 THEN (r_cost / 1000000000)::text "
     "|| rtrim('.' || lpad((r_cost %% 1000000000)::text, 9, '0'), '0') "
     "WHEN r_cost / 1000000000 %% 10 <> 0 THEN (r_cost / 1000000000)::text "
-    "ELSE " + _SCI.format(d="(r_cost / 1000000000)::text", sign="+", exp="(length((r_cost / 1000000000)::text) - 1)")
+    "ELSE " + _SCI.format(d="(r_cost / 1000000000)::text", sign="+",
+                          exp="(length((r_cost / 1000000000)::text) - 1)")
     + " END"
 )  # fmt: skip
 """SQL: ``str(to_usd(r_cost))`` for ``r_cost >= 0``: ``0``; under $0.000001 scientific (``2.5E-7``); a plain
 decimal without trailing zeros (``0.0000025``, ``1.5``, ``12``); whole tens of dollars scientific (``1E+1``,
 ``1.2E+2``)."""
 _TIME = (
-    "to_char(to_timestamp(ts / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN ts %% 1000 = 0 "
-    "THEN '+00:00' ELSE '.' || lpad((ts %% 1000)::text, 3, '0') || '000+00:00' END"
+    "to_char(to_timestamp(ts / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') "
+    "|| CASE WHEN ts %% 1000 = 0 THEN '+00:00' "
+    "ELSE '.' || lpad((ts %% 1000)::text, 3, '0') || '000+00:00' END"
 )
 """SQL: ``JournalEntry.time.isoformat()`` for ``0 <= ts < 253402300800000`` (whole seconds as a ``double``
 are exact; a whole second has no fraction)."""
@@ -81,7 +83,8 @@ def _line(fmt: str) -> str:
         ]  # fmt: skip
     else:
         parts = [
-            "'{\"time\": \"'", _TIME, "'\", \"event\": \"'", "event", "'\", \"reservation_id\": \"'", "res_id",
+            "'{\"time\": \"'", _TIME, "'\", \"event\": \"'", "event", "'\", \"reservation_id\": \"'",
+            "res_id",
             "'\", \"scopes\": '", _SCOPES, "', \"model\": \"'", _MODEL, "'\", \"function\": \"'", _FUNCTION,
             "'\", \"attempt\": '", "coalesce(r_attempt::text, '\"\"')", "', \"cost_usd\": \"'", _USD,
             "'\", \"estimated_usd\": \"'", "coalesce(r_estimated, '')", "'\", \"input_tokens\": '",
@@ -101,7 +104,10 @@ def _rows(fmt: str, first: str) -> str:
     """SQL: each row's line (NULL: Python renders it) and seq, of the rows with ``first <= seq < first
     + CHUNK`` in the range, and the entry's own columns where its line is NULL."""
     line = f"CASE WHEN {_EXACT} THEN {_line(fmt)} END"
-    return f"SELECT {line} AS l, seq FROM {JOURNAL} WHERE seq >= {first} AND seq < {first} + {CHUNK} AND {_IN_RANGE} ORDER BY seq"
+    return (
+        f"SELECT {line} AS l, seq FROM {JOURNAL} WHERE seq >= {first} AND seq < {first} + {CHUNK} "
+        f"AND {_IN_RANGE} ORDER BY seq"
+    )
 
 
 def _chunks(fmt: str) -> str:
@@ -117,7 +123,8 @@ def _chunks(fmt: str) -> str:
 
 
 def _one_by_one(fmt: str) -> str:
-    """SQL: the rows of the chunk at ``%(first)s``, each its line or, where that is NULL, its entry's columns."""
+    """SQL: the rows of the chunk at ``%(first)s``, each its line or, where that is NULL, its entry's
+    columns."""
     return (
         f"SELECT r.l, j.ts, j.event, j.res_id, j.scopes, j.amounts, j.data FROM ({_rows(fmt, '%(first)s')}) "
         f"AS r LEFT JOIN {JOURNAL} AS j ON r.l IS NULL AND j.seq = r.seq ORDER BY r.seq"
@@ -126,7 +133,10 @@ def _one_by_one(fmt: str) -> str:
 
 _LISTS = f"SELECT DISTINCT {_SCOPES} FROM {JOURNAL} WHERE {_RANGE} AND r_calls <> {ODD}"
 """SQL: the distinct lists of call scopes (JSON) of the range's rows whose facts were read."""
-_UNREAD = f"SELECT ts, event, res_id, scopes, amounts, data FROM {JOURNAL} WHERE {_RANGE} AND (r_calls = {ODD} OR r_calls IS NULL)"
+_UNREAD = (
+    f"SELECT ts, event, res_id, scopes, amounts, data FROM {JOURNAL} WHERE {_RANGE} "
+    f"AND (r_calls = {ODD} OR r_calls IS NULL)"
+)
 """SQL: the range's rows whose facts were not read (whose call scopes Python reads from their data)."""
 
 

@@ -97,15 +97,20 @@ def test_a_scope_cell_with_a_nul_is_rendered_in_python(store: Any) -> None:
     """A scope id holding a NUL (kept in the journal's JSON): its CSV cells, which ``jsonb`` cannot hold,
     are rendered in Python, the other rows in SQL."""
     labels = ["global", "user:a\0b"]
-    _put(store, [journal_row(NOW + i, "committed", f"r{i}", labels[: 1 + i], {"usd": 5}, {"scopes": labels[: 1 + i]})
-                 for i in (0, 1)])  # fmt: skip
+    calls = [labels[:1], labels]
+    rows = [
+        journal_row(NOW + i, "committed", f"r{i}", calls[i], {"usd": 5}, {"scopes": calls[i]}) for i in (0, 1)
+    ]
+    _put(store, rows)
     got = "".join(export_text(store, since=None, fmt="csv"))
     assert got == "".join(streamed_text(store, since=None, fmt="csv")) and "a\0b" in got
     assert _in_sql(store, "csv") == (2, 1)
 
 
 _SETTINGS = settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 
 
@@ -127,15 +132,18 @@ def test_any_rows_export_in_sql_as_in_python(
         conn.execute(f"DELETE FROM {JOURNAL} WHERE ns = %s", (store.namespace,))
     _put(store, entries)
     for fmt in ("csv", "jsonl"):
-        assert "".join(export_text(store, since=None, fmt=fmt)) == "".join(streamed_text(store, since=None, fmt=fmt))
+        assert "".join(export_text(store, since=None, fmt=fmt)) == "".join(
+            streamed_text(store, since=None, fmt=fmt)
+        )
 
 
 def test_a_row_without_its_facts_has_its_call_scopes_in_the_csv_columns(store: Any) -> None:
     """A row PostgreSQL keeps without its report columns (a NUL in its model) whose call scopes are more
     than its charged ones: the CSV's columns come from its data, as in the Python export."""
     data = {"model": "m\0", "scopes": ["global", "team:t", "user:u"]}
-    _put(store, [journal_row(NOW, "committed", "r0", ["global"], {"usd": 5}, data),
-                 journal_row(NOW + 1, "committed", "r1", ["global"], {"usd": 5}, {"model": "m"})])  # fmt: skip
+    rows = [journal_row(NOW, "committed", "r0", ["global"], {"usd": 5}, data),
+            journal_row(NOW + 1, "committed", "r1", ["global"], {"usd": 5}, {"model": "m"})]  # fmt: skip
+    _put(store, rows)
     got = "".join(export_text(store, since=None, fmt="csv"))
     assert got == "".join(streamed_text(store, since=None, fmt="csv"))
     assert got.startswith("time,event,reservation_id,scope_global,scope_user,scope_team,")
