@@ -1,7 +1,8 @@
 """Exports of the ledger's journal for finance: each entry a CSV or JSON line (``budgetguard export``).
 
-``export_row`` is what an entry shows; ``export_text`` renders a time range as text, inside SQLite
-where the store is one (``_ledger._sqlite_export``: the same bytes), else entry by entry. The CSV gives
+``export_row`` is what an entry shows; ``export_text`` renders a time range as text, inside SQLite or
+PostgreSQL where the store is one (``_ledger._sqlite_export``, ``_ledger._postgres_export``: the same
+bytes), else entry by entry. The CSV gives
 each scope kind of the range its column (``ScopeColumns``), the JSON lines a list of scopes.
 ``export_utf8`` gives the lines SQLite renders together as its UTF-8 bytes, which ``write_utf8`` puts
 in a file as they are.
@@ -155,8 +156,8 @@ def export_text(
     ledger: Ledger, *, since: datetime | None, until: datetime | None = None, fmt: str = "csv"
 ) -> Iterator[str]:
     """The export of a time range as ``fmt`` (``csv``, ``jsonl``), in pieces of text (each one or many
-    lines; a CSV's header first). SQLite renders the lines in SQL (``_sqlite_export``); other stores'
-    entries are streamed through ``export_row`` (twice for a CSV: its scope columns first). Nothing at
+    lines; a CSV's header first). SQLite and PostgreSQL render the lines in SQL (``_sqlite_export``,
+    ``_postgres_export``); other stores' entries are streamed through ``export_row`` (twice for a CSV: its scope columns first). Nothing at
     all (no entry, JSON lines) is no text."""
     for piece in export_utf8(ledger, since=since, until=until, fmt=fmt):
         yield piece if isinstance(piece, str) else piece.decode()

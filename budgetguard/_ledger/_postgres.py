@@ -20,8 +20,8 @@ Every operation has one deadline (``DEADLINE``, ``?deadline=``), runs again incl
 sessions' ``lock_timeout`` and ``statement_timeout`` are the deadline (a lock held by a frozen client
 is a ``LedgerError``, and the server ends that client's session after twice the deadline idle in its
 transaction), and a server that stops answering has the operation's connection cut just after it
-(``_postgres_watch``). Reports and history streams (which hold no lock) have no deadline; a stream
-reads on a connection of its own, so one kept open pins none of the pool's.
+(``_postgres_watch``). Reports, exports and history streams (which hold no lock) have no deadline;
+a stream or an export reads on a connection of its own, so one kept open pins none of the pool's.
 
 The tables (``_postgres_schema``) are created and migrated by the store itself. Every 512th operation
 prunes what has expired, as the SQLite store does; the journal keeps ``journal_retention_days``.
