@@ -15,8 +15,8 @@ the cost of merely reading the journal once. Each row also has ``cpu_seconds`` (
 ``process_time``: what a loaded host inflates least). Rows: ``report --by`` each grouping the CLI offers
 (``--format json`` to ``/dev/null``: the whole code path, rendering aside), and ``export`` as CSV
 and as JSON lines. ``--child export-csv|export-jsonl URL`` measures one export of any store by hand
-(a PostgreSQL URL: benchmarks/README.md, session 11). The issue's target is absolute (1M entries under 3 s and 200 MB), so the rows
-have no ratio target: read ``seconds`` and ``peak_mb``.
+(a PostgreSQL URL: benchmarks/README.md, session 11). The issue's target is absolute (1M entries
+under 3 s and 200 MB), so the rows have no ratio target: read ``seconds`` and ``peak_mb``.
 
 The last rows stream a report by user from the memory store and from Redis (``summarize``: no
 in-store aggregation there, the journal is read in chunks and summed as it comes) after N calls

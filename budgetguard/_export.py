@@ -157,8 +157,8 @@ def export_text(
 ) -> Iterator[str]:
     """The export of a time range as ``fmt`` (``csv``, ``jsonl``), in pieces of text (each one or many
     lines; a CSV's header first). SQLite and PostgreSQL render the lines in SQL (``_sqlite_export``,
-    ``_postgres_export``); other stores' entries are streamed through ``export_row`` (twice for a CSV: its scope columns first). Nothing at
-    all (no entry, JSON lines) is no text."""
+    ``_postgres_export``); other stores' entries are streamed through ``export_row`` (twice for a CSV:
+    its scope columns first). Nothing at all (no entry, JSON lines) is no text."""
     for piece in export_utf8(ledger, since=since, until=until, fmt=fmt):
         yield piece if isinstance(piece, str) else piece.decode()
 

@@ -65,7 +65,7 @@ _SCOPES = "coalesce(r_scopes, scopes)"
 _FLAGS = "coalesce(r_flags, '{}')"
 _CELLS = f"(%(cells)s::jsonb ->> {_SCOPES})"
 """SQL: a CSV row's scope cells (each after a comma), by its list of scopes; NULL for a list not given
-(one whose cells hold a NUL, which ``jsonb`` cannot)."""
+(one whose cells PostgreSQL's text cannot hold: ``_held``)."""
 
 
 def _csv_json(value: str) -> str:
@@ -131,6 +131,20 @@ def _one_by_one(fmt: str) -> str:
     )
 
 
+def _held(text: str, utf8: bool) -> bool:
+    """``text`` is one PostgreSQL's text holds and gives back as it is, on a connection of UTF-8 (else
+    ASCII only): no NUL, no lone surrogate."""
+    if "\0" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return utf8
+
+
 _LISTS = f"SELECT DISTINCT {_SCOPES} FROM {JOURNAL} WHERE {_RANGE} AND r_calls <> {ODD}"
 """SQL: the distinct lists of call scopes (JSON) of the range's rows whose facts were read."""
 _UNREAD = (
@@ -165,7 +179,8 @@ def postgres_export(
             lists = list(dict.fromkeys(lists))
             header, cells = layout(lists)
             yield header
-            args["cells"] = json.dumps({key: text for key, text in cells.items() if "\0" not in text})
+            utf8 = conn.info.encoding == "utf-8"
+            args["cells"] = json.dumps({key: text for key, text in cells.items() if _held(text, utf8)})
         with conn.cursor(name="budgetguard_export") as chunks:
             chunks.itersize = 2
             chunks.execute(_chunks(fmt), args)

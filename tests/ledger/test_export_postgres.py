@@ -93,18 +93,20 @@ def test_a_range_and_an_empty_one(store: Any) -> None:
         assert nothing == ("" if fmt == "jsonl" else header + "output_tokens,amounts,flags\n")
 
 
-def test_a_scope_cell_with_a_nul_is_rendered_in_python(store: Any) -> None:
-    """A scope id holding a NUL (kept in the journal's JSON): its CSV cells, which ``jsonb`` cannot hold,
-    are rendered in Python, the other rows in SQL."""
-    labels = ["global", "user:a\0b"]
-    calls = [labels[:1], labels]
+@pytest.mark.parametrize("ident", ["a\0b", "a\udc80b"])
+def test_a_scope_id_text_cannot_hold_is_rendered_in_python(store: Any, ident: str) -> None:
+    """A scope id holding a NUL or a lone surrogate (kept escaped in the journal's JSON): its CSV cells,
+    which PostgreSQL's text cannot hold, are rendered in Python, the other rows in SQL."""
+    labels = ["global", f"user:{ident}", "feature:ünï"]
+    calls = [labels[:1], labels, labels[::2]]
     rows = [
-        journal_row(NOW + i, "committed", f"r{i}", calls[i], {"usd": 5}, {"scopes": calls[i]}) for i in (0, 1)
+        journal_row(NOW + i, "committed", f"r{i}", calls[i], {"usd": 5}, {"scopes": calls[i]})
+        for i in range(3)
     ]
     _put(store, rows)
     got = "".join(export_text(store, since=None, fmt="csv"))
-    assert got == "".join(streamed_text(store, since=None, fmt="csv")) and "a\0b" in got
-    assert _in_sql(store, "csv") == (2, 1)
+    assert got == "".join(streamed_text(store, since=None, fmt="csv")) and ident in got
+    assert _in_sql(store, "csv") == (3, 1)
 
 
 _SETTINGS = settings(
