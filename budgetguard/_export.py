@@ -169,11 +169,12 @@ def export_utf8(
     """``export_text``, its pieces text or that text's UTF-8 (the lines SQLite renders together: a file
     takes them as they are, ~0.2 s less per 1M CSV lines holding non-ASCII text than a decode and an
     encode)."""
+    from ._ledger._postgres import PostgresLedger  # (psycopg only when the store opens)
     from ._ledger._sqlite import SQLiteLedger  # (sqlite3 at the first export, not at import)
 
     if isinstance(ledger, SQLiteLedger):
         return _sqlite_text(ledger, _utc(since), _utc(until), fmt)
-    if type(ledger).__name__ == "PostgresLedger":  # (not imported: psycopg is an extra)
+    if isinstance(ledger, PostgresLedger):
         return _postgres_text(ledger, _utc(since), _utc(until), fmt)
     return streamed_text(ledger, since=since, until=until, fmt=fmt)
 
@@ -212,7 +213,7 @@ def _sqlite_text(
 
 
 def _postgres_text(ledger: Any, since: datetime | None, until: datetime | None, fmt: str) -> Iterator[str]:
-    """``export_text`` of a PostgreSQL store (``_postgres_export``)."""
+    """``export_text`` of a PostgreSQL store (``PostgresLedger.export_journal``)."""
 
     def export(bounds: tuple[int, int], layout: _Layout | None) -> Iterator[str | JournalEntry]:
         return ledger.export_journal(*bounds, fmt, layout)  # type: ignore[no-any-return]
