@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .._errors import LedgerError
-from ._facts import ODD, call_scopes
-from ._local import journal_entry
+from ._facts import ODD
+from ._local import call_lists, journal_entry
 from ._postgres_tx import JOURNAL
 from ._types import JournalEntry
 
@@ -173,10 +173,7 @@ def postgres_export(
         conn.execute("SET LOCAL jit = off")  # (compiling the line's expression costs more than it saves)
         if layout is not None:
             lists = [row[0] for row in conn.execute(_LISTS, args)]
-            for row in conn.execute(_UNREAD, args):  # (a row without its facts: its scopes from its data)
-                entry = journal_entry(*row)
-                lists.append(json.dumps(call_scopes(entry.data, entry.scopes)))
-            lists = list(dict.fromkeys(lists))
+            lists += call_lists(conn.execute(_UNREAD, args))  # (rows without their facts: from their data)
             header, cells = layout(lists)
             yield header
             utf8 = conn.info.encoding == "utf-8"

@@ -21,7 +21,8 @@ from functools import lru_cache
 from typing import Any
 
 from .._money import to_usd
-from ._local import journal_entry
+from ._facts import ODD
+from ._local import call_lists, journal_entry
 from ._sqlite_report import JournalSql
 from ._types import JournalEntry
 
@@ -62,6 +63,10 @@ _ESTIMATED = "coalesce(r_estimated, '')"
 _SCOPES = "coalesce(r_scopes, scopes)"
 CELLS = "budgetguard_scope_cells"
 """The SQL function of a CSV export: a list of scopes' (JSON) CSV columns (``sql_export``'s ``layout``)."""
+_UNREAD = f"(r_calls = {ODD} OR r_calls IS NULL)"
+"""SQL: the row's report columns were not read (``r_scopes`` may then lack call scopes its data has)."""
+_LISTED = f"CASE WHEN {_UNREAD} THEN '' ELSE {_SCOPES} END"
+"""SQL: a row's list of call scopes (JSON) for a CSV's columns, ``''`` (never a list) where ``_UNREAD``."""
 _LISTS = "budgetguard_scope_lists"
 """The SQL aggregate of a CSV export: the distinct lists of scopes of its range (``_Lists``)."""
 
@@ -192,7 +197,13 @@ def _export(
         ):
             return False
         if layout is not None:  # (the range's distinct lists of scopes, then each one's CSV columns)
-            header, cells = layout(_distinct(db, f"SELECT {_LISTS}({_SCOPES}) FROM {table} {_RANGE}", args))
+            lists = _distinct(db, f"SELECT {_LISTS}({_LISTED}) FROM {table} {_RANGE}", args)
+            if "" in lists:  # (rows without their facts: their call scopes from their data)
+                unread = (
+                    f"SELECT ts, event, res_id, scopes, amounts, data FROM {table} {_RANGE} AND {_UNREAD}"
+                )
+                lists = [text for text in lists if text] + call_lists(db.execute(unread, args))
+            header, cells = layout(lists)
             nul = any("\0" in text for text in cells.values())
             lookup: Mapping[str, str | None] = cells
             if nul:
