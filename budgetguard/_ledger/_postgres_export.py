@@ -102,7 +102,7 @@ index, whose scan of the whole range for each chunk the planner would otherwise 
 
 def _rows(fmt: str, first: str) -> str:
     """SQL: each row's line (NULL: Python renders it) and seq, of the rows with ``first <= seq < first
-    + CHUNK`` in the range, and the entry's own columns where its line is NULL."""
+    + CHUNK`` in the range, in ``seq`` order."""
     line = f"CASE WHEN {_EXACT} THEN {_line(fmt)} END"
     return (
         f"SELECT {line} AS l, seq FROM {JOURNAL} WHERE seq >= {first} AND seq < {first} + {CHUNK} "
