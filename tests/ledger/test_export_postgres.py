@@ -150,3 +150,21 @@ def test_a_row_without_its_facts_has_its_call_scopes_in_the_csv_columns(store: A
     assert got == "".join(streamed_text(store, since=None, fmt="csv"))
     assert got.startswith("time,event,reservation_id,scope_global,scope_user,scope_team,")
     assert _in_sql(store, "csv") == (2, 1)
+
+
+def test_the_session_s_time_zone_changes_nothing(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Times are UTC whatever the connection's ``TimeZone`` (here +05:30, through libpq's ``PGTZ``)."""
+    monkeypatch.setenv("PGTZ", "Asia/Kolkata")
+    namespace = "x" + secrets.token_hex(6)
+    store = open_ledger(with_options(postgres_url, namespace=namespace))
+    try:
+        with store._pool.connection() as conn:
+            assert conn.execute("SHOW timezone").fetchone() == ("Asia/Kolkata",)
+        _put(store, _entries())
+        for fmt in ("csv", "jsonl"):
+            got = "".join(export_text(store, since=None, fmt=fmt))
+            assert got == "".join(streamed_text(store, since=None, fmt=fmt)) and "+00:00" in got
+        assert _in_sql(store, "jsonl")[0] >= 20
+    finally:
+        store.close()
+        delete_namespace(postgres_url, namespace)
