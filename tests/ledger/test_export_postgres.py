@@ -63,12 +63,14 @@ def _count(text: str, fmt: str) -> int:
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
-@pytest.mark.parametrize("chunk", [8192, 3])
+@pytest.mark.parametrize(("chunk", "sparse"), [(8192, 4), (3, 4), (8192, 0)])
 def test_postgres_export_is_the_python_export_byte_for_byte(
-    store: Any, fmt: str, chunk: int, monkeypatch: pytest.MonkeyPatch
+    store: Any, fmt: str, chunk: int, sparse: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # chunks of 3 seq values: lines joined in SQL beside chunks with a row Python renders, in seq order
+    # chunks of 3 seq values: lines joined in SQL beside chunks with a row Python renders, in seq order;
+    # sparse 0: the range read row by row (as one spread among other namespaces' rows is)
     monkeypatch.setattr(_postgres_export, "CHUNK", chunk)
+    monkeypatch.setattr(_postgres_export, "SPARSE", sparse)
     rows = _entries()
     _put(store, rows)
     expected = "".join(streamed_text(store, since=None, fmt=fmt))  # (entry by entry, in Python)
@@ -91,6 +93,27 @@ def test_a_range_and_an_empty_one(store: Any) -> None:
         nothing = "".join(export_text(store, since=to_datetime(NOW + 10**9), fmt=fmt))
         header = "time,event,reservation_id,model,function,attempt,cost_usd,estimated_usd,input_tokens,"
         assert nothing == ("" if fmt == "jsonl" else header + "output_tokens,amounts,flags\n")
+
+
+def test_a_range_spread_among_other_namespaces_rows_is_read_row_by_row(
+    postgres_url: str, store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows of another namespace between this one's (its rows spread over 5 times as many ``seq``
+    values): read row by row through the ``(ns, ts)`` index, each line still made in SQL, not in chunks
+    that would scan the other rows too."""
+    other = open_ledger(with_options(postgres_url, namespace=store.namespace + "o"))
+    try:
+        for row in _entries():
+            _put(other, [row] * 4)
+            _put(store, [row])
+        monkeypatch.setattr(_postgres_export, "_chunks", None)  # (not called)
+        for fmt in ("csv", "jsonl"):
+            got = "".join(export_text(store, since=None, fmt=fmt))
+            assert got == "".join(streamed_text(store, since=None, fmt=fmt))
+        assert _in_sql(store, "jsonl")[0] >= 20
+    finally:
+        other.close()
+        delete_namespace(postgres_url, store.namespace + "o")
 
 
 @pytest.mark.parametrize("ident", ["a\0b", "a\udc80b"])
@@ -117,13 +140,18 @@ _SETTINGS = settings(
 
 
 @_SETTINGS
-@given(rows=st.lists(_ROW, min_size=1, max_size=12), chunk=st.sampled_from([2, 8192]))
+@given(
+    rows=st.lists(_ROW, min_size=1, max_size=12),
+    chunk=st.sampled_from([2, 8192]),
+    sparse=st.sampled_from([0, 4]),
+)
 def test_any_rows_export_in_sql_as_in_python(
-    store: Any, rows: list[tuple[Any, ...]], chunk: int, monkeypatch: pytest.MonkeyPatch
+    store: Any, rows: list[tuple[Any, ...]], chunk: int, sparse: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Rows of any time, cost (every shape ``str(Decimal)`` gives), text and scopes: PostgreSQL's lines
-    are Python's, byte for byte, in both formats."""
+    are Python's, byte for byte, in both formats, in chunks and row by row."""
     monkeypatch.setattr(_postgres_export, "CHUNK", chunk)
+    monkeypatch.setattr(_postgres_export, "SPARSE", sparse)
     entries = []
     for i, (ts, event, cost, text, labels, flags) in enumerate(rows):
         data = {"model": text, "function": text, "estimated_usd": text, "attempt": i, "scopes": labels,
