@@ -8,7 +8,8 @@ facts read, a time of years 1970-9999, a cost not negative). Lines are made by `
 holds where a line needs a text makes its line NULL: the row then comes back as its ``JournalEntry`` for
 Python to render in its place (its chunk is then read again row by row). A CSV's scope cells come from
 one ``jsonb`` parameter (each distinct list of scopes of the range to its cells), read by key on each
-row. The chunks are ranges of ``seq`` (the primary key), read in one repeatable-read transaction (one
+row. The chunks are ranges of ``seq`` (the primary key); a range whose rows are spread thin among other
+namespaces' (``SPARSE``) is read row by row instead. All is read in one repeatable-read transaction (one
 snapshot: a CSV's scope columns, taken first, cover every row read after).
 """
 
