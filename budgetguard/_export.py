@@ -2,8 +2,8 @@
 
 ``export_row`` is what an entry shows; ``export_text`` renders a time range as text, inside SQLite or
 PostgreSQL where the store is one (``_ledger._sqlite_export``, ``_ledger._postgres_export``: the same
-bytes), else entry by entry. The CSV gives
-each scope kind of the range its column (``ScopeColumns``), the JSON lines a list of scopes.
+bytes), else entry by entry. The CSV gives each scope kind of the range its column (``ScopeColumns``),
+the JSON lines a list of scopes.
 ``export_utf8`` gives the lines SQLite renders together as its UTF-8 bytes, which ``write_utf8`` puts
 in a file as they are.
 """
