@@ -26,6 +26,7 @@ from ._admin import (
 )
 from ._base import OPERATIONS, AsyncLedger, JournalQuery, Ledger, ReservationRef, Store, check_namespace
 from ._engine import Engine, Tx, end_raise, live_limit
+from ._facts import call_scopes
 from ._meta import expand
 from ._types import (
     Amounts,
@@ -46,7 +47,7 @@ from ._types import (
 Meta = dict[str, Any]
 R = TypeVar("R")
 
-__all__ = ["AsyncLocalLedger", "LocalLedger", "journal_entry", "wall_clock_ms"]
+__all__ = ["AsyncLocalLedger", "LocalLedger", "call_lists", "journal_entry", "wall_clock_ms"]
 
 
 def wall_clock_ms() -> int:
@@ -168,6 +169,12 @@ def journal_entry(ts: int, event: str, res_id: str, scopes: str, amounts: str, d
         amounts=parsed,
         data=expand(json.loads(data), labels, parsed),  # (the guard's compact form: _meta)
     )
+
+
+def call_lists(rows: Iterable[tuple[Any, ...]]) -> list[str]:
+    """The lists of call scopes (JSON) of journal rows (``journal_entry``'s columns), read from their data:
+    a CSV export's columns for rows whose report columns were not read (``r_scopes`` may lack some)."""
+    return [json.dumps(call_scopes(e.data, e.scopes)) for e in (journal_entry(*row) for row in rows)]
 
 
 class AsyncLocalLedger(Store, AsyncLedger):

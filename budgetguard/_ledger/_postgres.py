@@ -20,8 +20,8 @@ Every operation has one deadline (``DEADLINE``, ``?deadline=``), runs again incl
 sessions' ``lock_timeout`` and ``statement_timeout`` are the deadline (a lock held by a frozen client
 is a ``LedgerError``, and the server ends that client's session after twice the deadline idle in its
 transaction), and a server that stops answering has the operation's connection cut just after it
-(``_postgres_watch``). Reports and history streams (which hold no lock) have no deadline; a stream
-reads on a connection of its own, so one kept open pins none of the pool's.
+(``_postgres_watch``). Reports, exports and history streams (which hold no lock) have no deadline;
+a stream or an export reads on a connection of its own, so one kept open pins none of the pool's.
 
 The tables (``_postgres_schema``) are created and migrated by the store itself. Every 512th operation
 prunes what has expired, as the SQLite store does; the journal keeps ``journal_retention_days``.
@@ -42,6 +42,7 @@ from ._base import DEFAULT_NAMESPACE, check_setting
 from ._engine import Slot, counter_key
 from ._expiry import window_at
 from ._local import LocalLedger, journal_entry
+from ._postgres_export import postgres_export
 from ._postgres_report import aggregate
 from ._postgres_schema import migrate
 from ._postgres_tx import CLOCK, COUNTERS, JOURNAL, LEASES, META, RESERVATIONS, PgTx
@@ -247,6 +248,19 @@ class PostgresLedger(LocalLedger):
                     yield journal_entry(*row)
         except psycopg.Error as exc:
             raise LedgerError(f"PostgreSQL ledger history failed: {exc}") from exc
+
+    def export_journal(
+        self, since: int, until: int, fmt: str,
+        layout: Callable[[Iterable[str]], tuple[str, Callable[[str], str]]] | None = None,
+    ) -> Iterator[str | JournalEntry]:  # fmt: skip
+        """The export of the journal from ``since`` to ``until`` (ms) rendered in SQL, on a connection of
+        its own (``_postgres_export.postgres_export``, which says what ``layout`` is)."""
+        psycopg = self._psycopg
+        try:
+            with psycopg.connect(self._conninfo, **self._kwargs) as conn:  # (no session timeouts)
+                yield from postgres_export(conn, self.namespace, since, until, fmt, layout)
+        except psycopg.Error as exc:
+            raise LedgerError(f"PostgreSQL ledger export failed: {exc}") from exc
 
     def aggregate_journal(
         self, since: int | None, until: int | None, scope: str | None, by: str, *, ratios: bool = True

@@ -21,7 +21,8 @@ from functools import lru_cache
 from typing import Any
 
 from .._money import to_usd
-from ._local import journal_entry
+from ._facts import ODD
+from ._local import call_lists, journal_entry
 from ._sqlite_report import JournalSql
 from ._types import JournalEntry
 
@@ -65,6 +66,10 @@ _ESTIMATED = "coalesce(r_estimated, '')"
 _SCOPES = "coalesce(r_scopes, scopes)"
 CELLS = "budgetguard_scope_cells"
 """The SQL function of a CSV export: a list of scopes' (JSON) CSV columns (``sql_export``'s ``layout``)."""
+_UNREAD = f"(r_calls = {ODD} OR r_calls IS NULL)"
+"""SQL: the row's report columns were not read (``r_scopes`` may then lack call scopes its data has)."""
+_LISTED = f"CASE WHEN {_UNREAD} THEN '' ELSE {_SCOPES} END"
+"""SQL: a row's list of call scopes (JSON) for a CSV's columns, ``''`` (never a list) where ``_UNREAD``."""
 
 
 _AMOUNTS_QUOTE = "CASE WHEN amounts = '{}' THEN '' ELSE '\"' END"
@@ -194,8 +199,8 @@ def _export(
         ):
             return False
         if layout is not None:  # (the range's distinct lists of scopes, then each one's CSV columns)
-            lists = db.execute(f"SELECT DISTINCT {_SCOPES} FROM {table} {_RANGE}", args)
-            seen = _Nul(row[0] for row in lists)
+            lists = db.execute(f"SELECT DISTINCT {_LISTED} FROM {table} {_RANGE}", args)
+            seen = _Nul(_with_unread(db, table, (row[0] for row in lists), args))
             header, cells = layout(seen)
             nul = seen.found
             db.create_function(CELLS, 1, _nul_free(cells) if nul else cells, deterministic=True)
@@ -224,6 +229,21 @@ def _export(
         return True
     finally:
         db.close()
+
+
+def _with_unread(
+    db: sqlite3.Connection, table: str, lists: Iterator[str], args: tuple[int, ...]
+) -> Iterator[str]:
+    """The range's lists of call scopes (``_LISTED``), those of rows without their facts from their data."""
+    unread = False
+    for text in lists:
+        if text:
+            yield text
+        else:
+            unread = True
+    if unread:
+        rows = f"SELECT ts, event, res_id, scopes, amounts, data FROM {table} {_RANGE} AND {_UNREAD}"
+        yield from call_lists(db.execute(rows, args))
 
 
 class _Nul:

@@ -302,3 +302,19 @@ def test_csv_lines_of_exports_in_two_threads_are_their_own() -> None:
 
     race(lines, [("a",), ("b",)])
     assert wrong == []
+
+
+def test_a_row_without_its_facts_has_its_call_scopes_in_the_csv_columns(tmp_path: Path) -> None:
+    """A row whose report columns could not be computed (a cost beyond a SQL integer) and whose call
+    scopes are more than its charged ones: the CSV's columns come from its data, as in the Python export
+    (the SQL export raised "the journal changed" for it)."""
+    data = {"model": "m", "scopes": ["global", "team:t", "user:u"], "cost_nano": 2**64}
+    rows = [journal_row(NOW, "committed", "r0", ["global"], {"tokens": 5}, data),
+            journal_row(NOW + 1, "committed", "r1", ["global"], {"usd": 5}, {"model": "m"})]  # fmt: skip
+    store = _store(tmp_path / "ledger.db", rows)
+    try:
+        got = "".join(export_text(store, since=None, fmt="csv"))
+        assert got == "".join(streamed_text(store, since=None, fmt="csv"))
+        assert got.startswith("time,event,reservation_id,scope_global,scope_user,scope_team,")
+    finally:
+        store.close()
