@@ -249,17 +249,20 @@ class _AsyncModelCalls(_ModelCalls, AsyncCallbackHandler):
         """The runs the sync twin started (a sync callback manager drives them), by their id's number."""
         self.sync_twin = _SyncDriven(self)
 
-    def _driver(self, run_id: UUID) -> Operations | None:
+    def _driver(self, run_id: UUID | None = None) -> Operations | None:
         """The operations that settle a run's event this handler's coroutine received (``None``: none).
-        On the model call's loop, the async ones. Off it, LangChain drives the run another way: a sync
-        callback manager on a loop of its own (``_run_coros``), the run the twin took; a sync manager
-        blocking the call's loop (a model invoked synchronously on it) or an async manager on another
-        loop (a thread's ``asyncio.run``), the twin leaves it: the sync ones here (this loop is not the
-        one the guard's async store connected on). Under a sync manager blocking the loop, LangChain logs
-        a refusal away, and the call is sent: call the model with ``ainvoke`` or from a thread."""
+        On the model call's loop, the async ones. Off it, LangChain drives the run another way: a start
+        from a sync callback manager on a loop of its own (``_run_coros``), the run the twin took (its
+        ``run_id`` given); a sync manager blocking the call's loop (a model invoked synchronously on it,
+        a stream closed there) or an async manager on another loop (a thread's ``asyncio.run``), the twin
+        leaves it: the sync ones here (this loop is not the one the guard's async store connected on).
+        An end is settled by whichever handler pops its run first (``_pop``): a run the twin started may
+        end on the call's loop thread (a review found such a run settled by neither, its hold released).
+        Under a sync manager blocking the loop, LangChain logs a refusal away, and the call is sent: call
+        the model with ``ainvoke`` or from a thread."""
         if _running_loop() is self.loop:
             return self.operations
-        return None if run_id.int in self.taken else SYNC
+        return None if run_id is not None and run_id.int in self.taken else SYNC
 
     async def on_chat_model_start(  # type: ignore[override]
         self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
@@ -276,14 +279,14 @@ class _AsyncModelCalls(_ModelCalls, AsyncCallbackHandler):
             await self._llm_start(run, serialized, prompts, run_id=run_id, **kwargs)
 
     async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:  # type: ignore[override]
-        run = self._driver(run_id)
+        run = self._driver()
         if run is not None:
             await self._end(run, run_id, response, None)
 
     async def on_llm_error(  # type: ignore[override]
         self, error: BaseException, *, run_id: UUID, response: LLMResult | None = None, **kwargs: Any
     ) -> None:
-        run = self._driver(run_id)
+        run = self._driver()
         if run is not None:
             await self._end(run, run_id, response, error)
 

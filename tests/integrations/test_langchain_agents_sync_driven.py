@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware, ModelRequest
+from langchain_core.messages import AIMessage
 from langchain_openai import ChatOpenAI
 
 import budgetguard as bg
@@ -41,6 +42,19 @@ class OnTheLoop(AgentMiddleware):  # type: ignore[misc]
         self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[Any]]
     ) -> Any:
         return request.model.invoke(request.messages)
+
+
+class CloseOnLoop(AgentMiddleware):  # type: ignore[misc]
+    """Starts a stream and reads a chunk from a thread, then closes it on the loop's thread: the run the
+    twin started ends there (a review found it settled by neither handler, its hold released)."""
+
+    async def awrap_model_call(
+        self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[Any]]
+    ) -> Any:
+        stream = await asyncio.to_thread(lambda: request.model.stream(request.messages))
+        chunk = await asyncio.to_thread(next, stream)
+        stream.close()
+        return AIMessage(content=chunk.content)
 
 
 def agent_on(api: MockProvider, guard: bg.Guard, sender: type[AgentMiddleware] = ToThread) -> Any:
@@ -93,6 +107,21 @@ async def test_an_admitted_model_call_sent_from_a_thread_is_charged_once(
         bill = bg.to_nano(bg.cost(request.body["model"], bg.Usage.from_response(usage)))
         assert [e.kind for e in events] == ["reserved", "committed"]
         assert spent_held(guard) == (bill, 0)
+        assert [entry.event for entry in guard.ledger.history()] == ["committed"]
+    finally:
+        await guard.aclose()
+
+
+async def test_a_stream_started_from_a_thread_and_closed_on_the_loop_is_charged(store: str) -> None:
+    events: list[bg.Event] = []
+    guard = bg.Guard(store, budgets=[bg.Budget("user", usd="5", per="day")], on_event=events.append)
+    try:
+        with MockProvider() as api:
+            await agent_on(api, guard, CloseOnLoop).ainvoke(QUESTION)
+            assert len(api.requests) == 1
+        assert [e.kind for e in events] == ["reserved", "committed"]
+        spent, held = spent_held(guard)
+        assert spent > 0 and held == 0
         assert [entry.event for entry in guard.ledger.history()] == ["committed"]
     finally:
         await guard.aclose()
