@@ -49,7 +49,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
@@ -69,6 +69,7 @@ from .langchain import (
     Operations,
     metered_by,
     now,
+    run_key,
 )
 
 try:
@@ -248,8 +249,8 @@ class _AsyncModelCalls(_ModelCalls, AsyncCallbackHandler):
         super().__init__(guard, arguments, enforce=enforce, **scopes)
         self.loop = asyncio.get_running_loop()
         self.off_loop = _OffLoop(self.loop)
-        self.taken: set[object] = set()
-        """The runs the sync twin started (a sync callback manager drives them), by their id's number."""
+        self.taken: set[Hashable] = set()
+        """The runs the sync twin started (a sync callback manager drives them), by their key (``run_key``)."""
         self.sync_twin = _SyncDriven(self)
 
     def _driver(self, run_id: UUID | None = None) -> Operations | None:
@@ -265,7 +266,7 @@ class _AsyncModelCalls(_ModelCalls, AsyncCallbackHandler):
         the model with ``ainvoke`` or from a thread."""
         if _running_loop() is self.loop:
             return self.operations
-        return None if run_id is not None and _key(run_id) in self.taken else self.off_loop
+        return None if run_id is not None and run_key(run_id) in self.taken else self.off_loop
 
     async def on_chat_model_start(  # type: ignore[override]
         self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
@@ -321,14 +322,14 @@ class _SyncDriven(BaseCallbackHandler):
         self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
     ) -> None:
         calls = self.calls
-        calls.taken.add(_key(run_id))
+        calls.taken.add(run_key(run_id))
         now(calls._chat_start(calls.off_loop, serialized, messages, run_id=run_id, **kwargs))
 
     def on_llm_start(
         self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
     ) -> None:
         calls = self.calls
-        calls.taken.add(_key(run_id))
+        calls.taken.add(run_key(run_id))
         now(calls._llm_start(calls.off_loop, serialized, prompts, run_id=run_id, **kwargs))
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
@@ -424,10 +425,6 @@ def _on_loop(loop: asyncio.AbstractEventLoop, step: Callable[[], Awaitable[Any]]
             future.cancel()
             return False
         return future.result()
-
-
-def _key(run_id: UUID) -> object:
-    return run_id.int
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
