@@ -146,8 +146,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self.enforce = enforce
         self.scopes = scopes
         self._attempts: dict[Hashable, tuple[Attempt, Estimate, _Batch | None, _Watch | None]] = {}
-        """The open runs, by their key (``run_key``), each with a weak reference to its id (the id object itself
-        is left to die with its run: see ``_dropped``)."""
+        """The open runs, by their key (``run_key``), each with a weak reference to its id (the id object
+        itself is left to die with its run: see ``_dropped``)."""
         self._batches: Bounded[tuple[int, int], _Batch]
         self._batches = Bounded("langchain.batches", _BATCHES_KEPT, shared=False)
         """Batches some of whose runs have started, by ``_join``'s key; full, it forgets the oldest (a batch

@@ -250,7 +250,7 @@ class _AsyncModelCalls(_ModelCalls, AsyncCallbackHandler):
         self.loop = asyncio.get_running_loop()
         self.off_loop = _OffLoop(self.loop)
         self.taken: set[Hashable] = set()
-        """The runs the sync twin started (a sync callback manager drives them), by their key (``run_key``)."""
+        """The runs the sync twin started (a sync callback manager drives them), by key (``run_key``)."""
         self.sync_twin = _SyncDriven(self)
 
     def _driver(self, run_id: UUID | None = None) -> Operations | None:
