@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,7 +24,9 @@ import budgetguard as bg
 from budgetguard._ledger import open_async_ledger
 from budgetguard.integrations.langchain_agents import BudgetMiddleware
 from budgetguard.testing import MockProvider
+from tests import postgres_server
 from tests.ledger.conftest import redis_url  # noqa: F401 - a Redis server of the tests' own
+from tests.postgres_server import with_options
 
 QUESTION = {"messages": [{"role": "user", "content": "What is the weather in Paris today?"}]}
 
@@ -91,11 +93,17 @@ def agent_on(api: MockProvider, guard: bg.Guard, sender: type[AgentMiddleware] =
     return create_agent(model, [], middleware=[BudgetMiddleware(guard, user="t"), sender()])
 
 
-@pytest.fixture(params=["memory", "memory-async-only", "redis"])
-def store(request: pytest.FixtureRequest) -> str:
+@pytest.fixture(params=["memory", "memory-async-only", "redis", "postgres"])
+def store(request: pytest.FixtureRequest) -> Iterator[str]:
+    namespace = f"t{secrets.token_hex(6)}"
     if request.param.startswith("memory"):
-        return f"{request.param}://"
-    return f"{request.getfixturevalue('redis_url')}?namespace=t{secrets.token_hex(6)}"
+        yield f"{request.param}://"
+    elif request.param == "redis":
+        yield f"{request.getfixturevalue('redis_url')}?namespace={namespace}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+        yield with_options(url, namespace=namespace)
+        postgres_server.delete_namespace(url, namespace)
 
 
 def guard_on(store: str, usd: str, events: list[bg.Event]) -> bg.Guard:
@@ -149,7 +157,7 @@ async def test_an_admitted_model_call_sent_from_a_thread_is_charged_once(
         bill = bg.to_nano(bg.cost(request.body["model"], bg.Usage.from_response(usage)))
         assert [e.kind for e in events] == ["reserved", "committed"]
         assert await books(guard) == (bill, 0, ["committed"])
-        if sender is ToThread:
+        if sender is ToThread or store.startswith("postgres"):  # (its async store's own sync one: shared)
             assert guard._sync is None or store == "memory://"
     finally:
         await guard.aclose()
