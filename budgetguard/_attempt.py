@@ -16,7 +16,7 @@ from ._drivers import no_call
 from ._flow import Plan, call_flow
 from ._ledger import Ledger
 
-__all__ = ["Attempt", "Dropped", "NotSent", "RunDropped"]
+__all__ = ["Attempt", "Dropped", "NotSent", "RunDropped", "shared_sync_store"]
 
 
 class Attempt:
@@ -31,23 +31,24 @@ class Attempt:
         self.guard = guard
         self._flow = call_flow(guard, plan)
 
-    def reserve(self) -> None:
-        """Hold the estimate in every budget; raises ``BudgetExceededError`` when one refuses."""
-        run(self.guard, self._until_call(None, None), no_call)
+    def reserve(self, store: Ledger | None = None) -> None:
+        """Hold the estimate in every budget; raises ``BudgetExceededError`` when one refuses. (Each sync
+        step runs on the guard's sync store, or on ``store``: a sync store on the same data.)"""
+        run(self.guard, self._until_call(None, None), no_call, store)
 
-    def commit(self, response: Any) -> Any:
+    def commit(self, response: Any, store: Ledger | None = None) -> Any:
         """Charge the response's usage (the estimate, flagged, when it carries none). A stream is not
         read here: it is returned wrapped, to be settled as it ends or closes (see ``_streams``); any
         other response is returned unchanged."""
-        return run(self.guard, self._until_call(response, None), no_call)
+        return run(self.guard, self._until_call(response, None), no_call, store)
 
-    def fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException, store: Ledger | None = None) -> None:
         """Release the hold (or charge the input, per ``charge_failed``) of a call that raised."""
-        run(self.guard, self._until_call(None, _sent(error)), no_call)
+        run(self.guard, self._until_call(None, _sent(error)), no_call, store)
 
-    def release(self) -> None:
+    def release(self, store: Ledger | None = None) -> None:
         """Give the hold back: the call was never sent (a framework dropped the run)."""
-        self.fail(NotSent("the attempt was released before its call was sent"))
+        self.fail(NotSent("the attempt was released before its call was sent"), store)
 
     async def areserve(self) -> None:
         await arun(self.guard, self._until_call(None, None), no_call)
@@ -132,6 +133,20 @@ class Dropped:
 
     def lost(self, exc: Exception) -> None:
         """(Settled once, never retried: a store failure was reported by the flow.)"""
+
+
+def shared_sync_store(guard: GuardCore) -> Ledger | None:
+    """A sync store on the guard's async store's data that opens nothing (``None``: none): the guard's
+    sync store if open, a local URL's store (memory, SQLite: both sides share it), the sync store an
+    async local or PostgreSQL store runs in its worker threads (``AsyncLocalLedger.sync``). A Redis
+    store's async client has none: a sync one is a pool of its own."""
+    if guard._sync is not None:
+        return guard._sync
+    store = guard.async_ledger
+    if isinstance(store, Ledger):
+        return store
+    shared = getattr(store, "sync", None)
+    return shared if isinstance(shared, Ledger) else None
 
 
 def _sent(error: BaseException) -> BaseException:

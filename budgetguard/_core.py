@@ -32,8 +32,9 @@ from ._retry import charge_if_maybe_billed, checked, retry_policy
 if TYPE_CHECKING:  # (tenacity is imported at the first guarded call: see retry)
     import tenacity
     from tenacity import RetryCallState
+from ._fallbacks import unnamed_hops_priced
 from ._scopes import Scopes, default_ids
-from ._usage import Usage
+from ._usage import DECLINED_HOP, Usage
 
 __all__ = ["GuardCore", "checked_hold", "default_url"]
 
@@ -250,6 +251,13 @@ class GuardCore:
         # served at another tier than asked, or by another model (served_flags): its own price; the
         # passes on other models (advisors) at the call's provider
         price = est.price if model == est.model and variant == est.variant else model
-        cost = self.prices.cost_nano(price, usage, provider=est.provider, variant=variant)
+        prices, provider = self.prices, est.provider
+        if usage.passes and any(hop.kind == DECLINED_HOP and hop.model is None for hop in usage.passes):
+            usage = unnamed_hops_priced(
+                usage, est, est.fallbacks,
+                lambda hop: prices.cost_nano(price, hop, provider=provider, variant=variant),
+                lambda name: prices.pass_price(name, provider=provider, variant=variant),
+            )  # fmt: skip
+        cost = prices.cost_nano(price, usage, provider=provider, variant=variant)
         # (settle checks the int64 bound before the store sees them)
         return CheckedAmounts({Unit.USD: cost, Unit.TOKENS: usage.total_tokens, Unit.REQUESTS: 1})

@@ -10,10 +10,11 @@ patch on the request as sent (``fallback_request``): ``model``, and ``max_tokens
 
 The estimator reserves the chain's worst case (``fallback_passes``): every hop at its own worst case
 (its own output bound, thinking, tools, price variant), each priced at whichever model of the chain
-makes it dearest, since the commit prices the hops it cannot tell apart (an iteration that names no
-model) at the model the response names (``budgetguard._core``). The commit prices every iteration that
-names its model at that model (``_usage``), and a stream cut before its usage, whose streaming hop is
-unknown, at the chain's dearest model for what it received (``dearest_hop``). ``fallbacks="default"``
+makes it dearest, since the commit prices the top-level counts at the model the response names
+(``budgetguard._core``). The commit prices every iteration that names its model at that model
+(``_usage``), a declined hop that names none at the dearest of the chain's models and the serving one
+(``unnamed_hops_priced``), and a stream cut before its usage, whose streaming hop is unknown, at the
+chain's dearest model for what it received (``dearest_hop``). ``fallbacks="default"``
 lets Anthropic pick the models: nothing bounds their price, so it is a ``ConfigurationError``.
 """
 
@@ -26,9 +27,16 @@ from typing import Any, Protocol, TypeVar
 from ._errors import ConfigurationError
 from ._pricing import PriceBook
 from ._rates import Price
-from ._usage import Pass, Usage
+from ._usage import DECLINED_HOP, Pass, Usage
 
-__all__ = ["FALLBACK_PASS", "chain_cost", "dearest_hop", "fallback_passes", "fallback_requests"]
+__all__ = [
+    "FALLBACK_PASS",
+    "chain_cost",
+    "dearest_hop",
+    "fallback_passes",
+    "fallback_requests",
+    "unnamed_hops_priced",
+]
 
 FALLBACK_PASS = "fallback_message"
 """The kind of the passes a fallback hop is reserved as (the ``usage.iterations`` type it is billed as)."""
@@ -158,3 +166,25 @@ def dearest_hop(usage: Usage, asked: H, chain: tuple[tuple[H, bool], ...]) -> H:
     is priced at."""
     bare = dataclasses.replace(usage, passes=()) if usage.passes else usage
     return max((asked, *(hop for hop, _ in chain)), key=lambda hop: hop.price.cost_nano(bare))
+
+
+def unnamed_hops_priced(
+    usage: Usage, asked: H, chain: tuple[tuple[H, bool], ...], served: Callable[[Usage], int],
+    price_of: Callable[[str], Price],
+) -> Usage:  # fmt: skip
+    """``usage`` with each declined hop that names no model (a ``DECLINED_HOP`` pass of no model: which
+    model declined is unknown) on the model of the request (``asked``, then ``chain``'s) that makes it
+    dearest, when that is dearer than ``served`` (its cost at the serving model's price, where a pass of
+    no model is priced): never below any model it may have run on. ``price_of(model)`` is a pass's price
+    (``PriceBook.pass_price`` at the call's provider and variant)."""
+    passes = list(usage.passes)
+    for index, hop in enumerate(passes):
+        if hop.kind != DECLINED_HOP or hop.model is not None:
+            continue
+        costs = {
+            est.model: price_of(est.model).cost_nano(hop.usage) for est in (asked, *(e for e, _ in chain))
+        }
+        dearest = max(costs, key=costs.__getitem__)
+        if costs[dearest] > served(hop.usage):
+            passes[index] = dataclasses.replace(hop, model=dearest)
+    return dataclasses.replace(usage, passes=tuple(passes))

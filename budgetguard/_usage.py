@@ -310,6 +310,8 @@ _PASS_KINDS_IN_TOTAL = frozenset({"message"})
 """Anthropic iteration types whose tokens the top-level usage already counts."""
 _FALLBACK_SERVED = "fallback_message"
 """The iteration of the fallback hop that served the response (counted in the top level too)."""
+DECLINED_HOP = "message"
+"""A declined fallback hop's pass (of no ``model``: priced at the chain's dearest, ``_fallbacks``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,9 +433,9 @@ def _anthropic_extras(found: Usage, tools: Any, iterations: Any) -> Usage:
     """Anthropic's ``server_tool_use`` counts and the ``iterations`` that the top-level counts leave out
     (``compaction``, ``advisor_message``: every type but ``message``), as passes. Of a response a
     server-side fallback served (a ``fallback_message`` iteration), every hop is billed at its own model:
-    the serving hop and each ``message`` iteration that names its model (a declined hop, dearer maybe
-    than the model the response names) are taken out of the top-level counts, which include them, as
-    passes on their models."""
+    the serving hop and each ``message`` iteration (a declined hop, dearer maybe than the model the
+    response names) are taken out of the top-level counts, which include them, as passes on their
+    models; one that names no model is priced at the chain's dearest (``DECLINED_HOP``)."""
     passes: list[Pass] = []
     if iterations:
         if not isinstance(iterations, list | tuple):
@@ -441,7 +443,7 @@ def _anthropic_extras(found: Usage, tools: Any, iterations: Any) -> Usage:
         served = any(_get(item, "type") == _FALLBACK_SERVED for item in iterations)
         for item in iterations:
             kind, model = _get(item, "type"), _get(item, "model")
-            own_model = kind == _FALLBACK_SERVED or (served and kind in _PASS_KINDS_IN_TOTAL and model)
+            own_model = kind == _FALLBACK_SERVED or (served and kind in _PASS_KINDS_IN_TOTAL)
             if kind in _PASS_KINDS_IN_TOTAL and not own_model:
                 continue
             tokens = _anthropic_tokens(item)

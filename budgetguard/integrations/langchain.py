@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import weakref
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Coroutine, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from decimal import Decimal
@@ -145,9 +145,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self._guard = guard
         self.enforce = enforce
         self.scopes = scopes
-        self._attempts: dict[int, tuple[Attempt, Estimate, _Batch | None, _Watch | None]] = {}
-        """The open runs, by their id's number, each with a weak reference to its id (the id object itself
-        is left to die with its run: see ``_dropped``)."""
+        self._attempts: dict[Hashable, tuple[Attempt, Estimate, _Batch | None, _Watch | None]] = {}
+        """The open runs, by their key (``run_key``), each with a weak reference to its id (the id object
+        itself is left to die with its run: see ``_dropped``)."""
         self._batches: Bounded[tuple[int, int], _Batch]
         self._batches = Bounded("langchain.batches", _BATCHES_KEPT, shared=False)
         """Batches some of whose runs have started, by ``_join``'s key; full, it forgets the oldest (a batch
@@ -235,7 +235,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         """Charge a run that ended its usage; a failed run is released (or charged its input, per the
         guard's ``charge_failed``), a stream that broke off after some chunks is charged what it received,
         as the guard charges streams."""
-        ended = self._pop(run_id.int)
+        ended = self._pop(run_key(run_id))
         if ended is None:
             return
         attempt, est = ended
@@ -256,7 +256,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         its batch's refusal): its hold is to be released. (A run that starts after ``_take_open``, on a
         model kept past its middleware call or in a thread still running, is sent: kept, and settled as
         it ends; a review found such calls released and sent uncharged.)"""
-        key = run_id.int
+        key = run_key(run_id)
         watch: _Watch | None = None
         try:  # (called back when the id dies first; a run popped first drops it, never called)
             watch = _Watch(run_id, self._on_dropped)
@@ -282,7 +282,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         if found is not None:
             Dropped(found[0].guard, lambda: self._taken(key)).queue()
 
-    def _taken(self, key: int) -> Attempt | None:
+    def _taken(self, key: Hashable) -> Attempt | None:
         ended = self._pop(key)
         return None if ended is None else ended[0]
 
@@ -350,7 +350,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             batch.runs.clear()
         return held
 
-    def _pop(self, key: int) -> tuple[Attempt, Estimate] | None:
+    def _pop(self, key: Hashable) -> tuple[Attempt, Estimate] | None:
         with self._lock:
             run = self._attempts.pop(key, None)
             if run is None:
@@ -376,11 +376,17 @@ _BATCHES_KEPT = 1024
 as after a sync refusal its later runs never start, until newer batches push it out."""
 
 
+def run_key(run_id: Hashable) -> Hashable:
+    """A run's key in a handler's maps: a UUID's number (LangChain's ids; the id object itself is left to
+    die with its run, see ``_dropped``), any other id itself (a caller's own ``run_id="abc"``)."""
+    return run_id.int if type(run_id) is UUID else run_id
+
+
 class _Watch(weakref.ref):  # type: ignore[type-arg]
     """A weak reference to a run's id, calling back with the run's key when the id dies first."""
 
     __slots__ = ("key",)
-    key: int
+    key: Hashable
 
 
 @dataclasses.dataclass(eq=False)
@@ -391,7 +397,7 @@ class _Batch:
     marks: tuple[object, object]  # held, so that no other batch reuses their ids while this one is kept
     size: int
     started: int = 0
-    runs: set[int] = dataclasses.field(default_factory=set)  # (their ids' numbers)
+    runs: set[Hashable] = dataclasses.field(default_factory=set)  # (their keys: ``run_key``)
     given_up: bool = False
 
 

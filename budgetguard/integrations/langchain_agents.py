@@ -38,19 +38,23 @@ their scope sets would not apply. On an event loop
 (``awrap_model_call``) the handler awaits the guard's async operations: a guard over an async-only ledger
 guards an async agent, and a Redis or PostgreSQL guard opens no sync store for it. A run a sync callback
 manager drives from a thread (``await asyncio.to_thread(model.invoke, ...)`` in a later middleware) is
-settled by the handler's sync twin (``_SyncDriven``) with the guard's sync operations, its refusal raised:
-LangChain would run the async handler there on a loop of its own and log its refusal away.
+settled by the handler's sync twin (``_SyncDriven``), its refusal raised: LangChain would run the async
+handler there on a loop of its own and log its refusal away. Off the agent's loop the steps run on a
+store that loop does not own, or on that loop, waited for (``_OffLoop``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
-from collections.abc import Awaitable, Callable, Mapping
+import threading
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
 
+from .._attempt import Attempt, shared_sync_store
 from .._budgets import Scope
 from .._default import default_guard
 from .._errors import BudgetExceededError, ConfigurationError
@@ -65,6 +69,7 @@ from .langchain import (
     Operations,
     metered_by,
     now,
+    run_key,
 )
 
 try:
@@ -91,8 +96,6 @@ _twin: ContextVar[BaseCallbackHandler | None] = ContextVar("budgetguard_langchai
 """The sync twin (``_SyncDriven``) of the async model call under way, added to every run as ``metered_by``'s
 handler is: a model started inside and sent from a thread is guarded too."""
 register_configure_hook(_twin, inheritable=True)
-
-SYNC = Operations()
 
 
 class BudgetExceeded(ModelError, BudgetExceededError):
@@ -245,21 +248,25 @@ class _AsyncModelCalls(_ModelCalls, AsyncCallbackHandler):
     ) -> None:
         super().__init__(guard, arguments, enforce=enforce, **scopes)
         self.loop = asyncio.get_running_loop()
-        self.taken: set[int] = set()
-        """The runs the sync twin started (a sync callback manager drives them), by their id's number."""
+        self.off_loop = _OffLoop(self.loop)
+        self.taken: set[Hashable] = set()
+        """The runs the sync twin started (a sync callback manager drives them), by key (``run_key``)."""
         self.sync_twin = _SyncDriven(self)
 
-    def _driver(self, run_id: UUID) -> Operations | None:
+    def _driver(self, run_id: UUID | None = None) -> Operations | None:
         """The operations that settle a run's event this handler's coroutine received (``None``: none).
-        On the model call's loop, the async ones. Off it, LangChain drives the run another way: a sync
-        callback manager on a loop of its own (``_run_coros``), the run the twin took; a sync manager
-        blocking the call's loop (a model invoked synchronously on it) or an async manager on another
-        loop (a thread's ``asyncio.run``), the twin leaves it: the sync ones here (this loop is not the
-        one the guard's async store connected on). Under a sync manager blocking the loop, LangChain logs
-        a refusal away, and the call is sent: call the model with ``ainvoke`` or from a thread."""
+        On the model call's loop, the async ones. Off it, LangChain drives the run another way: a start
+        from a sync callback manager on a loop of its own (``_run_coros``), the run the twin took (its
+        ``run_id`` given); a sync manager blocking the call's loop (a model invoked synchronously on it,
+        a stream closed there) or an async manager on another loop (a thread's ``asyncio.run``), the twin
+        leaves it: ``_OffLoop``'s here (this loop is not the one the guard's async store connected on).
+        An end is settled by whichever handler pops its run first (``_pop``): a run the twin started may
+        end on the call's loop thread (a review found such a run settled by neither, its hold released).
+        Under a sync manager blocking the loop, LangChain logs a refusal away, and the call is sent: call
+        the model with ``ainvoke`` or from a thread."""
         if _running_loop() is self.loop:
             return self.operations
-        return None if run_id.int in self.taken else SYNC
+        return None if run_id is not None and run_key(run_id) in self.taken else self.off_loop
 
     async def on_chat_model_start(  # type: ignore[override]
         self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
@@ -276,14 +283,14 @@ class _AsyncModelCalls(_ModelCalls, AsyncCallbackHandler):
             await self._llm_start(run, serialized, prompts, run_id=run_id, **kwargs)
 
     async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:  # type: ignore[override]
-        run = self._driver(run_id)
+        run = self._driver()
         if run is not None:
             await self._end(run, run_id, response, None)
 
     async def on_llm_error(  # type: ignore[override]
         self, error: BaseException, *, run_id: UUID, response: LLMResult | None = None, **kwargs: Any
     ) -> None:
-        run = self._driver(run_id)
+        run = self._driver()
         if run is not None:
             await self._end(run, run_id, response, error)
 
@@ -293,7 +300,7 @@ class _SyncDriven(BaseCallbackHandler):
     thread: a model the call sends with ``await asyncio.to_thread(model.invoke, ...)``. LangChain runs an
     async handler's coroutines from a sync manager on a loop of their own and logs their exceptions away
     (``_run_coros``): a refusal would not stop the call (it was sent unguarded, a review found), and the
-    guard's async store would be used off its loop. This handler settles those runs with the guard's sync
+    guard's async store would be used off its loop. This handler settles those runs with ``_OffLoop``'s
     operations, in the handler's flow and state (``_AsyncModelCalls``), raising a refusal as a sync
     handler does (``raise_error``). A manager that dispatches from a thread running an event loop (every
     async manager; a sync one blocking a loop) it asks to skip it (``ignore_chat_model``, ``ignore_llm``):
@@ -314,22 +321,110 @@ class _SyncDriven(BaseCallbackHandler):
     def on_chat_model_start(
         self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
     ) -> None:
-        self.calls.taken.add(run_id.int)
-        now(self.calls._chat_start(SYNC, serialized, messages, run_id=run_id, **kwargs))
+        calls = self.calls
+        calls.taken.add(run_key(run_id))
+        now(calls._chat_start(calls.off_loop, serialized, messages, run_id=run_id, **kwargs))
 
     def on_llm_start(
         self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
     ) -> None:
-        self.calls.taken.add(run_id.int)
-        now(self.calls._llm_start(SYNC, serialized, prompts, run_id=run_id, **kwargs))
+        calls = self.calls
+        calls.taken.add(run_key(run_id))
+        now(calls._llm_start(calls.off_loop, serialized, prompts, run_id=run_id, **kwargs))
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        now(self.calls._end(SYNC, run_id, response, None))
+        now(self.calls._end(self.calls.off_loop, run_id, response, None))
 
     def on_llm_error(
         self, error: BaseException, *, run_id: UUID, response: LLMResult | None = None, **kwargs: Any
     ) -> None:
-        now(self.calls._end(SYNC, run_id, response, error))
+        now(self.calls._end(self.calls.off_loop, run_id, response, error))
+
+
+class _OffLoop(Operations):
+    """The operations of a run settled off the agent's event loop: by the sync twin in a thread running
+    no loop (``asyncio.to_thread``), or by the async handler's coroutine LangChain runs on a loop of its
+    own. The guard's async store may be bound to the agent's loop (Redis), and a guard over an async-only
+    ledger has no sync one (a review found such calls refused with a ``ConfigurationError``): each step
+    runs, in this thread,
+
+    - on a sync store that shares the async store's data and connections (a memory, SQLite or PostgreSQL
+      store's own, ``_attempt.shared_sync_store``), opening nothing;
+    - else, from a thread running no loop, as the async step on the agent's loop (waited for: this
+      thread is off that loop), when that loop takes it up within ``LOOP_GRACE`` seconds;
+    - else (the agent's loop blocked: a model invoked synchronously on it, a stream closed there, a
+      thread's ``asyncio.run`` the loop waits for) on the guard's sync store: a Redis guard opens its
+      sync pool for it (an async-only one, a sync client for the step, closed after).
+
+    Each step never suspends its coroutine (``now`` runs the twin's); a refusal propagates."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    async def reserve(self, attempt: Attempt) -> None:
+        self._step(attempt, attempt.reserve, attempt.areserve)
+
+    async def release(self, attempt: Attempt) -> None:
+        self._step(attempt, attempt.release, attempt.arelease)
+
+    async def commit(self, attempt: Attempt, response: Any) -> None:
+        self._step(attempt, attempt.commit, attempt.acommit, response)
+
+    async def fail(self, attempt: Attempt, error: BaseException) -> None:
+        self._step(attempt, attempt.fail, attempt.afail, error)
+
+    def _step(
+        self,
+        attempt: Attempt,
+        sync: Callable[..., Any],
+        on_loop: Callable[..., Awaitable[Any]],
+        *args: Any,
+    ) -> None:
+        core = attempt.guard
+        store = shared_sync_store(core)
+        if store is None and _running_loop() is None and _on_loop(self.loop, lambda: on_loop(*args)):
+            return
+        twin = None
+        if store is None and core._url is None and core._async is not None:  # an async-only Redis guard
+            twin = store = core._async.sync_twin()
+        try:
+            sync(*args, store)  # (no store: the guard's sync one)
+        finally:
+            if twin is not None:
+                twin.close()
+
+
+LOOP_GRACE = 2.0
+"""Seconds a step sent to the agent's loop from a thread waits for that loop to take it up before it is
+settled another way (the loop is blocked, maybe waiting for this thread)."""
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, step: Callable[[], Awaitable[Any]]) -> bool:
+    """Run ``step`` on ``loop`` and wait for its end (its error raised here); ``False`` when ``loop`` did
+    not take it up within ``LOOP_GRACE`` (it never will run: this thread claimed it back)."""
+    claim = threading.Lock()  # (whoever takes it first, the loop or this thread after the grace, decides)
+
+    async def claimed() -> bool:
+        if not claim.acquire(blocking=False):
+            return False
+        await step()
+        return True
+
+    if loop.is_closed():
+        return False
+    coroutine = claimed()
+    try:
+        future = asyncio.run_coroutine_threadsafe(coroutine, loop)  # (in a copy of this thread's context)
+    except RuntimeError:  # (closed meanwhile)
+        coroutine.close()
+        return False
+    try:
+        return future.result(LOOP_GRACE)
+    except concurrent.futures.TimeoutError:
+        if claim.acquire(blocking=False):
+            future.cancel()
+            return False
+        return future.result()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -120,7 +120,9 @@ class BudgetHTTP(HTTPHandler, AsyncHTTPHandler):  # type: ignore[misc]
     they make. So it is one of LiteLLM's handlers (sync and async) that sends nothing: every way LiteLLM
     sends with it (a handler's ``post``..., an OpenAI SDK client's ``chat``...) raises a
     ``ConfigurationError`` (``NotALiteLLMClient``) that says to call ``completion`` instead; nothing is sent.
-    (Two of LiteLLM's handlers' ``close`` differ, sync and async: ``close()`` is this one's, sync.)"""
+    LiteLLM's paths that ignore ``client=`` (sync ``gemini/``, ``cohere_chat/``, ``bedrock/``, ``ollama/``
+    embeddings) never see it: they send unguarded (the README says so). (Two of LiteLLM's handlers'
+    ``close`` differ, sync and async: ``close()`` is this one's, sync.)"""
 
     def _sends_nothing(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise NotALiteLLMClient()

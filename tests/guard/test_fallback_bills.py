@@ -143,3 +143,28 @@ def test_a_streamed_fallback_is_charged_each_hop_at_its_own_model(api: MockProvi
     assert kinds.count("content_block_start") == 3  # (Opus' partial text, the fallback block, Haiku's)
     [usage] = api.usages
     assert committed(guard) == [("committed", bill(usage["iterations"]))]
+
+
+@pytest.mark.parametrize(
+    ("asked", "chain", "serving"), [(OPUS, [HAIKU], HAIKU), (HAIKU, [OPUS, SONNET], SONNET)]
+)
+def test_a_declined_hop_that_names_no_model_is_charged_at_the_chains_dearest_model(
+    guard: bg.Guard, asked: str, chain: list[str], serving: str
+) -> None:
+    """Which model declined is unknown when its ``message`` iteration names none: it is charged at the
+    dearest model it may have run on (the model asked or a fallback: Opus here), never below. A review
+    found it left in the top-level counts, charged at the serving model (Haiku: a fifth of Opus' price)."""
+    attempt = guard.attempt(
+        {**ASK, "model": asked, "fallbacks": [{"model": model} for model in chain]},
+        provider="anthropic",
+        scopes={"user": "u"},
+    )
+    attempt.reserve()
+    zero = {"cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    declined = {"type": "message", "input_tokens": 1000, "output_tokens": 100, **zero}
+    served = {"type": "fallback_message", "model": serving, "input_tokens": 1100, "output_tokens": 200}
+    usage = {"input_tokens": 2100, "output_tokens": 300, **zero, "iterations": [declined, {**served, **zero}]}
+    attempt.commit({"model": serving, "usage": usage})
+    at_opus = bill([{**declined, "model": OPUS}, served])
+    assert committed(guard) == [("committed", at_opus)]
+    assert at_opus > bill([{**declined, "model": serving}, served])  # (what was charged before)

@@ -166,11 +166,12 @@ CASES = {
         served_by_fallback(OPUS, {"input_tokens": 20, "output_tokens": 1},
                            {"input_tokens": 20, "output_tokens": 1000}),
     ),
-    # a refusal mid-way: the response keeps Haiku's name, Haiku's partial output is billed and read
+    # a refusal mid-way: the response keeps Haiku's name, Haiku's partial output is billed and read (the
+    # declined hop names no model: charged at Opus, the chain's dearest; its input the estimator's count)
     "declined-mid-way": (
         {"fallbacks": [{"model": OPUS}]},
-        served_by_fallback(HAIKU, {"input_tokens": 20, "output_tokens": 999},
-                           {"input_tokens": 1019, "output_tokens": 1000}),
+        served_by_fallback(HAIKU, {"input_tokens": 15, "output_tokens": 999},
+                           {"input_tokens": 1014, "output_tokens": 1000}),
     ),
     # the fallback entry writes more than the request allows Haiku
     "own-max-tokens": (

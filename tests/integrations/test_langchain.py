@@ -540,3 +540,26 @@ def test_a_refusal_never_releases_a_parallel_branch_in_flight() -> None:
     ]
     cost = bg.to_nano(bg.cost("gpt-4o-mini", bg.Usage(input_tokens=20, output_tokens=5)))
     assert spent(guard, "user:quin") == (cost, 0)
+
+
+class TextIds(BudgetCallbackHandler):
+    """Passes each run's id on as text: a caller's own ids, not LangChain's UUIDs."""
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: Any, **kwargs: Any) -> None:
+        super().on_chat_model_start(serialized, messages, run_id=str(run_id), **kwargs)
+
+    def on_llm_end(self, response: LLMResult, *, run_id: Any, **kwargs: Any) -> None:
+        super().on_llm_end(response, run_id=str(run_id), **kwargs)
+
+
+def test_a_run_id_that_is_no_uuid_is_a_run_as_any_other() -> None:
+    """A review found ``run_id.int`` read from every id: ``on_llm_end(..., run_id="abc")`` raised."""
+    guard, events = make()
+    handler = TextIds(guard, user="alice")
+    handler.on_llm_end(LLMResult(generations=[]), run_id="abc")  # (a run it never saw: nothing to settle)
+    UsageChat(max_tokens=50, replies=[reply("2, 3, 5", 21, 7)]).invoke(
+        PROMPT, config={"callbacks": [handler]}
+    )
+    actual = bg.cost("gpt-4o-mini", bg.Usage(input_tokens=21, output_tokens=7))
+    assert kinds(events) == [("reserved", "gpt-4o-mini"), ("committed", "gpt-4o-mini")]
+    assert spent(guard, "user:alice") == (bg.to_nano(actual), 0)

@@ -8,19 +8,25 @@ the commit failing on that loop, closed by then. The real ``create_agent`` on ``
 from __future__ import annotations
 
 import asyncio
+import inspect
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware, ModelRequest
+from langchain_core.messages import AIMessage
 from langchain_openai import ChatOpenAI
 
 import budgetguard as bg
+from budgetguard._ledger import open_async_ledger
 from budgetguard.integrations.langchain_agents import BudgetMiddleware
 from budgetguard.testing import MockProvider
+from tests import postgres_server
 from tests.ledger.conftest import redis_url  # noqa: F401 - a Redis server of the tests' own
+from tests.postgres_server import with_options
 
 QUESTION = {"messages": [{"role": "user", "content": "What is the weather in Paris today?"}]}
 
@@ -43,6 +49,43 @@ class OnTheLoop(AgentMiddleware):  # type: ignore[misc]
         return request.model.invoke(request.messages)
 
 
+class Threaded(AgentMiddleware):  # type: ignore[misc]
+    """Runs the rest of the model call on a loop of a worker thread (``asyncio.run``), the agent's loop
+    blocked waiting for it: an async callback manager on another loop drives the run."""
+
+    pool = ThreadPoolExecutor(1)
+
+    async def awrap_model_call(
+        self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[Any]]
+    ) -> Any:
+        return self.pool.submit(asyncio.run, handler(request)).result()  # type: ignore[arg-type]
+
+
+class BlockedLoop(AgentMiddleware):  # type: ignore[misc]
+    """Sends the model call with the sync ``invoke`` from a worker thread while the agent's loop blocks
+    waiting for it: a step sent to that loop is never taken up (it is settled another way, no deadlock)."""
+
+    pool = ThreadPoolExecutor(1)
+
+    async def awrap_model_call(
+        self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[Any]]
+    ) -> Any:
+        return self.pool.submit(request.model.invoke, request.messages).result()
+
+
+class CloseOnLoop(AgentMiddleware):  # type: ignore[misc]
+    """Starts a stream and reads a chunk from a thread, then closes it on the loop's thread: the run the
+    twin started ends there (a review found it settled by neither handler, its hold released)."""
+
+    async def awrap_model_call(
+        self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[Any]]
+    ) -> Any:
+        stream = await asyncio.to_thread(lambda: request.model.stream(request.messages))
+        chunk = await asyncio.to_thread(next, stream)
+        stream.close()
+        return AIMessage(content=chunk.content)
+
+
 def agent_on(api: MockProvider, guard: bg.Guard, sender: type[AgentMiddleware] = ToThread) -> Any:
     model = ChatOpenAI(
         model="gpt-4o", base_url=api.openai_base_url, api_key="test", max_retries=0, max_tokens=400
@@ -50,41 +93,62 @@ def agent_on(api: MockProvider, guard: bg.Guard, sender: type[AgentMiddleware] =
     return create_agent(model, [], middleware=[BudgetMiddleware(guard, user="t"), sender()])
 
 
-@pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest) -> str:
-    if request.param == "memory":
-        return "memory://"
-    return f"{request.getfixturevalue('redis_url')}?namespace=t{secrets.token_hex(6)}"
+@pytest.fixture(params=["memory", "memory-async-only", "redis", "postgres"])
+def store(request: pytest.FixtureRequest) -> Iterator[str]:
+    namespace = f"t{secrets.token_hex(6)}"
+    if request.param.startswith("memory"):
+        yield f"{request.param}://"
+    elif request.param == "redis":
+        yield f"{request.getfixturevalue('redis_url')}?namespace={namespace}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+        yield with_options(url, namespace=namespace)
+        postgres_server.delete_namespace(url, namespace)
 
 
-def spent_held(guard: bg.Guard) -> tuple[int, int]:
-    [found] = guard.ledger.status(guard.counters_for([bg.Scope("user", "t")])[:1])
-    return found.spent, found.held
+def guard_on(store: str, usd: str, events: list[bg.Event]) -> bg.Guard:
+    """A guard on ``store``; ``memory-async-only://`` is one over an async-only ledger (no sync store)."""
+    ledger = open_async_ledger("memory://") if store == "memory-async-only://" else store
+    return bg.Guard(ledger, budgets=[bg.Budget("user", usd=usd, per="day")], on_event=events.append)
+
+
+async def books(guard: bg.Guard) -> tuple[int, int, list[str]]:
+    """The user's spent and held, and the journal's events, read on the guard's async store."""
+    store = guard.async_ledger
+
+    async def read(found: Any) -> Any:
+        return await found if inspect.isawaitable(found) else found
+
+    [found] = await read(store.status(guard.counters_for([bg.Scope("user", "t")])[:1]))
+    return found.spent, found.held, [entry.event for entry in await read(store.history())]
 
 
 async def test_a_refusal_stops_a_model_call_sent_from_a_thread(store: str) -> None:
     events: list[bg.Event] = []
-    guard = bg.Guard(store, budgets=[bg.Budget("user", usd="0.0001", per="day")], on_event=events.append)
+    guard = guard_on(store, "0.0001", events)
     try:
         with MockProvider() as api:
             with pytest.raises(bg.BudgetExceededError):
                 await agent_on(api, guard).ainvoke(QUESTION)
             assert api.requests == []
         assert [e.kind for e in events] == ["refused"]
-        assert spent_held(guard) == (0, 0)
+        assert (await books(guard))[:2] == (0, 0)
+        assert guard._sync is None or store == "memory://"  # (a Redis guard opens no sync pool)
     finally:
         await guard.aclose()
 
 
-@pytest.mark.parametrize("sender", [ToThread, OnTheLoop])
+@pytest.mark.parametrize("sender", [ToThread, OnTheLoop, Threaded, BlockedLoop])
 async def test_an_admitted_model_call_sent_from_a_thread_is_charged_once(
     store: str, sender: type[AgentMiddleware]
 ) -> None:
     """(Invoked synchronously on the loop's thread, LangChain runs the async handler's coroutine on a loop
-    of its own in a worker thread: it settles with the guard's sync operations, which a Redis guard's async
-    connections would fail on that loop.)"""
+    of its own in a worker thread, the agent's loop blocked: it settles on a sync store, which a Redis
+    guard opens for it, as its async connections would fail on that loop. From a thread running no loop,
+    the steps run on the agent's loop: a guard over an async-only ledger works, and a Redis guard opens
+    no sync pool.)"""
     events: list[bg.Event] = []
-    guard = bg.Guard(store, budgets=[bg.Budget("user", usd="5", per="day")], on_event=events.append)
+    guard = guard_on(store, "5", events)
     try:
         with MockProvider() as api:
             await agent_on(api, guard, sender).ainvoke(QUESTION)
@@ -92,7 +156,23 @@ async def test_an_admitted_model_call_sent_from_a_thread_is_charged_once(
         [usage] = api.usages
         bill = bg.to_nano(bg.cost(request.body["model"], bg.Usage.from_response(usage)))
         assert [e.kind for e in events] == ["reserved", "committed"]
-        assert spent_held(guard) == (bill, 0)
-        assert [entry.event for entry in guard.ledger.history()] == ["committed"]
+        assert await books(guard) == (bill, 0, ["committed"])
+        if sender is ToThread or store.startswith("postgres"):  # (its async store's own sync one: shared)
+            assert guard._sync is None or store == "memory://"
+    finally:
+        await guard.aclose()
+
+
+async def test_a_stream_started_from_a_thread_and_closed_on_the_loop_is_charged(store: str) -> None:
+    events: list[bg.Event] = []
+    guard = guard_on(store, "5", events)
+    try:
+        with MockProvider() as api:
+            await agent_on(api, guard, CloseOnLoop).ainvoke(QUESTION)
+            assert len(api.requests) == 1
+        assert [e.kind for e in events] == ["reserved", "committed"]
+        spent, held, journal = await books(guard)
+        assert spent > 0 and held == 0
+        assert journal == ["committed"]
     finally:
         await guard.aclose()

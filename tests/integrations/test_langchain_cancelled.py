@@ -7,9 +7,11 @@ connection (its input charged, per ``charge_failed``). The real ``ChatOpenAI`` a
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
+from langchain_core.tracers.base import BaseTracer
 from langchain_openai import ChatOpenAI
 
 import budgetguard as bg
@@ -82,4 +84,30 @@ async def test_a_run_that_ends_is_not_settled_again_when_its_id_dies() -> None:
         assert len(guard._queued) == 0
         await chat(api).ainvoke("Again", config=config)
     assert [entry.event for entry in guard.ledger.history()] == ["committed", "committed"]
+    guard.close()
+
+
+class Tracer(BaseTracer):  # type: ignore[misc]
+    """A tracer that keeps the runs it saw (as LangSmith's tracing does until it sends them)."""
+
+    def _persist_run(self, run: Any) -> None:
+        pass
+
+
+async def test_a_cancelled_run_whose_id_is_kept_alive_is_held_until_its_lease() -> None:
+    """The limitation the README states: a tracer (any ``BaseTracer``) keeps the cancelled run's id, so
+    its finalizer does not run, and its hold waits for its lease (as before the fix)."""
+    guard = bg.Guard("memory://", budgets=[bg.Budget("user", usd="5", per="day")])
+    handler, tracer = BudgetCallbackHandler(guard, user="c"), Tracer()
+    with MockProvider() as api:
+        api.delay(5.0, times=1)
+        model = chat(api)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(model.ainvoke("Hello", config={"callbacks": [handler, tracer]}), 0.5)
+        await asyncio.sleep(0)
+        gc.collect()
+        await model.ainvoke("And now?", config={"callbacks": [handler]})
+    assert len(handler._attempts) == 1 and status(guard)[1] > 0
+    assert [entry.event for entry in guard.ledger.history()] == ["committed"]  # (the second call only)
+    assert tracer.run_map  # (what keeps the run's id)
     guard.close()

@@ -7,7 +7,11 @@ to call budgetguard's ``completion``: nothing sent, nothing charged. The real ``
 
 from __future__ import annotations
 
+import inspect
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # (its bundled prices: no network)
 
@@ -83,3 +87,68 @@ async def test_through_budgetguards_completion_the_same_budget_http_is_charged(
         bg.Usage(input_tokens=usage["prompt_tokens"], output_tokens=usage["completion_tokens"])
     )
     assert [(e.event, e.amounts["usd"]) for e in guard.ledger.history()] == [("committed", cost)]
+
+
+class Recorder(BaseHTTPRequestHandler):
+    """Answers every request 400 and records its path: what LiteLLM sent, unguarded."""
+
+    hits: ClassVar[list[str]] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.hits.append(self.path)
+        body = b'{"error":{"message":"no"}}'
+        self.send_response(400)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+IGNORED = [  # (call, model, extra arguments): LiteLLM sends these with a client of its own
+    ("completion", "gemini/gemini-2.0-flash", {}),
+    ("completion", "cohere_chat/command-r", {}),
+    ("acompletion", "cohere_chat/command-r", {}),
+    ("embedding", "ollama/nomic-embed-text", {}),
+    ("aembedding", "ollama/nomic-embed-text", {}),
+    (
+        "completion",
+        "bedrock/anthropic.claude-3-haiku-20240307-v1:0",
+        {"aws_access_key_id": "a", "aws_secret_access_key": "b", "aws_region_name": "us-east-1"},
+    ),
+]
+
+
+async def send(call: Any, **arguments: Any) -> Any:
+    sent = call(**arguments)
+    return await sent if inspect.isawaitable(sent) else sent
+
+
+@pytest.mark.parametrize(("call", "model", "extra"), IGNORED)
+async def test_the_providers_that_ignore_litellms_client_send_unguarded_as_the_readme_says(
+    guard: bg.Guard,  # noqa: F811
+    call: str,
+    model: str,
+    extra: dict[str, str],
+) -> None:
+    """What the README warns of: these LiteLLM paths ignore ``client=`` (a ``BudgetHTTP`` too) and send the
+    call with a client of their own; budgetguard never sees it. (Should LiteLLM start sending with the
+    client given, this fails: the README's list is then to be shortened.)"""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Recorder.hits = []
+    arguments: dict[str, Any] = {"model": model, "api_base": f"http://127.0.0.1:{server.server_port}"}
+    arguments |= {"api_key": "k", **extra}
+    arguments |= {"input": ["hi"]} if "embedding" in call else {"messages": HI, "max_tokens": 5}
+    try:
+        async with BudgetHTTP(guard, user="alice") as http:
+            with pytest.raises(Exception) as raised:  # (the server's 400, as LiteLLM's error)
+                await send(getattr(litellm, call), client=http, **arguments)
+        assert refusal_in(raised.value, bg.ConfigurationError) is None
+        assert len(Recorder.hits) == 1 and guard.ledger.history() == []
+    finally:
+        server.shutdown()
+        server.server_close()

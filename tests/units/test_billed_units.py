@@ -88,7 +88,10 @@ def test_anthropic_fallback_iteration_moves_its_tokens_to_its_model() -> None:
         "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0,
     }  # fmt: skip
     usage = Usage.from_response(body)
-    assert (usage.input_tokens, usage.output_tokens) == (1000, 100)
+    # (the declined hop's message iteration names no model: a pass of none, which the guard prices at the
+    # chain's dearest model; it was left in the top level, priced at the serving model)
+    assert (usage.input_tokens, usage.output_tokens) == (0, 0)
+    assert usage.passes[1] == Pass("message", None, Usage(1000, output_tokens=100))
     assert usage.passes[-1] == Pass("fallback_message", "claude-opus-4-1", Usage(2000, output_tokens=50))
 
 
