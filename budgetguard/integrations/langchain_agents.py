@@ -39,16 +39,14 @@ their scope sets would not apply. On an event loop
 guards an async agent, and a Redis or PostgreSQL guard opens no sync store for it. A run a sync callback
 manager drives from a thread (``await asyncio.to_thread(model.invoke, ...)`` in a later middleware) is
 settled by the handler's sync twin (``_SyncDriven``), its refusal raised: LangChain would run the async
-handler there on a loop of its own and log its refusal away. Off the agent's loop the steps run on a
-store that loop does not own, or on that loop, waited for (``_OffLoop``).
+handler there on a loop of its own and log its refusal away. Off the agent's loop the steps run in the
+calling thread on a sync store over the guard's data (``_OffLoop``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
-import threading
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from contextvars import ContextVar
 from typing import Any
@@ -248,7 +246,7 @@ class _AsyncModelCalls(_ModelCalls, AsyncCallbackHandler):
     ) -> None:
         super().__init__(guard, arguments, enforce=enforce, **scopes)
         self.loop = asyncio.get_running_loop()
-        self.off_loop = _OffLoop(self.loop)
+        self.off_loop = _OffLoop()
         self.taken: set[Hashable] = set()
         """The runs the sync twin started (a sync callback manager drives them), by key (``run_key``)."""
         self.sync_twin = _SyncDriven(self)
@@ -345,86 +343,41 @@ class _OffLoop(Operations):
     """The operations of a run settled off the agent's event loop: by the sync twin in a thread running
     no loop (``asyncio.to_thread``), or by the async handler's coroutine LangChain runs on a loop of its
     own. The guard's async store may be bound to the agent's loop (Redis), and a guard over an async-only
-    ledger has no sync one (a review found such calls refused with a ``ConfigurationError``): each step
-    runs, in this thread,
-
-    - on a sync store that shares the async store's data and connections (a memory, SQLite or PostgreSQL
-      store's own, ``_attempt.shared_sync_store``), opening nothing;
-    - else, from a thread running no loop, as the async step on the agent's loop (waited for: this
-      thread is off that loop), when that loop takes it up within ``LOOP_GRACE`` seconds;
-    - else (the agent's loop blocked: a model invoked synchronously on it, a stream closed there, a
-      thread's ``asyncio.run`` the loop waits for) on the guard's sync store: a Redis guard opens its
-      sync pool for it (an async-only one, a sync client for the step, closed after).
+    ledger has no sync one: each step runs in this thread, blocking, on a sync store over the guard's data:
+    one that opens nothing where there is one (the guard's sync store, a memory, SQLite or PostgreSQL
+    store's own: ``_attempt.shared_sync_store``), else a new sync client of the async store's
+    (``sync_twin``: an async-only Redis guard's, closed after the step), else the guard's sync store (a
+    Redis guard of a URL opens its sync pool for it). A custom async-only ledger with no twin raises
+    ``ConfigurationError``: the call is not sent. Never on the agent's loop: a step sent there and waited
+    for from a worker thread deadlocked once that step needed a worker of the loop's default pool, which
+    the waiting threads held (a review: 8 runs at once on a Redis guard named by host name).
 
     Each step never suspends its coroutine (``now`` runs the twin's); a refusal propagates."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-
     async def reserve(self, attempt: Attempt) -> None:
-        self._step(attempt, attempt.reserve, attempt.areserve)
+        _step(attempt, attempt.reserve)
 
     async def release(self, attempt: Attempt) -> None:
-        self._step(attempt, attempt.release, attempt.arelease)
+        _step(attempt, attempt.release)
 
     async def commit(self, attempt: Attempt, response: Any) -> None:
-        self._step(attempt, attempt.commit, attempt.acommit, response)
+        _step(attempt, attempt.commit, response)
 
     async def fail(self, attempt: Attempt, error: BaseException) -> None:
-        self._step(attempt, attempt.fail, attempt.afail, error)
-
-    def _step(
-        self,
-        attempt: Attempt,
-        sync: Callable[..., Any],
-        on_loop: Callable[..., Awaitable[Any]],
-        *args: Any,
-    ) -> None:
-        core = attempt.guard
-        store = shared_sync_store(core)
-        if store is None and _running_loop() is None and _on_loop(self.loop, lambda: on_loop(*args)):
-            return
-        twin = None
-        if store is None and core._url is None and core._async is not None:  # an async-only Redis guard
-            twin = store = core._async.sync_twin()
-        try:
-            sync(*args, store)  # (no store: the guard's sync one)
-        finally:
-            if twin is not None:
-                twin.close()
+        _step(attempt, attempt.fail, error)
 
 
-LOOP_GRACE = 2.0
-"""Seconds a step sent to the agent's loop from a thread waits for that loop to take it up before it is
-settled another way (the loop is blocked, maybe waiting for this thread)."""
-
-
-def _on_loop(loop: asyncio.AbstractEventLoop, step: Callable[[], Awaitable[Any]]) -> bool:
-    """Run ``step`` on ``loop`` and wait for its end (its error raised here); ``False`` when ``loop`` did
-    not take it up within ``LOOP_GRACE`` (it never will run: this thread claimed it back)."""
-    claim = threading.Lock()  # (whoever takes it first, the loop or this thread after the grace, decides)
-
-    async def claimed() -> bool:
-        if not claim.acquire(blocking=False):
-            return False
-        await step()
-        return True
-
-    if loop.is_closed():
-        return False
-    coroutine = claimed()
+def _step(attempt: Attempt, sync: Callable[..., Any], *args: Any) -> None:
+    core = attempt.guard
+    store = shared_sync_store(core)
+    twin = None
+    if store is None and core._url is None and core._async is not None:  # an async-only guard
+        twin = store = core._async.sync_twin()
     try:
-        future = asyncio.run_coroutine_threadsafe(coroutine, loop)  # (in a copy of this thread's context)
-    except RuntimeError:  # (closed meanwhile)
-        coroutine.close()
-        return False
-    try:
-        return future.result(LOOP_GRACE)
-    except concurrent.futures.TimeoutError:
-        if claim.acquire(blocking=False):
-            future.cancel()
-            return False
-        return future.result()
+        sync(*args, store)  # (no store: the guard's sync one)
+    finally:
+        if twin is not None:
+            twin.close()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
