@@ -189,9 +189,12 @@ def export_facts(data: Mapping[str, Any], res_id: str) -> tuple[int | None, str 
     Python (an attempt, estimate or function of another type than the guard writes). The flags' JSON
     has its keys sorted, as the SQLite journal stores the data and its reader gives it back."""
     attempt, estimated, function = data.get("attempt"), data.get("estimated_usd"), data.get("function", "")
-    if not (
-        (attempt is None or (type(attempt) is int and _INT64_MIN <= attempt <= _INT64_MAX))
-        and (estimated is None or type(estimated) is str)
+    if not (  # (an attempt or estimate given as None: JSON shows null, which SQL's line does not write)
+        (
+            (attempt is None and "attempt" not in data)
+            or (type(attempt) is int and _INT64_MIN <= attempt <= _INT64_MAX)
+        )
+        and ((estimated is None and "estimated_usd" not in data) or type(estimated) is str)
         and type(function) is str
     ):
         return None, None, None, ODD

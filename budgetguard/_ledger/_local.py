@@ -171,10 +171,13 @@ def journal_entry(ts: int, event: str, res_id: str, scopes: str, amounts: str, d
     )
 
 
-def call_lists(rows: Iterable[tuple[Any, ...]]) -> list[str]:
-    """The lists of call scopes (JSON) of journal rows (``journal_entry``'s columns), read from their data:
-    a CSV export's columns for rows whose report columns were not read (``r_scopes`` may lack some)."""
-    return [json.dumps(call_scopes(e.data, e.scopes)) for e in (journal_entry(*row) for row in rows)]
+def call_lists(rows: Iterable[tuple[Any, ...]]) -> Iterator[str]:
+    """The lists of call scopes (JSON) of journal rows (``journal_entry``'s columns), read from their data,
+    one by one: a CSV export's columns for rows whose report columns were not read (``r_scopes`` may lack
+    some)."""
+    for row in rows:
+        entry = journal_entry(*row)
+        yield json.dumps(call_scopes(entry.data, entry.scopes))
 
 
 class AsyncLocalLedger(Store, AsyncLedger):

@@ -45,7 +45,7 @@ from ._local import LocalLedger, journal_entry
 from ._postgres_export import postgres_export
 from ._postgres_report import aggregate
 from ._postgres_schema import migrate
-from ._postgres_tx import CLOCK, COUNTERS, JOURNAL, LEASES, META, RESERVATIONS, PgTx
+from ._postgres_tx import CLOCK, COUNTERS, JOURNAL, LEASES, META, RESERVATIONS, UNBOUNDED, PgTx
 from ._postgres_watch import KEEPALIVES, Watchdog, session_settings
 from ._sqlite_report import Aggregate
 from ._types import CounterSpec, JournalEntry
@@ -69,8 +69,6 @@ _HISTORY = (
     f"SELECT ts, event, res_id, scopes, amounts, data FROM {JOURNAL} "
     "WHERE ns = %s AND ts >= %s AND ts < %s ORDER BY seq"
 )
-_UNBOUNDED = "SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0"
-"""A report's transaction: no operation's deadline (it holds no lock)."""
 _META = f"SELECT value FROM {META} WHERE ns = %s AND key = %s"
 _RAISE_META = (
     f"INSERT INTO {META} (ns, key, value) VALUES (%s, %s, %s) "
@@ -271,7 +269,7 @@ class PostgresLedger(LocalLedger):
         bounds = (since if since is not None else -(2**62), until if until is not None else 2**62)
         try:
             with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                cur.execute(_UNBOUNDED)  # (a report over a long journal may take its time)
+                cur.execute(UNBOUNDED)  # (a report over a long journal may take its time)
                 return aggregate(cur, self.namespace, *bounds, scope, by, ratios=ratios)
         except self._psycopg.Error as exc:
             raise LedgerError(f"PostgreSQL ledger report failed: {exc}") from exc

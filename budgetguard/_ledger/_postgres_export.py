@@ -22,7 +22,7 @@ from typing import Any
 from .._errors import LedgerError
 from ._facts import ODD
 from ._local import call_lists, journal_entry
-from ._postgres_tx import JOURNAL
+from ._postgres_tx import JOURNAL, UNBOUNDED
 from ._types import JournalEntry
 
 __all__ = ["CHUNK", "SPARSE", "postgres_export"]
@@ -30,9 +30,10 @@ __all__ = ["CHUNK", "SPARSE", "postgres_export"]
 CHUNK = 8192
 """``seq`` values a chunk covers (its rows rendered and fetched as one text)."""
 
-_SCI = "regexp_replace(rtrim({d}, '0'), '^(.)(.+)$', '\\1.\\2') || 'E{sign}' || {exp}"
+_SCI = "regexp_replace(rtrim({d}, '0'), '^(.)(.+)$', E'\\\\1.\\\\2') || 'E{sign}' || {exp}"
 """SQL: ``str(Decimal)``'s scientific form of the digits ``{d}`` (trailing zeros dropped, a point after
-the first digit when more follow) and its exponent."""
+the first digit when more follow) and its exponent. The replacement an escape string: ``'\\1'`` reads as
+a control character where ``standard_conforming_strings`` is off (a review found costs so written)."""
 _USD = (
     "CASE WHEN r_cost = 0 THEN '0' "
     "WHEN r_cost < 1000 THEN " + _SCI.format(d="r_cost::text", sign="-", exp="(10 - length(r_cost::text))")
@@ -56,10 +57,14 @@ _TIME = (
 are exact; a whole second has no fraction)."""
 _EXACT = (
     "r_export BETWEEN 0 AND 3 AND r_cost >= 0 AND ts >= 0 AND ts < 253402300800000 "
-    "AND event IN ('committed', 'refused', 'released', 'expired')"
+    "AND event IN ('committed', 'refused', 'released', 'expired') "
+    "AND octet_length(data) + octet_length(scopes) + octet_length(res_id) "
+    "+ coalesce(octet_length(r_scopes), 0) <= 8192"
 )
 """SQL: the row is rendered in SQL (``_sqlite_export._EXACT``'s rule: ``_facts.QUOTED`` clear, its facts
-read); else its line is NULL, and the row comes back as an entry."""
+read), its texts together at most 8 KB (a chunk's text stays tens of MB: journal data has no size limit,
+and 8,192 lines of 160 KB passed PostgreSQL's 1 GB string); else its line is NULL, and the row comes back
+as an entry."""
 _MODEL = "CASE WHEN r_export & 1 = 1 THEN '' ELSE r_model END"  # (_facts.NO_MODEL, NO_FUNCTION)
 _FUNCTION = "CASE WHEN r_export & 2 = 2 THEN '' ELSE r_function END"
 _SCOPES = "coalesce(r_scopes, scopes)"
@@ -181,7 +186,10 @@ def _lists(conn: Any, args: dict[str, Any], sent: list[str]) -> Iterator[str]:
             if len(sent) < CELLS_SENT:
                 sent.append(text)
             yield text
-    yield from call_lists(conn.execute(_UNREAD, args))
+    with conn.cursor(name="budgetguard_export_unread") as unread:
+        unread.itersize = 1024
+        unread.execute(_UNREAD, args)
+        yield from call_lists(unread)
 
 
 def postgres_export(
@@ -201,11 +209,12 @@ def postgres_export(
     args: dict[str, Any] = {"ns": namespace, "since": since, "until": until, "cells": None}
     with conn.transaction():
         conn.execute("SET LOCAL jit = off")  # (compiling the line's expression costs more than it saves)
+        conn.execute(UNBOUNDED)  # (a reader as slow as it likes: it holds no lock)
         if layout is not None:
             sent: list[str] = []  # (the lists whose cells the server is given: at most CELLS_SENT)
             header, cells = layout(_lists(conn, args, sent))
             yield header
-            utf8 = conn.info.encoding == "utf-8"
+            utf8 = conn.info.encoding == "utf-8" and conn.info.parameter_status("server_encoding") == "UTF8"
             args["cells"] = json.dumps({key: text for key in sent if _held(text := cells(key), utf8)})
         count, span = conn.execute(_SPAN, args).fetchone()
         if span > SPARSE * count:
@@ -216,7 +225,7 @@ def postgres_export(
                     yield line if line is not None else journal_entry(*entry)
             return
         with conn.cursor(name="budgetguard_export") as chunks:
-            chunks.itersize = 2
+            chunks.itersize = 1
             chunks.execute(_chunks(fmt), args)
             after = None
             for text, odd, first in chunks:

@@ -234,3 +234,8 @@ class PgTx(NoShortcuts):
 def _label_json(label: str) -> str:
     """A counter's label as its row keeps it: JSON (a scope id may hold a NUL, which text cannot)."""
     return json.dumps(label)
+
+
+UNBOUNDED = "SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0"
+"""A reader's transaction (a report, an export): no operation's deadline (it holds no lock; its reader
+may take its time)."""

@@ -213,3 +213,39 @@ def test_lists_past_those_the_server_is_given_are_rendered_in_python(
     got = "".join(export_text(store, since=None, fmt="csv"))
     assert got == "".join(streamed_text(store, since=None, fmt="csv"))
     assert _in_sql(store, "csv") == (1 + 4, 6)  # (the header, two lists' four rows; three lists' six)
+
+
+def test_costs_are_exact_without_standard_conforming_strings(postgres_url: str) -> None:
+    """A server whose sessions read backslashes in plain literals as escapes: a scientific cost (2.5E-7)
+    came out as control characters (a review)."""
+    namespace = "x" + secrets.token_hex(6)
+    url = with_options(postgres_url, namespace=namespace, options="-cstandard_conforming_strings=off")
+    ledger = open_ledger(url)
+    try:
+        rows = [journal_row(NOW + i, "committed", f"r{i}", ["global"], {"usd": usd}, {"model": "m"})
+                for i, usd in enumerate([250, 120_000_000_000, 1_500])]  # fmt: skip
+        _put(ledger, rows)
+        for fmt in ("csv", "jsonl"):
+            got = "".join(export_text(ledger, since=None, fmt=fmt))
+            assert got == "".join(streamed_text(ledger, since=None, fmt=fmt))
+            assert "2.5E-7" in got and "1.2E+2" in got
+    finally:
+        ledger.close()
+        delete_namespace(postgres_url, namespace)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_an_attempt_or_estimate_given_as_none_and_a_large_row_are_rendered_in_python(
+    store: Any, fmt: str
+) -> None:
+    """JSON shows an attempt or estimate given as None as null (SQL's line wrote ""), and a row whose texts
+    pass 8 KB is rendered in Python (a chunk of 8,192 such lines passed PostgreSQL's 1 GB string)."""
+    datas = [{"attempt": None}, {"estimated_usd": None}, {"note": "x" * 9000}, {}]
+    rows = [
+        journal_row(NOW + i, "committed", f"r{i}", ["global"], {"usd": 5}, {"model": "m", **data})
+        for i, data in enumerate(datas)
+    ]
+    _put(store, rows)
+    got = "".join(export_text(store, since=None, fmt=fmt))
+    assert got == "".join(streamed_text(store, since=None, fmt=fmt))
+    assert _in_sql(store, fmt) == (1 + (fmt == "csv"), 3)

@@ -318,3 +318,20 @@ def test_a_row_without_its_facts_has_its_call_scopes_in_the_csv_columns(tmp_path
         assert got.startswith("time,event,reservation_id,scope_global,scope_user,scope_team,")
     finally:
         store.close()
+
+
+def test_an_attempt_or_estimate_given_as_none_is_null_as_in_python(tmp_path: Path) -> None:
+    """JSON shows an attempt or estimate given as None as null; SQL's line wrote "" (a review)."""
+    datas = [{"attempt": None}, {"estimated_usd": None}, {}]
+    rows = [
+        journal_row(NOW + i, "committed", f"r{i}", ["global"], {"usd": 5}, {"model": "m", **data})
+        for i, data in enumerate(datas)
+    ]
+    store = _store(tmp_path / "ledger.db", rows)
+    try:
+        for fmt in ("csv", "jsonl"):
+            assert "".join(export_text(store, since=None, fmt=fmt)) == "".join(
+                streamed_text(store, since=None, fmt=fmt)
+            )
+    finally:
+        store.close()
