@@ -59,6 +59,17 @@ _LENGTHS = tuple(b"$%d\r\n" % n for n in range(1024))
 """A bulk string's header by its length (``bytes % ...`` costs ~1.2k instructions; an index, ~30)."""
 
 
+_INTS: dict[int, bytes] = {}
+"""Integer arguments as digits: the lease, the retention and the journal's length repeat in every call."""
+
+
+def _int(value: int) -> bytes:
+    data = str(value).encode()
+    if len(_INTS) < 256:
+        _INTS[value] = data
+    return data
+
+
 def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(value), value)
 
@@ -71,7 +82,7 @@ def _bulks(items: tuple[str | int, ...], encoding: str) -> bytes:
         if type(item) is str:
             data = item.encode(encoding)
         elif type(item) is int:
-            data = str(item).encode()
+            data = _INTS.get(item) or _int(item)
         else:  # (a subclass: as a str, else as an integer)
             data = item.encode(encoding) if isinstance(item, str) else b"%d" % item
         size = len(data)
