@@ -20,6 +20,10 @@ processes x 8 threads, started once; each batch starts at one instant on the sha
 Trials alternate which side goes first; the ratio is the median of per-trial ratios. The Redis is the
 ledger benchmark's (``BUDGETGUARD_BENCH_REDIS_URL``, else a private ``redis-server``), in a fresh
 namespace deleted at the end. On a 2-vCPU machine client and server share the CPU.
+
+``python -m benchmarks.bench_throughput --callgrind [PAIRS] [--keep DIR]`` counts the client's
+instructions per pair (32 threads, 32 tasks) and per raw call under callgrind, with the operations a
+script call carried (the server's ``EVALSHA`` count): timings wander on a shared host, counts do not.
 """
 
 from __future__ import annotations
