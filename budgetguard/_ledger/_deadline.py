@@ -122,7 +122,7 @@ class _Watch:
     __slots__ = ("cancelling", "done", "expired", "task", "when")
 
     def __init__(self, task: asyncio.Task[Any], when: float) -> None:
-        self.task: asyncio.Task[Any] | None = task
+        self.task = task
         self.when = when
         self.cancelling = task.cancelling()
         self.expired = self.done = False
@@ -165,15 +165,14 @@ class Deadlines:
         if watch.done:
             return False
         watch.done = True
-        task, watch.task = watch.task, None  # (the queue keeps a finished wait until the timer passes it)
-        return watch.expired and task is not None and task.uncancel() <= watch.cancelling
+        return watch.expired and watch.task.uncancel() <= watch.cancelling
 
     def _fire(self) -> None:
         self._timer = None
         queue, now = self._queue, self.loop.time()
         while queue and (queue[0].done or queue[0].when <= now):
             watch = queue.popleft()
-            if not watch.done and watch.task is not None:
+            if not watch.done:
                 watch.expired = True
                 watch.task.cancel()
         if queue:
