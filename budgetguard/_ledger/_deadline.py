@@ -7,16 +7,13 @@ around each operation; the connections ``open_ledger`` makes (``CONNECTIONS``) l
 wait at most what is left of it, the retries' backoff (``DeadlineBackoff``) too, and once it has passed
 the next step raises ``DeadlineExceeded`` (a redis-py ``TimeoutError``, which the store wraps in
 ``LedgerError``). A lost reply's connection error is immediate, so its retry still runs, within the
-deadline. The async store ends its operations' waits by ``Deadlines``: ``asyncio.timeout``'s rule, one
-timer for all.
+deadline. The async store uses ``asyncio.timeout``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
-from collections import deque
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +21,7 @@ import redis.connection
 import redis.exceptions
 from redis.backoff import ExponentialBackoff
 
-__all__ = ["CONNECTIONS", "DEADLINE", "DeadlineBackoff", "DeadlineExceeded", "Deadlines", "RedisTimeout"]
+__all__ = ["CONNECTIONS", "DEADLINE", "RedisTimeout", "DeadlineBackoff", "DeadlineExceeded"]
 
 RedisTimeout = redis.exceptions.TimeoutError
 """What redis-py raises when a wait times out (``DeadlineExceeded`` is one)."""
@@ -116,64 +113,3 @@ CONNECTIONS: dict[str, type[object]] = {
     "redis+cluster": Connection,
 }
 """The connection class for each URL scheme."""
-
-
-class _Watch:
-    __slots__ = ("cancelling", "done", "expired", "task", "when")
-
-    def __init__(self, task: asyncio.Task[Any], when: float) -> None:
-        self.task = task
-        self.when = when
-        self.cancelling = task.cancelling()
-        self.expired = self.done = False
-
-
-class Deadlines:
-    """The async store's deadlines on one event loop: ``asyncio.timeout_at``'s rule (a task still
-    waiting at its deadline is cancelled, and that cancellation, if nothing else cancelled it too,
-    becomes ``TimeoutError``), with ONE timer for all of them instead of one each. A timer each is a
-    ``TimerHandle`` pushed on the loop's heap, whose cancelled entries stay there until they reach its top
-    (~40k instructions an operation at 32 tasks, measured); a store's deadlines come in order (now plus
-    the same seconds), so a queue, whose first live entry the timer waits for, keeps them."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self._queue: deque[_Watch] = deque()
-        self._timer: asyncio.TimerHandle | None = None
-
-    def watch(self, when: float) -> _Watch:
-        """The current task, cancelled at ``when`` (``loop.time()``) unless ``finish`` came first."""
-        task = asyncio.current_task(self.loop)
-        if task is None:
-            raise RuntimeError("a deadline is for a task")
-        watch = _Watch(task, when)
-        queue = self._queue
-        if queue and when < queue[-1].when:  # (out of order: another deadline's length)
-            at = next(i for i, w in enumerate(queue) if w.when > when)
-            queue.insert(at, watch)
-        else:
-            queue.append(watch)
-        if self._timer is None or when < self._timer.when():
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self.loop.call_at(when, self._fire)
-        return watch
-
-    def finish(self, watch: _Watch) -> bool:
-        """The task's wait is over: True if its deadline cancelled it and nothing else did (then a
-        ``CancelledError`` it raised is the deadline's: ``asyncio.timeout``'s ``TimeoutError``)."""
-        if watch.done:
-            return False
-        watch.done = True
-        return watch.expired and watch.task.uncancel() <= watch.cancelling
-
-    def _fire(self) -> None:
-        self._timer = None
-        queue, now = self._queue, self.loop.time()
-        while queue and (queue[0].done or queue[0].when <= now):
-            watch = queue.popleft()
-            if not watch.done:
-                watch.expired = True
-                watch.task.cancel()
-        if queue:
-            self._timer = self.loop.call_at(queue[0].when, self._fire)

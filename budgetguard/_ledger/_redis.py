@@ -27,7 +27,7 @@ from typing import Any
 from .._errors import LedgerError
 from ._admin import check_adjust, check_raise, check_reset, check_set_limits
 from ._base import AsyncLedger, JournalQuery, Ledger, ReservationRef, Store
-from ._deadline import DEADLINE, Deadlines
+from ._deadline import DEADLINE
 from ._meta import USAGE
 from ._redis_admin import adjust, get_limit, raise_limit, set_limits
 from ._redis_batch import AsyncBatcher, Batcher, Packer
@@ -208,43 +208,29 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
     """Async Redis ledger (redis.asyncio), the same scripts and flows as ``RedisLedger``."""
 
     _batcher = AsyncBatcher
-    _deadlines: Deadlines | None = None
-    """Ends each operation's wait at its deadline (``_deadline.py``); made again on another loop."""
 
     async def _run(self, flow: Flow, *, each_call: bool = False) -> Any:
         """Run ``flow`` within one deadline (see ``RedisLedger._run``): a command still running then is
         cancelled, and redis-py drops its connection."""
         seconds = self.deadline
-        loop = asyncio.get_running_loop()
-        deadlines = self._deadlines
-        if deadlines is None or deadlines.loop is not loop:
-            deadlines = self._deadlines = Deadlines(loop)
-        end = None if seconds is None else loop.time() + seconds
+        clock = asyncio.get_running_loop().time
+        end = None if seconds is None else clock() + seconds
         reply: Any = None
         try:
             while True:
                 call = flow.send(reply)
                 if each_call and seconds is not None:
-                    end = loop.time() + seconds
-                watch = None if end is None else deadlines.watch(end)
+                    end = clock() + seconds
                 try:
-                    reply = await self._send(call)
-                except asyncio.CancelledError as exc:
-                    if watch is None or not deadlines.finish(watch):
-                        raise
-                    late = TimeoutError()  # (as asyncio.timeout raises it)
-                    late.__cause__ = exc
-                    raise self._late() from late
-                except TimeoutError as exc:  # (redis-py raises its own TimeoutError)
+                    async with asyncio.timeout_at(end):
+                        reply = await self._send(call)
+                except TimeoutError as exc:  # the deadline's (redis-py raises its own TimeoutError)
                     raise self._late() from exc
                 except Exception as exc:
                     wrapped = _wrap_error(exc)
                     if wrapped is exc:
                         raise
                     raise wrapped from exc
-                finally:
-                    if watch is not None:
-                        deadlines.finish(watch)
         except StopIteration as done:
             return done.value
 
