@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Comparison", "compare", "count_here", "instructions", "row"]
+__all__ = ["Comparison", "callgrind_switch", "compare", "count_here", "instructions", "row"]
 
 
 @dataclass(frozen=True)
@@ -156,11 +156,15 @@ def count_here(work: Callable[[int], object], calls: int, warmup: int = 300) -> 
     for i in range(warmup):
         work(i)
     gc.collect()  # a full collection the warm-up left due (modules a first call imported): not per call
-    switch = ["callgrind_control", "-i"]
-    subprocess.run([*switch, "on", str(os.getpid())], check=True, capture_output=True)
+    callgrind_switch("on")
     for i in range(warmup, warmup + calls):
         work(i)
-    subprocess.run([*switch, "off", str(os.getpid())], check=True, capture_output=True)
+    callgrind_switch("off")
+
+
+def callgrind_switch(state: str) -> None:
+    """Start (``"on"``) or stop (``"off"``) counting this process's instructions (under callgrind)."""
+    subprocess.run(["callgrind_control", "-i", state, str(os.getpid())], check=True, capture_output=True)
 
 
 def instructions(module: str, side: str, calls: int) -> float:

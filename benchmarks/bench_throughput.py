@@ -20,6 +20,10 @@ processes x 8 threads, started once; each batch starts at one instant on the sha
 Trials alternate which side goes first; the ratio is the median of per-trial ratios. The Redis is the
 ledger benchmark's (``BUDGETGUARD_BENCH_REDIS_URL``, else a private ``redis-server``), in a fresh
 namespace deleted at the end. On a 2-vCPU machine client and server share the CPU.
+
+``python -m benchmarks.bench_throughput --callgrind [PAIRS] [--keep DIR]`` counts the client's
+instructions per pair (32 threads, 32 tasks) and per raw call under callgrind, with the operations a
+script call carried (the server's ``EVALSHA`` count): timings wander on a shared host, counts do not.
 """
 
 from __future__ import annotations
@@ -280,3 +284,134 @@ def run(quick: bool) -> list[dict[str, Any]]:
             if server is not None:
                 server.close()
     return rows
+
+
+# -- instructions: python -m benchmarks.bench_throughput --callgrind [PAIRS] [--keep DIR] --------------
+
+COUNTED = 32  # callers of the counted run
+SIDES = ("threads", "tasks", "rawthreads", "rawtasks")
+
+
+def _count_side(side: str, pairs: int) -> None:
+    """In the valgrind child: 32 callers (threads or tasks of one store) each run ``pairs / 32`` pairs
+    (``raw*``: raw reserve calls), counted after a warm-up; prints the server's ``EVALSHA`` calls
+    during the counted run (pairs x 2 / calls: the operations a batch call carried)."""
+    import redis
+
+    from ._harness import callgrind_switch
+
+    per = max(1, pairs // COUNTED)
+    with bench_redis() as found:
+        if found is None:
+            raise SystemExit("no Redis server")
+        url, namespace, _ = found
+        server = redis.Redis.from_url(url)
+
+        def evalshas() -> int:
+            return int(server.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+        holds, keys = _holds(COUNTED), _raw_keys(namespace, COUNTED)
+        if side in ("threads", "rawthreads"):
+            ledger: Any = open_ledger(url, namespace=namespace)
+            client = redis.Redis.from_url(url, decode_responses=True)
+            script = client.register_script(RAW_RESERVE)
+            if side == "threads":
+                reserve, commit = ledger.reserve, ledger.commit
+                work: Callable[[int], object] = lambda i: commit(reserve(holds[i]), ACTUAL)  # noqa: E731
+            else:
+                work = lambda i: script(keys=keys[i], args=[HOLD, LIMIT])  # noqa: E731
+            gates = [threading.Barrier(COUNTED + 1) for _ in range(3)]
+
+            def run(i: int) -> None:
+                for _ in range(20):  # warm-up
+                    work(i)
+                gates[0].wait()
+                gates[1].wait()
+                for _ in range(per):
+                    work(i)
+                gates[2].wait()
+
+            threads = [threading.Thread(target=run, args=(i,)) for i in range(COUNTED)]
+            for thread in threads:
+                thread.start()
+            gates[0].wait()
+            before = evalshas()
+            callgrind_switch("on")
+            gates[1].wait()
+            gates[2].wait()
+            callgrind_switch("off")
+            after = evalshas()
+            for thread in threads:
+                thread.join()
+            ledger.close()
+            client.close()
+        else:
+            import redis.asyncio
+
+            loop = asyncio.new_event_loop()
+            aledger: Any = open_async_ledger(url, namespace=namespace)
+            aclient = redis.asyncio.Redis.from_url(url, decode_responses=True)
+            ascript = aclient.register_script(RAW_RESERVE)
+
+            async def pair(i: int) -> object:
+                return await aledger.commit(await aledger.reserve(holds[i]), ACTUAL)
+
+            async def raw(i: int) -> object:
+                return await ascript(keys=keys[i], args=[HOLD, LIMIT])
+
+            awork = pair if side == "tasks" else raw
+            loop.run_until_complete(_tasks_batch(awork, COUNTED, 20))
+            before = evalshas()
+            callgrind_switch("on")
+            loop.run_until_complete(_tasks_batch(awork, COUNTED, per))
+            callgrind_switch("off")
+            after = evalshas()
+            loop.run_until_complete(aledger.aclose())
+            loop.run_until_complete(aclient.aclose())
+            loop.close()
+        server.close()
+    print(f"evalsha={after - before} ops={per * COUNTED}")
+
+
+def callgrind(pairs: int = 1920, keep: str | None = None) -> dict[str, dict[str, float]]:
+    """Client instructions per pair (per raw call for ``raw*``) of each side, and the operations a
+    script call carried on average (the server's ``EVALSHA`` count)."""
+    import re
+    import subprocess
+    import sys
+    import tempfile
+
+    out: dict[str, dict[str, float]] = {}
+    for side in SIDES:
+        with tempfile.TemporaryDirectory() as tmp:
+            dump = f"{keep}/{side}.cg" if keep else f"{tmp}/out"
+            done = subprocess.run(
+                ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={dump}",
+                 sys.executable, "-m", "benchmarks.bench_throughput", "--count-side", side, str(pairs)],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+        found = re.search(r"Collected : (\d+)", done.stderr)
+        stats = re.search(r"evalsha=(\d+) ops=(\d+)", done.stdout)
+        if found is None or stats is None:
+            raise RuntimeError(f"no count from callgrind: {done.stderr[-500:]}")
+        ops, calls = int(stats.group(2)), int(stats.group(1))
+        per_script_call = ops * (1 if side.startswith("raw") else 2) / max(1, calls)
+        out[side] = {"instructions": int(found.group(1)) / ops, "ops_per_script_call": per_script_call}
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["--count-side"]:
+        _count_side(sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1:2] == ["--callgrind"]:
+        rest = sys.argv[2:]
+        keep = rest[rest.index("--keep") + 1] if "--keep" in rest else None
+        numbers = [int(a) for a in rest if a.isdigit()]
+        for side, figures in callgrind(*numbers[:1], keep=keep).items():
+            print(f"{side:>10}: {figures['instructions'] / 1000:8.1f}k client instructions per "
+                  f"{'call' if side.startswith('raw') else 'pair'}, "
+                  f"{figures['ops_per_script_call']:.1f} operations per script call")  # fmt: skip
+    else:
+        sys.exit("usage: python -m benchmarks.bench_throughput --callgrind [PAIRS] [--keep DIR]")

@@ -124,7 +124,7 @@ class Flows:
                 refusal = Refusal(index, int(reply[2]), int(reply[3]), int(reply[4]), int(reply[5]),
                                   int(end) if end else None, refused)  # fmt: skip
                 raise refusal.error(holds)
-            limits = [int(x) for x in reply[3].split(",")]
+            limits = list(map(int, reply[3].split(",")))
             if reply[4] == "1":  # a repeat returns the first call's holds
                 held = tuple(
                     HeldCounter(h.counter, h.window_start, h.window_end, h.amount, limit)
@@ -158,7 +158,9 @@ class Flows:
         """Commit ``actual`` (release when None); ``usage``: the meta's compact usage, whose commit on
         USD alone journals its USD amount only (``_meta.trimmable``)."""
         res_id = check_reservation_id(ref.id if isinstance(ref, Reservation) else ref)
-        held: tuple[HeldCounter, ...] = yield from self._held(ref)
+        held: tuple[HeldCounter, ...] = (
+            ref.held if isinstance(ref, Reservation) else (yield from self._held(ref))
+        )
         parsed = None if actual is None else check_actual(actual, held)
         op = "release" if parsed is None else "commit"
         amounts = {h.counter.unit: h.amount for h in held} if parsed is None else parsed
@@ -195,7 +197,7 @@ class Flows:
             overrun == "1",
             expired == "1",
             reply[0] == "DUP",
-            tuple(int(x) for x in reply[5:]),  # a repeat's too: the record keeps them
+            tuple(map(int, reply[5:])),  # a repeat's too: the record keeps them
         )
 
     def status(self, counters: list[CounterSpec]) -> Flow:

@@ -1,0 +1,48 @@
+"""The Redis batcher's RESP bytes (``_redis_batch.Packer``) against a plain encoder written here."""
+
+from __future__ import annotations
+
+from budgetguard._ledger._redis_batch import Packer
+from budgetguard._ledger._redis_wire import Call
+
+SHAS = {"reserve": "a" * 40, "commit": "b" * 40, "release": "c" * 40, "batch": "d" * 40, "status": "e" * 40}
+
+
+def _resp(*parts: str | int | bytes) -> bytes:
+    out = b"*%d\r\n" % len(parts)
+    for part in parts:
+        data = part if isinstance(part, bytes) else str(int(part) if isinstance(part, int) else part).encode()
+        out += b"$%d\r\n" % len(data) + data + b"\r\n"
+    return out
+
+
+CALLS = [
+    Call("reserve", ("k1", "clé", "x" * 1500), ("id", 60_000, 2**63 - 1, "", "{}", -5, "ü" * 600)),
+    Call("commit", ("k",), ("a", 0, True)),
+    Call("status", ("s",), (1, "2")),
+    Call("release", (), ()),
+]
+
+
+def _alone(call: Call) -> bytes:
+    return _resp("EVALSHA", SHAS[call.op], len(call.keys), *call.keys, *call.args)
+
+
+def test_a_call_alone_is_its_own_evalsha() -> None:
+    pack = Packer(SHAS)
+    for call in CALLS:
+        assert pack.wire([pack(call)]) == (_alone(call), 0)
+
+
+def test_batchable_calls_at_the_end_go_as_one_batch_call_after_the_others() -> None:
+    pack = Packer(SHAS)
+    reserve, commit, status, release = CALLS
+    keys = [*reserve.keys, *commit.keys, *release.keys]
+    args: list[str | int] = []
+    for call in (reserve, commit, release):
+        args += [f"{call.op} {len(call.keys)} {len(call.args)}", *call.args]
+    batch = _resp("EVALSHA", SHAS["batch"], len(keys), *keys, *args)
+    assert pack.wire([pack(c) for c in (status, reserve, commit, release)]) == (_alone(status) + batch, 3)
+    # one batchable call at the end: each its own command
+    assert pack.wire([pack(reserve), pack(status)]) == (_alone(reserve) + _alone(status), 0)
+    assert pack.wire([pack(status), pack(reserve)]) == (_alone(status) + _alone(reserve), 0)
