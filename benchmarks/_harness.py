@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Comparison", "callgrind_switch", "compare", "count_here", "instructions", "row"]
+__all__ = ["Comparison", "callgrind_switch", "compare", "count_here", "instructions", "row", "run_counted"]
 
 
 @dataclass(frozen=True)
@@ -171,12 +171,18 @@ def instructions(module: str, side: str, calls: int) -> float:
     """Instructions per call of one side of ``python -m benchmarks.<module> --count-side SIDE CALLS``
     (which calls ``count_here``), under callgrind."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run(
-            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={tmp}/out",
-             sys.executable, "-m", f"benchmarks.{module}", "--count-side", side, str(calls)],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-    found = re.search(r"Collected : (\d+)", out.stderr)
+        return run_counted(module, side, calls, f"{tmp}/out")[0] / calls
+
+
+def run_counted(module: str, side: str, calls: int, profile: str) -> tuple[int, str]:
+    """``python -m benchmarks.<module> --count-side SIDE CALLS`` under callgrind, its profile written to
+    ``profile``: the instructions counted in all, and what it printed."""
+    done = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={profile}",
+         sys.executable, "-m", f"benchmarks.{module}", "--count-side", side, str(calls)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    found = re.search(r"Collected : (\d+)", done.stderr)
     if found is None:
-        raise RuntimeError(f"no instruction count from callgrind: {out.stderr[-500:]}")
-    return int(found.group(1)) / calls
+        raise RuntimeError(f"no instruction count from callgrind: {done.stderr[-500:]}")
+    return int(found.group(1)), done.stdout

@@ -377,26 +377,20 @@ def callgrind(pairs: int = 1920, keep: str | None = None) -> dict[str, dict[str,
     """Client instructions per pair (per raw call for ``raw*``) of each side, and the operations a
     script call carried on average (the server's ``EVALSHA`` count)."""
     import re
-    import subprocess
-    import sys
     import tempfile
+
+    from ._harness import run_counted
 
     out: dict[str, dict[str, float]] = {}
     for side in SIDES:
         with tempfile.TemporaryDirectory() as tmp:
-            dump = f"{keep}/{side}.cg" if keep else f"{tmp}/out"
-            done = subprocess.run(
-                ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={dump}",
-                 sys.executable, "-m", "benchmarks.bench_throughput", "--count-side", side, str(pairs)],
-                capture_output=True, text=True, check=True,
-            )  # fmt: skip
-        found = re.search(r"Collected : (\d+)", done.stderr)
-        stats = re.search(r"evalsha=(\d+) ops=(\d+)", done.stdout)
-        if found is None or stats is None:
-            raise RuntimeError(f"no count from callgrind: {done.stderr[-500:]}")
+            counted, printed = run_counted("bench_throughput", side, pairs, f"{keep or tmp}/{side}.cg")
+        stats = re.search(r"evalsha=(\d+) ops=(\d+)", printed)
+        if stats is None:
+            raise RuntimeError(f"no operation count from the counted side: {printed[-500:]}")
         ops, calls = int(stats.group(2)), int(stats.group(1))
         per_script_call = ops * (1 if side.startswith("raw") else 2) / max(1, calls)
-        out[side] = {"instructions": int(found.group(1)) / ops, "ops_per_script_call": per_script_call}
+        out[side] = {"instructions": counted / ops, "ops_per_script_call": per_script_call}
     return out
 
 

@@ -62,7 +62,7 @@ from pathlib import Path
 
 from ._floor_base import NEVER, Design, Holds, connect
 from ._floor_designs import DESIGNS, Ulid
-from ._harness import count_here
+from ._harness import count_here, run_counted
 from .bench_ledger import _raw_write_tx
 
 # -- the raw side and the counted pairs ----------------------------------------------------------------
@@ -244,21 +244,14 @@ def counted(side: str, calls: int) -> dict[str, float]:
     interpreter, the ``_sqlite3`` module, the rest: libc's memcpy, malloc, ...), and SQLite's part in its
     WAL frames' checksums (the function holding the most instructions of the WAL write)."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run(
-            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={tmp}/out",
-             sys.executable, "-m", "benchmarks.sqlite_floor", "--count-side", side, str(calls)],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        found = re.search(r"Collected : (\d+)", out.stderr)
-        if found is None:
-            raise RuntimeError(f"no instruction count from callgrind: {out.stderr[-500:]}")
+        total = run_counted("sqlite_floor", side, calls, f"{tmp}/out")[0]
         annotated = subprocess.run(
             ["callgrind_annotate", "--threshold=100", f"{tmp}/out"],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
-    parts = {"all": int(found.group(1)) / calls}
+    parts = {"all": total / calls}
     for line in annotated.splitlines():
         m = re.match(r"\s*([\d,]+) \([^)]*\)\s+(\S+?):(\S+)(?: \[(\S+)\])?$", line)
         if m is None or m.group(2) == "PROGRAM":
