@@ -429,25 +429,10 @@ async def test_async_function_stream(amake_guard: MakeGuard) -> None:
     assert_one_commit(h, GPT4O_USAGE, COST)
 
 
-async def test_async_stream_break_and_aclose(amake_guard: MakeGuard) -> None:
-    """Closed while the model generates: not read on, charged as interrupted."""
-    h = amake_guard()
-    api = serve(CHAT_SSE)
-    ask = streaming_function(h, api)
-
-    stream = await ask("alice", **chat_request())
-    async for chunk in stream:
-        if chunk.choices[0].delta.content:
-            break
-    await stream.aclose()
-    await stream.aclose()
-
-    usage, cost = interrupted_cost(chat_request(), "Budgets")
-    assert_one_commit(h, usage, cost, usage_missing=True, interrupted=True)
-
-
-async def test_async_stream_close_settles_as_aclose(amake_guard: MakeGuard) -> None:
-    """``await stream.close()`` (the SDKs' async streams' own) settles it as ``aclose()`` does (a review
+@pytest.mark.parametrize("close", ["aclose", "close"])
+async def test_async_stream_break_and_aclose(amake_guard: MakeGuard, close: str) -> None:
+    """Closed while the model generates: not read on, charged as interrupted; closed twice, settled once.
+    ``await stream.close()`` (the SDKs' async streams' own) settles it as ``aclose()`` does (a review
     found it passed to the SDK's stream: nothing settled, the hold kept)."""
     h = amake_guard()
     api = serve(CHAT_SSE)
@@ -457,7 +442,8 @@ async def test_async_stream_close_settles_as_aclose(amake_guard: MakeGuard) -> N
     async for chunk in stream:
         if chunk.choices[0].delta.content:
             break
-    await stream.close()
+    await getattr(stream, close)()
+    await getattr(stream, close)()
 
     usage, cost = interrupted_cost(chat_request(), "Budgets")
     assert_one_commit(h, usage, cost, usage_missing=True, interrupted=True)

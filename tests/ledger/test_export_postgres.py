@@ -19,8 +19,8 @@ from budgetguard._ledger import _postgres_export, open_ledger
 from budgetguard._ledger._postgres_tx import JOURNAL, ODD_ROW
 from budgetguard._ledger._sqlite import journal_row
 from budgetguard._ledger._sqlite_report import COLUMNS
-from budgetguard._ledger._types import JournalEntry, to_datetime
-from tests.ledger.test_export_sql import _ROW, NOW, ODD_TEXTS, _entries, _layout
+from budgetguard._ledger._types import JournalEntry
+from tests.ledger.test_export_sql import _ROW, NOW, ODD_TEXTS, _entries, _layout, assert_ranges
 from tests.postgres_server import delete_namespace, with_options
 
 _INSERT = (
@@ -85,14 +85,7 @@ def test_postgres_export_is_the_python_export_byte_for_byte(
 
 def test_a_range_and_an_empty_one(store: Any) -> None:
     _put(store, _entries())
-    since, until = to_datetime(NOW + 1000), to_datetime(NOW + 3000)
-    for fmt in ("csv", "jsonl"):
-        got = "".join(export_text(store, since=since, until=until, fmt=fmt))
-        assert got == "".join(streamed_text(store, since=since, until=until, fmt=fmt))
-        assert got.count("\n") == 2 + (fmt == "csv")
-        nothing = "".join(export_text(store, since=to_datetime(NOW + 10**9), fmt=fmt))
-        header = "time,event,reservation_id,model,function,attempt,cost_usd,estimated_usd,input_tokens,"
-        assert nothing == ("" if fmt == "jsonl" else header + "output_tokens,amounts,flags\n")
+    assert_ranges(store)
 
 
 def test_a_range_spread_among_other_namespaces_rows_is_read_row_by_row(

@@ -134,10 +134,7 @@ def test_an_older_version_s_rows_written_later_are_rendered_in_python(tmp_path: 
         late = journal_row(NOW + 90_000, "committed", "late", ["global"], {"usd": 3}, {"model": "m"})
         names = "ts, event, res_id, scopes, amounts, data"
         db.execute(f"INSERT INTO {table} ({names}) VALUES (?, ?, ?, ?, ?, ?)", late[:6])
-        for fmt in ("csv", "jsonl"):
-            assert "".join(export_text(store, since=None, fmt=fmt)) == "".join(
-                streamed_text(store, since=None, fmt=fmt)
-            )
+        assert_as_in_python(store)
     finally:
         store.close()
 
@@ -168,18 +165,31 @@ def test_a_chunk_past_sqlite_s_longest_string_is_read_row_by_row(
 def test_an_empty_range_and_a_range(tmp_path: Path) -> None:
     store = _store(tmp_path / "ledger.db", _entries())
     try:
-        from budgetguard._ledger._types import to_datetime
-
-        since, until = to_datetime(NOW + 1000), to_datetime(NOW + 3000)
-        for fmt in ("csv", "jsonl"):
-            got = "".join(export_text(store, since=since, until=until, fmt=fmt))
-            assert got == "".join(streamed_text(store, since=since, until=until, fmt=fmt))
-            assert got.count("\n") == 2 + (fmt == "csv")
-            nothing = "".join(export_text(store, since=to_datetime(NOW + 10**9), fmt=fmt))
-            header = "time,event,reservation_id,model,function,attempt,cost_usd,estimated_usd,input_tokens,"
-            assert nothing == ("" if fmt == "jsonl" else header + "output_tokens,amounts,flags\n")
+        assert_ranges(store)
     finally:
         store.close()
+
+
+def assert_ranges(store: Any) -> None:
+    """A range of ``_entries``' export is the Python one's (two rows), and a range with none is nothing
+    (JSON lines) or the bare header (CSV)."""
+    from budgetguard._ledger._types import to_datetime
+
+    since, until = to_datetime(NOW + 1000), to_datetime(NOW + 3000)
+    for fmt in ("csv", "jsonl"):
+        got = "".join(export_text(store, since=since, until=until, fmt=fmt))
+        assert got == "".join(streamed_text(store, since=since, until=until, fmt=fmt))
+        assert got.count("\n") == 2 + (fmt == "csv")
+        nothing = "".join(export_text(store, since=to_datetime(NOW + 10**9), fmt=fmt))
+        header = "time,event,reservation_id,model,function,attempt,cost_usd,estimated_usd,input_tokens,"
+        assert nothing == ("" if fmt == "jsonl" else header + "output_tokens,amounts,flags\n")
+
+
+def assert_as_in_python(store: Any) -> None:
+    """The whole journal's export, both formats, is the entry-by-entry export's, byte for byte."""
+    for fmt in ("csv", "jsonl"):
+        got = "".join(export_text(store, since=None, fmt=fmt))
+        assert got == "".join(streamed_text(store, since=None, fmt=fmt))
 
 
 def _never() -> None:
@@ -261,10 +271,7 @@ def test_any_rows_export_in_sql_as_in_python(rows: list[tuple[Any, ...]]) -> Non
     with tempfile.TemporaryDirectory() as folder:
         store = _store(Path(folder) / "ledger.db", entries)
         try:
-            for fmt in ("csv", "jsonl"):
-                assert "".join(export_text(store, since=None, fmt=fmt)) == "".join(
-                    streamed_text(store, since=None, fmt=fmt)
-                )
+            assert_as_in_python(store)
         finally:
             store.close()
 
@@ -329,9 +336,6 @@ def test_an_attempt_or_estimate_given_as_none_is_null_as_in_python(tmp_path: Pat
     ]
     store = _store(tmp_path / "ledger.db", rows)
     try:
-        for fmt in ("csv", "jsonl"):
-            assert "".join(export_text(store, since=None, fmt=fmt)) == "".join(
-                streamed_text(store, since=None, fmt=fmt)
-            )
+        assert_as_in_python(store)
     finally:
         store.close()
