@@ -266,3 +266,30 @@ def test_an_openai_cache_write_is_reserved_at_its_rate(name: str) -> None:
     request = {**fx["request"], key: usage.output_tokens}  # the recorded reply, as the request's max
     est = budgetguard.estimate(request, provider="openai")
     assert est.cost_nano >= bill, (est.cost, Decimal(bill) / NANO)
+
+
+# -- Anthropic: a cache breakpoint inside a tool result's content (fixed here) -----------------------------
+
+
+def test_a_cache_breakpoint_inside_a_tool_result_is_reserved_as_a_cache_write() -> None:
+    """A ``cache_control`` on a text block of a tool result's content (the SDK's ``TextBlockParam`` takes
+    one there) writes the prefix to the cache, at 2x input for a 1-hour TTL: the estimate prices the input
+    so, as for a breakpoint on a top-level block (it priced it as plain input before)."""
+    cached = {"type": "text", "text": "row " * 5000, "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+    request = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 100,
+        "tools": [{"name": "lookup", "input_schema": {"type": "object"}}],
+        "messages": [
+            {"role": "user", "content": "Look it up."},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "t1", "name": "lookup", "input": {}}],
+            },
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [cached]}]},
+        ],
+    }
+    est = budgetguard.estimate(request)
+    assert est.cache_write == "1h"
+    written = Usage(cache_write_1h_tokens=est.input_tokens, output_tokens=100)
+    assert est.cost_nano == price_book.cost_nano("claude-sonnet-4-5", written)
