@@ -8,18 +8,17 @@ The providers' published prices are constants here, each with its source; the re
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 import budgetguard
-from budgetguard import Estimator, Event, Guard, Pass, Usage, price_book
+from budgetguard import Estimator, Event, Pass, Usage, price_book
 from budgetguard.testing import MockProvider
-from tests.realworld.conftest import ABSENT, realworld_dir
+from tests.redteam import hole, recorded, sdk_client
+from tests.test_endpoints_mock import mock, server  # noqa: F401 (the mock's fixtures)
 
 NANO = Decimal(10**9)
 
@@ -28,36 +27,16 @@ def usd_nano(amount: str) -> int:
     return math.ceil(Decimal(amount) * NANO)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[MockProvider]:
-    with MockProvider() as provider:
-        yield provider
-
-
-@pytest.fixture
-def mock(server: MockProvider) -> MockProvider:
-    server.reset()
-    return server
-
-
-def wrapped_call(mock: MockProvider, method: str, **request: Any) -> tuple[Event, dict[str, Any]]:
+def wrapped_call(mock: MockProvider, method: str, **request: Any) -> tuple[Event, dict[str, Any]]:  # noqa: F811
     """One call through ``guard.wrap`` (the body as sent is what the guard reads): its committed event
     and the usage the mock reported."""
-    events: list[Event] = []
-    guard = Guard(
-        "memory://", budgets=[budgetguard.Budget("feature", usd="5", per="day")], on_event=events.append
-    )
-    client = guard.wrap(mock.openai(), feature="tools")
-    try:
+    with sdk_client(mock, wrap=True) as (guarded, client):
         resource: Any = client
         for name in method.split("."):
             resource = getattr(resource, name)
         resource(**request)
-    finally:
-        client.close()
-    (committed,) = [e for e in events if e.kind == "committed"]
     (usage,) = mock.usages
-    return committed, usage
+    return guarded.settled(), usage
 
 
 # -- Chat Completions search models: a web search per request, in no usage field -------------------------
@@ -67,15 +46,14 @@ def wrapped_call(mock: MockProvider, method: str, **request: Any) -> tuple[Event
 LEAST_SEARCH_FEE = "0.01"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: a Chat Completions search model (gpt-4o-search-preview, gpt-4o-mini-search-preview, "
+@hole(
+    "a Chat Completions search model (gpt-4o-search-preview, gpt-4o-mini-search-preview, "
     "gpt-5-search-api; web_search_options) searches on every request and its usage has no search count: "
     "the fee is neither reserved nor charged ($0 for a billed unit; ~100x the token cost of a short "
     "question). Fix: a request with web_search_options (or a *-search-* chat model) reserves and "
-    "charges one web_search call per request",
+    "charges one web_search call per request"
 )
-def test_a_chat_search_model_is_charged_its_web_search(mock: MockProvider) -> None:
+def test_a_chat_search_model_is_charged_its_web_search(mock: MockProvider) -> None:  # noqa: F811
     committed, usage = wrapped_call(
         mock,
         "chat.completions.create",
@@ -99,14 +77,13 @@ def test_a_chat_search_model_is_charged_its_web_search(mock: MockProvider) -> No
 PREVIEW_FEE = "0.025"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: web_search_preview on a non-reasoning model (gpt-4o, gpt-4.1, their minis) is billed "
+@hole(
+    "web_search_preview on a non-reasoning model (gpt-4o, gpt-4.1, their minis) is billed "
     "$25 / 1k calls; budgetguard reserves and charges the $10 / 1k of the GA tool (one fee per model, "
     "_price_data._PUBLISHED). Fix: price the call fee by the tool type (the request's tools, echoed in "
-    "the response's 'tools'), $25 / 1k for web_search_preview* on a model that does not reason",
+    "the response's 'tools'), $25 / 1k for web_search_preview* on a model that does not reason"
 )
-def test_web_search_preview_on_a_non_reasoning_model_is_charged_its_fee(mock: MockProvider) -> None:
+def test_web_search_preview_on_a_non_reasoning_model_is_charged_its_fee(mock: MockProvider) -> None:  # noqa: F811
     committed, usage = wrapped_call(
         mock,
         "responses.create",
@@ -139,12 +116,11 @@ def interpreter_request(memory: str) -> dict[str, Any]:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: code_interpreter containers with memory_limit 4g / 16g / 64g are billed $0.12 / $0.48 / "
+@hole(
+    "code_interpreter containers with memory_limit 4g / 16g / 64g are billed $0.12 / $0.48 / "
     "$1.92 a container; budgetguard reserves and charges the 1 GB $0.03 whatever the request asks "
     "(64x below on the fee). Fix: read tools[].container.memory_limit in _passes.ServerTools.read and "
-    "price the session at its size (the charge needs the request's size too: the response does not say)",
+    "price the session at its size (the charge needs the request's size too: the response does not say)"
 )
 @pytest.mark.parametrize("memory", ["4g", "16g", "64g"])
 def test_a_larger_code_interpreter_container_is_reserved_its_fee(memory: str) -> None:
@@ -167,13 +143,12 @@ def long_context_nano(input_tokens: int, output_tokens: int) -> int:
     return math.ceil((input_tokens * LONG_INPUT + output_tokens * LONG_OUTPUT) * 1000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: genai-prices has no >200k tier for claude-sonnet-4-0 (it has one for 4-5) and "
+@hole(
+    "genai-prices has no >200k tier for claude-sonnet-4-0 (it has one for 4-5) and "
     "budgetguard adds none: a 300k-token Sonnet 4 call is charged $3 / $15 per MTok, half its $6 / $22.50 "
     "bill, and reserved at the same base rates (below the bill). Fix: a published tier in "
     "_price_data._PUBLISHED for claude-sonnet-4 (anthropic, and Bedrock / Vertex ids), or refuse >200k "
-    "input on a 1M-window Claude price without tiers",
+    "input on a 1M-window Claude price without tiers"
 )
 @pytest.mark.parametrize("model", [SONNET_4, "claude-sonnet-4-0"])
 def test_sonnet_4_above_200k_input_is_charged_and_reserved_at_the_long_context_rates(model: str) -> None:
@@ -195,26 +170,17 @@ def test_sonnet_4_5_above_200k_input_has_its_tier() -> None:
 # -- Anthropic compaction: a billed pass the estimate leaves out ------------------------------------------
 
 
-def compaction_fixture() -> dict[str, Any]:
-    path = realworld_dir() / "responses" / "015-anthropic-messages.json"
-    if not path.is_file():
-        pytest.skip(ABSENT.format(realworld_dir()))
-    recorded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return recorded
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: context_management compact_* runs a compaction pass (usage.iterations 'compaction': "
+@hole(
+    "context_management compact_* runs a compaction pass (usage.iterations 'compaction': "
     "the whole input read, a summary written) before the message, which re-reads the summary; the "
     "estimate reserves one pass (CONTEXT_MANAGEMENT_TOKENS = 128 tokens only), so with an exact input "
     "count (anthropic_count_tokens) a reply that writes max_tokens is billed above the reservation. "
     "Fix: when an edit's trigger can fire (input >= trigger), reserve the compaction pass "
-    "(Pass('compaction', None, Usage(input, output=summary bound))) plus the summary read by the message",
+    "(Pass('compaction', None, Usage(input, output=summary bound))) plus the summary read by the message"
 )
 def test_a_compacting_request_reserves_its_compaction_pass() -> None:
-    recorded = compaction_fixture()
-    request, usage = recorded["request"], recorded["response"]["usage"]
+    fx = recorded("015-anthropic-messages.json")
+    request, usage = fx["request"], fx["response"]["usage"]
     compaction, message = usage["iterations"]
     assert (compaction["type"], message["type"]) == ("compaction", "message")
     counted = compaction["input_tokens"]  # what count_tokens says of the request: the whole input
@@ -238,22 +204,13 @@ def test_a_compacting_request_reserves_its_compaction_pass() -> None:
 # -- OpenAI cache writes: gpt-5.6 bills prompt-cache writes at $5 / MTok, above its $4 input --------------
 
 
-def recorded(name: str) -> dict[str, Any]:
-    path = realworld_dir() / "responses" / name
-    if not path.is_file():
-        pytest.skip(ABSENT.format(realworld_dir()))
-    found: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return found
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: gpt-5.6 / gpt-5.6-sol bill prompt-cache writes ($5 / MTok) above input ($4), and write "
+@hole(
+    "gpt-5.6 / gpt-5.6-sol bill prompt-cache writes ($5 / MTok) above input ($4), and write "
     "on explicit breakpoints (prompt_cache_options mode 'explicit') and on their own (fixture 095: "
     "4,418 written with no cache option); the estimator prices OpenAI input at the input rate only "
     "(cache_write is read for Anthropic requests), so the recorded calls cost more than a reservation "
     "with their own output as the max. Fix: price an OpenAI request's input at max(input, cache_write) "
-    "when the model's price has a dearer cache write, as Anthropic cache writes are",
+    "when the model's price has a dearer cache write, as Anthropic cache writes are"
 )
 @pytest.mark.parametrize("name", ["069-openai-chat.json", "084-openai-responses.json"])
 def test_an_openai_cache_write_is_reserved_at_its_rate(name: str) -> None:
@@ -298,15 +255,14 @@ def test_a_cache_breakpoint_inside_a_tool_result_is_reserved_as_a_cache_write() 
 # -- Responses hosted shell: a container the provider runs commands in, results fed back -------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: the Responses 'shell' tool with a hosted environment (container_auto / "
+@hole(
+    "the Responses 'shell' tool with a hosted environment (container_auto / "
     "container_reference: OpenAI runs the commands in its container, shell_call_output items and "
     "response.shell_call_output_content.delta events come back within the response) is not a server "
     "tool to budgetguard (_passes.server_tool): no container fee and no passes that re-read the request "
     "and the command output are reserved ($0.03 against $2.95 for the same request with "
     "code_interpreter). Fix: a hosted-environment shell is a 'code_execution' kind in "
-    "_passes._RESPONSES_KINDS (its container priced as code interpreter's), a local one stays client-side",
+    "_passes._RESPONSES_KINDS (its container priced as code interpreter's), a local one stays client-side"
 )
 @pytest.mark.parametrize(
     "environment", [{"type": "container_auto"}, {"type": "container_reference", "container_id": "cntr_1"}]
