@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import budgetguard
-from budgetguard import Estimator, Event, Pass, Usage, price_book
+from budgetguard import Estimator, Pass, Usage, price_book
 from budgetguard.testing import MockProvider
 from tests.redteam import hole, recorded, sdk_client
 from tests.test_endpoints_mock import mock, server  # noqa: F401 (the mock's fixtures)
@@ -27,76 +27,74 @@ def usd_nano(amount: str) -> int:
     return math.ceil(Decimal(amount) * NANO)
 
 
-def wrapped_call(mock: MockProvider, method: str, **request: Any) -> tuple[Event, dict[str, Any]]:  # noqa: F811
-    """One call through ``guard.wrap`` (the body as sent is what the guard reads): its committed event
-    and the usage the mock reported."""
-    with sdk_client(mock, wrap=True) as (guarded, client):
-        resource: Any = client
-        for name in method.split("."):
-            resource = getattr(resource, name)
-        resource(**request)
-    (usage,) = mock.usages
-    return guarded.settled(), usage
-
-
-# -- Chat Completions search models: a web search per request, in no usage field -------------------------
+# -- web search fees the usage does not show: search models on Chat Completions, the preview tool ------------
 
 # https://platform.openai.com/docs/pricing (built-in tools): web search $10.00 / 1k calls at the least
-# (gpt-4o-search-preview and gpt-4o-mini-search-preview: $25.00 / 1k; gpt-5-search-api: $10.00 / 1k).
-LEAST_SEARCH_FEE = "0.01"
-
-
-@hole(
+# (gpt-4o-search-preview and gpt-4o-mini-search-preview: $25.00 / 1k; gpt-5-search-api: $10.00 / 1k);
+# "Web search preview (non-reasoning models): $25.00 / 1k calls, search content tokens are free" (gpt-4o,
+# gpt-4.1...); the GA web_search tool and reasoning models: $10.00 / 1k calls plus the content tokens.
+SEARCH_MODEL = hole(
     "a Chat Completions search model (gpt-4o-search-preview, gpt-4o-mini-search-preview, "
     "gpt-5-search-api; web_search_options) searches on every request and its usage has no search count: "
     "the fee is neither reserved nor charged ($0 for a billed unit; ~100x the token cost of a short "
     "question). Fix: a request with web_search_options (or a *-search-* chat model) reserves and "
     "charges one web_search call per request"
 )
-def test_a_chat_search_model_is_charged_its_web_search(mock: MockProvider) -> None:  # noqa: F811
-    committed, usage = wrapped_call(
-        mock,
-        "chat.completions.create",
-        model="gpt-4o-search-preview",
-        messages=[{"role": "user", "content": "What day is today?"}],
-        web_search_options={"search_context_size": "low"},
-        max_tokens=50,
-    )
-    tokens = price_book.cost_nano("gpt-4o-search-preview", Usage.from_response({"usage": usage}))
-    least_bill = tokens + usd_nano(LEAST_SEARCH_FEE)
-    assert committed.actual is not None and committed.estimated is not None
-    assert committed.actual * NANO >= least_bill, (committed.actual, least_bill)
-    assert committed.estimated * NANO >= least_bill
-
-
-# -- Responses web_search_preview on a non-reasoning model: $25 / 1k calls, not $10 -------------------------
-
-# https://platform.openai.com/docs/pricing (built-in tools): "Web search preview (non-reasoning models):
-# $25.00 / 1k calls, search content tokens are free" (gpt-4o, gpt-4.1...); the GA web_search tool and
-# reasoning models: $10.00 / 1k calls plus the search content tokens.
-PREVIEW_FEE = "0.025"
-
-
-@hole(
+PREVIEW_TOOL = hole(
     "web_search_preview on a non-reasoning model (gpt-4o, gpt-4.1, their minis) is billed "
     "$25 / 1k calls; budgetguard reserves and charges the $10 / 1k of the GA tool (one fee per model, "
     "_price_data._PUBLISHED). Fix: price the call fee by the tool type (the request's tools, echoed in "
     "the response's 'tools'), $25 / 1k for web_search_preview* on a model that does not reason"
 )
-def test_web_search_preview_on_a_non_reasoning_model_is_charged_its_fee(mock: MockProvider) -> None:  # noqa: F811
-    committed, usage = wrapped_call(
-        mock,
+SEARCHES = [
+    pytest.param(
+        "chat.completions.create",
+        {
+            "model": "gpt-4o-search-preview",
+            "messages": [{"role": "user", "content": "What day is today?"}],
+            "web_search_options": {"search_context_size": "low"},
+            "max_tokens": 50,
+        },
+        "0.01",  # (the least of the search models' fees)
+        marks=SEARCH_MODEL,
+        id="chat-search-model",
+    ),
+    pytest.param(
         "responses.create",
-        model="gpt-4.1",
-        input="What is the news today?",
-        tools=[{"type": "web_search_preview"}],
-        max_tool_calls=1,
-        max_output_tokens=100,
-    )
-    tokens = price_book.cost_nano("gpt-4.1", Usage.from_response({"usage": usage}))
-    bill = tokens + usd_nano(PREVIEW_FEE)  # (its search content tokens are free: none in the mock's usage)
-    assert committed.actual is not None
+        {
+            "model": "gpt-4.1",
+            "input": "What is the news today?",
+            "tools": [{"type": "web_search_preview"}],
+            "max_tool_calls": 1,
+            "max_output_tokens": 100,
+        },
+        "0.025",  # (its search content tokens are free: none in the mock's usage)
+        marks=PREVIEW_TOOL,
+        id="web-search-preview",
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "request_", "fee"), SEARCHES)
+def test_a_web_search_is_charged_and_reserved_its_fee(
+    mock: MockProvider,  # noqa: F811
+    method: str,
+    request_: dict[str, Any],
+    fee: str,
+) -> None:
+    """One search the mock reports (a Responses ``web_search_call`` item) or the search model makes on
+    each request: the call's tokens plus the search's fee is the least the provider bills."""
+    with sdk_client(mock, wrap=True) as (guarded, client):
+        resource: Any = client
+        for name in method.split("."):
+            resource = getattr(resource, name)
+        resource(**request_)
+    (usage,) = mock.usages
+    bill = price_book.cost_nano(request_["model"], Usage.from_response({"usage": usage})) + usd_nano(fee)
+    committed = guarded.settled()
+    assert committed.actual is not None and committed.estimated is not None
     assert committed.actual * NANO >= bill, (committed.actual, Decimal(bill) / NANO)
+    assert committed.estimated * NANO >= bill
 
 
 # -- Code interpreter containers: the fee follows the container's memory ----------------------------------
