@@ -58,6 +58,7 @@ from ._pricing import PriceBook, price_book
 from ._providers import VARIANT_KEYS, Variant, api_of, as_sent, request_variant
 from ._rates import _FEE_UNITS, Price
 from ._tokens import count_text_tokens, encoding_for_model
+from ._tokens_claude import _blocks as claude_blocks
 from ._tokens_claude import claude_factor, count_claude_request
 from ._tokens_claude import unseen_inputs as claude_unseen
 from ._tokens_openai import read_openai_request
@@ -561,7 +562,8 @@ def _embedding_tokens(value: Any, model: str) -> int:
 
 
 def _anthropic_cache_ttl(request: Mapping[str, Any]) -> str | None:
-    """``"1h"``/``"5m"`` if any block of the request asks for prompt caching, else ``None``."""
+    """``"1h"``/``"5m"`` if any block of the request asks for prompt caching (a block nested in a tool
+    result's content too), else ``None``."""
     ttl: str | None = None
     blocks: list[Any] = []
     for key in ("system", "tools"):
@@ -569,9 +571,7 @@ def _anthropic_cache_ttl(request: Mapping[str, Any]) -> str | None:
         if isinstance(value, list):
             blocks.extend(value)
     for message in request.get("messages") or ():
-        content = message.get("content")
-        if isinstance(content, list):
-            blocks.extend(content)
+        blocks.extend(claude_blocks(message.get("content")))
     if isinstance(request.get("cache_control"), Mapping):
         blocks.append(request)
     for block in blocks:

@@ -1,0 +1,278 @@
+"""Red-team of the hard limit, prices and worst cases: units the providers bill that budgetguard reserves
+or charges below the bill (a request field that changes a fee, a prompt-size tier, a billed pass).
+
+The providers' published prices are constants here, each with its source; the recorded call of
+``../shared/realworld`` (read in place) grounds the compaction case. Each hole is a strict xfail on main
+(the reason says what breaks and the fix).
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+import budgetguard
+from budgetguard import Estimator, Pass, Usage, price_book
+from budgetguard.testing import MockProvider
+from tests.redteam import hole, recorded, sdk_client
+from tests.test_endpoints_mock import mock, server  # noqa: F401 (the mock's fixtures)
+
+NANO = Decimal(10**9)
+
+
+def usd_nano(amount: str) -> int:
+    return math.ceil(Decimal(amount) * NANO)
+
+
+# -- web search fees the usage does not show: search models on Chat Completions, the preview tool ------------
+
+# https://platform.openai.com/docs/pricing (built-in tools): web search $10.00 / 1k calls at the least
+# (gpt-4o-search-preview and gpt-4o-mini-search-preview: $25.00 / 1k; gpt-5-search-api: $10.00 / 1k);
+# "Web search preview (non-reasoning models): $25.00 / 1k calls, search content tokens are free" (gpt-4o,
+# gpt-4.1...); the GA web_search tool and reasoning models: $10.00 / 1k calls plus the content tokens.
+SEARCH_MODEL = hole(
+    "a Chat Completions search model (gpt-4o-search-preview, gpt-4o-mini-search-preview, "
+    "gpt-5-search-api; web_search_options) searches on every request and its usage has no search count: "
+    "the fee is neither reserved nor charged ($0 for a billed unit; ~100x the token cost of a short "
+    "question). Fix: a request with web_search_options (or a *-search-* chat model) reserves and "
+    "charges one web_search call per request"
+)
+PREVIEW_TOOL = hole(
+    "web_search_preview on a non-reasoning model (gpt-4o, gpt-4.1, their minis) is billed "
+    "$25 / 1k calls; budgetguard reserves and charges the $10 / 1k of the GA tool (one fee per model, "
+    "_price_data._PUBLISHED). Fix: price the call fee by the tool type (the request's tools, echoed in "
+    "the response's 'tools'), $25 / 1k for web_search_preview* on a model that does not reason"
+)
+SEARCHES = [
+    pytest.param(
+        "chat.completions.create",
+        {
+            "model": "gpt-4o-search-preview",
+            "messages": [{"role": "user", "content": "What day is today?"}],
+            "web_search_options": {"search_context_size": "low"},
+            "max_tokens": 50,
+        },
+        "0.01",  # (the least of the search models' fees)
+        marks=SEARCH_MODEL,
+        id="chat-search-model",
+    ),
+    pytest.param(
+        "responses.create",
+        {
+            "model": "gpt-4.1",
+            "input": "What is the news today?",
+            "tools": [{"type": "web_search_preview"}],
+            "max_tool_calls": 1,
+            "max_output_tokens": 100,
+        },
+        "0.025",  # (its search content tokens are free: none in the mock's usage)
+        marks=PREVIEW_TOOL,
+        id="web-search-preview",
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "request_", "fee"), SEARCHES)
+def test_a_web_search_is_charged_and_reserved_its_fee(
+    mock: MockProvider,  # noqa: F811
+    method: str,
+    request_: dict[str, Any],
+    fee: str,
+) -> None:
+    """One search the mock reports (a Responses ``web_search_call`` item) or the search model makes on
+    each request: the call's tokens plus the search's fee is the least the provider bills."""
+    with sdk_client(mock, wrap=True) as (guarded, client):
+        resource: Any = client
+        for name in method.split("."):
+            resource = getattr(resource, name)
+        resource(**request_)
+    (usage,) = mock.usages
+    bill = price_book.cost_nano(request_["model"], Usage.from_response({"usage": usage})) + usd_nano(fee)
+    committed = guarded.settled()
+    assert committed.actual is not None and committed.estimated is not None
+    assert committed.actual * NANO >= bill, (committed.actual, Decimal(bill) / NANO)
+    assert committed.estimated * NANO >= bill
+
+
+# -- Code interpreter containers: the fee follows the container's memory ----------------------------------
+
+# https://platform.openai.com/docs/pricing (built-in tools), code interpreter per container:
+# 1 GB (default) $0.03, 4 GB $0.12, 16 GB $0.48, 64 GB $1.92.
+CONTAINER_FEES = {"1g": "0.03", "4g": "0.12", "16g": "0.48", "64g": "1.92"}
+
+
+def interpreter_request(memory: str) -> dict[str, Any]:
+    return {
+        "model": "gpt-4.1",
+        "input": "Fit a model to the uploaded data.",
+        "max_output_tokens": 1000,
+        "max_tool_calls": 1,
+        "tools": [{"type": "code_interpreter", "container": {"type": "auto", "memory_limit": memory}}],
+    }
+
+
+@hole(
+    "code_interpreter containers with memory_limit 4g / 16g / 64g are billed $0.12 / $0.48 / "
+    "$1.92 a container; budgetguard reserves and charges the 1 GB $0.03 whatever the request asks "
+    "(64x below on the fee). Fix: read tools[].container.memory_limit in _passes.ServerTools.read and "
+    "price the session at its size (the charge needs the request's size too: the response does not say)"
+)
+@pytest.mark.parametrize("memory", ["4g", "16g", "64g"])
+def test_a_larger_code_interpreter_container_is_reserved_its_fee(memory: str) -> None:
+    small = budgetguard.estimate(interpreter_request("1g"))
+    large = budgetguard.estimate(interpreter_request(memory))
+    extra = usd_nano(CONTAINER_FEES[memory]) - usd_nano(CONTAINER_FEES["1g"])
+    assert large.cost_nano - small.cost_nano >= extra, (small.cost, large.cost)
+
+
+# -- Claude Sonnet 4: requests above 200k input tokens are billed at the long-context rates ----------------
+
+# https://docs.claude.com/en/docs/about-claude/pricing#long-context-pricing: Claude Sonnet 4 (and 4.5)
+# with the 1M context window, input above 200k tokens: $6 / MTok input, $22.50 / MTok output, for the
+# whole request (Anthropic's 1M-context announcement for Sonnet 4, 2025-08-12, gives the same rates).
+SONNET_4 = "claude-sonnet-4-20250514"
+LONG_INPUT, LONG_OUTPUT = Decimal(6), Decimal("22.5")
+
+
+def long_context_nano(input_tokens: int, output_tokens: int) -> int:
+    return math.ceil((input_tokens * LONG_INPUT + output_tokens * LONG_OUTPUT) * 1000)
+
+
+@hole(
+    "genai-prices has no >200k tier for claude-sonnet-4-0 (it has one for 4-5) and "
+    "budgetguard adds none: a 300k-token Sonnet 4 call is charged $3 / $15 per MTok, half its $6 / $22.50 "
+    "bill, and reserved at the same base rates (below the bill). Fix: a published tier in "
+    "_price_data._PUBLISHED for claude-sonnet-4 (anthropic, and Bedrock / Vertex ids), or refuse >200k "
+    "input on a 1M-window Claude price without tiers"
+)
+@pytest.mark.parametrize("model", [SONNET_4, "claude-sonnet-4-0"])
+def test_sonnet_4_above_200k_input_is_charged_and_reserved_at_the_long_context_rates(model: str) -> None:
+    usage = Usage(input_tokens=300_000, output_tokens=2_000)
+    assert price_book.cost_nano(model, usage, provider="anthropic") >= long_context_nano(300_000, 2_000)
+    request = {"model": model, "max_tokens": 2_000, "messages": [{"role": "user", "content": "..."}]}
+    est = Estimator()(request, provider="anthropic", input_tokens=300_000)  # (an exact count_tokens)
+    assert est.cost_nano >= long_context_nano(300_000, 2_000), est
+
+
+def test_sonnet_4_5_above_200k_input_has_its_tier() -> None:
+    """The same check passes for Sonnet 4.5, whose tier genai-prices has: the hole is Sonnet 4's data."""
+    usage = Usage(input_tokens=300_000, output_tokens=2_000)
+    assert price_book.cost_nano("claude-sonnet-4-5", usage, provider="anthropic") == long_context_nano(
+        300_000, 2_000
+    )
+
+
+# -- Anthropic compaction: a billed pass the estimate leaves out ------------------------------------------
+
+
+@hole(
+    "context_management compact_* runs a compaction pass (usage.iterations 'compaction': "
+    "the whole input read, a summary written) before the message, which re-reads the summary; the "
+    "estimate reserves one pass (CONTEXT_MANAGEMENT_TOKENS = 128 tokens only), so with an exact input "
+    "count (anthropic_count_tokens) a reply that writes max_tokens is billed above the reservation. "
+    "Fix: when an edit's trigger can fire (input >= trigger), reserve the compaction pass "
+    "(Pass('compaction', None, Usage(input, output=summary bound))) plus the summary read by the message"
+)
+def test_a_compacting_request_reserves_its_compaction_pass() -> None:
+    fx = recorded("015-anthropic-messages.json")
+    request, usage = fx["request"], fx["response"]["usage"]
+    compaction, message = usage["iterations"]
+    assert (compaction["type"], message["type"]) == ("compaction", "message")
+    counted = compaction["input_tokens"]  # what count_tokens says of the request: the whole input
+    est = Estimator()(request, input_tokens=counted)
+    # the recorded call, had its reply run to max_tokens (the worst case the reservation is for)
+    worst = Usage(
+        input_tokens=message["input_tokens"],
+        output_tokens=request["max_tokens"],
+        passes=(
+            Pass(
+                "compaction",
+                None,
+                Usage(compaction["input_tokens"], output_tokens=compaction["output_tokens"]),
+            ),
+        ),
+    )
+    bill = price_book.cost_nano(request["model"], worst, provider="anthropic")
+    assert est.cost_nano >= bill, (est.cost, Decimal(bill) / NANO)
+
+
+# -- OpenAI cache writes: gpt-5.6 bills prompt-cache writes at $5 / MTok, above its $4 input --------------
+
+
+@hole(
+    "gpt-5.6 / gpt-5.6-sol bill prompt-cache writes ($5 / MTok) above input ($4), and write "
+    "on explicit breakpoints (prompt_cache_options mode 'explicit') and on their own (fixture 095: "
+    "4,418 written with no cache option); the estimator prices OpenAI input at the input rate only "
+    "(cache_write is read for Anthropic requests), so the recorded calls cost more than a reservation "
+    "with their own output as the max. Fix: price an OpenAI request's input at max(input, cache_write) "
+    "when the model's price has a dearer cache write, as Anthropic cache writes are"
+)
+@pytest.mark.parametrize("name", ["069-openai-chat.json", "084-openai-responses.json"])
+def test_an_openai_cache_write_is_reserved_at_its_rate(name: str) -> None:
+    fx = recorded(name)
+    response = fx["response"]
+    usage = Usage.from_response(response)
+    assert usage.cache_write_tokens > 0
+    bill = price_book.cost_nano(response["model"], usage, provider="openai")
+    key = "max_completion_tokens" if "messages" in fx["request"] else "max_output_tokens"
+    request = {**fx["request"], key: usage.output_tokens}  # the recorded reply, as the request's max
+    est = budgetguard.estimate(request, provider="openai")
+    assert est.cost_nano >= bill, (est.cost, Decimal(bill) / NANO)
+
+
+# -- Anthropic: a cache breakpoint inside a tool result's content (fixed here) -----------------------------
+
+
+def test_a_cache_breakpoint_inside_a_tool_result_is_reserved_as_a_cache_write() -> None:
+    """A ``cache_control`` on a text block of a tool result's content (the SDK's ``TextBlockParam`` takes
+    one there) writes the prefix to the cache, at 2x input for a 1-hour TTL: the estimate prices the input
+    so, as for a breakpoint on a top-level block (it priced it as plain input before)."""
+    cached = {"type": "text", "text": "row " * 5000, "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+    request = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 100,
+        "tools": [{"name": "lookup", "input_schema": {"type": "object"}}],
+        "messages": [
+            {"role": "user", "content": "Look it up."},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "t1", "name": "lookup", "input": {}}],
+            },
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [cached]}]},
+        ],
+    }
+    est = budgetguard.estimate(request)
+    assert est.cache_write == "1h"
+    written = Usage(cache_write_1h_tokens=est.input_tokens, output_tokens=100)
+    assert est.cost_nano == price_book.cost_nano("claude-sonnet-4-5", written)
+
+
+# -- Responses hosted shell: a container the provider runs commands in, results fed back -------------------
+
+
+@hole(
+    "the Responses 'shell' tool with a hosted environment (container_auto / "
+    "container_reference: OpenAI runs the commands in its container, shell_call_output items and "
+    "response.shell_call_output_content.delta events come back within the response) is not a server "
+    "tool to budgetguard (_passes.server_tool): no container fee and no passes that re-read the request "
+    "and the command output are reserved ($0.03 against $2.95 for the same request with "
+    "code_interpreter). Fix: a hosted-environment shell is a 'code_execution' kind in "
+    "_passes._RESPONSES_KINDS (its container priced as code interpreter's), a local one stays client-side"
+)
+@pytest.mark.parametrize(
+    "environment", [{"type": "container_auto"}, {"type": "container_reference", "container_id": "cntr_1"}]
+)
+def test_a_hosted_shell_is_reserved_as_a_code_container(environment: dict[str, Any]) -> None:
+    base = {"model": "gpt-5.4", "input": "Run the test suite and fix what fails.", "max_output_tokens": 2000}
+    shell = budgetguard.estimate({**base, "tools": [{"type": "shell", "environment": environment}]})
+    code = budgetguard.estimate(
+        {**base, "tools": [{"type": "code_interpreter", "container": {"type": "auto"}}]}
+    )
+    assert shell.tool_pass_tokens >= code.tool_pass_tokens, (shell, code)
+    assert shell.cost_nano >= code.cost_nano - usd_nano("0.03"), (
+        shell.cost,
+        code.cost,
+    )  # (a referenced container: paid at creation)

@@ -1,0 +1,297 @@
+"""Red-team of the hard limit, guarded SDK calls: real openai and anthropic clients against the
+MockProvider (and streams a function yields), where a call's worst case was reserved below what it is
+billed, what it delivered was charged $0, or it went out unguarded. Each hole is a strict xfail on main
+(``tests.redteam.hole``: the reason says what breaks and the fix).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pydantic
+import pytest
+
+import budgetguard
+from budgetguard.testing import MockProvider
+from tests.redteam import Guarded, hole, sdk_client
+from tests.sdk_http import OPENAI_STREAM_CUT
+from tests.test_endpoints_mock import mock, server  # noqa: F401 (the mock's fixtures)
+
+LONG_REPLY = "A budget is a plan for money: what comes in, what goes out, and what is kept back. " * 400
+BUDGET_QUESTION = [{"role": "user", "content": "What is a budget?"}]
+
+
+# -- extra_body: the SDKs merge it over the named arguments, the decorator path never reads it -----------
+
+
+EXTRA_BODY_HOLE = hole(
+    "with_budget(SDK method) estimates the named kwargs only; the SDK merges extra_body over "
+    "them (extra_body wins), so extra_body={'n': 4, 'max_tokens': 400} is sent but 1 x 10 tokens are "
+    "reserved. Fix: estimate {**kwargs, **kwargs['extra_body']} (and refuse an extra_body the estimator "
+    "cannot read), as the httpx transport reads the body actually sent"
+)
+
+
+@pytest.mark.parametrize(
+    "wrap", [pytest.param(False, marks=EXTRA_BODY_HOLE), True], ids=["decorated", "wrapped"]
+)
+def test_extra_body_output_and_n_are_reserved(mock: MockProvider, wrap: bool) -> None:  # noqa: F811
+    """Through ``guard.wrap`` (the httpx transport reads the JSON body the SDK sent) it is reserved at its
+    worst case: the hole is the decorator path's only."""
+    mock.reply_text = LONG_REPLY
+    with sdk_client(mock, wrap=wrap) as (guarded, client):
+        create = client.chat.completions.create
+        if not wrap:
+            create = guarded.guard.with_budget(create, feature="chat")
+        create(
+            model="gpt-4o-mini",
+            messages=BUDGET_QUESTION,
+            max_tokens=10,
+            extra_body={"n": 4, "max_tokens": 400},
+        )
+    (usage,) = mock.usages
+    assert usage["completion_tokens"] > 4 * 10  # the body sent asked for four long choices
+    guarded.assert_reserved_its_bill()
+
+
+# -- an interrupted Responses stream: what it showed, charged ----------------------------------------------
+
+
+@hole(
+    "an interrupted Responses stream is charged input + streamed text only "
+    "(_deferred.Settlement.usage); the web_search_call item it delivered completed (billed per call) is "
+    "charged $0. Fix: StreamFolder counts response.output_item.done items with "
+    "budgetguard._usage.with_tool_items (and code_interpreter containers), as Usage.from_response does"
+)
+def test_an_interrupted_responses_stream_charges_the_web_search_it_delivered(mock: MockProvider) -> None:  # noqa: F811
+    # created, in_progress, the search's item added and done, the message item, its part, one delta
+    mock.cut(after=7, path="/v1/responses")
+    with sdk_client(mock) as (guarded, client):
+        create = guarded.guard.with_budget(client.responses.create, feature="search")
+        stream = create(
+            model="gpt-4.1",
+            input="What is the news today?",
+            tools=[{"type": "web_search"}],
+            max_output_tokens=200,
+            max_tool_calls=1,
+            stream=True,
+        )
+        seen: list[Any] = []
+        with pytest.raises(OPENAI_STREAM_CUT):
+            seen.extend(stream)
+        stream.close()
+    searches = [e for e in seen if e.type == "response.output_item.done" and e.item.type == "web_search_call"]
+    assert len(searches) == 1 and searches[0].item.status == "completed"
+    entry = guarded.entry()
+    assert entry.data["interrupted"] is True
+    assert entry.data["usage"].get("web_search_calls") == 1, entry.data["usage"]
+
+
+# -- the SDKs' structured-output helpers: the schema a class becomes is sent, never counted ---------------
+
+
+class Step(pydantic.BaseModel):
+    explanation: str
+    output: str
+
+
+class Report(pydantic.BaseModel):
+    """An analysis report."""
+
+    title: str
+    summary: str
+    steps: list[Step]
+    risks: list[str]
+    score: float
+
+
+REPORT = Report(
+    title="Budget",
+    summary="A plan for money.",
+    steps=[Step(explanation="count what comes in", output="income")] * 3,
+    risks=["overspend"],
+    score=0.5,
+)
+
+
+@hole(
+    "chat.completions.parse(response_format=<pydantic class>) (and responses.parse("
+    "text_format=...)) sends the class's JSON schema, billed as input; the estimator reads "
+    "response_format only as a dict (text_format not at all), so the schema is never counted and a "
+    "reply that runs to max_tokens overruns the reservation. Fix: turn a class into the SDK's own "
+    "param (openai.lib._parsing type_to_response_format_param / type_to_text_format_param) before "
+    "counting, or refuse a response_format / text_format it cannot read"
+)
+def test_a_parse_helpers_schema_is_reserved(mock: MockProvider) -> None:  # noqa: F811
+    reply = REPORT.model_dump_json()
+    mock.reply_text = reply
+    with sdk_client(mock) as (guarded, client):
+        parse = guarded.guard.with_budget(client.chat.completions.parse, feature="chat")
+        completion = parse(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "Report on budgets."}],
+            response_format=Report,
+            max_tokens=budgetguard.count_text_tokens(reply, "gpt-4o") + 1,  # the reply, whole
+        )
+    assert completion.choices[0].message.parsed == REPORT
+    guarded.assert_reserved_its_bill()
+
+
+# -- interrupted streams: what was delivered, charged (a stream a function of yours yields) ------------------
+
+ARGUMENTS = (
+    '{"rows": [' + ", ".join(f'{{"id": {i}, "note": "a row of the export"}}' for i in range(300)) + "]}"
+)
+
+
+def responses_function_call_stream(**request: Any) -> Iterator[dict[str, Any]]:
+    """A Responses API stream of gpt-4.1 (no hidden reasoning) cut while it writes a function call's
+    arguments: every argument delta it wrote was delivered, then the connection dropped."""
+    started = {"id": "resp_1", "object": "response", "model": request["model"], "status": "in_progress"}
+    yield {"type": "response.created", "response": started}
+    call = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "export", "arguments": ""}
+    yield {"type": "response.output_item.added", "output_index": 0, "item": call}
+    for i in range(0, len(ARGUMENTS), 40):
+        yield {
+            "type": "response.function_call_arguments.delta",
+            "item_id": "fc_1",
+            "delta": ARGUMENTS[i : i + 40],
+        }
+    raise ConnectionError("the connection dropped")
+
+
+def read_until_dropped(stream_of: Any, **request: Any) -> Any:
+    """Read the stream ``stream_of(**request)`` yields, under a guard, until its connection drops; the
+    journal entry it was charged with (flagged interrupted)."""
+    guarded = Guarded()
+    stream = guarded.guard.with_budget(stream_of, feature="stream")(**request)
+    with pytest.raises(ConnectionError):
+        list(stream)
+    stream.close()
+    entry = guarded.entry()
+    assert entry.data["interrupted"] is True
+    return entry
+
+
+def claude_web_search_stream(**request: Any) -> Iterator[dict[str, Any]]:
+    """An Anthropic stream cut after a web search ran and its results were delivered (one billed search)."""
+    usage = {"input_tokens": 500, "output_tokens": 1, "server_tool_use": {"web_search_requests": 0}}
+    message = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": request["model"],
+        "usage": usage,
+    }
+    yield {"type": "message_start", "message": {**message, "content": []}}
+    use = {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}
+    yield {"type": "content_block_start", "index": 0, "content_block": use}
+    query = '{"query": "budget news"}'
+    yield {
+        "type": "content_block_delta",
+        "index": 0,
+        "delta": {"type": "input_json_delta", "partial_json": query},
+    }
+    yield {"type": "content_block_stop", "index": 0}
+    hits = [
+        {"type": "web_search_result", "url": "https://example.com", "title": "News", "encrypted_content": "x"}
+    ]
+    result = {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": hits}
+    yield {"type": "content_block_start", "index": 1, "content_block": result}
+    yield {"type": "content_block_stop", "index": 1}
+    raise ConnectionError("the connection dropped")
+
+
+@hole(
+    "an interrupted Responses stream counts only response.output_text.delta as output "
+    "(_providers._delta_text); function_call_arguments (and custom tool input, refusal, reasoning summary) "
+    "deltas it delivered are charged $0 on a model without hidden reasoning (gpt-4.1, gpt-4o). Fix: "
+    "count every '*.delta' text of the Responses stream, as the chat stream's tool_calls arguments are"
+)
+def test_an_interrupted_responses_stream_charges_the_function_call_it_delivered() -> None:
+    tool = {"type": "function", "name": "export", "parameters": {"type": "object"}}
+    entry = read_until_dropped(
+        responses_function_call_stream,
+        model="gpt-4.1",
+        input="Export the rows.",
+        tools=[tool],
+        max_output_tokens=8000,
+    )
+    written = budgetguard.count_text_tokens(ARGUMENTS, "gpt-4.1")
+    assert entry.data["usage"].get("output_tokens", 0) >= written, (entry.data["usage"], written)
+
+
+@hole(
+    "an interrupted Anthropic stream is charged message_start's counts plus streamed text; "
+    "a web_search_tool_result block it delivered (a search run, billed $10 / 1k, its results read by the "
+    "next pass) is charged $0. Fix: StreamFolder counts server_tool_use blocks of a delivered "
+    "*_tool_result by tool (web_search, web_fetch), as it counts code execution sessions (ran_code)"
+)
+def test_an_interrupted_claude_stream_charges_the_web_search_it_delivered() -> None:
+    tools = [{"type": "web_search_20250305", "name": "web_search", "max_uses": 1}]
+    entry = read_until_dropped(
+        claude_web_search_stream,
+        model="claude-sonnet-4-5",
+        max_tokens=1000,
+        tools=tools,
+        messages=[{"role": "user", "content": "Budget news?"}],
+    )
+    assert entry.data["usage"].get("web_search_calls") == 1, entry.data["usage"]
+
+
+# -- background responses: closing the stream does not stop them -------------------------------------------
+
+
+@hole(
+    "a Responses stream with background=True is charged what it delivered when it is cut "
+    "or closed early (the rule for a caller who closes a stream to stop the generation), but a background "
+    "response runs on to its end server-side (the stream resumes with starting_after; only "
+    "responses.cancel stops it) and is billed whole. Fix: an interrupted background stream is charged its "
+    "worst case (the estimate), as a reply without usage is"
+)
+def test_an_interrupted_background_stream_is_charged_its_worst_case(mock: MockProvider) -> None:  # noqa: F811
+    mock.reply_text = LONG_REPLY
+    mock.cut(after=6, path="/v1/responses")  # created, in_progress, the message item, its part, 2 deltas
+    with sdk_client(mock) as (guarded, client):
+        create = guarded.guard.with_budget(client.responses.create, feature="report")
+        stream = create(
+            model="gpt-4.1",
+            input="Write the quarterly report.",
+            max_output_tokens=2000,
+            background=True,
+            stream=True,
+        )
+        with pytest.raises(OPENAI_STREAM_CUT):
+            list(stream)
+        stream.close()
+    committed = guarded.settled()
+    assert committed.actual is not None and committed.estimated is not None
+    assert committed.actual >= committed.estimated, (committed.actual, committed.estimated)
+
+
+# -- a wrapped client's copy with an HTTP client of its own -----------------------------------------------
+
+
+@hole(
+    "guard.wrap(client).with_options(http_client=...) (or .copy) returns a client that still "
+    "looks wrapped but sends through the new HTTP client, unguarded and silently (no reservation, no "
+    "journal). Fix: the wrapped class's copy/with_options (openai and anthropic) puts a given http_client "
+    "on the same guard's BudgetTransport (its scopes and allow=), or refuses it with ConfigurationError"
+)
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_a_wrapped_clients_copy_with_its_own_http_client_stays_guarded(mock: MockProvider, sdk: str) -> None:  # noqa: F811
+    with sdk_client(mock, sdk, wrap=True) as (guarded, wrapped):
+        http_lib = type(wrapped._client).__module__.partition(".")[0]  # (httpx or httpx2, as the SDK uses)
+        own = __import__(http_lib).Client()
+        copy = wrapped.with_options(http_client=own)
+        try:
+            if sdk == "openai":
+                copy.chat.completions.create(model="gpt-4o-mini", messages=BUDGET_QUESTION, max_tokens=5)
+            else:
+                copy.messages.create(model="claude-haiku-4-5", messages=BUDGET_QUESTION, max_tokens=5)
+        except budgetguard.ConfigurationError:
+            return  # refused: never sent unguarded
+        finally:
+            own.close()
+    assert [e.kind for e in guarded.events] == ["reserved", "committed"]
