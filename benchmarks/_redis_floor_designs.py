@@ -341,8 +341,8 @@ class Min:
 
 
 DESIGNS = (
-    "compat", "lean", "lean-packed", "lean-limits", "lean-incr", "lean-xadd6", "lean-rpush", "lean-fcall",
-    "fold", "fold-fcall", "min",
+    "compat", "lean", "lean-trim", "lean-packed", "lean-limits", "lean-incr", "lean-xadd6", "lean-rpush",
+    "lean-fcall", "fold", "fold-fcall", "min",
 )  # fmt: skip
 
 

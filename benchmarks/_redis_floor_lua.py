@@ -43,7 +43,7 @@ local function reserve(K, A, now)
   for i = 1, n do
     local j = 6 + @P * (i - 1)
     @HOLD
-    if #amount > 15 or string.find(amount, '%D') or string.find(limit, '%D') then return {'G'} end
+    @VALID
     @READ
     local s, h, m = c[1], c[2], c[3]
     if not m or m + 0 <= now or #s > 15 or #h > 15 then return {'G'} end
@@ -74,13 +74,12 @@ local function commit(K, A, now)
     local j = @H + 3 * (i - 1)
     local c = redis.call('HMGET', K[2 + i], 'spent', 'held', f)
     local charge = A[j + 1]
-    if c[3] ~= A[j + 3] or #c[1] > 15 or #c[2] > 15 or #charge > 15 or string.find(charge, '%D') then
+    if c[3] ~= A[j + 3] or #c[1] > 15 or #c[2] > 15 or #charge > 15@CVALID then
       return {'G'}
     end
     rows[i] = c
   end
-  now = now or clock()
-  if now >= A[4] + 0 then return {'G'} end  -- the lease ended: the general path says expired
+  @CNOW
   local spent = {}
   for i = 1, n do
     local j = @H + 3 * (i - 1)
@@ -103,6 +102,10 @@ _PARTS = {
     "RECORD": "if not redis.call('SET', K[1], 'h ' .. now .. ' ' .. ends .. '\\n' .. A[6], 'NX', 'PX',"
     " A[2] + A[5]) then return {'G'} end",
     "HOME": "",
+    "VALID": "if #amount > 15 or string.find(amount, '%D') or string.find(limit, '%D') then return {'G'} end",
+    "CVALID": " or string.find(charge, '%D')",
+    "CNOW": "now = now or clock()\n"
+    "  if now >= A[4] + 0 then return {'G'} end  -- the lease ended: the general path says expired",
     "H": "6",
     "ENTRYARGS": "entry",
     "SETTLE": "local s = string.format('%d', c[1] + A[j + 1])\n"
@@ -159,6 +162,12 @@ VARIANTS: dict[str, dict[str, str]] = {
         "  redis.call('HSET', K[3], 'spent', spent[1], 'held', string.format('%d', rows[1][2] - A[@H + 2]),"
         " f, 'c ' .. now .. ' ' .. sp .. ' 0 ' .. A[5])",
     },
+}
+VARIANTS["lean-trim"] = {  # the client's digits trusted; no TIME at a commit (ts: the entry's id)
+    "VALID": "if #amount > 15 then return {'G'} end",
+    "CVALID": "",
+    "CNOW": "",
+    "JOURNAL": "redis.call('XADD', K[2], 'MAXLEN', '~', A[3], '*', 'e', 'c - ' .. A[6])",
 }
 VARIANTS["lean-fcall"] = {}
 VARIANTS["fold-fcall"] = VARIANTS["fold"]
