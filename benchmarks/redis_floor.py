@@ -248,6 +248,8 @@ def profile(side: str, calls: int) -> None:
             ["callgrind_annotate", "--inclusive=yes", "--threshold=100", dumps[0]],
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
+    if "--raw" in sys.argv:
+        print(text[:12000])
     for line in text.splitlines():
         found = re.match(r"\s*([\d,]+) \([^)]*\)\s+\S*:(\w+)", line)
         if found and (found.group(2) in PROFILED or line.strip().endswith("PROGRAM TOTALS")):
