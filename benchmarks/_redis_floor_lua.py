@@ -294,7 +294,7 @@ for i = 1, n do
   if c[3] then amt, e = string.match(c[3], '^(%d+) (%d+)') end
   if amt then  -- still held (a lease that ended and was not reclaimed yet: expired all the same)
     held = string.format('%d', held - amt)
-    if e + 0 <= now then expired = '1' end
+    if e + 0 <= now then expired = '1' append(KEYS[2], 'e ' .. now .. ' ' .. id .. ' ' .. amt) end
   else expired = '1' end
   spent[i] = string.format('%d', (c[1] or 0) + ARGV[j + 1])
   redis.call('HSET', key, 'spent', spent[i], 'held', held)
