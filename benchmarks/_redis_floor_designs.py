@@ -206,7 +206,7 @@ class Compat:
     def __init__(self, wire: Wire, namespace: str, period: Period = Period.TOTAL) -> None:
         port = wire.conn.port
         self.wire = wire
-        self.ledger: Any = open_ledger(f"redis://127.0.0.1:{port}/0", namespace=namespace)
+        self.ledger: Any = open_ledger(f"redis://127.0.0.1:{port}/0?deadline=600", namespace=namespace)
         self.flows = self.ledger._flows
         self.period = period
         self.heads = {op: wire.load(text) for op, text in
@@ -342,7 +342,7 @@ class Min:
 
 DESIGNS = (
     "compat", "lean", "lean-trim", "lean-packed", "lean-limits", "lean-incr", "lean-xadd6", "lean-rpush",
-    "lean-fcall", "fold", "fold-fcall", "min",
+    "lean-fcall", "lean-trim-fcall", "fold", "fold-fcall", "min",
 )  # fmt: skip
 
 

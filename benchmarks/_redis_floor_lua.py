@@ -170,6 +170,7 @@ VARIANTS["lean-trim"] = {  # the client's digits trusted; no TIME at a commit (t
     "JOURNAL": "redis.call('XADD', K[2], 'MAXLEN', '~', A[3], '*', 'e', 'c - ' .. A[6])",
 }
 VARIANTS["lean-fcall"] = {}
+VARIANTS["lean-trim-fcall"] = VARIANTS["lean-trim"]
 VARIANTS["fold-fcall"] = VARIANTS["fold"]
 
 

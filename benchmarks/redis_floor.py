@@ -181,7 +181,7 @@ def server_counts(calls: int, names: Sequence[str]) -> dict[str, float]:
         sha = wire.load("return 1")
         out["raw"] = count_server(folder, lambda: [wire.call(sha, [], []) for _ in range(calls)]) / calls / K
         if "today" in names:
-            ledger: Any = open_ledger(f"redis://127.0.0.1:{port}/0", namespace="today")
+            ledger: Any = open_ledger(f"redis://127.0.0.1:{port}/0?deadline=600", namespace="today")
             for n in (1, 3):
                 pair, holds = _pair(ledger), _holds(n)
                 for _ in range(20):
