@@ -27,6 +27,8 @@ from . import _redis_floor_lua as lua
 
 Holds = Sequence[tuple[str, int, int]]
 MAXLEN = 1_000_000
+SLOW = "?deadline=600&socket_timeout=300"
+"""The library's store on a server under callgrind: slow, and stalled while it is toggled."""
 
 
 class Wire:
@@ -206,7 +208,7 @@ class Compat:
     def __init__(self, wire: Wire, namespace: str, period: Period = Period.TOTAL) -> None:
         port = wire.conn.port
         self.wire = wire
-        self.ledger: Any = open_ledger(f"redis://127.0.0.1:{port}/0?deadline=600", namespace=namespace)
+        self.ledger: Any = open_ledger(f"redis://127.0.0.1:{port}/0{SLOW}", namespace=namespace)
         self.flows = self.ledger._flows
         self.period = period
         self.heads = {op: wire.load(text) for op, text in

@@ -11,6 +11,9 @@ Data models (``P`` is a namespace's prefix; every key shares its hash tag):
 * ``lean``: no leases set: the counter hash keeps ``m``, a lower bound of its holds' lease ends, and
   each hold as ``r:<id>`` = ``'<amount> <lease end>'``; a limit override mirrored into the counter as
   ``o``; the record key kept (``h``/``c``/``x`` texts); the journal entry one field ``e``.
+* ``lean-trim``: ``lean`` trusting the client's digits (no ``%D`` pattern), its commit reading no
+  ``TIME`` (the journal entry's time is its stream id's; a hold not reclaimed yet commits as in time).
+  Other variants change one part each (``VARIANTS``).
 * ``fold``: ``lean`` without the record key: the record is ``r:<id>`` of the reservation's first
   counter (``'<amount> <lease end> h'`` while held, then its resolution).
 * ``min``: no record, no lease, no override, no idempotency: the floor of any two-script design.
