@@ -37,9 +37,10 @@ class Wire:
     def __init__(self, port: int) -> None:
         import redis
 
-        self.conn = redis.Connection(port=port, decode_responses=True)
+        connection: Any = redis.Connection  # (redis-py's connections are untyped)
+        self.conn = connection(port=port, decode_responses=True)
         self.conn.connect()
-        self._heads: dict[tuple[str, int], bytes] = {}
+        self._heads: dict[tuple[bytes, int], bytes] = {}
 
     def command(self, *args: str | int) -> Any:
         self.conn.send_command(*args)
@@ -208,8 +209,9 @@ class Compat:
     def __init__(self, wire: Wire, namespace: str, period: Period = Period.TOTAL) -> None:
         port = wire.conn.port
         self.wire = wire
-        self.ledger: Any = open_ledger(f"redis://127.0.0.1:{port}/0{SLOW}", namespace=namespace)
-        self.flows = self.ledger._flows
+        ledger: Any = open_ledger(f"redis://127.0.0.1:{port}/0{SLOW}", namespace=namespace)
+        self.ledger = ledger
+        self.flows = ledger._flows
         self.period = period
         self.heads = {op: wire.load(text) for op, text in
                       lua.scripts(lua.COMPAT_RESERVE, lua.COMPAT_COMMIT).items()}  # fmt: skip

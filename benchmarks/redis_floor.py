@@ -37,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from budgetguard._budgets import Period
@@ -178,18 +179,28 @@ def server_counts(calls: int, names: Sequence[str]) -> dict[str, float]:
     out: dict[str, float] = {}
     for name in names:
         with tempfile.TemporaryDirectory(prefix="bg-redis-floor-") as folder, server(folder) as port:
-            wire = Wire(port)
-            sha = wire.load("return 1")
-            raw = (
-                count_server(folder, lambda w=wire, s=sha: [w.call(s, [], []) for _ in range(calls)])
-                / calls
-                / K
-            )
-            out[f"raw:{name}"] = raw
+            raw = out[f"raw:{name}"] = _raw(folder, port, calls)
             out.update(_today(folder, port, calls) if name == "today" else _design(folder, port, calls, name))
         mine = (f"{k} {v:.1f}k" for k, v in out.items() if k.startswith(name + ":"))
         print(f"  {name}: " + ", ".join(mine) + f" (return 1: {raw:.1f}k)", flush=True)
     return out
+
+
+def _times(fn: Callable[[int], object], count: int) -> Callable[[], None]:
+    """The work a count runs: ``fn(0)``, ..., ``fn(count - 1)``."""
+
+    def work() -> None:
+        for i in range(count):
+            fn(i)
+
+    return work
+
+
+def _raw(folder: str, port: int, calls: int) -> float:
+    """Server instructions (k) of one ``EVALSHA`` of ``return 1``."""
+    wire = Wire(port)
+    head = wire.load("return 1")
+    return count_server(folder, _times(lambda _: wire.call(head, [], []), calls)) / calls / K
 
 
 def _today(folder: str, port: int, calls: int) -> dict[str, float]:
@@ -205,18 +216,18 @@ def _today(folder: str, port: int, calls: int) -> dict[str, float]:
         pair, holds = _pair(ledger), _holds(n)
         for _ in range(20):
             pair(holds)
-        out[f"today:{n}"] = (
-            count_server(folder, lambda p=pair, h=holds: [p(h) for _ in range(calls)]) / calls / K
-        )
+        out[f"today:{n}"] = count_server(folder, _times(partial(_ignore, pair, holds), calls)) / calls / K
     for n, shared in ((1, False), (3, True)):
         batched = _batched_pairs(ledger, BATCH, shared)
         batched(2)
         rounds = calls // BATCH
-        out[f"today:{n}:batch"] = (
-            count_server(folder, lambda b=batched, r=rounds: b(r)) / (rounds * BATCH) / K
-        )
+        out[f"today:{n}:batch"] = count_server(folder, partial(batched, rounds)) / (rounds * BATCH) / K
     ledger.close()
     return out
+
+
+def _ignore(fn: Callable[[Any], object], arg: Any, _: int) -> object:
+    return fn(arg)
 
 
 def _design(folder: str, port: int, calls: int, name: str) -> dict[str, float]:
@@ -227,14 +238,14 @@ def _design(folder: str, port: int, calls: int, name: str) -> dict[str, float]:
         for i in range(20):
             pair(i)
         general = getattr(design, "general_calls", 0)
-        out[f"{name}:{n}"] = count_server(folder, lambda p=pair: [p(i) for i in range(calls)]) / calls / K
+        out[f"{name}:{n}"] = count_server(folder, _times(pair, calls)) / calls / K
         if getattr(design, "general_calls", 0) != general:
             raise AssertionError(f"{name}:{n}: a counted pair took the general path")
         if "batch" in design.heads:
             rounds_of = batch_rounds(design, n)
             rounds_of(2)
             rounds = calls // BATCH
-            counted = count_server(folder, lambda b=rounds_of, r=rounds: b(r))
+            counted = count_server(folder, partial(rounds_of, rounds))
             out[f"{name}:{n}:batch"] = counted / (rounds * BATCH) / K
     return out
 
@@ -256,13 +267,13 @@ def profile(side: str, calls: int) -> None:
         if batch:
             rounds_of = batch_rounds(design, int(scopes))
             rounds_of(2)
-            count_server(folder, lambda: rounds_of(calls // BATCH), dumps)
+            count_server(folder, partial(rounds_of, calls // BATCH), dumps)
             calls = calls // BATCH * BATCH
         else:
             pair = pair_of(design, int(scopes))
             for i in range(20):
                 pair(i)
-            count_server(folder, lambda: [pair(i) for i in range(calls)], dumps)
+            count_server(folder, _times(pair, calls), dumps)
         text = subprocess.run(
             ["callgrind_annotate", "--inclusive=yes", "--threshold=100", dumps[0]],
             capture_output=True, text=True, check=True,
