@@ -8,7 +8,8 @@ charging once without releasing again; one journal entry a commit, refusal and e
 below and above the caller's limit (not ``min``'s, which claims none of this: it only checks the
 counted pair); the counted pair taking its fast path only. Then ``compat``, ``lean`` and ``fold`` from
 4 processes on one namespace: 400 pairs of 3 scopes stopping exactly at the limit, every counter's
-spent equal to the journal's commits.
+spent equal to the journal's commits; and, as in a rolling upgrade, today's store beside ``compat``:
+each committing the other's reservation, and 2 processes of each in one such race.
 """
 
 from __future__ import annotations
@@ -94,6 +95,25 @@ def check_pair(d: Any) -> None:
         assert d.counter(NAMES[0]) == (before[0] + 900_000, before[1]), d.name
 
 
+def check_mixed(port: int) -> None:
+    """A rolling upgrade: ``compat``'s fast path and today's store each commit the other's reservation
+    (as ``Reservation``s: by id alone, either takes today's scripts)."""
+    new, old = make("compat", Wire(port), "check-mixed"), make("today", Wire(port), "check-mixed")
+    hold = (("a", 100, 1000),)
+    assert new.reserve("m1", hold)  # (a new counter: the general path)
+    general = new.general_calls
+    assert new.reserve("m2", hold)
+    assert new.general_calls == general  # (the fast path)
+    old.mine["m2"] = new.mine["m2"]
+    assert old.commit("m2", 70) == ((70,), False)
+    assert old.reserve("m3", hold)
+    new.mine["m3"] = old.mine["m3"]
+    assert new.commit("m3", 30) == ((100,), False)
+    assert new.general_calls == general  # (the fast path)
+    assert new.counter("a") == old.counter("a") == (100, 100)  # (m1 still held)
+    assert new.entries() == [("c", "m2", 70), ("c", "m3", 30)], new.entries()
+
+
 def check(port: int, names: Sequence[str]) -> None:
     for name in names:
         d = make(name, Wire(port), f"check-{name}")
@@ -101,12 +121,18 @@ def check(port: int, names: Sequence[str]) -> None:
             check_design(d)
         check_pair(d)
         print(f"{name:>12}: ok", flush=True)
-    for name in ("compat", "lean", "fold"):
-        if name not in names:
-            continue
+    if "compat" in names:
+        check_mixed(port)
+        print(f"{'compat-today':>12}: ok (each commits the other's reservation)", flush=True)
+    races = [(name, (name,) * 4) for name in ("compat", "lean", "fold") if name in names]
+    if "compat" in names:  # a rolling upgrade: today's store and compat's fast path on one namespace
+        races.append(("compat-today", ("compat", "today", "compat", "today")))
+    for name, kinds in races:
         with multiprocessing.get_context("spawn").Pool(4) as pool:
-            admitted = sum(pool.starmap(_process_pairs, [(port, name, i) for i in range(4)]))
-        d = make(name, Wire(port), f"race-{name}")
+            admitted = sum(
+                pool.starmap(_process_pairs, [(port, kind, i, name) for i, kind in enumerate(kinds)])
+            )
+        d = make(kinds[0], Wire(port), f"race-{name}")
         charged = admitted * 900_000
         counters = [d.counter(n) for n in ("x", "y", "z")]
         assert counters == [(charged, 0)] * 3, (name, counters, admitted)
@@ -120,9 +146,9 @@ LIMIT = 150 * 900_000 + 1_000_000
 """The limit of the processes' counters: 150 pairs' charges and one hold."""
 
 
-def _process_pairs(port: int, name: str, seed: int) -> int:
+def _process_pairs(port: int, name: str, seed: int, race: str) -> int:
     """100 reserve + commit pairs of 3 scopes; how many were admitted."""
-    d = make(name, Wire(port), f"race-{name}")
+    d = make(name, Wire(port), f"race-{race}")
     holds = tuple((n, 1_000_000, LIMIT) for n in ("x", "y", "z"))
     admitted = 0
     for i in range(100):

@@ -310,6 +310,24 @@ class Compat:
         return out
 
 
+class Today(Compat):
+    """Today's store alone (an older client on ``compat``'s namespace, for the check)."""
+
+    name = "today"
+
+    def reserve(self, res_id: str, holds: Holds, lease: int = 120_000) -> bool:
+        specs = [Hold(self.spec(name, limit), amount) for name, amount, limit in holds]
+        try:
+            self.mine[res_id] = self.ledger.reserve(specs, id=res_id, lease=lease / 1000)
+        except BudgetExceededError:
+            return False
+        return True
+
+    def commit(self, res_id: str, charge: int) -> tuple[tuple[int, ...], bool]:
+        outcome = self.ledger.commit(self.mine[res_id], {"usd": charge})
+        return outcome.spent, outcome.expired
+
+
 class Min:
     """``min``: the floor of a design of two script calls (no record, lease, override or repeat)."""
 
@@ -351,8 +369,8 @@ DESIGNS = (
 
 
 def make(name: str, wire: Wire, namespace: str, period: Period = Period.TOTAL) -> Any:
-    if name == "compat":
-        return Compat(wire, namespace, period)
+    if name in ("compat", "today"):
+        return (Compat if name == "compat" else Today)(wire, namespace, period)
     if name == "min":
         return Min(wire, namespace)
     return Lean(wire, namespace, name)
