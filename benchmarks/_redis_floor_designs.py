@@ -279,6 +279,17 @@ class Compat:
             return True
         self._held.pop(res_id)
         self.general_calls += 1
+        return self.store_reserve(res_id, holds, lease)
+
+    def commit(self, res_id: str, charge: int) -> tuple[tuple[int, ...], bool]:
+        reply = self.wire.call(self.heads["commit"], *self.commit_call(res_id, charge))
+        if reply[0] != "G":
+            return tuple(map(int, reply)), False
+        self.general_calls += 1
+        return self.store_commit(res_id, charge)
+
+    def store_reserve(self, res_id: str, holds: Holds, lease: int) -> bool:
+        """The reserve by today's store (its scripts)."""
         specs = [Hold(self.spec(name, limit), amount) for name, amount, limit in holds]
         try:
             self.mine[res_id] = self.ledger.reserve(specs, id=res_id, lease=lease / 1000)
@@ -286,11 +297,7 @@ class Compat:
             return False
         return True
 
-    def commit(self, res_id: str, charge: int) -> tuple[tuple[int, ...], bool]:
-        reply = self.wire.call(self.heads["commit"], *self.commit_call(res_id, charge))
-        if reply[0] != "G":
-            return tuple(map(int, reply)), False
-        self.general_calls += 1
+    def store_commit(self, res_id: str, charge: int) -> tuple[tuple[int, ...], bool]:
         outcome = self.ledger.commit(self.mine[res_id], {"usd": charge})
         return outcome.spent, outcome.expired
 
@@ -316,16 +323,10 @@ class Today(Compat):
     name = "today"
 
     def reserve(self, res_id: str, holds: Holds, lease: int = 120_000) -> bool:
-        specs = [Hold(self.spec(name, limit), amount) for name, amount, limit in holds]
-        try:
-            self.mine[res_id] = self.ledger.reserve(specs, id=res_id, lease=lease / 1000)
-        except BudgetExceededError:
-            return False
-        return True
+        return self.store_reserve(res_id, holds, lease)
 
     def commit(self, res_id: str, charge: int) -> tuple[tuple[int, ...], bool]:
-        outcome = self.ledger.commit(self.mine[res_id], {"usd": charge})
-        return outcome.spent, outcome.expired
+        return self.store_commit(res_id, charge)
 
 
 class Min:
