@@ -167,14 +167,6 @@ def long_context_nano(input_tokens: int, output_tokens: int) -> int:
     return math.ceil((input_tokens * LONG_INPUT + output_tokens * LONG_OUTPUT) * 1000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: genai-prices has no >200k tier for claude-sonnet-4-0 (it has one for 4-5) and "
-    "budgetguard adds none: a 300k-token Sonnet 4 call is charged $3 / $15 per MTok, half its $6 / $22.50 "
-    "bill, and reserved at the same base rates (below the bill). Fix: a published tier in "
-    "_price_data._PUBLISHED for claude-sonnet-4 (anthropic, and Bedrock / Vertex ids), or refuse >200k "
-    "input on a 1M-window Claude price without tiers",
-)
 @pytest.mark.parametrize("model", [SONNET_4, "claude-sonnet-4-0"])
 def test_sonnet_4_above_200k_input_is_charged_and_reserved_at_the_long_context_rates(model: str) -> None:
     usage = Usage(input_tokens=300_000, output_tokens=2_000)
@@ -190,6 +182,27 @@ def test_sonnet_4_5_above_200k_input_has_its_tier() -> None:
     assert price_book.cost_nano("claude-sonnet-4-5", usage, provider="anthropic") == long_context_nano(
         300_000, 2_000
     )
+
+
+@pytest.mark.parametrize(
+    ("model", "provider"),
+    [("us.anthropic.claude-sonnet-4-20250514-v1:0", "aws"), ("claude-sonnet-4@20250514", "google")],
+)
+def test_sonnet_4_on_bedrock_and_vertex_has_the_long_context_tier(model: str, provider: str) -> None:
+    usage = Usage(input_tokens=300_000, output_tokens=2_000)
+    assert price_book.cost_nano(model, usage, provider=provider) == long_context_nano(300_000, 2_000)
+
+
+@pytest.mark.parametrize("model", [SONNET_4, "claude-sonnet-4-6", "claude-sonnet-4-5"])
+def test_the_long_context_tier_is_sonnet_4s_alone_and_above_200k_only(model: str) -> None:
+    """The other direction: 200k input is still the base price, and Sonnet 4.6 (one price over its whole
+    1M window) gets no tier from Sonnet 4's name."""
+    at_threshold = Usage(input_tokens=200_000, output_tokens=2_000)
+    base = math.ceil((200_000 * 3 + 2_000 * 15) * 1000)
+    assert price_book.cost_nano(model, at_threshold, provider="anthropic") == base
+    long = Usage(input_tokens=300_000, output_tokens=2_000)
+    flat = model == "claude-sonnet-4-6"
+    assert (price_book.cost_nano(model, long, provider="anthropic") == long_context_nano(300_000, 2_000)) != flat
 
 
 # -- Anthropic compaction: a billed pass the estimate leaves out ------------------------------------------
