@@ -259,15 +259,6 @@ def recorded(name: str) -> dict[str, Any]:
     return found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: gpt-5.6 / gpt-5.6-sol bill prompt-cache writes ($5 / MTok) above input ($4), and write "
-    "on explicit breakpoints (prompt_cache_options mode 'explicit') and on their own (fixture 095: "
-    "4,418 written with no cache option); the estimator prices OpenAI input at the input rate only "
-    "(cache_write is read for Anthropic requests), so the recorded calls cost more than a reservation "
-    "with their own output as the max. Fix: price an OpenAI request's input at max(input, cache_write) "
-    "when the model's price has a dearer cache write, as Anthropic cache writes are",
-)
 @pytest.mark.parametrize("name", ["069-openai-chat.json", "084-openai-responses.json"])
 def test_an_openai_cache_write_is_reserved_at_its_rate(name: str) -> None:
     fx = recorded(name)
@@ -279,6 +270,18 @@ def test_an_openai_cache_write_is_reserved_at_its_rate(name: str) -> None:
     request = {**fx["request"], key: usage.output_tokens}  # the recorded reply, as the request's max
     est = budgetguard.estimate(request, provider="openai")
     assert est.cost_nano >= bill, (est.cost, Decimal(bill) / NANO)
+
+
+def test_an_openai_input_is_reserved_at_the_write_rate_only_where_writes_are_dearer() -> None:
+    """The other direction: gpt-4.1 bills cache writes at its input rate, so its input is reserved at
+    input; gpt-5.6's at its $5 write rate (not more), with no cache option in the request."""
+    request = {"input": "Say hello.", "max_output_tokens": 0}
+    plain = budgetguard.estimate({**request, "model": "gpt-4.1"})
+    assert plain.cache_write is None
+    assert plain.cost_nano == price_book.cost_nano("gpt-4.1", Usage(input_tokens=plain.input_tokens))
+    dear = budgetguard.estimate({**request, "model": "gpt-5.6"})
+    assert dear.cache_write == "5m"
+    assert dear.cost_nano == price_book.cost_nano("gpt-5.6", Usage(cache_write_tokens=dear.input_tokens))
 
 
 # -- Anthropic: a cache breakpoint inside a tool result's content (fixed here) -----------------------------
