@@ -290,7 +290,7 @@ class Estimator:
                 "'messages' (chat / Anthropic) or 'input' (Responses / embeddings)"
             )
         if shape != "anthropic":  # (OpenAI writes the prompt cache by itself, asked or not)
-            cache_write = _dearer_cache_write(price)
+            cache_write = price.dearer_cache_write()
         if unseen:
             input_tokens = self._unseen_bound(input_tokens, price, unseen)
         tools = (
@@ -298,6 +298,7 @@ class Estimator:
             if "tools" in request or "mcp_servers" in request
             else NO_TOOLS
         )
+        price = tools.price or price  # (with the fees its tools set: a larger container, a preview search)
         advisors: tuple[tuple[str, int], ...] = ()
         defaulted = tools.defaulted
         if shape == "anthropic" and request.get("tools"):
@@ -583,17 +584,6 @@ def _anthropic_cache_ttl(request: Mapping[str, Any]) -> str | None:
                 return "1h"
             ttl = "5m"
     return ttl
-
-
-def _dearer_cache_write(price: Price) -> str | None:
-    """``"5m"`` / ``"1h"`` when ``price`` bills prompt-cache writes (the 5-minute / 1-hour rate, the
-    dearer) above input at any of its tiers, else ``None``. OpenAI writes the cache on its own (explicit
-    breakpoints, or none: gpt-5.6 wrote 4,418 tokens of a request that asked nothing), so such a
-    model's input is reserved at the write rate, as an Anthropic request that asks for caching is."""
-    for _, rates in ((0, price.base), *price.tiers):
-        if max(rates.cache_write, rates.cache_write_1h) > rates.input:
-            return "1h" if rates.cache_write_1h > rates.cache_write else "5m"
-    return None
 
 
 _default_estimator = Estimator()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from ._errors import ConfigurationError
@@ -102,10 +103,15 @@ _RESPONSES_KINDS = {
     "tool_search": "tool_search",
     "mcp": "mcp",
 }
+CONTAINER_SIZES: Mapping[str, int] = {"1g": 1, "4g": 4, "16g": 16, "64g": 64}
+"""An OpenAI container's ``memory_limit`` as the multiple of the 1 GB container fee it is billed at:
+https://platform.openai.com/docs/pricing (built-in tools): $0.03 (1 GB, the default), $0.12 (4 GB),
+$0.48 (16 GB), $1.92 (64 GB) a container, for code interpreter and the hosted shell alike."""
 
 
-def server_tool(kind: str, api: str) -> str | None:
-    """The kind of server-side tool a tool of type ``kind`` is, or ``None`` (client-side tools)."""
+def server_tool(kind: str, api: str, tool: Mapping[str, Any] | None = None) -> str | None:
+    """The kind of server-side tool a tool of type ``kind`` (the request's ``tool``) is, or ``None``
+    (client-side tools: a ``shell`` whose environment is not one of OpenAI's containers)."""
     if api == "anthropic":
         for prefix, name in _ANTHROPIC_PREFIXES:
             if kind.startswith(prefix):
@@ -114,6 +120,24 @@ def server_tool(kind: str, api: str) -> str | None:
     if kind.startswith("web_search"):  # web_search, web_search_preview, dated versions
         return "web_search"
     return _RESPONSES_KINDS.get(kind)
+
+
+def _container_size(tool: Mapping[str, Any]) -> int:
+    """The multiple of the 1 GB fee an OpenAI container tool's container is billed at: its
+    ``memory_limit`` (code interpreter's ``container``, the hosted shell's ``environment``). A container
+    referenced by id was sized where it was created: reserved at the 1 GB default (register a dearer
+    ``code_execution`` price for a model used with larger named containers)."""
+    container = tool.get("container") if tool.get("type") == "code_interpreter" else tool.get("environment")
+    limit = container.get("memory_limit") if isinstance(container, Mapping) else None
+    if limit is None:
+        return 1
+    size = CONTAINER_SIZES.get(limit) if isinstance(limit, str) else None
+    if size is None:
+        raise ConfigurationError(
+            f"a {tool.get('type')} container's memory_limit {limit!r} has no known price; known: "
+            f"{', '.join(CONTAINER_SIZES)} (register the model's code_execution fee for another size)"
+        )
+    return size
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +152,9 @@ class ToolUse:
     """The tools whose count the request left unbounded: reserved at ``DEFAULT_TOOL_CALLS``."""
     sized: tuple[str, ...]
     """The tools whose results were bounded at the calibrated ``DEFAULT_TOOL_RESULT_TOKENS``."""
+    price: Price | None = None
+    """The call's price with the fees its tools set (a larger container, a preview search), when they
+    differ from the model's: what the call is reserved and charged at."""
 
 
 class ServerTools:
@@ -173,11 +200,16 @@ class ServerTools:
         sizes: dict[str, int] = {}
         defaulted: list[str] = []
         bounded = _count(request.get("max_tool_calls")) if api != "anthropic" else None
+        containers, fees_set = 0, _ToolFees(price, model)
         for tool in tools:
             kind = tool.get("type") if isinstance(tool, Mapping) else None
-            name = server_tool(kind, api) if isinstance(kind, str) else None
+            name = server_tool(kind, api, tool) if isinstance(kind, str) else None
             if name is None or tool.get("execution") == "client":  # (a tool search the caller runs)
                 continue
+            if name == "code_execution":
+                containers += 1
+                if api != "anthropic":
+                    fees_set.scale("code_execution", _container_size(tool))
             count = _count(tool.get("max_uses")) if api == "anthropic" else None
             if count is None:
                 count = bounded
@@ -189,10 +221,11 @@ class ServerTools:
             if fetched is not None:  # a web fetch truncates what it feeds back to this
                 sizes[name] = max(sizes.get(name, 0), fetched)
         fees = {
-            name: min(count, 1) if name == "code_execution" else count  # a session, however many runs
+            name: min(count, containers) if name == "code_execution" else count  # a session per container
             for name, count in counts.items()
             if name in _FEE_UNITS
         }
+        price = fees_set.price
         per_call = [name for name in fees if name != "code_execution"]  # (sessions: one at most)
         if len(per_call) > 1 and bounded is not None:
             # max_tool_calls bounds all built-in calls together: the worst is all of them on the dearest
@@ -206,11 +239,32 @@ class ServerTools:
             name for name in counts
             if name not in sizes and name not in self.chosen and self.results[name] is not None
         )  # fmt: skip
-        return ToolUse(tuple(fees.items()), tuple(results), tuple(defaulted), sized)
+        changed = price if price is not fees_set.asked else None
+        return ToolUse(tuple(fees.items()), tuple(results), tuple(defaulted), sized, changed)
 
 
 NO_TOOLS = ToolUse((), (), (), ())
-"""The worst case of a request without server-side tools (nor tools of any kind)."""
+
+
+class _ToolFees:
+    """The call fees a request's tools set on its price: the dearest of each, over the model's own."""
+
+    def __init__(self, price: Price, model: str) -> None:
+        self.asked = self.price = price
+        self.model = model
+        self.fees: dict[str, Decimal] = {}
+
+    def _set(self, name: str, rate: Decimal) -> None:
+        if rate > self.fees.get(name, getattr(self.asked.base, name) or 0):
+            self.fees[name] = rate
+            self.price = self.asked.with_fees(self.fees)
+
+    def scale(self, name: str, times: int) -> None:
+        """``name``'s fee ``times`` over (a container ``times`` the 1 GB one); an unknown fee stays
+        unknown (the call is then refused when priced)."""
+        base = getattr(self.asked.base, name)
+        if base is not None and times != 1:
+            self._set(name, base * times)
 
 
 def _count(value: Any) -> int | None:

@@ -113,7 +113,13 @@ _LONG_CONTEXT_TIERS: tuple[tuple[tuple[str, ...], int, Mapping[str, Decimal]], .
     # genai-prices has this tier for Sonnet 4.5 only; Sonnet 4.6 is one price over its whole window.
     (
         # genai-prices' own names for Sonnet 4 (anthropic/claude-sonnet-4-0), Bedrock and Vertex ids
-        ("claude-sonnet-4-0", "claude-sonnet-4-2025", "claude-sonnet-4@", "claude-4-sonnet", "claude-sonnet-4"),
+        (
+            "claude-sonnet-4-0",
+            "claude-sonnet-4-2025",
+            "claude-sonnet-4@",
+            "claude-4-sonnet",
+            "claude-sonnet-4",
+        ),
         200_000,
         {
             "input": Decimal("6"),
@@ -138,7 +144,8 @@ def _published_tiers(price: Price) -> Price:
     bare = _bare(price.model)
     for names, threshold, rates in _LONG_CONTEXT_TIERS:
         if bare == names[-1] or bare.startswith(names[:-1]):
-            return dataclasses.replace(price, tiers=((threshold, dataclasses.replace(price.base, **rates)),))
+            above = dataclasses.replace(price.base, **rates)  # type: ignore[arg-type]
+            return dataclasses.replace(price, tiers=((threshold, above),))
     return price
 
 

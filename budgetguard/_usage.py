@@ -288,17 +288,14 @@ class Usage:
                     found = dataclasses.replace(found, code_execution_sessions=1)
             elif kind == "content_block_start":
                 ran_code = ran_code or _is_code_block(_get(event, "content_block"))
-            elif _get(event, "usage") is not None or kind in (
-                "message_start",
-                "response.completed",
-                "response.incomplete",
-            ):
+            elif _get(event, "usage") is not None or kind in _USAGE_EVENTS:
                 found = cls.from_response(event)
         if found is None:
             raise UsageError("the stream carried no usage (interrupted, or usage was not requested)")
         return found
 
 
+_USAGE_EVENTS = ("message_start", "response.completed", "response.incomplete")
 _FIELDS = tuple(f.name for f in fields(Usage) if f.init)
 _SET_HAS_UNITS = Usage.__dict__["has_units"].__set__
 _COUNT_FIELDS = _FIELDS[:-1]  # every field but passes
@@ -524,7 +521,7 @@ def _is_code_block(block: Any) -> bool:
 
 def with_tool_items(found: Usage, output: list[Any]) -> Usage:
     """A Responses API output's built-in tool calls: one ``web_search_call``, ``file_search_call`` or
-    ``image_generation_call`` item per billed call; code interpreter sessions by distinct container."""
+    ``image_generation_call`` item per billed call; code interpreter, hosted shell sessions by container."""
     counts: dict[str, int] = {}
     containers: set[Any] = set()
     for item in output:

@@ -139,19 +139,39 @@ def interpreter_request(memory: str) -> dict[str, Any]:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: code_interpreter containers with memory_limit 4g / 16g / 64g are billed $0.12 / $0.48 / "
-    "$1.92 a container; budgetguard reserves and charges the 1 GB $0.03 whatever the request asks "
-    "(64x below on the fee). Fix: read tools[].container.memory_limit in _passes.ServerTools.read and "
-    "price the session at its size (the charge needs the request's size too: the response does not say)",
-)
 @pytest.mark.parametrize("memory", ["4g", "16g", "64g"])
 def test_a_larger_code_interpreter_container_is_reserved_its_fee(memory: str) -> None:
     small = budgetguard.estimate(interpreter_request("1g"))
     large = budgetguard.estimate(interpreter_request(memory))
     extra = usd_nano(CONTAINER_FEES[memory]) - usd_nano(CONTAINER_FEES["1g"])
     assert large.cost_nano - small.cost_nano >= extra, (small.cost, large.cost)
+
+
+def test_a_larger_code_interpreter_container_is_charged_its_fee() -> None:
+    """The charge: the response names the container, not its size; the call is charged at the price
+    its estimate reserved at (``Estimate.price``, with the request's container fee), as the guard does."""
+    est = budgetguard.estimate(interpreter_request("16g"))
+    response = {
+        "usage": {"input_tokens": 100, "output_tokens": 10, "input_tokens_details": {"cached_tokens": 0}},
+        "output": [{"type": "code_interpreter_call", "id": "ci_1", "container_id": "cntr_1"}] * 2,
+    }
+    usage = Usage.from_response(response)
+    assert usage.code_execution_sessions == 1
+    tokens = price_book.cost_nano("gpt-4.1", Usage(input_tokens=100, output_tokens=10))
+    assert price_book.cost_nano(est.price, usage) == tokens + usd_nano(CONTAINER_FEES["16g"])
+
+
+def test_a_default_container_keeps_its_fee_and_an_unknown_size_is_an_error() -> None:
+    """The other direction: a 1 GB (or unsized) container is reserved at $0.03 and the model's own price
+    is used; a size with no published price is refused, never priced as 1 GB."""
+    for request in (
+        interpreter_request("1g"),
+        {**interpreter_request("1g"), "tools": [{"type": "code_interpreter"}]},
+    ):
+        est = budgetguard.estimate(request)
+        assert est.price is price_book.get("gpt-4.1") and est.tool_calls == (("code_execution", 1),)
+    with pytest.raises(budgetguard.ConfigurationError, match="memory_limit '2g'"):
+        budgetguard.estimate(interpreter_request("2g"))
 
 
 # -- Claude Sonnet 4: requests above 200k input tokens are billed at the long-context rates ----------------
@@ -202,7 +222,9 @@ def test_the_long_context_tier_is_sonnet_4s_alone_and_above_200k_only(model: str
     assert price_book.cost_nano(model, at_threshold, provider="anthropic") == base
     long = Usage(input_tokens=300_000, output_tokens=2_000)
     flat = model == "claude-sonnet-4-6"
-    assert (price_book.cost_nano(model, long, provider="anthropic") == long_context_nano(300_000, 2_000)) != flat
+    assert (
+        price_book.cost_nano(model, long, provider="anthropic") == long_context_nano(300_000, 2_000)
+    ) != flat
 
 
 # -- Anthropic compaction: a billed pass the estimate leaves out ------------------------------------------
