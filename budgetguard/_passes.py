@@ -103,6 +103,8 @@ _RESPONSES_KINDS = {
     "tool_search": "tool_search",
     "mcp": "mcp",
 }
+_HOSTED_SHELL = frozenset({"container_auto", "container_reference"})
+"""The ``shell`` tool environments OpenAI runs the commands in (its container); ``local``: the caller."""
 CONTAINER_SIZES: Mapping[str, int] = {"1g": 1, "4g": 4, "16g": 16, "64g": 64}
 """An OpenAI container's ``memory_limit`` as the multiple of the 1 GB container fee it is billed at:
 https://platform.openai.com/docs/pricing (built-in tools): $0.03 (1 GB, the default), $0.12 (4 GB),
@@ -119,6 +121,10 @@ def server_tool(kind: str, api: str, tool: Mapping[str, Any] | None = None) -> s
         return None
     if kind.startswith("web_search"):  # web_search, web_search_preview, dated versions
         return "web_search"
+    if kind == "shell":
+        environment = tool.get("environment") if tool is not None else None
+        hosted = isinstance(environment, Mapping) and environment.get("type") in _HOSTED_SHELL
+        return "code_execution" if hosted else None
     return _RESPONSES_KINDS.get(kind)
 
 

@@ -531,6 +531,8 @@ def with_tool_items(found: Usage, output: list[Any]) -> Usage:
             counts[unit] = counts.get(unit, 0) + 1
         elif kind == "code_interpreter_call":
             containers.add(_get(item, "container_id") or _get(item, "id"))
+        elif kind == "shell_call" and _get(env := _get(item, "environment"), "type") == "container_reference":
+            containers.add(_get(env, "container_id") or _get(item, "id"))  # the hosted shell's container
     if containers:
         counts["code_execution_sessions"] = len(containers)
     return dataclasses.replace(found, **counts) if counts else found  # type: ignore[arg-type]
