@@ -36,6 +36,7 @@ from decimal import Decimal
 from typing import Any
 
 from ._errors import ConfigurationError
+from ._price_data import published_prices
 from ._rates import _FEE_UNITS, Price
 
 __all__ = [
@@ -216,6 +217,8 @@ class ServerTools:
                 containers += 1
                 if api != "anthropic":
                     fees_set.scale("code_execution", _container_size(tool))
+            elif name == "web_search" and api != "anthropic" and str(kind).startswith("web_search_preview"):
+                fees_set.preview_search()
             count = _count(tool.get("max_uses")) if api == "anthropic" else None
             if count is None:
                 count = bounded
@@ -271,6 +274,16 @@ class _ToolFees:
         base = getattr(self.asked.base, name)
         if base is not None and times != 1:
             self._set(name, base * times)
+
+    def preview_search(self) -> None:
+        """A ``web_search_preview`` call's fee: the published preview fee of a model that does not
+        reason (``PUBLISHED_PRICES``' ``web_search_preview``), the model's web search fee otherwise."""
+        rate = published_prices(self.model, None).get("web_search_preview")
+        if rate is not None:
+            self._set("web_search", rate)
+
+
+"""The worst case of a request without server-side tools (nor tools of any kind)."""
 
 
 def _count(value: Any) -> int | None:

@@ -82,6 +82,12 @@ _PUBLISHED: dict[str, tuple[tuple[str, Mapping[str, Decimal]], ...]] = {
         ("gpt-4o-audio-preview", {"input_audio": Decimal("40"), "output_audio": Decimal("80")}),
         # https://platform.openai.com/docs/pricing (audio tokens): $10 / $20 per million audio tokens in / out
         ("gpt-4o-mini-audio-preview", {"input_audio": Decimal("10"), "output_audio": Decimal("20")}),
+        # https://platform.openai.com/docs/pricing#built-in-tools: "Web search preview (non-reasoning
+        # models): $25.00 / 1k calls, search content tokens are free" (gpt-4o, gpt-4.1 and their minis,
+        # the chat search models gpt-4o(-mini)-search-preview); reasoning models pay the $10 of web_search
+        ("gpt-4o", {"web_search_preview": Decimal("25")}),
+        ("gpt-4.1", {"web_search_preview": Decimal("25")}),
+        ("chatgpt-4o", {"web_search_preview": Decimal("25")}),
         (
             "",
             {

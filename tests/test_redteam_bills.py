@@ -99,13 +99,6 @@ def test_a_chat_search_model_is_charged_its_web_search(mock: MockProvider) -> No
 PREVIEW_FEE = "0.025"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: web_search_preview on a non-reasoning model (gpt-4o, gpt-4.1, their minis) is billed "
-    "$25 / 1k calls; budgetguard reserves and charges the $10 / 1k of the GA tool (one fee per model, "
-    "_price_data._PUBLISHED). Fix: price the call fee by the tool type (the request's tools, echoed in "
-    "the response's 'tools'), $25 / 1k for web_search_preview* on a model that does not reason",
-)
 def test_web_search_preview_on_a_non_reasoning_model_is_charged_its_fee(mock: MockProvider) -> None:
     committed, usage = wrapped_call(
         mock,
@@ -120,6 +113,15 @@ def test_web_search_preview_on_a_non_reasoning_model_is_charged_its_fee(mock: Mo
     bill = tokens + usd_nano(PREVIEW_FEE)  # (its search content tokens are free: none in the mock's usage)
     assert committed.actual is not None
     assert committed.actual * NANO >= bill, (committed.actual, Decimal(bill) / NANO)
+
+
+def test_web_search_preview_on_a_reasoning_model_and_the_ga_tool_keep_the_10_fee() -> None:
+    """The other direction: a reasoning model's preview search, and the GA web_search on any model,
+    are $10 / 1k calls (search content tokens billed as input instead)."""
+    for model, kind in (("gpt-5", "web_search_preview"), ("gpt-4.1", "web_search")):
+        request = {"model": model, "input": "News?", "tools": [{"type": kind}], "max_tool_calls": 1}
+        est = budgetguard.estimate({**request, "max_output_tokens": 100})
+        assert est.price.base.web_search == Decimal(10), (model, kind)
 
 
 # -- Code interpreter containers: the fee follows the container's memory ----------------------------------
