@@ -53,7 +53,7 @@ from ._events import use_logging
 from ._fallbacks import chain_cost, fallback_passes, fallback_requests
 from ._frozen import fast_init, fast_new
 from ._money import to_usd
-from ._passes import DEFAULT_TOOL_CALLS, NO_TOOLS, ServerTools, largest_read, pass_input
+from ._passes import DEFAULT_TOOL_CALLS, NO_TOOLS, ServerTools, largest_read, pass_input, searches
 from ._pricing import PriceBook, price_book
 from ._providers import VARIANT_KEYS, Variant, api_of, as_sent, request_variant
 from ._rates import _FEE_UNITS, Price
@@ -98,17 +98,17 @@ class Estimate:
     """What the request references but does not carry (``"previous_response_id"``, ...): its input
     was reserved at the model's context window, or the configured ``unseen_tokens`` on top."""
     provider: str | None = None
-    """The provider the price was looked up at (``None``: found by the model's name): a response
-    served by another model or at another tier is priced at the same provider."""
+    """The provider the price was looked up at (``None``: by name); another model or tier is priced there."""
     tool_pass_tokens: int = 0
-    """The part of ``input_tokens`` that the passes after server-side tool calls re-read (the request,
-    the output so far and the tool results, capped at the context window): see ``budgetguard._passes``."""
+    """The part of ``input_tokens`` the passes after server-side tool calls re-read (see ``_passes``)."""
     tool_results_defaulted: tuple[str, ...] = ()
     """The tools whose results were reserved at the calibrated ``DEFAULT_TOOL_RESULT_TOKENS``."""
     tool_results: tuple[tuple[int | None, int], ...] = ()
     """The server-side tool results the passes may read, as ``(tokens, calls)`` groups."""
     advisors: tuple[tuple[str, int], ...] = ()
     """Anthropic advisor uses, as ``(model, most tokens written)``: passes, and results read back."""
+    fees: tuple[tuple[str, Decimal], ...] = ()
+    """Call fees (USD per 1k) the request's tools set, in ``price``: charged whichever model answers."""
     fallbacks: tuple[tuple[Estimate, bool], ...] = ()
     """Anthropic server-side fallbacks: each hop's own worst case, and whether it keeps the request's
     max output (see ``budgetguard._fallbacks``); reserved as ``fallback_message`` passes."""
@@ -289,16 +289,15 @@ class Estimator:
                 f"cannot tell what kind of request this is (keys: {sorted(request)}); expected "
                 "'messages' (chat / Anthropic) or 'input' (Responses / embeddings)"
             )
-        if shape != "anthropic":  # (OpenAI writes the prompt cache by itself, asked or not)
-            cache_write = price.dearer_cache_write()
+        cache_write = cache_write if shape == "anthropic" else price.dearer_cache_write()  # (OpenAI's own)
         if unseen:
             input_tokens = self._unseen_bound(input_tokens, price, unseen)
         tools = (
             self.server_tools.read(request, shape, price, input_tokens, model)
-            if "tools" in request or "mcp_servers" in request
+            if "tools" in request or "mcp_servers" in request or searches(model)
             else NO_TOOLS
         )
-        price = tools.price or price  # (with the fees its tools set: a larger container, a preview search)
+        price = price.with_fees(dict(tools.rates))  # (the fees its tools set: a container's size...)
         advisors: tuple[tuple[str, int], ...] = ()
         defaulted = tools.defaulted
         if shape == "anthropic" and request.get("tools"):
@@ -312,7 +311,7 @@ class Estimator:
         )  # fmt: skip
         return _new_estimate(
             model, input_tokens, output_tokens, cost_nano, price, cache_write, variant, counted, tools.fees,
-            defaulted, audio, passes, unseen, provider, extra, tools.sized, results, advisors,
+            defaulted, audio, passes, unseen, provider, extra, tools.sized, results, advisors, tools.rates,
         )  # fmt: skip
 
     def priced(self, est: Estimate, output_tokens: int) -> Estimate:
@@ -326,7 +325,8 @@ class Estimator:
         return _new_estimate(
             est.model, input_tokens, output_tokens, cost_nano, est.price, est.cache_write, est.variant,
             est.counted, est.tool_calls, est.tools_defaulted, est.audio_output, passes, est.unseen,
-            est.provider, extra, est.tool_results_defaulted, est.tool_results, est.advisors, est.fallbacks,
+            est.provider, extra, est.tool_results_defaulted, est.tool_results, est.advisors, est.fees,
+            est.fallbacks,
         )  # fmt: skip
 
     def _worst(

@@ -36,6 +36,7 @@ from decimal import Decimal
 from typing import Any
 
 from ._errors import ConfigurationError
+from ._limits import chat_search as searches
 from ._price_data import published_prices
 from ._rates import _FEE_UNITS, Price
 
@@ -47,6 +48,7 @@ __all__ = [
     "ToolUse",
     "largest_read",
     "pass_input",
+    "searches",
     "server_tool",
 ]
 
@@ -159,9 +161,9 @@ class ToolUse:
     """The tools whose count the request left unbounded: reserved at ``DEFAULT_TOOL_CALLS``."""
     sized: tuple[str, ...]
     """The tools whose results were bounded at the calibrated ``DEFAULT_TOOL_RESULT_TOKENS``."""
-    price: Price | None = None
-    """The call's price with the fees its tools set (a larger container, a preview search), when they
-    differ from the model's: what the call is reserved and charged at."""
+    rates: tuple[tuple[str, Decimal], ...] = ()
+    """The call fees the request's tools set over the model's (a larger container, a preview search),
+    USD per thousand calls: what the call is reserved and charged at (``Estimate.fees``)."""
 
 
 class ServerTools:
@@ -198,7 +200,8 @@ class ServerTools:
         ``shown`` input tokens) to find the dearest."""
         tools = request.get("tools")
         servers = request.get("mcp_servers") if api == "anthropic" else None
-        if not tools and not servers:
+        searched = api != "anthropic" and "messages" in request and searches(model)
+        if not tools and not servers and not searched:
             return NO_TOOLS
         tools = list(tools) if isinstance(tools, list | tuple) else []
         if servers:
@@ -208,6 +211,9 @@ class ServerTools:
         defaulted: list[str] = []
         bounded = _count(request.get("max_tool_calls")) if api != "anthropic" else None
         containers, fees_set = 0, _ToolFees(price, model)
+        if searched:  # a chat search model: one search a request, priced as a preview search
+            counts["web_search"] = 1
+            fees_set.preview_search()
         for tool in tools:
             kind = tool.get("type") if isinstance(tool, Mapping) else None
             name = server_tool(kind, api, tool) if isinstance(kind, str) else None
@@ -248,8 +254,9 @@ class ServerTools:
             name for name in counts
             if name not in sizes and name not in self.chosen and self.results[name] is not None
         )  # fmt: skip
-        changed = price if price is not fees_set.asked else None
-        return ToolUse(tuple(fees.items()), tuple(results), tuple(defaulted), sized, changed)
+        return ToolUse(
+            tuple(fees.items()), tuple(results), tuple(defaulted), sized, tuple(fees_set.fees.items())
+        )
 
 
 NO_TOOLS = ToolUse((), (), (), ())

@@ -32,6 +32,7 @@ from typing import Any
 from ._cache import memo
 from ._errors import UsageError
 from ._frozen import fast_init
+from ._limits import chat_search
 
 __all__ = ["Pass", "Usage", "with_tool_items"]
 
@@ -262,6 +263,8 @@ class Usage:
         output = get("output")  # a Responses API response: its built-in tool calls are billed per call
         if output and type(output) is list:
             return with_tool_items(found, output)
+        if get("choices") is not None and chat_search(get("model")):  # (its search is in no usage field)
+            return dataclasses.replace(found, web_search_calls=1)
         if kind == "message" and not found.code_execution_sessions:  # an Anthropic message that ran code
             content = get("content")
             if content and type(content) is list and any(map(_is_code_block, content)):
@@ -372,7 +375,7 @@ def _looks_like_usage(obj: Any) -> bool:
     return any(_get(obj, key) is not None for key in ("prompt_tokens", "input_tokens", "output_tokens"))
 
 
-_RESPONSE_FIELDS = ("type", "message", "response", "usage", "output", "content")
+_RESPONSE_FIELDS = ("type", "message", "response", "usage", "output", "content", "choices", "model")
 _USAGE_FIELDS = (
     "prompt_tokens", "prompt_tokens_details", "completion_tokens", "total_tokens",
     "completion_tokens_details", "input_tokens_details", "input_tokens", "output_tokens",
@@ -506,11 +509,8 @@ def _openai_usage(*, total_in: int, details: Any, output: int, output_details: A
 
 
 _DETAIL_FIELDS = ("cached_tokens", "cache_write_tokens", "audio_tokens", "image_tokens", "reasoning_tokens")
-_TOOL_ITEMS = {
-    "web_search_call": "web_search_calls",
-    "file_search_call": "file_search_calls",
-    "image_generation_call": "image_generation_calls",
-}
+_TOOL_ITEMS = {"web_search_call": "web_search_calls", "file_search_call": "file_search_calls",
+               "image_generation_call": "image_generation_calls"}  # fmt: skip
 
 
 def _is_code_block(block: Any) -> bool:

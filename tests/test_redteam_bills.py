@@ -67,14 +67,6 @@ def wrapped_call(mock: MockProvider, method: str, **request: Any) -> tuple[Event
 LEAST_SEARCH_FEE = "0.01"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: a Chat Completions search model (gpt-4o-search-preview, gpt-4o-mini-search-preview, "
-    "gpt-5-search-api; web_search_options) searches on every request and its usage has no search count: "
-    "the fee is neither reserved nor charged ($0 for a billed unit; ~100x the token cost of a short "
-    "question). Fix: a request with web_search_options (or a *-search-* chat model) reserves and "
-    "charges one web_search call per request",
-)
 def test_a_chat_search_model_is_charged_its_web_search(mock: MockProvider) -> None:
     committed, usage = wrapped_call(
         mock,
@@ -89,6 +81,27 @@ def test_a_chat_search_model_is_charged_its_web_search(mock: MockProvider) -> No
     assert committed.actual is not None and committed.estimated is not None
     assert committed.actual * NANO >= least_bill, (committed.actual, least_bill)
     assert committed.estimated * NANO >= least_bill
+
+
+@pytest.mark.parametrize(
+    ("model", "fee"),
+    [("gpt-4o-search-preview", "25"), ("gpt-4o-mini-search-preview", "25"), ("gpt-5-search-api", "10")],
+)
+def test_a_chat_search_reserves_one_search_at_its_fee_and_a_plain_chat_none(model: str, fee: str) -> None:
+    """One search a request (not the default count of a tool the model calls at will), at the preview
+    fee of a model that does not reason; a chat model that does not search reserves no search."""
+    request = {"messages": [{"role": "user", "content": "What day is today?"}], "max_tokens": 50}
+    est = budgetguard.estimate({**request, "model": model})
+    assert est.tool_calls == (("web_search", 1),) and est.price.base.web_search == Decimal(fee)
+    assert budgetguard.estimate({**request, "model": "gpt-4o"}).tool_calls == ()
+
+
+def test_the_recorded_chat_search_is_charged_its_search() -> None:
+    """The recorded gpt-4o-search-preview call (``067``, read in place) reports no search in its usage."""
+    response = recorded("067-openai-chat.json")["response"]
+    assert Usage.from_response(response).web_search_calls == 1
+    plain = {**response, "model": "gpt-4o-2024-08-06"}
+    assert Usage.from_response(plain).web_search_calls == 0
 
 
 # -- Responses web_search_preview on a non-reasoning model: $25 / 1k calls, not $10 -------------------------
