@@ -57,7 +57,7 @@ from ._passes import DEFAULT_TOOL_CALLS, NO_TOOLS, ServerTools, largest_read, pa
 from ._pricing import PriceBook, price_book
 from ._providers import VARIANT_KEYS, Variant, api_of, as_sent, request_variant
 from ._rates import _FEE_UNITS, Price
-from ._tokens import count_text_tokens, encoding_for_model
+from ._tokens import count_embedding_input
 from ._tokens_claude import _blocks as claude_blocks
 from ._tokens_claude import claude_factor, count_claude_request
 from ._tokens_claude import unseen_inputs as claude_unseen
@@ -278,7 +278,7 @@ class Estimator:
             if "n" in request:  # several choices: each may be as long
                 output_tokens *= _n(request)
         elif _is_embedding(model):
-            input_tokens = _embedding_tokens(request.get("input"), model)
+            input_tokens = count_embedding_input(request.get("input"), model)
             output_tokens = 0
             unseen = openai_unseen(request)
         elif "input" in request or "instructions" in request or isinstance(request.get("prompt"), Mapping):
@@ -550,18 +550,6 @@ def output_keys(request: Mapping[str, Any], api: str) -> tuple[str, ...]:
 
 def _is_embedding(model: str) -> bool:
     return "embedding" in model
-
-
-def _embedding_tokens(value: Any, model: str) -> int:
-    if isinstance(value, str):
-        return count_text_tokens(value, encoding_for_model(model))
-    if not isinstance(value, list | tuple):
-        raise ConfigurationError(
-            f"embeddings input must be a str, a list of str or token-id arrays, got {type(value).__name__}"
-        )
-    if value and all(isinstance(item, int) and not isinstance(item, bool) for item in value):
-        return len(value)  # one array of token ids
-    return sum(_embedding_tokens(item, model) for item in value)
 
 
 def _anthropic_cache_ttl(request: Mapping[str, Any]) -> str | None:
