@@ -59,7 +59,7 @@ from ._providers import VARIANT_KEYS, Variant, api_of, as_sent, request_variant
 from ._rates import _FEE_UNITS, Price
 from ._tokens import count_embedding_input
 from ._tokens_claude import _blocks as claude_blocks
-from ._tokens_claude import claude_factor, count_claude_request
+from ._tokens_claude import claude_factor, compaction_trigger, count_claude_request
 from ._tokens_claude import unseen_inputs as claude_unseen
 from ._tokens_openai import read_openai_request
 from ._tokens_openai import unseen_inputs as openai_unseen
@@ -112,6 +112,10 @@ class Estimate:
     fallbacks: tuple[tuple[Estimate, bool], ...] = ()
     """Anthropic server-side fallbacks: each hop's own worst case, and whether it keeps the request's
     max output (see ``budgetguard._fallbacks``); reserved as ``fallback_message`` passes."""
+    compaction: int | None = None
+    """The input at which the request's ``context_management`` compacts (its trigger): when a pass may
+    read that much, a ``compaction`` pass (that input read, a summary of the output bound written) is
+    reserved, and the summary the message reads back (in ``tool_pass_tokens``)."""
 
     @property
     def cost(self) -> Decimal:
@@ -261,7 +265,7 @@ class Estimator:
             else None
         )
         price = self.prices.get(model, provider=provider, variant=variant)
-        cache_write = None
+        cache_write, compaction = None, None
         counted = False
         # the input, and what the request references without carrying (unseen)
         if shape == "anthropic":
@@ -269,7 +273,7 @@ class Estimator:
                 input_tokens = count_claude_request(request, model, self._factor(model))
             else:
                 counted = True
-            cache_write = _anthropic_cache_ttl(request)
+            cache_write, compaction = _anthropic_cache_ttl(request), compaction_trigger(request)
             output_tokens = self._output(request, price, CLAUDE_OUTPUT_KEYS)
             unseen = claude_unseen(request, counted=counted)
         elif "messages" in request:
@@ -307,11 +311,12 @@ class Estimator:
         results = tools.results
         input_tokens, passes, extra, cost_nano = self._worst(
             model, price, provider, variant, input_tokens, output_tokens, cache_write, audio, tools.fees,
-            results, advisors, (),
+            results, advisors, (), compaction,
         )  # fmt: skip
         return _new_estimate(
             model, input_tokens, output_tokens, cost_nano, price, cache_write, variant, counted, tools.fees,
             defaulted, audio, passes, unseen, provider, extra, tools.sized, results, advisors, tools.rates,
+            (), compaction,
         )  # fmt: skip
 
     def priced(self, est: Estimate, output_tokens: int) -> Estimate:
@@ -320,27 +325,29 @@ class Estimator:
         input_tokens, passes, extra, cost_nano = self._worst(
             est.model, est.price, est.provider, est.variant, est.input_tokens - est.tool_pass_tokens,
             output_tokens, est.cache_write, est.audio_output, est.tool_calls, est.tool_results, est.advisors,
-            est.fallbacks,
+            est.fallbacks, est.compaction,
         )  # fmt: skip
         return _new_estimate(
             est.model, input_tokens, output_tokens, cost_nano, est.price, est.cache_write, est.variant,
             est.counted, est.tool_calls, est.tools_defaulted, est.audio_output, passes, est.unseen,
             est.provider, extra, est.tool_results_defaulted, est.tool_results, est.advisors, est.fees,
-            est.fallbacks,
+            est.fallbacks, est.compaction,
         )  # fmt: skip
 
     def _worst(
         self, model: str, price: Price, provider: str | None, variant: Variant | None, shown: int,
         output_tokens: int, cache_write: str | None, audio: bool, calls: tuple[tuple[str, int], ...],
         results: tuple[tuple[int | None, int], ...], advisors: tuple[tuple[str, int], ...],
-        chain: tuple[tuple[Estimate, bool], ...],
+        chain: tuple[tuple[Estimate, bool], ...], compaction: int | None = None,
     ) -> tuple[int, tuple[Pass, ...], int, int]:  # fmt: skip
         """The worst case of a call that shows ``shown`` input tokens and writes ``output_tokens``:
         ``(input tokens, advisor and fallback passes, tool-pass input, cost in nano-USD)``.
 
         Each advice is read back as a tool result; every pass after a server-side tool call reads the
         request again; the whole call's input picks the price tier; every unit is summed and rounded
-        up once. Fallback hops (``chain``): see ``budgetguard._fallbacks``."""
+        up once. Fallback hops (``chain``): see ``budgetguard._fallbacks``. A compaction (at input
+        ``compaction``) is a pass on the call's model; it writes a summary, at most the output bound (the
+        call's own: Anthropic documents no other), which the message reads instead of what it summed up."""
         input_tokens, extra = shown, 0
         passes: tuple[Pass, ...] = ()
         if results or advisors:
@@ -351,6 +358,11 @@ class Estimator:
                 passes = tuple(Pass("advisor_message", m, Usage(seen, output_tokens=w)) for m, w in advisors)
             extra = pass_input(shown, output_tokens, read, window, model)
             input_tokens += extra
+        if compaction is not None:  # (with tools, the trigger is checked at every pass: the largest read)
+            seen = largest_read(shown, output_tokens, results, price.context_window) if results else shown
+            if seen >= compaction:
+                passes += (Pass("compaction", None, Usage(seen, output_tokens=output_tokens)),)
+                extra, input_tokens = extra + output_tokens, input_tokens + output_tokens
         hops: tuple[Pass, ...] = ()
         if chain:  # (each hop re-priced at its output and the input it may read)
             advised, hops = fallback_passes(output_tokens, chain, lambda e, out, read: self.priced(
