@@ -2,8 +2,8 @@
 or charges below the bill (a request field that changes a fee, a prompt-size tier, a billed pass).
 
 The providers' published prices are constants here, each with its source; the recorded call of
-``../shared/realworld`` (read in place) grounds the compaction case. Each hole is a strict xfail on main
-(the reason says what breaks and the fix).
+``../shared/realworld`` (read in place) grounds the compaction case. Each hole was a strict xfail on main;
+each is fixed now, its test beside one for the other direction (what must not be reserved or charged).
 """
 
 from __future__ import annotations
