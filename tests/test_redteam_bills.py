@@ -260,20 +260,21 @@ def test_a_compacting_request_reserves_its_compaction_pass() -> None:
     assert (compaction["type"], message["type"]) == ("compaction", "message")
     counted = compaction["input_tokens"]  # what count_tokens says of the request: the whole input
     est = Estimator()(request, input_tokens=counted)
-    # the recorded call, had its reply run to max_tokens (the worst case the reservation is for)
+    bill = worst_compaction_bill(recorded)
+    assert est.cost_nano >= bill, (est.cost, Decimal(bill) / NANO)
+
+
+def worst_compaction_bill(recorded: dict[str, Any]) -> int:
+    """The recorded compacting call's bill, had its reply run to max_tokens (the reservation's case)."""
+    request, usage = recorded["request"], recorded["response"]["usage"]
+    compaction, message = usage["iterations"]
+    summary = Usage(compaction["input_tokens"], output_tokens=compaction["output_tokens"])
     worst = Usage(
         input_tokens=message["input_tokens"],
         output_tokens=request["max_tokens"],
-        passes=(
-            Pass(
-                "compaction",
-                None,
-                Usage(compaction["input_tokens"], output_tokens=compaction["output_tokens"]),
-            ),
-        ),
+        passes=(Pass("compaction", None, summary),),
     )
-    bill = price_book.cost_nano(request["model"], worst, provider="anthropic")
-    assert est.cost_nano >= bill, (est.cost, Decimal(bill) / NANO)
+    return price_book.cost_nano(request["model"], worst, provider="anthropic")
 
 
 def test_a_compaction_pass_is_reserved_only_where_its_trigger_can_fire() -> None:
@@ -287,20 +288,8 @@ def test_a_compaction_pass_is_reserved_only_where_its_trigger_can_fire() -> None
     assert Estimator()(default, input_tokens=149_999).passes == ()
     (compacting,) = Estimator()(default, input_tokens=150_000).passes
     assert compacting.kind == "compaction" and compacting.usage.input_tokens == 150_000
-    compaction, message = usage["iterations"]
-    est = Estimator()(request, input_tokens=compaction["input_tokens"])
-    worst = Usage(
-        input_tokens=message["input_tokens"],
-        output_tokens=request["max_tokens"],
-        passes=(
-            Pass(
-                "compaction",
-                None,
-                Usage(compaction["input_tokens"], output_tokens=compaction["output_tokens"]),
-            ),
-        ),
-    )
-    assert est.cost_nano <= 2.1 * price_book.cost_nano(request["model"], worst, provider="anthropic")
+    counted = usage["iterations"][0]["input_tokens"]
+    assert Estimator()(request, input_tokens=counted).cost_nano <= 2.1 * worst_compaction_bill(recorded_call)
 
 
 # -- OpenAI cache writes: gpt-5.6 bills prompt-cache writes at $5 / MTok, above its $4 input --------------
