@@ -293,7 +293,7 @@ class Estimator:
                 f"cannot tell what kind of request this is (keys: {sorted(request)}); expected "
                 "'messages' (chat / Anthropic) or 'input' (Responses / embeddings)"
             )
-        cache_write = cache_write if shape == "anthropic" else price.dearer_cache_write()  # (OpenAI's own)
+        cache_write = cache_write if shape == "anthropic" else price.dearer_write  # (OpenAI's own)
         if unseen:
             input_tokens = self._unseen_bound(input_tokens, price, unseen)
         tools = (
@@ -301,7 +301,7 @@ class Estimator:
             if "tools" in request or "mcp_servers" in request or searches(model)
             else NO_TOOLS
         )
-        price = price.with_fees(dict(tools.rates))  # (the fees its tools set: a container's size...)
+        price = price.with_fees(tools.rates)  # (the fees its tools set: a container's size...)
         advisors: tuple[tuple[str, int], ...] = ()
         defaulted = tools.defaulted
         if shape == "anthropic" and request.get("tools"):

@@ -222,4 +222,4 @@ def chat_search(model: object) -> bool:
     """Whether ``model`` is a Chat Completions search model (gpt-4o-search-preview, gpt-5-search-api and
     their snapshots): it searches the web once for every request (billed per call) and reports it in no
     usage field."""
-    return type(model) is str and "-search-" in model.rsplit("/", 1)[-1]
+    return type(model) is str and "-search-" in model and "-search-" in model.rsplit("/", 1)[-1]

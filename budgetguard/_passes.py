@@ -26,8 +26,9 @@ Kinds: Anthropic ``web_search_*`` / ``web_fetch_*`` / ``code_execution_*`` / ``t
 search of a Chat Completions search model. A request's tools can set a fee (``ToolUse.rates``): an
 OpenAI container's ``memory_limit``, a ``web_search_preview`` on a model that does not reason. Every
 execution in a code execution session feeds a pass (``DEFAULT_TOOL_CALLS["code_execution"]`` counts
-executions; the fee is one session a container). Anthropic advisor uses are passes on the advisor's model (``Estimator._advisor_passes``)
-whose advice the call then reads: a result of at most the advisor's ``max_tokens``.
+executions; the fee is one session a container). Anthropic advisor uses are passes on the advisor's
+model (``Estimator._advisor_passes``) whose advice the call then reads: a result of at most the
+advisor's ``max_tokens``.
 """
 
 from __future__ import annotations
