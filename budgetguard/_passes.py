@@ -214,9 +214,10 @@ class ServerTools:
         defaulted: list[str] = []
         bounded = _count(request.get("max_tool_calls")) if api != "anthropic" else None
         containers, fees_set = 0, _ToolFees(price, model)
+        free: set[str] = set()  # (searches whose content no pass reads: previews on models that don't reason)
         if searched:  # a chat search model: one search a request, priced as a preview search
             counts["web_search"] = 1
-            fees_set.preview_search()
+            free = {"web_search"} if fees_set.preview_search() else free
         for tool in tools:
             kind = tool.get("type") if isinstance(tool, Mapping) else None
             name = server_tool(kind, api, tool) if isinstance(kind, str) else None
@@ -226,8 +227,9 @@ class ServerTools:
                 containers += 1
                 if api != "anthropic":
                     fees_set.scale("code_execution", _container_size(tool))
-            elif name == "web_search" and api != "anthropic" and str(kind).startswith("web_search_preview"):
-                fees_set.preview_search()
+            elif name == "web_search" and api != "anthropic":  # (free content if every search is a preview)
+                preview = str(kind).startswith("web_search_preview") and fees_set.preview_search()
+                free = {name} if preview and (name not in counts or name in free) else set()
             count = _count(tool.get("max_uses")) if api == "anthropic" else None
             if count is None:
                 count = bounded
@@ -250,12 +252,12 @@ class ServerTools:
             rates = price.rates_for(shown)
             dearest = max(per_call, key=lambda name: rates.fees_nano({name: 1}, model))
             fees = {name: count for name, count in fees.items() if name in (dearest, "code_execution")}
-        results = [(sizes.get(name, self.results[name]), count) for name, count in counts.items()]
+        results = [(sizes.get(name, self.results[name]), n) for name, n in counts.items() if name not in free]
         if bounded is not None:  # and the worst results are the largest ones
             results = _keep_largest(results, bounded)
         sized = tuple(
-            name for name in counts
-            if name not in sizes and name not in self.chosen and self.results[name] is not None
+            name for name in counts if name not in free
+            and name not in sizes and name not in self.chosen and self.results[name] is not None
         )  # fmt: skip
         return ToolUse(
             tuple(fees.items()), tuple(results), tuple(defaulted), sized, tuple(fees_set.fees.items())
@@ -285,12 +287,14 @@ class _ToolFees:
         if base is not None and times != 1:
             self._set(name, base * times)
 
-    def preview_search(self) -> None:
+    def preview_search(self) -> bool:
         """A ``web_search_preview`` call's fee: the published preview fee of a model that does not
-        reason (``PUBLISHED_PRICES``' ``web_search_preview``), the model's web search fee otherwise."""
+        reason (``PUBLISHED_PRICES``' ``web_search_preview``; its search content is free: whether it
+        applies), the model's web search fee otherwise."""
         rate = published_prices(self.model, None).get("web_search_preview")
         if rate is not None:
             self._set("web_search", rate)
+        return rate is not None
 
 
 """The worst case of a request without server-side tools (nor tools of any kind)."""

@@ -137,6 +137,20 @@ def test_web_search_preview_on_a_reasoning_model_and_the_ga_tool_keep_the_10_fee
         assert est.price.base.web_search == Decimal(10), (model, kind)
 
 
+def test_a_preview_search_on_a_non_reasoning_model_reserves_no_search_content() -> None:
+    """Its search content is free (not in the usage: 11 prompt tokens in the recorded chat search
+    ``067``), so no pass re-reading results is reserved for it; a GA search beside it is billed its
+    content, and then the results are reserved as before."""
+    base = {"model": "gpt-4.1", "input": "News?", "max_output_tokens": 100, "max_tool_calls": 1}
+    preview = budgetguard.estimate({**base, "tools": [{"type": "web_search_preview"}]})
+    assert (preview.tool_results, preview.tool_pass_tokens) == ((), 0)
+    both = budgetguard.estimate({**base, "tools": [{"type": "web_search_preview"}, {"type": "web_search"}]})
+    assert both.tool_results == ((23_000, 1),)
+    chat = {"messages": [{"role": "user", "content": "What day is today?"}], "max_tokens": 50}
+    assert budgetguard.estimate({**chat, "model": "gpt-4o-search-preview"}).tool_pass_tokens == 0
+    assert budgetguard.estimate({**chat, "model": "gpt-5-search-api"}).tool_results == ((23_000, 1),)
+
+
 # -- Code interpreter containers: the fee follows the container's memory ----------------------------------
 
 # https://platform.openai.com/docs/pricing (built-in tools), code interpreter per container:
