@@ -250,8 +250,11 @@ class GuardCore:
     ) -> dict[Unit, int]:
         # served at another tier than asked, or by another model (served_flags): its own price; the
         # passes on other models (advisors) at the call's provider
-        price = est.price if model == est.model and variant == est.variant else model
         prices, provider = self.prices, est.provider
+        if model == est.model and variant == est.variant:
+            price = est.price
+        else:  # (the fees the request's tools set stand, whoever answers)
+            price = prices.get(model, provider=provider, variant=variant).with_fees(est.fees)
         if usage.passes and any(hop.kind == DECLINED_HOP and hop.model is None for hop in usage.passes):
             usage = unnamed_hops_priced(
                 usage, est, est.fallbacks,

@@ -53,13 +53,13 @@ from ._events import use_logging
 from ._fallbacks import chain_cost, fallback_passes, fallback_requests
 from ._frozen import fast_init, fast_new
 from ._money import to_usd
-from ._passes import DEFAULT_TOOL_CALLS, NO_TOOLS, ServerTools, largest_read, pass_input
+from ._passes import DEFAULT_TOOL_CALLS, NO_TOOLS, ServerTools, largest_read, pass_input, searches
 from ._pricing import PriceBook, price_book
 from ._providers import VARIANT_KEYS, Variant, api_of, as_sent, request_variant
 from ._rates import _FEE_UNITS, Price
-from ._tokens import count_text_tokens, encoding_for_model
+from ._tokens import count_embedding_input
 from ._tokens_claude import _blocks as claude_blocks
-from ._tokens_claude import claude_factor, count_claude_request
+from ._tokens_claude import claude_factor, compaction_trigger, count_claude_request
 from ._tokens_claude import unseen_inputs as claude_unseen
 from ._tokens_openai import read_openai_request
 from ._tokens_openai import unseen_inputs as openai_unseen
@@ -98,20 +98,24 @@ class Estimate:
     """What the request references but does not carry (``"previous_response_id"``, ...): its input
     was reserved at the model's context window, or the configured ``unseen_tokens`` on top."""
     provider: str | None = None
-    """The provider the price was looked up at (``None``: found by the model's name): a response
-    served by another model or at another tier is priced at the same provider."""
+    """The provider the price was looked up at (``None``: by name); another model or tier is priced there."""
     tool_pass_tokens: int = 0
-    """The part of ``input_tokens`` that the passes after server-side tool calls re-read (the request,
-    the output so far and the tool results, capped at the context window): see ``budgetguard._passes``."""
+    """The part of ``input_tokens`` the passes after server-side tool calls re-read (see ``_passes``)."""
     tool_results_defaulted: tuple[str, ...] = ()
     """The tools whose results were reserved at the calibrated ``DEFAULT_TOOL_RESULT_TOKENS``."""
     tool_results: tuple[tuple[int | None, int], ...] = ()
     """The server-side tool results the passes may read, as ``(tokens, calls)`` groups."""
     advisors: tuple[tuple[str, int], ...] = ()
     """Anthropic advisor uses, as ``(model, most tokens written)``: passes, and results read back."""
+    fees: tuple[tuple[str, Decimal], ...] = ()
+    """Call fees (USD per 1k) the request's tools set, in ``price``: charged whichever model answers."""
     fallbacks: tuple[tuple[Estimate, bool], ...] = ()
     """Anthropic server-side fallbacks: each hop's own worst case, and whether it keeps the request's
     max output (see ``budgetguard._fallbacks``); reserved as ``fallback_message`` passes."""
+    compaction: int | None = None
+    """The input at which the request's ``context_management`` compacts (its trigger): when a pass may
+    read that much, a ``compaction`` pass (that input read, a summary of the output bound written) is
+    reserved, and the summary the message reads back (in ``tool_pass_tokens``)."""
 
     @property
     def cost(self) -> Decimal:
@@ -261,7 +265,7 @@ class Estimator:
             else None
         )
         price = self.prices.get(model, provider=provider, variant=variant)
-        cache_write = None
+        cache_write, compaction = None, None
         counted = False
         # the input, and what the request references without carrying (unseen)
         if shape == "anthropic":
@@ -269,7 +273,7 @@ class Estimator:
                 input_tokens = count_claude_request(request, model, self._factor(model))
             else:
                 counted = True
-            cache_write = _anthropic_cache_ttl(request)
+            cache_write, compaction = _anthropic_cache_ttl(request), compaction_trigger(request)
             output_tokens = self._output(request, price, CLAUDE_OUTPUT_KEYS)
             unseen = claude_unseen(request, counted=counted)
         elif "messages" in request:
@@ -278,7 +282,7 @@ class Estimator:
             if "n" in request:  # several choices: each may be as long
                 output_tokens *= _n(request)
         elif _is_embedding(model):
-            input_tokens = _embedding_tokens(request.get("input"), model)
+            input_tokens = count_embedding_input(request.get("input"), model)
             output_tokens = 0
             unseen = openai_unseen(request)
         elif "input" in request or "instructions" in request or isinstance(request.get("prompt"), Mapping):
@@ -289,13 +293,15 @@ class Estimator:
                 f"cannot tell what kind of request this is (keys: {sorted(request)}); expected "
                 "'messages' (chat / Anthropic) or 'input' (Responses / embeddings)"
             )
+        cache_write = cache_write if shape == "anthropic" else price.dearer_write  # (OpenAI's own)
         if unseen:
             input_tokens = self._unseen_bound(input_tokens, price, unseen)
         tools = (
             self.server_tools.read(request, shape, price, input_tokens, model)
-            if "tools" in request or "mcp_servers" in request
+            if "tools" in request or "mcp_servers" in request or searches(model)
             else NO_TOOLS
         )
+        price = price.with_fees(tools.rates)  # (the fees its tools set: a container's size...)
         advisors: tuple[tuple[str, int], ...] = ()
         defaulted = tools.defaulted
         if shape == "anthropic" and request.get("tools"):
@@ -305,11 +311,12 @@ class Estimator:
         results = tools.results
         input_tokens, passes, extra, cost_nano = self._worst(
             model, price, provider, variant, input_tokens, output_tokens, cache_write, audio, tools.fees,
-            results, advisors, (),
+            results, advisors, (), compaction,
         )  # fmt: skip
         return _new_estimate(
             model, input_tokens, output_tokens, cost_nano, price, cache_write, variant, counted, tools.fees,
-            defaulted, audio, passes, unseen, provider, extra, tools.sized, results, advisors,
+            defaulted, audio, passes, unseen, provider, extra, tools.sized, results, advisors, tools.rates,
+            (), compaction,
         )  # fmt: skip
 
     def priced(self, est: Estimate, output_tokens: int) -> Estimate:
@@ -318,26 +325,29 @@ class Estimator:
         input_tokens, passes, extra, cost_nano = self._worst(
             est.model, est.price, est.provider, est.variant, est.input_tokens - est.tool_pass_tokens,
             output_tokens, est.cache_write, est.audio_output, est.tool_calls, est.tool_results, est.advisors,
-            est.fallbacks,
+            est.fallbacks, est.compaction,
         )  # fmt: skip
         return _new_estimate(
             est.model, input_tokens, output_tokens, cost_nano, est.price, est.cache_write, est.variant,
             est.counted, est.tool_calls, est.tools_defaulted, est.audio_output, passes, est.unseen,
-            est.provider, extra, est.tool_results_defaulted, est.tool_results, est.advisors, est.fallbacks,
+            est.provider, extra, est.tool_results_defaulted, est.tool_results, est.advisors, est.fees,
+            est.fallbacks, est.compaction,
         )  # fmt: skip
 
     def _worst(
         self, model: str, price: Price, provider: str | None, variant: Variant | None, shown: int,
         output_tokens: int, cache_write: str | None, audio: bool, calls: tuple[tuple[str, int], ...],
         results: tuple[tuple[int | None, int], ...], advisors: tuple[tuple[str, int], ...],
-        chain: tuple[tuple[Estimate, bool], ...],
+        chain: tuple[tuple[Estimate, bool], ...], compaction: int | None = None,
     ) -> tuple[int, tuple[Pass, ...], int, int]:  # fmt: skip
         """The worst case of a call that shows ``shown`` input tokens and writes ``output_tokens``:
         ``(input tokens, advisor and fallback passes, tool-pass input, cost in nano-USD)``.
 
         Each advice is read back as a tool result; every pass after a server-side tool call reads the
         request again; the whole call's input picks the price tier; every unit is summed and rounded
-        up once. Fallback hops (``chain``): see ``budgetguard._fallbacks``."""
+        up once. Fallback hops (``chain``): see ``budgetguard._fallbacks``. A compaction (at input
+        ``compaction``) is a pass on the call's model; it writes a summary, at most the output bound (the
+        call's own: Anthropic documents no other), which the message reads instead of what it summed up."""
         input_tokens, extra = shown, 0
         passes: tuple[Pass, ...] = ()
         if results or advisors:
@@ -348,6 +358,11 @@ class Estimator:
                 passes = tuple(Pass("advisor_message", m, Usage(seen, output_tokens=w)) for m, w in advisors)
             extra = pass_input(shown, output_tokens, read, window, model)
             input_tokens += extra
+        if compaction is not None:  # (with tools, the trigger is checked at every pass: the largest read)
+            seen = largest_read(shown, output_tokens, results, price.context_window) if results else shown
+            if seen >= compaction:
+                passes += (Pass("compaction", None, Usage(seen, output_tokens=output_tokens)),)
+                extra, input_tokens = extra + output_tokens, input_tokens + output_tokens
         hops: tuple[Pass, ...] = ()
         if chain:  # (each hop re-priced at its output and the input it may read)
             advised, hops = fallback_passes(output_tokens, chain, lambda e, out, read: self.priced(
@@ -547,18 +562,6 @@ def output_keys(request: Mapping[str, Any], api: str) -> tuple[str, ...]:
 
 def _is_embedding(model: str) -> bool:
     return "embedding" in model
-
-
-def _embedding_tokens(value: Any, model: str) -> int:
-    if isinstance(value, str):
-        return count_text_tokens(value, encoding_for_model(model))
-    if not isinstance(value, list | tuple):
-        raise ConfigurationError(
-            f"embeddings input must be a str, a list of str or token-id arrays, got {type(value).__name__}"
-        )
-    if value and all(isinstance(item, int) and not isinstance(item, bool) for item in value):
-        return len(value)  # one array of token ids
-    return sum(_embedding_tokens(item, model) for item in value)
 
 
 def _anthropic_cache_ttl(request: Mapping[str, Any]) -> str | None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from ._errors import ConfigurationError
 
-__all__ = ["ModelLimits", "answers_as", "checked_limits", "model_limits", "model_names"]
+__all__ = ["ModelLimits", "answers_as", "chat_search", "checked_limits", "model_limits", "model_names"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,3 +216,10 @@ def checked_limits(context_window: object, max_output_tokens: object) -> ModelLi
                 f"{what} must be a whole number of tokens (at least {least}) or None, got {value!r}"
             )
     return ModelLimits(context_window, max_output_tokens)  # type: ignore[arg-type]
+
+
+def chat_search(model: object) -> bool:
+    """Whether ``model`` is a Chat Completions search model (gpt-4o-search-preview, gpt-5-search-api and
+    their snapshots): it searches the web once for every request (billed per call) and reports it in no
+    usage field."""
+    return type(model) is str and "-search-" in model and "-search-" in model.rsplit("/", 1)[-1]

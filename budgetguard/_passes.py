@@ -22,19 +22,25 @@ What is a hard bound and what is calibrated:
 
 Kinds: Anthropic ``web_search_*`` / ``web_fetch_*`` / ``code_execution_*`` / ``tool_search_tool_*`` /
 ``mcp_toolset`` tools and ``mcp_servers``; Responses ``web_search*`` / ``file_search`` /
-``code_interpreter`` / ``image_generation`` / ``tool_search`` / ``mcp`` tools. Every execution in a code
-execution session feeds a pass (``DEFAULT_TOOL_CALLS["code_execution"]`` counts executions; the fee is
-one session). Anthropic advisor uses are passes on the advisor's model (``Estimator._advisor_passes``)
-whose advice the call then reads: a result of at most the advisor's ``max_tokens``.
+``code_interpreter`` / hosted ``shell`` / ``image_generation`` / ``tool_search`` / ``mcp`` tools; the one
+search of a Chat Completions search model. A request's tools can set a fee (``ToolUse.rates``): an
+OpenAI container's ``memory_limit``, a ``web_search_preview`` on a model that does not reason. Every
+execution in a code execution session feeds a pass (``DEFAULT_TOOL_CALLS["code_execution"]`` counts
+executions; the fee is one session a container). Anthropic advisor uses are passes on the advisor's
+model (``Estimator._advisor_passes``) whose advice the call then reads: a result of at most the
+advisor's ``max_tokens``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from ._errors import ConfigurationError
+from ._limits import chat_search as searches
+from ._price_data import published_prices
 from ._rates import _FEE_UNITS, Price
 
 __all__ = [
@@ -45,6 +51,7 @@ __all__ = [
     "ToolUse",
     "largest_read",
     "pass_input",
+    "searches",
     "server_tool",
 ]
 
@@ -102,10 +109,17 @@ _RESPONSES_KINDS = {
     "tool_search": "tool_search",
     "mcp": "mcp",
 }
+_HOSTED_SHELL = frozenset({"container_auto", "container_reference"})
+"""The ``shell`` tool environments OpenAI runs the commands in (its container); ``local``: the caller."""
+CONTAINER_SIZES: Mapping[str, int] = {"1g": 1, "4g": 4, "16g": 16, "64g": 64}
+"""An OpenAI container's ``memory_limit`` as the multiple of the 1 GB container fee it is billed at:
+https://platform.openai.com/docs/pricing (built-in tools): $0.03 (1 GB, the default), $0.12 (4 GB),
+$0.48 (16 GB), $1.92 (64 GB) a container, for code interpreter and the hosted shell alike."""
 
 
-def server_tool(kind: str, api: str) -> str | None:
-    """The kind of server-side tool a tool of type ``kind`` is, or ``None`` (client-side tools)."""
+def server_tool(kind: str, api: str, tool: Mapping[str, Any] | None = None) -> str | None:
+    """The kind of server-side tool a tool of type ``kind`` (the request's ``tool``) is, or ``None``
+    (client-side tools: a ``shell`` whose environment is not one of OpenAI's containers)."""
     if api == "anthropic":
         for prefix, name in _ANTHROPIC_PREFIXES:
             if kind.startswith(prefix):
@@ -113,7 +127,29 @@ def server_tool(kind: str, api: str) -> str | None:
         return None
     if kind.startswith("web_search"):  # web_search, web_search_preview, dated versions
         return "web_search"
+    if kind == "shell":
+        environment = tool.get("environment") if tool is not None else None
+        hosted = isinstance(environment, Mapping) and environment.get("type") in _HOSTED_SHELL
+        return "code_execution" if hosted else None
     return _RESPONSES_KINDS.get(kind)
+
+
+def _container_size(tool: Mapping[str, Any]) -> int:
+    """The multiple of the 1 GB fee an OpenAI container tool's container is billed at: its
+    ``memory_limit`` (code interpreter's ``container``, the hosted shell's ``environment``). A container
+    referenced by id was sized where it was created: reserved at the 1 GB default (register a dearer
+    ``code_execution`` price for a model used with larger named containers)."""
+    container = tool.get("container") if tool.get("type") == "code_interpreter" else tool.get("environment")
+    limit = container.get("memory_limit") if isinstance(container, Mapping) else None
+    if limit is None:
+        return 1
+    size = CONTAINER_SIZES.get(limit) if isinstance(limit, str) else None
+    if size is None:
+        raise ConfigurationError(
+            f"a {tool.get('type')} container's memory_limit {limit!r} has no known price; known: "
+            f"{', '.join(CONTAINER_SIZES)} (register the model's code_execution fee for another size)"
+        )
+    return size
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +164,9 @@ class ToolUse:
     """The tools whose count the request left unbounded: reserved at ``DEFAULT_TOOL_CALLS``."""
     sized: tuple[str, ...]
     """The tools whose results were bounded at the calibrated ``DEFAULT_TOOL_RESULT_TOKENS``."""
+    rates: tuple[tuple[str, Decimal], ...] = ()
+    """The call fees the request's tools set over the model's (a larger container, a preview search),
+    USD per thousand calls: what the call is reserved and charged at (``Estimate.fees``)."""
 
 
 class ServerTools:
@@ -164,7 +203,8 @@ class ServerTools:
         ``shown`` input tokens) to find the dearest."""
         tools = request.get("tools")
         servers = request.get("mcp_servers") if api == "anthropic" else None
-        if not tools and not servers:
+        searched = api != "anthropic" and "messages" in request and searches(model)
+        if not tools and not servers and not searched:
             return NO_TOOLS
         tools = list(tools) if isinstance(tools, list | tuple) else []
         if servers:
@@ -173,11 +213,23 @@ class ServerTools:
         sizes: dict[str, int] = {}
         defaulted: list[str] = []
         bounded = _count(request.get("max_tool_calls")) if api != "anthropic" else None
+        containers, fees_set = 0, _ToolFees(price, model)
+        free: set[str] = set()  # (searches whose content no pass reads: previews on models that don't reason)
+        if searched:  # a chat search model: one search a request, priced as a preview search
+            counts["web_search"] = 1
+            free = {"web_search"} if fees_set.preview_search() else free
         for tool in tools:
             kind = tool.get("type") if isinstance(tool, Mapping) else None
-            name = server_tool(kind, api) if isinstance(kind, str) else None
+            name = server_tool(kind, api, tool) if isinstance(kind, str) else None
             if name is None or tool.get("execution") == "client":  # (a tool search the caller runs)
                 continue
+            if name == "code_execution":
+                containers += 1
+                if api != "anthropic":
+                    fees_set.scale("code_execution", _container_size(tool))
+            elif name == "web_search" and api != "anthropic":  # (free content if every search is a preview)
+                preview = str(kind).startswith("web_search_preview") and fees_set.preview_search()
+                free = {name} if preview and (name not in counts or name in free) else set()
             count = _count(tool.get("max_uses")) if api == "anthropic" else None
             if count is None:
                 count = bounded
@@ -189,27 +241,62 @@ class ServerTools:
             if fetched is not None:  # a web fetch truncates what it feeds back to this
                 sizes[name] = max(sizes.get(name, 0), fetched)
         fees = {
-            name: min(count, 1) if name == "code_execution" else count  # a session, however many runs
+            name: min(count, containers) if name == "code_execution" else count  # a session per container
             for name, count in counts.items()
             if name in _FEE_UNITS
         }
+        price = fees_set.price
         per_call = [name for name in fees if name != "code_execution"]  # (sessions: one at most)
         if len(per_call) > 1 and bounded is not None:
             # max_tool_calls bounds all built-in calls together: the worst is all of them on the dearest
             rates = price.rates_for(shown)
             dearest = max(per_call, key=lambda name: rates.fees_nano({name: 1}, model))
             fees = {name: count for name, count in fees.items() if name in (dearest, "code_execution")}
-        results = [(sizes.get(name, self.results[name]), count) for name, count in counts.items()]
+        results = [(sizes.get(name, self.results[name]), n) for name, n in counts.items() if name not in free]
         if bounded is not None:  # and the worst results are the largest ones
             results = _keep_largest(results, bounded)
         sized = tuple(
-            name for name in counts
-            if name not in sizes and name not in self.chosen and self.results[name] is not None
+            name for name in counts if name not in free
+            and name not in sizes and name not in self.chosen and self.results[name] is not None
         )  # fmt: skip
-        return ToolUse(tuple(fees.items()), tuple(results), tuple(defaulted), sized)
+        return ToolUse(
+            tuple(fees.items()), tuple(results), tuple(defaulted), sized, tuple(fees_set.fees.items())
+        )
 
 
 NO_TOOLS = ToolUse((), (), (), ())
+
+
+class _ToolFees:
+    """The call fees a request's tools set on its price: the dearest of each, over the model's own."""
+
+    def __init__(self, price: Price, model: str) -> None:
+        self.asked = self.price = price
+        self.model = model
+        self.fees: dict[str, Decimal] = {}
+
+    def _set(self, name: str, rate: Decimal) -> None:
+        if rate > self.fees.get(name, getattr(self.asked.base, name) or 0):
+            self.fees[name] = rate
+            self.price = self.asked.with_fees(self.fees)
+
+    def scale(self, name: str, times: int) -> None:
+        """``name``'s fee ``times`` over (a container ``times`` the 1 GB one); an unknown fee stays
+        unknown (the call is then refused when priced)."""
+        base = getattr(self.asked.base, name)
+        if base is not None and times != 1:
+            self._set(name, base * times)
+
+    def preview_search(self) -> bool:
+        """A ``web_search_preview`` call's fee: the published preview fee of a model that does not
+        reason (``PUBLISHED_PRICES``' ``web_search_preview``; its search content is free: whether it
+        applies), the model's web search fee otherwise."""
+        rate = published_prices(self.model, None).get("web_search_preview")
+        if rate is not None:
+            self._set("web_search", rate)
+        return rate is not None
+
+
 """The worst case of a request without server-side tools (nor tools of any kind)."""
 
 

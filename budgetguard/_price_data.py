@@ -82,6 +82,12 @@ _PUBLISHED: dict[str, tuple[tuple[str, Mapping[str, Decimal]], ...]] = {
         ("gpt-4o-audio-preview", {"input_audio": Decimal("40"), "output_audio": Decimal("80")}),
         # https://platform.openai.com/docs/pricing (audio tokens): $10 / $20 per million audio tokens in / out
         ("gpt-4o-mini-audio-preview", {"input_audio": Decimal("10"), "output_audio": Decimal("20")}),
+        # https://platform.openai.com/docs/pricing#built-in-tools: "Web search preview (non-reasoning
+        # models): $25.00 / 1k calls, search content tokens are free" (gpt-4o, gpt-4.1 and their minis,
+        # the chat search models gpt-4o(-mini)-search-preview); reasoning models pay the $10 of web_search
+        ("gpt-4o", {"web_search_preview": Decimal("25")}),
+        ("gpt-4.1", {"web_search_preview": Decimal("25")}),
+        ("chatgpt-4o", {"web_search_preview": Decimal("25")}),
         (
             "",
             {
@@ -106,6 +112,49 @@ prefix, rates)``, the first matching prefix wins. Read-only: prices are resolved
 edit here would have no effect; set a model's price with ``register_price`` (or ``load_prices``)."""
 
 
+_LONG_CONTEXT_TIERS: tuple[tuple[tuple[str, ...], int, Mapping[str, Decimal]], ...] = (
+    # https://docs.claude.com/en/docs/about-claude/pricing#long-context-pricing: Claude Sonnet 4 with the
+    # 1M context window, input above 200k tokens: $6 / MTok input, $22.50 / MTok output for the whole
+    # request, the prompt-caching multipliers on top ($7.50 / $12 5m / 1h writes, $0.60 reads).
+    # genai-prices has this tier for Sonnet 4.5 only; Sonnet 4.6 is one price over its whole window.
+    (
+        # genai-prices' own names for Sonnet 4 (anthropic/claude-sonnet-4-0), Bedrock and Vertex ids
+        (
+            "claude-sonnet-4-0",
+            "claude-sonnet-4-2025",
+            "claude-sonnet-4@",
+            "claude-4-sonnet",
+            "claude-sonnet-4",
+        ),
+        200_000,
+        {
+            "input": Decimal("6"),
+            "output": Decimal("22.5"),
+            "cache_read": Decimal("0.6"),
+            "cache_write": Decimal("7.5"),
+            "cache_write_1h": Decimal("12"),
+        },
+    ),
+)
+"""Published prompt-size tiers genai-prices lacks: ``(model name prefixes, threshold, token rates above
+it)``; the last prefix of each is a whole name (``claude-sonnet-4``, not ``claude-sonnet-4-5``). Added
+to a genai-prices price that has no tiers (a registered price keeps the tiers it was given)."""
+
+
+def _bare(model: str) -> str:
+    """``model`` without a provider prefix (``anthropic/``) or a Bedrock region (``us.anthropic.``)."""
+    return model.rsplit("/", 1)[-1].rpartition("anthropic.")[2]
+
+
+def _published_tiers(price: Price) -> Price:
+    bare = _bare(price.model)
+    for names, threshold, rates in _LONG_CONTEXT_TIERS:
+        if bare == names[-1] or bare.startswith(names[:-1]):
+            above = dataclasses.replace(price.base, **rates)  # type: ignore[arg-type]
+            return dataclasses.replace(price, tiers=((threshold, above),))
+    return price
+
+
 def is_claude(model: str) -> bool:
     """Whether ``model`` names an Anthropic Claude model, however the endpoint spells it: ``claude-...``,
     ``anthropic/claude-...``, Bedrock's ``anthropic.claude-...`` / ``us.anthropic.claude-...``, Vertex's
@@ -117,7 +166,7 @@ def is_claude(model: str) -> bool:
 def published_prices(model: str, provider: str | None) -> dict[str, Decimal]:
     """The published prices (``PUBLISHED_PRICES``) that apply to ``model`` at ``provider`` (guessed from
     the model name when not given): the first entry whose prefix the bare model name starts with wins."""
-    bare = model.rsplit("/", 1)[-1].rpartition("anthropic.")[2]  # (Bedrock: us.anthropic.claude-...)
+    bare = _bare(model)
     if provider is None:
         provider = "anthropic" if is_claude(model) else "openai"
     found: dict[str, Decimal] = {}
@@ -177,7 +226,7 @@ def _from_genai(ref: str, provider: _gp.Provider, model: _gp.ModelInfo, mp: _gp.
         max_output_tokens=known.max_output_tokens,
         source=f"genai-prices {genai_prices_version}: {provider.id}/{model.id}",
     )
-    return _with_published(price, provider.id)
+    return _with_published(_published_tiers(price) if not price.tiers else price, provider.id)
 
 
 def _has_time_of_day_prices(model: _gp.ModelInfo) -> bool:

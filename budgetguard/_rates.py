@@ -242,6 +242,19 @@ class Price:
     context_window: int | None = None
     max_output_tokens: int | None = None
     source: str = "override"
+    dearer_write: str | None = field(init=False, repr=False, compare=False)
+    """``"5m"`` / ``"1h"`` when this price bills prompt-cache writes (the 5-minute / 1-hour rate, the
+    dearer) above input at any tier, else ``None``. OpenAI writes the cache on its own (explicit
+    breakpoints, or none: gpt-5.6 wrote 4,418 tokens of a request that asked nothing), so the estimate
+    reserves such a model's input at the write rate, as for an Anthropic request that asks for caching."""
+
+    def __post_init__(self) -> None:
+        dearer = None
+        for rates in (self.base, *(rates for _, rates in self.tiers)):
+            if max(rates.cache_write, rates.cache_write_1h) > rates.input:
+                dearer = "1h" if rates.cache_write_1h > rates.cache_write else "5m"
+                break
+        object.__setattr__(self, "dearer_write", dearer)
 
     def rates_for(self, input_tokens: int) -> Rates:
         for threshold, rates in reversed(self.tiers):
@@ -277,6 +290,19 @@ class Price:
             scaled = pass_rates.scaled(extra.usage, price.model) - pass_rates._request  # (no request fee)
             total += Fraction(scaled, pass_rates._den)
         return math.ceil(total)
+
+    def with_fees(self, fees: Mapping[str, Decimal] | tuple[tuple[str, Decimal], ...]) -> Price:
+        """This price with the call fees ``fees`` (``{"web_search": Decimal(25)}``, or its items; USD per
+        thousand calls) at every tier: what a request's own tools cost (a larger container, a preview
+        search)."""
+        if not fees:
+            return self
+        fees = dict(fees)
+        return dataclasses.replace(
+            self,
+            base=dataclasses.replace(self.base, **fees),  # type: ignore[arg-type]
+            tiers=tuple((t, dataclasses.replace(r, **fees)) for t, r in self.tiers),  # type: ignore[arg-type]
+        )
 
     def cost(self, usage: Usage) -> Decimal:
         return to_usd(self.cost_nano(usage))

@@ -18,7 +18,7 @@ from ._errors import ConfigurationError
 if TYPE_CHECKING:
     import tiktoken
 
-__all__ = ["count_text_tokens", "encoding_for_model", "get_encoding"]
+__all__ = ["count_embedding_input", "count_text_tokens", "encoding_for_model", "get_encoding"]
 
 # -- encodings ----------------------------------------------------------------------------------
 
@@ -211,3 +211,16 @@ def as_mapping(value: Any, what: str) -> Mapping[str, Any]:
     raise ConfigurationError(
         f"cannot count {what} of type {type(value).__name__}: pass a dict (or the SDK's own object)"
     )
+
+
+def count_embedding_input(value: Any, model: str) -> int:
+    """Input tokens of an embeddings request's ``input``: a str, a list of str, or token-id arrays."""
+    if isinstance(value, str):
+        return count_text_tokens(value, encoding_for_model(model))
+    if not isinstance(value, list | tuple):
+        raise ConfigurationError(
+            f"embeddings input must be a str, a list of str or token-id arrays, got {type(value).__name__}"
+        )
+    if value and all(isinstance(item, int) and not isinstance(item, bool) for item in value):
+        return len(value)  # one array of token ids
+    return sum(count_embedding_input(item, model) for item in value)

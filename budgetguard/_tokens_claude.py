@@ -30,6 +30,7 @@ from ._tokens_media import image_size, pdf_facts
 
 __all__ = [
     "ANTHROPIC_SAFETY_FACTOR",
+    "compaction_trigger",
     "CLAUDE_FACTORS",
     "claude_factor",
     "count_anthropic_tokens",
@@ -121,6 +122,25 @@ TASK_BUDGET_TOKENS = 48
 """``output_config.task_budget``: 53-54 for a 7-token question that counts 13 without it (308, 309)."""
 CONTEXT_MANAGEMENT_TOKENS = 128
 """``context_management`` edits (compaction): line 238 counts ~90 more than its text."""
+COMPACTION_TRIGGER = 150_000
+"""The input at which a ``compact_*`` edit compacts when its ``trigger`` names none (Anthropic's default,
+https://platform.claude.com/docs/en/build-with-claude/compaction-threshold)."""
+
+
+def compaction_trigger(request: Mapping[str, Any]) -> int | None:
+    """The least input at which ``request``'s ``context_management`` compacts (its ``compact_*`` edits'
+    ``trigger``), or ``None`` when it asks for no compaction."""
+    management = request.get("context_management")
+    edits = management.get("edits") if isinstance(management, Mapping) else None
+    found = None
+    for edit in edits if isinstance(edits, list | tuple) else ():
+        if isinstance(edit, Mapping) and str(edit.get("type", "")).startswith("compact_"):
+            trigger = edit.get("trigger")
+            value = trigger.get("value") if isinstance(trigger, Mapping) else None
+            at = value if type(value) is int and value >= 0 else COMPACTION_TRIGGER
+            found = at if found is None else min(found, at)
+    return found
+
 
 BLOCK_TOKENS = 8
 """Per tool result and per image: its framing (lines 683-684: two calls and their results count 136

@@ -32,6 +32,7 @@ from typing import Any
 from ._cache import memo
 from ._errors import UsageError
 from ._frozen import fast_init
+from ._limits import chat_search
 
 __all__ = ["Pass", "Usage", "with_tool_items"]
 
@@ -262,6 +263,8 @@ class Usage:
         output = get("output")  # a Responses API response: its built-in tool calls are billed per call
         if output and type(output) is list:
             return with_tool_items(found, output)
+        if get("choices") is not None and chat_search(get("model")):  # (its search is in no usage field)
+            return dataclasses.replace(found, web_search_calls=1)
         if kind == "message" and not found.code_execution_sessions:  # an Anthropic message that ran code
             content = get("content")
             if content and type(content) is list and any(map(_is_code_block, content)):
@@ -288,17 +291,14 @@ class Usage:
                     found = dataclasses.replace(found, code_execution_sessions=1)
             elif kind == "content_block_start":
                 ran_code = ran_code or _is_code_block(_get(event, "content_block"))
-            elif _get(event, "usage") is not None or kind in (
-                "message_start",
-                "response.completed",
-                "response.incomplete",
-            ):
+            elif _get(event, "usage") is not None or kind in _USAGE_EVENTS:
                 found = cls.from_response(event)
         if found is None:
             raise UsageError("the stream carried no usage (interrupted, or usage was not requested)")
         return found
 
 
+_USAGE_EVENTS = ("message_start", "response.completed", "response.incomplete")
 _FIELDS = tuple(f.name for f in fields(Usage) if f.init)
 _SET_HAS_UNITS = Usage.__dict__["has_units"].__set__
 _COUNT_FIELDS = _FIELDS[:-1]  # every field but passes
@@ -375,7 +375,7 @@ def _looks_like_usage(obj: Any) -> bool:
     return any(_get(obj, key) is not None for key in ("prompt_tokens", "input_tokens", "output_tokens"))
 
 
-_RESPONSE_FIELDS = ("type", "message", "response", "usage", "output", "content")
+_RESPONSE_FIELDS = ("type", "message", "response", "usage", "output", "content", "choices", "model")
 _USAGE_FIELDS = (
     "prompt_tokens", "prompt_tokens_details", "completion_tokens", "total_tokens",
     "completion_tokens_details", "input_tokens_details", "input_tokens", "output_tokens",
@@ -509,11 +509,8 @@ def _openai_usage(*, total_in: int, details: Any, output: int, output_details: A
 
 
 _DETAIL_FIELDS = ("cached_tokens", "cache_write_tokens", "audio_tokens", "image_tokens", "reasoning_tokens")
-_TOOL_ITEMS = {
-    "web_search_call": "web_search_calls",
-    "file_search_call": "file_search_calls",
-    "image_generation_call": "image_generation_calls",
-}
+_TOOL_ITEMS = {"web_search_call": "web_search_calls", "file_search_call": "file_search_calls",
+               "image_generation_call": "image_generation_calls"}  # fmt: skip
 
 
 def _is_code_block(block: Any) -> bool:
@@ -524,7 +521,7 @@ def _is_code_block(block: Any) -> bool:
 
 def with_tool_items(found: Usage, output: list[Any]) -> Usage:
     """A Responses API output's built-in tool calls: one ``web_search_call``, ``file_search_call`` or
-    ``image_generation_call`` item per billed call; code interpreter sessions by distinct container."""
+    ``image_generation_call`` item per billed call; code interpreter, hosted shell sessions by container."""
     counts: dict[str, int] = {}
     containers: set[Any] = set()
     for item in output:
@@ -534,6 +531,8 @@ def with_tool_items(found: Usage, output: list[Any]) -> Usage:
             counts[unit] = counts.get(unit, 0) + 1
         elif kind == "code_interpreter_call":
             containers.add(_get(item, "container_id") or _get(item, "id"))
+        elif kind == "shell_call" and _get(env := _get(item, "environment"), "type") == "container_reference":
+            containers.add(_get(env, "container_id") or _get(item, "id"))  # the hosted shell's container
     if containers:
         counts["code_execution_sessions"] = len(containers)
     return dataclasses.replace(found, **counts) if counts else found  # type: ignore[arg-type]

@@ -103,6 +103,9 @@ def billed_nano(fx: JSON) -> int:
         usage.code_executions = len(containers) or None
         images = kinds.count("image_generation_call")
         extra += images * budgetguard.published_prices(model, "openai")["image_generation"] / 1000
+    if endpoint == "chat" and "-search-" in model:  # a chat search model: one search a request
+        fees = budgetguard.published_prices(model, "openai")  # (preview fee if it does not reason)
+        extra += fees.get("web_search_preview", fees["web_search"]) / 1000
     total = _priced(model, provider, tier, usage) + extra
     for iteration in body.get("usage", {}).get("iterations") or ():
         if iteration["type"] == "message":
