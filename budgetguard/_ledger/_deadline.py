@@ -8,7 +8,7 @@ wait at most what is left of it, the retries' backoff (``DeadlineBackoff``) too,
 the next step raises ``DeadlineExceeded`` (a redis-py ``TimeoutError``, which the store wraps in
 ``LedgerError``). A lost reply's connection error is immediate, so its retry still runs, within the
 deadline. The async store's waits end by ``Deadlines``: ``asyncio.timeout_at``'s rule, one timer per
-event loop (below).
+store and event loop (below).
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import socket
-import threading
 import time
-import weakref
 from collections import deque
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -35,7 +33,7 @@ __all__ = [
     "Deadlines",
     "RedisTimeout",
     "Wait",
-    "deadlines_of",
+    "LoopDeadlines",
     "leave",
 ]
 
@@ -131,15 +129,15 @@ CONNECTIONS: dict[str, type[object]] = {
 """The connection class for each URL scheme."""
 
 
-# -- the async store: one timer per event loop --------------------------------------------------------
+# -- the async store: one timer per store and event loop ----------------------------------------------
 # ``asyncio.timeout_at`` pushes a TimerHandle on the loop's heap per wait and cancels it when the wait
 # ends; a cancelled handle stays in the heap until it reaches the top, and every push and pop compares
 # handles in Python: at 32 tasks, ~1,000 dead handles and 79k instructions a guarded pair
-# (benchmarks/README.md, session 11). ``Deadlines`` keeps the same rule with one queue, sorted by time,
-# and one TimerHandle armed at or before its earliest waiting entry: a wait still running at its
-# deadline has its task cancelled; that cancellation, unless something else cancelled the task too,
-# is the deadline's (``leave`` says so: the store raises its deadline error), and the task's
-# ``cancelling()`` count is restored.
+# (benchmarks/README.md, session 11). ``Deadlines`` (a store's, per loop) keeps the same rule with one
+# queue, sorted by time, and one TimerHandle armed at or before its earliest waiting entry: a wait
+# still running at its deadline has its task cancelled; that cancellation, unless something else
+# cancelled the task too, is the deadline's (``leave`` says so: the store raises its deadline error),
+# and the task's ``cancelling()`` count is restored.
 
 _WAITING, _EXPIRED, _LEFT = 0, 1, 2
 
@@ -174,7 +172,7 @@ class Deadlines:
     entry left from elsewhere (a coroutine closed by the garbage collector after its loop stopped) is
     only marked."""
 
-    __slots__ = ("__weakref__", "_at", "_handle", "_loop", "_queue")
+    __slots__ = ("_at", "_handle", "_loop", "_queue")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -242,18 +240,20 @@ def leave(entry: Wait | None) -> bool:
     return False
 
 
-_OWN: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Deadlines] = weakref.WeakKeyDictionary()
-_OWN_LOCK = threading.Lock()
+class LoopDeadlines:
+    """A store's ``Deadlines`` for the loop it runs on, made anew when that loop changes (a store used
+    from a new loop, after the old one closed with waits pending, never inherits its timer). Holds
+    the last loop only, as the store's batcher does: nothing global keeps a loop alive."""
 
+    __slots__ = ("_last",)
 
-def deadlines_of(loop: asyncio.AbstractEventLoop) -> Deadlines:
-    """The loop's ``Deadlines`` (every store on it shares them; a loop that cannot be weakly
-    referenced gets new ones each time, which is as correct)."""
-    with _OWN_LOCK:
-        try:
-            found = _OWN.get(loop)
-        except TypeError:
-            return Deadlines(loop)
-        if found is None:
-            found = _OWN[loop] = Deadlines(loop)
+    def __init__(self) -> None:
+        self._last: tuple[asyncio.AbstractEventLoop | None, Deadlines | None] = (None, None)
+
+    def of(self, loop: asyncio.AbstractEventLoop) -> Deadlines:
+        last = self._last  # (one read: another thread's loop may replace it meanwhile)
+        found = last[1]
+        if last[0] is not loop or found is None:
+            found = Deadlines(loop)
+            self._last = (loop, found)
         return found

@@ -27,7 +27,7 @@ from typing import Any
 from .._errors import LedgerError
 from ._admin import check_adjust, check_raise, check_reset, check_set_limits
 from ._base import AsyncLedger, JournalQuery, Ledger, ReservationRef, Store
-from ._deadline import DEADLINE, Deadlines, Wait, deadlines_of, leave
+from ._deadline import DEADLINE, Deadlines, LoopDeadlines, Wait, leave
 from ._meta import USAGE
 from ._redis_admin import adjust, get_limit, raise_limit, set_limits
 from ._redis_batch import AsyncBatcher, Batcher, Packer
@@ -221,10 +221,7 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
             if current is None:
                 raise RuntimeError("the Redis ledger's deadline needs a task (as asyncio.timeout does)")
             task: asyncio.Task[Any] = current
-            timers = self._timers
-            if timers[0] is not loop:
-                timers = self._timers = (loop, deadlines_of(loop))
-            deadlines = timers[1]
+            deadlines = self._deadlines.of(loop)
             end = loop.time() + seconds
         entry: Wait | None = None
         reply: Any = None
@@ -254,8 +251,10 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
         except StopIteration as done:
             return done.value
 
-    _timers: tuple[asyncio.AbstractEventLoop | None, Any] = (None, None)
-    """The loop this store last ran on and its ``Deadlines``."""
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadlines = LoopDeadlines()
+        """Its calls' deadlines on the loop it runs on (one timer for all of them)."""
 
     async def aclose(self) -> None:
         if isinstance(self._batch, AsyncBatcher):

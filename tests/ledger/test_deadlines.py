@@ -23,7 +23,7 @@ import pytest
 
 from budgetguard import LedgerError
 from budgetguard._ledger import Hold, open_async_ledger
-from budgetguard._ledger._deadline import Deadlines, deadlines_of, leave
+from budgetguard._ledger._deadline import LoopDeadlines, leave
 
 from .helpers import counter
 from .proxy import SilentServer
@@ -33,9 +33,13 @@ class Late(TimeoutError):
     """The deadline's error, as ``_under`` raises it (the store raises its ``LedgerError``)."""
 
 
+_STORE = LoopDeadlines()
+"""As one store's: the tests run on many loops, one after the other."""
+
+
 async def _under(when: float, wait: Awaitable[Any]) -> Any:
     """``await wait`` by ``when`` (loop time), as ``AsyncRedisLedger._run`` runs a call."""
-    entry = deadlines_of(asyncio.get_running_loop()).enter(asyncio.current_task(), when)  # type: ignore[arg-type]
+    entry = _STORE.of(asyncio.get_running_loop()).enter(asyncio.current_task(), when)  # type: ignore[arg-type]
     try:
         result = await wait
     except BaseException as exc:
@@ -246,19 +250,22 @@ def _hung_on(loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
 
 async def test_each_loop_has_its_own_deadlines() -> None:
     loop = asyncio.get_running_loop()
-    assert deadlines_of(loop) is deadlines_of(loop)
+    timers = LoopDeadlines()
+    mine = timers.of(loop)
+    assert timers.of(loop) is mine
     other = asyncio.new_event_loop()
     try:
-        assert deadlines_of(other) is not deadlines_of(loop)
-        assert isinstance(deadlines_of(other), Deadlines)
+        assert timers.of(other) is not mine
+        assert timers.of(loop) is not mine  # (made anew: a loop never inherits another's timer)
     finally:
         other.close()
 
 
 # -- the store ----------------------------------------------------------------------------------------
-# A hung server; the socket timeout (3 s) far past the deadlines, so which one ended a call is plain.
+# A hung server; the socket timeout (5 s) far past the deadlines, so which one ended a call is plain;
+# the longer deadlines 2 s past the shorter ones (the order holds unless the loop stalls that long).
 
-_SLOW = "socket_timeout=3&socket_connect_timeout=3"
+_SLOW = "socket_timeout=5&socket_connect_timeout=5"
 
 
 async def _ended(ledger: Any, name: str, order: list[str]) -> BaseException | None:
@@ -274,7 +281,7 @@ async def test_a_shorter_deadline_behind_longer_ones_on_one_store() -> None:
     """The store's deadline shortened while calls under the longer one wait: the later, shorter ones
     end first, by their own deadline."""
     with SilentServer() as silent:
-        ledger = open_async_ledger(f"{silent.url}?{_SLOW}&deadline=1.5")
+        ledger = open_async_ledger(f"{silent.url}?{_SLOW}&deadline=2.5")
         try:
             order: list[str] = []
             longer = [asyncio.create_task(_ended(ledger, "long", order)) for _ in range(4)]
@@ -291,7 +298,7 @@ async def test_a_shorter_deadline_behind_longer_ones_on_one_store() -> None:
 
 async def test_stores_with_other_deadlines_share_one_loop() -> None:
     with SilentServer() as silent:
-        slow = open_async_ledger(f"{silent.url}?{_SLOW}&deadline=1.2")
+        slow = open_async_ledger(f"{silent.url}?{_SLOW}&deadline=2.3")
         fast = open_async_ledger(f"{silent.url}?{_SLOW}&deadline=0.2")
         try:
             order: list[str] = []
