@@ -160,8 +160,8 @@ def _when(entry: Wait) -> float:
 
 
 class Deadlines:
-    """The deadlines of one event loop's waits, in any order (stores with other deadlines, a deadline
-    changed, each call's own), served by one ``TimerHandle``.
+    """A store's deadlines on one event loop, in any order (its ``deadline`` changed meanwhile, a
+    history's each call its own), served by one ``TimerHandle``.
 
     Invariant: while an entry waits, the timer is armed at or before its ``when``. ``enter`` arms it
     earlier when a new entry is the earliest; the timer's callback cancels every waiting entry whose
