@@ -7,13 +7,17 @@ around each operation; the connections ``open_ledger`` makes (``CONNECTIONS``) l
 wait at most what is left of it, the retries' backoff (``DeadlineBackoff``) too, and once it has passed
 the next step raises ``DeadlineExceeded`` (a redis-py ``TimeoutError``, which the store wraps in
 ``LedgerError``). A lost reply's connection error is immediate, so its retry still runs, within the
-deadline. The async store uses ``asyncio.timeout``.
+deadline. The async store's waits end by ``Deadlines``: ``asyncio.timeout_at``'s rule, one timer per
+store and event loop (below).
 """
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import socket
 import time
+from collections import deque
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +25,17 @@ import redis.connection
 import redis.exceptions
 from redis.backoff import ExponentialBackoff
 
-__all__ = ["CONNECTIONS", "DEADLINE", "RedisTimeout", "DeadlineBackoff", "DeadlineExceeded"]
+__all__ = [
+    "CONNECTIONS",
+    "DEADLINE",
+    "DeadlineBackoff",
+    "DeadlineExceeded",
+    "Deadlines",
+    "RedisTimeout",
+    "Wait",
+    "LoopDeadlines",
+    "leave",
+]
 
 RedisTimeout = redis.exceptions.TimeoutError
 """What redis-py raises when a wait times out (``DeadlineExceeded`` is one)."""
@@ -113,3 +127,133 @@ CONNECTIONS: dict[str, type[object]] = {
     "redis+cluster": Connection,
 }
 """The connection class for each URL scheme."""
+
+
+# -- the async store: one timer per store and event loop ----------------------------------------------
+# ``asyncio.timeout_at`` pushes a TimerHandle on the loop's heap per wait and cancels it when the wait
+# ends; a cancelled handle stays in the heap until it reaches the top, and every push and pop compares
+# handles in Python: at 32 tasks, ~1,000 dead handles and 79k instructions a guarded pair
+# (benchmarks/README.md, session 11). ``Deadlines`` (a store's, per loop) keeps the same rule with one
+# queue, sorted by time, and one TimerHandle armed at or before its earliest waiting entry: a wait
+# still running at its deadline has its task cancelled; that cancellation, unless something else
+# cancelled the task too, is the deadline's (``leave`` says so: the store raises its deadline error),
+# and the task's ``cancelling()`` count is restored.
+
+_WAITING, _EXPIRED, _LEFT = 0, 1, 2
+
+
+class Wait:
+    """One wait under a deadline (loop time): its task, the task's cancel requests when it began."""
+
+    __slots__ = ("cancelling", "owner", "state", "task", "when")
+
+    def __init__(self, owner: Deadlines, task: asyncio.Task[Any], when: float) -> None:
+        self.owner = owner
+        self.task = task
+        self.when = when
+        self.cancelling = task.cancelling()
+        self.state = _WAITING
+
+
+def _when(entry: Wait) -> float:
+    return entry.when
+
+
+class Deadlines:
+    """A store's deadlines on one event loop, in any order (its ``deadline`` changed meanwhile, a
+    history's each call its own), served by one ``TimerHandle``.
+
+    Invariant: while an entry waits, the timer is armed at or before its ``when``. ``enter`` arms it
+    earlier when a new entry is the earliest; the timer's callback cancels every waiting entry whose
+    time has come, drops the ones that left, and arms itself for the first one left, even if that one
+    is due already (the loop may run a timer a clock tick early); ``leave`` only marks and trims, so a
+    timer may fire for an entry that left: it then finds nothing due and re-arms (one spare callback
+    per deadline's length at most). Only the loop's own thread touches the queue and the timer: an
+    entry left from elsewhere (a coroutine closed by the garbage collector after its loop stopped) is
+    only marked."""
+
+    __slots__ = ("_at", "_handle", "_loop", "_queue")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: deque[Wait] = deque()
+        self._handle: asyncio.Handle | None = None
+        self._at = 0.0  # when the timer fires
+
+    def enter(self, task: asyncio.Task[Any], when: float) -> Wait:
+        """A wait of ``task`` (the running one) that must end by ``when`` (``loop.time()``'s clock)."""
+        entry = Wait(self, task, when)
+        queue = self._queue
+        if not queue or queue[-1].when <= when:
+            queue.append(entry)  # (the usual case: the same seconds after a later now)
+        else:
+            bisect.insort_right(queue, entry, key=_when)
+        if self._handle is None or when < self._at:
+            self._arm(when)
+        return entry
+
+    def _arm(self, when: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        loop = self._loop
+        if when <= loop.time():  # (as asyncio.timeout_at: at the loop's next turn)
+            self._handle = loop.call_soon(self._fire)
+        else:
+            self._handle = loop.call_at(when, self._fire)
+        self._at = when
+
+    def _fire(self) -> None:
+        self._handle = None
+        queue = self._queue
+        now = self._loop.time()
+        while queue:
+            entry = queue[0]
+            if entry.state == _WAITING:
+                if entry.when > now:
+                    break
+                entry.state = _EXPIRED
+                entry.task.cancel()
+            queue.popleft()
+        if queue:
+            self._arm(queue[0].when)
+
+    def _trim(self) -> None:
+        queue = self._queue
+        while queue and queue[0].state == _LEFT:
+            queue.popleft()
+
+
+def leave(entry: Wait | None) -> bool:
+    """The wait under ``entry`` ended (``None``: it had no deadline). True when its deadline cancelled
+    the task and nothing else did since it began: a ``CancelledError`` is then the deadline's (what
+    ``asyncio.timeout_at`` turns into ``TimeoutError``)."""
+    if entry is None:
+        return False
+    state = entry.state
+    entry.state = _LEFT
+    if state == _EXPIRED:  # (the timer took it off the queue)
+        return entry.task.uncancel() <= entry.cancelling
+    owner = entry.owner
+    queue = owner._queue
+    if queue and queue[0] is entry and asyncio._get_running_loop() is owner._loop:
+        owner._trim()
+    return False
+
+
+class LoopDeadlines:
+    """A store's ``Deadlines`` for the loop it runs on, made anew when that loop changes (a store used
+    from a new loop, after the old one closed with waits pending, never inherits its timer). Holds
+    the last loop only, as the store's batcher does: nothing global keeps a loop alive."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: tuple[asyncio.AbstractEventLoop | None, Deadlines | None] = (None, None)
+
+    def of(self, loop: asyncio.AbstractEventLoop) -> Deadlines:
+        last = self._last  # (one read: another thread's loop may replace it meanwhile)
+        found = last[1]
+        if last[0] is not loop or found is None:
+            found = Deadlines(loop)
+            self._last = (loop, found)
+        return found

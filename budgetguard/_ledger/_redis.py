@@ -27,7 +27,7 @@ from typing import Any
 from .._errors import LedgerError
 from ._admin import check_adjust, check_raise, check_reset, check_set_limits
 from ._base import AsyncLedger, JournalQuery, Ledger, ReservationRef, Store
-from ._deadline import DEADLINE
+from ._deadline import DEADLINE, Deadlines, LoopDeadlines, Wait, leave
 from ._meta import USAGE
 from ._redis_admin import adjust, get_limit, raise_limit, set_limits
 from ._redis_batch import AsyncBatcher, Batcher, Packer
@@ -211,28 +211,50 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
 
     async def _run(self, flow: Flow, *, each_call: bool = False) -> Any:
         """Run ``flow`` within one deadline (see ``RedisLedger._run``): a command still running then is
-        cancelled, and redis-py drops its connection."""
-        seconds = self.deadline
-        clock = asyncio.get_running_loop().time
-        end = None if seconds is None else clock() + seconds
+        cancelled, and redis-py drops its connection. ``asyncio.timeout_at``'s rule, by the loop's
+        shared ``Deadlines`` (``_deadline.py``)."""
+        loop = asyncio.get_running_loop()
+        deadlines: Deadlines | None = None
+        if self.deadline is not None:
+            seconds = self.deadline
+            current = asyncio.current_task(loop)
+            if current is None:
+                raise RuntimeError("the Redis ledger's deadline needs a task (as asyncio.timeout does)")
+            task: asyncio.Task[Any] = current
+            deadlines = self._deadlines.of(loop)
+            end = loop.time() + seconds
+        entry: Wait | None = None
         reply: Any = None
         try:
             while True:
                 call = flow.send(reply)
-                if each_call and seconds is not None:
-                    end = clock() + seconds
+                if deadlines is not None:
+                    if each_call:
+                        end = loop.time() + seconds
+                    entry = deadlines.enter(task, end)
                 try:
-                    async with asyncio.timeout_at(end):
-                        reply = await self._send(call)
-                except TimeoutError as exc:  # the deadline's (redis-py raises its own TimeoutError)
-                    raise self._late() from exc
-                except Exception as exc:
+                    reply = await self._send(call)
+                except BaseException as exc:
+                    if leave(entry) and isinstance(exc, asyncio.CancelledError):
+                        timeout = TimeoutError()  # (as asyncio.timeout_at raises it)
+                        timeout.__cause__ = exc
+                        raise self._late() from timeout
+                    if isinstance(exc, TimeoutError):  # (redis-py raises its own TimeoutError)
+                        raise self._late() from exc
+                    if not isinstance(exc, Exception):
+                        raise
                     wrapped = _wrap_error(exc)
                     if wrapped is exc:
                         raise
                     raise wrapped from exc
+                leave(entry)
         except StopIteration as done:
             return done.value
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadlines = LoopDeadlines()
+        """Its calls' deadlines on the loop it runs on (one timer for all of them)."""
 
     async def aclose(self) -> None:
         if isinstance(self._batch, AsyncBatcher):

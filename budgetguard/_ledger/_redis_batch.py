@@ -59,37 +59,37 @@ _LENGTHS = tuple(b"$%d\r\n" % n for n in range(1024))
 """A bulk string's header by its length (``bytes % ...`` costs ~1.2k instructions; an index, ~30)."""
 
 
-_INTS: dict[int, bytes] = {}
-"""Integer arguments as digits: the lease, the retention and the journal's length repeat in every call."""
+KNOWN = 4096
+"""Items whose RESP bulk string a ``Packer`` keeps (then it starts again): key names, counters' packed
+arguments, JSON that repeats from call to call; an id or a key that holds one is made once and
+dropped with the rest."""
 
 
-def _int(value: int) -> bytes:
-    data = str(value).encode()
-    if len(_INTS) < 256:
-        _INTS[value] = data
-    return data
+def _bulks(items: tuple[str | int, ...], encoding: str, known: dict[str | int, bytes]) -> bytes:
+    """``items`` as RESP bulk strings, one after the other (each made once while ``known`` keeps it)."""
+    out: list[bytes] = []
+    append = out.append
+    for item in items:
+        bulk = known.get(item)
+        if bulk is None:
+            bulk = _encoded(item, encoding)
+            if type(item) is str or type(item) is int:  # (a bool or a subclass may equal another item)
+                if len(known) >= KNOWN:
+                    known.clear()
+                known[item] = bulk
+        append(bulk)
+    return b"".join(out)
 
 
 def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
-def _bulks(items: tuple[str | int, ...], encoding: str) -> bytes:
-    """``items`` as RESP bulk strings, one after the other."""
-    out: list[bytes] = []
-    append = out.append
-    for item in items:
-        if type(item) is str:
-            data = item.encode(encoding)
-        elif type(item) is int:
-            data = _INTS.get(item) or _int(item)
-        else:  # (a subclass: as a str, else as an integer)
-            data = item.encode(encoding) if isinstance(item, str) else b"%d" % item
-        size = len(data)
-        append(_LENGTHS[size] if size < 1024 else b"$%d\r\n" % size)
-        append(data)
-        append(_CRLF)
-    return b"".join(out)
+def _encoded(item: str | int, encoding: str) -> bytes:
+    """One item as a RESP bulk string (a str subclass as a str, anything else as an integer)."""
+    data = item.encode(encoding) if isinstance(item, str) else b"%d" % item
+    size = len(data)
+    return (_LENGTHS[size] if size < 1024 else b"$%d\r\n" % size) + data + _CRLF
 
 
 class Packer:
@@ -101,12 +101,14 @@ class Packer:
         self._heads: dict[tuple[str, int, int], bytes] = {}
         self._ops: dict[tuple[str, int, int], bytes] = {}  # a batch's '<op> <nkeys> <nargs>' argument
         self._encoding = encoding
+        self._known: dict[str | int, bytes] = {}
         self.load_batch = b"*3\r\n" + _bulk(b"SCRIPT") + _bulk(b"LOAD") + _bulk(batch_text.encode())
         """``SCRIPT LOAD`` of the batch script, for its NOSCRIPT."""
 
     def __call__(self, call: Call) -> Packed:
         keys, args = call.keys, call.args
-        return call.op, len(keys), len(args), _bulks(keys, self._encoding), _bulks(args, self._encoding)
+        encoding, known = self._encoding, self._known
+        return call.op, len(keys), len(args), _bulks(keys, encoding, known), _bulks(args, encoding, known)
 
     def command(self, packed: Packed) -> bytes:
         """One call's own ``EVALSHA``."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Generator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._budgets import Unit, Window
 from .._cache import Bounded
@@ -67,6 +67,9 @@ class Flows:
         self._slots: Bounded[tuple[str, int, int], CounterArgs] = Bounded(
             "ledger.redis.slots", 10_000, shared=False
         )
+        self._plans: Bounded[tuple[tuple[str, int], ...], Plan] = Bounded(
+            "ledger.redis.plans", 10_000, shared=False
+        )
 
     def checked_reserve(self, *args: Any) -> Flow:
         """Check a reserve's arguments (``Ledger.reserve``'s, in order) now, before any I/O; its flow."""
@@ -91,29 +94,55 @@ class Flows:
         found = self._slots.get(key)
         return self._slots.put(key, CounterArgs(self.keys, counter, start, end)) if found is None else found
 
+    def plan(self, holds: tuple[Hold, ...], now: int) -> Plan:
+        """The reserve's parts that depend only on the holds' counters and their windows at ``now``:
+        made once, reused while ``now`` stays in every one of those windows."""
+        key = tuple([(h.counter.limit_field, h.counter.limit) for h in holds])
+        found = self._plans.get(key)
+        if found is not None and found.since <= now < found.until:
+            return found
+        windows = tuple([window_at(h.counter, now) for h in holds])
+        slots = [self.slot(h.counter, w) for h, w in zip(holds, windows, strict=True)]
+        keys: list[str] = [self.keys.limits, self.keys.journal]
+        earlier: list[str] = []  # the earlier buckets of rolling counters, after the holds' keys
+        counts = ""  # per rolling counter 'i:n,': its earlier buckets
+        for i, slot in enumerate(slots, 1):
+            keys += slot.keys
+            if slot.prior:
+                counts = f"{counts}{i}:{len(slot.prior) // 2},"
+                earlier += slot.prior
+        since = max(w.start for w in windows)
+        until = min((w.end for w in windows if w.end is not None), default=_NEVER)
+        parts = [
+            (s.held_json, f",{h.counter.limit}]", s.reserve_arg) for h, s in zip(holds, slots, strict=True)
+        ]
+        found = Plan(since, until, windows, (*keys, *earlier), counts, tuple(parts))
+        return self._plans.put(key, found)
+
     def reserve(
         self, holds: tuple[Hold, ...], lease_ms: int, res_id: str, meta: str, enforce: Enforce
     ) -> Flow:
         now = time.time_ns() // 1_000_000  # a guess: the script checks it against the server's TIME
-        head: list[str | int] = [res_id, lease_ms, RECORD_RETENTION_MS, self.journal_maxlen, meta]
         mode = _mode(holds, enforce)
+        record = self.keys.record(res_id)
         for _ in range(3):
-            windows = [window_at(h.counter, now) for h in holds]
-            slots = [self.slot(h.counter, w) for h, w in zip(holds, windows, strict=True)]
-            keys: list[str] = [self.keys.record(res_id), self.keys.limits, self.keys.journal]
-            held_json = []
-            args: list[str | int] = [*head, "", mode, ""]
-            earlier: list[str] = []  # the earlier buckets of rolling counters, after the holds' keys
-            for i, (hold, slot) in enumerate(zip(holds, slots, strict=True), 1):
-                keys += slot.keys
-                held_json.append(f"{slot.held_json}{hold.amount},{hold.counter.limit}]")
-                args.append(f"{hold.amount}{slot.reserve_arg}")
-                if slot.prior:
-                    args[7] = f"{args[7]}{i}:{len(slot.prior) // 2},"
-                    earlier += slot.prior
-            args[5] = f"[{','.join(held_json)}]"
-            keys += earlier
-            reply = yield Call("reserve", tuple(keys), tuple(args))
+            plan = self.plan(holds, now)
+            windows = plan.windows
+            if len(holds) == 1:
+                amount = holds[0].amount
+                held_json, limit, tail = plan.parts[0]
+                packed = f"[{held_json}{amount}{limit}]"
+                per_hold: tuple[str, ...] = (f"{amount}{tail}",)
+            else:
+                pairs = list(zip(holds, plan.parts, strict=True))
+                packed = "[" + ",".join([f"{j}{h.amount}{lim}" for h, (j, lim, _) in pairs]) + "]"
+                per_hold = tuple([f"{h.amount}{t}" for h, (_, _, t) in pairs])
+            keys = (record, *plan.keys)
+            args: tuple[str | int, ...] = (
+                res_id, lease_ms, RECORD_RETENTION_MS, self.journal_maxlen, meta, packed, mode, plan.earlier,
+                *per_hold,
+            )  # fmt: skip
+            reply = yield Call("reserve", keys, args)
             server_now = server_time_outside(reply)
             if server_now is not None:
                 now = server_now
@@ -247,6 +276,23 @@ class Flows:
             return None
         info = yield Call("xinfo", (self.keys.journal,))
         return complete_since(info, self.journal_maxlen)
+
+
+_NEVER = 2**63
+"""Past any window's end (ms): a plan of total counters only is never stale."""
+
+
+class Plan(NamedTuple):
+    """A reserve's fixed parts for one tuple of counters (``Flows.plan``), valid for ``now`` in
+    ``[since, until)``: the counters' windows, the keys after the record's, the earlier buckets'
+    counts argument, and per hold its packed hold's text around the amount and its argument's tail."""
+
+    since: int
+    until: int
+    windows: tuple[Window, ...]
+    keys: tuple[str, ...]
+    earlier: str
+    parts: tuple[tuple[str, str, str], ...]
 
 
 def _mode(holds: tuple[Hold, ...], enforce: Enforce) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from budgetguard._ledger._redis_batch import Packer
+from budgetguard._ledger._redis_batch import KNOWN, Packer
 from budgetguard._ledger._redis_wire import Call
 
 SHAS = {"reserve": "a" * 40, "commit": "b" * 40, "release": "c" * 40, "batch": "d" * 40, "status": "e" * 40}
@@ -46,3 +46,20 @@ def test_batchable_calls_at_the_end_go_as_one_batch_call_after_the_others() -> N
     # one batchable call at the end: each its own command
     assert pack.wire([pack(reserve), pack(status)]) == (_alone(reserve) + _alone(status), 0)
     assert pack.wire([pack(status), pack(reserve)]) == (_alone(status) + _alone(reserve), 0)
+
+
+class _Name(str):
+    """A str subclass: equal to its text, packed as that text."""
+
+
+def test_items_packed_again_from_what_the_packer_keeps_are_the_same_bytes() -> None:
+    """A packer keeps each item's bytes (key names and arguments repeat); items equal across types (1,
+    True, 1.0's kin) or a str subclass stay what a plain encoder makes of them, and past ``KNOWN``
+    items it starts again."""
+    pack = Packer(SHAS)
+    mixed = Call("commit", ("k", _Name("k")), (1, True, "1", False, 0, "0", _Name("1"), 2**63 - 1))
+    many = [Call("status", (f"key:{i}",), (i, f"{i}")) for i in range(KNOWN + 50)]
+    for _ in range(2):  # the second time from what it kept
+        for call in [*CALLS, mixed, *many, *CALLS, mixed]:
+            assert pack.wire([pack(call)]) == (_alone(call), 0)
+    assert 0 < len(pack._known) <= KNOWN
