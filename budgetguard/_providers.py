@@ -17,11 +17,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, overload
 
 from ._cache import Bounded
+from ._errors import ConfigurationError
 from ._price_data import is_claude, provider_for_url
 from ._usage import Usage, _get, _is_code_block, _merge_anthropic_delta, _reader
 
 __all__ = [
-    "VARIANT_KEYS", "StreamFolder", "api_of", "as_sent", "client_provider", "endpoint_provider",
+    "VARIANT_KEYS", "StreamFolder", "api_of", "as_read", "as_sent", "client_provider", "endpoint_provider",
     "is_not_given", "may_reason", "request_variant", "response_variant", "sdk_provider", "served_model",
     "without_sdk_retries",
 ]  # fmt: skip
@@ -150,6 +151,29 @@ def as_sent(request: Mapping[str, Any]) -> Mapping[str, Any]:
     if not any(map(is_not_given, request.values())):
         return request
     return {key: value for key, value in request.items() if not is_not_given(value)}
+
+
+_READ_KEYS = frozenset(("extra_body",))
+
+
+def as_read(request: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``request`` as the provider receives it, for counting: ``as_sent``, then ``extra_body`` merged over
+    the named keys (the SDKs merge it into the JSON body, its keys winning: ``extra_body={"n": 4}`` is
+    sent as ``n=4``). ``request`` itself when it has none. An ``extra_body`` that is not a dict is
+    refused (it cannot be read)."""
+    request = as_sent(request)
+    if _READ_KEYS.isdisjoint(request):
+        return request
+    read = dict(request)
+    extra = read.pop("extra_body", None)
+    if extra is not None:
+        if not isinstance(extra, Mapping):
+            raise ConfigurationError(
+                f"extra_body must be a dict of keys sent in the request body, got {type(extra).__name__}: "
+                "budgetguard reads it as part of the request (the SDK sends its keys over the named ones)"
+            )
+        read = as_sent({**read, **extra})
+    return read
 
 
 def is_request(arguments: Mapping[str, Any]) -> bool:

@@ -47,13 +47,15 @@ def settled(events: list[Event]) -> Event:
 # -- extra_body: the SDKs merge it over the named arguments, the decorator path never reads it -----------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: with_budget(SDK method) estimates the named kwargs only; the SDK merges extra_body over "
-    "them (extra_body wins), so extra_body={'n': 4, 'max_tokens': 400} is sent but 1 x 10 tokens are "
-    "reserved. Fix: estimate {**kwargs, **kwargs['extra_body']} (and refuse an extra_body the estimator "
-    "cannot read), as the httpx transport reads the body actually sent",
-)
+def reserved_as_sent(events: list[Event], mock: MockProvider, api: str) -> None:
+    """The call was reserved at the estimate of the body the SDK sent (``as_read``: what it counts)."""
+    committed = settled(events)
+    body = mock.requests[-1].body
+    assert committed.estimated == budgetguard.estimate(body, api=api).cost, body
+    assert committed.actual is not None and committed.estimated >= committed.actual
+    assert "overrun" not in [e.kind for e in events]
+
+
 def test_extra_body_output_and_n_are_reserved(mock: MockProvider) -> None:
     mock.reply_text = LONG_REPLY
     events: list[Event] = []
@@ -75,6 +77,42 @@ def test_extra_body_output_and_n_are_reserved(mock: MockProvider) -> None:
     assert committed.actual is not None and committed.estimated is not None
     assert committed.estimated >= committed.actual, (committed.estimated, committed.actual)
     assert "overrun" not in [e.kind for e in events]
+    reserved_as_sent(events, mock, "openai")
+
+
+def test_an_extra_body_that_is_not_a_dict_is_refused_unsent(mock: MockProvider) -> None:
+    guard = make_guard([])
+    client = mock.openai()
+    try:
+        create = guard.with_budget(client.chat.completions.create, feature="chat")
+        with pytest.raises(budgetguard.ConfigurationError, match="extra_body must be a dict"):
+            create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}], extra_body=[("n", 4)])
+    finally:
+        client.close()
+    assert mock.requests == []
+
+
+def test_fit_lowers_the_output_extra_body_sets(mock: MockProvider) -> None:
+    """``fit=`` lowers the max output the SDK sends: extra_body's, which wins over the named argument."""
+    mock.reply_text = LONG_REPLY
+    events: list[Event] = []
+    guard = Guard("memory://", budgets=[budgetguard.Budget("feature", usd="0.001", per="day")],
+                  on_event=events.append)  # fmt: skip
+    client = mock.openai()
+    try:
+        create = guard.with_budget(client.chat.completions.create, feature="chat", fit=True)
+        create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "What is a budget?"}],
+            max_tokens=10,
+            extra_body={"max_tokens": 4000},
+        )
+    finally:
+        client.close()
+    (fitted,) = [e for e in events if e.kind == "fitted"]
+    sent = mock.requests[-1].body
+    assert fitted.data["from"] == 4000 and sent["max_tokens"] == fitted.data["to"] < 4000, sent
+    reserved_as_sent(events, mock, "openai")
 
 
 def test_the_wrapped_client_reads_extra_body_as_sent(mock: MockProvider) -> None:
