@@ -12,11 +12,12 @@ from the client, e.g. ``"groq"`` for an ``openai.OpenAI`` client on ``https://ap
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, overload
 
-from ._cache import Bounded
+from ._cache import Bounded, memo
 from ._errors import ConfigurationError
 from ._price_data import is_claude, provider_for_url
 from ._usage import Usage, _get, _is_code_block, _merge_anthropic_delta, _reader
@@ -153,14 +154,17 @@ def as_sent(request: Mapping[str, Any]) -> Mapping[str, Any]:
     return {key: value for key, value in request.items() if not is_not_given(value)}
 
 
-_READ_KEYS = frozenset(("extra_body",))
+_READ_KEYS = frozenset(("extra_body", "response_format", "text_format", "output_format"))
 
 
 def as_read(request: Mapping[str, Any]) -> Mapping[str, Any]:
     """``request`` as the provider receives it, for counting: ``as_sent``, then ``extra_body`` merged over
     the named keys (the SDKs merge it into the JSON body, its keys winning: ``extra_body={"n": 4}`` is
-    sent as ``n=4``). ``request`` itself when it has none. An ``extra_body`` that is not a dict is
-    refused (it cannot be read)."""
+    sent as ``n=4``), and a parse helper's class turned into the schema the SDK sends for it
+    (``response_format=Model`` of ``chat.completions.parse``, ``text_format=Model`` of
+    ``responses.parse``, ``output_format=Model`` of Anthropic's ``messages.parse``). ``request`` itself
+    when it has none of these. An ``extra_body`` that is not a dict is refused (it cannot be read), and
+    a class whose schema the SDK's own function cannot make."""
     request = as_sent(request)
     if _READ_KEYS.isdisjoint(request):
         return request
@@ -173,7 +177,50 @@ def as_read(request: Mapping[str, Any]) -> Mapping[str, Any]:
                 "budgetguard reads it as part of the request (the SDK sends its keys over the named ones)"
             )
         read = as_sent({**read, **extra})
+    fmt = read.get("response_format")
+    if isinstance(fmt, type):
+        read["response_format"] = _parse_format("response_format", fmt)
+    fmt = read.pop("text_format", None)
+    if isinstance(fmt, type):
+        text = read.get("text")
+        read["text"] = {
+            **(text if isinstance(text, Mapping) else {}),
+            "format": _parse_format("text_format", fmt),
+        }
+    fmt = read.get("output_format")
+    if isinstance(fmt, type):
+        del read["output_format"]
+        config = read.get("output_config")
+        schema = _parse_format("output_format", fmt)
+        read["output_config"] = {**(config if isinstance(config, Mapping) else {}), "format": schema}
     return read
+
+
+_PARSE_HELPERS = {
+    "response_format": ("openai.lib._parsing._completions", "type_to_response_format_param"),
+    "text_format": ("openai.lib._parsing._responses", "type_to_text_format_param"),
+    "output_format": ("anthropic.lib._parse._transform", "transformed_json_schema"),
+}
+"""The SDK function that turns a parse helper's class into the format it sends, by the helper's key."""
+
+
+@memo("providers.parse_formats", 256)
+def _parse_format(key: str, cls: type) -> Mapping[str, Any]:
+    """The structured-output format a parse helper sends for ``cls`` given as ``key``, made by the SDK's
+    own function (``_PARSE_HELPERS``), so that the schema counted is the one sent."""
+    module, name = _PARSE_HELPERS[key]
+    try:
+        made: Any = getattr(importlib.import_module(module), name)
+        if key != "output_format":
+            return dict(made(cls))
+        import pydantic  # (the SDKs' dependency: loaded with them)
+
+        return {"type": "json_schema", "schema": made(pydantic.TypeAdapter(cls))}
+    except (ImportError, AttributeError, TypeError) as exc:
+        raise ConfigurationError(
+            f"budgetguard cannot read the schema {key}={cls.__qualname__} sends ({exc!r}): pass the "
+            "format as the SDK's dict (response_format, text.format, output_config.format) instead"
+        ) from exc
 
 
 def is_request(arguments: Mapping[str, Any]) -> bool:

@@ -203,15 +203,6 @@ REPORT = Report(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: chat.completions.parse(response_format=<pydantic class>) (and responses.parse("
-    "text_format=...)) sends the class's JSON schema, billed as input; the estimator reads "
-    "response_format only as a dict (text_format not at all), so the schema is never counted and a "
-    "reply that runs to max_tokens overruns the reservation. Fix: turn a class into the SDK's own "
-    "param (openai.lib._parsing type_to_response_format_param / type_to_text_format_param) before "
-    "counting, or refuse a response_format / text_format it cannot read",
-)
 def test_a_parse_helpers_schema_is_reserved(mock: MockProvider) -> None:
     reply = REPORT.model_dump_json()
     mock.reply_text = reply
@@ -233,6 +224,43 @@ def test_a_parse_helpers_schema_is_reserved(mock: MockProvider) -> None:
     assert committed.actual is not None and committed.estimated is not None
     assert committed.estimated >= committed.actual, (committed.estimated, committed.actual)
     assert "overrun" not in [e.kind for e in events]
+    reserved_as_sent(events, mock, "openai")
+
+
+@pytest.mark.parametrize("helper", ["responses", "anthropic"])
+def test_the_other_parse_helpers_schemas_are_reserved_as_sent(mock: MockProvider, helper: str) -> None:
+    """``responses.parse(text_format=...)`` and Anthropic's ``messages.parse(output_format=...)``: the
+    reservation is the estimate of the body the SDK sent, its schema counted."""
+    reply = REPORT.model_dump_json()
+    mock.reply_text = reply
+    events: list[Event] = []
+    guard = make_guard(events)
+    client: Any = mock.openai() if helper == "responses" else mock.anthropic()
+    ask = "Report on budgets."
+    try:
+        if helper == "responses":
+            parse = guard.with_budget(client.responses.parse, feature="chat")
+            parsed = parse(model="gpt-4o", input=ask, text_format=Report, max_output_tokens=400).output_parsed
+        else:
+            parse = guard.with_budget(client.messages.parse, feature="chat")
+            messages = [{"role": "user", "content": ask}]
+            parsed = parse(model="claude-sonnet-4-5", messages=messages, output_format=Report, max_tokens=400)
+            parsed = parsed.parsed_output
+    finally:
+        client.close()
+    assert parsed == REPORT
+    body = mock.requests[-1].body
+    assert "text_format" not in body and "output_format" not in body
+    assert (body.get("text") or body.get("output_config"))["format"]["type"] == "json_schema"
+    reserved_as_sent(events, mock, "openai" if helper == "responses" else "anthropic")
+    without = {k: v for k, v in body.items() if k not in ("text", "output_config")}
+    assert budgetguard.estimate(body).input_tokens > budgetguard.estimate(without).input_tokens + 50
+
+
+def test_a_class_the_sdk_cannot_turn_into_a_schema_is_refused() -> None:
+    request = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}], "response_format": int}
+    with pytest.raises(budgetguard.ConfigurationError, match="cannot read the schema response_format=int"):
+        budgetguard.estimate(request)
 
 
 # -- interrupted streams: what was delivered, charged (a stream a function of yours yields) ------------------
