@@ -419,12 +419,21 @@ class StreamFolder:
             self.text.append(text)
 
 
+_NOT_TEXT = frozenset({"response.audio.delta"})
+"""Responses stream deltas that are not text the model wrote (audio, base64)."""
+
+
 def _delta_text(event: Any, kind: Any) -> str | None:
     if kind == "content_block_delta":
         delta = _get(event, "delta")
         text = _get(delta, "text") or _get(delta, "partial_json") or _get(delta, "thinking")
         return text if isinstance(text, str) else None
-    if kind == "response.output_text.delta":
+    if kind == "response.output_text.delta" or (
+        type(kind) is str
+        and kind.endswith(".delta")
+        and kind.startswith("response.")
+        and kind not in _NOT_TEXT
+    ):  # what the model wrote: text, function / custom / MCP tool input, code, commands, refusals, reasoning
         value = _get(event, "delta")
         return value if isinstance(value, str) else None
     choices = _get(event, "choices")

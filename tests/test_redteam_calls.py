@@ -315,13 +315,6 @@ def claude_web_search_stream(**request: Any) -> Iterator[dict[str, Any]]:
     raise ConnectionError("the connection dropped")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: an interrupted Responses stream counts only response.output_text.delta as output "
-    "(_providers._delta_text); function_call_arguments (and custom tool input, refusal, reasoning summary) "
-    "deltas it delivered are charged $0 on a model without hidden reasoning (gpt-4.1, gpt-4o). Fix: "
-    "count every '*.delta' text of the Responses stream, as the chat stream's tool_calls arguments are",
-)
 def test_an_interrupted_responses_stream_charges_the_function_call_it_delivered() -> None:
     events: list[Event] = []
     guard = make_guard(events)
@@ -361,6 +354,29 @@ def test_an_interrupted_claude_stream_charges_the_web_search_it_delivered() -> N
     (entry,) = guard.ledger.history(events=["committed"])
     assert entry.data["interrupted"] is True
     assert entry.data["usage"].get("web_search_calls") == 1, entry.data["usage"]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "response.custom_tool_call_input.delta",
+        "response.refusal.delta",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_text.delta",
+        "response.code_interpreter_call_code.delta",
+        "response.mcp_call_arguments.delta",
+        "response.shell_call_command.delta",
+        "response.audio.transcript.delta",
+    ],
+)
+def test_every_text_delta_of_a_responses_stream_is_counted(kind: str) -> None:
+    """What the model wrote, whatever it wrote it for (and audio, base64, is not text)."""
+    from budgetguard._providers import StreamFolder
+
+    folder = StreamFolder()
+    folder.feed({"type": kind, "item_id": "x", "delta": "written"})
+    folder.feed({"type": "response.audio.delta", "item_id": "x", "delta": "UklGRg=="})
+    assert folder.text == ["written"]
 
 
 # -- background responses: closing the stream does not stop them -------------------------------------------
