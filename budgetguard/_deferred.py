@@ -175,7 +175,7 @@ class Settlement:
         # text (thinking included) counted with tiktoken, times the Claude safety factor for Claude
         # (its tokenizer is not public). A model that reasons without streaming its reasoning (o-series,
         # gpt-5, ...; Claude 4 streams a summary of the thinking it bills) may have consumed up to its
-        # whole output bound: that worst case, flagged.
+        # whole output bound: that worst case, flagged. Server-side tool calls: each one it showed.
         model = folder.model or est.model
         streamed = count_text_tokens("".join(folder.text), est.model) if folder.text else 0
         if streamed and api_of(None, model) == "anthropic":  # (never past max_tokens: it caps the bill)
@@ -188,7 +188,7 @@ class Settlement:
         if folder.thinking if api_of(None, model) == "anthropic" else may_reason(model):
             output = max(output, est.output_tokens)
             flags["reasoning_worst_case"] = True
-        usage = dataclasses.replace(base, output_tokens=output, reasoning_tokens=0)
+        usage = folder.with_tool_calls(dataclasses.replace(base, output_tokens=output, reasoning_tokens=0))
         if est.fallbacks:  # which hop of a server-side fallback chain streamed is unknown: the dearest
             flags.pop("priced_as", None)
             hop = dearest_hop(usage, est, est.fallbacks)

@@ -20,7 +20,7 @@ from typing import Any, overload
 from ._cache import Bounded, memo
 from ._errors import ConfigurationError
 from ._price_data import is_claude, provider_for_url
-from ._usage import Usage, _get, _is_code_block, _merge_anthropic_delta, _reader
+from ._usage import _TOOL_ITEMS, Usage, _get, _is_code_block, _merge_anthropic_delta, _reader, with_tool_items
 
 __all__ = [
     "VARIANT_KEYS", "StreamFolder", "api_of", "as_read", "as_sent", "client_provider", "endpoint_provider",
@@ -346,6 +346,11 @@ def is_stream_manager(result: Any) -> bool:
 
 _THINKING = ("thinking", "redacted_thinking")
 
+_PER_USE = {"web_search": "web_search_calls", "web_fetch": "web_fetch_calls"}
+"""Anthropic server tools billed per use, by the name of their ``server_tool_use`` block."""
+_BILLED_ITEMS = frozenset((*_TOOL_ITEMS, "code_interpreter_call"))
+"""The Responses API's output items of built-in tools billed per call or container (``with_tool_items``)."""
+
 _TIER_EVENTS = frozenset(
     {None, "message_start", "response.created", "response.completed", "response.incomplete"}
 )
@@ -376,13 +381,52 @@ class StreamFolder:
         """The model that answered, as the stream named it (``served_model``), if it did."""
         self.thinking = False
         """A Claude thinking block started: Claude 4 streams a summary of the thinking it bills."""
+        self._items: dict[Any, Any] = {}
+        """The Responses API's built-in tool call items the stream showed (added or done), by id."""
+        self._uses: dict[Any, str] = {}
+        """Anthropic's per-use server tools the stream showed (``server_tool_use``): id -> unit."""
+
+    def block(self, block: Any) -> None:
+        """An Anthropic content block that started (or a message snapshot's): thinking, a code execution
+        result, a per-use server tool's call, or its result that reports an error (not billed)."""
+        kind = _get(block, "type")
+        if kind in _THINKING:
+            self.thinking = True
+        elif kind == "server_tool_use":
+            unit = _PER_USE.get(_get(block, "name"))
+            if unit is not None:
+                self._uses[_get(block, "id") or len(self._uses)] = unit
+        elif isinstance(kind, str) and kind.endswith("_tool_result"):
+            if _is_code_block(block):
+                self.ran_code = True
+            failed = _get(_get(block, "content"), "type")
+            if isinstance(failed, str) and failed.endswith("_error"):
+                self._uses.pop(_get(block, "tool_use_id"), None)
+
+    def with_tool_calls(self, usage: Usage) -> Usage:
+        """``usage`` with at least the server-side tool calls the stream showed: each one it started is
+        charged (it ran, or runs on), as a final usage counts them (``with_tool_items``)."""
+        if self._items:
+            usage = with_tool_items(usage, list(self._items.values()))
+        if self._uses:
+            counts: dict[str, int] = {}
+            for unit in self._uses.values():
+                counts[unit] = counts.get(unit, 0) + 1
+            usage = dataclasses.replace(
+                usage, **{unit: max(n, getattr(usage, unit)) for unit, n in counts.items()}
+            )
+        return usage
 
     def feed(self, event: Any) -> None:
         kind = _get(event, "type")
         if kind == "chunk":  # the chat completions stream helper's event: the raw chunk inside
             event, kind = _get(event, "chunk"), None
         elif kind == "content_block_start":
-            self.thinking = self.thinking or _get(_get(event, "content_block"), "type") in _THINKING
+            self.block(_get(event, "content_block"))
+        elif kind == "response.output_item.added" or kind == "response.output_item.done":
+            item = _get(event, "item")
+            if _get(item, "type") in _BILLED_ITEMS:
+                self._items[_get(item, "id") or _get(event, "output_index")] = item
         if kind in _TIER_EVENTS:
             self.tier = served_tier(event) or self.tier
             self.model = self.model or served_model(event)
@@ -395,8 +439,6 @@ class StreamFolder:
                 # an interim message_delta (no stop_reason yet) carries a running count, not the final
                 self.complete = _get(_get(event, "delta"), "stop_reason") is not None
             return
-        if kind == "content_block_start" and _is_code_block(_get(event, "content_block")):
-            self.ran_code = True
         if kind == "message_start":
             self.usage = Usage.from_response(event)
             return

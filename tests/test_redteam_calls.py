@@ -140,13 +140,6 @@ def test_the_wrapped_client_reads_extra_body_as_sent(mock: MockProvider) -> None
 # -- an interrupted Responses stream: what it showed, charged ----------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: an interrupted Responses stream is charged input + streamed text only "
-    "(_deferred.Settlement.usage); the web_search_call item it delivered completed (billed per call) is "
-    "charged $0. Fix: StreamFolder counts response.output_item.done items with "
-    "budgetguard._usage.with_tool_items (and code_interpreter containers), as Usage.from_response does",
-)
 def test_an_interrupted_responses_stream_charges_the_web_search_it_delivered(mock: MockProvider) -> None:
     events: list[Event] = []
     guard = make_guard(events)
@@ -330,13 +323,6 @@ def test_an_interrupted_responses_stream_charges_the_function_call_it_delivered(
     assert entry.data["usage"].get("output_tokens", 0) >= written, (entry.data["usage"], written)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: an interrupted Anthropic stream is charged message_start's counts plus streamed text; "
-    "a web_search_tool_result block it delivered (a search run, billed $10 / 1k, its results read by the "
-    "next pass) is charged $0. Fix: StreamFolder counts server_tool_use blocks of a delivered "
-    "*_tool_result by tool (web_search, web_fetch), as it counts code execution sessions (ran_code)",
-)
 def test_an_interrupted_claude_stream_charges_the_web_search_it_delivered() -> None:
     events: list[Event] = []
     guard = make_guard(events)
@@ -354,6 +340,29 @@ def test_an_interrupted_claude_stream_charges_the_web_search_it_delivered() -> N
     (entry,) = guard.ledger.history(events=["committed"])
     assert entry.data["interrupted"] is True
     assert entry.data["usage"].get("web_search_calls") == 1, entry.data["usage"]
+
+
+@pytest.mark.parametrize(
+    ("content", "charged"),
+    [
+        (None, 1),  # the search started, the stream cut before its results: it ran (or runs on)
+        ([{"type": "web_search_result", "url": "https://example.com"}], 1),
+        ({"type": "web_search_tool_result_error", "error_code": "unavailable"}, 0),  # not billed
+    ],
+)
+def test_a_claude_stream_shows_the_searches_it_is_billed(content: Any, charged: int) -> None:
+    from budgetguard._providers import StreamFolder
+
+    folder = StreamFolder()
+    use = {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}
+    folder.feed({"type": "content_block_start", "index": 0, "content_block": use})
+    fetch = {"type": "server_tool_use", "id": "srvtoolu_2", "name": "web_fetch", "input": {}}
+    folder.feed({"type": "content_block_start", "index": 1, "content_block": fetch})
+    if content is not None:
+        result = {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": content}
+        folder.feed({"type": "content_block_start", "index": 2, "content_block": result})
+    shown = folder.with_tool_calls(budgetguard.Usage(input_tokens=10))
+    assert (shown.web_search_calls, shown.web_fetch_calls) == (charged, 1)
 
 
 @pytest.mark.parametrize(
