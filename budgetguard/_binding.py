@@ -185,6 +185,7 @@ def bind(core: GuardCore, fn: Callable[..., Any], options: Options) -> Binder:
             function,
             fitted,
             held,
+            background=read is not None and read.get("background") is True,
         )
         return plan, call
 

@@ -155,10 +155,11 @@ def drain_at_exit() -> None:
 class Settlement:
     """Commits a stream's reservation exactly once, from its usage or from what was received."""
 
-    def __init__(self, ctx: Ctx, reservation: Reservation | None) -> None:
+    def __init__(self, ctx: Ctx, reservation: Reservation | None, *, background: bool = False) -> None:
         self.ctx = ctx
         self.reservation = reservation
         self.folder = StreamFolder()
+        self.folder.background = background
         self.done = False
         self.ended = False  # the stream ran to its end (as opposed to closed early or dropped)
         self.billed: tuple[Usage, dict[str, Any]] | None = None
@@ -170,6 +171,12 @@ class Settlement:
         served = served_flags(folder.tier, est, folder.model, guard.prices)
         if folder.complete and folder.usage is not None:
             return folder.usage, served
+        if folder.background:  # it runs on server-side to its end, billed whole: its worst case
+            flags = {"usage_missing": True, "background": True, **served}
+            if not self.ended:
+                flags["interrupted"] = True
+            self.ctx.emit("usage_missing", reason="a background response runs on: charged its worst case")
+            return est.usage, flags
         # No final usage: bill what is known. Input: the provider's count if it sent one (Anthropic's
         # message_start), else the estimate. Output: the larger of a partial count and the streamed
         # text (thinking included) counted with tiktoken, times the Claude safety factor for Claude

@@ -381,6 +381,9 @@ class StreamFolder:
         """The model that answered, as the stream named it (``served_model``), if it did."""
         self.thinking = False
         """A Claude thinking block started: Claude 4 streams a summary of the thinking it bills."""
+        self.background = False
+        """A Responses API background response (the request or the stream said so): it runs on when its
+        stream is cut or closed."""
         self._items: dict[Any, Any] = {}
         """The Responses API's built-in tool call items the stream showed (added or done), by id."""
         self._uses: dict[Any, str] = {}
@@ -430,6 +433,8 @@ class StreamFolder:
         if kind in _TIER_EVENTS:
             self.tier = served_tier(event) or self.tier
             self.model = self.model or served_model(event)
+            if kind == "response.created":  # (a background response says so: the request may not)
+                self.background = self.background or _get(_get(event, "response"), "background") is True
         if kind == "message_delta":
             self.generated = True
             if self.usage is not None:

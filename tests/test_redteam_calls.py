@@ -391,22 +391,19 @@ def test_every_text_delta_of_a_responses_stream_is_counted(kind: str) -> None:
 # -- background responses: closing the stream does not stop them -------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: a Responses stream with background=True is charged what it delivered when it is cut "
-    "or closed early (the rule for a caller who closes a stream to stop the generation), but a background "
-    "response runs on to its end server-side (the stream resumes with starting_after; only "
-    "responses.cancel stops it) and is billed whole. Fix: an interrupted background stream is charged its "
-    "worst case (the estimate), as a reply without usage is",
-)
-def test_an_interrupted_background_stream_is_charged_its_worst_case(mock: MockProvider) -> None:
+@pytest.mark.parametrize("path", ["decorator", "wrap"])
+def test_an_interrupted_background_stream_is_charged_its_worst_case(mock: MockProvider, path: str) -> None:
     mock.reply_text = LONG_REPLY
     events: list[Event] = []
     guard = make_guard(events)
-    client = mock.openai()
+    client: Any = mock.openai()
     mock.cut(after=6, path="/v1/responses")  # created, in_progress, the message item, its part, 2 deltas
     try:
-        create = guard.with_budget(client.responses.create, feature="report")
+        if path == "wrap":
+            client = guard.wrap(client, feature="report")
+            create = client.responses.create
+        else:
+            create = guard.with_budget(client.responses.create, feature="report")
         stream = create(
             model="gpt-4.1",
             input="Write the quarterly report.",
@@ -422,6 +419,19 @@ def test_an_interrupted_background_stream_is_charged_its_worst_case(mock: MockPr
     committed = settled(events)
     assert committed.actual is not None and committed.estimated is not None
     assert committed.actual >= committed.estimated, (committed.actual, committed.estimated)
+    assert committed.data["background"] is True and committed.data["interrupted"] is True
+
+
+def test_a_stream_that_says_it_runs_in_the_background_is_one() -> None:
+    """The request may not say so (a guarded function of yours streams): the stream's first event does."""
+    from budgetguard._providers import StreamFolder
+
+    folder = StreamFolder()
+    folder.feed({"type": "response.created", "response": {"id": "resp_1", "background": True}})
+    assert folder.background
+    plain = StreamFolder()
+    plain.feed({"type": "response.created", "response": {"id": "resp_2", "background": False}})
+    assert not plain.background
 
 
 # -- a wrapped client's copy with an HTTP client of its own -----------------------------------------------

@@ -190,6 +190,7 @@ class _Base:
         plan = Plan(
             scopes, (body["model"],), estimate, Usage.from_response, None, True,
             count if counting else None, None, None, guard.hold, _attempt_number(request),
+            body.get("background") is True,
         )  # fmt: skip
         return Attempt(guard, plan), request, asked
 
