@@ -437,33 +437,33 @@ def test_a_stream_that_says_it_runs_in_the_background_is_one() -> None:
 # -- a wrapped client's copy with an HTTP client of its own -----------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: guard.wrap(client).with_options(http_client=...) (or .copy) returns a client that still "
-    "looks wrapped but sends through the new HTTP client, unguarded and silently (no reservation, no "
-    "journal). Fix: the wrapped class's copy/with_options (openai and anthropic) puts a given http_client "
-    "on the same guard's BudgetTransport (its scopes and allow=), or refuses it with ConfigurationError",
-)
+@pytest.mark.parametrize("how", ["with_options", "copy"])
 @pytest.mark.parametrize("sdk", ["openai", "anthropic"])
-def test_a_wrapped_clients_copy_with_its_own_http_client_stays_guarded(mock: MockProvider, sdk: str) -> None:
+def test_a_wrapped_clients_copy_with_its_own_http_client_stays_guarded(
+    mock: MockProvider, sdk: str, how: str
+) -> None:
+    """The copy sends through the HTTP client it was given, on the same guard's transport: its scopes
+    kept, nothing sent unguarded (the copy of a wrapped copy too)."""
     events: list[Event] = []
     guard = make_guard(events)
     wrapped: Any = guard.wrap(getattr(mock, sdk)(), feature="chat")
     http_lib = type(wrapped._client).__module__.partition(".")[0]  # (httpx or httpx2, as the SDK uses)
     own = __import__(http_lib).Client()
-    copy = wrapped.with_options(http_client=own)
+    copy = getattr(wrapped, how)(http_client=own, max_retries=0)
+    again = copy.with_options(timeout=30)  # a copy of the guarded copy: the same transport
     try:
-        if sdk == "openai":
-            copy.chat.completions.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}], max_tokens=5
-            )
-        else:
-            copy.messages.create(
-                model="claude-haiku-4-5", messages=[{"role": "user", "content": "Hi"}], max_tokens=5
-            )
-    except budgetguard.ConfigurationError:
-        return  # refused: never sent unguarded
+        for client in (copy, again):
+            if sdk == "openai":
+                client.chat.completions.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}], max_tokens=5
+                )
+            else:
+                client.messages.create(
+                    model="claude-haiku-4-5", messages=[{"role": "user", "content": "Hi"}], max_tokens=5
+                )
     finally:
         own.close()
         wrapped.close()
-    assert [e.kind for e in events] == ["reserved", "committed"]
+    assert [e.kind for e in events] == ["reserved", "committed"] * 2
+    assert all("feature:chat" in e.scopes for e in events), [e.scopes for e in events]
+    assert copy.max_retries == 0 and type(copy) is type(wrapped)

@@ -17,7 +17,8 @@ with a ``ConfigurationError`` unless ``allow=`` names it; other requests (GET, u
 pass through. A client wrapped twice by one guard is one wrap (``wrap_client``); a decorated function
 that calls a wrapped client of its own guard charges each request twice (the decorator its call, the
 transport the request): guard one or the other.
-A wrapped openai client opens no WebSocket (``_NoWebSockets``): what goes over one is not guarded.
+A wrapped openai client opens no WebSocket (``_NoWebSockets``): what goes over one is not guarded. A
+wrapped client's copy given an ``http_client`` of its own is wrapped over it too (``_kept_guarded``).
 
 Nothing here imports ``httpx``: responses are built with the library of the request they answer, so the
 transports serve ``httpx`` and ``httpx2`` clients alike (openai 3 and anthropic 1 use ``httpx2``).
@@ -560,16 +561,32 @@ def _refusing(cls: type, is_async: bool, sockets: bool) -> type:
         "__module__": cls.__module__, "__qualname__": cls.__qualname__, "__doc__": cls.__doc__,
         "_budgetguard_sdk_class": cls,
     }  # fmt: skip
+    sdk_copy: Callable[..., Any] = cls.copy  # type: ignore[attr-defined]
+
+    def copy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        token = _copying.set(True)
+        try:
+            copied = sdk_copy(self, *args, **kwargs)
+        finally:
+            _copying.reset(token)
+        return _kept_guarded(self, copied, kwargs.get("http_client"))
+
+    functools.update_wrapper(copy, sdk_copy)
+    names.update(copy=copy, with_options=copy)
     if sockets:
-        sdk_copy: Callable[..., Any] = cls.copy  # type: ignore[attr-defined]
-
-        def copy(self: Any, *args: Any, **kwargs: Any) -> Any:
-            token = _copying.set(True)
-            try:
-                return sdk_copy(self, *args, **kwargs)
-            finally:
-                _copying.reset(token)
-
-        functools.update_wrapper(copy, sdk_copy)
-        names.update(websocket_base_url=_NoWebSockets(), copy=copy, with_options=copy)
+        names["websocket_base_url"] = _NoWebSockets()
     return type(cls.__name__, (cls,), {"request": request, **names})
+
+
+def _kept_guarded(wrapped: Any, copied: Any, given: Any) -> Any:
+    """A wrapped client's copy (``with_options``, ``copy``) that was given an HTTP client of its own,
+    put on the same guard's transport, with the same scopes, ``allow=`` and provider (``wrap_client``):
+    a copy never sends unguarded. A copy over this guard's own transport is the copy as it is."""
+    transport = getattr(getattr(wrapped, "_client", None), "_transport", None)
+    if given is None or not isinstance(transport, _Base) or _ours(transport.guard, _transport_of(given)):
+        return copied
+    return wrap_client(transport.guard, copied, transport.scopes, transport.allow, transport.provider)
+
+
+def _transport_of(http: Any) -> Any:
+    return getattr(http, "_transport", None)
