@@ -482,7 +482,11 @@ def wrap_client(
         pattern: None if inner is None else guarded(inner) for pattern, inner in http._mounts.items()
     }
     original = getattr(client, "_budgetguard_original", client)
-    wrapped = cast(C, cast(Any, client).with_options(http_client=new_http))
+    token = _wrapping.set(True)  # (a wrapped client's copy over new_http: guarded already, as it is)
+    try:
+        wrapped = cast(C, cast(Any, client).with_options(http_client=new_http))
+    finally:
+        _wrapping.reset(token)
     if getattr(wrapped, "_client", None) is not new_http:  # (never a copy left unguarded)
         raise ConfigurationError(
             f"this {cls.__name__} release does not keep the HTTP client it is given, so guard.wrap() cannot "
@@ -527,6 +531,9 @@ class _NoWebSockets:
     def __set__(self, obj: Any, value: Any) -> None:
         obj.__dict__["websocket_base_url"] = value
 
+
+_wrapping: ContextVar[bool] = ContextVar("budgetguard_wrapping", default=False)
+"""``wrap_client`` is copying a client onto the HTTP client it made: ``_kept_guarded`` leaves it as it is."""
 
 _copying: ContextVar[bool] = ContextVar("budgetguard_copying", default=False)
 """A wrapped client is being copied (``with_options``): its ``websocket_base_url`` is read for the copy."""
@@ -580,12 +587,21 @@ def _refusing(cls: type, is_async: bool, sockets: bool) -> type:
 
 def _kept_guarded(wrapped: Any, copied: Any, given: Any) -> Any:
     """A wrapped client's copy (``with_options``, ``copy``) that was given an HTTP client of its own,
-    put on the same guard's transport, with the same scopes, ``allow=`` and provider (``wrap_client``):
-    a copy never sends unguarded. A copy over this guard's own transport is the copy as it is."""
+    put on the same guard's transport, with the same scopes, ``allow=`` and provider (``wrap_client``),
+    each guard's of a client several guards wrapped: a copy never sends unguarded. A copy over this
+    guard's own transport is the copy as it is."""
     transport = getattr(getattr(wrapped, "_client", None), "_transport", None)
-    if given is None or not isinstance(transport, _Base) or _ours(transport.guard, _transport_of(given)):
+    if given is None or _wrapping.get() or not isinstance(transport, _Base):
         return copied
-    return wrap_client(transport.guard, copied, transport.scopes, transport.allow, transport.provider)
+    if _ours(transport.guard, _transport_of(given)):
+        return copied
+    layers = []  # (the guards that wrapped it, outermost first: each wraps the copy again)
+    while isinstance(transport, _Base) and transport._carry:
+        layers.append(transport)
+        transport = transport.inner
+    for layer in reversed(layers):
+        copied = wrap_client(layer.guard, copied, layer.scopes, layer.allow, layer.provider)
+    return copied
 
 
 def _transport_of(http: Any) -> Any:
