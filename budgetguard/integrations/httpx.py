@@ -532,8 +532,7 @@ class _NoWebSockets:
         obj.__dict__["websocket_base_url"] = value
 
 
-_wrapping: ContextVar[bool] = ContextVar("budgetguard_wrapping", default=False)
-"""``wrap_client`` is copying a client onto the HTTP client it made: ``_kept_guarded`` leaves it as it is."""
+_wrapping: ContextVar[bool] = ContextVar("budgetguard_wrapping", default=False)  # (wrap_client copies)
 
 _copying: ContextVar[bool] = ContextVar("budgetguard_copying", default=False)
 """A wrapped client is being copied (``with_options``): its ``websocket_base_url`` is read for the copy."""
@@ -586,23 +585,16 @@ def _refusing(cls: type, is_async: bool, sockets: bool) -> type:
 
 
 def _kept_guarded(wrapped: Any, copied: Any, given: Any) -> Any:
-    """A wrapped client's copy (``with_options``, ``copy``) that was given an HTTP client of its own,
-    put on the same guard's transport, with the same scopes, ``allow=`` and provider (``wrap_client``),
-    each guard's of a client several guards wrapped: a copy never sends unguarded. A copy over this
-    guard's own transport is the copy as it is."""
-    transport = getattr(getattr(wrapped, "_client", None), "_transport", None)
-    if given is None or _wrapping.get() or not isinstance(transport, _Base):
+    """A wrapped client's copy (``with_options``, ``copy``) given an HTTP client of its own, wrapped over
+    it by each guard that wrapped the client, with its scopes, ``allow=`` and provider: a copy never
+    sends unguarded. One given the wrapped client's own HTTP client (or made by ``wrap``) is as it is."""
+    http = getattr(wrapped, "_client", None)
+    transport, layers = getattr(http, "_transport", None), []
+    if given is None or given is http or _wrapping.get():
         return copied
-    if _ours(transport.guard, _transport_of(given)):
-        return copied
-    layers = []  # (the guards that wrapped it, outermost first: each wraps the copy again)
-    while isinstance(transport, _Base) and transport._carry:
+    while isinstance(transport, _Base) and transport._carry:  # (outermost first)
         layers.append(transport)
         transport = transport.inner
     for layer in reversed(layers):
         copied = wrap_client(layer.guard, copied, layer.scopes, layer.allow, layer.provider)
     return copied
-
-
-def _transport_of(http: Any) -> Any:
-    return getattr(http, "_transport", None)
