@@ -24,6 +24,7 @@ from ._fit import Fitting, fit_for
 from ._flow import Plan
 from ._options import Options
 from ._providers import (
+    as_read,
     as_sent,
     endpoint_provider,
     is_request,
@@ -107,6 +108,8 @@ def bind(core: GuardCore, fn: Callable[..., Any], options: Options) -> Binder:
         request = sendable if provider or is_request(sendable) else None
         if provider == "openai" and request is not None:
             prepare_openai_stream(request, streaming=streaming)
+        # what the provider receives (extra_body merged over the named keys...): what is estimated
+        read = None if request is None or estimate is not None else as_read(request)
         if fixed_scopes is None or current_scopes():
             resolved = resolve_scopes(scopes, args, kwargs, arguments, default_ids)
         else:
@@ -125,14 +128,14 @@ def bind(core: GuardCore, fn: Callable[..., Any], options: Options) -> Binder:
                         )
                     return given
                 return {**given, **({"model": model} if model else {})}
-            if request is None:
+            if read is None:
                 raise ConfigurationError(
                     f"cannot see the LLM request in the arguments of {getattr(fn, '__qualname__', fn)}; "
                     "pass estimate=lambda *a, **kw: {'model': ..., 'messages': ..., 'max_tokens': ...}"
                 )
-            if not model or model == request.get("model"):
-                return request  # read only, by the estimator and count_request
-            return {**request, "model": model}
+            if not model or model == read.get("model"):
+                return read  # read only, by the estimator and count_request
+            return {**read, "model": model}
 
         def estimate_for(model: str | None, counted: int | None) -> Estimate:
             given = request_for(model)
@@ -157,13 +160,17 @@ def bind(core: GuardCore, fn: Callable[..., Any], options: Options) -> Binder:
                 final = dict(request or kwargs)
                 if model:
                     final["model"] = model
-                return target(*args, **{**final, **sent} if sent else final)
+                if sent:
+                    final.update(sent)
+                if "extra_body" in final:  # (which the SDK sends over the named keys)
+                    final = _changed(final, {**sent, **({"model": model} if model else {})})
+                return target(*args, **final)
             changes = {**sent, "model": model} if model and model != primary else sent
             if changes:
                 if bound is not None and changes.keys() <= bound.arguments.keys():
                     rebound = inspect.BoundArguments(bound.signature, {**bound.arguments, **changes})
                     return target(*rebound.args, **rebound.kwargs)
-                return target(*args, **{**kwargs, **changes})
+                return target(*args, **_changed(kwargs, changes))
             return target(*args, **kwargs)
 
         counting = estimator.anthropic_count_tokens is not None
@@ -178,7 +185,18 @@ def bind(core: GuardCore, fn: Callable[..., Any], options: Options) -> Binder:
             function,
             fitted,
             held,
+            background=read is not None and read.get("background") is True,
         )
         return plan, call
 
     return Binder(plan_call, is_async)
+
+
+def _changed(kwargs: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """An SDK call's ``kwargs`` with ``changes`` (a routed model, fitted output keys), also in its
+    ``extra_body`` where that sets them: the SDK sends extra_body's keys over the named ones."""
+    changed = {**kwargs, **changes}
+    extra = kwargs.get("extra_body")
+    if isinstance(extra, Mapping) and not changes.keys().isdisjoint(extra):
+        changed["extra_body"] = {**extra, **{key: changes[key] for key in changes if key in extra}}
+    return changed

@@ -155,10 +155,11 @@ def drain_at_exit() -> None:
 class Settlement:
     """Commits a stream's reservation exactly once, from its usage or from what was received."""
 
-    def __init__(self, ctx: Ctx, reservation: Reservation | None) -> None:
+    def __init__(self, ctx: Ctx, reservation: Reservation | None, *, background: bool = False) -> None:
         self.ctx = ctx
         self.reservation = reservation
         self.folder = StreamFolder()
+        self.folder.background = background
         self.done = False
         self.ended = False  # the stream ran to its end (as opposed to closed early or dropped)
         self.billed: tuple[Usage, dict[str, Any]] | None = None
@@ -170,12 +171,18 @@ class Settlement:
         served = served_flags(folder.tier, est, folder.model, guard.prices)
         if folder.complete and folder.usage is not None:
             return folder.usage, served
+        if folder.background:  # it runs on server-side to its end, billed whole: its worst case
+            flags = {"usage_missing": True, "background": True, **served}
+            if not self.ended:
+                flags["interrupted"] = True
+            self.ctx.emit("usage_missing", reason="a background response runs on: charged its worst case")
+            return est.usage, flags
         # No final usage: bill what is known. Input: the provider's count if it sent one (Anthropic's
         # message_start), else the estimate. Output: the larger of a partial count and the streamed
         # text (thinking included) counted with tiktoken, times the Claude safety factor for Claude
         # (its tokenizer is not public). A model that reasons without streaming its reasoning (o-series,
         # gpt-5, ...; Claude 4 streams a summary of the thinking it bills) may have consumed up to its
-        # whole output bound: that worst case, flagged.
+        # whole output bound: that worst case, flagged. Server-side tool calls: each one it showed.
         model = folder.model or est.model
         streamed = count_text_tokens("".join(folder.text), est.model) if folder.text else 0
         if streamed and api_of(None, model) == "anthropic":  # (never past max_tokens: it caps the bill)
@@ -188,7 +195,7 @@ class Settlement:
         if folder.thinking if api_of(None, model) == "anthropic" else may_reason(model):
             output = max(output, est.output_tokens)
             flags["reasoning_worst_case"] = True
-        usage = dataclasses.replace(base, output_tokens=output, reasoning_tokens=0)
+        usage = folder.with_tool_calls(dataclasses.replace(base, output_tokens=output, reasoning_tokens=0))
         if est.fallbacks:  # which hop of a server-side fallback chain streamed is unknown: the dearest
             flags.pop("priced_as", None)
             hop = dearest_hop(usage, est, est.fallbacks)

@@ -55,7 +55,7 @@ from ._frozen import fast_init, fast_new
 from ._money import to_usd
 from ._passes import DEFAULT_TOOL_CALLS, NO_TOOLS, ServerTools, largest_read, pass_input, searches
 from ._pricing import PriceBook, price_book
-from ._providers import VARIANT_KEYS, Variant, api_of, as_sent, request_variant
+from ._providers import VARIANT_KEYS, Variant, api_of, as_read, request_variant
 from ._rates import _FEE_UNITS, Price
 from ._tokens import count_embedding_input
 from ._tokens_claude import _blocks as claude_blocks
@@ -240,8 +240,9 @@ class Estimator:
 
         With ``anthropic_count_tokens`` set to a sync client, no ``input_tokens`` and ``count`` on, a
         Claude request is counted by the endpoint here (the guard counts before it estimates, sync or
-        async, and passes ``count=False``). A key set to an SDK's "not given" sentinel is absent."""
-        request = as_sent(request)  # (max_tokens=openai.omit is no max_tokens)
+        async, and passes ``count=False``). The request is read as sent (``as_read``: no "not given"
+        sentinels, ``extra_body`` merged over the named keys, a parse helper's class as its schema)."""
+        request = as_read(request)
         if self.anthropic_count_tokens is not None and input_tokens is None and count:
             ask = self.count_request(request, provider=provider, api=api)
             if ask is not None and not _is_async_client(self.anthropic_count_tokens):
@@ -422,7 +423,7 @@ class Estimator:
     ) -> dict[str, Any] | None:
         """The ``messages.count_tokens`` arguments for ``request`` when exact counting is on and
         ``request`` is a Claude request, else ``None``."""
-        request = as_sent(request)
+        request = as_read(request)
         model = request.get("model")
         if self.anthropic_count_tokens is None or not isinstance(model, str) or not model:
             return None

@@ -59,6 +59,9 @@ class Plan:
     first_attempt: int = 1
     """The number of the flow's first attempt: above 1 when the caller retries on its own and says so
     (an SDK's ``x-stainless-retry-count`` under the httpx transport), journaled and told in events."""
+    background: bool = False
+    """A Responses API request with ``background=True``: it runs on server-side when its stream is cut
+    or closed, billed whole (its stream, cut short, is charged its worst case: ``Settlement``)."""
 
 
 def call_flow(core: GuardCore, plan: Plan) -> Flow:
@@ -204,7 +207,7 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
             state.set_exception((type(exc), exc, exc.__traceback__))
         else:
             if is_stream(result):
-                return wrap_stream(result, Settlement(ctx, reservation))
+                return wrap_stream(result, Settlement(ctx, reservation, background=plan.background))
             try:
                 usage, tier, answered = plan.read_usage(result), served_tier(result), served_model(result)
                 flags = (  # no tier and the model asked: as reserved

@@ -12,16 +12,18 @@ from the client, e.g. ``"groq"`` for an ``openai.OpenAI`` client on ``https://ap
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, overload
 
-from ._cache import Bounded
+from ._cache import Bounded, memo
+from ._errors import ConfigurationError
 from ._price_data import is_claude, provider_for_url
-from ._usage import Usage, _get, _is_code_block, _merge_anthropic_delta, _reader
+from ._usage import _TOOL_ITEMS, Usage, _get, _is_code_block, _merge_anthropic_delta, _reader, with_tool_items
 
 __all__ = [
-    "VARIANT_KEYS", "StreamFolder", "api_of", "as_sent", "client_provider", "endpoint_provider",
+    "VARIANT_KEYS", "StreamFolder", "api_of", "as_read", "as_sent", "client_provider", "endpoint_provider",
     "is_not_given", "may_reason", "request_variant", "response_variant", "sdk_provider", "served_model",
     "without_sdk_retries",
 ]  # fmt: skip
@@ -152,6 +154,75 @@ def as_sent(request: Mapping[str, Any]) -> Mapping[str, Any]:
     return {key: value for key, value in request.items() if not is_not_given(value)}
 
 
+_READ_KEYS = frozenset(("extra_body", "response_format", "text_format", "output_format"))
+
+
+def as_read(request: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``request`` as the provider receives it, for counting: ``as_sent``, then ``extra_body`` merged over
+    the named keys (the SDKs merge it into the JSON body, its keys winning: ``extra_body={"n": 4}`` is
+    sent as ``n=4``), and a parse helper's class turned into the schema the SDK sends for it
+    (``response_format=Model`` of ``chat.completions.parse``, ``text_format=Model`` of
+    ``responses.parse``, ``output_format=Model`` of Anthropic's ``messages.parse``). ``request`` itself
+    when it has none of these. An ``extra_body`` that is not a dict is refused (it cannot be read), and
+    a class whose schema the SDK's own function cannot make."""
+    request = as_sent(request)
+    if _READ_KEYS.isdisjoint(request):
+        return request
+    read = dict(request)
+    extra = read.pop("extra_body", None)
+    if extra is not None:
+        if not isinstance(extra, Mapping):
+            raise ConfigurationError(
+                f"extra_body must be a dict of keys sent in the request body, got {type(extra).__name__}: "
+                "budgetguard reads it as part of the request (the SDK sends its keys over the named ones)"
+            )
+        read = as_sent({**read, **extra})
+    fmt = read.get("response_format")
+    if isinstance(fmt, type):
+        read["response_format"] = _parse_format("response_format", fmt)
+    fmt = read.pop("text_format", None)
+    if isinstance(fmt, type):
+        text = read.get("text")
+        read["text"] = {
+            **(text if isinstance(text, Mapping) else {}),
+            "format": _parse_format("text_format", fmt),
+        }
+    fmt = read.get("output_format")
+    if isinstance(fmt, type):
+        del read["output_format"]
+        config = read.get("output_config")
+        schema = _parse_format("output_format", fmt)
+        read["output_config"] = {**(config if isinstance(config, Mapping) else {}), "format": schema}
+    return read
+
+
+_PARSE_HELPERS = {
+    "response_format": ("openai.lib._parsing._completions", "type_to_response_format_param"),
+    "text_format": ("openai.lib._parsing._responses", "type_to_text_format_param"),
+    "output_format": ("anthropic.lib._parse._transform", "transformed_json_schema"),
+}
+"""The SDK function that turns a parse helper's class into the format it sends, by the helper's key."""
+
+
+@memo("providers.parse_formats", 256)
+def _parse_format(key: str, cls: type) -> Mapping[str, Any]:
+    """The structured-output format a parse helper sends for ``cls`` given as ``key``, made by the SDK's
+    own function (``_PARSE_HELPERS``), so that the schema counted is the one sent."""
+    module, name = _PARSE_HELPERS[key]
+    try:
+        made: Any = getattr(importlib.import_module(module), name)
+        if key != "output_format":
+            return dict(made(cls))
+        import pydantic  # (the SDKs' dependency: loaded with them)
+
+        return {"type": "json_schema", "schema": made(pydantic.TypeAdapter(cls))}
+    except (ImportError, AttributeError, TypeError) as exc:
+        raise ConfigurationError(
+            f"budgetguard cannot read the schema {key}={cls.__qualname__} sends ({exc!r}): pass the "
+            "format as the SDK's dict (response_format, text.format, output_config.format) instead"
+        ) from exc
+
+
 def is_request(arguments: Mapping[str, Any]) -> bool:
     """Whether a user function's arguments are an SDK request: they carry a model and its input."""
     return isinstance(arguments.get("model"), str) and not _REQUEST_KEYS.isdisjoint(arguments)
@@ -275,6 +346,11 @@ def is_stream_manager(result: Any) -> bool:
 
 _THINKING = ("thinking", "redacted_thinking")
 
+_PER_USE = {"web_search": "web_search_calls", "web_fetch": "web_fetch_calls"}
+"""Anthropic server tools billed per use, by the name of their ``server_tool_use`` block."""
+_BILLED_ITEMS = frozenset((*_TOOL_ITEMS, "code_interpreter_call"))
+"""The Responses API's output items of built-in tools billed per call or container (``with_tool_items``)."""
+
 _TIER_EVENTS = frozenset(
     {None, "message_start", "response.created", "response.completed", "response.incomplete"}
 )
@@ -305,16 +381,60 @@ class StreamFolder:
         """The model that answered, as the stream named it (``served_model``), if it did."""
         self.thinking = False
         """A Claude thinking block started: Claude 4 streams a summary of the thinking it bills."""
+        self.background = False
+        """A Responses API background response (the request or the stream said so): it runs on when its
+        stream is cut or closed."""
+        self._items: dict[Any, Any] = {}
+        """The Responses API's built-in tool call items the stream showed (added or done), by id."""
+        self._uses: dict[Any, str] = {}
+        """Anthropic's per-use server tools the stream showed (``server_tool_use``): id -> unit."""
+
+    def block(self, block: Any) -> None:
+        """An Anthropic content block that started (or a message snapshot's): thinking, a code execution
+        result, a per-use server tool's call, or its result that reports an error (not billed)."""
+        kind = _get(block, "type")
+        if kind in _THINKING:
+            self.thinking = True
+        elif kind == "server_tool_use":
+            unit = _PER_USE.get(_get(block, "name"))
+            if unit is not None:
+                self._uses[_get(block, "id") or len(self._uses)] = unit
+        elif isinstance(kind, str) and kind.endswith("_tool_result"):
+            if _is_code_block(block):
+                self.ran_code = True
+            failed = _get(_get(block, "content"), "type")
+            if isinstance(failed, str) and failed.endswith("_error"):
+                self._uses.pop(_get(block, "tool_use_id"), None)
+
+    def with_tool_calls(self, usage: Usage) -> Usage:
+        """``usage`` with at least the server-side tool calls the stream showed: each one it started is
+        charged (it ran, or runs on), as a final usage counts them (``with_tool_items``)."""
+        if self._items:
+            usage = with_tool_items(usage, list(self._items.values()))
+        if self._uses:
+            counts: dict[str, int] = {}
+            for unit in self._uses.values():
+                counts[unit] = counts.get(unit, 0) + 1
+            usage = dataclasses.replace(
+                usage, **{unit: max(n, getattr(usage, unit)) for unit, n in counts.items()}
+            )
+        return usage
 
     def feed(self, event: Any) -> None:
         kind = _get(event, "type")
         if kind == "chunk":  # the chat completions stream helper's event: the raw chunk inside
             event, kind = _get(event, "chunk"), None
         elif kind == "content_block_start":
-            self.thinking = self.thinking or _get(_get(event, "content_block"), "type") in _THINKING
+            self.block(_get(event, "content_block"))
+        elif kind == "response.output_item.added" or kind == "response.output_item.done":
+            item = _get(event, "item")
+            if _get(item, "type") in _BILLED_ITEMS:
+                self._items[_get(item, "id") or _get(event, "output_index")] = item
         if kind in _TIER_EVENTS:
             self.tier = served_tier(event) or self.tier
             self.model = self.model or served_model(event)
+            if kind == "response.created":  # (a background response says so: the request may not)
+                self.background = self.background or _get(_get(event, "response"), "background") is True
         if kind == "message_delta":
             self.generated = True
             if self.usage is not None:
@@ -324,8 +444,6 @@ class StreamFolder:
                 # an interim message_delta (no stop_reason yet) carries a running count, not the final
                 self.complete = _get(_get(event, "delta"), "stop_reason") is not None
             return
-        if kind == "content_block_start" and _is_code_block(_get(event, "content_block")):
-            self.ran_code = True
         if kind == "message_start":
             self.usage = Usage.from_response(event)
             return
@@ -348,12 +466,21 @@ class StreamFolder:
             self.text.append(text)
 
 
+_NOT_TEXT = frozenset({"response.audio.delta"})
+"""Responses stream deltas that are not text the model wrote (audio, base64)."""
+
+
 def _delta_text(event: Any, kind: Any) -> str | None:
     if kind == "content_block_delta":
         delta = _get(event, "delta")
         text = _get(delta, "text") or _get(delta, "partial_json") or _get(delta, "thinking")
         return text if isinstance(text, str) else None
-    if kind == "response.output_text.delta":
+    if kind == "response.output_text.delta" or (
+        type(kind) is str
+        and kind.endswith(".delta")
+        and kind.startswith("response.")
+        and kind not in _NOT_TEXT
+    ):  # what the model wrote: text, function / custom / MCP tool input, code, commands, refusals, reasoning
         value = _get(event, "delta")
         return value if isinstance(value, str) else None
     choices = _get(event, "choices")

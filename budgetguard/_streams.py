@@ -26,7 +26,6 @@ from typing import Any
 
 from ._deferred import Settlement
 from ._providers import (
-    _THINKING,
     is_stream_manager,
     served_model,
     served_tier,
@@ -337,7 +336,8 @@ class GuardedStreamManager:
         folder.complete = getattr(snapshot, "stop_reason", None) is not None
         blocks = getattr(snapshot, "content", ())
         folder.text = [_block_text(block) for block in blocks]
-        folder.thinking = any(getattr(block, "type", None) in _THINKING for block in blocks)
+        for block in blocks:  # (thinking, code run, server tools used)
+            folder.block(block)
         folder.tier = served_tier(snapshot) or folder.tier
         folder.model = served_model(snapshot) or folder.model
 

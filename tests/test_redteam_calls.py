@@ -1,7 +1,8 @@
-"""Red-team of the hard limit, guarded SDK calls: real openai and anthropic clients against the
-MockProvider (and streams a function yields), where a call's worst case was reserved below what it is
-billed, what it delivered was charged $0, or it went out unguarded. Each hole is a strict xfail on main
-(``tests.redteam.hole``: the reason says what breaks and the fix).
+"""Red-team of the hard limit, guarded SDK calls: real openai clients against the MockProvider, where a
+call's worst case was reserved below what it is billed, or what it showed was charged at $0.
+
+Each hole is a strict xfail on main (the reason says what breaks and the fix); when the fix lands, the
+test passes, the xfail fails, and the mark goes.
 """
 
 from __future__ import annotations
@@ -13,62 +14,128 @@ import pydantic
 import pytest
 
 import budgetguard
+from budgetguard import Event, Guard
 from budgetguard.testing import MockProvider
-from tests.redteam import Guarded, hole, sdk_client
 from tests.sdk_http import OPENAI_STREAM_CUT
 from tests.test_endpoints_mock import mock, server  # noqa: F401 (the mock's fixtures)
 
 LONG_REPLY = "A budget is a plan for money: what comes in, what goes out, and what is kept back. " * 400
-BUDGET_QUESTION = [{"role": "user", "content": "What is a budget?"}]
+
+
+def make_guard(events: list[Event]) -> Guard:
+    budgets = [budgetguard.Budget("feature", usd="5", per="day")]
+    return Guard("memory://", budgets=budgets, on_event=events.append)
+
+
+def settled(events: list[Event]) -> Event:
+    (committed,) = [e for e in events if e.kind == "committed"]
+    return committed
 
 
 # -- extra_body: the SDKs merge it over the named arguments, the decorator path never reads it -----------
 
 
-EXTRA_BODY_HOLE = hole(
-    "with_budget(SDK method) estimates the named kwargs only; the SDK merges extra_body over "
-    "them (extra_body wins), so extra_body={'n': 4, 'max_tokens': 400} is sent but 1 x 10 tokens are "
-    "reserved. Fix: estimate {**kwargs, **kwargs['extra_body']} (and refuse an extra_body the estimator "
-    "cannot read), as the httpx transport reads the body actually sent"
-)
+def reserved_as_sent(events: list[Event], mock: MockProvider, api: str) -> None:  # noqa: F811
+    """The call was reserved at the estimate of the body the SDK sent (``as_read``: what it counts)."""
+    committed = settled(events)
+    body = mock.requests[-1].body
+    assert committed.estimated == budgetguard.estimate(body, api=api).cost, body
+    assert committed.actual is not None and committed.estimated >= committed.actual
+    assert "overrun" not in [e.kind for e in events]
 
 
-@pytest.mark.parametrize(
-    "wrap", [pytest.param(False, marks=EXTRA_BODY_HOLE), True], ids=["decorated", "wrapped"]
-)
-def test_extra_body_output_and_n_are_reserved(mock: MockProvider, wrap: bool) -> None:  # noqa: F811
-    """Through ``guard.wrap`` (the httpx transport reads the JSON body the SDK sent) it is reserved at its
-    worst case: the hole is the decorator path's only."""
+def test_extra_body_output_and_n_are_reserved(mock: MockProvider) -> None:  # noqa: F811
     mock.reply_text = LONG_REPLY
-    with sdk_client(mock, wrap=wrap) as (guarded, client):
-        create = client.chat.completions.create
-        if not wrap:
-            create = guarded.guard.with_budget(create, feature="chat")
+    events: list[Event] = []
+    guard = make_guard(events)
+    client = mock.openai()
+    try:
+        create = guard.with_budget(client.chat.completions.create, feature="chat")
         create(
             model="gpt-4o-mini",
-            messages=BUDGET_QUESTION,
+            messages=[{"role": "user", "content": "What is a budget?"}],
             max_tokens=10,
             extra_body={"n": 4, "max_tokens": 400},
         )
+    finally:
+        client.close()
     (usage,) = mock.usages
     assert usage["completion_tokens"] > 4 * 10  # the body sent asked for four long choices
-    guarded.assert_reserved_its_bill()
+    committed = settled(events)
+    assert committed.actual is not None and committed.estimated is not None
+    assert committed.estimated >= committed.actual, (committed.estimated, committed.actual)
+    assert "overrun" not in [e.kind for e in events]
+    reserved_as_sent(events, mock, "openai")
+
+
+def test_an_extra_body_that_is_not_a_dict_is_refused_unsent(mock: MockProvider) -> None:  # noqa: F811
+    guard = make_guard([])
+    client = mock.openai()
+    try:
+        create = guard.with_budget(client.chat.completions.create, feature="chat")
+        with pytest.raises(budgetguard.ConfigurationError, match="extra_body must be a dict"):
+            create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}], extra_body=[("n", 4)])
+    finally:
+        client.close()
+    assert mock.requests == []
+
+
+def test_fit_lowers_the_output_extra_body_sets(mock: MockProvider) -> None:  # noqa: F811
+    """``fit=`` lowers the max output the SDK sends: extra_body's, which wins over the named argument."""
+    mock.reply_text = LONG_REPLY
+    events: list[Event] = []
+    guard = Guard("memory://", budgets=[budgetguard.Budget("feature", usd="0.001", per="day")],
+                  on_event=events.append)  # fmt: skip
+    client = mock.openai()
+    try:
+        create = guard.with_budget(client.chat.completions.create, feature="chat", fit=True)
+        create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "What is a budget?"}],
+            max_tokens=10,
+            extra_body={"max_tokens": 4000},
+        )
+    finally:
+        client.close()
+    (fitted,) = [e for e in events if e.kind == "fitted"]
+    sent = mock.requests[-1].body
+    assert fitted.data["from"] == 4000 and sent["max_tokens"] == fitted.data["to"] < 4000, sent
+    reserved_as_sent(events, mock, "openai")
+
+
+def test_the_wrapped_client_reads_extra_body_as_sent(mock: MockProvider) -> None:  # noqa: F811
+    """The same call through ``guard.wrap`` (the httpx transport reads the JSON body the SDK sent) is
+    reserved at its worst case: the hole above is the decorator path's only."""
+    mock.reply_text = LONG_REPLY
+    events: list[Event] = []
+    guard = make_guard(events)
+    client = guard.wrap(mock.openai(), feature="chat")
+    try:
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "What is a budget?"}],
+            max_tokens=10,
+            extra_body={"n": 4, "max_tokens": 400},
+        )
+    finally:
+        client.close()
+    committed = settled(events)
+    assert committed.actual is not None and committed.estimated is not None
+    assert committed.estimated >= committed.actual
+    assert "overrun" not in [e.kind for e in events]
 
 
 # -- an interrupted Responses stream: what it showed, charged ----------------------------------------------
 
 
-@hole(
-    "an interrupted Responses stream is charged input + streamed text only "
-    "(_deferred.Settlement.usage); the web_search_call item it delivered completed (billed per call) is "
-    "charged $0. Fix: StreamFolder counts response.output_item.done items with "
-    "budgetguard._usage.with_tool_items (and code_interpreter containers), as Usage.from_response does"
-)
 def test_an_interrupted_responses_stream_charges_the_web_search_it_delivered(mock: MockProvider) -> None:  # noqa: F811
+    events: list[Event] = []
+    guard = make_guard(events)
+    client = mock.openai()
     # created, in_progress, the search's item added and done, the message item, its part, one delta
     mock.cut(after=7, path="/v1/responses")
-    with sdk_client(mock) as (guarded, client):
-        create = guarded.guard.with_budget(client.responses.create, feature="search")
+    try:
+        create = guard.with_budget(client.responses.create, feature="search")
         stream = create(
             model="gpt-4.1",
             input="What is the news today?",
@@ -81,9 +148,11 @@ def test_an_interrupted_responses_stream_charges_the_web_search_it_delivered(moc
         with pytest.raises(OPENAI_STREAM_CUT):
             seen.extend(stream)
         stream.close()
+    finally:
+        client.close()
     searches = [e for e in seen if e.type == "response.output_item.done" and e.item.type == "web_search_call"]
     assert len(searches) == 1 and searches[0].item.status == "completed"
-    entry = guarded.entry()
+    (entry,) = guard.ledger.history(events=["committed"])
     assert entry.data["interrupted"] is True
     assert entry.data["usage"].get("web_search_calls") == 1, entry.data["usage"]
 
@@ -115,27 +184,64 @@ REPORT = Report(
 )
 
 
-@hole(
-    "chat.completions.parse(response_format=<pydantic class>) (and responses.parse("
-    "text_format=...)) sends the class's JSON schema, billed as input; the estimator reads "
-    "response_format only as a dict (text_format not at all), so the schema is never counted and a "
-    "reply that runs to max_tokens overruns the reservation. Fix: turn a class into the SDK's own "
-    "param (openai.lib._parsing type_to_response_format_param / type_to_text_format_param) before "
-    "counting, or refuse a response_format / text_format it cannot read"
-)
 def test_a_parse_helpers_schema_is_reserved(mock: MockProvider) -> None:  # noqa: F811
     reply = REPORT.model_dump_json()
     mock.reply_text = reply
-    with sdk_client(mock) as (guarded, client):
-        parse = guarded.guard.with_budget(client.chat.completions.parse, feature="chat")
+    events: list[Event] = []
+    guard = make_guard(events)
+    client = mock.openai()
+    try:
+        parse = guard.with_budget(client.chat.completions.parse, feature="chat")
         completion = parse(
             model="gpt-4o",
             messages=[{"role": "user", "content": "Report on budgets."}],
             response_format=Report,
             max_tokens=budgetguard.count_text_tokens(reply, "gpt-4o") + 1,  # the reply, whole
         )
+    finally:
+        client.close()
     assert completion.choices[0].message.parsed == REPORT
-    guarded.assert_reserved_its_bill()
+    committed = settled(events)
+    assert committed.actual is not None and committed.estimated is not None
+    assert committed.estimated >= committed.actual, (committed.estimated, committed.actual)
+    assert "overrun" not in [e.kind for e in events]
+    reserved_as_sent(events, mock, "openai")
+
+
+@pytest.mark.parametrize("helper", ["responses", "anthropic"])
+def test_the_other_parse_helpers_schemas_are_reserved_as_sent(mock: MockProvider, helper: str) -> None:  # noqa: F811
+    """``responses.parse(text_format=...)`` and Anthropic's ``messages.parse(output_format=...)``: the
+    reservation is the estimate of the body the SDK sent, its schema counted."""
+    reply = REPORT.model_dump_json()
+    mock.reply_text = reply
+    events: list[Event] = []
+    guard = make_guard(events)
+    client: Any = mock.openai() if helper == "responses" else mock.anthropic()
+    ask = "Report on budgets."
+    try:
+        if helper == "responses":
+            parse = guard.with_budget(client.responses.parse, feature="chat")
+            parsed = parse(model="gpt-4o", input=ask, text_format=Report, max_output_tokens=400).output_parsed
+        else:
+            parse = guard.with_budget(client.messages.parse, feature="chat")
+            messages = [{"role": "user", "content": ask}]
+            parsed = parse(model="claude-sonnet-4-5", messages=messages, output_format=Report, max_tokens=400)
+            parsed = parsed.parsed_output
+    finally:
+        client.close()
+    assert parsed == REPORT
+    body = mock.requests[-1].body
+    assert "text_format" not in body and "output_format" not in body
+    assert (body.get("text") or body.get("output_config"))["format"]["type"] == "json_schema"
+    reserved_as_sent(events, mock, "openai" if helper == "responses" else "anthropic")
+    without = {k: v for k, v in body.items() if k not in ("text", "output_config")}
+    assert budgetguard.estimate(body).input_tokens > budgetguard.estimate(without).input_tokens + 50
+
+
+def test_a_class_the_sdk_cannot_turn_into_a_schema_is_refused() -> None:
+    request = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}], "response_format": int}
+    with pytest.raises(budgetguard.ConfigurationError, match="cannot read the schema response_format=int"):
+        budgetguard.estimate(request)
 
 
 # -- interrupted streams: what was delivered, charged (a stream a function of yours yields) ------------------
@@ -159,19 +265,6 @@ def responses_function_call_stream(**request: Any) -> Iterator[dict[str, Any]]:
             "delta": ARGUMENTS[i : i + 40],
         }
     raise ConnectionError("the connection dropped")
-
-
-def read_until_dropped(stream_of: Any, **request: Any) -> Any:
-    """Read the stream ``stream_of(**request)`` yields, under a guard, until its connection drops; the
-    journal entry it was charged with (flagged interrupted)."""
-    guarded = Guarded()
-    stream = guarded.guard.with_budget(stream_of, feature="stream")(**request)
-    with pytest.raises(ConnectionError):
-        list(stream)
-    stream.close()
-    entry = guarded.entry()
-    assert entry.data["interrupted"] is True
-    return entry
 
 
 def claude_web_search_stream(**request: Any) -> Iterator[dict[str, Any]]:
@@ -203,58 +296,102 @@ def claude_web_search_stream(**request: Any) -> Iterator[dict[str, Any]]:
     raise ConnectionError("the connection dropped")
 
 
-@hole(
-    "an interrupted Responses stream counts only response.output_text.delta as output "
-    "(_providers._delta_text); function_call_arguments (and custom tool input, refusal, reasoning summary) "
-    "deltas it delivered are charged $0 on a model without hidden reasoning (gpt-4.1, gpt-4o). Fix: "
-    "count every '*.delta' text of the Responses stream, as the chat stream's tool_calls arguments are"
-)
 def test_an_interrupted_responses_stream_charges_the_function_call_it_delivered() -> None:
+    events: list[Event] = []
+    guard = make_guard(events)
+    send = guard.with_budget(responses_function_call_stream, feature="export")
     tool = {"type": "function", "name": "export", "parameters": {"type": "object"}}
-    entry = read_until_dropped(
-        responses_function_call_stream,
-        model="gpt-4.1",
-        input="Export the rows.",
-        tools=[tool],
-        max_output_tokens=8000,
-    )
+    stream = send(model="gpt-4.1", input="Export the rows.", tools=[tool], max_output_tokens=8000)
+    with pytest.raises(ConnectionError):
+        list(stream)
+    stream.close()
+    (entry,) = guard.ledger.history(events=["committed"])
+    assert entry.data["interrupted"] is True
     written = budgetguard.count_text_tokens(ARGUMENTS, "gpt-4.1")
     assert entry.data["usage"].get("output_tokens", 0) >= written, (entry.data["usage"], written)
 
 
-@hole(
-    "an interrupted Anthropic stream is charged message_start's counts plus streamed text; "
-    "a web_search_tool_result block it delivered (a search run, billed $10 / 1k, its results read by the "
-    "next pass) is charged $0. Fix: StreamFolder counts server_tool_use blocks of a delivered "
-    "*_tool_result by tool (web_search, web_fetch), as it counts code execution sessions (ran_code)"
-)
 def test_an_interrupted_claude_stream_charges_the_web_search_it_delivered() -> None:
+    events: list[Event] = []
+    guard = make_guard(events)
+    send = guard.with_budget(claude_web_search_stream, feature="search")
     tools = [{"type": "web_search_20250305", "name": "web_search", "max_uses": 1}]
-    entry = read_until_dropped(
-        claude_web_search_stream,
+    stream = send(
         model="claude-sonnet-4-5",
         max_tokens=1000,
         tools=tools,
         messages=[{"role": "user", "content": "Budget news?"}],
     )
+    with pytest.raises(ConnectionError):
+        list(stream)
+    stream.close()
+    (entry,) = guard.ledger.history(events=["committed"])
+    assert entry.data["interrupted"] is True
     assert entry.data["usage"].get("web_search_calls") == 1, entry.data["usage"]
+
+
+@pytest.mark.parametrize(
+    ("content", "charged"),
+    [
+        (None, 1),  # the search started, the stream cut before its results: it ran (or runs on)
+        ([{"type": "web_search_result", "url": "https://example.com"}], 1),
+        ({"type": "web_search_tool_result_error", "error_code": "unavailable"}, 0),  # not billed
+    ],
+)
+def test_a_claude_stream_shows_the_searches_it_is_billed(content: Any, charged: int) -> None:
+    from budgetguard._providers import StreamFolder
+
+    folder = StreamFolder()
+    use = {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}
+    folder.feed({"type": "content_block_start", "index": 0, "content_block": use})
+    fetch = {"type": "server_tool_use", "id": "srvtoolu_2", "name": "web_fetch", "input": {}}
+    folder.feed({"type": "content_block_start", "index": 1, "content_block": fetch})
+    if content is not None:
+        result = {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": content}
+        folder.feed({"type": "content_block_start", "index": 2, "content_block": result})
+    shown = folder.with_tool_calls(budgetguard.Usage(input_tokens=10))
+    assert (shown.web_search_calls, shown.web_fetch_calls) == (charged, 1)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "response.custom_tool_call_input.delta",
+        "response.refusal.delta",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_text.delta",
+        "response.code_interpreter_call_code.delta",
+        "response.mcp_call_arguments.delta",
+        "response.shell_call_command.delta",
+        "response.audio.transcript.delta",
+    ],
+)
+def test_every_text_delta_of_a_responses_stream_is_counted(kind: str) -> None:
+    """What the model wrote, whatever it wrote it for (and audio, base64, is not text)."""
+    from budgetguard._providers import StreamFolder
+
+    folder = StreamFolder()
+    folder.feed({"type": kind, "item_id": "x", "delta": "written"})
+    folder.feed({"type": "response.audio.delta", "item_id": "x", "delta": "UklGRg=="})
+    assert folder.text == ["written"]
 
 
 # -- background responses: closing the stream does not stop them -------------------------------------------
 
 
-@hole(
-    "a Responses stream with background=True is charged what it delivered when it is cut "
-    "or closed early (the rule for a caller who closes a stream to stop the generation), but a background "
-    "response runs on to its end server-side (the stream resumes with starting_after; only "
-    "responses.cancel stops it) and is billed whole. Fix: an interrupted background stream is charged its "
-    "worst case (the estimate), as a reply without usage is"
-)
-def test_an_interrupted_background_stream_is_charged_its_worst_case(mock: MockProvider) -> None:  # noqa: F811
+@pytest.mark.parametrize("path", ["decorator", "wrap"])
+def test_an_interrupted_background_stream_is_charged_its_worst_case(mock: MockProvider, path: str) -> None:  # noqa: F811
     mock.reply_text = LONG_REPLY
+    events: list[Event] = []
+    guard = make_guard(events)
+    client: Any = mock.openai()
     mock.cut(after=6, path="/v1/responses")  # created, in_progress, the message item, its part, 2 deltas
-    with sdk_client(mock) as (guarded, client):
-        create = guarded.guard.with_budget(client.responses.create, feature="report")
+    try:
+        if path == "wrap":
+            client = guard.wrap(client, feature="report")
+            create = client.responses.create
+        else:
+            create = guard.with_budget(client.responses.create, feature="report")
         stream = create(
             model="gpt-4.1",
             input="Write the quarterly report.",
@@ -265,33 +402,58 @@ def test_an_interrupted_background_stream_is_charged_its_worst_case(mock: MockPr
         with pytest.raises(OPENAI_STREAM_CUT):
             list(stream)
         stream.close()
-    committed = guarded.settled()
+    finally:
+        client.close()
+    committed = settled(events)
     assert committed.actual is not None and committed.estimated is not None
     assert committed.actual >= committed.estimated, (committed.actual, committed.estimated)
+    assert committed.data["background"] is True and committed.data["interrupted"] is True
+
+
+def test_a_stream_that_says_it_runs_in_the_background_is_one() -> None:
+    """The request may not say so (a guarded function of yours streams): the stream's first event does."""
+    from budgetguard._providers import StreamFolder
+
+    folder = StreamFolder()
+    folder.feed({"type": "response.created", "response": {"id": "resp_1", "background": True}})
+    assert folder.background
+    plain = StreamFolder()
+    plain.feed({"type": "response.created", "response": {"id": "resp_2", "background": False}})
+    assert not plain.background
 
 
 # -- a wrapped client's copy with an HTTP client of its own -----------------------------------------------
 
 
-@hole(
-    "guard.wrap(client).with_options(http_client=...) (or .copy) returns a client that still "
-    "looks wrapped but sends through the new HTTP client, unguarded and silently (no reservation, no "
-    "journal). Fix: the wrapped class's copy/with_options (openai and anthropic) puts a given http_client "
-    "on the same guard's BudgetTransport (its scopes and allow=), or refuses it with ConfigurationError"
-)
+@pytest.mark.parametrize("how", ["with_options", "copy"])
 @pytest.mark.parametrize("sdk", ["openai", "anthropic"])
-def test_a_wrapped_clients_copy_with_its_own_http_client_stays_guarded(mock: MockProvider, sdk: str) -> None:  # noqa: F811
-    with sdk_client(mock, sdk, wrap=True) as (guarded, wrapped):
-        http_lib = type(wrapped._client).__module__.partition(".")[0]  # (httpx or httpx2, as the SDK uses)
-        own = __import__(http_lib).Client()
-        copy = wrapped.with_options(http_client=own)
-        try:
+def test_a_wrapped_clients_copy_with_its_own_http_client_stays_guarded(
+    mock: MockProvider,  # noqa: F811
+    sdk: str,
+    how: str,
+) -> None:
+    """The copy sends through the HTTP client it was given, on the same guard's transport: its scopes
+    kept, nothing sent unguarded (the copy of a wrapped copy too)."""
+    events: list[Event] = []
+    guard = make_guard(events)
+    wrapped: Any = guard.wrap(getattr(mock, sdk)(), feature="chat")
+    http_lib = type(wrapped._client).__module__.partition(".")[0]  # (httpx or httpx2, as the SDK uses)
+    own = __import__(http_lib).Client()
+    copy = getattr(wrapped, how)(http_client=own, max_retries=0)
+    again = copy.with_options(timeout=30)  # a copy of the guarded copy: the same transport
+    try:
+        for client in (copy, again):
             if sdk == "openai":
-                copy.chat.completions.create(model="gpt-4o-mini", messages=BUDGET_QUESTION, max_tokens=5)
+                client.chat.completions.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}], max_tokens=5
+                )
             else:
-                copy.messages.create(model="claude-haiku-4-5", messages=BUDGET_QUESTION, max_tokens=5)
-        except budgetguard.ConfigurationError:
-            return  # refused: never sent unguarded
-        finally:
-            own.close()
-    assert [e.kind for e in guarded.events] == ["reserved", "committed"]
+                client.messages.create(
+                    model="claude-haiku-4-5", messages=[{"role": "user", "content": "Hi"}], max_tokens=5
+                )
+    finally:
+        own.close()
+        wrapped.close()
+    assert [e.kind for e in events] == ["reserved", "committed"] * 2
+    assert all("feature:chat" in e.scopes for e in events), [e.scopes for e in events]
+    assert copy.max_retries == 0 and type(copy) is type(wrapped)

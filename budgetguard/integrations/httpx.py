@@ -17,7 +17,8 @@ with a ``ConfigurationError`` unless ``allow=`` names it; other requests (GET, u
 pass through. A client wrapped twice by one guard is one wrap (``wrap_client``); a decorated function
 that calls a wrapped client of its own guard charges each request twice (the decorator its call, the
 transport the request): guard one or the other.
-A wrapped openai client opens no WebSocket (``_NoWebSockets``): what goes over one is not guarded.
+A wrapped openai client opens no WebSocket (``_NoWebSockets``): what goes over one is not guarded. A
+wrapped client's copy given an ``http_client`` of its own is wrapped over it too (``_kept_guarded``).
 
 Nothing here imports ``httpx``: responses are built with the library of the request they answer, so the
 transports serve ``httpx`` and ``httpx2`` clients alike (openai 3 and anthropic 1 use ``httpx2``).
@@ -190,6 +191,7 @@ class _Base:
         plan = Plan(
             scopes, (body["model"],), estimate, Usage.from_response, None, True,
             count if counting else None, None, None, guard.hold, _attempt_number(request),
+            body.get("background") is True,
         )  # fmt: skip
         return Attempt(guard, plan), request, asked
 
@@ -480,7 +482,11 @@ def wrap_client(
         pattern: None if inner is None else guarded(inner) for pattern, inner in http._mounts.items()
     }
     original = getattr(client, "_budgetguard_original", client)
-    wrapped = cast(C, cast(Any, client).with_options(http_client=new_http))
+    token = _wrapping.set(True)  # (a wrapped client's copy over new_http: guarded already, as it is)
+    try:
+        wrapped = cast(C, cast(Any, client).with_options(http_client=new_http))
+    finally:
+        _wrapping.reset(token)
     if getattr(wrapped, "_client", None) is not new_http:  # (never a copy left unguarded)
         raise ConfigurationError(
             f"this {cls.__name__} release does not keep the HTTP client it is given, so guard.wrap() cannot "
@@ -526,6 +532,8 @@ class _NoWebSockets:
         obj.__dict__["websocket_base_url"] = value
 
 
+_wrapping: ContextVar[bool] = ContextVar("budgetguard_wrapping", default=False)  # (wrap_client copies)
+
 _copying: ContextVar[bool] = ContextVar("budgetguard_copying", default=False)
 """A wrapped client is being copied (``with_options``): its ``websocket_base_url`` is read for the copy."""
 
@@ -559,16 +567,34 @@ def _refusing(cls: type, is_async: bool, sockets: bool) -> type:
         "__module__": cls.__module__, "__qualname__": cls.__qualname__, "__doc__": cls.__doc__,
         "_budgetguard_sdk_class": cls,
     }  # fmt: skip
+    sdk_copy: Callable[..., Any] = cls.copy  # type: ignore[attr-defined]
+
+    def copy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        token = _copying.set(True)
+        try:
+            copied = sdk_copy(self, *args, **kwargs)
+        finally:
+            _copying.reset(token)
+        return _kept_guarded(self, copied, kwargs.get("http_client"))
+
+    functools.update_wrapper(copy, sdk_copy)
+    names.update(copy=copy, with_options=copy)
     if sockets:
-        sdk_copy: Callable[..., Any] = cls.copy  # type: ignore[attr-defined]
-
-        def copy(self: Any, *args: Any, **kwargs: Any) -> Any:
-            token = _copying.set(True)
-            try:
-                return sdk_copy(self, *args, **kwargs)
-            finally:
-                _copying.reset(token)
-
-        functools.update_wrapper(copy, sdk_copy)
-        names.update(websocket_base_url=_NoWebSockets(), copy=copy, with_options=copy)
+        names["websocket_base_url"] = _NoWebSockets()
     return type(cls.__name__, (cls,), {"request": request, **names})
+
+
+def _kept_guarded(wrapped: Any, copied: Any, given: Any) -> Any:
+    """A wrapped client's copy (``with_options``, ``copy``) given an HTTP client of its own, wrapped over
+    it by each guard that wrapped the client, with its scopes, ``allow=`` and provider: a copy never
+    sends unguarded. One given the wrapped client's own HTTP client (or made by ``wrap``) is as it is."""
+    http = getattr(wrapped, "_client", None)
+    transport, layers = getattr(http, "_transport", None), []
+    if given is None or given is http or _wrapping.get():
+        return copied
+    while isinstance(transport, _Base) and transport._carry:  # (outermost first)
+        layers.append(transport)
+        transport = transport.inner
+    for layer in reversed(layers):
+        copied = wrap_client(layer.guard, copied, layer.scopes, layer.allow, layer.provider)
+    return copied

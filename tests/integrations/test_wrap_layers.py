@@ -158,6 +158,19 @@ def test_wraps_of_two_guards_each_charge_their_own(api: MockProvider, guard: bg.
     other.close()
 
 
+def test_a_copy_with_its_own_http_client_keeps_both_guards(api: MockProvider, guard: bg.Guard) -> None:
+    other = bg.Guard("memory://", budgets=[bg.Budget("team", usd="1", per="day")])
+    client = other.wrap(guard.wrap(api.openai(), user="alice"), team="core")
+    own = __import__(type(client._client).__module__.partition(".")[0]).Client()
+    with own, client:
+        client.with_options(http_client=own).chat.completions.create(**CHAT)
+
+    [usage] = api.usages
+    assert charges(guard) == [("committed", chat_cost(usage), ("user:alice",))]
+    assert charges(other) == [("committed", chat_cost(usage), ("team:core",))]
+    other.close()
+
+
 def test_a_decorated_function_calling_a_wrapped_client_enforces_both_layers(
     api: MockProvider, guard: bg.Guard
 ) -> None:
