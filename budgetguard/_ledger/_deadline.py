@@ -143,13 +143,14 @@ _WAITING, _EXPIRED, _LEFT = 0, 1, 2
 
 
 class Wait:
-    """One wait under a deadline (loop time): its task, the task's cancel requests when it began."""
+    """One wait under a deadline (loop time): its task (``None`` once it left: an entry still queued
+    behind a hung wait keeps no task alive), the task's cancel requests when it began."""
 
     __slots__ = ("cancelling", "owner", "state", "task", "when")
 
     def __init__(self, owner: Deadlines, task: asyncio.Task[Any], when: float) -> None:
         self.owner = owner
-        self.task = task
+        self.task: asyncio.Task[Any] | None = task
         self.when = when
         self.cancelling = task.cancelling()
         self.state = _WAITING
@@ -212,7 +213,8 @@ class Deadlines:
                 if entry.when > now:
                     break
                 entry.state = _EXPIRED
-                entry.task.cancel()
+                if entry.task is not None:
+                    entry.task.cancel()
             queue.popleft()
         if queue:
             self._arm(queue[0].when)
@@ -229,10 +231,10 @@ def leave(entry: Wait | None) -> bool:
     ``asyncio.timeout_at`` turns into ``TimeoutError``)."""
     if entry is None:
         return False
-    state = entry.state
-    entry.state = _LEFT
-    if state == _EXPIRED:  # (the timer took it off the queue)
-        return entry.task.uncancel() <= entry.cancelling
+    state, task = entry.state, entry.task
+    entry.state, entry.task = _LEFT, None
+    if state == _EXPIRED and task is not None:  # (the timer took it off the queue)
+        return task.uncancel() <= entry.cancelling
     owner = entry.owner
     queue = owner._queue
     if queue and queue[0] is entry and asyncio._get_running_loop() is owner._loop:

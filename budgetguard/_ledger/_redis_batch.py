@@ -62,7 +62,8 @@ _LENGTHS = tuple(b"$%d\r\n" % n for n in range(1024))
 KNOWN = 4096
 """Items whose RESP bulk string a ``Packer`` keeps (then it starts again): key names, counters' packed
 arguments, JSON that repeats from call to call; an id or a key that holds one is made once and
-dropped with the rest."""
+dropped with the rest. An item whose bulk string is over ``KEPT_LENGTH`` bytes (meta JSON: no cap) is not."""
+KEPT_LENGTH = 256
 
 
 def _bulks(items: tuple[str | int, ...], encoding: str, known: dict[str | int, bytes]) -> bytes:
@@ -73,7 +74,8 @@ def _bulks(items: tuple[str | int, ...], encoding: str, known: dict[str | int, b
         bulk = known.get(item)
         if bulk is None:
             bulk = _encoded(item, encoding)
-            if type(item) is str or type(item) is int:  # (a bool or a subclass may equal another item)
+            # (not a bool nor a subclass: they may equal another item; a long one, e.g. meta, seldom repeats)
+            if type(item) is int or (type(item) is str and len(bulk) <= KEPT_LENGTH):
                 if len(known) >= KNOWN:
                     known.clear()
                 known[item] = bulk

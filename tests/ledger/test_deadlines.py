@@ -219,6 +219,20 @@ async def test_a_timer_left_for_waits_that_ended_serves_the_next() -> None:
     assert [how for _, _, how in record] == ["deadline", "deadline"]
 
 
+async def test_waits_that_ended_behind_a_hung_one_keep_no_task_alive() -> None:
+    """A hung wait at the queue's head keeps the ended ones behind it queued until it expires; they
+    hold no task (nor its result): a review found 10,001 tasks kept behind one hung wait."""
+    loop = asyncio.get_running_loop()
+    hung = asyncio.create_task(_under(loop.time() + 0.3, _hung()))
+    await asyncio.sleep(0)
+    await asyncio.gather(*[_under(loop.time() + 0.5, asyncio.sleep(0)) for _ in range(50)])
+    queue = list(_STORE.of(loop)._queue)
+    assert len(queue) == 51 and queue[0].task is hung
+    assert [entry.task for entry in queue[1:]] == [None] * 50
+    with pytest.raises(Late):
+        await hung
+
+
 def test_a_loop_closed_with_waits_pending_leaves_the_next_loop_its_deadlines() -> None:
     """A loop closed while waits were pending, before their deadlines (its timer never fired); the
     next loop's later deadlines fire, also while the first loop's abandoned waits are closed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from budgetguard._ledger._redis_batch import KNOWN, Packer
+from budgetguard._ledger._redis_batch import KEPT_LENGTH, KNOWN, Packer
 from budgetguard._ledger._redis_wire import Call
 
 SHAS = {"reserve": "a" * 40, "commit": "b" * 40, "release": "c" * 40, "batch": "d" * 40, "status": "e" * 40}
@@ -63,3 +63,14 @@ def test_items_packed_again_from_what_the_packer_keeps_are_the_same_bytes() -> N
         for call in [*CALLS, mixed, *many, *CALLS, mixed]:
             assert pack.wire([pack(call)]) == (_alone(call), 0)
     assert 0 < len(pack._known) <= KNOWN
+
+
+def test_a_long_item_is_packed_each_time_never_kept() -> None:
+    """A call's meta JSON has no size cap: a packer keeps short items only, so its memory stays small
+    however large and unique the meta (a review measured 55 MB kept with 20 KB metas)."""
+    pack = Packer(SHAS)
+    for i in range(50):
+        call = Call("reserve", ("k",), (f"id-{i}", "m" * (KEPT_LENGTH + 1) + str(i), "s" * 200))
+        assert pack.wire([pack(call)]) == (_alone(call), 0)
+    assert sum(len(bulk) for bulk in pack._known.values()) < 10 * (KEPT_LENGTH + 10)
+    assert "s" * 200 in pack._known
