@@ -178,7 +178,8 @@ class Estimator:
     ) -> None:
         """``default_service_tier``: the tier your OpenAI project serves (and bills) a request at when it
         names no ``service_tier`` or ``"auto"``: ``"priority"`` when the project's default tier is
-        Priority; ``None`` or ``"default"``, standard. A request that names its tier keeps it.
+        Priority; ``None`` or ``"default"``, standard. A request that names its tier keeps it, and one
+        sent to another provider (``provider="groq"``...) has none.
 
         ``unseen_tokens`` bounds the input a request references without carrying it (server-side
         history, files by id): reserved on top of what it shows. ``None``: the model's context window
@@ -265,7 +266,7 @@ class Estimator:
             chain = tuple((self(hop, provider=provider, api=api, batch=batch, count=False), keeps)
                           for hop, keeps in hops)  # fmt: skip
             return self.priced(dataclasses.replace(est, fallbacks=chain), est.output_tokens) if chain else est
-        tier = self.default_service_tier
+        tier = self.default_service_tier if provider in (None, "openai") else None  # (an OpenAI project's)
         variant = (
             request_variant(request, shape, batch=batch, default_tier=tier)
             if batch or tier or not VARIANT_KEYS.isdisjoint(request)

@@ -195,7 +195,9 @@ def test_a_priority_project_default_reserves_unnamed_tiers_at_priority() -> None
     flex = on_priority({**o4_mini, "service_tier": "flex"})
     assert flex.variant == {"service_tier": "flex"} and flex.cost < estimate(o4_mini).cost
     assert on_priority(request, batch=True).variant == {"processing": "batch"}
-    # an Anthropic request has no OpenAI project tier
+    # an Anthropic request, or one sent elsewhere, has no OpenAI project tier
+    groq = {"model": "llama-3.3-70b-versatile", "messages": QUESTION, "max_tokens": 100}
+    assert on_priority(groq, provider="groq").cost == estimate(groq, provider="groq").cost
     claude = {"model": "claude-sonnet-4-5", "messages": QUESTION, "max_tokens": 100}
     assert on_priority(claude).variant is None and on_priority(claude).cost == estimate(claude).cost
     assert Estimator(default_service_tier="default")(request).cost == estimate(request).cost
