@@ -292,8 +292,10 @@ class _ToolFees:
 
     def image(self, rate: Decimal) -> None:
         """An ``image_generation`` tool's own fee, the dearest of the request's image tools, in place of
-        the published one (which bounds any tool); a fee registered for the model stays."""
-        if self.asked.base.image_generation != published_prices(self.model, None).get("image_generation"):
+        the published one (which bounds any tool); a fee registered for the model stays, and an unknown
+        one stays unknown."""
+        base = self.asked.base.image_generation
+        if base is None or base != published_prices(self.model, None).get("image_generation"):
             return
         if rate > self.fees.get("image_generation", -1):
             self.fees["image_generation"] = rate
