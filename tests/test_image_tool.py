@@ -81,3 +81,9 @@ def test_a_registered_fee_stays() -> None:
     book.register("gpt-5", input="1.25", output="10", image_generation="100")
     est = budgetguard.Estimator(prices=book)(responses({"quality": "low"}))
     assert est.price.base.image_generation == Decimal(100)
+
+
+def test_an_unknown_fee_stays_unknown() -> None:
+    """Where no image_generation fee is known (Azure: none published), naming a quality sets none."""
+    with pytest.raises(budgetguard.PricingError, match="image_generation_calls"):
+        estimate(responses({"quality": "low"}), provider="azure")
