@@ -79,13 +79,16 @@ class GuardCore:
         fit: bool | int | Fit = False,
         hold: Learned | None = None,
         mode: Literal["enforce", "shadow"] = "enforce",
+        default_service_tier: Literal["default", "priority"] | None = None,
     ) -> None:
         """``retry``: a ``tenacity.Retrying`` (or ``AsyncRetrying``), or a ``retry_*`` strategy that, with
         ``stop`` and ``wait``, replaces the default policy's (see ``budgetguard._retry``). ``fit`` and
         ``hold``: the defaults of ``with_budget``'s (see there). ``mode="shadow"``: never refuse; a call
         that a budget would have refused goes on, and the refusal it would have been is journaled
         (``shadow_refused``, counted by ``budgetguard report``) and sent as a ``shadow_refused`` event
-        (a ``Budget(..., mode="shadow")`` does so for one budget)."""
+        (a ``Budget(..., mode="shadow")`` does so for one budget). ``default_service_tier="priority"``:
+        your OpenAI project's default tier is Priority, so a request naming no ``service_tier`` (or
+        ``"auto"``) reserves at priority prices (the guard's ``Estimator``'s, see there)."""
         if mode not in ("enforce", "shadow"):
             raise ConfigurationError(f"mode must be 'enforce' or 'shadow', got {mode!r}")
         self.mode = mode
@@ -107,7 +110,11 @@ class GuardCore:
         """The scope kinds a guarded call must name an id for: a budget applies to each of them, there
         is no default id, and ``missing_scope="refuse"``; a call without one raises ``MissingScopeError``."""
         self.prices = prices or price_book
-        self.estimator = estimator or Estimator(prices=self.prices)
+        if estimator is not None and default_service_tier is not None:
+            raise ConfigurationError(
+                "pass default_service_tier to your Estimator(default_service_tier=...), not to the Guard"
+            )
+        self.estimator = estimator or Estimator(prices=self.prices, default_service_tier=default_service_tier)
         self._retry: tenacity.BaseRetrying | None = None  # the default policy: made at its first use
         if retry is not None or stop is not None or wait is not None:
             self.retry = retry_policy(retry, stop, wait)

@@ -13,7 +13,8 @@ hold so that the call cannot cost more:
   ``Estimator(default_output_tokens=N)`` when configured, and otherwise a ``ConfigurationError``;
 * price: the prompt-size tier the estimated input falls in, and the price variant the request asks
   for (``service_tier`` flex / priority, Anthropic ``speed="fast"``, batch processing with
-  ``batch=True``), see ``request_variant``.
+  ``batch=True``), see ``request_variant``; a request naming no tier (or ``"auto"``) at the project's
+  default, ``Estimator(default_service_tier="priority")`` when it is Priority (else standard).
 
 * server-side tools: each billed tool the request offers (Anthropic ``web_search`` / ``web_fetch`` /
   ``code_execution``, Responses ``web_search`` / ``file_search`` / ``code_interpreter`` /
@@ -55,11 +56,10 @@ from ._frozen import fast_init, fast_new
 from ._money import to_usd
 from ._passes import DEFAULT_TOOL_CALLS, NO_TOOLS, ServerTools, largest_read, pass_input, searches
 from ._pricing import PriceBook, price_book
-from ._providers import VARIANT_KEYS, Variant, api_of, as_read, request_variant
+from ._providers import VARIANT_KEYS, Variant, api_of, as_read, project_tier, request_variant
 from ._rates import _FEE_UNITS, Price
 from ._tokens import count_embedding_input
-from ._tokens_claude import _blocks as claude_blocks
-from ._tokens_claude import claude_factor, compaction_trigger, count_claude_request
+from ._tokens_claude import cache_ttl, claude_factor, compaction_trigger, count_claude_request
 from ._tokens_claude import unseen_inputs as claude_unseen
 from ._tokens_openai import read_openai_request
 from ._tokens_openai import unseen_inputs as openai_unseen
@@ -174,8 +174,14 @@ class Estimator:
         tool_calls: Mapping[str, int] | None = None,
         unseen_tokens: int | None = None,
         tool_result_tokens: Mapping[str, int | None] | None = None,
+        default_service_tier: str | None = None,
     ) -> None:
-        """``unseen_tokens`` bounds the input a request references without carrying it (server-side
+        """``default_service_tier``: the tier your OpenAI project serves (and bills) a request at when it
+        names no ``service_tier`` or ``"auto"``: ``"priority"`` when the project's default tier is
+        Priority; ``None`` or ``"default"``, standard. A request that names its tier keeps it, and one
+        sent to another provider (``provider="groq"``...) has none.
+
+        ``unseen_tokens`` bounds the input a request references without carrying it (server-side
         history, files by id): reserved on top of what it shows. ``None``: the model's context window
         bounds the whole input (a model without a known window is then an error).
 
@@ -201,6 +207,7 @@ class Estimator:
             raise ConfigurationError(
                 f"default_output_tokens must be a positive int or None, got {default_output_tokens!r}"
             )
+        self.default_service_tier = project_tier(default_service_tier)
         self.server_tools = ServerTools(tool_calls, tool_result_tokens)
         self.tool_calls, self.tool_result_tokens = self.server_tools.calls, self.server_tools.results
         self.prices = prices if prices is not None else price_book
@@ -260,9 +267,10 @@ class Estimator:
             chain = tuple((self(hop, provider=provider, api=api, batch=batch, count=False), keeps)
                           for hop, keeps in hops)  # fmt: skip
             return self.priced(dataclasses.replace(est, fallbacks=chain), est.output_tokens) if chain else est
+        tier = self.default_service_tier if provider in (None, "openai") else None  # (an OpenAI project's)
         variant = (
-            request_variant(request, shape, batch=batch)
-            if batch or not VARIANT_KEYS.isdisjoint(request)
+            request_variant(request, shape, batch=batch, default_tier=tier)
+            if batch or tier or not VARIANT_KEYS.isdisjoint(request)
             else None
         )
         price = self.prices.get(model, provider=provider, variant=variant)
@@ -274,7 +282,7 @@ class Estimator:
                 input_tokens = count_claude_request(request, model, self._factor(model))
             else:
                 counted = True
-            cache_write, compaction = _anthropic_cache_ttl(request), compaction_trigger(request)
+            cache_write, compaction = cache_ttl(request), compaction_trigger(request)
             output_tokens = self._output(request, price, CLAUDE_OUTPUT_KEYS)
             unseen = claude_unseen(request, counted=counted)
         elif "messages" in request:
@@ -563,28 +571,6 @@ def output_keys(request: Mapping[str, Any], api: str) -> tuple[str, ...]:
 
 def _is_embedding(model: str) -> bool:
     return "embedding" in model
-
-
-def _anthropic_cache_ttl(request: Mapping[str, Any]) -> str | None:
-    """``"1h"``/``"5m"`` if any block of the request asks for prompt caching (a block nested in a tool
-    result's content too), else ``None``."""
-    ttl: str | None = None
-    blocks: list[Any] = []
-    for key in ("system", "tools"):
-        value = request.get(key)
-        if isinstance(value, list):
-            blocks.extend(value)
-    for message in request.get("messages") or ():
-        blocks.extend(claude_blocks(message.get("content")))
-    if isinstance(request.get("cache_control"), Mapping):
-        blocks.append(request)
-    for block in blocks:
-        control = block.get("cache_control") if isinstance(block, Mapping) else None
-        if isinstance(control, Mapping):
-            if control.get("ttl") == "1h":
-                return "1h"
-            ttl = "5m"
-    return ttl
 
 
 _default_estimator = Estimator()

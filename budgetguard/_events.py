@@ -42,6 +42,7 @@ EventKind = Literal[
     "estimate_fallback",
     "scope_missing",
     "fitted",
+    "unreserved_tier",
 ]
 
 _LEVELS: Mapping[str, int] = {  # (logging's levels)
@@ -59,6 +60,7 @@ _LEVELS: Mapping[str, int] = {  # (logging's levels)
     "estimate_fallback": 30,  # WARNING
     "scope_missing": 30,  # WARNING
     "fitted": 20,  # INFO
+    "unreserved_tier": 30,  # WARNING
 }
 
 
@@ -72,7 +74,9 @@ class Event:
     budget, ``Guard.METERING``, whose limit is 2**63-1), and the flags the journal gets
     (``usage_missing``, ``interrupted``, ``error``). A ``fitted`` event (``with_budget(fit=...)``)
     carries ``from`` and ``to``: the request's max output tokens (per choice; ``None``: it had none)
-    and what the call was sent with instead.
+    and what the call was sent with instead. An ``unreserved_tier`` event: a call reserved at standard
+    prices was served (and charged) at a dearer ``service_tier`` (``data["served_tier"]``): set
+    ``Guard(default_service_tier=...)`` when that is the project's default tier.
     """
 
     kind: EventKind

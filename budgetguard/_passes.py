@@ -39,6 +39,7 @@ from decimal import Decimal
 from typing import Any
 
 from ._errors import ConfigurationError
+from ._image_tool import image_generation_fee
 from ._limits import chat_search as searches
 from ._price_data import published_prices
 from ._rates import _FEE_UNITS, Price
@@ -227,6 +228,8 @@ class ServerTools:
                 containers += 1
                 if api != "anthropic":
                     fees_set.scale("code_execution", _container_size(tool))
+            elif name == "image_generation":  # (its model, size, quality: budgetguard._image_tool)
+                fees_set.image(image_generation_fee(tool))
             elif name == "web_search" and api != "anthropic":  # (free content if every search is a preview)
                 preview = str(kind).startswith("web_search_preview") and fees_set.preview_search()
                 free = {name} if preview and (name not in counts or name in free) else set()
@@ -286,6 +289,17 @@ class _ToolFees:
         base = getattr(self.asked.base, name)
         if base is not None and times != 1:
             self._set(name, base * times)
+
+    def image(self, rate: Decimal) -> None:
+        """An ``image_generation`` tool's own fee, the dearest of the request's image tools, in place of
+        the published one (which bounds any tool); a fee registered for the model stays, and an unknown
+        one stays unknown."""
+        base = self.asked.base.image_generation
+        if base is None or base != published_prices(self.model, None).get("image_generation"):
+            return
+        if rate > self.fees.get("image_generation", -1):
+            self.fees["image_generation"] = rate
+            self.price = self.asked.with_fees(self.fees)
 
     def preview_search(self) -> bool:
         """A ``web_search_preview`` call's fee: the published preview fee of a model that does not

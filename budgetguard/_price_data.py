@@ -97,8 +97,10 @@ _PUBLISHED: dict[str, tuple[tuple[str, Mapping[str, Decimal]], ...]] = {
                 "file_search": Decimal("2.5"),
                 # code interpreter $0.03 per container (1 GB, the default; register larger ones),
                 "code_execution": Decimal("30"),
-                # image generation: gpt-image-1 at most $0.25 an image (high quality, 1024x1536).
-                "image_generation": Decimal("250"),
+                # image generation: gpt-image-2 at its dearest, high quality at 2880x2880 with 3 partial
+                # images, 24,019 image tokens at $30 / M (see _image_tool; a request's tool that names its
+                # model, size or quality is reserved at that: image_generation_fee).
+                "image_generation": Decimal("720.57"),
             },
         ),
     ),

@@ -24,8 +24,8 @@ from ._usage import _TOOL_ITEMS, Usage, _get, _is_code_block, _merge_anthropic_d
 
 __all__ = [
     "VARIANT_KEYS", "StreamFolder", "api_of", "as_read", "as_sent", "client_provider", "endpoint_provider",
-    "is_not_given", "may_reason", "request_variant", "response_variant", "sdk_provider", "served_model",
-    "without_sdk_retries",
+    "is_not_given", "may_reason", "project_tier", "request_variant", "response_variant", "sdk_provider",
+    "served_model", "without_sdk_retries",
 ]  # fmt: skip
 
 Variant = Mapping[str, str]
@@ -232,12 +232,15 @@ VARIANT_KEYS = frozenset({"service_tier", "speed", "inference_geo"})
 """The request keys ``request_variant`` reads: a request with none of them, not batched, is standard."""
 
 
-def request_variant(request: Mapping[str, Any], provider: str, *, batch: bool = False) -> Variant | None:
+def request_variant(
+    request: Mapping[str, Any], provider: str, *, batch: bool = False, default_tier: str | None = None
+) -> Variant | None:
     """The price variant a request asks for, in genai-prices' terms, or ``None`` for standard.
 
     ``service_tier`` ``"flex"`` / ``"priority"`` (OpenAI), ``speed="fast"`` (Anthropic) and batch
     processing (``batch=True``: the request goes through the provider's Batch API); it reads no other
-    key than ``VARIANT_KEYS``."""
+    key than ``VARIANT_KEYS``. ``default_tier``: the tier an OpenAI-shaped request that names none (or
+    ``"auto"``) is served at, its project's default (``Estimator(default_service_tier=...)``)."""
     if batch:
         return {"processing": "batch"}
     if provider == "anthropic":
@@ -246,9 +249,22 @@ def request_variant(request: Mapping[str, Any], provider: str, *, batch: bool = 
             return {"inference_geo": geo}  # (data residency: priced apart, or refused as unpriced)
         return {"speed": "fast"} if request.get("speed") == "fast" else None
     tier = request.get("service_tier")
+    if tier is None or tier == "auto":  # (served at the project's tier)
+        tier = default_tier
     if isinstance(tier, str) and tier not in _STANDARD_TIERS:
         return {"processing": "batch"} if tier == "batch" else {"service_tier": tier}
     return None
+
+
+def project_tier(tier: str | None) -> str | None:
+    """``Estimator(default_service_tier=...)`` checked: ``"priority"``, or ``None`` for standard. Only a
+    project default dearer than standard needs saying (standard over-reserves a cheaper one)."""
+    if tier not in (None, "default", "priority"):
+        raise ConfigurationError(
+            "default_service_tier must be 'priority' (your OpenAI project's default service tier is "
+            f"Priority) or None / 'default' (standard), got {tier!r}"
+        )
+    return None if tier == "default" else tier
 
 
 def served_tier(response: Any) -> str | None:

@@ -146,6 +146,8 @@ class Ctx:
             self.emit("usage_missing", reason=f"usage {usage} is beyond what a ledger counts")
             usage, actual, flags = self.est.usage, self._reserved(), {**flags, "usage_missing": True}
         cost = None if actual is None else actual[Unit.USD]
+        if "served_tier" in flags and self.est.variant is None and "variant" in flags:
+            self._unreserved_tier(model, flags)
         if usage is not None and not recorded:
             record_usage(self.trackers, self.est.model, usage, actual[Unit.USD] if actual else 0)
         self.unhold()
@@ -178,6 +180,24 @@ class Ctx:
             # a repeat's outcome too: the guard commits a reservation once, so a repeat reaches it only
             # when the store's retry found its lost first write; it carries that commit's totals
             self._thresholds(charged, outcome.charged or actual, outcome.spent)
+
+    def _unreserved_tier(self, model: str, flags: Mapping[str, Any]) -> None:
+        """Say so when a call reserved at standard prices was served at a dearer tier: the project's
+        default tier, most likely, which ``default_service_tier`` reserves at (the charge is right)."""
+        tier, est = flags["served_tier"], self.est
+        try:
+            served = self.guard.prices.get(model, provider=est.provider, variant=flags["variant"]).base
+        except PricingError:  # (charged at the reserved worst case, flagged unpriced)
+            return
+        if served.input <= est.price.base.input and served.output <= est.price.base.output:
+            return  # (flex, or a tier priced as standard)
+        self.emit(
+            "unreserved_tier",
+            reason=f"reserved at standard prices, served and charged at service_tier {tier!r}; if your "
+            f"OpenAI project's default tier is {tier!r}, set Guard(default_service_tier={tier!r}) so "
+            "requests that name no tier reserve at it",
+            data={"served_tier": tier},
+        )
 
     def _reserved(self) -> dict[Unit, int]:
         """What the reservation held, as the actual amounts: the worst case, charged when the response's

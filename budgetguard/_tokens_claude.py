@@ -30,6 +30,7 @@ from ._tokens_media import image_size, pdf_facts
 
 __all__ = [
     "ANTHROPIC_SAFETY_FACTOR",
+    "cache_ttl",
     "compaction_trigger",
     "CLAUDE_FACTORS",
     "claude_factor",
@@ -381,3 +382,25 @@ def _blocks(content: Any) -> Iterable[Mapping[str, Any]]:
         yield block
         if isinstance(block.get("content"), list):
             yield from _blocks(block["content"])
+
+
+def cache_ttl(request: Mapping[str, Any]) -> str | None:
+    """``"1h"``/``"5m"`` if any block of the request asks for prompt caching (a block nested in a tool
+    result's content too), else ``None``."""
+    ttl: str | None = None
+    blocks: list[Any] = []
+    for key in ("system", "tools"):
+        value = request.get(key)
+        if isinstance(value, list):
+            blocks.extend(value)
+    for message in request.get("messages") or ():
+        blocks.extend(_blocks(message.get("content")))
+    if isinstance(request.get("cache_control"), Mapping):
+        blocks.append(request)
+    for block in blocks:
+        control = block.get("cache_control") if isinstance(block, Mapping) else None
+        if isinstance(control, Mapping):
+            if control.get("ttl") == "1h":
+                return "1h"
+            ttl = "5m"
+    return ttl

@@ -25,6 +25,7 @@ from tests.sdk_http import ANTHROPIC_STREAM_CUT, OPENAI_STREAM_CUT
 EMBED_SMALL = "0.02"
 O4_MINI = {"input": "1.10", "cached": "0.275", "output": "4.40"}
 O4_MINI_FLEX = {"input": "0.55", "cached": "0.138", "output": "2.20"}
+O4_MINI_PRIORITY = {"input": "2.00", "cached": "0.50", "output": "8.00"}  # openai.com/api-priority-processing
 SONNET = {"input": "3", "read": "0.30", "write_5m": "3.75", "write_1h": "6", "output": "15"}
 
 CHUNKS = [
@@ -69,7 +70,7 @@ def server() -> Iterator[MockProvider]:
 def mock(server: MockProvider) -> Iterator[MockProvider]:
     server.reset()
     yield server
-    server.reply_text = None
+    server.reply_text, server.project_service_tier = None, "default"
 
 
 class Clients:
@@ -276,6 +277,66 @@ def test_responses_flex_tier(mock: MockProvider, sdk: Clients) -> None:
     est = budgetguard.estimate(responses_request(service_tier="flex"))
     assert entry.data["estimated_usd"] == str(est.cost)
     assert est.cost_nano < budgetguard.estimate(responses_request()).cost_nano
+
+
+@pytest.mark.parametrize("named", [None, "auto"])
+@pytest.mark.parametrize("how", ["with_budget", "wrap", "stream"])
+def test_project_default_priority_tier_is_reserved(
+    mock: MockProvider, sdk: Clients, named: str | None, how: str
+) -> None:
+    """A project whose default tier is Priority serves a request naming no tier (or "auto") at
+    priority: with default_service_tier="priority" the reservation is at priority prices, never below
+    the bill, and no unreserved_tier warning."""
+    mock.project_service_tier = "priority"
+    events: list[Event] = []
+    guard = make_guard(events, default_service_tier="priority")
+    request = responses_request(**({} if named is None else {"service_tier": named}))
+    if how == "wrap":
+        guard.wrap(sdk.openai(), feature="advice").responses.create(**request)
+    else:
+        create = guard.with_budget(sdk.openai().responses.create, feature="advice")
+        if how == "stream":
+            assert [event.type for event in create(**request, stream=True)][-1] == "response.completed"
+        else:
+            assert create(**request).service_tier == "priority"  # what the mock served
+    (usage,) = mock.usages
+    (entry,) = committed(guard)
+    assert entry.amounts["usd"] == responses_nano(usage, O4_MINI_PRIORITY)
+    est = Estimator(default_service_tier="priority")(request)
+    assert est.variant == {"service_tier": "priority"}
+    assert entry.data["estimated_usd"] == str(est.cost) and est.cost_nano >= entry.amounts["usd"]
+    assert est.cost_nano > budgetguard.estimate(request).cost_nano  # (standard: what it reserved before)
+    assert not {"overrun", "unreserved_tier"} & {e.kind for e in events}
+
+
+def test_a_named_tier_is_kept_under_a_priority_default(mock: MockProvider, sdk: Clients) -> None:
+    mock.project_service_tier = "priority"
+    guard = make_guard(default_service_tier="priority")
+    create = guard.with_budget(sdk.openai().responses.create, feature="advice")
+    for tier in ("flex", "default"):
+        create(**responses_request(service_tier=tier))
+    flex, default = committed(guard)
+    assert [r.body["service_tier"] for r in mock.requests] == ["flex", "default"]
+    assert flex.variant == {"service_tier": "flex"} and default.variant is None
+    assert flex.amounts["usd"] == responses_nano(mock.usages[0], O4_MINI_FLEX)
+    assert default.amounts["usd"] == responses_nano(mock.usages[1], O4_MINI)
+    assert default.data["estimated_usd"] == str(budgetguard.estimate(responses_request()).cost)
+
+
+def test_an_unset_priority_default_is_charged_and_named(mock: MockProvider, sdk: Clients) -> None:
+    """Without the setting the call reserves at standard; the bill (priority) is still charged as
+    served, and an unreserved_tier event says which setting reserves it."""
+    mock.project_service_tier = "priority"
+    events: list[Event] = []
+    guard = make_guard(events)
+    guard.with_budget(sdk.openai().responses.create, feature="advice")(**responses_request())
+    (usage,) = mock.usages
+    (entry,) = committed(guard)
+    assert entry.amounts["usd"] == responses_nano(usage, O4_MINI_PRIORITY)
+    assert entry.data["estimated_usd"] == str(budgetguard.estimate(responses_request()).cost)
+    (warned,) = [e for e in events if e.kind == "unreserved_tier"]
+    assert warned.data == {"served_tier": "priority"}
+    assert warned.reason is not None and "Guard(default_service_tier='priority')" in warned.reason
 
 
 def test_responses_create_stream(mock: MockProvider, sdk: Clients) -> None:

@@ -9,6 +9,7 @@ from budgetguard import (
     ConfigurationError,
     Estimate,
     Estimator,
+    Guard,
     PriceBook,
     PricingError,
     Usage,
@@ -179,6 +180,37 @@ def test_service_tier_prices_the_variant() -> None:
     assert priority.cost > standard.cost
     assert estimate({**request, "service_tier": "auto"}).cost == standard.cost
     assert estimate({**request, "service_tier": "default"}).cost == standard.cost
+
+
+def test_a_priority_project_default_reserves_unnamed_tiers_at_priority() -> None:
+    request = {"model": "gpt-4o", "messages": QUESTION, "max_tokens": 100}
+    priority = estimate({**request, "service_tier": "priority"})
+    on_priority = Estimator(default_service_tier="priority")
+    for unnamed in (request, {**request, "service_tier": "auto"}, {**request, "service_tier": None}):
+        est = on_priority(unnamed)
+        assert (est.variant, est.cost) == ({"service_tier": "priority"}, priority.cost)
+    # a request naming its tier keeps it
+    assert on_priority({**request, "service_tier": "default"}).cost == estimate(request).cost
+    o4_mini = {**request, "model": "o4-mini"}
+    flex = on_priority({**o4_mini, "service_tier": "flex"})
+    assert flex.variant == {"service_tier": "flex"} and flex.cost < estimate(o4_mini).cost
+    assert on_priority(request, batch=True).variant == {"processing": "batch"}
+    # an Anthropic request, or one sent elsewhere, has no OpenAI project tier
+    groq = {"model": "llama-3.3-70b-versatile", "messages": QUESTION, "max_tokens": 100}
+    assert on_priority(groq, provider="groq").cost == estimate(groq, provider="groq").cost
+    claude = {"model": "claude-sonnet-4-5", "messages": QUESTION, "max_tokens": 100}
+    assert on_priority(claude).variant is None and on_priority(claude).cost == estimate(claude).cost
+    assert Estimator(default_service_tier="default")(request).cost == estimate(request).cost
+
+
+@pytest.mark.parametrize("tier", ["flex", "auto", "scale", 2])
+def test_default_service_tier_takes_priority_or_standard(tier: Any) -> None:
+    with pytest.raises(ConfigurationError, match=r"default_service_tier must be 'priority'.*got"):
+        Estimator(default_service_tier=tier)
+    with pytest.raises(ConfigurationError, match=r"default_service_tier must be 'priority'"):
+        Guard("memory://", default_service_tier=tier)
+    with pytest.raises(ConfigurationError, match=r"to your Estimator\(default_service_tier=\.\.\.\)"):
+        Guard("memory://", estimator=Estimator(), default_service_tier="priority")
 
 
 def test_models_filed_under_other_providers_are_priced() -> None:

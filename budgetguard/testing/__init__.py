@@ -27,7 +27,9 @@ Faults are scripted: ``fail()`` answers the next requests with an error status, 
 ``cut()`` drops a stream's connection after some events (an incomplete chunked body, as a real network
 cut looks to the client); ``decline()`` makes a Claude model decline the requests that offer server-side
 ``fallbacks``, which the next entry serves (``usage.iterations`` as Anthropic reports them). Everything
-received and every usage reported is recorded.
+received and every usage reported is recorded. ``MockProvider(project_service_tier="priority")`` serves
+(and reports) OpenAI requests that name no ``service_tier`` (or ``"auto"``) at priority, as a project
+whose default tier is Priority does.
 
 ```python
 with MockProvider() as mock:

@@ -73,7 +73,7 @@ def chat(body: JSON, ctx: Context) -> Answer:
         "id": ctx.new_id("chatcmpl"),
         "created": int(time.time()),
         "model": model,
-        "service_tier": body.get("service_tier") or "default",
+        "service_tier": ctx.served_tier(body),
         "system_fingerprint": "fp_mock",
     }
     if not body.get("stream"):
@@ -143,7 +143,7 @@ def responses(body: JSON, ctx: Context) -> Answer:
         "parallel_tool_calls": True,
         "previous_response_id": None,
         "reasoning": {"effort": (body.get("reasoning") or {}).get("effort"), "summary": None},
-        "service_tier": body.get("service_tier") or "default",
+        "service_tier": ctx.served_tier(body),
         "store": True,
         "temperature": 1.0,
         "text": {"format": {"type": "text"}},

@@ -88,6 +88,9 @@ class MockProvider:
     port: int = 0
     reply_text: str | None = None
     """Fix the assistant's reply (otherwise a deterministic text chosen from the prompt)."""
+    project_service_tier: str = "default"
+    """The tier an OpenAI request that names no ``service_tier`` (or ``"auto"``) is served and reported
+    at: its project's default (``"priority"`` for a project whose default tier is Priority)."""
     requests: list[RecordedRequest] = field(default_factory=list)
     usages: list[JSON] = field(default_factory=list)
     _faults: list[_Fault] = field(default_factory=list, repr=False)
@@ -244,7 +247,7 @@ class MockProvider:
     def _context(self) -> Context:
         with self._lock:
             declines = dict(self._declines)
-        return Context(self.reply_text, self._seen, self._new_id, declines)
+        return Context(self.reply_text, self._seen, self._new_id, declines, self.project_service_tier)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -30,6 +30,13 @@ class Context:
     new_id: Callable[[str], str]
     declines: Mapping[str, int] = dataclasses.field(default_factory=dict)
     """The models that decline a request offering ``fallbacks``, each after writing that many tokens."""
+    project_tier: str = "default"
+    """The tier an OpenAI request naming none (or ``"auto"``) is served at (``served_tier``)."""
+
+    def served_tier(self, body: JSON) -> str:
+        """The ``service_tier`` an OpenAI answer reports: the one the request names, else the project's."""
+        tier = body.get("service_tier")
+        return self.project_tier if tier in (None, "auto") else str(tier)
 
 
 @dataclass(frozen=True)
