@@ -235,6 +235,21 @@ def test_the_long_context_tier_is_sonnet_4s_alone_and_above_200k_only(model: str
     ) != flat
 
 
+# The 1M context beta (context-1m-2025-08-07) of Sonnet 4 / 4.5 was retired on Anthropic's API on
+# 2026-04-30: a request over 200k tokens errors (platform release notes; the Sonnet 4.5 model page: 200K).
+@pytest.mark.parametrize(("model", "window"), [(SONNET_4, 200_000), ("claude-sonnet-4-5", 200_000),
+                                               ("claude-sonnet-4-6", 1_000_000)])  # fmt: skip
+def test_an_unseen_input_on_sonnet_4_is_bounded_by_its_200k_window(model: str, window: int) -> None:
+    """A document named by file_id is reserved at the model's window: Sonnet 4 / 4.5 at 200k (it was 1M
+    tokens at the long-context $6: $6.02 against a bill of at most ~$0.62)."""
+    document = {"type": "document", "source": {"type": "file", "file_id": "file_abc"}}
+    content = [document, {"type": "text", "text": "Summarise."}]
+    request = {"model": model, "max_tokens": 1000, "messages": [{"role": "user", "content": content}]}
+    est = Estimator()(request)
+    assert est.unseen and est.price.context_window == window
+    assert est.input_tokens == window, est
+
+
 # -- Anthropic compaction: a billed pass the estimate leaves out ------------------------------------------
 
 
