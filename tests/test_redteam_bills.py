@@ -296,6 +296,19 @@ def test_a_compaction_pass_is_reserved_only_where_its_trigger_can_fire() -> None
     assert Estimator()(request, input_tokens=counted).cost_nano <= 2.1 * worst_compaction_bill(recorded_call)
 
 
+@pytest.mark.parametrize("value", [50_000.0, "50000", -1, True])
+def test_an_unreadable_compaction_trigger_is_refused_not_read_as_the_default(value: object) -> None:
+    """A trigger value read as the default 150k left a 60k-input request with no compaction pass
+    reserved: it is a ConfigurationError that names the value; a trigger with no value is the default."""
+    request = compaction_fixture()["request"]
+    edit = {"type": "compact_20260112", "trigger": {"type": "input_tokens", "value": value}}
+    unreadable = {**request, "context_management": {"edits": [edit]}}
+    with pytest.raises(budgetguard.ConfigurationError, match=f"trigger value .* got {value!r}"):
+        Estimator()(unreadable, input_tokens=60_000)
+    edit["trigger"] = {"type": "input_tokens"}
+    assert Estimator()(unreadable, input_tokens=149_999).passes == ()
+
+
 # -- OpenAI cache writes: gpt-5.6 bills prompt-cache writes at $5 / MTok, above its $4 input --------------
 
 
