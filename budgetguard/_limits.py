@@ -31,7 +31,10 @@ from dataclasses import dataclass
 
 from ._errors import ConfigurationError
 
-__all__ = ["ModelLimits", "answers_as", "chat_search", "checked_limits", "model_limits", "model_names"]
+__all__ = [
+    "ModelLimits", "answers_as", "chat_search", "checked_limits", "model_limits", "model_names",
+    "writes_cache_unasked",
+]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,3 +227,15 @@ def chat_search(model: object) -> bool:
     their snapshots): it searches the web once for every request (billed per call) and reports it in no
     usage field."""
     return type(model) is str and "-search-" in model and "-search-" in model.rsplit("/", 1)[-1]
+
+
+_OPENAI_FAMILY = re.compile(r"(?:^|[/.])(?:gpt-|chatgpt-|codex-|o\d)")
+
+
+def writes_cache_unasked(model: object) -> bool:
+    """Whether ``model`` writes the prompt cache on its own, asked or not: OpenAI's models (by their
+    name, also on OpenRouter, Azure, Bedrock: ``openai/gpt-5.6-sol``, ``global.openai.gpt-5.6-sol``;
+    gpt-5.6 wrote 4,418 tokens of a request that asked nothing, fixture 095). Claude writes only where a
+    request sets ``cache_control``, whatever the wire format; Kimi, MiniMax and the others are not
+    known to write unasked."""
+    return type(model) is str and _OPENAI_FAMILY.search(model) is not None

@@ -337,6 +337,26 @@ def test_an_openai_input_is_reserved_at_the_write_rate_only_where_writes_are_dea
     assert dear.cost_nano == price_book.cost_nano("gpt-5.6", Usage(cache_write_tokens=dear.input_tokens))
 
 
+@pytest.mark.parametrize(
+    ("model", "provider"),
+    [("claude-sonnet-4-5", None), ("anthropic/claude-sonnet-4.5", "openrouter"), ("kimi-k3", "moonshotai"),
+     ("MiniMax-M2", "minimax")],
+)  # fmt: skip
+def test_a_model_that_writes_the_cache_only_when_asked_is_not_reserved_at_the_write_rate(
+    model: str, provider: str | None
+) -> None:
+    """Claude in the OpenAI wire format (Anthropic's OpenAI-compatible endpoint, OpenRouter) writes no
+    cache unless asked, nor are Kimi or MiniMax known to: their input was reserved at the dearer write
+    rate (x1.16 to x1.97 the bill) because their write rate is above input; OpenAI's gpt-5.6 on
+    OpenRouter still is (it writes unasked)."""
+    request = {"model": model, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 0}
+    est = budgetguard.estimate(request, provider=provider, api="openai")
+    assert est.cache_write is None
+    assert est.cost_nano == price_book.cost_nano(est.price, Usage(input_tokens=est.input_tokens))
+    openai = budgetguard.estimate({**request, "model": "openai/gpt-5.6-sol"}, provider="openrouter")
+    assert openai.cache_write == "5m"
+
+
 # -- Anthropic: a cache breakpoint inside a tool result's content (fixed here) -----------------------------
 
 
