@@ -8,6 +8,7 @@ each is fixed now, its test beside one for the other direction (what must not be
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from decimal import Decimal
 from typing import Any
@@ -64,15 +65,43 @@ def test_a_chat_search_model_is_charged_its_web_search(mock: MockProvider) -> No
 
 @pytest.mark.parametrize(
     ("model", "fee"),
-    [("gpt-4o-search-preview", "25"), ("gpt-4o-mini-search-preview", "25"), ("gpt-5-search-api", "10")],
+    [("gpt-4o-search-preview", "35"), ("gpt-4o-mini-search-preview", "27.5"), ("gpt-5-search-api", "10")],
 )
 def test_a_chat_search_reserves_one_search_at_its_fee_and_a_plain_chat_none(model: str, fee: str) -> None:
-    """One search a request (not the default count of a tool the model calls at will), at the preview
-    fee of a model that does not reason; a chat model that does not search reserves no search."""
+    """One search a request (not the default count of a tool the model calls at will), at the model's
+    fee for the default (medium) search context; a chat model that does not search reserves no search."""
     request = {"messages": [{"role": "user", "content": "What day is today?"}], "max_tokens": 50}
     est = budgetguard.estimate({**request, "model": model})
     assert est.tool_calls == (("web_search", 1),) and est.price.base.web_search == Decimal(fee)
     assert budgetguard.estimate({**request, "model": "gpt-4o"}).tool_calls == ()
+
+
+# OpenAI bills the gpt-4o search models' search by web_search_options.search_context_size, per 1k calls:
+# gpt-4o-search-preview $30 / $35 / $50, gpt-4o-mini-search-preview $25 / $27.50 / $30 (low / medium /
+# high; medium when not set). OpenRouter lists gpt-4o-search-preview at $35 / 1k (the medium fee).
+SEARCH_FEES = {
+    "gpt-4o-search-preview": {"low": "30", "medium": "35", "high": "50"},
+    "gpt-4o-mini-search-preview": {"low": "25", "medium": "27.5", "high": "30"},
+}
+
+
+@pytest.mark.parametrize("model", sorted(SEARCH_FEES))
+@pytest.mark.parametrize("size", ["low", "medium", "high", None])
+def test_a_chat_search_is_reserved_and_charged_at_its_search_context_size(model: str, size: str | None) -> None:
+    """The request's size sets the fee, reserved and charged (it was $25 at every size: $50 billed for
+    high); the model's own price (``cost``, ``price_book``, ``budgetguard prices``) says the medium fee."""
+    fee = Decimal(SEARCH_FEES[model][size or "medium"])
+    request: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "Today?"}], "max_tokens": 5}
+    if size is not None:
+        request["web_search_options"] = {"search_context_size": size}
+    est = budgetguard.estimate(request)
+    assert est.price.base.web_search == fee
+    usage = Usage(input_tokens=est.input_tokens, output_tokens=5, web_search_calls=1)
+    assert est.cost_nano == price_book.cost_nano(est.price, usage)
+    guard = budgetguard.Guard("memory://")
+    bill = price_book.cost_nano(model, dataclasses.replace(usage, web_search_calls=0)) + usd_nano(str(fee / 1000))
+    assert guard.actual(model, usage, est, est.variant)[budgetguard.Unit.USD] == bill
+    assert price_book.get(model).base.web_search == Decimal(SEARCH_FEES[model]["medium"])
 
 
 def test_the_recorded_chat_search_is_charged_its_search() -> None:
