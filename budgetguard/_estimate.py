@@ -58,8 +58,7 @@ from ._pricing import PriceBook, price_book
 from ._providers import VARIANT_KEYS, Variant, api_of, as_read, request_variant
 from ._rates import _FEE_UNITS, Price
 from ._tokens import count_embedding_input
-from ._tokens_claude import _blocks as claude_blocks
-from ._tokens_claude import claude_factor, compaction_trigger, count_claude_request
+from ._tokens_claude import cache_ttl, claude_factor, compaction_trigger, count_claude_request
 from ._tokens_claude import unseen_inputs as claude_unseen
 from ._tokens_openai import read_openai_request
 from ._tokens_openai import unseen_inputs as openai_unseen
@@ -274,7 +273,7 @@ class Estimator:
                 input_tokens = count_claude_request(request, model, self._factor(model))
             else:
                 counted = True
-            cache_write, compaction = _anthropic_cache_ttl(request), compaction_trigger(request)
+            cache_write, compaction = cache_ttl(request), compaction_trigger(request)
             output_tokens = self._output(request, price, CLAUDE_OUTPUT_KEYS)
             unseen = claude_unseen(request, counted=counted)
         elif "messages" in request:
@@ -563,28 +562,6 @@ def output_keys(request: Mapping[str, Any], api: str) -> tuple[str, ...]:
 
 def _is_embedding(model: str) -> bool:
     return "embedding" in model
-
-
-def _anthropic_cache_ttl(request: Mapping[str, Any]) -> str | None:
-    """``"1h"``/``"5m"`` if any block of the request asks for prompt caching (a block nested in a tool
-    result's content too), else ``None``."""
-    ttl: str | None = None
-    blocks: list[Any] = []
-    for key in ("system", "tools"):
-        value = request.get(key)
-        if isinstance(value, list):
-            blocks.extend(value)
-    for message in request.get("messages") or ():
-        blocks.extend(claude_blocks(message.get("content")))
-    if isinstance(request.get("cache_control"), Mapping):
-        blocks.append(request)
-    for block in blocks:
-        control = block.get("cache_control") if isinstance(block, Mapping) else None
-        if isinstance(control, Mapping):
-            if control.get("ttl") == "1h":
-                return "1h"
-            ttl = "5m"
-    return ttl
 
 
 _default_estimator = Estimator()

@@ -252,7 +252,9 @@ class Price:
 
     def __post_init__(self) -> None:
         dearer = None
-        for rates in (self.base, *(rates for _, rates in self.tiers)) if writes_cache_unasked(self.model) else ():
+        for rates in (
+            (self.base, *(rates for _, rates in self.tiers)) if writes_cache_unasked(self.model) else ()
+        ):
             if max(rates.cache_write, rates.cache_write_1h) > rates.input:
                 dearer = "1h" if rates.cache_write_1h > rates.cache_write else "5m"
                 break

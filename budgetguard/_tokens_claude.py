@@ -31,6 +31,7 @@ from ._tokens_media import image_size, pdf_facts
 
 __all__ = [
     "ANTHROPIC_SAFETY_FACTOR",
+    "cache_ttl",
     "compaction_trigger",
     "CLAUDE_FACTORS",
     "claude_factor",
@@ -151,6 +152,28 @@ def compaction_trigger(request: Mapping[str, Any]) -> int | None:
                 )
             found = at if found is None else min(found, at)
     return found
+
+
+def cache_ttl(request: Mapping[str, Any]) -> str | None:
+    """``"1h"``/``"5m"`` if any block of the request asks for prompt caching (a block nested in a tool
+    result's content too), else ``None``."""
+    ttl: str | None = None
+    blocks: list[Any] = []
+    for key in ("system", "tools"):
+        value = request.get(key)
+        if isinstance(value, list):
+            blocks.extend(value)
+    for message in request.get("messages") or ():
+        blocks.extend(_blocks(message.get("content")))
+    if isinstance(request.get("cache_control"), Mapping):
+        blocks.append(request)
+    for block in blocks:
+        control = block.get("cache_control") if isinstance(block, Mapping) else None
+        if isinstance(control, Mapping):
+            if control.get("ttl") == "1h":
+                return "1h"
+            ttl = "5m"
+    return ttl
 
 
 BLOCK_TOKENS = 8

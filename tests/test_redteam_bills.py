@@ -87,11 +87,17 @@ SEARCH_FEES = {
 
 @pytest.mark.parametrize("model", sorted(SEARCH_FEES))
 @pytest.mark.parametrize("size", ["low", "medium", "high", None])
-def test_a_chat_search_is_reserved_and_charged_at_its_search_context_size(model: str, size: str | None) -> None:
+def test_a_chat_search_is_reserved_and_charged_at_its_search_context_size(
+    model: str, size: str | None
+) -> None:
     """The request's size sets the fee, reserved and charged (it was $25 at every size: $50 billed for
     high); the model's own price (``cost``, ``price_book``, ``budgetguard prices``) says the medium fee."""
     fee = Decimal(SEARCH_FEES[model][size or "medium"])
-    request: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "Today?"}], "max_tokens": 5}
+    request: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Today?"}],
+        "max_tokens": 5,
+    }
     if size is not None:
         request["web_search_options"] = {"search_context_size": size}
     est = budgetguard.estimate(request)
@@ -99,7 +105,9 @@ def test_a_chat_search_is_reserved_and_charged_at_its_search_context_size(model:
     usage = Usage(input_tokens=est.input_tokens, output_tokens=5, web_search_calls=1)
     assert est.cost_nano == price_book.cost_nano(est.price, usage)
     guard = budgetguard.Guard("memory://")
-    bill = price_book.cost_nano(model, dataclasses.replace(usage, web_search_calls=0)) + usd_nano(str(fee / 1000))
+    bill = price_book.cost_nano(model, dataclasses.replace(usage, web_search_calls=0)) + usd_nano(
+        str(fee / 1000)
+    )
     assert guard.actual(model, usage, est, est.variant)[budgetguard.Unit.USD] == bill
     assert price_book.get(model).base.web_search == Decimal(SEARCH_FEES[model]["medium"])
 

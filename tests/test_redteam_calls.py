@@ -302,7 +302,11 @@ def claude_web_search_stream(**request: Any) -> Iterator[dict[str, Any]]:
 def chat_search_stream(cut: bool, **request: Any) -> Iterator[dict[str, Any]]:
     """A gpt-4o-search-preview stream with no usage chunk (``include_usage`` off): it ends, or is cut,
     after its answer's text; the search it ran before answering is in no chunk."""
-    chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "gpt-4o-search-preview-2025-03-11"}
+    chunk = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "model": "gpt-4o-search-preview-2025-03-11",
+    }
     yield {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Today is Monday."}}]}
     if cut:
         raise ConnectionError("the connection dropped")
