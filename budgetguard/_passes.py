@@ -220,9 +220,9 @@ class ServerTools:
             free = {"web_search"} if fees_set.preview_search() else free
             options = request.get("web_search_options")
             size = options.get("search_context_size") if isinstance(options, Mapping) else None
-            sized = chat_search_fee(model, "medium" if size is None else size)
-            if sized is not None:  # (the fee of the size asked, below the model's medium fee or above)
-                fees_set.exact("web_search", sized)
+            search_fee = chat_search_fee(model, "medium" if size is None else size)
+            if search_fee is not None:  # (the fee of the size asked, below the model's medium fee or above)
+                fees_set.exact("web_search", search_fee)
         for tool in tools:
             kind = tool.get("type") if isinstance(tool, Mapping) else None
             name = server_tool(kind, api, tool) if isinstance(kind, str) else None
