@@ -302,7 +302,7 @@ class Estimator:
                 f"cannot tell what kind of request this is (keys: {sorted(request)}); expected "
                 "'messages' (chat / Anthropic) or 'input' (Responses / embeddings)"
             )
-        cache_write = cache_write if shape == "anthropic" else price.dearer_write  # (OpenAI's own)
+        cache_write = cache_write if shape == "anthropic" else price.dearer_write  # (OpenAI's own writes)
         if unseen:
             input_tokens = self._unseen_bound(input_tokens, price, unseen)
         tools = (

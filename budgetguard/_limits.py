@@ -31,7 +31,10 @@ from dataclasses import dataclass
 
 from ._errors import ConfigurationError
 
-__all__ = ["ModelLimits", "answers_as", "chat_search", "checked_limits", "model_limits", "model_names"]
+__all__ = [
+    "ModelLimits", "answers_as", "chat_search", "checked_limits", "model_limits", "model_names",
+    "writes_cache_unasked",
+]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +62,13 @@ _TABLE: tuple[tuple[int | None, int | None, *tuple[str, ...]], ...] = (
     # overview lists Sonnet 4.6 at 64K output, the model page at 128K: 128K kept)
     (1_000_000, 128 * _K, "claude-opus-4-6", "claude-opus-4-7", "claude-opus-4-8", "claude-sonnet-4-6"),
     # legacy-model table: Opus 4.5, Sonnet 4.5, Haiku 4.5 64K; Opus 4 / 4.1 32K; Sonnet 4 64K;
-    # Sonnet 4 / 4.5 accept a 1M context with the context-1m beta header
+    # Sonnet 4 / 4.5: 200K. Their 1M context beta (context-1m-2025-08-07) was retired on 2026-04-30:
+    # a request over 200K now errors (platform release notes; the Sonnet 4.5 model page says 200K)
     (200 * _K, 64 * _K, "claude-opus-4-5"),
-    (1_000_000, 64 * _K, "claude-sonnet-4-5"),
+    (200 * _K, 64 * _K, "claude-sonnet-4-5"),
     (200 * _K, 64 * _K, "claude-haiku-4-5"),
     (200 * _K, 32 * _K, "claude-opus-4-1", "claude-opus-4", "claude-opus-4-0"),
-    (1_000_000, 64 * _K, "claude-sonnet-4", "claude-sonnet-4-0"),
+    (200 * _K, 64 * _K, "claude-sonnet-4", "claude-sonnet-4-0"),
     # Sonnet 3.7: 64K, 128K with the output-128k-2025-02-19 beta header; 3.5: 8,192; 3: 4,096
     (200 * _K, 128 * _K, "claude-3-7-sonnet"),
     (200 * _K, 8_192, "claude-3-5-sonnet", "claude-3-5-haiku"),
@@ -223,3 +227,15 @@ def chat_search(model: object) -> bool:
     their snapshots): it searches the web once for every request (billed per call) and reports it in no
     usage field."""
     return type(model) is str and "-search-" in model and "-search-" in model.rsplit("/", 1)[-1]
+
+
+_OPENAI_FAMILY = re.compile(r"(?:^|[/.])(?:gpt-|chatgpt-|codex-|o\d)")
+
+
+def writes_cache_unasked(model: object) -> bool:
+    """Whether ``model`` writes the prompt cache on its own, asked or not: OpenAI's models (by their
+    name, also on OpenRouter, Azure, Bedrock: ``openai/gpt-5.6-sol``, ``global.openai.gpt-5.6-sol``;
+    gpt-5.6 wrote 4,418 tokens of a request that asked nothing, fixture 095). Claude writes only where a
+    request sets ``cache_control``, whatever the wire format; Kimi, MiniMax and the others are not
+    known to write unasked."""
+    return type(model) is str and _OPENAI_FAMILY.search(model) is not None

@@ -41,7 +41,7 @@ from typing import Any
 from ._errors import ConfigurationError
 from ._image_tool import image_generation_fee
 from ._limits import chat_search as searches
-from ._price_data import published_prices
+from ._price_data import chat_search_fee, published_prices
 from ._rates import _FEE_UNITS, Price
 
 __all__ = [
@@ -219,6 +219,11 @@ class ServerTools:
         if searched:  # a chat search model: one search a request, priced as a preview search
             counts["web_search"] = 1
             free = {"web_search"} if fees_set.preview_search() else free
+            options = request.get("web_search_options")
+            size = options.get("search_context_size") if isinstance(options, Mapping) else None
+            search_fee = chat_search_fee(model, "medium" if size is None else size)
+            if search_fee is not None:  # (the fee of the size asked, below the model's medium fee or above)
+                fees_set.exact("web_search", search_fee)
         for tool in tools:
             kind = tool.get("type") if isinstance(tool, Mapping) else None
             name = server_tool(kind, api, tool) if isinstance(kind, str) else None
@@ -282,6 +287,11 @@ class _ToolFees:
         if rate > self.fees.get(name, getattr(self.asked.base, name) or 0):
             self.fees[name] = rate
             self.price = self.asked.with_fees(self.fees)
+
+    def exact(self, name: str, rate: Decimal) -> None:
+        """``name``'s fee is ``rate``, above or below the model's own (a chat search's context size)."""
+        self.fees[name] = rate
+        self.price = self.asked.with_fees(self.fees)
 
     def scale(self, name: str, times: int) -> None:
         """``name``'s fee ``times`` over (a container ``times`` the 1 GB one); an unknown fee stays

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from ._cache import memo
 from ._errors import PricingError
-from ._limits import UNKNOWN, model_limits
+from ._limits import UNKNOWN, chat_search, model_limits
 from ._rates import Price, Rates
 
 if TYPE_CHECKING:
     from genai_prices import types as _gp
     from genai_prices.data_snapshot import DataSnapshot
 
-__all__ = ["PUBLISHED_PRICES", "is_claude", "provider_for_url", "published_prices"]
+__all__ = ["PUBLISHED_PRICES", "chat_search_fee", "is_claude", "provider_for_url", "published_prices"]
 
 
 def _snapshot() -> DataSnapshot:
@@ -143,6 +143,28 @@ it)``; the last prefix of each is a whole name (``claude-sonnet-4``, not ``claud
 to a genai-prices price that has no tiers (a registered price keeps the tiers it was given)."""
 
 
+_CHAT_SEARCH_FEES: tuple[tuple[str, Mapping[str, Decimal]], ...] = (
+    # OpenAI bills a Chat Completions search model's search by the request's
+    # web_search_options.search_context_size ("medium" when not set), per 1k calls (OpenAI's pricing page
+    # of 2025; OpenRouter lists gpt-4o-search-preview at $35 / 1k, the medium fee; genai-prices says $10).
+    ("gpt-4o-mini-search-preview", {"low": Decimal("25"), "medium": Decimal("27.5"), "high": Decimal("30")}),
+    ("gpt-4o-search-preview", {"low": Decimal("30"), "medium": Decimal("35"), "high": Decimal("50")}),
+)
+"""Chat search models' fee per search context size: ``(model name prefix, {size: USD per 1k calls})``.
+The medium fee is the model's ``web_search`` price; a request's size sets its fee (``chat_search_fee``)."""
+
+
+def chat_search_fee(model: str, size: object = "medium") -> Decimal | None:
+    """The fee of one search of chat search model ``model`` at ``search_context_size`` ``size`` (USD per
+    1k calls), or ``None`` when no size-priced fee is published for it (gpt-5-search-api: its price's
+    ``web_search``). A size OpenAI does not name is priced at the dearest (the bill is never above)."""
+    bare = model.rsplit("/", 1)[-1]
+    for prefix, fees in _CHAT_SEARCH_FEES:
+        if bare.startswith(prefix):
+            return fees.get(size if isinstance(size, str) else "medium", max(fees.values()))
+    return None
+
+
 def _bare(model: str) -> str:
     """``model`` without a provider prefix (``anthropic/``) or a Bedrock region (``us.anthropic.``)."""
     return model.rsplit("/", 1)[-1].rpartition("anthropic.")[2]
@@ -181,6 +203,15 @@ def published_prices(model: str, provider: str | None) -> dict[str, Decimal]:
 
 def _with_published(price: Price, provider: str | None) -> Price:
     published = published_prices(price.model, provider)
+    search = (
+        chat_search_fee(price.model) if chat_search(price.model) and provider in (None, "openai") else None
+    )
+    if search is not None:  # (OpenAI's own fee for the search model, over genai-prices' $10)
+        price = dataclasses.replace(
+            price,
+            base=dataclasses.replace(price.base, web_search=search),
+            tiers=tuple((t, dataclasses.replace(rates, web_search=search)) for t, rates in price.tiers),
+        )
     if not published:
         return price
     return dataclasses.replace(

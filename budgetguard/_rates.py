@@ -17,6 +17,7 @@ from fractions import Fraction
 from typing import TypedDict, Unpack
 
 from ._errors import PricingError
+from ._limits import writes_cache_unasked
 from ._money import Money, to_usd
 from ._usage import Usage
 
@@ -243,14 +244,17 @@ class Price:
     max_output_tokens: int | None = None
     source: str = "override"
     dearer_write: str | None = field(init=False, repr=False, compare=False)
-    """``"5m"`` / ``"1h"`` when this price bills prompt-cache writes (the 5-minute / 1-hour rate, the
-    dearer) above input at any tier, else ``None``. OpenAI writes the cache on its own (explicit
-    breakpoints, or none: gpt-5.6 wrote 4,418 tokens of a request that asked nothing), so the estimate
-    reserves such a model's input at the write rate, as for an Anthropic request that asks for caching."""
+    """``"5m"`` / ``"1h"`` when this is the price of a model that writes the prompt cache on its own
+    (``writes_cache_unasked``: OpenAI's) and bills those writes (the 5-minute / 1-hour rate, the dearer)
+    above input at any tier, else ``None``. The estimate reserves such a model's input at the write
+    rate, as for an Anthropic request that asks for caching; a model that writes only when asked (Claude,
+    in any wire format) is reserved by what its request asks."""
 
     def __post_init__(self) -> None:
         dearer = None
-        for rates in (self.base, *(rates for _, rates in self.tiers)):
+        for rates in (
+            (self.base, *(rates for _, rates in self.tiers)) if writes_cache_unasked(self.model) else ()
+        ):
             if max(rates.cache_write, rates.cache_write_1h) > rates.input:
                 dearer = "1h" if rates.cache_write_1h > rates.cache_write else "5m"
                 break

@@ -25,7 +25,7 @@ from ._events import Event, EventKind, emit, wanted
 from ._ledger import Hold, Outcome, Reservation
 from ._ledger._meta import USAGE, pack_usage
 from ._ledger._types import CheckedAmounts, JournalData, Refusal, ReservationError
-from ._limits import answers_as
+from ._limits import answers_as, chat_search
 from ._money import INT64_MAX, to_usd
 from ._pricing import PriceBook
 from ._providers import response_variant
@@ -289,9 +289,13 @@ def served_flags(
 
 
 def input_only(est: Estimate) -> Usage:
+    """What a call that reported no usage (a stream that ended without it, a failure after the request
+    was sent) is charged at the least: its estimated input, and a chat search model's search, which it
+    runs for every request before it answers (its fee is ~100x a short question's tokens)."""
     usage = est.usage
     return Usage(
         input_tokens=usage.input_tokens,
         cache_write_tokens=usage.cache_write_tokens,
         cache_write_1h_tokens=usage.cache_write_1h_tokens,
+        web_search_calls=1 if chat_search(est.model) else 0,
     )

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import tiktoken
 
+from ._errors import ConfigurationError
 from ._tokens import _cache, as_mapping, get_encoding
 from ._tokens_media import image_size, pdf_facts
 
@@ -130,7 +131,9 @@ https://platform.claude.com/docs/en/build-with-claude/compaction-threshold)."""
 
 def compaction_trigger(request: Mapping[str, Any]) -> int | None:
     """The least input at which ``request``'s ``context_management`` compacts (its ``compact_*`` edits'
-    ``trigger``), or ``None`` when it asks for no compaction."""
+    ``trigger``), or ``None`` when it asks for no compaction. A trigger ``value`` that is not a whole
+    number of tokens (``50000.0``, ``"50000"``) is a ``ConfigurationError``: read as the default, a
+    request above it would reserve no compaction pass."""
     management = request.get("context_management")
     edits = management.get("edits") if isinstance(management, Mapping) else None
     found = None
@@ -138,7 +141,15 @@ def compaction_trigger(request: Mapping[str, Any]) -> int | None:
         if isinstance(edit, Mapping) and str(edit.get("type", "")).startswith("compact_"):
             trigger = edit.get("trigger")
             value = trigger.get("value") if isinstance(trigger, Mapping) else None
-            at = value if type(value) is int and value >= 0 else COMPACTION_TRIGGER
+            if value is None:
+                at = COMPACTION_TRIGGER
+            elif type(value) is int and value >= 0:
+                at = value
+            else:
+                raise ConfigurationError(
+                    f"context_management: a {edit.get('type')!s} edit's trigger value must be a whole "
+                    f"number of input tokens (an int, at least 0) or left out, got {value!r}"
+                )
             found = at if found is None else min(found, at)
     return found
 

@@ -150,8 +150,9 @@ def test_embedding_price_has_no_output_rate() -> None:
 def test_context_windows_come_from_the_data_and_the_limits_table() -> None:
     assert get_price("gpt-4o").context_window == 128_000
     assert get_price("claude-3-5-haiku-20241022").context_window == 200_000
-    # genai-prices says 200k; the 1M-context beta (which it prices above 200k input) is wider: kept
-    assert get_price("claude-sonnet-4-5").context_window == 1_000_000
+    # 200k: the 1M-context beta (which genai-prices prices above 200k input) was retired on 2026-04-30
+    assert get_price("claude-sonnet-4-5").context_window == 200_000
+    assert get_price("claude-sonnet-4-6").context_window == 1_000_000  # (the table's: wider than the data's)
     # genai-prices has no window for gpt-4.5-preview: the table's
     assert get_price("gpt-4.5-preview").context_window == 128_000
 

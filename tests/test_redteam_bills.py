@@ -8,6 +8,7 @@ each is fixed now, its test beside one for the other direction (what must not be
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from decimal import Decimal
 from typing import Any
@@ -64,15 +65,51 @@ def test_a_chat_search_model_is_charged_its_web_search(mock: MockProvider) -> No
 
 @pytest.mark.parametrize(
     ("model", "fee"),
-    [("gpt-4o-search-preview", "25"), ("gpt-4o-mini-search-preview", "25"), ("gpt-5-search-api", "10")],
+    [("gpt-4o-search-preview", "35"), ("gpt-4o-mini-search-preview", "27.5"), ("gpt-5-search-api", "10")],
 )
 def test_a_chat_search_reserves_one_search_at_its_fee_and_a_plain_chat_none(model: str, fee: str) -> None:
-    """One search a request (not the default count of a tool the model calls at will), at the preview
-    fee of a model that does not reason; a chat model that does not search reserves no search."""
+    """One search a request (not the default count of a tool the model calls at will), at the model's
+    fee for the default (medium) search context; a chat model that does not search reserves no search."""
     request = {"messages": [{"role": "user", "content": "What day is today?"}], "max_tokens": 50}
     est = budgetguard.estimate({**request, "model": model})
     assert est.tool_calls == (("web_search", 1),) and est.price.base.web_search == Decimal(fee)
     assert budgetguard.estimate({**request, "model": "gpt-4o"}).tool_calls == ()
+
+
+# OpenAI bills the gpt-4o search models' search by web_search_options.search_context_size, per 1k calls:
+# gpt-4o-search-preview $30 / $35 / $50, gpt-4o-mini-search-preview $25 / $27.50 / $30 (low / medium /
+# high; medium when not set). OpenRouter lists gpt-4o-search-preview at $35 / 1k (the medium fee).
+SEARCH_FEES = {
+    "gpt-4o-search-preview": {"low": "30", "medium": "35", "high": "50"},
+    "gpt-4o-mini-search-preview": {"low": "25", "medium": "27.5", "high": "30"},
+}
+
+
+@pytest.mark.parametrize("model", sorted(SEARCH_FEES))
+@pytest.mark.parametrize("size", ["low", "medium", "high", None])
+def test_a_chat_search_is_reserved_and_charged_at_its_search_context_size(
+    model: str, size: str | None
+) -> None:
+    """The request's size sets the fee, reserved and charged (it was $25 at every size: $50 billed for
+    high); the model's own price (``cost``, ``price_book``, ``budgetguard prices``) says the medium fee."""
+    fee = Decimal(SEARCH_FEES[model][size or "medium"])
+    request: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Today?"}],
+        "max_tokens": 5,
+    }
+    if size is not None:
+        request["web_search_options"] = {"search_context_size": size}
+    est = budgetguard.estimate(request)
+    assert est.price.base.web_search == fee
+    usage = Usage(input_tokens=est.input_tokens, output_tokens=5, web_search_calls=1)
+    assert est.cost_nano == price_book.cost_nano(est.price, usage)
+    guard = budgetguard.Guard("memory://")
+    bill = price_book.cost_nano(model, dataclasses.replace(usage, web_search_calls=0)) + usd_nano(
+        str(fee / 1000)
+    )
+    assert guard.actual(model, usage, est, est.variant)[budgetguard.Unit.USD] == bill
+    assert price_book.get(model).base.web_search == Decimal(SEARCH_FEES[model]["medium"])
 
 
 def test_the_recorded_chat_search_is_charged_its_search() -> None:
@@ -235,6 +272,21 @@ def test_the_long_context_tier_is_sonnet_4s_alone_and_above_200k_only(model: str
     ) != flat
 
 
+# The 1M context beta (context-1m-2025-08-07) of Sonnet 4 / 4.5 was retired on Anthropic's API on
+# 2026-04-30: a request over 200k tokens errors (platform release notes; the Sonnet 4.5 model page: 200K).
+@pytest.mark.parametrize(("model", "window"), [(SONNET_4, 200_000), ("claude-sonnet-4-5", 200_000),
+                                               ("claude-sonnet-4-6", 1_000_000)])  # fmt: skip
+def test_an_unseen_input_on_sonnet_4_is_bounded_by_its_200k_window(model: str, window: int) -> None:
+    """A document named by file_id is reserved at the model's window: Sonnet 4 / 4.5 at 200k (it was 1M
+    tokens at the long-context $6: $6.02 against a bill of at most ~$0.62)."""
+    document = {"type": "document", "source": {"type": "file", "file_id": "file_abc"}}
+    content = [document, {"type": "text", "text": "Summarise."}]
+    request = {"model": model, "max_tokens": 1000, "messages": [{"role": "user", "content": content}]}
+    est = Estimator()(request)
+    assert est.unseen and est.price.context_window == window
+    assert est.input_tokens == window, est
+
+
 # -- Anthropic compaction: a billed pass the estimate leaves out ------------------------------------------
 
 
@@ -281,6 +333,19 @@ def test_a_compaction_pass_is_reserved_only_where_its_trigger_can_fire() -> None
     assert Estimator()(request, input_tokens=counted).cost_nano <= 2.1 * worst_compaction_bill(recorded_call)
 
 
+@pytest.mark.parametrize("value", [50_000.0, "50000", -1, True])
+def test_an_unreadable_compaction_trigger_is_refused_not_read_as_the_default(value: object) -> None:
+    """A trigger value read as the default 150k left a 60k-input request with no compaction pass
+    reserved: it is a ConfigurationError that names the value; a trigger with no value is the default."""
+    request = compaction_fixture()["request"]
+    edit = {"type": "compact_20260112", "trigger": {"type": "input_tokens", "value": value}}
+    unreadable = {**request, "context_management": {"edits": [edit]}}
+    with pytest.raises(budgetguard.ConfigurationError, match=f"trigger value .* got {value!r}"):
+        Estimator()(unreadable, input_tokens=60_000)
+    edit["trigger"] = {"type": "input_tokens"}
+    assert Estimator()(unreadable, input_tokens=149_999).passes == ()
+
+
 # -- OpenAI cache writes: gpt-5.6 bills prompt-cache writes at $5 / MTok, above its $4 input --------------
 
 
@@ -307,6 +372,26 @@ def test_an_openai_input_is_reserved_at_the_write_rate_only_where_writes_are_dea
     dear = budgetguard.estimate({**request, "model": "gpt-5.6"})
     assert dear.cache_write == "5m"
     assert dear.cost_nano == price_book.cost_nano("gpt-5.6", Usage(cache_write_tokens=dear.input_tokens))
+
+
+@pytest.mark.parametrize(
+    ("model", "provider"),
+    [("claude-sonnet-4-5", None), ("anthropic/claude-sonnet-4.5", "openrouter"), ("kimi-k3", "moonshotai"),
+     ("MiniMax-M2", "minimax")],
+)  # fmt: skip
+def test_a_model_that_writes_the_cache_only_when_asked_is_not_reserved_at_the_write_rate(
+    model: str, provider: str | None
+) -> None:
+    """Claude in the OpenAI wire format (Anthropic's OpenAI-compatible endpoint, OpenRouter) writes no
+    cache unless asked, nor are Kimi or MiniMax known to: their input was reserved at the dearer write
+    rate (x1.16 to x1.97 the bill) because their write rate is above input; OpenAI's gpt-5.6 on
+    OpenRouter still is (it writes unasked)."""
+    request = {"model": model, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 0}
+    est = budgetguard.estimate(request, provider=provider, api="openai")
+    assert est.cache_write is None
+    assert est.cost_nano == price_book.cost_nano(est.price, Usage(input_tokens=est.input_tokens))
+    openai = budgetguard.estimate({**request, "model": "openai/gpt-5.6-sol"}, provider="openrouter")
+    assert openai.cache_write == "5m"
 
 
 # -- Anthropic: a cache breakpoint inside a tool result's content (fixed here) -----------------------------

@@ -7,7 +7,10 @@ test passes, the xfail fails, and the mark goes.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pydantic
@@ -294,6 +297,38 @@ def claude_web_search_stream(**request: Any) -> Iterator[dict[str, Any]]:
     yield {"type": "content_block_start", "index": 1, "content_block": result}
     yield {"type": "content_block_stop", "index": 1}
     raise ConnectionError("the connection dropped")
+
+
+def chat_search_stream(cut: bool, **request: Any) -> Iterator[dict[str, Any]]:
+    """A gpt-4o-search-preview stream with no usage chunk (``include_usage`` off): it ends, or is cut,
+    after its answer's text; the search it ran before answering is in no chunk."""
+    chunk = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "model": "gpt-4o-search-preview-2025-03-11",
+    }
+    yield {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Today is Monday."}}]}
+    if cut:
+        raise ConnectionError("the connection dropped")
+    yield {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+
+
+@pytest.mark.parametrize("cut", [False, True])
+def test_a_chat_search_stream_without_usage_charges_its_search(cut: bool) -> None:
+    """It was charged its input and streamed text alone: $0.025 of search (~100x the tokens) dropped."""
+    events: list[Event] = []
+    guard = make_guard(events)
+    send = guard.with_budget(functools.partial(chat_search_stream, cut), feature="search")
+    question = [{"role": "user", "content": "What day is today?"}]
+    stream = send(model="gpt-4o-search-preview", messages=question, max_tokens=50, stream=True)
+    with pytest.raises(ConnectionError) if cut else contextlib.nullcontext():
+        list(stream)
+    stream.close()
+    (entry,) = guard.ledger.history(events=["committed"])
+    assert entry.data["usage_missing"] is True
+    assert entry.data["usage"].get("web_search_calls") == 1, entry.data["usage"]
+    charged = settled(events).actual
+    assert charged is not None and charged >= Decimal("0.025"), charged  # ($25 / 1k searches)
 
 
 def test_an_interrupted_responses_stream_charges_the_function_call_it_delivered() -> None:

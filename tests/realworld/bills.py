@@ -26,6 +26,12 @@ _PRICE_KEYS = {
     "code_execution": "code_executions_kcount",
 }
 _TIERS = {"flex", "priority"}
+# OpenAI's fee per search of the gpt-4o chat search models, by the request's search_context_size (USD per
+# 1k calls; medium when not set): gpt-4o-search-preview $30 / $35 / $50, the mini $25 / $27.50 / $30.
+_CHAT_SEARCH_FEES = {
+    "gpt-4o-mini-search-preview": {"low": Decimal(25), "medium": Decimal("27.5"), "high": Decimal(30)},
+    "gpt-4o-search-preview": {"low": Decimal(30), "medium": Decimal(35), "high": Decimal(50)},
+}
 
 
 # -- the final body a call answered with --------------------------------------------------------------
@@ -104,8 +110,11 @@ def billed_nano(fx: JSON) -> int:
         images = kinds.count("image_generation_call")
         extra += images * budgetguard.published_prices(model, "openai")["image_generation"] / 1000
     if endpoint == "chat" and "-search-" in model:  # a chat search model: one search a request
-        fees = budgetguard.published_prices(model, "openai")  # (preview fee if it does not reason)
-        extra += fees.get("web_search_preview", fees["web_search"]) / 1000
+        options = fx["request"].get("web_search_options") or {}
+        size = options.get("search_context_size", "medium")
+        sized = next((fees for prefix, fees in _CHAT_SEARCH_FEES.items() if model.startswith(prefix)), None)
+        fee = sized[size] if sized else budgetguard.published_prices(model, "openai")["web_search"]
+        extra += fee / 1000
     total = _priced(model, provider, tier, usage) + extra
     for iteration in body.get("usage", {}).get("iterations") or ():
         if iteration["type"] == "message":
