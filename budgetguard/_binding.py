@@ -168,7 +168,7 @@ def bind(core: GuardCore, fn: Callable[..., Any], options: Options) -> Binder:
             changes = {**sent, "model": model} if model and model != primary else sent
             if changes:
                 if bound is not None and changes.keys() <= bound.arguments.keys():
-                    rebound = inspect.BoundArguments(bound.signature, {**bound.arguments, **changes})
+                    rebound = inspect.BoundArguments(bound.signature, _changed(bound.arguments, changes))
                     return target(*rebound.args, **rebound.kwargs)
                 return target(*args, **_changed(kwargs, changes))
             return target(*args, **kwargs)

@@ -103,6 +103,54 @@ def test_fit_lowers_the_output_extra_body_sets(mock: MockProvider) -> None:  # n
     reserved_as_sent(events, mock, "openai")
 
 
+@pytest.mark.parametrize("how", ["positional", "keyword"])
+@pytest.mark.parametrize("change", ["fit", "route"])
+def test_a_function_of_yours_sends_what_fit_and_route_chose_in_its_extra_body(
+    mock: MockProvider,  # noqa: F811
+    change: str,
+    how: str,
+) -> None:
+    """A decorated function of yours taking ``extra_body``: ``fit=`` and ``route=`` change its model and
+    max output there too (the SDK sends extra_body's over the named ones), called either way."""
+    mock.reply_text = LONG_REPLY
+    events: list[Event] = []
+    usd = "0.001" if change == "fit" else "0.01"
+    guard = Guard(
+        "memory://", budgets=[budgetguard.Budget("feature", usd=usd, per="day")], on_event=events.append
+    )
+    client = mock.openai()
+    options: dict[str, Any] = {"fit": True} if change == "fit" else {"route": ["gpt-4o", "gpt-4o-mini"]}
+    extra_body = {"max_tokens": 4000} if change == "fit" else {"model": "gpt-4o"}
+
+    @guard.with_budget(feature="chat", **options)
+    def ask(
+        model: str, messages: list[Any], max_tokens: int = 10, extra_body: dict[str, Any] | None = None
+    ) -> Any:
+        return client.chat.completions.create(
+            model=model, messages=messages, max_tokens=max_tokens, extra_body=extra_body
+        )
+
+    messages = [{"role": "user", "content": "What is a budget?"}]
+    model, max_tokens = ("gpt-4o-mini", 10) if change == "fit" else ("gpt-4o", 1000)
+    try:
+        if how == "positional":
+            ask(model, messages, max_tokens, extra_body)
+        else:
+            ask(model=model, messages=messages, max_tokens=max_tokens, extra_body=extra_body)
+    finally:
+        client.close()
+    sent = mock.requests[-1].body
+    if change == "fit":
+        (fitted,) = [e for e in events if e.kind == "fitted"]
+        assert sent["max_tokens"] == fitted.data["to"] < 4000, sent
+    else:
+        assert sent["model"] == "gpt-4o-mini", sent  # the route chose it: gpt-4o is 16x the price
+    committed = settled(events)
+    assert committed.actual is not None and committed.estimated is not None
+    assert committed.estimated >= committed.actual, (committed.estimated, committed.actual)
+    assert "overrun" not in [e.kind for e in events]
+
+
 def test_the_wrapped_client_reads_extra_body_as_sent(mock: MockProvider) -> None:  # noqa: F811
     """The same call through ``guard.wrap`` (the httpx transport reads the JSON body the SDK sent) is
     reserved at its worst case: the hole above is the decorator path's only."""
