@@ -8,7 +8,7 @@ test passes, the xfail fails, and the mark goes.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any, Optional
 
 import pydantic
 import pytest
@@ -283,6 +283,40 @@ def test_the_other_parse_helpers_schemas_are_reserved_as_sent(mock: MockProvider
     assert (body.get("text") or body.get("output_config"))["format"]["type"] == "json_schema"
     reserved_as_sent(events, mock, "openai" if helper == "responses" else "anthropic")
     without = {k: v for k, v in body.items() if k not in ("text", "output_config")}
+    assert budgetguard.estimate(body).input_tokens > budgetguard.estimate(without).input_tokens + 50
+
+
+@pytest.mark.parametrize(
+    ("output_format", "reply"),
+    [
+        (list[Report], f"[{REPORT.model_dump_json()}]"),
+        (Optional[Report], REPORT.model_dump_json()),  # noqa: UP045 (typing.Optional: another type object)
+        (Report | None, REPORT.model_dump_json()),
+        (Annotated[list[Report], pydantic.Field(min_length=1)], f"[{REPORT.model_dump_json()}]"),
+    ],
+    ids=["list", "Optional", "union", "Annotated"],
+)
+def test_an_anthropic_output_format_that_is_not_a_class_is_reserved_as_sent(
+    mock: MockProvider,  # noqa: F811
+    output_format: Any,
+    reply: str,
+) -> None:
+    """Anthropic's ``messages.parse`` runs ``pydantic.TypeAdapter`` on any type it is given, not classes
+    only: its schema is sent, and counted."""
+    mock.reply_text = reply
+    events: list[Event] = []
+    guard = make_guard(events)
+    client = mock.anthropic()
+    try:
+        parse = guard.with_budget(client.messages.parse, feature="chat")
+        messages = [{"role": "user", "content": "Report on budgets."}]
+        parse(model="claude-sonnet-4-5", messages=messages, output_format=output_format, max_tokens=400)
+    finally:
+        client.close()
+    body = mock.requests[-1].body
+    assert body["output_config"]["format"]["type"] == "json_schema"
+    reserved_as_sent(events, mock, "anthropic")
+    without = {k: v for k, v in body.items() if k != "output_config"}
     assert budgetguard.estimate(body).input_tokens > budgetguard.estimate(without).input_tokens + 50
 
 
