@@ -393,6 +393,34 @@ def test_an_interrupted_responses_stream_charges_the_function_call_it_delivered(
     assert entry.data["usage"].get("output_tokens", 0) >= written, (entry.data["usage"], written)
 
 
+SHELL = {"type": "container_reference", "container_id": "cntr_1"}
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"type": "web_search_call", "id": "ws_1", "status": "in_progress"},
+        {"type": "file_search_call", "id": "fs_1", "status": "in_progress"},
+        {"type": "image_generation_call", "id": "ig_1", "status": "in_progress"},
+        {"type": "code_interpreter_call", "id": "ci_1", "container_id": "cntr_1", "status": "in_progress"},
+        {"type": "shell_call", "id": "sh_1", "environment": SHELL, "action": {"commands": ["ls"]}},
+    ],
+    ids=lambda item: item["type"],
+)
+def test_an_interrupted_responses_stream_charges_each_billed_tool_it_started(item: dict[str, Any]) -> None:
+    """A built-in tool's output item delivered before the stream was cut is charged as the final
+    response's would be (a hosted shell: its container)."""
+    from budgetguard._providers import StreamFolder
+    from budgetguard._usage import with_tool_items
+
+    usage = budgetguard.Usage(input_tokens=1)
+    charged = with_tool_items(usage, [item])
+    assert charged != usage
+    folder = StreamFolder()
+    folder.feed({"type": "response.output_item.added", "output_index": 0, "item": item})
+    assert folder.with_tool_calls(usage) == charged
+
+
 def test_an_interrupted_claude_stream_charges_the_web_search_it_delivered() -> None:
     events: list[Event] = []
     guard = make_guard(events)
