@@ -336,11 +336,18 @@ def response_variant(tier: str | None, requested: Variant | None) -> Variant | N
 
 def prepare_openai_stream(request: dict[str, Any], *, streaming: bool = False) -> None:
     """Ask an OpenAI chat stream for its usage (``include_usage``), unless the caller said otherwise.
-    ``streaming``: the method streams by itself (``client.chat.completions.stream(...)``)."""
+    ``streaming``: the method streams by itself (``client.chat.completions.stream(...)``). Also in
+    ``extra_body``'s ``stream_options`` when it has them: the SDK sends those over the named ones, whole."""
     if (streaming or request.get("stream") is True) and "messages" in request:
         options = dict(request.get("stream_options") or {})
         options.setdefault("include_usage", True)
         request["stream_options"] = options
+        extra = request.get("extra_body")
+        if isinstance(extra, Mapping) and isinstance(extra.get("stream_options"), Mapping):
+            request["extra_body"] = {
+                **extra,
+                "stream_options": {"include_usage": True, **extra["stream_options"]},
+            }
 
 
 def is_stream(result: Any) -> bool:

@@ -151,6 +151,34 @@ def test_a_function_of_yours_sends_what_fit_and_route_chose_in_its_extra_body(
     assert "overrun" not in [e.kind for e in events]
 
 
+@pytest.mark.parametrize("where", ["named", "extra_body"])
+def test_a_chat_stream_asks_for_its_usage_wherever_its_stream_options_are(
+    mock: MockProvider,  # noqa: F811
+    where: str,
+) -> None:
+    """``stream_options`` given in ``extra_body`` replace the named ones whole (the SDK's merge is
+    shallow): ``include_usage`` is set there too, or the stream ends without its usage."""
+    events: list[Event] = []
+    guard = make_guard(events)
+    client = mock.openai()
+    options = {"include_obfuscation": False}
+    given: dict[str, Any] = (
+        {"stream_options": options} if where == "named" else {"extra_body": {"stream_options": options}}
+    )
+    try:
+        create = guard.with_budget(client.chat.completions.create, feature="chat")
+        messages = [{"role": "user", "content": "What is a budget?"}]
+        list(create(model="gpt-4o-mini", messages=messages, max_tokens=50, stream=True, **given))
+    finally:
+        client.close()
+    assert mock.requests[-1].body["stream_options"] == {"include_obfuscation": False, "include_usage": True}
+    assert options == {"include_obfuscation": False}  # the caller's dict is left as it was
+    committed = settled(events)
+    assert not committed.data.get("usage_missing"), committed.data
+    assert committed.actual is not None and committed.estimated is not None
+    assert committed.estimated >= committed.actual
+
+
 def test_the_wrapped_client_reads_extra_body_as_sent(mock: MockProvider) -> None:  # noqa: F811
     """The same call through ``guard.wrap`` (the httpx transport reads the JSON body the SDK sent) is
     reserved at its worst case: the hole above is the decorator path's only."""
