@@ -517,26 +517,40 @@ def test_every_text_delta_of_a_responses_stream_is_counted(kind: str) -> None:
 # -- background responses: closing the stream does not stop them -------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["decorator", "wrap"])
+@pytest.mark.parametrize("path", ["decorator", "wrap", "estimate", "yours"])
 def test_an_interrupted_background_stream_is_charged_its_worst_case(mock: MockProvider, path: str) -> None:  # noqa: F811
+    """However the call is guarded: the request says it runs in the background (``estimate=`` answering
+    for it or not), or only the stream does (a function of yours whose arguments do not say so)."""
     mock.reply_text = LONG_REPLY
     events: list[Event] = []
     guard = make_guard(events)
     client: Any = mock.openai()
     mock.cut(after=6, path="/v1/responses")  # created, in_progress, the message item, its part, 2 deltas
+    request = {"model": "gpt-4.1", "input": "Write the quarterly report.", "max_output_tokens": 2000}
     try:
         if path == "wrap":
             client = guard.wrap(client, feature="report")
             create = client.responses.create
+        elif path == "estimate":
+            create = guard.with_budget(
+                client.responses.create, feature="report", estimate=lambda **_: request
+            )
+        elif path == "yours":
+
+            @guard.with_budget(feature="report")
+            def report(model: str, input: str, max_output_tokens: int) -> Any:
+                return client.responses.create(
+                    model=model,
+                    input=input,
+                    max_output_tokens=max_output_tokens,
+                    background=True,  # (not in the arguments: the stream says so)
+                    stream=True,
+                )
+
+            create = report
         else:
             create = guard.with_budget(client.responses.create, feature="report")
-        stream = create(
-            model="gpt-4.1",
-            input="Write the quarterly report.",
-            max_output_tokens=2000,
-            background=True,
-            stream=True,
-        )
+        stream = create(**request) if path == "yours" else create(**request, background=True, stream=True)
         with pytest.raises(OPENAI_STREAM_CUT):
             list(stream)
         stream.close()
