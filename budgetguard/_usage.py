@@ -511,8 +511,6 @@ def _openai_usage(*, total_in: int, details: Any, output: int, output_details: A
 _DETAIL_FIELDS = ("cached_tokens", "cache_write_tokens", "audio_tokens", "image_tokens", "reasoning_tokens")
 _TOOL_ITEMS = {"web_search_call": "web_search_calls", "file_search_call": "file_search_calls",
                "image_generation_call": "image_generation_calls"}  # fmt: skip
-_BILLED_ITEMS = frozenset((*_TOOL_ITEMS, "code_interpreter_call", "shell_call"))
-"""The Responses API output items ``with_tool_items`` charges: built-in tools billed per call or container."""
 
 
 def _is_code_block(block: Any) -> bool:
