@@ -168,7 +168,7 @@ def bind(core: GuardCore, fn: Callable[..., Any], options: Options) -> Binder:
             changes = {**sent, "model": model} if model and model != primary else sent
             if changes:
                 if bound is not None and changes.keys() <= bound.arguments.keys():
-                    rebound = inspect.BoundArguments(bound.signature, {**bound.arguments, **changes})
+                    rebound = inspect.BoundArguments(bound.signature, _changed(bound.arguments, changes))
                     return target(*rebound.args, **rebound.kwargs)
                 return target(*args, **_changed(kwargs, changes))
             return target(*args, **kwargs)
@@ -185,7 +185,7 @@ def bind(core: GuardCore, fn: Callable[..., Any], options: Options) -> Binder:
             function,
             fitted,
             held,
-            background=read is not None and read.get("background") is True,
+            background=_in_background(read if read is not None else request or sendable),
         )
         return plan, call
 
@@ -200,3 +200,11 @@ def _changed(kwargs: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str,
     if isinstance(extra, Mapping) and not changes.keys().isdisjoint(extra):
         changed["extra_body"] = {**extra, **{key: changes[key] for key in changes if key in extra}}
     return changed
+
+
+def _in_background(request: Mapping[str, Any]) -> bool:
+    """Whether ``request`` runs in the background (``background=True``, also in ``extra_body``, whose keys
+    the SDK sends over the named ones): read also when ``estimate=`` answers for the request."""
+    extra = request.get("extra_body")
+    sent = {**request, **extra} if isinstance(extra, Mapping) else request
+    return sent.get("background") is True

@@ -188,8 +188,8 @@ def as_read(request: Mapping[str, Any]) -> Mapping[str, Any]:
             "format": _parse_format("text_format", fmt),
         }
     fmt = read.get("output_format")
-    if isinstance(fmt, type):
-        del read["output_format"]
+    if fmt is not None and not isinstance(fmt, str | Mapping):  # any type: the SDK runs TypeAdapter on it
+        del read["output_format"]  # (list[Model], Model | None, Annotated[...]: not classes, still sent)
         config = read.get("output_config")
         schema = _parse_format("output_format", fmt)
         read["output_config"] = {**(config if isinstance(config, Mapping) else {}), "format": schema}
@@ -199,15 +199,25 @@ def as_read(request: Mapping[str, Any]) -> Mapping[str, Any]:
 _PARSE_HELPERS = {
     "response_format": ("openai.lib._parsing._completions", "type_to_response_format_param"),
     "text_format": ("openai.lib._parsing._responses", "type_to_text_format_param"),
-    "output_format": ("anthropic.lib._parse._transform", "transformed_json_schema"),
+    "output_format": ("anthropic.lib._parse._transform", "transform_schema"),
 }
-"""The SDK function that turns a parse helper's class into the format it sends, by the helper's key."""
+"""The SDK function that turns a parse helper's class into the format it sends, by the helper's key
+(Anthropic's transforms the type's ``pydantic.TypeAdapter`` schema: every release the pyproject admits
+has ``transform_schema``; its newer ``transformed_json_schema`` is a cached copy of the same)."""
 
 
-@memo("providers.parse_formats", 256)
-def _parse_format(key: str, cls: type) -> Mapping[str, Any]:
+def _parse_format(key: str, cls: Any) -> Mapping[str, Any]:
     """The structured-output format a parse helper sends for ``cls`` given as ``key``, made by the SDK's
-    own function (``_PARSE_HELPERS``), so that the schema counted is the one sent."""
+    own function (``_PARSE_HELPERS``), so that the schema counted is the one sent; memoized when ``cls``
+    can be (an ``Annotated[...]`` whose metadata is a dict cannot)."""
+    try:
+        hash(cls)
+    except TypeError:
+        return _made_format(key, cls)
+    return _memo_format(key, cls)
+
+
+def _made_format(key: str, cls: Any) -> Mapping[str, Any]:
     module, name = _PARSE_HELPERS[key]
     try:
         made: Any = getattr(importlib.import_module(module), name)
@@ -215,12 +225,17 @@ def _parse_format(key: str, cls: type) -> Mapping[str, Any]:
             return dict(made(cls))
         import pydantic  # (the SDKs' dependency: loaded with them)
 
-        return {"type": "json_schema", "schema": made(pydantic.TypeAdapter(cls))}
+        return {"type": "json_schema", "schema": made(pydantic.TypeAdapter(cls).json_schema())}
     except (ImportError, AttributeError, TypeError) as exc:
+        named = cls.__qualname__ if isinstance(cls, type) else repr(cls)
         raise ConfigurationError(
-            f"budgetguard cannot read the schema {key}={cls.__qualname__} sends ({exc!r}): pass the "
-            "format as the SDK's dict (response_format, text.format, output_config.format) instead"
+            f"budgetguard cannot read the schema {key}={named} sends "
+            f"({exc!r}): pass the format as the SDK's dict (response_format, text.format, "
+            "output_config.format) instead"
         ) from exc
+
+
+_memo_format = memo("providers.parse_formats", 256)(_made_format)
 
 
 def is_request(arguments: Mapping[str, Any]) -> bool:
@@ -329,11 +344,18 @@ def response_variant(tier: str | None, requested: Variant | None) -> Variant | N
 
 def prepare_openai_stream(request: dict[str, Any], *, streaming: bool = False) -> None:
     """Ask an OpenAI chat stream for its usage (``include_usage``), unless the caller said otherwise.
-    ``streaming``: the method streams by itself (``client.chat.completions.stream(...)``)."""
+    ``streaming``: the method streams by itself (``client.chat.completions.stream(...)``). Also in
+    ``extra_body``'s ``stream_options`` when it has them: the SDK sends those over the named ones, whole."""
     if (streaming or request.get("stream") is True) and "messages" in request:
         options = dict(request.get("stream_options") or {})
         options.setdefault("include_usage", True)
         request["stream_options"] = options
+        extra = request.get("extra_body")
+        if isinstance(extra, Mapping) and isinstance(extra.get("stream_options"), Mapping):
+            request["extra_body"] = {
+                **extra,
+                "stream_options": {"include_usage": True, **extra["stream_options"]},
+            }
 
 
 def is_stream(result: Any) -> bool:
@@ -364,8 +386,10 @@ _THINKING = ("thinking", "redacted_thinking")
 
 _PER_USE = {"web_search": "web_search_calls", "web_fetch": "web_fetch_calls"}
 """Anthropic server tools billed per use, by the name of their ``server_tool_use`` block."""
-_BILLED_ITEMS = frozenset((*_TOOL_ITEMS, "code_interpreter_call"))
-"""The Responses API's output items of built-in tools billed per call or container (``with_tool_items``)."""
+
+_BILLED_ITEMS = frozenset((*_TOOL_ITEMS, "code_interpreter_call", "shell_call"))
+"""The Responses API's output items of built-in tools billed per call or container (``with_tool_items``;
+a test checks each is charged alike from an interrupted stream)."""
 
 _TIER_EVENTS = frozenset(
     {None, "message_start", "response.created", "response.completed", "response.incomplete"}

@@ -11,7 +11,7 @@ import contextlib
 import functools
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, Optional
 
 import pydantic
 import pytest
@@ -104,6 +104,82 @@ def test_fit_lowers_the_output_extra_body_sets(mock: MockProvider) -> None:  # n
     sent = mock.requests[-1].body
     assert fitted.data["from"] == 4000 and sent["max_tokens"] == fitted.data["to"] < 4000, sent
     reserved_as_sent(events, mock, "openai")
+
+
+@pytest.mark.parametrize("how", ["positional", "keyword"])
+@pytest.mark.parametrize("change", ["fit", "route"])
+def test_a_function_of_yours_sends_what_fit_and_route_chose_in_its_extra_body(
+    mock: MockProvider,  # noqa: F811
+    change: str,
+    how: str,
+) -> None:
+    """A decorated function of yours taking ``extra_body``: ``fit=`` and ``route=`` change its model and
+    max output there too (the SDK sends extra_body's over the named ones), called either way."""
+    mock.reply_text = LONG_REPLY
+    events: list[Event] = []
+    usd = "0.001" if change == "fit" else "0.01"
+    guard = Guard(
+        "memory://", budgets=[budgetguard.Budget("feature", usd=usd, per="day")], on_event=events.append
+    )
+    client = mock.openai()
+    options: dict[str, Any] = {"fit": True} if change == "fit" else {"route": ["gpt-4o", "gpt-4o-mini"]}
+    extra_body = {"max_tokens": 4000} if change == "fit" else {"model": "gpt-4o"}
+
+    @guard.with_budget(feature="chat", **options)
+    def ask(
+        model: str, messages: list[Any], max_tokens: int = 10, extra_body: dict[str, Any] | None = None
+    ) -> Any:
+        return client.chat.completions.create(
+            model=model, messages=messages, max_tokens=max_tokens, extra_body=extra_body
+        )
+
+    messages = [{"role": "user", "content": "What is a budget?"}]
+    model, max_tokens = ("gpt-4o-mini", 10) if change == "fit" else ("gpt-4o", 1000)
+    try:
+        if how == "positional":
+            ask(model, messages, max_tokens, extra_body)
+        else:
+            ask(model=model, messages=messages, max_tokens=max_tokens, extra_body=extra_body)
+    finally:
+        client.close()
+    sent = mock.requests[-1].body
+    if change == "fit":
+        (fitted,) = [e for e in events if e.kind == "fitted"]
+        assert sent["max_tokens"] == fitted.data["to"] < 4000, sent
+    else:
+        assert sent["model"] == "gpt-4o-mini", sent  # the route chose it: gpt-4o is 16x the price
+    committed = settled(events)
+    assert committed.actual is not None and committed.estimated is not None
+    assert committed.estimated >= committed.actual, (committed.estimated, committed.actual)
+    assert "overrun" not in [e.kind for e in events]
+
+
+@pytest.mark.parametrize("where", ["named", "extra_body"])
+def test_a_chat_stream_asks_for_its_usage_wherever_its_stream_options_are(
+    mock: MockProvider,  # noqa: F811
+    where: str,
+) -> None:
+    """``stream_options`` given in ``extra_body`` replace the named ones whole (the SDK's merge is
+    shallow): ``include_usage`` is set there too, or the stream ends without its usage."""
+    events: list[Event] = []
+    guard = make_guard(events)
+    client = mock.openai()
+    options = {"include_obfuscation": False}
+    given: dict[str, Any] = (
+        {"stream_options": options} if where == "named" else {"extra_body": {"stream_options": options}}
+    )
+    try:
+        create = guard.with_budget(client.chat.completions.create, feature="chat")
+        messages = [{"role": "user", "content": "What is a budget?"}]
+        list(create(model="gpt-4o-mini", messages=messages, max_tokens=50, stream=True, **given))
+    finally:
+        client.close()
+    assert mock.requests[-1].body["stream_options"] == {"include_obfuscation": False, "include_usage": True}
+    assert options == {"include_obfuscation": False}  # the caller's dict is left as it was
+    committed = settled(events)
+    assert not committed.data.get("usage_missing"), committed.data
+    assert committed.actual is not None and committed.estimated is not None
+    assert committed.estimated >= committed.actual
 
 
 def test_the_wrapped_client_reads_extra_body_as_sent(mock: MockProvider) -> None:  # noqa: F811
@@ -241,6 +317,40 @@ def test_the_other_parse_helpers_schemas_are_reserved_as_sent(mock: MockProvider
     assert budgetguard.estimate(body).input_tokens > budgetguard.estimate(without).input_tokens + 50
 
 
+@pytest.mark.parametrize(
+    ("output_format", "reply"),
+    [
+        (list[Report], f"[{REPORT.model_dump_json()}]"),
+        (Optional[Report], REPORT.model_dump_json()),  # noqa: UP045 (typing.Optional: another type object)
+        (Report | None, REPORT.model_dump_json()),
+        (Annotated[list[Report], pydantic.Field(min_length=1)], f"[{REPORT.model_dump_json()}]"),
+    ],
+    ids=["list", "Optional", "union", "Annotated"],
+)
+def test_an_anthropic_output_format_that_is_not_a_class_is_reserved_as_sent(
+    mock: MockProvider,  # noqa: F811
+    output_format: Any,
+    reply: str,
+) -> None:
+    """Anthropic's ``messages.parse`` runs ``pydantic.TypeAdapter`` on any type it is given, not classes
+    only: its schema is sent, and counted."""
+    mock.reply_text = reply
+    events: list[Event] = []
+    guard = make_guard(events)
+    client = mock.anthropic()
+    try:
+        parse = guard.with_budget(client.messages.parse, feature="chat")
+        messages = [{"role": "user", "content": "Report on budgets."}]
+        parse(model="claude-sonnet-4-5", messages=messages, output_format=output_format, max_tokens=400)
+    finally:
+        client.close()
+    body = mock.requests[-1].body
+    assert body["output_config"]["format"]["type"] == "json_schema"
+    reserved_as_sent(events, mock, "anthropic")
+    without = {k: v for k, v in body.items() if k != "output_config"}
+    assert budgetguard.estimate(body).input_tokens > budgetguard.estimate(without).input_tokens + 50
+
+
 def test_a_class_the_sdk_cannot_turn_into_a_schema_is_refused() -> None:
     request = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}], "response_format": int}
     with pytest.raises(budgetguard.ConfigurationError, match="cannot read the schema response_format=int"):
@@ -346,6 +456,34 @@ def test_an_interrupted_responses_stream_charges_the_function_call_it_delivered(
     assert entry.data["usage"].get("output_tokens", 0) >= written, (entry.data["usage"], written)
 
 
+SHELL = {"type": "container_reference", "container_id": "cntr_1"}
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"type": "web_search_call", "id": "ws_1", "status": "in_progress"},
+        {"type": "file_search_call", "id": "fs_1", "status": "in_progress"},
+        {"type": "image_generation_call", "id": "ig_1", "status": "in_progress"},
+        {"type": "code_interpreter_call", "id": "ci_1", "container_id": "cntr_1", "status": "in_progress"},
+        {"type": "shell_call", "id": "sh_1", "environment": SHELL, "action": {"commands": ["ls"]}},
+    ],
+    ids=lambda item: item["type"],
+)
+def test_an_interrupted_responses_stream_charges_each_billed_tool_it_started(item: dict[str, Any]) -> None:
+    """A built-in tool's output item delivered before the stream was cut is charged as the final
+    response's would be (a hosted shell: its container)."""
+    from budgetguard._providers import StreamFolder
+    from budgetguard._usage import with_tool_items
+
+    usage = budgetguard.Usage(input_tokens=1)
+    charged = with_tool_items(usage, [item])
+    assert charged != usage
+    folder = StreamFolder()
+    folder.feed({"type": "response.output_item.added", "output_index": 0, "item": item})
+    assert folder.with_tool_calls(usage) == charged
+
+
 def test_an_interrupted_claude_stream_charges_the_web_search_it_delivered() -> None:
     events: list[Event] = []
     guard = make_guard(events)
@@ -414,26 +552,40 @@ def test_every_text_delta_of_a_responses_stream_is_counted(kind: str) -> None:
 # -- background responses: closing the stream does not stop them -------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["decorator", "wrap"])
+@pytest.mark.parametrize("path", ["decorator", "wrap", "estimate", "yours"])
 def test_an_interrupted_background_stream_is_charged_its_worst_case(mock: MockProvider, path: str) -> None:  # noqa: F811
+    """However the call is guarded: the request says it runs in the background (``estimate=`` answering
+    for it or not), or only the stream does (a function of yours whose arguments do not say so)."""
     mock.reply_text = LONG_REPLY
     events: list[Event] = []
     guard = make_guard(events)
     client: Any = mock.openai()
     mock.cut(after=6, path="/v1/responses")  # created, in_progress, the message item, its part, 2 deltas
+    request = {"model": "gpt-4.1", "input": "Write the quarterly report.", "max_output_tokens": 2000}
     try:
         if path == "wrap":
             client = guard.wrap(client, feature="report")
             create = client.responses.create
+        elif path == "estimate":
+            create = guard.with_budget(
+                client.responses.create, feature="report", estimate=lambda **_: request
+            )
+        elif path == "yours":
+
+            @guard.with_budget(feature="report")
+            def report(model: str, input: str, max_output_tokens: int) -> Any:
+                return client.responses.create(
+                    model=model,
+                    input=input,
+                    max_output_tokens=max_output_tokens,
+                    background=True,  # (not in the arguments: the stream says so)
+                    stream=True,
+                )
+
+            create = report
         else:
             create = guard.with_budget(client.responses.create, feature="report")
-        stream = create(
-            model="gpt-4.1",
-            input="Write the quarterly report.",
-            max_output_tokens=2000,
-            background=True,
-            stream=True,
-        )
+        stream = create(**request) if path == "yours" else create(**request, background=True, stream=True)
         with pytest.raises(OPENAI_STREAM_CUT):
             list(stream)
         stream.close()

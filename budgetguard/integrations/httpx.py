@@ -30,7 +30,6 @@ import functools
 import importlib
 import inspect
 import json
-import sys
 import threading
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -49,6 +48,7 @@ from .._scopes import ScopeSpec, resolve_scopes
 from .._usage import Usage
 from ._bodies import AsyncBody, AsyncEvents, Body, SyncEvents, body_class, framing_of
 from ._paths import Route, anthropic_body, routed
+from ._sdk_errors import as_sdk_error
 
 __all__ = ["AsyncBudgetTransport", "BudgetTransport", "wrap_client"]
 
@@ -130,12 +130,12 @@ class _Base:
     def _raising(self, error: BudgetGuardError, request: Any) -> BaseException:
         """The guard's error as raised to the client: carried through the SDK (``_Refusal``) under a
         client ``wrap`` made; under another SDK client (its requests say so: ``x-stainless-lang``), as
-        the SDK's own error too (``_sdk_error``), which the openai and anthropic SDKs raise as it is,
+        the SDK's own error too (``as_sdk_error``), which the openai and anthropic SDKs raise as it is,
         without retrying it; else as it is."""
         if self._carry:
             return _Refusal(error)
         if "x-stainless-lang" in request.headers:
-            return _sdk_error(error)
+            return as_sdk_error(error)
         return error
 
     def _route(self, request: Any) -> Route | None:
@@ -194,40 +194,6 @@ class _Base:
             body.get("background") is True,
         )  # fmt: skip
         return Attempt(guard, plan), request, asked
-
-
-@functools.cache
-@functools.cache
-def _sdk_class(error: type, roots: tuple[type, ...]) -> type:
-    """``error``'s class that is also the SDKs' root errors; pickled as ``error`` itself (its class is
-    made here, at run time: no module holds it by name)."""
-
-    def __reduce__(self: Any) -> Any:
-        self.__class__ = error
-        try:
-            return self.__reduce__()
-        finally:
-            self.__class__ = sdk
-
-    names = {"__module__": error.__module__, "__qualname__": error.__qualname__, "__doc__": error.__doc__}
-    sdk = type(error.__name__, (error, *roots), {**names, "__reduce__": __reduce__})
-    return sdk
-
-
-def _sdk_error(error: BudgetGuardError) -> BudgetGuardError:
-    """``error`` as the root error of the SDKs loaded too (``openai.OpenAIError``,
-    ``anthropic.AnthropicError``): the openai (2 and later) and anthropic SDKs raise their own errors
-    from their HTTP client as they are, where they retry any other and raise it as their
-    ``APIConnectionError``. Still the guard's error (``BudgetExceededError``...), with its attributes."""
-    roots = tuple(
-        root
-        for module, name in (("openai", "OpenAIError"), ("anthropic", "AnthropicError"))
-        if isinstance(root := getattr(sys.modules.get(module), name, None), type)
-    )
-    if not roots:
-        return error
-    error.__class__ = _sdk_class(cast(type, type(error)), roots)
-    return error
 
 
 def _usage_only(event: Mapping[str, Any]) -> bool:
@@ -299,7 +265,7 @@ class BudgetTransport(_Base):
 
     A refusal raises ``BudgetExceededError`` from the client's ``send``; under an SDK client (its
     requests say so), one that is the SDK's own error class too, which the openai (2 and later) and
-    anthropic SDKs raise as it is, unretried (``_sdk_error``). openai 1.x retries any error of its HTTP
+    anthropic SDKs raise as it is, unretried (``as_sdk_error``). openai 1.x retries any error of its HTTP
     client and raises it as its ``APIConnectionError``: there, use ``guard.wrap(client)``, which
     carries the refusal through the SDK itself. (``guard``, ``inner``, ``provider`` and ``allow`` are
     this class's options: for scopes of those names, use ``guard.wrap``.)"""

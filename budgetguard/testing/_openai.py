@@ -133,6 +133,7 @@ def responses(body: JSON, ctx: Context) -> Answer:
         "id": response_id,
         "object": "response",
         "created_at": int(time.time()),
+        "background": body.get("background") is True,  # (a stream says so in response.created)
         "status": "incomplete" if incomplete else "completed",
         "error": None,
         "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
