@@ -12,6 +12,7 @@ import inspect
 import secrets
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,11 +94,13 @@ def agent_on(api: MockProvider, guard: bg.Guard, sender: type[AgentMiddleware] =
     return create_agent(model, [], middleware=[BudgetMiddleware(guard, user="t"), sender()])
 
 
-@pytest.fixture(params=["memory", "memory-async-only", "redis", "postgres"])
-def store(request: pytest.FixtureRequest) -> Iterator[str]:
+@pytest.fixture(params=["memory", "memory-async-only", "sqlite", "redis", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     namespace = f"t{secrets.token_hex(6)}"
     if request.param.startswith("memory"):
         yield f"{request.param}://"
+    elif request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.db'}"
     elif request.param == "redis":
         yield f"{request.getfixturevalue('redis_url')}?namespace={namespace}"
     else:
