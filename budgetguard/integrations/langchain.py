@@ -213,7 +213,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         metadata: Mapping[str, Any] | None,
         kwargs: Mapping[str, Any],
     ) -> None:
-        if self._left_to_middleware():
+        if self._left_to_middleware() or not self._claim(run_id):
             return
         batch = self._join(kwargs)
         try:
@@ -289,6 +289,30 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     def _raised(self, error: BaseException) -> BaseException:
         """What a start that raised ``error`` (a refusal, a request that cannot be estimated) raises."""
         return error
+
+    middleware = False
+    """Whether this is an agent middleware's handler (``BudgetMiddleware``): it guards the runs of its model
+    call, the other handlers of its guard leave them to it."""
+
+    def _claim(self, run_id: UUID) -> bool:
+        """Whether this handler guards the run: it does unless a handler of its guard claimed the run
+        before it and either is a middleware's (a middleware's flow guards its model call's runs; of two
+        plain handlers each guards its own scopes, as always), or it claimed it itself (an async model
+        call's handler and its sync twin share one flow: the first LangChain dispatches to guards it).
+        Where the context tells (``metered_by``), a plain handler leaves a middleware's runs to it anyway;
+        a thread without the context (``loop.run_in_executor``) sees the claim: the run is charged once
+        (a review found it charged by both). Claims are kept by run id and go with it."""
+        guard = self.guard
+        with _claims_lock:
+            try:
+                owners = _claims.setdefault(run_id, {})
+            except TypeError:  # (an id that takes no weak reference, a caller's own: not claimed)
+                return True
+            first = owners.get(guard)
+            if first is None:
+                owners[guard] = self
+                return True
+        return not (first is self or first.middleware or self.middleware)
 
     def _left_to_middleware(self) -> bool:
         """Whether the agent's ``BudgetMiddleware`` of this guard meters this call: once is enough."""
@@ -370,6 +394,10 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             self._attempts.clear()
         return held
 
+
+_claims: weakref.WeakKeyDictionary[UUID, dict[Guard, BudgetCallbackHandler]] = weakref.WeakKeyDictionary()
+"""The handler that claimed each run first, per guard, by the run's id (``_claim``): gone with the id."""
+_claims_lock = threading.Lock()
 
 _BATCHES_KEPT = 1024
 """Batches tracked at most: one given up stays until its last start (async siblings start late) or,
