@@ -59,6 +59,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra("langchain", exc) from exc
 
+from ._langchain_claims import first_claim
 from ._langchain_requests import request_from_run
 
 __all__ = [
@@ -290,29 +291,13 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         """What a start that raised ``error`` (a refusal, a request that cannot be estimated) raises."""
         return error
 
-    middleware = False
-    """Whether this is an agent middleware's handler (``BudgetMiddleware``): it guards the runs of its model
-    call, the other handlers of its guard leave them to it."""
+    middleware = False  # (an agent middleware's handler: the others of its guard leave its runs to it)
 
     def _claim(self, run_id: UUID) -> bool:
-        """Whether this handler guards the run: it does unless a handler of its guard claimed the run
-        before it and either is a middleware's (a middleware's flow guards its model call's runs; of two
-        plain handlers each guards its own scopes, as always), or it claimed it itself (an async model
-        call's handler and its sync twin share one flow: the first LangChain dispatches to guards it).
-        Where the context tells (``metered_by``), a plain handler leaves a middleware's runs to it anyway;
-        a thread without the context (``loop.run_in_executor``) sees the claim: the run is charged once
-        (a review found it charged by both). Claims are kept by run id and go with it."""
-        guard = self.guard
-        with _claims_lock:
-            try:
-                owners = _claims.setdefault(run_id, {})
-            except TypeError:  # (an id that takes no weak reference, a caller's own: not claimed)
-                return True
-            first = owners.get(guard)
-            if first is None:
-                owners[guard] = self
-                return True
-        return not (first is self or first.middleware or self.middleware)
+        """Whether this handler guards the run: not if a handler of its guard claimed it first (this one too:
+        an async call's twin) and one of the two is a middleware's (seen without the context, too)."""
+        first = first_claim(run_id, self.guard, self)
+        return first is None or not (first is self or first.middleware or self.middleware)
 
     def _left_to_middleware(self) -> bool:
         """Whether the agent's ``BudgetMiddleware`` of this guard meters this call: once is enough."""
@@ -394,10 +379,6 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             self._attempts.clear()
         return held
 
-
-_claims: weakref.WeakKeyDictionary[UUID, dict[Guard, BudgetCallbackHandler]] = weakref.WeakKeyDictionary()
-"""The handler that claimed each run first, per guard, by the run's id (``_claim``): gone with the id."""
-_claims_lock = threading.Lock()
 
 _BATCHES_KEPT = 1024
 """Batches tracked at most: one given up stays until its last start (async siblings start late) or,

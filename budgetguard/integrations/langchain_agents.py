@@ -37,10 +37,12 @@ stack when their guards differ; of one guard they are refused (``ConfigurationEr
 their scope sets would not apply. On an event loop
 (``awrap_model_call``) the handler awaits the guard's async operations: a guard over an async-only ledger
 guards an async agent, and a Redis or PostgreSQL guard opens no sync store for it. A run a sync callback
-manager drives from a thread (``await asyncio.to_thread(model.invoke, ...)`` in a later middleware) is
-settled by the handler's sync twin (``_SyncDriven``), its refusal raised: LangChain would run the async
-handler there on a loop of its own and log its refusal away. Off the agent's loop the steps run in the
-calling thread on a sync store over the guard's data (``_OffLoop``).
+manager drives (``await asyncio.to_thread(model.invoke, ...)`` in a later middleware, or ``model.invoke``
+on the loop's own thread) is settled by the handler's sync twin (``_SyncDriven``), its refusal raised:
+LangChain would run the async handler on a loop of its own and log its refusal away. Off the agent's loop
+the steps run in the calling thread on a sync store over the guard's data (``_OffLoop``). Each run is
+claimed once per guard (``BudgetCallbackHandler._claim``), the call's handlers first on the model: a
+handler of the same guard the model carries leaves the run to them in a thread without the context too.
 """
 
 from __future__ import annotations
