@@ -40,9 +40,10 @@ guards an async agent, and a Redis or PostgreSQL guard opens no sync store for i
 manager drives (``await asyncio.to_thread(model.invoke, ...)`` in a later middleware, or ``model.invoke``
 on the loop's own thread) is settled by the handler's sync twin (``_SyncDriven``), its refusal raised:
 LangChain would run the async handler on a loop of its own and log its refusal away. Off the agent's loop
-the steps run in the calling thread on a sync store over the guard's data (``_OffLoop``). Each run is
-claimed once per guard (``BudgetCallbackHandler._claim``), the call's handlers first on the model: a
-handler of the same guard the model carries leaves the run to them in a thread without the context too.
+the steps run in the calling thread on a sync store over the guard's data (``_OffLoop``). Each start of a
+run is claimed once per guard (``_langchain_claims.claim``), the call's handlers first on the model: a
+handler of the same guard the model carries leaves the run to them in a thread without the context too,
+and one dispatched before them (a thread's own ``config``) gives an admitted run up to them.
 """
 
 from __future__ import annotations
@@ -63,15 +64,9 @@ from .._errors import BudgetExceededError, ConfigurationError
 from .._guard import Guard
 from .._scopes import ScopeSpec
 from . import missing_extra
+from ._langchain_operations import AsyncOperations, Operations, now
 from ._refusal import quiet_refusals
-from .langchain import (
-    _CALLBACKS_LOGGER,
-    AsyncOperations,
-    BudgetCallbackHandler,
-    Operations,
-    metered_by,
-    now,
-)
+from .langchain import _CALLBACKS_LOGGER, BudgetCallbackHandler, metered_by
 
 try:
     from langchain.agents.middleware import AgentMiddleware, ModelRequest
@@ -259,7 +254,7 @@ class _AsyncModelCalls(_ModelCalls, AsyncCallbackHandler):
         loop, the async ones; off it, ``_OffLoop``'s (this loop is not the one the guard's async store
         connected on): an async manager on another loop (a thread's ``asyncio.run``), or a sync manager,
         which runs the coroutine on a loop of its own (``_run_coros``) after its sync handlers, so that the
-        sync twin has claimed the run's start by then (``_claim``) and this coroutine leaves it. An end is
+        sync twin has claimed the run's start by then (``claim``) and this coroutine leaves it. An end is
         settled by whichever handler pops its run first (``_pop``)."""
         return self.operations if _running_loop() is self.loop else self.off_loop
 
@@ -290,7 +285,7 @@ class _SyncDriven(BaseCallbackHandler):
     async store would be used off its loop. This handler settles those runs with ``_OffLoop``'s operations,
     in the handler's flow and state (``_AsyncModelCalls``), raising a refusal as a sync handler does
     (``raise_error``): it claims a run's start before the manager runs the async handler's coroutine, which
-    then leaves it (``_claim``). Its steps run in the calling thread and never wait for a loop (on the
+    then leaves it (``claim``). Its steps run in the calling thread and never wait for a loop (on the
     loop's thread they block it, as the sync call does: a step sent to that loop could not be taken up).
     An async manager, which awaits the async handler itself, it asks to skip it (``ignore_chat_model``,
     ``ignore_llm``: no executor hop per event); were it asked anyway, the run's claim keeps it charged
@@ -386,7 +381,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 def _with_handlers(callbacks: Callbacks, handlers: list[BaseCallbackHandler]) -> Callbacks:
     """The model's callbacks with ``handlers`` first: dispatched before the model's own handlers, the
-    middleware's flow claims each run before a handler of its guard the model carries (``_claim``), in a
+    middleware's flow claims each run before a handler of its guard the model carries (``claim``), in a
     thread without the context too."""
     if isinstance(callbacks, BaseCallbackManager):
         manager = callbacks.copy()
