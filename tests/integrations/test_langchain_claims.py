@@ -135,7 +135,9 @@ async def test_the_middleware_budget_refuses_a_call_sent_with_a_plain_handler_in
         assert api.requests == []
     kinds = [e.kind for e in events]
     assert "committed" not in kinds and kinds.count("reserved") == kinds.count("released")
-    assert await books(guard) == (0, 0, [*(["released"] * kinds.count("released")), "refused"])
+    spent, held, journal = await books(guard)
+    assert (spent, held) == (0, 0)  # (an async manager: the plain hold may be released after the refusal)
+    assert sorted(journal) == sorted([*(["released"] * kinds.count("released")), "refused"])
 
 
 @pytest.mark.parametrize("manager", ["sync", "async"])
