@@ -29,11 +29,11 @@ from __future__ import annotations
 import dataclasses
 import threading
 import weakref
-from collections.abc import Coroutine, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from decimal import Decimal
-from typing import Any, Generic, TypeVar, cast, overload
+from typing import Any, Generic, TypeVar, overload
 from uuid import UUID
 
 from .._attempt import Dropped
@@ -59,6 +59,8 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra("langchain", exc) from exc
 
+from ._langchain_claims import claim, forget, holds
+from ._langchain_operations import Operations, now
 from ._langchain_requests import request_from_run
 
 __all__ = [
@@ -82,51 +84,6 @@ metered_by: ContextVar[BudgetCallbackHandler | None] = ContextVar(
 """The handler of the agent middleware (``langchain_agents.BudgetMiddleware``) metering the model call
 under way, the innermost: every other handler of its guard leaves the runs started inside to it (two
 would charge them twice)."""
-
-
-class Operations:
-    """The attempts' operations a handler's steps run (``reserve``, ``release``, ``commit``, ``fail``).
-    The steps are written once, as coroutines: these sync operations never suspend them, so that ``now``
-    runs them to their end at once; ``AsyncOperations`` awaits the guard's async store instead (a handler
-    on an event loop)."""
-
-    async def reserve(self, attempt: Attempt) -> None:
-        attempt.reserve()
-
-    async def release(self, attempt: Attempt) -> None:
-        attempt.release()
-
-    async def commit(self, attempt: Attempt, response: Any) -> None:
-        attempt.commit(response)
-
-    async def fail(self, attempt: Attempt, error: BaseException) -> None:
-        attempt.fail(error)
-
-
-class AsyncOperations(Operations):
-    """The attempts' async operations (``areserve``...): steps that ``await`` them on the event loop."""
-
-    async def reserve(self, attempt: Attempt) -> None:
-        await attempt.areserve()
-
-    async def release(self, attempt: Attempt) -> None:
-        await attempt.arelease()
-
-    async def commit(self, attempt: Attempt, response: Any) -> None:
-        await attempt.acommit(response)
-
-    async def fail(self, attempt: Attempt, error: BaseException) -> None:
-        await attempt.afail(error)
-
-
-def now(steps: Coroutine[Any, Any, T]) -> T:
-    """Run a handler's steps with the sync ``Operations``: to their end, never suspended."""
-    try:
-        steps.send(None)
-    except StopIteration as done:
-        return cast(T, done.value)
-    steps.close()
-    raise AssertionError("a handler's sync steps never suspend")
 
 
 class BudgetCallbackHandler(BaseCallbackHandler):
@@ -215,11 +172,18 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     ) -> None:
         if self._left_to_middleware():
             return
+        guard, mark = self.guard, kwargs.get("options")  # (``mark``: the start, as ``_join`` tells it)
+        guards, taken = claim(run_id, guard, self, mark)
+        for handler in taken:  # (plain handlers of its guard that held the run before a middleware's)
+            await handler._release_taken(run, run_id)
+        if not guards:
+            return
         batch = self._join(kwargs)
         try:
             attempt, est = self._attempt(messages, metadata, kwargs)
             await run.reserve(attempt)
         except BaseException as exc:  # LangChain sends none of the batch now, and never ends its runs
+            forget(run_id, guard, self, failed=True)
             for held in self._give_up(batch):
                 await run.release(held)
             raised = self._raised(exc)
@@ -227,7 +191,17 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 raise
             raise raised from exc
         if not self._record(run_id, attempt, est, batch):
+            forget(run_id, guard, self, failed=True)
             await run.release(attempt)
+        elif not holds(run_id, guard, self, mark):  # a middleware's handler took the run meanwhile
+            await self._release_taken(run, run_id)
+
+    async def _release_taken(self, run: Operations, run_id: UUID) -> None:
+        """Release this handler's hold of a run a middleware's handler of its guard took (its claim first:
+        ``_langchain_claims.claim``): whichever of the two pops it first."""
+        held = self._taken(run_key(run_id))
+        if held is not None:
+            await run.release(held)
 
     async def _end(
         self, run: Operations, run_id: UUID, response: LLMResult | None, error: BaseException | None
@@ -236,6 +210,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         guard's ``charge_failed``), a stream that broke off after some chunks is charged what it received,
         as the guard charges streams."""
         ended = self._pop(run_key(run_id))
+        forget(run_id, self.guard, self)
         if ended is None:
             return
         attempt, est = ended
@@ -289,6 +264,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     def _raised(self, error: BaseException) -> BaseException:
         """What a start that raised ``error`` (a refusal, a request that cannot be estimated) raises."""
         return error
+
+    middleware = False  # (an agent middleware's handler: the others of its guard leave its runs to it)
 
     def _left_to_middleware(self) -> bool:
         """Whether the agent's ``BudgetMiddleware`` of this guard meters this call: once is enough."""

@@ -37,17 +37,22 @@ stack when their guards differ; of one guard they are refused (``ConfigurationEr
 their scope sets would not apply. On an event loop
 (``awrap_model_call``) the handler awaits the guard's async operations: a guard over an async-only ledger
 guards an async agent, and a Redis or PostgreSQL guard opens no sync store for it. A run a sync callback
-manager drives from a thread (``await asyncio.to_thread(model.invoke, ...)`` in a later middleware) is
-settled by the handler's sync twin (``_SyncDriven``), its refusal raised: LangChain would run the async
-handler there on a loop of its own and log its refusal away. Off the agent's loop the steps run in the
-calling thread on a sync store over the guard's data (``_OffLoop``).
+manager drives (``await asyncio.to_thread(model.invoke, ...)`` in a later middleware, or ``model.invoke``
+on the loop's own thread) is settled by the handler's sync twin (``_SyncDriven``), its refusal raised:
+LangChain would run the async handler on a loop of its own and log its refusal away. Off the agent's loop
+the steps run in the calling thread on a sync store over the guard's data (``_OffLoop``). Each start of a
+run is claimed once per guard (``_langchain_claims.claim``), the call's handlers first on the model: a
+handler of the same guard the model carries leaves the run to them in a thread without the context too,
+and one dispatched before them (a thread's own ``config``) gives an admitted run up to them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+import inspect
+import sys
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
@@ -59,16 +64,9 @@ from .._errors import BudgetExceededError, ConfigurationError
 from .._guard import Guard
 from .._scopes import ScopeSpec
 from . import missing_extra
+from ._langchain_operations import AsyncOperations, Operations, now
 from ._refusal import quiet_refusals
-from .langchain import (
-    _CALLBACKS_LOGGER,
-    AsyncOperations,
-    BudgetCallbackHandler,
-    Operations,
-    metered_by,
-    now,
-    run_key,
-)
+from .langchain import _CALLBACKS_LOGGER, BudgetCallbackHandler, metered_by
 
 try:
     from langchain.agents.middleware import AgentMiddleware, ModelRequest
@@ -193,6 +191,8 @@ class _ModelCalls(BudgetCallbackHandler):
     (``_left_to_middleware``): an agent run inside a model call (a middleware's sub-agent) is reserved
     once, on its own middleware's scopes."""
 
+    middleware = True
+
     def __init__(
         self, guard: Guard | None, arguments: Mapping[str, Any], *, enforce: bool, **scopes: ScopeSpec
     ) -> None:
@@ -247,62 +247,49 @@ class _AsyncModelCalls(_ModelCalls, AsyncCallbackHandler):
         super().__init__(guard, arguments, enforce=enforce, **scopes)
         self.loop = asyncio.get_running_loop()
         self.off_loop = _OffLoop()
-        self.taken: set[Hashable] = set()
-        """The runs the sync twin started (a sync callback manager drives them), by key (``run_key``)."""
         self.sync_twin = _SyncDriven(self)
 
-    def _driver(self, run_id: UUID | None = None) -> Operations | None:
-        """The operations that settle a run's event this handler's coroutine received (``None``: none).
-        On the model call's loop, the async ones. Off it, LangChain drives the run another way: a start
-        from a sync callback manager on a loop of its own (``_run_coros``), the run the twin took (its
-        ``run_id`` given); a sync manager blocking the call's loop (a model invoked synchronously on it,
-        a stream closed there) or an async manager on another loop (a thread's ``asyncio.run``), the twin
-        leaves it: ``_OffLoop``'s here (this loop is not the one the guard's async store connected on).
-        An end is settled by whichever handler pops its run first (``_pop``): a run the twin started may
-        end on the call's loop thread (a review found such a run settled by neither, its hold released).
-        Under a sync manager blocking the loop, LangChain logs a refusal away, and the call is sent: call
-        the model with ``ainvoke`` or from a thread."""
-        if _running_loop() is self.loop:
-            return self.operations
-        return None if run_id is not None and run_key(run_id) in self.taken else self.off_loop
+    def _driver(self) -> Operations:
+        """The operations that settle a run's event this handler's coroutine received: on the model call's
+        loop, the async ones; off it, ``_OffLoop``'s (this loop is not the one the guard's async store
+        connected on): an async manager on another loop (a thread's ``asyncio.run``), or a sync manager,
+        which runs the coroutine on a loop of its own (``_run_coros``) after its sync handlers, so that the
+        sync twin has claimed the run's start by then (``claim``) and this coroutine leaves it. An end is
+        settled by whichever handler pops its run first (``_pop``)."""
+        return self.operations if _running_loop() is self.loop else self.off_loop
 
     async def on_chat_model_start(  # type: ignore[override]
-        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
+        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], **kwargs: Any
     ) -> None:
-        run = self._driver(run_id)
-        if run is not None:
-            await self._chat_start(run, serialized, messages, run_id=run_id, **kwargs)
+        await self._chat_start(self._driver(), serialized, messages, **kwargs)
 
-    async def on_llm_start(  # type: ignore[override]
-        self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
-    ) -> None:
-        run = self._driver(run_id)
-        if run is not None:
-            await self._llm_start(run, serialized, prompts, run_id=run_id, **kwargs)
+    async def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], **kwargs: Any) -> None:  # type: ignore[override]
+        await self._llm_start(self._driver(), serialized, prompts, **kwargs)
 
     async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:  # type: ignore[override]
-        run = self._driver()
-        if run is not None:
-            await self._end(run, run_id, response, None)
+        await self._end(self._driver(), run_id, response, None)
 
     async def on_llm_error(  # type: ignore[override]
         self, error: BaseException, *, run_id: UUID, response: LLMResult | None = None, **kwargs: Any
     ) -> None:
-        run = self._driver()
-        if run is not None:
-            await self._end(run, run_id, response, error)
+        await self._end(self._driver(), run_id, response, error)
 
 
 class _SyncDriven(BaseCallbackHandler):
-    """The sync twin of an async model call's handler, for the runs a sync callback manager drives from a
-    thread: a model the call sends with ``await asyncio.to_thread(model.invoke, ...)``. LangChain runs an
-    async handler's coroutines from a sync manager on a loop of their own and logs their exceptions away
-    (``_run_coros``): a refusal would not stop the call (it was sent unguarded, a review found), and the
-    guard's async store would be used off its loop. This handler settles those runs with ``_OffLoop``'s
-    operations, in the handler's flow and state (``_AsyncModelCalls``), raising a refusal as a sync
-    handler does (``raise_error``). A manager that dispatches from a thread running an event loop (every
-    async manager; a sync one blocking a loop) it asks to skip it (``ignore_chat_model``, ``ignore_llm``):
-    the async handler's coroutine settles those runs."""
+    """The sync twin of an async model call's handler, for the runs a sync callback manager drives: a model
+    the call sends from a thread (``await asyncio.to_thread(model.invoke, ...)``) or invokes synchronously on
+    the loop's own thread (``model.invoke``, ``model.stream`` in a later middleware). A sync manager runs an
+    async handler's coroutines after its sync handlers, on a loop of their own (in LangChain's executor when
+    the thread runs a loop), and logs their exceptions away (``_run_coros``): a refusal would not stop the
+    call (it was sent unguarded, reviews found, from a thread and then on the loop's thread), and the guard's
+    async store would be used off its loop. This handler settles those runs with ``_OffLoop``'s operations,
+    in the handler's flow and state (``_AsyncModelCalls``), raising a refusal as a sync handler does
+    (``raise_error``): it claims a run's start before the manager runs the async handler's coroutine, which
+    then leaves it (``claim``). Its steps run in the calling thread and never wait for a loop (on the
+    loop's thread they block it, as the sync call does: a step sent to that loop could not be taken up).
+    An async manager, which awaits the async handler itself, it asks to skip it (``ignore_chat_model``,
+    ``ignore_llm``: no executor hop per event); were it asked anyway, the run's claim keeps it charged
+    once."""
 
     raise_error = True
 
@@ -312,23 +299,19 @@ class _SyncDriven(BaseCallbackHandler):
 
     @property
     def ignore_chat_model(self) -> bool:
-        return _running_loop() is not None
+        return _read_by_coroutine()
 
     ignore_llm = ignore_chat_model
 
     def on_chat_model_start(
-        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
+        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], **kwargs: Any
     ) -> None:
         calls = self.calls
-        calls.taken.add(run_key(run_id))
-        now(calls._chat_start(calls.off_loop, serialized, messages, run_id=run_id, **kwargs))
+        now(calls._chat_start(calls.off_loop, serialized, messages, **kwargs))
 
-    def on_llm_start(
-        self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
-    ) -> None:
+    def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], **kwargs: Any) -> None:
         calls = self.calls
-        calls.taken.add(run_key(run_id))
-        now(calls._llm_start(calls.off_loop, serialized, prompts, run_id=run_id, **kwargs))
+        now(calls._llm_start(calls.off_loop, serialized, prompts, **kwargs))
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         now(self.calls._end(self.calls.off_loop, run_id, response, None))
@@ -380,6 +363,15 @@ def _step(attempt: Attempt, sync: Callable[..., Any], *args: Any) -> None:
             twin.close()
 
 
+def _read_by_coroutine() -> bool:
+    """Whether the handler's ``ignore_*`` property calling this is read by a coroutine: LangChain's async
+    callback managers read it in the coroutine that dispatches the event (``_ahandle_event_for_handler``),
+    its sync ones in a plain function (``handle_event``), on whatever thread, the loop's own included
+    (a thread, then, tells them apart no more)."""
+    reader = sys._getframe(2)  # (0: here, 1: the property, 2: its reader)
+    return bool(reader.f_code.co_flags & inspect.CO_COROUTINE)
+
+
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
@@ -388,12 +380,14 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 
 def _with_handlers(callbacks: Callbacks, handlers: list[BaseCallbackHandler]) -> Callbacks:
+    """The model's callbacks with ``handlers`` first: dispatched before the model's own handlers, the
+    middleware's flow claims each run before a handler of its guard the model carries (``claim``), in a
+    thread without the context too."""
     if isinstance(callbacks, BaseCallbackManager):
         manager = callbacks.copy()
-        for handler in handlers:
-            manager.add_handler(handler, inherit=False)
+        manager.handlers = [*handlers, *manager.handlers]
         return manager
-    return [*(callbacks or []), *handlers]
+    return [*handlers, *(callbacks or [])]
 
 
 def _run_metadata() -> Mapping[str, Any]:

@@ -1,0 +1,189 @@
+"""LangChain runs claimed once per guard (``_langchain_claims``): a run id reused by the caller is a new
+claim each call (a review found every later call with the id sent unguarded and uncharged); the agent
+middleware's handler takes a run over from a plain handler of its guard dispatched before it, so that its
+own budgets are checked (a review found a plain handler in a thread's own config bypass the user's
+budget); the claims are forgotten as their runs settle, a tracer keeping the run ids alive or not."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from langchain.agents import create_agent
+from langchain.agents.middleware import AgentMiddleware, ModelRequest
+from langchain_core.tracers.base import BaseTracer
+from langchain_core.tracers.schemas import Run
+
+import budgetguard as bg
+from budgetguard.integrations import _langchain_claims
+from budgetguard.integrations.langchain import BudgetCallbackHandler
+from budgetguard.integrations.langchain_agents import BudgetMiddleware
+from budgetguard.testing import MockProvider
+from tests.integrations.test_langchain_agents_on_loop import bare, bill, chat
+from tests.integrations.test_langchain_agents_sync_driven import QUESTION, books, guard_on
+
+
+def test_a_run_id_reused_in_a_config_is_reserved_and_charged_each_call() -> None:
+    events: list[bg.Event] = []
+    guard = guard_on("memory://", "5", events)
+    config: Any = {"callbacks": [BudgetCallbackHandler(guard, user="t")], "run_id": uuid.uuid4()}
+    with MockProvider() as api:
+        model = chat(api)
+        model.invoke("Why?", config=config)
+        model.invoke("Why not?", config=config)
+        assert len(api.requests) == 2
+    assert [e.kind for e in events] == ["reserved", "committed"] * 2
+
+
+def test_a_model_with_a_fixed_run_id_is_refused_once_over_budget() -> None:
+    events: list[bg.Event] = []
+    guard = guard_on("memory://", "0.005", events)  # (one call's worst case fits; not five calls' bills)
+    with MockProvider() as api:
+        model = chat(api, callbacks=[BudgetCallbackHandler(guard, user="t")])
+        chat_with_run_id = model.with_config(run_id=uuid.uuid4())
+        refused = 0
+        for _ in range(5):
+            try:
+                chat_with_run_id.invoke("Why?")
+            except bg.BudgetExceededError:
+                refused += 1
+        kinds = [e.kind for e in events]
+        assert refused >= 1 and len(api.requests) == 5 - refused
+        assert kinds.count("reserved") == kinds.count("committed") == len(api.requests)
+        assert kinds.count("refused") == refused
+
+
+class TwiceWithOneRunId(AgentMiddleware):  # type: ignore[misc]
+    """Sends the model call twice on the loop's own thread, with one ``run_id`` in both configs."""
+
+    async def awrap_model_call(
+        self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[Any]]
+    ) -> Any:
+        config: Any = {"run_id": uuid.uuid4()}
+        request.model.invoke(request.messages, config=config)
+        return request.model.invoke(request.messages, config=config)
+
+
+async def test_an_agent_model_sent_twice_with_one_run_id_is_charged_twice() -> None:
+    events: list[bg.Event] = []
+    guard = guard_on("memory://", "5", events)
+    with MockProvider() as api:
+        agent = create_agent(
+            chat(api), [], middleware=[BudgetMiddleware(guard, user="t"), TwiceWithOneRunId()]
+        )
+        await agent.ainvoke(QUESTION)
+        assert len(api.requests) == 2
+    assert [e.kind for e in events] == ["reserved", "committed"] * 2
+
+
+def sent_in_a_thread(
+    own: BudgetCallbackHandler, manager: str, client: httpx.AsyncClient
+) -> type[AgentMiddleware]:
+    """A middleware sending the model call from ``run_in_executor`` without the context, ``own`` in the
+    call's config: by a sync callback manager (``invoke``) or an async one (``asyncio.run(ainvoke)``, the
+    model's ``client`` closed on that loop, which opened its connections)."""
+
+    async def ainvoke(model: Any, messages: Any, config: Any) -> Any:
+        try:
+            return await model.ainvoke(messages, config=config)
+        finally:
+            await client.aclose()
+
+    class Sender(AgentMiddleware):  # type: ignore[misc]
+        async def awrap_model_call(
+            self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[Any]]
+        ) -> Any:
+            config: Any = {"callbacks": [own]}
+            if manager == "sync":
+                send = bare(request.model.invoke, request.messages, config=config)
+            else:
+                send = bare(lambda: asyncio.run(ainvoke(request.model, request.messages, config)))
+            return await asyncio.get_running_loop().run_in_executor(None, send)
+
+    return Sender
+
+
+@pytest.mark.parametrize("manager", ["sync", "async"])
+async def test_the_middleware_budget_refuses_a_call_sent_with_a_plain_handler_in_its_config(
+    manager: str,
+) -> None:
+    """The plain handler (no user scope: an app-wide meter) is dispatched first and claimed the run; the
+    middleware's handler left it, and its user budget was never checked (a review). The middleware's handler
+    now takes the run over: the plain hold released, the user's budget refuses."""
+    events: list[bg.Event] = []
+    guard = bg.Guard(
+        "memory://",
+        budgets=[bg.Budget("user", usd="0.0001", per="day")],
+        on_event=events.append,
+        missing_scope="skip",
+    )
+    own = BudgetCallbackHandler(guard)
+    with MockProvider() as api:
+        client = httpx.AsyncClient()
+        sender = sent_in_a_thread(own, manager, client)
+        agent = create_agent(
+            chat(api, http_async_client=client), [], middleware=[BudgetMiddleware(guard, user="t"), sender()]
+        )
+        with pytest.raises(bg.BudgetExceededError):
+            await agent.ainvoke(QUESTION)
+        assert api.requests == []
+    kinds = [e.kind for e in events]
+    assert "committed" not in kinds and kinds.count("reserved") == kinds.count("released")
+    spent, held, journal = await books(guard)
+    assert (spent, held) == (0, 0)  # (an async manager: the plain hold may be released after the refusal)
+    assert sorted(journal) == sorted([*(["released"] * kinds.count("released")), "refused"])
+
+
+@pytest.mark.parametrize("manager", ["sync", "async"])
+async def test_a_call_sent_with_a_plain_handler_in_its_config_is_charged_on_the_middleware(
+    manager: str,
+) -> None:
+    """Whichever handler LangChain dispatches first (an async manager runs them concurrently), the run is
+    charged once, on the middleware's scopes."""
+    events: list[bg.Event] = []
+    guard = guard_on("memory://", "5", events)
+    own = BudgetCallbackHandler(guard, user="other")
+    with MockProvider() as api:
+        client = httpx.AsyncClient()
+        sender = sent_in_a_thread(own, manager, client)
+        agent = create_agent(
+            chat(api, http_async_client=client), [], middleware=[BudgetMiddleware(guard, user="t"), sender()]
+        )
+        await agent.ainvoke(QUESTION)
+        charged = bill(api)
+    kinds = [e.kind for e in events]
+    assert kinds.count("committed") == 1 and kinds.count("reserved") == kinds.count("released") + 1
+    assert (await books(guard))[:2] == (charged, 0)
+
+
+class Tracer(BaseTracer):
+    """Keeps every run (and so its id) alive, as a tracer that persists them may."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: list[Run] = []
+
+    def _persist_run(self, run: Run) -> None:
+        self.kept.append(run)
+
+
+async def test_claims_are_forgotten_as_their_runs_settle() -> None:
+    guard = guard_on("memory://", "50", [])
+    tracer = Tracer()
+    with MockProvider() as api:
+        agent = create_agent(chat(api), [], middleware=[BudgetMiddleware(guard, user="t")])
+        for _ in range(3):
+            await agent.ainvoke(QUESTION, config={"callbacks": [tracer]})
+        task = asyncio.ensure_future(agent.ainvoke(QUESTION, config={"callbacks": [tracer]}))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+    gc.collect()
+    assert tracer.kept and len(_langchain_claims._claims) == 0
