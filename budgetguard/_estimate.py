@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, PricingError
 from ._events import use_logging
 from ._fallbacks import chain_cost, fallback_passes, fallback_requests
 from ._frozen import fast_init, fast_new
@@ -273,7 +273,13 @@ class Estimator:
             if batch or tier or not VARIANT_KEYS.isdisjoint(request)
             else None
         )
-        price = self.prices.get(model, provider=provider, variant=variant)
+        try:
+            price = self.prices.get(model, provider=provider, variant=variant)
+        except PricingError:
+            if batch or not tier or request.get("service_tier") not in (None, "auto"):
+                raise
+            # (the project's default tier alone asked for it: a model with no such tier is served at standard)
+            variant, price = None, self.prices.get(model, provider=provider)
         cache_write, compaction = None, None
         counted = False
         # the input, and what the request references without carrying (unseen)
@@ -302,7 +308,8 @@ class Estimator:
                 f"cannot tell what kind of request this is (keys: {sorted(request)}); expected "
                 "'messages' (chat / Anthropic) or 'input' (Responses / embeddings)"
             )
-        cache_write = cache_write if shape == "anthropic" else price.dearer_write  # (OpenAI's own writes)
+        if shape != "anthropic":  # (OpenAI's own writes; where the request asks: Claude's, any wire format)
+            cache_write = price.dearer_write or cache_ttl(request)
         if unseen:
             input_tokens = self._unseen_bound(input_tokens, price, unseen)
         tools = (

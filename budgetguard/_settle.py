@@ -194,8 +194,9 @@ class Ctx:
         self.emit(
             "unreserved_tier",
             reason=f"reserved at standard prices, served and charged at service_tier {tier!r}; if your "
-            f"OpenAI project's default tier is {tier!r}, set Guard(default_service_tier={tier!r}) so "
-            "requests that name no tier reserve at it",
+            f"OpenAI project's default tier is {tier!r}, set Guard(default_service_tier={tier!r}) (or "
+            f"Estimator(default_service_tier={tier!r}) on your own estimator) so requests that name no "
+            "tier reserve at it",
             data={"served_tier": tier},
         )
 

@@ -404,8 +404,10 @@ def cache_ttl(request: Mapping[str, Any]) -> str | None:
         value = request.get(key)
         if isinstance(value, list):
             blocks.extend(value)
-    for message in request.get("messages") or ():
-        blocks.extend(_blocks(message.get("content")))
+    for message in request.get("messages") or ():  # (an SDK object fed back too: its content)
+        mapping = isinstance(message, Mapping)
+        content = message.get("content") if mapping else getattr(message, "content", None)
+        blocks.extend(_blocks(content))
     if isinstance(request.get("cache_control"), Mapping):
         blocks.append(request)
     for block in blocks:

@@ -203,6 +203,23 @@ def test_a_priority_project_default_reserves_unnamed_tiers_at_priority() -> None
     assert Estimator(default_service_tier="default")(request).cost == estimate(request).cost
 
 
+def test_a_priority_project_default_leaves_a_model_without_priority_at_standard() -> None:
+    """A model (or an embedding) with no priority price is served at standard on a Priority project:
+    the project's default alone does not make it unpriced (a review found such calls refused); a
+    request naming priority for it still is."""
+    on_priority = Estimator(default_service_tier="priority")
+    for request in (
+        {"model": "gpt-5-nano", "messages": QUESTION, "max_tokens": 100},
+        {"model": "text-embedding-3-small", "input": "hello"},
+    ):
+        est = on_priority(request)
+        assert (est.variant, est.cost) == (None, estimate(request).cost)
+    with pytest.raises(PricingError):
+        on_priority(
+            {"model": "gpt-5-nano", "messages": QUESTION, "max_tokens": 100, "service_tier": "priority"}
+        )
+
+
 @pytest.mark.parametrize("tier", ["flex", "auto", "scale", 2])
 def test_default_service_tier_takes_priority_or_standard(tier: Any) -> None:
     with pytest.raises(ConfigurationError, match=r"default_service_tier must be 'priority'.*got"):

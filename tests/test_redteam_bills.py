@@ -394,6 +394,29 @@ def test_a_model_that_writes_the_cache_only_when_asked_is_not_reserved_at_the_wr
     assert openai.cache_write == "5m"
 
 
+@pytest.mark.parametrize(
+    ("model", "provider"), [("claude-sonnet-4-5", None), ("anthropic/claude-sonnet-4.5", "openrouter")]
+)
+def test_claude_in_the_openai_wire_format_asking_for_caching_is_reserved_at_the_write_rate(
+    model: str, provider: str | None
+) -> None:
+    """Where a request in the OpenAI wire format asks for caching (``cache_control`` on a content part, as
+    OpenRouter and LiteLLM pass to Claude), its input is reserved at the write rate it asks for (a review
+    found it reserved as plain input once the rule stopped applying to every model)."""
+    part = {"type": "text", "text": "row " * 500, "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+    request = {"model": model, "messages": [{"role": "user", "content": [part]}], "max_tokens": 0}
+    est = budgetguard.estimate(request, provider=provider, api="openai")
+    assert est.cache_write == "1h"
+    assert (
+        est.cost_nano
+        > budgetguard.estimate(
+            {**request, "messages": [{"role": "user", "content": [{"type": "text", "text": part["text"]}]}]},
+            provider=provider,
+            api="openai",
+        ).cost_nano
+    )
+
+
 # -- Anthropic: a cache breakpoint inside a tool result's content (fixed here) -----------------------------
 
 
