@@ -26,11 +26,12 @@ from .workload import RESOLVED, ROOMY
 
 FAILOVERS = figures.scale(1, 10)
 WORKERS = 6
+MIN_ACKED = 20
 
 
-def _commit_until_down(ledger: Ledger, prefix: str, seed: int) -> dict[str, int]:
+def _commit_until_down(ledger: Ledger, prefix: str, seed: int, acked: dict[str, int]) -> dict[str, int]:
+    """Commit until the store fails; ``acked`` (the caller's, read as this runs) gets each acked one."""
     rng = random.Random(seed)
-    acked: dict[str, int] = {}
     deadline = time.monotonic() + 120  # the primary is killed within a second or two
     for k in itertools.count():
         if time.monotonic() > deadline:
@@ -59,11 +60,17 @@ def _failover(seed: int, lag: float) -> dict[str, int]:
             time.sleep(0.05)
         url = f"{primary.url}?namespace=fo&socket_timeout=0.2&socket_connect_timeout=0.2"
         clients = [open_ledger(url) for _ in range(WORKERS)]
+        progress: list[dict[str, int]] = [{} for _ in range(WORKERS)]
         with ThreadPoolExecutor(WORKERS) as pool:
             futures = [
-                pool.submit(_commit_until_down, clients[i], f"f{i}", seed * 10 + i) for i in range(WORKERS)
+                pool.submit(_commit_until_down, clients[i], f"f{i}", seed * 10 + i, progress[i])
+                for i in range(WORKERS)
             ]
-            time.sleep(random.Random(seed).uniform(0.5, 1.0))
+            # the kill comes after enough acknowledged commits however slow the machine, then at random
+            enough_by = time.monotonic() + 60
+            while sum(len(a) for a in progress) <= MIN_ACKED and time.monotonic() < enough_by:
+                time.sleep(0.01)
+            time.sleep(random.Random(seed).uniform(0.0, 0.5))
             link.close()  # the primary's host is gone: what is still on the way to the replica too
             primary.kill()  # kill -9, mid-stream
             acked = {k: v for f in futures for k, v in f.result().items()}
@@ -107,7 +114,7 @@ def test_replica_promotion(lag: float) -> None:
     worst = 0
     for seed in range(FAILOVERS):
         found = _failover(seed + 1, lag)
-        assert found["acknowledged commits before the kill"] > 20
+        assert found["acknowledged commits before the kill"] > MIN_ACKED
         worst = max(worst, found["acknowledged commits missing after promotion"])
         for name, value in found.items():
             figures.record("failover", f"{name} ({link})", value)
