@@ -64,13 +64,14 @@ _TIMES = (("%sT%02d:%02d:%02d.%03d000+00:00", f"{_CLOCK}, ts % 1000"), ("%sT%02d
 hours, minutes, seconds and milliseconds are ``printf``'s own integers, the date one ``date``."""
 _EXACT = (
     "r_export BETWEEN 0 AND 3 AND r_cost >= 0 AND ts >= 0 AND ts < 253402300800000 "
-    "AND event IN ('committed', 'refused', 'released', 'expired')"
+    "AND (event = 'committed' OR event = 'refused' OR event = 'released' OR event = 'expired')"
 )
 """SQL: the row is rendered in SQL: its texts need no quoting nor escaping in CSV or JSON (``_facts.
 QUOTED`` clear: model, function, estimate and reservation id are printable ASCII without a comma, a
 double quote or a backslash), its
 facts were read (``r_export`` not ``ODD``), its time and cost in the ranges ``_TIMES`` and ``_USD``
-render. Else the line is NULL, and the row comes back as an entry."""
+render. Else the line is NULL, and the row comes back as an entry. (The events by ``OR``, commits first:
+``IN`` of four constants seeks an ephemeral index a row, ~0.5k instructions.)"""
 _MODEL = "CASE WHEN r_export & 1 THEN '' ELSE r_model END"  # (_facts.NO_MODEL, NO_FUNCTION)
 _FUNCTION = "CASE WHEN r_export & 2 THEN '' ELSE r_function END"
 _ESTIMATED = "coalesce(r_estimated, '')"
