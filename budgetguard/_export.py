@@ -104,14 +104,16 @@ class ScopeColumns:
     def text(self, labels: Sequence[str]) -> str:
         """A call's cells as CSV text, each after a comma (as in a line)."""
         cells = self.cells(labels)
-        if all(map(_bare, cells)):  # (the common case: no cell the csv module would quote)
-            return "".join("," + cell for cell in cells)
+        text = "".join("," + cell for cell in cells)
+        if _bare(text, len(cells)):  # (the common case: no cell the csv module would quote)
+            return text
         return _csv_line(["", *cells])[:-1]  # (as in a line: a lone empty field is quoted)
 
 
-def _bare(cell: str) -> bool:
-    """``cell`` is written as it is by the ``csv`` module in a line of several fields (no quoting)."""
-    return cell.isprintable() and "," not in cell and '"' not in cell
+def _bare(text: str, n: int) -> bool:
+    """The ``n`` cells of ``text`` (each after a comma) are written as they are by the ``csv`` module in
+    a line of several fields (no quoting): all printable, none with a comma or a double quote."""
+    return text.isprintable() and text.count(",") == n and '"' not in text
 
 
 def _csv_line(fields: Sequence[Any]) -> str:

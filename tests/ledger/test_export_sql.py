@@ -339,3 +339,33 @@ def test_an_attempt_or_estimate_given_as_none_is_null_as_in_python(tmp_path: Pat
         assert_as_in_python(store)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("sample", [1, 2048])
+def test_lists_of_a_sampled_shape_hiding_other_scopes_get_their_columns(
+    tmp_path: Path, sample: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CSV's columns come from every list of the range, also where a list matches the ``GLOB`` of a
+    shape its first rows show (``_sqlite_export._distinct_lists``: ``["global", "user:*"]``) with more
+    scopes than that shape behind it (each comma is then one the shape has not), or a NUL."""
+    monkeypatch.setattr(_sqlite_export, "SAMPLE", sample)
+    lists = [
+        ["global", "user:a"],  # (the first row: its shape is checked first)
+        ["global", "user:b", "team:c"],  # (a list the shape's GLOB matches, "*" = 'b", "team:c')
+        ["global", "user:d", "user:e"],  # (a second user: scope_user_2)
+        ['global', 'user:x", "zone:y'],  # (one user whose id looks like two scopes)
+        ["global", "user:g,h"],  # (a comma in an id)
+        ["global", "user:f\0"],  # (a NUL: its line rendered in Python)
+        ["global"], [], ["user:z", "global"], ["global", "user:", "feature:k"],
+    ]  # fmt: skip
+    rows = [
+        journal_row(NOW + i, "committed", f"r{i}", ["global"], {"usd": 5}, {"model": "m", "scopes": labels})
+        for i, labels in enumerate(lists)
+    ]
+    store = _store(tmp_path / "ledger.db", rows)
+    try:
+        assert_as_in_python(store)
+        header = next(export_text(store, since=None, fmt="csv"))
+        assert "scope_team" in header and "scope_user_2" in header and "scope_zone" not in header
+    finally:
+        store.close()
