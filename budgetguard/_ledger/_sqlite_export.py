@@ -55,7 +55,7 @@ _DATE = (
     "ELSE date(ts / 1000, 'unixepoch') END"
 )
 """SQL: the row's date, ``date(ts / 1000, 'unixepoch')``: the one of the day starting at ``?5`` (ms, the
-day of the previous chunk's last row: most rows') is computed once per statement (SQLite factors a
+day of the previous chunk's latest row: most rows') is computed once per statement (SQLite factors a
 call of constant arguments out of the loop), ~1.5k instructions a row less than ``date`` of each row."""
 _CLOCK = f"{_DATE}, ts / 3600000 % 24, ts / 60000 % 60, ts / 1000 % 60"
 _TIMES = (("%sT%02d:%02d:%02d.%03d000+00:00", f"{_CLOCK}, ts % 1000"), ("%sT%02d:%02d:%02d+00:00", _CLOCK))
@@ -236,7 +236,7 @@ def _export(
                 break
             for line, seq, _ in rows:
                 yield line if line is not None else _entry(db, table, seq)
-            after = rows[-1][1]
+            after, day = rows[-1][1], rows[-1][2] - rows[-1][2] % DAY
         db.execute("COMMIT")
         return True
     finally:
