@@ -26,10 +26,12 @@ from ._options import Options
 from ._providers import (
     as_read,
     as_sent,
+    at_location,
     endpoint_provider,
     is_request,
     prepare_openai_stream,
     sdk_provider,
+    vertex_location,
     without_sdk_retries,
 )
 from ._scopes import resolve_scopes, scope_set
@@ -63,6 +65,7 @@ def bind(core: GuardCore, fn: Callable[..., Any], options: Options) -> Binder:
     fixed_scopes = scope_set({**default_ids, **literal}) if len(literal) == len(scopes) else None
     provider = sdk_provider(fn)  # the SDK: the request's wire format
     priced_at = endpoint_provider(fn) if provider else None  # where it goes: its prices
+    location = vertex_location(fn) if priced_at == "google" else None  # (a regional endpoint's price)
     target = without_sdk_retries(fn) if provider else fn
     try:
         signature: inspect.Signature | None = inspect.signature(fn)
@@ -110,6 +113,8 @@ def bind(core: GuardCore, fn: Callable[..., Any], options: Options) -> Binder:
             prepare_openai_stream(request, streaming=streaming)
         # what the provider receives (extra_body merged over the named keys...): what is estimated
         read = None if request is None or estimate is not None else as_read(request)
+        if location is not None and read is not None:
+            read = at_location(read, location)
         if fixed_scopes is None or current_scopes():
             resolved = resolve_scopes(scopes, args, kwargs, arguments, default_ids)
         else:

@@ -23,9 +23,9 @@ from ._price_data import is_claude, provider_for_url
 from ._usage import _TOOL_ITEMS, Usage, _get, _is_code_block, _merge_anthropic_delta, _reader, with_tool_items
 
 __all__ = [
-    "VARIANT_KEYS", "StreamFolder", "api_of", "as_read", "as_sent", "client_provider", "endpoint_provider",
-    "is_not_given", "may_reason", "project_tier", "request_variant", "response_variant", "sdk_provider",
-    "served_model", "without_sdk_retries",
+    "VARIANT_KEYS", "StreamFolder", "api_of", "as_read", "as_sent", "at_location", "client_provider",
+    "endpoint_provider", "is_not_given", "may_reason", "project_tier", "request_variant", "response_variant",
+    "sdk_provider", "served_model", "vertex_location", "without_sdk_retries",
 ]  # fmt: skip
 
 Variant = Mapping[str, str]
@@ -73,6 +73,26 @@ def client_provider(client: Any) -> str | None:
         return known
     base_url = getattr(client, "base_url", None)
     return None if base_url is None else provider_for_url(str(base_url))
+
+
+def at_location(request: Mapping[str, Any], location: object) -> Mapping[str, Any]:
+    """``request`` as read at a Vertex AI ``location`` (``us-east5``, ``eu``, ``global``): with it as the
+    ``inference_geo`` it is served in (``request_variant`` prices a location other than ``global`` at
+    the regional price, see ``_price_data.regional_premium``), unless the request names one itself.
+    Read only: nothing is sent."""
+    if not isinstance(location, str) or not location or "inference_geo" in request:
+        return request
+    return {**request, "inference_geo": location}
+
+
+def vertex_location(fn: Callable[..., Any]) -> str | None:
+    """The location a bound method of an ``AnthropicVertex`` client (or its async twin) sends to: its
+    ``region`` (``global`` for the global endpoint), else ``None``."""
+    client = getattr(getattr(fn, "__self__", None), "_client", None)
+    if type(client).__name__ not in ("AnthropicVertex", "AsyncAnthropicVertex"):
+        return None
+    region = getattr(client, "region", None)
+    return region if isinstance(region, str) else None
 
 
 def api_of(provider: str | None, model: str) -> str:
@@ -337,8 +357,8 @@ def response_variant(tier: str | None, requested: Variant | None) -> Variant | N
         return {"speed": "fast"}
     if tier.startswith("inference_geo:"):
         return {"inference_geo": tier.partition(":")[2]}
-    if tier in _STANDARD_TIERS:
-        return None
+    if tier in _STANDARD_TIERS:  # (where it ran is no tier: a Vertex AI location, in no response, stays)
+        return requested if requested is not None and requested.keys() == {"inference_geo"} else None
     return {"processing": "batch"} if tier == "batch" else {"service_tier": tier}
 
 

