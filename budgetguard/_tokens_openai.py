@@ -437,7 +437,8 @@ def unseen_inputs(request: Mapping[str, Any]) -> tuple[str, ...]:
     """What an OpenAI request makes the model read without carrying it: the server-side history of
     ``previous_response_id`` / ``conversation``, a stored prompt (``prompt``), items by reference
     (``item_reference``), files by ``file_id`` or URL (their pages are not in the request), a PDF whose
-    pages cannot be counted offline (``file_data``), and MCP servers' tool lists."""
+    pages cannot be counted offline (``file_data``), MCP servers' tool lists, and a chat's earlier audio
+    answers by id (``"audio id"``: audio input, see ``Estimate.input_audio_tokens``)."""
     found = [key for key in _STATE_KEYS if request.get(key)] if not _STATE.isdisjoint(request) else []
     tools = request.get("tools")
     if tools and any(isinstance(tool, Mapping) and tool.get("type") == "mcp" for tool in tools):
@@ -450,6 +451,9 @@ def unseen_inputs(request: Mapping[str, Any]) -> tuple[str, ...]:
             if isinstance(entry, Mapping):
                 if "type" in entry:
                     _unseen_parts(entry, found)
+                audio = entry.get("audio")  # an earlier audio answer by id: read again as audio input
+                if isinstance(audio, Mapping) and audio.get("id") and "audio id" not in found:
+                    found.append("audio id")
                 for key in ("content", "output"):  # message content, a tool's output
                     parts = entry.get(key)
                     if isinstance(parts, list | tuple):

@@ -15,7 +15,8 @@ from typing import Any
 import anthropic
 import pytest
 
-from budgetguard import Budget, Guard
+import budgetguard
+from budgetguard import Budget, Estimator, Guard
 from tests.guard.one_call import committed, nano
 from tests.guard.payloads import anthropic_message, serve
 from tests.sdk_http import ANTHROPIC_HTTP
@@ -95,3 +96,52 @@ def test_the_vertex_premium_is_the_regional_endpoints_of_newer_models_only(
     _, client = vertex(region, model)
     guard.with_budget(client.messages.create)(model=model, messages=HI, max_tokens=1024)
     assert committed(guard).amounts["usd"] == bill(rates)
+
+
+# -- Chat Completions audio: an earlier audio answer, sent back by id, is read as audio input ------------
+
+# https://platform.openai.com/docs/guides/audio (multi-turn): an assistant message carries a previous
+# audio answer as {"audio": {"id": ...}}; the model reads that audio again, billed as audio input
+# tokens. https://platform.openai.com/docs/pricing (audio tokens): gpt-4o-audio-preview $40 / M audio
+# input ($2.50 / M text), $80 / M audio output; its answers run to 16,384 output tokens.
+AUDIO_MODEL = "gpt-4o-audio-preview"
+AUDIO_INPUT_RATE, AUDIO_OUTPUT_RATE, LONGEST_ANSWER = "40", "80", 16_384
+
+
+def audio_chat(**extra: Any) -> dict[str, Any]:
+    return {
+        "model": AUDIO_MODEL,
+        "modalities": ["text", "audio"],
+        "audio": {"voice": "alloy", "format": "wav"},
+        "messages": [
+            {"role": "user", "content": "Tell me a story."},
+            {"role": "assistant", "audio": {"id": "audio_abc123"}},
+            {"role": "user", "content": "Tell it again, slower."},
+        ],
+        "max_completion_tokens": 100,
+        **extra,
+    }
+
+
+def test_an_audio_answer_sent_back_by_id_is_reserved_as_audio_input() -> None:
+    """On main: reserved $0.0081 (25 text tokens in, 100 audio tokens out) where reading back one
+    answer of 16,384 audio tokens alone bills $0.655."""
+    est = budgetguard.estimate(audio_chat())
+    assert "audio id" in est.unseen
+    least_bill = nano((LONGEST_ANSWER, AUDIO_INPUT_RATE), (100, AUDIO_OUTPUT_RATE))
+    assert est.cost_nano >= least_bill, (est.cost, least_bill)
+    usage = est.usage  # (what a call without usage is charged: the same worst case)
+    assert usage.input_audio_tokens >= LONGEST_ANSWER
+    assert budgetguard.price_book.cost_nano(AUDIO_MODEL, usage) == est.cost_nano
+
+
+def test_the_unseen_audio_bound_is_the_configured_one_at_the_audio_rate() -> None:
+    shown = budgetguard.estimate(audio_chat(messages=[{"role": "user", "content": "Tell me a story."}]))
+    est = Estimator(unseen_tokens=20_000)(audio_chat())
+    assert est.usage.input_audio_tokens == 20_000
+    assert est.cost_nano >= shown.cost_nano + nano((20_000, AUDIO_INPUT_RATE))
+
+
+def test_a_chat_without_audio_by_id_reserves_no_audio_input() -> None:
+    est = budgetguard.estimate(audio_chat(messages=[{"role": "user", "content": "Tell me a story."}]))
+    assert est.unseen == () and est.usage.input_audio_tokens == 0
