@@ -145,3 +145,44 @@ def test_the_unseen_audio_bound_is_the_configured_one_at_the_audio_rate() -> Non
 def test_a_chat_without_audio_by_id_reserves_no_audio_input() -> None:
     est = budgetguard.estimate(audio_chat(messages=[{"role": "user", "content": "Tell me a story."}]))
     assert est.unseen == () and est.usage.input_audio_tokens == 0
+
+
+# -- Responses file search: a request that asks for more results than the default gets them ---------------
+
+# https://platform.openai.com/docs/api-reference/responses/create (file_search tool): max_num_results
+# "between 1 and 50 inclusive"; the default is 20 (gpt-4* models). Files are chunked into 800-token
+# chunks by default, and each result is a chunk the next pass reads as input. DEFAULT_TOOL_RESULT_TOKENS'
+# file_search (16,000) is the default's 20 chunks.
+CHUNK = 800
+
+
+def file_search(**tool: Any) -> dict[str, Any]:
+    return {
+        "model": "gpt-4.1",
+        "input": "Find the refund policy.",
+        "tools": [{"type": "file_search", "vector_store_ids": ["vs_1"], **tool}],
+        "max_tool_calls": 1,
+        "max_output_tokens": 500,
+    }
+
+
+def test_a_file_search_asking_for_50_results_reserves_50_chunks() -> None:
+    """On main: one search's results reserved at 16,000 tokens, where its 50 results of default chunks
+    add 40,000 input tokens to the pass that reads them (tool-pass input 16,923 -> 40,923; $0.0412 ->
+    $0.0892 reserved)."""
+    est = budgetguard.estimate(file_search(max_num_results=50))
+    assert est.tool_results == ((50 * CHUNK, 1),)
+    assert est.tool_pass_tokens >= 50 * CHUNK
+
+
+@pytest.mark.parametrize("asked", [None, 5, 20])
+def test_a_file_search_at_or_below_the_default_keeps_the_default_results(asked: int | None) -> None:
+    tool = {} if asked is None else {"max_num_results": asked}
+    assert budgetguard.estimate(file_search(**tool)).tool_results == ((16_000, 1),)
+
+
+def test_a_larger_file_search_grows_a_configured_result_size_alike() -> None:
+    est = Estimator(tool_result_tokens={"file_search": 4_000})(file_search(max_num_results=40))
+    assert est.tool_results == ((8_000, 1),)
+    unbounded = Estimator(tool_result_tokens={"file_search": None})(file_search(max_num_results=40))
+    assert unbounded.tool_results == ((None, 1),)  # (the context window: already the most)
