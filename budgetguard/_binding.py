@@ -30,6 +30,7 @@ from ._providers import (
     endpoint_provider,
     is_request,
     prepare_openai_stream,
+    runner_refused,
     sdk_provider,
     vertex_location,
     without_sdk_retries,
@@ -64,6 +65,8 @@ def bind(core: GuardCore, fn: Callable[..., Any], options: Options) -> Binder:
     default_ids = core.default_scopes
     fixed_scopes = scope_set({**default_ids, **literal}) if len(literal) == len(scopes) else None
     provider = sdk_provider(fn)  # the SDK: the request's wire format
+    if provider is not None:
+        runner_refused(fn, provider)  # (a tool runner: a request per turn, guarded by guard.wrap)
     priced_at = endpoint_provider(fn) if provider else None  # where it goes: its prices
     location = vertex_location(fn) if priced_at == "google" else None  # (a regional endpoint's price)
     target = without_sdk_retries(fn) if provider else fn

@@ -23,9 +23,10 @@ from ._price_data import is_claude, provider_for_url
 from ._usage import _TOOL_ITEMS, Usage, _get, _is_code_block, _merge_anthropic_delta, _reader, with_tool_items
 
 __all__ = [
-    "VARIANT_KEYS", "StreamFolder", "api_of", "as_read", "as_sent", "at_location", "client_provider",
-    "endpoint_provider", "is_not_given", "may_reason", "project_tier", "request_variant", "response_variant",
-    "sdk_provider", "served_model", "vertex_location", "without_sdk_retries",
+    "RUNNERS", "VARIANT_KEYS", "StreamFolder", "api_of", "as_read", "as_sent", "at_location",
+    "client_provider", "endpoint_provider", "is_not_given", "may_reason", "project_tier", "request_variant",
+    "response_variant", "runner_refused", "sdk_provider", "served_model", "vertex_location",
+    "without_sdk_retries",
 ]  # fmt: skip
 
 Variant = Mapping[str, str]
@@ -35,6 +36,24 @@ _STANDARD_TIERS = frozenset({"auto", "default", "standard", "standard_only"})
 _STANDARD_GEOS = frozenset({"global", "not_available"})
 """Anthropic ``inference_geo`` values billed at the standard price."""
 _REQUEST_KEYS = frozenset(("messages", "input", "instructions", "system", "tools", "prompt"))
+
+
+RUNNERS = frozenset({"tool_runner"})
+"""SDK methods whose result sends requests of its own, one per turn of a loop (Anthropic's
+``beta.messages.tool_runner``, sync and async): a decorator guards one call, so it refuses them
+(``runner_refused``); a client ``guard.wrap`` made guards each request they send."""
+
+
+def runner_refused(fn: Callable[..., Any], provider: str) -> None:
+    """Refuse to guard ``fn`` (an SDK method of ``provider``) as one call when it is one of ``RUNNERS``."""
+    name = getattr(fn, "__name__", "")
+    if name in RUNNERS:
+        raise ConfigurationError(
+            f"{provider}'s {getattr(fn, '__qualname__', name)} sends a request for every turn of its "
+            "loop, each billed: a decorator reserves one call and cannot guard the others. Guard the "
+            f"client instead: guard.wrap(client, ...) and call {name} on the wrapped client, which reserves "
+            "and settles every request it sends"
+        )
 
 
 def sdk_provider(fn: Callable[..., Any]) -> str | None:

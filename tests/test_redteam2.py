@@ -14,9 +14,10 @@ from typing import Any
 
 import anthropic
 import pytest
+from anthropic import beta_tool
 
 import budgetguard
-from budgetguard import Budget, Estimator, Guard
+from budgetguard import Budget, ConfigurationError, Estimator, Guard
 from tests.guard.one_call import committed, nano
 from tests.guard.payloads import anthropic_message, serve
 from tests.sdk_http import ANTHROPIC_HTTP
@@ -186,3 +187,57 @@ def test_a_larger_file_search_grows_a_configured_result_size_alike() -> None:
     assert est.tool_results == ((8_000, 1),)
     unbounded = Estimator(tool_result_tokens={"file_search": None})(file_search(max_num_results=40))
     assert unbounded.tool_results == ((None, 1),)  # (the context window: already the most)
+
+
+# -- Anthropic's tool runner: one SDK call that sends a request per turn of its loop ---------------------
+
+
+@beta_tool
+def budget_left(team: str) -> str:
+    """How much budget a team has left."""
+    return "$12"
+
+
+def claude_turn(content: list[dict[str, Any]], stop: str) -> dict[str, Any]:
+    body = claude_body("claude-sonnet-4-5")
+    body.update(content=content, stop_reason=stop)
+    return body
+
+
+def runner_turns() -> Any:
+    """Two tool calls, then the answer: three requests, each 1000 in and 200 out ($0.006 at $3 / $15)."""
+    calls = [{"type": "tool_use", "id": f"tu_{n}", "name": "budget_left", "input": {"team": n}} for n in "ab"]
+    done = claude_turn([{"type": "text", "text": "Team a has $12, team b $12."}], "end_turn")
+    return serve(*(claude_turn([call], "tool_use") for call in calls), done)
+
+
+def anthropic_on(api: Any) -> anthropic.Anthropic:
+    http = ANTHROPIC_HTTP.Client(transport=ANTHROPIC_HTTP.MockTransport(api))
+    return anthropic.Anthropic(api_key="k", base_url="http://anthropic.test", max_retries=0, http_client=http)
+
+
+RUNNER_REQUEST: dict[str, Any] = {
+    "model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": HI, "tools": [budget_left], "thread": False,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_decorated_tool_runner_is_refused_before_anything_is_sent(guard: Guard, asynchronous: bool) -> None:
+    """On main: the decorator reserved one call ($0.0171) and charged $0.00174 while the runner sent three
+    requests billed $0.018, the two after the first unguarded (and as many more as its loop runs)."""
+    api = runner_turns()
+    client: Any = anthropic_on(api)
+    if asynchronous:
+        client = anthropic.AsyncAnthropic(api_key="k", base_url="http://anthropic.test", max_retries=0)
+    with pytest.raises(ConfigurationError, match=r"guard\.wrap\(client"):
+        guard.with_budget(client.beta.messages.tool_runner)
+    assert api.paths == []
+
+
+def test_a_tool_runner_on_a_wrapped_client_reserves_and_charges_every_request(guard: Guard) -> None:
+    api = runner_turns()
+    for _ in guard.wrap(anthropic_on(api)).beta.messages.tool_runner(**RUNNER_REQUEST):
+        pass
+    assert len(api.paths) == 3
+    entries = guard.ledger.history(events=["committed"])
+    assert [entry.amounts["usd"] for entry in entries] == [bill(GLOBAL_RATES)] * 3
