@@ -241,3 +241,44 @@ def test_a_tool_runner_on_a_wrapped_client_reserves_and_charges_every_request(gu
     assert len(api.paths) == 3
     entries = guard.ledger.history(events=["committed"])
     assert [entry.amounts["usd"] for entry in entries] == [bill(GLOBAL_RATES)] * 3
+
+
+# -- an interrupted chat stream that speaks: its audio is billed, and in no text delta --------------------
+
+TRANSCRIPT = "Once upon a time, a team set a budget and kept to it, call after call. " * 20
+
+
+def spoken_stream(**request: Any) -> Iterator[dict[str, Any]]:
+    """A gpt-4o-audio-preview chat stream (audio output, pcm16) cut mid-answer: its transcript and
+    audio were delivered (``delta.audio``), its content is empty, and no usage chunk came."""
+    chunk = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "model": "gpt-4o-audio-preview-2024-12-17",
+    }
+    yield {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": None}}]}
+    for i in range(0, len(TRANSCRIPT), 50):
+        audio = {"id": "audio_1", "transcript": TRANSCRIPT[i : i + 50]}
+        yield {**chunk, "choices": [{"index": 0, "delta": {"audio": audio}}]}
+        yield {**chunk, "choices": [{"index": 0, "delta": {"audio": {"data": "AAAAAAAAAAAAAAAA" * 64}}}]}
+    raise ConnectionError("the connection dropped")
+
+
+def test_an_interrupted_spoken_chat_stream_is_charged_its_audio() -> None:
+    """On main: charged the input alone ($0.00003): the 381 transcript tokens it spoke (and the audio
+    tokens of that speech, at least as many, at $80 / M: $0.034 at the least) went uncharged."""
+    events: list[Any] = []
+    guarded = Guard("memory://", budgets=[Budget("global", usd="5", per="day")], on_event=events.append)
+    send = guarded.with_budget(spoken_stream)
+    request = audio_chat(messages=HI, stream=True, max_completion_tokens=2000)
+    stream = send(**request)
+    with pytest.raises(ConnectionError):
+        list(stream)
+    stream.close()
+    (entry,) = guarded.ledger.history(events=["committed"])
+    assert entry.data["usage_missing"] is True and entry.data["audio_worst_case"] is True
+    spoken = budgetguard.count_text_tokens(TRANSCRIPT, AUDIO_MODEL)
+    least = nano((spoken, "10"), (spoken, AUDIO_OUTPUT_RATE))  # its transcript as text, its speech as audio
+    assert entry.amounts["usd"] >= least, (entry.amounts["usd"], least)
+    est = budgetguard.estimate(request)
+    assert entry.amounts["usd"] == est.cost_nano  # (the speech is not counted: its bound, at the audio rate)
