@@ -38,10 +38,10 @@ _STANDARD_GEOS = frozenset({"global", "not_available"})
 _REQUEST_KEYS = frozenset(("messages", "input", "instructions", "system", "tools", "prompt"))
 
 
-RUNNERS = frozenset({"tool_runner"})
-"""SDK methods whose result sends requests of its own, one per turn of a loop (Anthropic's
-``beta.messages.tool_runner``, sync and async): a decorator guards one call, so it refuses them
-(``runner_refused``); a client ``guard.wrap`` made guards each request they send."""
+RUNNERS = frozenset({"tool_runner", "thread"})
+"""SDK methods whose result sends requests of its own, later and one per turn (Anthropic's
+``beta.messages.tool_runner`` and ``beta.messages.thread``, sync and async): a decorator guards one call,
+so it refuses them (``runner_refused``); a client ``guard.wrap`` made guards each request they send."""
 
 
 def runner_refused(fn: Callable[..., Any], provider: str) -> None:
@@ -49,8 +49,8 @@ def runner_refused(fn: Callable[..., Any], provider: str) -> None:
     name = getattr(fn, "__name__", "")
     if name in RUNNERS:
         raise ConfigurationError(
-            f"{provider}'s {getattr(fn, '__qualname__', name)} sends a request for every turn of its "
-            "loop, each billed: a decorator reserves one call and cannot guard the others. Guard the "
+            f"{provider}'s {getattr(fn, '__qualname__', name)} returns an object that sends a request "
+            "for every turn, each billed: a decorator reserves one call and cannot guard them. Guard the "
             f"client instead: guard.wrap(client, ...) and call {name} on the wrapped client, which reserves "
             "and settles every request it sends"
         )

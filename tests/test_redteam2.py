@@ -221,16 +221,21 @@ RUNNER_REQUEST: dict[str, Any] = {
 }  # fmt: skip
 
 
+@pytest.mark.parametrize("method", ["tool_runner", "thread"])
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
-def test_a_decorated_tool_runner_is_refused_before_anything_is_sent(guard: Guard, asynchronous: bool) -> None:
+def test_a_decorated_tool_runner_is_refused_before_anything_is_sent(
+    guard: Guard, asynchronous: bool, method: str
+) -> None:
     """On main: the decorator reserved one call ($0.0171) and charged $0.00174 while the runner sent three
-    requests billed $0.018, the two after the first unguarded (and as many more as its loop runs)."""
+    requests billed $0.018, the two after the first unguarded (and as many more as its loop runs); a
+    decorated ``thread`` sent nothing, was charged a call's worst case, and every turn it sent later went
+    unguarded."""
     api = runner_turns()
     client: Any = anthropic_on(api)
     if asynchronous:
         client = anthropic.AsyncAnthropic(api_key="k", base_url="http://anthropic.test", max_retries=0)
     with pytest.raises(ConfigurationError, match=r"guard\.wrap\(client"):
-        guard.with_budget(client.beta.messages.tool_runner)
+        guard.with_budget(getattr(client.beta.messages, method))
     assert api.paths == []
 
 
