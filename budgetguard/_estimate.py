@@ -33,7 +33,8 @@ hold so that the call cannot cost more:
 * unseen input: a request that continues server-side state (``previous_response_id``, ``conversation``,
   an Anthropic ``thread`` continued) or references content it does not carry reserves the model's
   context window as its input, or ``Estimator(unseen_tokens=...)`` more than what it shows;
-  ``Estimate.unseen`` names the references.
+  ``Estimate.unseen`` names the references. A chat's earlier audio answers sent back by id are audio
+  input, each at most the model's maximum output (``Estimate.input_audio_tokens``).
 
 Anthropic's ``messages.count_tokens`` can replace the offline Claude estimate: pass a client as
 ``Estimator(anthropic_count_tokens=client)``. A timeout or an error falls back to the offline estimate
@@ -68,7 +69,7 @@ from ._tokens_claude import (
     is_async_counter,
 )
 from ._tokens_claude import unseen_inputs as claude_unseen
-from ._tokens_openai import read_openai_request
+from ._tokens_openai import audio_ids, read_openai_request
 from ._tokens_openai import unseen_inputs as openai_unseen
 from ._usage import Pass, Usage
 
@@ -103,7 +104,8 @@ class Estimate:
     """Worst-case extra sampling passes (Anthropic advisor uses), priced at their own models."""
     unseen: tuple[str, ...] = ()
     """What the request references but does not carry (``"previous_response_id"``, ...): its input
-    was reserved at the model's context window, or the configured ``unseen_tokens`` on top."""
+    was reserved at the model's context window, or the configured ``unseen_tokens`` on top (audio
+    answers by id alone: each one answer of the model, see ``input_audio_tokens``)."""
     provider: str | None = None
     """The provider the price was looked up at (``None``: by name); another model or tier is priced there."""
     tool_pass_tokens: int = 0
@@ -293,7 +295,7 @@ class Estimator:
                 raise
             # (the project's default tier alone asked for it: a model with no such tier is served at standard)
             variant, price = None, self.prices.get(model, provider=provider)
-        cache_write, compaction = None, None
+        cache_write, compaction, heard = None, None, 0  # (heard: audio input, see _unseen_bound)
         counted = False
         # the input, and what the request references without carrying (unseen)
         if shape == "anthropic":
@@ -323,10 +325,8 @@ class Estimator:
             )
         if shape != "anthropic":  # (OpenAI's own writes; where the request asks: Claude's, any wire format)
             cache_write = price.dearer_write or cache_ttl(request)
-        heard = 0
         if unseen:
-            shown, input_tokens = input_tokens, self._unseen_bound(input_tokens, price, unseen)
-            heard = input_tokens - shown if "audio id" in unseen else 0  # (at the dearest: all audio)
+            input_tokens, heard = self._unseen_bound(input_tokens, price, unseen, audio_ids(request))
         tools = (
             self.server_tools.read(request, shape, price, input_tokens, model)
             if "tools" in request or "mcp_servers" in request or searches(model)
@@ -493,18 +493,28 @@ class Estimator:
                 return factor
         return self.anthropic_factor if self.anthropic_factor is not None else claude_factor(model)
 
-    def _unseen_bound(self, shown: int, price: Price, unseen: tuple[str, ...]) -> int:
-        """The input of a request that references ``unseen`` content: what it shows plus
-        ``unseen_tokens``, else the model's context window (the most any input can be)."""
+    def _unseen_bound(self, shown: int, price: Price, unseen: tuple[str, ...], ids: int) -> tuple[int, int]:
+        """The input of a request that references ``unseen`` content, and how much of it is audio:
+        what it shows plus ``unseen_tokens``, else the model's context window (the most any input can
+        be). ``ids`` earlier audio answers sent back by id are audio input, each at most one answer of
+        the model (its maximum output), which bounds the input when nothing else is unseen."""
+        most, window = price.max_output_tokens, price.context_window
+        heard = ids * most if ids and most is not None else None  # (None: all the unseen input is audio)
         if self.unseen_tokens is not None:
-            return shown + self.unseen_tokens
-        if price.context_window is None:
+            more = self.unseen_tokens
+        elif window is not None:
+            more = max(0, window - shown)
+        elif heard is None or len(unseen) > 1:
             raise ConfigurationError(
                 f"the request references input it does not carry ({', '.join(unseen)}) and "
                 f"{price.model!r} has no known context window to bound it; pass "
                 "Estimator(unseen_tokens=...) or register the model's context_window"
             )
-        return max(shown, price.context_window)
+        else:
+            more = heard
+        if heard is not None and len(unseen) == 1:  # (the answers by id are all it does not carry)
+            more = min(more, heard)
+        return shown + more, 0 if not ids else more if heard is None else min(heard, more)
 
     def _output(
         self,

@@ -25,6 +25,7 @@ from ._tokens import _cache, as_mapping, encoding_for_model
 from ._tokens_media import file_data_countable, file_data_tokens, image_size, image_tokens
 
 __all__ = [
+    "audio_ids",
     "count_message_tokens",
     "count_openai_request",
     "count_responses_tokens",
@@ -461,6 +462,19 @@ def unseen_inputs(request: Mapping[str, Any]) -> tuple[str, ...]:
                             if isinstance(part, Mapping):
                                 _unseen_parts(part, found)
     return tuple(found) if found else ()
+
+
+def audio_ids(request: Mapping[str, Any]) -> int:
+    """How many earlier audio answers a chat sends back by id (assistant ``{"audio": {"id": ...}}``):
+    each is read again as audio input, at most one answer of the model (its maximum output)."""
+    entries = request.get("messages") or request.get("input")  # (where ``unseen_inputs`` finds them)
+    if not isinstance(entries, list | tuple):
+        return 0
+    return sum(
+        1
+        for entry in entries
+        if isinstance(entry, Mapping) and isinstance(audio := entry.get("audio"), Mapping) and audio.get("id")
+    )
 
 
 def _unseen_parts(part: Mapping[str, Any], found: list[str]) -> None:

@@ -19,8 +19,9 @@ from anthropic import beta_tool
 import budgetguard
 from budgetguard import Budget, ConfigurationError, Estimator, Guard
 from tests.guard.one_call import committed, nano
-from tests.guard.payloads import anthropic_message, serve
+from tests.guard.payloads import anthropic_message, openai_client, serve
 from tests.sdk_http import ANTHROPIC_HTTP
+from tests.sdk_payloads import chat_completion
 
 HI = [{"role": "user", "content": "What is a budget?"}]
 
@@ -136,11 +137,74 @@ def test_an_audio_answer_sent_back_by_id_is_reserved_as_audio_input() -> None:
     assert budgetguard.price_book.cost_nano(AUDIO_MODEL, usage) == est.cost_nano
 
 
-def test_the_unseen_audio_bound_is_the_configured_one_at_the_audio_rate() -> None:
+def test_the_unseen_audio_bound_is_the_configured_one_where_it_is_lower() -> None:
     shown = budgetguard.estimate(audio_chat(messages=[{"role": "user", "content": "Tell me a story."}]))
-    est = Estimator(unseen_tokens=20_000)(audio_chat())
-    assert est.usage.input_audio_tokens == 20_000
-    assert est.cost_nano >= shown.cost_nano + nano((20_000, AUDIO_INPUT_RATE))
+    est = Estimator(unseen_tokens=5_000)(audio_chat())
+    assert est.usage.input_audio_tokens == 5_000
+    assert est.cost_nano >= shown.cost_nano + nano((5_000, AUDIO_INPUT_RATE))
+    assert Estimator(unseen_tokens=50_000)(audio_chat()).usage.input_audio_tokens == LONGEST_ANSWER
+
+
+def spoken_answer(model: str, heard: int) -> dict[str, Any]:
+    """A chat completion of ``model`` that heard ``heard`` audio tokens (25 text) and spoke 100."""
+    body = chat_completion(
+        prompt_tokens=heard + 25, completion_tokens=100, total_tokens=heard + 125,
+        prompt_tokens_details={"cached_tokens": 0, "audio_tokens": heard},
+        completion_tokens_details={"audio_tokens": 100, "reasoning_tokens": 0},
+    )  # fmt: skip
+    body["model"] = model
+    return body
+
+
+# https://platform.openai.com/docs/pricing (audio tokens, per M): audio input, then audio output
+AUDIO_MODELS = {
+    "gpt-4o-audio-preview": ("40", "80"), "gpt-audio": ("32", "64"),
+    "gpt-4o-mini-audio-preview": ("10", "20"), "gpt-audio-mini": ("10", "20"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("model", sorted(AUDIO_MODELS))
+def test_a_follow_up_to_an_audio_answer_fits_a_small_budget(model: str) -> None:
+    """Before: one answer by id reserved the whole context window at the audio input rate (127,971
+    tokens: $5.20 a turn on gpt-4o-audio-preview, $4.16 on gpt-audio, $1.30 on the mini models), so a
+    $2 / day budget could never continue an audio conversation. The id is an earlier answer of an
+    audio model: at most its 16,384 output tokens, read back as audio input."""
+    rates = AUDIO_MODELS[model]
+    api = serve(spoken_answer(model, LONGEST_ANSWER))
+    guarded = Guard("memory://", budgets=[Budget("global", usd="2", per="day")])
+    try:
+        guarded.with_budget(openai_client(api).chat.completions.create)(**audio_chat(model=model))
+        entry = committed(guarded)
+    finally:
+        guarded.close()
+    read_back = nano((LONGEST_ANSWER, rates[0]), (100, rates[1]))
+    assert Decimal(entry.data["estimated_usd"]) * 10**9 >= read_back
+    assert entry.amounts["usd"] >= read_back
+
+
+def answers_by_id(count: int) -> dict[str, Any]:
+    answers = [{"role": "assistant", "audio": {"id": f"audio_{n}"}} for n in range(count)]
+    return audio_chat(messages=[{"role": "user", "content": "Tell me a story."}, *answers])
+
+
+@pytest.mark.parametrize("count", [2, 5])
+def test_each_audio_answer_by_id_reserves_one_answer(count: int) -> None:
+    est = budgetguard.estimate(answers_by_id(count))
+    assert est.usage.input_audio_tokens == count * LONGEST_ANSWER
+
+
+def test_audio_answers_by_id_are_reserved_up_to_the_context_window() -> None:
+    est = budgetguard.estimate(answers_by_id(10))  # (ten answers: more than the 128k window holds)
+    assert est.input_tokens == 128_000 and est.usage.input_audio_tokens > 127_000
+
+
+def test_audio_by_id_of_a_model_without_a_known_max_output_reserves_the_window() -> None:
+    book = budgetguard.PriceBook()
+    book.register(
+        "my-audio", input="2.5", output="10", input_audio="40", output_audio="80", context_window=32_000
+    )
+    est = Estimator(prices=book)(audio_chat(model="my-audio"))
+    assert est.input_tokens == 32_000 and est.usage.input_audio_tokens > 31_900
 
 
 def test_a_chat_without_audio_by_id_reserves_no_audio_input() -> None:
