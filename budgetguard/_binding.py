@@ -116,8 +116,6 @@ def bind(core: GuardCore, fn: Callable[..., Any], options: Options) -> Binder:
             prepare_openai_stream(request, streaming=streaming)
         # what the provider receives (extra_body merged over the named keys...): what is estimated
         read = None if request is None or estimate is not None else as_read(request)
-        if location is not None and read is not None:
-            read = at_location(read, location)
         if fixed_scopes is None or current_scopes():
             resolved = resolve_scopes(scopes, args, kwargs, arguments, default_ids)
         else:
@@ -135,15 +133,15 @@ def bind(core: GuardCore, fn: Callable[..., Any], options: Options) -> Binder:
                             "return the request kwargs"
                         )
                     return given
-                return {**given, **({"model": model} if model else {})}
-            if read is None:
+                found: Mapping[str, Any] = {**given, **({"model": model} if model else {})}
+            elif read is None:
                 raise ConfigurationError(
                     f"cannot see the LLM request in the arguments of {getattr(fn, '__qualname__', fn)}; "
                     "pass estimate=lambda *a, **kw: {'model': ..., 'messages': ..., 'max_tokens': ...}"
                 )
-            if not model or model == read.get("model"):
-                return read  # read only, by the estimator and count_request
-            return {**read, "model": model}
+            else:  # read only, by the estimator and count_request
+                found = read if not model or model == read.get("model") else {**read, "model": model}
+            return found if location is None else at_location(found, location)  # (its endpoint's price)
 
         def estimate_for(model: str | None, counted: int | None) -> Estimate:
             given = request_for(model)

@@ -84,6 +84,48 @@ def test_a_vertex_regional_endpoint_is_charged_and_reserved_its_premium(
     assert Decimal(entry.data["estimated_usd"]) * 10**9 >= nano((1024, REGIONAL_RATES[1]))
 
 
+def test_a_decorated_vertex_call_with_an_estimate_hook_keeps_its_premium(guard: Guard) -> None:
+    """Before: the location was applied to the request read from the call only, so with ``estimate=`` the
+    call was reserved and charged at the global price (6,000,000 nano-USD for a 6,600,000 bill)."""
+    api, client = vertex("us-east5", SONNET_4_5)
+    request = {"model": SONNET_4_5, "messages": HI, "max_tokens": 1024}
+    guard.with_budget(client.messages.create, estimate=lambda **kw: request)(**request)
+    assert len(api.paths) == 1
+    entry = committed(guard)
+    assert entry.amounts["usd"] == bill(REGIONAL_RATES)
+    assert Decimal(entry.data["estimated_usd"]) * 10**9 >= nano((1024, REGIONAL_RATES[1]))
+
+
+@pytest.mark.parametrize("hook", ["dict", "Estimate"])
+def test_a_service_function_calling_vertex_says_where_in_its_estimate(guard: Guard, hook: str) -> None:
+    """A function that calls ``AnthropicVertex`` inside is no SDK method: its ``estimate=`` names Vertex's
+    prices (``google/`` or ``provider="google"``) and the client's region (``inference_geo``), as the
+    README says."""
+    api, client = vertex("us-east5", SONNET_4_5)
+
+    def answer(question: str) -> Any:
+        ask = [{"role": "user", "content": question}]
+        return client.messages.create(model=SONNET_4_5, messages=ask, max_tokens=1024)
+
+    def request(question: str) -> dict[str, Any]:
+        ask = [{"role": "user", "content": question}]
+        return {
+            "model": f"google/{SONNET_4_5}",
+            "messages": ask,
+            "max_tokens": 1024,
+            "inference_geo": "us-east5",
+        }
+
+    def as_estimate(question: str) -> budgetguard.Estimate:
+        return budgetguard.estimate({**request(question), "model": SONNET_4_5}, provider="google")
+
+    guard.with_budget(answer, estimate=request if hook == "dict" else as_estimate)("What is a budget?")
+    assert len(api.paths) == 1
+    entry = committed(guard)
+    assert entry.amounts["usd"] == bill(REGIONAL_RATES)
+    assert Decimal(entry.data["estimated_usd"]) * 10**9 >= nano((1024, REGIONAL_RATES[1]))
+
+
 @pytest.mark.parametrize(
     ("region", "model", "rates"),
     [
