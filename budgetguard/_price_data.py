@@ -169,7 +169,8 @@ def regional_premium(provider: str, model: str, variant: Mapping[str, str]) -> D
     """What a Vertex AI regional (or multi-region) endpoint multiplies Claude's price by: ``variant`` is
     ``{"inference_geo": location}`` (any location but ``global``, which ``request_variant`` leaves out),
     1.1 for Sonnet 4.5 and later models, 1 for older ones; ``None`` for any other variant or provider
-    (the data's variants then). Multi-region locations (``us``, ``eu``) are priced as regional ones."""
+    (the data's variants then). Multi-region locations (``us``, ``eu``) are priced as regional ones:
+    an assumption (no published figure for them), the dearer of the two prices."""
     if provider != "google" or variant.keys() != {"inference_geo"} or not is_claude(model):
         return None
     return Decimal(1) if _bare(model).startswith(_VERTEX_ONE_PRICE) else _VERTEX_REGIONAL_PREMIUM

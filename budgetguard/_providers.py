@@ -42,12 +42,16 @@ RUNNERS = frozenset({"tool_runner", "thread"})
 """SDK methods whose result sends requests of its own, later and one per turn (Anthropic's
 ``beta.messages.tool_runner`` and ``beta.messages.thread``, sync and async): a decorator guards one call,
 so it refuses them (``runner_refused``); a client ``guard.wrap`` made guards each request they send."""
+_RUNNER_OWNERS = frozenset({"Messages", "AsyncMessages"})
+"""The resources (of ``anthropic.resources.beta``) whose ``RUNNERS`` send message turns: another
+resource's method of that name (``beta.sessions.events.tool_runner``) is not one."""
 
 
 def runner_refused(fn: Callable[..., Any], provider: str) -> None:
-    """Refuse to guard ``fn`` (an SDK method of ``provider``) as one call when it is one of ``RUNNERS``."""
-    name = getattr(fn, "__name__", "")
-    if name in RUNNERS:
+    """Refuse to guard ``fn`` (an SDK method of ``provider``) as one call when it is one of ``RUNNERS``
+    of Anthropic's ``beta.messages``."""
+    name, owner = getattr(fn, "__name__", ""), type(getattr(fn, "__self__", None))
+    if name in RUNNERS and owner.__name__ in _RUNNER_OWNERS and ".beta." in owner.__module__:
         raise ConfigurationError(
             f"{provider}'s {getattr(fn, '__qualname__', name)} returns an object that sends a request "
             "for every turn, each billed: a decorator reserves one call and cannot guard them. Guard the "

@@ -322,6 +322,13 @@ def anthropic_on(api: Any) -> anthropic.Anthropic:
     return anthropic.Anthropic(api_key="k", base_url="http://anthropic.test", max_retries=0, http_client=http)
 
 
+def async_anthropic_on(api: Any) -> anthropic.AsyncAnthropic:
+    http = ANTHROPIC_HTTP.AsyncClient(transport=ANTHROPIC_HTTP.MockTransport(api))
+    return anthropic.AsyncAnthropic(
+        api_key="k", base_url="http://anthropic.test", max_retries=0, http_client=http
+    )
+
+
 RUNNER_REQUEST: dict[str, Any] = {
     "model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": HI, "tools": [budget_left], "thread": False,
 }  # fmt: skip
@@ -337,12 +344,19 @@ def test_a_decorated_tool_runner_is_refused_before_anything_is_sent(
     decorated ``thread`` sent nothing, was charged a call's worst case, and every turn it sent later went
     unguarded."""
     api = runner_turns()
-    client: Any = anthropic_on(api)
-    if asynchronous:
-        client = anthropic.AsyncAnthropic(api_key="k", base_url="http://anthropic.test", max_retries=0)
+    client: Any = async_anthropic_on(api) if asynchronous else anthropic_on(api)
     with pytest.raises(ConfigurationError, match=r"guard\.wrap\(client"):
         guard.with_budget(getattr(client.beta.messages, method))
     assert api.paths == []
+
+
+def test_a_tool_runner_of_another_resource_is_not_refused_as_a_messages_runner(guard: Guard) -> None:
+    """Before: refused by its name alone, with the Messages tool runner's message (sessions' event
+    dispatcher, ``beta.sessions.events.tool_runner``, sends no message turns)."""
+    events = async_anthropic_on(runner_turns()).beta.sessions.events
+    if not hasattr(events, "tool_runner"):
+        pytest.skip(f"anthropic {anthropic.__version__} has no beta.sessions.events.tool_runner")
+    guard.with_budget(events.tool_runner)
 
 
 def test_a_tool_runner_on_a_wrapped_client_reserves_and_charges_every_request(guard: Guard) -> None:
@@ -352,6 +366,19 @@ def test_a_tool_runner_on_a_wrapped_client_reserves_and_charges_every_request(gu
     assert len(api.paths) == 3
     entries = guard.ledger.history(events=["committed"])
     assert [entry.amounts["usd"] for entry in entries] == [bill(GLOBAL_RATES)] * 3
+
+
+def test_a_threaded_tool_runner_on_a_wrapped_client_reserves_and_charges_every_turn(guard: Guard) -> None:
+    """The runner's default: a server-held thread, each turn after the first sending its new messages
+    alone (``thread={"type": "continue", ...}``): the history it reads is reserved as unseen input."""
+    api = runner_turns()
+    threaded = {key: value for key, value in RUNNER_REQUEST.items() if key != "thread"}
+    for _ in guard.wrap(anthropic_on(api)).beta.messages.tool_runner(**threaded):
+        pass
+    assert [request["thread"]["type"] for request in api.requests] == ["create", "continue", "continue"]
+    entries = guard.ledger.history(events=["committed"])
+    assert [entry.amounts["usd"] for entry in entries] == [bill(GLOBAL_RATES)] * 3
+    assert [entry.data.get("unseen") for entry in entries] == [None, ["thread"], ["thread"]]
 
 
 # -- an interrupted chat stream that speaks: its audio is billed, and in no text delta --------------------
