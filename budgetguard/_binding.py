@@ -26,10 +26,13 @@ from ._options import Options
 from ._providers import (
     as_read,
     as_sent,
+    at_location,
     endpoint_provider,
     is_request,
     prepare_openai_stream,
+    runner_refused,
     sdk_provider,
+    vertex_location,
     without_sdk_retries,
 )
 from ._scopes import resolve_scopes, scope_set
@@ -62,7 +65,10 @@ def bind(core: GuardCore, fn: Callable[..., Any], options: Options) -> Binder:
     default_ids = core.default_scopes
     fixed_scopes = scope_set({**default_ids, **literal}) if len(literal) == len(scopes) else None
     provider = sdk_provider(fn)  # the SDK: the request's wire format
+    if provider is not None:
+        runner_refused(fn, provider)  # (a tool runner: a request per turn, guarded by guard.wrap)
     priced_at = endpoint_provider(fn) if provider else None  # where it goes: its prices
+    location = vertex_location(fn) if priced_at == "google" else None  # (a regional endpoint's price)
     target = without_sdk_retries(fn) if provider else fn
     try:
         signature: inspect.Signature | None = inspect.signature(fn)
@@ -127,15 +133,15 @@ def bind(core: GuardCore, fn: Callable[..., Any], options: Options) -> Binder:
                             "return the request kwargs"
                         )
                     return given
-                return {**given, **({"model": model} if model else {})}
-            if read is None:
+                found: Mapping[str, Any] = {**given, **({"model": model} if model else {})}
+            elif read is None:
                 raise ConfigurationError(
                     f"cannot see the LLM request in the arguments of {getattr(fn, '__qualname__', fn)}; "
                     "pass estimate=lambda *a, **kw: {'model': ..., 'messages': ..., 'max_tokens': ...}"
                 )
-            if not model or model == read.get("model"):
-                return read  # read only, by the estimator and count_request
-            return {**read, "model": model}
+            else:  # read only, by the estimator and count_request
+                found = read if not model or model == read.get("model") else {**read, "model": model}
+            return found if location is None else at_location(found, location)  # (its endpoint's price)
 
         def estimate_for(model: str | None, counted: int | None) -> Estimate:
             given = request_for(model)

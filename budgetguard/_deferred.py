@@ -182,7 +182,8 @@ class Settlement:
         # text (thinking included) counted with tiktoken, times the Claude safety factor for Claude
         # (its tokenizer is not public). A model that reasons without streaming its reasoning (o-series,
         # gpt-5, ...; Claude 4 streams a summary of the thinking it bills) may have consumed up to its
-        # whole output bound: that worst case, flagged. Server-side tool calls: each one it showed.
+        # whole output bound: that worst case, flagged; so may one that speaks (audio output), all of it
+        # at the audio rate. Server-side tool calls: each one it showed.
         model = folder.model or est.model
         streamed = count_text_tokens("".join(folder.text), est.model) if folder.text else 0
         if streamed and api_of(None, model) == "anthropic":  # (never past max_tokens: it caps the bill)
@@ -195,7 +196,13 @@ class Settlement:
         if folder.thinking if api_of(None, model) == "anthropic" else may_reason(model):
             output = max(output, est.output_tokens)
             flags["reasoning_worst_case"] = True
-        usage = folder.with_tool_calls(dataclasses.replace(base, output_tokens=output, reasoning_tokens=0))
+        spoke = est.audio_output  # (its speech is base64 in the stream, uncounted: the bound, as audio)
+        if spoke:
+            output = max(output, est.output_tokens)
+            flags["audio_worst_case"] = True
+        text, speech = (0, output) if spoke else (output, 0)
+        usage = dataclasses.replace(base, output_tokens=text, output_audio_tokens=speech, reasoning_tokens=0)
+        usage = folder.with_tool_calls(usage)
         if est.fallbacks:  # which hop of a server-side fallback chain streamed is unknown: the dearest
             flags.pop("priced_as", None)
             hop = dearest_hop(usage, est, est.fallbacks)

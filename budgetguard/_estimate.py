@@ -33,7 +33,8 @@ hold so that the call cannot cost more:
 * unseen input: a request that continues server-side state (``previous_response_id``, ``conversation``,
   an Anthropic ``thread`` continued) or references content it does not carry reserves the model's
   context window as its input, or ``Estimator(unseen_tokens=...)`` more than what it shows;
-  ``Estimate.unseen`` names the references.
+  ``Estimate.unseen`` names the references. A chat's earlier audio answers sent back by id are audio
+  input, each at most the model's maximum output (``Estimate.input_audio_tokens``).
 
 Anthropic's ``messages.count_tokens`` can replace the offline Claude estimate: pass a client as
 ``Estimator(anthropic_count_tokens=client)``. A timeout or an error falls back to the offline estimate
@@ -43,14 +44,12 @@ Anthropic's ``messages.count_tokens`` can replace the offline Claude estimate: p
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from ._errors import ConfigurationError, PricingError
-from ._events import use_logging
 from ._fallbacks import chain_cost, fallback_passes, fallback_requests
 from ._frozen import fast_init, fast_new
 from ._money import to_usd
@@ -59,9 +58,18 @@ from ._pricing import PriceBook, price_book
 from ._providers import VARIANT_KEYS, Variant, api_of, as_read, project_tier, request_variant
 from ._rates import _FEE_UNITS, Price
 from ._tokens import count_embedding_input
-from ._tokens_claude import cache_ttl, claude_factor, compaction_trigger, count_claude_request
+from ._tokens_claude import (
+    COUNT_KEYS,
+    cache_ttl,
+    claude_factor,
+    compaction_trigger,
+    count_claude_request,
+    count_failed,
+    counted,
+    is_async_counter,
+)
 from ._tokens_claude import unseen_inputs as claude_unseen
-from ._tokens_openai import read_openai_request
+from ._tokens_openai import audio_ids, read_openai_request
 from ._tokens_openai import unseen_inputs as openai_unseen
 from ._usage import Pass, Usage
 
@@ -96,7 +104,8 @@ class Estimate:
     """Worst-case extra sampling passes (Anthropic advisor uses), priced at their own models."""
     unseen: tuple[str, ...] = ()
     """What the request references but does not carry (``"previous_response_id"``, ...): its input
-    was reserved at the model's context window, or the configured ``unseen_tokens`` on top."""
+    was reserved at the model's context window, or the configured ``unseen_tokens`` on top (audio
+    answers by id alone: each one answer of the model, see ``input_audio_tokens``)."""
     provider: str | None = None
     """The provider the price was looked up at (``None``: by name); another model or tier is priced there."""
     tool_pass_tokens: int = 0
@@ -116,6 +125,9 @@ class Estimate:
     """The input at which the request's ``context_management`` compacts (its trigger): when a pass may
     read that much, a ``compaction`` pass (that input read, a summary of the output bound written) is
     reserved, and the summary the message reads back (in ``tool_pass_tokens``)."""
+    input_audio_tokens: int = 0
+    """Of ``input_tokens``, those reserved at the audio input rate: the unseen input of a chat that sends
+    earlier audio answers back by id (``unseen`` names ``"audio id"``)."""
 
     @property
     def cost(self) -> Decimal:
@@ -133,10 +145,13 @@ class Estimate:
     @property
     def usage(self) -> Usage:
         """The worst-case usage this estimate priced."""
-        usage = _worst_usage(self.input_tokens, self.output_tokens, self.cache_write)
-        if not self.tool_calls and not self.audio_output and not self.passes:
+        heard = self.input_audio_tokens
+        usage = _worst_usage(self.input_tokens - heard, self.output_tokens, self.cache_write)
+        if not self.tool_calls and not self.audio_output and not self.passes and not heard:
             return usage
         units: dict[str, Any] = {_FEE_UNITS[name]: count for name, count in self.tool_calls}
+        if heard:
+            units.update(input_audio_tokens=heard)
         if self.audio_output:
             units.update(output_tokens=0, output_audio_tokens=self.output_tokens)
         return dataclasses.replace(usage, **units, passes=self.passes)
@@ -252,7 +267,7 @@ class Estimator:
         request = as_read(request)
         if self.anthropic_count_tokens is not None and input_tokens is None and count:
             ask = self.count_request(request, provider=provider, api=api)
-            if ask is not None and not _is_async_client(self.anthropic_count_tokens):
+            if ask is not None and not is_async_counter(self.anthropic_count_tokens):
                 input_tokens = self.count_tokens(ask)
         model = request.get("model")
         if not isinstance(model, str) or not model:
@@ -280,7 +295,7 @@ class Estimator:
                 raise
             # (the project's default tier alone asked for it: a model with no such tier is served at standard)
             variant, price = None, self.prices.get(model, provider=provider)
-        cache_write, compaction = None, None
+        cache_write, compaction, heard = None, None, 0  # (heard: audio input, see _unseen_bound)
         counted = False
         # the input, and what the request references without carrying (unseen)
         if shape == "anthropic":
@@ -311,7 +326,7 @@ class Estimator:
         if shape != "anthropic":  # (OpenAI's own writes; where the request asks: Claude's, any wire format)
             cache_write = price.dearer_write or cache_ttl(request)
         if unseen:
-            input_tokens = self._unseen_bound(input_tokens, price, unseen)
+            input_tokens, heard = self._unseen_bound(input_tokens, price, unseen, audio_ids(request))
         tools = (
             self.server_tools.read(request, shape, price, input_tokens, model)
             if "tools" in request or "mcp_servers" in request or searches(model)
@@ -327,12 +342,12 @@ class Estimator:
         results = tools.results
         input_tokens, passes, extra, cost_nano = self._worst(
             model, price, provider, variant, input_tokens, output_tokens, cache_write, audio, tools.fees,
-            results, advisors, (), compaction,
+            results, advisors, (), compaction, heard,
         )  # fmt: skip
         return _new_estimate(
             model, input_tokens, output_tokens, cost_nano, price, cache_write, variant, counted, tools.fees,
             defaulted, audio, passes, unseen, provider, extra, tools.sized, results, advisors, tools.rates,
-            (), compaction,
+            (), compaction, heard,
         )  # fmt: skip
 
     def priced(self, est: Estimate, output_tokens: int) -> Estimate:
@@ -341,20 +356,20 @@ class Estimator:
         input_tokens, passes, extra, cost_nano = self._worst(
             est.model, est.price, est.provider, est.variant, est.input_tokens - est.tool_pass_tokens,
             output_tokens, est.cache_write, est.audio_output, est.tool_calls, est.tool_results, est.advisors,
-            est.fallbacks, est.compaction,
+            est.fallbacks, est.compaction, est.input_audio_tokens,
         )  # fmt: skip
         return _new_estimate(
             est.model, input_tokens, output_tokens, cost_nano, est.price, est.cache_write, est.variant,
             est.counted, est.tool_calls, est.tools_defaulted, est.audio_output, passes, est.unseen,
             est.provider, extra, est.tool_results_defaulted, est.tool_results, est.advisors, est.fees,
-            est.fallbacks, est.compaction,
+            est.fallbacks, est.compaction, est.input_audio_tokens,
         )  # fmt: skip
 
     def _worst(
         self, model: str, price: Price, provider: str | None, variant: Variant | None, shown: int,
         output_tokens: int, cache_write: str | None, audio: bool, calls: tuple[tuple[str, int], ...],
         results: tuple[tuple[int | None, int], ...], advisors: tuple[tuple[str, int], ...],
-        chain: tuple[tuple[Estimate, bool], ...], compaction: int | None = None,
+        chain: tuple[tuple[Estimate, bool], ...], compaction: int | None = None, heard: int = 0,
     ) -> tuple[int, tuple[Pass, ...], int, int]:  # fmt: skip
         """The worst case of a call that shows ``shown`` input tokens and writes ``output_tokens``:
         ``(input tokens, advisor and fallback passes, tool-pass input, cost in nano-USD)``.
@@ -363,7 +378,8 @@ class Estimator:
         request again; the whole call's input picks the price tier; every unit is summed and rounded
         up once. Fallback hops (``chain``): see ``budgetguard._fallbacks``. A compaction (at input
         ``compaction``) is a pass on the call's model; it writes a summary, at most the output bound (the
-        call's own: Anthropic documents no other), which the message reads instead of what it summed up."""
+        call's own: Anthropic documents no other), which the message reads instead of what it summed up.
+        ``heard``: of ``shown``, the tokens priced as audio input."""
         input_tokens, extra = shown, 0
         passes: tuple[Pass, ...] = ()
         if results or advisors:
@@ -390,9 +406,11 @@ class Estimator:
             write_5m = input_tokens if cache_write == "5m" else 0
             write_1h = input_tokens if cache_write == "1h" else 0
             uncached = input_tokens - write_5m - write_1h
-        if audio or calls or passes or chain:  # every unit in one sum, rounded up once
+        if heard:  # (audio input, at its own rate: out of the one bucket the input is in)
+            uncached, write_5m, write_1h = (b - heard if b else 0 for b in (uncached, write_5m, write_1h))
+        if audio or calls or passes or chain or heard:  # every unit in one sum, rounded up once
             worst = Usage(
-                uncached, 0, write_5m, write_1h, 0 if audio else output_tokens,
+                uncached, 0, write_5m, write_1h, 0 if audio else output_tokens, input_audio_tokens=heard,
                 output_audio_tokens=output_tokens if audio else 0, passes=passes,
                 **{_FEE_UNITS[name]: count for name, count in calls},
             )  # fmt: skip
@@ -444,25 +462,25 @@ class Estimator:
             return None
         if (api or api_of(provider, model)) != "anthropic" or "messages" not in request:
             return None
-        return {key: request[key] for key in _COUNT_KEYS if request.get(key) is not None}
+        return {key: request[key] for key in COUNT_KEYS if request.get(key) is not None}
 
     def count_tokens(self, ask: Mapping[str, Any]) -> int | None:
         """Input tokens by the endpoint (sync client); ``None`` (logged) when it fails or times out."""
         try:
-            return _counted(self._count_client().messages.count_tokens(**ask))
+            return counted(self._count_client().messages.count_tokens(**ask))
         except Exception as exc:
-            return _count_failed(ask, exc)
+            return count_failed(ask, exc)
 
     async def acount_tokens(self, ask: Mapping[str, Any]) -> int | None:
         """``count_tokens`` for async callers: awaits an async client, runs a sync one in a thread."""
-        if not _is_async_client(self.anthropic_count_tokens):
+        if not is_async_counter(self.anthropic_count_tokens):
             import asyncio  # (here, not at import: loaded already, since this runs on its loop)
 
             return await asyncio.to_thread(self.count_tokens, ask)
         try:
-            return _counted(await self._count_client().messages.count_tokens(**ask))
+            return counted(await self._count_client().messages.count_tokens(**ask))
         except Exception as exc:
-            return _count_failed(ask, exc)
+            return count_failed(ask, exc)
 
     def _count_client(self) -> Any:
         return self.anthropic_count_tokens.with_options(timeout=self.count_tokens_timeout, max_retries=0)
@@ -475,18 +493,28 @@ class Estimator:
                 return factor
         return self.anthropic_factor if self.anthropic_factor is not None else claude_factor(model)
 
-    def _unseen_bound(self, shown: int, price: Price, unseen: tuple[str, ...]) -> int:
-        """The input of a request that references ``unseen`` content: what it shows plus
-        ``unseen_tokens``, else the model's context window (the most any input can be)."""
+    def _unseen_bound(self, shown: int, price: Price, unseen: tuple[str, ...], ids: int) -> tuple[int, int]:
+        """The input of a request that references ``unseen`` content, and how much of it is audio:
+        what it shows plus ``unseen_tokens``, else the model's context window (the most any input can
+        be). ``ids`` earlier audio answers sent back by id are audio input, each at most one answer of
+        the model (its maximum output), which bounds the input when nothing else is unseen."""
+        most, window = price.max_output_tokens, price.context_window
+        heard = ids * most if ids and most is not None else None  # (None: all the unseen input is audio)
         if self.unseen_tokens is not None:
-            return shown + self.unseen_tokens
-        if price.context_window is None:
+            more = self.unseen_tokens
+        elif window is not None:
+            more = max(0, window - shown)
+        elif heard is None or len(unseen) > 1:
             raise ConfigurationError(
                 f"the request references input it does not carry ({', '.join(unseen)}) and "
                 f"{price.model!r} has no known context window to bound it; pass "
                 "Estimator(unseen_tokens=...) or register the model's context_window"
             )
-        return max(shown, price.context_window)
+        else:
+            more = heard
+        if heard is not None and len(unseen) == 1:  # (the answers by id are all it does not carry)
+            more = min(more, heard)
+        return shown + more, 0 if not ids else more if heard is None else min(heard, more)
 
     def _output(
         self,
@@ -527,28 +555,6 @@ class Estimator:
 def _wants_audio(request: Mapping[str, Any]) -> bool:
     modalities = request.get("modalities")
     return isinstance(modalities, list | tuple) and "audio" in modalities
-
-
-_COUNT_KEYS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "output_config", "speed")
-
-
-def _is_async_client(client: Any) -> bool:
-    return inspect.iscoroutinefunction(getattr(getattr(client, "messages", None), "count_tokens", None))
-
-
-def _counted(result: Any) -> int:
-    value = getattr(result, "input_tokens", None)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"count_tokens returned no usable input_tokens: {result!r}")
-    return value
-
-
-def _count_failed(ask: Mapping[str, Any], exc: BaseException) -> int | None:
-    use_logging().warning(
-        "budgetguard count_tokens failed for %s (%s: %s); using the offline estimate",
-        ask.get("model"), type(exc).__name__, exc,
-    )  # fmt: skip
-    return None
 
 
 def _n(request: Mapping[str, Any]) -> int:

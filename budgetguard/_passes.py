@@ -47,6 +47,7 @@ from ._rates import _FEE_UNITS, Price
 __all__ = [
     "DEFAULT_TOOL_CALLS",
     "DEFAULT_TOOL_RESULT_TOKENS",
+    "FILE_SEARCH_RESULTS",
     "NO_TOOLS",
     "ServerTools",
     "ToolUse",
@@ -90,11 +91,15 @@ of a multi-call one), rounded up to a thousand, or the provider's documented siz
   documentation page and ~125k for a research-paper PDF -> 25k (a request bounds it with the tool's
   ``max_content_tokens``, which then counts instead);
 * ``file_search``: 1.0k recorded; 20 results (the default) of 800-token chunks (the default chunking)
-  -> 16k;
+  -> 16k, grown in proportion for a request whose ``max_num_results`` asks for more (50: 40k);
 * ``code_execution``: 6.3k recorded (one execution, its files included) -> 10k;
 * ``image_generation``: 1.7k recorded -> 3k; ``tool_search``: 0.8k recorded -> 2k; ``mcp``: 3.0k
   recorded -> 5k (a remote server's answer has no bound but the context window: ``None`` reserves it).
 """
+
+FILE_SEARCH_RESULTS = 20
+"""The results a file search returns by default (gpt-4* and later models; a request's ``max_num_results``
+asks for 1 to 50): ``DEFAULT_TOOL_RESULT_TOKENS``' file_search is that many 800-token chunks."""
 
 _ANTHROPIC_PREFIXES = (
     ("web_search_", "web_search"),
@@ -212,6 +217,7 @@ class ServerTools:
             tools.append({"type": "mcp_toolset"})  # the MCP connector: its servers' tools run server-side
         counts: dict[str, int] = {}
         sizes: dict[str, int] = {}
+        more: dict[str, int] = {}  # (results asked above the calibrated size's count, by tool kind)
         defaulted: list[str] = []
         bounded = _count(request.get("max_tool_calls")) if api != "anthropic" else None
         containers, fees_set = 0, _ToolFees(price, model)
@@ -248,6 +254,9 @@ class ServerTools:
             fetched = _count(tool.get("max_content_tokens")) if name == "web_fetch" else None
             if fetched is not None:  # a web fetch truncates what it feeds back to this
                 sizes[name] = max(sizes.get(name, 0), fetched)
+            found = _count(tool.get("max_num_results")) if name == "file_search" else None
+            if found is not None and found > FILE_SEARCH_RESULTS:  # more results than the size's
+                more[name] = max(more.get(name, 0), found)
         fees = {
             name: min(count, containers) if name == "code_execution" else count  # a session per container
             for name, count in counts.items()
@@ -260,7 +269,7 @@ class ServerTools:
             rates = price.rates_for(shown)
             dearest = max(per_call, key=lambda name: rates.fees_nano({name: 1}, model))
             fees = {name: count for name, count in fees.items() if name in (dearest, "code_execution")}
-        results = [(sizes.get(name, self.results[name]), n) for name, n in counts.items() if name not in free]
+        results = [(self._size(name, sizes, more), n) for name, n in counts.items() if name not in free]
         if bounded is not None:  # and the worst results are the largest ones
             results = _keep_largest(results, bounded)
         sized = tuple(
@@ -270,6 +279,15 @@ class ServerTools:
         return ToolUse(
             tuple(fees.items()), tuple(results), tuple(defaulted), sized, tuple(fees_set.fees.items())
         )
+
+    def _size(self, name: str, sizes: Mapping[str, int], more: Mapping[str, int]) -> int | None:
+        """What one call of ``name`` feeds back: the tool's own bound (``sizes``), else the configured
+        size, grown in proportion to the results asked above its count (``more``: a file search's
+        ``max_num_results`` above 20); ``None``: the context window."""
+        if name in sizes:
+            return sizes[name]
+        size, asked = self.results[name], more.get(name)
+        return size if size is None or asked is None else -(-size * asked // FILE_SEARCH_RESULTS)
 
 
 NO_TOOLS = ToolUse((), (), (), ())

@@ -26,7 +26,10 @@ if TYPE_CHECKING:
     from genai_prices import types as _gp
     from genai_prices.data_snapshot import DataSnapshot
 
-__all__ = ["PUBLISHED_PRICES", "chat_search_fee", "is_claude", "provider_for_url", "published_prices"]
+__all__ = [
+    "PUBLISHED_PRICES", "chat_search_fee", "is_claude", "provider_for_url", "published_prices",
+    "regional_premium", "times",
+]  # fmt: skip
 
 
 def _snapshot() -> DataSnapshot:
@@ -152,6 +155,43 @@ _CHAT_SEARCH_FEES: tuple[tuple[str, Mapping[str, Decimal]], ...] = (
 )
 """Chat search models' fee per search context size: ``(model name prefix, {size: USD per 1k calls})``.
 The medium fee is the model's ``web_search`` price; a request's size sets its fee (``chat_search_fee``)."""
+
+
+_VERTEX_REGIONAL_PREMIUM = Decimal("1.1")
+# https://docs.claude.com/en/docs/build-with-claude/claude-on-vertex-ai#global-vs-regional-endpoints:
+# "Starting with Claude Sonnet 4.5 and all future models", a regional endpoint costs 10% more than the
+# global one; older models (Sonnet 4, Opus 4 / 4.1, Claude 3.x) keep one price at every endpoint.
+_VERTEX_ONE_PRICE = ("claude-3", "claude-sonnet-4@", "claude-opus-4@", "claude-opus-4-1@")
+"""Vertex AI model ids (``claude-sonnet-4@20250514``) priced alike at global and regional endpoints."""
+
+
+def regional_premium(provider: str, model: str, variant: Mapping[str, str]) -> Decimal | None:
+    """What a Vertex AI regional (or multi-region) endpoint multiplies Claude's price by: ``variant`` is
+    ``{"inference_geo": location}`` (any location but ``global``, which ``request_variant`` leaves out),
+    1.1 for Sonnet 4.5 and later models, 1 for older ones; ``None`` for any other variant or provider
+    (the data's variants then). Multi-region locations (``us``, ``eu``) are priced as regional ones:
+    an assumption (no published figure for them), the dearer of the two prices."""
+    if provider != "google" or variant.keys() != {"inference_geo"} or not is_claude(model):
+        return None
+    return Decimal(1) if _bare(model).startswith(_VERTEX_ONE_PRICE) else _VERTEX_REGIONAL_PREMIUM
+
+
+def times(price: Price, factor: Decimal) -> Price:
+    """``price`` with every token rate (each tier's too) ``factor`` times over; call fees unchanged."""
+    if factor == 1:
+        return price
+
+    def scaled(rates: Rates) -> Rates:
+        names = ("input", "output", "cache_read", "cache_write", "cache_write_1h", *_MODAL)
+        changes = {name: getattr(rates, name) * factor for name in names if getattr(rates, name) is not None}
+        return dataclasses.replace(rates, **changes)
+
+    return dataclasses.replace(
+        price, base=scaled(price.base), tiers=tuple((t, scaled(rates)) for t, rates in price.tiers)
+    )
+
+
+_MODAL = ("input_audio", "output_audio", "input_image", "output_image")
 
 
 def chat_search_fee(model: str, size: object = "medium") -> Decimal | None:

@@ -47,6 +47,8 @@ from ._price_data import (
     is_claude,
     provider_for_url,
     published_prices,
+    regional_premium,
+    times,
 )
 from ._rates import _TOKEN_RATES, CALL_FEES, Price, RateArgs, Rates
 from ._usage import Usage
@@ -255,10 +257,14 @@ class PriceBook:
             found = _find_in_data(names, provider)
             if found is not None:
                 gp_provider, gp_model = found
-                if variant:
+                premium = regional_premium(gp_provider.id, model, variant) if variant else None
+                if premium is not None:  # (a Vertex AI regional endpoint: its base price, times the premium)
+                    variant = None
+                elif variant:
                     _check_variant(model, gp_provider, gp_model, when, variant)
                 model_price = gp_model.get_prices(when, variant)
                 price = _from_genai(model, gp_provider, gp_model, model_price)
+                price = price if premium is None else times(price, premium)
                 return price, not _has_time_of_day_prices(gp_model)
         if self._default is not None:
             return self._default, True

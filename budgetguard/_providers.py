@@ -23,9 +23,10 @@ from ._price_data import is_claude, provider_for_url
 from ._usage import _TOOL_ITEMS, Usage, _get, _is_code_block, _merge_anthropic_delta, _reader, with_tool_items
 
 __all__ = [
-    "VARIANT_KEYS", "StreamFolder", "api_of", "as_read", "as_sent", "client_provider", "endpoint_provider",
-    "is_not_given", "may_reason", "project_tier", "request_variant", "response_variant", "sdk_provider",
-    "served_model", "without_sdk_retries",
+    "RUNNERS", "VARIANT_KEYS", "StreamFolder", "api_of", "as_read", "as_sent", "at_location",
+    "client_provider", "endpoint_provider", "is_not_given", "may_reason", "project_tier", "request_variant",
+    "response_variant", "runner_refused", "sdk_provider", "served_model", "vertex_location",
+    "without_sdk_retries",
 ]  # fmt: skip
 
 Variant = Mapping[str, str]
@@ -35,6 +36,28 @@ _STANDARD_TIERS = frozenset({"auto", "default", "standard", "standard_only"})
 _STANDARD_GEOS = frozenset({"global", "not_available"})
 """Anthropic ``inference_geo`` values billed at the standard price."""
 _REQUEST_KEYS = frozenset(("messages", "input", "instructions", "system", "tools", "prompt"))
+
+
+RUNNERS = frozenset({"tool_runner", "thread"})
+"""SDK methods whose result sends requests of its own, later and one per turn (Anthropic's
+``beta.messages.tool_runner`` and ``beta.messages.thread``, sync and async): a decorator guards one call,
+so it refuses them (``runner_refused``); a client ``guard.wrap`` made guards each request they send."""
+_RUNNER_OWNERS = frozenset({"Messages", "AsyncMessages"})
+"""The resources (of ``anthropic.resources.beta``) whose ``RUNNERS`` send message turns: another
+resource's method of that name (``beta.sessions.events.tool_runner``) is not one."""
+
+
+def runner_refused(fn: Callable[..., Any], provider: str) -> None:
+    """Refuse to guard ``fn`` (an SDK method of ``provider``) as one call when it is one of ``RUNNERS``
+    of Anthropic's ``beta.messages``."""
+    name, owner = getattr(fn, "__name__", ""), type(getattr(fn, "__self__", None))
+    if name in RUNNERS and owner.__name__ in _RUNNER_OWNERS and ".beta." in owner.__module__:
+        raise ConfigurationError(
+            f"{provider}'s {getattr(fn, '__qualname__', name)} returns an object that sends a request "
+            "for every turn, each billed: a decorator reserves one call and cannot guard them. Guard the "
+            f"client instead: guard.wrap(client, ...) and call {name} on the wrapped client, which reserves "
+            "and settles every request it sends"
+        )
 
 
 def sdk_provider(fn: Callable[..., Any]) -> str | None:
@@ -73,6 +96,26 @@ def client_provider(client: Any) -> str | None:
         return known
     base_url = getattr(client, "base_url", None)
     return None if base_url is None else provider_for_url(str(base_url))
+
+
+def at_location(request: Mapping[str, Any], location: object) -> Mapping[str, Any]:
+    """``request`` as read at a Vertex AI ``location`` (``us-east5``, ``eu``, ``global``): with it as the
+    ``inference_geo`` it is served in (``request_variant`` prices a location other than ``global`` at
+    the regional price, see ``_price_data.regional_premium``), unless the request names one itself.
+    Read only: nothing is sent."""
+    if not isinstance(location, str) or not location or "inference_geo" in request:
+        return request
+    return {**request, "inference_geo": location}
+
+
+def vertex_location(fn: Callable[..., Any]) -> str | None:
+    """The location a bound method of an ``AnthropicVertex`` client (or its async twin) sends to: its
+    ``region`` (``global`` for the global endpoint), else ``None``."""
+    client = getattr(getattr(fn, "__self__", None), "_client", None)
+    if type(client).__name__ not in ("AnthropicVertex", "AsyncAnthropicVertex"):
+        return None
+    region = getattr(client, "region", None)
+    return region if isinstance(region, str) else None
 
 
 def api_of(provider: str | None, model: str) -> str:
@@ -337,8 +380,8 @@ def response_variant(tier: str | None, requested: Variant | None) -> Variant | N
         return {"speed": "fast"}
     if tier.startswith("inference_geo:"):
         return {"inference_geo": tier.partition(":")[2]}
-    if tier in _STANDARD_TIERS:
-        return None
+    if tier in _STANDARD_TIERS:  # (where it ran is no tier: a Vertex AI location, in no response, stays)
+        return requested if requested is not None and requested.keys() == {"inference_geo"} else None
     return {"processing": "batch"} if tier == "batch" else {"service_tier": tier}
 
 

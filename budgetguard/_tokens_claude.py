@@ -16,6 +16,7 @@ The constants were measured on the real-world tier's recorded requests (``token_
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     import tiktoken
 
 from ._errors import ConfigurationError
+from ._events import use_logging
 from ._tokens import _cache, as_mapping, get_encoding
 from ._tokens_media import image_size, pdf_facts
 
@@ -35,8 +37,12 @@ __all__ = [
     "compaction_trigger",
     "CLAUDE_FACTORS",
     "claude_factor",
+    "COUNT_KEYS",
     "count_anthropic_tokens",
     "count_claude_request",
+    "count_failed",
+    "counted",
+    "is_async_counter",
     "unseen_inputs",
 ]
 
@@ -417,3 +423,31 @@ def cache_ttl(request: Mapping[str, Any]) -> str | None:
                 return "1h"
             ttl = "5m"
     return ttl
+
+
+# -- Anthropic's token counting endpoint (``Estimator(anthropic_count_tokens=client)``) ------------------
+
+COUNT_KEYS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "output_config", "speed")
+"""The request keys ``messages.count_tokens`` is asked with."""
+
+
+def is_async_counter(client: Any) -> bool:
+    """Whether ``client``'s ``messages.count_tokens`` is a coroutine function (an async client)."""
+    return inspect.iscoroutinefunction(getattr(getattr(client, "messages", None), "count_tokens", None))
+
+
+def counted(result: Any) -> int:
+    """The input tokens a ``count_tokens`` answer gives, or ``ValueError``."""
+    value = getattr(result, "input_tokens", None)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"count_tokens returned no usable input_tokens: {result!r}")
+    return value
+
+
+def count_failed(ask: Mapping[str, Any], exc: BaseException) -> int | None:
+    """Log a failed ``count_tokens`` call; ``None``: the offline estimate is used."""
+    use_logging().warning(
+        "budgetguard count_tokens failed for %s (%s: %s); using the offline estimate",
+        ask.get("model"), type(exc).__name__, exc,
+    )  # fmt: skip
+    return None

@@ -25,6 +25,7 @@ from ._tokens import _cache, as_mapping, encoding_for_model
 from ._tokens_media import file_data_countable, file_data_tokens, image_size, image_tokens
 
 __all__ = [
+    "audio_ids",
     "count_message_tokens",
     "count_openai_request",
     "count_responses_tokens",
@@ -437,7 +438,8 @@ def unseen_inputs(request: Mapping[str, Any]) -> tuple[str, ...]:
     """What an OpenAI request makes the model read without carrying it: the server-side history of
     ``previous_response_id`` / ``conversation``, a stored prompt (``prompt``), items by reference
     (``item_reference``), files by ``file_id`` or URL (their pages are not in the request), a PDF whose
-    pages cannot be counted offline (``file_data``), and MCP servers' tool lists."""
+    pages cannot be counted offline (``file_data``), MCP servers' tool lists, and a chat's earlier audio
+    answers by id (``"audio id"``: audio input, see ``Estimate.input_audio_tokens``)."""
     found = [key for key in _STATE_KEYS if request.get(key)] if not _STATE.isdisjoint(request) else []
     tools = request.get("tools")
     if tools and any(isinstance(tool, Mapping) and tool.get("type") == "mcp" for tool in tools):
@@ -450,6 +452,9 @@ def unseen_inputs(request: Mapping[str, Any]) -> tuple[str, ...]:
             if isinstance(entry, Mapping):
                 if "type" in entry:
                     _unseen_parts(entry, found)
+                audio = entry.get("audio")  # an earlier audio answer by id: read again as audio input
+                if isinstance(audio, Mapping) and audio.get("id") and "audio id" not in found:
+                    found.append("audio id")
                 for key in ("content", "output"):  # message content, a tool's output
                     parts = entry.get(key)
                     if isinstance(parts, list | tuple):
@@ -457,6 +462,19 @@ def unseen_inputs(request: Mapping[str, Any]) -> tuple[str, ...]:
                             if isinstance(part, Mapping):
                                 _unseen_parts(part, found)
     return tuple(found) if found else ()
+
+
+def audio_ids(request: Mapping[str, Any]) -> int:
+    """How many earlier audio answers a chat sends back by id (assistant ``{"audio": {"id": ...}}``):
+    each is read again as audio input, at most one answer of the model (its maximum output)."""
+    entries = request.get("messages") or request.get("input")  # (where ``unseen_inputs`` finds them)
+    if not isinstance(entries, list | tuple):
+        return 0
+    return sum(
+        1
+        for entry in entries
+        if isinstance(entry, Mapping) and isinstance(audio := entry.get("audio"), Mapping) and audio.get("id")
+    )
 
 
 def _unseen_parts(part: Mapping[str, Any], found: list[str]) -> None:

@@ -8,7 +8,7 @@ import re
 from .._errors import ConfigurationError
 from .._price_data import is_claude
 
-__all__ = ["Route", "anthropic_body", "routed"]
+__all__ = ["Route", "anthropic_body", "routed", "vertex_location"]
 
 _BILLED = (("/chat/completions", "openai"), ("/responses", "openai"), ("/embeddings", "openai"),
            ("/messages", "anthropic"))  # fmt: skip
@@ -24,6 +24,17 @@ is. (By the whole end: ``/v1/complete``, Anthropic's text completions, bills.)""
 
 _VERTEX = re.compile(r"/publishers/anthropic/models/([^/:]+):(?:rawPredict|streamRawPredict)$")
 """Anthropic messages on Vertex AI: the model is in the path, not the body (``count-tokens`` counts)."""
+
+_LOCATION = re.compile(r"/locations/([^/]+)/publishers/anthropic/models/")
+"""A Vertex AI path's location: ``global``, a region (``us-east5``) or a multi-region (``us``, ``eu``)."""
+
+
+def vertex_location(path: str) -> str | None:
+    """The location of a Vertex AI Anthropic request's path (which prices it: a regional endpoint bills
+    newer Claude models above the global one), else ``None``."""
+    found = _LOCATION.search(path)
+    return None if found is None else found[1]
+
 
 _BEDROCK = re.compile(r"/model/(.+)/(invoke|invoke-with-response-stream|count-tokens)$")
 """Bedrock runtime's model calls: the model id (or inference profile ARN) is in the path; ``count-tokens``

@@ -43,11 +43,11 @@ from .._deferred import adrain, drain
 from .._errors import BudgetGuardError, ConfigurationError
 from .._flow import Plan
 from .._price_data import provider_for_url
-from .._providers import client_provider, prepare_openai_stream
+from .._providers import at_location, client_provider, prepare_openai_stream
 from .._scopes import ScopeSpec, resolve_scopes
 from .._usage import Usage
 from ._bodies import AsyncBody, AsyncEvents, Body, SyncEvents, body_class, framing_of
-from ._paths import Route, anthropic_body, routed
+from ._paths import Route, anthropic_body, routed, vertex_location
 from ._sdk_errors import as_sdk_error
 
 __all__ = ["AsyncBudgetTransport", "BudgetTransport", "wrap_client"]
@@ -152,9 +152,13 @@ class _Base:
             body = json.loads(content)
         except ValueError:
             body = None
+        guard = self.guard
+        provider = self.provider or _provider_at(request.url.scheme, request.url.host)
         if model is not None and isinstance(body, dict):
             anthropic_body(request.url.path, model, body, self._hint)
             body = {**body, "model": model}  # (read by the estimator; the request is sent as it was)
+            if provider == "google":  # (its location prices it: Vertex AI's regional endpoints)
+                body = dict(at_location(body, vertex_location(request.url.path)))
         if not isinstance(body, dict) or not isinstance(body.get("model"), str):
             raise ConfigurationError(
                 f"budgetguard cannot read the request to {request.url.path}: its body is not a JSON object "
@@ -176,9 +180,7 @@ class _Base:
                     content=content,
                     extensions=request.extensions,
                 )
-        guard = self.guard
         estimator = guard.estimator
-        provider = self.provider or _provider_at(request.url.scheme, request.url.host)
         scopes = resolve_scopes(self.scopes, (request,), {}, {}, guard.default_scopes)
 
         def estimate(model: str | None, counted: int | None) -> Any:
