@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, PricingError
 from ._image_tool import image_generation_fee
 from ._limits import chat_search as searches
 from ._price_data import chat_search_fee, published_prices
@@ -234,7 +234,7 @@ class ServerTools:
                 if api != "anthropic":
                     fees_set.scale("code_execution", _container_size(tool))
             elif name == "image_generation":  # (its model, size, quality: budgetguard._image_tool)
-                fees_set.image(image_generation_fee(tool))
+                fees_set.image(image_generation_fee(tool), tool)
             elif name == "web_search" and api != "anthropic":  # (free content if every search is a preview)
                 preview = str(kind).startswith("web_search_preview") and fees_set.preview_search()
                 free = {name} if preview and (name not in counts or name in free) else set()
@@ -300,13 +300,23 @@ class _ToolFees:
         if base is not None and times != 1:
             self._set(name, base * times)
 
-    def image(self, rate: Decimal) -> None:
+    def image(self, rate: Decimal | None, tool: Mapping[str, Any]) -> None:
         """An ``image_generation`` tool's own fee, the dearest of the request's image tools, in place of
-        the published one (which bounds any tool); a fee registered for the model stays, and an unknown
-        one stays unknown."""
+        the published one; a fee registered for the model stays, and an unknown one stays unknown. A
+        tool whose own fee is not known (``rate`` None: its model, quality or output has no published
+        price) is a ``PricingError`` unless a fee is registered."""
         base = self.asked.base.image_generation
         if base is None or base != published_prices(self.model, None).get("image_generation"):
             return
+        if rate is None:
+            named = {k: tool[k] for k in ("model", "quality", "size", "output_format") if tool.get(k)}
+            raise PricingError(
+                f"no price is known for the image_generation tool {named or '(the default model)'}: "
+                f"budgetguard never reserves an image below its bill. Register the most one call may bill "
+                f"(USD per thousand calls) with the model's price: budgetguard.register_price("
+                f"{self.model!r}, input=..., output=..., image_generation=...)",
+                model=self.model,
+            )
         if rate > self.fees.get("image_generation", -1):
             self.fees["image_generation"] = rate
             self.price = self.asked.with_fees(self.fees)

@@ -1,0 +1,80 @@
+"""What a Responses API response says its ``image_generation`` calls billed: the image model's tokens.
+
+A response reports the image model's usage apart from its own (``tool_usage.image_gen``: text and
+image input, cached input, text and image output, summed over the calls) and each call's size and
+quality (its ``image_generation_call`` items); the model is the one its echoed ``image_generation``
+tool names (the tool's default when it names none). ``image_bill`` turns that into the token counts
+of one ``Usage`` on the image model, priced at its published rates (``_image_tool.IMAGE_RATES``):
+
+* the reported counts, with the image output at least what the items' sizes and qualities come to by
+  the model's rule (``tool_usage`` may skip a call whose usage record is missing), cached image input
+  at the image input rate (a ``Usage`` has one cached-input bucket: the cached text's);
+* without reported counts, the items' image output tokens by the model's rule (and the partial images
+  the tool streamed), when every item says its size and quality;
+* nothing (``None``: the caller charges the tool's fee per call, the worst case) when the response
+  says neither, or names a model, quality or output this module has no rule for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._image_tool import DEFAULT_IMAGE_MODEL, frames, image_tokens, partial_tokens, rates_of
+
+__all__ = ["IMAGE_PASS", "image_bill"]
+
+IMAGE_PASS = "image_generation"
+"""The kind of the ``Pass`` that holds the image model's tokens (``Usage.passes``)."""
+
+_TOOL_FIELDS = ("model", "output_format", "frame_count", "partial_images")
+
+
+def image_bill(
+    get: Callable[[Any, str], Any], tool_usage: Any, output: Sequence[Any], tools: Any
+) -> tuple[str, dict[str, int]] | None:
+    """The image model and its ``Usage`` counts for a response's image generation calls (``get`` reads
+    a field of an SDK object or a dict), or ``None`` when the response does not say them."""
+    items = [item for item in output if get(item, "type") == "image_generation_call"]
+    tool = next((t for t in tools or () if get(t, "type") == "image_generation"), None)
+    if not items or tool is None:
+        return None
+    echoed = {name: get(tool, name) for name in _TOOL_FIELDS}
+    model = echoed["model"] or DEFAULT_IMAGE_MODEL
+    if not isinstance(model, str) or rates_of(model) is None or echoed["output_format"] == "svg":
+        return None
+    ruled: int | None = 0
+    for item in items:
+        quality, size = get(item, "quality"), get(item, "size")
+        tokens = None if "auto" in (quality, size) else image_tokens(model, quality, size)
+        if tokens is None or quality is None or size is None or ruled is None:
+            ruled = None  # (an item that does not say what it rendered: no lower bound from the items)
+            break
+        ruled += tokens * frames(echoed) + partial_tokens(echoed)
+    reported = get(tool_usage, "image_gen")
+    if reported is None or not (get(reported, "input_tokens") or get(reported, "output_tokens")):
+        return None if ruled is None else (model, {"output_image_tokens": ruled})
+    return model, _reported(get, reported, ruled or 0)
+
+
+def _reported(get: Callable[[Any, str], Any], usage: Any, ruled: int) -> dict[str, int]:
+    """``tool_usage.image_gen`` as ``Usage`` counts (image output at least ``ruled``)."""
+
+    def count(obj: Any, name: str) -> int:
+        value = get(obj, name)
+        return value if type(value) is int and value > 0 else 0
+
+    total_in, total_out = count(usage, "input_tokens"), count(usage, "output_tokens")
+    details = get(usage, "input_tokens_details")
+    image_in = min(count(details, "image_tokens"), total_in)
+    cached_text = min(count(get(usage, "cached_tokens_details"), "cached_text_tokens"), total_in - image_in)
+    out_details = get(usage, "output_tokens_details")
+    # (without the split, all output is image output: the dearer rate)
+    text_out = min(count(out_details, "text_tokens"), total_out) if out_details is not None else 0
+    return {
+        "input_tokens": total_in - image_in - cached_text,
+        "cache_read_tokens": cached_text,
+        "input_image_tokens": image_in,
+        "output_tokens": text_out,
+        "output_image_tokens": max(total_out - text_out, ruled),
+    }
