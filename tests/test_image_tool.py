@@ -9,8 +9,13 @@ from typing import Any
 import pytest
 
 import budgetguard
-from budgetguard import PriceBook, Usage, estimate
+from budgetguard import Event, PriceBook, Usage, estimate, price_book
 from budgetguard._image_tool import gpt_image_2_tokens, image_generation_fee
+from budgetguard.testing import MockProvider
+from tests.redteam import sdk_client
+from tests.test_endpoints_mock import mock, server  # noqa: F401 (the mock's fixtures)
+
+NANO = Decimal(10**9)
 
 
 def test_the_token_rule_gives_openais_published_examples() -> None:
@@ -22,8 +27,10 @@ def test_the_token_rule_gives_openais_published_examples() -> None:
 
 
 def test_an_open_tool_is_reserved_at_gpt_image_2s_largest_high_image() -> None:
-    """The old $0.25 (gpt-image-1's dearest) was below what one gpt-image-2 call can bill: a high
-    quality image of its largest area, 2880x2880, is 23,719 image tokens, $0.71 at $30 / M."""
+    """An open tool runs gpt-image-2.6-sunburst (the tool's default), priced by gpt-image-2's rule at
+    its $30 / M (its token counts are not published). The old $0.25 (gpt-image-1's dearest) was below
+    what one gpt-image-2 call can bill: a high quality image of its largest area, 2880x2880, is 23,719
+    image tokens, $0.71 at $30 / M."""
     largest = gpt_image_2_tokens("high", 2880, 2880)
     assert largest == 23_719 and largest * Decimal(30) / 10**6 > Decimal("0.25")
     open_fee = image_generation_fee({"type": "image_generation"})
@@ -43,10 +50,10 @@ def test_an_open_tool_is_reserved_at_gpt_image_2s_largest_high_image() -> None:
         ({"model": "gpt-image-1"}, (250 + 12, 1000)),  # its dearest image and 3 partials at $40 / M
         (
             {"model": "gpt-image-1-mini", "quality": "low", "size": "1024x1024", "partial_images": 0},
-            (11, 10**3),
+            (5, 10**3),  # (its own published price, not gpt-image-1's $0.011)
         ),
         ({"model": "gpt-image-1", "size": "1024x1024", "partial_images": 0}, (167, 1000)),
-        ({"model": "gpt-image-1.5"}, (24_019 * 30, 10**6)),  # (no price known here: gpt-image-2's dearest)
+        ({"model": "gpt-image-1.5"}, (200 * 1000 + 3 * 100 * 32, 10**6)),  # its dearest, partials at $32 / M
     ],
 )
 def test_a_tool_is_reserved_at_what_it_names(tool: dict[str, Any], usd: tuple[int, int]) -> None:
@@ -87,3 +94,194 @@ def test_an_unknown_fee_stays_unknown() -> None:
     """Where no image_generation fee is known (Azure: none published), naming a quality sets none."""
     with pytest.raises(budgetguard.PricingError, match="image_generation_calls"):
         estimate(responses({"quality": "low"}), provider="azure")
+
+
+# -- each model by its own published price ----------------------------------------------------------
+
+# OpenAI's published price of one image (USD; https://platform.openai.com/docs/models/<model>, and the
+# image generation guide for gpt-image-2): each tool naming model, size and quality is reserved at
+# least that (without partial images). gpt-image-2's are its token rule's, rounded: the first test.
+PUBLISHED_PER_IMAGE = [
+    ("gpt-image-1.5", "1024x1536", "high", "0.200"),
+    ("gpt-image-1.5", "1536x1024", "medium", "0.050"),
+    ("gpt-image-1.5", "1024x1024", "low", "0.009"),
+    ("gpt-image-1.5", "1024x1024", "high", "0.133"),
+    ("gpt-image-1", "1024x1536", "high", "0.25"),
+    ("gpt-image-1-mini", "1024x1536", "high", "0.052"),
+    ("chatgpt-image-latest", "1024x1536", "high", "0.200"),  # (gpt-image-1.5's prices, as published)
+]
+
+
+@pytest.mark.parametrize(("model", "size", "quality", "usd"), PUBLISHED_PER_IMAGE)
+def test_a_named_model_is_reserved_at_least_its_published_price(
+    model: str, size: str, quality: str, usd: str
+) -> None:
+    """gpt-image-1.5 was priced by gpt-image-2's rule: 1024x1536 high $0.165, below its $0.200."""
+    tool = {"model": model, "size": size, "quality": quality, "partial_images": 0}
+    fee = image_generation_fee(tool)
+    assert fee is not None and fee / 1000 >= Decimal(usd)
+    assert fee / 1000 - Decimal(usd) < Decimal("0.001")  # (not far above: the rounding of the price)
+    assert estimate(responses(tool)).fees == (("image_generation", fee),)
+
+
+def test_the_1024x1536_high_examples_before_and_after() -> None:
+    assert image_generation_fee(
+        {"model": "gpt-image-1.5", "size": "1024x1536", "quality": "high", "partial_images": 0}
+    ) == Decimal(200)  # USD per 1k calls: $0.200 a call (was $0.16464, gpt-image-2's rule)
+
+
+@pytest.mark.parametrize(
+    "tool",
+    [
+        {"model": "gpt-image-2.5-sunburst", "quality": "xhigh"},
+        {"model": "gpt-image-2.5-flare-2026-09-08", "quality": "max", "size": "1024x1024"},
+        {"model": "gpt-image-2.5-sunburst"},  # (auto may pick max)
+        {"model": "gpt-image-3"},  # (a model no price is known for)
+        {"output_format": "svg"},  # (written by a text model whose tokens are not known here)
+    ],
+)
+def test_an_image_without_a_published_price_is_refused_unless_a_fee_is_registered(
+    tool: dict[str, Any],
+) -> None:
+    """Priced before at gpt-image-2's rule (xhigh, max: as high), below what they may bill."""
+    with pytest.raises(budgetguard.PricingError, match=r"image_generation tool .*register_price\('gpt-5'"):
+        estimate(responses(tool))
+    book = PriceBook()
+    book.register("gpt-5", input="1.25", output="10", image_generation="2000")
+    est = budgetguard.Estimator(prices=book)(responses(tool))
+    assert est.price.base.image_generation == Decimal(2000)
+
+
+def test_a_gif_is_reserved_per_frame() -> None:
+    still = {"model": "gpt-image-2", "size": "1024x1024", "quality": "high", "partial_images": 0}
+    one = image_generation_fee(still)
+    assert one == Decimal(7024 * 30) / 1000
+    assert image_generation_fee({**still, "output_format": "gif", "frame_count": 4}) == 4 * one
+    assert image_generation_fee({**still, "output_format": "gif"}) == 9 * one  # (the default: 9 frames)
+    assert image_generation_fee({**still, "output_format": "gif", "frame_count": 99}) == 16 * one
+
+
+# -- charged by what the response says it billed ----------------------------------------------------
+
+
+def image_response(
+    tools: list[dict[str, Any]], items: list[dict[str, Any]], tool_usage: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "output": [{"type": "image_generation_call", "id": f"ig_{n}", "status": "completed", **item}
+                   for n, item in enumerate(items)],
+        "tools": tools,
+        "usage": {"input_tokens": 100, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 10,
+                  "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 110},
+    }  # fmt: skip
+    if tool_usage is not None:
+        body["tool_usage"] = {"image_gen": tool_usage, "web_search": {"num_requests": 0}}
+    return body
+
+
+IMAGE_GEN = {
+    "input_tokens": 50, "input_tokens_details": {"image_tokens": 20, "text_tokens": 30},
+    "output_tokens": 7024, "output_tokens_details": {"image_tokens": 7024, "text_tokens": 0},
+    "total_tokens": 7074, "cached_tokens_details": {"cached_image_tokens": 0, "cached_text_tokens": 10},
+}  # fmt: skip
+
+
+def test_the_image_models_reported_tokens_are_charged_not_the_fee() -> None:
+    """An open tool reserves $0.72057; one 1024x1024 high image bills its tokens: 7,024 image output
+    tokens at $30 / M, 20 image input at $8, 20 text input at $5 and 10 cached at $1.25 (was charged
+    the reserved fee, $0.72057)."""
+    body = image_response(
+        [{"type": "image_generation"}], [{"size": "1024x1024", "quality": "high"}], IMAGE_GEN
+    )
+    usage = Usage.from_response(body)
+    assert usage.image_generation_calls == 1
+    text = Usage(input_tokens=100, output_tokens=10)
+    price = estimate(responses({})).price
+    bill_nano = (7024 * 30 + 20 * 8 + 20 * 5) * 1000 + 10 * 1250  # (USD per M x tokens x 1000)
+    assert price.cost_nano(usage) - price.cost_nano(text) == bill_nano
+    assert price.cost(usage) - price.cost(text) < Decimal("0.22") < price.base.image_generation / 1000
+
+
+def test_a_call_missing_from_the_reported_usage_is_charged_by_its_size_and_quality() -> None:
+    """``tool_usage.image_gen`` may skip a call whose record is missing: the items' sizes and qualities
+    by the model's rule are the least charged (two 1024x1024 high images: 2 x 7,024 tokens)."""
+    items = [{"size": "1024x1024", "quality": "high"}] * 2
+    usage = Usage.from_response(
+        image_response([{"type": "image_generation", "model": "gpt-image-2"}], items, IMAGE_GEN)
+    )
+    (image,) = usage.passes
+    assert (image.model, image.usage.output_image_tokens) == ("gpt-image-2", 2 * 7024)
+
+
+def test_without_reported_usage_the_items_size_and_quality_are_charged() -> None:
+    tools = [{"type": "image_generation", "model": "gpt-image-1.5", "partial_images": 2}]
+    usage = Usage.from_response(image_response(tools, [{"size": "1024x1536", "quality": "high"}], None))
+    price = estimate(responses({})).price
+    charged = price.cost_nano(usage) - price.cost_nano(Usage(input_tokens=100, output_tokens=10))
+    assert charged == (6240 + 200) * 32 * 1000  # the image and its 2 partials at gpt-image-1.5's $32 / M
+
+
+@pytest.mark.parametrize(
+    ("tools", "items", "tool_usage"),
+    [
+        ([{"type": "image_generation"}], [{}], None),  # (items that do not say their size and quality)
+        ([], [{"size": "1024x1024", "quality": "high"}], IMAGE_GEN),  # (no echoed tool: no model)
+        ([{"type": "image_generation", "model": "gpt-image-3"}], [{"size": "1024x1024", "quality": "high"}],
+         IMAGE_GEN),  # (a model whose rates are not known here)
+    ],
+)  # fmt: skip
+def test_a_response_that_does_not_say_is_charged_the_fee(
+    tools: list[dict[str, Any]], items: list[dict[str, Any]], tool_usage: Any
+) -> None:
+    usage = Usage.from_response(image_response(tools, items, tool_usage))
+    assert usage.passes == () and usage.image_generation_calls == 1
+
+
+# -- with the openai SDK against the local mock ---------------------------------------------------------
+
+# https://developers.openai.com/api/docs/models/gpt-image-2.6-sunburst (gpt-image-2's rates): $5 text in,
+# $8 image in, $30 image out; gpt-image-1.5: $5 text in, $32 image out. USD per M x tokens x 1000 = nano.
+RATES = {"gpt-image-2.6-sunburst": (5, 8, 30), "gpt-image-1.5": (5, 8, 32)}
+
+
+def sdk_image_call(mock: MockProvider, tool: dict[str, Any], stream: bool) -> tuple[Event, int, int]:  # noqa: F811
+    """One gpt-5 Responses call offering ``tool`` through ``guard.wrap``: its committed event, the text's
+    cost (nano-USD) and the image model's bill, by hand from what the response reported."""
+    with sdk_client(mock, wrap=True) as (guarded, client):
+        request = {**responses(tool), "model": "gpt-5"}
+        if stream:
+            events = list(client.responses.create(**request, stream=True))
+            response = events[-1].response
+        else:
+            response = client.responses.create(**request)
+    (usage,) = mock.usages
+    text_nano = price_book.cost_nano("gpt-5", Usage.from_response({"usage": usage}))
+    image = response.tool_usage.image_gen
+    text_in, image_in, image_out = RATES[tool.get("model", "gpt-image-2.6-sunburst")]
+    details = image.input_tokens_details
+    bill_nano = (
+        details.text_tokens * text_in + details.image_tokens * image_in + image.output_tokens * image_out
+    ) * 1000
+    return guarded.settled(), text_nano, bill_nano
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["response", "stream"])
+def test_an_open_tool_is_charged_its_image_not_the_worst_case(mock: MockProvider, stream: bool) -> None:  # noqa: F811
+    """Reserved $0.72057 (the tool's dearest), charged the one 1024x1024 high image the response reports
+    (7,024 image tokens, ~$0.21): it was charged the $0.72057."""
+    committed, text_nano, bill_nano = sdk_image_call(mock, {}, stream)
+    assert committed.actual is not None and committed.estimated is not None
+    assert committed.actual * NANO == text_nano + bill_nano
+    assert Decimal("0.21") < Decimal(bill_nano) / NANO < Decimal("0.22")
+    assert committed.estimated * NANO >= text_nano + 720_570_000
+
+
+def test_a_named_gpt_image_1_5_is_reserved_and_charged_at_its_own_price(mock: MockProvider) -> None:  # noqa: F811
+    """1024x1536 high on gpt-image-1.5: reserved at its $0.200 (was $0.165, gpt-image-2's rule), charged
+    6,240 image tokens at its $32 / M."""
+    tool = {"model": "gpt-image-1.5", "size": "1024x1536", "quality": "high", "partial_images": 0}
+    committed, text_nano, bill_nano = sdk_image_call(mock, tool, stream=False)
+    assert committed.actual is not None and committed.estimated is not None
+    assert committed.actual * NANO == text_nano + bill_nano
+    assert bill_nano == (40 * 5 + 6240 * 32) * 1000
+    assert committed.estimated * NANO >= text_nano + 200_000_000 >= text_nano + bill_nano
