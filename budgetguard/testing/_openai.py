@@ -213,8 +213,8 @@ def _image_call(tools: Any, ctx: Context) -> tuple[JSON, JSON] | None:
         return None
     model = str(tool.get("model") or "gpt-image-2.6-sunburst")
     table = _IMAGE_TOKENS["gpt-image-1" if model.startswith("gpt-image-1") else "gpt-image-2"]
-    size = tool.get("size") if tool.get("size") in table else "1024x1024"
-    quality = tool.get("quality") if tool.get("quality") in ("low", "medium") else "high"
+    size = str(tool["size"]) if tool.get("size") in table else "1024x1024"
+    quality = str(tool["quality"]) if tool.get("quality") in ("low", "medium") else "high"
     tokens = table[size][("low", "medium", "high").index(quality)]
     item = {"type": "image_generation_call", "id": ctx.new_id("ig"), "status": "completed",
             "result": "iVBORw0KGgo=", "size": size, "quality": quality, "output_format": "png"}  # fmt: skip
