@@ -244,6 +244,11 @@ def test_a_response_that_does_not_say_is_charged_the_fee(
 RATES = {"gpt-image-2.6-sunburst": (5, 8, 30), "gpt-image-1.5": (5, 8, 32)}
 
 
+def read(obj: Any, name: str) -> Any:
+    """A field of an SDK object, or of the dict an older SDK (openai 1.78: no type for it) keeps."""
+    return obj[name] if isinstance(obj, dict) else getattr(obj, name)
+
+
 def sdk_image_call(mock: MockProvider, tool: dict[str, Any], stream: bool) -> tuple[Event, int, int]:  # noqa: F811
     """One gpt-5 Responses call offering ``tool`` through ``guard.wrap``: its committed event, the text's
     cost (nano-USD) and the image model's bill, by hand from what the response reported."""
@@ -256,12 +261,14 @@ def sdk_image_call(mock: MockProvider, tool: dict[str, Any], stream: bool) -> tu
             response = client.responses.create(**request)
     (usage,) = mock.usages
     text_nano = price_book.cost_nano("gpt-5", Usage.from_response({"usage": usage}))
-    image = response.tool_usage.image_gen
+    image = read(read(response, "tool_usage"), "image_gen")
     text_in, image_in, image_out = RATES[tool.get("model", "gpt-image-2.6-sunburst")]
-    details = image.input_tokens_details
-    bill_nano = (
-        details.text_tokens * text_in + details.image_tokens * image_in + image.output_tokens * image_out
-    ) * 1000
+    details = read(image, "input_tokens_details")
+    bill_nano = 1000 * (
+        read(details, "text_tokens") * text_in
+        + read(details, "image_tokens") * image_in
+        + read(image, "output_tokens") * image_out
+    )
     return guarded.settled(), text_nano, bill_nano
 
 
