@@ -192,10 +192,11 @@ class Usage:
 
     @property
     def total_tokens(self) -> int:
-        """Every token billed, the passes' included (what a token budget counts)."""
+        """Every token billed, the passes' included (what a token budget counts), but the image model's
+        (an ``image_generation`` pass: charged in USD, as its reservation, a fee, holds no tokens)."""
         total = self.total_input_tokens + self.total_output_tokens
         for extra in self.passes:
-            total += extra.usage.total_tokens
+            total += extra.usage.total_tokens if extra.kind != IMAGE_PASS else 0
         return total
 
     @property

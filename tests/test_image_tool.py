@@ -292,3 +292,20 @@ def test_a_named_gpt_image_1_5_is_reserved_and_charged_at_its_own_price(mock: Mo
     assert committed.actual * NANO == text_nano + bill_nano
     assert bill_nano == (40 * 5 + 6240 * 32) * 1000
     assert committed.estimated * NANO >= text_nano + 200_000_000 >= text_nano + bill_nano
+
+
+def test_a_token_budget_counts_the_calls_own_tokens_not_the_image_models(mock: MockProvider) -> None:  # noqa: F811
+    """The image model's tokens are charged in USD, as the tool's reservation (a fee) holds no tokens: a
+    token budget is charged what it held at most, with no overrun."""
+    events: list[Event] = []
+    budgets = [budgetguard.Budget("feature", tokens=1_000_000, per="day")]
+    guard = budgetguard.Guard("memory://", budgets=budgets, on_event=events.append)
+    client = mock.openai()
+    try:
+        guard.with_budget(client.responses.create, feature="draw")(**responses({}))
+    finally:
+        client.close()
+    (entry,) = guard.ledger.history(events=["committed"])
+    (usage,) = mock.usages
+    assert entry.amounts["tokens"] == usage["total_tokens"]
+    assert "overrun" not in [event.kind for event in events]
