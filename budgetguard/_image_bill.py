@@ -8,7 +8,8 @@ of one ``Usage`` on the image model, priced at its published rates (``_image_too
 
 * the reported counts, with the image output at least what the items' sizes and qualities come to by
   the model's rule (``tool_usage`` may skip a call whose usage record is missing), cached image input
-  at the image input rate (a ``Usage`` has one cached-input bucket: the cached text's);
+  at the image input rate (a ``Usage`` has one cached-input bucket: the cached text's), counts without
+  their text / image split at the image rates (the dearer);
 * without reported counts, the items' image output tokens by the model's rule (and the partial images
   the tool streamed), when every item says its size and quality;
 * nothing (``None``: the caller charges the tool's fee per call, the worst case) when the response
@@ -65,8 +66,8 @@ def _reported(get: Callable[[Any, str], Any], usage: Any, ruled: int) -> dict[st
         return value if type(value) is int and value > 0 else 0
 
     total_in, total_out = count(usage, "input_tokens"), count(usage, "output_tokens")
-    details = get(usage, "input_tokens_details")
-    image_in = min(count(details, "image_tokens"), total_in)
+    details = get(usage, "input_tokens_details")  # (without the split, all input is image input: dearer)
+    image_in = min(count(details, "image_tokens"), total_in) if details is not None else total_in
     cached_text = min(count(get(usage, "cached_tokens_details"), "cached_text_tokens"), total_in - image_in)
     out_details = get(usage, "output_tokens_details")
     # (without the split, all output is image output: the dearer rate)

@@ -309,3 +309,12 @@ def test_a_token_budget_counts_the_calls_own_tokens_not_the_image_models(mock: M
     (usage,) = mock.usages
     assert entry.amounts["tokens"] == usage["total_tokens"]
     assert "overrun" not in [event.kind for event in events]
+
+
+def test_reported_counts_without_their_split_are_charged_at_the_image_rates() -> None:
+    """Input and output without the text / image split are charged as image tokens (the dearer)."""
+    bare = {"input_tokens": 50, "output_tokens": 7024, "total_tokens": 7074}
+    tools = [{"type": "image_generation"}]
+    usage = Usage.from_response(image_response(tools, [{"size": "1024x1024", "quality": "high"}], bare))
+    (image,) = usage.passes
+    assert image.usage == Usage(input_image_tokens=50, output_image_tokens=7024)
