@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._counts import checked
+from ._errors import UsageError
 from ._image_tool import DEFAULT_IMAGE_MODEL, frames, image_tokens, partial_tokens, rates_of
 
 __all__ = ["IMAGE_PASS", "image_bill"]
@@ -53,28 +55,35 @@ def image_bill(
             break
         ruled += tokens * frames(echoed) + partial_tokens(echoed)
     reported = get(tool_usage, "image_gen")
-    if reported is None or not (get(reported, "input_tokens") or get(reported, "output_tokens")):
+    counts = _reported(get, reported, ruled or 0) if reported is not None else None
+    if counts is None:
         return None if ruled is None else (model, {"output_image_tokens": ruled})
-    return model, _reported(get, reported, ruled or 0)
+    return model, counts
 
 
-def _reported(get: Callable[[Any, str], Any], usage: Any, ruled: int) -> dict[str, int]:
-    """``tool_usage.image_gen`` as ``Usage`` counts (image output at least ``ruled``)."""
+def _reported(get: Callable[[Any, str], Any], usage: Any, ruled: int) -> dict[str, int] | None:
+    """``tool_usage.image_gen`` as ``Usage`` counts (image output at least ``ruled``); ``None`` (no
+    report) when it reports nothing, or a count is missing or not a non-negative int (the rule of every
+    reported count, ``_counts.checked``: the image is then charged by the items, else the fee)."""
 
-    def count(obj: Any, name: str) -> int:
-        value = get(obj, name)
-        return value if type(value) is int and value > 0 else 0
+    def count(obj: Any, name: str, required: bool = False) -> int:
+        return checked(None if obj is None else get(obj, name), name, obj, required=required)
 
-    total_in, total_out = count(usage, "input_tokens"), count(usage, "output_tokens")
-    details = get(usage, "input_tokens_details")  # (without the split, all input is image input: dearer)
-    image_in = min(count(details, "image_tokens"), total_in) if details is not None else total_in
-    cached_text = min(count(get(usage, "cached_tokens_details"), "cached_text_tokens"), total_in - image_in)
-    out_details = get(usage, "output_tokens_details")
-    # (without the split, all output is image output: the dearer rate)
-    text_out = min(count(out_details, "text_tokens"), total_out) if out_details is not None else 0
+    try:
+        total_in, total_out = count(usage, "input_tokens", True), count(usage, "output_tokens", True)
+        details = get(usage, "input_tokens_details")  # (without the split, all input is image input)
+        image_in = min(count(details, "image_tokens"), total_in) if details is not None else total_in
+        cached = min(count(get(usage, "cached_tokens_details"), "cached_text_tokens"), total_in - image_in)
+        out_details = get(usage, "output_tokens_details")
+        # (without the split, all output is image output: the dearer rate)
+        text_out = min(count(out_details, "text_tokens"), total_out) if out_details is not None else 0
+    except UsageError:
+        return None
+    if not (total_in or total_out):  # (a response without image calls reports zeros)
+        return None
     return {
-        "input_tokens": total_in - image_in - cached_text,
-        "cache_read_tokens": cached_text,
+        "input_tokens": total_in - image_in - cached,
+        "cache_read_tokens": cached,
         "input_image_tokens": image_in,
         "output_tokens": text_out,
         "output_image_tokens": max(total_out - text_out, ruled),

@@ -30,6 +30,7 @@ from itertools import compress
 from typing import Any
 
 from ._cache import memo
+from ._counts import checked as _checked
 from ._errors import UsageError
 from ._frozen import fast_init
 from ._image_bill import IMAGE_PASS, image_bill
@@ -98,21 +99,6 @@ def _count(obj: Any, name: str, *, required: bool = False) -> int:
     if obj is None and not required:
         return 0
     return _checked(_get(obj, name), name, obj, required=required)
-
-
-def _checked(value: Any, name: str, obj: Any, *, required: bool = False) -> int:
-    """``value``, read from ``obj``'s field ``name``, as a token count (0 when absent and optional)."""
-    if type(value) is int and value >= 0:  # the common case, in one test
-        return value
-    if value is None:
-        if required:
-            raise UsageError(f"usage has no {name!r} count: {obj!r}")
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UsageError(f"usage field {name!r} must be an integer token count, got {value!r}")
-    if value < 0:
-        raise UsageError(f"usage field {name!r} is negative ({value}); the response is corrupt")
-    return value
 
 
 @fast_init

@@ -318,3 +318,26 @@ def test_reported_counts_without_their_split_are_charged_at_the_image_rates() ->
     usage = Usage.from_response(image_response(tools, [{"size": "1024x1024", "quality": "high"}], bare))
     (image,) = usage.passes
     assert image.usage == Usage(input_image_tokens=50, output_image_tokens=7024)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"output_tokens": "7024"},
+        {"output_tokens": 7024.0},
+        {"output_tokens": None},  # (missing: a report without its output count)
+        {"input_tokens": -5},
+        {"input_tokens": True},
+        {"output_tokens_details": {"image_tokens": 7024, "text_tokens": "0"}},
+    ],
+)
+def test_a_malformed_report_is_no_report(bad: dict[str, Any]) -> None:
+    """A count that is not a non-negative int (the rule of the main usage's counts) makes the report
+    no report: the items' size and quality are charged, else the fee (was read as 0: ~$0 charged)."""
+    report = {k: v for k, v in {**IMAGE_GEN, **bad}.items() if v is not None}
+    tools = [{"type": "image_generation", "model": "gpt-image-2", "partial_images": 0}]
+    sized = Usage.from_response(image_response(tools, [{"size": "1024x1024", "quality": "high"}], report))
+    (image,) = sized.passes
+    assert image.usage == Usage(output_image_tokens=7024)  # the item's size and quality, by the rule
+    unsized = Usage.from_response(image_response(tools, [{}], report))
+    assert unsized.passes == () and unsized.image_generation_calls == 1  # the fee
