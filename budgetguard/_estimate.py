@@ -313,7 +313,7 @@ class Estimator:
         if unseen:
             input_tokens = self._unseen_bound(input_tokens, price, unseen)
         tools = (
-            self.server_tools.read(request, shape, price, input_tokens, model)
+            self.server_tools.read(request, shape, price, input_tokens, model, output_tokens)
             if "tools" in request or "mcp_servers" in request or searches(model)
             else NO_TOOLS
         )

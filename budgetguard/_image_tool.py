@@ -25,8 +25,24 @@ in ``IMAGE_RATES``; a model, quality or output this module has no published rule
   documents for gpt-image-1 (assumed the same for the others).
 
 A tool's fee (``image_generation_fee``) is the most one call may bill, the dearest of what it leaves
-open (``"auto"`` or absent). The image model's input (its prompt, the images it edits) is not in
-the fee: a response that reports it (``tool_usage.image_gen``) is charged it (``_image_bill``).
+open (``"auto"`` or absent): its images, and what the image model reads and writes in text
+(``image_model_io``):
+
+* each image of the request it may edit (the tool's ``input_image_mask`` too) at the model's image
+  input rate, by gpt-image-1's published rule (assumed for the others): the image scaled into 2048x2048,
+  then its shortest side to 512, 65 tokens and 129 a 512 tile (at most 4: ``INPUT_IMAGE_TOKENS``), and
+  at high input fidelity 4,096 more for a square image, 6,144 for another (``HIGH_FIDELITY_TOKENS``:
+  the dearer, the image's shape not being known). Fidelity is high when the tool asks
+  (``input_fidelity="high"``) on gpt-image-1 / -1.5, always on gpt-image-2 and later (they take no
+  low), never on gpt-image-1-mini (it takes no high);
+* its prompt, which the calling model writes: at most that model's output bound, at the text input rate;
+* its text output (the planning gpt-image-2 and later write before drawing, ``output_tokens_details.
+  text_tokens``): no bound is published; ``IMAGE_TEXT_OUTPUT_TOKENS`` a call (calibrated: twice the
+  most reported, 4,000 at ``complexity="high"``), at the text output rate. gpt-image-1 / -mini / -1.5
+  write none (their usage's ``output_tokens`` is "the number of image tokens in the output image").
+
+A response that reports the image model's tokens (``tool_usage.image_gen``) is charged them
+(``_image_bill``).
 """
 
 from __future__ import annotations
@@ -105,8 +121,16 @@ _MAX_PIXELS = 8_294_400
 """gpt-image-2's largest image (its sizes: edges multiples of 16, at most 3840, ratio at most 3:1)."""
 _LARGEST_SQUARE = "2880x2880"  # (2880 x 2880 = _MAX_PIXELS: the dearest shape at any quality)
 _PARTIAL_TOKENS = 100
+INPUT_IMAGE_TOKENS = 65 + 4 * 129
+"""The most one input image is, at low input fidelity (gpt-image-1's rule: 65 and 129 a tile, 4 at most)."""
+HIGH_FIDELITY_TOKENS = 6144
+"""What high input fidelity adds to one input image, at most (4,096 square, 6,144 another shape)."""
+IMAGE_TEXT_OUTPUT_TOKENS = 8000
+"""The text one image generation call writes, at most: calibrated (no bound is published)."""
 _MAX_PARTIALS = 3
 _FRAMES = (2, 16, 9)  # a GIF's frame_count: least, most, default
+_LATEST_TARGETS = ("gpt-image-1.5", "gpt-image-2")
+"""The models ``chatgpt-image-latest`` may be (priced at the dearer of their rules)."""
 _SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 _OPEN_QUALITY: Mapping[str, tuple[str, ...]] = {"gpt-image-2.5": (*_QUALITIES, "xhigh", "max")}
 """The qualities ``"auto"`` may pick, where a model has more than low / medium / high."""
@@ -194,14 +218,15 @@ def frames(tool: Mapping[str, Any]) -> int:
     return count if type(count) is int and least <= count <= most else most
 
 
-def image_generation_fee(tool: Mapping[str, Any]) -> Decimal | None:
-    """The most one call of the ``image_generation`` ``tool`` bills, USD per thousand calls; ``None``
-    when its model, quality or output format has no price known here."""
+def image_generation_fee(tool: Mapping[str, Any], images: int = 0, prompt: int = 0) -> Decimal | None:
+    """The most one call of the ``image_generation`` ``tool`` bills, USD per thousand calls, in a
+    request showing ``images`` images whose model writes at most ``prompt`` tokens (``image_model_io``);
+    ``None`` when its model, quality or output format has no price known here."""
     model = tool.get("model") or DEFAULT_IMAGE_MODEL
     if not isinstance(model, str) or tool.get("output_format") == "svg":
         return None
     if image_family(model) == "chatgpt-image-latest":  # (either target, each at its own rates)
-        fees = [image_generation_fee({**tool, "model": name}) for name in ("gpt-image-1.5", "gpt-image-2")]
+        fees = [image_generation_fee({**tool, "model": name}, images, prompt) for name in _LATEST_TARGETS]
         return None if None in fees else max(fee for fee in fees if fee is not None)
     one = image_usd(model, tool.get("quality"), tool.get("size"))
     if one is None:
@@ -211,8 +236,27 @@ def image_generation_fee(tool: Mapping[str, Any]) -> Decimal | None:
         partials = _MAX_PARTIALS
     rate = rates_of(model)["output_image"]  # type: ignore[index]
     usd = one * frames(tool) + partials * _PARTIAL_TOKENS * rate / 1_000_000
+    usd += image_model_io(model, tool, images, prompt)
     fee = usd * 1000
     return fee.quantize(Decimal(1)) if fee == fee.to_integral_value() else fee.normalize()
+
+
+def image_model_io(model: str, tool: Mapping[str, Any], images: int, prompt: int) -> Decimal:
+    """The most the image model ``model`` (not ``chatgpt-image-latest``) bills in one call of ``tool``
+    for what it reads (``images`` images of the request, a prompt of at most ``prompt`` tokens) and
+    writes in text (USD; the module docstring)."""
+    rates, family = rates_of(model), image_family(model)
+    assert rates is not None  # (a priced model)
+    assert family is not None
+    high = family != "gpt-image-1-mini" and (
+        tool.get("input_fidelity") == "high" or not family.startswith("gpt-image-1")
+    )
+    images += 1 if tool.get("input_image_mask") is not None else 0
+    per_image = INPUT_IMAGE_TOKENS + (HIGH_FIDELITY_TOKENS if high else 0)
+    usd = images * per_image * rates["input_image"] + prompt * rates["input"]
+    if not family.startswith("gpt-image-1"):  # (gpt-image-1's output is its image: its usage's doc)
+        usd += IMAGE_TEXT_OUTPUT_TOKENS * rates["output"]
+    return usd / 1_000_000
 
 
 def partial_tokens(tool: Mapping[str, Any]) -> int:

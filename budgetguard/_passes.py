@@ -196,12 +196,16 @@ class ServerTools:
                 )
         self.chosen = frozenset(results or ())
 
-    def read(self, request: Mapping[str, Any], api: str, price: Price, shown: int, model: str) -> ToolUse:
+    def read(
+        self, request: Mapping[str, Any], api: str, price: Price, shown: int, model: str, output: int = 0
+    ) -> ToolUse:
         """The worst case of ``request``'s server-side tools: each at Anthropic's ``max_uses``, the
         Responses API's ``max_tool_calls`` (all built-in calls together: fees on the dearest tool, the
         largest results), else the default count; each result at a web fetch's ``max_content_tokens``,
         else the configured size. One call of each is priced at ``price`` (for a request that shows
-        ``shown`` input tokens) to find the dearest."""
+        ``shown`` input tokens) to find the dearest. An image generation call's fee holds what its
+        image model reads: the request's images and a prompt of at most ``output`` (the model's output
+        bound) tokens."""
         tools = request.get("tools")
         servers = request.get("mcp_servers") if api == "anthropic" else None
         searched = api != "anthropic" and "messages" in request and searches(model)
@@ -234,7 +238,8 @@ class ServerTools:
                 if api != "anthropic":
                     fees_set.scale("code_execution", _container_size(tool))
             elif name == "image_generation":  # (its model, size, quality: budgetguard._image_tool)
-                fees_set.image(image_generation_fee(tool), tool)
+                fee = image_generation_fee(tool, count_images(request.get("input")), output)
+                fees_set.image(fee, tool)
             elif name == "web_search" and api != "anthropic":  # (free content if every search is a preview)
                 preview = str(kind).startswith("web_search_preview") and fees_set.preview_search()
                 free = {name} if preview and (name not in counts or name in free) else set()
@@ -332,6 +337,20 @@ class _ToolFees:
 
 
 """The worst case of a request without server-side tools (nor tools of any kind)."""
+
+
+_IMAGE_PARTS = frozenset({"input_image", "image_url", "image_generation_call"})
+
+
+def count_images(value: Any) -> int:
+    """The images in a Responses request's ``input`` (parts and earlier generated images, at any depth):
+    what an image generation call may read."""
+    if isinstance(value, Mapping):
+        own = 1 if value.get("type") in _IMAGE_PARTS else 0
+        return own + sum(count_images(v) for v in value.values() if isinstance(v, Mapping | list | tuple))
+    if isinstance(value, list | tuple):
+        return sum(count_images(v) for v in value)
+    return 0
 
 
 def _count(value: Any) -> int | None:

@@ -10,12 +10,13 @@ import pytest
 
 import budgetguard
 from budgetguard import Event, PriceBook, Usage, estimate, price_book
-from budgetguard._image_tool import gpt_image_2_tokens, image_generation_fee
+from budgetguard._image_tool import gpt_image_2_tokens, image_generation_fee, image_usd
 from budgetguard.testing import MockProvider
 from tests.redteam import sdk_client
 from tests.test_endpoints_mock import mock, server  # noqa: F401 (the mock's fixtures)
 
 NANO = Decimal(10**9)
+TEXT = 8000 * 10  # the image model's text a call (gpt-image-2 and later), USD per M x tokens
 
 
 def test_the_token_rule_gives_openais_published_examples() -> None:
@@ -34,7 +35,8 @@ def test_an_open_tool_is_reserved_at_gpt_image_2s_largest_high_image() -> None:
     largest = gpt_image_2_tokens("high", 2880, 2880)
     assert largest == 23_719 and largest * Decimal(30) / 10**6 > Decimal("0.25")
     open_fee = image_generation_fee({"type": "image_generation"})
-    assert open_fee == (largest + 3 * 100) * Decimal(30) / 1000  # (3 partial images of 100 tokens)
+    # (3 partial images of 100 tokens, and 8,000 tokens of the image model's text at $10 / M)
+    assert open_fee == (largest + 3 * 100) * Decimal(30) / 1000 + 8000 * 10 / Decimal(1000)
     assert open_fee == image_generation_fee({"quality": "auto", "size": "auto", "model": "gpt-image-2"})
     assert budgetguard.published_prices("gpt-5", "openai")["image_generation"] == open_fee
     for other in (3840, 2160), (2048, 2048), (3840, 1280), (1024, 1536):
@@ -44,9 +46,9 @@ def test_an_open_tool_is_reserved_at_gpt_image_2s_largest_high_image() -> None:
 @pytest.mark.parametrize(
     ("tool", "usd"),
     [
-        ({"quality": "low", "partial_images": 0}, (659 * 30, 10**6)),  # (2880x2880 at low)
-        ({"quality": "high", "size": "1024x1024", "partial_images": 0}, (7024 * 30, 10**6)),
-        ({"quality": "medium", "size": "1536x1024", "partial_images": 2}, ((1372 + 200) * 30, 10**6)),
+        ({"quality": "low", "partial_images": 0}, (659 * 30 + TEXT, 10**6)),  # (2880x2880 at low)
+        ({"quality": "high", "size": "1024x1024", "partial_images": 0}, (7024 * 30 + TEXT, 10**6)),
+        ({"quality": "medium", "size": "1536x1024", "partial_images": 2}, ((1372 + 200) * 30 + TEXT, 10**6)),
         ({"model": "gpt-image-1"}, (250 + 12, 1000)),  # its dearest image and 3 partials at $40 / M
         (
             {"model": "gpt-image-1-mini", "quality": "low", "size": "1024x1024", "partial_images": 0},
@@ -72,15 +74,17 @@ def responses(*tools: dict[str, Any]) -> dict[str, Any]:
 def test_the_estimate_reserves_and_charges_the_tools_fee() -> None:
     plain = estimate({**responses(), "tools": []})
     low = estimate(responses({"quality": "low", "partial_images": 0}))
-    assert low.fees == (("image_generation", image_generation_fee({"quality": "low", "partial_images": 0})),)
+    assert low.fees == (
+        ("image_generation", image_generation_fee({"quality": "low", "partial_images": 0}, 0, 100)),
+    )
     assert low.tool_calls == (("image_generation", 1),)
     assert low.cost_nano - plain.cost_nano >= 659 * 30 * 1000  # the image, over the text and its pass
     dearest = estimate(responses({"quality": "low"}, {}))  # two image tools: the dearest one's fee
-    assert dearest.fees == (("image_generation", image_generation_fee({})),)
+    assert dearest.fees == (("image_generation", image_generation_fee({}, 0, 100)),)
     served = Usage(input_tokens=10, output_tokens=10, image_generation_calls=1)
     text = Usage(input_tokens=10, output_tokens=10)
     charged = low.price.cost(served) - low.price.cost(text)
-    assert charged == Decimal(659 * 30) / 10**6  # the call is charged at its tool's fee
+    assert charged == Decimal(659 * 30 + TEXT + 100 * 5) / 10**6  # the call is charged at its tool's fee
 
 
 def test_a_registered_fee_stays() -> None:
@@ -120,8 +124,10 @@ def test_a_named_model_is_reserved_at_least_its_published_price(
     tool = {"model": model, "size": size, "quality": quality, "partial_images": 0}
     fee = image_generation_fee(tool)
     assert fee is not None and fee / 1000 >= Decimal(usd)
-    assert fee / 1000 - Decimal(usd) < Decimal("0.001")  # (not far above: the rounding of the price)
-    assert estimate(responses(tool)).fees == (("image_generation", fee),)
+    one = image_usd(model, quality, size)  # (not far above: the rounding of the price)
+    assert one is not None and one - Decimal(usd) < Decimal("0.001")
+    # (its prompt: at most the calling model's 100 output tokens)
+    assert estimate(responses(tool)).fees == (("image_generation", image_generation_fee(tool, 0, 100)),)
 
 
 def test_the_1024x1536_high_examples_before_and_after() -> None:
@@ -155,10 +161,12 @@ def test_an_image_without_a_published_price_is_refused_unless_a_fee_is_registere
 def test_a_gif_is_reserved_per_frame() -> None:
     still = {"model": "gpt-image-2", "size": "1024x1024", "quality": "high", "partial_images": 0}
     one = image_generation_fee(still)
-    assert one == Decimal(7024 * 30) / 1000
-    assert image_generation_fee({**still, "output_format": "gif", "frame_count": 4}) == 4 * one
-    assert image_generation_fee({**still, "output_format": "gif"}) == 9 * one  # (the default: 9 frames)
-    assert image_generation_fee({**still, "output_format": "gif", "frame_count": 99}) == 16 * one
+    text = Decimal(TEXT) / 1000  # (the image model's text: once a call)
+    assert one == Decimal(7024 * 30) / 1000 + text
+    frame = one - text
+    assert image_generation_fee({**still, "output_format": "gif", "frame_count": 4}) == 4 * frame + text
+    assert image_generation_fee({**still, "output_format": "gif"}) == 9 * frame + text  # (default: 9)
+    assert image_generation_fee({**still, "output_format": "gif", "frame_count": 99}) == 16 * frame + text
 
 
 # -- charged by what the response says it billed ----------------------------------------------------
@@ -280,7 +288,7 @@ def test_an_open_tool_is_charged_its_image_not_the_worst_case(mock: MockProvider
     assert committed.actual is not None and committed.estimated is not None
     assert committed.actual * NANO == text_nano + bill_nano
     assert Decimal("0.21") < Decimal(bill_nano) / NANO < Decimal("0.22")
-    assert committed.estimated * NANO >= text_nano + 720_570_000
+    assert committed.estimated * NANO >= text_nano + 800_570_000
 
 
 def test_a_named_gpt_image_1_5_is_reserved_and_charged_at_its_own_price(mock: MockProvider) -> None:  # noqa: F811
@@ -341,3 +349,57 @@ def test_a_malformed_report_is_no_report(bad: dict[str, Any]) -> None:
     assert image.usage == Usage(output_image_tokens=7024)  # the item's size and quality, by the rule
     unsized = Usage.from_response(image_response(tools, [{}], report))
     assert unsized.passes == () and unsized.image_generation_calls == 1  # the fee
+
+
+# -- the image model's input and text output, reserved ------------------------------------------------
+
+
+def edit_request(model: str, tool: dict[str, Any], images: int) -> dict[str, Any]:
+    content: list[dict[str, Any]] = [{"type": "input_text", "text": "Put these in one picture."}]
+    content += [{"type": "input_image", "image_url": f"https://example.com/{n}.png"} for n in range(images)]
+    return {
+        "model": model,
+        "input": [{"role": "user", "content": content}],
+        "max_output_tokens": 500,
+        "tools": [{"type": "image_generation", **tool}],
+    }
+
+
+def reported(text_in: int, image_in: int, text_out: int, image_out: int) -> dict[str, Any]:
+    return {
+        "input_tokens": text_in + image_in,
+        "input_tokens_details": {"image_tokens": image_in, "text_tokens": text_in},
+        "output_tokens": text_out + image_out,
+        "output_tokens_details": {"image_tokens": image_out, "text_tokens": text_out},
+        "total_tokens": text_in + image_in + text_out + image_out,
+    }
+
+
+@pytest.mark.parametrize(
+    ("tool", "images", "item", "image_gen"),
+    [
+        (  # 4 images edited at high fidelity: 16,900 image input tokens (was reserved $0.0161, charged
+            # $0.1447)
+            {"model": "gpt-image-1.5", "size": "1024x1024", "quality": "low", "partial_images": 0,
+             "input_fidelity": "high"},
+            4, {"size": "1024x1024", "quality": "low"}, reported(60, 16_900, 0, 272),
+        ),
+        (  # the image model plans in text: 4,000 tokens (was reserved $0.0170, charged $0.0473)
+            {"model": "gpt-image-2", "size": "1024x1024", "quality": "low", "partial_images": 0,
+             "complexity": "high"},
+            0, {"size": "1024x1024", "quality": "low"}, reported(500, 0, 4_000, 196),
+        ),
+    ],
+)  # fmt: skip
+def test_the_image_models_input_and_text_output_are_reserved(
+    tool: dict[str, Any], images: int, item: dict[str, Any], image_gen: dict[str, Any]
+) -> None:
+    request = edit_request("gpt-5-mini", tool, images)
+    est = estimate(request)
+    body = image_response([{"type": "image_generation", **tool}], [item], image_gen)
+    body["usage"] = {"input_tokens": est.input_tokens, "output_tokens": 500, "total_tokens": 0,
+                     "input_tokens_details": {"cached_tokens": 0},
+                     "output_tokens_details": {"reasoning_tokens": 0}}  # fmt: skip
+    usage = Usage.from_response(body)
+    assert usage.passes  # (charged the image model's reported tokens)
+    assert est.cost_nano >= est.price.cost_nano(usage)
