@@ -13,7 +13,9 @@ of one ``Usage`` on the image model, priced at its published rates (``_image_too
 * without reported counts, the items' image output tokens by the model's rule (and the partial images
   the tool streamed), when every item says its size and quality;
 * nothing (``None``: the caller charges the tool's fee per call, the worst case) when the response
-  says neither, or names a model, quality or output this module has no rule for.
+  says neither, or its echoed tool has no known worst case (``image_generation_fee`` None: a model,
+  quality or output this module has no rule for): the fee registered for it, its reservation, is
+  then its charge, as no reported count could be bounded.
 """
 
 from __future__ import annotations
@@ -23,14 +25,14 @@ from typing import Any
 
 from ._counts import checked
 from ._errors import UsageError
-from ._image_tool import DEFAULT_IMAGE_MODEL, frames, image_tokens, partial_tokens, rates_of
+from ._image_tool import DEFAULT_IMAGE_MODEL, frames, image_generation_fee, image_tokens, partial_tokens
 
 __all__ = ["IMAGE_PASS", "image_bill"]
 
 IMAGE_PASS = "image_generation"
 """The kind of the ``Pass`` that holds the image model's tokens (``Usage.passes``)."""
 
-_TOOL_FIELDS = ("model", "output_format", "frame_count", "partial_images")
+_TOOL_FIELDS = ("model", "quality", "size", "output_format", "frame_count", "partial_images")
 
 
 def image_bill(
@@ -44,8 +46,8 @@ def image_bill(
         return None
     echoed = {name: get(tool, name) for name in _TOOL_FIELDS}
     model = echoed["model"] or DEFAULT_IMAGE_MODEL
-    if not isinstance(model, str) or rates_of(model) is None or echoed["output_format"] == "svg":
-        return None
+    if not isinstance(model, str) or image_generation_fee({**echoed, "model": model}) is None:
+        return None  # (no worst case known: the fee, the user's bound, is charged)
     ruled: int | None = 0
     for item in items:
         quality, size = get(item, "quality"), get(item, "size")

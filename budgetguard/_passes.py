@@ -306,23 +306,30 @@ class _ToolFees:
             self._set(name, base * times)
 
     def image(self, rate: Decimal | None, tool: Mapping[str, Any]) -> None:
-        """An ``image_generation`` tool's own fee, the dearest of the request's image tools, in place of
-        the published one; a fee registered for the model stays, and an unknown one stays unknown. A
-        tool whose own fee is not known (``rate`` None: its model, quality or output has no published
-        price) is a ``PricingError`` unless a fee is registered."""
+        """An ``image_generation`` tool's own fee (``rate``, its worst case), the dearest of the
+        request's image tools, in place of the published one (which bounds an open tool). A fee
+        registered for the model is reserved when it is the dearer (a response charges the image model's
+        reported tokens, at most the worst case); where the tool's worst case is not known (``rate``
+        None: its model, quality or output has no published price) the registered fee is the bound,
+        reserved and charged (``_image_bill`` charges no report for such a tool), and without one the
+        tool is a ``PricingError``. An unknown fee stays unknown."""
         base = self.asked.base.image_generation
-        if base is None or base != published_prices(self.model, None).get("image_generation"):
+        if base is None:
             return
         if rate is None:
-            named = {k: tool[k] for k in ("model", "quality", "size", "output_format") if tool.get(k)}
-            raise PricingError(
-                f"no price is known for the image_generation tool {named or '(the default model)'}: "
-                f"budgetguard never reserves an image below its bill. Register the most one call may bill "
-                f"(USD per thousand calls) with the model's price: budgetguard.register_price("
-                f"{self.model!r}, input=..., output=..., image_generation=...)",
-                model=self.model,
-            )
-        if rate > self.fees.get("image_generation", -1):
+            if base == published_prices(self.model, None).get("image_generation"):
+                named = {k: tool[k] for k in ("model", "quality", "size", "output_format") if tool.get(k)}
+                raise PricingError(
+                    f"no price is known for the image_generation tool {named or '(the default model)'}: "
+                    f"budgetguard never reserves an image below its bill. Register the most one call may "
+                    f"bill (USD per thousand calls) with the model's price: budgetguard.register_price("
+                    f"{self.model!r}, input=..., output=..., image_generation=...); each call of such a "
+                    f"tool is then reserved and charged that fee",
+                    model=self.model,
+                )
+            return
+        registered = base != published_prices(self.model, None).get("image_generation")
+        if rate > self.fees.get("image_generation", base if registered else -1):
             self.fees["image_generation"] = rate
             self.price = self.asked.with_fees(self.fees)
 

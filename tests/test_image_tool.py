@@ -87,11 +87,11 @@ def test_the_estimate_reserves_and_charges_the_tools_fee() -> None:
     assert charged == Decimal(659 * 30 + TEXT + 100 * 5) / 10**6  # the call is charged at its tool's fee
 
 
-def test_a_registered_fee_stays() -> None:
+def test_a_registered_fee_stays_when_it_is_the_dearer() -> None:
     book = PriceBook()
-    book.register("gpt-5", input="1.25", output="10", image_generation="100")
+    book.register("gpt-5", input="1.25", output="10", image_generation="1000")
     est = budgetguard.Estimator(prices=book)(responses({"quality": "low"}))
-    assert est.price.base.image_generation == Decimal(100)
+    assert est.price.base.image_generation == Decimal(1000)
 
 
 def test_an_unknown_fee_stays_unknown() -> None:
@@ -402,4 +402,40 @@ def test_the_image_models_input_and_text_output_are_reserved(
                      "output_tokens_details": {"reasoning_tokens": 0}}  # fmt: skip
     usage = Usage.from_response(body)
     assert usage.passes  # (charged the image model's reported tokens)
+    assert est.cost_nano >= est.price.cost_nano(usage)
+
+
+# -- a registered fee ---------------------------------------------------------------------------------
+
+
+def registered(fee: str) -> budgetguard.Estimator:
+    book = PriceBook()
+    book.register("gpt-5", input="1.25", output="10", image_generation=fee)
+    return budgetguard.Estimator(prices=book)
+
+
+def test_a_registered_fee_below_the_tools_worst_case_reserves_the_worst_case() -> None:
+    """A fee registered at $0.30 a call was the reservation of every image tool on the model, but the
+    charge comes from the report: a 2880x2880 high image ($0.713) overran it."""
+    tool = {"model": "gpt-image-2", "size": "2880x2880", "quality": "high", "partial_images": 0}
+    est = registered("300")(responses(tool))
+    body = image_response([{"type": "image_generation", **tool}], [{"size": "2880x2880", "quality": "high"}],
+                          reported(100, 0, 0, 23_719))  # fmt: skip
+    assert est.cost_nano >= est.price.cost_nano(Usage.from_response(body))
+    assert est.price.base.image_generation == image_generation_fee(tool, 0, 100)  # (the dearer)
+    cheap = registered("300")(responses({**tool, "quality": "low"}))  # (the fee, the dearer: kept)
+    assert cheap.price.base.image_generation == Decimal(300)
+
+
+def test_without_a_known_worst_case_the_registered_fee_is_charged() -> None:
+    """xhigh has no published count: the registered fee is the user's bound, reserved and charged
+    whatever the report says (its tokens could not be bounded)."""
+    tool = {"model": "gpt-image-2.5-sunburst", "size": "1024x1024", "quality": "xhigh"}
+    est = registered("300")(responses(tool))
+    body = image_response([{"type": "image_generation", **tool}], [{"size": "1024x1024", "quality": "xhigh"}],
+                          reported(100, 0, 0, 50_000))  # fmt: skip
+    usage = Usage.from_response(body)
+    assert usage.passes == () and usage.image_generation_calls == 1
+    text = Usage.from_response({**body, "output": [], "tool_usage": None})
+    assert est.price.cost_nano(usage) - est.price.cost_nano(text) == 300 * 10**6
     assert est.cost_nano >= est.price.cost_nano(usage)
