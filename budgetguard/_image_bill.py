@@ -7,7 +7,10 @@ tool names (the tool's default when it names none). ``image_bill`` turns that in
 of one ``Usage`` on the image model, priced at its published rates (``_image_tool.IMAGE_RATES``):
 
 * the reported counts, with the image output at least what the items' sizes and qualities come to by
-  the model's rule (``tool_usage`` may skip a call whose usage record is missing), cached image input
+  the model's rule (``tool_usage`` may skip a call whose usage record is missing); where the report
+  may not cover every call (several calls, and items that do not say their size and quality or come to
+  more than the report), each call but one is charged the tool's fee too, as ``image_generation_calls``
+  of the pass (``Price.cost_nano`` charges the whole at most the fee of every call), cached image input
   at the image input rate (a ``Usage`` has one cached-input bucket: the cached text's), counts without
   their text / image split at the image rates (the dearer);
 * without reported counts, the items' image output tokens by the model's rule (and the partial images
@@ -57,14 +60,18 @@ def image_bill(
             break
         ruled += tokens * frames(echoed) + partial_tokens(echoed)
     reported = get(tool_usage, "image_gen")
-    counts = _reported(get, reported, ruled or 0) if reported is not None else None
+    counts = _reported(get, reported) if reported is not None else None
     if counts is None:
         return None if ruled is None else (model, {"output_image_tokens": ruled})
+    if len(items) > 1 and (ruled is None or counts["output_image_tokens"] < ruled):
+        # the report may not cover every call: the others are charged their fee (all at most theirs)
+        counts["image_generation_calls"] = len(items) - 1
+    counts["output_image_tokens"] = max(counts["output_image_tokens"], ruled or 0)
     return model, counts
 
 
-def _reported(get: Callable[[Any, str], Any], usage: Any, ruled: int) -> dict[str, int] | None:
-    """``tool_usage.image_gen`` as ``Usage`` counts (image output at least ``ruled``); ``None`` (no
+def _reported(get: Callable[[Any, str], Any], usage: Any) -> dict[str, int] | None:
+    """``tool_usage.image_gen`` as ``Usage`` counts; ``None`` (no
     report) when it reports nothing, or a count is missing or not a non-negative int (the rule of every
     reported count, ``_counts.checked``: the image is then charged by the items, else the fee)."""
 
@@ -88,5 +95,5 @@ def _reported(get: Callable[[Any, str], Any], usage: Any, ruled: int) -> dict[st
         "cache_read_tokens": cached,
         "input_image_tokens": image_in,
         "output_tokens": text_out,
-        "output_image_tokens": max(total_out - text_out, ruled),
+        "output_image_tokens": total_out - text_out,
     }

@@ -439,3 +439,21 @@ def test_without_a_known_worst_case_the_registered_fee_is_charged() -> None:
     text = Usage.from_response({**body, "output": [], "tool_usage": None})
     assert est.price.cost_nano(usage) - est.price.cost_nano(text) == 300 * 10**6
     assert est.cost_nano >= est.price.cost_nano(usage)
+
+
+@pytest.mark.parametrize("said", [{}, {"size": "auto", "quality": "auto"}])
+def test_calls_the_report_may_not_cover_are_charged_the_fee(said: dict[str, Any]) -> None:
+    """Two calls whose items do not say their size and quality, a report covering one (``tool_usage``
+    may skip a call whose record is missing): was charged $0.214, one image; now the report and the
+    fee of the other call, at most the fee of both (the reservation)."""
+    tool = {"type": "image_generation", "model": "gpt-image-2", "partial_images": 0}
+    est = estimate({**responses(tool), "max_tool_calls": 2})
+    body = image_response([tool], [said, said], reported(40, 0, 0, 7024))
+    usage = Usage.from_response(body)
+    text = Usage.from_response({**body, "output": [], "tool_usage": None})
+    charged = est.price.cost_nano(usage) - est.price.cost_nano(text)
+    fee_nano = int(est.price.base.image_generation * 10**6)
+    assert charged == (40 * 5 + 7024 * 30) * 1000 + fee_nano >= 2 * 210_720_000
+    assert est.cost_nano >= est.price.cost_nano(usage)
+    huge = image_response([tool], [said, said], reported(40, 0, 0, 40_000))  # (at most both fees)
+    assert est.price.cost_nano(Usage.from_response(huge)) - est.price.cost_nano(text) == 2 * fee_nano
