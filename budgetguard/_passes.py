@@ -61,14 +61,15 @@ DEFAULT_TOOL_CALLS: Mapping[str, int] = {
     "web_fetch": 10,
     "file_search": 10,
     "code_execution": 10,
-    "image_generation": 1,
+    "image_generation": 10,
     "tool_search": 5,
     "mcp": 10,
     "advisor": 3,
 }
-"""Calls reserved per server-side tool that the request does not bound (``max_uses``, ``max_tool_calls``).
-Code execution counts executions, each feeding a pass (its fee is one session, a container, per call).
-Override with ``Estimator(tool_calls=...)``."""
+"""Calls reserved per server-side tool that the request does not bound (``max_uses``, ``max_tool_calls``):
+one rule for every tool billed per call, 10 (a model may call any of them again within one call, and
+each reported call is charged). Code execution counts executions, each feeding a pass (its fee is one
+session, a container, per call). Override with ``Estimator(tool_calls=...)``."""
 
 DEFAULT_TOOL_RESULT_TOKENS: Mapping[str, int | None] = {
     "web_search": 23_000,

@@ -10,6 +10,7 @@ import pytest
 
 import budgetguard
 from budgetguard import Event, PriceBook, Usage, estimate, price_book
+from budgetguard._estimate import DEFAULT_TOOL_CALLS
 from budgetguard._image_tool import gpt_image_2_tokens, image_generation_fee, image_usd
 from budgetguard.testing import MockProvider
 from tests.redteam import sdk_client
@@ -77,7 +78,7 @@ def test_the_estimate_reserves_and_charges_the_tools_fee() -> None:
     assert low.fees == (
         ("image_generation", image_generation_fee({"quality": "low", "partial_images": 0}, 0, 100)),
     )
-    assert low.tool_calls == (("image_generation", 1),)
+    assert low.tool_calls == (("image_generation", DEFAULT_TOOL_CALLS["image_generation"]),)
     assert low.cost_nano - plain.cost_nano >= 659 * 30 * 1000  # the image, over the text and its pass
     dearest = estimate(responses({"quality": "low"}, {}))  # two image tools: the dearest one's fee
     assert dearest.fees == (("image_generation", image_generation_fee({}, 0, 100)),)
@@ -261,7 +262,7 @@ def sdk_image_call(mock: MockProvider, tool: dict[str, Any], stream: bool) -> tu
     """One gpt-5 Responses call offering ``tool`` through ``guard.wrap``: its committed event, the text's
     cost (nano-USD) and the image model's bill, by hand from what the response reported."""
     with sdk_client(mock, wrap=True) as (guarded, client):
-        request = {**responses(tool), "model": "gpt-5"}
+        request = {**responses(tool), "model": "gpt-5", "max_tool_calls": 1}  # (one image: the budget's $5)
         if stream:
             events = list(client.responses.create(**request, stream=True))
             response = events[-1].response
@@ -457,3 +458,18 @@ def test_calls_the_report_may_not_cover_are_charged_the_fee(said: dict[str, Any]
     assert est.cost_nano >= est.price.cost_nano(usage)
     huge = image_response([tool], [said, said], reported(40, 0, 0, 40_000))  # (at most both fees)
     assert est.price.cost_nano(Usage.from_response(huge)) - est.price.cost_nano(text) == 2 * fee_nano
+
+
+def test_an_unbounded_tool_is_reserved_at_the_default_count_of_every_tool() -> None:
+    """``DEFAULT_TOOL_CALLS["image_generation"]`` was 1, but every reported call is charged: 3 calls were
+    charged $0.636 against $0.216 reserved. It is now the count of every other per-call tool (10), the
+    request's ``max_tool_calls`` bounding it, flagged ``tools_defaulted``."""
+    tool = {"type": "image_generation", "model": "gpt-image-2", "size": "1024x1024", "quality": "high",
+            "partial_images": 0}  # fmt: skip
+    est = estimate(responses(tool))
+    assert est.tool_calls == (("image_generation", DEFAULT_TOOL_CALLS["web_search"]),)
+    assert est.tools_defaulted == ("image_generation",)
+    item = {"size": "1024x1024", "quality": "high"}
+    body = image_response([tool], [item] * 3, reported(3 * 40, 0, 0, 3 * 7024))
+    assert est.cost_nano >= est.price.cost_nano(Usage.from_response(body))
+    assert estimate({**responses(tool), "max_tool_calls": 3}).tool_calls == (("image_generation", 3),)
