@@ -48,9 +48,9 @@ A response that reports the image model's tokens (``tool_usage.image_gen``) is c
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "DEFAULT_IMAGE_MODEL",
@@ -130,7 +130,9 @@ IMAGE_TEXT_OUTPUT_TOKENS = 8000
 _MAX_PARTIALS = 3
 _FRAMES = (2, 16, 9)  # a GIF's frame_count: least, most, default
 _LATEST_TARGETS = ("gpt-image-1.5", "gpt-image-2")
-"""The models ``chatgpt-image-latest`` may be (priced at the dearer of their rules)."""
+"""The models ``chatgpt-image-latest`` may be (priced at the dearer of their rules: ``_dearer``)."""
+_RATE_NAMES = ("input", "cache_read", "output", "input_image", "output_image")
+_T = TypeVar("_T")
 _SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 _OPEN_QUALITY: Mapping[str, tuple[str, ...]] = {"gpt-image-2.5": (*_QUALITIES, "xhigh", "max")}
 """The qualities ``"auto"`` may pick, where a model has more than low / medium / high."""
@@ -152,8 +154,7 @@ def rates_of(model: str) -> Mapping[str, Decimal] | None:
     """``model``'s token rates (USD per million, ``Rates.of`` keywords), ``None`` if not known here."""
     family = image_family(model)
     if family == "chatgpt-image-latest":  # (either target: the dearer rate of each)
-        one, two = IMAGE_RATES["gpt-image-1.5"], IMAGE_RATES["gpt-image-2"]
-        return {name: max(one[name], two[name]) for name in two}
+        return {name: max(IMAGE_RATES[target][name] for target in _LATEST_TARGETS) for name in _RATE_NAMES}
     if family in ("gpt-image-2.5", "gpt-image-2.6"):
         family = "gpt-image-2"
     return None if family is None else IMAGE_RATES[family]
@@ -185,10 +186,9 @@ def _one_image(model: str, quality: Any, size: Any) -> tuple[int, Decimal] | Non
     family = image_family(model)
     if family is None:
         return None
-    if family == "chatgpt-image-latest":  # (either target: the dearer)
-        found = [_one_image(name, quality, size) for name in ("gpt-image-1.5", "gpt-image-2")]
-        known = [one for one in found if one is not None]
-        return max(known, key=lambda one: one[1]) if len(known) == len(found) else None
+    if family == "chatgpt-image-latest":
+        found = [_one_image(name, quality, size) for name in _LATEST_TARGETS]
+        return _dearer(found, lambda one: one[1])
     qualities = _OPEN_QUALITY.get(family, _QUALITIES) if quality in (None, "auto") else (quality,)
     if any(q not in _QUALITIES for q in qualities):
         return None  # (xhigh, max: no published count)
@@ -225,17 +225,14 @@ def image_generation_fee(tool: Mapping[str, Any], images: int = 0, prompt: int =
     model = tool.get("model") or DEFAULT_IMAGE_MODEL
     if not isinstance(model, str) or tool.get("output_format") == "svg":
         return None
-    if image_family(model) == "chatgpt-image-latest":  # (either target, each at its own rates)
+    if image_family(model) == "chatgpt-image-latest":  # (each target at its own rates)
         fees = [image_generation_fee({**tool, "model": name}, images, prompt) for name in _LATEST_TARGETS]
-        return None if None in fees else max(fee for fee in fees if fee is not None)
+        return _dearer(fees, lambda fee: fee)
     one = image_usd(model, tool.get("quality"), tool.get("size"))
     if one is None:
         return None
-    partials = tool.get("partial_images")
-    if type(partials) is not int or not 0 <= partials <= _MAX_PARTIALS:
-        partials = _MAX_PARTIALS
     rate = rates_of(model)["output_image"]  # type: ignore[index]
-    usd = one * frames(tool) + partials * _PARTIAL_TOKENS * rate / 1_000_000
+    usd = one * frames(tool) + _partials(tool, _MAX_PARTIALS) * _PARTIAL_TOKENS * rate / 1_000_000
     usd += image_model_io(model, tool, images, prompt)
     fee = usd * 1000
     return fee.quantize(Decimal(1)) if fee == fee.to_integral_value() else fee.normalize()
@@ -262,9 +259,23 @@ def image_model_io(model: str, tool: Mapping[str, Any], images: int, prompt: int
 def partial_tokens(tool: Mapping[str, Any]) -> int:
     """The image output tokens of the partial images one call of ``tool`` streams (as echoed in a
     response: absent is none)."""
+    return _partials(tool, 0) * _PARTIAL_TOKENS
+
+
+def _partials(tool: Mapping[str, Any], absent: int) -> int:
+    """The partial images one call of ``tool`` streams: its ``partial_images`` (0 to 3), ``absent``
+    when it names none, the most (3) when it names another value."""
     partials = tool.get("partial_images")
-    count = partials if type(partials) is int and 0 <= partials <= _MAX_PARTIALS else _MAX_PARTIALS
-    return 0 if partials is None else count * _PARTIAL_TOKENS
+    if partials is None:
+        return absent
+    return partials if type(partials) is int and 0 <= partials <= _MAX_PARTIALS else _MAX_PARTIALS
+
+
+def _dearer(found: Sequence[_T | None], cost: Callable[[_T], Decimal]) -> _T | None:
+    """``chatgpt-image-latest``'s price of something: the dearer of its targets' (``found``, in
+    ``_LATEST_TARGETS`` order); ``None`` when either has none."""
+    known = [one for one in found if one is not None]
+    return max(known, key=cost) if len(known) == len(found) else None
 
 
 def _dimensions(size: Any) -> tuple[int, int] | None:

@@ -196,7 +196,9 @@ def responses(body: JSON, ctx: Context) -> Answer:
 
 _IMAGE_TOKENS = {
     # OpenAI's image generation guide: image output tokens of one 1024x1024 image (low, medium, high), of
-    # gpt-image-1 / -1-mini / -1.5 (their other standard sizes: 1024x1536, 1536x1024) and gpt-image-2
+    # gpt-image-1 / -1-mini / -1.5 (their other standard sizes: 1024x1536, 1536x1024) and gpt-image-2.
+    # (Copied from the guide, not imported from budgetguard._image_tool: the mock stands for the
+    # provider and reads none of budgetguard's counting rules, test_mock_provider checks.)
     "gpt-image-1": {
         "1024x1024": (272, 1056, 4160), "1024x1536": (408, 1584, 6240), "1536x1024": (400, 1568, 6208)
     },
