@@ -328,7 +328,7 @@ class Estimator:
         if unseen:
             input_tokens, heard = self._unseen_bound(input_tokens, price, unseen, audio_ids(request))
         tools = (
-            self.server_tools.read(request, shape, price, input_tokens, model)
+            self.server_tools.read(request, shape, price, input_tokens, model, output_tokens)
             if "tools" in request or "mcp_servers" in request or searches(model)
             else NO_TOOLS
         )

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, PricingError
 from ._image_tool import image_generation_fee
 from ._limits import chat_search as searches
 from ._price_data import chat_search_fee, published_prices
@@ -62,14 +62,15 @@ DEFAULT_TOOL_CALLS: Mapping[str, int] = {
     "web_fetch": 10,
     "file_search": 10,
     "code_execution": 10,
-    "image_generation": 1,
+    "image_generation": 10,
     "tool_search": 5,
     "mcp": 10,
     "advisor": 3,
 }
-"""Calls reserved per server-side tool that the request does not bound (``max_uses``, ``max_tool_calls``).
-Code execution counts executions, each feeding a pass (its fee is one session, a container, per call).
-Override with ``Estimator(tool_calls=...)``."""
+"""Calls reserved per server-side tool that the request does not bound (``max_uses``, ``max_tool_calls``):
+one rule for every tool billed per call, 10 (a model may call any of them again within one call, and
+each reported call is charged). Code execution counts executions, each feeding a pass (its fee is one
+session, a container, per call). Override with ``Estimator(tool_calls=...)``."""
 
 DEFAULT_TOOL_RESULT_TOKENS: Mapping[str, int | None] = {
     "web_search": 23_000,
@@ -201,12 +202,16 @@ class ServerTools:
                 )
         self.chosen = frozenset(results or ())
 
-    def read(self, request: Mapping[str, Any], api: str, price: Price, shown: int, model: str) -> ToolUse:
+    def read(
+        self, request: Mapping[str, Any], api: str, price: Price, shown: int, model: str, output: int = 0
+    ) -> ToolUse:
         """The worst case of ``request``'s server-side tools: each at Anthropic's ``max_uses``, the
         Responses API's ``max_tool_calls`` (all built-in calls together: fees on the dearest tool, the
         largest results), else the default count; each result at a web fetch's ``max_content_tokens``,
         else the configured size. One call of each is priced at ``price`` (for a request that shows
-        ``shown`` input tokens) to find the dearest."""
+        ``shown`` input tokens) to find the dearest. An image generation call's fee holds what its
+        image model reads: the request's images and a prompt of at most ``output`` (the model's output
+        bound) tokens."""
         tools = request.get("tools")
         servers = request.get("mcp_servers") if api == "anthropic" else None
         searched = api != "anthropic" and "messages" in request and searches(model)
@@ -240,7 +245,8 @@ class ServerTools:
                 if api != "anthropic":
                     fees_set.scale("code_execution", _container_size(tool))
             elif name == "image_generation":  # (its model, size, quality: budgetguard._image_tool)
-                fees_set.image(image_generation_fee(tool))
+                fee = image_generation_fee(tool, count_images(request.get("input")), output)
+                fees_set.image(fee, tool)
             elif name == "web_search" and api != "anthropic":  # (free content if every search is a preview)
                 preview = str(kind).startswith("web_search_preview") and fees_set.preview_search()
                 free = {name} if preview and (name not in counts or name in free) else set()
@@ -318,14 +324,31 @@ class _ToolFees:
         if base is not None and times != 1:
             self._set(name, base * times)
 
-    def image(self, rate: Decimal) -> None:
-        """An ``image_generation`` tool's own fee, the dearest of the request's image tools, in place of
-        the published one (which bounds any tool); a fee registered for the model stays, and an unknown
-        one stays unknown."""
+    def image(self, rate: Decimal | None, tool: Mapping[str, Any]) -> None:
+        """An ``image_generation`` tool's own fee (``rate``, its worst case), the dearest of the
+        request's image tools, in place of the published one (which bounds an open tool). A fee
+        registered for the model is reserved when it is the dearer (a response charges the image model's
+        reported tokens, at most the worst case); where the tool's worst case is not known (``rate``
+        None: its model, quality or output has no published price) the registered fee is the bound,
+        reserved and charged (``_image_bill`` charges no report for such a tool), and without one the
+        tool is a ``PricingError``. An unknown fee stays unknown."""
         base = self.asked.base.image_generation
-        if base is None or base != published_prices(self.model, None).get("image_generation"):
+        if base is None:
             return
-        if rate > self.fees.get("image_generation", -1):
+        if rate is None:
+            if base == published_prices(self.model, None).get("image_generation"):
+                named = {k: tool[k] for k in ("model", "quality", "size", "output_format") if tool.get(k)}
+                raise PricingError(
+                    f"no price is known for the image_generation tool {named or '(the default model)'}: "
+                    f"budgetguard never reserves an image below its bill. Register the most one call may "
+                    f"bill (USD per thousand calls) with the model's price: budgetguard.register_price("
+                    f"{self.model!r}, input=..., output=..., image_generation=...); each call of such a "
+                    f"tool is then reserved and charged that fee",
+                    model=self.model,
+                )
+            return
+        registered = base != published_prices(self.model, None).get("image_generation")
+        if rate > self.fees.get("image_generation", base if registered else -1):
             self.fees["image_generation"] = rate
             self.price = self.asked.with_fees(self.fees)
 
@@ -340,6 +363,20 @@ class _ToolFees:
 
 
 """The worst case of a request without server-side tools (nor tools of any kind)."""
+
+
+_IMAGE_PARTS = frozenset({"input_image", "image_url", "image_generation_call"})
+
+
+def count_images(value: Any) -> int:
+    """The images in a Responses request's ``input`` (parts and earlier generated images, at any depth):
+    what an image generation call may read."""
+    if isinstance(value, Mapping):
+        own = 1 if value.get("type") in _IMAGE_PARTS else 0
+        return own + sum(count_images(v) for v in value.values() if isinstance(v, Mapping | list | tuple))
+    if isinstance(value, list | tuple):
+        return sum(count_images(v) for v in value)
+    return 0
 
 
 def _count(value: Any) -> int | None:

@@ -100,10 +100,12 @@ _PUBLISHED: dict[str, tuple[tuple[str, Mapping[str, Decimal]], ...]] = {
                 "file_search": Decimal("2.5"),
                 # code interpreter $0.03 per container (1 GB, the default; register larger ones),
                 "code_execution": Decimal("30"),
-                # image generation: gpt-image-2 at its dearest, high quality at 2880x2880 with 3 partial
-                # images, 24,019 image tokens at $30 / M (see _image_tool; a request's tool that names its
-                # model, size or quality is reserved at that: image_generation_fee).
-                "image_generation": Decimal("720.57"),
+                # image generation: an open tool (gpt-image-2.6-sunburst, by gpt-image-2's rule) at its
+                # dearest, high quality at 2880x2880 with 3 partial images, 24,019 image tokens at $30 / M,
+                # and 8,000 text output tokens at $10 / M (its planning; see _image_tool: a request's tool
+                # is reserved at what it names and the images it may edit, image_generation_fee; a
+                # response that reports the image model's tokens is charged them, _image_bill).
+                "image_generation": Decimal("800.57"),
             },
         ),
     ),

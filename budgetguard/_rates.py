@@ -9,6 +9,7 @@ Where prices come from is ``_price_data``; which price a call gets is ``_pricing
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from fractions import Fraction
 from typing import TypedDict, Unpack
 
 from ._errors import PricingError
+from ._image_bill import IMAGE_PASS
+from ._image_tool import rates_of
 from ._limits import writes_cache_unasked
 from ._money import Money, to_usd
 from ._usage import Usage
@@ -276,9 +279,15 @@ class Price:
         rates = self.rates_for(usage.total_input_tokens) if self.tiers else self.base
         if not usage.passes:
             return rates.cost_nano(usage, self.model)
+        calls = usage.image_generation_calls
+        if calls and any(extra.kind == IMAGE_PASS for extra in usage.passes):
+            usage = dataclasses.replace(usage, image_generation_calls=0)  # (billed by the image pass)
         # Each pass at its own model's price and prompt-size tier; the sum is rounded up once.
         total = Fraction(rates.scaled(usage, self.model), rates._den)
         for extra in usage.passes:
+            if extra.kind == IMAGE_PASS:  # the image model's tokens, at its published rates
+                total += _image_charge(rates, extra.model, extra.usage, calls)
+                continue
             if extra.model is None or extra.model == self.model:
                 price = self
             elif pass_price is None:
@@ -310,3 +319,32 @@ class Price:
 
     def cost(self, usage: Usage) -> Decimal:
         return to_usd(self.cost_nano(usage))
+
+
+def _image_charge(rates: Rates, model: str | None, usage: Usage, calls: int) -> Fraction:
+    """An ``image_generation`` pass: the image model's tokens at its rates, and the fee (``rates``') of
+    each call its report may not cover (``usage.image_generation_calls``), the whole at most the fee
+    of the response's ``calls`` (the worst case each was reserved at)."""
+    price = image_price(model)
+    uncovered = usage.image_generation_calls
+    tokens = dataclasses.replace(usage, image_generation_calls=0) if uncovered else usage
+    pass_rates = price.rates_for(tokens.total_input_tokens)
+    bill = Fraction(pass_rates.scaled(tokens, price.model) - pass_rates._request, pass_rates._den)
+    if not uncovered or rates.image_generation is None:
+        return bill
+    fee = Fraction(rates.fees_nano({"image_generation": 1}))
+    return min(bill + uncovered * fee, calls * fee)
+
+
+@functools.cache
+def image_price(model: str | None) -> Price:
+    """The price of an ``image_generation`` pass on the image model ``model``: its published token rates
+    (``_image_tool.IMAGE_RATES``); a model without them is a ``PricingError``."""
+    rates = rates_of(model) if model else None
+    if rates is None:
+        raise PricingError(
+            f"no token rates are known for the image model {model!r}; its image generation calls are "
+            "charged by the tool's fee when the response does not name a known image model",
+            model=model or "",
+        )
+    return Price(str(model), Rates.of(**rates), source="published")

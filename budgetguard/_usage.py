@@ -30,8 +30,10 @@ from itertools import compress
 from typing import Any
 
 from ._cache import memo
+from ._counts import checked as _checked
 from ._errors import UsageError
 from ._frozen import fast_init
+from ._image_bill import IMAGE_PASS, image_bill
 from ._limits import chat_search
 
 __all__ = ["Pass", "Usage", "with_tool_items"]
@@ -97,21 +99,6 @@ def _count(obj: Any, name: str, *, required: bool = False) -> int:
     if obj is None and not required:
         return 0
     return _checked(_get(obj, name), name, obj, required=required)
-
-
-def _checked(value: Any, name: str, obj: Any, *, required: bool = False) -> int:
-    """``value``, read from ``obj``'s field ``name``, as a token count (0 when absent and optional)."""
-    if type(value) is int and value >= 0:  # the common case, in one test
-        return value
-    if value is None:
-        if required:
-            raise UsageError(f"usage has no {name!r} count: {obj!r}")
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UsageError(f"usage field {name!r} must be an integer token count, got {value!r}")
-    if value < 0:
-        raise UsageError(f"usage field {name!r} is negative ({value}); the response is corrupt")
-    return value
 
 
 @fast_init
@@ -191,10 +178,11 @@ class Usage:
 
     @property
     def total_tokens(self) -> int:
-        """Every token billed, the passes' included (what a token budget counts)."""
+        """Every token billed, the passes' included (what a token budget counts), but the image model's
+        (an ``image_generation`` pass: charged in USD, as its reservation, a fee, holds no tokens)."""
         total = self.total_input_tokens + self.total_output_tokens
         for extra in self.passes:
-            total += extra.usage.total_tokens
+            total += extra.usage.total_tokens if extra.kind != IMAGE_PASS else 0
         return total
 
     @property
@@ -262,7 +250,12 @@ class Usage:
         found = _parse_usage(usage)
         output = get("output")  # a Responses API response: its built-in tool calls are billed per call
         if output and type(output) is list:
-            return with_tool_items(found, output)
+            found = with_tool_items(found, output)
+            bill = found.image_generation_calls and image_bill(_get, get("tool_usage"), output, get("tools"))
+            if bill:  # the image model's tokens, as a pass on it (the calls' fee is then not charged)
+                image = Pass(IMAGE_PASS, bill[0], Usage(**bill[1]))  # type: ignore[arg-type]
+                return dataclasses.replace(found, passes=(*found.passes, image))
+            return found
         if get("choices") is not None and chat_search(get("model")):  # (its search is in no usage field)
             return dataclasses.replace(found, web_search_calls=1)
         if kind == "message" and not found.code_execution_sessions:  # an Anthropic message that ran code
@@ -375,7 +368,9 @@ def _looks_like_usage(obj: Any) -> bool:
     return any(_get(obj, key) is not None for key in ("prompt_tokens", "input_tokens", "output_tokens"))
 
 
-_RESPONSE_FIELDS = ("type", "message", "response", "usage", "output", "content", "choices", "model")
+_RESPONSE_FIELDS = (
+    "type", "message", "response", "usage", "output", "content", "choices", "model", "tool_usage", "tools",
+)  # fmt: skip
 _USAGE_FIELDS = (
     "prompt_tokens", "prompt_tokens_details", "completion_tokens", "total_tokens",
     "completion_tokens_details", "input_tokens_details", "input_tokens", "output_tokens",
@@ -495,17 +490,9 @@ def _openai_usage(*, total_in: int, details: Any, output: int, output_details: A
         )
     text_out = output - audio_out - image_out
     return Usage(
-        total_in - cached - written - audio_in - image_in,
-        cached,
-        written,
-        0,
-        text_out,
-        min(reasoning, text_out),
-        audio_in,
-        audio_out,
-        image_in,
-        image_out,
-    )
+        total_in - cached - written - audio_in - image_in, cached, written, 0, text_out,
+        min(reasoning, text_out), audio_in, audio_out, image_in, image_out,
+    )  # fmt: skip
 
 
 _DETAIL_FIELDS = ("cached_tokens", "cache_write_tokens", "audio_tokens", "image_tokens", "reasoning_tokens")

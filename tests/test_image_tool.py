@@ -9,8 +9,15 @@ from typing import Any
 import pytest
 
 import budgetguard
-from budgetguard import PriceBook, Usage, estimate
-from budgetguard._image_tool import gpt_image_2_tokens, image_generation_fee
+from budgetguard import Event, PriceBook, Usage, estimate, price_book
+from budgetguard._estimate import DEFAULT_TOOL_CALLS
+from budgetguard._image_tool import gpt_image_2_tokens, image_generation_fee, image_usd
+from budgetguard.testing import MockProvider
+from tests.redteam import sdk_client
+from tests.test_endpoints_mock import mock, server  # noqa: F401 (the mock's fixtures)
+
+NANO = Decimal(10**9)
+TEXT = 8000 * 10  # the image model's text a call (gpt-image-2 and later), USD per M x tokens
 
 
 def test_the_token_rule_gives_openais_published_examples() -> None:
@@ -22,12 +29,15 @@ def test_the_token_rule_gives_openais_published_examples() -> None:
 
 
 def test_an_open_tool_is_reserved_at_gpt_image_2s_largest_high_image() -> None:
-    """The old $0.25 (gpt-image-1's dearest) was below what one gpt-image-2 call can bill: a high
-    quality image of its largest area, 2880x2880, is 23,719 image tokens, $0.71 at $30 / M."""
+    """An open tool runs gpt-image-2.6-sunburst (the tool's default), priced by gpt-image-2's rule at
+    its $30 / M (its token counts are not published). The old $0.25 (gpt-image-1's dearest) was below
+    what one gpt-image-2 call can bill: a high quality image of its largest area, 2880x2880, is 23,719
+    image tokens, $0.71 at $30 / M."""
     largest = gpt_image_2_tokens("high", 2880, 2880)
     assert largest == 23_719 and largest * Decimal(30) / 10**6 > Decimal("0.25")
     open_fee = image_generation_fee({"type": "image_generation"})
-    assert open_fee == (largest + 3 * 100) * Decimal(30) / 1000  # (3 partial images of 100 tokens)
+    # (3 partial images of 100 tokens, and 8,000 tokens of the image model's text at $10 / M)
+    assert open_fee == (largest + 3 * 100) * Decimal(30) / 1000 + 8000 * 10 / Decimal(1000)
     assert open_fee == image_generation_fee({"quality": "auto", "size": "auto", "model": "gpt-image-2"})
     assert budgetguard.published_prices("gpt-5", "openai")["image_generation"] == open_fee
     for other in (3840, 2160), (2048, 2048), (3840, 1280), (1024, 1536):
@@ -37,16 +47,16 @@ def test_an_open_tool_is_reserved_at_gpt_image_2s_largest_high_image() -> None:
 @pytest.mark.parametrize(
     ("tool", "usd"),
     [
-        ({"quality": "low", "partial_images": 0}, (659 * 30, 10**6)),  # (2880x2880 at low)
-        ({"quality": "high", "size": "1024x1024", "partial_images": 0}, (7024 * 30, 10**6)),
-        ({"quality": "medium", "size": "1536x1024", "partial_images": 2}, ((1372 + 200) * 30, 10**6)),
+        ({"quality": "low", "partial_images": 0}, (659 * 30 + TEXT, 10**6)),  # (2880x2880 at low)
+        ({"quality": "high", "size": "1024x1024", "partial_images": 0}, (7024 * 30 + TEXT, 10**6)),
+        ({"quality": "medium", "size": "1536x1024", "partial_images": 2}, ((1372 + 200) * 30 + TEXT, 10**6)),
         ({"model": "gpt-image-1"}, (250 + 12, 1000)),  # its dearest image and 3 partials at $40 / M
         (
             {"model": "gpt-image-1-mini", "quality": "low", "size": "1024x1024", "partial_images": 0},
-            (11, 10**3),
+            (5, 10**3),  # (its own published price, not gpt-image-1's $0.011)
         ),
         ({"model": "gpt-image-1", "size": "1024x1024", "partial_images": 0}, (167, 1000)),
-        ({"model": "gpt-image-1.5"}, (24_019 * 30, 10**6)),  # (no price known here: gpt-image-2's dearest)
+        ({"model": "gpt-image-1.5"}, (200 * 1000 + 3 * 100 * 32, 10**6)),  # its dearest, partials at $32 / M
     ],
 )
 def test_a_tool_is_reserved_at_what_it_names(tool: dict[str, Any], usd: tuple[int, int]) -> None:
@@ -65,25 +75,401 @@ def responses(*tools: dict[str, Any]) -> dict[str, Any]:
 def test_the_estimate_reserves_and_charges_the_tools_fee() -> None:
     plain = estimate({**responses(), "tools": []})
     low = estimate(responses({"quality": "low", "partial_images": 0}))
-    assert low.fees == (("image_generation", image_generation_fee({"quality": "low", "partial_images": 0})),)
-    assert low.tool_calls == (("image_generation", 1),)
+    assert low.fees == (
+        ("image_generation", image_generation_fee({"quality": "low", "partial_images": 0}, 0, 100)),
+    )
+    assert low.tool_calls == (("image_generation", DEFAULT_TOOL_CALLS["image_generation"]),)
     assert low.cost_nano - plain.cost_nano >= 659 * 30 * 1000  # the image, over the text and its pass
     dearest = estimate(responses({"quality": "low"}, {}))  # two image tools: the dearest one's fee
-    assert dearest.fees == (("image_generation", image_generation_fee({})),)
+    assert dearest.fees == (("image_generation", image_generation_fee({}, 0, 100)),)
     served = Usage(input_tokens=10, output_tokens=10, image_generation_calls=1)
     text = Usage(input_tokens=10, output_tokens=10)
     charged = low.price.cost(served) - low.price.cost(text)
-    assert charged == Decimal(659 * 30) / 10**6  # the call is charged at its tool's fee
+    assert charged == Decimal(659 * 30 + TEXT + 100 * 5) / 10**6  # the call is charged at its tool's fee
 
 
-def test_a_registered_fee_stays() -> None:
+def test_a_registered_fee_stays_when_it_is_the_dearer() -> None:
     book = PriceBook()
-    book.register("gpt-5", input="1.25", output="10", image_generation="100")
+    book.register("gpt-5", input="1.25", output="10", image_generation="1000")
     est = budgetguard.Estimator(prices=book)(responses({"quality": "low"}))
-    assert est.price.base.image_generation == Decimal(100)
+    assert est.price.base.image_generation == Decimal(1000)
 
 
 def test_an_unknown_fee_stays_unknown() -> None:
     """Where no image_generation fee is known (Azure: none published), naming a quality sets none."""
     with pytest.raises(budgetguard.PricingError, match="image_generation_calls"):
         estimate(responses({"quality": "low"}), provider="azure")
+
+
+# -- each model by its own published price ----------------------------------------------------------
+
+# OpenAI's published price of one image (USD; https://platform.openai.com/docs/models/<model>, and the
+# image generation guide for gpt-image-2): each tool naming model, size and quality is reserved at
+# least that (without partial images). gpt-image-2's are its token rule's, rounded: the first test.
+PUBLISHED_PER_IMAGE = [
+    ("gpt-image-1.5", "1024x1536", "high", "0.200"),
+    ("gpt-image-1.5", "1536x1024", "medium", "0.050"),
+    ("gpt-image-1.5", "1024x1024", "low", "0.009"),
+    ("gpt-image-1.5", "1024x1024", "high", "0.133"),
+    ("gpt-image-1", "1024x1536", "high", "0.25"),
+    ("gpt-image-1-mini", "1024x1536", "high", "0.052"),
+    ("chatgpt-image-latest", "1024x1536", "high", "0.200"),  # (gpt-image-1.5's prices, as published)
+]
+
+
+@pytest.mark.parametrize(("model", "size", "quality", "usd"), PUBLISHED_PER_IMAGE)
+def test_a_named_model_is_reserved_at_least_its_published_price(
+    model: str, size: str, quality: str, usd: str
+) -> None:
+    """gpt-image-1.5 was priced by gpt-image-2's rule: 1024x1536 high $0.165, below its $0.200."""
+    tool = {"model": model, "size": size, "quality": quality, "partial_images": 0}
+    fee = image_generation_fee(tool)
+    assert fee is not None and fee / 1000 >= Decimal(usd)
+    one = image_usd(model, quality, size)  # (not far above: the rounding of the price)
+    assert one is not None and one - Decimal(usd) < Decimal("0.001")
+    # (its prompt: at most the calling model's 100 output tokens)
+    assert estimate(responses(tool)).fees == (("image_generation", image_generation_fee(tool, 0, 100)),)
+
+
+def test_the_1024x1536_high_examples_before_and_after() -> None:
+    assert image_generation_fee(
+        {"model": "gpt-image-1.5", "size": "1024x1536", "quality": "high", "partial_images": 0}
+    ) == Decimal(200)  # USD per 1k calls: $0.200 a call (was $0.16464, gpt-image-2's rule)
+
+
+@pytest.mark.parametrize(
+    "tool",
+    [
+        {"model": "gpt-image-2.5-sunburst", "quality": "xhigh"},
+        {"model": "gpt-image-2.5-flare-2026-09-08", "quality": "max", "size": "1024x1024"},
+        {"model": "gpt-image-2.5-sunburst"},  # (auto may pick max)
+        {"model": "gpt-image-3"},  # (a model no price is known for)
+        {"output_format": "svg"},  # (written by a text model whose tokens are not known here)
+    ],
+)
+def test_an_image_without_a_published_price_is_refused_unless_a_fee_is_registered(
+    tool: dict[str, Any],
+) -> None:
+    """Priced before at gpt-image-2's rule (xhigh, max: as high), below what they may bill."""
+    with pytest.raises(budgetguard.PricingError, match=r"image_generation tool .*register_price\('gpt-5'"):
+        estimate(responses(tool))
+    book = PriceBook()
+    book.register("gpt-5", input="1.25", output="10", image_generation="2000")
+    est = budgetguard.Estimator(prices=book)(responses(tool))
+    assert est.price.base.image_generation == Decimal(2000)
+
+
+def test_a_gif_is_reserved_per_frame() -> None:
+    still = {"model": "gpt-image-2", "size": "1024x1024", "quality": "high", "partial_images": 0}
+    one = image_generation_fee(still)
+    text = Decimal(TEXT) / 1000  # (the image model's text: once a call)
+    assert one == Decimal(7024 * 30) / 1000 + text
+    frame = one - text
+    assert image_generation_fee({**still, "output_format": "gif", "frame_count": 4}) == 4 * frame + text
+    assert image_generation_fee({**still, "output_format": "gif"}) == 9 * frame + text  # (default: 9)
+    assert image_generation_fee({**still, "output_format": "gif", "frame_count": 99}) == 16 * frame + text
+
+
+# -- charged by what the response says it billed ----------------------------------------------------
+
+
+def image_response(
+    tools: list[dict[str, Any]], items: list[dict[str, Any]], tool_usage: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "output": [{"type": "image_generation_call", "id": f"ig_{n}", "status": "completed", **item}
+                   for n, item in enumerate(items)],
+        "tools": tools,
+        "usage": {"input_tokens": 100, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 10,
+                  "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 110},
+    }  # fmt: skip
+    if tool_usage is not None:
+        body["tool_usage"] = {"image_gen": tool_usage, "web_search": {"num_requests": 0}}
+    return body
+
+
+IMAGE_GEN = {
+    "input_tokens": 50, "input_tokens_details": {"image_tokens": 20, "text_tokens": 30},
+    "output_tokens": 7024, "output_tokens_details": {"image_tokens": 7024, "text_tokens": 0},
+    "total_tokens": 7074, "cached_tokens_details": {"cached_image_tokens": 0, "cached_text_tokens": 10},
+}  # fmt: skip
+
+
+def test_the_image_models_reported_tokens_are_charged_not_the_fee() -> None:
+    """An open tool reserves $0.72057; one 1024x1024 high image bills its tokens: 7,024 image output
+    tokens at $30 / M, 20 image input at $8, 20 text input at $5 and 10 cached at $1.25 (was charged
+    the reserved fee, $0.72057)."""
+    body = image_response(
+        [{"type": "image_generation"}], [{"size": "1024x1024", "quality": "high"}], IMAGE_GEN
+    )
+    usage = Usage.from_response(body)
+    assert usage.image_generation_calls == 1
+    text = Usage(input_tokens=100, output_tokens=10)
+    price = estimate(responses({})).price
+    bill_nano = (7024 * 30 + 20 * 8 + 20 * 5) * 1000 + 10 * 1250  # (USD per M x tokens x 1000)
+    assert price.cost_nano(usage) - price.cost_nano(text) == bill_nano
+    assert price.cost(usage) - price.cost(text) < Decimal("0.22") < price.base.image_generation / 1000
+
+
+def test_a_call_missing_from_the_reported_usage_is_charged_by_its_size_and_quality() -> None:
+    """``tool_usage.image_gen`` may skip a call whose record is missing: the items' sizes and qualities
+    by the model's rule are the least charged (two 1024x1024 high images: 2 x 7,024 tokens)."""
+    items = [{"size": "1024x1024", "quality": "high"}] * 2
+    usage = Usage.from_response(
+        image_response([{"type": "image_generation", "model": "gpt-image-2"}], items, IMAGE_GEN)
+    )
+    (image,) = usage.passes
+    assert (image.model, image.usage.output_image_tokens) == ("gpt-image-2", 2 * 7024)
+
+
+def test_without_reported_usage_the_items_size_and_quality_are_charged() -> None:
+    tools = [{"type": "image_generation", "model": "gpt-image-1.5", "partial_images": 2}]
+    usage = Usage.from_response(image_response(tools, [{"size": "1024x1536", "quality": "high"}], None))
+    price = estimate(responses({})).price
+    charged = price.cost_nano(usage) - price.cost_nano(Usage(input_tokens=100, output_tokens=10))
+    assert charged == (6240 + 200) * 32 * 1000  # the image and its 2 partials at gpt-image-1.5's $32 / M
+
+
+@pytest.mark.parametrize(
+    ("tools", "items", "tool_usage"),
+    [
+        ([{"type": "image_generation"}], [{}], None),  # (items that do not say their size and quality)
+        ([], [{"size": "1024x1024", "quality": "high"}], IMAGE_GEN),  # (no echoed tool: no model)
+        ([{"type": "image_generation", "model": "gpt-image-3"}], [{"size": "1024x1024", "quality": "high"}],
+         IMAGE_GEN),  # (a model whose rates are not known here)
+    ],
+)  # fmt: skip
+def test_a_response_that_does_not_say_is_charged_the_fee(
+    tools: list[dict[str, Any]], items: list[dict[str, Any]], tool_usage: Any
+) -> None:
+    usage = Usage.from_response(image_response(tools, items, tool_usage))
+    assert usage.passes == () and usage.image_generation_calls == 1
+
+
+# -- with the openai SDK against the local mock ---------------------------------------------------------
+
+# https://developers.openai.com/api/docs/models/gpt-image-2.6-sunburst (gpt-image-2's rates): $5 text in,
+# $8 image in, $30 image out; gpt-image-1.5: $5 text in, $32 image out. USD per M x tokens x 1000 = nano.
+RATES = {"gpt-image-2.6-sunburst": (5, 8, 30), "gpt-image-1.5": (5, 8, 32)}
+
+
+def read(obj: Any, name: str) -> Any:
+    """A field of an SDK object, or of the dict an older SDK (openai 1.78: no type for it) keeps."""
+    return obj[name] if isinstance(obj, dict) else getattr(obj, name)
+
+
+def sdk_image_call(mock: MockProvider, tool: dict[str, Any], stream: bool) -> tuple[Event, int, int]:  # noqa: F811
+    """One gpt-5 Responses call offering ``tool`` through ``guard.wrap``: its committed event, the text's
+    cost (nano-USD) and the image model's bill, by hand from what the response reported."""
+    with sdk_client(mock, wrap=True) as (guarded, client):
+        request = {**responses(tool), "model": "gpt-5", "max_tool_calls": 1}  # (one image: the budget's $5)
+        if stream:
+            events = list(client.responses.create(**request, stream=True))
+            response = events[-1].response
+        else:
+            response = client.responses.create(**request)
+    (usage,) = mock.usages
+    text_nano = price_book.cost_nano("gpt-5", Usage.from_response({"usage": usage}))
+    image = read(read(response, "tool_usage"), "image_gen")
+    text_in, image_in, image_out = RATES[tool.get("model", "gpt-image-2.6-sunburst")]
+    details = read(image, "input_tokens_details")
+    bill_nano = 1000 * (
+        read(details, "text_tokens") * text_in
+        + read(details, "image_tokens") * image_in
+        + read(image, "output_tokens") * image_out
+    )
+    return guarded.settled(), text_nano, bill_nano
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["response", "stream"])
+def test_an_open_tool_is_charged_its_image_not_the_worst_case(mock: MockProvider, stream: bool) -> None:  # noqa: F811
+    """Reserved $0.72057 (the tool's dearest), charged the one 1024x1024 high image the response reports
+    (7,024 image tokens, ~$0.21): it was charged the $0.72057."""
+    committed, text_nano, bill_nano = sdk_image_call(mock, {}, stream)
+    assert committed.actual is not None and committed.estimated is not None
+    assert committed.actual * NANO == text_nano + bill_nano
+    assert Decimal("0.21") < Decimal(bill_nano) / NANO < Decimal("0.22")
+    assert committed.estimated * NANO >= text_nano + 800_570_000
+
+
+def test_a_named_gpt_image_1_5_is_reserved_and_charged_at_its_own_price(mock: MockProvider) -> None:  # noqa: F811
+    """1024x1536 high on gpt-image-1.5: reserved at its $0.200 (was $0.165, gpt-image-2's rule), charged
+    6,240 image tokens at its $32 / M."""
+    tool = {"model": "gpt-image-1.5", "size": "1024x1536", "quality": "high", "partial_images": 0}
+    committed, text_nano, bill_nano = sdk_image_call(mock, tool, stream=False)
+    assert committed.actual is not None and committed.estimated is not None
+    assert committed.actual * NANO == text_nano + bill_nano
+    assert bill_nano == (40 * 5 + 6240 * 32) * 1000
+    assert committed.estimated * NANO >= text_nano + 200_000_000 >= text_nano + bill_nano
+
+
+def test_a_token_budget_counts_the_calls_own_tokens_not_the_image_models(mock: MockProvider) -> None:  # noqa: F811
+    """The image model's tokens are charged in USD, as the tool's reservation (a fee) holds no tokens: a
+    token budget is charged what it held at most, with no overrun."""
+    events: list[Event] = []
+    budgets = [budgetguard.Budget("feature", tokens=1_000_000, per="day")]
+    guard = budgetguard.Guard("memory://", budgets=budgets, on_event=events.append)
+    client = mock.openai()
+    try:
+        guard.with_budget(client.responses.create, feature="draw")(**responses({}))
+    finally:
+        client.close()
+    (entry,) = guard.ledger.history(events=["committed"])
+    (usage,) = mock.usages
+    assert entry.amounts["tokens"] == usage["total_tokens"]
+    assert "overrun" not in [event.kind for event in events]
+
+
+def test_reported_counts_without_their_split_are_charged_at_the_image_rates() -> None:
+    """Input and output without the text / image split are charged as image tokens (the dearer)."""
+    bare = {"input_tokens": 50, "output_tokens": 7024, "total_tokens": 7074}
+    tools = [{"type": "image_generation"}]
+    usage = Usage.from_response(image_response(tools, [{"size": "1024x1024", "quality": "high"}], bare))
+    (image,) = usage.passes
+    assert image.usage == Usage(input_image_tokens=50, output_image_tokens=7024)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"output_tokens": "7024"},
+        {"output_tokens": 7024.0},
+        {"output_tokens": None},  # (missing: a report without its output count)
+        {"input_tokens": -5},
+        {"input_tokens": True},
+        {"output_tokens_details": {"image_tokens": 7024, "text_tokens": "0"}},
+    ],
+)
+def test_a_malformed_report_is_no_report(bad: dict[str, Any]) -> None:
+    """A count that is not a non-negative int (the rule of the main usage's counts) makes the report
+    no report: the items' size and quality are charged, else the fee (was read as 0: ~$0 charged)."""
+    report = {k: v for k, v in {**IMAGE_GEN, **bad}.items() if v is not None}
+    tools = [{"type": "image_generation", "model": "gpt-image-2", "partial_images": 0}]
+    sized = Usage.from_response(image_response(tools, [{"size": "1024x1024", "quality": "high"}], report))
+    (image,) = sized.passes
+    assert image.usage == Usage(output_image_tokens=7024)  # the item's size and quality, by the rule
+    unsized = Usage.from_response(image_response(tools, [{}], report))
+    assert unsized.passes == () and unsized.image_generation_calls == 1  # the fee
+
+
+# -- the image model's input and text output, reserved ------------------------------------------------
+
+
+def edit_request(model: str, tool: dict[str, Any], images: int) -> dict[str, Any]:
+    content: list[dict[str, Any]] = [{"type": "input_text", "text": "Put these in one picture."}]
+    content += [{"type": "input_image", "image_url": f"https://example.com/{n}.png"} for n in range(images)]
+    return {
+        "model": model,
+        "input": [{"role": "user", "content": content}],
+        "max_output_tokens": 500,
+        "tools": [{"type": "image_generation", **tool}],
+    }
+
+
+def reported(text_in: int, image_in: int, text_out: int, image_out: int) -> dict[str, Any]:
+    return {
+        "input_tokens": text_in + image_in,
+        "input_tokens_details": {"image_tokens": image_in, "text_tokens": text_in},
+        "output_tokens": text_out + image_out,
+        "output_tokens_details": {"image_tokens": image_out, "text_tokens": text_out},
+        "total_tokens": text_in + image_in + text_out + image_out,
+    }
+
+
+@pytest.mark.parametrize(
+    ("tool", "images", "item", "image_gen"),
+    [
+        (  # 4 images edited at high fidelity: 16,900 image input tokens (was reserved $0.0161, charged
+            # $0.1447)
+            {"model": "gpt-image-1.5", "size": "1024x1024", "quality": "low", "partial_images": 0,
+             "input_fidelity": "high"},
+            4, {"size": "1024x1024", "quality": "low"}, reported(60, 16_900, 0, 272),
+        ),
+        (  # the image model plans in text: 4,000 tokens (was reserved $0.0170, charged $0.0473)
+            {"model": "gpt-image-2", "size": "1024x1024", "quality": "low", "partial_images": 0,
+             "complexity": "high"},
+            0, {"size": "1024x1024", "quality": "low"}, reported(500, 0, 4_000, 196),
+        ),
+    ],
+)  # fmt: skip
+def test_the_image_models_input_and_text_output_are_reserved(
+    tool: dict[str, Any], images: int, item: dict[str, Any], image_gen: dict[str, Any]
+) -> None:
+    request = edit_request("gpt-5-mini", tool, images)
+    est = estimate(request)
+    body = image_response([{"type": "image_generation", **tool}], [item], image_gen)
+    body["usage"] = {"input_tokens": est.input_tokens, "output_tokens": 500, "total_tokens": 0,
+                     "input_tokens_details": {"cached_tokens": 0},
+                     "output_tokens_details": {"reasoning_tokens": 0}}  # fmt: skip
+    usage = Usage.from_response(body)
+    assert usage.passes  # (charged the image model's reported tokens)
+    assert est.cost_nano >= est.price.cost_nano(usage)
+
+
+# -- a registered fee ---------------------------------------------------------------------------------
+
+
+def registered(fee: str) -> budgetguard.Estimator:
+    book = PriceBook()
+    book.register("gpt-5", input="1.25", output="10", image_generation=fee)
+    return budgetguard.Estimator(prices=book)
+
+
+def test_a_registered_fee_below_the_tools_worst_case_reserves_the_worst_case() -> None:
+    """A fee registered at $0.30 a call was the reservation of every image tool on the model, but the
+    charge comes from the report: a 2880x2880 high image ($0.713) overran it."""
+    tool = {"model": "gpt-image-2", "size": "2880x2880", "quality": "high", "partial_images": 0}
+    est = registered("300")(responses(tool))
+    body = image_response([{"type": "image_generation", **tool}], [{"size": "2880x2880", "quality": "high"}],
+                          reported(100, 0, 0, 23_719))  # fmt: skip
+    assert est.cost_nano >= est.price.cost_nano(Usage.from_response(body))
+    assert est.price.base.image_generation == image_generation_fee(tool, 0, 100)  # (the dearer)
+    cheap = registered("300")(responses({**tool, "quality": "low"}))  # (the fee, the dearer: kept)
+    assert cheap.price.base.image_generation == Decimal(300)
+
+
+def test_without_a_known_worst_case_the_registered_fee_is_charged() -> None:
+    """xhigh has no published count: the registered fee is the user's bound, reserved and charged
+    whatever the report says (its tokens could not be bounded)."""
+    tool = {"model": "gpt-image-2.5-sunburst", "size": "1024x1024", "quality": "xhigh"}
+    est = registered("300")(responses(tool))
+    body = image_response([{"type": "image_generation", **tool}], [{"size": "1024x1024", "quality": "xhigh"}],
+                          reported(100, 0, 0, 50_000))  # fmt: skip
+    usage = Usage.from_response(body)
+    assert usage.passes == () and usage.image_generation_calls == 1
+    text = Usage.from_response({**body, "output": [], "tool_usage": None})
+    assert est.price.cost_nano(usage) - est.price.cost_nano(text) == 300 * 10**6
+    assert est.cost_nano >= est.price.cost_nano(usage)
+
+
+@pytest.mark.parametrize("said", [{}, {"size": "auto", "quality": "auto"}])
+def test_calls_the_report_may_not_cover_are_charged_the_fee(said: dict[str, Any]) -> None:
+    """Two calls whose items do not say their size and quality, a report covering one (``tool_usage``
+    may skip a call whose record is missing): was charged $0.214, one image; now the report and the
+    fee of the other call, at most the fee of both (the reservation)."""
+    tool = {"type": "image_generation", "model": "gpt-image-2", "partial_images": 0}
+    est = estimate({**responses(tool), "max_tool_calls": 2})
+    body = image_response([tool], [said, said], reported(40, 0, 0, 7024))
+    usage = Usage.from_response(body)
+    text = Usage.from_response({**body, "output": [], "tool_usage": None})
+    charged = est.price.cost_nano(usage) - est.price.cost_nano(text)
+    fee_nano = int(est.price.base.image_generation * 10**6)
+    assert charged == (40 * 5 + 7024 * 30) * 1000 + fee_nano >= 2 * 210_720_000
+    assert est.cost_nano >= est.price.cost_nano(usage)
+    huge = image_response([tool], [said, said], reported(40, 0, 0, 40_000))  # (at most both fees)
+    assert est.price.cost_nano(Usage.from_response(huge)) - est.price.cost_nano(text) == 2 * fee_nano
+
+
+def test_an_unbounded_tool_is_reserved_at_the_default_count_of_every_tool() -> None:
+    """``DEFAULT_TOOL_CALLS["image_generation"]`` was 1, but every reported call is charged: 3 calls were
+    charged $0.636 against $0.216 reserved. It is now the count of every other per-call tool (10), the
+    request's ``max_tool_calls`` bounding it, flagged ``tools_defaulted``."""
+    tool = {"type": "image_generation", "model": "gpt-image-2", "size": "1024x1024", "quality": "high",
+            "partial_images": 0}  # fmt: skip
+    est = estimate(responses(tool))
+    assert est.tool_calls == (("image_generation", DEFAULT_TOOL_CALLS["web_search"]),)
+    assert est.tools_defaulted == ("image_generation",)
+    item = {"size": "1024x1024", "quality": "high"}
+    body = image_response([tool], [item] * 3, reported(3 * 40, 0, 0, 3 * 7024))
+    assert est.cost_nano >= est.price.cost_nano(Usage.from_response(body))
+    assert estimate({**responses(tool), "max_tool_calls": 3}).tool_calls == (("image_generation", 3),)

@@ -128,6 +128,9 @@ def responses(body: JSON, ctx: Context) -> Answer:
     if _offers_web_search(tools):  # the model searches once before it answers (billed per call)
         search = {"type": "web_search_call", "id": ctx.new_id("ws"), "status": "completed"}
         output_items.append({**search, "action": {"type": "search", "query": last_text(items)}})
+    image = _image_call(tools, ctx)
+    if image is not None:  # the model draws once with the image_generation tool it was offered
+        output_items.append(image[0])
     output_items.append(message)
     done: JSON = {
         "id": response_id,
@@ -156,9 +159,12 @@ def responses(body: JSON, ctx: Context) -> Answer:
         "user": None,
         "metadata": {},
     }
+    if image is not None:  # the image model's usage, apart from the response's own
+        done["tool_usage"] = {"image_gen": image[1], "web_search": {"num_requests": 0}}
     if not body.get("stream"):
         return Answer(usage, done)
     started = {**done, "status": "in_progress", "output": [], "usage": None, "incomplete_details": None}
+    started.pop("tool_usage", None)
     index = len(output_items) - 1
     empty_message = {**message, "status": "in_progress", "content": []}
     events: list[JSON] = [
@@ -186,6 +192,40 @@ def responses(body: JSON, ctx: Context) -> Answer:
         {"type": "response.incomplete" if incomplete else "response.completed", "response": done},
     ]
     return Answer(usage, events=[(e["type"], {**e, "sequence_number": n}) for n, e in enumerate(events)])
+
+
+_IMAGE_TOKENS = {
+    # OpenAI's image generation guide: image output tokens of one 1024x1024 image (low, medium, high), of
+    # gpt-image-1 / -1-mini / -1.5 (their other standard sizes: 1024x1536, 1536x1024) and gpt-image-2.
+    # (Copied from the guide, not imported from budgetguard._image_tool: the mock stands for the
+    # provider and reads none of budgetguard's counting rules, test_mock_provider checks.)
+    "gpt-image-1": {
+        "1024x1024": (272, 1056, 4160), "1024x1536": (408, 1584, 6240), "1536x1024": (400, 1568, 6208)
+    },
+    "gpt-image-2": {"1024x1024": (196, 1756, 7024)},
+}  # fmt: skip
+
+
+def _image_call(tools: Any, ctx: Context) -> tuple[JSON, JSON] | None:
+    """The ``image_generation_call`` item and the image model's usage when ``tools`` offers the tool:
+    one image, of the size the tool names if the mock knows it (else 1024x1024), at its quality (auto:
+    high); a prompt of 40 text tokens."""
+    tool = next((t for t in tools or () if isinstance(t, dict) and t.get("type") == "image_generation"), None)
+    if tool is None:
+        return None
+    model = str(tool.get("model") or "gpt-image-2.6-sunburst")
+    table = _IMAGE_TOKENS["gpt-image-1" if model.startswith("gpt-image-1") else "gpt-image-2"]
+    size = str(tool["size"]) if tool.get("size") in table else "1024x1024"
+    quality = str(tool["quality"]) if tool.get("quality") in ("low", "medium") else "high"
+    tokens = table[size][("low", "medium", "high").index(quality)]
+    item = {"type": "image_generation_call", "id": ctx.new_id("ig"), "status": "completed",
+            "result": "iVBORw0KGgo=", "size": size, "quality": quality, "output_format": "png"}  # fmt: skip
+    usage = {
+        "input_tokens": 40, "input_tokens_details": {"image_tokens": 0, "text_tokens": 40},
+        "output_tokens": tokens, "output_tokens_details": {"image_tokens": tokens, "text_tokens": 0},
+        "total_tokens": 40 + tokens,
+    }  # fmt: skip
+    return item, usage
 
 
 def _offers_web_search(tools: Any) -> bool:

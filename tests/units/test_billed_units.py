@@ -47,11 +47,12 @@ ITERATIONS_TOP_LEVEL_ONLY_NANO = (3000 * 3 + 150 * 15) * 1000  # what the top-le
 AUDIO_NANO = (200 * 5 // 2 + 800 * 32 + 100 * 10 + 400 * 64) * 1000  # $0.0527
 AUDIO_AS_TEXT_NANO = (1000 * 5 // 2 + 500 * 10) * 1000  # $0.0075: every token at the text rates
 # gpt-5: $1.25 in, $0.125 cached, $10 out; web search $10 / 1k, file search $2.50 / 1k (genai-prices);
-# code interpreter $0.03 a container, image generation $0.72057 an image (PUBLISHED_PRICES: a tool that
-# names nothing, at gpt-image-2's dearest, 24,019 image tokens at $30 / M; see budgetguard._image_tool).
+# code interpreter $0.03 a container, image generation $0.80057 an image (PUBLISHED_PRICES: a tool that
+# names nothing, at gpt-image-2's dearest, 24,019 image tokens at $30 / M and 8,000 text output tokens at
+# $10 / M; see budgetguard._image_tool).
 TOOLS_NANO = (
-    4000 * 5 // 4 + 1000 // 8 + 700 * 10 + 2 * 10_000 + 1 * 2_500 + 2 * 30_000 + 1 * 720_570
-) * 1000  # $0.815195
+    4000 * 5 // 4 + 1000 // 8 + 700 * 10 + 2 * 10_000 + 1 * 2_500 + 2 * 30_000 + 1 * 800_570
+) * 1000  # $0.895195
 
 
 # -- reading: responses ------------------------------------------------------------------------------
