@@ -27,6 +27,7 @@ come from ``budgetguard.track()``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import weakref
 from collections.abc import Hashable, Iterator, Mapping, Sequence
@@ -86,6 +87,10 @@ under way, the innermost: every other handler of its guard leaves the runs start
 would charge them twice)."""
 
 
+_EARLIEST: Any = object()
+"""``_pop``'s mark for an end, which names its run by id alone: the earliest start open with the id."""
+
+
 class BudgetCallbackHandler(BaseCallbackHandler):
     """Enforce (or, with ``enforce=False``, meter) the guard's budgets on every LangChain model run.
 
@@ -102,9 +107,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self._guard = guard
         self.enforce = enforce
         self.scopes = scopes
-        self._attempts: dict[Hashable, tuple[Attempt, Estimate, _Batch | None, _Watch | None]] = {}
-        """The open runs, by their key (``run_key``), each with a weak reference to its id (the id object
-        itself is left to die with its run: see ``_dropped``)."""
+        self._attempts: dict[Hashable, list[_Open]] = {}
+        """The open starts, by their run's key (``run_key``), in start order: two runs in flight may share a
+        caller's ``run_id`` (LangChain passes it to each), and each start is held and settled on its own."""
         self._batches: Bounded[tuple[int, int], _Batch]
         self._batches = Bounded("langchain.batches", _BATCHES_KEPT, shared=False)
         """Batches some of whose runs have started, by ``_join``'s key; full, it forgets the oldest (a batch
@@ -175,7 +180,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         guard, mark = self.guard, kwargs.get("options")  # (``mark``: the start, as ``_join`` tells it)
         guards, taken = claim(run_id, guard, self, mark)
         for handler in taken:  # (plain handlers of its guard that held the run before a middleware's)
-            await handler._release_taken(run, run_id)
+            await handler._release_taken(run, run_id, mark)
         if not guards:
             return
         batch = self._join(kwargs)
@@ -183,37 +188,40 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             attempt, est = self._attempt(messages, metadata, kwargs)
             await run.reserve(attempt)
         except BaseException as exc:  # LangChain sends none of the batch now, and never ends its runs
-            forget(run_id, guard, self, failed=True)
+            forget(run_id, guard, self, mark, failed=True)
             for held in self._give_up(batch):
                 await run.release(held)
             raised = self._raised(exc)
             if raised is exc:
                 raise
             raise raised from exc
-        if not self._record(run_id, attempt, est, batch):
-            forget(run_id, guard, self, failed=True)
+        if not self._record(run_id, attempt, est, batch, mark):
+            forget(run_id, guard, self, mark, failed=True)
             await run.release(attempt)
         elif not holds(run_id, guard, self, mark):  # a middleware's handler took the run meanwhile
-            await self._release_taken(run, run_id)
+            await self._release_taken(run, run_id, mark)
 
-    async def _release_taken(self, run: Operations, run_id: UUID) -> None:
-        """Release this handler's hold of a run a middleware's handler of its guard took (its claim first:
-        ``_langchain_claims.claim``): whichever of the two pops it first."""
-        held = self._taken(run_key(run_id))
+    async def _release_taken(self, run: Operations, run_id: UUID, mark: object) -> None:
+        """Release this handler's hold of the start ``mark`` of a run a middleware's handler of its guard
+        took (its claim first: ``_langchain_claims.claim``): whichever of the two pops it first."""
+        held = self._pop(run_key(run_id), mark)
         if held is not None:
-            await run.release(held)
+            await run.release(held.attempt)
 
     async def _end(
         self, run: Operations, run_id: UUID, response: LLMResult | None, error: BaseException | None
     ) -> None:
         """Charge a run that ended its usage; a failed run is released (or charged its input, per the
         guard's ``charge_failed``), a stream that broke off after some chunks is charged what it received,
-        as the guard charges streams."""
+        as the guard charges streams. An end names its run by id alone: of two runs in flight with one id
+        (a caller's), it settles the earlier start (each start is settled once; which of the two bills
+        lands on which hold is LangChain's order of ends, as for its own tracers, keyed by run id)."""
         ended = self._pop(run_key(run_id))
-        forget(run_id, self.guard, self)
         if ended is None:
+            forget(run_id, self.guard, self)
             return
-        attempt, est = ended
+        forget(run_id, self.guard, self, ended.mark)
+        attempt, est = ended.attempt, ended.est
         if error is None and response is not None and from_cache(response):
             await run.release(attempt)  # (nothing was sent)
             return
@@ -226,24 +234,25 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         else:
             await run.commit(attempt, partial)
 
-    def _record(self, run_id: UUID, attempt: Attempt, est: Estimate, batch: _Batch | None) -> bool:
+    def _record(
+        self, run_id: UUID, attempt: Attempt, est: Estimate, batch: _Batch | None, mark: object
+    ) -> bool:
         """Keep a held run until it ends; ``False`` when it is never sent (an async sibling that held after
         its batch's refusal): its hold is to be released. (A run that starts after ``_take_open``, on a
         model kept past its middleware call or in a thread still running, is sent: kept, and settled as
         it ends; a review found such calls released and sent uncharged.)"""
-        key = run_key(run_id)
-        watch: _Watch | None = None
+        held = _Open(run_key(run_id), attempt, est, batch, mark)
         try:  # (called back when the id dies first; a run popped first drops it, never called)
-            watch = _Watch(run_id, self._on_dropped)
-            watch.key = key
+            held.watch = _Watch(run_id, self._on_dropped)
+            held.watch.key = held.key
         except TypeError:  # (an id that takes no weak reference: if dropped, its run waits for its lease)
             pass
         with self._lock:
             late = batch is not None and batch.given_up
             if not late:
-                self._attempts[key] = (attempt, est, batch, watch)
+                self._attempts.setdefault(held.key, []).append(held)
                 if batch is not None:
-                    batch.runs.add(key)
+                    batch.runs.append(held)
         return not late
 
     def _dropped(self, watch: _Watch) -> None:
@@ -253,13 +262,12 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         ``close()`` or exit, not left to its lease (a review found it so): queued only, no ledger I/O and
         no lock here (``_attempt.Dropped``)."""
         key = watch.key
-        found = self._attempts.get(key)
-        if found is not None:
-            Dropped(found[0].guard, lambda: self._taken(key)).queue()
+        for held in list(self._attempts.get(key, ())):  # (every start with the id: the id is gone)
+            Dropped(held.attempt.guard, functools.partial(self._taken, key, held.mark)).queue()
 
-    def _taken(self, key: Hashable) -> Attempt | None:
-        ended = self._pop(key)
-        return None if ended is None else ended[0]
+    def _taken(self, key: Hashable, mark: object) -> Attempt | None:
+        ended = self._pop(key, mark)
+        return None if ended is None else ended.attempt
 
     def _raised(self, error: BaseException) -> BaseException:
         """What a start that raised ``error`` (a refusal, a request that cannot be estimated) raises."""
@@ -323,27 +331,39 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             return []
         with self._lock:
             batch.given_up = True
-            held = [self._attempts.pop(run)[0] for run in batch.runs if run in self._attempts]
-            batch.runs.clear()
-        return held
+            runs, batch.runs = batch.runs, []
+            return [held.attempt for held in runs if self._drop(held)]
 
-    def _pop(self, key: Hashable) -> tuple[Attempt, Estimate] | None:
+    def _pop(self, key: Hashable, mark: object = _EARLIEST) -> _Open | None:
+        """The open start of the run ``key``, forgotten here: the start ``mark``, else the earliest."""
         with self._lock:
-            run = self._attempts.pop(key, None)
-            if run is None:
+            opened = self._attempts.get(key, [])
+            held = next((held for held in opened if mark is _EARLIEST or held.mark is mark), None)
+            if held is None or not self._drop(held):
                 return None
-            attempt, est, batch, _ = run
-            if batch is not None:  # a run ended: its batch has started in full
-                batch.runs.discard(key)
-                if self._batches.get(batch.key) is batch:
-                    del self._batches[batch.key]
-            return attempt, est
+            if held.batch is not None:  # a run ended: its batch has started in full
+                if held in held.batch.runs:
+                    held.batch.runs.remove(held)
+                if self._batches.get(held.batch.key) is held.batch:
+                    del self._batches[held.batch.key]
+            return held
+
+    def _drop(self, held: _Open) -> bool:
+        """Forget the open start ``held`` (the lock held): whether it was open."""
+        opened = self._attempts.get(held.key)
+        if opened is None or not any(found is held for found in opened):
+            return False
+        opened[:] = [found for found in opened if found is not held]
+        if not opened:
+            del self._attempts[held.key]
+        held.watch = None
+        return True
 
     def _take_open(self) -> list[Attempt]:
         """The attempts of the runs started and not ended, forgotten here: their owner settles them (a run
         that starts later is kept and settled as it ends, as any other)."""
         with self._lock:
-            held = [attempt for attempt, *_ in self._attempts.values()]
+            held = [run.attempt for opened in self._attempts.values() for run in opened]
             self._attempts.clear()
         return held
 
@@ -367,6 +387,18 @@ class _Watch(weakref.ref):  # type: ignore[type-arg]
 
 
 @dataclasses.dataclass(eq=False)
+class _Open:
+    """One start of a run, held until its run ends."""
+
+    key: Hashable  # (its run's: ``run_key``)
+    attempt: Attempt
+    est: Estimate
+    batch: _Batch | None
+    mark: object  # (the start, as ``claim`` tells it: held, so that no other start reuses its id meanwhile)
+    watch: _Watch | None = None  # (kept alive while the start is open: ``_dropped``)
+
+
+@dataclasses.dataclass(eq=False)
 class _Batch:
     """The runs of one ``generate`` call, started and not yet ended."""
 
@@ -374,7 +406,7 @@ class _Batch:
     marks: tuple[object, object]  # held, so that no other batch reuses their ids while this one is kept
     size: int
     started: int = 0
-    runs: set[Hashable] = dataclasses.field(default_factory=set)  # (their keys: ``run_key``)
+    runs: list[_Open] = dataclasses.field(default_factory=list)
     given_up: bool = False
 
 

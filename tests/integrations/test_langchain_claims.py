@@ -7,8 +7,10 @@ budget); the claims are forgotten as their runs settle, a tracer keeping the run
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import gc
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -187,3 +189,47 @@ async def test_claims_are_forgotten_as_their_runs_settle() -> None:
             await task
     gc.collect()
     assert tracer.kept and len(_langchain_claims._claims) == 0
+
+
+def test_two_runs_in_flight_with_one_run_id_are_each_reserved_and_charged() -> None:
+    """Two threads send a model with one caller-given ``run_id`` at once: both runs start before either
+    ends (each request waits at the barrier for the other). The second start's hold replaced the first's,
+    so one end settled nothing and one hold waited for its lease (a review)."""
+    events: list[bg.Event] = []
+    guard = guard_on("memory://", "5", events)
+    both_started = threading.Barrier(2)
+    client = httpx.Client(event_hooks={"request": [lambda _: both_started.wait(10)]})
+    with MockProvider() as api:
+        model = chat(api, http_client=client, callbacks=[BudgetCallbackHandler(guard, user="t")])
+        config: Any = {"run_id": uuid.uuid4()}
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            sent = [pool.submit(model.invoke, question, config=config) for question in ("Why?", "Why not?")]
+            for future in sent:
+                future.result()
+        billed = sum(bg.to_nano(bg.cost("gpt-4o", bg.Usage.from_response(u))) for u in api.usages)
+    client.close()
+    kinds = [e.kind for e in events]
+    assert kinds.count("reserved") == kinds.count("committed") == 2
+    assert asyncio.run(books(guard))[:2] == (billed, 0)
+
+
+async def test_two_async_runs_in_flight_with_one_run_id_are_each_reserved_and_charged() -> None:
+    """The same with ``ainvoke`` on one loop: an async callback manager dispatches the plain handler in
+    LangChain's executor."""
+    events: list[bg.Event] = []
+    guard = guard_on("memory://", "5", events)
+    both_started = asyncio.Barrier(2)
+
+    async def wait(_: Any) -> None:
+        await asyncio.wait_for(both_started.wait(), 10)
+
+    client = httpx.AsyncClient(event_hooks={"request": [wait]})
+    with MockProvider() as api:
+        model = chat(api, http_async_client=client, callbacks=[BudgetCallbackHandler(guard, user="t")])
+        config: Any = {"run_id": uuid.uuid4()}
+        await asyncio.gather(*(model.ainvoke(question, config=config) for question in ("Why?", "Why not?")))
+        billed = sum(bg.to_nano(bg.cost("gpt-4o", bg.Usage.from_response(u))) for u in api.usages)
+    await client.aclose()
+    kinds = [e.kind for e in events]
+    assert kinds.count("reserved") == kinds.count("committed") == 2
+    assert (await books(guard))[:2] == (billed, 0)
