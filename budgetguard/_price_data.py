@@ -171,7 +171,7 @@ def _bare(model: str) -> str:
 
 
 def _published_tiers(price: Price) -> Price:
-    bare = _bare(price.model)
+    bare = _bare(price.served)
     for names, threshold, rates in _LONG_CONTEXT_TIERS:
         if bare == names[-1] or bare.startswith(names[:-1]):
             above = dataclasses.replace(price.base, **rates)  # type: ignore[arg-type]
@@ -202,7 +202,7 @@ def published_prices(model: str, provider: str | None) -> dict[str, Decimal]:
 
 
 def _with_published(price: Price, provider: str | None) -> Price:
-    published = published_prices(price.model, provider)
+    published = published_prices(price.served, provider)
     search = (
         chat_search_fee(price.model) if chat_search(price.model) and provider in (None, "openai") else None
     )
@@ -258,6 +258,7 @@ def _from_genai(ref: str, provider: _gp.Provider, model: _gp.ModelInfo, mp: _gp.
         context_window=max(filter(None, (model.context_window, known.context_window)), default=None),
         max_output_tokens=known.max_output_tokens,
         source=f"genai-prices {genai_prices_version}: {provider.id}/{model.id}",
+        resolved=None if model.id == ref else model.id,
     )
     return _with_published(_published_tiers(price) if not price.tiers else price, provider.id)
 

@@ -124,6 +124,7 @@ class PriceBook:
         context_window: int | None = None,
         max_output_tokens: int | None = None,
         provider: str | None = None,
+        base_model: str | None = None,
         **rates: Unpack[RateArgs],
     ) -> Price:
         """Set the price of ``model`` in USD per million tokens; it wins over the price data.
@@ -139,10 +140,20 @@ class PriceBook:
         ``context_window`` and ``max_output_tokens`` (tokens) bound a request that sets no output
         maximum; those not given are the published limits of the model the name matches
         (``budgetguard.model_limits``), if any.
+        ``base_model`` is the model a name that is not a model's stands for (an Azure deployment:
+        ``register_price("chat-prod", base_model="gpt-5.6-sol", provider="azure", ...)``): its published
+        limits and fees apply, and its rules (OpenAI's models write the prompt cache unasked, so their
+        input is reserved at the write rate where writes are dearer), as for the model's own name.
         """
         if not model or not isinstance(model, str):
             raise ConfigurationError("register_price needs a model name")
-        given, known = checked_limits(context_window, max_output_tokens), model_limits(model) or UNKNOWN
+        if base_model is not None and (not base_model or not isinstance(base_model, str)):
+            raise ConfigurationError(
+                f"base_model names the model {model!r} stands for, e.g. base_model='gpt-5.6-sol'; "
+                f"got {base_model!r}"
+            )
+        given = checked_limits(context_window, max_output_tokens)
+        known = model_limits(*filter(None, (base_model, model))) or UNKNOWN
         units: dict[str, Any] = {k: v for k, v in rates.items() if k not in _TOKEN_RATES}  # (tiers take them)
         price = Price(
             model=model,
@@ -151,6 +162,7 @@ class PriceBook:
             context_window=given.context_window or known.context_window,
             max_output_tokens=known.max_output_tokens if max_output_tokens is None else max_output_tokens,
             source="override",
+            resolved=None if base_model == model else base_model,
         )
         price = _with_published(price, provider)
         with self._lock:

@@ -416,3 +416,28 @@ async def test_async_clients_are_priced_at_their_endpoint() -> None:
     await groq.close()
     await bedrock.close()
     guard.close()
+
+
+def test_an_azure_deployment_named_otherwise_is_reserved_as_the_model_it_serves() -> None:
+    """gpt-5.6 writes the prompt cache unasked, billed at $5 per million against $4 input: its input is
+    reserved at the write rate. An Azure deployment bears its owner's name: the rule read the name, so a
+    deployment of gpt-5.6 named "chat-prod" was reserved at the input rate, below the bill of a call that
+    wrote its whole prompt (a review). Registered with the model it serves, it follows that model."""
+    book = PriceBook()
+    rates = {"input": "4", "output": "20", "cache_read": "0.4", "cache_write": "5"}
+    book.register("chat-prod", base_model="gpt-5.6-sol", provider="azure", **rates)
+    events: list[budgetguard.Event] = []
+    guard = Guard(
+        "memory://", budgets=[Budget("global", usd="100", per="day")], prices=book, on_event=events.append
+    )
+    request = {"model": "chat-prod", "messages": [{"role": "user", "content": "row " * 4000}], "max_tokens": 1}
+    est = guard.estimator(request, provider="azure")
+    assert est.cache_write == "5m" and est.price.served == "gpt-5.6-sol"
+    answer = completion("gpt-5.6-sol-2026-05-01", prompt=est.input_tokens, completion=1)
+    answer["usage"]["prompt_tokens_details"] = {"cached_tokens": 0, "cache_write_tokens": est.input_tokens}
+    guard.wrap(openai_at(AZURE, serve(answer))).chat.completions.create(**request)  # type: ignore[call-overload]
+    [reserved] = [e.estimated for e in events if e.kind == "reserved"]
+    bill = committed(guard).amounts["usd"]
+    assert bill == nano((est.input_tokens, "5"), (1, "20"))
+    assert reserved is not None and budgetguard.to_nano(reserved) >= bill
+    guard.close()
