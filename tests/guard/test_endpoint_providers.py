@@ -430,7 +430,8 @@ def test_an_azure_deployment_named_otherwise_is_reserved_as_the_model_it_serves(
     guard = Guard(
         "memory://", budgets=[Budget("global", usd="100", per="day")], prices=book, on_event=events.append
     )
-    request = {"model": "chat-prod", "messages": [{"role": "user", "content": "row " * 4000}], "max_tokens": 1}
+    long_prompt = [{"role": "user", "content": "row " * 4000}]
+    request = {"model": "chat-prod", "messages": long_prompt, "max_tokens": 1}
     est = guard.estimator(request, provider="azure")
     assert est.cache_write == "5m" and est.price.served == "gpt-5.6-sol"
     answer = completion("gpt-5.6-sol-2026-05-01", prompt=est.input_tokens, completion=1)
