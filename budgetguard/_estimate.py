@@ -313,8 +313,8 @@ class Estimator:
         if unseen:
             input_tokens = self._unseen_bound(input_tokens, price, unseen)
         tools = (
-            self.server_tools.read(request, shape, price, input_tokens, model)
-            if "tools" in request or "mcp_servers" in request or searches(model)
+            self.server_tools.read(request, shape, price, input_tokens, model, provider)
+            if "tools" in request or "mcp_servers" in request or searches(model, provider)
             else NO_TOOLS
         )
         price = price.with_fees(tools.rates)  # (the fees its tools set: a container's size...)

@@ -196,15 +196,18 @@ class ServerTools:
                 )
         self.chosen = frozenset(results or ())
 
-    def read(self, request: Mapping[str, Any], api: str, price: Price, shown: int, model: str) -> ToolUse:
+    def read(
+        self, request: Mapping[str, Any], api: str, price: Price, shown: int, model: str, provider: str | None
+    ) -> ToolUse:
         """The worst case of ``request``'s server-side tools: each at Anthropic's ``max_uses``, the
         Responses API's ``max_tool_calls`` (all built-in calls together: fees on the dearest tool, the
         largest results), else the default count; each result at a web fetch's ``max_content_tokens``,
         else the configured size. One call of each is priced at ``price`` (for a request that shows
-        ``shown`` input tokens) to find the dearest."""
+        ``shown`` input tokens) to find the dearest. A chat search model searches once a request, where
+        ``provider`` bills it (``chat_search``)."""
         tools = request.get("tools")
         servers = request.get("mcp_servers") if api == "anthropic" else None
-        searched = api != "anthropic" and "messages" in request and searches(model)
+        searched = api != "anthropic" and "messages" in request and searches(model, provider)
         if not tools and not servers and not searched:
             return NO_TOOLS
         tools = list(tools) if isinstance(tools, list | tuple) else []

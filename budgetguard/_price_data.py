@@ -203,9 +203,7 @@ def published_prices(model: str, provider: str | None) -> dict[str, Decimal]:
 
 def _with_published(price: Price, provider: str | None) -> Price:
     published = published_prices(price.served, provider)
-    search = (
-        chat_search_fee(price.model) if chat_search(price.model) and provider in (None, "openai") else None
-    )
+    search = chat_search_fee(price.model) if chat_search(price.model, provider) else None
     if search is not None:  # (OpenAI's own fee for the search model, over genai-prices' $10)
         price = dataclasses.replace(
             price,

@@ -298,5 +298,5 @@ def input_only(est: Estimate) -> Usage:
         input_tokens=usage.input_tokens,
         cache_write_tokens=usage.cache_write_tokens,
         cache_write_1h_tokens=usage.cache_write_1h_tokens,
-        web_search_calls=1 if chat_search(est.model) else 0,
+        web_search_calls=1 if chat_search(est.model, est.provider) else 0,
     )

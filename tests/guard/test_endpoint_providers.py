@@ -442,3 +442,28 @@ def test_an_azure_deployment_named_otherwise_is_reserved_as_the_model_it_serves(
     assert bill == nano((est.input_tokens, "5"), (1, "20"))
     assert reserved is not None and budgetguard.to_nano(reserved) >= bill
     guard.close()
+
+
+SEARCH_ANSWER = completion("gpt-4o-search-preview-2025-03-11")
+
+
+def test_a_chat_search_is_billed_at_openai_s_fee_where_it_is_billed_and_only_there() -> None:
+    """gpt-4o-search-preview searches once a request, at OpenAI's fee per search context size. The
+    estimate added that fee at every provider, the price only at OpenAI's (a review): Azure's answer, which
+    carries its search, could not be priced (``cost``), and a provider that bills no such search was
+    reserved for one. One rule now (``chat_search``'s providers: OpenAI, Azure OpenAI, OpenRouter)."""
+    usage = Usage(input_tokens=1000, output_tokens=200, web_search_calls=1)
+    tokens = nano((1000, "2.5"), (200, "10"))
+    for provider in ("openai", "azure"):
+        price = budgetguard.get_price("gpt-4o-search-preview", provider=provider)
+        assert price.cost_nano(usage) == tokens + budgetguard.to_nano(Decimal("0.035"))  # ($35 per 1k)
+    guard = Guard("memory://", budgets=[Budget("global", usd="100", per="day")])
+    high = {"search_context_size": "high"}
+    request = {"model": "gpt-4o-search-preview", "messages": HI, "web_search_options": high}
+    guard.wrap(openai_at(AZURE, serve(SEARCH_ANSWER))).chat.completions.create(**request)  # type: ignore[call-overload]
+    assert committed(guard).amounts["usd"] == tokens + budgetguard.to_nano(Decimal("0.05"))  # (high)
+    guard.close()
+    elsewhere = PriceBook()
+    elsewhere.register("gpt-4o-search-preview", provider="together", input="2.5", output="10")
+    est = Guard("memory://", budgets=[], prices=elsewhere).estimator(request, provider="together")
+    assert est.usage.web_search_calls == 0 and est.price.base.web_search is None
