@@ -441,23 +441,32 @@ def test_an_interrupted_responses_stream_charges_the_function_call_it_delivered(
 SHELL = {"type": "container_reference", "container_id": "cntr_1"}
 
 
-@pytest.mark.parametrize(
-    "item",
-    [
-        {"type": "web_search_call", "id": "ws_1", "status": "in_progress"},
-        {"type": "file_search_call", "id": "fs_1", "status": "in_progress"},
-        {"type": "image_generation_call", "id": "ig_1", "status": "in_progress"},
-        {"type": "code_interpreter_call", "id": "ci_1", "container_id": "cntr_1", "status": "in_progress"},
-        {"type": "shell_call", "id": "sh_1", "environment": SHELL, "action": {"commands": ["ls"]}},
-    ],
-    ids=lambda item: item["type"],
-)
-def test_an_interrupted_responses_stream_charges_each_billed_tool_it_started(item: dict[str, Any]) -> None:
+STARTED_TOOLS = {
+    "web_search_call": {"id": "ws_1", "status": "in_progress"},
+    "file_search_call": {"id": "fs_1", "status": "in_progress"},
+    "image_generation_call": {"id": "ig_1", "status": "in_progress"},
+    "code_interpreter_call": {"id": "ci_1", "container_id": "cntr_1", "status": "in_progress"},
+    "shell_call": {"id": "sh_1", "environment": SHELL, "action": {"commands": ["ls"]}},
+}
+"""An item of each billed built-in tool, as a stream delivers it when the tool starts."""
+
+
+def billed_tool_kinds() -> list[str]:
+    from budgetguard._usage import BILLED_TOOL_ITEMS
+
+    return sorted(BILLED_TOOL_ITEMS)
+
+
+@pytest.mark.parametrize("kind", billed_tool_kinds())
+def test_an_interrupted_responses_stream_charges_each_billed_tool_it_started(kind: str) -> None:
     """A built-in tool's output item delivered before the stream was cut is charged as the final
-    response's would be (a hosted shell: its container)."""
+    response's would be (a hosted shell: its container). The billed kinds are one list
+    (``BILLED_TOOL_ITEMS``; they were two, the stream's and the final output's, kept alike by this test's
+    own list): every kind of it is tested here."""
     from budgetguard._providers import StreamFolder
     from budgetguard._usage import with_tool_items
 
+    item = {"type": kind, **STARTED_TOOLS[kind]}
     usage = budgetguard.Usage(input_tokens=1)
     charged = with_tool_items(usage, [item])
     assert charged != usage
