@@ -20,15 +20,8 @@ from typing import Any, overload
 from ._cache import Bounded, memo
 from ._errors import ConfigurationError
 from ._price_data import is_claude, provider_for_url
-from ._usage import (
-    BILLED_TOOL_ITEMS,
-    Usage,
-    _get,
-    _is_code_block,
-    _merge_anthropic_delta,
-    _reader,
-    with_tool_items,
-)
+from ._tool_items import BILLED_TOOL_ITEMS
+from ._usage import Usage, _get, _is_code_block, _merge_anthropic_delta, _reader, with_tool_items
 
 __all__ = [
     "VARIANT_KEYS", "StreamFolder", "api_of", "as_read", "as_sent", "client_provider", "endpoint_provider",

@@ -33,8 +33,9 @@ from ._cache import memo
 from ._errors import UsageError
 from ._frozen import fast_init
 from ._limits import chat_search
+from ._tool_items import BILLED_TOOL_ITEMS, CONTAINER_SESSIONS
 
-__all__ = ["BILLED_TOOL_ITEMS", "Pass", "Usage", "with_tool_items"]
+__all__ = ["Pass", "Usage", "with_tool_items"]
 
 _MISSING = object()
 _OBJECT_GETATTRIBUTE: Any = object.__getattribute__
@@ -517,34 +518,6 @@ def _is_code_block(block: Any) -> bool:
     return isinstance(kind, str) and kind.endswith("code_execution_tool_result")
 
 
-_UNBILLED: Any = object()
-
-
-def _interpreter_container(item: Any) -> Any:
-    return _get(item, "container_id") or _get(item, "id")
-
-
-def _shell_container(item: Any) -> Any:
-    """A hosted shell's container (a shell the caller runs, in its own environment, is not billed)."""
-    env = _get(item, "environment")
-    if _get(env, "type") != "container_reference":
-        return _UNBILLED
-    return _get(env, "container_id") or _get(item, "id")
-
-
-BILLED_TOOL_ITEMS: Mapping[str, str | Callable[[Any], Any]] = {
-    "web_search_call": "web_search_calls",
-    "file_search_call": "file_search_calls",
-    "image_generation_call": "image_generation_calls",
-    "code_interpreter_call": _interpreter_container,
-    "shell_call": _shell_container,
-}
-"""The Responses API's output items of built-in tools that are billed, each with how: per call (the
-``Usage`` field an item adds one to), or per container session (the item's container, ``_UNBILLED``
-for none). The one list: a final output's (``with_tool_items``) and an interrupted stream's items
-(``StreamFolder``, which keeps these kinds)."""
-
-
 def with_tool_items(found: Usage, output: list[Any]) -> Usage:
     """A Responses API output's built-in tool calls (``BILLED_TOOL_ITEMS``): one ``web_search_call``,
     ``file_search_call`` or ``image_generation_call`` item per billed call; code interpreter, hosted shell
@@ -553,13 +526,15 @@ def with_tool_items(found: Usage, output: list[Any]) -> Usage:
     containers: set[Any] = set()
     for item in output:
         kind = _get(item, "type")
-        billed = BILLED_TOOL_ITEMS.get(kind) if isinstance(kind, str) else None
-        if isinstance(billed, str):
-            counts[billed] = counts.get(billed, 0) + 1
-        elif billed is not None and (container := billed(item)) is not _UNBILLED:
-            containers.add(container)
+        unit = BILLED_TOOL_ITEMS.get(kind) if isinstance(kind, str) else None
+        if unit is not None and unit != CONTAINER_SESSIONS:
+            counts[unit] = counts.get(unit, 0) + 1
+        elif kind == "code_interpreter_call":
+            containers.add(_get(item, "container_id") or _get(item, "id"))
+        elif kind == "shell_call" and _get(env := _get(item, "environment"), "type") == "container_reference":
+            containers.add(_get(env, "container_id") or _get(item, "id"))  # the hosted shell's container
     if containers:
-        counts["code_execution_sessions"] = len(containers)
+        counts[CONTAINER_SESSIONS] = len(containers)
     return dataclasses.replace(found, **counts) if counts else found  # type: ignore[arg-type]
 
 

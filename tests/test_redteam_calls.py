@@ -452,7 +452,7 @@ STARTED_TOOLS = {
 
 
 def billed_tool_kinds() -> list[str]:
-    from budgetguard._usage import BILLED_TOOL_ITEMS
+    from budgetguard._tool_items import BILLED_TOOL_ITEMS
 
     return sorted(BILLED_TOOL_ITEMS)
 
