@@ -42,13 +42,9 @@ from .._budgets import Scope
 from .._cache import Bounded
 from .._context import ModelTotals, Tracker, track
 from .._default import default_guard
-from .._errors import UsageError
 from .._estimate import Estimate
 from .._guard import Attempt, Guard
 from .._scopes import ScopeSpec
-from .._settle import input_only
-from .._tokens import count_text_tokens
-from .._usage import Usage, with_tool_items
 from . import missing_extra
 from ._refusal import quiet_refusals
 
@@ -63,6 +59,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 from ._langchain_claims import claim, forget, holds
 from ._langchain_operations import Operations, now
 from ._langchain_requests import request_from_run
+from ._langchain_usage import from_cache, partial_usage, read_usage, usage_from_message, usage_from_result
 
 __all__ = [
     "BudgetCallbackHandler",
@@ -228,7 +225,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         if error is None:
             await run.commit(attempt, response)
             return
-        partial = _partial_usage(response, est) if response is not None else None
+        partial = partial_usage(response, est) if response is not None else None
         if partial is None:
             await run.fail(attempt, error)
         else:
@@ -300,7 +297,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         est = guard.estimator(request, provider=provider)
         attempt = guard.attempt(
             est,
-            usage=_read_usage,
+            usage=read_usage,
             enforce=self.enforce,
             scopes=self.scopes,
             arguments=self._arguments(metadata),
@@ -408,136 +405,6 @@ class _Batch:
     started: int = 0
     runs: list[_Open] = dataclasses.field(default_factory=list)
     given_up: bool = False
-
-
-# -- usage ---------------------------------------------------------------------------------------
-
-
-def usage_from_result(result: LLMResult) -> Usage:
-    """The usage of one model run: the first generation's message with ``usage_metadata``
-    (``usage_from_message``; with ``n`` > 1 every generation carries the run's total), else
-    ``llm_output["token_usage"]`` or ``["usage"]``."""
-    for generations in result.generations:
-        for generation in generations:
-            message = getattr(generation, "message", None)
-            if getattr(message, "usage_metadata", None):
-                return usage_from_message(message)
-    output = result.llm_output or {}
-    for key in ("token_usage", "usage"):
-        if output.get(key):
-            return Usage.from_response(output[key])
-    raise UsageError(
-        "the LangChain result carries neither usage_metadata nor llm_output token usage; "
-        "for streams enable the model's usage reporting (ChatOpenAI(stream_usage=True))"
-    )
-
-
-def from_cache(result: LLMResult) -> bool:
-    """Whether LangChain answered the run from its LLM cache, sending nothing: it marks the usage of each
-    cached message ``total_cost: 0`` (``_convert_cached_generations``), which no provider's usage has."""
-    messages = [getattr(g, "message", None) for generations in result.generations for g in generations]
-    usages = [getattr(message, "usage_metadata", None) or {} for message in messages]
-    return bool(usages) and all(usage.get("total_cost") == 0 for usage in usages)
-
-
-def usage_from_message(message: Any) -> Usage:
-    """The usage of an ``AIMessage``: the bill, billed units that are not tokens included.
-
-    ``usage_metadata`` carries tokens only, so the provider's own usage is read when the message carries
-    it, by the parser of its wire format (``Usage.from_response``): OpenAI chat's
-    ``response_metadata["token_usage"]`` (audio and image tokens), Anthropic's
-    ``response_metadata["usage"]`` (``server_tool_use`` requests, ``iterations``); one whose token
-    totals disagree with ``usage_metadata`` (stream chunks merged into it) is not used. A Responses API
-    message adds its built-in tool calls, each billed (``web_search_call``...), from its output items:
-    content blocks (``output_version="responses/v1"``, the default), ``additional_kwargs["tool_outputs"]``
-    (``"v0"``) or ``server_tool_call`` blocks (``"v1"``)."""
-    metadata = getattr(message, "usage_metadata", None)
-    response = getattr(message, "response_metadata", None) or {}
-    found = _wire_usage(response, metadata)
-    if found is None:
-        if not metadata:
-            raise UsageError(
-                f"the model's {type(message).__name__} carries no usage_metadata; for streams enable the "
-                "model's usage reporting (ChatOpenAI(stream_usage=True))"
-            )
-        found = _from_usage_metadata(metadata)
-    if response.get("object") == "response":  # (a Responses API response)
-        items = _output_items(message)
-        if items:
-            return with_tool_items(found, items)
-    return found
-
-
-def _wire_usage(response: Mapping[str, Any], metadata: Mapping[str, Any] | None) -> Usage | None:
-    """The provider's own usage in ``response_metadata``, when it is there and agrees with
-    ``usage_metadata``'s token totals."""
-    wire = response.get("token_usage") or response.get("usage")
-    if not isinstance(wire, Mapping):
-        return None
-    try:
-        found = Usage.from_response(wire)
-    except UsageError:
-        return None
-    if metadata and (found.total_input_tokens, found.total_output_tokens) != (
-        metadata.get("input_tokens"),
-        metadata.get("output_tokens"),
-    ):
-        return None
-    return found
-
-
-def _output_items(message: Any) -> list[Any]:
-    """A Responses API message's output items, in any of langchain-openai's output versions."""
-    content = message.content if isinstance(message.content, list) else []
-    items = [block for block in content if isinstance(block, Mapping)]
-    items += (getattr(message, "additional_kwargs", None) or {}).get("tool_outputs") or []
-    for block in content:  # v1: standard blocks, a server tool call named by its tool
-        if isinstance(block, Mapping) and block.get("type") == "server_tool_call":
-            extras = block.get("extras") or {}
-            call = {"type": f"{block.get('name')}_call", "id": block.get("id")}
-            items.append({**call, "container_id": extras.get("container_id")})
-    return items
-
-
-def _read_usage(result: LLMResult | Usage) -> Usage:
-    return result if isinstance(result, Usage) else usage_from_result(result)
-
-
-def _partial_usage(response: LLMResult, est: Estimate) -> Usage | None:
-    """What a broken-off stream is charged: its usage if the usage chunk came, else the input
-    estimate plus the streamed text counted with tiktoken; ``None`` when nothing was received."""
-    texts = [g.text for generations in response.generations for g in generations if g.text]
-    if not texts:
-        return None
-    try:
-        return usage_from_result(response)
-    except UsageError:
-        streamed = count_text_tokens("".join(texts), est.model)
-        return dataclasses.replace(input_only(est), output_tokens=streamed)
-
-
-def _from_usage_metadata(metadata: Mapping[str, Any]) -> Usage:
-    """LangChain's ``UsageMetadata``: ``input_tokens`` is all input, cache reads and writes included."""
-    inputs = metadata.get("input_token_details") or {}
-    outputs = metadata.get("output_token_details") or {}
-    read = _ending(inputs, "cache_read")  # service-tier-prefixed too ("priority_cache_read")
-    written = _ending(inputs, "cache_creation")
-    written_1h = min(int(inputs.get("ephemeral_1h_input_tokens") or 0), written)
-    total_in, output = metadata.get("input_tokens"), metadata.get("output_tokens")
-    if not isinstance(total_in, int) or not isinstance(output, int) or read + written > total_in:
-        raise UsageError(f"unusable LangChain usage_metadata: {dict(metadata)!r}")
-    return Usage(
-        input_tokens=total_in - read - written,
-        cache_read_tokens=read,
-        cache_write_tokens=written - written_1h,
-        cache_write_1h_tokens=written_1h,
-        output_tokens=output,
-        reasoning_tokens=min(_ending(outputs, "reasoning"), output),
-    )
-
-
-def _ending(details: Mapping[str, Any], suffix: str) -> int:
-    return sum(int(value or 0) for key, value in details.items() if key.endswith(suffix))
 
 
 # -- get_openai_callback, for every model ---------------------------------------------------------
