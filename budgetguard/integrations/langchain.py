@@ -42,6 +42,7 @@ from .._budgets import Scope
 from .._cache import Bounded
 from .._context import ModelTotals, Tracker, track
 from .._default import default_guard
+from .._errors import ConfigurationError
 from .._estimate import Estimate
 from .._guard import Attempt, Guard
 from .._scopes import ScopeSpec
@@ -84,8 +85,9 @@ under way, the innermost: every other handler of its guard leaves the runs start
 would charge them twice)."""
 
 
-_EARLIEST: Any = object()
-"""``_pop``'s mark for an end, which names its run by id alone: the earliest start open with the id."""
+_SMALLEST: Any = object()
+"""``_pop``'s mark for an end, which names its run by id alone: the start open with the id that holds
+least (``_pop``)."""
 
 
 class BudgetCallbackHandler(BaseCallbackHandler):
@@ -183,6 +185,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         batch = self._join(kwargs)
         try:
             attempt, est = self._attempt(messages, metadata, kwargs)
+            with self._lock:
+                self._alone(run_id, attempt)
             await run.reserve(attempt)
         except BaseException as exc:  # LangChain sends none of the batch now, and never ends its runs
             forget(run_id, guard, self, mark, failed=True)
@@ -192,9 +196,12 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             if raised is exc:
                 raise
             raise raised from exc
-        if not self._record(run_id, attempt, est, batch, mark):
+        kept: bool | ConfigurationError = self._record(run_id, attempt, est, batch, mark)
+        if kept is not True:
             forget(run_id, guard, self, mark, failed=True)
             await run.release(attempt)
+            if kept:  # (a run of other budgets took the id while this one reserved)
+                raise kept
         elif not holds(run_id, guard, self, mark):  # a middleware's handler took the run meanwhile
             await self._release_taken(run, run_id, mark)
 
@@ -211,8 +218,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         """Charge a run that ended its usage; a failed run is released (or charged its input, per the
         guard's ``charge_failed``), a stream that broke off after some chunks is charged what it received,
         as the guard charges streams. An end names its run by id alone: of two runs in flight with one id
-        (a caller's), it settles the earlier start (each start is settled once; which of the two bills
-        lands on which hold is LangChain's order of ends, as for its own tracers, keyed by run id)."""
+        (a caller's, on the same budgets: ``_alone``), it settles the start that holds least (``_pop``)."""
         ended = self._pop(run_key(run_id))
         if ended is None:
             forget(run_id, self.guard, self)
@@ -233,11 +239,12 @@ class BudgetCallbackHandler(BaseCallbackHandler):
 
     def _record(
         self, run_id: UUID, attempt: Attempt, est: Estimate, batch: _Batch | None, mark: object
-    ) -> bool:
+    ) -> bool | ConfigurationError:
         """Keep a held run until it ends; ``False`` when it is never sent (an async sibling that held after
-        its batch's refusal): its hold is to be released. (A run that starts after ``_take_open``, on a
-        model kept past its middleware call or in a thread still running, is sent: kept, and settled as
-        it ends; a review found such calls released and sent uncharged.)"""
+        its batch's refusal), or ``_alone``'s error (a run of other budgets took the id while this one
+        reserved): its hold is to be released. (A run that starts after ``_take_open``, on a model kept
+        past its middleware call or in a thread still running, is sent: kept, and settled as it ends; a
+        review found such calls released and sent uncharged.)"""
         held = _Open(run_key(run_id), attempt, est, batch, mark)
         try:  # (called back when the id dies first; a run popped first drops it, never called)
             held.watch = _Watch(run_id, self._on_dropped)
@@ -245,12 +252,31 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         except TypeError:  # (an id that takes no weak reference: if dropped, its run waits for its lease)
             pass
         with self._lock:
-            late = batch is not None and batch.given_up
-            if not late:
-                self._attempts.setdefault(held.key, []).append(held)
-                if batch is not None:
-                    batch.runs.append(held)
-        return not late
+            try:
+                self._alone(run_id, attempt)
+            except ConfigurationError as exc:
+                held.watch = None
+                return exc
+            if batch is not None and batch.given_up:
+                held.watch = None
+                return False
+            self._attempts.setdefault(held.key, []).append(held)
+            if batch is not None:
+                batch.runs.append(held)
+        return True
+
+    def _alone(self, run_id: UUID, attempt: Attempt) -> None:
+        """Refuse a start of the run ``run_id`` while a start of it on other counters is open (the lock held):
+        an end names its run by id alone, so which of the two runs a bill is cannot be told, and one user's
+        bill would be charged to the other's budget (a review found it so)."""
+        opened = self._attempts.get(run_key(run_id), [])
+        if any(set(held.attempt.scopes.key) != set(attempt.scopes.key) for held in opened):
+            raise ConfigurationError(
+                f"concurrent LangChain runs share run_id {run_id!s} with different budgets "
+                f"({', '.join(opened[0].attempt.scopes.labels)} and {', '.join(attempt.scopes.labels)}): "
+                "an end names its run by id alone, so neither bill could be charged to its own budgets. "
+                "Give each run its own run_id (config={'run_id': uuid.uuid4()}), or none"
+            )
 
     def _dropped(self, watch: _Watch) -> None:
         """Called back by the weak reference to a run's id (a finalizer): the id of a run still open died,
@@ -331,11 +357,19 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             runs, batch.runs = batch.runs, []
             return [held.attempt for held in runs if self._drop(held)]
 
-    def _pop(self, key: Hashable, mark: object = _EARLIEST) -> _Open | None:
-        """The open start of the run ``key``, forgotten here: the start ``mark``, else the earliest."""
+    def _pop(self, key: Hashable, mark: object = _SMALLEST) -> _Open | None:
+        """The open start of the run ``key``, forgotten here: the start ``mark``, else (an end, which names
+        its run by id alone) the one that holds least, the earliest of equals. Its run may be another one in
+        flight with the id (a caller's ``run_id``, on the same budgets: ``_alone``), so the bill may land on
+        another run's hold; the holds left then still cover every run still in flight, each hold covering
+        its own run's worst case (settling the earliest start left a small hold for a big run: a third
+        call was admitted past the limit, a review found)."""
         with self._lock:
             opened = self._attempts.get(key, [])
-            held = next((held for held in opened if mark is _EARLIEST or held.mark is mark), None)
+            if mark is _SMALLEST:
+                held = min(opened, key=lambda held: held.est.cost_nano, default=None)
+            else:
+                held = next((held for held in opened if held.mark is mark), None)
             if held is None or not self._drop(held):
                 return None
             if held.batch is not None:  # a run ended: its batch has started in full

@@ -13,12 +13,15 @@ import gc
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware, ModelRequest
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.schemas import Run
 
@@ -233,3 +236,70 @@ async def test_two_async_runs_in_flight_with_one_run_id_are_each_reserved_and_ch
     kinds = [e.kind for e in events]
     assert kinds.count("reserved") == kinds.count("committed") == 2
     assert (await books(guard))[:2] == (billed, 0)
+
+
+def _start(handler: BudgetCallbackHandler, run_id: uuid.UUID, user: str, max_tokens: int) -> None:
+    """A chat model run's start, as LangChain dispatches it (``options``: new for each call)."""
+    params = {"model": "gpt-4o", "model_name": "gpt-4o", "max_tokens": max_tokens, "_type": "openai-chat"}
+    handler.on_chat_model_start(
+        {"kwargs": {"model_name": "gpt-4o"}},
+        [[HumanMessage("hi")]],
+        run_id=run_id,
+        metadata={"user_id": user},
+        invocation_params=params,
+        options={"stop": None},
+        batch_size=1,
+    )
+
+
+def _result(output_tokens: int) -> LLMResult:
+    usage = {"input_tokens": 8, "output_tokens": output_tokens, "total_tokens": 8 + output_tokens}
+    message = AIMessage("x", usage_metadata=usage)  # type: ignore[arg-type]
+    return LLMResult(generations=[[ChatGeneration(message=message)]])
+
+
+def _books(guard: bg.Guard, user: str) -> tuple[int, int]:
+    [status] = guard.ledger.status(guard.counters_for([bg.Scope("user", user)])[:1])
+    return status.spent, status.held
+
+
+@pytest.mark.parametrize("ends", ["on_llm_end", "on_llm_error"])
+def test_an_end_of_one_of_two_runs_with_one_run_id_settles_the_smaller_hold(ends: str) -> None:
+    """A big and a small run in flight with one caller-given ``run_id``: the small one ends first. An end
+    names its run by id alone; it settled the earliest start (the big one's hold), leaving the small hold
+    to cover the big call still running, and a third big call was admitted past the limit (a review:
+    $0.01816 spent of $0.01). Settling the smallest hold leaves what is still owed covered."""
+    guard = bg.Guard("memory://", budgets=[bg.Budget("user", usd="0.01", per="day")])
+    handler = BudgetCallbackHandler(guard, user="{user_id}")
+    run_id = uuid.uuid4()
+    _start(handler, run_id, "t", 900)  # (its worst case: $0.00902)
+    _start(handler, run_id, "t", 10)
+    if ends == "on_llm_end":
+        handler.on_llm_end(_result(10), run_id=run_id)
+    else:
+        handler.on_llm_error(RuntimeError("connection reset"), run_id=run_id)
+    spent, held = _books(guard, "t")
+    assert held == bg.to_nano(bg.cost("gpt-4o", bg.Usage(input_tokens=8, output_tokens=900)))
+    with pytest.raises(bg.BudgetExceededError):
+        _start(handler, uuid.uuid4(), "t", 900)
+    handler.on_llm_end(_result(900), run_id=run_id)
+    spent, held = _books(guard, "t")
+    assert held == 0 and spent <= bg.to_nano(Decimal("0.01"))
+
+
+def test_runs_in_flight_with_one_run_id_and_other_budgets_are_refused() -> None:
+    """Two users' runs with one caller-given ``run_id``: an end cannot tell whose it is, and user b's bill
+    was committed on user a's hold (a review). The second start is refused before anything is reserved."""
+    events: list[bg.Event] = []
+    guard = bg.Guard("memory://", budgets=[bg.Budget("user", usd="1", per="day")], on_event=events.append)
+    handler = BudgetCallbackHandler(guard, user="{user_id}")
+    run_id = uuid.uuid4()
+    _start(handler, run_id, "a", 10)
+    with pytest.raises(bg.ConfigurationError, match=f"share run_id {run_id} with different budgets"):
+        _start(handler, run_id, "b", 900)
+    assert _books(guard, "b") == (0, 0)
+    handler.on_llm_end(_result(10), run_id=run_id)
+    assert _books(guard, "a")[1] == 0 and _books(guard, "a")[0] > 0
+    assert [e.kind for e in events] == ["reserved", "committed"]
+    _start(handler, run_id, "b", 900)  # (the id free again: b's run is guarded as any)
+    assert _books(guard, "b")[1] > 0
