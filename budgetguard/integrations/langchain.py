@@ -248,7 +248,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         held = _Open(run_key(run_id), attempt, est, batch, mark)
         try:  # (called back when the id dies first; a run popped first drops it, never called)
             held.watch = _Watch(run_id, self._on_dropped)
-            held.watch.key = held.key
+            held.watch.key, held.watch.mark = held.key, mark
         except TypeError:  # (an id that takes no weak reference: if dropped, its run waits for its lease)
             pass
         with self._lock:
@@ -284,9 +284,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         ``abatch`` in a task cancelled or timed out). Its hold is failed at the guard's next operation,
         ``close()`` or exit, not left to its lease (a review found it so): queued only, no ledger I/O and
         no lock here (``_attempt.Dropped``)."""
-        key = watch.key
-        for held in list(self._attempts.get(key, ())):  # (every start with the id: the id is gone)
-            Dropped(held.attempt.guard, functools.partial(self._taken, key, held.mark)).queue()
+        for held in list(self._attempts.get(watch.key, ())):  # (this start's: another with the id's value
+            if held.watch is watch:  # may be in flight, its id another object: a caller's ``UUID(s)``)
+                Dropped(held.attempt.guard, functools.partial(self._taken, watch.key, watch.mark)).queue()
 
     def _taken(self, key: Hashable, mark: object) -> Attempt | None:
         ended = self._pop(key, mark)
@@ -411,10 +411,11 @@ def run_key(run_id: Hashable) -> Hashable:
 
 
 class _Watch(weakref.ref):  # type: ignore[type-arg]
-    """A weak reference to a run's id, calling back with the run's key when the id dies first."""
+    """A weak reference to a run's id, calling back with the run's key and start when the id dies first."""
 
-    __slots__ = ("key",)
+    __slots__ = ("key", "mark")
     key: Hashable
+    mark: object
 
 
 @dataclasses.dataclass(eq=False)

@@ -303,3 +303,25 @@ def test_runs_in_flight_with_one_run_id_and_other_budgets_are_refused() -> None:
     assert [e.kind for e in events] == ["reserved", "committed"]
     _start(handler, run_id, "b", 900)  # (the id free again: b's run is guarded as any)
     assert _books(guard, "b")[1] > 0
+
+
+def test_a_dropped_run_id_fails_its_own_start_alone() -> None:
+    """Two runs with one id's value in two ``UUID`` objects: the first is abandoned (its id object dies,
+    LangChain never ends it), the second still in flight. The first's finalizer queued a failure for every
+    start with the id, the live one's too, whose call then went uncharged (a review)."""
+    guard = bg.Guard("memory://", budgets=[bg.Budget("user", usd="1", per="day")])
+    handler = BudgetCallbackHandler(guard, user="{user_id}")
+    value = str(uuid.uuid4())
+    abandoned, live = uuid.UUID(value), uuid.UUID(value)
+    _start(handler, abandoned, "t", 900)
+    _start(handler, live, "t", 900)
+    del abandoned
+    gc.collect()
+    other = uuid.uuid4()  # (the guard's next operation settles the dropped run)
+    _start(handler, other, "t", 10)
+    handler.on_llm_end(_result(10), run_id=other)
+    worst = bg.to_nano(bg.cost("gpt-4o", bg.Usage(input_tokens=8, output_tokens=900)))
+    assert _books(guard, "t")[1] == worst  # (the live run's hold)
+    spent = _books(guard, "t")[0]
+    handler.on_llm_end(_result(900), run_id=live)
+    assert _books(guard, "t") == (spent + worst, 0)
