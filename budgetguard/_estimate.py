@@ -54,7 +54,7 @@ from ._events import use_logging
 from ._fallbacks import chain_cost, fallback_passes, fallback_requests
 from ._frozen import fast_init, fast_new
 from ._money import to_usd
-from ._passes import DEFAULT_TOOL_CALLS, NO_TOOLS, ServerTools, largest_read, pass_input, searches
+from ._passes import DEFAULT_TOOL_CALLS, NO_TOOLS, ServerTools, largest_read, pass_input
 from ._pricing import PriceBook, price_book
 from ._providers import VARIANT_KEYS, Variant, api_of, as_read, project_tier, request_variant
 from ._rates import _FEE_UNITS, Price
@@ -314,7 +314,7 @@ class Estimator:
             input_tokens = self._unseen_bound(input_tokens, price, unseen)
         tools = (
             self.server_tools.read(request, shape, price, input_tokens, model, provider)
-            if "tools" in request or "mcp_servers" in request or searches(model, provider)
+            if "tools" in request or "mcp_servers" in request or price.chat_search(provider)
             else NO_TOOLS
         )
         price = price.with_fees(tools.rates)  # (the fees its tools set: a container's size...)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._cache import memo
 from ._errors import PricingError
-from ._limits import UNKNOWN, chat_search, model_limits
+from ._limits import UNKNOWN, model_limits
 from ._rates import Price, Rates
 
 if TYPE_CHECKING:
@@ -203,7 +203,7 @@ def published_prices(model: str, provider: str | None) -> dict[str, Decimal]:
 
 def _with_published(price: Price, provider: str | None) -> Price:
     published = published_prices(price.served, provider)
-    search = chat_search_fee(price.model) if chat_search(price.model, provider) else None
+    search = chat_search_fee(price.served) if price.chat_search(provider) else None
     if search is not None:  # (OpenAI's own fee for the search model, over genai-prices' $10)
         price = dataclasses.replace(
             price,

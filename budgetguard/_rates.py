@@ -17,7 +17,7 @@ from fractions import Fraction
 from typing import TypedDict, Unpack
 
 from ._errors import PricingError
-from ._limits import writes_cache_unasked
+from ._limits import chat_search, writes_cache_unasked
 from ._money import Money, to_usd
 from ._usage import Usage
 
@@ -258,6 +258,12 @@ class Price:
     def served(self) -> str:
         """The model this price is of: the one the name resolved to (``resolved``), else the name."""
         return self.resolved or self.model
+
+    def chat_search(self, provider: str | None) -> bool:
+        """Whether a call at this price at ``provider`` is a chat search model's (``_limits.chat_search``
+        of the model ``served``: a deployment named otherwise too): one search a request, at OpenAI's fee.
+        The one place the estimate, the price's fee and the settlement ask."""
+        return chat_search(self.served, provider)
 
     def __post_init__(self) -> None:
         dearer = None

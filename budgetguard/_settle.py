@@ -25,7 +25,7 @@ from ._events import Event, EventKind, emit, wanted
 from ._ledger import Hold, Outcome, Reservation
 from ._ledger._meta import USAGE, pack_usage
 from ._ledger._types import CheckedAmounts, JournalData, Refusal, ReservationError
-from ._limits import answers_as, chat_search
+from ._limits import answers_as
 from ._money import INT64_MAX, to_usd
 from ._pricing import PriceBook
 from ._providers import response_variant
@@ -298,5 +298,5 @@ def input_only(est: Estimate) -> Usage:
         input_tokens=usage.input_tokens,
         cache_write_tokens=usage.cache_write_tokens,
         cache_write_1h_tokens=usage.cache_write_1h_tokens,
-        web_search_calls=1 if chat_search(est.model, est.provider) else 0,
+        web_search_calls=1 if est.price.chat_search(est.provider) else 0,
     )

@@ -20,6 +20,7 @@ import pytest
 
 import budgetguard
 from budgetguard import Budget, Guard, PriceBook, PricingError, Usage
+from budgetguard._settle import input_only
 from tests.guard.one_call import committed, nano
 from tests.guard.payloads import (
     ScriptedAPI,
@@ -467,3 +468,33 @@ def test_a_chat_search_is_billed_at_openai_s_fee_where_it_is_billed_and_only_the
     elsewhere.register("gpt-4o-search-preview", provider="together", input="2.5", output="10")
     est = Guard("memory://", budgets=[], prices=elsewhere).estimator(request, provider="together")
     assert est.usage.web_search_calls == 0 and est.price.base.web_search is None
+
+
+@pytest.mark.parametrize("fee", [None, "35"])
+def test_an_azure_search_deployment_named_otherwise_is_reserved_and_priced_as_its_model(
+    fee: str | None,
+) -> None:
+    """A deployment of gpt-4o-search-preview named "search-prod": the estimate, the price's OpenAI fee
+    and a call charged its input asked the search rule about the name, the usage reader about the answer's
+    model: no search reserved, then its search unpriced or charged ($0.00013 reserved, $0.03535 charged,
+    a review). The price's model decides everywhere."""
+    book = PriceBook()
+    fees = {} if fee is None else {"web_search": fee}
+    book.register(
+        "search-prod", base_model="gpt-4o-search-preview", provider="azure", input="2.5", output="10", **fees
+    )
+    events: list[budgetguard.Event] = []
+    guard = Guard(
+        "memory://", budgets=[Budget("global", usd="100", per="day")], prices=book, on_event=events.append
+    )
+    request = {"model": "search-prod", "messages": HI, "max_tokens": 10}
+    est = guard.estimator(request, provider="azure")
+    assert est.usage.web_search_calls == 1 and est.price.base.web_search == Decimal("35")
+    assert input_only(est).web_search_calls == 1
+    answer = completion("gpt-4o-search-preview-2025-03-11", prompt=100, completion=10)
+    guard.wrap(openai_at(AZURE, serve(answer))).chat.completions.create(**request)  # type: ignore[call-overload]
+    assert [e.kind for e in events] == ["reserved", "committed"]
+    bill = committed(guard).amounts["usd"]
+    assert bill == nano((100, "2.5"), (10, "10")) + budgetguard.to_nano(Decimal("0.035"))
+    assert budgetguard.to_nano(est.cost) >= bill
+    guard.close()
