@@ -264,7 +264,9 @@ class Usage:
         output = get("output")  # a Responses API response: its built-in tool calls are billed per call
         if output and type(output) is list:
             return with_tool_items(found, output)
-        if get("choices") is not None and chat_search(get("model")):  # (its search is in no usage field)
+        if get("choices") is not None and chat_search(get("model")):  # (its search is in no usage field;
+            # read without a provider: a guarded call's is settled by its price's and provider's rule,
+            # ``_settle.chat_searched``)
             return dataclasses.replace(found, web_search_calls=1)
         if kind == "message" and not found.code_execution_sessions:  # an Anthropic message that ran code
             content = get("content")

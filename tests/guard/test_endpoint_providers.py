@@ -498,3 +498,26 @@ def test_an_azure_search_deployment_named_otherwise_is_reserved_and_priced_as_it
     assert bill == nano((100, "2.5"), (10, "10")) + budgetguard.to_nano(Decimal("0.035"))
     assert budgetguard.to_nano(est.cost) >= bill
     guard.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "provider"),
+    [("https://api.together.xyz/v1", "together"), ("https://api.groq.com/openai/v1", "groq")],
+)
+def test_a_search_model_s_answer_elsewhere_is_charged_no_search(url: str, provider: str) -> None:
+    """At a provider that bills no chat search, the usage reader counted the answer's search by its model
+    name (it reads no provider): charged a $35 per 1k fee nobody reserved, or unpriced on every call (a
+    review). The call is settled by the estimate's rule: no search there."""
+    book = PriceBook()
+    book.register("gpt-4o-search-preview", provider=provider, input="2.5", output="10", web_search="35")
+    events: list[budgetguard.Event] = []
+    guard = Guard(
+        "memory://", budgets=[Budget("global", usd="100", per="day")], prices=book, on_event=events.append
+    )
+    request = {"model": "gpt-4o-search-preview", "messages": HI, "max_tokens": 10}
+    shown = guard.estimator(request, provider=provider).input_tokens
+    answer = completion("gpt-4o-search-preview-2025-03-11", prompt=shown, completion=10)
+    guard.wrap(openai_at(url, serve(answer))).chat.completions.create(**request)  # type: ignore[call-overload]
+    assert [e.kind for e in events] == ["reserved", "committed"]
+    assert committed(guard).amounts["usd"] == nano((shown, "2.5"), (10, "10"))
+    guard.close()
