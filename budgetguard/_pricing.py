@@ -136,14 +136,16 @@ class PriceBook:
         calls). ``tiers`` maps an input-token threshold to the rates that apply above it, e.g.
         ``{200_000: {"input": "6", "output": "22.5"}}`` (the other units' prices as the base's). A fee
         not given is the provider's published price (``PUBLISHED_PRICES``, for ``provider``, else the
-        one the model name suggests).
+        one the model name, or ``base_model``, suggests).
         ``context_window`` and ``max_output_tokens`` (tokens) bound a request that sets no output
         maximum; those not given are the published limits of the model the name matches
         (``budgetguard.model_limits``), if any.
         ``base_model`` is the model a name that is not a model's stands for (an Azure deployment:
         ``register_price("chat-prod", base_model="gpt-5.6-sol", provider="azure", ...)``): its published
-        limits and fees apply, and its rules (OpenAI's models write the prompt cache unasked, so their
-        input is reserved at the write rate where writes are dearer), as for the model's own name.
+        limits and fees fill what is not given, and its rules apply (OpenAI's models write the
+        prompt cache unasked, so their input is reserved at the write rate where writes are dearer; a
+        chat search model searches once a request). The request's tokens are counted with the tokenizer
+        of the name (tiktoken's, o200k_base for a name it does not know), not of ``base_model``.
         """
         if not model or not isinstance(model, str):
             raise ConfigurationError("register_price needs a model name")

@@ -264,9 +264,7 @@ class Usage:
         output = get("output")  # a Responses API response: its built-in tool calls are billed per call
         if output and type(output) is list:
             return with_tool_items(found, output)
-        if get("choices") is not None and chat_search(get("model")):  # (its search is in no usage field;
-            # read without a provider: a guarded call's is settled by its price's and provider's rule,
-            # ``_settle.chat_searched``)
+        if get("choices") is not None and chat_search(get("model")):  # (in no usage field; ``chat_searched``)
             return dataclasses.replace(found, web_search_calls=1)
         if kind == "message" and not found.code_execution_sessions:  # an Anthropic message that ran code
             content = get("content")
@@ -528,13 +526,13 @@ def with_tool_items(found: Usage, output: list[Any]) -> Usage:
     containers: set[Any] = set()
     for item in output:
         kind = _get(item, "type")
-        unit = BILLED_TOOL_ITEMS.get(kind) if isinstance(kind, str) else None
-        if unit is not None and unit != CONTAINER_SESSIONS:
-            counts[unit] = counts.get(unit, 0) + 1
-        elif kind == "code_interpreter_call":
-            containers.add(_get(item, "container_id") or _get(item, "id"))
-        elif kind == "shell_call" and _get(env := _get(item, "environment"), "type") == "container_reference":
-            containers.add(_get(env, "container_id") or _get(item, "id"))  # the hosted shell's container
+        billed = BILLED_TOOL_ITEMS.get(kind) if isinstance(kind, str) else None
+        if billed is not None and billed.unit != CONTAINER_SESSIONS:
+            counts[billed.unit] = counts.get(billed.unit, 0) + 1
+        elif billed is not None:
+            holder = item if billed.within is None else _get(item, billed.within)
+            if billed.hosted is None or _get(holder, billed.hosted[0]) == billed.hosted[1]:
+                containers.add(_get(holder, "container_id") or _get(item, "id"))
     if containers:
         counts[CONTAINER_SESSIONS] = len(containers)
     return dataclasses.replace(found, **counts) if counts else found  # type: ignore[arg-type]

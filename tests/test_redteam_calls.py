@@ -475,6 +475,29 @@ def test_an_interrupted_responses_stream_charges_each_billed_tool_it_started(kin
     assert folder.with_tool_calls(usage) == charged
 
 
+def test_a_billed_tool_kind_is_billed_by_the_list_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``with_tool_items`` reads how each kind is billed from ``BILLED_TOOL_ITEMS`` alone: it kept its
+    own branch per container kind (``code_interpreter_call``, ``shell_call``) beside the list (a review),
+    so a container kind added to the list would be kept by a stream and never billed."""
+    from budgetguard import _tool_items
+    from budgetguard._usage import with_tool_items
+
+    kinds = dict(_tool_items.BILLED_TOOL_ITEMS)
+    kinds["hosted_notebook_call"] = _tool_items.Billed(
+        _tool_items.CONTAINER_SESSIONS, "sandbox", ("type", "hosted")
+    )
+    monkeypatch.setattr("budgetguard._usage.BILLED_TOOL_ITEMS", kinds)
+    hosted = {
+        "type": "hosted_notebook_call",
+        "id": "nb_1",
+        "sandbox": {"type": "hosted", "container_id": "c1"},
+    }
+    again = {**hosted, "id": "nb_2"}  # (the same container: one session)
+    local = {"type": "hosted_notebook_call", "id": "nb_3", "sandbox": {"type": "local"}}
+    usage = with_tool_items(budgetguard.Usage(input_tokens=1), [hosted, again, local])
+    assert usage.code_execution_sessions == 1
+
+
 def test_an_interrupted_claude_stream_charges_the_web_search_it_delivered() -> None:
     events: list[Event] = []
     guard = make_guard(events)
