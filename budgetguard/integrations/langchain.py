@@ -178,8 +178,12 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             return
         guard, mark = self.guard, kwargs.get("options")  # (``mark``: the start, as ``_join`` tells it)
         guards, taken = claim(run_id, guard, self, mark)
+        shared = False
         for handler in taken:  # (plain handlers of its guard that held the run before a middleware's)
-            await handler._release_taken(run, run_id, mark)
+            shared = await handler._release_taken(run, run_id, mark) or shared
+        if shared:  # (one of them holds another run with the id: an end could not tell the two apart)
+            forget(run_id, guard, self, mark, failed=True)
+            raise ConfigurationError(_shared_id(run_id))
         if not guards:
             return
         batch = self._join(kwargs)
@@ -196,7 +200,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             if raised is exc:
                 raise
             raise raised from exc
-        kept: bool | ConfigurationError = self._record(run_id, attempt, est, batch, mark)
+        kept: bool | ConfigurationError = self._record(run_id, attempt, est, batch, mark, tuple(taken))
         if kept is not True:
             forget(run_id, guard, self, mark, failed=True)
             await run.release(attempt)
@@ -205,12 +209,31 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         elif not holds(run_id, guard, self, mark):  # a middleware's handler took the run meanwhile
             await self._release_taken(run, run_id, mark)
 
-    async def _release_taken(self, run: Operations, run_id: UUID, mark: object) -> None:
+    async def _release_taken(self, run: Operations, run_id: UUID, mark: object) -> bool:
         """Release this handler's hold of the start ``mark`` of a run a middleware's handler of its guard
-        took (its claim first: ``_langchain_claims.claim``): whichever of the two pops it first."""
-        held = self._pop(run_key(run_id), mark)
-        if held is not None:
-            await run.release(held.attempt)
+        took (its claim first: ``_langchain_claims.claim``): whichever of the two pops it first. The run's
+        end still comes to this handler (before the middleware's: dispatched in the start's order), and
+        settles nothing: a taken mark (``_Open.taken``, holding nothing) stands for it until then, or until
+        the middleware settles the run (``_clear_taken``). Whether this handler holds another run with the
+        id: the middleware's start is refused then (``_shared_id``), as an end could not tell them apart
+        (one of this handler's runs was charged another's bill, a review found)."""
+        with self._lock:
+            key = run_key(run_id)
+            held = next((held for held in self._attempts.get(key, []) if held.mark is mark), None)
+            if held is None or not self._drop(held):
+                return False
+            shared = bool(self._attempts.get(key))
+            if not shared:
+                self._attempts[key] = [dataclasses.replace(held, batch=None, taken=True, watch=None)]
+        await run.release(held.attempt)
+        return shared
+
+    def _clear_taken(self, key: Hashable, mark: object) -> None:
+        """Forget the taken mark of the start ``mark``: the middleware that took it settled its run."""
+        with self._lock:
+            held = next((held for held in self._attempts.get(key, []) if held.mark is mark), None)
+            if held is not None and held.taken:
+                self._drop(held)
 
     async def _end(
         self, run: Operations, run_id: UUID, response: LLMResult | None, error: BaseException | None
@@ -224,6 +247,10 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             forget(run_id, self.guard, self)
             return
         forget(run_id, self.guard, self, ended.mark)
+        for handler in ended.took:  # (the plain handlers it took the run from: their taken marks)
+            handler._clear_taken(ended.key, ended.mark)
+        if ended.taken:  # (a middleware's run: it settles it)
+            return
         attempt, est = ended.attempt, ended.est
         if error is None and response is not None and from_cache(response):
             await run.release(attempt)  # (nothing was sent)
@@ -238,14 +265,20 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             await run.commit(attempt, partial)
 
     def _record(
-        self, run_id: UUID, attempt: Attempt, est: Estimate, batch: _Batch | None, mark: object
+        self,
+        run_id: UUID,
+        attempt: Attempt,
+        est: Estimate,
+        batch: _Batch | None,
+        mark: object,
+        took: tuple[BudgetCallbackHandler, ...] = (),
     ) -> bool | ConfigurationError:
         """Keep a held run until it ends; ``False`` when it is never sent (an async sibling that held after
         its batch's refusal), or ``_alone``'s error (a run of other budgets took the id while this one
         reserved): its hold is to be released. (A run that starts after ``_take_open``, on a model kept
         past its middleware call or in a thread still running, is sent: kept, and settled as it ends; a
         review found such calls released and sent uncharged.)"""
-        held = _Open(run_key(run_id), attempt, est, batch, mark)
+        held = _Open(run_key(run_id), attempt, est, batch, mark, took=took)
         try:  # (called back when the id dies first; a run popped first drops it, never called)
             held.watch = _Watch(run_id, self._on_dropped)
             held.watch.key, held.watch.mark = held.key, mark
@@ -270,6 +303,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         an end names its run by id alone, so which of the two runs a bill is cannot be told, and one user's
         bill would be charged to the other's budget (a review found it so)."""
         opened = self._attempts.get(run_key(run_id), [])
+        if any(held.taken for held in opened):  # (a middleware's run, on its budgets)
+            raise ConfigurationError(_shared_id(run_id))
         if any(set(held.attempt.scopes.key) != set(attempt.scopes.key) for held in opened):
             raise ConfigurationError(
                 f"concurrent LangChain runs share run_id {run_id!s} with different budgets "
@@ -367,7 +402,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         with self._lock:
             opened = self._attempts.get(key, [])
             if mark is _SMALLEST:
-                held = min(opened, key=lambda held: held.est.cost_nano, default=None)
+                held = min(opened, key=lambda held: 0 if held.taken else held.est.cost_nano, default=None)
             else:
                 held = next((held for held in opened if held.mark is mark), None)
             if held is None or not self._drop(held):
@@ -394,14 +429,26 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         """The attempts of the runs started and not ended, forgotten here: their owner settles them (a run
         that starts later is kept and settled as it ends, as any other)."""
         with self._lock:
-            held = [run.attempt for opened in self._attempts.values() for run in opened]
+            opened = [run for runs in self._attempts.values() for run in runs if not run.taken]
             self._attempts.clear()
-        return held
+        for run in opened:  # (never ended: the plain handlers it took them from get no end either)
+            for handler in run.took:
+                handler._clear_taken(run.key, run.mark)
+        return [run.attempt for run in opened]
 
 
 _BATCHES_KEPT = 1024
 """Batches tracked at most: one given up stays until its last start (async siblings start late) or,
 as after a sync refusal its later runs never start, until newer batches push it out."""
+
+
+def _shared_id(run_id: object) -> str:
+    return (
+        f"concurrent LangChain runs share run_id {run_id!s} with different budgets (an agent "
+        "BudgetMiddleware's and a BudgetCallbackHandler's of its guard): an end names its run by id alone, "
+        "so neither bill could be charged to its own budgets. Give each run its own run_id "
+        "(config={'run_id': uuid.uuid4()}), or none"
+    )
 
 
 def run_key(run_id: Hashable) -> Hashable:
@@ -428,6 +475,8 @@ class _Open:
     batch: _Batch | None
     mark: object  # (the start, as ``claim`` tells it: held, so that no other start reuses its id meanwhile)
     watch: _Watch | None = None  # (kept alive while the start is open: ``_dropped``)
+    taken: bool = False  # (a middleware's handler took the start: its hold released, ``_release_taken``)
+    took: tuple[BudgetCallbackHandler, ...] = ()  # (a middleware's: the handlers it took the start from)
 
 
 @dataclasses.dataclass(eq=False)

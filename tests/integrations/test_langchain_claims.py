@@ -325,3 +325,54 @@ def test_a_dropped_run_id_fails_its_own_start_alone() -> None:
     spent = _books(guard, "t")[0]
     handler.on_llm_end(_result(900), run_id=live)
     assert _books(guard, "t") == (spent + worst, 0)
+
+
+def _two_handlers(events: list[bg.Event]) -> tuple[bg.Guard, BudgetCallbackHandler, BudgetCallbackHandler]:
+    """A plain handler (user p) and an agent middleware's (user m) of one guard."""
+    from budgetguard.integrations.langchain_agents import _ModelCalls
+
+    guard = bg.Guard("memory://", budgets=[bg.Budget("user", usd="1", per="day")], on_event=events.append)
+    return guard, BudgetCallbackHandler(guard, user="p"), _ModelCalls(guard, {}, enforce=True, user="m")
+
+
+def _start_with(handlers: list[BudgetCallbackHandler], run_id: uuid.UUID, max_tokens: int) -> None:
+    """One start dispatched to ``handlers`` in order (one ``options`` object: one start)."""
+    params = {"model": "gpt-4o", "model_name": "gpt-4o", "max_tokens": max_tokens, "_type": "openai-chat"}
+    options = {"stop": None}
+    for handler in handlers:
+        handler.on_chat_model_start(
+            {}, [[HumanMessage("hi")]], run_id=run_id, invocation_params=params, options=options, batch_size=1
+        )
+
+
+def test_a_plain_handler_s_end_of_a_run_a_middleware_took_settles_none_of_its_own() -> None:
+    """A plain handler dispatched before the middleware's gives the run up to it; the run's end still
+    comes to it. With another of its runs in flight with the id, that end settled the other run's hold
+    with the middleware's bill (charged twice; a review). A start of the plain handler's with the id while
+    the middleware's run is in flight is refused, and its end of the taken run settles nothing."""
+    events: list[bg.Event] = []
+    guard, plain, middleware = _two_handlers(events)
+    run_id = uuid.uuid4()
+    _start_with([plain, middleware], run_id, 900)  # (the middleware's run: the plain handler's hold released)
+    with pytest.raises(bg.ConfigurationError, match=f"share run_id {run_id} with different budgets"):
+        _start_with([plain], run_id, 10)
+    plain.on_llm_end(_result(900), run_id=run_id)
+    middleware.on_llm_end(_result(900), run_id=run_id)
+    assert _books(guard, "p") == (0, 0)
+    assert _books(guard, "m")[1] == 0 and _books(guard, "m")[0] > 0
+    assert [e.kind for e in events if e.kind in ("reserved", "committed")] == ["reserved"] * 2 + ["committed"]
+    _start_with([plain], run_id, 10)  # (the middleware's run settled: the id is the plain handler's again)
+    plain.on_llm_end(_result(10), run_id=run_id)
+    assert _books(guard, "p")[0] > 0
+
+
+def test_a_middleware_taking_a_run_whose_id_a_plain_handler_holds_for_another_run_is_refused() -> None:
+    events: list[bg.Event] = []
+    guard, plain, middleware = _two_handlers(events)
+    run_id = uuid.uuid4()
+    _start_with([plain], run_id, 10)  # (the plain handler's own run, in flight)
+    with pytest.raises(bg.ConfigurationError, match=f"share run_id {run_id} with different budgets"):
+        _start_with([plain, middleware], run_id, 900)
+    assert _books(guard, "m") == (0, 0)
+    plain.on_llm_end(_result(10), run_id=run_id)
+    assert _books(guard, "p")[1] == 0 and _books(guard, "p")[0] > 0
