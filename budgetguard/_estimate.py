@@ -314,7 +314,7 @@ class Estimator:
             input_tokens = self._unseen_bound(input_tokens, price, unseen)
         tools = (
             self.server_tools.read(request, shape, price, input_tokens, model, provider)
-            if "tools" in request or "mcp_servers" in request or price.chat_search(provider)
+            if "tools" in request or "mcp_servers" in request or price.chat_search(provider) is not None
             else NO_TOOLS
         )
         price = price.with_fees(tools.rates)  # (the fees its tools set: a container's size...)

@@ -205,7 +205,7 @@ class ServerTools:
         ``provider`` bills it (``chat_search``)."""
         tools = request.get("tools")
         servers = request.get("mcp_servers") if api == "anthropic" else None
-        searched = api != "anthropic" and "messages" in request and price.chat_search(provider)
+        searched = price.chat_search(provider) if api != "anthropic" and "messages" in request else None
         if not tools and not servers and not searched:
             return NO_TOOLS
         tools = list(tools) if isinstance(tools, list | tuple) else []
@@ -222,7 +222,7 @@ class ServerTools:
             free = {"web_search"} if fees_set.preview_search() else free
             options = request.get("web_search_options")
             size = options.get("search_context_size") if isinstance(options, Mapping) else None
-            search_fee = chat_search_fee(price.served, "medium" if size is None else size)
+            search_fee = chat_search_fee(searched, "medium" if size is None else size)
             if search_fee is not None:  # (the fee of the size asked, below the model's medium fee or above)
                 fees_set.exact("web_search", search_fee)
         for tool in tools:

@@ -203,7 +203,8 @@ def published_prices(model: str, provider: str | None) -> dict[str, Decimal]:
 
 def _with_published(price: Price, provider: str | None) -> Price:
     published = published_prices(price.served, provider)
-    search = chat_search_fee(price.served) if price.chat_search(provider) else None
+    searched = price.chat_search(provider)
+    search = chat_search_fee(searched) if searched is not None else None
     if search is not None:  # (OpenAI's own fee for the search model, over genai-prices' $10)
         price = dataclasses.replace(
             price,

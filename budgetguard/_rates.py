@@ -259,11 +259,12 @@ class Price:
         """The model this price is of: the one the name resolved to (``resolved``), else the name."""
         return self.resolved or self.model
 
-    def chat_search(self, provider: str | None) -> bool:
-        """Whether a call at this price at ``provider`` is a chat search model's (``_limits.chat_search``
-        of the model ``served``: a deployment named otherwise too): one search a request, at OpenAI's fee.
-        The one place the estimate, the price's fee and the settlement ask."""
-        return chat_search(self.served, provider)
+    def chat_search(self, provider: str | None) -> str | None:
+        """The chat search model a call at this price at ``provider`` is of (``_limits.chat_search``): the
+        name, else the model ``served`` (a deployment named otherwise; the data files
+        gpt-4o-mini-search-preview under gpt-4o-mini): one search a request, at that model's OpenAI fee.
+        ``None``: no chat search. The one place the estimate, the price's fee and the settlement ask."""
+        return next((name for name in (self.model, self.served) if chat_search(name, provider)), None)
 
     def __post_init__(self) -> None:
         dearer = None

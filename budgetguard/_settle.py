@@ -26,7 +26,7 @@ from ._events import Event, EventKind, emit, wanted
 from ._ledger import Hold, Outcome, Reservation
 from ._ledger._meta import USAGE, pack_usage
 from ._ledger._types import CheckedAmounts, JournalData, Refusal, ReservationError
-from ._limits import answers_as, chat_search
+from ._limits import answers_as
 from ._money import INT64_MAX, to_usd
 from ._pricing import PriceBook
 from ._providers import response_variant
@@ -300,7 +300,7 @@ def input_only(est: Estimate) -> Usage:
         input_tokens=usage.input_tokens,
         cache_write_tokens=usage.cache_write_tokens,
         cache_write_1h_tokens=usage.cache_write_1h_tokens,
-        web_search_calls=1 if est.price.chat_search(est.provider) else 0,
+        web_search_calls=1 if est.price.chat_search(est.provider) is not None else 0,
     )
 
 
@@ -310,9 +310,11 @@ def chat_searched(usage: Usage, est: Estimate) -> Usage:
     at every provider (it reads none, ``Usage.from_response``), and not where the answer names the
     deployment. A review found a search charged at hosts that bill none (Together, Groq: $35 per 1k
     nobody reserved) and reserved for none on an Azure deployment named otherwise."""
-    searched = est.price.chat_search(est.provider)
+    searched = est.price.chat_search(est.provider) is not None
     if searched and not usage.web_search_calls:
         return dataclasses.replace(usage, web_search_calls=1)
-    if not searched and usage.web_search_calls and chat_search(est.price.served):  # (a search by name alone)
+    if (
+        not searched and usage.web_search_calls and est.price.chat_search(None) is not None
+    ):  # (a search by name alone)
         return dataclasses.replace(usage, web_search_calls=0)
     return usage
