@@ -215,7 +215,7 @@ class ServerTools:
         sizes: dict[str, int] = {}
         defaulted: list[str] = []
         bounded = _count(request.get("max_tool_calls")) if api != "anthropic" else None
-        containers, fees_set = 0, _ToolFees(price, model)
+        containers, fees_set = 0, _ToolFees(price, price.served)
         free: set[str] = set()  # (searches whose content no pass reads: previews on models that don't reason)
         if searched:  # a chat search model: one search a request, priced as a preview search
             counts["web_search"] = 1

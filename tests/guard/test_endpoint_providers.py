@@ -490,12 +490,14 @@ def test_an_azure_search_deployment_named_otherwise_is_reserved_and_priced_as_it
     request = {"model": "search-prod", "messages": HI, "max_tokens": 10}
     est = guard.estimator(request, provider="azure")
     assert est.usage.web_search_calls == 1 and est.price.base.web_search == Decimal("35")
+    as_named = budgetguard.estimate({**request, "model": "gpt-4o-search-preview"}, provider="azure")
+    assert est.cost == as_named.cost  # (its search's content free, as the model's: a preview search)
     assert input_only(est).web_search_calls == 1
-    answer = completion("gpt-4o-search-preview-2025-03-11", prompt=100, completion=10)
+    answer = completion("gpt-4o-search-preview-2025-03-11", prompt=est.input_tokens, completion=10)
     guard.wrap(openai_at(AZURE, serve(answer))).chat.completions.create(**request)  # type: ignore[call-overload]
     assert [e.kind for e in events] == ["reserved", "committed"]
     bill = committed(guard).amounts["usd"]
-    assert bill == nano((100, "2.5"), (10, "10")) + budgetguard.to_nano(Decimal("0.035"))
+    assert bill == nano((est.input_tokens, "2.5"), (10, "10")) + budgetguard.to_nano(Decimal("0.035"))
     assert budgetguard.to_nano(est.cost) >= bill
     guard.close()
 
