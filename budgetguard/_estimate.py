@@ -53,7 +53,7 @@ from ._errors import ConfigurationError, PricingError
 from ._fallbacks import chain_cost, fallback_passes, fallback_requests
 from ._frozen import fast_init, fast_new
 from ._money import to_usd
-from ._passes import DEFAULT_TOOL_CALLS, NO_TOOLS, ServerTools, largest_read, pass_input, searches
+from ._passes import DEFAULT_TOOL_CALLS, NO_TOOLS, ServerTools, largest_read, pass_input
 from ._pricing import PriceBook, price_book
 from ._providers import VARIANT_KEYS, Variant, api_of, as_read, project_tier, request_variant
 from ._rates import _FEE_UNITS, Price
@@ -328,8 +328,8 @@ class Estimator:
         if unseen:
             input_tokens, heard = self._unseen_bound(input_tokens, price, unseen, audio_ids(request))
         tools = (
-            self.server_tools.read(request, shape, price, input_tokens, model, output_tokens)
-            if "tools" in request or "mcp_servers" in request or searches(model)
+            self.server_tools.read(request, shape, price, input_tokens, model, provider, output_tokens)
+            if "tools" in request or "mcp_servers" in request or price.chat_search(provider) is not None
             else NO_TOOLS
         )
         price = price.with_fees(tools.rates)  # (the fees its tools set: a container's size...)

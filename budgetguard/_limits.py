@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from ._errors import ConfigurationError
 
 __all__ = [
-    "ModelLimits", "answers_as", "chat_search", "checked_limits", "model_limits", "model_names",
-    "writes_cache_unasked",
+    "CHAT_SEARCH_BILLED_AT", "ModelLimits", "answers_as", "chat_search", "checked_limits", "model_limits",
+    "model_names", "writes_cache_unasked",
 ]  # fmt: skip
 
 
@@ -222,11 +222,23 @@ def checked_limits(context_window: object, max_output_tokens: object) -> ModelLi
     return ModelLimits(context_window, max_output_tokens)  # type: ignore[arg-type]
 
 
-def chat_search(model: object) -> bool:
+CHAT_SEARCH_BILLED_AT = frozenset({"openai", "azure", "openrouter"})
+"""The providers that serve OpenAI's Chat Completions search models and bill each request's search at
+OpenAI's fee: OpenAI, Azure OpenAI (priced from OpenAI's listing), and OpenRouter (it lists
+``openai/gpt-4o-search-preview`` at $35 per 1k searches, OpenAI's medium fee)."""
+
+
+def chat_search(model: object, provider: str | None = None) -> bool:
     """Whether ``model`` is a Chat Completions search model (gpt-4o-search-preview, gpt-5-search-api and
-    their snapshots): it searches the web once for every request (billed per call) and reports it in no
-    usage field."""
-    return type(model) is str and "-search-" in model and "-search-" in model.rsplit("/", 1)[-1]
+    their snapshots) at ``provider``: it searches the web once for every request (billed per call, where
+    a provider of ``CHAT_SEARCH_BILLED_AT`` serves it) and reports it in no usage field. ``None``: a host
+    priced by the name (as OpenAI's), or a response read without its provider. The one rule of the
+    search's count and fee (estimate, price, a call charged its input only)."""
+    return (
+        type(model) is str
+        and "-search-" in model.rsplit("/", 1)[-1]
+        and (provider is None or provider in CHAT_SEARCH_BILLED_AT)
+    )
 
 
 _OPENAI_FAMILY = re.compile(r"(?:^|[/.])(?:gpt-|chatgpt-|codex-|o\d)")

@@ -40,7 +40,6 @@ from typing import Any
 
 from ._errors import ConfigurationError, PricingError
 from ._image_tool import image_generation_fee
-from ._limits import chat_search as searches
 from ._price_data import chat_search_fee, published_prices
 from ._rates import _FEE_UNITS, Price
 
@@ -53,7 +52,6 @@ __all__ = [
     "ToolUse",
     "largest_read",
     "pass_input",
-    "searches",
     "server_tool",
 ]
 
@@ -203,7 +201,14 @@ class ServerTools:
         self.chosen = frozenset(results or ())
 
     def read(
-        self, request: Mapping[str, Any], api: str, price: Price, shown: int, model: str, output: int = 0
+        self,
+        request: Mapping[str, Any],
+        api: str,
+        price: Price,
+        shown: int,
+        model: str,
+        provider: str | None,
+        output: int = 0,
     ) -> ToolUse:
         """The worst case of ``request``'s server-side tools: each at Anthropic's ``max_uses``, the
         Responses API's ``max_tool_calls`` (all built-in calls together: fees on the dearest tool, the
@@ -211,10 +216,11 @@ class ServerTools:
         else the configured size. One call of each is priced at ``price`` (for a request that shows
         ``shown`` input tokens) to find the dearest. An image generation call's fee holds what its
         image model reads: the request's images and a prompt of at most ``output`` (the model's output
-        bound) tokens."""
+        bound) tokens. A chat search model searches once a request, where ``provider`` bills it
+        (``chat_search``)."""
         tools = request.get("tools")
         servers = request.get("mcp_servers") if api == "anthropic" else None
-        searched = api != "anthropic" and "messages" in request and searches(model)
+        searched = price.chat_search(provider) if api != "anthropic" and "messages" in request else None
         if not tools and not servers and not searched:
             return NO_TOOLS
         tools = list(tools) if isinstance(tools, list | tuple) else []
@@ -225,14 +231,14 @@ class ServerTools:
         more: dict[str, int] = {}  # (results asked above the calibrated size's count, by tool kind)
         defaulted: list[str] = []
         bounded = _count(request.get("max_tool_calls")) if api != "anthropic" else None
-        containers, fees_set = 0, _ToolFees(price, model)
+        containers, fees_set = 0, _ToolFees(price, price.served)
         free: set[str] = set()  # (searches whose content no pass reads: previews on models that don't reason)
         if searched:  # a chat search model: one search a request, priced as a preview search
             counts["web_search"] = 1
             free = {"web_search"} if fees_set.preview_search() else free
             options = request.get("web_search_options")
             size = options.get("search_context_size") if isinstance(options, Mapping) else None
-            search_fee = chat_search_fee(model, "medium" if size is None else size)
+            search_fee = chat_search_fee(searched, "medium" if size is None else size)
             if search_fee is not None:  # (the fee of the size asked, below the model's medium fee or above)
                 fees_set.exact("web_search", search_fee)
         for tool in tools:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._cache import memo
 from ._errors import PricingError
-from ._limits import UNKNOWN, chat_search, model_limits
+from ._limits import UNKNOWN, model_limits
 from ._rates import Price, Rates
 
 if TYPE_CHECKING:
@@ -213,7 +213,7 @@ def _bare(model: str) -> str:
 
 
 def _published_tiers(price: Price) -> Price:
-    bare = _bare(price.model)
+    bare = _bare(price.served)
     for names, threshold, rates in _LONG_CONTEXT_TIERS:
         if bare == names[-1] or bare.startswith(names[:-1]):
             above = dataclasses.replace(price.base, **rates)  # type: ignore[arg-type]
@@ -244,10 +244,9 @@ def published_prices(model: str, provider: str | None) -> dict[str, Decimal]:
 
 
 def _with_published(price: Price, provider: str | None) -> Price:
-    published = published_prices(price.model, provider)
-    search = (
-        chat_search_fee(price.model) if chat_search(price.model) and provider in (None, "openai") else None
-    )
+    published = published_prices(price.served, provider)
+    searched = price.chat_search(provider)
+    search = chat_search_fee(searched) if searched is not None else None
     if search is not None:  # (OpenAI's own fee for the search model, over genai-prices' $10)
         price = dataclasses.replace(
             price,
@@ -300,6 +299,7 @@ def _from_genai(ref: str, provider: _gp.Provider, model: _gp.ModelInfo, mp: _gp.
         context_window=max(filter(None, (model.context_window, known.context_window)), default=None),
         max_output_tokens=known.max_output_tokens,
         source=f"genai-prices {genai_prices_version}: {provider.id}/{model.id}",
+        resolved=None if model.id == ref else model.id,
     )
     return _with_published(_published_tiers(price) if not price.tiers else price, provider.id)
 

@@ -126,6 +126,7 @@ class PriceBook:
         context_window: int | None = None,
         max_output_tokens: int | None = None,
         provider: str | None = None,
+        base_model: str | None = None,
         **rates: Unpack[RateArgs],
     ) -> Price:
         """Set the price of ``model`` in USD per million tokens; it wins over the price data.
@@ -137,14 +138,26 @@ class PriceBook:
         calls). ``tiers`` maps an input-token threshold to the rates that apply above it, e.g.
         ``{200_000: {"input": "6", "output": "22.5"}}`` (the other units' prices as the base's). A fee
         not given is the provider's published price (``PUBLISHED_PRICES``, for ``provider``, else the
-        one the model name suggests).
+        one the model name, or ``base_model``, suggests).
         ``context_window`` and ``max_output_tokens`` (tokens) bound a request that sets no output
         maximum; those not given are the published limits of the model the name matches
         (``budgetguard.model_limits``), if any.
+        ``base_model`` is the model a name that is not a model's stands for (an Azure deployment:
+        ``register_price("chat-prod", base_model="gpt-5.6-sol", provider="azure", ...)``): its published
+        limits and fees fill what is not given, and its rules apply (OpenAI's models write the
+        prompt cache unasked, so their input is reserved at the write rate where writes are dearer; a
+        chat search model searches once a request). The request's tokens are counted with the tokenizer
+        of the name (tiktoken's, o200k_base for a name it does not know), not of ``base_model``.
         """
         if not model or not isinstance(model, str):
             raise ConfigurationError("register_price needs a model name")
-        given, known = checked_limits(context_window, max_output_tokens), model_limits(model) or UNKNOWN
+        if base_model is not None and (not base_model or not isinstance(base_model, str)):
+            raise ConfigurationError(
+                f"base_model names the model {model!r} stands for, e.g. base_model='gpt-5.6-sol'; "
+                f"got {base_model!r}"
+            )
+        given = checked_limits(context_window, max_output_tokens)
+        known = model_limits(*filter(None, (base_model, model))) or UNKNOWN
         units: dict[str, Any] = {k: v for k, v in rates.items() if k not in _TOKEN_RATES}  # (tiers take them)
         price = Price(
             model=model,
@@ -153,6 +166,7 @@ class PriceBook:
             context_window=given.context_window or known.context_window,
             max_output_tokens=known.max_output_tokens if max_output_tokens is None else max_output_tokens,
             source="override",
+            resolved=None if base_model == model else base_model,
         )
         price = _with_published(price, provider)
         with self._lock:

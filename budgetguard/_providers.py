@@ -20,7 +20,8 @@ from typing import Any, overload
 from ._cache import Bounded, memo
 from ._errors import ConfigurationError
 from ._price_data import is_claude, provider_for_url
-from ._usage import _TOOL_ITEMS, Usage, _get, _is_code_block, _merge_anthropic_delta, _reader, with_tool_items
+from ._tool_items import BILLED_TOOL_ITEMS
+from ._usage import Usage, _get, _is_code_block, _merge_anthropic_delta, _reader, with_tool_items
 
 __all__ = [
     "RUNNERS", "VARIANT_KEYS", "StreamFolder", "api_of", "as_read", "as_sent", "at_location",
@@ -430,10 +431,6 @@ _THINKING = ("thinking", "redacted_thinking")
 _PER_USE = {"web_search": "web_search_calls", "web_fetch": "web_fetch_calls"}
 """Anthropic server tools billed per use, by the name of their ``server_tool_use`` block."""
 
-_BILLED_ITEMS = frozenset((*_TOOL_ITEMS, "code_interpreter_call", "shell_call"))
-"""The Responses API's output items of built-in tools billed per call or container (``with_tool_items``;
-a test checks each is charged alike from an interrupted stream)."""
-
 _TIER_EVENTS = frozenset(
     {None, "message_start", "response.created", "response.completed", "response.incomplete"}
 )
@@ -511,7 +508,7 @@ class StreamFolder:
             self.block(_get(event, "content_block"))
         elif kind == "response.output_item.added" or kind == "response.output_item.done":
             item = _get(event, "item")
-            if _get(item, "type") in _BILLED_ITEMS:
+            if _get(item, "type") in BILLED_TOOL_ITEMS:  # (kept whole: ``with_tool_items`` bills it)
                 self._items[_get(item, "id") or _get(event, "output_index")] = item
         if kind in _TIER_EVENTS:
             self.tier = served_tier(event) or self.tier

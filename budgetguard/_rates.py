@@ -20,7 +20,7 @@ from typing import TypedDict, Unpack
 from ._errors import PricingError
 from ._image_bill import IMAGE_PASS
 from ._image_tool import rates_of
-from ._limits import writes_cache_unasked
+from ._limits import chat_search, writes_cache_unasked
 from ._money import Money, to_usd
 from ._usage import Usage
 
@@ -246,17 +246,33 @@ class Price:
     context_window: int | None = None
     max_output_tokens: int | None = None
     source: str = "override"
+    resolved: str | None = None
+    """The model ``model`` names, where the name is not that model's own: the price data's id the name
+    matched (Azure's ``gpt-35-turbo``: ``gpt-3.5-turbo``), or a registered name's ``base_model`` (an
+    Azure deployment's, ``"chat-prod"``). The model's own rules follow it (``served``), not the name."""
     dearer_write: str | None = field(init=False, repr=False, compare=False)
     """``"5m"`` / ``"1h"`` when this is the price of a model that writes the prompt cache on its own
-    (``writes_cache_unasked``: OpenAI's) and bills those writes (the 5-minute / 1-hour rate, the dearer)
-    above input at any tier, else ``None``. The estimate reserves such a model's input at the write
-    rate, as for an Anthropic request that asks for caching; a model that writes only when asked (Claude,
-    in any wire format) is reserved by what its request asks."""
+    (``writes_cache_unasked`` of the model ``served``: OpenAI's) and bills those writes (the 5-minute /
+    1-hour rate, the dearer) above input at any tier, else ``None``. The estimate reserves such a model's
+    input at the write rate, as for an Anthropic request that asks for caching; a model that writes only
+    when asked (Claude, in any wire format) is reserved by what its request asks."""
+
+    @property
+    def served(self) -> str:
+        """The model this price is of: the one the name resolved to (``resolved``), else the name."""
+        return self.resolved or self.model
+
+    def chat_search(self, provider: str | None) -> str | None:
+        """The chat search model a call at this price at ``provider`` is of (``_limits.chat_search``): the
+        name, else the model ``served`` (a deployment named otherwise; the data files
+        gpt-4o-mini-search-preview under gpt-4o-mini): one search a request, at that model's OpenAI fee.
+        ``None``: no chat search. The one place the estimate, the price's fee and the settlement ask."""
+        return next((name for name in (self.model, self.served) if chat_search(name, provider)), None)
 
     def __post_init__(self) -> None:
         dearer = None
         for rates in (
-            (self.base, *(rates for _, rates in self.tiers)) if writes_cache_unasked(self.model) else ()
+            (self.base, *(rates for _, rates in self.tiers)) if writes_cache_unasked(self.served) else ()
         ):
             if max(rates.cache_write, rates.cache_write_1h) > rates.input:
                 dearer = "1h" if rates.cache_write_1h > rates.cache_write else "5m"

@@ -8,6 +8,7 @@ and a job's end all settle through it.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Generator, Mapping, Sequence
 from decimal import Decimal
@@ -25,13 +26,13 @@ from ._events import Event, EventKind, emit, wanted
 from ._ledger import Hold, Outcome, Reservation
 from ._ledger._meta import USAGE, pack_usage
 from ._ledger._types import CheckedAmounts, JournalData, Refusal, ReservationError
-from ._limits import answers_as, chat_search
+from ._limits import answers_as
 from ._money import INT64_MAX, to_usd
 from ._pricing import PriceBook
 from ._providers import response_variant
 from ._usage import Usage
 
-__all__ = ["LATE", "Ctx", "input_only", "resolve", "served_flags"]
+__all__ = ["LATE", "Ctx", "chat_searched", "input_only", "resolve", "served_flags"]
 
 
 def resolve(
@@ -136,6 +137,7 @@ class Ctx:
         it is raised, reported ``store_unavailable`` with ``will_retry``, and not lost yet; ``recorded``:
         an earlier try recorded the usage with the trackers."""
         variant, model = flags.get("variant", self.est.variant), flags.get("priced_as", self.est.model)
+        usage = None if usage is None else chat_searched(usage, self.est)
         try:
             actual = None if usage is None else self.guard.actual(model, usage, self.est, variant)
         except PricingError as unpriced:  # a billed unit with no price: the reserved worst case, flagged
@@ -298,5 +300,21 @@ def input_only(est: Estimate) -> Usage:
         input_tokens=usage.input_tokens,
         cache_write_tokens=usage.cache_write_tokens,
         cache_write_1h_tokens=usage.cache_write_1h_tokens,
-        web_search_calls=1 if chat_search(est.model) else 0,
+        web_search_calls=1 if est.price.chat_search(est.provider) is not None else 0,
     )
+
+
+def chat_searched(usage: Usage, est: Estimate) -> Usage:
+    """``usage`` with a chat search model's search as the call's price and provider decide
+    (``Price.chat_search``, the estimate's rule): the usage reader counts it by the answer's model name
+    at every provider (it reads none, ``Usage.from_response``), and not where the answer names the
+    deployment. A review found a search charged at hosts that bill none (Together, Groq: $35 per 1k
+    nobody reserved) and reserved for none on an Azure deployment named otherwise."""
+    searched = est.price.chat_search(est.provider) is not None
+    if searched and not usage.web_search_calls:
+        return dataclasses.replace(usage, web_search_calls=1)
+    if (
+        not searched and usage.web_search_calls and est.price.chat_search(None) is not None
+    ):  # (a search by name alone)
+        return dataclasses.replace(usage, web_search_calls=0)
+    return usage

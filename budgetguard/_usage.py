@@ -35,6 +35,7 @@ from ._errors import UsageError
 from ._frozen import fast_init
 from ._image_bill import IMAGE_PASS, image_bill
 from ._limits import chat_search
+from ._tool_items import BILLED_TOOL_ITEMS, CONTAINER_SESSIONS
 
 __all__ = ["Pass", "Usage", "with_tool_items"]
 
@@ -256,7 +257,7 @@ class Usage:
                 image = Pass(IMAGE_PASS, bill[0], Usage(**bill[1]))  # type: ignore[arg-type]
                 return dataclasses.replace(found, passes=(*found.passes, image))
             return found
-        if get("choices") is not None and chat_search(get("model")):  # (its search is in no usage field)
+        if get("choices") is not None and chat_search(get("model")):  # (in no usage field; ``chat_searched``)
             return dataclasses.replace(found, web_search_calls=1)
         if kind == "message" and not found.code_execution_sessions:  # an Anthropic message that ran code
             content = get("content")
@@ -496,8 +497,6 @@ def _openai_usage(*, total_in: int, details: Any, output: int, output_details: A
 
 
 _DETAIL_FIELDS = ("cached_tokens", "cache_write_tokens", "audio_tokens", "image_tokens", "reasoning_tokens")
-_TOOL_ITEMS = {"web_search_call": "web_search_calls", "file_search_call": "file_search_calls",
-               "image_generation_call": "image_generation_calls"}  # fmt: skip
 
 
 def _is_code_block(block: Any) -> bool:
@@ -507,21 +506,22 @@ def _is_code_block(block: Any) -> bool:
 
 
 def with_tool_items(found: Usage, output: list[Any]) -> Usage:
-    """A Responses API output's built-in tool calls: one ``web_search_call``, ``file_search_call`` or
-    ``image_generation_call`` item per billed call; code interpreter, hosted shell sessions by container."""
+    """A Responses API output's built-in tool calls (``BILLED_TOOL_ITEMS``): one ``web_search_call``,
+    ``file_search_call`` or ``image_generation_call`` item per billed call; code interpreter, hosted shell
+    sessions by container."""
     counts: dict[str, int] = {}
     containers: set[Any] = set()
     for item in output:
         kind = _get(item, "type")
-        unit = _TOOL_ITEMS.get(kind) if isinstance(kind, str) else None
-        if unit is not None:
-            counts[unit] = counts.get(unit, 0) + 1
-        elif kind == "code_interpreter_call":
-            containers.add(_get(item, "container_id") or _get(item, "id"))
-        elif kind == "shell_call" and _get(env := _get(item, "environment"), "type") == "container_reference":
-            containers.add(_get(env, "container_id") or _get(item, "id"))  # the hosted shell's container
+        billed = BILLED_TOOL_ITEMS.get(kind) if isinstance(kind, str) else None
+        if billed is not None and billed.unit != CONTAINER_SESSIONS:
+            counts[billed.unit] = counts.get(billed.unit, 0) + 1
+        elif billed is not None:
+            holder = item if billed.within is None else _get(item, billed.within)
+            if billed.hosted is None or _get(holder, billed.hosted[0]) == billed.hosted[1]:
+                containers.add(_get(holder, "container_id") or _get(item, "id"))
     if containers:
-        counts["code_execution_sessions"] = len(containers)
+        counts[CONTAINER_SESSIONS] = len(containers)
     return dataclasses.replace(found, **counts) if counts else found  # type: ignore[arg-type]
 
 

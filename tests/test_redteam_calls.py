@@ -441,29 +441,61 @@ def test_an_interrupted_responses_stream_charges_the_function_call_it_delivered(
 SHELL = {"type": "container_reference", "container_id": "cntr_1"}
 
 
-@pytest.mark.parametrize(
-    "item",
-    [
-        {"type": "web_search_call", "id": "ws_1", "status": "in_progress"},
-        {"type": "file_search_call", "id": "fs_1", "status": "in_progress"},
-        {"type": "image_generation_call", "id": "ig_1", "status": "in_progress"},
-        {"type": "code_interpreter_call", "id": "ci_1", "container_id": "cntr_1", "status": "in_progress"},
-        {"type": "shell_call", "id": "sh_1", "environment": SHELL, "action": {"commands": ["ls"]}},
-    ],
-    ids=lambda item: item["type"],
-)
-def test_an_interrupted_responses_stream_charges_each_billed_tool_it_started(item: dict[str, Any]) -> None:
+STARTED_TOOLS = {
+    "web_search_call": {"id": "ws_1", "status": "in_progress"},
+    "file_search_call": {"id": "fs_1", "status": "in_progress"},
+    "image_generation_call": {"id": "ig_1", "status": "in_progress"},
+    "code_interpreter_call": {"id": "ci_1", "container_id": "cntr_1", "status": "in_progress"},
+    "shell_call": {"id": "sh_1", "environment": SHELL, "action": {"commands": ["ls"]}},
+}
+"""An item of each billed built-in tool, as a stream delivers it when the tool starts."""
+
+
+def billed_tool_kinds() -> list[str]:
+    from budgetguard._tool_items import BILLED_TOOL_ITEMS
+
+    return sorted(BILLED_TOOL_ITEMS)
+
+
+@pytest.mark.parametrize("kind", billed_tool_kinds())
+def test_an_interrupted_responses_stream_charges_each_billed_tool_it_started(kind: str) -> None:
     """A built-in tool's output item delivered before the stream was cut is charged as the final
-    response's would be (a hosted shell: its container)."""
+    response's would be (a hosted shell: its container). The billed kinds are one list
+    (``BILLED_TOOL_ITEMS``; they were two, the stream's and the final output's, kept alike by this test's
+    own list): every kind of it is tested here."""
     from budgetguard._providers import StreamFolder
     from budgetguard._usage import with_tool_items
 
+    item = {"type": kind, **STARTED_TOOLS[kind]}
     usage = budgetguard.Usage(input_tokens=1)
     charged = with_tool_items(usage, [item])
     assert charged != usage
     folder = StreamFolder()
     folder.feed({"type": "response.output_item.added", "output_index": 0, "item": item})
     assert folder.with_tool_calls(usage) == charged
+
+
+def test_a_billed_tool_kind_is_billed_by_the_list_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``with_tool_items`` reads how each kind is billed from ``BILLED_TOOL_ITEMS`` alone: it kept its
+    own branch per container kind (``code_interpreter_call``, ``shell_call``) beside the list (a review),
+    so a container kind added to the list would be kept by a stream and never billed."""
+    from budgetguard import _tool_items
+    from budgetguard._usage import with_tool_items
+
+    kinds = dict(_tool_items.BILLED_TOOL_ITEMS)
+    kinds["hosted_notebook_call"] = _tool_items.Billed(
+        _tool_items.CONTAINER_SESSIONS, "sandbox", ("type", "hosted")
+    )
+    monkeypatch.setattr("budgetguard._usage.BILLED_TOOL_ITEMS", kinds)
+    hosted = {
+        "type": "hosted_notebook_call",
+        "id": "nb_1",
+        "sandbox": {"type": "hosted", "container_id": "c1"},
+    }
+    again = {**hosted, "id": "nb_2"}  # (the same container: one session)
+    local = {"type": "hosted_notebook_call", "id": "nb_3", "sandbox": {"type": "local"}}
+    usage = with_tool_items(budgetguard.Usage(input_tokens=1), [hosted, again, local])
+    assert usage.code_execution_sessions == 1
 
 
 def test_an_interrupted_claude_stream_charges_the_web_search_it_delivered() -> None:

@@ -80,8 +80,14 @@ def holds(run_id: Any, guard: object, handler: Claimer, mark: object) -> bool:
         return found is None or handler in found
 
 
-def forget(run_id: Any, guard: object, handler: Claimer, *, failed: bool = False) -> None:
-    """Drop ``handler``'s claims of the run (it settled): a later start with the same id (a caller's
+_EVERY: Any = object()
+
+
+def forget(
+    run_id: Any, guard: object, handler: Claimer, mark: object = _EVERY, *, failed: bool = False
+) -> None:
+    """Drop ``handler``'s claims of the run (it settled): of its start ``mark`` when given (another run in
+    flight may share a caller's id), else of every start. A later start with the same id (a caller's
     ``run_id`` reused) is claimed anew. A start that ``failed`` (a refusal) keeps its claim for the start's
     handlers still to come (LangChain runs an async handler's coroutine after a sync handler raised),
     until the id's next start."""
@@ -94,6 +100,8 @@ def forget(run_id: Any, guard: object, handler: Claimer, *, failed: bool = False
         if claims is None:
             return
         for found in claims:
+            if mark is not _EVERY and found.mark is not mark:
+                continue
             if failed and handler in found:
                 found.failed = True
                 continue

@@ -27,6 +27,7 @@ come from ``budgetguard.track()``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import weakref
 from collections.abc import Hashable, Iterator, Mapping, Sequence
@@ -41,13 +42,10 @@ from .._budgets import Scope
 from .._cache import Bounded
 from .._context import ModelTotals, Tracker, track
 from .._default import default_guard
-from .._errors import UsageError
+from .._errors import ConfigurationError
 from .._estimate import Estimate
 from .._guard import Attempt, Guard
 from .._scopes import ScopeSpec
-from .._settle import input_only
-from .._tokens import count_text_tokens
-from .._usage import Usage, with_tool_items
 from . import missing_extra
 from ._refusal import quiet_refusals
 
@@ -62,6 +60,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 from ._langchain_claims import claim, forget, holds
 from ._langchain_operations import Operations, now
 from ._langchain_requests import request_from_run
+from ._langchain_usage import from_cache, partial_usage, read_usage, usage_from_message, usage_from_result
 
 __all__ = [
     "BudgetCallbackHandler",
@@ -86,6 +85,11 @@ under way, the innermost: every other handler of its guard leaves the runs start
 would charge them twice)."""
 
 
+_SMALLEST: Any = object()
+"""``_pop``'s mark for an end, which names its run by id alone: the start open with the id that holds
+least (``_pop``)."""
+
+
 class BudgetCallbackHandler(BaseCallbackHandler):
     """Enforce (or, with ``enforce=False``, meter) the guard's budgets on every LangChain model run.
 
@@ -102,9 +106,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self._guard = guard
         self.enforce = enforce
         self.scopes = scopes
-        self._attempts: dict[Hashable, tuple[Attempt, Estimate, _Batch | None, _Watch | None]] = {}
-        """The open runs, by their key (``run_key``), each with a weak reference to its id (the id object
-        itself is left to die with its run: see ``_dropped``)."""
+        self._attempts: dict[Hashable, list[_Open]] = {}
+        """The open starts, by their run's key (``run_key``), in start order: two runs in flight may share a
+        caller's ``run_id`` (LangChain passes it to each), and each start is held and settled on its own."""
         self._batches: Bounded[tuple[int, int], _Batch]
         self._batches = Bounded("langchain.batches", _BATCHES_KEPT, shared=False)
         """Batches some of whose runs have started, by ``_join``'s key; full, it forgets the oldest (a batch
@@ -174,77 +178,140 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             return
         guard, mark = self.guard, kwargs.get("options")  # (``mark``: the start, as ``_join`` tells it)
         guards, taken = claim(run_id, guard, self, mark)
+        shared = False
         for handler in taken:  # (plain handlers of its guard that held the run before a middleware's)
-            await handler._release_taken(run, run_id)
+            shared = await handler._release_taken(run, run_id, mark) or shared
+        if shared:  # (one of them holds another run with the id: an end could not tell the two apart)
+            forget(run_id, guard, self, mark, failed=True)
+            raise ConfigurationError(_shared_id(run_id))
         if not guards:
             return
         batch = self._join(kwargs)
         try:
             attempt, est = self._attempt(messages, metadata, kwargs)
+            with self._lock:
+                self._alone(run_id, attempt)
             await run.reserve(attempt)
         except BaseException as exc:  # LangChain sends none of the batch now, and never ends its runs
-            forget(run_id, guard, self, failed=True)
+            forget(run_id, guard, self, mark, failed=True)
             for held in self._give_up(batch):
                 await run.release(held)
             raised = self._raised(exc)
             if raised is exc:
                 raise
             raise raised from exc
-        if not self._record(run_id, attempt, est, batch):
-            forget(run_id, guard, self, failed=True)
+        kept: bool | ConfigurationError = self._record(run_id, attempt, est, batch, mark, tuple(taken))
+        if kept is not True:
+            forget(run_id, guard, self, mark, failed=True)
             await run.release(attempt)
+            if kept:  # (a run of other budgets took the id while this one reserved)
+                raise kept
         elif not holds(run_id, guard, self, mark):  # a middleware's handler took the run meanwhile
-            await self._release_taken(run, run_id)
+            await self._release_taken(run, run_id, mark)
 
-    async def _release_taken(self, run: Operations, run_id: UUID) -> None:
-        """Release this handler's hold of a run a middleware's handler of its guard took (its claim first:
-        ``_langchain_claims.claim``): whichever of the two pops it first."""
-        held = self._taken(run_key(run_id))
-        if held is not None:
-            await run.release(held)
+    async def _release_taken(self, run: Operations, run_id: UUID, mark: object) -> bool:
+        """Release this handler's hold of the start ``mark`` of a run a middleware's handler of its guard
+        took (its claim first: ``_langchain_claims.claim``): whichever of the two pops it first. The run's
+        end still comes to this handler (before the middleware's: dispatched in the start's order), and
+        settles nothing: a taken mark (``_Open.taken``, holding nothing) stands for it until then, or until
+        the middleware settles the run (``_clear_taken``). Whether this handler holds another run with the
+        id: the middleware's start is refused then (``_shared_id``), as an end could not tell them apart
+        (one of this handler's runs was charged another's bill, a review found)."""
+        with self._lock:
+            key = run_key(run_id)
+            held = next((held for held in self._attempts.get(key, []) if held.mark is mark), None)
+            if held is None or not self._drop(held):
+                return False
+            shared = bool(self._attempts.get(key))
+            if not shared:
+                self._attempts[key] = [dataclasses.replace(held, batch=None, taken=True, watch=None)]
+        await run.release(held.attempt)
+        return shared
+
+    def _clear_taken(self, key: Hashable, mark: object) -> None:
+        """Forget the taken mark of the start ``mark``: the middleware that took it settled its run."""
+        with self._lock:
+            held = next((held for held in self._attempts.get(key, []) if held.mark is mark), None)
+            if held is not None and held.taken:
+                self._drop(held)
 
     async def _end(
         self, run: Operations, run_id: UUID, response: LLMResult | None, error: BaseException | None
     ) -> None:
         """Charge a run that ended its usage; a failed run is released (or charged its input, per the
         guard's ``charge_failed``), a stream that broke off after some chunks is charged what it received,
-        as the guard charges streams."""
+        as the guard charges streams. An end names its run by id alone: of two runs in flight with one id
+        (a caller's, on the same budgets: ``_alone``), it settles the start that holds least (``_pop``)."""
         ended = self._pop(run_key(run_id))
-        forget(run_id, self.guard, self)
         if ended is None:
+            forget(run_id, self.guard, self)
             return
-        attempt, est = ended
+        forget(run_id, self.guard, self, ended.mark)
+        for handler in ended.took:  # (the plain handlers it took the run from: their taken marks)
+            handler._clear_taken(ended.key, ended.mark)
+        if ended.taken:  # (a middleware's run: it settles it)
+            return
+        attempt, est = ended.attempt, ended.est
         if error is None and response is not None and from_cache(response):
             await run.release(attempt)  # (nothing was sent)
             return
         if error is None:
             await run.commit(attempt, response)
             return
-        partial = _partial_usage(response, est) if response is not None else None
+        partial = partial_usage(response, est) if response is not None else None
         if partial is None:
             await run.fail(attempt, error)
         else:
             await run.commit(attempt, partial)
 
-    def _record(self, run_id: UUID, attempt: Attempt, est: Estimate, batch: _Batch | None) -> bool:
+    def _record(
+        self,
+        run_id: UUID,
+        attempt: Attempt,
+        est: Estimate,
+        batch: _Batch | None,
+        mark: object,
+        took: tuple[BudgetCallbackHandler, ...] = (),
+    ) -> bool | ConfigurationError:
         """Keep a held run until it ends; ``False`` when it is never sent (an async sibling that held after
-        its batch's refusal): its hold is to be released. (A run that starts after ``_take_open``, on a
-        model kept past its middleware call or in a thread still running, is sent: kept, and settled as
-        it ends; a review found such calls released and sent uncharged.)"""
-        key = run_key(run_id)
-        watch: _Watch | None = None
+        its batch's refusal), or ``_alone``'s error (a run of other budgets took the id while this one
+        reserved): its hold is to be released. (A run that starts after ``_take_open``, on a model kept
+        past its middleware call or in a thread still running, is sent: kept, and settled as it ends; a
+        review found such calls released and sent uncharged.)"""
+        held = _Open(run_key(run_id), attempt, est, batch, mark, took=took)
         try:  # (called back when the id dies first; a run popped first drops it, never called)
-            watch = _Watch(run_id, self._on_dropped)
-            watch.key = key
+            held.watch = _Watch(run_id, self._on_dropped)
+            held.watch.key, held.watch.mark = held.key, mark
         except TypeError:  # (an id that takes no weak reference: if dropped, its run waits for its lease)
             pass
         with self._lock:
-            late = batch is not None and batch.given_up
-            if not late:
-                self._attempts[key] = (attempt, est, batch, watch)
-                if batch is not None:
-                    batch.runs.add(key)
-        return not late
+            try:
+                self._alone(run_id, attempt)
+            except ConfigurationError as exc:
+                held.watch = None
+                return exc
+            if batch is not None and batch.given_up:
+                held.watch = None
+                return False
+            self._attempts.setdefault(held.key, []).append(held)
+            if batch is not None:
+                batch.runs.append(held)
+        return True
+
+    def _alone(self, run_id: UUID, attempt: Attempt) -> None:
+        """Refuse a start of the run ``run_id`` while a start of it on other counters is open (the lock held):
+        an end names its run by id alone, so which of the two runs a bill is cannot be told, and one user's
+        bill would be charged to the other's budget (a review found it so)."""
+        opened = self._attempts.get(run_key(run_id), [])
+        if any(held.taken for held in opened):  # (a middleware's run, on its budgets)
+            raise ConfigurationError(_shared_id(run_id))
+        if any(set(held.attempt.scopes.key) != set(attempt.scopes.key) for held in opened):
+            raise ConfigurationError(
+                f"concurrent LangChain runs share run_id {run_id!s} with different budgets "
+                f"({', '.join(opened[0].attempt.scopes.labels)} and {', '.join(attempt.scopes.labels)}): "
+                "an end names its run by id alone, so neither bill could be charged to its own budgets. "
+                "Give each run its own run_id (config={'run_id': uuid.uuid4()}), or none"
+            )
 
     def _dropped(self, watch: _Watch) -> None:
         """Called back by the weak reference to a run's id (a finalizer): the id of a run still open died,
@@ -252,14 +319,13 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         ``abatch`` in a task cancelled or timed out). Its hold is failed at the guard's next operation,
         ``close()`` or exit, not left to its lease (a review found it so): queued only, no ledger I/O and
         no lock here (``_attempt.Dropped``)."""
-        key = watch.key
-        found = self._attempts.get(key)
-        if found is not None:
-            Dropped(found[0].guard, lambda: self._taken(key)).queue()
+        for held in list(self._attempts.get(watch.key, ())):  # (this start's: another with the id's value
+            if held.watch is watch:  # may be in flight, its id another object: a caller's ``UUID(s)``)
+                Dropped(held.attempt.guard, functools.partial(self._taken, watch.key, watch.mark)).queue()
 
-    def _taken(self, key: Hashable) -> Attempt | None:
-        ended = self._pop(key)
-        return None if ended is None else ended[0]
+    def _taken(self, key: Hashable, mark: object) -> Attempt | None:
+        ended = self._pop(key, mark)
+        return None if ended is None else ended.attempt
 
     def _raised(self, error: BaseException) -> BaseException:
         """What a start that raised ``error`` (a refusal, a request that cannot be estimated) raises."""
@@ -292,7 +358,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         est = guard.estimator(request, provider=provider)
         attempt = guard.attempt(
             est,
-            usage=_read_usage,
+            usage=read_usage,
             enforce=self.enforce,
             scopes=self.scopes,
             arguments=self._arguments(metadata),
@@ -323,34 +389,66 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             return []
         with self._lock:
             batch.given_up = True
-            held = [self._attempts.pop(run)[0] for run in batch.runs if run in self._attempts]
-            batch.runs.clear()
-        return held
+            runs, batch.runs = batch.runs, []
+            return [held.attempt for held in runs if self._drop(held)]
 
-    def _pop(self, key: Hashable) -> tuple[Attempt, Estimate] | None:
+    def _pop(self, key: Hashable, mark: object = _SMALLEST) -> _Open | None:
+        """The open start of the run ``key``, forgotten here: the start ``mark``, else (an end, which names
+        its run by id alone) the one that holds least, the earliest of equals. Its run may be another one in
+        flight with the id (a caller's ``run_id``, on the same budgets: ``_alone``), so the bill may land on
+        another run's hold; the holds left then still cover every run still in flight, each hold covering
+        its own run's worst case (settling the earliest start left a small hold for a big run: a third
+        call was admitted past the limit, a review found)."""
         with self._lock:
-            run = self._attempts.pop(key, None)
-            if run is None:
+            opened = self._attempts.get(key, [])
+            if mark is _SMALLEST:
+                held = min(opened, key=lambda held: 0 if held.taken else held.est.cost_nano, default=None)
+            else:
+                held = next((held for held in opened if held.mark is mark), None)
+            if held is None or not self._drop(held):
                 return None
-            attempt, est, batch, _ = run
-            if batch is not None:  # a run ended: its batch has started in full
-                batch.runs.discard(key)
-                if self._batches.get(batch.key) is batch:
-                    del self._batches[batch.key]
-            return attempt, est
+            if held.batch is not None:  # a run ended: its batch has started in full
+                if held in held.batch.runs:
+                    held.batch.runs.remove(held)
+                if self._batches.get(held.batch.key) is held.batch:
+                    del self._batches[held.batch.key]
+            return held
+
+    def _drop(self, held: _Open) -> bool:
+        """Forget the open start ``held`` (the lock held): whether it was open."""
+        opened = self._attempts.get(held.key)
+        if opened is None or not any(found is held for found in opened):
+            return False
+        opened[:] = [found for found in opened if found is not held]
+        if not opened:
+            del self._attempts[held.key]
+        held.watch = None
+        return True
 
     def _take_open(self) -> list[Attempt]:
         """The attempts of the runs started and not ended, forgotten here: their owner settles them (a run
         that starts later is kept and settled as it ends, as any other)."""
         with self._lock:
-            held = [attempt for attempt, *_ in self._attempts.values()]
+            opened = [run for runs in self._attempts.values() for run in runs if not run.taken]
             self._attempts.clear()
-        return held
+        for run in opened:  # (never ended: the plain handlers it took them from get no end either)
+            for handler in run.took:
+                handler._clear_taken(run.key, run.mark)
+        return [run.attempt for run in opened]
 
 
 _BATCHES_KEPT = 1024
 """Batches tracked at most: one given up stays until its last start (async siblings start late) or,
 as after a sync refusal its later runs never start, until newer batches push it out."""
+
+
+def _shared_id(run_id: object) -> str:
+    return (
+        f"concurrent LangChain runs share run_id {run_id!s} with different budgets (an agent "
+        "BudgetMiddleware's and a BudgetCallbackHandler's of its guard): an end names its run by id alone, "
+        "so neither bill could be charged to its own budgets. Give each run its own run_id "
+        "(config={'run_id': uuid.uuid4()}), or none"
+    )
 
 
 def run_key(run_id: Hashable) -> Hashable:
@@ -360,10 +458,25 @@ def run_key(run_id: Hashable) -> Hashable:
 
 
 class _Watch(weakref.ref):  # type: ignore[type-arg]
-    """A weak reference to a run's id, calling back with the run's key when the id dies first."""
+    """A weak reference to a run's id, calling back with the run's key and start when the id dies first."""
 
-    __slots__ = ("key",)
+    __slots__ = ("key", "mark")
     key: Hashable
+    mark: object
+
+
+@dataclasses.dataclass(eq=False)
+class _Open:
+    """One start of a run, held until its run ends."""
+
+    key: Hashable  # (its run's: ``run_key``)
+    attempt: Attempt
+    est: Estimate
+    batch: _Batch | None
+    mark: object  # (the start, as ``claim`` tells it: held, so that no other start reuses its id meanwhile)
+    watch: _Watch | None = None  # (kept alive while the start is open: ``_dropped``)
+    taken: bool = False  # (a middleware's handler took the start: its hold released, ``_release_taken``)
+    took: tuple[BudgetCallbackHandler, ...] = ()  # (a middleware's: the handlers it took the start from)
 
 
 @dataclasses.dataclass(eq=False)
@@ -374,138 +487,8 @@ class _Batch:
     marks: tuple[object, object]  # held, so that no other batch reuses their ids while this one is kept
     size: int
     started: int = 0
-    runs: set[Hashable] = dataclasses.field(default_factory=set)  # (their keys: ``run_key``)
+    runs: list[_Open] = dataclasses.field(default_factory=list)
     given_up: bool = False
-
-
-# -- usage ---------------------------------------------------------------------------------------
-
-
-def usage_from_result(result: LLMResult) -> Usage:
-    """The usage of one model run: the first generation's message with ``usage_metadata``
-    (``usage_from_message``; with ``n`` > 1 every generation carries the run's total), else
-    ``llm_output["token_usage"]`` or ``["usage"]``."""
-    for generations in result.generations:
-        for generation in generations:
-            message = getattr(generation, "message", None)
-            if getattr(message, "usage_metadata", None):
-                return usage_from_message(message)
-    output = result.llm_output or {}
-    for key in ("token_usage", "usage"):
-        if output.get(key):
-            return Usage.from_response(output[key])
-    raise UsageError(
-        "the LangChain result carries neither usage_metadata nor llm_output token usage; "
-        "for streams enable the model's usage reporting (ChatOpenAI(stream_usage=True))"
-    )
-
-
-def from_cache(result: LLMResult) -> bool:
-    """Whether LangChain answered the run from its LLM cache, sending nothing: it marks the usage of each
-    cached message ``total_cost: 0`` (``_convert_cached_generations``), which no provider's usage has."""
-    messages = [getattr(g, "message", None) for generations in result.generations for g in generations]
-    usages = [getattr(message, "usage_metadata", None) or {} for message in messages]
-    return bool(usages) and all(usage.get("total_cost") == 0 for usage in usages)
-
-
-def usage_from_message(message: Any) -> Usage:
-    """The usage of an ``AIMessage``: the bill, billed units that are not tokens included.
-
-    ``usage_metadata`` carries tokens only, so the provider's own usage is read when the message carries
-    it, by the parser of its wire format (``Usage.from_response``): OpenAI chat's
-    ``response_metadata["token_usage"]`` (audio and image tokens), Anthropic's
-    ``response_metadata["usage"]`` (``server_tool_use`` requests, ``iterations``); one whose token
-    totals disagree with ``usage_metadata`` (stream chunks merged into it) is not used. A Responses API
-    message adds its built-in tool calls, each billed (``web_search_call``...), from its output items:
-    content blocks (``output_version="responses/v1"``, the default), ``additional_kwargs["tool_outputs"]``
-    (``"v0"``) or ``server_tool_call`` blocks (``"v1"``)."""
-    metadata = getattr(message, "usage_metadata", None)
-    response = getattr(message, "response_metadata", None) or {}
-    found = _wire_usage(response, metadata)
-    if found is None:
-        if not metadata:
-            raise UsageError(
-                f"the model's {type(message).__name__} carries no usage_metadata; for streams enable the "
-                "model's usage reporting (ChatOpenAI(stream_usage=True))"
-            )
-        found = _from_usage_metadata(metadata)
-    if response.get("object") == "response":  # (a Responses API response)
-        items = _output_items(message)
-        if items:
-            return with_tool_items(found, items)
-    return found
-
-
-def _wire_usage(response: Mapping[str, Any], metadata: Mapping[str, Any] | None) -> Usage | None:
-    """The provider's own usage in ``response_metadata``, when it is there and agrees with
-    ``usage_metadata``'s token totals."""
-    wire = response.get("token_usage") or response.get("usage")
-    if not isinstance(wire, Mapping):
-        return None
-    try:
-        found = Usage.from_response(wire)
-    except UsageError:
-        return None
-    if metadata and (found.total_input_tokens, found.total_output_tokens) != (
-        metadata.get("input_tokens"),
-        metadata.get("output_tokens"),
-    ):
-        return None
-    return found
-
-
-def _output_items(message: Any) -> list[Any]:
-    """A Responses API message's output items, in any of langchain-openai's output versions."""
-    content = message.content if isinstance(message.content, list) else []
-    items = [block for block in content if isinstance(block, Mapping)]
-    items += (getattr(message, "additional_kwargs", None) or {}).get("tool_outputs") or []
-    for block in content:  # v1: standard blocks, a server tool call named by its tool
-        if isinstance(block, Mapping) and block.get("type") == "server_tool_call":
-            extras = block.get("extras") or {}
-            call = {"type": f"{block.get('name')}_call", "id": block.get("id")}
-            items.append({**call, "container_id": extras.get("container_id")})
-    return items
-
-
-def _read_usage(result: LLMResult | Usage) -> Usage:
-    return result if isinstance(result, Usage) else usage_from_result(result)
-
-
-def _partial_usage(response: LLMResult, est: Estimate) -> Usage | None:
-    """What a broken-off stream is charged: its usage if the usage chunk came, else the input
-    estimate plus the streamed text counted with tiktoken; ``None`` when nothing was received."""
-    texts = [g.text for generations in response.generations for g in generations if g.text]
-    if not texts:
-        return None
-    try:
-        return usage_from_result(response)
-    except UsageError:
-        streamed = count_text_tokens("".join(texts), est.model)
-        return dataclasses.replace(input_only(est), output_tokens=streamed)
-
-
-def _from_usage_metadata(metadata: Mapping[str, Any]) -> Usage:
-    """LangChain's ``UsageMetadata``: ``input_tokens`` is all input, cache reads and writes included."""
-    inputs = metadata.get("input_token_details") or {}
-    outputs = metadata.get("output_token_details") or {}
-    read = _ending(inputs, "cache_read")  # service-tier-prefixed too ("priority_cache_read")
-    written = _ending(inputs, "cache_creation")
-    written_1h = min(int(inputs.get("ephemeral_1h_input_tokens") or 0), written)
-    total_in, output = metadata.get("input_tokens"), metadata.get("output_tokens")
-    if not isinstance(total_in, int) or not isinstance(output, int) or read + written > total_in:
-        raise UsageError(f"unusable LangChain usage_metadata: {dict(metadata)!r}")
-    return Usage(
-        input_tokens=total_in - read - written,
-        cache_read_tokens=read,
-        cache_write_tokens=written - written_1h,
-        cache_write_1h_tokens=written_1h,
-        output_tokens=output,
-        reasoning_tokens=min(_ending(outputs, "reasoning"), output),
-    )
-
-
-def _ending(details: Mapping[str, Any], suffix: str) -> int:
-    return sum(int(value or 0) for key, value in details.items() if key.endswith(suffix))
 
 
 # -- get_openai_callback, for every model ---------------------------------------------------------

@@ -44,6 +44,21 @@ the steps run in the calling thread on a sync store over the guard's data (``_Of
 run is claimed once per guard (``_langchain_claims.claim``), the call's handlers first on the model: a
 handler of the same guard the model carries leaves the run to them in a thread without the context too,
 and one dispatched before them (a thread's own ``config``) gives an admitted run up to them.
+
+Such a plain handler of the middleware's guard adds no budgets to the middleware's calls: the
+middleware's scopes decide. Dispatched before the middleware's handler (a sync manager, the handler in a
+thread's own ``config``), it has reserved its own scopes by then, so its budgets may refuse the call
+first; dispatched after it (on the model's own ``callbacks``, which follow the middleware's) they are
+not checked, and alongside it (an async manager dispatches both at once) they may not be. Not both
+held, because one guard is one set of counters: two
+attempts would reserve and charge every counter both name (``global``, ``budget_context()``'s scopes,
+a kind both set) twice, and journal the call twice (reports, ``track()``); one attempt over both scope
+sets would need the middleware's hold replaced after it was taken, whenever the plain handler comes
+second, and would enforce a metering handler's scopes (``enforce=False``: one attempt, one flag); and a
+check of the plain handler's scopes alongside the middleware's hold would count the counters both name
+twice, refusing calls that fit. To enforce both scope sets, give the middleware
+every scope (``BudgetMiddleware(guard, user=..., feature=...)``), or the plain handler a guard over a
+store of its own (each guard reserves its own).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import pytest
 
 import budgetguard
 from budgetguard import Budget, Guard, PriceBook, PricingError, Usage
+from budgetguard._settle import input_only
 from tests.guard.one_call import committed, nano
 from tests.guard.payloads import (
     ScriptedAPI,
@@ -415,4 +416,110 @@ async def test_async_clients_are_priced_at_their_endpoint() -> None:
     assert bedrock_entry.amounts["usd"] == nano((1000, "3.3"), (200, "16.5"))
     await groq.close()
     await bedrock.close()
+    guard.close()
+
+
+def test_an_azure_deployment_named_otherwise_is_reserved_as_the_model_it_serves() -> None:
+    """gpt-5.6 writes the prompt cache unasked, billed at $5 per million against $4 input: its input is
+    reserved at the write rate. An Azure deployment bears its owner's name: the rule read the name, so a
+    deployment of gpt-5.6 named "chat-prod" was reserved at the input rate, below the bill of a call that
+    wrote its whole prompt (a review). Registered with the model it serves, it follows that model."""
+    book = PriceBook()
+    rates = {"input": "4", "output": "20", "cache_read": "0.4", "cache_write": "5"}
+    book.register("chat-prod", base_model="gpt-5.6-sol", provider="azure", **rates)
+    events: list[budgetguard.Event] = []
+    guard = Guard(
+        "memory://", budgets=[Budget("global", usd="100", per="day")], prices=book, on_event=events.append
+    )
+    long_prompt = [{"role": "user", "content": "row " * 4000}]
+    request = {"model": "chat-prod", "messages": long_prompt, "max_tokens": 1}
+    est = guard.estimator(request, provider="azure")
+    assert est.cache_write == "5m" and est.price.served == "gpt-5.6-sol"
+    answer = completion("gpt-5.6-sol-2026-05-01", prompt=est.input_tokens, completion=1)
+    answer["usage"]["prompt_tokens_details"] = {"cached_tokens": 0, "cache_write_tokens": est.input_tokens}
+    guard.wrap(openai_at(AZURE, serve(answer))).chat.completions.create(**request)  # type: ignore[call-overload]
+    [reserved] = [e.estimated for e in events if e.kind == "reserved"]
+    bill = committed(guard).amounts["usd"]
+    assert bill == nano((est.input_tokens, "5"), (1, "20"))
+    assert reserved is not None and budgetguard.to_nano(reserved) >= bill
+    guard.close()
+
+
+SEARCH_ANSWER = completion("gpt-4o-search-preview-2025-03-11")
+
+
+def test_a_chat_search_is_billed_at_openai_s_fee_where_it_is_billed_and_only_there() -> None:
+    """gpt-4o-search-preview searches once a request, at OpenAI's fee per search context size. The
+    estimate added that fee at every provider, the price only at OpenAI's (a review): Azure's answer, which
+    carries its search, could not be priced (``cost``), and a provider that bills no such search was
+    reserved for one. One rule now (``chat_search``'s providers: OpenAI, Azure OpenAI, OpenRouter)."""
+    usage = Usage(input_tokens=1000, output_tokens=200, web_search_calls=1)
+    tokens = nano((1000, "2.5"), (200, "10"))
+    for provider in ("openai", "azure"):
+        price = budgetguard.get_price("gpt-4o-search-preview", provider=provider)
+        assert price.cost_nano(usage) == tokens + budgetguard.to_nano(Decimal("0.035"))  # ($35 per 1k)
+    guard = Guard("memory://", budgets=[Budget("global", usd="100", per="day")])
+    high = {"search_context_size": "high"}
+    request = {"model": "gpt-4o-search-preview", "messages": HI, "web_search_options": high}
+    guard.wrap(openai_at(AZURE, serve(SEARCH_ANSWER))).chat.completions.create(**request)  # type: ignore[call-overload]
+    assert committed(guard).amounts["usd"] == tokens + budgetguard.to_nano(Decimal("0.05"))  # (high)
+    guard.close()
+    elsewhere = PriceBook()
+    elsewhere.register("gpt-4o-search-preview", provider="together", input="2.5", output="10")
+    est = Guard("memory://", budgets=[], prices=elsewhere).estimator(request, provider="together")
+    assert est.usage.web_search_calls == 0 and est.price.base.web_search is None
+
+
+@pytest.mark.parametrize("fee", [None, "35"])
+def test_an_azure_search_deployment_named_otherwise_is_reserved_and_priced_as_its_model(
+    fee: str | None,
+) -> None:
+    """A deployment of gpt-4o-search-preview named "search-prod": the estimate, the price's OpenAI fee
+    and a call charged its input asked the search rule about the name, the usage reader about the answer's
+    model: no search reserved, then its search unpriced or charged ($0.00013 reserved, $0.03535 charged,
+    a review). The price's model decides everywhere."""
+    book = PriceBook()
+    fees = {} if fee is None else {"web_search": fee}
+    book.register(
+        "search-prod", base_model="gpt-4o-search-preview", provider="azure", input="2.5", output="10", **fees
+    )
+    events: list[budgetguard.Event] = []
+    guard = Guard(
+        "memory://", budgets=[Budget("global", usd="100", per="day")], prices=book, on_event=events.append
+    )
+    request = {"model": "search-prod", "messages": HI, "max_tokens": 10}
+    est = guard.estimator(request, provider="azure")
+    assert est.usage.web_search_calls == 1 and est.price.base.web_search == Decimal("35")
+    as_named = budgetguard.estimate({**request, "model": "gpt-4o-search-preview"}, provider="azure")
+    assert est.cost == as_named.cost  # (its search's content free, as the model's: a preview search)
+    assert input_only(est).web_search_calls == 1
+    answer = completion("gpt-4o-search-preview-2025-03-11", prompt=est.input_tokens, completion=10)
+    guard.wrap(openai_at(AZURE, serve(answer))).chat.completions.create(**request)  # type: ignore[call-overload]
+    assert [e.kind for e in events] == ["reserved", "committed"]
+    bill = committed(guard).amounts["usd"]
+    assert bill == nano((est.input_tokens, "2.5"), (10, "10")) + budgetguard.to_nano(Decimal("0.035"))
+    assert budgetguard.to_nano(est.cost) >= bill
+    guard.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "provider"),
+    [("https://api.together.xyz/v1", "together"), ("https://api.groq.com/openai/v1", "groq")],
+)
+def test_a_search_model_s_answer_elsewhere_is_charged_no_search(url: str, provider: str) -> None:
+    """At a provider that bills no chat search, the usage reader counted the answer's search by its model
+    name (it reads no provider): charged a $35 per 1k fee nobody reserved, or unpriced on every call (a
+    review). The call is settled by the estimate's rule: no search there."""
+    book = PriceBook()
+    book.register("gpt-4o-search-preview", provider=provider, input="2.5", output="10", web_search="35")
+    events: list[budgetguard.Event] = []
+    guard = Guard(
+        "memory://", budgets=[Budget("global", usd="100", per="day")], prices=book, on_event=events.append
+    )
+    request = {"model": "gpt-4o-search-preview", "messages": HI, "max_tokens": 10}
+    shown = guard.estimator(request, provider=provider).input_tokens
+    answer = completion("gpt-4o-search-preview-2025-03-11", prompt=shown, completion=10)
+    guard.wrap(openai_at(url, serve(answer))).chat.completions.create(**request)  # type: ignore[call-overload]
+    assert [e.kind for e in events] == ["reserved", "committed"]
+    assert committed(guard).amounts["usd"] == nano((shown, "2.5"), (10, "10"))
     guard.close()

@@ -1,0 +1,149 @@
+"""LangChain runs' usage: the bill of an ``LLMResult`` or an ``AIMessage``, and of a stream that broke off."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from .._errors import UsageError
+from .._estimate import Estimate
+from .._settle import input_only
+from .._tokens import count_text_tokens
+from .._usage import Usage, with_tool_items
+
+try:
+    from langchain_core.outputs import LLMResult
+except ImportError as exc:  # pragma: no cover - exercised without the extra
+    from . import missing_extra
+
+    raise missing_extra("langchain", exc) from exc
+
+__all__ = ["from_cache", "partial_usage", "read_usage", "usage_from_message", "usage_from_result"]
+
+
+def usage_from_result(result: LLMResult) -> Usage:
+    """The usage of one model run: the first generation's message with ``usage_metadata``
+    (``usage_from_message``; with ``n`` > 1 every generation carries the run's total), else
+    ``llm_output["token_usage"]`` or ``["usage"]``."""
+    for generations in result.generations:
+        for generation in generations:
+            message = getattr(generation, "message", None)
+            if getattr(message, "usage_metadata", None):
+                return usage_from_message(message)
+    output = result.llm_output or {}
+    for key in ("token_usage", "usage"):
+        if output.get(key):
+            return Usage.from_response(output[key])
+    raise UsageError(
+        "the LangChain result carries neither usage_metadata nor llm_output token usage; "
+        "for streams enable the model's usage reporting (ChatOpenAI(stream_usage=True))"
+    )
+
+
+def from_cache(result: LLMResult) -> bool:
+    """Whether LangChain answered the run from its LLM cache, sending nothing: it marks the usage of each
+    cached message ``total_cost: 0`` (``_convert_cached_generations``), which no provider's usage has."""
+    messages = [getattr(g, "message", None) for generations in result.generations for g in generations]
+    usages = [getattr(message, "usage_metadata", None) or {} for message in messages]
+    return bool(usages) and all(usage.get("total_cost") == 0 for usage in usages)
+
+
+def usage_from_message(message: Any) -> Usage:
+    """The usage of an ``AIMessage``: the bill, billed units that are not tokens included.
+
+    ``usage_metadata`` carries tokens only, so the provider's own usage is read when the message carries
+    it, by the parser of its wire format (``Usage.from_response``): OpenAI chat's
+    ``response_metadata["token_usage"]`` (audio and image tokens), Anthropic's
+    ``response_metadata["usage"]`` (``server_tool_use`` requests, ``iterations``); one whose token
+    totals disagree with ``usage_metadata`` (stream chunks merged into it) is not used. A Responses API
+    message adds its built-in tool calls, each billed (``web_search_call``...), from its output items:
+    content blocks (``output_version="responses/v1"``, the default), ``additional_kwargs["tool_outputs"]``
+    (``"v0"``) or ``server_tool_call`` blocks (``"v1"``)."""
+    metadata = getattr(message, "usage_metadata", None)
+    response = getattr(message, "response_metadata", None) or {}
+    found = _wire_usage(response, metadata)
+    if found is None:
+        if not metadata:
+            raise UsageError(
+                f"the model's {type(message).__name__} carries no usage_metadata; for streams enable the "
+                "model's usage reporting (ChatOpenAI(stream_usage=True))"
+            )
+        found = _from_usage_metadata(metadata)
+    if response.get("object") == "response":  # (a Responses API response)
+        items = _output_items(message)
+        if items:
+            return with_tool_items(found, items)
+    return found
+
+
+def _wire_usage(response: Mapping[str, Any], metadata: Mapping[str, Any] | None) -> Usage | None:
+    """The provider's own usage in ``response_metadata``, when it is there and agrees with
+    ``usage_metadata``'s token totals."""
+    wire = response.get("token_usage") or response.get("usage")
+    if not isinstance(wire, Mapping):
+        return None
+    try:
+        found = Usage.from_response(wire)
+    except UsageError:
+        return None
+    if metadata and (found.total_input_tokens, found.total_output_tokens) != (
+        metadata.get("input_tokens"),
+        metadata.get("output_tokens"),
+    ):
+        return None
+    return found
+
+
+def _output_items(message: Any) -> list[Any]:
+    """A Responses API message's output items, in any of langchain-openai's output versions."""
+    content = message.content if isinstance(message.content, list) else []
+    items = [block for block in content if isinstance(block, Mapping)]
+    items += (getattr(message, "additional_kwargs", None) or {}).get("tool_outputs") or []
+    for block in content:  # v1: standard blocks, a server tool call named by its tool
+        if isinstance(block, Mapping) and block.get("type") == "server_tool_call":
+            extras = block.get("extras") or {}
+            call = {"type": f"{block.get('name')}_call", "id": block.get("id")}
+            items.append({**call, "container_id": extras.get("container_id")})
+    return items
+
+
+def read_usage(result: LLMResult | Usage) -> Usage:
+    return result if isinstance(result, Usage) else usage_from_result(result)
+
+
+def partial_usage(response: LLMResult, est: Estimate) -> Usage | None:
+    """What a broken-off stream is charged: its usage if the usage chunk came, else the input
+    estimate plus the streamed text counted with tiktoken; ``None`` when nothing was received."""
+    texts = [g.text for generations in response.generations for g in generations if g.text]
+    if not texts:
+        return None
+    try:
+        return usage_from_result(response)
+    except UsageError:
+        streamed = count_text_tokens("".join(texts), est.model)
+        return dataclasses.replace(input_only(est), output_tokens=streamed)
+
+
+def _from_usage_metadata(metadata: Mapping[str, Any]) -> Usage:
+    """LangChain's ``UsageMetadata``: ``input_tokens`` is all input, cache reads and writes included."""
+    inputs = metadata.get("input_token_details") or {}
+    outputs = metadata.get("output_token_details") or {}
+    read = _ending(inputs, "cache_read")  # service-tier-prefixed too ("priority_cache_read")
+    written = _ending(inputs, "cache_creation")
+    written_1h = min(int(inputs.get("ephemeral_1h_input_tokens") or 0), written)
+    total_in, output = metadata.get("input_tokens"), metadata.get("output_tokens")
+    if not isinstance(total_in, int) or not isinstance(output, int) or read + written > total_in:
+        raise UsageError(f"unusable LangChain usage_metadata: {dict(metadata)!r}")
+    return Usage(
+        input_tokens=total_in - read - written,
+        cache_read_tokens=read,
+        cache_write_tokens=written - written_1h,
+        cache_write_1h_tokens=written_1h,
+        output_tokens=output,
+        reasoning_tokens=min(_ending(outputs, "reasoning"), output),
+    )
+
+
+def _ending(details: Mapping[str, Any], suffix: str) -> int:
+    return sum(int(value or 0) for key, value in details.items() if key.endswith(suffix))
