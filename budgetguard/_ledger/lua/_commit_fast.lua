@@ -37,9 +37,9 @@ local function commit_fast(KEYS, ARGV, now)
     if not charge or #charge > 15 or not digits64(charge) or (expire_at ~= '' and not digits64(expire_at)) then
       return {'G'}
     end
-    local v = redis.call('HMGET', KEYS[1 + 2 * i], 'spent', 'held', f)
+    local v = redis.pcall('HMGET', KEYS[1 + 2 * i], 'spent', 'held', f)  -- (an error: commit raises it)
     -- still held on this counter, by the amount the record says; every number at most 15 digits
-    if v[3] ~= held_amts[i] or #v[3] > 15 or #(v[1] or '') > 15 or #(v[2] or '') > 15 then return {'G'} end
+    if v.err or v[3] ~= held_amts[i] or #v[3] > 15 or #(v[1] or '') > 15 or #(v[2] or '') > 15 then return {'G'} end
     if v[3] ~= '0' and (v[2] or '0') - v[3] < 0 then return {'G'} end  -- (held below a hold: commit)
     charges[i], rows[i] = {charge, expire_at}, v
   end

@@ -30,7 +30,9 @@ local function reserve_fast(KEYS, ARGV, now)
     fields[2 * i - 1], fields[2 * i] = h[6], h[6] .. '~until'
   end
   local now_s = string.format('%d', now)
-  local o = redis.call('HMGET', KEYS[2], unpack(fields))  -- each run-time limit and its raise's end
+  -- (reads by pcall: a key of another type, an error, leaves for reserve, which raises it as before)
+  local o = redis.pcall('HMGET', KEYS[2], unpack(fields))  -- each run-time limit and its raise's end
+  if o.err then return {'G'} end
   local lims, after, fresh_leases = {}, {}, {}
   for i = 1, n do
     local h = holds[i]
@@ -38,12 +40,12 @@ local function reserve_fast(KEYS, ARGV, now)
     local leases = KEYS[3 + 2 * i]
     -- an ended lease on the counter: reserve reclaims it (a batch that scanned the set already has
     -- reclaimed every lease ended at its one now: _lib.lua's scanned)
-    if not (scanned and scanned[leases])
-      and redis.call('ZRANGEBYSCORE', leases, '-inf', now_s, 'LIMIT', '0', '1')[1] then
-      return {'G'}
+    if not (scanned and scanned[leases]) then
+      local ended = redis.pcall('ZRANGEBYSCORE', leases, '-inf', now_s, 'LIMIT', '0', '1')
+      if ended.err or ended[1] then return {'G'} end
     end
-    local c = redis.call('HMGET', KEYS[2 + 2 * i], 'spent', 'held')
-    if not c[1] and not c[2] then return {'G'} end  -- a new counter: reserve sets its expiry
+    local c = redis.pcall('HMGET', KEYS[2 + 2 * i], 'spent', 'held')
+    if c.err or (not c[1] and not c[2]) then return {'G'} end  -- a new counter: reserve sets its expiry
     local spent, held = c[1] or '0', c[2] or '0'
     if #spent > 15 or #held > 15 then return {'G'} end
     local limit = o[2 * i - 1] or h[2]
