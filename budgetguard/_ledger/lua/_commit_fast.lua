@@ -16,7 +16,7 @@
 local function commit_fast(KEYS, ARGV, now)
   local id, retention, maxlen, meta, scopes, amounts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
   local n = #ARGV - 6
-  if n < 1 or #KEYS ~= 2 + 2 * n or not check_common(maxlen, retention) then return {'G'} end
+  if n < 1 or #KEYS ~= 2 + 2 * n or not settings_ok(retention, maxlen, '1') then return {'G'} end
   if string.find(meta, '\n', 1, true) then return {'G'} end
   -- the record: held (h) only; none, a resolution, a refusal or an older version's hash: commit
   local rec = redis.pcall('GET', KEYS[1])

@@ -13,21 +13,23 @@ local function reserve_fast(KEYS, ARGV, now)
   local id, lease, retention, meta, held_json = ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[6]
   local n = #ARGV - 8
   if n < 1 or #KEYS ~= 3 + 2 * n or ARGV[7] ~= '1' or ARGV[8] ~= '' then return {'G'} end
-  if not is_int64(lease) or lease == '0' or not check_common(ARGV[4], retention) then return {'G'} end
+  if not settings_ok(lease, retention, ARGV[4]) then return {'G'} end  -- (ARGV[4]: journal_maxlen)
   if string.find(meta, '\n', 1, true) then return {'G'} end
   now = now or now_ms()
   local holds, fields = {}, {}
   for i = 1, n do
     -- amount, default_limit, window_start, window_end, expire_at, limit_field (reserve's packed hold,
-    -- its unit and label unused here: they are journaled only by refusals and reclaims)
-    local h = {string.match(ARGV[8 + i], '^(%d+),(%d+),(%d+),(%d*),(%d*),%l+,([%w_-]+),%[.*%]$')}
-    if #h ~= 6 or #h[1] > 15 or not digits64(h[1]) or not digits64(h[2]) or not digits64(h[3])
-      or (h[4] ~= '' and not digits64(h[4])) or (h[5] ~= '' and not digits64(h[5]))
-      or not in_window(now, h[3] + 0, h[4] ~= '' and h[4] + 0 or nil) then
+    -- its unit and label unused here: they are journaled only by refusals and reclaims); nums: the
+    -- numbers as sent, checked in one go: no leading zero, at most 15 digits (a limit: int64)
+    local nums, amount, limit, wstart, wend, expire_at, field =
+      string.match(ARGV[8 + i], '^((%d+),(%d+),(%d+),(%d*),(%d*)),%l+,([%w_-]+),%[.*%]$')
+    if not nums or #amount > 15 or #wstart > 15 or #wend > 15 or #expire_at > 15
+      or (#limit > 15 and not digits64(limit)) or string.find(',' .. nums, ',0%d')
+      or not in_window(now, wstart + 0, wend ~= '' and wend + 0 or nil) then
       return {'G'}
     end
-    holds[i] = h
-    fields[2 * i - 1], fields[2 * i] = h[6], h[6] .. '~until'
+    holds[i] = {amount, limit, expire_at}
+    fields[2 * i - 1], fields[2 * i] = field, field .. '~until'
   end
   local now_s = string.format('%d', now)
   -- (reads by pcall: a key of another type, an error, leaves for reserve, which raises it as before)
@@ -77,7 +79,7 @@ local function reserve_fast(KEYS, ARGV, now)
     if h[1] ~= '0' then redis.call('HSET', counter, 'held', after[i], 'r:' .. id, h[1])
     else redis.call('HSET', counter, 'r:' .. id, h[1]) end
     redis.call('ZADD', leases, expires_s, id)
-    if h[5] ~= '' and fresh_leases[i] then redis.call('PEXPIREAT', leases, h[5]) end
+    if h[3] ~= '' and fresh_leases[i] then redis.call('PEXPIREAT', leases, h[3]) end
   end
   return {'OK', now_s, expires_s, lims_csv, '0'}
 end
