@@ -221,13 +221,11 @@ class Flows:
             slot = self.slot(h.counter, h)
             keys += slot.keys
             args.append(slot.commit_arg if parsed is None else f"{parsed[h.counter.unit]}{slot.commit_arg}")
-        call = Call(op, tuple(keys), tuple(args))
-        if self.fast and parsed is not None:
-            reply = yield call._replace(op="commit_fast")
-            if reply[0] == "G":  # unusual (nothing written): the general path, the same call
-                reply = yield call
-        else:
-            reply = yield call
+        fast = self.fast and parsed is not None  # (a release: the general path)
+        sent = tuple(keys), tuple(args)
+        reply = yield Call("commit_fast" if fast else op, *sent)
+        if fast and reply[0] == "G":  # unusual (nothing written): the general path, the same call
+            reply = yield Call(op, *sent)
         if reply[0] == "UNKNOWN":
             raise unresolvable(res_id)
         if reply[0] == "REFUSED":
