@@ -56,8 +56,9 @@ class Wire:
         found = self._heads.get(shape)
         if found is None:
             found = self._heads[shape] = b"%b$%d\r\n%d\r\n" % (head, len(str(len(keys))), len(keys))
-        data = b"*%d\r\n%b%b%b" % (3 + len(keys) + len(args), found, _bulks(tuple(keys), "utf-8", self._known),
-                                   _bulks(tuple(args), "utf-8", self._known))  # fmt: skip
+        known = self._known
+        data = b"*%d\r\n%b%b%b" % (3 + len(keys) + len(args), found, _bulks(tuple(keys), "utf-8", known),
+                                   _bulks(tuple(args), "utf-8", known))  # fmt: skip
         self.conn.send_packed_command([data])
         return self.conn.read_response()
 

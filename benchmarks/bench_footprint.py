@@ -463,7 +463,8 @@ def _batched_pairs(ledger: Any, size: int, shared: bool = False) -> Callable[[in
                 except StopIteration as done:
                     out[i] = done.value
             waiting = after
-        assert all(r is not None for r in out) and len(out) == size, out
+        assert len(out) == size, out
+        assert all(r is not None for r in out), out
         return out
 
     def rounds(k: int) -> None:

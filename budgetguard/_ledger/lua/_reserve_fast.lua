@@ -40,11 +40,12 @@ local function reserve_fast(KEYS, ARGV, now)
     local h = holds[i]
     if o[2 * i] then return {'G'} end  -- a temporary raise: reserve ends it when it is over
     local leases = KEYS[3 + 2 * i]
-    -- an ended lease on the counter: reserve reclaims it (a batch that scanned the set already has
-    -- reclaimed every lease ended at its one now: _lib.lua's scanned)
+    -- an ended lease on the counter: reserve reclaims it (_lib.lua's scanned: a batch, one now, knows
+    -- the sets where none has ended at it, as a lease it adds ends later)
     if not (scanned and scanned[leases]) then
       local ended = redis.pcall('ZRANGEBYSCORE', leases, '-inf', now_s, 'LIMIT', '0', '1')
       if ended.err or ended[1] then return {'G'} end
+      if scanned then scanned[leases] = true end
     end
     local c = redis.pcall('HMGET', KEYS[2 + 2 * i], 'spent', 'held')
     if c.err or (not c[1] and not c[2]) then return {'G'} end  -- a new counter: reserve sets its expiry
