@@ -19,7 +19,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 
-from budgetguard import BudgetExceededError
+from budgetguard import BudgetExceededError, LedgerError
 from budgetguard._budgets import ROLLING, Period, Scope, Unit
 from budgetguard._ledger import CounterSpec, Hold, open_ledger
 from budgetguard._ledger._redis import RedisLedger
@@ -108,8 +108,8 @@ def test_a_usual_pair_takes_the_fast_path_alone(store: RedisLedger, redis_url: s
     stats = server.info("commandstats")
     server.close()
     assert sent == ["reserve_fast", "commit_fast"]
-    # the fast commit scans no leases set (commit's reclaim does, once a counter)
-    assert "cmdstat_zrangebyscore" not in stats and stats["cmdstat_xadd"]["calls"] == 1
+    # the fast commit reads each leases set once for an ended lease (commit's reclaim: every id ended)
+    assert stats["cmdstat_zrangebyscore"]["calls"] == 2 and stats["cmdstat_xadd"]["calls"] == 1
     assert (out.state, out.charged, out.spent, out.overrun, out.expired) == (
         "committed", {Unit.USD: 400}, (400, 400), False, False,
     )  # fmt: skip
@@ -261,21 +261,42 @@ def test_enforcement_rolling_raises_and_big_numbers_take_the_general_path(store:
     assert store.get_limit(user) is None
 
 
-def test_a_fast_commit_leaves_other_ended_leases_to_the_next_reserve_or_status(
-    store: RedisLedger,
-) -> None:
-    """The design's one difference: a fast commit reclaims no OTHER reservation's ended lease; the next
-    reserve on the counter does (its fast path leaves for the general path), and so does status."""
+def test_a_fast_commit_leaves_for_the_general_path_when_another_lease_ended(store: RedisLedger) -> None:
+    """Counters are per window: an ended lease a commit sees may meet no later reserve or status on
+    its counter, so the commit goes to the general path, which reclaims and journals it first."""
     user = counter("user:d", limit=1000)
     store.reserve([Hold(user, 1)], id="seed")
     res = store.reserve([Hold(user, 10)], id="mine")
     store.reserve([Hold(user, 300)], id="gone", lease=SHORT)
     time.sleep(SHORT + 0.1)
-    _case(store, ["commit_fast"], lambda: store.commit(res, {"usd": 10}))
-    assert _counter(store, user)["r:gone"] == "300"  # not reclaimed yet
-    assert _spent_held(store, user) == (10, 1)  # status reclaims it, and says so
-    assert "r:gone" not in _counter(store, user)
-    assert _journal(store) == [("committed", "mine", {"usd": 10}), ("expired", "gone", {"usd": 300})]
+    _case(store, ["commit_fast", "commit"], lambda: store.commit(res, {"usd": 10}))
+    assert _counter(store, user) == {"spent": "10", "held": "1", "r:seed": "1"}
+    assert _journal(store) == [("expired", "gone", {"usd": 300}), ("committed", "mine", {"usd": 10})]
+
+
+def test_a_leases_key_of_another_type_leaves_a_commit_whole(pair: tuple[RedisLedger, RedisLedger]) -> None:
+    """The fast commit checks the leases set before its first write: a key of another type sends the
+    commit to the general path, which raises it with nothing written; once the key is gone, the retry
+    charges once, as a client without the fast path does."""
+    ends = []
+    for store in pair:  # (one namespace: a counter each)
+        user = counter(f"user:w{len(ends)}", limit=1000)
+        store.reserve([Hold(user, 1)], id=f"seed-{len(ends)}")
+        res = store.reserve([Hold(user, 100)], id=f"w{len(ends)}")
+        leases = store._flows.slot(user, _window(user)).keys[1]
+        store.client.delete(leases)
+        store.client.set(leases, "not a set")
+        with pytest.raises(LedgerError):
+            store.commit(res, {"usd": 60})
+        assert _counter(store, user)["held"] == "101" and "spent" not in _counter(store, user)
+        assert not [e for e in store.history() if e.reservation_id == res.id]
+        store.client.delete(leases)
+        out = store.commit(res, {"usd": 60})
+        assert (out.state, out.expired, out.spent) == ("committed", False, (60,))
+        ends.append(
+            (_counter(store, user)["spent"], [e.event for e in store.history() if e.reservation_id == res.id])
+        )
+    assert ends == [("60", ["committed"])] * 2
 
 
 # -- the fast and the general path on one namespace ---------------------------------------------------

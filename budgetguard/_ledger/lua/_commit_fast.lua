@@ -8,11 +8,9 @@
 -- having written NOTHING, and the client sends the same call to commit, which handles every case:
 --   no record (unknown), a repeat, a refused reservation, a lease that ended (commit reclaims it and
 --   says expired), a hold already gone, a number of more than 15 digits, and any input commit would
---   refuse (commit says why).
--- The one difference from commit: commit reclaims the ended leases of OTHER reservations on its
--- counters first; this does not (the next reserve on the counter, or status, does: a fast reserve
--- leaves for reserve whenever a counter has an ended lease, so no ended hold is ever counted against
--- a limit).
+--   refuse (commit says why), a leases set of another type, and an ended lease of ANOTHER reservation
+--   on any of its counters (commit reclaims and journals it first: counters are per window, so no
+--   later reserve or status may ever touch this one).
 local function commit_fast(KEYS, ARGV, now)
   local id, retention, maxlen, meta, scopes, amounts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
   local n = #ARGV - 6
@@ -31,11 +29,20 @@ local function commit_fast(KEYS, ARGV, now)
   else for a in string.gmatch(amts, '%d+') do held_amts[#held_amts + 1] = a end end
   if #held_amts ~= n then return {'G'} end
   local f = 'r:' .. id
+  local now_s = string.format('%d', now)
   local charges, rows = {}, {}
   for i = 1, n do  -- every check before the first write
     local charge, expire_at = string.match(ARGV[6 + i], '^(%d+),(%d*),%l+,%[.*%]$')
     if not charge or #charge > 15 or not digits64(charge) or (expire_at ~= '' and not digits64(expire_at)) then
       return {'G'}
+    end
+    -- another's ended lease, or a key of another type (an error: commit raises it); _lib.lua's scanned
+    -- as in reserve_fast (a batch, one now: a set found with none ended at it stays so)
+    local leases = KEYS[2 + 2 * i]
+    if not (scanned and scanned[leases]) then
+      local ended = redis.pcall('ZRANGEBYSCORE', leases, '-inf', now_s, 'LIMIT', '0', '1')
+      if ended.err or ended[1] then return {'G'} end
+      if scanned then scanned[leases] = true end
     end
     local v = redis.pcall('HMGET', KEYS[1 + 2 * i], 'spent', 'held', f)  -- (an error: commit raises it)
     -- still held on this counter, by the amount the record says; every number at most 15 digits
@@ -43,7 +50,6 @@ local function commit_fast(KEYS, ARGV, now)
     if v[3] ~= '0' and (v[2] or '0') - v[3] < 0 then return {'G'} end  -- (held below a hold: commit)
     charges[i], rows[i] = {charge, expire_at}, v
   end
-  local now_s = string.format('%d', now)
   local after, overrun = {}, '0'
   for i = 1, n do  -- as commit writes them (numbers below 10^15: the sums are exact)
     local charge, expire_at = charges[i][1], charges[i][2]
