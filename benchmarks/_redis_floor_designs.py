@@ -41,6 +41,7 @@ class Wire:
         self.conn = connection(port=port, decode_responses=True)
         self.conn.connect()
         self._heads: dict[tuple[bytes, int], bytes] = {}
+        self._known: dict[str | int, bytes] = {}  # (the store's Packer keeps its bulk strings too)
 
     def command(self, *args: str | int) -> Any:
         self.conn.send_command(*args)
@@ -55,8 +56,9 @@ class Wire:
         found = self._heads.get(shape)
         if found is None:
             found = self._heads[shape] = b"%b$%d\r\n%d\r\n" % (head, len(str(len(keys))), len(keys))
-        data = b"*%d\r\n%b%b%b" % (3 + len(keys) + len(args), found, _bulks(tuple(keys), "utf-8"),
-                                   _bulks(tuple(args), "utf-8"))  # fmt: skip
+        known = self._known
+        data = b"*%d\r\n%b%b%b" % (3 + len(keys) + len(args), found, _bulks(tuple(keys), "utf-8", known),
+                                   _bulks(tuple(args), "utf-8", known))  # fmt: skip
         self.conn.send_packed_command([data])
         return self.conn.read_response()
 

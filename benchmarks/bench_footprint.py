@@ -449,15 +449,22 @@ def _batched_pairs(ledger: Any, size: int, shared: bool = False) -> Callable[[in
     ]
 
     def together(flows: list[Any]) -> list[Any]:
-        replies: list[Any] = []
-        ledger._batch._exchange([ledger._pack(next(flow)) for flow in flows], replies)
-        out = []
-        for flow, reply in zip(flows, replies, strict=True):
-            try:
-                flow.send(reply)
-            except StopIteration as done:
-                out.append(done.value)
-        assert len(out) == size, replies
+        """The flows' calls as batch calls: their first calls in one, then the further calls of those
+        that need one (a fast path's fallback: new counters, the first round) in the next."""
+        out: list[Any] = [None] * len(flows)
+        waiting = [(i, flow, next(flow)) for i, flow in enumerate(flows)]
+        while waiting:
+            replies: list[Any] = []
+            ledger._batch._exchange([ledger._pack(call) for _, _, call in waiting], replies)
+            after = []
+            for (i, flow, _), reply in zip(waiting, replies, strict=True):
+                try:
+                    after.append((i, flow, flow.send(reply)))
+                except StopIteration as done:
+                    out[i] = done.value
+            waiting = after
+        assert len(out) == size, out
+        assert all(r is not None for r in out), out
         return out
 
     def rounds(k: int) -> None:

@@ -5,7 +5,10 @@ NOSCRIPT (restart, failover, SCRIPT FLUSH). Scripts validate every input before 
 the server's ``TIME`` for leases, and keep money in int64 decimal strings. On one server, script calls
 go out pre-encoded on one held connection, concurrent callers' together in one round trip, their
 reserves, commits and releases as one call of ``lua/batch.lua`` (``_redis_batch.py``); redis-py's
-cluster client routes a Redis Cluster's, one script call each.
+cluster client routes a Redis Cluster's, one script call each. A usual reserve and commit run their
+fast path script first and, when it answers ``G`` (anything unusual, an ended lease on any of its
+counters included; nothing written), the general one, which reclaims and journals it
+(``_redis_flows.Flows``): the same writes and journal either way.
 
 Every operation is idempotent by reservation id, so redis-py's retry after a lost reply returns the
 first outcome instead of charging twice. Each operation, retries included, ends by one deadline

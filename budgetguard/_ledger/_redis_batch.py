@@ -47,7 +47,7 @@ runs its operations without a break (a pipeline's commands gave way to other cli
 the server read), so a crowd of callers holds the server for ~64 operations at a time at most."""
 
 
-BATCHED = frozenset(("reserve", "commit", "release"))
+BATCHED = frozenset(("reserve", "commit", "release", "reserve_fast", "commit_fast"))
 """The operations ``lua/batch.lua`` runs: several queued ones go as one call."""
 
 Packed = tuple[str, int, int, bytes, bytes]

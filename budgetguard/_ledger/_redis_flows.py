@@ -57,7 +57,16 @@ Flow = Generator[Call, Any, Any]
 
 
 class Flows:
-    """The Redis ledger's logic, independent of sync or async I/O."""
+    """The Redis ledger's logic, independent of sync or async I/O.
+
+    A reserve (enforced, no rolling counter) and a commit first go to their FAST PATH script
+    (``lua/_reserve_fast.lua``, ``lua/_commit_fast.lua``): the usual case in fewer commands, the same
+    writes. It answers ``G`` having written nothing when anything is unusual, and the same call then goes
+    to the GENERAL PATH (``reserve``, ``commit``), which handles every case."""
+
+    fast = True
+    """Whether reserves and commits try their fast path first (``False``: the general path only, as a
+    client before it did; the two mix on one namespace)."""
 
     def __init__(self, namespace: str, journal_maxlen: int) -> None:
         self.namespace = namespace
@@ -142,7 +151,12 @@ class Flows:
                 res_id, lease_ms, RECORD_RETENTION_MS, self.journal_maxlen, meta, packed, mode, plan.earlier,
                 *per_hold,
             )  # fmt: skip
-            reply = yield Call("reserve", keys, args)
+            if self.fast and mode == "1" and not plan.earlier:  # (rolling, shadow, off: the general path)
+                reply = yield Call("reserve_fast", keys, args)
+                if reply[0] == "G":  # unusual (nothing written): the general path, the same call
+                    reply = yield Call("reserve", keys, args)
+            else:
+                reply = yield Call("reserve", keys, args)
             server_now = server_time_outside(reply)
             if server_now is not None:
                 now = server_now
@@ -207,7 +221,11 @@ class Flows:
             slot = self.slot(h.counter, h)
             keys += slot.keys
             args.append(slot.commit_arg if parsed is None else f"{parsed[h.counter.unit]}{slot.commit_arg}")
-        reply = yield Call(op, tuple(keys), tuple(args))
+        fast = self.fast and parsed is not None  # (a release: the general path)
+        sent = tuple(keys), tuple(args)
+        reply = yield Call("commit_fast" if fast else op, *sent)
+        if fast and reply[0] == "G":  # unusual (nothing written): the general path, the same call
+            reply = yield Call(op, *sent)
         if reply[0] == "UNKNOWN":
             raise unresolvable(res_id)
         if reply[0] == "REFUSED":

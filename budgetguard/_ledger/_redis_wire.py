@@ -60,7 +60,7 @@ temporary raise's live limit."""
 
 
 _SCRIPT_NAMES = ("reserve", "commit", "release", "record", "status", "set_limit", "batch", "get_limit",
-                 "adjust", "raise_limit", "set_limits", "intern")  # fmt: skip
+                 "adjust", "raise_limit", "set_limits", "intern", "reserve_fast", "commit_fast")  # fmt: skip
 
 
 _TOP_LOCAL = re.compile(r"^local (?:function (\w+)|([\w, ]+?)\s*(?:=|--|$))", re.M)
@@ -98,6 +98,8 @@ _ALONE = {
     "reserve": ("_reserve", "local function reserve(KEYS, ARGV, now)", "local now"),
     "commit": ("_resolve", _RESOLVE, "local mode, now = 'committed', nil"),
     "release": ("_resolve", _RESOLVE, "local mode, now = 'released', nil"),
+    "reserve_fast": ("_reserve_fast", "local function reserve_fast(KEYS, ARGV, now)", "local now"),
+    "commit_fast": ("_commit_fast", "local function commit_fast(KEYS, ARGV, now)", "local now"),
 }
 """The scripts of one operation: its function's body run as the script's own code, its parameters bound
 (KEYS and ARGV are the script's; now nil: read there). A function would be a closure made at every call,
@@ -112,12 +114,12 @@ def _alone(part: str, header: str, binding: str) -> str:
 
 
 def _load_scripts() -> dict[str, str]:
-    reserve, resolve = _lua("_reserve"), _lua("_resolve")
+    operations = "\n".join(_lua(part) for part in ("_reserve", "_resolve", "_reserve_fast", "_commit_fast"))
     scripts = {}
     for name in _SCRIPT_NAMES:
         code = _alone(*_ALONE[name]) if name in _ALONE else _lua(name)
         if name == "batch":
-            code = reserve + "\n" + resolve + "\n" + code
+            code = operations + "\n" + code
         scripts[name] = _library_for(code) + "\n" + code
     return scripts
 

@@ -181,7 +181,7 @@ def test_a_reply_lost_mid_batch_fails_no_one_and_charges_once(redis_url: str, na
                 out = []
                 for j in range(PAIRS):
                     if i == 0 and j == PAIRS // 2:
-                        proxy.drop_next_reply(_sha(ledger, "commit"))
+                        proxy.drop_next_reply(_sha(ledger, "commit_fast"))
                         armed.set()
                     res = ledger.reserve([Hold(shared, _amount(i, j))], id=f"k{i}-{j}")
                     out.append(ledger.commit(res, {"usd": _amount(i, j)}))

@@ -2,7 +2,7 @@
 shared and separate counters (fit and refusal interplay, repeats, ids reused, a WRONGTYPE counter among
 them), run as ONE batch call in one namespace and one by one in another, give the same replies and
 leave the same counters, records, leases and journal, field by field (times aside: each side has its
-own clock)."""
+own clock; a record's expiry counted from its creation), with the fast path and without."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,7 +27,7 @@ from budgetguard._ledger._types import HeldCounter
 from tests.redis_server import delete_namespace
 
 from .helpers import counter
-from .test_redis_batch_script import _one_by_one, _same, _together
+from .test_redis_batch_script import _one_by_one, _same, _step, _together
 
 COUNTERS = [
     counter("user:a", limit=100),
@@ -64,6 +65,9 @@ def _store(redis_url: str) -> Iterator[RedisLedger]:
     ledger = open_ledger(f"{redis_url}?namespace={namespace}")
     try:
         assert isinstance(ledger, RedisLedger)
+        # the general path (a test turns the fast path on: its fallbacks run in a next batch, after the
+        # operations queued behind them, so its single calls run in that order, _in_rounds)
+        ledger._flows.fast = False
         yield ledger
     finally:
         ledger.close()
@@ -111,19 +115,31 @@ def _result(result: Any) -> Any:
     return (same[0], _WHERE.sub("", same[1])) if len(same) == 2 else same
 
 
-_TIMES = re.compile(r"^([hcr]) \d+ \d+ ")
+_TIMES = re.compile(r"^([hcr]) (\d+) (\d+) ")
+
+
+def _expiry(client: redis.Redis, key: str, text: str | None) -> Any:
+    """A record's expiry in seconds from its reservation's creation (its lease and the retention; to
+    the second: a key's expiry is on the server's cached clock, a script's times on ``TIME``, ~1 ms
+    apart); any other key's: whether it has one."""
+    times = _TIMES.match(text or "")
+    if times is None:
+        return client.pttl(key) >= 0
+    at: int = client.pexpiretime(key)
+    return (at - int(times[2]) + 500) // 1000
 
 
 def _state(store: RedisLedger) -> dict[str, Any]:
     """Every key of the store's namespace and its content, times masked (records' created and expires,
-    journal timestamps, lease scores); whether it has an expiry."""
+    journal timestamps, lease scores); its expiry (``_expiry``)."""
     client: redis.Redis = store.client
     prefix = f"bg:{{{store._flows.namespace}}}:"
     out: dict[str, Any] = {}
     for key in client.scan_iter(match=prefix + "*", count=1000):  # (the store's client decodes)
         kind = client.type(key)
+        text = client.get(key) if kind == "string" else None
         if kind == "string":
-            value: Any = _TIMES.sub(r"\1 T T ", client.get(key))
+            value: Any = _TIMES.sub(r"\1 T T ", text)
         elif kind == "hash":
             value = client.hgetall(key)
         elif kind == "zset":
@@ -132,7 +148,7 @@ def _state(store: RedisLedger) -> dict[str, Any]:
             value = [{k: v for k, v in fields.items() if k != "ts"} for _, fields in client.xrange(key)]
         else:
             value = kind
-        out[key[len(prefix) :]] = (kind, value, client.pttl(key) >= 0)
+        out[key[len(prefix) :]] = (kind, value, _expiry(client, key, text))
     return out
 
 
@@ -148,6 +164,48 @@ def test_a_batch_of_random_operations_does_what_they_do_one_by_one(
             _prepare(store, now)
         time.sleep(0.005)
         for store, run in ((batched, _together), (single, _one_by_one)):
+            results.append([_result(r) for r in run(store, _flows(store, ops, now))])
+            states.append(_state(store))
+        assert results[0] == results[1]
+        assert states[0] == states[1]
+
+
+def _in_rounds(store: RedisLedger, flows: list[Flow]) -> list[Any]:
+    """``_together``'s order one call at a time: every flow's first call, then the next calls of those
+    that need one (a fast path's fallback), and so on."""
+    results: list[Any] = [None] * len(flows)
+    waiting = [(i, flow, next(flow)) for i, flow in enumerate(flows)]
+    while waiting:
+        after = []
+        for i, flow, call in waiting:
+            try:
+                reply = store._send(call)
+            except Exception as exc:
+                reply = exc
+            done, value = _step(flow, reply)
+            if done:
+                results[i] = value
+            else:
+                after.append((i, flow, value))
+        waiting = after
+    return results
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=operations)
+def test_a_batch_of_random_operations_with_the_fast_path_does_what_they_do_one_by_one(
+    redis_url: str, ops: list[tuple[Any, ...]]
+) -> None:
+    """The fast path on: the batch's fallbacks go in a next batch, so the single calls run in the
+    batch's order (``_in_rounds``)."""
+    now = time.time_ns() // 1_000_000
+    with _store(redis_url) as batched, _store(redis_url) as single:
+        results, states = [], []
+        for store in (batched, single):
+            store._flows.fast = True
+            _prepare(store, now)
+        time.sleep(0.005)
+        for store, run in ((batched, _together), (single, _in_rounds)):
             results.append([_result(r) for r in run(store, _flows(store, ops, now))])
             states.append(_state(store))
         assert results[0] == results[1]
@@ -184,14 +242,19 @@ return out
         client.close()
 
 
-def test_a_leases_set_with_more_expired_than_one_scan_takes_is_scanned_again(redis_url: str) -> None:
+@pytest.mark.parametrize("fast", [False, True], ids=["general", "fast"])
+def test_a_leases_set_with_more_expired_than_one_scan_takes_is_scanned_again(
+    redis_url: str, fast: bool
+) -> None:
     """1,001 expired leases on one counter: a scan takes 1,000, so the batch's second operation on the
-    counter scans again and reclaims the last one, as its own script would."""
+    counter scans again and reclaims the last one, as its own script would. (With the fast path: both
+    reserves answer G, seeing an ended lease, and run as a second batch of the general path.)"""
     now = time.time_ns() // 1_000_000
     user = counter("user:crowd", limit=10**6)
     with _store(redis_url) as batched, _store(redis_url) as single:
         results, states = [], []
         for store, run in ((batched, _together), (single, _one_by_one)):
+            store._flows.fast = fast
             for text in SCRIPTS.values():
                 store.client.script_load(text)
             key, leases = store._flows.slot(user, window_at(user, now)).keys

@@ -88,6 +88,9 @@ def _ledger_via(url: str, namespace: str, retry: Retry) -> RedisLedger:
 
 
 def _sha(ledger: RedisLedger, op: str) -> bytes:
+    """The SHA of a script, whose next reply a test drops: a commit of a held reservation goes to
+    ``commit_fast`` (its fast path); a reserve on a counter it creates, to ``reserve`` (the general path:
+    the fast one answers ``G``, having written nothing)."""
     return ledger._scripts[op].sha.encode()
 
 
@@ -179,7 +182,7 @@ def test_lost_commit_reply_is_retried_and_charges_once(proxy: LossyProxy, namesp
     with ledger:
         user, glob = counter("user:lost", limit=1000), counter("global", limit=10_000)
         res = ledger.reserve([Hold(user, 300), Hold(glob, 300)], id="lost-commit")
-        proxy.drop_next_reply(_sha(ledger, "commit"))
+        proxy.drop_next_reply(_sha(ledger, "commit_fast"))
         out = ledger.commit(res, {"usd": 250}, meta={"attempt": 1})
         assert proxy.dropped == 1
         assert (out.state, out.charged, out.overrun, out.expired) == (
@@ -238,7 +241,7 @@ def test_lost_replies_without_retries(proxy: LossyProxy, namespace: str) -> None
         assert res.duplicate
         assert _spent_held(ledger, user) == (0, 300)  # ...once
 
-        proxy.drop_next_reply(_sha(ledger, "commit"))
+        proxy.drop_next_reply(_sha(ledger, "commit_fast"))
         with pytest.raises(LedgerError) as info:
             ledger.commit(res, {"usd": 120})
         assert isinstance(info.value.__cause__, redis.ConnectionError)
@@ -257,7 +260,7 @@ def test_open_ledger_survives_a_lost_reply(proxy: LossyProxy, namespace: str) ->
         user = counter("user:lost", limit=1000)
         for op, call in [
             ("reserve", lambda: ledger.reserve([Hold(user, 400)], id="via-url")),
-            ("commit", lambda: ledger.commit("via-url", {"usd": 350})),
+            ("commit_fast", lambda: ledger.commit("via-url", {"usd": 350})),
         ]:
             proxy.drop_next_reply(_sha(ledger, op))
             with contextlib.suppress(LedgerError):
@@ -296,7 +299,7 @@ def test_a_lost_commit_reply_still_fires_its_threshold_once(proxy: LossyProxy, n
     try:
         ledger = guard.ledger
         assert isinstance(ledger, RedisLedger)
-        proxy.drop_next_reply(_sha(ledger, "commit"))
+        proxy.drop_next_reply(_sha(ledger, "commit_fast"))
         ask()
         assert proxy.dropped == 1
         ask()  # past 50% already: no second event
@@ -610,7 +613,7 @@ def test_a_lost_reply_is_still_retried_within_a_short_deadline(proxy: LossyProxy
         assert isinstance(ledger, RedisLedger)
         user = counter("user:lost", limit=1000)
         res = ledger.reserve([Hold(user, 300)])
-        proxy.drop_next_reply(_sha(ledger, "commit"))
+        proxy.drop_next_reply(_sha(ledger, "commit_fast"))
         out = ledger.commit(res, {"usd": 250})
         assert proxy.dropped == 1
         assert (out.duplicate, out.charged, out.spent) == (True, {Unit.USD: 250}, (250,))
@@ -706,7 +709,7 @@ def _reserve_call(ledger: RedisLedger, holds: list[Hold], res_id: str) -> tuple[
     flow = ledger._flows.reserve(tuple(holds), 60_000, res_id, "{}", True)
     call = next(flow)
     flow.close()
-    assert call.op == "reserve"
+    assert call.op == "reserve_fast"  # (the general path, reserve, takes the same keys and arguments)
     return list(call.keys), list(call.args)
 
 
@@ -730,10 +733,16 @@ def _mutated(args: list[Any], index: int, field: int | None, bad: str) -> list[A
 
 
 def _expect_invalid(ledger: RedisLedger, op: str, keys: list[str], args: list[Any]) -> None:
+    """The general path refuses the call, and so does the fast path: it answers ``G`` (the general path
+    then says why); neither writes anything."""
     before = _snapshot(ledger.client, ledger.namespace)
     with pytest.raises(redis.ResponseError, match="BGINVALID"):
         ledger._scripts[op](keys=keys, args=args)
     assert _snapshot(ledger.client, ledger.namespace) == before
+    fast = {"reserve": "reserve_fast", "commit": "commit_fast"}.get(op)
+    if fast is not None:
+        assert ledger._scripts[fast](keys=keys, args=args) == ["G"]
+        assert _snapshot(ledger.client, ledger.namespace) == before
 
 
 @pytest.mark.parametrize("bad", BAD_INTS)
@@ -757,7 +766,7 @@ def test_scripts_refuse_bad_integers_before_writing(redis_ledger: RedisLedger, b
     flow = ledger._flows.resolve(held, {"usd": 5}, "{}")
     call = next(flow)
     flow.close()
-    assert call.op == "commit"
+    assert call.op == "commit_fast"  # (the general path, commit, takes the same keys and arguments)
     # each counter's charge and expiry, retention, maxlen ('' is "no expiry": a total's counter)
     for index, field in [(6, 0), (7, 0), (6, 1), (7, 1), (1, None), (2, None)]:
         if bad == "" and field == 1:

@@ -176,6 +176,14 @@ local function reclaim(counter, leases, now, label_json, unit, journal, maxlen)
   if scanned and #ids < 1000 then scanned[leases] = true end  -- (after its writes: none failed)
 end
 
+-- The fast paths' check of a call's settings (lease, retention, journal length...): each a number of 1
+-- to 15 digits, no leading zero, not 0 (one pattern over them all: is_int64 three times costs ~3x);
+-- false sends the call to the general path, which checks them one by one and says which is wrong.
+local function settings_ok(a, b, c)
+  return #a <= 15 and #b <= 15 and #c <= 15
+    and string.find(a .. ' ' .. b .. ' ' .. c, '^[1-9]%d* [1-9]%d* [1-9]%d*$') ~= nil
+end
+
 local function check_common(maxlen, retention)
   if not is_int64(maxlen) or not is_int64(retention) then return false end
   return true

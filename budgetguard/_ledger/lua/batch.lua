@@ -1,19 +1,23 @@
 -- batch: several operations of concurrent callers in one call (group commit, _redis_batch.py), each
 -- with its own outcome exactly as its own script would give it: one operation's refusal or error
--- never touches another's. Prepended: _lib.lua, _reserve.lua, _resolve.lua (their functions).
+-- never touches another's. Prepended: _lib.lua, _reserve.lua, _resolve.lua, and the fast paths
+-- _reserve_fast.lua, _commit_fast.lua (their functions; a fast path's {'G'} goes back to its caller,
+-- who sends the general operation next).
 -- KEYS: every operation's keys, in order. ARGV: per operation, '<op> <nkeys> <nargs>' (op: reserve,
 -- commit, release), then its arguments. Reply: one per operation, in order (an error as an error).
 local OPS = {
   reserve = reserve,
   commit = function(keys, args, now) return resolve('committed', keys, args, now) end,
   release = function(keys, args, now) return resolve('released', keys, args, now) end,
+  reserve_fast = reserve_fast,
+  commit_fast = commit_fast,
 }
 local out, shapes = {}, {}  -- shapes: per distinct header, {run, nkeys, nargs} (headers repeat)
 local k, a = 0, 1
 while a <= #ARGV do
   local shape = shapes[ARGV[a]]
   if not shape then
-    local op, nk, na = string.match(ARGV[a], '^(%l+) (%d+) (%d+)$')
+    local op, nk, na = string.match(ARGV[a], '^([%l_]+) (%d+) (%d+)$')
     if not OPS[op] then return fail('batch') end  -- (before the first operation: nothing ran yet)
     shape = {OPS[op], nk + 0, na + 0}
     shapes[ARGV[a]] = shape
