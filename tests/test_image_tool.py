@@ -76,16 +76,16 @@ def test_the_estimate_reserves_and_charges_the_tools_fee() -> None:
     plain = estimate({**responses(), "tools": []})
     low = estimate(responses({"quality": "low", "partial_images": 0}))
     assert low.fees == (
-        ("image_generation", image_generation_fee({"quality": "low", "partial_images": 0}, 0, 100)),
+        ("image_generation", image_generation_fee({"quality": "low", "partial_images": 0}, 0, 10)),
     )
     assert low.tool_calls == (("image_generation", DEFAULT_TOOL_CALLS["image_generation"]),)
     assert low.cost_nano - plain.cost_nano >= 659 * 30 * 1000  # the image, over the text and its pass
     dearest = estimate(responses({"quality": "low"}, {}))  # two image tools: the dearest one's fee
-    assert dearest.fees == (("image_generation", image_generation_fee({}, 0, 100)),)
+    assert dearest.fees == (("image_generation", image_generation_fee({}, 0, 10)),)
     served = Usage(input_tokens=10, output_tokens=10, image_generation_calls=1)
     text = Usage(input_tokens=10, output_tokens=10)
     charged = low.price.cost(served) - low.price.cost(text)
-    assert charged == Decimal(659 * 30 + TEXT + 100 * 5) / 10**6  # the call is charged at its tool's fee
+    assert charged == Decimal(659 * 30 + TEXT + 10 * 5) / 10**6  # the call is charged at its tool's fee
 
 
 def test_a_registered_fee_stays_when_it_is_the_dearer() -> None:
@@ -127,8 +127,8 @@ def test_a_named_model_is_reserved_at_least_its_published_price(
     assert fee is not None and fee / 1000 >= Decimal(usd)
     one = image_usd(model, quality, size)  # (not far above: the rounding of the price)
     assert one is not None and one - Decimal(usd) < Decimal("0.001")
-    # (its prompt: at most the calling model's 100 output tokens)
-    assert estimate(responses(tool)).fees == (("image_generation", image_generation_fee(tool, 0, 100)),)
+    # (its prompt: a tenth of the calling model's 100 output tokens, the 10 calls' prompts together)
+    assert estimate(responses(tool)).fees == (("image_generation", image_generation_fee(tool, 0, 10)),)
 
 
 def test_the_1024x1536_high_examples_before_and_after() -> None:
@@ -423,7 +423,7 @@ def test_a_registered_fee_below_the_tools_worst_case_reserves_the_worst_case() -
     body = image_response([{"type": "image_generation", **tool}], [{"size": "2880x2880", "quality": "high"}],
                           reported(100, 0, 0, 23_719))  # fmt: skip
     assert est.cost_nano >= est.price.cost_nano(Usage.from_response(body))
-    assert est.price.base.image_generation == image_generation_fee(tool, 0, 100)  # (the dearer)
+    assert est.price.base.image_generation == image_generation_fee(tool, 0, 10)  # (the dearer)
     cheap = registered("300")(responses({**tool, "quality": "low"}))  # (the fee, the dearer: kept)
     assert cheap.price.base.image_generation == Decimal(300)
 
@@ -473,3 +473,37 @@ def test_an_unbounded_tool_is_reserved_at_the_default_count_of_every_tool() -> N
     body = image_response([tool], [item] * 3, reported(3 * 40, 0, 0, 3 * 7024))
     assert est.cost_nano >= est.price.cost_nano(Usage.from_response(body))
     assert estimate({**responses(tool), "max_tool_calls": 3}).tool_calls == (("image_generation", 3),)
+
+
+def test_the_prompts_are_reserved_once_a_request_not_once_a_call() -> None:
+    """The calling model writes every call's prompt: all of them together are at most its output bound.
+    gpt-5 (128,000 output tokens) offering an open tool was reserved $17.50, the prompt bound ($0.64 at
+    the image model's $5 / M) in each of the 10 calls' fees; now $11.74, the prompt bound once."""
+    request = {"model": "gpt-5", "input": "Draw an axolotl.", "tools": [{"type": "image_generation"}]}
+    est, calls = estimate(request), DEFAULT_TOOL_CALLS["image_generation"]
+    ((_, fee),) = est.fees
+    assert fee == image_generation_fee({}, 0, 128_000 // calls)
+    assert calls * fee == calls * image_generation_fee({}) + Decimal(128_000 * 5) / 1000  # (USD per 1000)
+    assert est.cost < Decimal("11.74")
+    one = estimate({**request, "max_tool_calls": 1})  # (one call: its prompt is the whole bound)
+    assert one.fees == (("image_generation", image_generation_fee({}, 0, 128_000)),)
+
+
+def test_a_refusal_of_a_defaulted_tool_names_max_tool_calls(mock: MockProvider) -> None:  # noqa: F811
+    """A $5 a day budget refused gpt-5 offering an open tool (10 calls reserved by default) with "Lower
+    the request (max tokens, a cheaper model)": it now names ``max_tool_calls``, which lets it through."""
+    guard = budgetguard.Guard("memory://", budgets=[budgetguard.Budget("feature", usd="5", per="day")])
+    client = mock.openai()
+    request = {"model": "gpt-5", "input": "Draw an axolotl.", "tools": [{"type": "image_generation"}]}
+    try:
+        create = guard.with_budget(client.responses.create, feature="draw")
+        with pytest.raises(budgetguard.BudgetExceededError) as refused:
+            create(**request)
+        assert refused.value.tools_defaulted == ("image_generation",)
+        assert "max_tool_calls" in str(refused.value) and "Estimator(tool_calls=...)" in str(refused.value)
+        assert "max_tool_calls" in refused.value.reason
+        rebuilt = type(refused.value)(*refused.value.args)  # (a task queue's JSON result backend)
+        assert str(rebuilt) == str(refused.value)
+        create(**request, max_tool_calls=1)  # (one image: within the $5)
+    finally:
+        client.close()
