@@ -77,7 +77,17 @@ class BudgetExceededError(_Refusal):
     request budgets.
     """
 
-    _FIELDS = ("scope", "unit", "period", "limit", "spent", "held", "requested", "resets_at")
+    _FIELDS = (
+        "scope",
+        "unit",
+        "period",
+        "limit",
+        "spent",
+        "held",
+        "requested",
+        "resets_at",
+        "tools_defaulted",
+    )
 
     def __init__(
         self,
@@ -93,6 +103,7 @@ class BudgetExceededError(_Refusal):
         held: Decimal | int = 0,
         requested: Decimal | int = 0,
         resets_at: datetime | None = None,
+        tools_defaulted: tuple[str, ...] = (),
     ) -> None:
         if _fields is not None:  # rebuilt from its args (a JSON result backend): the fields as JSON
             number = Decimal if _fields["unit"] == "usd" else int
@@ -102,6 +113,7 @@ class BudgetExceededError(_Refusal):
             )
             at = _fields["resets_at"]
             resets_at = None if at is None else datetime.fromisoformat(at)
+            tools_defaulted = tuple(_fields.get("tools_defaulted", ()))
         elif _message is not None or not scope:
             raise TypeError(
                 "BudgetExceededError takes its fields by name: scope=, unit=, period=, limit=, ..."
@@ -114,19 +126,39 @@ class BudgetExceededError(_Refusal):
         self.held = held
         self.requested = requested
         self.resets_at = resets_at
+        self.tools_defaulted = tools_defaulted
+        """The server-side tools the refused call's worst case counted at the default number of calls
+        (``Estimate.tools_defaulted``): a request's ``max_tool_calls`` bounds them."""
         fmt = _fmt_usd if unit == "usd" else str
         when = f"it resets at {resets_at.isoformat()}" if resets_at else "it never resets"
         wire = {k: getattr(self, k) for k in self._FIELDS}
         wire.update({k: str(wire[k]) for k in ("limit", "spent", "held", "requested")})
         wire["resets_at"] = None if resets_at is None else resets_at.isoformat()
+        wire["tools_defaulted"] = list(tools_defaulted)
         super().__init__(
             f"budget exceeded for {scope} ({period} {unit} budget): limit {fmt(limit)}, "
             f"spent {fmt(spent)}, held by calls in flight {fmt(held)}, "
             f"remaining {fmt(self.remaining)}, requested {fmt(requested)}; {when}. "
-            "Lower the request (max tokens, a cheaper model), wait for the reset, "
+            f"Lower the request ({self._lower()}), wait for the reset, "
             "or raise the limit (budgetguard limits set).",
             wire,
         )
+
+    def _lower(self) -> str:
+        """How a request asks for less: its max tokens, a cheaper model, and ``max_tool_calls`` when
+        its server-side tools were counted at the default number of calls."""
+        if not self.tools_defaulted:
+            return "max tokens, a cheaper model"
+        return (
+            f"max tokens, a cheaper model, max_tool_calls: its {', '.join(self.tools_defaulted)} tool "
+            "calls were reserved at the default count, Estimator(tool_calls=...)"
+        )
+
+    def with_tools(self, tools_defaulted: tuple[str, ...]) -> BudgetExceededError:
+        """This refusal, of a call whose server-side ``tools_defaulted`` were counted at the default
+        number of calls: its message names ``max_tool_calls``."""
+        fields = {name: getattr(self, name) for name in self._FIELDS}
+        return type(self)(**{**fields, "tools_defaulted": tuple(tools_defaulted)})
 
     def __reduce__(self) -> tuple[Any, ...]:  # (pickled by its fields: a process pool, a task queue)
         fields = {name: getattr(self, name) for name in self._FIELDS}
@@ -149,7 +181,7 @@ class BudgetExceededError(_Refusal):
             return f"{budget} is used up: {fmt(self.limit)}{held}"
         return (
             f"{budget} has {fmt(self.remaining)} left, and this call needs up to {fmt(self.requested)} "
-            "(its worst case): ask for less (max tokens, a cheaper model) or wait for the reset"
+            f"(its worst case): ask for less ({self._lower()}) or wait for the reset"
         )
 
 

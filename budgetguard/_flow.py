@@ -163,6 +163,8 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
             try:
                 reservation = yield Reserve(holds, meta, enforce, None, job)
             except BudgetExceededError as refused:
+                if est.tools_defaulted:  # (its message names max_tool_calls)
+                    refused = refused.with_tools(est.tools_defaulted)
                 ctx.emit("refused", reason=refused.scope)
                 if model_index + 1 < len(plan.models):
                     ctx.emit("routed", reason=f"refused on {refused.scope}",
@@ -174,7 +176,7 @@ def call_flow(core: GuardCore, plan: Plan) -> Flow:
                     continue
                 if last_error is not None:
                     raise refused from last_error
-                raise
+                raise refused
             except LedgerError as down:
                 ctx.store_down(down)
                 reservation = None

@@ -8,17 +8,20 @@ of one ``Usage`` on the image model, priced at its published rates (``_image_too
 
 * the reported counts, with the image output at least what the items' sizes and qualities come to by
   the model's rule (``tool_usage`` may skip a call whose usage record is missing); where the report
-  may not cover every call (several calls, and items that do not say their size and quality or come to
-  more than the report), each call but one is charged the tool's fee too, as ``image_generation_calls``
-  of the pass (``Price.cost_nano`` charges the whole at most the fee of every call), cached image input
-  at the image input rate (a ``Usage`` has one cached-input bucket: the cached text's), counts without
-  their text / image split at the image rates (the dearer);
+  falls short of the items' images (their partial images apart, which a report may leave out) by at
+  least the smallest of them, a call for each such image (all but one at most) is charged the tool's
+  fee too, as ``image_generation_calls`` of the pass (``Price.cost_nano`` charges the whole at most
+  the fee of every call, and never less than the report); items that do not say their size and quality
+  leave the report trusted. Cached image input at the image input rate (a ``Usage`` has one
+  cached-input bucket: the cached text's), counts without their text / image split at the image
+  rates (the dearer);
 * without reported counts, the items' image output tokens by the model's rule (and the partial images
   the tool streamed), when every item says its size and quality;
+* for a tool with no known worst case (``image_generation_fee`` None: a quality or output this module
+  has no rule for, on a model whose rates are known), the report with every call as uncovered: the
+  registered fee of every call (its reservation), or the report where it says more (an overrun);
 * nothing (``None``: the caller charges the tool's fee per call, the worst case) when the response
-  says neither, or its echoed tool has no known worst case (``image_generation_fee`` None: a model,
-  quality or output this module has no rule for): the fee registered for it, its reservation, is
-  then its charge, as no reported count could be bounded.
+  says neither, or its image model's rates are not known here.
 """
 
 from __future__ import annotations
@@ -28,7 +31,14 @@ from typing import Any
 
 from ._counts import checked
 from ._errors import UsageError
-from ._image_tool import DEFAULT_IMAGE_MODEL, frames, image_generation_fee, image_tokens, partial_tokens
+from ._image_tool import (
+    DEFAULT_IMAGE_MODEL,
+    frames,
+    image_generation_fee,
+    image_tokens,
+    partial_tokens,
+    rates_of,
+)
 
 __all__ = ["IMAGE_PASS", "image_bill"]
 
@@ -49,23 +59,33 @@ def image_bill(
         return None
     echoed = {name: get(tool, name) for name in _TOOL_FIELDS}
     model = echoed["model"] or DEFAULT_IMAGE_MODEL
-    if not isinstance(model, str) or image_generation_fee({**echoed, "model": model}) is None:
-        return None  # (no worst case known: the fee, the user's bound, is charged)
-    ruled: int | None = 0
+    if not isinstance(model, str):
+        return None
+    reported = get(tool_usage, "image_gen")
+    counts = _reported(get, reported) if reported is not None else None
+    if image_generation_fee({**echoed, "model": model}) is None:  # (no worst case known)
+        if counts is None or rates_of(model) is None:
+            return None  # (the fee, the user's bound, is charged)
+        counts["image_generation_calls"] = len(items)  # (at least every call's fee; above it, an overrun)
+        return model, counts
+    images: list[int] | None = []  # (each item's image tokens by the rule, its partial images apart)
     for item in items:
         quality, size = get(item, "quality"), get(item, "size")
         tokens = None if "auto" in (quality, size) else image_tokens(model, quality, size)
-        if tokens is None or quality is None or size is None or ruled is None:
-            ruled = None  # (an item that does not say what it rendered: no lower bound from the items)
+        if tokens is None or quality is None or size is None:
+            images = None  # (an item that does not say what it rendered: no lower bound from the items)
             break
-        ruled += tokens * frames(echoed) + partial_tokens(echoed)
-    reported = get(tool_usage, "image_gen")
-    counts = _reported(get, reported) if reported is not None else None
+        images.append(tokens * frames(echoed))  # type: ignore[union-attr]
+    ruled = None if images is None else sum(images) + len(images) * partial_tokens(echoed)
     if counts is None:
         return None if ruled is None else (model, {"output_image_tokens": ruled})
-    if len(items) > 1 and (ruled is None or counts["output_image_tokens"] < ruled):
-        # the report may not cover every call: the others are charged their fee (all at most theirs)
-        counts["image_generation_calls"] = len(items) - 1
+    if images is not None and len(images) > 1:
+        # a call the report skips (its record missing) is charged its fee too (all at most theirs): one
+        # for each of the smallest image the report falls short of the items' images (not a partial
+        # image the report leaves out); without the items' sizes, the report is trusted
+        short = (sum(images) - counts["output_image_tokens"]) // min(images)
+        if short > 0:
+            counts["image_generation_calls"] = min(short, len(images) - 1)
     counts["output_image_tokens"] = max(counts["output_image_tokens"], ruled or 0)
     return model, counts
 

@@ -43,6 +43,15 @@ open (``"auto"`` or absent): its images, and what the image model reads and writ
 
 A response that reports the image model's tokens (``tool_usage.image_gen``) is charged them
 (``_image_bill``).
+
+Not reserved (a known gap): images in server-side history. A request continuing a response
+(``previous_response_id``) or a conversation (``conversation``) can have the tool edit images that
+history holds (input images, earlier ``image_generation_call`` results), which the image model reads
+at its image input rate, up to 6,725 tokens each at high fidelity ($0.054 on gpt-image-2). Only the
+images in the request's own ``input`` are counted (``_passes.count_images``): the calling model's
+input is reserved at its bound (``Estimate.unseen``), but the image model's is not, so such a call's
+report can be charged above its reservation (an overrun, flagged). Bound it with a registered fee
+(``register_price(..., image_generation=...)``, reserved when dearer) or by sending the images.
 """
 
 from __future__ import annotations

@@ -215,9 +215,10 @@ class ServerTools:
         largest results), else the default count; each result at a web fetch's ``max_content_tokens``,
         else the configured size. One call of each is priced at ``price`` (for a request that shows
         ``shown`` input tokens) to find the dearest. An image generation call's fee holds what its
-        image model reads: the request's images and a prompt of at most ``output`` (the model's output
-        bound) tokens. A chat search model searches once a request, where ``provider`` bills it
-        (``chat_search``)."""
+        image model reads: the request's images and its share of the prompts, which the calling model
+        writes: all of them together at most ``output`` (its output bound) tokens, reserved once a
+        request (``output`` over the calls reserved, in each call's fee). A chat search model searches
+        once a request, where ``provider`` bills it (``chat_search``)."""
         tools = request.get("tools")
         servers = request.get("mcp_servers") if api == "anthropic" else None
         searched = price.chat_search(provider) if api != "anthropic" and "messages" in request else None
@@ -251,7 +252,11 @@ class ServerTools:
                 if api != "anthropic":
                     fees_set.scale("code_execution", _container_size(tool))
             elif name == "image_generation":  # (its model, size, quality: budgetguard._image_tool)
-                fee = image_generation_fee(tool, count_images(request.get("input")), output)
+                # the calling model writes every call's prompt: all of them together at most its output
+                # bound, reserved once a request (a share in each of the calls reserved)
+                calls = bounded if bounded is not None else self.calls[name]
+                prompt = -(-output // calls) if calls else output
+                fee = image_generation_fee(tool, count_images(request.get("input")), prompt)
                 fees_set.image(fee, tool)
             elif name == "web_search" and api != "anthropic":  # (free content if every search is a preview)
                 preview = str(kind).startswith("web_search_preview") and fees_set.preview_search()

@@ -340,7 +340,7 @@ class Price:
 def _image_charge(rates: Rates, model: str | None, usage: Usage, calls: int) -> Fraction:
     """An ``image_generation`` pass: the image model's tokens at its rates, and the fee (``rates``') of
     each call its report may not cover (``usage.image_generation_calls``), the whole at most the fee
-    of the response's ``calls`` (the worst case each was reserved at)."""
+    of the response's ``calls`` (the worst case each was reserved at) and never below the report."""
     price = image_price(model)
     uncovered = usage.image_generation_calls
     tokens = dataclasses.replace(usage, image_generation_calls=0) if uncovered else usage
@@ -349,7 +349,7 @@ def _image_charge(rates: Rates, model: str | None, usage: Usage, calls: int) -> 
     if not uncovered or rates.image_generation is None:
         return bill
     fee = Fraction(rates.fees_nano({"image_generation": 1}))
-    return min(bill + uncovered * fee, calls * fee)
+    return max(bill, min(bill + uncovered * fee, calls * fee))
 
 
 @functools.cache

@@ -76,16 +76,16 @@ def test_the_estimate_reserves_and_charges_the_tools_fee() -> None:
     plain = estimate({**responses(), "tools": []})
     low = estimate(responses({"quality": "low", "partial_images": 0}))
     assert low.fees == (
-        ("image_generation", image_generation_fee({"quality": "low", "partial_images": 0}, 0, 100)),
+        ("image_generation", image_generation_fee({"quality": "low", "partial_images": 0}, 0, 10)),
     )
     assert low.tool_calls == (("image_generation", DEFAULT_TOOL_CALLS["image_generation"]),)
     assert low.cost_nano - plain.cost_nano >= 659 * 30 * 1000  # the image, over the text and its pass
     dearest = estimate(responses({"quality": "low"}, {}))  # two image tools: the dearest one's fee
-    assert dearest.fees == (("image_generation", image_generation_fee({}, 0, 100)),)
+    assert dearest.fees == (("image_generation", image_generation_fee({}, 0, 10)),)
     served = Usage(input_tokens=10, output_tokens=10, image_generation_calls=1)
     text = Usage(input_tokens=10, output_tokens=10)
     charged = low.price.cost(served) - low.price.cost(text)
-    assert charged == Decimal(659 * 30 + TEXT + 100 * 5) / 10**6  # the call is charged at its tool's fee
+    assert charged == Decimal(659 * 30 + TEXT + 10 * 5) / 10**6  # the call is charged at its tool's fee
 
 
 def test_a_registered_fee_stays_when_it_is_the_dearer() -> None:
@@ -127,8 +127,8 @@ def test_a_named_model_is_reserved_at_least_its_published_price(
     assert fee is not None and fee / 1000 >= Decimal(usd)
     one = image_usd(model, quality, size)  # (not far above: the rounding of the price)
     assert one is not None and one - Decimal(usd) < Decimal("0.001")
-    # (its prompt: at most the calling model's 100 output tokens)
-    assert estimate(responses(tool)).fees == (("image_generation", image_generation_fee(tool, 0, 100)),)
+    # (its prompt: a tenth of the calling model's 100 output tokens, the 10 calls' prompts together)
+    assert estimate(responses(tool)).fees == (("image_generation", image_generation_fee(tool, 0, 10)),)
 
 
 def test_the_1024x1536_high_examples_before_and_after() -> None:
@@ -423,41 +423,75 @@ def test_a_registered_fee_below_the_tools_worst_case_reserves_the_worst_case() -
     body = image_response([{"type": "image_generation", **tool}], [{"size": "2880x2880", "quality": "high"}],
                           reported(100, 0, 0, 23_719))  # fmt: skip
     assert est.cost_nano >= est.price.cost_nano(Usage.from_response(body))
-    assert est.price.base.image_generation == image_generation_fee(tool, 0, 100)  # (the dearer)
+    assert est.price.base.image_generation == image_generation_fee(tool, 0, 10)  # (the dearer)
     cheap = registered("300")(responses({**tool, "quality": "low"}))  # (the fee, the dearer: kept)
     assert cheap.price.base.image_generation == Decimal(300)
 
 
-def test_without_a_known_worst_case_the_registered_fee_is_charged() -> None:
-    """xhigh has no published count: the registered fee is the user's bound, reserved and charged
-    whatever the report says (its tokens could not be bounded)."""
+def test_without_a_known_worst_case_the_registered_fee_is_charged_or_the_report_above_it() -> None:
+    """xhigh has no published count: the registered fee ($0.30) is the user's bound, reserved. The
+    report was ignored: 50,000 image tokens ($1.50) were charged $0.30. It is now charged the report
+    where it says more than the fee (an overrun), the fee where it says less."""
     tool = {"model": "gpt-image-2.5-sunburst", "size": "1024x1024", "quality": "xhigh"}
     est = registered("300")(responses(tool))
-    body = image_response([{"type": "image_generation", **tool}], [{"size": "1024x1024", "quality": "xhigh"}],
-                          reported(100, 0, 0, 50_000))  # fmt: skip
-    usage = Usage.from_response(body)
-    assert usage.passes == () and usage.image_generation_calls == 1
-    text = Usage.from_response({**body, "output": [], "tool_usage": None})
-    assert est.price.cost_nano(usage) - est.price.cost_nano(text) == 300 * 10**6
-    assert est.cost_nano >= est.price.cost_nano(usage)
+    item = {"size": "1024x1024", "quality": "xhigh"}
+    for image_out, charged in (50_000, (100 * 5 + 50_000 * 30) * 1000), (1_000, 300 * 10**6):
+        body = image_response([{"type": "image_generation", **tool}], [item], reported(100, 0, 0, image_out))
+        usage = Usage.from_response(body)
+        assert usage.image_generation_calls == 1
+        text = Usage.from_response({**body, "output": [], "tool_usage": None})
+        assert est.price.cost_nano(usage) - est.price.cost_nano(text) == charged
+    unreported = image_response([{"type": "image_generation", **tool}], [item], None)  # (the fee)
+    assert Usage.from_response(unreported).passes == ()
 
 
-@pytest.mark.parametrize("said", [{}, {"size": "auto", "quality": "auto"}])
-def test_calls_the_report_may_not_cover_are_charged_the_fee(said: dict[str, Any]) -> None:
-    """Two calls whose items do not say their size and quality, a report covering one (``tool_usage``
-    may skip a call whose record is missing): was charged $0.214, one image; now the report and the
-    fee of the other call, at most the fee of both (the reservation)."""
-    tool = {"type": "image_generation", "model": "gpt-image-2", "partial_images": 0}
+TWO_HIGH = [{"size": "1024x1024", "quality": "high"}] * 2  # (gpt-image-2: 7,024 image tokens each)
+
+
+def charged_two(tool: dict[str, Any], items: list[dict[str, Any]], image_gen: dict[str, Any]) -> int:
+    """What the image calls of a gpt-5 response with ``items`` and ``image_gen`` are charged (nano)."""
     est = estimate({**responses(tool), "max_tool_calls": 2})
-    body = image_response([tool], [said, said], reported(40, 0, 0, 7024))
-    usage = Usage.from_response(body)
+    body = image_response([{"type": "image_generation", **tool}], items, image_gen)
     text = Usage.from_response({**body, "output": [], "tool_usage": None})
-    charged = est.price.cost_nano(usage) - est.price.cost_nano(text)
-    fee_nano = int(est.price.base.image_generation * 10**6)
-    assert charged == (40 * 5 + 7024 * 30) * 1000 + fee_nano >= 2 * 210_720_000
-    assert est.cost_nano >= est.price.cost_nano(usage)
-    huge = image_response([tool], [said, said], reported(40, 0, 0, 40_000))  # (at most both fees)
-    assert est.price.cost_nano(Usage.from_response(huge)) - est.price.cost_nano(text) == 2 * fee_nano
+    return est.price.cost_nano(Usage.from_response(body)) - est.price.cost_nano(text)
+
+
+@pytest.mark.parametrize(
+    ("partials", "items", "image_out", "charged_out"),
+    [
+        (2, TWO_HIGH, 2 * 7024, 2 * (7024 + 200)),  # (the report leaves the partial images out: was $1.23)
+        (0, TWO_HIGH, 2 * 7024 - 1, 2 * 7024),  # (a token under the rule: was $1.21)
+        (0, [{"size": "1024x1024", "quality": "auto"}] * 2, 2 * 7024, 2 * 7024),  # (was $1.21)
+        (0, [{}, {}], 7024, 7024),  # (items that do not say their size: the report is trusted)
+    ],
+)
+def test_a_report_covering_every_call_is_charged_no_fee(
+    partials: int, items: list[dict[str, Any]], image_out: int, charged_out: int
+) -> None:
+    """Two calls the report covers were charged the fee of one more ($0.80) over their $0.42."""
+    tool = {"model": "gpt-image-2", "partial_images": partials}
+    assert charged_two(tool, items, reported(40, 0, 0, image_out)) == (40 * 5 + charged_out * 30) * 1000
+
+
+def test_a_call_the_report_skips_is_charged_the_fee() -> None:
+    """Two 1024x1024 high calls, a report of one (``tool_usage`` may skip a call whose record is missing):
+    the report, the items' images, and the other call's fee, at most the fee of both."""
+    tool = {"model": "gpt-image-2", "size": "1024x1024", "quality": "high", "partial_images": 0}
+    fee_nano = int(estimate({**responses(tool), "max_tool_calls": 2}).price.base.image_generation * 10**6)
+    bill_nano = (40 * 5 + 2 * 7024 * 30) * 1000
+    assert charged_two(tool, TWO_HIGH, reported(40, 0, 0, 7024)) == min(bill_nano + fee_nano, 2 * fee_nano)
+
+
+def test_the_fee_cap_never_charges_below_the_report() -> None:
+    """Three 2880x2880 high calls, a report of one reading 500,000 text tokens ($3.21): the cap, the fee
+    of every call ($2.38), charged below the report itself."""
+    tool = {"model": "gpt-image-2", "size": "2880x2880", "quality": "high", "partial_images": 0}
+    est = estimate({**responses(tool), "max_tool_calls": 3})
+    item = {"size": "2880x2880", "quality": "high"}
+    body = image_response([{"type": "image_generation", **tool}], [item] * 3, reported(500_000, 0, 0, 23_719))
+    text = Usage.from_response({**body, "output": [], "tool_usage": None})
+    charged = est.price.cost_nano(Usage.from_response(body)) - est.price.cost_nano(text)
+    assert charged == (500_000 * 5 + 3 * 23_719 * 30) * 1000 > 3 * est.price.base.image_generation * 10**6
 
 
 def test_an_unbounded_tool_is_reserved_at_the_default_count_of_every_tool() -> None:
@@ -473,3 +507,37 @@ def test_an_unbounded_tool_is_reserved_at_the_default_count_of_every_tool() -> N
     body = image_response([tool], [item] * 3, reported(3 * 40, 0, 0, 3 * 7024))
     assert est.cost_nano >= est.price.cost_nano(Usage.from_response(body))
     assert estimate({**responses(tool), "max_tool_calls": 3}).tool_calls == (("image_generation", 3),)
+
+
+def test_the_prompts_are_reserved_once_a_request_not_once_a_call() -> None:
+    """The calling model writes every call's prompt: all of them together are at most its output bound.
+    gpt-5 (128,000 output tokens) offering an open tool was reserved $17.50, the prompt bound ($0.64 at
+    the image model's $5 / M) in each of the 10 calls' fees; now $11.74, the prompt bound once."""
+    request = {"model": "gpt-5", "input": "Draw an axolotl.", "tools": [{"type": "image_generation"}]}
+    est, calls = estimate(request), DEFAULT_TOOL_CALLS["image_generation"]
+    ((_, fee),) = est.fees
+    assert fee == image_generation_fee({}, 0, 128_000 // calls)
+    assert calls * fee == calls * image_generation_fee({}) + Decimal(128_000 * 5) / 1000  # (USD per 1000)
+    assert est.cost < Decimal("11.74")
+    one = estimate({**request, "max_tool_calls": 1})  # (one call: its prompt is the whole bound)
+    assert one.fees == (("image_generation", image_generation_fee({}, 0, 128_000)),)
+
+
+def test_a_refusal_of_a_defaulted_tool_names_max_tool_calls(mock: MockProvider) -> None:  # noqa: F811
+    """A $5 a day budget refused gpt-5 offering an open tool (10 calls reserved by default) with "Lower
+    the request (max tokens, a cheaper model)": it now names ``max_tool_calls``, which lets it through."""
+    guard = budgetguard.Guard("memory://", budgets=[budgetguard.Budget("feature", usd="5", per="day")])
+    client = mock.openai()
+    request = {"model": "gpt-5", "input": "Draw an axolotl.", "tools": [{"type": "image_generation"}]}
+    try:
+        create = guard.with_budget(client.responses.create, feature="draw")
+        with pytest.raises(budgetguard.BudgetExceededError) as refused:
+            create(**request)
+        assert refused.value.tools_defaulted == ("image_generation",)
+        assert "max_tool_calls" in str(refused.value) and "Estimator(tool_calls=...)" in str(refused.value)
+        assert "max_tool_calls" in refused.value.reason
+        rebuilt = type(refused.value)(*refused.value.args)  # (a task queue's JSON result backend)
+        assert str(rebuilt) == str(refused.value)
+        create(**request, max_tool_calls=1)  # (one image: within the $5)
+    finally:
+        client.close()
