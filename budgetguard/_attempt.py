@@ -29,6 +29,8 @@ class Attempt:
 
     def __init__(self, guard: GuardCore, plan: Plan) -> None:
         self.guard = guard
+        self.scopes = plan.scopes
+        """The scopes it reserves and charges (``global`` and one per kind)."""
         self._flow = call_flow(guard, plan)
 
     def reserve(self, store: Ledger | None = None) -> None:

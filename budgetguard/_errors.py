@@ -150,8 +150,9 @@ class BudgetExceededError(_Refusal):
         if not self.tools_defaulted:
             return "max tokens, a cheaper model"
         return (
-            f"max tokens, a cheaper model, max_tool_calls: its {', '.join(self.tools_defaulted)} tool "
-            "calls were reserved at the default count, Estimator(tool_calls=...)"
+            f"max tokens, a cheaper model, max_tool_calls (a Claude tool's max_uses): its "
+            f"{', '.join(self.tools_defaulted)} tool calls were reserved at the default count, "
+            "Estimator(tool_calls=...)"
         )
 
     def with_tools(self, tools_defaulted: tuple[str, ...]) -> BudgetExceededError:
@@ -162,6 +163,8 @@ class BudgetExceededError(_Refusal):
 
     def __reduce__(self) -> tuple[Any, ...]:  # (pickled by its fields: a process pool, a task queue)
         fields = {name: getattr(self, name) for name in self._FIELDS}
+        if not fields.get("tools_defaulted", True):  # (left out when empty: an older release unpickles it)
+            del fields["tools_defaulted"]
         return functools.partial(type(self), **fields), ()
 
     @property

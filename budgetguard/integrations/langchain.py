@@ -190,7 +190,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         try:
             attempt, est = self._attempt(messages, metadata, kwargs)
             with self._lock:
-                self._alone(run_id)
+                self._alone(run_id, attempt, est)
             await run.reserve(attempt)
         except BaseException as exc:  # LangChain sends none of the batch now, and never ends its runs
             forget(run_id, guard, self, mark, failed=True)
@@ -204,7 +204,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         if kept is not True:
             forget(run_id, guard, self, mark, failed=True)
             await run.release(attempt)
-            if kept:  # (another start took the id while this one reserved)
+            if kept:  # (a run of other budgets took the id while this one reserved)
                 raise kept
         elif not holds(run_id, guard, self, mark):  # a middleware's handler took the run meanwhile
             await self._release_taken(run, run_id, mark)
@@ -240,8 +240,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     ) -> None:
         """Charge a run that ended its usage; a failed run is released (or charged its input, per the
         guard's ``charge_failed``), a stream that broke off after some chunks is charged what it received,
-        as the guard charges streams. An end names its run by id alone: it settles the one start open with
-        the id (``_alone`` refuses a second while one is open; ``_pop``)."""
+        as the guard charges streams. An end names its run by id alone: of two runs in flight with one id
+        (a caller's, on the same budgets: ``_alone``), it settles the start that holds least (``_pop``)."""
         ended = self._pop(run_key(run_id))
         if ended is None:
             forget(run_id, self.guard, self)
@@ -274,7 +274,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         took: tuple[BudgetCallbackHandler, ...] = (),
     ) -> bool | ConfigurationError:
         """Keep a held run until it ends; ``False`` when it is never sent (an async sibling that held after
-        its batch's refusal), or ``_alone``'s error (another start took the id while this one
+        its batch's refusal), or ``_alone``'s error (a run of other budgets took the id while this one
         reserved): its hold is to be released. (A run that starts after ``_take_open``, on a model kept
         past its middleware call or in a thread still running, is sent: kept, and settled as it ends; a
         review found such calls released and sent uncharged.)"""
@@ -286,7 +286,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             pass
         with self._lock:
             try:
-                self._alone(run_id)
+                self._alone(run_id, attempt, est)
             except ConfigurationError as exc:
                 held.watch = None
                 return exc
@@ -298,16 +298,36 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 batch.runs.append(held)
         return True
 
-    def _alone(self, run_id: UUID) -> None:
-        """Refuse a start of the run ``run_id`` while another start of it is open (the lock held): an end
-        names its run by id alone, so which of the two runs a bill is cannot be told. Settling the start
-        that holds least was not enough (reviews: one user's bill charged to another's budget; a token
-        budget and another model's hold left too small for the run still in flight, spending past the
-        limit and charging one model's call at another's prices). LangChain gives each run its own id; only
-        a caller's ``run_id`` reused while its run is in flight (or a start of it another handler refused,
-        which LangChain never ends) meets this."""
-        if self._attempts.get(run_key(run_id)):
+    def _alone(self, run_id: UUID, attempt: Attempt, est: Estimate) -> None:
+        """Refuse a start of the run ``run_id`` that an end could not tell from a start of it already open
+        (the lock held): an end names its run by id alone and settles the open start that holds least
+        (``_pop``), which leaves every run still in flight a hold at least its own only while the open
+        starts hold one another's in every counter. So a second start is let in only on the same counters
+        (reviews: one user's bill charged to another's budget), the same model, provider and price variant
+        (one model's call charged at another's prices), and holding no less, or no more, in both USD and
+        tokens (a token budget spent past its limit). A caller's ``run_id`` reused one call after another,
+        or after a start another handler refused (which LangChain never ends: its hold, the larger, stays
+        to its lease), passes."""
+        opened = self._attempts.get(run_key(run_id), [])
+        if any(held.taken for held in opened):  # (a middleware's run, on its budgets)
             raise ConfigurationError(_shared_id(run_id))
+        for held in opened:
+            other = held.est
+            same = set(held.attempt.scopes.key) == set(attempt.scopes.key) and (
+                other.model,
+                other.provider,
+                other.variant,
+            ) == (est.model, est.provider, est.variant)
+            a, b = _size(other), _size(est)
+            ordered = (a[0] <= b[0] and a[1] <= b[1]) or (a[0] >= b[0] and a[1] >= b[1])
+            if not same or not ordered:
+                first, second = ", ".join(held.attempt.scopes.labels), ", ".join(attempt.scopes.labels)
+                raise ConfigurationError(
+                    f"concurrent LangChain runs share run_id {run_id!s} with other budgets or models "
+                    f"({first} on {other.model}; {second} on {est.model}): an end names its run by id "
+                    "alone, so a bill could not be charged to its own run. Give each run its own run_id "
+                    "(config={'run_id': uuid.uuid4()}), or none"
+                )
 
     def _dropped(self, watch: _Watch) -> None:
         """Called back by the weak reference to a run's id (a finalizer): the id of a run still open died,
@@ -390,12 +410,15 @@ class BudgetCallbackHandler(BaseCallbackHandler):
 
     def _pop(self, key: Hashable, mark: object = _SMALLEST) -> _Open | None:
         """The open start of the run ``key``, forgotten here: the start ``mark``, else (an end, which names
-        its run by id alone) the one open with the id (``_alone`` keeps it one; were there more, the one
-        that holds least)."""
+        its run by id alone) the one that holds least, the earliest of equals. Its run may be another one in
+        flight with the id (a caller's ``run_id``, on the same budgets: ``_alone``), so the bill may land on
+        another run's hold; the holds left then still cover every run still in flight, each hold covering
+        its own run's worst case (settling the earliest start left a small hold for a big run: a third
+        call was admitted past the limit, a review found)."""
         with self._lock:
             opened = self._attempts.get(key, [])
             if mark is _SMALLEST:
-                held = min(opened, key=lambda held: 0 if held.taken else held.est.cost_nano, default=None)
+                held = min(opened, key=lambda held: (0, 0) if held.taken else _size(held.est), default=None)
             else:
                 held = next((held for held in opened if held.mark is mark), None)
             if held is None or not self._drop(held):
@@ -435,11 +458,16 @@ _BATCHES_KEPT = 1024
 as after a sync refusal its later runs never start, until newer batches push it out."""
 
 
+def _size(est: Estimate) -> tuple[int, int]:
+    """What a start holds, as ``_alone`` and ``_pop`` compare starts: its USD and its tokens."""
+    return est.cost_nano, est.input_tokens + est.output_tokens
+
+
 def _shared_id(run_id: object) -> str:
     return (
-        f"concurrent LangChain runs share run_id {run_id!s} (a caller's run_id reused while a run with it is "
-        "in flight, or after a start of it another callback handler refused): an end names its run by id "
-        "alone, so a bill could be charged to another run's hold and budgets. Give each run its own run_id "
+        f"concurrent LangChain runs share run_id {run_id!s} with different budgets (an agent "
+        "BudgetMiddleware's and a BudgetCallbackHandler's of its guard): an end names its run by id alone, "
+        "so neither bill could be charged to its own budgets. Give each run its own run_id "
         "(config={'run_id': uuid.uuid4()}), or none"
     )
 

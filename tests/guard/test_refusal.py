@@ -194,9 +194,13 @@ def test_refusals_pickle_with_their_fields() -> None:
                                      spent=Decimal("0.95"), held=Decimal(0), requested=Decimal("0.1"),
                                      resets_at=None)  # fmt: skip
     missing, unpriced = bg.MissingScopeError(("user", "team")), bg.PricingError("no price", model="acme")
-    for error in (refused, missing, unpriced):
+    tools = refused.with_tools(("web_search",))
+    for error in (refused, missing, unpriced, tools):
         back = pickle.loads(pickle.dumps(error))
         assert type(back) is type(error) and str(back) == str(error) and back.__dict__ == error.__dict__
+    # a refusal without defaulted tools pickles as before they existed (an older release unpickles it)
+    assert "tools_defaulted" not in refused.__reduce__()[0].keywords
+    assert tools.__reduce__()[0].keywords["tools_defaulted"] == ("web_search",)
 
 
 def test_refusals_are_rebuilt_from_their_args_as_json() -> None:

@@ -13,6 +13,7 @@ import gc
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -193,48 +194,63 @@ async def test_claims_are_forgotten_as_their_runs_settle() -> None:
     assert tracer.kept and len(_langchain_claims._claims) == 0
 
 
-def test_a_second_run_in_flight_with_one_run_id_is_refused_and_the_first_charged() -> None:
-    """Two threads send a model with one caller-given ``run_id`` at once: the second start comes while
-    the first run is in flight (its request waits until the second has been refused). An end names its
-    run by id alone, so it cannot be told which run a bill is: the second start is refused before anything
-    is reserved, and the first run is charged its bill."""
+def test_two_runs_in_flight_with_one_run_id_are_each_reserved_and_charged() -> None:
+    """Two threads send a model with one caller-given ``run_id`` at once: both runs start before either
+    ends (each request waits at the barrier for the other). The second start's hold replaced the first's,
+    so one end settled nothing and one hold waited for its lease (a review)."""
     events: list[bg.Event] = []
     guard = guard_on("memory://", "5", events)
-    first_sent, second_refused = threading.Event(), threading.Event()
-
-    def hold(_: Any) -> None:
-        first_sent.set()
-        assert second_refused.wait(10)
-
-    client = httpx.Client(event_hooks={"request": [hold]})
+    both_started = threading.Barrier(2)
+    client = httpx.Client(event_hooks={"request": [lambda _: both_started.wait(10)]})
     with MockProvider() as api:
         model = chat(api, http_client=client, callbacks=[BudgetCallbackHandler(guard, user="t")])
         config: Any = {"run_id": uuid.uuid4()}
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            first = pool.submit(model.invoke, "Why?", config=config)
-            assert first_sent.wait(10)
-            try:
-                with pytest.raises(bg.ConfigurationError, match=f"share run_id {config['run_id']}"):
-                    model.invoke("Why not?", config=config)
-            finally:
-                second_refused.set()
-            first.result()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            sent = [pool.submit(model.invoke, question, config=config) for question in ("Why?", "Why not?")]
+            for future in sent:
+                future.result()
         billed = sum(bg.to_nano(bg.cost("gpt-4o", bg.Usage.from_response(u))) for u in api.usages)
-        assert len(api.usages) == 1
-        kinds = [e.kind for e in events]
-        assert kinds.count("reserved") == kinds.count("committed") == 1
-        assert asyncio.run(books(guard))[:2] == (billed, 0)
-        model.invoke("Why not?", config=config)  # (the id free again: guarded as any)
-        assert [e.kind for e in events].count("committed") == 2
     client.close()
+    kinds = [e.kind for e in events]
+    assert kinds.count("reserved") == kinds.count("committed") == 2
+    assert asyncio.run(books(guard))[:2] == (billed, 0)
 
 
-def _start(handler: BudgetCallbackHandler, run_id: uuid.UUID, user: str, max_tokens: int) -> None:
+async def test_two_async_runs_in_flight_with_one_run_id_are_each_reserved_and_charged() -> None:
+    """The same with ``ainvoke`` on one loop: an async callback manager dispatches the plain handler in
+    LangChain's executor."""
+    events: list[bg.Event] = []
+    guard = guard_on("memory://", "5", events)
+    both_started = asyncio.Barrier(2)
+
+    async def wait(_: Any) -> None:
+        await asyncio.wait_for(both_started.wait(), 10)
+
+    client = httpx.AsyncClient(event_hooks={"request": [wait]})
+    with MockProvider() as api:
+        model = chat(api, http_async_client=client, callbacks=[BudgetCallbackHandler(guard, user="t")])
+        config: Any = {"run_id": uuid.uuid4()}
+        await asyncio.gather(*(model.ainvoke(question, config=config) for question in ("Why?", "Why not?")))
+        billed = sum(bg.to_nano(bg.cost("gpt-4o", bg.Usage.from_response(u))) for u in api.usages)
+    await client.aclose()
+    kinds = [e.kind for e in events]
+    assert kinds.count("reserved") == kinds.count("committed") == 2
+    assert (await books(guard))[:2] == (billed, 0)
+
+
+def _start(
+    handler: BudgetCallbackHandler,
+    run_id: uuid.UUID,
+    user: str,
+    max_tokens: int,
+    model: str = "gpt-4o",
+    prompt: str = "hi",
+) -> None:
     """A chat model run's start, as LangChain dispatches it (``options``: new for each call)."""
-    params = {"model": "gpt-4o", "model_name": "gpt-4o", "max_tokens": max_tokens, "_type": "openai-chat"}
+    params = {"model": model, "model_name": model, "max_tokens": max_tokens, "_type": "openai-chat"}
     handler.on_chat_model_start(
-        {"kwargs": {"model_name": "gpt-4o"}},
-        [[HumanMessage("hi")]],
+        {"kwargs": {"model_name": model}},
+        [[HumanMessage(prompt)]],
         run_id=run_id,
         metadata={"user_id": user},
         invocation_params=params,
@@ -255,29 +271,27 @@ def _books(guard: bg.Guard, user: str) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("ends", ["on_llm_end", "on_llm_error"])
-def test_a_second_start_with_one_run_id_on_the_same_budgets_is_refused(ends: str) -> None:
-    """A big run in flight, then a small one with its caller-given ``run_id`` on the same budgets: settling
-    whichever start holds least let a token budget, or a cheaper model's hold, be spent past the limit
-    (two reviews). The second start is refused; the first is settled by its own end or error."""
+def test_an_end_of_one_of_two_runs_with_one_run_id_settles_the_smaller_hold(ends: str) -> None:
+    """A big and a small run in flight with one caller-given ``run_id``: the small one ends first. An end
+    names its run by id alone; it settled the earliest start (the big one's hold), leaving the small hold
+    to cover the big call still running, and a third big call was admitted past the limit (a review:
+    $0.01816 spent of $0.01). Settling the smallest hold leaves what is still owed covered."""
     guard = bg.Guard("memory://", budgets=[bg.Budget("user", usd="0.01", per="day")])
     handler = BudgetCallbackHandler(guard, user="{user_id}")
     run_id = uuid.uuid4()
     _start(handler, run_id, "t", 900)  # (its worst case: $0.00902)
-    with pytest.raises(bg.ConfigurationError, match=f"share run_id {run_id}"):
-        _start(handler, run_id, "t", 10)
-    assert _books(guard, "t") == (
-        0,
-        bg.to_nano(bg.cost("gpt-4o", bg.Usage(input_tokens=8, output_tokens=900))),
-    )
+    _start(handler, run_id, "t", 10)
     if ends == "on_llm_end":
-        handler.on_llm_end(_result(900), run_id=run_id)
-        assert _books(guard, "t") == (
-            bg.to_nano(bg.cost("gpt-4o", bg.Usage(input_tokens=8, output_tokens=900))),
-            0,
-        )
+        handler.on_llm_end(_result(10), run_id=run_id)
     else:
         handler.on_llm_error(RuntimeError("connection reset"), run_id=run_id)
-        assert _books(guard, "t")[1] == 0
+    spent, held = _books(guard, "t")
+    assert held == bg.to_nano(bg.cost("gpt-4o", bg.Usage(input_tokens=8, output_tokens=900)))
+    with pytest.raises(bg.BudgetExceededError):
+        _start(handler, uuid.uuid4(), "t", 900)
+    handler.on_llm_end(_result(900), run_id=run_id)
+    spent, held = _books(guard, "t")
+    assert held == 0 and spent <= bg.to_nano(Decimal("0.01"))
 
 
 def test_runs_in_flight_with_one_run_id_and_other_budgets_are_refused() -> None:
@@ -288,7 +302,7 @@ def test_runs_in_flight_with_one_run_id_and_other_budgets_are_refused() -> None:
     handler = BudgetCallbackHandler(guard, user="{user_id}")
     run_id = uuid.uuid4()
     _start(handler, run_id, "a", 10)
-    with pytest.raises(bg.ConfigurationError, match=f"share run_id {run_id}"):
+    with pytest.raises(bg.ConfigurationError, match=f"share run_id {run_id} with other budgets or models"):
         _start(handler, run_id, "b", 900)
     assert _books(guard, "b") == (0, 0)
     handler.on_llm_end(_result(10), run_id=run_id)
@@ -298,26 +312,44 @@ def test_runs_in_flight_with_one_run_id_and_other_budgets_are_refused() -> None:
     assert _books(guard, "b")[1] > 0
 
 
+def test_runs_in_flight_with_one_run_id_that_no_end_could_tell_apart_are_refused() -> None:
+    """Settling the start that holds least covers the runs still in flight only while each open start
+    holds no less, or no more, than the others in every counter (a third review): a long prompt with a
+    short answer beside a short prompt with a long one (cheaper in USD, dearer in tokens: a token budget
+    was spent 19,934 of 16,000), or two models (one's call charged at the other's prices), are refused.
+    One model's calls of one shape (the same output bound) always pass: a reused id stays usable."""
+    budgets = [bg.Budget("user", tokens=1_000_000, per="day"), bg.Budget("user", usd="1", per="day")]
+    guard = bg.Guard("memory://", budgets=budgets)
+    handler = BudgetCallbackHandler(guard, user="{user_id}")
+    run_id = uuid.uuid4()
+    _start(handler, run_id, "t", 10, prompt="word " * 5000)
+    with pytest.raises(bg.ConfigurationError, match=f"share run_id {run_id} with other budgets or models"):
+        _start(handler, run_id, "t", 4000)
+    with pytest.raises(bg.ConfigurationError, match="on gpt-4o; global, user:t on gpt-4o-mini"):
+        _start(handler, run_id, "t", 10, model="gpt-4o-mini", prompt="word " * 5000)
+    _start(handler, run_id, "t", 10, prompt="word " * 6000)  # (holds more in both: let in)
+    handler.on_llm_end(_result(10), run_id=run_id)
+    handler.on_llm_end(_result(10), run_id=run_id)
+    assert _books(guard, "t")[1] == 0
+
+
 def test_a_dropped_run_id_fails_its_own_start_alone() -> None:
-    """A run abandoned (its id object dies, LangChain never ends it) is failed at the guard's next
-    operation, its start alone: a later run with the id's value in another ``UUID`` object is held and
-    charged (a first version's finalizer failed every start with the id, a live one's too, whose call then
-    went uncharged: a review)."""
+    """Two runs with one id's value in two ``UUID`` objects: the first is abandoned (its id object dies,
+    LangChain never ends it), the second still in flight. The first's finalizer queued a failure for every
+    start with the id, the live one's too, whose call then went uncharged (a review)."""
     guard = bg.Guard("memory://", budgets=[bg.Budget("user", usd="1", per="day")])
     handler = BudgetCallbackHandler(guard, user="{user_id}")
     value = str(uuid.uuid4())
-    abandoned = uuid.UUID(value)
+    abandoned, live = uuid.UUID(value), uuid.UUID(value)
     _start(handler, abandoned, "t", 900)
+    _start(handler, live, "t", 900)
     del abandoned
     gc.collect()
     other = uuid.uuid4()  # (the guard's next operation settles the dropped run)
     _start(handler, other, "t", 10)
     handler.on_llm_end(_result(10), run_id=other)
-    assert _books(guard, "t")[1] == 0  # (the abandoned run's hold failed, not left to its lease)
-    live = uuid.UUID(value)  # (the id's value free again)
-    _start(handler, live, "t", 900)
     worst = bg.to_nano(bg.cost("gpt-4o", bg.Usage(input_tokens=8, output_tokens=900)))
-    assert _books(guard, "t")[1] == worst
+    assert _books(guard, "t")[1] == worst  # (the live run's hold)
     spent = _books(guard, "t")[0]
     handler.on_llm_end(_result(900), run_id=live)
     assert _books(guard, "t") == (spent + worst, 0)
@@ -350,7 +382,7 @@ def test_a_plain_handler_s_end_of_a_run_a_middleware_took_settles_none_of_its_ow
     guard, plain, middleware = _two_handlers(events)
     run_id = uuid.uuid4()
     _start_with([plain, middleware], run_id, 900)  # (the middleware's run: the plain handler's hold released)
-    with pytest.raises(bg.ConfigurationError, match=f"share run_id {run_id}"):
+    with pytest.raises(bg.ConfigurationError, match=f"share run_id {run_id} with different budgets"):
         _start_with([plain], run_id, 10)
     plain.on_llm_end(_result(900), run_id=run_id)
     middleware.on_llm_end(_result(900), run_id=run_id)
@@ -367,7 +399,7 @@ def test_a_middleware_taking_a_run_whose_id_a_plain_handler_holds_for_another_ru
     guard, plain, middleware = _two_handlers(events)
     run_id = uuid.uuid4()
     _start_with([plain], run_id, 10)  # (the plain handler's own run, in flight)
-    with pytest.raises(bg.ConfigurationError, match=f"share run_id {run_id}"):
+    with pytest.raises(bg.ConfigurationError, match=f"share run_id {run_id} with different budgets"):
         _start_with([plain, middleware], run_id, 900)
     assert _books(guard, "m") == (0, 0)
     plain.on_llm_end(_result(10), run_id=run_id)
