@@ -42,6 +42,19 @@ ANTHROPIC_STREAM_CUT: tuple[type[Exception], ...] = (
 """The same for the anthropic SDK (it wraps the transport's error from 2.17 on)."""
 
 
+def unpooled_openai_http() -> dict[str, Any]:
+    """``http_client`` and ``http_async_client`` for a LangChain ``ChatOpenAI`` on a test's mock server,
+    keeping no connection alive: nothing is left open when the test ends. Without them langchain-openai
+    shares clients it caches per base URL (the 128 last used): each test's server is a new URL, and a
+    cached client pushed out mid-suite was collected with its idle socket open, a ResourceWarning (an
+    error here) in whichever test ran then, or at the end of the run."""
+    limits = OPENAI_HTTP.Limits(max_keepalive_connections=0)
+    return {
+        "http_client": OPENAI_HTTP.Client(limits=limits),
+        "http_async_client": OPENAI_HTTP.AsyncClient(limits=limits),
+    }
+
+
 def chat_completions_stream(client: Any) -> Any:
     """``client.chat.completions.stream`` of an ``OpenAI`` / ``AsyncOpenAI`` client: older openai releases
     (1.78 among them) have the helper only as ``client.beta.chat.completions.stream``."""

@@ -15,7 +15,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._cache import Bounded
 from ._anthropic import count_tokens, messages
@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     import openai as _openai_sdk
 
 __all__ = ["MockProvider", "RecordedRequest"]
+
+_Client = TypeVar(
+    "_Client", "_openai_sdk.OpenAI", "_anthropic_sdk.Anthropic", "_anthropic_sdk.AnthropicBedrock"
+)
 
 ROUTES: dict[str, Callable[[JSON, Context], Answer]] = {
     "/v1/chat/completions": chat,
@@ -101,6 +105,8 @@ class MockProvider:
     _server: ThreadingHTTPServer | None = field(default=None, repr=False)
     _ids: Iterator[int] = field(default_factory=itertools.count, repr=False)
     _declines: dict[str, int] = field(default_factory=dict, repr=False)
+    _clients: list[Any] = field(default_factory=list, repr=False)
+    """The synchronous SDK clients made here, closed (their pooled sockets) when the server stops."""
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -116,6 +122,8 @@ class MockProvider:
         return self
 
     def stop(self) -> None:
+        while self._clients:
+            self._clients.pop().close()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -146,7 +154,8 @@ class MockProvider:
     def openai(self, **kwargs: Any) -> _openai_sdk.OpenAI:
         import openai
 
-        return openai.OpenAI(**{"base_url": self.openai_base_url, "api_key": "mock-key", **kwargs})
+        client = openai.OpenAI(**{"base_url": self.openai_base_url, "api_key": "mock-key", **kwargs})
+        return self._held(client)
 
     def async_openai(self, **kwargs: Any) -> _openai_sdk.AsyncOpenAI:
         import openai
@@ -156,7 +165,9 @@ class MockProvider:
     def anthropic(self, **kwargs: Any) -> _anthropic_sdk.Anthropic:
         import anthropic
 
-        return anthropic.Anthropic(**{"base_url": self.anthropic_base_url, "api_key": "mock-key", **kwargs})
+        return self._held(
+            anthropic.Anthropic(**{"base_url": self.anthropic_base_url, "api_key": "mock-key", **kwargs})
+        )
 
     def async_anthropic(self, **kwargs: Any) -> _anthropic_sdk.AsyncAnthropic:
         import anthropic
@@ -171,7 +182,13 @@ class MockProvider:
         import anthropic
 
         keys = {"aws_access_key": "AKIDMOCK", "aws_secret_key": "mock-secret", "aws_region": "us-east-1"}
-        return anthropic.AnthropicBedrock(**{"base_url": self.url, **keys, **kwargs})
+        return self._held(anthropic.AnthropicBedrock(**{"base_url": self.url, **keys, **kwargs}))
+
+    def _held(self, client: _Client) -> _Client:
+        """Keep a synchronous client to close when the server stops (an async one is the caller's to
+        ``await client.close()`` on its own event loop)."""
+        self._clients.append(client)
+        return client
 
     # -- scripted faults -------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from budgetguard.integrations.langchain import BudgetCallbackHandler
 from budgetguard.integrations.langchain_agents import BudgetExceeded, BudgetMiddleware
 from budgetguard.testing import MockProvider
 from tests.integrations.scripted import cost, serve, text, tool_call
+from tests.sdk_http import unpooled_openai_http
 
 MODEL = "gpt-4o"
 CHEAP = "gpt-4o-mini"
@@ -45,7 +46,8 @@ def guard() -> Iterator[bg.Guard]:
 
 
 def chat(url: str, model: str = MODEL, max_tokens: int = 400) -> ChatOpenAI:
-    return ChatOpenAI(model=model, base_url=url, api_key="test", max_retries=0, max_tokens=max_tokens)  # type: ignore[arg-type]
+    http = unpooled_openai_http()
+    return ChatOpenAI(model=model, base_url=url, api_key="test", max_retries=0, max_tokens=max_tokens, **http)  # type: ignore[arg-type]
 
 
 def status(guard: bg.Guard, user: str) -> tuple[int, int]:

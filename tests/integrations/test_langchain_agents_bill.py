@@ -25,6 +25,7 @@ from budgetguard.integrations.langchain_agents import BudgetExceeded, BudgetMidd
 from budgetguard.testing import MockProvider
 from tests.integrations.scripted import cost, serve, text, tool_call
 from tests.integrations.test_langchain_agents import chat, lookup, status
+from tests.sdk_http import unpooled_openai_http
 
 QUESTION = {"messages": [{"role": "user", "content": "What is the weather in Paris today?"}]}
 
@@ -46,7 +47,7 @@ def billed(model: str, usage: dict[str, Any], **units: int) -> int:
 def responses_chat(url: str, model: str = "gpt-4o") -> ChatOpenAI:
     return ChatOpenAI(
         model=model, base_url=url, api_key="test", max_retries=0, max_tokens=400,  # type: ignore[arg-type]
-        use_responses_api=True,
+        use_responses_api=True, **unpooled_openai_http(),
     )  # fmt: skip
 
 

@@ -36,6 +36,7 @@ from tests.integrations.test_langchain_agents_sync_driven import (
     store,  # noqa: F401 - every store kind
 )
 from tests.ledger.conftest import redis_url  # noqa: F401 - a Redis server of the tests' own
+from tests.sdk_http import unpooled_openai_http
 
 
 class StreamOnTheLoop(AgentMiddleware):  # type: ignore[misc]
@@ -85,7 +86,7 @@ class InPool(AgentMiddleware):  # type: ignore[misc]
 
 
 def chat(api: MockProvider, **settings: Any) -> ChatOpenAI:
-    url = api.openai_base_url
+    url, settings = api.openai_base_url, {**unpooled_openai_http(), **settings}
     return ChatOpenAI(model="gpt-4o", base_url=url, api_key="test", max_retries=0, max_tokens=400, **settings)  # type: ignore[arg-type]
 
 

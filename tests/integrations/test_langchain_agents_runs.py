@@ -25,12 +25,14 @@ from budgetguard.integrations.langchain import BudgetCallbackHandler
 from budgetguard.integrations.langchain_agents import BudgetMiddleware
 from budgetguard.testing import MockProvider
 from tests.ledger.conftest import redis_url  # noqa: F401 - a Redis server of the tests' own
+from tests.sdk_http import unpooled_openai_http
 
 QUESTION = {"messages": [{"role": "user", "content": "What is the weather in Paris today?"}]}
 
 
 def chat(url: str, model: str = "gpt-4o") -> ChatOpenAI:
-    return ChatOpenAI(model=model, base_url=url, api_key="test", max_retries=0, max_tokens=400)  # type: ignore[arg-type]
+    http = unpooled_openai_http()
+    return ChatOpenAI(model=model, base_url=url, api_key="test", max_retries=0, max_tokens=400, **http)  # type: ignore[arg-type]
 
 
 def tracked() -> tuple[bg.Guard, list[bg.Event]]:

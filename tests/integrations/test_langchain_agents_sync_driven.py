@@ -28,6 +28,7 @@ from budgetguard.testing import MockProvider
 from tests import postgres_server
 from tests.ledger.conftest import redis_url  # noqa: F401 - a Redis server of the tests' own
 from tests.postgres_server import with_options
+from tests.sdk_http import unpooled_openai_http
 
 QUESTION = {"messages": [{"role": "user", "content": "What is the weather in Paris today?"}]}
 
@@ -89,7 +90,12 @@ class CloseOnLoop(AgentMiddleware):  # type: ignore[misc]
 
 def agent_on(api: MockProvider, guard: bg.Guard, sender: type[AgentMiddleware] = ToThread) -> Any:
     model = ChatOpenAI(
-        model="gpt-4o", base_url=api.openai_base_url, api_key="test", max_retries=0, max_tokens=400
+        model="gpt-4o",
+        base_url=api.openai_base_url,
+        api_key="test",
+        max_retries=0,
+        max_tokens=400,
+        **unpooled_openai_http(),
     )  # type: ignore[arg-type]
     return create_agent(model, [], middleware=[BudgetMiddleware(guard, user="t"), sender()])
 

@@ -18,11 +18,17 @@ from langchain_openai import ChatOpenAI
 import budgetguard as bg
 from budgetguard.integrations.langchain import BudgetCallbackHandler
 from budgetguard.testing import MockProvider
+from tests.sdk_http import unpooled_openai_http
 
 
 def chat(api: MockProvider) -> ChatOpenAI:
     return ChatOpenAI(
-        model="gpt-4o", base_url=api.openai_base_url, api_key="test", max_retries=0, max_tokens=100
+        model="gpt-4o",
+        base_url=api.openai_base_url,
+        api_key="test",
+        max_retries=0,
+        max_tokens=100,
+        **unpooled_openai_http(),
     )  # type: ignore[arg-type]
 
 

@@ -14,6 +14,7 @@ from langchain_openai import ChatOpenAI
 import budgetguard as bg
 from budgetguard.integrations.langchain import BudgetCallbackHandler, get_budget_callback
 from budgetguard.testing import MockProvider, count_input
+from tests.sdk_http import unpooled_openai_http
 
 PROMPT = [SystemMessage("You answer in one sentence."), HumanMessage("Why do budgets need reservations?")]
 
@@ -38,7 +39,8 @@ def fresh(mock: MockProvider) -> MockProvider:
 
 
 def chat(mock: MockProvider, **kw: Any) -> ChatOpenAI:
-    settings: dict[str, Any] = {"model": "gpt-4o-mini", "max_tokens": 40, "max_retries": 0, **kw}
+    http = unpooled_openai_http()
+    settings: dict[str, Any] = {"model": "gpt-4o-mini", "max_tokens": 40, "max_retries": 0, **http, **kw}
     return ChatOpenAI(base_url=mock.openai_base_url, api_key="mock-key", **settings)  # type: ignore[arg-type]
 
 
