@@ -107,6 +107,67 @@ class _Bounded(_Base):
         if sock.gettimeout() != wait:
             sock.settimeout(wait)
 
+    def round_trip(self, data: bytes) -> Any:
+        """Send ``data`` (one command's bytes) and read its reply (a reply error returned, not raised),
+        as ``send_packed_command`` and ``read_response`` would, each step bounded by the deadline. When
+        redis-py would only pass the bytes to the socket and the socket's to hiredis's reader (its
+        hiredis parser, no health checks: ``open_ledger``'s connections), that is done here
+        without its layers (~20k instructions a call, benchmarks/README.md session 14): a socket's
+        timeout is a ``TimeoutError``, its other errors and a closed connection a ``ConnectionError``,
+        and any failure drops the connection (a reply may be on its way), as redis-py does."""
+        parser: Any = self._parser  # type: ignore[attr-defined, unused-ignore]
+        reader = parser._reader if type(parser) is _HIREDIS else None
+        if reader is None or self.health_check_interval:  # type: ignore[attr-defined, unused-ignore]
+            self.send_packed_command([data])
+            try:
+                return self.read_response()
+            except redis.exceptions.ResponseError as error:
+                return error
+        sock: Any = self._sock
+        buffer = parser._buffer
+        try:
+            self._bound()
+            sock.sendall(data)
+            push = getattr(parser, "_hiredis_PushNotificationType", None)  # (RESP3)
+            reply = reader.gets()
+            while True:
+                while reply is _EMPTY:
+                    self._bound()
+                    read = sock.recv_into(buffer)
+                    if not read:
+                        raise redis.exceptions.ConnectionError(_CLOSED)
+                    reader.feed(buffer, 0, read)
+                    reply = reader.gets()
+                if push is None or not isinstance(reply, push):
+                    break
+                parser.handle_push_response(reply)  # (as redis-py: then the reply it came before)
+                reply = reader.gets()
+            if isinstance(reply, redis.exceptions.ConnectionError):  # (-LOADING: retried)
+                raise reply
+        except TimeoutError as exc:  # (socket.timeout; redis-py's own TimeoutError is no OSError)
+            self.disconnect()  # type: ignore[no-untyped-call, unused-ignore]
+            raise redis.exceptions.TimeoutError(f"Timeout talking to {self._host_error()}") from exc  # type: ignore[no-untyped-call, unused-ignore]
+        except OSError as exc:
+            self.disconnect()  # type: ignore[no-untyped-call, unused-ignore]
+            raise redis.exceptions.ConnectionError(
+                f"Error while talking to {self._host_error()}: {exc.args}"  # type: ignore[no-untyped-call, unused-ignore]
+            ) from exc
+        except BaseException:
+            self.disconnect()  # type: ignore[no-untyped-call, unused-ignore]
+            raise
+        return reply
+
+
+_hiredis: Any
+try:
+    from redis._parsers import hiredis as _hiredis
+except ImportError:  # (redis-py before 5: no direct round trips)
+    _hiredis = None
+_HIREDIS = getattr(_hiredis, "_HiredisParser", None)
+_EMPTY = getattr(_hiredis, "NOT_ENOUGH_DATA", False)
+"""What its reader's ``gets()`` returns until a whole reply is in (redis-py 5: ``False``)."""
+_CLOSED = "Connection closed by server."  # (redis-py's words)
+
 
 class Connection(_Bounded, redis.connection.Connection):
     pass
