@@ -115,20 +115,22 @@ class _Bounded(_Base):
         without its layers (~20k instructions a call, benchmarks/README.md session 14): a socket's
         timeout is a ``TimeoutError``, its other errors and a closed connection a ``ConnectionError``,
         and any failure drops the connection (a reply may be on its way), as redis-py does."""
-        parser: Any = self._parser  # type: ignore[attr-defined, unused-ignore]
-        reader = parser._reader if type(parser) is _HIREDIS else None
-        if reader is None or self.health_check_interval:  # type: ignore[attr-defined, unused-ignore]
+        parser: Any = getattr(self, _PARSER, None)
+        reader: Any = getattr(parser, _READER, None) if type(parser) is _HIREDIS else None
+        fit = self._fit
+        if fit is None or fit[0] is not reader:
+            fit = None if reader is None else self._check(parser, reader)
+        if fit is None or self.health_check_interval:  # type: ignore[attr-defined, unused-ignore]
             self.send_packed_command([data])
             try:
                 return self.read_response()
             except redis.exceptions.ResponseError as error:
                 return error
         sock: Any = self._sock
-        buffer = parser._buffer
+        buffer, push = fit[1], fit[2]
         try:
             self._bound()
             sock.sendall(data)
-            push = getattr(parser, "_hiredis_PushNotificationType", None)  # (RESP3)
             reply = reader.gets()
             while True:
                 while reply is _EMPTY:
@@ -157,6 +159,34 @@ class _Bounded(_Base):
             raise
         return reply
 
+    _fit: tuple[Any, Any, Any] | None = None
+    """The reader ``round_trip`` found fit (a new one each connect), its parser's buffer and push type."""
+
+    def _check(self, parser: Any, reader: Any) -> tuple[Any, Any, Any] | None:
+        """``round_trip``'s capability check, once a connect (at its first round trip): redis-py's
+        internals it uses are there as it knows them (``_hiredis_PushNotificationType`` if hiredis can
+        make pushes; a reader with no reply in, whose ``gets()`` answers the module's "not enough data"),
+        else ``None``: redis-py's own path, however its internals were renamed or changed."""
+        try:
+            import hiredis
+
+            buffer = getattr(parser, _BUFFER)
+            pushes = hasattr(hiredis, "PushNotification")  # (hiredis 3.2+; redis-py 5's parser: none)
+            push = getattr(parser, _PUSH) if pushes else getattr(parser, _PUSH, None)
+            if not (
+                type(buffer) is bytearray
+                and len(buffer)
+                and callable(getattr(self, _HOST_ERROR))
+                and (push is None or callable(parser.handle_push_response))
+                and not reader.has_data()
+                and reader.gets() is _EMPTY
+            ):
+                return None
+        except Exception:  # (an attribute gone: redis-py's or hiredis's internals changed)
+            return None
+        self._fit = (reader, buffer, push)
+        return self._fit
+
 
 _hiredis: Any
 try:
@@ -167,6 +197,9 @@ _HIREDIS = getattr(_hiredis, "_HiredisParser", None)
 _EMPTY = getattr(_hiredis, "NOT_ENOUGH_DATA", False)
 """What its reader's ``gets()`` returns until a whole reply is in (redis-py 5: ``False``)."""
 _CLOSED = "Connection closed by server."  # (redis-py's words)
+_PARSER, _READER, _BUFFER, _PUSH = "_parser", "_reader", "_buffer", "_hiredis_PushNotificationType"
+_HOST_ERROR = "_host_error"
+"""The private names of redis-py's connection and hiredis parser that ``round_trip`` uses (``_check``)."""
 
 
 class Connection(_Bounded, redis.connection.Connection):

@@ -137,3 +137,31 @@ def test_a_loading_reply_is_a_connection_error_and_retried(redis_url: str, names
     finally:
         front.close()
     assert front.loading_sent == 1
+
+
+def test_a_reader_whose_no_reply_yet_is_not_the_known_one_keeps_redis_pys_path(
+    redis_url: str, namespace: str, redis_py_calls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # as if redis-py renamed or replaced its parser's "not enough data" sentinel: the reader's answer
+    # before a reply is whole is no longer the one ``round_trip`` waits on (read straight, it would
+    # pass that answer on as the script's reply)
+    monkeypatch.setattr(deadline_module, "_EMPTY", object())
+    assert _pairs(f"{redis_url}?namespace={namespace}", 3) == [700, 1_400, 2_100]
+    calls = redis_py_calls
+    assert calls.count("send_packed_command") >= 6 and calls.count("read_response") >= 6
+
+
+@pytest.mark.parametrize("name", ["_PARSER", "_READER", "_BUFFER", "_PUSH", "_HOST_ERROR"])
+def test_a_redis_py_internal_gone_keeps_redis_pys_path(
+    redis_url: str, namespace: str, redis_py_calls: list[str], monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    # as if redis-py renamed the private attribute: ``round_trip`` finds it missing at its first call
+    # on a connection and goes on through redis-py's own methods, not an AttributeError mid-call
+    monkeypatch.setattr(deadline_module, name, getattr(deadline_module, name) + "_renamed")
+    import hiredis
+
+    if name == "_PUSH" and not hasattr(hiredis, "PushNotification"):
+        pytest.skip("hiredis before 3.2 makes no push objects: redis-py's parser has no push type to find")
+    assert _pairs(f"{redis_url}?namespace={namespace}", 3) == [700, 1_400, 2_100]
+    calls = redis_py_calls
+    assert calls.count("send_packed_command") >= 6 and calls.count("read_response") >= 6
