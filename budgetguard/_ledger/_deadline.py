@@ -115,19 +115,17 @@ class _Bounded(_Base):
         without its layers (~20k instructions a call, benchmarks/README.md session 14): a socket's
         timeout is a ``TimeoutError``, its other errors and a closed connection a ``ConnectionError``,
         and any failure drops the connection (a reply may be on its way), as redis-py does."""
-        parser: Any = getattr(self, _PARSER, None)
-        reader: Any = getattr(parser, _READER, None) if type(parser) is _HIREDIS else None
+        sock: Any = self._sock
         fit = self._fit
-        if fit is None or fit[0] is not reader:
-            fit = None if reader is None else self._check(parser, reader)
+        if fit is None or fit[0] is not sock:
+            fit = self._check(sock)
         if fit is None or self.health_check_interval:  # type: ignore[attr-defined, unused-ignore]
             self.send_packed_command([data])
             try:
                 return self.read_response()
             except redis.exceptions.ResponseError as error:
                 return error
-        sock: Any = self._sock
-        buffer, push = fit[1], fit[2]
+        _, parser, reader, buffer, push = fit
         try:
             self._bound()
             sock.sendall(data)
@@ -159,22 +157,28 @@ class _Bounded(_Base):
             raise
         return reply
 
-    _fit: tuple[Any, Any, Any] | None = None
-    """The reader ``round_trip`` found fit (a new one each connect), its parser's buffer and push type."""
+    _fit: tuple[Any, Any, Any, Any, Any] | None = None
+    """What ``round_trip`` found fit on this connection: its socket (a new one each connect), the parser,
+    its reader, buffer and push type."""
 
-    def _check(self, parser: Any, reader: Any) -> tuple[Any, Any, Any] | None:
+    def _check(self, sock: Any) -> tuple[Any, Any, Any, Any, Any] | None:
         """``round_trip``'s capability check, once a connect (at its first round trip): redis-py's
-        internals it uses are there as it knows them (``_hiredis_PushNotificationType`` if hiredis can
-        make pushes; a reader with no reply in, whose ``gets()`` answers the module's "not enough data"),
-        else ``None``: redis-py's own path, however its internals were renamed or changed."""
+        internals it uses are there as it knows them (a hiredis parser and its reader, buffer, and
+        ``_hiredis_PushNotificationType`` if hiredis can make pushes; a reader with no reply in whose
+        ``gets()`` answers the module's "not enough data"), else ``None``: redis-py's own path,
+        however its internals were renamed or changed."""
         try:
             import hiredis
 
-            buffer = getattr(parser, _BUFFER)
+            parser = getattr(self, _PARSER)
+            if sock is None or type(parser) is not _HIREDIS:
+                return None
+            reader, buffer = getattr(parser, _READER), getattr(parser, _BUFFER)
             pushes = hasattr(hiredis, "PushNotification")  # (hiredis 3.2+; redis-py 5's parser: none)
             push = getattr(parser, _PUSH) if pushes else getattr(parser, _PUSH, None)
             if not (
-                type(buffer) is bytearray
+                reader is not None
+                and type(buffer) is bytearray
                 and len(buffer)
                 and callable(getattr(self, _HOST_ERROR))
                 and (push is None or callable(parser.handle_push_response))
@@ -184,7 +188,7 @@ class _Bounded(_Base):
                 return None
         except Exception:  # (an attribute gone: redis-py's or hiredis's internals changed)
             return None
-        self._fit = (reader, buffer, push)
+        self._fit = (sock, parser, reader, buffer, push)
         return self._fit
 
 
