@@ -165,3 +165,56 @@ def test_a_redis_py_internal_gone_keeps_redis_pys_path(
     assert _pairs(f"{redis_url}?namespace={namespace}", 3) == [700, 1_400, 2_100]
     calls = redis_py_calls
     assert calls.count("send_packed_command") >= 6 and calls.count("read_response") >= 6
+
+
+class _PushFirst(_LoadingOnce):
+    """A TCP front of a Redis server that puts a RESP3 push (an ``invalidate``, as client-side caching
+    or a maintenance notice may send unasked) before the reply to each script call; all else relayed."""
+
+    PUSH = b">2\r\n$10\r\ninvalidate\r\n*1\r\n$3\r\nkey\r\n"
+
+    def _relay(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if from_client and b"EVALSHA" in data:
+                    self.loading_sent += 1  # (here: script calls that a push will come before)
+                elif not from_client and self.loading_sent:
+                    self.loading_sent -= 1
+                    data = self.PUSH + data
+                sink.sendall(data)
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def test_a_push_before_a_reply_goes_to_redis_pys_handler_and_the_reply_is_read(
+    redis_url: str, namespace: str, redis_py_calls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hiredis
+    from redis._parsers import hiredis as parser_module
+
+    if not hasattr(hiredis, "PushNotification"):
+        pytest.skip("hiredis before 3.2 makes no push objects (redis-py 5 reads a push as the reply)")
+    handled: list[Any] = []
+    handle = parser_module._HiredisParser.handle_push_response
+
+    def counted(self: Any, response: Any, **kwargs: Any) -> Any:
+        handled.append(response)
+        return handle(self, response, **kwargs)
+
+    monkeypatch.setattr(parser_module._HiredisParser, "handle_push_response", counted)
+    parts = urlsplit(redis_url)
+    assert parts.hostname is not None and parts.port is not None
+    front = _PushFirst(parts.hostname, parts.port)
+    url = f"redis://127.0.0.1:{front.port}/{parts.path.lstrip('/') or '0'}?protocol=3&namespace={namespace}"
+    try:
+        with open_ledger(url) as store:
+            store.commit(store.reserve([Hold(COUNTER, 1_000)]), {"usd": 700})  # (connects, loads)
+            before, pushes = len(redis_py_calls), len(handled)
+            for _ in range(3):
+                outcome = store.commit(store.reserve([Hold(COUNTER, 1_000)]), {"usd": 700})
+            assert outcome.spent == (4 * 700,)
+            assert len(redis_py_calls) == before  # read by round_trip, not redis-py's methods
+            assert [push[0] for push in handled[pushes:]] == ["invalidate"] * 6  # one before each reply
+    finally:
+        front.close()
