@@ -118,8 +118,8 @@ class _Bounded(_Base):
         sock: Any = self._sock
         fit = self._fit
         if fit is None or fit[0] is not sock:
-            fit = self._check(sock)
-        if fit is None or self.health_check_interval:  # type: ignore[attr-defined, unused-ignore]
+            fit = self._fit = self._check(sock)
+        if fit[1] is None or self.health_check_interval:  # type: ignore[attr-defined, unused-ignore]
             self.send_packed_command([data])
             try:
                 return self.read_response()
@@ -158,38 +158,39 @@ class _Bounded(_Base):
         return reply
 
     _fit: tuple[Any, Any, Any, Any, Any] | None = None
-    """What ``round_trip`` found fit on this connection: its socket (a new one each connect), the parser,
-    its reader, buffer and push type."""
+    """What ``round_trip`` found on this connection (``_check``): its socket (a new one each connect),
+    then the parser, its reader, buffer and push type, or ``None``s (redis-py's own path)."""
 
-    def _check(self, sock: Any) -> tuple[Any, Any, Any, Any, Any] | None:
+    def _check(self, sock: Any) -> tuple[Any, Any, Any, Any, Any]:
         """``round_trip``'s capability check, once a connect (at its first round trip): redis-py's
         internals it uses are there as it knows them (a hiredis parser and its reader, buffer, and
         ``_hiredis_PushNotificationType`` if hiredis can make pushes; a reader with no reply in whose
-        ``gets()`` answers the module's "not enough data"), else ``None``: redis-py's own path,
-        however its internals were renamed or changed."""
+        ``gets()`` answers the module's "not enough data"), else ``None``s: redis-py's own path for
+        this connection, however its internals were renamed or changed."""
+        unfit = (sock, None, None, None, None)
         try:
             import hiredis
 
             parser = getattr(self, _PARSER)
             if sock is None or type(parser) is not _HIREDIS:
-                return None
+                return unfit
             reader, buffer = getattr(parser, _READER), getattr(parser, _BUFFER)
-            pushes = hasattr(hiredis, "PushNotification")  # (hiredis 3.2+; redis-py 5's parser: none)
-            push = getattr(parser, _PUSH) if pushes else getattr(parser, _PUSH, None)
+            made = getattr(hiredis, "PushNotification", None)  # (hiredis 3.2+; redis-py 5's parser: none)
+            push = getattr(parser, _PUSH, None)
             if not (
                 reader is not None
                 and type(buffer) is bytearray
                 and len(buffer)
                 and callable(getattr(self, _HOST_ERROR))
+                and push is made  # (redis-py hands hiredis's pushes to its handler, or neither has any)
                 and (push is None or callable(parser.handle_push_response))
                 and not reader.has_data()
                 and reader.gets() is _EMPTY
             ):
-                return None
+                return unfit
         except Exception:  # (an attribute gone: redis-py's or hiredis's internals changed)
-            return None
-        self._fit = (sock, parser, reader, buffer, push)
-        return self._fit
+            return unfit
+        return (sock, parser, reader, buffer, push)
 
 
 _hiredis: Any
