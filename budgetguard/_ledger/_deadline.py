@@ -111,7 +111,8 @@ class _Bounded(_Base):
         """Send ``data`` (one command's bytes) and read its reply (a reply error returned, not raised),
         as ``send_packed_command`` and ``read_response`` would, each step bounded by the deadline. When
         redis-py would only pass the bytes to the socket and the socket's to hiredis's reader (its
-        hiredis parser, no health checks: ``open_ledger``'s connections), that is done here
+        hiredis parser, no health checks: ``open_ledger``'s connections; its private parts found as
+        known, ``_check``, once a connect), that is done here
         without its layers (~20k instructions a call, benchmarks/README.md session 14): a socket's
         timeout is a ``TimeoutError``, its other errors and a closed connection a ``ConnectionError``,
         and any failure drops the connection (a reply may be on its way), as redis-py does."""
