@@ -19,7 +19,7 @@ from budgetguard._budgets import Period, Scope, Unit
 from budgetguard._errors import BudgetExceededError
 from budgetguard._ledger import CounterSpec, Hold, open_ledger
 from budgetguard._ledger._expiry import RECORD_RETENTION_MS, window_at
-from budgetguard._ledger._redis_batch import _bulk, _bulks
+from budgetguard._ledger._redis_pack import _bulk, _bulks
 from budgetguard._ledger._redis_wire import amounts_json, scopes_json
 from budgetguard._ledger._types import HeldCounter, Reservation
 

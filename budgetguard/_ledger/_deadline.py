@@ -107,6 +107,106 @@ class _Bounded(_Base):
         if sock.gettimeout() != wait:
             sock.settimeout(wait)
 
+    def round_trip(self, data: bytes) -> Any:
+        """Send ``data`` (one command's bytes) and read its reply (a reply error returned, not raised),
+        as ``send_packed_command`` and ``read_response`` would, each step bounded by the deadline. When
+        redis-py would only pass the bytes to the socket and the socket's to hiredis's reader (its
+        hiredis parser, no health checks: ``open_ledger``'s connections; its private parts found as
+        known, ``_check``, once a connect), that is done here
+        without its layers (~20k instructions a call, benchmarks/README.md session 14): a socket's
+        timeout is a ``TimeoutError``, its other errors and a closed connection a ``ConnectionError``,
+        and any failure drops the connection (a reply may be on its way), as redis-py does."""
+        sock: Any = self._sock
+        fit = self._fit
+        if fit is None or fit[0] is not sock:
+            fit = self._fit = self._check(sock)
+        if fit[1] is None or self.health_check_interval:  # type: ignore[attr-defined, unused-ignore]
+            self.send_packed_command([data])
+            try:
+                return self.read_response()
+            except redis.exceptions.ResponseError as error:
+                return error
+        _, parser, reader, buffer, push = fit
+        try:
+            self._bound()
+            sock.sendall(data)
+            reply = reader.gets()
+            while True:
+                while reply is _EMPTY:
+                    self._bound()
+                    read = sock.recv_into(buffer)
+                    if not read:
+                        raise redis.exceptions.ConnectionError(_CLOSED)
+                    reader.feed(buffer, 0, read)
+                    reply = reader.gets()
+                if push is None or not isinstance(reply, push):
+                    break
+                parser.handle_push_response(reply)  # (as redis-py: then the reply it came before)
+                reply = reader.gets()
+            if isinstance(reply, redis.exceptions.ConnectionError):  # (-LOADING: retried)
+                raise reply
+        except TimeoutError as exc:  # (socket.timeout; redis-py's own TimeoutError is no OSError)
+            self.disconnect()  # type: ignore[no-untyped-call, unused-ignore]
+            raise redis.exceptions.TimeoutError(f"Timeout talking to {self._host_error()}") from exc  # type: ignore[no-untyped-call, unused-ignore]
+        except OSError as exc:
+            self.disconnect()  # type: ignore[no-untyped-call, unused-ignore]
+            raise redis.exceptions.ConnectionError(
+                f"Error while talking to {self._host_error()}: {exc.args}"  # type: ignore[no-untyped-call, unused-ignore]
+            ) from exc
+        except BaseException:
+            self.disconnect()  # type: ignore[no-untyped-call, unused-ignore]
+            raise
+        return reply
+
+    _fit: tuple[Any, Any, Any, Any, Any] | None = None
+    """What ``round_trip`` found on this connection (``_check``): its socket (a new one each connect),
+    then the parser, its reader, buffer and push type, or ``None``s (redis-py's own path)."""
+
+    def _check(self, sock: Any) -> tuple[Any, Any, Any, Any, Any]:
+        """``round_trip``'s capability check, once a connect (at its first round trip): redis-py's
+        internals it uses are there as it knows them (a hiredis parser and its reader, buffer, and
+        ``_hiredis_PushNotificationType`` if hiredis can make pushes; a reader with no reply in whose
+        ``gets()`` answers the module's "not enough data"), else ``None``s: redis-py's own path for
+        this connection, however its internals were renamed or changed."""
+        unfit = (sock, None, None, None, None)
+        try:
+            import hiredis
+
+            parser = getattr(self, _PARSER)
+            if sock is None or type(parser) is not _HIREDIS:
+                return unfit
+            reader, buffer = getattr(parser, _READER), getattr(parser, _BUFFER)
+            made = getattr(hiredis, "PushNotification", None)  # (hiredis 3.2+; redis-py 5's parser: none)
+            push = getattr(parser, _PUSH, None)
+            if not (
+                reader is not None
+                and type(buffer) is bytearray
+                and len(buffer)
+                and callable(getattr(self, _HOST_ERROR))
+                and push is made  # (redis-py hands hiredis's pushes to its handler, or neither has any)
+                and (push is None or callable(parser.handle_push_response))
+                and not reader.has_data()
+                and reader.gets() is _EMPTY
+            ):
+                return unfit
+        except Exception:  # (an attribute gone: redis-py's or hiredis's internals changed)
+            return unfit
+        return (sock, parser, reader, buffer, push)
+
+
+_hiredis: Any
+try:
+    from redis._parsers import hiredis as _hiredis
+except ImportError:  # (redis-py before 5: no direct round trips)
+    _hiredis = None
+_HIREDIS = getattr(_hiredis, "_HiredisParser", None)
+_EMPTY = getattr(_hiredis, "NOT_ENOUGH_DATA", False)
+"""What its reader's ``gets()`` returns until a whole reply is in (redis-py 5: ``False``)."""
+_CLOSED = "Connection closed by server."  # (redis-py's words)
+_PARSER, _READER, _BUFFER, _PUSH = "_parser", "_reader", "_buffer", "_hiredis_PushNotificationType"
+_HOST_ERROR = "_host_error"
+"""The private names of redis-py's connection and hiredis parser that ``round_trip`` uses (``_check``)."""
+
 
 class Connection(_Bounded, redis.connection.Connection):
     pass

@@ -33,8 +33,9 @@ from ._base import AsyncLedger, JournalQuery, Ledger, ReservationRef, Store
 from ._deadline import DEADLINE, Deadlines, LoopDeadlines, Wait, leave
 from ._meta import USAGE
 from ._redis_admin import adjust, get_limit, raise_limit, set_limits
-from ._redis_batch import AsyncBatcher, Batcher, Packer
+from ._redis_batch import AsyncBatcher, Batcher
 from ._redis_flows import Call, Flow, Flows
+from ._redis_pack import Packer
 from ._redis_wire import JOURNAL_MAXLEN, SCRIPTS, XRANGE_BATCH, meta_json
 from ._types import Amounts, CounterSpec, JournalData, check_amount
 

@@ -1,5 +1,5 @@
-"""Group commit for the Redis stores: a script call's RESP bytes, and the held connections that carry
-the script calls of many concurrent callers in shared round trips.
+"""Group commit for the Redis stores: the held connections that carry the script calls of many
+concurrent callers in shared round trips (their RESP bytes: ``_redis_pack``).
 
 A caller that finds a lane free (``LANES`` round trips may be in flight, each on its own held
 connection) leads at once (no timer: an uncontended call pays nothing); callers that arrive while the
@@ -16,7 +16,8 @@ batch script: its leader, on the same connection).
 
 The held connections are made by the client's pool once (its connection class: ``_deadline.py`` bounds
 their waits by the current deadline, which a leader sets to the latest of its batch's); a forked
-child, or another event loop, makes fresh ones.
+child, or another event loop, makes fresh ones. A lone call on ``open_ledger``'s connections goes
+straight on the socket (``_deadline.Connection.round_trip``), its first attempt outside the ``Retry``.
 """
 
 from __future__ import annotations
@@ -27,14 +28,16 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import redis.exceptions as rex
 
-from ._deadline import DEADLINE, DeadlineExceeded
-from ._redis_flows import Call
+from ._deadline import CONNECTIONS, DEADLINE, DeadlineExceeded
+from ._redis_pack import BATCHED, Packed, Packer
 
-__all__ = ["BATCHED", "LANES", "MAX_BATCH", "AsyncBatcher", "Batcher", "Packed", "Packer"]
+__all__ = ["LANES", "MAX_BATCH", "AsyncBatcher", "Batcher"]
 
 LANES = 1
 """Round trips in flight at once per store, each on its own held connection. More lanes let client and
@@ -47,113 +50,8 @@ runs its operations without a break (a pipeline's commands gave way to other cli
 the server read), so a crowd of callers holds the server for ~64 operations at a time at most."""
 
 
-BATCHED = frozenset(("reserve", "commit", "release", "reserve_fast", "commit_fast"))
-"""The operations ``lua/batch.lua`` runs: several queued ones go as one call."""
-
-Packed = tuple[str, int, int, bytes, bytes]
-"""A script call, encoded: op, number of keys, number of args, its keys as RESP bulk strings, its args
-as RESP bulk strings (a lone call sends ``EVALSHA`` with both; a batch puts every call's keys first)."""
-
-_CRLF = b"\r\n"
-_LENGTHS = tuple(b"$%d\r\n" % n for n in range(1024))
-"""A bulk string's header by its length (``bytes % ...`` costs ~1.2k instructions; an index, ~30)."""
-
-
-KNOWN = 4096
-"""Items whose RESP bulk string a ``Packer`` keeps (then it starts again): key names, counters' packed
-arguments, JSON that repeats from call to call; an id or a key that holds one is made once and
-dropped with the rest. An item whose bulk string is over ``KEPT_LENGTH`` bytes (meta JSON: no cap) is not."""
-KEPT_LENGTH = 256
-
-
-def _bulks(items: tuple[str | int, ...], encoding: str, known: dict[str | int, bytes]) -> bytes:
-    """``items`` as RESP bulk strings, one after the other (each made once while ``known`` keeps it)."""
-    out: list[bytes] = []
-    append = out.append
-    for item in items:
-        bulk = known.get(item)
-        if bulk is None:
-            bulk = _encoded(item, encoding)
-            # (not a bool nor a subclass: they may equal another item; a long one, e.g. meta, seldom repeats)
-            if type(item) is int or (type(item) is str and len(bulk) <= KEPT_LENGTH):
-                if len(known) >= KNOWN:
-                    known.clear()
-                known[item] = bulk
-        append(bulk)
-    return b"".join(out)
-
-
-def _bulk(value: bytes) -> bytes:
-    return b"$%d\r\n%b\r\n" % (len(value), value)
-
-
-def _encoded(item: str | int, encoding: str) -> bytes:
-    """One item as a RESP bulk string (a str subclass as a str, anything else as an integer)."""
-    data = item.encode(encoding) if isinstance(item, str) else b"%d" % item
-    size = len(data)
-    return (_LENGTHS[size] if size < 1024 else b"$%d\r\n" % size) + data + _CRLF
-
-
-class Packer:
-    """The RESP bytes of ``EVALSHA <sha> <numkeys> keys... args...``, the fixed head encoded once; of
-    several reserves, commits and releases as one ``EVALSHA`` of the batch script; of its load."""
-
-    def __init__(self, shas: dict[str, str], encoding: str = "utf-8", batch_text: str = "") -> None:
-        self._shas = {op: _bulk(b"EVALSHA") + _bulk(sha.encode()) for op, sha in shas.items()}
-        self._heads: dict[tuple[str, int, int], bytes] = {}
-        self._ops: dict[tuple[str, int, int], bytes] = {}  # a batch's '<op> <nkeys> <nargs>' argument
-        self._encoding = encoding
-        self._known: dict[str | int, bytes] = {}
-        self.load_batch = b"*3\r\n" + _bulk(b"SCRIPT") + _bulk(b"LOAD") + _bulk(batch_text.encode())
-        """``SCRIPT LOAD`` of the batch script, for its NOSCRIPT."""
-
-    def __call__(self, call: Call) -> Packed:
-        keys, args = call.keys, call.args
-        encoding, known = self._encoding, self._known
-        return call.op, len(keys), len(args), _bulks(keys, encoding, known), _bulks(args, encoding, known)
-
-    def command(self, packed: Packed) -> bytes:
-        """One call's own ``EVALSHA``."""
-        shape = packed[:3]
-        head = self._heads.get(shape)
-        if head is None:
-            head = self._heads[shape] = b"*%d\r\n%b%b" % (
-                3 + shape[1] + shape[2], self._shas[shape[0]], _bulk(b"%d" % shape[1]),
-            )  # fmt: skip
-        return head + packed[3] + packed[4]
-
-    def batch(self, items: list[Packed]) -> bytes:
-        """One ``EVALSHA`` of ``lua/batch.lua`` over ``items`` (ops in ``BATCHED``): every item's keys,
-        then per item ``'<op> <nkeys> <nargs>'`` and its args."""
-        nkeys = nargs = 0
-        out = [b""]
-        ops = self._ops
-        for item in items:
-            nkeys += item[1]
-            nargs += item[2]
-            out.append(item[3])
-        for item in items:
-            shape = item[:3]
-            op = ops.get(shape)
-            if op is None:
-                op = ops[shape] = _bulk(b"%s %d %d" % (shape[0].encode(), shape[1], shape[2]))
-            out.append(op)
-            out.append(item[4])
-        out[0] = b"*%d\r\n%b%b" % (3 + nkeys + len(items) + nargs, self._shas["batch"], _bulk(b"%d" % nkeys))
-        return b"".join(out)
-
-    def wire(self, items: list[Packed]) -> tuple[bytes, int]:
-        """The bytes of ``items`` in one write, and how many of them, at the end, go as one batch call
-        (0: each is its own command). The batch's reply comes last."""
-        if len(items) == 1:
-            return self.command(items[0]), 0
-        tail = 0
-        while tail < len(items) and items[len(items) - 1 - tail][0] in BATCHED:
-            tail += 1
-        if tail < 2:
-            return b"".join([self.command(p) for p in items]), 0
-        head = items[: len(items) - tail]
-        return b"".join([*(self.command(p) for p in head), self.batch(items[len(items) - tail :])]), tail
+_DIRECT = frozenset(CONNECTIONS.values())
+"""Connections with ``round_trip`` (``open_ledger``'s): one command's exchange straight on the socket."""
 
 
 def _order(batch: list[_Slot]) -> list[_Slot]:
@@ -297,9 +195,15 @@ class Batcher:
         loaded = False
         while True:
             try:
-                if self._retry is None:
+                try:
                     return self._submit(command)
-                return self._retry.call_with_retry(lambda: self._submit(command), _nothing)
+                except Exception as error:  # the retry's first failure: it goes on from there
+                    if self._retry is None:
+                        raise
+                    first = [error]
+                    return self._retry.call_with_retry(
+                        partial(_again, first, self._submit, command), _nothing
+                    )
             except _ConnectFailed as failed:
                 raise failed.error from None
             except rex.NoScriptError:
@@ -408,6 +312,9 @@ class Batcher:
                     conn.connect()
                 except (rex.ConnectionError, rex.TimeoutError) as exc:
                     raise _ConnectFailed(exc) from None
+            if len(commands) == 1 and type(conn) in _DIRECT:
+                replies.append(conn.round_trip(data))  # (_deadline: straight on the socket)
+                return
             conn.send_packed_command([data])
             for _ in range(len(commands) - grouped):
                 replies.append(_read(conn))
@@ -450,6 +357,14 @@ async def _aread(conn: Any) -> Any:
         return await conn.read_response()
     except rex.ResponseError as error:
         return error
+
+
+def _again(first: list[Exception], submit: Callable[[Packed], Any], command: Packed) -> Any:
+    """A retried call's attempt: the first one's failure again (its attempt was made outside redis-py's
+    ``Retry``, which saves an uncontended call its layers), then ``submit(command)`` anew."""
+    if first:
+        raise first.pop()
+    return submit(command)
 
 
 def _nothing(error: Exception) -> None:

@@ -1,8 +1,8 @@
-"""The Redis batcher's RESP bytes (``_redis_batch.Packer``) against a plain encoder written here."""
+"""The Redis batcher's RESP bytes (``_redis_pack.Packer``) against a plain encoder written here."""
 
 from __future__ import annotations
 
-from budgetguard._ledger._redis_batch import KEPT_LENGTH, KNOWN, Packer
+from budgetguard._ledger._redis_pack import KEPT_LENGTH, KNOWN, Packer
 from budgetguard._ledger._redis_wire import Call
 
 SHAS = {"reserve": "a" * 40, "commit": "b" * 40, "release": "c" * 40, "batch": "d" * 40, "status": "e" * 40}
