@@ -81,6 +81,13 @@ class _RedisBase(Store):
             "(?deadline= in the ledger URL)"
         )
 
+    def _past(self, exc: Exception, now: float, end: float) -> Exception:
+        """``exc`` as the store raises it: a backend error that ends an operation once its deadline
+        (``end``) has passed is the deadline's, whichever of the client's timeout and the deadline fired
+        first (on a stalled host both can be due at once)."""
+        wrapped = _wrap_error(exc)
+        return self._late() if isinstance(wrapped, LedgerError) and now >= end else wrapped
+
     def _run(self, flow: Flow, *, each_call: bool = False) -> Any:
         """Perform ``flow``'s calls (``RedisLedger``: the result; ``AsyncRedisLedger``: an awaitable)."""
         raise NotImplementedError
@@ -192,9 +199,9 @@ class RedisLedger(_RedisBase, Ledger):
                 DEADLINE.reset(token)
 
     def _wrapped(self, exc: Exception, end: float) -> Exception:
-        wrapped = _wrap_error(exc)
-        if isinstance(wrapped, LedgerError) and time.monotonic() >= end:  # the deadline cut it short
-            wrapped = self._late()
+        now = time.monotonic()
+        wrapped = self._past(exc, now, end)
+        if now >= end and isinstance(wrapped, LedgerError):  # the deadline cut it short
             self._stale_nodes = hasattr(self.client, "nodes_manager")
         return wrapped
 
@@ -219,6 +226,7 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
         shared ``Deadlines`` (``_deadline.py``)."""
         loop = asyncio.get_running_loop()
         deadlines: Deadlines | None = None
+        end = math.inf
         if self.deadline is not None:
             seconds = self.deadline
             current = asyncio.current_task(loop)
@@ -247,7 +255,7 @@ class AsyncRedisLedger(_RedisBase, AsyncLedger):
                         raise self._late() from exc
                     if not isinstance(exc, Exception):
                         raise
-                    wrapped = _wrap_error(exc)
+                    wrapped = self._past(exc, loop.time(), end)
                     if wrapped is exc:
                         raise
                     raise wrapped from exc

@@ -7,6 +7,7 @@ import asyncio
 import os
 import secrets
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,7 +24,7 @@ from tests.redis_server import delete_namespace
 
 from .helpers import counter
 from .proxy import LossyProxy, SilentServer
-from .test_redis_faults import _HUNG, REDIS_DEFAULT_RETRY, _host_port, _ledger_via, _sha
+from .test_redis_faults import _DEADLINE, _HUNG, REDIS_DEFAULT_RETRY, _host_port, _ledger_via, _sha
 
 THREADS = 32
 PAIRS = 12
@@ -273,6 +274,28 @@ async def test_a_hung_server_fails_every_waiting_task_at_its_deadline() -> None:
                 for result in results:
                     assert isinstance(result, LedgerError), result
                     assert "deadline" in str(result)
+        finally:
+            await ledger.aclose()
+
+
+async def test_a_client_timeout_past_the_deadline_is_reported_as_the_deadline() -> None:
+    """On a stalled host the client's socket timeout and the operation's deadline can come due in one
+    turn of the loop, the client's handled first (a CI run under load: "Timeout reading from ..." where
+    the deadline was expected): an error that ends an operation past its deadline is the deadline's, as
+    in the sync store."""
+    with SilentServer() as silent:
+        ledger = open_async_ledger(f"{silent.url}?{_HUNG}")
+        assert isinstance(ledger, AsyncRedisLedger)
+
+        async def stalled(call: Call) -> Any:
+            time.sleep(_DEADLINE + 0.1)  # the loop held past the deadline, then the client's timeout
+            raise redis.TimeoutError("Timeout reading from socket")
+
+        ledger._send = stalled  # type: ignore[method-assign]
+        try:
+            with pytest.raises(LedgerError, match="deadline") as caught:
+                await ledger.reserve([Hold(counter(limit=1000), 1)], id="stalled")
+            assert isinstance(caught.value.__cause__, redis.TimeoutError)
         finally:
             await ledger.aclose()
 
