@@ -75,15 +75,24 @@ def request_from_run(
         if "tools" in request:  # (flat, as the Responses API takes them: a strict tool's flag counts)
             request["tools"] = [_flat_tool(tool) for tool in request["tools"]]
         request.update({"max_output_tokens": most} if most is not None else {})
-        keys: tuple[str, ...] = ("service_tier", "response_format", *_RESPONSES_ONLY)
     else:
         request["messages"] = openai_messages
         request.update({"max_completion_tokens": most} if most is not None else {})
-        keys = ("n", "service_tier", "response_format")
-    for key in keys:
-        if params.get(key) is not None:
-            request[key] = params[key]
+    for key, value in params.items():  # the rest of the request as sent (audio output, a conversation...)
+        if value is not None and key not in _WRITTEN and not key.startswith(("_", "ls_")):
+            request.setdefault(key, value)
     return request, provider
+
+
+_WRITTEN = frozenset(
+    ("model", "model_name", "messages", "input", "tools", "max_tokens", "max_completion_tokens",
+     "max_output_tokens", "stop", "stream")
+)  # fmt: skip
+"""Invocation params an OpenAI-shaped request does not take as they are: the ones ``request_from_run``
+writes in the wire shape itself, LangChain's own (and ``_type``, ``ls_*``). Every other one is a request
+key the chat model sends (langchain-openai's invocation params are its request's, ``model_kwargs``
+included), copied: the estimate reads what bills (``modalities`` / ``audio``, ``web_search_options``,
+``conversation``, ``prompt``, ``background``, ``extra_body``, ``n``, ``service_tier``...)."""
 
 
 _RESPONSES_ONLY = ("context_management", "include", "previous_response_id", "reasoning", "text", "truncation")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from .._errors import UsageError
 from .._estimate import Estimate
-from .._settle import input_only
-from .._tokens import count_text_tokens
+from .._settle import received
 from .._usage import Usage, with_tool_items
 
 try:
@@ -112,17 +111,27 @@ def read_usage(result: LLMResult | Usage) -> Usage:
     return result if isinstance(result, Usage) else usage_from_result(result)
 
 
-def partial_usage(response: LLMResult, est: Estimate) -> Usage | None:
-    """What a broken-off stream is charged: its usage if the usage chunk came, else the input
-    estimate plus the streamed text counted with tiktoken; ``None`` when nothing was received."""
-    texts = [g.text for generations in response.generations for g in generations if g.text]
-    if not texts:
+def partial_usage(response: LLMResult, est: Estimate, factor: Decimal) -> Usage | None:
+    """What a broken-off stream is charged: its usage if the usage chunk came, else what the guard
+    charges any stream that ended without it (``received``: the input estimate, the streamed text counted
+    with tiktoken, a hidden-reasoning model's or a speaking one's whole output bound); ``None`` when
+    nothing was received (no text, no thinking). ``factor``: the Claude safety factor of the model."""
+    generations = [g for listed in response.generations for g in listed]
+    texts = [g.text for g in generations if g.text]
+    thinking = any(_thought(getattr(g, "message", None)) for g in generations)
+    if not texts and not thinking:
         return None
     try:
         return usage_from_result(response)
     except UsageError:
-        streamed = count_text_tokens("".join(texts), est.model)
-        return dataclasses.replace(input_only(est), output_tokens=streamed)
+        return received(est, None, "".join(texts), est.model, thinking=thinking, factor=factor)[0]
+
+
+def _thought(message: Any) -> bool:
+    """Whether a message streamed a Claude thinking block (its content's ``thinking`` blocks)."""
+    content = getattr(message, "content", None)
+    blocks = content if isinstance(content, list) else ()
+    return any(isinstance(b, Mapping) and b.get("type") in ("thinking", "redacted_thinking") for b in blocks)
 
 
 def _from_usage_metadata(metadata: Mapping[str, Any]) -> Usage:

@@ -258,7 +258,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         if error is None:
             await run.commit(attempt, response)
             return
-        partial = partial_usage(response, est) if response is not None else None
+        factor = self.guard.estimator._factor(est.model)
+        partial = partial_usage(response, est, factor) if response is not None else None
         if partial is None:
             await run.fail(attempt, error)
         else:
