@@ -149,6 +149,22 @@ def test_a_langchain_run_on_server_side_input_reserves_it(guard: Guard, state: d
     assert reserved_usd(guard) >= charged_usd(guard)
 
 
+def test_a_langchain_run_with_extra_body_is_reserved_as_sent(guard: Guard) -> None:
+    """On main: ChatOpenAI's ``extra_body`` (which the SDK merges over the request) was dropped from the
+    run's request: ``extra_body={"n": 3}`` sent three 500-token choices on one choice's reservation,
+    $0.0050 reserved for a $0.0150 bill (gpt-4o: $2.50 / $10 per MTok)."""
+    body = chat_completion(
+        prompt_tokens=9, completion_tokens=1500, total_tokens=1509,
+        prompt_tokens_details={"cached_tokens": 0, "audio_tokens": 0},
+    )  # fmt: skip
+    body["choices"] = [{**copy.deepcopy(body["choices"][0]), "index": i} for i in range(3)]
+    api = serve(body)
+    run(guard, chat_openai(api, "gpt-4o", max_tokens=500, extra_body={"n": 3}))
+    assert api.requests[0]["n"] == 3
+    assert charged_usd(guard) == Decimal(nano((9, "2.5"), (1500, "10"))) / 10**9
+    assert reserved_usd(guard) >= charged_usd(guard)
+
+
 # -- LangChain: a broken stream is charged as the guard charges any ----------------------------------
 
 
