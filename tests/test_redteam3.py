@@ -198,6 +198,37 @@ def test_a_langchain_stream_of_a_hidden_reasoner_cut_off_is_charged_its_output_b
     assert langchain >= Decimal(nano((4000, "10"))) / 10**9
 
 
+def tool_call_stream() -> str:
+    """A gpt-4o chat stream that calls a tool, its arguments in three deltas (and no usage yet)."""
+    role, *_ = chat_chunks({"role": "assistant", "content": None}, "tool_calls")
+    third = len(ARGUMENTS) // 3 + 1
+    calls = [
+        {"index": 0, "id": "call_1", "type": "function", "function": {"name": "report", "arguments": ""}}
+    ]
+    calls += [
+        {"index": 0, "function": {"arguments": ARGUMENTS[at : at + third]}}
+        for at in range(0, len(ARGUMENTS), third)
+    ]
+    chunks = [role]
+    for call in calls:
+        chunks.append(copy.deepcopy(role))
+        chunks[-1]["choices"][0]["delta"] = {"tool_calls": [call]}
+    return openai_sse(chunks, done=False)
+
+
+def test_a_langchain_stream_cut_in_a_tool_call_is_charged_its_arguments(guard: Guard) -> None:
+    """On main: a LangChain stream cut while gpt-4o wrote a tool call's arguments (1,674 tokens) counted
+    the message text alone, none: the run was charged as a failed call, its input ($0.00009), where the
+    arguments bill $0.0167 ($10 / M); ``guard.wrap`` charges them (the ``tool_calls`` deltas)."""
+    api = serve(cut_stream(tool_call_stream(), after_events=5))
+    tools = [{"type": "function", "function": {"name": "report", "parameters": {"type": "object"}}}]
+    model = chat_openai(api, "gpt-4o", max_tokens=4000, stream_usage=True).bind_tools(tools)
+    with pytest.raises(OPENAI_STREAM_CUT):
+        run(guard, model, stream=True)  # type: ignore[arg-type]
+    written = Decimal(nano((count_text_tokens(ARGUMENTS, "gpt-4o"), "10"))) / 10**9
+    assert charged_usd(guard) >= written
+
+
 # -- streams that end without usage: what they streamed, charged ----------------------------------------
 
 ARGUMENTS = json.dumps(

@@ -113,11 +113,13 @@ def read_usage(result: LLMResult | Usage) -> Usage:
 
 def partial_usage(response: LLMResult, est: Estimate, factor: Decimal) -> Usage | None:
     """What a broken-off stream is charged: its usage if the usage chunk came, else what the guard
-    charges any stream that ended without it (``received``: the input estimate, the streamed text counted
-    with tiktoken, a hidden-reasoning model's or a speaking one's whole output bound); ``None`` when
-    nothing was received (no text, no thinking). ``factor``: the Claude safety factor of the model."""
+    charges any stream that ended without it (``received``: the input estimate, the streamed text and tool
+    call arguments counted with tiktoken, a hidden-reasoning model's or a speaking one's whole output
+    bound); ``None`` when nothing was received (no text, no arguments, no thinking). ``factor``: the
+    Claude safety factor of the model."""
     generations = [g for listed in response.generations for g in listed]
     texts = [g.text for g in generations if g.text]
+    texts += [args for g in generations for args in _arguments(getattr(g, "message", None))]
     thinking = any(_thought(getattr(g, "message", None)) for g in generations)
     if not texts and not thinking:
         return None
@@ -125,6 +127,13 @@ def partial_usage(response: LLMResult, est: Estimate, factor: Decimal) -> Usage 
         return usage_from_result(response)
     except UsageError:
         return received(est, None, "".join(texts), est.model, thinking=thinking, factor=factor)[0]
+
+
+def _arguments(message: Any) -> list[str]:
+    """The tool call arguments a streamed message wrote (its ``tool_call_chunks``, which its text leaves
+    out): output the model was billed for."""
+    chunks = getattr(message, "tool_call_chunks", None) or ()
+    return [args for chunk in chunks if isinstance(args := chunk.get("args"), str) and args]
 
 
 def _thought(message: Any) -> bool:
