@@ -168,19 +168,24 @@ class Settlement:
         served = served_flags(folder.tier, est, folder.model, guard.prices)
         if folder.complete and folder.usage is not None:
             return folder.usage, served
-        if folder.background:  # it runs on server-side to its end, billed whole: its worst case
-            flags = {"usage_missing": True, "background": True, **served}
+        # No final usage: bill what is known (``received``), and each server-side tool call it showed.
+        model = folder.model or est.model
+        factor, text = guard.estimator._factor(model), "".join(folder.text)
+        usage, flags = received(
+            est,
+            folder.usage,
+            text,
+            model,
+            thinking=folder.thinking,
+            factor=factor,
+            background=folder.background,
+        )
+        flags.update(served)
+        if folder.background:  # (it runs on server-side to its end, billed whole)
             if not self.ended:
                 flags["interrupted"] = True
             self.ctx.emit("usage_missing", reason="a background response runs on: charged its worst case")
-            return est.usage, flags
-        # No final usage: bill what is known (``received``), and each server-side tool call it showed.
-        model = folder.model or est.model
-        factor = guard.estimator._factor(model)
-        usage, flags = received(
-            est, folder.usage, "".join(folder.text), model, thinking=folder.thinking, factor=factor
-        )
-        flags.update(served)
+            return usage, flags
         usage = folder.with_tool_calls(usage)
         if est.fallbacks:  # which hop of a server-side fallback chain streamed is unknown: the dearest
             flags.pop("priced_as", None)

@@ -307,10 +307,19 @@ def input_only(est: Estimate) -> Usage:
 
 
 def received(
-    est: Estimate, base: Usage | None, text: str, model: str, *, thinking: bool, factor: Decimal
+    est: Estimate,
+    base: Usage | None,
+    text: str,
+    model: str,
+    *,
+    thinking: bool,
+    factor: Decimal,
+    background: bool = False,
 ) -> tuple[Usage, dict[str, Any]]:
     """What a stream that ended or broke off without its final usage is charged, and its journal flags.
 
+    A Responses API ``background`` response runs on server-side to its end, billed whole: its reserved
+    worst case. Otherwise:
     Input: the provider's count if it sent one (``base``: Anthropic's ``message_start``), else the
     estimate (``input_only``). Output: the larger of a partial count and the streamed ``text`` (thinking
     included) counted with tiktoken, times ``factor`` for Claude (its tokenizer is not public; never
@@ -318,6 +327,8 @@ def received(
     gpt-5, ...; a Claude stream that showed ``thinking``: Claude 4 streams a summary of the thinking it
     bills) may have consumed up to its whole output bound: that worst case, flagged; so may one that
     speaks (audio output), all of it at the audio rate. ``model``: the model that answered."""
+    if background:
+        return est.usage, {"usage_missing": True, "background": True}
     streamed = count_text_tokens(text, est.model) if text else 0
     claude = api_of(None, model) == "anthropic"
     if streamed and claude:

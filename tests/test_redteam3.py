@@ -32,6 +32,7 @@ from tests.guard.payloads import (
     openai_client,
     openai_sse,
     response,
+    responses_stream_events,
     serve,
 )
 from tests.sdk_http import ANTHROPIC_STREAM_CUT, OPENAI_HTTP, OPENAI_STREAM_CUT
@@ -227,6 +228,24 @@ def test_a_langchain_stream_cut_in_a_tool_call_is_charged_its_arguments(guard: G
         run(guard, model, stream=True)  # type: ignore[arg-type]
     written = Decimal(nano((count_text_tokens(ARGUMENTS, "gpt-4o"), "10"))) / 10**9
     assert charged_usd(guard) >= written
+
+
+def test_a_langchain_background_stream_cut_off_is_charged_its_worst_case(guard: Guard) -> None:
+    """On main: a Responses stream with ``background=True`` (``model_kwargs``) cut after its first words
+    was charged its input and those words through LangChain, $0.00009, where a background response runs
+    on to its end server-side and bills it whole: ``guard.wrap`` charges its worst case, $0.0321 (gpt-4.1,
+    4,000 output tokens at $8 / M)."""
+    events = responses_stream_events()
+    for event in events:
+        if "response" in event:
+            event["response"]["model"] = "gpt-4.1-2025-04-14"
+    api = serve(cut_stream(openai_sse(events, done=False), after_events=3))
+    settings = {"background": True}
+    model = chat_openai(api, "gpt-4.1", max_tokens=4000, use_responses_api=True, model_kwargs=settings)
+    with pytest.raises(OPENAI_STREAM_CUT):
+        run(guard, model, stream=True)
+    assert api.requests[0]["background"] is True
+    assert charged_usd(guard) == reserved_usd(guard) >= Decimal(nano((4000, "8"))) / 10**9
 
 
 # -- streams that end without usage: what they streamed, charged ----------------------------------------

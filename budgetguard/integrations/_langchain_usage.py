@@ -12,7 +12,7 @@ from .._settle import received
 from .._usage import Usage, with_tool_items
 
 try:
-    from langchain_core.outputs import LLMResult
+    from langchain_core.outputs import ChatGenerationChunk, GenerationChunk, LLMResult
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     from . import missing_extra
 
@@ -111,22 +111,27 @@ def read_usage(result: LLMResult | Usage) -> Usage:
     return result if isinstance(result, Usage) else usage_from_result(result)
 
 
-def partial_usage(response: LLMResult, est: Estimate, factor: Decimal) -> Usage | None:
+def partial_usage(
+    response: LLMResult, est: Estimate, factor: Decimal, background: bool = False
+) -> Usage | None:
     """What a broken-off stream is charged: its usage if the usage chunk came, else what the guard
     charges any stream that ended without it (``received``: the input estimate, the streamed text and tool
     call arguments counted with tiktoken, a hidden-reasoning model's or a speaking one's whole output
     bound); ``None`` when nothing was received (no text, no arguments, no thinking). ``factor``: the
-    Claude safety factor of the model."""
+    Claude safety factor of the model; ``background``: the request runs in the background (billed whole,
+    its worst case, once its stream showed a chunk)."""
     generations = [g for listed in response.generations for g in listed]
     texts = [g.text for g in generations if g.text]
     texts += [args for g in generations for args in _arguments(getattr(g, "message", None))]
     thinking = any(_thought(getattr(g, "message", None)) for g in generations)
-    if not texts and not thinking:
+    streamed = background and any(isinstance(g, ChatGenerationChunk | GenerationChunk) for g in generations)
+    if not texts and not thinking and not streamed:
         return None
     try:
         return usage_from_result(response)
     except UsageError:
-        return received(est, None, "".join(texts), est.model, thinking=thinking, factor=factor)[0]
+        text = "".join(texts)
+        return received(est, None, text, est.model, thinking=thinking, factor=factor, background=streamed)[0]
 
 
 def _arguments(message: Any) -> list[str]:
