@@ -114,24 +114,43 @@ def read_usage(result: LLMResult | Usage) -> Usage:
 def partial_usage(
     response: LLMResult, est: Estimate, factor: Decimal, background: bool = False
 ) -> Usage | None:
-    """What a broken-off stream is charged: its usage if the usage chunk came, else what the guard
-    charges any stream that ended without it (``received``: the input estimate, the streamed text and tool
-    call arguments counted with tiktoken, a hidden-reasoning model's or a speaking one's whole output
-    bound); ``None`` when nothing was received (no text, no arguments, no thinking). ``factor``: the
-    Claude safety factor of the model; ``background``: the request runs in the background (billed whole,
-    its worst case, once its stream showed a chunk)."""
+    """What a broken-off stream is charged: its usage if the usage chunk came once the model finished,
+    else what the guard charges any stream that ended without it (``received``: the usage a chunk carried,
+    Anthropic's ``message_start`` input on langchain-aws's Claude, or the input estimate; the streamed
+    text and tool call arguments counted with tiktoken, a hidden-reasoning model's or a speaking one's
+    whole output bound); ``None`` when nothing was received (no chunk: the request may not have been served).
+    A chunk without text counts: a model that reasons unseen (gpt-5) streams its role chunk, then thinks
+    before it writes, billed as it goes (a review found such a stream cut before its text charged its
+    input alone). ``factor``: the Claude safety factor of the model; ``background``: the request runs in
+    the background (billed whole, its worst case, once its stream showed a chunk)."""
     generations = [g for listed in response.generations for g in listed]
     texts = [g.text for g in generations if g.text]
     texts += [args for g in generations for args in _arguments(getattr(g, "message", None))]
     thinking = any(_thought(getattr(g, "message", None)) for g in generations)
-    streamed = background and any(isinstance(g, ChatGenerationChunk | GenerationChunk) for g in generations)
+    streamed = any(isinstance(g, ChatGenerationChunk | GenerationChunk) for g in generations)
     if not texts and not thinking and not streamed:
         return None
     try:
-        return usage_from_result(response)
+        usage: Usage | None = usage_from_result(response)
     except UsageError:
-        text = "".join(texts)
-        return received(est, None, text, est.model, thinking=thinking, factor=factor, background=streamed)[0]
+        usage = None
+    if usage is not None and any(_finished(g) for g in generations):
+        return usage
+    text, whole = "".join(texts), background and streamed
+    return received(est, usage, text, est.model, thinking=thinking, factor=factor, background=whole)[0]
+
+
+_FINISHED = ("finish_reason", "stop_reason", "stopReason", "done_reason")
+"""The keys a streamed message's ``response_metadata`` says the model finished with (OpenAI chat and most
+OpenAI-shaped models, Anthropic, Bedrock Converse, Ollama); a Responses API message says ``status``."""
+
+
+def _finished(generation: Any) -> bool:
+    """Whether a streamed message says its model finished: then the usage it carries is the bill, else a
+    part of it (a review found a stream cut after ``message_start``'s usage charged no output at all)."""
+    metadata = getattr(getattr(generation, "message", None), "response_metadata", None) or {}
+    status = metadata.get("status")
+    return status in ("completed", "incomplete") or any(metadata.get(key) for key in _FINISHED)
 
 
 def _arguments(message: Any) -> list[str]:

@@ -1,0 +1,162 @@
+"""Review of red team 3: holes its fixes left, each a call charged below its bill.
+
+- A LangChain stream of a model that reasons unseen (gpt-5), cut before it showed any text (while it
+  reasoned, the likely time for a timeout), is charged as a failed call, its input, where ``guard.wrap``
+  charges the same cut stream its output bound by the rule red team 3 shares (``received``).
+- A LangChain stream whose first chunk carries the input's usage (``usage_metadata`` of Anthropic's
+  ``message_start``: langchain-aws's Claude on Bedrock, langchain-anthropic before 0.3.19) and that broke
+  off later was charged that usage as its bill: no output, whatever it streamed (thinking, text), where
+  ``guard.wrap`` charges the same cut stream by ``received`` (its output bound, for a Claude that
+  thought).
+
+Each test failed on ``redteam3`` with the figure its docstring gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+
+from budgetguard import Budget, Guard
+from budgetguard.integrations.langchain import BudgetCallbackHandler
+from tests.guard.one_call import nano
+from tests.guard.payloads import anthropic_client, cut_stream, openai_client, serve
+from tests.sdk_http import ANTHROPIC_STREAM_CUT, OPENAI_STREAM_CUT
+from tests.sdk_payloads import anthropic_sse
+from tests.test_redteam3 import (
+    ASK,
+    HI,
+    charged_usd,
+    chat_openai,
+    gpt5_stream,
+    run,
+)
+
+
+@pytest.fixture
+def guard() -> Iterator[Guard]:
+    made = Guard("memory://", budgets=[Budget("user", usd="100", per="day")])
+    yield made
+    made.close()
+
+
+def test_a_langchain_stream_of_a_hidden_reasoner_cut_before_its_text_is_charged_its_bound(
+    guard: Guard,
+) -> None:
+    """On redteam3: a gpt-5 LangChain stream cut after its first chunk (the role, no text: gpt-5 reasons
+    unseen before it writes) was charged its input alone, $0.000015, where ``guard.wrap`` charges the
+    same cut stream $0.0400: its reasoning may have billed the whole 4,000-token bound ($10 / M)."""
+    after = 1
+    api = serve(cut_stream(gpt5_stream(), after_events=after))
+    with pytest.raises(OPENAI_STREAM_CUT):
+        run(guard, chat_openai(api, "gpt-5", max_tokens=4000, stream_usage=True), stream=True)
+    langchain = charged_usd(guard)
+
+    wrapped = Guard("memory://", budgets=[Budget("global", usd="100", per="day")])
+    try:
+        client = wrapped.wrap(openai_client(serve(cut_stream(gpt5_stream(), after_events=after))))
+        with pytest.raises(OPENAI_STREAM_CUT):
+            for _ in client.chat.completions.create(
+                model="gpt-5", messages=HI, max_completion_tokens=4000, stream=True
+            ):
+                pass
+        assert langchain == charged_usd(wrapped)
+    finally:
+        wrapped.close()
+    assert langchain >= Decimal(nano((4000, "10"))) / 10**9
+
+
+THOUGHT = "Budgets bound spending; I should weigh reservations against commits first. " * 30
+ANSWER = "A budget is a plan for money."
+CLAUDE = "claude-sonnet-4-5"  # (https://claude.com/pricing: $3 in, $15 out per MTok)
+
+
+class StartUsageClaude(BaseChatModel):
+    """A Claude chat model streaming as langchain-aws's ``ChatAnthropicBedrock`` (and langchain-anthropic
+    before 0.3.19) do: ``message_start``'s input usage on the first chunk, then a thinking block and
+    text; then the connection is lost, before ``message_delta`` (the output usage)."""
+
+    max_tokens: int = 4000
+
+    @property
+    def _llm_type(self) -> str:
+        return "start-usage-claude"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": CLAUDE, "max_tokens": self.max_tokens}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params.update(ls_provider="anthropic", ls_model_name=CLAUDE)
+        return params
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
+        raise NotImplementedError
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        start = {"input_tokens": 5000, "output_tokens": 0, "total_tokens": 5000}
+        yield ChatGenerationChunk(message=AIMessageChunk(content=[], usage_metadata=start))  # type: ignore[arg-type]
+        thinking = {"type": "thinking", "thinking": THOUGHT, "index": 0}
+        yield ChatGenerationChunk(message=AIMessageChunk(content=[thinking]))
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(content=[{"type": "text", "text": ANSWER, "index": 1}])
+        )
+        raise ConnectionError("connection reset by peer")
+
+
+def claude_thinking_events() -> list[dict[str, Any]]:
+    """The same stream on Anthropic's wire, up to where it breaks."""
+    start = {
+        "type": "message", "id": "msg_1", "role": "assistant", "model": CLAUDE, "content": [],
+        "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": 5000, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+                  "output_tokens": 0},
+    }  # fmt: skip
+    block = {"type": "content_block_delta", "index": 0}
+    return [
+        {"type": "message_start", "message": start},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}},
+        {**block, "delta": {"type": "thinking_delta", "thinking": THOUGHT}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
+        {**block, "index": 1, "delta": {"type": "text_delta", "text": ANSWER}},
+    ]
+
+
+def test_a_langchain_stream_with_its_input_usage_first_is_charged_what_it_streamed(guard: Guard) -> None:
+    """On redteam3: a LangChain Claude stream cut after its thinking and first words, whose first chunk
+    carried ``message_start``'s usage (5,000 input tokens, no output yet), was charged that usage,
+    $0.0150, as if it were the bill; ``guard.wrap`` charges the same cut stream $0.0750: Claude's thinking
+    bills as output, up to the 4,000-token bound ($15 / M)."""
+    config: Any = {"callbacks": [BudgetCallbackHandler(guard, user="alice")]}
+    with pytest.raises(ConnectionError):
+        for _ in StartUsageClaude().stream(ASK, config=config):
+            pass
+    langchain = charged_usd(guard)
+
+    wrapped = Guard("memory://", budgets=[Budget("global", usd="100", per="day")])
+    try:
+        client = wrapped.wrap(anthropic_client(serve(cut_stream(anthropic_sse(claude_thinking_events()), 6))))
+        with pytest.raises(ANTHROPIC_STREAM_CUT):
+            for _ in client.messages.create(model=CLAUDE, messages=HI, max_tokens=4000, stream=True):
+                pass
+        assert langchain == charged_usd(wrapped)
+    finally:
+        wrapped.close()
+    assert langchain == Decimal(nano((5000, "3"), (4000, "15"))) / 10**9
