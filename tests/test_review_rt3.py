@@ -7,7 +7,9 @@
   ``message_start``: langchain-aws's Claude on Bedrock, langchain-anthropic before 0.3.19) and that broke
   off later was charged that usage as its bill: no output, whatever it streamed (thinking, text), where
   ``guard.wrap`` charges the same cut stream by ``received`` (its output bound, for a Claude that
-  thought).
+  thought). So was a Claude stream whose thinking came in a block of another shape than ``thinking``
+  (LangChain's standard ``reasoning``, Bedrock Converse's ``reasoning_content``): charged as a Claude
+  that did not think.
 
 Each test failed on ``redteam3`` with the figure its docstring gives.
 """
@@ -23,6 +25,7 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from pydantic import Field
 
 from budgetguard import Budget, Guard
 from budgetguard.integrations.langchain import BudgetCallbackHandler
@@ -81,9 +84,16 @@ CLAUDE = "claude-sonnet-4-5"  # (https://claude.com/pricing: $3 in, $15 out per 
 class StartUsageClaude(BaseChatModel):
     """A Claude chat model streaming as langchain-aws's ``ChatAnthropicBedrock`` (and langchain-anthropic
     before 0.3.19) do: ``message_start``'s input usage on the first chunk, then a thinking block and
-    text; then the connection is lost, before ``message_delta`` (the output usage)."""
+    text; then the connection is lost, before ``message_delta`` (the output usage). ``start_usage=False``
+    and a ``thinking`` block of another shape: as langchain-anthropic 1.x streams with
+    ``output_version="v1"`` (a standard ``reasoning`` block), or ``ChatBedrockConverse``
+    (``reasoning_content``)."""
 
     max_tokens: int = 4000
+    start_usage: bool = True
+    thinking: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "thinking", "thinking": THOUGHT, "index": 0}
+    )
 
     @property
     def _llm_type(self) -> str:
@@ -110,10 +120,9 @@ class StartUsageClaude(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        start = {"input_tokens": 5000, "output_tokens": 0, "total_tokens": 5000}
+        start = {"input_tokens": 5000, "output_tokens": 0, "total_tokens": 5000} if self.start_usage else None
         yield ChatGenerationChunk(message=AIMessageChunk(content=[], usage_metadata=start))  # type: ignore[arg-type]
-        thinking = {"type": "thinking", "thinking": THOUGHT, "index": 0}
-        yield ChatGenerationChunk(message=AIMessageChunk(content=[thinking]))
+        yield ChatGenerationChunk(message=AIMessageChunk(content=[self.thinking]))
         yield ChatGenerationChunk(
             message=AIMessageChunk(content=[{"type": "text", "text": ANSWER, "index": 1}])
         )
@@ -160,3 +169,26 @@ def test_a_langchain_stream_with_its_input_usage_first_is_charged_what_it_stream
     finally:
         wrapped.close()
     assert langchain == Decimal(nano((5000, "3"), (4000, "15"))) / 10**9
+
+
+@pytest.mark.parametrize(
+    "thinking",
+    [
+        {"type": "reasoning", "reasoning": THOUGHT, "index": 0},
+        {"type": "reasoning_content", "reasoning_content": {"text": THOUGHT}, "index": 0},
+    ],
+    ids=["v1 reasoning", "bedrock converse"],
+)
+def test_a_langchain_claude_stream_that_thought_in_another_block_shape_is_charged_its_bound(
+    guard: Guard, thinking: dict[str, Any]
+) -> None:
+    """On redteam3: a LangChain Claude stream cut after its thinking and first words, its thinking in a
+    LangChain standard ``reasoning`` block (langchain-anthropic's ``output_version="v1"``) or Bedrock
+    Converse's ``reasoning_content``, was charged its input and those words, $0.000231: only a
+    ``thinking`` block told it thought; it may have billed its whole 4,000-token bound ($0.060 at
+    $15 / M), as ``guard.wrap`` charges a Claude stream that showed thinking."""
+    config: Any = {"callbacks": [BudgetCallbackHandler(guard, user="alice")]}
+    with pytest.raises(ConnectionError):
+        for _ in StartUsageClaude(start_usage=False, thinking=thinking).stream(ASK, config=config):
+            pass
+    assert charged_usd(guard) >= Decimal(nano((4000, "15"))) / 10**9

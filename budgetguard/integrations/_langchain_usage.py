@@ -161,10 +161,15 @@ def _arguments(message: Any) -> list[str]:
 
 
 def _thought(message: Any) -> bool:
-    """Whether a message streamed a Claude thinking block (its content's ``thinking`` blocks)."""
+    """Whether a message streamed a Claude thinking block: ``thinking`` / ``redacted_thinking`` (Anthropic's
+    own), LangChain's standard ``reasoning`` block (``output_version="v1"``) or Bedrock Converse's
+    ``reasoning_content`` (a review found the last two charged as a Claude that did not think)."""
     content = getattr(message, "content", None)
     blocks = content if isinstance(content, list) else ()
-    return any(isinstance(b, Mapping) and b.get("type") in ("thinking", "redacted_thinking") for b in blocks)
+    return any(isinstance(b, Mapping) and b.get("type") in _THOUGHT for b in blocks)
+
+
+_THOUGHT = frozenset(("thinking", "redacted_thinking", "reasoning", "reasoning_content"))
 
 
 def _from_usage_metadata(metadata: Mapping[str, Any]) -> Usage:
