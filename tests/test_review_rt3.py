@@ -10,6 +10,10 @@
   thought). So was a Claude stream whose thinking came in a block of another shape than ``thinking``
   (LangChain's standard ``reasoning``, Bedrock Converse's ``reasoning_content``): charged as a Claude
   that did not think.
+- An Anthropic-shaped LangChain run was estimated from its messages, tools and max_tokens alone: none of
+  its other invocation params (red team 3 copied them for OpenAI-shaped runs only), nor ChatAnthropic's
+  ``model_kwargs``, which its invocation params nest and it sends merged into the request: Claude's fast
+  mode (``speed="fast"``) was reserved at the base price.
 
 Each test failed on ``redteam3`` with the figure its docstring gives.
 """
@@ -24,12 +28,12 @@ import pytest
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.messages import AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import Field
 
 from budgetguard import Budget, Guard
 from budgetguard.integrations.langchain import BudgetCallbackHandler
-from tests.guard.one_call import nano
+from tests.guard.one_call import committed, nano
 from tests.guard.payloads import anthropic_client, cut_stream, openai_client, serve
 from tests.sdk_http import ANTHROPIC_STREAM_CUT, OPENAI_STREAM_CUT
 from tests.sdk_payloads import anthropic_sse
@@ -192,3 +196,44 @@ def test_a_langchain_claude_stream_that_thought_in_another_block_shape_is_charge
         for _ in StartUsageClaude(start_usage=False, thinking=thinking).stream(ASK, config=config):
             pass
     assert charged_usd(guard) >= Decimal(nano((4000, "15"))) / 10**9
+
+
+class ClaudeParams(StartUsageClaude):
+    """A Claude chat model whose invocation params are langchain-anthropic's ``ChatAnthropic``'s: its
+    settings, ``model_kwargs`` nested (sent merged into the request), ``thinking``."""
+
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model": CLAUDE_FAST, "max_tokens": self.max_tokens, "temperature": None, "top_k": None,
+            "top_p": None, "model_kwargs": self.model_kwargs, "streaming": False, "max_retries": 2,
+            "default_request_timeout": None, "thinking": None,
+        }  # fmt: skip
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params.update(ls_model_name=CLAUDE_FAST)
+        return params
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
+        usage = {"input_tokens": 12, "output_tokens": 8, "total_tokens": 20}
+        message = AIMessageChunk(content="A plan.", usage_metadata=usage)  # type: ignore[arg-type]
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+CLAUDE_FAST = "claude-opus-4-8"  # (its fast mode, ``speed="fast"``, is priced apart, above its base)
+
+
+def test_a_langchain_claude_run_is_reserved_with_its_model_kwargs(guard: Guard) -> None:
+    """On redteam3: an Anthropic-shaped LangChain run kept only its messages, tools and max_tokens:
+    ChatAnthropic's ``model_kwargs`` (nested in its invocation params, sent merged into the request),
+    here ``speed="fast"``, were not read, so fast mode was reserved at the base price."""
+    config: Any = {"callbacks": [BudgetCallbackHandler(guard, user="alice")]}
+    ClaudeParams(model_kwargs={"speed": "fast"}).invoke(ASK, config=config)
+    sent = {"model": CLAUDE_FAST, "max_tokens": 4000, "speed": "fast", "messages": HI}
+    fast = guard.estimator(sent)
+    assert committed(guard).data["estimated_usd"] == str(fast.cost)
