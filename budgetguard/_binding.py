@@ -191,7 +191,7 @@ def bind(core: GuardCore, fn: Callable[..., Any], options: Options) -> Binder:
             function,
             fitted,
             held,
-            background=_in_background(read if read is not None else request or sendable),
+            background=in_background(read if read is not None else request or sendable),
         )
         return plan, call
 
@@ -208,7 +208,7 @@ def _changed(kwargs: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str,
     return changed
 
 
-def _in_background(request: Mapping[str, Any]) -> bool:
+def in_background(request: Mapping[str, Any]) -> bool:
     """Whether ``request`` runs in the background (``background=True``, also in ``extra_body``, whose keys
     the SDK sends over the named ones): read also when ``estimate=`` answers for the request."""
     extra = request.get("extra_body")

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextvars
-import dataclasses
 import gc
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -25,9 +23,8 @@ from ._drivers import no_call, run_async, run_sync
 from ._errors import LedgerError
 from ._fallbacks import dearest_hop
 from ._ledger import Ledger, Reservation
-from ._providers import StreamFolder, api_of, may_reason
-from ._settle import Ctx, input_only, served_flags
-from ._tokens import count_text_tokens
+from ._providers import StreamFolder
+from ._settle import Ctx, input_only, received, served_flags
 from ._usage import Usage
 
 __all__ = ["DRAIN_BATCH", "Settlement", "adrain", "arun", "drain", "owed", "run"]
@@ -171,37 +168,24 @@ class Settlement:
         served = served_flags(folder.tier, est, folder.model, guard.prices)
         if folder.complete and folder.usage is not None:
             return folder.usage, served
-        if folder.background:  # it runs on server-side to its end, billed whole: its worst case
-            flags = {"usage_missing": True, "background": True, **served}
+        # No final usage: bill what is known (``received``), and each server-side tool call it showed.
+        model = folder.model or est.model
+        factor, text = guard.estimator._factor(model), "".join(folder.text)
+        usage, flags = received(
+            est,
+            folder.usage,
+            text,
+            model,
+            thinking=folder.thinking,
+            factor=factor,
+            background=folder.background,
+        )
+        flags.update(served)
+        if folder.background:  # (it runs on server-side to its end, billed whole)
             if not self.ended:
                 flags["interrupted"] = True
             self.ctx.emit("usage_missing", reason="a background response runs on: charged its worst case")
-            return est.usage, flags
-        # No final usage: bill what is known. Input: the provider's count if it sent one (Anthropic's
-        # message_start), else the estimate. Output: the larger of a partial count and the streamed
-        # text (thinking included) counted with tiktoken, times the Claude safety factor for Claude
-        # (its tokenizer is not public). A model that reasons without streaming its reasoning (o-series,
-        # gpt-5, ...; Claude 4 streams a summary of the thinking it bills) may have consumed up to its
-        # whole output bound: that worst case, flagged; so may one that speaks (audio output), all of it
-        # at the audio rate. Server-side tool calls: each one it showed.
-        model = folder.model or est.model
-        streamed = count_text_tokens("".join(folder.text), est.model) if folder.text else 0
-        if streamed and api_of(None, model) == "anthropic":  # (never past max_tokens: it caps the bill)
-            streamed = min(
-                math.ceil(streamed * guard.estimator._factor(model)), max(est.output_tokens, streamed)
-            )
-        base = folder.usage if folder.usage is not None else input_only(est)
-        output = max(base.output_tokens, streamed)
-        flags = {"usage_missing": True, **served}
-        if folder.thinking if api_of(None, model) == "anthropic" else may_reason(model):
-            output = max(output, est.output_tokens)
-            flags["reasoning_worst_case"] = True
-        spoke = est.audio_output  # (its speech is base64 in the stream, uncounted: the bound, as audio)
-        if spoke:
-            output = max(output, est.output_tokens)
-            flags["audio_worst_case"] = True
-        text, speech = (0, output) if spoke else (output, 0)
-        usage = dataclasses.replace(base, output_tokens=text, output_audio_tokens=speech, reasoning_tokens=0)
+            return usage, flags
         usage = folder.with_tool_calls(usage)
         if est.fallbacks:  # which hop of a server-side fallback chain streamed is unknown: the dearest
             flags.pop("priced_as", None)

@@ -553,7 +553,12 @@ _NOT_TEXT = frozenset({"response.audio.delta"})
 def _delta_text(event: Any, kind: Any) -> str | None:
     if kind == "content_block_delta":
         delta = _get(event, "delta")
-        text = _get(delta, "text") or _get(delta, "partial_json") or _get(delta, "thinking")
+        text = (  # (a compaction pass's summary too: ``compaction_delta``'s content, billed as its output)
+            _get(delta, "text")
+            or _get(delta, "partial_json")
+            or _get(delta, "thinking")
+            or _get(delta, "content")
+        )
         return text if isinstance(text, str) else None
     if kind == "response.output_text.delta" or (
         type(kind) is str
@@ -568,11 +573,13 @@ def _delta_text(event: Any, kind: Any) -> str | None:
         parts = []
         for choice in choices:
             delta = _get(choice, "delta")
-            content = _get(delta, "content")
-            if isinstance(content, str):
-                parts.append(content)
-            for call in _get(delta, "tool_calls") or ():
-                arguments = _get(_get(call, "function"), "arguments")
+            for key in ("content", "refusal"):  # (a refusal streams apart from the content)
+                text = _get(delta, key)
+                if isinstance(text, str):
+                    parts.append(text)
+            calls = [_get(call, "function") for call in _get(delta, "tool_calls") or ()]
+            for function in (*calls, _get(delta, "function_call")):  # (``functions=``: ``function_call``)
+                arguments = _get(function, "arguments")
                 if isinstance(arguments, str):
                     parts.append(arguments)
         return "".join(parts) or None

@@ -9,6 +9,7 @@ and a job's end all settle through it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Generator, Mapping, Sequence
 from decimal import Decimal
@@ -29,10 +30,11 @@ from ._ledger._types import CheckedAmounts, JournalData, Refusal, ReservationErr
 from ._limits import answers_as
 from ._money import INT64_MAX, to_usd
 from ._pricing import PriceBook
-from ._providers import response_variant
+from ._providers import api_of, may_reason, response_variant
+from ._tokens import count_text_tokens
 from ._usage import Usage
 
-__all__ = ["LATE", "Ctx", "chat_searched", "input_only", "resolve", "served_flags"]
+__all__ = ["LATE", "Ctx", "chat_searched", "input_only", "received", "resolve", "served_flags"]
 
 
 def resolve(
@@ -302,6 +304,48 @@ def input_only(est: Estimate) -> Usage:
         cache_write_1h_tokens=usage.cache_write_1h_tokens,
         web_search_calls=1 if est.price.chat_search(est.provider) is not None else 0,
     )
+
+
+def received(
+    est: Estimate,
+    base: Usage | None,
+    text: str,
+    model: str,
+    *,
+    thinking: bool,
+    factor: Decimal,
+    background: bool = False,
+) -> tuple[Usage, dict[str, Any]]:
+    """What a stream that ended or broke off without its final usage is charged, and its journal flags.
+
+    A Responses API ``background`` response runs on server-side to its end, billed whole: its reserved
+    worst case. Otherwise:
+    Input: the provider's count if it sent one (``base``: Anthropic's ``message_start``), else the
+    estimate (``input_only``). Output: the larger of a partial count and the streamed ``text`` (thinking
+    included) counted with tiktoken, times ``factor`` for Claude (its tokenizer is not public; never
+    past max_tokens, which caps the bill). A model that reasons without streaming its reasoning (o-series,
+    gpt-5, ...; a Claude stream that showed ``thinking``: Claude 4 streams a summary of the thinking it
+    bills) may have consumed up to its whole output bound: that worst case, flagged; so may one that
+    speaks (audio output), all of it at the audio rate. ``model``: the model that answered."""
+    if background:
+        return est.usage, {"usage_missing": True, "background": True}
+    streamed = count_text_tokens(text, est.model) if text else 0
+    claude = api_of(None, model) == "anthropic"
+    if streamed and claude:
+        streamed = min(math.ceil(streamed * factor), max(est.output_tokens, streamed))
+    base = base if base is not None else input_only(est)
+    output = max(base.output_tokens, streamed)
+    flags: dict[str, Any] = {"usage_missing": True}
+    if thinking if claude else may_reason(model):
+        output = max(output, est.output_tokens)
+        flags["reasoning_worst_case"] = True
+    spoke = est.audio_output  # (its speech is base64 in the stream, uncounted: the bound, as audio)
+    if spoke:
+        output = max(output, est.output_tokens)
+        flags["audio_worst_case"] = True
+    text_out, speech = (0, output) if spoke else (output, 0)
+    usage = dataclasses.replace(base, output_tokens=text_out, output_audio_tokens=speech, reasoning_tokens=0)
+    return usage, flags
 
 
 def chat_searched(usage: Usage, est: Estimate) -> Usage:

@@ -64,7 +64,7 @@ def request_from_run(
         request.update({"system": system} if system else {})
         request.update({"tools": tools} if tools else {})
         request.update({"max_tokens": most} if most is not None else {})
-        return request, provider
+        return _with_params(request, params), provider
     if tools:
         try:
             request["tools"] = [convert_to_openai_tool(tool) for tool in tools]
@@ -75,15 +75,34 @@ def request_from_run(
         if "tools" in request:  # (flat, as the Responses API takes them: a strict tool's flag counts)
             request["tools"] = [_flat_tool(tool) for tool in request["tools"]]
         request.update({"max_output_tokens": most} if most is not None else {})
-        keys: tuple[str, ...] = ("service_tier", "response_format", *_RESPONSES_ONLY)
     else:
         request["messages"] = openai_messages
         request.update({"max_completion_tokens": most} if most is not None else {})
-        keys = ("n", "service_tier", "response_format")
-    for key in keys:
-        if params.get(key) is not None:
-            request[key] = params[key]
-    return request, provider
+    return _with_params(request, params), provider
+
+
+def _with_params(request: dict[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """``request`` with the rest of the run's invocation params as sent (audio output, a conversation,
+    Claude's ``thinking``, fast mode...): ``model_kwargs`` merged in where a chat model nests them there
+    (ChatAnthropic: it sends them merged into the request; a review found them unread)."""
+    nested = params.get("model_kwargs")
+    merged = {**params, **nested} if isinstance(nested, Mapping) else params
+    for key, value in merged.items():
+        if value is not None and key not in _WRITTEN and not key.startswith(("_", "ls_")):
+            request.setdefault(key, value)
+    return request
+
+
+_WRITTEN = frozenset(
+    ("model", "model_name", "messages", "input", "tools", "max_tokens", "max_completion_tokens",
+     "max_output_tokens", "stop", "stream", "model_kwargs")
+)  # fmt: skip
+"""Invocation params a request does not take as they are: the ones ``request_from_run`` writes in the
+wire shape itself, LangChain's own (and ``_type``, ``ls_*``, a nested ``model_kwargs``, merged). Every
+other one is a request key the chat model sends (langchain-openai's invocation params are its request's,
+``model_kwargs`` included), copied: the estimate reads what bills (``modalities`` / ``audio``,
+``web_search_options``, ``conversation``, ``prompt``, ``background``, ``extra_body``, ``n``,
+``service_tier``; Claude's ``thinking``, ``speed``, ``mcp_servers``, ``context_management``...)."""
 
 
 _RESPONSES_ONLY = ("context_management", "include", "previous_response_id", "reasoning", "text", "truncation")

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from .._errors import UsageError
 from .._estimate import Estimate
-from .._settle import input_only
-from .._tokens import count_text_tokens
+from .._settle import received
 from .._usage import Usage, with_tool_items
 
 try:
-    from langchain_core.outputs import LLMResult
+    from langchain_core.outputs import ChatGenerationChunk, GenerationChunk, LLMResult
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     from . import missing_extra
 
@@ -112,17 +111,65 @@ def read_usage(result: LLMResult | Usage) -> Usage:
     return result if isinstance(result, Usage) else usage_from_result(result)
 
 
-def partial_usage(response: LLMResult, est: Estimate) -> Usage | None:
-    """What a broken-off stream is charged: its usage if the usage chunk came, else the input
-    estimate plus the streamed text counted with tiktoken; ``None`` when nothing was received."""
-    texts = [g.text for generations in response.generations for g in generations if g.text]
-    if not texts:
+def partial_usage(
+    response: LLMResult, est: Estimate, factor: Decimal, background: bool = False
+) -> Usage | None:
+    """What a broken-off stream is charged: its usage if the usage chunk came once the model finished,
+    else what the guard charges any stream that ended without it (``received``: the usage a chunk carried,
+    Anthropic's ``message_start`` input on langchain-aws's Claude, or the input estimate; the streamed
+    text and tool call arguments counted with tiktoken, a hidden-reasoning model's or a speaking one's
+    whole output bound); ``None`` when nothing was received (no chunk: the request may not have been served).
+    A chunk without text counts: a model that reasons unseen (gpt-5) streams its role chunk, then thinks
+    before it writes, billed as it goes (a review found such a stream cut before its text charged its
+    input alone). ``factor``: the Claude safety factor of the model; ``background``: the request runs in
+    the background (billed whole, its worst case, once its stream showed a chunk)."""
+    generations = [g for listed in response.generations for g in listed]
+    texts = [g.text for g in generations if g.text]
+    texts += [args for g in generations for args in _arguments(getattr(g, "message", None))]
+    thinking = any(_thought(getattr(g, "message", None)) for g in generations)
+    streamed = any(isinstance(g, ChatGenerationChunk | GenerationChunk) for g in generations)
+    if not texts and not thinking and not streamed:
         return None
     try:
-        return usage_from_result(response)
+        usage: Usage | None = usage_from_result(response)
     except UsageError:
-        streamed = count_text_tokens("".join(texts), est.model)
-        return dataclasses.replace(input_only(est), output_tokens=streamed)
+        usage = None
+    if usage is not None and any(_finished(g) for g in generations):
+        return usage
+    text, whole = "".join(texts), background and streamed
+    return received(est, usage, text, est.model, thinking=thinking, factor=factor, background=whole)[0]
+
+
+_FINISHED = ("finish_reason", "stop_reason", "stopReason", "done_reason")
+"""The keys a streamed message's ``response_metadata`` says the model finished with (OpenAI chat and most
+OpenAI-shaped models, Anthropic, Bedrock Converse, Ollama); a Responses API message says ``status``."""
+
+
+def _finished(generation: Any) -> bool:
+    """Whether a streamed message says its model finished: then the usage it carries is the bill, else a
+    part of it (a review found a stream cut after ``message_start``'s usage charged no output at all)."""
+    metadata = getattr(getattr(generation, "message", None), "response_metadata", None) or {}
+    status = metadata.get("status")
+    return status in ("completed", "incomplete") or any(metadata.get(key) for key in _FINISHED)
+
+
+def _arguments(message: Any) -> list[str]:
+    """The tool call arguments a streamed message wrote (its ``tool_call_chunks``, which its text leaves
+    out): output the model was billed for."""
+    chunks = getattr(message, "tool_call_chunks", None) or ()
+    return [args for chunk in chunks if isinstance(args := chunk.get("args"), str) and args]
+
+
+def _thought(message: Any) -> bool:
+    """Whether a message streamed a Claude thinking block: ``thinking`` / ``redacted_thinking`` (Anthropic's
+    own), LangChain's standard ``reasoning`` block (``output_version="v1"``) or Bedrock Converse's
+    ``reasoning_content`` (a review found the last two charged as a Claude that did not think)."""
+    content = getattr(message, "content", None)
+    blocks = content if isinstance(content, list) else ()
+    return any(isinstance(b, Mapping) and b.get("type") in _THOUGHT for b in blocks)
+
+
+_THOUGHT = frozenset(("thinking", "redacted_thinking", "reasoning", "reasoning_content"))
 
 
 def _from_usage_metadata(metadata: Mapping[str, Any]) -> Usage:

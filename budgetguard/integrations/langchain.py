@@ -38,6 +38,7 @@ from typing import Any, Generic, TypeVar, overload
 from uuid import UUID
 
 from .._attempt import Dropped
+from .._binding import in_background
 from .._budgets import Scope
 from .._cache import Bounded
 from .._context import ModelTotals, Tracker, track
@@ -188,7 +189,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             return
         batch = self._join(kwargs)
         try:
-            attempt, est = self._attempt(messages, metadata, kwargs)
+            attempt, est, background = self._attempt(messages, metadata, kwargs)
             with self._lock:
                 self._alone(run_id, attempt, est)
             await run.reserve(attempt)
@@ -200,7 +201,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             if raised is exc:
                 raise
             raise raised from exc
-        kept: bool | ConfigurationError = self._record(run_id, attempt, est, batch, mark, tuple(taken))
+        kept: bool | ConfigurationError = self._record(
+            run_id, attempt, est, batch, mark, tuple(taken), background=background
+        )
         if kept is not True:
             forget(run_id, guard, self, mark, failed=True)
             await run.release(attempt)
@@ -258,7 +261,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         if error is None:
             await run.commit(attempt, response)
             return
-        partial = partial_usage(response, est) if response is not None else None
+        factor = self.guard.estimator._factor(est.model)
+        partial = partial_usage(response, est, factor, ended.background) if response is not None else None
         if partial is None:
             await run.fail(attempt, error)
         else:
@@ -272,13 +276,15 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         batch: _Batch | None,
         mark: object,
         took: tuple[BudgetCallbackHandler, ...] = (),
+        *,
+        background: bool = False,
     ) -> bool | ConfigurationError:
         """Keep a held run until it ends; ``False`` when it is never sent (an async sibling that held after
         its batch's refusal), or ``_alone``'s error (a run of other budgets took the id while this one
         reserved): its hold is to be released. (A run that starts after ``_take_open``, on a model kept
         past its middleware call or in a thread still running, is sent: kept, and settled as it ends; a
         review found such calls released and sent uncharged.)"""
-        held = _Open(run_key(run_id), attempt, est, batch, mark, took=took)
+        held = _Open(run_key(run_id), attempt, est, batch, mark, took=took, background=background)
         try:  # (called back when the id dies first; a run popped first drops it, never called)
             held.watch = _Watch(run_id, self._on_dropped)
             held.watch.key, held.watch.mark = held.key, mark
@@ -363,8 +369,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         messages: Sequence[BaseMessage | Mapping[str, Any]],
         metadata: Mapping[str, Any] | None,
         kwargs: Mapping[str, Any],
-    ) -> tuple[Attempt, Estimate]:
-        """The run's attempt, its request estimated, not yet reserved."""
+    ) -> tuple[Attempt, Estimate, bool]:
+        """The run's attempt, its request estimated, not yet reserved; and whether the request runs in the
+        background (a Responses API ``background=True``: it runs on when its stream breaks)."""
         metadata = metadata or {}
         serialized = kwargs.get("serialized")
         settings = serialized.get("kwargs") if isinstance(serialized, Mapping) else None
@@ -379,7 +386,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             scopes=self.scopes,
             arguments=self._arguments(metadata),
         )
-        return attempt, est
+        return attempt, est, in_background(request)
 
     def _join(self, kwargs: Mapping[str, Any]) -> _Batch | None:
         """The batch this start belongs to (``None``: a run alone). LangChain starts every run of one
@@ -498,6 +505,7 @@ class _Open:
     watch: _Watch | None = None  # (kept alive while the start is open: ``_dropped``)
     taken: bool = False  # (a middleware's handler took the start: its hold released, ``_release_taken``)
     took: tuple[BudgetCallbackHandler, ...] = ()  # (a middleware's: the handlers it took the start from)
+    background: bool = False  # (its request runs in the background: a broken stream is billed whole)
 
 
 @dataclasses.dataclass(eq=False)
