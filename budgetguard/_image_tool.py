@@ -42,7 +42,8 @@ open (``"auto"`` or absent): its images, and what the image model reads and writ
   write none (their usage's ``output_tokens`` is "the number of image tokens in the output image").
 
 A response that reports the image model's tokens (``tool_usage.image_gen``) is charged them
-(``_image_bill``).
+(``_image_bill``); a call no report covers, what it can have billed (``image_generation_bounds``):
+its image, what its image model reads and writes in text, and the prompts of all the calls once.
 
 Not reserved (a known gap): images in server-side history. A request continuing a response
 (``previous_response_id``) or a conversation (``conversation``) can have the tool edit images that
@@ -67,6 +68,7 @@ __all__ = [
     "IMAGE_RATES",
     "gpt_image_2_tokens",
     "image_family",
+    "image_generation_bounds",
     "image_generation_fee",
     "image_tokens",
     "image_usd",
@@ -245,6 +247,24 @@ def image_generation_fee(tool: Mapping[str, Any], images: int = 0, prompt: int =
     usd += image_model_io(model, tool, images, prompt)
     fee = usd * 1000
     return fee.quantize(Decimal(1)) if fee == fee.to_integral_value() else fee.normalize()
+
+
+def image_generation_bounds(
+    tool: Mapping[str, Any], images: int, prompt: int
+) -> tuple[Decimal, Decimal, Decimal]:
+    """What a response that does not report its image model's usage is charged by (USD per thousand):
+    the most one call of ``tool`` bills but its prompt (``image_generation_fee`` with none), what its
+    image model reads and writes in it but its prompt (``image_model_io``), and the prompts the calling
+    model writes, all of them together at most ``prompt`` tokens (its output bound) at the image
+    model's text input rate: a request's, not a call's. The dearest target of ``chatgpt-image-latest``
+    for each; ``tool`` has a known price (``image_generation_fee`` not ``None``)."""
+    model = tool.get("model") or DEFAULT_IMAGE_MODEL
+    targets = _LATEST_TARGETS if image_family(model) == "chatgpt-image-latest" else (model,)
+    call = image_generation_fee(tool, images)
+    assert call is not None  # (a priced tool)
+    io = max(image_model_io(name, tool, images, 0) for name in targets) * 1000
+    prompts = max(rates_of(name)["input"] for name in targets) * prompt / 1000  # type: ignore[index]
+    return call, io, prompts
 
 
 def image_model_io(model: str, tool: Mapping[str, Any], images: int, prompt: int) -> Decimal:

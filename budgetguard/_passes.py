@@ -39,7 +39,7 @@ from decimal import Decimal
 from typing import Any
 
 from ._errors import ConfigurationError, PricingError
-from ._image_tool import image_generation_fee
+from ._image_tool import image_generation_bounds, image_generation_fee
 from ._price_data import chat_search_fee, published_prices
 from ._rates import _FEE_UNITS, Price
 
@@ -255,9 +255,9 @@ class ServerTools:
                 # the calling model writes every call's prompt: all of them together at most its output
                 # bound, reserved once a request (a share in each of the calls reserved)
                 calls = bounded if bounded is not None else self.calls[name]
-                prompt = -(-output // calls) if calls else output
-                fee = image_generation_fee(tool, count_images(request.get("input")), prompt)
-                fees_set.image(fee, tool)
+                images = count_images(request.get("input"))
+                fee = image_generation_fee(tool, images, -(-output // calls) if calls else output)
+                fees_set.image(fee, tool, images, output)
             elif name == "web_search" and api != "anthropic":  # (free content if every search is a preview)
                 preview = str(kind).startswith("web_search_preview") and fees_set.preview_search()
                 free = {name} if preview and (name not in counts or name in free) else set()
@@ -310,6 +310,10 @@ class ServerTools:
 NO_TOOLS = ToolUse((), (), (), ())
 
 
+_IMAGE_BOUNDS = ("image_call", "image_io", "image_prompts")
+"""The ``Rates`` fields ``image_generation_bounds`` sets (``_rates._image_charge`` charges by them)."""
+
+
 class _ToolFees:
     """The call fees a request's tools set on its price: the dearest of each, over the model's own."""
 
@@ -317,6 +321,8 @@ class _ToolFees:
         self.asked = self.price = price
         self.model = model
         self.fees: dict[str, Decimal] = {}
+        self.bounds: dict[str, Decimal] = {}
+        """The dearest ``image_generation_bounds`` of the request's image tools, as ``Rates`` fields."""
 
     def _set(self, name: str, rate: Decimal) -> None:
         if rate > self.fees.get(name, getattr(self.asked.base, name) or 0):
@@ -335,14 +341,17 @@ class _ToolFees:
         if base is not None and times != 1:
             self._set(name, base * times)
 
-    def image(self, rate: Decimal | None, tool: Mapping[str, Any]) -> None:
+    def image(self, rate: Decimal | None, tool: Mapping[str, Any], images: int, prompts: int) -> None:
         """An ``image_generation`` tool's own fee (``rate``, its worst case), the dearest of the
         request's image tools, in place of the published one (which bounds an open tool). A fee
         registered for the model is reserved when it is the dearer (a response charges the image model's
         reported tokens, at most the worst case); where the tool's worst case is not known (``rate``
         None: its model, quality or output has no published price) the registered fee is the bound,
         reserved and charged (``_image_bill`` charges no report for such a tool), and without one the
-        tool is a ``PricingError``. An unknown fee stays unknown."""
+        tool is a ``PricingError``. An unknown fee stays unknown. With the tool's own fee go its bounds
+        (``image_generation_bounds``, in a request showing ``images`` images whose prompts are at most
+        ``prompts`` tokens together), the dearest of the request's image tools: what a response that does
+        not report the image model's usage is charged by (``_rates._image_charge``)."""
         base = self.asked.base.image_generation
         if base is None:
             return
@@ -358,9 +367,13 @@ class _ToolFees:
                     model=self.model,
                 )
             return
+        for name, value in zip(_IMAGE_BOUNDS, image_generation_bounds(tool, images, prompts), strict=True):
+            self.bounds[name] = max(value, self.bounds.get(name, value))
         registered = base != published_prices(self.model, None).get("image_generation")
         if rate > self.fees.get("image_generation", base if registered else -1):
             self.fees["image_generation"] = rate
+        if "image_generation" in self.fees:  # (the tool's own fee: charged by its bounds without a report)
+            self.fees.update(self.bounds)
             self.price = self.asked.with_fees(self.fees)
 
     def preview_search(self) -> bool:

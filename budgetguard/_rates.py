@@ -103,6 +103,13 @@ class Rates:
     file_search: Decimal | None = None
     code_execution: Decimal | None = None
     image_generation: Decimal | None = None
+    image_call: Decimal | None = None
+    """A request's image tool (``_image_tool.image_generation_bounds``, not a price to register): the
+    most one call bills but its prompt, USD per thousand calls (``None``: the ``image_generation`` fee)."""
+    image_io: Decimal | None = None
+    """Of which what its image model reads and writes in text (``None``: the fee)."""
+    image_prompts: Decimal | None = None
+    """The prompts of all its calls together, at their bound, USD per thousand requests (``None``: 0)."""
     request: Decimal = Decimal(0)
     _nums: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _den: int = field(init=False, repr=False, compare=False)
@@ -338,18 +345,36 @@ class Price:
 
 
 def _image_charge(rates: Rates, model: str | None, usage: Usage, calls: int) -> Fraction:
-    """An ``image_generation`` pass: the image model's tokens at its rates, and the fee (``rates``') of
-    each call its report may not cover (``usage.image_generation_calls``), the whole at most the fee
-    of the response's ``calls`` (the worst case each was reserved at) and never below the report."""
+    """An ``image_generation`` pass: the image model's tokens at its rates, and what each call no report
+    covers (``usage.image_generation_calls``) can have billed besides: what its image model reads and
+    writes in text (``rates.image_io``; its image too, ``rates.image_call``, when the pass holds none:
+    the items did not say it), and the prompts of all of them once (``rates.image_prompts``, the
+    calling model's output bound: the reservation's rule). The whole is at most what the response's
+    ``calls`` can bill (each call but its prompt, the prompts once; within what was reserved unless the
+    response shows more calls than were reserved) and never below the report. Without the request's
+    bounds (a fee registered above the tool's, a usage priced alone) a call is the fee, its prompt in it."""
     price = image_price(model)
     uncovered = usage.image_generation_calls
     tokens = dataclasses.replace(usage, image_generation_calls=0) if uncovered else usage
     pass_rates = price.rates_for(tokens.total_input_tokens)
     bill = Fraction(pass_rates.scaled(tokens, price.model) - pass_rates._request, pass_rates._den)
-    if not uncovered or rates.image_generation is None:
+    if not uncovered:
         return bill
-    fee = Fraction(rates.fees_nano({"image_generation": 1}))
-    return max(bill, min(bill + uncovered * fee, calls * fee))
+    fee = Fraction(rates.fees_nano({"image_generation": 1}))  # (an unknown fee: a PricingError)
+    call, io, prompts = (
+        (fee, fee, Fraction(0)) if rates.image_call is None or rates.image_io is None
+        else (_per_call(rates.image_call), _per_call(rates.image_io), _per_call(rates.image_prompts))
+    )  # fmt: skip
+    each = call if tokens == _NOTHING else io  # (a pass without the image: the items did not say it)
+    return max(bill, min(bill + uncovered * each + prompts, calls * call + prompts))
+
+
+_NOTHING = Usage()
+
+
+def _per_call(fee: Decimal | None) -> Fraction:
+    """A fee in USD per thousand as nano-USD per one."""
+    return Fraction(fee or 0) * 10**6
 
 
 @functools.cache

@@ -6,6 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import openai
 import pytest
 
 import budgetguard
@@ -13,6 +14,7 @@ from budgetguard import Event, PriceBook, Usage, estimate, price_book
 from budgetguard._estimate import DEFAULT_TOOL_CALLS
 from budgetguard._image_tool import gpt_image_2_tokens, image_generation_fee, image_usd
 from budgetguard.testing import MockProvider
+from tests.integrations.scripted import serve
 from tests.redteam import sdk_client
 from tests.test_endpoints_mock import mock, server  # noqa: F401 (the mock's fixtures)
 
@@ -72,16 +74,21 @@ def responses(*tools: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def fee_of(est: budgetguard.Estimate) -> Decimal | None:
+    """The ``image_generation`` fee (USD per thousand calls) the request's tools set."""
+    return dict(est.fees).get("image_generation")
+
+
 def test_the_estimate_reserves_and_charges_the_tools_fee() -> None:
     plain = estimate({**responses(), "tools": []})
     low = estimate(responses({"quality": "low", "partial_images": 0}))
-    assert low.fees == (
-        ("image_generation", image_generation_fee({"quality": "low", "partial_images": 0}, 0, 10)),
-    )
+    assert fee_of(low) == image_generation_fee({"quality": "low", "partial_images": 0}, 0, 10)
+    # (without a report a call is charged by its bounds: image_generation_bounds, the prompts whole)
+    assert dict(low.fees)["image_prompts"] == Decimal(100 * 5) / 1000
     assert low.tool_calls == (("image_generation", DEFAULT_TOOL_CALLS["image_generation"]),)
     assert low.cost_nano - plain.cost_nano >= 659 * 30 * 1000  # the image, over the text and its pass
     dearest = estimate(responses({"quality": "low"}, {}))  # two image tools: the dearest one's fee
-    assert dearest.fees == (("image_generation", image_generation_fee({}, 0, 10)),)
+    assert fee_of(dearest) == image_generation_fee({}, 0, 10)
     served = Usage(input_tokens=10, output_tokens=10, image_generation_calls=1)
     text = Usage(input_tokens=10, output_tokens=10)
     charged = low.price.cost(served) - low.price.cost(text)
@@ -128,7 +135,7 @@ def test_a_named_model_is_reserved_at_least_its_published_price(
     one = image_usd(model, quality, size)  # (not far above: the rounding of the price)
     assert one is not None and one - Decimal(usd) < Decimal("0.001")
     # (its prompt: a tenth of the calling model's 100 output tokens, the 10 calls' prompts together)
-    assert estimate(responses(tool)).fees == (("image_generation", image_generation_fee(tool, 0, 10)),)
+    assert fee_of(estimate(responses(tool))) == image_generation_fee(tool, 0, 10)
 
 
 def test_the_1024x1536_high_examples_before_and_after() -> None:
@@ -223,17 +230,22 @@ def test_a_call_missing_from_the_reported_usage_is_charged_by_its_size_and_quali
 
 
 def test_without_reported_usage_the_items_size_and_quality_are_charged() -> None:
-    tools = [{"type": "image_generation", "model": "gpt-image-1.5", "partial_images": 2}]
-    usage = Usage.from_response(image_response(tools, [{"size": "1024x1536", "quality": "high"}], None))
-    price = estimate(responses({})).price
-    charged = price.cost_nano(usage) - price.cost_nano(Usage(input_tokens=100, output_tokens=10))
-    assert charged == (6240 + 200) * 32 * 1000  # the image and its 2 partials at gpt-image-1.5's $32 / M
+    tool = {"model": "gpt-image-1.5", "partial_images": 2}
+    body = image_response(
+        [{"type": "image_generation", **tool}], [{"size": "1024x1536", "quality": "high"}], None
+    )
+    price = estimate(responses(tool)).price
+    charged = price.cost_nano(Usage.from_response(body)) - price.cost_nano(
+        Usage(input_tokens=100, output_tokens=10)
+    )
+    # the image and its 2 partials at gpt-image-1.5's $32 / M, and its prompt at the bound (gpt-5's 100
+    # output tokens at $5 / M: was not charged; gpt-image-1.5 writes no text)
+    assert charged == ((6240 + 200) * 32 + 100 * 5) * 1000
 
 
 @pytest.mark.parametrize(
     ("tools", "items", "tool_usage"),
     [
-        ([{"type": "image_generation"}], [{}], None),  # (items that do not say their size and quality)
         ([], [{"size": "1024x1024", "quality": "high"}], IMAGE_GEN),  # (no echoed tool: no model)
         ([{"type": "image_generation", "model": "gpt-image-3"}], [{"size": "1024x1024", "quality": "high"}],
          IMAGE_GEN),  # (a model whose rates are not known here)
@@ -244,6 +256,12 @@ def test_a_response_that_does_not_say_is_charged_the_fee(
 ) -> None:
     usage = Usage.from_response(image_response(tools, items, tool_usage))
     assert usage.passes == () and usage.image_generation_calls == 1
+    # items that do not say their size, priced alone (no request's bounds: the model's published fee)
+    price = price_book.get("gpt-5")
+    for unsized in [{}], [{}, {}]:
+        usage = Usage.from_response(image_response([{"type": "image_generation"}], unsized, None))
+        charged = price.cost_nano(usage) - price.cost_nano(Usage(input_tokens=100, output_tokens=10))
+        assert charged == len(unsized) * price.base.image_generation * 10**6  # type: ignore[operator]
 
 
 # -- with the openai SDK against the local mock ---------------------------------------------------------
@@ -346,10 +364,11 @@ def test_a_malformed_report_is_no_report(bad: dict[str, Any]) -> None:
     report = {k: v for k, v in {**IMAGE_GEN, **bad}.items() if v is not None}
     tools = [{"type": "image_generation", "model": "gpt-image-2", "partial_images": 0}]
     sized = Usage.from_response(image_response(tools, [{"size": "1024x1024", "quality": "high"}], report))
-    (image,) = sized.passes
-    assert image.usage == Usage(output_image_tokens=7024)  # the item's size and quality, by the rule
+    (image,) = sized.passes  # the item's size and quality by the rule, the call's io not reported
+    assert image.usage == Usage(output_image_tokens=7024, image_generation_calls=1)
     unsized = Usage.from_response(image_response(tools, [{}], report))
-    assert unsized.passes == () and unsized.image_generation_calls == 1  # the fee
+    (image,) = unsized.passes  # the call's worst case
+    assert image.usage == Usage(image_generation_calls=1)
 
 
 # -- the image model's input and text output, reserved ------------------------------------------------
@@ -475,11 +494,12 @@ def test_a_report_covering_every_call_is_charged_no_fee(
 
 def test_a_call_the_report_skips_is_charged_the_fee() -> None:
     """Two 1024x1024 high calls, a report of one (``tool_usage`` may skip a call whose record is missing):
-    the report, the items' images, and the other call's fee, at most the fee of both."""
+    the report, the items' images, the other call's text and the prompts at their bound (gpt-5's 100
+    output tokens), at most what both calls can bill."""
     tool = {"model": "gpt-image-2", "size": "1024x1024", "quality": "high", "partial_images": 0}
-    fee_nano = int(estimate({**responses(tool), "max_tool_calls": 2}).price.base.image_generation * 10**6)
     bill_nano = (40 * 5 + 2 * 7024 * 30) * 1000
-    assert charged_two(tool, TWO_HIGH, reported(40, 0, 0, 7024)) == min(bill_nano + fee_nano, 2 * fee_nano)
+    charged = charged_two(tool, TWO_HIGH, reported(40, 0, 0, 7024))
+    assert charged == bill_nano + (TEXT + 100 * 5) * 1000 <= (2 * (7024 * 30 + TEXT) + 100 * 5) * 1000
 
 
 def test_the_fee_cap_never_charges_below_the_report() -> None:
@@ -515,12 +535,12 @@ def test_the_prompts_are_reserved_once_a_request_not_once_a_call() -> None:
     the image model's $5 / M) in each of the 10 calls' fees; now $11.74, the prompt bound once."""
     request = {"model": "gpt-5", "input": "Draw an axolotl.", "tools": [{"type": "image_generation"}]}
     est, calls = estimate(request), DEFAULT_TOOL_CALLS["image_generation"]
-    ((_, fee),) = est.fees
+    fee = fee_of(est)
     assert fee == image_generation_fee({}, 0, 128_000 // calls)
     assert calls * fee == calls * image_generation_fee({}) + Decimal(128_000 * 5) / 1000  # (USD per 1000)
     assert est.cost < Decimal("11.74")
     one = estimate({**request, "max_tool_calls": 1})  # (one call: its prompt is the whole bound)
-    assert one.fees == (("image_generation", image_generation_fee({}, 0, 128_000)),)
+    assert fee_of(one) == image_generation_fee({}, 0, 128_000)
 
 
 def test_a_refusal_of_a_defaulted_tool_names_max_tool_calls(mock: MockProvider) -> None:  # noqa: F811
@@ -541,3 +561,91 @@ def test_a_refusal_of_a_defaulted_tool_names_max_tool_calls(mock: MockProvider) 
         create(**request, max_tool_calls=1)  # (one image: within the $5)
     finally:
         client.close()
+
+
+# -- without a report: every call shown is charged what it can have billed ----------------------------
+
+DRAWN = {"model": "gpt-image-2", "size": "1024x1024", "quality": "high", "partial_images": 0}
+IMAGE = 7024 * 30  # (DRAWN's image: 7,024 tokens at gpt-image-2's $30 / M; USD per M x tokens)
+BOUND = 100_000  # (gpt-5's max_output_tokens: the prompts of all its calls together, at most)
+SIZED = {"size": "1024x1024", "quality": "high"}
+
+
+def drawing(images: int = 0, **more: Any) -> dict[str, Any]:
+    """gpt-5 offering DRAWN (10 calls reserved, the default), showing ``images`` images to edit."""
+    content: list[dict[str, Any]] = [{"type": "input_text", "text": "Draw an axolotl."}]
+    content += [{"type": "input_image", "image_url": f"https://example.com/{n}.png"} for n in range(images)]
+    tools = [{"type": "image_generation", **DRAWN}]
+    return {"model": "gpt-5", "input": [{"role": "user", "content": content}], "max_output_tokens": BOUND,
+            "tools": tools, **more}  # fmt: skip
+
+
+def charged_through_the_sdk(request: dict[str, Any], body: dict[str, Any]) -> tuple[Event, int, list[Event]]:
+    """``request`` sent with the openai SDK through ``guard.wrap`` to a local server answering ``body``:
+    the committed event, what the image calls were charged (nano-USD: all but the text) and the events."""
+    events: list[Event] = []
+    budgets = [budgetguard.Budget("feature", usd="50", per="day")]
+    guard = budgetguard.Guard("memory://", budgets=budgets, on_event=events.append)
+    body = {"id": "resp_1", "object": "response", "model": "gpt-5", "status": "completed", **body}
+    with serve([body], path="/v1/responses") as server_:
+        client = openai.OpenAI(base_url=server_.url, api_key="x", max_retries=0)
+        try:
+            guard.wrap(client, feature="draw").responses.create(**request)
+        finally:
+            client.close()
+    (committed,) = [e for e in events if e.kind == "committed"]
+    assert committed.actual is not None
+    text_nano = price_book.cost_nano("gpt-5", Usage.from_response({"usage": body["usage"]}))
+    return committed, int(committed.actual * NANO) - text_nano, events
+
+
+@pytest.mark.parametrize(
+    ("items", "images", "worst"),
+    [
+        # one call whose item says nothing: its image, its text and the whole prompt bound (was charged
+        # $0.34072, the fee holding a tenth of the bound; a 90,000-token prompt bills $0.66072)
+        ([{}], 0, IMAGE + TEXT + BOUND * 5),
+        # the item says its size: its image by the rule, its text and the prompt (was $0.21072, the image)
+        ([SIZED], 0, IMAGE + TEXT + BOUND * 5),
+        # and it may read the request's 2 images at high fidelity (581 + 6,144 tokens each at $8 / M)
+        ([SIZED], 2, IMAGE + TEXT + 2 * 6725 * 8 + BOUND * 5),
+        # two calls: each its image and text, their prompts together the bound (was $0.68144)
+        ([{}, {}], 0, 2 * (IMAGE + TEXT) + BOUND * 5),
+    ],
+)
+def test_without_a_report_each_call_is_charged_what_it_can_have_billed(
+    items: list[dict[str, Any]], images: int, worst: int
+) -> None:
+    """No ``tool_usage``: each call the response shows is charged its image (the item's size and
+    quality, else the tool's dearest), what its image model reads and writes in text, and the prompts
+    of all of them once, at their bound (the calling model's output bound): the reservation's rule."""
+    body = image_response([{"type": "image_generation", **DRAWN}], items, None)
+    committed, charged, events = charged_through_the_sdk(drawing(images), body)
+    assert charged == worst * 1000
+    assert charged >= (90_000 * 5 + len(items) * IMAGE) * 1000  # (a 90,000-token prompt's bill)
+    assert committed.estimated is not None and committed.estimated >= committed.actual  # type: ignore[operator]
+    assert "overrun" not in [e.kind for e in events]
+
+
+def test_more_calls_than_reserved_are_charged_what_they_bill_and_flagged() -> None:
+    """One call reserved (``max_tool_calls=1``: its fee holds the whole prompt bound), ten shown
+    without a report: each its image and text, the prompts once, $3.4072 (was 10 fees, $7.9072, the
+    prompt bound ten times); above the reservation: an overrun."""
+    body = image_response([{"type": "image_generation", **DRAWN}], [{}] * 10, None)
+    committed, charged, events = charged_through_the_sdk(drawing(max_tool_calls=1), body)
+    assert charged == (10 * (IMAGE + TEXT) + BOUND * 5) * 1000
+    assert committed.estimated is not None and committed.actual is not None
+    assert committed.actual > committed.estimated and "overrun" in [e.kind for e in events]
+
+
+def test_a_call_the_report_skips_is_charged_the_whole_prompt_bound() -> None:
+    """Two calls, a report of one (a 40-token prompt): the other may have had a 99,960-token prompt
+    ($0.50), its text ($0.08) and image. It was charged the fee of one call, capped at two fees
+    ($0.68144 in all: each fee holds a tenth of the bound); now the report, the items' images, the
+    other's text and the prompt bound."""
+    body = image_response([{"type": "image_generation", **DRAWN}], [SIZED] * 2, reported(40, 0, 0, 7024))
+    committed, charged, events = charged_through_the_sdk(drawing(), body)
+    assert charged == (40 * 5 + 2 * IMAGE + TEXT + BOUND * 5) * 1000
+    assert charged >= (40 * 5 + 2 * IMAGE + TEXT + 99_960 * 5) * 1000
+    assert committed.estimated is not None and committed.estimated >= committed.actual  # type: ignore[operator]
+    assert "overrun" not in [e.kind for e in events]
