@@ -217,8 +217,10 @@ class ServerTools:
         ``shown`` input tokens) to find the dearest. An image generation call's fee holds what its
         image model reads: the request's images and its share of the prompts, which the calling model
         writes: all of them together at most ``output`` (its output bound) tokens, reserved once a
-        request (``output`` over the calls reserved, in each call's fee). A chat search model searches
-        once a request, where ``provider`` bills it (``chat_search``)."""
+        request (``output`` over the calls reserved, in each call's fee: what a registered fee is
+        compared with). The calls are reserved and charged by the tool's bounds (each call but its
+        prompt, the prompts once: ``_rates._image_charge``) where the tool's own fee is the dearer. A
+        chat search model searches once a request, where ``provider`` bills it (``chat_search``)."""
         tools = request.get("tools")
         servers = request.get("mcp_servers") if api == "anthropic" else None
         searched = price.chat_search(provider) if api != "anthropic" and "messages" in request else None

@@ -300,13 +300,17 @@ class Price:
         call's provider and date. Without it such a pass is a ``PricingError``: a price alone does not
         know where the call went."""
         rates = self.rates_for(usage.total_input_tokens) if self.tiers else self.base
-        if not usage.passes:
-            return rates.cost_nano(usage, self.model)
         calls = usage.image_generation_calls
-        if calls and any(extra.kind == IMAGE_PASS for extra in usage.passes):
-            usage = dataclasses.replace(usage, image_generation_calls=0)  # (billed by the image pass)
+        bounded = calls and rates.image_call is not None  # (a request's image tool: its bounds)
+        if not usage.passes and not bounded:
+            return rates.cost_nano(usage, self.model)
+        imaged = calls and any(extra.kind == IMAGE_PASS for extra in usage.passes)
+        if imaged or bounded:
+            usage = dataclasses.replace(usage, image_generation_calls=0)  # (billed by _image_charge)
         # Each pass at its own model's price and prompt-size tier; the sum is rounded up once.
         total = Fraction(rates.scaled(usage, self.model), rates._den)
+        if bounded and not imaged:  # calls nothing else is known of (an estimate, a cut stream): uncovered
+            total += _image_charge(rates, None, Usage(image_generation_calls=calls), calls)
         for extra in usage.passes:
             if extra.kind == IMAGE_PASS:  # the image model's tokens, at its published rates
                 total += _image_charge(rates, extra.model, extra.usage, calls)
@@ -353,11 +357,13 @@ def _image_charge(rates: Rates, model: str | None, usage: Usage, calls: int) -> 
     ``calls`` can bill (each call but its prompt, the prompts once; within what was reserved unless the
     response shows more calls than were reserved) and never below the report. Without the request's
     bounds (a fee registered above the tool's, a usage priced alone) a call is the fee, its prompt in it."""
-    price = image_price(model)
     uncovered = usage.image_generation_calls
     tokens = dataclasses.replace(usage, image_generation_calls=0) if uncovered else usage
-    pass_rates = price.rates_for(tokens.total_input_tokens)
-    bill = Fraction(pass_rates.scaled(tokens, price.model) - pass_rates._request, pass_rates._den)
+    bill = Fraction(0)
+    if tokens != _NOTHING:  # (none: no image model's price needed)
+        price = image_price(model)
+        pass_rates = price.rates_for(tokens.total_input_tokens)
+        bill = Fraction(pass_rates.scaled(tokens, price.model) - pass_rates._request, pass_rates._den)
     if not uncovered:
         return bill
     fee = Fraction(rates.fees_nano({"image_generation": 1}))  # (an unknown fee: a PricingError)

@@ -16,7 +16,7 @@ from budgetguard._image_tool import gpt_image_2_tokens, image_generation_fee, im
 from budgetguard.testing import MockProvider
 from tests.integrations.scripted import serve
 from tests.redteam import sdk_client
-from tests.test_endpoints_mock import mock, server  # noqa: F401 (the mock's fixtures)
+from tests.test_endpoints_mock import mock, read_until_cut, server  # noqa: F401 (the mock's fixtures)
 
 NANO = Decimal(10**9)
 TEXT = 8000 * 10  # the image model's text a call (gpt-image-2 and later), USD per M x tokens
@@ -92,7 +92,9 @@ def test_the_estimate_reserves_and_charges_the_tools_fee() -> None:
     served = Usage(input_tokens=10, output_tokens=10, image_generation_calls=1)
     text = Usage(input_tokens=10, output_tokens=10)
     charged = low.price.cost(served) - low.price.cost(text)
-    assert charged == Decimal(659 * 30 + TEXT + 10 * 5) / 10**6  # the call is charged at its tool's fee
+    # a call nothing else is known of: its tool's worst case and the prompts at their bound (gpt-5's 100
+    # output tokens at $5 / M; was the fee, holding a tenth of them)
+    assert charged == Decimal(659 * 30 + TEXT + 100 * 5) / 10**6
 
 
 def test_a_registered_fee_stays_when_it_is_the_dearer() -> None:
@@ -648,4 +650,32 @@ def test_a_call_the_report_skips_is_charged_the_whole_prompt_bound() -> None:
     assert charged == (40 * 5 + 2 * IMAGE + TEXT + BOUND * 5) * 1000
     assert charged >= (40 * 5 + 2 * IMAGE + TEXT + 99_960 * 5) * 1000
     assert committed.estimated is not None and committed.estimated >= committed.actual  # type: ignore[operator]
+    assert "overrun" not in [e.kind for e in events]
+
+
+def test_an_interrupted_stream_charges_its_image_call_what_it_can_have_billed(mock: MockProvider) -> None:  # noqa: F811
+    """A stream cut after its image_generation_call item, before the report: the call is charged its
+    image at the tool's worst, its text and the whole prompt bound (was its fee, $0.34072, holding a
+    tenth of the bound), as a response without a report (one rule: ``_rates._image_charge``)."""
+    events: list[Event] = []
+    guard = budgetguard.Guard(
+        "memory://", budgets=[budgetguard.Budget("feature", usd="50", per="day")], on_event=events.append
+    )
+    client = mock.openai()
+    mock.cut(after=6, path="/v1/responses")  # created, in_progress, reasoning and image items: added, done
+    try:
+        stream = guard.with_budget(client.responses.create, feature="draw")(**drawing(), stream=True)
+        done, error = read_until_cut(stream, "response.output_item.done")
+        stream.close()
+    finally:
+        client.close()
+    assert error is not None and [read(e.item, "type") for e in done] == [
+        "reasoning",
+        "image_generation_call",
+    ]
+    (entry,) = guard.ledger.history(events=["committed"])
+    usage = {**entry.data["usage"]}
+    assert usage.pop("image_generation_calls") == 1 and entry.data["interrupted"] is True
+    text_nano = estimate(drawing()).price.cost_nano(Usage(**usage))
+    assert entry.amounts["usd"] - text_nano == (IMAGE + TEXT + BOUND * 5) * 1000
     assert "overrun" not in [e.kind for e in events]
