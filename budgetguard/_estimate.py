@@ -15,12 +15,11 @@ hold so that the call cannot cost more:
   for (``service_tier`` flex / priority, Anthropic ``speed="fast"``, batch processing with
   ``batch=True``), see ``request_variant``; a request naming no tier (or ``"auto"``) at the project's
   default, ``Estimator(default_service_tier="priority")`` when it is Priority (else standard).
-
 * server-side tools: each billed tool the request offers (Anthropic ``web_search`` / ``web_fetch`` /
   ``code_execution``, Responses ``web_search`` / ``file_search`` / ``code_interpreter`` /
-  ``image_generation``) at its worst count: Anthropic's ``max_uses``, the Responses API's
-  ``max_tool_calls`` (all of them on the dearest tool), else ``Estimator(tool_calls=...)``'s default per
-  tool (``DEFAULT_TOOL_CALLS``), which the journal flags as ``tools_defaulted``;
+  ``image_generation``: its prompts once too) at its worst count: Anthropic's ``max_uses``, the
+  Responses API's ``max_tool_calls`` (all of them on the dearest tool), else ``Estimator(tool_calls=...)``'s
+  default per tool (``DEFAULT_TOOL_CALLS``), which the journal flags as ``tools_defaulted``;
 * server-side tool passes: the provider feeds every server-side tool's result (tool search and MCP
   too) back into a further pass of the call, which re-reads the request: the input of ``c + 1``
   passes for ``c`` calls, each capped at the context window (the hard bound), each result at
@@ -414,7 +413,8 @@ class Estimator:
                 output_audio_tokens=output_tokens if audio else 0, passes=passes,
                 **{_FEE_UNITS[name]: count for name, count in calls},
             )  # fmt: skip
-            cost_nano = self.prices.cost_nano(price, worst, provider=provider, variant=variant)
+            cost_nano = price.image_prompts_nano(calls)  # (an image tool's, where its calls do not hold them)
+            cost_nano += self.prices.cost_nano(price, worst, provider=provider, variant=variant)
             if chain:
                 cost_nano = chain_cost(self.prices, cost_nano, worst, hops, price, chain, provider)
                 passes += hops

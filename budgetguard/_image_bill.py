@@ -11,9 +11,9 @@ of one ``Usage`` on the image model, priced at its published rates (``_image_too
   falls short of the items' images (their partial images apart, which a report may leave out) by at
   least the smallest of them, a call for each such image (all but one at most) is uncovered, as
   ``image_generation_calls`` of the pass: ``_rates._image_charge`` charges what it can have billed
-  besides (what its image model reads and writes in text, the prompts at their bound), the whole at
-  most what every call can bill, and never less than the report; items that do not say their size and
-  quality leave the report trusted. Cached image input at the image input rate (a ``Usage`` has one
+  besides (what its image model reads and writes in text, the prompts the report does not hold), the
+  whole at most what every call can bill, and never less than the report; items that do not say their
+  size and quality leave the report trusted. Cached image input at the image input rate (a ``Usage`` has one
   cached-input bucket: the cached text's), counts without their text / image split at the image
   rates (the dearer);
 * without reported counts, every call uncovered: the items' image output tokens by the model's rule

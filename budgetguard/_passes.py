@@ -41,7 +41,7 @@ from typing import Any
 from ._errors import ConfigurationError, PricingError
 from ._image_tool import image_generation_bounds, image_generation_fee
 from ._price_data import chat_search_fee, published_prices
-from ._rates import _FEE_UNITS, Price
+from ._rates import _FEE_UNITS, IMAGE_BOUNDS, Price
 
 __all__ = [
     "DEFAULT_TOOL_CALLS",
@@ -214,13 +214,12 @@ class ServerTools:
         Responses API's ``max_tool_calls`` (all built-in calls together: fees on the dearest tool, the
         largest results), else the default count; each result at a web fetch's ``max_content_tokens``,
         else the configured size. One call of each is priced at ``price`` (for a request that shows
-        ``shown`` input tokens) to find the dearest. An image generation call's fee holds what its
-        image model reads: the request's images and its share of the prompts, which the calling model
-        writes: all of them together at most ``output`` (its output bound) tokens, reserved once a
-        request (``output`` over the calls reserved, in each call's fee: what a registered fee is
-        compared with). The calls are reserved and charged by the tool's bounds (each call but its
-        prompt, the prompts once: ``_rates._image_charge``) where the tool's own fee is the dearer. A
-        chat search model searches once a request, where ``provider`` bills it (``chat_search``)."""
+        ``shown`` input tokens) to find the dearest. An image generation call's fee is all it bills but
+        its prompt (what its image model reads of the request's images and writes: what the other
+        tools' fees and a registered fee are compared with); the prompts, which the calling model
+        writes, are at most ``output`` (its output bound) tokens together: a request's, reserved once
+        over the fees whenever the tool is offered (``Price.image_prompts_nano``). A chat search
+        model searches once a request, where ``provider`` bills it (``chat_search``)."""
         tools = request.get("tools")
         servers = request.get("mcp_servers") if api == "anthropic" else None
         searched = price.chat_search(provider) if api != "anthropic" and "messages" in request else None
@@ -254,12 +253,8 @@ class ServerTools:
                 if api != "anthropic":
                     fees_set.scale("code_execution", _container_size(tool))
             elif name == "image_generation":  # (its model, size, quality: budgetguard._image_tool)
-                # the calling model writes every call's prompt: all of them together at most its output
-                # bound, reserved once a request (a share in each of the calls reserved)
-                calls = bounded if bounded is not None else self.calls[name]
                 images = count_images(request.get("input"))
-                fee = image_generation_fee(tool, images, -(-output // calls) if calls else output)
-                fees_set.image(fee, tool, images, output)
+                fees_set.image(image_generation_fee(tool, images), tool, images, output)
             elif name == "web_search" and api != "anthropic":  # (free content if every search is a preview)
                 preview = str(kind).startswith("web_search_preview") and fees_set.preview_search()
                 free = {name} if preview and (name not in counts or name in free) else set()
@@ -312,10 +307,6 @@ class ServerTools:
 NO_TOOLS = ToolUse((), (), (), ())
 
 
-_IMAGE_BOUNDS = ("image_call", "image_io", "image_prompts")
-"""The ``Rates`` fields ``image_generation_bounds`` sets (``_rates._image_charge`` charges by them)."""
-
-
 class _ToolFees:
     """The call fees a request's tools set on its price: the dearest of each, over the model's own."""
 
@@ -323,8 +314,8 @@ class _ToolFees:
         self.asked = self.price = price
         self.model = model
         self.fees: dict[str, Decimal] = {}
-        self.bounds: dict[str, Decimal] = {}
-        """The dearest ``image_generation_bounds`` of the request's image tools, as ``Rates`` fields."""
+        self.least_image: Decimal | None = None
+        """The least of the request's image tools' fees less what their image model reads and writes."""
 
     def _set(self, name: str, rate: Decimal) -> None:
         if rate > self.fees.get(name, getattr(self.asked.base, name) or 0):
@@ -344,16 +335,17 @@ class _ToolFees:
             self._set(name, base * times)
 
     def image(self, rate: Decimal | None, tool: Mapping[str, Any], images: int, prompts: int) -> None:
-        """An ``image_generation`` tool's own fee (``rate``, its worst case), the dearest of the
-        request's image tools, in place of the published one (which bounds an open tool). A fee
+        """An ``image_generation`` tool's own fee (``rate``, its worst case but its prompt), the dearest
+        of the request's image tools, in place of the published one (which bounds an open tool). A fee
         registered for the model is reserved when it is the dearer (a response charges the image model's
         reported tokens, at most the worst case); where the tool's worst case is not known (``rate``
         None: its model, quality or output has no published price) the registered fee is the bound,
         reserved and charged (``_image_bill`` charges no report for such a tool), and without one the
-        tool is a ``PricingError``. An unknown fee stays unknown. With the tool's own fee go its bounds
-        (``image_generation_bounds``, in a request showing ``images`` images whose prompts are at most
-        ``prompts`` tokens together), the dearest of the request's image tools: what a response that does
-        not report the image model's usage is charged by (``_rates._image_charge``)."""
+        tool is a ``PricingError``. An unknown fee stays unknown. With a known fee go the tool's bounds
+        (``_rates.ImageBounds``: a call no report covers is charged by them): what a call's image model
+        reads of the request's ``images`` images and writes (the fee less the least image of the
+        request's tools: above the tool's own where a registered fee is the dearer), and the prompts,
+        at most ``prompts`` tokens together at the dearest text input rate of the image models."""
         base = self.asked.base.image_generation
         if base is None:
             return
@@ -369,14 +361,17 @@ class _ToolFees:
                     model=self.model,
                 )
             return
-        for name, value in zip(_IMAGE_BOUNDS, image_generation_bounds(tool, images, prompts), strict=True):
-            self.bounds[name] = max(value, self.bounds.get(name, value))
+        io, prompt_rate = image_generation_bounds(tool, images)
         registered = base != published_prices(self.model, None).get("image_generation")
         if rate > self.fees.get("image_generation", base if registered else -1):
             self.fees["image_generation"] = rate
-        if "image_generation" in self.fees:  # (the tool's own fee: charged by its bounds without a report)
-            self.fees.update(self.bounds)
-            self.price = self.asked.with_fees(self.fees)
+        fee = self.fees.get("image_generation", base)
+        image = rate - io
+        self.least_image = image if self.least_image is None else min(self.least_image, image)
+        prompt_rate = max(prompt_rate, self.fees.get(IMAGE_BOUNDS[2], prompt_rate))
+        bounds = (fee - self.least_image, Decimal(prompts), prompt_rate)
+        self.fees.update(zip(IMAGE_BOUNDS, bounds, strict=True))
+        self.price = self.asked.with_fees(self.fees)
 
     def preview_search(self) -> bool:
         """A ``web_search_preview`` call's fee: the published preview fee of a model that does not

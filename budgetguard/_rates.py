@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
@@ -24,7 +24,7 @@ from ._limits import chat_search, writes_cache_unasked
 from ._money import Money, to_usd
 from ._usage import Usage
 
-__all__ = ["CALL_FEES", "Price", "RateArgs", "Rates"]
+__all__ = ["CALL_FEES", "IMAGE_BOUNDS", "ImageBounds", "Price", "RateArgs", "Rates"]
 
 
 def _rate(value: Money | None, what: str) -> Decimal | None:
@@ -103,13 +103,6 @@ class Rates:
     file_search: Decimal | None = None
     code_execution: Decimal | None = None
     image_generation: Decimal | None = None
-    image_call: Decimal | None = None
-    """A request's image tool (``_image_tool.image_generation_bounds``, not a price to register): the
-    most one call bills but its prompt, USD per thousand calls (``None``: the ``image_generation`` fee)."""
-    image_io: Decimal | None = None
-    """Of which what its image model reads and writes in text (``None``: the fee)."""
-    image_prompts: Decimal | None = None
-    """The prompts of all its calls together, at their bound, USD per thousand requests (``None``: 0)."""
     request: Decimal = Decimal(0)
     _nums: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _den: int = field(init=False, repr=False, compare=False)
@@ -242,6 +235,36 @@ def _unpriced(model: str, unit: str, count: int) -> PricingError:
     )
 
 
+IMAGE_BOUNDS = ("image_io", "image_prompts", "image_prompt_rate")
+"""The request fees (``Price.with_fees``) that are an ``ImageBounds``, in its fields' order."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImageBounds:
+    """A request's ``image_generation`` tool, for the calls no report covers (``_image_charge``; a
+    request's, not a price to register): what one call's image model reads and writes in text,
+    ``io`` (USD per thousand calls), and the prompts the calling model writes for all the calls
+    together, at most ``prompts`` tokens (its output bound), read at ``rate`` (the image model's text
+    input, USD per million). Each call's fee is the price's ``image_generation``."""
+
+    io: Decimal
+    prompts: int
+    rate: Decimal
+    _rates: Rates = field(init=False, repr=False, compare=False)
+    """``rate`` as the input and ``io`` as the call fee of a ``Rates``: priced by its rules."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_rates", Rates.of(input=self.rate, image_generation=self.io))
+
+    def prompts_nano(self, tokens: int) -> Fraction:
+        """``tokens`` of prompt at the image model's text input rate, exact nano-USD."""
+        return Fraction(self._rates.scaled(Usage(input_tokens=tokens)), self._rates._den)
+
+    def io_nano(self, calls: int) -> Fraction:
+        """What ``calls`` calls' image model reads and writes in text, exact nano-USD."""
+        return Fraction(self._rates.scaled(Usage(image_generation_calls=calls)), self._rates._den)
+
+
 @dataclass(frozen=True, slots=True)
 class Price:
     """The price of one model: base rates, prompt-size tiers, and where the price came from."""
@@ -257,6 +280,9 @@ class Price:
     """The model ``model`` names, where the name is not that model's own: the price data's id the name
     matched (Azure's ``gpt-35-turbo``: ``gpt-3.5-turbo``), or a registered name's ``base_model`` (an
     Azure deployment's, ``"chat-prod"``). The model's own rules follow it (``served``), not the name."""
+    _image: ImageBounds | None = field(default=None, kw_only=True, repr=False)
+    """The request's image generation tool (set by ``with_fees``): what a call no report covers is
+    charged by (``_image_charge``); ``None``: such a call is the ``image_generation`` fee."""
     dearer_write: str | None = field(init=False, repr=False, compare=False)
     """``"5m"`` / ``"1h"`` when this is the price of a model that writes the prompt cache on its own
     (``writes_cache_unasked`` of the model ``served``: OpenAI's) and bills those writes (the 5-minute /
@@ -300,8 +326,8 @@ class Price:
         call's provider and date. Without it such a pass is a ``PricingError``: a price alone does not
         know where the call went."""
         rates = self.rates_for(usage.total_input_tokens) if self.tiers else self.base
-        calls = usage.image_generation_calls
-        bounded = calls and rates.image_call is not None  # (a request's image tool: its bounds)
+        calls, bounds = usage.image_generation_calls, self._image
+        bounded = calls and bounds is not None  # (a request's image tool: its bounds)
         if not usage.passes and not bounded:
             return rates.cost_nano(usage, self.model)
         imaged = calls and any(extra.kind == IMAGE_PASS for extra in usage.passes)
@@ -310,10 +336,10 @@ class Price:
         # Each pass at its own model's price and prompt-size tier; the sum is rounded up once.
         total = Fraction(rates.scaled(usage, self.model), rates._den)
         if bounded and not imaged:  # calls nothing else is known of (an estimate, a cut stream): uncovered
-            total += _image_charge(rates, None, Usage(image_generation_calls=calls), calls)
+            total += _image_charge(rates, bounds, None, Usage(image_generation_calls=calls), calls)
         for extra in usage.passes:
             if extra.kind == IMAGE_PASS:  # the image model's tokens, at its published rates
-                total += _image_charge(rates, extra.model, extra.usage, calls)
+                total += _image_charge(rates, bounds, extra.model, extra.usage, calls)
                 continue
             if extra.model is None or extra.model == self.model:
                 price = self
@@ -334,29 +360,45 @@ class Price:
     def with_fees(self, fees: Mapping[str, Decimal] | tuple[tuple[str, Decimal], ...]) -> Price:
         """This price with the call fees ``fees`` (``{"web_search": Decimal(25)}``, or its items; USD per
         thousand calls) at every tier: what a request's own tools cost (a larger container, a preview
-        search)."""
+        search); ``IMAGE_BOUNDS`` among them are its image tool's ``ImageBounds``."""
         if not fees:
             return self
         fees = dict(fees)
+        io, prompts, rate = (fees.pop(name, None) for name in IMAGE_BOUNDS)
+        image = self._image if io is None else ImageBounds(io, int(prompts or 0), rate or Decimal(0))
         return dataclasses.replace(
             self,
             base=dataclasses.replace(self.base, **fees),  # type: ignore[arg-type]
             tiers=tuple((t, dataclasses.replace(r, **fees)) for t, r in self.tiers),  # type: ignore[arg-type]
+            _image=image,
         )
+
+    def image_prompts_nano(self, calls: Iterable[tuple[str, int]] = ()) -> int:
+        """The prompts of the request's image generation calls at their bound, nano-USD rounded up (0
+        without an image tool), for a reservation of ``calls`` (by fee name): reserved once a request
+        that offers the tool, with its calls (``cost_nano`` charges them there: 0 here) or without
+        them, where another tool's calls are the dearest of ``max_tool_calls``."""
+        bounds = self._image
+        if bounds is None or dict(calls).get("image_generation"):
+            return 0
+        return math.ceil(bounds.prompts_nano(bounds.prompts))
 
     def cost(self, usage: Usage) -> Decimal:
         return to_usd(self.cost_nano(usage))
 
 
-def _image_charge(rates: Rates, model: str | None, usage: Usage, calls: int) -> Fraction:
+def _image_charge(
+    rates: Rates, bounds: ImageBounds | None, model: str | None, usage: Usage, calls: int
+) -> Fraction:
     """An ``image_generation`` pass: the image model's tokens at its rates, and what each call no report
     covers (``usage.image_generation_calls``) can have billed besides: what its image model reads and
-    writes in text (``rates.image_io``; its image too, ``rates.image_call``, when the pass holds none:
-    the items did not say it), and the prompts of all of them once (``rates.image_prompts``, the
-    calling model's output bound: the reservation's rule). The whole is at most what the response's
-    ``calls`` can bill (each call but its prompt, the prompts once; within what was reserved unless the
-    response shows more calls than were reserved) and never below the report. Without the request's
-    bounds (a fee registered above the tool's, a usage priced alone) a call is the fee, its prompt in it."""
+    writes in text (``bounds.io``; its whole fee, ``rates``' ``image_generation``, when the pass holds
+    no image: the items did not say it), and the prompts the report does not hold: the prompt bound
+    (``bounds.prompts``, the calling model's output bound) less the pass's text input, never below 0.
+    The whole is at most what the response's ``calls`` can bill (the fee of each, the prompt bound
+    once: the reservation's rule, within it unless the response shows more calls than were reserved)
+    and never below the report. Without the request's ``bounds`` (a usage priced alone) a call is the
+    fee."""
     uncovered = usage.image_generation_calls
     tokens = dataclasses.replace(usage, image_generation_calls=0) if uncovered else usage
     bill = Fraction(0)
@@ -366,21 +408,19 @@ def _image_charge(rates: Rates, model: str | None, usage: Usage, calls: int) -> 
         bill = Fraction(pass_rates.scaled(tokens, price.model) - pass_rates._request, pass_rates._den)
     if not uncovered:
         return bill
-    fee = Fraction(rates.fees_nano({"image_generation": 1}))  # (an unknown fee: a PricingError)
-    call, io, prompts = (
-        (fee, fee, Fraction(0)) if rates.image_call is None or rates.image_io is None
-        else (_per_call(rates.image_call), _per_call(rates.image_io), _per_call(rates.image_prompts))
-    )  # fmt: skip
-    each = call if tokens == _NOTHING else io  # (a pass without the image: the items did not say it)
-    return max(bill, min(bill + uncovered * each + prompts, calls * call + prompts))
+    most = Fraction(rates.fees_nano({"image_generation": calls}))  # (an unknown fee: a PricingError)
+    if bounds is None or tokens == _NOTHING:  # (no request's bounds, no image in the pass: the fee)
+        each = Fraction(rates.fees_nano({"image_generation": uncovered}))
+    else:
+        each = bounds.io_nano(uncovered)
+    if bounds is None:
+        return max(bill, min(bill + each, most))
+    read = tokens.input_tokens + tokens.cache_read_tokens  # (the prompts the report holds, at most)
+    left = bounds.prompts_nano(max(0, bounds.prompts - read))
+    return max(bill, min(bill + each + left, most + bounds.prompts_nano(bounds.prompts)))
 
 
 _NOTHING = Usage()
-
-
-def _per_call(fee: Decimal | None) -> Fraction:
-    """A fee in USD per thousand as nano-USD per one."""
-    return Fraction(fee or 0) * 10**6
 
 
 @functools.cache

@@ -82,13 +82,13 @@ def fee_of(est: budgetguard.Estimate) -> Decimal | None:
 def test_the_estimate_reserves_and_charges_the_tools_fee() -> None:
     plain = estimate({**responses(), "tools": []})
     low = estimate(responses({"quality": "low", "partial_images": 0}))
-    assert fee_of(low) == image_generation_fee({"quality": "low", "partial_images": 0}, 0, 10)
-    # (without a report a call is charged by its bounds: image_generation_bounds, the prompts whole)
-    assert dict(low.fees)["image_prompts"] == Decimal(100 * 5) / 1000
+    assert fee_of(low) == image_generation_fee({"quality": "low", "partial_images": 0})  # (no prompt)
+    # (the prompts: gpt-5's 100 output tokens together, a request's, at the image model's $5 / M)
+    assert (dict(low.fees)["image_prompts"], dict(low.fees)["image_prompt_rate"]) == (100, 5)
     assert low.tool_calls == (("image_generation", DEFAULT_TOOL_CALLS["image_generation"]),)
     assert low.cost_nano - plain.cost_nano >= 659 * 30 * 1000  # the image, over the text and its pass
     dearest = estimate(responses({"quality": "low"}, {}))  # two image tools: the dearest one's fee
-    assert fee_of(dearest) == image_generation_fee({}, 0, 10)
+    assert fee_of(dearest) == image_generation_fee({})
     served = Usage(input_tokens=10, output_tokens=10, image_generation_calls=1)
     text = Usage(input_tokens=10, output_tokens=10)
     charged = low.price.cost(served) - low.price.cost(text)
@@ -136,8 +136,8 @@ def test_a_named_model_is_reserved_at_least_its_published_price(
     assert fee is not None and fee / 1000 >= Decimal(usd)
     one = image_usd(model, quality, size)  # (not far above: the rounding of the price)
     assert one is not None and one - Decimal(usd) < Decimal("0.001")
-    # (its prompt: a tenth of the calling model's 100 output tokens, the 10 calls' prompts together)
-    assert fee_of(estimate(responses(tool))) == image_generation_fee(tool, 0, 10)
+    # (a call's fee holds no prompt: the prompts are reserved once a request, over the fees)
+    assert fee_of(estimate(responses(tool))) == image_generation_fee(tool)
 
 
 def test_the_1024x1536_high_examples_before_and_after() -> None:
@@ -444,7 +444,7 @@ def test_a_registered_fee_below_the_tools_worst_case_reserves_the_worst_case() -
     body = image_response([{"type": "image_generation", **tool}], [{"size": "2880x2880", "quality": "high"}],
                           reported(100, 0, 0, 23_719))  # fmt: skip
     assert est.cost_nano >= est.price.cost_nano(Usage.from_response(body))
-    assert est.price.base.image_generation == image_generation_fee(tool, 0, 10)  # (the dearer)
+    assert est.price.base.image_generation == image_generation_fee(tool)  # (the dearer)
     cheap = registered("300")(responses({**tool, "quality": "low"}))  # (the fee, the dearer: kept)
     assert cheap.price.base.image_generation == Decimal(300)
 
@@ -496,12 +496,12 @@ def test_a_report_covering_every_call_is_charged_no_fee(
 
 def test_a_call_the_report_skips_is_charged_the_fee() -> None:
     """Two 1024x1024 high calls, a report of one (``tool_usage`` may skip a call whose record is missing):
-    the report, the items' images, the other call's text and the prompts at their bound (gpt-5's 100
-    output tokens), at most what both calls can bill."""
+    the report, the items' images, the other call's text and the prompts the report does not hold (gpt-5's
+    100 output tokens less the report's 40), at most what both calls can bill."""
     tool = {"model": "gpt-image-2", "size": "1024x1024", "quality": "high", "partial_images": 0}
     bill_nano = (40 * 5 + 2 * 7024 * 30) * 1000
     charged = charged_two(tool, TWO_HIGH, reported(40, 0, 0, 7024))
-    assert charged == bill_nano + (TEXT + 100 * 5) * 1000 <= (2 * (7024 * 30 + TEXT) + 100 * 5) * 1000
+    assert charged == bill_nano + (TEXT + 60 * 5) * 1000 <= (2 * (7024 * 30 + TEXT) + 100 * 5) * 1000
 
 
 def test_the_fee_cap_never_charges_below_the_report() -> None:
@@ -534,15 +534,15 @@ def test_an_unbounded_tool_is_reserved_at_the_default_count_of_every_tool() -> N
 def test_the_prompts_are_reserved_once_a_request_not_once_a_call() -> None:
     """The calling model writes every call's prompt: all of them together are at most its output bound.
     gpt-5 (128,000 output tokens) offering an open tool was reserved $17.50, the prompt bound ($0.64 at
-    the image model's $5 / M) in each of the 10 calls' fees; now $11.74, the prompt bound once."""
+    the image model's $5 / M) in each of the 10 calls' fees; now $11.74, the prompt bound once, over
+    the fees, which hold no prompt."""
     request = {"model": "gpt-5", "input": "Draw an axolotl.", "tools": [{"type": "image_generation"}]}
-    est, calls = estimate(request), DEFAULT_TOOL_CALLS["image_generation"]
-    fee = fee_of(est)
-    assert fee == image_generation_fee({}, 0, 128_000 // calls)
-    assert calls * fee == calls * image_generation_fee({}) + Decimal(128_000 * 5) / 1000  # (USD per 1000)
+    est = estimate(request)
+    assert fee_of(est) == image_generation_fee({})
+    assert est.price.image_prompts_nano() == 128_000 * 5 * 1000  # (reserved once, over the 10 fees)
     assert est.cost < Decimal("11.74")
-    one = estimate({**request, "max_tool_calls": 1})  # (one call: its prompt is the whole bound)
-    assert fee_of(one) == image_generation_fee({}, 0, 128_000)
+    one = estimate({**request, "max_tool_calls": 1})  # (one call: the same prompt bound, once)
+    assert fee_of(one) == image_generation_fee({})
 
 
 def test_a_refusal_of_a_defaulted_tool_names_max_tool_calls(mock: MockProvider) -> None:  # noqa: F811
@@ -640,17 +640,95 @@ def test_more_calls_than_reserved_are_charged_what_they_bill_and_flagged() -> No
     assert committed.actual > committed.estimated and "overrun" in [e.kind for e in events]
 
 
-def test_a_call_the_report_skips_is_charged_the_whole_prompt_bound() -> None:
+def test_a_call_the_report_skips_is_charged_the_prompt_bound_the_report_does_not_hold() -> None:
     """Two calls, a report of one (a 40-token prompt): the other may have had a 99,960-token prompt
     ($0.50), its text ($0.08) and image. It was charged the fee of one call, capped at two fees
     ($0.68144 in all: each fee holds a tenth of the bound); now the report, the items' images, the
-    other's text and the prompt bound."""
+    other's text and the prompt bound less the report's 40 tokens."""
     body = image_response([{"type": "image_generation", **DRAWN}], [SIZED] * 2, reported(40, 0, 0, 7024))
     committed, charged, events = charged_through_the_sdk(drawing(), body)
-    assert charged == (40 * 5 + 2 * IMAGE + TEXT + BOUND * 5) * 1000
-    assert charged >= (40 * 5 + 2 * IMAGE + TEXT + 99_960 * 5) * 1000
+    assert charged == (40 * 5 + 2 * IMAGE + TEXT + 99_960 * 5) * 1000
     assert committed.estimated is not None and committed.estimated >= committed.actual  # type: ignore[operator]
     assert "overrun" not in [e.kind for e in events]
+
+
+def test_a_reported_prompt_is_not_charged_again_in_the_prompt_bound() -> None:
+    """Two calls (``max_tool_calls=2``), a report of one whose prompt was 10,000 tokens (its text input,
+    written by the calling model: the premise). The prompts of both calls together are at most gpt-5's
+    100,000 output tokens, so the other call's prompt is at most 90,000 tokens: the most the response
+    can have billed is the report, the other call's image and text, and 90,000 prompt tokens,
+    $1.00144. It was charged the report and the whole 100,000-token bound again, $1.05144 (review of
+    imagecharge)."""
+    body = image_response([{"type": "image_generation", **DRAWN}], [SIZED] * 2, reported(10_000, 0, 0, 7024))
+    committed, charged, _ = charged_through_the_sdk(drawing(max_tool_calls=2), body)
+    assert charged == (10_000 * 5 + 2 * IMAGE + TEXT + (BOUND - 10_000) * 5) * 1000
+    assert committed.estimated is not None and committed.estimated >= committed.actual  # type: ignore[operator]
+    # a report holding more text input than the bound: no prompt left to charge (never below 0)
+    body = image_response(
+        [{"type": "image_generation", **DRAWN}], [SIZED] * 2, reported(BOUND + 1, 0, 0, 7024)
+    )
+    _, charged, _ = charged_through_the_sdk(drawing(max_tool_calls=2), body)
+    assert charged == ((BOUND + 1) * 5 + 2 * IMAGE + TEXT) * 1000
+
+
+def _mixed(max_output: int) -> dict[str, Any]:
+    tools = [
+        {"type": "image_generation", "model": "gpt-image-1-mini", "quality": "low", "size": "1024x1024",
+         "partial_images": 0},
+        {"type": "web_search"},
+    ]  # fmt: skip
+    return {"model": "gpt-5", "input": "Draw.", "max_output_tokens": max_output, "max_tool_calls": 2,
+            "tools": tools}  # fmt: skip
+
+
+@pytest.mark.parametrize("max_output", [4000, 8000])
+def test_one_image_call_among_max_tool_calls_is_charged_within_the_reservation(max_output: int) -> None:
+    """``max_tool_calls=2`` over an image tool (gpt-image-1-mini low 1024x1024: $0.005 a call, its
+    prompts at most gpt-5's output bound at $2 / M, $0.008 at 4,000 tokens) and a web search ($0.01).
+    The dearest was picked by a fee holding half the prompts, and the prompts were reserved only when
+    the image tool was the dearest: a response within the bounds (one search, one image call whose
+    prompt is the whole bound, every reserved input token used) was charged $0.1617775 against
+    $0.1587775 reserved (8,000 tokens: $0.2197775 against $0.2147775). The dearest is now picked by
+    each call's fee without its prompt, and the prompts are reserved once over the fees: $0.1667775
+    (8,000 tokens: $0.2247775)."""
+    est = estimate(_mixed(max_output))
+    assert est.tool_calls == (("web_search", 2),)  # ($0.01 a search, above the image's $0.005)
+    used = Usage(
+        input_tokens=est.input_tokens, output_tokens=max_output, web_search_calls=1, image_generation_calls=1
+    )
+    assert est.price.cost_nano(used) <= est.cost_nano, (est.price.cost(used), est.cost)
+    both = Usage(input_tokens=est.input_tokens, output_tokens=max_output, web_search_calls=2)
+    assert est.cost_nano == est.price.cost_nano(both) + max_output * 2 * 1000  # (the prompts, once)
+
+
+def test_rates_built_by_position_keep_their_request_fee() -> None:
+    """``Rates`` is public (``budgetguard.Rates``): the image tool's bounds were three fields inserted
+    before ``request``, so a request fee given by position landed in one of them (the request fee 0).
+    They are the request's (``Price``'s, from the estimate's fees), not a model's rates."""
+    d = Decimal
+    unknown = (None,) * 8  # (audio and image rates, web search, web fetch, file search, code execution)
+    rates = budgetguard.Rates(d(1), d(2), d(1), d(1), d(1), *unknown, d(40), d(3))
+    assert (rates.image_generation, rates.request) == (d(40), d(3))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (budgetguard._image_tool): a call no report covers is charged by the premise that the "
+    "image model reads only a prompt the calling model writes, at most its output bound; OpenAI does not "
+    "document it, and forum reports say the tool may pass the chat and its images",
+)
+def test_the_image_model_reading_the_chat_is_reserved() -> None:
+    """The premise (the image model reads only a prompt the calling model writes, bounded by its output
+    bound) is not published. OpenAI's forum (community.openai.com/t/1370457) reports the tool hands the
+    image model a copy of the chat ("many or all images in the chat history are sent to the image tool
+    model"). A request with ~20,000 input tokens and ``max_output_tokens=1000``, one call, no report:
+    charged its image, its text and 1,000 prompt tokens ($0.005), though the image model may have read
+    the 20,000 (~$0.10 at $5 / M). Documented, not reserved: when this passes, drop the mark."""
+    request = {**drawing(max_tool_calls=1), "max_output_tokens": 1000}
+    request["input"][0]["content"][0]["text"] = "word " * 20_000
+    body = image_response([{"type": "image_generation", **DRAWN}], [SIZED], None)
+    _, charged, _ = charged_through_the_sdk(request, body)
+    assert charged >= (IMAGE + TEXT + 20_000 * 5) * 1000
 
 
 def test_an_interrupted_stream_charges_its_image_call_what_it_can_have_billed(mock: MockProvider) -> None:  # noqa: F811
