@@ -711,26 +711,6 @@ def test_rates_built_by_position_keep_their_request_fee() -> None:
     assert (rates.image_generation, rates.request) == (d(40), d(3))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (budgetguard._image_tool): a call no report covers is charged by the premise that the "
-    "image model reads only a prompt the calling model writes, at most its output bound; OpenAI does not "
-    "document it, and forum reports say the tool may pass the chat and its images",
-)
-def test_the_image_model_reading_the_chat_is_reserved() -> None:
-    """The premise (the image model reads only a prompt the calling model writes, bounded by its output
-    bound) is not published. OpenAI's forum (community.openai.com/t/1370457) reports the tool hands the
-    image model a copy of the chat ("many or all images in the chat history are sent to the image tool
-    model"). A request with ~20,000 input tokens and ``max_output_tokens=1000``, one call, no report:
-    charged its image, its text and 1,000 prompt tokens ($0.005), though the image model may have read
-    the 20,000 (~$0.10 at $5 / M). Documented, not reserved: when this passes, drop the mark."""
-    request = {**drawing(max_tool_calls=1), "max_output_tokens": 1000}
-    request["input"][0]["content"][0]["text"] = "word " * 20_000
-    body = image_response([{"type": "image_generation", **DRAWN}], [SIZED], None)
-    _, charged, _ = charged_through_the_sdk(request, body)
-    assert charged >= (IMAGE + TEXT + 20_000 * 5) * 1000
-
-
 def test_an_interrupted_stream_charges_its_image_call_what_it_can_have_billed(mock: MockProvider) -> None:  # noqa: F811
     """A stream cut after its image_generation_call item, before the report: the call is charged its
     image at the tool's worst, its text and the whole prompt bound (was its fee, $0.34072, holding a
