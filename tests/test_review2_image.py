@@ -1,0 +1,37 @@
+"""Second review of imagecharge: the image tool's prompt bound under ``fit=``, and the estimate's
+``fees`` holding the image tool's bounds among its call fees."""
+
+from __future__ import annotations
+
+import budgetguard
+from budgetguard import Usage, estimate, price_book
+from budgetguard._rates import CALL_FEES
+from tests.test_image_tool import drawing
+
+
+def test_fit_lowers_the_image_prompt_bound_with_the_output() -> None:
+    """The prompts of every image call are at most the calling model's output bound, which ``fit=``
+    lowers (``Estimator.priced``). gpt-5 offering one gpt-image-2 call at ``max_output_tokens=100_000``
+    lowered to 1,000 was reserved $0.80676, a request asking 1,000 $0.31176: the prompts stayed at
+    100,000 tokens ($0.50 at $5 / M), so a budget with $0.50 left refused a call that fits, and a call
+    no report covers was charged $0.7908325 where it can have billed $0.2958325."""
+    estimator = budgetguard.Estimator()
+    request = drawing(max_tool_calls=1)
+    fitted = estimator.priced(estimator(request), 1000)
+    asked = estimator({**request, "max_output_tokens": 1000})
+    assert fitted.cost_nano == asked.cost_nano
+    uncovered = Usage(input_tokens=10, output_tokens=10, image_generation_calls=1)
+    assert fitted.price.cost_nano(uncovered) == asked.price.cost_nano(uncovered)
+    # and where another model answers (its price with the estimate's fees, ``Guard.actual``)
+    served = price_book.get("gpt-5-mini")
+    assert served.with_fees(fitted.fees).cost_nano(uncovered) == served.with_fees(asked.fees).cost_nano(
+        uncovered
+    )
+
+
+def test_the_estimates_fees_are_call_fees() -> None:
+    """``Estimate.fees`` is documented as the call fees (USD per thousand calls) the request's tools
+    set; with an image tool it also held ``image_io``, ``image_prompts`` (a token count, 100000) and
+    ``image_prompt_rate`` (USD per million tokens), which are not call fees."""
+    names = {name for name, _ in estimate(drawing()).fees}
+    assert names <= set(CALL_FEES), names
