@@ -350,17 +350,17 @@ class Estimator:
         )  # fmt: skip
 
     def priced(self, est: Estimate, output_tokens: int) -> Estimate:
-        """``est`` with ``output_tokens`` of output, its input, passes and cost recomputed as the
-        estimator prices a request with that max output (``fit=`` lowers a call's output this way)."""
+        """``est`` with its input, passes and cost recomputed at ``output_tokens`` of output (``fit=``)."""
+        price, fees = est.price.with_output(est.fees, output_tokens)  # (an image tool's prompts: at most it)
         input_tokens, passes, extra, cost_nano = self._worst(
-            est.model, est.price, est.provider, est.variant, est.input_tokens - est.tool_pass_tokens,
+            est.model, price, est.provider, est.variant, est.input_tokens - est.tool_pass_tokens,
             output_tokens, est.cache_write, est.audio_output, est.tool_calls, est.tool_results, est.advisors,
             est.fallbacks, est.compaction, est.input_audio_tokens,
         )  # fmt: skip
         return _new_estimate(
-            est.model, input_tokens, output_tokens, cost_nano, est.price, est.cache_write, est.variant,
+            est.model, input_tokens, output_tokens, cost_nano, price, est.cache_write, est.variant,
             est.counted, est.tool_calls, est.tools_defaulted, est.audio_output, passes, est.unseen,
-            est.provider, extra, est.tool_results_defaulted, est.tool_results, est.advisors, est.fees,
+            est.provider, extra, est.tool_results_defaulted, est.tool_results, est.advisors, fees,
             est.fallbacks, est.compaction, est.input_audio_tokens,
         )  # fmt: skip
 

@@ -373,6 +373,17 @@ class Price:
             _image=image,
         )
 
+    def with_output(
+        self, fees: tuple[tuple[str, Decimal], ...], tokens: int
+    ) -> tuple[Price, tuple[tuple[str, Decimal], ...]]:
+        """This price and ``fees`` (an estimate's, in it) for the request with at most ``tokens`` of
+        output (``fit=`` lowers it): its image tool's prompts, which the calling model writes, are at
+        most its output bound."""
+        if self._image is None or self._image.prompts == tokens:
+            return self, fees
+        fees = tuple((name, Decimal(tokens) if name == IMAGE_BOUNDS[1] else fee) for name, fee in fees)
+        return self.with_fees(fees), fees
+
     def image_prompts_nano(self, calls: Iterable[tuple[str, int]] = ()) -> int:
         """The prompts of the request's image generation calls at their bound, nano-USD rounded up (0
         without an image tool), for a reservation of ``calls`` (by fee name): reserved once a request
