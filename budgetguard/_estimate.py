@@ -331,7 +331,7 @@ class Estimator:
             if "tools" in request or "mcp_servers" in request or price.chat_search(provider) is not None
             else NO_TOOLS
         )
-        price = price.with_fees(tools.rates)  # (the fees its tools set: a container's size...)
+        price = price.with_fees(tools.rates, tools.image)  # (the fees its tools set: a container's size...)
         advisors: tuple[tuple[str, int], ...] = ()
         defaulted = tools.defaulted
         if shape == "anthropic" and request.get("tools"):
@@ -351,7 +351,7 @@ class Estimator:
 
     def priced(self, est: Estimate, output_tokens: int) -> Estimate:
         """``est`` with its input, passes and cost recomputed at ``output_tokens`` of output (``fit=``)."""
-        price, fees = est.price.with_output(est.fees, output_tokens)  # (an image tool's prompts: at most it)
+        price = est.price.with_output(output_tokens)  # (an image tool's prompts: at most the output)
         input_tokens, passes, extra, cost_nano = self._worst(
             est.model, price, est.provider, est.variant, est.input_tokens - est.tool_pass_tokens,
             output_tokens, est.cache_write, est.audio_output, est.tool_calls, est.tool_results, est.advisors,
@@ -360,7 +360,7 @@ class Estimator:
         return _new_estimate(
             est.model, input_tokens, output_tokens, cost_nano, price, est.cache_write, est.variant,
             est.counted, est.tool_calls, est.tools_defaulted, est.audio_output, passes, est.unseen,
-            est.provider, extra, est.tool_results_defaulted, est.tool_results, est.advisors, fees,
+            est.provider, extra, est.tool_results_defaulted, est.tool_results, est.advisors, est.fees,
             est.fallbacks, est.compaction, est.input_audio_tokens,
         )  # fmt: skip
 

@@ -41,7 +41,7 @@ from typing import Any
 from ._errors import ConfigurationError, PricingError
 from ._image_tool import image_generation_bounds, image_generation_fee
 from ._price_data import chat_search_fee, published_prices
-from ._rates import _FEE_UNITS, IMAGE_BOUNDS, Price
+from ._rates import _FEE_UNITS, ImageBounds, Price
 
 __all__ = [
     "DEFAULT_TOOL_CALLS",
@@ -172,6 +172,8 @@ class ToolUse:
     rates: tuple[tuple[str, Decimal], ...] = ()
     """The call fees the request's tools set over the model's (a larger container, a preview search),
     USD per thousand calls: what the call is reserved and charged at (``Estimate.fees``)."""
+    image: ImageBounds | None = None
+    """The request's image generation tool: what a call no report covers is charged by (``Price``'s)."""
 
 
 class ServerTools:
@@ -290,9 +292,8 @@ class ServerTools:
             name for name in counts if name not in free
             and name not in sizes and name not in self.chosen and self.results[name] is not None
         )  # fmt: skip
-        return ToolUse(
-            tuple(fees.items()), tuple(results), tuple(defaulted), sized, tuple(fees_set.fees.items())
-        )
+        own = tuple(fees_set.fees.items())
+        return ToolUse(tuple(fees.items()), tuple(results), tuple(defaulted), sized, own, fees_set.bounds)
 
     def _size(self, name: str, sizes: Mapping[str, int], more: Mapping[str, int]) -> int | None:
         """What one call of ``name`` feeds back: the tool's own bound (``sizes``), else the configured
@@ -316,16 +317,18 @@ class _ToolFees:
         self.fees: dict[str, Decimal] = {}
         self.least_image: Decimal | None = None
         """The least of the request's image tools' fees less what their image model reads and writes."""
+        self.bounds: ImageBounds | None = None
+        """The request's image tools' bounds (``image``)."""
 
     def _set(self, name: str, rate: Decimal) -> None:
         if rate > self.fees.get(name, getattr(self.asked.base, name) or 0):
             self.fees[name] = rate
-            self.price = self.asked.with_fees(self.fees)
+            self.price = self.asked.with_fees(self.fees, self.bounds)
 
     def exact(self, name: str, rate: Decimal) -> None:
         """``name``'s fee is ``rate``, above or below the model's own (a chat search's context size)."""
         self.fees[name] = rate
-        self.price = self.asked.with_fees(self.fees)
+        self.price = self.asked.with_fees(self.fees, self.bounds)
 
     def scale(self, name: str, times: int) -> None:
         """``name``'s fee ``times`` over (a container ``times`` the 1 GB one); an unknown fee stays
@@ -368,10 +371,9 @@ class _ToolFees:
         fee = self.fees.get("image_generation", base)
         image = rate - io
         self.least_image = image if self.least_image is None else min(self.least_image, image)
-        prompt_rate = max(prompt_rate, self.fees.get(IMAGE_BOUNDS[2], prompt_rate))
-        bounds = (fee - self.least_image, Decimal(prompts), prompt_rate)
-        self.fees.update(zip(IMAGE_BOUNDS, bounds, strict=True))
-        self.price = self.asked.with_fees(self.fees)
+        prompt_rate = max(prompt_rate, self.bounds.rate) if self.bounds else prompt_rate
+        self.bounds = ImageBounds(fee - self.least_image, prompts, prompt_rate)
+        self.price = self.asked.with_fees(self.fees, self.bounds)
 
     def preview_search(self) -> bool:
         """A ``web_search_preview`` call's fee: the published preview fee of a model that does not

@@ -24,7 +24,7 @@ from ._limits import chat_search, writes_cache_unasked
 from ._money import Money, to_usd
 from ._usage import Usage
 
-__all__ = ["CALL_FEES", "IMAGE_BOUNDS", "ImageBounds", "Price", "RateArgs", "Rates"]
+__all__ = ["CALL_FEES", "ImageBounds", "Price", "RateArgs", "Rates"]
 
 
 def _rate(value: Money | None, what: str) -> Decimal | None:
@@ -235,10 +235,6 @@ def _unpriced(model: str, unit: str, count: int) -> PricingError:
     )
 
 
-IMAGE_BOUNDS = ("image_io", "image_prompts", "image_prompt_rate")
-"""The request fees (``Price.with_fees``) that are an ``ImageBounds``, in its fields' order."""
-
-
 @dataclass(frozen=True, slots=True)
 class ImageBounds:
     """A request's ``image_generation`` tool, for the calls no report covers (``_image_charge``; a
@@ -281,8 +277,9 @@ class Price:
     matched (Azure's ``gpt-35-turbo``: ``gpt-3.5-turbo``), or a registered name's ``base_model`` (an
     Azure deployment's, ``"chat-prod"``). The model's own rules follow it (``served``), not the name."""
     _image: ImageBounds | None = field(default=None, kw_only=True, repr=False)
-    """The request's image generation tool (set by ``with_fees``): what a call no report covers is
-    charged by (``_image_charge``); ``None``: such a call is the ``image_generation`` fee."""
+    """The request's image generation tool (set by ``with_fees``, carried by ``with_request``): what a
+    call no report covers is charged by (``_image_charge``); ``None``: such a call is the
+    ``image_generation`` fee."""
     dearer_write: str | None = field(init=False, repr=False, compare=False)
     """``"5m"`` / ``"1h"`` when this is the price of a model that writes the prompt cache on its own
     (``writes_cache_unasked`` of the model ``served``: OpenAI's) and bills those writes (the 5-minute /
@@ -357,15 +354,18 @@ class Price:
             total += Fraction(scaled, pass_rates._den)
         return math.ceil(total)
 
-    def with_fees(self, fees: Mapping[str, Decimal] | tuple[tuple[str, Decimal], ...]) -> Price:
+    def with_fees(
+        self,
+        fees: Mapping[str, Decimal] | tuple[tuple[str, Decimal], ...],
+        image: ImageBounds | None = None,
+    ) -> Price:
         """This price with the call fees ``fees`` (``{"web_search": Decimal(25)}``, or its items; USD per
         thousand calls) at every tier: what a request's own tools cost (a larger container, a preview
-        search); ``IMAGE_BOUNDS`` among them are its image tool's ``ImageBounds``."""
-        if not fees:
+        search), and its image tool's bounds ``image`` where given."""
+        if not fees and image is None:
             return self
         fees = dict(fees)
-        io, prompts, rate = (fees.pop(name, None) for name in IMAGE_BOUNDS)
-        image = self._image if io is None else ImageBounds(io, int(prompts or 0), rate or Decimal(0))
+        image = self._image if image is None else image
         return dataclasses.replace(
             self,
             base=dataclasses.replace(self.base, **fees),  # type: ignore[arg-type]
@@ -373,16 +373,17 @@ class Price:
             _image=image,
         )
 
-    def with_output(
-        self, fees: tuple[tuple[str, Decimal], ...], tokens: int
-    ) -> tuple[Price, tuple[tuple[str, Decimal], ...]]:
-        """This price and ``fees`` (an estimate's, in it) for the request with at most ``tokens`` of
-        output (``fit=`` lowers it): its image tool's prompts, which the calling model writes, are at
-        most its output bound."""
+    def with_request(self, asked: Price, fees: tuple[tuple[str, Decimal], ...]) -> Price:
+        """This price (another model's or tier's, answering a request) with the request's own call
+        ``fees`` and its image tool's bounds, as the price it was estimated at (``asked``) holds them."""
+        return self.with_fees(fees, asked._image)
+
+    def with_output(self, tokens: int) -> Price:
+        """This price for the request with at most ``tokens`` of output (``fit=`` lowers it): its image
+        tool's prompts, which the calling model writes, are at most its output bound."""
         if self._image is None or self._image.prompts == tokens:
-            return self, fees
-        fees = tuple((name, Decimal(tokens) if name == IMAGE_BOUNDS[1] else fee) for name, fee in fees)
-        return self.with_fees(fees), fees
+            return self
+        return dataclasses.replace(self, _image=dataclasses.replace(self._image, prompts=tokens))
 
     def image_prompts_nano(self, calls: Iterable[tuple[str, int]] = ()) -> int:
         """The prompts of the request's image generation calls at their bound, nano-USD rounded up (0

@@ -84,7 +84,7 @@ def test_the_estimate_reserves_and_charges_the_tools_fee() -> None:
     low = estimate(responses({"quality": "low", "partial_images": 0}))
     assert fee_of(low) == image_generation_fee({"quality": "low", "partial_images": 0})  # (no prompt)
     # (the prompts: gpt-5's 100 output tokens together, a request's, at the image model's $5 / M)
-    assert (dict(low.fees)["image_prompts"], dict(low.fees)["image_prompt_rate"]) == (100, 5)
+    assert (low.price._image.prompts, low.price._image.rate) == (100, 5)  # type: ignore[union-attr]
     assert low.tool_calls == (("image_generation", DEFAULT_TOOL_CALLS["image_generation"]),)
     assert low.cost_nano - plain.cost_nano >= 659 * 30 * 1000  # the image, over the text and its pass
     dearest = estimate(responses({"quality": "low"}, {}))  # two image tools: the dearest one's fee

@@ -24,9 +24,9 @@ def test_fit_lowers_the_image_prompt_bound_with_the_output() -> None:
     assert fitted.price.cost_nano(uncovered) == asked.price.cost_nano(uncovered)
     # and where another model answers (its price with the estimate's fees, ``Guard.actual``)
     served = price_book.get("gpt-5-mini")
-    assert served.with_fees(fitted.fees).cost_nano(uncovered) == served.with_fees(asked.fees).cost_nano(
-        uncovered
-    )
+    assert served.with_request(fitted.price, fitted.fees).cost_nano(uncovered) == served.with_request(
+        asked.price, asked.fees
+    ).cost_nano(uncovered)
 
 
 def test_the_estimates_fees_are_call_fees() -> None:
