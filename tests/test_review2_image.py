@@ -3,16 +3,21 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+import openai
+
 import budgetguard
-from budgetguard import Usage, estimate, price_book
+from budgetguard import Event, Usage, estimate, price_book
 from budgetguard._rates import CALL_FEES
-from tests.test_image_tool import drawing
+from tests.integrations.scripted import serve
+from tests.test_image_tool import DRAWN, SIZED, drawing, image_response
 
 
 def test_fit_lowers_the_image_prompt_bound_with_the_output() -> None:
     """The prompts of every image call are at most the calling model's output bound, which ``fit=``
     lowers (``Estimator.priced``). gpt-5 offering one gpt-image-2 call at ``max_output_tokens=100_000``
-    lowered to 1,000 was reserved $0.80676, a request asking 1,000 $0.31176: the prompts stayed at
+    lowered to 1,000 was reserved $0.80677, a request asking 1,000 $0.31177: the prompts stayed at
     100,000 tokens ($0.50 at $5 / M), so a budget with $0.50 left refused a call that fits, and a call
     no report covers was charged $0.7908325 where it can have billed $0.2958325."""
     estimator = budgetguard.Estimator()
@@ -35,3 +40,27 @@ def test_the_estimates_fees_are_call_fees() -> None:
     ``image_prompt_rate`` (USD per million tokens), which are not call fees."""
     names = {name for name, _ in estimate(drawing()).fees}
     assert names <= set(CALL_FEES), names
+
+
+def test_fit_admits_an_image_call_that_fits_once_its_output_is_lowered() -> None:
+    """$0.50 a day: gpt-5 offering one gpt-image-2 1024x1024 high call asks 100,000 output tokens. At
+    1,000 it is reserved $0.31177, so ``fit=`` can send it; with the prompts kept at 100,000 tokens
+    ($0.50) no lowered output fitted, and the call was refused."""
+    events: list[Event] = []
+    guard = budgetguard.Guard(
+        "memory://", budgets=[budgetguard.Budget("feature", usd="0.50", per="day")], on_event=events.append
+    )
+    body = image_response([{"type": "image_generation", **DRAWN}], [SIZED], None)
+    body = {"id": "resp_1", "object": "response", "model": "gpt-5", "status": "completed", **body}
+    with serve([body], path="/v1/responses") as server:
+        client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
+        try:
+            create = guard.with_budget(client.responses.create, feature="draw", fit=True)
+            create(**drawing(max_tool_calls=1))
+        finally:
+            client.close()
+    (fitted,) = [e for e in events if e.kind == "fitted"]
+    (committed,) = [e for e in events if e.kind == "committed"]
+    assert fitted.data["from"] == 100_000 and fitted.data["to"] < 100_000
+    assert committed.actual is not None and committed.estimated is not None
+    assert committed.actual <= committed.estimated <= Decimal("0.50")
