@@ -11,7 +11,7 @@ import budgetguard
 from budgetguard import Event, Usage, estimate, price_book
 from budgetguard._rates import CALL_FEES
 from tests.integrations.scripted import serve
-from tests.test_image_tool import DRAWN, SIZED, drawing, image_response
+from tests.test_image_tool import BOUND, DRAWN, SIZED, drawing, image_response
 
 
 def test_fit_lowers_the_image_prompt_bound_with_the_output() -> None:
@@ -64,3 +64,16 @@ def test_fit_admits_an_image_call_that_fits_once_its_output_is_lowered() -> None
     assert fitted.data["from"] == 100_000 and fitted.data["to"] < 100_000
     assert committed.actual is not None and committed.estimated is not None
     assert committed.actual <= committed.estimated <= Decimal("0.50")
+
+
+def test_no_prompts_are_reserved_where_no_call_can_run() -> None:
+    """``max_tool_calls=0`` (or ``Estimator(tool_calls={"image_generation": 0})``): no image call can run,
+    so no prompt is written for one. gpt-5 at ``max_output_tokens=100_000`` offering gpt-image-2 was
+    reserved $1.500525 (main: $1.000525, without the tool $1.00001625): the prompt bound, 100,000
+    tokens at $5 / M, held for calls that cannot be made."""
+    request = drawing(max_tool_calls=0)
+    bare = estimate({**request, "tools": []}).cost_nano
+    assert estimate(request).cost_nano - bare < BOUND * 5 * 1000
+    unbounded = drawing()
+    no_calls = budgetguard.Estimator(tool_calls={"image_generation": 0})(unbounded)
+    assert no_calls.cost_nano - estimate({**unbounded, "tools": []}).cost_nano < BOUND * 5 * 1000
