@@ -389,9 +389,10 @@ class Price:
         """The prompts of the request's image generation calls at their bound, nano-USD rounded up (0
         without an image tool), for a reservation of ``calls`` (by fee name): reserved once a request
         that offers the tool, with its calls (``cost_nano`` charges them there: 0 here) or without
-        them, where another tool's calls are the dearest of ``max_tool_calls``."""
-        bounds = self._image
-        if bounds is None or dict(calls).get("image_generation"):
+        them, where another tool's calls are the dearest of ``max_tool_calls``; none where no call can
+        run (``max_tool_calls=0``: no prompt is written)."""
+        bounds, counts = self._image, dict(calls)
+        if bounds is None or counts.get("image_generation") or (counts and not any(counts.values())):
             return 0
         return math.ceil(bounds.prompts_nano(bounds.prompts))
 
