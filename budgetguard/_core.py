@@ -261,7 +261,7 @@ class GuardCore:
         if model == est.model and variant == est.variant:
             price = est.price
         else:  # (the fees the request's tools set stand, whoever answers)
-            price = prices.get(model, provider=provider, variant=variant).with_fees(est.fees)
+            price = prices.get(model, provider=provider, variant=variant).with_request(est.price, est.fees)
         if usage.passes and any(hop.kind == DECLINED_HOP and hop.model is None for hop in usage.passes):
             usage = unnamed_hops_priced(
                 usage, est, est.fallbacks,

@@ -15,12 +15,11 @@ hold so that the call cannot cost more:
   for (``service_tier`` flex / priority, Anthropic ``speed="fast"``, batch processing with
   ``batch=True``), see ``request_variant``; a request naming no tier (or ``"auto"``) at the project's
   default, ``Estimator(default_service_tier="priority")`` when it is Priority (else standard).
-
 * server-side tools: each billed tool the request offers (Anthropic ``web_search`` / ``web_fetch`` /
   ``code_execution``, Responses ``web_search`` / ``file_search`` / ``code_interpreter`` /
-  ``image_generation``) at its worst count: Anthropic's ``max_uses``, the Responses API's
-  ``max_tool_calls`` (all of them on the dearest tool), else ``Estimator(tool_calls=...)``'s default per
-  tool (``DEFAULT_TOOL_CALLS``), which the journal flags as ``tools_defaulted``;
+  ``image_generation``: its prompts once too) at its worst count: Anthropic's ``max_uses``, the
+  Responses API's ``max_tool_calls`` (all of them on the dearest tool), else ``Estimator(tool_calls=...)``'s
+  default per tool (``DEFAULT_TOOL_CALLS``), which the journal flags as ``tools_defaulted``;
 * server-side tool passes: the provider feeds every server-side tool's result (tool search and MCP
   too) back into a further pass of the call, which re-reads the request: the input of ``c + 1``
   passes for ``c`` calls, each capped at the context window (the hard bound), each result at
@@ -332,7 +331,7 @@ class Estimator:
             if "tools" in request or "mcp_servers" in request or price.chat_search(provider) is not None
             else NO_TOOLS
         )
-        price = price.with_fees(tools.rates)  # (the fees its tools set: a container's size...)
+        price = price.with_fees(tools.rates, tools.image)  # (the fees its tools set: a container's size...)
         advisors: tuple[tuple[str, int], ...] = ()
         defaulted = tools.defaulted
         if shape == "anthropic" and request.get("tools"):
@@ -351,15 +350,15 @@ class Estimator:
         )  # fmt: skip
 
     def priced(self, est: Estimate, output_tokens: int) -> Estimate:
-        """``est`` with ``output_tokens`` of output, its input, passes and cost recomputed as the
-        estimator prices a request with that max output (``fit=`` lowers a call's output this way)."""
+        """``est`` with its input, passes and cost recomputed at ``output_tokens`` of output (``fit=``)."""
+        price = est.price.with_output(output_tokens)  # (an image tool's prompts: at most the output)
         input_tokens, passes, extra, cost_nano = self._worst(
-            est.model, est.price, est.provider, est.variant, est.input_tokens - est.tool_pass_tokens,
+            est.model, price, est.provider, est.variant, est.input_tokens - est.tool_pass_tokens,
             output_tokens, est.cache_write, est.audio_output, est.tool_calls, est.tool_results, est.advisors,
             est.fallbacks, est.compaction, est.input_audio_tokens,
         )  # fmt: skip
         return _new_estimate(
-            est.model, input_tokens, output_tokens, cost_nano, est.price, est.cache_write, est.variant,
+            est.model, input_tokens, output_tokens, cost_nano, price, est.cache_write, est.variant,
             est.counted, est.tool_calls, est.tools_defaulted, est.audio_output, passes, est.unseen,
             est.provider, extra, est.tool_results_defaulted, est.tool_results, est.advisors, est.fees,
             est.fallbacks, est.compaction, est.input_audio_tokens,
@@ -414,7 +413,8 @@ class Estimator:
                 output_audio_tokens=output_tokens if audio else 0, passes=passes,
                 **{_FEE_UNITS[name]: count for name, count in calls},
             )  # fmt: skip
-            cost_nano = self.prices.cost_nano(price, worst, provider=provider, variant=variant)
+            cost_nano = price.image_prompts_nano(calls)  # (an image tool's, where its calls do not hold them)
+            cost_nano += self.prices.cost_nano(price, worst, provider=provider, variant=variant)
             if chain:
                 cost_nano = chain_cost(self.prices, cost_nano, worst, hops, price, chain, provider)
                 passes += hops

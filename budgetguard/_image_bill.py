@@ -9,19 +9,21 @@ of one ``Usage`` on the image model, priced at its published rates (``_image_too
 * the reported counts, with the image output at least what the items' sizes and qualities come to by
   the model's rule (``tool_usage`` may skip a call whose usage record is missing); where the report
   falls short of the items' images (their partial images apart, which a report may leave out) by at
-  least the smallest of them, a call for each such image (all but one at most) is charged the tool's
-  fee too, as ``image_generation_calls`` of the pass (``Price.cost_nano`` charges the whole at most
-  the fee of every call, and never less than the report); items that do not say their size and quality
-  leave the report trusted. Cached image input at the image input rate (a ``Usage`` has one
+  least the smallest of them, a call for each such image (all but one at most) is uncovered, as
+  ``image_generation_calls`` of the pass: ``_rates._image_charge`` charges what it can have billed
+  besides (what its image model reads and writes in text, the prompts the report does not hold), the
+  whole at most what every call can bill, and never less than the report; items that do not say their
+  size and quality leave the report trusted. Cached image input at the image input rate (a ``Usage`` has one
   cached-input bucket: the cached text's), counts without their text / image split at the image
   rates (the dearer);
-* without reported counts, the items' image output tokens by the model's rule (and the partial images
-  the tool streamed), when every item says its size and quality;
+* without reported counts, every call uncovered: the items' image output tokens by the model's rule
+  (and the partial images the tool streamed) when every item says its size and quality, else none
+  (each call's image is then charged at the tool's worst case);
 * for a tool with no known worst case (``image_generation_fee`` None: a quality or output this module
   has no rule for, on a model whose rates are known), the report with every call as uncovered: the
   registered fee of every call (its reservation), or the report where it says more (an overrun);
-* nothing (``None``: the caller charges the tool's fee per call, the worst case) when the response
-  says neither, or its image model's rates are not known here.
+* nothing (``None``: the caller charges the tool's fee per call) when a tool with no known worst case
+  has no report, or the response's image model's rates are not known here.
 """
 
 from __future__ import annotations
@@ -77,8 +79,8 @@ def image_bill(
             break
         images.append(tokens * frames(echoed))  # type: ignore[union-attr]
     ruled = None if images is None else sum(images) + len(images) * partial_tokens(echoed)
-    if counts is None:
-        return None if ruled is None else (model, {"output_image_tokens": ruled})
+    if counts is None:  # (every call uncovered: its image by the items, else the tool's worst case)
+        return model, {"output_image_tokens": ruled or 0, "image_generation_calls": len(items)}
     if images is not None and len(images) > 1:
         # a call the report skips (its record missing) is charged its fee too (all at most theirs): one
         # for each of the smallest image the report falls short of the items' images (not a partial

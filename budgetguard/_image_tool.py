@@ -24,9 +24,9 @@ in ``IMAGE_RATES``; a model, quality or output this module has no published rule
 * each partial image (``partial_images``, 0 to 3, open: 3) adds 100 image output tokens, as OpenAI
   documents for gpt-image-1 (assumed the same for the others).
 
-A tool's fee (``image_generation_fee``) is the most one call may bill, the dearest of what it leaves
-open (``"auto"`` or absent): its images, and what the image model reads and writes in text
-(``image_model_io``):
+A tool's fee (``image_generation_fee``) is the most one call may bill but its prompt, the dearest of
+what it leaves open (``"auto"`` or absent): its images, and what the image model reads and writes in
+text (``image_model_io``):
 
 * each image of the request it may edit (the tool's ``input_image_mask`` too) at the model's image
   input rate, by gpt-image-1's published rule (assumed for the others): the image scaled into 2048x2048,
@@ -35,14 +35,19 @@ open (``"auto"`` or absent): its images, and what the image model reads and writ
   the dearer, the image's shape not being known). Fidelity is high when the tool asks
   (``input_fidelity="high"``) on gpt-image-1 / -1.5, always on gpt-image-2 and later (they take no
   low), never on gpt-image-1-mini (it takes no high);
-* its prompt, which the calling model writes: at most that model's output bound, at the text input rate;
 * its text output (the planning gpt-image-2 and later write before drawing, ``output_tokens_details.
   text_tokens``): no bound is published; ``IMAGE_TEXT_OUTPUT_TOKENS`` a call (calibrated: twice the
   most reported, 4,000 at ``complexity="high"``), at the text output rate. gpt-image-1 / -mini / -1.5
   write none (their usage's ``output_tokens`` is "the number of image tokens in the output image").
 
+The prompts are a request's, not a call's: the calling model writes every call's prompt, all of
+them together at most its output bound, read at the image model's text input rate
+(``image_generation_bounds``), reserved once a request that offers the tool, over the fee of each call.
+
 A response that reports the image model's tokens (``tool_usage.image_gen``) is charged them
-(``_image_bill``).
+(``_image_bill``); a call no report covers, what it can have billed (``_rates._image_charge``): its
+image, what its image model reads and writes in text, and the prompts the report does not hold (the
+prompt bound less the report's text input).
 
 Not reserved (a known gap): images in server-side history. A request continuing a response
 (``previous_response_id``) or a conversation (``conversation``) can have the tool edit images that
@@ -52,6 +57,14 @@ images in the request's own ``input`` are counted (``_passes.count_images``): th
 input is reserved at its bound (``Estimate.unseen``), but the image model's is not, so such a call's
 report can be charged above its reservation (an overrun, flagged). Bound it with a registered fee
 (``register_price(..., image_generation=...)``, reserved when dearer) or by sending the images.
+
+Not reserved (a known gap): the chat the image model may read. That it reads only a prompt the calling
+model writes, bounded by that model's output bound, is this module's premise, which OpenAI does not
+document; forum reports (community.openai.com/t/1370457) say the tool may hand the image model the
+conversation and its images. Where it does, a report is charged what it says (above the reservation:
+an overrun, flagged), but a call no report covers is charged by the premise: a request with 20,000
+input tokens and ``max_output_tokens=1000`` is charged 1,000 prompt tokens for its call ($0.005 on
+gpt-image-2), not the 20,000 it may have read (~$0.10). A registered fee bounds it, as above.
 """
 
 from __future__ import annotations
@@ -67,6 +80,7 @@ __all__ = [
     "IMAGE_RATES",
     "gpt_image_2_tokens",
     "image_family",
+    "image_generation_bounds",
     "image_generation_fee",
     "image_tokens",
     "image_usd",
@@ -227,30 +241,45 @@ def frames(tool: Mapping[str, Any]) -> int:
     return count if type(count) is int and least <= count <= most else most
 
 
-def image_generation_fee(tool: Mapping[str, Any], images: int = 0, prompt: int = 0) -> Decimal | None:
-    """The most one call of the ``image_generation`` ``tool`` bills, USD per thousand calls, in a
-    request showing ``images`` images whose model writes at most ``prompt`` tokens (``image_model_io``);
-    ``None`` when its model, quality or output format has no price known here."""
+def image_generation_fee(tool: Mapping[str, Any], images: int = 0) -> Decimal | None:
+    """The most one call of the ``image_generation`` ``tool`` bills but its prompt, USD per thousand
+    calls, in a request showing ``images`` images (``image_model_io``); ``None`` when its model,
+    quality or output format has no price known here. The prompts are a request's, not a call's
+    (``image_generation_bounds``)."""
     model = tool.get("model") or DEFAULT_IMAGE_MODEL
     if not isinstance(model, str) or tool.get("output_format") == "svg":
         return None
     if image_family(model) == "chatgpt-image-latest":  # (each target at its own rates)
-        fees = [image_generation_fee({**tool, "model": name}, images, prompt) for name in _LATEST_TARGETS]
+        fees = [image_generation_fee({**tool, "model": name}, images) for name in _LATEST_TARGETS]
         return _dearer(fees, lambda fee: fee)
     one = image_usd(model, tool.get("quality"), tool.get("size"))
     if one is None:
         return None
     rate = rates_of(model)["output_image"]  # type: ignore[index]
     usd = one * frames(tool) + _partials(tool, _MAX_PARTIALS) * _PARTIAL_TOKENS * rate / 1_000_000
-    usd += image_model_io(model, tool, images, prompt)
+    usd += image_model_io(model, tool, images)
     fee = usd * 1000
     return fee.quantize(Decimal(1)) if fee == fee.to_integral_value() else fee.normalize()
 
 
-def image_model_io(model: str, tool: Mapping[str, Any], images: int, prompt: int) -> Decimal:
+def image_generation_bounds(tool: Mapping[str, Any], images: int) -> tuple[Decimal, Decimal]:
+    """What a call of ``tool`` that no report covers is charged by, besides its fee
+    (``_rates._image_charge``): what its image model reads and writes in text (``image_model_io``, USD
+    per thousand calls: a call whose image the response shows), and the image model's text input
+    rate (USD per million), at which the prompts the calling model writes are priced: all of them
+    together at most its output bound, a request's, not a call's. The dearest target of
+    ``chatgpt-image-latest`` for each; ``tool`` has a known price (``image_generation_fee`` not
+    ``None``)."""
+    model = tool.get("model") or DEFAULT_IMAGE_MODEL
+    targets = _LATEST_TARGETS if image_family(model) == "chatgpt-image-latest" else (model,)
+    io = max(image_model_io(name, tool, images) for name in targets) * 1000
+    return io.normalize(), max(rates_of(name)["input"] for name in targets)  # type: ignore[index]
+
+
+def image_model_io(model: str, tool: Mapping[str, Any], images: int) -> Decimal:
     """The most the image model ``model`` (not ``chatgpt-image-latest``) bills in one call of ``tool``
-    for what it reads (``images`` images of the request, a prompt of at most ``prompt`` tokens) and
-    writes in text (USD; the module docstring)."""
+    for what it reads (``images`` images of the request) and writes in text, its prompt aside (USD;
+    the module docstring)."""
     rates, family = rates_of(model), image_family(model)
     assert rates is not None  # (a priced model)
     assert family is not None
@@ -259,7 +288,7 @@ def image_model_io(model: str, tool: Mapping[str, Any], images: int, prompt: int
     )
     images += 1 if tool.get("input_image_mask") is not None else 0
     per_image = INPUT_IMAGE_TOKENS + (HIGH_FIDELITY_TOKENS if high else 0)
-    usd = images * per_image * rates["input_image"] + prompt * rates["input"]
+    usd = images * per_image * rates["input_image"]
     if not family.startswith("gpt-image-1"):  # (gpt-image-1's output is its image: its usage's doc)
         usd += IMAGE_TEXT_OUTPUT_TOKENS * rates["output"]
     return usd / 1_000_000

@@ -39,9 +39,9 @@ from decimal import Decimal
 from typing import Any
 
 from ._errors import ConfigurationError, PricingError
-from ._image_tool import image_generation_fee
+from ._image_tool import image_generation_bounds, image_generation_fee
 from ._price_data import chat_search_fee, published_prices
-from ._rates import _FEE_UNITS, Price
+from ._rates import _FEE_UNITS, ImageBounds, Price
 
 __all__ = [
     "DEFAULT_TOOL_CALLS",
@@ -172,6 +172,8 @@ class ToolUse:
     rates: tuple[tuple[str, Decimal], ...] = ()
     """The call fees the request's tools set over the model's (a larger container, a preview search),
     USD per thousand calls: what the call is reserved and charged at (``Estimate.fees``)."""
+    image: ImageBounds | None = None
+    """The request's image generation tool: what a call no report covers is charged by (``Price``'s)."""
 
 
 class ServerTools:
@@ -214,11 +216,12 @@ class ServerTools:
         Responses API's ``max_tool_calls`` (all built-in calls together: fees on the dearest tool, the
         largest results), else the default count; each result at a web fetch's ``max_content_tokens``,
         else the configured size. One call of each is priced at ``price`` (for a request that shows
-        ``shown`` input tokens) to find the dearest. An image generation call's fee holds what its
-        image model reads: the request's images and its share of the prompts, which the calling model
-        writes: all of them together at most ``output`` (its output bound) tokens, reserved once a
-        request (``output`` over the calls reserved, in each call's fee). A chat search model searches
-        once a request, where ``provider`` bills it (``chat_search``)."""
+        ``shown`` input tokens) to find the dearest. An image generation call's fee is all it bills but
+        its prompt (what its image model reads of the request's images and writes: what the other
+        tools' fees and a registered fee are compared with); the prompts, which the calling model
+        writes, are at most ``output`` (its output bound) tokens together: a request's, reserved once
+        over the fees whenever the tool is offered (``Price.image_prompts_nano``). A chat search
+        model searches once a request, where ``provider`` bills it (``chat_search``)."""
         tools = request.get("tools")
         servers = request.get("mcp_servers") if api == "anthropic" else None
         searched = price.chat_search(provider) if api != "anthropic" and "messages" in request else None
@@ -252,12 +255,8 @@ class ServerTools:
                 if api != "anthropic":
                     fees_set.scale("code_execution", _container_size(tool))
             elif name == "image_generation":  # (its model, size, quality: budgetguard._image_tool)
-                # the calling model writes every call's prompt: all of them together at most its output
-                # bound, reserved once a request (a share in each of the calls reserved)
-                calls = bounded if bounded is not None else self.calls[name]
-                prompt = -(-output // calls) if calls else output
-                fee = image_generation_fee(tool, count_images(request.get("input")), prompt)
-                fees_set.image(fee, tool)
+                images = count_images(request.get("input"))
+                fees_set.image(image_generation_fee(tool, images), tool, images, output)
             elif name == "web_search" and api != "anthropic":  # (free content if every search is a preview)
                 preview = str(kind).startswith("web_search_preview") and fees_set.preview_search()
                 free = {name} if preview and (name not in counts or name in free) else set()
@@ -293,9 +292,8 @@ class ServerTools:
             name for name in counts if name not in free
             and name not in sizes and name not in self.chosen and self.results[name] is not None
         )  # fmt: skip
-        return ToolUse(
-            tuple(fees.items()), tuple(results), tuple(defaulted), sized, tuple(fees_set.fees.items())
-        )
+        own = tuple(fees_set.fees.items())
+        return ToolUse(tuple(fees.items()), tuple(results), tuple(defaulted), sized, own, fees_set.bounds)
 
     def _size(self, name: str, sizes: Mapping[str, int], more: Mapping[str, int]) -> int | None:
         """What one call of ``name`` feeds back: the tool's own bound (``sizes``), else the configured
@@ -317,16 +315,20 @@ class _ToolFees:
         self.asked = self.price = price
         self.model = model
         self.fees: dict[str, Decimal] = {}
+        self.least_image: Decimal | None = None
+        """The least of the request's image tools' fees less what their image model reads and writes."""
+        self.bounds: ImageBounds | None = None
+        """The request's image tools' bounds (``image``)."""
 
     def _set(self, name: str, rate: Decimal) -> None:
         if rate > self.fees.get(name, getattr(self.asked.base, name) or 0):
             self.fees[name] = rate
-            self.price = self.asked.with_fees(self.fees)
+            self.price = self.asked.with_fees(self.fees, self.bounds)
 
     def exact(self, name: str, rate: Decimal) -> None:
         """``name``'s fee is ``rate``, above or below the model's own (a chat search's context size)."""
         self.fees[name] = rate
-        self.price = self.asked.with_fees(self.fees)
+        self.price = self.asked.with_fees(self.fees, self.bounds)
 
     def scale(self, name: str, times: int) -> None:
         """``name``'s fee ``times`` over (a container ``times`` the 1 GB one); an unknown fee stays
@@ -335,14 +337,18 @@ class _ToolFees:
         if base is not None and times != 1:
             self._set(name, base * times)
 
-    def image(self, rate: Decimal | None, tool: Mapping[str, Any]) -> None:
-        """An ``image_generation`` tool's own fee (``rate``, its worst case), the dearest of the
-        request's image tools, in place of the published one (which bounds an open tool). A fee
+    def image(self, rate: Decimal | None, tool: Mapping[str, Any], images: int, prompts: int) -> None:
+        """An ``image_generation`` tool's own fee (``rate``, its worst case but its prompt), the dearest
+        of the request's image tools, in place of the published one (which bounds an open tool). A fee
         registered for the model is reserved when it is the dearer (a response charges the image model's
         reported tokens, at most the worst case); where the tool's worst case is not known (``rate``
         None: its model, quality or output has no published price) the registered fee is the bound,
         reserved and charged (``_image_bill`` charges no report for such a tool), and without one the
-        tool is a ``PricingError``. An unknown fee stays unknown."""
+        tool is a ``PricingError``. An unknown fee stays unknown. With a known fee go the tool's bounds
+        (``_rates.ImageBounds``: a call no report covers is charged by them): what a call's image model
+        reads of the request's ``images`` images and writes (the fee less the least image of the
+        request's tools: above the tool's own where a registered fee is the dearer), and the prompts,
+        at most ``prompts`` tokens together at the dearest text input rate of the image models."""
         base = self.asked.base.image_generation
         if base is None:
             return
@@ -358,10 +364,16 @@ class _ToolFees:
                     model=self.model,
                 )
             return
+        io, prompt_rate = image_generation_bounds(tool, images)
         registered = base != published_prices(self.model, None).get("image_generation")
         if rate > self.fees.get("image_generation", base if registered else -1):
             self.fees["image_generation"] = rate
-            self.price = self.asked.with_fees(self.fees)
+        fee = self.fees.get("image_generation", base)
+        image = rate - io
+        self.least_image = image if self.least_image is None else min(self.least_image, image)
+        prompt_rate = max(prompt_rate, self.bounds.rate) if self.bounds else prompt_rate
+        self.bounds = ImageBounds(fee - self.least_image, prompts, prompt_rate)
+        self.price = self.asked.with_fees(self.fees, self.bounds)
 
     def preview_search(self) -> bool:
         """A ``web_search_preview`` call's fee: the published preview fee of a model that does not

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
@@ -24,7 +24,7 @@ from ._limits import chat_search, writes_cache_unasked
 from ._money import Money, to_usd
 from ._usage import Usage
 
-__all__ = ["CALL_FEES", "Price", "RateArgs", "Rates"]
+__all__ = ["CALL_FEES", "ImageBounds", "Price", "RateArgs", "Rates"]
 
 
 def _rate(value: Money | None, what: str) -> Decimal | None:
@@ -236,6 +236,32 @@ def _unpriced(model: str, unit: str, count: int) -> PricingError:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageBounds:
+    """A request's ``image_generation`` tool, for the calls no report covers (``_image_charge``; a
+    request's, not a price to register): what one call's image model reads and writes in text,
+    ``io`` (USD per thousand calls), and the prompts the calling model writes for all the calls
+    together, at most ``prompts`` tokens (its output bound), read at ``rate`` (the image model's text
+    input, USD per million). Each call's fee is the price's ``image_generation``."""
+
+    io: Decimal
+    prompts: int
+    rate: Decimal
+    _rates: Rates = field(init=False, repr=False, compare=False)
+    """``rate`` as the input and ``io`` as the call fee of a ``Rates``: priced by its rules."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_rates", Rates.of(input=self.rate, image_generation=self.io))
+
+    def prompts_nano(self, tokens: int) -> Fraction:
+        """``tokens`` of prompt at the image model's text input rate, exact nano-USD."""
+        return Fraction(self._rates.scaled(Usage(input_tokens=tokens)), self._rates._den)
+
+    def io_nano(self, calls: int) -> Fraction:
+        """What ``calls`` calls' image model reads and writes in text, exact nano-USD."""
+        return Fraction(self._rates.scaled(Usage(image_generation_calls=calls)), self._rates._den)
+
+
+@dataclass(frozen=True, slots=True)
 class Price:
     """The price of one model: base rates, prompt-size tiers, and where the price came from."""
 
@@ -250,6 +276,10 @@ class Price:
     """The model ``model`` names, where the name is not that model's own: the price data's id the name
     matched (Azure's ``gpt-35-turbo``: ``gpt-3.5-turbo``), or a registered name's ``base_model`` (an
     Azure deployment's, ``"chat-prod"``). The model's own rules follow it (``served``), not the name."""
+    _image: ImageBounds | None = field(default=None, kw_only=True, repr=False)
+    """The request's image generation tool (set by ``with_fees``, carried by ``with_request``): what a
+    call no report covers is charged by (``_image_charge``); ``None``: such a call is the
+    ``image_generation`` fee."""
     dearer_write: str | None = field(init=False, repr=False, compare=False)
     """``"5m"`` / ``"1h"`` when this is the price of a model that writes the prompt cache on its own
     (``writes_cache_unasked`` of the model ``served``: OpenAI's) and bills those writes (the 5-minute /
@@ -293,16 +323,20 @@ class Price:
         call's provider and date. Without it such a pass is a ``PricingError``: a price alone does not
         know where the call went."""
         rates = self.rates_for(usage.total_input_tokens) if self.tiers else self.base
-        if not usage.passes:
+        calls, bounds = usage.image_generation_calls, self._image
+        bounded = calls and bounds is not None  # (a request's image tool: its bounds)
+        if not usage.passes and not bounded:
             return rates.cost_nano(usage, self.model)
-        calls = usage.image_generation_calls
-        if calls and any(extra.kind == IMAGE_PASS for extra in usage.passes):
-            usage = dataclasses.replace(usage, image_generation_calls=0)  # (billed by the image pass)
+        imaged = calls and any(extra.kind == IMAGE_PASS for extra in usage.passes)
+        if imaged or bounded:
+            usage = dataclasses.replace(usage, image_generation_calls=0)  # (billed by _image_charge)
         # Each pass at its own model's price and prompt-size tier; the sum is rounded up once.
         total = Fraction(rates.scaled(usage, self.model), rates._den)
+        if bounded and not imaged:  # calls nothing else is known of (an estimate, a cut stream): uncovered
+            total += _image_charge(rates, bounds, None, Usage(image_generation_calls=calls), calls)
         for extra in usage.passes:
             if extra.kind == IMAGE_PASS:  # the image model's tokens, at its published rates
-                total += _image_charge(rates, extra.model, extra.usage, calls)
+                total += _image_charge(rates, bounds, extra.model, extra.usage, calls)
                 continue
             if extra.model is None or extra.model == self.model:
                 price = self
@@ -320,36 +354,86 @@ class Price:
             total += Fraction(scaled, pass_rates._den)
         return math.ceil(total)
 
-    def with_fees(self, fees: Mapping[str, Decimal] | tuple[tuple[str, Decimal], ...]) -> Price:
+    def with_fees(
+        self,
+        fees: Mapping[str, Decimal] | tuple[tuple[str, Decimal], ...],
+        image: ImageBounds | None = None,
+    ) -> Price:
         """This price with the call fees ``fees`` (``{"web_search": Decimal(25)}``, or its items; USD per
         thousand calls) at every tier: what a request's own tools cost (a larger container, a preview
-        search)."""
-        if not fees:
+        search), and its image tool's bounds ``image`` where given."""
+        if not fees and image is None:
             return self
         fees = dict(fees)
+        image = self._image if image is None else image
         return dataclasses.replace(
             self,
             base=dataclasses.replace(self.base, **fees),  # type: ignore[arg-type]
             tiers=tuple((t, dataclasses.replace(r, **fees)) for t, r in self.tiers),  # type: ignore[arg-type]
+            _image=image,
         )
+
+    def with_request(self, asked: Price, fees: tuple[tuple[str, Decimal], ...]) -> Price:
+        """This price (another model's or tier's, answering a request) with the request's own call
+        ``fees`` and its image tool's bounds, as the price it was estimated at (``asked``) holds them."""
+        return self.with_fees(fees, asked._image)
+
+    def with_output(self, tokens: int) -> Price:
+        """This price for the request with at most ``tokens`` of output (``fit=`` lowers it): its image
+        tool's prompts, which the calling model writes, are at most its output bound."""
+        if self._image is None or self._image.prompts == tokens:
+            return self
+        return dataclasses.replace(self, _image=dataclasses.replace(self._image, prompts=tokens))
+
+    def image_prompts_nano(self, calls: Iterable[tuple[str, int]] = ()) -> int:
+        """The prompts of the request's image generation calls at their bound, nano-USD rounded up (0
+        without an image tool), for a reservation of ``calls`` (by fee name): reserved once a request
+        that offers the tool, with its calls (``cost_nano`` charges them there: 0 here) or without
+        them, where another tool's calls are the dearest of ``max_tool_calls``; none where no call can
+        run (``max_tool_calls=0``: no prompt is written)."""
+        bounds, counts = self._image, dict(calls)
+        if bounds is None or counts.get("image_generation") or (counts and not any(counts.values())):
+            return 0
+        return math.ceil(bounds.prompts_nano(bounds.prompts))
 
     def cost(self, usage: Usage) -> Decimal:
         return to_usd(self.cost_nano(usage))
 
 
-def _image_charge(rates: Rates, model: str | None, usage: Usage, calls: int) -> Fraction:
-    """An ``image_generation`` pass: the image model's tokens at its rates, and the fee (``rates``') of
-    each call its report may not cover (``usage.image_generation_calls``), the whole at most the fee
-    of the response's ``calls`` (the worst case each was reserved at) and never below the report."""
-    price = image_price(model)
+def _image_charge(
+    rates: Rates, bounds: ImageBounds | None, model: str | None, usage: Usage, calls: int
+) -> Fraction:
+    """An ``image_generation`` pass: the image model's tokens at its rates, and what each call no report
+    covers (``usage.image_generation_calls``) can have billed besides: what its image model reads and
+    writes in text (``bounds.io``; its whole fee, ``rates``' ``image_generation``, when the pass holds
+    no image: the items did not say it), and the prompts the report does not hold: the prompt bound
+    (``bounds.prompts``, the calling model's output bound) less the pass's text input, never below 0.
+    The whole is at most what the response's ``calls`` can bill (the fee of each, the prompt bound
+    once: the reservation's rule, within it unless the response shows more calls than were reserved)
+    and never below the report. Without the request's ``bounds`` (a usage priced alone) a call is the
+    fee."""
     uncovered = usage.image_generation_calls
     tokens = dataclasses.replace(usage, image_generation_calls=0) if uncovered else usage
-    pass_rates = price.rates_for(tokens.total_input_tokens)
-    bill = Fraction(pass_rates.scaled(tokens, price.model) - pass_rates._request, pass_rates._den)
-    if not uncovered or rates.image_generation is None:
+    bill = Fraction(0)
+    if tokens != _NOTHING:  # (none: no image model's price needed)
+        price = image_price(model)
+        pass_rates = price.rates_for(tokens.total_input_tokens)
+        bill = Fraction(pass_rates.scaled(tokens, price.model) - pass_rates._request, pass_rates._den)
+    if not uncovered:
         return bill
-    fee = Fraction(rates.fees_nano({"image_generation": 1}))
-    return max(bill, min(bill + uncovered * fee, calls * fee))
+    most = Fraction(rates.fees_nano({"image_generation": calls}))  # (an unknown fee: a PricingError)
+    if bounds is None or tokens == _NOTHING:  # (no request's bounds, no image in the pass: the fee)
+        each = Fraction(rates.fees_nano({"image_generation": uncovered}))
+    else:
+        each = bounds.io_nano(uncovered)
+    if bounds is None:
+        return max(bill, min(bill + each, most))
+    read = tokens.input_tokens + tokens.cache_read_tokens  # (the prompts the report holds, at most)
+    left = bounds.prompts_nano(max(0, bounds.prompts - read))
+    return max(bill, min(bill + each + left, most + bounds.prompts_nano(bounds.prompts)))
+
+
+_NOTHING = Usage()
 
 
 @functools.cache

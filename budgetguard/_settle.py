@@ -285,7 +285,7 @@ def served_flags(
             flags["unpriced"] = str(exc)
             charged = None
         else:
-            price = price.with_fees(est.fees)  # (the request's own fees: compared as charged)
+            price = price.with_request(est.price, est.fees)  # (the request's own fees: compared as charged)
             if variant == est.variant and (price.base, price.tiers) == (est.price.base, est.price.tiers):
                 charged = None  # an alias of the model asked (gpt-4o, gpt-4o-2024-08-06): the same price
     if charged is not None:

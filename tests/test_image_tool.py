@@ -6,6 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import openai
 import pytest
 
 import budgetguard
@@ -13,8 +14,9 @@ from budgetguard import Event, PriceBook, Usage, estimate, price_book
 from budgetguard._estimate import DEFAULT_TOOL_CALLS
 from budgetguard._image_tool import gpt_image_2_tokens, image_generation_fee, image_usd
 from budgetguard.testing import MockProvider
+from tests.integrations.scripted import serve
 from tests.redteam import sdk_client
-from tests.test_endpoints_mock import mock, server  # noqa: F401 (the mock's fixtures)
+from tests.test_endpoints_mock import mock, read_until_cut, server  # noqa: F401 (the mock's fixtures)
 
 NANO = Decimal(10**9)
 TEXT = 8000 * 10  # the image model's text a call (gpt-image-2 and later), USD per M x tokens
@@ -72,20 +74,27 @@ def responses(*tools: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def fee_of(est: budgetguard.Estimate) -> Decimal | None:
+    """The ``image_generation`` fee (USD per thousand calls) the request's tools set."""
+    return dict(est.fees).get("image_generation")
+
+
 def test_the_estimate_reserves_and_charges_the_tools_fee() -> None:
     plain = estimate({**responses(), "tools": []})
     low = estimate(responses({"quality": "low", "partial_images": 0}))
-    assert low.fees == (
-        ("image_generation", image_generation_fee({"quality": "low", "partial_images": 0}, 0, 10)),
-    )
+    assert fee_of(low) == image_generation_fee({"quality": "low", "partial_images": 0})  # (no prompt)
+    # (the prompts: gpt-5's 100 output tokens together, a request's, at the image model's $5 / M)
+    assert (low.price._image.prompts, low.price._image.rate) == (100, 5)  # type: ignore[union-attr]
     assert low.tool_calls == (("image_generation", DEFAULT_TOOL_CALLS["image_generation"]),)
     assert low.cost_nano - plain.cost_nano >= 659 * 30 * 1000  # the image, over the text and its pass
     dearest = estimate(responses({"quality": "low"}, {}))  # two image tools: the dearest one's fee
-    assert dearest.fees == (("image_generation", image_generation_fee({}, 0, 10)),)
+    assert fee_of(dearest) == image_generation_fee({})
     served = Usage(input_tokens=10, output_tokens=10, image_generation_calls=1)
     text = Usage(input_tokens=10, output_tokens=10)
     charged = low.price.cost(served) - low.price.cost(text)
-    assert charged == Decimal(659 * 30 + TEXT + 10 * 5) / 10**6  # the call is charged at its tool's fee
+    # a call nothing else is known of: its tool's worst case and the prompts at their bound (gpt-5's 100
+    # output tokens at $5 / M; was the fee, holding a tenth of them)
+    assert charged == Decimal(659 * 30 + TEXT + 100 * 5) / 10**6
 
 
 def test_a_registered_fee_stays_when_it_is_the_dearer() -> None:
@@ -127,8 +136,8 @@ def test_a_named_model_is_reserved_at_least_its_published_price(
     assert fee is not None and fee / 1000 >= Decimal(usd)
     one = image_usd(model, quality, size)  # (not far above: the rounding of the price)
     assert one is not None and one - Decimal(usd) < Decimal("0.001")
-    # (its prompt: a tenth of the calling model's 100 output tokens, the 10 calls' prompts together)
-    assert estimate(responses(tool)).fees == (("image_generation", image_generation_fee(tool, 0, 10)),)
+    # (a call's fee holds no prompt: the prompts are reserved once a request, over the fees)
+    assert fee_of(estimate(responses(tool))) == image_generation_fee(tool)
 
 
 def test_the_1024x1536_high_examples_before_and_after() -> None:
@@ -223,17 +232,22 @@ def test_a_call_missing_from_the_reported_usage_is_charged_by_its_size_and_quali
 
 
 def test_without_reported_usage_the_items_size_and_quality_are_charged() -> None:
-    tools = [{"type": "image_generation", "model": "gpt-image-1.5", "partial_images": 2}]
-    usage = Usage.from_response(image_response(tools, [{"size": "1024x1536", "quality": "high"}], None))
-    price = estimate(responses({})).price
-    charged = price.cost_nano(usage) - price.cost_nano(Usage(input_tokens=100, output_tokens=10))
-    assert charged == (6240 + 200) * 32 * 1000  # the image and its 2 partials at gpt-image-1.5's $32 / M
+    tool = {"model": "gpt-image-1.5", "partial_images": 2}
+    body = image_response(
+        [{"type": "image_generation", **tool}], [{"size": "1024x1536", "quality": "high"}], None
+    )
+    price = estimate(responses(tool)).price
+    charged = price.cost_nano(Usage.from_response(body)) - price.cost_nano(
+        Usage(input_tokens=100, output_tokens=10)
+    )
+    # the image and its 2 partials at gpt-image-1.5's $32 / M, and its prompt at the bound (gpt-5's 100
+    # output tokens at $5 / M: was not charged; gpt-image-1.5 writes no text)
+    assert charged == ((6240 + 200) * 32 + 100 * 5) * 1000
 
 
 @pytest.mark.parametrize(
     ("tools", "items", "tool_usage"),
     [
-        ([{"type": "image_generation"}], [{}], None),  # (items that do not say their size and quality)
         ([], [{"size": "1024x1024", "quality": "high"}], IMAGE_GEN),  # (no echoed tool: no model)
         ([{"type": "image_generation", "model": "gpt-image-3"}], [{"size": "1024x1024", "quality": "high"}],
          IMAGE_GEN),  # (a model whose rates are not known here)
@@ -244,6 +258,12 @@ def test_a_response_that_does_not_say_is_charged_the_fee(
 ) -> None:
     usage = Usage.from_response(image_response(tools, items, tool_usage))
     assert usage.passes == () and usage.image_generation_calls == 1
+    # items that do not say their size, priced alone (no request's bounds: the model's published fee)
+    price = price_book.get("gpt-5")
+    for unsized in [{}], [{}, {}]:
+        usage = Usage.from_response(image_response([{"type": "image_generation"}], unsized, None))
+        charged = price.cost_nano(usage) - price.cost_nano(Usage(input_tokens=100, output_tokens=10))
+        assert charged == len(unsized) * price.base.image_generation * 10**6  # type: ignore[operator]
 
 
 # -- with the openai SDK against the local mock ---------------------------------------------------------
@@ -346,10 +366,11 @@ def test_a_malformed_report_is_no_report(bad: dict[str, Any]) -> None:
     report = {k: v for k, v in {**IMAGE_GEN, **bad}.items() if v is not None}
     tools = [{"type": "image_generation", "model": "gpt-image-2", "partial_images": 0}]
     sized = Usage.from_response(image_response(tools, [{"size": "1024x1024", "quality": "high"}], report))
-    (image,) = sized.passes
-    assert image.usage == Usage(output_image_tokens=7024)  # the item's size and quality, by the rule
+    (image,) = sized.passes  # the item's size and quality by the rule, the call's io not reported
+    assert image.usage == Usage(output_image_tokens=7024, image_generation_calls=1)
     unsized = Usage.from_response(image_response(tools, [{}], report))
-    assert unsized.passes == () and unsized.image_generation_calls == 1  # the fee
+    (image,) = unsized.passes  # the call's worst case
+    assert image.usage == Usage(image_generation_calls=1)
 
 
 # -- the image model's input and text output, reserved ------------------------------------------------
@@ -423,7 +444,7 @@ def test_a_registered_fee_below_the_tools_worst_case_reserves_the_worst_case() -
     body = image_response([{"type": "image_generation", **tool}], [{"size": "2880x2880", "quality": "high"}],
                           reported(100, 0, 0, 23_719))  # fmt: skip
     assert est.cost_nano >= est.price.cost_nano(Usage.from_response(body))
-    assert est.price.base.image_generation == image_generation_fee(tool, 0, 10)  # (the dearer)
+    assert est.price.base.image_generation == image_generation_fee(tool)  # (the dearer)
     cheap = registered("300")(responses({**tool, "quality": "low"}))  # (the fee, the dearer: kept)
     assert cheap.price.base.image_generation == Decimal(300)
 
@@ -475,11 +496,12 @@ def test_a_report_covering_every_call_is_charged_no_fee(
 
 def test_a_call_the_report_skips_is_charged_the_fee() -> None:
     """Two 1024x1024 high calls, a report of one (``tool_usage`` may skip a call whose record is missing):
-    the report, the items' images, and the other call's fee, at most the fee of both."""
+    the report, the items' images, the other call's text and the prompts the report does not hold (gpt-5's
+    100 output tokens less the report's 40), at most what both calls can bill."""
     tool = {"model": "gpt-image-2", "size": "1024x1024", "quality": "high", "partial_images": 0}
-    fee_nano = int(estimate({**responses(tool), "max_tool_calls": 2}).price.base.image_generation * 10**6)
     bill_nano = (40 * 5 + 2 * 7024 * 30) * 1000
-    assert charged_two(tool, TWO_HIGH, reported(40, 0, 0, 7024)) == min(bill_nano + fee_nano, 2 * fee_nano)
+    charged = charged_two(tool, TWO_HIGH, reported(40, 0, 0, 7024))
+    assert charged == bill_nano + (TEXT + 60 * 5) * 1000 <= (2 * (7024 * 30 + TEXT) + 100 * 5) * 1000
 
 
 def test_the_fee_cap_never_charges_below_the_report() -> None:
@@ -512,15 +534,15 @@ def test_an_unbounded_tool_is_reserved_at_the_default_count_of_every_tool() -> N
 def test_the_prompts_are_reserved_once_a_request_not_once_a_call() -> None:
     """The calling model writes every call's prompt: all of them together are at most its output bound.
     gpt-5 (128,000 output tokens) offering an open tool was reserved $17.50, the prompt bound ($0.64 at
-    the image model's $5 / M) in each of the 10 calls' fees; now $11.74, the prompt bound once."""
+    the image model's $5 / M) in each of the 10 calls' fees; now $11.74, the prompt bound once, over
+    the fees, which hold no prompt."""
     request = {"model": "gpt-5", "input": "Draw an axolotl.", "tools": [{"type": "image_generation"}]}
-    est, calls = estimate(request), DEFAULT_TOOL_CALLS["image_generation"]
-    ((_, fee),) = est.fees
-    assert fee == image_generation_fee({}, 0, 128_000 // calls)
-    assert calls * fee == calls * image_generation_fee({}) + Decimal(128_000 * 5) / 1000  # (USD per 1000)
+    est = estimate(request)
+    assert fee_of(est) == image_generation_fee({})
+    assert est.price.image_prompts_nano() == 128_000 * 5 * 1000  # (reserved once, over the 10 fees)
     assert est.cost < Decimal("11.74")
-    one = estimate({**request, "max_tool_calls": 1})  # (one call: its prompt is the whole bound)
-    assert one.fees == (("image_generation", image_generation_fee({}, 0, 128_000)),)
+    one = estimate({**request, "max_tool_calls": 1})  # (one call: the same prompt bound, once)
+    assert fee_of(one) == image_generation_fee({})
 
 
 def test_a_refusal_of_a_defaulted_tool_names_max_tool_calls(mock: MockProvider) -> None:  # noqa: F811
@@ -541,3 +563,177 @@ def test_a_refusal_of_a_defaulted_tool_names_max_tool_calls(mock: MockProvider) 
         create(**request, max_tool_calls=1)  # (one image: within the $5)
     finally:
         client.close()
+
+
+# -- without a report: every call shown is charged what it can have billed ----------------------------
+
+DRAWN = {"model": "gpt-image-2", "size": "1024x1024", "quality": "high", "partial_images": 0}
+IMAGE = 7024 * 30  # (DRAWN's image: 7,024 tokens at gpt-image-2's $30 / M; USD per M x tokens)
+BOUND = 100_000  # (gpt-5's max_output_tokens: the prompts of all its calls together, at most)
+SIZED = {"size": "1024x1024", "quality": "high"}
+
+
+def drawing(images: int = 0, **more: Any) -> dict[str, Any]:
+    """gpt-5 offering DRAWN (10 calls reserved, the default), showing ``images`` images to edit."""
+    content: list[dict[str, Any]] = [{"type": "input_text", "text": "Draw an axolotl."}]
+    content += [{"type": "input_image", "image_url": f"https://example.com/{n}.png"} for n in range(images)]
+    tools = [{"type": "image_generation", **DRAWN}]
+    return {"model": "gpt-5", "input": [{"role": "user", "content": content}], "max_output_tokens": BOUND,
+            "tools": tools, **more}  # fmt: skip
+
+
+def charged_through_the_sdk(request: dict[str, Any], body: dict[str, Any]) -> tuple[Event, int, list[Event]]:
+    """``request`` sent with the openai SDK through ``guard.wrap`` to a local server answering ``body``:
+    the committed event, what the image calls were charged (nano-USD: all but the text) and the events."""
+    events: list[Event] = []
+    budgets = [budgetguard.Budget("feature", usd="50", per="day")]
+    guard = budgetguard.Guard("memory://", budgets=budgets, on_event=events.append)
+    body = {"id": "resp_1", "object": "response", "model": "gpt-5", "status": "completed", **body}
+    with serve([body], path="/v1/responses") as server_:
+        client = openai.OpenAI(base_url=server_.url, api_key="x", max_retries=0)
+        try:
+            guard.wrap(client, feature="draw").responses.create(**request)
+        finally:
+            client.close()
+    (committed,) = [e for e in events if e.kind == "committed"]
+    assert committed.actual is not None
+    text_nano = price_book.cost_nano("gpt-5", Usage.from_response({"usage": body["usage"]}))
+    return committed, int(committed.actual * NANO) - text_nano, events
+
+
+@pytest.mark.parametrize(
+    ("items", "images", "worst"),
+    [
+        # one call whose item says nothing: its image, its text and the whole prompt bound (was charged
+        # $0.34072, the fee holding a tenth of the bound; a 90,000-token prompt bills $0.66072)
+        ([{}], 0, IMAGE + TEXT + BOUND * 5),
+        # the item says its size: its image by the rule, its text and the prompt (was $0.21072, the image)
+        ([SIZED], 0, IMAGE + TEXT + BOUND * 5),
+        # and it may read the request's 2 images at high fidelity (581 + 6,144 tokens each at $8 / M)
+        ([SIZED], 2, IMAGE + TEXT + 2 * 6725 * 8 + BOUND * 5),
+        # two calls: each its image and text, their prompts together the bound (was $0.68144)
+        ([{}, {}], 0, 2 * (IMAGE + TEXT) + BOUND * 5),
+    ],
+)
+def test_without_a_report_each_call_is_charged_what_it_can_have_billed(
+    items: list[dict[str, Any]], images: int, worst: int
+) -> None:
+    """No ``tool_usage``: each call the response shows is charged its image (the item's size and
+    quality, else the tool's dearest), what its image model reads and writes in text, and the prompts
+    of all of them once, at their bound (the calling model's output bound): the reservation's rule."""
+    body = image_response([{"type": "image_generation", **DRAWN}], items, None)
+    committed, charged, events = charged_through_the_sdk(drawing(images), body)
+    assert charged == worst * 1000
+    assert charged >= (90_000 * 5 + len(items) * IMAGE) * 1000  # (a 90,000-token prompt's bill)
+    assert committed.estimated is not None and committed.estimated >= committed.actual  # type: ignore[operator]
+    assert "overrun" not in [e.kind for e in events]
+
+
+def test_more_calls_than_reserved_are_charged_what_they_bill_and_flagged() -> None:
+    """One call reserved (``max_tool_calls=1``: its fee holds the whole prompt bound), ten shown
+    without a report: each its image and text, the prompts once, $3.4072 (was 10 fees, $7.9072, the
+    prompt bound ten times); above the reservation: an overrun."""
+    body = image_response([{"type": "image_generation", **DRAWN}], [{}] * 10, None)
+    committed, charged, events = charged_through_the_sdk(drawing(max_tool_calls=1), body)
+    assert charged == (10 * (IMAGE + TEXT) + BOUND * 5) * 1000
+    assert committed.estimated is not None and committed.actual is not None
+    assert committed.actual > committed.estimated and "overrun" in [e.kind for e in events]
+
+
+def test_a_call_the_report_skips_is_charged_the_prompt_bound_the_report_does_not_hold() -> None:
+    """Two calls, a report of one (a 40-token prompt): the other may have had a 99,960-token prompt
+    ($0.50), its text ($0.08) and image. It was charged the fee of one call, capped at two fees
+    ($0.68144 in all: each fee holds a tenth of the bound); now the report, the items' images, the
+    other's text and the prompt bound less the report's 40 tokens."""
+    body = image_response([{"type": "image_generation", **DRAWN}], [SIZED] * 2, reported(40, 0, 0, 7024))
+    committed, charged, events = charged_through_the_sdk(drawing(), body)
+    assert charged == (40 * 5 + 2 * IMAGE + TEXT + 99_960 * 5) * 1000
+    assert committed.estimated is not None and committed.estimated >= committed.actual  # type: ignore[operator]
+    assert "overrun" not in [e.kind for e in events]
+
+
+def test_a_reported_prompt_is_not_charged_again_in_the_prompt_bound() -> None:
+    """Two calls (``max_tool_calls=2``), a report of one whose prompt was 10,000 tokens (its text input,
+    written by the calling model: the premise). The prompts of both calls together are at most gpt-5's
+    100,000 output tokens, so the other call's prompt is at most 90,000 tokens: the most the response
+    can have billed is the report, the other call's image and text, and 90,000 prompt tokens,
+    $1.00144. It was charged the report and the whole 100,000-token bound again, $1.05144 (review of
+    imagecharge)."""
+    body = image_response([{"type": "image_generation", **DRAWN}], [SIZED] * 2, reported(10_000, 0, 0, 7024))
+    committed, charged, _ = charged_through_the_sdk(drawing(max_tool_calls=2), body)
+    assert charged == (10_000 * 5 + 2 * IMAGE + TEXT + (BOUND - 10_000) * 5) * 1000
+    assert committed.estimated is not None and committed.estimated >= committed.actual  # type: ignore[operator]
+    # a report holding more text input than the bound: no prompt left to charge (never below 0)
+    body = image_response(
+        [{"type": "image_generation", **DRAWN}], [SIZED] * 2, reported(BOUND + 1, 0, 0, 7024)
+    )
+    _, charged, _ = charged_through_the_sdk(drawing(max_tool_calls=2), body)
+    assert charged == ((BOUND + 1) * 5 + 2 * IMAGE + TEXT) * 1000
+
+
+def _mixed(max_output: int) -> dict[str, Any]:
+    tools = [
+        {"type": "image_generation", "model": "gpt-image-1-mini", "quality": "low", "size": "1024x1024",
+         "partial_images": 0},
+        {"type": "web_search"},
+    ]  # fmt: skip
+    return {"model": "gpt-5", "input": "Draw.", "max_output_tokens": max_output, "max_tool_calls": 2,
+            "tools": tools}  # fmt: skip
+
+
+@pytest.mark.parametrize("max_output", [4000, 8000])
+def test_one_image_call_among_max_tool_calls_is_charged_within_the_reservation(max_output: int) -> None:
+    """``max_tool_calls=2`` over an image tool (gpt-image-1-mini low 1024x1024: $0.005 a call, its
+    prompts at most gpt-5's output bound at $2 / M, $0.008 at 4,000 tokens) and a web search ($0.01).
+    The dearest was picked by a fee holding half the prompts, and the prompts were reserved only when
+    the image tool was the dearest: a response within the bounds (one search, one image call whose
+    prompt is the whole bound, every reserved input token used) was charged $0.1617775 against
+    $0.1587775 reserved (8,000 tokens: $0.2197775 against $0.2147775). The dearest is now picked by
+    each call's fee without its prompt, and the prompts are reserved once over the fees: $0.1667775
+    (8,000 tokens: $0.2247775)."""
+    est = estimate(_mixed(max_output))
+    assert est.tool_calls == (("web_search", 2),)  # ($0.01 a search, above the image's $0.005)
+    used = Usage(
+        input_tokens=est.input_tokens, output_tokens=max_output, web_search_calls=1, image_generation_calls=1
+    )
+    assert est.price.cost_nano(used) <= est.cost_nano, (est.price.cost(used), est.cost)
+    both = Usage(input_tokens=est.input_tokens, output_tokens=max_output, web_search_calls=2)
+    assert est.cost_nano == est.price.cost_nano(both) + max_output * 2 * 1000  # (the prompts, once)
+
+
+def test_rates_built_by_position_keep_their_request_fee() -> None:
+    """``Rates`` is public (``budgetguard.Rates``): the image tool's bounds were three fields inserted
+    before ``request``, so a request fee given by position landed in one of them (the request fee 0).
+    They are the request's (``Price``'s, from the estimate's fees), not a model's rates."""
+    d = Decimal
+    unknown = (None,) * 8  # (audio and image rates, web search, web fetch, file search, code execution)
+    rates = budgetguard.Rates(d(1), d(2), d(1), d(1), d(1), *unknown, d(40), d(3))
+    assert (rates.image_generation, rates.request) == (d(40), d(3))
+
+
+def test_an_interrupted_stream_charges_its_image_call_what_it_can_have_billed(mock: MockProvider) -> None:  # noqa: F811
+    """A stream cut after its image_generation_call item, before the report: the call is charged its
+    image at the tool's worst, its text and the whole prompt bound (was its fee, $0.34072, holding a
+    tenth of the bound), as a response without a report (one rule: ``_rates._image_charge``)."""
+    events: list[Event] = []
+    guard = budgetguard.Guard(
+        "memory://", budgets=[budgetguard.Budget("feature", usd="50", per="day")], on_event=events.append
+    )
+    client = mock.openai()
+    mock.cut(after=6, path="/v1/responses")  # created, in_progress, reasoning and image items: added, done
+    try:
+        stream = guard.with_budget(client.responses.create, feature="draw")(**drawing(), stream=True)
+        done, error = read_until_cut(stream, "response.output_item.done")
+        stream.close()
+    finally:
+        client.close()
+    assert error is not None and [read(e.item, "type") for e in done] == [
+        "reasoning",
+        "image_generation_call",
+    ]
+    (entry,) = guard.ledger.history(events=["committed"])
+    usage = {**entry.data["usage"]}
+    assert usage.pop("image_generation_calls") == 1 and entry.data["interrupted"] is True
+    text_nano = estimate(drawing()).price.cost_nano(Usage(**usage))
+    assert entry.amounts["usd"] - text_nano == (IMAGE + TEXT + BOUND * 5) * 1000
+    assert "overrun" not in [e.kind for e in events]

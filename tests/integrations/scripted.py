@@ -73,8 +73,8 @@ class Scripted:
 
 
 @contextmanager
-def serve(replies: list[JSON]) -> Iterator[Scripted]:
-    """Serve ``replies`` in order to POST ``/v1/chat/completions`` (a 500 once they are used up), as a
+def serve(replies: list[JSON], path: str = "/v1/chat/completions") -> Iterator[Scripted]:
+    """Serve ``replies`` in order to POST ``path`` (a 500 once they are used up), a chat completion as a
     stream (``sse``) when the request asks for one; ``.url`` is the OpenAI base URL (``.../v1``)."""
     state = Scripted(replies)
 
@@ -86,7 +86,7 @@ def serve(replies: list[JSON]) -> Iterator[Scripted]:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
-            reply = state.take(body) if self.path == "/v1/chat/completions" else None
+            reply = state.take(body) if self.path == path else None
             status, payload = (200, reply) if reply else (500, {"error": {"message": "no reply scripted"}})
             streamed = reply is not None and body.get("stream") is True
             data = sse(reply) if streamed and reply else json.dumps(payload).encode()
