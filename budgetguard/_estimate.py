@@ -283,11 +283,9 @@ class Estimator:
                           for hop, keeps in hops)  # fmt: skip
             return self.priced(dataclasses.replace(est, fallbacks=chain), est.output_tokens) if chain else est
         tier = self.default_service_tier if provider in (None, "openai") else None  # (an OpenAI project's)
-        variant = (
-            request_variant(request, shape, batch=batch, default_tier=tier)
-            if batch or tier or not VARIANT_KEYS.isdisjoint(request)
-            else None
-        )
+        asks = batch or tier or not VARIANT_KEYS.isdisjoint(request)
+        variant = request_variant(request, shape, batch=batch, default_tier=tier) if asks else None
+        variant = self.prices.deployment_variant(model, variant, provider)  # (an Azure deployment's type)
         try:
             price = self.prices.get(model, provider=provider, variant=variant)
         except PricingError:

@@ -19,7 +19,7 @@ from typing import Any, overload
 
 from ._cache import Bounded, memo
 from ._errors import ConfigurationError
-from ._price_data import is_claude, provider_for_url
+from ._price_data import LOCATION_KEYS, is_claude, provider_for_url
 from ._tool_items import BILLED_TOOL_ITEMS
 from ._usage import Usage, _get, _is_code_block, _merge_anthropic_delta, _reader, with_tool_items
 
@@ -374,16 +374,21 @@ def served_model(response: Any) -> str | None:
 def response_variant(tier: str | None, requested: Variant | None) -> Variant | None:
     """The variant to charge at: the one the response reports it was served at, else the requested one.
 
-    A Batch API line is charged at batch prices whatever tier its body names."""
+    A Batch API line is charged at batch prices whatever tier its body names. Where the call ran (the
+    requested ``LOCATION_KEYS``: a Vertex AI location, an Azure deployment's type), which no response
+    reports, stays with the tier served."""
     if tier is None or (requested is not None and requested.get("processing") == "batch"):
         return requested
-    if tier == "fast-mode":
-        return {"speed": "fast"}
+    located = {k: v for k, v in requested.items() if k in LOCATION_KEYS} if requested else {}
     if tier.startswith("inference_geo:"):
-        return {"inference_geo": tier.partition(":")[2]}
-    if tier in _STANDARD_TIERS:  # (where it ran is no tier: a Vertex AI location, in no response, stays)
-        return requested if requested is not None and requested.keys() == {"inference_geo"} else None
-    return {"processing": "batch"} if tier == "batch" else {"service_tier": tier}
+        return {**located, "inference_geo": tier.partition(":")[2]}
+    if tier == "fast-mode":
+        served = {"speed": "fast"}
+    elif tier in _STANDARD_TIERS:
+        served = {}
+    else:
+        served = {"processing": "batch"} if tier == "batch" else {"service_tier": tier}
+    return {**located, **served} or None
 
 
 def prepare_openai_stream(request: dict[str, Any], *, streaming: bool = False) -> None:
