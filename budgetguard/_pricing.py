@@ -15,8 +15,11 @@ Resolution of a model name, first match wins:
 
 A price variant (``service_tier``, Anthropic ``speed="fast"``, ``inference_geo``, batch) that the data
 does not list for the model is a ``PricingError`` too (never the base price), unless the model has a
-registered price. ``at=`` is an instant: an aware datetime is priced at its UTC date, a naive one is
-read as UTC (as genai-prices reads it).
+registered price. Where a call runs is priced apart (``_price_data.regional_premium``): a Vertex AI
+location, Anthropic's US-only inference, an Azure deployment's type (``{"deployment": ...}``, which
+``get`` adds at ``provider="azure"``: as registered with ``deployment=``, else ``set_azure_deployment``'s,
+else unknown, charged as the dearest type). ``at=`` is an instant: an aware datetime is priced at its
+UTC date, a naive one is read as UTC (as genai-prices reads it).
 
 Resolutions are cached per (model, provider, variant, day), so a lookup on the hot path is a dict hit.
 Costs are exact: prices are held as integers over a power of ten, and a cost in nano-USD is rounded up.
@@ -24,6 +27,7 @@ Costs are exact: prices are held as integers over a power of ten, and a cost in 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 import time
@@ -382,8 +386,10 @@ class PriceBook:
                     _check_variant(model, gp_provider, gp_model, when, variant)
                 model_price = gp_model.get_prices(when, variant or None)
                 price = _from_genai(model, gp_provider, gp_model, model_price)
-                if premium is not None:  # (an Azure deployment's type prices its tool calls too)
-                    price = times(price, premium, fees=located is not None and "deployment" in located)
+                if premium is not None and premium != 1 and located:  # (Azure's: its tool calls' fees too)
+                    where = ", ".join(f"{key}={value}" for key, value in located.items())
+                    price = times(price, premium, fees="deployment" in located)
+                    price = dataclasses.replace(price, source=f"{price.source} ({where}: x{premium})")
                 return price, not _has_time_of_day_prices(gp_model)
         if self._default is not None:
             return self._default, True
