@@ -166,8 +166,9 @@ class PriceBook:
         ``"global"``, ``"data_zone"`` or ``"regional"``. The name (a deployment named as its model, or
         another with ``base_model``) is then charged Azure's listed price of the model it serves, as that
         type bills it (``_price_data.regional_premium``: Data Zone 1.1x Global, Regional up to 1.375x).
-        A deployment registered with neither rates nor a type is of ``set_azure_deployment``'s type, else
-        of unknown type: charged as the dearest (Regional), which bounds what any type bills.
+        An Azure deployment registered with rates is charged them; one not registered is of
+        ``set_azure_deployment``'s type, else of unknown type: charged as the dearest (Regional), which
+        bounds what any type bills.
         """
         if not model or not isinstance(model, str):
             raise ConfigurationError("register_price needs a model name")
