@@ -69,6 +69,22 @@ def test_us_only_fast_mode_is_reserved_at_the_fast_us_price(guard: Guard, events
     assert "overrun" not in {e.kind for e in events}
 
 
+def test_a_fast_call_served_in_the_us_by_the_workspace_default_is_charged_the_us_premium(
+    guard: Guard,
+) -> None:
+    """A workspace whose default geo is US serves a fast request naming no geo in the US; the response
+    reports ``speed="fast"`` and ``inference_geo="us"``. ``served_tier`` returns "fast-mode" alone (the
+    geo is read only when the speed is not fast), so it is charged fast at the global price ($0.0204
+    for 1000 in, 400 cache reads, 200 out) where the US fast price is $0.02244. The branch charges the
+    same response without fast mode at the US premium (``test_a_workspace_default_us_geo_...``)."""
+    body = us_answer("claude-opus-4-8")
+    body["usage"]["speed"] = "fast"
+    api = serve(body)
+    create = guard.with_budget(claude(api).messages.create)
+    create(model="claude-opus-4-8", messages=HI, max_tokens=1024, speed="fast")
+    assert committed(guard).amounts["usd"] == nano((1000, "11"), (400, "1.1"), (200, "55"))
+
+
 def test_an_azure_call_named_by_its_provider_prefix_is_priced_at_its_deployment_type(
     guard: Guard, book: PriceBook
 ) -> None:
@@ -151,6 +167,16 @@ def test_an_unknown_azure_deployment_type_is_said_once(guard: Guard, events: lis
         wrapped.chat.completions.create(model="gpt-4o", messages=HI, max_tokens=50)  # type: ignore[call-overload]
     told = [e for e in events if "set_azure_deployment" in (e.reason or "")]
     assert len(told) == 1
+
+
+def test_declaring_a_deployment_s_type_replaces_its_registered_rates(book: PriceBook) -> None:
+    """``register(name, input=...)`` forgets the name's type, but ``register(name, deployment=...)``
+    keeps the rates registered before: the declaration is silently ignored and its return value is
+    the old price ($2 / MTok out, not gpt-4o's Data Zone $11). The last registration should win."""
+    book.register("eu-chat", base_model="gpt-4o", provider="azure", input="1", output="2")
+    declared = book.register("eu-chat", base_model="gpt-4o", provider="azure", deployment="data_zone")
+    assert declared.base.output == Decimal(DATA_ZONE[1])
+    assert book.get("eu-chat", provider="azure").base.output == Decimal(DATA_ZONE[1])
 
 
 def test_an_unknown_anthropic_geo_leaves_others_alone(guard: Guard) -> None:
