@@ -154,6 +154,22 @@ def test_langchain_azure_chat_openai_is_priced_at_its_deployment_type(
     assert reserved(guard) >= nano((500, rates[1]))
 
 
+def test_an_azure_batch_result_charged_to_a_job_is_priced_at_its_deployment_type(
+    guard: Guard, book: PriceBook
+) -> None:
+    """``job.charge(line, batch=True)`` prices a Batch API result line with no provider (it takes no
+    ``provider=``) and ``azure/gpt-4o`` skips the deployment type (see above): with every deployment
+    declared Data Zone, an Azure batch line (1000 in, 200 out) is charged $0.00225, the Global batch
+    price; ``cost(..., provider="azure", variant={"processing": "batch"})`` says $0.002475."""
+    book.set_azure_deployment("data_zone")
+    line = {"custom_id": "r1", "response": {"status_code": 200, "body": completion("gpt-4o-2024-11-20")}}
+    usage = budgetguard.Usage(input_tokens=1000, output_tokens=200)
+    billed = book.cost("gpt-4o", usage, provider="azure", variant={"processing": "batch"})
+    with guard.reserve(usd="1") as job:
+        charged = job.charge(line, model="azure/gpt-4o", batch=True)
+    assert charged == billed
+
+
 # -- (3) UX: the unknown type is said, once -----------------------------------------------------------
 
 
