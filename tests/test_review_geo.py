@@ -170,6 +170,36 @@ def test_an_azure_batch_result_charged_to_a_job_is_priced_at_its_deployment_type
     assert charged == billed
 
 
+def test_a_regional_web_search_preview_is_charged_its_fee_at_the_deployment_premium(
+    guard: Guard, book: PriceBook
+) -> None:
+    """The same for the Responses ``web_search_preview`` tool (``ServerTools.preview_search``): on a
+    Regional deployment its published $25 / 1k replaces the scaled web search fee ($13.75) unscaled, so
+    the search is reserved and charged $0.025, not $0.034375 (25 x 1.375)."""
+    book.register("gpt-4o", provider="azure", deployment="regional")
+    answer = {
+        "id": "resp_1", "object": "response", "created_at": 1, "status": "completed",
+        "model": "gpt-4o-2024-11-20", "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+        "output": [
+            {"type": "web_search_call", "id": "ws_1", "status": "completed",
+             "action": {"type": "search", "query": "budget"}},
+            {"type": "message", "id": "m", "status": "completed", "role": "assistant",
+             "content": [{"type": "output_text", "text": "ok", "annotations": []}]},
+        ],
+        "usage": {"input_tokens": 1000, "output_tokens": 200, "total_tokens": 1200,
+                  "input_tokens_details": {"cached_tokens": 0},
+                  "output_tokens_details": {"reasoning_tokens": 0}},
+    }  # fmt: skip
+    api = serve(answer)
+    guard.wrap(azure(api)).responses.create(  # type: ignore[call-overload]
+        model="gpt-4o",
+        input="What is a budget?",
+        max_output_tokens=500,
+        tools=[{"type": "web_search_preview"}],
+    )
+    assert committed(guard).amounts["usd"] == bill(REGIONAL) + nano((1, "34375"))
+
+
 # -- (3) UX: the unknown type is said, once -----------------------------------------------------------
 
 
