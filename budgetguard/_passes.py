@@ -311,12 +311,15 @@ NO_TOOLS = ToolUse((), (), (), ())
 
 
 class _ToolFees:
-    """The call fees a request's tools set on its price: the dearest of each, over the model's own."""
+    """The call fees a request's tools set on its price: the dearest of each, over the model's own. A
+    fee set from a published one is charged at the price's ``fee_premium`` (an Azure deployment's type),
+    as the price's own fees are."""
 
     def __init__(self, price: Price, model: str) -> None:
         self.asked = self.price = price
         self.model = model
         self.fees: dict[str, Decimal] = {}
+        self.premium = price.fee_premium
 
     def _set(self, name: str, rate: Decimal) -> None:
         if rate > self.fees.get(name, getattr(self.asked.base, name) or 0):
@@ -324,8 +327,9 @@ class _ToolFees:
             self.price = self.asked.with_fees(self.fees)
 
     def exact(self, name: str, rate: Decimal) -> None:
-        """``name``'s fee is ``rate``, above or below the model's own (a chat search's context size)."""
-        self.fees[name] = rate
+        """``name``'s fee is the published ``rate``, above or below the model's own (a chat search's
+        context size)."""
+        self.fees[name] = rate * self.premium
         self.price = self.asked.with_fees(self.fees)
 
     def scale(self, name: str, times: int) -> None:
@@ -346,8 +350,10 @@ class _ToolFees:
         base = self.asked.base.image_generation
         if base is None:
             return
+        published = published_prices(self.model, None).get("image_generation")
+        published = None if published is None else published * self.premium
         if rate is None:
-            if base == published_prices(self.model, None).get("image_generation"):
+            if base == published:
                 named = {k: tool[k] for k in ("model", "quality", "size", "output_format") if tool.get(k)}
                 raise PricingError(
                     f"no price is known for the image_generation tool {named or '(the default model)'}: "
@@ -358,7 +364,7 @@ class _ToolFees:
                     model=self.model,
                 )
             return
-        registered = base != published_prices(self.model, None).get("image_generation")
+        registered, rate = base != published, rate * self.premium
         if rate > self.fees.get("image_generation", base if registered else -1):
             self.fees["image_generation"] = rate
             self.price = self.asked.with_fees(self.fees)
@@ -369,7 +375,7 @@ class _ToolFees:
         applies), the model's web search fee otherwise."""
         rate = published_prices(self.model, None).get("web_search_preview")
         if rate is not None:
-            self._set("web_search", rate)
+            self._set("web_search", rate * self.premium)
         return rate is not None
 
 

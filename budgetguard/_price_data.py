@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from genai_prices.data_snapshot import DataSnapshot
 
 __all__ = [
-    "AZURE_DEPLOYMENTS", "LOCATION_KEYS", "PUBLISHED_PRICES", "chat_search_fee", "is_claude",
-    "provider_for_url", "published_prices", "regional_premium", "times",
+    "AZURE_DEPLOYMENTS", "LOCATION_KEYS", "PUBLISHED_PRICES", "UNKNOWN_DEPLOYMENT", "chat_search_fee",
+    "is_azure", "is_claude", "provider_for_url", "published_prices", "regional_premium", "times",
 ]  # fmt: skip
 
 
@@ -176,6 +176,8 @@ _US_ONLY_PREMIUM = Decimal("1.1")
 
 AZURE_DEPLOYMENTS = ("global", "data_zone", "regional")
 """Azure OpenAI's Standard deployment types, as ``register_price(..., deployment=...)`` names them."""
+UNKNOWN_DEPLOYMENT = "unknown"
+"""The type of an Azure deployment declared nowhere: charged as the dearest type (Regional)."""
 _AZURE_PREMIUMS = {"global": Decimal(1), "data_zone": Decimal("1.1"), "regional": Decimal("1.375")}
 # Azure's Retail Prices API (prices.azure.com, serviceName 'Foundry Models'; its pricing page shows the
 # same per model, by type): a Data Zone Standard meter is 1.10x the Global Standard one (gpt-4o-mini,
@@ -209,10 +211,25 @@ def regional_premium(provider: str, model: str, variant: Mapping[str, str]) -> D
     return _US_ONLY_PREMIUM if provider == "anthropic" and variant["inference_geo"] == "us" else None
 
 
+@memo("pricing.azure", 1024)
+def is_azure(model: str, provider: str | None) -> bool:
+    """Whether a call for ``model`` at ``provider`` goes to Azure OpenAI, as the price data resolves the
+    provider: ``provider`` naming Azure however it is spelt (``"azure"``, ``"Azure"``), or, with none,
+    Azure's prefix on the model's name (``"azure/gpt-4o"``). The one test of where the deployment type
+    rule applies (the estimate's provider, ``PriceBook``'s lookups, a job's charge)."""
+    where = provider if provider is not None else model.rpartition("/")[0]
+    if not where:
+        return False
+    try:
+        return _snapshot().find_provider(None, where, None).id == "azure"
+    except LookupError:
+        return False
+
+
 def times(price: Price, factor: Decimal, *, fees: bool = False) -> Price:
     """``price`` with every token rate (each tier's too) ``factor`` times over; call fees too with
-    ``fees`` (Azure meters each deployment type's tool calls apart: file search 1.1x in a region),
-    else unchanged."""
+    ``fees`` (Azure meters each deployment type's tool calls apart: file search 1.1x in a region;
+    ``Price.fee_premium`` records it for the fees a request's tools set), else unchanged."""
     if factor == 1:
         return price
     names: tuple[str, ...] = ("input", "output", "cache_read", "cache_write", "cache_write_1h", *_MODAL)
@@ -224,8 +241,9 @@ def times(price: Price, factor: Decimal, *, fees: bool = False) -> Price:
         return dataclasses.replace(rates, **changes)
 
     return dataclasses.replace(
-        price, base=scaled(price.base), tiers=tuple((t, scaled(rates)) for t, rates in price.tiers)
-    )
+        price, base=scaled(price.base), tiers=tuple((t, scaled(rates)) for t, rates in price.tiers),
+        fee_premium=price.fee_premium * factor if fees else price.fee_premium,
+    )  # fmt: skip
 
 
 _MODAL = ("input_audio", "output_audio", "input_image", "output_image")

@@ -17,9 +17,10 @@ A price variant (``service_tier``, Anthropic ``speed="fast"``, ``inference_geo``
 does not list for the model is a ``PricingError`` too (never the base price), unless the model has a
 registered price. Where a call runs is priced apart (``_price_data.regional_premium``): a Vertex AI
 location, Anthropic's US-only inference, an Azure deployment's type (``{"deployment": ...}``, which
-``get`` adds at ``provider="azure"``: as registered with ``deployment=``, else ``set_azure_deployment``'s,
-else unknown, charged as the dearest type). ``at=`` is an instant: an aware datetime is priced at its
-UTC date, a naive one is read as UTC (as genai-prices reads it).
+a lookup adds where the call goes to Azure, ``provider="azure"`` however spelt or an ``azure/`` prefix:
+as registered with ``deployment=``, else ``set_azure_deployment``'s, else unknown, charged as the
+dearest type). ``at=`` is an instant: an aware datetime is priced at its UTC date, a naive one is read
+as UTC (as genai-prices reads it).
 
 Resolutions are cached per (model, provider, variant, day), so a lookup on the hot path is a dict hit.
 Costs are exact: prices are held as integers over a power of ten, and a cost in nano-USD is rounded up.
@@ -45,11 +46,13 @@ from ._price_data import (
     AZURE_DEPLOYMENTS,
     LOCATION_KEYS,
     PUBLISHED_PRICES,
+    UNKNOWN_DEPLOYMENT,
     _check_variant,
     _find_in_data,
     _from_genai,
     _has_time_of_day_prices,
     _with_published,
+    is_azure,
     is_claude,
     provider_for_url,
     published_prices,
@@ -70,6 +73,7 @@ __all__ = [
     "Rates",
     "cost",
     "get_price",
+    "is_azure",
     "is_claude",
     "load_prices",
     "price_book",
@@ -229,18 +233,20 @@ class PriceBook:
             )
         if base is not None and (not base or not isinstance(base, str)):
             raise ConfigurationError(f"base_model names the model {name!r} serves; got {base!r}")
-        with self._lock:
-            before = self._deployments.get(name)
+        with self._lock:  # (the last registration wins: rates registered before are forgotten)
+            before, rated = self._deployments.get(name), self._overrides.pop(name, None)
             self._deployments[name] = (base or name, kind)
             self._cache.clear()
         try:
             return self.get(name, provider="azure")
-        except PricingError:
+        except PricingError:  # (nothing registered: what was before stands)
             with self._lock:
                 if before is None:
                     del self._deployments[name]
                 else:
                     self._deployments[name] = before
+                if rated is not None:
+                    self._overrides[name] = rated
                 self._cache.clear()
             raise
 
@@ -261,17 +267,27 @@ class PriceBook:
     def deployment_variant(
         self, model: str, variant: Mapping[str, str] | None, provider: str | None
     ) -> Mapping[str, str] | None:
-        """``variant`` with the type of the Azure deployment ``model`` at ``provider="azure"``
-        (``{"deployment": "data_zone"}``): as registered, else ``set_azure_deployment``'s, else
-        ``"unknown"`` (the dearest). ``variant`` unchanged at another provider, when it names a type
+        """``variant`` with the type of the Azure deployment ``model`` when the call goes to Azure
+        (``is_azure``: ``provider="azure"``, however spelt, or an ``azure/`` prefix), as
+        ``{"deployment": "data_zone"}``: as registered, else ``set_azure_deployment``'s, else
+        ``UNKNOWN_DEPLOYMENT`` (the dearest). ``variant`` unchanged elsewhere, when it names a type
         already, for a Claude model (Foundry) and for a name registered with its rates (what is billed)."""
-        if provider != "azure" or (variant is not None and "deployment" in variant) or is_claude(model):
+        if (
+            (variant is not None and "deployment" in variant)
+            or is_claude(model)
+            or not is_azure(model, provider)
+        ):
             return variant
-        if model in self._overrides or any(name in self._overrides for name in model_names(model)):
+        names = model_names(model)
+        if any(name in self._overrides for name in names):
             return variant
-        found = self._deployments.get(model)
-        kind = found[1] if found is not None else self._azure_default or "unknown"
+        found = self._deployment(names)
+        kind = found[1] if found is not None else self._azure_default or UNKNOWN_DEPLOYMENT
         return {**variant, "deployment": kind} if variant else {"deployment": kind}
+
+    def _deployment(self, names: list[str]) -> tuple[str, str] | None:
+        """The declared Azure deployment of the first of ``names`` (``model_names``): (its model, type)."""
+        return next((self._deployments[name] for name in names if name in self._deployments), None)
 
     def load(self, path: str | Path) -> list[Price]:
         """Load overrides from a TOML or JSON file (numbers are read as exact decimals)::
@@ -339,11 +355,9 @@ class PriceBook:
         ``"aws"``); it wins over a provider prefix in the model's name. ``variant`` selects a price
         variant in the data, e.g. ``{"service_tier": "priority"}`` or ``{"processing": "batch"}``; one
         the data does not list for the model is a ``PricingError``. ``at`` is an aware datetime (its UTC
-        date picks the price); a naive one is read as UTC. At ``provider="azure"`` the variant takes the
-        deployment's type (``deployment_variant``) unless it names one.
+        date picks the price); a naive one is read as UTC. Where the call goes to Azure the variant takes
+        the deployment's type (``deployment_variant``) unless it names one.
         """
-        if provider == "azure":
-            variant = self.deployment_variant(model, variant, provider)
         variant_key = tuple(sorted(variant.items())) if variant else ()
         if at is None:
             now = time.time_ns()
@@ -373,7 +387,8 @@ class PriceBook:
             if name in self._overrides:
                 return self._overrides[name], True
         if self._use_data:
-            deployed = self._deployments.get(model) if provider == "azure" else None
+            variant = self.deployment_variant(model, variant, provider)  # (at Azure: the deployment's type)
+            deployed = self._deployment(names) if variant and "deployment" in variant else None
             found = _find_in_data(names if deployed is None else model_names(deployed[0]), provider)
             if found is not None:
                 gp_provider, gp_model = found

@@ -250,6 +250,10 @@ class Price:
     """The model ``model`` names, where the name is not that model's own: the price data's id the name
     matched (Azure's ``gpt-35-turbo``: ``gpt-3.5-turbo``), or a registered name's ``base_model`` (an
     Azure deployment's, ``"chat-prod"``). The model's own rules follow it (``served``), not the name."""
+    fee_premium: Decimal = Decimal(1)
+    """How many times its published call fees this price's fees are where the call runs (an Azure
+    deployment's type: ``_price_data.times``): a fee a request's tools set from a published one (a chat
+    search's context size, a preview search) is charged this many times over too."""
     dearer_write: str | None = field(init=False, repr=False, compare=False)
     """``"5m"`` / ``"1h"`` when this is the price of a model that writes the prompt cache on its own
     (``writes_cache_unasked`` of the model ``served``: OpenAI's) and bills those writes (the 5-minute /
