@@ -203,11 +203,11 @@ class Ctx:
         self.emit(
             "unknown_deployment",
             reason=f"{model!r} goes to an Azure OpenAI deployment of unknown type: reserved and charged as "
-            "Regional, the dearest type (up to 1.375x Azure's Global price). Declare the type to be charged "
-            "what you are billed: budgetguard.set_azure_deployment('global') when your deployments are "
-            f"Global Standard (or 'data_zone', 'regional'), or budgetguard.register_price({model!r}, "
-            "provider='azure', deployment='data_zone') for this one (on your own PriceBook: its methods "
-            "of the same names)",
+            "Regional, the dearest type (1.375x Azure's Global price). Declare the type to be charged what "
+            "you are billed: budgetguard.set_azure_deployment('global') when your deployments are Global "
+            f"Standard (or 'data_zone', 'regional'), or budgetguard.register_price({model!r}, "
+            "provider='azure', deployment='data_zone') for this one (on your own PriceBook: its "
+            "set_azure_deployment and register)",
             data={"charged_as": "regional"},
         )
 
