@@ -51,6 +51,7 @@ from ._pricing import (
     price_book,
     published_prices,
     register_price,
+    set_azure_deployment,
     set_default_price,
 )
 from ._tokens import count_text_tokens, get_encoding
@@ -151,6 +152,7 @@ __all__ = [
     "read_journal",
     "register_price",
     "report",
+    "set_azure_deployment",
     "set_default_price",
     "to_nano",
     "to_usd",

@@ -150,6 +150,17 @@ class GuardCore:
         self.hold = checked_hold(hold)
         self.calibration = Calibration()
         """The learned ratios of ``hold=Learned(...)`` calls, read from the journal (see ``_calibration``)."""
+        self._told: set[tuple[str, str]] = set()
+        """The warnings this guard gives once per model, given: (event kind, model)."""
+        self._told_lock = threading.Lock()
+
+    def first_time(self, kind: str, model: str) -> bool:
+        """Whether this guard says ``kind`` about ``model`` now: the first time it asks (any thread)."""
+        with self._told_lock:
+            if (kind, model) in self._told:
+                return False
+            self._told.add((kind, model))
+            return True
 
     def lease_for(self, lease: float | None, default: float, where: str) -> float:
         """The lease of a call (``where``: ``Guard(lease=...)``) or job (``guard.reserve(lease=...)``):

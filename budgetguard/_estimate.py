@@ -53,7 +53,7 @@ from ._fallbacks import chain_cost, fallback_passes, fallback_requests
 from ._frozen import fast_init, fast_new
 from ._money import to_usd
 from ._passes import DEFAULT_TOOL_CALLS, NO_TOOLS, ServerTools, largest_read, pass_input
-from ._pricing import PriceBook, price_book
+from ._pricing import PriceBook, is_azure, price_book
 from ._providers import VARIANT_KEYS, Variant, api_of, as_read, project_tier, request_variant
 from ._rates import _FEE_UNITS, Price
 from ._tokens import count_embedding_input
@@ -273,8 +273,8 @@ class Estimator:
             raise ConfigurationError(
                 "the request has no 'model'; pass the SDK call's keyword arguments, or an Estimate"
             )
-        # The API picks the request shape; the price is the provider's (without one: found by name).
-        shape = api or api_of(provider, model)
+        shape = api or api_of(provider, model)  # (the API picks the shape; the provider, the price)
+        provider = "azure" if is_azure(model, provider) else provider  # (Azure however named: one rule)
         if shape == "anthropic" and request.get("fallbacks") is not None:
             alone, hops = fallback_requests(request)  # (budgetguard._fallbacks)
             est = self(alone, provider=provider, api=api, batch=batch, input_tokens=input_tokens, count=False)
@@ -282,11 +282,9 @@ class Estimator:
                           for hop, keeps in hops)  # fmt: skip
             return self.priced(dataclasses.replace(est, fallbacks=chain), est.output_tokens) if chain else est
         tier = self.default_service_tier if provider in (None, "openai") else None  # (an OpenAI project's)
-        variant = (
-            request_variant(request, shape, batch=batch, default_tier=tier)
-            if batch or tier or not VARIANT_KEYS.isdisjoint(request)
-            else None
-        )
+        asks = batch or tier or not VARIANT_KEYS.isdisjoint(request)
+        variant = request_variant(request, shape, batch=batch, default_tier=tier) if asks else None
+        variant = self.prices.deployment_variant(model, variant, provider)  # (an Azure deployment's type)
         try:
             price = self.prices.get(model, provider=provider, variant=variant)
         except PricingError:

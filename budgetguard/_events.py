@@ -43,6 +43,7 @@ EventKind = Literal[
     "scope_missing",
     "fitted",
     "unreserved_tier",
+    "unknown_deployment",
 ]
 
 _LEVELS: Mapping[str, int] = {  # (logging's levels)
@@ -61,6 +62,7 @@ _LEVELS: Mapping[str, int] = {  # (logging's levels)
     "scope_missing": 30,  # WARNING
     "fitted": 20,  # INFO
     "unreserved_tier": 30,  # WARNING
+    "unknown_deployment": 30,  # WARNING
 }
 
 
@@ -76,7 +78,11 @@ class Event:
     carries ``from`` and ``to``: the request's max output tokens (per choice; ``None``: it had none)
     and what the call was sent with instead. An ``unreserved_tier`` event: a call reserved at standard
     prices was served (and charged) at a dearer ``service_tier`` (``data["served_tier"]``): set
-    ``Guard(default_service_tier=...)`` when that is the project's default tier.
+    ``Guard(default_service_tier=...)`` when that is the project's default tier. An
+    ``unknown_deployment`` event, once per guard and model: a call went to an Azure OpenAI deployment
+    whose type (Global, Data Zone, Regional) is declared nowhere, so it is reserved and charged as
+    Regional, the dearest (``data["charged_as"]``): declare it with ``set_azure_deployment(...)`` or
+    ``register_price(name, provider="azure", deployment=...)``.
     """
 
     kind: EventKind

@@ -210,10 +210,13 @@ class Job:
 
     # -- spend made outside guarded calls (Batch API results) ---------------------------------------
 
-    def charge(self, response: Any, *, model: str | None = None, batch: bool = False) -> Decimal:
+    def charge(
+        self, response: Any, *, model: str | None = None, batch: bool = False, provider: str | None = None
+    ) -> Decimal:
         """Charge a call made outside the guard to this job, e.g. each line of a Batch API result
         (``batch=True`` prices it at the batch variant). ``response`` is anything ``Usage.from_response``
         reads (an SDK object, a dict, a ``Usage``); ``model`` defaults to the response's own.
+        ``provider`` is where the call went (``"azure"``: at its deployment's type), as for ``cost``.
         Returns the cost in USD. Money already spent is never refused: it may take the job past its hold,
         which the job's commit then flags as an overrun."""
         from ._providers import response_variant, served_tier
@@ -224,7 +227,7 @@ class Job:
             raise ConfigurationError("charge() needs model=... when the response names none")
         usage = Usage.from_response(response)
         variant = response_variant(served_tier(response), {"processing": "batch"} if batch else None)
-        cost = self.guard.prices.cost_nano(name, usage, variant=variant)
+        cost = self.guard.prices.cost_nano(name, usage, provider=provider, variant=variant)
         amounts = {Unit.USD: cost, Unit.TOKENS: usage.total_tokens, Unit.REQUESTS: 1}
         with self._lock:
             if self._state != "open":

@@ -309,12 +309,15 @@ NO_TOOLS = ToolUse((), (), (), ())
 
 
 class _ToolFees:
-    """The call fees a request's tools set on its price: the dearest of each, over the model's own."""
+    """The call fees a request's tools set on its price: the dearest of each, over the model's own. A
+    fee set from a published one is charged at the price's ``fee_premium`` (an Azure deployment's type),
+    as the price's own fees are."""
 
     def __init__(self, price: Price, model: str) -> None:
         self.asked = self.price = price
         self.model = model
         self.fees: dict[str, Decimal] = {}
+        self.premium = price.fee_premium
         self.least_image: Decimal | None = None
         """The least of the request's image tools' fees less what their image model reads and writes."""
         self.bounds: ImageBounds | None = None
@@ -326,8 +329,9 @@ class _ToolFees:
             self.price = self.asked.with_fees(self.fees, self.bounds)
 
     def exact(self, name: str, rate: Decimal) -> None:
-        """``name``'s fee is ``rate``, above or below the model's own (a chat search's context size)."""
-        self.fees[name] = rate
+        """``name``'s fee is the published ``rate``, above or below the model's own (a chat search's
+        context size)."""
+        self.fees[name] = rate * self.premium
         self.price = self.asked.with_fees(self.fees, self.bounds)
 
     def scale(self, name: str, times: int) -> None:
@@ -352,8 +356,10 @@ class _ToolFees:
         base = self.asked.base.image_generation
         if base is None:
             return
+        published = published_prices(self.model, None).get("image_generation")
+        published = None if published is None else published * self.premium
         if rate is None:
-            if base == published_prices(self.model, None).get("image_generation"):
+            if base == published:
                 named = {k: tool[k] for k in ("model", "quality", "size", "output_format") if tool.get(k)}
                 raise PricingError(
                     f"no price is known for the image_generation tool {named or '(the default model)'}: "
@@ -365,7 +371,8 @@ class _ToolFees:
                 )
             return
         io, prompt_rate = image_generation_bounds(tool, images)
-        registered = base != published_prices(self.model, None).get("image_generation")
+        rate, io, prompt_rate = rate * self.premium, io * self.premium, prompt_rate * self.premium
+        registered = base != published
         if rate > self.fees.get("image_generation", base if registered else -1):
             self.fees["image_generation"] = rate
         fee = self.fees.get("image_generation", base)
@@ -381,7 +388,7 @@ class _ToolFees:
         applies), the model's web search fee otherwise."""
         rate = published_prices(self.model, None).get("web_search_preview")
         if rate is not None:
-            self._set("web_search", rate)
+            self._set("web_search", rate * self.premium)
         return rate is not None
 
 

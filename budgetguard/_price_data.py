@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Any
 from ._cache import memo
 from ._errors import PricingError
 from ._limits import UNKNOWN, model_limits
-from ._rates import Price, Rates
+from ._rates import CALL_FEES, Price, Rates
 
 if TYPE_CHECKING:
     from genai_prices import types as _gp
     from genai_prices.data_snapshot import DataSnapshot
 
 __all__ = [
-    "PUBLISHED_PRICES", "chat_search_fee", "is_claude", "provider_for_url", "published_prices",
-    "regional_premium", "times",
+    "AZURE_DEPLOYMENTS", "LOCATION_KEYS", "PUBLISHED_PRICES", "UNKNOWN_DEPLOYMENT", "chat_search_fee",
+    "is_azure", "is_claude", "provider_for_url", "published_prices", "regional_premium", "times",
 ]  # fmt: skip
 
 
@@ -167,30 +167,83 @@ _VERTEX_ONE_PRICE = ("claude-3", "claude-sonnet-4@", "claude-opus-4@", "claude-o
 """Vertex AI model ids (``claude-sonnet-4@20250514``) priced alike at global and regional endpoints."""
 
 
+_US_ONLY_PREMIUM = Decimal("1.1")
+# https://docs.aws.amazon.com/claude-platform/latest/userguide/data-residency.html (Anthropic's API on AWS,
+# as the Claude API's data residency page): inference_geo "us": "A 1.1x pricing multiplier applies";
+# "global": standard pricing. The parameter is "supported on Claude Opus 4.6, Claude Sonnet 4.6, and later
+# models" (the SDK's reference: "1.1x pricing for models released after February 1, 2026"); older models
+# answer 400, billing nothing: the premium is reserved for them too (no list of models to keep up).
+
+AZURE_DEPLOYMENTS = ("global", "data_zone", "regional")
+"""Azure OpenAI's Standard deployment types, as ``register_price(..., deployment=...)`` names them."""
+UNKNOWN_DEPLOYMENT = "unknown"
+"""The type of an Azure deployment declared nowhere: charged as the dearest type (Regional)."""
+_AZURE_PREMIUMS = {"global": Decimal(1), "data_zone": Decimal("1.1"), "regional": Decimal("1.375")}
+# Azure's Retail Prices API (prices.azure.com, serviceName 'Foundry Models'; its pricing page shows the
+# same per model, by type): a Data Zone Standard meter is 1.10x the Global Standard one (gpt-4o-mini,
+# gpt-4.1-mini, gpt-5-mini, gpt-5.4-mini...); a Regional (Standard) meter depends on the Azure region:
+# 1.10x in East US, 1.21x in Sweden Central, 1.32x in West Europe (gpt-4.1-mini), 1.375x for gpt-4o
+# 2024-11-20 output ($13.75 / M against $10). Regional is priced at the dearest seen (register a
+# deployment's own rates to be charged exactly), and a deployment of unknown type as Regional.
+
+LOCATION_KEYS = frozenset({"inference_geo", "deployment"})
+"""Variant keys that say where a call runs (``regional_premium`` prices them), not a tier the price data
+lists: Anthropic's ``inference_geo`` (a Vertex AI location too), an Azure deployment's type."""
+
+
 def regional_premium(provider: str, model: str, variant: Mapping[str, str]) -> Decimal | None:
-    """What a Vertex AI regional (or multi-region) endpoint multiplies Claude's price by: ``variant`` is
-    ``{"inference_geo": location}`` (any location but ``global``, which ``request_variant`` leaves out),
-    1.1 for Sonnet 4.5 and later models, 1 for older ones; ``None`` for any other variant or provider
-    (the data's variants then). Multi-region locations (``us``, ``eu``) are priced as regional ones:
-    an assumption (no published figure for them), the dearer of the two prices."""
-    if provider != "google" or variant.keys() != {"inference_geo"} or not is_claude(model):
+    """What running where ``variant`` (its ``LOCATION_KEYS`` alone) says multiplies ``model``'s price by at
+    ``provider``, or ``None`` where no premium is published (the data's variants then, or a refusal):
+
+    * Vertex AI (``google``), ``{"inference_geo": location}``, any location but ``global`` (which
+      ``request_variant`` leaves out): 1.1 for Claude Sonnet 4.5 and later, 1 for older models. The
+      multi-regions (``us``, ``eu``) are priced as regions: an assumption (no figure is published for
+      them), the dearer of the two prices.
+    * Anthropic's API, ``{"inference_geo": "us"}`` (US-only inference): 1.1 for Claude models.
+    * Azure, ``{"deployment": type}``: ``_AZURE_PREMIUMS`` (``global`` 1, ``data_zone`` 1.1,
+      ``regional`` 1.375), any other value (``"unknown"``) the dearest."""
+    if provider == "azure" and variant.keys() == {"deployment"}:
+        return _AZURE_PREMIUMS.get(variant["deployment"], max(_AZURE_PREMIUMS.values()))
+    if variant.keys() != {"inference_geo"} or not is_claude(model):
         return None
-    return Decimal(1) if _bare(model).startswith(_VERTEX_ONE_PRICE) else _VERTEX_REGIONAL_PREMIUM
+    if provider == "google":
+        return Decimal(1) if _bare(model).startswith(_VERTEX_ONE_PRICE) else _VERTEX_REGIONAL_PREMIUM
+    return _US_ONLY_PREMIUM if provider == "anthropic" and variant["inference_geo"] == "us" else None
 
 
-def times(price: Price, factor: Decimal) -> Price:
-    """``price`` with every token rate (each tier's too) ``factor`` times over; call fees unchanged."""
+@memo("pricing.azure", 1024)
+def is_azure(model: str, provider: str | None) -> bool:
+    """Whether a call for ``model`` at ``provider`` goes to Azure OpenAI, as the price data resolves the
+    provider: ``provider`` naming Azure however it is spelt (``"azure"``, ``"Azure"``), or, with none,
+    Azure's prefix on the model's name (``"azure/gpt-4o"``). The one test of where the deployment type
+    rule applies (the estimate's provider, ``PriceBook``'s lookups, a job's charge)."""
+    where = provider if provider is not None else model.rpartition("/")[0]
+    if not where:
+        return False
+    try:
+        return _snapshot().find_provider(None, where, None).id == "azure"
+    except LookupError:
+        return False
+
+
+def times(price: Price, factor: Decimal, *, fees: bool = False) -> Price:
+    """``price`` with every token rate (each tier's too) ``factor`` times over; call fees too with
+    ``fees`` (Azure meters each deployment type's tool calls apart: file search 1.1x in a region;
+    ``Price.fee_premium`` records it for the fees a request's tools set), else unchanged."""
     if factor == 1:
         return price
+    names: tuple[str, ...] = ("input", "output", "cache_read", "cache_write", "cache_write_1h", *_MODAL)
+    if fees:
+        names = (*names, *CALL_FEES, "request")
 
     def scaled(rates: Rates) -> Rates:
-        names = ("input", "output", "cache_read", "cache_write", "cache_write_1h", *_MODAL)
         changes = {name: getattr(rates, name) * factor for name in names if getattr(rates, name) is not None}
         return dataclasses.replace(rates, **changes)
 
     return dataclasses.replace(
-        price, base=scaled(price.base), tiers=tuple((t, scaled(rates)) for t, rates in price.tiers)
-    )
+        price, base=scaled(price.base), tiers=tuple((t, scaled(rates)) for t, rates in price.tiers),
+        fee_premium=price.fee_premium * factor if fees else price.fee_premium,
+    )  # fmt: skip
 
 
 _MODAL = ("input_audio", "output_audio", "input_image", "output_image")

@@ -15,8 +15,12 @@ Resolution of a model name, first match wins:
 
 A price variant (``service_tier``, Anthropic ``speed="fast"``, ``inference_geo``, batch) that the data
 does not list for the model is a ``PricingError`` too (never the base price), unless the model has a
-registered price. ``at=`` is an instant: an aware datetime is priced at its UTC date, a naive one is
-read as UTC (as genai-prices reads it).
+registered price. Where a call runs is priced apart (``_price_data.regional_premium``): a Vertex AI
+location, Anthropic's US-only inference, an Azure deployment's type (``{"deployment": ...}``, which
+a lookup adds where the call goes to Azure, ``provider="azure"`` however spelt or an ``azure/`` prefix:
+as registered with ``deployment=``, else ``set_azure_deployment``'s, else unknown, charged as the
+dearest type). ``at=`` is an instant: an aware datetime is priced at its UTC date, a naive one is read
+as UTC (as genai-prices reads it).
 
 Resolutions are cached per (model, provider, variant, day), so a lookup on the hot path is a dict hit.
 Costs are exact: prices are held as integers over a power of ten, and a cost in nano-USD is rounded up.
@@ -24,6 +28,7 @@ Costs are exact: prices are held as integers over a power of ten, and a cost in 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 import time
@@ -38,12 +43,16 @@ from ._errors import ConfigurationError, PricingError
 from ._limits import UNKNOWN, checked_limits, model_limits, model_names
 from ._money import Money, to_usd
 from ._price_data import (
+    AZURE_DEPLOYMENTS,
+    LOCATION_KEYS,
     PUBLISHED_PRICES,
+    UNKNOWN_DEPLOYMENT,
     _check_variant,
     _find_in_data,
     _from_genai,
     _has_time_of_day_prices,
     _with_published,
+    is_azure,
     is_claude,
     provider_for_url,
     published_prices,
@@ -64,12 +73,14 @@ __all__ = [
     "Rates",
     "cost",
     "get_price",
+    "is_azure",
     "is_claude",
     "load_prices",
     "price_book",
     "published_prices",
     "provider_for_url",
     "register_price",
+    "set_azure_deployment",
     "set_default_price",
 ]
 
@@ -109,6 +120,11 @@ class PriceBook:
 
     def __init__(self, *, default: Price | None = None, use_data: bool = True) -> None:
         self._overrides: dict[str, Price] = {}
+        self._deployments: dict[str, tuple[str, str]] = {}
+        """Azure deployments registered with a type (``register(..., deployment=...)``): name -> (the
+        model it serves, its type)."""
+        self._azure_default: str | None = None
+        """The type of Azure deployments registered with none (``set_azure_deployment``)."""
         self._default = default
         self._use_data = use_data
         self._cache: Bounded[tuple[Any, ...], Price] = Bounded("pricing.prices", 4096, shared=False)
@@ -121,12 +137,13 @@ class PriceBook:
         self,
         model: str,
         *,
-        input: Money,
+        input: Money | None = None,
         tiers: Mapping[int, Mapping[str, Money]] | None = None,
         context_window: int | None = None,
         max_output_tokens: int | None = None,
         provider: str | None = None,
         base_model: str | None = None,
+        deployment: str | None = None,
         **rates: Unpack[RateArgs],
     ) -> Price:
         """Set the price of ``model`` in USD per million tokens; it wins over the price data.
@@ -148,9 +165,22 @@ class PriceBook:
         prompt cache unasked, so their input is reserved at the write rate where writes are dearer; a
         chat search model searches once a request). The request's tokens are counted with the tokenizer
         of the name (tiktoken's, o200k_base for a name it does not know), not of ``base_model``.
+
+        ``deployment`` (with ``provider="azure"`` and no rates) is the type of an Azure OpenAI deployment:
+        ``"global"``, ``"data_zone"`` or ``"regional"``. The name (a deployment named as its model, or
+        another with ``base_model``) is then charged Azure's listed price of the model it serves, as that
+        type bills it (``_price_data.regional_premium``: Data Zone 1.1x Global, Regional up to 1.375x).
+        An Azure deployment registered with rates is charged them; one not registered is of
+        ``set_azure_deployment``'s type, else of unknown type: charged as the dearest (Regional), which
+        bounds what any type bills.
         """
         if not model or not isinstance(model, str):
             raise ConfigurationError("register_price needs a model name")
+        if deployment is not None or input is None:
+            named = (("input", input), ("tiers", tiers), ("context_window", context_window),
+                     ("max_output_tokens", max_output_tokens))  # fmt: skip
+            asked = {**rates, **{key: value for key, value in named if value is not None}}
+            return self._deploy(model, deployment, provider, base_model, asked)
         if base_model is not None and (not base_model or not isinstance(base_model, str)):
             raise ConfigurationError(
                 f"base_model names the model {model!r} stands for, e.g. base_model='gpt-5.6-sol'; "
@@ -171,8 +201,93 @@ class PriceBook:
         price = _with_published(price, provider)
         with self._lock:
             self._overrides[model] = price
+            self._deployments.pop(model, None)
             self._cache.clear()
         return price
+
+    def _deploy(
+        self, name: str, kind: str | None, provider: str | None, base: str | None, given: Mapping[str, Any]
+    ) -> Price:
+        """``register(name, provider="azure", deployment=kind, base_model=base)``: checked, then the price
+        it resolves to now (a model the data does not list is refused, and nothing registered)."""
+        if kind is None:  # (a TypeError, as a missing keyword argument is)
+            raise TypeError(
+                f"register_price({name!r}, ...) needs input= (USD per million tokens), e.g. "
+                f"register_price({name!r}, input='1.00', output='2.00'), or, for an Azure deployment of a "
+                f"model genai-prices lists, its type: provider='azure', deployment='data_zone'"
+            )
+        if given:
+            raise ConfigurationError(
+                f"register_price({name!r}, deployment={kind!r}) takes no rates ({', '.join(sorted(given))}): "
+                "the deployment is charged Azure's listed price of its model at that type. To charge the "
+                "rates you are billed instead, leave out deployment="
+            )
+        if kind not in AZURE_DEPLOYMENTS:
+            raise ConfigurationError(
+                f"deployment= is an Azure deployment's type, 'global', 'data_zone' or 'regional' (Global "
+                f"Standard, Data Zone Standard, Standard), got {kind!r}"
+            )
+        if provider != "azure":
+            raise ConfigurationError(
+                f"deployment= types an Azure OpenAI deployment: pass provider='azure' (got {provider!r})"
+            )
+        if base is not None and (not base or not isinstance(base, str)):
+            raise ConfigurationError(f"base_model names the model {name!r} serves; got {base!r}")
+        with self._lock:  # (the last registration wins: rates registered before are forgotten)
+            before, rated = self._deployments.get(name), self._overrides.pop(name, None)
+            self._deployments[name] = (base or name, kind)
+            self._cache.clear()
+        try:
+            return self.get(name, provider="azure")
+        except PricingError:  # (nothing registered: what was before stands)
+            with self._lock:
+                if before is None:
+                    del self._deployments[name]
+                else:
+                    self._deployments[name] = before
+                if rated is not None:
+                    self._overrides[name] = rated
+                self._cache.clear()
+            raise
+
+    def set_azure_deployment(self, kind: str | None) -> None:
+        """The type of the Azure OpenAI deployments registered with none (``register(...,
+        deployment=...)`` wins): ``"global"``, ``"data_zone"`` or ``"regional"``, or ``None`` (unknown:
+        charged as the dearest type, Regional). ``set_azure_deployment("global")`` when all of them are
+        Global Standard deployments, the cheapest and Azure's recommended default."""
+        if kind is not None and kind not in AZURE_DEPLOYMENTS:
+            raise ConfigurationError(
+                "set_azure_deployment takes 'global', 'data_zone' or 'regional' (or None: unknown), "
+                f"got {kind!r}"
+            )
+        with self._lock:
+            self._azure_default = kind
+            self._cache.clear()
+
+    def deployment_variant(
+        self, model: str, variant: Mapping[str, str] | None, provider: str | None
+    ) -> Mapping[str, str] | None:
+        """``variant`` with the type of the Azure deployment ``model`` when the call goes to Azure
+        (``is_azure``: ``provider="azure"``, however spelt, or an ``azure/`` prefix), as
+        ``{"deployment": "data_zone"}``: as registered, else ``set_azure_deployment``'s, else
+        ``UNKNOWN_DEPLOYMENT`` (the dearest). ``variant`` unchanged elsewhere, when it names a type
+        already, for a Claude model (Foundry) and for a name registered with its rates (what is billed)."""
+        if (
+            (variant is not None and "deployment" in variant)
+            or is_claude(model)
+            or not is_azure(model, provider)
+        ):
+            return variant
+        names = model_names(model)
+        if any(name in self._overrides for name in names):
+            return variant
+        found = self._deployment(names)
+        kind = found[1] if found is not None else self._azure_default or UNKNOWN_DEPLOYMENT
+        return {**variant, "deployment": kind} if variant else {"deployment": kind}
+
+    def _deployment(self, names: list[str]) -> tuple[str, str] | None:
+        """The declared Azure deployment of the first of ``names`` (``model_names``): (its model, type)."""
+        return next((self._deployments[name] for name in names if name in self._deployments), None)
 
     def load(self, path: str | Path) -> list[Price]:
         """Load overrides from a TOML or JSON file (numbers are read as exact decimals)::
@@ -217,8 +332,11 @@ class PriceBook:
             self._cache.clear()
 
     def clear_overrides(self) -> None:
+        """Forget every registered price and Azure deployment type (``set_azure_deployment`` too)."""
         with self._lock:
             self._overrides.clear()
+            self._deployments.clear()
+            self._azure_default = None
             self._cache.clear()
 
     # -- lookup ---------------------------------------------------------------------------------
@@ -237,7 +355,8 @@ class PriceBook:
         ``"aws"``); it wins over a provider prefix in the model's name. ``variant`` selects a price
         variant in the data, e.g. ``{"service_tier": "priority"}`` or ``{"processing": "batch"}``; one
         the data does not list for the model is a ``PricingError``. ``at`` is an aware datetime (its UTC
-        date picks the price); a naive one is read as UTC.
+        date picks the price); a naive one is read as UTC. Where the call goes to Azure the variant takes
+        the deployment's type (``deployment_variant``) unless it names one.
         """
         variant_key = tuple(sorted(variant.items())) if variant else ()
         if at is None:
@@ -268,17 +387,25 @@ class PriceBook:
             if name in self._overrides:
                 return self._overrides[name], True
         if self._use_data:
-            found = _find_in_data(names, provider)
+            variant = self.deployment_variant(model, variant, provider)  # (at Azure: the deployment's type)
+            deployed = self._deployment(names) if variant and "deployment" in variant else None
+            found = _find_in_data(names if deployed is None else model_names(deployed[0]), provider)
             if found is not None:
                 gp_provider, gp_model = found
-                premium = regional_premium(gp_provider.id, model, variant) if variant else None
-                if premium is not None:  # (a Vertex AI regional endpoint: its base price, times the premium)
-                    variant = None
-                elif variant:
+                located = {k: v for k, v in variant.items() if k in LOCATION_KEYS} if variant else None
+                premium = regional_premium(gp_provider.id, model, located) if located else None
+                if premium is not None:  # (where it runs: its price there is the base price, times this)
+                    variant = (
+                        {k: v for k, v in variant.items() if k not in LOCATION_KEYS} if variant else None
+                    )
+                if variant:
                     _check_variant(model, gp_provider, gp_model, when, variant)
-                model_price = gp_model.get_prices(when, variant)
+                model_price = gp_model.get_prices(when, variant or None)
                 price = _from_genai(model, gp_provider, gp_model, model_price)
-                price = price if premium is None else times(price, premium)
+                if premium is not None and premium != 1 and located:  # (Azure's: its tool calls' fees too)
+                    where = ", ".join(f"{key}={value}" for key, value in located.items())
+                    price = times(price, premium, fees="deployment" in located)
+                    price = dataclasses.replace(price, source=f"{price.source} ({where}: x{premium})")
                 return price, not _has_time_of_day_prices(gp_model)
         if self._default is not None:
             return self._default, True
@@ -356,6 +483,12 @@ def load_prices(path: str | Path) -> list[Price]:
 def set_default_price(*, input: Money, **rates: Unpack[RateArgs]) -> None:
     """Price unknown models at this rate instead of raising ``PricingError``."""
     price_book.set_default(input=input, **rates)
+
+
+def set_azure_deployment(kind: str | None) -> None:
+    """The type of the Azure OpenAI deployments registered with none, in the default price book
+    (``PriceBook.set_azure_deployment``): ``"global"``, ``"data_zone"``, ``"regional"`` or ``None``."""
+    price_book.set_azure_deployment(kind)
 
 
 def get_price(model: str, **lookup: Unpack[Lookup]) -> Price:

@@ -19,7 +19,7 @@ from typing import Any, overload
 
 from ._cache import Bounded, memo
 from ._errors import ConfigurationError
-from ._price_data import is_claude, provider_for_url
+from ._price_data import LOCATION_KEYS, is_claude, provider_for_url
 from ._tool_items import BILLED_TOOL_ITEMS
 from ._usage import Usage, _get, _is_code_block, _merge_anthropic_delta, _reader, with_tool_items
 
@@ -298,15 +298,17 @@ def request_variant(
 
     ``service_tier`` ``"flex"`` / ``"priority"`` (OpenAI), ``speed="fast"`` (Anthropic) and batch
     processing (``batch=True``: the request goes through the provider's Batch API); it reads no other
-    key than ``VARIANT_KEYS``. ``default_tier``: the tier an OpenAI-shaped request that names none (or
-    ``"auto"``) is served at, its project's default (``Estimator(default_service_tier=...)``)."""
+    key than ``VARIANT_KEYS``. An Anthropic-shaped request's ``inference_geo`` (US-only inference, a
+    Vertex AI location) goes with its speed: ``{"inference_geo": "us", "speed": "fast"}`` is priced
+    fast, times the location's premium (or refused where that speed has no price). ``default_tier``:
+    the tier an OpenAI-shaped request that names none (or ``"auto"``) is served at, its project's
+    default (``Estimator(default_service_tier=...)``)."""
     if batch:
         return {"processing": "batch"}
     if provider == "anthropic":
-        geo = request.get("inference_geo")
-        if isinstance(geo, str) and geo not in _STANDARD_GEOS:
-            return {"inference_geo": geo}  # (data residency: priced apart, or refused as unpriced)
-        return {"speed": "fast"} if request.get("speed") == "fast" else None
+        geo = request.get("inference_geo")  # (data residency: priced apart, or refused as unpriced)
+        located = {"inference_geo": geo} if isinstance(geo, str) and geo not in _STANDARD_GEOS else {}
+        return {**located, "speed": "fast"} if request.get("speed") == "fast" else located or None
     tier = request.get("service_tier")
     if tier is None or tier == "auto":  # (served at the project's tier)
         tier = default_tier
@@ -330,8 +332,10 @@ def served_tier(response: Any) -> str | None:
     """The service tier a response (or stream event) reports, as the provider names it, or ``None``.
 
     OpenAI responses and chunks carry ``service_tier`` (``"flex"``, ``"priority"``, ``"default"``...);
-    Anthropic reports ``usage.service_tier`` (``"standard"``, ``"priority"``, ``"batch"``) and
-    ``usage.speed`` (reported here as the tier ``"fast"``)."""
+    Anthropic reports ``usage.service_tier`` (``"standard"``, ``"priority"``, ``"batch"``),
+    ``usage.speed`` (reported here as ``"fast-mode"``) and ``usage.inference_geo`` (``"inference_geo:us"``
+    where it is not standard): both, comma-separated, for a fast call served in the US
+    (``"fast-mode,inference_geo:us"``), which ``response_variant`` reads."""
     get = _reader(response, _TIER_FIELDS)
     usage = get("usage")
     if usage is None:
@@ -342,11 +346,12 @@ def served_tier(response: Any) -> str | None:
         tier = get("service_tier")
         return tier if isinstance(tier, str) else None
     get_usage = _reader(usage, _TIER_FIELDS)
-    if get_usage("speed") == "fast":
-        return "fast-mode"
     geo = get_usage("inference_geo")
+    fast = "fast-mode" if get_usage("speed") == "fast" else ""
     if isinstance(geo, str) and geo not in _STANDARD_GEOS:
-        return f"inference_geo:{geo}"
+        return f"{fast},inference_geo:{geo}" if fast else f"inference_geo:{geo}"
+    if fast:
+        return fast
     tier = get("service_tier")
     if not isinstance(tier, str):
         tier = get_usage("service_tier")
@@ -374,16 +379,21 @@ def served_model(response: Any) -> str | None:
 def response_variant(tier: str | None, requested: Variant | None) -> Variant | None:
     """The variant to charge at: the one the response reports it was served at, else the requested one.
 
-    A Batch API line is charged at batch prices whatever tier its body names."""
+    A Batch API line is charged at batch prices whatever tier its body names. Where the call ran (the
+    requested ``LOCATION_KEYS``: a Vertex AI location, an Azure deployment's type) stays with the tier
+    served, unless the response reports it (Anthropic's ``inference_geo``): ``served_tier``'s parts
+    combine, ``"fast-mode,inference_geo:us"`` is ``{"speed": "fast", "inference_geo": "us"}``."""
     if tier is None or (requested is not None and requested.get("processing") == "batch"):
         return requested
-    if tier == "fast-mode":
-        return {"speed": "fast"}
-    if tier.startswith("inference_geo:"):
-        return {"inference_geo": tier.partition(":")[2]}
-    if tier in _STANDARD_TIERS:  # (where it ran is no tier: a Vertex AI location, in no response, stays)
-        return requested if requested is not None and requested.keys() == {"inference_geo"} else None
-    return {"processing": "batch"} if tier == "batch" else {"service_tier": tier}
+    served = {k: v for k, v in requested.items() if k in LOCATION_KEYS} if requested else {}
+    for part in tier.split(","):
+        if part.startswith("inference_geo:"):
+            served["inference_geo"] = part.partition(":")[2]
+        elif part == "fast-mode":
+            served["speed"] = "fast"
+        elif part not in _STANDARD_TIERS:
+            served.update({"processing": "batch"} if part == "batch" else {"service_tier": part})
+    return served or None
 
 
 def prepare_openai_stream(request: dict[str, Any], *, streaming: bool = False) -> None:

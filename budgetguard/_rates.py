@@ -276,6 +276,10 @@ class Price:
     """The model ``model`` names, where the name is not that model's own: the price data's id the name
     matched (Azure's ``gpt-35-turbo``: ``gpt-3.5-turbo``), or a registered name's ``base_model`` (an
     Azure deployment's, ``"chat-prod"``). The model's own rules follow it (``served``), not the name."""
+    fee_premium: Decimal = Decimal(1)
+    """How many times its published call fees this price's fees are where the call runs (an Azure
+    deployment's type: ``_price_data.times``): a fee a request's tools set from a published one (a chat
+    search's context size, a preview search, an image tool's) is charged this many times over too."""
     _image: ImageBounds | None = field(default=None, kw_only=True, repr=False)
     """The request's image generation tool (set by ``with_fees``, carried by ``with_request``): what a
     call no report covers is charged by (``_image_charge``); ``None``: such a call is the

@@ -29,6 +29,7 @@ from ._ledger._meta import USAGE, pack_usage
 from ._ledger._types import CheckedAmounts, JournalData, Refusal, ReservationError
 from ._limits import answers_as
 from ._money import INT64_MAX, to_usd
+from ._price_data import LOCATION_KEYS, UNKNOWN_DEPLOYMENT
 from ._pricing import PriceBook
 from ._providers import api_of, may_reason, response_variant
 from ._tokens import count_text_tokens
@@ -150,8 +151,16 @@ class Ctx:
             self.emit("usage_missing", reason=f"usage {usage} is beyond what a ledger counts")
             usage, actual, flags = self.est.usage, self._reserved(), {**flags, "usage_missing": True}
         cost = None if actual is None else actual[Unit.USD]
-        if "served_tier" in flags and self.est.variant is None and "variant" in flags:
-            self._unreserved_tier(model, flags)
+        reserved_at = self.est.variant
+        if reserved_at is not None and reserved_at.get("deployment") == UNKNOWN_DEPLOYMENT:
+            self._unknown_deployment()
+        served_at = flags.get("variant")  # (reserved at no tier, served at one: standard where the call ran)
+        if (
+            served_at
+            and "service_tier" in served_at
+            and (reserved_at is None or reserved_at.keys() <= LOCATION_KEYS)
+        ):
+            self._unreserved_tier(model, served_at)
         if usage is not None and not recorded:
             record_usage(self.trackers, self.est.model, usage, actual[Unit.USD] if actual else 0)
         self.unhold()
@@ -185,12 +194,32 @@ class Ctx:
             # when the store's retry found its lost first write; it carries that commit's totals
             self._thresholds(charged, outcome.charged or actual, outcome.spent)
 
-    def _unreserved_tier(self, model: str, flags: Mapping[str, Any]) -> None:
-        """Say so when a call reserved at standard prices was served at a dearer tier: the project's
-        default tier, most likely, which ``default_service_tier`` reserves at (the charge is right)."""
-        tier, est = flags["served_tier"], self.est
+    def _unknown_deployment(self) -> None:
+        """Say, once per guard and model, that an Azure deployment of unknown type is charged as the
+        dearest type (``PriceBook.deployment_variant``), and how to declare its type."""
+        model = self.est.model
+        if not wanted("unknown_deployment", self.guard.hooks) or not self.guard.first_time(
+            "unknown_deployment", model
+        ):
+            return
+        self.emit(
+            "unknown_deployment",
+            reason=f"{model!r} goes to an Azure OpenAI deployment of unknown type: reserved and charged as "
+            "Regional, the dearest type (1.375x Azure's Global price). Declare the type to be charged what "
+            "you are billed: budgetguard.set_azure_deployment('global') when your deployments are Global "
+            f"Standard (or 'data_zone', 'regional'), or budgetguard.register_price({model!r}, "
+            "provider='azure', deployment='data_zone') for this one (on your own PriceBook: its "
+            "set_azure_deployment and register)",
+            data={"charged_as": "regional"},
+        )
+
+    def _unreserved_tier(self, model: str, served_at: Mapping[str, str]) -> None:
+        """Say so when a call reserved at standard prices was served at a dearer service tier: the
+        project's default tier, most likely, which ``default_service_tier`` reserves at (the charge is
+        right). Not where the call ran (a geo the response reports): no tier setting reserves that."""
+        tier, est = served_at["service_tier"], self.est
         try:
-            served = self.guard.prices.get(model, provider=est.provider, variant=flags["variant"]).base
+            served = self.guard.prices.get(model, provider=est.provider, variant=served_at).base
         except PricingError:  # (charged at the reserved worst case, flagged unpriced)
             return
         if served.input <= est.price.base.input and served.output <= est.price.base.output:

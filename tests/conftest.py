@@ -15,15 +15,18 @@ from budgetguard.testing import MockProvider
 
 @pytest.fixture
 def global_prices() -> Iterator[budgetguard.PriceBook]:
-    """The process-wide price book, restored afterwards (overrides and default) so tests stay independent."""
+    """The process-wide price book, restored afterwards (overrides, Azure deployment types and default) so
+    tests stay independent."""
     book = budgetguard.price_book
-    overrides = dict(book._overrides)
-    default = book._default
+    overrides, deployments = dict(book._overrides), dict(book._deployments)
+    default, azure = book._default, book._azure_default
     yield book
     with book._lock:
         book._overrides.clear()
         book._overrides.update(overrides)
-        book._default = default
+        book._deployments.clear()
+        book._deployments.update(deployments)
+        book._default, book._azure_default = default, azure
         book._cache.clear()
 
 

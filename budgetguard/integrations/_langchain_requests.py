@@ -14,10 +14,12 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from .._errors import ConfigurationError
 from .._providers import api_of
 
-__all__ = ["request_from_run"]
+__all__ = ["request_from_run", "request_shape"]
 
 _SHAPES = {"openai": "openai", "azure": "openai", "anthropic": "anthropic"}
-"""LangChain's ``ls_provider`` -> the request shape budgetguard estimates (others: OpenAI's shape)."""
+"""LangChain's ``ls_provider`` -> the request shape its chat model sends (others: guessed from the model).
+The provider priced is the ``ls_provider`` itself: ``AzureChatOpenAI`` sends OpenAI's shape to Azure,
+priced at its deployment's type."""
 
 
 def request_from_run(
@@ -28,7 +30,8 @@ def request_from_run(
     model_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], str | None]:
     """A LangChain run (its messages, ``invocation_params`` and ``metadata``) as the SDK request to
-    estimate, with the provider whose shape and prices it takes (``None``: guessed from the model).
+    estimate, with the provider it is priced at (``None``: by the model's name); its shape is
+    ``request_shape``'s.
 
     An OpenAI run that goes to the Responses API is a Responses request (input items,
     ``max_output_tokens``), counted by that API's rules: langchain-openai's choice, made from the chat
@@ -41,8 +44,9 @@ def request_from_run(
             f"cannot tell the model of this LangChain run (invocation params: {sorted(params)}); "
             "budgetguard needs a model name to price it: set model= on the chat model"
         )
-    provider = _SHAPES.get(str(metadata.get("ls_provider")))
-    shape = provider or api_of(None, model)
+    named = str(metadata.get("ls_provider"))
+    provider = named if named in _SHAPES else None
+    shape = request_shape(provider, model)
     request: dict[str, Any] = {"model": model}
     most = next(
         (
@@ -53,7 +57,7 @@ def request_from_run(
         metadata.get("ls_max_tokens"),
     )
     settings = model_kwargs or {}
-    responses = provider == "openai" and _uses_responses(model, params, settings)
+    responses = provider is not None and shape == "openai" and _uses_responses(model, params, settings)
     if responses and settings.get("use_previous_response_id"):
         messages, previous = _after_last_response(messages)
         request.update({"previous_response_id": previous} if previous else {})
@@ -103,6 +107,12 @@ other one is a request key the chat model sends (langchain-openai's invocation p
 ``model_kwargs`` included), copied: the estimate reads what bills (``modalities`` / ``audio``,
 ``web_search_options``, ``conversation``, ``prompt``, ``background``, ``extra_body``, ``n``,
 ``service_tier``; Claude's ``thinking``, ``speed``, ``mcp_servers``, ``context_management``...)."""
+
+
+def request_shape(provider: str | None, model: str) -> str:
+    """The wire format (``"openai"`` / ``"anthropic"``) of a run ``request_from_run`` read: its chat
+    model's (``_SHAPES``), else guessed from the model's name."""
+    return _SHAPES.get(provider or "") or api_of(None, model)
 
 
 _RESPONSES_ONLY = ("context_management", "include", "previous_response_id", "reasoning", "text", "truncation")

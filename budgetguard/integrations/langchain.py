@@ -60,7 +60,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 from ._langchain_claims import claim, forget, holds
 from ._langchain_operations import Operations, now
-from ._langchain_requests import request_from_run
+from ._langchain_requests import request_from_run, request_shape
 from ._langchain_usage import from_cache, partial_usage, read_usage, usage_from_message, usage_from_result
 
 __all__ = [
@@ -378,7 +378,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         params = kwargs.get("invocation_params") or {}
         request, provider = request_from_run(messages, params, metadata, model_kwargs=settings)
         guard = self.guard
-        est = guard.estimator(request, provider=provider)
+        est = guard.estimator(request, provider=provider, api=request_shape(provider, request["model"]))
         attempt = guard.attempt(
             est,
             usage=read_usage,

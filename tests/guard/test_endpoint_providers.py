@@ -87,10 +87,18 @@ OPENAI_ENDPOINTS = {
     ids=list(OPENAI_ENDPOINTS),
 )
 def test_an_openai_client_is_priced_at_the_endpoint_it_talks_to(
-    guard: Guard, base_url: str, model: str, provider: str, input_rate: str, output_rate: str
+    guard: Guard,
+    global_prices: PriceBook,
+    base_url: str,
+    model: str,
+    provider: str,
+    input_rate: str,
+    output_rate: str,
 ) -> None:
     """Before: gemini, deepseek, mistral, x-ai, together and fireworks models raised PricingError on an
-    OpenAI client; Groq's gpt-oss was charged OpenAI's listing (0.039 / 0.18: 3.4x under)."""
+    OpenAI client; Groq's gpt-oss was charged OpenAI's listing (0.039 / 0.18: 3.4x under). Azure's listing
+    is its Global deployments' price (a deployment of unknown type is charged as the dearest)."""
+    global_prices.set_azure_deployment("global")
     api = serve(completion(model))
     create = guard.with_budget(openai_at(base_url, api).chat.completions.create)
     create(model=model, messages=HI, max_tokens=200)
@@ -164,7 +172,8 @@ def test_bedrock_and_vertex_model_ids_are_known_and_read_as_claude_requests(mode
 # -- the caller's provider wins over a prefix in the model's name ------------------------------------
 
 
-def test_the_callers_provider_wins_over_the_name_prefix() -> None:
+def test_the_callers_provider_wins_over_the_name_prefix(global_prices: PriceBook) -> None:
+    global_prices.set_azure_deployment("global")  # (Azure's listing: its Global deployments' price)
     million = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
     assert budgetguard.cost("openai/gpt-oss-120b", million, provider="groq") == Decimal("0.75")  # was 0.219
     assert budgetguard.cost("openai/gpt-oss-120b", million) == Decimal("0.219")  # no provider: the prefix's
@@ -265,18 +274,20 @@ def test_fast_mode_on_a_model_without_a_fast_price_is_refused_before_the_call(gu
 
 
 def test_inference_geo_is_priced_only_when_configured() -> None:
-    request = {"model": "claude-opus-4-6", "messages": HI, "max_tokens": 10, "inference_geo": "us"}
-    with pytest.raises(PricingError, match="inference_geo='us'"):
+    """A geo without a published price (US-only inference is: 1.1x, see tests/test_geo_prices.py) is
+    refused unless the model's price is registered."""
+    request = {"model": "claude-opus-4-6", "messages": HI, "max_tokens": 10, "inference_geo": "eu"}
+    with pytest.raises(PricingError, match="inference_geo='eu'"):
         budgetguard.estimate(request)
     assert budgetguard.estimate({**request, "inference_geo": "global"}).variant is None
     book = PriceBook()
-    book.register("claude-opus-4-6", input="5.5", output="27.5")  # US-only inference: 1.1x
-    assert budgetguard.Estimator(prices=book)(request).price.base.input == Decimal("5.5")
+    book.register("claude-opus-4-6", input="6", output="30")  # (what such a geo would bill, say)
+    assert budgetguard.Estimator(prices=book)(request).price.base.input == Decimal("6")
 
 
 def test_a_response_served_at_an_unpriced_geo_is_flagged_not_silently_base(guard: Guard) -> None:
     body = claude_body("claude-sonnet-4-5")
-    body["usage"]["inference_geo"] = "us"
+    body["usage"]["inference_geo"] = "eu"  # (a geo without a published price)
     api = serve(body)
     client = anthropic.Anthropic(
         base_url="https://api.anthropic.com", api_key="k", max_retries=0,
@@ -284,8 +295,8 @@ def test_a_response_served_at_an_unpriced_geo_is_flagged_not_silently_base(guard
     )  # fmt: skip
     guard.with_budget(client.messages.create)(model="claude-sonnet-4-5", messages=HI, max_tokens=200)
     entry = committed(guard)
-    assert entry.data["served_tier"] == "inference_geo:us"
-    assert "inference_geo='us'" in entry.data["unpriced"]
+    assert entry.data["served_tier"] == "inference_geo:eu"
+    assert "inference_geo='eu'" in entry.data["unpriced"]
 
 
 # -- at= is an instant ----------------------------------------------------------------------------------
@@ -448,11 +459,14 @@ def test_an_azure_deployment_named_otherwise_is_reserved_as_the_model_it_serves(
 SEARCH_ANSWER = completion("gpt-4o-search-preview-2025-03-11")
 
 
-def test_a_chat_search_is_billed_at_openai_s_fee_where_it_is_billed_and_only_there() -> None:
+def test_a_chat_search_is_billed_at_openai_s_fee_where_it_is_billed_and_only_there(
+    global_prices: PriceBook,
+) -> None:
     """gpt-4o-search-preview searches once a request, at OpenAI's fee per search context size. The
     estimate added that fee at every provider, the price only at OpenAI's (a review): Azure's answer, which
     carries its search, could not be priced (``cost``), and a provider that bills no such search was
     reserved for one. One rule now (``chat_search``'s providers: OpenAI, Azure OpenAI, OpenRouter)."""
+    global_prices.set_azure_deployment("global")  # (Azure's listing: its Global deployments' price)
     usage = Usage(input_tokens=1000, output_tokens=200, web_search_calls=1)
     tokens = nano((1000, "2.5"), (200, "10"))
     for provider in ("openai", "azure"):
@@ -490,7 +504,11 @@ def test_an_azure_search_deployment_named_otherwise_is_reserved_and_priced_as_it
     request = {"model": "search-prod", "messages": HI, "max_tokens": 10}
     est = guard.estimator(request, provider="azure")
     assert est.usage.web_search_calls == 1 and est.price.base.web_search == Decimal("35")
-    as_named = budgetguard.estimate({**request, "model": "gpt-4o-search-preview"}, provider="azure")
+    listed = PriceBook()
+    listed.set_azure_deployment("global")  # (the rates registered are the Global deployment's)
+    as_named = budgetguard.Estimator(prices=listed)(
+        {**request, "model": "gpt-4o-search-preview"}, provider="azure"
+    )
     assert est.cost == as_named.cost  # (its search's content free, as the model's: a preview search)
     assert input_only(est).web_search_calls == 1
     answer = completion("gpt-4o-search-preview-2025-03-11", prompt=est.input_tokens, completion=10)
