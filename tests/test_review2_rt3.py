@@ -4,7 +4,8 @@
   ``astream_events``, or a LangGraph node streamed with ``stream_mode="messages"``) and breaks off is
   ended by langchain-core with the error's generation alone (``_generate_with_cache`` keeps the chunks
   to itself): the chunks it showed never reach ``partial_usage``, so the run is charged as a failed call,
-  its input, where the same stream through ``model.stream()`` is charged by the guard's ``received`` rule.
+  its input, where the same stream through ``model.stream()`` is charged by the guard's ``received`` rule
+  (an agent's ``BudgetMiddleware`` too).
 - A Claude run's nested ``model_kwargs`` were merged over the call's own parameters: ChatAnthropic sends
   the call's (``{**self.model_kwargs, **kwargs}``), so a ``speed="fast"`` given at the call, over a
   chat model whose ``model_kwargs`` say ``"standard"``, was reserved at the base price.
@@ -14,19 +15,22 @@ Each test failed on main (ce9861a) with the figure its docstring gives.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from langchain.agents import create_agent
 
 from budgetguard import Budget, Guard
 from budgetguard.integrations.langchain import BudgetCallbackHandler
+from budgetguard.integrations.langchain_agents import BudgetMiddleware
 from tests.guard.one_call import committed, nano
 from tests.guard.payloads import cut_stream, serve
 from tests.sdk_http import OPENAI_STREAM_CUT
 from tests.test_redteam3 import ASK, HI, charged_usd, chat_openai, gpt5_stream, run
-from tests.test_review_rt3 import CLAUDE_FAST, ClaudeParams
+from tests.test_review_rt3 import CLAUDE_FAST, ClaudeParams, StartUsageClaude
 
 
 @pytest.fixture
@@ -66,3 +70,57 @@ def test_a_langchain_claude_call_parameter_beats_its_model_kwargs(guard: Guard) 
     ClaudeParams(model_kwargs={"speed": "standard"}).invoke(ASK, config=config, speed="fast")
     sent = {"model": CLAUDE_FAST, "max_tokens": 4000, "speed": "fast", "messages": HI}
     assert committed(guard).data["estimated_usd"] == str(guard.estimator(sent).cost)
+
+
+class StreamingClaude(StartUsageClaude):
+    """``StartUsageClaude`` with a ``streaming`` setting: ``streaming=True`` streams inside ``ainvoke``."""
+
+    streaming: bool = False
+
+
+def test_a_langchain_claude_run_streamed_inside_ainvoke_and_cut_is_charged_as_a_cut_stream(
+    guard: Guard,
+) -> None:
+    """On main: a Claude run streamed inside ``ainvoke`` (``streaming=True``), cut after its thinking and
+    first words, was charged as a failed call, its input estimate, $0.000051 (what it showed never
+    reached the handler's end); through ``astream()`` the same cut stream is charged $0.0750, its
+    thinking at its 4,000-token output bound ($15 / M)."""
+    config: Any = {"callbacks": [BudgetCallbackHandler(guard, user="alice")]}
+    with pytest.raises(ConnectionError):
+        asyncio.run(StreamingClaude(streaming=True).ainvoke(ASK, config=config))
+    inside_ainvoke = charged_usd(guard)
+
+    streamed = Guard("memory://", budgets=[Budget("user", usd="100", per="day")])
+    try:
+
+        async def consume() -> None:
+            config: Any = {"callbacks": [BudgetCallbackHandler(streamed, user="alice")]}
+            async for _ in StreamingClaude().astream(ASK, config=config):
+                pass
+
+        with pytest.raises(ConnectionError):
+            asyncio.run(consume())
+        assert inside_ainvoke == charged_usd(streamed)
+    finally:
+        streamed.close()
+    assert inside_ainvoke == Decimal(nano((5000, "3"), (4000, "15"))) / 10**9
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["stream", "astream"])
+def test_an_agent_streamed_as_messages_whose_model_stream_is_cut_is_charged_as_a_cut_stream(
+    guard: Guard, is_async: bool
+) -> None:
+    """On main: a ``create_agent`` agent with ``BudgetMiddleware``, streamed with
+    ``stream_mode="messages"`` (its model streams inside the node's call), its Claude's stream cut after
+    its thinking and first words, was charged as a failed call, $0.000051; the cut stream is charged
+    $0.0750, as through ``model.stream()``: Claude's thinking at its 4,000-token bound ($15 / M)."""
+    agent = create_agent(StreamingClaude(), [], middleware=[BudgetMiddleware(guard, user="alice")])
+    question = {"messages": HI}
+
+    async def consume() -> None:
+        async for _ in agent.astream(question, stream_mode="messages"):
+            pass
+
+    with pytest.raises(ConnectionError):
+        asyncio.run(consume()) if is_async else list(agent.stream(question, stream_mode="messages"))
+    assert charged_usd(guard) == Decimal(nano((5000, "3"), (4000, "15"))) / 10**9
