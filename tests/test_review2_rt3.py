@@ -27,7 +27,7 @@ from budgetguard import Budget, Guard
 from budgetguard.integrations.langchain import BudgetCallbackHandler
 from budgetguard.integrations.langchain_agents import BudgetMiddleware
 from tests.guard.one_call import committed, nano
-from tests.guard.payloads import cut_stream, serve
+from tests.guard.payloads import chat_stream_chunks, cut_stream, openai_sse, serve
 from tests.sdk_http import OPENAI_STREAM_CUT
 from tests.test_redteam3 import ASK, HI, charged_usd, chat_openai, gpt5_stream, run
 from tests.test_review_rt3 import CLAUDE_FAST, ClaudeParams, StartUsageClaude
@@ -124,3 +124,22 @@ def test_an_agent_streamed_as_messages_whose_model_stream_is_cut_is_charged_as_a
     with pytest.raises(ConnectionError):
         asyncio.run(consume()) if is_async else list(agent.stream(question, stream_mode="messages"))
     assert charged_usd(guard) == Decimal(nano((5000, "3"), (4000, "15"))) / 10**9
+
+
+@pytest.mark.parametrize("output_version", ["v0", "v1"])
+def test_a_run_streamed_inside_invoke_and_cut_counts_each_chunk_once(output_version: str) -> None:
+    """On main: ``ChatOpenAI(streaming=True).invoke`` on gpt-4o cut after its first words was charged its
+    input alone, $0.00003; it is charged what ``model.stream()`` charges the same cut stream, $0.00008:
+    its words once, though langchain-openai's ``_stream`` and langchain-core both report each chunk."""
+    charged = []
+    for settings, stream in (({"streaming": True}, False), ({}, True)):
+        held = Guard("memory://", budgets=[Budget("user", usd="100", per="day")])
+        try:
+            api = serve(cut_stream(openai_sse(chat_stream_chunks(include_usage=True)), after_events=4))
+            model = chat_openai(api, "gpt-4o", stream_usage=True, output_version=output_version, **settings)
+            with pytest.raises(OPENAI_STREAM_CUT):
+                run(held, model, stream=stream)
+            charged.append(charged_usd(held))
+        finally:
+            held.close()
+    assert charged[0] == charged[1] > Decimal(nano((12, "2.5"))) / 10**9
