@@ -88,9 +88,12 @@ def request_from_run(
 def _with_params(request: dict[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     """``request`` with the rest of the run's invocation params as sent (audio output, a conversation,
     Claude's ``thinking``, fast mode...): ``model_kwargs`` merged in where a chat model nests them there
-    (ChatAnthropic: it sends them merged into the request; a review found them unread)."""
+    (ChatAnthropic: it sends them merged into the request; a review found them unread), below the call's
+    own parameters, as it sends them (``{**self.model_kwargs, **kwargs}``; a second review found a call's
+    ``speed="fast"`` reserved at the base price its ``model_kwargs`` named)."""
     nested = params.get("model_kwargs")
-    merged = {**params, **nested} if isinstance(nested, Mapping) else params
+    given = {key: value for key, value in params.items() if value is not None}
+    merged = {**nested, **given} if isinstance(nested, Mapping) else params
     for key, value in merged.items():
         if value is not None and key not in _WRITTEN and not key.startswith(("_", "ls_")):
             request.setdefault(key, value)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from functools import reduce
+from operator import add
 from typing import Any
 
 from .._errors import UsageError
@@ -13,6 +15,7 @@ from .._usage import Usage, with_tool_items
 
 try:
     from langchain_core.outputs import ChatGenerationChunk, GenerationChunk, LLMResult
+    from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     from . import missing_extra
 
@@ -112,7 +115,11 @@ def read_usage(result: LLMResult | Usage) -> Usage:
 
 
 def partial_usage(
-    response: LLMResult, est: Estimate, factor: Decimal, background: bool = False
+    response: LLMResult,
+    est: Estimate,
+    factor: Decimal,
+    background: bool = False,
+    shown: Sequence[ChatGenerationChunk | GenerationChunk] = (),
 ) -> Usage | None:
     """What a broken-off stream is charged: its usage if the usage chunk came once the model finished,
     else what the guard charges any stream that ended without it (``received``: the usage a chunk carried,
@@ -122,8 +129,18 @@ def partial_usage(
     A chunk without text counts: a model that reasons unseen (gpt-5) streams its role chunk, then thinks
     before it writes, billed as it goes (a review found such a stream cut before its text charged its
     input alone). ``factor``: the Claude safety factor of the model; ``background``: the request runs in
-    the background (billed whole, its worst case, once its stream showed a chunk)."""
+    the background (billed whole, its worst case, once its stream showed a chunk). ``shown``: the chunks
+    the run's ``on_llm_new_token`` showed, read when ``response`` carries none: langchain-core ends a run
+    that streams inside ``invoke`` (``streaming=True``, ``astream_events``, LangGraph's
+    ``stream_mode="messages"``) with the error's generation alone (a second review found such a cut
+    stream charged its input)."""
     generations = [g for listed in response.generations for g in listed]
+    if shown and not any(isinstance(g, ChatGenerationChunk | GenerationChunk) for g in generations):
+        chats = [chunk for chunk in shown if isinstance(chunk, ChatGenerationChunk)]
+        chat = merge_chat_generation_chunks(chats) if len(chats) == len(shown) else None
+        merged = chat or reduce(add, shown)
+        response = LLMResult(generations=[[merged], *response.generations], llm_output=response.llm_output)
+        generations.insert(0, merged)
     texts = [g.text for g in generations if g.text]
     texts += [args for g in generations for args in _arguments(getattr(g, "message", None))]
     thinking = any(_thought(getattr(g, "message", None)) for g in generations)

@@ -53,7 +53,7 @@ from ._refusal import quiet_refusals
 try:
     from langchain_core.callbacks import BaseCallbackHandler
     from langchain_core.messages import BaseMessage
-    from langchain_core.outputs import LLMResult
+    from langchain_core.outputs import ChatGenerationChunk, GenerationChunk, LLMResult
     from langchain_core.tracers.context import register_configure_hook
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra("langchain", exc) from exc
@@ -85,6 +85,9 @@ metered_by: ContextVar[BudgetCallbackHandler | None] = ContextVar(
 under way, the innermost: every other handler of its guard leaves the runs started inside to it (two
 would charge them twice)."""
 
+
+_Chunk = ChatGenerationChunk | GenerationChunk
+"""A chunk a run streamed (``on_llm_new_token``)."""
 
 _SMALLEST: Any = object()
 """``_pop``'s mark for an end, which names its run by id alone: the start open with the id that holds
@@ -140,6 +143,17 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self, error: BaseException, *, run_id: UUID, response: LLMResult | None = None, **kwargs: Any
     ) -> None:
         now(self._end(self.operations, run_id, response, error))
+
+    def on_llm_new_token(self, token: str | list[Any], *, chunk: _Chunk | None = None, **kwargs: Any) -> None:
+        self._showed(kwargs["run_id"], token, chunk)
+
+    def _showed(self, run_id: UUID, token: str | list[Any], chunk: _Chunk | None) -> None:
+        """Keep a chunk an open run streamed, for ``partial_usage`` if it breaks off (no I/O, no lock); once,
+        as a sync manager passes it to a middleware's handler and then to its sync twin (``_SyncDriven``)."""
+        shown = chunk if chunk is not None else GenerationChunk(text=token if isinstance(token, str) else "")
+        for held in tuple(self._attempts.get(run_key(run_id), ())):
+            if not held.taken and not (held.shown and held.shown[-1] is chunk):
+                held.shown.append(shown)
 
     async def _chat_start(
         self,
@@ -262,7 +276,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             await run.commit(attempt, response)
             return
         factor = self.guard.estimator._factor(est.model)
-        partial = partial_usage(response, est, factor, ended.background) if response is not None else None
+        shown, background = ended.shown, ended.background
+        partial = partial_usage(response, est, factor, background, shown) if response is not None else None
         if partial is None:
             await run.fail(attempt, error)
         else:
@@ -506,6 +521,7 @@ class _Open:
     taken: bool = False  # (a middleware's handler took the start: its hold released, ``_release_taken``)
     took: tuple[BudgetCallbackHandler, ...] = ()  # (a middleware's: the handlers it took the start from)
     background: bool = False  # (its request runs in the background: a broken stream is billed whole)
+    shown: list[_Chunk] = dataclasses.field(default_factory=list)  # (what it streamed: ``_showed``)
 
 
 @dataclasses.dataclass(eq=False)

@@ -289,6 +289,9 @@ class _AsyncModelCalls(_ModelCalls, AsyncCallbackHandler):
     ) -> None:
         await self._end(self._driver(), run_id, response, error)
 
+    async def on_llm_new_token(self, token: str | list[Any], *, chunk: Any = None, **kwargs: Any) -> None:  # type: ignore[override]
+        self._showed(kwargs["run_id"], token, chunk)
+
 
 class _SyncDriven(BaseCallbackHandler):
     """The sync twin of an async model call's handler, for the runs a sync callback manager drives: a model
@@ -335,6 +338,9 @@ class _SyncDriven(BaseCallbackHandler):
         self, error: BaseException, *, run_id: UUID, response: LLMResult | None = None, **kwargs: Any
     ) -> None:
         now(self.calls._end(self.calls.off_loop, run_id, response, error))
+
+    def on_llm_new_token(self, token: str | list[Any], *, chunk: Any = None, **kwargs: Any) -> None:
+        self.calls._showed(kwargs["run_id"], token, chunk)
 
 
 class _OffLoop(Operations):
