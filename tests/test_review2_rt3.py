@@ -143,17 +143,3 @@ def test_a_run_streamed_inside_invoke_and_cut_counts_each_chunk_once(output_vers
         finally:
             held.close()
     assert charged[0] == charged[1] > Decimal(nano((12, "2.5"))) / 10**9
-
-
-@pytest.mark.xfail(strict=True, reason="left open: a v3 stream reports on_stream_event only")
-def test_a_claude_stream_of_langchain_cores_v3_protocol_cut_is_charged_as_a_cut_stream(guard: Guard) -> None:
-    """Left open (second review): ``model.stream_events(..., version="v3")`` (langchain-core 1.8's protocol
-    stream; also ``invoke`` under a v2 streaming handler) of a chat model whose ``_stream`` does not report
-    its chunks itself (langchain-openai's does) sends ``on_stream_event`` only, and ends a cut run with the
-    error alone: the Claude stream above, cut after its thinking, is charged as a failed call, $0.000051,
-    where ``model.stream()`` charges it $0.0750."""
-    config: Any = {"callbacks": [BudgetCallbackHandler(guard, user="alice")]}
-    with pytest.raises(ConnectionError):
-        for _ in StreamingClaude().stream_events(ASK, config, version="v3"):
-            pass
-    assert charged_usd(guard) == Decimal(nano((5000, "3"), (4000, "15"))) / 10**9
