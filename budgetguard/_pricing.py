@@ -28,6 +28,7 @@ Costs are exact: prices are held as integers over a power of ten, and a cost in 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import threading
@@ -439,10 +440,8 @@ class PriceBook:
             except PricingError:  # (where the call ran still prices the pass: a US-only fast call's)
                 price = base
                 if located and located != variant:
-                    try:
+                    with contextlib.suppress(PricingError):
                         price = self.get(model, provider=provider, at=at, variant=located)
-                    except PricingError:
-                        pass
             if (model, provider, (), day) in self._cache:  # (not a time-of-day price)
                 self._cache.put(key, price)
         return price
