@@ -28,6 +28,7 @@ Costs are exact: prices are held as integers over a power of ten, and a cost in 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import threading
@@ -422,7 +423,8 @@ class PriceBook:
         ``provider``, ``at`` and ``variant``): the pass is billed where the call goes, on the call's
         date. It takes the call's variant when the data lists that variant for ``model`` (batch and
         data-residency prices cover the whole request), else the model's base price (``speed="fast"``
-        is a price of the call's model, not of an advisor that has none)."""
+        is a price of the call's model, not of an advisor that has none: it is then priced where the call
+        ran, ``LOCATION_KEYS``, as US-only inference bills the whole request)."""
         provider, at, variant = call.get("provider"), call.get("at"), call.get("variant")
         if not variant:
             return self.get(model, provider=provider, at=at)
@@ -432,10 +434,14 @@ class PriceBook:
         price = find(key)
         if price is None:
             base = self.get(model, provider=provider, at=at)  # an unknown model is refused, never free
+            located = {k: v for k, v in variant.items() if k in LOCATION_KEYS}
             try:
                 price = self.get(model, provider=provider, at=at, variant=variant)
-            except PricingError:
+            except PricingError:  # (where the call ran still prices the pass: a US-only fast call's)
                 price = base
+                if located and located != variant:
+                    with contextlib.suppress(PricingError):
+                        price = self.get(model, provider=provider, at=at, variant=located)
             if (model, provider, (), day) in self._cache:  # (not a time-of-day price)
                 self._cache.put(key, price)
         return price

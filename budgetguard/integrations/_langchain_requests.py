@@ -12,6 +12,7 @@ from langchain_core.messages import AIMessage, BaseMessage, convert_to_openai_me
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from .._errors import ConfigurationError
+from .._price_data import provider_for_url
 from .._providers import api_of
 
 __all__ = ["request_from_run", "request_shape"]
@@ -46,6 +47,9 @@ def request_from_run(
         )
     named = str(metadata.get("ls_provider"))
     provider = named if named in _SHAPES else None
+    endpoint = (model_kwargs or {}).get("openai_api_base")
+    if provider == "openai" and isinstance(endpoint, str) and provider_for_url(endpoint) == "azure":
+        provider = "azure"  # (Azure's v1 API through ChatOpenAI: priced where it goes, as guard.wrap does)
     shape = request_shape(provider, model)
     request: dict[str, Any] = {"model": model}
     most = next(
