@@ -10,6 +10,7 @@ import json
 import math
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -142,8 +143,16 @@ def test_scripted_faults(mock: MockProvider) -> None:
     with pytest.raises(OPENAI_STREAM_CUT):
         list(client.chat.completions.create(**request, stream=True))
     mock.delay(1.0)
+    answered = len(mock.usages)
     with pytest.raises(openai.APITimeoutError):
         client.chat.completions.create(**request, timeout=0.2)
+    # the server still answers the request the client gave up on, a second later: wait for it, or its
+    # usage lands in whichever later test of this module's mock runs then (a CI run under load)
+    for _ in range(600):
+        if len(mock.usages) > answered:
+            break
+        time.sleep(0.05)
+    assert len(mock.usages) == answered + 1
     before = len(mock.requests)
     mock.drop()
     with pytest.raises(openai.APIConnectionError) as dropped:
