@@ -320,7 +320,10 @@ def _mode(holds: tuple[Hold, ...], enforce: Enforce) -> str:
         return "0"
     if enforce == "shadow":
         return "s"
-    if not any(h.counter.shadow for h in holds):
+    for h in holds:  # (a loop, not any() of a generator: every reserve asks)
+        if h.counter.shadow:
+            break
+    else:
         return "1"
     return "".join("s" if h.counter.shadow else "1" for h in holds)
 
