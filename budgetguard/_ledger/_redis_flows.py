@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from .._budgets import Unit, Window
 from .._cache import Bounded
 from .._errors import LedgerError
+from .._frozen import fast_new
 from ._base import JournalQuery, ReservationRef
 from ._expiry import RECORD_RETENTION_MS, window_at
 from ._meta import trimmable
@@ -54,6 +55,11 @@ __all__ = ["Call", "Flow", "Flows"]
 
 
 Flow = Generator[Call, Any, Any]
+
+_new_held = fast_new(HeldCounter)
+_new_reservation = fast_new(Reservation)
+_new_outcome = fast_new(Outcome)
+"""(The results of every reserve and commit, built without the class call's layers: ``_frozen``.)"""
 
 
 class Flows:
@@ -173,17 +179,22 @@ class Flows:
                     HeldCounter(h.counter, h.window_start, h.window_end, h.amount, limit)
                     for h, limit in zip(decode_held(reply[5]), limits, strict=True)
                 )
+            elif len(holds) == 1 == len(limits):
+                hold, window = holds[0], windows[0]
+                held = (_new_held(hold.counter, window.start, window.end, hold.amount, limits[0]),)
             else:
                 held = tuple(
-                    HeldCounter(h.counter, w.start, w.end, h.amount, limit)
-                    for h, w, limit in zip(holds, windows, limits, strict=True)
+                    [
+                        _new_held(h.counter, w.start, w.end, h.amount, limit)
+                        for h, w, limit in zip(holds, windows, limits, strict=True)
+                    ]
                 )
             if len(reply) > 5 and reply[4] == "0":  # admitted in shadow past a limit
                 index, limit, spent, now_held, asked, end = reply[5].split(" ")
                 shadowed = Refusal(int(index), int(limit), int(spent), int(now_held), int(asked),
                                    int(end) if end else None, holds[int(index)].counter)  # fmt: skip
                 return Reservation(res_id, held, int(reply[1]), int(reply[2]), False, shadowed)
-            return Reservation(res_id, held, int(reply[1]), int(reply[2]), duplicate=reply[4] == "1")
+            return _new_reservation(res_id, held, int(reply[1]), int(reply[2]), reply[4] == "1", None)
         raise _clock_moving()
 
     def _held(self, ref: ReservationRef) -> Flow:
@@ -237,7 +248,7 @@ class Flows:
             charges = {UNITS[k]: int(v) for k, v in json.loads(charged or "{}").items()}
             if parsed is not None and amounts is not parsed and charges == amounts:
                 charges = parsed  # a repeat of this very commit (journaled trimmed): its tokens and requests
-        return Outcome(
+        return _new_outcome(
             res_id,
             state,
             charges,
