@@ -112,7 +112,11 @@ class Flows:
     def plan(self, holds: tuple[Hold, ...], now: int) -> Plan:
         """The reserve's parts that depend only on the holds' counters and their windows at ``now``:
         made once, reused while ``now`` stays in every one of those windows."""
-        key = tuple([(h.counter.limit_field, h.counter.limit) for h in holds])
+        if len(holds) == 1:
+            counter = holds[0].counter
+            key: tuple[tuple[str, int], ...] = ((counter.limit_field, counter.limit),)
+        else:
+            key = tuple([(h.counter.limit_field, h.counter.limit) for h in holds])
         found = self._plans.get(key)
         if found is not None and found.since <= now < found.until:
             return found

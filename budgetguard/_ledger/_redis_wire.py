@@ -180,7 +180,7 @@ _scopes: Bounded[tuple[str, ...], str] = Bounded("ledger.redis.scopes", 10_000)
 
 
 def scopes_json(held: Sequence[HeldCounter]) -> str:
-    labels = tuple(h.counter.label for h in held)
+    labels = (held[0].counter.label,) if len(held) == 1 else tuple([h.counter.label for h in held])
     found = _scopes.get(labels)
     return _scopes.put(labels, json.dumps(scope_labels(held))) if found is None else found
 
