@@ -56,6 +56,9 @@ __all__ = ["Call", "Flow", "Flows"]
 
 Flow = Generator[Call, Any, Any]
 
+_new_call: Any = tuple.__new__
+"""``_new_call(Call, (op, keys, args))``: a reserve's or commit's ``Call`` (all three fields) without the
+named tuple's ``__new__`` frame and the class call."""
 _new_held = fast_new(HeldCounter)
 _new_reservation = fast_new(Reservation)
 _new_outcome = fast_new(Outcome)
@@ -162,11 +165,11 @@ class Flows:
                 *per_hold,
             )  # fmt: skip
             if self.fast and mode == "1" and not plan.earlier:  # (rolling, shadow, off: the general path)
-                reply = yield Call("reserve_fast", keys, args)
+                reply = yield _new_call(Call, ("reserve_fast", keys, args))
                 if reply[0] == "G":  # unusual (nothing written): the general path, the same call
-                    reply = yield Call("reserve", keys, args)
+                    reply = yield _new_call(Call, ("reserve", keys, args))
             else:
-                reply = yield Call("reserve", keys, args)
+                reply = yield _new_call(Call, ("reserve", keys, args))
             server_now = server_time_outside(reply)
             if server_now is not None:
                 now = server_now
@@ -238,9 +241,9 @@ class Flows:
             args.append(slot.commit_arg if parsed is None else f"{parsed[h.counter.unit]}{slot.commit_arg}")
         fast = self.fast and parsed is not None  # (a release: the general path)
         sent = tuple(keys), tuple(args)
-        reply = yield Call("commit_fast" if fast else op, *sent)
+        reply = yield _new_call(Call, ("commit_fast" if fast else op, *sent))
         if fast and reply[0] == "G":  # unusual (nothing written): the general path, the same call
-            reply = yield Call(op, *sent)
+            reply = yield _new_call(Call, (op, *sent))
         if reply[0] == "UNKNOWN":
             raise unresolvable(res_id)
         if reply[0] == "REFUSED":
