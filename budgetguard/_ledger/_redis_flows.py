@@ -77,6 +77,11 @@ class Flows:
     """Whether reserves and commits try their fast path first (``False``: the general path only, as a
     client before it did; the two mix on one namespace)."""
 
+    _issued: str | None = None
+    """The id of the latest reservation a reserve returned (checked, or made, by ``check_reserve``): the
+    usual commit's, whose id then needs no check again (any other id is checked; a str is immutable,
+    and another thread's reserve at most costs a check)."""
+
     def __init__(self, namespace: str, journal_maxlen: int) -> None:
         self.namespace = namespace
         self.keys = Keys(namespace)
@@ -201,6 +206,7 @@ class Flows:
                 shadowed = Refusal(int(index), int(limit), int(spent), int(now_held), int(asked),
                                    int(end) if end else None, holds[int(index)].counter)  # fmt: skip
                 return Reservation(res_id, held, int(reply[1]), int(reply[2]), False, shadowed)
+            self._issued = res_id
             return _new_reservation(res_id, held, int(reply[1]), int(reply[2]), reply[4] == "1", None)
         raise _clock_moving()
 
@@ -218,7 +224,8 @@ class Flows:
     def resolve(self, ref: ReservationRef, actual: Amounts | None, meta: str, usage: Any = None) -> Flow:
         """Commit ``actual`` (release when None); ``usage``: the meta's compact usage, whose commit on
         USD alone journals its USD amount only (``_meta.trimmable``)."""
-        res_id = check_reservation_id(ref.id if isinstance(ref, Reservation) else ref)
+        given = ref.id if isinstance(ref, Reservation) else ref
+        res_id = given if given is self._issued else check_reservation_id(given)
         held: tuple[HeldCounter, ...] = (
             ref.held if isinstance(ref, Reservation) else (yield from self._held(ref))
         )
