@@ -173,6 +173,9 @@ property, two frames a read."""
 
 def amounts_json(amounts: Mapping[Unit, int]) -> str:
     keys = _UNIT_KEYS
+    if len(amounts) == 1:  # (usually USD alone: no comprehension)
+        for u, v in amounts.items():
+            return f"{{{keys[u]}{v}}}"
     return "{" + ",".join([f"{keys[u]}{v}" for u, v in amounts.items()]) + "}"
 
 
