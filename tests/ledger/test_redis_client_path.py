@@ -1,0 +1,177 @@
+"""The Redis store's client path as a review of its micro-optimisations checked it: results built by
+``_frozen.fast_new`` are the objects the classes build, a commit's id is checked unless it is the very
+string the latest reserve checked, packing stays right while its cache starts again inside one call or
+under threads, and a round trip waits what the connection's timeout says now."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+from budgetguard._budgets import Period, Scope, Unit
+from budgetguard._ledger import CounterSpec, Hold, _redis_pack, open_ledger
+from budgetguard._ledger import _deadline as deadline_module
+from budgetguard._ledger._redis import RedisLedger
+from budgetguard._ledger._redis_pack import Packer
+from budgetguard._ledger._redis_wire import Call
+from budgetguard._ledger._types import HeldCounter, Outcome, Reservation
+from tests.redis_server import delete_namespace
+
+from .test_redis_packing import SHAS, _alone
+
+COUNTERS = (
+    CounterSpec(Scope("user", "cp"), Unit.USD, Period.DAY, 10**12),
+    CounterSpec(Scope("team", "cp"), Unit.TOKENS, Period.DAY, 10**12),
+)
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[RedisLedger]:
+    namespace = "c" + secrets.token_hex(6)
+    ledger = open_ledger(f"{redis_url}?namespace={namespace}")
+    assert isinstance(ledger, RedisLedger)
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+        delete_namespace(redis_url, namespace)
+
+
+def _rebuilt(obj: object) -> object:
+    """``obj`` as its class builds it from its fields."""
+    cls = type(obj)
+    return cls(*(getattr(obj, f.name) for f in dataclasses.fields(cls)))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("holds", [1, 2])
+def test_a_reserve_and_commit_return_the_objects_their_classes_build(store: RedisLedger, holds: int) -> None:
+    reservation = store.reserve([Hold(c, 5) for c in COUNTERS[:holds]], id=f"same-{holds}")
+    outcome = store.commit(reservation, {c.unit: 3 for c in COUNTERS[:holds]})
+    for made in (reservation, reservation.held[0], outcome):
+        assert type(made) in (Reservation, HeldCounter, Outcome)
+        again = _rebuilt(made)
+        assert made == again and repr(made) == repr(again)
+        assert pickle.dumps(made) == pickle.dumps(again)
+        assert pickle.loads(pickle.dumps(made)) == made
+        assert dataclasses.replace(made) == made
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(made, dataclasses.fields(made)[0].name, "x")  # type: ignore[arg-type]
+    assert hash(reservation) == hash(_rebuilt(reservation))
+
+
+def test_a_commit_checks_every_id_but_the_very_one_the_latest_reserve_checked(store: RedisLedger) -> None:
+    reservation = store.reserve([Hold(COUNTERS[0], 5)], id="checked-id")
+    for bad in ("bad id!", "", "x" * 129, 7):
+        forged = dataclasses.replace(reservation, id=bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="must be 1-128 characters"):
+            store.commit(forged, {"usd": 1})
+        with pytest.raises(ValueError, match="must be 1-128 characters"):
+            store.release(bad)  # type: ignore[arg-type]
+    # the same text in another str object, or unpickled: checked, and resolved as the same reservation
+    copy = pickle.loads(pickle.dumps(reservation))
+    assert store.commit(copy, {"usd": 2}).state == "committed"
+    assert store.commit(reservation, {"usd": 2}).duplicate
+
+
+def test_another_threads_reserve_between_a_reserve_and_its_commit(store: RedisLedger) -> None:
+    mine = store.reserve([Hold(COUNTERS[0], 5)])
+    other = threading.Thread(target=lambda: store.reserve([Hold(COUNTERS[0], 5)], id="other-thread"))
+    other.start()
+    other.join()
+    assert store.commit(mine, {"usd": 4}).charged == {Unit.USD: 4}
+    with pytest.raises(ValueError, match="must be 1-128 characters"):
+        store.commit(dataclasses.replace(mine, id="not ok"), {"usd": 1})
+
+
+def test_the_packers_cache_starting_again_inside_one_call_keeps_every_items_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_redis_pack, "KNOWN", 3)
+    pack = Packer(SHAS)
+    call = Call("reserve", tuple(f"k{i % 5}" for i in range(17)), (*range(9), "a", 1, True, "a", 0))
+    for _ in range(3):
+        assert pack.wire([pack(call)]) == (_alone(call), 0)
+        assert len(pack._known) <= 3
+    monkeypatch.setattr(_redis_pack, "KNOWN", 4096)
+    wide = Call("status", tuple(f"key:{i}" for i in range(5000)), tuple(range(5000)))
+    assert pack.wire([pack(wide)]) == (_alone(wide), 0)
+    assert len(pack._known) <= 4096
+
+
+def test_threads_sharing_a_packer_get_their_own_calls_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_redis_pack, "KNOWN", 7)  # (starting again all the time)
+    pack = Packer(SHAS)
+    wrong: list[Call] = []
+
+    def run(n: int) -> None:
+        for i in range(300):
+            call = Call("commit", (f"t{n}:{i % 11}", "j"), (f"id-{n}-{i}", i, n, "{}"))
+            if pack.wire([pack(call)]) != (_alone(call), 0):
+                wrong.append(call)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+
+
+def test_a_round_trip_waits_what_the_connections_timeout_says_now(redis_url: str) -> None:
+    parts = urlsplit(redis_url)
+    conn = deadline_module.Connection(host=parts.hostname, port=parts.port, socket_timeout=5)
+    ping = b"*1\r\n$4\r\nPING\r\n"
+    try:
+        conn.connect()
+        assert conn.round_trip(ping) in ("PONG", b"PONG")
+        sock = conn._sock
+        assert sock is not None and sock.gettimeout() == 5
+        conn.socket_timeout = 3.25  # (redis-py's maintenance notifications relax it so)
+        conn.round_trip(ping)
+        assert sock.gettimeout() == 3.25
+        token = deadline_module.DEADLINE.set(time.monotonic() + 1)
+        try:
+            conn.round_trip(ping)
+            assert sock.gettimeout() is not None and sock.gettimeout() <= 1
+        finally:
+            deadline_module.DEADLINE.reset(token)
+        conn.round_trip(ping)
+        assert sock.gettimeout() == 3.25
+        token = deadline_module.DEADLINE.set(time.monotonic() - 1)
+        try:
+            with pytest.raises(deadline_module.DeadlineExceeded):
+                conn.round_trip(ping)
+            assert conn._sock is None  # dropped: a reply may be on its way
+        finally:
+            deadline_module.DEADLINE.reset(token)
+    finally:
+        conn.disconnect()
+
+
+@pytest.mark.parametrize("reserved", ["nothing", "shadowed"])
+def test_a_reservation_without_an_id_gets_the_clear_error_before_any_reserve(
+    store: RedisLedger, redis_url: str, reserved: str
+) -> None:
+    """A store that has returned no plain reservation yet (new, or only ones admitted in shadow past a
+    limit) keeps no id to skip the check for: ``None`` (e.g. a reservation rebuilt from JSON's null) is
+    no such id."""
+    other = open_ledger(f"{redis_url}?namespace={store.namespace}")
+    try:
+        made = other.reserve([Hold(COUNTERS[0], 5)])
+    finally:
+        other.close()
+    if reserved == "shadowed":
+        tight = CounterSpec(Scope("user", "tight"), Unit.USD, Period.DAY, 1)
+        assert store.reserve([Hold(tight, 5)], enforce="shadow").shadowed is not None
+    nameless = dataclasses.replace(made, id=None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="must be 1-128 characters"):
+        store.commit(nameless, {"usd": 1})
+    with pytest.raises(ValueError, match="must be 1-128 characters"):
+        store.release(nameless)
