@@ -77,10 +77,11 @@ class Flows:
     """Whether reserves and commits try their fast path first (``False``: the general path only, as a
     client before it did; the two mix on one namespace)."""
 
-    _issued: str | None = None
+    _issued: object = object()
     """The id of the latest reservation a reserve returned (checked, or made, by ``check_reserve``): the
     usual commit's, whose id then needs no check again (any other id is checked; a str is immutable,
-    and another thread's reserve at most costs a check)."""
+    and another thread's reserve at most costs a check). Before any, an object no caller has: not
+    ``None`` nor ``""``, which a hand-made ``Reservation`` may carry and must get the id's error for."""
 
     def __init__(self, namespace: str, journal_maxlen: int) -> None:
         self.namespace = namespace
