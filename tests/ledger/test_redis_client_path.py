@@ -175,3 +175,18 @@ def test_a_reservation_without_an_id_gets_the_clear_error_before_any_reserve(
         store.commit(nameless, {"usd": 1})
     with pytest.raises(ValueError, match="must be 1-128 characters"):
         store.release(nameless)
+
+
+@pytest.mark.parametrize(
+    "where", ["AbstractConnection", "Connection", "SSLConnection", "UnixDomainSocketConnection"]
+)
+def test_a_timeout_property_that_does_more_than_return_its_field_is_read_as_a_property(
+    monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The round trip reads redis-py's ``_socket_timeout`` directly only where every connection class
+    it is mixed into gets ``socket_timeout`` from a property that just returns that field."""
+    import redis.connection
+
+    scaled = property(lambda self: self._socket_timeout * 2)  # (reads only that field, returns another value)
+    monkeypatch.setattr(getattr(redis.connection, where), "socket_timeout", scaled)
+    assert deadline_module._timeout_attribute() == "socket_timeout"
