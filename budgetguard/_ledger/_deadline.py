@@ -45,12 +45,25 @@ DEADLINE: ContextVar[float | None] = ContextVar("budgetguard_redis_deadline", de
 
 
 def _timeout_attribute() -> str:
-    """Where a connection keeps redis-py's ``socket_timeout``: redis-py 8's property reads
-    ``_socket_timeout`` (read directly: no property frame a step), redis-py 5's is a plain attribute."""
-    found = getattr(redis.connection.AbstractConnection, "socket_timeout", None)
-    code = getattr(found.fget, "__code__", None) if isinstance(found, property) else None
-    direct = code is not None and code.co_names == ("_socket_timeout",)
-    return "_socket_timeout" if direct else "socket_timeout"
+    """Where a connection keeps redis-py's ``socket_timeout``: redis-py 8's property returns
+    ``_socket_timeout`` (read directly: no property frame a step), redis-py 5's is a plain attribute.
+    Direct only when every connection class the store uses gets a property whose getter is the very
+    code of ``return self._socket_timeout`` (one that reads the field and returns another value: not)."""
+    classes = (redis.connection.Connection, redis.connection.SSLConnection,
+               redis.connection.UnixDomainSocketConnection)  # fmt: skip
+    for cls in classes:
+        found = getattr(cls, "socket_timeout", None)
+        code = getattr(found.fget, "__code__", None) if isinstance(found, property) else None
+        if code is None or (code.co_code, code.co_names) != (_FIELD.co_code, _FIELD.co_names):
+            return "socket_timeout"
+    return "_socket_timeout"
+
+
+def _field(self: Any) -> Any:
+    return self._socket_timeout
+
+
+_FIELD = _field.__code__
 
 
 _TIMEOUT = _timeout_attribute()
