@@ -5,12 +5,15 @@ under threads, and a round trip waits what the connection's timeout says now."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pickle
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -25,6 +28,7 @@ from budgetguard._ledger._types import HeldCounter, Outcome, Reservation
 from tests.redis_server import delete_namespace
 
 from .test_redis_packing import SHAS, _alone
+from .test_redis_round_trip import _LoadingOnce
 
 COUNTERS = (
     CounterSpec(Scope("user", "cp"), Unit.USD, Period.DAY, 10**12),
@@ -190,3 +194,61 @@ def test_a_timeout_property_that_does_more_than_return_its_field_is_read_as_a_pr
     scaled = property(lambda self: self._socket_timeout * 2)  # (reads only that field, returns another value)
     monkeypatch.setattr(getattr(redis.connection, where), "socket_timeout", scaled, raising=False)
     assert deadline_module._timeout_attribute() == "socket_timeout"
+
+
+class _PushThenWait(_LoadingOnce):
+    """A TCP front that puts a push before the reply to each ``PING`` and sends the reply only once the
+    client has handled the push (``handled``): the reply then needs a read of its own."""
+
+    PUSH = b">2\r\n$10\r\ninvalidate\r\n*1\r\n$3\r\nkey\r\n"
+
+    def __init__(self, host: str, port: int) -> None:
+        self.handled = threading.Event()
+        self.pings = 0
+        super().__init__(host, port)
+
+    def _relay(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if from_client and b"PING" in data:
+                    self.pings += 1
+                elif not from_client and self.pings:
+                    self.pings -= 1
+                    self.handled.clear()
+                    sink.sendall(self.PUSH)
+                    self.handled.wait(10)
+                sink.sendall(data)
+
+
+def test_a_timeout_a_push_handler_changes_bounds_the_rest_of_that_round_trip(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py's maintenance notices relax a connection's timeout from the push handler, mid-read: the
+    reads after it wait what the timeout is now (with a deadline set: the relaxed one, if sooner)."""
+    import hiredis
+    from redis._parsers import hiredis as parser_module
+
+    if not hasattr(hiredis, "PushNotification"):
+        pytest.skip("hiredis before 3.2 makes no push objects")
+    parts = urlsplit(redis_url)
+    assert parts.hostname is not None and parts.port is not None
+    front = _PushThenWait(parts.hostname, parts.port)
+    conn = deadline_module.Connection(host="127.0.0.1", port=front.port, socket_timeout=5, protocol=3)
+    handle = parser_module._HiredisParser.handle_push_response
+
+    def relaxing(self: Any, response: Any, **kwargs: Any) -> Any:
+        conn.socket_timeout = 20  # (as redis-py's set_tmp_settings does on a maintenance notice)
+        front.handled.set()
+        return handle(self, response, **kwargs)
+
+    monkeypatch.setattr(parser_module._HiredisParser, "handle_push_response", relaxing)
+    token = deadline_module.DEADLINE.set(time.monotonic() + 3600)
+    try:
+        conn.connect()
+        assert conn.round_trip(b"*1\r\n$4\r\nPING\r\n") in ("PONG", b"PONG")
+        assert conn._fit is not None and conn._fit[1] is not None  # (round_trip's own path)
+        assert conn._sock is not None and conn._sock.gettimeout() == 20
+    finally:
+        deadline_module.DEADLINE.reset(token)
+        conn.disconnect()
+        front.close()
