@@ -178,6 +178,7 @@ class _Bounded(_Base):
                 if push is None or not isinstance(reply, push):
                     break
                 parser.handle_push_response(reply)  # (as redis-py: then the reply it came before)
+                cap = getattr(self, _TIMEOUT)  # (a maintenance notice's handler may have relaxed it)
                 reply = reader.gets()
             if isinstance(reply, redis.exceptions.ConnectionError):  # (-LOADING: retried)
                 raise reply
