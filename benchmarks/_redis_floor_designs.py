@@ -19,7 +19,7 @@ from budgetguard._budgets import Period, Scope, Unit
 from budgetguard._errors import BudgetExceededError
 from budgetguard._ledger import CounterSpec, Hold, open_ledger
 from budgetguard._ledger._expiry import RECORD_RETENTION_MS, window_at
-from budgetguard._ledger._redis_pack import _bulk, _bulks
+from budgetguard._ledger._redis_pack import _bulk, _Known
 from budgetguard._ledger._redis_wire import amounts_json, scopes_json
 from budgetguard._ledger._types import HeldCounter, Reservation
 
@@ -41,7 +41,7 @@ class Wire:
         self.conn = connection(port=port, decode_responses=True)
         self.conn.connect()
         self._heads: dict[tuple[bytes, int], bytes] = {}
-        self._known: dict[str | int, bytes] = {}  # (the store's Packer keeps its bulk strings too)
+        self._known = _Known("utf-8")  # (as the store's Packer keeps its bulk strings)
 
     def command(self, *args: str | int) -> Any:
         self.conn.send_command(*args)
@@ -56,9 +56,9 @@ class Wire:
         found = self._heads.get(shape)
         if found is None:
             found = self._heads[shape] = b"%b$%d\r\n%d\r\n" % (head, len(str(len(keys))), len(keys))
-        known = self._known
-        data = b"*%d\r\n%b%b%b" % (3 + len(keys) + len(args), found, _bulks(tuple(keys), "utf-8", known),
-                                   _bulks(tuple(args), "utf-8", known))  # fmt: skip
+        bulk_of = self._known.__getitem__
+        data = b"*%d\r\n%b%b%b" % (3 + len(keys) + len(args), found, b"".join(map(bulk_of, keys)),
+                                   b"".join(map(bulk_of, args)))  # fmt: skip
         self.conn.send_packed_command([data])
         return self.conn.read_response()
 

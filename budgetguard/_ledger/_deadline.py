@@ -44,6 +44,31 @@ DEADLINE: ContextVar[float | None] = ContextVar("budgetguard_redis_deadline", de
 """When the store operation running in this context must end (``time.monotonic()``), if one runs."""
 
 
+def _timeout_attribute() -> str:
+    """Where a connection keeps redis-py's ``socket_timeout``: redis-py 8's property returns
+    ``_socket_timeout`` (read directly: no property frame a step), redis-py 5's is a plain attribute.
+    Direct only when every connection class the store uses gets a property whose getter is the very
+    code of ``return self._socket_timeout`` (one that reads the field and returns another value: not)."""
+    classes = (redis.connection.Connection, redis.connection.SSLConnection,
+               redis.connection.UnixDomainSocketConnection)  # fmt: skip
+    for cls in classes:
+        found = getattr(cls, "socket_timeout", None)
+        code = getattr(found.fget, "__code__", None) if isinstance(found, property) else None
+        if code is None or (code.co_code, code.co_names) != (_FIELD.co_code, _FIELD.co_names):
+            return "socket_timeout"
+    return "_socket_timeout"
+
+
+def _field(self: Any) -> Any:
+    return self._socket_timeout
+
+
+_FIELD = _field.__code__
+
+
+_TIMEOUT = _timeout_attribute()
+
+
 class DeadlineExceeded(redis.exceptions.TimeoutError):
     """The store operation's deadline passed before this step (which was not started)."""
 
@@ -52,8 +77,11 @@ def _left(cap: float | None) -> float | None:
     """How long one blocking step may wait: ``cap`` (redis-py's timeout), or less when the operation's
     deadline comes first; raises once it has passed."""
     deadline = DEADLINE.get()
-    if deadline is None:
-        return cap
+    return cap if deadline is None else _until(deadline, cap)
+
+
+def _until(deadline: float, cap: float | None) -> float | None:
+    """``_left`` for a ``deadline`` that is set."""
     left = deadline - time.monotonic()
     if left <= 0:
         raise DeadlineExceeded("the ledger operation's deadline passed (?deadline= in the ledger URL)")
@@ -127,13 +155,21 @@ class _Bounded(_Base):
             except redis.exceptions.ResponseError as error:
                 return error
         _, parser, reader, buffer, push = fit
+        cap = getattr(self, _TIMEOUT)
         try:
-            self._bound()
+            # each blocking step waits at most what is left of the deadline (``_bound``, inlined)
+            deadline = DEADLINE.get()
+            wait = cap if deadline is None else _until(deadline, cap)
+            if sock.gettimeout() != wait:
+                sock.settimeout(wait)
             sock.sendall(data)
             reply = reader.gets()
             while True:
                 while reply is _EMPTY:
-                    self._bound()
+                    if deadline is not None:
+                        wait = _until(deadline, cap)
+                        if sock.gettimeout() != wait:
+                            sock.settimeout(wait)
                     read = sock.recv_into(buffer)
                     if not read:
                         raise redis.exceptions.ConnectionError(_CLOSED)
@@ -142,6 +178,7 @@ class _Bounded(_Base):
                 if push is None or not isinstance(reply, push):
                     break
                 parser.handle_push_response(reply)  # (as redis-py: then the reply it came before)
+                cap = getattr(self, _TIMEOUT)  # (a maintenance notice's handler may have relaxed it)
                 reply = reader.gets()
             if isinstance(reply, redis.exceptions.ConnectionError):  # (-LOADING: retried)
                 raise reply

@@ -227,8 +227,17 @@ class Batcher:
             else:
                 self._busy += 1
                 slot = None
-        if slot is None:
-            return self._alone(command)
+        if slot is None:  # lead with one's own command only (nobody was waiting); who queues then goes next
+            replies: list[Any] = []
+            try:
+                self._exchange([command], replies)
+            finally:
+                with self._lock:
+                    self._pass_lead()
+            reply = replies[0]
+            if isinstance(reply, rex.ResponseError):
+                raise reply
+            return reply
         try:
             if not slot.lead:
                 timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
@@ -242,16 +251,6 @@ class Batcher:
             self._abandon(slot)  # withdrawn if unsent, and a lead it was handed passes on
             raise
         return slot.outcome()
-
-    def _alone(self, command: Packed) -> Any:
-        """Lead with one's own command only (nobody was waiting); who queues meanwhile goes next."""
-        replies: list[Any] = []
-        try:
-            self._exchange([command], replies)
-        finally:
-            with self._lock:
-                self._pass_lead()
-        return _outcome(replies[0])
 
     def _abandon(self, slot: _Slot) -> bool:
         """A follower gives up: its command is withdrawn if not sent yet (if sent, its reply will go
@@ -268,7 +267,8 @@ class Batcher:
     def _pass_lead(self) -> None:
         """(Under the lock.) The first queued caller not already leading next leads on this lane, or
         the lane is free."""
-        follower = _next(self._queue)
+        queue = self._queue
+        follower = _next(queue) if queue else None
         if follower is None:
             self._busy -= 1
         else:
@@ -301,7 +301,8 @@ class Batcher:
     def _exchange(self, commands: list[Packed], replies: list[Any]) -> None:
         """Send ``commands`` in one write on an idle held connection (``Packer.wire``), append each reply
         (an error reply as its exception)."""
-        data, grouped = self._pack.wire(commands)
+        pack = self._pack
+        data, grouped = (pack.command(commands[0]), 0) if len(commands) == 1 else pack.wire(commands)
         try:
             conn = self._idle.pop()  # (atomic: no lock needed)
         except IndexError:
@@ -321,7 +322,7 @@ class Batcher:
             if grouped:
                 reply = _read(conn)
                 if isinstance(reply, rex.NoScriptError):  # (restart, failover, SCRIPT FLUSH): nothing ran
-                    conn.send_packed_command([self._pack.load_batch + self._pack.batch(commands[-grouped:])])
+                    conn.send_packed_command([pack.load_batch + pack.batch(commands[-grouped:])])
                     _outcome(_read(conn))
                     reply = _read(conn)
                 _spread(reply, grouped, replies)
@@ -428,7 +429,8 @@ class AsyncBatcher:
         return slot.outcome()
 
     def _promote(self) -> None:
-        follower = _next(self._queue)
+        queue = self._queue
+        follower = _next(queue) if queue else None
         if follower is None:
             self._busy -= 1
         else:
@@ -455,7 +457,8 @@ class AsyncBatcher:
             raise exc  # the leader's cancellation: its own
 
     async def _exchange(self, commands: list[Packed], replies: list[Any]) -> None:
-        data, grouped = self._pack.wire(commands)
+        pack = self._pack
+        data, grouped = (pack.command(commands[0]), 0) if len(commands) == 1 else pack.wire(commands)
         conn = self._idle.pop() if self._idle else self._client.connection_pool.make_connection()
         try:
             if not conn.is_connected:
@@ -469,7 +472,7 @@ class AsyncBatcher:
             if grouped:
                 reply = await _aread(conn)
                 if isinstance(reply, rex.NoScriptError):  # (restart, failover, SCRIPT FLUSH): nothing ran
-                    await _write(conn, self._pack.load_batch + self._pack.batch(commands[-grouped:]))
+                    await _write(conn, pack.load_batch + pack.batch(commands[-grouped:]))
                     _outcome(await _aread(conn))
                     reply = await _aread(conn)
                 _spread(reply, grouped, replies)

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from .._budgets import Unit, Window
 from .._cache import Bounded
 from .._errors import LedgerError
+from .._frozen import fast_new
 from ._base import JournalQuery, ReservationRef
 from ._expiry import RECORD_RETENTION_MS, window_at
 from ._meta import trimmable
@@ -55,6 +56,14 @@ __all__ = ["Call", "Flow", "Flows"]
 
 Flow = Generator[Call, Any, Any]
 
+_new_call: Any = tuple.__new__
+"""``_new_call(Call, (op, keys, args))``: a reserve's or commit's ``Call`` (all three fields) without the
+named tuple's ``__new__`` frame and the class call."""
+_new_held = fast_new(HeldCounter)
+_new_reservation = fast_new(Reservation)
+_new_outcome = fast_new(Outcome)
+"""(The results of every reserve and commit, built without the class call's layers: ``_frozen``.)"""
+
 
 class Flows:
     """The Redis ledger's logic, independent of sync or async I/O.
@@ -67,6 +76,12 @@ class Flows:
     fast = True
     """Whether reserves and commits try their fast path first (``False``: the general path only, as a
     client before it did; the two mix on one namespace)."""
+
+    _issued: object = object()
+    """The id of the latest reservation a reserve returned (checked, or made, by ``check_reserve``): the
+    usual commit's, whose id then needs no check again (any other id is checked; a str is immutable,
+    and another thread's reserve at most costs a check). Before any, an object no caller has: not
+    ``None`` nor ``""``, which a hand-made ``Reservation`` may carry and must get the id's error for."""
 
     def __init__(self, namespace: str, journal_maxlen: int) -> None:
         self.namespace = namespace
@@ -106,7 +121,11 @@ class Flows:
     def plan(self, holds: tuple[Hold, ...], now: int) -> Plan:
         """The reserve's parts that depend only on the holds' counters and their windows at ``now``:
         made once, reused while ``now`` stays in every one of those windows."""
-        key = tuple([(h.counter.limit_field, h.counter.limit) for h in holds])
+        if len(holds) == 1:
+            counter = holds[0].counter
+            key: tuple[tuple[str, int], ...] = ((counter.limit_field, counter.limit),)
+        else:
+            key = tuple([(h.counter.limit_field, h.counter.limit) for h in holds])
         found = self._plans.get(key)
         if found is not None and found.since <= now < found.until:
             return found
@@ -152,11 +171,11 @@ class Flows:
                 *per_hold,
             )  # fmt: skip
             if self.fast and mode == "1" and not plan.earlier:  # (rolling, shadow, off: the general path)
-                reply = yield Call("reserve_fast", keys, args)
+                reply = yield _new_call(Call, ("reserve_fast", keys, args))
                 if reply[0] == "G":  # unusual (nothing written): the general path, the same call
-                    reply = yield Call("reserve", keys, args)
+                    reply = yield _new_call(Call, ("reserve", keys, args))
             else:
-                reply = yield Call("reserve", keys, args)
+                reply = yield _new_call(Call, ("reserve", keys, args))
             server_now = server_time_outside(reply)
             if server_now is not None:
                 now = server_now
@@ -173,17 +192,23 @@ class Flows:
                     HeldCounter(h.counter, h.window_start, h.window_end, h.amount, limit)
                     for h, limit in zip(decode_held(reply[5]), limits, strict=True)
                 )
+            elif len(holds) == 1 == len(limits):
+                hold, window = holds[0], windows[0]
+                held = (_new_held(hold.counter, window.start, window.end, hold.amount, limits[0]),)
             else:
                 held = tuple(
-                    HeldCounter(h.counter, w.start, w.end, h.amount, limit)
-                    for h, w, limit in zip(holds, windows, limits, strict=True)
+                    [
+                        _new_held(h.counter, w.start, w.end, h.amount, limit)
+                        for h, w, limit in zip(holds, windows, limits, strict=True)
+                    ]
                 )
             if len(reply) > 5 and reply[4] == "0":  # admitted in shadow past a limit
                 index, limit, spent, now_held, asked, end = reply[5].split(" ")
                 shadowed = Refusal(int(index), int(limit), int(spent), int(now_held), int(asked),
                                    int(end) if end else None, holds[int(index)].counter)  # fmt: skip
                 return Reservation(res_id, held, int(reply[1]), int(reply[2]), False, shadowed)
-            return Reservation(res_id, held, int(reply[1]), int(reply[2]), duplicate=reply[4] == "1")
+            self._issued = res_id
+            return _new_reservation(res_id, held, int(reply[1]), int(reply[2]), reply[4] == "1", None)
         raise _clock_moving()
 
     def _held(self, ref: ReservationRef) -> Flow:
@@ -200,7 +225,8 @@ class Flows:
     def resolve(self, ref: ReservationRef, actual: Amounts | None, meta: str, usage: Any = None) -> Flow:
         """Commit ``actual`` (release when None); ``usage``: the meta's compact usage, whose commit on
         USD alone journals its USD amount only (``_meta.trimmable``)."""
-        res_id = check_reservation_id(ref.id if isinstance(ref, Reservation) else ref)
+        given = ref.id if isinstance(ref, Reservation) else ref
+        res_id = given if given is self._issued else check_reservation_id(given)
         held: tuple[HeldCounter, ...] = (
             ref.held if isinstance(ref, Reservation) else (yield from self._held(ref))
         )
@@ -223,9 +249,9 @@ class Flows:
             args.append(slot.commit_arg if parsed is None else f"{parsed[h.counter.unit]}{slot.commit_arg}")
         fast = self.fast and parsed is not None  # (a release: the general path)
         sent = tuple(keys), tuple(args)
-        reply = yield Call("commit_fast" if fast else op, *sent)
+        reply = yield _new_call(Call, ("commit_fast" if fast else op, *sent))
         if fast and reply[0] == "G":  # unusual (nothing written): the general path, the same call
-            reply = yield Call(op, *sent)
+            reply = yield _new_call(Call, (op, *sent))
         if reply[0] == "UNKNOWN":
             raise unresolvable(res_id)
         if reply[0] == "REFUSED":
@@ -237,7 +263,7 @@ class Flows:
             charges = {UNITS[k]: int(v) for k, v in json.loads(charged or "{}").items()}
             if parsed is not None and amounts is not parsed and charges == amounts:
                 charges = parsed  # a repeat of this very commit (journaled trimmed): its tokens and requests
-        return Outcome(
+        return _new_outcome(
             res_id,
             state,
             charges,
@@ -320,7 +346,10 @@ def _mode(holds: tuple[Hold, ...], enforce: Enforce) -> str:
         return "0"
     if enforce == "shadow":
         return "s"
-    if not any(h.counter.shadow for h in holds):
+    for h in holds:  # (a loop, not any() of a generator: every reserve asks)
+        if h.counter.shadow:
+            break
+    else:
         return "1"
     return "".join("s" if h.counter.shadow else "1" for h in holds)
 

@@ -49,6 +49,8 @@ class Names:
         """A reservation's meta as the journal keeps it, when no call is needed (``None``: its name is
         to be interned first, ``meta_json``): interned when it is the guard's compact form (``_name``)
         and its number is known."""
+        if not meta:  # (no meta: as check_meta and meta_json make it, without their calls)
+            return "{}"
         meta = check_meta(meta)
         name = _name(meta)
         if name is None:

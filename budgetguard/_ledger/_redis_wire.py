@@ -166,15 +166,24 @@ def label_json(counter: CounterSpec) -> str:
     return json.dumps([str(scope)]) if scope.id is not None else '["global"]'
 
 
+_UNIT_KEYS = {unit: f'"{unit.value}":' for unit in Unit}
+"""Each unit as a JSON object's key (units are plain words), made once: ``Unit.value`` is a Python-level
+property, two frames a read."""
+
+
 def amounts_json(amounts: Mapping[Unit, int]) -> str:
-    return "{" + ",".join(f'"{u.value}":{v}' for u, v in amounts.items()) + "}"  # units are plain words
+    keys = _UNIT_KEYS
+    if len(amounts) == 1:  # (usually USD alone: no comprehension)
+        for u, v in amounts.items():
+            return f"{{{keys[u]}{v}}}"
+    return "{" + ",".join([f"{keys[u]}{v}" for u, v in amounts.items()]) + "}"
 
 
 _scopes: Bounded[tuple[str, ...], str] = Bounded("ledger.redis.scopes", 10_000)
 
 
 def scopes_json(held: Sequence[HeldCounter]) -> str:
-    labels = tuple(h.counter.label for h in held)
+    labels = (held[0].counter.label,) if len(held) == 1 else tuple([h.counter.label for h in held])
     found = _scopes.get(labels)
     return _scopes.put(labels, json.dumps(scope_labels(held))) if found is None else found
 
