@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AZURE_DEPLOYMENTS", "LOCATION_KEYS", "PUBLISHED_PRICES", "UNKNOWN_DEPLOYMENT", "chat_search_fee",
     "is_azure", "is_claude", "provider_for_url", "published_prices", "regional_premium", "times",
+    "where_it_runs",
 ]  # fmt: skip
 
 
@@ -189,6 +190,11 @@ _AZURE_PREMIUMS = {"global": Decimal(1), "data_zone": Decimal("1.1"), "regional"
 LOCATION_KEYS = frozenset({"inference_geo", "deployment"})
 """Variant keys that say where a call runs (``regional_premium`` prices them), not a tier the price data
 lists: Anthropic's ``inference_geo`` (a Vertex AI location too), an Azure deployment's type."""
+
+
+def where_it_runs(variant: Mapping[str, str] | None) -> dict[str, str]:
+    """The part of ``variant`` that says where a call runs (its ``LOCATION_KEYS``; ``{}``: none)."""
+    return {k: v for k, v in variant.items() if k in LOCATION_KEYS} if variant else {}
 
 
 def regional_premium(provider: str, model: str, variant: Mapping[str, str]) -> Decimal | None:

@@ -45,7 +45,6 @@ from ._limits import UNKNOWN, checked_limits, model_limits, model_names
 from ._money import Money, to_usd
 from ._price_data import (
     AZURE_DEPLOYMENTS,
-    LOCATION_KEYS,
     PUBLISHED_PRICES,
     UNKNOWN_DEPLOYMENT,
     _check_variant,
@@ -59,6 +58,7 @@ from ._price_data import (
     published_prices,
     regional_premium,
     times,
+    where_it_runs,
 )
 from ._rates import _TOKEN_RATES, CALL_FEES, Price, RateArgs, Rates
 from ._usage import Usage
@@ -393,12 +393,10 @@ class PriceBook:
             found = _find_in_data(names if deployed is None else model_names(deployed[0]), provider)
             if found is not None:
                 gp_provider, gp_model = found
-                located = {k: v for k, v in variant.items() if k in LOCATION_KEYS} if variant else None
+                located = where_it_runs(variant)
                 premium = regional_premium(gp_provider.id, model, located) if located else None
-                if premium is not None:  # (where it runs: its price there is the base price, times this)
-                    variant = (
-                        {k: v for k, v in variant.items() if k not in LOCATION_KEYS} if variant else None
-                    )
+                if premium is not None and variant:  # (where it runs: its price there, the base times this)
+                    variant = {k: v for k, v in variant.items() if k not in located}
                 if variant:
                     _check_variant(model, gp_provider, gp_model, when, variant)
                 model_price = gp_model.get_prices(when, variant or None)
@@ -434,7 +432,7 @@ class PriceBook:
         price = find(key)
         if price is None:
             base = self.get(model, provider=provider, at=at)  # an unknown model is refused, never free
-            located = {k: v for k, v in variant.items() if k in LOCATION_KEYS}
+            located = where_it_runs(variant)
             try:
                 price = self.get(model, provider=provider, at=at, variant=variant)
             except PricingError:  # (where the call ran still prices the pass: a US-only fast call's)

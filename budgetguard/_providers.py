@@ -19,7 +19,7 @@ from typing import Any, overload
 
 from ._cache import Bounded, memo
 from ._errors import ConfigurationError
-from ._price_data import LOCATION_KEYS, is_claude, provider_for_url
+from ._price_data import is_claude, provider_for_url, where_it_runs
 from ._tool_items import BILLED_TOOL_ITEMS
 from ._usage import Usage, _get, _is_code_block, _merge_anthropic_delta, _reader, with_tool_items
 
@@ -385,7 +385,7 @@ def response_variant(tier: str | None, requested: Variant | None) -> Variant | N
     combine, ``"fast-mode,inference_geo:us"`` is ``{"speed": "fast", "inference_geo": "us"}``."""
     if tier is None or (requested is not None and requested.get("processing") == "batch"):
         return requested
-    served = {k: v for k, v in requested.items() if k in LOCATION_KEYS} if requested else {}
+    served = where_it_runs(requested)
     for part in tier.split(","):
         if part.startswith("inference_geo:"):
             served["inference_geo"] = part.partition(":")[2]
