@@ -8,14 +8,16 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from langchain.agents import create_agent
 from langchain_core.outputs import ChatGenerationChunk
 
 from budgetguard import Budget, Guard
 from budgetguard.integrations.langchain import BudgetCallbackHandler
+from budgetguard.integrations.langchain_agents import BudgetMiddleware
 from tests.guard.one_call import nano
 from tests.guard.payloads import chat_stream_chunks, cut_stream, openai_sse, serve
 from tests.sdk_http import OPENAI_STREAM_CUT
-from tests.test_redteam3 import ASK, charged_usd, chat_openai
+from tests.test_redteam3 import ASK, HI, charged_usd, chat_openai
 from tests.test_review2_rt3 import StreamingClaude
 
 pytest.importorskip("langchain_protocol")  # (langchain-core 1.8: older ones have no protocol streaming)
@@ -104,3 +106,25 @@ def test_a_whole_v3_stream_is_charged_its_usage(guard: Guard) -> None:
     sse = openai_sse(chat_stream_chunks(include_usage=True))
     consume_v3(chat_openai(serve(sse), "gpt-4o", stream_usage=True), guard)
     assert charged_usd(guard) == streamed_charge(chat_openai(serve(sse), "gpt-4o", stream_usage=True))
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["stream_events", "astream_events"])
+def test_an_agent_streamed_by_the_v3_protocol_whose_claude_is_cut_is_charged_as_a_cut_stream(
+    guard: Guard, is_async: bool
+) -> None:
+    """A ``create_agent`` agent with ``BudgetMiddleware`` streamed by LangGraph's v3 protocol invokes its
+    model under a v2 streaming handler (protocol events, no ``on_llm_new_token``): on main its Claude cut
+    after its thinking and first words was charged as a failed call, $0.000051; now as the cut stream."""
+    agent = create_agent(TaggedClaude(), [], middleware=[BudgetMiddleware(guard, user="alice")])
+    question = {"messages": HI}
+
+    async def consume() -> None:
+        try:
+            async for _ in await agent.astream_events(question, version="v3"):
+                pass
+        finally:  # (as ``consume_v3``)
+            await asyncio.gather(*asyncio.all_tasks() - {asyncio.current_task()})
+
+    with pytest.raises(ConnectionError):
+        asyncio.run(consume()) if is_async else list(agent.stream_events(question, version="v3"))
+    assert charged_usd(guard) == streamed_charge(TaggedClaude(start_usage=False))
