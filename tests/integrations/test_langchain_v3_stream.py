@@ -15,6 +15,7 @@ from budgetguard import Budget, Guard
 from budgetguard.integrations.langchain import BudgetCallbackHandler
 from budgetguard.integrations.langchain_agents import BudgetMiddleware
 from tests.guard.one_call import nano
+from tests.integrations.test_langchain_agents_sync_driven import ToThread
 from tests.guard.payloads import chat_stream_chunks, cut_stream, openai_sse, serve
 from tests.sdk_http import OPENAI_STREAM_CUT
 from tests.test_redteam3 import ASK, HI, charged_usd, chat_openai
@@ -127,4 +128,25 @@ def test_an_agent_streamed_by_the_v3_protocol_whose_claude_is_cut_is_charged_as_
 
     with pytest.raises(ConnectionError):
         asyncio.run(consume()) if is_async else list(agent.stream_events(question, version="v3"))
+    assert charged_usd(guard) == streamed_charge(TaggedClaude(start_usage=False))
+
+
+def test_an_agents_model_invoked_from_a_thread_under_the_v3_protocol_and_cut_is_charged_as_a_cut_stream(
+    guard: Guard,
+) -> None:
+    """The same agent streamed by ``astream_events(version="v3")``, a later middleware invoking its model
+    from a thread (``asyncio.to_thread(model.invoke, ...)``): a sync callback manager passes the protocol
+    events to the middleware's handler and its sync twin (``_SyncDriven``), read once."""
+    middleware = [BudgetMiddleware(guard, user="alice"), ToThread()]
+    agent = create_agent(TaggedClaude(), [], middleware=middleware)
+
+    async def consume() -> None:
+        try:
+            async for _ in await agent.astream_events({"messages": HI}, version="v3"):
+                pass
+        finally:  # (as ``consume_v3``)
+            await asyncio.gather(*asyncio.all_tasks() - {asyncio.current_task()})
+
+    with pytest.raises(ConnectionError):
+        asyncio.run(consume())
     assert charged_usd(guard) == streamed_charge(TaggedClaude(start_usage=False))
