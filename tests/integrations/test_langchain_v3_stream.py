@@ -15,8 +15,8 @@ from budgetguard import Budget, Guard
 from budgetguard.integrations.langchain import BudgetCallbackHandler
 from budgetguard.integrations.langchain_agents import BudgetMiddleware
 from tests.guard.one_call import nano
-from tests.integrations.test_langchain_agents_sync_driven import ToThread
 from tests.guard.payloads import chat_stream_chunks, cut_stream, openai_sse, serve
+from tests.integrations.test_langchain_agents_sync_driven import ToThread
 from tests.sdk_http import OPENAI_STREAM_CUT
 from tests.test_redteam3 import ASK, HI, charged_usd, chat_openai
 from tests.test_review2_rt3 import StreamingClaude
