@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from langchain.agents import create_agent
 from langchain_core.outputs import ChatGenerationChunk
+from pydantic import Field
 
 from budgetguard import Budget, Guard
 from budgetguard.integrations.langchain import BudgetCallbackHandler
@@ -149,4 +150,50 @@ def test_an_agents_model_invoked_from_a_thread_under_the_v3_protocol_and_cut_is_
 
     with pytest.raises(ConnectionError):
         asyncio.run(consume())
+    assert charged_usd(guard) == streamed_charge(TaggedClaude(start_usage=False))
+
+
+class NativeClaude(TaggedClaude):
+    """``TaggedClaude`` producing its protocol events itself (``_stream_chat_model_events``), as a provider
+    package may, with ``extra`` after its ``message-start``: events langchain-core passes on (its
+    ``ChatModelStream`` takes them) though they are off the protocol."""
+
+    extra: list[Any] = Field(default_factory=list)
+
+    def _stream_chat_model_events(self, messages: Any, **kwargs: Any) -> Iterator[Any]:
+        from langchain_core.language_models._compat_bridge import chunks_to_events  # (1.8's)
+
+        for event in chunks_to_events(self._stream(messages, **kwargs)):
+            yield event
+            if event["event"] == "message-start":
+                yield from self.extra
+
+
+OFF_PROTOCOL = {
+    "delta-a-string": [{"event": "content-block-delta", "index": 0, "delta": "a delta"}],
+    "block-a-string": [{"event": "content-block-start", "index": 5, "content": "a block"}],
+    "tool-name-an-int": [
+        {"event": "content-block-start", "index": 6, "content": {"type": "tool_call_chunk", "name": 5}}
+    ],
+    "tool-args-a-dict": [
+        {"event": "content-block-delta", "index": 7, "delta": {"type": "tool-call-delta", "args": {"a": 1}}}
+    ],
+    "delta-extra-floats": [
+        {"event": "content-block-delta", "index": 8, "delta": {"type": "text-delta", "text": "", "p": p}}
+        for p in (0.5, 0.25)
+    ],
+}
+
+
+@pytest.mark.parametrize("extra", OFF_PROTOCOL.values(), ids=OFF_PROTOCOL.keys())
+def test_a_cut_v3_stream_with_an_event_off_the_protocol_is_charged_without_raising(
+    guard: Guard, extra: Any
+) -> None:
+    """On lcv3: a cut v3 stream whose native producer showed events off the protocol (a string for a
+    delta or a block, a tool call's name or arguments not a string, deltas with an extra field that merge
+    badly) raised from the handler's ``on_llm_error`` (``raise_error``: an ``AttributeError``,
+    ``ValueError``, ``ValidationError`` or ``TypeError`` in place of the model's ``ConnectionError``) and
+    its hold was never settled; such an event now counts as an empty chunk."""
+    with pytest.raises(ConnectionError):
+        consume_v3(NativeClaude(extra=extra), guard)
     assert charged_usd(guard) == streamed_charge(TaggedClaude(start_usage=False))
