@@ -173,11 +173,26 @@ def event_chunks(events: Sequence[Mapping[str, Any]]) -> list[ChatGenerationChun
     """The chunks langchain-core 1.8's protocol events (``MessagesData``) stand for, as ``on_llm_new_token``
     shows them: ``message-start`` a role chunk; a block's start and deltas its text, reasoning or tool call
     arguments, at the block's index (merged as chunks merge); ``message-finish`` its usage and metadata
-    (its finish reason). A review found a v3 stream cut after Claude's thinking charged as a failed call."""
+    (its finish reason). A review found a v3 stream cut after Claude's thinking charged as a failed call.
+    An event off the protocol (a native producer's: a string for a delta, arguments not a string) is an
+    empty chunk: read in ``on_llm_error``, it must not raise there (``raise_error``: the model's error
+    replaced, the hold never settled, a review of lcv3 found)."""
     return [ChatGenerationChunk(message=_event_message(event)) for event in events]
 
 
 def _event_message(event: Mapping[str, Any]) -> AIMessageChunk:
+    try:
+        return _read_event(event)
+    except (AttributeError, TypeError, ValueError):  # (pydantic's ValidationError is a ValueError)
+        return AIMessageChunk(content="")
+
+
+_DELTAS: dict[Any, str] = {"text-delta": "text", "reasoning-delta": "reasoning", "tool-call-delta": "args"}
+"""The protocol's deltas read, by the one string each carries (an extra field is not read: two deltas of a
+block with an extra float would not merge)."""
+
+
+def _read_event(event: Mapping[str, Any]) -> AIMessageChunk:
     kind, index = event.get("event"), event.get("index")
     if kind == "message-finish":
         usage = event.get("usage") or {}
@@ -189,9 +204,9 @@ def _event_message(event: Mapping[str, Any]) -> AIMessageChunk:
         )
     block = dict(event.get("content") or {}) if kind == "content-block-start" else {}
     delta = event.get("delta") or {} if kind == "content-block-delta" else {}
-    kinds = {"text-delta": "text", "reasoning-delta": "reasoning", "tool-call-delta": "tool_call_chunk"}
-    if delta.get("type") in kinds:
-        block = {"type": kinds[delta["type"]], **{k: v for k, v in delta.items() if k != "type"}}
+    if (field := _DELTAS.get(delta.get("type"))) is not None and isinstance(delta.get(field), str):
+        kind = "tool_call_chunk" if field == "args" else field
+        block = {"type": kind, field: delta.get(field)}
     if block.get("type") in ("tool_call_chunk", "server_tool_call_chunk"):
         call = {
             "name": block.get("name"),
