@@ -14,6 +14,7 @@ from .._settle import received
 from .._usage import Usage, with_tool_items
 
 try:
+    from langchain_core.messages import AIMessageChunk
     from langchain_core.outputs import ChatGenerationChunk, GenerationChunk, LLMResult
     from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
 except ImportError as exc:  # pragma: no cover - exercised without the extra
@@ -21,7 +22,14 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
     raise missing_extra("langchain", exc) from exc
 
-__all__ = ["from_cache", "partial_usage", "read_usage", "usage_from_message", "usage_from_result"]
+__all__ = [
+    "event_chunks",
+    "from_cache",
+    "partial_usage",
+    "read_usage",
+    "usage_from_message",
+    "usage_from_result",
+]
 
 
 def usage_from_result(result: LLMResult) -> Usage:
@@ -120,6 +128,7 @@ def partial_usage(
     factor: Decimal,
     background: bool = False,
     shown: Sequence[ChatGenerationChunk | GenerationChunk] = (),
+    events: Sequence[Mapping[str, Any]] = (),
 ) -> Usage | None:
     """What a broken-off stream is charged: its usage if the usage chunk came once the model finished,
     else what the guard charges any stream that ended without it (``received``: the usage a chunk carried,
@@ -133,7 +142,10 @@ def partial_usage(
     the run's ``on_llm_new_token`` showed, read when ``response`` carries none: langchain-core ends a run
     that streams inside ``invoke`` (``streaming=True``, ``astream_events``, LangGraph's
     ``stream_mode="messages"``) with the error's generation alone (a second review found such a cut
-    stream charged its input)."""
+    stream charged its input). ``events``: the protocol events its ``on_stream_event`` showed
+    (``stream_events(version="v3")``), read as chunks when no ``on_llm_new_token`` showed one (a model
+    whose ``_stream`` reports its chunks shows each twice, once each way: ``event_chunks``)."""
+    shown = shown or event_chunks(events)
     generations = [g for listed in response.generations for g in listed]
     if shown and not any(isinstance(g, ChatGenerationChunk | GenerationChunk) for g in generations):
         chats = [chunk for chunk in shown if isinstance(chunk, ChatGenerationChunk)]
@@ -155,6 +167,55 @@ def partial_usage(
         return usage
     text, whole = "".join(texts), background and streamed
     return received(est, usage, text, est.model, thinking=thinking, factor=factor, background=whole)[0]
+
+
+def event_chunks(events: Sequence[Mapping[str, Any]]) -> list[ChatGenerationChunk]:
+    """The chunks langchain-core 1.8's protocol events (``MessagesData``) stand for, as ``on_llm_new_token``
+    shows them: ``message-start`` a role chunk; a block's start and deltas its text, reasoning or tool call
+    arguments, at the block's index (merged as chunks merge); ``message-finish`` its usage and metadata
+    (its finish reason). A review found a v3 stream cut after Claude's thinking charged as a failed call.
+    An event off the protocol (a native producer's: a string for a delta, arguments not a string) is an
+    empty chunk: read in ``on_llm_error``, it must not raise there (``raise_error``: the model's error
+    replaced, the hold never settled, a review of lcv3 found)."""
+    return [ChatGenerationChunk(message=_event_message(event)) for event in events]
+
+
+def _event_message(event: Mapping[str, Any]) -> AIMessageChunk:
+    try:
+        return _read_event(event)
+    except (AttributeError, TypeError, ValueError):  # (pydantic's ValidationError is a ValueError)
+        return AIMessageChunk(content="")
+
+
+_DELTAS: dict[Any, str] = {"text-delta": "text", "reasoning-delta": "reasoning", "tool-call-delta": "args"}
+"""The protocol's deltas read, by the one string each carries (an extra field is not read: two deltas of a
+block with an extra float would not merge)."""
+
+
+def _read_event(event: Mapping[str, Any]) -> AIMessageChunk:
+    kind, index = event.get("event"), event.get("index")
+    if kind == "message-finish":
+        usage = event.get("usage") or {}
+        whole = all(isinstance(usage.get(key), int) for key in ("input_tokens", "output_tokens"))
+        total = {"total_tokens": usage["input_tokens"] + usage["output_tokens"]} if whole else {}
+        metadata: Any = {**usage, **total} if whole else None
+        return AIMessageChunk(
+            content="", usage_metadata=metadata, response_metadata=dict(event.get("metadata") or {})
+        )
+    block = dict(event.get("content") or {}) if kind == "content-block-start" else {}
+    delta = event.get("delta") or {} if kind == "content-block-delta" else {}
+    if (field := _DELTAS.get(delta.get("type"))) is not None and isinstance(delta.get(field), str):
+        kind = "tool_call_chunk" if field == "args" else field
+        block = {"type": kind, field: delta.get(field)}
+    if block.get("type") in ("tool_call_chunk", "server_tool_call_chunk"):
+        call = {
+            "name": block.get("name"),
+            "args": block.get("args") or "",
+            "id": block.get("id"),
+            "index": index,
+        }
+        return AIMessageChunk(content="", tool_call_chunks=[call])  # type: ignore[list-item]
+    return AIMessageChunk(content=[{**block, "index": index}] if block else "")
 
 
 _FINISHED = ("finish_reason", "stop_reason", "stopReason", "done_reason")

@@ -147,13 +147,17 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     def on_llm_new_token(self, token: str | list[Any], *, chunk: _Chunk | None = None, **kwargs: Any) -> None:
         self._showed(kwargs["run_id"], token, chunk)
 
-    def _showed(self, run_id: UUID, token: str | list[Any], chunk: _Chunk | None) -> None:
-        """Keep a chunk an open run streamed, for ``partial_usage`` if it breaks off (no I/O, no lock); once,
-        as a sync manager passes it to a middleware's handler and then to its sync twin (``_SyncDriven``)."""
+    def on_stream_event(self, event: Mapping[str, Any], **kwargs: Any) -> None:  # (langchain-core 1.8's v3)
+        self._showed(kwargs["run_id"], "", None, event)
+
+    def _showed(self, run_id: UUID, token: Any, chunk: _Chunk | None, event: Any = None) -> None:
+        """Keep a chunk (or protocol event) an open run streamed, for ``partial_usage`` if it breaks off (no
+        I/O, no lock); once, as a sync manager passes it to a middleware's handler and its sync twin."""
         shown = chunk if chunk is not None else GenerationChunk(text=token if isinstance(token, str) else "")
         for held in tuple(self._attempts.get(run_key(run_id), ())):
-            if not held.taken and not (held.shown and held.shown[-1] is chunk):
-                held.shown.append(shown)
+            kept, item = (held.shown, shown) if event is None else (held.events, event)
+            if not held.taken and not (kept and kept[-1] is item):
+                kept.append(item)
 
     async def _chat_start(
         self,
@@ -275,9 +279,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         if error is None:
             await run.commit(attempt, response)
             return
-        factor = self.guard.estimator._factor(est.model)
-        shown, background = ended.shown, ended.background
-        partial = partial_usage(response, est, factor, background, shown) if response is not None else None
+        factor, shown = self.guard.estimator._factor(est.model), (ended.background, ended.shown, ended.events)
+        partial = partial_usage(response, est, factor, *shown) if response is not None else None
         if partial is None:
             await run.fail(attempt, error)
         else:
@@ -522,6 +525,7 @@ class _Open:
     took: tuple[BudgetCallbackHandler, ...] = ()  # (a middleware's: the handlers it took the start from)
     background: bool = False  # (its request runs in the background: a broken stream is billed whole)
     shown: list[_Chunk] = dataclasses.field(default_factory=list)  # (what it streamed: ``_showed``)
+    events: list[Any] = dataclasses.field(default_factory=list)  # (its protocol events: same)
 
 
 @dataclasses.dataclass(eq=False)

@@ -292,6 +292,9 @@ class _AsyncModelCalls(_ModelCalls, AsyncCallbackHandler):
     async def on_llm_new_token(self, token: str | list[Any], *, chunk: Any = None, **kwargs: Any) -> None:  # type: ignore[override]
         self._showed(kwargs["run_id"], token, chunk)
 
+    async def on_stream_event(self, event: Mapping[str, Any], **kwargs: Any) -> None:  # type: ignore[override]
+        self._showed(kwargs["run_id"], "", None, event)
+
 
 class _SyncDriven(BaseCallbackHandler):
     """The sync twin of an async model call's handler, for the runs a sync callback manager drives: a model
@@ -341,6 +344,9 @@ class _SyncDriven(BaseCallbackHandler):
 
     def on_llm_new_token(self, token: str | list[Any], *, chunk: Any = None, **kwargs: Any) -> None:
         self.calls._showed(kwargs["run_id"], token, chunk)
+
+    def on_stream_event(self, event: Mapping[str, Any], **kwargs: Any) -> None:
+        self.calls._showed(kwargs["run_id"], "", None, event)
 
 
 class _OffLoop(Operations):
