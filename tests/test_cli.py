@@ -487,6 +487,9 @@ def test_status_forecasts_when_each_budget_runs_out(store: tuple[str, Path]) -> 
     """The burn rate is the window's spend so far per hour it has run; a budget that cannot last says
     when it runs out ("now" once what is left is gone), the others that they last the window."""
     assert run(store, "limits", "set", "user:alice", "0.0001").exit_code == 0  # below what she spent
+    # bob's limit far above his rate however early in the UTC day this runs (the rate is his spend per
+    # hour his day's window has run: minutes after midnight, his budget's own limit ran out before it)
+    assert run(store, "limits", "set", "user:bob", "1000000").exit_code == 0
     before = datetime.now(UTC)
     rows = {(r["scope"], r["unit"]): r for r in json.loads(run(store, "status", "--json").output)}
     after = datetime.now(UTC)

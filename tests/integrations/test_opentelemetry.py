@@ -39,10 +39,19 @@ def points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
     return found
 
 
+FEATURE_TOKENS = 10_000_000
+"""Far above a call's tokens: the feature lasts its day at the rate of the first minutes of a UTC day too
+(10,000 ran out before the reset when a test ran in its first ~10 hours: the rate is the spend per hour
+the window has run)."""
+
+
 def make_guard(hook: OpenTelemetryHook, **options: Any) -> bg.Guard:
     return bg.Guard(
         "memory://",
-        budgets=[bg.Budget("user", usd="1", per="day"), bg.Budget("feature", tokens=10_000, per="day")],
+        budgets=[
+            bg.Budget("user", usd="1", per="day"),
+            bg.Budget("feature", tokens=FEATURE_TOKENS, per="day"),
+        ],
         on_event=hook,
         **options,
     )
@@ -99,7 +108,7 @@ def test_metrics_follow_the_genai_conventions(otel: Any) -> None:
     assert usd.value == pytest.approx(float(1 - cost))
     [tokens_left] = found["budgetguard.budget.remaining.tokens"]
     assert tokens_left.attributes["budgetguard.scope.id"] == "reports"  # an allowed kind
-    assert tokens_left.value == 10_000 - USAGE.total_tokens
+    assert tokens_left.value == FEATURE_TOKENS - USAGE.total_tokens
     # the forecast beside it: $1 a day lasts the day (its reset); the rate is the spend per hour so far
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
     if time.time() - midnight > 60:  # (well inside the day whose window the calls were charged to)
